@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency from Debian's packages. Idempotent.
+set -euo pipefail
+pkgs=(build-essential cmake ninja-build pkg-config
+      libboost1.81-dev libboost-json1.81-dev librocksdb-dev libhiredis-dev libsodium-dev
+      libssl-dev libspdlog-dev libcli11-dev libtomlplusplus-dev libsqlite3-dev
+      libgtest-dev libgmock-dev libbenchmark-dev redis-server tmux python3)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi

@@ -1,0 +1,78 @@
+// The seam between the network and the services. The gateway (Beast listener and sessions)
+// owns these interfaces; the services implement ServiceInterface and FrameHandler, and use
+// Connection to write back. Nothing here names Asio or Beast.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "base/ids.h"
+#include "base/result.h"
+
+namespace tern::gateway {
+
+struct HttpRequest {
+  std::string method;          // "GET", "POST", ...
+  std::string path;            // target without the query, e.g. "/v1/conversations/x/messages"
+  std::string query;           // raw query string without '?'
+  std::string bearer_token;    // from "Authorization: Bearer …" (empty if absent)
+  std::string body;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string body;
+  std::string content_type = "application/json";
+};
+
+// Called exactly once per request, from any thread.
+using HttpReply = std::function<void(HttpResponse)>;
+
+// A live WebSocket connection. Owned by the gateway (shared_ptr); the service holds it while
+// it wants to write. Thread affinity: send(), queued() and close() must run on the
+// connection's strand: from FrameHandler callbacks, or inside a function given to post().
+// post() itself may be called from any thread.
+class Connection {
+ public:
+  virtual ~Connection() = default;
+  // Queues one text frame. The write queue is bounded (frames); when it is full the
+  // connection is closed (code 1008, "slow consumer": the client replays on reconnect) and
+  // send() returns false. Frames are shared, never copied per recipient.
+  virtual bool send(std::shared_ptr<const std::string> frame) = 0;
+  // Frames queued and not yet written; services pace bulk work (replay) by it.
+  virtual size_t queued() const = 0;
+  virtual size_t queue_limit() const = 0;
+  // Closes with a WebSocket close code (1000 normal, 1001 going away, 1008 policy).
+  virtual void close(uint16_t code, std::string reason) = 0;
+  // Runs fn on this connection's strand (dropped if the connection is already gone).
+  virtual void post(std::function<void()> fn) = 0;
+  virtual uint64_t id() const = 0;
+};
+
+// The service's side of one connection. Every callback runs on the connection's strand.
+class FrameHandler {
+ public:
+  virtual ~FrameHandler() = default;
+  virtual void on_text(std::string_view frame) = 0;
+  // The write queue fell to half its limit or below after being above it (resume replay).
+  virtual void on_writable() = 0;
+  // The connection is gone (closed by either side, timed out, or server stopping).
+  virtual void on_close() = 0;
+};
+
+class ServiceInterface {
+ public:
+  virtual ~ServiceInterface() = default;
+  // Any HTTP request that is not the WebSocket upgrade. Runs on the HTTP session's strand;
+  // reply may be called later from any thread.
+  virtual void handle_http(HttpRequest request, HttpReply reply) = 0;
+  // Checks the token of a WebSocket upgrade before it is accepted (failure → HTTP 401).
+  virtual Result<DeviceRef> authenticate(const std::string& token) = 0;
+  // The upgrade completed: returns the handler for the connection's frames.
+  virtual std::shared_ptr<FrameHandler> open(std::shared_ptr<Connection> connection, DeviceRef device) = 0;
+};
+
+}  // namespace tern::gateway

@@ -1,0 +1,31 @@
+// Request bodies of wire-v1's HTTP endpoints, parsed and validated. Pure; thread-safe.
+#pragma once
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/result.h"
+#include "proto/limits.h"
+
+namespace tern::proto {
+
+struct RegisterRequest { std::string user; };
+struct CreateConversationRequest {
+  bool group = false;
+  std::string name;
+  std::vector<std::string> members;  // other users; the caller is implied
+};
+struct MembersRequest {
+  std::vector<std::string> add;
+  std::vector<std::string> remove;
+};
+
+Result<RegisterRequest> parse_register(std::string_view body, const Limits& limits);
+Result<CreateConversationRequest> parse_create_conversation(std::string_view body, const Limits& limits);
+Result<MembersRequest> parse_members(std::string_view body, const Limits& limits);
+
+// Query parameter lookup in a raw query string "a=1&b=2" (no percent-decoding needed for
+// the integer and token parameters of wire-v1; tokens are URL-safe).
+std::string query_param(std::string_view query, std::string_view name);
+
+}  // namespace tern::proto

@@ -1,0 +1,45 @@
+#include "proto/http_shapes.h"
+
+#include <gtest/gtest.h>
+
+namespace tern::proto {
+namespace {
+
+Limits limits;
+
+TEST(HttpShapes, Register) {
+  EXPECT_EQ(parse_register(R"({"user":"alice"})", limits)->user, "alice");
+  EXPECT_EQ(parse_register(R"({"user":"Alice"})", limits).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(parse_register(R"({"user":1})", limits).error().code, ErrorCode::kMalformed);
+  EXPECT_EQ(parse_register("{", limits).error().code, ErrorCode::kMalformed);
+}
+
+TEST(HttpShapes, CreateConversation) {
+  auto d = parse_create_conversation(R"({"type":"direct","members":["bob"]})", limits);
+  ASSERT_TRUE(d);
+  EXPECT_FALSE(d->group);
+  EXPECT_EQ(parse_create_conversation(R"({"type":"direct","members":["bob","carol"]})", limits).error().code, ErrorCode::kInvalidArgument);
+  auto g = parse_create_conversation(R"({"type":"group","name":"n","members":["bob","carol","bob"]})", limits);
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->members.size(), 2u);
+  EXPECT_EQ(parse_create_conversation(R"({"type":"room"})", limits).error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST(HttpShapes, Members) {
+  auto m = parse_members(R"({"add":["dave"]})", limits);
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->add.size(), 1u);
+  EXPECT_EQ(parse_members("{}", limits).error().code, ErrorCode::kMalformed);
+  Limits small;
+  small.max_http_body_bytes = 4;
+  EXPECT_EQ(parse_members(R"({"add":["dave"]})", small).error().code, ErrorCode::kTooLarge);
+}
+
+TEST(HttpShapes, QueryParam) {
+  EXPECT_EQ(query_param("after_seq=4&limit=10", "limit"), "10");
+  EXPECT_EQ(query_param("after_seq=4&limit=10", "after_seq"), "4");
+  EXPECT_EQ(query_param("after_seq=4", "token"), "");
+}
+
+}  // namespace
+}  // namespace tern::proto

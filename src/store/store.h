@@ -1,0 +1,132 @@
+// The store contract: everything Tern keeps durably, shaped like a wide-column model so that
+// any backend (embedded RocksDB, Redis) can carry it:
+//   accounts      user → devices; token hash → device; last_seen
+//   conversations conversation → meta + members (joined/left seq, admin)
+//   user index    user → conversations (with joined/left seq)
+//   message log   partition = conversation, clustering = seq; value = the stored frame
+//   cursors       device × conversation → last acked seq
+//   inbox index   device × conversation → latest seq with news (fan-out-on-write)
+//   receipts      conversation × user → delivered seq, read seq
+//   idempotency   device × client_msg_id → (conversation, seq, ts) until expiry
+//
+// Reads are direct calls. Every write goes through a Batch that commit() applies atomically
+// (all or nothing) and, with sync, durably before it returns: the group-commit writer in
+// services puts many sends into one Batch so one fsync covers them all.
+//
+// Thread-safety: every method may be called from any thread. commit() calls are serialized by
+// the caller (one writer thread); read-modify-write ops inside a Batch (kInboxClear) rely on
+// that. Ownership: the server's composition root owns the Store; everyone else borrows it.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "base/ids.h"
+#include "base/result.h"
+
+namespace tern::store {
+
+struct Member {
+  std::string user;
+  Seq joined_seq = 0;  // first seq this member may see (its "added" system message)
+  Seq left_seq = 0;    // 0 while a member; else the seq of its removal message (last it sees)
+  bool admin = false;
+  bool active() const { return left_seq == 0; }
+};
+
+enum class ConvType { kDirect, kGroup };
+
+struct Conversation {
+  std::string id;
+  ConvType type = ConvType::kDirect;
+  std::string name;
+  int64_t created_ts = 0;
+  std::vector<Member> members;  // current and former members (left_seq != 0)
+};
+
+// One row of a user's conversation index.
+struct UserConversation {
+  std::string conversation_id;
+  Seq joined_seq = 0;
+  Seq left_seq = 0;
+};
+
+struct IdempotencyRecord {
+  std::string conversation_id;
+  Seq seq = 0;
+  int64_t ts = 0;
+  int64_t expires_at = 0;  // ms; ignored (treated as absent) after this
+};
+
+struct ReceiptState {
+  std::string user;
+  Seq delivered = 0;
+  Seq read = 0;
+};
+
+struct StoredMessage {
+  Seq seq = 0;
+  std::string frame;  // the `message` frame as stored (see proto::encode_message)
+};
+
+// ---- write operations (one Batch holds any mix) ----
+struct PutUser { std::string user; int64_t created_ts = 0; };
+struct PutDevice { DeviceRef device; std::string token_hash; };
+struct PutConversation { Conversation conversation; };  // replaces meta + members, updates user index
+struct AppendMessage { std::string conversation_id; Seq seq = 0; std::string frame; };
+struct PutIdempotency { DeviceRef device; std::string client_msg_id; IdempotencyRecord record; };
+struct SetCursor { DeviceRef device; std::string conversation_id; Seq seq = 0; };  // keeps the max
+struct SetReceipt { std::string conversation_id; std::string user; Seq delivered = 0; Seq read = 0; };  // keeps the max of each
+struct InboxMark { DeviceRef device; std::string conversation_id; Seq seq = 0; };   // keeps the max
+struct InboxClear { DeviceRef device; std::string conversation_id; Seq upto = 0; };  // deletes if entry <= upto
+struct SetLastSeen { std::string user; int64_t ts = 0; };
+
+using Op = std::variant<PutUser, PutDevice, PutConversation, AppendMessage, PutIdempotency, SetCursor,
+                        SetReceipt, InboxMark, InboxClear, SetLastSeen>;
+
+struct Batch {
+  std::vector<Op> ops;
+  void add(Op op) { ops.push_back(std::move(op)); }
+  bool empty() const { return ops.empty(); }
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Applies every op of the batch atomically; with sync, durable when it returns.
+  virtual Result<void> commit(const Batch& batch, bool sync) = 0;
+  // Flushes everything written so far to stable storage (used at shutdown).
+  virtual Result<void> flush() = 0;
+
+  // accounts
+  virtual Result<bool> user_exists(const std::string& user) = 0;
+  virtual Result<std::vector<uint32_t>> devices(const std::string& user) = 0;
+  virtual Result<std::optional<DeviceRef>> find_token(const std::string& token_hash) = 0;
+  virtual Result<int64_t> last_seen(const std::string& user) = 0;  // 0 if never
+
+  // conversations
+  virtual Result<std::optional<Conversation>> conversation(const std::string& id) = 0;
+  virtual Result<std::vector<UserConversation>> user_conversations(const std::string& user) = 0;
+
+  // message log: seq > after_seq, increasing, at most limit
+  virtual Result<std::vector<StoredMessage>> read_messages(const std::string& conversation_id, Seq after_seq,
+                                                           size_t limit) = 0;
+  virtual Result<Seq> head(const std::string& conversation_id) = 0;  // 0 if empty
+
+  // per-device state
+  virtual Result<Seq> cursor(const DeviceRef& device, const std::string& conversation_id) = 0;  // 0 if none
+  // conversations with news for a device: (conversation_id, latest seq marked)
+  virtual Result<std::vector<std::pair<std::string, Seq>>> inbox(const DeviceRef& device) = 0;
+  virtual Result<std::optional<IdempotencyRecord>> idempotency(const DeviceRef& device,
+                                                               const std::string& client_msg_id,
+                                                               int64_t now_ms) = 0;
+  virtual Result<std::vector<ReceiptState>> receipts(const std::string& conversation_id) = 0;
+
+  // Drops idempotency records that expired before now_ms; returns how many.
+  virtual Result<size_t> purge_expired(int64_t now_ms) = 0;
+};
+
+}  // namespace tern::store
