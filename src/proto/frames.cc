@@ -184,6 +184,7 @@ Result<StoredMeta> stored_meta(std::string_view stored) {
   m.sender_device = static_cast<uint32_t>(*dev);
   if (const auto* e = o.if_contains("expires_at"); e && e->is_int64()) m.expires_at = e->as_int64();
   m.per_device = o.contains("bodies");
+  m.system = o.contains("system");
   return m;
 }
 

@@ -66,6 +66,7 @@ struct StoredMeta {
   uint32_t sender_device = 0;
   std::optional<int64_t> expires_at;
   bool per_device = false;
+  bool system = false;
 };
 Result<StoredMeta> stored_meta(std::string_view stored);
 

@@ -1,0 +1,57 @@
+// The bus: which devices are connected to this node, and delivery of events to them.
+// The services publish to a device without knowing where it is connected; the local
+// implementation (local/) delivers in-process, a Redis one (later) across nodes.
+//
+// Thread-safety: every Bus method may be called from any thread. Endpoint::notify is called on
+// the publisher's thread and must not block (implementations post to their own strand).
+// Ownership: the composition root owns the Bus; endpoints are held weakly.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/ids.h"
+
+namespace tern::bus {
+
+// One event for a connected device. Immutable once published and shared by every recipient.
+struct Notification {
+  enum class Kind {
+    kMessage,   // a durable message of `conversation_id` with `seq`
+    kOwnSent,   // the device's own message got `seq` (advances its replay position; not sent)
+    kFrame,     // an ephemeral or receipt frame to write as-is (typing, presence, receipt)
+  };
+  Kind kind = Kind::kFrame;
+  std::string conversation_id;
+  Seq seq = 0;
+  bool per_device = false;                   // frame carries `bodies`: render per device
+  std::shared_ptr<const std::string> frame;  // the stored message frame or the frame to write
+  int64_t send_started_us = 0;               // mono_us() when the send arrived (latency metric)
+};
+
+class Endpoint {
+ public:
+  virtual ~Endpoint() = default;
+  virtual void notify(std::shared_ptr<const Notification> n) = 0;
+  // Another connection of the same device took over: close this one.
+  virtual void replaced() = 0;
+};
+
+class Bus {
+ public:
+  virtual ~Bus() = default;
+  // Registers the device's endpoint; an earlier endpoint of the same device is told
+  // replaced() and dropped. Returns the number of the user's devices now attached.
+  virtual size_t attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint) = 0;
+  // Removes the endpoint if it is still the device's current one; returns the number of the
+  // user's devices still attached (0 → the user went offline).
+  virtual size_t detach(const DeviceRef& device, const Endpoint* endpoint) = 0;
+  // Delivers to the device if attached; a no-op otherwise (it replays on connect).
+  virtual void publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) = 0;
+  // Delivers to every attached device of the user.
+  virtual void publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) = 0;
+  virtual bool online(const std::string& user) = 0;
+};
+
+}  // namespace tern::bus

@@ -1,0 +1,77 @@
+#include "bus/local/local_bus.h"
+
+#include <functional>
+#include <vector>
+
+namespace tern::bus {
+
+LocalBus::Shard& LocalBus::shard(const std::string& user) {
+  return shards_[std::hash<std::string>{}(user) % kShards];
+}
+
+size_t LocalBus::attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint) {
+  std::shared_ptr<Endpoint> previous;
+  size_t count;
+  {
+    auto& s = shard(device.user);
+    std::lock_guard lock(s.mu);
+    auto& devices = s.users[device.user];
+    auto& slot = devices[device.device];
+    previous = slot.lock();
+    slot = endpoint;
+    count = devices.size();
+  }
+  if (previous && previous != endpoint) previous->replaced();
+  return count;
+}
+
+size_t LocalBus::detach(const DeviceRef& device, const Endpoint* endpoint) {
+  auto& s = shard(device.user);
+  std::lock_guard lock(s.mu);
+  auto it = s.users.find(device.user);
+  if (it == s.users.end()) return 0;
+  auto d = it->second.find(device.device);
+  if (d != it->second.end()) {
+    auto current = d->second.lock();
+    // Only the current endpoint may remove itself; a replaced one must not unregister its successor.
+    if (!current || current.get() == endpoint) it->second.erase(d);
+  }
+  const size_t count = it->second.size();
+  if (count == 0) s.users.erase(it);
+  return count;
+}
+
+void LocalBus::publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) {
+  std::shared_ptr<Endpoint> target;
+  {
+    auto& s = shard(device.user);
+    std::lock_guard lock(s.mu);
+    auto it = s.users.find(device.user);
+    if (it == s.users.end()) return;
+    auto d = it->second.find(device.device);
+    if (d == it->second.end()) return;
+    target = d->second.lock();
+  }
+  if (target) target->notify(n);
+}
+
+void LocalBus::publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) {
+  std::vector<std::shared_ptr<Endpoint>> targets;
+  {
+    auto& s = shard(user);
+    std::lock_guard lock(s.mu);
+    auto it = s.users.find(user);
+    if (it == s.users.end()) return;
+    for (auto& [_, weak] : it->second)
+      if (auto e = weak.lock()) targets.push_back(std::move(e));
+  }
+  for (auto& e : targets) e->notify(n);
+}
+
+bool LocalBus::online(const std::string& user) {
+  auto& s = shard(user);
+  std::lock_guard lock(s.mu);
+  return s.users.count(user) != 0;
+}
+
+}  // namespace tern::bus

@@ -1,0 +1,32 @@
+// In-process Bus: a sharded map device → endpoint. Lookups take one shard's mutex only
+// for the map access; notify() runs outside the lock. Thread-safe; owned by the server.
+#pragma once
+#include <array>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+
+#include "bus/bus.h"
+
+namespace tern::bus {
+
+class LocalBus final : public Bus {
+ public:
+  size_t attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint) override;
+  size_t detach(const DeviceRef& device, const Endpoint* endpoint) override;
+  void publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) override;
+  void publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) override;
+  bool online(const std::string& user) override;
+
+ private:
+  // Shard by user so that all of a user's devices live in one shard.
+  struct Shard {
+    std::mutex mu;
+    std::unordered_map<std::string, std::map<uint32_t, std::weak_ptr<Endpoint>>> users;
+  };
+  Shard& shard(const std::string& user);
+  static constexpr size_t kShards = 64;
+  std::array<Shard, kShards> shards_;
+};
+
+}  // namespace tern::bus

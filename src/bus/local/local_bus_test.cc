@@ -1,0 +1,48 @@
+#include "bus/local/local_bus.h"
+
+#include <gtest/gtest.h>
+
+namespace tern::bus {
+namespace {
+
+struct Recorder : Endpoint {
+  std::vector<std::shared_ptr<const Notification>> got;
+  int replaced_calls = 0;
+  void notify(std::shared_ptr<const Notification> n) override { got.push_back(std::move(n)); }
+  void replaced() override { ++replaced_calls; }
+};
+
+TEST(LocalBus, DeliversToAttachedDevicesOnly) {
+  LocalBus bus;
+  auto a1 = std::make_shared<Recorder>();
+  auto a2 = std::make_shared<Recorder>();
+  EXPECT_EQ(bus.attach({"alice", 1}, a1), 1u);
+  EXPECT_EQ(bus.attach({"alice", 2}, a2), 2u);
+  auto n = std::make_shared<Notification>();
+  bus.publish({"alice", 1}, n);
+  bus.publish({"bob", 1}, n);
+  EXPECT_EQ(a1->got.size(), 1u);
+  EXPECT_EQ(a2->got.size(), 0u);
+  bus.publish_user("alice", n);
+  EXPECT_EQ(a1->got.size(), 2u);
+  EXPECT_EQ(a2->got.size(), 1u);
+  EXPECT_TRUE(bus.online("alice"));
+  EXPECT_FALSE(bus.online("bob"));
+}
+
+TEST(LocalBus, NewConnectionReplacesOldAndOldCannotDetachNew) {
+  LocalBus bus;
+  auto first = std::make_shared<Recorder>();
+  auto second = std::make_shared<Recorder>();
+  bus.attach({"alice", 1}, first);
+  bus.attach({"alice", 1}, second);
+  EXPECT_EQ(first->replaced_calls, 1);
+  EXPECT_EQ(bus.detach({"alice", 1}, first.get()), 1u);  // stale detach is ignored
+  bus.publish({"alice", 1}, std::make_shared<Notification>());
+  EXPECT_EQ(second->got.size(), 1u);
+  EXPECT_EQ(bus.detach({"alice", 1}, second.get()), 0u);
+  EXPECT_FALSE(bus.online("alice"));
+}
+
+}  // namespace
+}  // namespace tern::bus

@@ -1,0 +1,138 @@
+#include "server/server_options.h"
+
+#include <charconv>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <toml++/toml.h>
+
+namespace tern::server {
+namespace {
+
+// Applies the TOML file's values; the command line is parsed again afterwards and wins.
+Result<void> apply_toml(const std::string& path, ServerOptions& o) {
+  toml::table t;
+  try {
+    t = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    return make_error(ErrorCode::kInvalidArgument, "config " + path + ": " + std::string(e.description()));
+  }
+  auto str = [&](const char* k, std::string& out) { if (auto v = t[k].value<std::string>()) out = *v; };
+  auto num = [&](const char* k, auto& out) {
+    if (auto v = t[k].value<int64_t>()) out = static_cast<std::remove_reference_t<decltype(out)>>(*v);
+  };
+  auto real = [&](const char* k, double& out) { if (auto v = t[k].value<double>()) out = *v; };
+  str("listen", o.listen);
+  str("data", o.data_dir);
+  str("durability", o.durability);
+  str("log_level", o.log_level);
+  str("metrics_token", o.metrics_token);
+  num("threads", o.threads);
+  num("block_cache_mb", o.block_cache_mb);
+  int64_t ping = o.gateway.ping_interval.count();
+  num("ping_interval", ping);
+  o.gateway.ping_interval = std::chrono::seconds(ping);
+  num("max_connections", o.gateway.max_connections);
+  num("max_frame_bytes", o.services.limits.max_frame_bytes);
+  num("max_body_bytes", o.services.limits.max_body_bytes);
+  num("max_http_body_bytes", o.services.limits.max_http_body_bytes);
+  num("max_members", o.services.limits.max_members_per_group);
+  num("max_devices", o.services.limits.max_devices_per_user);
+  num("max_page", o.services.limits.max_page);
+  real("send_rate", o.services.send_rate_per_sec);
+  real("send_burst", o.services.send_burst);
+  num("send_queue", o.gateway.write_queue_frames);
+  num("commit_queue", o.services.commit_queue_limit);
+  int64_t days = o.services.idempotency_ttl_ms / (24 * 3600 * 1000);
+  num("idempotency_days", days);
+  o.services.idempotency_ttl_ms = days * 24 * 3600 * 1000;
+  return {};
+}
+
+void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days) {
+  app.add_option("--config", "TOML file with any of the options below (keys without dashes, '-' as '_'); flags win");
+  app.add_option("--listen", o.listen, "HOST:PORT to serve HTTP and WebSocket on; port 0 picks a free port and prints it")
+      ->capture_default_str();
+  app.add_option("--data", o.data_dir, "directory of the embedded RocksDB store")->capture_default_str();
+  app.add_option("--durability", o.durability,
+                 "sync: fsync every group-committed batch before `sent` (default); "
+                 "none: no fsync, for benchmarks only - a crash can lose acknowledged messages")
+      ->check(CLI::IsMember({"sync", "none"}))->capture_default_str();
+  app.add_option("--threads", o.threads, "I/O threads (0 = one per core)")->capture_default_str();
+  app.add_option("--log-level", o.log_level, "trace|debug|info|warn|error|off")->capture_default_str();
+  app.add_option("--metrics-token", o.metrics_token,
+                 "bearer token that /metrics requires (default: any device token)");
+  app.add_option("--ping-interval", ping, "seconds between WebSocket pings; a peer silent for two intervals is dropped")
+      ->capture_default_str();
+  app.add_option("--max-connections", o.gateway.max_connections, "concurrent connections; more are refused")
+      ->capture_default_str();
+  app.add_option("--max-frame-bytes", o.services.limits.max_frame_bytes, "largest WebSocket message")->capture_default_str();
+  app.add_option("--max-body-bytes", o.services.limits.max_body_bytes, "largest decoded message payload")
+      ->capture_default_str();
+  app.add_option("--max-http-body-bytes", o.services.limits.max_http_body_bytes, "largest HTTP request body")
+      ->capture_default_str();
+  app.add_option("--max-members", o.services.limits.max_members_per_group, "members per group")->capture_default_str();
+  app.add_option("--max-devices", o.services.limits.max_devices_per_user, "devices per user")->capture_default_str();
+  app.add_option("--max-page", o.services.limits.max_page, "largest backfill page")->capture_default_str();
+  app.add_option("--send-rate", o.services.send_rate_per_sec, "sends per second per device (token bucket refill)")
+      ->capture_default_str();
+  app.add_option("--send-burst", o.services.send_burst, "token bucket size for sends")->capture_default_str();
+  app.add_option("--send-queue", o.gateway.write_queue_frames,
+                 "frames queued per connection; a consumer that falls further behind is disconnected")
+      ->capture_default_str();
+  app.add_option("--commit-queue", o.services.commit_queue_limit,
+                 "writes waiting for the store; beyond it sends get `overloaded`")->capture_default_str();
+  app.add_option("--idempotency-days", idem_days, "how long a client_msg_id is remembered (at least 7)")
+      ->capture_default_str();
+  app.add_option("--block-cache-mb", o.block_cache_mb, "RocksDB block cache")->capture_default_str();
+}
+
+}  // namespace
+
+Result<ServerOptions> parse_options(int argc, char** argv) {
+  ServerOptions o;
+  // First pass: find --config only, so that the file can set defaults the flags override.
+  {
+    CLI::App pre;
+    pre.allow_extras();
+    pre.set_help_flag();
+    std::string config;
+    pre.add_option("--config", config);
+    try {
+      pre.parse(argc, argv);
+    } catch (const CLI::ParseError&) {
+    }
+    if (!config.empty())
+      if (auto r = apply_toml(config, o); !r) return r.error();
+  }
+  int64_t ping = o.gateway.ping_interval.count();
+  int64_t idem_days = o.services.idempotency_ttl_ms / (24 * 3600 * 1000);
+  CLI::App app{"ternd: the Tern messaging server (wire-v1 over HTTP + WebSocket, embedded RocksDB store)"};
+  describe(app, o, ping, idem_days);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return make_error(code == 0 ? ErrorCode::kOk : ErrorCode::kInvalidArgument, e.what());
+  }
+  if (ping < 1) return make_error(ErrorCode::kInvalidArgument, "--ping-interval must be >= 1");
+  if (idem_days < 7) return make_error(ErrorCode::kInvalidArgument, "--idempotency-days must be >= 7");
+  o.gateway.ping_interval = std::chrono::seconds(ping);
+  o.services.idempotency_ttl_ms = idem_days * 24 * 3600 * 1000;
+  o.services.durable = o.durability == "sync";
+  o.gateway.max_frame_bytes = o.services.limits.max_frame_bytes;
+  o.gateway.max_http_body_bytes = o.services.limits.max_http_body_bytes;
+
+  const auto colon = o.listen.rfind(':');
+  if (colon == std::string::npos) return make_error(ErrorCode::kInvalidArgument, "--listen must be HOST:PORT");
+  o.gateway.host = o.listen.substr(0, colon);
+  const std::string port = o.listen.substr(colon + 1);
+  unsigned value = 0;
+  auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (ec != std::errc() || p != port.data() + port.size() || value > 65535)
+    return make_error(ErrorCode::kInvalidArgument, "--listen port must be 0-65535");
+  o.gateway.port = static_cast<uint16_t>(value);
+  return o;
+}
+
+}  // namespace tern::server

@@ -1,0 +1,30 @@
+// ternd's options: defaults, a TOML config file, then command-line flags (flags win).
+// Plain value; read-only once the server starts.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "base/result.h"
+#include "gateway/gateway_options.h"
+#include "services/service_options.h"
+
+namespace tern::server {
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:8080";
+  std::string data_dir = "./tern-data";
+  std::string durability = "sync";   // sync | none (benchmarks only: acknowledged ≠ durable)
+  std::string log_level = "info";
+  std::string metrics_token;         // empty: any device token may read /metrics
+  size_t threads = 0;                // 0: one per core
+  size_t block_cache_mb = 128;
+
+  gateway::GatewayOptions gateway;
+  services::ServiceOptions services;
+};
+
+// Parses argv (and the --config file it names). On --help, prints usage and returns an
+// Error with code kOk so the caller exits 0; other errors are kInvalidArgument.
+Result<ServerOptions> parse_options(int argc, char** argv);
+
+}  // namespace tern::server

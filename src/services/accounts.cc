@@ -1,0 +1,107 @@
+#include "services/accounts.h"
+
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+#include "base/clock.h"
+#include "services/token.h"
+
+namespace tern::services {
+namespace {
+constexpr int64_t kLinkCodeTtlMs = 10 * 60 * 1000;
+}
+
+Accounts::Accounts(store::Store& store, GroupCommitter& committer, Directory& directory,
+                   const ServiceOptions& options)
+    : store_(store), committer_(committer), directory_(directory), options_(options) {}
+
+void Accounts::register_user(const std::string& user, CredentialsDone done) {
+  {
+    std::lock_guard lock(mu_);
+    auto exists = store_.user_exists(user);
+    if (!exists) return done(exists.error());
+    if (*exists || creating_.count(user)) return done(make_error(ErrorCode::kExists, "user already exists"));
+    creating_.insert(user);
+  }
+  write_device(user, 1, /*new_user=*/true, std::move(done));
+}
+
+void Accounts::add_device(const std::string& user, CredentialsDone done) {
+  uint32_t next;
+  {
+    std::lock_guard lock(mu_);
+    auto devices = directory_.devices(user);
+    if (!devices) return done(devices.error());
+    if (devices->empty()) return done(make_error(ErrorCode::kNotFound, "no such user"));
+    if (devices->size() >= options_.limits.max_devices_per_user)
+      return done(make_error(ErrorCode::kLimitExceeded,
+                             "at most " + std::to_string(options_.limits.max_devices_per_user) + " devices per user"));
+    next = *std::max_element(devices->begin(), devices->end()) + 1;
+    // Reserve the number now so a concurrent link cannot take it too.
+    auto updated = *devices;
+    updated.push_back(next);
+    directory_.put_devices(user, std::move(updated));
+  }
+  write_device(user, next, /*new_user=*/false, std::move(done));
+}
+
+void Accounts::write_device(const std::string& user, uint32_t device, bool new_user, CredentialsDone done) {
+  Credentials creds{user, device, new_token()};
+  store::Batch batch;
+  if (new_user) batch.add(store::PutUser{user, now_ms()});
+  batch.add(store::PutDevice{DeviceRef{user, device}, hash_token(creds.token)});
+  committer_.submit(std::move(batch), [this, creds, new_user, done](const Result<void>& committed) {
+    if (new_user) {
+      std::lock_guard lock(mu_);
+      creating_.erase(creds.user);
+      if (committed) directory_.put_devices(creds.user, {1});
+    }
+    if (!committed) return done(committed.error());
+    spdlog::info("event=device_registered user={} device={}", creds.user, creds.device);
+    done(creds);
+  });
+}
+
+Result<DeviceRef> Accounts::authenticate(const std::string& token) {
+  if (token.empty() || token.size() > 256) return make_error(ErrorCode::kUnauthorized, "missing or invalid token");
+  auto found = store_.find_token(hash_token(token));
+  if (!found) return found.error();
+  if (!*found) return make_error(ErrorCode::kUnauthorized, "missing or invalid token");
+  return **found;
+}
+
+Result<LinkCode> Accounts::create_link_code(const DeviceRef& by) {
+  const int64_t now = now_ms();
+  std::lock_guard lock(mu_);
+  auto& codes = link_codes_[by.user];
+  std::erase_if(codes, [&](const PendingCode& c) { return c.expires_at <= now; });
+  if (codes.size() >= options_.link_codes_per_user)
+    return make_error(ErrorCode::kRateLimited, "too many outstanding link codes; use or wait for one");
+  PendingCode code{new_link_code(), now + kLinkCodeTtlMs};
+  codes.push_back(code);
+  return LinkCode{code.code, code.expires_at};
+}
+
+void Accounts::redeem_link_code(const std::string& user, const std::string& code, CredentialsDone done) {
+  {
+    const int64_t now = now_ms();
+    std::lock_guard lock(mu_);
+    auto it = link_codes_.find(user);
+    bool matched = false;
+    if (it != link_codes_.end()) {
+      auto& codes = it->second;
+      for (auto c = codes.begin(); c != codes.end(); ++c) {
+        if (c->code == code && c->expires_at > now) {
+          codes.erase(c);  // single use, even if linking then fails
+          matched = true;
+          break;
+        }
+      }
+    }
+    if (!matched) return done(make_error(ErrorCode::kNotFound, "unknown or expired link code"));
+  }
+  add_device(user, std::move(done));
+}
+
+}  // namespace tern::services

@@ -1,0 +1,272 @@
+#include "services/device_session.h"
+
+#include <limits>
+
+#include <spdlog/spdlog.h>
+
+#include "base/clock.h"
+#include "base/metrics.h"
+#include "proto/frames.h"
+#include "services/service_context.h"
+
+namespace tern::services {
+namespace {
+
+CounterFamily& frames_in() {
+  static auto& f = MetricsRegistry::global().family("tern_frames_in_total", "type", "client frames by type");
+  return f;
+}
+CounterFamily& frames_out() {
+  static auto& f = MetricsRegistry::global().family("tern_frames_out_total", "type", "server frames by type");
+  return f;
+}
+CounterFamily& errors() {
+  static auto& f = MetricsRegistry::global().family("tern_errors_total", "code", "error frames by code");
+  return f;
+}
+Counter& replayed() {
+  static auto& c = MetricsRegistry::global().counter("tern_replayed_messages_total",
+                                                     "messages written from the store (replay and gap fill)");
+  return c;
+}
+Histogram& send_to_delivered() {
+  static auto& h = MetricsRegistry::global().histogram(
+      "tern_send_to_delivered_seconds", "from a send frame's arrival to its write to a live recipient",
+      latency_buckets());
+  return h;
+}
+
+constexpr Seq kNoLimit = std::numeric_limits<Seq>::max();
+
+}  // namespace
+
+DeviceSession::DeviceSession(ServiceContext& ctx, std::shared_ptr<gateway::Connection> connection, DeviceRef device)
+    : ctx_(ctx),
+      conn_(std::move(connection)),
+      device_(std::move(device)),
+      bucket_(ctx.options.send_rate_per_sec, ctx.options.send_burst, mono_us()) {}
+
+void DeviceSession::start() {
+  // Attach before reading the inbox: a message committed in between is both notified and
+  // (maybe) read from the store; the position check drops the repeat.
+  const size_t online = ctx_.bus.attach(device_, shared_from_this());
+  ctx_.presence.device_attached(device_.user, online);
+  auto inbox = ctx_.store.inbox(device_);
+  if (!inbox) {
+    spdlog::error("event=inbox_read_failed user={} device={} error=\"{}\"", device_.user, device_.device,
+                  inbox.error().message);
+    conn_->close(1011, "store unavailable");
+    return;
+  }
+  for (const auto& [conv, latest] : *inbox) {
+    Position* pos = position(conv);
+    if (pos && latest > pos->sent) behind_.insert(conv);
+  }
+  pump();
+}
+
+DeviceSession::Position* DeviceSession::position(const std::string& conversation_id) {
+  if (auto it = positions_.find(conversation_id); it != positions_.end()) return &it->second;
+  auto conv = ctx_.directory.conversation(conversation_id);
+  if (!conv || !*conv) return nullptr;
+  const auto* m = find_member(**conv, device_.user);
+  if (!m) return nullptr;
+  auto cursor = ctx_.store.cursor(device_, conversation_id);
+  if (!cursor) return nullptr;
+  Position pos;
+  pos.floor = m->joined_seq - 1;
+  pos.limit = m->active() ? kNoLimit : m->left_seq;
+  pos.sent = std::max(*cursor, pos.floor);
+  return &positions_.emplace(conversation_id, pos).first->second;
+}
+
+void DeviceSession::refresh_membership(const std::string& conversation_id, Position& pos) {
+  auto conv = ctx_.directory.conversation(conversation_id);
+  if (!conv || !*conv) return;
+  const auto* m = find_member(**conv, device_.user);
+  if (!m) {
+    pos.limit = 0;
+    return;
+  }
+  const Seq floor = m->joined_seq - 1;
+  if (floor > pos.floor) {  // re-added after a removal: a new era starts
+    pos.floor = floor;
+    pos.sent = std::max(pos.sent, floor);
+  }
+  pos.limit = m->active() ? kNoLimit : m->left_seq;
+}
+
+bool DeviceSession::write(std::shared_ptr<const std::string> frame) {
+  if (closed_) return false;
+  return conn_->send(std::move(frame));
+}
+
+void DeviceSession::write_error(const Error& error, std::string_view ref) {
+  errors().with(std::string(code_name(error.code))).inc();
+  frames_out().with("error").inc();
+  write(std::make_shared<const std::string>(proto::encode_error(error, ref)));
+}
+
+// ---------------------------------------------------------------- delivery
+
+void DeviceSession::notify(std::shared_ptr<const bus::Notification> n) {
+  conn_->post([self = shared_from_this(), n = std::move(n)] { self->on_notification(n); });
+}
+
+void DeviceSession::replaced() {
+  conn_->post([self = shared_from_this()] { self->conn_->close(1008, "replaced by a newer connection of this device"); });
+}
+
+void DeviceSession::on_notification(const std::shared_ptr<const bus::Notification>& n) {
+  if (closed_) return;
+  if (n->kind == bus::Notification::Kind::kFrame) {
+    frames_out().with("event").inc();
+    write(n->frame);
+    return;
+  }
+  Position* pos = position(n->conversation_id);
+  if (!pos || n->seq <= pos->sent) return;
+  const bool next = n->seq == pos->sent + 1 && n->seq <= pos->limit;
+  if (live_ && next && !behind_.count(n->conversation_id)) {
+    std::shared_ptr<const std::string> frame = n->frame;
+    if (n->per_device) {
+      auto rendered = proto::render_message_for(*n->frame, device_);
+      if (!rendered) return;
+      frame = std::make_shared<const std::string>(std::move(*rendered));
+    }
+    pos->sent = n->seq;
+    if (n->frame->find("\"system\"") != std::string::npos) refresh_membership(n->conversation_id, *pos);
+    frames_out().with("message").inc();
+    send_to_delivered().observe(static_cast<double>(mono_us() - n->send_started_us) / 1e6);
+    write(std::move(frame));
+    return;
+  }
+  behind_.insert(n->conversation_id);
+  if (live_) pump();
+}
+
+void DeviceSession::on_writable() { pump(); }
+
+void DeviceSession::pump() {
+  if (pumping_ || closed_) return;
+  pumping_ = true;
+  const size_t room_mark = conn_->queue_limit() / 2;
+  while (!behind_.empty() && !closed_ && conn_->queued() < room_mark) {
+    const std::string conv = *behind_.begin();
+    if (pump_conversation(conv)) behind_.erase(conv);
+  }
+  pumping_ = false;
+  if (behind_.empty() && !live_ && !closed_) finish_replay();
+}
+
+// Writes one page of a conversation from the store; true when the conversation caught up.
+bool DeviceSession::pump_conversation(const std::string& conversation_id) {
+  Position* pos = position(conversation_id);
+  if (!pos) return true;
+  refresh_membership(conversation_id, *pos);
+  if (pos->sent >= pos->limit) return true;
+  const size_t page = ctx_.options.replay_page;
+  auto messages = ctx_.store.read_messages(conversation_id, pos->sent, page);
+  if (!messages) {
+    spdlog::error("event=replay_read_failed conversation={} error=\"{}\"", conversation_id, messages.error().message);
+    return true;  // the device will get it on its next connect
+  }
+  const int64_t now = now_ms();
+  for (const auto& m : *messages) {
+    if (m.seq > pos->limit) return true;
+    if (m.seq <= pos->sent) continue;
+    auto meta = proto::stored_meta(m.frame);
+    pos->sent = m.seq;
+    if (!meta) continue;
+    const bool own = meta->sender == device_.user && meta->sender_device == device_.device && !meta->system;
+    if (own || (meta->expires_at && *meta->expires_at <= now)) continue;
+    auto frame = proto::render_message_for(m.frame, device_);
+    if (!frame) continue;
+    replayed().inc();
+    frames_out().with("message").inc();
+    if (!write(std::make_shared<const std::string>(std::move(*frame)))) return true;
+  }
+  return messages->size() < page || pos->sent >= pos->limit;
+}
+
+void DeviceSession::finish_replay() {
+  live_ = true;
+  frames_out().with("synced").inc();
+  write(std::make_shared<const std::string>(proto::encode_synced()));
+  send_receipt_state();
+}
+
+// Receipts are durable state: after a (re)connect the device gets the latest delivered/read
+// marks of the other members of its conversations (bounded number of conversations).
+void DeviceSession::send_receipt_state() {
+  auto convs = ctx_.store.user_conversations(device_.user);
+  if (!convs) return;
+  size_t n = 0;
+  for (const auto& uc : *convs) {
+    if (uc.left_seq != 0) continue;
+    if (++n > ctx_.options.receipt_sync_conversations) break;
+    auto receipts = ctx_.store.receipts(uc.conversation_id);
+    if (!receipts) continue;
+    for (const auto& r : *receipts) {
+      if (r.user == device_.user) continue;
+      if (r.delivered > 0)
+        write(std::make_shared<const std::string>(proto::encode_receipt(uc.conversation_id, r.user, "delivered", r.delivered)));
+      if (r.read > 0)
+        write(std::make_shared<const std::string>(proto::encode_receipt(uc.conversation_id, r.user, "read", r.read)));
+    }
+  }
+}
+
+// ---------------------------------------------------------------- client frames
+
+void DeviceSession::on_text(std::string_view text) {
+  if (closed_) return;
+  std::string ref;
+  auto parsed = proto::parse_client_frame(text, ctx_.options.limits, &ref);
+  if (!parsed) {
+    frames_in().with("invalid").inc();
+    write_error(parsed.error(), ref);
+    return;
+  }
+  frames_in().with(std::string(proto::frame_type_name(*parsed))).inc();
+  auto self = shared_from_this();
+  std::visit(
+      [&](auto& f) {
+        using F = std::decay_t<decltype(f)>;
+        if constexpr (std::is_same_v<F, proto::SendFrame>) {
+          if (ctx_.draining.load()) return write_error(make_error(ErrorCode::kDraining, "server is shutting down"), f.client_msg_id);
+          if (!bucket_.take(mono_us()))
+            return write_error(make_error(ErrorCode::kRateLimited, "send rate exceeded; retry later"), f.client_msg_id);
+          const std::string cmid = f.client_msg_id;
+          ctx_.sequencer.send(device_, std::move(f), mono_us(), [self, cmid](Result<SentInfo> r) {
+            self->conn_->post([self, cmid, r = std::move(r)] {
+              if (!r) return self->write_error(r.error(), cmid);
+              // Our own message takes a seq too: step over it so the next one is "next".
+              if (Position* pos = self->position(r->conversation_id); pos && pos->sent + 1 == r->seq) pos->sent = r->seq;
+              frames_out().with("sent").inc();
+              self->write(std::make_shared<const std::string>(proto::encode_sent(r->client_msg_id, r->conversation_id, r->seq, r->ts)));
+            });
+          });
+        } else if constexpr (std::is_same_v<F, proto::AckFrame> || std::is_same_v<F, proto::ReadFrame>) {
+          const bool read = std::is_same_v<F, proto::ReadFrame>;
+          ctx_.sequencer.acknowledge(device_, f.conversation_id, f.seq, read, [self](Result<void> r) {
+            if (!r) self->conn_->post([self, e = r.error()] { self->write_error(e); });
+          });
+        } else if constexpr (std::is_same_v<F, proto::TypingFrame>) {
+          if (auto r = ctx_.presence.typing(device_, f.conversation_id, f.active); !r) write_error(r.error());
+        } else if constexpr (std::is_same_v<F, proto::PresenceSubscribeFrame>) {
+          if (auto r = ctx_.presence.subscribe(conn_->id(), device_.user, self, f.users); !r) write_error(r.error());
+        }
+      },
+      *parsed);
+}
+
+void DeviceSession::on_close() {
+  if (closed_) return;
+  closed_ = true;
+  ctx_.presence.unsubscribe_all(conn_->id());
+  const size_t online = ctx_.bus.detach(device_, this);
+  ctx_.presence.device_detached(device_.user, online);
+}
+
+}  // namespace tern::services

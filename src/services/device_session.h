@@ -1,0 +1,81 @@
+// DeviceSession: the service side of one device's WebSocket connection. It turns client
+// frames into service calls, and keeps the device's delivery state: per conversation, the
+// last seq written to this connection.
+//
+// Delivery, replay and "no live message overtakes the replay":
+//  1. On open the session attaches to the bus first, so every message committed from then on
+//     is notified to it; then it reads the device's inbox index and marks each conversation
+//     with news as "behind".
+//  2. The pump reads a behind conversation's log from the store (from the device's position,
+//     a page at a time, only while the write queue is below half full) and writes it. Live
+//     notifications that arrive meanwhile only mark their conversation behind.
+//  3. When nothing is behind, `synced` goes out and the session is live: a notification whose
+//     seq is exactly the next one is written at once (no store read); anything else (a gap,
+//     or a conversation the pump is still reading) marks the conversation behind again.
+// So per conversation the connection sees seqs strictly increasing, each at most once, and
+// nothing live before `synced`.
+//
+// Thread affinity: every method except notify()/replaced() runs on the connection's strand
+// (the gateway calls FrameHandler methods there; notify posts there). Owned jointly by the
+// gateway (as FrameHandler) and the bus (weakly, as Endpoint).
+#pragma once
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include "bus/bus.h"
+#include "gateway/service_interface.h"
+#include "services/rate_limiter.h"
+
+namespace tern::services {
+
+class ServiceContext;
+
+class DeviceSession final : public gateway::FrameHandler,
+                            public bus::Endpoint,
+                            public std::enable_shared_from_this<DeviceSession> {
+ public:
+  DeviceSession(ServiceContext& ctx, std::shared_ptr<gateway::Connection> connection, DeviceRef device);
+
+  // Attaches to the bus and starts the replay. Call once, on the connection's strand.
+  void start();
+
+  // gateway::FrameHandler
+  void on_text(std::string_view frame) override;
+  void on_writable() override;
+  void on_close() override;
+
+  // bus::Endpoint (any thread)
+  void notify(std::shared_ptr<const bus::Notification> n) override;
+  void replaced() override;
+
+ private:
+  struct Position {
+    Seq sent = 0;     // last seq written to (or skipped for) this connection
+    Seq floor = 0;    // joined_seq - 1: nothing at or below is ever sent
+    Seq limit = 0;    // last seq this device may see (removal seq), or max
+  };
+
+  void on_notification(const std::shared_ptr<const bus::Notification>& n);
+  Position* position(const std::string& conversation_id);
+  void refresh_membership(const std::string& conversation_id, Position& pos);
+  void pump();
+  bool pump_conversation(const std::string& conversation_id);
+  void finish_replay();
+  void send_receipt_state();
+  bool write(std::shared_ptr<const std::string> frame);
+  void write_error(const Error& error, std::string_view ref = {});
+
+  ServiceContext& ctx_;
+  std::shared_ptr<gateway::Connection> conn_;
+  const DeviceRef device_;
+  bool live_ = false;
+  bool closed_ = false;
+  bool pumping_ = false;
+  TokenBucket bucket_;
+  std::unordered_map<std::string, Position> positions_;
+  std::set<std::string> behind_;  // conversations the pump must read from the store
+};
+
+}  // namespace tern::services

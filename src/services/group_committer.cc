@@ -1,0 +1,90 @@
+#include "services/group_committer.h"
+
+#include <optional>
+
+#include <spdlog/spdlog.h>
+
+#include "base/clock.h"
+#include "base/metrics.h"
+
+namespace tern::services {
+namespace {
+Histogram& batch_sizes() {
+  static auto& h = MetricsRegistry::global().histogram(
+      "tern_store_batch_entries", "entries (sends, acks, ...) per group-committed store write",
+      {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096});
+  return h;
+}
+Histogram& commit_seconds() {
+  static auto& h = MetricsRegistry::global().histogram("tern_store_commit_seconds",
+                                                       "duration of one store commit (incl. fsync)", latency_buckets());
+  return h;
+}
+}  // namespace
+
+GroupCommitter::GroupCommitter(store::Store& store, bool sync, size_t queue_limit, size_t max_batch)
+    : store_(store), sync_(sync), queue_limit_(queue_limit), max_batch_(max_batch) {}
+
+GroupCommitter::~GroupCommitter() { stop(); }
+
+void GroupCommitter::start() { thread_ = std::thread([this] { run(); }); }
+
+void GroupCommitter::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool GroupCommitter::submit(store::Batch batch, Completion done) {
+  std::optional<Error> rejected;
+  {
+    std::lock_guard lock(mu_);
+    if (failed_) rejected = make_error(ErrorCode::kInternal, "store writes failed; node needs a restart");
+    else if (stopping_) rejected = make_error(ErrorCode::kDraining, "server is shutting down");
+    else if (pending_.size() >= queue_limit_) rejected = make_error(ErrorCode::kOverloaded, "write queue full, retry later");
+    else pending_.push_back(Entry{std::move(batch), std::move(done)});
+  }
+  if (rejected) {
+    if (done) done(Result<void>(*rejected));
+    return false;
+  }
+  cv_.notify_one();
+  return true;
+}
+
+void GroupCommitter::run() {
+  std::vector<Entry> work;
+  store::Batch merged;
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
+      if (pending_.empty() && stopping_) return;
+      const size_t n = std::min(pending_.size(), max_batch_);
+      work.clear();
+      for (size_t i = 0; i < n; ++i) {
+        work.push_back(std::move(pending_.front()));
+        pending_.pop_front();
+      }
+    }
+    merged.ops.clear();
+    for (auto& e : work)
+      for (auto& op : e.batch.ops) merged.ops.push_back(std::move(op));
+    const int64_t t0 = mono_us();
+    Result<void> r = store_.commit(merged, sync_);
+    commit_seconds().observe(static_cast<double>(mono_us() - t0) / 1e6);
+    batch_sizes().observe(static_cast<double>(work.size()));
+    if (!r) {
+      spdlog::critical("event=store_commit_failed entries={} error=\"{}\"", work.size(), r.error().message);
+      std::lock_guard lock(mu_);
+      failed_ = true;
+    }
+    for (auto& e : work)
+      if (e.done) e.done(r);
+  }
+}
+
+}  // namespace tern::services

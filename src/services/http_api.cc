@@ -1,0 +1,217 @@
+#include "services/http_api.h"
+
+#include <charconv>
+
+#include <boost/json.hpp>
+
+#include "base/clock.h"
+#include "base/metrics.h"
+#include "proto/frames.h"
+#include "proto/http_shapes.h"
+#include "services/token.h"
+
+namespace tern::services {
+namespace json = boost::json;
+namespace {
+
+gateway::HttpResponse error_response(const Error& e) {
+  static auto& errors = MetricsRegistry::global().family("tern_http_errors_total", "code", "HTTP errors by code");
+  errors.with(std::string(code_name(e.code))).inc();
+  return gateway::HttpResponse{http_status(e.code), proto::encode_http_error(e), "application/json"};
+}
+
+gateway::HttpResponse json_response(int status, const json::value& v) {
+  return gateway::HttpResponse{status, json::serialize(v), "application/json"};
+}
+
+gateway::HttpResponse credentials_response(const Credentials& c) {
+  return json_response(201, json::object{{"user", c.user}, {"device", c.device}, {"token", c.token}});
+}
+
+// Parses an optional non-negative integer query parameter.
+Result<uint64_t> uint_param(const std::string& query, std::string_view name, uint64_t fallback) {
+  const std::string v = proto::query_param(query, name);
+  if (v.empty()) return fallback;
+  uint64_t n = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec != std::errc() || p != v.data() + v.size())
+    return make_error(ErrorCode::kMalformed, std::string(name) + " must be a non-negative integer");
+  return n;
+}
+
+// Splits "/v1/conversations/{id}/{rest}" into id and rest.
+bool split_conversation_path(const std::string& path, std::string& id, std::string& rest) {
+  static constexpr std::string_view prefix = "/v1/conversations/";
+  if (path.rfind(prefix, 0) != 0) return false;
+  const auto tail = std::string_view(path).substr(prefix.size());
+  const auto slash = tail.find('/');
+  if (slash == std::string_view::npos) return false;
+  id = std::string(tail.substr(0, slash));
+  rest = std::string(tail.substr(slash + 1));
+  return valid_conversation_id(id);
+}
+
+const char* type_name(store::ConvType t) { return t == store::ConvType::kGroup ? "group" : "direct"; }
+
+}  // namespace
+
+void HttpApi::handle(gateway::HttpRequest req, gateway::HttpReply reply) {
+  static auto& requests = MetricsRegistry::global().counter("tern_http_api_requests_total", "HTTP API requests");
+  requests.inc();
+  const std::string& m = req.method;
+  const std::string& path = req.path;
+
+  if (path == "/healthz") {
+    if (m != "GET") return reply(error_response(make_error(ErrorCode::kNotFound, "no such endpoint")));
+    if (ctx_.draining.load())
+      return reply(json_response(503, json::object{{"status", "draining"}}));
+    return reply(json_response(200, json::object{{"status", "ok"}}));
+  }
+  if (path == "/metrics" && m == "GET") return metrics(req, std::move(reply));
+  if (path == "/v1/users" && m == "POST") return register_user(req, std::move(reply));
+  if (path == "/v1/devices/link" && m == "POST") return link_device(req, std::move(reply));
+
+  // Everything else needs a device token.
+  auto me = ctx_.accounts.authenticate(req.bearer_token);
+  if (!me) return reply(error_response(me.error()));
+
+  if (path == "/v1/devices" && m == "POST") {
+    if (ctx_.draining.load()) return reply(error_response(make_error(ErrorCode::kDraining, "server is shutting down")));
+    return ctx_.accounts.add_device(me->user, [reply](Result<Credentials> r) {
+      reply(r ? credentials_response(*r) : error_response(r.error()));
+    });
+  }
+  if (path == "/v1/devices/link-codes" && m == "POST") {
+    auto code = ctx_.accounts.create_link_code(*me);
+    if (!code) return reply(error_response(code.error()));
+    return reply(json_response(201, json::object{{"code", code->code}, {"expires_at", code->expires_at}}));
+  }
+  if (path == "/v1/conversations") {
+    if (m == "POST") return create_conversation(*me, req, std::move(reply));
+    if (m == "GET") return list_conversations(*me, std::move(reply));
+  }
+  std::string id, rest;
+  if (split_conversation_path(path, id, rest)) {
+    if (rest == "members" && m == "POST") return change_members(*me, id, req, std::move(reply));
+    if (rest == "messages" && m == "GET") return backfill(*me, id, req, std::move(reply));
+  }
+  reply(error_response(make_error(ErrorCode::kNotFound, "no such endpoint")));
+}
+
+void HttpApi::register_user(const gateway::HttpRequest& req, gateway::HttpReply reply) {
+  if (ctx_.draining.load()) return reply(error_response(make_error(ErrorCode::kDraining, "server is shutting down")));
+  auto r = proto::parse_register(req.body, ctx_.options.limits);
+  if (!r) return reply(error_response(r.error()));
+  ctx_.accounts.register_user(r->user, [reply](Result<Credentials> c) {
+    reply(c ? credentials_response(*c) : error_response(c.error()));
+  });
+}
+
+void HttpApi::link_device(const gateway::HttpRequest& req, gateway::HttpReply reply) {
+  if (req.body.size() > ctx_.options.limits.max_http_body_bytes)
+    return reply(error_response(make_error(ErrorCode::kTooLarge, "request body too large")));
+  boost::system::error_code ec;
+  json::parse_options opts;
+  opts.max_depth = ctx_.options.limits.max_json_depth;
+  json::value v = json::parse(req.body, ec, {}, opts);
+  const json::object* o = ec ? nullptr : v.if_object();
+  const json::value* user = o ? o->if_contains("user") : nullptr;
+  const json::value* code = o ? o->if_contains("code") : nullptr;
+  if (!user || !user->is_string() || !code || !code->is_string())
+    return reply(error_response(make_error(ErrorCode::kMalformed, "body must be {\"user\":…,\"code\":…}")));
+  if (!valid_user_id(user->as_string()) || code->as_string().size() > 16)
+    return reply(error_response(make_error(ErrorCode::kInvalidArgument, "invalid user or code")));
+  ctx_.accounts.redeem_link_code(std::string(user->as_string()), std::string(code->as_string()),
+                                 [reply](Result<Credentials> c) {
+                                   reply(c ? credentials_response(*c) : error_response(c.error()));
+                                 });
+}
+
+void HttpApi::create_conversation(const DeviceRef& me, const gateway::HttpRequest& req, gateway::HttpReply reply) {
+  if (ctx_.draining.load()) return reply(error_response(make_error(ErrorCode::kDraining, "server is shutting down")));
+  auto r = proto::parse_create_conversation(req.body, ctx_.options.limits);
+  if (!r) return reply(error_response(r.error()));
+  if (!r->group && r->members.front() == me.user)
+    return reply(error_response(make_error(ErrorCode::kInvalidArgument, "a direct conversation needs another user")));
+  ctx_.sequencer.create_conversation(me, std::move(*r), [reply](Result<ConversationInfo> c) {
+    if (!c) return reply(error_response(c.error()));
+    reply(json_response(c->created ? 201 : 200, json::object{{"conversation_id", c->conversation_id}}));
+  });
+}
+
+void HttpApi::list_conversations(const DeviceRef& me, gateway::HttpReply reply) {
+  auto convs = ctx_.store.user_conversations(me.user);
+  if (!convs) return reply(error_response(convs.error()));
+  json::array out;
+  for (const auto& uc : *convs) {
+    if (uc.left_seq != 0) continue;
+    auto c = ctx_.directory.conversation(uc.conversation_id);
+    if (!c || !*c || !is_active_member(**c, me.user)) continue;
+    auto head = ctx_.store.head(uc.conversation_id);
+    json::array members;
+    for (const auto& mem : (*c)->members)
+      if (mem.active()) members.emplace_back(mem.user);
+    json::object item{{"conversation_id", uc.conversation_id}, {"type", type_name((*c)->type)},
+                      {"head", head ? *head : 0}, {"members", std::move(members)},
+                      {"joined_seq", find_member(**c, me.user)->joined_seq}};
+    if ((*c)->type == store::ConvType::kGroup) item["name"] = (*c)->name;
+    out.emplace_back(std::move(item));
+  }
+  reply(json_response(200, json::object{{"conversations", std::move(out)}}));
+}
+
+void HttpApi::change_members(const DeviceRef& me, const std::string& id, const gateway::HttpRequest& req,
+                             gateway::HttpReply reply) {
+  if (ctx_.draining.load()) return reply(error_response(make_error(ErrorCode::kDraining, "server is shutting down")));
+  auto r = proto::parse_members(req.body, ctx_.options.limits);
+  if (!r) return reply(error_response(r.error()));
+  ctx_.sequencer.change_members(me, id, std::move(*r), [reply](Result<std::vector<std::string>> members) {
+    if (!members) return reply(error_response(members.error()));
+    json::array a;
+    for (const auto& u : *members) a.emplace_back(u);
+    reply(json_response(200, json::object{{"members", std::move(a)}}));
+  });
+}
+
+void HttpApi::backfill(const DeviceRef& me, const std::string& id, const gateway::HttpRequest& req,
+                       gateway::HttpReply reply) {
+  auto after = uint_param(req.query, "after_seq", 0);
+  if (!after) return reply(error_response(after.error()));
+  auto limit = uint_param(req.query, "limit", ctx_.options.limits.max_page);
+  if (!limit) return reply(error_response(limit.error()));
+  const size_t cap = std::min<uint64_t>(std::max<uint64_t>(*limit, 1), ctx_.options.limits.max_page);
+  auto conv = ctx_.directory.conversation(id);
+  if (!conv) return reply(error_response(conv.error()));
+  if (!*conv) return reply(error_response(make_error(ErrorCode::kNotFound, "unknown conversation")));
+  const auto* member = find_member(**conv, me.user);
+  if (!member || !member->active())
+    return reply(error_response(make_error(ErrorCode::kForbidden, "not a member of this conversation")));
+  const Seq from = std::max<Seq>(*after, member->joined_seq - 1);
+  auto messages = ctx_.store.read_messages(id, from, cap);
+  if (!messages) return reply(error_response(messages.error()));
+  auto head = ctx_.store.head(id);
+  if (!head) return reply(error_response(head.error()));
+  const int64_t now = now_ms();
+  std::string body = R"({"messages":[)";
+  bool first = true;
+  for (const auto& m : *messages) {
+    auto meta = proto::stored_meta(m.frame);
+    if (meta && meta->expires_at && *meta->expires_at <= now) continue;
+    auto frame = proto::render_message_for(m.frame, me);
+    if (!frame) continue;
+    if (!first) body += ',';
+    first = false;
+    body += *frame;
+  }
+  body += R"(],"head":)" + std::to_string(*head) + "}";
+  reply(gateway::HttpResponse{200, std::move(body), "application/json"});
+}
+
+void HttpApi::metrics(const gateway::HttpRequest& req, gateway::HttpReply reply) {
+  const bool allowed = metrics_token_hash_.empty() ? ctx_.accounts.authenticate(req.bearer_token).ok()
+                                                   : hash_token(req.bearer_token) == metrics_token_hash_;
+  if (!allowed) return reply(error_response(make_error(ErrorCode::kUnauthorized, "missing or invalid token")));
+  reply(gateway::HttpResponse{200, MetricsRegistry::global().render_prometheus(), "text/plain; version=0.0.4"});
+}
+
+}  // namespace tern::services

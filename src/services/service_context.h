@@ -1,0 +1,29 @@
+// The services one connection or request needs, bundled. Plain struct of references, built
+// once by TernService; everything it points to outlives every session.
+#pragma once
+#include <atomic>
+
+#include "bus/bus.h"
+#include "services/accounts.h"
+#include "services/directory.h"
+#include "services/group_committer.h"
+#include "services/presence.h"
+#include "services/sequencer.h"
+#include "services/service_options.h"
+#include "store/store.h"
+
+namespace tern::services {
+
+struct ServiceContext {
+  const ServiceOptions& options;
+  store::Store& store;
+  GroupCommitter& committer;
+  Directory& directory;
+  bus::Bus& bus;
+  Sequencer& sequencer;
+  Presence& presence;
+  Accounts& accounts;
+  std::atomic<bool>& draining;
+};
+
+}  // namespace tern::services

@@ -1,0 +1,27 @@
+// Settings of the service layer, filled from ternd's options. Plain value, read-only after
+// start; shared by every service.
+#pragma once
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+#include "proto/limits.h"
+
+namespace tern::services {
+
+struct ServiceOptions {
+  proto::Limits limits;
+  bool durable = true;                  // fsync each group-committed batch (--durability sync)
+  double send_rate_per_sec = 50;        // token bucket refill per device connection
+  double send_burst = 100;              // token bucket size
+  int64_t idempotency_ttl_ms = 7LL * 24 * 3600 * 1000;
+  size_t commit_queue_limit = 65536;    // pending entries in the group committer → overloaded
+  size_t max_commit_batch = 4096;       // entries per RocksDB write batch
+  size_t replay_page = 256;             // messages read per replay step
+  size_t live_buffer_convs = 4096;      // conversations tracked as "dirty" during replay
+  size_t max_presence_subscriptions = 1024;  // per connection
+  size_t receipt_sync_conversations = 1000;  // conversations whose receipts a reconnect re-sends
+  size_t link_codes_per_user = 5;
+};
+
+}  // namespace tern::services

@@ -1,0 +1,48 @@
+#include "services/tern_service.h"
+
+#include <sodium.h>
+
+#include "services/device_session.h"
+#include "services/token.h"
+
+namespace tern::services {
+
+TernService::TernService(boost::asio::io_context& io, store::Store& store, bus::Bus& bus, ServiceOptions options,
+                         size_t shards, const std::string& metrics_token)
+    : options_(std::move(options)), store_(store), bus_(bus) {
+  if (sodium_init() < 0) std::abort();  // no CSPRNG: tokens cannot be made safely
+  committer_ = std::make_unique<GroupCommitter>(store_, options_.durable, options_.commit_queue_limit,
+                                                options_.max_commit_batch);
+  directory_ = std::make_unique<Directory>(store_);
+  accounts_ = std::make_unique<Accounts>(store_, *committer_, *directory_, options_);
+  sequencer_ = std::make_unique<Sequencer>(io, store_, *committer_, *directory_, bus_, options_, shards);
+  presence_ = std::make_unique<Presence>(store_, *committer_, *directory_, bus_, options_);
+  ctx_ = std::make_unique<ServiceContext>(ServiceContext{options_, store_, *committer_, *directory_, bus_, *sequencer_,
+                                                         *presence_, *accounts_, draining_});
+  http_ = std::make_unique<HttpApi>(*ctx_, metrics_token.empty() ? std::string() : hash_token(metrics_token));
+}
+
+TernService::~TernService() { stop(); }
+
+void TernService::start() { committer_->start(); }
+
+void TernService::begin_drain() { draining_.store(true); }
+
+void TernService::stop() {
+  if (committer_) committer_->stop();
+}
+
+void TernService::handle_http(gateway::HttpRequest request, gateway::HttpReply reply) {
+  http_->handle(std::move(request), std::move(reply));
+}
+
+Result<DeviceRef> TernService::authenticate(const std::string& token) { return accounts_->authenticate(token); }
+
+std::shared_ptr<gateway::FrameHandler> TernService::open(std::shared_ptr<gateway::Connection> connection,
+                                                         DeviceRef device) {
+  auto session = std::make_shared<DeviceSession>(*ctx_, std::move(connection), std::move(device));
+  session->start();
+  return session;
+}
+
+}  // namespace tern::services

@@ -1,0 +1,57 @@
+// TernService: the services composed behind the gateway's ServiceInterface. Owns the group
+// committer, the caches, the sequencer, presence, accounts and the HTTP API; borrows the
+// store and the bus, which the server's composition root chose (RocksDB/local today).
+//
+// Lifecycle: construct → start() → (serve) → begin_drain() → stop(). Thread-safe after start.
+#pragma once
+#include <atomic>
+#include <memory>
+
+#include <boost/asio/io_context.hpp>
+
+#include "bus/bus.h"
+#include "gateway/service_interface.h"
+#include "services/accounts.h"
+#include "services/directory.h"
+#include "services/group_committer.h"
+#include "services/http_api.h"
+#include "services/presence.h"
+#include "services/sequencer.h"
+#include "services/service_context.h"
+#include "services/service_options.h"
+#include "store/store.h"
+
+namespace tern::services {
+
+class TernService final : public gateway::ServiceInterface {
+ public:
+  // metrics_token: empty = any device token may read /metrics.
+  TernService(boost::asio::io_context& io, store::Store& store, bus::Bus& bus, ServiceOptions options,
+              size_t shards, const std::string& metrics_token);
+  ~TernService() override;
+
+  void start();
+  // New sends and registrations are refused with `draining`; /healthz answers 503.
+  void begin_drain();
+  // Commits everything queued and stops the writer thread.
+  void stop();
+
+  void handle_http(gateway::HttpRequest request, gateway::HttpReply reply) override;
+  Result<DeviceRef> authenticate(const std::string& token) override;
+  std::shared_ptr<gateway::FrameHandler> open(std::shared_ptr<gateway::Connection> connection, DeviceRef device) override;
+
+ private:
+  const ServiceOptions options_;
+  store::Store& store_;
+  bus::Bus& bus_;
+  std::atomic<bool> draining_{false};
+  std::unique_ptr<GroupCommitter> committer_;
+  std::unique_ptr<Directory> directory_;
+  std::unique_ptr<Accounts> accounts_;
+  std::unique_ptr<Sequencer> sequencer_;
+  std::unique_ptr<Presence> presence_;
+  std::unique_ptr<ServiceContext> ctx_;
+  std::unique_ptr<HttpApi> http_;
+};
+
+}  // namespace tern::services
