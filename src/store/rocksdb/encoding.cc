@@ -1,0 +1,296 @@
+#include "store/rocksdb/encoding.h"
+
+#include <cassert>
+
+namespace tern::store::rocks {
+
+namespace {
+
+constexpr char kSep = '\0';
+constexpr char kTagUser = 'u';
+constexpr char kTagDevice = 'd';
+constexpr char kTagLastSeen = 's';
+constexpr uint8_t kConversationVersion = 1;
+
+void put_varint(std::string& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+}
+
+void put_bytes(std::string& out, std::string_view s) {
+  put_varint(out, s.size());
+  out.append(s);
+}
+
+// Bounds-checked cursor over an untrusted value; every getter fails instead of over-reading.
+class Reader {
+ public:
+  explicit Reader(std::string_view in) : in_(in) {}
+  bool done() const { return pos_ == in_.size(); }
+  size_t remaining() const { return in_.size() - pos_; }
+
+  bool u8(uint8_t& v) {
+    if (remaining() < 1) return false;
+    v = static_cast<uint8_t>(in_[pos_++]);
+    return true;
+  }
+  bool be64(uint64_t& v) {
+    if (remaining() < 8) return false;
+    v = get_be64(in_.data() + pos_);
+    pos_ += 8;
+    return true;
+  }
+  bool varint(uint64_t& v) {
+    v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      uint8_t b = 0;
+      if (!u8(b)) return false;
+      v |= static_cast<uint64_t>(b & 0x7f) << shift;
+      if ((b & 0x80) == 0) return true;
+    }
+    return false;  // more than 10 bytes: not a varint we wrote
+  }
+  bool bytes(std::string& s) {
+    uint64_t n = 0;
+    if (!varint(n) || n > remaining()) return false;
+    s.assign(in_.data() + pos_, n);
+    pos_ += n;
+    return true;
+  }
+
+ private:
+  std::string_view in_;
+  size_t pos_ = 0;
+};
+
+}  // namespace
+
+void put_be32(std::string& out, uint32_t v) {
+  char b[4];
+  for (int i = 3; i >= 0; --i) {
+    b[i] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+  out.append(b, 4);
+}
+
+void put_be64(std::string& out, uint64_t v) {
+  char b[8];
+  for (int i = 7; i >= 0; --i) {
+    b[i] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+  out.append(b, 8);
+}
+
+uint32_t get_be32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+
+uint64_t get_be64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+
+void account_user_key(std::string& out, std::string_view user) {
+  out.clear();
+  out.append(user);
+  out.push_back(kSep);
+  out.push_back(kTagUser);
+}
+
+void account_device_prefix(std::string& out, std::string_view user) {
+  out.clear();
+  out.append(user);
+  out.push_back(kSep);
+  out.push_back(kTagDevice);
+}
+
+void account_device_key(std::string& out, std::string_view user, uint32_t device) {
+  account_device_prefix(out, user);
+  put_be32(out, device);
+}
+
+void account_last_seen_key(std::string& out, std::string_view user) {
+  out.clear();
+  out.append(user);
+  out.push_back(kSep);
+  out.push_back(kTagLastSeen);
+}
+
+void message_prefix(std::string& out, std::string_view conversation_id) {
+  out.clear();
+  out.reserve(conversation_id.size() + 9);
+  out.append(conversation_id);
+  out.push_back(kSep);
+}
+
+void message_key(std::string& out, std::string_view conversation_id, Seq seq) {
+  message_prefix(out, conversation_id);
+  put_be64(out, seq);
+}
+
+void user_index_prefix(std::string& out, std::string_view user) {
+  out.clear();
+  out.append(user);
+  out.push_back(kSep);
+}
+
+void user_index_key(std::string& out, std::string_view user, std::string_view conversation_id) {
+  user_index_prefix(out, user);
+  out.append(conversation_id);
+}
+
+void receipt_prefix(std::string& out, std::string_view conversation_id) {
+  out.clear();
+  out.append(conversation_id);
+  out.push_back(kSep);
+}
+
+void receipt_key(std::string& out, std::string_view conversation_id, std::string_view user) {
+  receipt_prefix(out, conversation_id);
+  out.append(user);
+}
+
+void device_prefix(std::string& out, const DeviceRef& device) {
+  out.clear();
+  out.append(device.user);
+  out.push_back(kSep);
+  put_be32(out, device.device);
+}
+
+void device_key(std::string& out, const DeviceRef& device, std::string_view tail) {
+  device_prefix(out, device);
+  out.append(tail);
+}
+
+void expiry_prefix(std::string& out, int64_t expires_at) {
+  out.clear();
+  put_be64(out, bias_i64(expires_at));
+}
+
+void expiry_key(std::string& out, int64_t expires_at, std::string_view primary_key) {
+  expiry_prefix(out, expires_at);
+  out.append(primary_key);
+}
+
+std::string prefix_successor(std::string_view prefix) {
+  std::string s(prefix);
+  while (!s.empty()) {
+    auto last = static_cast<uint8_t>(s.back());
+    if (last != 0xff) {
+      s.back() = static_cast<char>(last + 1);
+      return s;
+    }
+    s.pop_back();
+  }
+  return s;
+}
+
+std::string encode_u64(uint64_t v) {
+  std::string s;
+  put_be64(s, v);
+  return s;
+}
+
+std::optional<uint64_t> decode_u64(std::string_view v) {
+  if (v.size() != 8) return std::nullopt;
+  return get_be64(v.data());
+}
+
+std::string encode_u64_pair(uint64_t a, uint64_t b) {
+  std::string s;
+  s.reserve(16);
+  put_be64(s, a);
+  put_be64(s, b);
+  return s;
+}
+
+std::optional<std::pair<uint64_t, uint64_t>> decode_u64_pair(std::string_view v) {
+  if (v.size() != 16) return std::nullopt;
+  return std::pair{get_be64(v.data()), get_be64(v.data() + 8)};
+}
+
+std::string encode_token_value(const DeviceRef& device) {
+  std::string s;
+  s.reserve(4 + device.user.size());
+  put_be32(s, device.device);
+  s.append(device.user);
+  return s;
+}
+
+std::optional<DeviceRef> decode_token_value(std::string_view v) {
+  if (v.size() < 4) return std::nullopt;
+  return DeviceRef{std::string(v.substr(4)), get_be32(v.data())};
+}
+
+void encode_idempotency(std::string& out, const IdempotencyRecord& record) {
+  out.clear();
+  out.reserve(24 + record.conversation_id.size());
+  put_be64(out, bias_i64(record.expires_at));
+  put_be64(out, record.seq);
+  put_be64(out, bias_i64(record.ts));
+  out.append(record.conversation_id);
+}
+
+std::optional<IdempotencyRecord> decode_idempotency(std::string_view v) {
+  if (v.size() < 24) return std::nullopt;
+  IdempotencyRecord r;
+  r.expires_at = unbias_i64(get_be64(v.data()));
+  r.seq = get_be64(v.data() + 8);
+  r.ts = unbias_i64(get_be64(v.data() + 16));
+  r.conversation_id.assign(v.substr(24));
+  return r;
+}
+
+void encode_conversation(std::string& out, const Conversation& c) {
+  out.clear();
+  size_t estimate = 16 + c.id.size() + c.name.size();
+  for (const Member& m : c.members) estimate += 20 + m.user.size();
+  out.reserve(estimate);
+  out.push_back(static_cast<char>(kConversationVersion));
+  out.push_back(c.type == ConvType::kGroup ? 1 : 0);
+  put_bytes(out, c.id);
+  put_bytes(out, c.name);
+  put_be64(out, bias_i64(c.created_ts));
+  put_varint(out, c.members.size());
+  for (const Member& m : c.members) {
+    put_bytes(out, m.user);
+    put_be64(out, m.joined_seq);
+    put_be64(out, m.left_seq);
+    out.push_back(m.admin ? 1 : 0);
+  }
+}
+
+std::optional<Conversation> decode_conversation(std::string_view v) {
+  Reader r(v);
+  uint8_t version = 0, type = 0;
+  if (!r.u8(version) || version != kConversationVersion) return std::nullopt;
+  if (!r.u8(type) || type > 1) return std::nullopt;
+  Conversation c;
+  c.type = type == 1 ? ConvType::kGroup : ConvType::kDirect;
+  uint64_t created = 0, count = 0;
+  if (!r.bytes(c.id) || !r.bytes(c.name) || !r.be64(created) || !r.varint(count)) return std::nullopt;
+  c.created_ts = unbias_i64(created);
+  // Each member takes at least 18 bytes: a corrupt count must not drive a huge reserve.
+  constexpr size_t kMinMemberBytes = 1 + 8 + 8 + 1;
+  if (count > r.remaining() / kMinMemberBytes) return std::nullopt;
+  c.members.resize(count);
+  for (Member& m : c.members) {
+    uint8_t admin = 0;
+    if (!r.bytes(m.user) || !r.be64(m.joined_seq) || !r.be64(m.left_seq) || !r.u8(admin) || admin > 1) {
+      return std::nullopt;
+    }
+    m.admin = admin == 1;
+  }
+  if (!r.done()) return std::nullopt;
+  return c;
+}
+
+}  // namespace tern::store::rocks

@@ -1,0 +1,685 @@
+#include "store/rocksdb/rocksdb_store.h"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/convenience.h>
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/iterator.h>
+#include <rocksdb/options.h>
+#include <rocksdb/slice.h>
+#include <rocksdb/table.h>
+#include <rocksdb/utilities/table_properties_collectors.h>
+#include <rocksdb/write_batch.h>
+
+#include <algorithm>
+#include <cassert>
+#include <limits>
+#include <string_view>
+#include <type_traits>
+#include <unordered_map>
+
+#include <spdlog/spdlog.h>
+
+#include "store/rocksdb/encoding.h"
+
+namespace tern::store {
+
+namespace {
+
+using rocks::has_nul;
+
+Error rocks_error(std::string_view what, const rocksdb::Status& st) {
+  return make_error(ErrorCode::kInternal, "rocksdb " + std::string(what) + ": " + st.ToString());
+}
+
+Error corrupt_error(std::string_view what) {
+  return make_error(ErrorCode::kInternal, "store: corrupt " + std::string(what) + " record");
+}
+
+Error nul_error() {
+  return make_error(ErrorCode::kInvalidArgument, "store: user and conversation ids must not contain NUL");
+}
+
+std::string_view sv(const rocksdb::Slice& s) { return {s.data(), s.size()}; }
+rocksdb::Slice slice(std::string_view s) { return {s.data(), s.size()}; }
+
+bool compression_supported(rocksdb::CompressionType type) {
+  static const std::vector<rocksdb::CompressionType> supported = rocksdb::GetSupportedCompressions();
+  return std::find(supported.begin(), supported.end(), type) != supported.end();
+}
+
+rocksdb::ColumnFamilyOptions cf_options(RocksDbStore::Cf cf, const RocksDbOptions& opts,
+                                        const std::shared_ptr<rocksdb::Cache>& cache) {
+  using Store = RocksDbStore;
+  // The log is append-and-scan; the expiry index is only ever scanned. Every other family
+  // answers point lookups, many of them misses (unknown token, no cursor yet): bloom filters
+  // turn those into no disk read.
+  const bool scan_only = cf == Store::kMessages || cf == Store::kIdemExpiry;
+
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = cache;
+  table.cache_index_and_filter_blocks = true;  // memory stays within the configured cache
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
+  table.format_version = 5;
+  table.block_size = cf == Store::kMessages ? 16 * 1024 : 4 * 1024;
+  if (!scan_only) table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+
+  rocksdb::ColumnFamilyOptions o;
+  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  const size_t mb = std::max<size_t>(opts.write_buffer_mb, 1) << 20;
+  o.write_buffer_size = cf == Store::kMessages ? mb : std::max<size_t>(mb / 4, 1 << 20);
+  o.max_write_buffer_number = 3;
+  o.level_compaction_dynamic_level_bytes = true;
+  if (compression_supported(rocksdb::kLZ4Compression)) o.compression = rocksdb::kLZ4Compression;
+  if (compression_supported(rocksdb::kZSTD)) o.bottommost_compression = rocksdb::kZSTD;
+  // Families that see many deletes (inbox clears, idempotency purges) get their SST files
+  // compacted early, so scans don't wade through tombstones.
+  if (cf == Store::kInbox || cf == Store::kIdempotency || cf == Store::kIdemExpiry) {
+    o.table_properties_collector_factories.push_back(rocksdb::NewCompactOnDeletionCollectorFactory(10000, 5000));
+  }
+  return o;
+}
+
+// Point read. Ok(false) when absent; the value stays pinned in `out` until it is reset.
+Result<bool> get_pinned(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, std::string_view key,
+                        rocksdb::PinnableSlice& out) {
+  rocksdb::Status st = db->Get(rocksdb::ReadOptions(), cf, slice(key), &out);
+  if (st.IsNotFound()) return false;
+  if (!st.ok()) return rocks_error("get", st);
+  return true;
+}
+
+enum class Step { kNext, kStop, kCorrupt };
+
+// Visits every row whose key starts with `prefix`, from `start` (>= prefix) on, with a
+// bounded iterator: f(key tail after prefix, value) → Step.
+template <typename F>
+Result<void> scan(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, std::string_view what, const std::string& prefix,
+                  const std::string& start, F&& f) {
+  const std::string upper = rocks::prefix_successor(prefix);
+  const rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  if (!upper.empty()) ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, cf));
+  for (it->Seek(start); it->Valid(); it->Next()) {
+    std::string_view key = sv(it->key());
+    if (key.size() < prefix.size() || key.substr(0, prefix.size()) != prefix) break;
+    Step step = f(key.substr(prefix.size()), sv(it->value()));
+    if (step == Step::kStop) break;
+    if (step == Step::kCorrupt) return corrupt_error(what);
+  }
+  if (!it->status().ok()) return rocks_error("iterate", it->status());
+  return {};
+}
+
+template <class>
+inline constexpr bool kAlwaysFalse = false;
+
+}  // namespace
+
+// Per-commit working state, reused across commits (guarded by write_mu_).
+struct RocksDbStore::CommitScratch {
+  // The batch's view of one read-modify-write key: loaded once from the DB, then updated in
+  // place by each op of the batch that touches it, and written once at the end if changed.
+  // This is what makes two ops on the same key in one batch compose.
+  struct Slot {
+    std::string value;
+    bool present = false;
+    bool dirty = false;
+  };
+  // Keyed by one Cf byte + the key. Node-based: Slot pointers stay valid as it grows.
+  std::unordered_map<std::string, Slot> slots;
+  std::vector<Slot*> op_slot;  // per op of the batch: its slot, or null for blind writes
+  std::vector<std::pair<const std::string, Slot>*> to_fetch;
+  std::vector<rocksdb::ColumnFamilyHandle*> fetch_cfs;
+  std::vector<rocksdb::Slice> fetch_keys;
+  std::vector<rocksdb::PinnableSlice> fetch_values;
+  std::vector<rocksdb::Status> fetch_statuses;
+  std::string key, key2, value;  // build buffers; WriteBatch copies what it is given
+
+  Slot* want(Cf cf, const std::string& k) {
+    std::string mk;
+    mk.reserve(k.size() + 1);
+    mk.push_back(static_cast<char>(cf));
+    mk.append(k);
+    auto [it, inserted] = slots.try_emplace(std::move(mk));
+    if (inserted) to_fetch.push_back(&*it);
+    return &it->second;
+  }
+
+  void reset() {
+    // A giant batch must not pin its bucket array forever.
+    if (slots.bucket_count() > 65536) {
+      slots = {};
+    } else {
+      slots.clear();
+    }
+    op_slot.clear();
+    to_fetch.clear();
+  }
+};
+
+RocksDbStore::RocksDbStore() : scratch_(std::make_unique<CommitScratch>()) {}
+
+const char* RocksDbStore::cf_name(Cf cf) {
+  switch (cf) {
+    case kAccounts: return "accounts";
+    case kTokens: return "tokens";
+    case kConversations: return "conversations";
+    case kUserIndex: return "user_index";
+    case kMessages: return "messages";
+    case kCursors: return "cursors";
+    case kInbox: return "inbox";
+    case kReceipts: return "receipts";
+    case kIdempotency: return "idempotency";
+    case kIdemExpiry: return "idempotency_expiry";
+    case kCfCount: break;
+  }
+  return "?";
+}
+
+Result<std::unique_ptr<RocksDbStore>> RocksDbStore::open(const std::string& dir, const RocksDbOptions& opts) {
+  std::unique_ptr<RocksDbStore> store(new RocksDbStore());
+  store->cache_ = rocksdb::NewLRUCache(std::max<size_t>(opts.block_cache_mb, 1) << 20);
+
+  const size_t wb = std::max<size_t>(opts.write_buffer_mb, 1) << 20;
+  rocksdb::DBOptions db_opts;
+  db_opts.create_if_missing = opts.create_if_missing;
+  db_opts.create_missing_column_families = true;
+  // Every commit reaches the WAL file before Write() returns (sync adds the fsync): a
+  // crashed process loses nothing it acknowledged, even without sync.
+  db_opts.manual_wal_flush = false;
+  db_opts.max_background_jobs = 4;
+  db_opts.bytes_per_sync = 1 << 20;
+  db_opts.wal_bytes_per_sync = 1 << 20;
+  // All memtables together stay within a few write buffers...
+  db_opts.db_write_buffer_size = 4 * wb;
+  // ...and rarely-written families (accounts, conversations) get flushed once the WAL grows,
+  // instead of pinning old WAL files forever.
+  db_opts.max_total_wal_size = 8 * wb;
+  db_opts.keep_log_file_num = 4;
+  db_opts.max_log_file_size = 16 << 20;
+
+  // RocksDB refuses to open unless every existing family is named: keep unknown ones (from a
+  // newer version, say) open but unused.
+  std::vector<std::string> existing;
+  if (!rocksdb::DB::ListColumnFamilies(db_opts, dir, &existing).ok()) existing.clear();
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+  descs.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions());
+  for (uint8_t i = 0; i < kCfCount; ++i) {
+    auto cf = static_cast<Cf>(i);
+    descs.emplace_back(cf_name(cf), cf_options(cf, opts, store->cache_));
+  }
+  for (const std::string& name : existing) {
+    bool known = std::any_of(descs.begin(), descs.end(), [&](const auto& d) { return d.name == name; });
+    if (!known) descs.emplace_back(name, rocksdb::ColumnFamilyOptions());
+  }
+
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status st = rocksdb::DB::Open(db_opts, dir, descs, &store->handles_, &raw);
+  if (!st.ok()) {
+    assert(raw == nullptr);
+    return rocks_error("open", st);
+  }
+  store->db_.reset(raw);
+  assert(store->handles_.size() == descs.size());
+  for (uint8_t i = 0; i < kCfCount; ++i) store->cf_[i] = store->handles_[1 + i];
+  return store;
+}
+
+RocksDbStore::~RocksDbStore() {
+  if (!db_) return;
+  for (rocksdb::ColumnFamilyHandle* h : handles_) {
+    rocksdb::Status st = db_->DestroyColumnFamilyHandle(h);
+    if (!st.ok()) spdlog::warn("store=rocksdb event=destroy_cf_handle_failed status=\"{}\"", st.ToString());
+  }
+  handles_.clear();
+  rocksdb::Status st = db_->Close();
+  if (!st.ok()) spdlog::warn("store=rocksdb event=close_failed status=\"{}\"", st.ToString());
+  db_.reset();
+}
+
+Result<void> RocksDbStore::commit(const Batch& batch, bool sync) {
+  if (batch.empty()) return {};
+  std::lock_guard lock(write_mu_);
+  CommitScratch& s = *scratch_;
+  s.reset();
+  s.op_slot.reserve(batch.ops.size());
+
+  // Pass 1: validate every op and register the keys read-modify-write ops need, so one
+  // MultiGet fetches them all. Nothing is written if any op is invalid.
+  size_t reserve = 64;
+  for (const Op& op : batch.ops) {
+    CommitScratch::Slot* slot = nullptr;
+    bool bad = std::visit(
+        [&](const auto& o) -> bool {
+          using T = std::decay_t<decltype(o)>;
+          reserve += 48;
+          if constexpr (std::is_same_v<T, PutUser> || std::is_same_v<T, SetLastSeen>) {
+            return has_nul(o.user);
+          } else if constexpr (std::is_same_v<T, PutDevice>) {
+            if (has_nul(o.device.user)) return true;
+            rocks::account_device_key(s.key, o.device.user, o.device.device);
+            slot = s.want(kAccounts, s.key);
+            reserve += 2 * o.token_hash.size();
+            return false;
+          } else if constexpr (std::is_same_v<T, PutConversation>) {
+            const Conversation& c = o.conversation;
+            if (has_nul(c.id)) return true;
+            for (const Member& m : c.members) {
+              if (has_nul(m.user)) return true;
+              reserve += 32 + m.user.size() + c.id.size();
+            }
+            slot = s.want(kConversations, c.id);
+            return false;
+          } else if constexpr (std::is_same_v<T, AppendMessage>) {
+            reserve += o.conversation_id.size() + o.frame.size();
+            return has_nul(o.conversation_id);
+          } else if constexpr (std::is_same_v<T, PutIdempotency>) {
+            reserve += 2 * (o.device.user.size() + o.client_msg_id.size()) + o.record.conversation_id.size();
+            return has_nul(o.device.user);
+          } else if constexpr (std::is_same_v<T, SetCursor>) {
+            if (has_nul(o.device.user) || has_nul(o.conversation_id)) return true;
+            rocks::device_key(s.key, o.device, o.conversation_id);
+            slot = s.want(kCursors, s.key);
+            return false;
+          } else if constexpr (std::is_same_v<T, SetReceipt>) {
+            if (has_nul(o.user) || has_nul(o.conversation_id)) return true;
+            rocks::receipt_key(s.key, o.conversation_id, o.user);
+            slot = s.want(kReceipts, s.key);
+            return false;
+          } else if constexpr (std::is_same_v<T, InboxMark> || std::is_same_v<T, InboxClear>) {
+            if (has_nul(o.device.user) || has_nul(o.conversation_id)) return true;
+            rocks::device_key(s.key, o.device, o.conversation_id);
+            slot = s.want(kInbox, s.key);
+            return false;
+          } else {
+            static_assert(kAlwaysFalse<T>, "every Op needs a case");
+          }
+        },
+        op);
+    if (bad) return nul_error();
+    s.op_slot.push_back(slot);
+  }
+
+  if (!s.to_fetch.empty()) {
+    const size_t n = s.to_fetch.size();
+    s.fetch_cfs.clear();
+    s.fetch_keys.clear();
+    for (auto* entry : s.to_fetch) {
+      const std::string& mk = entry->first;
+      s.fetch_cfs.push_back(cf_[static_cast<uint8_t>(mk[0])]);
+      s.fetch_keys.emplace_back(mk.data() + 1, mk.size() - 1);
+    }
+    s.fetch_values.clear();
+    s.fetch_values.resize(n);
+    s.fetch_statuses.assign(n, rocksdb::Status());
+    db_->MultiGet(rocksdb::ReadOptions(), n, s.fetch_cfs.data(), s.fetch_keys.data(), s.fetch_values.data(),
+                  s.fetch_statuses.data());
+    for (size_t i = 0; i < n; ++i) {
+      const rocksdb::Status& st = s.fetch_statuses[i];
+      CommitScratch::Slot& slot = s.to_fetch[i]->second;
+      if (st.ok()) {
+        slot.present = true;
+        slot.value.assign(s.fetch_values[i].data(), s.fetch_values[i].size());
+      } else if (!st.IsNotFound()) {
+        return rocks_error("multiget", st);
+      }
+    }
+    s.fetch_values.clear();  // unpin cache blocks now, not at the next commit
+  }
+
+  // Pass 2: translate the ops, in order, into one WriteBatch. Blind writes go in directly;
+  // read-modify-write ops update their slot. A stored value that fails to decode counts as
+  // absent and gets overwritten: refusing would wedge every later batch touching that key.
+  rocksdb::WriteBatch wb(reserve);
+  rocksdb::Status wst;
+  auto put = [&](Cf cf, std::string_view k, std::string_view v) {
+    if (wst.ok()) wst = wb.Put(cf_[cf], slice(k), slice(v));
+  };
+  auto del = [&](Cf cf, std::string_view k) {
+    if (wst.ok()) wst = wb.Delete(cf_[cf], slice(k));
+  };
+  auto stored_u64 = [](const CommitScratch::Slot& slot) -> uint64_t {
+    if (!slot.present) return 0;
+    return rocks::decode_u64(slot.value).value_or(0);
+  };
+  auto set_u64 = [](CommitScratch::Slot& slot, uint64_t v) {
+    slot.value.clear();
+    rocks::put_be64(slot.value, v);
+    slot.present = true;
+    slot.dirty = true;
+  };
+
+  for (size_t i = 0; i < batch.ops.size(); ++i) {
+    CommitScratch::Slot* slot = s.op_slot[i];
+    std::visit(
+        [&](const auto& o) {
+          using T = std::decay_t<decltype(o)>;
+          if constexpr (std::is_same_v<T, PutUser>) {
+            rocks::account_user_key(s.key, o.user);
+            put(kAccounts, s.key, rocks::encode_u64(rocks::bias_i64(o.created_ts)));
+          } else if constexpr (std::is_same_v<T, SetLastSeen>) {
+            rocks::account_last_seen_key(s.key, o.user);
+            put(kAccounts, s.key, rocks::encode_u64(rocks::bias_i64(o.ts)));
+          } else if constexpr (std::is_same_v<T, PutDevice>) {
+            // The device row remembers its token hash so a new token revokes the old one.
+            if (slot->present && slot->value != o.token_hash && !slot->value.empty()) del(kTokens, slot->value);
+            if (!o.token_hash.empty()) put(kTokens, o.token_hash, rocks::encode_token_value(o.device));
+            slot->value = o.token_hash;
+            slot->present = true;
+            slot->dirty = true;
+          } else if constexpr (std::is_same_v<T, PutConversation>) {
+            const Conversation& c = o.conversation;
+            // Members dropped from the list entirely lose their index row; former members
+            // still listed (left_seq != 0) keep theirs.
+            if (slot->present) {
+              if (auto old = rocks::decode_conversation(slot->value)) {
+                for (const Member& om : old->members) {
+                  bool kept = std::any_of(c.members.begin(), c.members.end(),
+                                          [&](const Member& m) { return m.user == om.user; });
+                  if (!kept) {
+                    rocks::user_index_key(s.key, om.user, c.id);
+                    del(kUserIndex, s.key);
+                  }
+                }
+              }
+            }
+            for (const Member& m : c.members) {
+              rocks::user_index_key(s.key, m.user, c.id);
+              put(kUserIndex, s.key, rocks::encode_u64_pair(m.joined_seq, m.left_seq));
+            }
+            rocks::encode_conversation(slot->value, c);
+            slot->present = true;
+            slot->dirty = true;
+          } else if constexpr (std::is_same_v<T, AppendMessage>) {
+            rocks::message_key(s.key, o.conversation_id, o.seq);
+            put(kMessages, s.key, o.frame);
+          } else if constexpr (std::is_same_v<T, PutIdempotency>) {
+            rocks::device_key(s.key, o.device, o.client_msg_id);
+            rocks::encode_idempotency(s.value, o.record);
+            put(kIdempotency, s.key, s.value);
+            // Overwrites leave a stale index row behind; purge_expired checks the record.
+            rocks::expiry_key(s.key2, o.record.expires_at, s.key);
+            put(kIdemExpiry, s.key2, {});
+          } else if constexpr (std::is_same_v<T, SetCursor> || std::is_same_v<T, InboxMark>) {
+            if (o.seq > stored_u64(*slot)) set_u64(*slot, o.seq);
+          } else if constexpr (std::is_same_v<T, InboxClear>) {
+            if (slot->present && stored_u64(*slot) <= o.upto) {
+              slot->present = false;
+              slot->dirty = true;
+            }
+          } else if constexpr (std::is_same_v<T, SetReceipt>) {
+            std::pair<uint64_t, uint64_t> cur{0, 0};
+            if (slot->present) cur = rocks::decode_u64_pair(slot->value).value_or(cur);
+            std::pair<uint64_t, uint64_t> next{std::max(cur.first, o.delivered), std::max(cur.second, o.read)};
+            if (!slot->present || next != cur) {
+              slot->value = rocks::encode_u64_pair(next.first, next.second);
+              slot->present = true;
+              slot->dirty = true;
+            }
+          } else {
+            static_assert(kAlwaysFalse<T>, "every Op needs a case");
+          }
+        },
+        batch.ops[i]);
+  }
+
+  // Pass 3: the final state of every changed read-modify-write key, once.
+  for (auto& [mk, slot] : s.slots) {
+    if (!slot.dirty) continue;
+    auto cf = static_cast<Cf>(static_cast<uint8_t>(mk[0]));
+    std::string_view k(mk.data() + 1, mk.size() - 1);
+    if (slot.present) {
+      put(cf, k, slot.value);
+    } else {
+      del(cf, k);
+    }
+  }
+  if (!wst.ok()) return rocks_error("batch", wst);
+  if (wb.Count() == 0) return {};
+
+  rocksdb::WriteOptions wo;
+  wo.sync = sync;
+  rocksdb::Status st = db_->Write(wo, &wb);
+  if (!st.ok()) return rocks_error("write", st);
+  return {};
+}
+
+Result<void> RocksDbStore::flush() {
+  rocksdb::Status st = db_->FlushWAL(/*sync=*/true);
+  if (!st.ok()) return rocks_error("flush wal", st);
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  st = db_->Flush(fo, std::vector<rocksdb::ColumnFamilyHandle*>(cf_.begin(), cf_.end()));
+  if (!st.ok()) return rocks_error("flush", st);
+  return {};
+}
+
+Result<bool> RocksDbStore::user_exists(const std::string& user) {
+  if (has_nul(user)) return false;
+  std::string key;
+  rocks::account_user_key(key, user);
+  rocksdb::PinnableSlice v;
+  return get_pinned(db_.get(), cf_[kAccounts], key, v);
+}
+
+Result<std::vector<uint32_t>> RocksDbStore::devices(const std::string& user) {
+  std::vector<uint32_t> out;
+  if (has_nul(user)) return out;
+  std::string prefix;
+  rocks::account_device_prefix(prefix, user);
+  auto r = scan(db_.get(), cf_[kAccounts], "device", prefix, prefix, [&](std::string_view tail, std::string_view) {
+    if (tail.size() != 4) return Step::kCorrupt;
+    out.push_back(rocks::get_be32(tail.data()));
+    return Step::kNext;
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<std::optional<DeviceRef>> RocksDbStore::find_token(const std::string& token_hash) {
+  rocksdb::PinnableSlice v;
+  auto found = get_pinned(db_.get(), cf_[kTokens], token_hash, v);
+  if (!found) return found.error();
+  if (!*found) return std::optional<DeviceRef>{};
+  auto device = rocks::decode_token_value(sv(v));
+  if (!device) return corrupt_error("token");
+  return std::optional<DeviceRef>(std::move(*device));
+}
+
+Result<int64_t> RocksDbStore::last_seen(const std::string& user) {
+  if (has_nul(user)) return int64_t{0};
+  std::string key;
+  rocks::account_last_seen_key(key, user);
+  rocksdb::PinnableSlice v;
+  auto found = get_pinned(db_.get(), cf_[kAccounts], key, v);
+  if (!found) return found.error();
+  if (!*found) return int64_t{0};
+  auto ts = rocks::decode_u64(sv(v));
+  if (!ts) return corrupt_error("last_seen");
+  return rocks::unbias_i64(*ts);
+}
+
+Result<std::optional<Conversation>> RocksDbStore::conversation(const std::string& id) {
+  if (has_nul(id)) return std::optional<Conversation>{};
+  rocksdb::PinnableSlice v;
+  auto found = get_pinned(db_.get(), cf_[kConversations], id, v);
+  if (!found) return found.error();
+  if (!*found) return std::optional<Conversation>{};
+  auto c = rocks::decode_conversation(sv(v));
+  if (!c) return corrupt_error("conversation");
+  return c;
+}
+
+Result<std::vector<UserConversation>> RocksDbStore::user_conversations(const std::string& user) {
+  std::vector<UserConversation> out;
+  if (has_nul(user)) return out;
+  std::string prefix;
+  rocks::user_index_prefix(prefix, user);
+  auto r = scan(db_.get(), cf_[kUserIndex], "user index", prefix, prefix,
+                [&](std::string_view tail, std::string_view value) {
+                  auto pair = rocks::decode_u64_pair(value);
+                  if (!pair) return Step::kCorrupt;
+                  out.push_back(UserConversation{std::string(tail), pair->first, pair->second});
+                  return Step::kNext;
+                });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<std::vector<StoredMessage>> RocksDbStore::read_messages(const std::string& conversation_id, Seq after_seq,
+                                                               size_t limit) {
+  std::vector<StoredMessage> out;
+  if (limit == 0 || after_seq == std::numeric_limits<Seq>::max() || has_nul(conversation_id)) return out;
+  out.reserve(std::min<size_t>(limit, 256));
+  std::string prefix, start;
+  rocks::message_prefix(prefix, conversation_id);
+  rocks::message_key(start, conversation_id, after_seq + 1);
+  auto r = scan(db_.get(), cf_[kMessages], "message", prefix, start,
+                [&](std::string_view tail, std::string_view value) {
+                  if (tail.size() != 8) return Step::kCorrupt;
+                  out.push_back(StoredMessage{rocks::get_be64(tail.data()), std::string(value)});
+                  return out.size() < limit ? Step::kNext : Step::kStop;
+                });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<Seq> RocksDbStore::head(const std::string& conversation_id) {
+  if (has_nul(conversation_id)) return Seq{0};
+  std::string prefix, last;
+  rocks::message_prefix(prefix, conversation_id);
+  rocks::message_key(last, conversation_id, std::numeric_limits<Seq>::max());
+  const rocksdb::Slice lower(prefix);
+  rocksdb::ReadOptions ro;
+  ro.iterate_lower_bound = &lower;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf_[kMessages]));
+  it->SeekForPrev(last);
+  if (!it->Valid()) {
+    if (!it->status().ok()) return rocks_error("iterate", it->status());
+    return Seq{0};
+  }
+  std::string_view key = sv(it->key());
+  if (key.size() < prefix.size() || key.substr(0, prefix.size()) != prefix) return Seq{0};
+  if (key.size() != prefix.size() + 8) return corrupt_error("message");
+  return rocks::get_be64(key.data() + prefix.size());
+}
+
+Result<Seq> RocksDbStore::cursor(const DeviceRef& device, const std::string& conversation_id) {
+  if (has_nul(device.user) || has_nul(conversation_id)) return Seq{0};
+  std::string key;
+  rocks::device_key(key, device, conversation_id);
+  rocksdb::PinnableSlice v;
+  auto found = get_pinned(db_.get(), cf_[kCursors], key, v);
+  if (!found) return found.error();
+  if (!*found) return Seq{0};
+  auto seq = rocks::decode_u64(sv(v));
+  if (!seq) return corrupt_error("cursor");
+  return *seq;
+}
+
+Result<std::vector<std::pair<std::string, Seq>>> RocksDbStore::inbox(const DeviceRef& device) {
+  std::vector<std::pair<std::string, Seq>> out;
+  if (has_nul(device.user)) return out;
+  std::string prefix;
+  rocks::device_prefix(prefix, device);
+  auto r = scan(db_.get(), cf_[kInbox], "inbox", prefix, prefix, [&](std::string_view tail, std::string_view value) {
+    auto seq = rocks::decode_u64(value);
+    if (!seq) return Step::kCorrupt;
+    out.emplace_back(std::string(tail), *seq);
+    return Step::kNext;
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<std::optional<IdempotencyRecord>> RocksDbStore::idempotency(const DeviceRef& device,
+                                                                   const std::string& client_msg_id,
+                                                                   int64_t now_ms) {
+  if (has_nul(device.user)) return std::optional<IdempotencyRecord>{};
+  std::string key;
+  rocks::device_key(key, device, client_msg_id);
+  rocksdb::PinnableSlice v;
+  auto found = get_pinned(db_.get(), cf_[kIdempotency], key, v);
+  if (!found) return found.error();
+  if (!*found) return std::optional<IdempotencyRecord>{};
+  auto record = rocks::decode_idempotency(sv(v));
+  if (!record) return corrupt_error("idempotency");
+  if (now_ms > record->expires_at) return std::optional<IdempotencyRecord>{};
+  return record;
+}
+
+Result<std::vector<ReceiptState>> RocksDbStore::receipts(const std::string& conversation_id) {
+  std::vector<ReceiptState> out;
+  if (has_nul(conversation_id)) return out;
+  std::string prefix;
+  rocks::receipt_prefix(prefix, conversation_id);
+  auto r = scan(db_.get(), cf_[kReceipts], "receipt", prefix, prefix,
+                [&](std::string_view tail, std::string_view value) {
+                  auto pair = rocks::decode_u64_pair(value);
+                  if (!pair) return Step::kCorrupt;
+                  out.push_back(ReceiptState{std::string(tail), pair->first, pair->second});
+                  return Step::kNext;
+                });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<size_t> RocksDbStore::purge_expired(int64_t now_ms) {
+  // The expiry index sorts by expires_at: everything below now_ms's key expired before it.
+  std::string upper;
+  rocks::expiry_prefix(upper, now_ms);
+  const rocksdb::Slice upper_slice(upper);
+  constexpr size_t kChunk = 1024;  // index rows per locked step; bounds the stall of commits
+  size_t purged = 0;
+  std::string start;  // "" seeks to the first row
+  for (;;) {
+    std::lock_guard lock(write_mu_);  // a commit can't refresh a record between check and delete
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper_slice;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf_[kIdemExpiry]));
+    rocksdb::WriteBatch wb;
+    rocksdb::Status wst;
+    size_t rows = 0, chunk_purged = 0;
+    bool more = false;
+    for (it->Seek(start); it->Valid(); it->Next()) {
+      if (rows == kChunk) {
+        more = true;
+        start = it->key().ToString();
+        break;
+      }
+      ++rows;
+      std::string_view key = sv(it->key());
+      if (key.size() >= 8) {
+        std::string_view primary = key.substr(8);
+        rocksdb::PinnableSlice v;
+        auto found = get_pinned(db_.get(), cf_[kIdempotency], primary, v);
+        if (!found) return found.error();
+        if (*found) {
+          // The index row may be stale (the record was re-put with a later expiry): only an
+          // expired (or undecodable) record goes.
+          auto record = rocks::decode_idempotency(sv(v));
+          if (!record || record->expires_at < now_ms) {
+            if (wst.ok()) wst = wb.Delete(cf_[kIdempotency], slice(primary));
+            ++chunk_purged;
+          }
+        }
+      }
+      if (wst.ok()) wst = wb.Delete(cf_[kIdemExpiry], slice(key));
+    }
+    if (!it->status().ok()) return rocks_error("iterate", it->status());
+    if (!wst.ok()) return rocks_error("batch", wst);
+    if (wb.Count() > 0) {
+      // Not synced: a purge lost in a crash is simply redone by the next one.
+      rocksdb::Status st = db_->Write(rocksdb::WriteOptions(), &wb);
+      if (!st.ok()) return rocks_error("write", st);
+    }
+    purged += chunk_purged;
+    if (!more) break;
+  }
+  return purged;
+}
+
+}  // namespace tern::store

@@ -1,0 +1,286 @@
+// RocksDbStore: the store contract suite on a fresh temporary directory per test, plus what
+// only the embedded backend can be asked (bad paths, locks, corrupt records, NUL ids).
+#include "store/rocksdb/rocksdb_store.h"
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "store/rocksdb/encoding.h"
+#include "store/store_contract_test.h"
+
+namespace tern::store {
+namespace {
+
+// A directory under /tmp, removed with everything in it when this goes away.
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/tern-store-XXXXXX";
+    char* p = ::mkdtemp(tmpl);
+    EXPECT_NE(p, nullptr);
+    if (p) path_ = p;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string db() const { return path_ + "/db"; }
+
+ private:
+  std::string path_;
+};
+
+RocksDbOptions small_options() {
+  RocksDbOptions o;
+  o.block_cache_mb = 8;
+  o.write_buffer_mb = 4;
+  return o;
+}
+
+class RocksDbHarness final : public contract::StoreHarness {
+ public:
+  Result<std::unique_ptr<Store>> open() override {
+    auto s = RocksDbStore::open(dir_.db(), small_options());
+    if (!s) return s.error();
+    return std::unique_ptr<Store>(std::move(s).value());
+  }
+
+ private:
+  TempDir dir_;
+};
+
+using contract::StoreContractTest;
+
+INSTANTIATE_TEST_SUITE_P(RocksDb, StoreContractTest,
+                         ::testing::Values(contract::StoreHarnessFactory{
+                             "rocksdb", [] { return std::make_unique<RocksDbHarness>(); }}),
+                         [](const auto& info) { return info.param.name; });
+
+// Writes raw rows into a closed store's database, as a disk fault or a bug might.
+void poke_raw(const std::string& dir, RocksDbStore::Cf cf, const std::string& key, const std::string& value) {
+  std::vector<std::string> names;
+  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &names).ok());
+  std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+  for (const auto& n : names) descs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open(rocksdb::DBOptions(), dir, descs, &handles, &raw).ok());
+  std::unique_ptr<rocksdb::DB> db(raw);
+  rocksdb::ColumnFamilyHandle* target = nullptr;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i] == RocksDbStore::cf_name(cf)) target = handles[i];
+  }
+  ASSERT_NE(target, nullptr);
+  EXPECT_TRUE(db->Put(rocksdb::WriteOptions(), target, key, value).ok());
+  for (auto* h : handles) EXPECT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+  EXPECT_TRUE(db->Close().ok());
+}
+
+TEST(RocksDbStoreTest, OpeningARegularFileFails) {
+  TempDir dir;
+  std::string file = dir.path() + "/plain";
+  std::ofstream(file) << "not a database";
+  auto s = RocksDbStore::open(file, small_options());
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::kInternal);
+  EXPECT_FALSE(s.error().message.empty());
+}
+
+TEST(RocksDbStoreTest, OpeningAMissingDatabaseWithoutCreateFails) {
+  TempDir dir;
+  RocksDbOptions o = small_options();
+  o.create_if_missing = false;
+  auto s = RocksDbStore::open(dir.db(), o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::kInternal);
+}
+
+TEST(RocksDbStoreTest, OpeningADirectoryOfGarbageFails) {
+  TempDir dir;
+  std::filesystem::create_directories(dir.db());
+  std::ofstream(dir.db() + "/CURRENT") << "MANIFEST-000042\n";  // points at nothing
+  auto s = RocksDbStore::open(dir.db(), small_options());
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::kInternal);
+}
+
+TEST(RocksDbStoreTest, SecondOpenOfTheSameDirectoryFailsWhileTheFirstIsOpen) {
+  TempDir dir;
+  auto first = RocksDbStore::open(dir.db(), small_options());
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  auto second = RocksDbStore::open(dir.db(), small_options());
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.error().code, ErrorCode::kInternal);
+  first.value().reset();
+  auto third = RocksDbStore::open(dir.db(), small_options());
+  EXPECT_TRUE(third.ok()) << third.error().message;
+}
+
+TEST(RocksDbStoreTest, UnknownColumnFamiliesDoNotPreventOpening) {
+  TempDir dir;
+  {
+    auto s = RocksDbStore::open(dir.db(), small_options());
+    ASSERT_TRUE(s.ok());
+    Batch b;
+    b.add(AppendMessage{"c1", 1, "x"});
+    ASSERT_TRUE(s.value()->commit(b, true).ok());
+  }
+  {
+    rocksdb::Options o;
+    std::vector<std::string> names;
+    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(o, dir.db(), &names).ok());
+    std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+    for (const auto& n : names) descs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(o, dir.db(), descs, &handles, &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    rocksdb::ColumnFamilyHandle* extra = nullptr;
+    ASSERT_TRUE(db->CreateColumnFamily(rocksdb::ColumnFamilyOptions(), "from_the_future", &extra).ok());
+    handles.push_back(extra);
+    for (auto* h : handles) EXPECT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    EXPECT_TRUE(db->Close().ok());
+  }
+  auto s = RocksDbStore::open(dir.db(), small_options());
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  auto h = s.value()->head("c1");
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h.value(), 1u);
+}
+
+TEST(RocksDbStoreTest, NulInIdsRejectsTheWholeBatch) {
+  TempDir dir;
+  auto opened = RocksDbStore::open(dir.db(), small_options());
+  ASSERT_TRUE(opened.ok());
+  Store& s = *opened.value();
+  const std::string bad("c\0x", 3);
+
+  Batch b;
+  b.add(AppendMessage{"good", 1, "x"});
+  b.add(AppendMessage{bad, 1, "x"});
+  auto r = s.commit(b, false);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(s.head("good").value(), 0u);  // the valid op was not applied either
+
+  for (Op op : std::vector<Op>{PutUser{bad, 1}, PutDevice{{bad, 1}, "t"}, SetLastSeen{bad, 1},
+                               PutConversation{Conversation{"g", ConvType::kGroup, "", 0, {Member{bad, 1, 0, false}}}},
+                               PutIdempotency{{bad, 1}, "m", {}}, SetCursor{{"a", 1}, bad, 1},
+                               SetReceipt{"c", bad, 1, 1}, InboxMark{{bad, 1}, "c", 1}, InboxClear{{"a", 1}, bad, 1}}) {
+    Batch one;
+    one.add(op);
+    auto rr = s.commit(one, false);
+    ASSERT_FALSE(rr.ok()) << op.index();
+    EXPECT_EQ(rr.error().code, ErrorCode::kInvalidArgument);
+  }
+  EXPECT_EQ(s.conversation("g").value(), std::nullopt);
+  EXPECT_EQ(s.find_token("t").value(), std::nullopt);
+
+  // Reads with such ids find nothing instead of matching another key's prefix.
+  Batch a;
+  a.add(AppendMessage{"c", 1, "x"});
+  ASSERT_TRUE(s.commit(a, false).ok());
+  std::string sneaky("c\0\0\0\0\0\0\0", 8);  // "c" + separator + 6 high bytes of seq 1
+  EXPECT_TRUE(s.read_messages(sneaky, 0, 10).value().empty());
+  EXPECT_EQ(s.head(sneaky).value(), 0u);
+  EXPECT_FALSE(s.user_exists(bad).value());
+  EXPECT_TRUE(s.devices(bad).value().empty());
+  EXPECT_TRUE(s.inbox({bad, 1}).value().empty());
+  EXPECT_TRUE(s.receipts(bad).value().empty());
+  EXPECT_TRUE(s.user_conversations(bad).value().empty());
+  EXPECT_EQ(s.cursor({"a", 1}, bad).value(), 0u);
+  EXPECT_EQ(s.last_seen(bad).value(), 0);
+  EXPECT_EQ(s.conversation(bad).value(), std::nullopt);
+  EXPECT_EQ(s.idempotency({bad, 1}, "m", 0).value(), std::nullopt);
+}
+
+TEST(RocksDbStoreTest, CorruptRecordsAreErrorsNotCrashes) {
+  TempDir dir;
+  {
+    auto s = RocksDbStore::open(dir.db(), small_options());
+    ASSERT_TRUE(s.ok());
+  }
+  std::string k;
+  rocks::message_key(k, "c1", 1);
+  poke_raw(dir.db(), RocksDbStore::kMessages, k, "fine");
+  rocks::message_prefix(k, "c1");
+  poke_raw(dir.db(), RocksDbStore::kMessages, k + "short", "bad key");  // after seq 1's key
+  poke_raw(dir.db(), RocksDbStore::kConversations, "g1", "\x01\x01garbage");
+  poke_raw(dir.db(), RocksDbStore::kTokens, "tok", "ab");
+  rocks::device_key(k, {"bob", 1}, "c1");
+  poke_raw(dir.db(), RocksDbStore::kCursors, k, "1234567");
+  poke_raw(dir.db(), RocksDbStore::kInbox, k, "");
+  rocks::receipt_key(k, "c1", "bob");
+  poke_raw(dir.db(), RocksDbStore::kReceipts, k, "12345678");
+  rocks::device_key(k, {"bob", 1}, "m1");
+  poke_raw(dir.db(), RocksDbStore::kIdempotency, k, "short");
+  rocks::user_index_key(k, "bob", "g1");
+  poke_raw(dir.db(), RocksDbStore::kUserIndex, k, "x");
+
+  auto opened = RocksDbStore::open(dir.db(), small_options());
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  Store& s = *opened.value();
+  auto expect_internal = [](const auto& r, const char* what) {
+    ASSERT_FALSE(r.ok()) << what;
+    EXPECT_EQ(r.error().code, ErrorCode::kInternal) << what;
+  };
+  expect_internal(s.read_messages("c1", 0, 10), "read_messages");
+  expect_internal(s.head("c1"), "head");
+  expect_internal(s.conversation("g1"), "conversation");
+  expect_internal(s.find_token("tok"), "find_token");
+  expect_internal(s.cursor({"bob", 1}, "c1"), "cursor");
+  expect_internal(s.inbox({"bob", 1}), "inbox");
+  expect_internal(s.receipts("c1"), "receipts");
+  expect_internal(s.idempotency({"bob", 1}, "m1", 0), "idempotency");
+  expect_internal(s.user_conversations("bob"), "user_conversations");
+
+  // The writer repairs rather than wedges: keeps-the-max ops overwrite undecodable values.
+  Batch b;
+  b.add(SetCursor{{"bob", 1}, "c1", 4});
+  b.add(InboxMark{{"bob", 1}, "c1", 4});
+  b.add(SetReceipt{"c1", "bob", 2, 1});
+  b.add(PutConversation{Conversation{"g1", ConvType::kGroup, "g", 1, {Member{"bob", 1, 0, true}}}});
+  b.add(PutIdempotency{{"bob", 1}, "m1", IdempotencyRecord{"c1", 3, 5, 100}});
+  ASSERT_TRUE(s.commit(b, true).ok());
+  EXPECT_EQ(s.cursor({"bob", 1}, "c1").value(), 4u);
+  ASSERT_EQ(s.inbox({"bob", 1}).value().size(), 1u);
+  ASSERT_EQ(s.receipts("c1").value().size(), 1u);
+  EXPECT_EQ(s.receipts("c1").value()[0].delivered, 2u);
+  EXPECT_TRUE(s.conversation("g1").value().has_value());
+  EXPECT_EQ(s.user_conversations("bob").value().size(), 1u);
+  ASSERT_TRUE(s.idempotency({"bob", 1}, "m1", 0).value().has_value());
+}
+
+TEST(RocksDbStoreTest, FlushAndReopenAfterManyMemtables) {
+  TempDir dir;
+  RocksDbOptions o = small_options();
+  o.write_buffer_mb = 1;
+  {
+    auto s = RocksDbStore::open(dir.db(), o);
+    ASSERT_TRUE(s.ok());
+    std::string body(4096, 'b');
+    for (Seq batch = 0; batch < 20; ++batch) {
+      Batch b;
+      for (Seq i = 1; i <= 100; ++i) b.add(AppendMessage{"c" + std::to_string(batch % 3), batch * 100 + i, body});
+      ASSERT_TRUE(s.value()->commit(b, false).ok());
+    }
+    ASSERT_TRUE(s.value()->flush().ok());
+  }
+  auto s = RocksDbStore::open(dir.db(), o);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(s.value()->head("c0").value(), 1900u);
+  EXPECT_EQ(s.value()->head("c1").value(), 2000u);
+  EXPECT_EQ(s.value()->read_messages("c2", 0, 1000).value().size(), 600u);
+}
+
+}  // namespace
+}  // namespace tern::store

@@ -1,0 +1,615 @@
+// The store contract suite (see store_contract_test.h). Everything goes through Store.
+#include "store/store_contract_test.h"
+
+#include <algorithm>
+#include <limits>
+#include <map>
+#include <set>
+
+namespace tern::store::contract {
+
+namespace {
+
+// Unwraps a Result, failing the test (and returning a default value) on error.
+template <typename T>
+T must(Result<T> r) {
+  if (!r.ok()) {
+    ADD_FAILURE() << "store error: " << r.error().message;
+    return T{};
+  }
+  return std::move(r).value();
+}
+
+std::string frame_for(const std::string& conv, Seq seq) {
+  return "{\"type\":\"message\",\"conversation_id\":\"" + conv + "\",\"seq\":" + std::to_string(seq) + "}";
+}
+
+Member member(std::string user, Seq joined, Seq left = 0, bool admin = false) {
+  return Member{std::move(user), joined, left, admin};
+}
+
+Conversation group(std::string id, std::vector<Member> members) {
+  Conversation c;
+  c.id = std::move(id);
+  c.type = ConvType::kGroup;
+  c.name = "the group";
+  c.created_ts = 1700000000000;
+  c.members = std::move(members);
+  return c;
+}
+
+void expect_same(const Conversation& a, const Conversation& b) {
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.type, b.type);
+  EXPECT_EQ(a.name, b.name);
+  EXPECT_EQ(a.created_ts, b.created_ts);
+  ASSERT_EQ(a.members.size(), b.members.size());
+  for (size_t i = 0; i < a.members.size(); ++i) {
+    EXPECT_EQ(a.members[i].user, b.members[i].user) << i;
+    EXPECT_EQ(a.members[i].joined_seq, b.members[i].joined_seq) << i;
+    EXPECT_EQ(a.members[i].left_seq, b.members[i].left_seq) << i;
+    EXPECT_EQ(a.members[i].admin, b.members[i].admin) << i;
+  }
+}
+
+std::map<std::string, std::pair<Seq, Seq>> index_of(Store& s, const std::string& user) {
+  std::map<std::string, std::pair<Seq, Seq>> out;
+  for (const UserConversation& uc : must(s.user_conversations(user))) {
+    EXPECT_FALSE(out.count(uc.conversation_id)) << "duplicate index row " << uc.conversation_id;
+    out[uc.conversation_id] = {uc.joined_seq, uc.left_seq};
+  }
+  return out;
+}
+
+std::map<std::string, Seq> inbox_of(Store& s, const DeviceRef& d) {
+  std::map<std::string, Seq> out;
+  for (auto& [conv, seq] : must(s.inbox(d))) {
+    EXPECT_FALSE(out.count(conv)) << "duplicate inbox row " << conv;
+    out[conv] = seq;
+  }
+  return out;
+}
+
+std::map<std::string, std::pair<Seq, Seq>> receipts_of(Store& s, const std::string& conv) {
+  std::map<std::string, std::pair<Seq, Seq>> out;
+  for (const ReceiptState& r : must(s.receipts(conv))) {
+    EXPECT_FALSE(out.count(r.user)) << "duplicate receipt row " << r.user;
+    out[r.user] = {r.delivered, r.read};
+  }
+  return out;
+}
+
+std::vector<Seq> seqs_of(const std::vector<StoredMessage>& msgs) {
+  std::vector<Seq> out;
+  for (const auto& m : msgs) out.push_back(m.seq);
+  return out;
+}
+
+IdempotencyRecord idem(std::string conv, Seq seq, int64_t ts, int64_t expires_at) {
+  return IdempotencyRecord{std::move(conv), seq, ts, expires_at};
+}
+
+const DeviceRef kAlice1{"alice", 1};
+const DeviceRef kAlice2{"alice", 2};
+const DeviceRef kBob1{"bob", 1};
+
+}  // namespace
+
+void StoreContractTest::SetUp() {
+  harness_ = GetParam().make();
+  ASSERT_TRUE(harness_);
+  auto opened = harness_->open();
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  store_ = std::move(opened).value();
+}
+
+void StoreContractTest::TearDown() {
+  store_.reset();
+  harness_.reset();
+}
+
+void StoreContractTest::reopen() {
+  store_.reset();
+  auto opened = harness_->open();
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  store_ = std::move(opened).value();
+}
+
+void StoreContractTest::commit1(Op op, bool sync) {
+  Batch b;
+  b.add(std::move(op));
+  commit(std::move(b), sync);
+}
+
+void StoreContractTest::commit(Batch batch, bool sync) {
+  auto r = store_->commit(batch, sync);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+}
+
+// ---- accounts ----
+
+TEST_P(StoreContractTest, UsersExistOnceCreated) {
+  EXPECT_FALSE(must(store().user_exists("alice")));
+  commit1(PutUser{"alice", 1000});
+  EXPECT_TRUE(must(store().user_exists("alice")));
+  EXPECT_FALSE(must(store().user_exists("alic")));
+  EXPECT_FALSE(must(store().user_exists("alice2")));
+  EXPECT_FALSE(must(store().user_exists("")));
+}
+
+TEST_P(StoreContractTest, DevicesAreListedInIncreasingOrder) {
+  EXPECT_TRUE(must(store().devices("alice")).empty());
+  commit1(PutUser{"alice", 1});
+  Batch b;
+  b.add(PutDevice{{"alice", 3}, "h3"});
+  b.add(PutDevice{{"alice", 1}, "h1"});
+  b.add(PutDevice{{"alice", 256}, "h256"});
+  b.add(PutDevice{{"alice", 2}, "h2"});
+  b.add(PutDevice{{"alicea", 9}, "h9"});  // a user whose id extends alice's
+  commit(std::move(b));
+  EXPECT_EQ(must(store().devices("alice")), (std::vector<uint32_t>{1, 2, 3, 256}));
+  EXPECT_EQ(must(store().devices("alicea")), (std::vector<uint32_t>{9}));
+  EXPECT_TRUE(must(store().devices("bob")).empty());
+}
+
+TEST_P(StoreContractTest, TokensFindTheirDevice) {
+  commit1(PutDevice{kAlice1, "hash-a1"});
+  commit1(PutDevice{kAlice2, "hash-a2"});
+  commit1(PutDevice{kBob1, std::string("bin\0\xff\x01", 6)});
+  EXPECT_EQ(must(store().find_token("hash-a1")), std::optional<DeviceRef>(kAlice1));
+  EXPECT_EQ(must(store().find_token("hash-a2")), std::optional<DeviceRef>(kAlice2));
+  EXPECT_EQ(must(store().find_token(std::string("bin\0\xff\x01", 6))), std::optional<DeviceRef>(kBob1));
+  EXPECT_EQ(must(store().find_token("hash-a")), std::nullopt);
+  EXPECT_EQ(must(store().find_token("")), std::nullopt);
+}
+
+TEST_P(StoreContractTest, NewTokenForADeviceRevokesTheOldOne) {
+  commit1(PutDevice{kAlice1, "old"});
+  commit1(PutDevice{kAlice1, "new"});
+  EXPECT_EQ(must(store().find_token("old")), std::nullopt);
+  EXPECT_EQ(must(store().find_token("new")), std::optional<DeviceRef>(kAlice1));
+  EXPECT_EQ(must(store().devices("alice")), (std::vector<uint32_t>{1}));
+  // Same token again: still valid.
+  commit1(PutDevice{kAlice1, "new"});
+  EXPECT_EQ(must(store().find_token("new")), std::optional<DeviceRef>(kAlice1));
+}
+
+TEST_P(StoreContractTest, LastSeenIsZeroUntilSetThenLatestValue) {
+  EXPECT_EQ(must(store().last_seen("alice")), 0);
+  commit1(SetLastSeen{"alice", 1700000000123});
+  EXPECT_EQ(must(store().last_seen("alice")), 1700000000123);
+  commit1(SetLastSeen{"alice", 1700000000456});
+  EXPECT_EQ(must(store().last_seen("alice")), 1700000000456);
+  EXPECT_EQ(must(store().last_seen("bob")), 0);
+}
+
+// ---- conversations and the user index ----
+
+TEST_P(StoreContractTest, ConversationRoundTripsEveryField) {
+  EXPECT_EQ(must(store().conversation("g1")), std::nullopt);
+  Conversation c = group("g1", {member("alice", 1, 0, true), member("bob", 2), member("carol", 3, 9)});
+  commit1(PutConversation{c});
+  auto got = must(store().conversation("g1"));
+  ASSERT_TRUE(got);
+  expect_same(*got, c);
+
+  Conversation d;
+  d.id = "d:alice:bob";
+  d.type = ConvType::kDirect;
+  d.created_ts = -5;  // nonsense, but stored as given
+  d.members = {member("alice", 1), member("bob", 1)};
+  commit1(PutConversation{d});
+  got = must(store().conversation("d:alice:bob"));
+  ASSERT_TRUE(got);
+  expect_same(*got, d);
+  EXPECT_EQ(must(store().conversation("g")), std::nullopt);
+}
+
+TEST_P(StoreContractTest, UserIndexFollowsMembership) {
+  commit1(PutConversation{group("g1", {member("alice", 1, 0, true), member("bob", 1)})});
+  commit1(PutConversation{group("g2", {member("alice", 1, 0, true)})});
+  EXPECT_EQ(index_of(store(), "alice"), (std::map<std::string, std::pair<Seq, Seq>>{{"g1", {1, 0}}, {"g2", {1, 0}}}));
+  EXPECT_EQ(index_of(store(), "bob"), (std::map<std::string, std::pair<Seq, Seq>>{{"g1", {1, 0}}}));
+  EXPECT_TRUE(index_of(store(), "carol").empty());
+
+  // carol joins with seq 5, bob leaves with seq 7.
+  commit1(PutConversation{group("g1", {member("alice", 1, 0, true), member("bob", 1, 7), member("carol", 5)})});
+  EXPECT_EQ(index_of(store(), "bob"), (std::map<std::string, std::pair<Seq, Seq>>{{"g1", {1, 7}}}));
+  EXPECT_EQ(index_of(store(), "carol"), (std::map<std::string, std::pair<Seq, Seq>>{{"g1", {5, 0}}}));
+  EXPECT_EQ(index_of(store(), "alice").size(), 2u);
+
+  // bob re-joins at seq 9: the row is replaced, not duplicated.
+  commit1(PutConversation{group("g1", {member("alice", 1, 0, true), member("bob", 9), member("carol", 5)})});
+  EXPECT_EQ(index_of(store(), "bob"), (std::map<std::string, std::pair<Seq, Seq>>{{"g1", {9, 0}}}));
+}
+
+TEST_P(StoreContractTest, MemberDroppedFromTheListLosesItsIndexRow) {
+  commit1(PutConversation{group("g1", {member("alice", 1, 0, true), member("bob", 1)})});
+  commit1(PutConversation{group("g1", {member("alice", 1, 0, true)})});
+  EXPECT_TRUE(index_of(store(), "bob").empty());
+  EXPECT_EQ(index_of(store(), "alice").size(), 1u);
+}
+
+// ---- message log ----
+
+TEST_P(StoreContractTest, AppendedMessagesReadBackInSeqOrderWithPaging) {
+  Batch b;
+  for (Seq s = 10; s >= 1; --s) b.add(AppendMessage{"c1", s, frame_for("c1", s)});  // any op order
+  commit(std::move(b));
+
+  auto all = must(store().read_messages("c1", 0, 100));
+  EXPECT_EQ(seqs_of(all), (std::vector<Seq>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
+  for (const auto& m : all) EXPECT_EQ(m.frame, frame_for("c1", m.seq));
+
+  EXPECT_EQ(seqs_of(must(store().read_messages("c1", 3, 4))), (std::vector<Seq>{4, 5, 6, 7}));
+  EXPECT_EQ(seqs_of(must(store().read_messages("c1", 7, 4))), (std::vector<Seq>{8, 9, 10}));
+  EXPECT_TRUE(must(store().read_messages("c1", 10, 4)).empty());
+  EXPECT_TRUE(must(store().read_messages("c1", 0, 0)).empty());
+  EXPECT_TRUE(must(store().read_messages("c1", std::numeric_limits<Seq>::max(), 10)).empty());
+  EXPECT_TRUE(must(store().read_messages("nope", 0, 10)).empty());
+
+  // Paging through the whole log visits every seq once.
+  std::vector<Seq> paged;
+  Seq after = 0;
+  for (int guard = 0; guard < 20; ++guard) {
+    auto page = must(store().read_messages("c1", after, 3));
+    if (page.empty()) break;
+    for (const auto& m : page) paged.push_back(m.seq);
+    after = page.back().seq;
+  }
+  EXPECT_EQ(paged, seqs_of(all));
+}
+
+TEST_P(StoreContractTest, HeadIsTheLastSeq) {
+  EXPECT_EQ(must(store().head("c1")), 0u);
+  commit1(AppendMessage{"c1", 1, "a"});
+  EXPECT_EQ(must(store().head("c1")), 1u);
+  Batch b;
+  for (Seq s = 2; s <= 300; ++s) b.add(AppendMessage{"c1", s, "x"});  // crosses a byte boundary
+  commit(std::move(b));
+  EXPECT_EQ(must(store().head("c1")), 300u);
+  EXPECT_EQ(seqs_of(must(store().read_messages("c1", 254, 4))), (std::vector<Seq>{255, 256, 257, 258}));
+}
+
+TEST_P(StoreContractTest, ConversationsWithPrefixIdsDoNotMix) {
+  // "c" is a prefix of "c1" and "c\x01": each log must read only its own rows.
+  Batch b;
+  b.add(AppendMessage{"c", 1, "c-1"});
+  b.add(AppendMessage{"c", 2, "c-2"});
+  b.add(AppendMessage{"c1", 1, "c1-1"});
+  b.add(AppendMessage{"c1", 2, "c1-2"});
+  b.add(AppendMessage{"c1", 3, "c1-3"});
+  b.add(AppendMessage{std::string("c\x01"), 9, "c01-9"});
+  b.add(AppendMessage{"b", 5, "b-5"});
+  commit(std::move(b));
+  EXPECT_EQ(seqs_of(must(store().read_messages("c", 0, 100))), (std::vector<Seq>{1, 2}));
+  EXPECT_EQ(seqs_of(must(store().read_messages("c1", 0, 100))), (std::vector<Seq>{1, 2, 3}));
+  EXPECT_EQ(seqs_of(must(store().read_messages(std::string("c\x01"), 0, 100))), (std::vector<Seq>{9}));
+  EXPECT_EQ(must(store().head("c")), 2u);
+  EXPECT_EQ(must(store().head("c1")), 3u);
+  EXPECT_EQ(must(store().head(std::string("c\x01"))), 9u);
+  EXPECT_EQ(must(store().head("b")), 5u);
+  EXPECT_EQ(must(store().head("a")), 0u);
+  EXPECT_EQ(must(store().head("d")), 0u);
+  EXPECT_EQ(must(store().head("c0")), 0u);
+}
+
+TEST_P(StoreContractTest, FramesAreStoredByteExact) {
+  std::string binary("\0\x01\xff{\"x\":\"\xc3\xa9\"}\0", 15);
+  std::string big(200 * 1024, 'z');
+  Batch b;
+  b.add(AppendMessage{"c1", 1, binary});
+  b.add(AppendMessage{"c1", 2, big});
+  b.add(AppendMessage{"c1", 3, ""});
+  commit(std::move(b));
+  auto msgs = must(store().read_messages("c1", 0, 10));
+  ASSERT_EQ(msgs.size(), 3u);
+  EXPECT_EQ(msgs[0].frame, binary);
+  EXPECT_EQ(msgs[1].frame, big);
+  EXPECT_EQ(msgs[2].frame, "");
+}
+
+TEST_P(StoreContractTest, LargeSeqsSortNumerically) {
+  const Seq big = Seq{1} << 40;
+  Batch b;
+  b.add(AppendMessage{"c1", big, "big"});
+  b.add(AppendMessage{"c1", 255, "255"});
+  b.add(AppendMessage{"c1", 65536, "65536"});
+  commit(std::move(b));
+  EXPECT_EQ(seqs_of(must(store().read_messages("c1", 0, 10))), (std::vector<Seq>{255, 65536, big}));
+  EXPECT_EQ(must(store().head("c1")), big);
+}
+
+// ---- per-device state ----
+
+TEST_P(StoreContractTest, CursorKeepsTheMax) {
+  EXPECT_EQ(must(store().cursor(kAlice1, "c1")), 0u);
+  commit1(SetCursor{kAlice1, "c1", 5});
+  EXPECT_EQ(must(store().cursor(kAlice1, "c1")), 5u);
+  commit1(SetCursor{kAlice1, "c1", 3});
+  EXPECT_EQ(must(store().cursor(kAlice1, "c1")), 5u);
+  commit1(SetCursor{kAlice1, "c1", 9});
+  EXPECT_EQ(must(store().cursor(kAlice1, "c1")), 9u);
+  // Independent per device and per conversation.
+  EXPECT_EQ(must(store().cursor(kAlice2, "c1")), 0u);
+  EXPECT_EQ(must(store().cursor(kAlice1, "c2")), 0u);
+  EXPECT_EQ(must(store().cursor(kAlice1, "c")), 0u);
+  EXPECT_EQ(must(store().cursor(kBob1, "c1")), 0u);
+}
+
+TEST_P(StoreContractTest, ReceiptsKeepTheMaxPerField) {
+  EXPECT_TRUE(must(store().receipts("c1")).empty());
+  commit1(SetReceipt{"c1", "bob", 5, 0});
+  EXPECT_EQ(receipts_of(store(), "c1"), (std::map<std::string, std::pair<Seq, Seq>>{{"bob", {5, 0}}}));
+  commit1(SetReceipt{"c1", "bob", 3, 4});
+  EXPECT_EQ(receipts_of(store(), "c1"), (std::map<std::string, std::pair<Seq, Seq>>{{"bob", {5, 4}}}));
+  commit1(SetReceipt{"c1", "bob", 0, 2});
+  EXPECT_EQ(receipts_of(store(), "c1"), (std::map<std::string, std::pair<Seq, Seq>>{{"bob", {5, 4}}}));
+  commit1(SetReceipt{"c1", "carol", 8, 8});
+  commit1(SetReceipt{"c10", "dave", 1, 1});
+  EXPECT_EQ(receipts_of(store(), "c1"),
+            (std::map<std::string, std::pair<Seq, Seq>>{{"bob", {5, 4}}, {"carol", {8, 8}}}));
+  EXPECT_EQ(receipts_of(store(), "c10"), (std::map<std::string, std::pair<Seq, Seq>>{{"dave", {1, 1}}}));
+}
+
+TEST_P(StoreContractTest, InboxMarkKeepsTheMaxAndClearDeletesUpTo) {
+  EXPECT_TRUE(must(store().inbox(kBob1)).empty());
+  commit1(InboxMark{kBob1, "c1", 5});
+  commit1(InboxMark{kBob1, "c1", 3});
+  commit1(InboxMark{kBob1, "c2", 7});
+  EXPECT_EQ(inbox_of(store(), kBob1), (std::map<std::string, Seq>{{"c1", 5}, {"c2", 7}}));
+
+  commit1(InboxClear{kBob1, "c1", 4});  // news after 4 remain
+  EXPECT_EQ(inbox_of(store(), kBob1), (std::map<std::string, Seq>{{"c1", 5}, {"c2", 7}}));
+  commit1(InboxClear{kBob1, "c1", 5});
+  EXPECT_EQ(inbox_of(store(), kBob1), (std::map<std::string, Seq>{{"c2", 7}}));
+  commit1(InboxClear{kBob1, "c2", 100});
+  EXPECT_TRUE(must(store().inbox(kBob1)).empty());
+  commit1(InboxClear{kBob1, "never", 100});  // clearing nothing is fine
+  EXPECT_TRUE(must(store().inbox(kBob1)).empty());
+
+  // A mark after a clear brings the conversation back.
+  commit1(InboxMark{kBob1, "c1", 6});
+  EXPECT_EQ(inbox_of(store(), kBob1), (std::map<std::string, Seq>{{"c1", 6}}));
+}
+
+TEST_P(StoreContractTest, InboxIsPerDevice) {
+  Batch b;
+  b.add(InboxMark{{"bob", 1}, "c1", 1});
+  b.add(InboxMark{{"bob", 2}, "c2", 2});
+  b.add(InboxMark{{"bob", 256}, "c3", 3});
+  b.add(InboxMark{{"bo", 1}, "c4", 4});
+  b.add(InboxMark{{"bobb", 1}, "c5", 5});
+  commit(std::move(b));
+  EXPECT_EQ(inbox_of(store(), {"bob", 1}), (std::map<std::string, Seq>{{"c1", 1}}));
+  EXPECT_EQ(inbox_of(store(), {"bob", 2}), (std::map<std::string, Seq>{{"c2", 2}}));
+  EXPECT_EQ(inbox_of(store(), {"bob", 256}), (std::map<std::string, Seq>{{"c3", 3}}));
+  EXPECT_EQ(inbox_of(store(), {"bo", 1}), (std::map<std::string, Seq>{{"c4", 4}}));
+  EXPECT_EQ(inbox_of(store(), {"bobb", 1}), (std::map<std::string, Seq>{{"c5", 5}}));
+  EXPECT_TRUE(inbox_of(store(), {"bob", 3}).empty());
+}
+
+// ---- idempotency ----
+
+TEST_P(StoreContractTest, IdempotencyRecordsExpire) {
+  EXPECT_EQ(must(store().idempotency(kAlice1, "m1", 0)), std::nullopt);
+  commit1(PutIdempotency{kAlice1, "m1", idem("c1", 7, 500, 1000)});
+  auto r = must(store().idempotency(kAlice1, "m1", 999));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->conversation_id, "c1");
+  EXPECT_EQ(r->seq, 7u);
+  EXPECT_EQ(r->ts, 500);
+  EXPECT_EQ(r->expires_at, 1000);
+  EXPECT_TRUE(must(store().idempotency(kAlice1, "m1", 1000)));  // valid until expires_at
+  EXPECT_EQ(must(store().idempotency(kAlice1, "m1", 1001)), std::nullopt);
+  // Keyed by device and client_msg_id.
+  EXPECT_EQ(must(store().idempotency(kAlice2, "m1", 0)), std::nullopt);
+  EXPECT_EQ(must(store().idempotency(kAlice1, "m", 0)), std::nullopt);
+  EXPECT_EQ(must(store().idempotency(kAlice1, "m10", 0)), std::nullopt);
+}
+
+TEST_P(StoreContractTest, PurgeDropsOnlyExpiredRecords) {
+  Batch b;
+  b.add(PutIdempotency{kAlice1, "m1", idem("c1", 1, 0, 1000)});
+  b.add(PutIdempotency{kAlice1, "m2", idem("c1", 2, 0, 2000)});
+  b.add(PutIdempotency{kBob1, "m1", idem("c2", 1, 0, 3000)});
+  commit(std::move(b));
+  EXPECT_EQ(must(store().purge_expired(500)), 0u);
+  EXPECT_EQ(must(store().purge_expired(1000)), 0u);  // expires_at == now: not yet expired
+  EXPECT_EQ(must(store().purge_expired(1500)), 1u);
+  EXPECT_EQ(must(store().idempotency(kAlice1, "m1", 0)), std::nullopt);  // gone, whatever the clock says
+  EXPECT_TRUE(must(store().idempotency(kAlice1, "m2", 0)));
+  EXPECT_EQ(must(store().purge_expired(1500)), 0u);
+  EXPECT_EQ(must(store().purge_expired(10000)), 2u);
+  EXPECT_EQ(must(store().idempotency(kAlice2, "m2", 0)), std::nullopt);
+  EXPECT_EQ(must(store().idempotency(kBob1, "m1", 0)), std::nullopt);
+  EXPECT_EQ(must(store().purge_expired(20000)), 0u);
+}
+
+TEST_P(StoreContractTest, RefreshedRecordSurvivesPurgeOfItsOldExpiry) {
+  commit1(PutIdempotency{kAlice1, "m1", idem("c1", 1, 0, 1000)});
+  commit1(PutIdempotency{kAlice1, "m1", idem("c1", 1, 0, 5000)});
+  EXPECT_EQ(must(store().purge_expired(2000)), 0u);
+  EXPECT_TRUE(must(store().idempotency(kAlice1, "m1", 2000)));
+  EXPECT_EQ(must(store().purge_expired(6000)), 1u);
+  EXPECT_EQ(must(store().idempotency(kAlice1, "m1", 0)), std::nullopt);
+}
+
+TEST_P(StoreContractTest, PurgeHandlesManyRecords) {
+  Batch b;
+  for (int i = 0; i < 2500; ++i) {
+    b.add(PutIdempotency{{"u" + std::to_string(i % 7), uint32_t(i % 3 + 1)}, "m" + std::to_string(i),
+                         idem("c", Seq(i + 1), 0, i < 2000 ? 100 + i : 100000)});
+  }
+  commit(std::move(b));
+  EXPECT_EQ(must(store().purge_expired(50000)), 2000u);
+  EXPECT_TRUE(must(store().idempotency({"u" + std::to_string(2100 % 7), 2100 % 3 + 1}, "m2100", 0)));
+  EXPECT_EQ(must(store().idempotency({"u" + std::to_string(5 % 7), 5 % 3 + 1}, "m5", 0)), std::nullopt);
+}
+
+// ---- batches ----
+
+TEST_P(StoreContractTest, EmptyBatchCommits) {
+  commit(Batch{}, true);
+  commit(Batch{}, false);
+}
+
+TEST_P(StoreContractTest, SameKeyOpsComposeWithinOneBatch) {
+  Batch b;
+  b.add(SetCursor{kAlice1, "c1", 5});
+  b.add(SetCursor{kAlice1, "c1", 3});
+  b.add(SetCursor{kAlice1, "c1", 7});
+  b.add(SetCursor{kAlice1, "c1", 6});
+  b.add(SetReceipt{"c1", "bob", 5, 0});
+  b.add(SetReceipt{"c1", "bob", 3, 6});
+  b.add(SetReceipt{"c1", "bob", 4, 2});
+  b.add(InboxMark{kBob1, "c1", 5});
+  b.add(InboxMark{kBob1, "c1", 3});
+  b.add(InboxClear{kBob1, "c1", 4});  // 5 > 4: stays
+  b.add(InboxMark{kBob1, "c2", 3});
+  b.add(InboxClear{kBob1, "c2", 3});  // cleared...
+  b.add(InboxMark{kBob1, "c2", 2});   // ...then marked again below the cleared seq
+  b.add(InboxMark{kBob1, "c3", 9});
+  b.add(InboxClear{kBob1, "c3", 9});
+  commit(std::move(b));
+  EXPECT_EQ(must(store().cursor(kAlice1, "c1")), 7u);
+  EXPECT_EQ(receipts_of(store(), "c1"), (std::map<std::string, std::pair<Seq, Seq>>{{"bob", {5, 6}}}));
+  EXPECT_EQ(inbox_of(store(), kBob1), (std::map<std::string, Seq>{{"c1", 5}, {"c2", 2}}));
+
+  // Composition also starts from what is already stored.
+  Batch b2;
+  b2.add(SetCursor{kAlice1, "c1", 6});
+  b2.add(InboxClear{kBob1, "c1", 5});
+  b2.add(InboxMark{kBob1, "c1", 4});
+  b2.add(SetReceipt{"c1", "bob", 9, 1});
+  commit(std::move(b2));
+  EXPECT_EQ(must(store().cursor(kAlice1, "c1")), 7u);
+  EXPECT_EQ(inbox_of(store(), kBob1), (std::map<std::string, Seq>{{"c1", 4}, {"c2", 2}}));
+  EXPECT_EQ(receipts_of(store(), "c1"), (std::map<std::string, std::pair<Seq, Seq>>{{"bob", {9, 6}}}));
+}
+
+TEST_P(StoreContractTest, SameConversationTwiceInOneBatchLastWins) {
+  commit1(PutConversation{group("g1", {member("alice", 1, 0, true), member("bob", 1)})});
+  Batch b;
+  b.add(PutConversation{group("g1", {member("alice", 1, 0, true), member("carol", 2)})});
+  b.add(PutConversation{group("g1", {member("alice", 1, 0, true), member("dave", 3)})});
+  commit(std::move(b));
+  auto c = must(store().conversation("g1"));
+  ASSERT_TRUE(c);
+  ASSERT_EQ(c->members.size(), 2u);
+  EXPECT_EQ(c->members[1].user, "dave");
+  EXPECT_TRUE(index_of(store(), "bob").empty());
+  EXPECT_TRUE(index_of(store(), "carol").empty());
+  EXPECT_EQ(index_of(store(), "dave"), (std::map<std::string, std::pair<Seq, Seq>>{{"g1", {3, 0}}}));
+}
+
+TEST_P(StoreContractTest, SameDeviceTwiceInOneBatchKeepsOnlyTheLastToken) {
+  commit1(PutDevice{kAlice1, "t0"});
+  Batch b;
+  b.add(PutDevice{kAlice1, "t1"});
+  b.add(PutDevice{kAlice1, "t2"});
+  commit(std::move(b));
+  EXPECT_EQ(must(store().find_token("t0")), std::nullopt);
+  EXPECT_EQ(must(store().find_token("t1")), std::nullopt);
+  EXPECT_EQ(must(store().find_token("t2")), std::optional<DeviceRef>(kAlice1));
+}
+
+TEST_P(StoreContractTest, CommittedBatchIsFullyVisible) {
+  Batch b;
+  b.add(PutUser{"alice", 1});
+  b.add(PutDevice{kAlice1, "tok"});
+  b.add(PutConversation{group("g1", {member("alice", 1, 0, true), member("bob", 1)})});
+  for (Seq s = 1; s <= 50; ++s) {
+    b.add(AppendMessage{"g1", s, frame_for("g1", s)});
+    b.add(PutIdempotency{kAlice1, "m" + std::to_string(s), idem("g1", s, 10, 1000000)});
+    b.add(InboxMark{kBob1, "g1", s});
+  }
+  b.add(SetCursor{kBob1, "g1", 40});
+  b.add(SetReceipt{"g1", "bob", 40, 30});
+  b.add(InboxClear{kAlice1, "g1", 50});
+  b.add(SetLastSeen{"bob", 77});
+  commit(std::move(b), /*sync=*/true);
+
+  EXPECT_TRUE(must(store().user_exists("alice")));
+  EXPECT_EQ(must(store().find_token("tok")), std::optional<DeviceRef>(kAlice1));
+  EXPECT_TRUE(must(store().conversation("g1")));
+  EXPECT_EQ(must(store().head("g1")), 50u);
+  EXPECT_EQ(must(store().read_messages("g1", 0, 1000)).size(), 50u);
+  for (Seq s = 1; s <= 50; ++s) {
+    auto r = must(store().idempotency(kAlice1, "m" + std::to_string(s), 0));
+    ASSERT_TRUE(r) << s;
+    EXPECT_EQ(r->seq, s);
+  }
+  EXPECT_EQ(inbox_of(store(), kBob1), (std::map<std::string, Seq>{{"g1", 50}}));
+  EXPECT_TRUE(inbox_of(store(), kAlice1).empty());
+  EXPECT_EQ(must(store().cursor(kBob1, "g1")), 40u);
+  EXPECT_EQ(receipts_of(store(), "g1"), (std::map<std::string, std::pair<Seq, Seq>>{{"bob", {40, 30}}}));
+  EXPECT_EQ(must(store().last_seen("bob")), 77);
+  EXPECT_EQ(index_of(store(), "bob").size(), 1u);
+}
+
+// ---- persistence ----
+
+TEST_P(StoreContractTest, EverythingSurvivesReopen) {
+  Batch b;
+  b.add(PutUser{"alice", 1});
+  b.add(PutUser{"bob", 2});
+  b.add(PutDevice{kAlice1, "tok-a1"});
+  b.add(PutDevice{kBob1, "tok-b1"});
+  b.add(PutConversation{group("g1", {member("alice", 1, 0, true), member("bob", 1, 4)})});
+  for (Seq s = 1; s <= 5; ++s) b.add(AppendMessage{"g1", s, frame_for("g1", s)});
+  b.add(PutIdempotency{kAlice1, "m1", idem("g1", 1, 10, 1000)});
+  b.add(SetCursor{kBob1, "g1", 3});
+  b.add(SetReceipt{"g1", "bob", 3, 2});
+  b.add(InboxMark{kBob1, "g1", 4});
+  b.add(SetLastSeen{"alice", 99});
+  commit(std::move(b), /*sync=*/false);  // durability across a clean close needs no sync
+  commit1(AppendMessage{"g1", 6, frame_for("g1", 6)}, /*sync=*/true);
+
+  reopen();
+  reopen();  // twice: a reopened store closes cleanly too
+
+  EXPECT_TRUE(must(store().user_exists("alice")));
+  EXPECT_TRUE(must(store().user_exists("bob")));
+  EXPECT_EQ(must(store().devices("alice")), (std::vector<uint32_t>{1}));
+  EXPECT_EQ(must(store().find_token("tok-b1")), std::optional<DeviceRef>(kBob1));
+  auto c = must(store().conversation("g1"));
+  ASSERT_TRUE(c);
+  expect_same(*c, group("g1", {member("alice", 1, 0, true), member("bob", 1, 4)}));
+  EXPECT_EQ(index_of(store(), "bob"), (std::map<std::string, std::pair<Seq, Seq>>{{"g1", {1, 4}}}));
+  EXPECT_EQ(must(store().head("g1")), 6u);
+  auto msgs = must(store().read_messages("g1", 2, 10));
+  EXPECT_EQ(seqs_of(msgs), (std::vector<Seq>{3, 4, 5, 6}));
+  if (!msgs.empty()) {
+    EXPECT_EQ(msgs.front().frame, frame_for("g1", 3));
+  }
+  auto r = must(store().idempotency(kAlice1, "m1", 500));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->seq, 1u);
+  EXPECT_EQ(r->ts, 10);
+  EXPECT_EQ(must(store().cursor(kBob1, "g1")), 3u);
+  EXPECT_EQ(receipts_of(store(), "g1"), (std::map<std::string, std::pair<Seq, Seq>>{{"bob", {3, 2}}}));
+  EXPECT_EQ(inbox_of(store(), kBob1), (std::map<std::string, Seq>{{"g1", 4}}));
+  EXPECT_EQ(must(store().last_seen("alice")), 99);
+
+  // Keeps-the-max state keeps composing with what was stored before the restart.
+  commit1(SetCursor{kBob1, "g1", 2});
+  EXPECT_EQ(must(store().cursor(kBob1, "g1")), 3u);
+  // The expiry index survived too.
+  EXPECT_EQ(must(store().purge_expired(2000)), 1u);
+}
+
+TEST_P(StoreContractTest, FlushThenReopen) {
+  commit1(AppendMessage{"c1", 1, "x"});
+  commit1(SetCursor{kAlice1, "c1", 1});
+  auto f = store().flush();
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  commit1(AppendMessage{"c1", 2, "y"});  // writes after a flush still land
+  reopen();
+  EXPECT_EQ(must(store().head("c1")), 2u);
+  EXPECT_EQ(must(store().cursor(kAlice1, "c1")), 1u);
+}
+
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(StoreContractTest);
+
+}  // namespace tern::store::contract
