@@ -1,0 +1,72 @@
+// The HTTP side of wire-v1 as asynchronous calls: registration, device linking, conversations
+// and membership, history (backfill). Every call completes exactly once, with a value or an
+// Error, on a thread running the given io_context; calls may be made from any thread.
+//
+// Rate limits: a 429 answer is retried after an exponential backoff with full jitter (the
+// `retry` policy); a GET is also retried on 503 and on transport failures. Other errors
+// are returned at once.
+//
+// Device linking (an addition to wire-v1, implemented by ternd):
+//   POST /v1/devices/link-codes   (auth)    {}  → 201 {"code":"XXXX-XXXX","expires_at":ms}
+//        a one-time code for the caller's user, valid 10 minutes, single use.
+//   POST /v1/devices/link         (no auth) {"user":"alice","code":"XXXX-XXXX"}
+//        → 201 {"user":"alice","device":N,"token":"…"}; errors as JSON errors:
+//        404 unknown user or code, 410 expired or already used, 429 too many attempts.
+//
+// Ownership: Api is a cheap handle (shared state); copies talk to the same server with the
+// same token. The io_context must outlive every call in flight.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "client/backoff.h"
+#include "client/server_url.h"
+#include "client/types.h"
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace tern::client {
+
+struct ApiOptions {
+  int64_t timeout_ms = 10'000;            // per attempt
+  BackoffPolicy retry{200, 5'000, 6};     // for 429 (and 503 / network on GET)
+};
+
+class Api {
+ public:
+  Api(boost::asio::io_context& ioc, ServerUrl url, std::string token = {}, ApiOptions options = {});
+  ~Api();
+  Api(const Api&);
+  Api& operator=(const Api&);
+
+  const ServerUrl& url() const;
+
+  // Unauthenticated.
+  void register_user(const std::string& user, Callback<Credentials> cb) const;          // POST /v1/users
+  void link_device(const std::string& user, const std::string& code, Callback<Credentials> cb) const;
+  void healthz(Callback<void> cb) const;
+
+  // Authenticated with the token.
+  void create_link_code(Callback<LinkCode> cb) const;
+  void add_device(Callback<Credentials> cb) const;                                     // POST /v1/devices
+  void create_direct(const std::string& user, Callback<std::string> cb) const;         // → conversation id
+  void create_group(const std::string& name, const std::vector<std::string>& members,
+                    Callback<std::string> cb) const;
+  void add_members(const std::string& conversation_id, const std::vector<std::string>& users,
+                   Callback<std::vector<std::string>> cb) const;                       // → members
+  void remove_members(const std::string& conversation_id, const std::vector<std::string>& users,
+                      Callback<std::vector<std::string>> cb) const;
+  void conversations(Callback<std::vector<ConversationInfo>> cb) const;
+  // Messages with seq > after_seq, increasing, at most `limit` (the server caps it).
+  void history(const std::string& conversation_id, Seq after_seq, size_t limit, Callback<HistoryPage> cb) const;
+
+ struct State;  // implementation detail (api.cc)
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace tern::client

@@ -1,0 +1,579 @@
+#include "client/client.h"
+
+#include <atomic>
+#include <future>
+#include <list>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <unordered_map>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+
+#include "base/base64.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "client/convert.h"
+#include "client/errors.h"
+#include "client/io_thread.h"
+#include "client/receiver.h"
+#include "client/sqlite_store.h"
+#include "client/ws_connection.h"
+#include "proto/limits.h"
+#include "proto/server_frames.h"
+
+namespace tern::client {
+namespace asio = boost::asio;
+using Strand = asio::strand<asio::io_context::executor_type>;
+using Timer = asio::steady_timer;
+
+const char* to_string(ConnectionState s) {
+  switch (s) {
+    case ConnectionState::kConnecting: return "connecting";
+    case ConnectionState::kConnected: return "connected";
+    case ConnectionState::kSynced: return "synced";
+    case ConnectionState::kDisconnected: return "disconnected";
+    case ConnectionState::kStopped: return "stopped";
+  }
+  return "unknown";
+}
+
+namespace {
+
+constexpr size_t kMaxPresenceUsers = 1024;
+constexpr size_t kMaxPendingReads = 4096;
+
+std::string random_client_msg_id() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  const uint64_t a = rng(), b = rng();
+  char buf[40];
+  // UUID version 4 layout, variant 1.
+  std::snprintf(buf, sizeof buf, "%08x-%04x-4%03x-%04x-%012llx", static_cast<unsigned>(a >> 32),
+                static_cast<unsigned>((a >> 16) & 0xffff), static_cast<unsigned>(a & 0x0fff),
+                static_cast<unsigned>(((b >> 48) & 0x3fff) | 0x8000),
+                static_cast<unsigned long long>(b & 0xffffffffffffULL));
+  return buf;
+}
+
+}  // namespace
+
+struct Client::Impl : std::enable_shared_from_this<Impl> {
+  struct Pending {
+    OutboxEntry entry;
+    Callback<SendResult> done;
+    bool in_flight = false;
+    bool written_before = false;
+  };
+
+  Impl(asio::io_context& ioc_, Options o, Events e, ServerUrl u, std::unique_ptr<LocalStore> s)
+      : ioc(ioc_),
+        strand(asio::make_strand(ioc_)),
+        opts(std::move(o)),
+        events(std::move(e)),
+        url(std::move(u)),
+        store(std::move(s)),
+        api(ioc_, url, opts.credentials.token, opts.api),
+        reconnect_timer(strand),
+        send_pause_timer(strand),
+        ack_timer(strand),
+        rng(std::random_device{}()) {}
+
+  asio::io_context& ioc;
+  Strand strand;
+  Options opts;
+  Events events;
+  ServerUrl url;
+  std::unique_ptr<LocalStore> store;
+  Api api;
+  std::unique_ptr<Receiver> receiver;
+
+  std::atomic<ConnectionState> state{ConnectionState::kDisconnected};
+  std::atomic<bool> stopped{false};
+  bool started = false;
+  bool shut_down = false;
+
+  std::shared_ptr<WsConnection> conn;
+  uint64_t conn_gen = 0;
+  int reconnect_attempt = 0;
+  Timer reconnect_timer;
+
+  std::list<Pending> outbox;  // submission order
+  std::unordered_map<std::string, std::list<Pending>::iterator> by_id;
+  size_t in_flight = 0;
+  bool send_paused = false;
+  int send_retry_attempt = 0;
+  Timer send_pause_timer;
+
+  bool ack_scheduled = false;
+  Timer ack_timer;
+  std::map<std::string, Seq> pending_reads;
+  std::set<std::string> presence_users;
+  std::set<std::shared_ptr<Timer>> scheduled;  // Receiver timers, cancelled on stop
+
+  std::mt19937_64 rng;
+  mutable std::mutex stats_mu;
+  ClientStats stats_;
+
+  template <typename F, typename... A>
+  void emit(const F& f, A&&... a) {
+    if (!stopped && f) f(std::forward<A>(a)...);
+  }
+  template <typename F>
+  void bump(F f) {
+    std::lock_guard lock(stats_mu);
+    f(stats_);
+  }
+  void sync_receiver_stats() {
+    const auto& r = receiver->stats();
+    std::lock_guard lock(stats_mu);
+    stats_.delivered = r.delivered;
+    stats_.duplicates = r.duplicates;
+    stats_.backfills = r.backfills;
+    stats_.gaps_accepted = r.gaps_accepted;
+  }
+
+  void init_receiver() {
+    std::weak_ptr<Impl> w = weak_from_this();
+    ReceiverOptions ro;
+    ro.self_user = opts.credentials.user;
+    ro.self_device = opts.credentials.device;
+    ro.backfill_page = opts.backfill_page;
+    ro.gap_grace_ms = opts.gap_grace_ms;
+    ReceiverHooks h;
+    h.deliver = [w](const Message& m) {
+      if (auto s = w.lock()) s->emit(s->events.on_message, m);
+    };
+    h.backfill = [w](const std::string& conv, Seq after, size_t limit, Callback<HistoryPage> cb) {
+      auto s = w.lock();
+      if (!s) return;
+      s->api.history(conv, after, limit, [w, cb = std::move(cb)](Result<HistoryPage> r) mutable {
+        auto s2 = w.lock();
+        if (!s2) return;
+        asio::post(s2->strand, [s2, cb = std::move(cb), r = std::move(r)]() mutable {
+          if (s2->stopped) return;
+          cb(std::move(r));
+          s2->sync_receiver_stats();
+        });
+      });
+    };
+    h.schedule = [w](int64_t delay_ms, std::function<void()> fn) {
+      auto s = w.lock();
+      if (!s || s->stopped) return;
+      auto t = std::make_shared<Timer>(s->strand, std::chrono::milliseconds(delay_ms));
+      s->scheduled.insert(t);
+      t->async_wait([w, t, fn = std::move(fn)](boost::system::error_code ec) {
+        auto s2 = w.lock();
+        if (!s2) return;
+        s2->scheduled.erase(t);
+        if (ec || s2->stopped) return;
+        fn();
+        s2->sync_receiver_stats();
+      });
+    };
+    h.ack_pending = [w] {
+      if (auto s = w.lock()) s->schedule_ack_flush();
+    };
+    h.random = [w]() -> uint64_t {
+      auto s = w.lock();
+      return s ? s->rng() : 0;
+    };
+    receiver = std::make_unique<Receiver>(ro, std::move(h));
+  }
+
+  void set_state(ConnectionState s, const Error* err) {
+    state = s;
+    emit(events.on_state, s, err);
+  }
+
+  // ---- lifecycle (strand) ----
+  void do_start() {
+    if (started || stopped) return;
+    started = true;
+    if (auto c = store->cursors(); c) {
+      for (const auto& [conv, seq] : *c) receiver->set_cursor(conv, seq);
+    } else {
+      spdlog::warn("component=client event=cursor_load_failed error=\"{}\"", c.error().message);
+    }
+    if (auto p = store->pending(); p) {
+      for (auto& e : *p) push_pending(std::move(e), {});
+    } else {
+      spdlog::warn("component=client event=outbox_load_failed error=\"{}\"", p.error().message);
+    }
+    connect();
+  }
+
+  void connect() {
+    if (stopped) return;
+    set_state(ConnectionState::kConnecting, nullptr);
+    const uint64_t gen = ++conn_gen;
+    std::weak_ptr<Impl> w = weak_from_this();
+    WsHandlers h;
+    h.on_open = [w, gen] {
+      if (auto s = w.lock(); s && s->conn_gen == gen) s->on_open();
+    };
+    h.on_text = [w, gen](std::string_view text) {
+      if (auto s = w.lock(); s && s->conn_gen == gen) s->on_text(text);
+    };
+    h.on_close = [w, gen](Error e) {
+      if (auto s = w.lock(); s && s->conn_gen == gen) s->on_close(std::move(e));
+    };
+    WsOptions wo;
+    wo.idle_timeout_ms = opts.idle_timeout_ms;
+    wo.connect_timeout_ms = opts.api.timeout_ms;
+    conn = std::make_shared<WsConnection>(strand, url, opts.credentials.token, wo, std::move(h));
+    conn->start();
+  }
+
+  void on_open() {
+    bump([](ClientStats& s) { ++s.connects; });
+    set_state(ConnectionState::kConnected, nullptr);
+    if (!presence_users.empty()) {
+      std::vector<std::string> chunk;
+      for (const auto& u : presence_users) {
+        chunk.push_back(u);
+        if (chunk.size() == proto::Limits{}.max_presence_users) {
+          conn->send(proto::encode_presence_subscribe(chunk), true);
+          chunk.clear();
+        }
+      }
+      if (!chunk.empty()) conn->send(proto::encode_presence_subscribe(chunk), true);
+    }
+    for (const auto& [conv, seq] : pending_reads) conn->send(proto::encode_read(conv, seq));
+    pending_reads.clear();
+    pump();
+    receiver->retry_gaps();
+    sync_receiver_stats();
+  }
+
+  void on_close(Error err) {
+    conn.reset();
+    for (auto& p : outbox) p.in_flight = false;
+    in_flight = 0;
+    bump([](ClientStats& s) { ++s.disconnects; });
+    if (stopped) return;
+    spdlog::info("component=client event=disconnected user={} device={} reason=\"{}\"", opts.credentials.user,
+                 opts.credentials.device, err.message);
+    if (err.code == ErrorCode::kUnauthorized || !backoff_allows(opts.reconnect, reconnect_attempt)) {
+      set_state(ConnectionState::kStopped, &err);
+      return;
+    }
+    const int64_t delay = backoff_delay_ms(opts.reconnect, reconnect_attempt++, rng());
+    set_state(ConnectionState::kDisconnected, &err);
+    reconnect_timer.expires_after(std::chrono::milliseconds(delay));
+    reconnect_timer.async_wait([w = weak_from_this()](boost::system::error_code ec) {
+      auto s = w.lock();
+      if (!s || ec || s->stopped || s->conn) return;
+      s->connect();
+    });
+  }
+
+  void shutdown() {
+    if (shut_down) return;
+    shut_down = true;
+    stopped = true;
+    state = ConnectionState::kStopped;
+    reconnect_timer.cancel();
+    ack_timer.cancel();
+    send_pause_timer.cancel();
+    for (const auto& t : scheduled) t->cancel();
+    scheduled.clear();
+    if (receiver)
+      for (const auto& [conv, seq] : receiver->take_acks()) (void)store->save_cursor(conv, seq);
+    if (conn) {
+      ++conn_gen;  // its on_close is of no interest any more
+      conn->close();
+      conn.reset();
+    }
+    for (auto& p : outbox)
+      if (p.done)
+        p.done(make_error(ErrorCode::kDraining, "client stopped before the server acknowledged the send"));
+    outbox.clear();
+    by_id.clear();
+    in_flight = 0;
+  }
+
+  // ---- frames (strand) ----
+  void on_text(std::string_view text) {
+    auto frame = proto::parse_server_frame(text);
+    if (!frame) {
+      spdlog::debug("component=client event=bad_frame error=\"{}\"", frame.error().message);
+      return;
+    }
+    std::visit([this](auto&& f) { handle(std::move(f)); }, std::move(*frame));
+  }
+
+  void handle(proto::SentEvent&& e) {
+    if (opts.receive && !e.conversation_id.empty()) receiver->on_own_sent(e.conversation_id, e.seq);
+    auto it = by_id.find(e.client_msg_id);
+    if (it == by_id.end()) return;  // a repeat `sent` (the send went out twice)
+    Pending p = std::move(*it->second);
+    outbox.erase(it->second);
+    by_id.erase(it);
+    if (p.in_flight) --in_flight;
+    if (auto r = store->remove(p.entry.client_msg_id); !r)
+      spdlog::warn("component=client event=outbox_remove_failed error=\"{}\"", r.error().message);
+    send_retry_attempt = 0;
+    bump([](ClientStats& s) { ++s.sends_acked; });
+    SendResult res{p.entry.client_msg_id, e.conversation_id.empty() ? p.entry.conversation_id : e.conversation_id,
+                   e.seq, e.ts};
+    if (p.done && !stopped) p.done(res);
+    emit(events.on_sent, res);
+    sync_receiver_stats();
+    pump();
+  }
+
+  void handle(proto::MessageEvent&& e) {
+    if (!opts.receive) return;
+    receiver->on_message(message_from_event(std::move(e)));
+    sync_receiver_stats();
+  }
+
+  void handle(proto::SyncedEvent&&) {
+    reconnect_attempt = 0;
+    set_state(ConnectionState::kSynced, nullptr);
+  }
+
+  void handle(proto::ReceiptEvent&& e) {
+    Receipt r{std::move(e.conversation_id), std::move(e.user),
+              e.status == "read" ? ReceiptStatus::kRead : ReceiptStatus::kDelivered, e.seq};
+    emit(events.on_receipt, r);
+  }
+
+  void handle(proto::TypingEvent&& e) {
+    Typing t{std::move(e.conversation_id), std::move(e.user), e.active};
+    emit(events.on_typing, t);
+  }
+
+  void handle(proto::PresenceEvent&& e) {
+    Presence p{std::move(e.user), e.online, e.last_seen};
+    emit(events.on_presence, p);
+  }
+
+  void handle(proto::ErrorEvent&& e) {
+    Error err = make_error(error_code_from_name(e.code), e.message);
+    if (!e.ref.empty()) {
+      if (auto it = by_id.find(e.ref); it != by_id.end()) {
+        Pending& p = *it->second;
+        if (p.in_flight) {
+          p.in_flight = false;
+          --in_flight;
+        }
+        if (retryable(err.code)) {
+          pause_sends();
+          return;
+        }
+        Pending gone = std::move(p);
+        outbox.erase(it->second);
+        by_id.erase(it);
+        (void)store->remove(gone.entry.client_msg_id);
+        if (gone.done && !stopped) gone.done(err);
+        emit(events.on_send_failed, gone.entry.client_msg_id, err);
+        pump();
+        return;
+      }
+    }
+    emit(events.on_error, err);
+  }
+
+  // ---- outbox (strand) ----
+  void push_pending(OutboxEntry e, Callback<SendResult> done) {
+    if (auto it = by_id.find(e.client_msg_id); it != by_id.end()) {
+      if (done && !it->second->done) it->second->done = std::move(done);
+      return;
+    }
+    std::string id = e.client_msg_id;
+    outbox.push_back(Pending{std::move(e), std::move(done)});
+    by_id.emplace(std::move(id), std::prev(outbox.end()));
+  }
+
+  void pump() {
+    if (!conn || !conn->open() || send_paused || stopped) return;
+    for (auto& p : outbox) {
+      if (in_flight >= opts.max_in_flight) break;
+      if (p.in_flight) continue;
+      const auto& e = p.entry;
+      if (!conn->send(proto::encode_send(e.client_msg_id, e.conversation_id, e.body_b64, e.reply_to, e.ttl_seconds)))
+        break;
+      p.in_flight = true;
+      ++in_flight;
+      if (p.written_before) bump([](ClientStats& s) { ++s.resends; });
+      p.written_before = true;
+    }
+  }
+
+  void pause_sends() {
+    if (send_paused) return;
+    send_paused = true;
+    const int64_t delay = backoff_delay_ms(opts.send_retry, send_retry_attempt++, rng());
+    send_pause_timer.expires_after(std::chrono::milliseconds(delay));
+    send_pause_timer.async_wait([w = weak_from_this()](boost::system::error_code ec) {
+      auto s = w.lock();
+      if (!s || ec || s->stopped) return;
+      s->send_paused = false;
+      s->pump();
+    });
+  }
+
+  // ---- acks (strand) ----
+  void schedule_ack_flush() {
+    if (ack_scheduled || stopped) return;
+    ack_scheduled = true;
+    ack_timer.expires_after(std::chrono::milliseconds(opts.ack_delay_ms));
+    ack_timer.async_wait([w = weak_from_this()](boost::system::error_code ec) {
+      auto s = w.lock();
+      if (!s || ec || s->stopped) return;
+      s->flush_acks();
+    });
+  }
+
+  void flush_acks() {
+    ack_scheduled = false;
+    for (const auto& [conv, seq] : receiver->take_acks()) {
+      // The cursor first: a crash after the ack must not make us repeat what the app had.
+      if (auto r = store->save_cursor(conv, seq); !r)
+        spdlog::warn("component=client event=cursor_save_failed error=\"{}\"", r.error().message);
+      if (conn && conn->open() && conn->send(proto::encode_ack(conv, seq))) bump([](ClientStats& s) { ++s.acks_sent; });
+    }
+  }
+
+  // ---- public entry points (any thread) ----
+  Result<std::string> send(const std::string& conv, std::string body, SendOptions so, Callback<SendResult> done) {
+    if (stopped) return make_error(ErrorCode::kDraining, "client stopped");
+    if (!valid_conversation_id(conv)) return make_error(ErrorCode::kInvalidArgument, "bad conversation id");
+    if (body.size() > proto::Limits{}.max_body_bytes) return make_error(ErrorCode::kTooLarge, "body too large");
+    std::string id = so.client_msg_id.empty() ? random_client_msg_id() : so.client_msg_id;
+    if (!valid_client_msg_id(id)) return make_error(ErrorCode::kInvalidArgument, "bad client_msg_id");
+    OutboxEntry e{id, conv, base64_encode(body), so.reply_to, so.ttl_seconds, now_ms()};
+    if (auto r = store->add(e); !r) return r.error();
+    asio::post(strand, [s = shared_from_this(), e = std::move(e), done = std::move(done)]() mutable {
+      if (s->stopped) {
+        if (done) done(make_error(ErrorCode::kDraining, "client stopped before the send went out"));
+        return;
+      }
+      s->push_pending(std::move(e), std::move(done));
+      s->pump();
+    });
+    return id;
+  }
+};
+
+// ---- Client ----
+
+Result<std::unique_ptr<Client>> Client::create(Options options, Events events) {
+  auto thread = std::make_unique<IoThread>();
+  auto r = create(thread->context(), std::move(options), std::move(events));
+  if (!r) return r.error();
+  r.value()->own_thread_ = std::move(thread);
+  return r;
+}
+
+Result<std::unique_ptr<Client>> Client::create(asio::io_context& ioc, Options options, Events events) {
+  auto url = parse_server_url(options.server);
+  if (!url) return url.error();
+  const auto& c = options.credentials;
+  if (!valid_user_id(c.user) || c.device == 0 || c.token.empty())
+    return make_error(ErrorCode::kInvalidArgument, "credentials need a user, a device and a token");
+  std::unique_ptr<LocalStore> store;
+  if (options.store_path.empty()) {
+    store = std::make_unique<MemoryStore>(options.max_outbox);
+  } else {
+    auto s = SqliteStore::open(options.store_path, options.max_outbox);
+    if (!s) return s.error();
+    store = std::move(s.value());
+  }
+  if (options.max_in_flight == 0) options.max_in_flight = 1;
+  std::unique_ptr<Client> client(new Client());
+  client->impl_ = std::make_shared<Impl>(ioc, std::move(options), std::move(events), std::move(url.value()),
+                                         std::move(store));
+  client->impl_->init_receiver();
+  return client;
+}
+
+Client::~Client() { stop(); }
+
+void Client::start() {
+  asio::post(impl_->strand, [s = impl_] { s->do_start(); });
+}
+
+void Client::stop() {
+  if (!impl_) return;
+  impl_->stopped = true;
+  if (own_thread_) {
+    if (own_thread_->in_thread()) {
+      impl_->shutdown();  // only one thread: we are on the strand
+    } else {
+      auto done = std::make_shared<std::promise<void>>();
+      auto f = done->get_future();
+      asio::post(impl_->strand, [s = impl_, done] {
+        s->shutdown();
+        done->set_value();
+      });
+      f.wait_for(std::chrono::seconds(5));  // the loop may already be gone: do not hang
+    }
+    own_thread_->stop();
+  } else {
+    asio::post(impl_->strand, [s = impl_] { s->shutdown(); });
+  }
+}
+
+Result<std::string> Client::send(const std::string& conversation_id, std::string body, SendOptions options,
+                                 Callback<SendResult> done) {
+  return impl_->send(conversation_id, std::move(body), std::move(options), std::move(done));
+}
+
+void Client::mark_read(const std::string& conversation_id, Seq seq) {
+  asio::post(impl_->strand, [s = impl_, conversation_id, seq] {
+    if (s->stopped) return;
+    if (s->conn && s->conn->open() && s->conn->send(proto::encode_read(conversation_id, seq))) return;
+    auto it = s->pending_reads.find(conversation_id);
+    if (it != s->pending_reads.end()) it->second = std::max(it->second, seq);
+    else if (s->pending_reads.size() < kMaxPendingReads) s->pending_reads.emplace(conversation_id, seq);
+  });
+}
+
+void Client::set_typing(const std::string& conversation_id, bool active) {
+  asio::post(impl_->strand, [s = impl_, conversation_id, active] {
+    if (!s->stopped && s->conn && s->conn->open()) s->conn->send(proto::encode_typing_frame(conversation_id, active), true);
+  });
+}
+
+void Client::subscribe_presence(const std::vector<std::string>& users) {
+  asio::post(impl_->strand, [s = impl_, users] {
+    if (s->stopped) return;
+    std::vector<std::string> fresh;
+    for (const auto& u : users)
+      if (s->presence_users.size() < kMaxPresenceUsers && s->presence_users.insert(u).second) fresh.push_back(u);
+    if (fresh.size() > proto::Limits{}.max_presence_users) fresh.resize(proto::Limits{}.max_presence_users);
+    if (!fresh.empty() && s->conn && s->conn->open()) s->conn->send(proto::encode_presence_subscribe(fresh), true);
+  });
+}
+
+void Client::reconnect_now() {
+  asio::post(impl_->strand, [s = impl_] {
+    if (s->stopped || !s->started) return;
+    s->reconnect_attempt = 0;
+    if (s->conn) {
+      s->conn->close();
+    } else {
+      s->reconnect_timer.cancel();
+      s->connect();
+    }
+  });
+}
+
+const Api& Client::api() const { return impl_->api; }
+const Credentials& Client::credentials() const { return impl_->opts.credentials; }
+ConnectionState Client::state() const { return impl_->state; }
+
+ClientStats Client::stats() const {
+  std::lock_guard lock(impl_->stats_mu);
+  return impl_->stats_;
+}
+
+size_t Client::outbox_size() const { return impl_->store->size(); }
+
+}  // namespace tern::client

@@ -1,0 +1,31 @@
+// Conversions between wire shapes (proto events, HTTP JSON bodies) and the SDK's public
+// types. Internal to the SDK. Pure functions; thread-safe.
+#pragma once
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/result.h"
+#include "client/types.h"
+#include "proto/server_frames.h"
+
+namespace tern::client {
+
+// Decodes the base64 body; an undecodable body (a server bug) becomes empty.
+Message message_from_event(proto::MessageEvent&& e);
+// GET …/messages answer {"messages":[…],"head":H}; messages lacking conversation_id get
+// `conversation_id`.
+Result<HistoryPage> parse_history(std::string_view body, const std::string& conversation_id);
+Result<std::vector<ConversationInfo>> parse_conversations(std::string_view body);
+// {"user","device","token"}
+Result<Credentials> parse_credentials(std::string_view body);
+// {"conversation_id"}
+Result<std::string> parse_conversation_id(std::string_view body);
+// {"members":[…]}
+Result<std::vector<std::string>> parse_members_answer(std::string_view body);
+// {"code","expires_at"}
+Result<LinkCode> parse_link_code(std::string_view body);
+// An error answer {"error","message"} (or just a status) as an Error.
+Error error_from_http(int status, std::string_view body);
+
+}  // namespace tern::client

@@ -1,0 +1,162 @@
+#include "client/sqlite_store.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace tern::client {
+namespace {
+
+Error db_error(sqlite3* db, std::string_view what) {
+  return make_error(ErrorCode::kInternal, "sqlite " + std::string(what) + ": " + sqlite3_errmsg(db));
+}
+
+// One prepared statement, finalized on every path out of the caller.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) { rc_ = sqlite3_prepare_v2(db, sql, -1, &s_, nullptr); }
+  ~Stmt() { sqlite3_finalize(s_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  bool ok() const { return rc_ == SQLITE_OK && s_; }
+  sqlite3_stmt* get() { return s_; }
+  void text(int i, std::string_view v) { sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT); }
+  void integer(int i, int64_t v) { sqlite3_bind_int64(s_, i, v); }
+  void null(int i) { sqlite3_bind_null(s_, i); }
+  std::string col_text(int i) {
+    const auto* p = sqlite3_column_text(s_, i);
+    return p ? std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(sqlite3_column_bytes(s_, i))) : std::string();
+  }
+
+ private:
+  sqlite3_stmt* s_ = nullptr;
+  int rc_ = SQLITE_ERROR;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path, size_t max_entries) {
+  // Create the file with 0600 ourselves: SQLite would use the umask (often 0644).
+  if (int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600); fd >= 0) ::close(fd);
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                      nullptr) != SQLITE_OK) {
+    Error e = db ? db_error(db, "open") : make_error(ErrorCode::kInternal, "sqlite open failed");
+    sqlite3_close(db);
+    return e;
+  }
+  sqlite3_busy_timeout(db, 2000);
+  std::unique_ptr<SqliteStore> store(new SqliteStore(db, max_entries));
+  const char* schema =
+      "PRAGMA journal_mode=WAL;"
+      "PRAGMA synchronous=NORMAL;"
+      "CREATE TABLE IF NOT EXISTS outbox("
+      " ord INTEGER PRIMARY KEY AUTOINCREMENT,"
+      " client_msg_id TEXT NOT NULL UNIQUE,"
+      " conversation_id TEXT NOT NULL,"
+      " body_b64 TEXT NOT NULL,"
+      " reply_to INTEGER,"
+      " ttl INTEGER,"
+      " created_ms INTEGER NOT NULL);"
+      "CREATE TABLE IF NOT EXISTS cursors(conversation_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);";
+  if (auto r = store->exec(schema); !r) return r.error();
+  return store;
+}
+
+SqliteStore::~SqliteStore() { sqlite3_close(db_); }
+
+Result<void> SqliteStore::exec(const char* sql) const {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "unknown";
+    sqlite3_free(err);
+    return make_error(ErrorCode::kInternal, "sqlite: " + msg);
+  }
+  return {};
+}
+
+size_t SqliteStore::size_locked() const {
+  Stmt s(db_, "SELECT COUNT(*) FROM outbox");
+  if (!s.ok() || sqlite3_step(s.get()) != SQLITE_ROW) return 0;
+  return static_cast<size_t>(sqlite3_column_int64(s.get(), 0));
+}
+
+size_t SqliteStore::size() const {
+  std::lock_guard lock(mu_);
+  return size_locked();
+}
+
+Result<void> SqliteStore::add(const OutboxEntry& e) {
+  std::lock_guard lock(mu_);
+  if (size_locked() >= max_entries_) return make_error(ErrorCode::kOverloaded, "outbox full");
+  Stmt s(db_,
+         "INSERT INTO outbox(client_msg_id, conversation_id, body_b64, reply_to, ttl, created_ms)"
+         " VALUES(?,?,?,?,?,?)");
+  if (!s.ok()) return db_error(db_, "prepare");
+  s.text(1, e.client_msg_id);
+  s.text(2, e.conversation_id);
+  s.text(3, e.body_b64);
+  if (e.reply_to) s.integer(4, static_cast<int64_t>(*e.reply_to)); else s.null(4);
+  if (e.ttl_seconds) s.integer(5, *e.ttl_seconds); else s.null(5);
+  s.integer(6, e.created_ms);
+  const int rc = sqlite3_step(s.get());
+  if (rc == SQLITE_CONSTRAINT) return make_error(ErrorCode::kExists, "client_msg_id already pending");
+  if (rc != SQLITE_DONE) return db_error(db_, "insert");
+  return {};
+}
+
+Result<void> SqliteStore::remove(std::string_view client_msg_id) {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, "DELETE FROM outbox WHERE client_msg_id = ?");
+  if (!s.ok()) return db_error(db_, "prepare");
+  s.text(1, client_msg_id);
+  if (sqlite3_step(s.get()) != SQLITE_DONE) return db_error(db_, "delete");
+  return {};
+}
+
+Result<std::vector<OutboxEntry>> SqliteStore::pending() const {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, "SELECT client_msg_id, conversation_id, body_b64, reply_to, ttl, created_ms FROM outbox ORDER BY ord");
+  if (!s.ok()) return db_error(db_, "prepare");
+  std::vector<OutboxEntry> out;
+  int rc;
+  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+    OutboxEntry e;
+    e.client_msg_id = s.col_text(0);
+    e.conversation_id = s.col_text(1);
+    e.body_b64 = s.col_text(2);
+    if (sqlite3_column_type(s.get(), 3) != SQLITE_NULL) e.reply_to = static_cast<Seq>(sqlite3_column_int64(s.get(), 3));
+    if (sqlite3_column_type(s.get(), 4) != SQLITE_NULL) e.ttl_seconds = sqlite3_column_int64(s.get(), 4);
+    e.created_ms = sqlite3_column_int64(s.get(), 5);
+    out.push_back(std::move(e));
+  }
+  if (rc != SQLITE_DONE) return db_error(db_, "select");
+  return out;
+}
+
+Result<void> SqliteStore::save_cursor(std::string_view conversation_id, Seq seq) {
+  std::lock_guard lock(mu_);
+  Stmt s(db_,
+         "INSERT INTO cursors(conversation_id, seq) VALUES(?1, ?2)"
+         " ON CONFLICT(conversation_id) DO UPDATE SET seq = MAX(seq, excluded.seq)");
+  if (!s.ok()) return db_error(db_, "prepare");
+  s.text(1, conversation_id);
+  s.integer(2, static_cast<int64_t>(seq));
+  if (sqlite3_step(s.get()) != SQLITE_DONE) return db_error(db_, "upsert cursor");
+  return {};
+}
+
+Result<std::map<std::string, Seq>> SqliteStore::cursors() const {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, "SELECT conversation_id, seq FROM cursors");
+  if (!s.ok()) return db_error(db_, "prepare");
+  std::map<std::string, Seq> out;
+  int rc;
+  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW)
+    out[s.col_text(0)] = static_cast<Seq>(sqlite3_column_int64(s.get(), 1));
+  if (rc != SQLITE_DONE) return db_error(db_, "select cursors");
+  return out;
+}
+
+}  // namespace tern::client

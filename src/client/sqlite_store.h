@@ -1,0 +1,42 @@
+// LocalStore in a SQLite file, so that a client process restart loses no unacknowledged
+// send and repeats no message to the application. WAL journal with synchronous=NORMAL:
+// a write survives the process being killed (it is in the OS), not necessarily a power
+// loss; no call waits on an fsync except at WAL checkpoints, which keeps the calls made on
+// the SDK's io thread short. Several processes may open the same file (busy timeout 2 s).
+// Thread-safe (one connection guarded by a mutex).
+#pragma once
+#include <memory>
+#include <string>
+
+#include "client/local_store.h"
+
+struct sqlite3;
+
+namespace tern::client {
+
+class SqliteStore final : public LocalStore {
+ public:
+  // Creates the file (mode 0600) and its tables if needed.
+  static Result<std::unique_ptr<SqliteStore>> open(const std::string& path, size_t max_entries = 10'000);
+  ~SqliteStore() override;
+  SqliteStore(const SqliteStore&) = delete;
+  SqliteStore& operator=(const SqliteStore&) = delete;
+
+  Result<void> add(const OutboxEntry& entry) override;
+  Result<void> remove(std::string_view client_msg_id) override;
+  Result<std::vector<OutboxEntry>> pending() const override;
+  size_t size() const override;
+  Result<void> save_cursor(std::string_view conversation_id, Seq seq) override;
+  Result<std::map<std::string, Seq>> cursors() const override;
+
+ private:
+  SqliteStore(sqlite3* db, size_t max_entries) : db_(db), max_entries_(max_entries) {}
+  Result<void> exec(const char* sql) const;
+  size_t size_locked() const;
+
+  sqlite3* db_;
+  const size_t max_entries_;
+  mutable std::mutex mu_;
+};
+
+}  // namespace tern::client
