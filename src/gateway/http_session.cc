@@ -1,0 +1,287 @@
+#include "gateway/http_session.h"
+
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <string_view>
+#include <utility>
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/bind_handler.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
+#include <spdlog/spdlog.h>
+
+#include "base/error.h"
+#include "gateway/websocket_session.h"
+
+namespace tern::gateway {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+
+namespace {
+
+constexpr size_t kMaxHeaderBytes = 8 * 1024;
+// Draining after an error response: enough for a rejected body, short enough to be cheap.
+constexpr size_t kLingerBytes = 1024 * 1024;
+constexpr std::chrono::seconds kLingerTime{2};
+constexpr std::string_view kWebSocketPath = "/v1/ws";
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+
+// Messages are our own constants (no quoting needed); never a token or a body.
+std::string json_error(std::string_view code, std::string_view message) {
+  std::string out;
+  out.reserve(32 + code.size() + message.size());
+  out.append(R"({"error":")").append(code).append(R"(","message":")").append(message).append("\"}");
+  return out;
+}
+
+// Value of `name` in a raw query "a=1&token=x". Tokens are URL-safe, so no decoding.
+std::string query_param(std::string_view query, std::string_view name) {
+  while (!query.empty()) {
+    const size_t amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    const size_t eq = pair.find('=');
+    if (pair.substr(0, eq) == name) return eq == std::string_view::npos ? std::string() : std::string(pair.substr(eq + 1));
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return {};
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// "Authorization: Bearer <token>" (scheme case-insensitive, RFC 7235); empty if absent.
+std::string bearer_token(std::string_view authorization) {
+  authorization = trim(authorization);
+  constexpr std::string_view kScheme = "bearer";
+  if (authorization.size() <= kScheme.size() ||
+      !beast::iequals(authorization.substr(0, kScheme.size()), kScheme) ||
+      (authorization[kScheme.size()] != ' ' && authorization[kScheme.size()] != '\t'))
+    return {};
+  return std::string(trim(authorization.substr(kScheme.size())));
+}
+
+bool is_http_parse_error(const beast::error_code& ec) {
+  return ec.category() == beast::error_code(http::error::bad_method).category();
+}
+
+}  // namespace
+
+HttpSession::HttpSession(net::ip::tcp::socket&& socket, std::shared_ptr<GatewayContext> ctx)
+    : stream_(std::move(socket)),
+      executor_(stream_.get_executor()),
+      ctx_(std::move(ctx)),
+      id_(next_session_id()),
+      buffer_(kMaxHeaderBytes + ctx_->options.max_http_body_bytes + 16 * 1024) {}
+
+HttpSession::~HttpSession() { ctx_->registry.remove(id_); }
+
+std::shared_ptr<HttpSession> HttpSession::self() {
+  return std::static_pointer_cast<HttpSession>(shared_from_this());
+}
+
+void HttpSession::run() {
+  // Registered here, synchronously, so the listener's max_connections count is exact.
+  const bool closing = ctx_->registry.add(id_, weak_from_this()).has_value();
+  net::dispatch(executor_, [self = self(), closing] {
+    if (closing)
+      self->close_socket();  // accepted while the server shuts down
+    else
+      self->do_read();
+  });
+}
+
+void HttpSession::shutdown(uint16_t /*ws_code*/) {
+  net::post(executor_, [self = self()] {
+    if (self->upgraded_ || self->closed_) return;
+    if (self->busy_)
+      self->close_after_response_ = true;
+    else
+      self->close_socket();
+  });
+}
+
+void HttpSession::do_read() {
+  parser_.emplace();
+  parser_->header_limit(kMaxHeaderBytes);
+  parser_->body_limit(ctx_->options.max_http_body_bytes);
+  // An absolute deadline for the whole request: a slow trickle of header bytes cannot
+  // hold the connection past it.
+  stream_.expires_after(ctx_->options.http_idle_timeout);
+  http::async_read_header(stream_, buffer_, *parser_,
+                          beast::bind_front_handler(&HttpSession::on_header, self()));
+}
+
+void HttpSession::on_header(beast::error_code ec, std::size_t /*bytes*/) {
+  if (ec) return on_read_error(ec);
+  if (parser_->is_done()) return handle_request();
+  if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
+    net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
+                     beast::bind_front_handler(&HttpSession::on_continue_written, self()));
+    return;
+  }
+  read_body();
+}
+
+void HttpSession::on_continue_written(beast::error_code ec, std::size_t /*bytes*/) {
+  if (ec) return close_socket();
+  read_body();
+}
+
+void HttpSession::read_body() {
+  stream_.expires_after(ctx_->options.http_idle_timeout);
+  http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&HttpSession::on_read, self()));
+}
+
+void HttpSession::on_read(beast::error_code ec, std::size_t /*bytes*/) {
+  if (ec) return on_read_error(ec);
+  handle_request();
+}
+
+void HttpSession::on_read_error(beast::error_code ec) {
+  if (ec == net::error::operation_aborted || closed_) return close_socket();
+  if (ec == http::error::end_of_stream || ec == http::error::partial_message || ec == beast::error::timeout)
+    return close_socket();  // peer went away or idled out: nobody to answer
+  if (ec == http::error::body_limit || ec == http::error::header_limit || ec == http::error::buffer_overflow) {
+    ctx_->metrics.http_requests.inc();
+    return write_error(413, code_name(ErrorCode::kTooLarge),
+                       ec == http::error::header_limit ? "request headers too large" : "request body too large",
+                       true);
+  }
+  if (is_http_parse_error(ec)) {
+    ctx_->metrics.http_requests.inc();
+    return write_error(400, code_name(ErrorCode::kMalformed), "malformed HTTP request", true);
+  }
+  spdlog::debug("event=http_read_failed session={} error=\"{}\"", id_, ec.message());
+  close_socket();
+}
+
+void HttpSession::handle_request() {
+  ctx_->metrics.http_requests.inc();
+  Request req = parser_->release();
+  parser_.reset();
+  // The service may take its time; the deadline is for reading only.
+  stream_.expires_never();
+  version_ = req.version();
+  keep_alive_ = req.keep_alive();
+  busy_ = true;
+
+  const std::string_view target = req.target();
+  const size_t qmark = target.find('?');
+  std::string path(target.substr(0, qmark));
+  std::string query = qmark == std::string_view::npos ? std::string() : std::string(target.substr(qmark + 1));
+  std::string bearer = bearer_token(req[http::field::authorization]);
+
+  if (path == kWebSocketPath && beast::websocket::is_upgrade(req))
+    return upgrade(std::move(req), query, bearer);
+
+  HttpRequest request{std::string(req.method_string()), std::move(path), std::move(query),
+                      std::move(bearer), std::move(req.body())};
+  // Invoked once (later calls ignored), from any thread; keeps the session alive until then.
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  HttpReply reply = [self = self(), done](HttpResponse response) {
+    if (done->exchange(true)) return;
+    net::post(self->executor_, [self, response = std::move(response)]() mutable {
+      self->write_response(std::move(response), false);
+    });
+  };
+  try {
+    ctx_->service.handle_http(std::move(request), reply);
+  } catch (const std::exception& e) {
+    spdlog::error("event=handler_exception where=handle_http session={} what=\"{}\"", id_, e.what());
+    reply(HttpResponse{500, json_error(code_name(ErrorCode::kInternal), "internal error"), "application/json"});
+  } catch (...) {
+    spdlog::error("event=handler_exception where=handle_http session={} what=unknown", id_);
+    reply(HttpResponse{500, json_error(code_name(ErrorCode::kInternal), "internal error"), "application/json"});
+  }
+}
+
+void HttpSession::upgrade(Request request, const std::string& query, const std::string& bearer) {
+  const std::string token = bearer.empty() ? query_param(query, "token") : bearer;
+  if (token.empty())
+    return write_error(401, code_name(ErrorCode::kUnauthorized), "missing token", false);
+
+  std::optional<Result<DeviceRef>> device;
+  try {
+    device.emplace(ctx_->service.authenticate(token));
+  } catch (const std::exception& e) {
+    spdlog::error("event=handler_exception where=authenticate session={} what=\"{}\"", id_, e.what());
+  } catch (...) {
+    spdlog::error("event=handler_exception where=authenticate session={} what=unknown", id_);
+  }
+  if (!device) return write_error(500, code_name(ErrorCode::kInternal), "internal error", false);
+  if (!device->ok()) return write_error(401, code_name(ErrorCode::kUnauthorized), "bad token", false);
+
+  // The socket moves to the WebSocket session, which shares our strand; we end here.
+  upgraded_ = true;
+  busy_ = false;
+  auto ws = std::make_shared<WebSocketSession>(std::move(stream_), ctx_, std::move(*device).value());
+  ws->run(std::move(request));
+}
+
+void HttpSession::write_error(int status, std::string_view code, std::string_view message, bool close) {
+  busy_ = true;
+  write_response(HttpResponse{status, json_error(code, message), "application/json"}, close);
+}
+
+void HttpSession::write_response(HttpResponse response, bool close) {
+  if (closed_) return;
+  close = close || !keep_alive_ || close_after_response_;
+  const int status = (response.status >= 100 && response.status <= 599) ? response.status : 500;
+  response_.emplace(static_cast<http::status>(status), version_);
+  response_->set(http::field::server, "ternd");
+  response_->set(http::field::content_type, response.content_type);
+  response_->keep_alive(!close);
+  response_->body() = std::move(response.body);
+  response_->prepare_payload();
+  // A client that never reads its response cannot pin the session.
+  stream_.expires_after(ctx_->options.http_idle_timeout);
+  http::async_write(stream_, *response_, beast::bind_front_handler(&HttpSession::on_write, self(), close));
+}
+
+void HttpSession::on_write(bool close, beast::error_code ec, std::size_t /*bytes*/) {
+  busy_ = false;
+  response_.reset();
+  if (ec) return close_socket();
+  if (close || close_after_response_) return linger();
+  do_read();
+}
+
+void HttpSession::linger() {
+  // Half-close, then read and discard what the client still sends (e.g. the rest of a
+  // rejected body) until it closes: closing with unread input would send a reset that can
+  // destroy the response before the client reads it.
+  beast::error_code ec;
+  stream_.socket().shutdown(net::ip::tcp::socket::shutdown_send, ec);
+  if (ec) return close_socket();
+  linger_left_ = kLingerBytes;
+  stream_.expires_after(kLingerTime);
+  buffer_.clear();
+  stream_.async_read_some(buffer_.prepare(4096), beast::bind_front_handler(&HttpSession::on_linger, self()));
+}
+
+void HttpSession::on_linger(beast::error_code ec, std::size_t bytes) {
+  if (ec || closed_ || bytes >= linger_left_) return close_socket();
+  linger_left_ -= bytes;
+  stream_.async_read_some(buffer_.prepare(4096), beast::bind_front_handler(&HttpSession::on_linger, self()));
+}
+
+void HttpSession::close_socket() {
+  if (closed_ || upgraded_) return;
+  closed_ = true;
+  beast::error_code ec;
+  stream_.socket().shutdown(net::ip::tcp::socket::shutdown_both, ec);
+  stream_.close();
+}
+
+}  // namespace tern::gateway

@@ -1,0 +1,93 @@
+// HttpSession: one accepted TCP connection speaking HTTP/1.1 (keep-alive), until it is
+// closed or upgraded to a WebSocketSession.
+//
+// Ownership: owns itself through shared_ptr (pending handlers and the HttpReply given to the
+// service each hold one). On upgrade the socket moves to a new WebSocketSession and this
+// object ends.
+//
+// Threading: runs on the connection's own strand (the socket's executor). run() and
+// shutdown() may be called from any thread. ServiceInterface::handle_http and
+// ::authenticate are called on that strand; the HttpReply may be invoked from any thread
+// (the response is posted back onto the strand before it is written).
+//
+// Behaviour:
+//  - One request at a time: the next one is read only after the response is written, so
+//    pipelined requests wait in the socket buffer (bounded by the kernel).
+//  - Limits: request headers 8 KiB, body max_http_body_bytes (413 "too_large" and close);
+//    a whole request must arrive within http_idle_timeout (else the connection is closed);
+//    malformed HTTP → 400 "malformed" and close. "Expect: 100-continue" is honoured.
+//  - `GET /v1/ws` with an upgrade: token from "Authorization: Bearer" or `?token=`;
+//    a missing or refused token → 401 "unauthorized" and no upgrade. Other requests go to
+//    service.handle_http. Bytes a client sends after its upgrade request, before the 101,
+//    are not carried over (clients wait for the 101).
+//  - A connection that ends with an error response is half-closed and drained briefly
+//    (bounded in bytes and time) so the client reads the response instead of a reset.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include "gateway/gateway_context.h"
+#include "gateway/service_interface.h"
+#include "gateway/session_registry.h"
+
+namespace tern::gateway {
+
+class HttpSession final : public Session {
+ public:
+  HttpSession(boost::asio::ip::tcp::socket&& socket, std::shared_ptr<GatewayContext> ctx);
+  ~HttpSession() override;
+
+  // Registers the session and starts serving on its strand. Any thread.
+  void run();
+  // Closes now if idle, or right after the response in progress. Any thread.
+  void shutdown(uint16_t ws_code) override;
+
+ private:
+  using Request = boost::beast::http::request<boost::beast::http::string_body>;
+  using Response = boost::beast::http::response<boost::beast::http::string_body>;
+
+  std::shared_ptr<HttpSession> self();
+
+  void do_read();
+  void on_header(boost::beast::error_code ec, std::size_t bytes);
+  void on_continue_written(boost::beast::error_code ec, std::size_t bytes);
+  void read_body();
+  void on_read(boost::beast::error_code ec, std::size_t bytes);
+  void on_read_error(boost::beast::error_code ec);
+  void handle_request();
+  void upgrade(Request request, const std::string& query, const std::string& bearer);
+  void write_response(HttpResponse response, bool close);
+  void write_error(int status, std::string_view code, std::string_view message, bool close);
+  void on_write(bool close, boost::beast::error_code ec, std::size_t bytes);
+  void linger();
+  void on_linger(boost::beast::error_code ec, std::size_t bytes);
+  void close_socket();
+
+  boost::beast::tcp_stream stream_;
+  const boost::asio::any_io_executor executor_;  // the strand; a copy, safe from any thread
+  const std::shared_ptr<GatewayContext> ctx_;
+  const uint64_t id_;
+
+  // Strand-only state.
+  boost::beast::flat_buffer buffer_;
+  std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
+  std::optional<Response> response_;
+  unsigned version_ = 11;
+  bool keep_alive_ = true;
+  bool busy_ = false;                  // a request is with the service or being answered
+  bool close_after_response_ = false;  // shutdown() arrived while busy_
+  bool upgraded_ = false;              // the socket now belongs to a WebSocketSession
+  bool closed_ = false;
+  size_t linger_left_ = 0;
+};
+
+}  // namespace tern::gateway

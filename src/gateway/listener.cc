@@ -1,0 +1,193 @@
+#include "gateway/listener.h"
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core/bind_handler.hpp>
+#include <spdlog/spdlog.h>
+
+#include "gateway/gateway_context.h"
+#include "gateway/http_session.h"
+
+namespace tern::gateway {
+
+namespace beast = boost::beast;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+namespace {
+
+// Accept errors such as EMFILE would spin if retried at once.
+constexpr std::chrono::milliseconds kAcceptRetryDelay{100};
+
+const std::string& overloaded_response() {
+  static const std::string response = [] {
+    const std::string body = R"({"error":"overloaded","message":"too many connections"})";
+    return "HTTP/1.1 503 Service Unavailable\r\nServer: ternd\r\nContent-Type: application/json\r\n"
+           "Content-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+  }();
+  return response;
+}
+
+Result<void> validate(const GatewayOptions& o) {
+  if (o.write_queue_frames == 0) return make_error(ErrorCode::kInvalidArgument, "write_queue_frames must be > 0");
+  if (o.max_frame_bytes == 0) return make_error(ErrorCode::kInvalidArgument, "max_frame_bytes must be > 0");
+  if (o.max_connections == 0) return make_error(ErrorCode::kInvalidArgument, "max_connections must be > 0");
+  if (o.handshake_timeout.count() <= 0 || o.http_idle_timeout.count() <= 0 || o.ping_interval.count() < 0)
+    return make_error(ErrorCode::kInvalidArgument, "timeouts must be positive");
+  return ok_result();
+}
+
+}  // namespace
+
+// The listener's state, shared with its pending handlers (so they never outlive it).
+// Acceptor work runs on its own strand; the flags are atomics read from any thread.
+class ListenerState : public std::enable_shared_from_this<ListenerState> {
+ public:
+  ListenerState(net::io_context& ioc, GatewayOptions options, ServiceInterface& service)
+      : ioc_(ioc),
+        ctx_(std::make_shared<GatewayContext>(std::move(options), service)),
+        strand_(net::make_strand(ioc)),
+        acceptor_(strand_),
+        retry_timer_(strand_) {}
+
+  Result<uint16_t> start();
+  void stop_accepting();
+  void close_all(uint16_t code);
+  size_t connections() const { return ctx_->registry.size(); }
+  const GatewayOptions& options() const { return ctx_->options; }
+
+ private:
+  void do_accept();
+  void on_accept(beast::error_code ec, tcp::socket socket);
+  void reject(tcp::socket& socket);
+
+  net::io_context& ioc_;
+  const std::shared_ptr<GatewayContext> ctx_;
+  net::strand<net::io_context::executor_type> strand_;
+  tcp::acceptor acceptor_;
+  net::steady_timer retry_timer_;
+  std::atomic<bool> started_{false};
+  std::atomic<bool> stopping_{false};
+};
+
+Result<uint16_t> ListenerState::start() {
+  if (auto valid = validate(ctx_->options); !valid) return valid.error();
+  if (stopping_.load()) return make_error(ErrorCode::kInvalidArgument, "listener already stopped");
+  if (started_.exchange(true)) return make_error(ErrorCode::kInvalidArgument, "listener already started");
+
+  const GatewayOptions& o = ctx_->options;
+  beast::error_code ec;
+  tcp::endpoint endpoint;
+  const auto address = net::ip::make_address(o.host, ec);
+  if (!ec) {
+    endpoint = tcp::endpoint(address, o.port);
+  } else {
+    tcp::resolver resolver(ioc_);
+    auto results = resolver.resolve(o.host, std::to_string(o.port), ec);
+    if (ec || results.empty())
+      return make_error(ErrorCode::kInvalidArgument, "cannot resolve host " + o.host);
+    endpoint = results.begin()->endpoint();
+  }
+
+  // No async operation is pending yet, so touching the acceptor from this thread is safe.
+  auto fail = [&](const char* what) -> Result<uint16_t> {
+    beast::error_code ignored;
+    acceptor_.close(ignored);
+    return make_error(ErrorCode::kInternal, std::string(what) + " " + endpoint.address().to_string() + ":" +
+                                                std::to_string(endpoint.port()) + ": " + ec.message());
+  };
+  acceptor_.open(endpoint.protocol(), ec);
+  if (ec) return fail("open");
+  acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+  if (ec) return fail("reuse_address");
+  acceptor_.bind(endpoint, ec);
+  if (ec) return fail("bind");
+  acceptor_.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) return fail("listen");
+  const uint16_t port = acceptor_.local_endpoint(ec).port();
+  if (ec) return fail("local_endpoint");
+
+  spdlog::info("event=listening address={} port={}", endpoint.address().to_string(), port);
+  net::post(strand_, [self = shared_from_this()] { self->do_accept(); });
+  return port;
+}
+
+void ListenerState::stop_accepting() {
+  if (stopping_.exchange(true)) return;
+  net::post(strand_, [self = shared_from_this()] {
+    beast::error_code ignored;
+    self->retry_timer_.cancel();
+    self->acceptor_.close(ignored);
+  });
+}
+
+void ListenerState::close_all(uint16_t code) {
+  // Shut down outside the registry lock: a released session's destructor takes it.
+  auto live = ctx_->registry.begin_close_all(code);
+  for (auto& session : live) session->shutdown(code);
+}
+
+void ListenerState::do_accept() {
+  if (stopping_.load() || !acceptor_.is_open()) return;
+  // Each connection gets its own strand: its handlers never run concurrently.
+  acceptor_.async_accept(net::make_strand(ioc_),
+                         beast::bind_front_handler(&ListenerState::on_accept, shared_from_this()));
+}
+
+void ListenerState::on_accept(beast::error_code ec, tcp::socket socket) {
+  if (stopping_.load()) {
+    beast::error_code ignored;
+    socket.close(ignored);
+    return;
+  }
+  if (ec) {
+    if (ec == net::error::operation_aborted) return;
+    spdlog::warn("event=accept_failed error=\"{}\"", ec.message());
+    retry_timer_.expires_after(kAcceptRetryDelay);
+    retry_timer_.async_wait([self = shared_from_this()](beast::error_code wait_ec) {
+      if (!wait_ec) self->do_accept();
+    });
+    return;
+  }
+  beast::error_code ignored;
+  // Frames are small and latency-bound; never wait for Nagle.
+  socket.set_option(tcp::no_delay(true), ignored);
+  if (ctx_->registry.size() >= ctx_->options.max_connections)
+    reject(socket);
+  else
+    std::make_shared<HttpSession>(std::move(socket), ctx_)->run();
+  do_accept();
+}
+
+void ListenerState::reject(tcp::socket& socket) {
+  // Best effort and never blocking: the answer fits any fresh socket's send buffer; if it
+  // does not, the client just sees the connection closed.
+  ctx_->metrics.connections_rejected.inc();
+  spdlog::debug("event=connection_rejected reason=max_connections");
+  beast::error_code ec;
+  socket.non_blocking(true, ec);
+  if (!ec) socket.write_some(net::buffer(overloaded_response()), ec);
+  socket.shutdown(tcp::socket::shutdown_both, ec);
+  socket.close(ec);
+}
+
+Listener::Listener(net::io_context& ioc, GatewayOptions options, ServiceInterface& service)
+    : state_(std::make_shared<ListenerState>(ioc, std::move(options), service)) {}
+
+Listener::~Listener() { state_->stop_accepting(); }
+
+Result<uint16_t> Listener::start() { return state_->start(); }
+void Listener::stop_accepting() { state_->stop_accepting(); }
+void Listener::close_all(uint16_t code) { state_->close_all(code); }
+size_t Listener::connections() const { return state_->connections(); }
+const GatewayOptions& Listener::options() const { return state_->options(); }
+
+}  // namespace tern::gateway
