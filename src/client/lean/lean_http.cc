@@ -1,0 +1,116 @@
+#include "client/lean/lean_http.h"
+
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+
+namespace tern::client::lean {
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+
+Result<ServerAddress> parse_server_url(std::string_view url) {
+  for (std::string_view scheme : {"http://", "ws://"})
+    if (url.substr(0, scheme.size()) == scheme) url.remove_prefix(scheme.size());
+  if (url.substr(0, 8) == "https://" || url.substr(0, 6) == "wss://")
+    return make_error(ErrorCode::kInvalidArgument, "TLS is not supported by tern-bench");
+  while (!url.empty() && url.back() == '/') url.remove_suffix(1);
+  ServerAddress a;
+  const size_t colon = url.rfind(':');
+  if (colon == std::string_view::npos) {
+    a.host = std::string(url);
+  } else {
+    a.host = std::string(url.substr(0, colon));
+    const std::string port(url.substr(colon + 1));
+    char* end = nullptr;
+    const long p = std::strtol(port.c_str(), &end, 10);
+    if (port.empty() || *end != '\0' || p <= 0 || p > 65535)
+      return make_error(ErrorCode::kInvalidArgument, "bad port in server URL");
+    a.port = static_cast<uint16_t>(p);
+  }
+  if (a.host.empty()) return make_error(ErrorCode::kInvalidArgument, "empty host in server URL");
+  asio::io_context io;
+  asio::ip::tcp::resolver resolver(io);
+  boost::system::error_code ec;
+  auto results = resolver.resolve(asio::ip::tcp::v4(), a.host, std::to_string(a.port), ec);
+  if (ec || results.empty()) return make_error(ErrorCode::kInvalidArgument, "cannot resolve " + a.host);
+  a.endpoint = results.begin()->endpoint();
+  return a;
+}
+
+HttpClient::HttpClient(ServerAddress server, int timeout_ms)
+    : server_(std::move(server)), timeout_ms_(timeout_ms), socket_(io_) {}
+
+HttpClient::~HttpClient() {
+  boost::system::error_code ec;
+  socket_.close(ec);
+}
+
+Result<void> HttpClient::ensure_connected() {
+  if (socket_.is_open()) return {};
+  boost::system::error_code ec;
+  socket_.connect(server_.endpoint, ec);
+  if (ec) {
+    socket_.close(ec);
+    return make_error(ErrorCode::kOverloaded, "connect to " + server_.host_header() + ": " + ec.message());
+  }
+  // Blocking reads and writes with a time bound, so a stuck server cannot hang set-up.
+  timeval tv{timeout_ms_ / 1000, (timeout_ms_ % 1000) * 1000};
+  ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  return {};
+}
+
+Result<HttpResponse> HttpClient::attempt(bool post, std::string_view target, std::string_view body,
+                                         std::string_view token) {
+  if (auto c = ensure_connected(); !c) return c.error();
+  http::request<http::string_body> req(post ? http::verb::post : http::verb::get, target, 11);
+  req.set(http::field::host, server_.host_header());
+  req.keep_alive(true);
+  if (!token.empty()) req.set(http::field::authorization, "Bearer " + std::string(token));
+  if (post) {
+    req.set(http::field::content_type, "application/json");
+    req.body() = std::string(body);
+    req.prepare_payload();
+  }
+  boost::system::error_code ec;
+  http::write(socket_, req, ec);
+  if (ec) {
+    socket_.close(ec);
+    return make_error(ErrorCode::kOverloaded, "http write failed");
+  }
+  boost::beast::flat_buffer buf;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(16 * 1024 * 1024);
+  http::read(socket_, buf, parser, ec);
+  if (ec) {
+    socket_.close(ec);
+    return make_error(ErrorCode::kOverloaded, "http read failed: " + ec.message());
+  }
+  auto res = parser.release();
+  if (!res.keep_alive()) socket_.close(ec);
+  return HttpResponse{static_cast<int>(res.result_int()), std::move(res.body())};
+}
+
+Result<HttpResponse> HttpClient::request(bool post, std::string_view target, std::string_view body,
+                                         std::string_view token) {
+  const bool was_open = socket_.is_open();
+  auto r = attempt(post, target, body, token);
+  // A kept-alive connection the server has since closed fails on first use: retry once on a
+  // fresh one. (Our requests are either idempotent or answer 409 when repeated.)
+  if (!r && was_open) r = attempt(post, target, body, token);
+  return r;
+}
+
+Result<HttpResponse> HttpClient::post_json(std::string_view target, std::string_view body, std::string_view token) {
+  return request(true, target, body, token);
+}
+
+Result<HttpResponse> HttpClient::get(std::string_view target, std::string_view token) {
+  return request(false, target, {}, token);
+}
+
+}  // namespace tern::client::lean

@@ -1,0 +1,58 @@
+// HttpClient: a small blocking HTTP/1.1 client (keep-alive, one connection, reconnects once
+// when the server closed it) for tern-bench's set-up calls: registering users and creating
+// conversations. Not on the measured path. Also the server URL parser shared by tern-bench.
+//
+// Ownership and threads: one HttpClient per thread; it owns its io_context and socket. Every
+// call blocks the calling thread for at most the configured timeout per I/O step.
+#pragma once
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "base/result.h"
+
+namespace tern::client::lean {
+
+struct ServerAddress {
+  std::string host;  // as given ("127.0.0.1", "localhost")
+  uint16_t port = 8080;
+  boost::asio::ip::tcp::endpoint endpoint;  // resolved
+  std::string host_header() const { return host + ":" + std::to_string(port); }
+};
+
+// Parses "http://host:port", "ws://host:port" or "host:port" and resolves the host.
+Result<ServerAddress> parse_server_url(std::string_view url);
+
+struct HttpResponse {
+  int status = 0;
+  std::string body;
+};
+
+class HttpClient {
+ public:
+  explicit HttpClient(ServerAddress server, int timeout_ms = 30000);
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  // POST with a JSON body; `token` adds "Authorization: Bearer". Any HTTP status is a value;
+  // only transport failures are errors.
+  Result<HttpResponse> post_json(std::string_view target, std::string_view body, std::string_view token = {});
+  Result<HttpResponse> get(std::string_view target, std::string_view token = {});
+
+ private:
+  Result<HttpResponse> request(bool post, std::string_view target, std::string_view body, std::string_view token);
+  Result<HttpResponse> attempt(bool post, std::string_view target, std::string_view body, std::string_view token);
+  Result<void> ensure_connected();
+
+  ServerAddress server_;
+  int timeout_ms_;
+  boost::asio::io_context io_;
+  boost::asio::ip::tcp::socket socket_;
+  std::string buffer_;
+};
+
+}  // namespace tern::client::lean

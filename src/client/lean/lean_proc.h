@@ -1,0 +1,26 @@
+// Process accounting for tern-bench: the server's CPU time and resident memory read from
+// /proc/<pid>/stat and /proc/<pid>/status, and the generator's own CPU time (getrusage).
+// Pure functions over files; thread-safe.
+#pragma once
+#include <cstdint>
+#include <string_view>
+
+#include "base/result.h"
+
+namespace tern::client::lean {
+
+struct ProcSample {
+  int64_t cpu_us = 0;  // user + system, all threads
+  int64_t rss_kb = 0;  // VmRSS
+};
+
+Result<ProcSample> sample_process(int pid);
+// user + system CPU of this process, µs.
+int64_t self_cpu_us();
+
+// Parsers, exposed for tests. utime + stime in clock ticks, from a /proc/<pid>/stat line
+// (fields after the parenthesised command name, which may itself contain spaces and ')').
+Result<int64_t> parse_stat_cpu_ticks(std::string_view stat);
+Result<int64_t> parse_status_rss_kb(std::string_view status);
+
+}  // namespace tern::client::lean
