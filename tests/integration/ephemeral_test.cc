@@ -1,0 +1,170 @@
+// Integration: typing and presence (ephemeral: relayed to online members, never stored or
+// replayed; presence only between users sharing a conversation) and the WebSocket heartbeat
+// (a client that stops answering pings is dropped and goes offline with last_seen).
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "support/server_test.h"
+
+namespace tern::test {
+namespace {
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool presence_of(const json::object& f, std::string_view user) {
+  return type_of(f) == "presence" && jstr(f, "user") == user;
+}
+
+class Ephemeral : public ServerTest {
+ protected:
+  void start(std::vector<std::string> args = {}) {
+    ASSERT_NO_FATAL_FAILURE(start_server(std::move(args)));
+    alice = api().must_register("alice");
+    bob = api().must_register("bob");
+    carol = api().must_register("carol");
+    eve = api().must_register("eve");
+    group = api().must_group(alice.token, "trio", {"bob", "carol"});
+    direct = api().must_direct(alice.token, "bob");
+    ASSERT_FALSE(group.empty());
+  }
+  Account alice, bob, carol, eve;
+  std::string group, direct;
+};
+
+TEST_F(Ephemeral, TypingReachesOnlineMembersOnlyAndIsNeverReplayed) {
+  ASSERT_NO_FATAL_FAILURE(start());
+  Device da(alice), db(bob), de(eve);
+  for (Device* d : {&da, &db, &de}) ASSERT_TRUE(d->connect_synced(port()));
+  const Seq head = api().head(alice.token, group);
+
+  ASSERT_TRUE(da.typing(group, true));
+  std::vector<json::object> seen;
+  auto t = db.read_until("typing", kDefaultTimeout, &seen);
+  ASSERT_TRUE(t) << "bob got no typing:\n" << dump_frames(seen);
+  EXPECT_EQ(jstr(*t, "conversation_id"), group);
+  EXPECT_EQ(jstr(*t, "user"), "alice");
+  EXPECT_TRUE(jbool(*t, "active", false)) << dump(*t);
+  ASSERT_TRUE(da.typing(group, false));
+  auto t2 = db.read_until("typing");
+  ASSERT_TRUE(t2);
+  EXPECT_FALSE(jbool(*t2, "active", true)) << dump(*t2);
+
+  // Not a member: never sees it.
+  for (const auto& f : de.drain(ms(500))) EXPECT_NE(type_of(f), "typing") << "non-member got " << dump(f);
+  // Not stored: no seq was taken.
+  EXPECT_EQ(api().head(alice.token, group), head);
+  // Carol was offline: her replay holds no typing, nor does anything after synced.
+  Device dc(carol);
+  auto replay = dc.connect_synced(port());
+  ASSERT_TRUE(replay);
+  for (const auto& f : *replay) EXPECT_NE(type_of(f), "typing") << dump(f);
+  for (const auto& f : dc.drain(ms(500))) EXPECT_NE(type_of(f), "typing") << dump(f);
+  // Bob reconnecting does not get it again either.
+  db.close();
+  auto breplay = db.connect_synced(port());
+  ASSERT_TRUE(breplay);
+  for (const auto& f : *breplay) EXPECT_NE(type_of(f), "typing") << dump(f);
+}
+
+TEST_F(Ephemeral, PresenceOnlineThenOfflineWithLastSeen) {
+  ASSERT_NO_FATAL_FAILURE(start());
+  Device db(bob);
+  ASSERT_TRUE(db.connect_synced(port()));
+  ASSERT_TRUE(db.presence_subscribe({"alice"}));
+  // An immediate snapshot (alice offline) is allowed; it must not say online.
+  for (const auto& f : db.drain(ms(500))) {
+    if (presence_of(f, "alice")) {
+      EXPECT_FALSE(jbool(f, "online", true)) << dump(f);
+    }
+  }
+
+  {
+    Device da(alice);
+    ASSERT_TRUE(da.connect_synced(port()));
+    std::vector<json::object> seen;
+    auto on = db.read_until([](const json::object& f) { return presence_of(f, "alice") && jbool(f, "online"); },
+                            kDefaultTimeout, &seen);
+    ASSERT_TRUE(on) << "no online presence for alice:\n" << dump_frames(seen);
+    const int64_t before_close = now_ms();
+    da.close();
+    seen.clear();
+    auto off = db.read_until([](const json::object& f) { return presence_of(f, "alice") && !jbool(f, "online", true); },
+                             kDefaultTimeout, &seen);
+    ASSERT_TRUE(off) << "no offline presence for alice:\n" << dump_frames(seen);
+    // last_seen is milliseconds since the epoch, around the disconnect.
+    EXPECT_GE(jint(*off, "last_seen"), before_close - 60000) << dump(*off);
+    EXPECT_LE(jint(*off, "last_seen"), now_ms() + 60000) << dump(*off);
+  }
+
+  // Presence is not replayed: a reconnecting subscriber gets none before synced.
+  db.close();
+  auto replay = db.connect_synced(port());
+  ASSERT_TRUE(replay);
+  for (const auto& f : *replay) EXPECT_NE(type_of(f), "presence") << "replayed " << dump(f);
+}
+
+TEST_F(Ephemeral, PresenceOnlyBetweenUsersSharingAConversation) {
+  ASSERT_NO_FATAL_FAILURE(start());
+  Device de(eve), db(bob);
+  ASSERT_TRUE(de.connect_synced(port()));
+  ASSERT_TRUE(db.connect_synced(port()));
+  ASSERT_TRUE(de.presence_subscribe({"alice"}));
+  ASSERT_TRUE(db.presence_subscribe({"alice"}));
+  db.drain(ms(300));
+  {
+    Device da(alice);
+    ASSERT_TRUE(da.connect_synced(port()));
+    // Bob (shares conversations) sees alice come online; wait for it so eve had the same chance.
+    ASSERT_TRUE(db.read_until([](const json::object& f) { return presence_of(f, "alice") && jbool(f, "online"); }));
+    da.close();
+    ASSERT_TRUE(db.read_until([](const json::object& f) { return presence_of(f, "alice") && !jbool(f, "online", true); }));
+  }
+  for (const auto& f : de.drain(ms(700)))
+    EXPECT_FALSE(presence_of(f, "alice")) << "eve shares no conversation with alice but got " << dump(f);
+  // Subscribing while alice is online leaks nothing either.
+  Device da(alice);
+  ASSERT_TRUE(da.connect_synced(port()));
+  ASSERT_TRUE(db.read_until([](const json::object& f) { return presence_of(f, "alice") && jbool(f, "online"); }));
+  ASSERT_TRUE(de.presence_subscribe({"alice"}));
+  for (const auto& f : de.drain(ms(700)))
+    EXPECT_FALSE(presence_of(f, "alice")) << "eve got " << dump(f);
+  // Once they share a conversation, eve may see alice.
+  api().must_direct(eve.token, "alice");
+  ASSERT_TRUE(de.presence_subscribe({"alice"}));
+  da.close();
+  std::vector<json::object> seen;
+  EXPECT_TRUE(de.read_until([](const json::object& f) { return presence_of(f, "alice"); }, kDefaultTimeout, &seen))
+      << "after sharing a conversation eve should see alice's presence:\n" << dump_frames(seen);
+}
+
+TEST_F(Ephemeral, SilentClientIsDroppedByHeartbeatAndGoesOffline) {
+  ASSERT_NO_FATAL_FAILURE(start({"--ping-interval", "1"}));
+  Device db(bob);
+  ASSERT_TRUE(db.connect_synced(port()));
+  ASSERT_TRUE(db.presence_subscribe({"alice"}));
+  db.drain(ms(300));
+
+  RawConn silent;  // upgrades, then never reads: pings go unanswered
+  ASSERT_EQ(silent.ws_upgrade(port(), alice.token), 101) << silent.received();
+  std::vector<json::object> seen;
+  ASSERT_TRUE(db.read_until([](const json::object& f) { return presence_of(f, "alice") && jbool(f, "online"); },
+                            kDefaultTimeout, &seen))
+      << dump_frames(seen);
+  seen.clear();
+  auto off = db.read_until([](const json::object& f) { return presence_of(f, "alice") && !jbool(f, "online", true); },
+                           ms(12000), &seen);
+  ASSERT_TRUE(off) << "the silent connection was not dropped within 12 s:\n" << dump_frames(seen);
+  EXPECT_GT(jint(*off, "last_seen"), 0) << dump(*off);
+  EXPECT_TRUE(silent.wait_eof(ms(10000))) << "the server kept the silent socket open";
+
+  // Bob answered every ping (his reads were pending throughout) and is still connected.
+  EXPECT_TRUE(db.is_open());
+  EXPECT_GT(db.must_send(direct, "still-here", "alive"), 0u);
+}
+
+}  // namespace
+}  // namespace tern::test

@@ -1,0 +1,99 @@
+// ServerTest: a GoogleTest fixture owning one TestServer and an Api bound to it, plus frame
+// checks shared by the integration tests. On failure the server's log tail is printed.
+// Thread affinity: the test thread; helper threads in tests use their own Device objects.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <iostream>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "support/test_client.h"
+#include "support/test_server.h"
+
+namespace tern::test {
+
+class ServerTest : public ::testing::Test {
+ protected:
+  // Use as ASSERT_NO_FATAL_FAILURE(start_server({...})).
+  void start_server(std::vector<std::string> args = {}) {
+    server_ = std::make_unique<TestServer>(std::move(args));
+    ASSERT_TRUE(server_->start()) << server_->error();
+    api_ = std::make_unique<Api>(server_->port());
+    auto h = api_->healthz();
+    ASSERT_EQ(h.status, 200) << h.body;
+  }
+  // SIGKILL (or SIGTERM) and start again on the same data dir.
+  void restart_server(bool graceful = false) {
+    if (graceful) {
+      EXPECT_EQ(server_->terminate(), 0);
+    } else {
+      server_->kill();
+    }
+    ASSERT_TRUE(server_->restart()) << server_->error();
+    api_->set_port(server_->port());
+  }
+  void TearDown() override {
+    if (HasFailure() && server_) std::cerr << server_->log_tail(6000) << "\n";
+  }
+  uint16_t port() const { return server_->port(); }
+  Api& api() { return *api_; }
+
+  std::unique_ptr<TestServer> server_;
+  std::unique_ptr<Api> api_;
+};
+
+inline Seq seq_of(const json::object& o) { return static_cast<Seq>(jint(o, "seq", 0)); }
+
+inline std::vector<json::object> only_type(const std::vector<json::object>& frames, std::string_view type,
+                                           std::string_view conv = {}) {
+  std::vector<json::object> out;
+  for (const auto& f : frames)
+    if (type_of(f) == type && (conv.empty() || jstr(f, "conversation_id") == conv)) out.push_back(f);
+  return out;
+}
+
+// Seqs of `message` frames of `conv`, in arrival order.
+inline std::vector<Seq> message_seqs(const std::vector<json::object>& frames, std::string_view conv) {
+  std::vector<Seq> out;
+  for (const auto& f : frames)
+    if (type_of(f) == "message" && jstr(f, "conversation_id") == conv) out.push_back(seq_of(f));
+  return out;
+}
+
+// Expects `seqs` to be exactly first, first+1, …, last.
+inline ::testing::AssertionResult dense_range(const std::vector<Seq>& seqs, Seq first, Seq last) {
+  if (last + 1 < first) return ::testing::AssertionFailure() << "bad range " << first << ".." << last;
+  std::string got;
+  for (size_t i = 0; i < seqs.size() && i < 60; ++i) got += std::to_string(seqs[i]) + " ";
+  if (seqs.size() != last + 1 - first)
+    return ::testing::AssertionFailure() << "expected seqs " << first << ".." << last << " (" << (last + 1 - first)
+                                         << "), got " << seqs.size() << ": " << got;
+  for (size_t i = 0; i < seqs.size(); ++i)
+    if (seqs[i] != first + i)
+      return ::testing::AssertionFailure() << "expected seqs " << first << ".." << last << ", position " << i
+                                           << " is " << seqs[i] << ": " << got;
+  return ::testing::AssertionSuccess();
+}
+
+// Strictly increasing with no gaps (any start).
+inline ::testing::AssertionResult contiguous(const std::vector<Seq>& seqs) {
+  for (size_t i = 1; i < seqs.size(); ++i)
+    if (seqs[i] != seqs[i - 1] + 1) {
+      std::string got;
+      for (size_t j = (i > 5 ? i - 5 : 0); j < seqs.size() && j < i + 5; ++j) got += std::to_string(seqs[j]) + " ";
+      return ::testing::AssertionFailure() << "seq " << seqs[i] << " follows " << seqs[i - 1] << " (around: " << got
+                                           << ")";
+    }
+  return ::testing::AssertionSuccess();
+}
+
+// Whether a frame is a `message` written by `who` (device) itself.
+inline bool own_message(const json::object& f, const Account& who) {
+  return type_of(f) == "message" && jstr(f, "sender") == who.user &&
+         static_cast<uint32_t>(jint(f, "sender_device", 0)) == who.device;
+}
+
+}  // namespace tern::test

@@ -1,0 +1,230 @@
+#include "support/test_server.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace tern::test {
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+std::string ternd_path() {
+  if (const char* dir = std::getenv("TERN_BIN_DIR"); dir && *dir) {
+    std::string p = std::string(dir) + "/ternd";
+    if (::access(p.c_str(), X_OK) == 0) return p;
+  }
+  return "/work/main/build/bin/ternd";
+}
+
+namespace {
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int decode_status(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+}  // namespace
+
+TestServer::TestServer(std::vector<std::string> args) : args_(std::move(args)) {
+  char tmpl[] = "/tmp/tern-itest-XXXXXX";
+  if (::mkdtemp(tmpl) != nullptr) {
+    root_ = tmpl;
+    data_dir_ = root_ + "/data";
+    std::error_code ec;
+    fs::create_directories(data_dir_, ec);
+  } else {
+    error_ = std::string("mkdtemp failed: ") + std::strerror(errno);
+  }
+}
+
+TestServer::~TestServer() {
+  if (pid_ > 0) kill(SIGKILL);
+  if (!keep_ && !root_.empty()) {
+    std::error_code ec;
+    fs::remove_all(root_, ec);
+  }
+}
+
+bool TestServer::start(std::chrono::milliseconds deadline) { return launch(0, deadline); }
+
+bool TestServer::restart(std::chrono::milliseconds deadline) {
+  if (pid_ > 0) {
+    error_ = "restart while the previous ternd is still running";
+    return false;
+  }
+  if (port_ != 0 && launch(port_, deadline)) return true;
+  // The old port may be taken (another test's client got it as an ephemeral port).
+  if (pid_ > 0) kill(SIGKILL);
+  return launch(0, deadline);
+}
+
+bool TestServer::launch(uint16_t port, std::chrono::milliseconds deadline) {
+  error_.clear();
+  if (root_.empty()) {
+    error_ = "no temp directory";
+    return false;
+  }
+  const std::string bin = ternd_path();
+  if (::access(bin.c_str(), X_OK) != 0) {
+    error_ = "ternd binary not found at " + bin;
+    return false;
+  }
+  const std::string out_path = root_ + "/stdout.log";
+  const std::string err_path = root_ + "/stderr.log";
+  // Fresh stdout file per launch: we look for the first line of THIS run.
+  int out_fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int err_fd = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (out_fd < 0 || err_fd < 0) {
+    error_ = "cannot open log files in " + root_;
+    if (out_fd >= 0) ::close(out_fd);
+    if (err_fd >= 0) ::close(err_fd);
+    return false;
+  }
+
+  std::vector<std::string> argv_s = {bin, "--listen", "127.0.0.1:" + std::to_string(port), "--data", data_dir_};
+  argv_s.insert(argv_s.end(), args_.begin(), args_.end());
+  std::vector<char*> argv;
+  for (auto& s : argv_s) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  const pid_t parent = ::getpid();
+
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    error_ = std::string("fork failed: ") + std::strerror(errno);
+    ::close(out_fd);
+    ::close(err_fd);
+    return false;
+  }
+  if (pid == 0) {
+    // Child: only async-signal-safe calls until exec.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
+    ::dup2(out_fd, STDOUT_FILENO);
+    ::dup2(err_fd, STDERR_FILENO);
+    int devnull = ::open("/dev/null", O_RDONLY);
+    if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
+    // The test process holds client sockets; a server that inherited them would keep
+    // those connections half-alive after the test closes them.
+    ::syscall(SYS_close_range, 3U, ~0U, 0U);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(out_fd);
+  ::close(err_fd);
+  pid_ = pid;
+
+  const auto until = Clock::now() + deadline;
+  while (Clock::now() < until) {
+    std::string out = read_file(out_path);
+    auto nl = out.find('\n');
+    if (nl != std::string::npos) {
+      std::string line = out.substr(0, nl);
+      const std::string prefix = "listening 127.0.0.1:";
+      if (line.rfind(prefix, 0) != 0) {
+        error_ = "unexpected first stdout line: '" + line + "'";
+        kill(SIGKILL);
+        return false;
+      }
+      int p = std::atoi(line.c_str() + prefix.size());
+      if (p <= 0 || p > 65535) {
+        error_ = "bad port in '" + line + "'";
+        kill(SIGKILL);
+        return false;
+      }
+      port_ = static_cast<uint16_t>(p);
+      return true;
+    }
+    if (!running()) {
+      error_ = "ternd exited before listening (status " + std::to_string(last_status_) + ")\n" + log_tail();
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  error_ = "ternd did not print its listening line in time\n" + log_tail();
+  kill(SIGKILL);
+  return false;
+}
+
+bool TestServer::running() {
+  if (pid_ <= 0) return false;
+  int status = 0;
+  pid_t r = ::waitpid(pid_, &status, WNOHANG);
+  if (r == pid_) {
+    last_status_ = decode_status(status);
+    pid_ = -1;
+    return false;
+  }
+  return r == 0;
+}
+
+int TestServer::reap(std::chrono::milliseconds deadline) {
+  const auto until = Clock::now() + deadline;
+  while (pid_ > 0) {
+    int status = 0;
+    pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      last_status_ = decode_status(status);
+      pid_ = -1;
+      return last_status_;
+    }
+    if (r < 0 && errno != EINTR) {
+      pid_ = -1;
+      return -1;
+    }
+    if (Clock::now() >= until) return -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return last_status_;
+}
+
+int TestServer::kill(int sig) {
+  if (pid_ <= 0) return last_status_;
+  ::kill(pid_, sig);
+  int r = reap(std::chrono::seconds(20));
+  if (r == -1 && pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    r = reap(std::chrono::seconds(20));
+  }
+  return r;
+}
+
+int TestServer::terminate(std::chrono::milliseconds deadline) {
+  if (pid_ <= 0) return last_status_;
+  ::kill(pid_, SIGTERM);
+  int r = reap(deadline);
+  if (pid_ > 0) {  // did not drain in time
+    ::kill(pid_, SIGKILL);
+    reap(std::chrono::seconds(20));
+    return -1;
+  }
+  return r;
+}
+
+std::string TestServer::log_tail(size_t max_bytes) const {
+  if (root_.empty()) return {};
+  std::string all = "--- ternd stdout ---\n" + read_file(root_ + "/stdout.log") + "--- ternd stderr ---\n" +
+                    read_file(root_ + "/stderr.log");
+  if (all.size() > max_bytes) all = "..." + all.substr(all.size() - max_bytes);
+  return all;
+}
+
+}  // namespace tern::test
