@@ -16,6 +16,9 @@
 // Thread-safety: every method may be called from any thread. commit() calls are serialized by
 // the caller (one writer thread); read-modify-write ops inside a Batch (kInboxClear) rely on
 // that. Ownership: the server's composition root owns the Store; everyone else borrows it.
+// Within one Batch, ops apply in order: several ops on the same key compose (e.g. InboxMark 5,
+// InboxClear 5, InboxMark 6 leaves 6). User and conversation ids never contain '\0' (wire-v1
+// ids can't); a backend may refuse a batch holding one (kInvalidArgument, nothing written).
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -73,8 +76,13 @@ struct StoredMessage {
 
 // ---- write operations (one Batch holds any mix) ----
 struct PutUser { std::string user; int64_t created_ts = 0; };
+// Writes the device and its token hash → device mapping; a new hash for an existing device
+// revokes the previous one (find_token no longer finds it). An empty hash maps nothing.
 struct PutDevice { DeviceRef device; std::string token_hash; };
-struct PutConversation { Conversation conversation; };  // replaces meta + members, updates user index
+// Replaces meta + members and writes the user-index row (joined/left seq) of every listed
+// member; a user dropped from the list entirely loses its row. Former members stay listed
+// with left_seq != 0 (their rows show it).
+struct PutConversation { Conversation conversation; };
 struct AppendMessage { std::string conversation_id; Seq seq = 0; std::string frame; };
 struct PutIdempotency { DeviceRef device; std::string client_msg_id; IdempotencyRecord record; };
 struct SetCursor { DeviceRef device; std::string conversation_id; Seq seq = 0; };  // keeps the max
