@@ -70,6 +70,7 @@ void Receiver::on_message(Message m) {
       if (s > c.last) c.buffer.emplace(s, std::nullopt);
     c.early_own.clear();
   }
+  c.seen_max = std::max(c.seen_max, m.seq);
   if (m.seq <= c.last || c.buffer.contains(m.seq)) {
     ++stats_.duplicates;
     mark_ack(id);  // the server may not have our ack yet (it replayed): tell it again
@@ -88,6 +89,7 @@ void Receiver::on_own_sent(const std::string& id, Seq seq) {
     return;
   }
   if (seq <= c.last || c.buffer.contains(seq)) return;
+  c.seen_max = std::max(c.seen_max, seq);
   c.buffer.emplace(seq, std::nullopt);
   drain(id, c);
 }
@@ -106,7 +108,7 @@ void Receiver::drain(const std::string& id, Conv& c, bool start_gap) {
     }
   }
   if (moved) mark_ack(id);
-  if (c.buffer.empty()) {
+  if (!has_hole(c)) {
     if (c.gap != GapState::kInFlight) c.gap = GapState::kIdle;
     c.failures = 0;
     return;
@@ -119,7 +121,7 @@ void Receiver::drain(const std::string& id, Conv& c, bool start_gap) {
       Conv& cc = r.conv(id);
       if (cc.gap != GapState::kGrace) return;
       cc.gap = GapState::kIdle;
-      if (!cc.buffer.empty()) r.request_backfill(id);
+      if (has_hole(cc)) r.request_backfill(id);
     });
   } else {
     request_backfill(id);
@@ -130,6 +132,7 @@ void Receiver::accept_gap(const std::string& id, Conv& c, Seq up_to) {
   if (up_to <= c.last) return;
   ++stats_.gaps_accepted;
   c.last = up_to;
+  c.seen_max = std::max(c.seen_max, c.last);
   while (!c.buffer.empty() && c.buffer.begin()->first <= c.last) c.buffer.erase(c.buffer.begin());
   mark_ack(id);
 }
@@ -150,10 +153,10 @@ void Receiver::on_backfill(const std::string& id, Seq after, Result<HistoryPage>
   c.gap = GapState::kIdle;
   if (!r) {
     ++stats_.backfill_errors;
-    if (c.buffer.empty()) return;
+    if (!has_hole(c)) return;
     if (!retryable(r.error().code)) {
       // Not a member any more (or the conversation is gone): nothing more will come.
-      accept_gap(id, c, c.buffer.begin()->first - 1);
+      accept_gap(id, c, hole_top(c));
       drain(id, c);
       return;
     }
@@ -168,13 +171,13 @@ void Receiver::on_backfill(const std::string& id, Seq after, Result<HistoryPage>
       Conv& cc = rr.conv(id);
       if (cc.gap != GapState::kRetryWait) return;
       cc.gap = GapState::kIdle;
-      if (!cc.buffer.empty()) rr.request_backfill(id);
+      if (has_hole(cc)) rr.request_backfill(id);
     });
     return;
   }
   c.failures = 0;
   HistoryPage& page = r.value();
-  if (c.buffer.empty()) {
+  if (!has_hole(c)) {
     // The hole filled by itself meanwhile; still take what is new (it is in order).
     for (auto& m : page.messages)
       if (m.conversation_id.empty() || m.conversation_id == id) {
@@ -183,34 +186,35 @@ void Receiver::on_backfill(const std::string& id, Seq after, Result<HistoryPage>
       }
     return;
   }
-  const Seq front = c.buffer.begin()->first;
+  const Seq top = hole_top(c);
   Seq first = 0;
   for (const auto& m : page.messages)
     if (m.seq > after && (first == 0 || m.seq < first)) first = m.seq;
   if (first == 0) {
-    accept_gap(id, c, front - 1);  // nothing after `after` that the server will give us
+    accept_gap(id, c, top);  // nothing after `after` that the server will give us
     drain(id, c);
     return;
   }
-  if (first > c.last + 1) accept_gap(id, c, std::min(first, front) - 1);  // before our join
+  if (first > c.last + 1) accept_gap(id, c, std::min(first - 1, top));  // before our join
   for (auto& m : page.messages) {
     if (m.seq <= c.last || c.buffer.contains(m.seq)) continue;
     m.conversation_id = id;
+    c.seen_max = std::max(c.seen_max, m.seq);
     insert(id, c, std::move(m), true);
   }
   drain(id, c, false);
-  if (c.buffer.empty()) return;
+  if (!has_hole(c)) return;
   if (page.messages.size() >= opts_.backfill_page) {
     request_backfill(id);  // a full page: more may follow
   } else {
-    accept_gap(id, c, c.buffer.begin()->first - 1);  // the server has nothing more to give
+    accept_gap(id, c, hole_top(c));  // the server has nothing more to give
     drain(id, c);
   }
 }
 
 void Receiver::retry_gaps() {
   for (auto& [id, c] : convs_) {
-    if (c.buffer.empty()) continue;
+    if (!has_hole(c)) continue;
     if (c.gap == GapState::kRetryWait || c.gap == GapState::kStalled) {
       c.failures = 0;
       c.gap = GapState::kIdle;

@@ -29,7 +29,7 @@
 // Not thread-safe: one thread (the Client's io strand) calls everything, and the hooks are
 // called on that thread, re-entrantly never (deliver may not call back into the Receiver).
 // Buffer bound: max_buffered messages per conversation; past it a new out-of-order message
-// is dropped (it is fetched again by backfill, since `last` never moves past it unseen).
+// is dropped and fetched again by backfill (its seq is remembered as a hole to fill).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -104,11 +104,16 @@ class Receiver {
     Seq last = 0;
     std::map<Seq, std::optional<Message>> buffer;  // nullopt: a slot accounted for (own send)
     std::set<Seq> early_own;                       // own seqs seen before the base was known
+    Seq seen_max = 0;  // highest seq known to exist (dropped on overflow included)
     GapState gap = GapState::kIdle;
     int failures = 0;
   };
 
   Conv& conv(const std::string& id);
+  // A hole: something below the buffer, or above `last` after an overflow drop, is missing.
+  static bool has_hole(const Conv& c) { return !c.buffer.empty() || c.last < c.seen_max; }
+  // The highest seq of the hole (what accepting it moves `last` to).
+  static Seq hole_top(const Conv& c) { return c.buffer.empty() ? c.seen_max : c.buffer.begin()->first - 1; }
   bool is_own(const Message& m) const;
   void insert(const std::string& id, Conv& c, Message m, bool force);
   void drain(const std::string& id, Conv& c, bool start_gap = true);
