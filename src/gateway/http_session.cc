@@ -223,6 +223,8 @@ void HttpSession::upgrade(Request request, const std::string& query, const std::
   if (!device->ok()) return write_error(401, code_name(ErrorCode::kUnauthorized), "bad token", false);
 
   // The socket moves to the WebSocket session, which shares our strand; we end here.
+  // Leave the registry first so the connection is never counted twice (max_connections).
+  ctx_->registry.remove(id_);
   upgraded_ = true;
   busy_ = false;
   auto ws = std::make_shared<WebSocketSession>(std::move(stream_), ctx_, std::move(*device).value());
