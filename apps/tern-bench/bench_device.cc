@@ -1,0 +1,246 @@
+// Device: one simulated client's protocol logic (see bench_worker.h).
+#include <algorithm>
+#include <charconv>
+#include <random>
+
+#include "base/clock.h"
+#include "bench_worker.h"
+
+namespace tern::bench {
+namespace {
+
+// client_msg_id = "m" + sender seq: unique per device, which is all idempotency needs, and
+// parsed back from `sent` and `error` without a lookup table.
+std::optional<uint64_t> parse_cmid(std::string_view id) {
+  if (id.size() < 2 || id[0] != 'm') return std::nullopt;
+  uint64_t v = 0;
+  auto [p, ec] = std::from_chars(id.data() + 1, id.data() + id.size(), v);
+  if (ec != std::errc() || p != id.data() + id.size()) return std::nullopt;
+  return v;
+}
+
+int64_t jitter_ms(int64_t cap) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return cap <= 0 ? 0 : static_cast<int64_t>(rng() % static_cast<uint64_t>(cap + 1));
+}
+
+}  // namespace
+
+Device::Device(Worker& w, DeviceIdx index) : idx(index), w_(w), conn(w.io_, w.scratch_, *this) {}
+
+void Device::set_phase(Phase p) {
+  const bool was_connecting = phase_ == Phase::kConnecting || phase_ == Phase::kReplaying;
+  const bool is_connecting = p == Phase::kConnecting || p == Phase::kReplaying;
+  if (was_connecting && !is_connecting) --w_.connecting_;
+  if (!was_connecting && is_connecting) ++w_.connecting_;
+  phase_ = p;
+}
+
+void Device::connect_now() {
+  want_online = true;
+  attempt_started_us = mono_us();
+  set_phase(Phase::kConnecting);
+  conn.open(w_.target_for(idx), token);
+}
+
+void Device::go_offline(bool abort) {
+  want_online = false;
+  conn.close(abort ? lean::WsConnection::CloseMode::kAbort : lean::WsConnection::CloseMode::kGraceful);
+  set_phase(Phase::kOffline);
+}
+
+void Device::drop_abruptly() {
+  conn.close(lean::WsConnection::CloseMode::kAbort);
+  set_phase(Phase::kOffline);
+  // Straight back into the queue: a storm is everyone returning at once.
+  w_.queue_connect(idx);
+}
+
+void Device::on_ws_open(lean::WsConnection&) {
+  ++w_.counters_.connects;
+  failures_in_row = 0;
+  set_phase(Phase::kReplaying);
+  w_.verifier_.on_connection_start(idx);
+  // Everything not acknowledged goes (again) with its original client_msg_id: the server
+  // answers a repeat with the first seq, so a retry can never create a second message.
+  for (size_t i = 0; i < pending_.size(); ++i)
+    if (!pending_[i].acked) transmit(base_ + i, pending_[i]);
+}
+
+void Device::on_ws_closed(lean::WsConnection&, std::string_view reason) {
+  const bool was_open = phase_ == Phase::kReplaying || phase_ == Phase::kLive;
+  set_phase(Phase::kOffline);
+  if (was_open) {
+    ++w_.counters_.disconnects;
+    w_.count_error("disconnect: " + std::string(reason));
+  } else {
+    ++w_.counters_.connect_failures;
+    w_.count_error("connect failed: " + std::string(reason));
+  }
+  if (!want_online) return;
+  // Exponential backoff with full jitter, 50 ms doubling up to 5 s.
+  ++failures_in_row;
+  const int64_t cap = std::min<int64_t>(5000, int64_t{50} << std::min(failures_in_row, 7));
+  w_.retry_later(idx, mono_us() + jitter_ms(cap) * 1000);
+}
+
+void Device::send_new(ConvIdx conv, int64_t intended_us) {
+  ++w_.counters_.scheduled;
+  if (pending_.size() >= w_.opt_.max_pending) {
+    ++w_.counters_.send_failed;
+    w_.count_error("local: too many unacknowledged sends");
+    return;
+  }
+  const uint64_t seq = next_seq_++;
+  pending_.push_back(Pending{conv, intended_us});
+  ++unacked_;
+  ++w_.unacked_sends_;
+  if (phase_ == Phase::kReplaying || phase_ == Phase::kLive) transmit(seq, pending_.back());
+}
+
+void Device::transmit(uint64_t sender_seq, Pending& p) {
+  w_.encoder_.encode(lean::BodyRecord{idx, sender_seq, p.intended_us}, scratch_body_);
+  char cmid[24];
+  cmid[0] = 'm';
+  auto [end, ec] = std::to_chars(cmid + 1, cmid + sizeof cmid, sender_seq);
+  const std::string frame = proto::encode_send(std::string_view(cmid, static_cast<size_t>(end - cmid)),
+                                               w_.convs_[p.conv].id, scratch_body_);
+  if (!conn.send_text(frame)) {
+    w_.count_error("local: write queue full");
+    return;  // stays untransmitted; retried on the next connection
+  }
+  if (p.transmitted) {
+    ++w_.counters_.retransmitted;
+  } else {
+    p.transmitted = true;
+    ++w_.counters_.written;
+  }
+}
+
+void Device::settle(uint64_t sender_seq) {
+  (void)sender_seq;
+  while (!pending_.empty() && pending_.front().acked) {
+    pending_.pop_front();
+    ++base_;
+  }
+}
+
+void Device::on_ws_text(lean::WsConnection&, std::string_view text) {
+  auto frame = proto::parse_server_frame(text);
+  if (!frame) {
+    w_.count_error("bad server frame");
+    return;
+  }
+  std::visit(
+      [this](const auto& ev) {
+        using T = std::decay_t<decltype(ev)>;
+        if constexpr (std::is_same_v<T, proto::SentEvent>) {
+          on_sent(ev);
+        } else if constexpr (std::is_same_v<T, proto::MessageEvent>) {
+          on_message(ev);
+        } else if constexpr (std::is_same_v<T, proto::SyncedEvent>) {
+          if (phase_ == Phase::kReplaying) {
+            set_phase(Phase::kLive);
+            ++w_.counters_.synced;
+          }
+        } else if constexpr (std::is_same_v<T, proto::ReceiptEvent>) {
+          ++w_.counters_.receipts;
+        } else if constexpr (std::is_same_v<T, proto::ErrorEvent>) {
+          on_error(ev);
+        } else {
+          ++w_.counters_.ephemeral;
+        }
+      },
+      *frame);
+}
+
+void Device::on_sent(const proto::SentEvent& e) {
+  const auto seq = parse_cmid(e.client_msg_id);
+  if (!seq || *seq < base_ || *seq - base_ >= pending_.size()) return;  // an old repeat
+  Pending& p = pending_[*seq - base_];
+  if (p.acked) return;
+  auto conv = w_.conv_of(e.conversation_id);
+  if (!conv || *conv != p.conv) {
+    w_.count_error("sent for the wrong conversation");
+    return;
+  }
+  p.acked = true;
+  --unacked_;
+  --w_.unacked_sends_;
+  ++w_.counters_.acked;
+  const int64_t now = mono_us();
+  w_.step_ack_latency_.record(static_cast<uint64_t>(std::max<int64_t>(0, now - p.intended_us)));
+  w_.verifier_.on_acked(idx, p.conv, e.seq, *seq);
+  settle(*seq);
+}
+
+void Device::on_error(const proto::ErrorEvent& e) {
+  w_.count_error(e.code.empty() ? std::string_view("error") : std::string_view(e.code));
+  const auto seq = parse_cmid(e.ref);
+  if (!seq || *seq < base_ || *seq - base_ >= pending_.size()) return;
+  Pending& p = pending_[*seq - base_];
+  if (p.acked) return;
+  // The server refused this send (rate limit, overload, ...): it will not be stored, so it
+  // is neither expected by the verifier nor retried.
+  p.acked = true;
+  --unacked_;
+  --w_.unacked_sends_;
+  ++w_.counters_.send_failed;
+  settle(*seq);
+}
+
+void Device::on_message(const proto::MessageEvent& e) {
+  auto conv = w_.conv_of(e.conversation_id);
+  if (!conv) {
+    w_.verifier_.on_unknown_conversation(idx);
+    return;
+  }
+  std::optional<lean::MessageKey> key;
+  std::optional<lean::BodyRecord> rec;
+  if (!e.system_json) rec = lean::decode_body(e.body);
+  if (rec) key = lean::MessageKey{rec->sender, rec->sender_seq};
+  const auto kind = w_.verifier_.on_delivered(idx, *conv, e.seq, key);
+  if (kind == lean::Verifier::Delivery::kRepeat) ++w_.counters_.redelivered;
+  if (kind == lean::Verifier::Delivery::kNew || kind == lean::Verifier::Delivery::kOutOfOrder) {
+    if (!rec) {
+      ++w_.counters_.other_messages;
+    } else if (phase_ == Phase::kLive) {
+      ++w_.counters_.delivered;
+      const auto lat = static_cast<uint64_t>(std::max<int64_t>(0, mono_us() - rec->sent_us));
+      w_.step_latency_.record(lat);
+      w_.interval_latency_.record(lat);
+    } else {
+      ++w_.counters_.replayed;
+    }
+  }
+  // Cumulative ack of the highest seq seen. The verifier (not this ack) finds gaps: a lean
+  // client that acks past a missing seq makes a server loss visible instead of hiding it.
+  AckSlot* slot = nullptr;
+  for (auto& a : acks_)
+    if (a.conv == *conv) slot = &a;
+  if (!slot) slot = &acks_.emplace_back(AckSlot{*conv});
+  slot->highest = std::max(slot->highest, e.seq);
+  ++unacked_msgs_;
+  if (unacked_msgs_ >= static_cast<uint32_t>(w_.opt_.ack_every)) {
+    flush_acks();
+  } else if (!ack_listed_) {
+    ack_listed_ = true;
+    w_.ack_dirty_.push_back(idx);
+  }
+}
+
+void Device::flush_acks() {
+  unacked_msgs_ = 0;
+  if (phase_ != Phase::kReplaying && phase_ != Phase::kLive) return;
+  for (auto& a : acks_) {
+    if (a.highest <= a.acked) continue;
+    if (!conn.send_text(proto::encode_ack(w_.convs_[a.conv].id, a.highest))) {
+      w_.count_error("local: write queue full");
+      continue;
+    }
+    a.acked = a.highest;
+    ++w_.counters_.acks_sent;
+  }
+}
+
+}  // namespace tern::bench

@@ -1,0 +1,101 @@
+#include "bench_options.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <random>
+
+namespace tern::bench {
+namespace {
+
+bool pair_based(Workload w) {
+  return w == Workload::kPairs || w == Workload::kOfflineDrain || w == Workload::kReconnectStorm;
+}
+
+Error bad(std::string m) { return make_error(ErrorCode::kInvalidArgument, std::move(m)); }
+
+}  // namespace
+
+Result<Workload> parse_workload(std::string_view name) {
+  if (name == "pairs") return Workload::kPairs;
+  if (name == "group") return Workload::kGroup;
+  if (name == "broadcast") return Workload::kBroadcast;
+  if (name == "idle") return Workload::kIdle;
+  if (name == "offline-drain") return Workload::kOfflineDrain;
+  if (name == "reconnect-storm") return Workload::kReconnectStorm;
+  return bad("unknown workload '" + std::string(name) +
+             "' (pairs, group, broadcast, idle, offline-drain, reconnect-storm)");
+}
+
+std::string_view workload_name(Workload w) {
+  switch (w) {
+    case Workload::kPairs: return "pairs";
+    case Workload::kGroup: return "group";
+    case Workload::kBroadcast: return "broadcast";
+    case Workload::kIdle: return "idle";
+    case Workload::kOfflineDrain: return "offline-drain";
+    case Workload::kReconnectStorm: return "reconnect-storm";
+  }
+  return "?";
+}
+
+Result<void> finalize(BenchOptions& o) {
+  if (o.workers < 1 || o.workers > 64) return bad("--workers must be 1..64");
+  if (o.clients < 1) return bad("--clients must be positive");
+  if (pair_based(o.workload) && o.clients < 2 * o.workers) return bad("this workload needs at least 2 clients per worker");
+  if ((o.workload == Workload::kGroup || o.workload == Workload::kBroadcast) && o.clients < 2 * o.workers)
+    return bad("this workload needs at least 2 clients per worker");
+  if (o.duration_s <= 0) return bad("--duration must be positive");
+  if (o.sends() && o.workload != Workload::kReconnectStorm && o.rate <= 0) return bad("--rate must be positive");
+  if (o.rate < 0) return bad("--rate must not be negative");
+  if (o.body_bytes > 60 * 1024) return bad("--size must be at most 61440 bytes");
+  if (o.find_max && !(o.workload == Workload::kPairs || o.workload == Workload::kGroup ||
+                      o.workload == Workload::kBroadcast))
+    return bad("--find-max applies to pairs, group and broadcast");
+  if (o.step_factor <= 1.0) return bad("--step-factor must exceed 1");
+  if (o.p99_bound_ms <= 0) return bad("--p99-bound-ms must be positive");
+  if (o.storm_at <= 0 || o.storm_at >= 1) return bad("--storm-at must be in (0, 1)");
+  if (o.queued < 1) return bad("--queued must be positive");
+  if (o.ack_interval_ms < 1 || o.ack_every < 1) return bad("--ack-interval-ms and --ack-every must be positive");
+  if (o.connect_concurrency < 1 || o.setup_threads < 1) return bad("concurrency options must be positive");
+  if (o.source_addrs < 0 || o.source_addrs > 250) return bad("--source-addrs must be 0..250");
+  if (o.group_size == 0) o.group_size = o.workload == Workload::kBroadcast ? 1024 : 20;
+  if (o.group_size < 2) return bad("--group-size must be at least 2");
+  if (o.senders == 0) o.senders = 2;
+  if (o.senders < 1) return bad("--senders must be positive");
+  o.senders = std::min(o.senders, o.group_size);
+  if (o.source_addrs == 0) o.source_addrs = 1 + o.clients / 20000;
+  if (o.prefix.empty()) {
+    std::random_device rd;
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "tb%08x", rd());
+    o.prefix = buf;
+  }
+  for (char c : o.prefix)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
+      return bad("--prefix may use only [a-z0-9_.-]");
+  if (o.prefix.size() > 40) return bad("--prefix is too long");
+  return {};
+}
+
+int clients_of_worker(const BenchOptions& o, int worker) {
+  if (pair_based(o.workload)) {
+    const int pairs = o.clients / 2;
+    return 2 * (pairs / o.workers + (worker < pairs % o.workers ? 1 : 0));
+  }
+  return o.clients / o.workers + (worker < o.clients % o.workers ? 1 : 0);
+}
+
+int first_client_of_worker(const BenchOptions& o, int worker) {
+  int n = 0;
+  for (int w = 0; w < worker; ++w) n += clients_of_worker(o, w);
+  return n;
+}
+
+int total_clients(const BenchOptions& o) { return first_client_of_worker(o, o.workers); }
+
+double rate_of_worker(const BenchOptions& o, int worker, double total_rate) {
+  if (o.workload == Workload::kBroadcast) return total_rate / o.workers;  // one sender each
+  return total_rate * clients_of_worker(o, worker) / std::max(1, total_clients(o));
+}
+
+}  // namespace tern::bench

@@ -1,0 +1,157 @@
+// Unit tests of tern-bench's pure parts: option checks, the split over workers, the control
+// line codec and the step/report verdicts.
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include "bench_control.h"
+#include "bench_options.h"
+#include "bench_report.h"
+
+namespace tern::bench {
+namespace {
+
+BenchOptions make(Workload w, int clients, int workers) {
+  BenchOptions o;
+  o.workload = w;
+  o.clients = clients;
+  o.workers = workers;
+  EXPECT_TRUE(finalize(o).ok());
+  return o;
+}
+
+TEST(BenchOptions, SplitsClientsOverWorkers) {
+  for (int workers : {1, 2, 3, 7}) {
+    auto pairs = make(Workload::kPairs, 101, workers);
+    int total = 0;
+    for (int w = 0; w < workers; ++w) {
+      EXPECT_EQ(clients_of_worker(pairs, w) % 2, 0) << "pairs stay whole";
+      EXPECT_EQ(first_client_of_worker(pairs, w), total);
+      total += clients_of_worker(pairs, w);
+    }
+    EXPECT_EQ(total, 100);  // the odd client out has no partner
+    EXPECT_EQ(total_clients(pairs), 100);
+
+    auto idle = make(Workload::kIdle, 19000, workers);
+    double rate = 0;
+    total = 0;
+    for (int w = 0; w < workers; ++w) {
+      total += clients_of_worker(idle, w);
+      rate += rate_of_worker(idle, w, 1000);
+    }
+    EXPECT_EQ(total, 19000);
+    EXPECT_NEAR(rate, 1000, 1e-6);
+  }
+}
+
+TEST(BenchOptions, DefaultsAndChecks) {
+  auto b = make(Workload::kBroadcast, 10, 1);
+  EXPECT_EQ(b.group_size, 1024);
+  auto g = make(Workload::kGroup, 10, 1);
+  EXPECT_EQ(g.group_size, 20);
+  EXPECT_EQ(g.senders, 2);
+  EXPECT_EQ(g.prefix.substr(0, 2), "tb");
+  EXPECT_EQ(make(Workload::kIdle, 45000, 3).source_addrs, 3);
+
+  BenchOptions o;
+  o.workers = 0;
+  EXPECT_FALSE(finalize(o).ok());
+  o = BenchOptions{};
+  o.rate = 0;
+  EXPECT_FALSE(finalize(o).ok());
+  o = BenchOptions{};
+  o.workload = Workload::kIdle;
+  o.find_max = true;
+  EXPECT_FALSE(finalize(o).ok());
+  o = BenchOptions{};
+  o.prefix = "Bad Prefix";
+  EXPECT_FALSE(finalize(o).ok());
+  o = BenchOptions{};
+  o.workload = Workload::kReconnectStorm;
+  o.rate = 0;  // a storm without traffic is fine
+  EXPECT_TRUE(finalize(o).ok());
+  EXPECT_FALSE(parse_workload("nope").ok());
+  EXPECT_EQ(*parse_workload("offline-drain"), Workload::kOfflineDrain);
+}
+
+TEST(BenchControl, LinesRoundTrip) {
+  const std::string line = encode_control_line('B', boost::json::object{{"name", "step_end"}, {"x", 1}});
+  ASSERT_EQ(line.back(), '\n');
+  auto back = parse_control_line(std::string_view(line).substr(0, line.size() - 1));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->first, 'B');
+  EXPECT_EQ(back->second.at("name").as_string(), "step_end");
+  EXPECT_FALSE(parse_control_line("B").ok());
+  EXPECT_FALSE(parse_control_line("B {not json").ok());
+}
+
+TEST(BenchReport, SustainedNeedsEverythingDeliveredInTime) {
+  BenchOptions o = make(Workload::kPairs, 10, 1);
+  o.p99_bound_ms = 25;
+  StepSummary s;
+  s.rate_target = 1000;
+  s.send_s = 10;
+  s.c.acked = 9900;
+  s.delivered_in_send = 9900;
+  s.latency.record(5000, 100);  // 5 ms
+  EXPECT_TRUE(s.sustained(o));
+  EXPECT_NEAR(s.sent_per_s(), 990, 1e-9);
+
+  StepSummary slow = s;
+  slow.latency.record(40000, 10);  // 10 % at 40 ms: p99 over the bound
+  EXPECT_FALSE(slow.sustained(o));
+  StepSummary behind = s;
+  behind.c.acked = 9000;  // 90 % of the target rate
+  EXPECT_FALSE(behind.sustained(o));
+  StepSummary lossy = s;
+  lossy.undelivered = 1;
+  EXPECT_FALSE(lossy.sustained(o));
+  StepSummary refused = s;
+  refused.c.send_failed = 1;
+  EXPECT_FALSE(refused.sustained(o));
+}
+
+TEST(BenchReport, StepMergesWorkersAndExitCodes) {
+  BenchOptions o = make(Workload::kPairs, 10, 2);
+  StepSummary s;
+  lean::LatencyHistogram h;
+  h.record(1000);
+  Counters c;
+  c.acked = 10;
+  c.delivered = 10;
+  boost::json::object d{{"send_s", 2.0}, {"drain_s", 0.1}, {"drained", true}, {"counters", c.to_json()},
+                        {"latency", h.to_json()}, {"gen_cpu_us", 500}, {"delivered_in_send", 10}};
+  s.add_worker(d);
+  d["send_s"] = 2.5;
+  d["drained"] = false;
+  s.add_worker(d);
+  EXPECT_EQ(s.c.acked, 20u);
+  EXPECT_EQ(s.latency.count(), 2u);
+  EXPECT_DOUBLE_EQ(s.send_s, 2.5);
+  EXPECT_FALSE(s.drained);
+  EXPECT_EQ(s.gen_cpu_us, 1000);
+  EXPECT_DOUBLE_EQ(s.gen_us_per_delivery(), 50.0);
+  EXPECT_FALSE(s.server_us_per_delivery().has_value());
+  s.server_cpu_us = 2000;
+  EXPECT_DOUBLE_EQ(*s.server_us_per_delivery(), 100.0);
+
+  Report r;
+  r.opt = &o;
+  r.clients = 10;
+  r.online_at_end = 10;
+  EXPECT_EQ(r.exit_code(), 0);
+  r.verifier.losses = 1;
+  EXPECT_EQ(r.exit_code(), 1);
+  r.verifier.losses = 0;
+  r.online_at_end = 9;
+  EXPECT_EQ(r.exit_code(), 2);
+  r.online_at_end = 10;
+  r.fatal.push_back("x");
+  EXPECT_EQ(r.exit_code(), 2);
+  const auto j = r.to_json();
+  EXPECT_EQ(j.at("exit_code").as_int64(), 2);
+  EXPECT_FALSE(r.table().empty());
+}
+
+}  // namespace
+}  // namespace tern::bench

@@ -1,0 +1,79 @@
+// What tern-bench reports: one StepSummary per measured step (merged over workers, with the
+// server's CPU over the step), and the final Report (JSON document and human table).
+// Plain values; owned by the coordinator thread.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/json/value.hpp>
+
+#include "bench_options.h"
+#include "bench_stats.h"
+#include "client/lean/lean_histogram.h"
+#include "client/lean/lean_verifier.h"
+
+namespace tern::bench {
+
+namespace lean = tern::client::lean;
+
+struct StepSummary {
+  double rate_target = 0;  // total sends per second asked for
+  double send_s = 0;       // longest send phase among workers
+  double drain_s = 0;
+  double wall_s = 0;
+  bool drained = true;
+  Counters c;
+  uint64_t delivered_in_send = 0;
+  uint64_t undelivered = 0;
+  uint64_t unacked = 0;
+  uint64_t violations = 0;
+  uint64_t online = 0;
+  int64_t gen_cpu_us = 0;
+  lean::LatencyHistogram latency;      // send → deliver, µs, live deliveries
+  lean::LatencyHistogram ack_latency;  // send → `sent`, µs
+  double storm_s = -1;
+  double replay_s = -1;
+  std::optional<int64_t> server_cpu_us;  // over the whole step (send + drain)
+  std::optional<int64_t> server_rss_kb;  // at the end of the step
+
+  // Adds one worker's step data (see Worker::step_json).
+  void add_worker(const boost::json::value& data);
+  uint64_t deliveries() const { return c.delivered + c.replayed; }
+  double sent_per_s() const { return send_s > 0 ? static_cast<double>(c.acked) / send_s : 0; }
+  double delivered_per_s() const { return send_s > 0 ? static_cast<double>(delivered_in_send) / send_s : 0; }
+  std::optional<double> server_us_per_delivery() const;
+  double gen_us_per_delivery() const;
+  // Kept up with the rate: p99 within the bound, everything acknowledged and delivered after
+  // the drain, nothing refused or dropped, no violation.
+  bool sustained(const BenchOptions& o) const;
+  boost::json::value to_json(const BenchOptions& o) const;
+};
+
+boost::json::value latency_json(const lean::LatencyHistogram& h);
+
+struct Report {
+  const BenchOptions* opt = nullptr;
+  std::vector<StepSummary> steps;
+  std::optional<double> max_sustained_rate;  // find-max
+  Counters counters;
+  ErrorCounts errors;
+  lean::VerifierTotals verifier;
+  uint64_t clients = 0;
+  uint64_t online_after_connect = 0;
+  uint64_t online_at_end = 0;
+  bool all_connected = true;
+  int64_t gen_cpu_us = 0;
+  // Server samples (with --server-pid).
+  std::optional<int64_t> rss_ready_kb, rss_connected_kb, rss_held_kb, server_cpu_total_us;
+  uint64_t idle_disconnects = 0;
+  int64_t idle_gen_cpu_us = 0;
+  std::vector<std::string> fatal;
+
+  int exit_code() const;
+  boost::json::value to_json() const;
+  std::string table() const;
+};
+
+}  // namespace tern::bench

@@ -1,0 +1,165 @@
+// Worker set-up: users registered and conversations created over HTTP, before the event loop
+// starts (see bench_worker.h). Blocking calls on --setup-threads threads, each with its own
+// keep-alive connection; each thread touches only its own devices and results.
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <thread>
+
+#include <boost/json.hpp>
+
+#include "bench_worker.h"
+
+namespace tern::bench {
+namespace json = boost::json;
+namespace {
+
+std::string field(const json::value& v, std::string_view k) {
+  const auto* o = v.if_object();
+  const auto* x = o ? o->if_contains(k) : nullptr;
+  return x && x->is_string() ? std::string(x->as_string()) : std::string();
+}
+
+// Runs fn(thread_index, http) on `threads` threads; returns the first error.
+Result<void> parallel(const lean::ServerAddress& server, int threads,
+                      const std::function<Result<void>(int, lean::HttpClient&)>& fn) {
+  std::mutex mu;
+  std::optional<Error> first;
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      lean::HttpClient http(server);
+      auto r = fn(t, http);
+      if (!r) {
+        std::lock_guard lock(mu);
+        if (!first) first = r.error();
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  if (first) return *first;
+  return {};
+}
+
+Error http_error(std::string_view what, const lean::HttpResponse& r) {
+  // The body of an HTTP error is the server's {"error","message"}, never a message payload.
+  return make_error(ErrorCode::kInternal, std::string(what) + ": HTTP " + std::to_string(r.status) + " " +
+                                              r.body.substr(0, 200));
+}
+
+}  // namespace
+
+Result<void> Worker::setup() {
+  const int n = clients_of_worker(opt_, index_);
+  devices_.reserve(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    const DeviceIdx d = verifier_.add_device();
+    auto dev = std::make_unique<Device>(*this, d);
+    dev->user = opt_.prefix + "-" + std::to_string(index_) + "-" + std::to_string(i);
+    devices_.push_back(std::move(dev));
+  }
+  if (auto r = register_users(); !r) return r;
+  return create_conversations();
+}
+
+Result<void> Worker::register_users() {
+  const int threads = std::max(1, std::min<int>(opt_.setup_threads, static_cast<int>(devices_.size())));
+  return parallel(server_, threads, [this, threads](int t, lean::HttpClient& http) -> Result<void> {
+    for (size_t i = static_cast<size_t>(t); i < devices_.size(); i += static_cast<size_t>(threads)) {
+      Device& d = *devices_[i];
+      const std::string body = json::serialize(json::object{{"user", d.user}});
+      auto r = http.post_json("/v1/users", body);
+      if (!r) return r.error();
+      if (r->status != 201) return http_error("register " + d.user, *r);
+      boost::system::error_code ec;
+      const json::value v = json::parse(r->body, ec);
+      if (ec) return make_error(ErrorCode::kMalformed, "register: answer is not JSON");
+      d.token = field(v, "token");
+      if (d.token.empty()) return make_error(ErrorCode::kMalformed, "register: no token in the answer");
+    }
+    return {};
+  });
+}
+
+Result<void> Worker::create_conversations() {
+  // Plan: the member lists (creator first) and who sends into each.
+  struct Plan {
+    std::vector<DeviceIdx> members;
+    std::vector<DeviceIdx> senders;
+    std::string id;
+  };
+  std::vector<Plan> plans;
+  const auto n = static_cast<DeviceIdx>(devices_.size());
+  switch (opt_.workload) {
+    case Workload::kIdle:
+      return {};
+    case Workload::kPairs:
+    case Workload::kReconnectStorm:
+      for (DeviceIdx i = 0; i + 1 < n; i += 2) plans.push_back({{i, i + 1}, {i, i + 1}, {}});
+      break;
+    case Workload::kOfflineDrain:
+      for (DeviceIdx i = 0; i + 1 < n; i += 2) {
+        plans.push_back({{i, i + 1}, {i}, {}});
+        senders_.push_back(i);
+        receivers_.push_back(i + 1);
+      }
+      break;
+    case Workload::kGroup: {
+      const auto gs = static_cast<DeviceIdx>(opt_.group_size);
+      for (DeviceIdx start = 0; start < n; start += gs) {
+        Plan p;
+        for (DeviceIdx m = start; m < std::min(n, start + gs); ++m) p.members.push_back(m);
+        if (p.members.size() < 2 && !plans.empty()) {  // a lone leftover joins the last group
+          plans.back().members.push_back(p.members[0]);
+          continue;
+        }
+        for (size_t s = 0; s < std::min<size_t>(static_cast<size_t>(opt_.senders), p.members.size()); ++s)
+          p.senders.push_back(p.members[s]);
+        plans.push_back(std::move(p));
+      }
+      break;
+    }
+    case Workload::kBroadcast: {
+      const auto per = static_cast<DeviceIdx>(opt_.group_size - 1);  // receivers per group
+      for (DeviceIdx start = 1; start < n; start += per) {
+        Plan p{{0}, {0}, {}};
+        for (DeviceIdx m = start; m < std::min(n, start + per); ++m) p.members.push_back(m);
+        plans.push_back(std::move(p));
+      }
+      break;
+    }
+  }
+  const int threads = std::max(1, std::min<int>(opt_.setup_threads, static_cast<int>(plans.size())));
+  auto r = parallel(server_, threads, [&](int t, lean::HttpClient& http) -> Result<void> {
+    for (size_t i = static_cast<size_t>(t); i < plans.size(); i += static_cast<size_t>(threads)) {
+      Plan& p = plans[i];
+      json::array members;
+      for (size_t m = 1; m < p.members.size(); ++m) members.emplace_back(devices_[p.members[m]]->user);
+      json::object req;
+      if (p.members.size() == 2 && opt_.workload != Workload::kGroup && opt_.workload != Workload::kBroadcast)
+        req = {{"type", "direct"}, {"members", std::move(members)}};
+      else
+        req = {{"type", "group"}, {"name", "bench"}, {"members", std::move(members)}};
+      auto res = http.post_json("/v1/conversations", json::serialize(req), devices_[p.members[0]]->token);
+      if (!res) return res.error();
+      if (res->status != 200 && res->status != 201) return http_error("create conversation", *res);
+      boost::system::error_code ec;
+      const json::value v = json::parse(res->body, ec);
+      p.id = ec ? std::string() : field(v, "conversation_id");
+      if (p.id.empty()) return make_error(ErrorCode::kMalformed, "create conversation: no conversation_id");
+    }
+    return {};
+  });
+  if (!r) return r;
+  for (auto& p : plans) {
+    const ConvIdx c = verifier_.add_conversation(p.members);
+    if (!conv_by_id_.emplace(p.id, c).second)
+      return make_error(ErrorCode::kInternal, "the server gave two conversations the same id");
+    for (DeviceIdx m : p.members) devices_[m]->convs.push_back(c);
+    for (DeviceIdx s : p.senders) slots_.push_back(SendSlot{s, c});
+    convs_.push_back(ConvInfo{std::move(p.id), std::move(p.members)});
+  }
+  return {};
+}
+
+}  // namespace tern::bench

@@ -1,0 +1,238 @@
+// Worker: one tern-bench process's share of a run. It registers its users and creates their
+// conversations over HTTP (blocking, several threads, before the event loop), then drives all
+// its clients on one Asio io_context thread: connections, the open-loop send schedule,
+// coalesced cumulative acks, latency histograms and the Verifier. Phases are sequenced by a
+// coroutine that meets the coordinator at named barriers over a pipe (see bench_control.h),
+// so that every worker drops, sends or measures at the same moment.
+//
+// Device: one simulated client (one user, one device, one connection). Its connection
+// callbacks run on the worker thread; it keeps its unacknowledged sends (bounded by
+// --max-pending; beyond: counted as a local error and not sent) and retransmits them with the
+// same client_msg_id after every reconnect.
+//
+// Ownership: the Worker owns its io_context, devices and verifier; devices point back to it.
+// Everything runs on the thread that calls run().
+#pragma once
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json/value.hpp>
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "bench_options.h"
+#include "bench_stats.h"
+#include "client/lean/lean_histogram.h"
+#include "client/lean/lean_http.h"
+#include "client/lean/lean_record.h"
+#include "client/lean/lean_verifier.h"
+#include "client/lean/lean_ws_connection.h"
+#include "proto/server_frames.h"
+
+namespace tern::bench {
+
+namespace asio = boost::asio;
+namespace lean = tern::client::lean;
+using lean::ConvIdx;
+using lean::DeviceIdx;
+
+class Worker;
+
+class Device final : public lean::WsConnection::Handler {
+ public:
+  enum class Phase { kOffline, kConnecting, kReplaying, kLive };
+
+  Device(Worker& w, DeviceIdx idx);
+
+  // Connection control. want_online() makes the worker keep this device connected
+  // (reconnecting with backoff); go_offline() closes and stops that.
+  void connect_now();
+  void go_offline(bool abort);
+  // Drops the connection abruptly but stays wanted online (reconnect storm).
+  void drop_abruptly();
+
+  // Schedules a new message into `conv`, intended to leave at `intended_us`.
+  void send_new(ConvIdx conv, int64_t intended_us);
+  void flush_acks();
+
+  Phase phase() const { return phase_; }
+  size_t unacked() const { return unacked_; }
+
+  void on_ws_open(lean::WsConnection& c) override;
+  void on_ws_text(lean::WsConnection& c, std::string_view text) override;
+  void on_ws_closed(lean::WsConnection& c, std::string_view reason) override;
+
+  // Identity, filled in by set-up.
+  DeviceIdx idx;
+  std::string user;
+  std::string token;
+  std::vector<ConvIdx> convs;  // memberships
+  bool want_online = false;
+  int64_t attempt_started_us = 0;
+  int failures_in_row = 0;
+  bool queued = false;  // in the worker's connect queue
+
+ private:
+  friend class Worker;
+  struct Pending {
+    ConvIdx conv;
+    int64_t intended_us;
+    bool acked = false;      // `sent` arrived, or the send failed for good
+    bool transmitted = false;
+  };
+  struct AckSlot {
+    ConvIdx conv;
+    Seq highest = 0;  // highest seq received
+    Seq acked = 0;    // highest seq acked to the server
+  };
+
+  void transmit(uint64_t sender_seq, Pending& p);
+  void on_sent(const proto::SentEvent& e);
+  void on_message(const proto::MessageEvent& e);
+  void on_error(const proto::ErrorEvent& e);
+  void settle(uint64_t sender_seq);  // pops acknowledged sends off the front
+  void set_phase(Phase p);
+
+  Worker& w_;
+  Phase phase_ = Phase::kOffline;
+  std::deque<Pending> pending_;  // pending_[i] is sender seq base_ + i
+  uint64_t base_ = 1;
+  uint64_t next_seq_ = 1;
+  size_t unacked_ = 0;
+  std::vector<AckSlot> acks_;
+  uint32_t unacked_msgs_ = 0;
+  bool ack_listed_ = false;
+  std::string scratch_body_;
+
+ public:
+  lean::WsConnection conn;  // last: destroyed first
+};
+
+class Worker {
+ public:
+  // `ctl_in`/`ctl_out`: the pipe ends to and from the coordinator.
+  Worker(const BenchOptions& opt, int index, int ctl_in, int ctl_out);
+  ~Worker();
+  // The whole life of the worker; returns the process exit code.
+  int run();
+
+ private:
+  friend class Device;
+  struct ConvInfo {
+    std::string id;
+    std::vector<DeviceIdx> members;
+  };
+  struct SendSlot {
+    DeviceIdx device;
+    ConvIdx conv;
+  };
+
+  // ---- set-up (bench_setup.cc) ----
+  Result<void> setup();
+  Result<void> register_users();
+  Result<void> create_conversations();
+
+  // ---- phases (bench_worker.cc) ----
+  asio::awaitable<void> lifecycle();
+  asio::awaitable<void> run_idle();
+  asio::awaitable<void> run_traffic_steps();
+  asio::awaitable<void> run_reconnect_storm();
+  asio::awaitable<void> run_offline_drain();
+  // Wants `who` online and waits until all are live (or the set-up timeout).
+  asio::awaitable<bool> bring_online(const std::vector<DeviceIdx>& who);
+  asio::awaitable<bool> wait_until(std::function<bool()> done, double timeout_s);
+  asio::awaitable<void> sleep_ms(int ms);
+  // Meets the coordinator at barrier `name`, handing it `data`; returns its answer.
+  asio::awaitable<boost::json::value> barrier(std::string_view name, boost::json::value data);
+  // Sending: starts the open-loop schedule (rate per second for `seconds`, or `count` sends).
+  void start_sending(double rate, double seconds, uint64_t count);
+  asio::awaitable<void> drain(double& drain_s, bool& drained);
+  boost::json::value step_json(double rate, double send_s, double drain_s, bool drained) const;
+  void begin_step();
+  void write_barrier(std::string_view name, boost::json::value data);
+  boost::json::value held_json(uint64_t disconnects) const;
+  boost::json::value result_json() const;
+
+  // ---- event loop ----
+  void start_tick();
+  void on_tick();
+  void send_due(int64_t now);
+  void pump_connects();
+  void queue_connect(DeviceIdx d);
+  void retry_later(DeviceIdx d, int64_t at_us);
+  void housekeeping(int64_t now);
+  void report_progress(int64_t now);
+  void write_line(char kind, const boost::json::value& v);
+  void count_error(std::string_view code, uint64_t n = 1) { errors_[std::string(code)] += n; }
+  lean::WsTarget target_for(DeviceIdx d) const;
+  Result<ConvIdx> conv_of(std::string_view id) const;
+  size_t live_count(const std::vector<DeviceIdx>& who) const;
+  size_t live_count_all() const;
+  std::vector<DeviceIdx> all_devices() const;
+
+  const BenchOptions opt_;
+  const int index_;
+  int ctl_in_fd_;
+  int ctl_out_fd_;
+  asio::io_context io_;
+  lean::ReadScratch scratch_;
+  lean::ServerAddress server_;
+  std::vector<asio::ip::address> sources_;
+  lean::Verifier verifier_;
+  lean::BodyEncoder encoder_;
+  std::vector<ConvInfo> convs_;
+  std::unordered_map<std::string, ConvIdx> conv_by_id_;
+  std::vector<SendSlot> slots_;
+  std::vector<DeviceIdx> senders_, receivers_;  // offline-drain's halves
+  Counters counters_;
+  ErrorCounts errors_;
+  lean::LatencyHistogram step_latency_, step_ack_latency_, interval_latency_;
+
+  // Open-loop schedule: send k is due at t0 + k / rate, from slot k mod slots.
+  bool sending_ = false;
+  int64_t send_t0_us_ = 0;
+  int64_t send_end_us_ = 0;
+  double send_interval_us_ = 0;
+  uint64_t send_k_ = 0;
+  uint64_t send_total_ = 0;
+  int64_t send_started_us_ = 0;
+  int64_t send_stopped_us_ = 0;
+
+  // Step snapshot.
+  Counters step_start_counters_;
+  int64_t step_cpu0_us_ = 0;
+  int64_t step_started_us_ = 0;
+  double step_extra_storm_s_ = -1;
+  double step_extra_replay_s_ = -1;
+  uint64_t delivered_at_send_end_ = 0;
+
+  // Connections.
+  std::deque<DeviceIdx> connect_queue_;
+  std::vector<std::pair<int64_t, DeviceIdx>> retry_list_;  // (due, device)
+  int connecting_ = 0;
+  std::vector<DeviceIdx> ack_dirty_;
+  uint64_t unacked_sends_ = 0;  // sends without `sent` (or a refusal) yet, all devices
+
+  asio::steady_timer tick_;
+  int64_t last_ack_flush_us_ = 0;
+  int64_t last_housekeeping_us_ = 0;
+  int64_t last_timeout_scan_us_ = 0;
+  int64_t last_progress_us_ = 0;
+  int64_t run_started_us_ = 0;
+  Counters progress_counters_;
+  std::string phase_name_ = "setup";
+  std::unique_ptr<asio::posix::stream_descriptor> ctl_in_;
+  std::string ctl_buf_;
+  bool finished_ = false;
+  int exit_code_ = 0;
+
+  std::vector<std::unique_ptr<Device>> devices_;  // last: destroyed first
+};
+
+}  // namespace tern::bench
