@@ -500,7 +500,8 @@ void Client::start() {
 }
 
 void Client::stop() {
-  if (!impl_) return;
+  if (!impl_ || stop_called_) return;
+  stop_called_ = true;
   impl_->stopped = true;
   if (own_thread_) {
     if (own_thread_->in_thread()) {

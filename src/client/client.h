@@ -146,6 +146,7 @@ class Client {
   Client() = default;
   std::unique_ptr<class IoThread> own_thread_;  // declared first: destroyed last
   std::shared_ptr<Impl> impl_;
+  bool stop_called_ = false;
 };
 
 }  // namespace tern::client

@@ -1,0 +1,338 @@
+// The SDK against a real ternd (skipped with a message when the binary is not built).
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "client/api.h"
+#include "client/blocking.h"
+#include "client/client.h"
+#include "client/io_thread.h"
+#include "client/testing/ternd_process.h"
+
+namespace tern::client {
+namespace {
+using namespace std::chrono_literals;
+using testing::TerndProcess;
+
+template <typename Pred>
+bool eventually(Pred pred, std::chrono::milliseconds timeout = 30s) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return pred();
+}
+
+// What one application saw.
+struct Inbox {
+  std::mutex mu;
+  std::vector<Message> messages;
+  std::vector<Receipt> receipts;
+  std::map<std::string, SendResult> sent;  // by client_msg_id
+  std::vector<std::string> failed;
+  std::atomic<ConnectionState> state{ConnectionState::kDisconnected};
+  std::optional<Error> last_error;
+
+  Events events() {
+    Events e;
+    e.on_message = [this](const Message& m) {
+      std::lock_guard l(mu);
+      messages.push_back(m);
+    };
+    e.on_receipt = [this](const Receipt& r) {
+      std::lock_guard l(mu);
+      receipts.push_back(r);
+    };
+    e.on_sent = [this](const SendResult& r) {
+      std::lock_guard l(mu);
+      sent[r.client_msg_id] = r;
+    };
+    e.on_send_failed = [this](const std::string& id, const Error&) {
+      std::lock_guard l(mu);
+      failed.push_back(id);
+    };
+    e.on_state = [this](ConnectionState s, const Error* err) {
+      state = s;
+      if (err) {
+        std::lock_guard l(mu);
+        last_error = *err;
+      }
+    };
+    return e;
+  }
+  size_t count_from(const std::string& sender) {
+    std::lock_guard l(mu);
+    size_t n = 0;
+    for (const auto& m : messages)
+      if (m.sender == sender && !m.system_json) ++n;
+    return n;
+  }
+  std::vector<Message> from(const std::string& sender) {
+    std::lock_guard l(mu);
+    std::vector<Message> out;
+    for (const auto& m : messages)
+      if (m.sender == sender && !m.system_json) out.push_back(m);
+    return out;
+  }
+};
+
+class ClientIntegration : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    binary_ = testing::find_ternd();
+    if (binary_.empty()) GTEST_SKIP() << "ternd binary not found (set TERN_BIN_DIR or build ternd into build/bin)";
+    dir_ = testing::make_temp_dir("tern-client-it");
+    ASSERT_FALSE(dir_.empty());
+    server_ = std::make_unique<TerndProcess>(binary_, dir_ + "/data");
+    auto r = server_->start();
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    auto url = parse_server_url(server_->url());
+    ASSERT_TRUE(url.ok());
+    url_ = *url;
+  }
+  void TearDown() override {
+    server_.reset();
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  Credentials register_user(const std::string& user) {
+    Api api(io_.context(), url_);
+    auto c = wait_for<Credentials>([&](Callback<Credentials> cb) { api.register_user(user, std::move(cb)); });
+    EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().message);
+    return c.ok() ? *c : Credentials{};
+  }
+  Api api_for(const Credentials& c) { return Api(io_.context(), url_, c.token); }
+
+  Options options(const Credentials& c, std::string store = {}) {
+    Options o;
+    o.server = server_->url();
+    o.credentials = c;
+    o.store_path = std::move(store);
+    o.reconnect = {50, 500, 0};
+    o.send_retry = {50, 500, 0};
+    return o;
+  }
+
+  std::string binary_, dir_;
+  std::unique_ptr<TerndProcess> server_;
+  ServerUrl url_;
+  IoThread io_;
+};
+
+TEST_F(ClientIntegration, TwoClientsConverseWhileTheServerIsKilledAndRestarted) {
+  const Credentials alice = register_user("alice");
+  const Credentials bob = register_user("bob");
+  auto conv = wait_for<std::string>([&](auto cb) { api_for(alice).create_direct("bob", std::move(cb)); });
+  ASSERT_TRUE(conv.ok()) << conv.error().message;
+
+  Inbox ai, bi;
+  auto a = Client::create(options(alice), ai.events());
+  auto b = Client::create(options(bob), bi.events());
+  ASSERT_TRUE(a.ok() && b.ok());
+  (*a)->start();
+  (*b)->start();
+  ASSERT_TRUE(eventually([&] { return ai.state == ConnectionState::kSynced && bi.state == ConnectionState::kSynced; }));
+
+  constexpr int kN = 60;
+  std::atomic<int> a_done{0}, b_done{0}, failures{0};
+  auto sender = [&](Client& c, const std::string& prefix, std::atomic<int>& done) {
+    for (int i = 0; i < kN; ++i) {
+      auto id = c.send(*conv, prefix + std::to_string(i), {}, [&](Result<SendResult> r) {
+        if (!r.ok()) ++failures;
+        ++done;
+      });
+      if (!id.ok()) ++failures;
+      std::this_thread::sleep_for(15ms);
+    }
+  };
+  std::thread ta([&] { sender(**a, "a-", a_done); });
+  std::thread tb([&] { sender(**b, "b-", b_done); });
+  // Mid-stream: SIGKILL the server and bring it back on the same data and port.
+  ASSERT_TRUE(eventually([&] { return bi.count_from("alice") >= kN / 3; }));
+  server_->kill9();
+  std::this_thread::sleep_for(300ms);
+  auto restarted = server_->start(server_->port());
+  ta.join();
+  tb.join();
+  ASSERT_TRUE(restarted.ok()) << restarted.error().message;
+
+  ASSERT_TRUE(eventually([&] { return a_done == kN && b_done == kN; }, 60s)) << a_done << " " << b_done;
+  EXPECT_EQ(failures, 0);
+  ASSERT_TRUE(eventually([&] { return ai.count_from("bob") >= kN && bi.count_from("alice") >= kN; }, 60s))
+      << ai.count_from("bob") << " " << bi.count_from("alice");
+  std::this_thread::sleep_for(300ms);  // anything repeated would show up now
+
+  for (auto [inbox, sender_name, prefix] : {std::tuple{&bi, "alice", "a-"}, std::tuple{&ai, "bob", "b-"}}) {
+    auto got = inbox->from(sender_name);
+    ASSERT_EQ(got.size(), static_cast<size_t>(kN)) << "exactly once";
+    for (int i = 0; i < kN; ++i) {
+      EXPECT_EQ(got[i].body, prefix + std::to_string(i)) << "in order";
+      if (i > 0) {
+        EXPECT_GT(got[i].seq, got[i - 1].seq);
+      }
+    }
+  }
+  // Each side's whole view of the conversation is strictly increasing in seq.
+  for (Inbox* in : {&ai, &bi}) {
+    std::lock_guard l(in->mu);
+    for (size_t i = 1; i < in->messages.size(); ++i) EXPECT_GT(in->messages[i].seq, in->messages[i - 1].seq);
+  }
+  EXPECT_GE((*a)->stats().connects, 2u);
+  EXPECT_EQ((*a)->outbox_size(), 0u);
+}
+
+TEST_F(ClientIntegration, SqliteOutboxSurvivesAClientRestartWhileTheServerIsDown) {
+  const Credentials alice = register_user("alice");
+  const Credentials bob = register_user("bob");
+  auto conv = wait_for<std::string>([&](auto cb) { api_for(alice).create_direct("bob", std::move(cb)); });
+  ASSERT_TRUE(conv.ok());
+  const std::string store = dir_ + "/alice.sqlite";
+
+  server_->kill9();
+  {
+    Inbox ai;
+    auto a = Client::create(options(alice, store), ai.events());
+    ASSERT_TRUE(a.ok());
+    (*a)->start();
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE((*a)->send(*conv, "offline-" + std::to_string(i)).ok());
+    EXPECT_EQ((*a)->outbox_size(), 3u);
+    (*a)->stop();  // the process "exits" with nothing acknowledged
+  }
+  ASSERT_TRUE(server_->start(server_->port()).ok());
+  Inbox ai, bi;
+  auto b = Client::create(options(bob), bi.events());
+  auto a = Client::create(options(alice, store), ai.events());
+  ASSERT_TRUE(a.ok() && b.ok());
+  (*b)->start();
+  (*a)->start();
+  ASSERT_TRUE(eventually([&] { return bi.count_from("alice") >= 3; })) << bi.count_from("alice");
+  ASSERT_TRUE(eventually([&] { return (*a)->outbox_size() == 0; }));
+  auto got = bi.from("alice");
+  ASSERT_EQ(got.size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(got[i].body, "offline-" + std::to_string(i));
+  std::lock_guard l(ai.mu);
+  EXPECT_EQ(ai.sent.size(), 3u);  // completions of the earlier process's sends
+}
+
+TEST_F(ClientIntegration, ReceiptsReachTheSender) {
+  const Credentials alice = register_user("alice");
+  const Credentials bob = register_user("bob");
+  auto conv = wait_for<std::string>([&](auto cb) { api_for(alice).create_direct("bob", std::move(cb)); });
+  ASSERT_TRUE(conv.ok());
+  Inbox ai, bi;
+  auto a = Client::create(options(alice), ai.events());
+  auto b = Client::create(options(bob), bi.events());
+  ASSERT_TRUE(a.ok() && b.ok());
+  (*a)->start();
+  (*b)->start();
+  auto sent = wait_for<SendResult>([&](auto cb) { (void)(*a)->send(*conv, "hello", {}, std::move(cb)); });
+  ASSERT_TRUE(sent.ok()) << sent.error().message;
+  ASSERT_TRUE(eventually([&] { return bi.count_from("alice") == 1; }));
+  (*b)->mark_read(*conv, sent->seq);
+  auto has = [&](ReceiptStatus st) {
+    std::lock_guard l(ai.mu);
+    for (const auto& r : ai.receipts)
+      if (r.status == st && r.seq >= sent->seq && r.user == "bob") return true;
+    return false;
+  };
+  EXPECT_TRUE(eventually([&] { return has(ReceiptStatus::kDelivered); }));
+  EXPECT_TRUE(eventually([&] { return has(ReceiptStatus::kRead); }));
+}
+
+TEST_F(ClientIntegration, GroupManagementAndHistory) {
+  const Credentials alice = register_user("alice");
+  register_user("bob");
+  const Credentials carol = register_user("carol");
+  register_user("dave");
+  Api api = api_for(alice);
+  auto group = wait_for<std::string>([&](auto cb) { api.create_group("team", {"bob", "carol"}, std::move(cb)); });
+  ASSERT_TRUE(group.ok()) << group.error().message;
+  auto added = wait_for<std::vector<std::string>>([&](auto cb) { api.add_members(*group, {"dave"}, std::move(cb)); });
+  ASSERT_TRUE(added.ok()) << added.error().message;
+  EXPECT_NE(std::find(added->begin(), added->end(), "dave"), added->end());
+  auto removed =
+      wait_for<std::vector<std::string>>([&](auto cb) { api.remove_members(*group, {"carol"}, std::move(cb)); });
+  ASSERT_TRUE(removed.ok());
+  EXPECT_EQ(std::find(removed->begin(), removed->end(), "carol"), removed->end());
+
+  Inbox ai;
+  auto a = Client::create(options(alice), ai.events());
+  ASSERT_TRUE(a.ok());
+  (*a)->start();
+  auto s = wait_for<SendResult>([&](auto cb) { (void)(*a)->send(*group, "hi team", {}, std::move(cb)); });
+  ASSERT_TRUE(s.ok());
+
+  auto list = wait_for<std::vector<ConversationInfo>>([&](auto cb) { api.conversations(std::move(cb)); });
+  ASSERT_TRUE(list.ok());
+  bool found = false;
+  for (const auto& c : *list)
+    if (c.conversation_id == *group) {
+      found = true;
+      EXPECT_EQ(c.type, "group");
+      EXPECT_GE(c.head, s->seq);
+    }
+  EXPECT_TRUE(found);
+  auto page = wait_for<HistoryPage>([&](auto cb) { api.history(*group, 0, 100, std::move(cb)); });
+  ASSERT_TRUE(page.ok());
+  ASSERT_FALSE(page->messages.empty());
+  EXPECT_EQ(page->messages.back().body, "hi team");
+  EXPECT_EQ(page->messages.back().seq, s->seq);
+  // Membership changes are messages too, so the acting device got them.
+  EXPECT_TRUE(eventually([&] {
+    std::lock_guard l(ai.mu);
+    return ai.messages.size() >= 3;
+  }));
+  // The removed member is refused from then on.
+  auto refused = wait_for<HistoryPage>([&](auto cb) { api_for(carol).history(*group, s->seq - 1, 10, std::move(cb)); });
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, ErrorCode::kForbidden);
+}
+
+TEST_F(ClientIntegration, DeviceLinkWithAOneTimeCode) {
+  const Credentials alice = register_user("alice");
+  const Credentials bob = register_user("bob");
+  auto code = wait_for<LinkCode>([&](auto cb) { api_for(alice).create_link_code(std::move(cb)); });
+  if (!code.ok() && (code.error().code == ErrorCode::kNotFound || code.error().code == ErrorCode::kMalformed))
+    GTEST_SKIP() << "ternd has no POST /v1/devices/link-codes yet";
+  ASSERT_TRUE(code.ok()) << code.error().message;
+  Api anon(io_.context(), url_);
+  auto linked = wait_for<Credentials>([&](auto cb) { anon.link_device("alice", code->code, std::move(cb)); });
+  ASSERT_TRUE(linked.ok()) << linked.error().message;
+  EXPECT_EQ(linked->user, "alice");
+  EXPECT_NE(linked->device, alice.device);
+  auto again = wait_for<Credentials>([&](auto cb) { anon.link_device("alice", code->code, std::move(cb)); });
+  EXPECT_FALSE(again.ok()) << "a link code is single use";
+
+  // The new device receives alice's conversations.
+  auto conv = wait_for<std::string>([&](auto cb) { api_for(bob).create_direct("alice", std::move(cb)); });
+  ASSERT_TRUE(conv.ok());
+  Inbox a2, bi;
+  auto c2 = Client::create(options(*linked), a2.events());
+  auto b = Client::create(options(bob), bi.events());
+  ASSERT_TRUE(c2.ok() && b.ok());
+  (*c2)->start();
+  (*b)->start();
+  ASSERT_TRUE((*b)->send(*conv, "to both devices").ok());
+  EXPECT_TRUE(eventually([&] { return a2.count_from("bob") == 1; }));
+}
+
+TEST_F(ClientIntegration, ARefusedTokenStopsTheClient) {
+  Inbox in;
+  Options o = options(Credentials{"mallory", 1, "not-a-token"});
+  auto c = Client::create(o, in.events());
+  ASSERT_TRUE(c.ok());
+  (*c)->start();
+  ASSERT_TRUE(eventually([&] { return in.state == ConnectionState::kStopped; }));
+  std::lock_guard l(in.mu);
+  ASSERT_TRUE(in.last_error.has_value());
+  EXPECT_EQ(in.last_error->code, ErrorCode::kUnauthorized);
+}
+
+}  // namespace
+}  // namespace tern::client

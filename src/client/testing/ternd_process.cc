@@ -1,0 +1,109 @@
+#include "client/testing/ternd_process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+#include <vector>
+
+namespace tern::client::testing {
+namespace fs = std::filesystem;
+
+std::string find_ternd() {
+  std::vector<fs::path> candidates;
+  if (const char* d = std::getenv("TERN_BIN_DIR"); d && *d) candidates.emplace_back(fs::path(d) / "ternd");
+  candidates.emplace_back("build/bin/ternd");
+  candidates.emplace_back(fs::path(__FILE__).parent_path().parent_path().parent_path().parent_path() / "build/bin/ternd");
+  for (const auto& p : candidates) {
+    std::error_code ec;
+    if (fs::is_regular_file(p, ec) && ::access(p.c_str(), X_OK) == 0) return fs::absolute(p).string();
+  }
+  return {};
+}
+
+std::string make_temp_dir(const std::string& prefix) {
+  std::string tmpl = (fs::temp_directory_path() / (prefix + "-XXXXXX")).string();
+  if (!::mkdtemp(tmpl.data())) return {};
+  return tmpl;
+}
+
+TerndProcess::TerndProcess(std::string binary, std::string data_dir)
+    : binary_(std::move(binary)), data_dir_(std::move(data_dir)) {}
+
+TerndProcess::~TerndProcess() { stop(); }
+
+Result<void> TerndProcess::start(uint16_t port) {
+  if (pid_ > 0) return make_error(ErrorCode::kInternal, "already running");
+  if (port == 0) port = port_;
+  const std::string out_path = data_dir_ + ".stdout";
+  const std::string err_path = data_dir_ + ".stderr";
+  // A restart right after SIGKILL can meet the old socket for a moment: a few tries.
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    const std::string listen = "127.0.0.1:" + std::to_string(port);
+    pid_t pid = ::fork();
+    if (pid < 0) return make_error(ErrorCode::kInternal, "fork failed");
+    if (pid == 0) {
+      int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+      if (out >= 0) ::dup2(out, 1);
+      if (err >= 0) ::dup2(err, 2);
+      ::execl(binary_.c_str(), binary_.c_str(), "--listen", listen.c_str(), "--data", data_dir_.c_str(),
+              "--durability", "sync", "--log-level", "warn", static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    pid_ = pid;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        break;  // exited (port still busy?): try again
+      }
+      std::ifstream in(out_path);
+      std::string line;
+      if (std::getline(in, line) && line.rfind("listening ", 0) == 0 && !in.eof()) {
+        const auto colon = line.rfind(':');
+        port_ = static_cast<uint16_t>(std::stoi(line.substr(colon + 1)));
+        return {};
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (pid_ > 0) {
+      kill9();
+      return make_error(ErrorCode::kInternal, "ternd did not report its address in time");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  return make_error(ErrorCode::kInternal, "ternd exited at start repeatedly (see " + err_path + ")");
+}
+
+void TerndProcess::kill9() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+void TerndProcess::stop() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGTERM);
+  for (int i = 0; i < 500; ++i) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  kill9();
+}
+
+}  // namespace tern::client::testing

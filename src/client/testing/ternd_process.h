@@ -1,0 +1,44 @@
+// Test support: a real `ternd` child process on 127.0.0.1, started on port 0 (or a given
+// port, to restart on the same address), SIGKILLed and restarted on the same data
+// directory. Finds the binary through $TERN_BIN_DIR (set by ctest), else build/bin.
+// Not part of the SDK. Not thread-safe: one test thread drives it.
+#pragma once
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+#include "base/result.h"
+
+namespace tern::client::testing {
+
+// Path of the ternd binary, or empty if there is none.
+std::string find_ternd();
+// A fresh directory under the system temp dir (removed by the caller if wanted).
+std::string make_temp_dir(const std::string& prefix);
+
+class TerndProcess {
+ public:
+  TerndProcess(std::string binary, std::string data_dir);
+  ~TerndProcess();
+  TerndProcess(const TerndProcess&) = delete;
+  TerndProcess& operator=(const TerndProcess&) = delete;
+
+  // Starts and waits (at most 20 s) for "listening 127.0.0.1:PORT". port 0 picks one the
+  // first time; later starts reuse the port found then.
+  Result<void> start(uint16_t port = 0);
+  void kill9();  // SIGKILL and reap
+  void stop();   // SIGTERM, then SIGKILL after 5 s
+  bool running() const { return pid_ > 0; }
+  uint16_t port() const { return port_; }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  const std::string& data_dir() const { return data_dir_; }
+
+ private:
+  std::string binary_;
+  std::string data_dir_;
+  pid_t pid_ = -1;
+  uint16_t port_ = 0;
+};
+
+}  // namespace tern::client::testing
