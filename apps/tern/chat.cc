@@ -1,0 +1,432 @@
+#include "chat.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <ctime>
+#include <deque>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <set>
+
+#include "base/clock.h"
+#include "client/blocking.h"
+#include "client/client.h"
+#include "terminal.h"
+
+namespace tern::cli {
+namespace {
+using namespace std::chrono_literals;
+
+constexpr size_t kMaxLines = 1000;          // transcript kept in memory (oldest dropped)
+constexpr int64_t kTypingShownMs = 6'000;   // a typing indicator without news fades
+constexpr int64_t kTypingIdleMs = 4'000;    // our own: "stopped typing" after this idle
+constexpr int64_t kTypingRefreshMs = 3'000; // our own: repeat "typing" while typing
+
+std::atomic<bool> g_quit{false};
+void on_signal(int) { g_quit = true; }
+
+std::string hhmm(int64_t ms) {
+  std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%H:%M", &tm);
+  return buf;
+}
+
+struct Line {
+  Seq seq = 0;
+  std::string sender;
+  int64_t ts = 0;
+  std::string text;  // already printable
+  bool own = false;
+  std::string client_msg_id;
+  bool confirmed = false;
+  std::string failed;   // why the server refused it
+  std::string elsewhere;  // another conversation's id (a notice line)
+};
+
+// Everything on screen. Both the io thread (events) and the main thread (keys) change it;
+// one mutex guards it and the terminal output.
+class Screen {
+ public:
+  Screen(std::string self, Target target, bool tty) : self_(std::move(self)), t_(std::move(target)), tty_(tty) {}
+
+  void add_history(const std::vector<client::Message>& msgs) {
+    std::lock_guard l(mu_);
+    for (const auto& m : msgs) add_message_locked(m);
+    draw_locked();
+  }
+  // Returns true when the message is new for this conversation (the caller marks it read).
+  bool on_message(const client::Message& m) {
+    std::lock_guard l(mu_);
+    bool fresh = false;
+    if (m.conversation_id == t_.conversation_id) {
+      fresh = add_message_locked(m);
+      typing_until_.erase(m.sender);
+    } else {
+      Line ln;
+      ln.seq = m.seq;
+      ln.sender = printable(m.sender);
+      ln.ts = m.ts;
+      ln.text = m.system_json ? "* membership changed" : printable(m.body);
+      ln.elsewhere = m.conversation_id;
+      push_locked(std::move(ln));
+    }
+    draw_locked();
+    return fresh;
+  }
+  void add_own(const std::string& client_msg_id, const std::string& text) {
+    std::lock_guard l(mu_);
+    Line ln;
+    ln.sender = self_;
+    ln.ts = now_ms();
+    ln.text = printable(text);
+    ln.own = true;
+    ln.client_msg_id = client_msg_id;
+    push_locked(std::move(ln));
+    draw_locked();
+  }
+  void on_sent(const client::SendResult& r) {
+    std::lock_guard l(mu_);
+    for (auto& ln : lines_)
+      if (ln.own && ln.client_msg_id == r.client_msg_id) {
+        ln.confirmed = true;
+        ln.seq = r.seq;
+        ln.ts = r.ts;
+        shown_.insert(r.seq);
+      }
+    draw_locked();
+  }
+  void on_send_failed(const std::string& id, const Error& e) {
+    std::lock_guard l(mu_);
+    for (auto& ln : lines_)
+      if (ln.own && ln.client_msg_id == id) ln.failed = std::string(code_name(e.code));
+    draw_locked();
+  }
+  void on_receipt(const client::Receipt& r) {
+    if (r.conversation_id != t_.conversation_id || r.user == self_) return;
+    std::lock_guard l(mu_);
+    auto& m = r.status == client::ReceiptStatus::kRead ? read_by_ : delivered_by_;
+    m[r.user] = std::max(m[r.user], r.seq);
+    if (r.status == client::ReceiptStatus::kRead) delivered_by_[r.user] = std::max(delivered_by_[r.user], r.seq);
+    if (!tty_) std::cout << "* " << (r.status == client::ReceiptStatus::kRead ? "read" : "delivered") << " by "
+                         << printable(r.user) << " up to " << r.seq << std::endl;
+    draw_locked();
+  }
+  void on_typing(const client::Typing& t) {
+    if (t.conversation_id != t_.conversation_id || t.user == self_) return;
+    std::lock_guard l(mu_);
+    if (t.active) typing_until_[t.user] = now_ms() + kTypingShownMs;
+    else typing_until_.erase(t.user);
+    if (!tty_ && t.active) std::cout << "* " << printable(t.user) << " is typing" << std::endl;
+    draw_locked();
+  }
+  void on_presence(const client::Presence& p) {
+    std::lock_guard l(mu_);
+    presence_[p.user] = p;
+    if (!tty_) std::cout << "* " << printable(p.user) << (p.online ? " online" : " offline") << std::endl;
+    draw_locked();
+  }
+  void on_state(client::ConnectionState s, const Error* e) {
+    std::lock_guard l(mu_);
+    switch (s) {
+      case client::ConnectionState::kSynced: state_ = "online"; break;
+      case client::ConnectionState::kConnected: state_ = "syncing…"; break;
+      case client::ConnectionState::kConnecting: state_ = "connecting…"; break;
+      case client::ConnectionState::kDisconnected: state_ = "offline, retrying"; break;
+      case client::ConnectionState::kStopped: state_ = "stopped" + (e ? ": " + e->message : std::string()); break;
+    }
+    if (!tty_) std::cout << "* " << state_ << std::endl;
+    draw_locked();
+  }
+  void set_input(const std::string& input) {
+    std::lock_guard l(mu_);
+    input_ = input;
+    draw_locked();
+  }
+  // Fades stale typing indicators; redraws when something changed.
+  void tick() {
+    std::lock_guard l(mu_);
+    const int64_t now = now_ms();
+    bool changed = false;
+    for (auto it = typing_until_.begin(); it != typing_until_.end();) {
+      if (it->second < now) {
+        it = typing_until_.erase(it);
+        changed = true;
+      } else {
+        ++it;
+      }
+    }
+    if (changed) draw_locked();
+  }
+  void redraw() {
+    std::lock_guard l(mu_);
+    draw_locked();
+  }
+
+ private:
+  bool add_message_locked(const client::Message& m) {
+    if (!shown_.insert(m.seq).second) return false;
+    Line ln;
+    ln.seq = m.seq;
+    ln.sender = printable(m.sender);
+    ln.ts = m.ts;
+    ln.own = m.sender == self_;
+    ln.confirmed = true;
+    ln.text = m.system_json ? "* " + printable(*m.system_json) : printable(m.body);
+    if (m.reply_to) ln.text = "↪" + std::to_string(*m.reply_to) + " " + ln.text;
+    // Keep the transcript in seq order (history and live may interleave at the seam).
+    auto pos = lines_.end();
+    while (pos != lines_.begin() && std::prev(pos)->seq > m.seq && std::prev(pos)->elsewhere.empty() &&
+           std::prev(pos)->confirmed)
+      --pos;
+    if (!tty_) print_line(ln);
+    lines_.insert(pos, std::move(ln));
+    if (lines_.size() > kMaxLines) lines_.pop_front();
+    return !m.system_json && m.sender != self_;
+  }
+  void push_locked(Line ln) {
+    if (!tty_) print_line(ln);
+    lines_.push_back(std::move(ln));
+    if (lines_.size() > kMaxLines) lines_.pop_front();
+  }
+  std::string mark(const Line& ln) const {
+    if (!ln.failed.empty()) return "✗ " + ln.failed;
+    if (!ln.confirmed) return "…";
+    for (const auto& [u, s] : read_by_)
+      if (s >= ln.seq) return "✓✓ read";
+    for (const auto& [u, s] : delivered_by_)
+      if (s >= ln.seq) return "✓✓";
+    return "✓";
+  }
+  std::string format(const Line& ln, size_t cols) const {
+    std::string prefix = hhmm(ln.ts) + " ";
+    if (!ln.elsewhere.empty()) prefix += "[" + clip(printable(ln.elsewhere), 16) + "] ";
+    prefix += (ln.own ? std::string("you") : ln.sender) + ": ";
+    const std::string suffix = ln.own ? "  " + mark(ln) : "";
+    const size_t used = width(prefix) + width(suffix) + 1;
+    const size_t room = cols > used ? cols - used : 1;
+    std::string text = width(ln.text) > room ? clip(ln.text, room > 1 ? room - 1 : 0) + "…" : ln.text;
+    return prefix + text + suffix;
+  }
+  void print_line(const Line& ln) const { std::cout << format(ln, 10'000) << std::endl; }
+
+  void draw_locked() {
+    if (!tty_) return;
+    const WindowSize ws = window_size(1);
+    const size_t cols = static_cast<size_t>(std::max(ws.cols, 20));
+    const int body_rows = std::max(ws.rows - 5, 1);
+    std::string out = "\x1b[?25l\x1b[H\x1b[2J";
+    out += clip("tern · " + (t_.type == "group" ? "group " : std::string("chat with ")) + printable(t_.title) +
+                    " · [" + state_ + "]",
+                cols - 1) +
+           "\r\n";
+    std::string pres;
+    for (const auto& u : t_.others) {
+      auto it = presence_.find(u);
+      pres += (pres.empty() ? "" : "   ") + printable(u) + ": ";
+      if (it == presence_.end()) pres += "?";
+      else if (it->second.online) pres += "online";
+      else pres += "last seen " + (it->second.last_seen ? hhmm(it->second.last_seen) : std::string("never"));
+    }
+    out += clip(pres, cols - 1) + "\r\n";
+    for (size_t i = 0; i + 1 < cols && i < 60; ++i) out += "─";
+    out += "\r\n";
+    const size_t n = lines_.size();
+    const size_t first = n > static_cast<size_t>(body_rows) ? n - body_rows : 0;
+    for (int r = 0; r < body_rows - static_cast<int>(n - first); ++r) out += "\r\n";
+    for (size_t i = first; i < n; ++i) out += format(lines_[i], cols) + "\r\n";
+    std::string typing;
+    for (const auto& [u, until] : typing_until_) typing += (typing.empty() ? "" : ", ") + printable(u);
+    if (!typing.empty()) typing += typing_until_.size() > 1 ? " are typing…" : " is typing…";
+    out += clip(typing, cols - 1) + "\r\n";
+    const size_t in_w = width(input_);
+    const size_t room = cols > 4 ? cols - 4 : 1;
+    std::string shown = input_;
+    if (in_w > room) {  // show the tail of a long input
+      size_t skip = in_w - room;
+      size_t i = 0;
+      while (skip > 0 && i < shown.size()) {
+        ++i;
+        while (i < shown.size() && (static_cast<unsigned char>(shown[i]) & 0xc0) == 0x80) ++i;
+        --skip;
+      }
+      shown = shown.substr(i);
+    }
+    out += "> " + shown + "\x1b[?25h";
+    (void)!::write(1, out.data(), out.size());
+  }
+
+  std::mutex mu_;
+  const std::string self_;
+  const Target t_;
+  const bool tty_;
+  std::deque<Line> lines_;
+  std::set<Seq> shown_;  // seqs of this conversation on screen (history/live seam)
+  std::map<std::string, Seq> delivered_by_, read_by_;
+  std::map<std::string, int64_t> typing_until_;
+  std::map<std::string, client::Presence> presence_;
+  std::string state_ = "connecting…";
+  std::string input_;
+};
+
+}  // namespace
+
+int cmd_chat(const Global& g, const std::string& target, size_t history) {
+  auto p = require_profile(g);
+  if (!p) return fail(g, p.error());
+  auto db = state_db_path();
+  if (!db) return fail(g, db.error());
+  const bool tty = ::isatty(0) && ::isatty(1);
+
+  client::Options o;
+  o.server = p->server;
+  o.credentials = p->credentials;
+  o.store_path = *db;
+  o.reconnect = {250, 5'000, 0};  // a person is waiting: retry often
+
+  // The Screen exists before the Client (its events need it) and outlives it.
+  std::unique_ptr<Screen> screen;
+  std::unique_ptr<client::Client> c;
+  std::string conv;
+  client::Events ev;
+  ev.on_message = [&](const client::Message& m) {
+    if (screen && screen->on_message(m)) c->mark_read(m.conversation_id, m.seq);
+  };
+  ev.on_sent = [&](const client::SendResult& r) { if (screen) screen->on_sent(r); };
+  ev.on_send_failed = [&](const std::string& id, const Error& e) { if (screen) screen->on_send_failed(id, e); };
+  ev.on_receipt = [&](const client::Receipt& r) { if (screen) screen->on_receipt(r); };
+  ev.on_typing = [&](const client::Typing& t) { if (screen) screen->on_typing(t); };
+  ev.on_presence = [&](const client::Presence& pr) { if (screen) screen->on_presence(pr); };
+  ev.on_state = [&](client::ConnectionState s, const Error* e) { if (screen) screen->on_state(s, e); };
+  auto created = client::Client::create(o, std::move(ev));
+  if (!created) return fail(g, created.error());
+  c = std::move(*created);
+
+  auto t = resolve_target(c->api(), p->credentials.user, target);
+  if (!t) return fail(g, t.error());
+  conv = t->conversation_id;
+  auto page = client::wait_for<client::HistoryPage>([&](auto cb) {
+    c->api().history(conv, t->head > history ? t->head - history : 0, std::max<size_t>(history, 1), std::move(cb));
+  });
+
+  struct sigaction sa{};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGHUP, &sa, nullptr);
+
+  RawMode raw(0);
+  // Created after the history call so events during start-up have somewhere to go; the
+  // io thread only reads `screen` once start() runs (below), which orders the write.
+  screen = std::make_unique<Screen>(p->credentials.user, *t, tty && raw.active());
+  if (page) {
+    screen->add_history(page->messages);
+    Seq last_other = 0;
+    for (const auto& m : page->messages)
+      if (m.sender != p->credentials.user) last_other = std::max(last_other, m.seq);
+    if (last_other) c->mark_read(conv, last_other);
+  }
+  if (!t->others.empty()) c->subscribe_presence(t->others);
+  c->start();
+  if (!tty || !raw.active())
+    std::cout << "* chat with " << printable(t->title) << " (" << conv << "); E2E encryption is not on yet; /quit leaves"
+              << std::endl;
+
+  std::string input, pending_line;
+  bool typing = false;
+  int64_t last_key = 0, last_typing_sent = 0;
+  auto submit = [&](std::string line) {
+    if (line == "/quit" || line == "/q") {
+      g_quit = true;
+      return;
+    }
+    if (line.empty()) return;
+    auto id = c->send(conv, line);
+    if (!id) {
+      if (!tty) std::cerr << "tern: " << id.error().message << "\n";
+      return;
+    }
+    screen->add_own(*id, line);
+    if (typing) {
+      c->set_typing(conv, false);
+      typing = false;
+    }
+  };
+
+  while (!g_quit) {
+    pollfd pfd{0, POLLIN, 0};
+    const int r = ::poll(&pfd, 1, 200);
+    if (r < 0 && errno != EINTR) break;
+    if (r > 0 && (pfd.revents & (POLLIN | POLLHUP))) {
+      char buf[512];
+      const ssize_t n = ::read(0, buf, sizeof buf);
+      if (n <= 0) {
+        if (!pending_line.empty()) submit(pending_line);
+        break;  // end of input
+      }
+      if (!raw.active()) {
+        pending_line.append(buf, static_cast<size_t>(n));
+        size_t nl;
+        while ((nl = pending_line.find('\n')) != std::string::npos) {
+          std::string line = pending_line.substr(0, nl);
+          if (!line.empty() && line.back() == '\r') line.pop_back();
+          pending_line.erase(0, nl + 1);
+          submit(line);
+        }
+        if (pending_line.size() > 64 * 1024) pending_line.clear();  // bounded: no line is that long
+        continue;
+      }
+      for (ssize_t i = 0; i < n; ++i) {
+        const unsigned char ch = static_cast<unsigned char>(buf[i]);
+        if (ch == '\r' || ch == '\n') {
+          submit(input);
+          input.clear();
+        } else if (ch == 0x03 || (ch == 0x04 && input.empty())) {
+          g_quit = true;
+        } else if (ch == 0x7f || ch == 0x08) {
+          pop_code_point(input);
+        } else if (ch == 0x15) {
+          input.clear();
+        } else if (ch == 0x1b) {
+          // An escape sequence (arrows, function keys): skip "ESC [ params final".
+          if (i + 1 < n && (buf[i + 1] == '[' || buf[i + 1] == 'O')) {
+            i += 2;
+            while (i < n && !(buf[i] >= 0x40 && buf[i] <= 0x7e)) ++i;
+          }
+        } else if (ch >= 0x20 && input.size() < 16 * 1024) {
+          input.push_back(static_cast<char>(ch));
+          last_key = now_ms();
+        }
+        if (g_quit) break;
+      }
+      screen->set_input(input);
+    }
+    const int64_t now = now_ms();
+    if (!input.empty() && last_key && now - last_key < kTypingIdleMs && (!typing || now - last_typing_sent > kTypingRefreshMs)) {
+      c->set_typing(conv, true);
+      typing = true;
+      last_typing_sent = now;
+    } else if (typing && (input.empty() || now - last_key >= kTypingIdleMs)) {
+      c->set_typing(conv, false);
+      typing = false;
+    }
+    screen->tick();
+  }
+  if (typing) c->set_typing(conv, false);
+  c->stop();
+  if (raw.active()) {
+    const std::string reset = "\x1b[?25h\r\n";
+    (void)!::write(1, reset.data(), reset.size());
+  }
+  return 0;
+}
+
+}  // namespace tern::cli

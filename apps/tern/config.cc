@@ -1,0 +1,98 @@
+#include "config.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include <boost/json.hpp>
+
+namespace tern::cli {
+namespace json = boost::json;
+
+namespace {
+
+Result<void> ensure_dir(const std::string& path, mode_t mode) {
+  if (::mkdir(path.c_str(), mode) == 0) return {};
+  if (errno != EEXIST) return make_error(ErrorCode::kInternal, "cannot create " + path + ": " + std::strerror(errno));
+  return {};
+}
+
+}  // namespace
+
+Result<std::string> config_dir() {
+  std::string base;
+  if (const char* x = std::getenv("XDG_CONFIG_HOME"); x && *x == '/') {
+    base = x;
+  } else if (const char* h = std::getenv("HOME"); h && *h) {
+    base = std::string(h) + "/.config";
+  } else {
+    return make_error(ErrorCode::kInternal, "neither XDG_CONFIG_HOME nor HOME is set");
+  }
+  if (auto r = ensure_dir(base, 0700); !r) return r.error();
+  const std::string dir = base + "/tern";
+  if (auto r = ensure_dir(dir, 0700); !r) return r.error();
+  ::chmod(dir.c_str(), 0700);  // tighten a directory created by someone else's umask
+  return dir;
+}
+
+Result<std::optional<Profile>> load_profile() {
+  auto dir = config_dir();
+  if (!dir) return dir.error();
+  std::ifstream in(*dir + "/credentials.json");
+  if (!in) return std::optional<Profile>();
+  std::stringstream ss;
+  ss << in.rdbuf();
+  boost::system::error_code ec;
+  json::value v = json::parse(ss.str(), ec);
+  if (ec || !v.is_object()) return make_error(ErrorCode::kMalformed, *dir + "/credentials.json is not valid JSON");
+  const auto& o = v.as_object();
+  Profile p;
+  auto s = [&](const char* k) {
+    const auto* f = o.if_contains(k);
+    return f && f->is_string() ? std::string(f->as_string()) : std::string();
+  };
+  p.server = s("server");
+  p.credentials.user = s("user");
+  p.credentials.token = s("token");
+  if (const auto* d = o.if_contains("device"); d && d->is_int64()) p.credentials.device = static_cast<uint32_t>(d->as_int64());
+  else if (d && d->is_uint64()) p.credentials.device = static_cast<uint32_t>(d->as_uint64());
+  if (p.credentials.user.empty() || p.credentials.token.empty() || p.credentials.device == 0)
+    return make_error(ErrorCode::kMalformed, *dir + "/credentials.json lacks user, device or token");
+  return std::optional<Profile>(std::move(p));
+}
+
+Result<void> save_profile(const Profile& p) {
+  auto dir = config_dir();
+  if (!dir) return dir.error();
+  json::object o{{"server", p.server},
+                 {"user", p.credentials.user},
+                 {"device", p.credentials.device},
+                 {"token", p.credentials.token}};
+  const std::string text = json::serialize(o) + "\n";
+  const std::string tmp = *dir + "/credentials.json.tmp";
+  const std::string final_path = *dir + "/credentials.json";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return make_error(ErrorCode::kInternal, "cannot write " + tmp + ": " + std::strerror(errno));
+  ::fchmod(fd, 0600);
+  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), final_path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return make_error(ErrorCode::kInternal, "cannot write " + final_path);
+  }
+  return {};
+}
+
+Result<std::string> state_db_path() {
+  auto dir = config_dir();
+  if (!dir) return dir.error();
+  return *dir + "/state.sqlite";
+}
+
+}  // namespace tern::cli

@@ -1,0 +1,28 @@
+// The CLI's settings and credentials under the XDG config directory:
+// $XDG_CONFIG_HOME/tern (default ~/.config/tern), directory mode 0700, files 0600.
+//   credentials.json  {"server":"http://…","user":"alice","device":1,"token":"…"}
+//   state.sqlite      the SDK's outbox and cursors (so `tern send` and `tern chat` lose
+//                     nothing across runs)
+// Not thread-safe; used from the CLI's main thread.
+#pragma once
+#include <optional>
+#include <string>
+
+#include "base/result.h"
+#include "client/types.h"
+
+namespace tern::cli {
+
+struct Profile {
+  std::string server;
+  client::Credentials credentials;
+};
+
+// The directory, created (0700) if missing.
+Result<std::string> config_dir();
+Result<std::optional<Profile>> load_profile();
+// Written to a temporary file (0600) and renamed over the old one.
+Result<void> save_profile(const Profile& profile);
+Result<std::string> state_db_path();
+
+}  // namespace tern::cli
