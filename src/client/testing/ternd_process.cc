@@ -16,11 +16,13 @@
 namespace tern::client::testing {
 namespace fs = std::filesystem;
 
-std::string find_ternd() {
+std::string find_ternd() { return find_binary("ternd"); }
+
+std::string find_binary(const std::string& name) {
   std::vector<fs::path> candidates;
-  if (const char* d = std::getenv("TERN_BIN_DIR"); d && *d) candidates.emplace_back(fs::path(d) / "ternd");
-  candidates.emplace_back("build/bin/ternd");
-  candidates.emplace_back(fs::path(__FILE__).parent_path().parent_path().parent_path().parent_path() / "build/bin/ternd");
+  if (const char* d = std::getenv("TERN_BIN_DIR"); d && *d) candidates.emplace_back(fs::path(d) / name);
+  candidates.emplace_back(fs::path("build/bin") / name);
+  candidates.emplace_back(fs::path(__FILE__).parent_path().parent_path().parent_path().parent_path() / "build/bin" / name);
   for (const auto& p : candidates) {
     std::error_code ec;
     if (fs::is_regular_file(p, ec) && ::access(p.c_str(), X_OK) == 0) return fs::absolute(p).string();

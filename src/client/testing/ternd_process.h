@@ -12,7 +12,9 @@
 
 namespace tern::client::testing {
 
-// Path of the ternd binary, or empty if there is none.
+// Path of a binary built by the project ($TERN_BIN_DIR, then build/bin), or empty.
+std::string find_binary(const std::string& name);
+// find_binary("ternd").
 std::string find_ternd();
 // A fresh directory under the system temp dir (removed by the caller if wanted).
 std::string make_temp_dir(const std::string& prefix);
