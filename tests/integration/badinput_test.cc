@@ -15,7 +15,7 @@ std::string nested(int depth) {
   return s + "}";
 }
 
-class BadInput : public ServerTest {
+class TerndBadInput : public ServerTest {
  protected:
   void SetUp() override {
     ASSERT_NO_FATAL_FAILURE(start_server({"--send-rate", "100000", "--send-burst", "100000"}));
@@ -84,7 +84,7 @@ class BadInput : public ServerTest {
   std::vector<Seq> good_seqs_;
 };
 
-TEST_F(BadInput, MalformedJson) {
+TEST_F(TerndBadInput, MalformedJson) {
   expect_error_frame("not json", "hello there", "malformed");
   expect_error_frame("truncated", R"({"type":"send","client_msg_id":)", "malformed");
   expect_error_frame("array", "[1,2,3]", "malformed");
@@ -94,7 +94,7 @@ TEST_F(BadInput, MalformedJson) {
   expect_error_frame("trailing garbage", R"({"type":"typing"} junk)", "malformed");
 }
 
-TEST_F(BadInput, WrongTypes) {
+TEST_F(TerndBadInput, WrongTypes) {
   expect_error_frame("type is a number", R"({"type":5})", "malformed");
   auto f = send_frame("wt-1");
   f["body"] = 5;
@@ -125,7 +125,7 @@ TEST_F(BadInput, WrongTypes) {
   expect_error_frame("presence users not array", R"({"type":"presence_subscribe","users":"bob"})", "malformed");
 }
 
-TEST_F(BadInput, InvalidValues) {
+TEST_F(TerndBadInput, InvalidValues) {
   f_ = send_frame("");
   expect_error_frame("empty client_msg_id", json::serialize(f_), "invalid_argument");
   f_ = send_frame(std::string(65, 'c'));
@@ -141,7 +141,7 @@ TEST_F(BadInput, InvalidValues) {
                      "invalid_argument");
 }
 
-TEST_F(BadInput, UnknownTypeAndUnknownFields) {
+TEST_F(TerndBadInput, UnknownTypeAndUnknownFields) {
   expect_error_frame("unknown type", R"({"type":"frobnicate","conversation_id":"x"})", "unknown_type");
   expect_error_frame("empty type", R"({"type":""})", "unknown_type");
   // Unknown fields are ignored.
@@ -154,7 +154,7 @@ TEST_F(BadInput, UnknownTypeAndUnknownFields) {
   EXPECT_EQ(type_of(*a), "sent") << dump(*a);
 }
 
-TEST_F(BadInput, InvalidBase64) {
+TEST_F(TerndBadInput, InvalidBase64) {
   for (const char* bad : {"!!!notbase64", "aGk", "aGk=aGk=", "a", "aG=k", "aGk==="}) {
     auto f = send_frame(std::string("b64-") + bad);
     f["body"] = bad;
@@ -166,12 +166,12 @@ TEST_F(BadInput, InvalidBase64) {
   expect_error_frame("bodies entry", json::serialize(f), "malformed", "b64-bodies");
 }
 
-TEST_F(BadInput, DeepNesting) {
+TEST_F(TerndBadInput, DeepNesting) {
   expect_error_frame("nesting 100", nested(100), "malformed");
   expect_error_frame("nesting 50000", nested(50000), "malformed");
 }
 
-TEST_F(BadInput, UnknownConversationAndNonMember) {
+TEST_F(TerndBadInput, UnknownConversationAndNonMember) {
   auto f = send_frame("nc-1");
   f["conversation_id"] = "no-such-conversation";
   expect_error_frame("unknown conversation", json::serialize(f), "not_found", "nc-1");
@@ -202,7 +202,7 @@ TEST_F(BadInput, UnknownConversationAndNonMember) {
   EXPECT_EQ(unknown.error_code(), "not_found") << unknown.body;
 }
 
-TEST_F(BadInput, OversizeFrameAndBinaryFrame) {
+TEST_F(TerndBadInput, OversizeFrameAndBinaryFrame) {
   // Over the default 256 KiB frame limit: an error or a close of this connection only.
   auto f = send_frame("huge");
   f["pad"] = std::string(300 * 1024, 'p');
@@ -227,7 +227,7 @@ TEST_F(BadInput, OversizeFrameAndBinaryFrame) {
   expect_healthy("binary frame");
 }
 
-TEST_F(BadInput, BadTokenOnWebSocketIsRefusedBeforeUpgrade) {
+TEST_F(TerndBadInput, BadTokenOnWebSocketIsRefusedBeforeUpgrade) {
   WsClient ws;
   EXPECT_EQ(ws.connect_ws(port(), "junk-token"), 401);
   WsOptions q;
@@ -244,7 +244,7 @@ TEST_F(BadInput, BadTokenOnWebSocketIsRefusedBeforeUpgrade) {
   expect_healthy("bad ws tokens");
 }
 
-TEST_F(BadInput, BadTokenOnHttpIs401) {
+TEST_F(TerndBadInput, BadTokenOnHttpIs401) {
   for (const std::string& tok : {std::string("junk"), std::string("")}) {
     auto r = http_request(port(), "GET", "/v1/conversations", std::nullopt, tok);
     EXPECT_EQ(r.status, 401) << "token '" << tok << "': " << r.body;
@@ -265,7 +265,7 @@ TEST_F(BadInput, BadTokenOnHttpIs401) {
   expect_healthy("bad http tokens");
 }
 
-TEST_F(BadInput, HttpBadBodies) {
+TEST_F(TerndBadInput, HttpBadBodies) {
   auto check = [&](const std::string& name, const HttpResult& r, int status, const std::string& code) {
     EXPECT_EQ(r.status, status) << name << ": " << r.body;
     EXPECT_EQ(r.error_code(), code) << name << ": " << r.body;

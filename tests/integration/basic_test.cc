@@ -7,17 +7,17 @@
 namespace tern::test {
 namespace {
 
-class Basic : public ServerTest {
+class TerndBasic : public ServerTest {
  protected:
   void SetUp() override { ASSERT_NO_FATAL_FAILURE(start_server()); }
 };
 
-TEST_F(Basic, HealthzIs200) {
+TEST_F(TerndBasic, HealthzIs200) {
   auto r = api().healthz();
   EXPECT_EQ(r.status, 200) << r.body;
 }
 
-TEST_F(Basic, RegisterReturns201ThenDuplicateIs409) {
+TEST_F(TerndBasic, RegisterReturns201ThenDuplicateIs409) {
   auto r = api().register_user("alice");
   ASSERT_EQ(r.status, 201) << r.body;
   EXPECT_EQ(jstr(r.obj(), "user"), "alice");
@@ -35,7 +35,7 @@ TEST_F(Basic, RegisterReturns201ThenDuplicateIs409) {
   EXPECT_NE(jstr(b.obj(), "token"), jstr(r.obj(), "token"));
 }
 
-TEST_F(Basic, RegisterRejectsInvalidUserIds) {
+TEST_F(TerndBasic, RegisterRejectsInvalidUserIds) {
   for (std::string bad : {std::string("Alice"), std::string(""), std::string("a b"), std::string(65, 'a'),
                           std::string("al/ice"), std::string("\xc3\xbc"), std::string("bob:1"), std::string("a\"b")}) {
     auto r = api().register_user(bad);
@@ -55,7 +55,7 @@ TEST_F(Basic, RegisterRejectsInvalidUserIds) {
   EXPECT_EQ(api().register_user("x").status, 201);
 }
 
-TEST_F(Basic, LinkDeviceGivesNewDeviceAndToken) {
+TEST_F(TerndBasic, LinkDeviceGivesNewDeviceAndToken) {
   Account a1 = api().must_register("alice");
   Account a2 = api().must_link(a1);
   EXPECT_EQ(a2.user, "alice");
@@ -83,7 +83,7 @@ TEST_F(Basic, LinkDeviceGivesNewDeviceAndToken) {
   EXPECT_EQ(bogus.error_code(), "unauthorized") << bogus.body;
 }
 
-TEST_F(Basic, WebSocketAcceptsHeaderAndQueryToken) {
+TEST_F(TerndBasic, WebSocketAcceptsHeaderAndQueryToken) {
   Account a = api().must_register("alice");
   Device h(a);
   EXPECT_EQ(h.connect(port()), 101);
@@ -95,7 +95,7 @@ TEST_F(Basic, WebSocketAcceptsHeaderAndQueryToken) {
   EXPECT_TRUE(q.until_synced().has_value());
 }
 
-TEST_F(Basic, DirectConversationIdIsStable) {
+TEST_F(TerndBasic, DirectConversationIdIsStable) {
   Account a = api().must_register("alice");
   Account b = api().must_register("bob");
   auto r1 = api().create_direct(a.token, "bob");
@@ -121,7 +121,7 @@ TEST_F(Basic, DirectConversationIdIsStable) {
   EXPECT_EQ(unknown.error_code(), "not_found") << unknown.body;
 }
 
-TEST_F(Basic, SendAnswersSentWithDenseSeqs) {
+TEST_F(TerndBasic, SendAnswersSentWithDenseSeqs) {
   Account a = api().must_register("alice");
   api().must_register("bob");
   std::string conv = api().must_direct(a.token, "bob");
@@ -149,7 +149,7 @@ TEST_F(Basic, SendAnswersSentWithDenseSeqs) {
   EXPECT_TRUE(dense_range(seqs, 1, head));
 }
 
-TEST_F(Basic, DeliveredToEveryDeviceExceptTheSendingOne) {
+TEST_F(TerndBasic, DeliveredToEveryDeviceExceptTheSendingOne) {
   Account a1 = api().must_register("alice");
   Account a2 = api().must_link(a1);
   Account b1 = api().must_register("bob");
@@ -190,7 +190,7 @@ TEST_F(Basic, DeliveredToEveryDeviceExceptTheSendingOne) {
     EXPECT_NE(type_of(f), "message") << "sender device got " << dump(f);
 }
 
-TEST_F(Basic, OptionalFieldsReplyToAndTtl) {
+TEST_F(TerndBasic, OptionalFieldsReplyToAndTtl) {
   Account a = api().must_register("alice");
   Account b = api().must_register("bob");
   std::string conv = api().must_direct(a.token, "bob");
@@ -218,7 +218,7 @@ TEST_F(Basic, OptionalFieldsReplyToAndTtl) {
   EXPECT_GT(jint(msgs[2], "expires_at"), jint(msgs[2], "ts")) << dump(msgs[2]);
 }
 
-TEST_F(Basic, ListConversationsShowsHeads) {
+TEST_F(TerndBasic, ListConversationsShowsHeads) {
   Account a = api().must_register("alice");
   api().must_register("bob");
   api().must_register("carol");
@@ -265,7 +265,7 @@ TEST_F(Basic, ListConversationsShowsHeads) {
   EXPECT_EQ(unauth.error_code(), "unauthorized");
 }
 
-TEST_F(Basic, BackfillPagesByAfterSeqAndLimit) {
+TEST_F(TerndBasic, BackfillPagesByAfterSeqAndLimit) {
   Account a = api().must_register("alice");
   api().must_register("bob");
   std::string conv = api().must_direct(a.token, "bob");

@@ -74,9 +74,9 @@ void run_sender(uint16_t port, const Account& who, int index, const std::string&
   }
 }
 
-class Crash : public ServerTest {};
+class TerndCrash : public ServerTest {};
 
-TEST_F(Crash, SigkillMidBurstLosesNoAcknowledgedMessage) {
+TEST_F(TerndCrash, SigkillMidBurstLosesNoAcknowledgedMessage) {
   ASSERT_NO_FATAL_FAILURE(start_server({"--send-rate", "100000", "--send-burst", "100000"}));
   std::vector<Account> senders;
   std::vector<std::string> names;
@@ -190,7 +190,7 @@ TEST_F(Crash, SigkillMidBurstLosesNoAcknowledgedMessage) {
   check_log("after resending", true, final_head);
 }
 
-TEST_F(Crash, SigtermDrainsWith1001AndExitsZero) {
+TEST_F(TerndCrash, SigtermDrainsWith1001AndExitsZero) {
   ASSERT_NO_FATAL_FAILURE(start_server());
   Account alice = api().must_register("alice");
   Account bob = api().must_register("bob");

