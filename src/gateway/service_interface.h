@@ -59,7 +59,10 @@ class FrameHandler {
   virtual void on_text(std::string_view frame) = 0;
   // The write queue fell to half its limit or below after being above it (resume replay).
   virtual void on_writable() = 0;
-  // The connection is gone (closed by either side, timed out, or server stopping).
+  // The connection is gone (closed by either side, timed out, or server stopping). Called
+  // exactly once per open(); afterwards the gateway drops the handler and every further
+  // send() returns false. Release the Connection here (the handler usually holds it, which
+  // keeps the connection alive until then).
   virtual void on_close() = 0;
 };
 
@@ -71,7 +74,9 @@ class ServiceInterface {
   virtual void handle_http(HttpRequest request, HttpReply reply) = 0;
   // Checks the token of a WebSocket upgrade before it is accepted (failure → HTTP 401).
   virtual Result<DeviceRef> authenticate(const std::string& token) = 0;
-  // The upgrade completed: returns the handler for the connection's frames.
+  // The upgrade completed: returns the handler for the connection's frames. Runs on the
+  // connection's strand; send() may be called from here already. A null handler closes the
+  // connection with 1011.
   virtual std::shared_ptr<FrameHandler> open(std::shared_ptr<Connection> connection, DeviceRef device) = 0;
 };
 
