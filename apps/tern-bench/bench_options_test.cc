@@ -92,6 +92,7 @@ TEST(BenchReport, SustainedNeedsEverythingDeliveredInTime) {
   s.rate_target = 1000;
   s.send_s = 10;
   s.c.acked = 9900;
+  s.acked_in_send = 9900;
   s.delivered_in_send = 9900;
   s.latency.record(5000, 100);  // 5 ms
   EXPECT_TRUE(s.sustained(o));
@@ -101,7 +102,7 @@ TEST(BenchReport, SustainedNeedsEverythingDeliveredInTime) {
   slow.latency.record(40000, 10);  // 10 % at 40 ms: p99 over the bound
   EXPECT_FALSE(slow.sustained(o));
   StepSummary behind = s;
-  behind.c.acked = 9000;  // 90 % of the target rate
+  behind.acked_in_send = 9000;  // 90 % of the target rate within the send window
   EXPECT_FALSE(behind.sustained(o));
   StepSummary lossy = s;
   lossy.undelivered = 1;

@@ -44,6 +44,7 @@ void StepSummary::add_worker(const json::value& data) {
   if (const auto* d = o->if_contains("drained"); d && d->is_bool() && !d->as_bool()) drained = false;
   if (const auto* cj = o->if_contains("counters")) c += Counters::from_json(*cj);
   delivered_in_send += static_cast<uint64_t>(num(*o, "delivered_in_send"));
+  acked_in_send += static_cast<uint64_t>(num(*o, "acked_in_send"));
   undelivered += static_cast<uint64_t>(num(*o, "undelivered"));
   unacked += static_cast<uint64_t>(num(*o, "unacked"));
   violations += static_cast<uint64_t>(num(*o, "violations"));
@@ -78,6 +79,8 @@ json::value StepSummary::to_json(const BenchOptions& o) const {
                  {"delivered_per_s", delivered_per_s()},
                  {"scheduled", c.scheduled},
                  {"acked", c.acked},
+                 {"acked_in_send", acked_in_send},
+                 {"delivered_in_send", delivered_in_send},
                  {"delivered", c.delivered},
                  {"replayed", c.replayed},
                  {"redelivered", c.redelivered},

@@ -25,7 +25,8 @@ struct StepSummary {
   double wall_s = 0;
   bool drained = true;
   Counters c;
-  uint64_t delivered_in_send = 0;
+  uint64_t delivered_in_send = 0;  // deliveries while the schedule ran (not in the drain)
+  uint64_t acked_in_send = 0;
   uint64_t undelivered = 0;
   uint64_t unacked = 0;
   uint64_t violations = 0;
@@ -41,7 +42,7 @@ struct StepSummary {
   // Adds one worker's step data (see Worker::step_json).
   void add_worker(const boost::json::value& data);
   uint64_t deliveries() const { return c.delivered + c.replayed; }
-  double sent_per_s() const { return send_s > 0 ? static_cast<double>(c.acked) / send_s : 0; }
+  double sent_per_s() const { return send_s > 0 ? static_cast<double>(acked_in_send) / send_s : 0; }
   double delivered_per_s() const { return send_s > 0 ? static_cast<double>(delivered_in_send) / send_s : 0; }
   std::optional<double> server_us_per_delivery() const;
   double gen_us_per_delivery() const;

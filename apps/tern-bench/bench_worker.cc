@@ -291,6 +291,7 @@ void Worker::begin_step() {
   step_extra_storm_s_ = -1;
   step_extra_replay_s_ = -1;
   delivered_at_send_end_ = counters_.delivered;
+  acked_at_send_end_ = counters_.acked;
 }
 
 asio::awaitable<void> Worker::drain(double& drain_s, bool& drained) {
@@ -315,6 +316,7 @@ json::value Worker::step_json(double rate, double send_s, double drain_s, bool d
                  {"wall_s", static_cast<double>(mono_us() - step_started_us_) / 1e6},
                  {"counters", d.to_json()},
                  {"delivered_in_send", delivered_at_send_end_ - step_start_counters_.delivered},
+                 {"acked_in_send", acked_at_send_end_ - step_start_counters_.acked},
                  {"latency", step_latency_.to_json()},
                  {"ack_latency", step_ack_latency_.to_json()},
                  {"gen_cpu_us", lean::self_cpu_us() - step_cpu0_us_},
@@ -401,6 +403,7 @@ asio::awaitable<void> Worker::run_traffic_steps() {
     co_await wait_until([this] { return !sending_; }, opt_.duration_s + 60);
     const double send_s = static_cast<double>(send_stopped_us_ - send_started_us_) / 1e6;
     delivered_at_send_end_ = counters_.delivered;
+    acked_at_send_end_ = counters_.acked;
     phase_name_ = "drain";
     double drain_s = 0;
     bool drained = false;
@@ -436,6 +439,7 @@ asio::awaitable<void> Worker::run_reconnect_storm() {
     co_await wait_until([this] { return !sending_; }, opt_.duration_s + 60);
     const double send_s = static_cast<double>(send_stopped_us_ - send_started_us_) / 1e6;
     delivered_at_send_end_ = counters_.delivered;
+    acked_at_send_end_ = counters_.acked;
     phase_name_ = "drain";
     double drain_s = 0;
     bool drained = false;
@@ -471,6 +475,7 @@ asio::awaitable<void> Worker::run_offline_drain() {
     step_extra_replay_s_ = static_cast<double>(mono_us() - t) / 1e6;
     if (!back) count_error("replay: receivers not synced in time", receivers_.size() - live_count(receivers_));
     delivered_at_send_end_ = counters_.delivered;
+    acked_at_send_end_ = counters_.acked;
     phase_name_ = "drain";
     double drain_s = 0;
     bool drained = false;

@@ -211,6 +211,7 @@ class Worker {
   double step_extra_storm_s_ = -1;
   double step_extra_replay_s_ = -1;
   uint64_t delivered_at_send_end_ = 0;
+  uint64_t acked_at_send_end_ = 0;
 
   // Connections.
   std::deque<DeviceIdx> connect_queue_;

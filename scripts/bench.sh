@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Reproduces the measurements of docs/benchmarks.md on this machine. Starts a fresh release
+# ternd (durability sync, its own temporary data directory) for each scenario, runs tern-bench
+# against it with --server-pid, and keeps every JSON result, ternd's log and a perf/strace
+# profile where asked for, under $OUT (default bench-results/).
+#
+#   scripts/bench.sh                 # every scenario (about 25 minutes)
+#   scripts/bench.sh pairs sweep     # only the named scenarios
+#   TERN_BIN_DIR=build/bench-rel/bin scripts/bench.sh idle
+#
+# Scenarios: pairs findmax sweep group broadcast idle offline storm profile
+# Needs a release build: cmake --preset release && cmake --build --preset release
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${TERN_BIN_DIR:-build/bin}
+OUT=${OUT:-bench-results}
+mkdir -p "$OUT"
+for b in ternd tern-bench; do
+  [ -x "$BIN/$b" ] || { echo "missing $BIN/$b (build the release preset first)" >&2; exit 2; }
+done
+
+PID=""
+ADDR=""
+DATA=""
+
+start_server() {  # extra ternd flags...
+  DATA=$(mktemp -d /tmp/tern-bench-data.XXXXXX)
+  "$BIN/ternd" --listen 127.0.0.1:0 --data "$DATA" --log-level warn "$@" >"$OUT/ternd.out" 2>>"$OUT/ternd.log" &
+  PID=$!
+  for _ in $(seq 1 100); do
+    if head -1 "$OUT/ternd.out" 2>/dev/null | grep -q '^listening '; then break; fi
+    sleep 0.1
+  done
+  ADDR=$(head -1 "$OUT/ternd.out" | cut -d' ' -f2)
+  [ -n "$ADDR" ] || { echo "ternd did not start" >&2; exit 2; }
+}
+
+stop_server() {
+  kill -TERM "$PID" 2>/dev/null || true
+  for _ in $(seq 1 150); do kill -0 "$PID" 2>/dev/null || break; sleep 0.2; done
+  kill -KILL "$PID" 2>/dev/null || true
+  wait "$PID" 2>/dev/null || true
+  rm -rf "$DATA"
+}
+
+bench() {  # name, tern-bench arguments...
+  local name=$1
+  shift
+  echo "== $name: tern-bench $* --server http://$ADDR --server-pid $PID --json" | tee -a "$OUT/commands.txt"
+  "$BIN/tern-bench" "$@" --server "http://$ADDR" --server-pid "$PID" --json >"$OUT/$name.json" 2>"$OUT/$name.progress" ||
+    echo "   (exit $?)" | tee -a "$OUT/commands.txt"
+}
+
+# A send rate limit above what any single benchmark client sends (ternd's default is 50/s).
+SERVER_FLAGS=(--send-rate 100000 --send-burst 100000)
+
+scenario_pairs() {
+  start_server "${SERVER_FLAGS[@]}"
+  bench pairs-8000 pairs --clients 1000 --rate 8000 --duration 30
+  stop_server
+}
+
+scenario_findmax() {
+  start_server "${SERVER_FLAGS[@]}"
+  bench pairs-findmax pairs --clients 1000 --rate 8000 --duration 10 --find-max --p99-bound-ms 25 --step-factor 1.25
+  stop_server
+  start_server "${SERVER_FLAGS[@]}"
+  bench pairs-findmax-100ms pairs --clients 1000 --rate 8000 --duration 10 --find-max --p99-bound-ms 100 --step-factor 1.25
+  stop_server
+}
+
+scenario_sweep() {  # latency against throughput, for the plot
+  for rate in 1000 2000 4000 6000 8000 10000 12000 14000 16000 18000 20000 24000; do
+    start_server "${SERVER_FLAGS[@]}"
+    bench "sweep-$rate" pairs --clients 1000 --rate "$rate" --duration 15
+    stop_server
+  done
+}
+
+scenario_group() {
+  start_server "${SERVER_FLAGS[@]}"
+  bench group group --clients 200 --group-size 20 --senders 2 --rate 1000 --duration 20
+  stop_server
+}
+
+scenario_broadcast() {
+  start_server "${SERVER_FLAGS[@]}"
+  bench broadcast broadcast --clients 1001 --group-size 1001 --rate 10 --duration 20
+  stop_server
+}
+
+scenario_idle() {
+  start_server --max-connections 19500
+  bench idle-19000 idle --clients 19000 --workers 2 --duration 30 --source-addrs 2
+  stop_server
+  start_server
+  bench idle-1000 idle --clients 1000 --duration 10
+  stop_server
+}
+
+scenario_offline() {
+  start_server "${SERVER_FLAGS[@]}"
+  bench offline-drain offline-drain --clients 1000 --queued 100 --rate 8000
+  stop_server
+}
+
+scenario_storm() {
+  start_server "${SERVER_FLAGS[@]}"
+  bench reconnect-storm-1000 reconnect-storm --clients 1000 --rate 2000 --duration 20
+  stop_server
+  start_server --max-connections 19500 "${SERVER_FLAGS[@]}"
+  bench reconnect-storm-10000 reconnect-storm --clients 10000 --workers 2 --rate 2000 --duration 30 --connect-concurrency 1000
+  stop_server
+}
+
+scenario_profile() {  # syscalls and CPU of the server at 8,000 msg/s
+  start_server "${SERVER_FLAGS[@]}"
+  "$BIN/tern-bench" pairs --clients 1000 --rate 8000 --duration 40 --server "http://$ADDR" --server-pid "$PID" \
+    --json >"$OUT/profile-run.json" 2>/dev/null &
+  local bpid=$!
+  sleep 15
+  if command -v strace >/dev/null; then
+    timeout -s INT 10 strace -c -f -p "$PID" -o "$OUT/profile-strace.txt" || true
+  fi
+  if command -v perf >/dev/null; then
+    perf stat -p "$PID" -e task-clock,context-switches,cpu-migrations -- sleep 5 2>"$OUT/profile-perf-stat.txt" || true
+  fi
+  wait "$bpid" || true
+  stop_server
+}
+
+scenarios=("$@")
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(pairs findmax sweep group broadcast idle offline storm profile)
+for s in "${scenarios[@]}"; do
+  "scenario_$s"
+done
+echo "results in $OUT/"
