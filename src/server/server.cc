@@ -70,7 +70,8 @@ void Server::shutdown() {
     for (int i = 0; i < 40 && listener_->connections() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     service_->stop();  // commits everything already queued
     if (auto r = store_->flush(); !r) spdlog::error("event=flush_failed error=\"{}\"", r.error().message);
-    io_.stop();
+    work_.reset();
+    io_.stop();  // the last thing this thread touches: run() tears everything down after it
   }).detach();
 }
 

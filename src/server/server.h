@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -40,6 +41,8 @@ class Server {
 
   ServerOptions options_;
   boost::asio::io_context io_;
+  // Keeps run() serving until the drain thread ends it, even when no connection is left.
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_{io_.get_executor()};
   boost::asio::signal_set signals_{io_};
   boost::asio::steady_timer purge_timer_{io_};
   std::unique_ptr<store::Store> store_;

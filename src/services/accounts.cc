@@ -51,6 +51,18 @@ void Accounts::write_device(const std::string& user, uint32_t device, bool new_u
   store::Batch batch;
   if (new_user) batch.add(store::PutUser{user, now_ms()});
   batch.add(store::PutDevice{DeviceRef{user, device}, hash_token(creds.token)});
+  if (!new_user) {
+    // A new device is an endpoint like any other: it receives every message of its user's
+    // conversations (from the user's join seq), so its inbox starts with all of them.
+    auto convs = store_.user_conversations(user);
+    if (!convs) return done(convs.error());
+    for (const auto& uc : *convs) {
+      if (uc.left_seq != 0) continue;
+      auto head = store_.head(uc.conversation_id);
+      if (!head) return done(head.error());
+      if (*head >= uc.joined_seq) batch.add(store::InboxMark{DeviceRef{user, device}, uc.conversation_id, *head});
+    }
+  }
   committer_.submit(std::move(batch), [this, creds, new_user, done](const Result<void>& committed) {
     if (new_user) {
       std::lock_guard lock(mu_);

@@ -76,7 +76,8 @@ DeviceSession::Position* DeviceSession::position(const std::string& conversation
   Position pos;
   pos.floor = m->joined_seq - 1;
   pos.limit = m->active() ? kNoLimit : m->left_seq;
-  pos.sent = std::max(*cursor, pos.floor);
+  // An ack still on its way to the store counts too (the device may reconnect faster).
+  pos.sent = std::max({*cursor, pos.floor, ctx_.sequencer.pending_ack(device_, conversation_id)});
   return &positions_.emplace(conversation_id, pos).first->second;
 }
 
@@ -150,22 +151,27 @@ void DeviceSession::on_writable() { pump(); }
 void DeviceSession::pump() {
   if (pumping_ || closed_) return;
   pumping_ = true;
-  const size_t room_mark = conn_->queue_limit() / 2;
-  while (!behind_.empty() && !closed_ && conn_->queued() < room_mark) {
+  // Fill the write queue to 3/4 (leaving room for receipts and presence frames): above half,
+  // so the gateway calls on_writable() when it drains back to half and the pump resumes.
+  const size_t limit = conn_->queue_limit();
+  const size_t high = std::max(limit * 3 / 4, limit / 2 + 1);
+  while (!behind_.empty() && !closed_ && conn_->queued() < high) {
     const std::string conv = *behind_.begin();
-    if (pump_conversation(conv)) behind_.erase(conv);
+    if (pump_conversation(conv, high - conn_->queued())) behind_.erase(conv);
   }
   pumping_ = false;
   if (behind_.empty() && !live_ && !closed_) finish_replay();
 }
 
 // Writes one page of a conversation from the store; true when the conversation caught up.
-bool DeviceSession::pump_conversation(const std::string& conversation_id) {
+bool DeviceSession::pump_conversation(const std::string& conversation_id, size_t room) {
   Position* pos = position(conversation_id);
   if (!pos) return true;
   refresh_membership(conversation_id, *pos);
   if (pos->sent >= pos->limit) return true;
-  const size_t page = ctx_.options.replay_page;
+  // A page never exceeds the room in the write queue: replay must not trip the slow-consumer
+  // limit it exists to respect.
+  const size_t page = std::max<size_t>(1, std::min(ctx_.options.replay_page, room));
   auto messages = ctx_.store.read_messages(conversation_id, pos->sent, page);
   if (!messages) {
     spdlog::error("event=replay_read_failed conversation={} error=\"{}\"", conversation_id, messages.error().message);

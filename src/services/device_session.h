@@ -61,7 +61,7 @@ class DeviceSession final : public gateway::FrameHandler,
   Position* position(const std::string& conversation_id);
   void refresh_membership(const std::string& conversation_id, Position& pos);
   void pump();
-  bool pump_conversation(const std::string& conversation_id);
+  bool pump_conversation(const std::string& conversation_id, size_t room);
   void finish_replay();
   void send_receipt_state();
   bool write(std::shared_ptr<const std::string> frame);

@@ -377,6 +377,12 @@ void Sequencer::do_change_members(Shard& shard, DeviceRef actor, const std::stri
 
 // ---------------------------------------------------------------- acks and receipts
 
+Seq Sequencer::pending_ack(const DeviceRef& device, const std::string& conversation_id) {
+  std::lock_guard lock(acks_mu_);
+  auto it = pending_acks_.find(device.key() + '\n' + conversation_id);
+  return it == pending_acks_.end() ? 0 : it->second;
+}
+
 void Sequencer::acknowledge(DeviceRef device, std::string conversation_id, Seq seq, bool read, AckDone done) {
   auto& shard = shard_of(conversation_id);
   boost::asio::post(shard.strand, [this, &shard, device = std::move(device), id = std::move(conversation_id), seq, read,
@@ -397,6 +403,12 @@ void Sequencer::do_acknowledge(Shard& shard, DeviceRef device, const std::string
   ConvState& cs = **st;
   if (seq > cs.head) return done(make_error(ErrorCode::kInvalidArgument, "seq is beyond the conversation's head"));
   if (!me->active()) seq = std::min(seq, me->left_seq);  // a removed member's view ends at its removal
+  const std::string ack_key = device.key() + '\n' + conversation_id;
+  {
+    std::lock_guard lock(acks_mu_);
+    auto& pending = pending_acks_[ack_key];
+    pending = std::max(pending, seq);
+  }
 
   if (!cs.receipts_loaded) {
     auto r = store_.receipts(conversation_id);
@@ -430,7 +442,13 @@ void Sequencer::do_acknowledge(Shard& shard, DeviceRef device, const std::string
   if (!receipts.empty())
     for (const auto& m : (*conv)->members)
       if (m.active() && m.user != device.user) others.push_back(m.user);
-  const bool accepted = committer_.submit(std::move(batch), [this, receipts, others, done](const Result<void>& committed) {
+  const bool accepted = committer_.submit(std::move(batch), [this, receipts, others, done, ack_key,
+                                                              seq](const Result<void>& committed) {
+    {
+      std::lock_guard lock(acks_mu_);
+      auto it = pending_acks_.find(ack_key);
+      if (it != pending_acks_.end() && it->second <= seq) pending_acks_.erase(it);
+    }
     if (committed)
       for (const auto& u : others)
         for (const auto& n : receipts) bus_.publish_user(u, n);

@@ -12,6 +12,7 @@
 #pragma once
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -55,6 +56,10 @@ class Sequencer {
   void change_members(DeviceRef actor, std::string conversation_id, proto::MembersRequest request, MembersDone done);
   // Cumulative ack (read=false) or read marker (read=true) of a device.
   void acknowledge(DeviceRef device, std::string conversation_id, Seq seq, bool read, AckDone done);
+
+  // The highest ack of the device for the conversation that is not yet in the store (0 if
+  // none): a device that acks, disconnects and reconnects at once must not replay what it acked.
+  Seq pending_ack(const DeviceRef& device, const std::string& conversation_id);
 
   // Head of a conversation as the store has it (committed messages only).
   Result<Seq> committed_head(const std::string& conversation_id);
@@ -105,6 +110,10 @@ class Sequencer {
   bus::Bus& bus_;
   const ServiceOptions& options_;
   std::vector<std::unique_ptr<Shard>> shards_;
+  // Acks accepted but not yet committed: device key + '\n' + conversation → seq. Bounded by
+  // the acks in flight (an entry leaves when its commit completes).
+  std::mutex acks_mu_;
+  std::unordered_map<std::string, Seq> pending_acks_;
 };
 
 }  // namespace tern::services
