@@ -205,6 +205,17 @@ Result<std::string> render_message_for(std::string_view stored, const DeviceRef&
   return json::serialize(o);
 }
 
+Result<std::string> render_expired(std::string_view stored) {
+  boost::system::error_code ec;
+  json::value v = json::parse(stored, ec);
+  if (ec || !v.is_object()) return make_error(ErrorCode::kInternal, "corrupt stored message");
+  auto& o = v.as_object();
+  o.erase("bodies");
+  o["body"] = "";
+  o["expired"] = true;
+  return json::serialize(o);
+}
+
 std::string encode_sent(std::string_view client_msg_id, std::string_view conversation_id, Seq seq, int64_t ts) {
   json::object o;
   o["type"] = "sent";

@@ -59,6 +59,9 @@ std::string encode_message(const MessageRecord& m);
 // The frame one device receives for a stored message: the stored text itself unless the
 // message carries `bodies`, in which case `body` is that device's entry.
 Result<std::string> render_message_for(std::string_view stored, const DeviceRef& device);
+// The frame for a message whose ttl has passed: its place in the seq order stays (so clients
+// see no gap) but its payload is gone: "body":"" and "expired":true [Tern extension].
+Result<std::string> render_expired(std::string_view stored);
 // Cheap reads of a stored frame without a full decode.
 struct StoredMeta {
   Seq seq = 0;

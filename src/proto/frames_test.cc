@@ -91,6 +91,15 @@ TEST(Frames, RendersPerDeviceMessages) {
   EXPECT_EQ(*render_message_for(stored_plain, DeviceRef{"bob", 1}), stored_plain);
 }
 
+TEST(Frames, RendersExpiredMessagesAsTombstones) {
+  MessageRecord m{"d", 5, "alice", 1, 1700, std::string("c2VjcmV0"), {}, std::nullopt, 1800, std::nullopt};
+  auto t = render_expired(encode_message(m));
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->find("c2VjcmV0"), std::string::npos);
+  EXPECT_NE(t->find(R"("expired":true)"), std::string::npos);
+  EXPECT_NE(t->find(R"("seq":5)"), std::string::npos);
+}
+
 TEST(Frames, EncodesErrorsWithDetail) {
   Error e = make_error(ErrorCode::kDeviceMismatch, "device list changed");
   e.detail_json = R"({"missing":["bob:2"],"extra":[]})";

@@ -10,6 +10,7 @@
 namespace tern::services {
 namespace {
 constexpr int64_t kLinkCodeTtlMs = 10 * 60 * 1000;
+constexpr int kMaxFailedRedeems = 5;
 }
 
 Accounts::Accounts(store::Store& store, GroupCommitter& committer, Directory& directory,
@@ -111,7 +112,16 @@ void Accounts::redeem_link_code(const std::string& user, const std::string& code
         }
       }
     }
-    if (!matched) return done(make_error(ErrorCode::kNotFound, "unknown or expired link code"));
+    if (!matched) {
+      // Only users with outstanding codes are counted, so the map stays bounded by them.
+      if (it != link_codes_.end() && ++failed_redeems_[user] >= kMaxFailedRedeems) {
+        link_codes_.erase(user);
+        failed_redeems_.erase(user);
+        return done(make_error(ErrorCode::kRateLimited, "too many wrong link codes; the user's codes were revoked"));
+      }
+      return done(make_error(ErrorCode::kNotFound, "unknown or expired link code"));
+    }
+    failed_redeems_.erase(user);
   }
   add_device(user, std::move(done));
 }

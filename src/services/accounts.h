@@ -5,7 +5,8 @@
 // Thread-safe. Writes go through the GroupCommitter; a mutex serializes the check-then-write
 // of user names and device numbers (with a set of names whose creation is in flight).
 // Link codes live in memory only (10 minutes, single use, at most N per user): losing them in
-// a restart costs the user one more code, nothing else.
+// a restart costs the user one more code, nothing else. Guessing is bounded: the 5th wrong
+// code for a user drops all of that user's outstanding codes (answer: rate_limited).
 #pragma once
 #include <functional>
 #include <mutex>
@@ -56,6 +57,7 @@ class Accounts {
   std::set<std::string> creating_;  // user names whose registration is being committed
   struct PendingCode { std::string code; int64_t expires_at; };
   std::unordered_map<std::string, std::vector<PendingCode>> link_codes_;  // by user
+  std::unordered_map<std::string, int> failed_redeems_;  // by user; reset when codes are dropped
 };
 
 }  // namespace tern::services

@@ -185,8 +185,9 @@ bool DeviceSession::pump_conversation(const std::string& conversation_id, size_t
     pos->sent = m.seq;
     if (!meta) continue;
     const bool own = meta->sender == device_.user && meta->sender_device == device_.device && !meta->system;
-    if (own || (meta->expires_at && *meta->expires_at <= now)) continue;
-    auto frame = proto::render_message_for(m.frame, device_);
+    if (own) continue;
+    const bool expired = meta->expires_at && *meta->expires_at <= now;
+    auto frame = expired ? proto::render_expired(m.frame) : proto::render_message_for(m.frame, device_);
     if (!frame) continue;
     replayed().inc();
     frames_out().with("message").inc();

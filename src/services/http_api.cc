@@ -196,8 +196,8 @@ void HttpApi::backfill(const DeviceRef& me, const std::string& id, const gateway
   bool first = true;
   for (const auto& m : *messages) {
     auto meta = proto::stored_meta(m.frame);
-    if (meta && meta->expires_at && *meta->expires_at <= now) continue;
-    auto frame = proto::render_message_for(m.frame, me);
+    const bool expired = meta && meta->expires_at && *meta->expires_at <= now;
+    auto frame = expired ? proto::render_expired(m.frame) : proto::render_message_for(m.frame, me);
     if (!frame) continue;
     if (!first) body += ',';
     first = false;

@@ -352,7 +352,20 @@ void Sequencer::do_change_members(Shard& shard, DeviceRef actor, const std::stri
   }
   if (!to_remove.empty()) {
     ++seq;
-    for (const auto& u : to_remove) const_cast<store::Member*>(find_member(*next, u))->left_seq = seq;
+    for (const auto& u : to_remove) {
+      auto* m = const_cast<store::Member*>(find_member(*next, u));
+      m->left_seq = seq;
+      m->admin = false;
+    }
+    // A group never loses its last admin: the longest-standing remaining member takes over.
+    const bool has_admin = std::any_of(next->members.begin(), next->members.end(),
+                                       [](const store::Member& m) { return m.active() && m.admin; });
+    if (!has_admin) {
+      store::Member* heir = nullptr;
+      for (auto& m : next->members)
+        if (m.active() && (!heir || m.joined_seq < heir->joined_seq)) heir = &m;
+      if (heir) heir->admin = true;
+    }
     json::object sys{{"action", "remove"}, {"by", actor.user}, {"users", json::parse(user_list_json(to_remove))}};
     Out o{seq, nullptr, {}};
     o.frame = system_message(batch, *next, seq, actor, json::serialize(sys), o.to);

@@ -310,5 +310,65 @@ TEST_F(TerndBasic, BackfillPagesByAfterSeqAndLimit) {
   EXPECT_EQ(all.obj().at("messages").as_array().size(), head) << all.body.substr(0, 400);
 }
 
+
+TEST_F(TerndBasic, LinkCodeIsSingleUseAndGuessingRevokesCodes) {
+  Account alice = api().must_register("alice");
+  auto code = http_request(port(), "POST", "/v1/devices/link-codes", "{}", alice.token);
+  ASSERT_EQ(code.status, 201) << code.body;
+  const std::string c(code.obj().at("code").as_string());
+  auto linked = http_request(port(), "POST", "/v1/devices/link", R"({"user":"alice","code":")" + c + R"("})");
+  ASSERT_EQ(linked.status, 201) << linked.body;
+  EXPECT_EQ(linked.obj().at("device").as_int64(), 2);
+  auto again = http_request(port(), "POST", "/v1/devices/link", R"({"user":"alice","code":")" + c + R"("})");
+  EXPECT_EQ(again.status, 404) << again.body;
+
+  // Five wrong guesses revoke the user's outstanding codes: the right one then fails too.
+  auto fresh = http_request(port(), "POST", "/v1/devices/link-codes", "{}", alice.token);
+  ASSERT_EQ(fresh.status, 201);
+  const std::string good(fresh.obj().at("code").as_string());
+  int limited = 0;
+  for (int i = 0; i < 5; ++i) {
+    auto guess = http_request(port(), "POST", "/v1/devices/link", R"({"user":"alice","code":"AAAA-AAA)" +
+                                                                         std::to_string(i + 2) + R"("})");
+    if (guess.status == 429) ++limited;
+    else EXPECT_EQ(guess.status, 404) << guess.body;
+  }
+  EXPECT_EQ(limited, 1);
+  auto late = http_request(port(), "POST", "/v1/devices/link", R"({"user":"alice","code":")" + good + R"("})");
+  EXPECT_EQ(late.status, 404) << late.body;
+  EXPECT_EQ(http_request(port(), "POST", "/v1/devices/link", "{").error_code(), "malformed");
+}
+
+TEST_F(TerndBasic, ExpiredMessagesKeepTheirSeqButLoseTheirBody) {
+  Account alice = api().must_register("alice");
+  Account bob = api().must_register("bob");
+  const std::string conv = api().must_direct(alice.token, "bob");
+  Device da(alice);
+  ASSERT_TRUE(da.connect_synced(port()));
+  json::object ttl{{"type", "send"}, {"client_msg_id", "t-1"}, {"conversation_id", conv},
+                   {"body", b64("vanishing")}, {"ttl", 1}};
+  ASSERT_TRUE(da.send_json(ttl));
+  auto sent = da.wait_answer("t-1");
+  ASSERT_TRUE(sent && type_of(*sent) == "sent");
+  const Seq after = da.must_send(conv, "t-2", "stays");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // let the 1 s ttl pass
+
+  auto page = api().messages(bob.token, conv, 0, 10);
+  ASSERT_EQ(page.status, 200) << page.body;
+  const auto& msgs = page.obj().at("messages").as_array();
+  ASSERT_EQ(msgs.size(), 2u) << page.body;
+  EXPECT_EQ(seq_of(msgs[0].as_object()), seq_of(*sent));
+  EXPECT_EQ(jstr(msgs[0].as_object(), "body"), "");
+  EXPECT_TRUE(msgs[0].as_object().at("expired").as_bool());
+  EXPECT_EQ(seq_of(msgs[1].as_object()), after);
+
+  Device db(bob);
+  auto replay = db.connect_synced(port());
+  ASSERT_TRUE(replay);
+  auto got = only_type(*replay, "message", conv);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(jstr(got[0], "body"), "") << "an expired body is never replayed";
+}
+
 }  // namespace
 }  // namespace tern::test

@@ -205,5 +205,17 @@ TEST_F(TerndMembership, ReAddedMemberSeesFromTheNewJoinOnly) {
     EXPECT_NE(seq_of(m.as_object()), gap) << page.body;
 }
 
+TEST_F(TerndMembership, LastAdminLeavingHandsTheGroupToTheLongestStandingMember) {
+  ASSERT_EQ(api().remove_members(alice.token, group, {"alice"}).status, 200);
+  // alice is gone; bob and carol joined together at seq 1, so one of them is admin now and
+  // the group can still change. (Only an admin may add members.)
+  auto by_bob = api().add_members(bob.token, group, {"dave"});
+  auto by_carol = api().add_members(carol.token, group, {"dave"});
+  EXPECT_TRUE(by_bob.status == 200 || by_carol.status == 200) << by_bob.body << " / " << by_carol.body;
+  EXPECT_FALSE(by_bob.status == 200 && by_carol.status == 200 &&
+               members_of(by_bob) != members_of(by_carol));
+  EXPECT_EQ(api().add_members(alice.token, group, {"dave"}).status, 403) << "a removed admin is not an admin";
+}
+
 }  // namespace
 }  // namespace tern::test
