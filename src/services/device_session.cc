@@ -12,29 +12,19 @@
 namespace tern::services {
 namespace {
 
-CounterFamily& frames_in() {
-  static auto& f = MetricsRegistry::global().family("tern_frames_in_total", "type", "client frames by type");
-  return f;
-}
-CounterFamily& frames_out() {
-  static auto& f = MetricsRegistry::global().family("tern_frames_out_total", "type", "server frames by type");
-  return f;
-}
-CounterFamily& errors() {
-  static auto& f = MetricsRegistry::global().family("tern_errors_total", "code", "error frames by code");
-  return f;
-}
-Counter& replayed() {
-  static auto& c = MetricsRegistry::global().counter("tern_replayed_messages_total",
+CounterFamily& frames_in_metric = MetricsRegistry::global().family("tern_frames_in_total", "type", "client frames by type");
+CounterFamily& frames_in() { return frames_in_metric; }
+CounterFamily& frames_out_metric = MetricsRegistry::global().family("tern_frames_out_total", "type", "server frames by type");
+CounterFamily& frames_out() { return frames_out_metric; }
+CounterFamily& errors_metric = MetricsRegistry::global().family("tern_errors_total", "code", "error frames by code");
+CounterFamily& errors() { return errors_metric; }
+Counter& replayed_metric = MetricsRegistry::global().counter("tern_replayed_messages_total",
                                                      "messages written from the store (replay and gap fill)");
-  return c;
-}
-Histogram& send_to_delivered() {
-  static auto& h = MetricsRegistry::global().histogram(
+Counter& replayed() { return replayed_metric; }
+Histogram& send_to_delivered_metric = MetricsRegistry::global().histogram(
       "tern_send_to_delivered_seconds", "from a send frame's arrival to its write to a live recipient",
       latency_buckets());
-  return h;
-}
+Histogram& send_to_delivered() { return send_to_delivered_metric; }
 
 constexpr Seq kNoLimit = std::numeric_limits<Seq>::max();
 

@@ -9,17 +9,13 @@
 
 namespace tern::services {
 namespace {
-Histogram& batch_sizes() {
-  static auto& h = MetricsRegistry::global().histogram(
+Histogram& batch_sizes_metric = MetricsRegistry::global().histogram(
       "tern_store_batch_entries", "entries (sends, acks, ...) per group-committed store write",
       {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096});
-  return h;
-}
-Histogram& commit_seconds() {
-  static auto& h = MetricsRegistry::global().histogram("tern_store_commit_seconds",
+Histogram& batch_sizes() { return batch_sizes_metric; }
+Histogram& commit_seconds_metric = MetricsRegistry::global().histogram("tern_store_commit_seconds",
                                                        "duration of one store commit (incl. fsync)", latency_buckets());
-  return h;
-}
+Histogram& commit_seconds() { return commit_seconds_metric; }
 }  // namespace
 
 GroupCommitter::GroupCommitter(store::Store& store, bool sync, size_t queue_limit, size_t max_batch)

@@ -16,15 +16,11 @@ namespace tern::services {
 namespace json = boost::json;
 namespace {
 
-Counter& messages_stored() {
-  static auto& c = MetricsRegistry::global().counter("tern_messages_stored_total", "messages durably stored");
-  return c;
-}
-Histogram& send_to_durable() {
-  static auto& h = MetricsRegistry::global().histogram(
+Counter& messages_stored_metric = MetricsRegistry::global().counter("tern_messages_stored_total", "messages durably stored");
+Counter& messages_stored() { return messages_stored_metric; }
+Histogram& send_to_durable_metric = MetricsRegistry::global().histogram(
       "tern_send_to_durable_seconds", "from a send frame's arrival to its durable commit", latency_buckets());
-  return h;
-}
+Histogram& send_to_durable() { return send_to_durable_metric; }
 
 std::string pending_key(const DeviceRef& d, const std::string& cmid) { return d.key() + '\n' + cmid; }
 

@@ -370,5 +370,43 @@ TEST_F(TerndBasic, ExpiredMessagesKeepTheirSeqButLoseTheirBody) {
   EXPECT_EQ(jstr(got[0], "body"), "") << "an expired body is never replayed";
 }
 
+
+TEST_F(TerndBasic, MetricsNeedATokenAndCountWhatHappened) {
+  EXPECT_EQ(http_request(port(), "GET", "/metrics").status, 401);
+  EXPECT_EQ(http_request(port(), "GET", "/metrics", "", "not-a-token").status, 401);
+  Account alice = api().must_register("alice");
+  api().must_register("bob");
+  const std::string conv = api().must_direct(alice.token, "bob");
+  Device da(alice);
+  ASSERT_TRUE(da.connect_synced(port()));
+  da.must_send(conv, "m-1", "hello");
+  ASSERT_TRUE(da.send_text("not json"));
+  ASSERT_TRUE(da.read_until("error"));
+  auto m = http_request(port(), "GET", "/metrics", "", alice.token);
+  ASSERT_EQ(m.status, 200);
+  for (const char* needle :
+       {"tern_connections 1", "tern_messages_stored_total 1", "tern_frames_in_total{type=\"send\"} 1",
+        "tern_errors_total{code=\"malformed\"} 1", "tern_send_to_durable_seconds_count 1",
+        "tern_send_to_delivered_seconds", "tern_replayed_messages_total", "tern_store_batch_entries_bucket"})
+    EXPECT_NE(m.body.find(needle), std::string::npos) << needle << " missing from:\n" << m.body;
+  EXPECT_EQ(m.body.find(alice.token), std::string::npos) << "a token leaked into /metrics";
+}
+
+TEST(TerndCommandLine, HelpExplainsEveryOptionAndBadFlagsFail) {
+  const std::string bin = ternd_path();
+  FILE* p = popen((bin + " --help 2>&1").c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  EXPECT_EQ(pclose(p), 0);
+  for (const char* opt : {"--listen", "--data", "--config", "--durability", "--threads", "--ping-interval",
+                          "--max-frame-bytes", "--max-body-bytes", "--max-members", "--max-devices", "--max-page",
+                          "--send-rate", "--send-burst", "--send-queue", "--metrics-token", "--log-level"})
+    EXPECT_NE(out.find(opt), std::string::npos) << opt << " missing from --help";
+  EXPECT_NE(system((bin + " --no-such-flag >/dev/null 2>&1").c_str()), 0);
+  EXPECT_NE(system((bin + " --listen nonsense >/dev/null 2>&1").c_str()), 0);
+}
+
 }  // namespace
 }  // namespace tern::test
