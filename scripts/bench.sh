@@ -43,10 +43,22 @@ stop_server() {
   rm -rf "$DATA"
 }
 
+# The machine's two cores may be shared with other work: wait (bounded) for a quiet moment
+# before each run, and record the load it started under.
+wait_quiet() {
+  local limit=${QUIET_LOAD:-0.8} waited=0
+  while awk -v l="$limit" '{ exit !($1 > l) }' /proc/loadavg && [ "$waited" -lt "${QUIET_WAIT:-900}" ]; do
+    sleep 10
+    waited=$((waited + 10))
+  done
+}
+
 bench() {  # name, tern-bench arguments...
   local name=$1
   shift
-  echo "== $name: tern-bench $* --server http://$ADDR --server-pid $PID --json" | tee -a "$OUT/commands.txt"
+  wait_quiet
+  echo "== $name (load $(cut -d' ' -f1-3 /proc/loadavg)): tern-bench $* --server http://$ADDR --server-pid $PID --json" |
+    tee -a "$OUT/commands.txt"
   "$BIN/tern-bench" "$@" --server "http://$ADDR" --server-pid "$PID" --json >"$OUT/$name.json" 2>"$OUT/$name.progress" ||
     echo "   (exit $?)" | tee -a "$OUT/commands.txt"
 }

@@ -288,8 +288,9 @@ class Coordinator {
       int status = 0;
       while (::waitpid(p.pid, &status, 0) < 0 && errno == EINTR) {
       }
-      if (WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) == 2 && report_.fatal.empty()))
-        report_.fatal.push_back("a worker failed (status " + std::to_string(status) + ")");
+      // Any other status is a failure too (e.g. a sanitizer report after the result was sent).
+      if (WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0 && report_.fatal.empty()))
+        report_.fatal.push_back("a worker failed (wait status " + std::to_string(status) + ")");
     }
     if (const auto last = sample_server(); last && server_first_)
       report_.server_cpu_total_us = last->cpu_us - server_first_->cpu_us;

@@ -54,6 +54,7 @@ Result<void> finalize(BenchOptions& o) {
   if (o.step_factor <= 1.0) return bad("--step-factor must exceed 1");
   if (o.p99_bound_ms <= 0) return bad("--p99-bound-ms must be positive");
   if (o.storm_at <= 0 || o.storm_at >= 1) return bad("--storm-at must be in (0, 1)");
+  if (o.drain_timeout_s <= 0 || o.drain_max_s <= 0) return bad("drain timeouts must be positive");
   if (o.queued < 1) return bad("--queued must be positive");
   if (o.ack_interval_ms < 1 || o.ack_every < 1) return bad("--ack-interval-ms and --ack-every must be positive");
   if (o.connect_concurrency < 1 || o.setup_threads < 1) return bad("concurrency options must be positive");

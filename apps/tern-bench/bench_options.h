@@ -34,7 +34,8 @@ struct BenchOptions {
   double p99_bound_ms = 25;
   double step_factor = 1.25;   // find-max: next rate = rate × factor
   int max_steps = 30;
-  double drain_timeout_s = 10;
+  double drain_timeout_s = 10;  // drain gives up after this long without progress...
+  double drain_max_s = 300;     // ...or after this long in all
   double connect_timeout_s = 30;  // one client's connect + handshake + replay
   double setup_timeout_s = 300;   // all clients online
   int ack_interval_ms = 50;    // receivers ack at least this often...

@@ -38,8 +38,11 @@ int main(int argc, char** argv) {
   app.add_option("--p99-bound-ms", o.p99_bound_ms, "find-max: p99 bound")->capture_default_str();
   app.add_option("--step-factor", o.step_factor, "find-max: rate multiplier per step")->capture_default_str();
   app.add_option("--max-steps", o.max_steps, "find-max: most steps")->capture_default_str();
-  app.add_option("--drain-timeout", o.drain_timeout_s, "seconds to wait for outstanding deliveries after sending")
+  app.add_option("--drain-timeout", o.drain_timeout_s,
+                 "after sending, wait for outstanding acks and deliveries until this many seconds pass without "
+                 "progress; what is missing then is lost")
       ->capture_default_str();
+  app.add_option("--drain-max", o.drain_max_s, "...and at most this many seconds in all")->capture_default_str();
   app.add_option("--connect-timeout", o.connect_timeout_s, "seconds for one connect + handshake")->capture_default_str();
   app.add_option("--setup-timeout", o.setup_timeout_s, "seconds for all clients to be online")->capture_default_str();
   app.add_option("--ack-interval-ms", o.ack_interval_ms, "receivers ack at least this often")->capture_default_str();
