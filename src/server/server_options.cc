@@ -41,6 +41,8 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   num("max_page", o.services.limits.max_page);
   real("send_rate", o.services.send_rate_per_sec);
   real("send_burst", o.services.send_burst);
+  real("frame_rate", o.services.frame_rate_per_sec);
+  real("frame_burst", o.services.frame_burst);
   num("send_queue", o.gateway.write_queue_frames);
   num("commit_queue", o.services.commit_queue_limit);
   int64_t days = o.services.idempotency_ttl_ms / (24 * 3600 * 1000);
@@ -77,6 +79,10 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
   app.add_option("--send-rate", o.services.send_rate_per_sec, "sends per second per device (token bucket refill)")
       ->capture_default_str();
   app.add_option("--send-burst", o.services.send_burst, "token bucket size for sends")->capture_default_str();
+  app.add_option("--frame-rate", o.services.frame_rate_per_sec,
+                 "client frames of any type per second per connection (token bucket refill)")->capture_default_str();
+  app.add_option("--frame-burst", o.services.frame_burst, "token bucket size for all client frames")
+      ->capture_default_str();
   app.add_option("--send-queue", o.gateway.write_queue_frames,
                  "frames queued per connection; a consumer that falls further behind is disconnected")
       ->capture_default_str();

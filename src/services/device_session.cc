@@ -34,7 +34,8 @@ DeviceSession::DeviceSession(ServiceContext& ctx, std::shared_ptr<gateway::Conne
     : ctx_(ctx),
       conn_(std::move(connection)),
       device_(std::move(device)),
-      bucket_(ctx.options.send_rate_per_sec, ctx.options.send_burst, mono_us()) {}
+      bucket_(ctx.options.send_rate_per_sec, ctx.options.send_burst, mono_us()),
+      frame_bucket_(ctx.options.frame_rate_per_sec, ctx.options.frame_burst, mono_us()) {}
 
 void DeviceSession::start() {
   // Attach before reading the inbox: a message committed in between is both notified and
@@ -218,6 +219,11 @@ void DeviceSession::send_receipt_state() {
 
 void DeviceSession::on_text(std::string_view text) {
   if (closed_) return;
+  if (!frame_bucket_.take(mono_us())) {
+    frames_in().with("rate_limited").inc();
+    write_error(make_error(ErrorCode::kRateLimited, "too many frames; slow down"));
+    return;
+  }
   std::string ref;
   auto parsed = proto::parse_client_frame(text, ctx_.options.limits, &ref);
   if (!parsed) {

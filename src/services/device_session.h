@@ -73,7 +73,8 @@ class DeviceSession final : public gateway::FrameHandler,
   bool live_ = false;
   bool closed_ = false;
   bool pumping_ = false;
-  TokenBucket bucket_;
+  TokenBucket bucket_;        // sends
+  TokenBucket frame_bucket_;  // every frame: bounds the work one connection can queue
   std::unordered_map<std::string, Position> positions_;
   std::set<std::string> behind_;  // conversations the pump must read from the store
 };

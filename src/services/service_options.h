@@ -14,6 +14,8 @@ struct ServiceOptions {
   bool durable = true;                  // fsync each group-committed batch (--durability sync)
   double send_rate_per_sec = 50;        // token bucket refill per device connection
   double send_burst = 100;              // token bucket size
+  double frame_rate_per_sec = 1000;     // every client frame (acks, typing, ...) per connection
+  double frame_burst = 2000;
   int64_t idempotency_ttl_ms = 7LL * 24 * 3600 * 1000;
   size_t commit_queue_limit = 65536;    // pending entries in the group committer → overloaded
   size_t max_commit_batch = 4096;       // entries per RocksDB write batch

@@ -158,6 +158,19 @@ TEST_F(TerndLimits, BackfillPageIsCapped) {
   EXPECT_TRUE(dense_range(seqs, 1, head));
 }
 
+TEST_F(TerndLimits, EveryFrameTypeIsRateLimitedPerConnection) {
+  ASSERT_NO_FATAL_FAILURE(start({"--frame-rate", "5", "--frame-burst", "5"}));
+  Device da(alice);
+  ASSERT_TRUE(da.connect_synced(port()));
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(da.typing(conv, i % 2 == 0));
+  int limited = 0;
+  for (const auto& f : da.drain(ms(500))) limited += type_of(f) == "error" && jstr(f, "code") == "rate_limited";
+  EXPECT_GE(limited, 10) << "typing frames beyond the burst must be refused";
+  EXPECT_TRUE(da.is_open()) << "rate limiting refuses frames, it does not drop the connection";
+  std::this_thread::sleep_for(ms(1200));
+  EXPECT_GT(da.must_send(conv, "after-refill", "ok"), 0u);
+}
+
 TEST_F(TerndLimits, SendRateLimitedPerDevice) {
   ASSERT_NO_FATAL_FAILURE(start({"--send-rate", "5", "--send-burst", "5"}));
   Account alice2 = api().must_link(alice);
