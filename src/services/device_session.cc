@@ -150,8 +150,9 @@ void DeviceSession::pump() {
     const std::string conv = *behind_.begin();
     if (pump_conversation(conv, high - conn_->queued())) behind_.erase(conv);
   }
-  pumping_ = false;
   if (behind_.empty() && !live_ && !closed_) finish_replay();
+  if (live_) pump_receipts(high);
+  pumping_ = false;
 }
 
 // Writes one page of a conversation from the store; true when the conversation caught up.
@@ -195,22 +196,35 @@ void DeviceSession::finish_replay() {
 }
 
 // Receipts are durable state: after a (re)connect the device gets the latest delivered/read
-// marks of the other members of its conversations (bounded number of conversations).
+// marks of the other members of its conversations (at most receipt_sync_conversations of
+// them), paced like the replay so that a large group cannot overflow the write queue.
 void DeviceSession::send_receipt_state() {
   auto convs = ctx_.store.user_conversations(device_.user);
   if (!convs) return;
-  size_t n = 0;
   for (const auto& uc : *convs) {
     if (uc.left_seq != 0) continue;
-    if (++n > ctx_.options.receipt_sync_conversations) break;
-    auto receipts = ctx_.store.receipts(uc.conversation_id);
+    if (receipt_backlog_.size() >= ctx_.options.receipt_sync_conversations) break;
+    receipt_backlog_.push_back(uc.conversation_id);
+  }
+}
+
+void DeviceSession::pump_receipts(size_t high) {
+  const size_t limit = conn_->queue_limit();
+  while (!receipt_backlog_.empty() && !closed_ && conn_->queued() < high) {
+    const std::string conv = std::move(receipt_backlog_.front());
+    receipt_backlog_.pop_front();
+    auto receipts = ctx_.store.receipts(conv);
     if (!receipts) continue;
+    // Never more than the queue can take: the rest is the newest state anyway next time.
+    size_t room = limit > conn_->queued() + 1 ? limit - conn_->queued() - 1 : 0;
     for (const auto& r : *receipts) {
       if (r.user == device_.user) continue;
-      if (r.delivered > 0)
-        write(std::make_shared<const std::string>(proto::encode_receipt(uc.conversation_id, r.user, "delivered", r.delivered)));
-      if (r.read > 0)
-        write(std::make_shared<const std::string>(proto::encode_receipt(uc.conversation_id, r.user, "read", r.read)));
+      for (auto [status, seq] : {std::pair<const char*, Seq>{"delivered", r.delivered}, {"read", r.read}}) {
+        if (seq == 0 || room == 0) continue;
+        --room;
+        frames_out().with("receipt").inc();
+        write(std::make_shared<const std::string>(proto::encode_receipt(conv, r.user, status, seq)));
+      }
     }
   }
 }

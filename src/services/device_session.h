@@ -19,6 +19,7 @@
 // (the gateway calls FrameHandler methods there; notify posts there). Owned jointly by the
 // gateway (as FrameHandler) and the bus (weakly, as Endpoint).
 #pragma once
+#include <deque>
 #include <memory>
 #include <set>
 #include <string>
@@ -64,6 +65,7 @@ class DeviceSession final : public gateway::FrameHandler,
   bool pump_conversation(const std::string& conversation_id, size_t room);
   void finish_replay();
   void send_receipt_state();
+  void pump_receipts(size_t high);
   bool write(std::shared_ptr<const std::string> frame);
   void write_error(const Error& error, std::string_view ref = {});
 
@@ -77,6 +79,7 @@ class DeviceSession final : public gateway::FrameHandler,
   TokenBucket frame_bucket_;  // every frame: bounds the work one connection can queue
   std::unordered_map<std::string, Position> positions_;
   std::set<std::string> behind_;  // conversations the pump must read from the store
+  std::deque<std::string> receipt_backlog_;  // conversations whose receipt state is still to send
 };
 
 }  // namespace tern::services

@@ -24,6 +24,8 @@ Histogram& send_to_durable() { return send_to_durable_metric; }
 
 std::string pending_key(const DeviceRef& d, const std::string& cmid) { return d.key() + '\n' + cmid; }
 
+constexpr size_t kRecentSenders = 1024;
+
 std::string user_list_json(const std::vector<std::string>& users) {
   json::array a;
   for (const auto& u : users) a.emplace_back(u);
@@ -179,6 +181,8 @@ void Sequencer::do_send(Shard& shard, DeviceRef device, proto::SendFrame frame, 
   SentInfo info{frame.client_msg_id, conv_id, seq, ts};
   shard.pending.emplace(key, PendingSend{info, {}});
   cs.head = seq;
+  cs.recent_senders.emplace_back(seq, device.user);
+  if (cs.recent_senders.size() > kRecentSenders) cs.recent_senders.pop_front();
   const bool accepted = committer_.submit(
       std::move(batch), [this, &shard, key, info, to = std::move(*to), stored, per_device, started_us,
                          done = std::move(done)](const Result<void>& committed) mutable {
@@ -429,6 +433,22 @@ void Sequencer::do_acknowledge(Shard& shard, DeviceRef device, const std::string
   rs.user = device.user;
   const bool delivered_up = seq > rs.delivered;
   const bool read_up = read && seq > rs.read;
+  // The senders of the messages this receipt newly covers: (previous mark, seq].
+  const Seq covered_from = std::min(delivered_up ? rs.delivered : seq, read_up ? rs.read : seq);
+  std::set<std::string> senders;
+  for (auto it = cs.recent_senders.rbegin(); it != cs.recent_senders.rend() && it->first > covered_from; ++it)
+    if (it->first <= seq && it->second != device.user) senders.insert(it->second);
+  // Older than what the shard remembers (e.g. sent before a restart): ask the log, bounded.
+  const Seq remembered_from = cs.recent_senders.empty() ? cs.head + 1 : cs.recent_senders.front().first;
+  if ((delivered_up || read_up) && covered_from + 1 < remembered_from) {
+    const Seq to = std::min(seq, remembered_from - 1);
+    const Seq from = to - covered_from > kRecentSenders ? to - kRecentSenders : covered_from;
+    if (auto older = store_.read_messages(conversation_id, from, to - from)) {
+      for (const auto& m : *older)
+        if (auto meta = proto::stored_meta(m.frame); meta && !meta->system && meta->sender != device.user)
+          senders.insert(meta->sender);
+    }
+  }
   if (delivered_up) rs.delivered = seq;
   if (read_up) rs.read = seq;
 
@@ -449,8 +469,8 @@ void Sequencer::do_acknowledge(Shard& shard, DeviceRef device, const std::string
   }
   std::vector<std::string> others;
   if (!receipts.empty())
-    for (const auto& m : (*conv)->members)
-      if (m.active() && m.user != device.user) others.push_back(m.user);
+    for (const auto& u : senders)
+      if (is_active_member(**conv, u)) others.push_back(u);
   const bool accepted = committer_.submit(std::move(batch), [this, receipts, others, done, ack_key,
                                                               seq](const Result<void>& committed) {
     {

@@ -10,6 +10,7 @@
 // Callbacks run on the shard strand or the writer thread; callers post to their own strand.
 // Owned by TernService; borrows store, committer, directory and bus.
 #pragma once
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -74,6 +75,11 @@ class Sequencer {
   struct ConvState {
     Seq head = 0;
     bool receipts_loaded = false;
+    // Who sent the most recent messages (at most kRecentSenders): a receipt goes to the
+    // senders of the messages it covers, not to every member (that would be members² frames
+    // per message in a large group). Senders of older messages see the receipt state when
+    // they next connect.
+    std::deque<std::pair<Seq, std::string>> recent_senders;
     std::unordered_map<std::string, store::ReceiptState> receipts;  // by user
   };
   struct Shard {

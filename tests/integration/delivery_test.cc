@@ -343,6 +343,30 @@ void expect_receipts_on_reconnect(uint16_t port, const Account& alice, const std
   EXPECT_TRUE(read) << "no read receipt for seq " << seq << ":\n" << dump_frames(frames);
 }
 
+TEST_F(TerndDelivery, GroupReceiptsGoToTheSendersOfCoveredMessagesOnly) {
+  Account carol = api().must_register("carol");
+  const std::string group = api().must_group(alice.token, "trio", {"bob", "carol"});
+  Device da(alice), db(bob), dc(carol);
+  for (Device* d : {&da, &db, &dc}) ASSERT_TRUE(d->connect_synced(port()));
+  const Seq s = da.must_send(group, "g-1", "from alice");
+  db.collect_messages(group, s);
+  dc.collect_messages(group, s);
+  ASSERT_TRUE(db.ack(group, s));
+  auto r = da.read_until([](const json::object& o) { return type_of(o) == "receipt"; });
+  ASSERT_TRUE(r) << "the sender got no receipt";
+  EXPECT_EQ(jstr(*r, "user"), "bob");
+  EXPECT_EQ(seq_of(*r), s);
+  for (const auto& f : dc.drain(ms(500)))
+    EXPECT_NE(type_of(f), "receipt") << "carol sent nothing, so bob's receipt is not hers: " << dump(f);
+  // The durable state still reaches any member that reconnects.
+  dc.close();
+  Device dc2(carol);
+  ASSERT_TRUE(dc2.connect_synced(port()));
+  auto state = dc2.read_until([](const json::object& o) { return type_of(o) == "receipt"; });
+  ASSERT_TRUE(state);
+  EXPECT_EQ(jstr(*state, "user"), "bob");
+}
+
 TEST_F(TerndDelivery, ReceiptsReachOfflineSenderOnReconnect) {
   const Seq s2 = receipts_while_sender_offline(port(), alice, bob, conv);
   ASSERT_GT(s2, 0u);
