@@ -29,12 +29,14 @@ set ylabel "send -> deliver latency (ms)"
 set logscale y
 set grid
 set key top left
+set label 1 "points in offered-rate order; past saturation the delivered rate falls back" at graph 0.02, graph 0.72 font ",8"
 set y2label "server CPU per delivered message (us)"
 set y2tics
 set ytics nomirror
 plot "$DAT" using 2:3 with linespoints lw 2 title "p50", \
      "$DAT" using 2:4 with linespoints lw 2 title "p99", \
      "$DAT" using 2:5 with linespoints lw 1 dt 2 title "p99.9", \
-     "$DAT" using 2:6 axes x1y2 with linespoints lw 1 dt 3 title "server CPU us/msg (right)"
+     "$DAT" using 2:6 axes x1y2 with linespoints lw 1 dt 3 title "server CPU us/msg (right)", \
+     "$DAT" using 2:4:(sprintf("%d/s offered", \$1)) with labels offset 1.2,0.6 left font ",8" notitle
 GP
 echo "wrote $PNG"

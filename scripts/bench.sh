@@ -105,7 +105,10 @@ scenario_group() {
 
 scenario_broadcast() {
   start_server "${SERVER_FLAGS[@]}"
-  bench broadcast broadcast --clients 1001 --group-size 1001 --rate 5 --duration 20
+  bench broadcast-101 broadcast --clients 101 --rate 20 --duration 20
+  stop_server
+  start_server "${SERVER_FLAGS[@]}"
+  bench broadcast-1001 broadcast --clients 1001 --group-size 1001 --rate 5 --duration 20
   stop_server
 }
 

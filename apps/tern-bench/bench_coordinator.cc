@@ -173,12 +173,14 @@ class Coordinator {
     const auto server = sample_server();
     if (name == "ready") {
       if (server) report_.rss_ready_kb = server->rss_kb;
+      for (const auto& d : datas) report_.gen_rss_ready_kb += static_cast<int64_t>(get_num(d, "gen_rss_kb"));
       return json::object{};
     }
     if (name == "connected") {
       if (server) report_.rss_connected_kb = server->rss_kb;
       for (const auto& d : datas) {
         report_.online_after_connect += static_cast<uint64_t>(get_num(d, "online"));
+        report_.gen_rss_connected_kb += static_cast<int64_t>(get_num(d, "gen_rss_kb"));
         const auto* all = d.as_object().if_contains("all");
         if (all && all->is_bool() && !all->as_bool()) report_.all_connected = false;
       }

@@ -144,7 +144,7 @@ void Device::on_ws_text(lean::WsConnection&, std::string_view text) {
             ++w_.counters_.synced;
           }
         } else if constexpr (std::is_same_v<T, proto::ReceiptEvent>) {
-          ++w_.counters_.receipts;
+          on_receipt(ev);
         } else if constexpr (std::is_same_v<T, proto::ErrorEvent>) {
           on_error(ev);
         } else {
@@ -171,7 +171,17 @@ void Device::on_sent(const proto::SentEvent& e) {
   const int64_t now = mono_us();
   w_.step_ack_latency_.record(static_cast<uint64_t>(std::max<int64_t>(0, now - p.intended_us)));
   w_.verifier_.on_acked(idx, p.conv, e.seq, *seq);
+  if (std::find(sent_in_.begin(), sent_in_.end(), p.conv) == sent_in_.end()) sent_in_.push_back(p.conv);
   settle(*seq);
+}
+
+void Device::on_receipt(const proto::ReceiptEvent& e) {
+  ++w_.counters_.receipts;
+  // Receipts are meant for the devices of the message's sender (wire-v1, guarantee 5). One
+  // for a conversation this device never sent in is not a violation, but it is traffic.
+  auto conv = w_.conv_of(e.conversation_id);
+  if (conv && std::find(sent_in_.begin(), sent_in_.end(), *conv) == sent_in_.end())
+    ++w_.counters_.receipts_to_non_senders;
 }
 
 void Device::on_error(const proto::ErrorEvent& e) {

@@ -86,6 +86,8 @@ json::value StepSummary::to_json(const BenchOptions& o) const {
                  {"redelivered", c.redelivered},
                  {"retransmitted", c.retransmitted},
                  {"send_failed", c.send_failed},
+                 {"receipts", c.receipts},
+                 {"receipts_to_non_senders", c.receipts_to_non_senders},
                  {"disconnects", c.disconnects},
                  {"send_s", send_s},
                  {"drain_s", drain_s},
@@ -180,6 +182,9 @@ json::value Report::to_json() const {
       idle["server_bytes_per_connection"] = nullptr;
     }
     if (rss_held_kb) idle["server_rss_kb_end"] = *rss_held_kb;
+    if (online_after_connect > 0)
+      idle["generator_bytes_per_connection"] =
+          static_cast<double>(gen_rss_connected_kb - gen_rss_ready_kb) * 1024.0 / static_cast<double>(online_after_connect);
     j["idle"] = std::move(idle);
   }
   if (!fatal.empty()) {

@@ -68,6 +68,7 @@ struct Report {
   int64_t gen_cpu_us = 0;
   // Server samples (with --server-pid).
   std::optional<int64_t> rss_ready_kb, rss_connected_kb, rss_held_kb, server_cpu_total_us;
+  int64_t gen_rss_ready_kb = 0, gen_rss_connected_kb = 0;  // Σ over workers
   uint64_t idle_disconnects = 0;
   int64_t idle_gen_cpu_us = 0;
   std::vector<std::string> fatal;

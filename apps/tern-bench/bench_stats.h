@@ -20,6 +20,7 @@ struct Counters {
   uint64_t redelivered = 0;    // repeats of a (conversation, seq) already delivered
   uint64_t other_messages = 0; // system messages and bodies that are not ours
   uint64_t receipts = 0;
+  uint64_t receipts_to_non_senders = 0;  // receipts for a conversation this device never sent in
   uint64_t ephemeral = 0;      // typing and presence frames
   uint64_t acks_sent = 0;
   uint64_t connects = 0;       // connections opened (handshake done)

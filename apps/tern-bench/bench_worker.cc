@@ -23,10 +23,16 @@ namespace {
 
 // JSON objects are built outside coroutines: g++ 12 rejects brace-initialised objects
 // (initializer lists) inside coroutine bodies ("array used as initializer").
+int64_t own_rss_kb() {
+  auto s = lean::sample_process(static_cast<int>(::getpid()));
+  return s ? s->rss_kb : 0;
+}
+
 json::value connected_json(size_t online, bool all) {
   json::object o;
   o["online"] = online;
   o["all"] = all;
+  o["gen_rss_kb"] = own_rss_kb();
   return o;
 }
 
@@ -104,7 +110,7 @@ lean::WsTarget Worker::target_for(DeviceIdx d) const {
 }
 
 Result<ConvIdx> Worker::conv_of(std::string_view id) const {
-  auto it = conv_by_id_.find(std::string(id));
+  auto it = conv_by_id_.find(id);
   if (it == conv_by_id_.end()) return make_error(ErrorCode::kNotFound, "unknown conversation");
   return it->second;
 }
@@ -138,7 +144,9 @@ void Worker::pump_connects() {
 // ---- event loop ----
 
 void Worker::start_tick() {
-  tick_.expires_after(1ms);
+  // 1 ms while sending (the schedule's resolution); 10 ms otherwise, which is plenty for acks,
+  // retries and progress and keeps an idle generator idle.
+  tick_.expires_after(sending_ ? 1ms : 10ms);
   tick_.async_wait([this](const boost::system::error_code& ec) {
     if (ec || finished_) return;
     on_tick();
@@ -220,6 +228,9 @@ void Worker::start_sending(double rate, double seconds, uint64_t count) {
   }
   sending_ = rate > 0 && !slots_.empty() && send_total_ > 0;
   if (!sending_ && count == 0) send_stopped_us_ = send_end_us_;
+  // Re-arm at the 1 ms period now (expires_after aborts the pending 10 ms wait, whose
+  // handler then ends its chain), so the first sends are not late.
+  if (sending_) start_tick();
 }
 
 void Worker::send_due(int64_t now) {
@@ -379,7 +390,7 @@ json::value Worker::result_json() const {
 
 asio::awaitable<void> Worker::lifecycle() {
   phase_name_ = "ready";
-  co_await barrier("ready", one_field("clients", devices_.size()));
+  co_await barrier("ready", one_field("gen_rss_kb", own_rss_kb()));
   switch (opt_.workload) {
     case Workload::kIdle: co_await run_idle(); break;
     case Workload::kReconnectStorm: co_await run_reconnect_storm(); break;

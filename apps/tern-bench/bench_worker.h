@@ -96,6 +96,7 @@ class Device final : public lean::WsConnection::Handler {
   void on_sent(const proto::SentEvent& e);
   void on_message(const proto::MessageEvent& e);
   void on_error(const proto::ErrorEvent& e);
+  void on_receipt(const proto::ReceiptEvent& e);
   void settle(uint64_t sender_seq);  // pops acknowledged sends off the front
   void set_phase(Phase p);
 
@@ -106,6 +107,7 @@ class Device final : public lean::WsConnection::Handler {
   uint64_t next_seq_ = 1;
   size_t unacked_ = 0;
   std::vector<AckSlot> acks_;
+  std::vector<ConvIdx> sent_in_;  // conversations with at least one acknowledged send
   uint32_t unacked_msgs_ = 0;
   bool ack_listed_ = false;
   std::string scratch_body_;
@@ -187,7 +189,11 @@ class Worker {
   lean::Verifier verifier_;
   lean::BodyEncoder encoder_;
   std::vector<ConvInfo> convs_;
-  std::unordered_map<std::string, ConvIdx> conv_by_id_;
+  struct IdHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, ConvIdx, IdHash, std::equal_to<>> conv_by_id_;
   std::vector<SendSlot> slots_;
   std::vector<DeviceIdx> senders_, receivers_;  // offline-drain's halves
   Counters counters_;
