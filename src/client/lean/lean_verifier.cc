@@ -126,6 +126,11 @@ ConvIdx Verifier::add_conversation(const std::vector<DeviceIdx>& members) {
   return c;
 }
 
+void Verifier::on_unknown_conversation(DeviceIdx d) {
+  ++foreign_;
+  sample("device #" + std::to_string(d) + " got a message of a conversation it never joined");
+}
+
 void Verifier::on_connection_start(DeviceIdx d) {
   for (auto& s : devices_[d].slots) s.last_on_connection = 0;
 }

@@ -98,6 +98,9 @@ class Verifier {
   // and bodies that are not ours).
   Delivery on_delivered(DeviceIdx d, ConvIdx c, Seq seq, std::optional<MessageKey> key);
 
+  // A message for a conversation this process does not know at all: counted as foreign.
+  void on_unknown_conversation(DeviceIdx d);
+
   // Acknowledged (message, recipient device) pairs not delivered yet.
   uint64_t outstanding() const { return outstanding_; }
   // Violations so far, without the loss scan (cheap; usable while running).
