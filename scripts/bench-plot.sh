@@ -29,7 +29,7 @@ set ylabel "send -> deliver latency (ms)"
 set logscale y
 set grid
 set key top left
-set label 1 "points in offered-rate order; past saturation the delivered rate falls back" at graph 0.02, graph 0.72 font ",8"
+set label 1 "one 15 s run per offered rate, fresh server each; open-loop, latency from the intended send time" at graph 0.02, graph 0.72 font ",8"
 set y2label "server CPU per delivered message (us)"
 set y2tics
 set ytics nomirror
