@@ -1,5 +1,10 @@
 #include "proto/frames.h"
 
+#include "proto/json_writer.h"
+
+#include <charconv>
+#include <optional>
+
 #include <boost/json.hpp>
 
 #include "base/base64.h"
@@ -150,26 +155,141 @@ std::string_view frame_type_name(const ClientFrame& frame) {
 }
 
 std::string encode_message(const MessageRecord& m) {
-  json::object o;
-  o["type"] = "message";
-  o["conversation_id"] = m.conversation_id;
-  o["seq"] = m.seq;
-  o["sender"] = m.sender;
-  o["sender_device"] = m.sender_device;
-  o["ts"] = m.ts;
-  if (m.body) o["body"] = *m.body;
-  if (!m.bodies.empty()) {
-    json::object b;
-    for (const auto& [k, v] : m.bodies) b[k] = v;
-    o["bodies"] = std::move(b);
+  // Key order is the stored format's (and what boost::json gave before): readers of old
+  // and new records see the same bytes.
+  std::string o;
+  o.reserve(160 + m.conversation_id.size() + m.sender.size() + (m.body ? m.body->size() : 0) +
+            (m.system_json ? m.system_json->size() : 0));
+  o += R"({"type":"message",)";
+  append_key(o, "conversation_id");
+  append_json_string(o, m.conversation_id);
+  o += ',';
+  append_key(o, "seq");
+  append_uint(o, m.seq);
+  o += ',';
+  append_key(o, "sender");
+  append_json_string(o, m.sender);
+  o += ',';
+  append_key(o, "sender_device");
+  append_uint(o, m.sender_device);
+  o += ',';
+  append_key(o, "ts");
+  append_int(o, m.ts);
+  if (m.body) {
+    o += ',';
+    append_key(o, "body");
+    append_json_string(o, *m.body);
   }
-  if (m.reply_to) o["reply_to"] = *m.reply_to;
-  if (m.expires_at) o["expires_at"] = *m.expires_at;
-  if (m.system_json) o["system"] = json::parse(*m.system_json);
-  return json::serialize(o);
+  if (!m.bodies.empty()) {
+    o += ',';
+    append_key(o, "bodies");
+    o += '{';
+    bool first = true;
+    for (const auto& [k, v] : m.bodies) {
+      if (!first) o += ',';
+      first = false;
+      append_json_string(o, k);
+      o += ':';
+      append_json_string(o, v);
+    }
+    o += '}';
+  }
+  if (m.reply_to) {
+    o += ',';
+    append_key(o, "reply_to");
+    append_uint(o, *m.reply_to);
+  }
+  if (m.expires_at) {
+    o += ',';
+    append_key(o, "expires_at");
+    append_int(o, *m.expires_at);
+  }
+  if (m.system_json) {
+    o += ',';
+    append_key(o, "system");
+    o += *m.system_json;  // already serialized JSON, built by the server
+  }
+  o += '}';
+  return o;
 }
 
+namespace {
+
+// Reads the stored format exactly as encode_message() writes it, without a JSON DOM (replay
+// reads every message's meta). Returns nullopt on anything unexpected (escapes included),
+// and the caller falls back to the full parser.
+class StoredScanner {
+ public:
+  explicit StoredScanner(std::string_view s) : s_(s) {}
+  bool lit(std::string_view l) {
+    if (s_.substr(pos_, l.size()) != l) return false;
+    pos_ += l.size();
+    return true;
+  }
+  bool str(std::string_view* out) {  // after the opening quote; no escapes allowed
+    const size_t end = s_.find('"', pos_);
+    if (end == std::string_view::npos) return false;
+    const std::string_view v = s_.substr(pos_, end - pos_);
+    if (v.find('\\') != std::string_view::npos) return false;
+    if (out) *out = v;
+    pos_ = end + 1;
+    return true;
+  }
+  template <typename T>
+  bool num(T* out) {
+    auto r = std::from_chars(s_.data() + pos_, s_.data() + s_.size(), *out);
+    if (r.ec != std::errc()) return false;
+    pos_ = static_cast<size_t>(r.ptr - s_.data());
+    return true;
+  }
+  bool skip_flat_object() {  // {"k":"v",...}: no nesting, no escapes
+    const size_t end = s_.find('}', pos_);
+    if (end == std::string_view::npos) return false;
+    if (s_.substr(pos_, end - pos_).find_first_of("{\\") != std::string_view::npos) return false;
+    pos_ = end + 1;
+    return true;
+  }
+
+ private:
+  std::string_view s_;
+  size_t pos_ = 0;
+};
+
+std::optional<StoredMeta> scan_stored_meta(std::string_view stored) {
+  StoredScanner sc(stored);
+  StoredMeta m;
+  std::string_view sender;
+  if (!sc.lit(R"({"type":"message","conversation_id":")") || !sc.str(nullptr) || !sc.lit(R"(,"seq":)") ||
+      !sc.num(&m.seq) || !sc.lit(R"(,"sender":")") || !sc.str(&sender) || !sc.lit(R"(,"sender_device":)") ||
+      !sc.num(&m.sender_device))
+    return std::nullopt;
+  int64_t ts = 0;
+  if (!sc.lit(R"(,"ts":)") || !sc.num(&ts)) return std::nullopt;
+  if (sc.lit(R"(,"body":")") && !sc.str(nullptr)) return std::nullopt;
+  if (sc.lit(R"(,"bodies":)")) {
+    if (!sc.skip_flat_object()) return std::nullopt;
+    m.per_device = true;
+  }
+  Seq reply_to = 0;
+  if (sc.lit(R"(,"reply_to":)") && !sc.num(&reply_to)) return std::nullopt;
+  if (sc.lit(R"(,"expires_at":)")) {
+    int64_t e = 0;
+    if (!sc.num(&e)) return std::nullopt;
+    m.expires_at = e;
+  }
+  if (sc.lit(R"(,"system":)")) {
+    m.system = true;
+  } else if (!sc.lit("}")) {
+    return std::nullopt;
+  }
+  m.sender = std::string(sender);
+  return m;
+}
+
+}  // namespace
+
 Result<StoredMeta> stored_meta(std::string_view stored) {
+  if (auto fast = scan_stored_meta(stored)) return std::move(*fast);
   boost::system::error_code ec;
   json::value v = json::parse(stored, ec);
   if (ec || !v.is_object()) return make_error(ErrorCode::kInternal, "corrupt stored message");
@@ -217,25 +337,43 @@ Result<std::string> render_expired(std::string_view stored) {
 }
 
 std::string encode_sent(std::string_view client_msg_id, std::string_view conversation_id, Seq seq, int64_t ts) {
-  json::object o;
-  o["type"] = "sent";
-  o["client_msg_id"] = client_msg_id;
-  o["conversation_id"] = conversation_id;
-  o["seq"] = seq;
-  o["ts"] = ts;
-  return json::serialize(o);
+  std::string o;
+  o.reserve(96 + client_msg_id.size() + conversation_id.size());
+  o += R"({"type":"sent",)";
+  append_key(o, "client_msg_id");
+  append_json_string(o, client_msg_id);
+  o += ',';
+  append_key(o, "conversation_id");
+  append_json_string(o, conversation_id);
+  o += ',';
+  append_key(o, "seq");
+  append_uint(o, seq);
+  o += ',';
+  append_key(o, "ts");
+  append_int(o, ts);
+  o += '}';
+  return o;
 }
 
 std::string encode_synced() { return R"({"type":"synced"})"; }
 
 std::string encode_receipt(std::string_view conversation_id, std::string_view user, std::string_view status, Seq seq) {
-  json::object o;
-  o["type"] = "receipt";
-  o["conversation_id"] = conversation_id;
-  o["user"] = user;
-  o["status"] = status;
-  o["seq"] = seq;
-  return json::serialize(o);
+  std::string o;
+  o.reserve(96 + conversation_id.size() + user.size());
+  o += R"({"type":"receipt",)";
+  append_key(o, "conversation_id");
+  append_json_string(o, conversation_id);
+  o += ',';
+  append_key(o, "user");
+  append_json_string(o, user);
+  o += ',';
+  append_key(o, "status");
+  append_json_string(o, status);
+  o += ',';
+  append_key(o, "seq");
+  append_uint(o, seq);
+  o += '}';
+  return o;
 }
 
 std::string encode_typing(std::string_view conversation_id, std::string_view user, bool active) {

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <boost/json.hpp>
+
+#include "proto/json_writer.h"
+
 namespace tern::proto {
 namespace {
 
@@ -107,6 +111,87 @@ TEST(Frames, EncodesErrorsWithDetail) {
   EXPECT_NE(text.find(R"("code":"device_mismatch")"), std::string::npos);
   EXPECT_NE(text.find(R"("missing":["bob:2"])"), std::string::npos);
   EXPECT_NE(text.find(R"("ref":"c-1")"), std::string::npos);
+}
+
+TEST(Frames, DirectEncodingMatchesTheJsonSerializer) {
+  namespace json = boost::json;
+  MessageRecord m;
+  m.conversation_id = "g-abc";
+  m.seq = 18446744073709551615ull;
+  m.sender = "al\"ice\\\n\x01";
+  m.sender_device = 4294967295u;
+  m.ts = -5;
+  m.body = "aGk=";
+  m.bodies = {{"bob:1", "YQ=="}, {"carol:2", "Yg=="}};
+  m.reply_to = 7;
+  m.expires_at = 1700000000000;
+  m.system_json = R"({"action":"add","by":"x","users":["y"]})";
+  json::object o;
+  o["type"] = "message";
+  o["conversation_id"] = m.conversation_id;
+  o["seq"] = m.seq;
+  o["sender"] = m.sender;
+  o["sender_device"] = m.sender_device;
+  o["ts"] = m.ts;
+  o["body"] = *m.body;
+  json::object b;
+  for (const auto& [k, v] : m.bodies) b[k] = v;
+  o["bodies"] = std::move(b);
+  o["reply_to"] = *m.reply_to;
+  o["expires_at"] = *m.expires_at;
+  o["system"] = json::parse(*m.system_json);
+  EXPECT_EQ(encode_message(m), json::serialize(o));
+
+  json::object sent{{"type", "sent"}, {"client_msg_id", "c\t1"}, {"conversation_id", "d-1"}, {"seq", 3u}, {"ts", 9}};
+  EXPECT_EQ(encode_sent("c\t1", "d-1", 3, 9), json::serialize(sent));
+  json::object receipt{{"type", "receipt"}, {"conversation_id", "d-1"}, {"user", "bob"}, {"status", "read"}, {"seq", 12u}};
+  EXPECT_EQ(encode_receipt("d-1", "bob", "read", 12), json::serialize(receipt));
+
+  std::string all;
+  for (int c = 0; c < 128; ++c) all += static_cast<char>(c);
+  all += "\xc3\xa9";  // UTF-8 passes through
+  std::string direct;
+  append_json_string(direct, all);
+  EXPECT_EQ(direct, json::serialize(json::value(all)));
+}
+
+TEST(Frames, StoredMetaReadsEveryShapeOfStoredMessage) {
+  MessageRecord m;
+  m.conversation_id = "g-1";
+  m.seq = 42;
+  m.sender = "alice";
+  m.sender_device = 3;
+  m.ts = 1700;
+  m.body = "aGk=";
+  auto meta = stored_meta(encode_message(m));
+  ASSERT_TRUE(meta);
+  EXPECT_EQ(meta->seq, 42u);
+  EXPECT_EQ(meta->sender, "alice");
+  EXPECT_EQ(meta->sender_device, 3u);
+  EXPECT_FALSE(meta->expires_at);
+  EXPECT_FALSE(meta->per_device);
+  EXPECT_FALSE(meta->system);
+
+  m.body.reset();
+  m.bodies = {{"bob:1", "YQ=="}};
+  m.reply_to = 2;
+  m.expires_at = 99;
+  meta = stored_meta(encode_message(m));
+  ASSERT_TRUE(meta);
+  EXPECT_TRUE(meta->per_device);
+  EXPECT_EQ(meta->expires_at, std::optional<int64_t>(99));
+
+  MessageRecord sys;
+  sys.conversation_id = "g-1";
+  sys.seq = 1;
+  sys.sender = "a\"b";  // an escape: read by the full parser
+  sys.body = "";
+  sys.system_json = R"({"action":"create","by":"x","name":"n","users":["x"]})";
+  meta = stored_meta(encode_message(sys));
+  ASSERT_TRUE(meta);
+  EXPECT_TRUE(meta->system);
+  EXPECT_EQ(meta->sender, "a\"b");
+  EXPECT_FALSE(stored_meta("{not json"));
 }
 
 }  // namespace

@@ -15,9 +15,10 @@ namespace tern::server {
 Server::Server(ServerOptions options) : options_(std::move(options)) {}
 
 Server::~Server() {
-  io_.stop();
-  for (auto& t : threads_)
-    if (t.joinable()) t.join();
+  if (loops_) {
+    loops_->stop();
+    loops_->join();
+  }
 }
 
 Result<uint16_t> Server::start() {
@@ -29,30 +30,32 @@ Result<uint16_t> Server::start() {
   bus_ = std::make_unique<bus::LocalBus>();
 
   const size_t threads = options_.threads ? options_.threads : std::max(1u, std::thread::hardware_concurrency());
-  service_ = std::make_unique<services::TernService>(io_, *store_, *bus_, options_.services, threads * 4,
-                                                     options_.metrics_token);
+  loops_ = std::make_unique<Loops>(threads);
+  signals_ = std::make_unique<boost::asio::signal_set>(loops_->context(0));
+  purge_timer_ = std::make_unique<boost::asio::steady_timer>(loops_->context(0));
+  service_ = std::make_unique<services::TernService>(*loops_, *store_, *bus_, options_.services, options_.metrics_token);
   service_->start();
-  listener_ = std::make_unique<gateway::Listener>(io_, options_.gateway, *service_);
+  listener_ = std::make_unique<gateway::Listener>(loops_->context(0), options_.gateway, *service_);
   auto port = listener_->start();
   if (!port) return port.error();
 
-  signals_.add(SIGTERM);
-  signals_.add(SIGINT);
-  signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
+  signals_->add(SIGTERM);
+  signals_->add(SIGINT);
+  signals_->async_wait([this](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     spdlog::info("event=signal signal={} action=drain", sig);
     shutdown();
   });
   schedule_purge();
-  for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { io_.run(); });
+  loops_->start();
   spdlog::info("event=started listen={}:{} data={} durability={} threads={}", options_.gateway.host, *port,
                options_.data_dir, options_.durability, threads);
   return *port;
 }
 
 void Server::schedule_purge() {
-  purge_timer_.expires_after(std::chrono::minutes(10));
-  purge_timer_.async_wait([this](const boost::system::error_code& ec) {
+  purge_timer_->expires_after(std::chrono::minutes(10));
+  purge_timer_->async_wait([this](const boost::system::error_code& ec) {
     if (ec) return;
     auto n = store_->purge_expired(now_ms());
     if (n && *n) spdlog::info("event=idempotency_purged keys={}", *n);
@@ -63,21 +66,19 @@ void Server::schedule_purge() {
 void Server::shutdown() {
   listener_->stop_accepting();
   service_->begin_drain();
-  purge_timer_.cancel();
+  purge_timer_->cancel();
   listener_->close_all(1001);
   // Give the close handshakes a moment (bounded), while the I/O threads keep running.
   std::thread([this] {
     for (int i = 0; i < 40 && listener_->connections() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     service_->stop();  // commits everything already queued
     if (auto r = store_->flush(); !r) spdlog::error("event=flush_failed error=\"{}\"", r.error().message);
-    work_.reset();
-    io_.stop();  // the last thing this thread touches: run() tears everything down after it
+    loops_->stop();  // the last thing this thread touches: run() tears everything down after it
   }).detach();
 }
 
 void Server::run() {
-  for (auto& t : threads_) t.join();
-  threads_.clear();
+  loops_->join();
   listener_.reset();
   service_.reset();
   store_.reset();

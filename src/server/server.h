@@ -1,5 +1,6 @@
 // The composition root: options → store backend → bus backend → services → gateway, plus
-// the I/O threads, the periodic purge of expired idempotency keys, and signal handling.
+// the event loops (one thread each, thread-per-core), the periodic purge of expired
+// idempotency keys, and signal handling.
 // The only place that names concrete backends (RocksDbStore, LocalBus).
 //
 // Thread affinity: construct, start() and run() from the main thread. run() blocks until
@@ -10,11 +11,10 @@
 #include <thread>
 #include <vector>
 
-#include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "base/loops.h"
 #include "base/result.h"
 #include "server/server_options.h"
 
@@ -40,16 +40,14 @@ class Server {
   void shutdown();
 
   ServerOptions options_;
-  boost::asio::io_context io_;
-  // Keeps run() serving until the drain thread ends it, even when no connection is left.
-  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_{io_.get_executor()};
-  boost::asio::signal_set signals_{io_};
-  boost::asio::steady_timer purge_timer_{io_};
+  // Loops keep serving until the drain thread ends them, even when no connection is left.
+  std::unique_ptr<Loops> loops_;
+  std::unique_ptr<boost::asio::signal_set> signals_;    // on loop 0
+  std::unique_ptr<boost::asio::steady_timer> purge_timer_;  // on loop 0
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<bus::Bus> bus_;
   std::unique_ptr<services::TernService> service_;
   std::unique_ptr<gateway::Listener> listener_;
-  std::vector<std::thread> threads_;
 };
 
 }  // namespace tern::server

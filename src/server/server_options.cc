@@ -45,6 +45,9 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   real("frame_burst", o.services.frame_burst);
   num("send_queue", o.gateway.write_queue_frames);
   num("commit_queue", o.services.commit_queue_limit);
+  num("max_inflight_per_connection", o.services.max_inflight_sends_per_connection);
+  num("max_inflight_per_loop", o.services.max_inflight_sends_per_loop);
+  num("conversation_cache", o.services.conversation_cache);
   int64_t days = o.services.idempotency_ttl_ms / (24 * 3600 * 1000);
   num("idempotency_days", days);
   o.services.idempotency_ttl_ms = days * 24 * 3600 * 1000;
@@ -60,7 +63,7 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
                  "sync: fsync every group-committed batch before `sent` (default); "
                  "none: no fsync, for benchmarks only - a crash can lose acknowledged messages")
       ->check(CLI::IsMember({"sync", "none"}))->capture_default_str();
-  app.add_option("--threads", o.threads, "I/O threads (0 = one per core)")->capture_default_str();
+  app.add_option("--threads", o.threads, "event loops, one thread each (0 = one per core)")->capture_default_str();
   app.add_option("--log-level", o.log_level, "trace|debug|info|warn|error|off")->capture_default_str();
   app.add_option("--metrics-token", o.metrics_token,
                  "bearer token that /metrics requires (default: any device token)");
@@ -88,6 +91,15 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
       ->capture_default_str();
   app.add_option("--commit-queue", o.services.commit_queue_limit,
                  "writes waiting for the store; beyond it sends get `overloaded`")->capture_default_str();
+  app.add_option("--max-inflight-per-connection", o.services.max_inflight_sends_per_connection,
+                 "sends of one connection awaiting their answer; beyond it sends get `overloaded`")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--max-inflight-per-loop", o.services.max_inflight_sends_per_loop,
+                 "sends of all connections of one event loop awaiting their answer; beyond it sends get `overloaded`")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--conversation-cache", o.services.conversation_cache,
+                 "conversations per event loop whose state (head, receipts) is kept in memory (LRU)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--idempotency-days", idem_days, "how long a client_msg_id is remembered (at least 7)")
       ->capture_default_str();
   app.add_option("--block-cache-mb", o.block_cache_mb, "RocksDB block cache")->capture_default_str();

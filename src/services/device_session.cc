@@ -12,19 +12,26 @@
 namespace tern::services {
 namespace {
 
-CounterFamily& frames_in_metric = MetricsRegistry::global().family("tern_frames_in_total", "type", "client frames by type");
-CounterFamily& frames_in() { return frames_in_metric; }
-CounterFamily& frames_out_metric = MetricsRegistry::global().family("tern_frames_out_total", "type", "server frames by type");
-CounterFamily& frames_out() { return frames_out_metric; }
-CounterFamily& errors_metric = MetricsRegistry::global().family("tern_errors_total", "code", "error frames by code");
-CounterFamily& errors() { return errors_metric; }
-Counter& replayed_metric = MetricsRegistry::global().counter("tern_replayed_messages_total",
-                                                     "messages written from the store (replay and gap fill)");
-Counter& replayed() { return replayed_metric; }
-Histogram& send_to_delivered_metric = MetricsRegistry::global().histogram(
-      "tern_send_to_delivered_seconds", "from a send frame's arrival to its write to a live recipient",
-      latency_buckets());
-Histogram& send_to_delivered() { return send_to_delivered_metric; }
+CounterFamily& frames_in = MetricsRegistry::global().family("tern_frames_in_total", "type", "client frames by type");
+CounterFamily& frames_out = MetricsRegistry::global().family("tern_frames_out_total", "type", "server frames by type");
+CounterFamily& errors = MetricsRegistry::global().family("tern_errors_total", "code", "error frames by code");
+Counter& replayed = MetricsRegistry::global().counter("tern_replayed_messages_total",
+                                                      "messages written from the store (replay and gap fill)");
+Histogram& send_to_delivered = MetricsRegistry::global().histogram(
+    "tern_send_to_delivered_seconds", "from a send frame's arrival to its write to a live recipient",
+    latency_buckets());
+// The hot labels, looked up once (a family lookup takes a mutex and a map search).
+Counter& out_message = frames_out.with("message");
+Counter& out_sent = frames_out.with("sent");
+Counter& out_event = frames_out.with("event");
+Counter& out_receipt = frames_out.with("receipt");
+Counter& out_error = frames_out.with("error");
+Counter& in_rate_limited = frames_in.with("rate_limited");
+Counter& in_invalid = frames_in.with("invalid");
+Counter& overloaded_refusals = MetricsRegistry::global().counter(
+    "tern_sends_refused_overloaded_total", "sends refused at admission (in-flight bound per connection or loop)");
+Counter* const in_by_type[] = {&frames_in.with("send"), &frames_in.with("ack"), &frames_in.with("read"),
+                               &frames_in.with("typing"), &frames_in.with("presence_subscribe")};
 
 constexpr Seq kNoLimit = std::numeric_limits<Seq>::max();
 
@@ -34,6 +41,7 @@ DeviceSession::DeviceSession(ServiceContext& ctx, std::shared_ptr<gateway::Conne
     : ctx_(ctx),
       conn_(std::move(connection)),
       device_(std::move(device)),
+      loop_(ctx.loops.here()),
       bucket_(ctx.options.send_rate_per_sec, ctx.options.send_burst, mono_us()),
       frame_bucket_(ctx.options.frame_rate_per_sec, ctx.options.frame_burst, mono_us()) {}
 
@@ -94,25 +102,35 @@ bool DeviceSession::write(std::shared_ptr<const std::string> frame) {
 }
 
 void DeviceSession::write_error(const Error& error, std::string_view ref) {
-  errors().with(std::string(code_name(error.code))).inc();
-  frames_out().with("error").inc();
+  errors.with(std::string(code_name(error.code))).inc();
+  out_error.inc();
   write(std::make_shared<const std::string>(proto::encode_error(error, ref)));
 }
 
 // ---------------------------------------------------------------- delivery
 
+void DeviceSession::on_loop(std::function<void()> fn) {
+  if (loop_ == Loops::kNone) return conn_->post(std::move(fn));
+  ctx_.loops.run(loop_, std::move(fn));
+}
+
 void DeviceSession::notify(std::shared_ptr<const bus::Notification> n) {
-  conn_->post([self = shared_from_this(), n = std::move(n)] { self->on_notification(n); });
+  // Already on this connection's loop (the publisher owns a conversation on the same loop):
+  // deliver now, without a hop.
+  if (loop_ != Loops::kNone && ctx_.loops.here() == loop_) return on_notification(n);
+  on_loop([self = shared_from_this(), n = std::move(n)] { self->on_notification(n); });
 }
 
 void DeviceSession::replaced() {
-  conn_->post([self = shared_from_this()] { self->conn_->close(1008, "replaced by a newer connection of this device"); });
+  on_loop([self = shared_from_this()] {
+    if (!self->closed_) self->conn_->close(1008, "replaced by a newer connection of this device");
+  });
 }
 
 void DeviceSession::on_notification(const std::shared_ptr<const bus::Notification>& n) {
   if (closed_) return;
   if (n->kind == bus::Notification::Kind::kFrame) {
-    frames_out().with("event").inc();
+    out_event.inc();
     write(n->frame);
     return;
   }
@@ -128,8 +146,8 @@ void DeviceSession::on_notification(const std::shared_ptr<const bus::Notificatio
     }
     pos->sent = n->seq;
     if (n->frame->find("\"system\"") != std::string::npos) refresh_membership(n->conversation_id, *pos);
-    frames_out().with("message").inc();
-    send_to_delivered().observe(static_cast<double>(mono_us() - n->send_started_us) / 1e6);
+    out_message.inc();
+    send_to_delivered.observe(static_cast<double>(mono_us() - n->send_started_us) / 1e6);
     write(std::move(frame));
     return;
   }
@@ -181,8 +199,8 @@ bool DeviceSession::pump_conversation(const std::string& conversation_id, size_t
     const bool expired = meta->expires_at && *meta->expires_at <= now;
     auto frame = expired ? proto::render_expired(m.frame) : proto::render_message_for(m.frame, device_);
     if (!frame) continue;
-    replayed().inc();
-    frames_out().with("message").inc();
+    replayed.inc();
+    out_message.inc();
     if (!write(std::make_shared<const std::string>(std::move(*frame)))) return true;
   }
   return messages->size() < page || pos->sent >= pos->limit;
@@ -190,7 +208,7 @@ bool DeviceSession::pump_conversation(const std::string& conversation_id, size_t
 
 void DeviceSession::finish_replay() {
   live_ = true;
-  frames_out().with("synced").inc();
+  frames_out.with("synced").inc();
   write(std::make_shared<const std::string>(proto::encode_synced()));
   send_receipt_state();
 }
@@ -222,7 +240,7 @@ void DeviceSession::pump_receipts(size_t high) {
       for (auto [status, seq] : {std::pair<const char*, Seq>{"delivered", r.delivered}, {"read", r.read}}) {
         if (seq == 0 || room == 0) continue;
         --room;
-        frames_out().with("receipt").inc();
+        out_receipt.inc();
         write(std::make_shared<const std::string>(proto::encode_receipt(conv, r.user, status, seq)));
       }
     }
@@ -234,18 +252,18 @@ void DeviceSession::pump_receipts(size_t high) {
 void DeviceSession::on_text(std::string_view text) {
   if (closed_) return;
   if (!frame_bucket_.take(mono_us())) {
-    frames_in().with("rate_limited").inc();
+    in_rate_limited.inc();
     write_error(make_error(ErrorCode::kRateLimited, "too many frames; slow down"));
     return;
   }
   std::string ref;
   auto parsed = proto::parse_client_frame(text, ctx_.options.limits, &ref);
   if (!parsed) {
-    frames_in().with("invalid").inc();
+    in_invalid.inc();
     write_error(parsed.error(), ref);
     return;
   }
-  frames_in().with(std::string(proto::frame_type_name(*parsed))).inc();
+  in_by_type[parsed->index()]->inc();
   auto self = shared_from_this();
   std::visit(
       [&](auto& f) {
@@ -254,20 +272,25 @@ void DeviceSession::on_text(std::string_view text) {
           if (ctx_.draining.load()) return write_error(make_error(ErrorCode::kDraining, "server is shutting down"), f.client_msg_id);
           if (!bucket_.take(mono_us()))
             return write_error(make_error(ErrorCode::kRateLimited, "send rate exceeded; retry later"), f.client_msg_id);
-          const std::string cmid = f.client_msg_id;
-          ctx_.sequencer.send(device_, std::move(f), mono_us(), [self, cmid](Result<SentInfo> r) {
-            self->conn_->post([self, cmid, r = std::move(r)] {
-              if (!r) return self->write_error(r.error(), cmid);
-              // Our own message takes a seq too: step over it so the next one is "next".
-              if (Position* pos = self->position(r->conversation_id); pos && pos->sent + 1 == r->seq) pos->sent = r->seq;
-              frames_out().with("sent").inc();
-              self->write(std::make_shared<const std::string>(proto::encode_sent(r->client_msg_id, r->conversation_id, r->seq, r->ts)));
-            });
+          // Admission: work in flight is bounded per connection and per loop; beyond it the
+          // send is refused at once (the client retries with the same client_msg_id).
+          size_t& loop_in_flight = ctx_.admission.in_flight(loop_);
+          if (in_flight_ >= ctx_.options.max_inflight_sends_per_connection ||
+              loop_in_flight >= ctx_.options.max_inflight_sends_per_loop) {
+            overloaded_refusals.inc();
+            return write_error(make_error(ErrorCode::kOverloaded, "too many sends in flight; retry later"),
+                               f.client_msg_id);
+          }
+          ++in_flight_;
+          ++loop_in_flight;
+          std::string cmid = f.client_msg_id;
+          ctx_.sequencer.send(device_, std::move(f), mono_us(), [self, cmid = std::move(cmid)](Result<SentInfo> r) mutable {
+            self->on_loop([self, cmid = std::move(cmid), r = std::move(r)] { self->on_sent(cmid, r); });
           });
         } else if constexpr (std::is_same_v<F, proto::AckFrame> || std::is_same_v<F, proto::ReadFrame>) {
           const bool read = std::is_same_v<F, proto::ReadFrame>;
           ctx_.sequencer.acknowledge(device_, f.conversation_id, f.seq, read, [self](Result<void> r) {
-            if (!r) self->conn_->post([self, e = r.error()] { self->write_error(e); });
+            if (!r) self->on_loop([self, e = r.error()] { self->write_error(e); });
           });
         } else if constexpr (std::is_same_v<F, proto::TypingFrame>) {
           if (auto r = ctx_.presence.typing(device_, f.conversation_id, f.active); !r) write_error(r.error());
@@ -276,6 +299,16 @@ void DeviceSession::on_text(std::string_view text) {
         }
       },
       *parsed);
+}
+
+void DeviceSession::on_sent(const std::string& cmid, const Result<SentInfo>& r) {
+  --in_flight_;
+  --ctx_.admission.in_flight(loop_);
+  if (!r) return write_error(r.error(), cmid);
+  // Our own message takes a seq too: step over it so the next one is "next".
+  if (Position* pos = position(r->conversation_id); pos && pos->sent + 1 == r->seq) pos->sent = r->seq;
+  out_sent.inc();
+  write(std::make_shared<const std::string>(proto::encode_sent(r->client_msg_id, r->conversation_id, r->seq, r->ts)));
 }
 
 void DeviceSession::on_close() {

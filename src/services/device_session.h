@@ -15,9 +15,14 @@
 // So per conversation the connection sees seqs strictly increasing, each at most once, and
 // nothing live before `synced`.
 //
-// Thread affinity: every method except notify()/replaced() runs on the connection's strand
-// (the gateway calls FrameHandler methods there; notify posts there). Owned jointly by the
-// gateway (as FrameHandler) and the bus (weakly, as Endpoint).
+// Admission: a send is refused with `overloaded` (ref = its client_msg_id) when this
+// connection already has max_inflight_sends_per_connection sends in flight, or its loop
+// max_inflight_sends_per_loop; so overload is refused at the entry instead of queueing.
+//
+// Thread affinity: every method except notify()/replaced() runs on the connection's loop
+// (the gateway calls FrameHandler methods there; notify hops there, inline when the
+// publisher already runs on it). Owned jointly by the gateway (as FrameHandler) and the bus
+// (weakly, as Endpoint).
 #pragma once
 #include <deque>
 #include <memory>
@@ -28,6 +33,7 @@
 #include "bus/bus.h"
 #include "gateway/service_interface.h"
 #include "services/rate_limiter.h"
+#include "services/sequencer_core.h"
 
 namespace tern::services {
 
@@ -58,7 +64,10 @@ class DeviceSession final : public gateway::FrameHandler,
     Seq limit = 0;    // last seq this device may see (removal seq), or max
   };
 
+  // Runs fn on this connection's loop (inline if already there).
+  void on_loop(std::function<void()> fn);
   void on_notification(const std::shared_ptr<const bus::Notification>& n);
+  void on_sent(const std::string& cmid, const Result<SentInfo>& r);
   Position* position(const std::string& conversation_id);
   void refresh_membership(const std::string& conversation_id, Position& pos);
   void pump();
@@ -72,6 +81,8 @@ class DeviceSession final : public gateway::FrameHandler,
   ServiceContext& ctx_;
   std::shared_ptr<gateway::Connection> conn_;
   const DeviceRef device_;
+  const size_t loop_;         // the loop this connection lives on (Loops::kNone in bare tests)
+  size_t in_flight_ = 0;      // sends handed to the sequencer and not yet answered
   bool live_ = false;
   bool closed_ = false;
   bool pumping_ = false;

@@ -18,8 +18,8 @@ Histogram& commit_seconds_metric = MetricsRegistry::global().histogram("tern_sto
 Histogram& commit_seconds() { return commit_seconds_metric; }
 }  // namespace
 
-GroupCommitter::GroupCommitter(store::Store& store, bool sync, size_t queue_limit, size_t max_batch)
-    : store_(store), sync_(sync), queue_limit_(queue_limit), max_batch_(max_batch) {}
+GroupCommitter::GroupCommitter(store::Store& store, bool sync, size_t queue_limit, size_t max_batch, Loops* loops)
+    : store_(store), sync_(sync), queue_limit_(queue_limit), max_batch_(max_batch), loops_(loops) {}
 
 GroupCommitter::~GroupCommitter() { stop(); }
 
@@ -41,7 +41,7 @@ bool GroupCommitter::submit(store::Batch batch, Completion done) {
     if (failed_) rejected = make_error(ErrorCode::kInternal, "store writes failed; node needs a restart");
     else if (stopping_) rejected = make_error(ErrorCode::kDraining, "server is shutting down");
     else if (pending_.size() >= queue_limit_) rejected = make_error(ErrorCode::kOverloaded, "write queue full, retry later");
-    else pending_.push_back(Entry{std::move(batch), std::move(done)});
+    else pending_.push_back(Entry{std::move(batch), std::move(done), loops_ ? loops_->here() : Loops::kNone});
   }
   if (rejected) {
     if (done) done(Result<void>(*rejected));
@@ -54,6 +54,9 @@ bool GroupCommitter::submit(store::Batch batch, Completion done) {
 void GroupCommitter::run() {
   std::vector<Entry> work;
   store::Batch merged;
+  // Completions by loop; the last slot is for submitters that are not loops.
+  const size_t nloops = loops_ ? loops_->size() : 0;
+  std::vector<std::vector<Completion>> by_loop(nloops + 1);
   for (;;) {
     {
       std::unique_lock lock(mu_);
@@ -78,8 +81,19 @@ void GroupCommitter::run() {
       std::lock_guard lock(mu_);
       failed_ = true;
     }
-    for (auto& e : work)
-      if (e.done) e.done(r);
+    for (auto& e : work) {
+      if (!e.done) continue;
+      by_loop[e.loop < nloops ? e.loop : nloops].push_back(std::move(e.done));
+    }
+    for (size_t l = 0; l < nloops; ++l) {
+      if (by_loop[l].empty()) continue;
+      loops_->post(l, [done = std::move(by_loop[l]), r] {
+        for (auto& d : done) d(r);
+      });
+      by_loop[l] = {};
+    }
+    for (auto& d : by_loop[nloops]) d(r);
+    by_loop[nloops].clear();
   }
 }
 

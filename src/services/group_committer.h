@@ -1,16 +1,27 @@
-// Group commit: the one writer of the store. Producers (the sequencer shards) submit
-// entries, each a store Batch plus a completion; the writer thread takes everything pending,
-// merges it into one Batch, commits it with one fsync, then runs the completions in
-// submission order. Durability therefore costs one fsync per batch, not per message, and the
-// order of completions per conversation is the order its shard submitted them (seq order).
+// Group commit: the one writer of the store. Producers (the loops that own conversations,
+// accounts, presence) submit entries, each a store Batch plus a completion; the writer thread
+// takes everything pending, merges it into one Batch, commits it with one fsync, and hands
+// the completions back: each to the loop that submitted it, all of one commit's completions
+// for one loop in one task (one wake-up per loop per commit). The writer never runs
+// completions itself (so it never does fan-out) except those of submitters that are not loop
+// threads (tests, start-up). It starts the next commit as soon as it has handed them off, so
+// prepare (on the loops), commit (here) and complete (on the loops) overlap.
+//
+// The commit window adapts to load by itself: while one fsync runs (~0.4 ms), every entry
+// submitted meanwhile waits and goes into the next commit together; when idle, an entry is
+// committed alone at once.
+//
+// Order: per conversation the completions run in the order its owning loop submitted them
+// (seq order): the writer completes in submission order and a loop's mailbox is FIFO.
 //
 // Bounded: at most `queue_limit` pending entries; beyond that submit() rejects the entry: it
-// runs the completion at once, on the caller's thread, with `overloaded`, and returns false. A failed commit is fatal for writes: every later submit fails with
-// `internal` (seqs were handed out for the lost batch; continuing would leave gaps) and the
-// operator restarts the node, which reloads heads from the store.
+// runs the completion at once, on the caller's thread, with `overloaded`, and returns false.
+// A failed commit is fatal for writes: every later submit fails with `internal` (seqs were
+// handed out for the lost batch; continuing would leave gaps) and the operator restarts the
+// node, which reloads heads from the store.
 //
-// Thread-safety: submit() from any thread; completions run on the writer thread and must not
-// block (they post to strands). Owns its thread; stop() drains and joins.
+// Thread-safety: submit() from any thread; completions must not block. Owns its thread;
+// stop() drains and joins. Borrows the store and (optionally) the loops.
 #pragma once
 #include <condition_variable>
 #include <deque>
@@ -18,6 +29,7 @@
 #include <mutex>
 #include <thread>
 
+#include "base/loops.h"
 #include "base/result.h"
 #include "store/store.h"
 
@@ -27,7 +39,8 @@ class GroupCommitter {
  public:
   using Completion = std::function<void(const Result<void>&)>;
 
-  GroupCommitter(store::Store& store, bool sync, size_t queue_limit, size_t max_batch);
+  // loops: where completions run (the submitter's loop); nullptr → on the writer thread.
+  GroupCommitter(store::Store& store, bool sync, size_t queue_limit, size_t max_batch, Loops* loops = nullptr);
   ~GroupCommitter();
 
   void start();
@@ -41,6 +54,7 @@ class GroupCommitter {
   struct Entry {
     store::Batch batch;
     Completion done;
+    size_t loop = Loops::kNone;  // where `done` runs
   };
   void run();
 
@@ -48,6 +62,7 @@ class GroupCommitter {
   const bool sync_;
   const size_t queue_limit_;
   const size_t max_batch_;
+  Loops* const loops_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Entry> pending_;

@@ -1,56 +1,38 @@
-// The sequencer: the one place that changes a conversation. Conversations are sharded over
-// strands by a hash of their id; a shard's strand owns, for its conversations, the head seq,
-// the receipts state and the in-flight idempotency keys, so seqs are assigned without a
-// global lock and without races: dense, never repeated. Each change (send, membership,
-// ack/read) becomes a store Batch handed to the GroupCommitter; the commit's completion
-// answers the caller and fans the message out (fan-out-on-write: the inbox index of every
-// recipient device is marked in the same batch; online devices are notified on the bus).
+// Sequencer: the one place that changes a conversation, and the router to it. Every
+// conversation has one owning loop (SequencerCore::owner); each public method runs its work
+// there: inline when the caller already is on that loop, else through the loops' batched
+// mailbox (one wake-up per batch). The work itself is in three parts, one file each:
+//   Sender      send path (seq, idempotency, per-device bodies, fan-out on commit)
+//   Membership  create conversations, add/remove members (system messages, eras)
+//   Receipts    cumulative acks and read markers (cursor, inbox, durable receipts)
+// Each change becomes one store Batch of blind writes handed to the GroupCommitter, whose
+// completion comes back to the owning loop to answer the caller and publish on the bus.
 //
-// Thread-safety: public methods may be called from any thread; they post to the shard.
-// Callbacks run on the shard strand or the writer thread; callers post to their own strand.
-// Owned by TernService; borrows store, committer, directory and bus.
+// Thread-safety: public methods from any thread. Callbacks run on the conversation's owning
+// loop; callers hop to their own loop if they need to. Owned by TernService; borrows the
+// loops, store, committer (built with these loops), directory and bus.
 #pragma once
-#include <deque>
 #include <functional>
-#include <memory>
-#include <mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/strand.hpp>
-
-#include "bus/bus.h"
 #include "proto/frames.h"
 #include "proto/http_shapes.h"
-#include "services/directory.h"
-#include "services/group_committer.h"
-#include "services/service_options.h"
+#include "services/membership.h"
+#include "services/receipts.h"
+#include "services/sender.h"
+#include "services/sequencer_core.h"
 
 namespace tern::services {
 
-struct SentInfo {
-  std::string client_msg_id;
-  std::string conversation_id;
-  Seq seq = 0;
-  int64_t ts = 0;
-};
-
-struct ConversationInfo {
-  std::string conversation_id;
-  bool created = false;
-};
-
 class Sequencer {
  public:
-  using SendDone = std::function<void(Result<SentInfo>)>;
-  using CreateDone = std::function<void(Result<ConversationInfo>)>;
-  using MembersDone = std::function<void(Result<std::vector<std::string>>)>;
-  using AckDone = std::function<void(Result<void>)>;
+  using CreateDone = Membership::CreateDone;
+  using MembersDone = Membership::MembersDone;
+  using AckDone = Receipts::AckDone;
 
-  Sequencer(boost::asio::io_context& io, store::Store& store, GroupCommitter& committer, Directory& directory,
-            bus::Bus& bus, const ServiceOptions& options, size_t shards);
+  Sequencer(Loops& loops, store::Store& store, GroupCommitter& committer, Directory& directory, bus::Bus& bus,
+            const ServiceOptions& options);
 
   void send(DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done);
   void create_conversation(DeviceRef creator, proto::CreateConversationRequest request, CreateDone done);
@@ -60,66 +42,17 @@ class Sequencer {
 
   // The highest ack of the device for the conversation that is not yet in the store (0 if
   // none): a device that acks, disconnects and reconnects at once must not replay what it acked.
-  Seq pending_ack(const DeviceRef& device, const std::string& conversation_id);
-
-  // Head of a conversation as the store has it (committed messages only).
-  Result<Seq> committed_head(const std::string& conversation_id);
+  Seq pending_ack(const DeviceRef& device, const std::string& conversation_id) {
+    return receipts_.pending_ack(device, conversation_id);
+  }
 
   static std::string direct_conversation_id(const std::string& a, const std::string& b);
 
  private:
-  struct PendingSend {
-    SentInfo info;
-    std::vector<SendDone> waiters;  // retries of the same client_msg_id while in flight
-  };
-  struct ConvState {
-    Seq head = 0;
-    bool receipts_loaded = false;
-    // Who sent the most recent messages (at most kRecentSenders): a receipt goes to the
-    // senders of the messages it covers, not to every member (that would be members² frames
-    // per message in a large group). Senders of older messages see the receipt state when
-    // they next connect.
-    std::deque<std::pair<Seq, std::string>> recent_senders;
-    std::unordered_map<std::string, store::ReceiptState> receipts;  // by user
-  };
-  struct Shard {
-    explicit Shard(boost::asio::io_context& io) : strand(boost::asio::make_strand(io)) {}
-    boost::asio::strand<boost::asio::io_context::executor_type> strand;
-    std::unordered_map<std::string, ConvState> conversations;
-    std::unordered_map<std::string, PendingSend> pending;  // device key + '\n' + client_msg_id
-  };
-
-  Shard& shard_of(const std::string& conversation_id);
-  Result<ConvState*> state(Shard& shard, const std::string& conversation_id);
-
-  void do_send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done);
-  void do_change_members(Shard& shard, DeviceRef actor, const std::string& conversation_id,
-                         const proto::MembersRequest& request, MembersDone done);
-  void do_create(Shard& shard, DeviceRef creator, proto::CreateConversationRequest request, std::string id,
-                 CreateDone done);
-  void do_acknowledge(Shard& shard, DeviceRef device, const std::string& conversation_id, Seq seq, bool read,
-                      AckDone done);
-
-  // Every device that receives a message of `c` with `seq`, except `skip` (the sender's).
-  Result<std::vector<DeviceRef>> recipients(const store::Conversation& c, Seq seq, const DeviceRef* skip);
-  // Appends a system message to the batch; returns its frame.
-  std::shared_ptr<const std::string> system_message(store::Batch& batch, const store::Conversation& c, Seq seq,
-                                                    const DeviceRef& actor, const std::string& system_json,
-                                                    std::vector<DeviceRef>& to);
-  void publish_message(const std::vector<DeviceRef>& to, const std::string& conversation_id, Seq seq,
-                       std::shared_ptr<const std::string> frame, bool per_device, int64_t started_us);
-
-  boost::asio::io_context& io_;
-  store::Store& store_;
-  GroupCommitter& committer_;
-  Directory& directory_;
-  bus::Bus& bus_;
-  const ServiceOptions& options_;
-  std::vector<std::unique_ptr<Shard>> shards_;
-  // Acks accepted but not yet committed: device key + '\n' + conversation → seq. Bounded by
-  // the acks in flight (an entry leaves when its commit completes).
-  std::mutex acks_mu_;
-  std::unordered_map<std::string, Seq> pending_acks_;
+  SequencerCore core_;
+  Sender sender_;
+  Membership membership_;
+  Receipts receipts_;
 };
 
 }  // namespace tern::services

@@ -3,7 +3,9 @@
 #pragma once
 #include <atomic>
 
+#include "base/loops.h"
 #include "bus/bus.h"
+#include "services/admission.h"
 #include "services/accounts.h"
 #include "services/directory.h"
 #include "services/group_committer.h"
@@ -16,6 +18,8 @@ namespace tern::services {
 
 struct ServiceContext {
   const ServiceOptions& options;
+  Loops& loops;
+  Admission& admission;
   store::Store& store;
   GroupCommitter& committer;
   Directory& directory;

@@ -18,6 +18,9 @@ struct ServiceOptions {
   double frame_burst = 2000;
   int64_t idempotency_ttl_ms = 7LL * 24 * 3600 * 1000;
   size_t commit_queue_limit = 65536;    // pending entries in the group committer → overloaded
+  size_t max_inflight_sends_per_connection = 64;   // sends awaiting their answer → overloaded
+  size_t max_inflight_sends_per_loop = 4096;       // the same, summed over a loop's connections
+  size_t conversation_cache = 100000;  // conversations whose state a loop keeps in memory (LRU)
   size_t max_commit_batch = 4096;       // entries per RocksDB write batch
   size_t replay_page = 256;             // messages read per replay step
   size_t live_buffer_convs = 4096;      // conversations tracked as "dirty" during replay

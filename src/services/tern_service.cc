@@ -7,17 +7,17 @@
 
 namespace tern::services {
 
-TernService::TernService(boost::asio::io_context& io, store::Store& store, bus::Bus& bus, ServiceOptions options,
-                         size_t shards, const std::string& metrics_token)
-    : options_(std::move(options)), store_(store), bus_(bus) {
+TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, ServiceOptions options,
+                         const std::string& metrics_token)
+    : options_(std::move(options)), store_(store), bus_(bus), admission_(loops.size()) {
   if (sodium_init() < 0) std::abort();  // no CSPRNG: tokens cannot be made safely
   committer_ = std::make_unique<GroupCommitter>(store_, options_.durable, options_.commit_queue_limit,
-                                                options_.max_commit_batch);
+                                                options_.max_commit_batch, &loops);
   directory_ = std::make_unique<Directory>(store_);
   accounts_ = std::make_unique<Accounts>(store_, *committer_, *directory_, options_);
-  sequencer_ = std::make_unique<Sequencer>(io, store_, *committer_, *directory_, bus_, options_, shards);
+  sequencer_ = std::make_unique<Sequencer>(loops, store_, *committer_, *directory_, bus_, options_);
   presence_ = std::make_unique<Presence>(store_, *committer_, *directory_, bus_, options_);
-  ctx_ = std::make_unique<ServiceContext>(ServiceContext{options_, store_, *committer_, *directory_, bus_, *sequencer_,
+  ctx_ = std::make_unique<ServiceContext>(ServiceContext{options_, loops, admission_, store_, *committer_, *directory_, bus_, *sequencer_,
                                                          *presence_, *accounts_, draining_});
   http_ = std::make_unique<HttpApi>(*ctx_, metrics_token.empty() ? std::string() : hash_token(metrics_token));
 }

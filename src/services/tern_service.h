@@ -7,9 +7,9 @@
 #include <atomic>
 #include <memory>
 
-#include <boost/asio/io_context.hpp>
-
+#include "base/loops.h"
 #include "bus/bus.h"
+#include "services/admission.h"
 #include "gateway/service_interface.h"
 #include "services/accounts.h"
 #include "services/directory.h"
@@ -26,8 +26,10 @@ namespace tern::services {
 class TernService final : public gateway::ServiceInterface {
  public:
   // metrics_token: empty = any device token may read /metrics.
-  TernService(boost::asio::io_context& io, store::Store& store, bus::Bus& bus, ServiceOptions options,
-              size_t shards, const std::string& metrics_token);
+  // Conversations are owned by the loops (one sequencer shard each); connections must be
+  // opened on one of these loops.
+  TernService(Loops& loops, store::Store& store, bus::Bus& bus, ServiceOptions options,
+              const std::string& metrics_token);
   ~TernService() override;
 
   void start();
@@ -45,6 +47,7 @@ class TernService final : public gateway::ServiceInterface {
   store::Store& store_;
   bus::Bus& bus_;
   std::atomic<bool> draining_{false};
+  Admission admission_;
   std::unique_ptr<GroupCommitter> committer_;
   std::unique_ptr<Directory> directory_;
   std::unique_ptr<Accounts> accounts_;

@@ -13,12 +13,17 @@
 // (all or nothing) and, with sync, durably before it returns: the group-commit writer in
 // services puts many sends into one Batch so one fsync covers them all.
 //
-// Thread-safety: every method may be called from any thread. commit() calls are serialized by
-// the caller (one writer thread); read-modify-write ops inside a Batch (kInboxClear) rely on
-// that. Ownership: the server's composition root owns the Store; everyone else borrows it.
-// Within one Batch, ops apply in order: several ops on the same key compose (e.g. InboxMark 5,
-// InboxClear 5, InboxMark 6 leaves 6). User and conversation ids never contain '\0' (wire-v1
-// ids can't); a backend may refuse a batch holding one (kInvalidArgument, nothing written).
+// Writes are blind: no op reads the store. Where a value must only grow (cursor, receipt
+// marks, inbox mark), the caller keeps it growing: each conversation's state is owned by one
+// event loop, which knows the current value and submits in order (see services/sequencer.h).
+// Within one Batch, ops apply in order and a later op on the same key wins. PutConversation
+// and PutDevice are the exceptions that read (the previous member list or token hash) — they
+// are rare (membership changes, device links), never on the message path.
+//
+// Thread-safety: every method may be called from any thread; commit() calls are serialized
+// by the caller (one writer thread). Ownership: the server's composition root owns the
+// Store; everyone else borrows it. User and conversation ids never contain '\0' (wire-v1 ids
+// can't); a backend may refuse a batch holding one (kInvalidArgument, nothing written).
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -85,14 +90,16 @@ struct PutDevice { DeviceRef device; std::string token_hash; };
 struct PutConversation { Conversation conversation; };
 struct AppendMessage { std::string conversation_id; Seq seq = 0; std::string frame; };
 struct PutIdempotency { DeviceRef device; std::string client_msg_id; IdempotencyRecord record; };
-struct SetCursor { DeviceRef device; std::string conversation_id; Seq seq = 0; };  // keeps the max
-struct SetReceipt { std::string conversation_id; std::string user; Seq delivered = 0; Seq read = 0; };  // keeps the max of each
-struct InboxMark { DeviceRef device; std::string conversation_id; Seq seq = 0; };   // keeps the max
-struct InboxClear { DeviceRef device; std::string conversation_id; Seq upto = 0; };  // deletes if entry <= upto
+struct SetCursor { DeviceRef device; std::string conversation_id; Seq seq = 0; };  // blind put
+struct SetReceipt { std::string conversation_id; std::string user; Seq delivered = 0; Seq read = 0; };  // blind put
+// The device has news in the conversation up to `seq` (fan-out on write). Blind put.
+struct InboxMark { DeviceRef device; std::string conversation_id; Seq seq = 0; };
+// The device caught up with the conversation: its inbox entry goes. Blind delete.
+struct InboxDelete { DeviceRef device; std::string conversation_id; };
 struct SetLastSeen { std::string user; int64_t ts = 0; };
 
 using Op = std::variant<PutUser, PutDevice, PutConversation, AppendMessage, PutIdempotency, SetCursor,
-                        SetReceipt, InboxMark, InboxClear, SetLastSeen>;
+                        SetReceipt, InboxMark, InboxDelete, SetLastSeen>;
 
 struct Batch {
   std::vector<Op> ops;

@@ -322,14 +322,15 @@ TEST_P(StoreContractTest, LargeSeqsSortNumerically) {
 
 // ---- per-device state ----
 
-TEST_P(StoreContractTest, CursorKeepsTheMax) {
+TEST_P(StoreContractTest, CursorIsABlindPut) {
   EXPECT_EQ(must(store().cursor(kAlice1, "c1")), 0u);
   commit1(SetCursor{kAlice1, "c1", 5});
   EXPECT_EQ(must(store().cursor(kAlice1, "c1")), 5u);
-  commit1(SetCursor{kAlice1, "c1", 3});
-  EXPECT_EQ(must(store().cursor(kAlice1, "c1")), 5u);
   commit1(SetCursor{kAlice1, "c1", 9});
   EXPECT_EQ(must(store().cursor(kAlice1, "c1")), 9u);
+  // Blind: the owning loop keeps it growing; the store writes what it is given.
+  commit1(SetCursor{kAlice1, "c1", 3});
+  EXPECT_EQ(must(store().cursor(kAlice1, "c1")), 3u);
   // Independent per device and per conversation.
   EXPECT_EQ(must(store().cursor(kAlice2, "c1")), 0u);
   EXPECT_EQ(must(store().cursor(kAlice1, "c2")), 0u);
@@ -337,13 +338,11 @@ TEST_P(StoreContractTest, CursorKeepsTheMax) {
   EXPECT_EQ(must(store().cursor(kBob1, "c1")), 0u);
 }
 
-TEST_P(StoreContractTest, ReceiptsKeepTheMaxPerField) {
+TEST_P(StoreContractTest, ReceiptsAreBlindPutsPerUser) {
   EXPECT_TRUE(must(store().receipts("c1")).empty());
   commit1(SetReceipt{"c1", "bob", 5, 0});
   EXPECT_EQ(receipts_of(store(), "c1"), (std::map<std::string, std::pair<Seq, Seq>>{{"bob", {5, 0}}}));
-  commit1(SetReceipt{"c1", "bob", 3, 4});
-  EXPECT_EQ(receipts_of(store(), "c1"), (std::map<std::string, std::pair<Seq, Seq>>{{"bob", {5, 4}}}));
-  commit1(SetReceipt{"c1", "bob", 0, 2});
+  commit1(SetReceipt{"c1", "bob", 5, 4});
   EXPECT_EQ(receipts_of(store(), "c1"), (std::map<std::string, std::pair<Seq, Seq>>{{"bob", {5, 4}}}));
   commit1(SetReceipt{"c1", "carol", 8, 8});
   commit1(SetReceipt{"c10", "dave", 1, 1});
@@ -352,99 +351,23 @@ TEST_P(StoreContractTest, ReceiptsKeepTheMaxPerField) {
   EXPECT_EQ(receipts_of(store(), "c10"), (std::map<std::string, std::pair<Seq, Seq>>{{"dave", {1, 1}}}));
 }
 
-TEST_P(StoreContractTest, InboxMarkKeepsTheMaxAndClearDeletesUpTo) {
+TEST_P(StoreContractTest, InboxMarkPutsAndDeleteRemoves) {
   EXPECT_TRUE(must(store().inbox(kBob1)).empty());
-  commit1(InboxMark{kBob1, "c1", 5});
   commit1(InboxMark{kBob1, "c1", 3});
+  commit1(InboxMark{kBob1, "c1", 5});
   commit1(InboxMark{kBob1, "c2", 7});
   EXPECT_EQ(inbox_of(store(), kBob1), (std::map<std::string, Seq>{{"c1", 5}, {"c2", 7}}));
 
-  commit1(InboxClear{kBob1, "c1", 4});  // news after 4 remain
-  EXPECT_EQ(inbox_of(store(), kBob1), (std::map<std::string, Seq>{{"c1", 5}, {"c2", 7}}));
-  commit1(InboxClear{kBob1, "c1", 5});
+  commit1(InboxDelete{kBob1, "c1"});
   EXPECT_EQ(inbox_of(store(), kBob1), (std::map<std::string, Seq>{{"c2", 7}}));
-  commit1(InboxClear{kBob1, "c2", 100});
+  commit1(InboxDelete{kBob1, "c2"});
   EXPECT_TRUE(must(store().inbox(kBob1)).empty());
-  commit1(InboxClear{kBob1, "never", 100});  // clearing nothing is fine
+  commit1(InboxDelete{kBob1, "never"});  // deleting nothing is fine
   EXPECT_TRUE(must(store().inbox(kBob1)).empty());
 
-  // A mark after a clear brings the conversation back.
+  // A mark after a delete brings the conversation back.
   commit1(InboxMark{kBob1, "c1", 6});
   EXPECT_EQ(inbox_of(store(), kBob1), (std::map<std::string, Seq>{{"c1", 6}}));
-}
-
-TEST_P(StoreContractTest, InboxIsPerDevice) {
-  Batch b;
-  b.add(InboxMark{{"bob", 1}, "c1", 1});
-  b.add(InboxMark{{"bob", 2}, "c2", 2});
-  b.add(InboxMark{{"bob", 256}, "c3", 3});
-  b.add(InboxMark{{"bo", 1}, "c4", 4});
-  b.add(InboxMark{{"bobb", 1}, "c5", 5});
-  commit(std::move(b));
-  EXPECT_EQ(inbox_of(store(), {"bob", 1}), (std::map<std::string, Seq>{{"c1", 1}}));
-  EXPECT_EQ(inbox_of(store(), {"bob", 2}), (std::map<std::string, Seq>{{"c2", 2}}));
-  EXPECT_EQ(inbox_of(store(), {"bob", 256}), (std::map<std::string, Seq>{{"c3", 3}}));
-  EXPECT_EQ(inbox_of(store(), {"bo", 1}), (std::map<std::string, Seq>{{"c4", 4}}));
-  EXPECT_EQ(inbox_of(store(), {"bobb", 1}), (std::map<std::string, Seq>{{"c5", 5}}));
-  EXPECT_TRUE(inbox_of(store(), {"bob", 3}).empty());
-}
-
-// ---- idempotency ----
-
-TEST_P(StoreContractTest, IdempotencyRecordsExpire) {
-  EXPECT_EQ(must(store().idempotency(kAlice1, "m1", 0)), std::nullopt);
-  commit1(PutIdempotency{kAlice1, "m1", idem("c1", 7, 500, 1000)});
-  auto r = must(store().idempotency(kAlice1, "m1", 999));
-  ASSERT_TRUE(r);
-  EXPECT_EQ(r->conversation_id, "c1");
-  EXPECT_EQ(r->seq, 7u);
-  EXPECT_EQ(r->ts, 500);
-  EXPECT_EQ(r->expires_at, 1000);
-  EXPECT_TRUE(must(store().idempotency(kAlice1, "m1", 1000)));  // valid until expires_at
-  EXPECT_EQ(must(store().idempotency(kAlice1, "m1", 1001)), std::nullopt);
-  // Keyed by device and client_msg_id.
-  EXPECT_EQ(must(store().idempotency(kAlice2, "m1", 0)), std::nullopt);
-  EXPECT_EQ(must(store().idempotency(kAlice1, "m", 0)), std::nullopt);
-  EXPECT_EQ(must(store().idempotency(kAlice1, "m10", 0)), std::nullopt);
-}
-
-TEST_P(StoreContractTest, PurgeDropsOnlyExpiredRecords) {
-  Batch b;
-  b.add(PutIdempotency{kAlice1, "m1", idem("c1", 1, 0, 1000)});
-  b.add(PutIdempotency{kAlice1, "m2", idem("c1", 2, 0, 2000)});
-  b.add(PutIdempotency{kBob1, "m1", idem("c2", 1, 0, 3000)});
-  commit(std::move(b));
-  EXPECT_EQ(must(store().purge_expired(500)), 0u);
-  EXPECT_EQ(must(store().purge_expired(1000)), 0u);  // expires_at == now: not yet expired
-  EXPECT_EQ(must(store().purge_expired(1500)), 1u);
-  EXPECT_EQ(must(store().idempotency(kAlice1, "m1", 0)), std::nullopt);  // gone, whatever the clock says
-  EXPECT_TRUE(must(store().idempotency(kAlice1, "m2", 0)));
-  EXPECT_EQ(must(store().purge_expired(1500)), 0u);
-  EXPECT_EQ(must(store().purge_expired(10000)), 2u);
-  EXPECT_EQ(must(store().idempotency(kAlice2, "m2", 0)), std::nullopt);
-  EXPECT_EQ(must(store().idempotency(kBob1, "m1", 0)), std::nullopt);
-  EXPECT_EQ(must(store().purge_expired(20000)), 0u);
-}
-
-TEST_P(StoreContractTest, RefreshedRecordSurvivesPurgeOfItsOldExpiry) {
-  commit1(PutIdempotency{kAlice1, "m1", idem("c1", 1, 0, 1000)});
-  commit1(PutIdempotency{kAlice1, "m1", idem("c1", 1, 0, 5000)});
-  EXPECT_EQ(must(store().purge_expired(2000)), 0u);
-  EXPECT_TRUE(must(store().idempotency(kAlice1, "m1", 2000)));
-  EXPECT_EQ(must(store().purge_expired(6000)), 1u);
-  EXPECT_EQ(must(store().idempotency(kAlice1, "m1", 0)), std::nullopt);
-}
-
-TEST_P(StoreContractTest, PurgeHandlesManyRecords) {
-  Batch b;
-  for (int i = 0; i < 2500; ++i) {
-    b.add(PutIdempotency{{"u" + std::to_string(i % 7), uint32_t(i % 3 + 1)}, "m" + std::to_string(i),
-                         idem("c", Seq(i + 1), 0, i < 2000 ? 100 + i : 100000)});
-  }
-  commit(std::move(b));
-  EXPECT_EQ(must(store().purge_expired(50000)), 2000u);
-  EXPECT_TRUE(must(store().idempotency({"u" + std::to_string(2100 % 7), 2100 % 3 + 1}, "m2100", 0)));
-  EXPECT_EQ(must(store().idempotency({"u" + std::to_string(5 % 7), 5 % 3 + 1}, "m5", 0)), std::nullopt);
 }
 
 // ---- batches ----
@@ -454,38 +377,34 @@ TEST_P(StoreContractTest, EmptyBatchCommits) {
   commit(Batch{}, false);
 }
 
-TEST_P(StoreContractTest, SameKeyOpsComposeWithinOneBatch) {
+TEST_P(StoreContractTest, SameKeyOpsWithinOneBatchApplyInOrder) {
   Batch b;
   b.add(SetCursor{kAlice1, "c1", 5});
-  b.add(SetCursor{kAlice1, "c1", 3});
   b.add(SetCursor{kAlice1, "c1", 7});
-  b.add(SetCursor{kAlice1, "c1", 6});
+  b.add(SetCursor{kAlice1, "c1", 6});  // last wins
   b.add(SetReceipt{"c1", "bob", 5, 0});
-  b.add(SetReceipt{"c1", "bob", 3, 6});
-  b.add(SetReceipt{"c1", "bob", 4, 2});
-  b.add(InboxMark{kBob1, "c1", 5});
+  b.add(SetReceipt{"c1", "bob", 5, 6});
   b.add(InboxMark{kBob1, "c1", 3});
-  b.add(InboxClear{kBob1, "c1", 4});  // 5 > 4: stays
+  b.add(InboxMark{kBob1, "c1", 5});
   b.add(InboxMark{kBob1, "c2", 3});
-  b.add(InboxClear{kBob1, "c2", 3});  // cleared...
-  b.add(InboxMark{kBob1, "c2", 2});   // ...then marked again below the cleared seq
+  b.add(InboxDelete{kBob1, "c2"});  // deleted...
+  b.add(InboxMark{kBob1, "c2", 4});  // ...then marked again
   b.add(InboxMark{kBob1, "c3", 9});
-  b.add(InboxClear{kBob1, "c3", 9});
+  b.add(InboxDelete{kBob1, "c3"});
   commit(std::move(b));
-  EXPECT_EQ(must(store().cursor(kAlice1, "c1")), 7u);
+  EXPECT_EQ(must(store().cursor(kAlice1, "c1")), 6u);
   EXPECT_EQ(receipts_of(store(), "c1"), (std::map<std::string, std::pair<Seq, Seq>>{{"bob", {5, 6}}}));
-  EXPECT_EQ(inbox_of(store(), kBob1), (std::map<std::string, Seq>{{"c1", 5}, {"c2", 2}}));
+  EXPECT_EQ(inbox_of(store(), kBob1), (std::map<std::string, Seq>{{"c1", 5}, {"c2", 4}}));
 
-  // Composition also starts from what is already stored.
+  // A later batch overwrites what is stored.
   Batch b2;
-  b2.add(SetCursor{kAlice1, "c1", 6});
-  b2.add(InboxClear{kBob1, "c1", 5});
-  b2.add(InboxMark{kBob1, "c1", 4});
-  b2.add(SetReceipt{"c1", "bob", 9, 1});
+  b2.add(SetCursor{kAlice1, "c1", 8});
+  b2.add(InboxDelete{kBob1, "c1"});
+  b2.add(SetReceipt{"c1", "bob", 9, 7});
   commit(std::move(b2));
-  EXPECT_EQ(must(store().cursor(kAlice1, "c1")), 7u);
-  EXPECT_EQ(inbox_of(store(), kBob1), (std::map<std::string, Seq>{{"c1", 4}, {"c2", 2}}));
-  EXPECT_EQ(receipts_of(store(), "c1"), (std::map<std::string, std::pair<Seq, Seq>>{{"bob", {9, 6}}}));
+  EXPECT_EQ(must(store().cursor(kAlice1, "c1")), 8u);
+  EXPECT_EQ(inbox_of(store(), kBob1), (std::map<std::string, Seq>{{"c2", 4}}));
+  EXPECT_EQ(receipts_of(store(), "c1"), (std::map<std::string, std::pair<Seq, Seq>>{{"bob", {9, 7}}}));
 }
 
 TEST_P(StoreContractTest, SameConversationTwiceInOneBatchLastWins) {
@@ -526,7 +445,7 @@ TEST_P(StoreContractTest, CommittedBatchIsFullyVisible) {
   }
   b.add(SetCursor{kBob1, "g1", 40});
   b.add(SetReceipt{"g1", "bob", 40, 30});
-  b.add(InboxClear{kAlice1, "g1", 50});
+  b.add(InboxDelete{kAlice1, "g1"});
   b.add(SetLastSeen{"bob", 77});
   commit(std::move(b), /*sync=*/true);
 
@@ -592,9 +511,9 @@ TEST_P(StoreContractTest, EverythingSurvivesReopen) {
   EXPECT_EQ(inbox_of(store(), kBob1), (std::map<std::string, Seq>{{"g1", 4}}));
   EXPECT_EQ(must(store().last_seen("alice")), 99);
 
-  // Keeps-the-max state keeps composing with what was stored before the restart.
-  commit1(SetCursor{kBob1, "g1", 2});
-  EXPECT_EQ(must(store().cursor(kBob1, "g1")), 3u);
+  // Writes after the restart replace what was stored before it.
+  commit1(SetCursor{kBob1, "g1", 5});
+  EXPECT_EQ(must(store().cursor(kBob1, "g1")), 5u);
   // The expiry index survived too.
   EXPECT_EQ(must(store().purge_expired(2000)), 1u);
 }

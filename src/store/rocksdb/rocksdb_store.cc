@@ -325,21 +325,13 @@ Result<void> RocksDbStore::commit(const Batch& batch, bool sync) {
           } else if constexpr (std::is_same_v<T, PutIdempotency>) {
             var_bytes += 2 * (o.device.user.size() + o.client_msg_id.size()) + o.record.conversation_id.size();
             return has_nul(o.device.user);
-          } else if constexpr (std::is_same_v<T, SetCursor>) {
-            if (has_nul(o.device.user) || has_nul(o.conversation_id)) return true;
-            rocks::device_key(s.key, o.device, o.conversation_id);
-            slot = s.want(kCursors, s.key);
-            return false;
+          } else if constexpr (std::is_same_v<T, SetCursor> || std::is_same_v<T, InboxMark> ||
+                               std::is_same_v<T, InboxDelete>) {
+            var_bytes += o.device.user.size() + o.conversation_id.size();
+            return has_nul(o.device.user) || has_nul(o.conversation_id);
           } else if constexpr (std::is_same_v<T, SetReceipt>) {
-            if (has_nul(o.user) || has_nul(o.conversation_id)) return true;
-            rocks::receipt_key(s.key, o.conversation_id, o.user);
-            slot = s.want(kReceipts, s.key);
-            return false;
-          } else if constexpr (std::is_same_v<T, InboxMark> || std::is_same_v<T, InboxClear>) {
-            if (has_nul(o.device.user) || has_nul(o.conversation_id)) return true;
-            rocks::device_key(s.key, o.device, o.conversation_id);
-            slot = s.want(kInbox, s.key);
-            return false;
+            var_bytes += o.user.size() + o.conversation_id.size();
+            return has_nul(o.user) || has_nul(o.conversation_id);
           } else {
             static_assert(kAlwaysFalse<T>, "every Op needs a case");
           }
@@ -383,17 +375,6 @@ Result<void> RocksDbStore::commit(const Batch& batch, bool sync) {
   s.arena.reserve(64 * batch.ops.size() + var_bytes);
   auto put = [&](Cf cf, std::string_view k, std::string_view v) { s.put(cf, k, v); };
   auto del = [&](Cf cf, std::string_view k) { s.del(cf, k); };
-  auto stored_u64 = [](const CommitScratch::Slot& slot) -> uint64_t {
-    if (!slot.present) return 0;
-    return rocks::decode_u64(slot.value).value_or(0);
-  };
-  auto set_u64 = [](CommitScratch::Slot& slot, uint64_t v) {
-    slot.value.clear();
-    rocks::put_be64(slot.value, v);
-    slot.present = true;
-    slot.dirty = true;
-  };
-
   for (size_t i = 0; i < batch.ops.size(); ++i) {
     CommitScratch::Slot* slot = s.op_slot[i];
     std::visit(
@@ -445,22 +426,18 @@ Result<void> RocksDbStore::commit(const Batch& batch, bool sync) {
             // Overwrites leave a stale index row behind; purge_expired checks the record.
             rocks::expiry_key(s.key2, o.record.expires_at, s.key);
             put(kIdemExpiry, s.key2, {});
-          } else if constexpr (std::is_same_v<T, SetCursor> || std::is_same_v<T, InboxMark>) {
-            if (o.seq > stored_u64(*slot)) set_u64(*slot, o.seq);
-          } else if constexpr (std::is_same_v<T, InboxClear>) {
-            if (slot->present && stored_u64(*slot) <= o.upto) {
-              slot->present = false;
-              slot->dirty = true;
-            }
+          } else if constexpr (std::is_same_v<T, SetCursor>) {
+            rocks::device_key(s.key, o.device, o.conversation_id);
+            put(kCursors, s.key, rocks::encode_u64(o.seq));
+          } else if constexpr (std::is_same_v<T, InboxMark>) {
+            rocks::device_key(s.key, o.device, o.conversation_id);
+            put(kInbox, s.key, rocks::encode_u64(o.seq));
+          } else if constexpr (std::is_same_v<T, InboxDelete>) {
+            rocks::device_key(s.key, o.device, o.conversation_id);
+            del(kInbox, s.key);
           } else if constexpr (std::is_same_v<T, SetReceipt>) {
-            std::pair<uint64_t, uint64_t> cur{0, 0};
-            if (slot->present) cur = rocks::decode_u64_pair(slot->value).value_or(cur);
-            std::pair<uint64_t, uint64_t> next{std::max(cur.first, o.delivered), std::max(cur.second, o.read)};
-            if (!slot->present || next != cur) {
-              slot->value = rocks::encode_u64_pair(next.first, next.second);
-              slot->present = true;
-              slot->dirty = true;
-            }
+            rocks::receipt_key(s.key, o.conversation_id, o.user);
+            put(kReceipts, s.key, rocks::encode_u64_pair(o.delivered, o.read));
           } else {
             static_assert(kAlwaysFalse<T>, "every Op needs a case");
           }

@@ -5,13 +5,13 @@
 // database cleanly and must not race any other call.
 // Thread-safety: every method may be called from any thread. commit() and purge_expired()
 // take an internal writer mutex: the contract's single writer thread never waits on it,
-// and it keeps the read-modify-write ops of a batch (SetCursor, SetReceipt, InboxMark,
-// InboxClear, PutConversation, PutDevice) exact even if two threads did write.
+// and it keeps the two read-modify-write ops (PutConversation, PutDevice) exact even if two
+// threads did write.
 //
 // Cost model, for callers on the hot path:
-//   commit        one WriteBatch, one WAL append (+ one fsync with sync). Blind puts
-//                 (AppendMessage, PutIdempotency, PutUser, SetLastSeen) read nothing; the
-//                 read-modify-write ops cost one batched MultiGet for all their keys together.
+//   commit        one WriteBatch, one WAL append (+ one fsync with sync). Every op of the
+//                 message path is a blind put or delete and reads nothing; PutConversation
+//                 and PutDevice cost one batched MultiGet for all their keys together.
 //   point reads   user_exists, find_token, last_seen, conversation, cursor, idempotency:
 //                 one Get each (bloom-filtered); conversation() also decodes all members.
 //   head          one seek-for-prev.

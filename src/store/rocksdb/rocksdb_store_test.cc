@@ -175,7 +175,7 @@ TEST(RocksDbStoreTest, NulInIdsRejectsTheWholeBatch) {
   for (Op op : std::vector<Op>{PutUser{bad, 1}, PutDevice{{bad, 1}, "t"}, SetLastSeen{bad, 1},
                                PutConversation{Conversation{"g", ConvType::kGroup, "", 0, {Member{bad, 1, 0, false}}}},
                                PutIdempotency{{bad, 1}, "m", {}}, SetCursor{{"a", 1}, bad, 1},
-                               SetReceipt{"c", bad, 1, 1}, InboxMark{{bad, 1}, "c", 1}, InboxClear{{"a", 1}, bad, 1}}) {
+                               SetReceipt{"c", bad, 1, 1}, InboxMark{{bad, 1}, "c", 1}, InboxDelete{{"a", 1}, bad}}) {
     Batch one;
     one.add(op);
     auto rr = s.commit(one, false);
@@ -243,7 +243,7 @@ TEST(RocksDbStoreTest, CorruptRecordsAreErrorsNotCrashes) {
   expect_internal(s.idempotency({"bob", 1}, "m1", 0), "idempotency");
   expect_internal(s.user_conversations("bob"), "user_conversations");
 
-  // The writer repairs rather than wedges: keeps-the-max ops overwrite undecodable values.
+  // The writer repairs rather than wedges: blind ops overwrite undecodable values.
   Batch b;
   b.add(SetCursor{{"bob", 1}, "c1", 4});
   b.add(InboxMark{{"bob", 1}, "c1", 4});

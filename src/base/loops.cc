@@ -1,0 +1,93 @@
+#include "base/loops.h"
+
+#include <cassert>
+
+#include <boost/asio/post.hpp>
+
+namespace tern {
+namespace {
+thread_local size_t tl_loop = Loops::kNone;
+thread_local const Loops* tl_owner = nullptr;
+}  // namespace
+
+Loops::Loops(size_t count) {
+  for (size_t i = 0; i < std::max<size_t>(1, count); ++i) loops_.push_back(std::make_unique<Loop>());
+}
+
+Loops::~Loops() {
+  stop();
+  join();
+}
+
+std::vector<boost::asio::io_context*> Loops::contexts() {
+  std::vector<boost::asio::io_context*> out;
+  for (auto& l : loops_) out.push_back(&l->io);
+  return out;
+}
+
+size_t Loops::here() const { return tl_owner == this ? tl_loop : kNone; }
+
+void Loops::run_here(size_t i) {
+  const size_t saved_loop = tl_loop;
+  const Loops* saved_owner = tl_owner;
+  tl_loop = i;
+  tl_owner = this;
+  loops_[i]->io.restart();
+  loops_[i]->io.run();
+  tl_loop = saved_loop;
+  tl_owner = saved_owner;
+}
+
+void Loops::run(size_t dst, Task task) {
+  assert(dst < loops_.size());
+  if (tl_loop == dst && tl_owner == this) {
+    task();
+    return;
+  }
+  post(dst, std::move(task));
+}
+
+void Loops::post(size_t dst, Task task) {
+  assert(dst < loops_.size());
+  Loop& loop = *loops_[dst];
+  bool wake = false;
+  {
+    std::lock_guard lock(loop.mu);
+    loop.inbox.push_back(std::move(task));
+    if (!loop.scheduled) loop.scheduled = wake = true;
+  }
+  if (wake) boost::asio::post(loop.io, [this, &loop] { drain(loop); });
+}
+
+void Loops::drain(Loop& loop) {
+  {
+    std::lock_guard lock(loop.mu);
+    loop.draining.swap(loop.inbox);
+    loop.scheduled = false;
+  }
+  // Tasks queued while these run go to the next drain (posted by their post()).
+  for (auto& t : loop.draining) t();
+  loop.draining.clear();
+  if (loop.draining.capacity() > 4096) loop.draining.shrink_to_fit();
+}
+
+void Loops::start() {
+  for (size_t i = 0; i < loops_.size(); ++i) {
+    loops_[i]->thread = std::thread([this, i] { run_here(i); });
+  }
+}
+
+void Loops::release() {
+  for (auto& l : loops_) l->guard.reset();
+}
+
+void Loops::stop() {
+  for (auto& l : loops_) l->io.stop();
+}
+
+void Loops::join() {
+  for (auto& l : loops_)
+    if (l->thread.joinable() && l->thread.get_id() != std::this_thread::get_id()) l->thread.join();
+}
+
+}  // namespace tern

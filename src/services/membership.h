@@ -1,0 +1,40 @@
+// Membership: creating conversations and changing a group's members, on the conversation's
+// owning loop. A change is sequenced like a send: it becomes a system message with its own
+// seq, and the in-memory conversation snapshot is swapped at that moment, so every send
+// sequenced afterwards sees the new membership (membership eras: joined_seq / left_seq).
+// A group never loses its last admin: the longest-standing remaining member takes over.
+//
+// Thread-safety: every method only on the owning loop of the conversation (Sequencer routes
+// there); callbacks run on that loop. Owned by Sequencer; borrows the core.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "proto/http_shapes.h"
+#include "services/sequencer_core.h"
+
+namespace tern::services {
+
+class Membership {
+ public:
+  using CreateDone = std::function<void(Result<ConversationInfo>)>;
+  using MembersDone = std::function<void(Result<std::vector<std::string>>)>;
+
+  explicit Membership(SequencerCore& core) : core_(core) {}
+
+  void create(Shard& shard, DeviceRef creator, proto::CreateConversationRequest request, std::string id,
+              CreateDone done);
+  void change(Shard& shard, const DeviceRef& actor, const std::string& conversation_id,
+              const proto::MembersRequest& request, MembersDone done);
+
+ private:
+  // Appends a system message to the batch (reaching every member device, the acting one
+  // included); returns its frame and fills `to`.
+  std::shared_ptr<const std::string> system_message(store::Batch& batch, const store::Conversation& c, Seq seq,
+                                                    const DeviceRef& actor, const std::string& system_json,
+                                                    std::vector<DeviceRef>& to);
+
+  SequencerCore& core_;
+};
+
+}  // namespace tern::services

@@ -1,0 +1,110 @@
+#include "services/receipts.h"
+
+#include <set>
+
+#include "proto/frames.h"
+
+namespace tern::services {
+
+Seq Receipts::pending_ack(const DeviceRef& device, const std::string& conversation_id) {
+  std::lock_guard lock(acks_mu_);
+  auto it = pending_acks_.find(device.key() + '\n' + conversation_id);
+  return it == pending_acks_.end() ? 0 : it->second;
+}
+
+std::vector<std::string> Receipts::senders(ConvState& cs, const std::string& conversation_id,
+                                           const std::string& reader, Seq from, Seq to) {
+  std::set<std::string> out;
+  for (auto it = cs.recent_senders.rbegin(); it != cs.recent_senders.rend() && it->first > from; ++it)
+    if (it->first <= to && it->second != reader) out.insert(it->second);
+  // Older than what the loop remembers (e.g. sent before a restart): ask the log, bounded.
+  const Seq remembered_from = cs.senders_from;
+  if (from + 1 < remembered_from) {
+    const Seq last = std::min(to, remembered_from - 1);
+    const Seq first = last - from > SequencerCore::kRecentSenders ? last - SequencerCore::kRecentSenders : from;
+    if (auto older = core_.store.read_messages(conversation_id, first, last - first)) {
+      for (const auto& m : *older)
+        if (auto meta = proto::stored_meta(m.frame); meta && !meta->system && meta->sender != reader)
+          out.insert(meta->sender);
+    }
+  }
+  return {out.begin(), out.end()};
+}
+
+void Receipts::acknowledge(Shard& shard, const DeviceRef& device, const std::string& conversation_id, Seq seq,
+                           bool read, AckDone done) {
+  auto conv = core_.directory.conversation(conversation_id);
+  if (!conv) return done(conv.error());
+  if (!*conv) return done(make_error(ErrorCode::kNotFound, "unknown conversation"));
+  const auto* me = find_member(**conv, device.user);
+  if (!me) return done(make_error(ErrorCode::kForbidden, "not a member of this conversation"));
+  auto st = core_.state(shard, conversation_id);
+  if (!st) return done(st.error());
+  ConvState& cs = **st;
+  if (seq > cs.head) return done(make_error(ErrorCode::kInvalidArgument, "seq is beyond the conversation's head"));
+  if (!me->active()) seq = std::min(seq, me->left_seq);  // a removed member's view ends at its removal
+  std::string ack_key = device.key() + '\n' + conversation_id;
+  {
+    std::lock_guard lock(acks_mu_);
+    auto& pending = pending_acks_[ack_key];
+    pending = std::max(pending, seq);
+  }
+
+  if (!cs.receipts_loaded) {
+    auto r = core_.store.receipts(conversation_id);
+    if (!r) return done(r.error());
+    for (auto& rs : *r) cs.receipts[rs.user] = rs;
+    cs.receipts_loaded = true;
+  }
+  auto& rs = cs.receipts[device.user];
+  rs.user = device.user;
+  const bool delivered_up = seq > rs.delivered;
+  const bool read_up = read && seq > rs.read;
+  std::vector<std::string> to;
+  if (delivered_up || read_up) {
+    // The senders of the messages this receipt newly covers: (previous mark, seq].
+    const Seq covered_from = std::min(delivered_up ? rs.delivered : seq, read_up ? rs.read : seq);
+    for (auto& u : senders(cs, conversation_id, device.user, covered_from, seq))
+      if (is_active_member(**conv, u)) to.push_back(std::move(u));
+  }
+  if (delivered_up) rs.delivered = seq;
+  if (read_up) rs.read = seq;
+
+  store::Batch batch;
+  batch.add(store::SetCursor{device, conversation_id, seq});
+  // Caught up with everything sequenced so far (in flight included, whose inbox marks commit
+  // before this batch): the device has no news here any more.
+  if (seq >= cs.head) batch.add(store::InboxDelete{device, conversation_id});
+  std::vector<std::shared_ptr<const bus::Notification>> frames;
+  if (delivered_up || read_up) {
+    batch.add(store::SetReceipt{conversation_id, device.user, rs.delivered, rs.read});
+    auto make = [&](const char* status) {
+      auto n = std::make_shared<bus::Notification>();
+      n->kind = bus::Notification::Kind::kFrame;
+      n->frame = std::make_shared<const std::string>(proto::encode_receipt(conversation_id, device.user, status, seq));
+      frames.push_back(std::move(n));
+    };
+    if (delivered_up) make("delivered");
+    if (read_up) make("read");
+  }
+  const bool accepted = core_.submit(
+      cs, std::move(batch),
+      [this, frames = std::move(frames), to = std::move(to), done = std::move(done), ack_key = std::move(ack_key),
+       seq](const Result<void>& committed) {
+        {
+          std::lock_guard lock(acks_mu_);
+          auto it = pending_acks_.find(ack_key);
+          if (it != pending_acks_.end() && it->second <= seq) pending_acks_.erase(it);
+        }
+        if (committed)
+          for (const auto& u : to)
+            for (const auto& n : frames) core_.bus.publish_user(u, n);
+        done(committed);
+      });
+  if (!accepted) {  // the advanced receipt state was not stored: reload it next time
+    cs.receipts.clear();
+    cs.receipts_loaded = false;
+  }
+}
+
+}  // namespace tern::services

@@ -1,0 +1,45 @@
+// Receipts: cumulative acks and read markers, on the conversation's owning loop. An ack moves
+// the device's cursor; when it covers the head, the device's inbox entry is deleted; when it
+// advances the user's delivered (or read) mark, the new mark is stored and a `receipt` frame
+// goes, after the commit, to the devices of the senders of the messages it newly covers
+// (never to every member: that is members² frames per message in a large group).
+//
+// No reads: the owning loop keeps the receipt marks in memory (loaded once per
+// conversation) and writes cursor, inbox and receipt blind. A device's cursor only moves
+// forward in practice (acks of one connection arrive in order, a reconnect starts past the
+// last ack, pending ones included); a client that acks backwards only replays more itself.
+//
+// Thread-safety: acknowledge() only on the owning loop; pending_ack() from any thread (a
+// small mutex-guarded map: acks accepted and not yet committed, so a device that acks,
+// disconnects and reconnects at once does not replay what it acked). Owned by Sequencer.
+#pragma once
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "services/sequencer_core.h"
+
+namespace tern::services {
+
+class Receipts {
+ public:
+  using AckDone = std::function<void(Result<void>)>;
+
+  explicit Receipts(SequencerCore& core) : core_(core) {}
+
+  void acknowledge(Shard& shard, const DeviceRef& device, const std::string& conversation_id, Seq seq, bool read,
+                   AckDone done);
+  Seq pending_ack(const DeviceRef& device, const std::string& conversation_id);
+
+ private:
+  // Users (other than `reader`) who sent messages in (from, to]: recent ones from memory,
+  // older ones from the log (bounded).
+  std::vector<std::string> senders(ConvState& cs, const std::string& conversation_id, const std::string& reader,
+                                   Seq from, Seq to);
+
+  SequencerCore& core_;
+  std::mutex acks_mu_;
+  std::unordered_map<std::string, Seq> pending_acks_;  // device key + '\n' + conversation → seq
+};
+
+}  // namespace tern::services

@@ -1,0 +1,141 @@
+#include "services/sender.h"
+
+#include <set>
+
+#include "base/clock.h"
+#include "base/metrics.h"
+#include "proto/frames.h"
+#include "proto/json_writer.h"
+
+namespace tern::services {
+namespace {
+
+Counter& messages_stored = MetricsRegistry::global().counter("tern_messages_stored_total", "messages durably stored");
+Histogram& send_to_durable = MetricsRegistry::global().histogram(
+    "tern_send_to_durable_seconds", "from a send frame's arrival to its durable commit", latency_buckets());
+
+std::string pending_key(const DeviceRef& d, const std::string& cmid) { return d.key() + '\n' + cmid; }
+
+// The device_mismatch detail: {"missing":[...],"extra":[...]}.
+std::string mismatch_detail(const std::set<std::string>& expected, const std::set<std::string>& given) {
+  std::string out = R"({"missing":[)";
+  bool first = true;
+  for (const auto& k : expected)
+    if (!given.count(k)) {
+      if (!first) out += ',';
+      first = false;
+      proto::append_json_string(out, k);
+    }
+  out += R"(],"extra":[)";
+  first = true;
+  for (const auto& k : given)
+    if (!expected.count(k)) {
+      if (!first) out += ',';
+      first = false;
+      proto::append_json_string(out, k);
+    }
+  out += "]}";
+  return out;
+}
+
+}  // namespace
+
+void Sender::settle(Shard& shard, const std::string& key, const Result<void>& committed) {
+  auto p = shard.pending.find(key);
+  if (p == shard.pending.end()) return;
+  auto waiters = std::move(p->second.waiters);
+  const SentInfo info = p->second.info;
+  shard.pending.erase(p);
+  for (auto& w : waiters) committed ? w(info) : w(committed.error());
+}
+
+void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done) {
+  const std::string& conv_id = frame.conversation_id;
+  auto conv = core_.directory.conversation(conv_id);
+  if (!conv) return done(conv.error());
+  if (!*conv) return done(make_error(ErrorCode::kNotFound, "unknown conversation"));
+  const store::Conversation& c = **conv;
+  if (!is_active_member(c, device.user)) return done(make_error(ErrorCode::kForbidden, "not a member of this conversation"));
+
+  // Idempotency: a retry while the first is in flight waits for it; after, the store answers
+  // (a point read that the idempotency family's bloom filter makes cheap for new ids).
+  std::string key = pending_key(device, frame.client_msg_id);
+  if (auto p = shard.pending.find(key); p != shard.pending.end()) {
+    p->second.waiters.push_back(std::move(done));
+    return;
+  }
+  auto seen = core_.store.idempotency(device, frame.client_msg_id, now_ms());
+  if (!seen) return done(seen.error());
+  if (*seen) return done(SentInfo{frame.client_msg_id, (*seen)->conversation_id, (*seen)->seq, (*seen)->ts});
+
+  auto st = core_.state(shard, conv_id);
+  if (!st) return done(st.error());
+  ConvState& cs = **st;
+  if (frame.reply_to && *frame.reply_to > cs.head)
+    return done(make_error(ErrorCode::kInvalidArgument, "reply_to refers to a seq that does not exist yet"));
+
+  const Seq seq = cs.head + 1;
+  auto to = core_.recipients(c, seq, &device);
+  if (!to) return done(to.error());
+
+  if (!frame.bodies.empty()) {
+    // Per-device payloads must address exactly the current recipient devices.
+    std::set<std::string> expected, given;
+    for (const auto& d : *to) expected.insert(d.key());
+    for (const auto& [k, _] : frame.bodies) given.insert(k);
+    if (expected != given) {
+      Error e = make_error(ErrorCode::kDeviceMismatch, "bodies do not match the member devices");
+      e.detail_json = mismatch_detail(expected, given);
+      return done(std::move(e));
+    }
+  }
+
+  const int64_t ts = now_ms();
+  proto::MessageRecord m;
+  m.conversation_id = conv_id;
+  m.seq = seq;
+  m.sender = device.user;
+  m.sender_device = device.device;
+  m.ts = ts;
+  m.body = std::move(frame.body);
+  m.bodies = std::move(frame.bodies);
+  m.reply_to = frame.reply_to;
+  if (frame.ttl_seconds) m.expires_at = ts + *frame.ttl_seconds * 1000;
+  const bool per_device = !m.bodies.empty();
+  auto stored = std::make_shared<const std::string>(proto::encode_message(m));
+
+  store::Batch batch;
+  batch.ops.reserve(2 + to->size());
+  batch.add(store::AppendMessage{conv_id, seq, *stored});
+  batch.add(store::PutIdempotency{device, frame.client_msg_id,
+                                  store::IdempotencyRecord{conv_id, seq, ts, ts + core_.options.idempotency_ttl_ms}});
+  // Inbox marks are blind puts: seqs of one conversation commit in increasing order.
+  for (const auto& d : *to) batch.add(store::InboxMark{d, conv_id, seq});
+
+  SentInfo info{frame.client_msg_id, conv_id, seq, ts};
+  shard.pending.emplace(key, PendingSend{info, {}});
+  cs.head = seq;
+  SequencerCore::remember_sender(cs, seq, device.user);
+  const bool accepted = core_.submit(
+      cs, std::move(batch),
+      [this, &shard, key = std::move(key), info, to = std::move(*to), stored, per_device, started_us,
+       done = std::move(done)](const Result<void>& committed) mutable {
+        if (committed) {
+          messages_stored.inc();
+          send_to_durable.observe(static_cast<double>(mono_us() - started_us) / 1e6);
+          done(info);
+          core_.publish_message(to, info.conversation_id, info.seq, std::move(stored), per_device, started_us);
+        } else {
+          done(committed.error());
+        }
+        settle(shard, key, committed);
+      });
+  // Rejected (queue full or draining): nothing was queued, so the seq is still free. The
+  // completion already answered and dropped the pending entry.
+  if (!accepted) {
+    cs.head = seq - 1;
+    if (!cs.recent_senders.empty() && cs.recent_senders.back().first == seq) cs.recent_senders.pop_back();
+  }
+}
+
+}  // namespace tern::services

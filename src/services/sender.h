@@ -1,0 +1,29 @@
+// Sender: the send path, on the conversation's owning loop. Checks membership, answers
+// retries (idempotency by client_msg_id), checks per-device `bodies` against the member
+// devices, assigns `seq = head + 1`, encodes the message frame once (those bytes are stored
+// and shared by every recipient) and submits one batch: the log append, the idempotency
+// record and an inbox mark per recipient device, all blind writes. The commit's completion
+// (back on this loop) answers the sender and publishes the message to every recipient device.
+//
+// Thread-safety: send() only on the owning loop of the frame's conversation (Sequencer routes
+// there). `done` runs on that loop. Owned by Sequencer; borrows the core.
+#pragma once
+#include "proto/frames.h"
+#include "services/sequencer_core.h"
+
+namespace tern::services {
+
+class Sender {
+ public:
+  explicit Sender(SequencerCore& core) : core_(core) {}
+
+  void send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done);
+
+ private:
+  // Finishes the in-flight entry of `key`: answers the retries that waited for it.
+  static void settle(Shard& shard, const std::string& key, const Result<void>& committed);
+
+  SequencerCore& core_;
+};
+
+}  // namespace tern::services

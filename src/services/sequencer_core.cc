@@ -1,0 +1,72 @@
+#include "services/sequencer_core.h"
+
+namespace tern::services {
+
+SequencerCore::SequencerCore(Loops& loops_, store::Store& store_, GroupCommitter& committer_, Directory& directory_,
+                             bus::Bus& bus_, const ServiceOptions& options_)
+    : loops(loops_), store(store_), committer(committer_), directory(directory_), bus(bus_), options(options_) {
+  for (size_t i = 0; i < loops.size(); ++i) shards_.push_back(std::make_unique<Shard>(options.conversation_cache));
+}
+
+size_t SequencerCore::owner(const std::string& conversation_id) const {
+  return std::hash<std::string>{}(conversation_id) % shards_.size();
+}
+
+Result<ConvState*> SequencerCore::state(Shard& shard, const std::string& conversation_id) {
+  if (ConvState* s = shard.conversations.find(conversation_id)) return s;
+  auto head = store.head(conversation_id);
+  if (!head) return head.error();
+  ConvState fresh;
+  fresh.head = *head;
+  fresh.senders_from = *head + 1;
+  return &shard.conversations.emplace(conversation_id, std::move(fresh));
+}
+
+void SequencerCore::remember_sender(ConvState& state, Seq seq, const std::string& user) {
+  state.recent_senders.emplace_back(seq, user);
+  if (state.recent_senders.size() > kRecentSenders) {
+    state.senders_from = state.recent_senders.front().first + 1;
+    state.recent_senders.pop_front();
+  }
+}
+
+bool SequencerCore::submit(ConvState& state, store::Batch batch, GroupCommitter::Completion done) {
+  ++state.in_flight;
+  // Pinned entries are never evicted, so the pointer stays valid until the completion,
+  // which runs on this loop (the committer hands completions back to the submitting loop).
+  return committer.submit(std::move(batch), [s = &state, done = std::move(done)](const Result<void>& r) {
+    --s->in_flight;
+    done(r);
+  });
+}
+
+Result<std::vector<DeviceRef>> SequencerCore::recipients(const store::Conversation& c, Seq seq,
+                                                         const DeviceRef* skip) {
+  std::vector<DeviceRef> out;
+  for (const auto& m : c.members) {
+    // Active members, plus a member removed by exactly this message (it sees its removal).
+    if (!(m.active() || m.left_seq == seq) || m.joined_seq > seq) continue;
+    auto devices = directory.devices(m.user);
+    if (!devices) return devices.error();
+    for (uint32_t d : *devices) {
+      if (skip && skip->user == m.user && skip->device == d) continue;
+      out.push_back(DeviceRef{m.user, d});
+    }
+  }
+  return out;
+}
+
+void SequencerCore::publish_message(const std::vector<DeviceRef>& to, const std::string& conversation_id, Seq seq,
+                                    std::shared_ptr<const std::string> frame, bool per_device, int64_t started_us) {
+  auto n = std::make_shared<bus::Notification>();
+  n->kind = bus::Notification::Kind::kMessage;
+  n->conversation_id = conversation_id;
+  n->seq = seq;
+  n->per_device = per_device;
+  n->frame = std::move(frame);
+  n->send_started_us = started_us;
+  std::shared_ptr<const bus::Notification> shared = std::move(n);
+  for (const auto& d : to) bus.publish(d, shared);
+}
+
+}  // namespace tern::services

@@ -1,0 +1,111 @@
+// SequencerCore: what the three sequencing paths (send, membership, receipts) share.
+//
+// Ownership model (thread-per-core): every conversation has one owning loop,
+// owner(conversation_id) = hash % loops. That loop's Shard holds, for the conversations it
+// owns, everything the hot path needs in memory: the head seq, the senders of the recent
+// seqs, the receipt marks, the in-flight idempotency keys. Only code running on the owning
+// loop reads or changes a Shard, so there is no lock and no read-modify-write in the store:
+// the loop already knows the current values and writes the new ones blind.
+//
+// Bounded: each Shard keeps at most `conversation_cache` conversations, evicting the least
+// recently used one that has nothing in flight (a conversation with an uncommitted batch is
+// pinned: its in-memory head is ahead of the store). An evicted conversation is reloaded
+// from the store (one head read) on its next touch.
+//
+// Thread-safety: shard(i) and everything reached through it only on loop i. The rest
+// (owner(), recipients(), publish_message()) from any thread. Owned by Sequencer; borrows
+// the loops, store, committer, directory and bus.
+#pragma once
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "base/loops.h"
+#include "base/lru_map.h"
+#include "bus/bus.h"
+#include "services/directory.h"
+#include "services/group_committer.h"
+#include "services/service_options.h"
+
+namespace tern::services {
+
+struct SentInfo {
+  std::string client_msg_id;
+  std::string conversation_id;
+  Seq seq = 0;
+  int64_t ts = 0;
+};
+
+struct ConversationInfo {
+  std::string conversation_id;
+  bool created = false;
+};
+
+using SendDone = std::function<void(Result<SentInfo>)>;
+
+// The owning loop's view of one conversation.
+struct ConvState {
+  Seq head = 0;            // last seq assigned (committed or in flight)
+  size_t in_flight = 0;    // batches submitted and not yet completed; > 0 pins the entry
+  bool receipts_loaded = false;
+  // Who sent the most recent messages (at most kRecentSenders): a receipt goes to the
+  // senders of the messages it covers, not to every member (members² frames per message in
+  // a large group). Older senders are found in the log, bounded.
+  std::deque<std::pair<Seq, std::string>> recent_senders;
+  Seq senders_from = 1;  // recent_senders holds every non-system sender from this seq on
+  std::unordered_map<std::string, store::ReceiptState> receipts;  // by user, when loaded
+};
+
+struct PendingSend {
+  SentInfo info;
+  std::vector<SendDone> waiters;  // retries of the same client_msg_id while in flight
+};
+
+struct Shard {
+  explicit Shard(size_t capacity)
+      : conversations(capacity, [](const ConvState& s) { return s.in_flight > 0; }) {}
+  LruMap<std::string, ConvState> conversations;
+  std::unordered_map<std::string, PendingSend> pending;  // device key + '\n' + client_msg_id
+};
+
+class SequencerCore {
+ public:
+  static constexpr size_t kRecentSenders = 1024;
+
+  SequencerCore(Loops& loops, store::Store& store, GroupCommitter& committer, Directory& directory, bus::Bus& bus,
+                const ServiceOptions& options);
+
+  size_t owner(const std::string& conversation_id) const;
+  Shard& shard(size_t loop) { return *shards_[loop]; }
+
+  // The conversation's state on its owning loop, loaded (head from the store) on first touch.
+  Result<ConvState*> state(Shard& shard, const std::string& conversation_id);
+
+  // Records the sender of a new message (bounded: the oldest is forgotten).
+  static void remember_sender(ConvState& state, Seq seq, const std::string& user);
+
+  // Submits a batch for a conversation of this shard; the state stays pinned until `done`
+  // ran (on this loop). Returns false if the committer refused it (done already ran).
+  bool submit(ConvState& state, store::Batch batch, GroupCommitter::Completion done);
+
+  // Every device that receives a message of `c` with `seq`, except `skip` (the sender's).
+  Result<std::vector<DeviceRef>> recipients(const store::Conversation& c, Seq seq, const DeviceRef* skip);
+  // Tells each recipient device (through the bus) that `seq` is committed.
+  void publish_message(const std::vector<DeviceRef>& to, const std::string& conversation_id, Seq seq,
+                       std::shared_ptr<const std::string> frame, bool per_device, int64_t started_us);
+
+  Loops& loops;
+  store::Store& store;
+  GroupCommitter& committer;
+  Directory& directory;
+  bus::Bus& bus;
+  const ServiceOptions& options;
+
+ private:
+  std::vector<std::unique_ptr<Shard>> shards_;
+};
+
+}  // namespace tern::services

@@ -1,0 +1,229 @@
+#include "store/memory/memory_store.h"
+
+#include <algorithm>
+
+namespace tern::store {
+
+using DevKey = std::pair<std::string, uint32_t>;
+
+struct MemoryStore::State {
+  mutable std::mutex mu;
+  bool fail = false;
+  size_t commits = 0;
+  size_t reads = 0;  // read calls (any method but commit/flush/purge)
+  std::map<std::string, int64_t> users;                    // user → created
+  std::map<std::string, int64_t> last_seen;
+  std::map<DevKey, std::string> devices;                   // device → token hash
+  std::map<std::string, DeviceRef> tokens;                 // token hash → device
+  std::map<std::string, Conversation> conversations;
+  std::map<std::pair<std::string, std::string>, UserConversation> user_index;  // (user, conv)
+  std::map<std::string, std::map<Seq, std::string>> messages;
+  std::map<std::tuple<std::string, uint32_t, std::string>, Seq> cursors;     // (user, dev, conv)
+  std::map<std::tuple<std::string, uint32_t, std::string>, Seq> inbox;
+  std::map<std::pair<std::string, std::string>, std::pair<Seq, Seq>> receipts;  // (conv, user)
+  std::map<std::tuple<std::string, uint32_t, std::string>, IdempotencyRecord> idempotency;
+};
+
+namespace {
+bool has_nul(const std::string& s) { return s.find('\0') != std::string::npos; }
+}  // namespace
+
+MemoryStore::MemoryStore() : state_(std::make_shared<State>()) {}
+MemoryStore::MemoryStore(std::shared_ptr<State> state) : state_(std::move(state)) {}
+MemoryStore::~MemoryStore() = default;
+
+void MemoryStore::fail_commits(bool fail) {
+  std::lock_guard lock(state_->mu);
+  state_->fail = fail;
+}
+
+size_t MemoryStore::reads() const {
+  std::lock_guard lock(state_->mu);
+  return state_->reads;
+}
+
+size_t MemoryStore::commits() const {
+  std::lock_guard lock(state_->mu);
+  return state_->commits;
+}
+
+Result<void> MemoryStore::commit(const Batch& batch, bool /*sync*/) {
+  State& s = *state_;
+  std::lock_guard lock(s.mu);
+  if (s.fail) return make_error(ErrorCode::kInternal, "injected commit failure");
+  for (const Op& op : batch.ops) {
+    const bool bad = std::visit(
+        [](const auto& o) {
+          using T = std::decay_t<decltype(o)>;
+          if constexpr (std::is_same_v<T, PutUser> || std::is_same_v<T, SetLastSeen>) return has_nul(o.user);
+          else if constexpr (std::is_same_v<T, PutDevice>) return has_nul(o.device.user);
+          else if constexpr (std::is_same_v<T, PutConversation>) return has_nul(o.conversation.id);
+          else if constexpr (std::is_same_v<T, AppendMessage>) return has_nul(o.conversation_id);
+          else if constexpr (std::is_same_v<T, PutIdempotency>) return has_nul(o.device.user);
+          else if constexpr (std::is_same_v<T, SetReceipt>) return has_nul(o.user) || has_nul(o.conversation_id);
+          else return has_nul(o.device.user) || has_nul(o.conversation_id);
+        },
+        op);
+    if (bad) return make_error(ErrorCode::kInvalidArgument, "ids must not contain NUL");
+  }
+  for (const Op& op : batch.ops) {
+    std::visit(
+        [&](const auto& o) {
+          using T = std::decay_t<decltype(o)>;
+          if constexpr (std::is_same_v<T, PutUser>) {
+            s.users[o.user] = o.created_ts;
+          } else if constexpr (std::is_same_v<T, SetLastSeen>) {
+            s.last_seen[o.user] = o.ts;
+          } else if constexpr (std::is_same_v<T, PutDevice>) {
+            auto& hash = s.devices[{o.device.user, o.device.device}];
+            if (!hash.empty() && hash != o.token_hash) s.tokens.erase(hash);
+            hash = o.token_hash;
+            if (!o.token_hash.empty()) s.tokens[o.token_hash] = o.device;
+          } else if constexpr (std::is_same_v<T, PutConversation>) {
+            const Conversation& c = o.conversation;
+            if (auto old = s.conversations.find(c.id); old != s.conversations.end())
+              for (const Member& om : old->second.members)
+                if (std::none_of(c.members.begin(), c.members.end(), [&](const Member& m) { return m.user == om.user; }))
+                  s.user_index.erase({om.user, c.id});
+            for (const Member& m : c.members) s.user_index[{m.user, c.id}] = UserConversation{c.id, m.joined_seq, m.left_seq};
+            s.conversations[c.id] = c;
+          } else if constexpr (std::is_same_v<T, AppendMessage>) {
+            s.messages[o.conversation_id][o.seq] = o.frame;
+          } else if constexpr (std::is_same_v<T, PutIdempotency>) {
+            s.idempotency[{o.device.user, o.device.device, o.client_msg_id}] = o.record;
+          } else if constexpr (std::is_same_v<T, SetCursor>) {
+            s.cursors[{o.device.user, o.device.device, o.conversation_id}] = o.seq;
+          } else if constexpr (std::is_same_v<T, SetReceipt>) {
+            s.receipts[{o.conversation_id, o.user}] = {o.delivered, o.read};
+          } else if constexpr (std::is_same_v<T, InboxMark>) {
+            s.inbox[{o.device.user, o.device.device, o.conversation_id}] = o.seq;
+          } else if constexpr (std::is_same_v<T, InboxDelete>) {
+            s.inbox.erase({o.device.user, o.device.device, o.conversation_id});
+          }
+        },
+        op);
+  }
+  ++s.commits;
+  return {};
+}
+
+Result<bool> MemoryStore::user_exists(const std::string& user) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  return state_->users.count(user) > 0;
+}
+
+Result<std::vector<uint32_t>> MemoryStore::devices(const std::string& user) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  std::vector<uint32_t> out;
+  for (auto it = state_->devices.lower_bound({user, 0}); it != state_->devices.end() && it->first.first == user; ++it)
+    out.push_back(it->first.second);
+  return out;
+}
+
+Result<std::optional<DeviceRef>> MemoryStore::find_token(const std::string& token_hash) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  auto it = state_->tokens.find(token_hash);
+  if (it == state_->tokens.end()) return std::optional<DeviceRef>{};
+  return std::optional<DeviceRef>(it->second);
+}
+
+Result<int64_t> MemoryStore::last_seen(const std::string& user) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  auto it = state_->last_seen.find(user);
+  return it == state_->last_seen.end() ? 0 : it->second;
+}
+
+Result<std::optional<Conversation>> MemoryStore::conversation(const std::string& id) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  auto it = state_->conversations.find(id);
+  if (it == state_->conversations.end()) return std::optional<Conversation>{};
+  return std::optional<Conversation>(it->second);
+}
+
+Result<std::vector<UserConversation>> MemoryStore::user_conversations(const std::string& user) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  std::vector<UserConversation> out;
+  for (auto it = state_->user_index.lower_bound({user, ""}); it != state_->user_index.end() && it->first.first == user;
+       ++it)
+    out.push_back(it->second);
+  return out;
+}
+
+Result<std::vector<StoredMessage>> MemoryStore::read_messages(const std::string& conversation_id, Seq after_seq,
+                                                              size_t limit) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  std::vector<StoredMessage> out;
+  auto c = state_->messages.find(conversation_id);
+  if (c == state_->messages.end()) return out;
+  for (auto it = c->second.upper_bound(after_seq); it != c->second.end() && out.size() < limit; ++it)
+    out.push_back(StoredMessage{it->first, it->second});
+  return out;
+}
+
+Result<Seq> MemoryStore::head(const std::string& conversation_id) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  auto c = state_->messages.find(conversation_id);
+  if (c == state_->messages.end() || c->second.empty()) return Seq{0};
+  return c->second.rbegin()->first;
+}
+
+Result<Seq> MemoryStore::cursor(const DeviceRef& device, const std::string& conversation_id) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  auto it = state_->cursors.find({device.user, device.device, conversation_id});
+  return it == state_->cursors.end() ? 0 : it->second;
+}
+
+Result<std::vector<std::pair<std::string, Seq>>> MemoryStore::inbox(const DeviceRef& device) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  std::vector<std::pair<std::string, Seq>> out;
+  for (auto it = state_->inbox.lower_bound({device.user, device.device, ""});
+       it != state_->inbox.end() && std::get<0>(it->first) == device.user && std::get<1>(it->first) == device.device;
+       ++it)
+    out.emplace_back(std::get<2>(it->first), it->second);
+  return out;
+}
+
+Result<std::optional<IdempotencyRecord>> MemoryStore::idempotency(const DeviceRef& device,
+                                                                  const std::string& client_msg_id, int64_t now_ms) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  auto it = state_->idempotency.find({device.user, device.device, client_msg_id});
+  if (it == state_->idempotency.end() || now_ms > it->second.expires_at) return std::optional<IdempotencyRecord>{};
+  return std::optional<IdempotencyRecord>(it->second);
+}
+
+Result<std::vector<ReceiptState>> MemoryStore::receipts(const std::string& conversation_id) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  std::vector<ReceiptState> out;
+  for (auto it = state_->receipts.lower_bound({conversation_id, ""});
+       it != state_->receipts.end() && it->first.first == conversation_id; ++it)
+    out.push_back(ReceiptState{it->first.second, it->second.first, it->second.second});
+  return out;
+}
+
+Result<size_t> MemoryStore::purge_expired(int64_t now_ms) {
+  std::lock_guard lock(state_->mu);
+  size_t n = 0;
+  for (auto it = state_->idempotency.begin(); it != state_->idempotency.end();) {
+    if (it->second.expires_at < now_ms) {
+      it = state_->idempotency.erase(it);
+      ++n;
+    } else {
+      ++it;
+    }
+  }
+  return n;
+}
+
+}  // namespace tern::store

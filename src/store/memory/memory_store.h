@@ -1,0 +1,55 @@
+// MemoryStore: the store contract (store/store.h) held in memory. A fake for unit tests of
+// the services (no disk, deterministic, with fault injection); it passes the same contract
+// suite as the RocksDB backend, so a service test on it tests against the contract. Nothing
+// survives the process; reopen() in the contract suite shares the state between instances.
+//
+// Thread-safety: every method may be called from any thread (one mutex). Owned by the test.
+#pragma once
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <tuple>
+
+#include "store/store.h"
+
+namespace tern::store {
+
+class MemoryStore final : public Store {
+ public:
+  struct State;  // the data; shareable so that a "reopened" store sees what was committed
+
+  MemoryStore();
+  explicit MemoryStore(std::shared_ptr<State> state);
+  ~MemoryStore() override;
+  std::shared_ptr<State> state() const { return state_; }
+
+  // Fault injection: while set, every commit fails with `internal` and writes nothing.
+  void fail_commits(bool fail);
+  size_t commits() const;  // successful commits so far
+  size_t reads() const;    // read calls so far (a service test can assert a path reads nothing)
+
+  Result<void> commit(const Batch& batch, bool sync) override;
+  Result<void> flush() override { return {}; }
+  Result<bool> user_exists(const std::string& user) override;
+  Result<std::vector<uint32_t>> devices(const std::string& user) override;
+  Result<std::optional<DeviceRef>> find_token(const std::string& token_hash) override;
+  Result<int64_t> last_seen(const std::string& user) override;
+  Result<std::optional<Conversation>> conversation(const std::string& id) override;
+  Result<std::vector<UserConversation>> user_conversations(const std::string& user) override;
+  Result<std::vector<StoredMessage>> read_messages(const std::string& conversation_id, Seq after_seq,
+                                                   size_t limit) override;
+  Result<Seq> head(const std::string& conversation_id) override;
+  Result<Seq> cursor(const DeviceRef& device, const std::string& conversation_id) override;
+  Result<std::vector<std::pair<std::string, Seq>>> inbox(const DeviceRef& device) override;
+  Result<std::optional<IdempotencyRecord>> idempotency(const DeviceRef& device, const std::string& client_msg_id,
+                                                       int64_t now_ms) override;
+  Result<std::vector<ReceiptState>> receipts(const std::string& conversation_id) override;
+  Result<size_t> purge_expired(int64_t now_ms) override;
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace tern::store
