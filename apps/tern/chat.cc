@@ -4,7 +4,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <ctime>
 #include <deque>
@@ -16,6 +18,8 @@
 #include "base/clock.h"
 #include "client/blocking.h"
 #include "client/client.h"
+#include "client/errors.h"
+#include "format.h"
 #include "terminal.h"
 
 namespace tern::cli {
@@ -48,14 +52,26 @@ struct Line {
   std::string client_msg_id;
   bool confirmed = false;
   std::string failed;   // why the server refused it
-  std::string elsewhere;  // another conversation's id (a notice line)
+  bool notice = false;  // the chat's own text (command output), not a message
+};
+
+constexpr const char* kHelp[] = {
+    "/help            this list",
+    "/quit (/q)       leave (Ctrl-C or Ctrl-D too)",
+    "/history N       show the N messages before the oldest one on screen",
+    "/members         who is in this conversation",
+    "/seen [SEQ]      who has your message SEQ (default: your last one): delivered, read",
+    "//text           send a message that starts with /",
+    "Marks on your messages: ... waiting, ✓ on the server, ✓✓ delivered to everyone, ✓✓ read by everyone.",
+    "Files and media are not supported yet.",
 };
 
 // Everything on screen. Both the io thread (events) and the main thread (keys) change it;
 // one mutex guards it and the terminal output.
 class Screen {
  public:
-  Screen(std::string self, Target target, bool tty) : self_(std::move(self)), t_(std::move(target)), tty_(tty) {}
+  Screen(std::string self, Target target, bool tty)
+      : self_(std::move(self)), t_(std::move(target)), tty_(tty), others_(t_.others) {}
 
   void add_history(const std::vector<client::Message>& msgs) {
     std::lock_guard l(mu_);
@@ -69,17 +85,74 @@ class Screen {
     if (m.conversation_id == t_.conversation_id) {
       fresh = add_message_locked(m);
       typing_until_.erase(m.sender);
+      if (m.system_json) apply_membership_locked(*m.system_json);
     } else {
-      Line ln;
-      ln.seq = m.seq;
-      ln.sender = printable(m.sender);
-      ln.ts = m.ts;
-      ln.text = m.system_json ? "* membership changed" : printable(m.body);
-      ln.elsewhere = m.conversation_id;
-      push_locked(std::move(ln));
+      // Only the chosen conversation is shown; the header counts what arrived elsewhere.
+      ++elsewhere_;
+      if (!tty_) std::cout << "* a new message in another conversation (" << printable(m.conversation_id) << ")"
+                           << std::endl;
     }
     draw_locked();
     return fresh;
+  }
+  // Lines of the chat's own (command output, errors), not messages.
+  void notice(const std::vector<std::string>& texts) {
+    std::lock_guard l(mu_);
+    for (const auto& t : texts) {
+      Line ln;
+      ln.notice = true;
+      ln.text = t;
+      push_locked(std::move(ln));
+    }
+    draw_locked();
+  }
+  // Messages fetched on request (/history): shown as a block at the bottom.
+  void add_block(const std::string& title, const std::vector<client::Message>& msgs) {
+    std::lock_guard l(mu_);
+    Line head;
+    head.notice = true;
+    head.text = title;
+    push_locked(std::move(head));
+    for (const auto& m : msgs) push_locked(line_of(m));
+    draw_locked();
+  }
+  std::vector<std::string> others() {
+    std::lock_guard l(mu_);
+    return others_;
+  }
+  void set_others(std::vector<std::string> others) {
+    std::lock_guard l(mu_);
+    others_ = std::move(others);
+    draw_locked();
+  }
+  Seq oldest_seq() {
+    std::lock_guard l(mu_);
+    return shown_.empty() ? 0 : *shown_.begin();
+  }
+  Seq last_own_seq() {
+    std::lock_guard l(mu_);
+    Seq s = 0;
+    for (const auto& ln : lines_)
+      if (ln.own && ln.confirmed && !ln.notice) s = std::max(s, ln.seq);
+    return s;
+  }
+  // "/seen": who has `seq`, member by member.
+  std::vector<std::string> seen(Seq seq) {
+    std::lock_guard l(mu_);
+    std::vector<std::string> read, delivered, waiting;
+    for (const auto& u : others_) {
+      auto r = read_by_.find(u);
+      auto d = delivered_by_.find(u);
+      if (r != read_by_.end() && r->second >= seq) read.push_back(u);
+      else if (d != delivered_by_.end() && d->second >= seq) delivered.push_back(u);
+      else waiting.push_back(u);
+    }
+    std::vector<std::string> out{"seq " + std::to_string(seq) + ":"};
+    if (!read.empty()) out.push_back("  read by " + join_names(read));
+    if (!delivered.empty()) out.push_back("  delivered to " + join_names(delivered) + " (not read yet)");
+    if (!waiting.empty()) out.push_back("  not delivered yet: " + join_names(waiting));
+    if (others_.empty()) out.push_back("  nobody else is in this conversation");
+    return out;
   }
   void add_own(const std::string& client_msg_id, const std::string& text) {
     std::lock_guard l(mu_);
@@ -142,6 +215,9 @@ class Screen {
       case client::ConnectionState::kDisconnected: state_ = "offline, retrying"; break;
       case client::ConnectionState::kStopped: state_ = "stopped" + (e ? ": " + e->message : std::string()); break;
     }
+    // What we knew of the others' presence is stale once our connection is gone; the
+    // subscription is renewed on reconnect and brings it back.
+    if (s == client::ConnectionState::kDisconnected || s == client::ConnectionState::kStopped) presence_.clear();
     if (!tty_) std::cout << "* " << state_ << std::endl;
     draw_locked();
   }
@@ -171,21 +247,37 @@ class Screen {
   }
 
  private:
-  bool add_message_locked(const client::Message& m) {
-    if (!shown_.insert(m.seq).second) return false;
+  Line line_of(const client::Message& m) const {
     Line ln;
     ln.seq = m.seq;
     ln.sender = printable(m.sender);
     ln.ts = m.ts;
-    ln.own = m.sender == self_;
+    ln.own = m.sender == self_ && !m.system_json;
     ln.confirmed = true;
-    ln.text = m.system_json ? "* " + printable(*m.system_json) : printable(m.body);
+    if (m.system_json) {
+      ln.notice = true;
+      ln.text = system_sentence(*m.system_json);
+    } else {
+      ln.text = printable(m.body);
+    }
     if (m.reply_to) ln.text = "↪" + std::to_string(*m.reply_to) + " " + ln.text;
+    return ln;
+  }
+  void apply_membership_locked(const std::string& system_json) {
+    bool removed = false;
+    for (const auto& u : system_users(system_json, removed)) {
+      if (u == self_) continue;
+      auto it = std::find(others_.begin(), others_.end(), u);
+      if (removed && it != others_.end()) others_.erase(it);
+      if (!removed && it == others_.end()) others_.push_back(u);
+    }
+  }
+  bool add_message_locked(const client::Message& m) {
+    if (!shown_.insert(m.seq).second) return false;
+    Line ln = line_of(m);
     // Keep the transcript in seq order (history and live may interleave at the seam).
     auto pos = lines_.end();
-    while (pos != lines_.begin() && std::prev(pos)->seq > m.seq && std::prev(pos)->elsewhere.empty() &&
-           std::prev(pos)->confirmed)
-      --pos;
+    while (pos != lines_.begin() && std::prev(pos)->seq > m.seq && std::prev(pos)->confirmed) --pos;
     if (!tty_) print_line(ln);
     lines_.insert(pos, std::move(ln));
     if (lines_.size() > kMaxLines) lines_.pop_front();
@@ -196,18 +288,29 @@ class Screen {
     lines_.push_back(std::move(ln));
     if (lines_.size() > kMaxLines) lines_.pop_front();
   }
+  // ✓✓ once every other member's delivered mark has reached the message (protocol §7.6),
+  // "✓✓ read" once every other member has read it; a direct conversation has one other.
+  bool all_reached(const std::map<std::string, Seq>& marks, Seq seq) const {
+    if (others_.empty()) return false;
+    for (const auto& u : others_) {
+      auto it = marks.find(u);
+      if (it == marks.end() || it->second < seq) return false;
+    }
+    return true;
+  }
   std::string mark(const Line& ln) const {
     if (!ln.failed.empty()) return "✗ " + ln.failed;
     if (!ln.confirmed) return "…";
-    for (const auto& [u, s] : read_by_)
-      if (s >= ln.seq) return "✓✓ read";
-    for (const auto& [u, s] : delivered_by_)
-      if (s >= ln.seq) return "✓✓";
+    if (all_reached(read_by_, ln.seq)) return "✓✓ read";
+    if (all_reached(delivered_by_, ln.seq)) return "✓✓";
     return "✓";
   }
   std::string format(const Line& ln, size_t cols) const {
+    if (ln.notice) {
+      const std::string prefix = ln.ts ? hhmm(ln.ts) + " * " : std::string("  · ");
+      return prefix + (width(prefix) + width(ln.text) + 1 > cols ? clip(ln.text, cols > width(prefix) + 2 ? cols - width(prefix) - 2 : 1) + "…" : ln.text);
+    }
     std::string prefix = hhmm(ln.ts) + " ";
-    if (!ln.elsewhere.empty()) prefix += "[" + clip(printable(ln.elsewhere), 16) + "] ";
     prefix += (ln.own ? std::string("you") : ln.sender) + ": ";
     const std::string suffix = ln.own ? "  " + mark(ln) : "";
     const size_t used = width(prefix) + width(suffix) + 1;
@@ -224,14 +327,16 @@ class Screen {
     const int body_rows = std::max(ws.rows - 5, 1);
     std::string out = "\x1b[?25l\x1b[H\x1b[2J";
     out += clip("tern · " + (t_.type == "group" ? "group " : std::string("chat with ")) + printable(t_.title) +
-                    " · [" + state_ + "]",
+                    " · [" + state_ + "]" +
+                    (elsewhere_ ? " · " + std::to_string(elsewhere_) + " new elsewhere (tern conversations)" : "") +
+                    " · /help",
                 cols - 1) +
            "\r\n";
     std::string pres;
-    for (const auto& u : t_.others) {
+    for (const auto& u : others_) {
       auto it = presence_.find(u);
       pres += (pres.empty() ? "" : "   ") + printable(u) + ": ";
-      if (it == presence_.end()) pres += "?";
+      if (it == presence_.end()) pres += "unknown";
       else if (it->second.online) pres += "online";
       else pres += "last seen " + (it->second.last_seen ? hhmm(it->second.last_seen) : std::string("never"));
     }
@@ -272,6 +377,8 @@ class Screen {
   std::map<std::string, Seq> delivered_by_, read_by_;
   std::map<std::string, int64_t> typing_until_;
   std::map<std::string, client::Presence> presence_;
+  std::vector<std::string> others_;  // the other members, kept current by system messages
+  size_t elsewhere_ = 0;             // messages of other conversations while open
   std::string state_ = "connecting…";
   std::string input_;
 };
@@ -284,12 +391,20 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
   auto db = state_db_path();
   if (!db) return fail(g, db.error());
   const bool tty = ::isatty(0) && ::isatty(1);
+  // Say what we are waiting for, and fail fast (exit 4) when nobody answers.
+  if (tty && !g.json) std::cerr << "tern: connecting to " << p->server << "…\n";
+  {
+    client::IoThread probe_io;
+    auto url = checked_server(probe_io, p->server, true);
+    if (!url) return fail(g, url.error());
+  }
 
   client::Options o;
   o.server = p->server;
   o.credentials = p->credentials;
   o.store_path = *db;
   o.reconnect = {250, 5'000, 0};  // a person is waiting: retry often
+  o.api = cli_api_options();
 
   // The Screen exists before the Client (its events need it) and outlives it.
   std::unique_ptr<Screen> screen;
@@ -343,12 +458,64 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
   std::string input, pending_line;
   bool typing = false;
   int64_t last_key = 0, last_typing_sent = 0;
-  auto submit = [&](std::string line) {
-    if (line == "/quit" || line == "/q") {
-      g_quit = true;
-      return;
+  auto command = [&](const std::string& line) {
+    std::string name = line, arg;
+    if (auto sp = line.find(' '); sp != std::string::npos) {
+      name = line.substr(0, sp);
+      arg = line.substr(line.find_first_not_of(' ', sp) == std::string::npos ? line.size() : line.find_first_not_of(' ', sp));
     }
+    if (name == "/quit" || name == "/q") {
+      g_quit = true;
+    } else if (name == "/help" || name == "/?") {
+      std::vector<std::string> lines(std::begin(kHelp), std::end(kHelp));
+      screen->notice(lines);
+    } else if (name == "/history") {
+      size_t n = 20;
+      if (!arg.empty()) {
+        n = 0;
+        for (char ch : arg) n = std::isdigit(static_cast<unsigned char>(ch)) && n < 100'000 ? n * 10 + (ch - '0') : 0;
+        if (n == 0) return screen->notice({"usage: /history N (a number of messages)"});
+      }
+      const Seq oldest = screen->oldest_seq();
+      const Seq before = oldest ? oldest - 1 : t->head;
+      if (before == 0) return screen->notice({"no earlier messages"});
+      const Seq from = before > n ? before - n : 0;
+      auto earlier = client::wait_for<client::HistoryPage>(
+          [&](auto cb) { c->api().history(conv, from, std::min<size_t>(n, before - from), std::move(cb)); }, 15s);
+      if (!earlier) return screen->notice({"history: " + earlier.error().message});
+      std::vector<client::Message> msgs;
+      for (auto& m : earlier->messages)
+        if (m.seq <= before) msgs.push_back(std::move(m));
+      screen->add_block("messages " + std::to_string(from + 1) + "–" + std::to_string(before) + ":", msgs);
+    } else if (name == "/members") {
+      auto list = client::wait_for<std::vector<client::ConversationInfo>>(
+          [&](auto cb) { c->api().conversations(std::move(cb)); }, 15s);
+      std::vector<std::string> others = screen->others();
+      if (list) {
+        for (const auto& ci : *list)
+          if (ci.conversation_id == conv) {
+            others.clear();
+            for (const auto& u : ci.members)
+              if (u != p->credentials.user) others.push_back(u);
+            screen->set_others(others);
+          }
+      }
+      screen->notice({"members: you" + (others.empty() ? std::string() : ", " + join_names(others)) +
+                      (list ? "" : " (as last known: " + list.error().message + ")")});
+    } else if (name == "/seen") {
+      Seq seq = 0;
+      for (char ch : arg) seq = std::isdigit(static_cast<unsigned char>(ch)) ? seq * 10 + (ch - '0') : 0;
+      if (arg.empty()) seq = screen->last_own_seq();
+      if (seq == 0) return screen->notice({arg.empty() ? "you have sent nothing here yet" : "usage: /seen [SEQ]"});
+      screen->notice(screen->seen(seq));
+    } else {
+      screen->notice({"unknown command " + printable(name) + " (not sent); /help lists the commands, //text sends /text"});
+    }
+  };
+  auto submit = [&](std::string line) {
     if (line.empty()) return;
+    if (line[0] == '/' && !line.starts_with("//")) return command(line);
+    if (line.starts_with("//")) line.erase(0, 1);
     auto id = c->send(conv, line);
     if (!id) {
       if (!tty) std::cerr << "tern: " << id.error().message << "\n";

@@ -67,16 +67,11 @@ Result<std::optional<Profile>> load_profile() {
   return std::optional<Profile>(std::move(p));
 }
 
-Result<void> save_profile(const Profile& p) {
-  auto dir = config_dir();
-  if (!dir) return dir.error();
-  json::object o{{"server", p.server},
-                 {"user", p.credentials.user},
-                 {"device", p.credentials.device},
-                 {"token", p.credentials.token}};
-  const std::string text = json::serialize(o) + "\n";
-  const std::string tmp = *dir + "/credentials.json.tmp";
-  const std::string final_path = *dir + "/credentials.json";
+namespace {
+// Writes `text` to dir/name through a temporary file (0600), fsynced, renamed over the old one.
+Result<void> write_private(const std::string& dir, const std::string& name, const std::string& text) {
+  const std::string tmp = dir + "/" + name + ".tmp";
+  const std::string final_path = dir + "/" + name;
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return make_error(ErrorCode::kInternal, "cannot write " + tmp + ": " + std::strerror(errno));
   ::fchmod(fd, 0600);
@@ -87,6 +82,65 @@ Result<void> save_profile(const Profile& p) {
     return make_error(ErrorCode::kInternal, "cannot write " + final_path);
   }
   return {};
+}
+}  // namespace
+
+Result<void> save_profile(const Profile& p) {
+  auto dir = config_dir();
+  if (!dir) return dir.error();
+  json::object o{{"server", p.server},
+                 {"user", p.credentials.user},
+                 {"device", p.credentials.device},
+                 {"token", p.credentials.token}};
+  return write_private(*dir, "credentials.json", json::serialize(o) + "\n");
+}
+
+Result<void> save_conversations(const std::vector<client::ConversationInfo>& list) {
+  auto dir = config_dir();
+  if (!dir) return dir.error();
+  json::array a;
+  for (const auto& c : list) {
+    json::array members;
+    for (const auto& m : c.members) members.emplace_back(m);
+    a.push_back(json::object{{"conversation_id", c.conversation_id},
+                             {"type", c.type},
+                             {"name", c.name},
+                             {"head", c.head},
+                             {"members", std::move(members)}});
+  }
+  return write_private(*dir, "conversations.json", json::serialize(json::object{{"conversations", std::move(a)}}) + "\n");
+}
+
+Result<std::vector<client::ConversationInfo>> load_conversations() {
+  auto dir = config_dir();
+  if (!dir) return dir.error();
+  std::vector<client::ConversationInfo> out;
+  std::ifstream in(*dir + "/conversations.json");
+  if (!in) return out;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  boost::system::error_code ec;
+  json::value v = json::parse(ss.str(), ec);
+  const json::value* list = !ec && v.is_object() ? v.as_object().if_contains("conversations") : nullptr;
+  if (!list || !list->is_array()) return make_error(ErrorCode::kMalformed, *dir + "/conversations.json is not valid");
+  for (const auto& e : list->as_array()) {
+    if (!e.is_object()) continue;
+    const auto& o = e.as_object();
+    auto s = [&](const char* k) {
+      const auto* f = o.if_contains(k);
+      return f && f->is_string() ? std::string(f->as_string()) : std::string();
+    };
+    client::ConversationInfo c;
+    c.conversation_id = s("conversation_id");
+    c.type = s("type");
+    c.name = s("name");
+    if (const auto* h = o.if_contains("head"); h && h->is_number()) c.head = h->to_number<Seq>();
+    if (const auto* m = o.if_contains("members"); m && m->is_array())
+      for (const auto& u : m->as_array())
+        if (u.is_string()) c.members.emplace_back(u.as_string());
+    if (!c.conversation_id.empty()) out.push_back(std::move(c));
+  }
+  return out;
 }
 
 Result<std::string> state_db_path() {

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
       "Credentials and settings live in $XDG_CONFIG_HOME/tern (default ~/.config/tern), mode 0600.\n"
       "Messages are sent as plain UTF-8 text, base64 on the wire: end-to-end encryption is not\n"
       "implemented yet (a later release), so the server operator can read them."};
+  app.footer(kExitCodesHelp);
   app.require_subcommand(1);
   app.fallthrough();  // --server etc. may follow the subcommand too (inherited by subcommands)
   Global g;
@@ -50,6 +51,7 @@ int main(int argc, char** argv) {
   auto* gcreate = group->add_subcommand("create", "create a group with you as admin");
   gcreate->add_option("name", name, "group name")->required();
   gcreate->add_option("members", users, "other members")->required();
+  gcreate->add_flag("--force", force, "create it even if you already have a group of that name");
   add_json(gcreate);
   auto* gadd = group->add_subcommand("add", "add members");
   gadd->add_option("conversation", conv, "group id or name")->required();
@@ -79,7 +81,12 @@ int main(int argc, char** argv) {
   auto* whoami = app.add_subcommand("whoami", "show the saved account");
   add_json(whoami);
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);  // prints the help, or the error and a hint
+    return code == 0 ? kExitOk : kExitUsage;
+  }
   tern::init_logging(log_level);
 
   auto joined = [&] {
@@ -91,12 +98,12 @@ int main(int argc, char** argv) {
   if (link_code->parsed()) return cmd_link_code(g);
   if (link->parsed()) return cmd_link(g, user, code, force);
   if (convs->parsed()) return cmd_conversations(g);
-  if (gcreate->parsed()) return cmd_group_create(g, name, users);
+  if (gcreate->parsed()) return cmd_group_create(g, name, users, force);
   if (gadd->parsed()) return cmd_group_members(g, conv, users, true);
   if (gremove->parsed()) return cmd_group_members(g, conv, users, false);
   if (send->parsed()) return cmd_send(g, target, joined(), reply_to);
   if (hist->parsed()) return cmd_history(g, target, after, limit);
   if (chat->parsed()) return cmd_chat(g, target, history);
   if (whoami->parsed()) return cmd_whoami(g);
-  return 2;
+  return kExitUsage;
 }

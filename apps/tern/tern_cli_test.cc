@@ -1,8 +1,12 @@
 // The `tern` binary end to end: non-interactive commands with --json, and `tern chat`
 // driven through a pseudo-terminal against a real ternd that is SIGKILLed and restarted
-// under it. Skipped with a message when ternd or tern is not built. Every wait is bounded.
+// under it. Fails when ternd or tern is not built (both are dependencies of this test's
+// target). Every wait is bounded; everything runs on loopback.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <pty.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -23,6 +27,7 @@
 #include "client/blocking.h"
 #include "client/client.h"
 #include "client/testing/ternd_process.h"
+#include "format.h"
 #include "terminal.h"
 
 namespace tern::cli {
@@ -94,6 +99,31 @@ Proc run_tern(const std::string& tern, const std::string& config, const std::vec
   return r;
 }
 
+// A loopback port where nothing listens: bound (so nobody else gets it) but not listening,
+// so connecting to it is refused at once. Closed on destruction.
+class DeadPort {
+ public:
+  DeadPort() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd_ >= 0 && ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+      port_ = ntohs(a.sin_port);
+  }
+  ~DeadPort() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  bool ok() const { return port_ != 0; }
+
+ private:
+  int fd_ = -1;
+  uint16_t port_ = 0;
+};
+
 json::object parse_json(const std::string& text) {
   boost::system::error_code ec;
   json::value v = json::parse(text, ec);
@@ -154,6 +184,16 @@ class Pty {
     std::lock_guard l(mu_);
     return out_.size();
   }
+  // Output from `from` on.
+  std::string text(size_t from = 0) {
+    std::lock_guard l(mu_);
+    return from < out_.size() ? out_.substr(from) : std::string();
+  }
+  // Position of `needle` at or after `from`, or npos.
+  size_t find(const std::string& needle, size_t from = 0) {
+    std::lock_guard l(mu_);
+    return out_.find(needle, from);
+  }
   std::string tail(size_t n = 2000) {
     std::lock_guard l(mu_);
     return out_.size() > n ? out_.substr(out_.size() - n) : out_;
@@ -182,7 +222,7 @@ class TernCli : public ::testing::Test {
   void SetUp() override {
     ternd_ = client::testing::find_ternd();
     tern_ = client::testing::find_binary("tern");
-    if (ternd_.empty() || tern_.empty()) GTEST_SKIP() << "ternd or tern not built (TERN_BIN_DIR or build/bin)";
+    ASSERT_FALSE(ternd_.empty() || tern_.empty()) << "ternd or tern not built (TERN_BIN_DIR or build/bin)";
     dir_ = client::testing::make_temp_dir("tern-cli-test");
     server_ = std::make_unique<TerndProcess>(ternd_, dir_ + "/data");
     auto r = server_->start();
@@ -208,8 +248,59 @@ class TernCli : public ::testing::Test {
                                std::string(o["token"].as_string())};
   }
 
+  // An SDK client of `who` (registered by the CLI), started.
+  std::unique_ptr<client::Client> sdk(const std::string& who, client::Events ev = {}) {
+    client::Options o;
+    o.server = server_->url();
+    o.credentials = saved(who);
+    o.reconnect = {50, 500, 0};
+    auto c = client::Client::create(o, std::move(ev));
+    EXPECT_TRUE(c.ok());
+    if (!c.ok()) return nullptr;
+    (*c)->start();
+    return std::move(*c);
+  }
+
   std::string ternd_, tern_, dir_;
   std::unique_ptr<TerndProcess> server_;
+};
+
+// Messages an SDK client received, for the tests to wait on.
+struct Inbox {
+  std::mutex mu;
+  std::vector<client::Message> got;
+  std::vector<client::Receipt> receipts;
+  client::Events events() {
+    client::Events ev;
+    ev.on_message = [this](const client::Message& m) {
+      std::lock_guard l(mu);
+      got.push_back(m);
+    };
+    ev.on_receipt = [this](const client::Receipt& r) {
+      std::lock_guard l(mu);
+      receipts.push_back(r);
+    };
+    return ev;
+  }
+  bool delivered_to(const std::string& user, Seq seq) {
+    std::lock_guard l(mu);
+    for (const auto& r : receipts)
+      if (r.user == user && r.seq >= seq) return true;
+    return false;
+  }
+  bool has(const std::string& text) {
+    std::lock_guard l(mu);
+    for (const auto& m : got)
+      if (m.body == text) return true;
+    return false;
+  }
+  std::vector<std::string> bodies() {
+    std::lock_guard l(mu);
+    std::vector<std::string> v;
+    for (const auto& m : got)
+      if (!m.system_json) v.push_back(m.body);
+    return v;
+  }
 };
 
 TEST_F(TernCli, CommandsPrintJsonAndKeepCredentialsPrivate) {
@@ -329,9 +420,16 @@ TEST_F(TernCli, InteractiveChatThroughAPseudoTerminalSurvivesAServerRestart) {
   // The server dies under the chat and comes back on the same port and data.
   server_->kill9();
   ASSERT_TRUE(chat.wait_for("offline, retrying")) << chat.tail();
+  // Issue 13 item 6: with our connection gone, bob's presence is unknown, not "online".
+  const size_t off = chat.find("offline, retrying");
+  EXPECT_TRUE(chat.wait_for("bob: unknown", off)) << chat.tail();
   ASSERT_TRUE(server_->start(server_->port()).ok());
+  ASSERT_TRUE(chat.wait_for("[online]", off)) << chat.tail();
+  const size_t back = chat.find("[online]", off);
+  EXPECT_EQ(chat.text(off).substr(0, back - off).find("bob: online"), std::string::npos)
+      << "presence shown while offline:\n" << chat.text(off);
   const size_t mark = chat.size();
-  ASSERT_TRUE(chat.wait_for("[online]", mark)) << chat.tail();
+  EXPECT_TRUE(chat.wait_for("bob: online", back)) << "presence back after the reconnect\n" << chat.tail();
   chat.type("after the restart\r");
   EXPECT_TRUE(eventually([&] { return bob_has("after the restart"); })) << chat.tail();
   ASSERT_TRUE((*bob)->send(conv, "welcome back").ok());
@@ -346,6 +444,279 @@ TEST_F(TernCli, InteractiveChatThroughAPseudoTerminalSurvivesAServerRestart) {
   for (const auto& m : bob_got)
     if (m.sender == "alice") from_alice.push_back(m.body);
   EXPECT_EQ(from_alice, (std::vector<std::string>{"hello from the terminal", "after the restart"}));
+}
+
+// Issue 13, item 1: a second group of the same name needs --force, an ambiguous name lists
+// the candidates with their members, an empty name is refused.
+TEST_F(TernCli, GroupNamesStayUsable) {
+  ASSERT_EQ(tern("a", {"register", "alice"}).status, 0);
+  ASSERT_EQ(tern("v", {"register", "vic"}).status, 0);
+  ASSERT_EQ(tern("u", {"register", "uma"}).status, 0);
+
+  Proc empty = tern("a", {"group", "create", "", "vic"});
+  EXPECT_EQ(empty.status, 1);
+  EXPECT_NE(empty.err.find("a group needs a name"), std::string::npos) << empty.err;
+
+  Proc first = tern("a", {"group", "create", "hikers", "vic"});
+  ASSERT_EQ(first.status, 0) << first.err;
+  const std::string id1 = first.out.substr(0, first.out.find('\n'));
+  Proc again = tern("a", {"group", "create", "hikers", "uma"});
+  EXPECT_EQ(again.status, 1);
+  EXPECT_NE(again.err.find("you already have a group named hikers"), std::string::npos) << again.err;
+  EXPECT_NE(again.err.find(id1), std::string::npos) << again.err;
+  EXPECT_NE(again.err.find("--force"), std::string::npos) << again.err;
+  EXPECT_EQ(parse_json(tern("a", {"conversations", "--json"}).out)["conversations"].as_array().size(), 1u)
+      << "the refused group was not created";
+
+  Proc forced = tern("a", {"group", "create", "hikers", "uma", "--force"});
+  ASSERT_EQ(forced.status, 0) << forced.err;
+  const std::string id2 = forced.out.substr(0, forced.out.find('\n'));
+  Proc ambiguous = tern("a", {"send", "hikers", "hi"});
+  EXPECT_EQ(ambiguous.status, 1);
+  EXPECT_NE(ambiguous.err.find("several groups are named hikers"), std::string::npos) << ambiguous.err;
+  EXPECT_NE(ambiguous.err.find(id1 + "  members: alice and vic"), std::string::npos) << ambiguous.err;
+  EXPECT_NE(ambiguous.err.find(id2 + "  members: alice and uma"), std::string::npos) << ambiguous.err;
+  EXPECT_EQ(tern("a", {"send", id2, "hi uma"}).status, 0) << "the id still works";
+}
+
+// Item 2: errors in the user's terms, and the exit codes.
+TEST_F(TernCli, ErrorsSayWhatFailed) {
+  ASSERT_EQ(tern("a", {"register", "alice"}).status, 0);
+  ASSERT_EQ(tern("b", {"register", "bob"}).status, 0);
+  Proc g = tern("a", {"group", "create", "team", "bob"});
+  ASSERT_EQ(g.status, 0) << g.err;
+  const std::string gid = g.out.substr(0, g.out.find('\n'));
+  ASSERT_EQ(tern("a", {"group", "remove", gid, "bob"}).status, 0);
+
+  Proc removed = tern("b", {"send", gid, "let me in"});
+  EXPECT_EQ(removed.status, 1);
+  EXPECT_NE(removed.err.find("you are not a member of conversation " + gid), std::string::npos) << removed.err;
+  EXPECT_EQ(removed.err.find("no such user"), std::string::npos) << removed.err;
+
+  Proc missing = tern("b", {"history", "g-0123456789abcdef01234567"});
+  EXPECT_EQ(missing.status, 1);
+  EXPECT_NE(missing.err.find("no such conversation: g-0123456789abcdef01234567"), std::string::npos) << missing.err;
+
+  Proc nobody = tern("b", {"send", "@nobody", "hi"});
+  EXPECT_EQ(nobody.status, 1);
+  EXPECT_NE(nobody.err.find("no such user: nobody"), std::string::npos) << nobody.err;
+
+  DeadPort dead;
+  ASSERT_TRUE(dead.ok());
+  Proc refused = run_tern(tern_, config("b"), {"conversations", "--server", dead.url()});
+  EXPECT_EQ(refused.status, 4);
+  EXPECT_NE(refused.err.find("cannot reach the server at " + dead.url()), std::string::npos) << refused.err;
+  EXPECT_EQ(refused.err.find("overloaded"), std::string::npos) << refused.err;
+  Proc refused_json = run_tern(tern_, config("b"), {"conversations", "--json", "--server", dead.url()});
+  EXPECT_EQ(refused_json.status, 4);
+  EXPECT_EQ(parse_json(refused_json.out)["error"].as_string(), "unreachable");
+
+  Proc path = run_tern(tern_, config("c"), {"register", "carol", "--server", server_->url() + "/v1"});
+  EXPECT_EQ(path.status, 1);
+  EXPECT_NE(path.err.find("has a path (/v1)"), std::string::npos) << path.err;
+  EXPECT_NE(path.err.find("try " + server_->url()), std::string::npos) << path.err;
+  EXPECT_EQ(path.err.find("token"), std::string::npos) << path.err;
+
+  // The chat fails fast against a dead server instead of showing a blank screen.
+  const auto t0 = std::chrono::steady_clock::now();
+  Pty chat(tern_, config("b"), {"chat", "alice", "--server", dead.url()});
+  EXPECT_EQ(chat.wait_exit(8s), 4) << chat.tail();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 8s);
+  EXPECT_TRUE(chat.wait_for("connecting to " + dead.url())) << chat.tail();
+  EXPECT_TRUE(chat.wait_for("cannot reach the server at " + dead.url())) << chat.tail();
+
+  Proc help = run_tern(tern_, config("b"), {"--help"});
+  EXPECT_EQ(help.status, 0);
+  EXPECT_NE(help.out.find("Exit codes: 0 done; 1 failed"), std::string::npos) << help.out;
+  EXPECT_NE(help.out.find("4 cannot reach the server"), std::string::npos) << help.out;
+  EXPECT_EQ(run_tern(tern_, config("b"), {"send"}).status, 2) << "a bad command line";
+}
+
+// Item 3: `tern send` with the server down keeps the message and says so; the next send
+// delivers it first.
+TEST_F(TernCli, SendWhileTheServerIsDownIsQueuedAndSentByTheNextSend) {
+  ASSERT_EQ(tern("a", {"register", "alice"}).status, 0);
+  ASSERT_EQ(tern("b", {"register", "bob"}).status, 0);
+  ASSERT_EQ(tern("a", {"send", "bob", "before"}).status, 0);
+
+  server_->kill9();
+  Proc down = tern("a", {"send", "bob", "while", "down"});
+  EXPECT_EQ(down.status, 3) << down.err;
+  EXPECT_NE(down.err.find("cannot reach the server at " + server_->url()), std::string::npos) << down.err;
+  EXPECT_NE(down.err.find("queued, will be sent by the next `tern send` or `tern chat`"), std::string::npos) << down.err;
+  Proc unknown = tern("a", {"send", "@carol", "hello?"});
+  EXPECT_EQ(unknown.status, 4) << unknown.err;
+  EXPECT_NE(unknown.err.find("not sent"), std::string::npos) << unknown.err;
+
+  ASSERT_TRUE(server_->start(server_->port()).ok());
+  Proc after = tern("a", {"send", "bob", "after"});
+  ASSERT_EQ(after.status, 0) << after.err;
+  EXPECT_NE(after.out.find("also sent 1 message(s) queued earlier"), std::string::npos) << after.out;
+
+  Proc hist = tern("b", {"history", "alice", "--json"});
+  ASSERT_EQ(hist.status, 0) << hist.err;
+  std::vector<std::string> texts;
+  const json::object h = parse_json(hist.out);
+  for (const auto& m : h.at("messages").as_array()) texts.emplace_back(m.as_object().at("text").as_string());
+  EXPECT_EQ(texts, (std::vector<std::string>{"before", "while down", "after"}));
+}
+
+// Item 4: the chat shows its own conversation only, system messages as sentences, and
+// has commands (which are never sent).
+TEST_F(TernCli, ChatShowsOneConversationWithSentencesAndCommands) {
+  ASSERT_EQ(tern("a", {"register", "alice"}).status, 0);
+  ASSERT_EQ(tern("b", {"register", "bob"}).status, 0);
+  ASSERT_EQ(tern("c", {"register", "carol"}).status, 0);
+  ASSERT_EQ(tern("a", {"group", "create", "hikers", "bob"}).status, 0);
+  ASSERT_EQ(tern("a", {"group", "add", "hikers", "carol"}).status, 0);
+  ASSERT_EQ(tern("b", {"send", "hikers", "who brings the map?"}).status, 0);  // seq 3
+
+  Proc hist = tern("b", {"history", "hikers"});
+  ASSERT_EQ(hist.status, 0) << hist.err;
+  EXPECT_NE(hist.out.find("* alice created the group hikers with bob"), std::string::npos) << hist.out;
+  EXPECT_NE(hist.out.find("* alice added carol"), std::string::npos) << hist.out;
+  EXPECT_EQ(hist.out.find("\"action\""), std::string::npos) << hist.out;
+
+  Inbox bob_in;
+  auto bob = sdk("b", bob_in.events());
+  ASSERT_TRUE(bob);
+  {
+    // Alice's device takes seq 1-3 and acks them (bob's receipt says so), so that the chat
+    // below has no replay and shows only its --history.
+    Inbox alice_in;
+    auto alice = sdk("a", alice_in.events());
+    ASSERT_TRUE(alice);
+    ASSERT_TRUE(eventually([&] { return bob_in.delivered_to("alice", 3); }));
+    alice->stop();
+  }
+
+  Pty chat(tern_, config("a"), {"chat", "hikers", "--history", "1", "--server", server_->url()});
+  ASSERT_TRUE(chat.wait_for("[online]")) << chat.tail();
+  EXPECT_TRUE(chat.wait_for("bob: who brings the map?")) << chat.tail();
+  EXPECT_EQ(chat.find("alice added carol"), std::string::npos) << "only --history 1\n" << chat.tail();
+
+  // A direct message to alice is counted, not shown.
+  auto direct = client::wait_for<std::string>([&](auto cb) { bob->api().create_direct("alice", std::move(cb)); });
+  ASSERT_TRUE(direct.ok());
+  ASSERT_TRUE(bob->send(*direct, "psst, only for alice").ok());
+  EXPECT_TRUE(chat.wait_for("1 new elsewhere")) << chat.tail();
+  EXPECT_EQ(chat.find("psst, only for alice"), std::string::npos) << chat.tail();
+
+  size_t mark = chat.size();
+  chat.type("/help\r");
+  EXPECT_TRUE(chat.wait_for("/history N", mark)) << chat.tail();
+  EXPECT_TRUE(chat.wait_for("/members", mark)) << chat.tail();
+  mark = chat.size();
+  chat.type("/history 5\r");
+  EXPECT_TRUE(chat.wait_for("messages 1–2:", mark)) << chat.tail();
+  EXPECT_TRUE(chat.wait_for("alice created the group hikers with bob", mark)) << chat.tail();
+  EXPECT_TRUE(chat.wait_for("alice added carol", mark)) << chat.tail();
+  EXPECT_EQ(chat.find("\"action\""), std::string::npos) << chat.tail();
+  mark = chat.size();
+  chat.type("/members\r");
+  EXPECT_TRUE(chat.wait_for("members: you, bob and carol", mark)) << chat.tail();
+  mark = chat.size();
+  chat.type("/frobnicate\r");
+  EXPECT_TRUE(chat.wait_for("unknown command /frobnicate (not sent)", mark)) << chat.tail();
+  chat.type("//slash at the start\r");
+  chat.type("an ordinary line\r");
+  ASSERT_TRUE(eventually([&] { return bob_in.has("an ordinary line"); })) << chat.tail();
+  EXPECT_EQ(bob_in.bodies(), (std::vector<std::string>{"/slash at the start", "an ordinary line"}))
+      << "no command was sent";
+  chat.type("/quit\r");
+  EXPECT_EQ(chat.wait_exit(), 0);
+  bob->stop();
+}
+
+// Item 5: in a group ✓✓ means every other member has the message; /seen tells who.
+TEST_F(TernCli, GroupTicksWaitForEveryMember) {
+  ASSERT_EQ(tern("a", {"register", "alice"}).status, 0);
+  ASSERT_EQ(tern("b", {"register", "bob"}).status, 0);
+  ASSERT_EQ(tern("c", {"register", "carol"}).status, 0);
+  ASSERT_EQ(tern("a", {"group", "create", "trio", "bob", "carol"}).status, 0);
+
+  Inbox bob_in;
+  auto bob = sdk("b", bob_in.events());
+  ASSERT_TRUE(bob);
+  Pty chat(tern_, config("a"), {"chat", "trio", "--server", server_->url()});
+  ASSERT_TRUE(chat.wait_for("[online]")) << chat.tail();
+  chat.type("hello trio\r");
+  ASSERT_TRUE(eventually([&] { return bob_in.has("hello trio"); })) << chat.tail();
+  // Bob's receipt has reached the chat once /seen reports it.
+  size_t mark = 0;
+  ASSERT_TRUE(eventually([&] {
+    mark = chat.size();
+    chat.type("/seen\r");
+    return chat.wait_for("delivered to bob (not read yet)", mark, 1s);
+  })) << chat.tail();
+  EXPECT_TRUE(chat.wait_for("not delivered yet: carol", mark)) << chat.tail();
+  EXPECT_EQ(chat.find("hello trio  ✓✓"), std::string::npos) << "one member of two is not everyone\n" << chat.tail();
+  EXPECT_NE(chat.find("hello trio  ✓"), std::string::npos) << chat.tail();
+
+  Inbox carol_in;
+  auto carol = sdk("c", carol_in.events());
+  ASSERT_TRUE(carol);
+  EXPECT_TRUE(chat.wait_for("hello trio  ✓✓")) << chat.tail();
+
+  Seq seq = 0;
+  std::string conv;
+  {
+    std::lock_guard l(bob_in.mu);
+    for (const auto& m : bob_in.got)
+      if (m.body == "hello trio") seq = m.seq, conv = m.conversation_id;
+  }
+  bob->mark_read(conv, seq);
+  ASSERT_TRUE(eventually([&] {
+    mark = chat.size();
+    chat.type("/seen\r");
+    return chat.wait_for("read by bob", mark, 1s);
+  })) << chat.tail();
+  EXPECT_EQ(chat.find("✓✓ read"), std::string::npos) << chat.tail();
+  carol->mark_read(conv, seq);
+  EXPECT_TRUE(chat.wait_for("hello trio  ✓✓ read")) << chat.tail();
+  chat.type("/quit\r");
+  EXPECT_EQ(chat.wait_exit(), 0);
+  bob->stop();
+  carol->stop();
+}
+
+// Item 7: link codes as people type them; malformed ones cost no attempt.
+TEST_F(TernCli, LinkCodesAcceptLowercaseAndNoDash) {
+  ASSERT_EQ(tern("a", {"register", "alice"}).status, 0);
+  Proc code = tern("a", {"device", "link-code", "--json"});
+  ASSERT_EQ(code.status, 0) << code.err;
+  std::string c(parse_json(code.out)["code"].as_string());
+  ASSERT_EQ(c.size(), 9u);
+  for (int i = 0; i < 6; ++i) {  // more than the server's 5 wrong attempts
+    Proc typo = tern("a2", {"device", "link", "alice", "abcd-ef0o"});
+    EXPECT_EQ(typo.status, 1);
+    EXPECT_NE(typo.err.find("a link code is 8 letters and digits"), std::string::npos) << typo.err;
+  }
+  std::string typed;
+  for (char ch : c)
+    if (ch != '-') typed.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(ch))));
+  Proc link = tern("a2", {"device", "link", "alice", typed, "--json"});
+  ASSERT_EQ(link.status, 0) << link.err;
+  EXPECT_EQ(parse_json(link.out)["device"].to_number<int64_t>(), 2);
+}
+
+// Item 8: `not signed in` names the directory it looked in.
+TEST_F(TernCli, NotSignedInNamesTheDirectory) {
+  Proc who = tern("nobody", {"whoami"});
+  EXPECT_EQ(who.status, 1);
+  EXPECT_NE(who.err.find("not signed in: no credentials in " + config("nobody") + "/tern"), std::string::npos) << who.err;
+}
+
+TEST(Format, SystemMessagesAsSentences) {
+  EXPECT_EQ(system_sentence(R"({"action":"add","by":"uma","users":["carol"]})"), "uma added carol");
+  EXPECT_EQ(system_sentence(R"({"action":"remove","by":"uma","users":["carol","dave"]})"), "uma removed carol and dave");
+  EXPECT_EQ(system_sentence(R"({"action":"remove","by":"carol","users":["carol"]})"), "carol left");
+  EXPECT_EQ(system_sentence(R"({"action":"create","by":"carol","name":"climbing","users":["carol","alice","bob"]})"),
+            "carol created the group climbing with alice and bob");
+  EXPECT_EQ(system_sentence(R"({"action":"rename","by":"x"})"), "membership changed (rename)");
+  EXPECT_EQ(system_sentence("not json"), "membership changed");
+  EXPECT_EQ(join_names({"a", "b", "c"}), "a, b and c");
+  EXPECT_EQ(system_sentence(R"({"action":"add","by":"u","users":["\u001b[2J"]})"), "u added ?[2J");
 }
 
 TEST(Terminal, UntrustedTextIsMadePrintable) {

@@ -125,8 +125,30 @@ void Api::register_user(const std::string& user, Callback<Credentials> cb) const
   run<Credentials>(state_, "POST", "/v1/users", json::serialize(o), false, {200, 201}, parse_credentials, std::move(cb));
 }
 
-void Api::link_device(const std::string& user, const std::string& code, Callback<Credentials> cb) const {
-  json::object o{{"user", user}, {"code", code}};
+Result<std::string> normalize_link_code(std::string_view typed) {
+  static constexpr std::string_view kAlphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+  std::string code;
+  for (char ch : typed) {
+    if (ch == ' ' || ch == '-' || ch == '\t') continue;
+    const char up = (ch >= 'a' && ch <= 'z') ? static_cast<char>(ch - 'a' + 'A') : ch;
+    if (kAlphabet.find(up) == std::string_view::npos || code.size() == 8)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "a link code is 8 letters and digits like ABCD-EF23 (no 0, O, 1 or I)");
+    code.push_back(up);
+  }
+  if (code.size() != 8)
+    return make_error(ErrorCode::kInvalidArgument, "a link code is 8 letters and digits like ABCD-EF23 (no 0, O, 1 or I)");
+  code.insert(4, "-");
+  return code;
+}
+
+void Api::link_device(const std::string& user, const std::string& typed, Callback<Credentials> cb) const {
+  auto code = normalize_link_code(typed);
+  if (!code) {
+    asio::post(state_->ioc, [cb = std::move(cb), e = code.error()]() mutable { cb(std::move(e)); });
+    return;
+  }
+  json::object o{{"user", user}, {"code", *code}};
   run<Credentials>(state_, "POST", "/v1/devices/link", json::serialize(o), false, {200, 201}, parse_credentials,
                    std::move(cb));
 }

@@ -30,6 +30,11 @@ class io_context;
 
 namespace tern::client {
 
+// A link code as a person types it, in the form the server issued it ("XXXX-XXXX"):
+// upper-cased, spaces and dashes ignored. An error (no attempt used) when it cannot be a
+// code: not 8 characters of A-Z / 2-9 without the look-alikes 0, O, 1 and I.
+Result<std::string> normalize_link_code(std::string_view typed);
+
 struct ApiOptions {
   int64_t timeout_ms = 10'000;            // per attempt
   BackoffPolicy retry{200, 5'000, 6};     // for 429 (and 503 / network on GET)
@@ -46,6 +51,7 @@ class Api {
 
   // Unauthenticated.
   void register_user(const std::string& user, Callback<Credentials> cb) const;          // POST /v1/users
+  // `code` goes through normalize_link_code() first (a malformed one fails at once).
   void link_device(const std::string& user, const std::string& code, Callback<Credentials> cb) const;
   void healthz(Callback<void> cb) const;
 

@@ -245,6 +245,52 @@ TEST_F(ClientIntegration, ReceiptsReachTheSender) {
   EXPECT_TRUE(eventually([&] { return has(ReceiptStatus::kRead); }));
 }
 
+// protocol.md §7.6 (issue 13, item 9): in a group a live receipt goes only to the senders of
+// the messages it covers; the other members see the marks as receipt state after `synced`.
+// tern-bench's receipts_to_non_senders counts the latter too.
+TEST_F(ClientIntegration, GroupReceiptsGoLiveToSendersAndToEveryoneAfterSynced) {
+  const Credentials alice = register_user("alice");
+  const Credentials bob = register_user("bob");
+  const Credentials carol = register_user("carol");
+  auto group = wait_for<std::string>([&](auto cb) { api_for(alice).create_group("trio", {"bob", "carol"}, std::move(cb)); });
+  ASSERT_TRUE(group.ok()) << group.error().message;
+  Inbox ai, bi, ci;
+  auto a = Client::create(options(alice), ai.events());
+  auto b = Client::create(options(bob), bi.events());
+  auto c = Client::create(options(carol), ci.events());
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  (*a)->start();
+  (*b)->start();
+  (*c)->start();
+  // Everyone past `synced` (and its receipt state) before the message exists.
+  ASSERT_TRUE(eventually([&] {
+    return ai.state == ConnectionState::kSynced && bi.state == ConnectionState::kSynced &&
+           ci.state == ConnectionState::kSynced;
+  }));
+  auto sent = wait_for<SendResult>([&](auto cb) { (void)(*a)->send(*group, "hello trio", {}, std::move(cb)); });
+  ASSERT_TRUE(sent.ok()) << sent.error().message;
+  auto receipt_from = [](Inbox& in, const std::string& user, Seq seq) {
+    std::lock_guard l(in.mu);
+    for (const auto& r : in.receipts)
+      if (r.user == user && r.status == ReceiptStatus::kDelivered && r.seq >= seq) return true;
+    return false;
+  };
+  // The sender gets both members' marks live.
+  ASSERT_TRUE(eventually([&] { return receipt_from(ai, "bob", sent->seq) && receipt_from(ai, "carol", sent->seq); }));
+  // Bob then writes: his ack of alice's message was committed (and any receipt of it
+  // published) before his send, so once carol has his message she would have that receipt.
+  auto bobs = wait_for<SendResult>([&](auto cb) { (void)(*b)->send(*group, "from bob", {}, std::move(cb)); });
+  ASSERT_TRUE(bobs.ok());
+  ASSERT_TRUE(eventually([&] { return ci.count_from("bob") == 1; }));
+  EXPECT_FALSE(receipt_from(ci, "bob", sent->seq)) << "carol sent nothing that bob's ack covers";
+  // After a reconnect, carol gets everyone's current marks as receipt state.
+  (*c)->reconnect_now();
+  EXPECT_TRUE(eventually([&] { return receipt_from(ci, "bob", sent->seq); }));
+  (*a)->stop();
+  (*b)->stop();
+  (*c)->stop();
+}
+
 TEST_F(ClientIntegration, GroupManagementAndHistory) {
   const Credentials alice = register_user("alice");
   register_user("bob");

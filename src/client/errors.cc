@@ -45,4 +45,8 @@ Error network_error(std::string_view what) {
   return make_error(ErrorCode::kOverloaded, "network: " + std::string(what));
 }
 
+bool is_network_error(const Error& e) {
+  return e.code == ErrorCode::kOverloaded && e.message.starts_with("network:");
+}
+
 }  // namespace tern::client

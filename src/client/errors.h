@@ -21,5 +21,8 @@ ErrorCode error_code_from_status(int status);
 bool retryable(ErrorCode code);
 // A transport failure as an Error (see the header comment).
 Error network_error(std::string_view what);
+// True for errors made by network_error(): the server was not reached (or stopped
+// answering), as opposed to a server that answered `overloaded`.
+bool is_network_error(const Error& e);
 
 }  // namespace tern::client

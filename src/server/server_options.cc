@@ -1,6 +1,8 @@
 #include "server/server_options.h"
 
+#include <algorithm>
 #include <charconv>
+#include <string_view>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -16,6 +18,20 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
     t = toml::parse_file(path);
   } catch (const toml::parse_error& e) {
     return make_error(ErrorCode::kInvalidArgument, "config " + path + ": " + std::string(e.description()));
+  }
+  // Every key the file may hold (the flags' names, '-' as '_'): anything else is a typo
+  // that would otherwise be ignored without a word.
+  static constexpr std::string_view kKnown[] = {
+      "listen",      "data",           "durability",      "log_level",           "metrics_token", "threads",
+      "block_cache_mb", "ping_interval", "max_connections", "max_frame_bytes",    "max_body_bytes",
+      "max_http_body_bytes", "max_members", "max_devices", "max_page",            "send_rate",     "send_burst",
+      "frame_rate",  "frame_burst",    "send_queue",      "commit_queue",        "idempotency_days"};
+  for (const auto& [key, value] : t) {
+    (void)value;
+    if (std::find(std::begin(kKnown), std::end(kKnown), key.str()) == std::end(kKnown))
+      return make_error(ErrorCode::kInvalidArgument,
+                        "config " + path + ": unknown key '" + std::string(key.str()) +
+                            "' (keys are the flags of `ternd --help` without the dashes, with '_' for '-')");
   }
   auto str = [&](const char* k, std::string& out) { if (auto v = t[k].value<std::string>()) out = *v; };
   auto num = [&](const char* k, auto& out) {

@@ -44,6 +44,21 @@ TEST(ServerOptions, FlagsOverrideConfigFile) {
   EXPECT_EQ(o->gateway.ping_interval.count(), 5);
 }
 
+TEST(ServerOptions, ConfigFileWithAnUnknownKeyIsRefusedByName) {
+  char path[] = "/tmp/tern-config-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  {
+    std::ofstream f(path);
+    f << "listen = \"127.0.0.1:9000\"\nmax_member = 10\n";  // a typo of max_members
+  }
+  auto o = parse({"--config", path});
+  std::remove(path);
+  ASSERT_FALSE(o);
+  EXPECT_NE(o.error().message.find("unknown key 'max_member'"), std::string::npos) << o.error().message;
+}
+
 TEST(ServerOptions, RejectsBadValues) {
   EXPECT_FALSE(parse({"--listen", "nohostport"}));
   EXPECT_FALSE(parse({"--listen", "127.0.0.1:70000"}));

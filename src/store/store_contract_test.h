@@ -7,12 +7,17 @@
 //   using tern::store::contract::StoreContractTest;
 //   INSTANTIATE_TEST_SUITE_P(RocksDb, StoreContractTest,
 //       ::testing::Values(StoreHarnessFactory{"rocksdb", [] { return std::make_unique<MyHarness>(); }}),
-//       [](const auto& info) { return info.param.name; });
+//       [](const auto& info) { return std::to_string(info.index); });
+//
+// The numeric suffix is what CMake's gtest_discover_tests replaces with the printed
+// parameter (PrintTo below), so ctest lists RocksDb/StoreContractTest.<Test>/rocksdb; with
+// a non-numeric suffix it appends "# GetParam() = …" to the ctest name instead.
 //
 // and compiles store_contract_test.cc into its test binary (TERN_STORE_CONTRACT_TEST_SOURCES).
 #pragma once
 #include <functional>
 #include <memory>
+#include <ostream>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -31,8 +36,11 @@ class StoreHarness {
 };
 
 struct StoreHarnessFactory {
-  std::string name;  // test-name suffix: [A-Za-z0-9_]
+  std::string name;  // the backend, as GetParam() prints it: [A-Za-z0-9_]
   std::function<std::unique_ptr<StoreHarness>()> make;
+  // GoogleTest prints the parameter with this (test lists, failures, ctest names) instead
+  // of its bytes.
+  friend void PrintTo(const StoreHarnessFactory& f, std::ostream* os) { *os << f.name; }
 };
 
 class StoreContractTest : public ::testing::TestWithParam<StoreHarnessFactory> {

@@ -49,6 +49,9 @@ Result<void> TerndProcess::start(uint16_t port) {
   // A restart right after SIGKILL can meet the old socket for a moment: a few tries.
   for (int attempt = 0; attempt < 20; ++attempt) {
     const std::string listen = "127.0.0.1:" + std::to_string(port);
+    // The previous run's "listening" line must not be mistaken for this one's (the child
+    // truncates the file only once it runs).
+    ::unlink(out_path.c_str());
     pid_t pid = ::fork();
     if (pid < 0) return make_error(ErrorCode::kInternal, "fork failed");
     if (pid == 0) {

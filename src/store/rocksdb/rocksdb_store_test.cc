@@ -63,7 +63,12 @@ using contract::StoreContractTest;
 INSTANTIATE_TEST_SUITE_P(RocksDb, StoreContractTest,
                          ::testing::Values(contract::StoreHarnessFactory{
                              "rocksdb", [] { return std::make_unique<RocksDbHarness>(); }}),
-                         [](const auto& info) { return info.param.name; });
+                         [](const auto& info) { return std::to_string(info.index); });
+
+// Test lists, failure messages and ctest names show the backend, not the parameter's bytes.
+TEST(StoreContractNames, TheParameterPrintsAsItsName) {
+  EXPECT_EQ(::testing::PrintToString(contract::StoreHarnessFactory{"rocksdb", {}}), "rocksdb");
+}
 
 // Writes raw rows into a closed store's database, as a disk fault or a bug might.
 void poke_raw(const std::string& dir, RocksDbStore::Cf cf, const std::string& key, const std::string& value) {
