@@ -59,12 +59,12 @@ TEST_F(AdversarialCache, UnknownUsersAreNotCached) {
   ASSERT_EQ(flood_unknown_users(port(), mallory.token, 4000, rng), 4000u);  // warm up allocator and sessions
   const size_t rss0 = rss_kib(server_->pid());
   ASSERT_GT(rss0, 0u);
-  const HarmStats base = probe.measure(ms(2000), 40);
+  const HarmStats base = probe.measure(ms(2000));
   HarmStats loaded;
   size_t sent = 0;
   {
     AttackThread attack([&](const std::atomic<bool>&) { sent = flood_unknown_users(port(), mallory.token, 40000, rng); });
-    loaded = probe.measure(ms(4000), 100);
+    loaded = probe.measure(ms(4000));
   }
   ASSERT_EQ(sent, 40000u);
   const size_t rss1 = rss_kib(server_->pid());

@@ -120,8 +120,12 @@ Probe::Probe(Api& api, uint16_t port) : api_(api), port_(port) {
 HarmStats Probe::measure(ms duration, size_t max_samples) {
   HarmStats st;
   std::vector<double> sends, health;
-  const auto until = Clock::now() + duration;
+  const auto start = Clock::now();
+  const auto until = start + duration;
   while (Clock::now() < until && st.sends < max_samples) {
+    // Paced: one sample per kProbePeriod, well under the default send rate (50/s), so the
+    // probe is a well-behaved client and the attack runs for the whole measurement.
+    std::this_thread::sleep_until(start + kProbePeriod * st.sends);
     const std::string id = "probe-" + std::to_string(++n_);
     const auto t0 = Clock::now();
     bool ok = a_.send(conv_, id, "ping");
@@ -134,9 +138,9 @@ HarmStats Probe::measure(ms duration, size_t max_samples) {
     if (!got) ++st.failures;
     sends.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
     if (got) b_.ack(conv_, seq_of(*got));
-    // Drain probe-a's `sent`/receipts without waiting.
-    while (a_.read_frame(ms(0))) {
-    }
+    // Drain probe-a's `sent`/receipts without waiting; an error answer is a failure.
+    while (auto f = a_.read_frame(ms(0)))
+      if (type_of(*f) == "error") ++st.failures;
     const auto h0 = Clock::now();
     auto h = api_.healthz();
     const auto h1 = Clock::now();

@@ -26,6 +26,7 @@
 namespace tern::test {
 
 inline constexpr double kHarmSlackMs = 50.0;
+inline constexpr ms kProbePeriod{25};
 
 // Writes `values` (TOML key → literal value text) to a file next to the test binary's temp
 // dir and returns {"--config", path}.
@@ -55,12 +56,13 @@ struct HarmStats {
 };
 
 // A well-behaved pair: probe-a sends to probe-b one message at a time, and /healthz is polled
-// between sends. measure() runs for `duration` (at most `max_samples` sends).
+// between sends, one sample every kProbePeriod. measure() runs for `duration` (at most
+// `max_samples` sends).
 class Probe {
  public:
   Probe(Api& api, uint16_t port);
   bool ready() const { return ready_; }
-  HarmStats measure(ms duration, size_t max_samples = 200);
+  HarmStats measure(ms duration, size_t max_samples = 1000);
 
  private:
   Api& api_;
