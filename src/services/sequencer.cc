@@ -10,6 +10,8 @@
 
 #include "base/clock.h"
 #include "base/metrics.h"
+#include "services/conversation_ids.h"
+#include "services/presence.h"
 #include "services/token.h"
 
 namespace tern::services {
@@ -48,12 +50,7 @@ Sequencer::Sequencer(boost::asio::io_context& io, store::Store& store, GroupComm
 }
 
 std::string Sequencer::direct_conversation_id(const std::string& a, const std::string& b) {
-  const std::string key = a < b ? a + '\n' + b : b + '\n' + a;
-  unsigned char digest[crypto_hash_sha256_BYTES];
-  crypto_hash_sha256(digest, reinterpret_cast<const unsigned char*>(key.data()), key.size());
-  char hex[33];
-  sodium_bin2hex(hex, sizeof hex, digest, 16);
-  return std::string("d-") + hex;
+  return keyed_direct_conversation_id(a, b);
 }
 
 Sequencer::Shard& Sequencer::shard_of(const std::string& conversation_id) {
@@ -114,7 +111,7 @@ void Sequencer::do_send(Shard& shard, DeviceRef device, proto::SendFrame frame, 
   const std::string& conv_id = frame.conversation_id;
   auto conv = directory_.conversation(conv_id);
   if (!conv) return done(conv.error());
-  if (!*conv) return done(make_error(ErrorCode::kNotFound, "unknown conversation"));
+  if (!*conv) return done(conversation_access_error());
   const store::Conversation& c = **conv;
   if (!is_active_member(c, device.user)) return done(make_error(ErrorCode::kForbidden, "not a member of this conversation"));
 
@@ -260,6 +257,7 @@ void Sequencer::do_create(Shard& shard, DeviceRef creator, proto::CreateConversa
   }
   ConversationPtr snapshot = conv;
   directory_.put_conversation(snapshot);
+  if (presence_) presence_->membership_changed(nullptr, *snapshot);
   const bool accepted = committer_.submit(std::move(batch), [this, id, to, frame, done](const Result<void>& committed) {
     if (!committed) return done(committed.error());
     if (frame) publish_message(to, id, 1, frame, false, mono_us());
@@ -268,6 +266,7 @@ void Sequencer::do_create(Shard& shard, DeviceRef creator, proto::CreateConversa
   });
   if (!accepted) {
     directory_.forget_conversation(id);
+    if (presence_) presence_->conversation_dropped(*snapshot);
     if (frame) shard.conversations.erase(id);
   }
 }
@@ -374,6 +373,7 @@ void Sequencer::do_change_members(Shard& shard, DeviceRef actor, const std::stri
   batch.add(store::PutConversation{*next});
   cs.head = seq;
   directory_.put_conversation(next);
+  if (presence_) presence_->membership_changed(conv->get(), *next);
   const auto members = active_members(*next);
   const size_t appended = outs.size();
   const bool accepted = committer_.submit(
@@ -385,6 +385,7 @@ void Sequencer::do_change_members(Shard& shard, DeviceRef actor, const std::stri
   if (!accepted) {
     cs.head -= appended;
     directory_.put_conversation(*conv);
+    if (presence_) presence_->membership_changed(next.get(), **conv);
   }
 }
 
@@ -408,7 +409,7 @@ void Sequencer::do_acknowledge(Shard& shard, DeviceRef device, const std::string
                                AckDone done) {
   auto conv = directory_.conversation(conversation_id);
   if (!conv) return done(conv.error());
-  if (!*conv) return done(make_error(ErrorCode::kNotFound, "unknown conversation"));
+  if (!*conv) return done(conversation_access_error());
   const auto* me = find_member(**conv, device.user);
   if (!me) return done(make_error(ErrorCode::kForbidden, "not a member of this conversation"));
   auto st = state(shard, conversation_id);

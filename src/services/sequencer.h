@@ -30,6 +30,8 @@
 
 namespace tern::services {
 
+class Presence;
+
 struct SentInfo {
   std::string client_msg_id;
   std::string conversation_id;
@@ -66,6 +68,9 @@ class Sequencer {
   Result<Seq> committed_head(const std::string& conversation_id);
 
   static std::string direct_conversation_id(const std::string& a, const std::string& b);
+
+  // Told of every membership change (issue 8: the presence contact index). Set once at start.
+  void set_presence(Presence* presence) { presence_ = presence; }
 
  private:
   struct PendingSend {
@@ -115,6 +120,7 @@ class Sequencer {
   Directory& directory_;
   bus::Bus& bus_;
   const ServiceOptions& options_;
+  Presence* presence_ = nullptr;
   std::vector<std::unique_ptr<Shard>> shards_;
   // Acks accepted but not yet committed: device key + '\n' + conversation → seq. Bounded by
   // the acks in flight (an entry leaves when its commit completes).
