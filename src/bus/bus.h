@@ -28,6 +28,7 @@ struct Notification {
   bool per_device = false;                   // frame carries `bodies`: render per device
   std::shared_ptr<const std::string> frame;  // the stored message frame or the frame to write
   int64_t send_started_us = 0;               // mono_us() when the send arrived (latency metric)
+  bool droppable = false;                    // typing/presence: dropped first when the connection's queue is above half
 };
 
 class Endpoint {

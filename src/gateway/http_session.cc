@@ -187,6 +187,9 @@ void HttpSession::handle_request() {
 
   HttpRequest request{std::string(req.method_string()), std::move(path), std::move(query),
                       std::move(bearer), std::move(req.body())};
+  boost::system::error_code peer_ec;
+  const auto peer = stream_.socket().remote_endpoint(peer_ec);
+  if (!peer_ec) request.remote_address = peer.address().to_string();
   // Invoked once (later calls ignored), from any thread; keeps the session alive until then.
   auto done = std::make_shared<std::atomic<bool>>(false);
   HttpReply reply = [self = self(), done](HttpResponse response) {

@@ -20,6 +20,7 @@ struct HttpRequest {
   std::string query;           // raw query string without '?'
   std::string bearer_token;    // from "Authorization: Bearer …" (empty if absent)
   std::string body;
+  std::string remote_address;  // the peer's IP address, e.g. "127.0.0.1" (rate limits key on it)
 };
 
 struct HttpResponse {

@@ -7,6 +7,7 @@
 #include "base/clock.h"
 #include "bus/local/local_bus.h"
 #include "gateway/listener.h"
+#include "services/conversation_ids.h"
 #include "services/tern_service.h"
 #include "store/rocksdb/rocksdb_store.h"
 
@@ -22,6 +23,12 @@ Server::~Server() {
 }
 
 Result<uint16_t> Server::start() {
+  // Issue 8: the data directory is private (0700, files 0600, whatever the umask), and holds
+  // the secret that keys direct conversation ids.
+  if (auto r = services::secure_data_dir(options_.data_dir); !r) return r.error();
+  auto secret = services::load_or_create_secret(options_.data_dir + "/" + services::kDirectIdSecretFile);
+  if (!secret) return secret.error();
+  services::set_direct_id_secret(*secret);
   store::RocksDbOptions ro;
   ro.block_cache_mb = options_.block_cache_mb;
   auto opened = store::RocksDbStore::open(options_.data_dir, ro);

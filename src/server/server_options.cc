@@ -64,6 +64,15 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   num("max_inflight_per_connection", o.services.max_inflight_sends_per_connection);
   num("max_inflight_per_loop", o.services.max_inflight_sends_per_loop);
   num("conversation_cache", o.services.conversation_cache);
+  num("max_presence_subscriptions_per_user", o.services.max_presence_subscriptions_per_user);
+  num("typing_interval_ms", o.services.typing_interval_ms);
+  num("typing_max_members", o.services.typing_max_members);
+  real("create_rate", o.services.create_rate_per_sec);
+  real("create_burst", o.services.create_burst);
+  num("max_conversations_per_user", o.services.max_conversations_per_user);
+  real("register_rate", o.services.register_rate_per_min);
+  real("register_burst", o.services.register_burst);
+  num("directory_cache", o.services.directory_cache);
   int64_t days = o.services.idempotency_ttl_ms / (24 * 3600 * 1000);
   num("idempotency_days", days);
   o.services.idempotency_ttl_ms = days * 24 * 3600 * 1000;
@@ -116,6 +125,30 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
   app.add_option("--conversation-cache", o.services.conversation_cache,
                  "conversations per event loop whose state (head, receipts) is kept in memory (LRU)")
       ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--max-presence-subscriptions-per-user", o.services.max_presence_subscriptions_per_user,
+                 "presence subscriptions over all of a user's connections; more get limit_exceeded")
+      ->capture_default_str();
+  app.add_option("--typing-interval-ms", o.services.typing_interval_ms,
+                 "at most one typing relay per member and conversation in this interval (changes are coalesced)")
+      ->capture_default_str();
+  app.add_option("--typing-max-members", o.services.typing_max_members,
+                 "typing is not relayed in conversations with more members than this")->capture_default_str();
+  app.add_option("--create-rate", o.services.create_rate_per_sec,
+                 "conversations a user may create per second (token bucket refill; 0 = unlimited)")
+      ->capture_default_str();
+  app.add_option("--create-burst", o.services.create_burst, "token bucket size for conversation creation")
+      ->capture_default_str();
+  app.add_option("--max-conversations-per-user", o.services.max_conversations_per_user,
+                 "conversations a user may be in and still create another; beyond it limit_exceeded")
+      ->capture_default_str();
+  app.add_option("--register-rate", o.services.register_rate_per_min,
+                 "registrations per minute per source address (token bucket refill; 0 = unlimited)")
+      ->capture_default_str();
+  app.add_option("--register-burst", o.services.register_burst, "token bucket size for registrations per address")
+      ->capture_default_str();
+  app.add_option("--directory-cache", o.services.directory_cache,
+                 "entries in each directory cache (conversation snapshots, device lists), LRU")
+      ->capture_default_str();
   app.add_option("--idempotency-days", idem_days, "how long a client_msg_id is remembered (at least 7)")
       ->capture_default_str();
   app.add_option("--block-cache-mb", o.block_cache_mb, "RocksDB block cache")->capture_default_str();
@@ -151,6 +184,10 @@ Result<ServerOptions> parse_options(int argc, char** argv) {
   }
   if (ping < 1) return make_error(ErrorCode::kInvalidArgument, "--ping-interval must be >= 1");
   if (idem_days < 7) return make_error(ErrorCode::kInvalidArgument, "--idempotency-days must be >= 7");
+  if (o.services.typing_interval_ms < 1) return make_error(ErrorCode::kInvalidArgument, "--typing-interval-ms must be >= 1");
+  if (o.services.directory_cache < 1) return make_error(ErrorCode::kInvalidArgument, "--directory-cache must be >= 1");
+  if (o.services.create_rate_per_sec < 0 || o.services.register_rate_per_min < 0)
+    return make_error(ErrorCode::kInvalidArgument, "rates must be >= 0");
   o.gateway.ping_interval = std::chrono::seconds(ping);
   o.services.idempotency_ttl_ms = idem_days * 24 * 3600 * 1000;
   o.services.durable = o.durability == "sync";

@@ -24,6 +24,43 @@ TEST(ServerOptions, Defaults) {
   EXPECT_TRUE(o->services.durable);
   EXPECT_EQ(o->services.limits.max_members_per_group, 1024u);
   EXPECT_EQ(o->services.limits.max_devices_per_user, 6u);
+  // Issue 8's abuse limits.
+  EXPECT_EQ(o->services.typing_interval_ms, 1000);
+  EXPECT_EQ(o->services.typing_max_members, 100u);
+  EXPECT_EQ(o->services.create_rate_per_sec, 1.0);
+  EXPECT_EQ(o->services.create_burst, 20.0);
+  EXPECT_EQ(o->services.max_conversations_per_user, 10000u);
+  EXPECT_EQ(o->services.register_rate_per_min, 10.0);
+  EXPECT_EQ(o->services.register_burst, 20.0);
+  EXPECT_EQ(o->services.max_presence_subscriptions_per_user, 4096u);
+  EXPECT_EQ(o->services.directory_cache, 100000u);
+}
+
+TEST(ServerOptions, AbuseLimitsFromFlagsAndConfig) {
+  char path[] = "/tmp/tern-config-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  {
+    std::ofstream f(path);
+    f << "create_rate = 0.5\nregister_rate = 3.0\ndirectory_cache = 64\ntyping_max_members = 7\n";
+  }
+  auto o = parse({"--config", path, "--typing-interval-ms", "250", "--create-burst", "4", "--register-burst", "2",
+                  "--max-conversations-per-user", "30", "--max-presence-subscriptions-per-user", "9"});
+  std::remove(path);
+  ASSERT_TRUE(o) << o.error().message;
+  EXPECT_EQ(o->services.create_rate_per_sec, 0.5);
+  EXPECT_EQ(o->services.create_burst, 4.0);
+  EXPECT_EQ(o->services.register_rate_per_min, 3.0);
+  EXPECT_EQ(o->services.register_burst, 2.0);
+  EXPECT_EQ(o->services.directory_cache, 64u);
+  EXPECT_EQ(o->services.typing_max_members, 7u);
+  EXPECT_EQ(o->services.typing_interval_ms, 250);
+  EXPECT_EQ(o->services.max_conversations_per_user, 30u);
+  EXPECT_EQ(o->services.max_presence_subscriptions_per_user, 9u);
+  EXPECT_FALSE(parse({"--typing-interval-ms", "0"}));
+  EXPECT_FALSE(parse({"--directory-cache", "0"}));
+  EXPECT_FALSE(parse({"--create-rate", "-1"}));
 }
 
 TEST(ServerOptions, FlagsOverrideConfigFile) {

@@ -10,12 +10,15 @@
 namespace tern::services {
 namespace {
 constexpr int64_t kLinkCodeTtlMs = 10 * 60 * 1000;
-constexpr int kMaxFailedRedeems = 5;
 }
 
 Accounts::Accounts(store::Store& store, GroupCommitter& committer, Directory& directory,
                    const ServiceOptions& options)
-    : store_(store), committer_(committer), directory_(directory), options_(options) {}
+    : store_(store),
+      committer_(committer),
+      directory_(directory),
+      options_(options),
+      guesses_(kGuessPerMinute / 60.0, kGuessBurst, options.rate_limiter_keys) {}
 
 void Accounts::register_user(const std::string& user, CredentialsDone done) {
   {
@@ -87,6 +90,11 @@ Result<DeviceRef> Accounts::authenticate(const std::string& token) {
 Result<LinkCode> Accounts::create_link_code(const DeviceRef& by) {
   const int64_t now = now_ms();
   std::lock_guard lock(mu_);
+  if (link_codes_.size() > 10000)  // users who never came back for their codes: bounded sweep
+    for (auto it = link_codes_.begin(); it != link_codes_.end();) {
+      std::erase_if(it->second, [&](const PendingCode& c) { return c.expires_at <= now; });
+      it = it->second.empty() ? link_codes_.erase(it) : std::next(it);
+    }
   auto& codes = link_codes_[by.user];
   std::erase_if(codes, [&](const PendingCode& c) { return c.expires_at <= now; });
   if (codes.size() >= options_.link_codes_per_user)
@@ -96,32 +104,22 @@ Result<LinkCode> Accounts::create_link_code(const DeviceRef& by) {
   return LinkCode{code.code, code.expires_at};
 }
 
-void Accounts::redeem_link_code(const std::string& user, const std::string& code, CredentialsDone done) {
+void Accounts::redeem_link_code(const std::string& user, const std::string& code, const std::string& source,
+                                CredentialsDone done) {
+  // One answer for every failure: wrong, expired, no such user, or a throttled guesser.
+  auto fail = [&] { return done(make_error(ErrorCode::kNotFound, "unknown or expired link code")); };
+  if (!guesses_.take(source, mono_us())) return fail();
   {
     const int64_t now = now_ms();
     std::lock_guard lock(mu_);
     auto it = link_codes_.find(user);
-    bool matched = false;
-    if (it != link_codes_.end()) {
-      auto& codes = it->second;
-      for (auto c = codes.begin(); c != codes.end(); ++c) {
-        if (c->code == code && c->expires_at > now) {
-          codes.erase(c);  // single use, even if linking then fails
-          matched = true;
-          break;
-        }
-      }
-    }
-    if (!matched) {
-      // Only users with outstanding codes are counted, so the map stays bounded by them.
-      if (it != link_codes_.end() && ++failed_redeems_[user] >= kMaxFailedRedeems) {
-        link_codes_.erase(user);
-        failed_redeems_.erase(user);
-        return done(make_error(ErrorCode::kRateLimited, "too many wrong link codes; the user's codes were revoked"));
-      }
-      return done(make_error(ErrorCode::kNotFound, "unknown or expired link code"));
-    }
-    failed_redeems_.erase(user);
+    if (it == link_codes_.end()) return fail();
+    auto& codes = it->second;
+    auto c = std::find_if(codes.begin(), codes.end(),
+                          [&](const PendingCode& p) { return p.code == code && p.expires_at > now; });
+    if (c == codes.end()) return fail();
+    codes.erase(c);  // single use, even if linking then fails
+    if (codes.empty()) link_codes_.erase(it);
   }
   add_device(user, std::move(done));
 }

@@ -5,8 +5,11 @@
 // Thread-safe. Writes go through the GroupCommitter; a mutex serializes the check-then-write
 // of user names and device numbers (with a set of names whose creation is in flight).
 // Link codes live in memory only (10 minutes, single use, at most N per user): losing them in
-// a restart costs the user one more code, nothing else. Guessing is bounded: the 5th wrong
-// code for a user drops all of that user's outstanding codes (answer: rate_limited).
+// a restart costs the user one more code, nothing else. Guessing is throttled by the guesser,
+// never by the target: each source address may try kGuessBurst codes, then one per minute
+// (kGuessPerMinute); beyond that its attempts are refused without looking. Every failure,
+// wrong, expired, unknown user or throttled, gets the same answer (404 not_found), so nothing
+// tells whether a user has codes outstanding, and nobody but the user can revoke its codes.
 #pragma once
 #include <functional>
 #include <mutex>
@@ -18,6 +21,7 @@
 #include "base/result.h"
 #include "services/directory.h"
 #include "services/group_committer.h"
+#include "services/rate_limiter.h"
 #include "services/service_options.h"
 
 namespace tern::services {
@@ -44,7 +48,12 @@ class Accounts {
   Result<DeviceRef> authenticate(const std::string& token);
 
   Result<LinkCode> create_link_code(const DeviceRef& by);
-  void redeem_link_code(const std::string& user, const std::string& code, CredentialsDone done);
+  // `source`: the caller's address (the throttling key).
+  void redeem_link_code(const std::string& user, const std::string& code, const std::string& source,
+                        CredentialsDone done);
+
+  static constexpr double kGuessBurst = 10;
+  static constexpr double kGuessPerMinute = 1;
 
  private:
   void write_device(const std::string& user, uint32_t device, bool new_user, CredentialsDone done);
@@ -57,7 +66,7 @@ class Accounts {
   std::set<std::string> creating_;  // user names whose registration is being committed
   struct PendingCode { std::string code; int64_t expires_at; };
   std::unordered_map<std::string, std::vector<PendingCode>> link_codes_;  // by user
-  std::unordered_map<std::string, int> failed_redeems_;  // by user; reset when codes are dropped
+  KeyedRateLimiter guesses_;  // redeem attempts by source address
 };
 
 }  // namespace tern::services

@@ -1,6 +1,24 @@
 #include "services/directory.h"
 
+#include "base/clock.h"
+#include "base/metrics.h"
+
 namespace tern::services {
+namespace {
+
+Gauge& conversations_gauge() {
+  static Gauge& g = MetricsRegistry::global().gauge("tern_directory_cached_conversations",
+                                                    "conversation snapshots in the directory cache");
+  return g;
+}
+Gauge& users_gauge() {
+  static Gauge& g = MetricsRegistry::global().gauge("tern_directory_cached_users", "device lists in the directory cache");
+  return g;
+}
+[[maybe_unused]] Gauge& registered_at_start_c = conversations_gauge();
+[[maybe_unused]] Gauge& registered_at_start_u = users_gauge();
+
+}  // namespace
 
 const store::Member* find_member(const store::Conversation& c, const std::string& user) {
   for (const auto& m : c.members)
@@ -13,46 +31,93 @@ bool is_active_member(const store::Conversation& c, const std::string& user) {
   return m && m->active();
 }
 
-Result<ConversationPtr> Directory::conversation(const std::string& id) {
-  {
-    std::lock_guard lock(conv_mu_);
-    if (auto it = conversations_.find(id); it != conversations_.end()) return it->second;
+template <typename V>
+V LruCache<V>::put(const std::string& key, V value, bool keep_existing, int64_t pinned_until_ms, int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  auto it = map_.find(key);
+  if (it != map_.end()) {
+    order_.splice(order_.begin(), order_, it->second.pos);
+    if (!keep_existing) {
+      it->second.value = std::move(value);
+      it->second.pinned_until = std::max(it->second.pinned_until, pinned_until_ms);
+    }
+    return it->second.value;
   }
+  order_.push_front(key);
+  it = map_.emplace(key, Slot{std::move(value), order_.begin(), pinned_until_ms}).first;
+  V out = it->second.value;
+  evict(now_ms);
+  publish();
+  return out;
+}
+
+template <typename V>
+void LruCache<V>::erase(const std::string& key) {
+  std::lock_guard lock(mu_);
+  auto it = map_.find(key);
+  if (it == map_.end()) return;
+  order_.erase(it->second.pos);
+  map_.erase(it);
+  publish();
+}
+
+// Drops least recently used entries beyond the capacity, skipping pinned ones (bounded
+// scan); beyond twice the capacity, pinned ones go too (the hard bound).
+template <typename V>
+void LruCache<V>::evict(int64_t now_ms) {
+  auto pos = order_.end();
+  size_t scanned = 0;
+  while (map_.size() > capacity_ && pos != order_.begin() && scanned++ < 64) {
+    --pos;
+    auto it = map_.find(*pos);
+    if (it->second.pinned_until > now_ms && map_.size() <= 2 * capacity_) continue;
+    auto victim = pos;
+    ++pos;
+    map_.erase(it);
+    order_.erase(victim);
+  }
+}
+
+template <typename V>
+void LruCache<V>::publish() {
+  if (gauge_) gauge_->set(static_cast<int64_t>(map_.size()));
+}
+
+template class LruCache<ConversationPtr>;
+template class LruCache<std::vector<uint32_t>>;
+
+Directory::Directory(store::Store& store, size_t capacity)
+    : store_(store), conversations_(capacity, &conversations_gauge()), devices_(capacity, &users_gauge()) {}
+
+Result<ConversationPtr> Directory::conversation(const std::string& id) {
+  if (auto hit = conversations_.get(id)) return *hit;
   auto loaded = store_.conversation(id);
   if (!loaded) return loaded.error();
-  if (!*loaded) return ConversationPtr{};
+  if (!*loaded) return ConversationPtr{};  // unknown: nothing cached
   auto snapshot = std::make_shared<const store::Conversation>(std::move(**loaded));
-  std::lock_guard lock(conv_mu_);
   // A concurrent put (a membership change) wins over what we just read.
-  auto [it, inserted] = conversations_.emplace(id, snapshot);
-  return it->second;
+  return conversations_.put(id, std::move(snapshot), /*keep_existing=*/true, 0, now_ms());
 }
 
 void Directory::put_conversation(ConversationPtr snapshot) {
-  std::lock_guard lock(conv_mu_);
-  conversations_[snapshot->id] = std::move(snapshot);
+  const int64_t now = now_ms();
+  const std::string id = snapshot->id;
+  conversations_.put(id, std::move(snapshot), /*keep_existing=*/false, now + kPinnedMs, now);
 }
 
-void Directory::forget_conversation(const std::string& id) {
-  std::lock_guard lock(conv_mu_);
-  conversations_.erase(id);
-}
+void Directory::forget_conversation(const std::string& id) { conversations_.erase(id); }
 
 Result<std::vector<uint32_t>> Directory::devices(const std::string& user) {
-  {
-    std::lock_guard lock(dev_mu_);
-    if (auto it = devices_.find(user); it != devices_.end()) return it->second;
-  }
+  if (auto hit = devices_.get(user)) return *hit;
   auto loaded = store_.devices(user);
   if (!loaded) return loaded.error();
-  std::lock_guard lock(dev_mu_);
-  auto [it, inserted] = devices_.emplace(user, std::move(*loaded));
-  return it->second;
+  if (loaded->empty()) return std::vector<uint32_t>{};  // no such user: nothing cached
+  return devices_.put(user, std::move(*loaded), /*keep_existing=*/true, 0, now_ms());
 }
 
 void Directory::put_devices(const std::string& user, std::vector<uint32_t> devices) {
-  std::lock_guard lock(dev_mu_);
-  devices_[user] = std::move(devices);
+  const int64_t now = now_ms();
+  devices_.put(user, std::move(devices), /*keep_existing=*/false, now + kPinnedMs, now);
 }
 
 }  // namespace tern::services

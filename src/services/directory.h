@@ -6,10 +6,18 @@
 // a membership change, so every send sequenced afterwards sees the new membership.
 // Device lists are replaced by Accounts when a device is linked.
 //
-// Thread-safe (a mutex per map; held only for the map access). Owned by TernService.
-// Size: one entry per conversation / user touched since start (proportional to the data,
-// not to traffic); a later issue may add eviction.
+// Bounded: each cache holds `capacity` entries (--directory-cache, default 100,000), the
+// least recently used evicted first and read again from the store when next needed. An entry
+// that was put (a membership change or device reservation not yet committed, which the store
+// does not have yet) is kept beyond the capacity for kPinnedMs after the put, far longer than
+// any commit takes, but never beyond 2 × capacity (the hard bound). Only real users are
+// cached: a lookup of an unknown name leaves nothing behind.
+// Sizes are exported as tern_directory_cached_conversations / tern_directory_cached_users.
+//
+// Thread-safe (a mutex per cache; held only for the map access). Owned by TernService.
 #pragma once
+#include <cstdint>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -20,6 +28,10 @@
 #include "base/result.h"
 #include "store/store.h"
 
+namespace tern {
+class Gauge;
+}
+
 namespace tern::services {
 
 using ConversationPtr = std::shared_ptr<const store::Conversation>;
@@ -28,9 +40,49 @@ using ConversationPtr = std::shared_ptr<const store::Conversation>;
 const store::Member* find_member(const store::Conversation& c, const std::string& user);
 bool is_active_member(const store::Conversation& c, const std::string& user);
 
+// A size-bounded LRU map from string to V; entries may be pinned until a time (ms).
+template <typename V>
+class LruCache {
+ public:
+  LruCache(size_t capacity, Gauge* size_gauge) : capacity_(std::max<size_t>(1, capacity)), gauge_(size_gauge) {}
+
+  std::optional<V> get(const std::string& key) {
+    std::lock_guard lock(mu_);
+    auto it = map_.find(key);
+    if (it == map_.end()) return std::nullopt;
+    order_.splice(order_.begin(), order_, it->second.pos);
+    return it->second.value;
+  }
+  // Inserts unless present (keep_existing) or replaces; returns the cached value.
+  V put(const std::string& key, V value, bool keep_existing, int64_t pinned_until_ms, int64_t now_ms);
+  void erase(const std::string& key);
+  size_t size() {
+    std::lock_guard lock(mu_);
+    return map_.size();
+  }
+
+ private:
+  struct Slot {
+    V value;
+    std::list<std::string>::iterator pos;
+    int64_t pinned_until = 0;
+  };
+  void evict(int64_t now_ms);
+  void publish();
+
+  const size_t capacity_;
+  Gauge* gauge_;
+  std::mutex mu_;
+  std::list<std::string> order_;  // most recent first
+  std::unordered_map<std::string, Slot> map_;
+};
+
 class Directory {
  public:
-  explicit Directory(store::Store& store) : store_(store) {}
+  static constexpr size_t kDefaultCapacity = 100000;
+  static constexpr int64_t kPinnedMs = 60000;
+
+  explicit Directory(store::Store& store, size_t capacity = kDefaultCapacity);
 
   // nullptr (not an error) when the conversation does not exist.
   Result<ConversationPtr> conversation(const std::string& id);
@@ -40,12 +92,13 @@ class Directory {
   Result<std::vector<uint32_t>> devices(const std::string& user);  // empty if no such user
   void put_devices(const std::string& user, std::vector<uint32_t> devices);
 
+  size_t cached_conversations() { return conversations_.size(); }
+  size_t cached_users() { return devices_.size(); }
+
  private:
   store::Store& store_;
-  std::mutex conv_mu_;
-  std::unordered_map<std::string, ConversationPtr> conversations_;
-  std::mutex dev_mu_;
-  std::unordered_map<std::string, std::vector<uint32_t>> devices_;
+  LruCache<ConversationPtr> conversations_;
+  LruCache<std::vector<uint32_t>> devices_;
 };
 
 }  // namespace tern::services

@@ -1,5 +1,6 @@
 #include "services/http_api.h"
 
+#include <algorithm>
 #include <charconv>
 
 #include <boost/json.hpp>
@@ -8,6 +9,7 @@
 #include "base/metrics.h"
 #include "proto/frames.h"
 #include "proto/http_shapes.h"
+#include "services/conversation_ids.h"
 #include "services/token.h"
 
 namespace tern::services {
@@ -53,6 +55,12 @@ bool split_conversation_path(const std::string& path, std::string& id, std::stri
 
 const char* type_name(store::ConvType t) { return t == store::ConvType::kGroup ? "group" : "direct"; }
 
+// A non-member learns nothing from an id: "unknown conversation" reads as "not a member".
+Error hide_existence(Error e) {
+  if (e.code == ErrorCode::kNotFound && e.message == "unknown conversation") return conversation_access_error();
+  return e;
+}
+
 }  // namespace
 
 void HttpApi::handle(gateway::HttpRequest req, gateway::HttpReply reply) {
@@ -88,7 +96,7 @@ void HttpApi::handle(gateway::HttpRequest req, gateway::HttpReply reply) {
   }
   if (path == "/v1/conversations") {
     if (m == "POST") return create_conversation(*me, req, std::move(reply));
-    if (m == "GET") return list_conversations(*me, std::move(reply));
+    if (m == "GET") return list_conversations(*me, req, std::move(reply));
   }
   std::string id, rest;
   if (split_conversation_path(path, id, rest)) {
@@ -102,6 +110,8 @@ void HttpApi::register_user(const gateway::HttpRequest& req, gateway::HttpReply 
   if (ctx_.draining.load()) return reply(error_response(make_error(ErrorCode::kDraining, "server is shutting down")));
   auto r = proto::parse_register(req.body, ctx_.options.limits);
   if (!r) return reply(error_response(r.error()));
+  if (!register_limiter_.take(req.remote_address, mono_us()))
+    return reply(error_response(make_error(ErrorCode::kRateLimited, "too many registrations from this address; retry later")));
   ctx_.accounts.register_user(r->user, [reply](Result<Credentials> c) {
     reply(c ? credentials_response(*c) : error_response(c.error()));
   });
@@ -121,7 +131,7 @@ void HttpApi::link_device(const gateway::HttpRequest& req, gateway::HttpReply re
     return reply(error_response(make_error(ErrorCode::kMalformed, "body must be {\"user\":…,\"code\":…}")));
   if (!valid_user_id(user->as_string()) || code->as_string().size() > 16)
     return reply(error_response(make_error(ErrorCode::kInvalidArgument, "invalid user or code")));
-  ctx_.accounts.redeem_link_code(std::string(user->as_string()), std::string(code->as_string()),
+  ctx_.accounts.redeem_link_code(std::string(user->as_string()), std::string(code->as_string()), req.remote_address,
                                  [reply](Result<Credentials> c) {
                                    reply(c ? credentials_response(*c) : error_response(c.error()));
                                  });
@@ -133,18 +143,47 @@ void HttpApi::create_conversation(const DeviceRef& me, const gateway::HttpReques
   if (!r) return reply(error_response(r.error()));
   if (!r->group && r->members.front() == me.user)
     return reply(error_response(make_error(ErrorCode::kInvalidArgument, "a direct conversation needs another user")));
-  ctx_.sequencer.create_conversation(me, std::move(*r), [reply](Result<ConversationInfo> c) {
-    if (!c) return reply(error_response(c.error()));
-    reply(json_response(c->created ? 201 : 200, json::object{{"conversation_id", c->conversation_id}}));
+  if (!create_limiter_.take(me.user, mono_us()))
+    return reply(error_response(make_error(ErrorCode::kRateLimited, "too many conversations created; retry later")));
+  // The total is checked against the presence contact index (loaded off the I/O thread when
+  // needed). Concurrent creations may pass together: the cap can be exceeded by at most the
+  // creation burst.
+  auto request = std::make_shared<proto::CreateConversationRequest>(std::move(*r));
+  ctx_.presence.conversation_count(me.user, [this, me, request, reply](Result<size_t> n) {
+    if (!n) return reply(error_response(n.error()));
+    const size_t cap = ctx_.options.max_conversations_per_user;
+    if (*n >= cap)
+      return reply(error_response(
+          make_error(ErrorCode::kLimitExceeded, "at most " + std::to_string(cap) + " conversations per user")));
+    ctx_.sequencer.create_conversation(me, std::move(*request), [reply](Result<ConversationInfo> c) {
+      if (!c) return reply(error_response(c.error()));
+      reply(json_response(c->created ? 201 : 200, json::object{{"conversation_id", c->conversation_id}}));
+    });
   });
 }
 
-void HttpApi::list_conversations(const DeviceRef& me, gateway::HttpReply reply) {
+// Paged by conversation id: ?limit= (default kListPage, clamped to 1…kListPageMax) and
+// ?after=<conversation id>; `next` (the last id of the page) is present when more follow.
+void HttpApi::list_conversations(const DeviceRef& me, const gateway::HttpRequest& req, gateway::HttpReply reply) {
+  auto limit = uint_param(req.query, "limit", kListPage);
+  if (!limit) return reply(error_response(limit.error()));
+  const size_t page = std::clamp<uint64_t>(*limit, 1, kListPageMax);
+  const std::string after = proto::query_param(req.query, "after");
   auto convs = ctx_.store.user_conversations(me.user);
   if (!convs) return reply(error_response(convs.error()));
+  std::vector<const store::UserConversation*> rows;
+  for (const auto& uc : *convs)
+    if (uc.left_seq == 0 && uc.conversation_id > after) rows.push_back(&uc);
+  std::sort(rows.begin(), rows.end(),
+            [](const auto* a, const auto* b) { return a->conversation_id < b->conversation_id; });
   json::array out;
-  for (const auto& uc : *convs) {
-    if (uc.left_seq != 0) continue;
+  std::string next;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (out.size() == page) {
+      next = json::value_to<std::string>(out.back().as_object().at("conversation_id"));
+      break;
+    }
+    const auto& uc = *rows[i];
     auto c = ctx_.directory.conversation(uc.conversation_id);
     if (!c || !*c || !is_active_member(**c, me.user)) continue;
     auto head = ctx_.store.head(uc.conversation_id);
@@ -157,7 +196,9 @@ void HttpApi::list_conversations(const DeviceRef& me, gateway::HttpReply reply) 
     if ((*c)->type == store::ConvType::kGroup) item["name"] = (*c)->name;
     out.emplace_back(std::move(item));
   }
-  reply(json_response(200, json::object{{"conversations", std::move(out)}}));
+  json::object answer{{"conversations", std::move(out)}};
+  if (!next.empty()) answer["next"] = next;
+  reply(json_response(200, answer));
 }
 
 void HttpApi::change_members(const DeviceRef& me, const std::string& id, const gateway::HttpRequest& req,
@@ -166,7 +207,7 @@ void HttpApi::change_members(const DeviceRef& me, const std::string& id, const g
   auto r = proto::parse_members(req.body, ctx_.options.limits);
   if (!r) return reply(error_response(r.error()));
   ctx_.sequencer.change_members(me, id, std::move(*r), [reply](Result<std::vector<std::string>> members) {
-    if (!members) return reply(error_response(members.error()));
+    if (!members) return reply(error_response(hide_existence(members.error())));
     json::array a;
     for (const auto& u : *members) a.emplace_back(u);
     reply(json_response(200, json::object{{"members", std::move(a)}}));
@@ -182,10 +223,9 @@ void HttpApi::backfill(const DeviceRef& me, const std::string& id, const gateway
   const size_t cap = std::min<uint64_t>(std::max<uint64_t>(*limit, 1), ctx_.options.limits.max_page);
   auto conv = ctx_.directory.conversation(id);
   if (!conv) return reply(error_response(conv.error()));
-  if (!*conv) return reply(error_response(make_error(ErrorCode::kNotFound, "unknown conversation")));
-  const auto* member = find_member(**conv, me.user);
-  if (!member || !member->active())
-    return reply(error_response(make_error(ErrorCode::kForbidden, "not a member of this conversation")));
+  // Unknown and not-a-member get the same answer: an id tells a non-member nothing.
+  const auto* member = *conv ? find_member(**conv, me.user) : nullptr;
+  if (!member || !member->active()) return reply(error_response(conversation_access_error()));
   const Seq from = std::max<Seq>(*after, member->joined_seq - 1);
   auto messages = ctx_.store.read_messages(id, from, cap);
   if (!messages) return reply(error_response(messages.error()));

@@ -7,6 +7,7 @@
 
 #include "base/clock.h"
 #include "proto/frames.h"
+#include "services/presence.h"
 
 namespace tern::services {
 namespace json = boost::json;
@@ -69,6 +70,7 @@ void Membership::create(Shard& shard, DeviceRef creator, proto::CreateConversati
   }
   ConversationPtr snapshot = conv;
   core_.directory.put_conversation(snapshot);
+  if (core_.presence) core_.presence->membership_changed(nullptr, *snapshot);
   auto completion = [this, id, to, frame, done](const Result<void>& committed) {
     if (!committed) return done(committed.error());
     if (frame) core_.publish_message(to, id, 1, frame, false, mono_us());
@@ -79,6 +81,7 @@ void Membership::create(Shard& shard, DeviceRef creator, proto::CreateConversati
                            : core_.committer.submit(std::move(batch), std::move(completion));
   if (!accepted) {
     core_.directory.forget_conversation(id);
+    if (core_.presence) core_.presence->conversation_dropped(*snapshot);
     if (frame) shard.conversations.erase(id);
   }
 }
@@ -176,6 +179,7 @@ void Membership::change(Shard& shard, const DeviceRef& actor, const std::string&
   batch.add(store::PutConversation{*next});
   cs.head = seq;
   core_.directory.put_conversation(next);
+  if (core_.presence) core_.presence->membership_changed(conv->get(), *next);
   const auto members = active_members(*next);
   const size_t appended = outs.size();
   const bool accepted = core_.submit(
@@ -187,6 +191,7 @@ void Membership::change(Shard& shard, const DeviceRef& actor, const std::string&
   if (!accepted) {
     cs.head -= appended;
     core_.directory.put_conversation(*conv);
+    if (core_.presence) core_.presence->membership_changed(next.get(), **conv);
   }
 }
 

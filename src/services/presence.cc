@@ -1,20 +1,62 @@
 #include "services/presence.h"
 
+#include <limits>
+
 #include "base/clock.h"
 #include "proto/frames.h"
+#include "services/conversation_ids.h"
 
 namespace tern::services {
+namespace {
 
-Presence::Presence(store::Store& store, GroupCommitter& committer, Directory& directory, bus::Bus& bus,
-                   const ServiceOptions& options)
-    : store_(store), committer_(committer), directory_(directory), bus_(bus), options_(options) {}
+constexpr int64_t kRecentMs = 5000;      // membership changes remembered for loads in progress
+constexpr size_t kRecentMax = 4096;
+constexpr size_t kTypingPruneAt = 4096;  // typing entries before stale ones are swept
+constexpr int64_t kNever = std::numeric_limits<int64_t>::min() / 2;
+
+std::shared_ptr<const bus::Notification> frame_notification(std::string frame, bool droppable) {
+  auto n = std::make_shared<bus::Notification>();
+  n->kind = bus::Notification::Kind::kFrame;
+  n->droppable = droppable;
+  n->frame = std::make_shared<const std::string>(std::move(frame));
+  return n;
+}
+
+size_t active_count(const store::Conversation& c) {
+  size_t n = 0;
+  for (const auto& m : c.members) n += m.active() ? 1 : 0;
+  return n;
+}
+
+}  // namespace
+
+Presence::Presence(boost::asio::io_context& io, store::Store& store, GroupCommitter& committer, Directory& directory,
+                   bus::Bus& bus, const ServiceOptions& options)
+    : io_(io),
+      store_(store),
+      committer_(committer),
+      directory_(directory),
+      bus_(bus),
+      options_(options),
+      contacts_(options.presence_index_entries),
+      typing_timer_(io) {
+  loader_ = std::thread([this] { loader(); });
+}
+
+Presence::~Presence() { stop(); }
+
+void Presence::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  load_cv_.notify_all();
+  if (loader_.joinable()) loader_.join();
+}
 
 std::shared_ptr<const bus::Notification> Presence::presence_frame(const std::string& user, bool online,
                                                                   int64_t last_seen) {
-  auto n = std::make_shared<bus::Notification>();
-  n->kind = bus::Notification::Kind::kFrame;
-  n->frame = std::make_shared<const std::string>(proto::encode_presence(user, online, last_seen));
-  return n;
+  return frame_notification(proto::encode_presence(user, online, last_seen), /*droppable=*/true);
 }
 
 void Presence::broadcast(const std::string& user, bool online, int64_t last_seen) {
@@ -44,38 +86,223 @@ void Presence::device_detached(const std::string& user, size_t devices_online) {
   broadcast(user, false, now);
 }
 
-bool Presence::share_conversation(const std::string& a, const std::string& b) {
-  if (a == b) return true;
-  auto mine = store_.user_conversations(a);
-  if (!mine) return false;
-  for (const auto& uc : *mine) {
-    if (uc.left_seq != 0) continue;
-    auto conv = directory_.conversation(uc.conversation_id);
-    if (conv && *conv && is_active_member(**conv, a) && is_active_member(**conv, b)) return true;
+// ---------------------------------------------------------------- the contact index
+
+bool Presence::load_async(const std::string& user, std::function<void(bool ok)> done) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ || loads_.size() >= kMaxPendingLoads) return false;
+    loads_.push_back(Load{user, std::move(done)});
   }
-  return false;
+  load_cv_.notify_one();
+  return true;
 }
+
+void Presence::loader() {
+  for (;;) {
+    Load next;
+    {
+      std::unique_lock lock(mu_);
+      load_cv_.wait(lock, [&] { return stopping_ || !loads_.empty(); });
+      if (loads_.empty()) return;  // stopping, nothing left
+      next = std::move(loads_.front());
+      loads_.pop_front();
+      if (stopping_) {
+        lock.unlock();
+        next.done(false);
+        continue;
+      }
+    }
+    next.done(load(next.user));
+  }
+}
+
+// Reads the user's conversations (the store's user index, then each snapshot from the
+// directory) off the I/O threads. Membership changes that happen meanwhile, or that were
+// sequenced shortly before but may not be committed yet, are applied again afterwards with
+// their latest snapshot (idempotent).
+bool Presence::load(const std::string& user) {
+  {
+    std::lock_guard lock(mu_);
+    if (contacts_.loaded(user)) return true;
+    auto& changed = loading_[user];
+    for (const auto& r : recent_)
+      if (find_member(*r.after, user)) changed.insert(r.after->id);
+  }
+  auto rows = store_.user_conversations(user);
+  std::vector<ConversationPtr> snapshots;
+  if (rows) {
+    for (const auto& row : *rows) {
+      if (row.left_seq != 0) continue;
+      auto c = directory_.conversation(row.conversation_id);
+      if (!c) {
+        rows = c.error();
+        break;
+      }
+      if (*c) snapshots.push_back(std::move(*c));
+    }
+  }
+  if (!rows) {
+    std::lock_guard lock(mu_);
+    loading_.erase(user);
+    return false;
+  }
+  {
+    std::lock_guard lock(mu_);
+    contacts_.install(user, snapshots);
+  }
+  for (int round = 0; round < 4; ++round) {
+    std::set<std::string> changed;
+    {
+      std::lock_guard lock(mu_);
+      auto it = loading_.find(user);
+      if (it == loading_.end() || it->second.empty() || round == 3) {
+        loading_.erase(user);
+        return true;
+      }
+      changed.swap(it->second);
+    }
+    std::vector<std::pair<std::string, ConversationPtr>> latest;
+    for (const auto& id : changed) {
+      auto c = directory_.conversation(id);
+      latest.emplace_back(id, c ? *c : ConversationPtr{});
+    }
+    std::lock_guard lock(mu_);
+    for (const auto& [id, snap] : latest) contacts_.apply(user, id, snap, nullptr);
+  }
+  return true;
+}
+
+void Presence::membership_changed(const store::Conversation* before, const store::Conversation& after) {
+  ConversationPtr snap;
+  if (auto cached = directory_.conversation(after.id); cached && *cached && cached->get() == &after) snap = *cached;
+  else snap = std::make_shared<const store::Conversation>(after);
+  std::vector<const std::string*> users;
+  for (const auto& m : after.members) users.push_back(&m.user);
+  if (before)
+    for (const auto& m : before->members)
+      if (!find_member(after, m.user)) users.push_back(&m.user);
+
+  const int64_t now = mono_us() / 1000;
+  std::lock_guard lock(mu_);
+  recent_.push_back(Recent{now, snap});
+  while (!recent_.empty() && (recent_.size() > kRecentMax || recent_.front().at_ms < now - kRecentMs))
+    recent_.pop_front();
+  std::vector<std::string> unshared;
+  for (const std::string* u : users) {
+    if (auto l = loading_.find(*u); l != loading_.end()) l->second.insert(after.id);
+    if (!contacts_.loaded(*u)) continue;
+    unshared.clear();
+    contacts_.apply(*u, after.id, snap, &unshared);
+    for (const auto& other : unshared) drop_pair_locked(*u, other);
+  }
+}
+
+void Presence::conversation_dropped(const store::Conversation& c) {
+  std::lock_guard lock(mu_);
+  std::vector<std::string> unshared;
+  for (const auto& m : c.members) {
+    if (auto l = loading_.find(m.user); l != loading_.end()) l->second.insert(c.id);
+    if (!contacts_.loaded(m.user)) continue;
+    unshared.clear();
+    contacts_.apply(m.user, c.id, nullptr, &unshared);
+    for (const auto& other : unshared) drop_pair_locked(m.user, other);
+  }
+}
+
+void Presence::conversation_count(const std::string& user, std::function<void(Result<size_t>)> done) {
+  {
+    std::unique_lock lock(mu_);
+    if (contacts_.loaded(user)) {
+      const size_t n = contacts_.conversations(user);
+      lock.unlock();
+      return done(n);
+    }
+  }
+  auto shared_done = std::make_shared<std::function<void(Result<size_t>)>>(std::move(done));
+  const bool queued = load_async(user, [this, user, shared_done](bool ok) {
+    if (!ok) return (*shared_done)(make_error(ErrorCode::kInternal, "store unavailable"));
+    size_t n;
+    {
+      std::lock_guard lock(mu_);
+      n = contacts_.conversations(user);
+    }
+    (*shared_done)(n);
+  });
+  if (!queued) (*shared_done)(make_error(ErrorCode::kOverloaded, "server busy; retry later"));
+}
+
+// ---------------------------------------------------------------- subscriptions
 
 Result<void> Presence::subscribe(uint64_t subscriber_id, const std::string& subscriber_user,
                                  const std::shared_ptr<bus::Endpoint>& subscriber,
                                  const std::vector<std::string>& users) {
-  std::vector<std::string> visible;
-  for (const auto& u : users)
-    if (share_conversation(subscriber_user, u)) visible.push_back(u);
+  bool loaded;
   {
     std::lock_guard lock(mu_);
-    auto& mine = watching_[subscriber_id];
-    size_t added = 0;
-    for (const auto& u : visible) added += mine.count(u) ? 0 : 1;
-    if (mine.size() + added > options_.max_presence_subscriptions)
+    loaded = contacts_.loaded(subscriber_user);
+    if (!loaded) ++in_flight_[subscriber_id];
+  }
+  if (loaded) return finish_subscribe(subscriber_id, subscriber_user, subscriber, users);  // the common case
+  {
+    std::weak_ptr<bus::Endpoint> weak = subscriber;
+    const bool queued = load_async(subscriber_user, [this, subscriber_id, subscriber_user, weak, users](bool ok) {
+      bool skip;
+      {
+        std::lock_guard lock(mu_);
+        skip = gone_.count(subscriber_id) != 0;
+        if (--in_flight_[subscriber_id] <= 0) {
+          in_flight_.erase(subscriber_id);
+          gone_.erase(subscriber_id);
+        }
+      }
+      auto endpoint = weak.lock();
+      if (skip || !endpoint) return;
+      auto r = ok ? finish_subscribe(subscriber_id, subscriber_user, endpoint, users)
+                  : Result<void>(make_error(ErrorCode::kInternal, "store unavailable"));
+      if (!r) endpoint->notify(frame_notification(proto::encode_error(r.error(), {}), false));
+    });
+    if (queued) return {};
+    std::lock_guard lock(mu_);
+    if (--in_flight_[subscriber_id] <= 0) in_flight_.erase(subscriber_id);
+    return make_error(ErrorCode::kOverloaded, "server busy; retry later");
+  }
+}
+
+Result<void> Presence::finish_subscribe(uint64_t subscriber_id, const std::string& subscriber_user,
+                                        const std::shared_ptr<bus::Endpoint>& subscriber,
+                                        const std::vector<std::string>& users) {
+  std::vector<std::string> fresh;
+  {
+    std::lock_guard lock(mu_);
+    if (gone_.count(subscriber_id)) return {};
+    if (!contacts_.loaded(subscriber_user))  // evicted in between (rare): the client retries
+      return make_error(ErrorCode::kOverloaded, "server busy; retry later");
+    auto& sub = subscribers_[subscriber_id];
+    sub.user = subscriber_user;
+    std::set<std::string> asked(users.begin(), users.end());
+    for (const auto& u : asked)
+      if (!sub.watching.count(u) && contacts_.shares(subscriber_user, u)) fresh.push_back(u);
+    if (sub.watching.size() + fresh.size() > options_.max_presence_subscriptions)
       return make_error(ErrorCode::kLimitExceeded, "at most " + std::to_string(options_.max_presence_subscriptions) +
                                                        " presence subscriptions per connection");
-    for (const auto& u : visible) {
-      mine.insert(u);
+    auto& mine = by_user_[subscriber_user];
+    if (mine.first + fresh.size() > options_.max_presence_subscriptions_per_user) {
+      if (mine.first == 0 && mine.second.empty()) by_user_.erase(subscriber_user);
+      return make_error(ErrorCode::kLimitExceeded, "at most " +
+                                                       std::to_string(options_.max_presence_subscriptions_per_user) +
+                                                       " presence subscriptions per user");
+    }
+    if (fresh.empty()) return {};
+    if (mine.first == 0) contacts_.pin(subscriber_user);
+    mine.first += fresh.size();
+    mine.second.insert(subscriber_id);
+    for (const auto& u : fresh) {
+      sub.watching.insert(u);
       watchers_[u][subscriber_id] = subscriber;
     }
   }
-  for (const auto& u : visible) {
+  for (const auto& u : fresh) {
     const bool online = bus_.online(u);
     int64_t last_seen = 0;
     if (!online) {
@@ -87,31 +314,122 @@ Result<void> Presence::subscribe(uint64_t subscriber_id, const std::string& subs
   return {};
 }
 
+// `watcher_user` no longer shares a conversation with `watched`: every subscription of its
+// connections to `watched` ends.
+void Presence::drop_pair_locked(const std::string& watcher_user, const std::string& watched) {
+  auto mine = by_user_.find(watcher_user);
+  if (mine == by_user_.end()) return;
+  for (uint64_t sid : mine->second.second) {
+    auto s = subscribers_.find(sid);
+    if (s == subscribers_.end() || !s->second.watching.erase(watched)) continue;
+    if (auto w = watchers_.find(watched); w != watchers_.end()) {
+      w->second.erase(sid);
+      if (w->second.empty()) watchers_.erase(w);
+    }
+    if (--mine->second.first == 0) contacts_.unpin(watcher_user);
+  }
+}
+
 void Presence::unsubscribe_all(uint64_t subscriber_id) {
   std::lock_guard lock(mu_);
-  auto it = watching_.find(subscriber_id);
-  if (it == watching_.end()) return;
-  for (const auto& u : it->second) {
+  if (in_flight_.count(subscriber_id)) gone_.insert(subscriber_id);
+  auto it = subscribers_.find(subscriber_id);
+  if (it == subscribers_.end()) return;
+  for (const auto& u : it->second.watching) {
     auto w = watchers_.find(u);
     if (w == watchers_.end()) continue;
     w->second.erase(subscriber_id);
     if (w->second.empty()) watchers_.erase(w);
   }
-  watching_.erase(it);
+  if (auto mine = by_user_.find(it->second.user); mine != by_user_.end()) {
+    const size_t n = it->second.watching.size();
+    if (n && mine->second.first == n) contacts_.unpin(it->second.user);
+    mine->second.first -= std::min(n, mine->second.first);
+    mine->second.second.erase(subscriber_id);
+    if (mine->second.second.empty()) by_user_.erase(mine);
+  }
+  subscribers_.erase(it);
 }
+
+// ---------------------------------------------------------------- typing
 
 Result<void> Presence::typing(const DeviceRef& from, const std::string& conversation_id, bool active) {
   auto conv = directory_.conversation(conversation_id);
   if (!conv) return conv.error();
-  if (!*conv) return make_error(ErrorCode::kNotFound, "unknown conversation");
-  if (!is_active_member(**conv, from.user)) return make_error(ErrorCode::kForbidden, "not a member of this conversation");
-  auto n = std::make_shared<bus::Notification>();
-  n->kind = bus::Notification::Kind::kFrame;
-  n->frame = std::make_shared<const std::string>(proto::encode_typing(conversation_id, from.user, active));
-  std::shared_ptr<const bus::Notification> shared = std::move(n);
-  for (const auto& m : (*conv)->members)
-    if (m.active() && m.user != from.user) bus_.publish_user(m.user, shared);
+  if (!*conv || !is_active_member(**conv, from.user)) return conversation_access_error();
+  if (active_count(**conv) > options_.typing_max_members) return {};  // not relayed in big groups
+  const int64_t now = mono_us() / 1000;
+  const int64_t interval = options_.typing_interval_ms;
+  bool relay = false;
+  {
+    std::lock_guard lock(typing_mu_);
+    if (typing_.size() >= kTypingPruneAt)
+      std::erase_if(typing_, [&](const auto& kv) { return !kv.second.pending && now - kv.second.last_relay_ms >= interval; });
+    auto [it, inserted] = typing_.try_emplace(from.user + '\n' + conversation_id);
+    TypingState& s = it->second;
+    if (inserted) s.last_relay_ms = kNever;
+    if (now - s.last_relay_ms >= interval) {
+      if (s.pending) --typing_pending_;
+      s.pending = false;
+      s.last_relay_ms = now;
+      s.relayed_active = active;
+      relay = true;
+    } else if (active != s.relayed_active) {  // a change: relayed when the interval ends
+      if (!s.pending) ++typing_pending_;
+      s.pending = true;
+      s.pending_active = active;
+      arm_typing_timer();
+    } else if (s.pending) {  // back to what was relayed last: nothing to tell
+      s.pending = false;
+      --typing_pending_;
+    }
+  }
+  if (relay) relay_typing(from.user, conversation_id, active);
   return {};
+}
+
+void Presence::relay_typing(const std::string& user, const std::string& conversation_id, bool active) {
+  auto conv = directory_.conversation(conversation_id);
+  if (!conv || !*conv || !is_active_member(**conv, user)) return;
+  auto n = frame_notification(proto::encode_typing(conversation_id, user, active), /*droppable=*/true);
+  for (const auto& m : (*conv)->members)
+    if (m.active() && m.user != user) bus_.publish_user(m.user, n);
+}
+
+// typing_mu_ held.
+void Presence::arm_typing_timer() {
+  if (typing_timer_armed_) return;
+  typing_timer_armed_ = true;
+  typing_timer_.expires_after(std::chrono::milliseconds(std::max<int64_t>(20, options_.typing_interval_ms / 4)));
+  typing_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) flush_typing();
+  });
+}
+
+void Presence::flush_typing() {
+  struct Out { std::string user, conversation; bool active; };
+  std::vector<Out> out;
+  {
+    std::lock_guard lock(typing_mu_);
+    typing_timer_armed_ = false;
+    const int64_t now = mono_us() / 1000;
+    const int64_t interval = options_.typing_interval_ms;
+    for (auto it = typing_.begin(); it != typing_.end();) {
+      TypingState& s = it->second;
+      if (s.pending && now - s.last_relay_ms >= interval) {
+        const auto nl = it->first.find('\n');
+        out.push_back(Out{it->first.substr(0, nl), it->first.substr(nl + 1), s.pending_active});
+        s.pending = false;
+        --typing_pending_;
+        s.last_relay_ms = now;
+        s.relayed_active = s.pending_active;
+      }
+      if (!s.pending && now - s.last_relay_ms >= interval) it = typing_.erase(it);
+      else ++it;
+    }
+    if (typing_pending_ > 0) arm_typing_timer();
+  }
+  for (const auto& o : out) relay_typing(o.user, o.conversation, o.active);
 }
 
 }  // namespace tern::services

@@ -1,21 +1,47 @@
 // Presence and typing: ephemeral, never stored as events, never replayed. A user is online
 // while at least one of its devices is connected; when the last one leaves, last_seen is set
-// (kept in the store so it survives a restart) and subscribers are told. Presence is visible
-// only to users who share a conversation with the user (checked at subscribe time).
+// (kept in the store so it survives a restart) and subscribers are told.
 //
-// Thread-safe: a mutex guards the subscription map; frames go out through the bus (each
-// endpoint posts to its own strand). Bounded: at most max_presence_subscriptions per
-// subscriber; more in one subscribe is an error. Owned by TernService.
+// Presence is visible only to users who share a conversation with the user. That is decided
+// by the ContactIndex (user → counterpart → shared conversations), so a subscription costs
+// O(users in the frame), whatever the number of the subscriber's conversations. The index
+// learns membership changes through membership_changed() (called by the sequencer as it
+// sequences them); when two users stop sharing any conversation, their subscriptions to each
+// other end. A user not in the index yet is loaded on Presence's own loader thread (a store
+// read of its conversation list), never on an I/O thread; the subscription then completes
+// there. Only newly added subscriptions are answered with the current presence.
+//
+// Typing is relayed to the other active members, coalesced per (typist, conversation): at most
+// one relay per typing_interval_ms (a change of state within the interval is relayed at its
+// end, with the latest state), none in conversations above typing_max_members, and marked
+// droppable (a session above half its write queue drops it first). Presence frames are
+// droppable too.
+//
+// Bounds: max_presence_subscriptions per connection, max_presence_subscriptions_per_user over
+// a user's connections (limit_exceeded); the index (presence_index_entries); the loader queue
+// (kMaxPendingLoads, beyond it `overloaded`); typing state (one entry per recently active
+// typist and conversation, pruned after an interval).
+//
+// Thread-safe: one mutex guards the index and the subscriptions, another the typing state;
+// frames go out through the bus (each endpoint posts to its own strand). Owned by TernService.
 #pragma once
+#include <condition_variable>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
 #include "bus/bus.h"
+#include "services/contact_index.h"
 #include "services/directory.h"
 #include "services/group_committer.h"
 #include "services/service_options.h"
@@ -24,37 +50,100 @@ namespace tern::services {
 
 class Presence {
  public:
-  Presence(store::Store& store, GroupCommitter& committer, Directory& directory, bus::Bus& bus,
-           const ServiceOptions& options);
+  static constexpr size_t kMaxPendingLoads = 1024;
+
+  Presence(boost::asio::io_context& io, store::Store& store, GroupCommitter& committer, Directory& directory,
+           bus::Bus& bus, const ServiceOptions& options);
+  ~Presence();
+  void stop();
 
   // Called by sessions after Bus::attach / Bus::detach with the returned device count.
   void device_attached(const std::string& user, size_t devices_online);
   void device_detached(const std::string& user, size_t devices_online);
 
   // Subscribes `subscriber` (an endpoint of `subscriber_user`, with a stable id) to users,
-  // answering each visible user's current presence at once. Users who share no conversation
-  // with the subscriber are ignored (as if unknown: no information leaks).
+  // answering each newly visible user's current presence. Users who share no conversation
+  // with the subscriber are ignored (as if unknown: no information leaks). When the
+  // subscriber's contacts must be loaded first, this returns at once and the answer (or an
+  // error frame) comes later through the endpoint.
   Result<void> subscribe(uint64_t subscriber_id, const std::string& subscriber_user,
                          const std::shared_ptr<bus::Endpoint>& subscriber, const std::vector<std::string>& users);
   void unsubscribe_all(uint64_t subscriber_id);
 
-  // Relays a typing frame to the other members' online devices.
+  // Relays a typing frame to the other members' online devices (coalesced, see above).
   Result<void> typing(const DeviceRef& from, const std::string& conversation_id, bool active);
 
+  // The sequencer calls this right after it put a conversation's new snapshot in the
+  // directory: on creation (before = nullptr) and on each membership change.
+  void membership_changed(const store::Conversation* before, const store::Conversation& after);
+  // A creation that was refused after membership_changed (the store queue was full).
+  void conversation_dropped(const store::Conversation& c);
+
+  // The number of conversations `user` is an active member of, given to `done` (at once, or
+  // later from the loader thread).
+  void conversation_count(const std::string& user, std::function<void(Result<size_t>)> done);
+
  private:
-  bool share_conversation(const std::string& a, const std::string& b);
+  struct Load {
+    std::string user;
+    std::function<void(bool ok)> done;  // runs on the loader thread, mu_ not held
+  };
+  struct Subscriber {
+    std::string user;
+    std::set<std::string> watching;
+  };
+  struct Recent {
+    int64_t at_ms;
+    ConversationPtr after;
+  };
+  struct TypingState {
+    int64_t last_relay_ms = 0;
+    bool relayed_active = false;
+    bool pending = false;
+    bool pending_active = false;
+  };
+
   std::shared_ptr<const bus::Notification> presence_frame(const std::string& user, bool online, int64_t last_seen);
   void broadcast(const std::string& user, bool online, int64_t last_seen);
+  // Queues a load of `user`'s contacts; false when the queue is full.
+  bool load_async(const std::string& user, std::function<void(bool ok)> done);
+  void loader();
+  bool load(const std::string& user);
+  Result<void> finish_subscribe(uint64_t subscriber_id, const std::string& subscriber_user,
+                                const std::shared_ptr<bus::Endpoint>& subscriber, const std::vector<std::string>& users);
+  void drop_pair_locked(const std::string& watcher_user, const std::string& watched);
+  void relay_typing(const std::string& user, const std::string& conversation_id, bool active);
+  void arm_typing_timer();
+  void flush_typing();
 
+  boost::asio::io_context& io_;
   store::Store& store_;
   GroupCommitter& committer_;
   Directory& directory_;
   bus::Bus& bus_;
   const ServiceOptions& options_;
+
   std::mutex mu_;
+  ContactIndex contacts_;
+  std::unordered_map<std::string, std::set<std::string>> loading_;  // user → conversations changed meanwhile
+  std::deque<Recent> recent_;  // recent membership changes (their commit may still be in flight)
   // watched user → subscriber id → endpoint
   std::unordered_map<std::string, std::map<uint64_t, std::weak_ptr<bus::Endpoint>>> watchers_;
-  std::unordered_map<uint64_t, std::set<std::string>> watching_;  // subscriber id → watched users
+  std::unordered_map<uint64_t, Subscriber> subscribers_;
+  std::unordered_map<std::string, std::pair<size_t, std::set<uint64_t>>> by_user_;  // count, subscriber ids
+  std::unordered_map<uint64_t, int> in_flight_;  // subscriber id → subscriptions waiting for a load
+  std::set<uint64_t> gone_;                      // closed while a load was in flight
+
+  std::condition_variable load_cv_;
+  std::deque<Load> loads_;
+  bool stopping_ = false;
+  std::thread loader_;
+
+  std::mutex typing_mu_;
+  std::unordered_map<std::string, TypingState> typing_;  // user '\n' conversation
+  size_t typing_pending_ = 0;
+  bool typing_timer_armed_ = false;
+  boost::asio::steady_timer typing_timer_;
 };
 
 }  // namespace tern::services

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "proto/frames.h"
+#include "services/conversation_ids.h"
 
 namespace tern::services {
 
@@ -35,7 +36,7 @@ void Receipts::acknowledge(Shard& shard, const DeviceRef& device, const std::str
                            bool read, AckDone done) {
   auto conv = core_.directory.conversation(conversation_id);
   if (!conv) return done(conv.error());
-  if (!*conv) return done(make_error(ErrorCode::kNotFound, "unknown conversation"));
+  if (!*conv) return done(conversation_access_error());
   const auto* me = find_member(**conv, device.user);
   if (!me) return done(make_error(ErrorCode::kForbidden, "not a member of this conversation"));
   auto st = core_.state(shard, conversation_id);

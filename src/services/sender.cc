@@ -5,6 +5,7 @@
 #include "base/clock.h"
 #include "base/metrics.h"
 #include "proto/frames.h"
+#include "services/conversation_ids.h"
 #include "proto/json_writer.h"
 
 namespace tern::services {
@@ -53,7 +54,7 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   const std::string& conv_id = frame.conversation_id;
   auto conv = core_.directory.conversation(conv_id);
   if (!conv) return done(conv.error());
-  if (!*conv) return done(make_error(ErrorCode::kNotFound, "unknown conversation"));
+  if (!*conv) return done(conversation_access_error());
   const store::Conversation& c = **conv;
   if (!is_active_member(c, device.user)) return done(make_error(ErrorCode::kForbidden, "not a member of this conversation"));
 

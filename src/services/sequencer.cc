@@ -1,7 +1,6 @@
 #include "services/sequencer.h"
 
-#include <sodium.h>
-
+#include "services/conversation_ids.h"
 #include "services/token.h"
 
 namespace tern::services {
@@ -11,12 +10,7 @@ Sequencer::Sequencer(Loops& loops, store::Store& store, GroupCommitter& committe
     : core_(loops, store, committer, directory, bus, options), sender_(core_), membership_(core_), receipts_(core_) {}
 
 std::string Sequencer::direct_conversation_id(const std::string& a, const std::string& b) {
-  const std::string key = a < b ? a + '\n' + b : b + '\n' + a;
-  unsigned char digest[crypto_hash_sha256_BYTES];
-  crypto_hash_sha256(digest, reinterpret_cast<const unsigned char*>(key.data()), key.size());
-  char hex[33];
-  sodium_bin2hex(hex, sizeof hex, digest, 16);
-  return std::string("d-") + hex;
+  return keyed_direct_conversation_id(a, b);
 }
 
 void Sequencer::send(DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done) {

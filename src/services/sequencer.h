@@ -46,7 +46,10 @@ class Sequencer {
     return receipts_.pending_ack(device, conversation_id);
   }
 
+  // Keyed with the server's secret (conversation_ids.h): a third party cannot derive it.
   static std::string direct_conversation_id(const std::string& a, const std::string& b);
+  // Presence keeps an index of who shares a conversation with whom; set before serving.
+  void set_presence(Presence* presence) { core_.presence = presence; }
 
  private:
   SequencerCore core_;

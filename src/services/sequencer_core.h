@@ -32,6 +32,8 @@
 
 namespace tern::services {
 
+class Presence;
+
 struct SentInfo {
   std::string client_msg_id;
   std::string conversation_id;
@@ -103,6 +105,7 @@ class SequencerCore {
   Directory& directory;
   bus::Bus& bus;
   const ServiceOptions& options;
+  Presence* presence = nullptr;  // told of membership changes (its who-shares-with-whom index)
 
  private:
   std::vector<std::unique_ptr<Shard>> shards_;

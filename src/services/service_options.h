@@ -25,6 +25,17 @@ struct ServiceOptions {
   size_t replay_page = 256;             // messages read per replay step
   size_t live_buffer_convs = 4096;      // conversations tracked as "dirty" during replay
   size_t max_presence_subscriptions = 1024;  // per connection
+  size_t max_presence_subscriptions_per_user = 4096;  // over all of a user's connections
+  size_t presence_index_entries = 1000000;   // contact index (conversations + counterparts), LRU
+  int64_t typing_interval_ms = 1000;         // at most one typing relay per member and conversation
+  size_t typing_max_members = 100;           // no typing relay in bigger conversations
+  double create_rate_per_sec = 1;            // conversations a user may create (token bucket; 0 = off)
+  double create_burst = 20;
+  size_t max_conversations_per_user = 10000;  // active memberships, checked when creating
+  double register_rate_per_min = 10;         // registrations per source address (0 = off)
+  double register_burst = 20;
+  size_t directory_cache = 100000;           // entries in each directory cache (LRU)
+  size_t rate_limiter_keys = 100000;         // buckets kept per keyed rate limiter (LRU)
   size_t receipt_sync_conversations = 1000;  // conversations whose receipts a reconnect re-sends
   size_t link_codes_per_user = 5;
 };

@@ -13,10 +13,11 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
   if (sodium_init() < 0) std::abort();  // no CSPRNG: tokens cannot be made safely
   committer_ = std::make_unique<GroupCommitter>(store_, options_.durable, options_.commit_queue_limit,
                                                 options_.max_commit_batch, &loops);
-  directory_ = std::make_unique<Directory>(store_);
+  directory_ = std::make_unique<Directory>(store_, options_.directory_cache);
   accounts_ = std::make_unique<Accounts>(store_, *committer_, *directory_, options_);
   sequencer_ = std::make_unique<Sequencer>(loops, store_, *committer_, *directory_, bus_, options_);
-  presence_ = std::make_unique<Presence>(store_, *committer_, *directory_, bus_, options_);
+  presence_ = std::make_unique<Presence>(loops.context(0), store_, *committer_, *directory_, bus_, options_);
+  sequencer_->set_presence(presence_.get());
   ctx_ = std::make_unique<ServiceContext>(ServiceContext{options_, loops, admission_, store_, *committer_, *directory_, bus_, *sequencer_,
                                                          *presence_, *accounts_, draining_});
   http_ = std::make_unique<HttpApi>(*ctx_, metrics_token.empty() ? std::string() : hash_token(metrics_token));
@@ -29,6 +30,7 @@ void TernService::start() { committer_->start(); }
 void TernService::begin_drain() { draining_.store(true); }
 
 void TernService::stop() {
+  if (presence_) presence_->stop();
   if (committer_) committer_->stop();
 }
 

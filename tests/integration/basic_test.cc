@@ -311,7 +311,7 @@ TEST_F(TerndBasic, BackfillPagesByAfterSeqAndLimit) {
 }
 
 
-TEST_F(TerndBasic, LinkCodeIsSingleUseAndGuessingRevokesCodes) {
+TEST_F(TerndBasic, LinkCodeIsSingleUseAndGuessingDoesNotRevokeCodes) {
   Account alice = api().must_register("alice");
   auto code = http_request(port(), "POST", "/v1/devices/link-codes", "{}", alice.token);
   ASSERT_EQ(code.status, 201) << code.body;
@@ -322,20 +322,19 @@ TEST_F(TerndBasic, LinkCodeIsSingleUseAndGuessingRevokesCodes) {
   auto again = http_request(port(), "POST", "/v1/devices/link", R"({"user":"alice","code":")" + c + R"("})");
   EXPECT_EQ(again.status, 404) << again.body;
 
-  // Five wrong guesses revoke the user's outstanding codes: the right one then fails too.
+  // Wrong guesses (within the guesser's budget) all get the same 404 and revoke nothing:
+  // the right code still works (issue 8; throttling by the guesser is in tests/adversarial).
   auto fresh = http_request(port(), "POST", "/v1/devices/link-codes", "{}", alice.token);
   ASSERT_EQ(fresh.status, 201);
   const std::string good(fresh.obj().at("code").as_string());
-  int limited = 0;
   for (int i = 0; i < 5; ++i) {
     auto guess = http_request(port(), "POST", "/v1/devices/link", R"({"user":"alice","code":"AAAA-AAA)" +
                                                                          std::to_string(i + 2) + R"("})");
-    if (guess.status == 429) ++limited;
-    else EXPECT_EQ(guess.status, 404) << guess.body;
+    EXPECT_EQ(guess.status, 404) << guess.body;
+    EXPECT_EQ(guess.body, again.body);
   }
-  EXPECT_EQ(limited, 1);
   auto late = http_request(port(), "POST", "/v1/devices/link", R"({"user":"alice","code":")" + good + R"("})");
-  EXPECT_EQ(late.status, 404) << late.body;
+  EXPECT_EQ(late.status, 201) << late.body;
   EXPECT_EQ(http_request(port(), "POST", "/v1/devices/link", "{").error_code(), "malformed");
 }
 

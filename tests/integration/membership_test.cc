@@ -87,9 +87,10 @@ TEST_F(TerndMembership, OnlyTheAdminChangesMembers) {
   EXPECT_EQ(ok.status, 200) << ok.body;
   EXPECT_EQ(api().head(alice.token, group), h + 1);
 
+  // An unknown conversation answers like one the caller is not in (issue 8).
   auto unknown_conv = api().add_members(alice.token, "no-such-conversation", {"dave"});
-  EXPECT_EQ(unknown_conv.status, 404) << unknown_conv.body;
-  EXPECT_EQ(unknown_conv.error_code(), "not_found") << unknown_conv.body;
+  EXPECT_EQ(unknown_conv.status, 403) << unknown_conv.body;
+  EXPECT_EQ(unknown_conv.error_code(), "forbidden") << unknown_conv.body;
   auto unknown_user = api().add_members(alice.token, group, {"nobody"});
   EXPECT_EQ(unknown_user.status, 404) << unknown_user.body;
   EXPECT_EQ(unknown_user.error_code(), "not_found") << unknown_user.body;

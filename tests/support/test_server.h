@@ -47,6 +47,7 @@ class TestServer {
   std::string host() const { return "127.0.0.1"; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   const std::string& data_dir() const { return data_dir_; }
+  pid_t pid() const { return pid_; }
   const std::string& error() const { return error_; }
   void keep_data(bool keep) { keep_ = keep; }
   // Tail of the server's stdout+stderr logs (for failure messages).
