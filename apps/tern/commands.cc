@@ -192,9 +192,11 @@ Result<Target> resolve_target(const Api& api, const std::string& self, const std
       // Not in our list: either we are not (or no longer) a member, or it does not exist.
       auto probe = wait_for<client::HistoryPage>([&](auto cb) { api.history(name, 0, 1, std::move(cb)); });
       if (probe) return Target{name, name.starts_with("g-") ? "group" : "direct", name, {}, probe->head};
+      // The server answers the same for a conversation that does not exist and one we are
+      // not a member of (so that ids reveal nothing to outsiders).
       if (probe.error().code == ErrorCode::kForbidden)
         return make_error(ErrorCode::kForbidden, "you are not a member of conversation " + name +
-                                                     " (you were removed, or never added)");
+                                                     " (you were removed, never added, or it does not exist)");
       if (probe.error().code == ErrorCode::kNotFound) return make_error(ErrorCode::kNotFound, "no such conversation: " + name);
       return probe.error();
     }

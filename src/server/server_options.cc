@@ -4,6 +4,7 @@
 #include <charconv>
 #include <string_view>
 #include <iostream>
+#include <set>
 
 #include <CLI/CLI.hpp>
 #include <toml++/toml.h>
@@ -19,25 +20,21 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   } catch (const toml::parse_error& e) {
     return make_error(ErrorCode::kInvalidArgument, "config " + path + ": " + std::string(e.description()));
   }
-  // Every key the file may hold (the flags' names, '-' as '_'): anything else is a typo
-  // that would otherwise be ignored without a word.
-  static constexpr std::string_view kKnown[] = {
-      "listen",      "data",           "durability",      "log_level",           "metrics_token", "threads",
-      "block_cache_mb", "ping_interval", "max_connections", "max_frame_bytes",    "max_body_bytes",
-      "max_http_body_bytes", "max_members", "max_devices", "max_page",            "send_rate",     "send_burst",
-      "frame_rate",  "frame_burst",    "send_queue",      "commit_queue",        "idempotency_days"};
-  for (const auto& [key, value] : t) {
-    (void)value;
-    if (std::find(std::begin(kKnown), std::end(kKnown), key.str()) == std::end(kKnown))
-      return make_error(ErrorCode::kInvalidArgument,
-                        "config " + path + ": unknown key '" + std::string(key.str()) +
-                            "' (keys are the flags of `ternd --help` without the dashes, with '_' for '-')");
-  }
-  auto str = [&](const char* k, std::string& out) { if (auto v = t[k].value<std::string>()) out = *v; };
+  // Every key read below is known; anything else in the file is a typo that would otherwise
+  // be ignored without a word, so it is refused by name after the reads.
+  std::set<std::string, std::less<>> known;
+  auto str = [&](const char* k, std::string& out) {
+    known.insert(k);
+    if (auto v = t[k].value<std::string>()) out = *v;
+  };
   auto num = [&](const char* k, auto& out) {
+    known.insert(k);
     if (auto v = t[k].value<int64_t>()) out = static_cast<std::remove_reference_t<decltype(out)>>(*v);
   };
-  auto real = [&](const char* k, double& out) { if (auto v = t[k].value<double>()) out = *v; };
+  auto real = [&](const char* k, double& out) {
+    known.insert(k);
+    if (auto v = t[k].value<double>()) out = *v;
+  };
   str("listen", o.listen);
   str("data", o.data_dir);
   str("durability", o.durability);
@@ -76,6 +73,13 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   int64_t days = o.services.idempotency_ttl_ms / (24 * 3600 * 1000);
   num("idempotency_days", days);
   o.services.idempotency_ttl_ms = days * 24 * 3600 * 1000;
+  for (const auto& [key, value] : t) {
+    (void)value;
+    if (!known.count(key.str()))
+      return make_error(ErrorCode::kInvalidArgument,
+                        "config " + path + ": unknown key '" + std::string(key.str()) +
+                            "' (keys are the flags of `ternd --help` without the dashes, with '_' for '-')");
+  }
   return {};
 }
 
