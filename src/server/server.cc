@@ -16,6 +16,7 @@ namespace tern::server {
 Server::Server(ServerOptions options) : options_(std::move(options)) {}
 
 Server::~Server() {
+  stop_purge();
   if (loops_) {
     loops_->stop();
     loops_->join();
@@ -39,7 +40,6 @@ Result<uint16_t> Server::start() {
   const size_t threads = options_.threads ? options_.threads : std::max(1u, std::thread::hardware_concurrency());
   loops_ = std::make_unique<Loops>(threads);
   signals_ = std::make_unique<boost::asio::signal_set>(loops_->context(0));
-  purge_timer_ = std::make_unique<boost::asio::steady_timer>(loops_->context(0));
   service_ = std::make_unique<services::TernService>(*loops_, *store_, *bus_, options_.services, options_.metrics_token);
   service_->start();
   listener_ = std::make_unique<gateway::Listener>(loops_->context(0), options_.gateway, *service_);
@@ -61,19 +61,32 @@ Result<uint16_t> Server::start() {
 }
 
 void Server::schedule_purge() {
-  purge_timer_->expires_after(std::chrono::minutes(10));
-  purge_timer_->async_wait([this](const boost::system::error_code& ec) {
-    if (ec) return;
-    auto n = store_->purge_expired(now_ms());
-    if (n && *n) spdlog::info("event=idempotency_purged keys={}", *n);
-    schedule_purge();
+  // Its own thread: the purge walks the expiry index, a store scan that must not hold up a
+  // loop (every connection of that loop would wait).
+  purge_thread_ = std::thread([this] {
+    std::unique_lock lock(purge_mu_);
+    while (!purge_cv_.wait_for(lock, std::chrono::minutes(10), [this] { return purge_stop_; })) {
+      lock.unlock();
+      auto n = store_->purge_expired(now_ms());
+      if (n && *n) spdlog::info("event=idempotency_purged keys={}", *n);
+      lock.lock();
+    }
   });
+}
+
+void Server::stop_purge() {
+  {
+    std::lock_guard lock(purge_mu_);
+    purge_stop_ = true;
+  }
+  purge_cv_.notify_all();
+  if (purge_thread_.joinable() && purge_thread_.get_id() != std::this_thread::get_id()) purge_thread_.join();
 }
 
 void Server::shutdown() {
   listener_->stop_accepting();
   service_->begin_drain();
-  purge_timer_->cancel();
+  stop_purge();
   listener_->close_all(1001);
   // Give the close handshakes a moment (bounded), while the I/O threads keep running.
   std::thread([this] {

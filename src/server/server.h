@@ -7,12 +7,13 @@
 // SIGTERM/SIGINT, then drains: stop accepting, close WebSockets with 1001, commit what is
 // queued, flush the store.
 #pragma once
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
 #include <boost/asio/signal_set.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include "base/loops.h"
 #include "base/result.h"
@@ -37,13 +38,17 @@ class Server {
 
  private:
   void schedule_purge();
+  void stop_purge();
   void shutdown();
 
   ServerOptions options_;
   // Loops keep serving until the drain thread ends them, even when no connection is left.
   std::unique_ptr<Loops> loops_;
   std::unique_ptr<boost::asio::signal_set> signals_;    // on loop 0
-  std::unique_ptr<boost::asio::steady_timer> purge_timer_;  // on loop 0
+  std::thread purge_thread_;  // every 10 minutes: expired idempotency keys
+  std::mutex purge_mu_;
+  std::condition_variable purge_cv_;
+  bool purge_stop_ = false;  // guarded by purge_mu_
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<bus::Bus> bus_;
   std::unique_ptr<services::TernService> service_;
