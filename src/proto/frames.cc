@@ -149,6 +149,20 @@ Result<ClientFrame> parse_client_frame(std::string_view text, const Limits& limi
   return make_error(ErrorCode::kUnknownType, "unknown frame type");
 }
 
+std::string_view peek_send_ref(std::string_view text) {
+  constexpr std::string_view kType = R"("type":"send")";
+  constexpr std::string_view kKey = R"("client_msg_id":")";
+  if (text.find(kType) == std::string_view::npos) return {};
+  const size_t at = text.find(kKey);
+  if (at == std::string_view::npos) return {};
+  const size_t start = at + kKey.size();
+  const size_t end = text.find('"', start);
+  if (end == std::string_view::npos) return {};
+  const std::string_view id = text.substr(start, end - start);
+  if (id.find('\\') != std::string_view::npos || !valid_client_msg_id(id)) return {};
+  return id;
+}
+
 std::string_view frame_type_name(const ClientFrame& frame) {
   static constexpr std::string_view names[] = {"send", "ack", "read", "typing", "presence_subscribe"};
   return names[frame.index()];

@@ -36,6 +36,11 @@ using ClientFrame = std::variant<SendFrame, AckFrame, ReadFrame, TypingFrame, Pr
 Result<ClientFrame> parse_client_frame(std::string_view text, const Limits& limits,
                                        std::string* ref = nullptr);
 // Name of a parsed frame's type, for metrics.
+// The client_msg_id of a frame that looks like a `send`, found without parsing it (for the
+// `ref` of a refusal that comes before parsing, e.g. the frame-rate limit). Empty if the
+// frame is not recognisably a send or the id is not a valid client_msg_id.
+std::string_view peek_send_ref(std::string_view text);
+
 std::string_view frame_type_name(const ClientFrame& frame);
 
 // ---- stored message ----

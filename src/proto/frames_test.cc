@@ -194,5 +194,13 @@ TEST(Frames, StoredMetaReadsEveryShapeOfStoredMessage) {
   EXPECT_FALSE(stored_meta("{not json"));
 }
 
+TEST(Frames, PeeksTheRefOfASendWithoutParsing) {
+  EXPECT_EQ(peek_send_ref(R"({"type":"send","client_msg_id":"c-1","conversation_id":"d-1","body":""})"), "c-1");
+  EXPECT_EQ(peek_send_ref(R"({"client_msg_id":"x9","type":"send"})"), "x9");
+  EXPECT_EQ(peek_send_ref(R"({"type":"ack","conversation_id":"d-1","seq":1})"), "");
+  EXPECT_EQ(peek_send_ref(R"({"type":"send","client_msg_id":"a\"b"})"), "");
+  EXPECT_EQ(peek_send_ref(R"({"type":"send","client_msg_id":"unterminated)"), "");
+}
+
 }  // namespace
 }  // namespace tern::proto

@@ -253,7 +253,8 @@ void DeviceSession::on_text(std::string_view text) {
   if (closed_) return;
   if (!frame_bucket_.take(mono_us())) {
     in_rate_limited.inc();
-    write_error(make_error(ErrorCode::kRateLimited, "too many frames; slow down"));
+    // Not parsed (that is the work this limit bounds), but a refused send still names itself.
+    write_error(make_error(ErrorCode::kRateLimited, "too many frames; slow down"), proto::peek_send_ref(text));
     return;
   }
   std::string ref;

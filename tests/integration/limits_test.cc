@@ -167,8 +167,48 @@ TEST_F(TerndLimits, EveryFrameTypeIsRateLimitedPerConnection) {
   for (const auto& f : da.drain(ms(500))) limited += type_of(f) == "error" && jstr(f, "code") == "rate_limited";
   EXPECT_GE(limited, 10) << "typing frames beyond the burst must be refused";
   EXPECT_TRUE(da.is_open()) << "rate limiting refuses frames, it does not drop the connection";
+  // A send refused by the frame limit still names itself (it is not parsed, but peeked at).
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(da.typing(conv, i % 2 == 0));  // empty the bucket again
+  ASSERT_TRUE(da.send(conv, "over-frame-limit", "x"));
+  auto refused = da.read_until([](const json::object& f) {
+    return (type_of(f) == "error" && jstr(f, "ref") == "over-frame-limit") || type_of(f) == "sent";
+  });
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(jstr(*refused, "code"), "rate_limited") << dump(*refused);
+  EXPECT_EQ(jstr(*refused, "ref"), "over-frame-limit") << dump(*refused);
   std::this_thread::sleep_for(ms(1200));
   EXPECT_GT(da.must_send(conv, "after-refill", "ok"), 0u);
+}
+
+TEST_F(TerndLimits, SendsBeyondTheInFlightBoundAreRefusedAtOnceWithRef) {
+  ASSERT_NO_FATAL_FAILURE(start({"--max-inflight-per-connection", "2"}));
+  Device da(alice);
+  ASSERT_TRUE(da.connect_synced(port()));
+  const Seq h0 = api().head(alice.token, conv);
+  constexpr int kBurst = 60;
+  for (int i = 0; i < kBurst; ++i) ASSERT_TRUE(da.send(conv, "if-" + std::to_string(i), "burst"));
+  int sent = 0, overloaded = 0;
+  std::set<std::string> answered, refused_ids;
+  while (answered.size() < static_cast<size_t>(kBurst)) {
+    auto a = da.read_until([](const json::object& f) { return type_of(f) == "sent" || type_of(f) == "error"; });
+    ASSERT_TRUE(a) << "only " << answered.size() << " of " << kBurst << " sends answered";
+    const std::string id = type_of(*a) == "sent" ? jstr(*a, "client_msg_id") : jstr(*a, "ref");
+    EXPECT_TRUE(answered.insert(id).second) << "answered twice: " << dump(*a);
+    if (type_of(*a) == "sent") {
+      ++sent;
+    } else {
+      ASSERT_EQ(jstr(*a, "code"), "overloaded") << dump(*a);
+      ++overloaded;
+      refused_ids.insert(id);
+    }
+  }
+  EXPECT_GE(sent, 2);
+  EXPECT_GE(overloaded, 1) << "60 sends written at once cannot all fit in 2 in-flight slots";
+  EXPECT_EQ(api().head(alice.token, conv), h0 + static_cast<Seq>(sent)) << "refused sends must not be stored";
+  // A refused send retried with the same id goes through.
+  auto retry = da.send_wait(conv, *refused_ids.begin(), "burst");
+  ASSERT_TRUE(retry);
+  EXPECT_EQ(type_of(*retry), "sent") << dump(*retry);
 }
 
 TEST_F(TerndLimits, SendRateLimitedPerDevice) {
