@@ -1,0 +1,243 @@
+// Unit tests of the delivery side (DeviceSession): the replay pump paced by a byte-bounded
+// write queue, `synced` after the replay, nothing live before it, admission. A fake
+// Connection stands in for the gateway (its queue drains only when the test says so); the
+// rest is real: loops, group committer, sequencer, bus, on the in-memory store fake.
+#include "services/device_session.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <future>
+
+#include "bus/local/local_bus.h"
+#include "proto/server_frames.h"
+#include "services/accounts.h"
+#include "services/presence.h"
+#include "services/sequencer.h"
+#include "services/service_context.h"
+#include "store/memory/memory_store.h"
+
+namespace tern::services {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A connection whose socket is as slow as the test wants: frames stay queued until drain().
+class FakeConnection final : public gateway::Connection {
+ public:
+  FakeConnection(Loops& loops, size_t limit) : loops_(loops), limit_(limit) {}
+
+  bool send(std::shared_ptr<const std::string> frame) override {
+    if (closed_) return false;
+    if (queued_ > 0 && queued_ + frame->size() > limit_) {
+      overflowed_ = true;
+      closed_ = true;
+      return false;
+    }
+    queued_ += frame->size();
+    peak_ = std::max(peak_, queued_);
+    pending_.push_back(std::move(frame));
+    return true;
+  }
+  size_t queued_bytes() const override { return queued_; }
+  size_t queue_limit_bytes() const override { return limit_; }
+  void close(uint16_t, std::string) override { closed_ = true; }
+  void post(std::function<void()> fn) override { loops_.post(0, std::move(fn)); }
+  uint64_t id() const override { return 1; }
+  size_t loop_index() const override { return 0; }
+
+  // "The socket took everything": returns the frames written since the last drain.
+  std::vector<std::string> drain() {
+    std::vector<std::string> out;
+    for (auto& f : pending_) out.push_back(*f);
+    pending_.clear();
+    queued_ = 0;
+    return out;
+  }
+  size_t peak() const { return peak_; }
+  bool overflowed() const { return overflowed_; }
+
+ private:
+  Loops& loops_;
+  const size_t limit_;
+  std::vector<std::shared_ptr<const std::string>> pending_;
+  size_t queued_ = 0;
+  size_t peak_ = 0;
+  bool closed_ = false;
+  bool overflowed_ = false;
+};
+
+class DeviceSessionTest : public ::testing::Test {
+ protected:
+  DeviceSessionTest()
+      : loops_(1),
+        admission_(loops_.size()),
+        committer_(store_, true, 100000, 256, &loops_),
+        directory_(store_, 1000),
+        accounts_(store_, committer_, directory_, options_),
+        sequencer_(loops_, store_, committer_, directory_, bus_, options_),
+        presence_(loops_.context(0), store_, committer_, directory_, bus_, options_),
+        ctx_{options_, loops_, admission_, store_, committer_, directory_, bus_, sequencer_, presence_, accounts_,
+             draining_} {
+    store::Batch b;
+    for (const char* u : {"alice", "bob"}) {
+      b.add(store::PutUser{u, 1});
+      b.add(store::PutDevice{DeviceRef{u, 1}, std::string("tok-") + u});
+    }
+    EXPECT_TRUE(store_.commit(b, true).ok());
+    loops_.start();
+    committer_.start();
+    std::promise<Result<ConversationInfo>> p;
+    auto f = p.get_future();
+    sequencer_.create_conversation(DeviceRef{"alice", 1}, proto::CreateConversationRequest{true, "g", {"bob"}},
+                                   [&p](Result<ConversationInfo> r) { p.set_value(r); });
+    auto r = f.get();
+    EXPECT_TRUE(r);
+    conv_ = r->conversation_id;
+  }
+  ~DeviceSessionTest() override {
+    on_loop([&] {
+      if (session_) session_->on_close();
+    });
+    committer_.stop();
+    loops_.stop();
+    loops_.join();
+  }
+
+  // Runs fn on loop 0 (where the session lives) and waits for it.
+  void on_loop(std::function<void()> fn) {
+    std::promise<void> done;
+    loops_.post(0, [&] {
+      fn();
+      done.set_value();
+    });
+    ASSERT_EQ(done.get_future().wait_for(10s), std::future_status::ready);
+  }
+
+  Seq send(const std::string& user, const std::string& cmid) {
+    std::promise<Result<SentInfo>> p;
+    auto f = p.get_future();
+    sequencer_.send(DeviceRef{user, 1}, proto::SendFrame{cmid, conv_, std::string("aGk="), {}, {}, {}}, 0,
+                    [&p](Result<SentInfo> r) { p.set_value(std::move(r)); });
+    auto r = f.get();
+    EXPECT_TRUE(r);
+    return r ? r->seq : 0;
+  }
+
+  // Connects bob's device with a write queue of `limit` bytes.
+  void connect_bob(size_t limit) {
+    conn_ = std::make_shared<FakeConnection>(loops_, limit);
+    on_loop([&] {
+      session_ = std::make_shared<DeviceSession>(ctx_, conn_, DeviceRef{"bob", 1});
+      session_->start();
+    });
+  }
+
+  // Drains the fake socket and resumes the session until `synced` went out (bounded).
+  std::vector<std::string> drain_until_synced() {
+    std::vector<std::string> all;
+    for (int round = 0; round < 1000; ++round) {
+      bool synced = false;
+      on_loop([&] {
+        for (auto& f : conn_->drain()) {
+          synced = synced || f.find(R"("type":"synced")") != std::string::npos;
+          all.push_back(std::move(f));
+        }
+        session_->on_writable();
+      });
+      if (synced) return all;
+    }
+    ADD_FAILURE() << "no synced after 1000 drains";
+    return all;
+  }
+
+  static Seq seq_of(const std::string& frame) {
+    auto f = proto::parse_server_frame(frame);
+    if (!f) return 0;
+    if (auto* m = std::get_if<proto::MessageEvent>(&*f)) return m->seq;
+    return 0;
+  }
+
+  store::MemoryStore store_;
+  ServiceOptions options_;
+  std::atomic<bool> draining_{false};
+  Loops loops_;
+  Admission admission_;
+  GroupCommitter committer_;
+  Directory directory_;
+  bus::LocalBus bus_;
+  Accounts accounts_;
+  Sequencer sequencer_;
+  Presence presence_;
+  ServiceContext ctx_;
+  std::string conv_;
+  std::shared_ptr<FakeConnection> conn_;
+  std::shared_ptr<DeviceSession> session_;
+};
+
+TEST_F(DeviceSessionTest, ReplayIsPacedByTheQueueAndEndsWithSynced) {
+  constexpr int kOffline = 300;  // sent while bob is away: seqs 2..301 (1 is the creation)
+  for (int i = 0; i < kOffline; ++i) send("alice", "m" + std::to_string(i));
+  constexpr size_t kLimit = 4096;  // a few dozen frames: the replay must pause many times
+  connect_bob(kLimit);
+  auto frames = drain_until_synced();
+  ASSERT_FALSE(frames.empty());
+  EXPECT_NE(frames.back().find(R"("type":"synced")"), std::string::npos) << "synced comes last";
+  std::vector<Seq> seqs;
+  for (const auto& f : frames)
+    if (Seq s = seq_of(f)) seqs.push_back(s);
+  ASSERT_EQ(seqs.size(), static_cast<size_t>(kOffline + 1));
+  for (size_t i = 0; i < seqs.size(); ++i) ASSERT_EQ(seqs[i], i + 1) << "in order, each once";
+  EXPECT_FALSE(conn_->overflowed()) << "the replay must never overflow the queue it paces itself by";
+  EXPECT_LE(conn_->peak(), kLimit);
+}
+
+TEST_F(DeviceSessionTest, NothingLiveBeforeSyncedAndNothingLostAcrossIt) {
+  for (int i = 0; i < 100; ++i) send("alice", "old" + std::to_string(i));  // seqs 2..101
+  connect_bob(2048);
+  // While the replay waits for the socket, new messages are committed and published.
+  for (int i = 0; i < 20; ++i) send("alice", "new" + std::to_string(i));  // seqs 102..121
+  auto frames = drain_until_synced();
+  std::vector<Seq> before_synced;
+  for (const auto& f : frames)
+    if (Seq s = seq_of(f)) before_synced.push_back(s);
+  // Then live: the next message is written as soon as it is committed.
+  const Seq live = send("alice", "live");
+  std::vector<Seq> after;
+  for (int round = 0; round < 200 && (after.empty() || after.back() < live); ++round) {
+    on_loop([&] {
+      for (auto& f : conn_->drain())
+        if (Seq s = seq_of(f)) after.push_back(s);
+    });
+  }
+  std::vector<Seq> all = before_synced;
+  all.insert(all.end(), after.begin(), after.end());
+  ASSERT_EQ(all.size(), static_cast<size_t>(live));
+  for (size_t i = 0; i < all.size(); ++i) ASSERT_EQ(all[i], i + 1);
+}
+
+TEST_F(DeviceSessionTest, ASendBeyondTheInFlightBoundIsRefusedWithItsRef) {
+  options_.max_inflight_sends_per_connection = 1;
+  connect_bob(1 << 20);
+  drain_until_synced();
+  std::vector<std::string> answers;
+  on_loop([&] {
+    // Two sends in one loop turn: the first is in flight (the commit has not come back)
+    // when the second arrives.
+    session_->on_text(R"({"type":"send","client_msg_id":"s1","conversation_id":")" + conv_ + R"(","body":"aGk="})");
+    session_->on_text(R"({"type":"send","client_msg_id":"s2","conversation_id":")" + conv_ + R"(","body":"aGk="})");
+  });
+  for (int round = 0; round < 200 && answers.size() < 2; ++round)
+    on_loop([&] {
+      for (auto& f : conn_->drain())
+        if (f.find(R"("type":"sent")") != std::string::npos || f.find(R"("type":"error")") != std::string::npos)
+          answers.push_back(f);
+    });
+  ASSERT_EQ(answers.size(), 2u);
+  EXPECT_NE(answers[0].find(R"("code":"overloaded")"), std::string::npos) << answers[0];
+  EXPECT_NE(answers[0].find(R"("ref":"s2")"), std::string::npos) << answers[0];
+  EXPECT_NE(answers[1].find(R"("client_msg_id":"s1")"), std::string::npos) << answers[1];
+}
+
+}  // namespace
+}  // namespace tern::services
