@@ -112,11 +112,13 @@ TEST(LeanMqtt, Subscribe) {
 }
 
 TEST(LeanMqtt, Suback) {
-  auto s = mqtt_decode_suback(bytes({0x12, 0x34, 0x01}));
+  const std::string granted = bytes({0x12, 0x34, 0x01});  // the views point into it
+  auto s = mqtt_decode_suback(granted);
   ASSERT_TRUE(s.has_value());
   EXPECT_EQ(s->packet_id, 0x1234);
   EXPECT_EQ(s->return_codes, bytes({0x01}));
-  auto failed = mqtt_decode_suback(bytes({0x00, 0x07, 0x80, 0x00}));
+  const std::string two = bytes({0x00, 0x07, 0x80, 0x00});
+  auto failed = mqtt_decode_suback(two);
   ASSERT_TRUE(failed.has_value());
   EXPECT_EQ(failed->return_codes, bytes({0x80, 0x00}));
   EXPECT_FALSE(mqtt_decode_suback(bytes({0x00, 0x07, 0x03})).has_value());  // no such code
