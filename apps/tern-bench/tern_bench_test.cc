@@ -320,7 +320,7 @@ TEST_F(TernBenchTest, FindMaxStepsUp) {
 class TernBenchMqttTest : public ::testing::Test {
  protected:
   static std::string find_mosquitto() {
-    if (const char* m = std::getenv("MOSQUITTO"); m && *m) return m;
+    if (const char* m = std::getenv("MOSQUITTO"); m && *m) return fs::exists(m) ? std::string(m) : std::string();
     for (const char* p : {"/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"})
       if (fs::exists(p)) return p;
     return {};
