@@ -34,8 +34,10 @@ start_server() {  # extra ternd flags...
   DATA=$(mktemp -d /tmp/tern-bench-data.XXXXXX)
   "${RUN[@]}" "$BIN/ternd" --listen 127.0.0.1:0 --data "$DATA" --log-level warn "$@" >"$OUT/ternd.out" 2>>"$OUT/ternd.log" &
   PID=$!
-  for _ in $(seq 1 100); do
+  # Up to 60 s: opening the store can be slow while other work shares the disk.
+  for _ in $(seq 1 600); do
     if head -1 "$OUT/ternd.out" 2>/dev/null | grep -q '^listening '; then break; fi
+    kill -0 "$PID" 2>/dev/null || break
     sleep 0.1
   done
   ADDR=$(head -1 "$OUT/ternd.out" | cut -d' ' -f2)
