@@ -7,8 +7,10 @@
 #   scripts/bench.sh                 # every scenario (about 40 minutes)
 #   scripts/bench.sh pairs sweep     # only the named scenarios
 #   TERN_BIN_DIR=build/bench-rel/bin scripts/bench.sh idle
+#   PEERS_RATES="4000 8000" scripts/bench.sh peers   # ternd vs mosquitto, same generator
 #
-# Scenarios: pairs findmax sweep group broadcast idle offline storm profile
+# Scenarios: pairs findmax sweep group broadcast idle offline storm profile, and peers (not
+# in the default set: it needs mosquitto, which scripts/setup.sh installs).
 # Needs a release build: cmake --preset release && cmake --build --preset release
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,8 +34,10 @@ start_server() {  # extra ternd flags...
   DATA=$(mktemp -d /tmp/tern-bench-data.XXXXXX)
   "${RUN[@]}" "$BIN/ternd" --listen 127.0.0.1:0 --data "$DATA" --log-level warn "$@" >"$OUT/ternd.out" 2>>"$OUT/ternd.log" &
   PID=$!
-  for _ in $(seq 1 100); do
+  # Up to 60 s: opening the store can be slow while other work shares the disk.
+  for _ in $(seq 1 600); do
     if head -1 "$OUT/ternd.out" 2>/dev/null | grep -q '^listening '; then break; fi
+    kill -0 "$PID" 2>/dev/null || break
     sleep 0.1
   done
   ADDR=$(head -1 "$OUT/ternd.out" | cut -d' ' -f2)
@@ -41,12 +45,81 @@ start_server() {  # extra ternd flags...
 }
 
 stop_server() {
+  [ -n "$PID" ] || return 0
   kill -TERM "$PID" 2>/dev/null || true
   for _ in $(seq 1 150); do kill -0 "$PID" 2>/dev/null || break; sleep 0.2; done
   kill -KILL "$PID" 2>/dev/null || true
   wait "$PID" 2>/dev/null || true
   rm -rf "$DATA"
+  PID=""
+  DATA=""
 }
+
+# mosquitto, for the peers scenario: its own config in a temporary directory, listening on a
+# free loopback port only, no persistence, no log file.
+MQ_PID=""
+MQ_DIR=""
+MQ_PORT=""
+MOSQUITTO=${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+start_mosquitto() {
+  [ -x "$MOSQUITTO" ] || { echo "mosquitto not found (scripts/setup.sh installs it)" >&2; exit 2; }
+  MQ_DIR=$(mktemp -d /tmp/tern-bench-mosquitto.XXXXXX)
+  for _ in 1 2 3 4 5; do  # a port found free can be taken before mosquitto binds it
+    MQ_PORT=$(free_port)
+    # max_inflight_messages: QoS 1 messages in flight to one client (default 20);
+    # max_queued_messages: beyond those, queued per client (default 1000). Both far above
+    # what 1,000 clients at the benchmark's rates need, so that nothing is dropped by a limit.
+    cat >"$MQ_DIR/mosquitto.conf" <<EOF
+listener $MQ_PORT 127.0.0.1
+allow_anonymous true
+persistence false
+max_inflight_messages 1000
+max_queued_messages 1000000
+max_connections -1
+set_tcp_nodelay true
+log_dest stderr
+log_type error
+log_type warning
+EOF
+    "${RUN[@]}" "$MOSQUITTO" -c "$MQ_DIR/mosquitto.conf" 2>>"$OUT/mosquitto.log" &
+    MQ_PID=$!
+    for _ in $(seq 1 100); do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$MQ_PORT") 2>/dev/null; then return 0; fi
+      kill -0 "$MQ_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$MQ_PID" 2>/dev/null || true
+    wait "$MQ_PID" 2>/dev/null || true
+    MQ_PID=""
+  done
+  echo "mosquitto did not start (see $OUT/mosquitto.log)" >&2
+  exit 2
+}
+
+stop_mosquitto() {
+  if [ -n "$MQ_PID" ]; then
+    kill -TERM "$MQ_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$MQ_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$MQ_PID" 2>/dev/null || true
+    wait "$MQ_PID" 2>/dev/null || true
+  fi
+  [ -z "$MQ_DIR" ] || rm -rf "$MQ_DIR"
+  MQ_PID=""
+  MQ_DIR=""
+}
+
+# Whatever is still running when the script ends (normally, on error or on ^C) is stopped.
+cleanup() {
+  stop_server
+  stop_mosquitto
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # The machine's two cores may be shared with other work: wait (bounded) for a quiet moment
 # before each run, and record the load it started under.
@@ -59,12 +132,16 @@ wait_quiet() {
 }
 
 bench() {  # name, tern-bench arguments...
-  local name=$1
-  shift
+  bench_at "http://$ADDR" "$PID" "$@"
+}
+
+bench_at() {  # server URL, server pid, name, tern-bench arguments...
+  local url=$1 pid=$2 name=$3
+  shift 3
   wait_quiet
-  echo "== $name (load $(cut -d' ' -f1-3 /proc/loadavg)): tern-bench $* --server http://$ADDR --server-pid $PID --json" |
+  echo "== $name (load $(cut -d' ' -f1-3 /proc/loadavg)): tern-bench $* --server $url --server-pid $pid --json" |
     tee -a "$OUT/commands.txt"
-  "${RUN[@]}" "$BIN/tern-bench" "$@" --server "http://$ADDR" --server-pid "$PID" --json >"$OUT/$name.json" 2>"$OUT/$name.progress" ||
+  "${RUN[@]}" "$BIN/tern-bench" "$@" --server "$url" --server-pid "$pid" --json >"$OUT/$name.json" 2>"$OUT/$name.progress" ||
     echo "   (exit $?)" | tee -a "$OUT/commands.txt"
 }
 
@@ -164,6 +241,39 @@ scenario_profile() {  # where the server's time goes at a fixed rate (PROFILE_RA
     >"$OUT/profile-server-tern.txt"
   wait "$bpid" || true
   stop_server
+}
+
+# ternd and mosquitto under the same generator, workload and CPU accounting (tern-bench
+# --server-pid: utime + stime of the whole server process over each step, divided by the
+# deliveries of the step), one after the other on a fresh server each, so that they never
+# compete for the cores. ternd: release build, default durability (fsync before `sent`), the
+# per-device send and frame rate limits lifted. mosquitto: QoS 1, in memory.
+#   PEERS_RATES     rates to run both at (default 8000)
+#   PEERS_DURATION  seconds per rate (default 30)
+#   PEERS_FINDMAX   1 (default): also --find-max with a 100 ms p99 bound for both; 0: not
+PEERS_TERND_FLAGS=(--send-rate 1000000 --send-burst 1000000 --frame-rate 1000000 --frame-burst 1000000)
+
+scenario_peers() {
+  local rate dur=${PEERS_DURATION:-30} common=(pairs --clients 1000)
+  for rate in ${PEERS_RATES:-8000}; do
+    start_mosquitto
+    bench_at "mqtt://127.0.0.1:$MQ_PORT" "$MQ_PID" "peers-mosquitto-$rate" "${common[@]}" --protocol mqtt \
+      --rate "$rate" --duration "$dur"
+    stop_mosquitto
+    start_server "${PEERS_TERND_FLAGS[@]}"
+    bench "peers-ternd-$rate" "${common[@]}" --rate "$rate" --duration "$dur"
+    stop_server
+  done
+  if [ "${PEERS_FINDMAX:-1}" = 1 ]; then
+    local fm=(--rate 1000 --duration 10 --find-max --p99-bound-ms 100 --step-factor 1.25)
+    start_mosquitto
+    bench_at "mqtt://127.0.0.1:$MQ_PORT" "$MQ_PID" peers-mosquitto-findmax "${common[@]}" --protocol mqtt "${fm[@]}"
+    stop_mosquitto
+    start_server "${PEERS_TERND_FLAGS[@]}"
+    bench peers-ternd-findmax "${common[@]}" "${fm[@]}"
+    stop_server
+  fi
+  scripts/bench-peers-table.sh "$OUT" | tee "$OUT/peers-summary.md"
 }
 
 scenarios=("$@")

@@ -40,23 +40,46 @@ void Device::connect_now() {
   want_online = true;
   attempt_started_us = mono_us();
   set_phase(Phase::kConnecting);
+  if (mqtt) {
+    // A persistent session (clean session 0): QoS 1 messages published while this client is
+    // away are kept by the broker and sent on its return, as ternd replays after a reconnect.
+    mqtt->open(w_.mqtt_target_for(idx),
+               lean::MqttConnect{user, static_cast<uint16_t>(w_.opt_.mqtt_keepalive_s), /*clean_session=*/false});
+    return;
+  }
   conn.open(w_.target_for(idx), token);
 }
 
 void Device::go_offline(bool abort) {
   want_online = false;
-  conn.close(abort ? lean::WsConnection::CloseMode::kAbort : lean::WsConnection::CloseMode::kGraceful);
+  if (mqtt)
+    mqtt->close(abort ? lean::MqttConnection::CloseMode::kAbort : lean::MqttConnection::CloseMode::kGraceful);
+  else
+    conn.close(abort ? lean::WsConnection::CloseMode::kAbort : lean::WsConnection::CloseMode::kGraceful);
   set_phase(Phase::kOffline);
 }
 
 void Device::drop_abruptly() {
-  conn.close(lean::WsConnection::CloseMode::kAbort);
+  if (mqtt)
+    mqtt->close(lean::MqttConnection::CloseMode::kAbort);
+  else
+    conn.close(lean::WsConnection::CloseMode::kAbort);
   set_phase(Phase::kOffline);
   // Straight back into the queue: a storm is everyone returning at once.
   w_.queue_connect(idx);
 }
 
-void Device::on_ws_open(lean::WsConnection&) {
+void Device::abort_attempt(std::string_view reason) {
+  if (mqtt)
+    mqtt->close(lean::MqttConnection::CloseMode::kAbort);
+  else
+    conn.close(lean::WsConnection::CloseMode::kAbort);
+  closed(reason);
+}
+
+void Device::on_ws_open(lean::WsConnection&) { opened(); }
+
+void Device::opened() {
   ++w_.counters_.connects;
   failures_in_row = 0;
   set_phase(Phase::kReplaying);
@@ -67,7 +90,9 @@ void Device::on_ws_open(lean::WsConnection&) {
     if (!pending_[i].acked) transmit(base_ + i, pending_[i]);
 }
 
-void Device::on_ws_closed(lean::WsConnection&, std::string_view reason) {
+void Device::on_ws_closed(lean::WsConnection&, std::string_view reason) { closed(reason); }
+
+void Device::closed(std::string_view reason) {
   const bool was_open = phase_ == Phase::kReplaying || phase_ == Phase::kLive;
   set_phase(Phase::kOffline);
   if (was_open) {
@@ -86,7 +111,7 @@ void Device::on_ws_closed(lean::WsConnection&, std::string_view reason) {
 
 void Device::send_new(ConvIdx conv, int64_t intended_us) {
   ++w_.counters_.scheduled;
-  if (pending_.size() >= w_.opt_.max_pending) {
+  if (pending_.size() >= (mqtt ? std::min<size_t>(w_.opt_.max_pending, kMqttMaxPending) : w_.opt_.max_pending)) {
     ++w_.counters_.send_failed;
     w_.count_error("local: too many unacknowledged sends");
     return;
@@ -99,6 +124,7 @@ void Device::send_new(ConvIdx conv, int64_t intended_us) {
 }
 
 void Device::transmit(uint64_t sender_seq, Pending& p) {
+  if (mqtt) return transmit_mqtt(sender_seq, p);
   w_.encoder_.encode(lean::BodyRecord{idx, sender_seq, p.intended_us}, scratch_body_);
   char cmid[24];
   cmid[0] = 'm';
@@ -164,15 +190,19 @@ void Device::on_sent(const proto::SentEvent& e) {
     w_.count_error("sent for the wrong conversation");
     return;
   }
+  acknowledged(*seq, p, e.seq);
+}
+
+void Device::acknowledged(uint64_t sender_seq, Pending& p, Seq seq) {
   p.acked = true;
   --unacked_;
   --w_.unacked_sends_;
   ++w_.counters_.acked;
   const int64_t now = mono_us();
   w_.step_ack_latency_.record(static_cast<uint64_t>(std::max<int64_t>(0, now - p.intended_us)));
-  w_.verifier_.on_acked(idx, p.conv, e.seq, *seq);
+  w_.verifier_.on_acked(idx, p.conv, seq, sender_seq);
   if (std::find(sent_in_.begin(), sent_in_.end(), p.conv) == sent_in_.end()) sent_in_.push_back(p.conv);
-  settle(*seq);
+  settle(sender_seq);
 }
 
 void Device::on_receipt(const proto::ReceiptEvent& e) {

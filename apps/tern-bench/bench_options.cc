@@ -38,7 +38,18 @@ std::string_view workload_name(Workload w) {
   return "?";
 }
 
+Result<Protocol> parse_protocol(std::string_view name) {
+  if (name == "tern") return Protocol::kTern;
+  if (name == "mqtt") return Protocol::kMqtt;
+  return bad("unknown protocol '" + std::string(name) + "' (tern, mqtt)");
+}
+
+std::string_view protocol_name(Protocol p) { return p == Protocol::kMqtt ? "mqtt" : "tern"; }
+
 Result<void> finalize(BenchOptions& o) {
+  if (o.protocol == Protocol::kMqtt && o.workload != Workload::kPairs)
+    return bad("--protocol mqtt supports the pairs workload only");
+  if (o.mqtt_keepalive_s < 0 || o.mqtt_keepalive_s > 65535) return bad("--mqtt-keepalive must be 0..65535");
   if (o.workers < 1 || o.workers > 64) return bad("--workers must be 1..64");
   if (o.clients < 1) return bad("--clients must be positive");
   if (pair_based(o.workload) && o.clients < 2 * o.workers) return bad("this workload needs at least 2 clients per worker");

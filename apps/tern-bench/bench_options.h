@@ -15,8 +15,16 @@ enum class Workload { kPairs, kGroup, kBroadcast, kIdle, kOfflineDrain, kReconne
 Result<Workload> parse_workload(std::string_view name);
 std::string_view workload_name(Workload w);
 
+// What the clients speak: Tern's wire-v1 (WebSocket + HTTP set-up), or MQTT 3.1.1 with QoS 1
+// against a broker such as mosquitto (pairs only; see docs/benchmarks.md, "Tern vs
+// mosquitto, same generator").
+enum class Protocol { kTern, kMqtt };
+Result<Protocol> parse_protocol(std::string_view name);
+std::string_view protocol_name(Protocol p);
+
 struct BenchOptions {
   Workload workload = Workload::kPairs;
+  Protocol protocol = Protocol::kTern;
   std::string server = "http://127.0.0.1:8080";
   int clients = 100;
   double duration_s = 10;
@@ -45,6 +53,8 @@ struct BenchOptions {
   int source_addrs = 0;        // 127.0.0.1..N as source addresses (0: one per 20,000 clients)
   std::string prefix;          // user-name prefix (random per run when empty)
   size_t max_pending = 100000; // unacknowledged sends kept per device; beyond: local error
+                               // (MQTT: at most 65,534, the packet ids a client has)
+  int mqtt_keepalive_s = 60;   // MQTT: CONNECT keep-alive; a PINGREQ after half of it idle
 
   // Derived.
   bool sends() const { return workload != Workload::kIdle; }

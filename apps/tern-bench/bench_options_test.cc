@@ -74,6 +74,26 @@ TEST(BenchOptions, DefaultsAndChecks) {
   EXPECT_EQ(*parse_workload("offline-drain"), Workload::kOfflineDrain);
 }
 
+TEST(BenchOptions, MqttIsForPairsOnly) {
+  EXPECT_EQ(*parse_protocol("mqtt"), Protocol::kMqtt);
+  EXPECT_EQ(*parse_protocol("tern"), Protocol::kTern);
+  EXPECT_FALSE(parse_protocol("amqp").ok());
+  EXPECT_EQ(protocol_name(Protocol::kMqtt), "mqtt");
+  BenchOptions o;
+  EXPECT_EQ(o.protocol, Protocol::kTern);  // the default
+  o.protocol = Protocol::kMqtt;
+  EXPECT_TRUE(finalize(o).ok());
+  o.find_max = true;
+  EXPECT_TRUE(finalize(o).ok());
+  for (Workload w : {Workload::kGroup, Workload::kBroadcast, Workload::kIdle, Workload::kOfflineDrain,
+                     Workload::kReconnectStorm}) {
+    BenchOptions m;
+    m.protocol = Protocol::kMqtt;
+    m.workload = w;
+    EXPECT_FALSE(finalize(m).ok()) << workload_name(w);
+  }
+}
+
 TEST(BenchControl, LinesRoundTrip) {
   const std::string line = encode_control_line('B', boost::json::object{{"name", "step_end"}, {"x", 1}});
   ASSERT_EQ(line.back(), '\n');

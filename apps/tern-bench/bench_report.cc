@@ -129,6 +129,7 @@ json::value Report::to_json() const {
   json::array steps_json;
   for (const auto& s : steps) steps_json.push_back(s.to_json(o));
   json::object j{{"workload", workload_name(o.workload)},
+                 {"protocol", protocol_name(o.protocol)},
                  {"server", o.server},
                  {"clients", clients},
                  {"workers", o.workers},
@@ -198,7 +199,8 @@ json::value Report::to_json() const {
 std::string Report::table() const {
   const BenchOptions& o = *opt;
   std::string t;
-  t += "tern-bench " + std::string(workload_name(o.workload)) + ": " + std::to_string(clients) + " clients, " +
+  t += "tern-bench " + std::string(workload_name(o.workload)) +
+       (o.protocol == Protocol::kMqtt ? " (mqtt, QoS 1)" : "") + ": " + std::to_string(clients) + " clients, " +
        std::to_string(o.workers) + " worker(s), server " + o.server + "\n";
   t += "connections: " + std::to_string(online_after_connect) + "/" + std::to_string(clients) + " online after connect, " +
        std::to_string(counters.connects) + " opened, " + std::to_string(counters.connect_failures) + " failed, " +

@@ -56,8 +56,10 @@ Result<void> Worker::setup() {
     const DeviceIdx d = verifier_.add_device();
     auto dev = std::make_unique<Device>(*this, d);
     dev->user = opt_.prefix + "-" + std::to_string(index_) + "-" + std::to_string(i);
+    if (mqtt_mode()) dev->mqtt = std::make_unique<lean::MqttConnection>(io_, scratch_, *dev);
     devices_.push_back(std::move(dev));
   }
+  if (mqtt_mode()) return create_mqtt_topics();  // no accounts, no HTTP: the broker is open
   if (auto r = register_users(); !r) return r;
   return create_conversations();
 }
@@ -158,6 +160,28 @@ Result<void> Worker::create_conversations() {
     for (DeviceIdx m : p.members) devices_[m]->convs.push_back(c);
     for (DeviceIdx s : p.senders) slots_.push_back(SendSlot{s, c});
     convs_.push_back(ConvInfo{std::move(p.id), std::move(p.members)});
+  }
+  return {};
+}
+
+Result<void> Worker::create_mqtt_topics() {
+  // Pairs (i, i+1): i publishes to ".../a", which i+1 subscribes to, and i+1 to ".../b". Each
+  // direction is a verifier conversation of both members in which only one of them sends.
+  const auto n = static_cast<DeviceIdx>(devices_.size());
+  for (DeviceIdx i = 0; i + 1 < n; i += 2) {
+    const std::string base = opt_.prefix + "/p/" + std::to_string(index_) + "-" + std::to_string(i / 2) + "/";
+    const std::pair<DeviceIdx, DeviceIdx> dirs[2] = {{i, i + 1}, {i + 1, i}};
+    for (int k = 0; k < 2; ++k) {
+      const auto [from, to] = dirs[k];
+      const ConvIdx c = verifier_.add_conversation({from, to});
+      std::string topic = base + (k == 0 ? "a" : "b");
+      if (!conv_by_id_.emplace(topic, c).second) return make_error(ErrorCode::kInternal, "two pairs share a topic");
+      devices_[from]->convs.push_back(c);
+      devices_[to]->convs.push_back(c);
+      devices_[to]->mqtt_in = c;
+      slots_.push_back(SendSlot{from, c});
+      convs_.push_back(ConvInfo{std::move(topic), {from, to}});
+    }
   }
   return {};
 }

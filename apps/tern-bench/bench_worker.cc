@@ -100,6 +100,11 @@ int Worker::run() {
 
 // ---- helpers ----
 
+lean::MqttTarget Worker::mqtt_target_for(DeviceIdx d) const {
+  const lean::WsTarget t = target_for(d);
+  return lean::MqttTarget{t.server, t.source};
+}
+
 lean::WsTarget Worker::target_for(DeviceIdx d) const {
   lean::WsTarget t;
   t.server = server_.endpoint;
@@ -189,11 +194,14 @@ void Worker::housekeeping(int64_t now) {
   if (connecting_ > 0 && now - last_timeout_scan_us_ >= 500'000) {
     last_timeout_scan_us_ = now;
     for (auto& dev : devices_) {
-      if (dev->phase() == Device::Phase::kConnecting && now - dev->attempt_started_us > limit) {
-        dev->conn.close(lean::WsConnection::CloseMode::kAbort);
-        dev->on_ws_closed(dev->conn, "timeout");
-      }
+      if (dev->phase() == Device::Phase::kConnecting && now - dev->attempt_started_us > limit)
+        dev->abort_attempt("timeout");
     }
+  }
+  // MQTT keep-alive: the broker drops a client that sends nothing for 1.5 x keep-alive.
+  if (mqtt_mode() && opt_.mqtt_keepalive_s > 0 && now - last_keepalive_scan_us_ >= 1'000'000) {
+    last_keepalive_scan_us_ = now;
+    for (auto& dev : devices_) dev->keepalive(now);
   }
 }
 

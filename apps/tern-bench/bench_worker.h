@@ -10,6 +10,13 @@
 // --max-pending; beyond: counted as a local error and not sent) and retransmits them with the
 // same client_msg_id after every reconnect.
 //
+// MQTT mode (--protocol mqtt, pairs only; bench_device_mqtt.cc): no HTTP set-up; a device is
+// an MQTT client (client id = its user name, persistent session) that publishes QoS 1 to
+// "<prefix>/p/<worker>-<pair>/a" (or "/b") and subscribes to its partner's topic. Each
+// direction of a pair is its own verifier conversation whose seq is the sender's sequence
+// (MQTT has no server-assigned seq): PUBACK from the broker plays `sent`, SUBACK plays
+// `synced`, and the receiver's PUBACK (sent at once for every message) plays the ack.
+//
 // Ownership: the Worker owns its io_context, devices and verifier; devices point back to it.
 // Everything runs on the thread that calls run().
 #pragma once
@@ -22,6 +29,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -30,6 +38,7 @@
 #include "bench_stats.h"
 #include "client/lean/lean_histogram.h"
 #include "client/lean/lean_http.h"
+#include "client/lean/lean_mqtt.h"
 #include "client/lean/lean_record.h"
 #include "client/lean/lean_verifier.h"
 #include "client/lean/lean_ws_connection.h"
@@ -44,7 +53,13 @@ using lean::DeviceIdx;
 
 class Worker;
 
-class Device final : public lean::WsConnection::Handler {
+// MQTT packet ids: PUBLISH uses 1..65534 (sender seq s -> (s - 1) % 65534 + 1), SUBSCRIBE
+// 65535. At most kMqttMaxPending publishes are unacknowledged per device, so an id names
+// exactly one pending send.
+inline constexpr size_t kMqttMaxPending = 65534;
+inline constexpr uint16_t kMqttSubscribeId = 65535;
+
+class Device final : public lean::WsConnection::Handler, public lean::MqttConnection::Handler {
  public:
   enum class Phase { kOffline, kConnecting, kReplaying, kLive };
 
@@ -56,6 +71,10 @@ class Device final : public lean::WsConnection::Handler {
   void go_offline(bool abort);
   // Drops the connection abruptly but stays wanted online (reconnect storm).
   void drop_abruptly();
+  // Gives up a connect attempt that hangs (and retries later, as after any failure).
+  void abort_attempt(std::string_view reason);
+  // MQTT: a PINGREQ when nothing was written for half the keep-alive.
+  void keepalive(int64_t now);
 
   // Schedules a new message into `conv`, intended to leave at `intended_us`.
   void send_new(ConvIdx conv, int64_t intended_us);
@@ -68,6 +87,12 @@ class Device final : public lean::WsConnection::Handler {
   void on_ws_text(lean::WsConnection& c, std::string_view text) override;
   void on_ws_closed(lean::WsConnection& c, std::string_view reason) override;
 
+  void on_mqtt_open(lean::MqttConnection& c, bool session_present) override;
+  void on_mqtt_publish(lean::MqttConnection& c, const lean::MqttPublish& p) override;
+  void on_mqtt_puback(lean::MqttConnection& c, uint16_t packet_id) override;
+  void on_mqtt_suback(lean::MqttConnection& c, const lean::MqttSuback& s) override;
+  void on_mqtt_closed(lean::MqttConnection& c, std::string_view reason) override;
+
   // Identity, filled in by set-up.
   DeviceIdx idx;
   std::string user;
@@ -77,6 +102,7 @@ class Device final : public lean::WsConnection::Handler {
   int64_t attempt_started_us = 0;
   int failures_in_row = 0;
   bool queued = false;  // in the worker's connect queue
+  std::optional<ConvIdx> mqtt_in;  // MQTT: the conversation (partner's topic) subscribed to
 
  private:
   friend class Worker;
@@ -93,6 +119,10 @@ class Device final : public lean::WsConnection::Handler {
   };
 
   void transmit(uint64_t sender_seq, Pending& p);
+  void transmit_mqtt(uint64_t sender_seq, Pending& p);
+  void opened();                        // a connection is up: counters, verifier, resends
+  void closed(std::string_view reason);  // ... and lost: counters, backoff
+  void acknowledged(uint64_t sender_seq, Pending& p, Seq seq);
   void on_sent(const proto::SentEvent& e);
   void on_message(const proto::MessageEvent& e);
   void on_error(const proto::ErrorEvent& e);
@@ -114,6 +144,7 @@ class Device final : public lean::WsConnection::Handler {
 
  public:
   lean::WsConnection conn;  // last: destroyed first
+  std::unique_ptr<lean::MqttConnection> mqtt;  // MQTT mode only
 };
 
 class Worker {
@@ -139,6 +170,8 @@ class Worker {
   Result<void> setup();
   Result<void> register_users();
   Result<void> create_conversations();
+  Result<void> create_mqtt_topics();
+  bool mqtt_mode() const { return opt_.protocol == Protocol::kMqtt; }
 
   // ---- phases (bench_worker.cc) ----
   asio::awaitable<void> lifecycle();
@@ -173,6 +206,7 @@ class Worker {
   void write_line(char kind, const boost::json::value& v);
   void count_error(std::string_view code, uint64_t n = 1) { errors_[std::string(code)] += n; }
   lean::WsTarget target_for(DeviceIdx d) const;
+  lean::MqttTarget mqtt_target_for(DeviceIdx d) const;
   Result<ConvIdx> conv_of(std::string_view id) const;
   size_t live_count(const std::vector<DeviceIdx>& who) const;
   size_t live_count_all() const;
@@ -230,6 +264,7 @@ class Worker {
   int64_t last_ack_flush_us_ = 0;
   int64_t last_housekeeping_us_ = 0;
   int64_t last_timeout_scan_us_ = 0;
+  int64_t last_keepalive_scan_us_ = 0;
   int64_t last_progress_us_ = 0;
   int64_t run_started_us_ = 0;
   Counters progress_counters_;

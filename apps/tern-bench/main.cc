@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   using tern::bench::BenchOptions;
   BenchOptions o;
   std::string workload;
+  std::string protocol = "tern";
   CLI::App app{
       "tern-bench: registers its own users, drives many lean WebSocket clients against a Tern server, measures "
       "send-to-deliver latency and throughput, and verifies that nothing acknowledged is lost, duplicated or "
@@ -18,9 +19,16 @@ int main(int argc, char** argv) {
       "Workloads: pairs (1:1 at --rate), group (--group-size members, --senders of them send), broadcast (one "
       "sender, many receivers), idle (connections held; server RSS per connection with --server-pid), "
       "offline-drain (--queued messages per offline receiver, then time to replay), reconnect-storm (everyone drops "
-      "and returns at once; time until all are synced)."};
+      "and returns at once; time until all are synced).\n\nWith --protocol mqtt the pairs workload runs against an MQTT "
+      "3.1.1 broker instead (QoS 1), with the same schedule, records, verifier and figures."};
   app.add_option("workload", workload, "pairs | group | broadcast | idle | offline-drain | reconnect-storm")->required();
-  app.add_option("--server", o.server, "server URL")->capture_default_str();
+  app.add_option("--server", o.server, "server URL (mqtt://host:port with --protocol mqtt)")->capture_default_str();
+  app.add_option("--protocol", protocol,
+                 "tern (wire-v1 over WebSocket) or mqtt (MQTT 3.1.1, QoS 1, against a broker; pairs only: client "
+                 "i publishes to <prefix>/p/<pair>/a|b, its partner subscribes; PUBACK is the ack)")
+      ->capture_default_str();
+  app.add_option("--mqtt-keepalive", o.mqtt_keepalive_s, "MQTT CONNECT keep-alive, seconds (0: none)")
+      ->capture_default_str();
   app.add_option("--clients", o.clients, "clients (one user and one connection each)")->capture_default_str();
   app.add_option("--duration", o.duration_s, "seconds of traffic per step (idle: seconds held)")->capture_default_str();
   app.add_option("--rate", o.rate, "total sends per second (open-loop schedule), where the workload sends")
@@ -61,6 +69,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   o.workload = *w;
+  auto p = tern::bench::parse_protocol(protocol);
+  if (!p) {
+    std::fprintf(stderr, "tern-bench: %s\n", p.error().message.c_str());
+    return 2;
+  }
+  o.protocol = *p;
   if (auto r = tern::bench::finalize(o); !r) {
     std::fprintf(stderr, "tern-bench: %s\n", r.error().message.c_str());
     return 2;

@@ -1,8 +1,12 @@
 // Runs the real tern-bench binary against the real ternd, each workload at a small size, and
 // requires a clean verdict: exit 0 and no loss, duplicate or order violation in its JSON.
-// Skips (with a message) when ternd has not been built.
+// Skips (with a message) when ternd has not been built. The MQTT mode runs against a real
+// mosquitto started here; a missing mosquitto is a failure (scripts/setup.sh installs it).
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,6 +16,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -64,6 +69,52 @@ pid_t spawn(const std::vector<std::string>& argv, int* out_fd) {
   return pid;
 }
 
+// Starts `argv` with stdout and stderr appended to `log_path`; returns pid.
+pid_t spawn_logged(const std::vector<std::string>& argv, const std::string& log_path) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+    }
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// A loopback port that was free a moment ago (bind to port 0, read it back, close).
+int free_loopback_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = -1;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+    port = ntohs(a.sin_port);
+  ::close(fd);
+  return port;
+}
+
+bool port_accepts(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
 int wait_exit(pid_t pid, int timeout_s) {
   const int64_t deadline = tern::mono_us() + int64_t{timeout_s} * 1'000'000;
   int status = 0;
@@ -77,6 +128,47 @@ int wait_exit(pid_t pid, int timeout_s) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+}
+
+// Runs tern-bench with `args` plus --json --quiet --server `url` --server-pid `pid`; returns
+// its JSON (empty, with a failure recorded, when it printed none).
+json::object run_bench_against(const std::string& bench, std::vector<std::string> args, const std::string& url,
+                               pid_t server_pid, int* exit_code) {
+  std::vector<std::string> argv{bench};
+  argv.insert(argv.end(), args.begin(), args.end());
+  for (const char* a : {"--json", "--quiet"}) argv.emplace_back(a);
+  argv.emplace_back("--server");
+  argv.emplace_back(url);
+  argv.emplace_back("--server-pid");
+  argv.emplace_back(std::to_string(server_pid));
+  int out = -1;
+  const pid_t pid = spawn(argv, &out);
+  std::string text;
+  const bool finished = read_until_eof(out, text, tern::mono_us() + 240'000'000);
+  ::close(out);
+  *exit_code = wait_exit(pid, finished ? 60 : 1);
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec || !v.is_object()) {
+    ADD_FAILURE() << "tern-bench printed no JSON: " << text;
+    return {};
+  }
+  return v.as_object();
+}
+
+// The common verdict: exit 0, verifier clean, everything acknowledged was delivered.
+void expect_clean(const json::object& r, int code) {
+  EXPECT_EQ(code, 0) << json::serialize(r);
+  ASSERT_TRUE(r.contains("verifier")) << json::serialize(r);
+  const auto& v = r.at("verifier").as_object();
+  EXPECT_EQ(v.at("losses").to_number<uint64_t>(), 0u) << json::serialize(v);
+  EXPECT_EQ(v.at("duplicates").to_number<uint64_t>(), 0u) << json::serialize(v);
+  EXPECT_EQ(v.at("order_violations").to_number<uint64_t>(), 0u) << json::serialize(v);
+  EXPECT_EQ(v.at("seq_conflicts").to_number<uint64_t>(), 0u);
+  EXPECT_EQ(v.at("foreign").to_number<uint64_t>(), 0u);
+  EXPECT_EQ(v.at("echoes").to_number<uint64_t>(), 0u);
+  EXPECT_EQ(v.at("delivered").to_number<uint64_t>(), v.at("expected_deliveries").to_number<uint64_t>());
+  EXPECT_TRUE(r.at("ok").as_bool());
 }
 
 class TernBenchTest : public ::testing::Test {
@@ -123,41 +215,7 @@ class TernBenchTest : public ::testing::Test {
 
   // Runs tern-bench with `args` (plus --server, --server-pid, --json, --quiet); returns its JSON.
   json::object run_bench(std::vector<std::string> args, int* exit_code) {
-    std::vector<std::string> argv{bench_};
-    argv.insert(argv.end(), args.begin(), args.end());
-    for (const char* a : {"--json", "--quiet"}) argv.emplace_back(a);
-    argv.emplace_back("--server");
-    argv.emplace_back("http://" + address_);
-    argv.emplace_back("--server-pid");
-    argv.emplace_back(std::to_string(server_pid_));
-    int out = -1;
-    const pid_t pid = spawn(argv, &out);
-    std::string text;
-    const bool finished = read_until_eof(out, text, tern::mono_us() + 240'000'000);
-    ::close(out);
-    *exit_code = wait_exit(pid, finished ? 60 : 1);
-    boost::system::error_code ec;
-    json::value v = json::parse(text, ec);
-    if (ec || !v.is_object()) {
-      ADD_FAILURE() << "tern-bench printed no JSON: " << text;
-      return {};
-    }
-    return v.as_object();
-  }
-
-  // The common verdict: exit 0, verifier clean, everything acknowledged was delivered.
-  void expect_clean(const json::object& r, int code) {
-    EXPECT_EQ(code, 0) << json::serialize(r);
-    ASSERT_TRUE(r.contains("verifier")) << json::serialize(r);
-    const auto& v = r.at("verifier").as_object();
-    EXPECT_EQ(v.at("losses").to_number<uint64_t>(), 0u) << json::serialize(v);
-    EXPECT_EQ(v.at("duplicates").to_number<uint64_t>(), 0u) << json::serialize(v);
-    EXPECT_EQ(v.at("order_violations").to_number<uint64_t>(), 0u) << json::serialize(v);
-    EXPECT_EQ(v.at("seq_conflicts").to_number<uint64_t>(), 0u);
-    EXPECT_EQ(v.at("foreign").to_number<uint64_t>(), 0u);
-    EXPECT_EQ(v.at("echoes").to_number<uint64_t>(), 0u);
-    EXPECT_EQ(v.at("delivered").to_number<uint64_t>(), v.at("expected_deliveries").to_number<uint64_t>());
-    EXPECT_TRUE(r.at("ok").as_bool());
+    return run_bench_against(bench_, std::move(args), "http://" + address_, server_pid_, exit_code);
   }
 
   static const json::object& result(const json::object& r) { return r.at("result").as_object(); }
@@ -254,6 +312,104 @@ TEST_F(TernBenchTest, FindMaxStepsUp) {
   if (!r.contains("find_max")) return;
   EXPECT_EQ(r.at("steps").as_array().size(), 2u);
   EXPECT_GE(r.at("find_max").at("max_sustained_rate").to_number<double>(), 50.0);
+}
+
+// The pairs workload in MQTT mode (QoS 1) against a real mosquitto on a free loopback port,
+// with the configuration scripts/bench.sh uses: the same verifier must find nothing lost,
+// repeated out of order or misdelivered.
+class TernBenchMqttTest : public ::testing::Test {
+ protected:
+  static std::string find_mosquitto() {
+    if (const char* m = std::getenv("MOSQUITTO"); m && *m) return fs::exists(m) ? std::string(m) : std::string();
+    for (const char* p : {"/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"})
+      if (fs::exists(p)) return p;
+    return {};
+  }
+
+  void SetUp() override {
+    bench_ = bin_dir() + "/tern-bench";
+    ASSERT_TRUE(fs::exists(bench_)) << bench_;
+    const std::string mosquitto = find_mosquitto();
+    ASSERT_FALSE(mosquitto.empty())
+        << "mosquitto is not installed (looked in /usr/sbin, /usr/bin, /usr/local/sbin and $MOSQUITTO); "
+           "scripts/setup.sh installs Debian's package mosquitto";
+    char tmpl[] = "/tmp/tern-bench-mqtt-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    // A port found free may be taken before mosquitto binds it: try a few.
+    for (int attempt = 0; attempt < 5 && port_ < 0; ++attempt) {
+      const int port = free_loopback_port();
+      ASSERT_GT(port, 0);
+      const std::string conf = dir_ + "/mosquitto.conf";
+      {
+        std::ofstream f(conf);
+        f << "listener " << port << " 127.0.0.1\n"
+          << "allow_anonymous true\npersistence false\n"
+          << "max_inflight_messages 1000\nmax_queued_messages 100000\n"
+          << "log_dest stderr\nlog_type error\nlog_type warning\n";
+      }
+      pid_ = spawn_logged({mosquitto, "-c", conf}, dir_ + "/mosquitto.log");
+      ASSERT_GT(pid_, 0);
+      const int64_t deadline = tern::mono_us() + 10'000'000;
+      while (tern::mono_us() < deadline) {
+        if (port_accepts(port)) {
+          port_ = port;
+          break;
+        }
+        int status = 0;
+        if (::waitpid(pid_, &status, WNOHANG) == pid_) {  // exited: port taken, or worse
+          pid_ = -1;
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      if (port_ < 0 && pid_ > 0) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+        pid_ = -1;
+      }
+    }
+    if (port_ < 0) {
+      std::ifstream log(dir_ + "/mosquitto.log");
+      const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+      FAIL() << "mosquitto did not start listening; its log:\n" << text;
+    }
+  }
+
+  void TearDown() override {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      EXPECT_GE(wait_exit(pid_, 30), 0) << "mosquitto did not exit on SIGTERM";
+    }
+    if (!dir_.empty()) {
+      std::error_code ec;
+      fs::remove_all(dir_, ec);
+    }
+  }
+
+  std::string bench_, dir_;
+  pid_t pid_ = -1;
+  int port_ = -1;
+};
+
+TEST_F(TernBenchMqttTest, PairsQos1AgainstMosquitto) {
+  int code = 0;
+  auto r = run_bench_against(bench_,
+                             {"pairs", "--protocol", "mqtt", "--clients", "20", "--rate", "200", "--duration", "2"},
+                             "mqtt://127.0.0.1:" + std::to_string(port_), pid_, &code);
+  expect_clean(r, code);
+  if (!r.contains("result")) return;
+  EXPECT_EQ(r.at("protocol").as_string(), "mqtt");
+  const auto& s = r.at("result").as_object();
+  EXPECT_GT(s.at("acked").to_number<uint64_t>(), 300u);
+  EXPECT_GT(s.at("delivered").to_number<uint64_t>(), 0u);
+  EXPECT_GT(s.at("latency_ms").at("count").to_number<uint64_t>(), 0u);
+  EXPECT_EQ(s.at("send_failed").to_number<uint64_t>(), 0u);
+  EXPECT_FALSE(s.at("server_cpu_us_per_delivery").is_null());
+  EXPECT_EQ(r.at("connections").at("online_after_connect").to_number<uint64_t>(), 20u);
+  EXPECT_EQ(r.at("connections").at("disconnects").to_number<uint64_t>(), 0u);
+  // Every delivery was acknowledged back to the broker with a PUBACK.
+  EXPECT_GE(r.at("counters").at("acks_sent").to_number<uint64_t>(), s.at("delivered").to_number<uint64_t>());
 }
 
 // No server at all: the run cannot be carried out, which is exit 2, not a verdict.

@@ -12,9 +12,10 @@ namespace asio = boost::asio;
 namespace http = boost::beast::http;
 
 Result<ServerAddress> parse_server_url(std::string_view url) {
-  for (std::string_view scheme : {"http://", "ws://"})
+  for (std::string_view scheme : {"http://", "ws://", "mqtt://", "tcp://"})
     if (url.substr(0, scheme.size()) == scheme) url.remove_prefix(scheme.size());
-  if (url.substr(0, 8) == "https://" || url.substr(0, 6) == "wss://")
+  if (url.substr(0, 8) == "https://" || url.substr(0, 6) == "wss://" ||
+      url.substr(0, 8) == "mqtts://")
     return make_error(ErrorCode::kInvalidArgument, "TLS is not supported by tern-bench");
   while (!url.empty() && url.back() == '/') url.remove_suffix(1);
   ServerAddress a;

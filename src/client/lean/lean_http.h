@@ -23,7 +23,8 @@ struct ServerAddress {
   std::string host_header() const { return host + ":" + std::to_string(port); }
 };
 
-// Parses "http://host:port", "ws://host:port" or "host:port" and resolves the host.
+// Parses "http://host:port", "ws://host:port", "mqtt://host:port" (or "tcp://") or "host:port"
+// and resolves the host.
 Result<ServerAddress> parse_server_url(std::string_view url);
 
 struct HttpResponse {

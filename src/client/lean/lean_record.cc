@@ -39,7 +39,21 @@ std::optional<BodyRecord> decode_body(std::string_view body_b64) {
   if (body_b64.size() < kRecordB64) return std::nullopt;
   auto decoded = base64_decode(body_b64.substr(0, kRecordB64));
   if (!decoded || decoded->size() != kRecordBytes) return std::nullopt;
-  const auto* raw = reinterpret_cast<const uint8_t*>(decoded->data());
+  return decode_record_raw(*decoded);
+}
+
+void encode_record_raw(const BodyRecord& r, size_t total_bytes, std::string& out) {
+  uint8_t raw[kRecordBytes] = {'T', 'B', 1, 0};
+  put_le(raw + 4, r.sender, 4);
+  put_le(raw + 8, r.sender_seq, 8);
+  put_le(raw + 16, static_cast<uint64_t>(r.sent_us), 8);
+  out.assign(reinterpret_cast<const char*>(raw), kRecordBytes);
+  if (total_bytes > kRecordBytes) out.append(total_bytes - kRecordBytes, 'x');
+}
+
+std::optional<BodyRecord> decode_record_raw(std::string_view payload) {
+  if (payload.size() < kRecordBytes) return std::nullopt;
+  const auto* raw = reinterpret_cast<const uint8_t*>(payload.data());
   if (raw[0] != 'T' || raw[1] != 'B' || raw[2] != 1) return std::nullopt;
   BodyRecord r;
   r.sender = static_cast<uint32_t>(get_le(raw + 4, 4));

@@ -42,4 +42,9 @@ class BodyEncoder {
 // Reads the record from a base64 body; nullopt when the body is not one of ours.
 std::optional<BodyRecord> decode_body(std::string_view body_b64);
 
+// The same record for binary payloads (tern-bench's MQTT mode): the 24 bytes as they are,
+// then 'x' padding up to `total_bytes` (at least the record; no rounding, nothing encoded).
+void encode_record_raw(const BodyRecord& r, size_t total_bytes, std::string& out);
+std::optional<BodyRecord> decode_record_raw(std::string_view payload);
+
 }  // namespace tern::client::lean

@@ -30,5 +30,19 @@ TEST(LeanRecord, ForeignBodiesAreNotRecords) {
   EXPECT_FALSE(decode_body(std::string(40, '*')).has_value());
 }
 
+TEST(LeanRecord, RawRecordForBinaryPayloads) {
+  const BodyRecord r{7, 123456789ull, 1700000000123456LL};
+  for (size_t size : {0u, 24u, 100u}) {
+    std::string out;
+    encode_record_raw(r, size, out);
+    EXPECT_EQ(out.size(), std::max<size_t>(size, kRecordBytes));
+    auto back = decode_record_raw(out);
+    ASSERT_TRUE(back.has_value());
+    EXPECT_EQ(*back, r);
+  }
+  EXPECT_FALSE(decode_record_raw(std::string(23, 'x')).has_value());
+  EXPECT_FALSE(decode_record_raw(std::string(40, 'x')).has_value());
+}
+
 }  // namespace
 }  // namespace tern::client::lean
