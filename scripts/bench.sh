@@ -145,8 +145,10 @@ bench_at() {  # server URL, server pid, name, tern-bench arguments...
     echo "   (exit $?)" | tee -a "$OUT/commands.txt"
 }
 
-# A send rate limit above what any single benchmark client sends (ternd's default is 50/s).
-SERVER_FLAGS=(--send-rate 100000 --send-burst 100000)
+# A send rate limit above what any single benchmark client sends (ternd's default is 50/s),
+# and no per-address registration or per-user creation limit: the generator registers
+# thousands of users from one address (those limits are for real users, not measured here).
+SERVER_FLAGS=(--send-rate 100000 --send-burst 100000 --register-rate 0 --create-rate 0)
 
 scenario_pairs() {  # the reference point (8,000 msg/s offered) and a sustainable one
   start_server "${SERVER_FLAGS[@]}"
@@ -251,7 +253,8 @@ scenario_profile() {  # where the server's time goes at a fixed rate (PROFILE_RA
 #   PEERS_RATES     rates to run both at (default 8000)
 #   PEERS_DURATION  seconds per rate (default 30)
 #   PEERS_FINDMAX   1 (default): also --find-max with a 100 ms p99 bound for both; 0: not
-PEERS_TERND_FLAGS=(--send-rate 1000000 --send-burst 1000000 --frame-rate 1000000 --frame-burst 1000000)
+PEERS_TERND_FLAGS=(--send-rate 1000000 --send-burst 1000000 --frame-rate 1000000 --frame-burst 1000000
+  --register-rate 0 --create-rate 0)
 
 scenario_peers() {
   local rate dur=${PEERS_DURATION:-30} common=(pairs --clients 1000)
