@@ -29,17 +29,33 @@ GatewayMetrics& GatewayMetrics::get() {
   return metrics;
 }
 
-boost::asio::any_io_executor Loop::connection_executor() {
-  if (shared) return boost::asio::make_strand(ioc);
-  return ioc.get_executor();
-}
-
 GatewayContext::GatewayContext(std::vector<boost::asio::io_context*> ioc_list, bool shared, GatewayOptions opts,
                                ServiceInterface& svc)
-    : options(std::move(opts)), service(svc), metrics(GatewayMetrics::get()) {
-  if (ioc_list.empty()) throw std::invalid_argument("Listener: no event loops");
-  loops.reserve(ioc_list.size());
-  for (size_t i = 0; i < ioc_list.size(); ++i) loops.push_back(std::make_unique<Loop>(*ioc_list[i], i, shared));
+    : options(std::move(opts)),
+      service(svc),
+      metrics(GatewayMetrics::get()),
+      contexts(std::move(ioc_list)),
+      shared_loops(shared),
+      loops_(contexts.size()) {
+  if (contexts.empty()) throw std::invalid_argument("Listener: no event loops");
+  for (auto* c : contexts)
+    if (!c) throw std::invalid_argument("Listener: null io_context");
+}
+
+boost::asio::any_io_executor GatewayContext::connection_executor(size_t index) const {
+  if (shared_loops) return boost::asio::make_strand(*contexts.at(index));
+  return contexts.at(index)->get_executor();
+}
+
+std::shared_ptr<Loop> GatewayContext::loop(size_t index) {
+  std::lock_guard lock(loops_mu_);
+  auto& weak = loops_.at(index);
+  auto loop = weak.lock();
+  if (!loop) {
+    loop = std::make_shared<Loop>(*contexts[index], index);
+    weak = loop;
+  }
+  return loop;
 }
 
 ConnectionSlot& ConnectionSlot::operator=(ConnectionSlot&& other) noexcept {

@@ -44,17 +44,14 @@ struct GatewayMetrics {
 
 class WebSocketSession;
 
-// One event loop: an io_context run by one thread (or, with the single-io_context
-// Listener constructor, possibly several: `shared`, and each connection gets a strand).
+// The WebSocket state of one event loop. Held (shared_ptr) by that loop's WebSocket
+// sessions and by its pending sweep, and only by them: it is created with the loop's first
+// session and destroyed with its last, always by a handler of that loop's own io_context
+// (never while another io_context is torn down).
 struct Loop {
-  Loop(boost::asio::io_context& ctx, size_t i, bool is_shared) : ioc(ctx), index(i), shared(is_shared), sweep_timer(ctx) {}
+  Loop(boost::asio::io_context& ctx, size_t i) : index(i), sweep_timer(ctx) {}
 
-  // The executor a connection on this loop runs on (its socket is born with it).
-  boost::asio::any_io_executor connection_executor();
-
-  boost::asio::io_context& ioc;
   const size_t index;
-  const bool shared;
 
   // The WebSocket sessions of this loop, swept once a second for liveness and deadlines
   // (one timer per loop instead of one per connection). Guarded by mu.
@@ -72,7 +69,15 @@ struct GatewayContext {
   ServiceInterface& service;
   SessionRegistry registry;
   GatewayMetrics& metrics;
-  std::vector<std::unique_ptr<Loop>> loops;
+  // The event loops (not empty). `shared_loops`: run by several threads each (the
+  // single-io_context Listener constructor), so every connection gets a strand.
+  const std::vector<boost::asio::io_context*> contexts;
+  const bool shared_loops;
+
+  // The executor a connection on loop `index` runs on (its socket is born with it).
+  boost::asio::any_io_executor connection_executor(size_t index) const;
+  // The WebSocket state of loop `index`, created if no session holds it. Any thread.
+  std::shared_ptr<Loop> loop(size_t index);
 
   // Process-wide byte budget (GatewayOptions::global_queue_bytes): payload bytes in every
   // WebSocket write queue plus HTTP responses being written.
@@ -86,6 +91,10 @@ struct GatewayContext {
   }
   void charge(size_t n) { queued_bytes.fetch_add(n, std::memory_order_relaxed); }
   void refund(size_t n) { queued_bytes.fetch_sub(n, std::memory_order_relaxed); }
+
+ private:
+  std::mutex loops_mu_;
+  std::vector<std::weak_ptr<Loop>> loops_;
 };
 
 // A connection's place in one of the two connection budgets. Move-only; gives the place

@@ -13,6 +13,14 @@
 #include <thread>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <malloc.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -1312,6 +1320,65 @@ TEST_F(GatewayTest, ByteRateLimitPausesReadingWithoutClosing) {
 }
 
 // --- Memory ------------------------------------------------------------------------------------------
+
+TEST_F(GatewayTest, IdleWebSocketsCostLittleMemory) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "mallinfo2() does not see AddressSanitizer's heap";
+#endif
+  start({}, /*loops=*/1);
+  // Plain blocking sockets as clients: they cost no user-space memory of their own, so the
+  // heap growth is the gateway's (plus the test service's small handler and maps).
+  constexpr int kConnections = 400;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port_);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const std::string request =
+      "GET /v1/ws?token=good HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  std::vector<int> fds;
+  auto connect_all = [&](int round) {
+    for (int i = 0; i < kConnections; ++i) {
+      const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      ASSERT_GE(fd, 0);
+      fds.push_back(fd);
+      timeval tv{5, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << i;
+      ASSERT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
+      std::string got;
+      char buf[512];
+      while (got.find("\r\n\r\n") == std::string::npos) {
+        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        ASSERT_GT(n, 0) << "no 101 for connection " << i;
+        got.append(buf, static_cast<size_t>(n));
+      }
+      ASSERT_EQ(got.rfind("HTTP/1.1 101", 0), 0u);
+    }
+    ASSERT_TRUE(wait_until([&] { return service_.opens() == round * kConnections; }));
+    ASSERT_TRUE(wait_until([&] { return listener_->unauthenticated_connections() == 0; }));
+  };
+  auto close_all_fds = [&](int round) {
+    for (int fd : fds) ::close(fd);
+    fds.clear();
+    ASSERT_TRUE(wait_until([&] { return service_.closes() == round * kConnections; }));
+    ASSERT_TRUE(wait_until([&] { return listener_->connections() == 0; }));
+  };
+  auto heap = [] { return static_cast<double>(mallinfo2().uordblks); };
+  // Round 1 warms up what is allocated once (OpenSSL's tables, Asio's descriptor pool).
+  ASSERT_NO_FATAL_FAILURE(connect_all(1));
+  ASSERT_NO_FATAL_FAILURE(close_all_fds(1));
+  const double base = heap();
+  ASSERT_NO_FATAL_FAILURE(connect_all(2));
+  const double idle = (heap() - base) / kConnections;
+  ASSERT_NO_FATAL_FAILURE(close_all_fds(2));
+  const double after = (heap() - base) / kConnections;
+  std::printf("idle WebSocket: %.0f heap bytes per connection (gateway + test service); %.0f left after close\n",
+              idle, after);
+  EXPECT_LE(idle, 1024.0);
+  // What stays is the test service's bookkeeping (two map entries per connection).
+  EXPECT_LE(after, 160.0);
+}
 
 TEST(WebSocketSessionMemory, IdleStateIsSmall) {
   // The socket, the counters and flags, empty vectors: no buffer is allocated while idle

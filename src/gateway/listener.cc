@@ -62,7 +62,7 @@ class ListenerState : public std::enable_shared_from_this<ListenerState> {
  public:
   ListenerState(std::vector<net::io_context*> loops, bool shared, GatewayOptions options, ServiceInterface& service)
       : ctx_(std::make_shared<GatewayContext>(std::move(loops), shared, std::move(options), service)),
-        ioc_(ctx_->loops.front()->ioc),
+        ioc_(*ctx_->contexts.front()),
         executor_(shared ? net::any_io_executor(net::make_strand(ioc_)) : net::any_io_executor(ioc_.get_executor())),
         acceptor_(executor_),
         retry_timer_(executor_) {}
@@ -153,8 +153,8 @@ void ListenerState::do_accept() {
   if (stopping_.load() || !acceptor_.is_open()) return;
   // The socket is born on the loop it will live on (round-robin over the loops).
   accepting_loop_ = next_loop_;
-  next_loop_ = (next_loop_ + 1) % ctx_->loops.size();
-  acceptor_.async_accept(ctx_->loops[accepting_loop_]->connection_executor(),
+  next_loop_ = (next_loop_ + 1) % ctx_->contexts.size();
+  acceptor_.async_accept(ctx_->connection_executor(accepting_loop_),
                          beast::bind_front_handler(&ListenerState::on_accept, shared_from_this()));
 }
 

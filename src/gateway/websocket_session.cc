@@ -13,6 +13,7 @@
 #include <string_view>
 #include <utility>
 
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
@@ -57,6 +58,22 @@ const std::shared_ptr<const std::string>& empty_payload() {
   return empty;
 }
 
+// Plain operator new/delete for operations that stay pending while a connection is idle.
+// (std::allocator<void> would not do: Asio treats it as "no allocator" and recycles blocks.)
+template <typename T>
+struct ExactAllocator {
+  using value_type = T;
+  ExactAllocator() = default;
+  template <typename U>
+  ExactAllocator(const ExactAllocator<U>&) noexcept {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T))); }
+  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p); }
+  template <typename U>
+  bool operator==(const ExactAllocator<U>&) const noexcept { return true; }
+  template <typename U>
+  bool operator!=(const ExactAllocator<U>&) const noexcept { return false; }
+};
+
 // Service callbacks are a boundary: an exception must not unwind through the loop's thread.
 // Returns false if `fn` threw.
 template <typename Fn>
@@ -78,7 +95,7 @@ WebSocketSession::WebSocketSession(tcp::socket&& socket, std::shared_ptr<Gateway
                                    ConnectionSlot slot, DeviceRef device)
     : socket_(std::move(socket)),
       ctx_(std::move(ctx)),
-      loop_(*ctx_->loops.at(loop_index)),
+      loop_(ctx_->loop(loop_index)),
       device_(std::move(device)),
       id_(next_session_id()),
       slot_(std::move(slot)),
@@ -149,7 +166,7 @@ void WebSocketSession::on_handshake_written() {
     update_due();
     opened_ = true;
     ctx_->metrics.connections.add(1);
-    spdlog::debug("event=ws_open conn={} user={} device={} loop={}", id_, device_.user, device_.device, loop_.index);
+    spdlog::debug("event=ws_open conn={} user={} device={} loop={}", id_, device_.user, device_.device, loop_->index);
     std::shared_ptr<FrameHandler> handler;
     guarded("open", id_, [&] { handler = ctx_->service.open(self(), device_); });
     handler_ = std::move(handler);
@@ -187,7 +204,7 @@ size_t WebSocketSession::queue_limit_bytes() const { return ctx_->options.write_
 
 uint64_t WebSocketSession::id() const { return id_; }
 
-size_t WebSocketSession::loop_index() const { return loop_.index; }
+size_t WebSocketSession::loop_index() const { return loop_->index; }
 
 void WebSocketSession::close(uint16_t code, std::string reason) {
   assert(on_loop());
@@ -368,12 +385,16 @@ void WebSocketSession::on_close_written() {
 void WebSocketSession::arm_read() {
   if (read_waiting_ || finished_) return;
   read_waiting_ = true;
-  socket_.async_wait(tcp::socket::wait_read, [self = self()](const boost::system::error_code& ec) {
-    self->read_waiting_ = false;
-    if (self->finished_) return;
-    if (ec) return self->finish();
-    self->read_turn();
-  });
+  // This wait is pending for as long as the connection is idle. Asio's default handler
+  // allocator would hand it a per-thread cached block (often the ~600 B of the HTTP
+  // session's last read operation); ExactAllocator gives it exactly its size (~150 B).
+  socket_.async_wait(tcp::socket::wait_read,
+                     net::bind_allocator(ExactAllocator<void>(), [self = self()](const boost::system::error_code& ec) {
+                       self->read_waiting_ = false;
+                       if (self->finished_) return;
+                       if (ec) return self->finish();
+                       self->read_turn();
+                     }));
 }
 
 void WebSocketSession::post_read_turn() {
@@ -642,19 +663,19 @@ void WebSocketSession::update_due() {
 }
 
 void WebSocketSession::add_to_loop() {
-  std::lock_guard lock(loop_.mu);
-  list_index_ = loop_.sessions.size();
-  loop_.sessions.push_back(this);
-  if (!loop_.sweep_armed) {
-    loop_.sweep_armed = true;
-    arm_sweep(ctx_, loop_);
+  std::lock_guard lock(loop_->mu);
+  list_index_ = loop_->sessions.size();
+  loop_->sessions.push_back(this);
+  if (!loop_->sweep_armed) {
+    loop_->sweep_armed = true;
+    arm_sweep(loop_);
   }
 }
 
 void WebSocketSession::remove_from_loop() {
-  std::lock_guard lock(loop_.mu);
+  std::lock_guard lock(loop_->mu);
   if (list_index_ == kNotListed) return;
-  auto& sessions = loop_.sessions;
+  auto& sessions = loop_->sessions;
   WebSocketSession* last = sessions.back();
   sessions[list_index_] = last;
   last->list_index_ = list_index_;
@@ -663,15 +684,16 @@ void WebSocketSession::remove_from_loop() {
   if (sessions.empty()) std::vector<WebSocketSession*>().swap(sessions);
 }
 
-// Called with loop.mu held.
-void WebSocketSession::arm_sweep(const std::shared_ptr<GatewayContext>& ctx, Loop& loop) {
-  loop.sweep_timer.expires_after(kSweepPeriod);
-  loop.sweep_timer.async_wait([ctx, &loop](const boost::system::error_code& ec) {
-    if (!ec) sweep(ctx, loop);
+// Called with loop->mu held. The pending wait holds the Loop (its own io_context's object).
+void WebSocketSession::arm_sweep(const std::shared_ptr<Loop>& loop) {
+  loop->sweep_timer.expires_after(kSweepPeriod);
+  loop->sweep_timer.async_wait([loop](const boost::system::error_code& ec) {
+    if (!ec) sweep(loop);
   });
 }
 
-void WebSocketSession::sweep(const std::shared_ptr<GatewayContext>& ctx, Loop& loop) {
+void WebSocketSession::sweep(const std::shared_ptr<Loop>& loop_ptr) {
+  Loop& loop = *loop_ptr;
   const int64_t now = now_ms();
   std::vector<std::shared_ptr<WebSocketSession>> due;
   {
@@ -684,7 +706,7 @@ void WebSocketSession::sweep(const std::shared_ptr<GatewayContext>& ctx, Loop& l
     if (loop.sessions.empty())
       loop.sweep_armed = false;  // re-armed by the next session: an idle loop holds no timer
     else
-      arm_sweep(ctx, loop);
+      arm_sweep(loop_ptr);
   }
   for (auto& s : due) {
     auto ex = s->socket_.get_executor();

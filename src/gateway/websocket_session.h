@@ -139,12 +139,12 @@ class WebSocketSession final : public Session, public Connection {
   void update_due();
   void add_to_loop();
   void remove_from_loop();
-  static void arm_sweep(const std::shared_ptr<GatewayContext>& ctx, Loop& loop);
-  static void sweep(const std::shared_ptr<GatewayContext>& ctx, Loop& loop);
+  static void arm_sweep(const std::shared_ptr<Loop>& loop);
+  static void sweep(const std::shared_ptr<Loop>& loop);
 
   boost::asio::ip::tcp::socket socket_;
   const std::shared_ptr<GatewayContext> ctx_;
-  Loop& loop_;
+  const std::shared_ptr<Loop> loop_;
   const DeviceRef device_;
   const uint64_t id_;
   ConnectionSlot slot_;
