@@ -1133,6 +1133,38 @@ TEST_F(GatewayTest, RawHandshakeAnswersAcceptKeyAndTakesEarlyFrames) {
   EXPECT_EQ(got.substr(end + 2, 5), "early");
 }
 
+TEST_F(GatewayTest, PingGetsPongAndPeerCloseIsEchoed) {
+  start();
+  RawClient c;
+  ASSERT_TRUE(c.connect(port_));
+  ASSERT_TRUE(c.upgrade());
+  ASSERT_TRUE(c.write(client_frame(0x89, "abc")));
+  EXPECT_NE(c.read_until(std::string("\x8a\x03" "abc", 5)).find(std::string("\x8a\x03" "abc", 5)), std::string::npos);
+  // Close with 4000: the server answers with the same code, then closes the connection.
+  ASSERT_TRUE(c.write(client_frame(0x88, std::string("\x0f\xa0" "done", 6))));
+  const std::string rest = c.read_all();
+  EXPECT_EQ(rest, std::string("\x88\x02\x0f\xa0", 4));
+  EXPECT_TRUE(c.ended());
+  EXPECT_TRUE(wait_until([&] { return service_.closes() == 1; }));
+}
+
+TEST_F(GatewayTest, PeerThatNeverReadsCannotStallAClose) {
+  GatewayOptions o;
+  o.handshake_timeout = 1s;
+  o.write_queue_bytes = 256 * 1024;
+  start(o);
+  RawClient c;
+  ASSERT_TRUE(c.connect(port_));
+  ASSERT_TRUE(c.upgrade());
+  ASSERT_TRUE(c.write(text_frame("flood")));  // and never read again
+  ASSERT_TRUE(wait_until([&] { return service_.flood_refused.load() == 1; }));
+  const auto t0 = std::chrono::steady_clock::now();
+  // The close frame sits behind a full socket: the deadline (1 s, checked every second)
+  // cuts the connection.
+  ASSERT_TRUE(wait_until([&] { return service_.closes() == 1; }, 10s));
+  EXPECT_LE(std::chrono::steady_clock::now() - t0, 2500ms);
+}
+
 // --- The frame parser ----------------------------------------------------------------------------
 
 struct Parsed {
