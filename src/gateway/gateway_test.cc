@@ -836,7 +836,9 @@ TEST_F(GatewayTest, FramesQueuedInOneTurnLeaveInGatheredWrites) {
     ASSERT_FALSE(c.read(&got));
     ASSERT_EQ(got, "b" + std::to_string(i));  // in order
   }
-  EXPECT_EQ(frames_out.value() - frames_before, static_cast<uint64_t>(kFrames));
+  // The counters are bumped right after the write that the client may already have read.
+  EXPECT_TRUE(wait_until([&] { return frames_out.value() - frames_before == static_cast<uint64_t>(kFrames); }))
+      << frames_out.value() - frames_before;
   const uint64_t n = writes.value() - writes_before;
   EXPECT_GE(n, 1u);
   // 64 frames per gathered write at most: 4 writes, a few more if the socket pushed back.
@@ -1162,7 +1164,7 @@ TEST_F(GatewayTest, PeerThatNeverReadsCannotStallAClose) {
   // The close frame sits behind a full socket: the deadline (1 s, checked every second)
   // cuts the connection.
   ASSERT_TRUE(wait_until([&] { return service_.closes() == 1; }, 10s));
-  EXPECT_LE(std::chrono::steady_clock::now() - t0, 2500ms);
+  EXPECT_LE(std::chrono::steady_clock::now() - t0, 4s);  // 1 s + the sweep's second + slack
 }
 
 // --- The frame parser ----------------------------------------------------------------------------
