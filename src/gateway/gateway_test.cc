@@ -1,6 +1,7 @@
-// Tests of the gateway against a real Listener on 127.0.0.1 (port 0) run by two threads,
-// with a small echo service and clients driven step by step from the test thread. Every
-// client operation and every wait is bounded in time (and loops in count).
+// Tests of the gateway: the RFC 6455 codec on its own, then a real Listener on 127.0.0.1
+// (port 0) with its event loops (one thread each), a small echo service, and clients driven
+// step by step from the test thread. Every client operation and every wait is bounded in
+// time (and loops in count).
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -12,6 +13,14 @@
 #include <thread>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <malloc.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -21,6 +30,8 @@
 #include "base/metrics.h"
 #include "gateway/listener.h"
 #include "gateway/service_interface.h"
+#include "gateway/websocket_session.h"
+#include "gateway/ws_codec.h"
 
 namespace tern::gateway {
 namespace {
@@ -76,6 +87,7 @@ class TestService : public ServiceInterface {
       return;
     }
     if (request.path == "/throw") throw std::runtime_error("boom");
+    if (request.path == "/big") return reply(HttpResponse{200, std::string(8192, 'B'), "text/plain"});
     reply(HttpResponse{200,
                        "method=" + request.method + " path=" + request.path + " query=" + request.query +
                            " bearer=" + request.bearer_token + " body_bytes=" + std::to_string(request.body.size()),
@@ -130,8 +142,28 @@ class TestService : public ServiceInterface {
     for (auto& t : threads) t.join();
   }
 
+  // Set by the fixture: the thread of each loop, to check where handlers run.
+  void set_loop_threads(std::vector<std::thread::id> ids) {
+    std::lock_guard lock(mu_);
+    loop_threads_ = std::move(ids);
+  }
+  void check_thread(const Connection& conn) {
+    std::lock_guard lock(mu_);
+    if (conn.loop_index() >= loop_threads_.size() || loop_threads_[conn.loop_index()] != std::this_thread::get_id())
+      ++wrong_thread;
+    loop_indexes_[conn.id()] = conn.loop_index();
+  }
+  std::map<uint64_t, size_t> loop_indexes() {
+    std::lock_guard lock(mu_);
+    return loop_indexes_;
+  }
+
   std::atomic<int> writable{0};
   std::atomic<int> flood_refused{0};
+  std::atomic<int> wrong_thread{0};
+  std::atomic<int> first_refused{-1};   // "fill": index of the first send() refused
+  std::atomic<int> slow_handled{0};     // "slow" frames handled
+  std::atomic<int> probe_seen_at{-1};   // slow_handled when "probe" arrived
 
  private:
   std::mutex mu_;
@@ -139,6 +171,8 @@ class TestService : public ServiceInterface {
   std::map<uint64_t, int> closes_;
   std::weak_ptr<Connection> last_;
   std::vector<std::thread> repliers_;
+  std::vector<std::thread::id> loop_threads_;
+  std::map<uint64_t, size_t> loop_indexes_;
 };
 
 // Frames shared by every send, as the real services do.
@@ -152,7 +186,35 @@ void EchoHandler::on_text(std::string_view frame) {
     ADD_FAILURE() << "on_text after on_close";
     return;
   }
+  service_->check_thread(*conn_);
   if (frame == "flood") return flood_step(4000);
+  if (frame == "slow") {
+    // Simulated work: 100 µs per frame.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(100);
+    while (std::chrono::steady_clock::now() < until) {
+    }
+    ++service_->slow_handled;
+    return;
+  }
+  if (frame == "probe") {
+    service_->probe_seen_at = service_->slow_handled.load();
+    conn_->send(std::make_shared<const std::string>("probe"));
+    return;
+  }
+  if (frame.rfind("fill ", 0) == 0) {
+    // "fill N SIZE": N frames of SIZE bytes in this one turn (nothing is written before the
+    // turn ends, so the queue holds them all).
+    const std::string args(frame.substr(5));
+    const int n = std::stoi(args);
+    const size_t size = std::stoul(args.substr(args.find(' ') + 1));
+    for (int i = 0; i < n; ++i) {
+      if (!conn_->send(std::make_shared<const std::string>(size, 'q'))) {
+        service_->first_refused = i;
+        break;
+      }
+    }
+    return;
+  }
   if (frame.rfind("burst ", 0) == 0 || frame.rfind("burst-close ", 0) == 0) {
     const int n = std::stoi(std::string(frame.substr(frame.find(' ') + 1)));
     for (int i = 0; i < n; ++i) conn_->send(std::make_shared<const std::string>("b" + std::to_string(i)));
@@ -258,6 +320,10 @@ class WsClient {
                         [&](auto handler) { ws_.async_close(websocket::close_reason(code), handler); });
   }
 
+  bool ping() {
+    return !run_bounded(ioc_, beast::get_lowest_layer(ws_), [&](auto handler) { ws_.async_ping({}, handler); });
+  }
+
  private:
   net::io_context ioc_;
   websocket::stream<beast::tcp_stream> ws_{ioc_};
@@ -340,6 +406,14 @@ class RawClient {
   }
   // Reads until the connection ends (or the bounds are hit).
   std::string read_all(std::chrono::seconds timeout = 5s) { return read_until({}, timeout); }
+  // Sends a valid upgrade request with a good token; true when the 101 came back.
+  bool upgrade() {
+    if (!write("GET /v1/ws?token=good HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n"))
+      return false;
+    return read_until("\r\n\r\n").rfind("HTTP/1.1 101", 0) == 0;
+  }
   bool ended() const { return ended_; }
 
  private:
@@ -348,19 +422,67 @@ class RawClient {
   bool ended_ = false;
 };
 
+// A client frame (masked, as clients must) with the given first byte (FIN, opcode).
+std::string client_frame(uint8_t first, std::string_view payload, uint32_t mask = 0x37fa213d) {
+  std::string out;
+  out.push_back(static_cast<char>(first));
+  const size_t n = payload.size();
+  if (n < 126) {
+    out.push_back(static_cast<char>(0x80 | n));
+  } else if (n <= 0xFFFF) {
+    out.push_back(static_cast<char>(0x80 | 126));
+    out.push_back(static_cast<char>(n >> 8));
+    out.push_back(static_cast<char>(n & 0xFF));
+  } else {
+    out.push_back(static_cast<char>(0x80 | 127));
+    for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((static_cast<uint64_t>(n) >> (8 * i)) & 0xFF));
+  }
+  const char m[4] = {static_cast<char>(mask >> 24), static_cast<char>(mask >> 16), static_cast<char>(mask >> 8),
+                     static_cast<char>(mask)};
+  out.append(m, 4);
+  for (size_t i = 0; i < n; ++i) out.push_back(static_cast<char>(payload[i] ^ m[i & 3]));
+  return out;
+}
+std::string text_frame(std::string_view payload) { return client_frame(0x81, payload); }
+
 // ---------------------------------------------------------------------------------------
 
 class GatewayTest : public ::testing::Test {
  protected:
-  void start(GatewayOptions options = {}) {
+  // A Listener over `loops` event loops, each io_context run by one thread.
+  void start(GatewayOptions options = {}, size_t loops = 2) {
     options.host = "127.0.0.1";
     options.port = 0;
-    listener_ = std::make_unique<Listener>(ioc_, options, service_);
+    std::vector<net::io_context*> contexts;
+    for (size_t i = 0; i < loops; ++i) {
+      iocs_.push_back(std::make_unique<net::io_context>(1));
+      works_.emplace_back(iocs_.back()->get_executor());
+      contexts.push_back(iocs_.back().get());
+    }
+    listener_ = std::make_unique<Listener>(contexts, options, service_);
     auto port = listener_->start();
     ASSERT_TRUE(port.ok()) << port.error().message;
     port_ = *port;
     ASSERT_NE(port_, 0);
-    for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { ioc_.run(); });
+    std::vector<std::thread::id> ids;
+    for (auto& ioc : iocs_) {
+      threads_.emplace_back([ioc = ioc.get()] { ioc->run(); });
+      ids.push_back(threads_.back().get_id());
+    }
+    service_.set_loop_threads(std::move(ids));
+  }
+
+  // The old single-io_context constructor, that io_context run by `threads` threads.
+  void start_shared(GatewayOptions options, int threads) {
+    options.host = "127.0.0.1";
+    options.port = 0;
+    iocs_.push_back(std::make_unique<net::io_context>(threads));
+    works_.emplace_back(iocs_.back()->get_executor());
+    listener_ = std::make_unique<Listener>(*iocs_.back(), options, service_);
+    auto port = listener_->start();
+    ASSERT_TRUE(port.ok()) << port.error().message;
+    port_ = *port;
+    for (int i = 0; i < threads; ++i) threads_.emplace_back([ioc = iocs_.back().get()] { ioc->run(); });
   }
 
   void TearDown() override {
@@ -369,9 +491,12 @@ class GatewayTest : public ::testing::Test {
       listener_->stop_accepting();
       listener_->close_all(1001);
       EXPECT_TRUE(wait_until([&] { return listener_->connections() == 0; })) << listener_->connections();
+      EXPECT_EQ(listener_->queued_bytes(), 0u) << "the byte budget must be given back";
+      EXPECT_EQ(listener_->authenticated_connections(), 0u);
+      EXPECT_EQ(listener_->unauthenticated_connections(), 0u);
     }
-    work_.reset();
-    ioc_.stop();
+    works_.clear();
+    for (auto& ioc : iocs_) ioc->stop();
     for (auto& t : threads_) t.join();
     listener_.reset();
 
@@ -388,6 +513,7 @@ class GatewayTest : public ::testing::Test {
   }
 
   static Gauge& connections_gauge() { return MetricsRegistry::global().gauge("tern_connections", ""); }
+  static Counter& counter(const char* name) { return MetricsRegistry::global().counter(name, ""); }
 
   std::string http_get_body(const std::string& target) {
     HttpClient c;
@@ -397,9 +523,9 @@ class GatewayTest : public ::testing::Test {
   }
 
   const int64_t gauge_at_start_ = connections_gauge().value();
-  TestService service_;  // declared first: outlives the io_context and its handlers
-  net::io_context ioc_{2};
-  std::optional<net::executor_work_guard<net::io_context::executor_type>> work_{ioc_.get_executor()};
+  TestService service_;  // declared first: outlives the io_contexts and their handlers
+  std::vector<std::unique_ptr<net::io_context>> iocs_;
+  std::vector<net::executor_work_guard<net::io_context::executor_type>> works_;
   std::unique_ptr<Listener> listener_;
   std::vector<std::thread> threads_;
   uint16_t port_ = 0;
@@ -552,7 +678,7 @@ TEST_F(GatewayTest, PostFromAnotherThreadSends) {
   ASSERT_EQ(c.connect(port_, "/v1/ws", "good"), 101);
   ASSERT_TRUE(wait_until([&] { return service_.last_connection() != nullptr; }));
   auto conn = service_.last_connection();
-  EXPECT_EQ(conn->queue_limit(), GatewayOptions{}.write_queue_frames);
+  EXPECT_EQ(conn->queue_limit_bytes(), GatewayOptions{}.write_queue_bytes);
   conn->post([conn] { conn->send(std::make_shared<const std::string>("posted")); });
   conn.reset();
   std::string got;
@@ -604,7 +730,7 @@ TEST_F(GatewayTest, ServiceCloseFlushesQueuedFramesFirst) {
 
 TEST_F(GatewayTest, SlowConsumerIsClosedWith1008) {
   GatewayOptions o;
-  o.write_queue_frames = 16;
+  o.write_queue_bytes = 256 * 1024;  // four 64 KiB frames
   start(o);
   auto& slow_closes = MetricsRegistry::global().counter("tern_slow_consumer_closes_total", "");
   const uint64_t slow_before = slow_closes.value();
@@ -625,34 +751,122 @@ TEST_F(GatewayTest, SlowConsumerIsClosedWith1008) {
   EXPECT_TRUE(wait_until([&] { return service_.closes() == 1; }));
 }
 
-TEST_F(GatewayTest, OnWritableAfterQueueFallsToHalf) {
+TEST_F(GatewayTest, QueueBoundedInBytesOverflowCloses1008) {
   GatewayOptions o;
-  o.write_queue_frames = 8;
+  o.write_queue_bytes = 1000;
   start(o);
+  auto& slow_closes = counter("tern_slow_consumer_closes_total");
+  const uint64_t slow_before = slow_closes.value();
   WsClient c;
   ASSERT_EQ(c.connect(port_, "/v1/ws", "good"), 101);
-  ASSERT_TRUE(c.write("burst 6"));  // 6 > 8/2 queued in one strand turn
+  // 400 + 400 fit in 1000 bytes; the third frame would make 1200.
+  ASSERT_TRUE(c.write("fill 3 400"));
+  EXPECT_EQ(c.read_until_closed(), 1008);
+  EXPECT_EQ(service_.first_refused.load(), 2);
+  EXPECT_EQ(slow_closes.value(), slow_before + 1);
+  // The same bytes in frames that fit are fine.
+  WsClient d;
+  ASSERT_EQ(d.connect(port_, "/v1/ws", "good"), 101);
+  service_.first_refused = -1;
+  ASSERT_TRUE(d.write("fill 2 500"));
+  for (int i = 0; i < 2; ++i) {
+    std::string got;
+    ASSERT_FALSE(d.read(&got));
+    EXPECT_EQ(got, std::string(500, 'q'));
+  }
+  EXPECT_EQ(service_.first_refused.load(), -1);
+  // A single frame larger than the whole limit still goes to an empty queue.
+  ASSERT_TRUE(d.write("fill 1 5000"));
+  std::string got;
+  ASSERT_FALSE(d.read(&got));
+  EXPECT_EQ(got.size(), 5000u);
+}
+
+TEST_F(GatewayTest, GlobalBudgetShedsOnlyLargeQueues) {
+  GatewayOptions o;
+  o.global_queue_bytes = 100 * 1024;
+  o.write_queue_bytes = 1024 * 1024;
+  start(o);
+  WsClient small, hog;
+  ASSERT_EQ(small.connect(port_, "/v1/ws", "good"), 101);
+  ASSERT_EQ(hog.connect(port_, "/v1/ws", "good"), 101);
+  // 3 × 40 KiB in one turn: the third exceeds the 100 KiB budget while this queue holds
+  // 80 KiB (> 64 KiB): shed.
+  ASSERT_TRUE(hog.write("fill 3 40960"));
+  EXPECT_EQ(hog.read_until_closed(), 1008);
+  EXPECT_EQ(service_.first_refused.load(), 2);
+  // A small queue is still served.
+  ASSERT_TRUE(small.write("fill 2 1000"));
+  for (int i = 0; i < 2; ++i) ASSERT_FALSE(small.read(nullptr));
+}
+
+TEST_F(GatewayTest, OnWritableAfterWritesAtMostOncePerWrite) {
+  GatewayOptions o;
+  o.write_queue_bytes = 64;
+  start(o);
+  auto& writes = counter("tern_ws_writes_total");
+  WsClient c;
+  ASSERT_EQ(c.connect(port_, "/v1/ws", "good"), 101);
+  ASSERT_TRUE(wait_until([&] { return service_.opens() == 1; }));
+  const uint64_t writes_before = writes.value();
+  ASSERT_TRUE(c.write("burst 6"));  // 12 bytes: at or below half of 64 once written
   for (int i = 0; i < 6; ++i) {
     std::string got;
     ASSERT_FALSE(c.read(&got));
     EXPECT_EQ(got, "b" + std::to_string(i));
   }
-  EXPECT_TRUE(wait_until([&] { return service_.writable.load() == 1; }));
-  // Below half: no call.
-  ASSERT_TRUE(c.write("burst 3"));
-  for (int i = 0; i < 3; ++i) ASSERT_FALSE(c.read(nullptr));
-  ASSERT_TRUE(c.write("sync"));
-  ASSERT_FALSE(c.read(nullptr));
-  EXPECT_EQ(service_.writable.load(), 1);
+  EXPECT_TRUE(wait_until([&] { return service_.writable.load() >= 1; }));
+  EXPECT_LE(static_cast<uint64_t>(service_.writable.load()), writes.value() - writes_before)
+      << "writes before " << writes_before << " after " << writes.value();
 }
 
-TEST_F(GatewayTest, OnWritableWhenLargeQueueDrains) {
-  start();  // limit 4096: half is never crossed by 100 frames
+TEST_F(GatewayTest, FramesQueuedInOneTurnLeaveInGatheredWrites) {
+  start();
+  auto& writes = counter("tern_ws_writes_total");
+  auto& frames_out = counter("tern_ws_frames_out_total");
   WsClient c;
   ASSERT_EQ(c.connect(port_, "/v1/ws", "good"), 101);
-  ASSERT_TRUE(c.write("burst 100"));
-  for (int i = 0; i < 100; ++i) ASSERT_FALSE(c.read(nullptr));
-  EXPECT_TRUE(wait_until([&] { return service_.writable.load() == 1; }));
+  ASSERT_TRUE(wait_until([&] { return service_.opens() == 1; }));
+  const uint64_t writes_before = writes.value();
+  const uint64_t frames_before = frames_out.value();
+  constexpr int kFrames = 200;
+  ASSERT_TRUE(c.write("burst " + std::to_string(kFrames)));
+  for (int i = 0; i < kFrames; ++i) {
+    std::string got;
+    ASSERT_FALSE(c.read(&got));
+    ASSERT_EQ(got, "b" + std::to_string(i));  // in order
+  }
+  // The counters are bumped right after the write that the client may already have read.
+  EXPECT_TRUE(wait_until([&] { return frames_out.value() - frames_before == static_cast<uint64_t>(kFrames); }))
+      << frames_out.value() - frames_before;
+  const uint64_t n = writes.value() - writes_before;
+  EXPECT_GE(n, 1u);
+  // 64 frames per gathered write at most: 4 writes, a few more if the socket pushed back.
+  EXPECT_LE(n, 10u) << "frames were not gathered";
+}
+
+TEST_F(GatewayTest, FloodingConnectionDoesNotStarveItsLoop) {
+  GatewayOptions o;
+  o.frames_per_turn = 8;
+  o.max_input_bytes_per_sec = 0;
+  start(o, /*loops=*/1);  // both connections on the same loop
+  RawClient flooder;
+  ASSERT_TRUE(flooder.connect(port_));
+  ASSERT_TRUE(flooder.upgrade());
+  WsClient other;
+  ASSERT_EQ(other.connect(port_, "/v1/ws", "good"), 101);
+  constexpr int kFlood = 5000;  // 100 µs each: half a second of work
+  std::string flood;
+  for (int i = 0; i < kFlood; ++i) flood += text_frame("slow");
+  ASSERT_TRUE(flooder.write(flood));
+  ASSERT_TRUE(wait_until([&] { return service_.slow_handled.load() > 0; }));
+  ASSERT_TRUE(other.write("probe"));
+  std::string got;
+  ASSERT_FALSE(other.read(&got));
+  EXPECT_EQ(got, "probe");
+  EXPECT_GE(service_.probe_seen_at.load(), 0);
+  EXPECT_LT(service_.probe_seen_at.load(), kFlood) << "the other connection waited for the whole flood";
+  EXPECT_TRUE(wait_until([&] { return service_.slow_handled.load() == kFlood; }));
 }
 
 // --- Liveness and shutdown ------------------------------------------------------------------
@@ -692,7 +906,7 @@ TEST_F(GatewayTest, CloseAllSends1001) {
   EXPECT_EQ(service_.closes(), 2);
 }
 
-TEST_F(GatewayTest, ConnectionsOverTheLimitAreRefused) {
+TEST_F(GatewayTest, AuthenticatedConnectionsOverTheLimitAreRefused) {
   GatewayOptions o;
   o.max_connections = 2;
   start(o);
@@ -700,16 +914,96 @@ TEST_F(GatewayTest, ConnectionsOverTheLimitAreRefused) {
   ASSERT_EQ(a.connect(port_, "/v1/ws", "good"), 101);
   ASSERT_EQ(b.connect(port_, "/v1/ws", "good"), 101);
   ASSERT_TRUE(wait_until([&] { return listener_->connections() == 2; }));
+  EXPECT_EQ(listener_->authenticated_connections(), 2u);
   {
-    RawClient c;
-    ASSERT_TRUE(c.connect(port_));
-    const std::string got = c.read_all();
-    EXPECT_TRUE(c.ended());
+    // The third one is accepted (unauthenticated) but cannot authenticate.
+    WsClient c;
+    EXPECT_EQ(c.connect(port_, "/v1/ws", "good"), 503);
+    EXPECT_NE(c.handshake_body().find(R"("error":"overloaded")"), std::string::npos);
+  }
+  // Unauthenticated requests still get through: they have their own budget.
+  EXPECT_NE(http_get_body("/healthz").find("path=/healthz"), std::string::npos);
+  EXPECT_TRUE(a.close());
+  ASSERT_TRUE(wait_until([&] { return listener_->authenticated_connections() == 1; }));
+  WsClient d;
+  EXPECT_EQ(d.connect(port_, "/v1/ws", "good"), 101);
+}
+
+TEST_F(GatewayTest, UnauthenticatedConnectionsHaveTheirOwnBudgetAndDeadline) {
+  GatewayOptions o;
+  o.max_unauthenticated_connections = 2;
+  o.unauthenticated_timeout = 1s;
+  start(o);
+  WsClient authed;
+  ASSERT_EQ(authed.connect(port_, "/v1/ws", "good"), 101);
+  RawClient idle1, idle2;
+  ASSERT_TRUE(idle1.connect(port_));
+  ASSERT_TRUE(idle2.connect(port_));
+  ASSERT_TRUE(wait_until([&] { return listener_->unauthenticated_connections() == 2; }));
+  EXPECT_EQ(listener_->authenticated_connections(), 1u);
+  {
+    RawClient third;
+    ASSERT_TRUE(third.connect(port_));
+    const std::string got = third.read_all();
+    EXPECT_TRUE(third.ended());
     EXPECT_TRUE(got.empty() || got.rfind("HTTP/1.1 503", 0) == 0) << got.substr(0, 64);
   }
-  EXPECT_TRUE(a.close());
-  ASSERT_TRUE(wait_until([&] { return listener_->connections() == 1; }));
-  EXPECT_NE(http_get_body("/healthz").find("path=/healthz"), std::string::npos);
+  // Idle sockets that never authenticate are closed after the deadline (1 s, not 30 s).
+  const auto t0 = std::chrono::steady_clock::now();
+  idle1.read_all(5s);
+  idle2.read_all(5s);
+  EXPECT_TRUE(idle1.ended());
+  EXPECT_TRUE(idle2.ended());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 4s);
+  ASSERT_TRUE(wait_until([&] { return listener_->unauthenticated_connections() == 0; }));
+  // The authenticated WebSocket was never affected; new clients get in again.
+  ASSERT_TRUE(authed.write("still here"));
+  std::string got;
+  ASSERT_FALSE(authed.read(&got));
+  EXPECT_EQ(got, "still here");
+  WsClient next;
+  EXPECT_EQ(next.connect(port_, "/v1/ws", "good"), 101);
+}
+
+TEST_F(GatewayTest, HttpConnectionWithValidTokenLeavesTheUnauthenticatedBudget) {
+  GatewayOptions o;
+  o.unauthenticated_timeout = 1s;
+  start(o);
+  HttpClient c;
+  ASSERT_TRUE(c.connect(port_));
+  auto res = c.request(http::verb::get, "/x", "", "good");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->result_int(), 200);
+  ASSERT_TRUE(wait_until([&] { return listener_->authenticated_connections() == 1; }));
+  EXPECT_EQ(listener_->unauthenticated_connections(), 0u);
+  // Past the unauthenticated deadline, the connection still serves requests.
+  HttpClient anon;
+  ASSERT_TRUE(anon.connect(port_));
+  ASSERT_TRUE(anon.request(http::verb::get, "/y", "", "bad-token"));
+  EXPECT_TRUE(anon.closed_by_server());  // closed at its 1 s deadline
+  res = c.request(http::verb::get, "/x", "", "good");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->result_int(), 200);
+}
+
+TEST_F(GatewayTest, HttpResponseOverTheGlobalBudgetIs503) {
+  GatewayOptions o;
+  o.global_queue_bytes = 4096;
+  start(o);
+  auto& overloaded = counter("tern_http_overloaded_total");
+  const uint64_t before = overloaded.value();
+  HttpClient c;
+  ASSERT_TRUE(c.connect(port_));
+  auto res = c.request(http::verb::get, "/x");  // small: fits
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->result_int(), 200);
+  res = c.request(http::verb::get, "/big");  // 8 KiB: does not
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->result_int(), 503);
+  EXPECT_NE(res->body().find(R"("error":"overloaded")"), std::string::npos);
+  EXPECT_FALSE(res->keep_alive());
+  EXPECT_TRUE(c.closed_by_server());
+  EXPECT_EQ(overloaded.value(), before + 1);
 }
 
 TEST_F(GatewayTest, OnCloseOncePerConnectionWhateverEndsIt) {
@@ -743,12 +1037,387 @@ TEST_F(GatewayTest, StartRejectsBadOptionsAndBusyPort) {
   o.host = "127.0.0.1";
   o.port = port_;
   TestService other;
-  Listener clash(ioc_, o, other);
+  Listener clash(*iocs_[0], o, other);
   EXPECT_FALSE(clash.start().ok());
   o.port = 0;
-  o.write_queue_frames = 0;
-  Listener bad(ioc_, o, other);
+  o.write_queue_bytes = 0;
+  Listener bad(std::vector<net::io_context*>{iocs_[0].get()}, o, other);
   EXPECT_FALSE(bad.start().ok());
+}
+
+// --- Event loops ------------------------------------------------------------------------------
+
+TEST_F(GatewayTest, ConnectionsArePlacedRoundRobinAndRunOnTheirLoopThread) {
+  start({}, /*loops=*/2);
+  std::vector<std::unique_ptr<WsClient>> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back(std::make_unique<WsClient>());
+    ASSERT_EQ(clients.back()->connect(port_, "/v1/ws", "good"), 101);
+    ASSERT_TRUE(clients.back()->write("hello"));
+    ASSERT_FALSE(clients.back()->read(nullptr));
+  }
+  const auto indexes = service_.loop_indexes();
+  ASSERT_EQ(indexes.size(), 4u);
+  int on_loop[2] = {0, 0};
+  for (const auto& [id, index] : indexes) {
+    ASSERT_LT(index, 2u);
+    ++on_loop[index];
+  }
+  EXPECT_EQ(on_loop[0], 2);
+  EXPECT_EQ(on_loop[1], 2);
+  EXPECT_EQ(service_.wrong_thread.load(), 0) << "a handler ran off its loop's thread";
+}
+
+TEST_F(GatewayTest, SingleIoContextConstructorStillServesFromManyThreads) {
+  start_shared({}, 2);
+  WsClient c;
+  ASSERT_EQ(c.connect(port_, "/v1/ws", "good"), 101);
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(c.write("m" + std::to_string(i)));
+    std::string got;
+    ASSERT_FALSE(c.read(&got));
+    EXPECT_EQ(got, "m" + std::to_string(i));
+  }
+  ASSERT_TRUE(wait_until([&] { return service_.last_connection() != nullptr; }));
+  EXPECT_EQ(service_.last_connection()->loop_index(), 0u);
+}
+
+// --- Handshake ---------------------------------------------------------------------------------
+
+TEST(WsCodec, AcceptKeyMatchesRfc6455Example) {
+  EXPECT_EQ(ws::accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+  EXPECT_TRUE(ws::valid_client_key("dGhlIHNhbXBsZSBub25jZQ=="));
+  EXPECT_FALSE(ws::valid_client_key("c2hvcnQ="));       // 5 bytes
+  EXPECT_FALSE(ws::valid_client_key("not base64 !!"));
+  EXPECT_FALSE(ws::valid_client_key(""));
+}
+
+TEST_F(GatewayTest, BadUpgradeRequestsAre400) {
+  start();
+  const std::string base = "GET /v1/ws?token=good HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+  for (const std::string& rest : {std::string("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n"),
+                                  std::string("Sec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n\r\n"),
+                                  std::string("Sec-WebSocket-Version: 13\r\n\r\n")}) {
+    RawClient c;
+    ASSERT_TRUE(c.connect(port_));
+    ASSERT_TRUE(c.write(base + rest));
+    const std::string got = c.read_all();
+    EXPECT_EQ(got.rfind("HTTP/1.1 400", 0), 0u) << rest << got.substr(0, 64);
+  }
+  {
+    // Upgrade without "Connection: Upgrade".
+    RawClient c;
+    ASSERT_TRUE(c.connect(port_));
+    ASSERT_TRUE(c.write("GET /v1/ws?token=good HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"));
+    EXPECT_EQ(c.read_all().rfind("HTTP/1.1 400", 0), 0u);
+  }
+  EXPECT_EQ(service_.opens(), 0);
+}
+
+TEST_F(GatewayTest, RawHandshakeAnswersAcceptKeyAndTakesEarlyFrames) {
+  start();
+  RawClient c;
+  ASSERT_TRUE(c.connect(port_));
+  // The request and a first frame in one write: the frame arrives before the 101 is sent.
+  ASSERT_TRUE(c.write("GET /v1/ws?token=good HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                      "Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n" +
+                      text_frame("early")));
+  const std::string got = c.read_until("early");
+  EXPECT_EQ(got.rfind("HTTP/1.1 101", 0), 0u) << got;
+  EXPECT_NE(got.find("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"), std::string::npos) << got;
+  // The echo: an unmasked text frame, FIN set.
+  const size_t end = got.find("\r\n\r\n") + 4;
+  ASSERT_GE(got.size(), end + 7);
+  EXPECT_EQ(static_cast<uint8_t>(got[end]), 0x81);
+  EXPECT_EQ(static_cast<uint8_t>(got[end + 1]), 5);
+  EXPECT_EQ(got.substr(end + 2, 5), "early");
+}
+
+TEST_F(GatewayTest, PingGetsPongAndPeerCloseIsEchoed) {
+  start();
+  RawClient c;
+  ASSERT_TRUE(c.connect(port_));
+  ASSERT_TRUE(c.upgrade());
+  ASSERT_TRUE(c.write(client_frame(0x89, "abc")));
+  EXPECT_NE(c.read_until(std::string("\x8a\x03" "abc", 5)).find(std::string("\x8a\x03" "abc", 5)), std::string::npos);
+  // Close with 4000: the server answers with the same code, then closes the connection.
+  ASSERT_TRUE(c.write(client_frame(0x88, std::string("\x0f\xa0" "done", 6))));
+  const std::string rest = c.read_all();
+  EXPECT_EQ(rest, std::string("\x88\x02\x0f\xa0", 4));
+  EXPECT_TRUE(c.ended());
+  EXPECT_TRUE(wait_until([&] { return service_.closes() == 1; }));
+}
+
+TEST_F(GatewayTest, PeerThatNeverReadsCannotStallAClose) {
+  GatewayOptions o;
+  o.handshake_timeout = 1s;
+  o.write_queue_bytes = 256 * 1024;
+  start(o);
+  RawClient c;
+  ASSERT_TRUE(c.connect(port_));
+  ASSERT_TRUE(c.upgrade());
+  ASSERT_TRUE(c.write(text_frame("flood")));  // and never read again
+  ASSERT_TRUE(wait_until([&] { return service_.flood_refused.load() == 1; }));
+  const auto t0 = std::chrono::steady_clock::now();
+  // The close frame sits behind a full socket: the deadline (1 s, checked every second)
+  // cuts the connection.
+  ASSERT_TRUE(wait_until([&] { return service_.closes() == 1; }, 10s));
+  EXPECT_LE(std::chrono::steady_clock::now() - t0, 4s);  // 1 s + the sweep's second + slack
+}
+
+// --- The frame parser ----------------------------------------------------------------------------
+
+struct Parsed {
+  std::vector<ws::Event::Kind> kinds;
+  std::vector<std::string> payloads;
+  std::vector<uint16_t> codes;
+};
+
+// Feeds `bytes` to a parser `chunk` bytes at a time, keeping unconsumed bytes as the
+// session does; stops at the first error.
+Parsed parse_all(const std::string& bytes, size_t max, size_t chunk) {
+  ws::FrameParser parser;
+  Parsed out;
+  std::string buffer;
+  for (size_t at = 0; at < bytes.size(); at += chunk) {
+    buffer.append(bytes, at, chunk);
+    for (int guard = 0; guard < 1000; ++guard) {
+      size_t consumed = 0;
+      const ws::Event e = parser.next(buffer.data(), buffer.size(), max, &consumed);
+      if (e.kind != ws::Event::kNeedMore && e.kind != ws::Event::kFragment) {
+        out.kinds.push_back(e.kind);
+        out.payloads.emplace_back(e.payload);  // the view is valid until the buffer changes
+        out.codes.push_back(e.code);
+      }
+      buffer.erase(0, consumed);
+      if (e.kind == ws::Event::kNeedMore) break;
+      if (e.kind == ws::Event::kError) return out;
+    }
+  }
+  return out;
+}
+
+TEST(WsCodec, ParsesMaskedFramesWholeAndByteByByte) {
+  const std::string bytes = text_frame("hello") + client_frame(0x89, "ping!") + text_frame(std::string(300, 'x')) +
+                            text_frame(std::string(70000, 'y')) + client_frame(0x88, std::string("\x03\xe8" "bye", 5));
+  for (size_t chunk : {bytes.size(), size_t{1}, size_t{7}, size_t{4096}}) {
+    const Parsed p = parse_all(bytes, 1 << 20, chunk);
+    ASSERT_EQ(p.kinds.size(), 5u) << "chunk " << chunk;
+    EXPECT_EQ(p.kinds[0], ws::Event::kText);
+    EXPECT_EQ(p.payloads[0], "hello");
+    EXPECT_EQ(p.kinds[1], ws::Event::kPing);
+    EXPECT_EQ(p.payloads[1], "ping!");
+    EXPECT_EQ(p.payloads[2], std::string(300, 'x'));
+    EXPECT_EQ(p.payloads[3], std::string(70000, 'y'));
+    EXPECT_EQ(p.kinds[4], ws::Event::kClose);
+    EXPECT_EQ(p.codes[4], 1000);
+    EXPECT_EQ(p.payloads[4], "bye");
+  }
+}
+
+TEST(WsCodec, ReassemblesFragmentsWithControlFramesBetween) {
+  // "Hel" (text, no FIN), ping, "lo " (continuation), pong, "world" (continuation, FIN).
+  const std::string bytes = client_frame(0x01, "Hel") + client_frame(0x89, "p1") + client_frame(0x00, "lo ") +
+                            client_frame(0x8A, "") + client_frame(0x80, "world") + text_frame("next");
+  for (size_t chunk : {bytes.size(), size_t{1}}) {
+    const Parsed p = parse_all(bytes, 1024, chunk);
+    ASSERT_EQ(p.kinds.size(), 4u);
+    EXPECT_EQ(p.kinds[0], ws::Event::kPing);
+    EXPECT_EQ(p.payloads[0], "p1");
+    EXPECT_EQ(p.kinds[1], ws::Event::kPong);
+    EXPECT_EQ(p.kinds[2], ws::Event::kText);
+    EXPECT_EQ(p.payloads[2], "Hello world");
+    EXPECT_EQ(p.payloads[3], "next");
+  }
+}
+
+TEST(WsCodec, RefusesOversizeAsSoonAsTheHeaderArrives) {
+  // A single frame over the limit: only its header is given, no payload yet.
+  const std::string frame = text_frame(std::string(2000, 'a'));
+  ws::FrameParser parser;
+  std::string header = frame.substr(0, 8);  // 2 + 2 (length) + 4 (mask)
+  size_t consumed = 0;
+  ws::Event e = parser.next(header.data(), header.size(), 1024, &consumed);
+  EXPECT_EQ(e.kind, ws::Event::kError);
+  EXPECT_EQ(e.code, ws::kCloseTooBig);
+  // Fragments that together exceed the limit.
+  const Parsed p = parse_all(client_frame(0x01, std::string(600, 'a')) + client_frame(0x80, std::string(600, 'b')), 1024,
+                             1);
+  ASSERT_EQ(p.kinds.size(), 1u);
+  EXPECT_EQ(p.kinds[0], ws::Event::kError);
+  EXPECT_EQ(p.codes[0], ws::kCloseTooBig);
+  // At the limit is fine.
+  const Parsed ok = parse_all(client_frame(0x01, std::string(512, 'a')) + client_frame(0x80, std::string(512, 'b')),
+                              1024, 100);
+  ASSERT_EQ(ok.kinds.size(), 1u);
+  EXPECT_EQ(ok.kinds[0], ws::Event::kText);
+  EXPECT_EQ(ok.payloads[0].size(), 1024u);
+}
+
+TEST(WsCodec, ProtocolErrors) {
+  auto first_error = [](const std::string& bytes) {
+    const Parsed p = parse_all(bytes, 1024, bytes.size());
+    return p.kinds.empty() || p.kinds.back() != ws::Event::kError ? uint16_t{0} : p.codes.back();
+  };
+  std::string unmasked = text_frame("abc");
+  unmasked[1] = static_cast<char>(unmasked[1] & 0x7F);
+  EXPECT_EQ(first_error(unmasked), ws::kCloseProtocol);
+  EXPECT_EQ(first_error(client_frame(0x82, "bin")), ws::kCloseUnsupported);
+  EXPECT_EQ(first_error(client_frame(0xC1, "rsv")), ws::kCloseProtocol);
+  EXPECT_EQ(first_error(client_frame(0x80, "cont")), ws::kCloseProtocol);         // nothing to continue
+  EXPECT_EQ(first_error(client_frame(0x01, "a") + text_frame("b")), ws::kCloseProtocol);  // continuation expected
+  EXPECT_EQ(first_error(client_frame(0x09, "ping")), ws::kCloseProtocol);          // fragmented control frame
+  EXPECT_EQ(first_error(client_frame(0x89, std::string(126, 'p'))), ws::kCloseProtocol);
+  EXPECT_EQ(first_error(client_frame(0x88, "x")), ws::kCloseProtocol);            // 1-byte close payload
+  EXPECT_EQ(first_error(client_frame(0x88, std::string("\x03\xed", 2))), ws::kCloseProtocol);  // 1005 on the wire
+  EXPECT_EQ(first_error(client_frame(0x83, "op")), ws::kCloseProtocol);            // reserved opcode
+  const Parsed empty_close = parse_all(client_frame(0x88, ""), 1024, 1);
+  ASSERT_EQ(empty_close.kinds.size(), 1u);
+  EXPECT_EQ(empty_close.kinds[0], ws::Event::kClose);
+  EXPECT_EQ(empty_close.codes[0], ws::kCloseNoStatus);
+}
+
+TEST(WsCodec, ServerHeaders) {
+  uint8_t h[10];
+  ASSERT_EQ(ws::encode_header(ws::kText, 125, h), 2u);
+  EXPECT_EQ(h[0], 0x81);
+  EXPECT_EQ(h[1], 125);
+  ASSERT_EQ(ws::encode_header(ws::kText, 126, h), 4u);
+  EXPECT_EQ(h[1], 126);
+  EXPECT_EQ(h[2], 0);
+  EXPECT_EQ(h[3], 126);
+  ASSERT_EQ(ws::encode_header(ws::kPong, 65536, h), 10u);
+  EXPECT_EQ(h[0], 0x8A);
+  EXPECT_EQ(h[1], 127);
+  EXPECT_EQ(h[7], 1);
+  EXPECT_EQ(h[9], 0);
+  EXPECT_EQ(ws::header_size(125), 2u);
+  EXPECT_EQ(ws::header_size(65535), 4u);
+  EXPECT_EQ(ws::header_size(65536), 10u);
+  EXPECT_EQ(ws::close_payload(1008, "slow"), std::string("\x03\xf0slow", 6));
+  EXPECT_EQ(ws::close_payload(1000, std::string(200, 'r')).size(), 125u);
+}
+
+// --- Input limits ----------------------------------------------------------------------------------
+
+TEST_F(GatewayTest, PingFloodIsClosedWith1008) {
+  GatewayOptions o;
+  o.control_frames_per_sec = 10;
+  o.control_frames_burst = 20;
+  start(o);
+  auto& closes = counter("tern_control_frame_closes_total");
+  const uint64_t before = closes.value();
+  WsClient c;
+  ASSERT_EQ(c.connect(port_, "/v1/ws", "good"), 101);
+  int sent = 0;
+  for (int i = 0; i < 60 && c.ping(); ++i) ++sent;
+  EXPECT_GT(sent, 20);
+  EXPECT_EQ(c.read_until_closed(), 1008);
+  EXPECT_EQ(closes.value(), before + 1);
+  // A few pings are fine.
+  WsClient calm;
+  ASSERT_EQ(calm.connect(port_, "/v1/ws", "good"), 101);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(calm.ping());
+  ASSERT_TRUE(calm.write("ok"));
+  std::string got;
+  ASSERT_FALSE(calm.read(&got));
+  EXPECT_EQ(got, "ok");
+}
+
+TEST_F(GatewayTest, ByteRateLimitPausesReadingWithoutClosing) {
+  GatewayOptions o;
+  o.max_frame_bytes = 16 * 1024;             // the burst
+  o.max_input_bytes_per_sec = 128 * 1024;
+  start(o);
+  auto& paused = counter("tern_ws_input_paused_total");
+  const uint64_t paused_before = paused.value();
+  WsClient c;
+  ASSERT_EQ(c.connect(port_, "/v1/ws", "good"), 101);
+  constexpr int kFrames = 24;  // 24 × 8 KiB = 192 KiB: (192 - 16) / 128 ≈ 1.4 s at the limit
+  const std::string frame(8 * 1024, 'r');
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < kFrames; ++i) ASSERT_TRUE(c.write(frame));
+  for (int i = 0; i < kFrames; ++i) {
+    std::string got;
+    ASSERT_FALSE(c.read(&got)) << i;
+    ASSERT_EQ(got.size(), frame.size());
+  }
+  const auto elapsed = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(elapsed, 1100ms) << "input was not limited";
+  EXPECT_GT(paused.value(), paused_before);
+  ASSERT_TRUE(c.write("still open"));
+  std::string got;
+  ASSERT_FALSE(c.read(&got));
+  EXPECT_EQ(got, "still open");
+}
+
+// --- Memory ------------------------------------------------------------------------------------------
+
+TEST_F(GatewayTest, IdleWebSocketsCostLittleMemory) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "mallinfo2() does not see AddressSanitizer's heap";
+#endif
+  start({}, /*loops=*/1);
+  // Plain blocking sockets as clients: they cost no user-space memory of their own, so the
+  // heap growth is the gateway's (plus the test service's small handler and maps).
+  constexpr int kConnections = 400;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port_);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const std::string request =
+      "GET /v1/ws?token=good HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+  std::vector<int> fds;
+  auto connect_all = [&](int round) {
+    for (int i = 0; i < kConnections; ++i) {
+      const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      ASSERT_GE(fd, 0);
+      fds.push_back(fd);
+      timeval tv{5, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << i;
+      ASSERT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
+      std::string got;
+      char buf[512];
+      while (got.find("\r\n\r\n") == std::string::npos) {
+        const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        ASSERT_GT(n, 0) << "no 101 for connection " << i;
+        got.append(buf, static_cast<size_t>(n));
+      }
+      ASSERT_EQ(got.rfind("HTTP/1.1 101", 0), 0u);
+    }
+    ASSERT_TRUE(wait_until([&] { return service_.opens() == round * kConnections; }));
+    ASSERT_TRUE(wait_until([&] { return listener_->unauthenticated_connections() == 0; }));
+  };
+  auto close_all_fds = [&](int round) {
+    for (int fd : fds) ::close(fd);
+    fds.clear();
+    ASSERT_TRUE(wait_until([&] { return service_.closes() == round * kConnections; }));
+    ASSERT_TRUE(wait_until([&] { return listener_->connections() == 0; }));
+  };
+  auto heap = [] { return static_cast<double>(mallinfo2().uordblks); };
+  // Round 1 warms up what is allocated once (OpenSSL's tables, Asio's descriptor pool).
+  ASSERT_NO_FATAL_FAILURE(connect_all(1));
+  ASSERT_NO_FATAL_FAILURE(close_all_fds(1));
+  const double base = heap();
+  ASSERT_NO_FATAL_FAILURE(connect_all(2));
+  const double idle = (heap() - base) / kConnections;
+  ASSERT_NO_FATAL_FAILURE(close_all_fds(2));
+  const double after = (heap() - base) / kConnections;
+  std::printf("idle WebSocket: %.0f heap bytes per connection (gateway + test service); %.0f left after close\n",
+              idle, after);
+  EXPECT_LE(idle, 1024.0);
+  // What stays is the test service's bookkeeping (two map entries per connection).
+  EXPECT_LE(after, 160.0);
+}
+
+TEST(WebSocketSessionMemory, IdleStateIsSmall) {
+  // The socket, the counters and flags, empty vectors: no buffer is allocated while idle
+  // (the control block of make_shared and the kernel's socket come on top).
+  EXPECT_LE(sizeof(WebSocketSession), 448u);
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 
 #include "base/error.h"
 #include "gateway/websocket_session.h"
+#include "gateway/ws_codec.h"
 
 namespace tern::gateway {
 
@@ -77,14 +78,20 @@ bool is_http_parse_error(const beast::error_code& ec) {
 
 }  // namespace
 
-HttpSession::HttpSession(net::ip::tcp::socket&& socket, std::shared_ptr<GatewayContext> ctx)
+HttpSession::HttpSession(net::ip::tcp::socket&& socket, std::shared_ptr<GatewayContext> ctx, size_t loop_index,
+                         ConnectionSlot slot)
     : stream_(std::move(socket)),
       executor_(stream_.get_executor()),
       ctx_(std::move(ctx)),
       id_(next_session_id()),
+      loop_index_(loop_index),
+      slot_(std::move(slot)),
       buffer_(kMaxHeaderBytes + ctx_->options.max_http_body_bytes + 16 * 1024) {}
 
-HttpSession::~HttpSession() { ctx_->registry.remove(id_); }
+HttpSession::~HttpSession() {
+  if (charged_) ctx_->refund(charged_);
+  ctx_->registry.remove(id_);
+}
 
 std::shared_ptr<HttpSession> HttpSession::self() {
   return std::static_pointer_cast<HttpSession>(shared_from_this());
@@ -117,7 +124,7 @@ void HttpSession::do_read() {
   parser_->body_limit(ctx_->options.max_http_body_bytes);
   // An absolute deadline for the whole request: a slow trickle of header bytes cannot
   // hold the connection past it.
-  stream_.expires_after(ctx_->options.http_idle_timeout);
+  arm_read_deadline();
   http::async_read_header(stream_, buffer_, *parser_,
                           beast::bind_front_handler(&HttpSession::on_header, self()));
 }
@@ -138,8 +145,23 @@ void HttpSession::on_continue_written(beast::error_code ec, std::size_t /*bytes*
   read_body();
 }
 
+void HttpSession::arm_read_deadline() {
+  const auto now = std::chrono::steady_clock::now();
+  auto deadline = now + ctx_->options.http_idle_timeout;
+  if (!slot_.is_authenticated()) deadline = std::min(deadline, accepted_at_ + ctx_->options.unauthenticated_timeout);
+  if (deadline <= now) deadline = now + std::chrono::milliseconds(1);  // expires at once
+  stream_.expires_at(deadline);
+}
+
+bool HttpSession::authenticate_connection() {
+  if (slot_.authenticate()) return true;
+  ctx_->metrics.connections_rejected.inc();
+  spdlog::debug("event=connection_rejected reason=max_connections session={}", id_);
+  return false;
+}
+
 void HttpSession::read_body() {
-  stream_.expires_after(ctx_->options.http_idle_timeout);
+  arm_read_deadline();
   http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&HttpSession::on_read, self()));
 }
 
@@ -182,8 +204,22 @@ void HttpSession::handle_request() {
   std::string query = qmark == std::string_view::npos ? std::string() : std::string(target.substr(qmark + 1));
   std::string bearer = bearer_token(req[http::field::authorization]);
 
-  if (path == kWebSocketPath && beast::websocket::is_upgrade(req))
+  if (path == kWebSocketPath && req.find(http::field::upgrade) != req.end() &&
+      beast::iequals(trim(req[http::field::upgrade]), "websocket"))
     return upgrade(std::move(req), query, bearer);
+
+  // The first bearer token on a connection decides whether it counts as authenticated.
+  if (!slot_.is_authenticated() && !auth_tried_ && !bearer.empty()) {
+    auth_tried_ = true;
+    bool valid = false;
+    try {
+      valid = ctx_->service.authenticate(bearer).ok();
+    } catch (...) {
+      valid = false;  // the service answers the request itself below
+    }
+    if (valid && !authenticate_connection())
+      return write_error(503, code_name(ErrorCode::kOverloaded), "too many connections", true);
+  }
 
   HttpRequest request{std::string(req.method_string()), std::move(path), std::move(query),
                       std::move(bearer), std::move(req.body())};
@@ -210,6 +246,12 @@ void HttpSession::handle_request() {
 }
 
 void HttpSession::upgrade(Request request, const std::string& query, const std::string& bearer) {
+  // RFC 6455 §4.2.1. (Beast's is_upgrade() also wants HTTP/1.1 and a Connection token.)
+  const std::string_view version = trim(request[http::field::sec_websocket_version]);
+  const std::string_view key = trim(request[http::field::sec_websocket_key]);
+  if (!beast::websocket::is_upgrade(request) || version != "13" || !ws::valid_client_key(key))
+    return write_error(400, code_name(ErrorCode::kMalformed), "bad WebSocket upgrade request", true);
+
   const std::string token = bearer.empty() ? query_param(query, "token") : bearer;
   if (token.empty())
     return write_error(401, code_name(ErrorCode::kUnauthorized), "missing token", false);
@@ -225,13 +267,22 @@ void HttpSession::upgrade(Request request, const std::string& query, const std::
   if (!device) return write_error(500, code_name(ErrorCode::kInternal), "internal error", false);
   if (!device->ok()) return write_error(401, code_name(ErrorCode::kUnauthorized), "bad token", false);
 
-  // The socket moves to the WebSocket session, which shares our strand; we end here.
-  // Leave the registry first so the connection is never counted twice (max_connections).
+  if (!authenticate_connection())
+    return write_error(503, code_name(ErrorCode::kOverloaded), "too many connections", true);
+
+  // The socket moves to the WebSocket session, which shares our loop (and strand); we end
+  // here. Leave the registry first so the connection is never counted twice.
   ctx_->registry.remove(id_);
   upgraded_ = true;
   busy_ = false;
-  auto ws = std::make_shared<WebSocketSession>(std::move(stream_), ctx_, std::move(*device).value());
-  ws->run(std::move(request));
+  const auto pending = buffer_.data();
+  std::string early(static_cast<const char*>(pending.data()), pending.size());
+  const std::string accept = ws::accept_key(key);
+  buffer_.clear();
+  buffer_.shrink_to_fit();
+  auto ws = std::make_shared<WebSocketSession>(stream_.release_socket(), ctx_, loop_index_, std::move(slot_),
+                                               std::move(*device).value());
+  ws->run(accept, std::move(early));
 }
 
 void HttpSession::write_error(int status, std::string_view code, std::string_view message, bool close) {
@@ -241,6 +292,19 @@ void HttpSession::write_error(int status, std::string_view code, std::string_vie
 
 void HttpSession::write_response(HttpResponse response, bool close) {
   if (closed_) return;
+  // The response is charged to the process-wide byte budget until written (headers: an
+  // estimate); one that does not fit is refused with 503 and the connection closed.
+  constexpr size_t kHeaderEstimate = 256;
+  size_t charge = response.body.size() + kHeaderEstimate;
+  if (ctx_->global_budget_exceeded(charge)) {
+    ctx_->metrics.http_overloaded.inc();
+    spdlog::debug("event=http_overloaded session={} bytes={}", id_, response.body.size());
+    response = HttpResponse{503, json_error(code_name(ErrorCode::kOverloaded), "server busy"), "application/json"};
+    charge = response.body.size() + kHeaderEstimate;  // small: always admitted
+    close = true;
+  }
+  ctx_->charge(charge);
+  charged_ += charge;
   close = close || !keep_alive_ || close_after_response_;
   const int status = (response.status >= 100 && response.status <= 599) ? response.status : 500;
   response_.emplace(static_cast<http::status>(status), version_);
@@ -257,6 +321,8 @@ void HttpSession::write_response(HttpResponse response, bool close) {
 void HttpSession::on_write(bool close, beast::error_code ec, std::size_t /*bytes*/) {
   busy_ = false;
   response_.reset();
+  ctx_->refund(charged_);
+  charged_ = 0;
   if (ec) return close_socket();
   if (close || close_after_response_) return linger();
   do_read();

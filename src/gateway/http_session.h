@@ -5,10 +5,11 @@
 // service each hold one). On upgrade the socket moves to a new WebSocketSession and this
 // object ends.
 //
-// Threading: runs on the connection's own strand (the socket's executor). run() and
+// Threading: runs on the connection's loop (the socket's executor: the loop's io_context,
+// or a strand of it when that io_context is shared by several threads). run() and
 // shutdown() may be called from any thread. ServiceInterface::handle_http and
-// ::authenticate are called on that strand; the HttpReply may be invoked from any thread
-// (the response is posted back onto the strand before it is written).
+// ::authenticate are called on that loop; the HttpReply may be invoked from any thread
+// (the response is posted back onto the loop before it is written).
 //
 // Behaviour:
 //  - One request at a time: the next one is read only after the response is written, so
@@ -16,13 +17,23 @@
 //  - Limits: request headers 8 KiB, body max_http_body_bytes (413 "too_large" and close);
 //    a whole request must arrive within http_idle_timeout (else the connection is closed);
 //    malformed HTTP → 400 "malformed" and close. "Expect: 100-continue" is honoured.
-//  - `GET /v1/ws` with an upgrade: token from "Authorization: Bearer" or `?token=`;
-//    a missing or refused token → 401 "unauthorized" and no upgrade. Other requests go to
-//    service.handle_http. Bytes a client sends after its upgrade request, before the 101,
-//    are not carried over (clients wait for the 101).
+//  - `GET /v1/ws` with an `Upgrade: websocket` header: the upgrade must be valid
+//    (GET, Connection: upgrade, Sec-WebSocket-Version: 13, a Sec-WebSocket-Key of 16
+//    bytes), else 400 "malformed"; token from "Authorization: Bearer" or `?token=`; a
+//    missing or refused token → 401 "unauthorized" and no upgrade. Then the raw socket and
+//    any bytes already read past the request go to a WebSocketSession, which writes the 101.
+//    Other requests go to service.handle_http.
+//  - Budgets: the connection starts in the unauthenticated budget and must authenticate
+//    within unauthenticated_timeout of being accepted (else it is closed, after the
+//    response in progress); it authenticates by a valid upgrade, or by the first request
+//    that carries a bearer token service.authenticate() accepts (checked once per
+//    connection). Authenticating over max_connections → 503 `overloaded` and close.
+//  - Each response is charged to the process-wide byte budget while it is written; one
+//    that does not fit is replaced by 503 `overloaded` and the connection closed.
 //  - A connection that ends with an error response is half-closed and drained briefly
 //    (bounded in bytes and time) so the client reads the response instead of a reset.
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -43,7 +54,10 @@ namespace tern::gateway {
 
 class HttpSession final : public Session {
  public:
-  HttpSession(boost::asio::ip::tcp::socket&& socket, std::shared_ptr<GatewayContext> ctx);
+  // `socket` was accepted on loops[loop_index]; `slot` is its place in the unauthenticated
+  // connection budget.
+  HttpSession(boost::asio::ip::tcp::socket&& socket, std::shared_ptr<GatewayContext> ctx, size_t loop_index,
+              ConnectionSlot slot);
   ~HttpSession() override;
 
   // Registers the session and starts serving on its strand. Any thread.
@@ -65,6 +79,10 @@ class HttpSession final : public Session {
   void on_read_error(boost::beast::error_code ec);
   void handle_request();
   void upgrade(Request request, const std::string& query, const std::string& bearer);
+  // Moves the connection to the authenticated budget; false if that is full.
+  bool authenticate_connection();
+  // The read deadline: http_idle_timeout, cut to the authentication deadline.
+  void arm_read_deadline();
   void write_response(HttpResponse response, bool close);
   void write_error(int status, std::string_view code, std::string_view message, bool close);
   void on_write(bool close, boost::beast::error_code ec, std::size_t bytes);
@@ -76,6 +94,9 @@ class HttpSession final : public Session {
   const boost::asio::any_io_executor executor_;  // the strand; a copy, safe from any thread
   const std::shared_ptr<GatewayContext> ctx_;
   const uint64_t id_;
+  const size_t loop_index_;
+  const std::chrono::steady_clock::time_point accepted_at_ = std::chrono::steady_clock::now();
+  ConnectionSlot slot_;
 
   // Strand-only state.
   boost::beast::flat_buffer buffer_;
@@ -87,7 +108,9 @@ class HttpSession final : public Session {
   bool close_after_response_ = false;  // shutdown() arrived while busy_
   bool upgraded_ = false;              // the socket now belongs to a WebSocketSession
   bool closed_ = false;
+  bool auth_tried_ = false;            // service.authenticate() was asked for a bearer token
   size_t linger_left_ = 0;
+  size_t charged_ = 0;                 // bytes of the response in progress, in the global budget
 };
 
 }  // namespace tern::gateway

@@ -37,7 +37,15 @@ const std::string& overloaded_response() {
 }
 
 Result<void> validate(const GatewayOptions& o) {
-  if (o.write_queue_frames == 0) return make_error(ErrorCode::kInvalidArgument, "write_queue_frames must be > 0");
+  if (o.write_queue_bytes == 0) return make_error(ErrorCode::kInvalidArgument, "write_queue_bytes must be > 0");
+  if (o.global_queue_bytes == 0) return make_error(ErrorCode::kInvalidArgument, "global_queue_bytes must be > 0");
+  if (o.frames_per_turn == 0) return make_error(ErrorCode::kInvalidArgument, "frames_per_turn must be > 0");
+  if (o.max_unauthenticated_connections == 0)
+    return make_error(ErrorCode::kInvalidArgument, "max_unauthenticated_connections must be > 0");
+  if (o.unauthenticated_timeout.count() <= 0)
+    return make_error(ErrorCode::kInvalidArgument, "unauthenticated_timeout must be positive");
+  if (!(o.control_frames_per_sec > 0) || !(o.control_frames_burst >= 1))
+    return make_error(ErrorCode::kInvalidArgument, "control frame rate and burst must be positive");
   if (o.max_frame_bytes == 0) return make_error(ErrorCode::kInvalidArgument, "max_frame_bytes must be > 0");
   if (o.max_connections == 0) return make_error(ErrorCode::kInvalidArgument, "max_connections must be > 0");
   if (o.handshake_timeout.count() <= 0 || o.http_idle_timeout.count() <= 0 || o.ping_interval.count() < 0)
@@ -48,20 +56,24 @@ Result<void> validate(const GatewayOptions& o) {
 }  // namespace
 
 // The listener's state, shared with its pending handlers (so they never outlive it).
-// Acceptor work runs on its own strand; the flags are atomics read from any thread.
+// Acceptor work runs on loops[0] (on its own strand if that loop is shared by several
+// threads); the flags are atomics read from any thread.
 class ListenerState : public std::enable_shared_from_this<ListenerState> {
  public:
-  ListenerState(net::io_context& ioc, GatewayOptions options, ServiceInterface& service)
-      : ioc_(ioc),
-        ctx_(std::make_shared<GatewayContext>(std::move(options), service)),
-        strand_(net::make_strand(ioc)),
-        acceptor_(strand_),
-        retry_timer_(strand_) {}
+  ListenerState(std::vector<net::io_context*> loops, bool shared, GatewayOptions options, ServiceInterface& service)
+      : ctx_(std::make_shared<GatewayContext>(std::move(loops), shared, std::move(options), service)),
+        ioc_(*ctx_->contexts.front()),
+        executor_(shared ? net::any_io_executor(net::make_strand(ioc_)) : net::any_io_executor(ioc_.get_executor())),
+        acceptor_(executor_),
+        retry_timer_(executor_) {}
 
   Result<uint16_t> start();
   void stop_accepting();
   void close_all(uint16_t code);
   size_t connections() const { return ctx_->registry.size(); }
+  size_t authenticated() const { return ctx_->authenticated.load(); }
+  size_t unauthenticated() const { return ctx_->unauthenticated.load(); }
+  size_t queued_bytes() const { return ctx_->queued_bytes.load(); }
   const GatewayOptions& options() const { return ctx_->options; }
 
  private:
@@ -69,11 +81,13 @@ class ListenerState : public std::enable_shared_from_this<ListenerState> {
   void on_accept(beast::error_code ec, tcp::socket socket);
   void reject(tcp::socket& socket);
 
-  net::io_context& ioc_;
   const std::shared_ptr<GatewayContext> ctx_;
-  net::strand<net::io_context::executor_type> strand_;
+  net::io_context& ioc_;             // loops[0]
+  const net::any_io_executor executor_;  // acceptor work
   tcp::acceptor acceptor_;
   net::steady_timer retry_timer_;
+  size_t next_loop_ = 0;             // round-robin; acceptor work only
+  size_t accepting_loop_ = 0;        // the loop of the pending async_accept
   std::atomic<bool> started_{false};
   std::atomic<bool> stopping_{false};
 };
@@ -116,13 +130,13 @@ Result<uint16_t> ListenerState::start() {
   if (ec) return fail("local_endpoint");
 
   spdlog::info("event=listening address={} port={}", endpoint.address().to_string(), port);
-  net::post(strand_, [self = shared_from_this()] { self->do_accept(); });
+  net::post(executor_, [self = shared_from_this()] { self->do_accept(); });
   return port;
 }
 
 void ListenerState::stop_accepting() {
   if (stopping_.exchange(true)) return;
-  net::post(strand_, [self = shared_from_this()] {
+  net::post(executor_, [self = shared_from_this()] {
     beast::error_code ignored;
     self->retry_timer_.cancel();
     self->acceptor_.close(ignored);
@@ -137,8 +151,10 @@ void ListenerState::close_all(uint16_t code) {
 
 void ListenerState::do_accept() {
   if (stopping_.load() || !acceptor_.is_open()) return;
-  // Each connection gets its own strand: its handlers never run concurrently.
-  acceptor_.async_accept(net::make_strand(ioc_),
+  // The socket is born on the loop it will live on (round-robin over the loops).
+  accepting_loop_ = next_loop_;
+  next_loop_ = (next_loop_ + 1) % ctx_->contexts.size();
+  acceptor_.async_accept(ctx_->connection_executor(accepting_loop_),
                          beast::bind_front_handler(&ListenerState::on_accept, shared_from_this()));
 }
 
@@ -160,10 +176,12 @@ void ListenerState::on_accept(beast::error_code ec, tcp::socket socket) {
   beast::error_code ignored;
   // Frames are small and latency-bound; never wait for Nagle.
   socket.set_option(tcp::no_delay(true), ignored);
-  if (ctx_->registry.size() >= ctx_->options.max_connections)
+  // Every connection starts unauthenticated, in the small budget; it moves to the
+  // max_connections budget when it authenticates.
+  if (auto slot = ConnectionSlot::unauthenticated(*ctx_); !slot.held())
     reject(socket);
   else
-    std::make_shared<HttpSession>(std::move(socket), ctx_)->run();
+    std::make_shared<HttpSession>(std::move(socket), ctx_, accepting_loop_, std::move(slot))->run();
   do_accept();
 }
 
@@ -171,7 +189,7 @@ void ListenerState::reject(tcp::socket& socket) {
   // Best effort and never blocking: the answer fits any fresh socket's send buffer; if it
   // does not, the client just sees the connection closed.
   ctx_->metrics.connections_rejected.inc();
-  spdlog::debug("event=connection_rejected reason=max_connections");
+  spdlog::debug("event=connection_rejected reason=max_unauthenticated_connections");
   beast::error_code ec;
   socket.non_blocking(true, ec);
   if (!ec) socket.write_some(net::buffer(overloaded_response()), ec);
@@ -179,8 +197,15 @@ void ListenerState::reject(tcp::socket& socket) {
   socket.close(ec);
 }
 
+Listener::Listener(std::vector<net::io_context*> loops, GatewayOptions options, ServiceInterface& service,
+                   bool shared_loop)
+    : state_(std::make_shared<ListenerState>(std::move(loops), shared_loop, std::move(options), service)) {}
+
+Listener::Listener(std::vector<net::io_context*> loops, GatewayOptions options, ServiceInterface& service)
+    : Listener(std::move(loops), std::move(options), service, false) {}
+
 Listener::Listener(net::io_context& ioc, GatewayOptions options, ServiceInterface& service)
-    : state_(std::make_shared<ListenerState>(ioc, std::move(options), service)) {}
+    : Listener(std::vector<net::io_context*>{&ioc}, std::move(options), service, true) {}
 
 Listener::~Listener() { state_->stop_accepting(); }
 
@@ -188,6 +213,9 @@ Result<uint16_t> Listener::start() { return state_->start(); }
 void Listener::stop_accepting() { state_->stop_accepting(); }
 void Listener::close_all(uint16_t code) { state_->close_all(code); }
 size_t Listener::connections() const { return state_->connections(); }
+size_t Listener::authenticated_connections() const { return state_->authenticated(); }
+size_t Listener::unauthenticated_connections() const { return state_->unauthenticated(); }
+size_t Listener::queued_bytes() const { return state_->queued_bytes(); }
 const GatewayOptions& Listener::options() const { return state_->options(); }
 
 }  // namespace tern::gateway

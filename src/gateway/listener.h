@@ -1,13 +1,18 @@
-// Listener: the gateway's entry point. Binds one TCP address, accepts connections and gives
-// each its own strand and an HttpSession (which may become a WebSocketSession).
+// Listener: the gateway's entry point. Binds one TCP address, accepts connections, places
+// each on one event loop (round-robin) and gives it an HttpSession (which may become a
+// WebSocketSession). A connection stays on its loop for its whole life.
 //
 // Ownership: the caller owns the Listener, the io_context and the ServiceInterface. The
 // Listener's state is shared with its pending handlers and sessions, so destroying the
 // Listener while the io_context still runs is safe (accepting stops). The ServiceInterface
 // must outlive the io_context's run (sessions call into it until they end).
 //
-// Threading: the io_context is run by threads the caller owns (any number); every session
-// runs on its own strand. All public methods are thread-safe.
+// Threading (thread-per-core): with the loops constructor, each io_context must be run by
+// exactly one thread the caller owns; every handler of a connection runs on its loop's
+// thread, straight on the io_context's executor (no strands). The acceptor lives on
+// loops[0]. The single-io_context constructor keeps the old contract: that io_context may
+// be run by any number of threads, so each connection gets its own strand there (pass a
+// vector of one io_context to get the strand-free loop). All public methods are thread-safe.
 //
 // Shutdown sequence (what ternd does): stop_accepting(); close_all(1001); wait (bounded)
 // for connections() to reach 0; stop the io_context; join its threads. Sessions end only
@@ -16,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "base/result.h"
 #include "gateway/gateway_options.h"
@@ -31,6 +37,9 @@ class ListenerState;
 
 class Listener {
  public:
+  // One event loop per io_context; loops[i] is Connection::loop_index() i. Not empty.
+  Listener(std::vector<boost::asio::io_context*> loops, GatewayOptions options, ServiceInterface& service);
+  // One loop (index 0) that may be run by several threads (connections get strands).
   Listener(boost::asio::io_context& ioc, GatewayOptions options, ServiceInterface& service);
   ~Listener();  // stops accepting; live sessions carry on until they end or close_all()
   Listener(const Listener&) = delete;
@@ -47,9 +56,17 @@ class Listener {
   void close_all(uint16_t code);
   // Live TCP connections: HTTP and WebSocket sessions together.
   size_t connections() const;
+  // Connections in each budget (see GatewayOptions::max_connections and
+  // max_unauthenticated_connections).
+  size_t authenticated_connections() const;
+  size_t unauthenticated_connections() const;
+  // Payload bytes queued in the process (WebSocket queues and HTTP responses).
+  size_t queued_bytes() const;
   const GatewayOptions& options() const;
 
  private:
+  Listener(std::vector<boost::asio::io_context*> loops, GatewayOptions options, ServiceInterface& service,
+           bool shared_loop);
   std::shared_ptr<ListenerState> state_;
 };
 

@@ -33,32 +33,42 @@ struct HttpResponse {
 using HttpReply = std::function<void(HttpResponse)>;
 
 // A live WebSocket connection. Owned by the gateway (shared_ptr); the service holds it while
-// it wants to write. Thread affinity: send(), queued() and close() must run on the
-// connection's strand: from FrameHandler callbacks, or inside a function given to post().
-// post() itself may be called from any thread.
+// it wants to write. Thread affinity: each connection lives on one event loop (one thread,
+// see Listener) for its whole life; send(), queued_bytes() and close() must run there: from
+// FrameHandler callbacks, or inside a function given to post(). post(), id(),
+// queue_limit_bytes() and loop_index() may be called from any thread.
 class Connection {
  public:
   virtual ~Connection() = default;
-  // Queues one text frame. The write queue is bounded (frames); when it is full the
-  // connection is closed (code 1008, "slow consumer": the client replays on reconnect) and
-  // send() returns false. Frames are shared, never copied per recipient.
+  // Queues one text frame (shared, never copied; written with the other frames queued in
+  // the same loop turn, in one gathered write). The write queue is bounded in bytes: a
+  // send() that would take it over queue_limit_bytes() (or that finds the process-wide
+  // budget exhausted while this connection holds more than 64 KiB) closes the connection
+  // (code 1008, "slow consumer": the client replays on reconnect), drops the unsent frames
+  // and returns false. A frame offered to an empty queue is always accepted. Also false
+  // once the connection is closing or closed.
   virtual bool send(std::shared_ptr<const std::string> frame) = 0;
-  // Frames queued and not yet written; services pace bulk work (replay) by it.
-  virtual size_t queued() const = 0;
-  virtual size_t queue_limit() const = 0;
-  // Closes with a WebSocket close code (1000 normal, 1001 going away, 1008 policy).
+  // Payload bytes queued and not yet written; services pace bulk work (replay) by it.
+  virtual size_t queued_bytes() const = 0;
+  virtual size_t queue_limit_bytes() const = 0;
+  // Closes with a WebSocket close code (1000 normal, 1001 going away, 1008 policy): the
+  // frames queued before are written first, then the close frame.
   virtual void close(uint16_t code, std::string reason) = 0;
-  // Runs fn on this connection's strand (dropped if the connection is already gone).
+  // Runs fn on this connection's loop (dropped if the connection is already gone).
   virtual void post(std::function<void()> fn) = 0;
   virtual uint64_t id() const = 0;
+  // The index of the connection's event loop in the Listener's loops (0 with the
+  // single-io_context constructor). Services may keep per-loop state by it.
+  virtual size_t loop_index() const = 0;
 };
 
-// The service's side of one connection. Every callback runs on the connection's strand.
+// The service's side of one connection. Every callback runs on the connection's loop.
 class FrameHandler {
  public:
   virtual ~FrameHandler() = default;
   virtual void on_text(std::string_view frame) = 0;
-  // The write queue fell to half its limit or below after being above it (resume replay).
+  // Called after a write to the socket completed when the queue is then at or below half
+  // of queue_limit_bytes() (at most once per completed write): resume paced work (replay).
   virtual void on_writable() = 0;
   // The connection is gone (closed by either side, timed out, or server stopping). Called
   // exactly once per open(); afterwards the gateway drops the handler and every further
@@ -70,13 +80,15 @@ class FrameHandler {
 class ServiceInterface {
  public:
   virtual ~ServiceInterface() = default;
-  // Any HTTP request that is not the WebSocket upgrade. Runs on the HTTP session's strand;
+  // Any HTTP request that is not the WebSocket upgrade. Runs on the HTTP session's loop;
   // reply may be called later from any thread.
   virtual void handle_http(HttpRequest request, HttpReply reply) = 0;
   // Checks the token of a WebSocket upgrade before it is accepted (failure → HTTP 401).
+  // Also called once for the first bearer token on a plain HTTP connection, to count the
+  // connection as authenticated (see GatewayOptions::max_unauthenticated_connections).
   virtual Result<DeviceRef> authenticate(const std::string& token) = 0;
   // The upgrade completed: returns the handler for the connection's frames. Runs on the
-  // connection's strand; send() may be called from here already. A null handler closes the
+  // connection's loop; send() may be called from here already. A null handler closes the
   // connection with 1011.
   virtual std::shared_ptr<FrameHandler> open(std::shared_ptr<Connection> connection, DeviceRef device) = 0;
 };

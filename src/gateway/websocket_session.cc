@@ -1,44 +1,81 @@
 #include "gateway/websocket_session.h"
 
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <algorithm>
 #include <cassert>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
 #include <exception>
+#include <limits>
 #include <string_view>
 #include <utility>
 
+#include <boost/asio/bind_allocator.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
-#include <boost/beast/core/bind_handler.hpp>
-#include <boost/beast/websocket.hpp>
 #include <spdlog/spdlog.h>
 
 namespace tern::gateway {
 
-namespace beast = boost::beast;
-namespace http = beast::http;
-namespace websocket = beast::websocket;
 namespace net = boost::asio;
+using tcp = net::ip::tcp;
 
 namespace {
 
 using Strand = net::strand<net::io_context::executor_type>;
 
-// A queue that held this many frames and drained completely resumes the service even if it
-// never crossed limit/2 (small limits in tests, batches in replay).
-constexpr size_t kWritableAfterPeak = 64;
-// A read buffer grown by one big message is given back once it exceeds this.
-constexpr size_t kReadBufferKeep = 64 * 1024;
-// Only used by Beast when it must copy (masking, compression); neither applies to a server
-// without permessage-deflate, so frames go to the socket straight from the shared string.
-constexpr size_t kWriteBufferBytes = 64 * 1024;
-// Close reasons travel in a control frame: at most 123 bytes.
-constexpr size_t kMaxReasonBytes = 123;
+constexpr uint8_t kRaw = 0xFF;
+constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
+constexpr size_t kNotListed = std::numeric_limits<size_t>::max();
+// One gathered write: at most this many frames (two iovecs each) and about this many bytes.
+constexpr size_t kMaxFramesPerWrite = 64;
+constexpr size_t kMaxBytesPerWrite = 256 * 1024;
+// Reads: the per-thread scratch buffer, and how many reads one turn may do.
+constexpr size_t kScratchBytes = 64 * 1024;
+constexpr int kMaxReadsPerTurn = 16;
+// Over the global budget, queues above this are shed; smaller ones are still served.
+constexpr size_t kGlobalShedFloor = 64 * 1024;
+// A paused input waits until this much (or the whole burst, if smaller) has refilled.
+constexpr double kResumeInputBytes = 16 * 1024;
+constexpr std::chrono::seconds kSweepPeriod{1};
 
-constexpr uint16_t kCloseUnsupported = 1003;
-constexpr uint16_t kClosePolicy = 1008;
-constexpr uint16_t kCloseInternal = 1011;
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
-// Service callbacks are a boundary: an exception must not unwind through the io_context
-// thread. Returns false if `fn` threw.
+char* scratch_buffer() {
+  thread_local std::unique_ptr<char[]> buffer(new char[kScratchBytes]);
+  return buffer.get();
+}
+
+const std::shared_ptr<const std::string>& empty_payload() {
+  static const auto empty = std::make_shared<const std::string>();
+  return empty;
+}
+
+// Plain operator new/delete for operations that stay pending while a connection is idle.
+// (std::allocator<void> would not do: Asio treats it as "no allocator" and recycles blocks.)
+template <typename T>
+struct ExactAllocator {
+  using value_type = T;
+  ExactAllocator() = default;
+  template <typename U>
+  ExactAllocator(const ExactAllocator<U>&) noexcept {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T))); }
+  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p); }
+  template <typename U>
+  bool operator==(const ExactAllocator<U>&) const noexcept { return true; }
+  template <typename U>
+  bool operator!=(const ExactAllocator<U>&) const noexcept { return false; }
+};
+
+// Service callbacks are a boundary: an exception must not unwind through the loop's thread.
+// Returns false if `fn` threw.
 template <typename Fn>
 bool guarded(const char* where, uint64_t conn, Fn&& fn) {
   try {
@@ -54,19 +91,28 @@ bool guarded(const char* where, uint64_t conn, Fn&& fn) {
 
 }  // namespace
 
-WebSocketSession::WebSocketSession(beast::tcp_stream&& stream, std::shared_ptr<GatewayContext> ctx,
-                                   DeviceRef device)
-    : ws_(std::move(stream)),
-      executor_(ws_.get_executor()),
+WebSocketSession::WebSocketSession(tcp::socket&& socket, std::shared_ptr<GatewayContext> ctx, size_t loop_index,
+                                   ConnectionSlot slot, DeviceRef device)
+    : socket_(std::move(socket)),
       ctx_(std::move(ctx)),
+      loop_(ctx_->loop(loop_index)),
       device_(std::move(device)),
       id_(next_session_id()),
-      close_deadline_(executor_) {}
+      slot_(std::move(slot)),
+      due_ms_(kNever),
+      list_index_(kNotListed),
+      deadline_ms_(kNever),
+      input_tokens_(static_cast<double>(ctx_->options.max_frame_bytes)),
+      control_tokens_(ctx_->options.control_frames_burst) {}
 
 WebSocketSession::~WebSocketSession() {
   // Reached without finish() only if the io_context was destroyed with our handlers still
-  // queued; keep the gauge honest (on_close cannot be delivered safely then).
-  if (opened_ && !finished_) ctx_->metrics.connections.add(-1);
+  // queued; keep the gauge and the budget honest (on_close cannot be delivered safely then).
+  if (!finished_) {
+    remove_from_loop();
+    if (opened_) ctx_->metrics.connections.add(-1);
+    ctx_->refund(queued_bytes_);
+  }
   ctx_->registry.remove(id_);
 }
 
@@ -74,250 +120,597 @@ std::shared_ptr<WebSocketSession> WebSocketSession::self() {
   return std::static_pointer_cast<WebSocketSession>(shared_from_this());
 }
 
-bool WebSocketSession::on_strand() const {
-  const auto* strand = executor_.target<Strand>();
-  return strand == nullptr || strand->running_in_this_thread();
+bool WebSocketSession::on_loop() const {
+  auto ex = const_cast<tcp::socket&>(socket_).get_executor();
+  if (const auto* strand = ex.target<Strand>()) return strand->running_in_this_thread();
+  if (const auto* io = ex.target<net::io_context::executor_type>()) return io->running_in_this_thread();
+  return true;
 }
 
-void WebSocketSession::run(Request request) {
-  assert(on_strand());
-  if (auto code = ctx_->registry.add(id_, weak_from_this())) {
-    // close_all() already ran: finish the handshake only to say goodbye properly.
-    start_close(*code, "server shutting down", true);
-  }
+// --- Opening ---------------------------------------------------------------------------------
 
-  const GatewayOptions& o = ctx_->options;
-  // Beast's websocket timeouts replace the tcp_stream's own timer; both must not run.
-  beast::get_lowest_layer(ws_).expires_never();
-  websocket::stream_base::timeout timeouts{};
-  timeouts.handshake_timeout = o.handshake_timeout;
-  if (o.ping_interval.count() > 0) {
-    // Beast pings after idle_timeout/2 of silence and gives up after idle_timeout.
-    timeouts.idle_timeout = 2 * o.ping_interval;
-    timeouts.keep_alive_pings = true;
-  } else {
-    timeouts.idle_timeout = websocket::stream_base::none();
-    timeouts.keep_alive_pings = false;
-  }
-  ws_.set_option(timeouts);
-  websocket::permessage_deflate pmd;
-  pmd.server_enable = false;
-  pmd.client_enable = false;
-  ws_.set_option(pmd);
-  ws_.read_message_max(o.max_frame_bytes);
-  ws_.auto_fragment(false);
-  ws_.write_buffer_bytes(kWriteBufferBytes);
-  ws_.text(true);
-  ws_.set_option(websocket::stream_base::decorator(
-      [](websocket::response_type& res) { res.set(http::field::server, "ternd"); }));
-
-  ws_.async_accept(request, beast::bind_front_handler(&WebSocketSession::on_accept, self()));
-}
-
-void WebSocketSession::on_accept(beast::error_code ec) {
+void WebSocketSession::run(const std::string& accept_key, std::string early) {
+  assert(on_loop());
+  const auto closing = ctx_->registry.add(id_, weak_from_this());
+  boost::system::error_code ec;
+  socket_.non_blocking(true, ec);
   if (ec) {
     spdlog::debug("event=ws_handshake_failed conn={} error=\"{}\"", id_, ec.message());
     finish();
     return;
   }
-  accepted_ = true;
-  if (close_started_) {
-    // Shut down while handshaking: no open(), so no on_close() is owed.
-    maybe_send_close();
-    do_read();
-    return;
-  }
-  opened_ = true;
-  ctx_->metrics.connections.add(1);
-  spdlog::debug("event=ws_open conn={} user={} device={}", id_, device_.user, device_.device);
+  const int64_t now = now_ms();
+  last_rx_ms_ = now;
+  tokens_ms_ = now;
+  deadline_ms_ = now + std::chrono::duration_cast<std::chrono::milliseconds>(ctx_->options.handshake_timeout).count();
+  update_due();
+  add_to_loop();
+  if (!early.empty()) pending_.assign(early.begin(), early.end());
 
-  std::shared_ptr<FrameHandler> handler;
-  guarded("open", id_, [&] { handler = ctx_->service.open(self(), device_); });
-  handler_ = std::move(handler);
-  if (!handler_) start_close(kCloseInternal, "internal error", true);
-  do_read();
+  auto response = std::make_shared<std::string>();
+  response->reserve(160);
+  response->append("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Accept: ")
+      .append(accept_key)
+      .append("\r\nServer: ternd\r\n\r\n");
+  enqueue(std::move(response), kRaw);
+  // close_all() already ran: finish the handshake only to say goodbye properly.
+  if (closing) start_close(*closing, "server shutting down", true);
+  flush();  // nothing else can be queued yet: write the 101 now
 }
 
-void WebSocketSession::do_read() {
-  ws_.async_read(rd_buf_, beast::bind_front_handler(&WebSocketSession::on_read, self()));
+void WebSocketSession::on_handshake_written() {
+  handshake_done_ = true;
+  if (!close_started_) {
+    deadline_ms_ = kNever;
+    update_due();
+    opened_ = true;
+    ctx_->metrics.connections.add(1);
+    spdlog::debug("event=ws_open conn={} user={} device={} loop={}", id_, device_.user, device_.device, loop_->index);
+    std::shared_ptr<FrameHandler> handler;
+    guarded("open", id_, [&] { handler = ctx_->service.open(self(), device_); });
+    handler_ = std::move(handler);
+    if (!handler_) start_close(ws::kCloseInternal, "internal error", true);
+  }
+  if (!finished_) read_turn();  // the bytes that came with the request, then the socket
 }
 
-void WebSocketSession::on_read(beast::error_code ec, std::size_t /*bytes*/) {
-  if (ec) {
-    // closed (either side), timeout (no pong), message_too_big (Beast sent 1009), reset...
-    spdlog::debug("event=ws_read_end conn={} error=\"{}\"", id_, ec.message());
-    finish();
-    return;
-  }
-  ctx_->metrics.ws_frames_in.inc();
-  if (!ws_.got_text()) {
-    start_close(kCloseUnsupported, "text frames only", false);
-  } else if (handler_ && !close_started_) {
-    const auto data = rd_buf_.cdata();
-    const std::string_view frame(static_cast<const char*>(data.data()), data.size());
-    if (!guarded("on_text", id_, [&] { handler_->on_text(frame); }))
-      start_close(kCloseInternal, "internal error", true);
-  }
-  rd_buf_.consume(rd_buf_.size());
-  if (rd_buf_.capacity() > kReadBufferKeep) rd_buf_.shrink_to_fit();
-  // Reading continues while closing: it is how Beast receives the peer's close frame.
-  do_read();
-}
+// --- Connection ----------------------------------------------------------------------------------
 
 bool WebSocketSession::send(std::shared_ptr<const std::string> frame) {
-  assert(on_strand());
+  assert(on_loop());
   assert(frame);
   if (finished_ || close_started_ || !frame) return false;
-  const size_t limit = ctx_->options.write_queue_frames;
-  if (queue_.size() >= limit) {
-    ctx_->metrics.slow_consumer_closes.inc();
-    spdlog::info("event=slow_consumer conn={} queued={}", id_, queue_.size());
-    start_close(kClosePolicy, "slow consumer", true);
+  const size_t size = frame->size();
+  if (queued_bytes_ > 0 && queued_bytes_ + size > ctx_->options.write_queue_bytes) {
+    slow_consumer();
     return false;
   }
-  queue_.push_back(std::move(frame));
-  const size_t n = queue_.size();
-  if (n > limit / 2) above_half_ = true;
-  if (n > peak_) peak_ = n;
-  if (!writing_) do_write();
+  if (queued_bytes_ > kGlobalShedFloor && ctx_->global_budget_exceeded(size)) {
+    slow_consumer();
+    return false;
+  }
+  enqueue(std::move(frame), ws::kText);
+  schedule_flush();
   return true;
 }
 
-void WebSocketSession::do_write() {
-  assert(!writing_ && !queue_.empty());
-  writing_ = true;
-  // The buffer points into the shared frame, kept alive by queue_.front() until on_write.
-  ws_.async_write(net::buffer(*queue_.front()),
-                  beast::bind_front_handler(&WebSocketSession::on_write, self()));
+size_t WebSocketSession::queued_bytes() const {
+  assert(on_loop());
+  return queued_bytes_;
 }
 
-void WebSocketSession::on_write(beast::error_code ec, std::size_t /*bytes*/) {
-  assert(writing_ && !queue_.empty());
-  writing_ = false;
-  if (ec) {
-    // The stream is unusable; cut the socket so the pending read ends and finish() runs.
-    queue_.clear();
-    hard_close();
-    return;
-  }
-  ctx_->metrics.ws_frames_out.inc();
-  queue_.pop_front();
-  if (finished_) {
-    queue_.clear();
-    return;
-  }
-
-  bool notify = false;
-  if (above_half_ && queue_.size() <= ctx_->options.write_queue_frames / 2) {
-    above_half_ = false;
-    notify = true;
-  }
-  if (queue_.empty()) {
-    if (peak_ >= kWritableAfterPeak) notify = true;
-    peak_ = 0;
-  }
-  if (notify && handler_ && !close_started_) {
-    // The handler may send() from here; that restarts the write itself.
-    if (!guarded("on_writable", id_, [&] { handler_->on_writable(); }))
-      start_close(kCloseInternal, "internal error", true);
-  }
-  if (!writing_ && !queue_.empty())
-    do_write();
-  else
-    maybe_send_close();
-}
-
-size_t WebSocketSession::queued() const {
-  assert(on_strand());
-  return queue_.size();
-}
-
-size_t WebSocketSession::queue_limit() const { return ctx_->options.write_queue_frames; }
+size_t WebSocketSession::queue_limit_bytes() const { return ctx_->options.write_queue_bytes; }
 
 uint64_t WebSocketSession::id() const { return id_; }
 
+size_t WebSocketSession::loop_index() const { return loop_->index; }
+
 void WebSocketSession::close(uint16_t code, std::string reason) {
-  assert(on_strand());
+  assert(on_loop());
   start_close(code, reason, false);
 }
 
 void WebSocketSession::post(std::function<void()> fn) {
-  net::post(executor_, [self = self(), fn = std::move(fn)] {
+  net::post(socket_.get_executor(), [self = self(), fn = std::move(fn)] {
     if (self->finished_) return;
     guarded("post", self->id_, fn);
   });
 }
 
 void WebSocketSession::shutdown(uint16_t ws_code) {
-  net::post(executor_, [self = self(), ws_code] {
+  net::post(socket_.get_executor(), [self = self(), ws_code] {
     self->start_close(ws_code, ws_code == 1001 ? "server shutting down" : "closing", true);
   });
 }
 
-void WebSocketSession::start_close(uint16_t code, std::string_view reason, bool drop) {
-  assert(on_strand());
-  if (close_started_ || finished_) return;
-  close_started_ = true;
-  if (reason.size() > kMaxReasonBytes) reason = reason.substr(0, kMaxReasonBytes);
-  close_reason_ = websocket::close_reason(static_cast<websocket::close_code>(code), reason);
-  if (drop) drop_unsent();
+// --- Writing -------------------------------------------------------------------------------------
 
-  // Beast bounds the close handshake once the close frame is out, but the frame waits
-  // behind an in-flight write that a peer who never reads can stall forever: cut it then.
-  close_deadline_.expires_after(ctx_->options.handshake_timeout + std::chrono::seconds(1));
-  close_deadline_.async_wait(beast::bind_front_handler(&WebSocketSession::on_close_deadline, self()));
-
-  if (accepted_) maybe_send_close();  // otherwise on_accept() sends it
+void WebSocketSession::enqueue(std::shared_ptr<const std::string> data, uint8_t opcode) {
+  const size_t size = data->size();
+  if (queue_.capacity() == 0) queue_.reserve(8);
+  queue_.push_back(Out{std::move(data), opcode});
+  queued_bytes_ += size;
+  ctx_->charge(size);
 }
 
-void WebSocketSession::maybe_send_close() {
-  if (!close_started_ || close_sent_ || !accepted_ || finished_ || writing_ || !queue_.empty()) return;
-  close_sent_ = true;
-  ws_.async_close(close_reason_, beast::bind_front_handler(&WebSocketSession::on_close_sent, self()));
+void WebSocketSession::release_bytes(size_t n) {
+  queued_bytes_ -= n;
+  ctx_->refund(n);
 }
 
-void WebSocketSession::on_close_sent(beast::error_code ec) {
-  // Normally operation_aborted: our read loop receives the peer's close and completes the
-  // handshake; nothing to do either way (the read loop ends and calls finish()).
-  if (ec && ec != net::error::operation_aborted)
-    spdlog::debug("event=ws_close_failed conn={} error=\"{}\"", id_, ec.message());
+void WebSocketSession::schedule_flush() {
+  if (flush_posted_ || write_waiting_ || finished_) return;
+  flush_posted_ = true;
+  net::post(socket_.get_executor(), [self = self()] { self->flush(); });
 }
 
-void WebSocketSession::on_close_deadline(beast::error_code ec) {
-  if (ec || finished_) return;  // cancelled by finish()
-  spdlog::debug("event=ws_close_timeout conn={}", id_);
-  hard_close();
+void WebSocketSession::flush() {
+  flush_posted_ = false;
+  if (finished_ || write_waiting_) return;
+  const bool notify = handler_ != nullptr;  // not for the 101: the service opens after it
+  bool wrote = false;
+  bool handshake_written = false;
+  bool close_written = false;
+  size_t frames = 0;
+  while (head_ < queue_.size()) {
+    iovec iov[2 * kMaxFramesPerWrite];
+    uint8_t headers[kMaxFramesPerWrite][10];
+    size_t niov = 0;
+    size_t bytes = 0;
+    for (size_t i = head_, k = 0; i < queue_.size() && k < kMaxFramesPerWrite && bytes < kMaxBytesPerWrite;
+         ++i, ++k) {
+      const Out& out = queue_[i];
+      const std::string& data = *out.data;
+      const size_t header = out.opcode == kRaw ? 0 : ws::encode_header(out.opcode, data.size(), headers[k]);
+      size_t skip = i == head_ ? front_written_ : 0;
+      if (skip < header) {
+        iov[niov++] = iovec{headers[k] + skip, header - skip};
+        bytes += header - skip;
+        skip = 0;
+      } else {
+        skip -= header;
+      }
+      if (data.size() > skip) {
+        iov[niov++] = iovec{const_cast<char*>(data.data()) + skip, data.size() - skip};
+        bytes += data.size() - skip;
+      }
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = niov;
+    const ssize_t n = ::sendmsg(socket_.native_handle(), &msg, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        wait_writable();
+        break;
+      }
+      spdlog::debug("event=ws_write_failed conn={} errno={}", id_, errno);
+      if (frames) ctx_->metrics.ws_frames_out.inc(frames);
+      finish();
+      return;
+    }
+    wrote = true;
+    ctx_->metrics.ws_writes.inc();
+    account_written(static_cast<size_t>(n), &frames, &handshake_written, &close_written);
+    if (static_cast<size_t>(n) < bytes) {  // the socket buffer is full
+      wait_writable();
+      break;
+    }
+  }
+  if (frames) ctx_->metrics.ws_frames_out.inc(frames);
+  if (head_ == queue_.size()) {
+    std::vector<Out>().swap(queue_);  // idle connections hold no queue
+    head_ = 0;
+    front_written_ = 0;
+  } else if (head_ >= 64 && head_ * 2 >= queue_.size()) {
+    queue_.erase(queue_.begin(), queue_.begin() + head_);
+    head_ = 0;
+  }
+  if (handshake_written) {
+    on_handshake_written();
+    if (finished_) return;
+  }
+  if (close_written) {
+    on_close_written();
+    if (finished_) return;
+  }
+  if (wrote && notify && handler_ && !close_started_ && queued_bytes_ <= ctx_->options.write_queue_bytes / 2) {
+    // The handler may send() from here; that posts the next flush.
+    if (!guarded("on_writable", id_, [&] { handler_->on_writable(); }))
+      start_close(ws::kCloseInternal, "internal error", true);
+  }
+}
+
+void WebSocketSession::account_written(size_t n, size_t* frames, bool* handshake_written, bool* close_written) {
+  while (n > 0) {
+    Out& out = queue_[head_];
+    const size_t size = out.data->size();
+    const size_t total = (out.opcode == kRaw ? 0 : ws::header_size(size)) + size;
+    const size_t left = total - front_written_;
+    if (n < left) {
+      front_written_ += static_cast<uint32_t>(n);
+      return;
+    }
+    n -= left;
+    front_written_ = 0;
+    release_bytes(size);
+    if (out.opcode == ws::kText) ++*frames;
+    if (out.opcode == kRaw) *handshake_written = true;
+    if (out.opcode == ws::kClose) *close_written = true;
+    out.data.reset();
+    ++head_;
+  }
+}
+
+void WebSocketSession::wait_writable() {
+  write_waiting_ = true;
+  socket_.async_wait(tcp::socket::wait_write, [self = self()](const boost::system::error_code& ec) {
+    self->write_waiting_ = false;
+    if (self->finished_) return;
+    if (ec) return self->finish();
+    self->flush();
+  });
 }
 
 void WebSocketSession::drop_unsent() {
-  if (writing_) {
-    // Keep the frame being written: Beast still reads from it.
-    queue_.erase(queue_.begin() + 1, queue_.end());
-  } else {
-    queue_.clear();
+  // Kept: the frame partly written (the peer has its beginning) and the 101.
+  std::vector<Out> keep;
+  for (size_t i = head_; i < queue_.size(); ++i) {
+    if ((i == head_ && front_written_ > 0) || queue_[i].opcode == kRaw)
+      keep.push_back(std::move(queue_[i]));
+    else
+      release_bytes(queue_[i].data->size());
   }
-  peak_ = 0;
-  above_half_ = false;
+  queue_.swap(keep);
+  head_ = 0;
 }
 
-void WebSocketSession::hard_close() {
-  // What Beast itself does on a timeout: pending operations complete with errors.
-  beast::get_lowest_layer(ws_).close();
+void WebSocketSession::on_close_written() {
+  close_sent_ = true;
+  if (close_received_) return finish();  // handshake complete: the server closes TCP
+  if (draining_) {
+    // After an error: half-close and discard what the peer still sends until it closes
+    // (closing with unread input would reset the connection, and could destroy our close
+    // frame before the peer reads it).
+    boost::system::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
+  }
+  // Otherwise wait for the peer's close frame; the deadline bounds the wait.
+}
+
+// --- Reading -------------------------------------------------------------------------------------
+
+void WebSocketSession::arm_read() {
+  if (read_waiting_ || finished_) return;
+  read_waiting_ = true;
+  // This wait is pending for as long as the connection is idle. Asio's default handler
+  // allocator would hand it a per-thread cached block (often the ~600 B of the HTTP
+  // session's last read operation); ExactAllocator gives it exactly its size (~150 B).
+  socket_.async_wait(tcp::socket::wait_read,
+                     net::bind_allocator(ExactAllocator<void>(), [self = self()](const boost::system::error_code& ec) {
+                       self->read_waiting_ = false;
+                       if (self->finished_) return;
+                       if (ec) return self->finish();
+                       self->read_turn();
+                     }));
+}
+
+void WebSocketSession::post_read_turn() {
+  if (read_posted_ || finished_) return;
+  read_posted_ = true;
+  net::post(socket_.get_executor(), [self = self()] {
+    self->read_posted_ = false;
+    if (!self->finished_) self->read_turn();
+  });
+}
+
+void WebSocketSession::free_input() {
+  std::vector<char>().swap(pending_);
+  parser_.release();
+}
+
+void WebSocketSession::read_turn() {
+  if (finished_ || input_paused_) return;
+  size_t delivered = 0;
+  struct Count {
+    size_t& n;
+    Counter& counter;
+    ~Count() {
+      if (n) counter.inc(n);
+    }
+  } count{delivered, ctx_->metrics.ws_frames_in};
+
+  // First what is buffered (left over by the budget, or an incomplete frame).
+  if (!pending_.empty() && !draining_) {
+    size_t consumed = 0;
+    const Parsed r = parse(pending_.data(), pending_.size(), &consumed, &delivered);
+    if (finished_) return;
+    if (draining_) {
+      free_input();
+    } else {
+      pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(consumed));
+      if (pending_.empty()) std::vector<char>().swap(pending_);
+    }
+    if (r == Parsed::kBudget) return post_read_turn();
+  }
+
+  // Then drain the socket, within this turn's budgets.
+  const GatewayOptions& o = ctx_->options;
+  char* scratch = scratch_buffer();
+  for (int reads = 0;; ++reads) {
+    if (reads == kMaxReadsPerTurn) return post_read_turn();  // more may be waiting: yield
+    size_t want = kScratchBytes;
+    const int64_t now = now_ms();
+    if (o.max_input_bytes_per_sec > 0) {
+      refill(now);
+      if (input_tokens_ < 1) return pause_input();
+      want = std::min(want, static_cast<size_t>(input_tokens_));
+    }
+    const ssize_t n = ::recv(socket_.native_handle(), scratch, want, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      spdlog::debug("event=ws_read_failed conn={} errno={}", id_, errno);
+      return finish();
+    }
+    if (n == 0) {
+      spdlog::debug("event=ws_eof conn={}", id_);
+      return finish();
+    }
+    if (o.max_input_bytes_per_sec > 0) input_tokens_ -= static_cast<double>(n);
+    last_rx_ms_ = now;
+    ping_outstanding_ = false;
+    if (draining_) continue;
+
+    Parsed r;
+    if (!pending_.empty()) {
+      pending_.insert(pending_.end(), scratch, scratch + n);
+      size_t consumed = 0;
+      r = parse(pending_.data(), pending_.size(), &consumed, &delivered);
+      if (finished_) return;
+      if (draining_) {
+        free_input();
+      } else {
+        pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(consumed));
+        if (pending_.empty()) std::vector<char>().swap(pending_);
+      }
+    } else {
+      size_t consumed = 0;
+      r = parse(scratch, static_cast<size_t>(n), &consumed, &delivered);
+      if (finished_) return;
+      // Only what could not be handled this turn is copied into the connection.
+      if (!draining_ && consumed < static_cast<size_t>(n)) pending_.assign(scratch + consumed, scratch + n);
+    }
+    if (r == Parsed::kBudget) return post_read_turn();
+  }
+  arm_read();
+}
+
+WebSocketSession::Parsed WebSocketSession::parse(char* data, size_t size, size_t* consumed, size_t* delivered) {
+  size_t offset = 0;
+  Parsed result = Parsed::kContinue;
+  while (true) {
+    size_t used = 0;
+    const ws::Event event = parser_.next(data + offset, size - offset, ctx_->options.max_frame_bytes, &used);
+    offset += used;
+    if (event.kind == ws::Event::kNeedMore) break;
+    result = handle(event, delivered);
+    if (result != Parsed::kContinue) break;
+  }
+  *consumed = offset;
+  return result;
+}
+
+WebSocketSession::Parsed WebSocketSession::handle(const ws::Event& event, size_t* delivered) {
+  switch (event.kind) {
+    case ws::Event::kNeedMore:
+    case ws::Event::kFragment:
+      return Parsed::kContinue;
+    case ws::Event::kText:
+      if (close_started_ || !handler_) return Parsed::kContinue;  // closing: discarded
+      ++*delivered;
+      if (!guarded("on_text", id_, [&] { handler_->on_text(event.payload); })) {
+        start_close(ws::kCloseInternal, "internal error", true);
+        return Parsed::kStop;
+      }
+      if (finished_) return Parsed::kStop;
+      return *delivered >= ctx_->options.frames_per_turn ? Parsed::kBudget : Parsed::kContinue;
+    case ws::Event::kPing:
+    case ws::Event::kPong:
+      if (!take_control_token()) {
+        ctx_->metrics.control_frame_closes.inc();
+        spdlog::info("event=control_frame_flood conn={}", id_);
+        start_close(ws::kClosePolicy, "too many control frames", true);
+        draining_ = true;
+        return Parsed::kStop;
+      }
+      if (event.kind == ws::Event::kPing && !close_started_) {
+        enqueue(std::make_shared<const std::string>(event.payload), ws::kPong);
+        schedule_flush();
+      }
+      return Parsed::kContinue;
+    case ws::Event::kClose:
+      close_received_ = true;
+      draining_ = true;  // nothing may follow a close frame
+      if (!close_started_) {
+        // Echo the peer's code (an empty close frame if it sent none), then shut down.
+        start_close(event.code, "", true);
+      } else if (close_sent_) {
+        finish();  // we closed first and the peer answered: done
+      }
+      return Parsed::kStop;
+    case ws::Event::kError:
+      spdlog::debug("event=ws_protocol_error conn={} code={} reason=\"{}\"", id_, event.code, event.reason);
+      draining_ = true;
+      // 1009 goes without a reason, as documented in docs/protocol.md §11.
+      start_close(event.code, event.code == ws::kCloseTooBig ? "" : event.reason, true);
+      return Parsed::kStop;
+  }
+  return Parsed::kStop;
+}
+
+void WebSocketSession::refill(int64_t now) {
+  const int64_t elapsed = now - tokens_ms_;
+  if (elapsed <= 0) return;
+  tokens_ms_ = now;
+  const GatewayOptions& o = ctx_->options;
+  const double seconds = static_cast<double>(elapsed) / 1000.0;
+  control_tokens_ = std::min(o.control_frames_burst, control_tokens_ + seconds * o.control_frames_per_sec);
+  if (o.max_input_bytes_per_sec > 0)
+    input_tokens_ = std::min(static_cast<double>(o.max_frame_bytes),
+                             input_tokens_ + seconds * static_cast<double>(o.max_input_bytes_per_sec));
+}
+
+bool WebSocketSession::take_control_token() {
+  refill(last_rx_ms_);
+  if (control_tokens_ < 1) return false;
+  control_tokens_ -= 1;
+  return true;
+}
+
+void WebSocketSession::pause_input() {
+  // Stop reading: the kernel's buffers fill and TCP pushes back on the client.
+  ctx_->metrics.ws_input_paused.inc();
+  input_paused_ = true;
+  const GatewayOptions& o = ctx_->options;
+  const double target = std::min(kResumeInputBytes, static_cast<double>(o.max_frame_bytes));
+  const double wait_s = std::max(0.0, target - input_tokens_) / static_cast<double>(o.max_input_bytes_per_sec);
+  const auto wait = std::chrono::milliseconds(std::max<int64_t>(1, static_cast<int64_t>(std::ceil(wait_s * 1000))));
+  if (!pause_timer_) pause_timer_ = std::make_unique<net::steady_timer>(socket_.get_executor());
+  pause_timer_->expires_after(wait);
+  pause_timer_->async_wait([self = self()](const boost::system::error_code& ec) {
+    if (ec || self->finished_) return;
+    self->input_paused_ = false;
+    self->pause_timer_.reset();  // the wait is complete: safe, and idle connections hold no timer
+    self->read_turn();
+  });
+}
+
+// --- Closing and liveness --------------------------------------------------------------------------
+
+void WebSocketSession::slow_consumer() {
+  ctx_->metrics.slow_consumer_closes.inc();
+  spdlog::info("event=slow_consumer conn={} queued_bytes={}", id_, queued_bytes_);
+  start_close(ws::kClosePolicy, "slow consumer", true);
+}
+
+void WebSocketSession::start_close(uint16_t code, std::string_view reason, bool drop) {
+  assert(on_loop());
+  if (close_started_ || finished_) return;
+  close_started_ = true;
+  close_code_ = code;
+  if (drop) drop_unsent();
+  enqueue(std::make_shared<const std::string>(ws::close_payload(code, reason)), ws::kClose);
+  // However much is queued before the close frame, and whether or not the peer reads or
+  // answers, the connection is cut at this deadline.
+  deadline_ms_ =
+      now_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(ctx_->options.handshake_timeout).count();
+  update_due();
+  schedule_flush();
 }
 
 void WebSocketSession::finish() {
-  assert(on_strand());
   if (finished_) return;
   finished_ = true;
-  close_deadline_.cancel();
-  drop_unsent();
+  remove_from_loop();
+  boost::system::error_code ec;
+  socket_.close(ec);  // pending waits complete with operation_aborted and find finished_
+  pause_timer_.reset();
+  for (size_t i = head_; i < queue_.size(); ++i) release_bytes(queue_[i].data->size());
+  std::vector<Out>().swap(queue_);
+  head_ = 0;
+  free_input();
+  slot_.release();
   if (opened_) {
     ctx_->metrics.connections.add(-1);
-    spdlog::debug("event=ws_close conn={} code={}", id_, static_cast<unsigned>(ws_.reason().code));
+    spdlog::debug("event=ws_close conn={} code={}", id_, close_code_);
   }
   if (handler_) {
     auto handler = std::move(handler_);
     guarded("on_close", id_, [&] { handler->on_close(); });
+  }
+}
+
+void WebSocketSession::on_tick(int64_t now) {
+  if (finished_) return;
+  if (now >= deadline_ms_) {
+    spdlog::debug("event=ws_deadline conn={} handshake_done={} closing={}", id_, handshake_done_, close_started_);
+    return finish();
+  }
+  const int64_t ping = std::chrono::duration_cast<std::chrono::milliseconds>(ctx_->options.ping_interval).count();
+  if (ping > 0 && handshake_done_) {
+    const int64_t silent = now - last_rx_ms_;
+    if (silent >= 2 * ping) {
+      spdlog::debug("event=ws_ping_timeout conn={}", id_);
+      return finish();
+    }
+    if (silent >= ping && !ping_outstanding_ && !close_started_) {
+      ping_outstanding_ = true;
+      enqueue(empty_payload(), ws::kPing);
+      schedule_flush();
+    }
+  }
+  update_due();
+}
+
+void WebSocketSession::update_due() {
+  int64_t due = deadline_ms_;
+  const int64_t ping = std::chrono::duration_cast<std::chrono::milliseconds>(ctx_->options.ping_interval).count();
+  if (ping > 0 && handshake_done_) due = std::min(due, last_rx_ms_ + (ping_outstanding_ ? 2 * ping : ping));
+  due_ms_.store(due, std::memory_order_relaxed);
+}
+
+void WebSocketSession::add_to_loop() {
+  std::lock_guard lock(loop_->mu);
+  list_index_ = loop_->sessions.size();
+  loop_->sessions.push_back(this);
+  if (!loop_->sweep_armed) {
+    loop_->sweep_armed = true;
+    arm_sweep(loop_);
+  }
+}
+
+void WebSocketSession::remove_from_loop() {
+  std::lock_guard lock(loop_->mu);
+  if (list_index_ == kNotListed) return;
+  auto& sessions = loop_->sessions;
+  WebSocketSession* last = sessions.back();
+  sessions[list_index_] = last;
+  last->list_index_ = list_index_;
+  sessions.pop_back();
+  list_index_ = kNotListed;
+  if (sessions.empty()) std::vector<WebSocketSession*>().swap(sessions);
+}
+
+// Called with loop->mu held. The pending wait holds the Loop (its own io_context's object).
+void WebSocketSession::arm_sweep(const std::shared_ptr<Loop>& loop) {
+  loop->sweep_timer.expires_after(kSweepPeriod);
+  loop->sweep_timer.async_wait([loop](const boost::system::error_code& ec) {
+    if (!ec) sweep(loop);
+  });
+}
+
+void WebSocketSession::sweep(const std::shared_ptr<Loop>& loop_ptr) {
+  Loop& loop = *loop_ptr;
+  const int64_t now = now_ms();
+  std::vector<std::shared_ptr<WebSocketSession>> due;
+  {
+    std::lock_guard lock(loop.mu);
+    for (WebSocketSession* s : loop.sessions) {
+      if (s->due_ms_.load(std::memory_order_relaxed) > now) continue;
+      // Null if the session is being destroyed (its destructor waits on mu to leave).
+      if (auto session = s->weak_from_this().lock()) due.push_back(std::static_pointer_cast<WebSocketSession>(session));
+    }
+    if (loop.sessions.empty())
+      loop.sweep_armed = false;  // re-armed by the next session: an idle loop holds no timer
+    else
+      arm_sweep(loop_ptr);
+  }
+  for (auto& s : due) {
+    auto ex = s->socket_.get_executor();
+    net::dispatch(ex, [s = std::move(s), now] { s->on_tick(now); });
   }
 }
 

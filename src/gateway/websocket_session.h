@@ -1,120 +1,186 @@
-// WebSocketSession: one live WebSocket connection (RFC 6455 over a Beast tcp_stream),
-// the gateway's implementation of Connection.
+// WebSocketSession: one live WebSocket connection, the gateway's own lean RFC 6455 server
+// side on a plain TCP socket (no Beast stream), and the gateway's implementation of
+// Connection.
 //
 // Ownership: owns itself through shared_ptr; every pending async handler holds one, and the
 // service holds one (as Connection) while it wants to write. The session holds the service's
 // FrameHandler until on_close() has run, then drops it (breaking the session ↔ handler cycle).
 //
-// Threading: each session runs on its own strand (the socket's executor, made per accepted
-// connection). Every member below marked "strand" must run on it; FrameHandler callbacks are
-// invoked on it. post(), id(), queue_limit() and shutdown() are callable from any thread.
+// Threading: the session lives on one event loop (Loop) for its whole life: all its
+// handlers, and every FrameHandler callback, run on that loop's thread, straight on the
+// io_context's executor (a strand of it only when the loop's io_context is shared by several
+// threads: the Listener's single-io_context constructor). Members marked "loop" must run
+// there. post(), id(), queue_limit_bytes(), loop_index() and shutdown() are callable from
+// any thread.
 //
 // Lifecycle and guarantees:
-//  - run() answers the upgrade (handshake bounded by handshake_timeout), then calls
-//    service.open() once and reads text messages until the connection ends.
+//  - run() writes the 101 (the HTTP session validated and authenticated the upgrade;
+//    bounded by handshake_timeout), then calls service.open() once, processes the bytes the
+//    client sent after its request, and reads frames until the connection ends.
 //  - handler->on_close() is called exactly once per open() call, whatever ends the
 //    connection (peer close, error, ping timeout, slow consumer, close(), shutdown()),
-//    provided the io_context keeps running until the session is gone. If the handshake
-//    fails, open() is never called and neither is on_close().
-//  - A binary message closes the connection with 1003; a message over max_frame_bytes
-//    closes it with 1009 (Beast); both affect that connection only.
+//    provided the loop keeps running until the session is gone. If the 101 cannot be
+//    written, open() is never called and neither is on_close().
+//  - Client frames must be masked (else 1002); fragmented text messages are reassembled up
+//    to max_frame_bytes (over it: 1009, checked on each frame header); binary → 1003; other
+//    protocol errors → 1002. Each affects that connection only. Ping → pong (queued like any
+//    frame); close → the code is echoed and the connection shut down.
+//  - Fairness: one loop turn hands at most frames_per_turn text messages to on_text; the
+//    rest stay buffered and the session yields to the loop (a posted continuation).
+//  - Limits on input: control frames (ping/pong) take a token from a per-connection bucket
+//    (control_frames_per_sec, burst control_frames_burst; empty → 1008 "too many control
+//    frames"); bytes read take tokens from a max_input_bytes_per_sec bucket (burst
+//    max_frame_bytes; empty → the socket is not read until it refills, no close).
 //  - Liveness: a peer silent for ping_interval is pinged; silent for 2*ping_interval, it is
-//    closed. A close handshake that cannot finish within handshake_timeout (+1 s) is cut.
+//    closed. A close that cannot finish within handshake_timeout (+ the 1 s sweep) is cut,
+//    however much is still queued. Checked by a once-a-second sweep of the loop's sessions
+//    (no timer per connection).
+//  - Memory: an idle connection holds its socket, a few counters and flags, and no buffer:
+//    reads go to a per-thread scratch buffer and only an incomplete trailing frame (or input
+//    left over by the per-turn budget) is copied into the connection; buffers are freed when
+//    empty and on close.
 //
-// Write queue (bounded, write_queue_frames frames, the one being written included):
-//  - send() appends a shared frame (never copied); one async_write is in flight at a time.
-//  - Overflow policy: send() on a full queue closes with 1008 "slow consumer", drops the
-//    unsent frames (the client replays on reconnect) and returns false.
-//  - on_writable() fires when the queue falls to <= limit/2 after having been above it, and
-//    also when it becomes empty after having held >= 64 frames since it was last empty (so
-//    a service pacing a replay in batches smaller than limit/2 still gets resumed). At most
-//    one call per write completion.
+// Write queue (bounded in payload bytes, write_queue_bytes, the frame being written
+// included; frames are shared, never copied):
+//  - send() appends; when no write is pending it posts one flush to the loop, so every
+//    frame queued during this loop turn leaves in one gathered write (sendmsg of
+//    [header, payload] pairs: unmasked text frames, FIN set, no fragmentation), at most 64
+//    frames / 256 KiB per call, continued at once while the socket takes it. When the
+//    socket is full the session waits for writability and then writes everything queued.
+//  - Overflow policy: a send() that would take a non-empty queue over the limit closes with
+//    1008 "slow consumer", drops the unsent frames (the client replays on reconnect) and
+//    returns false; likewise when the process-wide budget (global_queue_bytes) is exhausted
+//    and this queue holds more than 64 KiB.
+//  - on_writable() is called after a completed write when the queue is then at or below
+//    half the limit: at most one call per completed write.
 //  - close(code, reason) from the service: frames queued before it are still written, then
 //    the close frame; later send() calls are dropped (return false). shutdown() (close_all)
 //    drops the unsent frames and closes at once.
 #pragma once
+#include <atomic>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/http/message.hpp>
-#include <boost/beast/http/string_body.hpp>
-#include <boost/beast/websocket/stream.hpp>
 
 #include "base/ids.h"
 #include "gateway/gateway_context.h"
 #include "gateway/service_interface.h"
 #include "gateway/session_registry.h"
+#include "gateway/ws_codec.h"
 
 namespace tern::gateway {
 
 class WebSocketSession final : public Session, public Connection {
  public:
-  using Request = boost::beast::http::request<boost::beast::http::string_body>;
-
-  // Takes over an HTTP connection whose upgrade request was already authenticated.
-  WebSocketSession(boost::beast::tcp_stream&& stream, std::shared_ptr<GatewayContext> ctx,
-                   DeviceRef device);
+  // Takes over the socket of an HTTP connection whose upgrade request was validated and
+  // authenticated. `slot` is its place in the authenticated connection budget.
+  WebSocketSession(boost::asio::ip::tcp::socket&& socket, std::shared_ptr<GatewayContext> ctx, size_t loop_index,
+                   ConnectionSlot slot, DeviceRef device);
   ~WebSocketSession() override;
 
-  // Registers the session and answers the upgrade. Strand (the stream's executor).
-  void run(Request request);
+  // Registers the session and writes the 101 with `accept_key`; `early` holds the bytes the
+  // client sent after its upgrade request. Loop.
+  void run(const std::string& accept_key, std::string early);
 
   // Connection.
-  bool send(std::shared_ptr<const std::string> frame) override;  // strand
-  size_t queued() const override;                                // strand
-  size_t queue_limit() const override;                           // any thread
-  void close(uint16_t code, std::string reason) override;        // strand
+  bool send(std::shared_ptr<const std::string> frame) override;  // loop
+  size_t queued_bytes() const override;                          // loop
+  size_t queue_limit_bytes() const override;                     // any thread
+  void close(uint16_t code, std::string reason) override;        // loop
   void post(std::function<void()> fn) override;                  // any thread
   uint64_t id() const override;                                  // any thread
+  size_t loop_index() const override;                            // any thread
 
   // Session: closes with `ws_code`, dropping unsent frames. Any thread.
   void shutdown(uint16_t ws_code) override;
 
  private:
+  struct Out {
+    std::shared_ptr<const std::string> data;
+    uint8_t opcode;  // ws::Opcode, or kRaw (the 101: bytes without a frame header)
+  };
+  enum class Parsed { kContinue, kBudget, kStop };
+
   std::shared_ptr<WebSocketSession> self();
-  bool on_strand() const;
+  bool on_loop() const;
 
-  void on_accept(boost::beast::error_code ec);
-  void do_read();
-  void on_read(boost::beast::error_code ec, std::size_t bytes);
-  void do_write();
-  void on_write(boost::beast::error_code ec, std::size_t bytes);
-  // Starts closing once: `drop` discards frames not yet being written.
-  void start_close(uint16_t code, std::string_view reason, bool drop);
-  void maybe_send_close();
-  void on_close_sent(boost::beast::error_code ec);
-  void on_close_deadline(boost::beast::error_code ec);
+  // Writing.
+  void enqueue(std::shared_ptr<const std::string> data, uint8_t opcode);
+  void schedule_flush();
+  void flush();
+  void account_written(size_t n, size_t* frames, bool* handshake_written, bool* close_written);
+  void wait_writable();
   void drop_unsent();
-  void hard_close();
-  // The connection is over: runs on_close() once and releases the handler.
-  void finish();
+  void release_bytes(size_t n);
+  void on_handshake_written();
+  void on_close_written();
 
-  boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
-  const boost::asio::any_io_executor executor_;  // the strand; a copy, safe from any thread
+  // Reading.
+  void arm_read();
+  void post_read_turn();
+  void read_turn();
+  Parsed parse(char* data, size_t size, size_t* consumed, size_t* delivered);
+  Parsed handle(const ws::Event& event, size_t* delivered);
+  bool take_control_token();
+  void refill(int64_t now_ms);
+  void pause_input();
+  void free_input();
+
+  // Closing and liveness.
+  void start_close(uint16_t code, std::string_view reason, bool drop);
+  void slow_consumer();
+  void finish();
+  void on_tick(int64_t now_ms);
+  void update_due();
+  void add_to_loop();
+  void remove_from_loop();
+  static void arm_sweep(const std::shared_ptr<Loop>& loop);
+  static void sweep(const std::shared_ptr<Loop>& loop);
+
+  boost::asio::ip::tcp::socket socket_;
   const std::shared_ptr<GatewayContext> ctx_;
+  const std::shared_ptr<Loop> loop_;
   const DeviceRef device_;
   const uint64_t id_;
-  boost::asio::steady_timer close_deadline_;
+  ConnectionSlot slot_;
+  // When the loop's sweep should look at this session (ms, steady clock). Written on the
+  // loop, read by the sweep under loop_.mu.
+  std::atomic<int64_t> due_ms_;
+  size_t list_index_;  // in loop_.sessions (guarded by loop_.mu); kNotListed when out
 
-  // Strand-only state.
-  boost::beast::flat_buffer rd_buf_;
-  std::deque<std::shared_ptr<const std::string>> queue_;  // front is in flight if writing_
+  // Loop-only state.
   std::shared_ptr<FrameHandler> handler_;
-  boost::beast::websocket::close_reason close_reason_;
-  size_t peak_ = 0;            // largest queue size since the queue was last empty
-  bool above_half_ = false;    // queue went above limit/2 and has not come back yet
-  bool writing_ = false;       // an async_write is in flight
-  bool accepted_ = false;      // handshake done
-  bool opened_ = false;        // service.open() called (so on_close() is owed)
-  bool close_started_ = false; // close requested; sends are dropped from now on
-  bool close_sent_ = false;    // async_close issued
-  bool finished_ = false;      // read loop over, on_close() delivered
+  std::vector<Out> queue_;  // [head_, end) not yet fully written
+  size_t queued_bytes_ = 0;
+  uint32_t head_ = 0;
+  uint32_t front_written_ = 0;  // bytes of queue_[head_] (header included) already written
+  std::vector<char> pending_;   // input not yet parsed (incomplete frame, or over budget)
+  ws::FrameParser parser_;
+  std::unique_ptr<boost::asio::steady_timer> pause_timer_;  // only while input is paused
+  int64_t last_rx_ms_ = 0;
+  int64_t deadline_ms_;         // handshake or close deadline (kNever when none)
+  int64_t tokens_ms_ = 0;       // last refill of the two buckets
+  double input_tokens_;
+  double control_tokens_;
+  uint16_t close_code_ = 0;
+  bool handshake_done_ = false;   // 101 written
+  bool opened_ = false;           // service.open() called (so on_close() is owed)
+  bool close_started_ = false;    // close frame queued; sends are dropped from now on
+  bool close_sent_ = false;       // close frame written
+  bool close_received_ = false;   // the peer's close frame arrived
+  bool draining_ = false;         // input is discarded (after a protocol error or close)
+  bool finished_ = false;         // on_close() delivered, socket closed
+  bool flush_posted_ = false;
+  bool write_waiting_ = false;    // async_wait(write) pending
+  bool read_waiting_ = false;     // async_wait(read) pending
+  bool read_posted_ = false;      // a read_turn continuation is posted
+  bool input_paused_ = false;     // byte-rate bucket empty: pause_timer_ pending
+  bool ping_outstanding_ = false; // pinged, nothing heard since
 };
 
 }  // namespace tern::gateway

@@ -42,7 +42,7 @@ Result<uint16_t> Server::start() {
   signals_ = std::make_unique<boost::asio::signal_set>(loops_->context(0));
   service_ = std::make_unique<services::TernService>(*loops_, *store_, *bus_, options_.services, options_.metrics_token);
   service_->start();
-  listener_ = std::make_unique<gateway::Listener>(loops_->context(0), options_.gateway, *service_);
+  listener_ = std::make_unique<gateway::Listener>(loops_->contexts(), options_.gateway, *service_);
   auto port = listener_->start();
   if (!port) return port.error();
 

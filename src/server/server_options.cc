@@ -12,6 +12,9 @@
 namespace tern::server {
 namespace {
 
+// The deprecated --send-queue / send_queue counted frames; the bound is bytes now.
+constexpr size_t kBytesPerQueuedFrame = 8 * 1024;
+
 // Applies the TOML file's values; the command line is parsed again afterwards and wins.
 Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   toml::table t;
@@ -56,7 +59,19 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   real("send_burst", o.services.send_burst);
   real("frame_rate", o.services.frame_rate_per_sec);
   real("frame_burst", o.services.frame_burst);
-  num("send_queue", o.gateway.write_queue_frames);
+  // `send_queue` (frames) is the old name of the write queue bound: 8 KiB per frame.
+  known.insert("send_queue");
+  if (auto v = t["send_queue"].value<int64_t>()) o.gateway.write_queue_bytes = static_cast<size_t>(*v) * kBytesPerQueuedFrame;
+  num("write_queue_bytes", o.gateway.write_queue_bytes);
+  num("global_queue_bytes", o.gateway.global_queue_bytes);
+  num("frames_per_turn", o.gateway.frames_per_turn);
+  num("max_unauthenticated_connections", o.gateway.max_unauthenticated_connections);
+  int64_t unauth = o.gateway.unauthenticated_timeout.count();
+  num("unauthenticated_timeout", unauth);
+  o.gateway.unauthenticated_timeout = std::chrono::seconds(unauth);
+  real("control_frame_rate", o.gateway.control_frames_per_sec);
+  real("control_frame_burst", o.gateway.control_frames_burst);
+  num("max_input_bytes_per_sec", o.gateway.max_input_bytes_per_sec);
   num("commit_queue", o.services.commit_queue_limit);
   num("max_inflight_per_connection", o.services.max_inflight_sends_per_connection);
   num("max_inflight_per_loop", o.services.max_inflight_sends_per_loop);
@@ -83,7 +98,7 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   return {};
 }
 
-void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days) {
+void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days, int64_t& unauth_timeout) {
   app.add_option("--config", "TOML file with any of the options below (keys without dashes, '-' as '_'); flags win");
   app.add_option("--listen", o.listen, "HOST:PORT to serve HTTP and WebSocket on; port 0 picks a free port and prints it")
       ->capture_default_str();
@@ -115,8 +130,32 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
                  "client frames of any type per second per connection (token bucket refill)")->capture_default_str();
   app.add_option("--frame-burst", o.services.frame_burst, "token bucket size for all client frames")
       ->capture_default_str();
-  app.add_option("--send-queue", o.gateway.write_queue_frames,
-                 "frames queued per connection; a consumer that falls further behind is disconnected")
+  app.add_option("--write-queue-bytes", o.gateway.write_queue_bytes,
+                 "bytes queued per WebSocket; a consumer that falls further behind is disconnected (1008)")
+      ->capture_default_str();
+  app.add_option_function<size_t>(
+      "--send-queue", [&o](size_t frames) { o.gateway.write_queue_bytes = frames * kBytesPerQueuedFrame; },
+      "deprecated: the write queue bound in frames, taken as 8 KiB each; use --write-queue-bytes");
+  app.add_option("--global-queue-bytes", o.gateway.global_queue_bytes,
+                 "bytes queued in the whole server (WebSocket queues and HTTP responses); over it the largest "
+                 "queues are disconnected and HTTP answers 503")
+      ->capture_default_str();
+  app.add_option("--frames-per-turn", o.gateway.frames_per_turn,
+                 "WebSocket messages one connection may hand to the services per event-loop turn")
+      ->capture_default_str();
+  app.add_option("--max-unauthenticated-connections", o.gateway.max_unauthenticated_connections,
+                 "connections not yet authenticated (separate from --max-connections); more are refused")
+      ->capture_default_str();
+  app.add_option("--unauthenticated-timeout", unauth_timeout,
+                 "seconds a connection may stay unauthenticated before it is closed")
+      ->capture_default_str();
+  app.add_option("--control-frame-rate", o.gateway.control_frames_per_sec,
+                 "WebSocket pings/pongs per second per connection; more close it (1008)")->capture_default_str();
+  app.add_option("--control-frame-burst", o.gateway.control_frames_burst, "token bucket size for control frames")
+      ->capture_default_str();
+  app.add_option("--max-input-bytes-per-sec", o.gateway.max_input_bytes_per_sec,
+                 "bytes per second read from one WebSocket (burst: --max-frame-bytes); beyond it reading pauses; "
+                 "0 = unlimited")
       ->capture_default_str();
   app.add_option("--commit-queue", o.services.commit_queue_limit,
                  "writes waiting for the store; beyond it sends get `overloaded`")->capture_default_str();
@@ -178,8 +217,9 @@ Result<ServerOptions> parse_options(int argc, char** argv) {
   }
   int64_t ping = o.gateway.ping_interval.count();
   int64_t idem_days = o.services.idempotency_ttl_ms / (24 * 3600 * 1000);
+  int64_t unauth_timeout = o.gateway.unauthenticated_timeout.count();
   CLI::App app{"ternd: the Tern messaging server (wire-v1 over HTTP + WebSocket, embedded RocksDB store)"};
-  describe(app, o, ping, idem_days);
+  describe(app, o, ping, idem_days, unauth_timeout);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -192,6 +232,8 @@ Result<ServerOptions> parse_options(int argc, char** argv) {
   if (o.services.directory_cache < 1) return make_error(ErrorCode::kInvalidArgument, "--directory-cache must be >= 1");
   if (o.services.create_rate_per_sec < 0 || o.services.register_rate_per_min < 0)
     return make_error(ErrorCode::kInvalidArgument, "rates must be >= 0");
+  if (unauth_timeout < 1) return make_error(ErrorCode::kInvalidArgument, "--unauthenticated-timeout must be >= 1");
+  o.gateway.unauthenticated_timeout = std::chrono::seconds(unauth_timeout);
   o.gateway.ping_interval = std::chrono::seconds(ping);
   o.services.idempotency_ttl_ms = idem_days * 24 * 3600 * 1000;
   o.services.durable = o.durability == "sync";

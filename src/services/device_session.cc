@@ -28,6 +28,8 @@ Counter& out_receipt = frames_out.with("receipt");
 Counter& out_error = frames_out.with("error");
 Counter& in_rate_limited = frames_in.with("rate_limited");
 Counter& in_invalid = frames_in.with("invalid");
+Counter& dropped_frames = MetricsRegistry::global().counter(
+    "tern_lossy_frames_dropped_total", "typing and presence frames not written because the connection's queue was above half");
 Counter& overloaded_refusals = MetricsRegistry::global().counter(
     "tern_sends_refused_overloaded_total", "sends refused at admission (in-flight bound per connection or loop)");
 Counter* const in_by_type[] = {&frames_in.with("send"), &frames_in.with("ack"), &frames_in.with("read"),
@@ -130,6 +132,11 @@ void DeviceSession::replaced() {
 void DeviceSession::on_notification(const std::shared_ptr<const bus::Notification>& n) {
   if (closed_) return;
   if (n->kind == bus::Notification::Kind::kFrame) {
+    // Typing and presence are lossy: under load (queue above half) they go first.
+    if (n->droppable && conn_->queued_bytes() > conn_->queue_limit_bytes() / 2) {
+      dropped_frames.inc();
+      return;
+    }
     out_event.inc();
     write(n->frame);
     return;
@@ -162,11 +169,14 @@ void DeviceSession::pump() {
   pumping_ = true;
   // Fill the write queue to 3/4 (leaving room for receipts and presence frames): above half,
   // so the gateway calls on_writable() when it drains back to half and the pump resumes.
-  const size_t limit = conn_->queue_limit();
+  const size_t limit = conn_->queue_limit_bytes();
   const size_t high = std::max(limit * 3 / 4, limit / 2 + 1);
-  while (!behind_.empty() && !closed_ && conn_->queued() < high) {
+  while (!behind_.empty() && !closed_ && conn_->queued_bytes() < high) {
     const std::string conv = *behind_.begin();
-    if (pump_conversation(conv, high - conn_->queued())) behind_.erase(conv);
+    const Position* pos = position(conv);
+    const Seq before = pos ? pos->sent : 0;
+    if (pump_conversation(conv, high)) behind_.erase(conv);
+    else if (pos && pos->sent == before) break;  // no room for the next frame: on_writable() resumes
   }
   if (behind_.empty() && !live_ && !closed_) finish_replay();
   if (live_) pump_receipts(high);
@@ -174,14 +184,17 @@ void DeviceSession::pump() {
 }
 
 // Writes one page of a conversation from the store; true when the conversation caught up.
-bool DeviceSession::pump_conversation(const std::string& conversation_id, size_t room) {
+// Stops early (false) once the write queue holds `high` bytes.
+bool DeviceSession::pump_conversation(const std::string& conversation_id, size_t high) {
   Position* pos = position(conversation_id);
   if (!pos) return true;
   refresh_membership(conversation_id, *pos);
   if (pos->sent >= pos->limit) return true;
-  // A page never exceeds the room in the write queue: replay must not trip the slow-consumer
-  // limit it exists to respect.
-  const size_t page = std::max<size_t>(1, std::min(ctx_.options.replay_page, room));
+  // The page stops where the write queue reaches `high` bytes: replay must not trip the
+  // slow-consumer limit it exists to respect. Pages assume ~1 KiB frames: small messages
+  // need few store seeks, and what a page of big ones reads beyond the room is little.
+  const size_t room = high > conn_->queued_bytes() ? high - conn_->queued_bytes() : 0;
+  const size_t page = std::clamp<size_t>(room / 1024, 1, std::max<size_t>(1, ctx_.options.replay_page));
   auto messages = ctx_.store.read_messages(conversation_id, pos->sent, page);
   if (!messages) {
     spdlog::error("event=replay_read_failed conversation={} error=\"{}\"", conversation_id, messages.error().message);
@@ -191,6 +204,7 @@ bool DeviceSession::pump_conversation(const std::string& conversation_id, size_t
   for (const auto& m : *messages) {
     if (m.seq > pos->limit) return true;
     if (m.seq <= pos->sent) continue;
+    if (conn_->queued_bytes() >= high) return false;
     auto meta = proto::stored_meta(m.frame);
     pos->sent = m.seq;
     if (!meta) continue;
@@ -199,6 +213,10 @@ bool DeviceSession::pump_conversation(const std::string& conversation_id, size_t
     const bool expired = meta->expires_at && *meta->expires_at <= now;
     auto frame = expired ? proto::render_expired(m.frame) : proto::render_message_for(m.frame, device_);
     if (!frame) continue;
+    if (conn_->queued_bytes() > 0 && conn_->queued_bytes() + frame->size() > conn_->queue_limit_bytes()) {
+      pos->sent = m.seq - 1;  // no room for it yet: resumed by on_writable()
+      return false;
+    }
     replayed.inc();
     out_message.inc();
     if (!write(std::make_shared<const std::string>(std::move(*frame)))) return true;
@@ -227,19 +245,16 @@ void DeviceSession::send_receipt_state() {
 }
 
 void DeviceSession::pump_receipts(size_t high) {
-  const size_t limit = conn_->queue_limit();
-  while (!receipt_backlog_.empty() && !closed_ && conn_->queued() < high) {
+  while (!receipt_backlog_.empty() && !closed_ && conn_->queued_bytes() < high) {
     const std::string conv = std::move(receipt_backlog_.front());
     receipt_backlog_.pop_front();
     auto receipts = ctx_.store.receipts(conv);
     if (!receipts) continue;
     // Never more than the queue can take: the rest is the newest state anyway next time.
-    size_t room = limit > conn_->queued() + 1 ? limit - conn_->queued() - 1 : 0;
     for (const auto& r : *receipts) {
       if (r.user == device_.user) continue;
       for (auto [status, seq] : {std::pair<const char*, Seq>{"delivered", r.delivered}, {"read", r.read}}) {
-        if (seq == 0 || room == 0) continue;
-        --room;
+        if (seq == 0 || conn_->queued_bytes() >= high) continue;
         out_receipt.inc();
         write(std::make_shared<const std::string>(proto::encode_receipt(conv, r.user, status, seq)));
       }
