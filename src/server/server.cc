@@ -37,7 +37,11 @@ Result<uint16_t> Server::start() {
   store_ = std::move(*opened);
   bus_ = std::make_unique<bus::LocalBus>();
 
-  const size_t threads = options_.threads ? options_.threads : std::max(1u, std::thread::hardware_concurrency());
+  // Default: one loop per core but one, which the store's writer thread (fsync, memtable
+  // inserts) keeps busy under load; on a 2-core machine that is one loop (measured in
+  // docs/benchmarks.md: two loops there cost more per message in cross-loop wake-ups).
+  const size_t cores = std::max(1u, std::thread::hardware_concurrency());
+  const size_t threads = options_.threads ? options_.threads : std::max<size_t>(1, cores - 1);
   loops_ = std::make_unique<Loops>(threads);
   signals_ = std::make_unique<boost::asio::signal_set>(loops_->context(0));
   service_ = std::make_unique<services::TernService>(*loops_, *store_, *bus_, options_.services, options_.metrics_token);

@@ -107,7 +107,7 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
                  "sync: fsync every group-committed batch before `sent` (default); "
                  "none: no fsync, for benchmarks only - a crash can lose acknowledged messages")
       ->check(CLI::IsMember({"sync", "none"}))->capture_default_str();
-  app.add_option("--threads", o.threads, "event loops, one thread each (0 = one per core)")->capture_default_str();
+  app.add_option("--threads", o.threads, "event loops, one thread each (0 = one per core but one, left to the store writer)")->capture_default_str();
   app.add_option("--log-level", o.log_level, "trace|debug|info|warn|error|off")->capture_default_str();
   app.add_option("--metrics-token", o.metrics_token,
                  "bearer token that /metrics requires (default: any device token)");

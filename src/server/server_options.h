@@ -16,7 +16,7 @@ struct ServerOptions {
   std::string durability = "sync";   // sync | none (benchmarks only: acknowledged ≠ durable)
   std::string log_level = "info";
   std::string metrics_token;         // empty: any device token may read /metrics
-  size_t threads = 0;                // 0: one per core
+  size_t threads = 0;                // event loops; 0: one per core but one (the store writer)
   size_t block_cache_mb = 128;
 
   gateway::GatewayOptions gateway;
