@@ -9,7 +9,7 @@
 #   TERN_BIN_DIR=build/bench-rel/bin scripts/bench.sh idle
 #   PEERS_RATES="4000 8000" scripts/bench.sh peers   # ternd vs mosquitto, same generator
 #
-# Scenarios: pairs findmax sweep group broadcast idle offline storm profile, and peers (not
+# Scenarios: pairs findmax sweep group broadcast idle offline storm overload profile, and peers (not
 # in the default set: it needs mosquitto, which scripts/setup.sh installs).
 # Needs a release build: cmake --preset release && cmake --build --preset release
 set -euo pipefail
@@ -192,10 +192,10 @@ scenario_broadcast() {
 }
 
 scenario_idle() {
-  start_server --max-connections 19500
+  start_server --max-connections 19500 --register-rate 0 --create-rate 0
   bench idle-19000 idle --clients 19000 --workers 2 --duration 30 --source-addrs 2
   stop_server
-  start_server
+  start_server --register-rate 0 --create-rate 0
   bench idle-1000 idle --clients 1000 --duration 10
   stop_server
 }
@@ -212,6 +212,12 @@ scenario_storm() {
   stop_server
   start_server --max-connections 19500 "${SERVER_FLAGS[@]}"
   bench reconnect-storm-10000 reconnect-storm --clients 10000 --workers 2 --rate 1000 --duration 30 --connect-concurrency 1000
+  stop_server
+}
+
+scenario_overload() {  # twice the highest sustainable rate for 30 s (OVERLOAD_RATE, default 56000)
+  start_server "${SERVER_FLAGS[@]}" --frame-rate 1000000 --frame-burst 1000000
+  bench "overload-${OVERLOAD_RATE:-56000}" pairs --clients 1000 --rate "${OVERLOAD_RATE:-56000}" --duration 30
   stop_server
 }
 
@@ -280,7 +286,7 @@ scenario_peers() {
 }
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(pairs findmax sweep group broadcast idle offline storm profile)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(pairs findmax sweep group broadcast idle offline storm overload profile)
 for s in "${scenarios[@]}"; do
   "scenario_$s"
 done

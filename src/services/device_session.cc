@@ -245,9 +245,12 @@ void DeviceSession::send_receipt_state() {
 }
 
 void DeviceSession::pump_receipts(size_t high) {
-  while (!receipt_backlog_.empty() && !closed_ && conn_->queued_bytes() < high) {
-    const std::string conv = std::move(receipt_backlog_.front());
-    receipt_backlog_.pop_front();
+  while (receipt_next_ < receipt_backlog_.size() && !closed_ && conn_->queued_bytes() < high) {
+    const std::string conv = std::move(receipt_backlog_[receipt_next_++]);
+    if (receipt_next_ == receipt_backlog_.size()) {
+      receipt_backlog_ = {};  // give the memory back: most connections are idle after this
+      receipt_next_ = 0;
+    }
     auto receipts = ctx_.store.receipts(conv);
     if (!receipts) continue;
     // Never more than the queue can take: the rest is the newest state anyway next time.
