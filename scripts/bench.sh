@@ -243,10 +243,11 @@ scenario_profile() {  # where the server's time goes at a fixed rate (PROFILE_RA
   wait "$sp" || true
   curl -s -H "Authorization: Bearer $token" "http://$ADDR/metrics" >"$OUT/profile-metrics-1.txt"
   perf record -g -p "$PID" -o "$OUT/profile-server.perf" -- sleep 8 2>/dev/null
-  perf report -i "$OUT/profile-server.perf" --no-children -g none --sort symbol 2>/dev/null | head -60 \
-    >"$OUT/profile-server-top.txt"
-  perf report -i "$OUT/profile-server.perf" --children -g none --sort symbol 2>/dev/null | grep -E "tern::" | head -40 \
-    >"$OUT/profile-server-tern.txt"
+  # (head closes the pipe early: not a failure)
+  { perf report -i "$OUT/profile-server.perf" --no-children -g none --sort symbol 2>/dev/null | head -60 \
+    >"$OUT/profile-server-top.txt"; } || true
+  { perf report -i "$OUT/profile-server.perf" --children -g none --sort symbol 2>/dev/null | grep -E "tern::" | head -40 \
+    >"$OUT/profile-server-tern.txt"; } || true
   wait "$bpid" || true
   stop_server
 }

@@ -484,6 +484,11 @@ void WebSocketSession::read_turn() {
       if (!draining_ && consumed < static_cast<size_t>(n)) pending_.assign(scratch + consumed, scratch + n);
     }
     if (r == Parsed::kBudget) return post_read_turn();
+    // A short read emptied the socket's receive queue: no second recv just to hear EAGAIN
+    // (that was one syscall per readable event). Data arriving from now on raises a new
+    // edge, which the loop's epoll_wait sees only after this handler has re-armed the wait
+    // below: the loop is one thread.
+    if (static_cast<size_t>(n) < want) break;
   }
   arm_read();
 }
