@@ -1,6 +1,7 @@
 // LruMap: a map bounded in entries that evicts the least recently used entry, but never one
 // the caller pins (an entry with work in flight: evicting it would lose state the store does
-// not have yet). Not thread-safe: each instance belongs to one loop.
+// not have yet) — unless the map holds more than `hard_capacity` entries, when pinned ones go
+// too. Not thread-safe: each instance belongs to one loop, or to a caller that locks it.
 #pragma once
 #include <cstddef>
 #include <functional>
@@ -14,8 +15,9 @@ template <typename K, typename V>
 class LruMap {
  public:
   // pinned(value) → true keeps the entry even when it is the least recently used.
-  explicit LruMap(size_t capacity, std::function<bool(const V&)> pinned = nullptr)
-      : capacity_(capacity ? capacity : 1), pinned_(std::move(pinned)) {}
+  explicit LruMap(size_t capacity, std::function<bool(const V&)> pinned = nullptr,
+                  size_t hard_capacity = static_cast<size_t>(-1))
+      : capacity_(capacity ? capacity : 1), hard_capacity_(hard_capacity), pinned_(std::move(pinned)) {}
 
   // The entry, marked most recently used; nullptr if absent.
   V* find(const K& key) {
@@ -57,13 +59,14 @@ class LruMap {
       if (it == order_.begin()) break;
       --it;
       if (it == order_.begin()) break;  // never the entry just used
-      if (pinned_ && pinned_(it->second)) continue;
+      if (pinned_ && index_.size() <= hard_capacity_ && pinned_(it->second)) continue;
       index_.erase(it->first);
       it = order_.erase(it);
     }
   }
 
   size_t capacity_;
+  size_t hard_capacity_;
   std::function<bool(const V&)> pinned_;
   std::list<std::pair<K, V>> order_;  // front = most recently used
   std::unordered_map<K, typename std::list<std::pair<K, V>>::iterator> index_;

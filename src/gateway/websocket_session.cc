@@ -36,6 +36,8 @@ constexpr size_t kMaxFramesPerWrite = 64;
 constexpr size_t kMaxBytesPerWrite = 256 * 1024;
 // Reads: the per-thread scratch buffer, and how many reads one turn may do.
 constexpr size_t kScratchBytes = 64 * 1024;
+// Bytes of messages one connection hands to the service per loop turn (with frames_per_turn).
+constexpr size_t kTurnBytes = 16 * 1024;
 constexpr int kMaxReadsPerTurn = 16;
 // Over the global budget, queues above this are shed; smaller ones are still served.
 constexpr size_t kGlobalShedFloor = 64 * 1024;
@@ -414,6 +416,7 @@ void WebSocketSession::free_input() {
 void WebSocketSession::read_turn() {
   if (finished_ || input_paused_) return;
   size_t delivered = 0;
+  turn_bytes_ = 0;
   struct Count {
     size_t& n;
     Counter& counter;
@@ -521,7 +524,11 @@ WebSocketSession::Parsed WebSocketSession::handle(const ws::Event& event, size_t
         return Parsed::kStop;
       }
       if (finished_) return Parsed::kStop;
-      return *delivered >= ctx_->options.frames_per_turn ? Parsed::kBudget : Parsed::kContinue;
+      // The turn's budget is in frames and in bytes: parsing and handling cost grows with the
+      // size, so a connection of big frames yields as soon as one of small ones would.
+      turn_bytes_ += event.payload.size();
+      return *delivered >= ctx_->options.frames_per_turn || turn_bytes_ >= kTurnBytes ? Parsed::kBudget
+                                                                                        : Parsed::kContinue;
     case ws::Event::kPing:
     case ws::Event::kPong:
       if (!take_control_token()) {

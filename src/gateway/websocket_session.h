@@ -25,8 +25,9 @@
 //    to max_frame_bytes (over it: 1009, checked on each frame header); binary → 1003; other
 //    protocol errors → 1002. Each affects that connection only. Ping → pong (queued like any
 //    frame); close → the code is echoed and the connection shut down.
-//  - Fairness: one loop turn hands at most frames_per_turn text messages to on_text; the
-//    rest stay buffered and the session yields to the loop (a posted continuation).
+//  - Fairness: one loop turn hands at most frames_per_turn text messages, and about 16 KiB
+//    of them, to on_text; the rest stay buffered and the session yields to the loop (a
+//    posted continuation).
 //  - Limits on input: control frames (ping/pong) take a token from a per-connection bucket
 //    (control_frames_per_sec, burst control_frames_burst; empty → 1008 "too many control
 //    frames"); bytes read take tokens from a max_input_bytes_per_sec bucket (burst
@@ -157,6 +158,7 @@ class WebSocketSession final : public Session, public Connection {
   std::shared_ptr<FrameHandler> handler_;
   std::vector<Out> queue_;  // [head_, end) not yet fully written
   size_t queued_bytes_ = 0;
+  size_t turn_bytes_ = 0;  // message bytes handed to the service in the current read turn
   uint32_t head_ = 0;
   uint32_t front_written_ = 0;  // bytes of queue_[head_] (header included) already written
   std::vector<char> pending_;   // input not yet parsed (incomplete frame, or over budget)

@@ -269,7 +269,9 @@ void DeviceSession::pump_receipts(size_t high) {
 
 void DeviceSession::on_text(std::string_view text) {
   if (closed_) return;
-  if (!frame_bucket_.take(mono_us())) {
+  // A frame costs one token plus one per KiB: the work it causes (parsing first) grows with
+  // its size, and the limit bounds that work.
+  if (!frame_bucket_.take(mono_us(), 1.0 + static_cast<double>(text.size() / 1024))) {
     in_rate_limited.inc();
     // Not parsed (that is the work this limit bounds), but a refused send still names itself.
     write_error(make_error(ErrorCode::kRateLimited, "too many frames; slow down"), proto::peek_send_ref(text));

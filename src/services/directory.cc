@@ -31,60 +31,9 @@ bool is_active_member(const store::Conversation& c, const std::string& user) {
   return m && m->active();
 }
 
-template <typename V>
-V LruCache<V>::put(const std::string& key, V value, bool keep_existing, int64_t pinned_until_ms, int64_t now_ms) {
-  std::lock_guard lock(mu_);
-  auto it = map_.find(key);
-  if (it != map_.end()) {
-    order_.splice(order_.begin(), order_, it->second.pos);
-    if (!keep_existing) {
-      it->second.value = std::move(value);
-      it->second.pinned_until = std::max(it->second.pinned_until, pinned_until_ms);
-    }
-    return it->second.value;
-  }
-  order_.push_front(key);
-  it = map_.emplace(key, Slot{std::move(value), order_.begin(), pinned_until_ms}).first;
-  V out = it->second.value;
-  evict(now_ms);
-  publish();
-  return out;
+void set_gauge(Gauge* gauge, size_t n) {
+  if (gauge) gauge->set(static_cast<int64_t>(n));
 }
-
-template <typename V>
-void LruCache<V>::erase(const std::string& key) {
-  std::lock_guard lock(mu_);
-  auto it = map_.find(key);
-  if (it == map_.end()) return;
-  order_.erase(it->second.pos);
-  map_.erase(it);
-  publish();
-}
-
-// Drops least recently used entries beyond the capacity, skipping pinned ones (bounded
-// scan); beyond twice the capacity, pinned ones go too (the hard bound).
-template <typename V>
-void LruCache<V>::evict(int64_t now_ms) {
-  auto pos = order_.end();
-  size_t scanned = 0;
-  while (map_.size() > capacity_ && pos != order_.begin() && scanned++ < 64) {
-    --pos;
-    auto it = map_.find(*pos);
-    if (it->second.pinned_until > now_ms && map_.size() <= 2 * capacity_) continue;
-    auto victim = pos;
-    ++pos;
-    map_.erase(it);
-    order_.erase(victim);
-  }
-}
-
-template <typename V>
-void LruCache<V>::publish() {
-  if (gauge_) gauge_->set(static_cast<int64_t>(map_.size()));
-}
-
-template class LruCache<ConversationPtr>;
-template class LruCache<std::vector<uint32_t>>;
 
 Directory::Directory(store::Store& store, size_t capacity)
     : store_(store), conversations_(capacity, &conversations_gauge()), devices_(capacity, &users_gauge()) {}

@@ -25,6 +25,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/lru_map.h"
 #include "base/result.h"
 #include "store/store.h"
 
@@ -34,28 +35,50 @@ class Gauge;
 
 namespace tern::services {
 
+// Sets the gauge (if any) to n; out of line, so this header needs no metrics include.
+void set_gauge(Gauge* gauge, size_t n);
+
 using ConversationPtr = std::shared_ptr<const store::Conversation>;
 
 // Membership lookups on a snapshot.
 const store::Member* find_member(const store::Conversation& c, const std::string& user);
 bool is_active_member(const store::Conversation& c, const std::string& user);
 
-// A size-bounded LRU map from string to V; entries may be pinned until a time (ms).
+// A size-bounded LRU map from string to V, thread-safe; entries may be pinned until a time
+// (ms), but never beyond twice the capacity (the hard bound). Built on LruMap.
 template <typename V>
 class LruCache {
  public:
-  LruCache(size_t capacity, Gauge* size_gauge) : capacity_(std::max<size_t>(1, capacity)), gauge_(size_gauge) {}
+  LruCache(size_t capacity, Gauge* size_gauge)
+      : map_(std::max<size_t>(1, capacity), [this](const Slot& s) { return s.pinned_until > now_; },
+             2 * std::max<size_t>(1, capacity)),
+        gauge_(size_gauge) {}
 
   std::optional<V> get(const std::string& key) {
     std::lock_guard lock(mu_);
-    auto it = map_.find(key);
-    if (it == map_.end()) return std::nullopt;
-    order_.splice(order_.begin(), order_, it->second.pos);
-    return it->second.value;
+    if (Slot* s = map_.find(key)) return s->value;
+    return std::nullopt;
   }
   // Inserts unless present (keep_existing) or replaces; returns the cached value.
-  V put(const std::string& key, V value, bool keep_existing, int64_t pinned_until_ms, int64_t now_ms);
-  void erase(const std::string& key);
+  V put(const std::string& key, V value, bool keep_existing, int64_t pinned_until_ms, int64_t now_ms) {
+    std::lock_guard lock(mu_);
+    if (Slot* s = map_.find(key)) {
+      if (!keep_existing) {
+        s->value = std::move(value);
+        s->pinned_until = std::max(s->pinned_until, pinned_until_ms);
+      }
+      return s->value;
+    }
+    now_ = now_ms;  // what the pin predicate compares with during this insert's eviction
+    V out = map_.emplace(key, Slot{std::move(value), pinned_until_ms}).value;
+    publish();
+    return out;
+  }
+  void erase(const std::string& key) {
+    std::lock_guard lock(mu_);
+    map_.erase(key);
+    publish();
+  }
   size_t size() {
     std::lock_guard lock(mu_);
     return map_.size();
@@ -64,17 +87,14 @@ class LruCache {
  private:
   struct Slot {
     V value;
-    std::list<std::string>::iterator pos;
     int64_t pinned_until = 0;
   };
-  void evict(int64_t now_ms);
-  void publish();
+  void publish() { set_gauge(gauge_, map_.size()); }
 
-  const size_t capacity_;
-  Gauge* gauge_;
   std::mutex mu_;
-  std::list<std::string> order_;  // most recent first
-  std::unordered_map<std::string, Slot> map_;
+  int64_t now_ = 0;  // guarded by mu_
+  LruMap<std::string, Slot> map_;
+  Gauge* gauge_;
 };
 
 class Directory {

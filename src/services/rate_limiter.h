@@ -5,10 +5,10 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
-#include <list>
 #include <mutex>
 #include <string>
-#include <unordered_map>
+
+#include "base/lru_map.h"
 
 namespace tern::services {
 
@@ -17,14 +17,14 @@ class TokenBucket {
   TokenBucket(double rate_per_sec, double burst, int64_t now_us)
       : rate_(rate_per_sec), burst_(burst), tokens_(burst), last_us_(now_us) {}
 
-  // Takes one token if available.
-  bool take(int64_t now_us) {
+  // Takes `n` tokens (default one) if available.
+  bool take(int64_t now_us, double n = 1.0) {
     if (now_us > last_us_) {
       tokens_ = std::min(burst_, tokens_ + rate_ * static_cast<double>(now_us - last_us_) / 1e6);
       last_us_ = now_us;
     }
-    if (tokens_ < 1.0) return false;
-    tokens_ -= 1.0;
+    if (tokens_ < n) return false;
+    tokens_ -= n;
     return true;
   }
 
@@ -39,24 +39,15 @@ class TokenBucket {
 class KeyedRateLimiter {
  public:
   KeyedRateLimiter(double rate_per_sec, double burst, size_t max_keys)
-      : rate_(rate_per_sec), burst_(std::max(1.0, burst)), max_keys_(std::max<size_t>(1, max_keys)) {}
+      : rate_(rate_per_sec), burst_(std::max(1.0, burst)), buckets_(std::max<size_t>(1, max_keys)) {}
 
   // Takes one token from the key's bucket if available.
   bool take(const std::string& key, int64_t now_us) {
     if (rate_ <= 0) return true;
     std::lock_guard lock(mu_);
-    auto it = buckets_.find(key);
-    if (it == buckets_.end()) {
-      if (buckets_.size() >= max_keys_) {
-        buckets_.erase(lru_.back());
-        lru_.pop_back();
-      }
-      lru_.push_front(key);
-      it = buckets_.emplace(key, Slot{TokenBucket(rate_, burst_, now_us), lru_.begin()}).first;
-    } else {
-      lru_.splice(lru_.begin(), lru_, it->second.lru);
-    }
-    return it->second.bucket.take(now_us);
+    TokenBucket* b = buckets_.find(key);
+    if (!b) b = &buckets_.emplace(key, TokenBucket(rate_, burst_, now_us));  // may evict the LRU key
+    return b->take(now_us);
   }
 
   size_t size() {
@@ -65,16 +56,10 @@ class KeyedRateLimiter {
   }
 
  private:
-  struct Slot {
-    TokenBucket bucket;
-    std::list<std::string>::iterator lru;
-  };
   const double rate_;
   const double burst_;
-  const size_t max_keys_;
   std::mutex mu_;
-  std::list<std::string> lru_;  // most recent first
-  std::unordered_map<std::string, Slot> buckets_;
+  LruMap<std::string, TokenBucket> buckets_;  // an evicted key starts again with a full bucket
 };
 
 }  // namespace tern::services

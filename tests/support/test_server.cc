@@ -106,6 +106,22 @@ bool TestServer::launch(uint16_t port, std::chrono::milliseconds deadline) {
   for (auto& s : argv_s) argv.push_back(s.data());
   argv.push_back(nullptr);
   const pid_t parent = ::getpid();
+  // The server's environment. Under AddressSanitizer, freed memory waits in a quarantine
+  // (256 MB by default) before it is reused, so the RSS the adversarial suite measures would
+  // grow with every allocation, not with what the server holds: turn the quarantine off.
+  std::vector<std::string> env_s;
+  for (char** e = environ; *e; ++e)
+    if (std::strncmp(*e, "ASAN_OPTIONS=", 13) != 0) env_s.emplace_back(*e);
+#if defined(__SANITIZE_ADDRESS__)
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  env_s.push_back(std::string("ASAN_OPTIONS=") + (asan ? std::string(asan) + ":" : std::string()) +
+                  "quarantine_size_mb=0:thread_local_quarantine_size_kb=0");
+#else
+  if (const char* asan = std::getenv("ASAN_OPTIONS")) env_s.push_back(std::string("ASAN_OPTIONS=") + asan);
+#endif
+  std::vector<char*> envp;
+  for (auto& e : env_s) envp.push_back(e.data());
+  envp.push_back(nullptr);
 
   pid_t pid = ::fork();
   if (pid < 0) {
@@ -125,7 +141,7 @@ bool TestServer::launch(uint16_t port, std::chrono::milliseconds deadline) {
     // The test process holds client sockets; a server that inherited them would keep
     // those connections half-alive after the test closes them.
     ::syscall(SYS_close_range, 3U, ~0U, 0U);
-    ::execv(argv[0], argv.data());
+    ::execve(argv[0], argv.data(), envp.data());
     ::_exit(127);
   }
   ::close(out_fd);
