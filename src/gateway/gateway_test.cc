@@ -490,7 +490,12 @@ class GatewayTest : public ::testing::Test {
     if (listener_) {
       listener_->stop_accepting();
       listener_->close_all(1001);
-      EXPECT_TRUE(wait_until([&] { return listener_->connections() == 0; })) << listener_->connections();
+      // The counters below are given back as each session's last handler finishes, a moment
+      // after the connection count drops: wait for all of them.
+      EXPECT_TRUE(wait_until([&] {
+        return listener_->connections() == 0 && listener_->queued_bytes() == 0 &&
+               listener_->authenticated_connections() == 0 && listener_->unauthenticated_connections() == 0;
+      })) << listener_->connections();
       EXPECT_EQ(listener_->queued_bytes(), 0u) << "the byte budget must be given back";
       EXPECT_EQ(listener_->authenticated_connections(), 0u);
       EXPECT_EQ(listener_->unauthenticated_connections(), 0u);
