@@ -297,7 +297,9 @@ class AdversarialGateway : public ServerTest {};
 // within 16 MiB of that value (allocator slack).
 TEST_F(AdversarialGateway, ConnectionsThatNeverReadPinBoundedMemory) {
   // Sending the backlog fast needs the input byte rate lifted (a setup convenience).
-  ASSERT_NO_FATAL_FAILURE(start_server(config_args(setup_friendly({{"max_input_bytes_per_sec", "0"}}))));
+  // The backlog is sent fast (the frame limit charges per KiB): lifted for the set-up.
+  ASSERT_NO_FATAL_FAILURE(start_server(config_args(setup_friendly(
+      {{"max_input_bytes_per_sec", "0"}, {"frame_rate", "1000000.0"}, {"frame_burst", "1000000.0"}}))));
   Probe probe(api(), port());
   ASSERT_TRUE(probe.ready());
   Account sender = api().must_register("sender");
@@ -350,7 +352,8 @@ TEST_F(AdversarialGateway, ConnectionsThatNeverReadPinBoundedMemory) {
 constexpr int kPage = 100;
 TEST_F(AdversarialGateway, UnreadBackfillResponsesAreBounded) {
   ASSERT_NO_FATAL_FAILURE(start_server(config_args(setup_friendly(
-      {{"max_input_bytes_per_sec", "0"}, {"global_queue_bytes", std::to_string(16u * 1024 * 1024)}}))));
+      {{"max_input_bytes_per_sec", "0"}, {"frame_rate", "1000000.0"}, {"frame_burst", "1000000.0"},
+       {"global_queue_bytes", std::to_string(16u * 1024 * 1024)}}))));
   Probe probe(api(), port());
   ASSERT_TRUE(probe.ready());
   Account sender = api().must_register("sender");
