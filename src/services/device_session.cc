@@ -269,9 +269,9 @@ void DeviceSession::pump_receipts(size_t high) {
 
 void DeviceSession::on_text(std::string_view text) {
   if (closed_) return;
-  // A frame costs one token plus one per KiB: the work it causes (parsing first) grows with
+  // A frame costs one token plus two per KiB: the work it causes (parsing first) grows with
   // its size, and the limit bounds that work.
-  if (!frame_bucket_.take(mono_us(), 1.0 + static_cast<double>(text.size() / 1024))) {
+  if (!frame_bucket_.take(mono_us(), 1.0 + 2.0 * static_cast<double>(text.size() / 1024))) {
     in_rate_limited.inc();
     // Not parsed (that is the work this limit bounds), but a refused send still names itself.
     write_error(make_error(ErrorCode::kRateLimited, "too many frames; slow down"), proto::peek_send_ref(text));
@@ -316,6 +316,12 @@ void DeviceSession::on_text(std::string_view text) {
         } else if constexpr (std::is_same_v<F, proto::TypingFrame>) {
           if (auto r = ctx_.presence.typing(device_, f.conversation_id, f.active); !r) write_error(r.error());
         } else if constexpr (std::is_same_v<F, proto::PresenceSubscribeFrame>) {
+          // Its work grows with the users named: it costs one more frame token per 8 users,
+          // so that a loop of large subscriptions is slowed at its own connection.
+          if (!frame_bucket_.take(mono_us(), static_cast<double>(f.users.size()) / 8.0)) {
+            in_rate_limited.inc();
+            return write_error(make_error(ErrorCode::kRateLimited, "too many presence subscriptions; slow down"));
+          }
           if (auto r = ctx_.presence.subscribe(conn_->id(), device_.user, self, f.users); !r) write_error(r.error());
         }
       },
