@@ -131,7 +131,11 @@ void Device::transmit(uint64_t sender_seq, Pending& p) {
   auto [end, ec] = std::to_chars(cmid + 1, cmid + sizeof cmid, sender_seq);
   const std::string frame = proto::encode_send(std::string_view(cmid, static_cast<size_t>(end - cmid)),
                                                w_.convs_[p.conv].id, scratch_body_);
-  if (!conn.send_text(frame)) {
+  count_transmit(p, conn.send_text(frame));
+}
+
+void Device::count_transmit(Pending& p, bool queued) {
+  if (!queued) {
     w_.count_error("local: write queue full");
     return;  // stays untransmitted; retried on the next connection
   }
@@ -229,17 +233,7 @@ void Device::on_error(const proto::ErrorEvent& e) {
   settle(*seq);
 }
 
-void Device::on_message(const proto::MessageEvent& e) {
-  auto conv = w_.conv_of(e.conversation_id);
-  if (!conv) {
-    w_.verifier_.on_unknown_conversation(idx);
-    return;
-  }
-  std::optional<lean::MessageKey> key;
-  std::optional<lean::BodyRecord> rec;
-  if (!e.system_json) rec = lean::decode_body(e.body);
-  if (rec) key = lean::MessageKey{rec->sender, rec->sender_seq};
-  const auto kind = w_.verifier_.on_delivered(idx, *conv, e.seq, key);
+void Device::count_delivery(lean::Verifier::Delivery kind, const lean::BodyRecord* rec) {
   if (kind == lean::Verifier::Delivery::kRepeat) ++w_.counters_.redelivered;
   if (kind == lean::Verifier::Delivery::kNew || kind == lean::Verifier::Delivery::kOutOfOrder) {
     if (!rec) {
@@ -253,6 +247,19 @@ void Device::on_message(const proto::MessageEvent& e) {
       ++w_.counters_.replayed;
     }
   }
+}
+
+void Device::on_message(const proto::MessageEvent& e) {
+  auto conv = w_.conv_of(e.conversation_id);
+  if (!conv) {
+    w_.verifier_.on_unknown_conversation(idx);
+    return;
+  }
+  std::optional<lean::MessageKey> key;
+  std::optional<lean::BodyRecord> rec;
+  if (!e.system_json) rec = lean::decode_body(e.body);
+  if (rec) key = lean::MessageKey{rec->sender, rec->sender_seq};
+  count_delivery(w_.verifier_.on_delivered(idx, *conv, e.seq, key), rec ? &*rec : nullptr);
   // Cumulative ack of the highest seq seen. The verifier (not this ack) finds gaps: a lean
   // client that acks past a missing seq makes a server loss visible instead of hiding it.
   AckSlot* slot = nullptr;

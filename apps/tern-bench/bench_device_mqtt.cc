@@ -9,9 +9,6 @@
 // own sequence: losses, redeliveries, order (per connection), foreign deliveries and echoes
 // are checked as for ternd; "duplicates" and "seq conflicts" cannot arise, since no server
 // assigns seqs.
-#include <algorithm>
-
-#include "base/clock.h"
 #include "bench_worker.h"
 
 namespace tern::bench {
@@ -23,16 +20,8 @@ uint16_t packet_id_of(uint64_t sender_seq) { return static_cast<uint16_t>((sende
 
 void Device::transmit_mqtt(uint64_t sender_seq, Pending& p) {
   lean::encode_record_raw(lean::BodyRecord{idx, sender_seq, p.intended_us}, w_.opt_.body_bytes, scratch_body_);
-  if (!mqtt->publish(w_.convs_[p.conv].id, scratch_body_, 1, packet_id_of(sender_seq), /*dup=*/p.transmitted)) {
-    w_.count_error("local: write queue full");
-    return;  // stays untransmitted; retried on the next connection
-  }
-  if (p.transmitted) {
-    ++w_.counters_.retransmitted;
-  } else {
-    p.transmitted = true;
-    ++w_.counters_.written;
-  }
+  count_transmit(p, mqtt->publish(w_.convs_[p.conv].id, scratch_body_, 1, packet_id_of(sender_seq),
+                                  /*dup=*/p.transmitted));
 }
 
 void Device::keepalive(int64_t now) {
@@ -90,18 +79,8 @@ void Device::on_mqtt_publish(lean::MqttConnection& c, const lean::MqttPublish& m
     ++w_.counters_.other_messages;
     return;
   }
-  const auto kind = w_.verifier_.on_delivered(idx, *conv, rec->sender_seq, lean::MessageKey{rec->sender, rec->sender_seq});
-  if (kind == lean::Verifier::Delivery::kRepeat) ++w_.counters_.redelivered;
-  if (kind == lean::Verifier::Delivery::kNew || kind == lean::Verifier::Delivery::kOutOfOrder) {
-    if (phase_ == Phase::kLive) {
-      ++w_.counters_.delivered;
-      const auto lat = static_cast<uint64_t>(std::max<int64_t>(0, mono_us() - rec->sent_us));
-      w_.step_latency_.record(lat);
-      w_.interval_latency_.record(lat);
-    } else {
-      ++w_.counters_.replayed;
-    }
-  }
+  count_delivery(w_.verifier_.on_delivered(idx, *conv, rec->sender_seq, lean::MessageKey{rec->sender, rec->sender_seq}),
+                 &*rec);
 }
 
 void Device::on_mqtt_closed(lean::MqttConnection&, std::string_view reason) { closed(reason); }

@@ -120,6 +120,12 @@ class Device final : public lean::WsConnection::Handler, public lean::MqttConnec
 
   void transmit(uint64_t sender_seq, Pending& p);
   void transmit_mqtt(uint64_t sender_seq, Pending& p);
+  // The common tail of both transmits: counts a send the connection `queued` (as written or
+  // retransmitted) or refused (a local error; it stays untransmitted for the next connection).
+  void count_transmit(Pending& p, bool queued);
+  // The common tail of both receive paths: counts what the verifier made of a delivery; `rec`
+  // is null for a message without a body record (counted as "other" when it is new).
+  void count_delivery(lean::Verifier::Delivery kind, const lean::BodyRecord* rec);
   void opened();                        // a connection is up: counters, verifier, resends
   void closed(std::string_view reason);  // ... and lost: counters, backoff
   void acknowledged(uint64_t sender_seq, Pending& p, Seq seq);

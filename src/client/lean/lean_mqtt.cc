@@ -1,11 +1,5 @@
 #include "client/lean/lean_mqtt.h"
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-
-#include <boost/asio/post.hpp>
-#include <boost/asio/write.hpp>
-
 #include "base/clock.h"
 
 namespace tern::client::lean {
@@ -192,72 +186,28 @@ std::optional<uint16_t> mqtt_decode_packet_id(std::string_view body) {
 // ---- connection ----
 
 MqttConnection::MqttConnection(asio::io_context& io, ReadScratch& scratch, Handler& handler, MqttLimits limits)
-    : io_(io), scratch_(scratch), handler_(handler), limits_(limits), socket_(io) {}
+    : handler_(handler), limits_(limits), stream_(io, scratch, *this) {}
 
-MqttConnection::~MqttConnection() {
-  boost::system::error_code ec;
-  socket_.close(ec);
-}
+MqttConnection::~MqttConnection() = default;
 
-void MqttConnection::reset_socket(bool abort) {
-  ++gen_;
-  boost::system::error_code ec;
-  if (socket_.is_open()) {
-    if (abort) socket_.set_option(asio::socket_base::linger(true, 0), ec);
-    socket_.close(ec);
-  }
-  state_ = State::kClosed;
-  writing_ = false;
-  flush_posted_ = false;
-  close_after_write_ = false;
-  // Swap rather than clear: an idle connection keeps its socket and little else.
-  std::string().swap(pending_);
-  std::string().swap(out_);
-  std::string().swap(inflight_);
-}
+static_assert(static_cast<int>(MqttConnection::State::kAwaitConnack) == static_cast<int>(LeanStream::Phase::kHandshake) &&
+              static_cast<int>(MqttConnection::State::kOpen) == static_cast<int>(LeanStream::Phase::kOpen));
+
+void MqttConnection::on_stream_failed(std::string_view reason) { handler_.on_mqtt_closed(*this, reason); }
 
 void MqttConnection::open(const MqttTarget& target, const MqttConnect& connect) {
-  reset_socket(true);
-  const uint64_t gen = gen_;
-  state_ = State::kConnecting;
-  boost::system::error_code ec;
-  socket_.open(target.server.protocol(), ec);
-  if (ec) {
-    asio::post(io_, [this, gen] { if (gen == gen_) fail("socket"); });
-    return;
-  }
-  if (target.source) {
-#ifdef IP_BIND_ADDRESS_NO_PORT
-    int one = 1;
-    ::setsockopt(socket_.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-#endif
-    socket_.bind(asio::ip::tcp::endpoint(*target.source, 0), ec);
-    if (ec) {
-      asio::post(io_, [this, gen] { if (gen == gen_) fail("bind"); });
-      return;
-    }
-  }
-  mqtt_append_connect(out_, connect);
+  std::string hello;
+  mqtt_append_connect(hello, connect);
   last_queued_us_ = mono_us();
-  socket_.async_connect(target.server, [this, gen](const boost::system::error_code& cec) {
-    if (gen != gen_) return;
-    if (cec) return fail("connect");
-    boost::system::error_code oec;
-    socket_.set_option(asio::ip::tcp::no_delay(true), oec);
-    socket_.non_blocking(true, oec);
-    state_ = State::kAwaitConnack;
-    start_write();
-    start_read();
-  });
+  stream_.open(target.server, target.source, std::move(hello));
 }
 
 template <class F>
 bool MqttConnection::queue(size_t size_hint, F&& append) {
-  if (state_ != State::kOpen || close_after_write_) return false;
-  if (queued_bytes() + size_hint > limits_.max_queued_bytes) return false;
-  append(out_);
+  if (state() != State::kOpen || stream_.closing()) return false;
+  if (stream_.queued_bytes() + size_hint > limits_.max_queued_bytes) return false;
+  stream_.queue(append);
   last_queued_us_ = mono_us();
-  schedule_flush();
   return true;
 }
 
@@ -279,108 +229,36 @@ bool MqttConnection::pingreq() {
 }
 
 void MqttConnection::close(CloseMode mode) {
-  if (state_ == State::kClosed) return;
-  if (mode == CloseMode::kGraceful && state_ == State::kOpen && !close_after_write_) {
-    mqtt_append_disconnect(out_);
-    close_after_write_ = true;
-    schedule_flush();
-    return;
-  }
-  reset_socket(mode == CloseMode::kAbort);
+  // Not bounded by max_queued_bytes (as before): a DISCONNECT is two bytes and the last thing
+  // queued.
+  stream_.close(mode == CloseMode::kAbort,
+                [this] { stream_.queue([](std::string& o) { mqtt_append_disconnect(o); }); });
 }
 
-void MqttConnection::schedule_flush() {
-  if (writing_ || flush_posted_) return;
-  flush_posted_ = true;
-  const uint64_t gen = gen_;
-  // Posted, not immediate: every packet queued by the current handler run shares one write.
-  asio::post(io_, [this, gen] {
-    if (gen != gen_) return;
-    flush_posted_ = false;
-    start_write();
-  });
-}
-
-void MqttConnection::start_write() {
-  if (writing_ || out_.empty() || state_ == State::kConnecting || state_ == State::kClosed) return;
-  writing_ = true;
-  inflight_.swap(out_);
-  const uint64_t gen = gen_;
-  asio::async_write(socket_, asio::buffer(inflight_), [this, gen](const boost::system::error_code& ec, size_t) {
-    if (gen != gen_) return;
-    writing_ = false;
-    inflight_.clear();
-    if (ec) return fail("write");
-    if (!out_.empty()) return start_write();
-    if (close_after_write_) reset_socket(false);
-  });
-}
-
-void MqttConnection::start_read() {
-  const uint64_t gen = gen_;
-  socket_.async_wait(asio::ip::tcp::socket::wait_read, [this, gen](const boost::system::error_code& ec) {
-    if (gen != gen_) return;
-    if (ec) return fail("read");
-    on_readable();
-  });
-}
-
-void MqttConnection::on_readable() {
-  const uint64_t gen = gen_;
-  // Bounded: a connection that always has data must not starve the others on this thread.
-  for (int round = 0; round < 4; ++round) {
-    boost::system::error_code ec;
-    const size_t n = socket_.read_some(asio::buffer(scratch_.bytes), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) break;
-    if (ec == asio::error::eof) return fail("eof");
-    if (ec) return fail("read");
-    if (close_after_write_) continue;  // closing: drain and drop
-    if (!consume(scratch_.bytes.data(), n)) return;
-    if (gen != gen_) return;
-    if (n < scratch_.bytes.size()) break;
-  }
-  start_read();
-}
-
-bool MqttConnection::consume(const char* data, size_t n) {
-  const uint64_t gen = gen_;
-  // As in WsConnection: a partial packet is moved out of pending_ first, because a handler may
-  // close or reopen this connection (which resets pending_) while views into it are live.
-  std::string joined;
-  std::string_view in(data, n);
-  const bool from_pending = !pending_.empty();
-  if (from_pending) {
-    joined.swap(pending_);
-    joined.append(data, n);
-    in = joined;
-  }
+size_t MqttConnection::on_stream_input(std::string_view in) {
+  const uint64_t gen = stream_.generation();
   size_t used = 0;
   while (used < in.size()) {
     const auto hr = mqtt_parse_header(in.substr(used), limits_.max_packet_bytes);
     if (hr.status == MqttParse::kError) {
       fail("protocol");
-      return false;
+      break;
     }
     if (hr.status == MqttParse::kNeedMore) break;
     const auto& h = hr.header;
     if (in.size() - used < h.total_len()) break;
     const std::string_view body = in.substr(used + h.header_len, h.remaining_len);
     used += h.total_len();
-    if (!handle_packet(h, body)) return false;
-    if (gen != gen_) return false;
+    // After a failure or a close by the handler the stream has a new generation and ignores
+    // what is returned.
+    if (!handle_packet(h, body)) break;
+    if (gen != stream_.generation()) break;
   }
-  if (used < in.size()) {
-    if (from_pending && used == 0) {
-      pending_.swap(joined);
-    } else {
-      pending_.assign(in.substr(used));
-    }
-  }
-  return true;
+  return used;
 }
 
 bool MqttConnection::handle_packet(const MqttHeader& h, std::string_view body) {
-  if (state_ == State::kAwaitConnack) {
+  if (stream_.phase() == LeanStream::Phase::kHandshake) {
     const auto ack = h.type == MqttType::kConnack ? mqtt_decode_connack(body) : std::nullopt;
     if (!ack) {
       fail("protocol");
@@ -390,7 +268,7 @@ bool MqttConnection::handle_packet(const MqttHeader& h, std::string_view body) {
       fail("connack " + std::to_string(ack->return_code));
       return false;
     }
-    state_ = State::kOpen;
+    stream_.mark_open();
     handler_.on_mqtt_open(*this, ack->session_present);
     return true;
   }
@@ -421,13 +299,6 @@ bool MqttConnection::handle_packet(const MqttHeader& h, std::string_view body) {
   }
   fail("protocol");
   return false;
-}
-
-void MqttConnection::fail(std::string_view reason) {
-  if (state_ == State::kClosed) return;
-  const std::string why(reason);
-  reset_socket(false);
-  handler_.on_mqtt_closed(*this, why);
 }
 
 }  // namespace tern::client::lean

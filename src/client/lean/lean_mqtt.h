@@ -6,11 +6,12 @@
 //     buffer; thread-safe): the fixed header with its remaining-length varint, and the
 //     packets a QoS 0/1 publisher-subscriber needs: CONNECT, CONNACK, SUBSCRIBE, SUBACK,
 //     PUBLISH, PUBACK, PINGREQ, PINGRESP, DISCONNECT (OASIS MQTT 3.1.1, sections 2 and 3);
-//   - MqttConnection: one client connection on an Asio io_context, built like WsConnection
-//     (lean_ws_connection.h): a socket, the bytes of a partial packet (usually none), a bounded
-//     write queue that is empty at rest; reads land in the thread's shared ReadScratch and
-//     complete packets are handed to the Handler straight out of it; packets queued during
-//     one handler run go out in one write.
+//   - MqttConnection: one client connection on an Asio io_context. The socket plumbing is
+//     the LeanStream (lean_stream.h) it shares with WsConnection: a socket, the bytes of a
+//     partial packet (usually none), a bounded write queue that is empty at rest; reads land
+//     in the thread's shared ReadScratch and complete packets are handed to the Handler
+//     straight out of it; packets queued during one handler run go out in one write. This
+//     class adds the MQTT session: CONNECT/CONNACK and packet dispatch.
 //
 // Not supported (not needed by the benchmark): QoS 2 flows, will messages, user name and
 // password, TLS, MQTT 5. A QoS 2 PUBLISH from the broker is handed over like any other; the
@@ -30,7 +31,7 @@
 #include <string>
 #include <string_view>
 
-#include "client/lean/lean_ws_connection.h"  // ReadScratch
+#include "client/lean/lean_stream.h"
 
 namespace tern::client::lean {
 
@@ -138,8 +139,10 @@ struct MqttLimits {
   size_t max_queued_bytes = 4 << 20;
 };
 
-class MqttConnection {
+// Implements LeanStream::Owner privately: only its own stream calls those methods.
+class MqttConnection : private LeanStream::Owner {
  public:
+  // LeanStream::Phase under MQTT names (same order: state() casts).
   enum class State { kClosed, kConnecting, kAwaitConnack, kOpen };
   enum class CloseMode {
     kGraceful,  // DISCONNECT, then the socket is closed once it is written
@@ -179,36 +182,24 @@ class MqttConnection {
   // Closes without calling the handler. Idempotent.
   void close(CloseMode mode);
 
-  State state() const { return state_; }
-  size_t queued_bytes() const { return out_.size() + inflight_.size(); }
+  State state() const { return static_cast<State>(stream_.phase()); }
+  size_t queued_bytes() const { return stream_.queued_bytes(); }
   // Monotonic µs of the last packet queued (for keep-alive pings).
   int64_t last_queued_us() const { return last_queued_us_; }
 
  private:
+  // LeanStream::Owner
+  size_t on_stream_input(std::string_view in) override;
+  void on_stream_failed(std::string_view reason) override;
+
   template <class F>
   bool queue(size_t size_hint, F&& append);
-  void start_read();
-  void on_readable();
-  bool consume(const char* data, size_t n);
   bool handle_packet(const MqttHeader& h, std::string_view body);
-  void schedule_flush();
-  void start_write();
-  void fail(std::string_view reason);
-  void reset_socket(bool abort);
+  void fail(std::string_view reason) { stream_.fail(reason); }
 
-  asio::io_context& io_;
-  ReadScratch& scratch_;
   Handler& handler_;
   MqttLimits limits_;
-  asio::ip::tcp::socket socket_;
-  State state_ = State::kClosed;
-  uint64_t gen_ = 0;        // bumped on every open/close, as in WsConnection
-  std::string pending_;     // bytes of an incomplete packet
-  std::string out_;         // packets waiting for the current write
-  std::string inflight_;    // packets being written
-  bool writing_ = false;
-  bool flush_posted_ = false;
-  bool close_after_write_ = false;
+  LeanStream stream_;
   int64_t last_queued_us_ = 0;
 };
 

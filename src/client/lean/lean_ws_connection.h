@@ -1,9 +1,10 @@
 // WsConnection: one client WebSocket connection (RFC 6455, text frames, no extensions) on an
-// Asio io_context, built for holding thousands per thread: it owns a TCP socket, the bytes
-// of a partial frame (usually none), a bounded write queue and a fragment buffer (usually
-// empty). Reads land in a ReadScratch shared by all connections of the thread; complete frames
-// are handed to the Handler straight out of it, so a message costs no copy and no allocation
-// here. Frames queued during one handler run go out in one write.
+// Asio io_context, built for holding thousands per thread. The socket, the write queue and
+// the bytes of a partial frame (usually none) live in its LeanStream (lean_stream.h), shared
+// with MqttConnection; this class owns the WebSocket part: the handshake, frame parsing and
+// a fragment buffer (usually empty). Reads land in a ReadScratch shared by all connections of
+// the thread; complete frames are handed to the Handler straight out of it, so a message costs
+// no copy and no allocation here. Frames queued during one handler run go out in one write.
 //
 // Thread affinity: a connection and its ReadScratch belong to the thread running their
 // io_context; every call and every Handler callback happens on it. The connection must outlive
@@ -17,16 +18,10 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <vector>
+
+#include "client/lean/lean_stream.h"
 
 namespace tern::client::lean {
-
-namespace asio = boost::asio;
-
-// One read buffer shared by every connection of a thread; must outlive them.
-struct ReadScratch {
-  std::vector<char> bytes = std::vector<char>(64 * 1024);
-};
 
 struct WsTarget {
   asio::ip::tcp::endpoint server;
@@ -47,8 +42,10 @@ struct WsLimits {
   size_t max_handshake_bytes = 16 * 1024;
 };
 
-class WsConnection {
+// Implements LeanStream::Owner privately: only its own stream calls those methods.
+class WsConnection : private LeanStream::Owner {
  public:
+  // LeanStream::Phase under WebSocket names (same order: state() casts).
   enum class State { kClosed, kConnecting, kHandshaking, kOpen };
   enum class CloseMode {
     kGraceful,  // close frame (1000), then the socket is closed once it is written
@@ -81,40 +78,26 @@ class WsConnection {
   // Closes without calling the handler. Idempotent.
   void close(CloseMode mode);
 
-  State state() const { return state_; }
-  size_t queued_bytes() const { return out_.size() + inflight_.size(); }
+  State state() const { return static_cast<State>(stream_.phase()); }
+  size_t queued_bytes() const { return stream_.queued_bytes(); }
   uint64_t frames_in() const { return frames_in_; }
 
  private:
-  void start_read();
-  void on_readable();
-  // Parses everything available; false when the connection was closed meanwhile.
-  bool consume(const char* data, size_t n);
+  // LeanStream::Owner
+  size_t on_stream_input(std::string_view in) override;
+  void on_stream_failed(std::string_view reason) override;
+  void on_stream_reset() override;
+
   bool handle_frame(uint8_t opcode, bool fin, std::string_view payload);
   bool queue_frame(uint8_t opcode, std::string_view payload);
-  void schedule_flush();
-  void start_write();
-  void fail(std::string_view reason);
-  void reset_socket(bool abort);
+  void fail(std::string_view reason) { stream_.fail(reason); }
 
-  asio::io_context& io_;
-  ReadScratch& scratch_;
   Handler& handler_;
   WsLimits limits_;
-  asio::ip::tcp::socket socket_;
-  State state_ = State::kClosed;
-  // Bumped on every open/close: completions of an older connection see a different value
-  // and do nothing.
-  uint64_t gen_ = 0;
+  LeanStream stream_;
   std::string key_;
-  std::string pending_;   // bytes of an incomplete frame (or handshake head)
   std::string message_;   // fragments of an incomplete message
   bool in_fragmented_ = false;
-  std::string out_;       // frames waiting for the current write to finish
-  std::string inflight_;  // frames being written
-  bool writing_ = false;
-  bool flush_posted_ = false;
-  bool close_after_write_ = false;
   uint64_t frames_in_ = 0;
 };
 
