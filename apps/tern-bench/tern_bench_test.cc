@@ -176,7 +176,7 @@ class TernBenchTest : public ::testing::Test {
   void SetUp() override {
     const std::string ternd = bin_dir() + "/ternd";
     bench_ = bin_dir() + "/tern-bench";
-    if (!fs::exists(ternd)) GTEST_SKIP() << "ternd not built yet (looked for " << ternd << "); build target ternd";
+    ASSERT_TRUE(fs::exists(ternd)) << "ternd not built (looked for " << ternd << "); build target ternd";
     ASSERT_TRUE(fs::exists(bench_)) << bench_;
     char tmpl[] = "/tmp/tern-bench-test-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);

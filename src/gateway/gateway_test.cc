@@ -1360,10 +1360,10 @@ TEST_F(GatewayTest, ByteRateLimitPausesReadingWithoutClosing) {
 
 // --- Memory ------------------------------------------------------------------------------------------
 
+// Built only without AddressSanitizer: mallinfo2() does not see ASan's heap, so the figure
+// would be meaningless there (the release run of the suite measures it).
+#if !defined(__SANITIZE_ADDRESS__)
 TEST_F(GatewayTest, IdleWebSocketsCostLittleMemory) {
-#if defined(__SANITIZE_ADDRESS__)
-  GTEST_SKIP() << "mallinfo2() does not see AddressSanitizer's heap";
-#endif
   start({}, /*loops=*/1);
   // Plain blocking sockets as clients: they cost no user-space memory of their own, so the
   // heap growth is the gateway's (plus the test service's small handler and maps).
@@ -1418,6 +1418,7 @@ TEST_F(GatewayTest, IdleWebSocketsCostLittleMemory) {
   // What stays is the test service's bookkeeping (two map entries per connection).
   EXPECT_LE(after, 160.0);
 }
+#endif  // !defined(__SANITIZE_ADDRESS__)
 
 TEST(WebSocketSessionMemory, IdleStateIsSmall) {
   // The socket, the counters and flags, empty vectors: no buffer is allocated while idle
