@@ -32,7 +32,8 @@ void Loops::run_here(size_t i) {
   const Loops* saved_owner = tl_owner;
   tl_loop = i;
   tl_owner = this;
-  loops_[i]->io.restart();
+  // No restart() here: a stop() that came before this thread got going (a short-lived
+  // Loops, a loaded machine) must still end the loop, not be undone.
   loops_[i]->io.run();
   tl_loop = saved_loop;
   tl_owner = saved_owner;

@@ -136,7 +136,7 @@ class DeviceSessionTest : public ::testing::Test {
   // Drains the fake socket and resumes the session until `synced` went out (bounded).
   std::vector<std::string> drain_until_synced() {
     std::vector<std::string> all;
-    for (int round = 0; round < 1000; ++round) {
+    for (const auto until = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < until;) {
       bool synced = false;
       on_loop([&] {
         for (auto& f : conn_->drain()) {
@@ -147,7 +147,7 @@ class DeviceSessionTest : public ::testing::Test {
       });
       if (synced) return all;
     }
-    ADD_FAILURE() << "no synced after 1000 drains";
+    ADD_FAILURE() << "no synced within 20 s of drains";
     return all;
   }
 
@@ -204,7 +204,10 @@ TEST_F(DeviceSessionTest, NothingLiveBeforeSyncedAndNothingLostAcrossIt) {
   // Then live: the next message is written as soon as it is committed.
   const Seq live = send("alice", "live");
   std::vector<Seq> after;
-  for (int round = 0; round < 200 && (after.empty() || after.back() < live); ++round) {
+  // Bounded in time, not in rounds: each round is one quick trip to the loop, and the commit
+  // that lets the message out may take a while on a loaded machine.
+  for (const auto until = std::chrono::steady_clock::now() + 10s;
+       (after.empty() || after.back() < live) && std::chrono::steady_clock::now() < until;) {
     on_loop([&] {
       for (auto& f : conn_->drain())
         if (Seq s = seq_of(f)) after.push_back(s);
@@ -227,7 +230,8 @@ TEST_F(DeviceSessionTest, ASendBeyondTheInFlightBoundIsRefusedWithItsRef) {
     session_->on_text(R"({"type":"send","client_msg_id":"s1","conversation_id":")" + conv_ + R"(","body":"aGk="})");
     session_->on_text(R"({"type":"send","client_msg_id":"s2","conversation_id":")" + conv_ + R"(","body":"aGk="})");
   });
-  for (int round = 0; round < 200 && answers.size() < 2; ++round)
+  for (const auto until = std::chrono::steady_clock::now() + 10s;
+       answers.size() < 2 && std::chrono::steady_clock::now() < until;)
     on_loop([&] {
       for (auto& f : conn_->drain())
         if (f.find(R"("type":"sent")") != std::string::npos || f.find(R"("type":"error")") != std::string::npos)
