@@ -3,7 +3,8 @@
 // implementation (local/) delivers in-process, a Redis one (later) across nodes.
 //
 // Thread-safety: every Bus method may be called from any thread. Endpoint::notify is called on
-// the publisher's thread and must not block (implementations post to their own strand).
+// the publisher's thread and must not block (implementations hop to their own loop, inline when
+// the publisher already runs on it).
 // Ownership: the composition root owns the Bus; endpoints are held weakly.
 #pragma once
 #include <cstdint>

@@ -45,7 +45,7 @@ class DeviceSession final : public gateway::FrameHandler,
  public:
   DeviceSession(ServiceContext& ctx, std::shared_ptr<gateway::Connection> connection, DeviceRef device);
 
-  // Attaches to the bus and starts the replay. Call once, on the connection's strand.
+  // Attaches to the bus and starts the replay. Call once, on the connection's loop.
   void start();
 
   // gateway::FrameHandler

@@ -23,7 +23,7 @@
 // typist and conversation, pruned after an interval).
 //
 // Thread-safe: one mutex guards the index and the subscriptions, another the typing state;
-// frames go out through the bus (each endpoint posts to its own strand). Owned by TernService.
+// frames go out through the bus (each endpoint hops to its own loop). Owned by TernService.
 #pragma once
 #include <condition_variable>
 #include <deque>

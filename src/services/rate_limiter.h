@@ -1,5 +1,5 @@
 // Token buckets. TokenBucket: one device connection's sends (not thread-safe: owned by one
-// DeviceSession and used on its strand only). KeyedRateLimiter: one bucket per key (a source
+// DeviceSession and used on its loop only). KeyedRateLimiter: one bucket per key (a source
 // address, a user), thread-safe, bounded: at most `max_keys` buckets, the least recently used
 // dropped first (a dropped key starts again with a full bucket).
 #pragma once
