@@ -27,6 +27,7 @@ struct Notification {
   std::string conversation_id;
   Seq seq = 0;
   bool per_device = false;                   // frame carries `bodies`: render per device
+  bool system = false;                       // a membership change: recipients re-read their membership
   std::shared_ptr<const std::string> frame;  // the stored message frame or the frame to write
   int64_t send_started_us = 0;               // mono_us() when the send arrived (latency metric)
   bool droppable = false;                    // typing/presence: dropped first when the connection's queue is above half

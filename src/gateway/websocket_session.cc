@@ -427,15 +427,8 @@ void WebSocketSession::read_turn() {
 
   // First what is buffered (left over by the budget, or an incomplete frame).
   if (!pending_.empty() && !draining_) {
-    size_t consumed = 0;
-    const Parsed r = parse(pending_.data(), pending_.size(), &consumed, &delivered);
+    const Parsed r = parse_pending(&delivered);
     if (finished_) return;
-    if (draining_) {
-      free_input();
-    } else {
-      pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(consumed));
-      if (pending_.empty()) std::vector<char>().swap(pending_);
-    }
     if (r == Parsed::kBudget) return post_read_turn();
   }
 
@@ -470,15 +463,8 @@ void WebSocketSession::read_turn() {
     Parsed r;
     if (!pending_.empty()) {
       pending_.insert(pending_.end(), scratch, scratch + n);
-      size_t consumed = 0;
-      r = parse(pending_.data(), pending_.size(), &consumed, &delivered);
+      r = parse_pending(&delivered);
       if (finished_) return;
-      if (draining_) {
-        free_input();
-      } else {
-        pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(consumed));
-        if (pending_.empty()) std::vector<char>().swap(pending_);
-      }
     } else {
       size_t consumed = 0;
       r = parse(scratch, static_cast<size_t>(n), &consumed, &delivered);
@@ -494,6 +480,19 @@ void WebSocketSession::read_turn() {
     if (static_cast<size_t>(n) < want) break;
   }
   arm_read();
+}
+
+WebSocketSession::Parsed WebSocketSession::parse_pending(size_t* delivered) {
+  size_t consumed = 0;
+  const Parsed r = parse(pending_.data(), pending_.size(), &consumed, delivered);
+  if (finished_) return r;
+  if (draining_) {
+    free_input();
+  } else {
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(consumed));
+    if (pending_.empty()) std::vector<char>().swap(pending_);  // idle connections keep no buffer
+  }
+  return r;
 }
 
 WebSocketSession::Parsed WebSocketSession::parse(char* data, size_t size, size_t* consumed, size_t* delivered) {

@@ -126,6 +126,8 @@ class WebSocketSession final : public Session, public Connection {
   void post_read_turn();
   void read_turn();
   Parsed parse(char* data, size_t size, size_t* consumed, size_t* delivered);
+  // parse() over the buffered input (pending_), which then drops what was consumed.
+  Parsed parse_pending(size_t* delivered);
   Parsed handle(const ws::Event& event, size_t* delivered);
   bool take_control_token();
   void refill(int64_t now_ms);

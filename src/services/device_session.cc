@@ -152,7 +152,7 @@ void DeviceSession::on_notification(const std::shared_ptr<const bus::Notificatio
       frame = std::make_shared<const std::string>(std::move(*rendered));
     }
     pos->sent = n->seq;
-    if (n->frame->find("\"system\"") != std::string::npos) refresh_membership(n->conversation_id, *pos);
+    if (n->system) refresh_membership(n->conversation_id, *pos);
     out_message.inc();
     send_to_delivered.observe(static_cast<double>(mono_us() - n->send_started_us) / 1e6);
     write(std::move(frame));

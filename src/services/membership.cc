@@ -73,7 +73,7 @@ void Membership::create(Shard& shard, DeviceRef creator, proto::CreateConversati
   if (core_.presence) core_.presence->membership_changed(nullptr, *snapshot);
   auto completion = [this, id, to, frame, done](const Result<void>& committed) {
     if (!committed) return done(committed.error());
-    if (frame) core_.publish_message(to, id, 1, frame, false, mono_us());
+    if (frame) core_.publish_message(to, id, 1, frame, false, mono_us(), /*system=*/true);
     spdlog::info("event=conversation_created conversation={}", id);
     done(ConversationInfo{id, true});
   };
@@ -185,7 +185,8 @@ void Membership::change(Shard& shard, const DeviceRef& actor, const std::string&
   const bool accepted = core_.submit(
       cs, std::move(batch), [this, conversation_id, outs = std::move(outs), members, done](const Result<void>& committed) {
         if (!committed) return done(committed.error());
-        for (const auto& o : outs) core_.publish_message(o.to, conversation_id, o.seq, o.frame, false, mono_us());
+        for (const auto& o : outs)
+          core_.publish_message(o.to, conversation_id, o.seq, o.frame, false, mono_us(), /*system=*/true);
         done(members);
       });
   if (!accepted) {

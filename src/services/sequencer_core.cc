@@ -57,12 +57,14 @@ Result<std::vector<DeviceRef>> SequencerCore::recipients(const store::Conversati
 }
 
 void SequencerCore::publish_message(const std::vector<DeviceRef>& to, const std::string& conversation_id, Seq seq,
-                                    std::shared_ptr<const std::string> frame, bool per_device, int64_t started_us) {
+                                    std::shared_ptr<const std::string> frame, bool per_device, int64_t started_us,
+                                    bool system) {
   auto n = std::make_shared<bus::Notification>();
   n->kind = bus::Notification::Kind::kMessage;
   n->conversation_id = conversation_id;
   n->seq = seq;
   n->per_device = per_device;
+  n->system = system;
   n->frame = std::move(frame);
   n->send_started_us = started_us;
   std::shared_ptr<const bus::Notification> shared = std::move(n);

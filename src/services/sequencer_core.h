@@ -97,7 +97,7 @@ class SequencerCore {
   Result<std::vector<DeviceRef>> recipients(const store::Conversation& c, Seq seq, const DeviceRef* skip);
   // Tells each recipient device (through the bus) that `seq` is committed.
   void publish_message(const std::vector<DeviceRef>& to, const std::string& conversation_id, Seq seq,
-                       std::shared_ptr<const std::string> frame, bool per_device, int64_t started_us);
+                       std::shared_ptr<const std::string> frame, bool per_device, int64_t started_us, bool system = false);
 
   Loops& loops;
   store::Store& store;
