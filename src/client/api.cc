@@ -110,6 +110,20 @@ std::string users_json(std::string_view key, const std::vector<std::string>& use
   return json::serialize(o);
 }
 
+std::string add_remove_json(const std::vector<std::string>& add, const std::vector<std::string>& remove) {
+  json::array a, r;
+  for (const auto& u : add) a.emplace_back(u);
+  for (const auto& u : remove) r.emplace_back(u);
+  json::object o;
+  o["add"] = std::move(a);
+  o["remove"] = std::move(r);
+  return json::serialize(o);
+}
+
+std::string conversation_path(const std::string& conversation_id, std::string_view tail = {}) {
+  return "/v1/conversations/" + encode_segment(conversation_id) + std::string(tail);
+}
+
 }  // namespace
 
 Api::Api(asio::io_context& ioc, ServerUrl url, std::string token, ApiOptions options)
@@ -196,6 +210,39 @@ void Api::remove_members(const std::string& conversation_id, const std::vector<s
 void Api::conversations(Callback<std::vector<ConversationInfo>> cb) const {
   run<std::vector<ConversationInfo>>(state_, "GET", "/v1/conversations", "", true, {200}, parse_conversations,
                                      std::move(cb));
+}
+
+void Api::conversation_info(const std::string& conversation_id, Callback<ConversationInfo> cb) const {
+  run<ConversationInfo>(state_, "GET", conversation_path(conversation_id), "", true, {200}, parse_conversation_info,
+                        std::move(cb));
+}
+
+void Api::create_channel(const std::string& name, bool is_public, Callback<std::string> cb) const {
+  json::object o{{"type", "channel"}, {"name", name}, {"public", is_public}};
+  run<std::string>(state_, "POST", "/v1/conversations", json::serialize(o), true, {200, 201}, parse_conversation_id,
+                   std::move(cb));
+}
+
+void Api::join_channel(const std::string& conversation_id, Callback<JoinResult> cb) const {
+  run<JoinResult>(state_, "POST", conversation_path(conversation_id, "/join"), "{}", true, {200}, parse_join,
+                  std::move(cb));
+}
+
+void Api::leave_channel(const std::string& conversation_id, Callback<void> cb) const {
+  run<void>(state_, "POST", conversation_path(conversation_id, "/leave"), "{}", true, {200},
+            [](const std::string&) { return Result<void>(); }, std::move(cb));
+}
+
+void Api::change_subscribers(const std::string& conversation_id, const std::vector<std::string>& add,
+                             const std::vector<std::string>& remove, Callback<uint64_t> cb) const {
+  run<uint64_t>(state_, "POST", conversation_path(conversation_id, "/members"), add_remove_json(add, remove), true,
+                {200}, parse_subscribers_answer, std::move(cb));
+}
+
+void Api::change_admins(const std::string& conversation_id, const std::vector<std::string>& add,
+                        const std::vector<std::string>& remove, Callback<std::vector<std::string>> cb) const {
+  run<std::vector<std::string>>(state_, "POST", conversation_path(conversation_id, "/admins"),
+                                add_remove_json(add, remove), true, {200}, parse_admins_answer, std::move(cb));
 }
 
 void Api::history(const std::string& conversation_id, Seq after_seq, size_t limit, Callback<HistoryPage> cb) const {

@@ -66,6 +66,22 @@ class Api {
   void remove_members(const std::string& conversation_id, const std::vector<std::string>& users,
                       Callback<std::vector<std::string>> cb) const;
   void conversations(Callback<std::vector<ConversationInfo>> cb) const;
+  // GET /v1/conversations/{id}: one conversation the caller is in (for a channel: owner,
+  // admins, subscribers, head and the views of the last posts).
+  void conversation_info(const std::string& conversation_id, Callback<ConversationInfo> cb) const;
+
+  // Channels (issue 9; docs/protocol.md): one owner, admins post, subscribers read.
+  // A public channel is joined by id; a private one only through an admin's
+  // change_subscribers(). The creator is the owner.
+  void create_channel(const std::string& name, bool is_public, Callback<std::string> cb) const;  // → "ch-…"
+  void join_channel(const std::string& conversation_id, Callback<JoinResult> cb) const;
+  void leave_channel(const std::string& conversation_id, Callback<void> cb) const;        // the owner cannot
+  // By an admin; → the number of subscribers after the change.
+  void change_subscribers(const std::string& conversation_id, const std::vector<std::string>& add,
+                          const std::vector<std::string>& remove, Callback<uint64_t> cb) const;
+  // By the owner; → the admins after the change.
+  void change_admins(const std::string& conversation_id, const std::vector<std::string>& add,
+                     const std::vector<std::string>& remove, Callback<std::vector<std::string>> cb) const;
   // Messages with seq > after_seq, increasing, at most `limit` (the server caps it).
   void history(const std::string& conversation_id, Seq after_seq, size_t limit, Callback<HistoryPage> cb) const;
 
