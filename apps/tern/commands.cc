@@ -26,6 +26,14 @@ const char* const kExitCodesHelp =
     "2 bad command line; 3 `send` only: not confirmed, kept in the outbox, the next `tern send` or\n"
     "`tern chat` sends it; 4 cannot reach the server (connection refused, DNS, timeout).";
 
+void print_json(const json::value& v) { std::cout << json::serialize(v) << std::endl; }
+
+json::array to_array(const std::vector<std::string>& v) {
+  json::array a;
+  for (const auto& s : v) a.emplace_back(s);
+  return a;
+}
+
 namespace {
 
 constexpr const char* kDefaultServer = "http://127.0.0.1:8080";
@@ -40,14 +48,6 @@ std::string hhmm(int64_t ms) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M", &tm);
   return buf;
-}
-
-void print_json(const json::value& v) { std::cout << json::serialize(v) << std::endl; }
-
-json::array to_array(const std::vector<std::string>& v) {
-  json::array a;
-  for (const auto& s : v) a.emplace_back(s);
-  return a;
 }
 
 int registered(const Global& g, const Profile& p, const char* what) {
@@ -84,7 +84,7 @@ bool looks_like_conversation_id(const std::string& s) {
       if (!std::isxdigit(static_cast<unsigned char>(s[i]))) return false;
     return true;
   };
-  return (s.starts_with("g-") && hex_tail(24)) || (s.starts_with("d-") && hex_tail(32));
+  return (s.starts_with("g-") && hex_tail(24)) || (s.starts_with("d-") && hex_tail(32)) || looks_like_channel_id(s);
 }
 
 std::vector<std::string> others_of(const client::ConversationInfo& c, const std::string& self) {
@@ -107,11 +107,14 @@ Result<std::optional<Target>> find_listed(const std::vector<client::Conversation
   std::vector<const client::ConversationInfo*> named;
   for (const auto& c : list) {
     if (c.conversation_id == name) return std::optional<Target>(target_of(c, self));
-    if (c.type == "group" && c.name == name) named.push_back(&c);
+    if ((c.type == "group" || c.type == "channel") && c.name == name) named.push_back(&c);
   }
   if (named.size() > 1) {
-    std::string msg = "several groups are named " + printable(name) + "; use one of their ids:";
-    for (const auto* c : named) msg += "\n  " + c->conversation_id + "  members: " + join_names(c->members);
+    std::string msg = "several groups or channels are named " + printable(name) + "; use one of their ids:";
+    for (const auto* c : named)
+      msg += "\n  " + c->conversation_id +
+             (c->type == "channel" ? "  channel, " + std::to_string(c->subscribers) + " subscribers"
+                                   : "  members: " + join_names(c->members));
     return make_error(ErrorCode::kInvalidArgument, msg);
   }
   if (named.size() == 1) return std::optional<Target>(target_of(*named[0], self));
@@ -191,7 +194,9 @@ Result<Target> resolve_target(const Api& api, const std::string& self, const std
     if (looks_like_conversation_id(name)) {
       // Not in our list: either we are not (or no longer) a member, or it does not exist.
       auto probe = wait_for<client::HistoryPage>([&](auto cb) { api.history(name, 0, 1, std::move(cb)); });
-      if (probe) return Target{name, name.starts_with("g-") ? "group" : "direct", name, {}, probe->head};
+      if (probe)
+        return Target{name, name.starts_with("g-") ? "group" : (looks_like_channel_id(name) ? "channel" : "direct"), name,
+                      {}, probe->head};
       // The server answers the same for a conversation that does not exist and one we are
       // not a member of (so that ids reveal nothing to outsiders).
       if (probe.error().code == ErrorCode::kForbidden)
@@ -325,6 +330,13 @@ int cmd_conversations(const Global& g) {
     return kExitOk;
   }
   for (const auto& c : *list) {
+    if (c.type == "channel") {
+      std::cout << printable(c.conversation_id) << "\tchannel\t" << printable(c.name) << "\thead=" << c.head << "\t"
+                << c.subscribers << " subscribers"
+                << (std::find(c.admins.begin(), c.admins.end(), p->credentials.user) != c.admins.end() ? ", admin" : "")
+                << "\n";
+      continue;
+    }
     std::string who;
     for (const auto& m : c.members)
       if (m != p->credentials.user) who += (who.empty() ? "" : ",") + m;
@@ -375,7 +387,9 @@ int cmd_group_members(const Global& g, const std::string& conv, const std::vecto
   auto t = resolve_target(api, p->credentials.user, conv);
   if (!t) return fail(g, t.error());
   if (t->type != "group")
-    return fail(g, make_error(ErrorCode::kInvalidArgument, printable(conv) + " is a direct conversation, not a group"));
+    return fail(g, make_error(ErrorCode::kInvalidArgument,
+                              printable(conv) + " is a " + (t->type == "channel" ? "channel" : "direct conversation") +
+                                  ", not a group" + (t->type == "channel" ? " (use `tern channel add|remove`)" : "")));
   auto members = wait_for<std::vector<std::string>>([&](auto cb) {
     if (add) api.add_members(t->conversation_id, users, std::move(cb));
     else api.remove_members(t->conversation_id, users, std::move(cb));
