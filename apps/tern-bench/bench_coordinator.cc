@@ -221,6 +221,16 @@ class Coordinator {
       if (!opt_.quiet) print_step(report_.steps.back(), ok);
       return json::object{};
     }
+    if (name == "posted") {  // channel: every worker learns the poster's acknowledged posts
+      json::array all;
+      for (const auto& d : datas)
+        if (const auto* p = d.is_object() ? d.as_object().if_contains("posts") : nullptr; p && p->is_array())
+          for (const auto& e : p->as_array()) all.push_back(e);
+      report_.channel_posts = all.size();
+      json::object reply;
+      reply["posts"] = std::move(all);
+      return reply;
+    }
     return json::object{};  // "storm", "queued": a common instant, nothing to decide
   }
 
@@ -229,6 +239,7 @@ class Coordinator {
     if (!o) return;
     report_.clients += static_cast<uint64_t>(get_num(v, "clients"));
     report_.online_at_end += static_cast<uint64_t>(get_num(v, "online_at_end"));
+    report_.offline_subscribers += static_cast<uint64_t>(get_num(v, "offline_subscribers"));
     report_.gen_cpu_us += static_cast<int64_t>(get_num(v, "gen_cpu_us"));
     if (const auto* c = o->if_contains("counters")) report_.counters += Counters::from_json(*c);
     if (const auto* e = o->if_contains("errors")) merge_errors(report_.errors, *e);
@@ -320,6 +331,18 @@ class Coordinator {
 
 int run_bench(const BenchOptions& opt) {
   ::signal(SIGPIPE, SIG_IGN);
+  ChannelSetup channel;
+  if (opt.workload == Workload::kChannel) {
+    // Before the fork: every worker's subscribers join this one channel.
+    auto ch = create_bench_channel(opt);
+    if (!ch) {
+      std::fprintf(stderr, "tern-bench: set-up failed: %s\n", ch.error().message.c_str());
+      if (opt.json) std::printf("%s\n", json::serialize(json::object{{"ok", false}, {"exit_code", 2},
+                                                                       {"fatal", json::array{json::value(ch.error().message)}}}).c_str());
+      return 2;
+    }
+    channel = std::move(*ch);
+  }
   std::fflush(stdout);
   std::fflush(stderr);
   std::vector<WorkerProc> procs;
@@ -343,7 +366,7 @@ int run_bench(const BenchOptions& opt) {
       ::close(from_w[0]);
       int rc;
       {
-        Worker w(opt, i, to_w[0], from_w[1]);
+        Worker w(opt, i, to_w[0], from_w[1], channel);
         rc = w.run();
       }
       std::fflush(stderr);

@@ -36,6 +36,10 @@ struct StepSummary {
   lean::LatencyHistogram ack_latency;  // send → `sent`, µs
   double storm_s = -1;
   double replay_s = -1;
+  // channel --catchup: posts missed while offline, how many replayed, seconds from the
+  // connect to `synced` and to the last post (-1: did not happen).
+  uint64_t catchup_posts = 0, catchup_replayed = 0;
+  double catchup_synced_s = -1, catchup_last_post_s = -1;
   std::optional<int64_t> server_cpu_us;  // over the whole step (send + drain)
   std::optional<int64_t> server_rss_kb;  // at the end of the step
 
@@ -70,12 +74,17 @@ struct Report {
   std::optional<int64_t> rss_ready_kb, rss_connected_kb, rss_held_kb, server_cpu_total_us;
   int64_t gen_rss_ready_kb = 0, gen_rss_connected_kb = 0;  // Σ over workers
   uint64_t idle_disconnects = 0;
+  uint64_t channel_posts = 0;        // channel: posts acknowledged to the poster
+  uint64_t offline_subscribers = 0;  // channel: joined, never connected
   int64_t idle_gen_cpu_us = 0;
   std::vector<std::string> fatal;
 
   int exit_code() const;
   boost::json::value to_json() const;
   std::string table() const;
+  // channel: posts, subscribers, expected (posts × subscribers that connect), delivered,
+  // lost, duplicates, post → receive latency.
+  boost::json::value channel_json() const;
 };
 
 }  // namespace tern::bench
