@@ -46,8 +46,10 @@ double get_num(const json::value& v, std::string_view k) {
 
 class Coordinator {
  public:
-  Coordinator(const BenchOptions& opt, std::vector<WorkerProc> procs) : opt_(opt), procs_(std::move(procs)) {
+  Coordinator(const BenchOptions& opt, std::vector<WorkerProc> procs, std::string channel_id)
+      : opt_(opt), procs_(std::move(procs)) {
     report_.opt = &opt_;
+    report_.channel_id = std::move(channel_id);
   }
 
   int run() {
@@ -380,7 +382,7 @@ int run_bench(const BenchOptions& opt) {
     p.to_fd = to_w[1];
     procs.push_back(std::move(p));
   }
-  Coordinator c(opt, std::move(procs));
+  Coordinator c(opt, std::move(procs), channel.id);
   return c.run();
 }
 

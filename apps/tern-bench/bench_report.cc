@@ -212,7 +212,8 @@ json::value Report::to_json() const {
 json::value Report::channel_json() const {
   const StepSummary& s = steps.back();
   const uint64_t subscribers = clients > 0 ? clients - 1 : 0;  // all but the poster
-  return json::object{{"posts", channel_posts},
+  return json::object{{"id", channel_id},
+                      {"posts", channel_posts},
                       {"subscribers_connected", subscribers},
                       {"offline_subscribers", offline_subscribers},
                       {"expected", channel_posts * subscribers},

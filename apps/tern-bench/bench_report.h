@@ -74,6 +74,7 @@ struct Report {
   std::optional<int64_t> rss_ready_kb, rss_connected_kb, rss_held_kb, server_cpu_total_us;
   int64_t gen_rss_ready_kb = 0, gen_rss_connected_kb = 0;  // Σ over workers
   uint64_t idle_disconnects = 0;
+  std::string channel_id;            // channel: the one channel
   uint64_t channel_posts = 0;        // channel: posts acknowledged to the poster
   uint64_t offline_subscribers = 0;  // channel: joined, never connected
   int64_t idle_gen_cpu_us = 0;
