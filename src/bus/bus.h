@@ -22,6 +22,8 @@ struct Notification {
     kMessage,   // a durable message of `conversation_id` with `seq`
     kOwnSent,   // the device's own message got `seq` (advances its replay position; not sent)
     kFrame,     // an ephemeral or receipt frame to write as-is (typing, presence, receipt)
+    kMembership,  // the device's user joined or left `conversation_id` without a seq (a
+                  // channel subscription): the session re-reads its membership there
   };
   Kind kind = Kind::kFrame;
   std::string conversation_id;
@@ -31,6 +33,7 @@ struct Notification {
   std::shared_ptr<const std::string> frame;  // the stored message frame or the frame to write
   int64_t send_started_us = 0;               // mono_us() when the send arrived (latency metric)
   bool droppable = false;                    // typing/presence: dropped first when the connection's queue is above half
+  DeviceRef origin;                          // kMessage sent to a whole conversation: the sending device (not written back to it)
 };
 
 class Endpoint {

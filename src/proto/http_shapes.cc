@@ -52,17 +52,26 @@ Result<CreateConversationRequest> parse_create_conversation(std::string_view bod
   auto o = parse_body(body, limits);
   if (!o) return o.error();
   const auto* t = o->if_contains("type");
-  if (!t || !t->is_string()) return make_error(ErrorCode::kMalformed, "field 'type' must be \"direct\" or \"group\"");
+  if (!t || !t->is_string())
+    return make_error(ErrorCode::kMalformed, "field 'type' must be \"direct\", \"group\" or \"channel\"");
   CreateConversationRequest r;
   if (t->as_string() == "group") r.group = true;
-  else if (t->as_string() != "direct") return make_error(ErrorCode::kInvalidArgument, "type must be \"direct\" or \"group\"");
+  else if (t->as_string() == "channel") r.group = r.channel = true;
+  else if (t->as_string() != "direct")
+    return make_error(ErrorCode::kInvalidArgument, "type must be \"direct\", \"group\" or \"channel\"");
+  if (r.channel) {
+    if (const auto* p = o->if_contains("public")) {
+      if (!p->is_bool()) return make_error(ErrorCode::kMalformed, "field 'public' must be true or false");
+      r.is_public = p->as_bool();
+    }
+  }
   auto members = user_list(*o, "members", limits.max_members_per_group);
   if (!members) return members.error();
-  r.members = std::move(*members);
+  if (!r.channel) r.members = std::move(*members);  // a channel starts with its owner only
   if (r.group) {
     if (const auto* n = o->if_contains("name")) {
       if (!n->is_string()) return make_error(ErrorCode::kMalformed, "field 'name' must be a string");
-      if (n->as_string().size() > 256) return make_error(ErrorCode::kTooLarge, "group name longer than 256 bytes");
+      if (n->as_string().size() > 256) return make_error(ErrorCode::kTooLarge, "name longer than 256 bytes");
       r.name = std::string(n->as_string());
     }
   } else if (r.members.size() != 1) {

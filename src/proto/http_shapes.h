@@ -14,6 +14,8 @@ struct CreateConversationRequest {
   bool group = false;
   std::string name;
   std::vector<std::string> members;  // other users; the caller is implied
+  bool channel = false;    // "type":"channel" (group is set too; `members` is ignored)
+  bool is_public = true;   // channel: "public" (default true)
 };
 struct MembersRequest {
   std::vector<std::string> add;

@@ -79,6 +79,9 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   num("max_presence_subscriptions_per_user", o.services.max_presence_subscriptions_per_user);
   num("typing_interval_ms", o.services.typing_interval_ms);
   num("typing_max_members", o.services.typing_max_members);
+  num("fanout_read_threshold", o.services.fanout_read_threshold);
+  num("max_subscribers", o.services.max_subscribers);
+  num("fanout_batch_ms", o.services.fanout_batch_ms);
   real("create_rate", o.services.create_rate_per_sec);
   real("create_burst", o.services.create_burst);
   num("max_conversations_per_user", o.services.max_conversations_per_user);
@@ -176,6 +179,14 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
       ->capture_default_str();
   app.add_option("--typing-max-members", o.services.typing_max_members,
                  "typing is not relayed in conversations with more members than this")->capture_default_str();
+  app.add_option("--fanout-read-threshold", o.services.fanout_read_threshold,
+                 "groups with at least this many members fan out on read (no inbox entry per member device)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--max-subscribers", o.services.max_subscribers, "subscribers per channel, owner and admins included")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--fanout-batch-ms", o.services.fanout_batch_ms,
+                 "read-side live delivery: posts within this window reach each loop's sessions together (0-100)")
+      ->check(CLI::Range(0, 100))->capture_default_str();
   app.add_option("--create-rate", o.services.create_rate_per_sec,
                  "conversations a user may create per second (token bucket refill; 0 = unlimited)")
       ->capture_default_str();
@@ -229,6 +240,10 @@ Result<ServerOptions> parse_options(int argc, char** argv) {
   if (ping < 1) return make_error(ErrorCode::kInvalidArgument, "--ping-interval must be >= 1");
   if (idem_days < 7) return make_error(ErrorCode::kInvalidArgument, "--idempotency-days must be >= 7");
   if (o.services.typing_interval_ms < 1) return make_error(ErrorCode::kInvalidArgument, "--typing-interval-ms must be >= 1");
+  if (o.services.fanout_batch_ms < 0 || o.services.fanout_batch_ms > 100)
+    return make_error(ErrorCode::kInvalidArgument, "--fanout-batch-ms must be 0-100");
+  if (o.services.fanout_read_threshold < 1 || o.services.max_subscribers < 1)
+    return make_error(ErrorCode::kInvalidArgument, "--fanout-read-threshold and --max-subscribers must be >= 1");
   if (o.services.directory_cache < 1) return make_error(ErrorCode::kInvalidArgument, "--directory-cache must be >= 1");
   if (o.services.create_rate_per_sec < 0 || o.services.register_rate_per_min < 0)
     return make_error(ErrorCode::kInvalidArgument, "rates must be >= 0");

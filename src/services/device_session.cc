@@ -1,5 +1,6 @@
 #include "services/device_session.h"
 
+#include <algorithm>
 #include <limits>
 
 #include <spdlog/spdlog.h>
@@ -63,15 +64,54 @@ void DeviceSession::start() {
     Position* pos = position(conv);
     if (pos && latest > pos->sent) behind_.insert(conv);
   }
+  // Read-side conversations have no inbox entries: follow them, then compare head and cursor.
+  auto convs = ctx_.store.user_conversations(device_.user);
+  if (!convs) {
+    spdlog::error("event=user_index_read_failed user={} device={} error=\"{}\"", device_.user, device_.device,
+                  convs.error().message);
+    conn_->close(1011, "store unavailable");
+    return;
+  }
+  for (const auto& uc : *convs)
+    if (uc.fanout_on_read && uc.left_seq == 0) follow(uc.conversation_id, true);
   pump();
+}
+
+void DeviceSession::follow(const std::string& conversation_id, bool on) {
+  auto it = std::find(following_.begin(), following_.end(), conversation_id);
+  if (!on) {
+    if (it == following_.end()) return;
+    ctx_.fanout.unsubscribe(loop_, conversation_id, this);
+    following_.erase(it);
+    return;
+  }
+  if (it == following_.end()) {
+    ctx_.fanout.subscribe(loop_, conversation_id, shared_from_this());
+    following_.push_back(conversation_id);
+  }
+  Position* pos = position(conversation_id);
+  if (!pos) return;
+  auto head = ctx_.store.head(conversation_id);
+  if (head && *head > pos->sent) behind_.insert(conversation_id);
+}
+
+// After a membership change: follow the conversation live iff it fans out on read and the
+// user is in it now.
+void DeviceSession::recheck_following(const std::string& conversation_id) {
+  if (auto it = positions_.find(conversation_id); it != positions_.end()) refresh_membership(conversation_id, it->second);
+  auto row = ctx_.store.user_conversation(device_.user, conversation_id);
+  const bool on = row && *row && (*row)->fanout_on_read && (*row)->left_seq == 0;
+  follow(conversation_id, on);
+  if (on && live_) pump();
 }
 
 DeviceSession::Position* DeviceSession::position(const std::string& conversation_id) {
   if (auto it = positions_.find(conversation_id); it != positions_.end()) return &it->second;
   auto conv = ctx_.directory.conversation(conversation_id);
   if (!conv || !*conv) return nullptr;
-  const auto* m = find_member(**conv, device_.user);
-  if (!m) return nullptr;
+  auto member = ctx_.directory.member(**conv, device_.user);
+  if (!member || !*member) return nullptr;
+  const store::Member* m = &**member;
   auto cursor = ctx_.store.cursor(device_, conversation_id);
   if (!cursor) return nullptr;
   Position pos;
@@ -85,11 +125,13 @@ DeviceSession::Position* DeviceSession::position(const std::string& conversation
 void DeviceSession::refresh_membership(const std::string& conversation_id, Position& pos) {
   auto conv = ctx_.directory.conversation(conversation_id);
   if (!conv || !*conv) return;
-  const auto* m = find_member(**conv, device_.user);
-  if (!m) {
+  auto member = ctx_.directory.member(**conv, device_.user);
+  if (!member) return;
+  if (!*member) {
     pos.limit = 0;
     return;
   }
+  const store::Member* m = &**member;
   const Seq floor = m->joined_seq - 1;
   if (floor > pos.floor) {  // re-added after a removal: a new era starts
     pos.floor = floor;
@@ -141,9 +183,16 @@ void DeviceSession::on_notification(const std::shared_ptr<const bus::Notificatio
     write(n->frame);
     return;
   }
+  if (n->kind == bus::Notification::Kind::kMembership) return recheck_following(n->conversation_id);
+  // A system message may have moved a group across the fan-out threshold.
+  if (n->system) recheck_following(n->conversation_id);
   Position* pos = position(n->conversation_id);
   if (!pos || n->seq <= pos->sent) return;
   const bool next = n->seq == pos->sent + 1 && n->seq <= pos->limit;
+  if (n->origin == device_) {  // our own message, sent to the whole conversation: step over it
+    if (next) pos->sent = n->seq;
+    return;
+  }
   if (live_ && next && !behind_.count(n->conversation_id)) {
     std::shared_ptr<const std::string> frame = n->frame;
     if (n->per_device) {
@@ -341,6 +390,8 @@ void DeviceSession::on_sent(const std::string& cmid, const Result<SentInfo>& r) 
 void DeviceSession::on_close() {
   if (closed_) return;
   closed_ = true;
+  for (const auto& conv : following_) ctx_.fanout.unsubscribe(loop_, conv, this);
+  following_ = {};
   ctx_.presence.unsubscribe_all(conn_->id());
   const size_t online = ctx_.bus.detach(device_, this);
   ctx_.presence.device_detached(device_.user, online);

@@ -15,6 +15,14 @@
 // So per conversation the connection sees seqs strictly increasing, each at most once, and
 // nothing live before `synced`.
 //
+// Fan-out on read (channels, large groups; see services/live_fanout.h): such conversations
+// have no inbox entries. On open the session finds them among the user's conversations (the
+// flag is in each index row), follows each in LiveFanout, then compares the head with its
+// position and marks it behind if the head is ahead: follow first, then read the head, so a
+// message committed in between is either seen by the head read or delivered live. The same
+// happens when a membership changes: a kMembership notice (channel join/leave) or a system
+// message that moved a group across the threshold.
+//
 // Admission: a send is refused with `overloaded` (ref = its client_msg_id) when this
 // connection already has max_inflight_sends_per_connection sends in flight, or its loop
 // max_inflight_sends_per_loop; so overload is refused at the entry instead of queueing.
@@ -68,6 +76,10 @@ class DeviceSession final : public gateway::FrameHandler,
   void on_loop(std::function<void()> fn);
   void on_notification(const std::shared_ptr<const bus::Notification>& n);
   void on_sent(const std::string& cmid, const Result<SentInfo>& r);
+  // Fan-out on read: starts or stops following the conversation live; a newly followed one
+  // is compared with its head (and pumped if behind).
+  void follow(const std::string& conversation_id, bool follow);
+  void recheck_following(const std::string& conversation_id);
   Position* position(const std::string& conversation_id);
   void refresh_membership(const std::string& conversation_id, Position& pos);
   void pump();
@@ -90,6 +102,7 @@ class DeviceSession final : public gateway::FrameHandler,
   TokenBucket frame_bucket_;  // every frame: bounds the work one connection can queue
   std::unordered_map<std::string, Position> positions_;
   std::set<std::string> behind_;  // conversations the pump must read from the store
+  std::vector<std::string> following_;  // read-side conversations followed in LiveFanout
   // Conversations whose receipt state is still to send, from receipt_next_ on. A vector, not
   // a deque: an empty deque already holds ~600 bytes, and every idle connection has one.
   std::vector<std::string> receipt_backlog_;

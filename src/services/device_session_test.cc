@@ -77,8 +77,9 @@ class DeviceSessionTest : public ::testing::Test {
         accounts_(store_, committer_, directory_, options_),
         sequencer_(loops_, store_, committer_, directory_, bus_, options_),
         presence_(loops_.context(0), store_, committer_, directory_, bus_, options_),
+        fanout_(loops_, std::chrono::milliseconds(options_.fanout_batch_ms)),
         ctx_{options_, loops_, admission_, store_, committer_, directory_, bus_, sequencer_, presence_, accounts_,
-             draining_} {
+             draining_, fanout_} {
     store::Batch b;
     for (const char* u : {"alice", "bob"}) {
       b.add(store::PutUser{u, 1});
@@ -169,6 +170,7 @@ class DeviceSessionTest : public ::testing::Test {
   Accounts accounts_;
   Sequencer sequencer_;
   Presence presence_;
+  LiveFanout fanout_;
   ServiceContext ctx_;
   std::string conv_;
   std::shared_ptr<FakeConnection> conn_;

@@ -54,6 +54,15 @@ void Directory::put_conversation(ConversationPtr snapshot) {
   conversations_.put(id, std::move(snapshot), /*keep_existing=*/false, now + kPinnedMs, now);
 }
 
+Result<std::optional<store::Member>> Directory::member(const store::Conversation& c, const std::string& user) {
+  if (const auto* m = find_member(c, user)) return std::optional<store::Member>(*m);
+  if (c.type != store::ConvType::kChannel) return std::optional<store::Member>{};
+  auto row = store_.user_conversation(user, c.id);
+  if (!row) return row.error();
+  if (!*row) return std::optional<store::Member>{};
+  return std::optional<store::Member>(store::Member{user, (*row)->joined_seq, (*row)->left_seq, false});
+}
+
 void Directory::forget_conversation(const std::string& id) { conversations_.erase(id); }
 
 Result<std::vector<uint32_t>> Directory::devices(const std::string& user) {

@@ -108,6 +108,9 @@ class Directory {
   Result<ConversationPtr> conversation(const std::string& id);
   void put_conversation(ConversationPtr snapshot);
   void forget_conversation(const std::string& id);
+  // The user's membership of `c`: the member list, or for a channel subscriber (channels list
+  // only owner and admins) the user's index row, a store point read. nullopt: not in it.
+  Result<std::optional<store::Member>> member(const store::Conversation& c, const std::string& user);
 
   Result<std::vector<uint32_t>> devices(const std::string& user);  // empty if no such user
   void put_devices(const std::string& user, std::vector<uint32_t> devices);

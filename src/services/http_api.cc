@@ -9,6 +9,7 @@
 #include "base/metrics.h"
 #include "proto/frames.h"
 #include "proto/http_shapes.h"
+#include "services/channel_api.h"
 #include "services/conversation_ids.h"
 #include "services/token.h"
 
@@ -16,15 +17,8 @@ namespace tern::services {
 namespace json = boost::json;
 namespace {
 
-gateway::HttpResponse error_response(const Error& e) {
-  static auto& errors = MetricsRegistry::global().family("tern_http_errors_total", "code", "HTTP errors by code");
-  errors.with(std::string(code_name(e.code))).inc();
-  return gateway::HttpResponse{http_status(e.code), proto::encode_http_error(e), "application/json"};
-}
-
-gateway::HttpResponse json_response(int status, const json::value& v) {
-  return gateway::HttpResponse{status, json::serialize(v), "application/json"};
-}
+gateway::HttpResponse error_response(const Error& e) { return api_error(e); }
+gateway::HttpResponse json_response(int status, const json::value& v) { return api_json(status, v); }
 
 gateway::HttpResponse credentials_response(const Credentials& c) {
   return json_response(201, json::object{{"user", c.user}, {"device", c.device}, {"token", c.token}});
@@ -53,7 +47,13 @@ bool split_conversation_path(const std::string& path, std::string& id, std::stri
   return valid_conversation_id(id);
 }
 
-const char* type_name(store::ConvType t) { return t == store::ConvType::kGroup ? "group" : "direct"; }
+// "/v1/conversations/{id}" alone (no further segment).
+bool conversation_only_path(const std::string& path, std::string& id) {
+  static constexpr std::string_view prefix = "/v1/conversations/";
+  if (path.rfind(prefix, 0) != 0) return false;
+  id = path.substr(prefix.size());
+  return id.find('/') == std::string::npos && valid_conversation_id(id);
+}
 
 // A non-member learns nothing from an id: "unknown conversation" reads as "not a member".
 Error hide_existence(Error e) {
@@ -102,7 +102,11 @@ void HttpApi::handle(gateway::HttpRequest req, gateway::HttpReply reply) {
   if (split_conversation_path(path, id, rest)) {
     if (rest == "members" && m == "POST") return change_members(*me, id, req, std::move(reply));
     if (rest == "messages" && m == "GET") return backfill(*me, id, req, std::move(reply));
+    if (rest == "join" && m == "POST") return channels_.join(*me, id, std::move(reply));
+    if (rest == "leave" && m == "POST") return channels_.leave(*me, id, std::move(reply));
+    if (rest == "admins" && m == "POST") return channels_.change_admins(*me, id, req, std::move(reply));
   }
+  if (m == "GET" && conversation_only_path(path, id)) return channels_.info(*me, id, std::move(reply));
   reply(error_response(make_error(ErrorCode::kNotFound, "no such endpoint")));
 }
 
@@ -185,12 +189,23 @@ void HttpApi::list_conversations(const DeviceRef& me, const gateway::HttpRequest
     }
     const auto& uc = *rows[i];
     auto c = ctx_.directory.conversation(uc.conversation_id);
-    if (!c || !*c || !is_active_member(**c, me.user)) continue;
+    if (!c || !*c) continue;
     auto head = ctx_.store.head(uc.conversation_id);
+    if ((*c)->type == store::ConvType::kChannel) {  // its row is the subscription
+      json::array admins;
+      for (const auto& mem : (*c)->members)
+        if (mem.active() && mem.admin) admins.emplace_back(mem.user);
+      out.emplace_back(json::object{{"conversation_id", uc.conversation_id}, {"type", "channel"},
+                                    {"head", head ? *head : 0}, {"joined_seq", uc.joined_seq},
+                                    {"name", (*c)->name}, {"public", (*c)->is_public},
+                                    {"subscribers", (*c)->subscribers}, {"admins", std::move(admins)}});
+      continue;
+    }
+    if (!is_active_member(**c, me.user)) continue;
     json::array members;
     for (const auto& mem : (*c)->members)
       if (mem.active()) members.emplace_back(mem.user);
-    json::object item{{"conversation_id", uc.conversation_id}, {"type", type_name((*c)->type)},
+    json::object item{{"conversation_id", uc.conversation_id}, {"type", conversation_type_name((*c)->type)},
                       {"head", head ? *head : 0}, {"members", std::move(members)},
                       {"joined_seq", find_member(**c, me.user)->joined_seq}};
     if ((*c)->type == store::ConvType::kGroup) item["name"] = (*c)->name;
@@ -204,6 +219,8 @@ void HttpApi::list_conversations(const DeviceRef& me, const gateway::HttpRequest
 void HttpApi::change_members(const DeviceRef& me, const std::string& id, const gateway::HttpRequest& req,
                              gateway::HttpReply reply) {
   if (ctx_.draining.load()) return reply(error_response(make_error(ErrorCode::kDraining, "server is shutting down")));
+  if (auto c = ctx_.directory.conversation(id); c && *c && (*c)->type == store::ConvType::kChannel)
+    return channels_.change_subscribers(me, id, req, std::move(reply));
   auto r = proto::parse_members(req.body, ctx_.options.limits);
   if (!r) return reply(error_response(r.error()));
   ctx_.sequencer.change_members(me, id, std::move(*r), [reply](Result<std::vector<std::string>> members) {
@@ -224,9 +241,10 @@ void HttpApi::backfill(const DeviceRef& me, const std::string& id, const gateway
   auto conv = ctx_.directory.conversation(id);
   if (!conv) return reply(error_response(conv.error()));
   // Unknown and not-a-member get the same answer: an id tells a non-member nothing.
-  const auto* member = *conv ? find_member(**conv, me.user) : nullptr;
-  if (!member || !member->active()) return reply(error_response(conversation_access_error()));
-  const Seq from = std::max<Seq>(*after, member->joined_seq - 1);
+  auto member = *conv ? ctx_.directory.member(**conv, me.user) : Result<std::optional<store::Member>>(std::nullopt);
+  if (!member) return reply(error_response(member.error()));
+  if (!*member || !(*member)->active()) return reply(error_response(conversation_access_error()));
+  const Seq from = std::max<Seq>(*after, (*member)->joined_seq - 1);
   auto messages = ctx_.store.read_messages(id, from, cap);
   if (!messages) return reply(error_response(messages.error()));
   auto head = ctx_.store.head(id);

@@ -28,9 +28,18 @@ std::vector<std::string> active_members(const store::Conversation& c) {
 
 }  // namespace
 
+bool Membership::reads_fan_out(const store::Conversation& c) const {
+  if (c.type == store::ConvType::kChannel) return true;
+  if (c.type != store::ConvType::kGroup) return false;
+  const auto n = static_cast<size_t>(
+      std::count_if(c.members.begin(), c.members.end(), [](const store::Member& m) { return m.active(); }));
+  return n >= core_.options.fanout_read_threshold;
+}
+
 void Membership::create(Shard& shard, DeviceRef creator, proto::CreateConversationRequest request, std::string id,
                         CreateDone done) {
   std::erase(request.members, creator.user);
+  if (request.channel) request.members.clear();  // a channel starts with its owner only
   if (!request.group && request.members.empty())
     return done(make_error(ErrorCode::kInvalidArgument, "a direct conversation needs another user"));
   if (request.members.size() + 1 > core_.options.limits.max_members_per_group)
@@ -47,19 +56,27 @@ void Membership::create(Shard& shard, DeviceRef creator, proto::CreateConversati
 
   auto conv = std::make_shared<store::Conversation>();
   conv->id = id;
-  conv->type = request.group ? store::ConvType::kGroup : store::ConvType::kDirect;
+  conv->type = request.channel ? store::ConvType::kChannel
+               : request.group ? store::ConvType::kGroup
+                               : store::ConvType::kDirect;
   conv->name = request.name;
   conv->created_ts = now_ms();
   conv->members.push_back(store::Member{creator.user, 1, 0, request.group});
   for (const auto& u : request.members) conv->members.push_back(store::Member{u, 1, 0, false});
+  conv->fanout_on_read = reads_fan_out(*conv);
+  if (request.channel) {
+    conv->is_public = request.is_public;
+    conv->subscribers = 1;  // the owner
+  }
 
   store::Batch batch;
   batch.add(store::PutConversation{*conv});
   std::vector<DeviceRef> to;
   std::shared_ptr<const std::string> frame;
   ConvState* cs = nullptr;
-  if (request.group) {
-    // A group's life starts with a system message (seq 1) that names its members.
+  if (request.group && !request.channel) {
+    // A group's life starts with a system message (seq 1) that names its members. A channel
+    // starts empty: its subscribers come and go without seqs.
     auto st = core_.state(shard, id);
     if (!st) return done(st.error());
     cs = *st;
@@ -116,6 +133,7 @@ void Membership::change(Shard& shard, const DeviceRef& actor, const std::string&
   if (!me || !me->active()) return done(make_error(ErrorCode::kForbidden, "not a member of this conversation"));
   if ((*conv)->type != store::ConvType::kGroup)
     return done(make_error(ErrorCode::kInvalidArgument, "members of a direct conversation cannot change"));
+  // (Channels are routed to Channels::change_subscribers before this.)
   if (!me->admin) return done(make_error(ErrorCode::kForbidden, "only a group admin can change its members"));
 
   auto next = std::make_shared<store::Conversation>(**conv);
@@ -176,6 +194,10 @@ void Membership::change(Shard& shard, const DeviceRef& actor, const std::string&
     o.frame = system_message(batch, *next, seq, actor, json::serialize(sys), o.to);
     outs.push_back(std::move(o));
   }
+  // Crossing --fanout-read-threshold either way flips the flag here and in every member's
+  // index row (PutConversation rewrites them): the next send uses the other side. The change's
+  // own system messages still get inbox marks, so every device learns of it either way.
+  next->fanout_on_read = reads_fan_out(*next);
   batch.add(store::PutConversation{*next});
   cs.head = seq;
   core_.directory.put_conversation(next);

@@ -27,6 +27,9 @@ class Membership {
   void change(Shard& shard, const DeviceRef& actor, const std::string& conversation_id,
               const proto::MembersRequest& request, MembersDone done);
 
+  // Channels always fan out on read; groups at or above --fanout-read-threshold members.
+  bool reads_fan_out(const store::Conversation& c) const;
+
  private:
   // Appends a system message to the batch (reaching every member device, the acting one
   // included); returns its frame and fills `to`.

@@ -356,6 +356,7 @@ void Presence::unsubscribe_all(uint64_t subscriber_id) {
 Result<void> Presence::typing(const DeviceRef& from, const std::string& conversation_id, bool active) {
   auto conv = directory_.conversation(conversation_id);
   if (!conv) return conv.error();
+  if (*conv && (*conv)->type == store::ConvType::kChannel) return {};  // typing is off in channels
   if (!*conv || !is_active_member(**conv, from.user)) return conversation_access_error();
   if (active_count(**conv) > options_.typing_max_members) return {};  // not relayed in big groups
   const int64_t now = mono_us() / 1000;

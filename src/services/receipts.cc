@@ -3,6 +3,7 @@
 #include <set>
 
 #include "proto/frames.h"
+#include "services/channels.h"
 #include "services/conversation_ids.h"
 
 namespace tern::services {
@@ -32,13 +33,35 @@ std::vector<std::string> Receipts::senders(ConvState& cs, const std::string& con
   return {out.begin(), out.end()};
 }
 
+void Receipts::settle_ack(const std::string& ack_key, Seq seq) {
+  std::lock_guard lock(acks_mu_);
+  auto it = pending_acks_.find(ack_key);
+  if (it != pending_acks_.end() && it->second <= seq) pending_acks_.erase(it);
+}
+
+// A channel subscriber's ack moves only its cursor: no receipt goes to the poster (who sees
+// a view count instead) and there is no inbox entry to clear (channels fan out on read).
+void Receipts::acknowledge_channel(ConvState& cs, const DeviceRef& device, const std::string& conversation_id,
+                                   Seq seq, bool read, std::string ack_key, AckDone done) {
+  if (read) Channels::count_read(cs, device.user, seq);
+  store::Batch batch;
+  batch.add(store::SetCursor{device, conversation_id, seq});
+  core_.submit(cs, std::move(batch), [this, ack_key = std::move(ack_key), seq, done = std::move(done)](
+                                         const Result<void>& committed) {
+    settle_ack(ack_key, seq);
+    done(committed);
+  });
+}
+
 void Receipts::acknowledge(Shard& shard, const DeviceRef& device, const std::string& conversation_id, Seq seq,
                            bool read, AckDone done) {
   auto conv = core_.directory.conversation(conversation_id);
   if (!conv) return done(conv.error());
   if (!*conv) return done(conversation_access_error());
-  const auto* me = find_member(**conv, device.user);
-  if (!me) return done(make_error(ErrorCode::kForbidden, "not a member of this conversation"));
+  auto member = core_.directory.member(**conv, device.user);
+  if (!member) return done(member.error());
+  if (!*member) return done(make_error(ErrorCode::kForbidden, "not a member of this conversation"));
+  const store::Member* me = &**member;
   auto st = core_.state(shard, conversation_id);
   if (!st) return done(st.error());
   ConvState& cs = **st;
@@ -50,6 +73,8 @@ void Receipts::acknowledge(Shard& shard, const DeviceRef& device, const std::str
     auto& pending = pending_acks_[ack_key];
     pending = std::max(pending, seq);
   }
+  if ((*conv)->type == store::ConvType::kChannel) return acknowledge_channel(cs, device, conversation_id, seq, read,
+                                                                             std::move(ack_key), std::move(done));
 
   if (!cs.receipts_loaded) {
     auto r = core_.store.receipts(conversation_id);
@@ -92,11 +117,7 @@ void Receipts::acknowledge(Shard& shard, const DeviceRef& device, const std::str
       cs, std::move(batch),
       [this, frames = std::move(frames), to = std::move(to), done = std::move(done), ack_key = std::move(ack_key),
        seq](const Result<void>& committed) {
-        {
-          std::lock_guard lock(acks_mu_);
-          auto it = pending_acks_.find(ack_key);
-          if (it != pending_acks_.end() && it->second <= seq) pending_acks_.erase(it);
-        }
+        settle_ack(ack_key, seq);
         if (committed)
           for (const auto& u : to)
             for (const auto& n : frames) core_.bus.publish_user(u, n);

@@ -32,6 +32,10 @@ class Receipts {
   Seq pending_ack(const DeviceRef& device, const std::string& conversation_id);
 
  private:
+  void acknowledge_channel(ConvState& cs, const DeviceRef& device, const std::string& conversation_id, Seq seq,
+                           bool read, std::string ack_key, AckDone done);
+  // Drops the pending ack once the store has it (unless a later one replaced it).
+  void settle_ack(const std::string& ack_key, Seq seq);
   // Users (other than `reader`) who sent messages in (from, to]: recent ones from memory,
   // older ones from the log (bounded).
   std::vector<std::string> senders(ConvState& cs, const std::string& conversation_id, const std::string& reader,

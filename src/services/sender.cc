@@ -5,6 +5,7 @@
 #include "base/clock.h"
 #include "base/metrics.h"
 #include "proto/frames.h"
+#include "services/channels.h"
 #include "services/conversation_ids.h"
 #include "proto/json_writer.h"
 
@@ -56,7 +57,24 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   if (!conv) return done(conv.error());
   if (!*conv) return done(conversation_access_error());
   const store::Conversation& c = **conv;
-  if (!is_active_member(c, device.user)) return done(make_error(ErrorCode::kForbidden, "not a member of this conversation"));
+  if (c.type == store::ConvType::kChannel) {
+    // Owner and admins post; subscribers read. Channels are not end-to-end encrypted.
+    const auto* m = find_member(c, device.user);
+    if (!m || !m->active() || !m->admin) {
+      auto sub = core_.directory.member(c, device.user);
+      if (!sub) return done(sub.error());
+      if (!*sub) return done(conversation_access_error());
+      return done(make_error(ErrorCode::kForbidden, "only channel admins can post"));
+    }
+    if (!frame.bodies.empty())
+      return done(make_error(ErrorCode::kInvalidArgument,
+                             "channels are not end-to-end encrypted: per-device bodies are not allowed"));
+  } else if (!is_active_member(c, device.user)) {
+    return done(make_error(ErrorCode::kForbidden, "not a member of this conversation"));
+  }
+  // Fan-out on read (channels, large groups): no inbox mark per recipient device; devices
+  // compare the head with their cursor, and live delivery goes through LiveFanout.
+  const bool read_side = c.fanout_on_read;
 
   // Idempotency: a retry while the first is in flight waits for it; after, the store answers
   // (a point read that the idempotency family's bloom filter makes cheap for new ids).
@@ -76,7 +94,9 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
     return done(make_error(ErrorCode::kInvalidArgument, "reply_to refers to a seq that does not exist yet"));
 
   const Seq seq = cs.head + 1;
-  auto to = core_.recipients(c, seq, &device);
+  // The recipient devices: needed to fan out on write, or to check per-device bodies.
+  Result<std::vector<DeviceRef>> to = std::vector<DeviceRef>{};
+  if (!read_side || !frame.bodies.empty()) to = core_.recipients(c, seq, &device);
   if (!to) return done(to.error());
 
   if (!frame.bodies.empty()) {
@@ -106,12 +126,13 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   auto stored = std::make_shared<const std::string>(proto::encode_message(m));
 
   store::Batch batch;
-  batch.ops.reserve(2 + to->size());
+  batch.ops.reserve(2 + (read_side ? 0 : to->size()));
   batch.add(store::AppendMessage{conv_id, seq, *stored});
   batch.add(store::PutIdempotency{device, frame.client_msg_id,
                                   store::IdempotencyRecord{conv_id, seq, ts, ts + core_.options.idempotency_ttl_ms}});
   // Inbox marks are blind puts: seqs of one conversation commit in increasing order.
-  for (const auto& d : *to) batch.add(store::InboxMark{d, conv_id, seq});
+  if (!read_side)
+    for (const auto& d : *to) batch.add(store::InboxMark{d, conv_id, seq});
 
   SentInfo info{frame.client_msg_id, conv_id, seq, ts};
   shard.pending.emplace(key, PendingSend{info, {}});
@@ -119,13 +140,17 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   SequencerCore::remember_sender(cs, seq, device.user);
   const bool accepted = core_.submit(
       cs, std::move(batch),
-      [this, &shard, key = std::move(key), info, to = std::move(*to), stored, per_device, started_us,
-       done = std::move(done)](const Result<void>& committed) mutable {
+      [this, &shard, key = std::move(key), info, to = std::move(*to), stored, per_device, started_us, read_side,
+       device, done = std::move(done)](const Result<void>& committed) mutable {
         if (committed) {
           messages_stored.inc();
           send_to_durable.observe(static_cast<double>(mono_us() - started_us) / 1e6);
           done(info);
-          core_.publish_message(to, info.conversation_id, info.seq, std::move(stored), per_device, started_us);
+          if (read_side)
+            core_.publish_conversation(info.conversation_id, info.seq, std::move(stored), started_us, device,
+                                       per_device);
+          else
+            core_.publish_message(to, info.conversation_id, info.seq, std::move(stored), per_device, started_us);
         } else {
           done(committed.error());
         }
@@ -136,6 +161,8 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   if (!accepted) {
     cs.head = seq - 1;
     if (!cs.recent_senders.empty() && cs.recent_senders.back().first == seq) cs.recent_senders.pop_back();
+  } else if (c.type == store::ConvType::kChannel) {
+    Channels::track_post(cs, seq);
   }
 }
 

@@ -7,7 +7,11 @@ namespace tern::services {
 
 Sequencer::Sequencer(Loops& loops, store::Store& store, GroupCommitter& committer, Directory& directory,
                      bus::Bus& bus, const ServiceOptions& options)
-    : core_(loops, store, committer, directory, bus, options), sender_(core_), membership_(core_), receipts_(core_) {}
+    : core_(loops, store, committer, directory, bus, options),
+      sender_(core_),
+      membership_(core_),
+      receipts_(core_),
+      channels_(core_) {}
 
 std::string Sequencer::direct_conversation_id(const std::string& a, const std::string& b) {
   return keyed_direct_conversation_id(a, b);
@@ -22,7 +26,9 @@ void Sequencer::send(DeviceRef device, proto::SendFrame frame, int64_t started_u
 }
 
 void Sequencer::create_conversation(DeviceRef creator, proto::CreateConversationRequest request, CreateDone done) {
-  std::string id = request.group ? "g-" + random_hex(12) : direct_conversation_id(creator.user, request.members.front());
+  std::string id = request.channel ? "ch-" + random_hex(12)
+                   : request.group ? "g-" + random_hex(12)
+                                   : direct_conversation_id(creator.user, request.members.front());
   const size_t owner = core_.owner(id);
   core_.loops.run(owner, [this, owner, creator = std::move(creator), request = std::move(request), id = std::move(id),
                           done = std::move(done)]() mutable {
@@ -36,6 +42,47 @@ void Sequencer::change_members(DeviceRef actor, std::string conversation_id, pro
   core_.loops.run(owner, [this, owner, actor = std::move(actor), id = std::move(conversation_id),
                           request = std::move(request), done = std::move(done)]() mutable {
     membership_.change(core_.shard(owner), actor, id, request, std::move(done));
+  });
+}
+
+// Runs fn(shard) on the owning loop of `id`.
+template <typename Fn>
+void Sequencer::on_owner(const std::string& id, Fn fn) {
+  const size_t owner = core_.owner(id);
+  core_.loops.run(owner, [this, owner, fn = std::move(fn)]() mutable { fn(core_.shard(owner)); });
+}
+
+void Sequencer::join_channel(DeviceRef actor, std::string channel_id, Channels::JoinDone done) {
+  on_owner(channel_id, [this, actor = std::move(actor), id = channel_id, done = std::move(done)](Shard& s) mutable {
+    channels_.join(s, actor, id, std::move(done));
+  });
+}
+
+void Sequencer::leave_channel(DeviceRef actor, std::string channel_id, Channels::CountDone done) {
+  on_owner(channel_id, [this, actor = std::move(actor), id = channel_id, done = std::move(done)](Shard& s) mutable {
+    channels_.leave(s, actor, id, std::move(done));
+  });
+}
+
+void Sequencer::change_subscribers(DeviceRef actor, std::string channel_id, proto::MembersRequest request,
+                                   Channels::CountDone done) {
+  on_owner(channel_id, [this, actor = std::move(actor), id = channel_id, request = std::move(request),
+                        done = std::move(done)](Shard& s) mutable {
+    channels_.change_subscribers(s, actor, id, request, std::move(done));
+  });
+}
+
+void Sequencer::change_admins(DeviceRef actor, std::string channel_id, proto::MembersRequest request,
+                              Channels::AdminsDone done) {
+  on_owner(channel_id, [this, actor = std::move(actor), id = channel_id, request = std::move(request),
+                        done = std::move(done)](Shard& s) mutable {
+    channels_.change_admins(s, actor, id, request, std::move(done));
+  });
+}
+
+void Sequencer::channel_info(std::string channel_id, Channels::InfoDone done) {
+  on_owner(channel_id, [this, id = channel_id, done = std::move(done)](Shard& s) mutable {
+    channels_.info(s, id, std::move(done));
   });
 }
 

@@ -5,6 +5,7 @@
 //   Sender      send path (seq, idempotency, per-device bodies, fan-out on commit)
 //   Membership  create conversations, add/remove members (system messages, eras)
 //   Receipts    cumulative acks and read markers (cursor, inbox, durable receipts)
+//   Channels    subscriptions (join, leave, an admin's add/remove), admins, views
 // Each change becomes one store Batch of blind writes handed to the GroupCommitter, whose
 // completion comes back to the owning loop to answer the caller and publish on the bus.
 //
@@ -18,6 +19,7 @@
 
 #include "proto/frames.h"
 #include "proto/http_shapes.h"
+#include "services/channels.h"
 #include "services/membership.h"
 #include "services/receipts.h"
 #include "services/sender.h"
@@ -37,6 +39,14 @@ class Sequencer {
   void send(DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done);
   void create_conversation(DeviceRef creator, proto::CreateConversationRequest request, CreateDone done);
   void change_members(DeviceRef actor, std::string conversation_id, proto::MembersRequest request, MembersDone done);
+  // Channels (see channels.h).
+  void join_channel(DeviceRef actor, std::string channel_id, Channels::JoinDone done);
+  void leave_channel(DeviceRef actor, std::string channel_id, Channels::CountDone done);
+  void change_subscribers(DeviceRef actor, std::string channel_id, proto::MembersRequest request,
+                          Channels::CountDone done);
+  void change_admins(DeviceRef actor, std::string channel_id, proto::MembersRequest request,
+                     Channels::AdminsDone done);
+  void channel_info(std::string channel_id, Channels::InfoDone done);
   // Cumulative ack (read=false) or read marker (read=true) of a device.
   void acknowledge(DeviceRef device, std::string conversation_id, Seq seq, bool read, AckDone done);
 
@@ -50,12 +60,18 @@ class Sequencer {
   static std::string direct_conversation_id(const std::string& a, const std::string& b);
   // Presence keeps an index of who shares a conversation with whom; set before serving.
   void set_presence(Presence* presence) { core_.presence = presence; }
+  // Live delivery of read-side conversations; set before serving.
+  void set_fanout(LiveFanout* fanout) { core_.fanout = fanout; }
 
  private:
+  template <typename Fn>
+  void on_owner(const std::string& id, Fn fn);
+
   SequencerCore core_;
   Sender sender_;
   Membership membership_;
   Receipts receipts_;
+  Channels channels_;
 };
 
 }  // namespace tern::services

@@ -1,5 +1,7 @@
 #include "services/sequencer_core.h"
 
+#include "services/live_fanout.h"
+
 namespace tern::services {
 
 SequencerCore::SequencerCore(Loops& loops_, store::Store& store_, GroupCommitter& committer_, Directory& directory_,
@@ -54,6 +56,21 @@ Result<std::vector<DeviceRef>> SequencerCore::recipients(const store::Conversati
     }
   }
   return out;
+}
+
+void SequencerCore::publish_conversation(const std::string& conversation_id, Seq seq,
+                                         std::shared_ptr<const std::string> frame, int64_t started_us,
+                                         const DeviceRef& origin, bool per_device) {
+  if (!fanout) return;
+  auto n = std::make_shared<bus::Notification>();
+  n->kind = bus::Notification::Kind::kMessage;
+  n->conversation_id = conversation_id;
+  n->seq = seq;
+  n->frame = std::move(frame);
+  n->send_started_us = started_us;
+  n->origin = origin;
+  n->per_device = per_device;
+  fanout->publish(std::move(n));
 }
 
 void SequencerCore::publish_message(const std::vector<DeviceRef>& to, const std::string& conversation_id, Seq seq,

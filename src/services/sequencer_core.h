@@ -33,6 +33,7 @@
 namespace tern::services {
 
 class Presence;
+class LiveFanout;
 
 struct SentInfo {
   std::string client_msg_id;
@@ -48,6 +49,18 @@ struct ConversationInfo {
 
 using SendDone = std::function<void(Result<SentInfo>)>;
 
+// What the owning loop keeps for a channel only (allocated on first use: most conversations
+// are not channels, and every cached conversation has a ConvState).
+struct ChannelState {
+  // Subscriptions submitted but not yet in the store (user → joined_seq, 0 for a leave), so
+  // that a second join or leave of the same user in the meantime sees the first.
+  std::unordered_map<std::string, Seq> pending_subscriptions;
+  // Views of the most recent posts (seq → readers whose read mark reached it) and each
+  // reader's last read seq: in memory only, so approximate across restarts.
+  std::deque<std::pair<Seq, uint64_t>> views;
+  std::unordered_map<std::string, Seq> last_read;
+};
+
 // The owning loop's view of one conversation.
 struct ConvState {
   Seq head = 0;            // last seq assigned (committed or in flight)
@@ -59,6 +72,11 @@ struct ConvState {
   std::deque<std::pair<Seq, std::string>> recent_senders;
   Seq senders_from = 1;  // recent_senders holds every non-system sender from this seq on
   std::unordered_map<std::string, store::ReceiptState> receipts;  // by user, when loaded
+  std::unique_ptr<ChannelState> channel;  // channels only
+  ChannelState& channel_state() {
+    if (!channel) channel = std::make_unique<ChannelState>();
+    return *channel;
+  }
 };
 
 struct PendingSend {
@@ -95,6 +113,10 @@ class SequencerCore {
 
   // Every device that receives a message of `c` with `seq`, except `skip` (the sender's).
   Result<std::vector<DeviceRef>> recipients(const store::Conversation& c, Seq seq, const DeviceRef* skip);
+  // Read-side conversations: tells every session following the conversation (LiveFanout)
+  // that `seq` is committed; `origin` is the sending device (not written back to it).
+  void publish_conversation(const std::string& conversation_id, Seq seq, std::shared_ptr<const std::string> frame,
+                            int64_t started_us, const DeviceRef& origin, bool per_device);
   // Tells each recipient device (through the bus) that `seq` is committed.
   void publish_message(const std::vector<DeviceRef>& to, const std::string& conversation_id, Seq seq,
                        std::shared_ptr<const std::string> frame, bool per_device, int64_t started_us, bool system = false);
@@ -106,6 +128,7 @@ class SequencerCore {
   bus::Bus& bus;
   const ServiceOptions& options;
   Presence* presence = nullptr;  // told of membership changes (its who-shares-with-whom index)
+  LiveFanout* fanout = nullptr;  // live delivery of read-side conversations; set before serving
 
  private:
   std::vector<std::unique_ptr<Shard>> shards_;

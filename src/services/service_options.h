@@ -38,6 +38,9 @@ struct ServiceOptions {
   size_t rate_limiter_keys = 100000;         // buckets kept per keyed rate limiter (LRU)
   size_t receipt_sync_conversations = 1000;  // conversations whose receipts a reconnect re-sends
   size_t link_codes_per_user = 5;
+  size_t fanout_read_threshold = 500;   // groups with at least this many members fan out on read
+  size_t max_subscribers = 200000;      // per channel, the owner and admins included
+  int64_t fanout_batch_ms = 10;         // read-side live delivery: one hand-over per loop per window (0..100)
 };
 
 }  // namespace tern::services

@@ -18,8 +18,11 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
   sequencer_ = std::make_unique<Sequencer>(loops, store_, *committer_, *directory_, bus_, options_);
   presence_ = std::make_unique<Presence>(loops.context(0), store_, *committer_, *directory_, bus_, options_);
   sequencer_->set_presence(presence_.get());
-  ctx_ = std::make_unique<ServiceContext>(ServiceContext{options_, loops, admission_, store_, *committer_, *directory_, bus_, *sequencer_,
-                                                         *presence_, *accounts_, draining_});
+  fanout_ = std::make_unique<LiveFanout>(loops, std::chrono::milliseconds(options_.fanout_batch_ms));
+  sequencer_->set_fanout(fanout_.get());
+  ctx_ = std::make_unique<ServiceContext>(ServiceContext{options_, loops, admission_, store_, *committer_, *directory_,
+                                                         bus_, *sequencer_, *presence_, *accounts_, draining_,
+                                                         *fanout_});
   http_ = std::make_unique<HttpApi>(*ctx_, metrics_token.empty() ? std::string() : hash_token(metrics_token));
 }
 

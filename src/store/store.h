@@ -1,8 +1,9 @@
 // The store contract: everything Tern keeps durably, shaped like a wide-column model so that
 // any backend (embedded RocksDB, Redis) can carry it:
 //   accounts      user → devices; token hash → device; last_seen
-//   conversations conversation → meta + members (joined/left seq, admin)
-//   user index    user → conversations (with joined/left seq)
+//   conversations conversation → meta + members (joined/left seq, admin); a channel lists only
+//                 its owner and admins, and keeps its subscriber count in the meta
+//   user index    user → conversations (with joined/left seq); for a channel, its subscribers
 //   message log   partition = conversation, clustering = seq; value = the stored frame
 //   cursors       device × conversation → last acked seq
 //   inbox index   device × conversation → latest seq with news (fan-out-on-write)
@@ -44,14 +45,20 @@ struct Member {
   bool active() const { return left_seq == 0; }
 };
 
-enum class ConvType { kDirect, kGroup };
+enum class ConvType { kDirect, kGroup, kChannel };
 
 struct Conversation {
   std::string id;
   ConvType type = ConvType::kDirect;
   std::string name;
   int64_t created_ts = 0;
-  std::vector<Member> members;  // current and former members (left_seq != 0)
+  std::vector<Member> members;  // current and former members (left_seq != 0); a channel: owner + admins
+  // Fan-out on read: no per-device inbox marks; a device compares the head with its cursor
+  // (channels always; groups at or above --fanout-read-threshold members). Copied into every
+  // member's user-index row, so a connecting device finds its read-side conversations there.
+  bool fanout_on_read = false;
+  bool is_public = false;    // channel: anyone may join by id
+  uint64_t subscribers = 0;  // channel: subscriber count (owner and admins included)
 };
 
 // One row of a user's conversation index.
@@ -59,6 +66,7 @@ struct UserConversation {
   std::string conversation_id;
   Seq joined_seq = 0;
   Seq left_seq = 0;
+  bool fanout_on_read = false;  // the conversation's flag when this row was written
 };
 
 struct IdempotencyRecord {
@@ -97,9 +105,12 @@ struct InboxMark { DeviceRef device; std::string conversation_id; Seq seq = 0; }
 // The device caught up with the conversation: its inbox entry goes. Blind delete.
 struct InboxDelete { DeviceRef device; std::string conversation_id; };
 struct SetLastSeen { std::string user; int64_t ts = 0; };
+// One user-index row, blind: a channel subscription (channels list only their admins).
+struct PutSubscription { std::string user; UserConversation row; };
+struct DeleteSubscription { std::string user; std::string conversation_id; };
 
 using Op = std::variant<PutUser, PutDevice, PutConversation, AppendMessage, PutIdempotency, SetCursor,
-                        SetReceipt, InboxMark, InboxDelete, SetLastSeen>;
+                        SetReceipt, InboxMark, InboxDelete, SetLastSeen, PutSubscription, DeleteSubscription>;
 
 struct Batch {
   std::vector<Op> ops;
@@ -125,6 +136,9 @@ class Store {
   // conversations
   virtual Result<std::optional<Conversation>> conversation(const std::string& id) = 0;
   virtual Result<std::vector<UserConversation>> user_conversations(const std::string& user) = 0;
+  // One row of the user index (a point read: is this user in that conversation or channel).
+  virtual Result<std::optional<UserConversation>> user_conversation(const std::string& user,
+                                                                    const std::string& conversation_id) = 0;
 
   // message log: seq > after_seq, increasing, at most limit
   virtual Result<std::vector<StoredMessage>> read_messages(const std::string& conversation_id, Seq after_seq,

@@ -43,6 +43,9 @@ void expect_same(const Conversation& a, const Conversation& b) {
   EXPECT_EQ(a.type, b.type);
   EXPECT_EQ(a.name, b.name);
   EXPECT_EQ(a.created_ts, b.created_ts);
+  EXPECT_EQ(a.fanout_on_read, b.fanout_on_read);
+  EXPECT_EQ(a.is_public, b.is_public);
+  EXPECT_EQ(a.subscribers, b.subscribers);
   ASSERT_EQ(a.members.size(), b.members.size());
   for (size_t i = 0; i < a.members.size(); ++i) {
     EXPECT_EQ(a.members[i].user, b.members[i].user) << i;
@@ -221,6 +224,50 @@ TEST_P(StoreContractTest, UserIndexFollowsMembership) {
   // bob re-joins at seq 9: the row is replaced, not duplicated.
   commit1(PutConversation{group("g1", {member("alice", 1, 0, true), member("bob", 9), member("carol", 5)})});
   EXPECT_EQ(index_of(store(), "bob"), (std::map<std::string, std::pair<Seq, Seq>>{{"g1", {9, 0}}}));
+}
+
+TEST_P(StoreContractTest, ChannelFlagsAndSubscriberCountRoundTrip) {
+  Conversation ch = group("ch1", {member("alice", 1, 0, true)});
+  ch.type = ConvType::kChannel;
+  ch.name = "news";
+  ch.fanout_on_read = true;
+  ch.is_public = true;
+  ch.subscribers = 200000;
+  commit1(PutConversation{ch});
+  auto got = must(store().conversation("ch1"));
+  ASSERT_TRUE(got);
+  expect_same(*got, ch);
+  EXPECT_EQ(got->type, ConvType::kChannel);
+  EXPECT_TRUE(got->fanout_on_read);
+  EXPECT_TRUE(got->is_public);
+  EXPECT_EQ(got->subscribers, 200000u);
+  // The listed admin's index row carries the fan-out-on-read flag.
+  auto row = must(store().user_conversation("alice", "ch1"));
+  ASSERT_TRUE(row);
+  EXPECT_TRUE(row->fanout_on_read);
+  EXPECT_EQ(row->joined_seq, 1u);
+}
+
+TEST_P(StoreContractTest, SubscriptionRowsArePutAndDeletedBlind) {
+  EXPECT_EQ(must(store().user_conversation("bob", "ch1")), std::nullopt);
+  commit1(PutSubscription{"bob", UserConversation{"ch1", 8, 0, true}});
+  auto row = must(store().user_conversation("bob", "ch1"));
+  ASSERT_TRUE(row);
+  EXPECT_EQ(row->conversation_id, "ch1");
+  EXPECT_EQ(row->joined_seq, 8u);
+  EXPECT_EQ(row->left_seq, 0u);
+  EXPECT_TRUE(row->fanout_on_read);
+  auto rows = must(store().user_conversations("bob"));
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_TRUE(rows[0].fanout_on_read);
+  // A group row written through PutConversation has the flag off unless the group has it.
+  commit1(PutConversation{group("g1", {member("bob", 1, 0, true)})});
+  row = must(store().user_conversation("bob", "g1"));
+  ASSERT_TRUE(row);
+  EXPECT_FALSE(row->fanout_on_read);
+  commit1(DeleteSubscription{"bob", "ch1"});
+  EXPECT_EQ(must(store().user_conversation("bob", "ch1")), std::nullopt);
+  EXPECT_EQ(must(store().user_conversations("bob")).size(), 1u);
 }
 
 TEST_P(StoreContractTest, MemberDroppedFromTheListLosesItsIndexRow) {

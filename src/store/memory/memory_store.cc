@@ -61,6 +61,8 @@ Result<void> MemoryStore::commit(const Batch& batch, bool /*sync*/) {
           else if constexpr (std::is_same_v<T, AppendMessage>) return has_nul(o.conversation_id);
           else if constexpr (std::is_same_v<T, PutIdempotency>) return has_nul(o.device.user);
           else if constexpr (std::is_same_v<T, SetReceipt>) return has_nul(o.user) || has_nul(o.conversation_id);
+          else if constexpr (std::is_same_v<T, PutSubscription>) return has_nul(o.user) || has_nul(o.row.conversation_id);
+          else if constexpr (std::is_same_v<T, DeleteSubscription>) return has_nul(o.user) || has_nul(o.conversation_id);
           else return has_nul(o.device.user) || has_nul(o.conversation_id);
         },
         op);
@@ -85,7 +87,8 @@ Result<void> MemoryStore::commit(const Batch& batch, bool /*sync*/) {
               for (const Member& om : old->second.members)
                 if (std::none_of(c.members.begin(), c.members.end(), [&](const Member& m) { return m.user == om.user; }))
                   s.user_index.erase({om.user, c.id});
-            for (const Member& m : c.members) s.user_index[{m.user, c.id}] = UserConversation{c.id, m.joined_seq, m.left_seq};
+            for (const Member& m : c.members)
+              s.user_index[{m.user, c.id}] = UserConversation{c.id, m.joined_seq, m.left_seq, c.fanout_on_read};
             s.conversations[c.id] = c;
           } else if constexpr (std::is_same_v<T, AppendMessage>) {
             s.messages[o.conversation_id][o.seq] = o.frame;
@@ -95,6 +98,10 @@ Result<void> MemoryStore::commit(const Batch& batch, bool /*sync*/) {
             s.cursors[{o.device.user, o.device.device, o.conversation_id}] = o.seq;
           } else if constexpr (std::is_same_v<T, SetReceipt>) {
             s.receipts[{o.conversation_id, o.user}] = {o.delivered, o.read};
+          } else if constexpr (std::is_same_v<T, PutSubscription>) {
+            s.user_index[{o.user, o.row.conversation_id}] = o.row;
+          } else if constexpr (std::is_same_v<T, DeleteSubscription>) {
+            s.user_index.erase({o.user, o.conversation_id});
           } else if constexpr (std::is_same_v<T, InboxMark>) {
             s.inbox[{o.device.user, o.device.device, o.conversation_id}] = o.seq;
           } else if constexpr (std::is_same_v<T, InboxDelete>) {
@@ -153,6 +160,15 @@ Result<std::vector<UserConversation>> MemoryStore::user_conversations(const std:
        ++it)
     out.push_back(it->second);
   return out;
+}
+
+Result<std::optional<UserConversation>> MemoryStore::user_conversation(const std::string& user,
+                                                                     const std::string& conversation_id) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  auto it = state_->user_index.find({user, conversation_id});
+  if (it == state_->user_index.end()) return std::optional<UserConversation>{};
+  return std::optional<UserConversation>(it->second);
 }
 
 Result<std::vector<StoredMessage>> MemoryStore::read_messages(const std::string& conversation_id, Seq after_seq,

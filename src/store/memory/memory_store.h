@@ -38,6 +38,8 @@ class MemoryStore final : public Store {
   Result<int64_t> last_seen(const std::string& user) override;
   Result<std::optional<Conversation>> conversation(const std::string& id) override;
   Result<std::vector<UserConversation>> user_conversations(const std::string& user) override;
+  Result<std::optional<UserConversation>> user_conversation(const std::string& user,
+                                                            const std::string& conversation_id) override;
   Result<std::vector<StoredMessage>> read_messages(const std::string& conversation_id, Seq after_seq,
                                                    size_t limit) override;
   Result<Seq> head(const std::string& conversation_id) override;

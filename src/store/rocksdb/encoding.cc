@@ -10,7 +10,7 @@ constexpr char kSep = '\0';
 constexpr char kTagUser = 'u';
 constexpr char kTagDevice = 'd';
 constexpr char kTagLastSeen = 's';
-constexpr uint8_t kConversationVersion = 1;
+constexpr uint8_t kConversationVersion = 2;  // 2 added flags and the subscriber count
 
 void put_varint(std::string& out, uint64_t v) {
   while (v >= 0x80) {
@@ -217,6 +217,18 @@ std::optional<std::pair<uint64_t, uint64_t>> decode_u64_pair(std::string_view v)
   return std::pair{get_be64(v.data()), get_be64(v.data() + 8)};
 }
 
+std::string encode_user_row(const UserConversation& row) {
+  std::string s = encode_u64_pair(row.joined_seq, row.left_seq);
+  if (row.fanout_on_read) s.push_back(1);
+  return s;
+}
+
+std::optional<UserConversation> decode_user_row(std::string_view conversation_id, std::string_view v) {
+  // 16 bytes (written before fan-out on read existed), or 17 with the flag byte.
+  if (v.size() != 16 && !(v.size() == 17 && v[16] == 1)) return std::nullopt;
+  return UserConversation{std::string(conversation_id), get_be64(v.data()), get_be64(v.data() + 8), v.size() == 17};
+}
+
 std::string encode_token_value(const DeviceRef& device) {
   std::string s;
   s.reserve(4 + device.user.size());
@@ -255,7 +267,7 @@ void encode_conversation(std::string& out, const Conversation& c) {
   for (const Member& m : c.members) estimate += 20 + m.user.size();
   out.reserve(estimate);
   out.push_back(static_cast<char>(kConversationVersion));
-  out.push_back(c.type == ConvType::kGroup ? 1 : 0);
+  out.push_back(static_cast<char>(c.type == ConvType::kGroup ? 1 : c.type == ConvType::kChannel ? 2 : 0));
   put_bytes(out, c.id);
   put_bytes(out, c.name);
   put_be64(out, bias_i64(c.created_ts));
@@ -266,15 +278,17 @@ void encode_conversation(std::string& out, const Conversation& c) {
     put_be64(out, m.left_seq);
     out.push_back(m.admin ? 1 : 0);
   }
+  out.push_back(static_cast<char>((c.fanout_on_read ? 1 : 0) | (c.is_public ? 2 : 0)));
+  put_be64(out, c.subscribers);
 }
 
 std::optional<Conversation> decode_conversation(std::string_view v) {
   Reader r(v);
   uint8_t version = 0, type = 0;
-  if (!r.u8(version) || version != kConversationVersion) return std::nullopt;
-  if (!r.u8(type) || type > 1) return std::nullopt;
+  if (!r.u8(version) || version < 1 || version > kConversationVersion) return std::nullopt;
+  if (!r.u8(type) || type > 2 || (type == 2 && version < 2)) return std::nullopt;
   Conversation c;
-  c.type = type == 1 ? ConvType::kGroup : ConvType::kDirect;
+  c.type = type == 1 ? ConvType::kGroup : type == 2 ? ConvType::kChannel : ConvType::kDirect;
   uint64_t created = 0, count = 0;
   if (!r.bytes(c.id) || !r.bytes(c.name) || !r.be64(created) || !r.varint(count)) return std::nullopt;
   c.created_ts = unbias_i64(created);
@@ -288,6 +302,12 @@ std::optional<Conversation> decode_conversation(std::string_view v) {
       return std::nullopt;
     }
     m.admin = admin == 1;
+  }
+  if (version >= 2) {
+    uint8_t flags = 0;
+    if (!r.u8(flags) || flags > 3 || !r.be64(c.subscribers)) return std::nullopt;
+    c.fanout_on_read = flags & 1;
+    c.is_public = flags & 2;
   }
   if (!r.done()) return std::nullopt;
   return c;

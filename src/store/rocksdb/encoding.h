@@ -6,7 +6,7 @@
 //                  user \0 's'                      → be64 last_seen
 //   tokens         token_hash                       → be32 device, user
 //   conversations  conversation_id                  → encode_conversation()
-//   user_index     user \0 conversation_id          → be64 joined, be64 left
+//   user_index     user \0 conversation_id          → be64 joined, be64 left [, 0x01 fan-out on read]
 //   messages       conversation_id \0 be64 seq      → frame bytes
 //   cursors        user \0 be32 device conversation_id → be64 seq
 //   inbox          user \0 be32 device conversation_id → be64 seq
@@ -66,6 +66,10 @@ std::string encode_u64(uint64_t v);
 std::optional<uint64_t> decode_u64(std::string_view v);
 std::string encode_u64_pair(uint64_t a, uint64_t b);
 std::optional<std::pair<uint64_t, uint64_t>> decode_u64_pair(std::string_view v);
+
+// User-index row: be64 joined, be64 left, then 0x01 if the conversation fans out on read.
+std::string encode_user_row(const UserConversation& row);
+std::optional<UserConversation> decode_user_row(std::string_view conversation_id, std::string_view v);
 
 std::string encode_token_value(const DeviceRef& device);
 std::optional<DeviceRef> decode_token_value(std::string_view v);

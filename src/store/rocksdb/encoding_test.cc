@@ -127,13 +127,65 @@ TEST(EncodingTest, ConversationRoundTrips) {
   EXPECT_EQ(e->type, ConvType::kDirect);
 }
 
+TEST(EncodingTest, VersionOneConversationsStillDecode) {
+  // A record written before channels: version 1, no flags and no subscriber count.
+  std::string v;
+  encode_conversation(v, sample());
+  std::string v1 = v.substr(0, v.size() - 9);
+  v1[0] = 1;
+  auto c = decode_conversation(v1);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->members.size(), 3u);
+  EXPECT_FALSE(c->fanout_on_read);
+  EXPECT_FALSE(c->is_public);
+  EXPECT_EQ(c->subscribers, 0u);
+  // Version 1 knew no channels.
+  std::string channel_v1 = v1;
+  channel_v1[1] = 2;
+  EXPECT_EQ(decode_conversation(channel_v1), std::nullopt);
+}
+
+TEST(EncodingTest, ChannelFieldsRoundTrip) {
+  Conversation ch = sample();
+  ch.type = ConvType::kChannel;
+  ch.fanout_on_read = true;
+  ch.is_public = true;
+  ch.subscribers = 123456;
+  std::string v;
+  encode_conversation(v, ch);
+  auto c = decode_conversation(v);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->type, ConvType::kChannel);
+  EXPECT_TRUE(c->fanout_on_read);
+  EXPECT_TRUE(c->is_public);
+  EXPECT_EQ(c->subscribers, 123456u);
+  std::string bad_flags = v;
+  bad_flags[v.size() - 9] = 4;
+  EXPECT_EQ(decode_conversation(bad_flags), std::nullopt);
+}
+
+TEST(EncodingTest, UserRowsWithAndWithoutTheFanoutFlag) {
+  auto old = decode_user_row("g", encode_u64_pair(3, 0));
+  ASSERT_TRUE(old);
+  EXPECT_EQ(old->joined_seq, 3u);
+  EXPECT_FALSE(old->fanout_on_read);
+  auto flagged = decode_user_row("ch", encode_user_row(UserConversation{"ch", 5, 9, true}));
+  ASSERT_TRUE(flagged);
+  EXPECT_EQ(flagged->conversation_id, "ch");
+  EXPECT_EQ(flagged->joined_seq, 5u);
+  EXPECT_EQ(flagged->left_seq, 9u);
+  EXPECT_TRUE(flagged->fanout_on_read);
+  EXPECT_EQ(decode_user_row("g", encode_u64_pair(3, 0) + std::string(1, '\x02')), std::nullopt);
+  EXPECT_EQ(decode_user_row("g", "short"), std::nullopt);
+}
+
 TEST(EncodingTest, ConversationDecodeRejectsEveryTruncationAndTrailingBytes) {
   std::string v;
   encode_conversation(v, sample());
   for (size_t n = 0; n < v.size(); ++n) EXPECT_EQ(decode_conversation(v.substr(0, n)), std::nullopt) << n;
   EXPECT_EQ(decode_conversation(v + "x"), std::nullopt);
   std::string bad_version = v;
-  bad_version[0] = 2;
+  bad_version[0] = 3;
   EXPECT_EQ(decode_conversation(bad_version), std::nullopt);
   std::string bad_type = v;
   bad_type[1] = 7;

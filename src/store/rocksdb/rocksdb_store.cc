@@ -332,6 +332,12 @@ Result<void> RocksDbStore::commit(const Batch& batch, bool sync) {
           } else if constexpr (std::is_same_v<T, SetReceipt>) {
             var_bytes += o.user.size() + o.conversation_id.size();
             return has_nul(o.user) || has_nul(o.conversation_id);
+          } else if constexpr (std::is_same_v<T, PutSubscription>) {
+            var_bytes += o.user.size() + o.row.conversation_id.size() + 17;
+            return has_nul(o.user) || has_nul(o.row.conversation_id);
+          } else if constexpr (std::is_same_v<T, DeleteSubscription>) {
+            var_bytes += o.user.size() + o.conversation_id.size();
+            return has_nul(o.user) || has_nul(o.conversation_id);
           } else {
             static_assert(kAlwaysFalse<T>, "every Op needs a case");
           }
@@ -411,7 +417,8 @@ Result<void> RocksDbStore::commit(const Batch& batch, bool sync) {
             }
             for (const Member& m : c.members) {
               rocks::user_index_key(s.key, m.user, c.id);
-              put(kUserIndex, s.key, rocks::encode_u64_pair(m.joined_seq, m.left_seq));
+              put(kUserIndex, s.key,
+                  rocks::encode_user_row(UserConversation{c.id, m.joined_seq, m.left_seq, c.fanout_on_read}));
             }
             rocks::encode_conversation(slot->value, c);
             slot->present = true;
@@ -438,6 +445,12 @@ Result<void> RocksDbStore::commit(const Batch& batch, bool sync) {
           } else if constexpr (std::is_same_v<T, SetReceipt>) {
             rocks::receipt_key(s.key, o.conversation_id, o.user);
             put(kReceipts, s.key, rocks::encode_u64_pair(o.delivered, o.read));
+          } else if constexpr (std::is_same_v<T, PutSubscription>) {
+            rocks::user_index_key(s.key, o.user, o.row.conversation_id);
+            put(kUserIndex, s.key, rocks::encode_user_row(o.row));
+          } else if constexpr (std::is_same_v<T, DeleteSubscription>) {
+            rocks::user_index_key(s.key, o.user, o.conversation_id);
+            del(kUserIndex, s.key);
           } else {
             static_assert(kAlwaysFalse<T>, "every Op needs a case");
           }
@@ -549,13 +562,27 @@ Result<std::vector<UserConversation>> RocksDbStore::user_conversations(const std
   rocks::user_index_prefix(prefix, user);
   auto r = scan(db_.get(), cf_[kUserIndex], "user index", prefix, prefix,
                 [&](std::string_view tail, std::string_view value) {
-                  auto pair = rocks::decode_u64_pair(value);
-                  if (!pair) return Step::kCorrupt;
-                  out.push_back(UserConversation{std::string(tail), pair->first, pair->second});
+                  auto row = rocks::decode_user_row(tail, value);
+                  if (!row) return Step::kCorrupt;
+                  out.push_back(std::move(*row));
                   return Step::kNext;
                 });
   if (!r) return r.error();
   return out;
+}
+
+Result<std::optional<UserConversation>> RocksDbStore::user_conversation(const std::string& user,
+                                                                      const std::string& conversation_id) {
+  if (has_nul(user) || has_nul(conversation_id)) return std::optional<UserConversation>{};
+  std::string key;
+  rocks::user_index_key(key, user, conversation_id);
+  rocksdb::PinnableSlice v;
+  auto found = get_pinned(db_.get(), cf_[kUserIndex], key, v);
+  if (!found) return found.error();
+  if (!*found) return std::optional<UserConversation>{};
+  auto row = rocks::decode_user_row(conversation_id, sv(v));
+  if (!row) return corrupt_error("user index");
+  return std::optional<UserConversation>{std::move(*row)};
 }
 
 Result<std::vector<StoredMessage>> RocksDbStore::read_messages(const std::string& conversation_id, Seq after_seq,

@@ -65,6 +65,8 @@ class RocksDbStore final : public Store {
 
   Result<std::optional<Conversation>> conversation(const std::string& id) override;
   Result<std::vector<UserConversation>> user_conversations(const std::string& user) override;
+  Result<std::optional<UserConversation>> user_conversation(const std::string& user,
+                                                            const std::string& conversation_id) override;
 
   Result<std::vector<StoredMessage>> read_messages(const std::string& conversation_id, Seq after_seq,
                                                    size_t limit) override;

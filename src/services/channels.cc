@@ -1,0 +1,255 @@
+#include "services/channels.h"
+
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+#include "base/metrics.h"
+
+namespace tern::services {
+namespace {
+
+Counter& joins = MetricsRegistry::global().counter("tern_channel_subscriptions_total", "channel subscriptions made");
+
+Error unknown_channel() { return make_error(ErrorCode::kNotFound, "unknown channel"); }
+
+bool is_owner(const store::Conversation& c, const std::string& user) {
+  return !c.members.empty() && c.members.front().user == user;
+}
+
+bool is_admin(const store::Conversation& c, const std::string& user) {
+  const auto* m = find_member(c, user);
+  return m && m->active() && m->admin;
+}
+
+std::shared_ptr<const bus::Notification> membership_notice(const std::string& channel_id) {
+  auto n = std::make_shared<bus::Notification>();
+  n->kind = bus::Notification::Kind::kMembership;
+  n->conversation_id = channel_id;
+  return n;
+}
+
+}  // namespace
+
+bool Channels::Change::subscribing(const std::string& u) const {
+  return std::any_of(subscribe.begin(), subscribe.end(), [&](const auto& p) { return p.first == u; });
+}
+
+Result<ConversationPtr> Channels::channel(const std::string& channel_id) {
+  auto conv = core_.directory.conversation(channel_id);
+  if (!conv) return conv.error();
+  if (!*conv || (*conv)->type != store::ConvType::kChannel) return unknown_channel();
+  return *conv;
+}
+
+Result<Seq> Channels::subscribed(ConvState& cs, const store::Conversation& c, const std::string& user) {
+  if (cs.channel) {
+    auto it = cs.channel->pending_subscriptions.find(user);
+    if (it != cs.channel->pending_subscriptions.end()) return it->second;
+  }
+  auto m = core_.directory.member(c, user);
+  if (!m) return m.error();
+  return *m && (*m)->active() ? (*m)->joined_seq : Seq{0};
+}
+
+void Channels::apply(ConvState& cs, ConversationPtr before, std::shared_ptr<store::Conversation> next, Change change,
+                     std::function<void(Result<void>)> done) {
+  const std::string id = next->id;
+  store::Batch batch;
+  // The snapshot first: it drops the index rows of admins no longer listed; the subscription
+  // rows after it (a later op on the same key wins) keep a demoted admin subscribed.
+  batch.add(store::PutConversation{*next});
+  auto& pending = cs.channel_state().pending_subscriptions;
+  std::vector<std::pair<std::string, Seq>> marks;
+  for (const auto& [u, from] : change.subscribe) {
+    const Seq joined = from ? from : cs.head + 1;
+    batch.add(store::PutSubscription{u, store::UserConversation{id, joined, 0, true}});
+    marks.emplace_back(u, joined);
+  }
+  for (const auto& u : change.unsubscribe) {
+    batch.add(store::DeleteSubscription{u, id});
+    marks.emplace_back(u, 0);
+  }
+  for (const auto& [u, joined] : marks) pending[u] = joined;
+  core_.directory.put_conversation(next);
+  auto finish = [this, s = &cs, id, marks, done = std::move(done)](const Result<void>& committed) {
+    auto& p = s->channel_state().pending_subscriptions;
+    for (const auto& [u, joined] : marks)
+      if (auto it = p.find(u); it != p.end() && it->second == joined) p.erase(it);
+    if (!committed) {
+      core_.directory.forget_conversation(id);  // read again from the store
+      return done(committed.error());
+    }
+    auto notice = membership_notice(id);
+    for (const auto& [u, _] : marks) core_.bus.publish_user(u, notice);
+    done({});
+  };
+  if (!core_.submit(cs, std::move(batch), std::move(finish))) core_.directory.put_conversation(std::move(before));
+}
+
+void Channels::join(Shard& shard, const DeviceRef& actor, const std::string& channel_id, JoinDone done) {
+  auto conv = channel(channel_id);
+  if (!conv) return done(conv.error());
+  const store::Conversation& c = **conv;
+  auto st = core_.state(shard, channel_id);
+  if (!st) return done(st.error());
+  ConvState& cs = **st;
+  auto joined = subscribed(cs, c, actor.user);
+  if (!joined) return done(joined.error());
+  if (*joined) return done(SubscriptionInfo{*joined, c.subscribers});
+  if (!c.is_public) return done(unknown_channel());  // private: only an admin's add
+  if (c.subscribers >= core_.options.max_subscribers)
+    return done(make_error(ErrorCode::kLimitExceeded,
+                           "at most " + std::to_string(core_.options.max_subscribers) + " subscribers per channel"));
+  auto next = std::make_shared<store::Conversation>(c);
+  ++next->subscribers;
+  const SubscriptionInfo info{cs.head + 1, next->subscribers};
+  apply(cs, *conv, next, Change{{{actor.user, 0}}, {}}, [info, done](Result<void> r) {
+    if (!r) return done(r.error());
+    joins.inc();
+    done(info);
+  });
+}
+
+void Channels::leave(Shard& shard, const DeviceRef& actor, const std::string& channel_id, CountDone done) {
+  auto conv = channel(channel_id);
+  if (!conv) return done(conv.error());
+  const store::Conversation& c = **conv;
+  if (is_owner(c, actor.user))
+    return done(make_error(ErrorCode::kInvalidArgument, "the owner cannot leave a channel"));
+  auto st = core_.state(shard, channel_id);
+  if (!st) return done(st.error());
+  ConvState& cs = **st;
+  auto joined = subscribed(cs, c, actor.user);
+  if (!joined) return done(joined.error());
+  if (!*joined) return done(c.subscribers);  // not subscribed: nothing changes
+  auto next = std::make_shared<store::Conversation>(c);
+  next->subscribers = next->subscribers > 0 ? next->subscribers - 1 : 0;
+  std::erase_if(next->members, [&](const store::Member& m) { return m.user == actor.user; });
+  const uint64_t count = next->subscribers;
+  apply(cs, *conv, next, Change{{}, {actor.user}}, [count, done](Result<void> r) {
+    r ? done(count) : done(r.error());
+  });
+}
+
+void Channels::change_subscribers(Shard& shard, const DeviceRef& actor, const std::string& channel_id,
+                                  const proto::MembersRequest& request, CountDone done) {
+  auto conv = channel(channel_id);
+  if (!conv) return done(conv.error());
+  const store::Conversation& c = **conv;
+  if (!is_admin(c, actor.user)) {
+    // A subscriber learns it may not; anyone else learns nothing about the channel.
+    auto m = core_.directory.member(c, actor.user);
+    if (!m) return done(m.error());
+    if (!*m) return done(unknown_channel());
+    return done(make_error(ErrorCode::kForbidden, "only a channel admin can change its subscribers"));
+  }
+  auto st = core_.state(shard, channel_id);
+  if (!st) return done(st.error());
+  ConvState& cs = **st;
+  auto next = std::make_shared<store::Conversation>(c);
+  Change change;
+  for (const auto& u : request.add) {
+    auto joined = subscribed(cs, c, u);
+    if (!joined) return done(joined.error());
+    if (*joined || change.subscribing(u)) continue;
+    auto devices = core_.directory.devices(u);
+    if (!devices) return done(devices.error());
+    if (devices->empty()) return done(make_error(ErrorCode::kNotFound, "no such user: " + u));
+    change.subscribe.emplace_back(u, 0);
+  }
+  for (const auto& u : request.remove) {
+    if (is_owner(c, u)) return done(make_error(ErrorCode::kInvalidArgument, "the owner cannot be removed"));
+    if (is_admin(c, u) && !is_owner(c, actor.user))
+      return done(make_error(ErrorCode::kForbidden, "only the owner can remove an admin"));
+    auto joined = subscribed(cs, c, u);
+    if (!joined) return done(joined.error());
+    if (!*joined || std::count(change.unsubscribe.begin(), change.unsubscribe.end(), u)) continue;
+    change.unsubscribe.push_back(u);
+    std::erase_if(next->members, [&](const store::Member& m) { return m.user == u; });
+  }
+  if (next->subscribers + change.subscribe.size() > core_.options.max_subscribers + change.unsubscribe.size())
+    return done(make_error(ErrorCode::kLimitExceeded,
+                           "at most " + std::to_string(core_.options.max_subscribers) + " subscribers per channel"));
+  next->subscribers = next->subscribers + change.subscribe.size() - change.unsubscribe.size();
+  if (change.subscribe.empty() && change.unsubscribe.empty()) return done(c.subscribers);
+  const uint64_t count = next->subscribers;
+  apply(cs, *conv, next, std::move(change), [count, done](Result<void> r) { r ? done(count) : done(r.error()); });
+}
+
+void Channels::change_admins(Shard& shard, const DeviceRef& actor, const std::string& channel_id,
+                             const proto::MembersRequest& request, AdminsDone done) {
+  auto conv = channel(channel_id);
+  if (!conv) return done(conv.error());
+  const store::Conversation& c = **conv;
+  if (!is_owner(c, actor.user)) {
+    auto m = core_.directory.member(c, actor.user);
+    if (!m) return done(m.error());
+    if (!*m) return done(unknown_channel());
+    return done(make_error(ErrorCode::kForbidden, "only the channel's owner can change its admins"));
+  }
+  auto st = core_.state(shard, channel_id);
+  if (!st) return done(st.error());
+  ConvState& cs = **st;
+  auto next = std::make_shared<store::Conversation>(c);
+  Change change;
+  for (const auto& u : request.add) {
+    if (find_member(*next, u) || change.subscribing(u)) continue;
+    auto devices = core_.directory.devices(u);
+    if (!devices) return done(devices.error());
+    if (devices->empty()) return done(make_error(ErrorCode::kNotFound, "no such user: " + u));
+    auto joined = subscribed(cs, c, u);
+    if (!joined) return done(joined.error());
+    if (!*joined) {
+      if (next->subscribers >= core_.options.max_subscribers)
+        return done(make_error(ErrorCode::kLimitExceeded, "the channel is full"));
+      ++next->subscribers;
+    }
+    const Seq from = *joined ? *joined : cs.head + 1;
+    next->members.push_back(store::Member{u, from, 0, true});
+    change.subscribe.emplace_back(u, from);  // its row, with the list's joined_seq
+  }
+  for (const auto& u : request.remove) {
+    if (is_owner(c, u)) return done(make_error(ErrorCode::kInvalidArgument, "the owner stays an admin"));
+    const auto* m = find_member(*next, u);
+    if (!m || change.subscribing(u)) continue;
+    // Dropped from the list, still a subscriber: its row is written again after the snapshot.
+    change.subscribe.emplace_back(u, m->joined_seq);
+    std::erase_if(next->members, [&](const store::Member& x) { return x.user == u; });
+  }
+  std::vector<std::string> admins;
+  for (const auto& m : next->members) admins.push_back(m.user);
+  if (change.subscribe.empty()) return done(admins);
+  apply(cs, *conv, next, std::move(change), [admins, done](Result<void> r) { r ? done(admins) : done(r.error()); });
+}
+
+void Channels::info(Shard& shard, const std::string& channel_id, InfoDone done) {
+  auto conv = channel(channel_id);
+  if (!conv) return done(conv.error());
+  auto st = core_.state(shard, channel_id);
+  if (!st) return done(st.error());
+  ConvState& cs = **st;
+  ChannelInfo out{*conv, cs.head, {}};
+  if (cs.channel) out.views.assign(cs.channel->views.begin(), cs.channel->views.end());
+  done(std::move(out));
+}
+
+void Channels::track_post(ConvState& cs, Seq seq) {
+  auto& views = cs.channel_state().views;
+  views.emplace_back(seq, 0);
+  if (views.size() > kViewedPosts) views.pop_front();
+}
+
+void Channels::count_read(ConvState& cs, const std::string& user, Seq seq) {
+  ChannelState& ch = cs.channel_state();
+  auto [it, inserted] = ch.last_read.try_emplace(user, 0);
+  const Seq prev = it->second;
+  if (seq <= prev) return;
+  it->second = seq;
+  for (auto& [s, v] : ch.views)
+    if (s > prev && s <= seq) ++v;
+  // Bounded: forgetting readers only lets a reader count again (views are approximate).
+  if (ch.last_read.size() > kReaders) ch.last_read.clear();
+}
+
+}  // namespace tern::services

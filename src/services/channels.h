@@ -1,0 +1,83 @@
+// Channels: broadcast conversations, on the channel's owning loop. A channel lists only its
+// owner (the first listed member, who created it) and admins; its subscribers are rows of the
+// user index (user → channel, joined_seq) plus a count in the channel's meta, so a
+// subscription costs two small writes however many subscribers there are, and the
+// conversation record never grows with them. Joining and leaving use no seq and no system
+// message: a subscriber sees the posts after its join (joined_seq = head + 1).
+//
+// Public channels are joined by id; private ones only through an admin's add (a private or
+// unknown channel answers a join with not_found, so an id reveals nothing). At most
+// --max-subscribers per channel. The owner cannot leave; only the owner names admins.
+// After each commit the affected users' sessions get a kMembership notification, so they
+// start (or stop) following the channel live without reconnecting.
+//
+// Thread-safety: every method only on the owning loop of the channel (Sequencer routes
+// there); callbacks run on that loop. Owned by Sequencer; borrows the core.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "proto/http_shapes.h"
+#include "services/sequencer_core.h"
+
+namespace tern::services {
+
+struct SubscriptionInfo {
+  Seq joined_seq = 0;
+  uint64_t subscribers = 0;
+};
+
+struct ChannelInfo {
+  ConversationPtr conversation;
+  Seq head = 0;
+  std::vector<std::pair<Seq, uint64_t>> views;  // recent posts, oldest first
+};
+
+class Channels {
+ public:
+  static constexpr size_t kViewedPosts = 20;     // posts whose views the owning loop counts
+  static constexpr size_t kReaders = 1'000'000;  // readers remembered per channel for views
+
+  using JoinDone = std::function<void(Result<SubscriptionInfo>)>;
+  using CountDone = std::function<void(Result<uint64_t>)>;
+  using AdminsDone = std::function<void(Result<std::vector<std::string>>)>;
+  using InfoDone = std::function<void(Result<ChannelInfo>)>;
+
+  explicit Channels(SequencerCore& core) : core_(core) {}
+
+  void join(Shard& shard, const DeviceRef& actor, const std::string& channel_id, JoinDone done);
+  void leave(Shard& shard, const DeviceRef& actor, const std::string& channel_id, CountDone done);
+  // An admin adds or removes subscribers (the way into a private channel).
+  void change_subscribers(Shard& shard, const DeviceRef& actor, const std::string& channel_id,
+                          const proto::MembersRequest& request, CountDone done);
+  // The owner names or drops admins (an added admin is subscribed if it was not).
+  void change_admins(Shard& shard, const DeviceRef& actor, const std::string& channel_id,
+                     const proto::MembersRequest& request, AdminsDone done);
+  void info(Shard& shard, const std::string& channel_id, InfoDone done);
+
+  // A read marker of a subscriber: counts views of the recent posts it newly covers.
+  static void count_read(ConvState& cs, const std::string& user, Seq seq);
+  // A new post: starts counting its views.
+  static void track_post(ConvState& cs, Seq seq);
+
+ private:
+  struct Change {
+    // Users whose subscription row is written, with their joined_seq (0: from the next seq).
+    std::vector<std::pair<std::string, Seq>> subscribe;
+    std::vector<std::string> unsubscribe;  // users that stop being subscribers
+    bool subscribing(const std::string& u) const;
+  };
+  // The channel, or an error: not_found unless it is a channel `actor` may act on.
+  Result<ConversationPtr> channel(const std::string& channel_id);
+  // The seq from which `user` subscribes, 0 if not (this loop's pending changes first, then
+  // the store).
+  Result<Seq> subscribed(ConvState& cs, const store::Conversation& c, const std::string& user);
+  // Commits a new snapshot plus the subscription rows of `change`; answers with the count.
+  void apply(ConvState& cs, ConversationPtr before, std::shared_ptr<store::Conversation> next, Change change,
+             std::function<void(Result<void>)> done);
+
+  SequencerCore& core_;
+};
+
+}  // namespace tern::services
