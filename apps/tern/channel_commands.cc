@@ -99,8 +99,8 @@ int cmd_channel_join(const Global& g, const std::string& id) {
                             {"joined_seq", j->joined_seq},
                             {"subscribers", j->subscribers}});
   } else {
-    std::cout << "joined " << j->conversation_id << " (" << j->subscribers << " subscribers); posts after seq "
-              << j->joined_seq << " will reach you\n";
+    std::cout << "joined " << j->conversation_id << " (" << j->subscribers << " subscribers); posts from seq "
+              << j->joined_seq << " on will reach you\n";
   }
   return kExitOk;
 }
@@ -138,7 +138,7 @@ int cmd_channel_info(const Global& g, const std::string& channel) {
             << "owner       " << printable(info->owner) << "\n"
             << "admins      " << join_names(info->admins) << "\n"
             << "subscribers " << info->subscribers << "\n"
-            << "head        " << info->head << " (you see posts after seq " << info->joined_seq << ")\n"
+            << "head        " << info->head << " (you see posts from seq " << info->joined_seq << " on)\n"
             << "you         " << (info->owner == self ? "owner" : contains(info->admins, self) ? "admin" : "subscriber (read-only)")
             << "\n";
   if (!info->views.empty()) {

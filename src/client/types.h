@@ -85,7 +85,7 @@ struct ConversationInfo {
   std::string type;  // "direct", "group" or "channel"
   std::string name;  // groups and channels (when the server reports it)
   Seq head = 0;      // highest seq
-  Seq joined_seq = 0;  // the caller sees messages with seq > joined_seq
+  Seq joined_seq = 0;  // as the server reports it (a channel: the first seq the caller sees)
   std::vector<std::string> members;  // groups and directs, when the server reports them
   // Channels only (a channel has subscribers instead of members).
   bool is_public = false;
@@ -98,7 +98,8 @@ struct ConversationInfo {
   bool is_channel() const { return type == "channel"; }
 };
 
-// POST /v1/conversations/{id}/join: the caller is a subscriber and sees seqs > joined_seq.
+// POST /v1/conversations/{id}/join: the caller is a subscriber and sees the posts from
+// joined_seq (the head + 1 when it joined) on.
 struct JoinResult {
   std::string conversation_id;
   Seq joined_seq = 0;
