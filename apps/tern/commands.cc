@@ -110,7 +110,10 @@ Result<std::optional<Target>> find_listed(const std::vector<client::Conversation
     if ((c.type == "group" || c.type == "channel") && c.name == name) named.push_back(&c);
   }
   if (named.size() > 1) {
-    std::string msg = "several groups or channels are named " + printable(name) + "; use one of their ids:";
+    const bool any_channel =
+        std::any_of(named.begin(), named.end(), [](const auto* c) { return c->type == "channel"; });
+    std::string msg = std::string(any_channel ? "several groups or channels" : "several groups") + " are named " +
+                      printable(name) + "; use one of their ids:";
     for (const auto* c : named)
       msg += "\n  " + c->conversation_id +
              (c->type == "channel" ? "  channel, " + std::to_string(c->subscribers) + " subscribers"
