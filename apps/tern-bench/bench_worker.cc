@@ -219,7 +219,7 @@ void Worker::report_progress(int64_t now) {
   for (const auto& [k, n] : errors_) errors += n;
   write_line('P', json::object{{"phase", phase_name_},
                                {"online", online},
-                               {"clients", devices_.size()},
+                               {"clients", real_clients()},
                                {"counters", counters_.to_json()},
                                {"errors", errors},
                                {"hist", interval_latency_.to_json()}});
