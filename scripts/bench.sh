@@ -263,8 +263,8 @@ scenario_channel() {
   start_server "${SERVER_FLAGS[@]}" --max-connections 19500
   bench channel-19000 "${CHANNEL_ARGS[@]}"
   stop_server
-  start_server "${SERVER_FLAGS[@]}"
-  bench channel-catchup-10000 channel --clients 3 --catchup 10000 --rate 2000
+  start_server "${SERVER_FLAGS[@]}" --frame-rate 1000000 --frame-burst 1000000
+  bench channel-catchup-10000 channel --clients 3 --catchup 10000 --rate 1000
   stop_server
 }
 

@@ -184,6 +184,16 @@ void Worker::on_tick() {
 
 void Worker::housekeeping(int64_t now) {
   last_housekeeping_us_ = now;
+  for (size_t i = 0; i < resend_list_.size();) {
+    if (resend_list_[i].first <= now) {
+      const auto [d, sender_seq] = resend_list_[i].second;
+      resend_list_[i] = resend_list_.back();
+      resend_list_.pop_back();
+      devices_[d]->resend(sender_seq);
+    } else {
+      ++i;
+    }
+  }
   for (size_t i = 0; i < retry_list_.size();) {
     if (retry_list_[i].first <= now) {
       const DeviceIdx d = retry_list_[i].second;

@@ -89,6 +89,8 @@ class Device final : public lean::WsConnection::Handler, public lean::MqttConnec
 
   // Schedules a new message into `conv`, intended to leave at `intended_us`.
   void send_new(ConvIdx conv, int64_t intended_us);
+  // Transmits an unacknowledged send again (channel: after a temporary refusal).
+  void resend(uint64_t sender_seq);
   void flush_acks();
 
   Phase phase() const { return phase_; }
@@ -291,6 +293,7 @@ class Worker {
   // Connections.
   std::deque<DeviceIdx> connect_queue_;
   std::vector<std::pair<int64_t, DeviceIdx>> retry_list_;  // (due, device)
+  std::vector<std::pair<int64_t, std::pair<DeviceIdx, uint64_t>>> resend_list_;  // (due, (device, sender seq))
   int connecting_ = 0;
   std::vector<DeviceIdx> ack_dirty_;
   uint64_t unacked_sends_ = 0;  // sends without `sent` (or a refusal) yet, all devices
