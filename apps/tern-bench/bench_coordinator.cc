@@ -18,6 +18,7 @@
 #include "bench_control.h"
 #include "bench_report.h"
 #include "bench_worker.h"
+#include "client/lean/lean_http.h"
 #include "client/lean/lean_proc.h"
 
 namespace tern::bench {
@@ -46,10 +47,10 @@ double get_num(const json::value& v, std::string_view k) {
 
 class Coordinator {
  public:
-  Coordinator(const BenchOptions& opt, std::vector<WorkerProc> procs, std::string channel_id)
-      : opt_(opt), procs_(std::move(procs)) {
+  Coordinator(const BenchOptions& opt, std::vector<WorkerProc> procs, ChannelSetup channel)
+      : opt_(opt), procs_(std::move(procs)), metrics_token_(std::move(channel.poster_token)) {
     report_.opt = &opt_;
-    report_.channel_id = std::move(channel_id);
+    report_.channel_id = std::move(channel.id);
   }
 
   int run() {
@@ -84,6 +85,21 @@ class Coordinator {
     for (const auto& p : procs_)
       if (!p.eof) return false;
     return true;
+  }
+
+  // ternd's store counters, read with a user's token (the channel's poster): nullopt when there
+  // is none, or /metrics does not answer (e.g. ternd runs with a separate metrics token).
+  std::optional<StoreCounters> sample_store() const {
+    if (metrics_token_.empty()) return std::nullopt;
+    auto addr = lean::parse_server_url(opt_.server);
+    if (!addr) return std::nullopt;
+    lean::HttpClient http(*addr, 5000);
+    auto r = http.get("/metrics", metrics_token_);
+    if (!r || r->status != 200) return std::nullopt;
+    auto w = prometheus_value(r->body, "tern_store_writes_total");
+    auto rd = prometheus_value(r->body, "tern_store_reads_total");
+    if (!w || !rd) return std::nullopt;
+    return StoreCounters{*w, *rd};
   }
 
   std::optional<lean::ProcSample> sample_server() const {
@@ -200,6 +216,7 @@ class Coordinator {
       if (stop_ || static_cast<int>(report_.steps.size()) >= opt_.max_steps) return json::object{{"stop", true}};
       step_rate_ = report_.steps.empty() ? opt_.rate : next_rate_;
       step_server0_ = server;
+      step_store0_ = sample_store();
       return json::object{{"rate", step_rate_}};
     }
     if (name == "step_end") {
@@ -210,6 +227,8 @@ class Coordinator {
         s.server_cpu_us = server->cpu_us - step_server0_->cpu_us;
         s.server_rss_kb = server->rss_kb;
       }
+      if (const auto store = sample_store(); store && step_store0_)
+        s.server_store = StoreCounters{store->writes - step_store0_->writes, store->reads - step_store0_->reads};
       const bool ok = s.sustained(opt_);
       report_.steps.push_back(std::move(s));
       if (!opt_.find_max) {
@@ -324,6 +343,8 @@ class Coordinator {
   int64_t last_print_us_ = 0;
   Counters last_progress_;
   std::optional<lean::ProcSample> server_first_, step_server0_;
+  const std::string metrics_token_;
+  std::optional<StoreCounters> step_store0_;
   double step_rate_ = 0;
   double next_rate_ = 0;
   bool stop_ = false;
@@ -382,7 +403,7 @@ int run_bench(const BenchOptions& opt) {
     p.to_fd = to_w[1];
     procs.push_back(std::move(p));
   }
-  Coordinator c(opt, std::move(procs), channel.id);
+  Coordinator c(opt, std::move(procs), std::move(channel));
   return c.run();
 }
 

@@ -143,6 +143,17 @@ TEST(BenchOptions, MqttIsForPairsOnly) {
   }
 }
 
+TEST(BenchReport, PrometheusValue) {
+  const std::string text =
+      "# HELP tern_store_writes_total store write ops\n# TYPE tern_store_writes_total counter\n"
+      "tern_store_writes_total_x 7\ntern_store_writes_total 1234\ntern_store_reads_total{a=\"b\"} 5\n"
+      "tern_store_reads_total 56.5";
+  EXPECT_EQ(prometheus_value(text, "tern_store_writes_total"), 1234.0);
+  EXPECT_EQ(prometheus_value(text, "tern_store_reads_total"), 56.5) << "the unlabelled sample, last line";
+  EXPECT_FALSE(prometheus_value(text, "tern_store").has_value());
+  EXPECT_FALSE(prometheus_value("tern_x abc\n", "tern_x").has_value());
+}
+
 TEST(BenchControl, LinesRoundTrip) {
   const std::string line = encode_control_line('B', boost::json::object{{"name", "step_end"}, {"x", 1}});
   ASSERT_EQ(line.back(), '\n');

@@ -36,6 +36,22 @@ json::value latency_json(const lean::LatencyHistogram& h) {
                       {"mean", h.mean() / 1000.0}};
 }
 
+std::optional<double> prometheus_value(std::string_view text, std::string_view name) {
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string_view::npos) eol = text.size();
+    const std::string_view line = text.substr(pos, eol - pos);
+    pos = eol + 1;
+    if (line.size() <= name.size() || line.substr(0, name.size()) != name || line[name.size()] != ' ') continue;
+    const std::string value(line.substr(name.size() + 1));
+    char* end = nullptr;
+    const double v = std::strtod(value.c_str(), &end);
+    if (end != value.c_str()) return v;
+  }
+  return std::nullopt;
+}
+
 void StepSummary::add_worker(const json::value& data) {
   const auto* o = data.if_object();
   if (!o) return;
@@ -117,6 +133,10 @@ json::value StepSummary::to_json(const BenchOptions& o) const {
                  {"server_rss_kb", server_rss_kb ? json::value(*server_rss_kb) : json::value(nullptr)},
                  {"sustained", sustained(o)}};
   if (storm_s >= 0) j["reconnect_s"] = storm_s;
+  if (server_store) {
+    j["server_store_writes"] = server_store->writes;
+    j["server_store_reads"] = server_store->reads;
+  }
   if (catchup_posts > 0 || catchup_synced_s >= 0)
     j["catchup"] = json::object{{"posts", catchup_posts},
                                 {"replayed", catchup_replayed},
@@ -222,7 +242,16 @@ json::value Report::channel_json() const {
                       {"lost", verifier.losses},
                       {"duplicates", verifier.duplicates},
                       {"redelivered", verifier.redelivered},
-                      {"latency_ms", latency_json(s.latency)}};
+                      {"latency_ms", latency_json(s.latency)},
+                      // Store ops over the step: the posts' own writes plus one cursor write per
+                      // ack frame (counted by the generator as acks_sent); null without /metrics.
+                      {"server_store_writes", s.server_store ? json::value(s.server_store->writes) : json::value(nullptr)},
+                      {"ack_frames", s.c.acks_sent},
+                      {"server_store_writes_besides_acks_per_post",
+                       s.server_store && channel_posts
+                           ? json::value((s.server_store->writes - static_cast<double>(s.c.acks_sent)) /
+                                         static_cast<double>(channel_posts))
+                           : json::value(nullptr)}};
 }
 
 std::string Report::table() const {

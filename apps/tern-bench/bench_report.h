@@ -18,6 +18,15 @@ namespace tern::bench {
 
 namespace lean = tern::client::lean;
 
+// The value of an unlabelled sample `name` in Prometheus text (GET /metrics), if present.
+std::optional<double> prometheus_value(std::string_view text, std::string_view name);
+
+// ternd's store counters (tern_store_writes_total, tern_store_reads_total) at one instant.
+struct StoreCounters {
+  double writes = 0;
+  double reads = 0;
+};
+
 struct StepSummary {
   double rate_target = 0;  // total sends per second asked for
   double send_s = 0;       // longest send phase among workers
@@ -42,6 +51,9 @@ struct StepSummary {
   double catchup_synced_s = -1, catchup_last_post_s = -1;
   std::optional<int64_t> server_cpu_us;  // over the whole step (send + drain)
   std::optional<int64_t> server_rss_kb;  // at the end of the step
+  // channel: ternd's store write and read ops over the step (GET /metrics with the poster's
+  // token); acks count too (one cursor write per ack frame the server commits).
+  std::optional<StoreCounters> server_store;
 
   // Adds one worker's step data (see Worker::step_json).
   void add_worker(const boost::json::value& data);
