@@ -301,6 +301,32 @@ TEST_F(TerndFanout, ChannelPermissionsJoinLeaveAndPrivateChannels) {
   EXPECT_EQ(message_seqs(got, priv), std::vector<Seq>{p1});
 }
 
+TEST_F(TerndFanout, ChannelsShareNoPresenceAndJoinsAreCapped) {
+  ASSERT_NO_FATAL_FAILURE(start_server(with(kFast, {"--max-conversations-per-user", "2"})));
+  Account alice = api().must_register("alice"), bob = api().must_register("bob"),
+          carol = api().must_register("carol");
+  const std::string a = must_channel(alice, "a"), b = must_channel(carol, "b"), c = must_channel(carol, "c");
+  ASSERT_EQ(join(bob, a).status, 200);
+  ASSERT_EQ(join(bob, b).status, 200);
+  auto third = join(bob, c);
+  EXPECT_EQ(third.status, 403) << third.body;
+  EXPECT_EQ(third.error_code(), "limit_exceeded");
+  // A subscriber does not see the owner's presence (they share no conversation but a channel).
+  Device db(bob);
+  ASSERT_TRUE(db.connect_synced(port()));
+  ASSERT_TRUE(db.presence_subscribe({"alice"}));
+  {
+    Device da(alice);
+    ASSERT_TRUE(da.connect_synced(port()));
+    da.close();
+  }
+  for (const auto& f : db.drain(std::chrono::milliseconds(700)))
+    EXPECT_NE(type_of(f), "presence") << "bob got " << dump(f);
+  // Leaving one makes room for another.
+  ASSERT_EQ(leave(bob, a).status, 200);
+  EXPECT_EQ(join(bob, c).status, 200);
+}
+
 TEST_F(TerndFanout, SubscriberReplaysFromItsLastAckAndPosterDevicesAllGetPosts) {
   ASSERT_NO_FATAL_FAILURE(start_server(kFast));
   Account alice = api().must_register("alice"), bob = api().must_register("bob");
