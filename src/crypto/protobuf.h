@@ -18,6 +18,8 @@ enum WireType : uint8_t { kVarint = 0, kFixed64 = 1, kLengthDelimited = 2, kFixe
 
 class Writer {
  public:
+  // Reserving up front keeps secrets from being left behind in reallocated buffers.
+  explicit Writer(size_t reserve = 0) { out_.reserve(reserve); }
   void varint_field(uint32_t field, uint64_t value);
   void bytes_field(uint32_t field, std::span<const uint8_t> bytes);
   const std::vector<uint8_t>& bytes() const { return out_; }
