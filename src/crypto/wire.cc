@@ -149,9 +149,11 @@ Result<PreKeySignalMessage> PreKeySignalMessage::parse(std::span<const uint8_t> 
     if (!seen.mark(f.number)) return Errc::kMalformed;
     switch (f.number) {
       case 1: {
+        // Id 0 means "no one-time prekey": libsignal-protocol-typescript writes preKeyId = 0
+        // when the bundle had none, and Signal's id generators never produce 0.
         uint32_t id = 0;
         TRY_ASSIGN(id, pb::as_u32(f));
-        m.pre_key_id = id;
+        if (id != 0) m.pre_key_id = id;
         break;
       }
       case 2: TRY_ASSIGN(m.base_key, key_field(f)); break;

@@ -11,7 +11,7 @@
 //                          3 iteration, 4 chainKey(32), 5 signingKey(33)}
 // The version byte is (message version << 4) | current version, both 3. Parsing is strict:
 // a missing required field, a key of the wrong length or type byte, a version other than 3,
-// or input over kMaxWireMessage is refused.
+// or input over kMaxWireMessage is refused. A preKeyId of 0 is read as absent (see wire.cc).
 // Thread-safety: values and pure functions.
 #pragma once
 #include <array>

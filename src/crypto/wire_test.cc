@@ -151,6 +151,17 @@ TEST(WireTest, PreKeySignalMessageRoundTrip) {
   }
 }
 
+TEST(WireTest, PreKeyIdZeroMeansNone) {
+  // libsignal-protocol-typescript writes preKeyId = 0 when the bundle had no one-time prekey.
+  Key32 mac_key;
+  PublicKey k = random_key();
+  auto inner = SignalMessage::make(mac_key.span(), k, 0, 0, {1}, k, k);
+  auto m = PreKeySignalMessage::make(1, 0u, 9, k, k, inner);
+  auto p = PreKeySignalMessage::parse(m.serialized);
+  ASSERT_TRUE(p.ok());
+  EXPECT_FALSE(p->pre_key_id.has_value());
+}
+
 TEST(WireTest, SenderKeyMessagesRoundTripAndSignature) {
   KeyPair signing = KeyPair::generate();
   Uuid dist{};
