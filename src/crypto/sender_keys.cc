@@ -58,10 +58,14 @@ Result<Key32> take_seed(SenderKeyState& s, uint32_t iteration, int64_t now_s, co
   Key32 seed = chain_message_seed(s.chain_key);
   s.chain_key = chain_next(s.chain_key);
   ++s.iteration;
+  return seed;
+}
+
+// Drops expired kept keys, then the oldest beyond the cap.
+void prune_skipped(SenderKeyState& s, int64_t now_s, const RatchetLimits& limits) {
   std::erase_if(s.skipped, [&](const auto& k) { return now_s - k.created_at_s > limits.skipped_key_max_age_s; });
   size_t cap = std::min(limits.max_skipped_keys, kMaxStoredSkippedKeys);
   while (s.skipped.size() > cap) s.skipped.pop_front();
-  return seed;
 }
 
 void add_state(SenderKeyRecord& r, SenderKeyState state) {
@@ -129,6 +133,7 @@ Result<std::vector<uint8_t>> group_decrypt(SenderKeyRecord& record, std::span<co
   GroupKeys keys = derive_group_keys(*seed);
   auto pt = aes_cbc_decrypt(keys.cipher_key.bytes, keys.iv, m->ciphertext);
   if (!pt.ok()) return pt.error();
+  prune_skipped(trial, now_s, limits);
   *state = std::move(trial);
   return pt;
 }
