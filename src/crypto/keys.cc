@@ -2,56 +2,45 @@
 
 #include <cstring>
 
-#include "crypto/protobuf.h"
+#include "crypto/record_format.h"
 #include "crypto/xeddsa.h"
 
 namespace tern::crypto {
 namespace {
 
-// Copies an encoded record into sodium memory behind the version byte, then wipes the
-// ordinary heap copy (writers here reserve kReserve bytes, more than any of these records).
-SecretBytes seal(pb::Writer& w) {
-  std::vector<uint8_t> body = w.take();
-  SecretBytes out(body.size() + 1);
-  out.data()[0] = kRecordVersion;
-  std::memcpy(out.data() + 1, body.data(), body.size());
-  wipe(body);
-  return out;
-}
+constexpr size_t kReserve = 256;  // more than any of these records
 
-Result<std::span<const uint8_t>> open(std::span<const uint8_t> bytes) {
-  if (bytes.empty()) return Errc::kMalformed;
-  if (bytes[0] != kRecordVersion) return Errc::kUnsupportedVersion;
-  return bytes.subspan(1);
-}
-
-constexpr size_t kReserve = 256;
-
-// Parses {1: public(32), 2: private(32)} plus extra fields handed to `extra`.
+// Parses a key record: public key in `pub_field`, private key in `priv_field`, other fields
+// handed to `extra`. The private key must give the stored public key (else a corrupt record).
 template <typename Extra>
-Result<KeyPair> parse_key_fields(std::span<const uint8_t> body, uint32_t pub_field, uint32_t priv_field, Extra extra) {
-  pb::Reader r(body);
-  pb::Field f;
-  pb::Seen seen;
+Result<KeyPair> parse_key_fields(std::span<const uint8_t> bytes, uint32_t pub_field, uint32_t priv_field,
+                                 Extra&& extra) {
+  auto body = open_record(bytes);
+  if (!body.ok()) return body.error();
   std::span<const uint8_t> pub, priv;
-  for (;;) {
-    auto more = r.next(f);
-    if (!more.ok()) return more.error();
-    if (!*more) break;
-    if (!seen.mark(f.number)) return Errc::kMalformed;
-    if (f.number == pub_field || f.number == priv_field) {
-      auto b = pb::as_bytes(f);
-      if (!b.ok()) return b.error();
-      (f.number == pub_field ? pub : priv) = *b;
-    } else if (auto e = extra(f); !e.ok()) {
-      return e.error();
-    }
-  }
-  if (pub.size() != 32 || priv.size() != 32) return Errc::kMalformed;
+  pb::Seen seen;
+  auto r = pb::for_each_field(*body, seen, [&](const pb::Field& f) -> Result<void> {
+    if (f.number != pub_field && f.number != priv_field) return extra(f);
+    auto b = pb::as_bytes(f, 32);
+    if (!b.ok()) return b.error();
+    (f.number == pub_field ? pub : priv) = *b;
+    return {};
+  });
+  if (!r.ok()) return r.error();
+  if (pub.empty() || priv.empty()) return Errc::kMalformed;
   auto kp = KeyPair::from_private(priv);
   if (!kp.ok()) return kp.error();
-  if (std::memcmp(kp->public_key.data(), pub.data(), 32) != 0) return Errc::kInvalidKey;  // corrupt record
+  if (std::memcmp(kp->public_key.data(), pub.data(), 32) != 0) return Errc::kInvalidKey;
   return kp;
+}
+
+// A required uint32 field into `out`.
+Result<void> read_u32(const pb::Field& f, uint32_t& out, bool& present) {
+  auto v = pb::as_u32(f);
+  if (!v.ok()) return v.error();
+  out = *v;
+  present = true;
+  return {};
 }
 
 }  // namespace
@@ -64,13 +53,11 @@ SecretBytes serialize_identity(const IdentityKeyPair& identity) {
   pb::Writer w(kReserve);
   w.bytes_field(1, identity.public_key);
   w.bytes_field(2, identity.private_key.span());
-  return seal(w);
+  return seal_record(w);
 }
 
 Result<IdentityKeyPair> parse_identity(std::span<const uint8_t> bytes) {
-  auto body = open(bytes);
-  if (!body.ok()) return body.error();
-  return parse_key_fields(*body, 1, 2, [](const pb::Field&) { return Result<void>(); });
+  return parse_key_fields(bytes, 1, 2, [](const pb::Field&) { return Result<void>(); });
 }
 
 SecretBytes PreKeyRecord::serialize() const {
@@ -78,21 +65,14 @@ SecretBytes PreKeyRecord::serialize() const {
   w.varint_field(1, id);
   w.bytes_field(2, key.public_key);
   w.bytes_field(3, key.private_key.span());
-  return seal(w);
+  return seal_record(w);
 }
 
 Result<PreKeyRecord> PreKeyRecord::parse(std::span<const uint8_t> bytes) {
-  auto body = open(bytes);
-  if (!body.ok()) return body.error();
   PreKeyRecord rec;
   bool has_id = false;
-  auto kp = parse_key_fields(*body, 2, 3, [&](const pb::Field& f) -> Result<void> {
-    if (f.number != 1) return {};
-    auto v = pb::as_u32(f);
-    if (!v.ok()) return v.error();
-    rec.id = *v;
-    has_id = true;
-    return {};
+  auto kp = parse_key_fields(bytes, 2, 3, [&](const pb::Field& f) -> Result<void> {
+    return f.number == 1 ? read_u32(f, rec.id, has_id) : Result<void>();
   });
   if (!kp.ok()) return kp.error();
   if (!has_id) return Errc::kMalformed;
@@ -134,24 +114,17 @@ SecretBytes SignedPreKeyRecord::serialize() const {
   w.bytes_field(3, key.private_key.span());
   w.bytes_field(4, signature);
   w.varint_field(5, created_at_ms);
-  return seal(w);
+  return seal_record(w);
 }
 
 Result<SignedPreKeyRecord> SignedPreKeyRecord::parse(std::span<const uint8_t> bytes) {
-  auto body = open(bytes);
-  if (!body.ok()) return body.error();
   SignedPreKeyRecord rec;
   bool has_id = false, has_sig = false;
-  auto kp = parse_key_fields(*body, 2, 3, [&](const pb::Field& f) -> Result<void> {
-    if (f.number == 1) {
-      auto v = pb::as_u32(f);
-      if (!v.ok()) return v.error();
-      rec.id = *v;
-      has_id = true;
-    } else if (f.number == 4) {
-      auto b = pb::as_bytes(f);
+  auto kp = parse_key_fields(bytes, 2, 3, [&](const pb::Field& f) -> Result<void> {
+    if (f.number == 1) return read_u32(f, rec.id, has_id);
+    if (f.number == 4) {
+      auto b = pb::as_bytes(f, 64);
       if (!b.ok()) return b.error();
-      if (b->size() != 64) return Errc::kMalformed;
       std::memcpy(rec.signature.data(), b->data(), 64);
       has_sig = true;
     } else if (f.number == 5) {

@@ -5,8 +5,8 @@
 //  * SignedPreKeyRecord: the medium-term signed prekey (id, key pair, XEdDSA signature by the
 //    identity key over the 33-byte serialized public key, creation time).
 //  * PreKeyBundle: what the key directory hands out for one remote device.
-// Serialized records start with a format version byte (kRecordVersion) and are our protobuf
-// encoding; parse refuses other versions. Thread-safety: values; one thread per object.
+// Serialized records use record_format.h's envelope (version byte + protobuf); parse refuses
+// other versions. Thread-safety: values; one thread per object.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -19,8 +19,6 @@
 #include "crypto/x25519.h"
 
 namespace tern::crypto {
-
-constexpr uint8_t kRecordVersion = 1;
 
 using IdentityKeyPair = KeyPair;
 using Signature = std::array<uint8_t, 64>;

@@ -99,4 +99,9 @@ Result<std::span<const uint8_t>> as_bytes(const Field& f) {
   return f.bytes;
 }
 
+Result<std::span<const uint8_t>> as_bytes(const Field& f, size_t size) {
+  if (f.type != kLengthDelimited || f.bytes.size() != size) return Errc::kMalformed;
+  return f.bytes;
+}
+
 }  // namespace tern::crypto::pb

@@ -63,9 +63,26 @@ class Seen {
 };
 
 // Helpers for decoders: a varint field's value as uint32 (kMalformed if wider or wrong type);
-// a bytes field (kMalformed for wrong type).
+// a bytes field (kMalformed for wrong type); a bytes field of exactly `size` bytes.
 Result<uint32_t> as_u32(const Field& f);
 Result<uint64_t> as_u64(const Field& f);
 Result<std::span<const uint8_t>> as_bytes(const Field& f);
+Result<std::span<const uint8_t>> as_bytes(const Field& f, size_t size);
+
+// Reads every field of `bytes` and hands each to on_field(const Field&) -> Result<void>,
+// stopping at the first error. A second occurrence of a field number other than `repeatable`
+// (0: none) is kMalformed. `seen` reports which fields were present.
+template <typename OnField>
+Result<void> for_each_field(std::span<const uint8_t> bytes, Seen& seen, OnField&& on_field, uint32_t repeatable = 0) {
+  Reader r(bytes);
+  Field f;
+  for (;;) {
+    auto more = r.next(f);
+    if (!more.ok()) return more.error();
+    if (!*more) return {};
+    if (!seen.mark(f.number) && f.number != repeatable) return Errc::kMalformed;
+    if (auto e = on_field(f); !e.ok()) return e;
+  }
+}
 
 }  // namespace tern::crypto::pb

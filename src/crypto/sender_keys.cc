@@ -5,9 +5,9 @@
 
 #include "crypto/aes_cbc.h"
 #include "crypto/hkdf.h"
-#include "crypto/keys.h"  // kRecordVersion
 #include "crypto/protobuf.h"
 #include "crypto/ratchet.h"  // chain_message_seed / chain_next
+#include "crypto/record_format.h"
 
 namespace tern::crypto {
 namespace {
@@ -138,125 +138,94 @@ Result<std::vector<uint8_t>> group_decrypt(SenderKeyRecord& record, std::span<co
   return pt;
 }
 
-// Serialization: version byte, then repeated field 1 = state {1 chain_id, 2 iteration,
-// 3 chain_key, 4 signing_public, 5 signing_private (own only), 6 repeated skipped
-// {1 iteration, 2 seed, 3 created_at}}.
+// Serialization (record_format.h envelope): repeated field 1 = state {1 chain_id,
+// 2 iteration, 3 chain_key, 4 signing_public, 5 signing_private (own only), 6 repeated
+// skipped {1 iteration, 2 seed, 3 created_at}}.
 SecretBytes SenderKeyRecord::serialize() const {
   size_t estimate = 16;
   for (const auto& s : states) estimate += 200 + s.skipped.size() * 64;
   pb::Writer w(estimate);
   for (const auto& s : states) {
-    pb::Writer n(200 + s.skipped.size() * 64);
-    n.varint_field(1, s.chain_id);
-    n.varint_field(2, s.iteration);
-    n.bytes_field(3, s.chain_key.bytes);
-    n.bytes_field(4, s.signing_public);
-    if (s.signing_private) n.bytes_field(5, s.signing_private->bytes);
-    for (const auto& k : s.skipped) {
-      pb::Writer kw(64);
-      kw.varint_field(1, k.iteration);
-      kw.bytes_field(2, k.seed.bytes);
-      kw.varint_field(3, static_cast<uint64_t>(k.created_at_s));
-      std::vector<uint8_t> kb = kw.take();
-      n.bytes_field(6, kb);
-      wipe(kb);
-    }
-    std::vector<uint8_t> nb = n.take();
-    w.bytes_field(1, nb);
-    wipe(nb);
+    nested_field(w, 1, 200 + s.skipped.size() * 64, [&](pb::Writer& n) {
+      n.varint_field(1, s.chain_id);
+      n.varint_field(2, s.iteration);
+      n.bytes_field(3, s.chain_key.bytes);
+      n.bytes_field(4, s.signing_public);
+      if (s.signing_private) n.bytes_field(5, s.signing_private->bytes);
+      for (const auto& k : s.skipped) {
+        nested_field(n, 6, 64, [&](pb::Writer& kw) {
+          kw.varint_field(1, k.iteration);
+          kw.bytes_field(2, k.seed.bytes);
+          kw.varint_field(3, static_cast<uint64_t>(k.created_at_s));
+        });
+      }
+    });
   }
-  std::vector<uint8_t> body = w.take();
-  SecretBytes out(body.size() + 1);
-  out.data()[0] = kRecordVersion;
-  if (!body.empty()) std::memcpy(out.data() + 1, body.data(), body.size());
-  wipe(body);
-  return out;
+  return seal_record(w);
 }
 
 namespace {
 
-Result<Key32> key_of(const pb::Field& f) {
-  auto b = pb::as_bytes(f);
+Result<void> read_key(const pb::Field& f, uint8_t* out) {
+  auto b = pb::as_bytes(f, 32);
   if (!b.ok()) return b.error();
-  if (b->size() != 32) return Errc::kMalformed;
-  return Key32(std::span<const uint8_t, 32>(b->data(), 32));
+  std::memcpy(out, b->data(), 32);
+  return {};
+}
+
+Result<void> read_u32(const pb::Field& f, uint32_t& out) {
+  auto v = pb::as_u32(f);
+  if (!v.ok()) return v.error();
+  out = *v;
+  return {};
+}
+
+Result<SenderKeyState::Skipped> parse_skipped(std::span<const uint8_t> bytes) {
+  SenderKeyState::Skipped k;
+  pb::Seen seen;
+  auto r = pb::for_each_field(bytes, seen, [&](const pb::Field& g) -> Result<void> {
+    if (g.number == 1) return read_u32(g, k.iteration);
+    if (g.number == 2) return read_key(g, k.seed.data());
+    if (g.number == 3) {
+      auto v = pb::as_u64(g);
+      if (!v.ok()) return v.error();
+      k.created_at_s = static_cast<int64_t>(*v);
+    }
+    return {};
+  });
+  if (!r.ok()) return r.error();
+  if (!seen.has(1) || !seen.has(2) || !seen.has(3)) return Errc::kMalformed;
+  return k;
 }
 
 Result<SenderKeyState> parse_state(std::span<const uint8_t> bytes) {
   SenderKeyState s;
-  pb::Reader r(bytes);
-  pb::Field f;
   pb::Seen seen;
-  for (;;) {
-    auto more = r.next(f);
-    if (!more.ok()) return more.error();
-    if (!*more) break;
-    if (f.number != 6 && !seen.mark(f.number)) return Errc::kMalformed;
+  auto r = pb::for_each_field(bytes, seen, [&](const pb::Field& f) -> Result<void> {
     switch (f.number) {
-      case 1: {
-        auto v = pb::as_u32(f);
-        if (!v.ok()) return v.error();
-        s.chain_id = *v;
-        break;
-      }
-      case 2: {
-        auto v = pb::as_u32(f);
-        if (!v.ok()) return v.error();
-        s.iteration = *v;
-        break;
-      }
-      case 3: {
-        auto k = key_of(f);
-        if (!k.ok()) return k.error();
-        s.chain_key = *k;
-        break;
-      }
-      case 4: {
-        auto k = key_of(f);
-        if (!k.ok()) return k.error();
-        std::memcpy(s.signing_public.data(), k->data(), 32);
-        break;
-      }
+      case 1: return read_u32(f, s.chain_id);
+      case 2: return read_u32(f, s.iteration);
+      case 3: return read_key(f, s.chain_key.data());
+      case 4: return read_key(f, s.signing_public.data());
       case 5: {
-        auto k = key_of(f);
-        if (!k.ok()) return k.error();
-        s.signing_private = *k;
-        break;
+        Key32 k;
+        if (auto e = read_key(f, k.data()); !e.ok()) return e;
+        s.signing_private = k;
+        return {};
       }
       case 6: {
         if (s.skipped.size() >= kMaxStoredSkippedKeys) return Errc::kTooLarge;
         auto b = pb::as_bytes(f);
         if (!b.ok()) return b.error();
-        SenderKeyState::Skipped k;
-        pb::Reader kr(*b);
-        pb::Field g;
-        pb::Seen kseen;
-        for (;;) {
-          auto m2 = kr.next(g);
-          if (!m2.ok()) return m2.error();
-          if (!*m2) break;
-          if (!kseen.mark(g.number)) return Errc::kMalformed;
-          if (g.number == 1) {
-            auto v = pb::as_u32(g);
-            if (!v.ok()) return v.error();
-            k.iteration = *v;
-          } else if (g.number == 2) {
-            auto kk = key_of(g);
-            if (!kk.ok()) return kk.error();
-            k.seed = *kk;
-          } else if (g.number == 3) {
-            auto v = pb::as_u64(g);
-            if (!v.ok()) return v.error();
-            k.created_at_s = static_cast<int64_t>(*v);
-          }
-        }
-        if (!kseen.has(1) || !kseen.has(2) || !kseen.has(3)) return Errc::kMalformed;
-        s.skipped.push_back(k);
-        break;
+        auto k = parse_skipped(*b);
+        if (!k.ok()) return k.error();
+        s.skipped.push_back(*k);
+        return {};
       }
-      default: break;
     }
-  }
+    return {};
+  }, 6);
+  if (!r.ok()) return r.error();
   if (!seen.has(1) || !seen.has(2) || !seen.has(3) || !seen.has(4)) return Errc::kMalformed;
   return s;
 }
@@ -264,23 +233,21 @@ Result<SenderKeyState> parse_state(std::span<const uint8_t> bytes) {
 }  // namespace
 
 Result<SenderKeyRecord> SenderKeyRecord::parse(std::span<const uint8_t> bytes) {
-  if (bytes.empty()) return Errc::kMalformed;
-  if (bytes[0] != kRecordVersion) return Errc::kUnsupportedVersion;
+  auto body = open_record(bytes);
+  if (!body.ok()) return body.error();
   SenderKeyRecord rec;
-  pb::Reader r(bytes.subspan(1));
-  pb::Field f;
-  for (;;) {
-    auto more = r.next(f);
-    if (!more.ok()) return more.error();
-    if (!*more) break;
-    if (f.number != 1) continue;
+  pb::Seen seen;
+  auto r = pb::for_each_field(*body, seen, [&](const pb::Field& f) -> Result<void> {
+    if (f.number != 1) return {};
     if (rec.states.size() >= kMaxSenderKeyStates) return Errc::kTooLarge;
     auto b = pb::as_bytes(f);
     if (!b.ok()) return b.error();
     auto s = parse_state(*b);
     if (!s.ok()) return s.error();
     rec.states.push_back(std::move(*s));
-  }
+    return {};
+  }, 1);
+  if (!r.ok()) return r.error();
   return rec;
 }
 

@@ -30,6 +30,12 @@ struct Group {
     for (auto& m : members) ASSERT_TRUE(process_sender_key_distribution(m, *parsed).ok());
   }
   std::vector<uint8_t> send(const std::string& text) { return *group_encrypt(own, dist, bytes(text)); }
+  // Messages "m0".."m<n-1>".
+  std::vector<std::vector<uint8_t>> send_many(int n) {
+    std::vector<std::vector<uint8_t>> sent;
+    for (int i = 0; i < n; ++i) sent.push_back(send("m" + std::to_string(i)));
+    return sent;
+  }
 };
 
 TEST(SenderKeysTest, EveryMemberDecryptsEveryMessage) {
@@ -48,8 +54,7 @@ TEST(SenderKeysTest, EveryMemberDecryptsEveryMessage) {
 TEST(SenderKeysTest, OutOfOrderReplayAndUsedKeys) {
   Group g;
   g.distribute();
-  std::vector<std::vector<uint8_t>> sent;
-  for (int i = 0; i < 6; ++i) sent.push_back(g.send("m" + std::to_string(i)));
+  auto sent = g.send_many(6);
   auto& m = g.members[0];
   for (int i : {4, 1, 5, 0}) EXPECT_EQ(str(*group_decrypt(m, sent[static_cast<size_t>(i)], 0)), "m" + std::to_string(i));
   EXPECT_EQ(m.states.front().skipped.size(), 2u);  // 2 and 3 kept
@@ -64,8 +69,7 @@ TEST(SenderKeysTest, TooFarAheadAndTamperedChangeNoState) {
   g.distribute();
   RatchetLimits limits;
   limits.max_skip = 10;
-  std::vector<std::vector<uint8_t>> sent;
-  for (int i = 0; i < 12; ++i) sent.push_back(g.send("m" + std::to_string(i)));
+  auto sent = g.send_many(12);
   auto& m = g.members[0];
   auto before = m.serialize();
   EXPECT_EQ(group_decrypt(m, sent[11], 0, limits).error(), Errc::kTooFarAhead);
@@ -138,8 +142,7 @@ TEST(SenderKeysTest, StatesAreBoundedAndPersist) {
   EXPECT_EQ(rec.states.size(), kMaxSenderKeyStates);
   Group g;
   g.distribute();
-  std::vector<std::vector<uint8_t>> sent;
-  for (int i = 0; i < 3; ++i) sent.push_back(g.send("m" + std::to_string(i)));
+  auto sent = g.send_many(3);
   ASSERT_TRUE(group_decrypt(g.members[0], sent[2], 0).ok());
   auto own = SenderKeyRecord::parse(g.own.serialize().span());
   auto member = SenderKeyRecord::parse(g.members[0].serialize().span());
@@ -160,8 +163,7 @@ TEST(SenderKeysTest, SkippedKeysExpire) {
   g.distribute();
   RatchetLimits limits;
   limits.skipped_key_max_age_s = 10;
-  std::vector<std::vector<uint8_t>> sent;
-  for (int i = 0; i < 3; ++i) sent.push_back(g.send("m" + std::to_string(i)));
+  auto sent = g.send_many(3);
   auto& m = g.members[0];
   ASSERT_TRUE(group_decrypt(m, sent[1], 100, limits).ok());
   ASSERT_TRUE(group_decrypt(m, sent[2], 111, limits).ok());

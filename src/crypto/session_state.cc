@@ -2,35 +2,23 @@
 
 #include <cstring>
 
-#include "crypto/keys.h"  // kRecordVersion
 #include "crypto/protobuf.h"
+#include "crypto/record_format.h"
 
 namespace tern::crypto {
 namespace {
 
-// A nested message: encoded, copied into the parent, then wiped (it holds keys).
-template <typename Fill>
-void nested(pb::Writer& parent, uint32_t field, size_t reserve, Fill fill) {
-  pb::Writer w(reserve);
-  fill(w);
-  std::vector<uint8_t> b = w.take();
-  parent.bytes_field(field, b);
-  wipe(b);
-}
-
 Result<PublicKey> pub32(const pb::Field& f) {
-  auto b = pb::as_bytes(f);
+  auto b = pb::as_bytes(f, 32);
   if (!b.ok()) return b.error();
-  if (b->size() != 32) return Errc::kMalformed;
   PublicKey k;
   std::memcpy(k.data(), b->data(), 32);
   return k;
 }
 
 Result<Key32> key32(const pb::Field& f) {
-  auto b = pb::as_bytes(f);
+  auto b = pb::as_bytes(f, 32);
   if (!b.ok()) return b.error();
-  if (b->size() != 32) return Errc::kMalformed;
   return Key32(std::span<const uint8_t, 32>(b->data(), 32));
 }
 
@@ -41,20 +29,11 @@ Result<Key32> key32(const pb::Field& f) {
     var = std::move(*tmp_);              \
   } while (0)
 
-// Reads every field of `bytes`, calling on_field(f) -> Result<void>; refuses repeats of
-// fields not listed as repeatable.
+// pb::for_each_field with a local presence tracker (callers check presence by bit masks).
 template <typename OnField>
-Result<void> for_each_field(std::span<const uint8_t> bytes, uint32_t repeatable, OnField on_field) {
-  pb::Reader r(bytes);
-  pb::Field f;
+Result<void> for_each_field(std::span<const uint8_t> bytes, uint32_t repeatable, OnField&& on_field) {
   pb::Seen seen;
-  for (;;) {
-    auto more = r.next(f);
-    if (!more.ok()) return more.error();
-    if (!*more) return {};
-    if (f.number != repeatable && !seen.mark(f.number)) return Errc::kMalformed;
-    if (auto e = on_field(f); !e.ok()) return e;
-  }
+  return pb::for_each_field(bytes, seen, on_field, repeatable);
 }
 
 constexpr size_t kStateReserve = 512;
@@ -74,14 +53,14 @@ void SessionState::serialize_into(std::vector<uint8_t>& out) const {
   w.varint_field(9, sender_index);
   w.varint_field(10, previous_counter);
   if (receiver) {
-    nested(w, 11, 96, [&](pb::Writer& n) {
+    nested_field(w, 11, 96, [&](pb::Writer& n) {
       n.bytes_field(1, receiver->ratchet_key);
       n.bytes_field(2, receiver->chain_key.bytes);
       n.varint_field(3, receiver->index);
     });
   }
   for (const SkippedKey& k : skipped) {
-    nested(w, 12, 96, [&](pb::Writer& n) {
+    nested_field(w, 12, 96, [&](pb::Writer& n) {
       n.bytes_field(1, k.ratchet_key);
       n.varint_field(2, k.counter);
       n.bytes_field(3, k.seed.bytes);
@@ -89,7 +68,7 @@ void SessionState::serialize_into(std::vector<uint8_t>& out) const {
     });
   }
   if (pending_prekey) {
-    nested(w, 13, 64, [&](pb::Writer& n) {
+    nested_field(w, 13, 64, [&](pb::Writer& n) {
       if (pending_prekey->pre_key_id) n.varint_field(1, *pending_prekey->pre_key_id);
       n.varint_field(2, pending_prekey->signed_pre_key_id);
       n.bytes_field(3, pending_prekey->base_key);
@@ -230,19 +209,14 @@ SecretBytes SessionRecord::serialize() const {
     wipe(tmp);
     tmp.clear();
   }
-  std::vector<uint8_t> body = w.take();
-  SecretBytes out(body.size() + 1);
-  out.data()[0] = kRecordVersion;
-  if (!body.empty()) std::memcpy(out.data() + 1, body.data(), body.size());
-  wipe(body);
-  return out;
+  return seal_record(w);
 }
 
 Result<SessionRecord> SessionRecord::parse(std::span<const uint8_t> bytes) {
-  if (bytes.empty()) return Errc::kMalformed;
-  if (bytes[0] != kRecordVersion) return Errc::kUnsupportedVersion;
+  auto body = open_record(bytes);
+  if (!body.ok()) return body.error();
   SessionRecord rec;
-  auto r = for_each_field(bytes.subspan(1), 2, [&](const pb::Field& f) -> Result<void> {
+  auto r = for_each_field(*body, 2, [&](const pb::Field& f) -> Result<void> {
     if (f.number != 1 && f.number != 2) return {};
     std::span<const uint8_t> b;
     TRY_SET(b, pb::as_bytes(f));

@@ -26,6 +26,12 @@ void handshake(TestDevice& alice, TestDevice& bob, bool one_time = true) {
   ASSERT_EQ(str(*pt), "hello bob");
 }
 
+// A handshake and Bob's first answer: both sides have sent and received.
+void established(TestDevice& alice, TestDevice& bob) {
+  handshake(alice, bob);
+  ASSERT_TRUE(alice.decrypt("bob", bob.encrypt("alice", "r")).ok());
+}
+
 TEST(SessionTest, SetUpAndConversationBothWays) {
   TestDevice alice, bob;
   size_t prekeys_before = bob.prekeys.size();
@@ -113,8 +119,7 @@ TEST(SessionTest, LateMessagesOfAnEarlierChainAfterSeveralSteps) {
 
 TEST(SessionTest, ReplayRefusedWithoutStateChange) {
   TestDevice alice, bob;
-  handshake(alice, bob);
-  ASSERT_TRUE(alice.decrypt("bob", bob.encrypt("alice", "r")).ok());
+  established(alice, bob);
   auto m = alice.encrypt("bob", "once");
   ASSERT_TRUE(bob.decrypt("alice", m).ok());
   SessionRecord before = *SessionRecord::parse(bob.sessions["alice"].serialize().span());
@@ -143,8 +148,7 @@ TEST(SessionTest, ReplayedPreKeyMessageAfterPrekeyUsedIsRefused) {
 
 TEST(SessionTest, MoreThanMaxSkipRefusedWithoutStateChange) {
   TestDevice alice, bob;
-  handshake(alice, bob);
-  ASSERT_TRUE(alice.decrypt("bob", bob.encrypt("alice", "r")).ok());
+  established(alice, bob);
   RatchetLimits limits;
   limits.max_skip = 50;
   std::vector<Ciphertext> sent;
@@ -163,8 +167,7 @@ TEST(SessionTest, MoreThanMaxSkipRefusedWithoutStateChange) {
 
 TEST(SessionTest, DefaultMaxSkipIs2000) {
   TestDevice alice, bob;
-  handshake(alice, bob);
-  ASSERT_TRUE(alice.decrypt("bob", bob.encrypt("alice", "r")).ok());
+  established(alice, bob);
   Ciphertext last;
   for (int i = 0; i <= 2001; ++i) last = alice.encrypt("bob", "m");
   auto r = bob.decrypt("alice", last);  // counter 2001: 2001 keys to skip
@@ -174,8 +177,7 @@ TEST(SessionTest, DefaultMaxSkipIs2000) {
 
 TEST(SessionTest, SkippedKeysExpireByAgeAndCount) {
   TestDevice alice, bob;
-  handshake(alice, bob);
-  ASSERT_TRUE(alice.decrypt("bob", bob.encrypt("alice", "r")).ok());
+  established(alice, bob);
   RatchetLimits limits;
   limits.skipped_key_max_age_s = 100;
   limits.max_skipped_keys = 5;
@@ -193,8 +195,7 @@ TEST(SessionTest, SkippedKeysExpireByAgeAndCount) {
 
 TEST(SessionTest, TamperedMessageChangesNoStateThenOriginalDecrypts) {
   TestDevice alice, bob;
-  handshake(alice, bob);
-  ASSERT_TRUE(alice.decrypt("bob", bob.encrypt("alice", "r")).ok());
+  established(alice, bob);
   auto m = alice.encrypt("bob", "intact");
   SessionRecord before = *SessionRecord::parse(bob.sessions["alice"].serialize().span());
   for (size_t i : {size_t{1}, m.bytes.size() / 2, m.bytes.size() - 1}) {
@@ -215,8 +216,7 @@ TEST(SessionTest, TamperedMessageChangesNoStateThenOriginalDecrypts) {
 
 TEST(SessionTest, UsedMessageKeysAreGone) {
   TestDevice alice, bob;
-  handshake(alice, bob);
-  ASSERT_TRUE(alice.decrypt("bob", bob.encrypt("alice", "r")).ok());
+  established(alice, bob);
   auto m0 = alice.encrypt("bob", "zero");
   auto m1 = alice.encrypt("bob", "one");
   ASSERT_TRUE(bob.decrypt("alice", m1).ok());
@@ -231,8 +231,7 @@ TEST(SessionTest, UsedMessageKeysAreGone) {
 
 TEST(SessionTest, CompromisedStateHealsAfterDhRatchetRoundTrip) {
   TestDevice alice, bob;
-  handshake(alice, bob);
-  ASSERT_TRUE(alice.decrypt("bob", bob.encrypt("alice", "r")).ok());
+  established(alice, bob);
   // Eve copies Bob's state and then sees every message Alice sends.
   SessionRecord eve = *SessionRecord::parse(bob.sessions["alice"].serialize().span());
   auto m1 = alice.encrypt("bob", "m1");
@@ -254,8 +253,7 @@ TEST(SessionTest, CompromisedStateHealsAfterDhRatchetRoundTrip) {
 
 TEST(SessionTest, SesameNewBaseKeyArchivesOldSessionWhichStillDecrypts) {
   TestDevice alice, bob;
-  handshake(alice, bob);
-  ASSERT_TRUE(alice.decrypt("bob", bob.encrypt("alice", "r")).ok());
+  established(alice, bob);
   auto late_old = alice.encrypt("bob", "from the old session");
   // Alice loses her session (e.g. reinstalled session state) and sets up a new one.
   alice.sessions["bob"] = SessionRecord{};

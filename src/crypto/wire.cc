@@ -28,12 +28,18 @@ Result<PublicKey> key_field(const pb::Field& f) {
 }
 
 Result<Uuid> uuid_field(const pb::Field& f) {
-  auto b = pb::as_bytes(f);
+  auto b = pb::as_bytes(f, 16);
   if (!b.ok()) return b.error();
-  if (b->size() != 16) return Errc::kMalformed;
   Uuid u;
   std::memcpy(u.data(), b->data(), 16);
   return u;
+}
+
+Result<void> copy_bytes(const pb::Field& f, std::vector<uint8_t>& out) {
+  auto b = pb::as_bytes(f);
+  if (!b.ok()) return b.error();
+  out.assign(b->begin(), b->end());
+  return {};
 }
 
 std::array<uint8_t, 8> signal_mac(std::span<const uint8_t, 32> mac_key, const PublicKey& sender_identity,
@@ -77,28 +83,18 @@ SignalMessage SignalMessage::make(std::span<const uint8_t, 32> mac_key, const Pu
 
 Result<SignalMessage> SignalMessage::parse(std::span<const uint8_t> bytes) {
   if (auto v = check_version(bytes, 1 + kMacSize); !v.ok()) return v.error();
-  pb::Reader r(bytes.subspan(1, bytes.size() - 1 - kMacSize));
-  pb::Field f;
-  pb::Seen seen;
   SignalMessage m;
-  for (;;) {
-    auto more = r.next(f);
-    if (!more.ok()) return more.error();
-    if (!*more) break;
-    if (f.number > 4) continue;  // unknown field (e.g. v4's pq_ratchet is never sent at v3)
-    if (!seen.mark(f.number)) return Errc::kMalformed;
-    switch (f.number) {
+  pb::Seen seen;
+  auto r = pb::for_each_field(bytes.subspan(1, bytes.size() - 1 - kMacSize), seen, [&](const pb::Field& f) -> Result<void> {
+    switch (f.number) {  // others are unknown (v4's pq_ratchet, 5, is never sent at v3): skipped
       case 1: TRY_ASSIGN(m.ratchet_key, key_field(f)); break;
       case 2: TRY_ASSIGN(m.counter, pb::as_u32(f)); break;
       case 3: TRY_ASSIGN(m.previous_counter, pb::as_u32(f)); break;
-      case 4: {
-        std::span<const uint8_t> c;
-        TRY_ASSIGN(c, pb::as_bytes(f));
-        m.ciphertext.assign(c.begin(), c.end());
-        break;
-      }
+      case 4: return copy_bytes(f, m.ciphertext);
     }
-  }
+    return {};
+  });
+  if (!r.ok()) return r.error();
   // previousCounter is optional in Signal's decoder (defaults to 0); the others are required.
   if (!seen.has(1) || !seen.has(2) || !seen.has(4)) return Errc::kMalformed;
   m.serialized.assign(bytes.begin(), bytes.end());
@@ -137,17 +133,10 @@ PreKeySignalMessage PreKeySignalMessage::make(uint32_t registration_id, std::opt
 
 Result<PreKeySignalMessage> PreKeySignalMessage::parse(std::span<const uint8_t> bytes) {
   if (auto v = check_version(bytes, 1); !v.ok()) return v.error();
-  pb::Reader r(bytes.subspan(1));
-  pb::Field f;
-  pb::Seen seen;
   PreKeySignalMessage m;
-  for (;;) {
-    auto more = r.next(f);
-    if (!more.ok()) return more.error();
-    if (!*more) break;
-    if (f.number > 6) continue;  // unknown (v4's Kyber fields 7, 8 are not ours)
-    if (!seen.mark(f.number)) return Errc::kMalformed;
-    switch (f.number) {
+  pb::Seen seen;
+  auto r = pb::for_each_field(bytes.subspan(1), seen, [&](const pb::Field& f) -> Result<void> {
+    switch (f.number) {  // others are unknown (v4's Kyber fields 7, 8): skipped
       case 1: {
         // Id 0 means "no one-time prekey": libsignal-protocol-typescript writes preKeyId = 0
         // when the bundle had none, and Signal's id generators never produce 0.
@@ -167,7 +156,9 @@ Result<PreKeySignalMessage> PreKeySignalMessage::parse(std::span<const uint8_t> 
       case 5: TRY_ASSIGN(m.registration_id, pb::as_u32(f)); break;
       case 6: TRY_ASSIGN(m.signed_pre_key_id, pb::as_u32(f)); break;
     }
-  }
+    return {};
+  });
+  if (!r.ok()) return r.error();
   if (!seen.has(2) || !seen.has(3) || !seen.has(4) || !seen.has(6)) return Errc::kMalformed;
   m.serialized.assign(bytes.begin(), bytes.end());
   return m;
@@ -195,28 +186,18 @@ SenderKeyMessage SenderKeyMessage::make(const Uuid& distribution_id, uint32_t ch
 
 Result<SenderKeyMessage> SenderKeyMessage::parse(std::span<const uint8_t> bytes) {
   if (auto v = check_version(bytes, 1 + kSignatureSize); !v.ok()) return v.error();
-  pb::Reader r(bytes.subspan(1, bytes.size() - 1 - kSignatureSize));
-  pb::Field f;
-  pb::Seen seen;
   SenderKeyMessage m;
-  for (;;) {
-    auto more = r.next(f);
-    if (!more.ok()) return more.error();
-    if (!*more) break;
-    if (f.number > 4) continue;
-    if (!seen.mark(f.number)) return Errc::kMalformed;
+  pb::Seen seen;
+  auto r = pb::for_each_field(bytes.subspan(1, bytes.size() - 1 - kSignatureSize), seen, [&](const pb::Field& f) -> Result<void> {
     switch (f.number) {
       case 1: TRY_ASSIGN(m.distribution_id, uuid_field(f)); break;
       case 2: TRY_ASSIGN(m.chain_id, pb::as_u32(f)); break;
       case 3: TRY_ASSIGN(m.iteration, pb::as_u32(f)); break;
-      case 4: {
-        std::span<const uint8_t> c;
-        TRY_ASSIGN(c, pb::as_bytes(f));
-        m.ciphertext.assign(c.begin(), c.end());
-        break;
-      }
+      case 4: return copy_bytes(f, m.ciphertext);
     }
-  }
+    return {};
+  });
+  if (!r.ok()) return r.error();
   if (!seen.has(1) || !seen.has(2) || !seen.has(3) || !seen.has(4)) return Errc::kMalformed;
   m.serialized.assign(bytes.begin(), bytes.end());
   return m;
@@ -252,30 +233,24 @@ SenderKeyDistributionMessage SenderKeyDistributionMessage::make(const Uuid& dist
 
 Result<SenderKeyDistributionMessage> SenderKeyDistributionMessage::parse(std::span<const uint8_t> bytes) {
   if (auto v = check_version(bytes, 1); !v.ok()) return v.error();
-  pb::Reader r(bytes.subspan(1));
-  pb::Field f;
-  pb::Seen seen;
   SenderKeyDistributionMessage m;
-  for (;;) {
-    auto more = r.next(f);
-    if (!more.ok()) return more.error();
-    if (!*more) break;
-    if (f.number > 5) continue;
-    if (!seen.mark(f.number)) return Errc::kMalformed;
+  pb::Seen seen;
+  auto r = pb::for_each_field(bytes.subspan(1), seen, [&](const pb::Field& f) -> Result<void> {
     switch (f.number) {
       case 1: TRY_ASSIGN(m.distribution_id, uuid_field(f)); break;
       case 2: TRY_ASSIGN(m.chain_id, pb::as_u32(f)); break;
       case 3: TRY_ASSIGN(m.iteration, pb::as_u32(f)); break;
       case 4: {
         std::span<const uint8_t> c;
-        TRY_ASSIGN(c, pb::as_bytes(f));
-        if (c.size() != 32) return Errc::kMalformed;
+        TRY_ASSIGN(c, pb::as_bytes(f, 32));
         std::memcpy(m.chain_key.data(), c.data(), 32);
         break;
       }
       case 5: TRY_ASSIGN(m.signing_key, key_field(f)); break;
     }
-  }
+    return {};
+  });
+  if (!r.ok()) return r.error();
   for (uint32_t n = 1; n <= 5; ++n) {
     if (!seen.has(n)) return Errc::kMalformed;
   }
