@@ -146,6 +146,60 @@ TEST(SessionTest, ReplayedPreKeyMessageAfterPrekeyUsedIsRefused) {
   EXPECT_TRUE(bob.sessions["alice"].empty());
 }
 
+TEST(SessionTest, TamperedPreKeyMessageCreatesNothingAndKeepsThePrekey) {
+  TestDevice alice, bob;
+  ASSERT_TRUE(initiate_session(alice.sessions["bob"], alice.local(), bob.bundle()).ok());
+  auto first = alice.encrypt("bob", "first");
+  size_t prekeys = bob.prekeys.size();
+  // Flip a bit of the inner SignalMessage's MAC. (The outer fields registrationId and the key
+  // ids are not authenticated, in Signal's format too; a wrong key id simply finds no key.)
+  auto parsed = PreKeySignalMessage::parse(first.bytes);
+  ASSERT_TRUE(parsed.ok());
+  auto inner = parsed->message;
+  inner.serialized.back() ^= 1;
+  auto rebuilt = PreKeySignalMessage::make(parsed->registration_id, parsed->pre_key_id, parsed->signed_pre_key_id,
+                                           parsed->base_key, parsed->identity_key, inner);
+  Ciphertext bad{MessageType::kPreKey, rebuilt.serialized};
+  auto r = bob.decrypt("alice", bad);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error(), Errc::kBadMac);
+  EXPECT_TRUE(bob.sessions["alice"].empty());
+  EXPECT_EQ(bob.prekeys.size(), prekeys) << "the one-time prekey is deleted only after success";
+  EXPECT_EQ(str(*bob.decrypt("alice", first)), "first");
+}
+
+TEST(SessionTest, MessageForAnotherRecipientRefused) {
+  // The MAC binds both identities: Bob cannot pass Alice's message to Carol's session state
+  // even if the keys matched; here Carol has her own session with Alice.
+  TestDevice alice, bob, carol;
+  established(alice, bob);
+  ASSERT_TRUE(initiate_session(alice.sessions["carol"], alice.local(), carol.bundle()).ok());
+  ASSERT_TRUE(carol.decrypt("alice", alice.encrypt("carol", "hi carol")).ok());
+  auto to_bob = alice.encrypt("bob", "for bob only");
+  auto before = carol.sessions["alice"].serialize();
+  EXPECT_FALSE(carol.decrypt("alice", to_bob).ok());
+  EXPECT_TRUE(carol.sessions["alice"].serialize().equals(before.span()));
+}
+
+TEST(SessionTest, GarbageInputRefusedWithoutStateChange) {
+  TestDevice alice, bob;
+  established(alice, bob);
+  auto before = bob.sessions["alice"].serialize();
+  auto real = alice.encrypt("bob", "real");
+  int refused = 0;
+  for (int i = 0; i < 2000; ++i) {
+    std::vector<uint8_t> junk(static_cast<size_t>(i % 200));
+    random_bytes(junk);
+    if (i % 2 == 0 && junk.size() > 1) junk[0] = 0x33;  // past the version check
+    if (i % 4 == 0 && junk.size() > 20) std::copy_n(real.bytes.begin(), 20, junk.begin());
+    refused += bob.decrypt("alice", Ciphertext{MessageType::kWhisper, junk}).ok() ? 0 : 1;
+    refused += bob.decrypt("alice", Ciphertext{MessageType::kPreKey, junk}).ok() ? 0 : 1;
+  }
+  EXPECT_EQ(refused, 4000);
+  EXPECT_TRUE(bob.sessions["alice"].serialize().equals(before.span()));
+  EXPECT_EQ(str(*bob.decrypt("alice", real)), "real");
+}
+
 TEST(SessionTest, MoreThanMaxSkipRefusedWithoutStateChange) {
   TestDevice alice, bob;
   established(alice, bob);
