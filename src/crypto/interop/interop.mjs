@@ -4,7 +4,8 @@
 //    1-to-1 sessions set up from either side, with and without a one-time prekey, messages
 //    both ways over several DH ratchet steps, some delivered out of order.
 //  * @signalapp/libsignal-client (Signal's own library): SenderKeyDistributionMessage and
-//    SenderKeyMessage both ways; XEdDSA signatures both ways. Its 1-to-1 sessions need PQXDH
+//    SenderKeyMessage both ways; XEdDSA signatures both ways; safety numbers (also against the
+//    TypeScript library's FingerprintGenerator). Its 1-to-1 sessions need PQXDH
 //    (a Kyber prekey) and refuse our v3 PreKeySignalMessage: asserted below, so that a change
 //    there is noticed.
 // Any failed assertion exits non-zero. Prints one line per passed check.
@@ -320,10 +321,30 @@ async function signalRefusesV3Sessions() {
   driver.close();
 }
 
+// ---- safety numbers: libsignal-client's Fingerprint and the TS FingerprintGenerator ----
+async function safetyNumbers() {
+  const driver = startDriver();
+  for (const [localId, remoteId] of [['alice', 'bob'], ['zed', 'amy'], ['+15551234567', '+15557654321']]) {
+    const remote = signal.PrivateKey.generate().getPublicKey();
+    const ours = await ok(driver, {
+      cmd: 'safety_number', local_id: b64(text(localId)), remote_id: b64(text(remoteId)), remote_key: b64(remote.serialize()),
+    });
+    const ourKey = signal.PublicKey.deserialize(fromB64(ours.public_key));
+    const theirs = signal.Fingerprint.new(5200, 2, text(localId), ourKey, text(remoteId), remote);
+    assert.equal(ours.number, theirs.displayableFingerprint().toString());
+    const tsNumber = await new ts.FingerprintGenerator(5200).createFor(
+      localId, ab(fromB64(ours.public_key)), remoteId, ab(new Uint8Array(remote.serialize())));
+    assert.equal(ours.number, tsNumber);
+  }
+  passed('safety numbers equal libsignal-client Fingerprint and libsignal-protocol-typescript FingerprintGenerator (3 pairs)');
+  driver.close();
+}
+
 await tsInitiates(true);
 await tsInitiates(false);
 await oursInitiates(true);
 await oursInitiates(false);
 await groupsBothWays();
 await signalRefusesV3Sessions();
+await safetyNumbers();
 console.log('ALL INTEROP CHECKS PASSED');

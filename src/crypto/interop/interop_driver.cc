@@ -11,6 +11,7 @@
 //   sk_decrypt {sender, body}         -> {plaintext}
 //   sign {message}                    -> {public_key, signature}: XEdDSA by our identity
 //   verify {public_key, message, signature} -> {valid}
+//   safety_number {local_id, remote_id, remote_key} -> {number, public_key}: our identity is local
 // Every answer has "ok"; failures carry "error" (an Errc name). Single-threaded.
 #include <sodium.h>
 
@@ -19,6 +20,7 @@
 #include <map>
 #include <string>
 
+#include "crypto/fingerprint.h"
 #include "crypto/keys.h"
 #include "crypto/sender_keys.h"
 #include "crypto/session_cipher.h"
@@ -182,6 +184,14 @@ struct Driver {
       auto sig = unb64(req.at("signature"));
       if (sig.size() != 64) throw std::runtime_error("bad signature size");
       res["valid"] = xeddsa_verify(key, msg, std::span<const uint8_t, 64>(sig.data(), 64));
+    } else if (cmd == "safety_number") {
+      auto local_id = unb64(req.at("local_id"));
+      auto remote_id = unb64(req.at("remote_id"));
+      auto r = safety_number(kSafetyNumberIterations, local_id, identity.public_key, remote_id,
+                             key33(req.at("remote_key")));
+      if (!r.ok()) return fail(r.error());
+      res["number"] = *r;
+      res["public_key"] = b64(serialize_public(identity.public_key));
     } else {
       throw std::runtime_error("unknown cmd " + cmd);
     }
