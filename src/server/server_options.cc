@@ -82,6 +82,7 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   num("fanout_read_threshold", o.services.fanout_read_threshold);
   num("max_subscribers", o.services.max_subscribers);
   num("fanout_batch_ms", o.services.fanout_batch_ms);
+  num("receipt_batch_ms", o.services.receipt_batch_ms);
   real("create_rate", o.services.create_rate_per_sec);
   real("create_burst", o.services.create_burst);
   num("max_conversations_per_user", o.services.max_conversations_per_user);
@@ -187,6 +188,9 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
   app.add_option("--fanout-batch-ms", o.services.fanout_batch_ms,
                  "read-side live delivery: posts within this window reach each loop's sessions together (0-100)")
       ->check(CLI::Range(0, 100))->capture_default_str();
+  app.add_option("--receipt-batch-ms", o.services.receipt_batch_ms,
+                 "read-side groups: receipts to a sender are coalesced over this window (0 = off, at most 1000)")
+      ->check(CLI::Range(0, 1000))->capture_default_str();
   app.add_option("--create-rate", o.services.create_rate_per_sec,
                  "conversations a user may create per second (token bucket refill; 0 = unlimited)")
       ->capture_default_str();
@@ -240,6 +244,8 @@ Result<ServerOptions> parse_options(int argc, char** argv) {
   if (ping < 1) return make_error(ErrorCode::kInvalidArgument, "--ping-interval must be >= 1");
   if (idem_days < 7) return make_error(ErrorCode::kInvalidArgument, "--idempotency-days must be >= 7");
   if (o.services.typing_interval_ms < 1) return make_error(ErrorCode::kInvalidArgument, "--typing-interval-ms must be >= 1");
+  if (o.services.receipt_batch_ms < 0 || o.services.receipt_batch_ms > 1000)
+    return make_error(ErrorCode::kInvalidArgument, "--receipt-batch-ms must be 0-1000");
   if (o.services.fanout_batch_ms < 0 || o.services.fanout_batch_ms > 100)
     return make_error(ErrorCode::kInvalidArgument, "--fanout-batch-ms must be 0-100");
   if (o.services.fanout_read_threshold < 1 || o.services.max_subscribers < 1)

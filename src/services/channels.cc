@@ -98,6 +98,15 @@ void Channels::join(Shard& shard, const DeviceRef& actor, const std::string& cha
   if (!joined) return done(joined.error());
   if (*joined) return done(SubscriptionInfo{*joined, c.subscribers});
   if (!c.is_public) return done(unknown_channel());  // private: only an admin's add
+  // Every read-side conversation costs its user a head read at each connect: the number a
+  // user may follow is capped like the conversations it may create.
+  auto rows = core_.store.user_conversations(actor.user);
+  if (!rows) return done(rows.error());
+  const auto following = std::count_if(rows->begin(), rows->end(),
+                                       [](const store::UserConversation& r) { return r.fanout_on_read && !r.left_seq; });
+  if (static_cast<size_t>(following) >= core_.options.max_conversations_per_user)
+    return done(make_error(ErrorCode::kLimitExceeded, "at most " + std::to_string(core_.options.max_conversations_per_user) +
+                                                          " channels and large groups per user"));
   if (c.subscribers >= core_.options.max_subscribers)
     return done(make_error(ErrorCode::kLimitExceeded,
                            "at most " + std::to_string(core_.options.max_subscribers) + " subscribers per channel"));

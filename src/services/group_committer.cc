@@ -16,6 +16,11 @@ Histogram& batch_sizes() { return batch_sizes_metric; }
 Histogram& commit_seconds_metric = MetricsRegistry::global().histogram("tern_store_commit_seconds",
                                                        "duration of one store commit (incl. fsync)", latency_buckets());
 Histogram& commit_seconds() { return commit_seconds_metric; }
+// Store write ops committed (a log append, an inbox mark, a cursor...: each one op of the
+// store contract): what docs/fanout.md reports as store writes per message.
+Counter& store_writes_metric =
+    MetricsRegistry::global().counter("tern_store_writes_total", "store write ops committed (store contract ops)");
+Counter& store_writes() { return store_writes_metric; }
 }  // namespace
 
 GroupCommitter::GroupCommitter(store::Store& store, bool sync, size_t queue_limit, size_t max_batch, Loops* loops)
@@ -74,6 +79,7 @@ void GroupCommitter::run() {
       for (auto& op : e.batch.ops) merged.ops.push_back(std::move(op));
     const int64_t t0 = mono_us();
     Result<void> r = store_.commit(merged, sync_);
+    if (r) store_writes().inc(merged.ops.size());
     commit_seconds().observe(static_cast<double>(mono_us() - t0) / 1e6);
     batch_sizes().observe(static_cast<double>(work.size()));
     if (!r) {

@@ -174,6 +174,7 @@ bool Presence::load(const std::string& user) {
 }
 
 void Presence::membership_changed(const store::Conversation* before, const store::Conversation& after) {
+  if (after.type == store::ConvType::kChannel) return;  // channels share no presence
   ConversationPtr snap;
   if (auto cached = directory_.conversation(after.id); cached && *cached && cached->get() == &after) snap = *cached;
   else snap = std::make_shared<const store::Conversation>(after);

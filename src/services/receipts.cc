@@ -2,11 +2,21 @@
 
 #include <set>
 
+#include <boost/asio/steady_timer.hpp>
+
+#include "base/metrics.h"
+
 #include "proto/frames.h"
 #include "services/channels.h"
 #include "services/conversation_ids.h"
 
 namespace tern::services {
+namespace {
+
+Counter& coalesced_flushes = MetricsRegistry::global().counter(
+    "tern_receipt_batches_total", "receipt windows flushed for large (read-side) groups");
+
+}  // namespace
 
 Seq Receipts::pending_ack(const DeviceRef& device, const std::string& conversation_id) {
   std::lock_guard lock(acks_mu_);
@@ -51,6 +61,37 @@ void Receipts::acknowledge_channel(ConvState& cs, const DeviceRef& device, const
     settle_ack(ack_key, seq);
     done(committed);
   });
+}
+
+void Receipts::hold_receipt(Shard& shard, const std::string& target, const std::string& conversation_id,
+                            const std::string& reader, bool read, Seq seq) {
+  Seq& held = shard.pending_receipts[{target, conversation_id, reader, read}];
+  held = std::max(held, seq);
+  if (shard.receipts_armed) return;
+  shard.receipts_armed = true;
+  auto timer = std::make_shared<boost::asio::steady_timer>(core_.loops.context(shard.loop),
+                                                           std::chrono::milliseconds(core_.options.receipt_batch_ms));
+  timer->async_wait([this, &shard, timer](const boost::system::error_code&) { flush_receipts(shard); });
+}
+
+void Receipts::flush_receipts(Shard& shard) {
+  shard.receipts_armed = false;
+  auto held = std::move(shard.pending_receipts);
+  shard.pending_receipts.clear();
+  // One frame per (conversation, reader, status, seq), shared by every target it goes to.
+  std::map<std::tuple<std::string, std::string, bool, Seq>, std::shared_ptr<const bus::Notification>> frames;
+  for (const auto& [key, seq] : held) {
+    const auto& [target, conv, reader, read] = key;
+    auto& n = frames[{conv, reader, read, seq}];
+    if (!n) {
+      auto f = std::make_shared<bus::Notification>();
+      f->kind = bus::Notification::Kind::kFrame;
+      f->frame = std::make_shared<const std::string>(proto::encode_receipt(conv, reader, read ? "read" : "delivered", seq));
+      n = std::move(f);
+    }
+    core_.bus.publish_user(target, n);
+  }
+  coalesced_flushes.inc();
 }
 
 void Receipts::acknowledge(Shard& shard, const DeviceRef& device, const std::string& conversation_id, Seq seq,
@@ -113,14 +154,24 @@ void Receipts::acknowledge(Shard& shard, const DeviceRef& device, const std::str
     if (delivered_up) make("delivered");
     if (read_up) make("read");
   }
+  // In a read-side (large) group the receipts to each sender are coalesced over a window:
+  // every member acks every message, and a sender needs only each reader's latest mark.
+  const bool coalesce = (*conv)->fanout_on_read && core_.options.receipt_batch_ms > 0;
   const bool accepted = core_.submit(
       cs, std::move(batch),
-      [this, frames = std::move(frames), to = std::move(to), done = std::move(done), ack_key = std::move(ack_key),
+      [this, &shard, coalesce, conversation_id, reader = device.user, delivered_up, read_up,
+       frames = std::move(frames), to = std::move(to), done = std::move(done), ack_key = std::move(ack_key),
        seq](const Result<void>& committed) {
         settle_ack(ack_key, seq);
-        if (committed)
+        if (committed && coalesce) {
+          for (const auto& u : to) {
+            if (delivered_up) hold_receipt(shard, u, conversation_id, reader, false, seq);
+            if (read_up) hold_receipt(shard, u, conversation_id, reader, true, seq);
+          }
+        } else if (committed) {
           for (const auto& u : to)
             for (const auto& n : frames) core_.bus.publish_user(u, n);
+        }
         done(committed);
       });
   if (!accepted) {  // the advanced receipt state was not stored: reload it next time

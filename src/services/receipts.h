@@ -9,6 +9,10 @@
 // forward in practice (acks of one connection arrive in order, a reconnect starts past the
 // last ack, pending ones included); a client that acks backwards only replays more itself.
 //
+// In a read-side (large) group, receipts are coalesced per sender: they wait up to
+// --receipt-batch-ms on the owning loop, and a sender gets only each reader's highest mark
+// per window (they are durable state: a sender that reconnects gets the latest anyway).
+//
 // Thread-safety: acknowledge() only on the owning loop; pending_ack() from any thread (a
 // small mutex-guarded map: acks accepted and not yet committed, so a device that acks,
 // disconnects and reconnects at once does not replay what it acked). Owned by Sequencer.
@@ -34,6 +38,9 @@ class Receipts {
  private:
   void acknowledge_channel(ConvState& cs, const DeviceRef& device, const std::string& conversation_id, Seq seq,
                            bool read, std::string ack_key, AckDone done);
+  void hold_receipt(Shard& shard, const std::string& target, const std::string& conversation_id,
+                    const std::string& reader, bool read, Seq seq);
+  void flush_receipts(Shard& shard);
   // Drops the pending ack once the store has it (unless a later one replaced it).
   void settle_ack(const std::string& ack_key, Seq seq);
   // Users (other than `reader`) who sent messages in (from, to]: recent ones from memory,

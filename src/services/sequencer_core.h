@@ -17,6 +17,8 @@
 // the loops, store, committer, directory and bus.
 #pragma once
 #include <deque>
+#include <map>
+#include <tuple>
 #include <functional>
 #include <memory>
 #include <string>
@@ -85,10 +87,16 @@ struct PendingSend {
 };
 
 struct Shard {
-  explicit Shard(size_t capacity)
-      : conversations(capacity, [](const ConvState& s) { return s.in_flight > 0; }) {}
+  Shard(size_t loop_index, size_t capacity)
+      : loop(loop_index), conversations(capacity, [](const ConvState& s) { return s.in_flight > 0; }) {}
+  const size_t loop;  // the index of the loop that owns this shard
   LruMap<std::string, ConvState> conversations;
   std::unordered_map<std::string, PendingSend> pending;  // device key + '\n' + client_msg_id
+  // Receipts of read-side conversations waiting for the receipt window (see receipts.h):
+  // (target user, conversation, reader, is read) → highest seq. Bounded by what one window's
+  // acks can add; flushed whole.
+  std::map<std::tuple<std::string, std::string, std::string, bool>, Seq> pending_receipts;
+  bool receipts_armed = false;
 };
 
 class SequencerCore {

@@ -172,6 +172,37 @@ TEST_F(TerndFanout, GroupCrossingTheThresholdBothWaysLosesAndRepeatsNothing) {
   EXPECT_TRUE(dense_range(message_seqs(*replay, g), head / 2 + 1, head));
 }
 
+TEST_F(TerndFanout, ReceiptsInALargeGroupAreCoalescedPerSender) {
+  ASSERT_NO_FATAL_FAILURE(
+      start_server(with(kFast, {"--fanout-read-threshold", "3", "--receipt-batch-ms", "1000"})));
+  Account alice = api().must_register("alice"), bob = api().must_register("bob"),
+          carol = api().must_register("carol");
+  const std::string g = api().must_group(alice.token, "big", {"bob", "carol"});
+  ASSERT_FALSE(g.empty());
+  Device da(alice), db(bob);
+  ASSERT_TRUE(da.connect_synced(port()));
+  ASSERT_TRUE(db.connect_synced(port()));
+  ASSERT_TRUE(db.ack(g, 1));  // the create message
+  da.drain(std::chrono::milliseconds(1500));
+  std::vector<Seq> sent;
+  for (int i = 0; i < 10; ++i) sent.push_back(da.must_send(g, "r" + std::to_string(i), "x"));
+  auto got = db.collect_messages(g, sent.back());
+  ASSERT_EQ(message_seqs(got, g).size(), 10u);
+  for (Seq s : sent) ASSERT_TRUE(db.ack(g, s));  // ten acks, one per message
+  // alice gets bob's latest delivered mark, in at most a few frames (one per window).
+  std::vector<json::object> receipts;
+  auto last = da.read_until(
+      [&](const json::object& f) {
+        if (type_of(f) != "receipt") return false;
+        receipts.push_back(f);
+        return jstr(f, "user") == "bob" && seq_of(f) == sent.back();
+      },
+      std::chrono::seconds(10));
+  ASSERT_TRUE(last) << dump_frames(receipts);
+  EXPECT_EQ(jstr(*last, "status"), "delivered");
+  EXPECT_LE(receipts.size(), 3u) << "ten acks, coalesced: " << dump_frames(receipts);
+}
+
 // ---------------------------------------------------------------- channels
 
 TEST_F(TerndFanout, ChannelPermissionsJoinLeaveAndPrivateChannels) {
@@ -268,6 +299,32 @@ TEST_F(TerndFanout, ChannelPermissionsJoinLeaveAndPrivateChannels) {
   const Seq p1 = da.must_send(priv, "p1", "members only");
   auto got = dc.collect_messages(priv, p1);
   EXPECT_EQ(message_seqs(got, priv), std::vector<Seq>{p1});
+}
+
+TEST_F(TerndFanout, ChannelsShareNoPresenceAndJoinsAreCapped) {
+  ASSERT_NO_FATAL_FAILURE(start_server(with(kFast, {"--max-conversations-per-user", "2"})));
+  Account alice = api().must_register("alice"), bob = api().must_register("bob"),
+          carol = api().must_register("carol");
+  const std::string a = must_channel(alice, "a"), b = must_channel(carol, "b"), c = must_channel(carol, "c");
+  ASSERT_EQ(join(bob, a).status, 200);
+  ASSERT_EQ(join(bob, b).status, 200);
+  auto third = join(bob, c);
+  EXPECT_EQ(third.status, 403) << third.body;
+  EXPECT_EQ(third.error_code(), "limit_exceeded");
+  // A subscriber does not see the owner's presence (they share no conversation but a channel).
+  Device db(bob);
+  ASSERT_TRUE(db.connect_synced(port()));
+  ASSERT_TRUE(db.presence_subscribe({"alice"}));
+  {
+    Device da(alice);
+    ASSERT_TRUE(da.connect_synced(port()));
+    da.close();
+  }
+  for (const auto& f : db.drain(std::chrono::milliseconds(700)))
+    EXPECT_NE(type_of(f), "presence") << "bob got " << dump(f);
+  // Leaving one makes room for another.
+  ASSERT_EQ(leave(bob, a).status, 200);
+  EXPECT_EQ(join(bob, c).status, 200);
 }
 
 TEST_F(TerndFanout, SubscriberReplaysFromItsLastAckAndPosterDevicesAllGetPosts) {

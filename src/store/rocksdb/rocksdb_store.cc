@@ -20,6 +20,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "base/metrics.h"
 #include "store/rocksdb/encoding.h"
 
 namespace tern::store {
@@ -80,9 +81,15 @@ rocksdb::ColumnFamilyOptions cf_options(RocksDbStore::Cf cf, const RocksDbOption
   return o;
 }
 
+// Every read call (a point read, a range scan or a seek counts one): what docs/fanout.md
+// reports as store reads per sync.
+Counter& store_reads = MetricsRegistry::global().counter("tern_store_reads_total",
+                                                         "store read calls (point reads, range scans, head seeks)");
+
 // Point read. Ok(false) when absent; the value stays pinned in `out` until it is reset.
 Result<bool> get_pinned(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, std::string_view key,
                         rocksdb::PinnableSlice& out) {
+  store_reads.inc();
   rocksdb::Status st = db->Get(rocksdb::ReadOptions(), cf, slice(key), &out);
   if (st.IsNotFound()) return false;
   if (!st.ok()) return rocks_error("get", st);
@@ -96,6 +103,7 @@ enum class Step { kNext, kStop, kCorrupt };
 template <typename F>
 Result<void> scan(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, std::string_view what, const std::string& prefix,
                   const std::string& start, F&& f) {
+  store_reads.inc();
   const std::string upper = rocks::prefix_successor(prefix);
   const rocksdb::Slice upper_slice(upper);
   rocksdb::ReadOptions ro;
@@ -612,6 +620,7 @@ Result<Seq> RocksDbStore::head(const std::string& conversation_id) {
   rocksdb::ReadOptions ro;
   ro.iterate_lower_bound = &lower;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf_[kMessages]));
+  store_reads.inc();
   it->SeekForPrev(last);
   if (!it->Valid()) {
     if (!it->status().ok()) return rocks_error("iterate", it->status());
