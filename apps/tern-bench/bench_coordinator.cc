@@ -227,6 +227,9 @@ class Coordinator {
         s.server_cpu_us = server->cpu_us - step_server0_->cpu_us;
         s.server_rss_kb = server->rss_kb;
       }
+      // The workers flushed their last acks at the end of the drain: give the server a moment
+      // to commit them, so that they fall inside the step.
+      if (step_store0_) ::usleep(300'000);
       if (const auto store = sample_store(); store && step_store0_)
         s.server_store = StoreCounters{store->writes - step_store0_->writes, store->reads - step_store0_->reads};
       const bool ok = s.sustained(opt_);
