@@ -245,15 +245,24 @@ class Coordinator {
       if (!opt_.quiet) print_step(report_.steps.back(), ok);
       return json::object{};
     }
-    if (name == "posted") {  // channel: every worker learns the poster's acknowledged posts
+    if (name == "posted" || name == "probe_end") {  // channel: every worker learns the posts
       json::array all;
       for (const auto& d : datas)
         if (const auto* p = d.is_object() ? d.as_object().if_contains("posts") : nullptr; p && p->is_array())
           for (const auto& e : p->as_array()) all.push_back(e);
-      report_.channel_posts = all.size();
+      report_.channel_posts += all.size();
+      if (name == "probe_end") {
+        report_.probe_posts = all.size();
+        if (const auto store = sample_store(); store && probe_store0_)
+          report_.probe_store = StoreCounters{store->writes - probe_store0_->writes, store->reads - probe_store0_->reads};
+      }
       json::object reply;
       reply["posts"] = std::move(all);
       return reply;
+    }
+    if (name == "probe_start") {
+      probe_store0_ = sample_store();
+      return json::object{};
     }
     return json::object{};  // "storm", "queued": a common instant, nothing to decide
   }
@@ -347,7 +356,7 @@ class Coordinator {
   Counters last_progress_;
   std::optional<lean::ProcSample> server_first_, step_server0_;
   const std::string metrics_token_;
-  std::optional<StoreCounters> step_store0_;
+  std::optional<StoreCounters> step_store0_, probe_store0_;
   double step_rate_ = 0;
   double next_rate_ = 0;
   bool stop_ = false;

@@ -302,6 +302,7 @@ void Device::on_message(const proto::MessageEvent& e) {
 
 void Device::flush_acks() {
   unacked_msgs_ = 0;
+  if (w_.acks_paused_) return;  // the channel's store probe: flushed when it ends
   if (phase_ != Phase::kReplaying && phase_ != Phase::kLive) return;
   for (auto& a : acks_) {
     if (a.highest <= a.acked) continue;

@@ -243,15 +243,15 @@ json::value Report::channel_json() const {
                       {"duplicates", verifier.duplicates},
                       {"redelivered", verifier.redelivered},
                       {"latency_ms", latency_json(s.latency)},
-                      // Store ops over the step: the posts' own writes plus one cursor write per
-                      // ack frame (counted by the generator as acks_sent); null without /metrics.
-                      {"server_store_writes", s.server_store ? json::value(s.server_store->writes) : json::value(nullptr)},
-                      {"ack_frames", s.c.acks_sent},
-                      {"server_store_writes_besides_acks_per_post",
-                       s.server_store && channel_posts
-                           ? json::value((s.server_store->writes - static_cast<double>(s.c.acks_sent)) /
-                                         static_cast<double>(channel_posts))
-                           : json::value(nullptr)}};
+                      // ternd's tern_store_writes_total over the probe's posts, made while no
+                      // subscriber acked (so no cursor writes); null without /metrics.
+                      {"probe_posts", probe_posts},
+                      {"store_writes_per_post",
+                       probe_store && probe_posts ? json::value(probe_store->writes / static_cast<double>(probe_posts))
+                                                  : json::value(nullptr)},
+                      {"store_reads_per_post",
+                       probe_store && probe_posts ? json::value(probe_store->reads / static_cast<double>(probe_posts))
+                                                  : json::value(nullptr)}};
 }
 
 std::string Report::table() const {
@@ -309,7 +309,11 @@ std::string Report::table() const {
     t += "channel: " + std::to_string(channel_posts) + " posts x " + std::to_string(subs) + " connected subscribers (" +
          std::to_string(offline_subscribers) + " more offline): " + std::to_string(verifier.delivered) + "/" +
          std::to_string(channel_posts * subs) + " delivered, p95 " + fmt("%.2f", ms(steps.back().latency.quantile(0.95))) +
-         " ms, max " + fmt("%.2f", ms(steps.back().latency.max())) + " ms\n";
+         " ms, max " + fmt("%.2f", ms(steps.back().latency.max())) + " ms" +
+         (probe_store && probe_posts ? ", " + fmt("%.2f", probe_store->writes / static_cast<double>(probe_posts)) +
+                                           " store writes per post"
+                                     : std::string()) +
+         "\n";
   }
   const auto& v = verifier;
   t += "verifier: " + std::to_string(v.acked) + " acknowledged, " + std::to_string(v.delivered) + "/" +

@@ -89,6 +89,8 @@ struct Report {
   std::string channel_id;            // channel: the one channel
   uint64_t channel_posts = 0;        // channel: posts acknowledged to the poster
   uint64_t offline_subscribers = 0;  // channel: joined, never connected
+  uint64_t probe_posts = 0;          // channel: posts of the store probe (acks paused)...
+  std::optional<StoreCounters> probe_store;  // ...and ternd's store ops while they went in
   int64_t idle_gen_cpu_us = 0;
   std::vector<std::string> fatal;
 

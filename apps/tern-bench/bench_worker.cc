@@ -540,9 +540,9 @@ asio::awaitable<void> Worker::run_offline_drain() {
   }
 }
 
-json::value Worker::posts_json() const {
+json::value Worker::posts_json(size_t from) const {
   json::array a;
-  for (const auto& [seq, sender_seq] : posts_) a.push_back(json::array{seq, sender_seq});
+  for (size_t i = from; i < posts_.size(); ++i) a.push_back(json::array{posts_[i].first, posts_[i].second});
   json::object o;
   o["posts"] = std::move(a);
   return o;
@@ -574,14 +574,7 @@ asio::awaitable<void> Worker::run_channel() {
   const double send_s = static_cast<double>(send_stopped_us_ - send_started_us_) / 1e6;
   delivered_at_send_end_ = counters_.delivered;
   acked_at_send_end_ = counters_.acked;
-  const json::value posted = co_await barrier("posted", posts_json());
-  if (shadow_) {
-    const ConvIdx c = 0;  // the channel, the only conversation
-    for (const auto& p : posted.as_object().at("posts").as_array()) {
-      const auto& pair = p.as_array();
-      verifier_.on_acked(0, c, pair.at(0).to_number<Seq>(), pair.at(1).to_number<uint64_t>());
-    }
-  }
+  ack_posts(co_await barrier("posted", posts_json()));
   if (catchup_dev_) {
     // Everything is posted and stored: the catch-up subscriber connects and replays.
     phase_name_ = "catchup";
@@ -606,6 +599,39 @@ asio::awaitable<void> Worker::run_channel() {
     o["catchup_last_post_s"] = catchup_last_us_ ? static_cast<double>(catchup_last_us_ - catchup_connect_us_) / 1e6 : -1.0;
   }
   co_await barrier("step_end", std::move(step));
+  co_await run_store_probe(rate);
+}
+
+void Worker::ack_posts(const json::value& posted) {
+  if (!shadow_) return;
+  const ConvIdx c = 0;  // the channel, the only conversation
+  for (const auto& p : posted.as_object().at("posts").as_array()) {
+    const auto& pair = p.as_array();
+    verifier_.on_acked(0, c, pair.at(0).to_number<Seq>(), pair.at(1).to_number<uint64_t>());
+  }
+}
+
+// What one post costs the store, from ternd's own counter: the coordinator reads
+// tern_store_writes_total before and after kProbePosts posts while no subscriber acks (an ack
+// is a cursor write), then the acks resume and the posts are verified like the others.
+asio::awaitable<void> Worker::run_store_probe(double rate) {
+  constexpr uint64_t kProbePosts = 10;
+  co_await barrier("probe_start", json::object{});
+  phase_name_ = "probe";
+  acks_paused_ = true;
+  const size_t from = posts_.size();
+  if (index_ == 0) {
+    start_sending(std::max(rate, 20.0), 0, kProbePosts);
+    co_await wait_until([this] { return !sending_; }, 60);
+    co_await wait_until([this] { return unacked_sends_ == 0; }, opt_.drain_timeout_s);
+  }
+  ack_posts(co_await barrier("probe_end", posts_json(from)));
+  acks_paused_ = false;
+  for (auto& d : devices_) d->flush_acks();
+  double drain_s = 0;
+  bool drained = false;
+  co_await drain(drain_s, drained);
+  if (!drained) count_error("store probe: posts not delivered in time");
 }
 
 }  // namespace tern::bench

@@ -238,7 +238,10 @@ class Worker {
   // Every device that connects (all but a channel's shadow poster and catch-up subscriber).
   std::vector<DeviceIdx> all_devices() const;
   size_t real_clients() const { return devices_.size() - (shadow_ ? 1 : 0); }
-  boost::json::value posts_json() const;
+  // Posts acknowledged to worker 0's poster from index `from` on, for the other workers.
+  boost::json::value posts_json(size_t from = 0) const;
+  void ack_posts(const boost::json::value& posted);  // a shadow's verifier learns them
+  asio::awaitable<void> run_store_probe(double rate);
   void note_catchup_delivery(DeviceIdx d);
 
   const BenchOptions opt_;
@@ -267,6 +270,7 @@ class Worker {
   uint64_t catchup_target_ = 0;                    // posts it must get
   int64_t catchup_connect_us_ = 0, catchup_synced_us_ = 0, catchup_last_us_ = 0;
   uint64_t offline_joined_ = 0;
+  bool acks_paused_ = false;                       // the store probe: no acks, so no cursor writes
   Counters counters_;
   ErrorCounts errors_;
   lean::LatencyHistogram step_latency_, step_ack_latency_, interval_latency_;
