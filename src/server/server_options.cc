@@ -81,6 +81,8 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   num("typing_max_members", o.services.typing_max_members);
   num("fanout_read_threshold", o.services.fanout_read_threshold);
   num("max_subscribers", o.services.max_subscribers);
+  real("channel_post_rate", o.services.channel_post_rate);
+  real("channel_post_burst", o.services.channel_post_burst);
   num("fanout_batch_ms", o.services.fanout_batch_ms);
   num("receipt_batch_ms", o.services.receipt_batch_ms);
   real("create_rate", o.services.create_rate_per_sec);
@@ -184,6 +186,11 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
                  "groups with at least this many members fan out on read (no inbox entry per member device)")
       ->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--max-subscribers", o.services.max_subscribers, "subscribers per channel, owner and admins included")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--channel-post-rate", o.services.channel_post_rate,
+                 "posts per second into one channel, all its admins together (each reaches every subscriber)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--channel-post-burst", o.services.channel_post_burst, "token bucket size for channel posts")
       ->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--fanout-batch-ms", o.services.fanout_batch_ms,
                  "read-side live delivery: posts within this window reach each loop's sessions together (0-100)")

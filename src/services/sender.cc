@@ -90,6 +90,12 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   auto st = core_.state(shard, conv_id);
   if (!st) return done(st.error());
   ConvState& cs = **st;
+  if (c.type == store::ConvType::kChannel) {
+    auto& bucket = cs.channel_state().posts;
+    if (!bucket) bucket.emplace(core_.options.channel_post_rate, core_.options.channel_post_burst, mono_us());
+    if (!bucket->take(mono_us()))
+      return done(make_error(ErrorCode::kRateLimited, "too many posts in this channel; retry later"));
+  }
   if (frame.reply_to && *frame.reply_to > cs.head)
     return done(make_error(ErrorCode::kInvalidArgument, "reply_to refers to a seq that does not exist yet"));
 

@@ -21,6 +21,7 @@
 #include <tuple>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -30,6 +31,7 @@
 #include "bus/bus.h"
 #include "services/directory.h"
 #include "services/group_committer.h"
+#include "services/rate_limiter.h"
 #include "services/service_options.h"
 
 namespace tern::services {
@@ -61,6 +63,9 @@ struct ChannelState {
   // reader's last read seq: in memory only, so approximate across restarts.
   std::deque<std::pair<Seq, uint64_t>> views;
   std::unordered_map<std::string, Seq> last_read;
+  // Posts per second into the channel, all admins together: one post reaches every online
+  // subscriber, so the channel's rate bounds the delivery work its admins can cause.
+  std::optional<TokenBucket> posts;
 };
 
 // The owning loop's view of one conversation.

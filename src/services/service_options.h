@@ -40,6 +40,8 @@ struct ServiceOptions {
   size_t link_codes_per_user = 5;
   size_t fanout_read_threshold = 500;   // groups with at least this many members fan out on read
   size_t max_subscribers = 200000;      // per channel, the owner and admins included
+  double channel_post_rate = 10;        // posts per second into one channel (all admins together)
+  double channel_post_burst = 20;
   int64_t receipt_batch_ms = 100;       // read-side groups: receipts to a sender coalesced per window (0 = off)
   int64_t fanout_batch_ms = 10;         // read-side live delivery: one hand-over per loop per window (0..100)
 };

@@ -56,7 +56,8 @@ class TerndEconomics : public ServerTest {
 
 TEST_F(TerndEconomics, WritesPerMessageStayFlatAboveTheThreshold) {
   ASSERT_NO_FATAL_FAILURE(start_server({"--send-rate", "100000", "--send-burst", "100000", "--create-rate", "0",
-                                        "--register-rate", "0", "--max-members", "1024"}));
+                                        "--register-rate", "0", "--max-members", "1024", "--channel-post-rate", "100000",
+                                        "--channel-post-burst", "100000"}));
   std::vector<Account> users;
   for (int i = 0; i < 1000; ++i) users.push_back(api().must_register("u" + std::to_string(i)));
   ASSERT_EQ(users.size(), 1000u);
