@@ -256,6 +256,8 @@ scenario_profile() {  # where the server's time goes at a fixed rate (PROFILE_RA
 # files per process is this machine's limit) and the server's own connection limit raised
 # (ternd keeps a few hundred descriptors for its store). One post per second; every subscriber
 # acks; the catch-up run has one subscriber miss 10,000 posts and then replay them.
+# ternd limits a channel's posts to 10/s by default: the catch-up run posts 1,000/s.
+CHANNEL_FLAGS=(--channel-post-rate 100000 --channel-post-burst 100000)
 CHANNEL_ARGS=(channel --clients 19000 --workers 2 --source-addrs 4 --rate 1 --duration 30 --setup-threads 16
   --setup-timeout 600)
 
@@ -263,7 +265,7 @@ scenario_channel() {
   start_server "${SERVER_FLAGS[@]}" --max-connections 19500
   bench channel-19000 "${CHANNEL_ARGS[@]}"
   stop_server
-  start_server "${SERVER_FLAGS[@]}" --frame-rate 1000000 --frame-burst 1000000
+  start_server "${SERVER_FLAGS[@]}" "${CHANNEL_FLAGS[@]}" --frame-rate 1000000 --frame-burst 1000000
   bench channel-catchup-10000 channel --clients 3 --catchup 10000 --rate 1000
   stop_server
 }

@@ -334,11 +334,12 @@ TEST_F(TernBenchTest, GroupWithTyping) {
 
 // The channel workload (issue 9): one poster, every other client a subscriber. These users
 // are registered from one address, hence no registration limit here, and the one poster
-// sends faster than a person may (the catch-up run), hence no send limit either.
+// sends faster than a person may (the catch-up run), hence no send or channel post limit either.
 class TernBenchChannelTest : public TernBenchTest {
  protected:
   TernBenchChannelTest() {
-    server_args_ = {"--register-rate", "0", "--create-rate", "0", "--send-rate", "100000", "--send-burst", "100000"};
+    server_args_ = {"--register-rate", "0", "--create-rate", "0", "--send-rate", "100000", "--send-burst", "100000",
+                    "--channel-post-rate", "100000", "--channel-post-burst", "100000"};
   }
 
   // The channel section agrees with itself and with the verifier: every post reached every
