@@ -261,7 +261,17 @@ class Coordinator {
       return reply;
     }
     if (name == "probe_start") {
+      // The workers stopped acking before this barrier; the acks they sent last may still be
+      // on their way into the store. Start from a counter that stood still for 300 ms (at most
+      // 10 s of waiting).
       probe_store0_ = sample_store();
+      for (int i = 0; i < 33 && probe_store0_; ++i) {
+        ::usleep(300'000);
+        const auto again = sample_store();
+        const bool still = again && again->writes == probe_store0_->writes;
+        probe_store0_ = again;
+        if (still) break;
+      }
       return json::object{};
     }
     return json::object{};  // "storm", "queued": a common instant, nothing to decide

@@ -616,9 +616,9 @@ void Worker::ack_posts(const json::value& posted) {
 // is a cursor write), then the acks resume and the posts are verified like the others.
 asio::awaitable<void> Worker::run_store_probe(double rate) {
   constexpr uint64_t kProbePosts = 10;
-  co_await barrier("probe_start", json::object{});
   phase_name_ = "probe";
   acks_paused_ = true;
+  co_await barrier("probe_start", json::object{});
   const size_t from = posts_.size();
   if (index_ == 0) {
     start_sending(std::max(rate, 20.0), 0, kProbePosts);
