@@ -226,6 +226,8 @@ class Coordinator {
       if (server && step_server0_) {
         s.server_cpu_us = server->cpu_us - step_server0_->cpu_us;
         s.server_rss_kb = server->rss_kb;
+        if (server->runqueue_wait_us >= 0 && step_server0_->runqueue_wait_us >= 0)
+          s.server_runqueue_wait_us = server->runqueue_wait_us - step_server0_->runqueue_wait_us;
       }
       // The workers flushed their last acks at the end of the drain: give the server a moment
       // to commit them, so that they fall inside the step.

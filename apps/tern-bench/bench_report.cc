@@ -131,6 +131,9 @@ json::value StepSummary::to_json(const BenchOptions& o) const {
                  {"server_cpu_util", server_cpu_us && wall_s > 0 ? json::value(static_cast<double>(*server_cpu_us) / 1e6 / wall_s)
                                                                  : json::value(nullptr)},
                  {"server_rss_kb", server_rss_kb ? json::value(*server_rss_kb) : json::value(nullptr)},
+                 {"server_runqueue_wait_s", server_runqueue_wait_us
+                                                ? json::value(static_cast<double>(*server_runqueue_wait_us) / 1e6)
+                                                : json::value(nullptr)},
                  {"sustained", sustained(o)}};
   if (storm_s >= 0) j["reconnect_s"] = storm_s;
   if (server_store) {

@@ -50,6 +50,7 @@ struct StepSummary {
   uint64_t catchup_posts = 0, catchup_replayed = 0;
   double catchup_synced_s = -1, catchup_last_post_s = -1;
   std::optional<int64_t> server_cpu_us;  // over the whole step (send + drain)
+  std::optional<int64_t> server_runqueue_wait_us;  // its threads' wait for a CPU, same span
   std::optional<int64_t> server_rss_kb;  // at the end of the step
   // channel: ternd's store write and read ops over the step (GET /metrics with the poster's
   // token); acks count too (one cursor write per ack frame the server commits).
