@@ -4,7 +4,7 @@
 # against it with --server-pid, and keeps every JSON result, ternd's log and a perf/strace
 # profile where asked for, under $OUT (default bench-results/).
 #
-#   scripts/bench.sh                 # every scenario (about 40 minutes)
+#   scripts/bench.sh                 # every scenario (about 50 minutes)
 #   scripts/bench.sh pairs sweep     # only the named scenarios
 #   TERN_BIN_DIR=build/bench-rel/bin scripts/bench.sh idle
 #   PEERS_RATES="4000 8000" scripts/bench.sh peers   # ternd vs mosquitto, same generator

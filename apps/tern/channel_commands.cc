@@ -148,34 +148,48 @@ int cmd_channel_info(const Global& g, const std::string& channel) {
   return kExitOk;
 }
 
-int cmd_channel_subscribers(const Global& g, const std::string& channel, const std::vector<std::string>& users, bool add) {
+namespace {
+
+// `tern channel add|remove|admin`: one add/remove call on a resolved channel; `show` prints
+// the answer (its JSON fields, or a line).
+template <typename T, typename Call, typename Show>
+int change_channel(const Global& g, const std::string& channel, const std::vector<std::string>& users, bool add,
+                   Call call, Show show) {
   auto s = open_session(g);
   if (!s) return fail(g, s.error());
   auto t = resolve_channel(**s, channel);
   if (!t) return fail(g, t.error());
   const std::vector<std::string> none;
-  auto n = wait_for<uint64_t>([&](auto cb) {
-    (*s)->api->change_subscribers(t->conversation_id, add ? users : none, add ? none : users, std::move(cb));
-  });
-  if (!n) return fail(g, n.error());
-  if (g.json) print_json(json::object{{"conversation_id", t->conversation_id}, {"subscribers", *n}});
-  else std::cout << *n << " subscribers\n";
+  auto r = wait_for<T>([&](auto cb) { call(*(*s)->api, t->conversation_id, add ? users : none, add ? none : users, std::move(cb)); });
+  if (!r) return fail(g, r.error());
+  show(t->conversation_id, *r);
   return kExitOk;
 }
 
+}  // namespace
+
+int cmd_channel_subscribers(const Global& g, const std::string& channel, const std::vector<std::string>& users, bool add) {
+  return change_channel<uint64_t>(
+      g, channel, users, add,
+      [](const Api& api, const std::string& id, const auto& a, const auto& r, auto cb) {
+        api.change_subscribers(id, a, r, std::move(cb));
+      },
+      [&](const std::string& id, uint64_t n) {
+        if (g.json) print_json(json::object{{"conversation_id", id}, {"subscribers", n}});
+        else std::cout << n << " subscribers\n";
+      });
+}
+
 int cmd_channel_admins(const Global& g, const std::string& channel, const std::vector<std::string>& users, bool add) {
-  auto s = open_session(g);
-  if (!s) return fail(g, s.error());
-  auto t = resolve_channel(**s, channel);
-  if (!t) return fail(g, t.error());
-  const std::vector<std::string> none;
-  auto admins = wait_for<std::vector<std::string>>([&](auto cb) {
-    (*s)->api->change_admins(t->conversation_id, add ? users : none, add ? none : users, std::move(cb));
-  });
-  if (!admins) return fail(g, admins.error());
-  if (g.json) print_json(json::object{{"conversation_id", t->conversation_id}, {"admins", to_array(*admins)}});
-  else std::cout << "admins: " << join_names(*admins) << "\n";
-  return kExitOk;
+  return change_channel<std::vector<std::string>>(
+      g, channel, users, add,
+      [](const Api& api, const std::string& id, const auto& a, const auto& r, auto cb) {
+        api.change_admins(id, a, r, std::move(cb));
+      },
+      [&](const std::string& id, const std::vector<std::string>& admins) {
+        if (g.json) print_json(json::object{{"conversation_id", id}, {"admins", to_array(admins)}});
+        else std::cout << "admins: " << join_names(admins) << "\n";
+      });
 }
 
 }  // namespace tern::cli
