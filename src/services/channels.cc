@@ -42,6 +42,21 @@ Result<ConversationPtr> Channels::channel(const std::string& channel_id) {
   return *conv;
 }
 
+Error Channels::refusal(const store::Conversation& c, const std::string& user, const char* why) {
+  // A subscriber learns it may not; anyone else learns nothing about the channel.
+  auto m = core_.directory.member(c, user);
+  if (!m) return m.error();
+  if (!*m) return unknown_channel();
+  return make_error(ErrorCode::kForbidden, why);
+}
+
+std::optional<Error> Channels::unknown_user(const std::string& user) {
+  auto devices = core_.directory.devices(user);
+  if (!devices) return devices.error();
+  if (devices->empty()) return make_error(ErrorCode::kNotFound, "no such user: " + user);
+  return std::nullopt;
+}
+
 Result<Seq> Channels::subscribed(ConvState& cs, const store::Conversation& c, const std::string& user) {
   if (cs.channel) {
     auto it = cs.channel->pending_subscriptions.find(user);
@@ -146,13 +161,7 @@ void Channels::change_subscribers(Shard& shard, const DeviceRef& actor, const st
   auto conv = channel(channel_id);
   if (!conv) return done(conv.error());
   const store::Conversation& c = **conv;
-  if (!is_admin(c, actor.user)) {
-    // A subscriber learns it may not; anyone else learns nothing about the channel.
-    auto m = core_.directory.member(c, actor.user);
-    if (!m) return done(m.error());
-    if (!*m) return done(unknown_channel());
-    return done(make_error(ErrorCode::kForbidden, "only a channel admin can change its subscribers"));
-  }
+  if (!is_admin(c, actor.user)) return done(refusal(c, actor.user, "only a channel admin can change its subscribers"));
   auto st = core_.state(shard, channel_id);
   if (!st) return done(st.error());
   ConvState& cs = **st;
@@ -162,9 +171,7 @@ void Channels::change_subscribers(Shard& shard, const DeviceRef& actor, const st
     auto joined = subscribed(cs, c, u);
     if (!joined) return done(joined.error());
     if (*joined || change.subscribing(u)) continue;
-    auto devices = core_.directory.devices(u);
-    if (!devices) return done(devices.error());
-    if (devices->empty()) return done(make_error(ErrorCode::kNotFound, "no such user: " + u));
+    if (auto e = unknown_user(u)) return done(std::move(*e));
     change.subscribe.emplace_back(u, 0);
   }
   for (const auto& u : request.remove) {
@@ -191,12 +198,7 @@ void Channels::change_admins(Shard& shard, const DeviceRef& actor, const std::st
   auto conv = channel(channel_id);
   if (!conv) return done(conv.error());
   const store::Conversation& c = **conv;
-  if (!is_owner(c, actor.user)) {
-    auto m = core_.directory.member(c, actor.user);
-    if (!m) return done(m.error());
-    if (!*m) return done(unknown_channel());
-    return done(make_error(ErrorCode::kForbidden, "only the channel's owner can change its admins"));
-  }
+  if (!is_owner(c, actor.user)) return done(refusal(c, actor.user, "only the channel's owner can change its admins"));
   auto st = core_.state(shard, channel_id);
   if (!st) return done(st.error());
   ConvState& cs = **st;
@@ -204,9 +206,7 @@ void Channels::change_admins(Shard& shard, const DeviceRef& actor, const std::st
   Change change;
   for (const auto& u : request.add) {
     if (find_member(*next, u) || change.subscribing(u)) continue;
-    auto devices = core_.directory.devices(u);
-    if (!devices) return done(devices.error());
-    if (devices->empty()) return done(make_error(ErrorCode::kNotFound, "no such user: " + u));
+    if (auto e = unknown_user(u)) return done(std::move(*e));
     auto joined = subscribed(cs, c, u);
     if (!joined) return done(joined.error());
     if (!*joined) {
