@@ -98,6 +98,7 @@ void HttpApi::handle(gateway::HttpRequest req, gateway::HttpReply reply) {
     if (m == "POST") return create_conversation(*me, req, std::move(reply));
     if (m == "GET") return list_conversations(*me, req, std::move(reply));
   }
+  if (keys_.handle(*me, req, reply)) return;
   std::string id, rest;
   if (split_conversation_path(path, id, rest)) {
     if (rest == "members" && m == "POST") return change_members(*me, id, req, std::move(reply));

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "gateway/service_interface.h"
+#include "services/key_api.h"
 #include "services/rate_limiter.h"
 #include "services/service_context.h"
 
@@ -24,7 +25,8 @@ class HttpApi {
         metrics_token_hash_(std::move(metrics_token_hash)),
         register_limiter_(ctx.options.register_rate_per_min / 60.0, ctx.options.register_burst,
                           ctx.options.rate_limiter_keys),
-        create_limiter_(ctx.options.create_rate_per_sec, ctx.options.create_burst, ctx.options.rate_limiter_keys) {}
+        create_limiter_(ctx.options.create_rate_per_sec, ctx.options.create_burst, ctx.options.rate_limiter_keys),
+        keys_(ctx.keys, ctx.options) {}
 
   void handle(gateway::HttpRequest request, gateway::HttpReply reply);
 
@@ -42,6 +44,7 @@ class HttpApi {
   const std::string metrics_token_hash_;  // empty: any device token may read /metrics
   KeyedRateLimiter register_limiter_;     // by source address
   KeyedRateLimiter create_limiter_;       // by user
+  KeyApi keys_;                           // the key directory's endpoints
 };
 
 }  // namespace tern::services

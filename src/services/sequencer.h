@@ -50,6 +50,8 @@ class Sequencer {
   static std::string direct_conversation_id(const std::string& a, const std::string& b);
   // Presence keeps an index of who shares a conversation with whom; set before serving.
   void set_presence(Presence* presence) { core_.presence = presence; }
+  // Where the send path reads a device's current registration id (the stale-device check).
+  void set_registration_lookup(RegistrationLookup lookup) { core_.registration_id = std::move(lookup); }
 
  private:
   SequencerCore core_;

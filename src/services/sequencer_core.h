@@ -47,6 +47,8 @@ struct ConversationInfo {
 };
 
 using SendDone = std::function<void(Result<SentInfo>)>;
+// A device's current registration id (0: no keys). Any thread.
+using RegistrationLookup = std::function<Result<uint32_t>(const DeviceRef&)>;
 
 // The owning loop's view of one conversation.
 struct ConvState {
@@ -106,6 +108,7 @@ class SequencerCore {
   bus::Bus& bus;
   const ServiceOptions& options;
   Presence* presence = nullptr;  // told of membership changes (its who-shares-with-whom index)
+  RegistrationLookup registration_id;  // the key directory's; unset: `registration_ids` are not checked
 
  private:
   std::vector<std::unique_ptr<Shard>> shards_;

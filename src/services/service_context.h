@@ -9,6 +9,7 @@
 #include "services/accounts.h"
 #include "services/directory.h"
 #include "services/group_committer.h"
+#include "services/key_directory.h"
 #include "services/presence.h"
 #include "services/sequencer.h"
 #include "services/service_options.h"
@@ -28,6 +29,7 @@ struct ServiceContext {
   Presence& presence;
   Accounts& accounts;
   std::atomic<bool>& draining;
+  KeyDirectory* keys = nullptr;  // null in service tests that need no key directory
 };
 
 }  // namespace tern::services

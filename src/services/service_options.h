@@ -38,6 +38,13 @@ struct ServiceOptions {
   size_t rate_limiter_keys = 100000;         // buckets kept per keyed rate limiter (LRU)
   size_t receipt_sync_conversations = 1000;  // conversations whose receipts a reconnect re-sends
   size_t link_codes_per_user = 5;
+  // The key directory (end-to-end encryption).
+  size_t max_prekeys_per_upload = 100;        // one-time prekeys in one PUT /v1/keys
+  size_t max_prekeys_per_device = 1000;       // one-time prekeys stored per device
+  size_t prekeys_low_threshold = 10;          // fewer left → a prekeys_low event (0 = never)
+  int64_t signed_prekey_grace_ms = 30LL * 24 * 3600 * 1000;  // a replaced signed prekey is kept this long
+  double key_fetch_rate_per_sec = 5;          // bundle fetches per requesting user (0 = unlimited)
+  double key_fetch_burst = 100;
 };
 
 }  // namespace tern::services

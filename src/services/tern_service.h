@@ -15,6 +15,7 @@
 #include "services/directory.h"
 #include "services/group_committer.h"
 #include "services/http_api.h"
+#include "services/key_directory.h"
 #include "services/presence.h"
 #include "services/sequencer.h"
 #include "services/service_context.h"
@@ -53,6 +54,7 @@ class TernService final : public gateway::ServiceInterface {
   std::unique_ptr<Accounts> accounts_;
   std::unique_ptr<Sequencer> sequencer_;
   std::unique_ptr<Presence> presence_;
+  std::unique_ptr<KeyDirectory> keys_;
   std::unique_ptr<ServiceContext> ctx_;
   std::unique_ptr<HttpApi> http_;
 };
