@@ -60,6 +60,7 @@ void wipe(std::span<uint8_t> bytes) {
 
 void random_bytes(std::span<uint8_t> out) {
   init();
+  if (out.empty()) return;  // randombytes_buf's pointer must not be null
   randombytes_buf(out.data(), out.size());
 }
 

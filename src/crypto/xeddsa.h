@@ -11,10 +11,12 @@
 //    curve25519_verify) therefore verify by taking the sign bit from signature[63] & 0x80 and
 //    clearing it from s. We do the same: a spec signature has that bit 0, so nothing changes
 //    for it, and an old-style signature verifies too.
-// Stricter than libsignal: s must be canonical (< q), u must be < p, and the Edwards point must
-// be a valid point of the prime-order subgroup (libsodium's crypto_core_ed25519_is_valid_point).
+// Verification is Ed25519's equation on the converted key (libsodium's
+// crypto_sign_verify_detached). Stricter than libsignal: s must be canonical (< q), u < p,
+// and neither the Edwards key nor R may be of small order.
 //
-// Thread-safety: pure functions; any thread. They need sodium_init() (crypto::init()).
+// Signing uses libsodium's Ed25519 arithmetic (crypto_core_ed25519_*, scalarmult base noclamp,
+// SHA-512). Thread-safety: pure functions; any thread (init() is called inside).
 #pragma once
 #include <array>
 #include <cstdint>
