@@ -10,21 +10,12 @@
 #include "proto/frames.h"
 #include "proto/http_shapes.h"
 #include "services/conversation_ids.h"
+#include "services/http_reply.h"
 #include "services/token.h"
 
 namespace tern::services {
 namespace json = boost::json;
 namespace {
-
-gateway::HttpResponse error_response(const Error& e) {
-  static auto& errors = MetricsRegistry::global().family("tern_http_errors_total", "code", "HTTP errors by code");
-  errors.with(std::string(code_name(e.code))).inc();
-  return gateway::HttpResponse{http_status(e.code), proto::encode_http_error(e), "application/json"};
-}
-
-gateway::HttpResponse json_response(int status, const json::value& v) {
-  return gateway::HttpResponse{status, json::serialize(v), "application/json"};
-}
 
 gateway::HttpResponse credentials_response(const Credentials& c) {
   return json_response(201, json::object{{"user", c.user}, {"device", c.device}, {"token", c.token}});

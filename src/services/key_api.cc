@@ -9,6 +9,7 @@
 #include "base/clock.h"
 #include "base/metrics.h"
 #include "proto/frames.h"
+#include "services/http_reply.h"
 
 namespace tern::services {
 namespace json = boost::json;
@@ -17,16 +18,6 @@ namespace {
 constexpr size_t kPublicKeyBytes = 33;  // 0x05 ‖ X25519 u
 constexpr size_t kSignatureBytes = 64;
 constexpr char kDjbType = 0x05;
-
-gateway::HttpResponse error_response(const Error& e) {
-  static auto& errors = MetricsRegistry::global().family("tern_http_errors_total", "code", "HTTP errors by code");
-  errors.with(std::string(code_name(e.code))).inc();
-  return gateway::HttpResponse{http_status(e.code), proto::encode_http_error(e), "application/json"};
-}
-
-gateway::HttpResponse json_response(int status, const json::value& v) {
-  return gateway::HttpResponse{status, json::serialize(v), "application/json"};
-}
 
 Error invalid(std::string msg) { return make_error(ErrorCode::kInvalidArgument, std::move(msg)); }
 
