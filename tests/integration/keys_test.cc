@@ -6,9 +6,13 @@
 #include <gtest/gtest.h>
 
 #include <charconv>
+#include <filesystem>
+#include <fstream>
 #include <set>
 #include <thread>
 
+#include "client/keyring.h"
+#include "crypto/keys.h"
 #include "crypto/x25519.h"
 #include "crypto/xeddsa.h"
 #include "support/server_test.h"
@@ -400,6 +404,82 @@ TEST_F(TerndKeys, KeyPayloadsAreCountedPerRecipientDevice) {
   bool found = false;
   for (const auto& m : msgs) found = found || unb64(jstr(m, "body")) == "k";
   EXPECT_TRUE(found) << dump_frames(*replay);
+}
+
+// The SDK's Keyring through the real server: each device uploads its keys; a sender fetches
+// bundles, encrypts once per recipient device (its own other device included) and sends
+// `bodies` with `registration_ids`; every device decrypts its entry; the plaintext appears
+// nowhere in the server's data directory, its log or what backfill returns.
+TEST_F(TerndKeys, KeyringSessionsThroughTheServerNeverExposePlaintext) {
+  ASSERT_NO_FATAL_FAILURE(start());
+  Account alice2 = api().must_link(alice);
+  Account bob2 = api().must_link(bob);
+  const std::string conv = api().must_direct(alice.token, "bob");
+  ASSERT_FALSE(conv.empty());
+  char tmpl[] = "/tmp/tern-keyring-it-XXXXXX";
+  const std::string root = mkdtemp(tmpl);
+  std::map<std::string, std::unique_ptr<client::Keyring>> rings;
+  for (const Account* a : {&alice, &alice2, &bob, &bob2}) {
+    auto k = client::Keyring::open(root + "/" + a->key());
+    ASSERT_TRUE(k) << k.error().message;
+    auto body = (*k)->upload_body(true, 5);
+    ASSERT_TRUE(body);
+    auto up = http_request(port(), "PUT", "/v1/keys", *body, a->token);
+    ASSERT_EQ(up.status, 200) << up.body;
+    rings[a->key()] = std::move(*k);
+  }
+  client::Keyring& sender = *rings["alice:1"];
+  // Sessions with every recipient device: bob's two and alice's other one.
+  json::object regs;
+  for (const std::string user : {"bob", "alice"}) {
+    auto fetched = get(alice, "/v1/keys/" + user);
+    ASSERT_EQ(fetched.status, 200) << fetched.body;
+    auto bundles = client::parse_bundles(fetched.body);
+    ASSERT_TRUE(bundles) << bundles.error().message;
+    for (const auto& b : *bundles) {
+      const std::string key = user + ":" + std::to_string(b.device);
+      if (key == "alice:1") continue;
+      ASSERT_TRUE(sender.start_session(key, *b.bundle)) << key;
+      regs[key] = sender.session_registration(key);
+    }
+  }
+  ASSERT_EQ(regs.size(), 3u);
+  const std::string canary = "canary-plaintext-4c1d9e";
+  json::object bodies;
+  for (const auto& [key, _] : regs) {
+    auto c = sender.encrypt(std::string(key), canary + " for " + std::string(key));
+    ASSERT_TRUE(c) << c.error().message;
+    bodies[key] = *c;
+  }
+  Device phone(alice);
+  ASSERT_TRUE(phone.connect_synced(port()));
+  ASSERT_TRUE(phone.send_json(json::object{{"type", "send"}, {"client_msg_id", "e2e-1"}, {"conversation_id", conv},
+                                           {"bodies", bodies}, {"registration_ids", regs}}));
+  auto sent = phone.wait_answer("e2e-1");
+  ASSERT_TRUE(sent && type_of(*sent) == "sent") << (sent ? dump(*sent) : "none");
+
+  for (const Account* a : {&alice2, &bob, &bob2}) {
+    Device d(*a);
+    auto frames = d.connect_synced(port());
+    ASSERT_TRUE(frames) << a->key();
+    auto msgs = only_type(*frames, "message", conv);
+    ASSERT_EQ(msgs.size(), 1u) << a->key() << dump_frames(*frames);
+    auto plain = rings[a->key()]->decrypt("alice:1", jstr(msgs[0], "body"));
+    ASSERT_TRUE(plain) << a->key() << ": " << plain.error().message;
+    EXPECT_EQ(*plain, canary + " for " + a->key());
+  }
+  // The server holds ciphertext only.
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(server_->data_dir())) {
+    if (!entry.is_regular_file()) continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    const std::string data((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_EQ(data.find(canary), std::string::npos) << entry.path();
+  }
+  EXPECT_EQ(server_->log_tail(1 << 20).find(canary), std::string::npos);
+  auto history = api().messages(bob.token, conv);
+  EXPECT_EQ(history.status, 200);
+  EXPECT_EQ(history.body.find(canary), std::string::npos);
+  std::filesystem::remove_all(root);
 }
 
 }  // namespace
