@@ -141,7 +141,8 @@ Result<std::vector<DeviceBundle>> parse_bundles(std::string_view text) {
   for (const json::value& d : devices->as_array()) {
     if (!d.is_object()) return make_error(ErrorCode::kMalformed, "bundle is not an object");
     const json::object& o = d.as_object();
-    auto b = std::make_unique<crypto::PreKeyBundle>();
+    crypto::PreKeyBundle bundle;
+    crypto::PreKeyBundle* b = &bundle;
     bool ok = true;
     const uint32_t device = u32_field(o, "device", ok);
     b->device_id = device;
@@ -166,7 +167,7 @@ Result<std::vector<DeviceBundle>> parse_bundles(std::string_view text) {
       b->pre_key = *otk_pub;
     }
     if (!ok) return make_error(ErrorCode::kMalformed, "bundle: ids must be integers 0..4294967295");
-    out.push_back(DeviceBundle{device, std::move(b)});
+    out.push_back(DeviceBundle{device, bundle});
   }
   return out;
 }

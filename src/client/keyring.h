@@ -28,17 +28,14 @@
 #include <vector>
 
 #include "base/result.h"
-
-namespace tern::crypto {
-struct PreKeyBundle;
-}
+#include "crypto/keys.h"
 
 namespace tern::client {
 
 // One device's bundle as GET /v1/keys/{user}[/{device}] answers it.
 struct DeviceBundle {
   uint32_t device = 0;
-  std::unique_ptr<crypto::PreKeyBundle> bundle;
+  crypto::PreKeyBundle bundle;
 };
 // Parses the answer of a bundle fetch (exact key sizes; malformed otherwise).
 Result<std::vector<DeviceBundle>> parse_bundles(std::string_view json);

@@ -63,7 +63,7 @@ TEST(Keyring, SessionFromABundleBothWaysAndAcrossRestarts) {
   ASSERT_EQ(bundles->size(), 1u);
 
   bool changed = true;
-  ASSERT_TRUE(alice->start_session("bob:1", *(*bundles)[0].bundle, &changed));
+  ASSERT_TRUE(alice->start_session("bob:1", (*bundles)[0].bundle, &changed));
   EXPECT_FALSE(changed);
   EXPECT_EQ(alice->session_registration("bob:1"), bob->registration_id());
   auto c1 = alice->encrypt("bob:1", "hello bob");
@@ -103,7 +103,7 @@ TEST(Keyring, StateIsEncryptedAtRestWithAPrivateKeyFile) {
   ASSERT_TRUE(alice && bob);
   auto upload = bob->upload_body(true, 1);
   ASSERT_TRUE(upload);
-  ASSERT_TRUE(alice->start_session("bob:1", *(*parse_bundles(bundle_answer(*upload, 1)))[0].bundle));
+  ASSERT_TRUE(alice->start_session("bob:1", (*parse_bundles(bundle_answer(*upload, 1)))[0].bundle));
   ASSERT_TRUE(alice->encrypt("bob:1", "canary-7f3a"));
   for (const char* f : {"/keyring.key", "/keyring.state"}) {
     struct stat st {};
@@ -138,11 +138,11 @@ TEST(Keyring, BadBundleSignatureAndGarbageChangeNothing) {
   ASSERT_TRUE(upload);
   auto bundles = parse_bundles(bundle_answer(*upload, 1));
   ASSERT_TRUE(bundles);
-  crypto::PreKeyBundle forged = *(*bundles)[0].bundle;
+  crypto::PreKeyBundle forged = (*bundles)[0].bundle;
   forged.signed_pre_key_signature[3] ^= 1;
   EXPECT_FALSE(alice->start_session("bob:1", forged));
   EXPECT_FALSE(alice->has_session("bob:1"));
-  ASSERT_TRUE(alice->start_session("bob:1", *(*bundles)[0].bundle));
+  ASSERT_TRUE(alice->start_session("bob:1", (*bundles)[0].bundle));
   auto c = alice->encrypt("bob:1", "one");
   ASSERT_TRUE(c);
   EXPECT_FALSE(bob->decrypt("alice:1", "AwAAAA=="));  // a PreKeySignalMessage that does not parse
@@ -162,13 +162,13 @@ TEST(Keyring, AReinstalledDeviceIsAnIdentityChange) {
   ASSERT_TRUE(alice && bob);
   auto first = bob->upload_body(true, 1);
   ASSERT_TRUE(first);
-  ASSERT_TRUE(alice->start_session("bob:1", *(*parse_bundles(bundle_answer(*first, 1)))[0].bundle));
+  ASSERT_TRUE(alice->start_session("bob:1", (*parse_bundles(bundle_answer(*first, 1)))[0].bundle));
   auto reinstalled = must_open(tmp.sub("bob-new"));
   ASSERT_TRUE(reinstalled);
   auto second = reinstalled->upload_body(true, 1);
   ASSERT_TRUE(second);
   bool changed = false;
-  ASSERT_TRUE(alice->start_session("bob:1", *(*parse_bundles(bundle_answer(*second, 1)))[0].bundle, &changed));
+  ASSERT_TRUE(alice->start_session("bob:1", (*parse_bundles(bundle_answer(*second, 1)))[0].bundle, &changed));
   EXPECT_TRUE(changed);
   auto c = alice->encrypt("bob:1", "to the new install");
   ASSERT_TRUE(c);

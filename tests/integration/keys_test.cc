@@ -439,7 +439,7 @@ TEST_F(TerndKeys, KeyringSessionsThroughTheServerNeverExposePlaintext) {
     for (const auto& b : *bundles) {
       const std::string key = user + ":" + std::to_string(b.device);
       if (key == "alice:1") continue;
-      ASSERT_TRUE(sender.start_session(key, *b.bundle)) << key;
+      ASSERT_TRUE(sender.start_session(key, b.bundle)) << key;
       regs[key] = sender.session_registration(key);
     }
   }
