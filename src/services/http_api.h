@@ -26,7 +26,7 @@ class HttpApi {
         register_limiter_(ctx.options.register_rate_per_min / 60.0, ctx.options.register_burst,
                           ctx.options.rate_limiter_keys),
         create_limiter_(ctx.options.create_rate_per_sec, ctx.options.create_burst, ctx.options.rate_limiter_keys),
-        keys_(ctx.keys, ctx.options) {}
+        keys_(ctx.keys, ctx.options, ctx.draining) {}
 
   void handle(gateway::HttpRequest request, gateway::HttpReply reply);
 

@@ -150,9 +150,10 @@ bool split_devices_path(std::string_view path, std::string& user) {
 
 }  // namespace
 
-KeyApi::KeyApi(KeyDirectory* keys, const ServiceOptions& options)
+KeyApi::KeyApi(KeyDirectory* keys, const ServiceOptions& options, const std::atomic<bool>& draining)
     : keys_(keys),
       options_(options),
+      draining_(draining),
       fetch_limiter_(options.key_fetch_rate_per_sec, options.key_fetch_burst, options.rate_limiter_keys) {}
 
 bool KeyApi::handle(const DeviceRef& me, const gateway::HttpRequest& req, gateway::HttpReply& reply) {
@@ -166,6 +167,11 @@ bool KeyApi::handle(const DeviceRef& me, const gateway::HttpRequest& req, gatewa
   if (!own && !devices && !bundle) return false;
   if (!keys_) {
     reply(error_response(make_error(ErrorCode::kNotFound, "no such endpoint")));
+    return true;
+  }
+  const bool writes = (own && m == "PUT") || (bundle && m == "GET");
+  if (writes && draining_.load()) {
+    reply(error_response(make_error(ErrorCode::kDraining, "server is shutting down")));
     return true;
   }
   if (own && m == "PUT") {

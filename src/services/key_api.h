@@ -11,6 +11,7 @@
 //
 // Thread-safe (the rate limiter locks). Owned by HttpApi; borrows the context and directory.
 #pragma once
+#include <atomic>
 #include <string>
 
 #include "gateway/service_interface.h"
@@ -22,7 +23,8 @@ namespace tern::services {
 
 class KeyApi {
  public:
-  KeyApi(KeyDirectory* keys, const ServiceOptions& options);
+  // While `draining`, uploads and bundle fetches (both write) get `draining`.
+  KeyApi(KeyDirectory* keys, const ServiceOptions& options, const std::atomic<bool>& draining);
 
   // True when the request is one of the key endpoints: it is then answered through `reply`.
   bool handle(const DeviceRef& me, const gateway::HttpRequest& req, gateway::HttpReply& reply);
@@ -33,6 +35,7 @@ class KeyApi {
 
   KeyDirectory* const keys_;  // null: no key directory (service tests), every key endpoint 404s
   const ServiceOptions& options_;
+  const std::atomic<bool>& draining_;
   KeyedRateLimiter fetch_limiter_;  // bundle fetches, by requesting user
 };
 
