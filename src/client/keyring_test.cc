@@ -45,16 +45,31 @@ std::unique_ptr<Keyring> must_open(const std::string& dir) {
   return k ? std::move(*k) : nullptr;
 }
 
+// Two devices' keyrings in a temp dir; bundle_of() uploads (in memory) and hands out a bundle.
+class KeyringTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    alice = must_open(tmp.sub("alice"));
+    bob = must_open(tmp.sub("bob"));
+    ASSERT_TRUE(alice && bob);
+  }
+  static crypto::PreKeyBundle bundle_of(Keyring& k, size_t prekeys) {
+    auto upload = k.upload_body(true, prekeys);
+    EXPECT_TRUE(upload);
+    auto bundles = upload ? parse_bundles(bundle_answer(*upload, 1)) : Result<std::vector<DeviceBundle>>(Error{});
+    EXPECT_TRUE(bundles && bundles->size() == 1);
+    return bundles && bundles->size() == 1 ? (*bundles)[0].bundle : crypto::PreKeyBundle{};
+  }
+  TempDir tmp;
+  std::unique_ptr<Keyring> alice, bob;
+};
+
 std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), {});
 }
 
-TEST(Keyring, SessionFromABundleBothWaysAndAcrossRestarts) {
-  TempDir tmp;
-  auto alice = must_open(tmp.sub("alice"));
-  auto bob = must_open(tmp.sub("bob"));
-  ASSERT_TRUE(alice && bob);
+TEST_F(KeyringTest, SessionFromABundleBothWaysAndAcrossRestarts) {
   auto upload = bob->upload_body(true, 3);
   ASSERT_TRUE(upload) << upload.error().message;
   EXPECT_EQ(bob->one_time_prekeys(), 3u);
@@ -95,15 +110,9 @@ TEST(Keyring, SessionFromABundleBothWaysAndAcrossRestarts) {
   EXPECT_EQ(bob->one_time_prekeys(), 2u);
 }
 
-TEST(Keyring, StateIsEncryptedAtRestWithAPrivateKeyFile) {
-  TempDir tmp;
-  const std::string dir = tmp.sub("k");
-  auto alice = must_open(dir);
-  auto bob = must_open(tmp.sub("bob"));
-  ASSERT_TRUE(alice && bob);
-  auto upload = bob->upload_body(true, 1);
-  ASSERT_TRUE(upload);
-  ASSERT_TRUE(alice->start_session("bob:1", (*parse_bundles(bundle_answer(*upload, 1)))[0].bundle));
+TEST_F(KeyringTest, StateIsEncryptedAtRestWithAPrivateKeyFile) {
+  const std::string dir = tmp.sub("alice");
+  ASSERT_TRUE(alice->start_session("bob:1", bundle_of(*bob, 1)));
   ASSERT_TRUE(alice->encrypt("bob:1", "canary-7f3a"));
   for (const char* f : {"/keyring.key", "/keyring.state"}) {
     struct stat st {};
@@ -129,20 +138,13 @@ TEST(Keyring, StateIsEncryptedAtRestWithAPrivateKeyFile) {
   EXPECT_TRUE(restored->has_session("bob:1"));
 }
 
-TEST(Keyring, BadBundleSignatureAndGarbageChangeNothing) {
-  TempDir tmp;
-  auto alice = must_open(tmp.sub("alice"));
-  auto bob = must_open(tmp.sub("bob"));
-  ASSERT_TRUE(alice && bob);
-  auto upload = bob->upload_body(true, 2);
-  ASSERT_TRUE(upload);
-  auto bundles = parse_bundles(bundle_answer(*upload, 1));
-  ASSERT_TRUE(bundles);
-  crypto::PreKeyBundle forged = (*bundles)[0].bundle;
+TEST_F(KeyringTest, BadBundleSignatureAndGarbageChangeNothing) {
+  const crypto::PreKeyBundle good = bundle_of(*bob, 2);
+  crypto::PreKeyBundle forged = good;
   forged.signed_pre_key_signature[3] ^= 1;
   EXPECT_FALSE(alice->start_session("bob:1", forged));
   EXPECT_FALSE(alice->has_session("bob:1"));
-  ASSERT_TRUE(alice->start_session("bob:1", (*bundles)[0].bundle));
+  ASSERT_TRUE(alice->start_session("bob:1", good));
   auto c = alice->encrypt("bob:1", "one");
   ASSERT_TRUE(c);
   EXPECT_FALSE(bob->decrypt("alice:1", "AwAAAA=="));  // a PreKeySignalMessage that does not parse
@@ -155,20 +157,12 @@ TEST(Keyring, BadBundleSignatureAndGarbageChangeNothing) {
   EXPECT_FALSE(parse_bundles("nope"));
 }
 
-TEST(Keyring, AReinstalledDeviceIsAnIdentityChange) {
-  TempDir tmp;
-  auto alice = must_open(tmp.sub("alice"));
-  auto bob = must_open(tmp.sub("bob"));
-  ASSERT_TRUE(alice && bob);
-  auto first = bob->upload_body(true, 1);
-  ASSERT_TRUE(first);
-  ASSERT_TRUE(alice->start_session("bob:1", (*parse_bundles(bundle_answer(*first, 1)))[0].bundle));
+TEST_F(KeyringTest, AReinstalledDeviceIsAnIdentityChange) {
+  ASSERT_TRUE(alice->start_session("bob:1", bundle_of(*bob, 1)));
   auto reinstalled = must_open(tmp.sub("bob-new"));
   ASSERT_TRUE(reinstalled);
-  auto second = reinstalled->upload_body(true, 1);
-  ASSERT_TRUE(second);
   bool changed = false;
-  ASSERT_TRUE(alice->start_session("bob:1", (*parse_bundles(bundle_answer(*second, 1)))[0].bundle, &changed));
+  ASSERT_TRUE(alice->start_session("bob:1", bundle_of(*reinstalled, 1), &changed));
   EXPECT_TRUE(changed);
   auto c = alice->encrypt("bob:1", "to the new install");
   ASSERT_TRUE(c);
