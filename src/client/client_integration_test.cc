@@ -399,6 +399,27 @@ TEST_F(ClientIntegration, KeyDirectoryCallsWithAKeyring) {
   auto unknown = wait_for<std::string>([&](auto cb) { api_for(alice).key_bundles("nobody", 0, std::move(cb)); });
   ASSERT_FALSE(unknown.ok());
   EXPECT_EQ(unknown.error().code, ErrorCode::kNotFound);
+
+  // Bob has 3 one-time prekeys left, under the server's default threshold (10): his Client
+  // hears prekeys_low on connect.
+  std::mutex mu;
+  std::vector<uint64_t> lows;
+  Events ev;
+  ev.on_prekeys_low = [&](uint64_t n) {
+    std::lock_guard l(mu);
+    lows.push_back(n);
+  };
+  auto b = Client::create(options(bob), ev);
+  ASSERT_TRUE(b.ok());
+  (*b)->start();
+  EXPECT_TRUE(eventually([&] {
+    std::lock_guard l(mu);
+    return !lows.empty();
+  }));
+  (*b)->stop();
+  std::lock_guard l(mu);
+  ASSERT_FALSE(lows.empty());
+  EXPECT_EQ(lows[0], 3u);
   std::filesystem::remove_all(root);
 }
 
