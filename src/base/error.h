@@ -23,6 +23,7 @@ enum class ErrorCode {
   kOverloaded,       // 503: a bounded queue is full
   kDraining,         // 503: the server is shutting down
   kInternal,         // 500: store failure and other bugs
+  kBadSignature,     // 400: a signed prekey whose signature the identity key does not verify
 };
 
 // Stable wire name of a code, e.g. "not_member" style snake case.

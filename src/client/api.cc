@@ -253,4 +253,31 @@ void Api::history(const std::string& conversation_id, Seq after_seq, size_t limi
                    std::move(cb));
 }
 
+namespace {
+Result<size_t> parse_key_count(const std::string& body) {
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  const json::value* n = !ec && v.is_object() ? v.as_object().if_contains("count") : nullptr;
+  if (!n || !n->is_number()) return make_error(ErrorCode::kMalformed, "key status without count");
+  const uint64_t count = n->to_number<uint64_t>(ec);
+  if (ec) return make_error(ErrorCode::kMalformed, "key count is not a non-negative integer");
+  return static_cast<size_t>(count);
+}
+}  // namespace
+
+void Api::upload_keys(const std::string& body, Callback<size_t> cb) const {
+  run<size_t>(state_, "PUT", "/v1/keys", body, true, {200}, parse_key_count, std::move(cb));
+}
+
+void Api::key_count(Callback<size_t> cb) const {
+  run<size_t>(state_, "GET", "/v1/keys", "", true, {200}, parse_key_count, std::move(cb));
+}
+
+void Api::key_bundles(const std::string& user, uint32_t device, Callback<std::string> cb) const {
+  std::string target = "/v1/keys/" + encode_segment(user);
+  if (device != 0) target += "/" + std::to_string(device);
+  run<std::string>(state_, "GET", std::move(target), "", true, {200},
+                   [](const std::string& body) -> Result<std::string> { return body; }, std::move(cb));
+}
+
 }  // namespace tern::client

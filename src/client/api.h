@@ -85,6 +85,13 @@ class Api {
   // Messages with seq > after_seq, increasing, at most `limit` (the server caps it).
   void history(const std::string& conversation_id, Seq after_seq, size_t limit, Callback<HistoryPage> cb) const;
 
+  // The key directory (docs/protocol.md §14). `body` of upload_keys: Keyring::upload_body().
+  // Both answer the device's remaining one-time prekey count.
+  void upload_keys(const std::string& body, Callback<size_t> cb) const;                 // PUT /v1/keys
+  void key_count(Callback<size_t> cb) const;                                           // GET /v1/keys
+  // The bundle answer as JSON, for parse_bundles() (keyring.h); device 0: all the user's devices.
+  void key_bundles(const std::string& user, uint32_t device, Callback<std::string> cb) const;
+
  struct State;  // implementation detail (api.cc)
 
  private:

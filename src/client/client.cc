@@ -348,6 +348,8 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     emit(events.on_typing, t);
   }
 
+  void handle(proto::PrekeysLowEvent&& e) { emit(events.on_prekeys_low, e.count); }
+
   void handle(proto::PresenceEvent&& e) {
     Presence p{std::move(e.user), e.online, e.last_seen};
     emit(events.on_presence, p);

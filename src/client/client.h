@@ -83,6 +83,9 @@ struct Events {
   std::function<void(const std::string& client_msg_id, const Error&)> on_send_failed;
   // An `error` frame not tied to a pending send.
   std::function<void(const Error&)> on_error;
+  // The device has fewer one-time prekeys than the server's threshold left (on the drop and on
+  // every connect while low): upload more (Api::upload_keys with Keyring::upload_body).
+  std::function<void(uint64_t count)> on_prekeys_low;
 };
 
 struct SendOptions {

@@ -12,6 +12,7 @@
 #include "client/blocking.h"
 #include "client/client.h"
 #include "client/io_thread.h"
+#include "client/keyring.h"
 #include "client/testing/ternd_process.h"
 
 namespace tern::client {
@@ -364,6 +365,62 @@ TEST_F(ClientIntegration, DeviceLinkWithAOneTimeCode) {
   (*b)->start();
   ASSERT_TRUE((*b)->send(*conv, "to both devices").ok());
   EXPECT_TRUE(eventually([&] { return a2.count_from("bob") == 1; }));
+}
+
+// The key directory calls with a Keyring: bob uploads, alice fetches his bundle and opens a
+// session, bob decrypts (and his count went down by the one-time prekey alice took).
+TEST_F(ClientIntegration, KeyDirectoryCallsWithAKeyring) {
+  const Credentials alice = register_user("alice");
+  const Credentials bob = register_user("bob");
+  const auto root = std::filesystem::temp_directory_path() / ("tern-sdk-keys-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(root);
+  auto bob_ring = Keyring::open((root / "bob").string());
+  auto alice_ring = Keyring::open((root / "alice").string());
+  ASSERT_TRUE(bob_ring && alice_ring);
+  auto body = (*bob_ring)->upload_body(true, 4);
+  ASSERT_TRUE(body);
+  auto count = wait_for<size_t>([&](auto cb) { api_for(bob).upload_keys(*body, std::move(cb)); });
+  ASSERT_TRUE(count.ok()) << count.error().message;
+  EXPECT_EQ(*count, 4u);
+  auto bundle_json = wait_for<std::string>([&](auto cb) { api_for(alice).key_bundles("bob", 1, std::move(cb)); });
+  ASSERT_TRUE(bundle_json.ok()) << bundle_json.error().message;
+  auto bundles = parse_bundles(*bundle_json);
+  ASSERT_TRUE(bundles.ok()) << bundles.error().message;
+  ASSERT_EQ(bundles->size(), 1u);
+  ASSERT_TRUE((*alice_ring)->start_session("bob:1", (*bundles)[0].bundle));
+  auto c = (*alice_ring)->encrypt("bob:1", "via the SDK");
+  ASSERT_TRUE(c);
+  auto p = (*bob_ring)->decrypt("alice:1", *c);
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  EXPECT_EQ(*p, "via the SDK");
+  auto left = wait_for<size_t>([&](auto cb) { api_for(bob).key_count(std::move(cb)); });
+  ASSERT_TRUE(left.ok());
+  EXPECT_EQ(*left, 3u);
+  auto unknown = wait_for<std::string>([&](auto cb) { api_for(alice).key_bundles("nobody", 0, std::move(cb)); });
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().code, ErrorCode::kNotFound);
+
+  // Bob has 3 one-time prekeys left, under the server's default threshold (10): his Client
+  // hears prekeys_low on connect.
+  std::mutex mu;
+  std::vector<uint64_t> lows;
+  Events ev;
+  ev.on_prekeys_low = [&](uint64_t n) {
+    std::lock_guard l(mu);
+    lows.push_back(n);
+  };
+  auto b = Client::create(options(bob), ev);
+  ASSERT_TRUE(b.ok());
+  (*b)->start();
+  EXPECT_TRUE(eventually([&] {
+    std::lock_guard l(mu);
+    return !lows.empty();
+  }));
+  (*b)->stop();
+  std::lock_guard l(mu);
+  ASSERT_FALSE(lows.empty());
+  EXPECT_EQ(lows[0], 3u);
+  std::filesystem::remove_all(root);
 }
 
 TEST_F(ClientIntegration, ARefusedTokenStopsTheClient) {

@@ -103,6 +103,22 @@ Result<ClientFrame> parse_send(const json::object& o, const Limits& limits, std:
       return make_error(ErrorCode::kInvalidArgument, "ttl must be 1.." + std::to_string(limits.max_ttl_seconds) + " seconds");
     f.ttl_seconds = static_cast<int64_t>(*t);
   }
+  if (const auto* keys = o.if_contains("keys")) {
+    if (!keys->is_bool()) return malformed("field 'keys' must be a boolean");
+    f.keys = keys->as_bool();
+  }
+  if (const auto* ids = o.if_contains("registration_ids")) {
+    if (!ids->is_object()) return malformed("field 'registration_ids' must be an object");
+    for (const auto& kv : ids->as_object()) {
+      if (!f.bodies.count(std::string(kv.key())))
+        return make_error(ErrorCode::kInvalidArgument, "each 'registration_ids' key must be a key of 'bodies'");
+      const auto& v = kv.value();
+      const uint64_t n = v.is_uint64() ? v.as_uint64() : v.is_int64() && v.as_int64() > 0 ? v.as_int64() : 0;
+      if (n == 0 || n > UINT32_MAX)
+        return make_error(ErrorCode::kInvalidArgument, "a registration id must be an integer 1..4294967295");
+      f.registration_ids.emplace(std::string(kv.key()), static_cast<uint32_t>(n));
+    }
+  }
   return ClientFrame{std::move(f)};
 }
 

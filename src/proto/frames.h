@@ -23,6 +23,12 @@ struct SendFrame {
   std::map<std::string, std::string> bodies;  // "user:device" → base64 (instead of body)
   std::optional<Seq> reply_to;
   std::optional<int64_t> ttl_seconds;
+  // [Tern] "keys": true marks key-management traffic (session set-up, sender-key
+  // distribution) for the server's metrics; it is not stored or forwarded.
+  bool keys = false;
+  // [Tern] "registration_ids": per `bodies` key, the registration id of the device's keys
+  // the sender encrypted for; a mismatch answers device_mismatch with the device as `stale`.
+  std::map<std::string, uint32_t> registration_ids;
 };
 struct AckFrame { std::string conversation_id; Seq seq = 0; };
 struct ReadFrame { std::string conversation_id; Seq seq = 0; };

@@ -37,6 +37,31 @@ TEST(Frames, ParsesPerDeviceBodies) {
   EXPECT_EQ(parse_code(R"({"type":"send","client_msg_id":"c","conversation_id":"g","body":"YQ==","bodies":{"bob:1":"YQ=="}})"), ErrorCode::kMalformed);
 }
 
+TEST(Frames, ParsesKeysFlagAndRegistrationIds) {
+  auto r = parse_client_frame(
+      R"({"type":"send","client_msg_id":"c","conversation_id":"d","keys":true,"bodies":{"bob:1":"aGk=","bob:2":"aGk="},"registration_ids":{"bob:1":4711}})",
+      limits);
+  ASSERT_TRUE(r) << r.error().message;
+  const auto& s = std::get<SendFrame>(*r);
+  EXPECT_TRUE(s.keys);
+  EXPECT_EQ(s.registration_ids, (std::map<std::string, uint32_t>{{"bob:1", 4711}}));
+  auto plain = parse_client_frame(R"({"type":"send","client_msg_id":"c","conversation_id":"d","body":"aGk="})", limits);
+  ASSERT_TRUE(plain);
+  EXPECT_FALSE(std::get<SendFrame>(*plain).keys) << "absent means false";
+  EXPECT_TRUE(std::get<SendFrame>(*plain).registration_ids.empty());
+  const std::string head = R"({"type":"send","client_msg_id":"c","conversation_id":"d",)";
+  EXPECT_EQ(parse_code(head + R"("body":"aGk=","keys":1})"), ErrorCode::kMalformed);
+  EXPECT_EQ(parse_code(head + R"("bodies":{"bob:1":"aGk="},"registration_ids":[1]})"), ErrorCode::kMalformed);
+  EXPECT_EQ(parse_code(head + R"("bodies":{"bob:1":"aGk="},"registration_ids":{"bob:2":1}})"),
+            ErrorCode::kInvalidArgument) << "only keys of bodies";
+  EXPECT_EQ(parse_code(head + R"("body":"aGk=","registration_ids":{"bob:1":1}})"), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(parse_code(head + R"("bodies":{"bob:1":"aGk="},"registration_ids":{"bob:1":0}})"), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(parse_code(head + R"("bodies":{"bob:1":"aGk="},"registration_ids":{"bob:1":4294967296}})"),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(parse_code(head + R"("bodies":{"bob:1":"aGk="},"registration_ids":{"bob:1":"7"}})"),
+            ErrorCode::kInvalidArgument);
+}
+
 TEST(Frames, ParsesOtherClientFrames) {
   EXPECT_EQ(parse_code(R"({"type":"ack","conversation_id":"c","seq":7})"), ErrorCode::kOk);
   EXPECT_EQ(parse_code(R"({"type":"read","conversation_id":"c","seq":7})"), ErrorCode::kOk);

@@ -59,7 +59,8 @@ Result<ServerFrame> parse_server_frame(std::string_view text) {
   }
   if (type == "error")
     return ServerFrame{ErrorEvent{str(o, "code"), str(o, "message"), str(o, "ref"), strings(o, "missing"),
-                                  strings(o, "extra")}};
+                                  strings(o, "extra"), strings(o, "stale")}};
+  if (type == "prekeys_low") return ServerFrame{PrekeysLowEvent{num(o, "count")}};
   return make_error(ErrorCode::kUnknownType, "unknown server frame type");
 }
 

@@ -23,6 +23,14 @@ TEST(ServerFrames, RoundTripsServerEncoders) {
   EXPECT_EQ(*me.reply_to, 1u);
   EXPECT_TRUE(std::holds_alternative<SyncedEvent>(*parse_server_frame(encode_synced())));
   EXPECT_FALSE(parse_server_frame("nope"));
+  auto low = parse_server_frame(R"({"type":"prekeys_low","count":4})");
+  ASSERT_TRUE(low);
+  EXPECT_EQ(std::get<PrekeysLowEvent>(*low).count, 4u);
+  auto mismatch = parse_server_frame(
+      R"({"missing":["b:2"],"extra":[],"stale":["b:1"],"type":"error","code":"device_mismatch","message":"m","ref":"c"})");
+  ASSERT_TRUE(mismatch);
+  EXPECT_EQ(std::get<ErrorEvent>(*mismatch).stale, (std::vector<std::string>{"b:1"}));
+  EXPECT_EQ(std::get<ErrorEvent>(*mismatch).missing, (std::vector<std::string>{"b:2"}));
 }
 
 TEST(ServerFrames, ClientEncodersParseOnServer) {

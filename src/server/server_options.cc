@@ -91,6 +91,14 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   real("register_rate", o.services.register_rate_per_min);
   real("register_burst", o.services.register_burst);
   num("directory_cache", o.services.directory_cache);
+  num("max_prekeys_per_upload", o.services.max_prekeys_per_upload);
+  num("max_prekeys_per_device", o.services.max_prekeys_per_device);
+  num("prekeys_low_threshold", o.services.prekeys_low_threshold);
+  int64_t grace_s = o.services.signed_prekey_grace_ms / 1000;
+  num("signed_prekey_grace_seconds", grace_s);
+  o.services.signed_prekey_grace_ms = grace_s * 1000;
+  real("key_fetch_rate", o.services.key_fetch_rate_per_sec);
+  real("key_fetch_burst", o.services.key_fetch_burst);
   int64_t days = o.services.idempotency_ttl_ms / (24 * 3600 * 1000);
   num("idempotency_days", days);
   o.services.idempotency_ttl_ms = days * 24 * 3600 * 1000;
@@ -217,6 +225,22 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
   app.add_option("--idempotency-days", idem_days, "how long a client_msg_id is remembered (at least 7)")
       ->capture_default_str();
   app.add_option("--block-cache-mb", o.block_cache_mb, "RocksDB block cache")->capture_default_str();
+  app.add_option("--max-prekeys-per-upload", o.services.max_prekeys_per_upload,
+                 "one-time prekeys in one PUT /v1/keys; more get too_large")->capture_default_str();
+  app.add_option("--max-prekeys-per-device", o.services.max_prekeys_per_device,
+                 "one-time prekeys stored per device; an upload beyond it gets limit_exceeded")->capture_default_str();
+  app.add_option("--prekeys-low-threshold", o.services.prekeys_low_threshold,
+                 "a device with fewer one-time prekeys left gets a prekeys_low event (0 = never)")->capture_default_str();
+  app.add_option_function<int64_t>(
+         "--signed-prekey-grace-seconds",
+         [&o](int64_t s) { o.services.signed_prekey_grace_ms = s * 1000; },
+         "how long a replaced signed prekey is kept (and reported to its device) after a rotation")
+      ->default_str(std::to_string(o.services.signed_prekey_grace_ms / 1000));
+  app.add_option("--key-fetch-rate", o.services.key_fetch_rate_per_sec,
+                 "key bundle fetches per second per requesting user (token bucket refill; 0 = unlimited)")
+      ->capture_default_str();
+  app.add_option("--key-fetch-burst", o.services.key_fetch_burst, "token bucket size for key bundle fetches")
+      ->capture_default_str();
 }
 
 }  // namespace
@@ -258,6 +282,10 @@ Result<ServerOptions> parse_options(int argc, char** argv) {
   if (o.services.fanout_read_threshold < 1 || o.services.max_subscribers < 1)
     return make_error(ErrorCode::kInvalidArgument, "--fanout-read-threshold and --max-subscribers must be >= 1");
   if (o.services.directory_cache < 1) return make_error(ErrorCode::kInvalidArgument, "--directory-cache must be >= 1");
+  if (o.services.signed_prekey_grace_ms < 0)
+    return make_error(ErrorCode::kInvalidArgument, "--signed-prekey-grace-seconds must be >= 0");
+  if (o.services.key_fetch_rate_per_sec < 0 || o.services.max_prekeys_per_upload < 1)
+    return make_error(ErrorCode::kInvalidArgument, "--key-fetch-rate must be >= 0, --max-prekeys-per-upload >= 1");
   if (o.services.create_rate_per_sec < 0 || o.services.register_rate_per_min < 0)
     return make_error(ErrorCode::kInvalidArgument, "rates must be >= 0");
   if (unauth_timeout < 1) return make_error(ErrorCode::kInvalidArgument, "--unauthenticated-timeout must be >= 1");

@@ -11,14 +11,12 @@
 #include "proto/http_shapes.h"
 #include "services/channel_api.h"
 #include "services/conversation_ids.h"
+#include "services/http_reply.h"
 #include "services/token.h"
 
 namespace tern::services {
 namespace json = boost::json;
 namespace {
-
-gateway::HttpResponse error_response(const Error& e) { return api_error(e); }
-gateway::HttpResponse json_response(int status, const json::value& v) { return api_json(status, v); }
 
 gateway::HttpResponse credentials_response(const Credentials& c) {
   return json_response(201, json::object{{"user", c.user}, {"device", c.device}, {"token", c.token}});
@@ -98,6 +96,7 @@ void HttpApi::handle(gateway::HttpRequest req, gateway::HttpReply reply) {
     if (m == "POST") return create_conversation(*me, req, std::move(reply));
     if (m == "GET") return list_conversations(*me, req, std::move(reply));
   }
+  if (keys_.handle(*me, req, reply)) return;
   std::string id, rest;
   if (split_conversation_path(path, id, rest)) {
     if (rest == "members" && m == "POST") return change_members(*me, id, req, std::move(reply));

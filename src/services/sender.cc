@@ -13,13 +13,27 @@ namespace tern::services {
 namespace {
 
 Counter& messages_stored = MetricsRegistry::global().counter("tern_messages_stored_total", "messages durably stored");
+Counter& key_payloads = MetricsRegistry::global().counter(
+    "tern_key_distribution_payloads_total",
+    "key-management payloads (sends flagged \"keys\") stored, counted once per recipient device");
 Histogram& send_to_durable = MetricsRegistry::global().histogram(
     "tern_send_to_durable_seconds", "from a send frame's arrival to its durable commit", latency_buckets());
 
 std::string pending_key(const DeviceRef& d, const std::string& cmid) { return d.key() + '\n' + cmid; }
 
-// The device_mismatch detail: {"missing":[...],"extra":[...]}.
-std::string mismatch_detail(const std::set<std::string>& expected, const std::set<std::string>& given) {
+void append_list(std::string& out, const std::vector<std::string>& keys) {
+  out += '[';
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (i) out += ',';
+    proto::append_json_string(out, keys[i]);
+  }
+  out += ']';
+}
+
+// The device_mismatch detail: {"missing":[...],"extra":[...]}, plus "stale":[...] when the
+// send carried registration_ids.
+std::string mismatch_detail(const std::set<std::string>& expected, const std::set<std::string>& given,
+                            const std::vector<std::string>* stale) {
   std::string out = R"({"missing":[)";
   bool first = true;
   for (const auto& k : expected)
@@ -36,7 +50,12 @@ std::string mismatch_detail(const std::set<std::string>& expected, const std::se
       first = false;
       proto::append_json_string(out, k);
     }
-  out += "]}";
+  out += ']';
+  if (stale) {
+    out += R"(,"stale":)";
+    append_list(out, *stale);
+  }
+  out += '}';
   return out;
 }
 
@@ -110,9 +129,23 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
     std::set<std::string> expected, given;
     for (const auto& d : *to) expected.insert(d.key());
     for (const auto& [k, _] : frame.bodies) given.insert(k);
-    if (expected != given) {
-      Error e = make_error(ErrorCode::kDeviceMismatch, "bodies do not match the member devices");
-      e.detail_json = mismatch_detail(expected, given);
+    // Stale: the sender encrypted for keys the device has replaced since (a new installation
+    // has a new registration id), or for a device that has no keys.
+    std::vector<std::string> stale;
+    if (!frame.registration_ids.empty() && core_.registration_id) {
+      for (const auto& [k, reg] : frame.registration_ids) {
+        auto d = parse_device_key(k);
+        if (!d || !expected.count(k)) continue;  // reported as extra
+        auto current = core_.registration_id(*d);
+        if (!current) return done(current.error());
+        if (*current != reg) stale.push_back(k);
+      }
+    }
+    if (expected != given || !stale.empty()) {
+      Error e = make_error(ErrorCode::kDeviceMismatch,
+                           expected != given ? "bodies do not match the member devices"
+                                             : "bodies were encrypted for keys that changed");
+      e.detail_json = mismatch_detail(expected, given, frame.registration_ids.empty() ? nullptr : &stale);
       return done(std::move(e));
     }
   }
@@ -129,6 +162,7 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   m.reply_to = frame.reply_to;
   if (frame.ttl_seconds) m.expires_at = ts + *frame.ttl_seconds * 1000;
   const bool per_device = !m.bodies.empty();
+  const bool keys = frame.keys;
   auto stored = std::make_shared<const std::string>(proto::encode_message(m));
 
   store::Batch batch;
@@ -146,10 +180,11 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   SequencerCore::remember_sender(cs, seq, device.user);
   const bool accepted = core_.submit(
       cs, std::move(batch),
-      [this, &shard, key = std::move(key), info, to = std::move(*to), stored, per_device, started_us, read_side,
+      [this, &shard, key = std::move(key), info, to = std::move(*to), stored, per_device, keys, started_us, read_side,
        device, done = std::move(done)](const Result<void>& committed) mutable {
         if (committed) {
           messages_stored.inc();
+          if (keys) key_payloads.inc(to.size());
           send_to_durable.observe(static_cast<double>(mono_us() - started_us) / 1e6);
           done(info);
           if (read_side)

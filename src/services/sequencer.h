@@ -62,6 +62,8 @@ class Sequencer {
   void set_presence(Presence* presence) { core_.presence = presence; }
   // Live delivery of read-side conversations; set before serving.
   void set_fanout(LiveFanout* fanout) { core_.fanout = fanout; }
+  // Where the send path reads a device's current registration id (the stale-device check).
+  void set_registration_lookup(RegistrationLookup lookup) { core_.registration_id = std::move(lookup); }
 
  private:
   template <typename Fn>

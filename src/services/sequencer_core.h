@@ -52,6 +52,8 @@ struct ConversationInfo {
 };
 
 using SendDone = std::function<void(Result<SentInfo>)>;
+// A device's current registration id (0: no keys). Any thread.
+using RegistrationLookup = std::function<Result<uint32_t>(const DeviceRef&)>;
 
 // What the owning loop keeps for a channel only (allocated on first use: most conversations
 // are not channels, and every cached conversation has a ConvState).
@@ -142,6 +144,7 @@ class SequencerCore {
   const ServiceOptions& options;
   Presence* presence = nullptr;  // told of membership changes (its who-shares-with-whom index)
   LiveFanout* fanout = nullptr;  // live delivery of read-side conversations; set before serving
+  RegistrationLookup registration_id;  // the key directory's; unset: `registration_ids` are not checked
 
  private:
   std::vector<std::unique_ptr<Shard>> shards_;

@@ -10,6 +10,7 @@
 #include "services/directory.h"
 #include "services/group_committer.h"
 #include "services/live_fanout.h"
+#include "services/key_directory.h"
 #include "services/presence.h"
 #include "services/sequencer.h"
 #include "services/service_options.h"
@@ -30,6 +31,7 @@ struct ServiceContext {
   Accounts& accounts;
   std::atomic<bool>& draining;
   LiveFanout& fanout;
+  KeyDirectory* keys = nullptr;  // null in service tests that need no key directory
 };
 
 }  // namespace tern::services

@@ -44,6 +44,13 @@ struct ServiceOptions {
   double channel_post_burst = 20;
   int64_t receipt_batch_ms = 100;       // read-side groups: receipts to a sender coalesced per window (0 = off)
   int64_t fanout_batch_ms = 10;         // read-side live delivery: one hand-over per loop per window (0..100)
+  // The key directory (end-to-end encryption).
+  size_t max_prekeys_per_upload = 100;        // one-time prekeys in one PUT /v1/keys
+  size_t max_prekeys_per_device = 1000;       // one-time prekeys stored per device
+  size_t prekeys_low_threshold = 10;          // fewer left → a prekeys_low event (0 = never)
+  int64_t signed_prekey_grace_ms = 30LL * 24 * 3600 * 1000;  // a replaced signed prekey is kept this long
+  double key_fetch_rate_per_sec = 5;          // bundle fetches per requesting user (0 = unlimited)
+  double key_fetch_burst = 100;
 };
 
 }  // namespace tern::services

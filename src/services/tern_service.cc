@@ -20,9 +20,11 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
   sequencer_->set_presence(presence_.get());
   fanout_ = std::make_unique<LiveFanout>(loops, std::chrono::milliseconds(options_.fanout_batch_ms));
   sequencer_->set_fanout(fanout_.get());
+  keys_ = std::make_unique<KeyDirectory>(store_, *committer_, *directory_, bus_, options_);
+  sequencer_->set_registration_lookup([keys = keys_.get()](const DeviceRef& d) { return keys->registration_id(d); });
   ctx_ = std::make_unique<ServiceContext>(ServiceContext{options_, loops, admission_, store_, *committer_, *directory_,
                                                          bus_, *sequencer_, *presence_, *accounts_, draining_,
-                                                         *fanout_});
+                                                         *fanout_, keys_.get()});
   http_ = std::make_unique<HttpApi>(*ctx_, metrics_token.empty() ? std::string() : hash_token(metrics_token));
 }
 

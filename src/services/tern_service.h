@@ -16,6 +16,7 @@
 #include "services/group_committer.h"
 #include "services/http_api.h"
 #include "services/live_fanout.h"
+#include "services/key_directory.h"
 #include "services/presence.h"
 #include "services/sequencer.h"
 #include "services/service_context.h"
@@ -55,6 +56,7 @@ class TernService final : public gateway::ServiceInterface {
   std::unique_ptr<Sequencer> sequencer_;
   std::unique_ptr<Presence> presence_;
   std::unique_ptr<LiveFanout> fanout_;
+  std::unique_ptr<KeyDirectory> keys_;
   std::unique_ptr<ServiceContext> ctx_;
   std::unique_ptr<HttpApi> http_;
 };

@@ -9,6 +9,8 @@
 //   inbox index   device × conversation → latest seq with news (fan-out-on-write)
 //   receipts      conversation × user → delivered seq, read seq
 //   idempotency   device × client_msg_id → (conversation, seq, ts) until expiry
+//   device keys   device → identity key, registration id, signed prekey (+ the previous one)
+//   prekeys       device × prekey id → one-time prekey public key
 //
 // Reads are direct calls. Every write goes through a Batch that commit() applies atomically
 // (all or nothing) and, with sync, durably before it returns: the group-commit writer in
@@ -109,8 +111,34 @@ struct SetLastSeen { std::string user; int64_t ts = 0; };
 struct PutSubscription { std::string user; UserConversation row; };
 struct DeleteSubscription { std::string user; std::string conversation_id; };
 
+// ---- the key directory (end-to-end encryption; the server only stores public keys) ----
+struct SignedPrekey {
+  uint32_t id = 0;
+  std::string public_key;  // 33 bytes: 0x05 ‖ X25519 u
+  std::string signature;   // 64 bytes: XEdDSA by the identity key over public_key
+  friend bool operator==(const SignedPrekey&, const SignedPrekey&) = default;
+};
+struct DeviceKeys {
+  std::string identity_key;  // 33 bytes: 0x05 ‖ X25519 u
+  uint32_t registration_id = 0;
+  SignedPrekey signed_prekey;
+  // The signed prekey replaced by the last rotation, kept until previous_replaced_at + grace.
+  std::optional<SignedPrekey> previous_signed_prekey;
+  int64_t previous_replaced_at = 0;  // ms
+  friend bool operator==(const DeviceKeys&, const DeviceKeys&) = default;
+};
+struct OneTimePrekey {
+  uint32_t id = 0;
+  std::string public_key;  // 33 bytes
+  friend bool operator==(const OneTimePrekey&, const OneTimePrekey&) = default;
+};
+struct PutDeviceKeys { DeviceRef device; DeviceKeys keys; };         // blind put
+struct PutOneTimePrekey { DeviceRef device; OneTimePrekey key; };    // blind put (same id: replaced)
+struct DeleteOneTimePrekey { DeviceRef device; uint32_t id = 0; };   // blind delete
+
 using Op = std::variant<PutUser, PutDevice, PutConversation, AppendMessage, PutIdempotency, SetCursor,
-                        SetReceipt, InboxMark, InboxDelete, SetLastSeen, PutSubscription, DeleteSubscription>;
+                        SetReceipt, InboxMark, InboxDelete, SetLastSeen, PutSubscription, DeleteSubscription,
+                        PutDeviceKeys, PutOneTimePrekey, DeleteOneTimePrekey>;
 
 struct Batch {
   std::vector<Op> ops;
@@ -156,6 +184,11 @@ class Store {
 
   // Drops idempotency records that expired before now_ms; returns how many.
   virtual Result<size_t> purge_expired(int64_t now_ms) = 0;
+
+  // key directory
+  virtual Result<std::optional<DeviceKeys>> device_keys(const DeviceRef& device) = 0;
+  // The device's one-time prekeys in increasing id, at most `limit`.
+  virtual Result<std::vector<OneTimePrekey>> one_time_prekeys(const DeviceRef& device, size_t limit) = 0;
 };
 
 }  // namespace tern::store

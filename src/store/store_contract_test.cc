@@ -576,6 +576,109 @@ TEST_P(StoreContractTest, FlushThenReopen) {
   EXPECT_EQ(must(store().cursor(kAlice1, "c1")), 1u);
 }
 
+
+// ---- key directory ----
+namespace {
+DeviceKeys sample_keys(char fill) {
+  DeviceKeys k;
+  k.identity_key = std::string(1, '\x05') + std::string(32, fill);
+  k.registration_id = 4711;
+  k.signed_prekey = SignedPrekey{7, std::string(1, '\x05') + std::string(32, 's'), std::string(64, '\0')};
+  return k;
+}
+}  // namespace
+
+TEST_P(StoreContractTest, DeviceKeysRoundTripEveryField) {
+  const DeviceRef d{"alice", 2};
+  auto none = store().device_keys(d);
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(*none);
+  DeviceKeys k = sample_keys('i');
+  k.previous_signed_prekey = SignedPrekey{6, std::string(1, '\x05') + std::string(32, 'p'), std::string(64, 'q')};
+  k.previous_replaced_at = -5;  // any int64 round-trips
+  commit1(PutDeviceKeys{d, k});
+  auto got = store().device_keys(d);
+  ASSERT_TRUE(got && *got);
+  EXPECT_EQ(**got, k);
+  auto other = store().device_keys(DeviceRef{"alice", 1});
+  ASSERT_TRUE(other);
+  EXPECT_FALSE(*other) << "keys are per device";
+  DeviceKeys k2 = sample_keys('j');  // a blind put replaces the whole record
+  commit1(PutDeviceKeys{d, k2});
+  got = store().device_keys(d);
+  ASSERT_TRUE(got && *got);
+  EXPECT_EQ(**got, k2);
+  EXPECT_FALSE((*got)->previous_signed_prekey);
+}
+
+TEST_P(StoreContractTest, OneTimePrekeysListInIdOrderPerDeviceWithLimit) {
+  const DeviceRef a{"bob", 1}, b{"bob", 2}, c{"bo", 1};
+  Batch batch;
+  for (uint32_t id : {300u, 5u, 70000u, 1u, 0xFFFFFFFFu}) batch.add(PutOneTimePrekey{a, {id, "k" + std::to_string(id)}});
+  batch.add(PutOneTimePrekey{b, {2, "other device"}});
+  batch.add(PutOneTimePrekey{c, {3, "prefix user"}});
+  commit(std::move(batch));
+  auto all = store().one_time_prekeys(a, 100);
+  ASSERT_TRUE(all);
+  std::vector<uint32_t> ids;
+  for (const auto& k : *all) ids.push_back(k.id);
+  EXPECT_EQ(ids, (std::vector<uint32_t>{1, 5, 300, 70000, 0xFFFFFFFFu}));
+  EXPECT_EQ((*all)[2].public_key, "k300");
+  auto two = store().one_time_prekeys(a, 2);
+  ASSERT_TRUE(two);
+  ASSERT_EQ(two->size(), 2u);
+  EXPECT_EQ((*two)[1].id, 5u);
+  auto zero = store().one_time_prekeys(a, 0);
+  ASSERT_TRUE(zero);
+  EXPECT_TRUE(zero->empty());
+  auto other = store().one_time_prekeys(b, 100);
+  ASSERT_TRUE(other);
+  ASSERT_EQ(other->size(), 1u);
+  EXPECT_EQ((*other)[0], (OneTimePrekey{2, "other device"}));
+}
+
+TEST_P(StoreContractTest, OneTimePrekeyDeleteAndReputInOneBatchApplyInOrder) {
+  const DeviceRef d{"carol", 1};
+  commit1(PutOneTimePrekey{d, {1, "one"}});
+  commit1(PutOneTimePrekey{d, {2, "two"}});
+  Batch batch;  // delete 1; put 3 then delete it; delete 2 then put it again
+  batch.add(DeleteOneTimePrekey{d, 1});
+  batch.add(PutOneTimePrekey{d, {3, "three"}});
+  batch.add(DeleteOneTimePrekey{d, 3});
+  batch.add(DeleteOneTimePrekey{d, 2});
+  batch.add(PutOneTimePrekey{d, {2, "two again"}});
+  batch.add(DeleteOneTimePrekey{d, 99});  // absent: a blind delete is no error
+  commit(std::move(batch));
+  auto left = store().one_time_prekeys(d, 10);
+  ASSERT_TRUE(left);
+  EXPECT_EQ(*left, (std::vector<OneTimePrekey>{{2, "two again"}}));
+}
+
+TEST_P(StoreContractTest, KeysSurviveReopen) {
+  const DeviceRef d{"dave", 3};
+  commit1(PutDeviceKeys{d, sample_keys('d')}, /*sync=*/true);
+  commit1(PutOneTimePrekey{d, {9, "nine"}}, /*sync=*/true);
+  reopen();
+  auto k = store().device_keys(d);
+  ASSERT_TRUE(k && *k);
+  EXPECT_EQ(**k, sample_keys('d'));
+  auto p = store().one_time_prekeys(d, 10);
+  ASSERT_TRUE(p);
+  EXPECT_EQ(*p, (std::vector<OneTimePrekey>{{9, "nine"}}));
+}
+
+TEST_P(StoreContractTest, KeyOpsWithNulInTheUserAreRefused) {
+  Batch batch;
+  batch.add(PutOneTimePrekey{DeviceRef{"ok", 1}, {1, "x"}});
+  batch.add(PutDeviceKeys{DeviceRef{std::string("a\0b", 3), 1}, sample_keys('n')});
+  auto r = store().commit(batch, false);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument);
+  auto p = store().one_time_prekeys(DeviceRef{"ok", 1}, 10);
+  ASSERT_TRUE(p);
+  EXPECT_TRUE(p->empty()) << "nothing of a refused batch is written";
+}
+
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(StoreContractTest);
 
 }  // namespace tern::store::contract

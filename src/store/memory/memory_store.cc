@@ -22,6 +22,8 @@ struct MemoryStore::State {
   std::map<std::tuple<std::string, uint32_t, std::string>, Seq> inbox;
   std::map<std::pair<std::string, std::string>, std::pair<Seq, Seq>> receipts;  // (conv, user)
   std::map<std::tuple<std::string, uint32_t, std::string>, IdempotencyRecord> idempotency;
+  std::map<DevKey, DeviceKeys> device_keys;
+  std::map<std::tuple<std::string, uint32_t, uint32_t>, std::string> prekeys;  // (user, dev, id) → public
 };
 
 namespace {
@@ -63,6 +65,9 @@ Result<void> MemoryStore::commit(const Batch& batch, bool /*sync*/) {
           else if constexpr (std::is_same_v<T, SetReceipt>) return has_nul(o.user) || has_nul(o.conversation_id);
           else if constexpr (std::is_same_v<T, PutSubscription>) return has_nul(o.user) || has_nul(o.row.conversation_id);
           else if constexpr (std::is_same_v<T, DeleteSubscription>) return has_nul(o.user) || has_nul(o.conversation_id);
+          else if constexpr (std::is_same_v<T, PutDeviceKeys> || std::is_same_v<T, PutOneTimePrekey> ||
+                             std::is_same_v<T, DeleteOneTimePrekey>)
+            return has_nul(o.device.user);
           else return has_nul(o.device.user) || has_nul(o.conversation_id);
         },
         op);
@@ -106,6 +111,12 @@ Result<void> MemoryStore::commit(const Batch& batch, bool /*sync*/) {
             s.inbox[{o.device.user, o.device.device, o.conversation_id}] = o.seq;
           } else if constexpr (std::is_same_v<T, InboxDelete>) {
             s.inbox.erase({o.device.user, o.device.device, o.conversation_id});
+          } else if constexpr (std::is_same_v<T, PutDeviceKeys>) {
+            s.device_keys[{o.device.user, o.device.device}] = o.keys;
+          } else if constexpr (std::is_same_v<T, PutOneTimePrekey>) {
+            s.prekeys[{o.device.user, o.device.device, o.key.id}] = o.key.public_key;
+          } else if constexpr (std::is_same_v<T, DeleteOneTimePrekey>) {
+            s.prekeys.erase({o.device.user, o.device.device, o.id});
           }
         },
         op);
@@ -240,6 +251,26 @@ Result<size_t> MemoryStore::purge_expired(int64_t now_ms) {
     }
   }
   return n;
+}
+
+Result<std::optional<DeviceKeys>> MemoryStore::device_keys(const DeviceRef& device) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  auto it = state_->device_keys.find({device.user, device.device});
+  if (it == state_->device_keys.end()) return std::optional<DeviceKeys>{};
+  return std::optional<DeviceKeys>(it->second);
+}
+
+Result<std::vector<OneTimePrekey>> MemoryStore::one_time_prekeys(const DeviceRef& device, size_t limit) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  std::vector<OneTimePrekey> out;
+  for (auto it = state_->prekeys.lower_bound({device.user, device.device, 0});
+       it != state_->prekeys.end() && out.size() < limit && std::get<0>(it->first) == device.user &&
+       std::get<1>(it->first) == device.device;
+       ++it)
+    out.push_back(OneTimePrekey{std::get<2>(it->first), it->second});
+  return out;
 }
 
 }  // namespace tern::store

@@ -49,6 +49,8 @@ class MemoryStore final : public Store {
                                                        int64_t now_ms) override;
   Result<std::vector<ReceiptState>> receipts(const std::string& conversation_id) override;
   Result<size_t> purge_expired(int64_t now_ms) override;
+  Result<std::optional<DeviceKeys>> device_keys(const DeviceRef& device) override;
+  Result<std::vector<OneTimePrekey>> one_time_prekeys(const DeviceRef& device, size_t limit) override;
 
  private:
   std::shared_ptr<State> state_;

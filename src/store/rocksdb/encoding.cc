@@ -11,6 +11,7 @@ constexpr char kTagUser = 'u';
 constexpr char kTagDevice = 'd';
 constexpr char kTagLastSeen = 's';
 constexpr uint8_t kConversationVersion = 2;  // 2 added flags and the subscriber count
+constexpr uint8_t kDeviceKeysVersion = 1;
 
 void put_varint(std::string& out, uint64_t v) {
   while (v >= 0x80) {
@@ -311,6 +312,53 @@ std::optional<Conversation> decode_conversation(std::string_view v) {
   }
   if (!r.done()) return std::nullopt;
   return c;
+}
+
+namespace {
+void put_signed_prekey(std::string& out, const SignedPrekey& k) {
+  put_varint(out, k.id);
+  put_bytes(out, k.public_key);
+  put_bytes(out, k.signature);
+}
+bool get_signed_prekey(Reader& r, SignedPrekey& k) {
+  uint64_t id = 0;
+  if (!r.varint(id) || id > UINT32_MAX) return false;
+  k.id = static_cast<uint32_t>(id);
+  return r.bytes(k.public_key) && r.bytes(k.signature);
+}
+}  // namespace
+
+void encode_device_keys(std::string& out, const DeviceKeys& keys) {
+  out.clear();
+  out.push_back(static_cast<char>(kDeviceKeysVersion));
+  put_bytes(out, keys.identity_key);
+  put_varint(out, keys.registration_id);
+  put_signed_prekey(out, keys.signed_prekey);
+  out.push_back(keys.previous_signed_prekey ? 1 : 0);
+  if (keys.previous_signed_prekey) {
+    put_signed_prekey(out, *keys.previous_signed_prekey);
+    put_be64(out, bias_i64(keys.previous_replaced_at));
+  }
+}
+
+std::optional<DeviceKeys> decode_device_keys(std::string_view v) {
+  Reader r(v);
+  uint8_t version = 0, has_previous = 0;
+  uint64_t reg = 0;
+  DeviceKeys k;
+  if (!r.u8(version) || version != kDeviceKeysVersion) return std::nullopt;
+  if (!r.bytes(k.identity_key) || !r.varint(reg) || reg > UINT32_MAX) return std::nullopt;
+  k.registration_id = static_cast<uint32_t>(reg);
+  if (!get_signed_prekey(r, k.signed_prekey) || !r.u8(has_previous) || has_previous > 1) return std::nullopt;
+  if (has_previous) {
+    SignedPrekey prev;
+    uint64_t at = 0;
+    if (!get_signed_prekey(r, prev) || !r.be64(at)) return std::nullopt;
+    k.previous_signed_prekey = std::move(prev);
+    k.previous_replaced_at = unbias_i64(at);
+  }
+  if (!r.done()) return std::nullopt;
+  return k;
 }
 
 }  // namespace tern::store::rocks

@@ -13,6 +13,8 @@
 //   receipts       conversation_id \0 user          → be64 delivered, be64 read
 //   idempotency    user \0 be32 device client_msg_id   → encode_idempotency()
 //   idem_expiry    be64 biased(expires_at) <idempotency key> → empty
+//   device_keys    user \0 be32 device                → encode_device_keys()
+//   prekeys        user \0 be32 device be32 prekey id → public key bytes
 //
 // Big-endian fixed-width numbers sort like the numbers, so a conversation's log iterates in
 // seq order and its head is the last key under its prefix. The \0 after a variable-length id
@@ -81,5 +83,9 @@ std::optional<IdempotencyRecord> decode_idempotency(std::string_view v);
 // (truncated, trailing bytes, unknown version or type) instead of guessing.
 void encode_conversation(std::string& out, const Conversation& conversation);
 std::optional<Conversation> decode_conversation(std::string_view v);
+
+// Device keys: version byte, then length-prefixed fields (same rules as the conversation).
+void encode_device_keys(std::string& out, const DeviceKeys& keys);
+std::optional<DeviceKeys> decode_device_keys(std::string_view v);
 
 }  // namespace tern::store::rocks

@@ -226,6 +226,8 @@ const char* RocksDbStore::cf_name(Cf cf) {
     case kReceipts: return "receipts";
     case kIdempotency: return "idempotency";
     case kIdemExpiry: return "idempotency_expiry";
+    case kDeviceKeys: return "device_keys";
+    case kPrekeys: return "prekeys";
     case kCfCount: break;
   }
   return "?";
@@ -346,6 +348,10 @@ Result<void> RocksDbStore::commit(const Batch& batch, bool sync) {
           } else if constexpr (std::is_same_v<T, DeleteSubscription>) {
             var_bytes += o.user.size() + o.conversation_id.size();
             return has_nul(o.user) || has_nul(o.conversation_id);
+          } else if constexpr (std::is_same_v<T, PutDeviceKeys> || std::is_same_v<T, PutOneTimePrekey> ||
+                               std::is_same_v<T, DeleteOneTimePrekey>) {
+            var_bytes += 2 * o.device.user.size() + 256;
+            return has_nul(o.device.user);
           } else {
             static_assert(kAlwaysFalse<T>, "every Op needs a case");
           }
@@ -459,6 +465,18 @@ Result<void> RocksDbStore::commit(const Batch& batch, bool sync) {
           } else if constexpr (std::is_same_v<T, DeleteSubscription>) {
             rocks::user_index_key(s.key, o.user, o.conversation_id);
             del(kUserIndex, s.key);
+          } else if constexpr (std::is_same_v<T, PutDeviceKeys>) {
+            rocks::device_prefix(s.key, o.device);
+            rocks::encode_device_keys(s.value, o.keys);
+            put(kDeviceKeys, s.key, s.value);
+          } else if constexpr (std::is_same_v<T, PutOneTimePrekey>) {
+            rocks::device_prefix(s.key, o.device);
+            rocks::put_be32(s.key, o.key.id);
+            put(kPrekeys, s.key, o.key.public_key);
+          } else if constexpr (std::is_same_v<T, DeleteOneTimePrekey>) {
+            rocks::device_prefix(s.key, o.device);
+            rocks::put_be32(s.key, o.id);
+            del(kPrekeys, s.key);
           } else {
             static_assert(kAlwaysFalse<T>, "every Op needs a case");
           }
@@ -745,6 +763,33 @@ Result<size_t> RocksDbStore::purge_expired(int64_t now_ms) {
     if (!more) break;
   }
   return purged;
+}
+
+Result<std::optional<DeviceKeys>> RocksDbStore::device_keys(const DeviceRef& device) {
+  if (has_nul(device.user)) return std::optional<DeviceKeys>{};
+  std::string key;
+  rocks::device_prefix(key, device);
+  rocksdb::PinnableSlice v;
+  auto found = get_pinned(db_.get(), cf_[kDeviceKeys], key, v);
+  if (!found) return found.error();
+  if (!*found) return std::optional<DeviceKeys>{};
+  auto keys = rocks::decode_device_keys(sv(v));
+  if (!keys) return corrupt_error("device keys");
+  return keys;
+}
+
+Result<std::vector<OneTimePrekey>> RocksDbStore::one_time_prekeys(const DeviceRef& device, size_t limit) {
+  std::vector<OneTimePrekey> out;
+  if (limit == 0 || has_nul(device.user)) return out;
+  std::string prefix;
+  rocks::device_prefix(prefix, device);
+  auto r = scan(db_.get(), cf_[kPrekeys], "prekey", prefix, prefix, [&](std::string_view tail, std::string_view value) {
+    if (tail.size() != 4) return Step::kCorrupt;
+    out.push_back(OneTimePrekey{rocks::get_be32(tail.data()), std::string(value)});
+    return out.size() < limit ? Step::kNext : Step::kStop;
+  });
+  if (!r) return r.error();
+  return out;
 }
 
 }  // namespace tern::store

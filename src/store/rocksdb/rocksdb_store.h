@@ -12,10 +12,11 @@
 //   commit        one WriteBatch, one WAL append (+ one fsync with sync). Every op of the
 //                 message path is a blind put or delete and reads nothing; PutConversation
 //                 and PutDevice cost one batched MultiGet for all their keys together.
-//   point reads   user_exists, find_token, last_seen, conversation, cursor, idempotency:
-//                 one Get each (bloom-filtered); conversation() also decodes all members.
+//   point reads   user_exists, find_token, last_seen, conversation, cursor, idempotency,
+//                 device_keys: one Get each (bloom-filtered); conversation() also decodes all members.
 //   head          one seek-for-prev.
-//   range reads   devices, user_conversations, inbox, receipts, read_messages: one bounded
+//   range reads   devices, user_conversations, inbox, receipts, read_messages,
+//                 one_time_prekeys: one bounded
 //                 iterator over exactly the rows returned.
 //   purge_expired walks the expiry index up to now_ms in chunks, releasing the writer
 //                 mutex between chunks so commits are not stalled behind a large purge.
@@ -80,6 +81,9 @@ class RocksDbStore final : public Store {
 
   Result<size_t> purge_expired(int64_t now_ms) override;
 
+  Result<std::optional<DeviceKeys>> device_keys(const DeviceRef& device) override;
+  Result<std::vector<OneTimePrekey>> one_time_prekeys(const DeviceRef& device, size_t limit) override;
+
   // Column families, in the order they are opened; the names are part of the on-disk format.
   enum Cf : uint8_t {
     kAccounts,
@@ -92,6 +96,8 @@ class RocksDbStore final : public Store {
     kReceipts,
     kIdempotency,
     kIdemExpiry,
+    kDeviceKeys,
+    kPrekeys,
     kCfCount
   };
   static const char* cf_name(Cf cf);
