@@ -19,12 +19,12 @@
 #include <string_view>
 #include <vector>
 
+#include "base/ids.h"
 #include "base/result.h"
 
 namespace tern::store {
 
-// A blob id: the lowercase hex SHA-256 of the blob's bytes (64 characters).
-bool valid_blob_id(std::string_view id);
+// A blob id is the lowercase hex SHA-256 of the blob's bytes (tern::valid_media_id).
 
 struct BlobInfo {
   std::string id;

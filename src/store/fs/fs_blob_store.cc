@@ -135,12 +135,6 @@ class FsReader final : public BlobReader {
 
 }  // namespace
 
-bool valid_blob_id(std::string_view id) {
-  return id.size() == 64 && std::all_of(id.begin(), id.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-         });
-}
-
 Result<std::unique_ptr<FsBlobStore>> FsBlobStore::open_at(const std::string& root) {
   if (sodium_init() < 0) return make_error(ErrorCode::kInternal, "blob store: libsodium failed to initialise");
   for (const std::string& d : {root, root + "/tmp", root + "/blobs"})
@@ -162,7 +156,7 @@ Result<std::unique_ptr<BlobWriter>> FsBlobStore::create() {
 }
 
 Result<std::unique_ptr<BlobReader>> FsBlobStore::open(const std::string& id) {
-  if (!valid_blob_id(id)) return make_error(ErrorCode::kNotFound, "no such blob");
+  if (!valid_media_id(id)) return make_error(ErrorCode::kNotFound, "no such blob");
   const int fd = ::open(path_of(id).c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT) return make_error(ErrorCode::kNotFound, "no such blob");
@@ -178,7 +172,7 @@ Result<std::unique_ptr<BlobReader>> FsBlobStore::open(const std::string& id) {
 }
 
 Result<std::optional<BlobInfo>> FsBlobStore::stat(const std::string& id) {
-  if (!valid_blob_id(id)) return std::optional<BlobInfo>{};
+  if (!valid_media_id(id)) return std::optional<BlobInfo>{};
   struct stat st {};
   if (::stat(path_of(id).c_str(), &st) != 0) {
     if (errno == ENOENT) return std::optional<BlobInfo>{};
@@ -188,7 +182,7 @@ Result<std::optional<BlobInfo>> FsBlobStore::stat(const std::string& id) {
 }
 
 Result<bool> FsBlobStore::remove(const std::string& id) {
-  if (!valid_blob_id(id)) return false;
+  if (!valid_media_id(id)) return false;
   if (::unlink(path_of(id).c_str()) != 0) {
     if (errno == ENOENT) return false;
     return sys_error("unlink", errno);
@@ -213,7 +207,7 @@ Result<std::vector<BlobInfo>> FsBlobStore::list(const std::string& after, size_t
       std::vector<std::string> names;
       while (const dirent* e = ::readdir(d)) {
         std::string name = e->d_name;
-        if (valid_blob_id(name) && name > after) names.push_back(std::move(name));
+        if (valid_media_id(name) && name > after) names.push_back(std::move(name));
       }
       ::closedir(d);
       std::sort(names.begin(), names.end());

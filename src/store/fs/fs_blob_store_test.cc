@@ -63,7 +63,7 @@ TEST_F(FsBlobStoreTest, CommitPublishesUnderContentHash) {
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->id, sha256_hex("hello world"));
   EXPECT_EQ(info->size, 11u);
-  EXPECT_TRUE(valid_blob_id(info->id));
+  EXPECT_TRUE(valid_media_id(info->id));
   EXPECT_EQ(files_under(root_ / "tmp"), 0u);
 
   auto st = store_->stat(info->id);
