@@ -122,7 +122,9 @@ void HttpSession::shutdown(uint16_t /*ws_code*/) {
 void HttpSession::do_read() {
   parser_.emplace();
   parser_->header_limit(kMaxHeaderBytes);
-  parser_->body_limit(ctx_->options.max_http_body_bytes);
+  // The body limit is applied once the headers are read (on_header): a streamed upload may
+  // announce more than max_http_body_bytes, and Beast would refuse it at the header.
+  parser_->body_limit(boost::none);
   // An absolute deadline for the whole request: a slow trickle of header bytes cannot
   // hold the connection past it.
   arm_read_deadline();
@@ -134,6 +136,9 @@ void HttpSession::on_header(beast::error_code ec, std::size_t /*bytes*/) {
   if (ec) return on_read_error(ec);
   if (parser_->is_done()) return handle_request();
   if (maybe_stream()) return;
+  const auto length = parser_->content_length();
+  if (length && *length > ctx_->options.max_http_body_bytes) return on_read_error(http::error::body_limit);
+  parser_->body_limit(ctx_->options.max_http_body_bytes);  // chunked bodies are counted as they come
   if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
     net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
                      beast::bind_front_handler(&HttpSession::on_continue_written, self()));

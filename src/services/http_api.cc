@@ -10,6 +10,7 @@
 #include "proto/frames.h"
 #include "proto/http_shapes.h"
 #include "services/conversation_ids.h"
+#include "services/media.h"
 #include "services/token.h"
 
 namespace tern::services {
@@ -102,7 +103,9 @@ void HttpApi::handle(gateway::HttpRequest req, gateway::HttpReply reply) {
   if (split_conversation_path(path, id, rest)) {
     if (rest == "members" && m == "POST") return change_members(*me, id, req, std::move(reply));
     if (rest == "messages" && m == "GET") return backfill(*me, id, req, std::move(reply));
+    if (rest == "timer" && m == "PUT") return set_timer(*me, id, req, std::move(reply));
   }
+  if (path.rfind("/v1/media", 0) == 0 && ctx_.media && ctx_.media->handle(*me, req, reply)) return;
   reply(error_response(make_error(ErrorCode::kNotFound, "no such endpoint")));
 }
 
@@ -245,6 +248,27 @@ void HttpApi::backfill(const DeviceRef& me, const std::string& id, const gateway
   }
   body += R"(],"head":)" + std::to_string(*head) + "}";
   reply(gateway::HttpResponse{200, std::move(body), "application/json"});
+}
+
+void HttpApi::set_timer(const DeviceRef& me, const std::string& id, const gateway::HttpRequest& req,
+                        gateway::HttpReply reply) {
+  if (ctx_.draining.load()) return reply(error_response(make_error(ErrorCode::kDraining, "server is shutting down")));
+  boost::system::error_code ec;
+  json::parse_options opts;
+  opts.max_depth = ctx_.options.limits.max_json_depth;
+  json::value v = json::parse(req.body, ec, {}, opts);
+  const json::object* o = ec ? nullptr : v.if_object();
+  const json::value* seconds = o ? o->if_contains("seconds") : nullptr;
+  if (!seconds || !seconds->is_int64())
+    return reply(error_response(make_error(ErrorCode::kMalformed, "body must be {\"seconds\":<0 = off, or 1..max ttl>}")));
+  const int64_t n = seconds->as_int64();
+  if (n < 0 || n > ctx_.options.limits.max_ttl_seconds)
+    return reply(error_response(make_error(
+        ErrorCode::kInvalidArgument, "seconds must be 0 (off) or 1.." + std::to_string(ctx_.options.limits.max_ttl_seconds))));
+  ctx_.sequencer.set_timer(me, id, n, [reply, id](Result<int64_t> r) {
+    if (!r) return reply(error_response(hide_existence(r.error())));
+    reply(json_response(200, json::object{{"conversation_id", id}, {"seconds", *r}}));
+  });
 }
 
 void HttpApi::metrics(const gateway::HttpRequest& req, gateway::HttpReply reply) {

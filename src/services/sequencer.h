@@ -30,6 +30,7 @@ class Sequencer {
   using CreateDone = Membership::CreateDone;
   using MembersDone = Membership::MembersDone;
   using AckDone = Receipts::AckDone;
+  using TimerDone = Membership::TimerDone;
 
   Sequencer(Loops& loops, store::Store& store, GroupCommitter& committer, Directory& directory, bus::Bus& bus,
             const ServiceOptions& options);
@@ -37,6 +38,7 @@ class Sequencer {
   void send(DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done);
   void create_conversation(DeviceRef creator, proto::CreateConversationRequest request, CreateDone done);
   void change_members(DeviceRef actor, std::string conversation_id, proto::MembersRequest request, MembersDone done);
+  void set_timer(DeviceRef actor, std::string conversation_id, int64_t seconds, TimerDone done);
   // Cumulative ack (read=false) or read marker (read=true) of a device.
   void acknowledge(DeviceRef device, std::string conversation_id, Seq seq, bool read, AckDone done);
 
@@ -50,6 +52,8 @@ class Sequencer {
   static std::string direct_conversation_id(const std::string& a, const std::string& b);
   // Presence keeps an index of who shares a conversation with whom; set before serving.
   void set_presence(Presence* presence) { core_.presence = presence; }
+  // Media checks the media ids a send names (issue 11); set before serving.
+  void set_media(Media* media) { core_.media = media; }
 
  private:
   SequencerCore core_;

@@ -33,6 +33,7 @@
 namespace tern::services {
 
 class Presence;
+class Media;
 
 struct SentInfo {
   std::string client_msg_id;
@@ -106,6 +107,7 @@ class SequencerCore {
   bus::Bus& bus;
   const ServiceOptions& options;
   Presence* presence = nullptr;  // told of membership changes (its who-shares-with-whom index)
+  Media* media = nullptr;        // checks the media a send names (issue 11); null: media refused
 
  private:
   std::vector<std::unique_ptr<Shard>> shards_;

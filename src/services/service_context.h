@@ -16,6 +16,8 @@
 
 namespace tern::services {
 
+class Media;
+
 struct ServiceContext {
   const ServiceOptions& options;
   Loops& loops;
@@ -28,6 +30,7 @@ struct ServiceContext {
   Presence& presence;
   Accounts& accounts;
   std::atomic<bool>& draining;
+  Media* media = nullptr;  // issue 11; null when the server has no blob store
 };
 
 }  // namespace tern::services
