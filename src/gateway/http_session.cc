@@ -336,7 +336,11 @@ void HttpSession::read_stream() {
 
 void HttpSession::on_stream_read(beast::error_code ec, std::size_t /*bytes*/) {
   if (ec == http::error::need_buffer) ec = {};
+  const size_t got = chunk_.size() - stream_parser_->get().body().size;
   if (ec) {
+    // What did arrive still goes to the sink (a resumable upload keeps it), then it is
+    // dropped unfinished.
+    if (got > 0) (void)sink_->write(std::string_view(chunk_.data(), got));
     // Truncated (peer gone, timeout, bad framing): the sink is dropped unfinished.
     sink_.reset();
     stream_parser_.reset();
@@ -345,7 +349,6 @@ void HttpSession::on_stream_read(beast::error_code ec, std::size_t /*bytes*/) {
       return write_error(400, code_name(ErrorCode::kMalformed), "malformed HTTP request", true);
     return close_socket();
   }
-  const size_t got = chunk_.size() - stream_parser_->get().body().size;
   if (got > 0) {
     auto r = sink_->write(std::string_view(chunk_.data(), got));
     if (!r) {
