@@ -396,7 +396,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       if (in_flight >= opts.max_in_flight) break;
       if (p.in_flight) continue;
       const auto& e = p.entry;
-      if (!conn->send(proto::encode_send(e.client_msg_id, e.conversation_id, e.body_b64, e.reply_to, e.ttl_seconds)))
+      if (!conn->send(proto::encode_send(e.client_msg_id, e.conversation_id, e.body_b64, e.reply_to, e.ttl_seconds, e.media)))
         break;
       p.in_flight = true;
       ++in_flight;
@@ -447,7 +447,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     if (body.size() > proto::Limits{}.max_body_bytes) return make_error(ErrorCode::kTooLarge, "body too large");
     std::string id = so.client_msg_id.empty() ? random_client_msg_id() : so.client_msg_id;
     if (!valid_client_msg_id(id)) return make_error(ErrorCode::kInvalidArgument, "bad client_msg_id");
-    OutboxEntry e{id, conv, base64_encode(body), so.reply_to, so.ttl_seconds, now_ms()};
+    OutboxEntry e{id, conv, base64_encode(body), so.reply_to, so.ttl_seconds, now_ms(), so.media};
     if (auto r = store->add(e); !r) return r.error();
     asio::post(strand, [s = shared_from_this(), e = std::move(e), done = std::move(done)]() mutable {
       if (s->stopped) {

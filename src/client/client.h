@@ -89,6 +89,7 @@ struct SendOptions {
   std::optional<Seq> reply_to;
   std::optional<int64_t> ttl_seconds;
   std::string client_msg_id;  // empty: a random one
+  std::vector<std::string> media;  // media ids the message names (attachments, issue 11)
 };
 
 struct ClientStats {

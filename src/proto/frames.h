@@ -58,8 +58,8 @@ struct MessageRecord {
   std::map<std::string, std::string> bodies;
   std::optional<Seq> reply_to;
   std::optional<int64_t> expires_at;
-  std::vector<std::string> media;          // [Tern extension] media ids, clear metadata
   std::optional<std::string> system_json;  // the `system` object, as JSON text
+  std::vector<std::string> media;          // [Tern extension] media ids, clear metadata (issue 11)
 };
 
 std::string encode_message(const MessageRecord& m);
