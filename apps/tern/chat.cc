@@ -20,6 +20,7 @@
 #include "client/client.h"
 #include "client/errors.h"
 #include "format.h"
+#include "media_commands.h"
 #include "terminal.h"
 
 namespace tern::cli {
@@ -61,6 +62,7 @@ constexpr const char* kHelp[] = {
     "/history N       show the N messages before the oldest one on screen",
     "/members         who is in this conversation",
     "/seen [SEQ]      who has your message SEQ (default: your last one): delivered, read",
+    "/save SEQ [PATH] save the attachment(s) of message SEQ (here, or into PATH)",
     "//text           send a message that starts with /",
     "Marks on your messages: ... waiting, ✓ on the server, ✓✓ delivered to everyone, ✓✓ read by everyone.",
     "Files and media are not supported yet.",
@@ -254,12 +256,9 @@ class Screen {
     ln.ts = m.ts;
     ln.own = m.sender == self_ && !m.system_json;
     ln.confirmed = true;
-    if (m.system_json) {
-      ln.notice = true;
-      ln.text = system_sentence(*m.system_json);
-    } else {
-      ln.text = printable(m.body);
-    }
+    if (m.system_json) ln.notice = true;
+    ln.text = message_text(m, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch()).count());
     if (m.reply_to) ln.text = "↪" + std::to_string(*m.reply_to) + " " + ln.text;
     return ln;
   }
@@ -508,6 +507,19 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
       if (arg.empty()) seq = screen->last_own_seq();
       if (seq == 0) return screen->notice({arg.empty() ? "you have sent nothing here yet" : "usage: /seen [SEQ]"});
       screen->notice(screen->seen(seq));
+    } else if (name == "/save") {
+      Seq seq = 0;
+      const size_t sp = arg.find(' ');
+      for (char ch : arg.substr(0, sp)) seq = std::isdigit(static_cast<unsigned char>(ch)) ? seq * 10 + (ch - '0') : 0;
+      if (seq == 0) return screen->notice({"usage: /save SEQ [PATH]"});
+      const std::string path = sp == std::string::npos ? std::string() : arg.substr(arg.find_first_not_of(' ', sp));
+      auto url = client::parse_server_url(p->server);
+      if (!url) return screen->notice({"save: " + url.error().message});
+      auto saved = save_attachments(c->api(), *url, p->credentials.token, conv, seq, path);
+      if (!saved) return screen->notice({"save: " + saved.error().message});
+      std::vector<std::string> lines;
+      for (const auto& w : *saved) lines.push_back("saved " + printable(w));
+      screen->notice(lines);
     } else {
       screen->notice({"unknown command " + printable(name) + " (not sent); /help lists the commands, //text sends /text"});
     }
