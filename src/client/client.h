@@ -83,7 +83,12 @@ struct Events {
   std::function<void(const std::string& client_msg_id, const Error&)> on_send_failed;
   // An `error` frame not tied to a pending send.
   std::function<void(const Error&)> on_error;
+  // A message handed over earlier reached its expires_at (disappearing messages): the
+  // application deletes it now. At most kMaxExpiryTimers are tracked (the earliest).
+  std::function<void(const std::string& conversation_id, Seq seq)> on_expired;
 };
+
+inline constexpr size_t kMaxExpiryTimers = 100'000;
 
 struct SendOptions {
   std::optional<Seq> reply_to;

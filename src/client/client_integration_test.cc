@@ -430,5 +430,53 @@ TEST_F(ClientIntegration, AttachmentsRoundTripWithProgress) {
   EXPECT_EQ(refused.error().code, ErrorCode::kNotFound);
 }
 
+// Issue 11: clients delete disappearing messages locally: the SDK tells the application when
+// a message it handed over expires, and never hands over an expired payload.
+TEST_F(ClientIntegration, ExpiredMessagesAreDeletedLocally) {
+  const Credentials alice = register_user("alice");
+  const Credentials bob = register_user("bob");
+  auto conv = wait_for<std::string>([&](auto cb) { api_for(alice).create_direct("bob", std::move(cb)); });
+  ASSERT_TRUE(conv.ok()) << conv.error().message;
+  Inbox ai, bi;
+  std::mutex mu;
+  std::vector<Seq> expired;
+  Events be = bi.events();
+  be.on_expired = [&](const std::string& c, Seq seq) {
+    std::lock_guard l(mu);
+    if (c == *conv) expired.push_back(seq);
+  };
+  auto a = Client::create(options(alice), ai.events());
+  auto b = Client::create(options(bob), std::move(be));
+  ASSERT_TRUE(a.ok() && b.ok());
+  (*a)->start();
+  (*b)->start();
+  SendOptions so;
+  so.ttl_seconds = 1;
+  ASSERT_TRUE((*a)->send(*conv, "gone soon", so).ok());
+  ASSERT_TRUE((*a)->send(*conv, "stays").ok());
+  ASSERT_TRUE(eventually([&] { return bi.count_from("alice") == 2; }));
+  EXPECT_EQ(bi.from("alice")[0].body, "gone soon");  // live, before expiry
+  EXPECT_FALSE(bi.from("alice")[0].expired);
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard l(mu);
+    return expired.size() == 1;
+  }, 10s));
+  {
+    std::lock_guard l(mu);
+    EXPECT_EQ(expired, std::vector<Seq>{1});
+  }
+  // A device of bob's that comes later gets the tombstone only.
+  auto laptop = wait_for<Credentials>([&](auto cb) { api_for(bob).add_device(std::move(cb)); });
+  ASSERT_TRUE(laptop.ok()) << laptop.error().message;
+  Inbox ci;
+  auto c = Client::create(options(*laptop), ci.events());
+  ASSERT_TRUE(c.ok());
+  (*c)->start();
+  ASSERT_TRUE(eventually([&] { return ci.count_from("alice") == 2; }));
+  EXPECT_TRUE(ci.from("alice")[0].expired);
+  EXPECT_EQ(ci.from("alice")[0].body, "");
+  EXPECT_EQ(ci.from("alice")[1].body, "stays");
+}
+
 }  // namespace
 }  // namespace tern::client
