@@ -6,6 +6,8 @@
 
 #include <memory>
 
+#include "base/hex.h"
+
 namespace tern::client {
 namespace {
 
@@ -56,13 +58,7 @@ void mac_of(const Keys& k, std::string_view ciphertext, unsigned char out[kMac])
 std::string sha256_hex(std::string_view bytes) {
   unsigned char d[crypto_hash_sha256_BYTES];
   crypto_hash_sha256(d, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : d) {
-    out += kDigits[c >> 4];
-    out += kDigits[c & 15];
-  }
-  return out;
+  return hex_encode(d, sizeof d);
 }
 
 // AES-256-CBC with PKCS#7 padding, one direction.

@@ -73,6 +73,18 @@ std::string bearer_token(std::string_view authorization) {
   return std::string(trim(authorization.substr(kScheme.size())));
 }
 
+// Status line and the headers every response carries.
+template <class Message>
+void set_head(Message& m, const HttpResponse& response, unsigned version, bool close) {
+  const int status = (response.status >= 100 && response.status <= 599) ? response.status : 500;
+  m.result(static_cast<http::status>(status));
+  m.version(version);
+  m.set(http::field::server, "ternd");
+  m.set(http::field::content_type, response.content_type);
+  m.keep_alive(!close);
+  for (const auto& [name, value] : response.headers) m.set(name, value);
+}
+
 bool is_http_parse_error(const beast::error_code& ec) {
   return ec.category() == beast::error_code(http::error::bad_method).category();
 }
@@ -443,12 +455,8 @@ void HttpSession::write_response(HttpResponse response, bool close) {
   ctx_->charge(charge);
   charged_ += charge;
   close = close || !keep_alive_ || close_after_response_;
-  const int status = (response.status >= 100 && response.status <= 599) ? response.status : 500;
-  response_.emplace(static_cast<http::status>(status), version_);
-  response_->set(http::field::server, "ternd");
-  response_->set(http::field::content_type, response.content_type);
-  response_->keep_alive(!close);
-  for (auto& [name, value] : response.headers) response_->set(name, value);
+  response_.emplace();
+  set_head(*response_, response, version_, close);
   response_->body() = std::move(response.body);
   response_->prepare_payload();
   // A client that never reads its response cannot pin the session.
@@ -467,12 +475,8 @@ void HttpSession::write_streamed(HttpResponse response, bool close) {
   ctx_->charge(kCharge);
   charged_ += kCharge;
   close = close || !keep_alive_ || close_after_response_;
-  const int status = (response.status >= 100 && response.status <= 599) ? response.status : 500;
-  stream_head_.emplace(static_cast<http::status>(status), version_);
-  stream_head_->set(http::field::server, "ternd");
-  stream_head_->set(http::field::content_type, response.content_type);
-  stream_head_->keep_alive(!close);
-  for (auto& [name, value] : response.headers) stream_head_->set(name, value);
+  stream_head_.emplace();
+  set_head(*stream_head_, response, version_, close);
   stream_head_->content_length(response.source_length);
   source_ = std::move(response.source);
   source_left_ = response.source_length;

@@ -1,7 +1,5 @@
 #include "services/media.h"
 
-#include <sodium.h>
-
 #include <algorithm>
 #include <charconv>
 #include <future>
@@ -13,6 +11,7 @@
 #include "base/clock.h"
 #include "base/metrics.h"
 #include "proto/frames.h"
+#include "services/token.h"
 
 namespace tern::services {
 namespace json = boost::json;
@@ -123,18 +122,6 @@ class ReaderSource final : public gateway::BodySource {
   std::unique_ptr<store::BlobReader> reader_;
   uint64_t offset_;
 };
-
-std::string random_hex(size_t bytes) {
-  std::vector<unsigned char> b(bytes);
-  randombytes_buf(b.data(), b.size());
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : b) {
-    out += kDigits[c >> 4];
-    out += kDigits[c & 15];
-  }
-  return out;
-}
 
 }  // namespace
 

@@ -9,7 +9,7 @@
 #include <filesystem>
 
 #include "support/media_http.h"
-#include "support/server_test.h"
+#include "support/trio_test.h"
 
 namespace tern::test {
 namespace {
@@ -28,19 +28,7 @@ json::object send_ttl(std::string_view conv, std::string_view cmid, std::string_
   return {{"type", "send"}, {"client_msg_id", cmid}, {"conversation_id", conv}, {"body", b64(body)}, {"ttl", ttl}};
 }
 
-class TerndDisappearing : public ServerTest {
- protected:
-  void start(std::vector<std::string> args = {}) {
-    ASSERT_NO_FATAL_FAILURE(start_server(std::move(args)));
-    alice = api().must_register("alice");
-    bob = api().must_register("bob");
-    carol = api().must_register("carol");
-    direct = api().must_direct(alice.token, "bob");
-    ASSERT_FALSE(direct.empty());
-  }
-  Account alice, bob, carol;
-  std::string direct;
-};
+using TerndDisappearing = TrioTest;
 
 TEST_F(TerndDisappearing, TimerChangeInTheMiddleOfAConversation) {
   ASSERT_NO_FATAL_FAILURE(start());

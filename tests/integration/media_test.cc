@@ -9,7 +9,7 @@
 
 #include "client/attachment_cipher.h"
 #include "support/media_http.h"
-#include "support/server_test.h"
+#include "support/trio_test.h"
 
 namespace tern::test {
 namespace {
@@ -26,16 +26,8 @@ json::object send_frame(std::string_view conv, std::string_view cmid, std::strin
   return o;
 }
 
-class TerndMedia : public ServerTest {
+class TerndMedia : public TrioTest {
  protected:
-  void start(std::vector<std::string> args = {}) {
-    ASSERT_NO_FATAL_FAILURE(start_server(std::move(args)));
-    alice = api().must_register("alice");
-    bob = api().must_register("bob");
-    carol = api().must_register("carol");
-    direct = api().must_direct(alice.token, "bob");
-    ASSERT_FALSE(direct.empty());
-  }
   std::string media_dir() const { return server_->data_dir() + "/media"; }
   std::string must_upload(const Account& a, const std::string& bytes) {
     auto r = upload(port(), a.token, bytes);
@@ -50,8 +42,6 @@ class TerndMedia : public ServerTest {
     if (!d.send_json(send_frame(conv, cmid, "see attachment", media, ttl))) return std::nullopt;
     return d.wait_answer(cmid);
   }
-  Account alice, bob, carol;
-  std::string direct;
 };
 
 TEST_F(TerndMedia, RoundTripWithRanges) {

@@ -13,6 +13,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "base/hex.h"
+
 namespace tern::test {
 
 namespace net = boost::asio;
@@ -88,13 +90,7 @@ bool send_truncated(uint16_t port, std::string_view method, std::string_view tar
 std::string sha256_hex(std::string_view bytes) {
   unsigned char d[crypto_hash_sha256_BYTES];
   crypto_hash_sha256(d, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : d) {
-    out += kDigits[c >> 4];
-    out += kDigits[c & 15];
-  }
-  return out;
+  return hex_encode(d, sizeof d);
 }
 
 std::string random_bytes(size_t n) {

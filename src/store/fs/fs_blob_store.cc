@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "base/hex.h"
+
 namespace tern::store {
 namespace {
 
@@ -34,16 +36,6 @@ Result<void> fsync_dir(const std::string& path) {
 
 int64_t mtime_ms(const struct stat& st) {
   return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1000000;
-}
-
-std::string hex(const unsigned char* p, size_t n) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out(2 * n, '0');
-  for (size_t i = 0; i < n; ++i) {
-    out[2 * i] = kDigits[p[i] >> 4];
-    out[2 * i + 1] = kDigits[p[i] & 15];
-  }
-  return out;
 }
 
 class FsWriter final : public BlobWriter {
@@ -81,7 +73,7 @@ class FsWriter final : public BlobWriter {
     if (fd_ < 0) return make_error(ErrorCode::kInternal, "blob store: writer already committed or failed");
     unsigned char digest[crypto_hash_sha256_BYTES];
     crypto_hash_sha256_final(&hash_, digest);
-    const std::string id = hex(digest, sizeof digest);
+    const std::string id = hex_encode(digest, sizeof digest);
     const int rc = ::fsync(fd_);
     const int err = errno;
     ::close(fd_);
@@ -149,7 +141,7 @@ std::string FsBlobStore::path_of(const std::string& id) const {
 Result<std::unique_ptr<BlobWriter>> FsBlobStore::create() {
   unsigned char rnd[16];
   randombytes_buf(rnd, sizeof rnd);
-  std::string path = root_ + "/tmp/" + hex(rnd, sizeof rnd);
+  std::string path = root_ + "/tmp/" + hex_encode(rnd, sizeof rnd);
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return sys_error("create temporary", errno);
   return std::unique_ptr<BlobWriter>(new FsWriter(*this, std::move(path), fd));
