@@ -97,6 +97,15 @@ class Screen {
     draw_locked();
     return fresh;
   }
+  // A disappearing message reached its expires_at: its text goes from the screen (and the
+  // chat keeps nothing else of it).
+  void on_expired(const std::string& conversation_id, Seq seq) {
+    std::lock_guard l(mu_);
+    if (conversation_id != t_.conversation_id) return;
+    for (auto& ln : lines_)
+      if (!ln.notice && ln.seq == seq) ln.text = "(expired)";
+    draw_locked();
+  }
   // Lines of the chat's own (command output, errors), not messages.
   void notice(const std::vector<std::string>& texts) {
     std::lock_guard l(mu_);
@@ -418,6 +427,7 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
   ev.on_receipt = [&](const client::Receipt& r) { if (screen) screen->on_receipt(r); };
   ev.on_typing = [&](const client::Typing& t) { if (screen) screen->on_typing(t); };
   ev.on_presence = [&](const client::Presence& pr) { if (screen) screen->on_presence(pr); };
+  ev.on_expired = [&](const std::string& conv_id, Seq seq) { if (screen) screen->on_expired(conv_id, seq); };
   ev.on_state = [&](client::ConnectionState s, const Error* e) { if (screen) screen->on_state(s, e); };
   auto created = client::Client::create(o, std::move(ev));
   if (!created) return fail(g, created.error());

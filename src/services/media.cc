@@ -223,10 +223,11 @@ void Media::start() {
     while (!work_cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(options_.sweep_interval_ms, 10)),
                               [this] { return stopping_; })) {
       lock.unlock();
+      const int64_t started = mono_us();
       const SweepStats s = sweep(now_ms());
       if (s.expired_messages || s.blobs_removed || s.uploads_expired)
-        spdlog::info("event=media_sweep expired_messages={} blobs_removed={} uploads_expired={}", s.expired_messages,
-                     s.blobs_removed, s.uploads_expired);
+        spdlog::info("event=media_sweep expired_messages={} blobs_removed={} uploads_expired={} ms={:.1f}",
+                     s.expired_messages, s.blobs_removed, s.uploads_expired, (mono_us() - started) / 1000.0);
       lock.lock();
     }
   });
