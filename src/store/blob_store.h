@@ -36,7 +36,7 @@ class BlobWriter {
  public:
   virtual ~BlobWriter() = default;  // without commit(): the temporary is removed
   virtual Result<void> write(std::string_view bytes) = 0;
-  virtual uint64_t size() const = 0;  // bytes written so far
+  virtual uint64_t size() const = 0;  // bytes written so far; callable from any thread
   // Makes the bytes durable and publishes them under their content id. Publishing content
   // that already exists succeeds (same id) and keeps one copy. The writer is spent after.
   virtual Result<BlobInfo> commit() = 0;

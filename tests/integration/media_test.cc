@@ -221,6 +221,19 @@ TEST_F(TerndMedia, OversizeAndTruncatedUploadsLeaveNothing) {
   EXPECT_EQ(raw_http(port(), "POST", "/v1/media/uploads", auth(alice), R"({"size":100001})").status, 413);
 }
 
+TEST_F(TerndMedia, AnIdleResumableUploadExpiresWithItsBytes) {
+  ASSERT_NO_FATAL_FAILURE(start({"--upload-expiry-ms", "400", "--sweep-interval-ms", "100"}));
+  auto created = raw_http(port(), "POST", "/v1/media/uploads", auth(alice), R"({"size":50000})");
+  ASSERT_EQ(created.status, 201) << created.body;
+  const std::string target = "/v1/media/uploads/" + jstr(created.obj(), "upload_id");
+  auto h = auth(alice);
+  h["Content-Range"] = "bytes 0-19999/50000";
+  ASSERT_EQ(raw_http(port(), "PUT", target, h, random_bytes(20000)).status, 200);
+  ASSERT_EQ(count_files(media_dir() + "/tmp"), 1u);  // the partial, resumable for now
+  ASSERT_TRUE(eventually([&] { return raw_http(port(), "GET", target, auth(alice), {}).status == 404; }));
+  EXPECT_EQ(count_files(media_dir()), 0u);
+}
+
 TEST_F(TerndMedia, GarbageCollection) {
   ASSERT_NO_FATAL_FAILURE(start({"--media-grace-ms", "1500", "--sweep-interval-ms", "100"}));
   Device da(alice);

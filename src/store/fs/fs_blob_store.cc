@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 
@@ -63,11 +64,11 @@ class FsWriter final : public BlobWriter {
       left -= static_cast<size_t>(n);
     }
     crypto_hash_sha256_update(&hash_, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
-    size_ += bytes.size();
+    size_.fetch_add(bytes.size(), std::memory_order_relaxed);
     return {};
   }
 
-  uint64_t size() const override { return size_; }
+  uint64_t size() const override { return size_.load(std::memory_order_relaxed); }
 
   Result<BlobInfo> commit() override {
     if (fd_ < 0) return make_error(ErrorCode::kInternal, "blob store: writer already committed or failed");
@@ -89,7 +90,7 @@ class FsWriter final : public BlobWriter {
     if (auto r = fsync_dir(store_.root() + "/blobs"); !r) return r.error();
     struct stat st {};
     if (::stat(final_path.c_str(), &st) != 0) return sys_error("stat", errno);
-    return BlobInfo{id, size_, mtime_ms(st)};
+    return BlobInfo{id, size(), mtime_ms(st)};
   }
 
  private:
@@ -97,7 +98,8 @@ class FsWriter final : public BlobWriter {
   std::string tmp_path_;
   int fd_ = -1;
   bool committed_ = false;
-  uint64_t size_ = 0;
+  // Read by size() from other threads (a resumable upload's offset query) while written.
+  std::atomic<uint64_t> size_{0};
   crypto_hash_sha256_state hash_{};
 };
 
