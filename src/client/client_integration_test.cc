@@ -120,6 +120,14 @@ class ClientIntegration : public ::testing::Test {
     return o;
   }
 
+  // A client of `c`, started (null on failure).
+  std::unique_ptr<Client> started(const Credentials& c, Events events) {
+    auto client = Client::create(options(c), std::move(events));
+    if (!client.ok()) return nullptr;
+    (*client)->start();
+    return std::move(*client);
+  }
+
   std::string binary_, dir_;
   std::unique_ptr<TerndProcess> server_;
   ServerUrl url_;
@@ -398,14 +406,12 @@ TEST_F(ClientIntegration, AttachmentsRoundTripWithProgress) {
   EXPECT_EQ(up_progress.back().first, up_progress.back().second);
 
   Inbox ai, bi;
-  auto a = Client::create(options(alice), ai.events());
-  auto b = Client::create(options(bob), bi.events());
-  ASSERT_TRUE(a.ok() && b.ok());
-  (*a)->start();
-  (*b)->start();
+  auto a = started(alice, ai.events());
+  auto b = started(bob, bi.events());
+  ASSERT_TRUE(a && b);
   SendOptions so;
   so.media = {att->media_id};
-  auto sent = (*a)->send(*conv, encode_attachment_body("look", {*att}), so);
+  auto sent = a->send(*conv, encode_attachment_body("look", {*att}), so);
   ASSERT_TRUE(sent.ok()) << sent.error().message;
   ASSERT_TRUE(eventually([&] { return bi.count_from("alice") == 1; }));
   const Message m = bi.from("alice").front();
@@ -445,15 +451,13 @@ TEST_F(ClientIntegration, ExpiredMessagesAreDeletedLocally) {
     std::lock_guard l(mu);
     if (c == *conv) expired.push_back(seq);
   };
-  auto a = Client::create(options(alice), ai.events());
-  auto b = Client::create(options(bob), std::move(be));
-  ASSERT_TRUE(a.ok() && b.ok());
-  (*a)->start();
-  (*b)->start();
+  auto a = started(alice, ai.events());
+  auto b = started(bob, std::move(be));
+  ASSERT_TRUE(a && b);
   SendOptions so;
   so.ttl_seconds = 1;
-  ASSERT_TRUE((*a)->send(*conv, "gone soon", so).ok());
-  ASSERT_TRUE((*a)->send(*conv, "stays").ok());
+  ASSERT_TRUE(a->send(*conv, "gone soon", so).ok());
+  ASSERT_TRUE(a->send(*conv, "stays").ok());
   ASSERT_TRUE(eventually([&] { return bi.count_from("alice") == 2; }));
   EXPECT_EQ(bi.from("alice")[0].body, "gone soon");  // live, before expiry
   EXPECT_FALSE(bi.from("alice")[0].expired);
@@ -469,9 +473,8 @@ TEST_F(ClientIntegration, ExpiredMessagesAreDeletedLocally) {
   auto laptop = wait_for<Credentials>([&](auto cb) { api_for(bob).add_device(std::move(cb)); });
   ASSERT_TRUE(laptop.ok()) << laptop.error().message;
   Inbox ci;
-  auto c = Client::create(options(*laptop), ci.events());
-  ASSERT_TRUE(c.ok());
-  (*c)->start();
+  auto c = started(*laptop, ci.events());
+  ASSERT_TRUE(c);
   ASSERT_TRUE(eventually([&] { return ci.count_from("alice") == 2; }));
   EXPECT_TRUE(ci.from("alice")[0].expired);
   EXPECT_EQ(ci.from("alice")[0].body, "");

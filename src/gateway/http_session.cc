@@ -231,14 +231,7 @@ void HttpSession::handle_request() {
 
   HttpRequest request = request_head(req.base());
   request.body = std::move(req.body());
-  // Invoked once (later calls ignored), from any thread; keeps the session alive until then.
-  auto done = std::make_shared<std::atomic<bool>>(false);
-  HttpReply reply = [self = self(), done](HttpResponse response) {
-    if (done->exchange(true)) return;
-    net::post(self->executor_, [self, response = std::move(response)]() mutable {
-      self->write_response(std::move(response), false);
-    });
-  };
+  HttpReply reply = make_reply();
   try {
     ctx_->service.handle_http(std::move(request), reply);
   } catch (const std::exception& e) {
@@ -248,6 +241,17 @@ void HttpSession::handle_request() {
     spdlog::error("event=handler_exception where=handle_http session={} what=unknown", id_);
     reply(HttpResponse{500, json_error(code_name(ErrorCode::kInternal), "internal error"), "application/json"});
   }
+}
+
+HttpReply HttpSession::make_reply() {
+  // Invoked once (later calls ignored), from any thread; keeps the session alive until then.
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  return [self = self(), done](HttpResponse response) {
+    if (done->exchange(true)) return;
+    net::post(self->executor_, [self, response = std::move(response)]() mutable {
+      self->write_response(std::move(response), false);
+    });
+  };
 }
 
 bool HttpSession::authenticate_bearer(const std::string& bearer) {
@@ -378,13 +382,7 @@ void HttpSession::on_stream_read(beast::error_code ec, std::size_t /*bytes*/) {
   stream_parser_.reset();
   chunk_ = {};
   auto sink = std::move(sink_);
-  auto done = std::make_shared<std::atomic<bool>>(false);
-  HttpReply reply = [self = self(), done](HttpResponse response) {
-    if (done->exchange(true)) return;
-    net::post(self->executor_, [self, response = std::move(response)]() mutable {
-      self->write_response(std::move(response), false);
-    });
-  };
+  HttpReply reply = make_reply();
   try {
     sink->finish(reply);
   } catch (...) {

@@ -102,7 +102,8 @@ class HttpSession final : public Session {
   void close_socket();
   // Streaming (see the header comment). maybe_stream() is true when it took the request.
   bool maybe_stream();
-  bool authenticate_bearer(const std::string& bearer);  // false: over max_connections (503 written)
+  bool authenticate_bearer(const std::string& bearer);
+  HttpReply make_reply();  // the service's answer, posted back onto this session's loop  // false: over max_connections (503 written)
   HttpRequest request_head(const boost::beast::http::request_header<>& h) const;
   void read_stream();
   void on_stream_read(boost::beast::error_code ec, std::size_t bytes);
