@@ -27,6 +27,7 @@
 #include "client/blocking.h"
 #include "client/client.h"
 #include "client/testing/ternd_process.h"
+#include "client/attachments.h"
 #include "format.h"
 #include "terminal.h"
 
@@ -766,6 +767,28 @@ TEST(Format, SystemMessagesAsSentences) {
   EXPECT_EQ(system_sentence("not json"), "membership changed");
   EXPECT_EQ(join_names({"a", "b", "c"}), "a, b and c");
   EXPECT_EQ(system_sentence(R"({"action":"add","by":"u","users":["\u001b[2J"]})"), "u added ?[2J");
+}
+
+TEST(Format, TimersAttachmentsAndExpiredMessages) {
+  EXPECT_EQ(system_sentence(R"({"action":"timer","by":"uma","seconds":3600})"),
+            "uma turned on disappearing messages: 1 h");
+  EXPECT_EQ(system_sentence(R"({"action":"timer","by":"uma","seconds":604800})"),
+            "uma turned on disappearing messages: 7 d");
+  EXPECT_EQ(system_sentence(R"({"action":"timer","by":"uma","seconds":0})"), "uma turned off disappearing messages");
+  EXPECT_EQ(duration_text(90), "90 s");
+  client::Message m;
+  m.conversation_id = "d-1";
+  m.seq = 4;
+  m.body = "plain";
+  EXPECT_EQ(message_text(m, 1000), "plain");
+  m.expires_at = 1000;
+  EXPECT_EQ(message_text(m, 999), "plain");
+  EXPECT_EQ(message_text(m, 1000), "(expired)");
+  m.expires_at.reset();
+  client::Attachment a{std::string(64, 'a'), std::string(32, 'k'), 1234, "image/jpeg", "../../etc/pic.jpg"};
+  m.body = client::encode_attachment_body("look", {a});
+  EXPECT_EQ(message_text(m, 0),
+            "look [attachment ../../etc/pic.jpg, 1234 bytes, image/jpeg; save: tern download d-1 4]");
 }
 
 TEST(Terminal, UntrustedTextIsMadePrintable) {
