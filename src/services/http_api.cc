@@ -42,6 +42,15 @@ Result<uint64_t> uint_param(const std::string& query, std::string_view name, uin
   return n;
 }
 
+// A request body as JSON, depth-limited; null when it does not parse.
+json::value parse_json_body(const std::string& body, size_t max_depth) {
+  boost::system::error_code ec;
+  json::parse_options opts;
+  opts.max_depth = max_depth;
+  json::value v = json::parse(body, ec, {}, opts);
+  return ec ? json::value() : v;
+}
+
 // Splits "/v1/conversations/{id}/{rest}" into id and rest.
 bool split_conversation_path(const std::string& path, std::string& id, std::string& rest) {
   static constexpr std::string_view prefix = "/v1/conversations/";
@@ -123,11 +132,8 @@ void HttpApi::register_user(const gateway::HttpRequest& req, gateway::HttpReply 
 void HttpApi::link_device(const gateway::HttpRequest& req, gateway::HttpReply reply) {
   if (req.body.size() > ctx_.options.limits.max_http_body_bytes)
     return reply(error_response(make_error(ErrorCode::kTooLarge, "request body too large")));
-  boost::system::error_code ec;
-  json::parse_options opts;
-  opts.max_depth = ctx_.options.limits.max_json_depth;
-  json::value v = json::parse(req.body, ec, {}, opts);
-  const json::object* o = ec ? nullptr : v.if_object();
+  const json::value v = parse_json_body(req.body, ctx_.options.limits.max_json_depth);
+  const json::object* o = v.if_object();
   const json::value* user = o ? o->if_contains("user") : nullptr;
   const json::value* code = o ? o->if_contains("code") : nullptr;
   if (!user || !user->is_string() || !code || !code->is_string())
@@ -253,11 +259,8 @@ void HttpApi::backfill(const DeviceRef& me, const std::string& id, const gateway
 void HttpApi::set_timer(const DeviceRef& me, const std::string& id, const gateway::HttpRequest& req,
                         gateway::HttpReply reply) {
   if (ctx_.draining.load()) return reply(error_response(make_error(ErrorCode::kDraining, "server is shutting down")));
-  boost::system::error_code ec;
-  json::parse_options opts;
-  opts.max_depth = ctx_.options.limits.max_json_depth;
-  json::value v = json::parse(req.body, ec, {}, opts);
-  const json::object* o = ec ? nullptr : v.if_object();
+  const json::value v = parse_json_body(req.body, ctx_.options.limits.max_json_depth);
+  const json::object* o = v.if_object();
   const json::value* seconds = o ? o->if_contains("seconds") : nullptr;
   if (!seconds || !seconds->is_int64())
     return reply(error_response(make_error(ErrorCode::kMalformed, "body must be {\"seconds\":<0 = off, or 1..max ttl>}")));
