@@ -20,6 +20,7 @@
 #include "client/client.h"
 #include "client/errors.h"
 #include "format.h"
+#include "media_commands.h"
 #include "terminal.h"
 
 namespace tern::cli {
@@ -61,6 +62,7 @@ constexpr const char* kHelp[] = {
     "/history N       show the N messages before the oldest one on screen",
     "/members         who is in this conversation (a channel: subscribers and admins)",
     "/seen [SEQ]      who has your message SEQ (default: your last one): delivered, read",
+    "/save SEQ [PATH] save the attachment(s) of message SEQ (here, or into PATH)",
     "//text           send a message that starts with /",
     "Marks on your messages: ... waiting, ✓ on the server, ✓✓ delivered to everyone, ✓✓ read by everyone.",
     "Files and media are not supported yet.",
@@ -95,6 +97,15 @@ class Screen {
     }
     draw_locked();
     return fresh;
+  }
+  // A disappearing message reached its expires_at: its text goes from the screen (and the
+  // chat keeps nothing else of it).
+  void on_expired(const std::string& conversation_id, Seq seq) {
+    std::lock_guard l(mu_);
+    if (conversation_id != t_.conversation_id) return;
+    for (auto& ln : lines_)
+      if (!ln.notice && ln.seq == seq) ln.text = "(expired)";
+    draw_locked();
   }
   // Lines of the chat's own (command output, errors), not messages.
   void notice(const std::vector<std::string>& texts) {
@@ -255,12 +266,9 @@ class Screen {
     ln.ts = m.ts;
     ln.own = m.sender == self_ && !m.system_json;
     ln.confirmed = true;
-    if (m.system_json) {
-      ln.notice = true;
-      ln.text = system_sentence(*m.system_json);
-    } else {
-      ln.text = printable(m.body);
-    }
+    if (m.system_json) ln.notice = true;
+    ln.text = message_text(m, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch()).count());
     if (m.reply_to) ln.text = "↪" + std::to_string(*m.reply_to) + " " + ln.text;
     return ln;
   }
@@ -431,6 +439,7 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
   ev.on_receipt = [&](const client::Receipt& r) { if (screen) screen->on_receipt(r); };
   ev.on_typing = [&](const client::Typing& t) { if (screen) screen->on_typing(t); };
   ev.on_presence = [&](const client::Presence& pr) { if (screen) screen->on_presence(pr); };
+  ev.on_expired = [&](const std::string& conv_id, Seq seq) { if (screen) screen->on_expired(conv_id, seq); };
   ev.on_state = [&](client::ConnectionState s, const Error* e) { if (screen) screen->on_state(s, e); };
   auto created = client::Client::create(o, std::move(ev));
   if (!created) return fail(g, created.error());
@@ -541,6 +550,19 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
       if (arg.empty()) seq = screen->last_own_seq();
       if (seq == 0) return screen->notice({arg.empty() ? "you have sent nothing here yet" : "usage: /seen [SEQ]"});
       screen->notice(screen->seen(seq));
+    } else if (name == "/save") {
+      Seq seq = 0;
+      const size_t sp = arg.find(' ');
+      for (char ch : arg.substr(0, sp)) seq = std::isdigit(static_cast<unsigned char>(ch)) ? seq * 10 + (ch - '0') : 0;
+      if (seq == 0) return screen->notice({"usage: /save SEQ [PATH]"});
+      const std::string path = sp == std::string::npos ? std::string() : arg.substr(arg.find_first_not_of(' ', sp));
+      auto url = client::parse_server_url(p->server);
+      if (!url) return screen->notice({"save: " + url.error().message});
+      auto saved = save_attachments(c->api(), *url, p->credentials.token, conv, seq, path);
+      if (!saved) return screen->notice({"save: " + saved.error().message});
+      std::vector<std::string> lines;
+      for (const auto& w : *saved) lines.push_back("saved " + printable(w));
+      screen->notice(lines);
     } else {
       screen->notice({"unknown command " + printable(name) + " (not sent); /help lists the commands, //text sends /text"});
     }

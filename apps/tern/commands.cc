@@ -1,5 +1,6 @@
 #include "commands.h"
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <ctime>
@@ -11,8 +12,10 @@
 #include "base/base64.h"
 #include "client/blocking.h"
 #include "client/client.h"
+#include "client/attachments.h"
 #include "client/errors.h"
 #include "format.h"
+#include "media_commands.h"
 #include "terminal.h"
 
 namespace tern::cli {
@@ -430,7 +433,8 @@ int queued(const Global& g, const Target& t, const std::string& id, const std::s
 
 }  // namespace
 
-int cmd_send(const Global& g, const std::string& target, const std::string& text, std::optional<Seq> reply_to) {
+int cmd_send(const Global& g, const std::string& target, const std::string& text, std::optional<Seq> reply_to,
+             const std::string& file) {
   auto p = require_profile(g);
   if (!p) return fail(g, p.error());
   auto db = state_db_path();
@@ -459,6 +463,17 @@ int cmd_send(const Global& g, const std::string& target, const std::string& text
       return fail(g, *offline);
     }
     t = *r;
+  }
+  // An attachment is uploaded first (encrypted; it needs the server): the message then
+  // names it and carries its key.
+  client::SendOptions so;
+  std::string body = text;
+  if (!file.empty()) {
+    if (offline) return fail(g, *offline);
+    auto att = upload_file(*url, p->credentials.token, file);
+    if (!att) return fail(g, att.error());
+    so.media = {att->media_id};
+    body = client::encode_attachment_body(text, {*att});
   }
 
   auto wait = std::make_shared<SendWait>();
@@ -494,9 +509,8 @@ int cmd_send(const Global& g, const std::string& target, const std::string& text
   // Started first, so that the outbox left by an earlier run is loaded (in its order) ahead
   // of this message.
   if (!offline) (*c)->start();
-  client::SendOptions so;
   so.reply_to = reply_to;
-  auto id = (*c)->send(t.conversation_id, text, so, [wait](Result<client::SendResult> r) {
+  auto id = (*c)->send(t.conversation_id, body, so, [wait](Result<client::SendResult> r) {
     std::lock_guard l(wait->mu);
     wait->own = std::move(r);
     wait->cv.notify_all();
@@ -557,6 +571,7 @@ int cmd_history(const Global& g, const std::string& target, std::optional<Seq> a
                      {"body", base64_encode(m.body)}};
       if (valid_utf8(m.body)) o["text"] = m.body;
       if (m.reply_to) o["reply_to"] = *m.reply_to;
+      if (m.expires_at) o["expires_at"] = *m.expires_at;
       if (m.system_json) {
         boost::system::error_code ec;
         o["system"] = json::parse(*m.system_json, ec);
@@ -567,9 +582,11 @@ int cmd_history(const Global& g, const std::string& target, std::optional<Seq> a
     print_json(json::object{{"conversation_id", t->conversation_id}, {"head", page->head}, {"messages", std::move(a)}});
     return kExitOk;
   }
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
   for (const auto& m : page->messages) {
     if (m.system_json) std::cout << "[" << m.seq << "] " << hhmm(m.ts) << " * " << system_sentence(*m.system_json) << "\n";
-    else std::cout << "[" << m.seq << "] " << hhmm(m.ts) << " " << printable(m.sender) << ": " << printable(m.body) << "\n";
+    else std::cout << "[" << m.seq << "] " << hhmm(m.ts) << " " << printable(m.sender) << ": " << message_text(m, now) << "\n";
   }
   return kExitOk;
 }

@@ -78,7 +78,9 @@ int cmd_link(const Global& g, const std::string& user, const std::string& code, 
 int cmd_conversations(const Global& g);
 int cmd_group_create(const Global& g, const std::string& name, const std::vector<std::string>& members, bool force);
 int cmd_group_members(const Global& g, const std::string& conv, const std::vector<std::string>& users, bool add);
-int cmd_send(const Global& g, const std::string& target, const std::string& text, std::optional<Seq> reply_to);
+// With `file`, the file goes first as an encrypted attachment (tern download fetches it).
+int cmd_send(const Global& g, const std::string& target, const std::string& text, std::optional<Seq> reply_to,
+             const std::string& file = {});
 int cmd_history(const Global& g, const std::string& target, std::optional<Seq> after, size_t limit);
 int cmd_whoami(const Global& g);
 

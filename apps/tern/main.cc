@@ -1,9 +1,12 @@
 // tern: the command-line client for people. A thin main: CLI11 parsing, then one command.
 #include <CLI/CLI.hpp>
 
+#include <iostream>
+
 #include "base/log.h"
 #include "chat.h"
 #include "commands.h"
+#include "media_commands.h"
 
 int main(int argc, char** argv) {
   using namespace tern::cli;
@@ -99,9 +102,18 @@ int main(int argc, char** argv) {
 
   auto* send = app.add_subcommand("send", "send one message (plain text; not end-to-end encrypted yet)");
   send->add_option("target", target, "conversation id, group name, or a user (@bob or bob)")->required();
-  send->add_option("text", words, "message text")->required();
+  std::string file, out;
+  send->add_option("text", words, "message text (optional with --file)");
   send->add_option("--reply-to", reply_to, "seq of the message this replies to");
+  send->add_option("--file", file, "attach this file (encrypted on this device, at most 100 MiB)");
   add_json(send);
+
+  tern::Seq seq = 0;
+  auto* dl = app.add_subcommand("download", "save the attachment(s) of a message");
+  dl->add_option("target", target, "conversation id, group name, or a user")->required();
+  dl->add_option("seq", seq, "the message's seq")->required();
+  dl->add_option("-o,--output", out, "file (one attachment) or directory; default: their names, here");
+  add_json(dl);
 
   auto* hist = app.add_subcommand("history", "print a conversation's messages");
   hist->add_option("target", target, "conversation id, group name, or a user")->required();
@@ -144,7 +156,14 @@ int main(int argc, char** argv) {
   if (cadd->parsed()) return cmd_channel_subscribers(g, conv, users, true);
   if (cremove->parsed()) return cmd_channel_subscribers(g, conv, users, false);
   if (cadmin->parsed()) return cmd_channel_admins(g, conv, users, !admin_remove);
-  if (send->parsed()) return cmd_send(g, target, joined(), reply_to);
+  if (send->parsed()) {
+    if (words.empty() && file.empty()) {
+      std::cerr << "tern send: give a message text, a --file, or both\n";
+      return kExitUsage;
+    }
+    return cmd_send(g, target, joined(), reply_to, file);
+  }
+  if (dl->parsed()) return cmd_download(g, target, seq, out);
   if (hist->parsed()) return cmd_history(g, target, after, limit);
   if (chat->parsed()) return cmd_chat(g, target, history);
   if (whoami->parsed()) return cmd_whoami(g);

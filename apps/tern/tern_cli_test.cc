@@ -27,6 +27,7 @@
 #include "client/blocking.h"
 #include "client/client.h"
 #include "client/testing/ternd_process.h"
+#include "client/attachments.h"
 #include "format.h"
 #include "terminal.h"
 
@@ -448,6 +449,51 @@ TEST_F(TernCli, InteractiveChatThroughAPseudoTerminalSurvivesAServerRestart) {
 
 // Issue 13, item 1: a second group of the same name needs --force, an ambiguous name lists
 // the candidates with their members, an empty name is refused.
+// Issue 11: a file goes as an encrypted attachment; the other side sees it in history and
+// downloads it; the server's files never hold its plaintext.
+TEST_F(TernCli, SendFileAndDownloadIt) {
+  ASSERT_EQ(tern("a", {"register", "alice"}).status, 0);
+  ASSERT_EQ(tern("b", {"register", "bob"}).status, 0);
+  const std::string mark = "PLAINTEXT-MARK-7Hq2";
+  std::string content;
+  for (int i = 0; i < 20000; ++i) content += static_cast<char>(i * 31);
+  content += mark;
+  const std::string path = dir_ + "/photo.jpg";
+  {
+    std::ofstream f(path, std::ios::binary);
+    f << content;
+  }
+  Proc sent = tern("a", {"send", "bob", "--file", path, "holiday"});
+  ASSERT_EQ(sent.status, 0) << sent.err;
+  EXPECT_NE(sent.out.find("sent to bob (seq 1)"), std::string::npos) << sent.out;
+  Proc hist = tern("b", {"history", "alice"});
+  ASSERT_EQ(hist.status, 0) << hist.err;
+  EXPECT_NE(hist.out.find("holiday [attachment photo.jpg, " + std::to_string(content.size()) + " bytes"),
+            std::string::npos)
+      << hist.out;
+  const std::string out = dir_ + "/got.jpg";
+  Proc dl = tern("b", {"download", "alice", "1", "-o", out, "--json"});
+  ASSERT_EQ(dl.status, 0) << dl.err;
+  EXPECT_NE(dl.out.find("\"saved\""), std::string::npos) << dl.out;
+  std::ifstream in(out, std::ios::binary);
+  std::stringstream got;
+  got << in.rdbuf();
+  EXPECT_TRUE(got.str() == content);
+  Proc again = tern("b", {"download", "alice", "1", "-o", out});
+  EXPECT_EQ(again.status, 1);
+  EXPECT_NE(again.err.find("not overwritten"), std::string::npos) << again.err;
+  Proc none = tern("b", {"download", "alice", "7", "-o", dir_ + "/x"});
+  EXPECT_EQ(none.status, 1);
+  EXPECT_EQ(tern("a", {"send", "bob"}).status, 2) << "neither text nor --file";
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir_ + "/data")) {
+    if (!e.is_regular_file()) continue;
+    std::ifstream f(e.path(), std::ios::binary);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    EXPECT_EQ(ss.str().find(mark), std::string::npos) << e.path();
+  }
+}
+
 TEST_F(TernCli, GroupNamesStayUsable) {
   ASSERT_EQ(tern("a", {"register", "alice"}).status, 0);
   ASSERT_EQ(tern("v", {"register", "vic"}).status, 0);
@@ -850,6 +896,28 @@ TEST(Format, SystemMessagesAsSentences) {
   EXPECT_EQ(system_sentence("not json"), "membership changed");
   EXPECT_EQ(join_names({"a", "b", "c"}), "a, b and c");
   EXPECT_EQ(system_sentence(R"({"action":"add","by":"u","users":["\u001b[2J"]})"), "u added ?[2J");
+}
+
+TEST(Format, TimersAttachmentsAndExpiredMessages) {
+  EXPECT_EQ(system_sentence(R"({"action":"timer","by":"uma","seconds":3600})"),
+            "uma turned on disappearing messages: 1 h");
+  EXPECT_EQ(system_sentence(R"({"action":"timer","by":"uma","seconds":604800})"),
+            "uma turned on disappearing messages: 7 d");
+  EXPECT_EQ(system_sentence(R"({"action":"timer","by":"uma","seconds":0})"), "uma turned off disappearing messages");
+  EXPECT_EQ(duration_text(90), "90 s");
+  client::Message m;
+  m.conversation_id = "d-1";
+  m.seq = 4;
+  m.body = "plain";
+  EXPECT_EQ(message_text(m, 1000), "plain");
+  m.expires_at = 1000;
+  EXPECT_EQ(message_text(m, 999), "plain");
+  EXPECT_EQ(message_text(m, 1000), "(expired)");
+  m.expires_at.reset();
+  client::Attachment a{std::string(64, 'a'), std::string(32, 'k'), 1234, "image/jpeg", "../../etc/pic.jpg"};
+  m.body = client::encode_attachment_body("look", {a});
+  EXPECT_EQ(message_text(m, 0),
+            "look [attachment ../../etc/pic.jpg, 1234 bytes, image/jpeg; save: tern download d-1 4]");
 }
 
 TEST(Terminal, UntrustedTextIsMadePrintable) {

@@ -39,6 +39,9 @@ struct Message {
   std::optional<Seq> reply_to;
   std::optional<int64_t> expires_at;
   std::optional<std::string> system_json;  // membership change etc., as JSON text
+  // Its expires_at has passed: the SDK hands it over without a body (the application shows
+  // a tombstone, as the server does, and keeps nothing of it).
+  bool expired = false;
 };
 
 // `sent` for one of this device's sends: the message is durable on the server with this seq.

@@ -2,6 +2,7 @@
 
 #include "proto/json_writer.h"
 
+#include <algorithm>
 #include <charconv>
 #include <optional>
 
@@ -119,6 +120,18 @@ Result<ClientFrame> parse_send(const json::object& o, const Limits& limits, std:
       f.registration_ids.emplace(std::string(kv.key()), static_cast<uint32_t>(n));
     }
   }
+  if (const auto* media = o.if_contains("media")) {
+    if (!media->is_array()) return malformed("field 'media' must be an array of media ids");
+    if (media->as_array().size() > limits.max_media_per_message)
+      return make_error(ErrorCode::kTooLarge,
+                        "at most " + std::to_string(limits.max_media_per_message) + " media ids per message");
+    for (const auto& id : media->as_array()) {
+      if (!id.is_string() || !valid_media_id(id.as_string()))
+        return make_error(ErrorCode::kInvalidArgument, "each media id must be 64 lowercase hex characters");
+      if (std::find(f.media.begin(), f.media.end(), id.as_string()) == f.media.end())
+        f.media.emplace_back(id.as_string());
+    }
+  }
   return ClientFrame{std::move(f)};
 }
 
@@ -234,6 +247,16 @@ std::string encode_message(const MessageRecord& m) {
     append_key(o, "expires_at");
     append_int(o, *m.expires_at);
   }
+  if (!m.media.empty()) {
+    o += ',';
+    append_key(o, "media");
+    o += '[';
+    for (size_t i = 0; i < m.media.size(); ++i) {
+      if (i) o += ',';
+      append_json_string(o, m.media[i]);
+    }
+    o += ']';
+  }
   if (m.system_json) {
     o += ',';
     append_key(o, "system");
@@ -272,6 +295,13 @@ class StoredScanner {
     pos_ = static_cast<size_t>(r.ptr - s_.data());
     return true;
   }
+  bool skip_flat_array() {  // ["a","b",...]: no nesting, no escapes
+    const size_t end = s_.find(']', pos_);
+    if (end == std::string_view::npos) return false;
+    if (s_.substr(pos_, end - pos_).find_first_of("[{\\") != std::string_view::npos) return false;
+    pos_ = end + 1;
+    return true;
+  }
   bool skip_flat_object() {  // {"k":"v",...}: no nesting, no escapes
     const size_t end = s_.find('}', pos_);
     if (end == std::string_view::npos) return false;
@@ -307,6 +337,7 @@ std::optional<StoredMeta> scan_stored_meta(std::string_view stored) {
     if (!sc.num(&e)) return std::nullopt;
     m.expires_at = e;
   }
+  if (sc.lit(R"(,"media":[)") && !sc.skip_flat_array()) return std::nullopt;
   if (sc.lit(R"(,"system":)")) {
     m.system = true;
   } else if (!sc.lit("}")) {
@@ -361,6 +392,7 @@ Result<std::string> render_expired(std::string_view stored) {
   if (ec || !v.is_object()) return make_error(ErrorCode::kInternal, "corrupt stored message");
   auto& o = v.as_object();
   o.erase("bodies");
+  o.erase("media");
   o["body"] = "";
   o["expired"] = true;
   return json::serialize(o);

@@ -29,6 +29,7 @@ struct SendFrame {
   // [Tern] "registration_ids": per `bodies` key, the registration id of the device's keys
   // the sender encrypted for; a mismatch answers device_mismatch with the device as `stale`.
   std::map<std::string, uint32_t> registration_ids;
+  std::vector<std::string> media;  // [Tern extension] media ids the message names (validated form)
 };
 struct AckFrame { std::string conversation_id; Seq seq = 0; };
 struct ReadFrame { std::string conversation_id; Seq seq = 0; };
@@ -64,6 +65,7 @@ struct MessageRecord {
   std::optional<Seq> reply_to;
   std::optional<int64_t> expires_at;
   std::optional<std::string> system_json;  // the `system` object, as JSON text
+  std::vector<std::string> media;          // [Tern extension] media ids, clear metadata (issue 11)
 };
 
 std::string encode_message(const MessageRecord& m);
@@ -71,7 +73,8 @@ std::string encode_message(const MessageRecord& m);
 // message carries `bodies`, in which case `body` is that device's entry.
 Result<std::string> render_message_for(std::string_view stored, const DeviceRef& device);
 // The frame for a message whose ttl has passed: its place in the seq order stays (so clients
-// see no gap) but its payload is gone: "body":"" and "expired":true [Tern extension].
+// see no gap) but its payload is gone: "body":"" and "expired":true [Tern extension]; its
+// `bodies` and `media` are dropped too.
 Result<std::string> render_expired(std::string_view stored);
 // Cheap reads of a stored frame without a full decode.
 struct StoredMeta {

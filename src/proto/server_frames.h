@@ -43,7 +43,8 @@ Result<ServerFrame> parse_server_frame(std::string_view text);
 // Client frame encoders.
 std::string encode_send(std::string_view client_msg_id, std::string_view conversation_id,
                         std::string_view body_b64, std::optional<Seq> reply_to = std::nullopt,
-                        std::optional<int64_t> ttl_seconds = std::nullopt);
+                        std::optional<int64_t> ttl_seconds = std::nullopt,
+                        const std::vector<std::string>& media = {});
 std::string encode_send_bodies(std::string_view client_msg_id, std::string_view conversation_id,
                                const std::map<std::string, std::string>& bodies_b64);
 std::string encode_ack(std::string_view conversation_id, Seq seq);

@@ -14,7 +14,7 @@ TEST(ServerFrames, RoundTripsServerEncoders) {
   auto rec = parse_server_frame(encode_receipt("d-1", "bob", "read", 4));
   ASSERT_TRUE(rec);
   EXPECT_EQ(std::get<ReceiptEvent>(*rec).status, "read");
-  MessageRecord m{"d-1", 3, "alice", 2, 1700, std::string("aGk="), {}, 1, std::nullopt, std::nullopt};
+  MessageRecord m{"d-1", 3, "alice", 2, 1700, std::string("aGk="), {}, 1, std::nullopt, std::nullopt, {}};
   auto msg = parse_server_frame(encode_message(m));
   ASSERT_TRUE(msg);
   const auto& me = std::get<MessageEvent>(*msg);

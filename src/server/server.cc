@@ -9,6 +9,7 @@
 #include "gateway/listener.h"
 #include "services/conversation_ids.h"
 #include "services/tern_service.h"
+#include "store/fs/fs_blob_store.h"
 #include "store/rocksdb/rocksdb_store.h"
 
 namespace tern::server {
@@ -35,6 +36,9 @@ Result<uint16_t> Server::start() {
   auto opened = store::RocksDbStore::open(options_.data_dir, ro);
   if (!opened) return opened.error();
   store_ = std::move(*opened);
+  auto blobs = store::FsBlobStore::open_at(options_.data_dir + "/media");
+  if (!blobs) return blobs.error();
+  blobs_ = std::move(*blobs);
   bus_ = std::make_unique<bus::LocalBus>();
 
   // Default: one loop per core but one, which the store's writer thread (fsync, memtable
@@ -44,7 +48,8 @@ Result<uint16_t> Server::start() {
   const size_t threads = options_.threads ? options_.threads : std::max<size_t>(1, cores - 1);
   loops_ = std::make_unique<Loops>(threads);
   signals_ = std::make_unique<boost::asio::signal_set>(loops_->context(0));
-  service_ = std::make_unique<services::TernService>(*loops_, *store_, *bus_, options_.services, options_.metrics_token);
+  service_ = std::make_unique<services::TernService>(*loops_, *store_, *bus_, options_.services, options_.metrics_token,
+                                                     blobs_.get());
   service_->start();
   listener_ = std::make_unique<gateway::Listener>(loops_->contexts(), options_.gateway, *service_);
   auto port = listener_->start();
@@ -105,6 +110,7 @@ void Server::run() {
   loops_->join();
   listener_.reset();
   service_.reset();
+  blobs_.reset();
   store_.reset();
   spdlog::info("event=stopped");
 }

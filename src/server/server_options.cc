@@ -102,6 +102,15 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   int64_t days = o.services.idempotency_ttl_ms / (24 * 3600 * 1000);
   num("idempotency_days", days);
   o.services.idempotency_ttl_ms = days * 24 * 3600 * 1000;
+  // Media and disappearing messages (issue 11).
+  num("max_media_bytes", o.services.max_media_bytes);
+  num("media_quota_bytes", o.services.media_quota_bytes);
+  real("media_upload_rate", o.services.media_upload_rate_per_min);
+  real("media_upload_burst", o.services.media_upload_burst);
+  num("media_grace_ms", o.services.media_grace_ms);
+  num("upload_expiry_ms", o.services.upload_expiry_ms);
+  num("max_open_uploads_per_user", o.services.max_open_uploads_per_user);
+  num("sweep_interval_ms", o.services.sweep_interval_ms);
   for (const auto& [key, value] : t) {
     (void)value;
     if (!known.count(key.str()))
@@ -241,6 +250,28 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
       ->capture_default_str();
   app.add_option("--key-fetch-burst", o.services.key_fetch_burst, "token bucket size for key bundle fetches")
       ->capture_default_str();
+  // Media and disappearing messages (issue 11).
+  app.add_option("--max-media-bytes", o.services.max_media_bytes, "largest media blob (POST /v1/media); larger gets 413")
+      ->capture_default_str();
+  app.add_option("--media-quota-bytes", o.services.media_quota_bytes,
+                 "per user: bytes of uploaded, not yet collected media plus uploads in progress")
+      ->capture_default_str();
+  app.add_option("--media-upload-rate", o.services.media_upload_rate_per_min, "uploads per minute per user (token bucket refill; 0 = unlimited)")
+      ->capture_default_str();
+  app.add_option("--media-upload-burst", o.services.media_upload_burst, "token bucket size for uploads")
+      ->capture_default_str();
+  app.add_option("--media-grace-ms", o.services.media_grace_ms,
+                 "an uploaded blob no message names is collected after this long")
+      ->capture_default_str();
+  app.add_option("--upload-expiry-ms", o.services.upload_expiry_ms,
+                 "a resumable upload idle this long is dropped with its bytes")
+      ->capture_default_str();
+  app.add_option("--max-open-uploads-per-user", o.services.max_open_uploads_per_user,
+                 "resumable uploads in progress per user")
+      ->capture_default_str();
+  app.add_option("--sweep-interval-ms", o.services.sweep_interval_ms,
+                 "how often expired messages are erased from disk and unreferenced media collected")
+      ->capture_default_str();
 }
 
 }  // namespace
@@ -289,6 +320,9 @@ Result<ServerOptions> parse_options(int argc, char** argv) {
   if (o.services.create_rate_per_sec < 0 || o.services.register_rate_per_min < 0)
     return make_error(ErrorCode::kInvalidArgument, "rates must be >= 0");
   if (unauth_timeout < 1) return make_error(ErrorCode::kInvalidArgument, "--unauthenticated-timeout must be >= 1");
+  if (o.services.sweep_interval_ms < 10) return make_error(ErrorCode::kInvalidArgument, "--sweep-interval-ms must be >= 10");
+  if (o.services.media_grace_ms < 0 || o.services.upload_expiry_ms < 1)
+    return make_error(ErrorCode::kInvalidArgument, "--media-grace-ms must be >= 0 and --upload-expiry-ms >= 1");
   o.gateway.unauthenticated_timeout = std::chrono::seconds(unauth_timeout);
   o.gateway.ping_interval = std::chrono::seconds(ping);
   o.services.idempotency_ttl_ms = idem_days * 24 * 3600 * 1000;

@@ -12,6 +12,7 @@
 #include "services/channel_api.h"
 #include "services/conversation_ids.h"
 #include "services/http_reply.h"
+#include "services/media.h"
 #include "services/token.h"
 
 namespace tern::services {
@@ -31,6 +32,15 @@ Result<uint64_t> uint_param(const std::string& query, std::string_view name, uin
   if (ec != std::errc() || p != v.data() + v.size())
     return make_error(ErrorCode::kMalformed, std::string(name) + " must be a non-negative integer");
   return n;
+}
+
+// A request body as JSON, depth-limited; null when it does not parse.
+json::value parse_json_body(const std::string& body, size_t max_depth) {
+  boost::system::error_code ec;
+  json::parse_options opts;
+  opts.max_depth = max_depth;
+  json::value v = json::parse(body, ec, {}, opts);
+  return ec ? json::value() : v;
 }
 
 // Splits "/v1/conversations/{id}/{rest}" into id and rest.
@@ -104,8 +114,10 @@ void HttpApi::handle(gateway::HttpRequest req, gateway::HttpReply reply) {
     if (rest == "join" && m == "POST") return channels_.join(*me, id, std::move(reply));
     if (rest == "leave" && m == "POST") return channels_.leave(*me, id, std::move(reply));
     if (rest == "admins" && m == "POST") return channels_.change_admins(*me, id, req, std::move(reply));
+    if (rest == "timer" && m == "PUT") return set_timer(*me, id, req, std::move(reply));
   }
   if (m == "GET" && conversation_only_path(path, id)) return channels_.info(*me, id, std::move(reply));
+  if (path.rfind("/v1/media", 0) == 0 && ctx_.media && ctx_.media->handle(*me, req, reply)) return;
   reply(error_response(make_error(ErrorCode::kNotFound, "no such endpoint")));
 }
 
@@ -123,11 +135,8 @@ void HttpApi::register_user(const gateway::HttpRequest& req, gateway::HttpReply 
 void HttpApi::link_device(const gateway::HttpRequest& req, gateway::HttpReply reply) {
   if (req.body.size() > ctx_.options.limits.max_http_body_bytes)
     return reply(error_response(make_error(ErrorCode::kTooLarge, "request body too large")));
-  boost::system::error_code ec;
-  json::parse_options opts;
-  opts.max_depth = ctx_.options.limits.max_json_depth;
-  json::value v = json::parse(req.body, ec, {}, opts);
-  const json::object* o = ec ? nullptr : v.if_object();
+  const json::value v = parse_json_body(req.body, ctx_.options.limits.max_json_depth);
+  const json::object* o = v.if_object();
   const json::value* user = o ? o->if_contains("user") : nullptr;
   const json::value* code = o ? o->if_contains("code") : nullptr;
   if (!user || !user->is_string() || !code || !code->is_string())
@@ -262,6 +271,24 @@ void HttpApi::backfill(const DeviceRef& me, const std::string& id, const gateway
   }
   body += R"(],"head":)" + std::to_string(*head) + "}";
   reply(gateway::HttpResponse{200, std::move(body), "application/json"});
+}
+
+void HttpApi::set_timer(const DeviceRef& me, const std::string& id, const gateway::HttpRequest& req,
+                        gateway::HttpReply reply) {
+  if (ctx_.draining.load()) return reply(error_response(make_error(ErrorCode::kDraining, "server is shutting down")));
+  const json::value v = parse_json_body(req.body, ctx_.options.limits.max_json_depth);
+  const json::object* o = v.if_object();
+  const json::value* seconds = o ? o->if_contains("seconds") : nullptr;
+  if (!seconds || !seconds->is_int64())
+    return reply(error_response(make_error(ErrorCode::kMalformed, "body must be {\"seconds\":<0 = off, or 1..max ttl>}")));
+  const int64_t n = seconds->as_int64();
+  if (n < 0 || n > ctx_.options.limits.max_ttl_seconds)
+    return reply(error_response(make_error(
+        ErrorCode::kInvalidArgument, "seconds must be 0 (off) or 1.." + std::to_string(ctx_.options.limits.max_ttl_seconds))));
+  ctx_.sequencer.set_timer(me, id, n, [reply, id](Result<int64_t> r) {
+    if (!r) return reply(error_response(hide_existence(r.error())));
+    reply(json_response(200, json::object{{"conversation_id", id}, {"seconds", *r}}));
+  });
 }
 
 void HttpApi::metrics(const gateway::HttpRequest& req, gateway::HttpReply reply) {

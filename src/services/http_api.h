@@ -41,6 +41,7 @@ class HttpApi {
                       gateway::HttpReply reply);
   void backfill(const DeviceRef& me, const std::string& id, const gateway::HttpRequest& req, gateway::HttpReply reply);
   void metrics(const gateway::HttpRequest& req, gateway::HttpReply reply);
+  void set_timer(const DeviceRef& me, const std::string& id, const gateway::HttpRequest& req, gateway::HttpReply reply);
 
   ServiceContext& ctx_;
   const std::string metrics_token_hash_;  // empty: any device token may read /metrics

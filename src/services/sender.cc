@@ -1,5 +1,7 @@
 #include "services/sender.h"
 
+#include <algorithm>
+#include <optional>
 #include <set>
 
 #include "base/clock.h"
@@ -7,6 +9,7 @@
 #include "proto/frames.h"
 #include "services/channels.h"
 #include "services/conversation_ids.h"
+#include "services/media.h"
 #include "proto/json_writer.h"
 
 namespace tern::services {
@@ -106,6 +109,12 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   if (!seen) return done(seen.error());
   if (*seen) return done(SentInfo{frame.client_msg_id, (*seen)->conversation_id, (*seen)->seq, (*seen)->ts});
 
+  // Media named in clear metadata must be the sender's or visible to it (issue 11).
+  if (!frame.media.empty()) {
+    if (!core_.media) return done(make_error(ErrorCode::kInvalidArgument, "media is not enabled on this server"));
+    if (auto r = core_.media->check_send(device, frame.media); !r) return done(r.error());
+  }
+
   auto st = core_.state(shard, conv_id);
   if (!st) return done(st.error());
   ConvState& cs = **st;
@@ -160,14 +169,18 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   m.body = std::move(frame.body);
   m.bodies = std::move(frame.bodies);
   m.reply_to = frame.reply_to;
-  if (frame.ttl_seconds) m.expires_at = ts + *frame.ttl_seconds * 1000;
+  // The conversation's disappearing-messages timer caps the ttl (a client cannot opt out).
+  std::optional<int64_t> ttl = frame.ttl_seconds;
+  if (c.disappear_seconds > 0) ttl = std::min(ttl.value_or(c.disappear_seconds), c.disappear_seconds);
+  if (ttl) m.expires_at = ts + *ttl * 1000;
+  m.media = frame.media;
   const bool per_device = !m.bodies.empty();
   const bool keys = frame.keys;
   auto stored = std::make_shared<const std::string>(proto::encode_message(m));
 
   store::Batch batch;
   batch.ops.reserve(2 + (read_side ? 0 : to->size()));
-  batch.add(store::AppendMessage{conv_id, seq, *stored});
+  batch.add(store::AppendMessage{conv_id, seq, *stored, m.expires_at.value_or(0), std::move(m.media)});
   batch.add(store::PutIdempotency{device, frame.client_msg_id,
                                   store::IdempotencyRecord{conv_id, seq, ts, ts + core_.options.idempotency_ttl_ms}});
   // Inbox marks are blind puts: seqs of one conversation commit in increasing order.

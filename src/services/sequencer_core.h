@@ -38,6 +38,7 @@ namespace tern::services {
 
 class Presence;
 class LiveFanout;
+class Media;
 
 struct SentInfo {
   std::string client_msg_id;
@@ -145,6 +146,7 @@ class SequencerCore {
   Presence* presence = nullptr;  // told of membership changes (its who-shares-with-whom index)
   LiveFanout* fanout = nullptr;  // live delivery of read-side conversations; set before serving
   RegistrationLookup registration_id;  // the key directory's; unset: `registration_ids` are not checked
+  Media* media = nullptr;        // checks the media a send names (issue 11); null: media refused
 
  private:
   std::vector<std::unique_ptr<Shard>> shards_;

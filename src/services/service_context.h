@@ -18,6 +18,8 @@
 
 namespace tern::services {
 
+class Media;
+
 struct ServiceContext {
   const ServiceOptions& options;
   Loops& loops;
@@ -32,6 +34,7 @@ struct ServiceContext {
   std::atomic<bool>& draining;
   LiveFanout& fanout;
   KeyDirectory* keys = nullptr;  // null in service tests that need no key directory
+  Media* media = nullptr;  // issue 11; null when the server has no blob store
 };
 
 }  // namespace tern::services

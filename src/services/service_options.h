@@ -51,6 +51,16 @@ struct ServiceOptions {
   int64_t signed_prekey_grace_ms = 30LL * 24 * 3600 * 1000;  // a replaced signed prekey is kept this long
   double key_fetch_rate_per_sec = 5;          // bundle fetches per requesting user (0 = unlimited)
   double key_fetch_burst = 100;
+  // Media and disappearing messages (issue 11).
+  uint64_t max_media_bytes = 100ULL << 20;       // one blob (--max-media-bytes)
+  uint64_t media_quota_bytes = 1ULL << 30;       // per user: uploaded, uncollected blobs + uploads in progress
+  double media_upload_rate_per_min = 60;         // uploads per user (token bucket; 0 = off)
+  double media_upload_burst = 20;
+  int64_t media_grace_ms = 24LL * 3600 * 1000;   // an upload never sent is collected after this
+  int64_t upload_expiry_ms = 3600LL * 1000;      // an idle resumable upload is dropped after this
+  size_t max_open_uploads_per_user = 4;          // resumable uploads in progress
+  size_t max_open_uploads = 1024;
+  int64_t sweep_interval_ms = 60 * 1000;         // expired messages erased, blobs collected, this often
 };
 
 }  // namespace tern::services

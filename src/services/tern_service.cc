@@ -8,7 +8,7 @@
 namespace tern::services {
 
 TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, ServiceOptions options,
-                         const std::string& metrics_token)
+                         const std::string& metrics_token, store::BlobStore* blobs)
     : options_(std::move(options)), store_(store), bus_(bus), admission_(loops.size()) {
   if (sodium_init() < 0) std::abort();  // no CSPRNG: tokens cannot be made safely
   committer_ = std::make_unique<GroupCommitter>(store_, options_.durable, options_.commit_queue_limit,
@@ -22,25 +22,38 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
   sequencer_->set_fanout(fanout_.get());
   keys_ = std::make_unique<KeyDirectory>(store_, *committer_, *directory_, bus_, options_);
   sequencer_->set_registration_lookup([keys = keys_.get()](const DeviceRef& d) { return keys->registration_id(d); });
+  if (blobs) {
+    media_ = std::make_unique<Media>(options_, store_, *blobs, *committer_, *directory_, *accounts_, draining_);
+    sequencer_->set_media(media_.get());
+  }
   ctx_ = std::make_unique<ServiceContext>(ServiceContext{options_, loops, admission_, store_, *committer_, *directory_,
                                                          bus_, *sequencer_, *presence_, *accounts_, draining_,
-                                                         *fanout_, keys_.get()});
+                                                         *fanout_, keys_.get(), media_.get()});
   http_ = std::make_unique<HttpApi>(*ctx_, metrics_token.empty() ? std::string() : hash_token(metrics_token));
 }
 
 TernService::~TernService() { stop(); }
 
-void TernService::start() { committer_->start(); }
+void TernService::start() {
+  committer_->start();
+  if (media_) media_->start();
+}
 
 void TernService::begin_drain() { draining_.store(true); }
 
 void TernService::stop() {
+  if (media_) media_->stop();  // its sweep commits through the committer: first
   if (presence_) presence_->stop();
   if (committer_) committer_->stop();
 }
 
 void TernService::handle_http(gateway::HttpRequest request, gateway::HttpReply reply) {
   http_->handle(std::move(request), std::move(reply));
+}
+
+gateway::BodyDecision TernService::open_body(const gateway::HttpRequest& head) {
+  if (!media_) return std::monostate{};
+  return media_->open_body(head);
 }
 
 Result<DeviceRef> TernService::authenticate(const std::string& token) { return accounts_->authenticate(token); }

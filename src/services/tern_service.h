@@ -17,10 +17,12 @@
 #include "services/http_api.h"
 #include "services/live_fanout.h"
 #include "services/key_directory.h"
+#include "services/media.h"
 #include "services/presence.h"
 #include "services/sequencer.h"
 #include "services/service_context.h"
 #include "services/service_options.h"
+#include "store/blob_store.h"
 #include "store/store.h"
 
 namespace tern::services {
@@ -30,8 +32,9 @@ class TernService final : public gateway::ServiceInterface {
   // metrics_token: empty = any device token may read /metrics.
   // Conversations are owned by the loops (one sequencer shard each); connections must be
   // opened on one of these loops.
+  // blobs: where media lives (issue 11); null disables the media routes.
   TernService(Loops& loops, store::Store& store, bus::Bus& bus, ServiceOptions options,
-              const std::string& metrics_token);
+              const std::string& metrics_token, store::BlobStore* blobs = nullptr);
   ~TernService() override;
 
   void start();
@@ -41,6 +44,7 @@ class TernService final : public gateway::ServiceInterface {
   void stop();
 
   void handle_http(gateway::HttpRequest request, gateway::HttpReply reply) override;
+  gateway::BodyDecision open_body(const gateway::HttpRequest& head) override;
   Result<DeviceRef> authenticate(const std::string& token) override;
   std::shared_ptr<gateway::FrameHandler> open(std::shared_ptr<gateway::Connection> connection, DeviceRef device) override;
 
@@ -57,6 +61,7 @@ class TernService final : public gateway::ServiceInterface {
   std::unique_ptr<Presence> presence_;
   std::unique_ptr<LiveFanout> fanout_;
   std::unique_ptr<KeyDirectory> keys_;
+  std::unique_ptr<Media> media_;
   std::unique_ptr<ServiceContext> ctx_;
   std::unique_ptr<HttpApi> http_;
 };

@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -61,6 +62,7 @@ struct Conversation {
   bool fanout_on_read = false;
   bool is_public = false;    // channel: anyone may join by id
   uint64_t subscribers = 0;  // channel: subscriber count (owner and admins included)
+  int64_t disappear_seconds = 0;  // the disappearing-messages timer; 0 = off (issue 11)
 };
 
 // One row of a user's conversation index.
@@ -98,7 +100,20 @@ struct PutDevice { DeviceRef device; std::string token_hash; };
 // member; a user dropped from the list entirely loses its row. Former members stay listed
 // with left_seq != 0 (their rows show it).
 struct PutConversation { Conversation conversation; };
-struct AppendMessage { std::string conversation_id; Seq seq = 0; std::string frame; };
+// expires_at (ms, 0 = never) and media (the ids the message names, issue 11) are indexed with
+// it: the message → media references (who may fetch what), and the expiry index.
+struct AppendMessage {
+  AppendMessage() = default;
+  AppendMessage(std::string conversation_id_, Seq seq_, std::string frame_, int64_t expires_at_ = 0,
+                std::vector<std::string> media_ = {})
+      : conversation_id(std::move(conversation_id_)), seq(seq_), frame(std::move(frame_)),
+        expires_at(expires_at_), media(std::move(media_)) {}
+  std::string conversation_id;
+  Seq seq = 0;
+  std::string frame;
+  int64_t expires_at = 0;
+  std::vector<std::string> media;
+};
 struct PutIdempotency { DeviceRef device; std::string client_msg_id; IdempotencyRecord record; };
 struct SetCursor { DeviceRef device; std::string conversation_id; Seq seq = 0; };  // blind put
 struct SetReceipt { std::string conversation_id; std::string user; Seq delivered = 0; Seq read = 0; };  // blind put
@@ -136,9 +151,26 @@ struct PutDeviceKeys { DeviceRef device; DeviceKeys keys; };         // blind pu
 struct PutOneTimePrekey { DeviceRef device; OneTimePrekey key; };    // blind put (same id: replaced)
 struct DeleteOneTimePrekey { DeviceRef device; uint32_t id = 0; };   // blind delete
 
+// ---- media and expiry (issue 11) ----
+// An uploaded blob, owned by `owner` (the uploader); also indexed as pending (never sent)
+// under created_ts until the garbage collector looks at it.
+struct PutMedia { std::string id; std::string owner; uint64_t size = 0; int64_t created_ts = 0; };
+// The owner's row of the blob goes (the blob itself is the blob store's).
+struct DeleteMedia { std::string id; std::string owner; };
+struct DropPendingMedia { std::string id; std::string owner; int64_t created_ts = 0; };
+// An expired message was erased: its expiry-index row and its media references go.
+struct MessageExpired { std::string conversation_id; Seq seq = 0; int64_t expires_at = 0; std::vector<std::string> media; };
+
 using Op = std::variant<PutUser, PutDevice, PutConversation, AppendMessage, PutIdempotency, SetCursor,
                         SetReceipt, InboxMark, InboxDelete, SetLastSeen, PutSubscription, DeleteSubscription,
-                        PutDeviceKeys, PutOneTimePrekey, DeleteOneTimePrekey>;
+                        PutDeviceKeys, PutOneTimePrekey, DeleteOneTimePrekey, PutMedia, DeleteMedia,
+                        DropPendingMedia, MessageExpired>;
+
+struct MediaOwner { std::string user; uint64_t size = 0; int64_t created_ts = 0; };
+// A message naming a blob: (conversation, seq), and when that message expires (0 = never).
+struct MediaRef { std::string conversation_id; Seq seq = 0; int64_t expires_at = 0; };
+struct PendingMedia { std::string id; std::string owner; int64_t created_ts = 0; };
+struct ExpiringMessage { std::string conversation_id; Seq seq = 0; int64_t expires_at = 0; std::vector<std::string> media; };
 
 struct Batch {
   std::vector<Op> ops;
@@ -189,6 +221,19 @@ class Store {
   virtual Result<std::optional<DeviceKeys>> device_keys(const DeviceRef& device) = 0;
   // The device's one-time prekeys in increasing id, at most `limit`.
   virtual Result<std::vector<OneTimePrekey>> one_time_prekeys(const DeviceRef& device, size_t limit) = 0;
+  // ---- media and expiry (issue 11); every read is a bounded index range ----
+  virtual Result<std::vector<MediaOwner>> media_owners(const std::string& id) = 0;
+  // The blobs `user` uploaded: (id, size), at most limit.
+  virtual Result<std::vector<std::pair<std::string, uint64_t>>> user_media(const std::string& user, size_t limit) = 0;
+  virtual Result<std::vector<MediaRef>> media_refs(const std::string& id, size_t limit) = 0;
+  // Uploads created before before_ms that the collector has not looked at yet, oldest first.
+  virtual Result<std::vector<PendingMedia>> pending_media(int64_t before_ms, size_t limit) = 0;
+  // Messages whose expires_at <= now_ms still in the expiry index, earliest first.
+  virtual Result<std::vector<ExpiringMessage>> expiring_messages(int64_t now_ms, size_t limit) = 0;
+  // Erases the payload of these (expired) messages from stable storage: afterwards the log
+  // holds only their tombstone (proto::render_expired) and no file of the store holds the
+  // old bytes. Call before committing their MessageExpired ops.
+  virtual Result<void> erase_expired(const std::vector<ExpiringMessage>& messages) = 0;
 };
 
 }  // namespace tern::store

@@ -682,3 +682,105 @@ TEST_P(StoreContractTest, KeyOpsWithNulInTheUserAreRefused) {
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(StoreContractTest);
 
 }  // namespace tern::store::contract
+
+// ---- media and message expiry (issue 11) ----
+namespace tern::store::contract {
+namespace {
+
+const std::string kIdA(64, 'a');
+const std::string kIdB(64, 'b');
+
+std::string frame_with_expiry(const std::string& conv, Seq seq, int64_t expires_at, const std::string& body) {
+  return R"({"type":"message","conversation_id":")" + conv + R"(","seq":)" + std::to_string(seq) +
+         R"(,"sender":"alice","sender_device":1,"ts":1,"body":")" + body + R"(","expires_at":)" +
+         std::to_string(expires_at) + R"(,"media":[")" + kIdA + R"("]})";
+}
+
+}  // namespace
+
+TEST_P(StoreContractTest, MediaOwnersAndPendingIndex) {
+  Batch b;
+  b.add(PutMedia{kIdA, "alice", 100, 1000});
+  b.add(PutMedia{kIdA, "bob", 100, 2000});
+  b.add(PutMedia{kIdB, "alice", 7, 3000});
+  commit(std::move(b));
+  auto owners = store().media_owners(kIdA);
+  ASSERT_TRUE(owners.ok());
+  ASSERT_EQ(owners->size(), 2u);
+  EXPECT_EQ((*owners)[0].user, "alice");
+  EXPECT_EQ((*owners)[0].size, 100u);
+  EXPECT_EQ((*owners)[0].created_ts, 1000);
+  EXPECT_EQ((*owners)[1].user, "bob");
+  auto mine = store().user_media("alice", 10);
+  ASSERT_TRUE(mine.ok());
+  ASSERT_EQ(mine->size(), 2u);
+  EXPECT_EQ((*mine)[0].second + (*mine)[1].second, 107u);
+  // Pending uploads older than the cut-off, oldest first.
+  auto pending = store().pending_media(2500, 10);
+  ASSERT_TRUE(pending.ok());
+  ASSERT_EQ(pending->size(), 2u);
+  EXPECT_EQ((*pending)[0].owner, "alice");
+  EXPECT_EQ((*pending)[0].id, kIdA);
+  EXPECT_EQ((*pending)[1].owner, "bob");
+  commit1(DropPendingMedia{kIdA, "alice", 1000});
+  commit1(DeleteMedia{kIdA, "bob"});
+  pending = store().pending_media(2500, 10);
+  ASSERT_TRUE(pending.ok());
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0].owner, "bob");
+  owners = store().media_owners(kIdA);
+  ASSERT_TRUE(owners.ok());
+  ASSERT_EQ(owners->size(), 1u);
+  EXPECT_EQ((*owners)[0].user, "alice");
+  reopen();
+  owners = store().media_owners(kIdA);
+  ASSERT_TRUE(owners.ok());
+  EXPECT_EQ(owners->size(), 1u);
+}
+
+TEST_P(StoreContractTest, MessagesIndexTheirMediaAndExpiry) {
+  Batch b;
+  b.add(AppendMessage{"c1", 1, frame_with_expiry("c1", 1, 5000, "Y2FuYXJ5"), 5000, {kIdA}});
+  b.add(AppendMessage{"c1", 2, "{}", 0, {kIdA, kIdB}});
+  b.add(AppendMessage{"c2", 1, frame_with_expiry("c2", 1, 4000, "eA=="), 4000, {}});
+  commit(std::move(b));
+  auto refs = store().media_refs(kIdA, 10);
+  ASSERT_TRUE(refs.ok());
+  ASSERT_EQ(refs->size(), 2u);
+  EXPECT_EQ((*refs)[0].conversation_id, "c1");
+  EXPECT_EQ((*refs)[0].seq, 1u);
+  EXPECT_EQ((*refs)[0].expires_at, 5000);
+  EXPECT_EQ((*refs)[1].seq, 2u);
+  EXPECT_EQ((*refs)[1].expires_at, 0);
+
+  auto due = store().expiring_messages(4999, 10);
+  ASSERT_TRUE(due.ok());
+  ASSERT_EQ(due->size(), 1u);
+  EXPECT_EQ((*due)[0].conversation_id, "c2");
+  due = store().expiring_messages(5000, 10);
+  ASSERT_TRUE(due.ok());
+  ASSERT_EQ(due->size(), 2u);
+  EXPECT_EQ((*due)[1].conversation_id, "c1");
+  EXPECT_EQ((*due)[1].media, std::vector<std::string>{kIdA});
+
+  ASSERT_TRUE(store().erase_expired(*due).ok());
+  auto msgs = store().read_messages("c1", 0, 10);
+  ASSERT_TRUE(msgs.ok());
+  ASSERT_EQ(msgs->size(), 2u);  // the seq keeps its place
+  EXPECT_EQ((*msgs)[0].frame.find("Y2FuYXJ5"), std::string::npos);
+  EXPECT_NE((*msgs)[0].frame.find(R"("expired":true)"), std::string::npos);
+  EXPECT_EQ((*msgs)[0].frame.find(kIdA), std::string::npos);  // media ids gone with it
+
+  Batch done;
+  for (const auto& m : *due) done.add(MessageExpired{m.conversation_id, m.seq, m.expires_at, m.media});
+  commit(std::move(done));
+  due = store().expiring_messages(10000, 10);
+  ASSERT_TRUE(due.ok());
+  EXPECT_TRUE(due->empty());
+  refs = store().media_refs(kIdA, 10);
+  ASSERT_TRUE(refs.ok());
+  ASSERT_EQ(refs->size(), 1u);
+  EXPECT_EQ((*refs)[0].seq, 2u);
+}
+
+}  // namespace tern::store::contract

@@ -51,6 +51,13 @@ class MemoryStore final : public Store {
   Result<size_t> purge_expired(int64_t now_ms) override;
   Result<std::optional<DeviceKeys>> device_keys(const DeviceRef& device) override;
   Result<std::vector<OneTimePrekey>> one_time_prekeys(const DeviceRef& device, size_t limit) override;
+  Result<std::vector<MediaOwner>> media_owners(const std::string& id) override;
+  Result<std::vector<std::pair<std::string, uint64_t>>> user_media(const std::string& user, size_t limit) override;
+  Result<std::vector<MediaRef>> media_refs(const std::string& id, size_t limit) override;
+  Result<std::vector<PendingMedia>> pending_media(int64_t before_ms, size_t limit) override;
+  Result<std::vector<ExpiringMessage>> expiring_messages(int64_t now_ms, size_t limit) override;
+  // Replaces each message's stored frame with its tombstone (proto::render_expired).
+  Result<void> erase_expired(const std::vector<ExpiringMessage>& messages) override;
 
  private:
   std::shared_ptr<State> state_;

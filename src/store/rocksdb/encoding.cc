@@ -281,6 +281,10 @@ void encode_conversation(std::string& out, const Conversation& c) {
   }
   out.push_back(static_cast<char>((c.fanout_on_read ? 1 : 0) | (c.is_public ? 2 : 0)));
   put_be64(out, c.subscribers);
+  if (c.disappear_seconds > 0) {
+    out.push_back('t');
+    put_be64(out, static_cast<uint64_t>(c.disappear_seconds));
+  }
 }
 
 std::optional<Conversation> decode_conversation(std::string_view v) {
@@ -309,6 +313,13 @@ std::optional<Conversation> decode_conversation(std::string_view v) {
     if (!r.u8(flags) || flags > 3 || !r.be64(c.subscribers)) return std::nullopt;
     c.fanout_on_read = flags & 1;
     c.is_public = flags & 2;
+  }
+  // Optional trailing fields, tagged (issue 11): 't' be64 disappear_seconds.
+  if (!r.done()) {
+    uint8_t tag = 0;
+    uint64_t seconds = 0;
+    if (!r.u8(tag) || tag != 't' || !r.be64(seconds)) return std::nullopt;
+    c.disappear_seconds = static_cast<int64_t>(seconds);
   }
   if (!r.done()) return std::nullopt;
   return c;
@@ -359,6 +370,66 @@ std::optional<DeviceKeys> decode_device_keys(std::string_view v) {
   }
   if (!r.done()) return std::nullopt;
   return k;
+}
+
+void media_owner_prefix(std::string& out, std::string_view user) {
+  out.clear();
+  out.push_back('o');
+  out.append(user);
+  out.push_back('\0');
+}
+
+void media_owner_key(std::string& out, std::string_view user, std::string_view id) {
+  media_owner_prefix(out, user);
+  out.append(id);
+}
+
+void media_id_prefix(std::string& out, std::string_view id) {
+  out.clear();
+  out.push_back('i');
+  out.append(id);
+}
+
+void media_id_key(std::string& out, std::string_view id, std::string_view user) {
+  media_id_prefix(out, id);
+  out.append(user);
+}
+
+void media_pending_key(std::string& out, int64_t created_ts, std::string_view id, std::string_view user) {
+  out.clear();
+  out.push_back('p');
+  put_be64(out, bias_i64(created_ts));
+  out.append(id);
+  out.append(user);
+}
+
+void media_ref_prefix(std::string& out, std::string_view id) {
+  out.clear();
+  out.push_back('r');
+  out.append(id);
+}
+
+void media_ref_key(std::string& out, std::string_view id, std::string_view conversation_id, Seq seq) {
+  media_ref_prefix(out, id);
+  out.append(conversation_id);
+  out.push_back('\0');
+  put_be64(out, seq);
+}
+
+void msg_expiry_key(std::string& out, int64_t expires_at, std::string_view conversation_id, Seq seq) {
+  out.clear();
+  put_be64(out, bias_i64(expires_at));
+  out.append(conversation_id);
+  out.push_back('\0');
+  put_be64(out, seq);
+}
+
+bool parse_msg_expiry_key(std::string_view key, int64_t& expires_at, std::string& conversation_id, Seq& seq) {
+  if (key.size() < 8 + 1 + 1 + 8 || key[key.size() - 9] != '\0') return false;
+  expires_at = unbias_i64(get_be64(key.data()));
+  conversation_id.assign(key.substr(8, key.size() - 8 - 9));
+  seq = get_be64(key.data() + key.size() - 8);
+  return true;
 }
 
 }  // namespace tern::store::rocks

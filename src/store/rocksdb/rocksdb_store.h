@@ -23,6 +23,7 @@
 #pragma once
 #include <array>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -42,6 +43,9 @@ struct RocksDbOptions {
   bool create_if_missing = true;
   size_t block_cache_mb = 128;  // one LRU cache shared by every column family
   size_t write_buffer_mb = 32;  // memtable size of the message log; smaller tables get a quarter
+  // The wall clock (ms) the message log's expiry filter compares expires_at with; null = the
+  // system clock. Injectable for tests.
+  std::function<int64_t()> clock;
 };
 
 class RocksDbStore final : public Store {
@@ -83,6 +87,17 @@ class RocksDbStore final : public Store {
 
   Result<std::optional<DeviceKeys>> device_keys(const DeviceRef& device) override;
   Result<std::vector<OneTimePrekey>> one_time_prekeys(const DeviceRef& device, size_t limit) override;
+  Result<std::vector<MediaOwner>> media_owners(const std::string& id) override;
+  Result<std::vector<std::pair<std::string, uint64_t>>> user_media(const std::string& user, size_t limit) override;
+  Result<std::vector<MediaRef>> media_refs(const std::string& id, size_t limit) override;
+  Result<std::vector<PendingMedia>> pending_media(int64_t before_ms, size_t limit) override;
+  Result<std::vector<ExpiringMessage>> expiring_messages(int64_t now_ms, size_t limit) override;
+  // Flushes every column family (so no WAL file still holds the old values: RocksDB deletes
+  // WAL files no family needs, and WAL recycling is off), then compacts the messages' key
+  // ranges down to the bottom level through the expiry filter (expiry_filter.h), which
+  // rewrites them as tombstones; the replaced SST files are deleted by RocksDB. Costs one
+  // flush of every memtable and one compaction of the files overlapping those ranges.
+  Result<void> erase_expired(const std::vector<ExpiringMessage>& messages) override;
 
   // Column families, in the order they are opened; the names are part of the on-disk format.
   enum Cf : uint8_t {
@@ -98,6 +113,8 @@ class RocksDbStore final : public Store {
     kIdemExpiry,
     kDeviceKeys,
     kPrekeys,
+    kMedia,
+    kMsgExpiry,
     kCfCount
   };
   static const char* cf_name(Cf cf);
