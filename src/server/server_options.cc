@@ -88,6 +88,7 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   int64_t days = o.services.idempotency_ttl_ms / (24 * 3600 * 1000);
   num("idempotency_days", days);
   o.services.idempotency_ttl_ms = days * 24 * 3600 * 1000;
+  read_open_toml(t, known, o);
   for (const auto& [key, value] : t) {
     (void)value;
     if (!known.count(key.str()))
@@ -195,6 +196,7 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
   app.add_option("--idempotency-days", idem_days, "how long a client_msg_id is remembered (at least 7)")
       ->capture_default_str();
   app.add_option("--block-cache-mb", o.block_cache_mb, "RocksDB block cache")->capture_default_str();
+  describe_open_options(app, o);
 }
 
 }  // namespace
@@ -249,6 +251,7 @@ Result<ServerOptions> parse_options(int argc, char** argv) {
   if (ec != std::errc() || p != port.data() + port.size() || value > 65535)
     return make_error(ErrorCode::kInvalidArgument, "--listen port must be 0-65535");
   o.gateway.port = static_cast<uint16_t>(value);
+  if (auto r = check_open_options(o); !r) return r.error();
   return o;
 }
 

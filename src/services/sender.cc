@@ -6,6 +6,7 @@
 #include "base/metrics.h"
 #include "proto/frames.h"
 #include "services/conversation_ids.h"
+#include "services/send_safety.h"
 #include "proto/json_writer.h"
 
 namespace tern::services {
@@ -57,6 +58,8 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   if (!*conv) return done(conversation_access_error());
   const store::Conversation& c = **conv;
   if (!is_active_member(c, device.user)) return done(make_error(ErrorCode::kForbidden, "not a member of this conversation"));
+  auto safety = SendSafety::check(core_.blocks, core_.privacy, c, device.user);  // issue 12: blocks, consent
+  if (!safety) return done(safety.error());
 
   // Idempotency: a retry while the first is in flight waits for it; after, the store answers
   // (a point read that the idempotency family's bloom filter makes cheap for new ids).
@@ -90,6 +93,7 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
       return done(std::move(e));
     }
   }
+  safety->filter(*to);
 
   const int64_t ts = now_ms();
   proto::MessageRecord m;
@@ -102,7 +106,8 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   m.bodies = std::move(frame.bodies);
   m.reply_to = frame.reply_to;
   if (frame.ttl_seconds) m.expires_at = ts + *frame.ttl_seconds * 1000;
-  const bool per_device = !m.bodies.empty();
+  m.withheld_from = safety->withheld_from;
+  const bool per_device = !m.bodies.empty() || !m.withheld_from.empty();
   auto stored = std::make_shared<const std::string>(proto::encode_message(m));
 
   store::Batch batch;
@@ -112,6 +117,7 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
                                   store::IdempotencyRecord{conv_id, seq, ts, ts + core_.options.idempotency_ttl_ms}});
   // Inbox marks are blind puts: seqs of one conversation commit in increasing order.
   for (const auto& d : *to) batch.add(store::InboxMark{d, conv_id, seq});
+  safety->add_ops(batch, device.user, conv_id);
 
   SentInfo info{frame.client_msg_id, conv_id, seq, ts};
   shard.pending.emplace(key, PendingSend{info, {}});
@@ -120,8 +126,9 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   const bool accepted = core_.submit(
       cs, std::move(batch),
       [this, &shard, key = std::move(key), info, to = std::move(*to), stored, per_device, started_us,
-       done = std::move(done)](const Result<void>& committed) mutable {
+       done = std::move(done), safety = std::move(*safety), user = device.user](const Result<void>& committed) mutable {
         if (committed) {
+          safety.committed(core_.privacy, user, info.conversation_id);
           messages_stored.inc();
           send_to_durable.observe(static_cast<double>(mono_us() - started_us) / 1e6);
           done(info);

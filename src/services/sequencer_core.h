@@ -33,6 +33,8 @@
 namespace tern::services {
 
 class Presence;
+class Blocks;
+class PresencePrivacy;
 
 struct SentInfo {
   std::string client_msg_id;
@@ -106,6 +108,8 @@ class SequencerCore {
   bus::Bus& bus;
   const ServiceOptions& options;
   Presence* presence = nullptr;  // told of membership changes (its who-shares-with-whom index)
+  Blocks* blocks = nullptr;             // issue 12: blocked direct sends are withheld (send_safety.h)
+  PresencePrivacy* privacy = nullptr;   // issue 12: a send accepts a direct conversation
 
  private:
   std::vector<std::unique_ptr<Shard>> shards_;

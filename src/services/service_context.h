@@ -2,6 +2,7 @@
 // once by TernService; everything it points to outlives every session.
 #pragma once
 #include <atomic>
+#include <functional>
 
 #include "base/loops.h"
 #include "bus/bus.h"
@@ -16,6 +17,8 @@
 
 namespace tern::services {
 
+class SafetyApi;
+
 struct ServiceContext {
   const ServiceOptions& options;
   Loops& loops;
@@ -28,6 +31,8 @@ struct ServiceContext {
   Presence& presence;
   Accounts& accounts;
   std::atomic<bool>& draining;
+  SafetyApi* safety = nullptr;  // issue 12 routes; set by TernService after construction
+  std::function<void(const DeviceRef&)> push_changed = nullptr;  // a device's push registration changed
 };
 
 }  // namespace tern::services

@@ -38,6 +38,13 @@ struct ServiceOptions {
   size_t rate_limiter_keys = 100000;         // buckets kept per keyed rate limiter (LRU)
   size_t receipt_sync_conversations = 1000;  // conversations whose receipts a reconnect re-sends
   size_t link_codes_per_user = 5;
+  // Issue 12: safety, privacy, push.
+  double invite_rate_per_min = 60;          // users a user may add to groups (token bucket; 0 = off)
+  double invite_burst = 200;
+  double report_rate_per_hour = 20;         // abuse reports per user
+  double report_burst = 5;
+  size_t max_report_bytes = 64 * 1024;      // a report's attachment, decoded
+  size_t safety_cache_users = 100000;       // users whose blocks / presence policy are cached (LRU)
 };
 
 }  // namespace tern::services

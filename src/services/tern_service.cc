@@ -21,6 +21,12 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
   ctx_ = std::make_unique<ServiceContext>(ServiceContext{options_, loops, admission_, store_, *committer_, *directory_, bus_, *sequencer_,
                                                          *presence_, *accounts_, draining_});
   http_ = std::make_unique<HttpApi>(*ctx_, metrics_token.empty() ? std::string() : hash_token(metrics_token));
+  blocks_ = std::make_unique<Blocks>(store_, *committer_, options_.safety_cache_users);
+  privacy_ = std::make_unique<PresencePrivacy>(store_, *blocks_, options_.safety_cache_users);
+  safety_ = std::make_unique<SafetyApi>(*ctx_, *blocks_, *privacy_);
+  ctx_->safety = safety_.get();
+  sequencer_->set_safety(blocks_.get(), privacy_.get());
+  presence_->set_privacy(privacy_.get(), blocks_.get());
 }
 
 TernService::~TernService() { stop(); }

@@ -16,6 +16,9 @@
 #include "services/group_committer.h"
 #include "services/http_api.h"
 #include "services/presence.h"
+#include "services/blocks.h"
+#include "services/presence_privacy.h"
+#include "services/safety_api.h"
 #include "services/sequencer.h"
 #include "services/service_context.h"
 #include "services/service_options.h"
@@ -55,6 +58,10 @@ class TernService final : public gateway::ServiceInterface {
   std::unique_ptr<Presence> presence_;
   std::unique_ptr<ServiceContext> ctx_;
   std::unique_ptr<HttpApi> http_;
+  // Issue 12.
+  std::unique_ptr<Blocks> blocks_;
+  std::unique_ptr<PresencePrivacy> privacy_;
+  std::unique_ptr<SafetyApi> safety_;
 };
 
 }  // namespace tern::services

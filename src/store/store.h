@@ -8,6 +8,8 @@
 //   inbox index   device × conversation → latest seq with news (fan-out-on-write)
 //   receipts      conversation × user → delivered seq, read seq
 //   idempotency   device × client_msg_id → (conversation, seq, ts) until expiry
+//   user records  user × name → small value (blocks, settings, push tokens, account flags)
+//   reports       increasing id → opaque report (abuse reports for the operator)
 //
 // Reads are direct calls. Every write goes through a Batch that commit() applies atomically
 // (all or nothing) and, with sync, durably before it returns: the group-commit writer in
@@ -97,9 +99,14 @@ struct InboxMark { DeviceRef device; std::string conversation_id; Seq seq = 0; }
 // The device caught up with the conversation: its inbox entry goes. Blind delete.
 struct InboxDelete { DeviceRef device; std::string conversation_id; };
 struct SetLastSeen { std::string user; int64_t ts = 0; };
+// A small named record of a user; the services name them (services/user_records.h). Blind.
+struct PutUserRecord { std::string user; std::string name; std::string value; };
+struct DeleteUserRecord { std::string user; std::string name; };
+// An abuse report, opaque to the store, under an id the caller makes increasing. Blind put.
+struct PutReport { uint64_t id = 0; std::string value; };
 
 using Op = std::variant<PutUser, PutDevice, PutConversation, AppendMessage, PutIdempotency, SetCursor,
-                        SetReceipt, InboxMark, InboxDelete, SetLastSeen>;
+                        SetReceipt, InboxMark, InboxDelete, SetLastSeen, PutUserRecord, DeleteUserRecord, PutReport>;
 
 struct Batch {
   std::vector<Op> ops;
@@ -142,6 +149,18 @@ class Store {
 
   // Drops idempotency records that expired before now_ms; returns how many.
   virtual Result<size_t> purge_expired(int64_t now_ms) = 0;
+
+  // user records and reports (admin, safety, presence settings, push)
+  virtual Result<std::optional<std::string>> user_record(const std::string& user, const std::string& name) = 0;
+  // The user's records whose name starts with `prefix`, by name, at most limit.
+  virtual Result<std::vector<std::pair<std::string, std::string>>> user_records(const std::string& user,
+                                                                               const std::string& prefix,
+                                                                               size_t limit) = 0;
+  // Registered users after `after` (by id), at most limit. An admin listing, not a hot path.
+  virtual Result<std::vector<std::string>> users(const std::string& after, size_t limit) = 0;
+  // Reports with id > after_id, increasing, at most limit; and the highest id (0 if none).
+  virtual Result<std::vector<std::pair<uint64_t, std::string>>> reports(uint64_t after_id, size_t limit) = 0;
+  virtual Result<uint64_t> last_report_id() = 0;
 };
 
 }  // namespace tern::store

@@ -47,6 +47,13 @@ class MemoryStore final : public Store {
                                                        int64_t now_ms) override;
   Result<std::vector<ReceiptState>> receipts(const std::string& conversation_id) override;
   Result<size_t> purge_expired(int64_t now_ms) override;
+  Result<std::optional<std::string>> user_record(const std::string& user, const std::string& name) override;
+  Result<std::vector<std::pair<std::string, std::string>>> user_records(const std::string& user,
+                                                                       const std::string& prefix,
+                                                                       size_t limit) override;
+  Result<std::vector<std::string>> users(const std::string& after, size_t limit) override;
+  Result<std::vector<std::pair<uint64_t, std::string>>> reports(uint64_t after_id, size_t limit) override;
+  Result<uint64_t> last_report_id() override;
 
  private:
   std::shared_ptr<State> state_;

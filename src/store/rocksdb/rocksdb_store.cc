@@ -218,6 +218,7 @@ const char* RocksDbStore::cf_name(Cf cf) {
     case kReceipts: return "receipts";
     case kIdempotency: return "idempotency";
     case kIdemExpiry: return "idempotency_expiry";
+    case kReports: return "reports";
     case kCfCount: break;
   }
   return "?";
@@ -332,6 +333,11 @@ Result<void> RocksDbStore::commit(const Batch& batch, bool sync) {
           } else if constexpr (std::is_same_v<T, SetReceipt>) {
             var_bytes += o.user.size() + o.conversation_id.size();
             return has_nul(o.user) || has_nul(o.conversation_id);
+          } else if constexpr (std::is_same_v<T, PutUserRecord> || std::is_same_v<T, DeleteUserRecord>) {
+            var_bytes += 2 * o.user.size() + o.name.size();
+            return has_nul(o.user);
+          } else if constexpr (std::is_same_v<T, PutReport>) {
+            return false;
           } else {
             static_assert(kAlwaysFalse<T>, "every Op needs a case");
           }
@@ -438,6 +444,14 @@ Result<void> RocksDbStore::commit(const Batch& batch, bool sync) {
           } else if constexpr (std::is_same_v<T, SetReceipt>) {
             rocks::receipt_key(s.key, o.conversation_id, o.user);
             put(kReceipts, s.key, rocks::encode_u64_pair(o.delivered, o.read));
+          } else if constexpr (std::is_same_v<T, PutUserRecord>) {
+            rocks::account_record_key(s.key, o.user, o.name);
+            s.put_ref(kAccounts, s.key, o.value);
+          } else if constexpr (std::is_same_v<T, DeleteUserRecord>) {
+            rocks::account_record_key(s.key, o.user, o.name);
+            del(kAccounts, s.key);
+          } else if constexpr (std::is_same_v<T, PutReport>) {
+            s.put_ref(kReports, rocks::encode_u64(o.id), o.value);
           } else {
             static_assert(kAlwaysFalse<T>, "every Op needs a case");
           }
@@ -709,6 +723,70 @@ Result<size_t> RocksDbStore::purge_expired(int64_t now_ms) {
     if (!more) break;
   }
   return purged;
+}
+
+Result<std::optional<std::string>> RocksDbStore::user_record(const std::string& user, const std::string& name) {
+  if (has_nul(user)) return std::optional<std::string>{};
+  std::string key;
+  rocks::account_record_key(key, user, name);
+  rocksdb::PinnableSlice v;
+  auto found = get_pinned(db_.get(), cf_[kAccounts], key, v);
+  if (!found) return found.error();
+  if (!*found) return std::optional<std::string>{};
+  return std::optional<std::string>(std::string(sv(v)));
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> RocksDbStore::user_records(const std::string& user,
+                                                                                   const std::string& prefix,
+                                                                                   size_t limit) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (has_nul(user) || limit == 0) return out;
+  std::string key;
+  rocks::account_record_key(key, user, prefix);
+  auto r = scan(db_.get(), cf_[kAccounts], "user record", key, key, [&](std::string_view tail, std::string_view value) {
+    out.emplace_back(prefix + std::string(tail), std::string(value));
+    return out.size() < limit ? Step::kNext : Step::kStop;
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<std::vector<std::string>> RocksDbStore::users(const std::string& after, size_t limit) {
+  std::vector<std::string> out;
+  if (limit == 0 || has_nul(after)) return out;
+  // Every key of a user sorts after "user \0"; start past all of `after`'s keys.
+  std::string start = after;
+  if (!start.empty()) start.push_back('\1');
+  auto r = scan(db_.get(), cf_[kAccounts], "account", "", start, [&](std::string_view key, std::string_view) {
+    if (auto u = rocks::user_of_user_key(key)) out.emplace_back(*u);
+    return out.size() < limit ? Step::kNext : Step::kStop;
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<std::vector<std::pair<uint64_t, std::string>>> RocksDbStore::reports(uint64_t after_id, size_t limit) {
+  std::vector<std::pair<uint64_t, std::string>> out;
+  if (limit == 0 || after_id == std::numeric_limits<uint64_t>::max()) return out;
+  auto r = scan(db_.get(), cf_[kReports], "report", "", rocks::encode_u64(after_id + 1),
+                [&](std::string_view key, std::string_view value) {
+                  if (key.size() != 8) return Step::kCorrupt;
+                  out.emplace_back(rocks::get_be64(key.data()), std::string(value));
+                  return out.size() < limit ? Step::kNext : Step::kStop;
+                });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<uint64_t> RocksDbStore::last_report_id() {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf_[kReports]));
+  it->SeekToLast();
+  if (!it->Valid()) {
+    if (!it->status().ok()) return rocks_error("iterate", it->status());
+    return uint64_t{0};
+  }
+  if (it->key().size() != 8) return corrupt_error("report");
+  return rocks::get_be64(it->key().data());
 }
 
 }  // namespace tern::store

@@ -1,0 +1,85 @@
+#include "server/open_options.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "server/server_options.h"
+
+namespace tern::server {
+
+void describe_open_options(CLI::App& app, ServerOptions& o) {
+  auto& s = o.services;
+  auto& p = o.open;
+  app.add_option("--invite-rate", s.invite_rate_per_min,
+                 "users a user may add to groups per minute (token bucket refill; 0 = unlimited)")->capture_default_str();
+  app.add_option("--invite-burst", s.invite_burst, "token bucket size for group invites")->capture_default_str();
+  app.add_option("--report-rate", s.report_rate_per_hour, "abuse reports per user per hour (0 = unlimited)")
+      ->capture_default_str();
+  app.add_option("--report-burst", s.report_burst, "token bucket size for abuse reports")->capture_default_str();
+  app.add_option("--max-report-bytes", s.max_report_bytes, "largest report attachment (decoded bytes)")
+      ->capture_default_str();
+  app.add_option("--admin-listen", p.admin_listen,
+                 "HOST:PORT of the admin endpoint (keep it on loopback); needs --admin-token-file");
+  app.add_option("--admin-token-file", p.admin_token_file, "file holding the admin token (every admin call needs it)");
+  app.add_option("--push-webhook", p.push_webhook,
+                 "http://HOST:PORT/PATH called with the devices to wake (device + push token, no content)");
+  app.add_option("--push-queue", p.push_queue, "devices waiting for a push; beyond it new ones are dropped (counted)")
+      ->capture_default_str();
+  app.add_option("--push-batch", p.push_batch, "devices per webhook call")->capture_default_str();
+  app.add_option("--push-attempts", p.push_attempts, "tries per webhook call (exponential backoff) before it is dropped")
+      ->capture_default_str();
+  app.add_option("--tls-cert", p.tls_cert, "PEM certificate chain: serve HTTPS and WSS (reloaded on SIGHUP)");
+  app.add_option("--tls-key", p.tls_key, "PEM private key for --tls-cert");
+}
+
+void read_open_toml(const toml::table& t, std::set<std::string, std::less<>>& known, ServerOptions& o) {
+  auto str = [&](const char* k, std::string& out) {
+    known.insert(k);
+    if (auto v = t[k].value<std::string>()) out = *v;
+  };
+  auto num = [&](const char* k, auto& out) {
+    known.insert(k);
+    if (auto v = t[k].value<int64_t>()) out = static_cast<std::remove_reference_t<decltype(out)>>(*v);
+  };
+  auto real = [&](const char* k, double& out) {
+    known.insert(k);
+    if (auto v = t[k].value<double>()) out = *v;
+  };
+  real("invite_rate", o.services.invite_rate_per_min);
+  real("invite_burst", o.services.invite_burst);
+  real("report_rate", o.services.report_rate_per_hour);
+  real("report_burst", o.services.report_burst);
+  num("max_report_bytes", o.services.max_report_bytes);
+  str("admin_listen", o.open.admin_listen);
+  str("admin_token_file", o.open.admin_token_file);
+  str("push_webhook", o.open.push_webhook);
+  num("push_queue", o.open.push_queue);
+  num("push_batch", o.open.push_batch);
+  num("push_attempts", o.open.push_attempts);
+  str("tls_cert", o.open.tls_cert);
+  str("tls_key", o.open.tls_key);
+}
+
+Result<void> check_open_options(ServerOptions& o) {
+  auto bad = [](std::string m) { return make_error(ErrorCode::kInvalidArgument, std::move(m)); };
+  if (o.services.invite_rate_per_min < 0 || o.services.report_rate_per_hour < 0) return bad("rates must be >= 0");
+  if (!o.open.admin_listen.empty()) {
+    if (o.open.admin_token_file.empty()) return bad("--admin-listen needs --admin-token-file (an admin token is always required)");
+    std::ifstream in(o.open.admin_token_file);
+    if (!in) return bad("cannot read --admin-token-file " + o.open.admin_token_file);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::string token = ss.str();
+    while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
+    if (token.size() < 16) return bad("the admin token must be at least 16 characters");
+    o.open.admin_token = std::move(token);
+  }
+  if (!o.open.push_webhook.empty() && o.open.push_webhook.rfind("http://", 0) != 0)
+    return bad("--push-webhook must be an http:// URL");
+  if (o.open.push_queue < 1 || o.open.push_batch < 1 || o.open.push_attempts < 1)
+    return bad("--push-queue, --push-batch and --push-attempts must be >= 1");
+  if (o.open.tls_cert.empty() != o.open.tls_key.empty()) return bad("--tls-cert and --tls-key go together");
+  return {};
+}
+
+}  // namespace tern::server
