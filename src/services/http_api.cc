@@ -154,8 +154,9 @@ void HttpApi::create_conversation(const DeviceRef& me, const gateway::HttpReques
           make_error(ErrorCode::kLimitExceeded, "at most " + std::to_string(cap) + " conversations per user")));
     ctx_.sequencer.create_conversation(me, std::move(*request), [this, me, direct_with, reply](Result<ConversationInfo> c) {
       if (!c) return reply(error_response(c.error()));
-      if (!direct_with.empty() && ctx_.safety) ctx_.safety->created_direct(me.user, c->conversation_id, direct_with);
-      reply(json_response(c->created ? 201 : 200, json::object{{"conversation_id", c->conversation_id}}));
+      auto answer = json_response(c->created ? 201 : 200, json::object{{"conversation_id", c->conversation_id}});
+      if (direct_with.empty() || !ctx_.safety) return reply(std::move(answer));
+      ctx_.safety->created_direct(me.user, c->conversation_id, direct_with, [reply, answer] { reply(answer); });
     });
   });
 }

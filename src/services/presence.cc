@@ -240,7 +240,9 @@ Result<void> Presence::subscribe(uint64_t subscriber_id, const std::string& subs
   bool loaded;
   {
     std::lock_guard lock(mu_);
-    loaded = contacts_.loaded(subscriber_user);
+    // A connection's subscriptions are answered in order: behind one waiting for the loader,
+    // the next waits too.
+    loaded = contacts_.loaded(subscriber_user) && !in_flight_.count(subscriber_id);
   }
   loaded = loaded && policies_cached(subscriber_user, users);
   if (!loaded) {
@@ -251,21 +253,26 @@ Result<void> Presence::subscribe(uint64_t subscriber_id, const std::string& subs
   {
     std::weak_ptr<bus::Endpoint> weak = subscriber;
     const bool queued = load_async(subscriber_user, [this, subscriber_id, subscriber_user, weak, users](bool ok) {
+      ok = ok && load_policies(subscriber_user, users);
+      auto endpoint = weak.lock();
       bool skip;
       {
         std::lock_guard lock(mu_);
-        skip = gone_.count(subscriber_id) != 0;
+        skip = gone_.count(subscriber_id) != 0 || !endpoint;
+      }
+      Result<void> r;
+      // Answered before in_flight_ drops, so a later subscription of this connection cannot
+      // overtake it (finish_subscribe checks gone_ again under the lock).
+      if (!skip) r = ok ? finish_subscribe(subscriber_id, subscriber_user, endpoint, users)
+                        : Result<void>(make_error(ErrorCode::kInternal, "store unavailable"));
+      {
+        std::lock_guard lock(mu_);
         if (--in_flight_[subscriber_id] <= 0) {
           in_flight_.erase(subscriber_id);
           gone_.erase(subscriber_id);
         }
       }
-      auto endpoint = weak.lock();
-      if (skip || !endpoint) return;
-      ok = ok && load_policies(subscriber_user, users);
-      auto r = ok ? finish_subscribe(subscriber_id, subscriber_user, endpoint, users)
-                  : Result<void>(make_error(ErrorCode::kInternal, "store unavailable"));
-      if (!r) endpoint->notify(frame_notification(proto::encode_error(r.error(), {}), false));
+      if (!skip && !r) endpoint->notify(frame_notification(proto::encode_error(r.error(), {}), false));
     });
     if (queued) return {};
     std::lock_guard lock(mu_);

@@ -37,7 +37,10 @@ Result<void> PresencePrivacy::load(const std::string& user) {
   for (const auto& row : *rows)
     if (!row.second.empty()) policy->accepted.insert(row.second);  // the value names the counterpart
   std::lock_guard lock(mu_);
-  if (!cache_.find(user)) cache_.emplace(user, std::move(policy));
+  if (cache_.find(user)) return {};
+  auto [from, to] = recent_.equal_range(user);
+  for (auto it = from; it != to; ++it) policy->accepted.insert(it->second);
+  cache_.emplace(user, std::move(policy));
   return {};
 }
 
@@ -80,7 +83,12 @@ bool PresencePrivacy::known_accepted(const std::string& user, const std::string&
 void PresencePrivacy::accepted(const std::string& user, const std::string& conversation_id, const std::string& other) {
   std::lock_guard lock(mu_);
   accepted_pairs_.emplace(user + '\n' + conversation_id, true);
-  if (PolicyPtr* p = cache_.find(user); p && (*p)->accepted.size() < kMaxAccepted) (*p)->accepted.insert(other);
+  if (PolicyPtr* p = cache_.find(user)) {
+    if ((*p)->accepted.size() < kMaxAccepted) (*p)->accepted.insert(other);
+    return;
+  }
+  if (recent_.size() >= kMaxRecent) recent_.clear();
+  recent_.emplace(user, other);
 }
 
 }  // namespace tern::services

@@ -22,6 +22,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <unordered_map>
 
 #include "base/lru_map.h"
 #include "base/result.h"
@@ -68,6 +69,10 @@ class PresencePrivacy {
   std::mutex mu_;
   LruMap<std::string, PolicyPtr> cache_;
   LruMap<std::string, bool> accepted_pairs_;  // user '\n' conversation
+  // Acceptances of users not cached when they were committed: merged by a load() whose store
+  // read may have missed them. Bounded (cleared past kMaxRecent; a load reads the store anyway).
+  static constexpr size_t kMaxRecent = 10000;
+  std::unordered_multimap<std::string, std::string> recent_;
 };
 
 }  // namespace tern::services

@@ -46,12 +46,14 @@ bool SafetyApi::take_invites(const std::string& user, size_t n) {
   return invite_limiter_.take(user, mono_us(), static_cast<double>(n));
 }
 
-void SafetyApi::created_direct(const std::string& user, const std::string& conversation_id, const std::string& other) {
-  if (privacy_.known_accepted(user, conversation_id)) return;
+void SafetyApi::created_direct(const std::string& user, const std::string& conversation_id, const std::string& other,
+                               std::function<void()> then) {
+  if (privacy_.known_accepted(user, conversation_id)) return then();
   store::Batch batch;
   batch.add(store::PutUserRecord{user, records::accept(conversation_id), other});
-  ctx_.committer.submit(std::move(batch), [this, user, conversation_id, other](const Result<void>& r) {
+  ctx_.committer.submit(std::move(batch), [this, user, conversation_id, other, then](const Result<void>& r) {
     if (r) privacy_.accepted(user, conversation_id, other);
+    then();  // the conversation exists either way; a lost acceptance only hides presence
   });
 }
 

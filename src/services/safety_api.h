@@ -13,6 +13,7 @@
 // Thread-safe: rate limiters lock; replies run on the committer's completion thread or here.
 #pragma once
 #include <atomic>
+#include <functional>
 #include <string>
 
 #include "gateway/service_interface.h"
@@ -35,8 +36,10 @@ class SafetyApi {
   bool handle(const DeviceRef& me, const gateway::HttpRequest& req, gateway::HttpReply& reply);
   // Charges `n` group invites to the user; false: rate_limited.
   bool take_invites(const std::string& user, size_t n);
-  // The creator of a direct conversation accepts it (presence consent).
-  void created_direct(const std::string& user, const std::string& conversation_id, const std::string& other);
+  // The creator of a direct conversation accepts it (presence consent); `then` runs once the
+  // acceptance is committed (or at once when already known), so the creation's answer follows it.
+  void created_direct(const std::string& user, const std::string& conversation_id, const std::string& other,
+                      std::function<void()> then);
 
  private:
   void change_block(const DeviceRef& me, const std::string& other, bool add, gateway::HttpReply reply);
