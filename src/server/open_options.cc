@@ -1,5 +1,6 @@
 #include "server/open_options.h"
 
+#include <charconv>
 #include <fstream>
 #include <sstream>
 
@@ -73,6 +74,14 @@ Result<void> check_open_options(ServerOptions& o) {
     while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
     if (token.size() < 16) return bad("the admin token must be at least 16 characters");
     o.open.admin_token = std::move(token);
+    const auto colon = o.open.admin_listen.rfind(':');
+    unsigned port = 0;
+    const std::string p = colon == std::string::npos ? "" : o.open.admin_listen.substr(colon + 1);
+    auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), port);
+    if (p.empty() || ec != std::errc() || end != p.data() + p.size() || port > 65535)
+      return bad("--admin-listen must be HOST:PORT");
+    o.open.admin_host = o.open.admin_listen.substr(0, colon);
+    o.open.admin_port = static_cast<uint16_t>(port);
   }
   if (!o.open.push_webhook.empty() && o.open.push_webhook.rfind("http://", 0) != 0)
     return bad("--push-webhook must be an http:// URL");

@@ -4,6 +4,7 @@
 // Plain value and functions; start-up only.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <set>
 #include <string>
@@ -19,6 +20,8 @@ struct OpenOptions {
   std::string admin_listen;      // HOST:PORT of the admin endpoint; empty = none
   std::string admin_token_file;  // holds the admin token (required with --admin-listen)
   std::string admin_token;       // read from the file at start-up
+  std::string admin_host;        // admin_listen, split
+  uint16_t admin_port = 0;
   std::string push_webhook;      // http://HOST:PORT/PATH; empty = no push
   size_t push_queue = 10000;     // devices waiting for a push; beyond it new ones are dropped
   size_t push_batch = 100;       // devices per webhook call

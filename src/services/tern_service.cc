@@ -31,6 +31,12 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
 
 TernService::~TernService() { stop(); }
 
+gateway::ServiceInterface& TernService::enable_admin(const std::string& admin_token,
+                                                     std::function<void(boost::json::object&)> queues) {
+  admin_ = std::make_unique<AdminApi>(*ctx_, admin_token, std::move(queues));
+  return *admin_;
+}
+
 void TernService::start() { committer_->start(); }
 
 void TernService::begin_drain() { draining_.store(true); }

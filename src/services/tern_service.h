@@ -19,6 +19,7 @@
 #include "services/blocks.h"
 #include "services/presence_privacy.h"
 #include "services/safety_api.h"
+#include "services/admin_api.h"
 #include "services/sequencer.h"
 #include "services/service_context.h"
 #include "services/service_options.h"
@@ -45,6 +46,10 @@ class TernService final : public gateway::ServiceInterface {
   Result<DeviceRef> authenticate(const std::string& token) override;
   std::shared_ptr<gateway::FrameHandler> open(std::shared_ptr<gateway::Connection> connection, DeviceRef device) override;
 
+  // Issue 12: the admin endpoint's service (admin_api.h), for a Listener of its own.
+  gateway::ServiceInterface& enable_admin(const std::string& admin_token,
+                                          std::function<void(boost::json::object&)> queues = nullptr);
+
  private:
   const ServiceOptions options_;
   store::Store& store_;
@@ -62,6 +67,7 @@ class TernService final : public gateway::ServiceInterface {
   std::unique_ptr<Blocks> blocks_;
   std::unique_ptr<PresencePrivacy> privacy_;
   std::unique_ptr<SafetyApi> safety_;
+  std::unique_ptr<AdminApi> admin_;
 };
 
 }  // namespace tern::services
