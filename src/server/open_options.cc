@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "server/server_options.h"
+#include "services/push_notifier.h"
 
 namespace tern::server {
 
@@ -22,12 +23,12 @@ void describe_open_options(CLI::App& app, ServerOptions& o) {
   app.add_option("--admin-listen", p.admin_listen,
                  "HOST:PORT of the admin endpoint (keep it on loopback); needs --admin-token-file");
   app.add_option("--admin-token-file", p.admin_token_file, "file holding the admin token (every admin call needs it)");
-  app.add_option("--push-webhook", p.push_webhook,
+  app.add_option("--push-webhook", s.push_webhook,
                  "http://HOST:PORT/PATH called with the devices to wake (device + push token, no content)");
-  app.add_option("--push-queue", p.push_queue, "devices waiting for a push; beyond it new ones are dropped (counted)")
+  app.add_option("--push-queue", s.push_queue, "devices waiting for a push; beyond it new ones are dropped (counted)")
       ->capture_default_str();
-  app.add_option("--push-batch", p.push_batch, "devices per webhook call")->capture_default_str();
-  app.add_option("--push-attempts", p.push_attempts, "tries per webhook call (exponential backoff) before it is dropped")
+  app.add_option("--push-batch", s.push_batch, "devices per webhook call")->capture_default_str();
+  app.add_option("--push-attempts", s.push_attempts, "tries per webhook call (exponential backoff) before it is dropped")
       ->capture_default_str();
   app.add_option("--tls-cert", p.tls_cert, "PEM certificate chain: serve HTTPS and WSS (reloaded on SIGHUP)");
   app.add_option("--tls-key", p.tls_key, "PEM private key for --tls-cert");
@@ -53,10 +54,10 @@ void read_open_toml(const toml::table& t, std::set<std::string, std::less<>>& kn
   num("max_report_bytes", o.services.max_report_bytes);
   str("admin_listen", o.open.admin_listen);
   str("admin_token_file", o.open.admin_token_file);
-  str("push_webhook", o.open.push_webhook);
-  num("push_queue", o.open.push_queue);
-  num("push_batch", o.open.push_batch);
-  num("push_attempts", o.open.push_attempts);
+  str("push_webhook", o.services.push_webhook);
+  num("push_queue", o.services.push_queue);
+  num("push_batch", o.services.push_batch);
+  num("push_attempts", o.services.push_attempts);
   str("tls_cert", o.open.tls_cert);
   str("tls_key", o.open.tls_key);
 }
@@ -83,9 +84,9 @@ Result<void> check_open_options(ServerOptions& o) {
     o.open.admin_host = o.open.admin_listen.substr(0, colon);
     o.open.admin_port = static_cast<uint16_t>(port);
   }
-  if (!o.open.push_webhook.empty() && o.open.push_webhook.rfind("http://", 0) != 0)
-    return bad("--push-webhook must be an http:// URL");
-  if (o.open.push_queue < 1 || o.open.push_batch < 1 || o.open.push_attempts < 1)
+  if (!o.services.push_webhook.empty())
+    if (auto p = services::parse_push_webhook(o.services.push_webhook); !p) return p.error();
+  if (o.services.push_queue < 1 || o.services.push_batch < 1 || o.services.push_attempts < 1)
     return bad("--push-queue, --push-batch and --push-attempts must be >= 1");
   if (o.open.tls_cert.empty() != o.open.tls_key.empty()) return bad("--tls-cert and --tls-key go together");
   return {};

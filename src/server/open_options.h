@@ -22,10 +22,6 @@ struct OpenOptions {
   std::string admin_token;       // read from the file at start-up
   std::string admin_host;        // admin_listen, split
   uint16_t admin_port = 0;
-  std::string push_webhook;      // http://HOST:PORT/PATH; empty = no push
-  size_t push_queue = 10000;     // devices waiting for a push; beyond it new ones are dropped
-  size_t push_batch = 100;       // devices per webhook call
-  int push_attempts = 6;         // per batch, with backoff, before it is dropped
   std::string tls_cert;          // PEM chain; with tls_key: HTTPS and WSS on --listen
   std::string tls_key;
 };

@@ -214,7 +214,6 @@ void SafetyApi::push(const DeviceRef& me, const gateway::HttpRequest& req, gatew
   const bool remove = req.method == "DELETE";
   ctx_.committer.submit(std::move(batch), [this, me, remove, reply](const Result<void>& r) {
     if (!r) return reply(error_response(r.error()));
-    if (ctx_.push_changed) ctx_.push_changed(me);
     spdlog::info("event={} user={} device={}", remove ? "push_unregistered" : "push_registered", me.user, me.device);
     reply(gateway::HttpResponse{204, "", "application/json"});
   });

@@ -50,6 +50,7 @@ class Sequencer {
   static std::string direct_conversation_id(const std::string& a, const std::string& b);
   // Presence keeps an index of who shares a conversation with whom; set before serving.
   void set_presence(Presence* presence) { core_.presence = presence; }
+  void set_push(PushNotifier* push) { core_.push = push; }
   void set_safety(Blocks* blocks, PresencePrivacy* privacy) {
     core_.blocks = blocks;
     core_.privacy = privacy;

@@ -35,6 +35,7 @@ namespace tern::services {
 class Presence;
 class Blocks;
 class PresencePrivacy;
+class PushNotifier;
 
 struct SentInfo {
   std::string client_msg_id;
@@ -110,6 +111,7 @@ class SequencerCore {
   Presence* presence = nullptr;  // told of membership changes (its who-shares-with-whom index)
   Blocks* blocks = nullptr;             // issue 12: blocked direct sends are withheld (send_safety.h)
   PresencePrivacy* privacy = nullptr;   // issue 12: a send accepts a direct conversation
+  PushNotifier* push = nullptr;         // issue 12: messages stored for offline devices wake them
 
  private:
   std::vector<std::unique_ptr<Shard>> shards_;

@@ -2,7 +2,6 @@
 // once by TernService; everything it points to outlives every session.
 #pragma once
 #include <atomic>
-#include <functional>
 
 #include "base/loops.h"
 #include "bus/bus.h"
@@ -32,7 +31,6 @@ struct ServiceContext {
   Accounts& accounts;
   std::atomic<bool>& draining;
   SafetyApi* safety = nullptr;  // issue 12 routes; set by TernService after construction
-  std::function<void(const DeviceRef&)> push_changed = nullptr;  // a device's push registration changed
 };
 
 }  // namespace tern::services

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "proto/limits.h"
 
@@ -45,6 +46,10 @@ struct ServiceOptions {
   double report_burst = 5;
   size_t max_report_bytes = 64 * 1024;      // a report's attachment, decoded
   size_t safety_cache_users = 100000;       // users whose blocks / presence policy are cached (LRU)
+  std::string push_webhook;                 // http://HOST:PORT/PATH; empty = no push (push_notifier.h)
+  size_t push_queue = 10000;                // devices waiting for a push; beyond it new ones are dropped
+  size_t push_batch = 100;                  // devices per webhook call
+  int push_attempts = 6;                    // per call, with exponential backoff, before it is dropped
 };
 
 }  // namespace tern::services

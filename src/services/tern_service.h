@@ -20,6 +20,7 @@
 #include "services/presence_privacy.h"
 #include "services/safety_api.h"
 #include "services/admin_api.h"
+#include "services/push_notifier.h"
 #include "services/sequencer.h"
 #include "services/service_context.h"
 #include "services/service_options.h"
@@ -68,6 +69,7 @@ class TernService final : public gateway::ServiceInterface {
   std::unique_ptr<PresencePrivacy> privacy_;
   std::unique_ptr<SafetyApi> safety_;
   std::unique_ptr<AdminApi> admin_;
+  std::unique_ptr<PushNotifier> push_;  // only with --push-webhook
 };
 
 }  // namespace tern::services
