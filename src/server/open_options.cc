@@ -30,36 +30,32 @@ void describe_open_options(CLI::App& app, ServerOptions& o) {
   app.add_option("--push-batch", s.push_batch, "devices per webhook call")->capture_default_str();
   app.add_option("--push-attempts", s.push_attempts, "tries per webhook call (exponential backoff) before it is dropped")
       ->capture_default_str();
-  app.add_option("--tls-cert", p.tls_cert, "PEM certificate chain: serve HTTPS and WSS (reloaded on SIGHUP)");
-  app.add_option("--tls-key", p.tls_key, "PEM private key for --tls-cert");
 }
 
 void read_open_toml(const toml::table& t, std::set<std::string, std::less<>>& known, ServerOptions& o) {
-  auto str = [&](const char* k, std::string& out) {
-    known.insert(k);
-    if (auto v = t[k].value<std::string>()) out = *v;
+  // One reader for every kind of value: the TOML type follows the option's C++ type.
+  auto read = [&](const char* key, auto& out) {
+    using T = std::remove_reference_t<decltype(out)>;
+    known.insert(key);
+    if constexpr (std::is_same_v<T, std::string>) {
+      if (auto v = t[key].value<std::string>()) out = *v;
+    } else if constexpr (std::is_floating_point_v<T>) {
+      if (auto v = t[key].value<double>()) out = *v;
+    } else if (auto v = t[key].value<int64_t>()) {
+      out = static_cast<T>(*v);
+    }
   };
-  auto num = [&](const char* k, auto& out) {
-    known.insert(k);
-    if (auto v = t[k].value<int64_t>()) out = static_cast<std::remove_reference_t<decltype(out)>>(*v);
-  };
-  auto real = [&](const char* k, double& out) {
-    known.insert(k);
-    if (auto v = t[k].value<double>()) out = *v;
-  };
-  real("invite_rate", o.services.invite_rate_per_min);
-  real("invite_burst", o.services.invite_burst);
-  real("report_rate", o.services.report_rate_per_hour);
-  real("report_burst", o.services.report_burst);
-  num("max_report_bytes", o.services.max_report_bytes);
-  str("admin_listen", o.open.admin_listen);
-  str("admin_token_file", o.open.admin_token_file);
-  str("push_webhook", o.services.push_webhook);
-  num("push_queue", o.services.push_queue);
-  num("push_batch", o.services.push_batch);
-  num("push_attempts", o.services.push_attempts);
-  str("tls_cert", o.open.tls_cert);
-  str("tls_key", o.open.tls_key);
+  read("invite_rate", o.services.invite_rate_per_min);
+  read("invite_burst", o.services.invite_burst);
+  read("report_rate", o.services.report_rate_per_hour);
+  read("report_burst", o.services.report_burst);
+  read("max_report_bytes", o.services.max_report_bytes);
+  read("admin_listen", o.open.admin_listen);
+  read("admin_token_file", o.open.admin_token_file);
+  read("push_webhook", o.services.push_webhook);
+  read("push_queue", o.services.push_queue);
+  read("push_batch", o.services.push_batch);
+  read("push_attempts", o.services.push_attempts);
 }
 
 Result<void> check_open_options(ServerOptions& o) {
@@ -88,7 +84,6 @@ Result<void> check_open_options(ServerOptions& o) {
     if (auto p = services::parse_push_webhook(o.services.push_webhook); !p) return p.error();
   if (o.services.push_queue < 1 || o.services.push_batch < 1 || o.services.push_attempts < 1)
     return bad("--push-queue, --push-batch and --push-attempts must be >= 1");
-  if (o.open.tls_cert.empty() != o.open.tls_key.empty()) return bad("--tls-cert and --tls-key go together");
   return {};
 }
 

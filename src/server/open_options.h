@@ -1,5 +1,5 @@
-// ternd's options for running in the open (issue 12): safety limits, the admin endpoint,
-// the push webhook and TLS. Kept apart from server_options.cc so that file stays the list of
+// ternd's options for running in the open (issue 12): safety limits, the admin endpoint and
+// the push webhook (TLS is not in ternd yet). Kept apart from server_options.cc so that file stays the list of
 // core options; parse_options() calls the three functions below.
 // Plain value and functions; start-up only.
 #pragma once
@@ -22,8 +22,6 @@ struct OpenOptions {
   std::string admin_token;       // read from the file at start-up
   std::string admin_host;        // admin_listen, split
   uint16_t admin_port = 0;
-  std::string tls_cert;          // PEM chain; with tls_key: HTTPS and WSS on --listen
-  std::string tls_key;
 };
 
 struct ServerOptions;

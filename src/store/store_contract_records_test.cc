@@ -6,15 +6,6 @@
 namespace tern::store::contract {
 namespace {
 
-template <typename T>
-T must(Result<T> r) {
-  if (!r.ok()) {
-    ADD_FAILURE() << "store error: " << r.error().message;
-    return T{};
-  }
-  return std::move(r).value();
-}
-
 using Records = std::vector<std::pair<std::string, std::string>>;
 
 TEST_P(StoreContractTest, UserRecordsPutReadListDelete) {
