@@ -380,7 +380,7 @@ void Presence::revalidate(const std::string& user) {
   std::vector<uint64_t> drop;
   if (auto w = watchers_.find(user); w != watchers_.end())
     for (const auto& [sid, _] : w->second)
-      if (auto s = subscribers_.find(sid); s != subscribers_.end() && !privacy_->allowed(user, s->second.user))
+      if (auto s = subscribers_.find(sid); s != subscribers_.end() && privacy_->denied(user, s->second.user))
         drop.push_back(sid);
   for (uint64_t sid : drop) unwatch_locked(sid, user);
   // A user who hides its presence sees nobody's.
@@ -390,7 +390,7 @@ void Presence::revalidate(const std::string& user) {
     auto s = subscribers_.find(sid);
     if (s == subscribers_.end()) continue;
     for (const auto& watched : std::vector<std::string>(s->second.watching.begin(), s->second.watching.end()))
-      if (!privacy_->allowed(watched, user)) unwatch_locked(sid, watched);
+      if (privacy_->denied(watched, user)) unwatch_locked(sid, watched);
   }
 }
 

@@ -48,6 +48,11 @@ class PresencePrivacy {
   // May `viewer` see `subject`'s presence? Both policies must be cached (else false). The
   // caller has checked that they share a conversation.
   bool allowed(const std::string& subject, const std::string& viewer);
+  // Known to be refused: both policies cached and not allowed. (A live subscription whose
+  // policies were evicted from the cache is left alone rather than ended on a guess.)
+  bool denied(const std::string& subject, const std::string& viewer) {
+    return cached(subject) && cached(viewer) && !allowed(subject, viewer);
+  }
   // The user's setting (reads the store if needed).
   Result<PresenceVisibility> visibility(const std::string& user);
   void set_cached_visibility(const std::string& user, PresenceVisibility v);

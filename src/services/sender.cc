@@ -58,8 +58,6 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   if (!*conv) return done(conversation_access_error());
   const store::Conversation& c = **conv;
   if (!is_active_member(c, device.user)) return done(make_error(ErrorCode::kForbidden, "not a member of this conversation"));
-  auto safety = SendSafety::check(core_.blocks, core_.privacy, c, device.user);  // issue 12: blocks, consent
-  if (!safety) return done(safety.error());
 
   // Idempotency: a retry while the first is in flight waits for it; after, the store answers
   // (a point read that the idempotency family's bloom filter makes cheap for new ids).
@@ -71,6 +69,9 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   auto seen = core_.store.idempotency(device, frame.client_msg_id, now_ms());
   if (!seen) return done(seen.error());
   if (*seen) return done(SentInfo{frame.client_msg_id, (*seen)->conversation_id, (*seen)->seq, (*seen)->ts});
+  // Issue 12: blocks and consent (after the retry checks: a retry keeps its first answer).
+  auto safety = SendSafety::check(core_.blocks, core_.privacy, c, device.user);
+  if (!safety) return done(safety.error());
 
   auto st = core_.state(shard, conv_id);
   if (!st) return done(st.error());
