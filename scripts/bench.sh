@@ -146,9 +146,9 @@ bench_at() {  # server URL, server pid, name, tern-bench arguments...
 }
 
 # A send rate limit above what any single benchmark client sends (ternd's default is 50/s),
-# and no per-address registration or per-user creation limit: the generator registers
+# and no per-address registration, per-user creation or invite limit: the generator registers
 # thousands of users from one address (those limits are for real users, not measured here).
-SERVER_FLAGS=(--send-rate 100000 --send-burst 100000 --register-rate 0 --create-rate 0)
+SERVER_FLAGS=(--send-rate 100000 --send-burst 100000 --register-rate 0 --create-rate 0 --invite-rate 0)
 
 scenario_pairs() {  # the reference point (8,000 msg/s offered) and a sustainable one
   start_server "${SERVER_FLAGS[@]}"

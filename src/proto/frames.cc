@@ -262,6 +262,11 @@ std::string encode_message(const MessageRecord& m) {
     append_key(o, "system");
     o += *m.system_json;  // already serialized JSON, built by the server
   }
+  if (!m.withheld_from.empty()) {
+    o += ',';
+    append_key(o, "withheld_from");
+    append_json_string(o, m.withheld_from);
+  }
   o += '}';
   return o;
 }
@@ -371,13 +376,25 @@ Result<StoredMeta> stored_meta(std::string_view stored) {
 
 Result<std::string> render_message_for(std::string_view stored, const DeviceRef& device) {
   // Fast path: a message with one shared body is sent exactly as stored.
-  if (stored.find("\"bodies\"") == std::string_view::npos) return std::string(stored);
+  const bool withheld = stored.find("\"withheld_from\"") != std::string_view::npos;
+  if (!withheld && stored.find("\"bodies\"") == std::string_view::npos) return std::string(stored);
   boost::system::error_code ec;
   json::value v = json::parse(stored, ec);
   if (ec || !v.is_object()) return make_error(ErrorCode::kInternal, "corrupt stored message");
   auto& o = v.as_object();
+  if (auto* w = o.if_contains("withheld_from")) {
+    const bool for_blocker = w->is_string() && w->as_string() == device.user;
+    o.erase("withheld_from");
+    if (for_blocker) {
+      o.erase("bodies");
+      o.erase("reply_to");
+      o["body"] = "";
+      o["withheld"] = true;
+      return json::serialize(o);
+    }
+  }
   auto* bodies = o.if_contains("bodies");
-  if (!bodies || !bodies->is_object()) return std::string(stored);
+  if (!bodies || !bodies->is_object()) return withheld ? json::serialize(o) : std::string(stored);
   const auto key = device.key();
   auto* mine = bodies->as_object().if_contains(key);
   json::value body = mine ? *mine : json::value("");
@@ -393,6 +410,7 @@ Result<std::string> render_expired(std::string_view stored) {
   auto& o = v.as_object();
   o.erase("bodies");
   o.erase("media");
+  o.erase("withheld_from");
   o["body"] = "";
   o["expired"] = true;
   return json::serialize(o);

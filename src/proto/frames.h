@@ -66,11 +66,14 @@ struct MessageRecord {
   std::optional<int64_t> expires_at;
   std::optional<std::string> system_json;  // the `system` object, as JSON text
   std::vector<std::string> media;          // [Tern extension] media ids, clear metadata (issue 11)
+  std::string withheld_from{};  // issue 12: stored only; this user's devices get a tombstone (blocks.h)
 };
 
 std::string encode_message(const MessageRecord& m);
 // The frame one device receives for a stored message: the stored text itself unless the
-// message carries `bodies`, in which case `body` is that device's entry.
+// message carries `bodies`, in which case `body` is that device's entry, or `withheld_from`
+// (never sent): removed for everyone, and for that user's devices the message becomes a
+// tombstone ("body":"","withheld":true).
 Result<std::string> render_message_for(std::string_view stored, const DeviceRef& device);
 // The frame for a message whose ttl has passed: its place in the seq order stays (so clients
 // see no gap) but its payload is gone: "body":"" and "expired":true [Tern extension]; its

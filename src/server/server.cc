@@ -54,6 +54,16 @@ Result<uint16_t> Server::start() {
   listener_ = std::make_unique<gateway::Listener>(loops_->contexts(), options_.gateway, *service_);
   auto port = listener_->start();
   if (!port) return port.error();
+  if (!options_.open.admin_listen.empty()) {
+    gateway::GatewayOptions admin = options_.gateway;
+    admin.host = options_.open.admin_host;
+    admin.port = options_.open.admin_port;
+    admin_listener_ = std::make_unique<gateway::Listener>(loops_->contexts(), admin,
+                                                          service_->enable_admin(options_.open.admin_token));
+    auto admin_port = admin_listener_->start();
+    if (!admin_port) return admin_port.error();
+    spdlog::info("event=admin_listening address={} port={}", admin.host, *admin_port);
+  }
 
   signals_->add(SIGTERM);
   signals_->add(SIGINT);
@@ -94,6 +104,7 @@ void Server::stop_purge() {
 
 void Server::shutdown() {
   listener_->stop_accepting();
+  if (admin_listener_) admin_listener_->stop_accepting();
   service_->begin_drain();
   stop_purge();
   listener_->close_all(1001);
@@ -108,6 +119,7 @@ void Server::shutdown() {
 
 void Server::run() {
   loops_->join();
+  admin_listener_.reset();
   listener_.reset();
   service_.reset();
   blobs_.reset();

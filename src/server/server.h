@@ -54,6 +54,7 @@ class Server {
   std::unique_ptr<bus::Bus> bus_;
   std::unique_ptr<services::TernService> service_;
   std::unique_ptr<gateway::Listener> listener_;
+  std::unique_ptr<gateway::Listener> admin_listener_;  // issue 12: --admin-listen
 };
 
 }  // namespace tern::server

@@ -111,6 +111,7 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   num("upload_expiry_ms", o.services.upload_expiry_ms);
   num("max_open_uploads_per_user", o.services.max_open_uploads_per_user);
   num("sweep_interval_ms", o.services.sweep_interval_ms);
+  read_open_toml(t, known, o);
   for (const auto& [key, value] : t) {
     (void)value;
     if (!known.count(key.str()))
@@ -272,6 +273,7 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
   app.add_option("--sweep-interval-ms", o.services.sweep_interval_ms,
                  "how often expired messages are erased from disk and unreferenced media collected")
       ->capture_default_str();
+  describe_open_options(app, o);
 }
 
 }  // namespace
@@ -339,6 +341,7 @@ Result<ServerOptions> parse_options(int argc, char** argv) {
   if (ec != std::errc() || p != port.data() + port.size() || value > 65535)
     return make_error(ErrorCode::kInvalidArgument, "--listen port must be 0-65535");
   o.gateway.port = static_cast<uint16_t>(value);
+  if (auto r = check_open_options(o); !r) return r.error();
   return o;
 }
 

@@ -13,6 +13,8 @@
 #include "services/conversation_ids.h"
 #include "services/http_reply.h"
 #include "services/media.h"
+#include "services/http_replies.h"
+#include "services/safety_api.h"
 #include "services/token.h"
 
 namespace tern::services {
@@ -90,6 +92,7 @@ void HttpApi::handle(gateway::HttpRequest req, gateway::HttpReply reply) {
   // Everything else needs a device token.
   auto me = ctx_.accounts.authenticate(req.bearer_token);
   if (!me) return reply(error_response(me.error()));
+  if (ctx_.safety && ctx_.safety->handle(*me, req, reply)) return;  // issue 12 routes (safety_api.h)
 
   if (path == "/v1/devices" && m == "POST") {
     if (ctx_.draining.load()) return reply(error_response(make_error(ErrorCode::kDraining, "server is shutting down")));
@@ -157,19 +160,25 @@ void HttpApi::create_conversation(const DeviceRef& me, const gateway::HttpReques
     return reply(error_response(make_error(ErrorCode::kInvalidArgument, "a direct conversation needs another user")));
   if (!create_limiter_.take(me.user, mono_us()))
     return reply(error_response(make_error(ErrorCode::kRateLimited, "too many conversations created; retry later")));
+  const size_t invites = r->group ? r->members.size() - std::count(r->members.begin(), r->members.end(), me.user) : 0;
+  if (invites && ctx_.safety && !ctx_.safety->take_invites(me.user, invites))
+    return reply(error_response(make_error(ErrorCode::kRateLimited, "too many group invites; retry later")));
   // The total is checked against the presence contact index (loaded off the I/O thread when
   // needed). Concurrent creations may pass together: the cap can be exceeded by at most the
   // creation burst.
+  const std::string direct_with = r->group ? std::string() : r->members.front();
   auto request = std::make_shared<proto::CreateConversationRequest>(std::move(*r));
-  ctx_.presence.conversation_count(me.user, [this, me, request, reply](Result<size_t> n) {
+  ctx_.presence.conversation_count(me.user, [this, me, request, reply, direct_with](Result<size_t> n) {
     if (!n) return reply(error_response(n.error()));
     const size_t cap = ctx_.options.max_conversations_per_user;
     if (*n >= cap)
       return reply(error_response(
           make_error(ErrorCode::kLimitExceeded, "at most " + std::to_string(cap) + " conversations per user")));
-    ctx_.sequencer.create_conversation(me, std::move(*request), [reply](Result<ConversationInfo> c) {
+    ctx_.sequencer.create_conversation(me, std::move(*request), [this, me, direct_with, reply](Result<ConversationInfo> c) {
       if (!c) return reply(error_response(c.error()));
-      reply(json_response(c->created ? 201 : 200, json::object{{"conversation_id", c->conversation_id}}));
+      auto answer = json_response(c->created ? 201 : 200, json::object{{"conversation_id", c->conversation_id}});
+      if (direct_with.empty() || !ctx_.safety) return reply(std::move(answer));
+      ctx_.safety->created_direct(me.user, c->conversation_id, direct_with, [reply, answer] { reply(answer); });
     });
   });
 }
@@ -231,6 +240,8 @@ void HttpApi::change_members(const DeviceRef& me, const std::string& id, const g
     return channels_.change_subscribers(me, id, req, std::move(reply));
   auto r = proto::parse_members(req.body, ctx_.options.limits);
   if (!r) return reply(error_response(r.error()));
+  if (!r->add.empty() && ctx_.safety && !ctx_.safety->take_invites(me.user, r->add.size()))
+    return reply(error_response(make_error(ErrorCode::kRateLimited, "too many group invites; retry later")));
   ctx_.sequencer.change_members(me, id, std::move(*r), [reply](Result<std::vector<std::string>> members) {
     if (!members) return reply(error_response(hide_existence(members.error())));
     json::array a;

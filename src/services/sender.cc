@@ -10,6 +10,7 @@
 #include "services/channels.h"
 #include "services/conversation_ids.h"
 #include "services/media.h"
+#include "services/send_safety.h"
 #include "proto/json_writer.h"
 
 namespace tern::services {
@@ -108,6 +109,9 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   auto seen = core_.store.idempotency(device, frame.client_msg_id, now_ms());
   if (!seen) return done(seen.error());
   if (*seen) return done(SentInfo{frame.client_msg_id, (*seen)->conversation_id, (*seen)->seq, (*seen)->ts});
+  // Issue 12: blocks and consent (after the retry checks: a retry keeps its first answer).
+  auto safety = SendSafety::check(core_.blocks, core_.privacy, c, device.user);
+  if (!safety) return done(safety.error());
 
   // Media named in clear metadata must be the sender's or visible to it (issue 11).
   if (!frame.media.empty()) {
@@ -158,6 +162,7 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
       return done(std::move(e));
     }
   }
+  safety->filter(*to);
 
   const int64_t ts = now_ms();
   proto::MessageRecord m;
@@ -174,7 +179,8 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   if (c.disappear_seconds > 0) ttl = std::min(ttl.value_or(c.disappear_seconds), c.disappear_seconds);
   if (ttl) m.expires_at = ts + *ttl * 1000;
   m.media = frame.media;
-  const bool per_device = !m.bodies.empty();
+  m.withheld_from = safety->withheld_from;
+  const bool per_device = !m.bodies.empty() || !m.withheld_from.empty();
   const bool keys = frame.keys;
   auto stored = std::make_shared<const std::string>(proto::encode_message(m));
 
@@ -186,6 +192,7 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   // Inbox marks are blind puts: seqs of one conversation commit in increasing order.
   if (!read_side)
     for (const auto& d : *to) batch.add(store::InboxMark{d, conv_id, seq});
+  safety->add_ops(batch, device.user, conv_id);
 
   SentInfo info{frame.client_msg_id, conv_id, seq, ts};
   shard.pending.emplace(key, PendingSend{info, {}});
@@ -194,8 +201,10 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   const bool accepted = core_.submit(
       cs, std::move(batch),
       [this, &shard, key = std::move(key), info, to = std::move(*to), stored, per_device, keys, started_us, read_side,
-       device, done = std::move(done)](const Result<void>& committed) mutable {
+       device, done = std::move(done), safety = std::move(*safety), user = device.user](
+          const Result<void>& committed) mutable {
         if (committed) {
+          safety.committed(core_.privacy, user, info.conversation_id);
           messages_stored.inc();
           if (keys) key_payloads.inc(to.size());
           send_to_durable.observe(static_cast<double>(mono_us() - started_us) / 1e6);

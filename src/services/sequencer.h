@@ -68,6 +68,11 @@ class Sequencer {
   void set_registration_lookup(RegistrationLookup lookup) { core_.registration_id = std::move(lookup); }
   // Media checks the media ids a send names (issue 11); set before serving.
   void set_media(Media* media) { core_.media = media; }
+  void set_push(PushNotifier* push) { core_.push = push; }
+  void set_safety(Blocks* blocks, PresencePrivacy* privacy) {
+    core_.blocks = blocks;
+    core_.privacy = privacy;
+  }
 
  private:
   template <typename Fn>

@@ -39,6 +39,9 @@ namespace tern::services {
 class Presence;
 class LiveFanout;
 class Media;
+class Blocks;
+class PresencePrivacy;
+class PushNotifier;
 
 struct SentInfo {
   std::string client_msg_id;
@@ -147,6 +150,9 @@ class SequencerCore {
   LiveFanout* fanout = nullptr;  // live delivery of read-side conversations; set before serving
   RegistrationLookup registration_id;  // the key directory's; unset: `registration_ids` are not checked
   Media* media = nullptr;        // checks the media a send names (issue 11); null: media refused
+  Blocks* blocks = nullptr;             // issue 12: blocked direct sends are withheld (send_safety.h)
+  PresencePrivacy* privacy = nullptr;   // issue 12: a send accepts a direct conversation
+  PushNotifier* push = nullptr;         // issue 12: messages stored for offline devices wake them
 
  private:
   std::vector<std::unique_ptr<Shard>> shards_;

@@ -19,6 +19,7 @@
 namespace tern::services {
 
 class Media;
+class SafetyApi;
 
 struct ServiceContext {
   const ServiceOptions& options;
@@ -35,6 +36,7 @@ struct ServiceContext {
   LiveFanout& fanout;
   KeyDirectory* keys = nullptr;  // null in service tests that need no key directory
   Media* media = nullptr;  // issue 11; null when the server has no blob store
+  SafetyApi* safety = nullptr;  // issue 12 routes; set by TernService after construction
 };
 
 }  // namespace tern::services

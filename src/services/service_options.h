@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "proto/limits.h"
 
@@ -61,6 +62,17 @@ struct ServiceOptions {
   size_t max_open_uploads_per_user = 4;          // resumable uploads in progress
   size_t max_open_uploads = 1024;
   int64_t sweep_interval_ms = 60 * 1000;         // expired messages erased, blobs collected, this often
+  // Issue 12: safety, privacy, push.
+  double invite_rate_per_min = 60;          // users a user may add to groups (token bucket; 0 = off)
+  double invite_burst = 200;
+  double report_rate_per_hour = 20;         // abuse reports per user
+  double report_burst = 5;
+  size_t max_report_bytes = 64 * 1024;      // a report's attachment, decoded
+  size_t safety_cache_users = 100000;       // users whose blocks / presence policy are cached (LRU)
+  std::string push_webhook;                 // http://HOST:PORT/PATH; empty = no push (push_notifier.h)
+  size_t push_queue = 10000;                // devices waiting for a push; beyond it new ones are dropped
+  size_t push_batch = 100;                  // devices per webhook call
+  int push_attempts = 6;                    // per call, with exponential backoff, before it is dropped
 };
 
 }  // namespace tern::services

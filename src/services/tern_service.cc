@@ -30,9 +30,35 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
                                                          bus_, *sequencer_, *presence_, *accounts_, draining_,
                                                          *fanout_, keys_.get(), media_.get()});
   http_ = std::make_unique<HttpApi>(*ctx_, metrics_token.empty() ? std::string() : hash_token(metrics_token));
+  blocks_ = std::make_unique<Blocks>(store_, *committer_, options_.safety_cache_users);
+  privacy_ = std::make_unique<PresencePrivacy>(store_, *blocks_, options_.safety_cache_users);
+  safety_ = std::make_unique<SafetyApi>(*ctx_, *blocks_, *privacy_);
+  ctx_->safety = safety_.get();
+  sequencer_->set_safety(blocks_.get(), privacy_.get());
+  presence_->set_privacy(privacy_.get(), blocks_.get());
+  if (!options_.push_webhook.empty()) {
+    // The URL was checked when the options were parsed; a bad one here leaves push off.
+    if (auto push = parse_push_webhook(options_.push_webhook)) {
+      push->queue = options_.push_queue;
+      push->batch = options_.push_batch;
+      push->attempts = options_.push_attempts;
+      push_ = std::make_unique<PushNotifier>(store_, *push);
+      sequencer_->set_push(push_.get());
+    }
+  }
 }
 
 TernService::~TernService() { stop(); }
+
+gateway::ServiceInterface& TernService::enable_admin(const std::string& admin_token,
+                                                     std::function<void(boost::json::object&)> queues) {
+  auto all = [this, queues = std::move(queues)](boost::json::object& q) {
+    q["push"] = push_ ? push_->queued() : 0;
+    if (queues) queues(q);
+  };
+  admin_ = std::make_unique<AdminApi>(*ctx_, admin_token, std::move(all));
+  return *admin_;
+}
 
 void TernService::start() {
   committer_->start();
@@ -43,6 +69,7 @@ void TernService::begin_drain() { draining_.store(true); }
 
 void TernService::stop() {
   if (media_) media_->stop();  // its sweep commits through the committer: first
+  if (push_) push_->stop();
   if (presence_) presence_->stop();
   if (committer_) committer_->stop();
 }

@@ -19,6 +19,11 @@
 #include "services/key_directory.h"
 #include "services/media.h"
 #include "services/presence.h"
+#include "services/blocks.h"
+#include "services/presence_privacy.h"
+#include "services/safety_api.h"
+#include "services/admin_api.h"
+#include "services/push_notifier.h"
 #include "services/sequencer.h"
 #include "services/service_context.h"
 #include "services/service_options.h"
@@ -48,6 +53,10 @@ class TernService final : public gateway::ServiceInterface {
   Result<DeviceRef> authenticate(const std::string& token) override;
   std::shared_ptr<gateway::FrameHandler> open(std::shared_ptr<gateway::Connection> connection, DeviceRef device) override;
 
+  // Issue 12: the admin endpoint's service (admin_api.h), for a Listener of its own.
+  gateway::ServiceInterface& enable_admin(const std::string& admin_token,
+                                          std::function<void(boost::json::object&)> queues = nullptr);
+
  private:
   const ServiceOptions options_;
   store::Store& store_;
@@ -64,6 +73,12 @@ class TernService final : public gateway::ServiceInterface {
   std::unique_ptr<Media> media_;
   std::unique_ptr<ServiceContext> ctx_;
   std::unique_ptr<HttpApi> http_;
+  // Issue 12.
+  std::unique_ptr<Blocks> blocks_;
+  std::unique_ptr<PresencePrivacy> privacy_;
+  std::unique_ptr<SafetyApi> safety_;
+  std::unique_ptr<AdminApi> admin_;
+  std::unique_ptr<PushNotifier> push_;  // only with --push-webhook
 };
 
 }  // namespace tern::services

@@ -11,6 +11,8 @@
 //   idempotency   device × client_msg_id → (conversation, seq, ts) until expiry
 //   device keys   device → identity key, registration id, signed prekey (+ the previous one)
 //   prekeys       device × prekey id → one-time prekey public key
+//   user records  user × name → small value (blocks, settings, push tokens, account flags)
+//   reports       increasing id → opaque report (abuse reports for the operator)
 //
 // Reads are direct calls. Every write goes through a Batch that commit() applies atomically
 // (all or nothing) and, with sync, durably before it returns: the group-commit writer in
@@ -122,6 +124,12 @@ struct InboxMark { DeviceRef device; std::string conversation_id; Seq seq = 0; }
 // The device caught up with the conversation: its inbox entry goes. Blind delete.
 struct InboxDelete { DeviceRef device; std::string conversation_id; };
 struct SetLastSeen { std::string user; int64_t ts = 0; };
+// A small named record of a user; the services name them (services/user_records.h). Blind.
+struct PutUserRecord { std::string user; std::string name; std::string value; };
+struct DeleteUserRecord { std::string user; std::string name; };
+// An abuse report, opaque to the store, under an id the caller makes increasing. Blind put.
+struct PutReport { uint64_t id = 0; std::string value; };
+
 // One user-index row, blind: a channel subscription (channels list only their admins).
 struct PutSubscription { std::string user; UserConversation row; };
 struct DeleteSubscription { std::string user; std::string conversation_id; };
@@ -164,7 +172,7 @@ struct MessageExpired { std::string conversation_id; Seq seq = 0; int64_t expire
 using Op = std::variant<PutUser, PutDevice, PutConversation, AppendMessage, PutIdempotency, SetCursor,
                         SetReceipt, InboxMark, InboxDelete, SetLastSeen, PutSubscription, DeleteSubscription,
                         PutDeviceKeys, PutOneTimePrekey, DeleteOneTimePrekey, PutMedia, DeleteMedia,
-                        DropPendingMedia, MessageExpired>;
+                        DropPendingMedia, MessageExpired, PutUserRecord, DeleteUserRecord, PutReport>;
 
 struct MediaOwner { std::string user; uint64_t size = 0; int64_t created_ts = 0; };
 // A message naming a blob: (conversation, seq), and when that message expires (0 = never).
@@ -234,6 +242,17 @@ class Store {
   // holds only their tombstone (proto::render_expired) and no file of the store holds the
   // old bytes. Call before committing their MessageExpired ops.
   virtual Result<void> erase_expired(const std::vector<ExpiringMessage>& messages) = 0;
+  // user records and reports (admin, safety, presence settings, push)
+  virtual Result<std::optional<std::string>> user_record(const std::string& user, const std::string& name) = 0;
+  // The user's records whose name starts with `prefix`, by name, at most limit.
+  virtual Result<std::vector<std::pair<std::string, std::string>>> user_records(const std::string& user,
+                                                                               const std::string& prefix,
+                                                                               size_t limit) = 0;
+  // Registered users after `after` (by id), at most limit. An admin listing, not a hot path.
+  virtual Result<std::vector<std::string>> users(const std::string& after, size_t limit) = 0;
+  // Reports with id > after_id, increasing, at most limit; and the highest id (0 if none).
+  virtual Result<std::vector<std::pair<uint64_t, std::string>>> reports(uint64_t after_id, size_t limit) = 0;
+  virtual Result<uint64_t> last_report_id() = 0;
 };
 
 }  // namespace tern::store

@@ -10,16 +10,6 @@ namespace tern::store::contract {
 
 namespace {
 
-// Unwraps a Result, failing the test (and returning a default value) on error.
-template <typename T>
-T must(Result<T> r) {
-  if (!r.ok()) {
-    ADD_FAILURE() << "store error: " << r.error().message;
-    return T{};
-  }
-  return std::move(r).value();
-}
-
 std::string frame_for(const std::string& conv, Seq seq) {
   return "{\"type\":\"message\",\"conversation_id\":\"" + conv + "\",\"seq\":" + std::to_string(seq) + "}";
 }

@@ -32,6 +32,8 @@ struct MemoryStore::State {
   std::set<std::tuple<int64_t, std::string, std::string>> pending;  // (created, id, owner)
   std::map<std::tuple<std::string, std::string, Seq>, int64_t> refs;  // (id, conv, seq) → expires_at
   std::map<std::tuple<int64_t, std::string, Seq>, std::vector<std::string>> expiry;  // → media
+  std::map<std::pair<std::string, std::string>, std::string> records;  // (user, name)
+  std::map<uint64_t, std::string> reports;
 };
 
 namespace {
@@ -80,6 +82,9 @@ Result<void> MemoryStore::commit(const Batch& batch, bool /*sync*/) {
                              std::is_same_v<T, DropPendingMedia>)
             return has_nul(o.owner) || has_nul(o.id);
           else if constexpr (std::is_same_v<T, MessageExpired>) return has_nul(o.conversation_id);
+          else if constexpr (std::is_same_v<T, PutUserRecord> || std::is_same_v<T, DeleteUserRecord>)
+            return has_nul(o.user);
+          else if constexpr (std::is_same_v<T, PutReport>) return false;
           else return has_nul(o.device.user) || has_nul(o.conversation_id);
         },
         op);
@@ -141,6 +146,12 @@ Result<void> MemoryStore::commit(const Batch& batch, bool /*sync*/) {
             s.prekeys[{o.device.user, o.device.device, o.key.id}] = o.key.public_key;
           } else if constexpr (std::is_same_v<T, DeleteOneTimePrekey>) {
             s.prekeys.erase({o.device.user, o.device.device, o.id});
+          } else if constexpr (std::is_same_v<T, PutUserRecord>) {
+            s.records[{o.user, o.name}] = o.value;
+          } else if constexpr (std::is_same_v<T, DeleteUserRecord>) {
+            s.records.erase({o.user, o.name});
+          } else if constexpr (std::is_same_v<T, PutReport>) {
+            s.reports[o.id] = o.value;
           }
         },
         op);
@@ -357,6 +368,52 @@ Result<void> MemoryStore::erase_expired(const std::vector<ExpiringMessage>& mess
     if (auto tomb = proto::render_expired(it->second)) it->second = std::move(*tomb);
   }
   return {};
+}
+
+Result<std::optional<std::string>> MemoryStore::user_record(const std::string& user, const std::string& name) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  auto it = state_->records.find({user, name});
+  if (it == state_->records.end()) return std::optional<std::string>{};
+  return std::optional<std::string>(it->second);
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> MemoryStore::user_records(const std::string& user,
+                                                                                  const std::string& prefix,
+                                                                                  size_t limit) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto it = state_->records.lower_bound({user, prefix});
+       it != state_->records.end() && out.size() < limit && it->first.first == user &&
+       it->first.second.compare(0, prefix.size(), prefix) == 0;
+       ++it)
+    out.emplace_back(it->first.second, it->second);
+  return out;
+}
+
+Result<std::vector<std::string>> MemoryStore::users(const std::string& after, size_t limit) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  std::vector<std::string> out;
+  for (auto it = state_->users.upper_bound(after); it != state_->users.end() && out.size() < limit; ++it)
+    out.push_back(it->first);
+  return out;
+}
+
+Result<std::vector<std::pair<uint64_t, std::string>>> MemoryStore::reports(uint64_t after_id, size_t limit) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  std::vector<std::pair<uint64_t, std::string>> out;
+  for (auto it = state_->reports.upper_bound(after_id); it != state_->reports.end() && out.size() < limit; ++it)
+    out.emplace_back(it->first, it->second);
+  return out;
+}
+
+Result<uint64_t> MemoryStore::last_report_id() {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  return state_->reports.empty() ? uint64_t{0} : state_->reports.rbegin()->first;
 }
 
 }  // namespace tern::store

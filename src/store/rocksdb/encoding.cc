@@ -10,6 +10,7 @@ constexpr char kSep = '\0';
 constexpr char kTagUser = 'u';
 constexpr char kTagDevice = 'd';
 constexpr char kTagLastSeen = 's';
+constexpr char kTagRecord = 'r';
 constexpr uint8_t kConversationVersion = 2;  // 2 added flags and the subscriber count
 constexpr uint8_t kDeviceKeysVersion = 1;
 
@@ -123,6 +124,19 @@ void account_last_seen_key(std::string& out, std::string_view user) {
   out.append(user);
   out.push_back(kSep);
   out.push_back(kTagLastSeen);
+}
+
+void account_record_key(std::string& out, std::string_view user, std::string_view name) {
+  out.clear();
+  out.append(user);
+  out.push_back(kSep);
+  out.push_back(kTagRecord);
+  out.append(name);
+}
+
+std::optional<std::string_view> user_of_user_key(std::string_view key) {
+  if (key.size() < 3 || key[key.size() - 2] != kSep || key.back() != kTagUser) return std::nullopt;
+  return key.substr(0, key.size() - 2);
 }
 
 void message_prefix(std::string& out, std::string_view conversation_id) {

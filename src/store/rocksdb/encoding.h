@@ -4,6 +4,7 @@
 //   accounts       user \0 'u'                      → be64 created_ts          (user exists)
 //                  user \0 'd' be32 device          → token_hash               (devices of a user)
 //                  user \0 's'                      → be64 last_seen
+//                  user \0 'r' name                 → value            (user records)
 //   tokens         token_hash                       → be32 device, user
 //   conversations  conversation_id                  → encode_conversation()
 //   user_index     user \0 conversation_id          → be64 joined, be64 left [, 0x01 fan-out on read]
@@ -21,6 +22,7 @@
 //                  'r' media_id conversation_id \0 be64 seq → be64 biased(expires_at) or 0 (references)
 //   msg_expiry     be64 biased(expires_at) conversation_id \0 be64 seq → media ids, 64 bytes each
 //   (media ids are 64 hex characters: fixed width, no terminator needed)
+//   reports        be64 id                          → value
 //
 // Big-endian fixed-width numbers sort like the numbers, so a conversation's log iterates in
 // seq order and its head is the last key under its prefix. The \0 after a variable-length id
@@ -53,6 +55,9 @@ void account_user_key(std::string& out, std::string_view user);
 void account_device_key(std::string& out, std::string_view user, uint32_t device);
 void account_device_prefix(std::string& out, std::string_view user);
 void account_last_seen_key(std::string& out, std::string_view user);
+void account_record_key(std::string& out, std::string_view user, std::string_view name);  // name "" = prefix
+// The user of an accounts key whose tag is 'u' (a registered user), or nullopt.
+std::optional<std::string_view> user_of_user_key(std::string_view key);
 void message_prefix(std::string& out, std::string_view conversation_id);
 void message_key(std::string& out, std::string_view conversation_id, Seq seq);
 void user_index_prefix(std::string& out, std::string_view user);

@@ -239,6 +239,7 @@ const char* RocksDbStore::cf_name(Cf cf) {
     case kPrekeys: return "prekeys";
     case kMedia: return "media";
     case kMsgExpiry: return "message_expiry";
+    case kReports: return "reports";
     case kCfCount: break;
   }
   return "?";
@@ -376,6 +377,11 @@ Result<void> RocksDbStore::commit(const Batch& batch, bool sync) {
                                std::is_same_v<T, DeleteOneTimePrekey>) {
             var_bytes += 2 * o.device.user.size() + 256;
             return has_nul(o.device.user);
+          } else if constexpr (std::is_same_v<T, PutUserRecord> || std::is_same_v<T, DeleteUserRecord>) {
+            var_bytes += 2 * o.user.size() + o.name.size();
+            return has_nul(o.user);
+          } else if constexpr (std::is_same_v<T, PutReport>) {
+            return false;
           } else {
             static_assert(kAlwaysFalse<T>, "every Op needs a case");
           }
@@ -535,6 +541,14 @@ Result<void> RocksDbStore::commit(const Batch& batch, bool sync) {
             rocks::device_prefix(s.key, o.device);
             rocks::put_be32(s.key, o.id);
             del(kPrekeys, s.key);
+          } else if constexpr (std::is_same_v<T, PutUserRecord>) {
+            rocks::account_record_key(s.key, o.user, o.name);
+            s.put_ref(kAccounts, s.key, o.value);
+          } else if constexpr (std::is_same_v<T, DeleteUserRecord>) {
+            rocks::account_record_key(s.key, o.user, o.name);
+            del(kAccounts, s.key);
+          } else if constexpr (std::is_same_v<T, PutReport>) {
+            s.put_ref(kReports, rocks::encode_u64(o.id), o.value);
           } else {
             static_assert(kAlwaysFalse<T>, "every Op needs a case");
           }
@@ -883,6 +897,32 @@ Result<std::vector<std::pair<std::string, uint64_t>>> RocksDbStore::user_media(c
   return out;
 }
 
+Result<std::optional<std::string>> RocksDbStore::user_record(const std::string& user, const std::string& name) {
+  if (has_nul(user)) return std::optional<std::string>{};
+  std::string key;
+  rocks::account_record_key(key, user, name);
+  rocksdb::PinnableSlice v;
+  auto found = get_pinned(db_.get(), cf_[kAccounts], key, v);
+  if (!found) return found.error();
+  if (!*found) return std::optional<std::string>{};
+  return std::optional<std::string>(std::string(sv(v)));
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> RocksDbStore::user_records(const std::string& user,
+                                                                                   const std::string& prefix,
+                                                                                   size_t limit) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (has_nul(user) || limit == 0) return out;
+  std::string key;
+  rocks::account_record_key(key, user, prefix);
+  auto r = scan(db_.get(), cf_[kAccounts], "user record", key, key, [&](std::string_view tail, std::string_view value) {
+    out.emplace_back(prefix + std::string(tail), std::string(value));
+    return out.size() < limit ? Step::kNext : Step::kStop;
+  });
+  if (!r) return r.error();
+  return out;
+}
+
 Result<std::vector<MediaRef>> RocksDbStore::media_refs(const std::string& id, size_t limit) {
   std::vector<MediaRef> out;
   if (has_nul(id) || limit == 0) return out;
@@ -902,6 +942,20 @@ Result<std::vector<MediaRef>> RocksDbStore::media_refs(const std::string& id, si
   return out;
 }
 
+Result<std::vector<std::string>> RocksDbStore::users(const std::string& after, size_t limit) {
+  std::vector<std::string> out;
+  if (limit == 0 || has_nul(after)) return out;
+  // Every key of a user sorts after "user \0"; start past all of `after`'s keys.
+  std::string start = after;
+  if (!start.empty()) start.push_back('\1');
+  auto r = scan(db_.get(), cf_[kAccounts], "account", "", start, [&](std::string_view key, std::string_view) {
+    if (auto u = rocks::user_of_user_key(key)) out.emplace_back(*u);
+    return out.size() < limit ? Step::kNext : Step::kStop;
+  });
+  if (!r) return r.error();
+  return out;
+}
+
 Result<std::vector<PendingMedia>> RocksDbStore::pending_media(int64_t before_ms, size_t limit) {
   std::vector<PendingMedia> out;
   if (limit == 0) return out;
@@ -915,6 +969,19 @@ Result<std::vector<PendingMedia>> RocksDbStore::pending_media(int64_t before_ms,
                                rocks::unbias_i64(rocks::get_be64(tail.data()))});
     return out.size() < limit ? Step::kNext : Step::kStop;
   });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<std::vector<std::pair<uint64_t, std::string>>> RocksDbStore::reports(uint64_t after_id, size_t limit) {
+  std::vector<std::pair<uint64_t, std::string>> out;
+  if (limit == 0 || after_id == std::numeric_limits<uint64_t>::max()) return out;
+  auto r = scan(db_.get(), cf_[kReports], "report", "", rocks::encode_u64(after_id + 1),
+                [&](std::string_view key, std::string_view value) {
+                  if (key.size() != 8) return Step::kCorrupt;
+                  out.emplace_back(rocks::get_be64(key.data()), std::string(value));
+                  return out.size() < limit ? Step::kNext : Step::kStop;
+                });
   if (!r) return r.error();
   return out;
 }
@@ -970,6 +1037,17 @@ Result<void> RocksDbStore::erase_expired(const std::vector<ExpiringMessage>& mes
     if (!st.ok()) return rocks_error("compact range", st);
   }
   return {};
+}
+
+Result<uint64_t> RocksDbStore::last_report_id() {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf_[kReports]));
+  it->SeekToLast();
+  if (!it->Valid()) {
+    if (!it->status().ok()) return rocks_error("iterate", it->status());
+    return uint64_t{0};
+  }
+  if (it->key().size() != 8) return corrupt_error("report");
+  return rocks::get_be64(it->key().data());
 }
 
 }  // namespace tern::store

@@ -98,6 +98,13 @@ class RocksDbStore final : public Store {
   // rewrites them as tombstones; the replaced SST files are deleted by RocksDB. Costs one
   // flush of every memtable and one compaction of the files overlapping those ranges.
   Result<void> erase_expired(const std::vector<ExpiringMessage>& messages) override;
+  Result<std::optional<std::string>> user_record(const std::string& user, const std::string& name) override;
+  Result<std::vector<std::pair<std::string, std::string>>> user_records(const std::string& user,
+                                                                       const std::string& prefix,
+                                                                       size_t limit) override;
+  Result<std::vector<std::string>> users(const std::string& after, size_t limit) override;
+  Result<std::vector<std::pair<uint64_t, std::string>>> reports(uint64_t after_id, size_t limit) override;
+  Result<uint64_t> last_report_id() override;
 
   // Column families, in the order they are opened; the names are part of the on-disk format.
   enum Cf : uint8_t {
@@ -115,6 +122,7 @@ class RocksDbStore final : public Store {
     kPrekeys,
     kMedia,
     kMsgExpiry,
+    kReports,
     kCfCount
   };
   static const char* cf_name(Cf cf);
