@@ -199,7 +199,8 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
                  "at most one typing relay per member and conversation in this interval (changes are coalesced)")
       ->capture_default_str();
   app.add_option("--typing-max-members", o.services.typing_max_members,
-                 "typing is not relayed in conversations with more members than this")->capture_default_str();
+                 "in conversations with more members, typing is coalesced per conversation (one relay per interval)")
+      ->capture_default_str();
   app.add_option("--fanout-read-threshold", o.services.fanout_read_threshold,
                  "groups with at least this many members fan out on read (no inbox entry per member device)")
       ->check(CLI::PositiveNumber)->capture_default_str();

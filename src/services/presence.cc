@@ -423,9 +423,22 @@ Result<void> Presence::typing(const DeviceRef& from, const std::string& conversa
   if (!conv) return conv.error();
   if (*conv && (*conv)->type == store::ConvType::kChannel) return {};  // typing is off in channels
   if (!*conv || !is_active_member(**conv, from.user)) return conversation_access_error();
-  if (active_count(**conv) > options_.typing_max_members) return {};  // not relayed in big groups
   const int64_t now = mono_us() / 1000;
   const int64_t interval = options_.typing_interval_ms;
+  if (active_count(**conv) > options_.typing_max_members) {
+    // A big group: coalesced per conversation, lossy. At most one relay per interval for the
+    // whole conversation (whoever typed first in it); the rest is dropped, not deferred.
+    {
+      std::lock_guard lock(typing_mu_);
+      if (conversation_typing_.size() >= kTypingPruneAt)
+        std::erase_if(conversation_typing_, [&](const auto& kv) { return now - kv.second >= interval; });
+      auto [it, inserted] = conversation_typing_.try_emplace(conversation_id, kNever);
+      if (!inserted && now - it->second < interval) return {};
+      it->second = now;
+    }
+    relay_typing(from.user, conversation_id, active);
+    return {};
+  }
   bool relay = false;
   {
     std::lock_guard lock(typing_mu_);

@@ -15,7 +15,9 @@
 //
 // Typing is relayed to the other active members, coalesced per (typist, conversation): at most
 // one relay per typing_interval_ms (a change of state within the interval is relayed at its
-// end, with the latest state), none in conversations above typing_max_members, and marked
+// end, with the latest state); in conversations above typing_max_members coalesced per
+// conversation instead (one relay per interval for the whole conversation, the rest dropped,
+// so a hot group's typing costs at most members frames per interval); and marked
 // droppable (a session above half its write queue drops it first). Presence frames are
 // droppable too.
 //
@@ -158,6 +160,8 @@ class Presence {
 
   std::mutex typing_mu_;
   std::unordered_map<std::string, TypingState> typing_;  // user '\n' conversation
+  // Conversations above --typing-max-members: when their last typing relay went (ms).
+  std::unordered_map<std::string, int64_t> conversation_typing_;
   size_t typing_pending_ = 0;
   bool typing_timer_armed_ = false;
   boost::asio::steady_timer typing_timer_;

@@ -29,7 +29,7 @@ struct ServiceOptions {
   size_t max_presence_subscriptions_per_user = 4096;  // over all of a user's connections
   size_t presence_index_entries = 1000000;   // contact index (conversations + counterparts), LRU
   int64_t typing_interval_ms = 1000;         // at most one typing relay per member and conversation
-  size_t typing_max_members = 100;           // no typing relay in bigger conversations
+  size_t typing_max_members = 100;           // bigger conversations: typing coalesced per conversation
   double create_rate_per_sec = 1;            // conversations a user may create (token bucket; 0 = off)
   double create_burst = 20;
   size_t max_conversations_per_user = 10000;  // active memberships, checked when creating
