@@ -278,16 +278,20 @@ scenario_channel-200k() {
 }
 
 # A 1,024-member group, all online, 50 senders, 20 posts/s in all (~20,000 deliveries/s); then
-# the same with a typing frame before every post, so that the two p99 figures compare. Typing
-# is relayed in groups up to --typing-max-members, so that limit is lifted to the group size.
+# the same with a typing frame before every post, so that the two p99 figures compare: with
+# the defaults (the group is above --typing-max-members, so typing is coalesced per
+# conversation), and with typing relayed per member (--typing-max-members 1024) for contrast.
 HOT_GROUP_ARGS=(group --clients 1024 --group-size 1024 --senders 50 --rate 20 --duration 30)
 
 scenario_hot-group() {
-  start_server "${SERVER_FLAGS[@]}" --typing-max-members 1024
+  start_server "${SERVER_FLAGS[@]}"
   bench hot-group "${HOT_GROUP_ARGS[@]}"
   stop_server
-  start_server "${SERVER_FLAGS[@]}" --typing-max-members 1024
+  start_server "${SERVER_FLAGS[@]}"
   bench hot-group-typing "${HOT_GROUP_ARGS[@]}" --typing
+  stop_server
+  start_server "${SERVER_FLAGS[@]}" --typing-max-members 1024
+  bench hot-group-typing-per-member "${HOT_GROUP_ARGS[@]}" --typing
   stop_server
 }
 
