@@ -20,7 +20,18 @@ LiveFanout::~LiveFanout() = default;
 
 void LiveFanout::subscribe(size_t loop, const std::string& conversation_id, std::shared_ptr<bus::Endpoint> endpoint) {
   if (loop >= loops_state_.size() || !endpoint) return;
-  Followers& f = loops_state_[loop]->index[conversation_id];
+  PerLoop& l = *loops_state_[loop];
+  if (l.flushing) {
+    const bus::Endpoint* raw = endpoint.get();
+    l.deferred.push_back({conversation_id, std::move(endpoint), raw});
+    return;
+  }
+  apply_subscribe(l, conversation_id, std::move(endpoint));
+}
+
+void LiveFanout::apply_subscribe(PerLoop& l, const std::string& conversation_id,
+                                 std::shared_ptr<bus::Endpoint> endpoint) {
+  Followers& f = l.index[conversation_id];
   if (f.slot.count(endpoint.get())) return;
   f.slot.emplace(endpoint.get(), f.endpoints.size());
   f.endpoints.push_back(std::move(endpoint));
@@ -28,7 +39,16 @@ void LiveFanout::subscribe(size_t loop, const std::string& conversation_id, std:
 
 void LiveFanout::unsubscribe(size_t loop, const std::string& conversation_id, const bus::Endpoint* endpoint) {
   if (loop >= loops_state_.size()) return;
-  auto& index = loops_state_[loop]->index;
+  PerLoop& l = *loops_state_[loop];
+  if (l.flushing) {
+    l.deferred.push_back({conversation_id, nullptr, endpoint});
+    return;
+  }
+  apply_unsubscribe(l, conversation_id, endpoint);
+}
+
+void LiveFanout::apply_unsubscribe(PerLoop& l, const std::string& conversation_id, const bus::Endpoint* endpoint) {
+  auto& index = l.index;
   auto it = index.find(conversation_id);
   if (it == index.end()) return;
   Followers& f = it->second;
@@ -75,13 +95,20 @@ void LiveFanout::flush(size_t loop) {
   auto batch = std::move(l.pending);
   l.pending.clear();
   fanout_batches.inc();
+  l.flushing = true;  // index and vectors stay as they are until the walk ends
   for (const auto& n : batch) {
     auto it = l.index.find(n->conversation_id);
     if (it == l.index.end()) continue;
-    // A copy: a delivery may close its session, which unsubscribes (changes the vector).
-    auto targets = it->second.endpoints;
+    const auto& targets = it->second.endpoints;
     fanout_deliveries.inc(targets.size());
     for (const auto& e : targets) e->notify(n);  // on this loop: delivered inline
+  }
+  l.flushing = false;
+  auto changes = std::move(l.deferred);
+  l.deferred.clear();
+  for (auto& c : changes) {
+    if (c.subscribe) apply_subscribe(l, c.conversation_id, std::move(c.subscribe));
+    else apply_unsubscribe(l, c.conversation_id, c.endpoint);
   }
 }
 

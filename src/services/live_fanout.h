@@ -56,7 +56,19 @@ class LiveFanout {
     std::vector<std::shared_ptr<const bus::Notification>> pending;
     boost::asio::steady_timer timer;
     bool armed = false;
+    // While flush() walks a follower vector, a delivery may close a session (which
+    // unsubscribes) or a session may subscribe: those changes wait here, in order, and are
+    // applied when the walk ends, so the walk needs no copy of the vector per message.
+    bool flushing = false;
+    struct Change {
+      std::string conversation_id;
+      std::shared_ptr<bus::Endpoint> subscribe;  // null: unsubscribe `endpoint`
+      const bus::Endpoint* endpoint = nullptr;
+    };
+    std::vector<Change> deferred;
   };
+  void apply_subscribe(PerLoop& l, const std::string& conversation_id, std::shared_ptr<bus::Endpoint> endpoint);
+  void apply_unsubscribe(PerLoop& l, const std::string& conversation_id, const bus::Endpoint* endpoint);
   void enqueue(size_t loop, std::shared_ptr<const bus::Notification> n);
   void flush(size_t loop);
 
