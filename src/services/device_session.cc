@@ -365,9 +365,14 @@ void DeviceSession::on_text(std::string_view text) {
           });
         } else if constexpr (std::is_same_v<F, proto::AckFrame> || std::is_same_v<F, proto::ReadFrame>) {
           const bool read = std::is_same_v<F, proto::ReadFrame>;
-          ctx_.sequencer.acknowledge(device_, f.conversation_id, f.seq, read, [self](Result<void> r) {
-            if (!r) self->on_loop([self, e = r.error()] { self->write_error(e); });
-          });
+          const bool following =
+              std::find(following_.begin(), following_.end(), f.conversation_id) != following_.end();
+          ctx_.sequencer.acknowledge(
+              device_, f.conversation_id, f.seq, read,
+              [self](Result<void> r) {
+                if (!r) self->on_loop([self, e = r.error()] { self->write_error(e); });
+              },
+              following);
         } else if constexpr (std::is_same_v<F, proto::TypingFrame>) {
           if (auto r = ctx_.presence.typing(device_, f.conversation_id, f.active); !r) write_error(r.error());
         } else if constexpr (std::is_same_v<F, proto::PresenceSubscribeFrame>) {

@@ -95,14 +95,25 @@ void Receipts::flush_receipts(Shard& shard) {
 }
 
 void Receipts::acknowledge(Shard& shard, const DeviceRef& device, const std::string& conversation_id, Seq seq,
-                           bool read, AckDone done) {
+                           bool read, AckDone done, bool following) {
   auto conv = core_.directory.conversation(conversation_id);
   if (!conv) return done(conv.error());
   if (!*conv) return done(conversation_access_error());
-  auto member = core_.directory.member(**conv, device.user);
-  if (!member) return done(member.error());
-  if (!*member) return done(make_error(ErrorCode::kForbidden, "not a member of this conversation"));
-  const store::Member* me = &**member;
+  // A channel's subscribers are not in its record: checking one costs a store read of the
+  // user's index row, once per ack of every subscriber of every post. A session that follows
+  // the channel read that row when it followed, and drops it when told the user left (a
+  // kMembership notice), so its acks skip the read; an active subscription is all a channel
+  // ack needs (no left_seq to clamp to). Others (groups, non-followers) are checked here.
+  std::optional<store::Member> member_row;
+  if (following && (*conv)->type == store::ConvType::kChannel) {
+    member_row = store::Member{device.user, 0, 0, false};
+  } else {
+    auto member = core_.directory.member(**conv, device.user);
+    if (!member) return done(member.error());
+    if (!*member) return done(make_error(ErrorCode::kForbidden, "not a member of this conversation"));
+    member_row = std::move(*member);
+  }
+  const store::Member* me = &*member_row;
   auto st = core_.state(shard, conversation_id);
   if (!st) return done(st.error());
   ConvState& cs = **st;

@@ -31,8 +31,9 @@ class Receipts {
 
   explicit Receipts(SequencerCore& core) : core_(core) {}
 
+  // `following`: see Sequencer::acknowledge.
   void acknowledge(Shard& shard, const DeviceRef& device, const std::string& conversation_id, Seq seq, bool read,
-                   AckDone done);
+                   AckDone done, bool following = false);
   Seq pending_ack(const DeviceRef& device, const std::string& conversation_id);
 
  private:

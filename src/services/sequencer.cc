@@ -94,11 +94,12 @@ void Sequencer::set_timer(DeviceRef actor, std::string conversation_id, int64_t 
   });
 }
 
-void Sequencer::acknowledge(DeviceRef device, std::string conversation_id, Seq seq, bool read, AckDone done) {
+void Sequencer::acknowledge(DeviceRef device, std::string conversation_id, Seq seq, bool read, AckDone done,
+                            bool following) {
   const size_t owner = core_.owner(conversation_id);
   core_.loops.run(owner, [this, owner, device = std::move(device), id = std::move(conversation_id), seq, read,
-                          done = std::move(done)]() mutable {
-    receipts_.acknowledge(core_.shard(owner), device, id, seq, read, std::move(done));
+                          done = std::move(done), following]() mutable {
+    receipts_.acknowledge(core_.shard(owner), device, id, seq, read, std::move(done), following);
   });
 }
 

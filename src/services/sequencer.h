@@ -49,8 +49,11 @@ class Sequencer {
                      Channels::AdminsDone done);
   void channel_info(std::string channel_id, Channels::InfoDone done);
   void set_timer(DeviceRef actor, std::string conversation_id, int64_t seconds, TimerDone done);
-  // Cumulative ack (read=false) or read marker (read=true) of a device.
-  void acknowledge(DeviceRef device, std::string conversation_id, Seq seq, bool read, AckDone done);
+  // Cumulative ack (read=false) or read marker (read=true) of a device. `following`: the
+  // device's session follows the conversation in LiveFanout (it verified the subscription
+  // when it followed), so a channel ack needs no store read of the membership row.
+  void acknowledge(DeviceRef device, std::string conversation_id, Seq seq, bool read, AckDone done,
+                   bool following = false);
 
   // The highest ack of the device for the conversation that is not yet in the store (0 if
   // none): a device that acks, disconnects and reconnects at once must not replay what it acked.

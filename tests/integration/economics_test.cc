@@ -15,16 +15,6 @@ namespace {
 
 class TerndEconomics : public ServerTest {
  protected:
-  double metric(const Account& who, std::string_view name) {
-    auto r = http_request(port(), "GET", "/metrics", std::nullopt, who.token);
-    EXPECT_EQ(r.status, 200);
-    const std::string needle = std::string("\n") + std::string(name) + " ";
-    auto at = r.body.find(needle);
-    EXPECT_NE(at, std::string::npos) << name;
-    if (at == std::string::npos) return -1;
-    return std::stod(r.body.substr(at + needle.size()));
-  }
-
   struct Cost {
     double writes_per_message = 0;
     double reads_per_sync = 0;

@@ -391,6 +391,47 @@ TEST_F(TerndFanout, SubscriberReplaysFromItsLastAckAndPosterDevicesAllGetPosts) 
   EXPECT_TRUE(dense_range(message_seqs(*replay, ch), 31, s));
 }
 
+// A following subscriber's acks move its cursor without reading its subscription row from
+// the store (its session verified the row when it followed): with 19,000 subscribers that
+// is 19,000 store reads per post saved on the channel's owning loop.
+TEST_F(TerndFanout, FollowingSubscribersAckWithoutStoreReads) {
+  ASSERT_NO_FATAL_FAILURE(start_server(kFast));
+  Account alice = api().must_register("alice"), bob = api().must_register("bob");
+  const std::string ch = must_channel(alice, "feed");
+  ASSERT_EQ(join(bob, ch).status, 200);
+  Device da(alice), db(bob);
+  ASSERT_TRUE(da.connect_synced(port()));
+  ASSERT_TRUE(db.connect_synced(port()));
+  constexpr int kPosts = 10;
+  for (int i = 1; i <= kPosts; ++i) ASSERT_EQ(da.must_send(ch, "p" + std::to_string(i), "post"), static_cast<Seq>(i));
+  ASSERT_TRUE(dense_range(seqs_until(db, ch, kPosts), 1, kPosts));
+
+  // Reading /metrics authenticates, which may read the store itself: measure that first.
+  const double probe = metric(alice, "tern_store_reads_total");
+  const double reads_before = metric(alice, "tern_store_reads_total");
+  const double reads_per_probe = reads_before - probe;
+  const double writes_before = metric(alice, "tern_store_writes_total");
+  int probes = 1;
+  for (int i = 1; i <= kPosts; ++i) ASSERT_TRUE(db.ack(ch, static_cast<Seq>(i)));
+  // Each ack commits one cursor write: await all of them (bounded).
+  const auto deadline = std::chrono::steady_clock::now() + kDefaultTimeout;
+  double writes = writes_before;
+  while (writes < writes_before + kPosts && std::chrono::steady_clock::now() < deadline) {
+    db.drain(std::chrono::milliseconds(20));
+    writes = metric(alice, "tern_store_writes_total");
+    ++probes;
+  }
+  ASSERT_GE(writes, writes_before + kPosts);
+  const double reads = metric(alice, "tern_store_reads_total") - reads_before - reads_per_probe * (probes + 1);
+  EXPECT_LT(reads, kPosts) << "a store read per ack (" << reads_per_probe << " per /metrics call)";
+  // The cursor moved: a new connection replays nothing of the acked posts.
+  db.close();
+  Device db2(bob);
+  auto replay = db2.connect_synced(port());
+  ASSERT_TRUE(replay);
+  EXPECT_TRUE(message_seqs(*replay, ch).empty());
+}
+
 TEST_F(TerndFanout, SlowSubscriberIsCutOffWithoutDelayingTheOthers) {
   ASSERT_NO_FATAL_FAILURE(start_server(kFast));
   Account alice = api().must_register("alice"), bob = api().must_register("bob"),

@@ -58,19 +58,6 @@ HttpResult put_keys(uint16_t port, const Account& a, const json::object& body) {
   return http_request(port, "PUT", "/v1/keys", json::serialize(body), a.token);
 }
 
-// The value of an unlabelled counter in /metrics text (-1 if absent).
-int64_t metric(uint16_t port, const Account& reader, std::string_view name) {
-  auto r = http_request(port, "GET", "/metrics", std::nullopt, reader.token);
-  if (r.status != 200) return -1;
-  const std::string line = std::string(name) + " ";
-  size_t at = r.body.find("\n" + line);
-  if (at == std::string::npos) return -1;
-  at += 1 + line.size();
-  int64_t v = -1;
-  std::from_chars(r.body.data() + at, r.body.data() + r.body.size(), v);
-  return v;
-}
-
 class TerndKeys : public ServerTest {
  protected:
   void start(std::vector<std::string> extra = {}) {
@@ -382,7 +369,7 @@ TEST_F(TerndKeys, KeyPayloadsAreCountedPerRecipientDevice) {
   Account alice2 = api().must_link(alice);
   const std::string group = api().must_group(alice.token, "g", {"bob", "carol"});
   ASSERT_FALSE(group.empty());
-  const int64_t before = metric(port(), alice, "tern_key_distribution_payloads_total");
+  const double before = metric(alice, "tern_key_distribution_payloads_total");
   ASSERT_GE(before, 0) << "the counter is exported";
   Device sender(alice);
   ASSERT_TRUE(sender.connect_synced(port()));
@@ -391,10 +378,10 @@ TEST_F(TerndKeys, KeyPayloadsAreCountedPerRecipientDevice) {
                                             {"bodies", bodies}, {"keys", true}}));
   auto sent = sender.wait_answer("skd-1");
   ASSERT_TRUE(sent && type_of(*sent) == "sent") << (sent ? dump(*sent) : "none");
-  EXPECT_EQ(metric(port(), alice, "tern_key_distribution_payloads_total"), before + 4) << "4 recipient devices";
+  EXPECT_EQ(metric(alice, "tern_key_distribution_payloads_total"), before + 4) << "4 recipient devices";
   // An ordinary message does not count.
   EXPECT_GT(sender.must_send(group, "plain-1", "hello"), 0u);
-  EXPECT_EQ(metric(port(), alice, "tern_key_distribution_payloads_total"), before + 4);
+  EXPECT_EQ(metric(alice, "tern_key_distribution_payloads_total"), before + 4);
   // The recipient gets the payload on the normal durable path (replay included).
   Device carol_phone(carol);
   auto replay = carol_phone.connect_synced(port());

@@ -40,6 +40,16 @@ class ServerTest : public ::testing::Test {
   }
   uint16_t port() const { return server_->port(); }
   Api& api() { return *api_; }
+  // The value of an unlabelled metric in GET /metrics, read with `who`'s token (-1 if absent).
+  double metric(const Account& who, std::string_view name) {
+    auto r = http_request(port(), "GET", "/metrics", std::nullopt, who.token);
+    EXPECT_EQ(r.status, 200);
+    const std::string needle = std::string("\n") + std::string(name) + " ";
+    auto at = r.body.find(needle);
+    EXPECT_NE(at, std::string::npos) << name;
+    if (at == std::string::npos) return -1;
+    return std::stod(r.body.substr(at + needle.size()));
+  }
 
   std::unique_ptr<TestServer> server_;
   std::unique_ptr<Api> api_;
