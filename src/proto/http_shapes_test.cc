@@ -25,6 +25,27 @@ TEST(HttpShapes, CreateConversation) {
   EXPECT_EQ(parse_create_conversation(R"({"type":"room"})", limits).error().code, ErrorCode::kInvalidArgument);
 }
 
+TEST(HttpShapes, CreateChannel) {
+  auto pub = parse_create_conversation(R"({"type":"channel","name":"news"})", limits);
+  ASSERT_TRUE(pub);
+  EXPECT_TRUE(pub->channel);
+  EXPECT_TRUE(pub->is_public);  // public unless it says otherwise
+  auto priv = parse_create_conversation(R"({"type":"channel","name":"news","public":false})", limits);
+  ASSERT_TRUE(priv);
+  EXPECT_FALSE(priv->is_public);
+  // Members named at creation are ignored: a channel starts with its owner only.
+  auto named = parse_create_conversation(R"({"type":"channel","name":"n","members":["bob"]})", limits);
+  ASSERT_TRUE(named);
+  EXPECT_TRUE(named->members.empty());
+  for (const char* bad : {R"({"type":"channel","public":"yes"})", R"({"type":"channel","public":1})",
+                          R"({"type":"channel","public":null})"}) {
+    auto r = parse_create_conversation(bad, limits);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code, ErrorCode::kMalformed) << bad;
+    EXPECT_EQ(r.error().message, "field 'public' must be true or false") << bad;
+  }
+}
+
 TEST(HttpShapes, Members) {
   auto m = parse_members(R"({"add":["dave"]})", limits);
   ASSERT_TRUE(m);

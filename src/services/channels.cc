@@ -156,16 +156,24 @@ void Channels::leave(Shard& shard, const DeviceRef& actor, const std::string& ch
   });
 }
 
+Result<Channels::Edit> Channels::begin_edit(Shard& shard, const DeviceRef& actor, const std::string& channel_id,
+                                            bool owner_only, const char* why) {
+  auto conv = channel(channel_id);
+  if (!conv) return conv.error();
+  const store::Conversation& c = **conv;
+  if (!(owner_only ? is_owner(c, actor.user) : is_admin(c, actor.user))) return refusal(c, actor.user, why);
+  auto st = core_.state(shard, channel_id);
+  if (!st) return st.error();
+  return Edit{*conv, *st, std::make_shared<store::Conversation>(c)};
+}
+
 void Channels::change_subscribers(Shard& shard, const DeviceRef& actor, const std::string& channel_id,
                                   const proto::MembersRequest& request, CountDone done) {
-  auto conv = channel(channel_id);
-  if (!conv) return done(conv.error());
-  const store::Conversation& c = **conv;
-  if (!is_admin(c, actor.user)) return done(refusal(c, actor.user, "only a channel admin can change its subscribers"));
-  auto st = core_.state(shard, channel_id);
-  if (!st) return done(st.error());
-  ConvState& cs = **st;
-  auto next = std::make_shared<store::Conversation>(c);
+  auto edit = begin_edit(shard, actor, channel_id, false, "only a channel admin can change its subscribers");
+  if (!edit) return done(edit.error());
+  const store::Conversation& c = *edit->conv;
+  ConvState& cs = *edit->cs;
+  auto& next = edit->next;
   Change change;
   for (const auto& u : request.add) {
     auto joined = subscribed(cs, c, u);
@@ -190,19 +198,16 @@ void Channels::change_subscribers(Shard& shard, const DeviceRef& actor, const st
   next->subscribers = next->subscribers + change.subscribe.size() - change.unsubscribe.size();
   if (change.subscribe.empty() && change.unsubscribe.empty()) return done(c.subscribers);
   const uint64_t count = next->subscribers;
-  apply(cs, *conv, next, std::move(change), [count, done](Result<void> r) { r ? done(count) : done(r.error()); });
+  apply(cs, edit->conv, next, std::move(change), [count, done](Result<void> r) { r ? done(count) : done(r.error()); });
 }
 
 void Channels::change_admins(Shard& shard, const DeviceRef& actor, const std::string& channel_id,
                              const proto::MembersRequest& request, AdminsDone done) {
-  auto conv = channel(channel_id);
-  if (!conv) return done(conv.error());
-  const store::Conversation& c = **conv;
-  if (!is_owner(c, actor.user)) return done(refusal(c, actor.user, "only the channel's owner can change its admins"));
-  auto st = core_.state(shard, channel_id);
-  if (!st) return done(st.error());
-  ConvState& cs = **st;
-  auto next = std::make_shared<store::Conversation>(c);
+  auto edit = begin_edit(shard, actor, channel_id, true, "only the channel's owner can change its admins");
+  if (!edit) return done(edit.error());
+  const store::Conversation& c = *edit->conv;
+  ConvState& cs = *edit->cs;
+  auto& next = edit->next;
   Change change;
   for (const auto& u : request.add) {
     if (find_member(*next, u) || change.subscribing(u)) continue;
@@ -229,7 +234,7 @@ void Channels::change_admins(Shard& shard, const DeviceRef& actor, const std::st
   std::vector<std::string> admins;
   for (const auto& m : next->members) admins.push_back(m.user);
   if (change.subscribe.empty()) return done(admins);
-  apply(cs, *conv, next, std::move(change), [admins, done](Result<void> r) { r ? done(admins) : done(r.error()); });
+  apply(cs, edit->conv, next, std::move(change), [admins, done](Result<void> r) { r ? done(admins) : done(r.error()); });
 }
 
 void Channels::info(Shard& shard, const std::string& channel_id, InfoDone done) {

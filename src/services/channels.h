@@ -78,6 +78,15 @@ class Channels {
   // The seq from which `user` subscribes, 0 if not (this loop's pending changes first, then
   // the store).
   Result<Seq> subscribed(ConvState& cs, const store::Conversation& c, const std::string& user);
+  // An admin's (or, with owner_only, the owner's) change to the channel's lists: the record
+  // as it is, the conversation's state on this loop, and the copy the change edits.
+  struct Edit {
+    ConversationPtr conv;
+    ConvState* cs = nullptr;
+    std::shared_ptr<store::Conversation> next;
+  };
+  Result<Edit> begin_edit(Shard& shard, const DeviceRef& actor, const std::string& channel_id, bool owner_only,
+                          const char* why);
   // Commits a new snapshot plus the subscription rows of `change`; answers with the count.
   void apply(ConvState& cs, ConversationPtr before, std::shared_ptr<store::Conversation> next, Change change,
              std::function<void(Result<void>)> done);
