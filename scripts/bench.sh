@@ -10,7 +10,8 @@
 #   PEERS_RATES="4000 8000" scripts/bench.sh peers   # ternd vs mosquitto, same generator
 #
 # Scenarios: pairs findmax sweep group broadcast idle offline storm overload profile channel channel-200k
-# hot-group, and peers (not in the default set: it needs mosquitto, which scripts/setup.sh installs).
+# hot-group, and peers and peers-channel (not in the default set: they need mosquitto, which
+# scripts/setup.sh installs).
 # Needs a release build: cmake --preset release && cmake --build --preset release
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -327,6 +328,21 @@ scenario_peers() {
     stop_server
   fi
   scripts/bench-peers-table.sh "$OUT" | tee "$OUT/peers-summary.md"
+}
+
+# The channel workload against both: one poster, PEERS_CHANNEL_CLIENTS - 1 live subscribers
+# (default 19,000 clients, as scenario channel), 1 post/s for 30 s. mosquitto: one topic, QoS 1
+# subscriptions, in memory; ternd: a channel, every post durable before `sent`.
+scenario_peers-channel() {
+  local n=${PEERS_CHANNEL_CLIENTS:-19000}
+  local args=(channel --clients "$n" --workers 2 --source-addrs 4 --rate 1 --duration 30 --setup-threads 16
+    --setup-timeout 600)
+  start_mosquitto
+  bench_at "mqtt://127.0.0.1:$MQ_PORT" "$MQ_PID" "peers-channel-mosquitto-$n" "${args[@]}" --protocol mqtt
+  stop_mosquitto
+  start_server "${SERVER_FLAGS[@]}" --max-connections $((n + 500))
+  bench "peers-channel-ternd-$n" "${args[@]}"
+  stop_server
 }
 
 scenarios=("$@")

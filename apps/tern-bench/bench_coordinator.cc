@@ -379,7 +379,9 @@ class Coordinator {
 int run_bench(const BenchOptions& opt) {
   ::signal(SIGPIPE, SIG_IGN);
   ChannelSetup channel;
-  if (opt.workload == Workload::kChannel) {
+  if (opt.workload == Workload::kChannel && opt.protocol == Protocol::kMqtt) {
+    channel = ChannelSetup{opt.prefix + "/ch", "", ""};  // a topic; no accounts, no channel to create
+  } else if (opt.workload == Workload::kChannel) {
     // Before the fork: every worker's subscribers join this one channel.
     auto ch = create_bench_channel(opt);
     if (!ch) {

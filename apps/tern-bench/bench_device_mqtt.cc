@@ -31,8 +31,15 @@ void Device::keepalive(int64_t now) {
 
 void Device::on_mqtt_open(lean::MqttConnection& c, bool /*session_present*/) {
   opened();  // counts, starts the verifier's connection, re-publishes what was not acknowledged
-  // Always (re)subscribe: idempotent for a session that already has it.
-  if (!mqtt_in) return;
+  // Always (re)subscribe: idempotent for a session that already has it. A device that only
+  // publishes (a channel's poster) is live at once.
+  if (!mqtt_in) {
+    if (phase_ == Phase::kReplaying) {
+      set_phase(Phase::kLive);
+      ++w_.counters_.synced;
+    }
+    return;
+  }
   if (!c.subscribe(kMqttSubscribeId, w_.convs_[*mqtt_in].id, 1)) w_.count_error("local: write queue full");
 }
 

@@ -49,8 +49,11 @@ Result<Protocol> parse_protocol(std::string_view name) {
 std::string_view protocol_name(Protocol p) { return p == Protocol::kMqtt ? "mqtt" : "tern"; }
 
 Result<void> finalize(BenchOptions& o) {
-  if (o.protocol == Protocol::kMqtt && o.workload != Workload::kPairs)
-    return bad("--protocol mqtt supports the pairs workload only");
+  if (o.protocol == Protocol::kMqtt && o.workload != Workload::kPairs && o.workload != Workload::kChannel)
+    return bad("--protocol mqtt supports the pairs and channel workloads only");
+  // An MQTT subscriber that never connected has no session for the broker to queue into.
+  if (o.protocol == Protocol::kMqtt && (o.catchup > 0 || o.offline_subscribers > 0))
+    return bad("--catchup and --offline-subscribers need --protocol tern");
   if (o.mqtt_keepalive_s < 0 || o.mqtt_keepalive_s > 65535) return bad("--mqtt-keepalive must be 0..65535");
   if (o.workers < 1 || o.workers > 64) return bad("--workers must be 1..64");
   if (o.clients < 1) return bad("--clients must be positive");

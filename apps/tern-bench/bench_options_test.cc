@@ -99,6 +99,21 @@ TEST(BenchOptions, ChannelHasOnePosterAndSplitsOfflineSubscribers) {
   EXPECT_TRUE(finalize(c).ok());
   c.find_max = true;
   EXPECT_FALSE(finalize(c).ok());
+
+  // MQTT: the channel runs as a topic; a subscriber that never connected has no session.
+  BenchOptions m;
+  m.workload = Workload::kChannel;
+  m.protocol = Protocol::kMqtt;
+  m.clients = 3;
+  EXPECT_TRUE(finalize(m).ok());
+  m.offline_subscribers = 5;
+  EXPECT_FALSE(finalize(m).ok());
+  m.offline_subscribers = 0;
+  m.catchup = 5;
+  EXPECT_FALSE(finalize(m).ok());
+  m.catchup = 0;
+  m.workload = Workload::kGroup;
+  EXPECT_FALSE(finalize(m).ok()) << "group has no MQTT mode";
   for (Workload w : {Workload::kPairs, Workload::kGroup, Workload::kBroadcast}) {
     BenchOptions x;
     x.workload = w;
@@ -123,7 +138,7 @@ TEST(BenchOptions, TypingIsForGroups) {
   EXPECT_FALSE(finalize(o).ok());
 }
 
-TEST(BenchOptions, MqttIsForPairsOnly) {
+TEST(BenchOptions, MqttIsForPairsAndChannelOnly) {
   EXPECT_EQ(*parse_protocol("mqtt"), Protocol::kMqtt);
   EXPECT_EQ(*parse_protocol("tern"), Protocol::kTern);
   EXPECT_FALSE(parse_protocol("amqp").ok());
@@ -135,7 +150,7 @@ TEST(BenchOptions, MqttIsForPairsOnly) {
   o.find_max = true;
   EXPECT_TRUE(finalize(o).ok());
   for (Workload w : {Workload::kGroup, Workload::kBroadcast, Workload::kIdle, Workload::kOfflineDrain,
-                     Workload::kReconnectStorm, Workload::kChannel}) {
+                     Workload::kReconnectStorm}) {
     BenchOptions m;
     m.protocol = Protocol::kMqtt;
     m.workload = w;

@@ -120,7 +120,7 @@ Result<void> Worker::setup() {
       catchup_target_ = static_cast<uint64_t>(opt_.catchup);
     }
   }
-  if (mqtt_mode()) return create_mqtt_topics();  // no accounts, no HTTP: the broker is open
+  if (mqtt_mode()) return channel ? create_mqtt_channel() : create_mqtt_topics();  // no accounts: the broker is open
   if (auto r = register_users(); !r) return r;
   if (channel) {
     if (auto r = join_channel(); !r) return r;
@@ -236,6 +236,11 @@ Result<void> Worker::join_channel() {
     return {};
   });
   if (!r) return r;
+  add_channel_conversation();
+  return {};
+}
+
+ConvIdx Worker::add_channel_conversation() {
   std::vector<DeviceIdx> members;
   for (const auto& d : devices_) members.push_back(d->idx);
   const ConvIdx c = verifier_.add_conversation(members);
@@ -243,6 +248,14 @@ Result<void> Worker::join_channel() {
   for (auto& d : devices_) d->convs.push_back(c);
   if (index_ == 0) slots_.push_back(SendSlot{0, c});
   convs_.push_back(ConvInfo{channel_.id, std::move(members)});
+  return c;
+}
+
+Result<void> Worker::create_mqtt_channel() {
+  // The channel's topic is channel_.id; everyone but the poster (device 0 of worker 0, or its
+  // shadow elsewhere) subscribes to it.
+  const ConvIdx c = add_channel_conversation();
+  for (size_t i = 1; i < devices_.size(); ++i) devices_[i]->mqtt_in = c;
   return {};
 }
 

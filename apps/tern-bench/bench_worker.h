@@ -196,6 +196,8 @@ class Worker {
   Result<void> join_channel();
   Result<void> add_offline_subscribers();
   bool mqtt_mode() const { return opt_.protocol == Protocol::kMqtt; }
+  ConvIdx add_channel_conversation();  // the channel, as the verifier's one conversation
+  Result<void> create_mqtt_channel();
 
   // ---- phases (bench_worker.cc) ----
   asio::awaitable<void> lifecycle();

@@ -21,14 +21,15 @@ int main(int argc, char** argv) {
       "offline-drain (--queued messages per offline receiver, then time to replay), reconnect-storm (everyone drops "
       "and returns at once; time until all are synced), channel (one poster posts at --rate into a channel every other "
       "client subscribes to; --offline-subscribers more join and never connect; --catchup N: one subscriber misses N "
-      "posts offline, then replays).\n\nWith --protocol mqtt the pairs workload runs against an MQTT "
+      "posts offline, then replays).\n\nWith --protocol mqtt the pairs and channel workloads run against an MQTT "
       "3.1.1 broker instead (QoS 1), with the same schedule, records, verifier and figures."};
   app.add_option("workload", workload, "pairs | group | broadcast | idle | offline-drain | reconnect-storm | channel")
       ->required();
   app.add_option("--server", o.server, "server URL (mqtt://host:port with --protocol mqtt)")->capture_default_str();
   app.add_option("--protocol", protocol,
-                 "tern (wire-v1 over WebSocket) or mqtt (MQTT 3.1.1, QoS 1, against a broker; pairs only: client "
-                 "i publishes to <prefix>/p/<pair>/a|b, its partner subscribes; PUBACK is the ack)")
+                 "tern (wire-v1 over WebSocket) or mqtt (MQTT 3.1.1, QoS 1, against a broker; pairs: client "
+                 "i publishes to <prefix>/p/<pair>/a|b, its partner subscribes; channel: the poster publishes to "
+                 "<prefix>/ch, every other client subscribes; PUBACK is the ack)")
       ->capture_default_str();
   app.add_option("--mqtt-keepalive", o.mqtt_keepalive_s, "MQTT CONNECT keep-alive, seconds (0: none)")
       ->capture_default_str();

@@ -509,6 +509,26 @@ TEST_F(TernBenchMqttTest, PairsQos1AgainstMosquitto) {
   EXPECT_GE(r.at("counters").at("acks_sent").to_number<uint64_t>(), s.at("delivered").to_number<uint64_t>());
 }
 
+// The channel workload in MQTT mode: one poster publishes to a topic every other client
+// subscribes to, the peer of ternd's channel run; every post reaches every subscriber.
+TEST_F(TernBenchMqttTest, ChannelQos1AgainstMosquitto) {
+  int code = 0;
+  auto r = run_bench_against(bench_,
+                             {"channel", "--protocol", "mqtt", "--clients", "30", "--rate", "20", "--duration", "2"},
+                             "mqtt://127.0.0.1:" + std::to_string(port_), pid_, &code);
+  expect_clean(r, code);
+  ASSERT_TRUE(r.contains("result"));
+  EXPECT_EQ(r.at("protocol").as_string(), "mqtt");
+  const auto& s = r.at("result").as_object();
+  const uint64_t acked = s.at("acked").to_number<uint64_t>();
+  EXPECT_GE(acked, 20u);
+  // 29 subscribers each get every post (the store probe's posts too).
+  EXPECT_GE(s.at("delivered").to_number<uint64_t>(), 29 * acked);
+  EXPECT_EQ(s.at("send_failed").to_number<uint64_t>(), 0u);
+  EXPECT_EQ(r.at("connections").at("online_after_connect").to_number<uint64_t>(), 30u);
+  EXPECT_EQ(r.at("connections").at("disconnects").to_number<uint64_t>(), 0u);
+}
+
 // No server at all: the run cannot be carried out, which is exit 2, not a verdict.
 TEST(TernBenchNoServer, UnreachableServerExitsTwo) {
   const std::string bench = bin_dir() + "/tern-bench";
