@@ -432,12 +432,16 @@ bool Media::can_access(const std::string& user, const std::string& id, int64_t n
   return false;
 }
 
-Result<void> Media::check_send(const DeviceRef& device, const std::vector<std::string>& ids) {
+Result<MediaLeases::Lease> Media::check_send(const DeviceRef& device, const std::vector<std::string>& ids) {
+  // Leased first, checked second: a blob the sweep starts collecting after the check cannot
+  // lose its last owner row while this send is in flight.
+  auto lease = leases_.acquire(ids);
+  if (!lease) return lease.error();
   const int64_t now = now_ms();
   for (const auto& id : ids)
     if (!can_access(device.user, id, now))
       return make_error(ErrorCode::kNotFound, "no such media (or not visible to the sender): " + id);
-  return {};
+  return lease;
 }
 
 void Media::download(const DeviceRef& me, const std::string& id, const gateway::HttpRequest& req,
@@ -555,7 +559,15 @@ SweepStats Media::sweep(int64_t now) {
 
   // 3. A candidate nothing refers to loses the owner rows older than the grace period; with
   //    no owner left, the blob goes.
+  //    A blob that a send in flight names is skipped (next sweep); one being looked at here
+  //    cannot be named by a new send until the look is over (media_leases.h).
   for (const auto& id : candidates) {
+    if (!leases_.begin_collect(id)) continue;
+    struct EndCollect {
+      MediaLeases& leases;
+      const std::string& id;
+      ~EndCollect() { leases.end_collect(id); }
+    } end_collect{leases_, id};
     auto refs = store_.media_refs(id, 1);
     if (!refs || !refs->empty()) continue;
     auto owners = store_.media_owners(id);

@@ -47,6 +47,7 @@
 #include "services/accounts.h"
 #include "services/directory.h"
 #include "services/group_committer.h"
+#include "services/media_leases.h"
 #include "services/rate_limiter.h"
 #include "services/service_options.h"
 #include "store/blob_store.h"
@@ -75,8 +76,9 @@ class Media {
   // Answers the buffered media routes; false if `req` is not one of them.
   bool handle(const DeviceRef& me, const gateway::HttpRequest& req, gateway::HttpReply& reply);
 
-  // The send path: every id must name a blob `device.user` may fetch (see above).
-  Result<void> check_send(const DeviceRef& device, const std::vector<std::string>& ids);
+  // The send path: every id must name a blob `device.user` may fetch (see above). The lease
+  // keeps the sweep off these blobs until the send's commit finished: hold it until then.
+  Result<MediaLeases::Lease> check_send(const DeviceRef& device, const std::vector<std::string>& ids);
 
   // One sweep (also run by the sweep thread): expired messages erased from disk and their
   // index rows dropped; blobs whose last reference went, or never sent within the grace
@@ -114,6 +116,7 @@ class Media {
   std::unordered_map<std::string, uint64_t> usage_;  // user → bytes (uploaded + reserved), when loaded
   std::map<std::string, std::shared_ptr<Upload>> uploads_;  // by upload id
   std::string orphan_cursor_;  // where the orphan-blob pass resumes
+  MediaLeases leases_;         // sends in flight vs. the sweep (media_leases.h)
 
   // Worker (finalization) and sweep threads.
   std::mutex work_mu_;

@@ -113,10 +113,14 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   auto safety = SendSafety::check(core_.blocks, core_.privacy, c, device.user);
   if (!safety) return done(safety.error());
 
-  // Media named in clear metadata must be the sender's or visible to it (issue 11).
+  // Media named in clear metadata must be the sender's or visible to it (issue 11). The
+  // lease keeps the sweep off those blobs until the commit below finished.
+  MediaLeases::Lease media_lease;
   if (!frame.media.empty()) {
     if (!core_.media) return done(make_error(ErrorCode::kInvalidArgument, "media is not enabled on this server"));
-    if (auto r = core_.media->check_send(device, frame.media); !r) return done(r.error());
+    auto lease = core_.media->check_send(device, frame.media);
+    if (!lease) return done(lease.error());
+    media_lease = std::move(*lease);
   }
 
   auto st = core_.state(shard, conv_id);
@@ -201,7 +205,8 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   const bool accepted = core_.submit(
       cs, std::move(batch),
       [this, &shard, key = std::move(key), info, to = std::move(*to), stored, per_device, keys, started_us, read_side,
-       device, done = std::move(done), safety = std::move(*safety), user = device.user](
+       device, done = std::move(done), safety = std::move(*safety), user = device.user,
+       media_lease = std::move(media_lease)](
           const Result<void>& committed) mutable {
         if (committed) {
           safety.committed(core_.privacy, user, info.conversation_id);
