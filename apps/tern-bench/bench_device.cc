@@ -117,7 +117,7 @@ void Device::send_new(ConvIdx conv, int64_t intended_us) {
     return;
   }
   const uint64_t seq = next_seq_++;
-  pending_.push_back(Pending{conv, intended_us});
+  pending_.push_back(Pending{conv, intended_us, false, false, {}});
   ++unacked_;
   ++w_.unacked_sends_;
   if (phase_ == Phase::kReplaying || phase_ == Phase::kLive) {
@@ -139,13 +139,62 @@ void Device::resend(uint64_t sender_seq) {
 
 void Device::transmit(uint64_t sender_seq, Pending& p) {
   if (mqtt) return transmit_mqtt(sender_seq, p);
-  w_.encoder_.encode(lean::BodyRecord{idx, sender_seq, p.intended_us}, scratch_body_);
-  char cmid[24];
-  cmid[0] = 'm';
-  auto [end, ec] = std::to_chars(cmid + 1, cmid + sizeof cmid, sender_seq);
-  const std::string frame = proto::encode_send(std::string_view(cmid, static_cast<size_t>(end - cmid)),
-                                               w_.convs_[p.conv].id, scratch_body_);
+  char cmid_buf[24];
+  cmid_buf[0] = 'm';
+  auto [end, ec] = std::to_chars(cmid_buf + 1, cmid_buf + sizeof cmid_buf, sender_seq);
+  const std::string_view cmid(cmid_buf, static_cast<size_t>(end - cmid_buf));
+  std::string frame;
+  if (crypto) {
+    frame = encrypted_frame(cmid, sender_seq, p);
+    if (frame.empty()) return;
+  } else {
+    w_.encoder_.encode(lean::BodyRecord{idx, sender_seq, p.intended_us}, scratch_body_);
+    frame = proto::encode_send(cmid, w_.convs_[p.conv].id, scratch_body_);
+    if (!p.transmitted) w_.counters_.body_bytes += scratch_body_.size();
+  }
+  if (!p.transmitted) w_.counters_.frame_bytes += frame.size();
   count_transmit(p, conn.send_text(frame));
+}
+
+std::string Device::encrypted_frame(std::string_view cmid, uint64_t sender_seq, Pending& p) {
+  if (p.ciphertext.empty()) {
+    // The plaintext is the record as raw bytes padded to --size (what a receiver checks).
+    lean::encode_record_raw(lean::BodyRecord{idx, sender_seq, p.intended_us}, w_.encoder_.body_bytes(), scratch_plain_);
+    auto c = crypto->encrypt(scratch_plain_, w_.counters_);
+    if (!c) {
+      // Not sendable: given up like a refused send, and visible in the errors.
+      w_.count_error("encrypt: " + c.error().message);
+      p.acked = true;
+      --unacked_;
+      --w_.unacked_sends_;
+      ++w_.counters_.send_failed;
+      settle(sender_seq);
+      return {};
+    }
+    p.ciphertext = std::move(*c);
+    w_.counters_.body_bytes += p.ciphertext.size();
+  }
+  return encode_encrypted_send(cmid, w_.convs_[p.conv].id, crypto->peer_key, p.ciphertext,
+                               crypto->keyring().session_registration(crypto->peer_key));
+}
+
+std::optional<lean::BodyRecord> Device::decrypt_delivery(ConvIdx conv, const proto::MessageEvent& e) {
+  if (crypto->seen(conv, e.seq)) return std::nullopt;  // a redelivery: the verifier counts it
+  const std::string sender_key = e.sender + ":" + std::to_string(e.sender_device);
+  auto plain = crypto->decrypt(sender_key, e.body, w_.counters_);
+  if (!plain) {
+    w_.count_error("decrypt: " + plain.error().message);
+    return std::nullopt;
+  }
+  crypto->mark_seen(conv, e.seq);
+  auto rec = lean::decode_record_raw(*plain);
+  if (rec) lean::encode_record_raw(*rec, w_.encoder_.body_bytes(), scratch_plain_);
+  if (!rec || scratch_plain_ != *plain) {
+    ++w_.counters_.plaintext_mismatch;
+    w_.count_error("decrypt: the plaintext is not the record that was sent");
+    return std::nullopt;
+  }
+  return rec;
 }
 
 void Device::count_transmit(Pending& p, bool queued) {
@@ -280,7 +329,7 @@ void Device::on_message(const proto::MessageEvent& e) {
   }
   std::optional<lean::MessageKey> key;
   std::optional<lean::BodyRecord> rec;
-  if (!e.system_json) rec = lean::decode_body(e.body);
+  if (!e.system_json) rec = crypto ? decrypt_delivery(*conv, e) : lean::decode_body(e.body);
   if (rec) key = lean::MessageKey{rec->sender, rec->sender_seq};
   count_delivery(w_.verifier_.on_delivered(idx, *conv, e.seq, key), rec ? &*rec : nullptr);
   if (w_.catchup_dev_ == idx) w_.note_catchup_delivery(idx);

@@ -136,6 +136,20 @@ json::value StepSummary::to_json(const BenchOptions& o) const {
                                                 : json::value(nullptr)},
                  {"sustained", sustained(o)}};
   if (storm_s >= 0) j["reconnect_s"] = storm_s;
+  // What a message costs on the wire: the body (all `bodies` entries) and the whole frame, as
+  // first transmitted, per send.
+  const uint64_t first_sends = c.written;
+  j["body_bytes_per_send"] = first_sends ? static_cast<double>(c.body_bytes) / static_cast<double>(first_sends) : 0.0;
+  j["frame_bytes_per_send"] = first_sends ? static_cast<double>(c.frame_bytes) / static_cast<double>(first_sends) : 0.0;
+  if (o.encrypt)
+    j["encryption"] = json::object{
+        {"encrypted", c.encrypted},
+        {"decrypted", c.decrypted},
+        {"decrypt_failed", c.decrypt_failed},
+        {"plaintext_mismatch", c.plaintext_mismatch},
+        {"encrypt_cpu_us_per_msg", c.encrypted ? static_cast<double>(c.encrypt_cpu_ns) / 1e3 / static_cast<double>(c.encrypted) : 0.0},
+        {"decrypt_cpu_us_per_msg", c.decrypted ? static_cast<double>(c.decrypt_cpu_ns) / 1e3 / static_cast<double>(c.decrypted) : 0.0},
+        {"keyring", o.keyring_disk ? "disk" : "memory"}};
   if (server_store) {
     j["server_store_writes"] = server_store->writes;
     j["server_store_reads"] = server_store->reads;
@@ -156,6 +170,7 @@ int Report::exit_code() const {
   if (!fatal.empty()) return 2;
   if (!verifier.ok()) return 1;
   if (!all_connected || online_at_end < clients) return 2;
+  if (counters.decrypt_failed > 0 || counters.plaintext_mismatch > 0) return 1;
   return 0;
 }
 
@@ -171,6 +186,7 @@ json::value Report::to_json() const {
                  {"duration_s", o.duration_s},
                  {"rate", o.rate},
                  {"body_bytes", o.body_bytes},
+                 {"encrypt", o.encrypt},
                  {"prefix", o.prefix},
                  {"ok", exit_code() == 0},
                  {"exit_code", exit_code()},
@@ -281,6 +297,16 @@ std::string Report::table() const {
                     ms(s.ack_latency.quantile(0.99)), srv ? fmt("%.1f", *srv).c_str() : "-", s.gen_us_per_delivery(),
                     s.sustained(o) ? "yes" : "no");
       t += line;
+      if (o.encrypt)
+        t += "     encryption (" + std::string(o.keyring_disk ? "disk" : "in-memory") + " keyrings): " +
+             std::to_string(s.c.encrypted) + " encrypted at " +
+             fmt("%.1f", s.c.encrypted ? static_cast<double>(s.c.encrypt_cpu_ns) / 1e3 / static_cast<double>(s.c.encrypted) : 0) +
+             " us CPU, " + std::to_string(s.c.decrypted) + " decrypted at " +
+             fmt("%.1f", s.c.decrypted ? static_cast<double>(s.c.decrypt_cpu_ns) / 1e3 / static_cast<double>(s.c.decrypted) : 0) +
+             " us CPU, " + std::to_string(s.c.decrypt_failed) + " failed, " + std::to_string(s.c.plaintext_mismatch) +
+             " wrong plaintexts; body " +
+             fmt("%.0f", s.c.written ? static_cast<double>(s.c.body_bytes) / static_cast<double>(s.c.written) : 0) +
+             " B base64 per send\n";
       if (s.storm_s >= 0) t += "     reconnect storm: every client synced again after " + fmt("%.3f", s.storm_s) + " s\n";
       if (s.replay_s >= 0)
         t += "     offline drain: " + std::to_string(s.c.replayed) + " queued messages replayed in " +

@@ -1,6 +1,8 @@
 // Worker set-up: users registered and conversations created over HTTP, before the event loop
 // starts (see bench_worker.h). Blocking calls on --setup-threads threads, each with its own
 // keep-alive connection; each thread touches only its own devices and results.
+#include <stdlib.h>
+
 #include <algorithm>
 #include <atomic>
 #include <mutex>
@@ -54,6 +56,7 @@ std::string bench_user(const BenchOptions& o, int worker, int i) {
 struct Account {
   std::string user;
   std::string token;
+  uint32_t device = 1;
 };
 
 Result<Account> register_one(lean::HttpClient& http, const std::string& user) {
@@ -66,6 +69,8 @@ Result<Account> register_one(lean::HttpClient& http, const std::string& user) {
   if (ec) return make_error(ErrorCode::kMalformed, "register: answer is not JSON");
   Account a{user, field(v, "token")};
   if (a.token.empty()) return make_error(ErrorCode::kMalformed, "register: no token in the answer");
+  if (const auto* dev = v.is_object() ? v.as_object().if_contains("device") : nullptr; dev && dev->is_int64())
+    a.device = static_cast<uint32_t>(dev->as_int64());
   return a;
 }
 
@@ -126,7 +131,9 @@ Result<void> Worker::setup() {
     if (auto r = join_channel(); !r) return r;
     return add_offline_subscribers();
   }
-  return create_conversations();
+  if (auto r = create_conversations(); !r) return r;
+  if (opt_.encrypt) return setup_encryption();
+  return {};
 }
 
 Result<void> Worker::register_users() {
@@ -138,6 +145,7 @@ Result<void> Worker::register_users() {
       auto a = register_one(http, d.user);
       if (!a) return a.error();
       d.token = a->token;
+      d.device_id = a->device;
     }
     return {};
   });
@@ -264,6 +272,61 @@ Result<void> Worker::add_offline_subscribers() {
   });
   offline_joined_ = joined.load();
   return r;
+}
+
+Result<void> Worker::setup_encryption() {
+  if (opt_.keyring_disk) {
+    char tmpl[] = "/tmp/tern-bench-keys-XXXXXX";
+    if (!::mkdtemp(tmpl)) return make_error(ErrorCode::kInternal, "cannot create a temporary keyring directory");
+    keyring_dir_ = tmpl;  // removed by ~Worker
+  }
+  const size_t n = devices_.size() - devices_.size() % 2;  // pairs (2k, 2k+1), as create_conversations() made them
+  const int threads = std::max(1, std::min<int>(opt_.setup_threads, static_cast<int>(n)));
+  // Every device: a keyring and its keys uploaded (identity, signed prekey, one one-time prekey).
+  auto r = parallel(server_, threads, [&](int t, lean::HttpClient& http) -> Result<void> {
+    for (size_t i = static_cast<size_t>(t); i < n; i += static_cast<size_t>(threads)) {
+      Device& d = *devices_[i];
+      std::unique_ptr<client::Keyring> k;
+      if (keyring_dir_.empty()) {
+        k = client::Keyring::in_memory();
+        if (!k) return make_error(ErrorCode::kInternal, "keyring: libsodium failed to initialize");
+      } else {
+        auto opened = client::Keyring::open(keyring_dir_ + "/" + std::to_string(i));
+        if (!opened) return opened.error();
+        k = std::move(*opened);
+      }
+      auto body = k->upload_body(true, 1);
+      if (!body) return body.error();
+      auto res = http.put_json("/v1/keys", *body, d.token);
+      if (!res) return res.error();
+      if (res->status != 200) return http_error("upload keys of " + d.user, *res);
+      d.crypto = std::make_unique<DeviceCrypto>(std::move(k));
+    }
+    return {};
+  });
+  if (!r) return r;
+  for (size_t i = 0; i < n; i += 2) {
+    Device& a = *devices_[i];
+    Device& b = *devices_[i + 1];
+    a.crypto->peer_key = b.user + ":" + std::to_string(b.device_id);
+    b.crypto->peer_key = a.user + ":" + std::to_string(a.device_id);
+    a.crypto->initiator = true;
+  }
+  // The first of each pair fetches its partner's bundle from the key directory and runs X3DH.
+  return parallel(server_, threads, [&](int t, lean::HttpClient& http) -> Result<void> {
+    for (size_t i = static_cast<size_t>(2 * t); i < n; i += static_cast<size_t>(2 * threads)) {
+      Device& a = *devices_[i];
+      const Device& b = *devices_[i + 1];
+      auto res = http.get("/v1/keys/" + b.user + "/" + std::to_string(b.device_id), a.token);
+      if (!res) return res.error();
+      if (res->status != 200) return http_error("fetch the bundle of " + b.user, *res);
+      auto bundles = client::parse_bundles(res->body);
+      if (!bundles) return bundles.error();
+      if (bundles->size() != 1) return make_error(ErrorCode::kMalformed, "bundle answer without exactly one device");
+      if (auto s = a.crypto->keyring().start_session(a.crypto->peer_key, (*bundles)[0].bundle); !s) return s;
+    }
+    return {};
+  });
 }
 
 Result<void> Worker::create_mqtt_topics() {
