@@ -7,6 +7,14 @@
 namespace tern::bench {
 namespace json = boost::json;
 
+namespace {
+int64_t mono_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+}  // namespace
+
 int64_t thread_cpu_ns() {
   timespec ts{};
   ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -14,17 +22,19 @@ int64_t thread_cpu_ns() {
 }
 
 Result<std::string> DeviceCrypto::encrypt(std::string_view plaintext, Counters& c) {
-  const int64_t t0 = thread_cpu_ns();
+  const int64_t t0 = thread_cpu_ns(), w0 = mono_ns();
   auto r = keyring_->encrypt(peer_key, plaintext);
   c.encrypt_cpu_ns += static_cast<uint64_t>(thread_cpu_ns() - t0);
+  c.encrypt_wall_ns += static_cast<uint64_t>(mono_ns() - w0);
   if (r) ++c.encrypted;
   return r;
 }
 
 Result<std::string> DeviceCrypto::decrypt(std::string_view sender_key, std::string_view body_b64, Counters& c) {
-  const int64_t t0 = thread_cpu_ns();
+  const int64_t t0 = thread_cpu_ns(), w0 = mono_ns();
   auto r = keyring_->decrypt(std::string(sender_key), body_b64);
   c.decrypt_cpu_ns += static_cast<uint64_t>(thread_cpu_ns() - t0);
+  c.decrypt_wall_ns += static_cast<uint64_t>(mono_ns() - w0);
   if (r) {
     ++c.decrypted;
     ++decrypted_;

@@ -20,6 +20,8 @@ double num(const json::object& o, std::string_view k) {
 json::value opt_num(const std::optional<double>& v) { return v ? json::value(*v) : json::value(nullptr); }
 
 double ms(uint64_t us) { return static_cast<double>(us) / 1000.0; }
+// µs per item of a total in ns (0 without items).
+double us_per(uint64_t total_ns, uint64_t n) { return n ? static_cast<double>(total_ns) / 1e3 / static_cast<double>(n) : 0.0; }
 
 std::string fmt(const char* f, double v) {
   char buf[64];
@@ -147,8 +149,10 @@ json::value StepSummary::to_json(const BenchOptions& o) const {
         {"decrypted", c.decrypted},
         {"decrypt_failed", c.decrypt_failed},
         {"plaintext_mismatch", c.plaintext_mismatch},
-        {"encrypt_cpu_us_per_msg", c.encrypted ? static_cast<double>(c.encrypt_cpu_ns) / 1e3 / static_cast<double>(c.encrypted) : 0.0},
-        {"decrypt_cpu_us_per_msg", c.decrypted ? static_cast<double>(c.decrypt_cpu_ns) / 1e3 / static_cast<double>(c.decrypted) : 0.0},
+        {"encrypt_cpu_us_per_msg", us_per(c.encrypt_cpu_ns, c.encrypted)},
+        {"decrypt_cpu_us_per_msg", us_per(c.decrypt_cpu_ns, c.decrypted)},
+        {"encrypt_wall_us_per_msg", us_per(c.encrypt_wall_ns, c.encrypted)},
+        {"decrypt_wall_us_per_msg", us_per(c.decrypt_wall_ns, c.decrypted)},
         {"keyring", o.keyring_disk ? "disk" : "memory"}};
   if (server_store) {
     j["server_store_writes"] = server_store->writes;
@@ -299,14 +303,16 @@ std::string Report::table() const {
       t += line;
       if (o.encrypt)
         t += "     encryption (" + std::string(o.keyring_disk ? "disk" : "in-memory") + " keyrings): " +
-             std::to_string(s.c.encrypted) + " encrypted at " +
-             fmt("%.1f", s.c.encrypted ? static_cast<double>(s.c.encrypt_cpu_ns) / 1e3 / static_cast<double>(s.c.encrypted) : 0) +
-             " us CPU, " + std::to_string(s.c.decrypted) + " decrypted at " +
-             fmt("%.1f", s.c.decrypted ? static_cast<double>(s.c.decrypt_cpu_ns) / 1e3 / static_cast<double>(s.c.decrypted) : 0) +
-             " us CPU, " + std::to_string(s.c.decrypt_failed) + " failed, " + std::to_string(s.c.plaintext_mismatch) +
-             " wrong plaintexts; body " +
-             fmt("%.0f", s.c.written ? static_cast<double>(s.c.body_bytes) / static_cast<double>(s.c.written) : 0) +
-             " B base64 per send\n";
+             std::to_string(s.c.encrypted) + " encrypted, " + fmt("%.1f", us_per(s.c.encrypt_cpu_ns, s.c.encrypted)) +
+             " us CPU (" + fmt("%.1f", us_per(s.c.encrypt_wall_ns, s.c.encrypted)) + " us wall) each; " +
+             std::to_string(s.c.decrypted) + " decrypted, " + fmt("%.1f", us_per(s.c.decrypt_cpu_ns, s.c.decrypted)) +
+             " us CPU (" + fmt("%.1f", us_per(s.c.decrypt_wall_ns, s.c.decrypted)) + " us wall) each; " +
+             std::to_string(s.c.decrypt_failed) + " failed, " + std::to_string(s.c.plaintext_mismatch) +
+             " wrong plaintexts\n";
+      t += "     body " + fmt("%.0f", s.c.written ? static_cast<double>(s.c.body_bytes) / static_cast<double>(s.c.written) : 0) +
+           " B (base64), send frame " +
+           fmt("%.0f", s.c.written ? static_cast<double>(s.c.frame_bytes) / static_cast<double>(s.c.written) : 0) +
+           " B per send\n";
       if (s.storm_s >= 0) t += "     reconnect storm: every client synced again after " + fmt("%.3f", s.storm_s) + " s\n";
       if (s.replay_s >= 0)
         t += "     offline drain: " + std::to_string(s.c.replayed) + " queued messages replayed in " +
