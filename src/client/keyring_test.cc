@@ -307,6 +307,18 @@ TEST_F(KeyringTest, ASwitchCutShortIsSettledByTheKeyThatOpensTheState) {
   ASSERT_TRUE(alice);
   EXPECT_EQ(alice->identity_public(), identity);
   EXPECT_FALSE(exists(dir + "/keyring.salt")) << "the switch is rolled back";
+
+  // As if a switch to the key file stopped after writing the new key file: the state is still
+  // under the passphrase.
+  const std::string pdir = tmp.sub("other");
+  std::ofstream(pdir + "/keyring.key", std::ios::binary) << std::string(32, '\x42');
+  auto without = Keyring::open(pdir);
+  ASSERT_FALSE(without);
+  EXPECT_EQ(without.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(without.error().message.find("passphrase"), std::string::npos) << without.error().message;
+  ASSERT_TRUE(must_open_with(pdir, "pass"));
+  EXPECT_FALSE(exists(pdir + "/keyring.key")) << "the leftover key file is removed";
+  EXPECT_TRUE(exists(pdir + "/keyring.salt"));
 }
 
 TEST_F(KeyringTest, ATamperedSaltFileIsRefusedBeforeAnyKeyDerivation) {
