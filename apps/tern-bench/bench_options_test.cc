@@ -123,7 +123,7 @@ TEST(BenchOptions, TypingIsForGroups) {
   EXPECT_FALSE(finalize(o).ok());
 }
 
-TEST(BenchOptions, EncryptIsForTernPairs) {
+TEST(BenchOptions, EncryptIsForTernPairsAndGroups) {
   BenchOptions o;
   o.encrypt = true;
   EXPECT_TRUE(finalize(o).ok());
@@ -131,6 +131,8 @@ TEST(BenchOptions, EncryptIsForTernPairs) {
   EXPECT_TRUE(finalize(o).ok());
   BenchOptions g = o;
   g.workload = Workload::kGroup;
+  EXPECT_TRUE(finalize(g).ok());
+  g.workload = Workload::kBroadcast;
   EXPECT_FALSE(finalize(g).ok());
   BenchOptions m = o;
   m.protocol = Protocol::kMqtt;

@@ -280,9 +280,13 @@ Result<void> Worker::setup_encryption() {
     if (!::mkdtemp(tmpl)) return make_error(ErrorCode::kInternal, "cannot create a temporary keyring directory");
     keyring_dir_ = tmpl;  // removed by ~Worker
   }
-  const size_t n = devices_.size() - devices_.size() % 2;  // pairs (2k, 2k+1), as create_conversations() made them
+  const bool pairs = opt_.workload == Workload::kPairs;
+  // pairs: (2k, 2k+1), as create_conversations() made them; group: everyone.
+  const size_t n = pairs ? devices_.size() - devices_.size() % 2 : devices_.size();
   const int threads = std::max(1, std::min<int>(opt_.setup_threads, static_cast<int>(n)));
-  // Every device: a keyring and its keys uploaded (identity, signed prekey, one one-time prekey).
+  // A one-time prekey for each sender that will fetch our bundle (at most 100 per upload).
+  const size_t prekeys = pairs ? 1 : static_cast<size_t>(std::clamp(opt_.senders, 1, 100));
+  // Every device: a keyring and its keys uploaded (identity, signed prekey, one-time prekeys).
   auto r = parallel(server_, threads, [&](int t, lean::HttpClient& http) -> Result<void> {
     for (size_t i = static_cast<size_t>(t); i < n; i += static_cast<size_t>(threads)) {
       Device& d = *devices_[i];
@@ -295,7 +299,7 @@ Result<void> Worker::setup_encryption() {
         if (!opened) return opened.error();
         k = std::move(*opened);
       }
-      auto body = k->upload_body(true, 1);
+      auto body = k->upload_body(true, prekeys);
       if (!body) return body.error();
       auto res = http.put_json("/v1/keys", *body, d.token);
       if (!res) return res.error();
@@ -305,6 +309,7 @@ Result<void> Worker::setup_encryption() {
     return {};
   });
   if (!r) return r;
+  if (!pairs) return setup_group_sessions();
   for (size_t i = 0; i < n; i += 2) {
     Device& a = *devices_[i];
     Device& b = *devices_[i + 1];
@@ -324,6 +329,33 @@ Result<void> Worker::setup_encryption() {
       if (!bundles) return bundles.error();
       if (bundles->size() != 1) return make_error(ErrorCode::kMalformed, "bundle answer without exactly one device");
       if (auto s = a.crypto->keyring().start_session(a.crypto->peer_key, (*bundles)[0].bundle); !s) return s;
+    }
+    return {};
+  });
+}
+
+Result<void> Worker::setup_group_sessions() {
+  // Each sender (one group each: the groups partition the devices, so no keyring is shared
+  // between threads) fetches every other member's bundle and runs X3DH; each member expects
+  // one sender-key distribution per other sender of its group.
+  for (const SendSlot& s : slots_)
+    for (DeviceIdx m : convs_[s.conv].members)
+      if (m != s.device) ++devices_[m]->crypto->distributions_expected;
+  const int threads = std::max(1, std::min<int>(opt_.setup_threads, static_cast<int>(slots_.size())));
+  return parallel(server_, threads, [&](int t, lean::HttpClient& http) -> Result<void> {
+    for (size_t i = static_cast<size_t>(t); i < slots_.size(); i += static_cast<size_t>(threads)) {
+      Device& sender = *devices_[slots_[i].device];
+      for (DeviceIdx m : convs_[slots_[i].conv].members) {
+        if (m == slots_[i].device) continue;
+        const Device& member = *devices_[m];
+        auto res = http.get("/v1/keys/" + member.user + "/" + std::to_string(member.device_id), sender.token);
+        if (!res) return res.error();
+        if (res->status != 200) return http_error("fetch the bundle of " + member.user, *res);
+        auto bundles = client::parse_bundles(res->body);
+        if (!bundles) return bundles.error();
+        if (bundles->size() != 1) return make_error(ErrorCode::kMalformed, "bundle answer without exactly one device");
+        if (auto s = sender.crypto->keyring().start_session(device_key(m), (*bundles)[0].bundle); !s) return s;
+      }
     }
     return {};
   });

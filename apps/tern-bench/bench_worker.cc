@@ -125,6 +125,8 @@ lean::WsTarget Worker::target_for(DeviceIdx d) const {
   return t;
 }
 
+std::string Worker::device_key(DeviceIdx d) const { return devices_[d]->user + ":" + std::to_string(devices_[d]->device_id); }
+
 Result<ConvIdx> Worker::conv_of(std::string_view id) const {
   auto it = conv_by_id_.find(id);
   if (it == conv_by_id_.end()) return make_error(ErrorCode::kNotFound, "unknown conversation");
@@ -455,6 +457,23 @@ asio::awaitable<bool> Worker::handshake() {
   // initiator's prekey messages. So every step measures the Double Ratchet's steady state
   // (SignalMessages both ways). Both are ordinary, verified messages outside every step.
   phase_name_ = "handshake";
+  if (opt_.workload == Workload::kGroup) {
+    // Sender keys: one distribution per sender and group, then every member holds them all.
+    for (const SendSlot& s : slots_) devices_[s.device]->send_new(s.conv, mono_us(), /*distribution=*/true);
+    const bool all = co_await wait_until(
+        [this] {
+          for (const auto& d : devices_)
+            if (d->crypto && d->crypto->distributions_received() < d->crypto->distributions_expected) return false;
+          return true;
+        },
+        opt_.setup_timeout_s);
+    if (!all) {
+      count_error("handshake: sender keys not distributed in time");
+      co_return false;
+    }
+    co_return co_await wait_until([this] { return unacked_sends_ == 0 && verifier_.outstanding() == 0; },
+                                  opt_.setup_timeout_s);
+  }
   auto all_of = [this](bool initiators) {
     for (const auto& d : devices_)
       if (d->crypto && d->crypto->initiator != initiators && d->crypto->decrypted() == 0) return false;

@@ -88,8 +88,9 @@ class Device final : public lean::WsConnection::Handler, public lean::MqttConnec
   // MQTT: a PINGREQ when nothing was written for half the keep-alive.
   void keepalive(int64_t now);
 
-  // Schedules a new message into `conv`, intended to leave at `intended_us`.
-  void send_new(ConvIdx conv, int64_t intended_us);
+  // Schedules a new message into `conv`, intended to leave at `intended_us` (`distribution`:
+  // --encrypt group's sender-key distribution, see bench_crypto.h).
+  void send_new(ConvIdx conv, int64_t intended_us, bool distribution = false);
   // Transmits an unacknowledged send again (channel: after a temporary refusal).
   void resend(uint64_t sender_seq);
   void flush_acks();
@@ -130,9 +131,10 @@ class Device final : public lean::WsConnection::Handler, public lean::MqttConnec
     int64_t intended_us;
     bool acked = false;      // `sent` arrived, or the send failed for good
     bool transmitted = false;
-    // --encrypt: the ciphertext of the first transmission, sent again as it is on a retry (a
-    // new encrypt would be another ratchet message under the same client_msg_id).
-    std::string ciphertext;
+    bool distribution = false;  // --encrypt, group: this send carries our sender key
+    // --encrypt: the frame of the first transmission, sent again as it is on a retry (a new
+    // encrypt would be another ratchet message under the same client_msg_id).
+    std::string frame;
   };
   struct AckSlot {
     ConvIdx conv;
@@ -145,6 +147,7 @@ class Device final : public lean::WsConnection::Handler, public lean::MqttConnec
   // --encrypt: the frame for `p` (encrypting its record on the first transmission); empty
   // when the encrypt failed (counted, and the send is given up).
   std::string encrypted_frame(std::string_view cmid, uint64_t sender_seq, Pending& p);
+  Result<std::string> build_encrypted_frame(std::string_view cmid, uint64_t sender_seq, const Pending& p);
   // --encrypt: decrypts a delivery and checks it; the record, or nullopt (counted).
   std::optional<lean::BodyRecord> decrypt_delivery(ConvIdx conv, const proto::MessageEvent& e);
   // The common tail of both transmits: counts a send the connection `queued` (as written or
@@ -218,7 +221,8 @@ class Worker {
   asio::awaitable<void> run_reconnect_storm();
   asio::awaitable<void> run_offline_drain();
   asio::awaitable<void> run_channel();
-  // --encrypt: one message each way per pair before any step, so sessions are established.
+  // --encrypt: before any step, one message each way per pair (sessions established), or each
+  // group sender's sender-key distribution (every member holds every sender's key).
   asio::awaitable<bool> handshake();
   // Wants `who` online and waits until all are live (or the set-up timeout).
   asio::awaitable<bool> bring_online(const std::vector<DeviceIdx>& who);
@@ -248,6 +252,8 @@ class Worker {
   void count_error(std::string_view code, uint64_t n = 1) { errors_[std::string(code)] += n; }
   lean::WsTarget target_for(DeviceIdx d) const;
   lean::MqttTarget mqtt_target_for(DeviceIdx d) const;
+  std::string device_key(DeviceIdx d) const;  // "user:device"
+  Result<void> setup_group_sessions();       // --encrypt group: senders' sessions with members
   Result<ConvIdx> conv_of(std::string_view id) const;
   size_t live_count(const std::vector<DeviceIdx>& who) const;
   size_t live_count_all() const;

@@ -52,9 +52,10 @@ int main(int argc, char** argv) {
                  "reports the time from its connect to `synced` and to the last post")
       ->capture_default_str();
   app.add_flag("--encrypt", o.encrypt,
-               "pairs: end-to-end encryption as a real client does it (SDK keyring, Signal v3): keys uploaded, "
-               "sessions from the key directory's bundles, ciphertexts in `bodies`, every message decrypted and "
-               "checked; reports client CPU per encrypt and decrypt");
+               "pairs, group: end-to-end encryption as a real client does it (SDK keyring, Signal v3): keys "
+               "uploaded, sessions from the key directory's bundles, ciphertexts in `bodies` (group: sender keys "
+               "distributed first, then one SenderKeyMessage per post), every message decrypted and checked; "
+               "reports client CPU per encrypt and decrypt");
   app.add_flag("--keyring-disk", o.keyring_disk,
                "--encrypt: keyrings on disk (encrypted, saved with fsync on every message) in a temporary "
                "directory, instead of in memory");

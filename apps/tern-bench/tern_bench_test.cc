@@ -274,6 +274,21 @@ TEST_F(TernBenchTest, PairsEncrypted) {
   EXPECT_EQ(r.at("verifier").at("acked").to_number<uint64_t>(), r.at("result").at("acked").to_number<uint64_t>() + 10);
 }
 
+TEST_F(TernBenchTest, GroupEncryptedWithSenderKeys) {
+  int code = 0;
+  auto r = run_bench({"group", "--clients", "12", "--group-size", "6", "--senders", "2", "--rate", "50", "--duration",
+                      "2", "--encrypt"},
+                     &code);
+  expect_clean(r, code);
+  expect_all_decrypted(r, 60);
+  if (!r.contains("result")) return;
+  // Before the step: one sender-key distribution per sender (2 groups x 2), each to 5 members.
+  EXPECT_EQ(r.at("verifier").at("acked").to_number<uint64_t>(), r.at("result").at("acked").to_number<uint64_t>() + 4);
+  // One SenderKeyMessage per send, decrypted by the 5 other members.
+  const auto& e = r.at("result").at("encryption").as_object();
+  EXPECT_EQ(e.at("decrypted").to_number<uint64_t>(), 5 * e.at("encrypted").to_number<uint64_t>());
+}
+
 TEST_F(TernBenchTest, PairsEncryptedWithKeyringsOnDisk) {
   int code = 0;
   auto r = run_bench({"pairs", "--clients", "4", "--rate", "40", "--duration", "1", "--encrypt", "--keyring-disk"}, &code);
