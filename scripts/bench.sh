@@ -307,8 +307,9 @@ PEERS_TERND_FLAGS=(--send-rate 1000000 --send-burst 1000000 --frame-rate 1000000
   --register-rate 0 --create-rate 0)
 
 # The cost of end-to-end encryption (issue 7): the same pairs run without and with --encrypt
-# (E2E_RATE, default 1000 msg/s), each on a fresh ternd; then keyrings on disk (saved with
-# fsync on every encrypt and decrypt) at a rate they can follow.
+# (E2E_RATE, default 1000 msg/s), the group run of scenario_group without and with it (Sender
+# Keys), each on a fresh ternd; then keyrings on disk (saved with fsync on every encrypt and
+# decrypt) at a rate they can follow.
 scenario_e2e() {
   local rate=${E2E_RATE:-1000}
   start_server "${SERVER_FLAGS[@]}"
@@ -316,6 +317,12 @@ scenario_e2e() {
   stop_server
   start_server "${SERVER_FLAGS[@]}"
   bench e2e-pairs-encrypt pairs --clients 1000 --rate "$rate" --duration 30 --encrypt
+  stop_server
+  start_server "${SERVER_FLAGS[@]}"
+  bench e2e-group-plain group --clients 200 --group-size 20 --senders 2 --rate 200 --duration 20
+  stop_server
+  start_server "${SERVER_FLAGS[@]}"
+  bench e2e-group-encrypt group --clients 200 --group-size 20 --senders 2 --rate 200 --duration 20 --encrypt
   stop_server
   start_server "${SERVER_FLAGS[@]}"
   bench e2e-pairs-encrypt-disk pairs --clients 100 --rate 20 --duration 20 --encrypt --keyring-disk
