@@ -81,6 +81,19 @@ Result<void> join_one(lean::HttpClient& http, const std::string& channel, const 
   return {};
 }
 
+// --encrypt: `from` fetches the bundle of `to`'s device from the key directory (which takes
+// one of its one-time prekeys) and runs X3DH with it.
+Result<void> session_from_directory(lean::HttpClient& http, Device& from, const Device& to) {
+  const std::string device = std::to_string(to.device_id);
+  auto res = http.get("/v1/keys/" + to.user + "/" + device, from.token);
+  if (!res) return res.error();
+  if (res->status != 200) return http_error("fetch the bundle of " + to.user, *res);
+  auto bundles = client::parse_bundles(res->body);
+  if (!bundles) return bundles.error();
+  if (bundles->size() != 1) return make_error(ErrorCode::kMalformed, "bundle answer without exactly one device");
+  return from.crypto->keyring().start_session(to.user + ":" + device, (*bundles)[0].bundle);
+}
+
 }  // namespace
 
 Result<ChannelSetup> create_bench_channel(const BenchOptions& opt) {
@@ -320,15 +333,7 @@ Result<void> Worker::setup_encryption() {
   // The first of each pair fetches its partner's bundle from the key directory and runs X3DH.
   return parallel(server_, threads, [&](int t, lean::HttpClient& http) -> Result<void> {
     for (size_t i = static_cast<size_t>(2 * t); i < n; i += static_cast<size_t>(2 * threads)) {
-      Device& a = *devices_[i];
-      const Device& b = *devices_[i + 1];
-      auto res = http.get("/v1/keys/" + b.user + "/" + std::to_string(b.device_id), a.token);
-      if (!res) return res.error();
-      if (res->status != 200) return http_error("fetch the bundle of " + b.user, *res);
-      auto bundles = client::parse_bundles(res->body);
-      if (!bundles) return bundles.error();
-      if (bundles->size() != 1) return make_error(ErrorCode::kMalformed, "bundle answer without exactly one device");
-      if (auto s = a.crypto->keyring().start_session(a.crypto->peer_key, (*bundles)[0].bundle); !s) return s;
+      if (auto s = session_from_directory(http, *devices_[i], *devices_[i + 1]); !s) return s;
     }
     return {};
   });
@@ -347,14 +352,7 @@ Result<void> Worker::setup_group_sessions() {
       Device& sender = *devices_[slots_[i].device];
       for (DeviceIdx m : convs_[slots_[i].conv].members) {
         if (m == slots_[i].device) continue;
-        const Device& member = *devices_[m];
-        auto res = http.get("/v1/keys/" + member.user + "/" + std::to_string(member.device_id), sender.token);
-        if (!res) return res.error();
-        if (res->status != 200) return http_error("fetch the bundle of " + member.user, *res);
-        auto bundles = client::parse_bundles(res->body);
-        if (!bundles) return bundles.error();
-        if (bundles->size() != 1) return make_error(ErrorCode::kMalformed, "bundle answer without exactly one device");
-        if (auto s = sender.crypto->keyring().start_session(device_key(m), (*bundles)[0].bundle); !s) return s;
+        if (auto s = session_from_directory(http, sender, *devices_[m]); !s) return s;
       }
     }
     return {};
