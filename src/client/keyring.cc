@@ -337,7 +337,10 @@ Result<void> Keyring::load(const KeyringOptions& options) {
     } wipe{*plain};
     if (auto r = load_state(*plain); !r) return r;
     pass_key_ = std::make_unique<PassKey>(PassKey{std::move(*derived)});
-    if (*key_file) std::filesystem::remove(key_path);  // a switch to a passphrase, cut short
+    // A switch to the passphrase, cut short: finish it. (A failure leaves the file; the next
+    // open tries again, and the state opens either way.)
+    std::error_code rm;
+    if (*key_file) std::filesystem::remove(key_path, rm);
     return {};
   }
 
@@ -365,7 +368,10 @@ Result<void> Keyring::load(const KeyringOptions& options) {
     ~Wipe() { sodium_memzero(v.data(), v.size()); }
   } wipe{*plain};
   if (auto r = load_state(*plain); !r) return r;
-  if (*salt_file) std::filesystem::remove(salt_path);  // a switch to a passphrase, cut short
+  // A switch to the passphrase cut short before the state was written, or a switch back to
+  // the key file cut short after it: the key file opens the state, so the salt goes.
+  std::error_code rm;
+  if (*salt_file) std::filesystem::remove(salt_path, rm);
   return {};
 }
 
