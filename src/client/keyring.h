@@ -118,7 +118,7 @@ class Keyring {
 
   std::string dir_;
   bool persist_ = true;
-  std::unique_ptr<PassKey> pass_key_;  // passphrase mode: the derived key and its salt file
+  std::unique_ptr<PassKey> pass_key_;  // passphrase mode: the key derived from it
   std::unique_ptr<State> s_;
 };
 
