@@ -10,8 +10,8 @@
 #   PEERS_RATES="4000 8000" scripts/bench.sh peers   # ternd vs mosquitto, same generator
 #
 # Scenarios: pairs findmax sweep group broadcast idle offline storm overload profile channel channel-200k
-# hot-group, and peers and peers-channel (not in the default set: they need mosquitto, which
-# scripts/setup.sh installs).
+# hot-group e2e, and peers and peers-channel (not in the default set: they need mosquitto,
+# which scripts/setup.sh installs).
 # Needs a release build: cmake --preset release && cmake --build --preset release
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -307,6 +307,29 @@ scenario_hot-group() {
 PEERS_TERND_FLAGS=(--send-rate 1000000 --send-burst 1000000 --frame-rate 1000000 --frame-burst 1000000
   --register-rate 0 --create-rate 0)
 
+# The cost of end-to-end encryption (issue 7): the same pairs run without and with --encrypt
+# (E2E_RATE, default 1000 msg/s), the group run of scenario_group without and with it (Sender
+# Keys), each on a fresh ternd; then keyrings on disk (saved with fsync on every encrypt and
+# decrypt) at a rate they can follow.
+scenario_e2e() {
+  local rate=${E2E_RATE:-1000}
+  start_server "${SERVER_FLAGS[@]}"
+  bench e2e-pairs-plain pairs --clients 1000 --rate "$rate" --duration 30
+  stop_server
+  start_server "${SERVER_FLAGS[@]}"
+  bench e2e-pairs-encrypt pairs --clients 1000 --rate "$rate" --duration 30 --encrypt
+  stop_server
+  start_server "${SERVER_FLAGS[@]}"
+  bench e2e-group-plain group --clients 200 --group-size 20 --senders 2 --rate 200 --duration 20
+  stop_server
+  start_server "${SERVER_FLAGS[@]}"
+  bench e2e-group-encrypt group --clients 200 --group-size 20 --senders 2 --rate 200 --duration 20 --encrypt
+  stop_server
+  start_server "${SERVER_FLAGS[@]}"
+  bench e2e-pairs-encrypt-disk pairs --clients 100 --rate 20 --duration 20 --encrypt --keyring-disk
+  stop_server
+}
+
 scenario_peers() {
   local rate dur=${PEERS_DURATION:-30} common=(pairs --clients 1000)
   for rate in ${PEERS_RATES:-8000}; do
@@ -347,7 +370,7 @@ scenario_peers-channel() {
 
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] ||
-  scenarios=(pairs findmax sweep group broadcast idle offline storm overload profile channel channel-200k hot-group)
+  scenarios=(pairs findmax sweep group broadcast idle offline storm overload profile channel channel-200k hot-group e2e)
 for s in "${scenarios[@]}"; do
   "scenario_$s"
 done

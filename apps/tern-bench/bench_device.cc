@@ -3,6 +3,7 @@
 #include <charconv>
 #include <random>
 
+#include "base/base64.h"
 #include "base/clock.h"
 #include "bench_worker.h"
 
@@ -109,7 +110,7 @@ void Device::closed(std::string_view reason) {
   w_.retry_later(idx, mono_us() + jitter_ms(cap) * 1000);
 }
 
-void Device::send_new(ConvIdx conv, int64_t intended_us) {
+void Device::send_new(ConvIdx conv, int64_t intended_us, bool distribution) {
   ++w_.counters_.scheduled;
   if (pending_.size() >= (mqtt ? std::min<size_t>(w_.opt_.max_pending, kMqttMaxPending) : w_.opt_.max_pending)) {
     ++w_.counters_.send_failed;
@@ -117,7 +118,7 @@ void Device::send_new(ConvIdx conv, int64_t intended_us) {
     return;
   }
   const uint64_t seq = next_seq_++;
-  pending_.push_back(Pending{conv, intended_us});
+  pending_.push_back(Pending{conv, intended_us, false, false, distribution, {}});
   ++unacked_;
   ++w_.unacked_sends_;
   if (phase_ == Phase::kReplaying || phase_ == Phase::kLive) {
@@ -139,13 +140,110 @@ void Device::resend(uint64_t sender_seq) {
 
 void Device::transmit(uint64_t sender_seq, Pending& p) {
   if (mqtt) return transmit_mqtt(sender_seq, p);
-  w_.encoder_.encode(lean::BodyRecord{idx, sender_seq, p.intended_us}, scratch_body_);
-  char cmid[24];
-  cmid[0] = 'm';
-  auto [end, ec] = std::to_chars(cmid + 1, cmid + sizeof cmid, sender_seq);
-  const std::string frame = proto::encode_send(std::string_view(cmid, static_cast<size_t>(end - cmid)),
-                                               w_.convs_[p.conv].id, scratch_body_);
+  char cmid_buf[24];
+  cmid_buf[0] = 'm';
+  auto [end, ec] = std::to_chars(cmid_buf + 1, cmid_buf + sizeof cmid_buf, sender_seq);
+  const std::string_view cmid(cmid_buf, static_cast<size_t>(end - cmid_buf));
+  std::string frame;
+  if (crypto) {
+    frame = encrypted_frame(cmid, sender_seq, p);
+    if (frame.empty()) return;
+  } else {
+    w_.encoder_.encode(lean::BodyRecord{idx, sender_seq, p.intended_us}, scratch_body_);
+    frame = proto::encode_send(cmid, w_.convs_[p.conv].id, scratch_body_);
+    if (!p.transmitted) w_.counters_.body_bytes += scratch_body_.size();
+  }
+  if (!p.transmitted) w_.counters_.frame_bytes += frame.size();
   count_transmit(p, conn.send_text(frame));
+}
+
+std::string Device::encrypted_frame(std::string_view cmid, uint64_t sender_seq, Pending& p) {
+  if (!p.frame.empty()) return p.frame;
+  auto frame = build_encrypted_frame(cmid, sender_seq, p);
+  if (!frame) {
+    // Not sendable: given up like a refused send, and visible in the errors.
+    w_.count_error("encrypt: " + frame.error().message);
+    p.acked = true;
+    --unacked_;
+    --w_.unacked_sends_;
+    ++w_.counters_.send_failed;
+    settle(sender_seq);
+    return {};
+  }
+  p.frame = std::move(*frame);
+  return p.frame;
+}
+
+Result<std::string> Device::build_encrypted_frame(std::string_view cmid, uint64_t sender_seq, const Pending& p) {
+  const lean::BodyRecord record{idx, sender_seq, p.intended_us};
+  const std::string& conv_id = w_.convs_[p.conv].id;
+  if (w_.opt_.workload == Workload::kPairs) {
+    // The plaintext is the record as raw bytes padded to --size (what a receiver checks).
+    lean::encode_record_raw(record, w_.encoder_.body_bytes(), scratch_plain_);
+    auto c = crypto->encrypt(crypto->peer_key, scratch_plain_, w_.counters_);
+    if (!c) return c.error();
+    w_.counters_.body_bytes += c->size();
+    return encode_encrypted_send(
+        cmid, conv_id, {{crypto->peer_key, std::move(*c), crypto->keyring().session_registration(crypto->peer_key)}});
+  }
+  if (!p.distribution) {  // a group message: one SenderKeyMessage for every member
+    lean::encode_record_raw(record, w_.encoder_.body_bytes(), scratch_plain_);
+    auto c = crypto->group_encrypt(p.conv, scratch_plain_, w_.counters_);
+    if (!c) return c.error();
+    w_.counters_.body_bytes += c->size();
+    return proto::encode_send(cmid, conv_id, *c);
+  }
+  // Our sender key, behind the record, to every other member over the pairwise sessions.
+  lean::encode_record_raw(record, lean::kRecordBytes, scratch_plain_);
+  const std::vector<uint8_t> skdm = crypto->distribution(p.conv);
+  scratch_plain_.append(reinterpret_cast<const char*>(skdm.data()), skdm.size());
+  std::vector<DeviceCiphertext> entries;
+  for (DeviceIdx m : w_.convs_[p.conv].members) {
+    if (m == idx) continue;
+    const std::string key = w_.device_key(m);
+    auto c = crypto->encrypt(key, scratch_plain_, w_.counters_);
+    if (!c) return c.error();
+    w_.counters_.body_bytes += c->size();
+    entries.push_back({key, std::move(*c), crypto->keyring().session_registration(key)});
+  }
+  return encode_encrypted_send(cmid, conv_id, entries, /*keys=*/true);
+}
+
+std::optional<lean::BodyRecord> Device::decrypt_delivery(ConvIdx conv, const proto::MessageEvent& e) {
+  if (crypto->seen(conv, e.seq)) return std::nullopt;  // a redelivery: the verifier counts it
+  const std::string sender_key = e.sender + ":" + std::to_string(e.sender_device);
+  const auto head = base64_decode(std::string_view(e.body).substr(0, 4));
+  const bool group_message = head && !head->empty() && static_cast<uint8_t>((*head)[0]) == kSenderKeyType;
+  Result<std::string> plain = make_error(ErrorCode::kMalformed, "body is not base64");
+  if (group_message) {
+    if (auto raw = base64_decode(e.body))
+      plain = crypto->group_decrypt(conv, sender_key, std::string_view(*raw).substr(1), w_.counters_);
+  } else {
+    plain = crypto->decrypt(sender_key, e.body, w_.counters_);
+  }
+  if (!plain) {
+    w_.count_error("decrypt: " + plain.error().message);
+    return std::nullopt;
+  }
+  crypto->mark_seen(conv, e.seq);
+  auto rec = lean::decode_record_raw(*plain);
+  bool ok = false;
+  if (rec && w_.opt_.workload == Workload::kGroup && !group_message) {
+    // A sender-key distribution: the record, then the SenderKeyDistributionMessage.
+    lean::encode_record_raw(*rec, lean::kRecordBytes, scratch_plain_);
+    const auto skdm = std::string_view(*plain).substr(lean::kRecordBytes);
+    ok = plain->compare(0, lean::kRecordBytes, scratch_plain_) == 0 &&
+         crypto->accept_distribution(conv, sender_key, {reinterpret_cast<const uint8_t*>(skdm.data()), skdm.size()});
+  } else if (rec) {
+    lean::encode_record_raw(*rec, w_.encoder_.body_bytes(), scratch_plain_);
+    ok = scratch_plain_ == *plain;
+  }
+  if (!ok) {
+    ++w_.counters_.plaintext_mismatch;
+    w_.count_error("decrypt: the plaintext is not what was sent");
+    return std::nullopt;
+  }
+  return rec;
 }
 
 void Device::count_transmit(Pending& p, bool queued) {
@@ -280,7 +378,7 @@ void Device::on_message(const proto::MessageEvent& e) {
   }
   std::optional<lean::MessageKey> key;
   std::optional<lean::BodyRecord> rec;
-  if (!e.system_json) rec = lean::decode_body(e.body);
+  if (!e.system_json) rec = crypto ? decrypt_delivery(*conv, e) : lean::decode_body(e.body);
   if (rec) key = lean::MessageKey{rec->sender, rec->sender_seq};
   count_delivery(w_.verifier_.on_delivered(idx, *conv, e.seq, key), rec ? &*rec : nullptr);
   if (w_.catchup_dev_ == idx) w_.note_catchup_delivery(idx);

@@ -87,6 +87,9 @@ Result<void> finalize(BenchOptions& o) {
     return bad("--offline-subscribers and --catchup apply to the channel workload");
   if (o.catchup > 0 && o.clients < 3) return bad("--catchup needs at least 3 clients (poster, subscriber, catch-up)");
   if (o.catchup > 0 && o.find_max) return bad("--catchup and --find-max do not combine");
+  if (o.encrypt && ((o.workload != Workload::kPairs && o.workload != Workload::kGroup) || o.protocol != Protocol::kTern))
+    return bad("--encrypt applies to the pairs and group workloads over the tern protocol");
+  if (o.keyring_disk && !o.encrypt) return bad("--keyring-disk needs --encrypt");
   if (o.source_addrs == 0) o.source_addrs = 1 + o.clients / 20000;
   if (o.prefix.empty()) {
     std::random_device rd;

@@ -138,6 +138,25 @@ TEST(BenchOptions, TypingIsForGroups) {
   EXPECT_FALSE(finalize(o).ok());
 }
 
+TEST(BenchOptions, EncryptIsForTernPairsAndGroups) {
+  BenchOptions o;
+  o.encrypt = true;
+  EXPECT_TRUE(finalize(o).ok());
+  o.keyring_disk = true;
+  EXPECT_TRUE(finalize(o).ok());
+  BenchOptions g = o;
+  g.workload = Workload::kGroup;
+  EXPECT_TRUE(finalize(g).ok());
+  g.workload = Workload::kBroadcast;
+  EXPECT_FALSE(finalize(g).ok());
+  BenchOptions m = o;
+  m.protocol = Protocol::kMqtt;
+  EXPECT_FALSE(finalize(m).ok());
+  BenchOptions d;
+  d.keyring_disk = true;
+  EXPECT_FALSE(finalize(d).ok()) << "--keyring-disk without --encrypt";
+}
+
 TEST(BenchOptions, MqttIsForPairsAndChannelOnly) {
   EXPECT_EQ(*parse_protocol("mqtt"), Protocol::kMqtt);
   EXPECT_EQ(*parse_protocol("tern"), Protocol::kTern);

@@ -20,6 +20,8 @@ double num(const json::object& o, std::string_view k) {
 json::value opt_num(const std::optional<double>& v) { return v ? json::value(*v) : json::value(nullptr); }
 
 double ms(uint64_t us) { return static_cast<double>(us) / 1000.0; }
+// µs per item of a total in ns (0 without items).
+double us_per(uint64_t total_ns, uint64_t n) { return n ? static_cast<double>(total_ns) / 1e3 / static_cast<double>(n) : 0.0; }
 
 std::string fmt(const char* f, double v) {
   char buf[64];
@@ -136,6 +138,22 @@ json::value StepSummary::to_json(const BenchOptions& o) const {
                                                 : json::value(nullptr)},
                  {"sustained", sustained(o)}};
   if (storm_s >= 0) j["reconnect_s"] = storm_s;
+  // What a message costs on the wire: the body (all `bodies` entries) and the whole frame, as
+  // first transmitted, per send.
+  const uint64_t first_sends = c.written;
+  j["body_bytes_per_send"] = first_sends ? static_cast<double>(c.body_bytes) / static_cast<double>(first_sends) : 0.0;
+  j["frame_bytes_per_send"] = first_sends ? static_cast<double>(c.frame_bytes) / static_cast<double>(first_sends) : 0.0;
+  if (o.encrypt)
+    j["encryption"] = json::object{
+        {"encrypted", c.encrypted},
+        {"decrypted", c.decrypted},
+        {"decrypt_failed", c.decrypt_failed},
+        {"plaintext_mismatch", c.plaintext_mismatch},
+        {"encrypt_cpu_us_per_msg", us_per(c.encrypt_cpu_ns, c.encrypted)},
+        {"decrypt_cpu_us_per_msg", us_per(c.decrypt_cpu_ns, c.decrypted)},
+        {"encrypt_wall_us_per_msg", us_per(c.encrypt_wall_ns, c.encrypted)},
+        {"decrypt_wall_us_per_msg", us_per(c.decrypt_wall_ns, c.decrypted)},
+        {"keyring", o.keyring_disk ? "disk" : "memory"}};
   if (server_store) {
     j["server_store_writes"] = server_store->writes;
     j["server_store_reads"] = server_store->reads;
@@ -156,6 +174,7 @@ int Report::exit_code() const {
   if (!fatal.empty()) return 2;
   if (!verifier.ok()) return 1;
   if (!all_connected || online_at_end < clients) return 2;
+  if (counters.decrypt_failed > 0 || counters.plaintext_mismatch > 0) return 1;
   return 0;
 }
 
@@ -171,6 +190,7 @@ json::value Report::to_json() const {
                  {"duration_s", o.duration_s},
                  {"rate", o.rate},
                  {"body_bytes", o.body_bytes},
+                 {"encrypt", o.encrypt},
                  {"prefix", o.prefix},
                  {"ok", exit_code() == 0},
                  {"exit_code", exit_code()},
@@ -281,6 +301,18 @@ std::string Report::table() const {
                     ms(s.ack_latency.quantile(0.99)), srv ? fmt("%.1f", *srv).c_str() : "-", s.gen_us_per_delivery(),
                     s.sustained(o) ? "yes" : "no");
       t += line;
+      if (o.encrypt)
+        t += "     encryption (" + std::string(o.keyring_disk ? "disk" : "in-memory") + " keyrings): " +
+             std::to_string(s.c.encrypted) + " encrypted, " + fmt("%.1f", us_per(s.c.encrypt_cpu_ns, s.c.encrypted)) +
+             " us CPU (" + fmt("%.1f", us_per(s.c.encrypt_wall_ns, s.c.encrypted)) + " us wall) each; " +
+             std::to_string(s.c.decrypted) + " decrypted, " + fmt("%.1f", us_per(s.c.decrypt_cpu_ns, s.c.decrypted)) +
+             " us CPU (" + fmt("%.1f", us_per(s.c.decrypt_wall_ns, s.c.decrypted)) + " us wall) each; " +
+             std::to_string(s.c.decrypt_failed) + " failed, " + std::to_string(s.c.plaintext_mismatch) +
+             " wrong plaintexts\n";
+      t += "     body " + fmt("%.0f", s.c.written ? static_cast<double>(s.c.body_bytes) / static_cast<double>(s.c.written) : 0) +
+           " B (base64), send frame " +
+           fmt("%.0f", s.c.written ? static_cast<double>(s.c.frame_bytes) / static_cast<double>(s.c.written) : 0) +
+           " B per send\n";
       if (s.storm_s >= 0) t += "     reconnect storm: every client synced again after " + fmt("%.3f", s.storm_s) + " s\n";
       if (s.replay_s >= 0)
         t += "     offline drain: " + std::to_string(s.c.replayed) + " queued messages replayed in " +

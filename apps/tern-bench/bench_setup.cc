@@ -1,6 +1,8 @@
 // Worker set-up: users registered and conversations created over HTTP, before the event loop
 // starts (see bench_worker.h). Blocking calls on --setup-threads threads, each with its own
 // keep-alive connection; each thread touches only its own devices and results.
+#include <stdlib.h>
+
 #include <algorithm>
 #include <atomic>
 #include <mutex>
@@ -54,6 +56,7 @@ std::string bench_user(const BenchOptions& o, int worker, int i) {
 struct Account {
   std::string user;
   std::string token;
+  uint32_t device = 1;
 };
 
 Result<Account> register_one(lean::HttpClient& http, const std::string& user) {
@@ -66,6 +69,8 @@ Result<Account> register_one(lean::HttpClient& http, const std::string& user) {
   if (ec) return make_error(ErrorCode::kMalformed, "register: answer is not JSON");
   Account a{user, field(v, "token")};
   if (a.token.empty()) return make_error(ErrorCode::kMalformed, "register: no token in the answer");
+  if (const auto* dev = v.is_object() ? v.as_object().if_contains("device") : nullptr; dev && dev->is_int64())
+    a.device = static_cast<uint32_t>(dev->as_int64());
   return a;
 }
 
@@ -74,6 +79,19 @@ Result<void> join_one(lean::HttpClient& http, const std::string& channel, const 
   if (!r) return r.error();
   if (r->status != 200) return http_error("join the channel", *r);
   return {};
+}
+
+// --encrypt: `from` fetches the bundle of `to`'s device from the key directory (which takes
+// one of its one-time prekeys) and runs X3DH with it.
+Result<void> session_from_directory(lean::HttpClient& http, Device& from, const Device& to) {
+  const std::string device = std::to_string(to.device_id);
+  auto res = http.get("/v1/keys/" + to.user + "/" + device, from.token);
+  if (!res) return res.error();
+  if (res->status != 200) return http_error("fetch the bundle of " + to.user, *res);
+  auto bundles = client::parse_bundles(res->body);
+  if (!bundles) return bundles.error();
+  if (bundles->size() != 1) return make_error(ErrorCode::kMalformed, "bundle answer without exactly one device");
+  return from.crypto->keyring().start_session(to.user + ":" + device, (*bundles)[0].bundle);
 }
 
 }  // namespace
@@ -126,7 +144,9 @@ Result<void> Worker::setup() {
     if (auto r = join_channel(); !r) return r;
     return add_offline_subscribers();
   }
-  return create_conversations();
+  if (auto r = create_conversations(); !r) return r;
+  if (opt_.encrypt) return setup_encryption();
+  return {};
 }
 
 Result<void> Worker::register_users() {
@@ -138,6 +158,7 @@ Result<void> Worker::register_users() {
       auto a = register_one(http, d.user);
       if (!a) return a.error();
       d.token = a->token;
+      d.device_id = a->device;
     }
     return {};
   });
@@ -277,6 +298,78 @@ Result<void> Worker::add_offline_subscribers() {
   });
   offline_joined_ = joined.load();
   return r;
+}
+
+Result<void> Worker::setup_encryption() {
+  if (opt_.keyring_disk) {
+    char tmpl[] = "/tmp/tern-bench-keys-XXXXXX";
+    if (!::mkdtemp(tmpl)) return make_error(ErrorCode::kInternal, "cannot create a temporary keyring directory");
+    keyring_dir_ = tmpl;  // removed by ~Worker
+  }
+  const bool pairs = opt_.workload == Workload::kPairs;
+  // pairs: (2k, 2k+1), as create_conversations() made them; group: everyone.
+  const size_t n = pairs ? devices_.size() - devices_.size() % 2 : devices_.size();
+  const int threads = std::max(1, std::min<int>(opt_.setup_threads, static_cast<int>(n)));
+  // A one-time prekey for each sender that will fetch our bundle (at most 100 per upload).
+  const size_t prekeys = pairs ? 1 : static_cast<size_t>(std::clamp(opt_.senders, 1, 100));
+  // Every device: a keyring and its keys uploaded (identity, signed prekey, one-time prekeys).
+  auto r = parallel(server_, threads, [&](int t, lean::HttpClient& http) -> Result<void> {
+    for (size_t i = static_cast<size_t>(t); i < n; i += static_cast<size_t>(threads)) {
+      Device& d = *devices_[i];
+      std::unique_ptr<client::Keyring> k;
+      if (keyring_dir_.empty()) {
+        k = client::Keyring::in_memory();
+        if (!k) return make_error(ErrorCode::kInternal, "keyring: libsodium failed to initialize");
+      } else {
+        auto opened = client::Keyring::open(keyring_dir_ + "/" + std::to_string(i));
+        if (!opened) return opened.error();
+        k = std::move(*opened);
+      }
+      auto body = k->upload_body(true, prekeys);
+      if (!body) return body.error();
+      auto res = http.put_json("/v1/keys", *body, d.token);
+      if (!res) return res.error();
+      if (res->status != 200) return http_error("upload keys of " + d.user, *res);
+      d.crypto = std::make_unique<DeviceCrypto>(std::move(k));
+    }
+    return {};
+  });
+  if (!r) return r;
+  if (!pairs) return setup_group_sessions();
+  for (size_t i = 0; i < n; i += 2) {
+    Device& a = *devices_[i];
+    Device& b = *devices_[i + 1];
+    a.crypto->peer_key = b.user + ":" + std::to_string(b.device_id);
+    b.crypto->peer_key = a.user + ":" + std::to_string(a.device_id);
+    a.crypto->initiator = true;
+  }
+  // The first of each pair fetches its partner's bundle from the key directory and runs X3DH.
+  return parallel(server_, threads, [&](int t, lean::HttpClient& http) -> Result<void> {
+    for (size_t i = static_cast<size_t>(2 * t); i < n; i += static_cast<size_t>(2 * threads)) {
+      if (auto s = session_from_directory(http, *devices_[i], *devices_[i + 1]); !s) return s;
+    }
+    return {};
+  });
+}
+
+Result<void> Worker::setup_group_sessions() {
+  // Each sender (one group each: the groups partition the devices, so no keyring is shared
+  // between threads) fetches every other member's bundle and runs X3DH; each member expects
+  // one sender-key distribution per other sender of its group.
+  for (const SendSlot& s : slots_)
+    for (DeviceIdx m : convs_[s.conv].members)
+      if (m != s.device) ++devices_[m]->crypto->distributions_expected;
+  const int threads = std::max(1, std::min<int>(opt_.setup_threads, static_cast<int>(slots_.size())));
+  return parallel(server_, threads, [&](int t, lean::HttpClient& http) -> Result<void> {
+    for (size_t i = static_cast<size_t>(t); i < slots_.size(); i += static_cast<size_t>(threads)) {
+      Device& sender = *devices_[slots_[i].device];
+      for (DeviceIdx m : convs_[slots_[i].conv].members) {
+        if (m == slots_[i].device) continue;
+        if (auto s = session_from_directory(http, sender, *devices_[m]); !s) return s;
+      }
+    }
+    return {};
+  });
 }
 
 Result<void> Worker::create_mqtt_topics() {

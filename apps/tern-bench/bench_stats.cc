@@ -9,7 +9,9 @@ namespace json = boost::json;
 #define TERN_BENCH_COUNTERS(X)                                                                   \
   X(scheduled) X(written) X(retransmitted) X(acked) X(send_failed) X(delivered) X(replayed)     \
   X(redelivered) X(other_messages) X(receipts) X(receipts_to_non_senders) X(ephemeral) X(acks_sent) X(connects)           \
-  X(connect_failures) X(disconnects) X(synced) X(typing_sent)
+  X(connect_failures) X(disconnects) X(synced) X(typing_sent) X(body_bytes) X(frame_bytes) X(encrypted)         \
+  X(encrypt_cpu_ns) X(encrypt_wall_ns) X(decrypted) X(decrypt_cpu_ns) X(decrypt_wall_ns) X(decrypt_failed)           \
+  X(plaintext_mismatch)
 
 Counters Counters::operator-(const Counters& o) const {
   Counters r;

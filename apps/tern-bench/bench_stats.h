@@ -28,6 +28,19 @@ struct Counters {
   uint64_t disconnects = 0;    // open connections lost without being asked to close
   uint64_t synced = 0;
   uint64_t typing_sent = 0;    // group --typing: typing frames written
+  uint64_t body_bytes = 0;     // base64 body bytes of first transmissions (all entries of `bodies`)
+  uint64_t frame_bytes = 0;    // whole `send` frames of first transmissions
+  // --encrypt (bench_crypto.h): successful encrypts and decrypts with their thread CPU time
+  // and wall time (which includes the keyring's fsync with --keyring-disk), decrypts that
+  // failed, and decrypted bodies that were not the record the sender encoded.
+  uint64_t encrypted = 0;
+  uint64_t encrypt_cpu_ns = 0;
+  uint64_t encrypt_wall_ns = 0;
+  uint64_t decrypted = 0;
+  uint64_t decrypt_cpu_ns = 0;
+  uint64_t decrypt_wall_ns = 0;
+  uint64_t decrypt_failed = 0;
+  uint64_t plaintext_mismatch = 0;
 
   Counters operator-(const Counters& o) const;
   Counters& operator+=(const Counters& o);

@@ -10,6 +10,7 @@
 #include <boost/json.hpp>
 
 #include <cmath>
+#include <filesystem>
 #include <stdexcept>
 
 #include "base/clock.h"
@@ -56,6 +57,10 @@ Worker::Worker(const BenchOptions& opt, int index, int ctl_in, int ctl_out, Chan
 Worker::~Worker() {
   // Connections first (they refer to io_ and scratch_), then the rest in reverse order.
   devices_.clear();
+  if (!keyring_dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(keyring_dir_, ec);
+  }
   if (!ctl_in_ && ctl_in_fd_ >= 0) ::close(ctl_in_fd_);
   if (ctl_out_fd_ >= 0) ::close(ctl_out_fd_);
 }
@@ -119,6 +124,8 @@ lean::WsTarget Worker::target_for(DeviceIdx d) const {
     t.source = sources_[static_cast<size_t>(first_client_of_worker(opt_, index_) + static_cast<int>(d)) % sources_.size()];
   return t;
 }
+
+std::string Worker::device_key(DeviceIdx d) const { return devices_[d]->user + ":" + std::to_string(devices_[d]->device_id); }
 
 Result<ConvIdx> Worker::conv_of(std::string_view id) const {
   auto it = conv_by_id_.find(id);
@@ -444,9 +451,50 @@ asio::awaitable<void> Worker::run_idle() {
   co_await barrier("held", held_json(counters_.disconnects - lost0));
 }
 
+asio::awaitable<bool> Worker::handshake() {
+  // The first message of each pair carries the X3DH set-up (a PreKeySignalMessage) from the
+  // initiator; once every partner has its session, each answers once, which ends the
+  // initiator's prekey messages. So every step measures the Double Ratchet's steady state
+  // (SignalMessages both ways). Both are ordinary, verified messages outside every step.
+  phase_name_ = "handshake";
+  if (opt_.workload == Workload::kGroup) {
+    // Sender keys: one distribution per sender and group, then every member holds them all.
+    for (const SendSlot& s : slots_) devices_[s.device]->send_new(s.conv, mono_us(), /*distribution=*/true);
+    const bool all = co_await wait_until(
+        [this] {
+          for (const auto& d : devices_)
+            if (d->crypto && d->crypto->distributions_received() < d->crypto->distributions_expected) return false;
+          return true;
+        },
+        opt_.setup_timeout_s);
+    if (!all) {
+      count_error("handshake: sender keys not distributed in time");
+      co_return false;
+    }
+    co_return co_await wait_until([this] { return unacked_sends_ == 0 && verifier_.outstanding() == 0; },
+                                  opt_.setup_timeout_s);
+  }
+  auto all_of = [this](bool initiators) {
+    for (const auto& d : devices_)
+      if (d->crypto && d->crypto->initiator != initiators && d->crypto->decrypted() == 0) return false;
+    return true;
+  };
+  for (bool initiators : {true, false}) {
+    for (auto& d : devices_)
+      if (d->crypto && d->crypto->initiator == initiators && !d->convs.empty()) d->send_new(d->convs[0], mono_us());
+    if (!co_await wait_until([&] { return all_of(initiators); }, opt_.setup_timeout_s)) {
+      count_error("handshake: sessions not set up in time");
+      co_return false;
+    }
+  }
+  co_return co_await wait_until([this] { return unacked_sends_ == 0 && verifier_.outstanding() == 0; },
+                                opt_.setup_timeout_s);
+}
+
 asio::awaitable<void> Worker::run_traffic_steps() {
   phase_name_ = "connect";
-  const bool all = co_await bring_online(all_devices());
+  bool all = co_await bring_online(all_devices());
+  if (all && opt_.encrypt) all = co_await handshake();
   co_await barrier("connected", connected_json(live_count_all(), all));
   for (;;) {
     const json::value go = co_await barrier("step_start", json::object{});

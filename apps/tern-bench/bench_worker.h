@@ -34,6 +34,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bench_crypto.h"
 #include "bench_options.h"
 #include "bench_stats.h"
 #include "client/lean/lean_histogram.h"
@@ -87,8 +88,9 @@ class Device final : public lean::WsConnection::Handler, public lean::MqttConnec
   // MQTT: a PINGREQ when nothing was written for half the keep-alive.
   void keepalive(int64_t now);
 
-  // Schedules a new message into `conv`, intended to leave at `intended_us`.
-  void send_new(ConvIdx conv, int64_t intended_us);
+  // Schedules a new message into `conv`, intended to leave at `intended_us` (`distribution`:
+  // --encrypt group's sender-key distribution, see bench_crypto.h).
+  void send_new(ConvIdx conv, int64_t intended_us, bool distribution = false);
   // Transmits an unacknowledged send again (channel: after a temporary refusal).
   void resend(uint64_t sender_seq);
   void flush_acks();
@@ -110,7 +112,9 @@ class Device final : public lean::WsConnection::Handler, public lean::MqttConnec
   DeviceIdx idx;
   std::string user;
   std::string token;
+  uint32_t device_id = 1;      // the server's device number (registration makes device 1)
   std::vector<ConvIdx> convs;  // memberships
+  std::unique_ptr<DeviceCrypto> crypto;  // --encrypt only
   bool want_online = false;
   // channel, workers other than 0: device 0 stands for worker 0's poster in this worker's
   // verifier (its posts are acknowledged here through the "posted" barrier); never connects.
@@ -127,6 +131,10 @@ class Device final : public lean::WsConnection::Handler, public lean::MqttConnec
     int64_t intended_us;
     bool acked = false;      // `sent` arrived, or the send failed for good
     bool transmitted = false;
+    bool distribution = false;  // --encrypt, group: this send carries our sender key
+    // --encrypt: the frame of the first transmission, sent again as it is on a retry (a new
+    // encrypt would be another ratchet message under the same client_msg_id).
+    std::string frame;
   };
   struct AckSlot {
     ConvIdx conv;
@@ -136,6 +144,12 @@ class Device final : public lean::WsConnection::Handler, public lean::MqttConnec
 
   void transmit(uint64_t sender_seq, Pending& p);
   void transmit_mqtt(uint64_t sender_seq, Pending& p);
+  // --encrypt: the frame for `p` (encrypting its record on the first transmission); empty
+  // when the encrypt failed (counted, and the send is given up).
+  std::string encrypted_frame(std::string_view cmid, uint64_t sender_seq, Pending& p);
+  Result<std::string> build_encrypted_frame(std::string_view cmid, uint64_t sender_seq, const Pending& p);
+  // --encrypt: decrypts a delivery and checks it; the record, or nullopt (counted).
+  std::optional<lean::BodyRecord> decrypt_delivery(ConvIdx conv, const proto::MessageEvent& e);
   // The common tail of both transmits: counts a send the connection `queued` (as written or
   // retransmitted) or refused (a local error; it stays untransmitted for the next connection).
   void count_transmit(Pending& p, bool queued);
@@ -163,6 +177,7 @@ class Device final : public lean::WsConnection::Handler, public lean::MqttConnec
   uint32_t unacked_msgs_ = 0;
   bool ack_listed_ = false;
   std::string scratch_body_;
+  std::string scratch_plain_;  // --encrypt
 
  public:
   lean::WsConnection conn;  // last: destroyed first
@@ -195,6 +210,8 @@ class Worker {
   Result<void> create_mqtt_topics();
   Result<void> join_channel();
   Result<void> add_offline_subscribers();
+  // --encrypt: keyrings, key upload and the initiators' sessions (bench_crypto.h).
+  Result<void> setup_encryption();
   bool mqtt_mode() const { return opt_.protocol == Protocol::kMqtt; }
   ConvIdx add_channel_conversation();  // the channel, as the verifier's one conversation
   Result<void> create_mqtt_channel();
@@ -206,6 +223,9 @@ class Worker {
   asio::awaitable<void> run_reconnect_storm();
   asio::awaitable<void> run_offline_drain();
   asio::awaitable<void> run_channel();
+  // --encrypt: before any step, one message each way per pair (sessions established), or each
+  // group sender's sender-key distribution (every member holds every sender's key).
+  asio::awaitable<bool> handshake();
   // Wants `who` online and waits until all are live (or the set-up timeout).
   asio::awaitable<bool> bring_online(const std::vector<DeviceIdx>& who);
   asio::awaitable<bool> wait_until(std::function<bool()> done, double timeout_s);
@@ -234,6 +254,8 @@ class Worker {
   void count_error(std::string_view code, uint64_t n = 1) { errors_[std::string(code)] += n; }
   lean::WsTarget target_for(DeviceIdx d) const;
   lean::MqttTarget mqtt_target_for(DeviceIdx d) const;
+  std::string device_key(DeviceIdx d) const;  // "user:device"
+  Result<void> setup_group_sessions();       // --encrypt group: senders' sessions with members
   Result<ConvIdx> conv_of(std::string_view id) const;
   size_t live_count(const std::vector<DeviceIdx>& who) const;
   size_t live_count_all() const;
@@ -272,6 +294,7 @@ class Worker {
   uint64_t catchup_target_ = 0;                    // posts it must get
   int64_t catchup_connect_us_ = 0, catchup_synced_us_ = 0, catchup_last_us_ = 0;
   uint64_t offline_joined_ = 0;
+  std::string keyring_dir_;                        // --keyring-disk: this worker's temp dir
   bool acks_paused_ = false;                       // the store probe: no acks, so no cursor writes
   Counters counters_;
   ErrorCounts errors_;

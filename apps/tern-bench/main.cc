@@ -52,6 +52,14 @@ int main(int argc, char** argv) {
                  "channel: one subscriber stays offline while this many posts go in (at --rate), then connects; "
                  "reports the time from its connect to `synced` and to the last post")
       ->capture_default_str();
+  app.add_flag("--encrypt", o.encrypt,
+               "pairs, group: end-to-end encryption as a real client does it (SDK keyring, Signal v3): keys "
+               "uploaded, sessions from the key directory's bundles, ciphertexts in `bodies` (group: sender keys "
+               "distributed first, then one SenderKeyMessage per post), every message decrypted and checked; "
+               "reports client CPU per encrypt and decrypt");
+  app.add_flag("--keyring-disk", o.keyring_disk,
+               "--encrypt: keyrings on disk (encrypted, saved with fsync on every message) in a temporary "
+               "directory, instead of in memory");
   app.add_option("--queued", o.queued, "offline-drain: messages queued per offline receiver")->capture_default_str();
   app.add_option("--storm-at", o.storm_at, "reconnect-storm: drop at this fraction of --duration")->capture_default_str();
   app.add_flag("--find-max", o.find_max, "step the rate up (x --step-factor) until p99 exceeds the bound or anything fails");

@@ -240,6 +240,64 @@ TEST_F(TernBenchTest, Pairs) {
   EXPECT_EQ(r.at("connections").at("online_after_connect").to_number<uint64_t>(), 20u);
 }
 
+// --encrypt: real keyrings, keys through the key directory, ciphertexts in `bodies`; every
+// delivery (the handshake's too) decrypts to exactly the record that was sent.
+void expect_all_decrypted(const json::object& r, uint64_t min_acked) {
+  ASSERT_TRUE(r.contains("result") && r.contains("counters")) << json::serialize(r);
+  const auto& s = r.at("result").as_object();
+  ASSERT_TRUE(s.contains("encryption")) << json::serialize(s);
+  const auto& e = s.at("encryption").as_object();
+  EXPECT_EQ(e.at("decrypt_failed").to_number<uint64_t>(), 0u) << json::serialize(e);
+  EXPECT_EQ(e.at("plaintext_mismatch").to_number<uint64_t>(), 0u);
+  EXPECT_GT(s.at("acked").to_number<uint64_t>(), min_acked);
+  EXPECT_EQ(e.at("encrypted").to_number<uint64_t>(), s.at("acked").to_number<uint64_t>()) << "one encrypt per send";
+  EXPECT_EQ(e.at("decrypted").to_number<uint64_t>(),
+            s.at("delivered").to_number<uint64_t>() + s.at("replayed").to_number<uint64_t>());
+  EXPECT_GT(e.at("encrypt_cpu_us_per_msg").to_number<double>(), 0.0);
+  EXPECT_GT(e.at("decrypt_cpu_us_per_msg").to_number<double>(), 0.0);
+  // Over the whole run, handshake included: as many decrypts as distinct deliveries.
+  const auto& c = r.at("counters").as_object();
+  EXPECT_EQ(c.at("decrypted").to_number<uint64_t>(), r.at("verifier").at("delivered").to_number<uint64_t>());
+  EXPECT_EQ(c.at("decrypt_failed").to_number<uint64_t>(), 0u);
+  // A ciphertext is larger than the 100-byte record's 136 base64 characters.
+  EXPECT_GT(s.at("body_bytes_per_send").to_number<double>(), 136.0);
+}
+
+TEST_F(TernBenchTest, PairsEncrypted) {
+  int code = 0;
+  auto r = run_bench({"pairs", "--clients", "10", "--rate", "100", "--duration", "2", "--encrypt"}, &code);
+  expect_clean(r, code);
+  expect_all_decrypted(r, 150);
+  if (!r.contains("result")) return;
+  EXPECT_EQ(r.at("result").at("encryption").at("keyring").as_string(), "memory");
+  // The handshake: one message each way per pair, outside the step.
+  EXPECT_EQ(r.at("verifier").at("acked").to_number<uint64_t>(), r.at("result").at("acked").to_number<uint64_t>() + 10);
+}
+
+TEST_F(TernBenchTest, GroupEncryptedWithSenderKeys) {
+  int code = 0;
+  auto r = run_bench({"group", "--clients", "12", "--group-size", "6", "--senders", "2", "--rate", "50", "--duration",
+                      "2", "--encrypt"},
+                     &code);
+  expect_clean(r, code);
+  expect_all_decrypted(r, 60);
+  if (!r.contains("result")) return;
+  // Before the step: one sender-key distribution per sender (2 groups x 2), each to 5 members.
+  EXPECT_EQ(r.at("verifier").at("acked").to_number<uint64_t>(), r.at("result").at("acked").to_number<uint64_t>() + 4);
+  // One SenderKeyMessage per send, decrypted by the 5 other members.
+  const auto& e = r.at("result").at("encryption").as_object();
+  EXPECT_EQ(e.at("decrypted").to_number<uint64_t>(), 5 * e.at("encrypted").to_number<uint64_t>());
+}
+
+TEST_F(TernBenchTest, PairsEncryptedWithKeyringsOnDisk) {
+  int code = 0;
+  auto r = run_bench({"pairs", "--clients", "4", "--rate", "40", "--duration", "1", "--encrypt", "--keyring-disk"}, &code);
+  expect_clean(r, code);
+  expect_all_decrypted(r, 20);
+  if (!r.contains("result")) return;
+  EXPECT_EQ(r.at("result").at("encryption").at("keyring").as_string(), "disk");
+}
+
 TEST_F(TernBenchTest, PairsOverTwoWorkersAndTwoSourceAddresses) {
   int code = 0;
   auto r = run_bench({"pairs", "--clients", "20", "--rate", "200", "--duration", "2", "--workers", "2",

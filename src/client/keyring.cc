@@ -6,6 +6,7 @@
 
 #include <sodium.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -16,6 +17,7 @@
 
 #include "base/base64.h"
 #include "crypto/keys.h"
+#include "crypto/secret.h"
 #include "crypto/session_cipher.h"
 #include "crypto/session_state.h"
 #include "crypto/x25519.h"
@@ -118,6 +120,67 @@ Result<crypto::PublicKey> public_field(const json::object& o, std::string_view n
   return *k;
 }
 
+// Passphrase mode: the Argon2id parameters a keyring was made with, in <dir>/keyring.salt:
+// version 1, the algorithm (crypto_pwhash_ALG_ARGON2ID13), opslimit and memlimit (u64
+// little-endian) and the 16-byte salt. Kept with the salt so that a later change of the
+// defaults still opens old keyrings; bounded on read so that a tampered file cannot ask for
+// more than libsodium's SENSITIVE limits (1 GiB).
+struct PassParams {
+  uint64_t opslimit = crypto_pwhash_OPSLIMIT_INTERACTIVE;
+  uint64_t memlimit = crypto_pwhash_MEMLIMIT_INTERACTIVE;
+  std::array<uint8_t, crypto_pwhash_SALTBYTES> salt{};
+
+  static constexpr size_t kBytes = 2 + 8 + 8 + crypto_pwhash_SALTBYTES;
+  static PassParams fresh() {
+    PassParams p;
+    randombytes_buf(p.salt.data(), p.salt.size());
+    return p;
+  }
+  std::string serialize() const {
+    std::string out{char{1}, static_cast<char>(crypto_pwhash_ALG_ARGON2ID13)};
+    for (uint64_t v : {opslimit, memlimit})
+      for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(v >> (8 * i)));
+    out.append(reinterpret_cast<const char*>(salt.data()), salt.size());
+    return out;
+  }
+};
+
+Result<PassParams> parse_salt_file(const std::string& data) {
+  const auto bad = [] { return make_error(ErrorCode::kInternal, "keyring: keyring.salt is corrupt"); };
+  if (data.size() != PassParams::kBytes || data[0] != 1 || data[1] != crypto_pwhash_ALG_ARGON2ID13) return bad();
+  PassParams p;
+  uint64_t v[2] = {0, 0};
+  for (int k = 0; k < 2; ++k)
+    for (int i = 0; i < 8; ++i) v[k] |= static_cast<uint64_t>(static_cast<uint8_t>(data[2 + 8 * k + i])) << (8 * i);
+  p.opslimit = v[0];
+  p.memlimit = v[1];
+  if (p.opslimit < crypto_pwhash_OPSLIMIT_MIN || p.opslimit > crypto_pwhash_OPSLIMIT_SENSITIVE ||
+      p.memlimit < crypto_pwhash_MEMLIMIT_MIN || p.memlimit > crypto_pwhash_MEMLIMIT_SENSITIVE)
+    return bad();
+  std::memcpy(p.salt.data(), data.data() + 18, p.salt.size());
+  return p;
+}
+
+// The 32-byte state key from a passphrase (Argon2id), in sodium_malloc memory.
+Result<crypto::SecretBytes> derive_key(std::string_view passphrase, const PassParams& p) {
+  crypto::SecretBytes key(crypto_secretbox_KEYBYTES);
+  if (crypto_pwhash(key.data(), key.size(), passphrase.data(), passphrase.size(), p.salt.data(), p.opslimit,
+                    static_cast<size_t>(p.memlimit), crypto_pwhash_ALG_ARGON2ID13) != 0)
+    return make_error(ErrorCode::kInternal, "keyring: key derivation ran out of memory");
+  return key;
+}
+
+// Opens a state file's box (nonce ‖ secretbox); nullopt when it does not authenticate.
+std::optional<std::vector<uint8_t>> open_box(const std::string& boxed, const uint8_t* key) {
+  if (boxed.size() < crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES) return std::nullopt;
+  std::vector<uint8_t> plain(boxed.size() - crypto_secretbox_NONCEBYTES - crypto_secretbox_MACBYTES);
+  const auto* nonce = reinterpret_cast<const uint8_t*>(boxed.data());
+  if (crypto_secretbox_open_easy(plain.data(), nonce + crypto_secretbox_NONCEBYTES,
+                                 boxed.size() - crypto_secretbox_NONCEBYTES, nonce, key) != 0)
+    return std::nullopt;
+  return plain;
+}
+
 uint32_t u32_field(const json::object& o, std::string_view name, bool& ok) {
   const json::value* v = o.if_contains(name);
   if (!v || !v->is_number()) {
@@ -186,6 +249,10 @@ struct Keyring::State {
   std::map<std::string, Peer> peers;  // by "user:device"
 };
 
+struct Keyring::PassKey {
+  crypto::SecretBytes key;  // 32 bytes, derived from the passphrase
+};
+
 Keyring::Keyring(std::string dir) : dir_(std::move(dir)), s_(std::make_unique<State>()) {}
 Keyring::~Keyring() = default;
 
@@ -203,42 +270,112 @@ uint32_t Keyring::session_registration(const std::string& device_key) const {
   return it == s_->peers.end() ? 0 : it->second.registration_id;
 }
 
-Result<std::unique_ptr<Keyring>> Keyring::open(const std::string& dir) {
+Result<std::unique_ptr<Keyring>> Keyring::open(const std::string& dir) { return open(dir, KeyringOptions{}); }
+
+Result<std::unique_ptr<Keyring>> Keyring::open(const std::string& dir, const KeyringOptions& options) {
   if (sodium_init() < 0) return make_error(ErrorCode::kInternal, "keyring: libsodium failed to initialize");
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return make_error(ErrorCode::kInternal, "keyring: cannot create " + dir + ": " + ec.message());
   std::filesystem::permissions(dir, std::filesystem::perms::owner_all, ec);
   std::unique_ptr<Keyring> k(new Keyring(dir));
-  if (auto r = k->load(); !r) return r.error();
+  if (auto r = k->load(options); !r) return r.error();
   return k;
 }
 
-Result<void> Keyring::load() {
-  auto key_file = read_file(dir_ + "/keyring.key");
+std::unique_ptr<Keyring> Keyring::in_memory() {
+  if (sodium_init() < 0) return nullptr;
+  std::unique_ptr<Keyring> k(new Keyring(std::string()));
+  k->persist_ = false;
+  k->new_identity();
+  return k;
+}
+
+void Keyring::new_identity() {
+  s_->identity = crypto::IdentityKeyPair::generate();
+  s_->registration_id = crypto::generate_registration_id();
+}
+
+Result<void> Keyring::load(const KeyringOptions& options) {
+  const std::string key_path = dir_ + "/keyring.key", salt_path = dir_ + "/keyring.salt";
+  auto key_file = read_file(key_path);
   if (!key_file) return key_file.error();
+  auto salt_file = read_file(salt_path);
+  if (!salt_file) return salt_file.error();
   auto state_file = read_file(dir_ + "/keyring.state");
   if (!state_file) return state_file.error();
+
+  if (options.passphrase) {
+    PassParams params;
+    if (*salt_file) {
+      auto p = parse_salt_file(**salt_file);
+      if (!p) return p.error();
+      params = *p;
+    } else if (*key_file || *state_file) {
+      return make_error(ErrorCode::kInvalidArgument, "keyring: " + dir_ +
+                                                         " is protected by its key file, not a passphrase (open it "
+                                                         "without one; set_passphrase switches)");
+    } else {
+      params = PassParams::fresh();
+    }
+    auto derived = derive_key(*options.passphrase, params);
+    if (!derived) return derived.error();
+    if (!*state_file) {
+      // A new device in passphrase mode: the salt first, so that the state is never written
+      // under a key whose salt is not on disk.
+      if (!*salt_file)
+        if (auto w = write_private(salt_path, bytes_of(params.serialize())); !w) return w.error();
+      pass_key_ = std::make_unique<PassKey>(PassKey{std::move(*derived)});
+      new_identity();
+      return save();
+    }
+    auto plain = open_box(**state_file, derived->data());
+    if (!plain) return make_error(ErrorCode::kUnauthorized, "keyring: wrong passphrase (or the state file is corrupt)");
+    struct Wipe {
+      std::vector<uint8_t>& v;
+      ~Wipe() { sodium_memzero(v.data(), v.size()); }
+    } wipe{*plain};
+    if (auto r = load_state(*plain); !r) return r;
+    pass_key_ = std::make_unique<PassKey>(PassKey{std::move(*derived)});
+    // A switch to the passphrase, cut short: finish it. (A failure leaves the file; the next
+    // open tries again, and the state opens either way.)
+    std::error_code rm;
+    if (*key_file) std::filesystem::remove(key_path, rm);
+    return {};
+  }
+
   if (!*state_file) {
+    if (*salt_file)  // a passphrase keyring cut short before its first state: not ours to reuse
+      return make_error(ErrorCode::kInvalidArgument, "keyring: " + dir_ + " is protected by a passphrase");
     // A new device: a fresh identity, saved at once (with a new key file).
-    s_->identity = crypto::IdentityKeyPair::generate();
-    s_->registration_id = crypto::generate_registration_id();
+    new_identity();
     return save();
   }
+  if (*salt_file && !*key_file)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "keyring: " + dir_ + " is protected by a passphrase (open it with the passphrase)");
   if (!*key_file || (*key_file)->size() != crypto_secretbox_KEYBYTES)
     return make_error(ErrorCode::kInternal, "keyring: " + dir_ + "/keyring.key is missing or not 32 bytes");
-  const std::string& boxed = **state_file;
-  if (boxed.size() < crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES) return corrupt();
-  std::vector<uint8_t> plain(boxed.size() - crypto_secretbox_NONCEBYTES - crypto_secretbox_MACBYTES);
-  const auto* nonce = reinterpret_cast<const uint8_t*>(boxed.data());
-  if (crypto_secretbox_open_easy(plain.data(), nonce + crypto_secretbox_NONCEBYTES,
-                                 boxed.size() - crypto_secretbox_NONCEBYTES, nonce,
-                                 reinterpret_cast<const uint8_t*>((*key_file)->data())) != 0)
+  auto plain = open_box(**state_file, reinterpret_cast<const uint8_t*>((*key_file)->data()));
+  if (!plain) {
+    if (*salt_file)  // a switch to the key file cut short: the passphrase still opens it
+      return make_error(ErrorCode::kInvalidArgument,
+                        "keyring: " + dir_ + " is protected by a passphrase (open it with the passphrase)");
     return make_error(ErrorCode::kInternal, "keyring: state file does not authenticate with the key file");
+  }
   struct Wipe {
     std::vector<uint8_t>& v;
     ~Wipe() { sodium_memzero(v.data(), v.size()); }
-  } wipe{plain};
+  } wipe{*plain};
+  if (auto r = load_state(*plain); !r) return r;
+  // A switch to the passphrase cut short before the state was written, or a switch back to
+  // the key file cut short after it: the key file opens the state, so the salt goes.
+  std::error_code rm;
+  if (*salt_file) std::filesystem::remove(salt_path, rm);
+  return {};
+}
+
+Result<void> Keyring::load_state(std::span<const uint8_t> plain) {
   Reader r(plain);
   std::span<const uint8_t> b;
   uint32_t version = 0, has = 0, n = 0;
@@ -278,12 +415,8 @@ Result<void> Keyring::load() {
   return {};
 }
 
-Result<void> Keyring::save() {
+std::vector<uint8_t> Keyring::serialize_state() const {
   std::vector<uint8_t> plain;
-  struct Wipe {
-    std::vector<uint8_t>& v;
-    ~Wipe() { sodium_memzero(v.data(), v.size()); }
-  } wipe{plain};
   put_u32(plain, kStateVersion);
   {
     auto id = crypto::serialize_identity(s_->identity);
@@ -312,6 +445,24 @@ Result<void> Keyring::save() {
     put_u32(plain, p.registration_id);
     put_bytes(plain, p.identity);
   }
+  return plain;
+}
+
+Result<void> Keyring::write_state(std::span<const uint8_t> plain, const uint8_t* key) {
+  std::vector<uint8_t> boxed(crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + plain.size());
+  randombytes_buf(boxed.data(), crypto_secretbox_NONCEBYTES);
+  crypto_secretbox_easy(boxed.data() + crypto_secretbox_NONCEBYTES, plain.data(), plain.size(), boxed.data(), key);
+  return write_private(dir_ + "/keyring.state", boxed);
+}
+
+Result<void> Keyring::save() {
+  if (!persist_) return {};
+  std::vector<uint8_t> plain = serialize_state();
+  struct Wipe {
+    std::vector<uint8_t>& v;
+    ~Wipe() { sodium_memzero(v.data(), v.size()); }
+  } wipe{plain};
+  if (pass_key_) return write_state(plain, pass_key_->key.data());
 
   // The key file is made once, never rewritten: O_EXCL so that two processes cannot race two keys.
   const std::string key_path = dir_ + "/keyring.key";
@@ -332,12 +483,45 @@ Result<void> Keyring::save() {
     key_bytes = std::move(**key);
     if (key_bytes.size() != crypto_secretbox_KEYBYTES) return make_error(ErrorCode::kInternal, "keyring: bad key file");
   }
-  std::vector<uint8_t> boxed(crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + plain.size());
-  randombytes_buf(boxed.data(), crypto_secretbox_NONCEBYTES);
-  crypto_secretbox_easy(boxed.data() + crypto_secretbox_NONCEBYTES, plain.data(), plain.size(), boxed.data(),
-                        reinterpret_cast<const uint8_t*>(key_bytes.data()));
+  auto r = write_state(plain, reinterpret_cast<const uint8_t*>(key_bytes.data()));
   sodium_memzero(key_bytes.data(), key_bytes.size());
-  return write_private(dir_ + "/keyring.state", boxed);
+  return r;
+}
+
+Result<void> Keyring::set_passphrase(std::optional<std::string_view> passphrase) {
+  if (!persist_) return make_error(ErrorCode::kInvalidArgument, "keyring: an in-memory keyring has no protection to switch");
+  const std::string key_path = dir_ + "/keyring.key", salt_path = dir_ + "/keyring.salt";
+  std::vector<uint8_t> plain = serialize_state();
+  struct Wipe {
+    std::vector<uint8_t>& v;
+    ~Wipe() { sodium_memzero(v.data(), v.size()); }
+  } wipe{plain};
+  if (passphrase) {
+    // New salt, then the state under the new key, then the old key file goes (see the header
+    // for what a crash in between leaves).
+    const PassParams params = PassParams::fresh();
+    auto derived = derive_key(*passphrase, params);
+    if (!derived) return derived.error();
+    if (auto w = write_private(salt_path, bytes_of(params.serialize())); !w) return w;
+    if (auto w = write_state(plain, derived->data()); !w) return w;
+    pass_key_ = std::make_unique<PassKey>(PassKey{std::move(*derived)});
+    std::error_code ec;
+    std::filesystem::remove(key_path, ec);
+    if (ec) return make_error(ErrorCode::kInternal, "keyring: cannot remove " + key_path + ": " + ec.message());
+    return {};
+  }
+  if (!pass_key_) return {};  // already key-file mode
+  std::vector<uint8_t> key(crypto_secretbox_KEYBYTES);
+  randombytes_buf(key.data(), key.size());
+  auto w = write_private(key_path, key);
+  if (w) w = write_state(plain, key.data());
+  sodium_memzero(key.data(), key.size());
+  if (!w) return w;
+  pass_key_.reset();
+  std::error_code ec;
+  std::filesystem::remove(salt_path, ec);
+  if (ec) return make_error(ErrorCode::kInternal, "keyring: cannot remove " + salt_path + ": " + ec.message());
+  return {};
 }
 
 Result<std::string> Keyring::upload_body(bool full, size_t new_prekeys) {

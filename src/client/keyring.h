@@ -8,6 +8,16 @@
 // `<dir>/keyring.key`, created with mode 0600 (so scripts need no prompt; whoever can read
 // the key file can read the state, as with an ssh key). A state file that fails to
 // authenticate is refused, never silently replaced. Saves are atomic (temp file + rename).
+//
+// On request (KeyringOptions::passphrase) the state key is instead derived from a passphrase
+// with Argon2id (libsodium crypto_pwhash, INTERACTIVE limits) and a random 16-byte salt kept
+// in `<dir>/keyring.salt` with the limits used; no key file exists in that mode. The mode is
+// chosen when the keyring is created and changed only by set_passphrase(): opening a
+// key-file keyring with a passphrase, or a passphrase keyring without one, is an error, and
+// so is a wrong passphrase; none of these touches a file. (After a switch cut short by a
+// crash both keyring.key and keyring.salt exist: whichever of the two opens the state wins,
+// and the other file is removed.) The derived key is kept in sodium_malloc memory while the
+// keyring is open, so a save costs no key derivation.
 // Private keys live in sodium_malloc memory (tern_crypto's SecretBytes); the serialized
 // plaintext is wiped after use.
 //
@@ -15,7 +25,7 @@
 // followed by the message bytes, so a receiver knows which decrypt to run.
 //
 // Not done yet (see the report of the `keys` branch): groups (sender keys), the Client and
-// `tern` using it by default, a passphrase instead of the key file.
+// `tern` using it by default.
 //
 // Thread-safety: none; one owner thread (the Client's strand). Owns its state.
 #pragma once
@@ -23,6 +33,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,12 +51,34 @@ struct DeviceBundle {
 // Parses the answer of a bundle fetch (exact key sizes; malformed otherwise).
 Result<std::vector<DeviceBundle>> parse_bundles(std::string_view json);
 
+struct KeyringOptions {
+  // Protects the state with this passphrase instead of a key file (see above). Read during
+  // open() only; the caller owns it (and should wipe it).
+  std::optional<std::string_view> passphrase;
+};
+
 class Keyring {
  public:
   // Opens the keyring in `dir` (created, mode 0700, when missing), or makes a new identity
-  // there when it holds none.
+  // there when it holds none. Key-file mode.
   static Result<std::unique_ptr<Keyring>> open(const std::string& dir);
+  // The same with options: with a passphrase, a new keyring is made in passphrase mode and an
+  // existing one must be in passphrase mode (kInvalidArgument otherwise) and open with it
+  // (kUnauthorized "wrong passphrase" otherwise; nothing is changed).
+  static Result<std::unique_ptr<Keyring>> open(const std::string& dir, const KeyringOptions& options);
+  // A keyring that is never saved (a fresh identity, lost with the object). For benchmarks
+  // only (tern-bench --encrypt): a save writes and fsyncs the whole state on every message,
+  // and a benchmark of the protocol should not measure the disk. Never for real devices.
+  static std::unique_ptr<Keyring> in_memory();
   ~Keyring();
+
+  // Switches the protection of the state, explicitly: a passphrase (a new salt; the key file
+  // is deleted), or std::nullopt for key-file mode (a new key file; the salt is deleted). The
+  // state is re-encrypted under the new key before the old key's file goes. Changing the
+  // passphrase of a passphrase keyring is the same call. kInvalidArgument for an in-memory
+  // keyring.
+  Result<void> set_passphrase(std::optional<std::string_view> passphrase);
+  bool passphrase_protected() const { return pass_key_ != nullptr; }
 
   uint32_t registration_id() const;
   std::string identity_public() const;  // 33 bytes: 0x05 ‖ X25519 public key
@@ -73,11 +106,19 @@ class Keyring {
 
  private:
   struct State;
+  struct PassKey;
   explicit Keyring(std::string dir);
   Result<void> save();
-  Result<void> load();
+  Result<void> load(const KeyringOptions& options);
+  Result<void> load_state(std::span<const uint8_t> plain);
+  void new_identity();
+  // Encrypts `plain` under `key` (32 bytes) into <dir>/keyring.state, atomically.
+  Result<void> write_state(std::span<const uint8_t> plain, const uint8_t* key);
+  std::vector<uint8_t> serialize_state() const;
 
   std::string dir_;
+  bool persist_ = true;
+  std::unique_ptr<PassKey> pass_key_;  // passphrase mode: the key derived from it
   std::unique_ptr<State> s_;
 };
 

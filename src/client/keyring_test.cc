@@ -172,5 +172,185 @@ TEST_F(KeyringTest, AReinstalledDeviceIsAnIdentityChange) {
   EXPECT_FALSE(bob->decrypt("alice:1", *c)) << "the old installation cannot read it";
 }
 
+// ---- passphrase mode (KeyringOptions::passphrase) and the in-memory variant ----
+
+bool exists(const std::string& path) { return std::filesystem::exists(path); }
+
+std::unique_ptr<Keyring> must_open_with(const std::string& dir, std::string_view passphrase) {
+  auto k = Keyring::open(dir, KeyringOptions{passphrase});
+  EXPECT_TRUE(k) << (k ? "" : k.error().message);
+  return k ? std::move(*k) : nullptr;
+}
+
+TEST_F(KeyringTest, PassphraseModeWritesNoKeyFileAndReopensWithThePassphrase) {
+  const std::string dir = tmp.sub("carol");
+  auto carol = must_open_with(dir, "correct horse battery staple");
+  ASSERT_TRUE(carol);
+  EXPECT_TRUE(carol->passphrase_protected());
+  ASSERT_TRUE(carol->start_session("bob:1", bundle_of(*bob, 1)));
+  auto c = carol->encrypt("bob:1", "canary-pass-91c2");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_FALSE(exists(dir + "/keyring.key")) << "no key file in passphrase mode";
+  for (const char* f : {"/keyring.salt", "/keyring.state"}) {
+    struct stat st {};
+    ASSERT_EQ(::stat((dir + f).c_str(), &st), 0) << f;
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << f;
+  }
+  EXPECT_EQ(slurp(dir + "/keyring.state").find("bob:1"), std::string::npos);
+  const std::string identity = carol->identity_public();
+  const uint32_t reg = carol->registration_id();
+  carol.reset();
+
+  carol = must_open_with(dir, "correct horse battery staple");
+  ASSERT_TRUE(carol);
+  EXPECT_EQ(carol->identity_public(), identity);
+  EXPECT_EQ(carol->registration_id(), reg);
+  EXPECT_TRUE(carol->has_session("bob:1"));
+  auto p = bob->decrypt("carol:1", *c);
+  ASSERT_TRUE(p) << p.error().message;
+  EXPECT_EQ(*p, "canary-pass-91c2");
+  auto c2 = carol->encrypt("bob:1", "after reopening");
+  ASSERT_TRUE(c2);
+  auto p2 = bob->decrypt("carol:1", *c2);
+  ASSERT_TRUE(p2) << p2.error().message;
+  EXPECT_EQ(*p2, "after reopening");
+}
+
+TEST_F(KeyringTest, AWrongPassphraseIsAClearErrorAndChangesNothing) {
+  const std::string dir = tmp.sub("carol");
+  ASSERT_TRUE(must_open_with(dir, "right"));
+  const std::string state = slurp(dir + "/keyring.state"), salt = slurp(dir + "/keyring.salt");
+  auto wrong = Keyring::open(dir, KeyringOptions{"wrong"});
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(wrong.error().code, ErrorCode::kUnauthorized);
+  EXPECT_NE(wrong.error().message.find("wrong passphrase"), std::string::npos) << wrong.error().message;
+  EXPECT_EQ(slurp(dir + "/keyring.state"), state);
+  EXPECT_EQ(slurp(dir + "/keyring.salt"), salt);
+  EXPECT_FALSE(exists(dir + "/keyring.key"));
+  EXPECT_TRUE(must_open_with(dir, "right"));
+}
+
+TEST_F(KeyringTest, ModesDoNotSwitchByThemselves) {
+  // A key-file keyring opened with a passphrase: refused, no salt written.
+  const std::string plain_dir = tmp.sub("alice");
+  const std::string state = slurp(plain_dir + "/keyring.state");
+  auto with_pass = Keyring::open(plain_dir, KeyringOptions{"pass"});
+  ASSERT_FALSE(with_pass);
+  EXPECT_EQ(with_pass.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(with_pass.error().message.find("key file"), std::string::npos) << with_pass.error().message;
+  EXPECT_FALSE(exists(plain_dir + "/keyring.salt"));
+  EXPECT_EQ(slurp(plain_dir + "/keyring.state"), state);
+
+  // A passphrase keyring opened without one: refused, no key file made.
+  const std::string pass_dir = tmp.sub("carol");
+  ASSERT_TRUE(must_open_with(pass_dir, "pass"));
+  const std::string pass_state = slurp(pass_dir + "/keyring.state");
+  auto without = Keyring::open(pass_dir);
+  ASSERT_FALSE(without);
+  EXPECT_EQ(without.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(without.error().message.find("passphrase"), std::string::npos) << without.error().message;
+  EXPECT_FALSE(exists(pass_dir + "/keyring.key"));
+  EXPECT_EQ(slurp(pass_dir + "/keyring.state"), pass_state);
+}
+
+TEST_F(KeyringTest, SetPassphraseSwitchesModesExplicitlyBothWays) {
+  const std::string dir = tmp.sub("alice");
+  ASSERT_TRUE(alice->start_session("bob:1", bundle_of(*bob, 1)));
+  const std::string identity = alice->identity_public();
+
+  ASSERT_TRUE(alice->set_passphrase("first"));
+  EXPECT_TRUE(alice->passphrase_protected());
+  EXPECT_FALSE(exists(dir + "/keyring.key"));
+  EXPECT_TRUE(exists(dir + "/keyring.salt"));
+  ASSERT_TRUE(alice->encrypt("bob:1", "saved under the passphrase"));  // a save in the new mode
+  alice.reset();
+  EXPECT_FALSE(Keyring::open(dir)) << "no longer opens with the key file";
+  alice = must_open_with(dir, "first");
+  ASSERT_TRUE(alice);
+  EXPECT_EQ(alice->identity_public(), identity);
+  EXPECT_TRUE(alice->has_session("bob:1"));
+
+  // A new passphrase: the old one stops working.
+  ASSERT_TRUE(alice->set_passphrase("second"));
+  alice.reset();
+  auto old = Keyring::open(dir, KeyringOptions{"first"});
+  ASSERT_FALSE(old);
+  EXPECT_EQ(old.error().code, ErrorCode::kUnauthorized);
+  alice = must_open_with(dir, "second");
+  ASSERT_TRUE(alice);
+
+  // Back to the key file.
+  ASSERT_TRUE(alice->set_passphrase(std::nullopt));
+  EXPECT_FALSE(alice->passphrase_protected());
+  EXPECT_TRUE(exists(dir + "/keyring.key"));
+  EXPECT_FALSE(exists(dir + "/keyring.salt"));
+  alice.reset();
+  alice = must_open(dir);
+  ASSERT_TRUE(alice);
+  EXPECT_EQ(alice->identity_public(), identity);
+  EXPECT_TRUE(alice->has_session("bob:1"));
+}
+
+TEST_F(KeyringTest, ASwitchCutShortIsSettledByTheKeyThatOpensTheState) {
+  // As if a switch to a passphrase stopped after writing the salt: the state is still under
+  // the key file, both files exist.
+  const std::string dir = tmp.sub("alice");
+  const std::string identity = alice->identity_public();
+  alice.reset();
+  ASSERT_TRUE(must_open_with(tmp.sub("other"), "pass"));
+  std::filesystem::copy_file(tmp.sub("other") + "/keyring.salt", dir + "/keyring.salt");
+  auto with_pass = Keyring::open(dir, KeyringOptions{"pass"});
+  ASSERT_FALSE(with_pass) << "the passphrase does not open a state still under the key file";
+  EXPECT_EQ(with_pass.error().code, ErrorCode::kUnauthorized);
+  EXPECT_TRUE(exists(dir + "/keyring.key"));
+  alice = must_open(dir);
+  ASSERT_TRUE(alice);
+  EXPECT_EQ(alice->identity_public(), identity);
+  EXPECT_FALSE(exists(dir + "/keyring.salt")) << "the switch is rolled back";
+
+  // As if a switch to the key file stopped after writing the new key file: the state is still
+  // under the passphrase.
+  const std::string pdir = tmp.sub("other");
+  std::ofstream(pdir + "/keyring.key", std::ios::binary) << std::string(32, '\x42');
+  auto without = Keyring::open(pdir);
+  ASSERT_FALSE(without);
+  EXPECT_EQ(without.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(without.error().message.find("passphrase"), std::string::npos) << without.error().message;
+  ASSERT_TRUE(must_open_with(pdir, "pass"));
+  EXPECT_FALSE(exists(pdir + "/keyring.key")) << "the leftover key file is removed";
+  EXPECT_TRUE(exists(pdir + "/keyring.salt"));
+}
+
+TEST_F(KeyringTest, ATamperedSaltFileIsRefusedBeforeAnyKeyDerivation) {
+  const std::string dir = tmp.sub("carol");
+  ASSERT_TRUE(must_open_with(dir, "pass"));
+  std::string salt = slurp(dir + "/keyring.salt");
+  ASSERT_EQ(salt.size(), 34u);
+  salt[10 + 7] = '\x7f';  // memlimit's top byte: far beyond libsodium's SENSITIVE limit
+  std::ofstream(dir + "/keyring.salt", std::ios::binary | std::ios::trunc) << salt;
+  auto k = Keyring::open(dir, KeyringOptions{"pass"});
+  ASSERT_FALSE(k);
+  EXPECT_NE(k.error().message.find("keyring.salt is corrupt"), std::string::npos) << k.error().message;
+}
+
+TEST(KeyringInMemory, SessionsWorkAndNothingIsWritten) {
+  auto a = Keyring::in_memory();
+  auto b = Keyring::in_memory();
+  ASSERT_TRUE(a && b);
+  auto upload = b->upload_body(true, 1);
+  ASSERT_TRUE(upload) << upload.error().message;
+  auto bundles = parse_bundles(bundle_answer(*upload, 1));
+  ASSERT_TRUE(bundles && bundles->size() == 1);
+  ASSERT_TRUE(a->start_session("b:1", (*bundles)[0].bundle));
+  for (int i = 0; i < 3; ++i) {
+    auto c = a->encrypt("b:1", "m" + std::to_string(i));
+    ASSERT_TRUE(c) << c.error().message;
+    auto p = b->decrypt("a:1", *c);
+    ASSERT_TRUE(p) << p.error().message;
+    EXPECT_EQ(*p, "m" + std::to_string(i));
+  }
+  EXPECT_FALSE(a->set_passphrase("x")) << "an in-memory keyring has nothing to protect on disk";
+}
+
 }  // namespace
 }  // namespace tern::client

@@ -65,10 +65,12 @@ Result<void> HttpClient::ensure_connected() {
   return {};
 }
 
-Result<HttpResponse> HttpClient::attempt(bool post, std::string_view target, std::string_view body,
+Result<HttpResponse> HttpClient::attempt(Method method, std::string_view target, std::string_view body,
                                          std::string_view token) {
   if (auto c = ensure_connected(); !c) return c.error();
-  http::request<http::string_body> req(post ? http::verb::post : http::verb::get, target, 11);
+  const bool post = method != Method::kGet;
+  http::request<http::string_body> req(
+      method == Method::kGet ? http::verb::get : method == Method::kPut ? http::verb::put : http::verb::post, target, 11);
   req.set(http::field::host, server_.host_header());
   req.keep_alive(true);
   if (!token.empty()) req.set(http::field::authorization, "Bearer " + std::string(token));
@@ -96,22 +98,26 @@ Result<HttpResponse> HttpClient::attempt(bool post, std::string_view target, std
   return HttpResponse{static_cast<int>(res.result_int()), std::move(res.body())};
 }
 
-Result<HttpResponse> HttpClient::request(bool post, std::string_view target, std::string_view body,
+Result<HttpResponse> HttpClient::request(Method method, std::string_view target, std::string_view body,
                                          std::string_view token) {
   const bool was_open = socket_.is_open();
-  auto r = attempt(post, target, body, token);
+  auto r = attempt(method, target, body, token);
   // A kept-alive connection the server has since closed fails on first use: retry once on a
   // fresh one. (Our requests are either idempotent or answer 409 when repeated.)
-  if (!r && was_open) r = attempt(post, target, body, token);
+  if (!r && was_open) r = attempt(method, target, body, token);
   return r;
 }
 
 Result<HttpResponse> HttpClient::post_json(std::string_view target, std::string_view body, std::string_view token) {
-  return request(true, target, body, token);
+  return request(Method::kPost, target, body, token);
+}
+
+Result<HttpResponse> HttpClient::put_json(std::string_view target, std::string_view body, std::string_view token) {
+  return request(Method::kPut, target, body, token);
 }
 
 Result<HttpResponse> HttpClient::get(std::string_view target, std::string_view token) {
-  return request(false, target, {}, token);
+  return request(Method::kGet, target, {}, token);
 }
 
 }  // namespace tern::client::lean

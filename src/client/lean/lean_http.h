@@ -1,6 +1,7 @@
 // HttpClient: a small blocking HTTP/1.1 client (keep-alive, one connection, reconnects once
-// when the server closed it) for tern-bench's set-up calls: registering users and creating
-// conversations. Not on the measured path. Also the server URL parser shared by tern-bench.
+// when the server closed it) for tern-bench's set-up calls: registering users, creating
+// conversations and, with --encrypt, uploading keys and fetching bundles. Not on the measured
+// path. Also the server URL parser shared by tern-bench.
 //
 // Ownership and threads: one HttpClient per thread; it owns its io_context and socket. Every
 // call blocks the calling thread for at most the configured timeout per I/O step.
@@ -43,10 +44,13 @@ class HttpClient {
   // only transport failures are errors.
   Result<HttpResponse> post_json(std::string_view target, std::string_view body, std::string_view token = {});
   Result<HttpResponse> get(std::string_view target, std::string_view token = {});
+  // PUT with a JSON body (tern-bench --encrypt uploads its keys: PUT /v1/keys).
+  Result<HttpResponse> put_json(std::string_view target, std::string_view body, std::string_view token = {});
 
  private:
-  Result<HttpResponse> request(bool post, std::string_view target, std::string_view body, std::string_view token);
-  Result<HttpResponse> attempt(bool post, std::string_view target, std::string_view body, std::string_view token);
+  enum class Method { kGet, kPost, kPut };
+  Result<HttpResponse> request(Method method, std::string_view target, std::string_view body, std::string_view token);
+  Result<HttpResponse> attempt(Method method, std::string_view target, std::string_view body, std::string_view token);
   Result<void> ensure_connected();
 
   ServerAddress server_;
