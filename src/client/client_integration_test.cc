@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -216,10 +217,13 @@ TEST_F(ClientIntegration, SqliteOutboxSurvivesAClientRestartWhileTheServerIsDown
   }
   ASSERT_TRUE(server_->start(server_->port()).ok());
   Inbox ai, bi;
-  auto b = Client::create(options(bob), bi.events());
-  auto a = Client::create(options(alice, store), ai.events());
-  ASSERT_TRUE(a.ok() && b.ok());
+  // Both end-to-end (they have stores): bob's keys are published before alice encrypts.
+  auto b = Client::create(options(bob, dir_ + "/bob.sqlite"), bi.events());
+  ASSERT_TRUE(b.ok());
   (*b)->start();
+  ASSERT_TRUE(eventually([&] { return bi.state == ConnectionState::kSynced; }));
+  auto a = Client::create(options(alice, store), ai.events());
+  ASSERT_TRUE(a.ok());
   (*a)->start();
   ASSERT_TRUE(eventually([&] { return bi.count_from("alice") >= 3; })) << bi.count_from("alice");
   ASSERT_TRUE(eventually([&] { return (*a)->outbox_size() == 0; }));
@@ -536,6 +540,155 @@ TEST_F(ClientIntegration, ExpiredMessagesAreDeletedLocally) {
   EXPECT_TRUE(ci.from("alice")[0].expired);
   EXPECT_EQ(ci.from("alice")[0].body, "");
   EXPECT_EQ(ci.from("alice")[1].body, "stays");
+}
+
+// ---- End-to-end encryption (e2e_session.h, docs/crypto.md) ----
+
+// What an end-to-end client saw beyond the Inbox.
+struct E2eInbox : Inbox {
+  std::vector<Undecryptable> undecryptable;
+  std::vector<std::pair<std::string, uint32_t>> identity_changed;
+  Events events() {
+    Events e = Inbox::events();
+    e.on_undecryptable = [this](const Undecryptable& u) {
+      std::lock_guard l(mu);
+      undecryptable.push_back(u);
+    };
+    e.on_identity_changed = [this](const std::string& user, uint32_t device) {
+      std::lock_guard l(mu);
+      identity_changed.emplace_back(user, device);
+    };
+    return e;
+  }
+  std::set<std::string> bodies() {
+    std::lock_guard l(mu);
+    std::set<std::string> out;
+    for (const auto& m : messages)
+      if (!m.system_json) out.insert(m.body);
+    return out;
+  }
+};
+
+class E2eIntegration : public ClientIntegration {
+ protected:
+  // An end-to-end client of `c` (its store and keys under the test dir), started and synced.
+  std::unique_ptr<Client> device(const Credentials& c, E2eInbox& inbox) {
+    auto client = Client::create(options(c, dir_ + "/" + c.user + "-" + std::to_string(c.device) + ".sqlite"),
+                                 inbox.events());
+    EXPECT_TRUE(client.ok()) << (client.ok() ? "" : client.error().message);
+    if (!client.ok()) return nullptr;
+    EXPECT_TRUE((*client)->encrypts());
+    (*client)->start();
+    EXPECT_TRUE(eventually([&] { return inbox.state == ConnectionState::kSynced; }));
+    return std::move(*client);
+  }
+  Credentials second_device(const Credentials& c) {
+    auto d = wait_for<Credentials>([&](auto cb) { api_for(c).add_device(std::move(cb)); });
+    EXPECT_TRUE(d.ok());
+    return d.ok() ? *d : Credentials{};
+  }
+};
+
+TEST_F(E2eIntegration, TwoUsersWithTwoDevicesEachDecryptEveryMessage) {
+  const Credentials a1 = register_user("alice"), b1 = register_user("bob");
+  const Credentials a2 = second_device(a1), b2 = second_device(b1);
+  auto conv = wait_for<std::string>([&](auto cb) { api_for(a1).create_direct("bob", std::move(cb)); });
+  ASSERT_TRUE(conv.ok());
+  const std::vector<Credentials> creds{a1, a2, b1, b2};
+  std::vector<E2eInbox> inbox(4);
+  std::vector<std::unique_ptr<Client>> clients;
+  for (size_t i = 0; i < 4; ++i) {
+    clients.push_back(device(creds[i], inbox[i]));
+    ASSERT_TRUE(clients.back());
+  }
+  constexpr int kPerDevice = 3;
+  auto text = [&](size_t dev, int i) { return "secret " + creds[dev].user + ":" + std::to_string(creds[dev].device) + " #" + std::to_string(i); };
+  for (int i = 0; i < kPerDevice; ++i)
+    for (size_t d = 0; d < 4; ++d) {
+      auto sent = wait_for<SendResult>([&](auto cb) { (void)clients[d]->send(*conv, text(d, i), {}, std::move(cb)); });
+      ASSERT_TRUE(sent.ok()) << sent.error().message;
+    }
+  for (size_t d = 0; d < 4; ++d) {
+    std::set<std::string> expected;  // everything the other three devices sent, own other device included
+    for (size_t o = 0; o < 4; ++o)
+      for (int i = 0; i < kPerDevice; ++i)
+        if (o != d) expected.insert(text(o, i));
+    EXPECT_TRUE(eventually([&] { return inbox[d].bodies() == expected; })) << "device " << d;
+    std::lock_guard l(inbox[d].mu);
+    EXPECT_TRUE(inbox[d].undecryptable.empty());
+    EXPECT_EQ(inbox[d].messages.size(), expected.size()) << "each message once";
+  }
+  // Every device's own history holds all twelve, decrypted, in seq order (its own sends too).
+  for (size_t d = 0; d < 4; ++d) {
+    auto local = clients[d]->local_history(*conv, 0, 100);
+    ASSERT_TRUE(local.ok());
+    ASSERT_EQ(local->size(), 4u * kPerDevice) << "device " << d;
+    for (size_t i = 0; i < local->size(); ++i) EXPECT_EQ((*local)[i].seq, i + 1);
+    EXPECT_EQ((*local)[0].body, text(0, 0));
+  }
+  // The server only ever had ciphertext: bob's backfill has no plaintext.
+  auto page = wait_for<HistoryPage>([&](auto cb) { api_for(b1).history(*conv, 0, 100, std::move(cb)); });
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->messages.size(), 4u * kPerDevice);
+  for (const auto& m : page->messages) EXPECT_EQ(m.body.find("secret"), std::string::npos);
+}
+
+TEST_F(E2eIntegration, AReinstalledDeviceIsStaleAndFixedWithTheSameSend) {
+  const Credentials alice = register_user("alice"), bob = register_user("bob");
+  auto conv = wait_for<std::string>([&](auto cb) { api_for(alice).create_direct("bob", std::move(cb)); });
+  ASSERT_TRUE(conv.ok());
+  E2eInbox ai, bi;
+  auto a = device(alice, ai);
+  ASSERT_TRUE(a);
+  {
+    auto b = device(bob, bi);
+    ASSERT_TRUE(b);
+    ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)a->send(*conv, "before", {}, std::move(cb)); }).ok());
+    ASSERT_TRUE(eventually([&] { return bi.bodies() == std::set<std::string>{"before"}; }));
+  }
+  // bob's device is re-installed: new identity key and registration id, uploaded on start.
+  std::filesystem::remove_all(dir_ + "/bob-1.sqlite.keys");
+  E2eInbox bi2;
+  auto b = device(bob, bi2);
+  ASSERT_TRUE(b);
+  auto sent = wait_for<SendResult>([&](auto cb) { (void)a->send(*conv, "after", {}, std::move(cb)); });
+  ASSERT_TRUE(sent.ok()) << sent.error().message;
+  EXPECT_TRUE(eventually([&] { return bi2.bodies().contains("after"); }));
+  {
+    std::lock_guard l(ai.mu);
+    ASSERT_EQ(ai.identity_changed.size(), 1u);
+    EXPECT_EQ(ai.identity_changed[0], std::make_pair(std::string("bob"), 1u));
+    EXPECT_TRUE(ai.failed.empty());
+  }
+  auto changes = a->identity_changes();
+  ASSERT_TRUE(changes.ok());
+  EXPECT_EQ(*changes, std::vector<std::string>{"bob"});
+  ASSERT_TRUE(a->clear_identity_change("bob").ok());
+  EXPECT_TRUE(a->identity_changes()->empty());
+}
+
+TEST_F(E2eIntegration, AnUndecryptableMessageIsReportedAndDeliveryGoesOn) {
+  const Credentials alice = register_user("alice"), bob = register_user("bob");
+  auto conv = wait_for<std::string>([&](auto cb) { api_for(alice).create_direct("bob", std::move(cb)); });
+  ASSERT_TRUE(conv.ok());
+  E2eInbox bi, ai;
+  auto b = device(bob, bi);
+  ASSERT_TRUE(b);
+  Inbox plain;
+  auto p = started(alice, plain.events());  // no store: a plaintext client of alice's device
+  ASSERT_TRUE(p);
+  ASSERT_FALSE(p->encrypts());
+  ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)p->send(*conv, "not a ciphertext", {}, std::move(cb)); }).ok());
+  p->stop();
+  auto a = device(alice, ai);
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)a->send(*conv, "encrypted", {}, std::move(cb)); }).ok());
+  EXPECT_TRUE(eventually([&] { return bi.bodies() == std::set<std::string>{"encrypted"}; }));
+  std::lock_guard l(bi.mu);
+  ASSERT_EQ(bi.undecryptable.size(), 1u);
+  EXPECT_EQ(bi.undecryptable[0].seq, 1u);
+  EXPECT_EQ(bi.undecryptable[0].sender, "alice");
+  EXPECT_EQ(bi.undecryptable[0].sender_device, 1u);
 }
 
 }  // namespace

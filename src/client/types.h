@@ -114,6 +114,13 @@ struct HistoryPage {
   Seq head = 0;
 };
 
+// One device of a user as the key directory lists it (docs/protocol.md §14.4).
+struct UserDevice {
+  uint32_t device = 0;
+  uint32_t registration_id = 0;  // 0: the device has uploaded no keys
+  std::string identity_key;      // 33 bytes (0x05 ‖ X25519), empty without keys
+};
+
 // A one-time code shown by a signed-in device, entered on a new one (see docs in api.h).
 struct LinkCode {
   std::string code;
