@@ -249,12 +249,15 @@ class TernCli : public ::testing::Test {
                                std::string(o["token"].as_string())};
   }
 
-  // An SDK client of `who` (registered by the CLI), started.
+  // An SDK client of `who` (registered by the CLI), started: end-to-end like `tern` itself,
+  // with that config's store and keys (so `tern` cannot run for `who` meanwhile).
   std::unique_ptr<client::Client> sdk(const std::string& who, client::Events ev = {}) {
     client::Options o;
     o.server = server_->url();
     o.credentials = saved(who);
     o.reconnect = {50, 500, 0};
+    o.store_path = config(who) + "/tern/state.sqlite";
+    o.keyring_dir = config(who) + "/tern/keys";
     auto c = client::Client::create(o, std::move(ev));
     EXPECT_TRUE(c.ok());
     if (!c.ok()) return nullptr;
@@ -373,13 +376,8 @@ TEST_F(TernCli, InteractiveChatThroughAPseudoTerminalSurvivesAServerRestart) {
     std::lock_guard l(mu);
     bob_got.push_back(m);
   };
-  client::Options o;
-  o.server = server_->url();
-  o.credentials = saved("b");
-  o.reconnect = {50, 500, 0};
-  auto bob = client::Client::create(o, ev);
-  ASSERT_TRUE(bob.ok());
-  (*bob)->start();
+  auto bob = sdk("b", ev);
+  ASSERT_TRUE(bob);
   auto bob_has = [&](const std::string& text) {
     std::lock_guard l(mu);
     for (const auto& m : bob_got)
@@ -404,18 +402,18 @@ TEST_F(TernCli, InteractiveChatThroughAPseudoTerminalSurvivesAServerRestart) {
     for (const auto& m : bob_got)
       if (m.body == "hello from the terminal") seq = m.seq;
   }
-  (*bob)->mark_read(bob_got.empty() ? "" : bob_got.back().conversation_id, seq);
+  bob->mark_read(bob_got.empty() ? "" : bob_got.back().conversation_id, seq);
   EXPECT_TRUE(chat.wait_for("✓✓ read")) << chat.tail();
   const std::string conv = [&] {
     std::lock_guard l(mu);
     return bob_got.back().conversation_id;
   }();
-  (*bob)->set_typing(conv, true);
+  bob->set_typing(conv, true);
   EXPECT_TRUE(chat.wait_for("bob is typing")) << chat.tail();
   EXPECT_TRUE(chat.wait_for("bob: online")) << chat.tail();
 
   // Bob writes; it appears on alice's screen.
-  ASSERT_TRUE((*bob)->send(conv, "hi alice, from the sdk").ok());
+  ASSERT_TRUE(bob->send(conv, "hi alice, from the sdk").ok());
   EXPECT_TRUE(chat.wait_for("bob: hi alice, from the sdk")) << chat.tail();
 
   // The server dies under the chat and comes back on the same port and data.
@@ -433,12 +431,12 @@ TEST_F(TernCli, InteractiveChatThroughAPseudoTerminalSurvivesAServerRestart) {
   EXPECT_TRUE(chat.wait_for("bob: online", back)) << "presence back after the reconnect\n" << chat.tail();
   chat.type("after the restart\r");
   EXPECT_TRUE(eventually([&] { return bob_has("after the restart"); })) << chat.tail();
-  ASSERT_TRUE((*bob)->send(conv, "welcome back").ok());
+  ASSERT_TRUE(bob->send(conv, "welcome back").ok());
   EXPECT_TRUE(chat.wait_for("bob: welcome back", mark)) << chat.tail();
 
   chat.type("/quit\r");
   EXPECT_EQ(chat.wait_exit(), 0);
-  (*bob)->stop();
+  bob->stop();
   // Exactly once each, in the order typed.
   std::lock_guard l(mu);
   std::vector<std::string> from_alice;

@@ -246,6 +246,13 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   // not be decrypted (reported; the Receiver acks it all the same).
   std::optional<Message> open(const Message& received) {
     if (!e2e || !E2eSession::encrypted(received.conversation_id)) return received;
+    if (received.sender == opts.credentials.user && received.sender_device == opts.credentials.device &&
+        !received.system_json) {
+      // Our own send (met in a backfill page): only the store has it.
+      auto stored = sqlite->message(received.conversation_id, received.seq);
+      if (stored && *stored) return **stored;
+      return received;
+    }
     Message m = received;
     if (m.system_json) {
       e2e->forget_members(m.conversation_id);  // membership changed: read the members again
@@ -775,6 +782,20 @@ ClientStats Client::stats() const {
 size_t Client::outbox_size() const { return impl_->store->size(); }
 
 bool Client::encrypts() const { return impl_->e2e != nullptr; }
+
+void Client::open_page(HistoryPage page, Callback<HistoryPage> done) {
+  asio::post(impl_->strand, [s = impl_, page = std::move(page), done = std::move(done)]() mutable {
+    for (auto& m : page.messages) {
+      if (auto opened = s->open(m)) {
+        m = std::move(*opened);
+      } else {
+        m.body.clear();
+        m.undecryptable = true;
+      }
+    }
+    done(std::move(page));
+  });
+}
 
 Result<std::vector<Message>> Client::local_history(const std::string& conversation_id, Seq after, size_t limit) const {
   if (!impl_->sqlite) return make_error(ErrorCode::kInvalidArgument, "no local history without a store_path");

@@ -176,6 +176,11 @@ class Client {
   // The device's own history from its store (decrypted; docs/crypto.md): messages of the
   // conversation with seq > after, increasing, at most `limit`. Needs a store_path.
   Result<std::vector<Message>> local_history(const std::string& conversation_id, Seq after, size_t limit) const;
+  // A backfill page (Api::history) as this device reads it: with end-to-end encryption each
+  // message decrypted (or taken from the store: own sends, messages opened before), the
+  // rest marked `undecryptable`; unchanged otherwise. Works without start(). `done` runs on
+  // the Client's strand.
+  void open_page(HistoryPage page, Callback<HistoryPage> done);
   // Contacts whose identity key changed since they were last verified; clearing is `tern verify`'s.
   Result<std::vector<std::string>> identity_changes() const;
   Result<void> clear_identity_change(const std::string& user) const;

@@ -1,6 +1,11 @@
 #include "client/e2e_session.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
 
 #include <boost/json.hpp>
 
@@ -35,9 +40,27 @@ E2eSession::E2eSession(Credentials self, Api api, E2eHooks hooks, std::unique_pt
 
 Result<std::unique_ptr<E2eSession>> E2eSession::open(const std::string& keyring_dir, Credentials self, Api api,
                                                      E2eHooks hooks) {
+  // One process per keyring: two would encrypt from the same chain state (a message key
+  // used twice) and overwrite each other's saves. The lock ends with the process or close.
+  std::error_code ec;
+  std::filesystem::create_directories(keyring_dir, ec);
+  const int fd = ::open((keyring_dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0 || ::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (fd >= 0) ::close(fd);
+    return make_error(ErrorCode::kExists, "the keys in " + keyring_dir + " are in use by another process");
+  }
   auto k = Keyring::open(keyring_dir);
-  if (!k) return k.error();
-  return std::unique_ptr<E2eSession>(new E2eSession(std::move(self), std::move(api), std::move(hooks), std::move(*k)));
+  if (!k) {
+    ::close(fd);
+    return k.error();
+  }
+  auto session = std::unique_ptr<E2eSession>(new E2eSession(std::move(self), std::move(api), std::move(hooks), std::move(*k)));
+  session->lock_fd_ = fd;
+  return session;
+}
+
+E2eSession::~E2eSession() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);
 }
 
 bool E2eSession::encrypted(std::string_view conversation_id) {

@@ -12,6 +12,7 @@
 //  - Keys: publish() uploads the identity, a signed prekey and one-time prekeys when the
 //    directory does not list this keyring's registration id for the device, and refills the
 //    one-time prekeys below kPrekeyTarget / 2 (also on `prekeys_low`).
+// One process at a time: open() fails (kExists) while another holds the keyring's lock.
 // Inside the pairwise ciphertext the plaintext is one kind byte (kApplication) and the body.
 //
 // Thread-safety: none. One owner: the Client's strand; Api callbacks are brought back to it
@@ -45,6 +46,7 @@ class E2eSession {
  public:
   static Result<std::unique_ptr<E2eSession>> open(const std::string& keyring_dir, Credentials self, Api api,
                                                   E2eHooks hooks);
+  ~E2eSession();
 
   // Direct ("d-") and group ("g-") conversations are encrypted; channels are not.
   static bool encrypted(std::string_view conversation_id);
@@ -86,6 +88,7 @@ class E2eSession {
   std::map<std::string, std::vector<std::string>> members_;  // conversation → users
   std::map<std::string, std::vector<UserDevice>> devices_;    // user → devices
   bool refilling_ = false;
+  int lock_fd_ = -1;  // flock on <keyring_dir>/lock: one process per keyring
 };
 
 }  // namespace tern::client

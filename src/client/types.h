@@ -42,6 +42,9 @@ struct Message {
   // Its expires_at has passed: the SDK hands it over without a body (the application shows
   // a tombstone, as the server does, and keeps nothing of it).
   bool expired = false;
+  // End-to-end encryption: this device could not decrypt it (only in Client::open_page's
+  // answer; live ones are reported by Events::on_undecryptable). `body` is empty.
+  bool undecryptable = false;
 };
 
 // `sent` for one of this device's sends: the message is durable on the server with this seq.
