@@ -565,15 +565,17 @@ int cmd_history(const Global& g, const std::string& target, std::optional<Seq> a
   const Seq from = after ? *after : (t->head > limit ? t->head - limit : 0);
   auto page = wait_for<client::HistoryPage>([&](auto cb) { api.history(t->conversation_id, from, limit, std::move(cb)); });
   if (!page) return fail(g, page.error());
-  // End-to-end: the server's page is ciphertext; this device's store and keys open it (the
-  // client is not connected: nothing is acknowledged or sent).
-  auto opts = device_options(*p);
-  if (!opts) return fail(g, opts.error());
-  auto reader = client::Client::create(*opts, {});
-  if (!reader) return fail(g, reader.error());
-  page = open_history(**reader, std::move(*page));
-  if (!page) return fail(g, page.error());
-  warn_identity_changes(**reader, t->others);
+  if (t->type != "channel") {
+    // End-to-end: the server's page is ciphertext; this device's store and keys open it (the
+    // client is not connected: nothing is acknowledged or sent).
+    auto opts = device_options(*p);
+    if (!opts) return fail(g, opts.error());
+    auto reader = client::Client::create(*opts, {});
+    if (!reader) return fail(g, reader.error());
+    page = open_history(**reader, std::move(*page));
+    if (!page) return fail(g, page.error());
+    warn_identity_changes(**reader, t->others);
+  }
   if (g.json) {
     json::array a;
     for (const auto& m : page->messages) {

@@ -1,4 +1,5 @@
 // The SDK against a real ternd (skipped with a message when the binary is not built).
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -689,6 +690,78 @@ TEST_F(E2eIntegration, AnUndecryptableMessageIsReportedAndDeliveryGoesOn) {
   EXPECT_EQ(bi.undecryptable[0].seq, 1u);
   EXPECT_EQ(bi.undecryptable[0].sender, "alice");
   EXPECT_EQ(bi.undecryptable[0].sender_device, 1u);
+}
+
+// Groups are encrypted pairwise per device (docs/crypto.md, "How the SDK uses it").
+TEST_F(E2eIntegration, AGroupOfFiveDecryptsEverythingAndARemovedMemberNothingAfter) {
+  const std::vector<std::string> names{"ann", "ben", "cat", "dan", "eve"};
+  std::vector<Credentials> creds;
+  for (const auto& n : names) creds.push_back(register_user(n));
+  creds.push_back(second_device(creds[0]));  // ann:2
+  creds.push_back(second_device(creds[1]));  // ben:2
+  auto conv = wait_for<std::string>([&](auto cb) {
+    api_for(creds[0]).create_group("five", {"ben", "cat", "dan", "eve"}, std::move(cb));
+  });
+  ASSERT_TRUE(conv.ok()) << conv.error().message;
+  const size_t n = creds.size();
+  std::vector<E2eInbox> inbox(n);
+  std::vector<std::unique_ptr<Client>> clients;
+  for (size_t i = 0; i < n; ++i) {
+    clients.push_back(device(creds[i], inbox[i]));
+    ASSERT_TRUE(clients.back());
+  }
+  auto text = [&](size_t d, const std::string& what) {
+    return what + " from " + creds[d].user + ":" + std::to_string(creds[d].device);
+  };
+  for (size_t d = 0; d < n; ++d) {
+    auto sent = wait_for<SendResult>([&](auto cb) { (void)clients[d]->send(*conv, text(d, "hello"), {}, std::move(cb)); });
+    ASSERT_TRUE(sent.ok()) << sent.error().message;
+  }
+  for (size_t d = 0; d < n; ++d) {
+    std::set<std::string> expected;
+    for (size_t o = 0; o < n; ++o)
+      if (o != d) expected.insert(text(o, "hello"));
+    EXPECT_TRUE(eventually([&] { return inbox[d].bodies() == expected; })) << "device " << d;
+  }
+  // eve (index 4) is removed; then ann:1 and ben:2 write again.
+  auto members = wait_for<std::vector<std::string>>(
+      [&](auto cb) { api_for(creds[0]).remove_members(*conv, {"eve"}, std::move(cb)); });
+  ASSERT_TRUE(members.ok());
+  const size_t eve = 4;
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard l(inbox[eve].mu);
+    return std::any_of(inbox[eve].messages.begin(), inbox[eve].messages.end(),
+                       [](const Message& m) { return m.system_json.has_value(); });
+  })) << "eve sees her removal";
+  for (size_t d : {size_t{0}, size_t{6}}) {
+    auto sent = wait_for<SendResult>([&](auto cb) { (void)clients[d]->send(*conv, text(d, "after"), {}, std::move(cb)); });
+    ASSERT_TRUE(sent.ok()) << sent.error().message;
+  }
+  for (size_t d = 0; d < n; ++d) {
+    if (d == eve) continue;
+    EXPECT_TRUE(eventually([&] {
+      auto b = inbox[d].bodies();
+      return (d == 0 || b.contains(text(0, "after"))) && (d == 6 || b.contains(text(6, "after")));
+    })) << "device " << d;
+  }
+  // Everyone else has both; eve's device received nothing it could open after the removal:
+  // no entry was made for it (nor is the log readable to her any more).
+  // A barrier: a direct message to eve sent after them; what reaches her device comes in order.
+  auto direct = wait_for<std::string>([&](auto cb) { api_for(creds[0]).create_direct("eve", std::move(cb)); });
+  ASSERT_TRUE(direct.ok());
+  ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)clients[0]->send(*direct, "barrier", {}, std::move(cb)); }).ok());
+  ASSERT_TRUE(eventually([&] { return inbox[eve].bodies().contains("barrier"); }));
+  {
+    std::lock_guard l(inbox[eve].mu);
+    for (const auto& m : inbox[eve].messages) EXPECT_EQ(m.body.find("after"), std::string::npos) << m.body;
+    EXPECT_TRUE(inbox[eve].undecryptable.empty());
+  }
+  auto local = clients[eve]->local_history(*conv, 0, 100);
+  ASSERT_TRUE(local.ok());
+  for (const auto& m : *local) EXPECT_EQ(m.body.find("after"), std::string::npos);
+  auto page = wait_for<HistoryPage>([&](auto cb) { api_for(creds[eve]).history(*conv, 0, 100, std::move(cb)); });
+  ASSERT_FALSE(page.ok());
+  EXPECT_EQ(page.error().code, ErrorCode::kForbidden);
 }
 
 }  // namespace
