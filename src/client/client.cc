@@ -454,6 +454,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     if (entry.ttl_seconds) m.expires_at = e.ts + *entry.ttl_seconds * 1000;
     if (auto r = sqlite->save_message(m); !r)
       spdlog::warn("component=client event=history_save_failed error=\"{}\"", r.error().message);
+    if (m.expires_at) track_expiry(m.conversation_id, m.seq, *m.expires_at);  // deleted when it expires
   }
 
   void handle(proto::MessageEvent&& e) {
@@ -692,6 +693,8 @@ Result<std::unique_ptr<Client>> Client::create(asio::io_context& ioc, Options op
     auto e2e = E2eSession::open(impl.opts.keyring_dir, impl.opts.credentials, impl.api, std::move(hooks));
     if (!e2e) return e2e.error();
     impl.e2e = std::move(*e2e);
+    if (auto r = sqlite->remove_expired(now_ms()); !r)
+      spdlog::warn("component=client event=history_expiry_failed error=\"{}\"", r.error().message);
   }
   client->impl_->init_receiver();
   return client;

@@ -102,8 +102,9 @@ struct Events {
   // The device has fewer one-time prekeys than the server's threshold left (on the drop and on
   // every connect while low): upload more (Api::upload_keys with Keyring::upload_body).
   std::function<void(uint64_t count)> on_prekeys_low;
-  // A message handed over earlier reached its expires_at (disappearing messages): the
-  // application deletes it now. At most kMaxExpiryTimers are tracked (the earliest).
+  // A message handed over earlier (with end-to-end encryption: or sent by this device)
+  // reached its expires_at (disappearing messages): the application deletes it now, as the
+  // SDK does from its history. At most kMaxExpiryTimers are tracked (the earliest).
   std::function<void(const std::string& conversation_id, Seq seq)> on_expired;
   // End-to-end encryption only.
   std::function<void(const Undecryptable&)> on_undecryptable;

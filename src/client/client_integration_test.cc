@@ -764,5 +764,32 @@ TEST_F(E2eIntegration, AGroupOfFiveDecryptsEverythingAndARemovedMemberNothingAft
   EXPECT_EQ(page.error().code, ErrorCode::kForbidden);
 }
 
+// Disappearing messages leave the device's decrypted history when they expire: the sender's
+// copy and the receiver's.
+TEST_F(E2eIntegration, ExpiredMessagesLeaveTheLocalHistory) {
+  const Credentials alice = register_user("alice"), bob = register_user("bob");
+  auto conv = wait_for<std::string>([&](auto cb) { api_for(alice).create_direct("bob", std::move(cb)); });
+  ASSERT_TRUE(conv.ok());
+  E2eInbox ai, bi;
+  auto a = device(alice, ai);
+  auto b = device(bob, bi);
+  ASSERT_TRUE(a && b);
+  SendOptions so;
+  so.ttl_seconds = 1;
+  ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)a->send(*conv, "gone soon", so, std::move(cb)); }).ok());
+  ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)a->send(*conv, "stays", {}, std::move(cb)); }).ok());
+  ASSERT_TRUE(eventually([&] { return bi.bodies() == std::set<std::string>{"gone soon", "stays"}; }));
+  auto bodies = [&](Client& c) {
+    std::vector<std::string> out;
+    auto local = c.local_history(*conv, 0, 10);
+    if (local.ok())
+      for (const auto& m : *local) out.push_back(m.body);
+    return out;
+  };
+  EXPECT_EQ(bodies(*a), (std::vector<std::string>{"gone soon", "stays"}));
+  EXPECT_TRUE(eventually([&] { return bodies(*a) == std::vector<std::string>{"stays"}; }, 10s)) << "sender's copy";
+  EXPECT_TRUE(eventually([&] { return bodies(*b) == std::vector<std::string>{"stays"}; }, 10s)) << "receiver's copy";
+}
+
 }  // namespace
 }  // namespace tern::client

@@ -264,6 +264,15 @@ Result<void> SqliteStore::remove_message(std::string_view conversation_id, Seq s
   return {};
 }
 
+Result<void> SqliteStore::remove_expired(int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, "DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?");
+  if (!s.ok()) return db_error(db_, "prepare");
+  s.integer(1, now_ms);
+  if (sqlite3_step(s.get()) != SQLITE_DONE) return db_error(db_, "delete expired");
+  return {};
+}
+
 Result<void> SqliteStore::note_identity_change(std::string_view user) {
   std::lock_guard lock(mu_);
   Stmt s(db_, "INSERT OR IGNORE INTO identity_changes(user) VALUES(?)");

@@ -41,6 +41,9 @@ class SqliteStore final : public LocalStore {
   // Messages with seq > after, increasing, at most `limit`.
   Result<std::vector<Message>> messages(std::string_view conversation_id, Seq after, size_t limit) const;
   Result<void> remove_message(std::string_view conversation_id, Seq seq);
+  // Deletes the messages whose expires_at is at or before now_ms (disappearing messages that
+  // expired while no client ran).
+  Result<void> remove_expired(int64_t now_ms);
   // Contacts whose identity key changed and who were not verified since (`tern verify`).
   Result<void> note_identity_change(std::string_view user);
   Result<void> clear_identity_change(std::string_view user);
