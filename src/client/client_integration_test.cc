@@ -583,6 +583,12 @@ class E2eIntegration : public ClientIntegration {
     EXPECT_TRUE(eventually([&] { return inbox.state == ConnectionState::kSynced; }));
     return std::move(*client);
   }
+  // The direct conversation of `a` with `other` (created by a).
+  std::string direct(const Credentials& a, const std::string& other) {
+    auto conv = wait_for<std::string>([&](auto cb) { api_for(a).create_direct(other, std::move(cb)); });
+    EXPECT_TRUE(conv.ok());
+    return conv.ok() ? *conv : std::string();
+  }
   Credentials second_device(const Credentials& c) {
     auto d = wait_for<Credentials>([&](auto cb) { api_for(c).add_device(std::move(cb)); });
     EXPECT_TRUE(d.ok());
@@ -593,8 +599,8 @@ class E2eIntegration : public ClientIntegration {
 TEST_F(E2eIntegration, TwoUsersWithTwoDevicesEachDecryptEveryMessage) {
   const Credentials a1 = register_user("alice"), b1 = register_user("bob");
   const Credentials a2 = second_device(a1), b2 = second_device(b1);
-  auto conv = wait_for<std::string>([&](auto cb) { api_for(a1).create_direct("bob", std::move(cb)); });
-  ASSERT_TRUE(conv.ok());
+  const std::string conv = direct(a1, "bob");
+  ASSERT_FALSE(conv.empty());
   const std::vector<Credentials> creds{a1, a2, b1, b2};
   std::vector<E2eInbox> inbox(4);
   std::vector<std::unique_ptr<Client>> clients;
@@ -606,7 +612,7 @@ TEST_F(E2eIntegration, TwoUsersWithTwoDevicesEachDecryptEveryMessage) {
   auto text = [&](size_t dev, int i) { return "secret " + creds[dev].user + ":" + std::to_string(creds[dev].device) + " #" + std::to_string(i); };
   for (int i = 0; i < kPerDevice; ++i)
     for (size_t d = 0; d < 4; ++d) {
-      auto sent = wait_for<SendResult>([&](auto cb) { (void)clients[d]->send(*conv, text(d, i), {}, std::move(cb)); });
+      auto sent = wait_for<SendResult>([&](auto cb) { (void)clients[d]->send(conv, text(d, i), {}, std::move(cb)); });
       ASSERT_TRUE(sent.ok()) << sent.error().message;
     }
   for (size_t d = 0; d < 4; ++d) {
@@ -621,14 +627,14 @@ TEST_F(E2eIntegration, TwoUsersWithTwoDevicesEachDecryptEveryMessage) {
   }
   // Every device's own history holds all twelve, decrypted, in seq order (its own sends too).
   for (size_t d = 0; d < 4; ++d) {
-    auto local = clients[d]->local_history(*conv, 0, 100);
+    auto local = clients[d]->local_history(conv, 0, 100);
     ASSERT_TRUE(local.ok());
     ASSERT_EQ(local->size(), 4u * kPerDevice) << "device " << d;
     for (size_t i = 0; i < local->size(); ++i) EXPECT_EQ((*local)[i].seq, i + 1);
     EXPECT_EQ((*local)[0].body, text(0, 0));
   }
   // The server only ever had ciphertext: bob's backfill has no plaintext.
-  auto page = wait_for<HistoryPage>([&](auto cb) { api_for(b1).history(*conv, 0, 100, std::move(cb)); });
+  auto page = wait_for<HistoryPage>([&](auto cb) { api_for(b1).history(conv, 0, 100, std::move(cb)); });
   ASSERT_TRUE(page.ok());
   ASSERT_EQ(page->messages.size(), 4u * kPerDevice);
   for (const auto& m : page->messages) EXPECT_EQ(m.body.find("secret"), std::string::npos);
@@ -636,15 +642,15 @@ TEST_F(E2eIntegration, TwoUsersWithTwoDevicesEachDecryptEveryMessage) {
 
 TEST_F(E2eIntegration, AReinstalledDeviceIsStaleAndFixedWithTheSameSend) {
   const Credentials alice = register_user("alice"), bob = register_user("bob");
-  auto conv = wait_for<std::string>([&](auto cb) { api_for(alice).create_direct("bob", std::move(cb)); });
-  ASSERT_TRUE(conv.ok());
+  const std::string conv = direct(alice, "bob");
+  ASSERT_FALSE(conv.empty());
   E2eInbox ai, bi;
   auto a = device(alice, ai);
   ASSERT_TRUE(a);
   {
     auto b = device(bob, bi);
     ASSERT_TRUE(b);
-    ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)a->send(*conv, "before", {}, std::move(cb)); }).ok());
+    ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)a->send(conv, "before", {}, std::move(cb)); }).ok());
     ASSERT_TRUE(eventually([&] { return bi.bodies() == std::set<std::string>{"before"}; }));
   }
   // bob's device is re-installed: new identity key and registration id, uploaded on start.
@@ -652,7 +658,7 @@ TEST_F(E2eIntegration, AReinstalledDeviceIsStaleAndFixedWithTheSameSend) {
   E2eInbox bi2;
   auto b = device(bob, bi2);
   ASSERT_TRUE(b);
-  auto sent = wait_for<SendResult>([&](auto cb) { (void)a->send(*conv, "after", {}, std::move(cb)); });
+  auto sent = wait_for<SendResult>([&](auto cb) { (void)a->send(conv, "after", {}, std::move(cb)); });
   ASSERT_TRUE(sent.ok()) << sent.error().message;
   EXPECT_TRUE(eventually([&] { return bi2.bodies().contains("after"); }));
   {
@@ -670,8 +676,8 @@ TEST_F(E2eIntegration, AReinstalledDeviceIsStaleAndFixedWithTheSameSend) {
 
 TEST_F(E2eIntegration, AnUndecryptableMessageIsReportedAndDeliveryGoesOn) {
   const Credentials alice = register_user("alice"), bob = register_user("bob");
-  auto conv = wait_for<std::string>([&](auto cb) { api_for(alice).create_direct("bob", std::move(cb)); });
-  ASSERT_TRUE(conv.ok());
+  const std::string conv = direct(alice, "bob");
+  ASSERT_FALSE(conv.empty());
   E2eInbox bi, ai;
   auto b = device(bob, bi);
   ASSERT_TRUE(b);
@@ -679,11 +685,11 @@ TEST_F(E2eIntegration, AnUndecryptableMessageIsReportedAndDeliveryGoesOn) {
   auto p = started(alice, plain.events());  // no store: a plaintext client of alice's device
   ASSERT_TRUE(p);
   ASSERT_FALSE(p->encrypts());
-  ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)p->send(*conv, "not a ciphertext", {}, std::move(cb)); }).ok());
+  ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)p->send(conv, "not a ciphertext", {}, std::move(cb)); }).ok());
   p->stop();
   auto a = device(alice, ai);
   ASSERT_TRUE(a);
-  ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)a->send(*conv, "encrypted", {}, std::move(cb)); }).ok());
+  ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)a->send(conv, "encrypted", {}, std::move(cb)); }).ok());
   EXPECT_TRUE(eventually([&] { return bi.bodies() == std::set<std::string>{"encrypted"}; }));
   std::lock_guard l(bi.mu);
   ASSERT_EQ(bi.undecryptable.size(), 1u);
@@ -747,9 +753,8 @@ TEST_F(E2eIntegration, AGroupOfFiveDecryptsEverythingAndARemovedMemberNothingAft
   // Everyone else has both; eve's device received nothing it could open after the removal:
   // no entry was made for it (nor is the log readable to her any more).
   // A barrier: a direct message to eve sent after them; what reaches her device comes in order.
-  auto direct = wait_for<std::string>([&](auto cb) { api_for(creds[0]).create_direct("eve", std::move(cb)); });
-  ASSERT_TRUE(direct.ok());
-  ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)clients[0]->send(*direct, "barrier", {}, std::move(cb)); }).ok());
+  const std::string to_eve = direct(creds[0], "eve");
+  ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)clients[0]->send(to_eve, "barrier", {}, std::move(cb)); }).ok());
   ASSERT_TRUE(eventually([&] { return inbox[eve].bodies().contains("barrier"); }));
   {
     std::lock_guard l(inbox[eve].mu);
@@ -768,20 +773,20 @@ TEST_F(E2eIntegration, AGroupOfFiveDecryptsEverythingAndARemovedMemberNothingAft
 // copy and the receiver's.
 TEST_F(E2eIntegration, ExpiredMessagesLeaveTheLocalHistory) {
   const Credentials alice = register_user("alice"), bob = register_user("bob");
-  auto conv = wait_for<std::string>([&](auto cb) { api_for(alice).create_direct("bob", std::move(cb)); });
-  ASSERT_TRUE(conv.ok());
+  const std::string conv = direct(alice, "bob");
+  ASSERT_FALSE(conv.empty());
   E2eInbox ai, bi;
   auto a = device(alice, ai);
   auto b = device(bob, bi);
   ASSERT_TRUE(a && b);
   SendOptions so;
   so.ttl_seconds = 1;
-  ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)a->send(*conv, "gone soon", so, std::move(cb)); }).ok());
-  ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)a->send(*conv, "stays", {}, std::move(cb)); }).ok());
+  ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)a->send(conv, "gone soon", so, std::move(cb)); }).ok());
+  ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)a->send(conv, "stays", {}, std::move(cb)); }).ok());
   ASSERT_TRUE(eventually([&] { return bi.bodies() == std::set<std::string>{"gone soon", "stays"}; }));
   auto bodies = [&](Client& c) {
     std::vector<std::string> out;
-    auto local = c.local_history(*conv, 0, 10);
+    auto local = c.local_history(conv, 0, 10);
     if (local.ok())
       for (const auto& m : *local) out.push_back(m.body);
     return out;

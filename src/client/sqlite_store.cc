@@ -273,22 +273,21 @@ Result<void> SqliteStore::remove_expired(int64_t now_ms) {
   return {};
 }
 
-Result<void> SqliteStore::note_identity_change(std::string_view user) {
+Result<void> SqliteStore::change_user_row(const char* sql, std::string_view user) {
   std::lock_guard lock(mu_);
-  Stmt s(db_, "INSERT OR IGNORE INTO identity_changes(user) VALUES(?)");
+  Stmt s(db_, sql);
   if (!s.ok()) return db_error(db_, "prepare");
   s.text(1, user);
-  if (sqlite3_step(s.get()) != SQLITE_DONE) return db_error(db_, "insert identity change");
+  if (sqlite3_step(s.get()) != SQLITE_DONE) return db_error(db_, "identity change");
   return {};
 }
 
+Result<void> SqliteStore::note_identity_change(std::string_view user) {
+  return change_user_row("INSERT OR IGNORE INTO identity_changes(user) VALUES(?)", user);
+}
+
 Result<void> SqliteStore::clear_identity_change(std::string_view user) {
-  std::lock_guard lock(mu_);
-  Stmt s(db_, "DELETE FROM identity_changes WHERE user = ?");
-  if (!s.ok()) return db_error(db_, "prepare");
-  s.text(1, user);
-  if (sqlite3_step(s.get()) != SQLITE_DONE) return db_error(db_, "delete identity change");
-  return {};
+  return change_user_row("DELETE FROM identity_changes WHERE user = ?", user);
 }
 
 Result<std::vector<std::string>> SqliteStore::identity_changes() const {

@@ -53,6 +53,7 @@ class SqliteStore final : public LocalStore {
   SqliteStore(sqlite3* db, size_t max_entries) : db_(db), max_entries_(max_entries) {}
   Result<void> exec(const char* sql) const;
   size_t size_locked() const;
+  Result<void> change_user_row(const char* sql, std::string_view user);  // one statement, ?1 = user
 
   sqlite3* db_;
   const size_t max_entries_;
