@@ -130,8 +130,11 @@ void E2eSession::fetch_devices(const std::string& user, std::function<void(Resul
 void E2eSession::fetch_bundle(const std::string& user, uint32_t device, std::function<void(Result<void>)> ready) {
   api_.key_bundles(user, device, on_strand<std::string>([this, user, device, ready](Result<std::string> r) {
     if (!r && r.error().code == ErrorCode::kNotFound) {
-      // The device is gone or has no keys any more: the device list is read again.
-      devices_.erase(user);
+      // The device is gone or has no keys any more: treated as keyless for this send (its
+      // user's list is read again at the next one), so that the build always ends.
+      if (auto list = devices_.find(user); list != devices_.end())
+        for (auto& d : list->second)
+          if (d.device == device) d.registration_id = 0;
       return ready({});
     }
     if (!r) return ready(r.error());
