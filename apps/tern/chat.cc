@@ -469,7 +469,6 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
     c->api().history(conv, t->head > history ? t->head - history : 0, std::max<size_t>(history, 1), std::move(cb));
   });
   if (page) page = open_history(*c, std::move(*page));  // decrypted by this device's keys
-  warn_identity_changes(*c, t->others);
 
   struct sigaction sa{};
   sa.sa_handler = on_signal;
@@ -482,6 +481,11 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
   // Created after the history call so events during start-up have somewhere to go; the
   // io thread only reads `screen` once start() runs (below), which orders the write.
   screen = std::make_unique<Screen>(p->credentials.user, *t, tty && raw.active(), read_only);
+  if (auto changed = c->identity_changes(); changed)  // on the screen, so that it stays visible
+    for (const auto& u : *changed)
+      if (std::find(t->others.begin(), t->others.end(), u) != t->others.end())
+        screen->notice({"warning: " + printable(u) + "'s identity key changed since you last verified it;",
+                        "compare safety numbers: tern verify " + printable(u)});
   if (page) {
     screen->add_history(page->messages);
     Seq last_other = 0;

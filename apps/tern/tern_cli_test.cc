@@ -962,6 +962,9 @@ TEST_F(TernCli, VerifyAndIdentityChangeWarnings) {
   ASSERT_EQ(hist.status, 0) << hist.err;
   EXPECT_NE(hist.err.find("bob's identity key changed"), std::string::npos) << hist.err;
   EXPECT_NE(hist.out.find("bob: new keys"), std::string::npos) << hist.out;
+  Proc chat = tern("a", {"chat", "bob"});  // stdin is /dev/null: the line mode
+  EXPECT_EQ(chat.status, 0) << chat.err;
+  EXPECT_NE((chat.out + chat.err).find("bob's identity key changed"), std::string::npos) << chat.out << chat.err;
   Proc again = tern("a", {"verify", "bob"});
   ASSERT_EQ(again.status, 0) << again.err;
   EXPECT_NE(again.out.find("bob device 1:"), std::string::npos) << again.out;
