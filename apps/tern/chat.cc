@@ -19,6 +19,7 @@
 #include "client/blocking.h"
 #include "client/client.h"
 #include "client/errors.h"
+#include "e2e_commands.h"
 #include "format.h"
 #include "media_commands.h"
 #include "terminal.h"
@@ -408,8 +409,8 @@ class Screen {
 int cmd_chat(const Global& g, const std::string& target, size_t history) {
   auto p = require_profile(g);
   if (!p) return fail(g, p.error());
-  auto db = state_db_path();
-  if (!db) return fail(g, db.error());
+  auto opts = device_options(*p);
+  if (!opts) return fail(g, opts.error());
   const bool tty = ::isatty(0) && ::isatty(1);
   // Say what we are waiting for, and fail fast (exit 4) when nobody answers.
   if (tty && !g.json) std::cerr << "tern: connecting to " << p->server << "…\n";
@@ -419,12 +420,8 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
     if (!url) return fail(g, url.error());
   }
 
-  client::Options o;
-  o.server = p->server;
-  o.credentials = p->credentials;
-  o.store_path = *db;
+  client::Options o = *opts;
   o.reconnect = {250, 5'000, 0};  // a person is waiting: retry often
-  o.api = cli_api_options();
 
   // The Screen exists before the Client (its events need it) and outlives it.
   std::unique_ptr<Screen> screen;
@@ -441,6 +438,16 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
   ev.on_presence = [&](const client::Presence& pr) { if (screen) screen->on_presence(pr); };
   ev.on_expired = [&](const std::string& conv_id, Seq seq) { if (screen) screen->on_expired(conv_id, seq); };
   ev.on_state = [&](client::ConnectionState s, const Error* e) { if (screen) screen->on_state(s, e); };
+  ev.on_identity_changed = [&](const std::string& user, uint32_t) {
+    if (screen)
+      screen->notice({"warning: " + printable(user) + "'s identity key changed (a new installation, or someone in between);",
+                      "compare safety numbers: tern verify " + printable(user)});
+  };
+  ev.on_undecryptable = [&](const client::Undecryptable& u) {
+    if (screen && u.conversation_id == conv)
+      screen->notice({"a message from " + printable(u.sender) + " (device " + std::to_string(u.sender_device) +
+                      ", seq " + std::to_string(u.seq) + ") could not be decrypted on this device"});
+  };
   auto created = client::Client::create(o, std::move(ev));
   if (!created) return fail(g, created.error());
   c = std::move(*created);
@@ -461,6 +468,7 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
   auto page = client::wait_for<client::HistoryPage>([&](auto cb) {
     c->api().history(conv, t->head > history ? t->head - history : 0, std::max<size_t>(history, 1), std::move(cb));
   });
+  if (page) page = open_history(*c, std::move(*page));  // decrypted by this device's keys
 
   struct sigaction sa{};
   sa.sa_handler = on_signal;
@@ -473,6 +481,11 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
   // Created after the history call so events during start-up have somewhere to go; the
   // io thread only reads `screen` once start() runs (below), which orders the write.
   screen = std::make_unique<Screen>(p->credentials.user, *t, tty && raw.active(), read_only);
+  if (auto changed = c->identity_changes(); changed)  // on the screen, so that it stays visible
+    for (const auto& u : *changed)
+      if (std::find(t->others.begin(), t->others.end(), u) != t->others.end())
+        screen->notice({"warning: " + printable(u) + "'s identity key changed since you last verified it;",
+                        "compare safety numbers: tern verify " + printable(u)});
   if (page) {
     screen->add_history(page->messages);
     Seq last_other = 0;
@@ -488,7 +501,7 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
                 << (read_only ? "; read-only: only the channel's admins post here" : "; you are an admin: lines are posted")
                 << "; /quit leaves" << std::endl;
     else
-      std::cout << "* chat with " << printable(t->title) << " (" << conv << "); E2E encryption is not on yet; /quit leaves"
+      std::cout << "* chat with " << printable(t->title) << " (" << conv << "); end-to-end encrypted; /quit leaves"
                 << std::endl;
   }
 
@@ -519,6 +532,7 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
       const Seq from = before > n ? before - n : 0;
       auto earlier = client::wait_for<client::HistoryPage>(
           [&](auto cb) { c->api().history(conv, from, std::min<size_t>(n, before - from), std::move(cb)); }, 15s);
+      if (earlier) earlier = open_history(*c, std::move(*earlier));
       if (!earlier) return screen->notice({"history: " + earlier.error().message});
       std::vector<client::Message> msgs;
       for (auto& m : earlier->messages)
@@ -558,7 +572,7 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
       const std::string path = sp == std::string::npos ? std::string() : arg.substr(arg.find_first_not_of(' ', sp));
       auto url = client::parse_server_url(p->server);
       if (!url) return screen->notice({"save: " + url.error().message});
-      auto saved = save_attachments(c->api(), *url, p->credentials.token, conv, seq, path);
+      auto saved = save_attachments(*c, *url, p->credentials.token, conv, seq, path);
       if (!saved) return screen->notice({"save: " + saved.error().message});
       std::vector<std::string> lines;
       for (const auto& w : *saved) lines.push_back("saved " + printable(w));

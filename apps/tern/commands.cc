@@ -14,6 +14,7 @@
 #include "client/client.h"
 #include "client/attachments.h"
 #include "client/errors.h"
+#include "e2e_commands.h"
 #include "format.h"
 #include "media_commands.h"
 #include "terminal.h"
@@ -53,8 +54,12 @@ std::string hhmm(int64_t ms) {
   return buf;
 }
 
-int registered(const Global& g, const Profile& p, const char* what) {
+int registered(const Global& g, const Profile& p, const char* what, client::IoThread& io, const client::ServerUrl& url) {
   if (auto r = save_profile(p); !r) return fail(g, r.error());
+  // A new device: new end-to-end keys, published now so that others can write to it at once
+  // (if this fails, the first `send` or `chat` publishes them).
+  if (auto k = publish_new_device_keys(io, url, p.credentials); !k)
+    std::cerr << "tern: note: keys not published yet (" << k.error().message << "); the next send or chat does it\n";
   if (g.json) {
     print_json(json::object{{"user", p.credentials.user}, {"device", p.credentials.device}, {"server", p.server}});
   } else {
@@ -268,7 +273,7 @@ int cmd_register(const Global& g, const std::string& user, bool force) {
   auto c = wait_for<client::Credentials>([&](auto cb) { api.register_user(user, std::move(cb)); });
   if (!c) return fail(g, c.error());
   p.credentials = *c;
-  return registered(g, p, "registered");
+  return registered(g, p, "registered", io, *url);
 }
 
 int cmd_link_code(const Global& g) {
@@ -305,7 +310,7 @@ int cmd_link(const Global& g, const std::string& user, const std::string& code, 
   auto c = wait_for<client::Credentials>([&](auto cb) { api.link_device(user, *normal, std::move(cb)); });
   if (!c) return fail(g, c.error());
   p.credentials = *c;
-  return registered(g, p, "linked");
+  return registered(g, p, "linked", io, *url);
 }
 
 int cmd_whoami(const Global& g) {
@@ -437,8 +442,8 @@ int cmd_send(const Global& g, const std::string& target, const std::string& text
              const std::string& file) {
   auto p = require_profile(g);
   if (!p) return fail(g, p.error());
-  auto db = state_db_path();
-  if (!db) return fail(g, db.error());
+  auto opts = device_options(*p);
+  if (!opts) return fail(g, opts.error());
   client::IoThread io;
   std::optional<Error> offline;
   auto url = checked_server(io, p->server, true);
@@ -477,13 +482,9 @@ int cmd_send(const Global& g, const std::string& target, const std::string& text
   }
 
   auto wait = std::make_shared<SendWait>();
-  client::Options o;
-  o.server = p->server;
-  o.credentials = p->credentials;
-  o.store_path = *db;
+  client::Options o = *opts;
   o.receive = false;  // a one-shot send: leave incoming messages to `tern chat`
   o.reconnect = {200, 2'000, 0};
-  o.api = cli_api_options();
   client::Events ev;
   ev.on_sent = [wait](const client::SendResult&) {
     std::lock_guard l(wait->mu);
@@ -564,12 +565,24 @@ int cmd_history(const Global& g, const std::string& target, std::optional<Seq> a
   const Seq from = after ? *after : (t->head > limit ? t->head - limit : 0);
   auto page = wait_for<client::HistoryPage>([&](auto cb) { api.history(t->conversation_id, from, limit, std::move(cb)); });
   if (!page) return fail(g, page.error());
+  if (t->type != "channel") {
+    // End-to-end: the server's page is ciphertext; this device's store and keys open it (the
+    // client is not connected: nothing is acknowledged or sent).
+    auto opts = device_options(*p);
+    if (!opts) return fail(g, opts.error());
+    auto reader = client::Client::create(*opts, {});
+    if (!reader) return fail(g, reader.error());
+    page = open_history(**reader, std::move(*page));
+    if (!page) return fail(g, page.error());
+    warn_identity_changes(**reader, t->others);
+  }
   if (g.json) {
     json::array a;
     for (const auto& m : page->messages) {
       json::object o{{"seq", m.seq}, {"sender", m.sender}, {"sender_device", m.sender_device}, {"ts", m.ts},
                      {"body", base64_encode(m.body)}};
       if (valid_utf8(m.body)) o["text"] = m.body;
+      if (m.undecryptable) o["undecryptable"] = true;
       if (m.reply_to) o["reply_to"] = *m.reply_to;
       if (m.expires_at) o["expires_at"] = *m.expires_at;
       if (m.system_json) {

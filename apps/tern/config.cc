@@ -149,4 +149,10 @@ Result<std::string> state_db_path() {
   return *dir + "/state.sqlite";
 }
 
+Result<std::string> keyring_dir() {
+  auto dir = config_dir();
+  if (!dir) return dir.error();
+  return *dir + "/keys";
+}
+
 }  // namespace tern::cli

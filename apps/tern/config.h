@@ -3,6 +3,8 @@
 //   credentials.json  {"server":"http://…","user":"alice","device":1,"token":"…"}
 //   state.sqlite      the SDK's outbox and cursors (so `tern send` and `tern chat` lose
 //                     nothing across runs)
+//   keys/             this device's end-to-end encryption keys and sessions (client/keyring.h:
+//                     keyring.state encrypted under keyring.key, both 0600)
 //   conversations.json the last conversation list seen (ids, types, names, members), so
 //                     that `tern send` can queue a message while the server is down
 // Not thread-safe; used from the CLI's main thread.
@@ -27,6 +29,7 @@ Result<std::optional<Profile>> load_profile();
 // Written to a temporary file (0600) and renamed over the old one.
 Result<void> save_profile(const Profile& profile);
 Result<std::string> state_db_path();
+Result<std::string> keyring_dir();
 // The conversation list cache (see above). Saving is best effort; loading a missing file
 // gives an empty list.
 Result<void> save_conversations(const std::vector<client::ConversationInfo>& list);

@@ -83,6 +83,7 @@ std::string duration_text(int64_t seconds) {
 std::string message_text(const client::Message& m, int64_t now_ms) {
   if (m.system_json) return system_sentence(*m.system_json);
   if (m.expires_at && *m.expires_at <= now_ms) return "(expired)";
+  if (m.undecryptable) return "(could not be decrypted on this device)";
   auto att = client::parse_attachment_body(m.body);
   if (!att) return printable(m.body);
   std::string out = printable(att->first);

@@ -6,6 +6,7 @@
 #include "base/log.h"
 #include "chat.h"
 #include "commands.h"
+#include "e2e_commands.h"
 #include "media_commands.h"
 
 int main(int argc, char** argv) {
@@ -13,8 +14,9 @@ int main(int argc, char** argv) {
   CLI::App app{
       "tern: the Tern messaging client.\n"
       "Credentials and settings live in $XDG_CONFIG_HOME/tern (default ~/.config/tern), mode 0600.\n"
-      "Messages are sent as plain UTF-8 text, base64 on the wire: end-to-end encryption is not\n"
-      "implemented yet (a later release), so the server operator can read them."};
+      "Direct and group messages are end-to-end encrypted (Signal's X3DH and Double Ratchet): the\n"
+      "server stores ciphertext only. This device's keys live in keys/ there. Compare safety\n"
+      "numbers with `tern verify USER`. Channel posts are not end-to-end encrypted."};
   app.footer(kExitCodesHelp);
   app.require_subcommand(1);
   app.fallthrough();  // --server etc. may follow the subcommand too (inherited by subcommands)
@@ -100,7 +102,7 @@ int main(int argc, char** argv) {
   cadmin->add_flag("--remove", admin_remove, "take the admin role away instead");
   add_json(cadmin);
 
-  auto* send = app.add_subcommand("send", "send one message (plain text; not end-to-end encrypted yet)");
+  auto* send = app.add_subcommand("send", "send one message (end-to-end encrypted; channel posts are not)");
   send->add_option("target", target, "conversation id, group name, or a user (@bob or bob)")->required();
   std::string file, out;
   send->add_option("text", words, "message text (optional with --file)");
@@ -121,9 +123,13 @@ int main(int argc, char** argv) {
   hist->add_option("--after", after, "only messages after this seq (default: the last --limit)");
   add_json(hist);
 
-  auto* chat = app.add_subcommand("chat", "interactive chat (not end-to-end encrypted yet)");
+  auto* chat = app.add_subcommand("chat", "interactive chat (end-to-end encrypted; channels are not)");
   chat->add_option("target", target, "a user (bob, @bob), a group name or a conversation id")->required();
   chat->add_option("--history", history, "messages shown on open")->capture_default_str();
+
+  auto* verify = app.add_subcommand("verify", "show the safety numbers of a user's devices, to compare out of band");
+  verify->add_option("user", user, "the contact")->required();
+  add_json(verify);
 
   auto* whoami = app.add_subcommand("whoami", "show the saved account");
   add_json(whoami);
@@ -166,6 +172,7 @@ int main(int argc, char** argv) {
   if (dl->parsed()) return cmd_download(g, target, seq, out);
   if (hist->parsed()) return cmd_history(g, target, after, limit);
   if (chat->parsed()) return cmd_chat(g, target, history);
+  if (verify->parsed()) return cmd_verify(g, user);
   if (whoami->parsed()) return cmd_whoami(g);
   return kExitUsage;
 }

@@ -13,6 +13,7 @@
 #include "client/attachment_cipher.h"
 #include "client/blocking.h"
 #include "client/io_thread.h"
+#include "e2e_commands.h"
 #include "terminal.h"
 
 namespace tern::cli {
@@ -61,12 +62,13 @@ Result<client::Attachment> upload_file(const client::ServerUrl& url, const std::
   return client::upload_attachment(url, token, bytes, "application/octet-stream", name, progress_bar("upload " + name));
 }
 
-Result<std::vector<std::string>> save_attachments(const client::Api& api, const client::ServerUrl& url,
+Result<std::vector<std::string>> save_attachments(client::Client& reader, const client::ServerUrl& url,
                                                   const std::string& token, const std::string& conversation_id, Seq seq,
                                                   const std::string& out) {
   if (seq == 0) return make_error(ErrorCode::kInvalidArgument, "seq must be >= 1");
   auto page = client::wait_for<client::HistoryPage>(
-      [&](auto cb) { api.history(conversation_id, seq - 1, 1, std::move(cb)); }, 30s);
+      [&](auto cb) { reader.api().history(conversation_id, seq - 1, 1, std::move(cb)); }, 30s);
+  if (page) page = open_history(reader, std::move(*page));
   if (!page) return page.error();
   if (page->messages.empty() || page->messages.front().seq != seq)
     return make_error(ErrorCode::kNotFound, "no message " + std::to_string(seq) + " in this conversation");
@@ -101,7 +103,11 @@ int cmd_download(const Global& g, const std::string& target, Seq seq, const std:
   client::Api api(io.context(), *url, p->credentials.token, cli_api_options());
   auto t = resolve_target(api, p->credentials.user, target);
   if (!t) return fail(g, t.error());
-  auto written = save_attachments(api, *url, p->credentials.token, t->conversation_id, seq, out);
+  auto opts = device_options(*p);
+  if (!opts) return fail(g, opts.error());
+  auto reader = client::Client::create(*opts, {});  // not started: only opens the message
+  if (!reader) return fail(g, reader.error());
+  auto written = save_attachments(**reader, *url, p->credentials.token, t->conversation_id, seq, out);
   if (!written) return fail(g, written.error());
   if (g.json) {
     boost::json::array a;

@@ -7,6 +7,7 @@
 
 #include "base/ids.h"
 #include "client/attachments.h"
+#include "client/client.h"
 #include "commands.h"
 
 namespace tern::cli {
@@ -16,7 +17,8 @@ Result<client::Attachment> upload_file(const client::ServerUrl& url, const std::
 // Saves the attachments of message `seq` of the conversation: into `out` when given (a
 // file for one attachment, else a directory), else under their names in the current
 // directory; never over an existing file. Returns the paths written.
-Result<std::vector<std::string>> save_attachments(const client::Api& api, const client::ServerUrl& url,
+// `reader` opens the message (end-to-end: the attachment's key is in its encrypted body).
+Result<std::vector<std::string>> save_attachments(client::Client& reader, const client::ServerUrl& url,
                                                   const std::string& token, const std::string& conversation_id, Seq seq,
                                                   const std::string& out);
 int cmd_download(const Global& g, const std::string& target, Seq seq, const std::string& out);

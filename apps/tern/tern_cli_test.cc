@@ -24,7 +24,9 @@
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
+#include "client/api.h"
 #include "client/blocking.h"
+#include "client/io_thread.h"
 #include "client/client.h"
 #include "client/testing/ternd_process.h"
 #include "client/attachments.h"
@@ -249,12 +251,15 @@ class TernCli : public ::testing::Test {
                                std::string(o["token"].as_string())};
   }
 
-  // An SDK client of `who` (registered by the CLI), started.
+  // An SDK client of `who` (registered by the CLI), started: end-to-end like `tern` itself,
+  // with that config's store and keys (so `tern` cannot run for `who` meanwhile).
   std::unique_ptr<client::Client> sdk(const std::string& who, client::Events ev = {}) {
     client::Options o;
     o.server = server_->url();
     o.credentials = saved(who);
     o.reconnect = {50, 500, 0};
+    o.store_path = config(who) + "/tern/state.sqlite";
+    o.keyring_dir = config(who) + "/tern/keys";
     auto c = client::Client::create(o, std::move(ev));
     EXPECT_TRUE(c.ok());
     if (!c.ok()) return nullptr;
@@ -373,13 +378,8 @@ TEST_F(TernCli, InteractiveChatThroughAPseudoTerminalSurvivesAServerRestart) {
     std::lock_guard l(mu);
     bob_got.push_back(m);
   };
-  client::Options o;
-  o.server = server_->url();
-  o.credentials = saved("b");
-  o.reconnect = {50, 500, 0};
-  auto bob = client::Client::create(o, ev);
-  ASSERT_TRUE(bob.ok());
-  (*bob)->start();
+  auto bob = sdk("b", ev);
+  ASSERT_TRUE(bob);
   auto bob_has = [&](const std::string& text) {
     std::lock_guard l(mu);
     for (const auto& m : bob_got)
@@ -404,18 +404,18 @@ TEST_F(TernCli, InteractiveChatThroughAPseudoTerminalSurvivesAServerRestart) {
     for (const auto& m : bob_got)
       if (m.body == "hello from the terminal") seq = m.seq;
   }
-  (*bob)->mark_read(bob_got.empty() ? "" : bob_got.back().conversation_id, seq);
+  bob->mark_read(bob_got.empty() ? "" : bob_got.back().conversation_id, seq);
   EXPECT_TRUE(chat.wait_for("✓✓ read")) << chat.tail();
   const std::string conv = [&] {
     std::lock_guard l(mu);
     return bob_got.back().conversation_id;
   }();
-  (*bob)->set_typing(conv, true);
+  bob->set_typing(conv, true);
   EXPECT_TRUE(chat.wait_for("bob is typing")) << chat.tail();
   EXPECT_TRUE(chat.wait_for("bob: online")) << chat.tail();
 
   // Bob writes; it appears on alice's screen.
-  ASSERT_TRUE((*bob)->send(conv, "hi alice, from the sdk").ok());
+  ASSERT_TRUE(bob->send(conv, "hi alice, from the sdk").ok());
   EXPECT_TRUE(chat.wait_for("bob: hi alice, from the sdk")) << chat.tail();
 
   // The server dies under the chat and comes back on the same port and data.
@@ -433,12 +433,12 @@ TEST_F(TernCli, InteractiveChatThroughAPseudoTerminalSurvivesAServerRestart) {
   EXPECT_TRUE(chat.wait_for("bob: online", back)) << "presence back after the reconnect\n" << chat.tail();
   chat.type("after the restart\r");
   EXPECT_TRUE(eventually([&] { return bob_has("after the restart"); })) << chat.tail();
-  ASSERT_TRUE((*bob)->send(conv, "welcome back").ok());
+  ASSERT_TRUE(bob->send(conv, "welcome back").ok());
   EXPECT_TRUE(chat.wait_for("bob: welcome back", mark)) << chat.tail();
 
   chat.type("/quit\r");
   EXPECT_EQ(chat.wait_exit(), 0);
-  (*bob)->stop();
+  bob->stop();
   // Exactly once each, in the order typed.
   std::lock_guard l(mu);
   std::vector<std::string> from_alice;
@@ -884,6 +884,93 @@ TEST_F(TernCli, ChatOnAChannelIsReadOnlyForSubscribers) {
   Proc piped = tern("b", {"chat", id});  // stdin is /dev/null: the line mode
   EXPECT_EQ(piped.status, 0) << piped.err;
   EXPECT_NE(piped.out.find("read-only: only the channel's admins post here"), std::string::npos) << piped.out;
+}
+
+// Issue 7: `tern` encrypts by default. A canary sent through the CLI (direct and group)
+// reaches bob's `tern history --json` as text, and is nowhere in the server's data directory,
+// its log output (at debug level) or what HTTP backfill returns; the receiving device's own
+// store does hold it (so the search below can find it).
+TEST_F(TernCli, PlaintextCanaryNeverReachesTheServer) {
+  server_->stop();
+  server_->set_log_level("debug");
+  ASSERT_TRUE(server_->start(server_->port()).ok());
+  ASSERT_EQ(tern("a", {"register", "alice"}).status, 0);
+  ASSERT_EQ(tern("b", {"register", "bob"}).status, 0);
+  const std::string canary = "CANARY-e2e-5fQ9x", group_canary = "CANARY-group-Zr81k";
+  Proc sent = tern("a", {"send", "bob", canary, "--json"});
+  ASSERT_EQ(sent.status, 0) << sent.err;
+  const std::string conv(parse_json(sent.out)["conversation_id"].as_string());
+  ASSERT_EQ(tern("a", {"group", "create", "crew", "bob"}).status, 0);
+  Proc gsent = tern("a", {"send", "crew", group_canary});
+  ASSERT_EQ(gsent.status, 0) << gsent.err;
+
+  for (const auto& [target, text] : {std::pair{"alice", canary}, std::pair{"crew", group_canary}}) {
+    Proc hist = tern("b", {"history", target, "--json"});
+    ASSERT_EQ(hist.status, 0) << hist.err;
+    std::vector<std::string> texts;
+    const json::object h = parse_json(hist.out);
+    for (const auto& m : h.at("messages").as_array())
+      if (!m.as_object().contains("system")) texts.emplace_back(m.as_object().at("text").as_string());
+    EXPECT_EQ(texts, std::vector<std::string>{text});
+  }
+  auto contains_canary = [&](const std::filesystem::path& path) {
+    std::ifstream f(path, std::ios::binary);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str().find("CANARY-") != std::string::npos;
+  };
+  size_t files = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir_ + "/data")) {
+    if (!e.is_regular_file()) continue;
+    ++files;
+    EXPECT_FALSE(contains_canary(e.path())) << e.path();
+  }
+  EXPECT_GT(files, 0u);
+  EXPECT_FALSE(contains_canary(server_->stdout_path()));
+  EXPECT_FALSE(contains_canary(server_->stderr_path()));
+  EXPECT_GT(std::filesystem::file_size(server_->stdout_path()) + std::filesystem::file_size(server_->stderr_path()), 0u);
+  EXPECT_TRUE(contains_canary(config("b") + "/tern/state.sqlite")) << "bob's own history holds the text";
+  client::IoThread io;
+  auto url = client::parse_server_url(server_->url());
+  ASSERT_TRUE(url.ok());
+  client::Api api(io.context(), *url, saved("b").token);
+  auto page = client::wait_for<client::HistoryPage>([&](auto cb) { api.history(conv, 0, 100, std::move(cb)); });
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->messages.size(), 1u);
+  EXPECT_FALSE(page->messages[0].body.empty());
+  EXPECT_EQ(page->messages[0].body.find("CANARY-"), std::string::npos);
+}
+
+// `tern verify` shows both sides the same safety number; a re-installed contact makes
+// `tern history` warn until it is verified.
+TEST_F(TernCli, VerifyAndIdentityChangeWarnings) {
+  ASSERT_EQ(tern("a", {"register", "alice"}).status, 0);
+  ASSERT_EQ(tern("b", {"register", "bob"}).status, 0);
+  Proc va = tern("a", {"verify", "bob", "--json"}), vb = tern("b", {"verify", "alice", "--json"});
+  ASSERT_EQ(va.status, 0) << va.err;
+  ASSERT_EQ(vb.status, 0) << vb.err;
+  const json::object oa = parse_json(va.out), ob = parse_json(vb.out);
+  const std::string number(oa.at("devices").as_array().at(0).as_object().at("safety_number").as_string());
+  EXPECT_EQ(number.size(), 60u);
+  EXPECT_EQ(number, ob.at("devices").as_array().at(0).as_object().at("safety_number").as_string());
+  ASSERT_EQ(tern("a", {"send", "bob", "first"}).status, 0);
+  // bob re-installs: new keys, published by his next send.
+  std::filesystem::remove_all(config("b") + "/tern/keys");
+  ASSERT_EQ(tern("b", {"send", "alice", "new keys"}).status, 0);
+  ASSERT_EQ(tern("a", {"send", "bob", "second"}).status, 0);
+  Proc hist = tern("a", {"history", "bob"});
+  ASSERT_EQ(hist.status, 0) << hist.err;
+  EXPECT_NE(hist.err.find("bob's identity key changed"), std::string::npos) << hist.err;
+  EXPECT_NE(hist.out.find("bob: new keys"), std::string::npos) << hist.out;
+  Proc chat = tern("a", {"chat", "bob"});  // stdin is /dev/null: the line mode
+  EXPECT_EQ(chat.status, 0) << chat.err;
+  EXPECT_NE((chat.out + chat.err).find("bob's identity key changed"), std::string::npos) << chat.out << chat.err;
+  Proc again = tern("a", {"verify", "bob"});
+  ASSERT_EQ(again.status, 0) << again.err;
+  EXPECT_NE(again.out.find("bob device 1:"), std::string::npos) << again.out;
+  EXPECT_EQ(tern("a", {"history", "bob"}).err.find("identity key changed"), std::string::npos) << "verified";
+  Proc bh = tern("b", {"history", "alice"});
+  EXPECT_NE(bh.out.find("alice: second"), std::string::npos) << bh.out;
 }
 
 TEST(Format, SystemMessagesAsSentences) {

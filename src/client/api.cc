@@ -7,6 +7,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
 
+#include "base/base64.h"
 #include "client/convert.h"
 #include "client/errors.h"
 #include "client/http_call.h"
@@ -278,6 +279,41 @@ void Api::key_bundles(const std::string& user, uint32_t device, Callback<std::st
   if (device != 0) target += "/" + std::to_string(device);
   run<std::string>(state_, "GET", std::move(target), "", true, {200},
                    [](const std::string& body) -> Result<std::string> { return body; }, std::move(cb));
+}
+
+namespace {
+Result<std::vector<UserDevice>> parse_user_devices(const std::string& body) {
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  const json::value* devices = !ec && v.is_object() ? v.as_object().if_contains("devices") : nullptr;
+  if (!devices || !devices->is_array()) return make_error(ErrorCode::kMalformed, "device list without devices");
+  std::vector<UserDevice> out;
+  for (const json::value& d : devices->as_array()) {
+    const json::object* o = d.if_object();
+    const json::value* id = o ? o->if_contains("device") : nullptr;
+    if (!id || !id->is_number()) return make_error(ErrorCode::kMalformed, "device list entry without device");
+    UserDevice u;
+    u.device = static_cast<uint32_t>(id->to_number<uint64_t>(ec));
+    if (ec || u.device == 0) return make_error(ErrorCode::kMalformed, "bad device number");
+    if (const json::value* r = o->if_contains("registration_id"); r && r->is_number()) {
+      const uint64_t n = r->to_number<uint64_t>(ec);
+      if (ec || n > UINT32_MAX) return make_error(ErrorCode::kMalformed, "bad registration_id");
+      u.registration_id = static_cast<uint32_t>(n);
+    }
+    if (const json::value* k = o->if_contains("identity_key"); k && k->is_string()) {
+      auto raw = base64_decode(k->as_string());
+      if (!raw || raw->size() != 33) return make_error(ErrorCode::kMalformed, "bad identity_key");
+      u.identity_key = std::move(*raw);
+    }
+    out.push_back(std::move(u));
+  }
+  return out;
+}
+}  // namespace
+
+void Api::user_devices(const std::string& user, Callback<std::vector<UserDevice>> cb) const {
+  run<std::vector<UserDevice>>(state_, "GET", "/v1/users/" + encode_segment(user) + "/devices", "", true, {200},
+                               parse_user_devices, std::move(cb));
 }
 
 }  // namespace tern::client

@@ -91,6 +91,8 @@ class Api {
   void key_count(Callback<size_t> cb) const;                                           // GET /v1/keys
   // The bundle answer as JSON, for parse_bundles() (keyring.h); device 0: all the user's devices.
   void key_bundles(const std::string& user, uint32_t device, Callback<std::string> cb) const;
+  // GET /v1/users/{user}/devices: every device, with its registration id (0: no keys uploaded).
+  void user_devices(const std::string& user, Callback<std::vector<UserDevice>> cb) const;
 
  struct State;  // implementation detail (api.cc)
 

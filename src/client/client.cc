@@ -18,6 +18,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "client/convert.h"
+#include "client/e2e_session.h"
 #include "client/errors.h"
 #include "client/io_thread.h"
 #include "client/receiver.h"
@@ -46,6 +47,8 @@ namespace {
 
 constexpr size_t kMaxPresenceUsers = 1024;
 constexpr size_t kMaxPendingReads = 4096;
+// device_mismatch answers to one send before it fails (each fixes the device lists, §14.8).
+constexpr int kMaxMismatchRetries = 5;
 
 std::string random_client_msg_id() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -67,15 +70,18 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     Callback<SendResult> done;
     bool in_flight = false;
     bool written_before = false;
+    std::string frame;    // end-to-end: the encrypted `send`, built at the first write
+    int mismatches = 0;   // device_mismatch answers so far
   };
 
-  Impl(asio::io_context& ioc_, Options o, Events e, ServerUrl u, std::unique_ptr<LocalStore> s)
+  Impl(asio::io_context& ioc_, Options o, Events e, ServerUrl u, std::unique_ptr<LocalStore> s, SqliteStore* sql)
       : ioc(ioc_),
         strand(asio::make_strand(ioc_)),
         opts(std::move(o)),
         events(std::move(e)),
         url(std::move(u)),
         store(std::move(s)),
+        sqlite(sql),
         api(ioc_, url, opts.credentials.token, opts.api),
         reconnect_timer(strand),
         send_pause_timer(strand),
@@ -89,7 +95,11 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   Events events;
   ServerUrl url;
   std::unique_ptr<LocalStore> store;
+  SqliteStore* sqlite = nullptr;  // `store` when it is one (the device's history lives there)
   Api api;
+  std::unique_ptr<E2eSession> e2e;  // end-to-end encryption; null when off
+  bool keys_published = false;
+  bool building = false;  // an encrypted frame waits for a fetch (one at a time, in order)
   std::unique_ptr<Receiver> receiver;
 
   std::atomic<ConnectionState> state{ConnectionState::kDisconnected};
@@ -145,6 +155,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       while (!s->expiring.empty() && s->expiring.begin()->first <= now) {
         auto [conv, seq] = s->expiring.begin()->second;
         s->expiring.erase(s->expiring.begin());
+        if (s->e2e) (void)s->sqlite->remove_message(conv, seq);
         s->emit(s->events.on_expired, conv, seq);
       }
       s->arm_expiry();
@@ -177,9 +188,12 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     ro.backfill_page = opts.backfill_page;
     ro.gap_grace_ms = opts.gap_grace_ms;
     ReceiverHooks h;
-    h.deliver = [w](const Message& m) {
+    h.deliver = [w](const Message& received) {
       auto s = w.lock();
       if (!s) return;
+      std::optional<Message> opened = s->open(received);
+      if (!opened) return;
+      const Message& m = *opened;
       if (!m.expires_at) return s->emit(s->events.on_message, m);
       if (*m.expires_at <= now_ms()) {  // never hand over an expired payload
         Message tomb = m;
@@ -227,6 +241,59 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     receiver = std::make_unique<Receiver>(ro, std::move(h));
   }
 
+  // End-to-end: this device's entry decrypted (or taken from the store when it was opened
+  // before, or is our own), and the result kept in the device's history. nullopt: it could
+  // not be decrypted (reported; the Receiver acks it all the same).
+  std::optional<Message> open(const Message& received) {
+    if (!e2e || !E2eSession::encrypted(received.conversation_id)) return received;
+    if (received.sender == opts.credentials.user && received.sender_device == opts.credentials.device &&
+        !received.system_json) {
+      // Our own send (met in a backfill page): only the store has it.
+      auto stored = sqlite->message(received.conversation_id, received.seq);
+      if (stored && *stored) return **stored;
+      return received;
+    }
+    Message m = received;
+    if (m.system_json) {
+      e2e->forget_members(m.conversation_id);  // membership changed: read the members again
+    } else if (!m.expired) {
+      auto stored = sqlite->message(m.conversation_id, m.seq);
+      if (stored && *stored) {
+        m.body = (*stored)->body;
+      } else if (!m.body.empty()) {
+        auto plain = e2e->decrypt(m.sender, m.sender_device, m.body);
+        if (!plain) {
+          spdlog::info("component=client event=undecryptable conversation={} seq={} sender={}:{} error=\"{}\"",
+                       m.conversation_id, m.seq, m.sender, m.sender_device, plain.error().message);
+          emit(events.on_undecryptable,
+               Undecryptable{m.conversation_id, m.seq, m.sender, m.sender_device, plain.error()});
+          return std::nullopt;
+        }
+        m.body = std::move(*plain);
+      }
+    }
+    if (auto r = sqlite->save_message(m); !r)
+      spdlog::warn("component=client event=history_save_failed error=\"{}\"", r.error().message);
+    return m;
+  }
+
+  void identity_changed(const std::string& user, uint32_t device) {
+    spdlog::info("component=client event=identity_changed user={} device={}", user, device);
+    if (auto r = sqlite->note_identity_change(user); !r)
+      spdlog::warn("component=client event=identity_note_failed error=\"{}\"", r.error().message);
+    emit(events.on_identity_changed, user, device);
+  }
+
+  void publish_keys(bool then_connect) {
+    e2e->publish([w = weak_from_this(), then_connect](Result<void> r) {
+      auto s = w.lock();
+      if (!s || s->stopped) return;
+      s->keys_published = r.ok();
+      if (!r) spdlog::warn("component=client event=key_upload_failed error=\"{}\"", r.error().message);
+      if (then_connect) s->connect();
+    });
+  }
+
   void set_state(ConnectionState s, const Error* err) {
     state = s;
     emit(events.on_state, s, err);
@@ -246,6 +313,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     } else {
       spdlog::warn("component=client event=outbox_load_failed error=\"{}\"", p.error().message);
     }
+    if (e2e) return publish_keys(true);  // keys first, so that senders find them
     connect();
   }
 
@@ -274,6 +342,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   void on_open() {
     bump([](ClientStats& s) { ++s.connects; });
     set_state(ConnectionState::kConnected, nullptr);
+    if (e2e && !keys_published) publish_keys(false);
     if (!presence_users.empty()) {
       std::vector<std::string> chunk;
       for (const auto& u : presence_users) {
@@ -358,6 +427,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     outbox.erase(it->second);
     by_id.erase(it);
     if (p.in_flight) --in_flight;
+    if (e2e && E2eSession::encrypted(p.entry.conversation_id)) save_own(p.entry, e);
     if (auto r = store->remove(p.entry.client_msg_id); !r)
       spdlog::warn("component=client event=outbox_remove_failed error=\"{}\"", r.error().message);
     send_retry_attempt = 0;
@@ -368,6 +438,23 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     emit(events.on_sent, res);
     sync_receiver_stats();
     pump();
+  }
+
+  // Our own encrypted send, acknowledged: its plaintext joins the device's history (the
+  // server holds no entry for the sending device).
+  void save_own(const OutboxEntry& entry, const proto::SentEvent& e) {
+    Message m;
+    m.conversation_id = e.conversation_id.empty() ? entry.conversation_id : e.conversation_id;
+    m.seq = e.seq;
+    m.sender = opts.credentials.user;
+    m.sender_device = opts.credentials.device;
+    m.ts = e.ts;
+    m.body = base64_decode(entry.body_b64).value_or(std::string());
+    m.reply_to = entry.reply_to;
+    if (entry.ttl_seconds) m.expires_at = e.ts + *entry.ttl_seconds * 1000;
+    if (auto r = sqlite->save_message(m); !r)
+      spdlog::warn("component=client event=history_save_failed error=\"{}\"", r.error().message);
+    if (m.expires_at) track_expiry(m.conversation_id, m.seq, *m.expires_at);  // deleted when it expires
   }
 
   void handle(proto::MessageEvent&& e) {
@@ -392,7 +479,10 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     emit(events.on_typing, t);
   }
 
-  void handle(proto::PrekeysLowEvent&& e) { emit(events.on_prekeys_low, e.count); }
+  void handle(proto::PrekeysLowEvent&& e) {
+    if (e2e) e2e->refill(e.count);
+    emit(events.on_prekeys_low, e.count);
+  }
 
   void handle(proto::PresenceEvent&& e) {
     Presence p{std::move(e.user), e.online, e.last_seen};
@@ -412,17 +502,59 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
           pause_sends();
           return;
         }
-        Pending gone = std::move(p);
-        outbox.erase(it->second);
-        by_id.erase(it);
-        (void)store->remove(gone.entry.client_msg_id);
-        if (gone.done && !stopped) gone.done(err);
-        emit(events.on_send_failed, gone.entry.client_msg_id, err);
-        pump();
+        if (e2e && e.code == "device_mismatch" && !p.frame.empty() && ++p.mismatches <= kMaxMismatchRetries) {
+          // §14.8: fix the device lists, encrypt again, retry with the same client_msg_id.
+          e2e->on_device_mismatch(p.entry.conversation_id, e.missing, e.extra, e.stale);
+          p.frame.clear();
+          pump();
+          return;
+        }
+        fail_pending(it->second, err);
         return;
       }
     }
     emit(events.on_error, err);
+  }
+
+  // A send refused for good: it leaves the outbox.
+  void fail_pending(std::list<Pending>::iterator pos, const Error& err) {
+    Pending gone = std::move(*pos);
+    if (gone.in_flight) --in_flight;
+    by_id.erase(gone.entry.client_msg_id);
+    outbox.erase(pos);
+    (void)store->remove(gone.entry.client_msg_id);
+    if (gone.done && !stopped) gone.done(err);
+    emit(events.on_send_failed, gone.entry.client_msg_id, err);
+    pump();
+  }
+
+  // End-to-end: the encrypted frame of `p`, or nullopt while keys are fetched (pump runs
+  // again when they arrived) or when the entry failed.
+  std::optional<std::string> encrypted_frame(std::list<Pending>::iterator pos) {
+    if (!pos->frame.empty()) return pos->frame;
+    const std::string id = pos->entry.client_msg_id;
+    auto built = e2e->build_send(pos->entry, [w = weak_from_this(), id](Result<void> r) {
+      auto s = w.lock();
+      if (!s || s->stopped) return;
+      s->building = false;
+      if (r) return s->pump();
+      auto it = s->by_id.find(id);
+      if (retryable(r.error().code) || is_network_error(r.error()) || it == s->by_id.end()) {
+        spdlog::info("component=client event=key_fetch_failed error=\"{}\"", r.error().message);
+        return s->pause_sends();
+      }
+      s->fail_pending(it->second, r.error());
+    });
+    if (!built) {
+      fail_pending(pos, built.error());
+      return std::nullopt;
+    }
+    if (!*built) {
+      building = true;
+      return std::nullopt;
+    }
+    pos->frame = std::move(**built);
+    return pos->frame;
   }
 
   // ---- outbox (strand) ----
@@ -432,18 +564,26 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       return;
     }
     std::string id = e.client_msg_id;
-    outbox.push_back(Pending{std::move(e), std::move(done)});
+    outbox.push_back(Pending{std::move(e), std::move(done), false, false, {}, 0});
     by_id.emplace(std::move(id), std::prev(outbox.end()));
   }
 
   void pump() {
-    if (!conn || !conn->open() || send_paused || stopped) return;
-    for (auto& p : outbox) {
+    if (!conn || !conn->open() || send_paused || stopped || building) return;
+    for (auto pos = outbox.begin(); pos != outbox.end(); ++pos) {
+      auto& p = *pos;
       if (in_flight >= opts.max_in_flight) break;
       if (p.in_flight) continue;
       const auto& e = p.entry;
-      if (!conn->send(proto::encode_send(e.client_msg_id, e.conversation_id, e.body_b64, e.reply_to, e.ttl_seconds, e.media)))
-        break;
+      std::string frame;
+      if (e2e && E2eSession::encrypted(e.conversation_id)) {
+        auto f = encrypted_frame(pos);
+        if (!f) return;  // fetching (pump runs again), or failed (fail_pending pumped)
+        frame = std::move(*f);
+      } else {
+        frame = proto::encode_send(e.client_msg_id, e.conversation_id, e.body_b64, e.reply_to, e.ttl_seconds, e.media);
+      }
+      if (!conn->send(frame)) break;
       p.in_flight = true;
       ++in_flight;
       if (p.written_before) bump([](ClientStats& s) { ++s.resends; });
@@ -524,17 +664,38 @@ Result<std::unique_ptr<Client>> Client::create(asio::io_context& ioc, Options op
   if (!valid_user_id(c.user) || c.device == 0 || c.token.empty())
     return make_error(ErrorCode::kInvalidArgument, "credentials need a user, a device and a token");
   std::unique_ptr<LocalStore> store;
+  SqliteStore* sqlite = nullptr;
   if (options.store_path.empty()) {
     store = std::make_unique<MemoryStore>(options.max_outbox);
   } else {
     auto s = SqliteStore::open(options.store_path, options.max_outbox);
     if (!s) return s.error();
+    sqlite = s.value().get();
     store = std::move(s.value());
   }
   if (options.max_in_flight == 0) options.max_in_flight = 1;
   std::unique_ptr<Client> client(new Client());
   client->impl_ = std::make_shared<Impl>(ioc, std::move(options), std::move(events), std::move(url.value()),
-                                         std::move(store));
+                                         std::move(store), sqlite);
+  Impl& impl = *client->impl_;
+  if (sqlite && !impl.opts.plaintext) {
+    if (impl.opts.keyring_dir.empty()) impl.opts.keyring_dir = impl.opts.store_path + ".keys";
+    std::weak_ptr<Impl> w = client->impl_;
+    E2eHooks hooks;
+    hooks.post = [w](std::function<void()> fn) {
+      if (auto s = w.lock()) asio::post(s->strand, [w, fn = std::move(fn)] {
+        if (auto s2 = w.lock(); s2 && !s2->stopped) fn();
+      });
+    };
+    hooks.identity_changed = [w](const std::string& user, uint32_t device) {
+      if (auto s = w.lock()) s->identity_changed(user, device);
+    };
+    auto e2e = E2eSession::open(impl.opts.keyring_dir, impl.opts.credentials, impl.api, std::move(hooks));
+    if (!e2e) return e2e.error();
+    impl.e2e = std::move(*e2e);
+    if (auto r = sqlite->remove_expired(now_ms()); !r)
+      spdlog::warn("component=client event=history_expiry_failed error=\"{}\"", r.error().message);
+  }
   client->impl_->init_receiver();
   return client;
 }
@@ -622,5 +783,36 @@ ClientStats Client::stats() const {
 }
 
 size_t Client::outbox_size() const { return impl_->store->size(); }
+
+bool Client::encrypts() const { return impl_->e2e != nullptr; }
+
+void Client::open_page(HistoryPage page, Callback<HistoryPage> done) {
+  asio::post(impl_->strand, [s = impl_, page = std::move(page), done = std::move(done)]() mutable {
+    for (auto& m : page.messages) {
+      if (auto opened = s->open(m)) {
+        m = std::move(*opened);
+      } else {
+        m.body.clear();
+        m.undecryptable = true;
+      }
+    }
+    done(std::move(page));
+  });
+}
+
+Result<std::vector<Message>> Client::local_history(const std::string& conversation_id, Seq after, size_t limit) const {
+  if (!impl_->sqlite) return make_error(ErrorCode::kInvalidArgument, "no local history without a store_path");
+  return impl_->sqlite->messages(conversation_id, after, limit);
+}
+
+Result<std::vector<std::string>> Client::identity_changes() const {
+  if (!impl_->sqlite) return std::vector<std::string>();
+  return impl_->sqlite->identity_changes();
+}
+
+Result<void> Client::clear_identity_change(const std::string& user) const {
+  if (!impl_->sqlite) return {};
+  return impl_->sqlite->clear_identity_change(user);
+}
 
 }  // namespace tern::client

@@ -68,6 +68,22 @@ struct Options {
   int64_t ack_delay_ms = 20;
   int64_t idle_timeout_ms = 30'000;  // WebSocket silence (pings at half of it) → reconnect
   bool receive = true;  // false: ignore incoming messages (no hand-over, no acks), e.g. a one-shot send
+  // End-to-end encryption (e2e_session.h, docs/crypto.md) of direct and group conversations
+  // (channels are never encrypted): on when the client has a store_path, unless `plaintext`.
+  // The keys live in keyring_dir (default: store_path + ".keys"). A client without a
+  // store_path cannot keep keys and sends plaintext.
+  bool plaintext = false;
+  std::string keyring_dir;
+};
+
+// An incoming message this device could not decrypt: it is acknowledged (delivery goes on)
+// and not handed over as a Message.
+struct Undecryptable {
+  std::string conversation_id;
+  Seq seq = 0;
+  std::string sender;
+  uint32_t sender_device = 0;
+  Error error;
 };
 
 struct Events {
@@ -86,9 +102,16 @@ struct Events {
   // The device has fewer one-time prekeys than the server's threshold left (on the drop and on
   // every connect while low): upload more (Api::upload_keys with Keyring::upload_body).
   std::function<void(uint64_t count)> on_prekeys_low;
-  // A message handed over earlier reached its expires_at (disappearing messages): the
-  // application deletes it now. At most kMaxExpiryTimers are tracked (the earliest).
+  // A message handed over earlier (with end-to-end encryption: or sent by this device)
+  // reached its expires_at (disappearing messages): the application deletes it now, as the
+  // SDK does from its history. At most kMaxExpiryTimers are tracked (the earliest).
   std::function<void(const std::string& conversation_id, Seq seq)> on_expired;
+  // End-to-end encryption only.
+  std::function<void(const Undecryptable&)> on_undecryptable;
+  // A contact's device has another identity key than its session was built for (a
+  // re-install, or someone in the middle): compare safety numbers (`tern verify`). Also kept
+  // in the store until clear_identity_change().
+  std::function<void(const std::string& user, uint32_t device)> on_identity_changed;
 };
 
 inline constexpr size_t kMaxExpiryTimers = 100'000;
@@ -148,6 +171,20 @@ class Client {
   ConnectionState state() const;
   ClientStats stats() const;
   size_t outbox_size() const;
+
+  // End-to-end encryption is on (see Options::plaintext).
+  bool encrypts() const;
+  // The device's own history from its store (decrypted; docs/crypto.md): messages of the
+  // conversation with seq > after, increasing, at most `limit`. Needs a store_path.
+  Result<std::vector<Message>> local_history(const std::string& conversation_id, Seq after, size_t limit) const;
+  // A backfill page (Api::history) as this device reads it: with end-to-end encryption each
+  // message decrypted (or taken from the store: own sends, messages opened before), the
+  // rest marked `undecryptable`; unchanged otherwise. Works without start(). `done` runs on
+  // the Client's strand.
+  void open_page(HistoryPage page, Callback<HistoryPage> done);
+  // Contacts whose identity key changed since they were last verified; clearing is `tern verify`'s.
+  Result<std::vector<std::string>> identity_changes() const;
+  Result<void> clear_identity_change(const std::string& user) const;
 
   struct Impl;
 

@@ -1,9 +1,11 @@
 // The SDK against a real ternd (skipped with a message when the binary is not built).
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -216,10 +218,13 @@ TEST_F(ClientIntegration, SqliteOutboxSurvivesAClientRestartWhileTheServerIsDown
   }
   ASSERT_TRUE(server_->start(server_->port()).ok());
   Inbox ai, bi;
-  auto b = Client::create(options(bob), bi.events());
-  auto a = Client::create(options(alice, store), ai.events());
-  ASSERT_TRUE(a.ok() && b.ok());
+  // Both end-to-end (they have stores): bob's keys are published before alice encrypts.
+  auto b = Client::create(options(bob, dir_ + "/bob.sqlite"), bi.events());
+  ASSERT_TRUE(b.ok());
   (*b)->start();
+  ASSERT_TRUE(eventually([&] { return bi.state == ConnectionState::kSynced; }));
+  auto a = Client::create(options(alice, store), ai.events());
+  ASSERT_TRUE(a.ok());
   (*a)->start();
   ASSERT_TRUE(eventually([&] { return bi.count_from("alice") >= 3; })) << bi.count_from("alice");
   ASSERT_TRUE(eventually([&] { return (*a)->outbox_size() == 0; }));
@@ -536,6 +541,259 @@ TEST_F(ClientIntegration, ExpiredMessagesAreDeletedLocally) {
   EXPECT_TRUE(ci.from("alice")[0].expired);
   EXPECT_EQ(ci.from("alice")[0].body, "");
   EXPECT_EQ(ci.from("alice")[1].body, "stays");
+}
+
+// ---- End-to-end encryption (e2e_session.h, docs/crypto.md) ----
+
+// What an end-to-end client saw beyond the Inbox.
+struct E2eInbox : Inbox {
+  std::vector<Undecryptable> undecryptable;
+  std::vector<std::pair<std::string, uint32_t>> identity_changed;
+  Events events() {
+    Events e = Inbox::events();
+    e.on_undecryptable = [this](const Undecryptable& u) {
+      std::lock_guard l(mu);
+      undecryptable.push_back(u);
+    };
+    e.on_identity_changed = [this](const std::string& user, uint32_t device) {
+      std::lock_guard l(mu);
+      identity_changed.emplace_back(user, device);
+    };
+    return e;
+  }
+  std::set<std::string> bodies() {
+    std::lock_guard l(mu);
+    std::set<std::string> out;
+    for (const auto& m : messages)
+      if (!m.system_json) out.insert(m.body);
+    return out;
+  }
+};
+
+class E2eIntegration : public ClientIntegration {
+ protected:
+  // An end-to-end client of `c` (its store and keys under the test dir), started and synced.
+  std::unique_ptr<Client> device(const Credentials& c, E2eInbox& inbox) {
+    auto client = Client::create(options(c, dir_ + "/" + c.user + "-" + std::to_string(c.device) + ".sqlite"),
+                                 inbox.events());
+    EXPECT_TRUE(client.ok()) << (client.ok() ? "" : client.error().message);
+    if (!client.ok()) return nullptr;
+    EXPECT_TRUE((*client)->encrypts());
+    (*client)->start();
+    EXPECT_TRUE(eventually([&] { return inbox.state == ConnectionState::kSynced; }));
+    return std::move(*client);
+  }
+  // The direct conversation of `a` with `other` (created by a).
+  std::string direct(const Credentials& a, const std::string& other) {
+    auto conv = wait_for<std::string>([&](auto cb) { api_for(a).create_direct(other, std::move(cb)); });
+    EXPECT_TRUE(conv.ok());
+    return conv.ok() ? *conv : std::string();
+  }
+  Credentials second_device(const Credentials& c) {
+    auto d = wait_for<Credentials>([&](auto cb) { api_for(c).add_device(std::move(cb)); });
+    EXPECT_TRUE(d.ok());
+    return d.ok() ? *d : Credentials{};
+  }
+};
+
+TEST_F(E2eIntegration, TwoUsersWithTwoDevicesEachDecryptEveryMessage) {
+  const Credentials a1 = register_user("alice"), b1 = register_user("bob");
+  const Credentials a2 = second_device(a1), b2 = second_device(b1);
+  const std::string conv = direct(a1, "bob");
+  ASSERT_FALSE(conv.empty());
+  const std::vector<Credentials> creds{a1, a2, b1, b2};
+  std::vector<E2eInbox> inbox(4);
+  std::vector<std::unique_ptr<Client>> clients;
+  for (size_t i = 0; i < 4; ++i) {
+    clients.push_back(device(creds[i], inbox[i]));
+    ASSERT_TRUE(clients.back());
+  }
+  constexpr int kPerDevice = 3;
+  auto text = [&](size_t dev, int i) { return "secret " + creds[dev].user + ":" + std::to_string(creds[dev].device) + " #" + std::to_string(i); };
+  for (int i = 0; i < kPerDevice; ++i)
+    for (size_t d = 0; d < 4; ++d) {
+      auto sent = wait_for<SendResult>([&](auto cb) { (void)clients[d]->send(conv, text(d, i), {}, std::move(cb)); });
+      ASSERT_TRUE(sent.ok()) << sent.error().message;
+    }
+  for (size_t d = 0; d < 4; ++d) {
+    std::set<std::string> expected;  // everything the other three devices sent, own other device included
+    for (size_t o = 0; o < 4; ++o)
+      for (int i = 0; i < kPerDevice; ++i)
+        if (o != d) expected.insert(text(o, i));
+    EXPECT_TRUE(eventually([&] { return inbox[d].bodies() == expected; })) << "device " << d;
+    std::lock_guard l(inbox[d].mu);
+    EXPECT_TRUE(inbox[d].undecryptable.empty());
+    EXPECT_EQ(inbox[d].messages.size(), expected.size()) << "each message once";
+  }
+  // Every device's own history holds all twelve, decrypted, in seq order (its own sends too).
+  for (size_t d = 0; d < 4; ++d) {
+    auto local = clients[d]->local_history(conv, 0, 100);
+    ASSERT_TRUE(local.ok());
+    ASSERT_EQ(local->size(), 4u * kPerDevice) << "device " << d;
+    for (size_t i = 0; i < local->size(); ++i) EXPECT_EQ((*local)[i].seq, i + 1);
+    EXPECT_EQ((*local)[0].body, text(0, 0));
+  }
+  // The server only ever had ciphertext: bob's backfill has no plaintext.
+  auto page = wait_for<HistoryPage>([&](auto cb) { api_for(b1).history(conv, 0, 100, std::move(cb)); });
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->messages.size(), 4u * kPerDevice);
+  for (const auto& m : page->messages) EXPECT_EQ(m.body.find("secret"), std::string::npos);
+}
+
+TEST_F(E2eIntegration, AReinstalledDeviceIsStaleAndFixedWithTheSameSend) {
+  const Credentials alice = register_user("alice"), bob = register_user("bob");
+  const std::string conv = direct(alice, "bob");
+  ASSERT_FALSE(conv.empty());
+  E2eInbox ai, bi;
+  auto a = device(alice, ai);
+  ASSERT_TRUE(a);
+  {
+    auto b = device(bob, bi);
+    ASSERT_TRUE(b);
+    ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)a->send(conv, "before", {}, std::move(cb)); }).ok());
+    ASSERT_TRUE(eventually([&] { return bi.bodies() == std::set<std::string>{"before"}; }));
+  }
+  // bob's device is re-installed: new identity key and registration id, uploaded on start.
+  std::filesystem::remove_all(dir_ + "/bob-1.sqlite.keys");
+  E2eInbox bi2;
+  auto b = device(bob, bi2);
+  ASSERT_TRUE(b);
+  auto sent = wait_for<SendResult>([&](auto cb) { (void)a->send(conv, "after", {}, std::move(cb)); });
+  ASSERT_TRUE(sent.ok()) << sent.error().message;
+  EXPECT_TRUE(eventually([&] { return bi2.bodies().contains("after"); }));
+  {
+    std::lock_guard l(ai.mu);
+    ASSERT_EQ(ai.identity_changed.size(), 1u);
+    EXPECT_EQ(ai.identity_changed[0], std::make_pair(std::string("bob"), 1u));
+    EXPECT_TRUE(ai.failed.empty());
+  }
+  auto changes = a->identity_changes();
+  ASSERT_TRUE(changes.ok());
+  EXPECT_EQ(*changes, std::vector<std::string>{"bob"});
+  ASSERT_TRUE(a->clear_identity_change("bob").ok());
+  EXPECT_TRUE(a->identity_changes()->empty());
+}
+
+TEST_F(E2eIntegration, AnUndecryptableMessageIsReportedAndDeliveryGoesOn) {
+  const Credentials alice = register_user("alice"), bob = register_user("bob");
+  const std::string conv = direct(alice, "bob");
+  ASSERT_FALSE(conv.empty());
+  E2eInbox bi, ai;
+  auto b = device(bob, bi);
+  ASSERT_TRUE(b);
+  Inbox plain;
+  auto p = started(alice, plain.events());  // no store: a plaintext client of alice's device
+  ASSERT_TRUE(p);
+  ASSERT_FALSE(p->encrypts());
+  ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)p->send(conv, "not a ciphertext", {}, std::move(cb)); }).ok());
+  p->stop();
+  auto a = device(alice, ai);
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)a->send(conv, "encrypted", {}, std::move(cb)); }).ok());
+  EXPECT_TRUE(eventually([&] { return bi.bodies() == std::set<std::string>{"encrypted"}; }));
+  std::lock_guard l(bi.mu);
+  ASSERT_EQ(bi.undecryptable.size(), 1u);
+  EXPECT_EQ(bi.undecryptable[0].seq, 1u);
+  EXPECT_EQ(bi.undecryptable[0].sender, "alice");
+  EXPECT_EQ(bi.undecryptable[0].sender_device, 1u);
+}
+
+// Groups are encrypted pairwise per device (docs/crypto.md, "How the SDK uses it").
+TEST_F(E2eIntegration, AGroupOfFiveDecryptsEverythingAndARemovedMemberNothingAfter) {
+  const std::vector<std::string> names{"ann", "ben", "cat", "dan", "eve"};
+  std::vector<Credentials> creds;
+  for (const auto& n : names) creds.push_back(register_user(n));
+  creds.push_back(second_device(creds[0]));  // ann:2
+  creds.push_back(second_device(creds[1]));  // ben:2
+  auto conv = wait_for<std::string>([&](auto cb) {
+    api_for(creds[0]).create_group("five", {"ben", "cat", "dan", "eve"}, std::move(cb));
+  });
+  ASSERT_TRUE(conv.ok()) << conv.error().message;
+  const size_t n = creds.size();
+  std::vector<E2eInbox> inbox(n);
+  std::vector<std::unique_ptr<Client>> clients;
+  for (size_t i = 0; i < n; ++i) {
+    clients.push_back(device(creds[i], inbox[i]));
+    ASSERT_TRUE(clients.back());
+  }
+  auto text = [&](size_t d, const std::string& what) {
+    return what + " from " + creds[d].user + ":" + std::to_string(creds[d].device);
+  };
+  for (size_t d = 0; d < n; ++d) {
+    auto sent = wait_for<SendResult>([&](auto cb) { (void)clients[d]->send(*conv, text(d, "hello"), {}, std::move(cb)); });
+    ASSERT_TRUE(sent.ok()) << sent.error().message;
+  }
+  for (size_t d = 0; d < n; ++d) {
+    std::set<std::string> expected;
+    for (size_t o = 0; o < n; ++o)
+      if (o != d) expected.insert(text(o, "hello"));
+    EXPECT_TRUE(eventually([&] { return inbox[d].bodies() == expected; })) << "device " << d;
+  }
+  // eve (index 4) is removed; then ann:1 and ben:2 write again.
+  auto members = wait_for<std::vector<std::string>>(
+      [&](auto cb) { api_for(creds[0]).remove_members(*conv, {"eve"}, std::move(cb)); });
+  ASSERT_TRUE(members.ok());
+  const size_t eve = 4;
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard l(inbox[eve].mu);
+    return std::any_of(inbox[eve].messages.begin(), inbox[eve].messages.end(),
+                       [](const Message& m) { return m.system_json.has_value(); });
+  })) << "eve sees her removal";
+  for (size_t d : {size_t{0}, size_t{6}}) {
+    auto sent = wait_for<SendResult>([&](auto cb) { (void)clients[d]->send(*conv, text(d, "after"), {}, std::move(cb)); });
+    ASSERT_TRUE(sent.ok()) << sent.error().message;
+  }
+  for (size_t d = 0; d < n; ++d) {
+    if (d == eve) continue;
+    EXPECT_TRUE(eventually([&] {
+      auto b = inbox[d].bodies();
+      return (d == 0 || b.contains(text(0, "after"))) && (d == 6 || b.contains(text(6, "after")));
+    })) << "device " << d;
+  }
+  // Everyone else has both; eve's device received nothing it could open after the removal:
+  // no entry was made for it (nor is the log readable to her any more).
+  // A barrier: a direct message to eve sent after them; what reaches her device comes in order.
+  const std::string to_eve = direct(creds[0], "eve");
+  ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)clients[0]->send(to_eve, "barrier", {}, std::move(cb)); }).ok());
+  ASSERT_TRUE(eventually([&] { return inbox[eve].bodies().contains("barrier"); }));
+  {
+    std::lock_guard l(inbox[eve].mu);
+    for (const auto& m : inbox[eve].messages) EXPECT_EQ(m.body.find("after"), std::string::npos) << m.body;
+    EXPECT_TRUE(inbox[eve].undecryptable.empty());
+  }
+  auto local = clients[eve]->local_history(*conv, 0, 100);
+  ASSERT_TRUE(local.ok());
+  for (const auto& m : *local) EXPECT_EQ(m.body.find("after"), std::string::npos);
+  auto page = wait_for<HistoryPage>([&](auto cb) { api_for(creds[eve]).history(*conv, 0, 100, std::move(cb)); });
+  ASSERT_FALSE(page.ok());
+  EXPECT_EQ(page.error().code, ErrorCode::kForbidden);
+}
+
+// Disappearing messages leave the device's decrypted history when they expire: the sender's
+// copy and the receiver's.
+TEST_F(E2eIntegration, ExpiredMessagesLeaveTheLocalHistory) {
+  const Credentials alice = register_user("alice"), bob = register_user("bob");
+  const std::string conv = direct(alice, "bob");
+  ASSERT_FALSE(conv.empty());
+  E2eInbox ai, bi;
+  auto a = device(alice, ai);
+  auto b = device(bob, bi);
+  ASSERT_TRUE(a && b);
+  SendOptions so;
+  so.ttl_seconds = 1;
+  ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)a->send(conv, "gone soon", so, std::move(cb)); }).ok());
+  ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)a->send(conv, "stays", {}, std::move(cb)); }).ok());
+  ASSERT_TRUE(eventually([&] { return bi.bodies() == std::set<std::string>{"gone soon", "stays"}; }));
+  auto bodies = [&](Client& c) {
+    std::vector<std::string> out;
+    auto local = c.local_history(conv, 0, 10);
+    if (local.ok())
+      for (const auto& m : *local) out.push_back(m.body);
+    return out;
+  };
+  EXPECT_EQ(bodies(*a), (std::vector<std::string>{"gone soon", "stays"}));
+  EXPECT_TRUE(eventually([&] { return bodies(*a) == std::vector<std::string>{"stays"}; }, 10s)) << "sender's copy";
+  EXPECT_TRUE(eventually([&] { return bodies(*b) == std::vector<std::string>{"stays"}; }, 10s)) << "receiver's copy";
 }
 
 }  // namespace

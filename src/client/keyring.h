@@ -24,8 +24,7 @@
 // Ciphertexts travel as base64 of one type byte (2 = SignalMessage, 3 = PreKeySignalMessage)
 // followed by the message bytes, so a receiver knows which decrypt to run.
 //
-// Not done yet (see the report of the `keys` branch): groups (sender keys), the Client and
-// `tern` using it by default.
+// Not done yet: groups (sender keys). The Client uses it through E2eSession (e2e_session.h).
 //
 // Thread-safety: none; one owner thread (the Client's strand). Owns its state.
 #pragma once

@@ -98,6 +98,59 @@ TEST(LocalStore, SqliteContractAndPersistenceAcrossReopen) {
   std::filesystem::remove_all(dir);
 }
 
+// The end-to-end history and identity-change rows (docs/crypto.md): binary bodies kept exact,
+// pages in seq order, replaced on a second save, expired ones removed, kept across reopen.
+TEST(LocalStore, SqliteHistoryAndIdentityChanges) {
+  const std::string dir = temp_dir();
+  const std::string path = dir + "/state.sqlite";
+  {
+    auto s = SqliteStore::open(path);
+    ASSERT_TRUE(s.ok());
+    for (Seq seq : {3u, 1u, 2u}) {
+      Message m;
+      m.conversation_id = "d-1";
+      m.seq = seq;
+      m.sender = "bob";
+      m.sender_device = 2;
+      m.ts = 1000 + static_cast<int64_t>(seq);
+      m.body = std::string("b\0dy", 4) + std::to_string(seq);
+      if (seq == 2) m.expires_at = 5'000;
+      if (seq == 3) m.reply_to = 1;
+      ASSERT_TRUE((*s)->save_message(m).ok());
+    }
+    Message other;
+    other.conversation_id = "g-2";
+    other.seq = 1;
+    other.system_json = R"({"action":"add"})";
+    ASSERT_TRUE((*s)->save_message(other).ok());
+    ASSERT_TRUE((*s)->note_identity_change("bob").ok());
+    ASSERT_TRUE((*s)->note_identity_change("bob").ok());
+    ASSERT_TRUE((*s)->note_identity_change("amy").ok());
+  }
+  auto s = SqliteStore::open(path);
+  ASSERT_TRUE(s.ok());
+  auto page = (*s)->messages("d-1", 1, 10);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->size(), 2u);
+  EXPECT_EQ((*page)[0].seq, 2u);
+  EXPECT_EQ((*page)[0].body, std::string("b\0dy2", 5));
+  EXPECT_EQ((*page)[0].expires_at, 5'000);
+  EXPECT_EQ((*page)[1].reply_to, 1u);
+  EXPECT_EQ((*page)[1].sender_device, 2u);
+  EXPECT_EQ((*s)->message("g-2", 1)->value().system_json, R"({"action":"add"})");
+  EXPECT_FALSE((*s)->message("g-2", 2)->has_value());
+  ASSERT_TRUE((*s)->remove_expired(4'999).ok());
+  EXPECT_EQ((*s)->messages("d-1", 0, 10)->size(), 3u);
+  ASSERT_TRUE((*s)->remove_expired(5'000).ok());
+  EXPECT_EQ((*s)->messages("d-1", 0, 10)->size(), 2u);
+  ASSERT_TRUE((*s)->remove_message("d-1", 1).ok());
+  EXPECT_EQ((*s)->messages("d-1", 0, 1)->front().seq, 3u);
+  EXPECT_EQ(*(*s)->identity_changes(), (std::vector<std::string>{"amy", "bob"}));
+  ASSERT_TRUE((*s)->clear_identity_change("bob").ok());
+  EXPECT_EQ(*(*s)->identity_changes(), std::vector<std::string>{"amy"});
+  std::filesystem::remove_all(dir);
+}
+
 TEST(LocalStore, SqliteRefusesAnUnopenablePath) {
   auto s = SqliteStore::open("/nonexistent-dir/x/y.sqlite");
   EXPECT_FALSE(s.ok());

@@ -5,6 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
+
 namespace tern::client {
 namespace {
 
@@ -24,6 +27,15 @@ class Stmt {
   void text(int i, std::string_view v) { sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT); }
   void integer(int i, int64_t v) { sqlite3_bind_int64(s_, i, v); }
   void null(int i) { sqlite3_bind_null(s_, i); }
+  void blob(int i, std::string_view v) { sqlite3_bind_blob(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT); }
+  std::string col_blob(int i) {
+    const auto* p = static_cast<const char*>(sqlite3_column_blob(s_, i));
+    return p ? std::string(p, static_cast<size_t>(sqlite3_column_bytes(s_, i))) : std::string();
+  }
+  std::optional<int64_t> col_opt(int i) {
+    if (sqlite3_column_type(s_, i) == SQLITE_NULL) return std::nullopt;
+    return sqlite3_column_int64(s_, i);
+  }
   std::string col_text(int i) {
     const auto* p = sqlite3_column_text(s_, i);
     return p ? std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(sqlite3_column_bytes(s_, i))) : std::string();
@@ -59,7 +71,11 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path, 
       " reply_to INTEGER,"
       " ttl INTEGER,"
       " created_ms INTEGER NOT NULL);"
-      "CREATE TABLE IF NOT EXISTS cursors(conversation_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);";
+      "CREATE TABLE IF NOT EXISTS cursors(conversation_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);"
+      "CREATE TABLE IF NOT EXISTS messages(conversation_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+      " sender TEXT NOT NULL, sender_device INTEGER NOT NULL, ts INTEGER NOT NULL, body BLOB NOT NULL,"
+      " reply_to INTEGER, expires_at INTEGER, system_json TEXT, PRIMARY KEY(conversation_id, seq));"
+      "CREATE TABLE IF NOT EXISTS identity_changes(user TEXT PRIMARY KEY);";
   if (auto r = store->exec(schema); !r) return r.error();
   // Media ids (issue 11), space-separated; a column added to files made before it existed.
   if (!store->exec("SELECT media FROM outbox LIMIT 0;"))
@@ -172,6 +188,116 @@ Result<std::map<std::string, Seq>> SqliteStore::cursors() const {
   while ((rc = sqlite3_step(s.get())) == SQLITE_ROW)
     out[s.col_text(0)] = static_cast<Seq>(sqlite3_column_int64(s.get(), 1));
   if (rc != SQLITE_DONE) return db_error(db_, "select cursors");
+  return out;
+}
+
+namespace {
+#define TERN_MESSAGE_COLUMNS \
+  "SELECT conversation_id, seq, sender, sender_device, ts, body, reply_to, expires_at, system_json FROM messages"
+Message message_row(Stmt& s) {
+  Message m;
+  m.conversation_id = s.col_text(0);
+  m.seq = static_cast<Seq>(sqlite3_column_int64(s.get(), 1));
+  m.sender = s.col_text(2);
+  m.sender_device = static_cast<uint32_t>(sqlite3_column_int64(s.get(), 3));
+  m.ts = sqlite3_column_int64(s.get(), 4);
+  m.body = s.col_blob(5);
+  if (auto r = s.col_opt(6)) m.reply_to = static_cast<Seq>(*r);
+  m.expires_at = s.col_opt(7);
+  if (sqlite3_column_type(s.get(), 8) != SQLITE_NULL) m.system_json = s.col_text(8);
+  return m;
+}
+}  // namespace
+
+Result<void> SqliteStore::save_message(const Message& m) {
+  std::lock_guard lock(mu_);
+  Stmt s(db_,
+         "INSERT OR REPLACE INTO messages(conversation_id, seq, sender, sender_device, ts, body, reply_to, expires_at,"
+         " system_json) VALUES(?,?,?,?,?,?,?,?,?)");
+  if (!s.ok()) return db_error(db_, "prepare");
+  s.text(1, m.conversation_id);
+  s.integer(2, static_cast<int64_t>(m.seq));
+  s.text(3, m.sender);
+  s.integer(4, m.sender_device);
+  s.integer(5, m.ts);
+  s.blob(6, m.body);
+  if (m.reply_to) s.integer(7, static_cast<int64_t>(*m.reply_to)); else s.null(7);
+  if (m.expires_at) s.integer(8, *m.expires_at); else s.null(8);
+  if (m.system_json) s.text(9, *m.system_json); else s.null(9);
+  if (sqlite3_step(s.get()) != SQLITE_DONE) return db_error(db_, "insert message");
+  return {};
+}
+
+Result<std::optional<Message>> SqliteStore::message(std::string_view conversation_id, Seq seq) const {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, TERN_MESSAGE_COLUMNS " WHERE conversation_id = ? AND seq = ?");
+  if (!s.ok()) return db_error(db_, "prepare");
+  s.text(1, conversation_id);
+  s.integer(2, static_cast<int64_t>(seq));
+  const int rc = sqlite3_step(s.get());
+  if (rc == SQLITE_DONE) return std::optional<Message>();
+  if (rc != SQLITE_ROW) return db_error(db_, "select message");
+  return std::optional<Message>(message_row(s));
+}
+
+Result<std::vector<Message>> SqliteStore::messages(std::string_view conversation_id, Seq after, size_t limit) const {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, TERN_MESSAGE_COLUMNS " WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?");
+  if (!s.ok()) return db_error(db_, "prepare");
+  s.text(1, conversation_id);
+  s.integer(2, static_cast<int64_t>(after));
+  s.integer(3, static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
+  std::vector<Message> out;
+  int rc;
+  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) out.push_back(message_row(s));
+  if (rc != SQLITE_DONE) return db_error(db_, "select messages");
+  return out;
+}
+
+Result<void> SqliteStore::remove_message(std::string_view conversation_id, Seq seq) {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, "DELETE FROM messages WHERE conversation_id = ? AND seq = ?");
+  if (!s.ok()) return db_error(db_, "prepare");
+  s.text(1, conversation_id);
+  s.integer(2, static_cast<int64_t>(seq));
+  if (sqlite3_step(s.get()) != SQLITE_DONE) return db_error(db_, "delete message");
+  return {};
+}
+
+Result<void> SqliteStore::remove_expired(int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, "DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?");
+  if (!s.ok()) return db_error(db_, "prepare");
+  s.integer(1, now_ms);
+  if (sqlite3_step(s.get()) != SQLITE_DONE) return db_error(db_, "delete expired");
+  return {};
+}
+
+Result<void> SqliteStore::change_user_row(const char* sql, std::string_view user) {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, sql);
+  if (!s.ok()) return db_error(db_, "prepare");
+  s.text(1, user);
+  if (sqlite3_step(s.get()) != SQLITE_DONE) return db_error(db_, "identity change");
+  return {};
+}
+
+Result<void> SqliteStore::note_identity_change(std::string_view user) {
+  return change_user_row("INSERT OR IGNORE INTO identity_changes(user) VALUES(?)", user);
+}
+
+Result<void> SqliteStore::clear_identity_change(std::string_view user) {
+  return change_user_row("DELETE FROM identity_changes WHERE user = ?", user);
+}
+
+Result<std::vector<std::string>> SqliteStore::identity_changes() const {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, "SELECT user FROM identity_changes ORDER BY user");
+  if (!s.ok()) return db_error(db_, "prepare");
+  std::vector<std::string> out;
+  int rc;
+  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) out.push_back(s.col_text(0));
+  if (rc != SQLITE_DONE) return db_error(db_, "select identity changes");
   return out;
 }
 

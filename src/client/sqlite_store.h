@@ -6,9 +6,12 @@
 // Thread-safe (one connection guarded by a mutex).
 #pragma once
 #include <memory>
+#include <optional>
+#include <vector>
 #include <string>
 
 #include "client/local_store.h"
+#include "client/types.h"
 
 struct sqlite3;
 
@@ -29,10 +32,28 @@ class SqliteStore final : public LocalStore {
   Result<void> save_cursor(std::string_view conversation_id, Seq seq) override;
   Result<std::map<std::string, Seq>> cursors() const override;
 
+  // The device's own history with end-to-end encryption (docs/crypto.md): every message as
+  // handed to the application, decrypted (a later ratchet step cannot open an old ciphertext
+  // again, so this table is the only readable copy). Protected by the file's mode 0600.
+  // Saving the same (conversation, seq) again replaces it.
+  Result<void> save_message(const Message& m);
+  Result<std::optional<Message>> message(std::string_view conversation_id, Seq seq) const;
+  // Messages with seq > after, increasing, at most `limit`.
+  Result<std::vector<Message>> messages(std::string_view conversation_id, Seq after, size_t limit) const;
+  Result<void> remove_message(std::string_view conversation_id, Seq seq);
+  // Deletes the messages whose expires_at is at or before now_ms (disappearing messages that
+  // expired while no client ran).
+  Result<void> remove_expired(int64_t now_ms);
+  // Contacts whose identity key changed and who were not verified since (`tern verify`).
+  Result<void> note_identity_change(std::string_view user);
+  Result<void> clear_identity_change(std::string_view user);
+  Result<std::vector<std::string>> identity_changes() const;
+
  private:
   SqliteStore(sqlite3* db, size_t max_entries) : db_(db), max_entries_(max_entries) {}
   Result<void> exec(const char* sql) const;
   size_t size_locked() const;
+  Result<void> change_user_row(const char* sql, std::string_view user);  // one statement, ?1 = user
 
   sqlite3* db_;
   const size_t max_entries_;

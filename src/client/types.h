@@ -42,6 +42,9 @@ struct Message {
   // Its expires_at has passed: the SDK hands it over without a body (the application shows
   // a tombstone, as the server does, and keeps nothing of it).
   bool expired = false;
+  // End-to-end encryption: this device could not decrypt it (only in Client::open_page's
+  // answer; live ones are reported by Events::on_undecryptable). `body` is empty.
+  bool undecryptable = false;
 };
 
 // `sent` for one of this device's sends: the message is durable on the server with this seq.
@@ -112,6 +115,13 @@ struct JoinResult {
 struct HistoryPage {
   std::vector<Message> messages;  // increasing seq
   Seq head = 0;
+};
+
+// One device of a user as the key directory lists it (docs/protocol.md §14.4).
+struct UserDevice {
+  uint32_t device = 0;
+  uint32_t registration_id = 0;  // 0: the device has uploaded no keys
+  std::string identity_key;      // 33 bytes (0x05 ‖ X25519), empty without keys
 };
 
 // A one-time code shown by a signed-in device, entered on a new one (see docs in api.h).

@@ -60,7 +60,7 @@ Result<void> TerndProcess::start(uint16_t port) {
       if (out >= 0) ::dup2(out, 1);
       if (err >= 0) ::dup2(err, 2);
       ::execl(binary_.c_str(), binary_.c_str(), "--listen", listen.c_str(), "--data", data_dir_.c_str(),
-              "--durability", "sync", "--log-level", "warn", static_cast<char*>(nullptr));
+              "--durability", "sync", "--log-level", log_level_.c_str(), static_cast<char*>(nullptr));
       ::_exit(127);
     }
     pid_ = pid;

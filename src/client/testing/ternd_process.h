@@ -29,6 +29,11 @@ class TerndProcess {
   // Starts and waits (at most 20 s) for "listening 127.0.0.1:PORT". port 0 picks one the
   // first time; later starts reuse the port found then.
   Result<void> start(uint16_t port = 0);
+  // For the next start(): ternd's --log-level (default "warn").
+  void set_log_level(std::string level) { log_level_ = std::move(level); }
+  // Where the child's output goes: data_dir + ".stdout" / ".stderr".
+  std::string stdout_path() const { return data_dir_ + ".stdout"; }
+  std::string stderr_path() const { return data_dir_ + ".stderr"; }
   void kill9();  // SIGKILL and reap
   void stop();   // SIGTERM, then SIGKILL after 5 s
   bool running() const { return pid_ > 0; }
@@ -41,6 +46,7 @@ class TerndProcess {
   std::string data_dir_;
   pid_t pid_ = -1;
   uint16_t port_ = 0;
+  std::string log_level_ = "warn";
 };
 
 }  // namespace tern::client::testing

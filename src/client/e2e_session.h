@@ -1,0 +1,94 @@
+// E2eSession: the Client's end-to-end encryption layer over the Keyring (docs/crypto.md, "How
+// the SDK uses it"). Direct and group conversations are encrypted; channels are not
+// (docs/protocol.md §3.9a).
+//  - Sending: every outbox entry holds the plaintext; its `send` frame is built at every
+//    (re)send: one ciphertext per device of every member (own other devices included, this
+//    device excluded) in `bodies`, with `registration_ids`. What is missing is fetched first,
+//    one HTTP call at a time: the member list (GET /v1/conversations/{id}), each member's
+//    device list (GET /v1/users/{u}/devices) and a bundle for each device without a session
+//    built for its current registration id (GET /v1/keys/{u}/{d}). Lists are cached;
+//    `device_mismatch` (§14.8) and membership changes invalidate them.
+//  - Receiving: decrypt() opens this device's entry. A failure changes no state.
+//  - Keys: publish() uploads the identity, a signed prekey and one-time prekeys when the
+//    directory does not list this keyring's registration id for the device, and refills the
+//    one-time prekeys below kPrekeyTarget / 2 (also on `prekeys_low`).
+// One process at a time: open() fails (kExists) while another holds the keyring's lock.
+// Inside the pairwise ciphertext the plaintext is one kind byte (kApplication) and the body.
+//
+// Thread-safety: none. One owner: the Client's strand; Api callbacks are brought back to it
+// through Hooks::post. Owns the Keyring.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "client/api.h"
+#include "client/keyring.h"
+#include "client/local_store.h"
+#include "client/types.h"
+
+namespace tern::client {
+
+inline constexpr size_t kPrekeyTarget = 100;  // one-time prekeys kept on the server
+
+struct E2eHooks {
+  std::function<void(std::function<void()>)> post;  // runs fn on the owner's strand
+  // A device's identity key is not the one its session was built for (a re-install, or an
+  // attack: the user should compare safety numbers).
+  std::function<void(const std::string& user, uint32_t device)> identity_changed;
+};
+
+class E2eSession {
+ public:
+  static Result<std::unique_ptr<E2eSession>> open(const std::string& keyring_dir, Credentials self, Api api,
+                                                  E2eHooks hooks);
+  ~E2eSession();
+
+  // Direct ("d-") and group ("g-") conversations are encrypted; channels are not.
+  static bool encrypted(std::string_view conversation_id);
+
+  // Uploads keys as needed (see above); `done` on the strand.
+  void publish(std::function<void(Result<void>)> done);
+  // `prekeys_low`: uploads kPrekeyTarget - count new one-time prekeys.
+  void refill(uint64_t count);
+
+  // The `send` frame of an encrypted entry (body_b64: the plaintext, base64), or nullopt
+  // while something is being fetched: `ready` then runs on the strand once it arrived (or
+  // failed), and the caller builds again. An error: the entry cannot be encrypted.
+  Result<std::optional<std::string>> build_send(const OutboxEntry& entry, std::function<void(Result<void>)> ready);
+
+  // A `device_mismatch` answer for a send to `conversation_id` (device keys "user:device").
+  void on_device_mismatch(const std::string& conversation_id, const std::vector<std::string>& missing,
+                          const std::vector<std::string>& extra, const std::vector<std::string>& stale);
+  // Membership changed: the member list is read again before the next send there.
+  void forget_members(const std::string& conversation_id);
+
+  // The plaintext of this device's entry of a message (`body`: the ciphertext bytes).
+  Result<std::string> decrypt(const std::string& sender, uint32_t sender_device, const std::string& body);
+
+  Keyring& keyring() { return *keyring_; }
+
+ private:
+  E2eSession(Credentials self, Api api, E2eHooks hooks, std::unique_ptr<Keyring> keyring);
+  void fetch_members(const std::string& conv, std::function<void(Result<void>)> ready);
+  void fetch_devices(const std::string& user, std::function<void(Result<void>)> ready);
+  void fetch_bundle(const std::string& user, uint32_t device, std::function<void(Result<void>)> ready);
+  // Brings `r` to the strand as `ready(r)`.
+  template <typename T>
+  Callback<T> on_strand(std::function<void(Result<T>)> fn);
+
+  Credentials self_;
+  Api api_;
+  E2eHooks hooks_;
+  std::unique_ptr<Keyring> keyring_;
+  std::map<std::string, std::vector<std::string>> members_;  // conversation → users
+  std::map<std::string, std::vector<UserDevice>> devices_;    // user → devices
+  bool refilling_ = false;
+  int lock_fd_ = -1;  // flock on <keyring_dir>/lock: one process per keyring
+};
+
+}  // namespace tern::client
