@@ -155,4 +155,30 @@ Result<std::string> keyring_dir() {
   return *dir + "/keys";
 }
 
+namespace {
+std::string g_passphrase_file;
+}
+
+void set_passphrase_file(std::string path) { g_passphrase_file = std::move(path); }
+
+Result<std::optional<std::string>> keyring_passphrase() {
+  std::string path = g_passphrase_file;
+  if (path.empty())
+    if (const char* env = std::getenv("TERN_PASSPHRASE_FILE")) path = env;
+  if (path.empty()) return std::optional<std::string>{};
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line))
+    return make_error(ErrorCode::kInvalidArgument, "cannot read the passphrase file " + path);
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  if (line.empty()) return make_error(ErrorCode::kInvalidArgument, "the passphrase file " + path + " is empty");
+  return std::optional<std::string>(std::move(line));
+}
+
+client::KeyringOptions keyring_options(const std::optional<std::string>& passphrase) {
+  client::KeyringOptions o;
+  if (passphrase) o.passphrase = *passphrase;
+  return o;
+}
+
 }  // namespace tern::cli

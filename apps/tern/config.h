@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "client/keyring.h"
 #include "client/types.h"
 
 namespace tern::cli {
@@ -30,6 +31,11 @@ Result<std::optional<Profile>> load_profile();
 Result<void> save_profile(const Profile& profile);
 Result<std::string> state_db_path();
 Result<std::string> keyring_dir();
+// The keyring's passphrase, from --passphrase-file (or $TERN_PASSPHRASE_FILE): its first line.
+// nullopt: the keyring uses its key file. Set once by main() before any command runs.
+void set_passphrase_file(std::string path);
+Result<std::optional<std::string>> keyring_passphrase();
+client::KeyringOptions keyring_options(const std::optional<std::string>& passphrase);
 // The conversation list cache (see above). Saving is best effort; loading a missing file
 // gives an empty list.
 Result<void> save_conversations(const std::vector<client::ConversationInfo>& list);

@@ -21,11 +21,14 @@ Result<client::Options> device_options(const Profile& p) {
   if (!db) return db.error();
   auto keys = keyring_dir();
   if (!keys) return keys.error();
+  auto passphrase = keyring_passphrase();
+  if (!passphrase) return passphrase.error();
   client::Options o;
   o.server = p.server;
   o.credentials = p.credentials;
   o.store_path = *db;
   o.keyring_dir = *keys;
+  o.keyring_passphrase = std::move(*passphrase);
   o.api = cli_api_options();
   return o;
 }
@@ -34,9 +37,11 @@ Result<void> publish_new_device_keys(client::IoThread& io, const client::ServerU
   auto dir = keyring_dir();
   if (!dir) return dir.error();
   std::error_code ec;
+  auto passphrase = keyring_passphrase();
+  if (!passphrase) return passphrase.error();
   std::filesystem::remove_all(*dir, ec);
   if (ec) return make_error(ErrorCode::kInternal, "cannot replace " + *dir + ": " + ec.message());
-  auto keyring = client::Keyring::open(*dir);
+  auto keyring = client::Keyring::open(*dir, keyring_options(*passphrase));
   if (!keyring) return keyring.error();
   auto body = (*keyring)->upload_body(true, client::kPrekeyTarget);
   if (!body) return body.error();
@@ -77,7 +82,9 @@ int cmd_verify(const Global& g, const std::string& user) {
   if (!dir) return fail(g, dir.error());
   if (!std::filesystem::exists(*dir + "/keyring.state"))
     return fail(g, make_error(ErrorCode::kNotFound, "this device has no keys yet (" + *dir + "); send or chat once"));
-  auto keyring = client::Keyring::open(*dir);
+  auto passphrase = keyring_passphrase();
+  if (!passphrase) return fail(g, passphrase.error());
+  auto keyring = client::Keyring::open(*dir, keyring_options(*passphrase));
   if (!keyring) return fail(g, keyring.error());
   const std::string own = (*keyring)->identity_public();
   auto own_key = crypto::parse_public(bytes_of(own));
@@ -112,6 +119,34 @@ int cmd_verify(const Global& g, const std::string& user) {
               << " in person or over another channel: they match on both sides (`tern verify "
               << printable(p->credentials.user) << "` there) unless someone is in between.\n";
   }
+  return kExitOk;
+}
+
+// Switches the keyring between its key file and a passphrase. The keyring is opened the way
+// it is now (--passphrase-file names the current passphrase when it has one), then re-saved
+// under the new one (read from new_file, first line) or, with an empty new_file, under a
+// fresh key file.
+int cmd_keys_protect(const Global& g, const std::string& new_file) {
+  auto dir = keyring_dir();
+  if (!dir) return fail(g, dir.error());
+  if (!std::filesystem::exists(*dir + "/keyring.state"))
+    return fail(g, make_error(ErrorCode::kNotFound, "this device has no keys yet (" + *dir + ")"));
+  auto current = keyring_passphrase();
+  if (!current) return fail(g, current.error());
+  std::optional<std::string> next;
+  if (!new_file.empty()) {
+    set_passphrase_file(new_file);
+    auto n = keyring_passphrase();
+    if (!n) return fail(g, n.error());
+    next = std::move(*n);
+  }
+  auto keyring = client::Keyring::open(*dir, keyring_options(*current));
+  if (!keyring) return fail(g, keyring.error());
+  auto r = (*keyring)->set_passphrase(next ? std::optional<std::string_view>(*next) : std::nullopt);
+  if (!r) return fail(g, r.error());
+  const char* mode = next ? "passphrase" : "key file";
+  if (g.json) print_json(json::object{{"protected_by", mode}});
+  else std::cout << "keys in " << *dir << " are now protected by a " << mode << "\n";
   return kExitOk;
 }
 

@@ -24,5 +24,7 @@ void warn_identity_changes(const client::Client& c, const std::vector<std::strin
 Result<client::HistoryPage> open_history(client::Client& c, client::HistoryPage page);
 
 int cmd_verify(const Global& g, const std::string& user);
+// `tern keys protect --new-passphrase-file F` / `tern keys unprotect`.
+int cmd_keys_protect(const Global& g, const std::string& new_file);
 
 }  // namespace tern::cli

@@ -24,6 +24,10 @@ int main(int argc, char** argv) {
   std::string log_level = "warn";
   app.add_option("--server", g.server, "server URL, e.g. http://127.0.0.1:8080 (default: the saved one)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")->capture_default_str();
+  std::string passphrase_file;
+  app.add_option("--passphrase-file", passphrase_file,
+                 "the keys are protected by the passphrase on this file's first line instead of a key file "
+                 "(also $TERN_PASSPHRASE_FILE)");
 
   auto add_json = [&](CLI::App* c) { c->add_flag("--json", g.json, "print the result as one JSON object"); };
 
@@ -127,6 +131,15 @@ int main(int argc, char** argv) {
   chat->add_option("target", target, "a user (bob, @bob), a group name or a conversation id")->required();
   chat->add_option("--history", history, "messages shown on open")->capture_default_str();
 
+  auto* keys = app.add_subcommand("keys", "how this device's end-to-end keys are protected at rest");
+  keys->require_subcommand(1);
+  std::string new_passphrase_file;
+  auto* kprotect = keys->add_subcommand("protect", "protect the keys with a passphrase instead of the key file");
+  kprotect->add_option("--new-passphrase-file", new_passphrase_file, "file whose first line is the new passphrase")
+      ->required();
+  add_json(kprotect);
+  auto* kunprotect = keys->add_subcommand("unprotect", "protect the keys with a key file (mode 0600) again");
+  add_json(kunprotect);
   auto* verify = app.add_subcommand("verify", "show the safety numbers of a user's devices, to compare out of band");
   verify->add_option("user", user, "the contact")->required();
   add_json(verify);
@@ -141,6 +154,7 @@ int main(int argc, char** argv) {
     return code == 0 ? kExitOk : kExitUsage;
   }
   tern::init_logging(log_level);
+  if (!passphrase_file.empty()) set_passphrase_file(passphrase_file);
 
   auto joined = [&] {
     std::string s;
@@ -173,6 +187,8 @@ int main(int argc, char** argv) {
   if (hist->parsed()) return cmd_history(g, target, after, limit);
   if (chat->parsed()) return cmd_chat(g, target, history);
   if (verify->parsed()) return cmd_verify(g, user);
+  if (kprotect->parsed()) return cmd_keys_protect(g, new_passphrase_file);
+  if (kunprotect->parsed()) return cmd_keys_protect(g, "");
   if (whoami->parsed()) return cmd_whoami(g);
   return kExitUsage;
 }

@@ -973,55 +973,43 @@ TEST_F(TernCli, VerifyAndIdentityChangeWarnings) {
   EXPECT_NE(bh.out.find("alice: second"), std::string::npos) << bh.out;
 }
 
-TEST(Format, SystemMessagesAsSentences) {
-  EXPECT_EQ(system_sentence(R"({"action":"add","by":"uma","users":["carol"]})"), "uma added carol");
-  EXPECT_EQ(system_sentence(R"({"action":"remove","by":"uma","users":["carol","dave"]})"), "uma removed carol and dave");
-  EXPECT_EQ(system_sentence(R"({"action":"remove","by":"carol","users":["carol"]})"), "carol left");
-  EXPECT_EQ(system_sentence(R"({"action":"create","by":"carol","name":"climbing","users":["carol","alice","bob"]})"),
-            "carol created the group climbing with alice and bob");
-  EXPECT_EQ(system_sentence(R"({"action":"rename","by":"x"})"), "membership changed (rename)");
-  EXPECT_EQ(system_sentence("not json"), "membership changed");
-  EXPECT_EQ(join_names({"a", "b", "c"}), "a, b and c");
-  EXPECT_EQ(system_sentence(R"({"action":"add","by":"u","users":["\u001b[2J"]})"), "u added ?[2J");
-}
-
-TEST(Format, TimersAttachmentsAndExpiredMessages) {
-  EXPECT_EQ(system_sentence(R"({"action":"timer","by":"uma","seconds":3600})"),
-            "uma turned on disappearing messages: 1 h");
-  EXPECT_EQ(system_sentence(R"({"action":"timer","by":"uma","seconds":604800})"),
-            "uma turned on disappearing messages: 7 d");
-  EXPECT_EQ(system_sentence(R"({"action":"timer","by":"uma","seconds":0})"), "uma turned off disappearing messages");
-  EXPECT_EQ(duration_text(90), "90 s");
-  client::Message m;
-  m.conversation_id = "d-1";
-  m.seq = 4;
-  m.body = "plain";
-  EXPECT_EQ(message_text(m, 1000), "plain");
-  m.expires_at = 1000;
-  EXPECT_EQ(message_text(m, 999), "plain");
-  EXPECT_EQ(message_text(m, 1000), "(expired)");
-  m.expires_at.reset();
-  client::Attachment a{std::string(64, 'a'), std::string(32, 'k'), 1234, "image/jpeg", "../../etc/pic.jpg"};
-  m.body = client::encode_attachment_body("look", {a});
-  EXPECT_EQ(message_text(m, 0),
-            "look [attachment ../../etc/pic.jpg, 1234 bytes, image/jpeg; save: tern download d-1 4]");
-}
-
-TEST(Terminal, UntrustedTextIsMadePrintable) {
-  EXPECT_EQ(printable("hi\x1b[2Jthere"), "hi?[2Jthere");
-  EXPECT_EQ(printable("tab\tnl\n"), "tab nl?");
-  EXPECT_EQ(printable("ok ✓"), "ok ✓");
-  EXPECT_EQ(printable("\xc2\x9b" "x"), "?x");       // C1 CSI
-  EXPECT_EQ(printable("\xff"), "\xEF\xBF\xBD");      // invalid UTF-8
-  EXPECT_EQ(clip("héllo", 2), "hé");
-  EXPECT_EQ(width("✓✓ read"), 7u);
-  std::string s = "añ✓";
-  pop_code_point(s);
-  EXPECT_EQ(s, "añ");
-  pop_code_point(s);
-  EXPECT_EQ(s, "a");
-  EXPECT_TRUE(valid_utf8("✓"));
-  EXPECT_FALSE(valid_utf8("\xe2\x9c"));
+// The keys protected by a passphrase instead of the key file: register and send with it, a
+// wrong one is a clear error that changes nothing, and `tern keys` switches both ways.
+TEST_F(TernCli, KeysProtectedByAPassphrase) {
+  auto write = [&](const std::string& name, const std::string& text) {
+    const std::string path = dir_ + "/" + name;
+    std::ofstream(path) << text << "\n";
+    return path;
+  };
+  const std::string right = write("right", "correct horse"), wrong = write("wrong", "battery staple");
+  ASSERT_EQ(tern("a", {"register", "alice", "--passphrase-file", right}).status, 0);
+  ASSERT_EQ(tern("b", {"register", "bob"}).status, 0);
+  const std::string keys = config("a") + "/tern/keys";
+  EXPECT_FALSE(std::filesystem::exists(keys + "/keyring.key")) << "no key file in passphrase mode";
+  EXPECT_TRUE(std::filesystem::exists(keys + "/keyring.state"));
+  Proc sent = tern("a", {"send", "bob", "hello", "--passphrase-file", right});
+  ASSERT_EQ(sent.status, 0) << sent.err;
+  Proc bad = tern("a", {"send", "bob", "again", "--passphrase-file", wrong});
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.err.find("wrong passphrase"), std::string::npos) << bad.err;
+  Proc none = tern("a", {"send", "bob", "again"});  // no passphrase given: refused, not replaced
+  EXPECT_NE(none.status, 0);
+  EXPECT_NE(none.err.find("passphrase"), std::string::npos) << none.err;
+  // Back to a key file, then a new passphrase.
+  Proc un = tern("a", {"keys", "unprotect", "--passphrase-file", right});
+  ASSERT_EQ(un.status, 0) << un.err;
+  EXPECT_TRUE(std::filesystem::exists(keys + "/keyring.key"));
+  ASSERT_EQ(tern("a", {"send", "bob", "key file"}).status, 0);
+  Proc pro = tern("a", {"keys", "protect", "--new-passphrase-file", wrong, "--json"});
+  ASSERT_EQ(pro.status, 0) << pro.err;
+  EXPECT_EQ(parse_json(pro.out).at("protected_by").as_string(), "passphrase");
+  EXPECT_FALSE(std::filesystem::exists(keys + "/keyring.key"));
+  ASSERT_EQ(tern("a", {"send", "bob", "new passphrase", "--passphrase-file", wrong}).status, 0);
+  // bob reads all three sessions' messages: the keys survived every switch.
+  Proc hist = tern("b", {"history", "alice"});
+  ASSERT_EQ(hist.status, 0) << hist.err;
+  for (const char* text : {"alice: hello", "alice: key file", "alice: new passphrase"})
+    EXPECT_NE(hist.out.find(text), std::string::npos) << text << "\n" << hist.out;
 }
 
 }  // namespace

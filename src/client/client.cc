@@ -690,7 +690,9 @@ Result<std::unique_ptr<Client>> Client::create(asio::io_context& ioc, Options op
     hooks.identity_changed = [w](const std::string& user, uint32_t device) {
       if (auto s = w.lock()) s->identity_changed(user, device);
     };
-    auto e2e = E2eSession::open(impl.opts.keyring_dir, impl.opts.credentials, impl.api, std::move(hooks));
+    KeyringOptions ko;
+    if (impl.opts.keyring_passphrase) ko.passphrase = *impl.opts.keyring_passphrase;
+    auto e2e = E2eSession::open(impl.opts.keyring_dir, impl.opts.credentials, impl.api, std::move(hooks), ko);
     if (!e2e) return e2e.error();
     impl.e2e = std::move(*e2e);
     if (auto r = sqlite->remove_expired(now_ms()); !r)

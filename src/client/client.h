@@ -74,6 +74,9 @@ struct Options {
   // store_path cannot keep keys and sends plaintext.
   bool plaintext = false;
   std::string keyring_dir;
+  // Protects the keyring with this passphrase (Argon2id; client/keyring.h) instead of its
+  // 0600 key file. Must match the mode the keyring was created in.
+  std::optional<std::string> keyring_passphrase;
 };
 
 // An incoming message this device could not decrypt: it is acknowledged (delivery goes on)

@@ -39,7 +39,7 @@ E2eSession::E2eSession(Credentials self, Api api, E2eHooks hooks, std::unique_pt
     : self_(std::move(self)), api_(std::move(api)), hooks_(std::move(hooks)), keyring_(std::move(keyring)) {}
 
 Result<std::unique_ptr<E2eSession>> E2eSession::open(const std::string& keyring_dir, Credentials self, Api api,
-                                                     E2eHooks hooks) {
+                                                     E2eHooks hooks, const KeyringOptions& keyring_options) {
   // One process per keyring: two would encrypt from the same chain state (a message key
   // used twice) and overwrite each other's saves. The lock ends with the process or close.
   std::error_code ec;
@@ -49,7 +49,7 @@ Result<std::unique_ptr<E2eSession>> E2eSession::open(const std::string& keyring_
     if (fd >= 0) ::close(fd);
     return make_error(ErrorCode::kExists, "the keys in " + keyring_dir + " are in use by another process");
   }
-  auto k = Keyring::open(keyring_dir);
+  auto k = Keyring::open(keyring_dir, keyring_options);
   if (!k) {
     ::close(fd);
     return k.error();

@@ -45,7 +45,7 @@ struct E2eHooks {
 class E2eSession {
  public:
   static Result<std::unique_ptr<E2eSession>> open(const std::string& keyring_dir, Credentials self, Api api,
-                                                  E2eHooks hooks);
+                                                  E2eHooks hooks, const KeyringOptions& keyring_options = {});
   ~E2eSession();
 
   // Direct ("d-") and group ("g-") conversations are encrypted; channels are not.
