@@ -1,5 +1,7 @@
 #include "gateway/tls_context.h"
 
+#include <csignal>
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
@@ -46,6 +48,9 @@ Result<SSL_CTX*> load(const std::string& cert_file, const std::string& key_file)
 void SslDeleter::operator()(SSL* ssl) const { SSL_free(ssl); }
 
 Result<std::shared_ptr<TlsContext>> TlsContext::create(std::string cert_file, std::string key_file) {
+  // OpenSSL writes to the socket with write(2), which raises SIGPIPE when the peer has gone
+  // (our own writes use MSG_NOSIGNAL): a server speaking TLS ignores SIGPIPE process-wide.
+  std::signal(SIGPIPE, SIG_IGN);
   std::shared_ptr<TlsContext> tls(new TlsContext(std::move(cert_file), std::move(key_file)));
   if (auto r = tls->reload(); !r) return r.error();
   return tls;

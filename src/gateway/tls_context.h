@@ -31,6 +31,7 @@ class TlsContext {
  public:
   // Loads `cert_file` (PEM: the certificate, then its chain) and `key_file` (PEM private
   // key). Errors (kInvalidArgument) name the file and OpenSSL's reason; never key material.
+  // Sets SIGPIPE to be ignored in the process (OpenSSL's socket writes would raise it).
   static Result<std::shared_ptr<TlsContext>> create(std::string cert_file, std::string key_file);
   ~TlsContext();
   TlsContext(const TlsContext&) = delete;
