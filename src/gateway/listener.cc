@@ -191,7 +191,7 @@ void ListenerState::on_accept(beast::error_code ec, tcp::socket socket) {
   // Every connection starts unauthenticated, in the small budget; it moves to the
   // max_connections budget when it authenticates.
   if (auto slot = ConnectionSlot::unauthenticated(*ctx_); !slot.held()) {
-    reject(socket);  // plain bytes even on a TLS port: the client sees a closed connection
+    reject(socket);
   } else if (ctx_->tls) {
     if (auto ssl = ctx_->tls->new_ssl())
       std::make_shared<TlsHttpSession>(std::move(socket), std::move(ssl), ctx_, accepting_loop_, std::move(slot))->run();
@@ -210,7 +210,8 @@ void ListenerState::reject(tcp::socket& socket) {
   spdlog::debug("event=connection_rejected reason=max_unauthenticated_connections");
   beast::error_code ec;
   socket.non_blocking(true, ec);
-  if (!ec) socket.write_some(net::buffer(overloaded_response()), ec);
+  // On a TLS port a plain-text answer would be garbage to the client: just close.
+  if (!ec && !ctx_->tls) socket.write_some(net::buffer(overloaded_response()), ec);
   socket.shutdown(tcp::socket::shutdown_both, ec);
   socket.close(ec);
 }
