@@ -246,6 +246,25 @@ class TlsTest : public ::testing::Test {
     EXPECT_EQ(to_inbox.last_body(), body);
   }
 
+  // alice and bob registered and connected (Synced), bob to `bob_host`.
+  struct Pair {
+    client::Credentials alice, bob;
+    Inbox ai, bi;
+    std::unique_ptr<client::Client> a, b;
+  };
+  std::unique_ptr<Pair> connected_pair(const std::string& bob_host = "127.0.0.1") {
+    auto p = std::make_unique<Pair>();
+    p->alice = register_user("alice");
+    p->bob = register_user("bob");
+    p->a = started(p->alice, p->ai, ca());
+    p->b = started(p->bob, p->bi, ca(), bob_host);
+    const bool synced = p->a && p->b && eventually([&] {
+      return p->ai.state == client::ConnectionState::kSynced && p->bi.state == client::ConnectionState::kSynced;
+    });
+    EXPECT_TRUE(synced) << server_->log_tail();
+    return synced ? std::move(p) : nullptr;
+  }
+
   std::string dir_;
   std::optional<TestPki> pki_;
   std::unique_ptr<test::TestServer> server_;
@@ -253,21 +272,12 @@ class TlsTest : public ::testing::Test {
 };
 
 TEST_F(TlsTest, HttpsCallsAndWssMessagesThroughTheSdk) {
-  const auto alice = register_user("alice");
-  const auto bob = register_user("bob");
-  ASSERT_FALSE(alice.token.empty());
-  ASSERT_FALSE(bob.token.empty());
-  Inbox ai, bi;
-  auto a = started(alice, ai, ca());
-  auto b = started(bob, bi, ca(), "localhost");  // the certificate's DNS name, checked too
-  ASSERT_TRUE(a && b);
-  ASSERT_TRUE(eventually([&] {
-    return ai.state == client::ConnectionState::kSynced && bi.state == client::ConnectionState::kSynced;
-  }));
-  converse(*a, alice, "bob", bi, "hello over wss");
-  converse(*b, bob, "alice", ai, std::string(60'000, 'x'));  // several TLS records (80 KB of base64)
-  EXPECT_EQ(a->stats().connects, 1u);
-  EXPECT_EQ(b->stats().connects, 1u);
+  auto p = connected_pair("localhost");  // bob by the certificate's DNS name, checked too
+  ASSERT_TRUE(p);
+  converse(*p->a, p->alice, "bob", p->bi, "hello over wss");
+  converse(*p->b, p->bob, "alice", p->ai, std::string(60'000, 'x'));  // several TLS records (80 KB of base64)
+  EXPECT_EQ(p->a->stats().connects, 1u);
+  EXPECT_EQ(p->b->stats().connects, 1u);
 }
 
 TEST_F(TlsTest, AWrongCaFailsVerificationWithAClearErrorAndNoRetryLoop) {
@@ -302,15 +312,8 @@ TEST_F(TlsTest, AWrongCaFailsVerificationWithAClearErrorAndNoRetryLoop) {
 }
 
 TEST_F(TlsTest, PlainTcpToTheTlsPortIsClosedWithoutHurtingOtherClients) {
-  const auto alice = register_user("alice");
-  const auto bob = register_user("bob");
-  Inbox ai, bi;
-  auto a = started(alice, ai, ca());
-  auto b = started(bob, bi, ca());
-  ASSERT_TRUE(a && b);
-  ASSERT_TRUE(eventually([&] {
-    return ai.state == client::ConnectionState::kSynced && bi.state == client::ConnectionState::kSynced;
-  }));
+  auto p = connected_pair();
+  ASSERT_TRUE(p);
   // A plain HTTP request: no HTTP answer, the connection is closed (bounded wait).
   for (int i = 0; i < 3; ++i) {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -336,23 +339,16 @@ TEST_F(TlsTest, PlainTcpToTheTlsPortIsClosedWithoutHurtingOtherClients) {
     EXPECT_EQ(got.find("HTTP/"), std::string::npos) << "no plaintext HTTP answer on a TLS port";
   }
   // The TLS clients carry on.
-  converse(*a, alice, "bob", bi, "still here");
-  EXPECT_EQ(a->stats().connects, 1u);
-  EXPECT_EQ(b->stats().connects, 1u);
+  converse(*p->a, p->alice, "bob", p->bi, "still here");
+  EXPECT_EQ(p->a->stats().connects, 1u);
+  EXPECT_EQ(p->b->stats().connects, 1u);
   RawTls fresh(server_->port(), ca());
   EXPECT_TRUE(fresh.connected());
 }
 
 TEST_F(TlsTest, SighupReloadsTheCertificateForNewConnectionsAndKeepsOldOnes) {
-  const auto alice = register_user("alice");
-  const auto bob = register_user("bob");
-  Inbox ai, bi;
-  auto a = started(alice, ai, ca());
-  auto b = started(bob, bi, ca());
-  ASSERT_TRUE(a && b);
-  ASSERT_TRUE(eventually([&] {
-    return ai.state == client::ConnectionState::kSynced && bi.state == client::ConnectionState::kSynced;
-  }));
+  auto p = connected_pair();
+  ASSERT_TRUE(p);
   RawTls old_conn(server_->port(), ca());
   ASSERT_TRUE(old_conn.connected());
   ASSERT_EQ(old_conn.serial(), 1001);
@@ -364,10 +360,10 @@ TEST_F(TlsTest, SighupReloadsTheCertificateForNewConnectionsAndKeepsOldOnes) {
   // The old connections are still up, on the old certificate.
   EXPECT_EQ(old_conn.serial(), 1001);
   EXPECT_EQ(old_conn.status_line("/healthz").rfind("HTTP/1.1 ", 0), 0u);
-  converse(*a, alice, "bob", bi, "after the reload");
-  converse(*b, bob, "alice", ai, "and back");
-  EXPECT_EQ(a->stats().connects, 1u) << "the WebSocket was not dropped";
-  EXPECT_EQ(b->stats().connects, 1u);
+  converse(*p->a, p->alice, "bob", p->bi, "after the reload");
+  converse(*p->b, p->bob, "alice", p->ai, "and back");
+  EXPECT_EQ(p->a->stats().connects, 1u) << "the WebSocket was not dropped";
+  EXPECT_EQ(p->b->stats().connects, 1u);
   EXPECT_TRUE(server_->running());
 }
 
