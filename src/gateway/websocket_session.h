@@ -1,6 +1,6 @@
 // WebSocketSession: one live WebSocket connection, the gateway's own lean RFC 6455 server
-// side on a plain TCP socket (no Beast stream), and the gateway's implementation of
-// Connection.
+// side on a TCP socket, plain or through OpenSSL (no Beast stream; see "TLS" below), and the
+// gateway's implementation of Connection.
 //
 // Ownership: owns itself through shared_ptr; every pending async handler holds one, and the
 // service holds one (as Connection) while it wants to write. The session holds the service's
