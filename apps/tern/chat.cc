@@ -570,7 +570,7 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
       for (char ch : arg.substr(0, sp)) seq = std::isdigit(static_cast<unsigned char>(ch)) ? seq * 10 + (ch - '0') : 0;
       if (seq == 0) return screen->notice({"usage: /save SEQ [PATH]"});
       const std::string path = sp == std::string::npos ? std::string() : arg.substr(arg.find_first_not_of(' ', sp));
-      auto url = client::parse_server_url(p->server);
+      auto url = client::parse_server_url(p->server, p->ca_file);
       if (!url) return screen->notice({"save: " + url.error().message});
       auto saved = save_attachments(*c, *url, p->credentials.token, conv, seq, path);
       if (!saved) return screen->notice({"save: " + saved.error().message});

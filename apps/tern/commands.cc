@@ -1,5 +1,6 @@
 #include "commands.h"
 
+#include <filesystem>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -44,6 +45,7 @@ constexpr const char* kDefaultServer = "http://127.0.0.1:8080";
 
 // The server the running command talks to, for error messages (one command per process).
 std::string g_server = kDefaultServer;
+std::string g_ca;  // the CA file for https:// (--ca, else the saved one)
 
 std::string hhmm(int64_t ms) {
   std::time_t t = static_cast<std::time_t>(ms / 1000);
@@ -149,7 +151,7 @@ client::ApiOptions cli_api_options() {
 
 Result<client::ServerUrl> checked_server(client::IoThread& io, const std::string& server, bool probe) {
   g_server = server;
-  auto url = client::parse_server_url(server);
+  auto url = client::parse_server_url(server, g_ca);
   if (!url) return make_error(ErrorCode::kInvalidArgument, "bad server URL " + server + ": " + url.error().message);
   if (url->prefix.empty() && !probe) return url;
   client::ApiOptions once;
@@ -188,7 +190,9 @@ Result<Profile> require_profile(const Global& g) {
   Profile out = **p;
   if (!g.server.empty()) out.server = g.server;
   if (out.server.empty()) out.server = kDefaultServer;
+  if (!g.ca.empty()) out.ca_file = g.ca;
   g_server = out.server;
+  g_ca = out.ca_file;
   return out;
 }
 
@@ -266,6 +270,7 @@ int cmd_register(const Global& g, const std::string& user, bool force) {
   if (auto e = check_overwrite(force)) return fail(g, *e);
   Profile p;
   p.server = g.server.empty() ? kDefaultServer : g.server;
+  p.ca_file = g_ca = g.ca.empty() ? std::string() : std::filesystem::absolute(g.ca).string();
   client::IoThread io;
   auto url = checked_server(io, p.server, false);
   if (!url) return fail(g, url.error());
@@ -303,6 +308,7 @@ int cmd_link(const Global& g, const std::string& user, const std::string& code, 
   if (!normal) return fail(g, normal.error());
   Profile p;
   p.server = g.server.empty() ? kDefaultServer : g.server;
+  p.ca_file = g_ca = g.ca.empty() ? std::string() : std::filesystem::absolute(g.ca).string();
   client::IoThread io;
   auto url = checked_server(io, p.server, false);
   if (!url) return fail(g, url.error());

@@ -31,6 +31,7 @@ extern const char* const kExitCodesHelp;
 
 struct Global {
   std::string server;  // --server; empty: the saved one, else http://127.0.0.1:8080
+  std::string ca;      // --ca; empty: the saved one (https:// servers only)
   bool json = false;
 };
 

@@ -58,6 +58,7 @@ Result<std::optional<Profile>> load_profile() {
     return f && f->is_string() ? std::string(f->as_string()) : std::string();
   };
   p.server = s("server");
+  p.ca_file = s("ca");
   p.credentials.user = s("user");
   p.credentials.token = s("token");
   if (const auto* d = o.if_contains("device"); d && d->is_int64()) p.credentials.device = static_cast<uint32_t>(d->as_int64());
@@ -92,6 +93,7 @@ Result<void> save_profile(const Profile& p) {
                  {"user", p.credentials.user},
                  {"device", p.credentials.device},
                  {"token", p.credentials.token}};
+  if (!p.ca_file.empty()) o["ca"] = p.ca_file;
   return write_private(*dir, "credentials.json", json::serialize(o) + "\n");
 }
 

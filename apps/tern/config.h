@@ -21,6 +21,7 @@ namespace tern::cli {
 
 struct Profile {
   std::string server;
+  std::string ca_file;  // --ca: PEM CAs trusted for an https:// server (a private CA); "ca" key
   client::Credentials credentials;
 };
 

@@ -25,6 +25,7 @@ Result<client::Options> device_options(const Profile& p) {
   if (!passphrase) return passphrase.error();
   client::Options o;
   o.server = p.server;
+  o.ca_file = p.ca_file;
   o.credentials = p.credentials;
   o.store_path = *db;
   o.keyring_dir = *keys;

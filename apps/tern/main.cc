@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
   Global g;
   std::string log_level = "warn";
   app.add_option("--server", g.server, "server URL, e.g. http://127.0.0.1:8080 (default: the saved one)");
+  app.add_option("--ca", g.ca,
+                 "PEM file of CAs to trust for an https:// server besides the system ones (default: the saved one)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")->capture_default_str();
   std::string passphrase_file;
   app.add_option("--passphrase-file", passphrase_file,

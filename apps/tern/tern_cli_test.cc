@@ -1012,5 +1012,44 @@ TEST_F(TernCli, KeysProtectedByAPassphrase) {
     EXPECT_NE(hist.out.find(text), std::string::npos) << text << "\n" << hist.out;
 }
 
+// An https:// server with a private CA: --ca on register is saved with the credentials and
+// used by later commands; without it the certificate does not verify and tern says so.
+TEST_F(TernCli, CaFlagTrustsAPrivateCaForAnHttpsServer) {
+  auto sh = [](const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0; };
+  const std::string pki = dir_ + "/pki";
+  std::filesystem::create_directories(pki);
+  std::ofstream(pki + "/ext.cnf") << "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
+  ASSERT_TRUE(sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=cli-ca"
+                 " -keyout " + pki + "/ca.key -out " + pki + "/ca.pem"));
+  ASSERT_TRUE(sh("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost -keyout " +
+                 pki + "/srv.key -out " + pki + "/srv.csr"));
+  ASSERT_TRUE(sh("openssl x509 -req -days 2 -in " + pki + "/srv.csr -CA " + pki + "/ca.pem -CAkey " + pki +
+                 "/ca.key -set_serial 7 -extfile " + pki + "/ext.cnf -out " + pki + "/srv.pem"));
+  TerndProcess tls(ternd_, dir_ + "/tls-data", {"--tls-cert", pki + "/srv.pem", "--tls-key", pki + "/srv.key"});
+  auto started = tls.start();
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  const std::string url = "https://127.0.0.1:" + std::to_string(tls.port());
+
+  Proc t = run_tern(tern_, config("t"), {"register", "tina", "--json", "--server", url, "--ca", pki + "/ca.pem"});
+  ASSERT_EQ(t.status, 0) << t.err;
+  std::ifstream in(config("t") + "/tern/credentials.json");
+  std::stringstream creds;
+  creds << in.rdbuf();
+  EXPECT_EQ(parse_json(creds.str())["ca"].as_string(), pki + "/ca.pem");
+  Proc u = run_tern(tern_, config("u"), {"register", "uma", "--server", url, "--ca", pki + "/ca.pem"});
+  ASSERT_EQ(u.status, 0) << u.err;
+  // Later commands use the saved server and CA (no flags).
+  Proc sent = run_tern(tern_, config("t"), {"send", "uma", "hello over tls", "--json"});
+  ASSERT_EQ(sent.status, 0) << sent.err;
+  Proc hist = run_tern(tern_, config("u"), {"history", "@tina", "--json"});
+  ASSERT_EQ(hist.status, 0) << hist.err;
+  EXPECT_NE(hist.out.find("hello over tls"), std::string::npos) << hist.out;
+
+  // Without the CA: a clear error, not "unreachable".
+  Proc v = run_tern(tern_, config("v"), {"register", "vera", "--server", url});
+  EXPECT_NE(v.status, 0);
+  EXPECT_NE(v.err.find("tls: the server's certificate did not verify"), std::string::npos) << v.err;
+}
+
 }  // namespace
 }  // namespace tern::cli

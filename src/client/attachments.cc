@@ -4,12 +4,14 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/json.hpp>
 
 #include "base/base64.h"
 #include "base/ids.h"
 #include "client/attachment_cipher.h"
 #include "client/errors.h"
+#include "client/tls.h"
 
 namespace tern::client {
 namespace {
@@ -25,20 +27,12 @@ struct Reply {
   std::string body;
 };
 
-// One exchange on a fresh connection, bounded by timeout_ms. Transport failures are
-// network errors (the caller retries those).
-Result<Reply> exchange(const ServerUrl& url, http::verb method, const std::string& target, const std::string& token,
-                       const std::vector<std::pair<http::field, std::string>>& headers, std::string_view body,
-                       int64_t timeout_ms) {
-  net::io_context io;
-  beast::tcp_stream stream(io);
+// One exchange on `stream`, connected by the caller (and TLS-handshaken for https).
+template <class Stream>
+Result<Reply> exchange_on(Stream& stream, const ServerUrl& url, http::verb method, const std::string& target,
+                          const std::string& token, const std::vector<std::pair<http::field, std::string>>& headers,
+                          std::string_view body) {
   beast::error_code ec;
-  net::ip::tcp::resolver resolver(io);
-  auto endpoints = resolver.resolve(url.host, std::to_string(url.port), ec);
-  if (ec) return network_error("resolve " + url.host + ": " + ec.message());
-  stream.expires_after(std::chrono::milliseconds(timeout_ms));
-  stream.connect(endpoints, ec);
-  if (ec) return network_error("connect: " + ec.message());
   http::request<http::string_body> req(method, url.prefix + target, 11);
   req.set(http::field::host, url.host_header());
   req.set(http::field::authorization, "Bearer " + token);
@@ -57,8 +51,30 @@ Result<Reply> exchange(const ServerUrl& url, http::verb method, const std::strin
   r.status = static_cast<int>(res.result_int());
   r.content_range = std::string(res[http::field::content_range]);
   r.body = std::move(res.body());
-  stream.socket().shutdown(net::ip::tcp::socket::shutdown_both, ec);
+  beast::get_lowest_layer(stream).socket().shutdown(net::ip::tcp::socket::shutdown_both, ec);
   return r;
+}
+
+// One exchange on a fresh connection (TLS for https), bounded by timeout_ms. Transport
+// failures are network errors (the caller retries those).
+Result<Reply> exchange(const ServerUrl& url, http::verb method, const std::string& target, const std::string& token,
+                       const std::vector<std::pair<http::field, std::string>>& headers, std::string_view body,
+                       int64_t timeout_ms) {
+  net::io_context io;
+  beast::tcp_stream tcp(io);
+  beast::error_code ec;
+  net::ip::tcp::resolver resolver(io);
+  auto endpoints = resolver.resolve(url.host, std::to_string(url.port), ec);
+  if (ec) return network_error("resolve " + url.host + ": " + ec.message());
+  tcp.expires_after(std::chrono::milliseconds(timeout_ms));
+  tcp.connect(endpoints, ec);
+  if (ec) return network_error("connect: " + ec.message());
+  if (!url.tls) return exchange_on(tcp, url, method, target, token, headers, body);
+  beast::ssl_stream<beast::tcp_stream> tls(std::move(tcp), *url.tls);
+  if (auto r = prepare_tls(tls.native_handle(), url.host); !r) return r.error();
+  tls.handshake(net::ssl::stream_base::client, ec);
+  if (ec) return tls_handshake_error(ec);
+  return exchange_on(tls, url, method, target, token, headers, body);
 }
 
 Error http_error(const Reply& r) {

@@ -23,6 +23,7 @@
 #include "client/io_thread.h"
 #include "client/receiver.h"
 #include "client/sqlite_store.h"
+#include "client/tls.h"
 #include "client/ws_connection.h"
 #include "proto/limits.h"
 #include "proto/server_frames.h"
@@ -335,7 +336,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     WsOptions wo;
     wo.idle_timeout_ms = opts.idle_timeout_ms;
     wo.connect_timeout_ms = opts.api.timeout_ms;
-    conn = std::make_shared<WsConnection>(strand, url, opts.credentials.token, wo, std::move(h));
+    conn = WsConnection::create(strand, url, opts.credentials.token, wo, std::move(h));
     conn->start();
   }
 
@@ -369,7 +370,9 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     if (stopped) return;
     spdlog::info("component=client event=disconnected user={} device={} reason=\"{}\"", opts.credentials.user,
                  opts.credentials.device, err.message);
-    if (err.code == ErrorCode::kUnauthorized || !backoff_allows(opts.reconnect, reconnect_attempt)) {
+    // A refused token or a certificate that does not verify will not change by retrying.
+    if (err.code == ErrorCode::kUnauthorized || is_tls_verify_error(err) ||
+        !backoff_allows(opts.reconnect, reconnect_attempt)) {
       set_state(ConnectionState::kStopped, &err);
       return;
     }
@@ -658,7 +661,7 @@ Result<std::unique_ptr<Client>> Client::create(Options options, Events events) {
 }
 
 Result<std::unique_ptr<Client>> Client::create(asio::io_context& ioc, Options options, Events events) {
-  auto url = parse_server_url(options.server);
+  auto url = parse_server_url(options.server, options.ca_file);
   if (!url) return url.error();
   const auto& c = options.credentials;
   if (!valid_user_id(c.user) || c.device == 0 || c.token.empty())

@@ -2,7 +2,8 @@
 // wire-v1's guarantees for the application:
 //  - connects to /v1/ws with the device token and reconnects by itself after any drop,
 //    with exponential backoff and full jitter (Options::reconnect); a refused token
-//    (HTTP 401) stops it for good (state kStopped, error kUnauthorized);
+//    (HTTP 401) stops it for good (state kStopped, error kUnauthorized), and so does a server
+//    certificate that does not verify (kStopped, kInvalidArgument "tls: ...");
 //  - send() stores the message in the outbox (memory or SQLite) before returning, sends it,
 //    and completes when `sent` arrives, with its seq and ts. Everything unacknowledged is
 //    re-sent with the same client_msg_id after every reconnect (the server deduplicates).
@@ -54,7 +55,9 @@ enum class ConnectionState {
 const char* to_string(ConnectionState s);
 
 struct Options {
-  std::string server = "http://127.0.0.1:8080";
+  std::string server = "http://127.0.0.1:8080";  // https://: TLS, certificate verified (client/server_url.h)
+  // https: a PEM file of CAs trusted besides OpenSSL's default ones (a private CA).
+  std::string ca_file;
   Credentials credentials;
   // Outbox and cursors: empty = in memory; else a SQLite file (created 0600).
   std::string store_path;

@@ -5,8 +5,10 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 
 #include "client/errors.h"
+#include "client/tls.h"
 
 namespace tern::client {
 namespace {
@@ -15,13 +17,21 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
-class HttpOp : public std::enable_shared_from_this<HttpOp> {
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+// Stream: beast::tcp_stream (http://) or TlsStream (https://).
+template <class Stream>
+class HttpOp : public std::enable_shared_from_this<HttpOp<Stream>> {
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+  using std::enable_shared_from_this<HttpOp<Stream>>::shared_from_this;
+
  public:
   HttpOp(asio::io_context& ioc, ServerUrl url, HttpCallSpec spec, std::function<void(Result<HttpResult>)> done)
-      : resolver_(ioc), stream_(ioc), url_(std::move(url)), spec_(std::move(spec)), done_(std::move(done)) {}
+      : resolver_(ioc), stream_(make_stream(ioc, url)), url_(std::move(url)), spec_(std::move(spec)),
+        done_(std::move(done)) {}
 
   void start() {
-    stream_.expires_after(std::chrono::milliseconds(spec_.timeout_ms));
+    beast::get_lowest_layer(stream_).expires_after(std::chrono::milliseconds(spec_.timeout_ms));
     // Name resolution has no deadline of its own (numeric hosts resolve at once).
     resolver_.async_resolve(url_.host, std::to_string(url_.port),
                             [self = shared_from_this()](beast::error_code ec, tcp::resolver::results_type r) {
@@ -38,19 +48,39 @@ class HttpOp : public std::enable_shared_from_this<HttpOp> {
     auto done = std::move(done_);
     done_ = nullptr;
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    // No TLS close_notify exchange: the request said "Connection: close" and the response
+    // is complete.
+    beast::get_lowest_layer(stream_).socket().shutdown(tcp::socket::shutdown_both, ignored);
     done(std::move(r));
   }
 
   void on_resolve(beast::error_code ec, tcp::resolver::results_type results) {
     if (ec) return fail("resolve", ec);
-    stream_.async_connect(results, [self = shared_from_this()](beast::error_code ec2, const tcp::endpoint&) {
-      self->on_connect(ec2);
-    });
+    beast::get_lowest_layer(stream_).async_connect(
+        results, [self = shared_from_this()](beast::error_code ec2, const tcp::endpoint&) { self->on_connect(ec2); });
+  }
+
+  static Stream make_stream(asio::io_context& ioc, const ServerUrl& url) {
+    if constexpr (kTls)
+      return Stream(ioc, *url.tls);
+    else
+      return Stream(ioc);
   }
 
   void on_connect(beast::error_code ec) {
     if (ec) return fail("connect", ec);
+    if constexpr (kTls) {
+      if (auto r = prepare_tls(stream_.native_handle(), url_.host); !r) return finish(r.error());
+      stream_.async_handshake(asio::ssl::stream_base::client, [self = shared_from_this()](beast::error_code ec2) {
+        if (ec2) return self->finish(tls_handshake_error(ec2));
+        self->write_request();
+      });
+    } else {
+      write_request();
+    }
+  }
+
+  void write_request() {
     req_.method_string(spec_.method);
     req_.target(url_.prefix + spec_.target);
     req_.version(11);
@@ -83,7 +113,7 @@ class HttpOp : public std::enable_shared_from_this<HttpOp> {
   }
 
   tcp::resolver resolver_;
-  beast::tcp_stream stream_;
+  Stream stream_;
   ServerUrl url_;
   HttpCallSpec spec_;
   std::function<void(Result<HttpResult>)> done_;
@@ -96,7 +126,10 @@ class HttpOp : public std::enable_shared_from_this<HttpOp> {
 
 void http_call(asio::io_context& ioc, const ServerUrl& url, HttpCallSpec spec,
                std::function<void(Result<HttpResult>)> done) {
-  std::make_shared<HttpOp>(ioc, url, std::move(spec), std::move(done))->start();
+  if (url.tls)
+    std::make_shared<HttpOp<TlsStream>>(ioc, url, std::move(spec), std::move(done))->start();
+  else
+    std::make_shared<HttpOp<beast::tcp_stream>>(ioc, url, std::move(spec), std::move(done))->start();
 }
 
 }  // namespace tern::client

@@ -1,4 +1,4 @@
-// One HTTP/1.1 request over plain TCP with Beast: resolve, connect, write, read, close.
+// One HTTP/1.1 request over TCP (TLS for an https:// URL, see server_url.h) with Beast: resolve, connect, write, read, close.
 // A fresh connection per request keeps the client free of connection-pool state; SDK HTTP
 // traffic is control traffic (management calls, gap backfill), not the message path.
 // Internal to the SDK (not part of the public header set).

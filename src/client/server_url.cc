@@ -2,16 +2,24 @@
 
 #include <charconv>
 
+#include "client/tls.h"
+
 namespace tern::client {
 
-Result<ServerUrl> parse_server_url(std::string_view text) {
+Result<ServerUrl> parse_server_url(std::string_view text, const std::string& ca_file) {
   std::string_view rest = text;
-  if (rest.starts_with("https://"))
-    return make_error(ErrorCode::kInvalidArgument, "https is not supported by this client yet");
-  if (rest.starts_with("http://")) rest.remove_prefix(7);
-  else if (rest.find("://") != std::string_view::npos)
-    return make_error(ErrorCode::kInvalidArgument, "server URL must start with http://");
   ServerUrl url;
+  if (rest.starts_with("https://")) {
+    rest.remove_prefix(8);
+    url.port = 443;
+    auto tls = make_tls_context(ca_file);
+    if (!tls) return tls.error();
+    url.tls = std::move(*tls);
+  } else if (rest.starts_with("http://")) {
+    rest.remove_prefix(7);
+  } else if (rest.find("://") != std::string_view::npos) {
+    return make_error(ErrorCode::kInvalidArgument, "server URL must start with http:// or https://");
+  }
   const auto slash = rest.find('/');
   std::string_view authority = rest.substr(0, slash);
   if (slash != std::string_view::npos) {

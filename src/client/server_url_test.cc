@@ -31,10 +31,27 @@ TEST(ServerUrl, Parses) {
   ASSERT_TRUE(v6.ok());
   EXPECT_EQ(v6->host, "::1");
   EXPECT_EQ(v6->port, 8080);
+  EXPECT_FALSE(v6->tls);
+}
+
+TEST(ServerUrl, HttpsCarriesATlsContext) {
+  auto u = parse_server_url("https://chat.example");
+  ASSERT_TRUE(u.ok()) << u.error().message;
+  EXPECT_EQ(u->port, 443);
+  ASSERT_TRUE(u->tls);
+  EXPECT_EQ(u->to_string(), "https://chat.example:443");
+  auto p = parse_server_url("https://h:8443/tern");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->port, 8443);
+  EXPECT_EQ(p->prefix, "/tern");
+  // A CA file that cannot be read is an error, named.
+  auto missing = parse_server_url("https://h:1", "/nonexistent/ca.pem");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().message.find("/nonexistent/ca.pem"), std::string::npos) << missing.error().message;
 }
 
 TEST(ServerUrl, Refuses) {
-  for (const char* bad : {"", "http://", "http://:80", "https://h:1", "ftp://h", "http://h:0", "http://h:65536",
+  for (const char* bad : {"", "http://", "http://:80", "https://", "ftp://h", "http://h:0", "http://h:65536",
                           "http://h:x", "http://h:", "http://[::1"}) {
     EXPECT_FALSE(parse_server_url(bad).ok()) << bad;
   }

@@ -1,6 +1,16 @@
 #include "client/ws_connection.h"
 
+#include <deque>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+
 #include "client/errors.h"
+#include "client/tls.h"
 
 namespace tern::client {
 namespace asio = boost::asio;
@@ -9,16 +19,70 @@ namespace websocket = beast::websocket;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
-WsConnection::WsConnection(Strand strand, ServerUrl url, std::string token, WsOptions options, WsHandlers handlers)
+namespace {
+
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+// NextLayer: beast::tcp_stream or TlsStream.
+template <class NextLayer>
+class BasicWsConnection final : public WsConnection, public std::enable_shared_from_this<BasicWsConnection<NextLayer>> {
+  static constexpr bool kTls = std::is_same_v<NextLayer, TlsStream>;
+  using std::enable_shared_from_this<BasicWsConnection<NextLayer>>::shared_from_this;
+
+ public:
+  BasicWsConnection(Strand strand, ServerUrl url, std::string token, WsOptions options, WsHandlers handlers);
+
+  void start() override;
+  bool send(std::string frame, bool droppable) override;
+  void close() override;
+  bool open() const override { return open_; }
+
+ private:
+  static websocket::stream<NextLayer> make_ws(Strand strand, const ServerUrl& url) {
+    if constexpr (kTls)
+      return websocket::stream<NextLayer>(strand, *url.tls);
+    else
+      return websocket::stream<NextLayer>(strand);
+  }
+  void on_resolve(beast::error_code ec, tcp::resolver::results_type results);
+  void on_connect(beast::error_code ec);
+  void upgrade();
+  void on_handshake(beast::error_code ec);
+  void read_next();
+  void on_read(beast::error_code ec, size_t bytes);
+  void write_next();
+  void on_write(beast::error_code ec, size_t bytes);
+  void finish(Error error);
+
+  Strand strand_;
+  tcp::resolver resolver_;
+  websocket::stream<NextLayer> ws_;
+  ServerUrl url_;
+  std::string token_;
+  WsOptions opts_;
+  WsHandlers handlers_;
+  websocket::response_type upgrade_response_;
+  beast::flat_buffer read_buffer_;
+  std::deque<std::string> queue_;
+  bool writing_ = false;
+  bool open_ = false;
+  bool closing_ = false;
+  bool finished_ = false;
+};
+
+template <class NextLayer>
+BasicWsConnection<NextLayer>::BasicWsConnection(Strand strand, ServerUrl url, std::string token, WsOptions options,
+                                                WsHandlers handlers)
     : strand_(strand),
       resolver_(strand),
-      ws_(strand),
+      ws_(make_ws(strand, url)),
       url_(std::move(url)),
       token_(std::move(token)),
       opts_(options),
       handlers_(std::move(handlers)) {}
 
-void WsConnection::start() {
+template <class NextLayer>
+void BasicWsConnection<NextLayer>::start() {
   beast::get_lowest_layer(ws_).expires_after(std::chrono::milliseconds(opts_.connect_timeout_ms));
   resolver_.async_resolve(url_.host, std::to_string(url_.port),
                           [self = shared_from_this()](beast::error_code ec, tcp::resolver::results_type r) {
@@ -26,17 +90,33 @@ void WsConnection::start() {
                           });
 }
 
-void WsConnection::on_resolve(beast::error_code ec, tcp::resolver::results_type results) {
+template <class NextLayer>
+void BasicWsConnection<NextLayer>::on_resolve(beast::error_code ec, tcp::resolver::results_type results) {
   if (closing_) return finish(network_error("closed"));
   if (ec) return finish(network_error("resolve: " + ec.message()));
   beast::get_lowest_layer(ws_).async_connect(
       results, [self = shared_from_this()](beast::error_code ec2, const tcp::endpoint&) { self->on_connect(ec2); });
 }
 
-void WsConnection::on_connect(beast::error_code ec) {
+template <class NextLayer>
+void BasicWsConnection<NextLayer>::on_connect(beast::error_code ec) {
   if (closing_) return finish(network_error("closed"));
   if (ec) return finish(network_error("connect: " + ec.message()));
   beast::get_lowest_layer(ws_).socket().set_option(tcp::no_delay(true));
+  if constexpr (kTls) {
+    if (auto r = prepare_tls(ws_.next_layer().native_handle(), url_.host); !r) return finish(r.error());
+    ws_.next_layer().async_handshake(asio::ssl::stream_base::client, [self = shared_from_this()](beast::error_code ec2) {
+      if (self->closing_) return self->finish(network_error("closed"));
+      if (ec2) return self->finish(tls_handshake_error(ec2));
+      self->upgrade();
+    });
+  } else {
+    upgrade();
+  }
+}
+
+template <class NextLayer>
+void BasicWsConnection<NextLayer>::upgrade() {
   ws_.set_option(websocket::stream_base::decorator([token = token_](websocket::request_type& req) {
     req.set(http::field::user_agent, "tern-client/1");
     req.set(http::field::authorization, "Bearer " + token);
@@ -46,7 +126,8 @@ void WsConnection::on_connect(beast::error_code ec) {
                       [self = shared_from_this()](beast::error_code ec2) { self->on_handshake(ec2); });
 }
 
-void WsConnection::on_handshake(beast::error_code ec) {
+template <class NextLayer>
+void BasicWsConnection<NextLayer>::on_handshake(beast::error_code ec) {
   if (ec) {
     if (upgrade_response_.result_int() == 401)
       return finish(make_error(ErrorCode::kUnauthorized, "the server refused the device token"));
@@ -74,11 +155,13 @@ void WsConnection::on_handshake(beast::error_code ec) {
   write_next();
 }
 
-void WsConnection::read_next() {
+template <class NextLayer>
+void BasicWsConnection<NextLayer>::read_next() {
   ws_.async_read(read_buffer_, [self = shared_from_this()](beast::error_code ec, size_t n) { self->on_read(ec, n); });
 }
 
-void WsConnection::on_read(beast::error_code ec, size_t) {
+template <class NextLayer>
+void BasicWsConnection<NextLayer>::on_read(beast::error_code ec, size_t) {
   if (ec) {
     std::string why = ec == websocket::error::closed
                           ? "closed by server (" + std::to_string(ws_.reason().code) + " " + std::string(ws_.reason().reason.data(), ws_.reason().reason.size()) + ")"
@@ -94,7 +177,8 @@ void WsConnection::on_read(beast::error_code ec, size_t) {
   read_next();  // also while closing: the read reports the end of the connection
 }
 
-bool WsConnection::send(std::string frame, bool droppable) {
+template <class NextLayer>
+bool BasicWsConnection<NextLayer>::send(std::string frame, bool droppable) {
   if (!open_ || closing_ || finished_) return false;
   if (droppable && queue_.size() >= opts_.max_queue / 4) return false;
   if (queue_.size() >= opts_.max_queue) {
@@ -107,14 +191,16 @@ bool WsConnection::send(std::string frame, bool droppable) {
   return true;
 }
 
-void WsConnection::write_next() {
+template <class NextLayer>
+void BasicWsConnection<NextLayer>::write_next() {
   if (writing_ || queue_.empty() || !open_ || closing_) return;
   writing_ = true;
   ws_.async_write(asio::buffer(queue_.front()),
                   [self = shared_from_this()](beast::error_code ec, size_t n) { self->on_write(ec, n); });
 }
 
-void WsConnection::on_write(beast::error_code ec, size_t) {
+template <class NextLayer>
+void BasicWsConnection<NextLayer>::on_write(beast::error_code ec, size_t) {
   writing_ = false;
   if (ec) {
     // The read side reports the closure; make sure it does by closing the socket.
@@ -126,7 +212,8 @@ void WsConnection::on_write(beast::error_code ec, size_t) {
   write_next();
 }
 
-void WsConnection::close() {
+template <class NextLayer>
+void BasicWsConnection<NextLayer>::close() {
   if (closing_ || finished_) return;
   closing_ = true;
   if (!open_) {
@@ -148,7 +235,8 @@ void WsConnection::close() {
                   [self = shared_from_this()](beast::error_code) { self->finish(network_error("closed")); });
 }
 
-void WsConnection::finish(Error error) {
+template <class NextLayer>
+void BasicWsConnection<NextLayer>::finish(Error error) {
   if (finished_) return;
   finished_ = true;
   open_ = false;
@@ -158,6 +246,17 @@ void WsConnection::finish(Error error) {
   auto on_close = std::move(handlers_.on_close);
   handlers_ = {};
   if (on_close) on_close(std::move(error));
+}
+
+}  // namespace
+
+std::shared_ptr<WsConnection> WsConnection::create(Strand strand, ServerUrl url, std::string token, WsOptions options,
+                                                   WsHandlers handlers) {
+  if (url.tls)
+    return std::make_shared<BasicWsConnection<TlsStream>>(strand, std::move(url), std::move(token), options,
+                                                          std::move(handlers));
+  return std::make_shared<BasicWsConnection<beast::tcp_stream>>(strand, std::move(url), std::move(token), options,
+                                                                std::move(handlers));
 }
 
 }  // namespace tern::client

@@ -10,16 +10,12 @@
 // the server replays).
 #pragma once
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
 
-#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/strand.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <boost/beast/websocket.hpp>
 
 #include "base/result.h"
 #include "client/server_url.h"
@@ -41,43 +37,23 @@ struct WsOptions {
   size_t max_frame_bytes = 4 << 20;
 };
 
-class WsConnection : public std::enable_shared_from_this<WsConnection> {
+// Over plain TCP (http://) or TLS (https://: the certificate is verified during connect; a
+// certificate that does not verify ends the attempt with tls_handshake_error(), which the
+// Client treats as permanent). Virtual only at this boundary (a few calls per message).
+class WsConnection {
  public:
   using Strand = boost::asio::strand<boost::asio::io_context::executor_type>;
-  WsConnection(Strand strand, ServerUrl url, std::string token, WsOptions options, WsHandlers handlers);
+  static std::shared_ptr<WsConnection> create(Strand strand, ServerUrl url, std::string token, WsOptions options,
+                                              WsHandlers handlers);
+  virtual ~WsConnection() = default;
 
-  void start();
+  virtual void start() = 0;
   // Queues a text frame; false if it was dropped (droppable and the queue is busy) or the
   // connection is not open.
-  bool send(std::string frame, bool droppable = false);
+  virtual bool send(std::string frame, bool droppable = false) = 0;
   // Closes (normal closure); on_close follows.
-  void close();
-  bool open() const { return open_; }
-
- private:
-  void on_resolve(boost::beast::error_code ec, boost::asio::ip::tcp::resolver::results_type results);
-  void on_connect(boost::beast::error_code ec);
-  void on_handshake(boost::beast::error_code ec);
-  void read_next();
-  void on_read(boost::beast::error_code ec, size_t bytes);
-  void write_next();
-  void on_write(boost::beast::error_code ec, size_t bytes);
-  void finish(Error error);
-
-  Strand strand_;
-  boost::asio::ip::tcp::resolver resolver_;
-  boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
-  ServerUrl url_;
-  std::string token_;
-  WsOptions opts_;
-  WsHandlers handlers_;
-  boost::beast::websocket::response_type upgrade_response_;
-  boost::beast::flat_buffer read_buffer_;
-  std::deque<std::string> queue_;
-  bool writing_ = false;
-  bool open_ = false;
-  bool closing_ = false;
-  bool finished_ = false;
+  virtual void close() = 0;
+  virtual bool open() const = 0;
 };
 
 }  // namespace tern::client

@@ -25,6 +25,8 @@ GatewayMetrics& GatewayMetrics::get() {
                                         "TCP connections refused over a connection budget"),
       MetricsRegistry::global().counter("tern_http_overloaded_total",
                                         "HTTP responses replaced by 503 over the global byte budget"),
+      MetricsRegistry::global().counter("tern_tls_handshake_failures_total",
+                                        "TLS handshakes that failed or timed out (plain HTTP to a TLS port included)"),
   };
   return metrics;
 }

@@ -23,6 +23,7 @@
 #include "gateway/gateway_options.h"
 #include "gateway/service_interface.h"
 #include "gateway/session_registry.h"
+#include "gateway/tls_context.h"
 
 namespace tern::gateway {
 
@@ -37,6 +38,7 @@ struct GatewayMetrics {
   Counter& control_frame_closes;    // closes with 1008 "too many control frames"
   Counter& connections_rejected;    // TCP connections refused (either connection budget)
   Counter& http_overloaded;         // HTTP responses replaced by 503 (global byte budget)
+  Counter& tls_handshake_failures;  // TLS handshakes failed or timed out
 
   // The process-wide instance (registered once in MetricsRegistry::global()).
   static GatewayMetrics& get();
@@ -73,6 +75,10 @@ struct GatewayContext {
   // single-io_context Listener constructor), so every connection gets a strand.
   const std::vector<boost::asio::io_context*> contexts;
   const bool shared_loops;
+  // The certificate when the listener speaks TLS (GatewayOptions::tls_cert_file); null for
+  // plain TCP. Set by Listener::start() before the first accept, never changed after (the
+  // TlsContext itself swaps certificates on reload).
+  std::shared_ptr<TlsContext> tls;
 
   // The executor a connection on loop `index` runs on (its socket is born with it).
   boost::asio::any_io_executor connection_executor(size_t index) const;

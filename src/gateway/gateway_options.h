@@ -57,6 +57,10 @@ struct GatewayOptions {
   // An unauthenticated connection is closed this long after it was accepted (after the
   // response in progress, if any), even if it keeps sending requests.
   std::chrono::seconds unauthenticated_timeout{10};
+  // TLS: both set → the port speaks only TLS (HTTPS and WSS): PEM certificate (its chain
+  // after it) and PEM private key. Both empty → plain TCP. One without the other is an error.
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 }  // namespace tern::gateway

@@ -89,11 +89,21 @@ bool is_http_parse_error(const beast::error_code& ec) {
   return ec.category() == beast::error_code(http::error::bad_method).category();
 }
 
+// The stream from the accepted socket (and, for TLS, its SSL).
+template <class Stream>
+Stream make_stream(net::ip::tcp::socket&& socket, SslPtr ssl) {
+  if constexpr (std::is_same_v<Stream, TlsStream>)
+    return Stream(std::move(socket), std::move(ssl));
+  else
+    return Stream(std::move(socket));
+}
+
 }  // namespace
 
-HttpSession::HttpSession(net::ip::tcp::socket&& socket, std::shared_ptr<GatewayContext> ctx, size_t loop_index,
-                         ConnectionSlot slot)
-    : stream_(std::move(socket)),
+template <class Stream>
+BasicHttpSession<Stream>::BasicHttpSession(net::ip::tcp::socket&& socket, SslPtr ssl,
+                                           std::shared_ptr<GatewayContext> ctx, size_t loop_index, ConnectionSlot slot)
+    : stream_(make_stream<Stream>(std::move(socket), std::move(ssl))),
       executor_(stream_.get_executor()),
       ctx_(std::move(ctx)),
       id_(next_session_id()),
@@ -101,27 +111,48 @@ HttpSession::HttpSession(net::ip::tcp::socket&& socket, std::shared_ptr<GatewayC
       slot_(std::move(slot)),
       buffer_(kMaxHeaderBytes + ctx_->options.max_http_body_bytes + 16 * 1024) {}
 
-HttpSession::~HttpSession() {
+template <class Stream>
+BasicHttpSession<Stream>::~BasicHttpSession() {
   if (charged_) ctx_->refund(charged_);
   ctx_->registry.remove(id_);
 }
 
-std::shared_ptr<HttpSession> HttpSession::self() {
-  return std::static_pointer_cast<HttpSession>(shared_from_this());
+template <class Stream>
+std::shared_ptr<BasicHttpSession<Stream>> BasicHttpSession<Stream>::self() {
+  return std::static_pointer_cast<BasicHttpSession>(shared_from_this());
 }
 
-void HttpSession::run() {
+template <class Stream>
+void BasicHttpSession<Stream>::run() {
   // Registered here, synchronously, so the listener's max_connections count is exact.
   const bool closing = ctx_->registry.add(id_, weak_from_this()).has_value();
   net::dispatch(executor_, [self = self(), closing] {
-    if (closing)
-      self->close_socket();  // accepted while the server shuts down
-    else
+    if (closing) return self->close_socket();  // accepted while the server shuts down
+    if constexpr (kTls) {
+      // The handshake counts as reading the first request: same deadline.
+      self->arm_read_deadline();
+      const auto handshake_deadline = std::chrono::steady_clock::now() + self->ctx_->options.handshake_timeout;
+      self->stream_.expires_at(std::min(handshake_deadline, self->read_deadline()));
+      self->stream_.async_handshake(beast::bind_front_handler(&BasicHttpSession::on_handshake, self));
+    } else {
       self->do_read();
+    }
   });
 }
 
-void HttpSession::shutdown(uint16_t /*ws_code*/) {
+template <class Stream>
+void BasicHttpSession<Stream>::on_handshake(beast::error_code ec) {
+  if (ec) {
+    // Not TLS (plain HTTP to a TLS port), a bad ClientHello, or too slow: just closed.
+    ctx_->metrics.tls_handshake_failures.inc();
+    spdlog::debug("event=tls_handshake_failed session={} error=\"{}\"", id_, ec.message());
+    return close_socket();
+  }
+  do_read();
+}
+
+template <class Stream>
+void BasicHttpSession<Stream>::shutdown(uint16_t /*ws_code*/) {
   net::post(executor_, [self = self()] {
     if (self->upgraded_ || self->closed_) return;
     if (self->busy_)
@@ -131,7 +162,8 @@ void HttpSession::shutdown(uint16_t /*ws_code*/) {
   });
 }
 
-void HttpSession::do_read() {
+template <class Stream>
+void BasicHttpSession<Stream>::do_read() {
   parser_.emplace();
   parser_->header_limit(kMaxHeaderBytes);
   // The body limit is applied once the headers are read (on_header): a streamed upload may
@@ -141,10 +173,11 @@ void HttpSession::do_read() {
   // hold the connection past it.
   arm_read_deadline();
   http::async_read_header(stream_, buffer_, *parser_,
-                          beast::bind_front_handler(&HttpSession::on_header, self()));
+                          beast::bind_front_handler(&BasicHttpSession::on_header, self()));
 }
 
-void HttpSession::on_header(beast::error_code ec, std::size_t /*bytes*/) {
+template <class Stream>
+void BasicHttpSession<Stream>::on_header(beast::error_code ec, std::size_t /*bytes*/) {
   if (ec) return on_read_error(ec);
   if (parser_->is_done()) return handle_request();
   if (maybe_stream()) return;
@@ -153,43 +186,54 @@ void HttpSession::on_header(beast::error_code ec, std::size_t /*bytes*/) {
   parser_->body_limit(ctx_->options.max_http_body_bytes);  // chunked bodies are counted as they come
   if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
     net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
-                     beast::bind_front_handler(&HttpSession::on_continue_written, self()));
+                     beast::bind_front_handler(&BasicHttpSession::on_continue_written, self()));
     return;
   }
   read_body();
 }
 
-void HttpSession::on_continue_written(beast::error_code ec, std::size_t /*bytes*/) {
+template <class Stream>
+void BasicHttpSession<Stream>::on_continue_written(beast::error_code ec, std::size_t /*bytes*/) {
   if (ec) return close_socket();
   read_body();
 }
 
-void HttpSession::arm_read_deadline() {
+template <class Stream>
+void BasicHttpSession<Stream>::arm_read_deadline() {
+  stream_.expires_at(read_deadline());
+}
+
+template <class Stream>
+std::chrono::steady_clock::time_point BasicHttpSession<Stream>::read_deadline() const {
   const auto now = std::chrono::steady_clock::now();
   auto deadline = now + ctx_->options.http_idle_timeout;
   if (!slot_.is_authenticated()) deadline = std::min(deadline, accepted_at_ + ctx_->options.unauthenticated_timeout);
   if (deadline <= now) deadline = now + std::chrono::milliseconds(1);  // expires at once
-  stream_.expires_at(deadline);
+  return deadline;
 }
 
-bool HttpSession::authenticate_connection() {
+template <class Stream>
+bool BasicHttpSession<Stream>::authenticate_connection() {
   if (slot_.authenticate()) return true;
   ctx_->metrics.connections_rejected.inc();
   spdlog::debug("event=connection_rejected reason=max_connections session={}", id_);
   return false;
 }
 
-void HttpSession::read_body() {
+template <class Stream>
+void BasicHttpSession<Stream>::read_body() {
   arm_read_deadline();
-  http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&HttpSession::on_read, self()));
+  http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&BasicHttpSession::on_read, self()));
 }
 
-void HttpSession::on_read(beast::error_code ec, std::size_t /*bytes*/) {
+template <class Stream>
+void BasicHttpSession<Stream>::on_read(beast::error_code ec, std::size_t /*bytes*/) {
   if (ec) return on_read_error(ec);
   handle_request();
 }
 
-void HttpSession::on_read_error(beast::error_code ec) {
+template <class Stream>
+void BasicHttpSession<Stream>::on_read_error(beast::error_code ec) {
   if (ec == net::error::operation_aborted || closed_) return close_socket();
   if (ec == http::error::end_of_stream || ec == http::error::partial_message || ec == beast::error::timeout)
     return close_socket();  // peer went away or idled out: nobody to answer
@@ -207,7 +251,8 @@ void HttpSession::on_read_error(beast::error_code ec) {
   close_socket();
 }
 
-void HttpSession::handle_request() {
+template <class Stream>
+void BasicHttpSession<Stream>::handle_request() {
   ctx_->metrics.http_requests.inc();
   Request req = parser_->release();
   parser_.reset();
@@ -243,7 +288,8 @@ void HttpSession::handle_request() {
   }
 }
 
-HttpReply HttpSession::make_reply() {
+template <class Stream>
+HttpReply BasicHttpSession<Stream>::make_reply() {
   // Invoked once (later calls ignored), from any thread; keeps the session alive until then.
   auto done = std::make_shared<std::atomic<bool>>(false);
   return [self = self(), done](HttpResponse response) {
@@ -254,7 +300,8 @@ HttpReply HttpSession::make_reply() {
   };
 }
 
-bool HttpSession::authenticate_bearer(const std::string& bearer) {
+template <class Stream>
+bool BasicHttpSession<Stream>::authenticate_bearer(const std::string& bearer) {
   // The first bearer token on a connection decides whether it counts as authenticated.
   if (!slot_.is_authenticated() && !auth_tried_ && !bearer.empty()) {
     auth_tried_ = true;
@@ -272,7 +319,8 @@ bool HttpSession::authenticate_bearer(const std::string& bearer) {
   return true;
 }
 
-HttpRequest HttpSession::request_head(const http::request_header<>& h) const {
+template <class Stream>
+HttpRequest BasicHttpSession<Stream>::request_head(const http::request_header<>& h) const {
   const std::string_view target = h.target();
   const size_t qmark = target.find('?');
   HttpRequest r;
@@ -294,7 +342,8 @@ HttpRequest HttpSession::request_head(const http::request_header<>& h) const {
   return r;
 }
 
-bool HttpSession::maybe_stream() {
+template <class Stream>
+bool BasicHttpSession<Stream>::maybe_stream() {
   const auto& h = parser_->get();
   if (h.find(http::field::upgrade) != h.end()) return false;  // upgrades are never streamed
   HttpRequest head = request_head(h);
@@ -338,7 +387,8 @@ bool HttpSession::maybe_stream() {
   return true;
 }
 
-void HttpSession::read_stream() {
+template <class Stream>
+void BasicHttpSession<Stream>::read_stream() {
   auto& body = stream_parser_->get().body();
   body.data = chunk_.data();
   body.size = chunk_.size();
@@ -347,10 +397,11 @@ void HttpSession::read_stream() {
     stream_.expires_after(ctx_->options.http_idle_timeout);
   else
     arm_read_deadline();
-  http::async_read(stream_, buffer_, *stream_parser_, beast::bind_front_handler(&HttpSession::on_stream_read, self()));
+  http::async_read(stream_, buffer_, *stream_parser_, beast::bind_front_handler(&BasicHttpSession::on_stream_read, self()));
 }
 
-void HttpSession::on_stream_read(beast::error_code ec, std::size_t /*bytes*/) {
+template <class Stream>
+void BasicHttpSession<Stream>::on_stream_read(beast::error_code ec, std::size_t /*bytes*/) {
   if (ec == http::error::need_buffer) ec = {};
   const size_t got = chunk_.size() - stream_parser_->get().body().size;
   if (ec) {
@@ -391,7 +442,8 @@ void HttpSession::on_stream_read(beast::error_code ec, std::size_t /*bytes*/) {
   }
 }
 
-void HttpSession::upgrade(Request request, const std::string& query, const std::string& bearer) {
+template <class Stream>
+void BasicHttpSession<Stream>::upgrade(Request request, const std::string& query, const std::string& bearer) {
   // RFC 6455 §4.2.1. (Beast's is_upgrade() also wants HTTP/1.1 and a Connection token.)
   const std::string_view version = trim(request[http::field::sec_websocket_version]);
   const std::string_view key = trim(request[http::field::sec_websocket_key]);
@@ -426,17 +478,27 @@ void HttpSession::upgrade(Request request, const std::string& query, const std::
   const std::string accept = ws::accept_key(key);
   buffer_.clear();
   buffer_.shrink_to_fit();
-  auto ws = std::make_shared<WebSocketSession>(stream_.release_socket(), ctx_, loop_index_, std::move(slot_),
-                                               std::move(*device).value());
+  std::shared_ptr<WebSocketSession> ws;
+  if constexpr (kTls) {
+    // The SSL goes along with whatever it has buffered (records past the request).
+    auto [socket, ssl] = stream_.release();
+    ws = std::make_shared<WebSocketSession>(std::move(socket), std::move(ssl), ctx_, loop_index_, std::move(slot_),
+                                            std::move(*device).value());
+  } else {
+    ws = std::make_shared<WebSocketSession>(stream_.release_socket(), SslPtr(), ctx_, loop_index_, std::move(slot_),
+                                            std::move(*device).value());
+  }
   ws->run(accept, std::move(early));
 }
 
-void HttpSession::write_error(int status, std::string_view code, std::string_view message, bool close) {
+template <class Stream>
+void BasicHttpSession<Stream>::write_error(int status, std::string_view code, std::string_view message, bool close) {
   busy_ = true;
   write_response(HttpResponse{status, json_error(code, message), "application/json"}, close);
 }
 
-void HttpSession::write_response(HttpResponse response, bool close) {
+template <class Stream>
+void BasicHttpSession<Stream>::write_response(HttpResponse response, bool close) {
   if (closed_) return;
   if (response.source) return write_streamed(std::move(response), close);
   // The response is charged to the process-wide byte budget until written (headers: an
@@ -459,10 +521,11 @@ void HttpSession::write_response(HttpResponse response, bool close) {
   response_->prepare_payload();
   // A client that never reads its response cannot pin the session.
   stream_.expires_after(ctx_->options.http_idle_timeout);
-  http::async_write(stream_, *response_, beast::bind_front_handler(&HttpSession::on_write, self(), close));
+  http::async_write(stream_, *response_, beast::bind_front_handler(&BasicHttpSession::on_write, self(), close));
 }
 
-void HttpSession::write_streamed(HttpResponse response, bool close) {
+template <class Stream>
+void BasicHttpSession<Stream>::write_streamed(HttpResponse response, bool close) {
   constexpr size_t kCharge = 64 * 1024 + 256;  // one piece in flight, plus the header
   if (ctx_->global_budget_exceeded(kCharge)) {
     ctx_->metrics.http_overloaded.inc();
@@ -486,7 +549,8 @@ void HttpSession::write_streamed(HttpResponse response, bool close) {
   });
 }
 
-void HttpSession::pump_source(bool close) {
+template <class Stream>
+void BasicHttpSession<Stream>::pump_source(bool close) {
   if (source_left_ == 0) {
     source_.reset();
     stream_head_.reset();
@@ -512,7 +576,8 @@ void HttpSession::pump_source(bool close) {
   });
 }
 
-void HttpSession::on_write(bool close, beast::error_code ec, std::size_t /*bytes*/) {
+template <class Stream>
+void BasicHttpSession<Stream>::on_write(bool close, beast::error_code ec, std::size_t /*bytes*/) {
   busy_ = false;
   response_.reset();
   ctx_->refund(charged_);
@@ -522,31 +587,42 @@ void HttpSession::on_write(bool close, beast::error_code ec, std::size_t /*bytes
   do_read();
 }
 
-void HttpSession::linger() {
+template <class Stream>
+void BasicHttpSession<Stream>::linger() {
   // Half-close, then read and discard what the client still sends (e.g. the rest of a
   // rejected body) until it closes: closing with unread input would send a reset that can
   // destroy the response before the client reads it.
   beast::error_code ec;
-  stream_.socket().shutdown(net::ip::tcp::socket::shutdown_send, ec);
+  if constexpr (kTls)
+    stream_.shutdown_send();  // close_notify first, then the TCP half-close
+  else
+    stream_.socket().shutdown(net::ip::tcp::socket::shutdown_send, ec);
   if (ec) return close_socket();
   linger_left_ = kLingerBytes;
   stream_.expires_after(kLingerTime);
   buffer_.clear();
-  stream_.async_read_some(buffer_.prepare(4096), beast::bind_front_handler(&HttpSession::on_linger, self()));
+  stream_.async_read_some(buffer_.prepare(4096), beast::bind_front_handler(&BasicHttpSession::on_linger, self()));
 }
 
-void HttpSession::on_linger(beast::error_code ec, std::size_t bytes) {
+template <class Stream>
+void BasicHttpSession<Stream>::on_linger(beast::error_code ec, std::size_t bytes) {
   if (ec || closed_ || bytes >= linger_left_) return close_socket();
   linger_left_ -= bytes;
-  stream_.async_read_some(buffer_.prepare(4096), beast::bind_front_handler(&HttpSession::on_linger, self()));
+  stream_.async_read_some(buffer_.prepare(4096), beast::bind_front_handler(&BasicHttpSession::on_linger, self()));
 }
 
-void HttpSession::close_socket() {
+template <class Stream>
+void BasicHttpSession<Stream>::close_socket() {
   if (closed_ || upgraded_) return;
   closed_ = true;
-  beast::error_code ec;
-  stream_.socket().shutdown(net::ip::tcp::socket::shutdown_both, ec);
+  if constexpr (!kTls) {
+    beast::error_code ec;
+    stream_.socket().shutdown(net::ip::tcp::socket::shutdown_both, ec);
+  }
   stream_.close();
 }
+
+template class BasicHttpSession<beast::tcp_stream>;
+template class BasicHttpSession<TlsStream>;
 
 }  // namespace tern::gateway

@@ -1,4 +1,4 @@
-// HttpSession: one accepted TCP connection speaking HTTP/1.1 (keep-alive), until it is
+// HttpSession (TlsHttpSession): one accepted TCP (TLS) connection speaking HTTP/1.1 (keep-alive), until it is
 // closed or upgraded to a WebSocketSession.
 //
 // Ownership: owns itself through shared_ptr (pending handlers and the HttpReply given to the
@@ -46,6 +46,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <type_traits>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -60,16 +61,22 @@
 #include "gateway/gateway_context.h"
 #include "gateway/service_interface.h"
 #include "gateway/session_registry.h"
+#include "gateway/tls_stream.h"
 
 namespace tern::gateway {
 
-class HttpSession final : public Session {
+// Stream: boost::beast::tcp_stream (plain TCP) or TlsStream (the TLS handshake comes first,
+// bounded by handshake_timeout and the unauthenticated deadline; a failed handshake closes
+// the connection). A template, not a virtual stream: the plain path stays as it was.
+template <class Stream>
+class BasicHttpSession final : public Session {
  public:
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
   // `socket` was accepted on loops[loop_index]; `slot` is its place in the unauthenticated
-  // connection budget.
-  HttpSession(boost::asio::ip::tcp::socket&& socket, std::shared_ptr<GatewayContext> ctx, size_t loop_index,
-              ConnectionSlot slot);
-  ~HttpSession() override;
+  // connection budget; `ssl` is its TLS state (TlsStream only; null for plain TCP).
+  BasicHttpSession(boost::asio::ip::tcp::socket&& socket, SslPtr ssl, std::shared_ptr<GatewayContext> ctx,
+                   size_t loop_index, ConnectionSlot slot);
+  ~BasicHttpSession() override;
 
   // Registers the session and starts serving on its strand. Any thread.
   void run();
@@ -80,7 +87,8 @@ class HttpSession final : public Session {
   using Request = boost::beast::http::request<boost::beast::http::string_body>;
   using Response = boost::beast::http::response<boost::beast::http::string_body>;
 
-  std::shared_ptr<HttpSession> self();
+  std::shared_ptr<BasicHttpSession> self();
+  void on_handshake(boost::beast::error_code ec);
 
   void do_read();
   void on_header(boost::beast::error_code ec, std::size_t bytes);
@@ -94,6 +102,7 @@ class HttpSession final : public Session {
   bool authenticate_connection();
   // The read deadline: http_idle_timeout, cut to the authentication deadline.
   void arm_read_deadline();
+  std::chrono::steady_clock::time_point read_deadline() const;
   void write_response(HttpResponse response, bool close);
   void write_error(int status, std::string_view code, std::string_view message, bool close);
   void on_write(bool close, boost::beast::error_code ec, std::size_t bytes);
@@ -110,7 +119,7 @@ class HttpSession final : public Session {
   void write_streamed(HttpResponse response, bool close);
   void pump_source(bool close);
 
-  boost::beast::tcp_stream stream_;
+  Stream stream_;
   const boost::asio::any_io_executor executor_;  // the strand; a copy, safe from any thread
   const std::shared_ptr<GatewayContext> ctx_;
   const uint64_t id_;
@@ -139,5 +148,10 @@ class HttpSession final : public Session {
   uint64_t source_left_ = 0;
   std::vector<char> chunk_;  // the one transfer buffer, allocated while streaming
 };
+
+using HttpSession = BasicHttpSession<boost::beast::tcp_stream>;
+using TlsHttpSession = BasicHttpSession<TlsStream>;
+extern template class BasicHttpSession<boost::beast::tcp_stream>;
+extern template class BasicHttpSession<TlsStream>;
 
 }  // namespace tern::gateway

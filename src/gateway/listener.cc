@@ -48,6 +48,8 @@ Result<void> validate(const GatewayOptions& o) {
     return make_error(ErrorCode::kInvalidArgument, "control frame rate and burst must be positive");
   if (o.max_frame_bytes == 0) return make_error(ErrorCode::kInvalidArgument, "max_frame_bytes must be > 0");
   if (o.max_connections == 0) return make_error(ErrorCode::kInvalidArgument, "max_connections must be > 0");
+  if (o.tls_cert_file.empty() != o.tls_key_file.empty())
+    return make_error(ErrorCode::kInvalidArgument, "TLS needs both a certificate and a key file");
   if (o.handshake_timeout.count() <= 0 || o.http_idle_timeout.count() <= 0 || o.ping_interval.count() < 0)
     return make_error(ErrorCode::kInvalidArgument, "timeouts must be positive");
   return ok_result();
@@ -75,6 +77,10 @@ class ListenerState : public std::enable_shared_from_this<ListenerState> {
   size_t unauthenticated() const { return ctx_->unauthenticated.load(); }
   size_t queued_bytes() const { return ctx_->queued_bytes.load(); }
   const GatewayOptions& options() const { return ctx_->options; }
+  Result<void> reload_tls() {
+    if (!ctx_->tls) return make_error(ErrorCode::kInvalidArgument, "the listener has no TLS certificate");
+    return ctx_->tls->reload();
+  }
 
  private:
   void do_accept();
@@ -96,6 +102,11 @@ Result<uint16_t> ListenerState::start() {
   if (auto valid = validate(ctx_->options); !valid) return valid.error();
   if (stopping_.load()) return make_error(ErrorCode::kInvalidArgument, "listener already stopped");
   if (started_.exchange(true)) return make_error(ErrorCode::kInvalidArgument, "listener already started");
+  if (!ctx_->options.tls_cert_file.empty()) {
+    auto tls = TlsContext::create(ctx_->options.tls_cert_file, ctx_->options.tls_key_file);
+    if (!tls) return tls.error();
+    ctx_->tls = std::move(*tls);
+  }
 
   const GatewayOptions& o = ctx_->options;
   beast::error_code ec;
@@ -129,7 +140,8 @@ Result<uint16_t> ListenerState::start() {
   const uint16_t port = acceptor_.local_endpoint(ec).port();
   if (ec) return fail("local_endpoint");
 
-  spdlog::info("event=listening address={} port={}", endpoint.address().to_string(), port);
+  spdlog::info("event=listening address={} port={} tls={}", endpoint.address().to_string(), port,
+               ctx_->tls ? "on" : "off");
   net::post(executor_, [self = shared_from_this()] { self->do_accept(); });
   return port;
 }
@@ -178,10 +190,16 @@ void ListenerState::on_accept(beast::error_code ec, tcp::socket socket) {
   socket.set_option(tcp::no_delay(true), ignored);
   // Every connection starts unauthenticated, in the small budget; it moves to the
   // max_connections budget when it authenticates.
-  if (auto slot = ConnectionSlot::unauthenticated(*ctx_); !slot.held())
+  if (auto slot = ConnectionSlot::unauthenticated(*ctx_); !slot.held()) {
     reject(socket);
-  else
-    std::make_shared<HttpSession>(std::move(socket), ctx_, accepting_loop_, std::move(slot))->run();
+  } else if (ctx_->tls) {
+    if (auto ssl = ctx_->tls->new_ssl())
+      std::make_shared<TlsHttpSession>(std::move(socket), std::move(ssl), ctx_, accepting_loop_, std::move(slot))->run();
+    else
+      socket.close(ignored);
+  } else {
+    std::make_shared<HttpSession>(std::move(socket), SslPtr(), ctx_, accepting_loop_, std::move(slot))->run();
+  }
   do_accept();
 }
 
@@ -192,7 +210,8 @@ void ListenerState::reject(tcp::socket& socket) {
   spdlog::debug("event=connection_rejected reason=max_unauthenticated_connections");
   beast::error_code ec;
   socket.non_blocking(true, ec);
-  if (!ec) socket.write_some(net::buffer(overloaded_response()), ec);
+  // On a TLS port a plain-text answer would be garbage to the client: just close.
+  if (!ec && !ctx_->tls) socket.write_some(net::buffer(overloaded_response()), ec);
   socket.shutdown(tcp::socket::shutdown_both, ec);
   socket.close(ec);
 }
@@ -217,5 +236,6 @@ size_t Listener::authenticated_connections() const { return state_->authenticate
 size_t Listener::unauthenticated_connections() const { return state_->unauthenticated(); }
 size_t Listener::queued_bytes() const { return state_->queued_bytes(); }
 const GatewayOptions& Listener::options() const { return state_->options(); }
+Result<void> Listener::reload_tls() { return state_->reload_tls(); }
 
 }  // namespace tern::gateway

@@ -63,6 +63,9 @@ class Listener {
   // Payload bytes queued in the process (WebSocket queues and HTTP responses).
   size_t queued_bytes() const;
   const GatewayOptions& options() const;
+  // Re-reads the TLS certificate and key files (after start()): new connections get the new
+  // ones, live connections keep theirs. On error the old certificate stays. Any thread.
+  Result<void> reload_tls();
 
  private:
   Listener(std::vector<boost::asio::io_context*> loops, GatewayOptions options, ServiceInterface& service,

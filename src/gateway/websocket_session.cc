@@ -3,6 +3,8 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "gateway/tls_stream.h"
+
 #include <algorithm>
 #include <cassert>
 #include <cerrno>
@@ -93,9 +95,10 @@ bool guarded(const char* where, uint64_t conn, Fn&& fn) {
 
 }  // namespace
 
-WebSocketSession::WebSocketSession(tcp::socket&& socket, std::shared_ptr<GatewayContext> ctx, size_t loop_index,
-                                   ConnectionSlot slot, DeviceRef device)
+WebSocketSession::WebSocketSession(tcp::socket&& socket, SslPtr ssl, std::shared_ptr<GatewayContext> ctx,
+                                   size_t loop_index, ConnectionSlot slot, DeviceRef device)
     : socket_(std::move(socket)),
+      tls_(ssl ? std::make_unique<Tls>(Tls{std::move(ssl)}) : nullptr),
       ctx_(std::move(ctx)),
       loop_(ctx_->loop(loop_index)),
       device_(std::move(device)),
@@ -256,6 +259,20 @@ void WebSocketSession::flush() {
   bool close_written = false;
   size_t frames = 0;
   while (head_ < queue_.size()) {
+    if (tls_) {
+      const TlsWrite r = write_tls(&frames, &handshake_written, &close_written);
+      if (r == TlsWrite::kFailed) {
+        if (frames) ctx_->metrics.ws_frames_out.inc(frames);
+        finish();
+        return;
+      }
+      if (r == TlsWrite::kBlocked) {
+        wait_writable();
+        break;
+      }
+      wrote = true;
+      continue;
+    }
     iovec iov[2 * kMaxFramesPerWrite];
     uint8_t headers[kMaxFramesPerWrite][10];
     size_t niov = 0;
@@ -325,6 +342,68 @@ void WebSocketSession::flush() {
   }
 }
 
+WebSocketSession::TlsWrite WebSocketSession::write_tls(size_t* frames, bool* handshake_written, bool* close_written) {
+  std::vector<char>& stage = tls_->stage;
+  if (stage.empty()) {
+    // Stage up to one record from the queue, where the last write stopped.
+    constexpr size_t kRecordBytes = 16 * 1024;
+    stage.reserve(kRecordBytes);
+    size_t skip = front_written_;
+    for (size_t i = head_; i < queue_.size() && stage.size() < kRecordBytes; ++i) {
+      const Out& out = queue_[i];
+      uint8_t header[10];
+      const size_t header_size = out.opcode == kRaw ? 0 : ws::encode_header(out.opcode, out.data->size(), header);
+      for (const auto& [p, size] : {std::pair<const char*, size_t>{reinterpret_cast<const char*>(header), header_size},
+                                    std::pair<const char*, size_t>{out.data->data(), out.data->size()}}) {
+        if (skip >= size) {
+          skip -= size;
+          continue;
+        }
+        const size_t take = std::min(size - skip, kRecordBytes - stage.size());
+        stage.insert(stage.end(), p + skip, p + skip + take);
+        skip = 0;
+      }
+    }
+  }
+  size_t n = 0;
+  const TlsIo r = tls_write(tls_->ssl.get(), stage.data(), stage.size(), &n);
+  if (r == TlsIo::kWantWrite) return TlsWrite::kBlocked;  // the same bytes are offered again
+  if (r != TlsIo::kOk) {
+    spdlog::debug("event=ws_write_failed conn={} tls=1", id_);
+    tls_->fatal = r == TlsIo::kError;
+    return TlsWrite::kFailed;
+  }
+  ctx_->metrics.ws_writes.inc();
+  account_written(n, frames, handshake_written, close_written);
+  if (n == stage.size())
+    std::vector<char>().swap(stage);  // idle connections hold no stage
+  else
+    stage.erase(stage.begin(), stage.begin() + static_cast<std::ptrdiff_t>(n));
+  return TlsWrite::kProgress;
+}
+
+ssize_t WebSocketSession::receive(char* data, size_t size) {
+  if (!tls_) return ::recv(socket_.native_handle(), data, size, 0);
+  size_t n = 0;
+  switch (tls_read(tls_->ssl.get(), data, size, &n)) {
+    case TlsIo::kOk:
+      return static_cast<ssize_t>(n);
+    case TlsIo::kWantWrite:
+      tls_->read_wants_write = true;
+      [[fallthrough]];
+    case TlsIo::kWantRead:
+      errno = EAGAIN;
+      return -1;
+    case TlsIo::kClosed:
+      return 0;
+    case TlsIo::kError:
+      break;
+  }
+  tls_->fatal = true;
+  errno = ECONNRESET;
+  return -1;
+}
+
 void WebSocketSession::account_written(size_t n, size_t* frames, bool* handshake_written, bool* close_written) {
   while (n > 0) {
     Out& out = queue_[head_];
@@ -358,12 +437,17 @@ void WebSocketSession::wait_writable() {
 
 void WebSocketSession::drop_unsent() {
   // Kept: the frame partly written (the peer has its beginning) and the 101.
+  // On TLS, also every frame with bytes in the stage (OpenSSL may hold them already).
+  const size_t committed = front_written_ + (tls_ ? tls_->stage.size() : 0);
   std::vector<Out> keep;
+  size_t offset = 0;  // where queue_[i] starts, in bytes from the start of queue_[head_]
   for (size_t i = head_; i < queue_.size(); ++i) {
-    if ((i == head_ && front_written_ > 0) || queue_[i].opcode == kRaw)
+    const size_t size = queue_[i].data->size();
+    if (offset < committed || queue_[i].opcode == kRaw)
       keep.push_back(std::move(queue_[i]));
     else
-      release_bytes(queue_[i].data->size());
+      release_bytes(size);
+    if (committed > 0) offset += (queue_[i].opcode == kRaw ? 0 : ws::header_size(size)) + size;
   }
   queue_.swap(keep);
   head_ = 0;
@@ -376,6 +460,7 @@ void WebSocketSession::on_close_written() {
     // After an error: half-close and discard what the peer still sends until it closes
     // (closing with unread input would reset the connection, and could destroy our close
     // frame before the peer reads it).
+    if (tls_ && !tls_->fatal) tls_close_notify(tls_->ssl.get());
     boost::system::error_code ec;
     socket_.shutdown(tcp::socket::shutdown_send, ec);
   }
@@ -390,7 +475,12 @@ void WebSocketSession::arm_read() {
   // This wait is pending for as long as the connection is idle. Asio's default handler
   // allocator would hand it a per-thread cached block (often the ~600 B of the HTTP
   // session's last read operation); ExactAllocator gives it exactly its size (~150 B).
-  socket_.async_wait(tcp::socket::wait_read,
+  auto wait = tcp::socket::wait_read;
+  if (tls_ && tls_->read_wants_write) {
+    tls_->read_wants_write = false;
+    wait = tcp::socket::wait_write;  // OpenSSL must write before it can read on
+  }
+  socket_.async_wait(wait,
                      net::bind_allocator(ExactAllocator<void>(), [self = self()](const boost::system::error_code& ec) {
                        self->read_waiting_ = false;
                        if (self->finished_) return;
@@ -444,7 +534,7 @@ void WebSocketSession::read_turn() {
       if (input_tokens_ < 1) return pause_input();
       want = std::min(want, static_cast<size_t>(input_tokens_));
     }
-    const ssize_t n = ::recv(socket_.native_handle(), scratch, want, 0);
+    const ssize_t n = receive(scratch, want);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
@@ -477,7 +567,7 @@ void WebSocketSession::read_turn() {
     // (that was one syscall per readable event). Data arriving from now on raises a new
     // edge, which the loop's epoll_wait sees only after this handler has re-armed the wait
     // below: the loop is one thread.
-    if (static_cast<size_t>(n) < want) break;
+    if (!tls_ && static_cast<size_t>(n) < want) break;
   }
   arm_read();
 }
@@ -626,6 +716,8 @@ void WebSocketSession::finish() {
   if (finished_) return;
   finished_ = true;
   remove_from_loop();
+  if (tls_ && !tls_->fatal) tls_close_notify(tls_->ssl.get());
+  tls_.reset();  // the SSL (and its reference on the SSL_CTX) goes now
   boost::system::error_code ec;
   socket_.close(ec);  // pending waits complete with operation_aborted and find finished_
   pause_timer_.reset();

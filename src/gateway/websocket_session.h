@@ -1,6 +1,6 @@
 // WebSocketSession: one live WebSocket connection, the gateway's own lean RFC 6455 server
-// side on a plain TCP socket (no Beast stream), and the gateway's implementation of
-// Connection.
+// side on a TCP socket, plain or through OpenSSL (no Beast stream; see "TLS" below), and the
+// gateway's implementation of Connection.
 //
 // Ownership: owns itself through shared_ptr; every pending async handler holds one, and the
 // service holds one (as Connection) while it wants to write. The session holds the service's
@@ -57,7 +57,19 @@
 //  - close(code, reason) from the service: frames queued before it are still written, then
 //    the close frame; later send() calls are dropped (return false). shutdown() (close_all)
 //    drops the unsent frames and closes at once.
+//
+// TLS (a connection that came through a TlsHttpSession): the same session, with one branch
+// at the two I/O sites. Reads: SSL_read into the scratch buffer, until OpenSSL wants more
+// from the socket (a short read proves nothing there: a record is at most 16 KiB). Writes:
+// the queued frames (headers and payloads) are copied into one staging buffer of at most
+// one record (16 KiB) and written with SSL_write; the staged frames count as written only
+// once OpenSSL took them, and a retry after "want write" passes the same staged bytes (as
+// OpenSSL requires), so frames covered by the stage are never dropped. The stage is freed
+// when empty; OpenSSL's own record buffers are released when idle
+// (SSL_MODE_RELEASE_BUFFERS). Closing sends close_notify (best effort, never waiting).
 #pragma once
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -72,6 +84,7 @@
 #include "gateway/gateway_context.h"
 #include "gateway/service_interface.h"
 #include "gateway/session_registry.h"
+#include "gateway/tls_context.h"
 #include "gateway/ws_codec.h"
 
 namespace tern::gateway {
@@ -80,8 +93,10 @@ class WebSocketSession final : public Session, public Connection {
  public:
   // Takes over the socket of an HTTP connection whose upgrade request was validated and
   // authenticated. `slot` is its place in the authenticated connection budget.
-  WebSocketSession(boost::asio::ip::tcp::socket&& socket, std::shared_ptr<GatewayContext> ctx, size_t loop_index,
-                   ConnectionSlot slot, DeviceRef device);
+  // `ssl`: the connection's TLS state when it came through TLS (OpenSSL then reads and
+  // writes the socket; see "TLS" above), null for plain TCP.
+  WebSocketSession(boost::asio::ip::tcp::socket&& socket, SslPtr ssl, std::shared_ptr<GatewayContext> ctx,
+                   size_t loop_index, ConnectionSlot slot, DeviceRef device);
   ~WebSocketSession() override;
 
   // Registers the session and writes the 101 with `accept_key`; `early` holds the bytes the
@@ -120,6 +135,11 @@ class WebSocketSession final : public Session, public Connection {
   void release_bytes(size_t n);
   void on_handshake_written();
   void on_close_written();
+  enum class TlsWrite { kProgress, kBlocked, kFailed };
+  TlsWrite write_tls(size_t* frames, bool* handshake_written, bool* close_written);
+  // ::recv, or SSL_read on a TLS connection: > 0 bytes, 0 at the end, -1 with errno
+  // (EAGAIN when the socket has nothing more).
+  ssize_t receive(char* data, size_t size);
 
   // Reading.
   void arm_read();
@@ -145,7 +165,15 @@ class WebSocketSession final : public Session, public Connection {
   static void arm_sweep(const std::shared_ptr<Loop>& loop);
   static void sweep(const std::shared_ptr<Loop>& loop);
 
+  struct Tls {
+    SslPtr ssl;
+    std::vector<char> stage;         // bytes handed to SSL_write, not yet taken (see above)
+    bool read_wants_write = false;   // SSL_read needs the socket writable first
+    bool fatal = false;              // no close_notify after a fatal TLS error
+  };
+
   boost::asio::ip::tcp::socket socket_;
+  std::unique_ptr<Tls> tls_;  // null on plain TCP
   const std::shared_ptr<GatewayContext> ctx_;
   const std::shared_ptr<Loop> loop_;
   const DeviceRef device_;

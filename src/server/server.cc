@@ -56,6 +56,8 @@ Result<uint16_t> Server::start() {
   if (!port) return port.error();
   if (!options_.open.admin_listen.empty()) {
     gateway::GatewayOptions admin = options_.gateway;
+    admin.tls_cert_file.clear();  // the admin endpoint stays plain (loopback or token-guarded)
+    admin.tls_key_file.clear();
     admin.host = options_.open.admin_host;
     admin.port = options_.open.admin_port;
     admin_listener_ = std::make_unique<gateway::Listener>(loops_->contexts(), admin,
@@ -72,6 +74,9 @@ Result<uint16_t> Server::start() {
     spdlog::info("event=signal signal={} action=drain", sig);
     shutdown();
   });
+  // SIGHUP: re-read the TLS certificate and key (live connections keep theirs).
+  reload_signal_ = std::make_unique<boost::asio::signal_set>(loops_->context(0), SIGHUP);
+  wait_reload_signal();
   schedule_purge();
   loops_->start();
   spdlog::info("event=started listen={}:{} data={} durability={} threads={}", options_.gateway.host, *port,
@@ -102,8 +107,26 @@ void Server::stop_purge() {
   if (purge_thread_.joinable() && purge_thread_.get_id() != std::this_thread::get_id()) purge_thread_.join();
 }
 
+void Server::wait_reload_signal() {
+  reload_signal_->async_wait([this](const boost::system::error_code& ec, int) {
+    if (ec) return;
+    if (options_.gateway.tls_cert_file.empty()) {
+      spdlog::info("event=signal signal=SIGHUP action=none reason=\"no TLS certificate configured\"");
+    } else if (auto r = listener_->reload_tls(); !r) {
+      spdlog::error("event=tls_reload_failed error=\"{}\" action=kept_old_certificate", r.error().message);
+    } else {
+      spdlog::info("event=tls_reloaded cert={}", options_.gateway.tls_cert_file);
+    }
+    wait_reload_signal();
+  });
+}
+
 void Server::shutdown() {
   listener_->stop_accepting();
+  if (reload_signal_) {
+    boost::system::error_code ignored;
+    reload_signal_->cancel(ignored);
+  }
   if (admin_listener_) admin_listener_->stop_accepting();
   service_->begin_drain();
   stop_purge();

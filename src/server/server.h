@@ -33,13 +33,15 @@ class Server {
 
   // Opens the store and starts listening; returns the bound port.
   Result<uint16_t> start();
-  // Serves until SIGTERM or SIGINT, then shuts down cleanly.
+  // Serves until SIGTERM or SIGINT, then shuts down cleanly. SIGHUP re-reads the TLS
+  // certificate and key (a bad file is logged and the old certificate kept).
   void run();
 
  private:
   void schedule_purge();
   void stop_purge();
   void shutdown();
+  void wait_reload_signal();
 
   ServerOptions options_;
   // Loops keep serving until the drain thread ends them, even when no connection is left.
@@ -55,6 +57,7 @@ class Server {
   std::unique_ptr<services::TernService> service_;
   std::unique_ptr<gateway::Listener> listener_;
   std::unique_ptr<gateway::Listener> admin_listener_;  // issue 12: --admin-listen
+  std::unique_ptr<boost::asio::signal_set> reload_signal_;  // SIGHUP, on loop 0
 };
 
 }  // namespace tern::server

@@ -112,6 +112,8 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   num("max_open_uploads_per_user", o.services.max_open_uploads_per_user);
   num("sweep_interval_ms", o.services.sweep_interval_ms);
   read_open_toml(t, known, o);
+  str("tls_cert", o.gateway.tls_cert_file);
+  str("tls_key", o.gateway.tls_key_file);
   for (const auto& [key, value] : t) {
     (void)value;
     if (!known.count(key.str()))
@@ -275,6 +277,10 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
                  "how often expired messages are erased from disk and unreferenced media collected")
       ->capture_default_str();
   describe_open_options(app, o);
+  app.add_option("--tls-cert", o.gateway.tls_cert_file,
+                 "PEM certificate (then its chain) for the listening port; with --tls-key the port speaks only "
+                 "TLS (HTTPS and WSS); SIGHUP re-reads both files");
+  app.add_option("--tls-key", o.gateway.tls_key_file, "PEM private key of --tls-cert");
 }
 
 }  // namespace

@@ -36,8 +36,8 @@ std::string make_temp_dir(const std::string& prefix) {
   return tmpl;
 }
 
-TerndProcess::TerndProcess(std::string binary, std::string data_dir)
-    : binary_(std::move(binary)), data_dir_(std::move(data_dir)) {}
+TerndProcess::TerndProcess(std::string binary, std::string data_dir, std::vector<std::string> extra_args)
+    : binary_(std::move(binary)), data_dir_(std::move(data_dir)), extra_args_(std::move(extra_args)) {}
 
 TerndProcess::~TerndProcess() { stop(); }
 
@@ -59,8 +59,13 @@ Result<void> TerndProcess::start(uint16_t port) {
       int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
       if (out >= 0) ::dup2(out, 1);
       if (err >= 0) ::dup2(err, 2);
-      ::execl(binary_.c_str(), binary_.c_str(), "--listen", listen.c_str(), "--data", data_dir_.c_str(),
-              "--durability", "sync", "--log-level", log_level_.c_str(), static_cast<char*>(nullptr));
+      std::vector<std::string> args{binary_, "--listen", listen, "--data", data_dir_, "--durability", "sync",
+                                    "--log-level", log_level_};
+      args.insert(args.end(), extra_args_.begin(), extra_args_.end());
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(binary_.c_str(), argv.data());
       ::_exit(127);
     }
     pid_ = pid;

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 
@@ -21,7 +22,8 @@ std::string make_temp_dir(const std::string& prefix);
 
 class TerndProcess {
  public:
-  TerndProcess(std::string binary, std::string data_dir);
+  // `extra_args`: more ternd flags (e.g. --tls-cert FILE --tls-key FILE).
+  TerndProcess(std::string binary, std::string data_dir, std::vector<std::string> extra_args = {});
   ~TerndProcess();
   TerndProcess(const TerndProcess&) = delete;
   TerndProcess& operator=(const TerndProcess&) = delete;
@@ -44,6 +46,7 @@ class TerndProcess {
  private:
   std::string binary_;
   std::string data_dir_;
+  std::vector<std::string> extra_args_;
   pid_t pid_ = -1;
   uint16_t port_ = 0;
   std::string log_level_ = "warn";
