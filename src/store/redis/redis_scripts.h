@@ -1,0 +1,107 @@
+// The Lua scripts RedisStore runs on the server (one atomic step each). Constants only.
+#pragma once
+
+namespace tern::store::redis::scripts {
+
+// ARGV: the batch's ops, flattened; each op is a one-letter code and a fixed number of
+// fields (RedisStore::commit builds them). Base keys ("{u:alice}", "{c:g1}", "{d:alice/1}")
+// come from C++; the script appends the suffixes. Only keys of removed members are built
+// here, with the same format. Nothing can fail half way but an unknown op code (a bug: the
+// C++ side only emits known ones) or Redis running out of memory, so the batch applies whole.
+inline constexpr const char* kCommit = R"lua(
+local a = ARGV
+local n = #a
+local i = 1
+while i <= n do
+  local op = a[i]
+  if op == 'A' then
+    redis.call('ZADD', a[i+1] .. ':log', 0, a[i+2])
+    redis.call('HSET', a[i+1] .. ':f', a[i+2], a[i+3])
+    i = i + 4
+  elseif op == 'I' then
+    local hk = a[i+1] .. ':idem'
+    redis.call('HSET', hk, a[i+2], a[i+3])
+    redis.call('ZADD', 'idemexp', a[i+4], string.len(hk) .. ':' .. hk .. a[i+2])
+    i = i + 5
+  elseif op == 'M' then
+    redis.call('HSET', a[i+1] .. ':in', a[i+2], a[i+3])
+    i = i + 4
+  elseif op == 'X' then
+    redis.call('HDEL', a[i+1] .. ':in', a[i+2])
+    i = i + 3
+  elseif op == 'S' then
+    redis.call('HSET', a[i+1] .. ':cur', a[i+2], a[i+3])
+    i = i + 4
+  elseif op == 'R' then
+    redis.call('HSET', a[i+1] .. ':r', a[i+2], a[i+3])
+    i = i + 4
+  elseif op == 'L' then
+    redis.call('HSET', a[i+1] .. ':a', 's', a[i+2])
+    i = i + 3
+  elseif op == 'U' then
+    redis.call('HSET', a[i+1] .. ':a', 'c', a[i+2])
+    i = i + 3
+  elseif op == 'D' then
+    local dk = a[i+1] .. ':d'
+    local old = redis.call('HGET', dk, a[i+2])
+    local tok = a[i+3]
+    if old and old ~= tok and old ~= '' then redis.call('DEL', '{t:' .. old .. '}') end
+    if tok ~= '' then redis.call('SET', '{t:' .. tok .. '}', a[i+4]) end
+    redis.call('HSET', dk, a[i+2], tok)
+    i = i + 5
+  elseif op == 'C' then
+    local c = a[i+1]
+    local base = '{c:' .. c .. '}'
+    local nrows = tonumber(a[i+3])
+    local keep = {}
+    for j = 0, nrows - 1 do keep[a[i+4+2*j]] = true end
+    for _, u in ipairs(redis.call('SMEMBERS', base .. ':mu')) do
+      if not keep[u] then redis.call('HDEL', '{u:' .. u .. '}:ix', c) end
+    end
+    redis.call('DEL', base .. ':mu')
+    for j = 0, nrows - 1 do
+      local u = a[i+4+2*j]
+      redis.call('SADD', base .. ':mu', u)
+      redis.call('HSET', '{u:' .. u .. '}:ix', c, a[i+5+2*j])
+    end
+    redis.call('SET', base .. ':m', a[i+2])
+    i = i + 4 + 2 * nrows
+  elseif op == 'B' then
+    redis.call('HSET', a[i+1] .. ':ix', a[i+2], a[i+3])
+    i = i + 4
+  elseif op == 'Y' then
+    redis.call('HDEL', a[i+1] .. ':ix', a[i+2])
+    i = i + 3
+  else
+    return redis.error_reply('tern: unknown op ' .. tostring(op))
+  end
+end
+return 1
+)lua";
+
+// KEYS: log zset, frames hash. ARGV: exclusive lower bound "(<hex seq>", limit.
+// Returns seq1, frame1, seq2, frame2, ...
+inline constexpr const char* kReadMessages = R"lua(
+local ks = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], '+', 'LIMIT', 0, ARGV[2])
+local out = {}
+for j, k in ipairs(ks) do
+  out[2 * j - 1] = k
+  out[2 * j] = redis.call('HGET', KEYS[2], k)
+end
+return out
+)lua";
+
+// ARGV: now_ms, chunk. Drops up to `chunk` idempotency records that expired before now_ms
+// (the index member is "<len>:<hash key><client_msg_id>"); returns how many.
+inline constexpr const char* kPurge = R"lua(
+local ms = redis.call('ZRANGEBYSCORE', 'idemexp', '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, m in ipairs(ms) do
+  local p = string.find(m, ':', 1, true)
+  local len = tonumber(string.sub(m, 1, p - 1))
+  redis.call('HDEL', string.sub(m, p + 1, p + len), string.sub(m, p + len + 1))
+  redis.call('ZREM', 'idemexp', m)
+end
+return #ms
+)lua";
+
+}  // namespace tern::store::redis::scripts

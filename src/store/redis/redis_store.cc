@@ -1,0 +1,411 @@
+#include "store/redis/redis_store.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cstdio>
+#include <deque>
+
+#include <hiredis/hiredis.h>
+
+#include "store/redis/redis_scripts.h"
+#include "store/rocksdb/encoding.h"
+
+namespace tern::store::redis {
+
+namespace {
+
+std::string user_key(std::string_view user) { return "{u:" + std::string(user) + "}"; }
+std::string conv_key(std::string_view id) { return "{c:" + std::string(id) + "}"; }
+std::string device_key(const DeviceRef& d) { return "{d:" + d.user + "/" + std::to_string(d.device) + "}"; }
+std::string token_key(std::string_view hash) { return "{t:" + std::string(hash) + "}"; }
+
+// Seqs in the log: 16 lowercase hex digits, so lexicographic order is numeric order.
+std::string seq_hex(Seq seq) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(seq));
+  return std::string(buf, 16);
+}
+
+Error corrupt(const char* what) { return make_error(ErrorCode::kInternal, std::string("redis: corrupt ") + what); }
+
+std::string_view str(const redisReply* r) { return std::string_view(r->str, r->len); }
+bool is_string(const redisReply* r) { return r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS; }
+
+template <typename T>
+std::optional<T> parse_int(std::string_view s) {
+  T v{};
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size() || s.empty()) return std::nullopt;
+  return v;
+}
+
+std::optional<Seq> parse_hex(std::string_view s) {
+  Seq v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v, 16);
+  if (ec != std::errc() || p != s.data() + s.size() || s.size() != 16) return std::nullopt;
+  return v;
+}
+
+// An error reply becomes `internal` (a bug or a corrupt server), except a server that is
+// loading its data or read-only (a replica after failover), which is `unavailable`.
+Error reply_error(const redisReply* r) {
+  std::string msg(str(r));
+  const bool transient = msg.rfind("LOADING", 0) == 0 || msg.rfind("READONLY", 0) == 0 ||
+                         msg.rfind("BUSY", 0) == 0 || msg.rfind("MASTERDOWN", 0) == 0 ||
+                         msg.rfind("TRYAGAIN", 0) == 0 || msg.rfind("CLUSTERDOWN", 0) == 0;
+  return make_error(transient ? ErrorCode::kUnavailable : ErrorCode::kInternal, "redis: " + msg);
+}
+
+// Checks the reply for an error and a type; nil passes as "absent".
+Result<const redisReply*> expect(const Reply& r, int type) {
+  if (r->type == REDIS_REPLY_ERROR) return reply_error(r.get());
+  if (r->type != type && r->type != REDIS_REPLY_NIL) return make_error(ErrorCode::kInternal, "redis: unexpected reply type");
+  return r.get();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<RedisStore>> RedisStore::open(RedisStoreOptions options) {
+  std::unique_ptr<RedisStore> s(new RedisStore(std::move(options)));
+  // Load the scripts (and learn their SHA1s); this also checks the address.
+  for (auto [text, sha] : {std::pair{scripts::kCommit, &s->commit_sha_}, std::pair{scripts::kReadMessages, &s->read_sha_},
+                            std::pair{scripts::kPurge, &s->purge_sha_}}) {
+    auto r = s->run1({"SCRIPT", "LOAD", text});
+    if (!r) return r.error();
+    if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
+    if (!is_string(r->get())) return make_error(ErrorCode::kInternal, "redis: SCRIPT LOAD: unexpected reply");
+    *sha = std::string(str(r->get()));
+  }
+  return s;
+}
+
+RedisStore::~RedisStore() = default;
+
+Result<RedisConnection*> RedisStore::connection() {
+  Slot* slot;
+  {
+    std::lock_guard lock(mu_);
+    auto& s = slots_[std::this_thread::get_id()];
+    if (!s) s = std::make_unique<Slot>();
+    slot = s.get();
+  }
+  if (slot->conn && !slot->conn->healthy()) slot->conn.reset();
+  if (!slot->conn) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now < slot->retry_after) return make_error(ErrorCode::kUnavailable, "redis: unreachable (backing off)");
+    auto c = RedisConnection::connect(options_.address, options_.connect_timeout, options_.command_timeout);
+    if (!c) {
+      slot->retry_after = now + options_.retry_backoff;
+      return c.error();
+    }
+    slot->conn = std::move(c).value();
+  }
+  return slot->conn.get();
+}
+
+Result<std::vector<Reply>> RedisStore::run(const std::vector<std::vector<std::string_view>>& commands) {
+  auto c = connection();
+  if (!c) return c.error();
+  return (*c)->pipeline(commands);
+}
+
+Result<Reply> RedisStore::run1(const std::vector<std::string_view>& argv) {
+  auto r = run({argv});
+  if (!r) return r.error();
+  return std::move(r->front());
+}
+
+Result<Reply> RedisStore::eval(std::string_view script, const std::string& sha,
+                               const std::vector<std::string_view>& keys, const std::vector<std::string_view>& args) {
+  const std::string nkeys = std::to_string(keys.size());
+  std::vector<std::string_view> argv;
+  argv.reserve(3 + keys.size() + args.size());
+  argv.push_back("EVALSHA");
+  argv.push_back(sha);
+  argv.push_back(nkeys);
+  argv.insert(argv.end(), keys.begin(), keys.end());
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto r = run1(argv);
+  if (!r) return r.error();
+  // A restarted Redis has forgotten the script: send it whole (this also caches it again).
+  if ((*r)->type == REDIS_REPLY_ERROR && str(r->get()).rfind("NOSCRIPT", 0) == 0) {
+    argv[0] = "EVAL";
+    argv[1] = script;
+    return run1(argv);
+  }
+  return r;
+}
+
+Result<void> RedisStore::commit(const Batch& batch, bool /*sync*/) {
+  if (batch.empty()) return {};
+  // Everything the ops reference must outlive the argv views: strings built here live in
+  // `owned` (a deque keeps addresses stable).
+  std::deque<std::string> owned;
+  std::vector<std::string_view> args;
+  auto own = [&](std::string s) -> std::string_view { return owned.emplace_back(std::move(s)); };
+  bool nul = false;
+  auto id = [&](const std::string& s) -> std::string_view {
+    if (rocks::has_nul(s)) nul = true;
+    return s;
+  };
+  for (const Op& op : batch.ops) {
+    std::visit(
+        [&](const auto& o) {
+          using T = std::decay_t<decltype(o)>;
+          if constexpr (std::is_same_v<T, PutUser>) {
+            args.insert(args.end(), {"U", own(user_key(id(o.user))), own(std::to_string(o.created_ts))});
+          } else if constexpr (std::is_same_v<T, PutDevice>) {
+            args.insert(args.end(), {"D", own(user_key(id(o.device.user))), own(std::to_string(o.device.device)),
+                                     o.token_hash, own(rocks::encode_token_value(o.device))});
+          } else if constexpr (std::is_same_v<T, PutConversation>) {
+            const Conversation& c = o.conversation;
+            std::string meta;
+            rocks::encode_conversation(meta, c);
+            args.insert(args.end(), {"C", id(c.id), own(std::move(meta)), own(std::to_string(c.members.size()))});
+            for (const Member& m : c.members) {
+              UserConversation row{c.id, m.joined_seq, m.left_seq, c.fanout_on_read};
+              args.insert(args.end(), {id(m.user), own(rocks::encode_user_row(row))});
+            }
+          } else if constexpr (std::is_same_v<T, AppendMessage>) {
+            args.insert(args.end(), {"A", own(conv_key(id(o.conversation_id))), own(seq_hex(o.seq)), o.frame});
+          } else if constexpr (std::is_same_v<T, PutIdempotency>) {
+            std::string rec;
+            rocks::encode_idempotency(rec, o.record);
+            id(o.device.user);
+            id(o.record.conversation_id);
+            args.insert(args.end(), {"I", own(device_key(o.device)), o.client_msg_id, own(std::move(rec)),
+                                     own(std::to_string(o.record.expires_at))});
+          } else if constexpr (std::is_same_v<T, SetCursor>) {
+            args.insert(args.end(), {"S", own(device_key(o.device)), id(o.conversation_id), own(std::to_string(o.seq))});
+            id(o.device.user);
+          } else if constexpr (std::is_same_v<T, SetReceipt>) {
+            args.insert(args.end(), {"R", own(conv_key(id(o.conversation_id))), id(o.user),
+                                     own(std::to_string(o.delivered) + " " + std::to_string(o.read))});
+          } else if constexpr (std::is_same_v<T, InboxMark>) {
+            args.insert(args.end(), {"M", own(device_key(o.device)), id(o.conversation_id), own(std::to_string(o.seq))});
+            id(o.device.user);
+          } else if constexpr (std::is_same_v<T, InboxDelete>) {
+            args.insert(args.end(), {"X", own(device_key(o.device)), id(o.conversation_id)});
+            id(o.device.user);
+          } else if constexpr (std::is_same_v<T, SetLastSeen>) {
+            args.insert(args.end(), {"L", own(user_key(id(o.user))), own(std::to_string(o.ts))});
+          } else if constexpr (std::is_same_v<T, PutSubscription>) {
+            args.insert(args.end(), {"B", own(user_key(id(o.user))), id(o.row.conversation_id),
+                                     own(rocks::encode_user_row(o.row))});
+          } else if constexpr (std::is_same_v<T, DeleteSubscription>) {
+            args.insert(args.end(), {"Y", own(user_key(id(o.user))), id(o.conversation_id)});
+          }
+        },
+        op);
+  }
+  if (nul) return make_error(ErrorCode::kInvalidArgument, "id contains a NUL byte");
+  auto r = eval(scripts::kCommit, commit_sha_, {}, args);
+  if (!r) return r.error();
+  if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
+  if (options_.wait_replicas > 0) {
+    const std::string n = std::to_string(options_.wait_replicas);
+    const std::string ms = std::to_string(options_.command_timeout.count() / 2);
+    auto w = run1({"WAIT", n, ms});
+    if (!w) return w.error();
+    if ((*w)->type != REDIS_REPLY_INTEGER || (*w)->integer < options_.wait_replicas)
+      return make_error(ErrorCode::kUnavailable, "redis: too few replicas acknowledged the write");
+  }
+  return {};
+}
+
+Result<void> RedisStore::flush() {
+  // Every commit was already applied (and, with appendfsync always, fsynced) when it returned.
+  return {};
+}
+
+Result<bool> RedisStore::user_exists(const std::string& user) {
+  auto r = run1({"HEXISTS", user_key(user) + ":a", "c"});
+  if (!r) return r.error();
+  auto v = expect(*r, REDIS_REPLY_INTEGER);
+  if (!v) return v.error();
+  return (*v)->type == REDIS_REPLY_INTEGER && (*v)->integer == 1;
+}
+
+Result<std::vector<uint32_t>> RedisStore::devices(const std::string& user) {
+  auto r = run1({"HKEYS", user_key(user) + ":d"});
+  if (!r) return r.error();
+  auto v = expect(*r, REDIS_REPLY_ARRAY);
+  if (!v) return v.error();
+  std::vector<uint32_t> out;
+  for (size_t i = 0; i < (*v)->elements; ++i) {
+    auto d = parse_int<uint32_t>(str((*v)->element[i]));
+    if (!d) return corrupt("device");
+    out.push_back(*d);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Result<std::optional<DeviceRef>> RedisStore::find_token(const std::string& token_hash) {
+  auto r = run1({"GET", token_key(token_hash)});
+  if (!r) return r.error();
+  auto v = expect(*r, REDIS_REPLY_STRING);
+  if (!v) return v.error();
+  if ((*v)->type == REDIS_REPLY_NIL) return std::optional<DeviceRef>{};
+  auto d = rocks::decode_token_value(str(*v));
+  if (!d) return corrupt("token");
+  return std::optional<DeviceRef>(std::move(*d));
+}
+
+Result<int64_t> RedisStore::last_seen(const std::string& user) {
+  auto r = run1({"HGET", user_key(user) + ":a", "s"});
+  if (!r) return r.error();
+  auto v = expect(*r, REDIS_REPLY_STRING);
+  if (!v) return v.error();
+  if ((*v)->type == REDIS_REPLY_NIL) return int64_t{0};
+  auto ts = parse_int<int64_t>(str(*v));
+  if (!ts) return corrupt("last_seen");
+  return *ts;
+}
+
+Result<std::optional<Conversation>> RedisStore::conversation(const std::string& id) {
+  auto r = run1({"GET", conv_key(id) + ":m"});
+  if (!r) return r.error();
+  auto v = expect(*r, REDIS_REPLY_STRING);
+  if (!v) return v.error();
+  if ((*v)->type == REDIS_REPLY_NIL) return std::optional<Conversation>{};
+  auto c = rocks::decode_conversation(str(*v));
+  if (!c) return corrupt("conversation");
+  return std::optional<Conversation>(std::move(*c));
+}
+
+Result<std::vector<UserConversation>> RedisStore::user_conversations(const std::string& user) {
+  auto r = run1({"HGETALL", user_key(user) + ":ix"});
+  if (!r) return r.error();
+  auto v = expect(*r, REDIS_REPLY_ARRAY);
+  if (!v) return v.error();
+  std::vector<UserConversation> out;
+  for (size_t i = 0; i + 1 < (*v)->elements; i += 2) {
+    auto row = rocks::decode_user_row(str((*v)->element[i]), str((*v)->element[i + 1]));
+    if (!row) return corrupt("user index");
+    out.push_back(std::move(*row));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const UserConversation& a, const UserConversation& b) { return a.conversation_id < b.conversation_id; });
+  return out;
+}
+
+Result<std::optional<UserConversation>> RedisStore::user_conversation(const std::string& user,
+                                                                      const std::string& conversation_id) {
+  auto r = run1({"HGET", user_key(user) + ":ix", conversation_id});
+  if (!r) return r.error();
+  auto v = expect(*r, REDIS_REPLY_STRING);
+  if (!v) return v.error();
+  if ((*v)->type == REDIS_REPLY_NIL) return std::optional<UserConversation>{};
+  auto row = rocks::decode_user_row(conversation_id, str(*v));
+  if (!row) return corrupt("user index");
+  return std::optional<UserConversation>(std::move(*row));
+}
+
+Result<std::vector<StoredMessage>> RedisStore::read_messages(const std::string& conversation_id, Seq after_seq,
+                                                             size_t limit) {
+  std::vector<StoredMessage> out;
+  if (limit == 0) return out;
+  const std::string base = conv_key(conversation_id);
+  const std::string log = base + ":log", frames = base + ":f";
+  const std::string from = "(" + seq_hex(after_seq);
+  const std::string lim = std::to_string(std::min<size_t>(limit, 1'000'000));
+  auto r = eval(scripts::kReadMessages, read_sha_, {log, frames}, {from, lim});
+  if (!r) return r.error();
+  auto v = expect(*r, REDIS_REPLY_ARRAY);
+  if (!v) return v.error();
+  for (size_t i = 0; i + 1 < (*v)->elements; i += 2) {
+    const redisReply* k = (*v)->element[i];
+    const redisReply* f = (*v)->element[i + 1];
+    auto seq = parse_hex(str(k));
+    if (!seq || f->type != REDIS_REPLY_STRING) return corrupt("message");
+    out.push_back(StoredMessage{*seq, std::string(str(f))});
+  }
+  return out;
+}
+
+Result<Seq> RedisStore::head(const std::string& conversation_id) {
+  auto r = run1({"ZRANGE", conv_key(conversation_id) + ":log", "-1", "-1"});
+  if (!r) return r.error();
+  auto v = expect(*r, REDIS_REPLY_ARRAY);
+  if (!v) return v.error();
+  if ((*v)->type != REDIS_REPLY_ARRAY || (*v)->elements == 0) return Seq{0};
+  auto seq = parse_hex(str((*v)->element[0]));
+  if (!seq) return corrupt("log");
+  return *seq;
+}
+
+Result<Seq> RedisStore::cursor(const DeviceRef& device, const std::string& conversation_id) {
+  auto r = run1({"HGET", device_key(device) + ":cur", conversation_id});
+  if (!r) return r.error();
+  auto v = expect(*r, REDIS_REPLY_STRING);
+  if (!v) return v.error();
+  if ((*v)->type == REDIS_REPLY_NIL) return Seq{0};
+  auto seq = parse_int<Seq>(str(*v));
+  if (!seq) return corrupt("cursor");
+  return *seq;
+}
+
+Result<std::vector<std::pair<std::string, Seq>>> RedisStore::inbox(const DeviceRef& device) {
+  auto r = run1({"HGETALL", device_key(device) + ":in"});
+  if (!r) return r.error();
+  auto v = expect(*r, REDIS_REPLY_ARRAY);
+  if (!v) return v.error();
+  std::vector<std::pair<std::string, Seq>> out;
+  for (size_t i = 0; i + 1 < (*v)->elements; i += 2) {
+    auto seq = parse_int<Seq>(str((*v)->element[i + 1]));
+    if (!seq) return corrupt("inbox");
+    out.emplace_back(std::string(str((*v)->element[i])), *seq);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Result<std::optional<IdempotencyRecord>> RedisStore::idempotency(const DeviceRef& device,
+                                                                 const std::string& client_msg_id, int64_t now_ms) {
+  auto r = run1({"HGET", device_key(device) + ":idem", client_msg_id});
+  if (!r) return r.error();
+  auto v = expect(*r, REDIS_REPLY_STRING);
+  if (!v) return v.error();
+  if ((*v)->type == REDIS_REPLY_NIL) return std::optional<IdempotencyRecord>{};
+  auto rec = rocks::decode_idempotency(str(*v));
+  if (!rec) return corrupt("idempotency");
+  if (now_ms > rec->expires_at) return std::optional<IdempotencyRecord>{};
+  return std::optional<IdempotencyRecord>(std::move(*rec));
+}
+
+Result<std::vector<ReceiptState>> RedisStore::receipts(const std::string& conversation_id) {
+  auto r = run1({"HGETALL", conv_key(conversation_id) + ":r"});
+  if (!r) return r.error();
+  auto v = expect(*r, REDIS_REPLY_ARRAY);
+  if (!v) return v.error();
+  std::vector<ReceiptState> out;
+  for (size_t i = 0; i + 1 < (*v)->elements; i += 2) {
+    std::string_view val = str((*v)->element[i + 1]);
+    const size_t sp = val.find(' ');
+    if (sp == std::string_view::npos) return corrupt("receipt");
+    auto d = parse_int<Seq>(val.substr(0, sp));
+    auto rd = parse_int<Seq>(val.substr(sp + 1));
+    if (!d || !rd) return corrupt("receipt");
+    out.push_back(ReceiptState{std::string(str((*v)->element[i])), *d, *rd});
+  }
+  std::sort(out.begin(), out.end(), [](const ReceiptState& a, const ReceiptState& b) { return a.user < b.user; });
+  return out;
+}
+
+Result<size_t> RedisStore::purge_expired(int64_t now_ms) {
+  // Chunks bound how long one script holds the server (Redis runs one script at a time).
+  constexpr int64_t kChunk = 1000;
+  const std::string now = std::to_string(now_ms), chunk = std::to_string(kChunk);
+  size_t purged = 0;
+  for (;;) {
+    auto r = eval(scripts::kPurge, purge_sha_, {}, {now, chunk});
+    if (!r) return r.error();
+    if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
+    if ((*r)->type != REDIS_REPLY_INTEGER) return make_error(ErrorCode::kInternal, "redis: purge: unexpected reply");
+    purged += static_cast<size_t>((*r)->integer);
+    if ((*r)->integer < kChunk) return purged;
+  }
+}
+
+}  // namespace tern::store::redis

@@ -1,0 +1,110 @@
+// RedisStore: the store contract (store/store.h) on one redis-server, so that several ternd
+// nodes share accounts, conversations and message logs (docs/scaling.md).
+//
+// Key design (hash tags keep what one atomic step touches in one slot):
+//   {u:<user>}:a        hash   c → created_ts, s → last_seen
+//   {u:<user>}:d        hash   device → token hash             (devices of a user)
+//   {u:<user>}:ix       hash   conversation → user-index row (rocks::encode_user_row)
+//   {t:<token hash>}    string encoded DeviceRef
+//   {c:<conv>}:m        string encoded Conversation (meta + members)
+//   {c:<conv>}:mu       set    the users listed in the meta (to drop index rows of removed users)
+//   {c:<conv>}:log      zset   16-hex-digit seqs, all score 0: ZRANGEBYLEX pages the log in
+//                              seq order (a double score would lose seqs above 2^53)
+//   {c:<conv>}:f        hash   seq (hex) → stored frame
+//   {c:<conv>}:r        hash   user → "delivered read"
+//   {d:<user>/<dev>}:cur  hash conversation → cursor seq
+//   {d:<user>/<dev>}:in   hash conversation → inbox mark
+//   {d:<user>/<dev>}:idem hash client_msg_id → encoded IdempotencyRecord
+//   idemexp             zset   expiry index of idempotency records (score expires_at)
+// A key is "{" kind ":" id "}:" suffix with the suffix free of '}' and ':', so distinct ids
+// never share a key even if an id holds '}' (it only changes which slot the key lands in).
+//
+// commit(): the whole Batch is one EVALSHA of the commit script (one round trip, one atomic
+// step on the server: all or nothing, ops in order). The script builds the keys itself, which
+// a single redis-server allows; on a Redis Cluster the batch would have to be split by slot
+// (not implemented: see docs/scaling.md). Durability: the reply comes after Redis applied the
+// script, and with `appendfsync always` after the AOF write was fsynced; with
+// wait_replicas > 0 the commit also waits (WAIT) for that many replicas and fails with
+// `unavailable` if they did not acknowledge within the command timeout.
+//
+// Errors: a connection that cannot be made or breaks (Redis down, timeout) fails the call
+// with `unavailable` at once; after a failed connect the thread does not retry for
+// `retry_backoff` (fails fast instead of stalling every caller on a dead address).
+//
+// Threading: every method may be called from any thread; each calling thread gets its own
+// hiredis connection (created on first use, kept until the store dies). Reads are synchronous:
+// a read made on an event loop blocks that loop for one Redis round trip (~50-100 µs on
+// loopback, at most command_timeout when Redis hangs). This is a known deviation from "no
+// blocking call on a loop": the store contract is synchronous because RocksDB's reads are;
+// an asynchronous contract is future work. commit() comes from the group committer's one
+// writer thread.
+//
+// Ownership: the composition root owns the store.
+#pragma once
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "store/redis/redis_connection.h"
+#include "store/store.h"
+
+namespace tern::store::redis {
+
+struct RedisStoreOptions {
+  RedisAddress address;
+  std::chrono::milliseconds connect_timeout{200};
+  std::chrono::milliseconds command_timeout{2000};
+  std::chrono::milliseconds retry_backoff{100};
+  int wait_replicas = 0;  // > 0: WAIT for this many replicas before commit() returns
+};
+
+class RedisStore final : public Store {
+ public:
+  // Connects once (to fail early on a wrong address) and loads the scripts.
+  static Result<std::unique_ptr<RedisStore>> open(RedisStoreOptions options);
+  ~RedisStore() override;
+
+  Result<void> commit(const Batch& batch, bool sync) override;
+  Result<void> flush() override;
+  Result<bool> user_exists(const std::string& user) override;
+  Result<std::vector<uint32_t>> devices(const std::string& user) override;
+  Result<std::optional<DeviceRef>> find_token(const std::string& token_hash) override;
+  Result<int64_t> last_seen(const std::string& user) override;
+  Result<std::optional<Conversation>> conversation(const std::string& id) override;
+  Result<std::vector<UserConversation>> user_conversations(const std::string& user) override;
+  Result<std::optional<UserConversation>> user_conversation(const std::string& user,
+                                                            const std::string& conversation_id) override;
+  Result<std::vector<StoredMessage>> read_messages(const std::string& conversation_id, Seq after_seq,
+                                                   size_t limit) override;
+  Result<Seq> head(const std::string& conversation_id) override;
+  Result<Seq> cursor(const DeviceRef& device, const std::string& conversation_id) override;
+  Result<std::vector<std::pair<std::string, Seq>>> inbox(const DeviceRef& device) override;
+  Result<std::optional<IdempotencyRecord>> idempotency(const DeviceRef& device, const std::string& client_msg_id,
+                                                       int64_t now_ms) override;
+  Result<std::vector<ReceiptState>> receipts(const std::string& conversation_id) override;
+  Result<size_t> purge_expired(int64_t now_ms) override;
+
+ private:
+  struct Slot {
+    std::unique_ptr<RedisConnection> conn;
+    std::chrono::steady_clock::time_point retry_after{};
+  };
+  explicit RedisStore(RedisStoreOptions options) : options_(std::move(options)) {}
+  // This thread's connection (connecting if needed), or `unavailable`.
+  Result<RedisConnection*> connection();
+  // Runs the commands on this thread's connection; drops the connection on a transport error.
+  Result<std::vector<Reply>> run(const std::vector<std::vector<std::string_view>>& commands);
+  Result<Reply> run1(const std::vector<std::string_view>& argv);
+  // EVALSHA of a script, loading it again (EVAL) if Redis forgot it (a restart).
+  Result<Reply> eval(std::string_view script, const std::string& sha, const std::vector<std::string_view>& keys,
+                     const std::vector<std::string_view>& args);
+
+  const RedisStoreOptions options_;
+  std::string commit_sha_, read_sha_, purge_sha_;  // SHA1s Redis gave the scripts (SCRIPT LOAD)
+  std::mutex mu_;  // guards slots_ (the map; each Slot is used only by its thread)
+  std::unordered_map<std::thread::id, std::unique_ptr<Slot>> slots_;
+};
+
+}  // namespace tern::store::redis

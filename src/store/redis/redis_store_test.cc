@@ -1,0 +1,197 @@
+// The Redis backend runs the store contract suite against a real redis-server (started here
+// on a free loopback port, AOF with appendfsync always), plus what only Redis has: a server
+// that dies or goes away.
+#include "store/redis/redis_store.h"
+
+#include <chrono>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "store/redis/testing/redis_server.h"
+#include "store/store_contract_test.h"
+
+namespace tern::store::redis {
+namespace {
+
+// One redis-server for the whole binary (stopped by the environment's TearDown); every
+// harness starts from an empty database.
+testing::RedisServer* g_server = nullptr;
+
+class SharedServer final : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    g_server = new testing::RedisServer();
+    auto r = g_server->start();
+    ASSERT_TRUE(r.ok()) << "cannot start redis-server: " << r.error().message;
+  }
+  void TearDown() override {
+    delete g_server;
+    g_server = nullptr;
+  }
+};
+const auto* const g_env = ::testing::AddGlobalTestEnvironment(new SharedServer);
+
+testing::RedisServer& shared_server() { return *g_server; }
+
+RedisStoreOptions options_for(const testing::RedisServer& server) {
+  RedisStoreOptions o;
+  o.address = RedisAddress{"127.0.0.1", server.port()};
+  return o;
+}
+
+Result<std::unique_ptr<RedisStore>> open_on(const testing::RedisServer& server) {
+  return RedisStore::open(options_for(server));
+}
+
+class RedisHarness final : public contract::StoreHarness {
+ public:
+  RedisHarness() {
+    auto s = open_on(shared_server());
+    if (!s) {
+      ADD_FAILURE() << s.error().message;
+      return;
+    }
+    // FLUSHALL through a raw connection: the store has no such op (and must not).
+    auto c = RedisConnection::connect(RedisAddress{"127.0.0.1", shared_server().port()}, std::chrono::seconds(1),
+                                      std::chrono::seconds(5));
+    if (!c || !(*c)->command({"FLUSHALL"}).ok()) ADD_FAILURE() << "FLUSHALL failed";
+  }
+  Result<std::unique_ptr<Store>> open() override {
+    auto s = open_on(shared_server());
+    if (!s) return s.error();
+    return std::unique_ptr<Store>(std::move(s).value());
+  }
+};
+
+using contract::StoreContractTest;
+INSTANTIATE_TEST_SUITE_P(Redis, StoreContractTest,
+                         ::testing::Values(contract::StoreHarnessFactory{
+                             "redis", [] { return std::make_unique<RedisHarness>(); }}),
+                         [](const auto& info) { return std::to_string(info.index); });
+
+TEST(RedisAddress, ParsesUrls) {
+  auto a = parse_redis_url("redis://10.0.0.5:7000");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->host, "10.0.0.5");
+  EXPECT_EQ(a->port, 7000);
+  auto b = parse_redis_url("localhost");
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->host, "localhost");
+  EXPECT_EQ(b->port, 6379);
+  auto c = parse_redis_url("redis://[::1]:6380/");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->host, "::1");
+  EXPECT_EQ(c->port, 6380);
+  for (const char* bad : {"", "redis://", "redis://h:0", "redis://h:70000", "redis://h:12x", "redis://user@h:1",
+                          "redis://[::1", "redis://[::1]x"})
+    EXPECT_FALSE(parse_redis_url(bad).ok()) << bad;
+}
+
+TEST(RedisStore, WrongAddressFailsToOpenWithUnavailable) {
+  RedisStoreOptions o;
+  o.address = RedisAddress{"127.0.0.1", 1};  // nothing listens on port 1
+  auto s = RedisStore::open(o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::kUnavailable);
+}
+
+// Whatever commit() acknowledged is in the AOF (appendfsync always): a SIGKILLed
+// redis-server restarts with it.
+TEST(RedisStore, AcknowledgedWritesSurviveRedisSigkill) {
+  testing::RedisServer server;
+  ASSERT_TRUE(server.start().ok());
+  {
+    auto s = open_on(server);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    Batch b;
+    for (Seq seq = 1; seq <= 50; ++seq) b.add(AppendMessage{"c1", seq, "m" + std::to_string(seq)});
+    b.add(PutIdempotency{DeviceRef{"alice", 1}, "cm-1", IdempotencyRecord{"c1", 50, 7, 1000}});
+    ASSERT_TRUE((*s)->commit(b, true).ok());
+  }
+  server.kill9();
+  ASSERT_TRUE(server.start().ok());
+  auto s = open_on(server);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(*(*s)->head("c1"), 50u);
+  auto msgs = (*s)->read_messages("c1", 48, 10);
+  ASSERT_TRUE(msgs.ok());
+  ASSERT_EQ(msgs->size(), 2u);
+  EXPECT_EQ((*msgs)[1].frame, "m50");
+  auto rec = (*s)->idempotency(DeviceRef{"alice", 1}, "cm-1", 500);
+  ASSERT_TRUE(rec.ok());
+  ASSERT_TRUE(rec->has_value());
+  EXPECT_EQ((*rec)->seq, 50u);
+}
+
+// Redis gone: every call fails at once with `unavailable` (no hang, nothing claimed); when it
+// is back, the same store object works again without being reopened.
+TEST(RedisStore, RedisDownFailsFastThenHeals) {
+  testing::RedisServer server;
+  ASSERT_TRUE(server.start().ok());
+  auto opened = open_on(server);
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  RedisStore& s = **opened;
+  Batch first;
+  first.add(AppendMessage{"c1", 1, "one"});
+  ASSERT_TRUE(s.commit(first, true).ok());
+
+  server.stop();
+  Batch second;
+  second.add(AppendMessage{"c1", 2, "two"});
+  for (int i = 0; i < 3; ++i) {  // the broken connection, then refused connects, then the back-off
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = s.commit(second, true);
+    const auto took = std::chrono::steady_clock::now() - t0;
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code, ErrorCode::kUnavailable) << r.error().message;
+    EXPECT_LT(took, std::chrono::milliseconds(500));
+    auto h = s.head("c1");
+    ASSERT_FALSE(h.ok());
+    EXPECT_EQ(h.error().code, ErrorCode::kUnavailable);
+  }
+
+  ASSERT_TRUE(server.start().ok());
+  // The back-off after a failed connect is 100 ms: retry for at most 5 s.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  Result<void> r = make_error(ErrorCode::kUnavailable, "not tried");
+  while (!r.ok() && std::chrono::steady_clock::now() < deadline) {
+    r = s.commit(second, true);
+    if (!r.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(*s.head("c1"), 2u);
+  auto msgs = s.read_messages("c1", 0, 10);
+  ASSERT_TRUE(msgs.ok());
+  ASSERT_EQ(msgs->size(), 2u);
+  EXPECT_EQ((*msgs)[0].frame, "one");
+}
+
+TEST(RedisStore, NulInAnIdRefusesTheWholeBatch) {
+  auto s = open_on(shared_server());
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  Batch b;
+  b.add(AppendMessage{"ok-conv", 1, "x"});
+  b.add(AppendMessage{std::string("bad\0conv", 8), 1, "y"});
+  auto r = (*s)->commit(b, true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(*(*s)->head("ok-conv"), 0u);
+}
+
+// With --redis-wait-replicas and no replica, a commit is applied but not acknowledged.
+TEST(RedisStore, WaitForMissingReplicasFailsTheCommit) {
+  auto o = options_for(shared_server());
+  o.wait_replicas = 1;
+  o.command_timeout = std::chrono::milliseconds(200);
+  auto s = RedisStore::open(o);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  Batch b;
+  b.add(SetLastSeen{"waiter", 5});
+  auto r = (*s)->commit(b, true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace tern::store::redis
