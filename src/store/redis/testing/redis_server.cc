@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include <hiredis/hiredis.h>
+
 #include "store/redis/redis_connection.h"
 
 namespace tern::store::redis::testing {
@@ -40,8 +42,9 @@ bool answers_ping(uint16_t port) {
   auto c = RedisConnection::connect(RedisAddress{"127.0.0.1", port}, std::chrono::milliseconds(100),
                                     std::chrono::milliseconds(500));
   if (!c) return false;
+  // While it loads its AOF, Redis answers PING with a LOADING error: not ready yet.
   auto r = (*c)->command({"PING"});
-  return r.ok();
+  return r.ok() && (*r)->type == REDIS_REPLY_STATUS;
 }
 
 }  // namespace
