@@ -9,6 +9,7 @@
 #include "gateway/listener.h"
 #include "services/conversation_ids.h"
 #include "services/tern_service.h"
+#include "store/redis/redis_store.h"
 #include "store/rocksdb/rocksdb_store.h"
 
 namespace tern::server {
@@ -29,12 +30,32 @@ Result<uint16_t> Server::start() {
   if (auto r = services::secure_data_dir(options_.data_dir); !r) return r.error();
   auto secret = services::load_or_create_secret(options_.data_dir + "/" + services::kDirectIdSecretFile);
   if (!secret) return secret.error();
-  services::set_direct_id_secret(*secret);
-  store::RocksDbOptions ro;
-  ro.block_cache_mb = options_.block_cache_mb;
-  auto opened = store::RocksDbStore::open(options_.data_dir, ro);
-  if (!opened) return opened.error();
-  store_ = std::move(*opened);
+  if (options_.store == "redis") {
+    // Every node on one Redis must key direct conversation ids alike: the first node's
+    // secret is stored in Redis and used by all (each node's --data still holds its copy).
+    store::redis::RedisStoreOptions ro;
+    auto address = store::redis::parse_redis_url(options_.redis_url);
+    if (!address) return address.error();
+    ro.address = *address;
+    ro.command_timeout = std::chrono::milliseconds(options_.redis_timeout_ms);
+    ro.wait_replicas = options_.redis_wait_replicas;
+    ro.dense_appends = true;  // several nodes may append to one conversation
+    auto opened = store::redis::RedisStore::open(ro);
+    if (!opened) return opened.error();
+    auto shared = (*opened)->shared_value("tern:direct-id-secret", *secret);
+    if (!shared) return shared.error();
+    services::set_direct_id_secret(*shared);
+    spdlog::info("event=store backend=redis redis={} node={} wait_replicas={}", options_.redis_url,
+                 options_.node_id.empty() ? options_.listen : options_.node_id, options_.redis_wait_replicas);
+    store_ = std::move(*opened);
+  } else {
+    services::set_direct_id_secret(*secret);
+    store::RocksDbOptions ro;
+    ro.block_cache_mb = options_.block_cache_mb;
+    auto opened = store::RocksDbStore::open(options_.data_dir, ro);
+    if (!opened) return opened.error();
+    store_ = std::move(*opened);
+  }
   bus_ = std::make_unique<bus::LocalBus>();
 
   // Default: one loop per core but one, which the store's writer thread (fsync, memtable

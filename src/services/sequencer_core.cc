@@ -15,9 +15,20 @@ size_t SequencerCore::owner(const std::string& conversation_id) const {
 }
 
 Result<ConvState*> SequencerCore::state(Shard& shard, const std::string& conversation_id) {
-  if (ConvState* s = shard.conversations.find(conversation_id)) return s;
+  ConvState* cached = shard.conversations.find(conversation_id);
+  if (cached && !(cached->stale && cached->in_flight == 0)) return cached;
   auto head = store.head(conversation_id);
   if (!head) return head.error();
+  if (cached) {
+    // After a failed commit the store decides: the head is what it has (the failed batch
+    // applied or not); what the loop remembered about later seqs is dropped.
+    std::unique_ptr<ChannelState> channel = std::move(cached->channel);
+    *cached = ConvState{};
+    cached->channel = std::move(channel);
+    cached->head = *head;
+    cached->senders_from = *head + 1;
+    return cached;
+  }
   ConvState fresh;
   fresh.head = *head;
   fresh.senders_from = *head + 1;
@@ -38,6 +49,7 @@ bool SequencerCore::submit(ConvState& state, store::Batch batch, GroupCommitter:
   // which runs on this loop (the committer hands completions back to the submitting loop).
   return committer.submit(std::move(batch), [s = &state, done = std::move(done)](const Result<void>& r) {
     --s->in_flight;
+    if (!r && r.error().code == ErrorCode::kUnavailable) s->stale = true;
     done(r);
   });
 }

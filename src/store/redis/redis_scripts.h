@@ -3,15 +3,48 @@
 
 namespace tern::store::redis::scripts {
 
-// ARGV: the batch's ops, flattened; each op is a one-letter code and a fixed number of
-// fields (RedisStore::commit builds them). Base keys ("{u:alice}", "{c:g1}", "{d:alice/1}")
+// ARGV[1]: '1' for dense appends, else '0'. Then the batch's ops, flattened; each op is a
+// one-letter code and a fixed number of fields (RedisStore::commit builds them).
+// Dense appends (ternd, where several nodes may append to one conversation): before writing
+// anything, every append must be the next seq of its conversation (its head + 1, or the
+// previous append's + 1 in this batch); else the script writes nothing and fails with
+// TERNSEQ: a node's idea of the head was behind (another node appended, or an earlier batch
+// failed half-known), and it must reload the head. Seqs above 2^53 would lose precision in
+// Lua numbers; no real conversation gets there. Base keys ("{u:alice}", "{c:g1}", "{d:alice/1}")
 // come from C++; the script appends the suffixes. Only keys of removed members are built
 // here, with the same format. Nothing can fail half way but an unknown op code (a bug: the
 // C++ side only emits known ones) or Redis running out of memory, so the batch applies whole.
 inline constexpr const char* kCommit = R"lua(
 local a = ARGV
 local n = #a
-local i = 1
+local function width(i)
+  local op = a[i]
+  if op == 'A' or op == 'M' or op == 'S' or op == 'R' or op == 'B' then return 4 end
+  if op == 'I' or op == 'D' then return 5 end
+  if op == 'X' or op == 'L' or op == 'U' or op == 'Y' then return 3 end
+  if op == 'C' then return 4 + 2 * tonumber(a[i+3]) end
+  return nil
+end
+if a[1] == '1' then
+  local want = {}
+  local i = 2
+  while i <= n do
+    if a[i] == 'A' then
+      local k = a[i+1]
+      local w = want[k]
+      if w == nil then
+        local last = redis.call('ZRANGE', k .. ':log', -1, -1)[1]
+        if last then w = tonumber(last, 16) + 1 else w = 1 end
+      end
+      if tonumber(a[i+2], 16) ~= w then return redis.error_reply('TERNSEQ appended seq is not the next one') end
+      want[k] = w + 1
+    end
+    local wd = width(i)
+    if wd == nil then return redis.error_reply('tern: unknown op ' .. tostring(a[i])) end
+    i = i + wd
+  end
+end
+local i = 2
 while i <= n do
   local op = a[i]
   if op == 'A' then

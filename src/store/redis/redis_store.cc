@@ -47,10 +47,11 @@ std::optional<Seq> parse_hex(std::string_view s) {
 }
 
 // An error reply becomes `internal` (a bug or a corrupt server), except a server that is
-// loading its data or read-only (a replica after failover), which is `unavailable`.
+// loading its data or read-only (a replica after failover), and a dense-append conflict
+// (TERNSEQ: this node's head was behind), which are `unavailable`: retry.
 Error reply_error(const redisReply* r) {
   std::string msg(str(r));
-  const bool transient = msg.rfind("LOADING", 0) == 0 || msg.rfind("READONLY", 0) == 0 ||
+  const bool transient = msg.rfind("TERNSEQ", 0) == 0 || msg.rfind("LOADING", 0) == 0 || msg.rfind("READONLY", 0) == 0 ||
                          msg.rfind("BUSY", 0) == 0 || msg.rfind("MASTERDOWN", 0) == 0 ||
                          msg.rfind("TRYAGAIN", 0) == 0 || msg.rfind("CLUSTERDOWN", 0) == 0;
   return make_error(transient ? ErrorCode::kUnavailable : ErrorCode::kInternal, "redis: " + msg);
@@ -141,7 +142,7 @@ Result<void> RedisStore::commit(const Batch& batch, bool /*sync*/) {
   // Everything the ops reference must outlive the argv views: strings built here live in
   // `owned` (a deque keeps addresses stable).
   std::deque<std::string> owned;
-  std::vector<std::string_view> args;
+  std::vector<std::string_view> args = {options_.dense_appends ? "1" : "0"};
   auto own = [&](std::string s) -> std::string_view { return owned.emplace_back(std::move(s)); };
   bool nul = false;
   auto id = [&](const std::string& s) -> std::string_view {
@@ -406,6 +407,16 @@ Result<size_t> RedisStore::purge_expired(int64_t now_ms) {
     purged += static_cast<size_t>((*r)->integer);
     if ((*r)->integer < kChunk) return purged;
   }
+}
+
+Result<std::string> RedisStore::shared_value(const std::string& key, const std::string& proposed) {
+  auto r = run({{"SET", key, proposed, "NX"}, {"GET", key}});
+  if (!r) return r.error();
+  for (const Reply& reply : *r)
+    if (reply->type == REDIS_REPLY_ERROR) return reply_error(reply.get());
+  const Reply& got = r->back();
+  if (got->type != REDIS_REPLY_STRING) return make_error(ErrorCode::kInternal, "redis: shared value missing");
+  return std::string(str(got.get()));
 }
 
 }  // namespace tern::store::redis

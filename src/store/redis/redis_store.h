@@ -58,6 +58,10 @@ struct RedisStoreOptions {
   std::chrono::milliseconds command_timeout{2000};
   std::chrono::milliseconds retry_backoff{100};
   int wait_replicas = 0;  // > 0: WAIT for this many replicas before commit() returns
+  // ternd sets this: a commit whose AppendMessage is not its conversation's next seq (head + 1)
+  // writes nothing and fails with `unavailable` (see redis_scripts.h). The contract suite
+  // appends arbitrary seqs, so the plain contract leaves it off.
+  bool dense_appends = false;
 };
 
 class RedisStore final : public Store {
@@ -85,6 +89,11 @@ class RedisStore final : public Store {
                                                        int64_t now_ms) override;
   Result<std::vector<ReceiptState>> receipts(const std::string& conversation_id) override;
   Result<size_t> purge_expired(int64_t now_ms) override;
+
+  // Not part of the contract: a value all nodes must agree on (the secret that keys direct
+  // conversation ids): stores `proposed` under `key` unless a value is there (SET NX) and
+  // returns the stored one, so the first node to start decides for all.
+  Result<std::string> shared_value(const std::string& key, const std::string& proposed);
 
  private:
   struct Slot {

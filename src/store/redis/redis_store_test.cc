@@ -193,5 +193,38 @@ TEST(RedisStore, WaitForMissingReplicasFailsTheCommit) {
   EXPECT_EQ(r.error().code, ErrorCode::kUnavailable);
 }
 
+// Dense appends (ternd): an append that is not the conversation's next seq writes nothing,
+// not even the batch's other ops, and fails with `unavailable` (the node reloads its head).
+TEST(RedisStore, DenseAppendsRefuseAGapOrARewriteAndWriteNothing) {
+  auto c = RedisConnection::connect(RedisAddress{"127.0.0.1", shared_server().port()}, std::chrono::seconds(1),
+                                    std::chrono::seconds(5));
+  ASSERT_TRUE(c.ok() && (*c)->command({"FLUSHALL"}).ok());
+  auto o = options_for(shared_server());
+  o.dense_appends = true;
+  auto s = RedisStore::open(o);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  Batch ok;
+  ok.add(AppendMessage{"c1", 1, "a"});
+  ok.add(AppendMessage{"c1", 2, "b"});
+  ok.add(AppendMessage{"c2", 1, "x"});
+  ASSERT_TRUE((*s)->commit(ok, true).ok());
+  for (Seq bad : {Seq{2}, Seq{4}}) {  // a rewrite of seq 2 (another node's head was behind), a gap
+    Batch b;
+    b.add(SetCursor{DeviceRef{"alice", 1}, "c2", 1});
+    b.add(AppendMessage{"c2", 2, "y"});
+    b.add(AppendMessage{"c1", bad, "stale"});
+    auto r = (*s)->commit(b, true);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.error().code, ErrorCode::kUnavailable);
+    EXPECT_EQ(*(*s)->head("c1"), 2u);
+    EXPECT_EQ(*(*s)->head("c2"), 1u);
+    EXPECT_EQ(*(*s)->cursor(DeviceRef{"alice", 1}, "c2"), 0u);
+  }
+  auto msgs = (*s)->read_messages("c1", 0, 10);
+  ASSERT_TRUE(msgs.ok());
+  ASSERT_EQ(msgs->size(), 2u);
+  EXPECT_EQ((*msgs)[1].frame, "b");
+}
+
 }  // namespace
 }  // namespace tern::store::redis
