@@ -1,11 +1,14 @@
 #include "server/server.h"
 
+#include <unistd.h>
+
 #include <csignal>
 
 #include <spdlog/spdlog.h>
 
 #include "base/clock.h"
 #include "bus/local/local_bus.h"
+#include "bus/redis/redis_bus.h"
 #include "gateway/listener.h"
 #include "services/conversation_ids.h"
 #include "services/tern_service.h"
@@ -18,6 +21,7 @@ Server::Server(ServerOptions options) : options_(std::move(options)) {}
 
 Server::~Server() {
   stop_purge();
+  if (bus_) bus_->stop();  // no cross-node delivery into services that are going away
   if (loops_) {
     loops_->stop();
     loops_->join();
@@ -56,7 +60,17 @@ Result<uint16_t> Server::start() {
     if (!opened) return opened.error();
     store_ = std::move(*opened);
   }
-  bus_ = std::make_unique<bus::LocalBus>();
+  if (options_.store == "redis") {
+    bus::RedisBusOptions bo;
+    bo.address = *store::redis::parse_redis_url(options_.redis_url);  // checked above
+    // Unique per process by default: two nodes on one host may both listen on port 0.
+    bo.node_id = options_.node_id.empty() ? options_.listen + "/" + std::to_string(::getpid()) : options_.node_id;
+    auto rb = std::make_unique<bus::RedisBus>(bo);
+    if (!rb->start()) return make_error(ErrorCode::kUnavailable, "redis: bus subscription failed");
+    bus_ = std::move(rb);
+  } else {
+    bus_ = std::make_unique<bus::LocalBus>();
+  }
 
   // Default: one loop per core but one, which the store's writer thread (fsync, memtable
   // inserts) keeps busy under load; on a 2-core machine that is one loop (measured in

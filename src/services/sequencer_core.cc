@@ -82,6 +82,7 @@ void SequencerCore::publish_conversation(const std::string& conversation_id, Seq
   n->send_started_us = started_us;
   n->origin = origin;
   n->per_device = per_device;
+  bus.publish_conversation(n);  // the sessions following it on other nodes (a no-op on one node)
   fanout->publish(std::move(n));
 }
 

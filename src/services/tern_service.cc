@@ -20,6 +20,10 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
   sequencer_->set_presence(presence_.get());
   fanout_ = std::make_unique<LiveFanout>(loops, std::chrono::milliseconds(options_.fanout_batch_ms));
   sequencer_->set_fanout(fanout_.get());
+  // Read-side posts sequenced on other nodes (a multi-node bus) reach this node's followers.
+  bus_.set_conversation_sink([fanout = fanout_.get()](std::shared_ptr<const bus::Notification> n) {
+    fanout->publish(std::move(n));
+  });
   ctx_ = std::make_unique<ServiceContext>(ServiceContext{options_, loops, admission_, store_, *committer_, *directory_,
                                                          bus_, *sequencer_, *presence_, *accounts_, draining_,
                                                          *fanout_});

@@ -1,5 +1,7 @@
 #include "store/redis/redis_connection.h"
 
+#include <sys/socket.h>
+
 #include <charconv>
 
 #include <hiredis/hiredis.h>
@@ -64,7 +66,7 @@ Result<std::unique_ptr<RedisConnection>> RedisConnection::connect(const RedisAdd
     redisFree(ctx);
     return make_error(ErrorCode::kUnavailable, "redis: connect: " + what);
   }
-  redisSetTimeout(ctx, to_timeval(command_timeout));
+  if (command_timeout.count() > 0) redisSetTimeout(ctx, to_timeval(command_timeout));
   redisEnableKeepAlive(ctx);
   return std::unique_ptr<RedisConnection>(new RedisConnection(ctx));
 }
@@ -97,6 +99,15 @@ Result<std::vector<Reply>> RedisConnection::pipeline(const std::vector<std::vect
   }
   return replies;
 }
+
+Result<Reply> RedisConnection::read_push() {
+  if (!healthy_) return make_error(ErrorCode::kUnavailable, "redis: connection broken");
+  void* r = nullptr;
+  if (redisGetReply(ctx_, &r) != REDIS_OK || !r) return transport_error("read");
+  return Reply(static_cast<redisReply*>(r));
+}
+
+void RedisConnection::interrupt() { ::shutdown(ctx_->fd, SHUT_RDWR); }
 
 Result<Reply> RedisConnection::command(const std::vector<std::string_view>& argv) {
   auto r = pipeline({argv});

@@ -50,6 +50,13 @@ class RedisConnection {
   Result<std::vector<Reply>> pipeline(const std::vector<std::vector<std::string_view>>& commands);
   Result<Reply> command(const std::vector<std::string_view>& argv);
 
+  // Pub/sub: the next message pushed by the server (after SUBSCRIBE), waiting as long as the
+  // command timeout allows (0: forever).
+  Result<Reply> read_push();
+  // Wakes a read_push() blocked on another thread (it then fails): shuts the socket down.
+  // The only method that may be called from another thread.
+  void interrupt();
+
   // False once a transport error happened: the connection must be dropped.
   bool healthy() const { return healthy_; }
 

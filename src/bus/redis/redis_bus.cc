@@ -1,0 +1,350 @@
+#include "bus/redis/redis_bus.h"
+
+#include <cstring>
+
+#include <hiredis/hiredis.h>
+#include <spdlog/spdlog.h>
+
+#include "base/clock.h"
+#include "base/metrics.h"
+
+namespace tern::bus {
+
+namespace {
+
+using store::redis::RedisConnection;
+constexpr const char* kChannel = "tern:bus";
+
+Counter& dropped_metric = MetricsRegistry::global().counter(
+    "tern_bus_dropped_total", "cross-node events dropped (Redis away or queue full); replay heals messages");
+Counter& published_metric =
+    MetricsRegistry::global().counter("tern_bus_published_total", "cross-node events published to Redis");
+Counter& received_metric =
+    MetricsRegistry::global().counter("tern_bus_received_total", "cross-node events received from other nodes");
+
+void put_u32(std::string& out, uint32_t v) {
+  for (int i = 3; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+void put_u64(std::string& out, uint64_t v) {
+  for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+void put_str(std::string& out, std::string_view s) {
+  put_u32(out, static_cast<uint32_t>(s.size()));
+  out.append(s);
+}
+
+// A bounds-checked reader over one batch.
+struct Reader {
+  std::string_view in;
+  bool ok = true;
+  uint64_t num(int bytes) {
+    if (in.size() < static_cast<size_t>(bytes)) {
+      ok = false;
+      return 0;
+    }
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; ++i) v = (v << 8) | static_cast<unsigned char>(in[i]);
+    in.remove_prefix(bytes);
+    return v;
+  }
+  std::string str() {
+    const uint64_t n = num(4);
+    if (!ok || in.size() < n) {
+      ok = false;
+      return {};
+    }
+    std::string s(in.substr(0, n));
+    in.remove_prefix(n);
+    return s;
+  }
+};
+
+std::string registry_key(const std::string& user) { return "{r:" + user + "}"; }
+
+}  // namespace
+
+void RedisBus::encode(std::string& out, const Event& e) {
+  const Notification& n = *e.n;
+  out.push_back(static_cast<char>(e.target));
+  put_str(out, e.device.user);
+  put_u32(out, e.device.device);
+  out.push_back(static_cast<char>(n.kind));
+  put_str(out, n.conversation_id);
+  put_u64(out, n.seq);
+  out.push_back(static_cast<char>((n.per_device ? 1 : 0) | (n.system ? 2 : 0) | (n.droppable ? 4 : 0) |
+                                  (n.frame ? 8 : 0)));
+  put_str(out, n.frame ? std::string_view(*n.frame) : std::string_view());
+  put_str(out, n.origin.user);
+  put_u32(out, n.origin.device);
+}
+
+bool RedisBus::decode(std::string_view in, std::vector<Event>& out) {
+  Reader r{in};
+  while (r.ok && !r.in.empty()) {
+    Event e;
+    const auto target = static_cast<Target>(r.num(1));
+    if (target != Target::kDevice && target != Target::kUser && target != Target::kConversation) return false;
+    e.target = target;
+    e.device.user = r.str();
+    e.device.device = static_cast<uint32_t>(r.num(4));
+    auto n = std::make_shared<Notification>();
+    const uint64_t kind = r.num(1);
+    if (kind > static_cast<uint64_t>(Notification::Kind::kMembership)) return false;
+    n->kind = static_cast<Notification::Kind>(kind);
+    n->conversation_id = r.str();
+    n->seq = r.num(8);
+    const uint64_t flags = r.num(1);
+    n->per_device = flags & 1;
+    n->system = flags & 2;
+    n->droppable = flags & 4;
+    std::string frame = r.str();
+    if (flags & 8) n->frame = std::make_shared<const std::string>(std::move(frame));
+    n->origin.user = r.str();
+    n->origin.device = static_cast<uint32_t>(r.num(4));
+    if (!r.ok) return false;
+    e.n = std::move(n);
+    out.push_back(std::move(e));
+  }
+  return r.ok;
+}
+
+RedisBus::RedisBus(RedisBusOptions options) : options_(std::move(options)) {}
+
+RedisBus::~RedisBus() { stop(); }
+
+void RedisBus::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    if (sub_conn_) sub_conn_->interrupt();
+  }
+  cv_.notify_all();
+  if (publisher_thread_.joinable()) publisher_thread_.join();
+  if (subscriber_thread_.joinable()) subscriber_thread_.join();
+}
+
+bool RedisBus::start(std::chrono::milliseconds deadline) {
+  publisher_thread_ = std::thread([this] { publisher(); });
+  subscriber_thread_ = std::thread([this] { subscriber(); });
+  std::unique_lock lock(mu_);
+  return subscribed_cv_.wait_for(lock, deadline, [&] { return subscribed_; });
+}
+
+size_t RedisBus::attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint) {
+  const Endpoint* ptr = endpoint.get();
+  const size_t n = local_.attach(device, std::move(endpoint));
+  {
+    std::lock_guard lock(mu_);
+    attached_[{device.user, device.device}] = ptr;
+    registry_ops_.emplace_back(true, device);
+  }
+  cv_.notify_one();
+  return n;
+}
+
+size_t RedisBus::detach(const DeviceRef& device, const Endpoint* endpoint) {
+  const size_t n = local_.detach(device, endpoint);
+  // Only the device's current endpoint removes it (a replaced one's detach comes later).
+  bool gone = false;
+  {
+    std::lock_guard lock(mu_);
+    auto it = attached_.find({device.user, device.device});
+    if (it != attached_.end() && it->second == endpoint) {
+      attached_.erase(it);
+      gone = true;
+      registry_ops_.emplace_back(false, device);
+    }
+  }
+  if (gone) cv_.notify_one();
+  return n;
+}
+
+void RedisBus::publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) {
+  bool here;
+  {
+    std::lock_guard lock(mu_);
+    here = attached_.count({device.user, device.device}) > 0;
+  }
+  if (here) return local_.publish(device, n);
+  enqueue(Event{Target::kDevice, device, n});
+}
+
+void RedisBus::publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) {
+  local_.publish_user(user, n);
+  enqueue(Event{Target::kUser, DeviceRef{user, 0}, n});
+}
+
+void RedisBus::publish_conversation(const std::shared_ptr<const Notification>& n) {
+  enqueue(Event{Target::kConversation, DeviceRef{}, n});
+}
+
+void RedisBus::set_conversation_sink(std::function<void(std::shared_ptr<const Notification>)> sink) {
+  sink_ = std::move(sink);
+}
+
+bool RedisBus::online(const std::string& user) {
+  if (local_.online(user)) return true;
+  std::lock_guard lock(query_mu_);
+  if (!query_conn_ || !query_conn_->healthy()) {
+    auto c = RedisConnection::connect(options_.address, std::chrono::milliseconds(200), options_.command_timeout);
+    if (!c) return false;  // unknown: say offline (presence is advisory)
+    query_conn_ = std::move(c).value();
+  }
+  auto r = query_conn_->command({"HVALS", registry_key(user)});
+  if (!r || (*r)->type != REDIS_REPLY_ARRAY) return false;
+  const int64_t now = now_ms();
+  for (size_t i = 0; i < (*r)->elements; ++i) {
+    std::string_view v((*r)->element[i]->str, (*r)->element[i]->len);
+    const size_t sp = v.rfind(' ');
+    if (sp == std::string_view::npos) continue;
+    if (std::atoll(std::string(v.substr(sp + 1)).c_str()) > now) return true;
+  }
+  return false;
+}
+
+void RedisBus::enqueue(Event e) {
+  {
+    std::lock_guard lock(mu_);
+    if (queue_.size() >= options_.queue_limit) {
+      dropped_metric.inc();
+      return;
+    }
+    queue_.push_back(std::move(e));
+  }
+  cv_.notify_one();
+}
+
+void RedisBus::publisher() {
+  std::unique_ptr<RedisConnection> conn;
+  std::chrono::steady_clock::time_point retry_after{};
+  const auto refresh_every = options_.registry_ttl / 3;
+  auto next_refresh = std::chrono::steady_clock::now() + refresh_every;
+  std::deque<Event> events;
+  std::deque<std::pair<bool, DeviceRef>> reg;
+  std::vector<std::pair<std::string, uint32_t>> refresh;
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_until(lock, next_refresh, [&] { return stopping_ || !queue_.empty() || !registry_ops_.empty(); });
+      if (stopping_) return;
+      events.swap(queue_);
+      reg.swap(registry_ops_);
+      refresh.clear();
+      if (std::chrono::steady_clock::now() >= next_refresh) {
+        for (const auto& [d, ep] : attached_) refresh.push_back(d);
+        next_refresh = std::chrono::steady_clock::now() + refresh_every;
+      }
+    }
+    if ((!conn || !conn->healthy()) && std::chrono::steady_clock::now() >= retry_after) {
+      auto c = RedisConnection::connect(options_.address, std::chrono::milliseconds(200), options_.command_timeout);
+      if (c) conn = std::move(c).value();
+      else {
+        conn.reset();
+        retry_after = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+      }
+    }
+    if (!conn || !conn->healthy()) {
+      dropped_metric.inc(events.size());
+      events.clear();
+      reg.clear();
+      continue;
+    }
+    // One batch: the node header, then every event; plus the registry writes; one round trip.
+    std::deque<std::string> owned;  // stable addresses for the argv views
+    std::vector<std::vector<std::string_view>> cmds;
+    if (!events.empty()) {
+      std::string payload;
+      put_str(payload, options_.node_id);
+      for (const Event& e : events) encode(payload, e);
+      owned.push_back(std::move(payload));
+      cmds.push_back({"PUBLISH", kChannel, owned.back()});
+    }
+    const std::string expires = std::to_string(now_ms() + options_.registry_ttl.count());
+    const std::string value = options_.node_id + " " + expires;
+    auto put = [&](const std::string& user, uint32_t device) {
+      owned.push_back(registry_key(user));
+      owned.push_back(std::to_string(device));
+      cmds.push_back({"HSET", owned[owned.size() - 2], owned.back(), value});
+    };
+    for (auto& [attach, d] : reg) {
+      if (attach) put(d.user, d.device);
+      else {
+        owned.push_back(registry_key(d.user));
+        owned.push_back(std::to_string(d.device));
+        cmds.push_back({"HDEL", owned[owned.size() - 2], owned.back()});
+      }
+    }
+    for (auto& [user, device] : refresh) put(user, device);
+    if (cmds.empty()) continue;
+    auto r = conn->pipeline(cmds);
+    if (!r) dropped_metric.inc(events.size());
+    else published_metric.inc(events.size());
+    events.clear();
+    reg.clear();
+  }
+}
+
+void RedisBus::subscriber() {
+  bool first = true;
+  for (;;) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+    }
+    if (!first) std::this_thread::sleep_for(std::chrono::milliseconds(200));  // reconnect back-off
+    first = false;
+    // No read timeout: the thread waits for pushes; the destructor interrupts it.
+    auto c = RedisConnection::connect(options_.address, std::chrono::milliseconds(200), std::chrono::milliseconds(0));
+    if (!c) continue;
+    RedisConnection* conn = c->get();
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+      sub_conn_ = std::move(c).value();
+    }
+    auto ok = conn->command({"SUBSCRIBE", kChannel});
+    if (ok && (*ok)->type == REDIS_REPLY_ARRAY) {
+      spdlog::info("event=bus_subscribed node={}", options_.node_id);
+      {
+        std::lock_guard lock(mu_);
+        subscribed_ = true;
+      }
+      subscribed_cv_.notify_all();
+      for (;;) {
+        auto m = conn->read_push();
+        if (!m) break;
+        const redisReply* r = m->get();
+        // ["message", channel, payload]
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 && r->element[2]->type == REDIS_REPLY_STRING)
+          deliver(std::string_view(r->element[2]->str, r->element[2]->len));
+      }
+    }
+    std::lock_guard lock(mu_);
+    sub_conn_.reset();
+    if (stopping_) return;
+    spdlog::warn("event=bus_subscription_lost node={} action=reconnect", options_.node_id);
+  }
+}
+
+void RedisBus::deliver(std::string_view payload) {
+  Reader r{payload};
+  const std::string from = r.str();
+  if (!r.ok || from == options_.node_id) return;  // our own batch
+  std::vector<Event> events;
+  if (!decode(r.in, events)) {
+    spdlog::warn("event=bus_bad_batch from={}", from);
+    return;
+  }
+  received_metric.inc(events.size());
+  for (Event& e : events) {
+    switch (e.target) {
+      case Target::kDevice: local_.publish(e.device, e.n); break;
+      case Target::kUser: local_.publish_user(e.device.user, e.n); break;
+      case Target::kConversation:
+        if (sink_) sink_(std::move(e.n));
+        break;
+    }
+  }
+}
+
+}  // namespace tern::bus
