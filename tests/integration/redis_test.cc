@@ -162,6 +162,52 @@ TEST_F(RedisTest, TwoNodesShareAccountsAndKeepSeqsDenseUnderConcurrentSends) {
   }
 }
 
+// Members on different nodes: messages, typing and receipts cross nodes live over the Redis
+// bus, in a direct conversation (fan-out on write) and a group that fans out on read
+// (--fanout-read-threshold 2: the read-side path, LiveFanout on the other node).
+TEST_F(RedisTest, MessagesTypingAndReadSidePostsCrossNodesLive) {
+  auto args = [&](const std::string& node) {
+    auto v = redis_args(redis_, node);
+    v.insert(v.end(), {"--fanout-read-threshold", "2"});
+    return v;
+  };
+  a_.server = std::make_unique<TestServer>(args("a"));
+  ASSERT_TRUE(a_.server->start()) << a_.server->error();
+  a_.api = std::make_unique<Api>(a_.server->port());
+  b_.server = std::make_unique<TestServer>(args("b"));
+  ASSERT_TRUE(b_.server->start()) << b_.server->error();
+  b_.api = std::make_unique<Api>(b_.server->port());
+  Account alice = a_.api->must_register("alice");
+  Account bob = a_.api->must_register("bob");
+  const std::string direct = a_.api->must_direct(alice.token, "bob");
+  const std::string group = a_.api->must_group(alice.token, "g", {"bob"});
+  Device da(alice), db(bob);
+  ASSERT_EQ(da.connect(a_.server->port()), 101);
+  ASSERT_TRUE(da.until_synced());
+  ASSERT_EQ(db.connect(b_.server->port()), 101);
+  ASSERT_TRUE(db.until_synced());
+
+  for (const std::string& conv : {direct, group}) {
+    SCOPED_TRACE(conv);
+    const Seq s = da.must_send(conv, "live-" + conv, "across");
+    auto m = db.read_until([&](const json::object& o) {
+      return type_of(o) == "message" && jstr(o, "conversation_id") == conv && seq_of(o) == s;
+    }, ms(5000));
+    ASSERT_TRUE(m) << "not delivered live across nodes";
+    EXPECT_EQ(unb64(jstr(*m, "body")), "across");
+    // And back: bob (node b) to alice (node a).
+    const Seq back = db.must_send(conv, "back-" + conv, "back");
+    auto m2 = da.read_until([&](const json::object& o) {
+      return type_of(o) == "message" && jstr(o, "conversation_id") == conv && seq_of(o) == back;
+    }, ms(5000));
+    ASSERT_TRUE(m2) << "not delivered live back across nodes";
+  }
+  ASSERT_TRUE(db.typing(direct, true));
+  auto t = da.read_until([&](const json::object& o) { return type_of(o) == "typing"; }, ms(5000));
+  ASSERT_TRUE(t) << "typing did not cross nodes";
+  EXPECT_EQ(jstr(*t, "conversation_id"), direct);
+}
+
 // A node SIGKILLed under traffic: its client reconnects to the other node and finds every
 // acknowledged message there, once, dense.
 TEST_F(RedisTest, ClientsOfAKilledNodeReconnectToAnotherAndLoseNothing) {
