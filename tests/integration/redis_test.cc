@@ -61,22 +61,37 @@ class RedisTest : public ::testing::Test {
       for (auto* n : {&a_, &b_})
         if (n->server) std::cerr << n->server->log_tail(4000) << "\n";
   }
+  // alice and bob registered on node n, their direct conversation, both connected to n.
+  struct Pair {
+    Account alice, bob;
+    std::string conv;
+    std::unique_ptr<Device> da, db;
+  };
+  void connected_pair(Node& n, Pair& p) {
+    p.alice = n.api->must_register("alice");
+    p.bob = n.api->must_register("bob");
+    p.conv = n.api->must_direct(p.alice.token, "bob");
+    p.da = std::make_unique<Device>(p.alice);
+    p.db = std::make_unique<Device>(p.bob);
+    for (Device* d : {p.da.get(), p.db.get()}) {
+      ASSERT_EQ(d->connect(n.server->port()), 101);
+      ASSERT_TRUE(d->until_synced());
+    }
+  }
+
   RedisServer redis_;
   Node a_, b_;
 };
 
-// One node: everything lives in Redis, so a SIGKILLed ternd restarted on an empty data
-// directory... still has it all; a resent client_msg_id gets its original seq.
+// One node: everything lives in Redis, so a SIGKILLed ternd finds it all there when it
+// restarts; a resent client_msg_id gets its original seq.
 TEST_F(RedisTest, OneNodeKeepsEverythingInRedisAcrossATerndSigkill) {
   ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
-  Account alice = a_.api->must_register("alice");
-  Account bob = a_.api->must_register("bob");
-  const std::string conv = a_.api->must_direct(alice.token, "bob");
-  Device da(alice), db(bob);
-  ASSERT_EQ(da.connect(a_.server->port()), 101);
-  ASSERT_TRUE(da.until_synced());
-  ASSERT_EQ(db.connect(a_.server->port()), 101);
-  ASSERT_TRUE(db.until_synced());
+  Pair p;
+  ASSERT_NO_FATAL_FAILURE(connected_pair(a_, p));
+  const Account &alice = p.alice, &bob = p.bob;
+  const std::string& conv = p.conv;
+  Device &da = *p.da, &db = *p.db;
   for (int i = 1; i <= 20; ++i) EXPECT_EQ(da.must_send(conv, "m" + std::to_string(i), "hello"), Seq(i));
   std::vector<json::object> live;
   for (int i = 0; i < 20; ++i) {
@@ -258,14 +273,11 @@ TEST_F(RedisTest, ClientsOfAKilledNodeReconnectToAnotherAndLoseNothing) {
 // Redis is back; nothing acknowledged before is lost and seqs stay dense.
 TEST_F(RedisTest, RedisDownSendsGetUnavailableAtOnceAndTheNodeHeals) {
   ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
-  Account alice = a_.api->must_register("alice");
-  Account bob = a_.api->must_register("bob");
-  const std::string conv = a_.api->must_direct(alice.token, "bob");
-  Device da(alice), db(bob);
-  ASSERT_EQ(da.connect(a_.server->port()), 101);
-  ASSERT_TRUE(da.until_synced());
-  ASSERT_EQ(db.connect(a_.server->port()), 101);
-  ASSERT_TRUE(db.until_synced());
+  Pair p;
+  ASSERT_NO_FATAL_FAILURE(connected_pair(a_, p));
+  const Account& bob = p.bob;
+  const std::string& conv = p.conv;
+  Device &da = *p.da, &db = *p.db;
   for (int i = 1; i <= 10; ++i) ASSERT_EQ(da.must_send(conv, "before" + std::to_string(i), "x"), Seq(i));
 
   redis_.stop();

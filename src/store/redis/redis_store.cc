@@ -219,22 +219,35 @@ Result<void> RedisStore::flush() {
   return {};
 }
 
-Result<bool> RedisStore::user_exists(const std::string& user) {
-  auto r = run1({"HEXISTS", user_key(user) + ":a", "c"});
+Result<std::optional<std::string>> RedisStore::fetch_string(const std::vector<std::string_view>& argv) {
+  auto r = run1(argv);
   if (!r) return r.error();
-  auto v = expect(*r, REDIS_REPLY_INTEGER);
+  auto v = expect(*r, REDIS_REPLY_STRING);
   if (!v) return v.error();
-  return (*v)->type == REDIS_REPLY_INTEGER && (*v)->integer == 1;
+  if ((*v)->type == REDIS_REPLY_NIL) return std::optional<std::string>{};
+  return std::optional<std::string>(std::string(str(*v)));
 }
 
-Result<std::vector<uint32_t>> RedisStore::devices(const std::string& user) {
-  auto r = run1({"HKEYS", user_key(user) + ":d"});
+Result<Reply> RedisStore::fetch_array(const std::vector<std::string_view>& argv) {
+  auto r = run1(argv);
   if (!r) return r.error();
   auto v = expect(*r, REDIS_REPLY_ARRAY);
   if (!v) return v.error();
+  return std::move(*r);
+}
+
+Result<bool> RedisStore::user_exists(const std::string& user) {
+  auto v = fetch_string({"HGET", user_key(user) + ":a", "c"});
+  if (!v) return v.error();
+  return v->has_value();
+}
+
+Result<std::vector<uint32_t>> RedisStore::devices(const std::string& user) {
+  auto a = fetch_array({"HKEYS", user_key(user) + ":d"});
+  if (!a) return a.error();
   std::vector<uint32_t> out;
-  for (size_t i = 0; i < (*v)->elements; ++i) {
-    auto d = parse_int<uint32_t>(str((*v)->element[i]));
+  for (size_t i = 0; i < (*a)->elements; ++i) {
+    auto d = parse_int<uint32_t>(str((*a)->element[i]));
     if (!d) return corrupt("device");
     out.push_back(*d);
   }
@@ -243,62 +256,52 @@ Result<std::vector<uint32_t>> RedisStore::devices(const std::string& user) {
 }
 
 Result<std::optional<DeviceRef>> RedisStore::find_token(const std::string& token_hash) {
-  auto r = run1({"GET", token_key(token_hash)});
-  if (!r) return r.error();
-  auto v = expect(*r, REDIS_REPLY_STRING);
+  auto v = fetch_string({"GET", token_key(token_hash)});
   if (!v) return v.error();
-  if ((*v)->type == REDIS_REPLY_NIL) return std::optional<DeviceRef>{};
-  auto d = rocks::decode_token_value(str(*v));
+  if (!*v) return std::optional<DeviceRef>{};
+  auto d = rocks::decode_token_value(**v);
   if (!d) return corrupt("token");
   return std::optional<DeviceRef>(std::move(*d));
 }
 
 Result<int64_t> RedisStore::last_seen(const std::string& user) {
-  auto r = run1({"HGET", user_key(user) + ":a", "s"});
-  if (!r) return r.error();
-  auto v = expect(*r, REDIS_REPLY_STRING);
+  auto v = fetch_string({"HGET", user_key(user) + ":a", "s"});
   if (!v) return v.error();
-  if ((*v)->type == REDIS_REPLY_NIL) return int64_t{0};
-  auto ts = parse_int<int64_t>(str(*v));
+  if (!*v) return int64_t{0};
+  auto ts = parse_int<int64_t>(**v);
   if (!ts) return corrupt("last_seen");
   return *ts;
 }
 
 Result<std::optional<Conversation>> RedisStore::conversation(const std::string& id) {
-  auto r = run1({"GET", conv_key(id) + ":m"});
-  if (!r) return r.error();
-  auto v = expect(*r, REDIS_REPLY_STRING);
+  auto v = fetch_string({"GET", conv_key(id) + ":m"});
   if (!v) return v.error();
-  if ((*v)->type == REDIS_REPLY_NIL) return std::optional<Conversation>{};
-  auto c = rocks::decode_conversation(str(*v));
+  if (!*v) return std::optional<Conversation>{};
+  auto c = rocks::decode_conversation(**v);
   if (!c) return corrupt("conversation");
   return std::optional<Conversation>(std::move(*c));
 }
 
 Result<std::vector<UserConversation>> RedisStore::user_conversations(const std::string& user) {
-  auto r = run1({"HGETALL", user_key(user) + ":ix"});
-  if (!r) return r.error();
-  auto v = expect(*r, REDIS_REPLY_ARRAY);
-  if (!v) return v.error();
+  auto a = fetch_array({"HGETALL", user_key(user) + ":ix"});
+  if (!a) return a.error();
   std::vector<UserConversation> out;
-  for (size_t i = 0; i + 1 < (*v)->elements; i += 2) {
-    auto row = rocks::decode_user_row(str((*v)->element[i]), str((*v)->element[i + 1]));
+  for (size_t i = 0; i + 1 < (*a)->elements; i += 2) {
+    auto row = rocks::decode_user_row(str((*a)->element[i]), str((*a)->element[i + 1]));
     if (!row) return corrupt("user index");
     out.push_back(std::move(*row));
   }
   std::sort(out.begin(), out.end(),
-            [](const UserConversation& a, const UserConversation& b) { return a.conversation_id < b.conversation_id; });
+            [](const UserConversation& x, const UserConversation& y) { return x.conversation_id < y.conversation_id; });
   return out;
 }
 
 Result<std::optional<UserConversation>> RedisStore::user_conversation(const std::string& user,
                                                                       const std::string& conversation_id) {
-  auto r = run1({"HGET", user_key(user) + ":ix", conversation_id});
-  if (!r) return r.error();
-  auto v = expect(*r, REDIS_REPLY_STRING);
+  auto v = fetch_string({"HGET", user_key(user) + ":ix", conversation_id});
   if (!v) return v.error();
-  if ((*v)->type == REDIS_REPLY_NIL) return std::optional<UserConversation>{};
-  auto row = rocks::decode_user_row(conversation_id, str(*v));
+  if (!*v) return std::optional<UserConversation>{};
+  auto row = rocks::decode_user_row(conversation_id, **v);
   if (!row) return corrupt("user index");
   return std::optional<UserConversation>(std::move(*row));
 }
@@ -326,37 +329,31 @@ Result<std::vector<StoredMessage>> RedisStore::read_messages(const std::string& 
 }
 
 Result<Seq> RedisStore::head(const std::string& conversation_id) {
-  auto r = run1({"ZRANGE", conv_key(conversation_id) + ":log", "-1", "-1"});
-  if (!r) return r.error();
-  auto v = expect(*r, REDIS_REPLY_ARRAY);
-  if (!v) return v.error();
-  if ((*v)->type != REDIS_REPLY_ARRAY || (*v)->elements == 0) return Seq{0};
-  auto seq = parse_hex(str((*v)->element[0]));
+  auto a = fetch_array({"ZRANGE", conv_key(conversation_id) + ":log", "-1", "-1"});
+  if (!a) return a.error();
+  if ((*a)->elements == 0) return Seq{0};
+  auto seq = parse_hex(str((*a)->element[0]));
   if (!seq) return corrupt("log");
   return *seq;
 }
 
 Result<Seq> RedisStore::cursor(const DeviceRef& device, const std::string& conversation_id) {
-  auto r = run1({"HGET", device_key(device) + ":cur", conversation_id});
-  if (!r) return r.error();
-  auto v = expect(*r, REDIS_REPLY_STRING);
+  auto v = fetch_string({"HGET", device_key(device) + ":cur", conversation_id});
   if (!v) return v.error();
-  if ((*v)->type == REDIS_REPLY_NIL) return Seq{0};
-  auto seq = parse_int<Seq>(str(*v));
+  if (!*v) return Seq{0};
+  auto seq = parse_int<Seq>(**v);
   if (!seq) return corrupt("cursor");
   return *seq;
 }
 
 Result<std::vector<std::pair<std::string, Seq>>> RedisStore::inbox(const DeviceRef& device) {
-  auto r = run1({"HGETALL", device_key(device) + ":in"});
-  if (!r) return r.error();
-  auto v = expect(*r, REDIS_REPLY_ARRAY);
-  if (!v) return v.error();
+  auto a = fetch_array({"HGETALL", device_key(device) + ":in"});
+  if (!a) return a.error();
   std::vector<std::pair<std::string, Seq>> out;
-  for (size_t i = 0; i + 1 < (*v)->elements; i += 2) {
-    auto seq = parse_int<Seq>(str((*v)->element[i + 1]));
+  for (size_t i = 0; i + 1 < (*a)->elements; i += 2) {
+    auto seq = parse_int<Seq>(str((*a)->element[i + 1]));
     if (!seq) return corrupt("inbox");
-    out.emplace_back(std::string(str((*v)->element[i])), *seq);
+    out.emplace_back(std::string(str((*a)->element[i])), *seq);
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -364,33 +361,29 @@ Result<std::vector<std::pair<std::string, Seq>>> RedisStore::inbox(const DeviceR
 
 Result<std::optional<IdempotencyRecord>> RedisStore::idempotency(const DeviceRef& device,
                                                                  const std::string& client_msg_id, int64_t now_ms) {
-  auto r = run1({"HGET", device_key(device) + ":idem", client_msg_id});
-  if (!r) return r.error();
-  auto v = expect(*r, REDIS_REPLY_STRING);
+  auto v = fetch_string({"HGET", device_key(device) + ":idem", client_msg_id});
   if (!v) return v.error();
-  if ((*v)->type == REDIS_REPLY_NIL) return std::optional<IdempotencyRecord>{};
-  auto rec = rocks::decode_idempotency(str(*v));
+  if (!*v) return std::optional<IdempotencyRecord>{};
+  auto rec = rocks::decode_idempotency(**v);
   if (!rec) return corrupt("idempotency");
   if (now_ms > rec->expires_at) return std::optional<IdempotencyRecord>{};
   return std::optional<IdempotencyRecord>(std::move(*rec));
 }
 
 Result<std::vector<ReceiptState>> RedisStore::receipts(const std::string& conversation_id) {
-  auto r = run1({"HGETALL", conv_key(conversation_id) + ":r"});
-  if (!r) return r.error();
-  auto v = expect(*r, REDIS_REPLY_ARRAY);
-  if (!v) return v.error();
+  auto a = fetch_array({"HGETALL", conv_key(conversation_id) + ":r"});
+  if (!a) return a.error();
   std::vector<ReceiptState> out;
-  for (size_t i = 0; i + 1 < (*v)->elements; i += 2) {
-    std::string_view val = str((*v)->element[i + 1]);
+  for (size_t i = 0; i + 1 < (*a)->elements; i += 2) {
+    std::string_view val = str((*a)->element[i + 1]);
     const size_t sp = val.find(' ');
     if (sp == std::string_view::npos) return corrupt("receipt");
     auto d = parse_int<Seq>(val.substr(0, sp));
     auto rd = parse_int<Seq>(val.substr(sp + 1));
     if (!d || !rd) return corrupt("receipt");
-    out.push_back(ReceiptState{std::string(str((*v)->element[i])), *d, *rd});
+    out.push_back(ReceiptState{std::string(str((*a)->element[i])), *d, *rd});
   }
-  std::sort(out.begin(), out.end(), [](const ReceiptState& a, const ReceiptState& b) { return a.user < b.user; });
+  std::sort(out.begin(), out.end(), [](const ReceiptState& x, const ReceiptState& y) { return x.user < y.user; });
   return out;
 }
 

@@ -106,6 +106,10 @@ class RedisStore final : public Store {
   // Runs the commands on this thread's connection; drops the connection on a transport error.
   Result<std::vector<Reply>> run(const std::vector<std::vector<std::string_view>>& commands);
   Result<Reply> run1(const std::vector<std::string_view>& argv);
+  // A string reply (GET, HGET): its bytes, nullopt for nil. An error reply is an Error.
+  Result<std::optional<std::string>> fetch_string(const std::vector<std::string_view>& argv);
+  // An array reply (HGETALL, HKEYS, ZRANGE); nil reads as empty.
+  Result<Reply> fetch_array(const std::vector<std::string_view>& argv);
   // EVALSHA of a script, loading it again (EVAL) if Redis forgot it (a restart).
   Result<Reply> eval(std::string_view script, const std::string& sha, const std::vector<std::string_view>& keys,
                      const std::vector<std::string_view>& args);
