@@ -25,7 +25,7 @@ PY
 }
 
 # 1. RocksDB (the default)
-"$bin/ternd" --listen 127.0.0.1:18080 --data "$work/rocks" --log-level warn &
+"$bin/ternd" --listen 127.0.0.1:18080 --data "$work/rocks" --log-level warn --register-rate 0 &
 pid=$!; wait_up
 bench rocksdb "$pid"
 kill "$pid"; wait "$pid" || true
@@ -35,7 +35,7 @@ redis-server --port 16390 --bind 127.0.0.1 --dir "$work" --appendonly yes --appe
   --daemonize no --logfile "$work/redis.log" &
 rpid=$!; sleep 0.5
 "$bin/ternd" --listen 127.0.0.1:18080 --data "$work/redisnode" --store redis --redis redis://127.0.0.1:16390 \
-  --node-id bench --log-level warn &
+  --node-id bench --log-level warn --register-rate 0 &
 pid=$!; wait_up
 r0=$(ticks "$rpid")
 bench redis "$pid"
