@@ -68,6 +68,10 @@ class Bus {
   virtual void set_conversation_sink(std::function<void(std::shared_ptr<const Notification>)> sink) {
     (void)sink;
   }
+  // A conversation's membership changed on another node (a system message was published
+  // there): the sink drops what this node cached about it. Set before serving; called on a
+  // bus thread. A single-node bus never calls it.
+  virtual void set_change_sink(std::function<void(const std::string& conversation_id)> sink) { (void)sink; }
   // Stops cross-node delivery (its threads are joined; nothing reaches the sink afterwards);
   // local calls keep working. Called by the composition root before the services go.
   virtual void stop() {}

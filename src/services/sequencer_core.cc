@@ -25,11 +25,13 @@ Result<ConvState*> SequencerCore::state(Shard& shard, const std::string& convers
     std::unique_ptr<ChannelState> channel = std::move(cached->channel);
     *cached = ConvState{};
     cached->channel = std::move(channel);
+    cached->id = conversation_id;
     cached->head = *head;
     cached->senders_from = *head + 1;
     return cached;
   }
   ConvState fresh;
+  fresh.id = conversation_id;
   fresh.head = *head;
   fresh.senders_from = *head + 1;
   return &shard.conversations.emplace(conversation_id, std::move(fresh));
@@ -47,9 +49,14 @@ bool SequencerCore::submit(ConvState& state, store::Batch batch, GroupCommitter:
   ++state.in_flight;
   // Pinned entries are never evicted, so the pointer stays valid until the completion,
   // which runs on this loop (the committer hands completions back to the submitting loop).
-  return committer.submit(std::move(batch), [s = &state, done = std::move(done)](const Result<void>& r) {
+  return committer.submit(std::move(batch), [this, s = &state, done = std::move(done)](const Result<void>& r) {
     --s->in_flight;
-    if (!r && r.error().code == ErrorCode::kUnavailable) s->stale = true;
+    if (!r && r.error().code == ErrorCode::kUnavailable) {
+      // The store may not have this batch: the head and a membership snapshot put before the
+      // commit (Directory::put_conversation) are reloaded from the store on next use.
+      s->stale = true;
+      directory.forget_conversation(s->id);
+    }
     done(r);
   });
 }

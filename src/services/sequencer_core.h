@@ -70,6 +70,7 @@ struct ConvState {
   // A batch of this conversation failed with `unavailable` (a shared store that may or may
   // not have applied it): once nothing is in flight, the next touch reloads the head.
   bool stale = false;
+  std::string id;  // the conversation's id (to drop its directory snapshot after such a failure)
   bool receipts_loaded = false;
   // Who sent the most recent messages (at most kRecentSenders): a receipt goes to the
   // senders of the messages it covers, not to every member (members² frames per message in

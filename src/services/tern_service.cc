@@ -20,6 +20,8 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
   sequencer_->set_presence(presence_.get());
   fanout_ = std::make_unique<LiveFanout>(loops, std::chrono::milliseconds(options_.fanout_batch_ms));
   sequencer_->set_fanout(fanout_.get());
+  // Membership changed on another node (a multi-node bus): its snapshot here is stale.
+  bus_.set_change_sink([directory = directory_.get()](const std::string& id) { directory->forget_conversation(id); });
   // Read-side posts sequenced on other nodes (a multi-node bus) reach this node's followers.
   bus_.set_conversation_sink([fanout = fanout_.get()](std::shared_ptr<const bus::Notification> n) {
     fanout->publish(std::move(n));

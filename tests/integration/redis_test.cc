@@ -30,8 +30,10 @@ struct Node {
 };
 
 // A ternd node on the Redis; fails the test if it does not start.
-void start_node(Node& n, const RedisServer& redis, const std::string& name) {
-  n.server = std::make_unique<TestServer>(redis_args(redis, name));
+void start_node(Node& n, const RedisServer& redis, const std::string& name, std::vector<std::string> extra = {}) {
+  auto args = redis_args(redis, name);
+  args.insert(args.end(), extra.begin(), extra.end());
+  n.server = std::make_unique<TestServer>(args);
   ASSERT_TRUE(n.server->start()) << n.server->error() << n.server->log_tail();
   n.api = std::make_unique<Api>(n.server->port());
 }
@@ -221,6 +223,51 @@ TEST_F(RedisTest, MessagesTypingAndReadSidePostsCrossNodesLive) {
   auto t = da.read_until([&](const json::object& o) { return type_of(o) == "typing"; }, ms(5000));
   ASSERT_TRUE(t) << "typing did not cross nodes";
   EXPECT_EQ(jstr(*t, "conversation_id"), direct);
+}
+
+// A member added on node a is a recipient of the next send made through node b, whose
+// snapshot of the group was cached before the change (the bus tells b to drop it). Node b
+// keeps one conversation's sequencing state (--conversation-cache 1) and sends into another
+// conversation in between, so its head of the group is reloaded from Redis (no append
+// conflict, which would also drop the snapshot): only the bus can tell it.
+TEST_F(RedisTest, AMembershipChangeOnOneNodeReachesTheOthersCache) {
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
+  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b", {"--conversation-cache", "1", "--threads", "1"}));
+  Account alice = a_.api->must_register("alice");
+  Account bob = a_.api->must_register("bob");
+  Account carol = a_.api->must_register("carol");
+  const std::string group = a_.api->must_group(alice.token, "g", {"bob"});
+  Device db(bob);
+  ASSERT_EQ(db.connect(b_.server->port()), 101);
+  ASSERT_TRUE(db.until_synced());
+  const Seq first = db.must_send(group, "before", "before");  // node b caches the group now
+  ASSERT_GT(first, 0u);
+  const std::string other = a_.api->must_direct(bob.token, "alice");
+  ASSERT_GT(db.must_send(other, "evict", "evict"), 0u);  // evicts the group's sequencing state on b
+  // a's head of the group is behind (bob's send through b): the first try gets `unavailable`.
+  auto added = a_.api->add_members(alice.token, group, {"carol"});
+  for (int i = 0; i < 20 && added.status == 503; ++i) added = a_.api->add_members(alice.token, group, {"carol"});
+  ASSERT_EQ(added.status, 200) << added.body;
+  Device dc(carol);
+  ASSERT_EQ(dc.connect(a_.server->port()), 101);
+  auto replay = dc.until_synced();
+  ASSERT_TRUE(replay);
+  // The change reaches b over the bus (asynchronously): within a few sends carol, on node a,
+  // gets b's sends live.
+  Seq after = 0;
+  std::vector<json::object> seen;
+  for (int i = 0; i < 20 && after == 0; ++i) {
+    // b's head of the group is behind (the add took a seq): its first try gets `unavailable`.
+    const Seq s = send_retrying(db, group, "after" + std::to_string(i));
+    ASSERT_GT(s, 0u);
+    auto m = dc.read_until([&](const json::object& o) { return type_of(o) == "message" && seq_of(o) == s; }, ms(500),
+                           &seen);
+    if (m) after = s;
+  }
+  EXPECT_GT(after, first) << "carol never got a message sent through node b after she was added; replay "
+                           << dump_frames(*replay) << " then " << dump_frames(seen) << " backfill via a "
+                           << a_.api->messages(carol.token, group).body << " via b "
+                           << b_.api->messages(carol.token, group).body << " added: " << added.body;
 }
 
 // A node SIGKILLed under traffic: its client reconnects to the other node and finds every

@@ -83,7 +83,9 @@ bool RedisBus::decode(std::string_view in, std::vector<Event>& out) {
   while (r.ok && !r.in.empty()) {
     Event e;
     const auto target = static_cast<Target>(r.num(1));
-    if (target != Target::kDevice && target != Target::kUser && target != Target::kConversation) return false;
+    if (target != Target::kDevice && target != Target::kUser && target != Target::kConversation &&
+        target != Target::kChanged)
+      return false;
     e.target = target;
     e.device.user = r.str();
     e.device.device = static_cast<uint32_t>(r.num(4));
@@ -160,11 +162,17 @@ size_t RedisBus::detach(const DeviceRef& device, const Endpoint* endpoint) {
 }
 
 void RedisBus::publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) {
-  bool here;
+  bool here, changed = false;
   {
     std::lock_guard lock(mu_);
     here = attached_.count({device.user, device.device}) > 0;
+    if (n->system && n->kind == Notification::Kind::kMessage &&
+        (last_changed_.first != n->conversation_id || last_changed_.second != n->seq)) {
+      last_changed_ = {n->conversation_id, n->seq};
+      changed = true;
+    }
   }
+  if (changed) enqueue(Event{Target::kChanged, DeviceRef{}, n});
   if (here) return local_.publish(device, n);
   enqueue(Event{Target::kDevice, device, n});
 }
@@ -176,6 +184,10 @@ void RedisBus::publish_user(const std::string& user, const std::shared_ptr<const
 
 void RedisBus::publish_conversation(const std::shared_ptr<const Notification>& n) {
   enqueue(Event{Target::kConversation, DeviceRef{}, n});
+}
+
+void RedisBus::set_change_sink(std::function<void(const std::string& conversation_id)> sink) {
+  change_sink_ = std::move(sink);
 }
 
 void RedisBus::set_conversation_sink(std::function<void(std::shared_ptr<const Notification>)> sink) {
@@ -337,7 +349,10 @@ void RedisBus::deliver(std::string_view payload) {
   }
   received_metric.inc(events.size());
   for (Event& e : events) {
+    // Membership first: a local session told of the system message below re-reads it fresh.
+    if (e.n->system && e.n->kind == Notification::Kind::kMessage && change_sink_) change_sink_(e.n->conversation_id);
     switch (e.target) {
+      case Target::kChanged: break;
       case Target::kDevice: local_.publish(e.device, e.n); break;
       case Target::kUser: local_.publish_user(e.device.user, e.n); break;
       case Target::kConversation:

@@ -20,6 +20,10 @@
 // its next message or reconnect and reads the log (services/device_session.h); typing and
 // presence are ephemeral by definition.
 //
+// Membership caches: a system message (membership change) also goes out once as a kChanged
+// event, on which every other node drops its cached snapshot of the conversation (the
+// change sink: services' Directory), so their next send reads the new members from Redis.
+//
 // Registry: every attached device is written to Redis as {r:<user>} <device> → "<node>
 // <expires ms>", refreshed every ttl/3 and removed on detach; online(user) is true if a
 // device is attached here or an unexpired entry exists (one Redis read: the same blocking
@@ -69,10 +73,13 @@ class RedisBus final : public Bus {
   bool online(const std::string& user) override;
   void publish_conversation(const std::shared_ptr<const Notification>& n) override;
   void set_conversation_sink(std::function<void(std::shared_ptr<const Notification>)> sink) override;
+  void set_change_sink(std::function<void(const std::string& conversation_id)> sink) override;
   void stop() override;  // also run by the destructor
 
   // The wire form of one event (exposed for the tests): target + notification.
-  enum class Target : uint8_t { kDevice = 'D', kUser = 'U', kConversation = 'C' };
+  // kChanged: a system message of n->conversation_id (sent once per seq, even when every
+  // recipient is attached here): the other nodes drop their cached membership of it.
+  enum class Target : uint8_t { kDevice = 'D', kUser = 'U', kConversation = 'C', kChanged = 'X' };
   struct Event {
     Target target = Target::kDevice;
     DeviceRef device;  // kDevice: the device; kUser: .user
@@ -92,6 +99,8 @@ class RedisBus final : public Bus {
   const RedisBusOptions options_;
   LocalBus local_;
   std::function<void(std::shared_ptr<const Notification>)> sink_;
+  std::function<void(const std::string&)> change_sink_;
+  std::pair<std::string, Seq> last_changed_;  // guarded by mu_: one kChanged per system message
 
   std::mutex mu_;
   std::condition_variable cv_;
