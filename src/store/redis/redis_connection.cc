@@ -100,6 +100,33 @@ Result<std::vector<Reply>> RedisConnection::pipeline(const std::vector<std::vect
   return replies;
 }
 
+bool RedisConnection::append(const std::vector<std::string_view>& argv) {
+  if (!healthy_) return false;
+  std::vector<const char*> ptrs;
+  std::vector<size_t> lens;
+  for (std::string_view a : argv) {
+    ptrs.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  if (redisAppendCommandArgv(ctx_, static_cast<int>(ptrs.size()), ptrs.data(), lens.data()) != REDIS_OK) {
+    healthy_ = false;
+    return false;
+  }
+  return true;
+}
+
+bool RedisConnection::flush() {
+  if (!healthy_) return false;
+  int done = 0;
+  while (!done) {
+    if (redisBufferWrite(ctx_, &done) != REDIS_OK) {
+      healthy_ = false;
+      return false;
+    }
+  }
+  return true;
+}
+
 Result<Reply> RedisConnection::read_push() {
   if (!healthy_) return make_error(ErrorCode::kUnavailable, "redis: connection broken");
   void* r = nullptr;

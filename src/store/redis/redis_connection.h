@@ -49,6 +49,12 @@ class RedisConnection {
   // reply is returned as a reply of type REDIS_REPLY_ERROR (the caller decides).
   Result<std::vector<Reply>> pipeline(const std::vector<std::vector<std::string_view>>& commands);
   Result<Reply> command(const std::vector<std::string_view>& argv);
+  // The two halves of pipeline(), for writing to several connections before reading any
+  // (RedisCluster::run_many): append() buffers a command, flush() writes the buffer (false:
+  // the connection broke); read_reply() reads the next reply.
+  bool append(const std::vector<std::string_view>& argv);
+  bool flush();
+  Result<Reply> read_reply() { return read_push(); }
 
   // Pub/sub: the next message pushed by the server (after SUBSCRIBE), waiting as long as the
   // command timeout allows (0: forever).

@@ -20,10 +20,7 @@
 
 namespace tern::store::redis::testing {
 
-namespace {
-
-// A port the kernel just handed out for 127.0.0.1 (closed again: a short race is possible).
-uint16_t free_port() {
+uint16_t free_loopback_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return 0;
   sockaddr_in a{};
@@ -37,6 +34,8 @@ uint16_t free_port() {
   ::close(fd);
   return port;
 }
+
+namespace {
 
 bool answers_ping(uint16_t port) {
   auto c = RedisConnection::connect(RedisAddress{"127.0.0.1", port}, std::chrono::milliseconds(100),
@@ -65,7 +64,7 @@ RedisServer::~RedisServer() {
 Result<void> RedisServer::start() {
   if (dir_.empty()) return make_error(ErrorCode::kInternal, "no temp dir for redis-server");
   if (pid_ > 0) return {};
-  if (port_ == 0) port_ = free_port();
+  if (port_ == 0) port_ = free_loopback_port();
   if (port_ == 0) return make_error(ErrorCode::kInternal, "no free port");
   const std::string port = std::to_string(port_);
   std::vector<std::string> args = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", dir_,

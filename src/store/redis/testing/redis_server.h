@@ -12,6 +12,10 @@
 
 namespace tern::store::redis::testing {
 
+// A port the kernel just handed out for 127.0.0.1 (closed again: a short race is possible);
+// 0 if none.
+uint16_t free_loopback_port();
+
 class RedisServer {
  public:
   RedisServer();   // makes the temp directory; start() launches
