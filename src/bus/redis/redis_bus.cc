@@ -12,7 +12,9 @@ namespace tern::bus {
 
 namespace {
 
+using store::redis::RedisCluster;
 using store::redis::RedisConnection;
+using store::redis::key_slot;
 constexpr const char* kChannel = "tern:bus";
 
 Counter& dropped_metric = MetricsRegistry::global().counter(
@@ -194,15 +196,23 @@ void RedisBus::set_conversation_sink(std::function<void(std::shared_ptr<const No
   sink_ = std::move(sink);
 }
 
+store::redis::RedisClusterOptions RedisBus::cluster_options(std::chrono::milliseconds command_timeout) const {
+  store::redis::RedisClusterOptions o;
+  o.seeds = options_.seeds.empty() ? std::vector<store::redis::RedisAddress>{options_.address} : options_.seeds;
+  o.command_timeout = command_timeout;
+  return o;
+}
+
 bool RedisBus::online(const std::string& user) {
   if (local_.online(user)) return true;
   std::lock_guard lock(query_mu_);
-  if (!query_conn_ || !query_conn_->healthy()) {
-    auto c = RedisConnection::connect(options_.address, std::chrono::milliseconds(200), options_.command_timeout);
+  if (!query_) {
+    auto c = RedisCluster::open(cluster_options(options_.command_timeout));
     if (!c) return false;  // unknown: say offline (presence is advisory)
-    query_conn_ = std::move(c).value();
+    query_ = std::move(c).value();
   }
-  auto r = query_conn_->command({"HVALS", registry_key(user)});
+  const std::string key = registry_key(user);
+  auto r = query_->run1(key_slot(key), {"HVALS", key});
   if (!r || (*r)->type != REDIS_REPLY_ARRAY) return false;
   const int64_t now = now_ms();
   for (size_t i = 0; i < (*r)->elements; ++i) {
@@ -227,7 +237,7 @@ void RedisBus::enqueue(Event e) {
 }
 
 void RedisBus::publisher() {
-  std::unique_ptr<RedisConnection> conn;
+  std::unique_ptr<RedisCluster> conn;
   std::chrono::steady_clock::time_point retry_after{};
   const auto refresh_every = options_.registry_ttl / 3;
   auto next_refresh = std::chrono::steady_clock::now() + refresh_every;
@@ -247,48 +257,49 @@ void RedisBus::publisher() {
         next_refresh = std::chrono::steady_clock::now() + refresh_every;
       }
     }
-    if ((!conn || !conn->healthy()) && std::chrono::steady_clock::now() >= retry_after) {
-      auto c = RedisConnection::connect(options_.address, std::chrono::milliseconds(200), options_.command_timeout);
+    if (!conn && std::chrono::steady_clock::now() >= retry_after) {
+      auto c = RedisCluster::open(cluster_options(options_.command_timeout));
       if (c) conn = std::move(c).value();
-      else {
-        conn.reset();
-        retry_after = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
-      }
+      else retry_after = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
     }
-    if (!conn || !conn->healthy()) {
+    if (!conn) {
       dropped_metric.inc(events.size());
       events.clear();
       reg.clear();
       continue;
     }
     // One batch: the node header, then every event; plus the registry writes; one round trip.
+    // On a cluster, the publish goes to the channel's shard and each registry write to its
+    // key's slot: one pipeline per slot, all nodes written before any reply is read.
     std::deque<std::string> owned;  // stable addresses for the argv views
-    std::vector<std::vector<std::string_view>> cmds;
+    std::map<uint16_t, std::vector<std::vector<std::string_view>>> by_slot;
     if (!events.empty()) {
       std::string payload;
       put_str(payload, options_.node_id);
       for (const Event& e : events) encode(payload, e);
       owned.push_back(std::move(payload));
-      cmds.push_back({"PUBLISH", kChannel, owned.back()});
+      by_slot[key_slot(kChannel)].push_back({conn->is_cluster() ? "SPUBLISH" : "PUBLISH", kChannel, owned.back()});
     }
     const std::string expires = std::to_string(now_ms() + options_.registry_ttl.count());
     const std::string value = options_.node_id + " " + expires;
     auto put = [&](const std::string& user, uint32_t device) {
       owned.push_back(registry_key(user));
       owned.push_back(std::to_string(device));
-      cmds.push_back({"HSET", owned[owned.size() - 2], owned.back(), value});
+      by_slot[key_slot(owned[owned.size() - 2])].push_back({"HSET", owned[owned.size() - 2], owned.back(), value});
     };
     for (auto& [attach, d] : reg) {
       if (attach) put(d.user, d.device);
       else {
         owned.push_back(registry_key(d.user));
         owned.push_back(std::to_string(d.device));
-        cmds.push_back({"HDEL", owned[owned.size() - 2], owned.back()});
+        by_slot[key_slot(owned[owned.size() - 2])].push_back({"HDEL", owned[owned.size() - 2], owned.back()});
       }
     }
     for (auto& [user, device] : refresh) put(user, device);
-    if (cmds.empty()) continue;
-    auto r = conn->pipeline(cmds);
+    if (by_slot.empty()) continue;
+    std::vector<store::redis::SlotCommands> batches;
+    for (auto& [slot, cmds] : by_slot) batches.push_back({slot, std::move(cmds)});
+    auto r = conn->run_many(batches);
     if (!r) dropped_metric.inc(events.size());
     else published_metric.inc(events.size());
     events.clear();
@@ -305,8 +316,14 @@ void RedisBus::subscriber() {
     }
     if (!first) std::this_thread::sleep_for(std::chrono::milliseconds(200));  // reconnect back-off
     first = false;
+    // Which node holds the channel (on a cluster: the master of its slot, as of now).
+    auto topology = RedisCluster::open(cluster_options(options_.command_timeout));
+    if (!topology) continue;
+    const bool sharded = (*topology)->is_cluster();
+    auto where = store::redis::parse_redis_url((*topology)->owner(key_slot(kChannel)));
+    if (!where) continue;
     // No read timeout: the thread waits for pushes; the destructor interrupts it.
-    auto c = RedisConnection::connect(options_.address, std::chrono::milliseconds(200), std::chrono::milliseconds(0));
+    auto c = RedisConnection::connect(*where, std::chrono::milliseconds(200), std::chrono::milliseconds(0));
     if (!c) continue;
     RedisConnection* conn = c->get();
     {
@@ -314,7 +331,8 @@ void RedisBus::subscriber() {
       if (stopping_) return;
       sub_conn_ = std::move(c).value();
     }
-    auto ok = conn->command({"SUBSCRIBE", kChannel});
+    // A MOVED answer (the map changed since) is an error reply: not subscribed, start over.
+    auto ok = conn->command({sharded ? "SSUBSCRIBE" : "SUBSCRIBE", kChannel});
     if (ok && (*ok)->type == REDIS_REPLY_ARRAY) {
       spdlog::info("event=bus_subscribed node={}", options_.node_id);
       {
@@ -326,9 +344,13 @@ void RedisBus::subscriber() {
         auto m = conn->read_push();
         if (!m) break;
         const redisReply* r = m->get();
-        // ["message", channel, payload]
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 && r->element[2]->type == REDIS_REPLY_STRING)
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || r->element[0]->type != REDIS_REPLY_STRING) continue;
+        const std::string_view kind(r->element[0]->str, r->element[0]->len);
+        // ["message" | "smessage", channel, payload]
+        if ((kind == "message" || kind == "smessage") && r->element[2]->type == REDIS_REPLY_STRING)
           deliver(std::string_view(r->element[2]->str, r->element[2]->len));
+        // The slot moved or the master failed over: the server dropped the subscription.
+        if (kind == "sunsubscribe") break;
       }
     }
     std::lock_guard lock(mu_);

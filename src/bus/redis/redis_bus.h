@@ -24,6 +24,14 @@
 // event, on which every other node drops its cached snapshot of the conversation (the
 // change sink: services' Directory), so their next send reads the new members from Redis.
 //
+// Redis Cluster: the channel is a sharded channel (SPUBLISH / SSUBSCRIBE, Redis 7): it lives
+// on the master that serves its slot, so every node publishes to and subscribes on that one
+// shard. The subscriber asks the cluster which master serves the channel's slot and holds an
+// SSUBSCRIBE there; when the slot moves or the master fails over (an `sunsubscribe` push, a
+// MOVED answer, or a broken connection) it re-reads the topology and subscribes again
+// (events published meanwhile are lost: replay heals messages). On one redis-server it uses
+// plain PUBLISH / SUBSCRIBE. Registry keys are routed by their slot (RedisCluster).
+//
 // Registry: every attached device is written to Redis as {r:<user>} <device> → "<node>
 // <expires ms>", refreshed every ttl/3 and removed on detach; online(user) is true if a
 // device is attached here or an unexpired entry exists (one Redis read: the same blocking
@@ -45,12 +53,15 @@
 
 #include "bus/bus.h"
 #include "bus/local/local_bus.h"
+#include "store/redis/redis_cluster.h"
 #include "store/redis/redis_connection.h"
 
 namespace tern::bus {
 
 struct RedisBusOptions {
   store::redis::RedisAddress address;
+  // Seeds of a Redis Cluster (or of one redis-server); when set, used instead of `address`.
+  std::vector<store::redis::RedisAddress> seeds;
   std::string node_id;                               // unique among the nodes on this Redis
   std::chrono::milliseconds registry_ttl{30000};
   std::chrono::milliseconds command_timeout{1000};
@@ -95,6 +106,7 @@ class RedisBus final : public Bus {
   void subscriber();
   void deliver(std::string_view payload);
   void registry_put(const DeviceRef& device);
+  store::redis::RedisClusterOptions cluster_options(std::chrono::milliseconds command_timeout) const;
 
   const RedisBusOptions options_;
   LocalBus local_;
@@ -111,8 +123,8 @@ class RedisBus final : public Bus {
   bool subscribed_ = false;
   std::condition_variable subscribed_cv_;
   std::unique_ptr<store::redis::RedisConnection> sub_conn_;  // guarded by mu_ (for interrupt())
-  std::mutex query_mu_;  // online(): one connection, one query at a time
-  std::unique_ptr<store::redis::RedisConnection> query_conn_;
+  std::mutex query_mu_;  // online(): one client, one query at a time
+  std::unique_ptr<store::redis::RedisCluster> query_;
   std::thread publisher_thread_;
   std::thread subscriber_thread_;
 };

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "store/redis/testing/redis_cluster_server.h"
 #include "store/redis/testing/redis_server.h"
 
 namespace tern::bus {
@@ -116,6 +117,79 @@ TEST(RedisBus, TwoNodesDeliverToEachOthersDevicesAndSeeEachOthersRegistry) {
 
   b.detach(DeviceRef{"bob", 1}, bob.get());
   EXPECT_TRUE(await([&] { return !a.online("bob"); }));
+}
+
+// On a 3+3 Redis Cluster: sharded pub/sub on the channel's shard, registry keys on their
+// slots; after a failover of the channel's master, and after its slot moved to another
+// master, the subscribers subscribe again and delivery resumes.
+TEST(RedisBus, ShardedPubSubOnAClusterSurvivesFailoverAndSlotMove) {
+  store::redis::testing::RedisClusterServer cluster;
+  auto started = cluster.start();
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  auto seeds = store::redis::parse_redis_urls(cluster.seeds3());
+  ASSERT_TRUE(seeds.ok());
+  RedisBusOptions oa, ob;
+  oa.seeds = ob.seeds = *seeds;
+  oa.node_id = "a";
+  ob.node_id = "b";
+  RedisBus a(oa), b(ob);
+  ASSERT_TRUE(a.start());
+  ASSERT_TRUE(b.start());
+  auto bob = std::make_shared<Recorder>();
+  b.attach(DeviceRef{"bob", 1}, bob);
+  EXPECT_TRUE(await([&] { return a.online("bob"); }));
+  // Registry entries of many users land on every master.
+  std::vector<std::shared_ptr<Recorder>> others;
+  for (int i = 0; i < 30; ++i) {
+    others.push_back(std::make_shared<Recorder>());
+    b.attach(DeviceRef{"u" + std::to_string(i), 1}, others.back());
+  }
+  EXPECT_TRUE(await([&] {
+    for (int i = 0; i < 30; ++i)
+      if (!a.online("u" + std::to_string(i))) return false;
+    return true;
+  }));
+  a.publish(DeviceRef{"bob", 1}, sample());
+  ASSERT_TRUE(await([&] { return bob->count() == 1; }));
+  // The channel's shard is on the master of its slot: that master receives the SPUBLISH.
+  const uint16_t slot = store::redis::key_slot("tern:bus");
+  auto master = cluster.master_of(slot);
+  ASSERT_TRUE(master.ok());
+  auto numsub = cluster.command(*master, {"PUBSUB", "SHARDNUMSUB", "tern:bus"});
+  ASSERT_TRUE(numsub.ok());
+  EXPECT_EQ(*numsub, "tern:bus\n2");
+
+  // Publishes until one arrives (events published while a node re-subscribes are lost).
+  auto delivered_again = [&] {
+    const size_t before = bob->count();
+    return await([&] {
+      a.publish(DeviceRef{"bob", 1}, sample());
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      return bob->count() > before;
+    });
+  };
+  auto replica = cluster.replica_of(*master);
+  ASSERT_TRUE(replica.ok()) << replica.error().message;
+  auto f = cluster.failover(*replica);
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  EXPECT_TRUE(delivered_again());
+  auto numsub2 = cluster.command(*replica, {"PUBSUB", "SHARDNUMSUB", "tern:bus"});
+  ASSERT_TRUE(numsub2.ok());
+  EXPECT_EQ(*numsub2, "tern:bus\n2");
+
+  uint16_t to = 0;
+  for (uint16_t p : cluster.ports()) {
+    auto role = cluster.command(p, {"ROLE"});
+    if (p != *replica && role.ok() && role->rfind("master", 0) == 0) to = p;
+  }
+  ASSERT_NE(to, 0);
+  auto moved = cluster.move_slot(slot, to);
+  ASSERT_TRUE(moved.ok()) << moved.error().message;
+  EXPECT_TRUE(delivered_again());
+  EXPECT_TRUE(await([&] {
+    auto n = cluster.command(to, {"PUBSUB", "SHARDNUMSUB", "tern:bus"});
+    return n.ok() && *n == "tern:bus\n2";
+  }));
 }
 
 }  // namespace
