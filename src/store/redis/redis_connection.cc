@@ -1,8 +1,10 @@
 #include "store/redis/redis_connection.h"
 
+#include <signal.h>
 #include <sys/socket.h>
 
 #include <charconv>
+#include <mutex>
 
 #include <hiredis/hiredis.h>
 
@@ -59,6 +61,11 @@ RedisConnection::~RedisConnection() {
 Result<std::unique_ptr<RedisConnection>> RedisConnection::connect(const RedisAddress& address,
                                                                   std::chrono::milliseconds connect_timeout,
                                                                   std::chrono::milliseconds command_timeout) {
+  // hiredis writes with write(2): a write to a connection the server closed (a killed Redis
+  // master) would raise SIGPIPE and kill the process; ignored, the write fails with EPIPE and
+  // the call with `unavailable`. Process-wide, once (Boost.Asio sends with MSG_NOSIGNAL).
+  static std::once_flag sigpipe;
+  std::call_once(sigpipe, [] { ::signal(SIGPIPE, SIG_IGN); });
   redisContext* ctx = redisConnectWithTimeout(address.host.c_str(), address.port, to_timeval(connect_timeout));
   if (!ctx) return make_error(ErrorCode::kUnavailable, "redis: out of memory");
   if (ctx->err) {

@@ -23,6 +23,10 @@ local function width(i)
   if op == 'I' or op == 'D' then return 5 end
   if op == 'X' or op == 'L' or op == 'U' or op == 'Y' then return 3 end
   if op == 'C' then return 4 + 2 * tonumber(a[i+3]) end
+  if op == 'm' or op == 'J' or op == 'P' or op == 'd' then return 4 end
+  if op == 'E' or op == 'T' then return 3 end
+  if op == 'K' then return 2 end
+  if op == 'c' then return 4 + tonumber(a[i+3]) end
   return nil
 end
 if a[1] == '1' then
@@ -44,6 +48,7 @@ if a[1] == '1' then
     i = i + wd
   end
 end
+local removed = {}
 local i = 2
 while i <= n do
   local op = a[i]
@@ -105,11 +110,47 @@ while i <= n do
   elseif op == 'Y' then
     redis.call('HDEL', a[i+1] .. ':ix', a[i+2])
     i = i + 3
+  -- Ops of the per-slot scripts on a Redis Cluster (redis_cluster_commit.h).
+  elseif op == 'm' then
+    local old = redis.call('HGET', a[i+1] .. ':in', a[i+2])
+    if not old or tonumber(old) < tonumber(a[i+3]) then redis.call('HSET', a[i+1] .. ':in', a[i+2], a[i+3]) end
+    i = i + 4
+  elseif op == 'J' then
+    redis.call('HSET', a[i+1] .. ':idem', a[i+2], a[i+3])
+    i = i + 4
+  elseif op == 'P' then
+    redis.call('HSET', a[i+1] .. ':idp', a[i+2], a[i+3])
+    i = i + 4
+  elseif op == 'E' then
+    redis.call('ZADD', 'idemexp', a[i+1], a[i+2])
+    i = i + 3
+  elseif op == 'T' then
+    redis.call('SET', '{t:' .. a[i+1] .. '}', a[i+2])
+    i = i + 3
+  elseif op == 'K' then
+    redis.call('DEL', '{t:' .. a[i+1] .. '}')
+    i = i + 2
+  elseif op == 'd' then
+    redis.call('HSET', a[i+1] .. ':d', a[i+2], a[i+3])
+    i = i + 4
+  elseif op == 'c' then
+    local c = a[i+1]
+    local base = '{c:' .. c .. '}'
+    local n = tonumber(a[i+3])
+    local keep = {}
+    for j = 0, n - 1 do keep[a[i+4+j]] = true end
+    for _, u in ipairs(redis.call('SMEMBERS', base .. ':mu')) do
+      if not keep[u] then removed[#removed + 1] = c; removed[#removed + 1] = u end
+    end
+    redis.call('DEL', base .. ':mu')
+    for j = 0, n - 1 do redis.call('SADD', base .. ':mu', a[i+4+j]) end
+    redis.call('SET', base .. ':m', a[i+2])
+    i = i + 4 + n
   else
     return redis.error_reply('tern: unknown op ' .. tostring(op))
   end
 end
-return 1
+return removed
 )lua";
 
 // KEYS: log zset, frames hash. ARGV: exclusive lower bound "(<hex seq>", limit.

@@ -7,6 +7,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "store/redis/redis_cluster_commit.h"
 #include "store/redis/redis_scripts.h"
 #include "store/rocksdb/encoding.h"
 
@@ -49,12 +50,14 @@ std::optional<Seq> parse_hex(std::string_view s) {
 // An error reply becomes `internal` (a bug or a corrupt server), except a server that is
 // loading its data or read-only (a replica after failover), and a dense-append conflict
 // (TERNSEQ: this node's head was behind), which are `unavailable`: retry.
-Error reply_error(const redisReply* r) {
-  std::string msg(str(r));
-  const bool transient = msg.rfind("TERNSEQ", 0) == 0 || msg.rfind("LOADING", 0) == 0 || msg.rfind("READONLY", 0) == 0 ||
-                         msg.rfind("BUSY", 0) == 0 || msg.rfind("MASTERDOWN", 0) == 0 ||
-                         msg.rfind("TRYAGAIN", 0) == 0 || msg.rfind("CLUSTERDOWN", 0) == 0;
-  return make_error(transient ? ErrorCode::kUnavailable : ErrorCode::kInternal, "redis: " + msg);
+Error reply_error(const redisReply* r) { return redis_reply_error(str(r)); }
+
+// The slot a command's key lives in (EVAL/EVALSHA: KEYS[1]); commands without a key go to
+// any node (slot 0's master).
+uint16_t command_slot(const std::vector<std::string_view>& argv) {
+  if (argv.size() >= 4 && (argv[0] == "EVALSHA" || argv[0] == "EVAL")) return argv[2] == "0" ? 0 : key_slot(argv[3]);
+  if (argv.size() >= 2 && argv[0] != "WAIT" && argv[0] != "SCRIPT") return key_slot(argv[1]);
+  return 0;
 }
 
 // Checks the reply for an error and a type; nil passes as "absent".
@@ -82,7 +85,7 @@ Result<std::unique_ptr<RedisStore>> RedisStore::open(RedisStoreOptions options) 
 
 RedisStore::~RedisStore() = default;
 
-Result<RedisConnection*> RedisStore::connection() {
+Result<RedisCluster*> RedisStore::connection() {
   Slot* slot;
   {
     std::lock_guard lock(mu_);
@@ -90,24 +93,28 @@ Result<RedisConnection*> RedisStore::connection() {
     if (!s) s = std::make_unique<Slot>();
     slot = s.get();
   }
-  if (slot->conn && !slot->conn->healthy()) slot->conn.reset();
-  if (!slot->conn) {
+  if (!slot->cluster) {
     const auto now = std::chrono::steady_clock::now();
     if (now < slot->retry_after) return make_error(ErrorCode::kUnavailable, "redis: unreachable (backing off)");
-    auto c = RedisConnection::connect(options_.address, options_.connect_timeout, options_.command_timeout);
+    RedisClusterOptions o;
+    o.seeds = options_.seeds.empty() ? std::vector<RedisAddress>{options_.address} : options_.seeds;
+    o.connect_timeout = options_.connect_timeout;
+    o.command_timeout = options_.command_timeout;
+    o.max_backoff = std::max(options_.retry_backoff, o.retry_backoff);
+    auto c = RedisCluster::open(std::move(o));
     if (!c) {
       slot->retry_after = now + options_.retry_backoff;
       return c.error();
     }
-    slot->conn = std::move(c).value();
+    slot->cluster = std::move(c).value();
   }
-  return slot->conn.get();
+  return slot->cluster.get();
 }
 
 Result<std::vector<Reply>> RedisStore::run(const std::vector<std::vector<std::string_view>>& commands) {
   auto c = connection();
   if (!c) return c.error();
-  return (*c)->pipeline(commands);
+  return (*c)->run(commands.empty() ? 0 : command_slot(commands.front()), commands);
 }
 
 Result<Reply> RedisStore::run1(const std::vector<std::string_view>& argv) {
@@ -200,6 +207,8 @@ Result<void> RedisStore::commit(const Batch& batch, bool /*sync*/) {
         op);
   }
   if (nul) return make_error(ErrorCode::kInvalidArgument, "id contains a NUL byte");
+  if (auto c = connection(); c && (*c)->is_cluster())
+    return commit_on_cluster(**c, {scripts::kCommit, commit_sha_}, args, options_.wait_replicas, options_.command_timeout);
   auto r = eval(scripts::kCommit, commit_sha_, {}, args);
   if (!r) return r.error();
   if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
@@ -361,6 +370,7 @@ Result<std::vector<std::pair<std::string, Seq>>> RedisStore::inbox(const DeviceR
 
 Result<std::optional<IdempotencyRecord>> RedisStore::idempotency(const DeviceRef& device,
                                                                  const std::string& client_msg_id, int64_t now_ms) {
+  if (auto c = connection(); c && (*c)->is_cluster()) return idempotency_on_cluster(**c, device, client_msg_id, now_ms);
   auto v = fetch_string({"HGET", device_key(device) + ":idem", client_msg_id});
   if (!v) return v.error();
   if (!*v) return std::optional<IdempotencyRecord>{};
@@ -388,6 +398,7 @@ Result<std::vector<ReceiptState>> RedisStore::receipts(const std::string& conver
 }
 
 Result<size_t> RedisStore::purge_expired(int64_t now_ms) {
+  if (auto c = connection(); c && (*c)->is_cluster()) return purge_on_cluster(**c, now_ms);
   // Chunks bound how long one script holds the server (Redis runs one script at a time).
   constexpr int64_t kChunk = 1000;
   const std::string now = std::to_string(now_ms), chunk = std::to_string(kChunk);

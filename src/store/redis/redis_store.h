@@ -47,6 +47,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "store/redis/redis_cluster.h"
 #include "store/redis/redis_connection.h"
 #include "store/store.h"
 
@@ -54,6 +55,10 @@ namespace tern::store::redis {
 
 struct RedisStoreOptions {
   RedisAddress address;
+  // Seeds of a Redis Cluster (or of one redis-server); when set, used instead of `address`.
+  // On a cluster every key is routed by its slot and commit() is split by slot
+  // (redis_cluster_commit.h).
+  std::vector<RedisAddress> seeds;
   std::chrono::milliseconds connect_timeout{200};
   std::chrono::milliseconds command_timeout{2000};
   std::chrono::milliseconds retry_backoff{100};
@@ -97,13 +102,14 @@ class RedisStore final : public Store {
 
  private:
   struct Slot {
-    std::unique_ptr<RedisConnection> conn;
+    std::unique_ptr<RedisCluster> cluster;  // this thread's routing client
     std::chrono::steady_clock::time_point retry_after{};
   };
   explicit RedisStore(RedisStoreOptions options) : options_(std::move(options)) {}
-  // This thread's connection (connecting if needed), or `unavailable`.
-  Result<RedisConnection*> connection();
-  // Runs the commands on this thread's connection; drops the connection on a transport error.
+  // This thread's cluster client (reading the topology if needed), or `unavailable`.
+  Result<RedisCluster*> connection();
+  // Runs the commands on the node that serves the first command's key (its slot); a
+  // pipeline's commands share a slot.
   Result<std::vector<Reply>> run(const std::vector<std::vector<std::string_view>>& commands);
   Result<Reply> run1(const std::vector<std::string_view>& argv);
   // A string reply (GET, HGET): its bytes, nullopt for nil. An error reply is an Error.
