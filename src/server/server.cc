@@ -38,9 +38,9 @@ Result<uint16_t> Server::start() {
     // Every node on one Redis must key direct conversation ids alike: the first node's
     // secret is stored in Redis and used by all (each node's --data still holds its copy).
     store::redis::RedisStoreOptions ro;
-    auto address = store::redis::parse_redis_url(options_.redis_url);
-    if (!address) return address.error();
-    ro.address = *address;
+    auto seeds = store::redis::parse_redis_urls(options_.redis_url);  // one, or a Cluster's seeds
+    if (!seeds) return seeds.error();
+    ro.seeds = *seeds;
     ro.command_timeout = std::chrono::milliseconds(options_.redis_timeout_ms);
     ro.wait_replicas = options_.redis_wait_replicas;
     ro.dense_appends = true;  // several nodes may append to one conversation
@@ -62,7 +62,7 @@ Result<uint16_t> Server::start() {
   }
   if (options_.store == "redis") {
     bus::RedisBusOptions bo;
-    bo.address = *store::redis::parse_redis_url(options_.redis_url);  // checked above
+    bo.seeds = *store::redis::parse_redis_urls(options_.redis_url);  // checked above
     // Unique per process by default: two nodes on one host may both listen on port 0.
     bo.node_id = options_.node_id.empty() ? options_.listen + "/" + std::to_string(::getpid()) : options_.node_id;
     auto rb = std::make_unique<bus::RedisBus>(bo);

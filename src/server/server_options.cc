@@ -217,7 +217,7 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
   app.add_option("--block-cache-mb", o.block_cache_mb, "RocksDB block cache")->capture_default_str();
   app.add_option("--store", o.store, "rocksdb: embedded store in --data (default); redis: shared by several nodes")
       ->check(CLI::IsMember({"rocksdb", "redis"}))->capture_default_str();
-  app.add_option("--redis", o.redis_url, "with --store redis: redis://HOST:PORT");
+  app.add_option("--redis", o.redis_url, "with --store redis: redis://HOST:PORT, or a Redis Cluster's seeds, comma-separated");
   app.add_option("--node-id", o.node_id, "this node's name among the nodes sharing one Redis (default: --listen/pid)");
   app.add_option("--redis-wait-replicas", o.redis_wait_replicas,
                  "with --store redis: `sent` only after this many replicas acknowledged the write (WAIT)")
