@@ -3,15 +3,15 @@
 //
 // commit_on_cluster() takes the commit script's flat op list (as RedisStore::commit builds it
 // for one redis-server, redis_scripts.h kCommit) and runs it as several per-slot scripts, in
-// three phases, each phase's scripts sent to all masters at once (RedisCluster::run_many):
+// two phases, each phase's scripts sent to all masters at once (RedisCluster::run_many):
 //   0. blind, idempotent puts outside the conversations: inbox marks (which only move
 //      forward: op 'm'), idempotency pointers (device → conversation), the expiry index,
-//      user-index rows of the current members, cursors, last-seen, tokens (a replaced
-//      token's key is deleted here, before the device row names the new one);
+//      user-index rows of the current members and deletions of removed members' rows
+//      (against the member set read before), cursors, last-seen, tokens (a replaced token's
+//      key is deleted here, before the device row names the new one);
 //   1. per conversation slot, one script: the dense seq check, the log appends, the
 //      idempotency records and the conversation meta, atomically; also the device rows of
-//      PutDevice (after their tokens);
-//   2. the user-index rows of members a membership change removed (phase 1 returns them).
+//      PutDevice (after their tokens).
 // The call succeeds only if every phase succeeded; any failure is `unavailable` (or the
 // script's error) and the caller answers no `sent`. What a crash between phases leaves is
 // harmless, and why, is in docs/scaling.md.

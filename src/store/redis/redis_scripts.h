@@ -48,7 +48,6 @@ if a[1] == '1' then
     i = i + wd
   end
 end
-local removed = {}
 local i = 2
 while i <= n do
   local op = a[i]
@@ -134,14 +133,8 @@ while i <= n do
     redis.call('HSET', a[i+1] .. ':d', a[i+2], a[i+3])
     i = i + 4
   elseif op == 'c' then
-    local c = a[i+1]
-    local base = '{c:' .. c .. '}'
+    local base = '{c:' .. a[i+1] .. '}'
     local n = tonumber(a[i+3])
-    local keep = {}
-    for j = 0, n - 1 do keep[a[i+4+j]] = true end
-    for _, u in ipairs(redis.call('SMEMBERS', base .. ':mu')) do
-      if not keep[u] then removed[#removed + 1] = c; removed[#removed + 1] = u end
-    end
     redis.call('DEL', base .. ':mu')
     for j = 0, n - 1 do redis.call('SADD', base .. ':mu', a[i+4+j]) end
     redis.call('SET', base .. ':m', a[i+2])
@@ -150,7 +143,7 @@ while i <= n do
     return redis.error_reply('tern: unknown op ' .. tostring(op))
   end
 end
-return removed
+return 1
 )lua";
 
 // KEYS: log zset, frames hash. ARGV: exclusive lower bound "(<hex seq>", limit.

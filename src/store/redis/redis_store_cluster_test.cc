@@ -115,7 +115,7 @@ TEST(RedisStoreCluster, ACommitSpreadOverThreeMastersLandsWhole) {
   ASSERT_TRUE((*s)->commit(newer, true).ok());
   ASSERT_TRUE((*s)->commit(older, true).ok());
   EXPECT_EQ((*(*s)->inbox(DeviceRef{"user1", 1}))[0].second, 5u);
-  // A membership change that removes a member drops that member's index row (phase 2).
+  // A membership change that removes a member drops that member's index row (phase 0).
   Conversation smaller = c;
   smaller.members.pop_back();
   Batch shrink;
