@@ -42,6 +42,65 @@ Seq send_retrying(Device& d, const std::string& conv, const std::string& id, int
   return 0;
 }
 
+// One device sending into a conversation on its own thread until stop(), one send at a time,
+// `pause` after each answer. Records what was acknowledged and how many `unavailable`
+// answers came; any other error fails the test. No answer within 5 s ends the traffic, as a
+// failure unless `node_may_die` (its ternd was killed).
+class Traffic {
+ public:
+  Traffic(const Account& who, uint16_t port, std::string conv, ms pause, bool node_may_die)
+      : thread_([this, who, port, conv = std::move(conv), pause, node_may_die] {
+          Device d(who);
+          if (d.connect(port) != 101 || !d.until_synced()) {
+            ADD_FAILURE() << "traffic: could not connect";
+            return;
+          }
+          for (int i = 0; i < 100000 && !stop_; ++i) {
+            const std::string id = "t" + std::to_string(i);
+            auto a = d.send_wait(conv, id, id, ms(5000));
+            if (!a) {
+              if (!node_may_die) ADD_FAILURE() << "no answer within 5 s to " << id;
+              return;
+            }
+            if (type_of(*a) == "sent") {
+              std::lock_guard lock(mu_);
+              acked_[id] = seq_of(*a);
+            } else {
+              EXPECT_EQ(jstr(*a, "code"), "unavailable") << dump(*a);
+              ++unavailable_;
+            }
+            std::this_thread::sleep_for(pause);
+          }
+        }) {}
+  ~Traffic() { stop(); }
+  void stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  size_t acked_count() {
+    std::lock_guard lock(mu_);
+    return acked_.size();
+  }
+  // Waits (bounded) until `n` sends were acknowledged.
+  bool await_acked(size_t n, std::chrono::seconds within) {
+    const auto deadline = Clock::now() + within;
+    while (acked_count() < n && Clock::now() < deadline) std::this_thread::sleep_for(ms(20));
+    return acked_count() >= n;
+  }
+  std::map<std::string, Seq> acked() {  // after stop()
+    std::lock_guard lock(mu_);
+    return acked_;
+  }
+  int unavailable() const { return unavailable_; }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<int> unavailable_{0};
+  std::mutex mu_;
+  std::map<std::string, Seq> acked_;
+  std::thread thread_;  // last: starts after the members above exist
+};
+
 class RedisClusterIntegration : public ::testing::Test {
  protected:
   // One cluster for the suite (starting one takes seconds); each test starts its own nodes
@@ -182,27 +241,11 @@ TEST_F(RedisClusterIntegration, ATerndSigkilledUnderTrafficLosesNothing) {
   Account dave = nodes_[0].api->must_register("dave");
   Account erin = nodes_[1].api->must_register("erin");
   const std::string conv = nodes_[0].api->must_direct(dave.token, "erin");
-  std::atomic<bool> stop{false};
-  std::map<std::string, Seq> acked;
-  std::mutex mu;
-  std::thread traffic([&] {
-    Device d(dave);
-    if (d.connect(port(0)) != 101 || !d.until_synced()) return;
-    for (int i = 0; i < 5000 && !stop; ++i) {
-      const std::string id = "k" + std::to_string(i);
-      auto a = d.send_wait(conv, id, id, ms(3000));
-      if (!a) break;  // the node died
-      if (type_of(*a) == "sent") {
-        std::lock_guard lock(mu);
-        acked[id] = seq_of(*a);
-      }
-    }
-  });
-  const auto deadline = Clock::now() + std::chrono::seconds(10);
-  while (nodes_[2].api->head(erin.token, conv) < 30 && Clock::now() < deadline) std::this_thread::sleep_for(ms(20));
+  Traffic traffic(dave, port(0), conv, ms(0), /*node_may_die=*/true);
+  EXPECT_TRUE(traffic.await_acked(30, std::chrono::seconds(10)));
   nodes_[0].server->kill();
-  stop = true;
-  traffic.join();
+  traffic.stop();
+  std::map<std::string, Seq> acked = traffic.acked();
   ASSERT_GE(acked.size(), 30u);
   // dave comes back through node 2; erin (node 1) replays after a reconnect through node 2.
   Device dd(dave);
@@ -248,37 +291,8 @@ TEST_F(RedisClusterIntegration, ARedisMasterFailedOverUnderTrafficLosesNothingAc
   auto replica = cluster_->replica_of(*master);
   ASSERT_TRUE(replica.ok()) << replica.error().message;
 
-  std::atomic<bool> stop{false};
-  std::atomic<int> unavailable{0};
-  std::map<std::string, Seq> acked;
-  std::mutex mu;
-  std::thread traffic([&] {
-    Device d(fay);
-    if (d.connect(port(0)) != 101 || !d.until_synced()) return;
-    for (int i = 0; i < 100000 && !stop; ++i) {
-      const std::string id = "f" + std::to_string(i);
-      auto a = d.send_wait(conv, id, id, ms(5000));
-      if (!a) {
-        ADD_FAILURE() << "no answer within 5 s to " << id;
-        break;
-      }
-      if (type_of(*a) == "sent") {
-        std::lock_guard lock(mu);
-        acked[id] = seq_of(*a);
-      } else {
-        EXPECT_EQ(jstr(*a, "code"), "unavailable") << dump(*a);
-        ++unavailable;
-      }
-      std::this_thread::sleep_for(ms(10));  // bounded traffic: the replay below reads it all
-    }
-  });
-  auto acked_count = [&] {
-    std::lock_guard lock(mu);
-    return acked.size();
-  };
-  const auto warm = Clock::now() + std::chrono::seconds(10);
-  while (acked_count() < 30 && Clock::now() < warm) std::this_thread::sleep_for(ms(20));
-  ASSERT_GE(acked_count(), 30u);
+  Traffic traffic(fay, port(0), conv, ms(10), /*node_may_die=*/false);  // bounded: replayed below
+  ASSERT_TRUE(traffic.await_acked(30, std::chrono::seconds(10)));
   cluster_->kill9(*master);
   ASSERT_TRUE(cluster_->await_healthy(std::chrono::seconds(30)).ok());
   // The promoted replica has no replica of its own: with --redis-wait-replicas 1 its writes
@@ -286,15 +300,14 @@ TEST_F(RedisClusterIntegration, ARedisMasterFailedOverUnderTrafficLosesNothingAc
   ASSERT_TRUE(cluster_->restart(*master).ok());
   ASSERT_TRUE(cluster_->replica_of(*replica).ok());
   // Healed: sends are acknowledged again (bounded wait).
-  const size_t at_failover = acked_count();
-  const auto heal = Clock::now() + std::chrono::seconds(20);
-  while (acked_count() < at_failover + 20 && Clock::now() < heal) std::this_thread::sleep_for(ms(20));
-  stop = true;
-  traffic.join();
-  EXPECT_GE(acked_count(), at_failover + 20) << "the nodes did not heal within 20 s of the failover";
-  EXPECT_GT(unavailable.load(), 0) << "the failover was not seen by any send";
+  const size_t at_failover = traffic.acked_count();
+  EXPECT_TRUE(traffic.await_acked(at_failover + 20, std::chrono::seconds(20)))
+      << "the nodes did not heal within 20 s of the failover";
+  traffic.stop();
+  const std::map<std::string, Seq> acked = traffic.acked();
+  EXPECT_GT(traffic.unavailable(), 0) << "the failover was not seen by any send";
   std::cerr << "[redis-cluster] acknowledged " << acked.size() << ", unavailable during the failover "
-            << unavailable.load() << "\n";
+            << traffic.unavailable() << "\n";
   EXPECT_EQ(*cluster_->master_of(slot), *replica);
   ASSERT_NO_FATAL_FAILURE(expect_log_holds(gus, conv, acked, 2));
   // gus, connected to node 1 throughout, replays everything after a reconnect.

@@ -113,9 +113,10 @@ int RedisCluster::node_index(const RedisAddress& address) {
   return static_cast<int>(nodes_.size() - 1);
 }
 
-Result<RedisConnection*> RedisCluster::connect(int node) {
+Result<RedisConnection*> RedisCluster::connect(int node, bool* fresh) {
   Node& n = nodes_[static_cast<size_t>(node)];
   if (n.conn && !n.conn->healthy()) n.conn.reset();
+  if (fresh) *fresh = !n.conn;
   if (!n.conn) {
     auto c = RedisConnection::connect(n.address, options_.connect_timeout, options_.command_timeout);
     if (!c) return c.error();
@@ -228,6 +229,7 @@ std::vector<RedisAddress> RedisCluster::masters() const {
 Result<void> RedisCluster::send_with_redirects(uint16_t slot, const std::vector<std::vector<std::string_view>>& commands,
                                                std::vector<size_t> todo, std::vector<Reply>& replies) {
   int redirects = 0, attempts = 0;
+  bool resent = false;
   int ask_node = -1;
   std::vector<std::vector<std::string_view>> batch;
   while (!todo.empty()) {
@@ -237,7 +239,8 @@ Result<void> RedisCluster::send_with_redirects(uint16_t slot, const std::vector<
       if (!r) return r.error();
       node = *r;
     }
-    auto c = connect(node);
+    bool fresh = false;
+    auto c = connect(node, &fresh);
     if (!c) {
       // Nothing was sent. If the cluster still answers, its topology may name a new master
       // (failover) or the same one (failover not done yet): wait a little and try again.
@@ -255,10 +258,17 @@ Result<void> RedisCluster::send_with_redirects(uint16_t slot, const std::vector<
     }
     auto rs = (*c)->pipeline(batch);
     if (!rs) {
-      // The commands may have been applied: do not resend. The next call re-reads the topology.
       nodes_[static_cast<size_t>(node)].conn.reset();
       refresh_after_ = {};
       slot_node_[slot] = -1;
+      // A connection kept from an earlier call may have died meanwhile (its node was killed or
+      // restarted): resend once, on a new connection after a refresh. The commands may have
+      // been applied: resending is the caller's contract (see the header).
+      if (!fresh && !resent) {
+        resent = true;
+        ask_node = -1;
+        continue;
+      }
       return rs.error();
     }
     std::vector<size_t> again;
@@ -314,53 +324,56 @@ Result<std::vector<std::vector<Reply>>> RedisCluster::run_many(const std::vector
   std::vector<std::vector<Reply>> out(batches.size());
   for (size_t b = 0; b < batches.size(); ++b) out[b].resize(batches[b].commands.size());
   // First pass: every batch to its slot's node as known now, all nodes written before any
-  // reply is read. Whatever was redirected or could not be sent goes through run()'s path.
+  // reply is read. What was redirected, could not be sent, or met a kept connection that had
+  // died (resent once, as in send_with_redirects) then goes through run()'s path.
   struct Sent {
     size_t batch;
     int node;
+    bool fresh;
   };
   std::vector<Sent> sent;
-  std::vector<size_t> fallback;
-  // A failure before the replies are read leaves replies pending on the connections written
-  // to: drop those connections (their commands may have run; the call fails).
-  auto abandon = [&](Error e) -> Error {
-    for (const Sent& s : sent) nodes_[static_cast<size_t>(s.node)].conn.reset();
-    return e;
+  std::vector<std::pair<size_t, std::vector<size_t>>> later;  // (batch, commands) to resend
+  auto all_of = [&](size_t b) {
+    std::vector<size_t> todo(batches[b].commands.size());
+    for (size_t i = 0; i < todo.size(); ++i) todo[i] = i;
+    return todo;
   };
   for (size_t b = 0; b < batches.size(); ++b) {
     auto node = route(batches[b].slot);
-    if (!node) return abandon(node.error());
-    auto c = connect(*node);
+    if (!node) {
+      // Replies are pending on the connections written to: drop them (the call fails).
+      for (const Sent& s : sent) nodes_[static_cast<size_t>(s.node)].conn.reset();
+      return node.error();
+    }
+    bool fresh = false;
+    auto c = connect(*node, &fresh);
     if (!c) {
-      fallback.push_back(b);
+      later.emplace_back(b, all_of(b));
       continue;
     }
     bool ok = true;
     for (const auto& cmd : batches[b].commands) ok = ok && (*c)->append(cmd);
     ok = ok && (*c)->flush();
-    if (!ok) {
-      nodes_[static_cast<size_t>(*node)].conn.reset();
-      return abandon(make_error(ErrorCode::kUnavailable, "redis: write failed"));
-    }
-    sent.push_back(Sent{b, *node});
+    sent.push_back(Sent{b, *node, fresh});  // a failed write shows as a broken connection below
   }
-  // Read every reply of every node (draining healthy connections even after a failure);
-  // redirected commands are resent only after all pending replies were read.
+  // Read every reply of every node; redirected commands are resent only after all pending
+  // replies were read.
   Result<void> failure;
-  std::vector<std::pair<size_t, std::vector<size_t>>> redirected;
   for (const Sent& s : sent) {
     Node& n = nodes_[static_cast<size_t>(s.node)];
     std::vector<size_t> again;
     for (size_t i = 0; i < batches[s.batch].commands.size(); ++i) {
-      if (!n.conn || !n.conn->healthy()) {
-        failure = make_error(ErrorCode::kUnavailable, "redis: connection broken");
-        break;
-      }
-      auto reply = n.conn->read_reply();
+      Result<Reply> reply = make_error(ErrorCode::kUnavailable, "redis: connection broken");
+      if (n.conn && n.conn->healthy()) reply = n.conn->read_reply();
       if (!reply) {
-        failure = reply.error();
         n.conn.reset();
         slot_node_[batches[s.batch].slot] = -1;
+        refresh_after_ = {};
+        if (s.fresh) {
+          failure = reply.error();
+        } else {
+          for (size_t k = i; k < batches[s.batch].commands.size(); ++k) again.push_back(k);
+        }
         break;
       }
       if (parse_redirect(reply->get())) {
@@ -369,16 +382,10 @@ Result<std::vector<std::vector<Reply>>> RedisCluster::run_many(const std::vector
         out[s.batch][i] = std::move(*reply);
       }
     }
-    if (!again.empty()) redirected.emplace_back(s.batch, std::move(again));
+    if (!again.empty()) later.emplace_back(s.batch, std::move(again));
   }
   if (!failure.ok()) return failure.error();
-  for (auto& [b, again] : redirected) {
-    auto r = send_with_redirects(batches[b].slot, batches[b].commands, std::move(again), out[b]);
-    if (!r) return r.error();
-  }
-  for (size_t b : fallback) {
-    std::vector<size_t> todo(batches[b].commands.size());
-    for (size_t i = 0; i < todo.size(); ++i) todo[i] = i;
+  for (auto& [b, todo] : later) {
     auto r = send_with_redirects(batches[b].slot, batches[b].commands, std::move(todo), out[b]);
     if (!r) return r.error();
   }

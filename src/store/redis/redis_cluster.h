@@ -20,9 +20,13 @@
 // Failures: a node that cannot be connected to (nothing was sent) makes the client refresh
 // the topology and try again, up to `max_attempts` times with a short growing pause
 // (`retry_backoff`, doubling) — long enough to follow a redirect, short enough that a dead
-// Redis fails a call at once. A connection that breaks after the commands were written fails
-// the call with `unavailable` without resending (the commands may have been applied: the
-// caller decides, e.g. the client resends and idempotency answers). After a refresh that
+// Redis fails a call at once. A connection kept from an earlier call that turns out broken
+// when used (its node died or restarted meanwhile) is replaced and the commands are resent
+// once; a connection that breaks otherwise fails the call with `unavailable`. So the callers'
+// commands must be safe to send twice: RedisStore's are (reads, puts, and commit scripts whose
+// second run repeats the same writes or, with dense appends, fails the seq check and the
+// client's resend is answered by idempotency); RedisBus's publishes may then be delivered
+// twice (sessions drop what they already have). After a refresh that
 // reached no node, calls fail fast for `retry_backoff` (doubling up to `max_backoff`) instead
 // of stalling on a dead address. CLUSTERDOWN / TRYAGAIN / LOADING replies are returned to
 // the caller as error replies (RedisStore maps them to `unavailable`).
@@ -118,7 +122,7 @@ class RedisCluster {
   };
   explicit RedisCluster(RedisClusterOptions options);
   int node_index(const RedisAddress& address);  // adds the node if new
-  Result<RedisConnection*> connect(int node);
+  Result<RedisConnection*> connect(int node, bool* fresh = nullptr);  // fresh: made now
   Result<void> refresh_from(const RedisAddress& address);
   // Refreshes unless one just failed (then fails fast until the backoff passed).
   Result<void> refresh_or_backoff();

@@ -158,12 +158,9 @@ TEST_F(RedisClusterTest, FollowsMovedAfterASlotMigration) {
   ASSERT_TRUE(c->run1(slot, {"SET", key, "before"}).ok());
   auto from = cluster_->master_of(slot);
   ASSERT_TRUE(from.ok());
-  uint16_t to = 0;
-  for (uint16_t p : cluster_->ports()) {
-    auto role = cluster_->command(p, {"ROLE"});
-    if (p != *from && role.ok() && role->rfind("master", 0) == 0) to = p;
-  }
-  ASSERT_NE(to, 0);
+  auto other = cluster_->another_master(*from);
+  ASSERT_TRUE(other.ok());
+  const uint16_t to = *other;
   auto moved = cluster_->move_slot(slot, to);
   ASSERT_TRUE(moved.ok()) << moved.error().message;
   // The client still thinks `from` serves the slot: MOVED, refresh, resend.
@@ -184,12 +181,9 @@ TEST_F(RedisClusterTest, FollowsAskDuringAMigration) {
   ASSERT_TRUE(c->run(slot, {{"SET", moved_key, "m"}, {"SET", staying_key, "s"}}).ok());
   auto from = cluster_->master_of(slot);
   ASSERT_TRUE(from.ok());
-  uint16_t to = 0;
-  for (uint16_t p : cluster_->ports()) {
-    auto role = cluster_->command(p, {"ROLE"});
-    if (p != *from && role.ok() && role->rfind("master", 0) == 0) to = p;
-  }
-  ASSERT_NE(to, 0);
+  auto other = cluster_->another_master(*from);
+  ASSERT_TRUE(other.ok());
+  const uint16_t to = *other;
   auto begun = cluster_->begin_migration(slot, to, {moved_key});
   ASSERT_TRUE(begun.ok()) << begun.error().message;
   // One key is on the target already, the other still on the source; a new key goes to the

@@ -246,6 +246,15 @@ Result<uint16_t> RedisClusterServer::replica_of(uint16_t master_port) const {
   }
 }
 
+Result<uint16_t> RedisClusterServer::another_master(uint16_t except_port) const {
+  for (uint16_t p : ports_) {
+    if (p == except_port || !alive(p)) continue;
+    auto role = command(p, {"ROLE"});
+    if (role && role->rfind("master", 0) == 0) return p;
+  }
+  return make_error(ErrorCode::kNotFound, "no other master");
+}
+
 Result<std::string> RedisClusterServer::node_id(uint16_t port) const { return command(port, {"CLUSTER", "MYID"}); }
 
 void RedisClusterServer::kill9(uint16_t port) {

@@ -41,6 +41,8 @@ class RedisClusterServer {
 
   // The port of the master that serves `slot`, as node `asked_port` sees it (0: any live node).
   Result<uint16_t> master_of(uint16_t slot, uint16_t asked_port = 0) const;
+  // A live master other than `except_port`.
+  Result<uint16_t> another_master(uint16_t except_port) const;
   // The port of a replica of the master on `master_port`.
   Result<uint16_t> replica_of(uint16_t master_port) const;
   // A node's CLUSTER MYID.
