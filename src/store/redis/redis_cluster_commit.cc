@@ -149,10 +149,10 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
       if (!rec) return make_error(ErrorCode::kInternal, "redis: bad idempotency record");
       const std::string_view conv = own(conv_key(rec->conversation_id));
       const std::string_view field = own(record_field(a[i + 1], a[i + 2]));
-      add(0, a[i + 1], {"P", a[i + 1], a[i + 2], own(rec->conversation_id)});
-      add(0, kIdemIndex, {"E", a[i + 4], own(index_member(std::string(a[i + 1]) + ":idp", a[i + 2]))});
-      add(0, kIdemIndex, {"E", a[i + 4], own(index_member(std::string(conv) + ":idem", field))});
-      add(1, conv, {"J", conv, field, a[i + 3]});
+      add(0, a[i + 1], {"p", a[i + 1], a[i + 2], own(rec->conversation_id)});
+      add(0, kIdemIndex, {"e", a[i + 4], own(index_member(std::string(a[i + 1]) + ":idp", a[i + 2]))});
+      add(0, kIdemIndex, {"e", a[i + 4], own(index_member(std::string(conv) + ":idem", field))});
+      add(1, conv, {"j", conv, field, a[i + 3]});
     } else if (op == "C") {
       // a[i+1] conversation id, a[i+2] meta, a[i+3] rows, then (user, row) pairs.
       const std::string_view conv = own(conv_key(a[i + 1]));
@@ -172,9 +172,9 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
     } else if (op == "D") {
       // a[i+1] user key, a[i+2] device, a[i+3] token hash, a[i+4] token value.
       std::string& old = tokens[{a[i + 1], a[i + 2]}];
-      if (old != a[i + 3] && !old.empty()) add(0, own("{t:" + old + "}"), {"K", own(old)});
+      if (old != a[i + 3] && !old.empty()) add(0, own("{t:" + old + "}"), {"k", own(old)});
       old = std::string(a[i + 3]);
-      if (!a[i + 3].empty()) add(0, own("{t:" + std::string(a[i + 3]) + "}"), {"T", a[i + 3], a[i + 4]});
+      if (!a[i + 3].empty()) add(0, own("{t:" + std::string(a[i + 3]) + "}"), {"t", a[i + 3], a[i + 4]});
       add(1, a[i + 1], {"d", a[i + 1], a[i + 2], a[i + 3]});
     } else {
       // S, X, L, U, B, Y: blind puts on their own key's slot.

@@ -23,9 +23,9 @@ local function width(i)
   if op == 'I' or op == 'D' then return 5 end
   if op == 'X' or op == 'L' or op == 'U' or op == 'Y' then return 3 end
   if op == 'C' then return 4 + 2 * tonumber(a[i+3]) end
-  if op == 'm' or op == 'J' or op == 'P' or op == 'd' then return 4 end
-  if op == 'E' or op == 'T' then return 3 end
-  if op == 'K' then return 2 end
+  if op == 'm' or op == 'j' or op == 'p' or op == 'd' then return 4 end
+  if op == 'e' or op == 't' then return 3 end
+  if op == 'k' then return 2 end
   if op == 'c' then return 4 + tonumber(a[i+3]) end
   return nil
 end
@@ -109,24 +109,24 @@ while i <= n do
   elseif op == 'Y' then
     redis.call('HDEL', a[i+1] .. ':ix', a[i+2])
     i = i + 3
-  -- Ops of the per-slot scripts on a Redis Cluster (redis_cluster_commit.h).
+  -- Ops of the per-slot scripts on a Redis Cluster (redis_cluster_commit.h), lower case.
   elseif op == 'm' then
     local old = redis.call('HGET', a[i+1] .. ':in', a[i+2])
     if not old or tonumber(old) < tonumber(a[i+3]) then redis.call('HSET', a[i+1] .. ':in', a[i+2], a[i+3]) end
     i = i + 4
-  elseif op == 'J' then
+  elseif op == 'j' then
     redis.call('HSET', a[i+1] .. ':idem', a[i+2], a[i+3])
     i = i + 4
-  elseif op == 'P' then
+  elseif op == 'p' then
     redis.call('HSET', a[i+1] .. ':idp', a[i+2], a[i+3])
     i = i + 4
-  elseif op == 'E' then
+  elseif op == 'e' then
     redis.call('ZADD', 'idemexp', a[i+1], a[i+2])
     i = i + 3
-  elseif op == 'T' then
+  elseif op == 't' then
     redis.call('SET', '{t:' .. a[i+1] .. '}', a[i+2])
     i = i + 3
-  elseif op == 'K' then
+  elseif op == 'k' then
     redis.call('DEL', '{t:' .. a[i+1] .. '}')
     i = i + 2
   elseif op == 'd' then
