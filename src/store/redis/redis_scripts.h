@@ -23,7 +23,8 @@ local function width(i)
   if op == 'I' or op == 'D' then return 5 end
   if op == 'X' or op == 'L' or op == 'U' or op == 'Y' then return 3 end
   if op == 'C' then return 4 + 2 * tonumber(a[i+3]) end
-  if op == 'm' or op == 'j' or op == 'p' or op == 'd' then return 4 end
+  if op == 'm' or op == 'j' or op == 'p' or op == 'd' or op == 'h' or op == 'z' then return 4 end
+  if op == 'x' or op == 'r' then return 3 end
   if op == 'e' or op == 't' then return 3 end
   if op == 'k' then return 2 end
   if op == 'c' then return 4 + tonumber(a[i+3]) end
@@ -132,6 +133,19 @@ while i <= n do
   elseif op == 'd' then
     redis.call('HSET', a[i+1] .. ':d', a[i+2], a[i+3])
     i = i + 4
+  -- h/x/z/r: HSET/HDEL/ZADD/ZREM of a whole key (the parts of an op that spans slots).
+  elseif op == 'h' then
+    redis.call('HSET', a[i+1], a[i+2], a[i+3])
+    i = i + 4
+  elseif op == 'x' then
+    redis.call('HDEL', a[i+1], a[i+2])
+    i = i + 3
+  elseif op == 'z' then
+    redis.call('ZADD', a[i+1], a[i+2], a[i+3])
+    i = i + 4
+  elseif op == 'r' then
+    redis.call('ZREM', a[i+1], a[i+2])
+    i = i + 3
   elseif op == 'c' then
     local base = '{c:' .. a[i+1] .. '}'
     local n = tonumber(a[i+3])
