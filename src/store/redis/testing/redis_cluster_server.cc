@@ -1,6 +1,9 @@
 #include "store/redis/testing/redis_cluster_server.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -61,6 +64,20 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
   }
   ::execvp(argv[0], argv.data());
   ::_exit(127);
+}
+
+bool port_free(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
 }
 
 // slot → master port, as one node's CLUSTER SLOTS says.
@@ -142,29 +159,36 @@ Result<void> RedisClusterServer::launch(size_t i) {
     if (r && (*r)->type == REDIS_REPLY_STATUS) return {};
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  kill9(ports_[i]);
   return make_error(ErrorCode::kInternal, "redis-server did not answer within 10 s");
 }
 
 Result<void> RedisClusterServer::start() {
   if (dir_.empty()) return make_error(ErrorCode::kInternal, "no temp dir");
   if (!ports_.empty()) return make_error(ErrorCode::kInternal, "already started");
-  for (int i = 0; i < kNodes; ++i) {
-    uint16_t p = 0;
-    // Distinct ports; the cluster bus uses port + 10000, which must be free too.
-    for (int tries = 0; tries < 50 && p == 0; ++tries) {
+  // Distinct ports whose cluster bus port (+ 10000) is free too. A port taken between the
+  // check and the launch (other processes on the machine) makes redis-server exit: that node
+  // gets another port (bounded).
+  auto pick = [&]() -> uint16_t {
+    for (int tries = 0; tries < 50; ++tries) {
       const uint16_t c = free_loopback_port();
-      if (c == 0 || c > 55535) continue;
+      if (c == 0 || c > 55535 || !port_free(c + 10000)) continue;
       bool dup = false;
       for (uint16_t q : ports_) dup = dup || q == c || q + 10000 == c || c + 10000 == q;
-      if (!dup) p = c;
+      if (!dup) return c;
     }
-    if (p == 0) return make_error(ErrorCode::kInternal, "no free port");
-    ports_.push_back(p);
+    return 0;
+  };
+  for (int i = 0; i < kNodes; ++i) {
+    ports_.push_back(0);
     pids_.push_back(-1);
-  }
-  for (size_t i = 0; i < ports_.size(); ++i) {
-    auto r = launch(i);
-    if (!r) return r;
+    Result<void> launched = make_error(ErrorCode::kInternal, "no free port");
+    for (int tries = 0; tries < 5 && !launched.ok(); ++tries) {
+      ports_.back() = pick();
+      if (ports_.back() == 0) break;
+      launched = launch(ports_.size() - 1);
+    }
+    if (!launched) return launched;
   }
   std::vector<std::string> args = {"redis-cli", "--cluster", "create"};
   for (uint16_t p : ports_) args.push_back("127.0.0.1:" + std::to_string(p));
