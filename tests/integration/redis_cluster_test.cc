@@ -153,6 +153,19 @@ class RedisClusterIntegration : public ::testing::Test {
     }
   }
 
+  // `who` connects a new device session through node `via`; its replay (the frames before
+  // `synced`) holds every seq of `expected`.
+  void expect_replay(const Account& who, size_t via, const std::string& conv,
+                     const std::map<std::string, Seq>& expected) {
+    Device d(who);
+    ASSERT_EQ(d.connect(port(via)), 101);
+    auto replay = d.until_synced(ms(20000));
+    ASSERT_TRUE(replay);
+    std::set<Seq> have;
+    for (Seq s : message_seqs(*replay, conv)) have.insert(s);
+    for (const auto& [id, s] : expected) EXPECT_TRUE(have.count(s)) << id << " at " << s << " not replayed";
+  }
+
   static RedisClusterServer* cluster_;
   Node nodes_[3];
 };
@@ -226,13 +239,7 @@ TEST_F(RedisClusterIntegration, MembersOnThreeNodesGetDenseSeqsLiveDeliveryAndRe
     later[id] = send_retrying(da, group, id);
     ASSERT_NE(later[id], 0u);
   }
-  Device dc(r2);
-  ASSERT_EQ(dc.connect(port(1)), 101);
-  auto replay = dc.until_synced(ms(10000));
-  ASSERT_TRUE(replay);
-  std::set<Seq> got;
-  for (Seq s : message_seqs(*replay, group)) got.insert(s);
-  for (const auto& [id, s] : later) EXPECT_TRUE(got.count(s)) << id << " at " << s << " not replayed to reader2";
+  ASSERT_NO_FATAL_FAILURE(expect_replay(r2, 1, group, later));
 }
 
 // A ternd node SIGKILLed under traffic: its clients reconnect to another node and find every
@@ -253,14 +260,8 @@ TEST_F(RedisClusterIntegration, ATerndSigkilledUnderTrafficLosesNothing) {
   ASSERT_TRUE(dd.until_synced());
   const Seq next = send_retrying(dd, conv, "after-kill");
   ASSERT_NE(next, 0u);
-  Device de2(erin);
-  ASSERT_EQ(de2.connect(port(2)), 101);
-  auto replay = de2.until_synced(ms(20000));
-  ASSERT_TRUE(replay);
-  auto got = message_seqs(*replay, conv);
-  std::set<Seq> have(got.begin(), got.end());
-  for (const auto& [id, s] : acked) EXPECT_TRUE(have.count(s)) << id << " acknowledged at " << s << " not replayed";
   acked["after-kill"] = next;
+  ASSERT_NO_FATAL_FAILURE(expect_replay(erin, 2, conv, acked));
   ASSERT_NO_FATAL_FAILURE(expect_log_holds(erin, conv, acked, 1));
 }
 
@@ -312,13 +313,7 @@ TEST_F(RedisClusterIntegration, ARedisMasterFailedOverUnderTrafficLosesNothingAc
   ASSERT_NO_FATAL_FAILURE(expect_log_holds(gus, conv, acked, 2));
   // gus, connected to node 1 throughout, replays everything after a reconnect.
   dg.close();
-  Device dg2(gus);
-  ASSERT_EQ(dg2.connect(port(1)), 101);
-  auto replay = dg2.until_synced(ms(20000));
-  ASSERT_TRUE(replay);
-  std::set<Seq> have;
-  for (Seq s : message_seqs(*replay, conv)) have.insert(s);
-  for (const auto& [id, s] : acked) EXPECT_TRUE(have.count(s)) << id << " at " << s << " not replayed";
+  ASSERT_NO_FATAL_FAILURE(expect_replay(gus, 1, conv, acked));
 }
 
 }  // namespace
