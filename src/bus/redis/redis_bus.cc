@@ -84,7 +84,7 @@ bool RedisBus::decode(std::string_view in, std::vector<Event>& out) {
     Event e;
     const auto target = static_cast<Target>(r.num(1));
     if (target != Target::kDevice && target != Target::kUser && target != Target::kConversation &&
-        target != Target::kChanged)
+        target != Target::kChanged && target != Target::kDisconnect)
       return false;
     e.target = target;
     e.device.user = r.str();
@@ -161,7 +161,7 @@ size_t RedisBus::detach(const DeviceRef& device, const Endpoint* endpoint) {
   return n;
 }
 
-void RedisBus::publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) {
+bool RedisBus::publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) {
   bool here, changed = false;
   {
     std::lock_guard lock(mu_);
@@ -175,6 +175,12 @@ void RedisBus::publish(const DeviceRef& device, const std::shared_ptr<const Noti
   if (changed) enqueue(Event{Target::kChanged, DeviceRef{}, n});
   if (here) return local_.publish(device, n);
   enqueue(Event{Target::kDevice, device, n});
+  return false;
+}
+
+void RedisBus::disconnect(const DeviceRef& device) {
+  local_.disconnect(device);
+  enqueue(Event{Target::kDisconnect, device, std::make_shared<const Notification>()});
 }
 
 void RedisBus::publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) {
@@ -353,6 +359,7 @@ void RedisBus::deliver(std::string_view payload) {
     if (e.n->system && e.n->kind == Notification::Kind::kMessage && change_sink_) change_sink_(e.n->conversation_id);
     switch (e.target) {
       case Target::kChanged: break;
+      case Target::kDisconnect: local_.disconnect(e.device); break;
       case Target::kDevice: local_.publish(e.device, e.n); break;
       case Target::kUser: local_.publish_user(e.device.user, e.n); break;
       case Target::kConversation:

@@ -68,18 +68,23 @@ class RedisBus final : public Bus {
 
   size_t attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint) override;
   size_t detach(const DeviceRef& device, const Endpoint* endpoint) override;
-  void publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) override;
+  // True only if the device is attached to this node: a device attached to another node
+  // reads as offline here (push may wake it needlessly; docs/scaling.md).
+  bool publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) override;
   void publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) override;
   bool online(const std::string& user) override;
   void publish_conversation(const std::shared_ptr<const Notification>& n) override;
   void set_conversation_sink(std::function<void(std::shared_ptr<const Notification>)> sink) override;
   void set_change_sink(std::function<void(const std::string& conversation_id)> sink) override;
+  // Closes the device's connection here and on every other node (a kDisconnect event).
+  void disconnect(const DeviceRef& device) override;
   void stop() override;  // also run by the destructor
 
   // The wire form of one event (exposed for the tests): target + notification.
   // kChanged: a system message of n->conversation_id (sent once per seq, even when every
   // recipient is attached here): the other nodes drop their cached membership of it.
-  enum class Target : uint8_t { kDevice = 'D', kUser = 'U', kConversation = 'C', kChanged = 'X' };
+  // kDisconnect: close the device's connection (admin revocation) wherever it is attached.
+  enum class Target : uint8_t { kDevice = 'D', kUser = 'U', kConversation = 'C', kChanged = 'X', kDisconnect = 'K' };
   struct Event {
     Target target = Target::kDevice;
     DeviceRef device;  // kDevice: the device; kUser: .user
