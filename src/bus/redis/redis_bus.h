@@ -25,9 +25,17 @@
 // change sink: services' Directory), so their next send reads the new members from Redis.
 //
 // Registry: every attached device is written to Redis as {r:<user>} <device> → "<node>
-// <expires ms>", refreshed every ttl/3 and removed on detach; online(user) is true if a
-// device is attached here or an unexpired entry exists (one Redis read: the same blocking
-// deviation as RedisStore's reads). A dead node's entries expire after the ttl.
+// <expires ms>", refreshed every ttl/3 (only while the entry is there) and removed on
+// detach; online(user) is true if a device is attached here or an unexpired entry exists. A
+// dead node's entries expire after the ttl.
+//
+// Presence counts: attach() and detach() write or remove the device's entry and count the
+// user's unexpired entries in one script (atomic on Redis), so the count they return covers
+// the user's devices on every node: the first device of a user to attach anywhere sees 1
+// (online), the last to detach anywhere sees 0 (offline), even when two nodes do it at the
+// same moment. Both are one Redis round trip on the calling loop (the same blocking
+// deviation as RedisStore's reads; docs/scaling.md); if Redis cannot be reached they fall
+// back to this node's own count and queue the registry write.
 //
 // Thread-safety: every method from any thread. Owns its two threads (joined by the
 // destructor) and the LocalBus.
@@ -99,7 +107,9 @@ class RedisBus final : public Bus {
   void publisher();
   void subscriber();
   void deliver(std::string_view payload);
-  void registry_put(const DeviceRef& device);
+  // Writes ('+'), removes ('-') or leaves ('=') the device's registry entry and returns how
+  // many of the user's entries have not expired; an error if Redis cannot be reached.
+  Result<size_t> registry_count(char op, const DeviceRef& device);
 
   const RedisBusOptions options_;
   LocalBus local_;
