@@ -4,13 +4,13 @@
 # against it with --server-pid, and keeps every JSON result, ternd's log and a perf/strace
 # profile where asked for, under $OUT (default bench-results/).
 #
-#   scripts/bench.sh                 # every scenario (about 40 minutes)
+#   scripts/bench.sh                 # every scenario (about 50 minutes)
 #   scripts/bench.sh pairs sweep     # only the named scenarios
 #   TERN_BIN_DIR=build/bench-rel/bin scripts/bench.sh idle
 #   PEERS_RATES="4000 8000" scripts/bench.sh peers   # ternd vs mosquitto, same generator
 #
-# Scenarios: pairs findmax sweep group broadcast idle offline storm overload profile, and peers (not
-# in the default set: it needs mosquitto, which scripts/setup.sh installs).
+# Scenarios: pairs findmax sweep group broadcast idle offline storm overload profile channel channel-200k
+# hot-group, and peers (not in the default set: it needs mosquitto, which scripts/setup.sh installs).
 # Needs a release build: cmake --preset release && cmake --build --preset release
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -146,9 +146,9 @@ bench_at() {  # server URL, server pid, name, tern-bench arguments...
 }
 
 # A send rate limit above what any single benchmark client sends (ternd's default is 50/s),
-# and no per-address registration or per-user creation limit: the generator registers
+# and no per-address registration, per-user creation or invite limit: the generator registers
 # thousands of users from one address (those limits are for real users, not measured here).
-SERVER_FLAGS=(--send-rate 100000 --send-burst 100000 --register-rate 0 --create-rate 0)
+SERVER_FLAGS=(--send-rate 100000 --send-burst 100000 --register-rate 0 --create-rate 0 --invite-rate 0)
 
 scenario_pairs() {  # the issue's reference point (8,000 msg/s offered) and a sustainable one
   start_server "${SERVER_FLAGS[@]}"
@@ -252,6 +252,49 @@ scenario_profile() {  # where the server's time goes at a fixed rate (PROFILE_RA
   stop_server
 }
 
+# Issue 9, channels. 19,000 connections need two generator processes (--workers 2: 20,000 open
+# files per process is this machine's limit) and the server's own connection limit raised
+# (ternd keeps a few hundred descriptors for its store). One post per second; every subscriber
+# acks; the catch-up run has one subscriber miss 10,000 posts and then replay them.
+# ternd limits a channel's posts to 10/s by default: the catch-up run posts 1,000/s.
+CHANNEL_FLAGS=(--channel-post-rate 100000 --channel-post-burst 100000)
+CHANNEL_ARGS=(channel --clients 19000 --workers 2 --source-addrs 4 --rate 1 --duration 30 --setup-threads 16
+  --setup-timeout 600)
+
+scenario_channel() {
+  start_server "${SERVER_FLAGS[@]}" --max-connections 19500
+  bench channel-19000 "${CHANNEL_ARGS[@]}"
+  stop_server
+  start_server "${SERVER_FLAGS[@]}" "${CHANNEL_FLAGS[@]}" --frame-rate 1000000 --frame-burst 1000000
+  bench channel-catchup-10000 channel --clients 3 --catchup 10000 --rate 1000
+  stop_server
+}
+
+# The same channel with 200,000 subscribers: 181,000 more join over HTTP and never connect.
+scenario_channel-200k() {
+  start_server "${SERVER_FLAGS[@]}" --max-connections 19500 --max-subscribers 200000
+  bench channel-200k "${CHANNEL_ARGS[@]}" --offline-subscribers 181000
+  stop_server
+}
+
+# A 1,024-member group, all online, 50 senders, 20 posts/s in all (~20,000 deliveries/s); then
+# the same with a typing frame before every post, so that the two p99 figures compare: with
+# the defaults (the group is above --typing-max-members, so typing is coalesced per
+# conversation), and with typing relayed per member (--typing-max-members 1024) for contrast.
+HOT_GROUP_ARGS=(group --clients 1024 --group-size 1024 --senders 50 --rate 20 --duration 30)
+
+scenario_hot-group() {
+  start_server "${SERVER_FLAGS[@]}"
+  bench hot-group "${HOT_GROUP_ARGS[@]}"
+  stop_server
+  start_server "${SERVER_FLAGS[@]}"
+  bench hot-group-typing "${HOT_GROUP_ARGS[@]}" --typing
+  stop_server
+  start_server "${SERVER_FLAGS[@]}" --typing-max-members 1024
+  bench hot-group-typing-per-member "${HOT_GROUP_ARGS[@]}" --typing
+  stop_server
+}
+
 # ternd and mosquitto under the same generator, workload and CPU accounting (tern-bench
 # --server-pid: utime + stime of the whole server process over each step, divided by the
 # deliveries of the step), one after the other on a fresh server each, so that they never
@@ -287,7 +330,8 @@ scenario_peers() {
 }
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(pairs findmax sweep group broadcast idle offline storm overload profile)
+[ ${#scenarios[@]} -gt 0 ] ||
+  scenarios=(pairs findmax sweep group broadcast idle offline storm overload profile channel channel-200k hot-group)
 for s in "${scenarios[@]}"; do
   "scenario_$s"
 done

@@ -18,6 +18,7 @@
 #include "bench_control.h"
 #include "bench_report.h"
 #include "bench_worker.h"
+#include "client/lean/lean_http.h"
 #include "client/lean/lean_proc.h"
 
 namespace tern::bench {
@@ -46,8 +47,10 @@ double get_num(const json::value& v, std::string_view k) {
 
 class Coordinator {
  public:
-  Coordinator(const BenchOptions& opt, std::vector<WorkerProc> procs) : opt_(opt), procs_(std::move(procs)) {
+  Coordinator(const BenchOptions& opt, std::vector<WorkerProc> procs, ChannelSetup channel)
+      : opt_(opt), procs_(std::move(procs)), metrics_token_(std::move(channel.poster_token)) {
     report_.opt = &opt_;
+    report_.channel_id = std::move(channel.id);
   }
 
   int run() {
@@ -82,6 +85,21 @@ class Coordinator {
     for (const auto& p : procs_)
       if (!p.eof) return false;
     return true;
+  }
+
+  // ternd's store counters, read with a user's token (the channel's poster): nullopt when there
+  // is none, or /metrics does not answer (e.g. ternd runs with a separate metrics token).
+  std::optional<StoreCounters> sample_store() const {
+    if (metrics_token_.empty()) return std::nullopt;
+    auto addr = lean::parse_server_url(opt_.server);
+    if (!addr) return std::nullopt;
+    lean::HttpClient http(*addr, 5000);
+    auto r = http.get("/metrics", metrics_token_);
+    if (!r || r->status != 200) return std::nullopt;
+    auto w = prometheus_value(r->body, "tern_store_writes_total");
+    auto rd = prometheus_value(r->body, "tern_store_reads_total");
+    if (!w || !rd) return std::nullopt;
+    return StoreCounters{*w, *rd};
   }
 
   std::optional<lean::ProcSample> sample_server() const {
@@ -198,6 +216,7 @@ class Coordinator {
       if (stop_ || static_cast<int>(report_.steps.size()) >= opt_.max_steps) return json::object{{"stop", true}};
       step_rate_ = report_.steps.empty() ? opt_.rate : next_rate_;
       step_server0_ = server;
+      step_store0_ = sample_store();
       return json::object{{"rate", step_rate_}};
     }
     if (name == "step_end") {
@@ -207,7 +226,14 @@ class Coordinator {
       if (server && step_server0_) {
         s.server_cpu_us = server->cpu_us - step_server0_->cpu_us;
         s.server_rss_kb = server->rss_kb;
+        if (server->runqueue_wait_us >= 0 && step_server0_->runqueue_wait_us >= 0)
+          s.server_runqueue_wait_us = server->runqueue_wait_us - step_server0_->runqueue_wait_us;
       }
+      // The workers flushed their last acks at the end of the drain: give the server a moment
+      // to commit them, so that they fall inside the step.
+      if (step_store0_) ::usleep(300'000);
+      if (const auto store = sample_store(); store && step_store0_)
+        s.server_store = StoreCounters{store->writes - step_store0_->writes, store->reads - step_store0_->reads};
       const bool ok = s.sustained(opt_);
       report_.steps.push_back(std::move(s));
       if (!opt_.find_max) {
@@ -221,6 +247,35 @@ class Coordinator {
       if (!opt_.quiet) print_step(report_.steps.back(), ok);
       return json::object{};
     }
+    if (name == "posted" || name == "probe_end") {  // channel: every worker learns the posts
+      json::array all;
+      for (const auto& d : datas)
+        if (const auto* p = d.is_object() ? d.as_object().if_contains("posts") : nullptr; p && p->is_array())
+          for (const auto& e : p->as_array()) all.push_back(e);
+      report_.channel_posts += all.size();
+      if (name == "probe_end") {
+        report_.probe_posts = all.size();
+        if (const auto store = sample_store(); store && probe_store0_)
+          report_.probe_store = StoreCounters{store->writes - probe_store0_->writes, store->reads - probe_store0_->reads};
+      }
+      json::object reply;
+      reply["posts"] = std::move(all);
+      return reply;
+    }
+    if (name == "probe_start") {
+      // The workers stopped acking before this barrier; the acks they sent last may still be
+      // on their way into the store. Start from a counter that stood still for 300 ms (at most
+      // 10 s of waiting).
+      probe_store0_ = sample_store();
+      for (int i = 0; i < 33 && probe_store0_; ++i) {
+        ::usleep(300'000);
+        const auto again = sample_store();
+        const bool still = again && again->writes == probe_store0_->writes;
+        probe_store0_ = again;
+        if (still) break;
+      }
+      return json::object{};
+    }
     return json::object{};  // "storm", "queued": a common instant, nothing to decide
   }
 
@@ -229,6 +284,7 @@ class Coordinator {
     if (!o) return;
     report_.clients += static_cast<uint64_t>(get_num(v, "clients"));
     report_.online_at_end += static_cast<uint64_t>(get_num(v, "online_at_end"));
+    report_.offline_subscribers += static_cast<uint64_t>(get_num(v, "offline_subscribers"));
     report_.gen_cpu_us += static_cast<int64_t>(get_num(v, "gen_cpu_us"));
     if (const auto* c = o->if_contains("counters")) report_.counters += Counters::from_json(*c);
     if (const auto* e = o->if_contains("errors")) merge_errors(report_.errors, *e);
@@ -311,6 +367,8 @@ class Coordinator {
   int64_t last_print_us_ = 0;
   Counters last_progress_;
   std::optional<lean::ProcSample> server_first_, step_server0_;
+  const std::string metrics_token_;
+  std::optional<StoreCounters> step_store0_, probe_store0_;
   double step_rate_ = 0;
   double next_rate_ = 0;
   bool stop_ = false;
@@ -320,6 +378,18 @@ class Coordinator {
 
 int run_bench(const BenchOptions& opt) {
   ::signal(SIGPIPE, SIG_IGN);
+  ChannelSetup channel;
+  if (opt.workload == Workload::kChannel) {
+    // Before the fork: every worker's subscribers join this one channel.
+    auto ch = create_bench_channel(opt);
+    if (!ch) {
+      std::fprintf(stderr, "tern-bench: set-up failed: %s\n", ch.error().message.c_str());
+      if (opt.json) std::printf("%s\n", json::serialize(json::object{{"ok", false}, {"exit_code", 2},
+                                                                       {"fatal", json::array{json::value(ch.error().message)}}}).c_str());
+      return 2;
+    }
+    channel = std::move(*ch);
+  }
   std::fflush(stdout);
   std::fflush(stderr);
   std::vector<WorkerProc> procs;
@@ -343,7 +413,7 @@ int run_bench(const BenchOptions& opt) {
       ::close(from_w[0]);
       int rc;
       {
-        Worker w(opt, i, to_w[0], from_w[1]);
+        Worker w(opt, i, to_w[0], from_w[1], channel);
         rc = w.run();
       }
       std::fflush(stderr);
@@ -357,7 +427,7 @@ int run_bench(const BenchOptions& opt) {
     p.to_fd = to_w[1];
     procs.push_back(std::move(p));
   }
-  Coordinator c(opt, std::move(procs));
+  Coordinator c(opt, std::move(procs), std::move(channel));
   return c.run();
 }
 

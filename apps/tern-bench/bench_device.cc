@@ -120,7 +120,21 @@ void Device::send_new(ConvIdx conv, int64_t intended_us) {
   pending_.push_back(Pending{conv, intended_us});
   ++unacked_;
   ++w_.unacked_sends_;
-  if (phase_ == Phase::kReplaying || phase_ == Phase::kLive) transmit(seq, pending_.back());
+  if (phase_ == Phase::kReplaying || phase_ == Phase::kLive) {
+    // --typing: the sender "types" before every post, so typing load scales with the posts.
+    if (w_.opt_.typing && !mqtt) {
+      if (conn.send_text(proto::encode_typing_frame(w_.convs_[conv].id, true))) ++w_.counters_.typing_sent;
+      else w_.count_error("local: write queue full");
+    }
+    transmit(seq, pending_.back());
+  }
+}
+
+void Device::resend(uint64_t sender_seq) {
+  if (sender_seq < base_ || sender_seq - base_ >= pending_.size()) return;
+  Pending& p = pending_[sender_seq - base_];
+  // Not connected: the next connection sends every unacknowledged send anyway.
+  if (!p.acked && (phase_ == Phase::kReplaying || phase_ == Phase::kLive)) transmit(sender_seq, p);
 }
 
 void Device::transmit(uint64_t sender_seq, Pending& p) {
@@ -172,6 +186,8 @@ void Device::on_ws_text(lean::WsConnection&, std::string_view text) {
           if (phase_ == Phase::kReplaying) {
             set_phase(Phase::kLive);
             ++w_.counters_.synced;
+            if (w_.catchup_dev_ == idx && w_.catchup_connect_us_ && !w_.catchup_synced_us_)
+              w_.catchup_synced_us_ = mono_us();
           }
         } else if constexpr (std::is_same_v<T, proto::ReceiptEvent>) {
           on_receipt(ev);
@@ -205,6 +221,7 @@ void Device::acknowledged(uint64_t sender_seq, Pending& p, Seq seq) {
   const int64_t now = mono_us();
   w_.step_ack_latency_.record(static_cast<uint64_t>(std::max<int64_t>(0, now - p.intended_us)));
   w_.verifier_.on_acked(idx, p.conv, seq, sender_seq);
+  if (w_.opt_.workload == Workload::kChannel) w_.posts_.emplace_back(seq, sender_seq);
   if (std::find(sent_in_.begin(), sent_in_.end(), p.conv) == sent_in_.end()) sent_in_.push_back(p.conv);
   settle(sender_seq);
 }
@@ -224,6 +241,12 @@ void Device::on_error(const proto::ErrorEvent& e) {
   if (!seq || *seq < base_ || *seq - base_ >= pending_.size()) return;
   Pending& p = pending_[*seq - base_];
   if (p.acked) return;
+  if (w_.opt_.workload == Workload::kChannel && (e.code == "overloaded" || e.code == "rate_limited")) {
+    // The channel's one poster retries a refusal the contract calls temporary (same
+    // client_msg_id, after 50 ms), as a real client would: the number of posts is the measure.
+    w_.resend_list_.push_back({mono_us() + 50'000, {idx, *seq}});
+    return;
+  }
   // The server refused this send (rate limit, overload, ...): it will not be stored, so it
   // is neither expected by the verifier nor retried.
   p.acked = true;
@@ -260,6 +283,7 @@ void Device::on_message(const proto::MessageEvent& e) {
   if (!e.system_json) rec = lean::decode_body(e.body);
   if (rec) key = lean::MessageKey{rec->sender, rec->sender_seq};
   count_delivery(w_.verifier_.on_delivered(idx, *conv, e.seq, key), rec ? &*rec : nullptr);
+  if (w_.catchup_dev_ == idx) w_.note_catchup_delivery(idx);
   // Cumulative ack of the highest seq seen. The verifier (not this ack) finds gaps: a lean
   // client that acks past a missing seq makes a server loss visible instead of hiding it.
   AckSlot* slot = nullptr;
@@ -278,6 +302,7 @@ void Device::on_message(const proto::MessageEvent& e) {
 
 void Device::flush_acks() {
   unacked_msgs_ = 0;
+  if (w_.acks_paused_) return;  // the channel's store probe: flushed when it ends
   if (phase_ != Phase::kReplaying && phase_ != Phase::kLive) return;
   for (auto& a : acks_) {
     if (a.highest <= a.acked) continue;

@@ -22,8 +22,9 @@ Result<Workload> parse_workload(std::string_view name) {
   if (name == "idle") return Workload::kIdle;
   if (name == "offline-drain") return Workload::kOfflineDrain;
   if (name == "reconnect-storm") return Workload::kReconnectStorm;
+  if (name == "channel") return Workload::kChannel;
   return bad("unknown workload '" + std::string(name) +
-             "' (pairs, group, broadcast, idle, offline-drain, reconnect-storm)");
+             "' (pairs, group, broadcast, idle, offline-drain, reconnect-storm, channel)");
 }
 
 std::string_view workload_name(Workload w) {
@@ -34,6 +35,7 @@ std::string_view workload_name(Workload w) {
     case Workload::kIdle: return "idle";
     case Workload::kOfflineDrain: return "offline-drain";
     case Workload::kReconnectStorm: return "reconnect-storm";
+    case Workload::kChannel: return "channel";
   }
   return "?";
 }
@@ -53,7 +55,8 @@ Result<void> finalize(BenchOptions& o) {
   if (o.workers < 1 || o.workers > 64) return bad("--workers must be 1..64");
   if (o.clients < 1) return bad("--clients must be positive");
   if (pair_based(o.workload) && o.clients < 2 * o.workers) return bad("this workload needs at least 2 clients per worker");
-  if ((o.workload == Workload::kGroup || o.workload == Workload::kBroadcast) && o.clients < 2 * o.workers)
+  if ((o.workload == Workload::kGroup || o.workload == Workload::kBroadcast || o.workload == Workload::kChannel) &&
+      o.clients < 2 * o.workers)
     return bad("this workload needs at least 2 clients per worker");
   if (o.duration_s <= 0) return bad("--duration must be positive");
   if (o.sends() && o.workload != Workload::kReconnectStorm && o.rate <= 0) return bad("--rate must be positive");
@@ -75,6 +78,12 @@ Result<void> finalize(BenchOptions& o) {
   if (o.senders == 0) o.senders = 2;
   if (o.senders < 1) return bad("--senders must be positive");
   o.senders = std::min(o.senders, o.group_size);
+  if (o.typing && o.workload != Workload::kGroup) return bad("--typing applies to the group workload");
+  if (o.offline_subscribers < 0 || o.catchup < 0) return bad("--offline-subscribers and --catchup must not be negative");
+  if ((o.offline_subscribers > 0 || o.catchup > 0) && o.workload != Workload::kChannel)
+    return bad("--offline-subscribers and --catchup apply to the channel workload");
+  if (o.catchup > 0 && o.clients < 3) return bad("--catchup needs at least 3 clients (poster, subscriber, catch-up)");
+  if (o.catchup > 0 && o.find_max) return bad("--catchup and --find-max do not combine");
   if (o.source_addrs == 0) o.source_addrs = 1 + o.clients / 20000;
   if (o.prefix.empty()) {
     std::random_device rd;
@@ -105,8 +114,14 @@ int first_client_of_worker(const BenchOptions& o, int worker) {
 
 int total_clients(const BenchOptions& o) { return first_client_of_worker(o, o.workers); }
 
+int offline_subscribers_of_worker(const BenchOptions& o, int worker) {
+  if (o.workload != Workload::kChannel) return 0;
+  return o.offline_subscribers / o.workers + (worker < o.offline_subscribers % o.workers ? 1 : 0);
+}
+
 double rate_of_worker(const BenchOptions& o, int worker, double total_rate) {
   if (o.workload == Workload::kBroadcast) return total_rate / o.workers;  // one sender each
+  if (o.workload == Workload::kChannel) return worker == 0 ? total_rate : 0;  // one poster, in worker 0
   return total_rate * clients_of_worker(o, worker) / std::max(1, total_clients(o));
 }
 

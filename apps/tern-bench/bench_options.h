@@ -10,7 +10,7 @@
 
 namespace tern::bench {
 
-enum class Workload { kPairs, kGroup, kBroadcast, kIdle, kOfflineDrain, kReconnectStorm };
+enum class Workload { kPairs, kGroup, kBroadcast, kIdle, kOfflineDrain, kReconnectStorm, kChannel };
 
 Result<Workload> parse_workload(std::string_view name);
 std::string_view workload_name(Workload w);
@@ -55,6 +55,9 @@ struct BenchOptions {
   size_t max_pending = 100000; // unacknowledged sends kept per device; beyond: local error
                                // (MQTT: at most 65,534, the packet ids a client has)
   int mqtt_keepalive_s = 60;   // MQTT: CONNECT keep-alive; a PINGREQ after half of it idle
+  bool typing = false;         // group: every post is preceded by a typing frame of its sender
+  int offline_subscribers = 0; // channel: subscribers that join over HTTP and never connect
+  int catchup = 0;             // channel: posts one subscriber misses while offline, then replays
 
   // Derived.
   bool sends() const { return workload != Workload::kIdle; }
@@ -69,6 +72,8 @@ int clients_of_worker(const BenchOptions& o, int worker);
 // Index of this worker's first client among all clients (for source-address spreading).
 int first_client_of_worker(const BenchOptions& o, int worker);
 int total_clients(const BenchOptions& o);
+// channel: this worker's share of --offline-subscribers.
+int offline_subscribers_of_worker(const BenchOptions& o, int worker);
 // This worker's share of a total rate.
 double rate_of_worker(const BenchOptions& o, int worker, double total_rate);
 

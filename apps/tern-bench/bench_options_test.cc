@@ -74,6 +74,55 @@ TEST(BenchOptions, DefaultsAndChecks) {
   EXPECT_EQ(*parse_workload("offline-drain"), Workload::kOfflineDrain);
 }
 
+TEST(BenchOptions, ChannelHasOnePosterAndSplitsOfflineSubscribers) {
+  EXPECT_EQ(*parse_workload("channel"), Workload::kChannel);
+  EXPECT_EQ(workload_name(Workload::kChannel), "channel");
+  BenchOptions o;
+  o.workload = Workload::kChannel;
+  o.clients = 19000;
+  o.workers = 2;
+  o.offline_subscribers = 181001;
+  ASSERT_TRUE(finalize(o).ok());
+  EXPECT_EQ(clients_of_worker(o, 0) + clients_of_worker(o, 1), 19000);
+  EXPECT_EQ(rate_of_worker(o, 0, 1), 1.0) << "the poster is worker 0's";
+  EXPECT_EQ(rate_of_worker(o, 1, 1), 0.0);
+  EXPECT_EQ(offline_subscribers_of_worker(o, 0), 90501);
+  EXPECT_EQ(offline_subscribers_of_worker(o, 1), 90500);
+  EXPECT_EQ(offline_subscribers_of_worker(make(Workload::kGroup, 10, 1), 0), 0);
+
+  BenchOptions c;
+  c.workload = Workload::kChannel;
+  c.clients = 2;
+  c.catchup = 100;
+  EXPECT_FALSE(finalize(c).ok()) << "poster, a live subscriber and the catch-up one";
+  c.clients = 3;
+  EXPECT_TRUE(finalize(c).ok());
+  c.find_max = true;
+  EXPECT_FALSE(finalize(c).ok());
+  for (Workload w : {Workload::kPairs, Workload::kGroup, Workload::kBroadcast}) {
+    BenchOptions x;
+    x.workload = w;
+    x.offline_subscribers = 5;
+    EXPECT_FALSE(finalize(x).ok()) << workload_name(w);
+    x.offline_subscribers = 0;
+    x.catchup = 5;
+    EXPECT_FALSE(finalize(x).ok()) << workload_name(w);
+  }
+  BenchOptions neg;
+  neg.workload = Workload::kChannel;
+  neg.offline_subscribers = -1;
+  EXPECT_FALSE(finalize(neg).ok());
+}
+
+TEST(BenchOptions, TypingIsForGroups) {
+  BenchOptions o;
+  o.workload = Workload::kGroup;
+  o.typing = true;
+  EXPECT_TRUE(finalize(o).ok());
+  o.workload = Workload::kPairs;
+  EXPECT_FALSE(finalize(o).ok());
+}
+
 TEST(BenchOptions, MqttIsForPairsOnly) {
   EXPECT_EQ(*parse_protocol("mqtt"), Protocol::kMqtt);
   EXPECT_EQ(*parse_protocol("tern"), Protocol::kTern);
@@ -86,12 +135,23 @@ TEST(BenchOptions, MqttIsForPairsOnly) {
   o.find_max = true;
   EXPECT_TRUE(finalize(o).ok());
   for (Workload w : {Workload::kGroup, Workload::kBroadcast, Workload::kIdle, Workload::kOfflineDrain,
-                     Workload::kReconnectStorm}) {
+                     Workload::kReconnectStorm, Workload::kChannel}) {
     BenchOptions m;
     m.protocol = Protocol::kMqtt;
     m.workload = w;
     EXPECT_FALSE(finalize(m).ok()) << workload_name(w);
   }
+}
+
+TEST(BenchReport, PrometheusValue) {
+  const std::string text =
+      "# HELP tern_store_writes_total store write ops\n# TYPE tern_store_writes_total counter\n"
+      "tern_store_writes_total_x 7\ntern_store_writes_total 1234\ntern_store_reads_total{a=\"b\"} 5\n"
+      "tern_store_reads_total 56.5";
+  EXPECT_EQ(prometheus_value(text, "tern_store_writes_total"), 1234.0);
+  EXPECT_EQ(prometheus_value(text, "tern_store_reads_total"), 56.5) << "the unlabelled sample, last line";
+  EXPECT_FALSE(prometheus_value(text, "tern_store").has_value());
+  EXPECT_FALSE(prometheus_value("tern_x abc\n", "tern_x").has_value());
 }
 
 TEST(BenchControl, LinesRoundTrip) {

@@ -31,8 +31,25 @@ std::string fmt(const char* f, double v) {
 
 json::value latency_json(const lean::LatencyHistogram& h) {
   return json::object{{"count", h.count()},          {"p50", ms(h.quantile(0.5))},   {"p90", ms(h.quantile(0.9))},
+                      {"p95", ms(h.quantile(0.95))},
                       {"p99", ms(h.quantile(0.99))}, {"p999", ms(h.quantile(0.999))}, {"max", ms(h.max())},
                       {"mean", h.mean() / 1000.0}};
+}
+
+std::optional<double> prometheus_value(std::string_view text, std::string_view name) {
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string_view::npos) eol = text.size();
+    const std::string_view line = text.substr(pos, eol - pos);
+    pos = eol + 1;
+    if (line.size() <= name.size() || line.substr(0, name.size()) != name || line[name.size()] != ' ') continue;
+    const std::string value(line.substr(name.size() + 1));
+    char* end = nullptr;
+    const double v = std::strtod(value.c_str(), &end);
+    if (end != value.c_str()) return v;
+  }
+  return std::nullopt;
 }
 
 void StepSummary::add_worker(const json::value& data) {
@@ -56,6 +73,12 @@ void StepSummary::add_worker(const json::value& data) {
     if (auto r = lean::LatencyHistogram::from_json(*h)) ack_latency.merge(*r);
   if (o->contains("storm_s")) storm_s = std::max(storm_s, num(*o, "storm_s"));
   if (o->contains("replay_s")) replay_s = std::max(replay_s, num(*o, "replay_s"));
+  if (o->contains("catchup_posts")) {
+    catchup_posts += static_cast<uint64_t>(num(*o, "catchup_posts"));
+    catchup_replayed += static_cast<uint64_t>(num(*o, "catchup_replayed"));
+    catchup_synced_s = std::max(catchup_synced_s, num(*o, "catchup_synced_s"));
+    catchup_last_post_s = std::max(catchup_last_post_s, num(*o, "catchup_last_post_s"));
+  }
 }
 
 std::optional<double> StepSummary::server_us_per_delivery() const {
@@ -108,8 +131,20 @@ json::value StepSummary::to_json(const BenchOptions& o) const {
                  {"server_cpu_util", server_cpu_us && wall_s > 0 ? json::value(static_cast<double>(*server_cpu_us) / 1e6 / wall_s)
                                                                  : json::value(nullptr)},
                  {"server_rss_kb", server_rss_kb ? json::value(*server_rss_kb) : json::value(nullptr)},
+                 {"server_runqueue_wait_s", server_runqueue_wait_us
+                                                ? json::value(static_cast<double>(*server_runqueue_wait_us) / 1e6)
+                                                : json::value(nullptr)},
                  {"sustained", sustained(o)}};
   if (storm_s >= 0) j["reconnect_s"] = storm_s;
+  if (server_store) {
+    j["server_store_writes"] = server_store->writes;
+    j["server_store_reads"] = server_store->reads;
+  }
+  if (catchup_posts > 0 || catchup_synced_s >= 0)
+    j["catchup"] = json::object{{"posts", catchup_posts},
+                                {"replayed", catchup_replayed},
+                                {"connect_to_synced_s", catchup_synced_s},
+                                {"connect_to_last_post_s", catchup_last_post_s}};
   if (replay_s >= 0) {
     j["replay_s"] = replay_s;
     j["replay_per_s"] = replay_s > 0 ? static_cast<double>(c.replayed) / replay_s : 0.0;
@@ -188,12 +223,38 @@ json::value Report::to_json() const {
           static_cast<double>(gen_rss_connected_kb - gen_rss_ready_kb) * 1024.0 / static_cast<double>(online_after_connect);
     j["idle"] = std::move(idle);
   }
+  if (o.workload == Workload::kChannel && !steps.empty()) j["channel"] = channel_json();
   if (!fatal.empty()) {
     json::array f;
     for (const auto& s : fatal) f.emplace_back(s);
     j["fatal"] = std::move(f);
   }
   return j;
+}
+
+json::value Report::channel_json() const {
+  const StepSummary& s = steps.back();
+  const uint64_t subscribers = clients > 0 ? clients - 1 : 0;  // all but the poster
+  return json::object{{"id", channel_id},
+                      {"posts", channel_posts},
+                      {"subscribers_connected", subscribers},
+                      {"offline_subscribers", offline_subscribers},
+                      {"expected", channel_posts * subscribers},
+                      {"delivered", verifier.delivered},
+                      {"delivered_live", s.c.delivered},
+                      {"lost", verifier.losses},
+                      {"duplicates", verifier.duplicates},
+                      {"redelivered", verifier.redelivered},
+                      {"latency_ms", latency_json(s.latency)},
+                      // ternd's tern_store_writes_total over the probe's posts, made while no
+                      // subscriber acked (so no cursor writes); null without /metrics.
+                      {"probe_posts", probe_posts},
+                      {"store_writes_per_post",
+                       probe_store && probe_posts ? json::value(probe_store->writes / static_cast<double>(probe_posts))
+                                                  : json::value(nullptr)},
+                      {"store_reads_per_post",
+                       probe_store && probe_posts ? json::value(probe_store->reads / static_cast<double>(probe_posts))
+                                                  : json::value(nullptr)}};
 }
 
 std::string Report::table() const {
@@ -224,6 +285,10 @@ std::string Report::table() const {
       if (s.replay_s >= 0)
         t += "     offline drain: " + std::to_string(s.c.replayed) + " queued messages replayed in " +
              fmt("%.3f", s.replay_s) + " s (" + fmt("%.0f", s.replay_s > 0 ? s.c.replayed / s.replay_s : 0) + "/s)\n";
+      if (s.catchup_posts > 0)
+        t += "     catch-up: " + std::to_string(s.catchup_replayed) + "/" + std::to_string(s.catchup_posts) +
+             " posts replayed; connect -> synced " + fmt("%.3f", s.catchup_synced_s) + " s, -> last post " +
+             fmt("%.3f", s.catchup_last_post_s) + " s\n";
       if (!s.drained)
         t += "     not drained after " + fmt("%.1f", s.drain_s) + " s: " + std::to_string(s.undelivered) +
              " deliveries and " + std::to_string(s.unacked) + " acks missing\n";
@@ -241,6 +306,17 @@ std::string Report::table() const {
            fmt("%.0f", static_cast<double>(*rss_connected_kb - *rss_ready_kb) * 1024.0 / online_after_connect) +
            " bytes per connection";
     t += "\n";
+  }
+  if (o.workload == Workload::kChannel && !steps.empty()) {
+    const uint64_t subs = clients > 0 ? clients - 1 : 0;
+    t += "channel: " + std::to_string(channel_posts) + " posts x " + std::to_string(subs) + " connected subscribers (" +
+         std::to_string(offline_subscribers) + " more offline): " + std::to_string(verifier.delivered) + "/" +
+         std::to_string(channel_posts * subs) + " delivered, p95 " + fmt("%.2f", ms(steps.back().latency.quantile(0.95))) +
+         " ms, max " + fmt("%.2f", ms(steps.back().latency.max())) + " ms" +
+         (probe_store && probe_posts ? ", " + fmt("%.2f", probe_store->writes / static_cast<double>(probe_posts)) +
+                                           " store writes per post"
+                                     : std::string()) +
+         "\n";
   }
   const auto& v = verifier;
   t += "verifier: " + std::to_string(v.acked) + " acknowledged, " + std::to_string(v.delivered) + "/" +

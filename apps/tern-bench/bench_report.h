@@ -18,6 +18,15 @@ namespace tern::bench {
 
 namespace lean = tern::client::lean;
 
+// The value of an unlabelled sample `name` in Prometheus text (GET /metrics), if present.
+std::optional<double> prometheus_value(std::string_view text, std::string_view name);
+
+// ternd's store counters (tern_store_writes_total, tern_store_reads_total) at one instant.
+struct StoreCounters {
+  double writes = 0;
+  double reads = 0;
+};
+
 struct StepSummary {
   double rate_target = 0;  // total sends per second asked for
   double send_s = 0;       // longest send phase among workers
@@ -36,8 +45,16 @@ struct StepSummary {
   lean::LatencyHistogram ack_latency;  // send → `sent`, µs
   double storm_s = -1;
   double replay_s = -1;
+  // channel --catchup: posts missed while offline, how many replayed, seconds from the
+  // connect to `synced` and to the last post (-1: did not happen).
+  uint64_t catchup_posts = 0, catchup_replayed = 0;
+  double catchup_synced_s = -1, catchup_last_post_s = -1;
   std::optional<int64_t> server_cpu_us;  // over the whole step (send + drain)
+  std::optional<int64_t> server_runqueue_wait_us;  // its threads' wait for a CPU, same span
   std::optional<int64_t> server_rss_kb;  // at the end of the step
+  // channel: ternd's store write and read ops over the step (GET /metrics with the poster's
+  // token); acks count too (one cursor write per ack frame the server commits).
+  std::optional<StoreCounters> server_store;
 
   // Adds one worker's step data (see Worker::step_json).
   void add_worker(const boost::json::value& data);
@@ -70,12 +87,20 @@ struct Report {
   std::optional<int64_t> rss_ready_kb, rss_connected_kb, rss_held_kb, server_cpu_total_us;
   int64_t gen_rss_ready_kb = 0, gen_rss_connected_kb = 0;  // Σ over workers
   uint64_t idle_disconnects = 0;
+  std::string channel_id;            // channel: the one channel
+  uint64_t channel_posts = 0;        // channel: posts acknowledged to the poster
+  uint64_t offline_subscribers = 0;  // channel: joined, never connected
+  uint64_t probe_posts = 0;          // channel: posts of the store probe (acks paused)...
+  std::optional<StoreCounters> probe_store;  // ...and ternd's store ops while they went in
   int64_t idle_gen_cpu_us = 0;
   std::vector<std::string> fatal;
 
   int exit_code() const;
   boost::json::value to_json() const;
   std::string table() const;
+  // channel: posts, subscribers, expected (posts × subscribers that connect), delivered,
+  // lost, duplicates, post → receive latency.
+  boost::json::value channel_json() const;
 };
 
 }  // namespace tern::bench

@@ -47,20 +47,85 @@ Error http_error(std::string_view what, const lean::HttpResponse& r) {
                                               r.body.substr(0, 200));
 }
 
+std::string bench_user(const BenchOptions& o, int worker, int i) {
+  return o.prefix + "-" + std::to_string(worker) + "-" + std::to_string(i);
+}
+
+struct Account {
+  std::string user;
+  std::string token;
+};
+
+Result<Account> register_one(lean::HttpClient& http, const std::string& user) {
+  const std::string body = json::serialize(json::object{{"user", user}});
+  auto r = http.post_json("/v1/users", body);
+  if (!r) return r.error();
+  if (r->status != 201) return http_error("register " + user, *r);
+  boost::system::error_code ec;
+  const json::value v = json::parse(r->body, ec);
+  if (ec) return make_error(ErrorCode::kMalformed, "register: answer is not JSON");
+  Account a{user, field(v, "token")};
+  if (a.token.empty()) return make_error(ErrorCode::kMalformed, "register: no token in the answer");
+  return a;
+}
+
+Result<void> join_one(lean::HttpClient& http, const std::string& channel, const std::string& token) {
+  auto r = http.post_json("/v1/conversations/" + channel + "/join", "{}", token);
+  if (!r) return r.error();
+  if (r->status != 200) return http_error("join the channel", *r);
+  return {};
+}
+
 }  // namespace
+
+Result<ChannelSetup> create_bench_channel(const BenchOptions& opt) {
+  auto addr = lean::parse_server_url(opt.server);
+  if (!addr) return addr.error();
+  lean::HttpClient http(*addr);
+  auto poster = register_one(http, bench_user(opt, 0, 0));
+  if (!poster) return poster.error();
+  const json::object req{{"type", "channel"}, {"name", "bench"}, {"public", true}};
+  auto res = http.post_json("/v1/conversations", json::serialize(req), poster->token);
+  if (!res) return res.error();
+  if (res->status != 200 && res->status != 201) return http_error("create the channel", *res);
+  boost::system::error_code ec;
+  const json::value v = json::parse(res->body, ec);
+  ChannelSetup ch{ec ? std::string() : field(v, "conversation_id"), poster->user, poster->token};
+  if (ch.id.empty()) return make_error(ErrorCode::kMalformed, "create the channel: no conversation_id");
+  return ch;
+}
 
 Result<void> Worker::setup() {
   const int n = clients_of_worker(opt_, index_);
-  devices_.reserve(static_cast<size_t>(n));
+  const bool channel = opt_.workload == Workload::kChannel;
+  shadow_ = channel && index_ != 0;
+  devices_.reserve(static_cast<size_t>(n) + (shadow_ ? 1 : 0));
+  if (shadow_) {  // verifier index 0, like the poster's in worker 0 (the body records name it)
+    auto dev = std::make_unique<Device>(*this, verifier_.add_device());
+    dev->user = channel_.poster;
+    dev->shadow = true;
+    devices_.push_back(std::move(dev));
+  }
   for (int i = 0; i < n; ++i) {
     const DeviceIdx d = verifier_.add_device();
     auto dev = std::make_unique<Device>(*this, d);
-    dev->user = opt_.prefix + "-" + std::to_string(index_) + "-" + std::to_string(i);
+    dev->user = bench_user(opt_, index_, i);
     if (mqtt_mode()) dev->mqtt = std::make_unique<lean::MqttConnection>(io_, scratch_, *dev);
     devices_.push_back(std::move(dev));
   }
+  if (channel && index_ == 0) {
+    devices_[0]->token = channel_.poster_token;  // registered by the coordinator
+    if (opt_.catchup > 0) {
+      catchup_dev_ = static_cast<DeviceIdx>(devices_.size() - 1);
+      catchup_target_ = static_cast<uint64_t>(opt_.catchup);
+    }
+  }
   if (mqtt_mode()) return create_mqtt_topics();  // no accounts, no HTTP: the broker is open
   if (auto r = register_users(); !r) return r;
+  if (channel) {
+    if (auto r = join_channel(); !r) return r;
+    return add_offline_subscribers();
+  }
   return create_conversations();
 }
 
@@ -69,15 +134,10 @@ Result<void> Worker::register_users() {
   return parallel(server_, threads, [this, threads](int t, lean::HttpClient& http) -> Result<void> {
     for (size_t i = static_cast<size_t>(t); i < devices_.size(); i += static_cast<size_t>(threads)) {
       Device& d = *devices_[i];
-      const std::string body = json::serialize(json::object{{"user", d.user}});
-      auto r = http.post_json("/v1/users", body);
-      if (!r) return r.error();
-      if (r->status != 201) return http_error("register " + d.user, *r);
-      boost::system::error_code ec;
-      const json::value v = json::parse(r->body, ec);
-      if (ec) return make_error(ErrorCode::kMalformed, "register: answer is not JSON");
-      d.token = field(v, "token");
-      if (d.token.empty()) return make_error(ErrorCode::kMalformed, "register: no token in the answer");
+      if (d.shadow || !d.token.empty()) continue;  // a channel's poster: registered already
+      auto a = register_one(http, d.user);
+      if (!a) return a.error();
+      d.token = a->token;
     }
     return {};
   });
@@ -94,6 +154,7 @@ Result<void> Worker::create_conversations() {
   const auto n = static_cast<DeviceIdx>(devices_.size());
   switch (opt_.workload) {
     case Workload::kIdle:
+    case Workload::kChannel:  // join_channel()
       return {};
     case Workload::kPairs:
     case Workload::kReconnectStorm:
@@ -162,6 +223,47 @@ Result<void> Worker::create_conversations() {
     convs_.push_back(ConvInfo{std::move(p.id), std::move(p.members)});
   }
   return {};
+}
+
+Result<void> Worker::join_channel() {
+  // Everyone but the poster (and its shadow) subscribes, in parallel.
+  const int threads = std::max(1, std::min<int>(opt_.setup_threads, static_cast<int>(devices_.size())));
+  auto r = parallel(server_, threads, [this, threads](int t, lean::HttpClient& http) -> Result<void> {
+    for (size_t i = static_cast<size_t>(t); i < devices_.size(); i += static_cast<size_t>(threads)) {
+      if (i == 0) continue;  // the poster owns the channel; in other workers, its shadow
+      if (auto j = join_one(http, channel_.id, devices_[i]->token); !j) return j;
+    }
+    return {};
+  });
+  if (!r) return r;
+  std::vector<DeviceIdx> members;
+  for (const auto& d : devices_) members.push_back(d->idx);
+  const ConvIdx c = verifier_.add_conversation(members);
+  conv_by_id_.emplace(channel_.id, c);
+  for (auto& d : devices_) d->convs.push_back(c);
+  if (index_ == 0) slots_.push_back(SendSlot{0, c});
+  convs_.push_back(ConvInfo{channel_.id, std::move(members)});
+  return {};
+}
+
+Result<void> Worker::add_offline_subscribers() {
+  // Registered and subscribed, never connected: they cost the server an entry in the channel's
+  // subscriber list and nothing per post (fan-out on read).
+  const int n = offline_subscribers_of_worker(opt_, index_);
+  if (n == 0) return {};
+  const int threads = std::max(1, std::min(opt_.setup_threads, n));
+  std::atomic<uint64_t> joined{0};
+  auto r = parallel(server_, threads, [&](int t, lean::HttpClient& http) -> Result<void> {
+    for (int i = t; i < n; i += threads) {
+      auto a = register_one(http, opt_.prefix + "-off-" + std::to_string(index_) + "-" + std::to_string(i));
+      if (!a) return a.error();
+      if (auto j = join_one(http, channel_.id, a->token); !j) return j;
+      joined.fetch_add(1, std::memory_order_relaxed);
+    }
+    return {};
+  });
+  offline_joined_ = joined.load();
+  return r;
 }
 
 Result<void> Worker::create_mqtt_topics() {

@@ -9,7 +9,7 @@ namespace json = boost::json;
 #define TERN_BENCH_COUNTERS(X)                                                                   \
   X(scheduled) X(written) X(retransmitted) X(acked) X(send_failed) X(delivered) X(replayed)     \
   X(redelivered) X(other_messages) X(receipts) X(receipts_to_non_senders) X(ephemeral) X(acks_sent) X(connects)           \
-  X(connect_failures) X(disconnects) X(synced)
+  X(connect_failures) X(disconnects) X(synced) X(typing_sent)
 
 Counters Counters::operator-(const Counters& o) const {
   Counters r;

@@ -27,6 +27,7 @@ struct Counters {
   uint64_t connect_failures = 0;
   uint64_t disconnects = 0;    // open connections lost without being asked to close
   uint64_t synced = 0;
+  uint64_t typing_sent = 0;    // group --typing: typing frames written
 
   Counters operator-(const Counters& o) const;
   Counters& operator+=(const Counters& o);

@@ -44,8 +44,14 @@ json::value one_field(std::string_view k, json::value v) {
 
 }  // namespace
 
-Worker::Worker(const BenchOptions& opt, int index, int ctl_in, int ctl_out)
-    : opt_(opt), index_(index), ctl_in_fd_(ctl_in), ctl_out_fd_(ctl_out), encoder_(opt.body_bytes), tick_(io_) {}
+Worker::Worker(const BenchOptions& opt, int index, int ctl_in, int ctl_out, ChannelSetup channel)
+    : opt_(opt),
+      index_(index),
+      ctl_in_fd_(ctl_in),
+      ctl_out_fd_(ctl_out),
+      encoder_(opt.body_bytes),
+      channel_(std::move(channel)),
+      tick_(io_) {}
 
 Worker::~Worker() {
   // Connections first (they refer to io_ and scratch_), then the rest in reverse order.
@@ -178,6 +184,16 @@ void Worker::on_tick() {
 
 void Worker::housekeeping(int64_t now) {
   last_housekeeping_us_ = now;
+  for (size_t i = 0; i < resend_list_.size();) {
+    if (resend_list_[i].first <= now) {
+      const auto [d, sender_seq] = resend_list_[i].second;
+      resend_list_[i] = resend_list_.back();
+      resend_list_.pop_back();
+      devices_[d]->resend(sender_seq);
+    } else {
+      ++i;
+    }
+  }
   for (size_t i = 0; i < retry_list_.size();) {
     if (retry_list_[i].first <= now) {
       const DeviceIdx d = retry_list_[i].second;
@@ -213,7 +229,7 @@ void Worker::report_progress(int64_t now) {
   for (const auto& [k, n] : errors_) errors += n;
   write_line('P', json::object{{"phase", phase_name_},
                                {"online", online},
-                               {"clients", devices_.size()},
+                               {"clients", real_clients()},
                                {"counters", counters_.to_json()},
                                {"errors", errors},
                                {"hist", interval_latency_.to_json()}});
@@ -372,8 +388,10 @@ size_t Worker::live_count_all() const {
 }
 
 std::vector<DeviceIdx> Worker::all_devices() const {
-  std::vector<DeviceIdx> v(devices_.size());
-  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<DeviceIdx>(i);
+  std::vector<DeviceIdx> v;
+  v.reserve(devices_.size());
+  for (size_t i = 0; i < devices_.size(); ++i)
+    if (!devices_[i]->shadow && catchup_dev_ != static_cast<DeviceIdx>(i)) v.push_back(static_cast<DeviceIdx>(i));
   return v;
 }
 
@@ -388,8 +406,9 @@ json::value Worker::held_json(uint64_t disconnects) const {
 }
 
 json::value Worker::result_json() const {
-  return json::object{{"clients", devices_.size()},
+  return json::object{{"clients", real_clients()},
                       {"online_at_end", live_count_all()},
+                      {"offline_subscribers", offline_joined_},
                       {"counters", counters_.to_json()},
                       {"errors", errors_to_json(errors_)},
                       {"verifier", verifier_.totals().to_json()},
@@ -403,6 +422,7 @@ asio::awaitable<void> Worker::lifecycle() {
     case Workload::kIdle: co_await run_idle(); break;
     case Workload::kReconnectStorm: co_await run_reconnect_storm(); break;
     case Workload::kOfflineDrain: co_await run_offline_drain(); break;
+    case Workload::kChannel: co_await run_channel(); break;
     default: co_await run_traffic_steps(); break;
   }
   phase_name_ = "done";
@@ -518,6 +538,100 @@ asio::awaitable<void> Worker::run_offline_drain() {
     co_await drain(drain_s, drained);
     co_await barrier("step_end", step_json(rate, send_s, drain_s, drained));
   }
+}
+
+json::value Worker::posts_json(size_t from) const {
+  json::array a;
+  for (size_t i = from; i < posts_.size(); ++i) a.push_back(json::array{posts_[i].first, posts_[i].second});
+  json::object o;
+  o["posts"] = std::move(a);
+  return o;
+}
+
+void Worker::note_catchup_delivery(DeviceIdx d) {
+  if (!catchup_dev_ || d != *catchup_dev_ || catchup_last_us_ != 0 || catchup_connect_us_ == 0) return;
+  if (verifier_.device_delivered(d) >= catchup_target_) catchup_last_us_ = mono_us();
+}
+
+// One channel, one poster (worker 0's device 0), every other client a subscriber. The poster
+// posts at --rate for --duration (with --catchup: exactly --catchup posts while the catch-up
+// subscriber is offline). Workers other than 0 learn the acknowledged posts at the "posted"
+// barrier, so that each verifier expects every post at each of its subscribers.
+asio::awaitable<void> Worker::run_channel() {
+  phase_name_ = "connect";
+  const bool all = co_await bring_online(all_devices());
+  co_await barrier("connected", connected_json(live_count_all(), all));
+  const json::value go = co_await barrier("step_start", json::object{});
+  if (go.as_object().contains("stop")) co_return;
+  const double rate = rate_of_worker(opt_, index_, go.as_object().at("rate").to_number<double>());
+  begin_step();
+  phase_name_ = "send";
+  const uint64_t count = static_cast<uint64_t>(opt_.catchup);
+  start_sending(rate, count > 0 ? 0 : opt_.duration_s, count);
+  const double send_limit_s = count > 0 ? static_cast<double>(count) / std::max(rate, 1.0) + 60 : opt_.duration_s + 60;
+  co_await wait_until([this] { return !sending_; }, send_limit_s);
+  co_await wait_until([this] { return unacked_sends_ == 0; }, opt_.drain_timeout_s);
+  const double send_s = static_cast<double>(send_stopped_us_ - send_started_us_) / 1e6;
+  delivered_at_send_end_ = counters_.delivered;
+  acked_at_send_end_ = counters_.acked;
+  ack_posts(co_await barrier("posted", posts_json()));
+  if (catchup_dev_) {
+    // Everything is posted and stored: the catch-up subscriber connects and replays.
+    phase_name_ = "catchup";
+    catchup_target_ = posts_.size();
+    catchup_connect_us_ = mono_us();
+    const std::vector<DeviceIdx> one(1, *catchup_dev_);
+    note_catchup_delivery(*catchup_dev_);
+    const bool back = co_await bring_online(one);
+    if (back) co_await wait_until([this] { return catchup_last_us_ != 0; }, opt_.setup_timeout_s);
+    if (!catchup_last_us_) count_error("catch-up: not every post arrived in time");
+  }
+  phase_name_ = "drain";
+  double drain_s = 0;
+  bool drained = false;
+  co_await drain(drain_s, drained);
+  json::value step = step_json(rate, send_s, drain_s, drained);
+  if (catchup_dev_) {
+    auto& o = step.as_object();
+    o["catchup_posts"] = catchup_target_;
+    o["catchup_replayed"] = verifier_.device_delivered(*catchup_dev_);
+    o["catchup_synced_s"] = catchup_synced_us_ ? static_cast<double>(catchup_synced_us_ - catchup_connect_us_) / 1e6 : -1.0;
+    o["catchup_last_post_s"] = catchup_last_us_ ? static_cast<double>(catchup_last_us_ - catchup_connect_us_) / 1e6 : -1.0;
+  }
+  co_await barrier("step_end", std::move(step));
+  co_await run_store_probe(rate);
+}
+
+void Worker::ack_posts(const json::value& posted) {
+  if (!shadow_) return;
+  const ConvIdx c = 0;  // the channel, the only conversation
+  for (const auto& p : posted.as_object().at("posts").as_array()) {
+    const auto& pair = p.as_array();
+    verifier_.on_acked(0, c, pair.at(0).to_number<Seq>(), pair.at(1).to_number<uint64_t>());
+  }
+}
+
+// What one post costs the store, from ternd's own counter: the coordinator reads
+// tern_store_writes_total before and after kProbePosts posts while no subscriber acks (an ack
+// is a cursor write), then the acks resume and the posts are verified like the others.
+asio::awaitable<void> Worker::run_store_probe(double rate) {
+  constexpr uint64_t kProbePosts = 10;
+  phase_name_ = "probe";
+  acks_paused_ = true;
+  co_await barrier("probe_start", json::object{});
+  const size_t from = posts_.size();
+  if (index_ == 0) {
+    start_sending(std::max(rate, 20.0), 0, kProbePosts);
+    co_await wait_until([this] { return !sending_; }, 60);
+    co_await wait_until([this] { return unacked_sends_ == 0; }, opt_.drain_timeout_s);
+  }
+  ack_posts(co_await barrier("probe_end", posts_json(from)));
+  acks_paused_ = false;
+  for (auto& d : devices_) d->flush_acks();
+  double drain_s = 0;
+  bool drained = false;
+  co_await drain(drain_s, drained);
+  if (!drained) count_error("store probe: posts not delivered in time");
 }
 
 }  // namespace tern::bench

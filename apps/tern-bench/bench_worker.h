@@ -53,6 +53,17 @@ using lean::DeviceIdx;
 
 class Worker;
 
+// The channel workload's one channel, created by the coordinator before the workers start (so
+// that every worker's subscribers can join it): its id, and its poster (owner), who is device
+// 0 of worker 0. Empty for other workloads.
+struct ChannelSetup {
+  std::string id;
+  std::string poster;
+  std::string poster_token;
+};
+// Registers the poster (named like worker 0's device 0) and creates the channel; blocking.
+Result<ChannelSetup> create_bench_channel(const BenchOptions& opt);
+
 // MQTT packet ids: PUBLISH uses 1..65534 (sender seq s -> (s - 1) % 65534 + 1), SUBSCRIBE
 // 65535. At most kMqttMaxPending publishes are unacknowledged per device, so an id names
 // exactly one pending send.
@@ -78,6 +89,8 @@ class Device final : public lean::WsConnection::Handler, public lean::MqttConnec
 
   // Schedules a new message into `conv`, intended to leave at `intended_us`.
   void send_new(ConvIdx conv, int64_t intended_us);
+  // Transmits an unacknowledged send again (channel: after a temporary refusal).
+  void resend(uint64_t sender_seq);
   void flush_acks();
 
   Phase phase() const { return phase_; }
@@ -99,6 +112,9 @@ class Device final : public lean::WsConnection::Handler, public lean::MqttConnec
   std::string token;
   std::vector<ConvIdx> convs;  // memberships
   bool want_online = false;
+  // channel, workers other than 0: device 0 stands for worker 0's poster in this worker's
+  // verifier (its posts are acknowledged here through the "posted" barrier); never connects.
+  bool shadow = false;
   int64_t attempt_started_us = 0;
   int failures_in_row = 0;
   bool queued = false;  // in the worker's connect queue
@@ -156,7 +172,7 @@ class Device final : public lean::WsConnection::Handler, public lean::MqttConnec
 class Worker {
  public:
   // `ctl_in`/`ctl_out`: the pipe ends to and from the coordinator.
-  Worker(const BenchOptions& opt, int index, int ctl_in, int ctl_out);
+  Worker(const BenchOptions& opt, int index, int ctl_in, int ctl_out, ChannelSetup channel = {});
   ~Worker();
   // The whole life of the worker; returns the process exit code.
   int run();
@@ -177,6 +193,8 @@ class Worker {
   Result<void> register_users();
   Result<void> create_conversations();
   Result<void> create_mqtt_topics();
+  Result<void> join_channel();
+  Result<void> add_offline_subscribers();
   bool mqtt_mode() const { return opt_.protocol == Protocol::kMqtt; }
 
   // ---- phases (bench_worker.cc) ----
@@ -185,6 +203,7 @@ class Worker {
   asio::awaitable<void> run_traffic_steps();
   asio::awaitable<void> run_reconnect_storm();
   asio::awaitable<void> run_offline_drain();
+  asio::awaitable<void> run_channel();
   // Wants `who` online and waits until all are live (or the set-up timeout).
   asio::awaitable<bool> bring_online(const std::vector<DeviceIdx>& who);
   asio::awaitable<bool> wait_until(std::function<bool()> done, double timeout_s);
@@ -216,7 +235,14 @@ class Worker {
   Result<ConvIdx> conv_of(std::string_view id) const;
   size_t live_count(const std::vector<DeviceIdx>& who) const;
   size_t live_count_all() const;
+  // Every device that connects (all but a channel's shadow poster and catch-up subscriber).
   std::vector<DeviceIdx> all_devices() const;
+  size_t real_clients() const { return devices_.size() - (shadow_ ? 1 : 0); }
+  // Posts acknowledged to worker 0's poster from index `from` on, for the other workers.
+  boost::json::value posts_json(size_t from = 0) const;
+  void ack_posts(const boost::json::value& posted);  // a shadow's verifier learns them
+  asio::awaitable<void> run_store_probe(double rate);
+  void note_catchup_delivery(DeviceIdx d);
 
   const BenchOptions opt_;
   const int index_;
@@ -236,6 +262,15 @@ class Worker {
   std::unordered_map<std::string, ConvIdx, IdHash, std::equal_to<>> conv_by_id_;
   std::vector<SendSlot> slots_;
   std::vector<DeviceIdx> senders_, receivers_;  // offline-drain's halves
+  // channel
+  ChannelSetup channel_;
+  bool shadow_ = false;                            // devices_[0] is the shadow poster
+  std::vector<std::pair<Seq, uint64_t>> posts_;    // worker 0: acknowledged posts (seq, sender seq)
+  std::optional<DeviceIdx> catchup_dev_;           // worker 0 with --catchup: offline until posted
+  uint64_t catchup_target_ = 0;                    // posts it must get
+  int64_t catchup_connect_us_ = 0, catchup_synced_us_ = 0, catchup_last_us_ = 0;
+  uint64_t offline_joined_ = 0;
+  bool acks_paused_ = false;                       // the store probe: no acks, so no cursor writes
   Counters counters_;
   ErrorCounts errors_;
   lean::LatencyHistogram step_latency_, step_ack_latency_, interval_latency_;
@@ -262,6 +297,7 @@ class Worker {
   // Connections.
   std::deque<DeviceIdx> connect_queue_;
   std::vector<std::pair<int64_t, DeviceIdx>> retry_list_;  // (due, device)
+  std::vector<std::pair<int64_t, std::pair<DeviceIdx, uint64_t>>> resend_list_;  // (due, (device, sender seq))
   int connecting_ = 0;
   std::vector<DeviceIdx> ack_dirty_;
   uint64_t unacked_sends_ = 0;  // sends without `sent` (or a refusal) yet, all devices

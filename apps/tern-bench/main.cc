@@ -19,9 +19,12 @@ int main(int argc, char** argv) {
       "Workloads: pairs (1:1 at --rate), group (--group-size members, --senders of them send), broadcast (one "
       "sender, many receivers), idle (connections held; server RSS per connection with --server-pid), "
       "offline-drain (--queued messages per offline receiver, then time to replay), reconnect-storm (everyone drops "
-      "and returns at once; time until all are synced).\n\nWith --protocol mqtt the pairs workload runs against an MQTT "
+      "and returns at once; time until all are synced), channel (one poster posts at --rate into a channel every other "
+      "client subscribes to; --offline-subscribers more join and never connect; --catchup N: one subscriber misses N "
+      "posts offline, then replays).\n\nWith --protocol mqtt the pairs workload runs against an MQTT "
       "3.1.1 broker instead (QoS 1), with the same schedule, records, verifier and figures."};
-  app.add_option("workload", workload, "pairs | group | broadcast | idle | offline-drain | reconnect-storm")->required();
+  app.add_option("workload", workload, "pairs | group | broadcast | idle | offline-drain | reconnect-storm | channel")
+      ->required();
   app.add_option("--server", o.server, "server URL (mqtt://host:port with --protocol mqtt)")->capture_default_str();
   app.add_option("--protocol", protocol,
                  "tern (wire-v1 over WebSocket) or mqtt (MQTT 3.1.1, QoS 1, against a broker; pairs only: client "
@@ -40,6 +43,14 @@ int main(int argc, char** argv) {
   app.add_option("--size", o.body_bytes, "message body bytes (before base64)")->capture_default_str();
   app.add_option("--group-size", o.group_size, "group/broadcast: members per group (default 20 / 1024)");
   app.add_option("--senders", o.senders, "group: senders per group (default 2)");
+  app.add_flag("--typing", o.typing, "group: each sender sends a typing frame before every post (same rate)");
+  app.add_option("--offline-subscribers", o.offline_subscribers,
+                 "channel: this many more users join the channel over HTTP and never connect")
+      ->capture_default_str();
+  app.add_option("--catchup", o.catchup,
+                 "channel: one subscriber stays offline while this many posts go in (at --rate), then connects; "
+                 "reports the time from its connect to `synced` and to the last post")
+      ->capture_default_str();
   app.add_option("--queued", o.queued, "offline-drain: messages queued per offline receiver")->capture_default_str();
   app.add_option("--storm-at", o.storm_at, "reconnect-storm: drop at this fraction of --duration")->capture_default_str();
   app.add_flag("--find-max", o.find_max, "step the rate up (x --step-factor) until p99 exceeds the bound or anything fails");

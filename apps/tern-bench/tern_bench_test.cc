@@ -182,7 +182,9 @@ class TernBenchTest : public ::testing::Test {
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
     data_dir_ = tmpl;
     int out = -1;
-    server_pid_ = spawn({ternd, "--listen", "127.0.0.1:0", "--data", data_dir_}, &out);
+    std::vector<std::string> argv{ternd, "--listen", "127.0.0.1:0", "--data", data_dir_};
+    argv.insert(argv.end(), server_args_.begin(), server_args_.end());
+    server_pid_ = spawn(argv, &out);
     ASSERT_GT(server_pid_, 0);
     server_out_ = out;
     // The first line of stdout is exactly "listening 127.0.0.1:PORT".
@@ -221,6 +223,7 @@ class TernBenchTest : public ::testing::Test {
   static const json::object& result(const json::object& r) { return r.at("result").as_object(); }
 
   std::string bench_, data_dir_, address_;
+  std::vector<std::string> server_args_;  // extra ternd flags, set before SetUp
   pid_t server_pid_ = -1;
   int server_out_ = -1;
 };
@@ -312,6 +315,100 @@ TEST_F(TernBenchTest, FindMaxStepsUp) {
   if (!r.contains("find_max")) return;
   EXPECT_EQ(r.at("steps").as_array().size(), 2u);
   EXPECT_GE(r.at("find_max").at("max_sustained_rate").to_number<double>(), 50.0);
+}
+
+TEST_F(TernBenchTest, GroupWithTyping) {
+  int code = 0;
+  auto r = run_bench({"group", "--clients", "12", "--group-size", "6", "--senders", "2", "--rate", "50", "--duration",
+                      "2", "--typing"},
+                     &code);
+  expect_clean(r, code);
+  if (!r.contains("result")) return;
+  const auto& c = r.at("counters").as_object();
+  // One typing frame before every post, and the other members see typing.
+  EXPECT_EQ(c.at("typing_sent").to_number<uint64_t>(), c.at("written").to_number<uint64_t>());
+  EXPECT_GT(c.at("typing_sent").to_number<uint64_t>(), 80u);
+  EXPECT_GT(c.at("ephemeral").to_number<uint64_t>(), 0u);
+  EXPECT_TRUE(result(r).at("latency_ms").as_object().contains("p95"));
+}
+
+// The channel workload (issue 9): one poster, every other client a subscriber. These users
+// are registered from one address, hence no registration limit here, and the one poster
+// sends faster than a person may (the catch-up run), hence no send or channel post limit either.
+class TernBenchChannelTest : public TernBenchTest {
+ protected:
+  TernBenchChannelTest() {
+    server_args_ = {"--register-rate", "0", "--create-rate", "0", "--send-rate", "100000", "--send-burst", "100000",
+                    "--channel-post-rate", "100000", "--channel-post-burst", "100000"};
+  }
+
+  // The channel section agrees with itself and with the verifier: every post reached every
+  // connected subscriber once.
+  static void expect_channel(const json::object& r, uint64_t subscribers) {
+    ASSERT_TRUE(r.contains("channel")) << json::serialize(r);
+    const auto& ch = r.at("channel").as_object();
+    const uint64_t posts = ch.at("posts").to_number<uint64_t>();
+    EXPECT_EQ(ch.at("subscribers_connected").to_number<uint64_t>(), subscribers);
+    EXPECT_EQ(ch.at("expected").to_number<uint64_t>(), posts * subscribers);
+    EXPECT_EQ(ch.at("delivered").to_number<uint64_t>(), posts * subscribers) << json::serialize(ch);
+    EXPECT_EQ(r.at("verifier").at("expected_deliveries").to_number<uint64_t>(), posts * subscribers);
+    EXPECT_EQ(ch.at("lost").to_number<uint64_t>(), 0u);
+    EXPECT_EQ(ch.at("duplicates").to_number<uint64_t>(), 0u);
+    // The step's posts, then 10 more for the store probe (acks paused), verified alike.
+    EXPECT_EQ(ch.at("probe_posts").to_number<uint64_t>(), 10u);
+    EXPECT_EQ(r.at("result").at("acked").to_number<uint64_t>(), posts - 10) << "only the poster posts";
+    EXPECT_EQ(r.at("result").at("send_failed").to_number<uint64_t>(), 0u) << json::serialize(r.at("errors"));
+  }
+};
+
+TEST_F(TernBenchChannelTest, Channel) {
+  int code = 0;
+  auto r = run_bench({"channel", "--clients", "12", "--rate", "20", "--duration", "2"}, &code);
+  expect_clean(r, code);
+  expect_channel(r, 11);
+  if (!r.contains("channel")) return;
+  const auto& ch = r.at("channel").as_object();
+  EXPECT_GE(ch.at("posts").to_number<uint64_t>(), 48u);  // 20/s for 2 s, and the probe's 10
+  // All subscribers were online: every delivery of the step was live and measured.
+  EXPECT_EQ(ch.at("latency_ms").at("count").to_number<uint64_t>(), 11 * (ch.at("posts").to_number<uint64_t>() - 10));
+  EXPECT_TRUE(ch.at("latency_ms").as_object().contains("p95"));
+}
+
+TEST_F(TernBenchChannelTest, ChannelOverTwoWorkersWithOfflineSubscribers) {
+  int code = 0;
+  auto r = run_bench({"channel", "--clients", "12", "--workers", "2", "--source-addrs", "2", "--rate", "20",
+                      "--duration", "2", "--offline-subscribers", "30", "--setup-threads", "4"},
+                     &code);
+  expect_clean(r, code);
+  expect_channel(r, 11);  // subscribers in both workers get the posts of worker 0's poster
+  if (!r.contains("channel")) return;
+  EXPECT_EQ(r.at("channel").at("offline_subscribers").to_number<uint64_t>(), 30u);
+  // ternd's counter over the store probe: a post costs a few store writes, not one per
+  // subscriber (41 here, 30 of them offline).
+  const auto& per_post = r.at("channel").at("store_writes_per_post");
+  ASSERT_TRUE(per_post.is_number()) << json::serialize(r.at("channel"));
+  EXPECT_GE(per_post.to_number<double>(), 1.0);
+  EXPECT_LE(per_post.to_number<double>(), 3.0);
+  EXPECT_EQ(r.at("connections").at("online_after_connect").to_number<uint64_t>(), 12u);
+}
+
+TEST_F(TernBenchChannelTest, ChannelCatchUp) {
+  int code = 0;
+  auto r = run_bench({"channel", "--clients", "4", "--catchup", "300", "--rate", "300"}, &code);
+  expect_clean(r, code);
+  expect_channel(r, 3);
+  if (!r.contains("result")) return;
+  const auto& s = result(r);
+  ASSERT_TRUE(s.contains("catchup")) << json::serialize(s);
+  const auto& c = s.at("catchup").as_object();
+  EXPECT_EQ(c.at("posts").to_number<uint64_t>(), 300u);
+  EXPECT_EQ(c.at("replayed").to_number<uint64_t>(), 300u);
+  const double synced = c.at("connect_to_synced_s").to_number<double>();
+  const double last = c.at("connect_to_last_post_s").to_number<double>();
+  EXPECT_GT(synced, 0);
+  EXPECT_GT(last, 0);
+  EXPECT_LE(last, synced) << "every post arrives in the replay, before `synced`";
+  EXPECT_EQ(s.at("replayed").to_number<uint64_t>(), 300u) << "the catch-up subscriber's posts are replayed, not live";
 }
 
 // The pairs workload in MQTT mode (QoS 1) against a real mosquitto on a free loopback port,

@@ -20,6 +20,7 @@
 #include "client/client.h"
 #include "client/errors.h"
 #include "format.h"
+#include "media_commands.h"
 #include "terminal.h"
 
 namespace tern::cli {
@@ -59,8 +60,9 @@ constexpr const char* kHelp[] = {
     "/help            this list",
     "/quit (/q)       leave (Ctrl-C or Ctrl-D too)",
     "/history N       show the N messages before the oldest one on screen",
-    "/members         who is in this conversation",
+    "/members         who is in this conversation (a channel: subscribers and admins)",
     "/seen [SEQ]      who has your message SEQ (default: your last one): delivered, read",
+    "/save SEQ [PATH] save the attachment(s) of message SEQ (here, or into PATH)",
     "//text           send a message that starts with /",
     "Marks on your messages: ... waiting, ✓ on the server, ✓✓ delivered to everyone, ✓✓ read by everyone.",
     "Files and media are not supported yet.",
@@ -70,8 +72,9 @@ constexpr const char* kHelp[] = {
 // one mutex guards it and the terminal output.
 class Screen {
  public:
-  Screen(std::string self, Target target, bool tty)
-      : self_(std::move(self)), t_(std::move(target)), tty_(tty), others_(t_.others) {}
+  // `read_only`: a channel where the user is not an admin: no input line, only commands.
+  Screen(std::string self, Target target, bool tty, bool read_only)
+      : self_(std::move(self)), t_(std::move(target)), tty_(tty), read_only_(read_only), others_(t_.others) {}
 
   void add_history(const std::vector<client::Message>& msgs) {
     std::lock_guard l(mu_);
@@ -94,6 +97,15 @@ class Screen {
     }
     draw_locked();
     return fresh;
+  }
+  // A disappearing message reached its expires_at: its text goes from the screen (and the
+  // chat keeps nothing else of it).
+  void on_expired(const std::string& conversation_id, Seq seq) {
+    std::lock_guard l(mu_);
+    if (conversation_id != t_.conversation_id) return;
+    for (auto& ln : lines_)
+      if (!ln.notice && ln.seq == seq) ln.text = "(expired)";
+    draw_locked();
   }
   // Lines of the chat's own (command output, errors), not messages.
   void notice(const std::vector<std::string>& texts) {
@@ -254,12 +266,9 @@ class Screen {
     ln.ts = m.ts;
     ln.own = m.sender == self_ && !m.system_json;
     ln.confirmed = true;
-    if (m.system_json) {
-      ln.notice = true;
-      ln.text = system_sentence(*m.system_json);
-    } else {
-      ln.text = printable(m.body);
-    }
+    if (m.system_json) ln.notice = true;
+    ln.text = message_text(m, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch()).count());
     if (m.reply_to) ln.text = "↪" + std::to_string(*m.reply_to) + " " + ln.text;
     return ln;
   }
@@ -326,7 +335,10 @@ class Screen {
     const size_t cols = static_cast<size_t>(std::max(ws.cols, 20));
     const int body_rows = std::max(ws.rows - 5, 1);
     std::string out = "\x1b[?25l\x1b[H\x1b[2J";
-    out += clip("tern · " + (t_.type == "group" ? "group " : std::string("chat with ")) + printable(t_.title) +
+    const std::string kind = t_.type == "group"     ? "group "
+                             : t_.type == "channel" ? (read_only_ ? "channel (read-only) " : "channel ")
+                                                    : "chat with ";
+    out += clip("tern · " + kind + printable(t_.title) +
                     " · [" + state_ + "]" +
                     (elsewhere_ ? " · " + std::to_string(elsewhere_) + " new elsewhere (tern conversations)" : "") +
                     " · /help",
@@ -340,6 +352,9 @@ class Screen {
       else if (it->second.online) pres += "online";
       else pres += "last seen " + (it->second.last_seen ? hhmm(it->second.last_seen) : std::string("never"));
     }
+    if (t_.type == "channel")
+      pres = read_only_ ? "read-only: only the channel's admins post here; Ctrl-C leaves"
+                        : "you are an admin: what you type is posted to every subscriber (not end-to-end encrypted)";
     out += clip(pres, cols - 1) + "\r\n";
     for (size_t i = 0; i + 1 < cols && i < 60; ++i) out += "─";
     out += "\r\n";
@@ -364,7 +379,11 @@ class Screen {
       }
       shown = shown.substr(i);
     }
-    out += "> " + shown + "\x1b[?25h";
+    if (read_only_ && input_.empty()) {
+      out += "\x1b[?25h";  // no input line: nothing to type here but /commands
+    } else {
+      out += "> " + shown + "\x1b[?25h";
+    }
     (void)!::write(1, out.data(), out.size());
   }
 
@@ -372,6 +391,7 @@ class Screen {
   const std::string self_;
   const Target t_;
   const bool tty_;
+  const bool read_only_;
   std::deque<Line> lines_;
   std::set<Seq> shown_;  // seqs of this conversation on screen (history/live seam)
   std::map<std::string, Seq> delivered_by_, read_by_;
@@ -419,6 +439,7 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
   ev.on_receipt = [&](const client::Receipt& r) { if (screen) screen->on_receipt(r); };
   ev.on_typing = [&](const client::Typing& t) { if (screen) screen->on_typing(t); };
   ev.on_presence = [&](const client::Presence& pr) { if (screen) screen->on_presence(pr); };
+  ev.on_expired = [&](const std::string& conv_id, Seq seq) { if (screen) screen->on_expired(conv_id, seq); };
   ev.on_state = [&](client::ConnectionState s, const Error* e) { if (screen) screen->on_state(s, e); };
   auto created = client::Client::create(o, std::move(ev));
   if (!created) return fail(g, created.error());
@@ -427,6 +448,16 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
   auto t = resolve_target(c->api(), p->credentials.user, target);
   if (!t) return fail(g, t.error());
   conv = t->conversation_id;
+  const bool is_channel = t->type == "channel";
+  bool read_only = false;
+  if (is_channel) {
+    // Admins post; everyone else only reads (the server refuses their sends anyway).
+    auto info = client::wait_for<client::ConversationInfo>(
+        [&](auto cb) { c->api().conversation_info(conv, std::move(cb)); });
+    if (!info) return fail(g, info.error());
+    read_only = std::find(info->admins.begin(), info->admins.end(), p->credentials.user) == info->admins.end();
+    if (!info->name.empty()) t->title = info->name;
+  }
   auto page = client::wait_for<client::HistoryPage>([&](auto cb) {
     c->api().history(conv, t->head > history ? t->head - history : 0, std::max<size_t>(history, 1), std::move(cb));
   });
@@ -441,7 +472,7 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
   RawMode raw(0);
   // Created after the history call so events during start-up have somewhere to go; the
   // io thread only reads `screen` once start() runs (below), which orders the write.
-  screen = std::make_unique<Screen>(p->credentials.user, *t, tty && raw.active());
+  screen = std::make_unique<Screen>(p->credentials.user, *t, tty && raw.active(), read_only);
   if (page) {
     screen->add_history(page->messages);
     Seq last_other = 0;
@@ -449,11 +480,17 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
       if (m.sender != p->credentials.user) last_other = std::max(last_other, m.seq);
     if (last_other) c->mark_read(conv, last_other);
   }
-  if (!t->others.empty()) c->subscribe_presence(t->others);
+  if (!t->others.empty() && !is_channel) c->subscribe_presence(t->others);
   c->start();
-  if (!tty || !raw.active())
-    std::cout << "* chat with " << printable(t->title) << " (" << conv << "); E2E encryption is not on yet; /quit leaves"
-              << std::endl;
+  if (!tty || !raw.active()) {
+    if (is_channel)
+      std::cout << "* channel " << printable(t->title) << " (" << conv << ")"
+                << (read_only ? "; read-only: only the channel's admins post here" : "; you are an admin: lines are posted")
+                << "; /quit leaves" << std::endl;
+    else
+      std::cout << "* chat with " << printable(t->title) << " (" << conv << "); E2E encryption is not on yet; /quit leaves"
+                << std::endl;
+  }
 
   std::string input, pending_line;
   bool typing = false;
@@ -487,6 +524,11 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
       for (auto& m : earlier->messages)
         if (m.seq <= before) msgs.push_back(std::move(m));
       screen->add_block("messages " + std::to_string(from + 1) + "–" + std::to_string(before) + ":", msgs);
+    } else if (name == "/members" && is_channel) {
+      auto info = client::wait_for<client::ConversationInfo>(
+          [&](auto cb) { c->api().conversation_info(conv, std::move(cb)); }, 15s);
+      if (!info) return screen->notice({"members: " + info.error().message});
+      screen->notice({std::to_string(info->subscribers) + " subscribers; admins: " + join_names(info->admins)});
     } else if (name == "/members") {
       auto list = client::wait_for<std::vector<client::ConversationInfo>>(
           [&](auto cb) { c->api().conversations(std::move(cb)); }, 15s);
@@ -508,6 +550,19 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
       if (arg.empty()) seq = screen->last_own_seq();
       if (seq == 0) return screen->notice({arg.empty() ? "you have sent nothing here yet" : "usage: /seen [SEQ]"});
       screen->notice(screen->seen(seq));
+    } else if (name == "/save") {
+      Seq seq = 0;
+      const size_t sp = arg.find(' ');
+      for (char ch : arg.substr(0, sp)) seq = std::isdigit(static_cast<unsigned char>(ch)) ? seq * 10 + (ch - '0') : 0;
+      if (seq == 0) return screen->notice({"usage: /save SEQ [PATH]"});
+      const std::string path = sp == std::string::npos ? std::string() : arg.substr(arg.find_first_not_of(' ', sp));
+      auto url = client::parse_server_url(p->server);
+      if (!url) return screen->notice({"save: " + url.error().message});
+      auto saved = save_attachments(c->api(), *url, p->credentials.token, conv, seq, path);
+      if (!saved) return screen->notice({"save: " + saved.error().message});
+      std::vector<std::string> lines;
+      for (const auto& w : *saved) lines.push_back("saved " + printable(w));
+      screen->notice(lines);
     } else {
       screen->notice({"unknown command " + printable(name) + " (not sent); /help lists the commands, //text sends /text"});
     }
@@ -515,6 +570,11 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
   auto submit = [&](std::string line) {
     if (line.empty()) return;
     if (line[0] == '/' && !line.starts_with("//")) return command(line);
+    if (read_only) {
+      screen->notice({"read-only: only the channel's admins post here (not sent)"});
+      if (!tty) std::cerr << "tern: read-only: only the channel's admins post here (not sent)\n";
+      return;
+    }
     if (line.starts_with("//")) line.erase(0, 1);
     auto id = c->send(conv, line);
     if (!id) {
@@ -568,6 +628,8 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
             i += 2;
             while (i < n && !(buf[i] >= 0x40 && buf[i] <= 0x7e)) ++i;
           }
+        } else if (read_only && input.empty() && ch != '/') {
+          if (ch == 'q') g_quit = true;  // nothing to type in a read-only channel: q leaves too
         } else if (ch >= 0x20 && input.size() < 16 * 1024) {
           input.push_back(static_cast<char>(ch));
           last_key = now_ms();
@@ -577,7 +639,9 @@ int cmd_chat(const Global& g, const std::string& target, size_t history) {
       screen->set_input(input);
     }
     const int64_t now = now_ms();
-    if (!input.empty() && last_key && now - last_key < kTypingIdleMs && (!typing || now - last_typing_sent > kTypingRefreshMs)) {
+    if (is_channel) {
+      // No typing indicators in channels (the server does not relay them).
+    } else if (!input.empty() && last_key && now - last_key < kTypingIdleMs && (!typing || now - last_typing_sent > kTypingRefreshMs)) {
       c->set_typing(conv, true);
       typing = true;
       last_typing_sent = now;

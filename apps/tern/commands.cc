@@ -1,5 +1,6 @@
 #include "commands.h"
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <ctime>
@@ -11,8 +12,10 @@
 #include "base/base64.h"
 #include "client/blocking.h"
 #include "client/client.h"
+#include "client/attachments.h"
 #include "client/errors.h"
 #include "format.h"
+#include "media_commands.h"
 #include "terminal.h"
 
 namespace tern::cli {
@@ -25,6 +28,14 @@ const char* const kExitCodesHelp =
     "Exit codes: 0 done; 1 failed (the server refused, or a local problem such as not signed in);\n"
     "2 bad command line; 3 `send` only: not confirmed, kept in the outbox, the next `tern send` or\n"
     "`tern chat` sends it; 4 cannot reach the server (connection refused, DNS, timeout).";
+
+void print_json(const json::value& v) { std::cout << json::serialize(v) << std::endl; }
+
+json::array to_array(const std::vector<std::string>& v) {
+  json::array a;
+  for (const auto& s : v) a.emplace_back(s);
+  return a;
+}
 
 namespace {
 
@@ -40,14 +51,6 @@ std::string hhmm(int64_t ms) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M", &tm);
   return buf;
-}
-
-void print_json(const json::value& v) { std::cout << json::serialize(v) << std::endl; }
-
-json::array to_array(const std::vector<std::string>& v) {
-  json::array a;
-  for (const auto& s : v) a.emplace_back(s);
-  return a;
 }
 
 int registered(const Global& g, const Profile& p, const char* what) {
@@ -84,7 +87,7 @@ bool looks_like_conversation_id(const std::string& s) {
       if (!std::isxdigit(static_cast<unsigned char>(s[i]))) return false;
     return true;
   };
-  return (s.starts_with("g-") && hex_tail(24)) || (s.starts_with("d-") && hex_tail(32));
+  return (s.starts_with("g-") && hex_tail(24)) || (s.starts_with("d-") && hex_tail(32)) || looks_like_channel_id(s);
 }
 
 std::vector<std::string> others_of(const client::ConversationInfo& c, const std::string& self) {
@@ -107,11 +110,17 @@ Result<std::optional<Target>> find_listed(const std::vector<client::Conversation
   std::vector<const client::ConversationInfo*> named;
   for (const auto& c : list) {
     if (c.conversation_id == name) return std::optional<Target>(target_of(c, self));
-    if (c.type == "group" && c.name == name) named.push_back(&c);
+    if ((c.type == "group" || c.type == "channel") && c.name == name) named.push_back(&c);
   }
   if (named.size() > 1) {
-    std::string msg = "several groups are named " + printable(name) + "; use one of their ids:";
-    for (const auto* c : named) msg += "\n  " + c->conversation_id + "  members: " + join_names(c->members);
+    const bool any_channel =
+        std::any_of(named.begin(), named.end(), [](const auto* c) { return c->type == "channel"; });
+    std::string msg = std::string(any_channel ? "several groups or channels" : "several groups") + " are named " +
+                      printable(name) + "; use one of their ids:";
+    for (const auto* c : named)
+      msg += "\n  " + c->conversation_id +
+             (c->type == "channel" ? "  channel, " + std::to_string(c->subscribers) + " subscribers"
+                                   : "  members: " + join_names(c->members));
     return make_error(ErrorCode::kInvalidArgument, msg);
   }
   if (named.size() == 1) return std::optional<Target>(target_of(*named[0], self));
@@ -191,7 +200,9 @@ Result<Target> resolve_target(const Api& api, const std::string& self, const std
     if (looks_like_conversation_id(name)) {
       // Not in our list: either we are not (or no longer) a member, or it does not exist.
       auto probe = wait_for<client::HistoryPage>([&](auto cb) { api.history(name, 0, 1, std::move(cb)); });
-      if (probe) return Target{name, name.starts_with("g-") ? "group" : "direct", name, {}, probe->head};
+      if (probe)
+        return Target{name, name.starts_with("g-") ? "group" : (looks_like_channel_id(name) ? "channel" : "direct"), name,
+                      {}, probe->head};
       // The server answers the same for a conversation that does not exist and one we are
       // not a member of (so that ids reveal nothing to outsiders).
       if (probe.error().code == ErrorCode::kForbidden)
@@ -325,6 +336,13 @@ int cmd_conversations(const Global& g) {
     return kExitOk;
   }
   for (const auto& c : *list) {
+    if (c.type == "channel") {
+      std::cout << printable(c.conversation_id) << "\tchannel\t" << printable(c.name) << "\thead=" << c.head << "\t"
+                << c.subscribers << " subscribers"
+                << (std::find(c.admins.begin(), c.admins.end(), p->credentials.user) != c.admins.end() ? ", admin" : "")
+                << "\n";
+      continue;
+    }
     std::string who;
     for (const auto& m : c.members)
       if (m != p->credentials.user) who += (who.empty() ? "" : ",") + m;
@@ -375,7 +393,9 @@ int cmd_group_members(const Global& g, const std::string& conv, const std::vecto
   auto t = resolve_target(api, p->credentials.user, conv);
   if (!t) return fail(g, t.error());
   if (t->type != "group")
-    return fail(g, make_error(ErrorCode::kInvalidArgument, printable(conv) + " is a direct conversation, not a group"));
+    return fail(g, make_error(ErrorCode::kInvalidArgument,
+                              printable(conv) + " is a " + (t->type == "channel" ? "channel" : "direct conversation") +
+                                  ", not a group" + (t->type == "channel" ? " (use `tern channel add|remove`)" : "")));
   auto members = wait_for<std::vector<std::string>>([&](auto cb) {
     if (add) api.add_members(t->conversation_id, users, std::move(cb));
     else api.remove_members(t->conversation_id, users, std::move(cb));
@@ -413,7 +433,8 @@ int queued(const Global& g, const Target& t, const std::string& id, const std::s
 
 }  // namespace
 
-int cmd_send(const Global& g, const std::string& target, const std::string& text, std::optional<Seq> reply_to) {
+int cmd_send(const Global& g, const std::string& target, const std::string& text, std::optional<Seq> reply_to,
+             const std::string& file) {
   auto p = require_profile(g);
   if (!p) return fail(g, p.error());
   auto db = state_db_path();
@@ -442,6 +463,17 @@ int cmd_send(const Global& g, const std::string& target, const std::string& text
       return fail(g, *offline);
     }
     t = *r;
+  }
+  // An attachment is uploaded first (encrypted; it needs the server): the message then
+  // names it and carries its key.
+  client::SendOptions so;
+  std::string body = text;
+  if (!file.empty()) {
+    if (offline) return fail(g, *offline);
+    auto att = upload_file(*url, p->credentials.token, file);
+    if (!att) return fail(g, att.error());
+    so.media = {att->media_id};
+    body = client::encode_attachment_body(text, {*att});
   }
 
   auto wait = std::make_shared<SendWait>();
@@ -477,9 +509,8 @@ int cmd_send(const Global& g, const std::string& target, const std::string& text
   // Started first, so that the outbox left by an earlier run is loaded (in its order) ahead
   // of this message.
   if (!offline) (*c)->start();
-  client::SendOptions so;
   so.reply_to = reply_to;
-  auto id = (*c)->send(t.conversation_id, text, so, [wait](Result<client::SendResult> r) {
+  auto id = (*c)->send(t.conversation_id, body, so, [wait](Result<client::SendResult> r) {
     std::lock_guard l(wait->mu);
     wait->own = std::move(r);
     wait->cv.notify_all();
@@ -540,6 +571,7 @@ int cmd_history(const Global& g, const std::string& target, std::optional<Seq> a
                      {"body", base64_encode(m.body)}};
       if (valid_utf8(m.body)) o["text"] = m.body;
       if (m.reply_to) o["reply_to"] = *m.reply_to;
+      if (m.expires_at) o["expires_at"] = *m.expires_at;
       if (m.system_json) {
         boost::system::error_code ec;
         o["system"] = json::parse(*m.system_json, ec);
@@ -550,9 +582,11 @@ int cmd_history(const Global& g, const std::string& target, std::optional<Seq> a
     print_json(json::object{{"conversation_id", t->conversation_id}, {"head", page->head}, {"messages", std::move(a)}});
     return kExitOk;
   }
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
   for (const auto& m : page->messages) {
     if (m.system_json) std::cout << "[" << m.seq << "] " << hhmm(m.ts) << " * " << system_sentence(*m.system_json) << "\n";
-    else std::cout << "[" << m.seq << "] " << hhmm(m.ts) << " " << printable(m.sender) << ": " << printable(m.body) << "\n";
+    else std::cout << "[" << m.seq << "] " << hhmm(m.ts) << " " << printable(m.sender) << ": " << message_text(m, now) << "\n";
   }
   return kExitOk;
 }

@@ -12,6 +12,11 @@
 #include "client/io_thread.h"
 #include "config.h"
 
+namespace boost::json {
+class value;
+class array;
+}  // namespace boost::json
+
 namespace tern::cli {
 
 enum ExitCode : int {
@@ -32,8 +37,8 @@ struct Global {
 // A conversation the user named on the command line.
 struct Target {
   std::string conversation_id;
-  std::string type;  // "direct" / "group"
-  std::string title;  // what to show: the peer or the group name
+  std::string type;  // "direct" / "group" / "channel"
+  std::string title;  // what to show: the peer, the group or the channel name
   std::vector<std::string> others;  // other members, when known
   Seq head = 0;
 };
@@ -55,6 +60,12 @@ Result<Target> resolve_target(const client::Api& api, const std::string& self, c
 std::optional<Target> resolve_offline(const std::vector<client::ConversationInfo>& list, const std::string& self,
                                       const std::string& text);
 
+// A channel id as the server issues them: "ch-" and then letters and digits.
+bool looks_like_channel_id(const std::string& s);
+// One JSON document on stdout (--json output).
+void print_json(const boost::json::value& v);
+boost::json::array to_array(const std::vector<std::string>& v);
+
 // Error reporting shared by the commands: stderr text, and a JSON object with --json.
 // Returns the exit code (kExitUnreachable for network failures, else kExitFailed).
 int fail(const Global& g, const Error& e);
@@ -67,8 +78,18 @@ int cmd_link(const Global& g, const std::string& user, const std::string& code, 
 int cmd_conversations(const Global& g);
 int cmd_group_create(const Global& g, const std::string& name, const std::vector<std::string>& members, bool force);
 int cmd_group_members(const Global& g, const std::string& conv, const std::vector<std::string>& users, bool add);
-int cmd_send(const Global& g, const std::string& target, const std::string& text, std::optional<Seq> reply_to);
+// With `file`, the file goes first as an encrypted attachment (tern download fetches it).
+int cmd_send(const Global& g, const std::string& target, const std::string& text, std::optional<Seq> reply_to,
+             const std::string& file = {});
 int cmd_history(const Global& g, const std::string& target, std::optional<Seq> after, size_t limit);
 int cmd_whoami(const Global& g);
+
+// channel_commands.cc. `tern channel post` is cmd_send.
+int cmd_channel_create(const Global& g, const std::string& name, bool is_private);
+int cmd_channel_join(const Global& g, const std::string& id);
+int cmd_channel_leave(const Global& g, const std::string& channel);
+int cmd_channel_info(const Global& g, const std::string& channel);
+int cmd_channel_subscribers(const Global& g, const std::string& channel, const std::vector<std::string>& users, bool add);
+int cmd_channel_admins(const Global& g, const std::string& channel, const std::vector<std::string>& users, bool add);
 
 }  // namespace tern::cli

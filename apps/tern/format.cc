@@ -4,6 +4,7 @@
 
 #include <boost/json.hpp>
 
+#include "client/attachments.h"
 #include "terminal.h"
 
 namespace tern::cli {
@@ -13,6 +14,7 @@ namespace {
 struct System {
   std::string action, by, name;
   std::vector<std::string> users;
+  int64_t seconds = 0;  // "timer"
   bool ok = false;
 };
 
@@ -32,6 +34,7 @@ System parse_system(std::string_view text) {
   if (const auto* u = o.if_contains("users"); u && u->is_array())
     for (const auto& e : u->as_array())
       if (e.is_string()) s.users.emplace_back(e.as_string());
+  if (const auto* t = o.if_contains("seconds"); t && t->is_int64()) s.seconds = t->as_int64();
   s.ok = !s.action.empty();
   return s;
 }
@@ -64,7 +67,32 @@ std::string system_sentence(std::string_view system_json) {
     if (s.users.size() == 1 && s.users[0] == s.by) return by + " left";
     return by + " removed " + join_names(s.users);
   }
+  if (s.action == "timer")
+    return s.seconds > 0 ? by + " turned on disappearing messages: " + duration_text(s.seconds)
+                         : by + " turned off disappearing messages";
   return "membership changed (" + printable(s.action) + ")";
+}
+
+std::string duration_text(int64_t seconds) {
+  if (seconds % 86400 == 0) return std::to_string(seconds / 86400) + " d";
+  if (seconds % 3600 == 0) return std::to_string(seconds / 3600) + " h";
+  if (seconds % 60 == 0) return std::to_string(seconds / 60) + " min";
+  return std::to_string(seconds) + " s";
+}
+
+std::string message_text(const client::Message& m, int64_t now_ms) {
+  if (m.system_json) return system_sentence(*m.system_json);
+  if (m.expires_at && *m.expires_at <= now_ms) return "(expired)";
+  auto att = client::parse_attachment_body(m.body);
+  if (!att) return printable(m.body);
+  std::string out = printable(att->first);
+  for (const auto& a : att->second) {
+    if (!out.empty()) out += " ";
+    out += "[attachment " + printable(a.name.empty() ? a.media_id.substr(0, 12) : a.name) + ", " +
+           std::to_string(a.size) + " bytes" + (a.type.empty() ? std::string() : ", " + printable(a.type)) +
+           "; save: tern download " + m.conversation_id + " " + std::to_string(m.seq) + "]";
+  }
+  return out;
 }
 
 std::vector<std::string> system_users(std::string_view system_json, bool& removed) {

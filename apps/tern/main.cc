@@ -1,9 +1,12 @@
 // tern: the command-line client for people. A thin main: CLI11 parsing, then one command.
 #include <CLI/CLI.hpp>
 
+#include <iostream>
+
 #include "base/log.h"
 #include "chat.h"
 #include "commands.h"
+#include "media_commands.h"
 
 int main(int argc, char** argv) {
   using namespace tern::cli;
@@ -62,11 +65,55 @@ int main(int argc, char** argv) {
   gremove->add_option("users", users, "users to remove")->required();
   add_json(gremove);
 
+  bool is_private = false;
+  auto* channel = app.add_subcommand("channel", "broadcast channels: admins post, subscribers read (not end-to-end encrypted)");
+  channel->require_subcommand(1);
+  auto* ccreate = channel->add_subcommand("create", "create a channel with you as owner");
+  ccreate->add_option("name", name, "channel name")->required();
+  ccreate->add_flag("--private", is_private, "only admins add subscribers (default: anyone with the id may join)");
+  add_json(ccreate);
+  auto* cjoin = channel->add_subcommand("join", "subscribe to a public channel");
+  cjoin->add_option("id", conv, "channel id (ch-…)")->required();
+  add_json(cjoin);
+  auto* cleave = channel->add_subcommand("leave", "unsubscribe (the owner cannot leave)");
+  cleave->add_option("channel", conv, "channel id or name")->required();
+  add_json(cleave);
+  auto* cpost = channel->add_subcommand("post", "post to a channel (owner and admins)");
+  cpost->add_option("channel", target, "channel id or name")->required();
+  cpost->add_option("text", words, "post text")->required();
+  add_json(cpost);
+  auto* cinfo = channel->add_subcommand("info", "subscribers, admins, head and views of the last posts");
+  cinfo->add_option("channel", conv, "channel id or name")->required();
+  add_json(cinfo);
+  auto* cadd = channel->add_subcommand("add", "subscribe users (admins; the way into a private channel)");
+  cadd->add_option("channel", conv, "channel id or name")->required();
+  cadd->add_option("users", users, "users to subscribe")->required();
+  add_json(cadd);
+  auto* cremove = channel->add_subcommand("remove", "unsubscribe users (admins)");
+  cremove->add_option("channel", conv, "channel id or name")->required();
+  cremove->add_option("users", users, "users to unsubscribe")->required();
+  add_json(cremove);
+  bool admin_remove = false;
+  auto* cadmin = channel->add_subcommand("admin", "make users admins, or with --remove no longer (owner only)");
+  cadmin->add_option("channel", conv, "channel id or name")->required();
+  cadmin->add_option("users", users, "users")->required();
+  cadmin->add_flag("--remove", admin_remove, "take the admin role away instead");
+  add_json(cadmin);
+
   auto* send = app.add_subcommand("send", "send one message (plain text; not end-to-end encrypted yet)");
   send->add_option("target", target, "conversation id, group name, or a user (@bob or bob)")->required();
-  send->add_option("text", words, "message text")->required();
+  std::string file, out;
+  send->add_option("text", words, "message text (optional with --file)");
   send->add_option("--reply-to", reply_to, "seq of the message this replies to");
+  send->add_option("--file", file, "attach this file (encrypted on this device, at most 100 MiB)");
   add_json(send);
+
+  tern::Seq seq = 0;
+  auto* dl = app.add_subcommand("download", "save the attachment(s) of a message");
+  dl->add_option("target", target, "conversation id, group name, or a user")->required();
+  dl->add_option("seq", seq, "the message's seq")->required();
+  dl->add_option("-o,--output", out, "file (one attachment) or directory; default: their names, here");
+  add_json(dl);
 
   auto* hist = app.add_subcommand("history", "print a conversation's messages");
   hist->add_option("target", target, "conversation id, group name, or a user")->required();
@@ -101,7 +148,22 @@ int main(int argc, char** argv) {
   if (gcreate->parsed()) return cmd_group_create(g, name, users, force);
   if (gadd->parsed()) return cmd_group_members(g, conv, users, true);
   if (gremove->parsed()) return cmd_group_members(g, conv, users, false);
-  if (send->parsed()) return cmd_send(g, target, joined(), reply_to);
+  if (ccreate->parsed()) return cmd_channel_create(g, name, is_private);
+  if (cjoin->parsed()) return cmd_channel_join(g, conv);
+  if (cleave->parsed()) return cmd_channel_leave(g, conv);
+  if (cpost->parsed()) return cmd_send(g, target, joined(), std::nullopt);
+  if (cinfo->parsed()) return cmd_channel_info(g, conv);
+  if (cadd->parsed()) return cmd_channel_subscribers(g, conv, users, true);
+  if (cremove->parsed()) return cmd_channel_subscribers(g, conv, users, false);
+  if (cadmin->parsed()) return cmd_channel_admins(g, conv, users, !admin_remove);
+  if (send->parsed()) {
+    if (words.empty() && file.empty()) {
+      std::cerr << "tern send: give a message text, a --file, or both\n";
+      return kExitUsage;
+    }
+    return cmd_send(g, target, joined(), reply_to, file);
+  }
+  if (dl->parsed()) return cmd_download(g, target, seq, out);
   if (hist->parsed()) return cmd_history(g, target, after, limit);
   if (chat->parsed()) return cmd_chat(g, target, history);
   if (whoami->parsed()) return cmd_whoami(g);

@@ -39,4 +39,11 @@ std::optional<DeviceRef> parse_device_key(std::string_view key) {
   return DeviceRef{std::string(user), device};
 }
 
+bool valid_media_id(std::string_view id) {
+  if (id.size() != 64) return false;
+  for (char c : id)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
 }  // namespace tern

@@ -22,6 +22,7 @@ struct DeviceRef {
 bool valid_user_id(std::string_view id);           // [a-z0-9_.-]{1,64}
 bool valid_client_msg_id(std::string_view id);     // 1..64 printable ASCII
 bool valid_conversation_id(std::string_view id);   // 1..128 printable ASCII, no '/'
+bool valid_media_id(std::string_view id);          // 64 lowercase hex: SHA-256 of the blob
 std::optional<DeviceRef> parse_device_key(std::string_view key);  // "alice:2"
 
 }  // namespace tern

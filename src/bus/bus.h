@@ -54,8 +54,9 @@ class Bus {
   // Removes the endpoint if it is still the device's current one; returns the number of the
   // user's devices still attached (0 → the user went offline).
   virtual size_t detach(const DeviceRef& device, const Endpoint* endpoint) = 0;
-  // Delivers to the device if attached; a no-op otherwise (it replays on connect).
-  virtual void publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) = 0;
+  // Delivers to the device if attached; a no-op otherwise (it replays on connect). Returns
+  // whether an endpoint was attached (false: the device is offline; push may wake it).
+  virtual bool publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) = 0;
   // Delivers to every attached device of the user.
   virtual void publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) = 0;
   virtual bool online(const std::string& user) = 0;
@@ -75,6 +76,9 @@ class Bus {
   // Stops cross-node delivery (its threads are joined; nothing reaches the sink afterwards);
   // local calls keep working. Called by the composition root before the services go.
   virtual void stop() {}
+  // Closes the device's connection if attached (its endpoint is told replaced(); admin
+  // revocation and suspension). The endpoint detaches itself as it closes.
+  virtual void disconnect(const DeviceRef& device) = 0;
 };
 
 }  // namespace tern::bus

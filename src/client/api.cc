@@ -110,6 +110,20 @@ std::string users_json(std::string_view key, const std::vector<std::string>& use
   return json::serialize(o);
 }
 
+std::string add_remove_json(const std::vector<std::string>& add, const std::vector<std::string>& remove) {
+  json::array a, r;
+  for (const auto& u : add) a.emplace_back(u);
+  for (const auto& u : remove) r.emplace_back(u);
+  json::object o;
+  o["add"] = std::move(a);
+  o["remove"] = std::move(r);
+  return json::serialize(o);
+}
+
+std::string conversation_path(const std::string& conversation_id, std::string_view tail = {}) {
+  return "/v1/conversations/" + encode_segment(conversation_id) + std::string(tail);
+}
+
 }  // namespace
 
 Api::Api(asio::io_context& ioc, ServerUrl url, std::string token, ApiOptions options)
@@ -198,12 +212,72 @@ void Api::conversations(Callback<std::vector<ConversationInfo>> cb) const {
                                      std::move(cb));
 }
 
+void Api::conversation_info(const std::string& conversation_id, Callback<ConversationInfo> cb) const {
+  run<ConversationInfo>(state_, "GET", conversation_path(conversation_id), "", true, {200}, parse_conversation_info,
+                        std::move(cb));
+}
+
+void Api::create_channel(const std::string& name, bool is_public, Callback<std::string> cb) const {
+  json::object o{{"type", "channel"}, {"name", name}, {"public", is_public}};
+  run<std::string>(state_, "POST", "/v1/conversations", json::serialize(o), true, {200, 201}, parse_conversation_id,
+                   std::move(cb));
+}
+
+void Api::join_channel(const std::string& conversation_id, Callback<JoinResult> cb) const {
+  run<JoinResult>(state_, "POST", conversation_path(conversation_id, "/join"), "{}", true, {200}, parse_join,
+                  std::move(cb));
+}
+
+void Api::leave_channel(const std::string& conversation_id, Callback<void> cb) const {
+  run<void>(state_, "POST", conversation_path(conversation_id, "/leave"), "{}", true, {200},
+            [](const std::string&) { return Result<void>(); }, std::move(cb));
+}
+
+void Api::change_subscribers(const std::string& conversation_id, const std::vector<std::string>& add,
+                             const std::vector<std::string>& remove, Callback<uint64_t> cb) const {
+  run<uint64_t>(state_, "POST", conversation_path(conversation_id, "/members"), add_remove_json(add, remove), true,
+                {200}, parse_subscribers_answer, std::move(cb));
+}
+
+void Api::change_admins(const std::string& conversation_id, const std::vector<std::string>& add,
+                        const std::vector<std::string>& remove, Callback<std::vector<std::string>> cb) const {
+  run<std::vector<std::string>>(state_, "POST", conversation_path(conversation_id, "/admins"),
+                                add_remove_json(add, remove), true, {200}, parse_admins_answer, std::move(cb));
+}
+
 void Api::history(const std::string& conversation_id, Seq after_seq, size_t limit, Callback<HistoryPage> cb) const {
   std::string target = "/v1/conversations/" + encode_segment(conversation_id) +
                        "/messages?after_seq=" + std::to_string(after_seq) + "&limit=" + std::to_string(limit);
   run<HistoryPage>(state_, "GET", std::move(target), "", true, {200},
                    [conversation_id](const std::string& body) { return parse_history(body, conversation_id); },
                    std::move(cb));
+}
+
+namespace {
+Result<size_t> parse_key_count(const std::string& body) {
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  const json::value* n = !ec && v.is_object() ? v.as_object().if_contains("count") : nullptr;
+  if (!n || !n->is_number()) return make_error(ErrorCode::kMalformed, "key status without count");
+  const uint64_t count = n->to_number<uint64_t>(ec);
+  if (ec) return make_error(ErrorCode::kMalformed, "key count is not a non-negative integer");
+  return static_cast<size_t>(count);
+}
+}  // namespace
+
+void Api::upload_keys(const std::string& body, Callback<size_t> cb) const {
+  run<size_t>(state_, "PUT", "/v1/keys", body, true, {200}, parse_key_count, std::move(cb));
+}
+
+void Api::key_count(Callback<size_t> cb) const {
+  run<size_t>(state_, "GET", "/v1/keys", "", true, {200}, parse_key_count, std::move(cb));
+}
+
+void Api::key_bundles(const std::string& user, uint32_t device, Callback<std::string> cb) const {
+  std::string target = "/v1/keys/" + encode_segment(user);
+  if (device != 0) target += "/" + std::to_string(device);
+  run<std::string>(state_, "GET", std::move(target), "", true, {200},
+                   [](const std::string& body) -> Result<std::string> { return body; }, std::move(cb));
 }
 
 }  // namespace tern::client

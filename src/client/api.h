@@ -66,8 +66,31 @@ class Api {
   void remove_members(const std::string& conversation_id, const std::vector<std::string>& users,
                       Callback<std::vector<std::string>> cb) const;
   void conversations(Callback<std::vector<ConversationInfo>> cb) const;
+  // GET /v1/conversations/{id}: one conversation the caller is in (for a channel: owner,
+  // admins, subscribers, head and the views of the last posts).
+  void conversation_info(const std::string& conversation_id, Callback<ConversationInfo> cb) const;
+
+  // Channels (issue 9; docs/protocol.md): one owner, admins post, subscribers read.
+  // A public channel is joined by id; a private one only through an admin's
+  // change_subscribers(). The creator is the owner.
+  void create_channel(const std::string& name, bool is_public, Callback<std::string> cb) const;  // → "ch-…"
+  void join_channel(const std::string& conversation_id, Callback<JoinResult> cb) const;
+  void leave_channel(const std::string& conversation_id, Callback<void> cb) const;        // the owner cannot
+  // By an admin; → the number of subscribers after the change.
+  void change_subscribers(const std::string& conversation_id, const std::vector<std::string>& add,
+                          const std::vector<std::string>& remove, Callback<uint64_t> cb) const;
+  // By the owner; → the admins after the change.
+  void change_admins(const std::string& conversation_id, const std::vector<std::string>& add,
+                     const std::vector<std::string>& remove, Callback<std::vector<std::string>> cb) const;
   // Messages with seq > after_seq, increasing, at most `limit` (the server caps it).
   void history(const std::string& conversation_id, Seq after_seq, size_t limit, Callback<HistoryPage> cb) const;
+
+  // The key directory (docs/protocol.md §14). `body` of upload_keys: Keyring::upload_body().
+  // Both answer the device's remaining one-time prekey count.
+  void upload_keys(const std::string& body, Callback<size_t> cb) const;                 // PUT /v1/keys
+  void key_count(Callback<size_t> cb) const;                                           // GET /v1/keys
+  // The bundle answer as JSON, for parse_bundles() (keyring.h); device 0: all the user's devices.
+  void key_bundles(const std::string& user, uint32_t device, Callback<std::string> cb) const;
 
  struct State;  // implementation detail (api.cc)
 

@@ -80,6 +80,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
         reconnect_timer(strand),
         send_pause_timer(strand),
         ack_timer(strand),
+        expiry_timer(strand),
         rng(std::random_device{}()) {}
 
   asio::io_context& ioc;
@@ -113,10 +114,42 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   std::map<std::string, Seq> pending_reads;
   std::set<std::string> presence_users;
   std::set<std::shared_ptr<Timer>> scheduled;  // Receiver timers, cancelled on stop
+  // Disappearing messages handed over: expires_at → (conversation, seq); one timer for the
+  // earliest (on the strand).
+  std::multimap<int64_t, std::pair<std::string, Seq>> expiring;
+  Timer expiry_timer;
 
   std::mt19937_64 rng;
   mutable std::mutex stats_mu;
   ClientStats stats_;
+
+  // On the strand: remembers a delivered message's expiry and arms the timer for the earliest.
+  void track_expiry(const std::string& conv, Seq seq, int64_t at) {
+    if (expiring.size() >= kMaxExpiryTimers) {
+      auto last = std::prev(expiring.end());
+      if (last->first <= at) return;  // bounded: the latest ones are not tracked
+      expiring.erase(last);
+    }
+    const bool earliest = expiring.empty() || at < expiring.begin()->first;
+    expiring.emplace(at, std::make_pair(conv, seq));
+    if (earliest) arm_expiry();
+  }
+  void arm_expiry() {
+    if (expiring.empty() || stopped) return;
+    const int64_t wait = std::max<int64_t>(0, expiring.begin()->first - now_ms());
+    expiry_timer.expires_after(std::chrono::milliseconds(wait));
+    expiry_timer.async_wait([w = weak_from_this()](const boost::system::error_code& ec) {
+      auto s = w.lock();
+      if (ec || !s || s->stopped) return;
+      const int64_t now = now_ms();
+      while (!s->expiring.empty() && s->expiring.begin()->first <= now) {
+        auto [conv, seq] = s->expiring.begin()->second;
+        s->expiring.erase(s->expiring.begin());
+        s->emit(s->events.on_expired, conv, seq);
+      }
+      s->arm_expiry();
+    });
+  }
 
   template <typename F, typename... A>
   void emit(const F& f, A&&... a) {
@@ -145,7 +178,17 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     ro.gap_grace_ms = opts.gap_grace_ms;
     ReceiverHooks h;
     h.deliver = [w](const Message& m) {
-      if (auto s = w.lock()) s->emit(s->events.on_message, m);
+      auto s = w.lock();
+      if (!s) return;
+      if (!m.expires_at) return s->emit(s->events.on_message, m);
+      if (*m.expires_at <= now_ms()) {  // never hand over an expired payload
+        Message tomb = m;
+        tomb.body.clear();
+        tomb.expired = true;
+        return s->emit(s->events.on_message, tomb);
+      }
+      s->emit(s->events.on_message, m);
+      s->track_expiry(m.conversation_id, m.seq, *m.expires_at);
     };
     h.backfill = [w](const std::string& conv, Seq after, size_t limit, Callback<HistoryPage> cb) {
       auto s = w.lock();
@@ -279,6 +322,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     reconnect_timer.cancel();
     ack_timer.cancel();
     send_pause_timer.cancel();
+    expiry_timer.cancel();
     for (const auto& t : scheduled) t->cancel();
     scheduled.clear();
     if (receiver)
@@ -348,6 +392,8 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     emit(events.on_typing, t);
   }
 
+  void handle(proto::PrekeysLowEvent&& e) { emit(events.on_prekeys_low, e.count); }
+
   void handle(proto::PresenceEvent&& e) {
     Presence p{std::move(e.user), e.online, e.last_seen};
     emit(events.on_presence, p);
@@ -396,7 +442,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       if (in_flight >= opts.max_in_flight) break;
       if (p.in_flight) continue;
       const auto& e = p.entry;
-      if (!conn->send(proto::encode_send(e.client_msg_id, e.conversation_id, e.body_b64, e.reply_to, e.ttl_seconds)))
+      if (!conn->send(proto::encode_send(e.client_msg_id, e.conversation_id, e.body_b64, e.reply_to, e.ttl_seconds, e.media)))
         break;
       p.in_flight = true;
       ++in_flight;
@@ -447,7 +493,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     if (body.size() > proto::Limits{}.max_body_bytes) return make_error(ErrorCode::kTooLarge, "body too large");
     std::string id = so.client_msg_id.empty() ? random_client_msg_id() : so.client_msg_id;
     if (!valid_client_msg_id(id)) return make_error(ErrorCode::kInvalidArgument, "bad client_msg_id");
-    OutboxEntry e{id, conv, base64_encode(body), so.reply_to, so.ttl_seconds, now_ms()};
+    OutboxEntry e{id, conv, base64_encode(body), so.reply_to, so.ttl_seconds, now_ms(), so.media};
     if (auto r = store->add(e); !r) return r.error();
     asio::post(strand, [s = shared_from_this(), e = std::move(e), done = std::move(done)]() mutable {
       if (s->stopped) {

@@ -83,12 +83,21 @@ struct Events {
   std::function<void(const std::string& client_msg_id, const Error&)> on_send_failed;
   // An `error` frame not tied to a pending send.
   std::function<void(const Error&)> on_error;
+  // The device has fewer one-time prekeys than the server's threshold left (on the drop and on
+  // every connect while low): upload more (Api::upload_keys with Keyring::upload_body).
+  std::function<void(uint64_t count)> on_prekeys_low;
+  // A message handed over earlier reached its expires_at (disappearing messages): the
+  // application deletes it now. At most kMaxExpiryTimers are tracked (the earliest).
+  std::function<void(const std::string& conversation_id, Seq seq)> on_expired;
 };
+
+inline constexpr size_t kMaxExpiryTimers = 100'000;
 
 struct SendOptions {
   std::optional<Seq> reply_to;
   std::optional<int64_t> ttl_seconds;
   std::string client_msg_id;  // empty: a random one
+  std::vector<std::string> media;  // media ids the message names (attachments, issue 11)
 };
 
 struct ClientStats {

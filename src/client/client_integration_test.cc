@@ -9,9 +9,11 @@
 #include <gtest/gtest.h>
 
 #include "client/api.h"
+#include "client/attachments.h"
 #include "client/blocking.h"
 #include "client/client.h"
 #include "client/io_thread.h"
+#include "client/keyring.h"
 #include "client/testing/ternd_process.h"
 
 namespace tern::client {
@@ -117,6 +119,14 @@ class ClientIntegration : public ::testing::Test {
     o.reconnect = {50, 500, 0};
     o.send_retry = {50, 500, 0};
     return o;
+  }
+
+  // A client of `c`, started (null on failure).
+  std::unique_ptr<Client> started(const Credentials& c, Events events) {
+    auto client = Client::create(options(c), std::move(events));
+    if (!client.ok()) return nullptr;
+    (*client)->start();
+    return std::move(*client);
   }
 
   std::string binary_, dir_;
@@ -366,6 +376,62 @@ TEST_F(ClientIntegration, DeviceLinkWithAOneTimeCode) {
   EXPECT_TRUE(eventually([&] { return a2.count_from("bob") == 1; }));
 }
 
+// The key directory calls with a Keyring: bob uploads, alice fetches his bundle and opens a
+// session, bob decrypts (and his count went down by the one-time prekey alice took).
+TEST_F(ClientIntegration, KeyDirectoryCallsWithAKeyring) {
+  const Credentials alice = register_user("alice");
+  const Credentials bob = register_user("bob");
+  const auto root = std::filesystem::temp_directory_path() / ("tern-sdk-keys-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(root);
+  auto bob_ring = Keyring::open((root / "bob").string());
+  auto alice_ring = Keyring::open((root / "alice").string());
+  ASSERT_TRUE(bob_ring && alice_ring);
+  auto body = (*bob_ring)->upload_body(true, 4);
+  ASSERT_TRUE(body);
+  auto count = wait_for<size_t>([&](auto cb) { api_for(bob).upload_keys(*body, std::move(cb)); });
+  ASSERT_TRUE(count.ok()) << count.error().message;
+  EXPECT_EQ(*count, 4u);
+  auto bundle_json = wait_for<std::string>([&](auto cb) { api_for(alice).key_bundles("bob", 1, std::move(cb)); });
+  ASSERT_TRUE(bundle_json.ok()) << bundle_json.error().message;
+  auto bundles = parse_bundles(*bundle_json);
+  ASSERT_TRUE(bundles.ok()) << bundles.error().message;
+  ASSERT_EQ(bundles->size(), 1u);
+  ASSERT_TRUE((*alice_ring)->start_session("bob:1", (*bundles)[0].bundle));
+  auto c = (*alice_ring)->encrypt("bob:1", "via the SDK");
+  ASSERT_TRUE(c);
+  auto p = (*bob_ring)->decrypt("alice:1", *c);
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  EXPECT_EQ(*p, "via the SDK");
+  auto left = wait_for<size_t>([&](auto cb) { api_for(bob).key_count(std::move(cb)); });
+  ASSERT_TRUE(left.ok());
+  EXPECT_EQ(*left, 3u);
+  auto unknown = wait_for<std::string>([&](auto cb) { api_for(alice).key_bundles("nobody", 0, std::move(cb)); });
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().code, ErrorCode::kNotFound);
+
+  // Bob has 3 one-time prekeys left, under the server's default threshold (10): his Client
+  // hears prekeys_low on connect.
+  std::mutex mu;
+  std::vector<uint64_t> lows;
+  Events ev;
+  ev.on_prekeys_low = [&](uint64_t n) {
+    std::lock_guard l(mu);
+    lows.push_back(n);
+  };
+  auto b = Client::create(options(bob), ev);
+  ASSERT_TRUE(b.ok());
+  (*b)->start();
+  EXPECT_TRUE(eventually([&] {
+    std::lock_guard l(mu);
+    return !lows.empty();
+  }));
+  (*b)->stop();
+  std::lock_guard l(mu);
+  ASSERT_FALSE(lows.empty());
+  EXPECT_EQ(lows[0], 3u);
+  std::filesystem::remove_all(root);
+}
+
 TEST_F(ClientIntegration, ARefusedTokenStopsTheClient) {
   Inbox in;
   Options o = options(Credentials{"mallory", 1, "not-a-token"});
@@ -376,6 +442,100 @@ TEST_F(ClientIntegration, ARefusedTokenStopsTheClient) {
   std::lock_guard l(in.mu);
   ASSERT_TRUE(in.last_error.has_value());
   EXPECT_EQ(in.last_error->code, ErrorCode::kUnauthorized);
+}
+
+// Issue 11: an attachment goes up encrypted in resumable chunks, is named by a message
+// (clear `media` list, key inside the body) and comes back in ranges, verified, decrypted.
+TEST_F(ClientIntegration, AttachmentsRoundTripWithProgress) {
+  const Credentials alice = register_user("alice");
+  const Credentials bob = register_user("bob");
+  auto conv = wait_for<std::string>([&](auto cb) { api_for(alice).create_direct("bob", std::move(cb)); });
+  ASSERT_TRUE(conv.ok()) << conv.error().message;
+  std::string file(2'500'000, '\0');
+  for (size_t i = 0; i < file.size(); ++i) file[i] = static_cast<char>((i * 7919) >> 3);
+  TransferOptions small;
+  small.chunk_bytes = 1 << 20;
+  std::vector<std::pair<uint64_t, uint64_t>> up_progress;
+  auto att = upload_attachment(url_, alice.token, file, "application/octet-stream", "data.bin",
+                               [&](uint64_t done, uint64_t total) { up_progress.emplace_back(done, total); }, small);
+  ASSERT_TRUE(att.ok()) << att.error().message;
+  ASSERT_EQ(up_progress.size(), 4u);  // 0, then three chunks
+  EXPECT_EQ(up_progress.back().first, up_progress.back().second);
+
+  Inbox ai, bi;
+  auto a = started(alice, ai.events());
+  auto b = started(bob, bi.events());
+  ASSERT_TRUE(a && b);
+  SendOptions so;
+  so.media = {att->media_id};
+  auto sent = a->send(*conv, encode_attachment_body("look", {*att}), so);
+  ASSERT_TRUE(sent.ok()) << sent.error().message;
+  ASSERT_TRUE(eventually([&] { return bi.count_from("alice") == 1; }));
+  const Message m = bi.from("alice").front();
+  auto parsed = parse_attachment_body(m.body);
+  ASSERT_TRUE(parsed.has_value());
+  EXPECT_EQ(parsed->first, "look");
+  ASSERT_EQ(parsed->second.size(), 1u);
+  EXPECT_EQ(parsed->second[0].name, "data.bin");
+  EXPECT_EQ(parsed->second[0].size, file.size());
+
+  std::vector<std::pair<uint64_t, uint64_t>> down_progress;
+  auto back = download_attachment(url_, bob.token, parsed->second[0],
+                                  [&](uint64_t done, uint64_t total) { down_progress.emplace_back(done, total); }, small);
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_TRUE(*back == file);
+  EXPECT_EQ(down_progress.size(), 3u);
+  EXPECT_FALSE(parse_attachment_body("just text").has_value());
+  // A third user is refused like an unknown id.
+  const Credentials carol = register_user("carol");
+  auto refused = download_attachment(url_, carol.token, parsed->second[0]);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, ErrorCode::kNotFound);
+}
+
+// Issue 11: clients delete disappearing messages locally: the SDK tells the application when
+// a message it handed over expires, and never hands over an expired payload.
+TEST_F(ClientIntegration, ExpiredMessagesAreDeletedLocally) {
+  const Credentials alice = register_user("alice");
+  const Credentials bob = register_user("bob");
+  auto conv = wait_for<std::string>([&](auto cb) { api_for(alice).create_direct("bob", std::move(cb)); });
+  ASSERT_TRUE(conv.ok()) << conv.error().message;
+  Inbox ai, bi;
+  std::mutex mu;
+  std::vector<Seq> expired;
+  Events be = bi.events();
+  be.on_expired = [&](const std::string& c, Seq seq) {
+    std::lock_guard l(mu);
+    if (c == *conv) expired.push_back(seq);
+  };
+  auto a = started(alice, ai.events());
+  auto b = started(bob, std::move(be));
+  ASSERT_TRUE(a && b);
+  SendOptions so;
+  so.ttl_seconds = 1;
+  ASSERT_TRUE(a->send(*conv, "gone soon", so).ok());
+  ASSERT_TRUE(a->send(*conv, "stays").ok());
+  ASSERT_TRUE(eventually([&] { return bi.count_from("alice") == 2; }));
+  EXPECT_EQ(bi.from("alice")[0].body, "gone soon");  // live, before expiry
+  EXPECT_FALSE(bi.from("alice")[0].expired);
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard l(mu);
+    return expired.size() == 1;
+  }, 10s));
+  {
+    std::lock_guard l(mu);
+    EXPECT_EQ(expired, std::vector<Seq>{1});
+  }
+  // A device of bob's that comes later gets the tombstone only.
+  auto laptop = wait_for<Credentials>([&](auto cb) { api_for(bob).add_device(std::move(cb)); });
+  ASSERT_TRUE(laptop.ok()) << laptop.error().message;
+  Inbox ci;
+  auto c = started(*laptop, ci.events());
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(eventually([&] { return ci.count_from("alice") == 2; }));
+  EXPECT_TRUE(ci.from("alice")[0].expired);
+  EXPECT_EQ(ci.from("alice")[0].body, "");
+  EXPECT_EQ(ci.from("alice")[1].body, "stays");
 }
 
 }  // namespace

@@ -49,6 +49,29 @@ Message message_from_json(const json::object& o, const std::string& conversation
   return m;
 }
 
+ConversationInfo conversation_from_json(const json::object& c) {
+  ConversationInfo info;
+  info.conversation_id = str(c, "conversation_id");
+  info.type = str(c, "type");
+  info.name = str(c, "name");
+  info.head = num(c, "head").value_or(0);
+  info.joined_seq = num(c, "joined_seq").value_or(0);
+  info.members = strings(c, "members");
+  if (const auto* p = c.if_contains("public"); p && p->is_bool()) info.is_public = p->as_bool();
+  info.subscribers = num(c, "subscribers").value_or(0);
+  info.admins = strings(c, "admins");
+  info.owner = str(c, "owner");
+  if (const auto* v = c.if_contains("views"); v && v->is_array())
+    for (const auto& e : v->as_array()) {
+      if (!e.is_object()) continue;
+      auto seq = num(e.as_object(), "seq");
+      if (!seq) continue;
+      info.views.push_back(PostViews{*seq, num(e.as_object(), "views").value_or(0)});
+    }
+  info.json = json::serialize(c);
+  return info;
+}
+
 }  // namespace
 
 Message message_from_event(proto::MessageEvent&& e) {
@@ -89,18 +112,43 @@ Result<std::vector<ConversationInfo>> parse_conversations(std::string_view body)
   std::vector<ConversationInfo> out;
   for (const auto& v : list->as_array()) {
     if (!v.is_object()) continue;
-    const auto& c = v.as_object();
-    ConversationInfo info;
-    info.conversation_id = str(c, "conversation_id");
+    ConversationInfo info = conversation_from_json(v.as_object());
     if (info.conversation_id.empty()) continue;
-    info.type = str(c, "type");
-    info.name = str(c, "name");
-    info.head = num(c, "head").value_or(0);
-    info.members = strings(c, "members");
-    info.json = json::serialize(c);
     out.push_back(std::move(info));
   }
   return out;
+}
+
+Result<ConversationInfo> parse_conversation_info(std::string_view body) {
+  auto o = parse_object(body);
+  if (!o) return o.error();
+  ConversationInfo info = conversation_from_json(*o);
+  if (info.conversation_id.empty()) return make_error(ErrorCode::kMalformed, "answer lacks conversation_id");
+  return info;
+}
+
+Result<JoinResult> parse_join(std::string_view body) {
+  auto o = parse_object(body);
+  if (!o) return o.error();
+  JoinResult j{str(*o, "conversation_id"), num(*o, "joined_seq").value_or(0), num(*o, "subscribers").value_or(0)};
+  if (j.conversation_id.empty()) return make_error(ErrorCode::kMalformed, "join answer lacks conversation_id");
+  return j;
+}
+
+Result<uint64_t> parse_subscribers_answer(std::string_view body) {
+  auto o = parse_object(body);
+  if (!o) return o.error();
+  auto n = num(*o, "subscribers");
+  if (!n) return make_error(ErrorCode::kMalformed, "answer lacks subscribers");
+  return *n;
+}
+
+Result<std::vector<std::string>> parse_admins_answer(std::string_view body) {
+  auto o = parse_object(body);
+  if (!o) return o.error();
+  const auto* a = o->if_contains("admins");
+  if (!a || !a->is_array()) return make_error(ErrorCode::kMalformed, "answer lacks admins");
+  return strings(*o, "admins");
 }
 
 Result<Credentials> parse_credentials(std::string_view body) {

@@ -17,6 +17,15 @@ Message message_from_event(proto::MessageEvent&& e);
 // `conversation_id`.
 Result<HistoryPage> parse_history(std::string_view body, const std::string& conversation_id);
 Result<std::vector<ConversationInfo>> parse_conversations(std::string_view body);
+// GET /v1/conversations/{id}: one conversation object (channels with owner, admins,
+// subscribers and views).
+Result<ConversationInfo> parse_conversation_info(std::string_view body);
+// POST …/join → {"conversation_id","joined_seq","subscribers"}
+Result<JoinResult> parse_join(std::string_view body);
+// A channel's POST …/members → {"subscribers":N}
+Result<uint64_t> parse_subscribers_answer(std::string_view body);
+// POST …/admins → {"admins":[…]}
+Result<std::vector<std::string>> parse_admins_answer(std::string_view body);
 // {"user","device","token"}
 Result<Credentials> parse_credentials(std::string_view body);
 // {"conversation_id"}

@@ -37,6 +37,67 @@ TEST(Convert, Conversations) {
   EXPECT_EQ((*c)[0].members.size(), 2u);
 }
 
+TEST(Convert, ConversationsListChannels) {
+  // A channel has subscribers and admins instead of members; unknown fields are tolerated.
+  auto c = parse_conversations(
+      R"({"conversations":[{"conversation_id":"ch-1","type":"channel","head":7,"joined_seq":3,"name":"news",)"
+      R"("public":false,"subscribers":200000,"admins":["alice","bob"],"future":{"x":1}},)"
+      R"({"conversation_id":"g1","type":"group","name":"team","head":4,"members":["a","b"]}]})");
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(c->size(), 2u);
+  const auto& ch = (*c)[0];
+  EXPECT_TRUE(ch.is_channel());
+  EXPECT_EQ(ch.name, "news");
+  EXPECT_EQ(ch.head, 7u);
+  EXPECT_EQ(ch.joined_seq, 3u);
+  EXPECT_FALSE(ch.is_public);
+  EXPECT_EQ(ch.subscribers, 200000u);
+  EXPECT_EQ(ch.admins, (std::vector<std::string>{"alice", "bob"}));
+  EXPECT_TRUE(ch.members.empty());
+  EXPECT_NE(ch.json.find("future"), std::string::npos);
+  EXPECT_FALSE((*c)[1].is_channel());
+  EXPECT_EQ((*c)[1].subscribers, 0u);
+}
+
+TEST(Convert, ChannelInfo) {
+  auto i = parse_conversation_info(
+      R"({"conversation_id":"ch-9","type":"channel","name":"n","public":true,"owner":"alice","admins":["alice"],)"
+      R"("subscribers":3,"head":12,"joined_seq":0,"views":[{"seq":11,"views":2},{"seq":12,"views":1},{"views":5},7]})");
+  ASSERT_TRUE(i.ok());
+  EXPECT_EQ(i->owner, "alice");
+  EXPECT_TRUE(i->is_public);
+  EXPECT_EQ(i->subscribers, 3u);
+  EXPECT_EQ(i->head, 12u);
+  ASSERT_EQ(i->views.size(), 2u);  // entries without a seq are skipped
+  EXPECT_EQ(i->views[0].seq, 11u);
+  EXPECT_EQ(i->views[0].views, 2u);
+  EXPECT_EQ(i->views[1].views, 1u);
+  auto g = parse_conversation_info(R"({"conversation_id":"g-1","type":"group","head":2,"members":["a","b"]})");
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(g->members.size(), 2u);
+  EXPECT_TRUE(g->views.empty());
+  EXPECT_FALSE(parse_conversation_info(R"({"type":"channel"})").ok());
+  EXPECT_FALSE(parse_conversation_info("[]").ok());
+}
+
+TEST(Convert, ChannelAnswers) {
+  auto j = parse_join(R"({"conversation_id":"ch-1","joined_seq":41,"subscribers":5})");
+  ASSERT_TRUE(j.ok());
+  EXPECT_EQ(j->conversation_id, "ch-1");
+  EXPECT_EQ(j->joined_seq, 41u);
+  EXPECT_EQ(j->subscribers, 5u);
+  EXPECT_FALSE(parse_join(R"({"joined_seq":1})").ok());
+  auto s = parse_subscribers_answer(R"({"subscribers":12})");
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(*s, 12u);
+  EXPECT_FALSE(parse_subscribers_answer(R"({"members":[]})").ok());
+  EXPECT_FALSE(parse_subscribers_answer(R"({"subscribers":-1})").ok());
+  auto a = parse_admins_answer(R"({"admins":["alice","carol"]})");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->size(), 2u);
+  EXPECT_FALSE(parse_admins_answer("{}").ok());
+}
+
 TEST(Convert, CredentialsAndCodes) {
   auto cr = parse_credentials(R"({"user":"alice","device":2,"token":"t"})");
   ASSERT_TRUE(cr.ok());

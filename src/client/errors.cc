@@ -10,7 +10,8 @@ ErrorCode error_code_from_name(std::string_view name) {
       ErrorCode::kDeviceMismatch, ErrorCode::kUnauthorized, ErrorCode::kForbidden,
       ErrorCode::kNotFound,      ErrorCode::kExists,       ErrorCode::kTooLarge,
       ErrorCode::kLimitExceeded, ErrorCode::kRateLimited,  ErrorCode::kOverloaded,
-      ErrorCode::kDraining,      ErrorCode::kInternal,     ErrorCode::kUnavailable};
+      ErrorCode::kDraining,      ErrorCode::kInternal,     ErrorCode::kBadSignature,
+      ErrorCode::kUnavailable};
   for (ErrorCode c : kAll)
     if (code_name(c) == name) return c;
   return ErrorCode::kInternal;

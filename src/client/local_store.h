@@ -27,6 +27,7 @@ struct OutboxEntry {
   std::optional<Seq> reply_to;
   std::optional<int64_t> ttl_seconds;
   int64_t created_ms = 0;
+  std::vector<std::string> media;  // media ids named in clear metadata (issue 11)
 };
 
 class LocalStore {

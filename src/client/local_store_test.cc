@@ -14,7 +14,7 @@ namespace tern::client {
 namespace {
 
 OutboxEntry entry(std::string id, std::string conv = "c1") {
-  return OutboxEntry{std::move(id), std::move(conv), "aGk=", std::nullopt, std::nullopt, 1};
+  return OutboxEntry{std::move(id), std::move(conv), "aGk=", std::nullopt, std::nullopt, 1, {}};
 }
 
 std::string temp_dir() {

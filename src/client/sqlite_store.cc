@@ -61,6 +61,9 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path, 
       " created_ms INTEGER NOT NULL);"
       "CREATE TABLE IF NOT EXISTS cursors(conversation_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);";
   if (auto r = store->exec(schema); !r) return r.error();
+  // Media ids (issue 11), space-separated; a column added to files made before it existed.
+  if (!store->exec("SELECT media FROM outbox LIMIT 0;"))
+    if (auto r = store->exec("ALTER TABLE outbox ADD COLUMN media TEXT;"); !r) return r.error();
   return store;
 }
 
@@ -91,8 +94,8 @@ Result<void> SqliteStore::add(const OutboxEntry& e) {
   std::lock_guard lock(mu_);
   if (size_locked() >= max_entries_) return make_error(ErrorCode::kOverloaded, "outbox full");
   Stmt s(db_,
-         "INSERT INTO outbox(client_msg_id, conversation_id, body_b64, reply_to, ttl, created_ms)"
-         " VALUES(?,?,?,?,?,?)");
+         "INSERT INTO outbox(client_msg_id, conversation_id, body_b64, reply_to, ttl, created_ms, media)"
+         " VALUES(?,?,?,?,?,?,?)");
   if (!s.ok()) return db_error(db_, "prepare");
   s.text(1, e.client_msg_id);
   s.text(2, e.conversation_id);
@@ -100,6 +103,9 @@ Result<void> SqliteStore::add(const OutboxEntry& e) {
   if (e.reply_to) s.integer(4, static_cast<int64_t>(*e.reply_to)); else s.null(4);
   if (e.ttl_seconds) s.integer(5, *e.ttl_seconds); else s.null(5);
   s.integer(6, e.created_ms);
+  std::string media;
+  for (const auto& id : e.media) media += (media.empty() ? "" : " ") + id;
+  if (media.empty()) s.null(7); else s.text(7, media);
   const int rc = sqlite3_step(s.get());
   if (rc == SQLITE_CONSTRAINT) return make_error(ErrorCode::kExists, "client_msg_id already pending");
   if (rc != SQLITE_DONE) return db_error(db_, "insert");
@@ -117,7 +123,8 @@ Result<void> SqliteStore::remove(std::string_view client_msg_id) {
 
 Result<std::vector<OutboxEntry>> SqliteStore::pending() const {
   std::lock_guard lock(mu_);
-  Stmt s(db_, "SELECT client_msg_id, conversation_id, body_b64, reply_to, ttl, created_ms FROM outbox ORDER BY ord");
+  Stmt s(db_,
+         "SELECT client_msg_id, conversation_id, body_b64, reply_to, ttl, created_ms, media FROM outbox ORDER BY ord");
   if (!s.ok()) return db_error(db_, "prepare");
   std::vector<OutboxEntry> out;
   int rc;
@@ -129,6 +136,15 @@ Result<std::vector<OutboxEntry>> SqliteStore::pending() const {
     if (sqlite3_column_type(s.get(), 3) != SQLITE_NULL) e.reply_to = static_cast<Seq>(sqlite3_column_int64(s.get(), 3));
     if (sqlite3_column_type(s.get(), 4) != SQLITE_NULL) e.ttl_seconds = sqlite3_column_int64(s.get(), 4);
     e.created_ms = sqlite3_column_int64(s.get(), 5);
+    if (sqlite3_column_type(s.get(), 6) != SQLITE_NULL) {
+      const std::string all = s.col_text(6);
+      std::string_view ids = all;
+      while (!ids.empty()) {
+        const size_t sp = ids.find(' ');
+        e.media.emplace_back(ids.substr(0, sp));
+        ids.remove_prefix(sp == std::string_view::npos ? ids.size() : sp + 1);
+      }
+    }
     out.push_back(std::move(e));
   }
   if (rc != SQLITE_DONE) return db_error(db_, "select");

@@ -39,6 +39,9 @@ struct Message {
   std::optional<Seq> reply_to;
   std::optional<int64_t> expires_at;
   std::optional<std::string> system_json;  // membership change etc., as JSON text
+  // Its expires_at has passed: the SDK hands it over without a body (the application shows
+  // a tombstone, as the server does, and keeps nothing of it).
+  bool expired = false;
 };
 
 // `sent` for one of this device's sends: the message is durable on the server with this seq.
@@ -71,13 +74,39 @@ struct Presence {
   int64_t last_seen = 0;  // ms since epoch; meaningful when !online
 };
 
+// How many subscribers read a channel post at least up to `seq` (approximate, server memory).
+struct PostViews {
+  Seq seq = 0;
+  uint64_t views = 0;
+};
+
+// One conversation as listed (GET /v1/conversations) or described (GET /v1/conversations/{id}).
+// Fields the server does not send keep their defaults; unknown fields are tolerated and kept
+// in `json`.
 struct ConversationInfo {
   std::string conversation_id;
-  std::string type;  // "direct" or "group"
-  std::string name;  // groups only (when the server reports it)
+  std::string type;  // "direct", "group" or "channel"
+  std::string name;  // groups and channels (when the server reports it)
   Seq head = 0;      // highest seq
-  std::vector<std::string> members;  // when the server reports them
+  Seq joined_seq = 0;  // as the server reports it (a channel: the first seq the caller sees)
+  std::vector<std::string> members;  // groups and directs, when the server reports them
+  // Channels only (a channel has subscribers instead of members).
+  bool is_public = false;
+  uint64_t subscribers = 0;
+  std::vector<std::string> admins;
+  std::string owner;              // GET /v1/conversations/{id} only
+  std::vector<PostViews> views;   // GET /v1/conversations/{id} only: the last posts
   std::string json;  // the whole object as received, for fields this SDK does not model
+
+  bool is_channel() const { return type == "channel"; }
+};
+
+// POST /v1/conversations/{id}/join: the caller is a subscriber and sees the posts from
+// joined_seq (the head + 1 when it joined) on.
+struct JoinResult {
+  std::string conversation_id;
+  Seq joined_seq = 0;
+  uint64_t subscribers = 0;
 };
 
 struct HistoryPage {

@@ -88,11 +88,60 @@ class TestService : public ServiceInterface {
     }
     if (request.path == "/throw") throw std::runtime_error("boom");
     if (request.path == "/big") return reply(HttpResponse{200, std::string(8192, 'B'), "text/plain"});
+    if (request.path == "/source") {  // 300,000 bytes of a pattern, streamed from a source
+      struct Pattern : BodySource {
+        size_t at = 0;
+        Result<size_t> read(char* out, size_t n) override {
+          for (size_t i = 0; i < n; ++i) out[i] = static_cast<char>('a' + (at + i) % 26);
+          at += n;
+          return n;
+        }
+      };
+      HttpResponse r{200, "", "application/octet-stream"};
+      r.headers.emplace_back("X-Test", "yes");
+      r.source = std::make_shared<Pattern>();
+      r.source_length = 300000;
+      return reply(std::move(r));
+    }
     reply(HttpResponse{200,
                        "method=" + request.method + " path=" + request.path + " query=" + request.query +
                            " bearer=" + request.bearer_token + " body_bytes=" + std::to_string(request.body.size()),
                        "text/plain"});
   }
+
+  // Streamed bodies (issue 11): "/stream" goes to a sink that counts bytes and the largest
+  // chunk; "/refuse" is answered from the headers alone.
+  class CountingSink : public BodySink {
+   public:
+    explicit CountingSink(TestService* s) : s_(s) {}
+    ~CountingSink() override {
+      if (!finished_) s_->unfinished_sinks++;
+    }
+    Result<void> write(std::string_view chunk) override {
+      bytes_ += chunk.size();
+      largest_ = std::max(largest_, chunk.size());
+      for (char c : chunk) sum_ += static_cast<unsigned char>(c);
+      return {};
+    }
+    void finish(HttpReply reply) override {
+      finished_ = true;
+      reply(HttpResponse{200, "streamed=" + std::to_string(bytes_) + " largest=" + std::to_string(largest_) +
+                                  " sum=" + std::to_string(sum_),
+                         "text/plain"});
+    }
+
+   private:
+    TestService* s_;
+    size_t bytes_ = 0, largest_ = 0;
+    uint64_t sum_ = 0;
+    bool finished_ = false;
+  };
+  BodyDecision open_body(const HttpRequest& head) override {
+    if (head.path == "/stream") return std::shared_ptr<BodySink>(std::make_shared<CountingSink>(this));
+    if (head.path == "/refuse") return HttpResponse{413, R"({"error":"too_large"})"};
+    return std::monostate{};
+  }
+  std::atomic<int> unfinished_sinks{0};
 
   Result<DeviceRef> authenticate(const std::string& token) override {
     if (token == "good") return DeviceRef{"alice", 1};
@@ -553,6 +602,65 @@ TEST_F(GatewayTest, HttpRequestsAnsweredWithKeepAlive) {
   ASSERT_TRUE(res);
   EXPECT_EQ(res->result_int(), 200);
   EXPECT_EQ(res->body(), "method=POST path=/v1/users query= bearer= body_bytes=16");
+}
+
+TEST_F(GatewayTest, StreamedBodiesPassTheBodyLimitInBoundedChunks) {
+  GatewayOptions o;
+  o.max_http_body_bytes = 1024;
+  start(o);
+  HttpClient c;
+  ASSERT_TRUE(c.connect(port_));
+  std::string body(1 << 20, '\0');
+  uint64_t sum = 0;
+  for (size_t i = 0; i < body.size(); ++i) {
+    body[i] = static_cast<char>(i * 13);
+    sum += static_cast<unsigned char>(body[i]);
+  }
+  auto res = c.request(http::verb::post, "/stream", body, "good");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->result_int(), 200);
+  EXPECT_EQ(res->body(), "streamed=1048576 largest=65536 sum=" + std::to_string(sum));
+  // The connection stays usable; a buffered route still has the small limit.
+  res = c.request(http::verb::post, "/other", std::string(2048, 'x'), "good");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->result_int(), 413);
+}
+
+TEST_F(GatewayTest, BodyRefusedFromItsHeadersAndDroppedStreamsAreUnfinished) {
+  start();
+  HttpClient c;
+  ASSERT_TRUE(c.connect(port_));
+  auto res = c.request(http::verb::post, "/refuse", std::string(100000, 'x'), "good");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->result_int(), 413);
+  EXPECT_FALSE(res->keep_alive());
+  // A streamed body cut off: the sink is dropped without finish().
+  {
+    RawClient raw;
+    ASSERT_TRUE(raw.connect(port_));
+    ASSERT_TRUE(raw.write("POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + std::string(30000, 'y')));
+  }  // the connection drops here
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (service_.unfinished_sinks.load() == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(service_.unfinished_sinks.load(), 1);
+}
+
+TEST_F(GatewayTest, StreamedResponsesComeFromTheirSource) {
+  start();
+  HttpClient c;
+  ASSERT_TRUE(c.connect(port_));
+  for (int round = 0; round < 2; ++round) {  // keep-alive across streamed responses
+    auto res = c.request(http::verb::get, "/source", "", "good");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->result_int(), 200);
+    EXPECT_EQ((*res)["X-Test"], "yes");
+    EXPECT_EQ((*res)[http::field::content_length], "300000");
+    ASSERT_EQ(res->body().size(), 300000u);
+    bool pattern = true;
+    for (size_t i = 0; i < res->body().size(); ++i) pattern = pattern && res->body()[i] == static_cast<char>('a' + i % 26);
+    EXPECT_TRUE(pattern);
+  }
 }
 
 TEST_F(GatewayTest, HttpReplyFromAnotherThread) {

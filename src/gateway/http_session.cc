@@ -1,6 +1,7 @@
 #include "gateway/http_session.h"
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <exception>
 #include <string_view>
@@ -72,6 +73,18 @@ std::string bearer_token(std::string_view authorization) {
   return std::string(trim(authorization.substr(kScheme.size())));
 }
 
+// Status line and the headers every response carries.
+template <class Message>
+void set_head(Message& m, const HttpResponse& response, unsigned version, bool close) {
+  const int status = (response.status >= 100 && response.status <= 599) ? response.status : 500;
+  m.result(static_cast<http::status>(status));
+  m.version(version);
+  m.set(http::field::server, "ternd");
+  m.set(http::field::content_type, response.content_type);
+  m.keep_alive(!close);
+  for (const auto& [name, value] : response.headers) m.set(name, value);
+}
+
 bool is_http_parse_error(const beast::error_code& ec) {
   return ec.category() == beast::error_code(http::error::bad_method).category();
 }
@@ -121,7 +134,9 @@ void HttpSession::shutdown(uint16_t /*ws_code*/) {
 void HttpSession::do_read() {
   parser_.emplace();
   parser_->header_limit(kMaxHeaderBytes);
-  parser_->body_limit(ctx_->options.max_http_body_bytes);
+  // The body limit is applied once the headers are read (on_header): a streamed upload may
+  // announce more than max_http_body_bytes, and Beast would refuse it at the header.
+  parser_->body_limit(boost::none);
   // An absolute deadline for the whole request: a slow trickle of header bytes cannot
   // hold the connection past it.
   arm_read_deadline();
@@ -132,6 +147,10 @@ void HttpSession::do_read() {
 void HttpSession::on_header(beast::error_code ec, std::size_t /*bytes*/) {
   if (ec) return on_read_error(ec);
   if (parser_->is_done()) return handle_request();
+  if (maybe_stream()) return;
+  const auto length = parser_->content_length();
+  if (length && *length > ctx_->options.max_http_body_bytes) return on_read_error(http::error::body_limit);
+  parser_->body_limit(ctx_->options.max_http_body_bytes);  // chunked bodies are counted as they come
   if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
     net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
                      beast::bind_front_handler(&HttpSession::on_continue_written, self()));
@@ -208,32 +227,11 @@ void HttpSession::handle_request() {
       beast::iequals(trim(req[http::field::upgrade]), "websocket"))
     return upgrade(std::move(req), query, bearer);
 
-  // The first bearer token on a connection decides whether it counts as authenticated.
-  if (!slot_.is_authenticated() && !auth_tried_ && !bearer.empty()) {
-    auth_tried_ = true;
-    bool valid = false;
-    try {
-      valid = ctx_->service.authenticate(bearer).ok();
-    } catch (...) {
-      valid = false;  // the service answers the request itself below
-    }
-    if (valid && !authenticate_connection())
-      return write_error(503, code_name(ErrorCode::kOverloaded), "too many connections", true);
-  }
+  if (!authenticate_bearer(bearer)) return;
 
-  HttpRequest request{std::string(req.method_string()), std::move(path), std::move(query),
-                      std::move(bearer), std::move(req.body())};
-  boost::system::error_code peer_ec;
-  const auto peer = stream_.socket().remote_endpoint(peer_ec);
-  if (!peer_ec) request.remote_address = peer.address().to_string();
-  // Invoked once (later calls ignored), from any thread; keeps the session alive until then.
-  auto done = std::make_shared<std::atomic<bool>>(false);
-  HttpReply reply = [self = self(), done](HttpResponse response) {
-    if (done->exchange(true)) return;
-    net::post(self->executor_, [self, response = std::move(response)]() mutable {
-      self->write_response(std::move(response), false);
-    });
-  };
+  HttpRequest request = request_head(req.base());
+  request.body = std::move(req.body());
+  HttpReply reply = make_reply();
   try {
     ctx_->service.handle_http(std::move(request), reply);
   } catch (const std::exception& e) {
@@ -241,6 +239,154 @@ void HttpSession::handle_request() {
     reply(HttpResponse{500, json_error(code_name(ErrorCode::kInternal), "internal error"), "application/json"});
   } catch (...) {
     spdlog::error("event=handler_exception where=handle_http session={} what=unknown", id_);
+    reply(HttpResponse{500, json_error(code_name(ErrorCode::kInternal), "internal error"), "application/json"});
+  }
+}
+
+HttpReply HttpSession::make_reply() {
+  // Invoked once (later calls ignored), from any thread; keeps the session alive until then.
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  return [self = self(), done](HttpResponse response) {
+    if (done->exchange(true)) return;
+    net::post(self->executor_, [self, response = std::move(response)]() mutable {
+      self->write_response(std::move(response), false);
+    });
+  };
+}
+
+bool HttpSession::authenticate_bearer(const std::string& bearer) {
+  // The first bearer token on a connection decides whether it counts as authenticated.
+  if (!slot_.is_authenticated() && !auth_tried_ && !bearer.empty()) {
+    auth_tried_ = true;
+    bool valid = false;
+    try {
+      valid = ctx_->service.authenticate(bearer).ok();
+    } catch (...) {
+      valid = false;  // the service answers the request itself
+    }
+    if (valid && !authenticate_connection()) {
+      write_error(503, code_name(ErrorCode::kOverloaded), "too many connections", true);
+      return false;
+    }
+  }
+  return true;
+}
+
+HttpRequest HttpSession::request_head(const http::request_header<>& h) const {
+  const std::string_view target = h.target();
+  const size_t qmark = target.find('?');
+  HttpRequest r;
+  r.method = std::string(h.method_string());
+  r.path = std::string(target.substr(0, qmark));
+  r.query = qmark == std::string_view::npos ? std::string() : std::string(target.substr(qmark + 1));
+  r.bearer_token = bearer_token(h[http::field::authorization]);
+  r.range = std::string(h[http::field::range]);
+  r.content_range = std::string(h[http::field::content_range]);
+  if (auto it = h.find(http::field::content_length); it != h.end()) {
+    uint64_t n = 0;
+    const std::string_view v = it->value();
+    auto [p, e] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (e == std::errc() && p == v.data() + v.size()) r.content_length = n;
+  }
+  boost::system::error_code peer_ec;
+  const auto peer = stream_.socket().remote_endpoint(peer_ec);
+  if (!peer_ec) r.remote_address = peer.address().to_string();
+  return r;
+}
+
+bool HttpSession::maybe_stream() {
+  const auto& h = parser_->get();
+  if (h.find(http::field::upgrade) != h.end()) return false;  // upgrades are never streamed
+  HttpRequest head = request_head(h);
+  BodyDecision decision;
+  try {
+    decision = ctx_->service.open_body(head);
+  } catch (...) {
+    spdlog::error("event=handler_exception where=open_body session={}", id_);
+    decision = HttpResponse{500, json_error(code_name(ErrorCode::kInternal), "internal error"), "application/json"};
+  }
+  if (std::holds_alternative<std::monostate>(decision)) return false;
+  ctx_->metrics.http_requests.inc();
+  version_ = h.version();
+  keep_alive_ = h.keep_alive();
+  if (!authenticate_bearer(head.bearer_token)) return true;
+  busy_ = true;
+  if (auto* refuse = std::get_if<HttpResponse>(&decision)) {
+    // Answered before the body is read: the connection cannot be reused (the body follows).
+    stream_.expires_never();
+    write_response(std::move(*refuse), true);
+    return true;
+  }
+  sink_ = std::move(std::get<std::shared_ptr<BodySink>>(decision));
+  const bool expect_continue = beast::iequals(h[http::field::expect], "100-continue");
+  stream_parser_.emplace(std::move(*parser_));
+  parser_.reset();
+  stream_parser_->body_limit(boost::none);  // the service bounded it by Content-Length
+  chunk_.resize(64 * 1024);
+  if (expect_continue) {
+    net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
+                     [self = self()](beast::error_code ec, std::size_t) {
+                       if (ec) {
+                         self->sink_.reset();
+                         return self->close_socket();
+                       }
+                       self->read_stream();
+                     });
+    return true;
+  }
+  read_stream();
+  return true;
+}
+
+void HttpSession::read_stream() {
+  auto& body = stream_parser_->get().body();
+  body.data = chunk_.data();
+  body.size = chunk_.size();
+  // Idle deadline per chunk: a big upload may take long, a stalled one may not.
+  if (slot_.is_authenticated())
+    stream_.expires_after(ctx_->options.http_idle_timeout);
+  else
+    arm_read_deadline();
+  http::async_read(stream_, buffer_, *stream_parser_, beast::bind_front_handler(&HttpSession::on_stream_read, self()));
+}
+
+void HttpSession::on_stream_read(beast::error_code ec, std::size_t /*bytes*/) {
+  if (ec == http::error::need_buffer) ec = {};
+  const size_t got = chunk_.size() - stream_parser_->get().body().size;
+  if (ec) {
+    // What did arrive still goes to the sink (a resumable upload keeps it), then it is
+    // dropped unfinished.
+    if (got > 0) (void)sink_->write(std::string_view(chunk_.data(), got));
+    // Truncated (peer gone, timeout, bad framing): the sink is dropped unfinished.
+    sink_.reset();
+    stream_parser_.reset();
+    chunk_ = {};
+    if (is_http_parse_error(ec) && ec != http::error::partial_message)
+      return write_error(400, code_name(ErrorCode::kMalformed), "malformed HTTP request", true);
+    return close_socket();
+  }
+  if (got > 0) {
+    auto r = sink_->write(std::string_view(chunk_.data(), got));
+    if (!r) {
+      sink_.reset();
+      stream_parser_.reset();
+      chunk_ = {};
+      write_response(HttpResponse{http_status(r.error().code),
+                                  json_error(code_name(r.error().code), r.error().message), "application/json"},
+                     true);
+      return;
+    }
+  }
+  if (!stream_parser_->is_done()) return read_stream();
+  stream_.expires_never();
+  stream_parser_.reset();
+  chunk_ = {};
+  auto sink = std::move(sink_);
+  HttpReply reply = make_reply();
+  try {
+    sink->finish(reply);
+  } catch (...) {
+    spdlog::error("event=handler_exception where=body_finish session={}", id_);
     reply(HttpResponse{500, json_error(code_name(ErrorCode::kInternal), "internal error"), "application/json"});
   }
 }
@@ -292,6 +438,7 @@ void HttpSession::write_error(int status, std::string_view code, std::string_vie
 
 void HttpSession::write_response(HttpResponse response, bool close) {
   if (closed_) return;
+  if (response.source) return write_streamed(std::move(response), close);
   // The response is charged to the process-wide byte budget until written (headers: an
   // estimate); one that does not fit is refused with 503 and the connection closed.
   constexpr size_t kHeaderEstimate = 256;
@@ -306,16 +453,63 @@ void HttpSession::write_response(HttpResponse response, bool close) {
   ctx_->charge(charge);
   charged_ += charge;
   close = close || !keep_alive_ || close_after_response_;
-  const int status = (response.status >= 100 && response.status <= 599) ? response.status : 500;
-  response_.emplace(static_cast<http::status>(status), version_);
-  response_->set(http::field::server, "ternd");
-  response_->set(http::field::content_type, response.content_type);
-  response_->keep_alive(!close);
+  response_.emplace();
+  set_head(*response_, response, version_, close);
   response_->body() = std::move(response.body);
   response_->prepare_payload();
   // A client that never reads its response cannot pin the session.
   stream_.expires_after(ctx_->options.http_idle_timeout);
   http::async_write(stream_, *response_, beast::bind_front_handler(&HttpSession::on_write, self(), close));
+}
+
+void HttpSession::write_streamed(HttpResponse response, bool close) {
+  constexpr size_t kCharge = 64 * 1024 + 256;  // one piece in flight, plus the header
+  if (ctx_->global_budget_exceeded(kCharge)) {
+    ctx_->metrics.http_overloaded.inc();
+    return write_response(HttpResponse{503, json_error(code_name(ErrorCode::kOverloaded), "server busy"),
+                                       "application/json"},
+                          true);
+  }
+  ctx_->charge(kCharge);
+  charged_ += kCharge;
+  close = close || !keep_alive_ || close_after_response_;
+  stream_head_.emplace();
+  set_head(*stream_head_, response, version_, close);
+  stream_head_->content_length(response.source_length);
+  source_ = std::move(response.source);
+  source_left_ = response.source_length;
+  chunk_.resize(64 * 1024);
+  stream_.expires_after(ctx_->options.http_idle_timeout);
+  http::async_write(stream_, *stream_head_, [self = self(), close](beast::error_code ec, std::size_t) {
+    if (ec) return self->on_write(close, ec, 0);
+    self->pump_source(close);
+  });
+}
+
+void HttpSession::pump_source(bool close) {
+  if (source_left_ == 0) {
+    source_.reset();
+    stream_head_.reset();
+    chunk_ = {};
+    return on_write(close, {}, 0);
+  }
+  const size_t want = static_cast<size_t>(std::min<uint64_t>(source_left_, chunk_.size()));
+  auto got = source_->read(chunk_.data(), want);
+  if (!got || *got == 0) {
+    // The body cannot be completed: the client sees a short body and a closed connection.
+    spdlog::warn("event=http_source_failed session={}", id_);
+    source_.reset();
+    return on_write(true, net::error::broken_pipe, 0);
+  }
+  source_left_ -= *got;
+  stream_.expires_after(ctx_->options.http_idle_timeout);
+  net::async_write(stream_, net::buffer(chunk_.data(), *got), [self = self(), close](beast::error_code ec, std::size_t) {
+    if (ec) {
+      self->source_.reset();
+      return self->on_write(close, ec, 0);
+    }
+    self->pump_source(close);
+  });
 }
 
 void HttpSession::on_write(bool close, beast::error_code ec, std::size_t /*bytes*/) {

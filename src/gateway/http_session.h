@@ -32,6 +32,14 @@
 //    that does not fit is replaced by 503 `overloaded` and the connection closed.
 //  - A connection that ends with an error response is half-closed and drained briefly
 //    (bounded in bytes and time) so the client reads the response instead of a reset.
+//  - Streamed bodies (uploads): once the headers of a request with a body are read, the
+//    service's open_body() decides. A BodySink gets the body in chunks of at most 64 KiB
+//    (one buffer per session, reused), with the idle deadline re-armed per chunk instead of
+//    one deadline for the whole request; max_http_body_bytes does not apply (the service
+//    bounds the size from Content-Length). A connection error drops the sink unfinished.
+//  - Streamed responses (downloads): a response with a BodySource is written as its header
+//    (Content-Length = source_length) and then 64 KiB pieces read from the source one at a
+//    time; one piece at a time is charged to the global byte budget.
 #pragma once
 #include <chrono>
 #include <cstdint>
@@ -44,7 +52,10 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <vector>
 
 #include "gateway/gateway_context.h"
 #include "gateway/service_interface.h"
@@ -89,6 +100,15 @@ class HttpSession final : public Session {
   void linger();
   void on_linger(boost::beast::error_code ec, std::size_t bytes);
   void close_socket();
+  // Streaming (see the header comment). maybe_stream() is true when it took the request.
+  bool maybe_stream();
+  bool authenticate_bearer(const std::string& bearer);
+  HttpReply make_reply();  // the service's answer, posted back onto this session's loop  // false: over max_connections (503 written)
+  HttpRequest request_head(const boost::beast::http::request_header<>& h) const;
+  void read_stream();
+  void on_stream_read(boost::beast::error_code ec, std::size_t bytes);
+  void write_streamed(HttpResponse response, bool close);
+  void pump_source(bool close);
 
   boost::beast::tcp_stream stream_;
   const boost::asio::any_io_executor executor_;  // the strand; a copy, safe from any thread
@@ -111,6 +131,13 @@ class HttpSession final : public Session {
   bool auth_tried_ = false;            // service.authenticate() was asked for a bearer token
   size_t linger_left_ = 0;
   size_t charged_ = 0;                 // bytes of the response in progress, in the global budget
+  // Streaming state (strand-only).
+  std::optional<boost::beast::http::request_parser<boost::beast::http::buffer_body>> stream_parser_;
+  std::shared_ptr<BodySink> sink_;
+  std::optional<boost::beast::http::response<boost::beast::http::empty_body>> stream_head_;
+  std::shared_ptr<BodySource> source_;
+  uint64_t source_left_ = 0;
+  std::vector<char> chunk_;  // the one transfer buffer, allocated while streaming
 };
 
 }  // namespace tern::gateway

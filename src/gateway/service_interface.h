@@ -6,8 +6,12 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
 
 #include "base/ids.h"
 #include "base/result.h"
@@ -21,16 +25,58 @@ struct HttpRequest {
   std::string bearer_token;    // from "Authorization: Bearer …" (empty if absent)
   std::string body;
   std::string remote_address;  // the peer's IP address, e.g. "127.0.0.1" (rate limits key on it)
+  // Headers the media routes need (empty / absent when not sent).
+  std::string range;          // "Range"
+  std::string content_range;  // "Content-Range"
+  std::optional<uint64_t> content_length;  // "Content-Length" (absent for chunked bodies)
+};
+
+// A response body read in pieces instead of held in memory (large downloads). read() is
+// called on the HTTP session's loop, sequentially, until body_length bytes were produced.
+class BodySource {
+ public:
+  virtual ~BodySource() = default;
+  // Fills up to n bytes; returns how many (0 or an error ends the connection early).
+  virtual Result<size_t> read(char* out, size_t n) = 0;
 };
 
 struct HttpResponse {
+  HttpResponse() = default;
+  HttpResponse(int status_, std::string body_, std::string content_type_ = "application/json")
+      : status(status_), body(std::move(body_)), content_type(std::move(content_type_)) {}
   int status = 200;
   std::string body;
   std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;  // extra headers, e.g. Content-Range
+  // When set, the body is streamed from `source` (exactly source_length bytes; Content-Length
+  // says so) and `body` is ignored.
+  std::shared_ptr<BodySource> source;
+  uint64_t source_length = 0;
 };
 
 // Called exactly once per request, from any thread.
 using HttpReply = std::function<void(HttpResponse)>;
+
+// A request body streamed to the service as it arrives instead of buffered whole (uploads
+// far above max_http_body_bytes). Runs on the HTTP session's loop; at most one chunk buffer
+// (64 KiB) is held by the gateway at a time, so memory stays bounded whatever the size.
+class BodySink {
+ public:
+  // Destroyed without finish() when the body did not arrive whole (client gone, idle
+  // timeout, a write() error): the service discards what it kept, or keeps a resumable part.
+  virtual ~BodySink() = default;
+  // The next piece of the body, in order. An error ends the request: the gateway answers
+  // with it (its code's status) and closes the connection.
+  virtual Result<void> write(std::string_view chunk) = 0;
+  // Every byte of the body arrived. Answer through reply (once, from any thread).
+  virtual void finish(HttpReply reply) = 0;
+};
+
+// What the service decides from a request's headers, before its body is read:
+// buffer it as usual (monostate: handle_http gets it, subject to max_http_body_bytes),
+// stream it into a sink, or answer at once without reading it (e.g. 413 for an oversize
+// upload; the connection is then closed).
+using BodyDecision = std::variant<std::monostate, std::shared_ptr<BodySink>, HttpResponse>;
 
 // A live WebSocket connection. Owned by the gateway (shared_ptr); the service holds it while
 // it wants to write. Thread affinity: each connection lives on one event loop (one thread,
@@ -83,6 +129,9 @@ class ServiceInterface {
   // Any HTTP request that is not the WebSocket upgrade. Runs on the HTTP session's loop;
   // reply may be called later from any thread.
   virtual void handle_http(HttpRequest request, HttpReply reply) = 0;
+  // Called on the HTTP session's loop once a request's headers are read (not for the
+  // WebSocket upgrade); `head` has every field but the body. Default: buffer every body.
+  virtual BodyDecision open_body(const HttpRequest& /*head*/) { return std::monostate{}; }
   // Checks the token of a WebSocket upgrade before it is accepted (failure → HTTP 401).
   // Also called once for the first bearer token on a plain HTTP connection, to count the
   // connection as authenticated (see GatewayOptions::max_unauthenticated_connections).

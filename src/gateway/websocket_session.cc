@@ -653,7 +653,9 @@ void WebSocketSession::on_tick(int64_t now) {
   const int64_t ping = std::chrono::duration_cast<std::chrono::milliseconds>(ctx_->options.ping_interval).count();
   if (ping > 0 && handshake_done_) {
     const int64_t silent = now - last_rx_ms_;
-    if (silent >= 2 * ping) {
+    // Only a peer that was pinged and stayed silent is dropped: the sweep runs every second,
+    // so with a 1 s interval a late sweep could otherwise see 2 intervals pass with no ping sent.
+    if (silent >= 2 * ping && ping_outstanding_) {
       spdlog::debug("event=ws_ping_timeout conn={}", id_);
       return finish();
     }

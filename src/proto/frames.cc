@@ -2,6 +2,7 @@
 
 #include "proto/json_writer.h"
 
+#include <algorithm>
 #include <charconv>
 #include <optional>
 
@@ -102,6 +103,34 @@ Result<ClientFrame> parse_send(const json::object& o, const Limits& limits, std:
     if (*t == 0 || *t > static_cast<uint64_t>(limits.max_ttl_seconds))
       return make_error(ErrorCode::kInvalidArgument, "ttl must be 1.." + std::to_string(limits.max_ttl_seconds) + " seconds");
     f.ttl_seconds = static_cast<int64_t>(*t);
+  }
+  if (const auto* keys = o.if_contains("keys")) {
+    if (!keys->is_bool()) return malformed("field 'keys' must be a boolean");
+    f.keys = keys->as_bool();
+  }
+  if (const auto* ids = o.if_contains("registration_ids")) {
+    if (!ids->is_object()) return malformed("field 'registration_ids' must be an object");
+    for (const auto& kv : ids->as_object()) {
+      if (!f.bodies.count(std::string(kv.key())))
+        return make_error(ErrorCode::kInvalidArgument, "each 'registration_ids' key must be a key of 'bodies'");
+      const auto& v = kv.value();
+      const uint64_t n = v.is_uint64() ? v.as_uint64() : v.is_int64() && v.as_int64() > 0 ? v.as_int64() : 0;
+      if (n == 0 || n > UINT32_MAX)
+        return make_error(ErrorCode::kInvalidArgument, "a registration id must be an integer 1..4294967295");
+      f.registration_ids.emplace(std::string(kv.key()), static_cast<uint32_t>(n));
+    }
+  }
+  if (const auto* media = o.if_contains("media")) {
+    if (!media->is_array()) return malformed("field 'media' must be an array of media ids");
+    if (media->as_array().size() > limits.max_media_per_message)
+      return make_error(ErrorCode::kTooLarge,
+                        "at most " + std::to_string(limits.max_media_per_message) + " media ids per message");
+    for (const auto& id : media->as_array()) {
+      if (!id.is_string() || !valid_media_id(id.as_string()))
+        return make_error(ErrorCode::kInvalidArgument, "each media id must be 64 lowercase hex characters");
+      if (std::find(f.media.begin(), f.media.end(), id.as_string()) == f.media.end())
+        f.media.emplace_back(id.as_string());
+    }
   }
   return ClientFrame{std::move(f)};
 }
@@ -218,10 +247,25 @@ std::string encode_message(const MessageRecord& m) {
     append_key(o, "expires_at");
     append_int(o, *m.expires_at);
   }
+  if (!m.media.empty()) {
+    o += ',';
+    append_key(o, "media");
+    o += '[';
+    for (size_t i = 0; i < m.media.size(); ++i) {
+      if (i) o += ',';
+      append_json_string(o, m.media[i]);
+    }
+    o += ']';
+  }
   if (m.system_json) {
     o += ',';
     append_key(o, "system");
     o += *m.system_json;  // already serialized JSON, built by the server
+  }
+  if (!m.withheld_from.empty()) {
+    o += ',';
+    append_key(o, "withheld_from");
+    append_json_string(o, m.withheld_from);
   }
   o += '}';
   return o;
@@ -254,6 +298,13 @@ class StoredScanner {
     auto r = std::from_chars(s_.data() + pos_, s_.data() + s_.size(), *out);
     if (r.ec != std::errc()) return false;
     pos_ = static_cast<size_t>(r.ptr - s_.data());
+    return true;
+  }
+  bool skip_flat_array() {  // ["a","b",...]: no nesting, no escapes
+    const size_t end = s_.find(']', pos_);
+    if (end == std::string_view::npos) return false;
+    if (s_.substr(pos_, end - pos_).find_first_of("[{\\") != std::string_view::npos) return false;
+    pos_ = end + 1;
     return true;
   }
   bool skip_flat_object() {  // {"k":"v",...}: no nesting, no escapes
@@ -291,6 +342,7 @@ std::optional<StoredMeta> scan_stored_meta(std::string_view stored) {
     if (!sc.num(&e)) return std::nullopt;
     m.expires_at = e;
   }
+  if (sc.lit(R"(,"media":[)") && !sc.skip_flat_array()) return std::nullopt;
   if (sc.lit(R"(,"system":)")) {
     m.system = true;
   } else if (!sc.lit("}")) {
@@ -324,13 +376,25 @@ Result<StoredMeta> stored_meta(std::string_view stored) {
 
 Result<std::string> render_message_for(std::string_view stored, const DeviceRef& device) {
   // Fast path: a message with one shared body is sent exactly as stored.
-  if (stored.find("\"bodies\"") == std::string_view::npos) return std::string(stored);
+  const bool withheld = stored.find("\"withheld_from\"") != std::string_view::npos;
+  if (!withheld && stored.find("\"bodies\"") == std::string_view::npos) return std::string(stored);
   boost::system::error_code ec;
   json::value v = json::parse(stored, ec);
   if (ec || !v.is_object()) return make_error(ErrorCode::kInternal, "corrupt stored message");
   auto& o = v.as_object();
+  if (auto* w = o.if_contains("withheld_from")) {
+    const bool for_blocker = w->is_string() && w->as_string() == device.user;
+    o.erase("withheld_from");
+    if (for_blocker) {
+      o.erase("bodies");
+      o.erase("reply_to");
+      o["body"] = "";
+      o["withheld"] = true;
+      return json::serialize(o);
+    }
+  }
   auto* bodies = o.if_contains("bodies");
-  if (!bodies || !bodies->is_object()) return std::string(stored);
+  if (!bodies || !bodies->is_object()) return withheld ? json::serialize(o) : std::string(stored);
   const auto key = device.key();
   auto* mine = bodies->as_object().if_contains(key);
   json::value body = mine ? *mine : json::value("");
@@ -345,6 +409,8 @@ Result<std::string> render_expired(std::string_view stored) {
   if (ec || !v.is_object()) return make_error(ErrorCode::kInternal, "corrupt stored message");
   auto& o = v.as_object();
   o.erase("bodies");
+  o.erase("media");
+  o.erase("withheld_from");
   o["body"] = "";
   o["expired"] = true;
   return json::serialize(o);

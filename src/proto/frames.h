@@ -23,6 +23,13 @@ struct SendFrame {
   std::map<std::string, std::string> bodies;  // "user:device" → base64 (instead of body)
   std::optional<Seq> reply_to;
   std::optional<int64_t> ttl_seconds;
+  // [Tern] "keys": true marks key-management traffic (session set-up, sender-key
+  // distribution) for the server's metrics; it is not stored or forwarded.
+  bool keys = false;
+  // [Tern] "registration_ids": per `bodies` key, the registration id of the device's keys
+  // the sender encrypted for; a mismatch answers device_mismatch with the device as `stale`.
+  std::map<std::string, uint32_t> registration_ids;
+  std::vector<std::string> media;  // [Tern extension] media ids the message names (validated form)
 };
 struct AckFrame { std::string conversation_id; Seq seq = 0; };
 struct ReadFrame { std::string conversation_id; Seq seq = 0; };
@@ -58,14 +65,19 @@ struct MessageRecord {
   std::optional<Seq> reply_to;
   std::optional<int64_t> expires_at;
   std::optional<std::string> system_json;  // the `system` object, as JSON text
+  std::vector<std::string> media;          // [Tern extension] media ids, clear metadata (issue 11)
+  std::string withheld_from{};  // issue 12: stored only; this user's devices get a tombstone (blocks.h)
 };
 
 std::string encode_message(const MessageRecord& m);
 // The frame one device receives for a stored message: the stored text itself unless the
-// message carries `bodies`, in which case `body` is that device's entry.
+// message carries `bodies`, in which case `body` is that device's entry, or `withheld_from`
+// (never sent): removed for everyone, and for that user's devices the message becomes a
+// tombstone ("body":"","withheld":true).
 Result<std::string> render_message_for(std::string_view stored, const DeviceRef& device);
 // The frame for a message whose ttl has passed: its place in the seq order stays (so clients
-// see no gap) but its payload is gone: "body":"" and "expired":true [Tern extension].
+// see no gap) but its payload is gone: "body":"" and "expired":true [Tern extension]; its
+// `bodies` and `media` are dropped too.
 Result<std::string> render_expired(std::string_view stored);
 // Cheap reads of a stored frame without a full decode.
 struct StoredMeta {

@@ -37,6 +37,31 @@ TEST(Frames, ParsesPerDeviceBodies) {
   EXPECT_EQ(parse_code(R"({"type":"send","client_msg_id":"c","conversation_id":"g","body":"YQ==","bodies":{"bob:1":"YQ=="}})"), ErrorCode::kMalformed);
 }
 
+TEST(Frames, ParsesKeysFlagAndRegistrationIds) {
+  auto r = parse_client_frame(
+      R"({"type":"send","client_msg_id":"c","conversation_id":"d","keys":true,"bodies":{"bob:1":"aGk=","bob:2":"aGk="},"registration_ids":{"bob:1":4711}})",
+      limits);
+  ASSERT_TRUE(r) << r.error().message;
+  const auto& s = std::get<SendFrame>(*r);
+  EXPECT_TRUE(s.keys);
+  EXPECT_EQ(s.registration_ids, (std::map<std::string, uint32_t>{{"bob:1", 4711}}));
+  auto plain = parse_client_frame(R"({"type":"send","client_msg_id":"c","conversation_id":"d","body":"aGk="})", limits);
+  ASSERT_TRUE(plain);
+  EXPECT_FALSE(std::get<SendFrame>(*plain).keys) << "absent means false";
+  EXPECT_TRUE(std::get<SendFrame>(*plain).registration_ids.empty());
+  const std::string head = R"({"type":"send","client_msg_id":"c","conversation_id":"d",)";
+  EXPECT_EQ(parse_code(head + R"("body":"aGk=","keys":1})"), ErrorCode::kMalformed);
+  EXPECT_EQ(parse_code(head + R"("bodies":{"bob:1":"aGk="},"registration_ids":[1]})"), ErrorCode::kMalformed);
+  EXPECT_EQ(parse_code(head + R"("bodies":{"bob:1":"aGk="},"registration_ids":{"bob:2":1}})"),
+            ErrorCode::kInvalidArgument) << "only keys of bodies";
+  EXPECT_EQ(parse_code(head + R"("body":"aGk=","registration_ids":{"bob:1":1}})"), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(parse_code(head + R"("bodies":{"bob:1":"aGk="},"registration_ids":{"bob:1":0}})"), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(parse_code(head + R"("bodies":{"bob:1":"aGk="},"registration_ids":{"bob:1":4294967296}})"),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(parse_code(head + R"("bodies":{"bob:1":"aGk="},"registration_ids":{"bob:1":"7"}})"),
+            ErrorCode::kInvalidArgument);
+}
+
 TEST(Frames, ParsesOtherClientFrames) {
   EXPECT_EQ(parse_code(R"({"type":"ack","conversation_id":"c","seq":7})"), ErrorCode::kOk);
   EXPECT_EQ(parse_code(R"({"type":"read","conversation_id":"c","seq":7})"), ErrorCode::kOk);
@@ -78,7 +103,7 @@ TEST(Frames, EnforcesSizeLimits) {
 }
 
 TEST(Frames, RendersPerDeviceMessages) {
-  MessageRecord m{"g", 4, "alice", 1, 1700, std::nullopt, {{"bob:1", "YQ=="}, {"bob:2", "Yg=="}}, 2, std::nullopt, std::nullopt};
+  MessageRecord m{"g", 4, "alice", 1, 1700, std::nullopt, {{"bob:1", "YQ=="}, {"bob:2", "Yg=="}}, 2, std::nullopt, std::nullopt, {}};
   const auto stored = encode_message(m);
   auto bob2 = render_message_for(stored, DeviceRef{"bob", 2});
   ASSERT_TRUE(bob2);
@@ -90,13 +115,13 @@ TEST(Frames, RendersPerDeviceMessages) {
   EXPECT_EQ(meta->sender, "alice");
   EXPECT_TRUE(meta->per_device);
 
-  MessageRecord plain{"d", 1, "alice", 1, 1700, std::string("aGk="), {}, std::nullopt, std::nullopt, std::nullopt};
+  MessageRecord plain{"d", 1, "alice", 1, 1700, std::string("aGk="), {}, std::nullopt, std::nullopt, std::nullopt, {}};
   const auto stored_plain = encode_message(plain);
   EXPECT_EQ(*render_message_for(stored_plain, DeviceRef{"bob", 1}), stored_plain);
 }
 
 TEST(Frames, RendersExpiredMessagesAsTombstones) {
-  MessageRecord m{"d", 5, "alice", 1, 1700, std::string("c2VjcmV0"), {}, std::nullopt, 1800, std::nullopt};
+  MessageRecord m{"d", 5, "alice", 1, 1700, std::string("c2VjcmV0"), {}, std::nullopt, 1800, std::nullopt, {}};
   auto t = render_expired(encode_message(m));
   ASSERT_TRUE(t);
   EXPECT_EQ(t->find("c2VjcmV0"), std::string::npos);
@@ -200,6 +225,38 @@ TEST(Frames, PeeksTheRefOfASendWithoutParsing) {
   EXPECT_EQ(peek_send_ref(R"({"type":"ack","conversation_id":"d-1","seq":1})"), "");
   EXPECT_EQ(peek_send_ref(R"({"type":"send","client_msg_id":"a\"b"})"), "");
   EXPECT_EQ(peek_send_ref(R"({"type":"send","client_msg_id":"unterminated)"), "");
+}
+
+TEST(Frames, SendNamesMediaInClearMetadata) {
+  const std::string id(64, 'a');
+  auto f = parse_client_frame(R"({"type":"send","client_msg_id":"c","conversation_id":"d","body":"eA==","media":[")" + id +
+                                  R"(",")" + id + R"("]})",
+                              Limits{});
+  ASSERT_TRUE(f);
+  EXPECT_EQ(std::get<SendFrame>(*f).media, std::vector<std::string>{id});  // repeats dropped
+  for (const char* bad : {R"("media":"x")", R"("media":["ABC"])", R"("media":[1])"}) {
+    auto b = parse_client_frame(R"({"type":"send","client_msg_id":"c","conversation_id":"d","body":"eA==",)" +
+                                    std::string(bad) + "}",
+                                Limits{});
+    ASSERT_FALSE(b) << bad;
+  }
+  Limits one;
+  one.max_media_per_message = 1;
+  auto many = parse_client_frame(R"({"type":"send","client_msg_id":"c","conversation_id":"d","body":"eA==","media":[")" +
+                                     id + R"(",")" + std::string(64, 'b') + R"("]})",
+                                 one);
+  ASSERT_FALSE(many);
+  EXPECT_EQ(many.error().code, ErrorCode::kTooLarge);
+
+  MessageRecord m{"d", 3, "alice", 1, 1700, std::string("eA=="), {}, std::nullopt, 1800, std::nullopt, {id}};
+  const auto stored = encode_message(m);
+  EXPECT_NE(stored.find(R"("media":[")" + id + R"("])"), std::string::npos);
+  auto meta = stored_meta(stored);
+  ASSERT_TRUE(meta);
+  EXPECT_EQ(*meta->expires_at, 1800);
+  auto t = render_expired(stored);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->find(id), std::string::npos);  // a tombstone names no media
 }
 
 }  // namespace

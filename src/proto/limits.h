@@ -16,6 +16,7 @@ struct Limits {
   size_t max_devices_per_user = 6;
   size_t max_page = 500;                   // backfill page size cap
   int64_t max_ttl_seconds = 365LL * 24 * 3600;
+  size_t max_media_per_message = 16;       // ids in a send's `media` (issue 11)
 };
 
 }  // namespace tern::proto

@@ -59,13 +59,14 @@ Result<ServerFrame> parse_server_frame(std::string_view text) {
   }
   if (type == "error")
     return ServerFrame{ErrorEvent{str(o, "code"), str(o, "message"), str(o, "ref"), strings(o, "missing"),
-                                  strings(o, "extra")}};
+                                  strings(o, "extra"), strings(o, "stale")}};
+  if (type == "prekeys_low") return ServerFrame{PrekeysLowEvent{num(o, "count")}};
   return make_error(ErrorCode::kUnknownType, "unknown server frame type");
 }
 
 std::string encode_send(std::string_view client_msg_id, std::string_view conversation_id,
                         std::string_view body_b64, std::optional<Seq> reply_to,
-                        std::optional<int64_t> ttl_seconds) {
+                        std::optional<int64_t> ttl_seconds, const std::vector<std::string>& media) {
   json::object o;
   o["type"] = "send";
   o["client_msg_id"] = client_msg_id;
@@ -73,6 +74,11 @@ std::string encode_send(std::string_view client_msg_id, std::string_view convers
   o["body"] = body_b64;
   if (reply_to) o["reply_to"] = *reply_to;
   if (ttl_seconds) o["ttl"] = *ttl_seconds;
+  if (!media.empty()) {
+    json::array ids;
+    for (const auto& id : media) ids.emplace_back(id);
+    o["media"] = std::move(ids);
+  }
   return json::serialize(o);
 }
 

@@ -30,17 +30,21 @@ struct SyncedEvent {};
 struct ReceiptEvent { std::string conversation_id, user, status; Seq seq = 0; };
 struct TypingEvent { std::string conversation_id, user; bool active = false; };
 struct PresenceEvent { std::string user; bool online = false; int64_t last_seen = 0; };
-struct ErrorEvent { std::string code, message, ref; std::vector<std::string> missing, extra; };
+// missing/extra/stale: the devices a device_mismatch names (stale only with registration_ids).
+struct ErrorEvent { std::string code, message, ref; std::vector<std::string> missing, extra, stale; };
+// [Tern] the device's one-time prekeys ran low (docs/protocol.md §14.6): upload more.
+struct PrekeysLowEvent { uint64_t count = 0; };
 
 using ServerFrame = std::variant<SentEvent, MessageEvent, SyncedEvent, ReceiptEvent, TypingEvent,
-                                 PresenceEvent, ErrorEvent>;
+                                 PresenceEvent, ErrorEvent, PrekeysLowEvent>;
 
 Result<ServerFrame> parse_server_frame(std::string_view text);
 
 // Client frame encoders.
 std::string encode_send(std::string_view client_msg_id, std::string_view conversation_id,
                         std::string_view body_b64, std::optional<Seq> reply_to = std::nullopt,
-                        std::optional<int64_t> ttl_seconds = std::nullopt);
+                        std::optional<int64_t> ttl_seconds = std::nullopt,
+                        const std::vector<std::string>& media = {});
 std::string encode_send_bodies(std::string_view client_msg_id, std::string_view conversation_id,
                                const std::map<std::string, std::string>& bodies_b64);
 std::string encode_ack(std::string_view conversation_id, Seq seq);

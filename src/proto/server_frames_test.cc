@@ -14,7 +14,7 @@ TEST(ServerFrames, RoundTripsServerEncoders) {
   auto rec = parse_server_frame(encode_receipt("d-1", "bob", "read", 4));
   ASSERT_TRUE(rec);
   EXPECT_EQ(std::get<ReceiptEvent>(*rec).status, "read");
-  MessageRecord m{"d-1", 3, "alice", 2, 1700, std::string("aGk="), {}, 1, std::nullopt, std::nullopt};
+  MessageRecord m{"d-1", 3, "alice", 2, 1700, std::string("aGk="), {}, 1, std::nullopt, std::nullopt, {}};
   auto msg = parse_server_frame(encode_message(m));
   ASSERT_TRUE(msg);
   const auto& me = std::get<MessageEvent>(*msg);
@@ -23,6 +23,14 @@ TEST(ServerFrames, RoundTripsServerEncoders) {
   EXPECT_EQ(*me.reply_to, 1u);
   EXPECT_TRUE(std::holds_alternative<SyncedEvent>(*parse_server_frame(encode_synced())));
   EXPECT_FALSE(parse_server_frame("nope"));
+  auto low = parse_server_frame(R"({"type":"prekeys_low","count":4})");
+  ASSERT_TRUE(low);
+  EXPECT_EQ(std::get<PrekeysLowEvent>(*low).count, 4u);
+  auto mismatch = parse_server_frame(
+      R"({"missing":["b:2"],"extra":[],"stale":["b:1"],"type":"error","code":"device_mismatch","message":"m","ref":"c"})");
+  ASSERT_TRUE(mismatch);
+  EXPECT_EQ(std::get<ErrorEvent>(*mismatch).stale, (std::vector<std::string>{"b:1"}));
+  EXPECT_EQ(std::get<ErrorEvent>(*mismatch).missing, (std::vector<std::string>{"b:2"}));
 }
 
 TEST(ServerFrames, ClientEncodersParseOnServer) {

@@ -13,6 +13,7 @@
 #include "services/conversation_ids.h"
 #include "services/tern_service.h"
 #include "store/redis/redis_store.h"
+#include "store/fs/fs_blob_store.h"
 #include "store/rocksdb/rocksdb_store.h"
 
 namespace tern::server {
@@ -60,6 +61,10 @@ Result<uint16_t> Server::start() {
     if (!opened) return opened.error();
     store_ = std::move(*opened);
   }
+  // Media blobs stay on this node's disk, also in Redis mode (docs/scaling.md: not shared).
+  auto blobs = store::FsBlobStore::open_at(options_.data_dir + "/media");
+  if (!blobs) return blobs.error();
+  blobs_ = std::move(*blobs);
   if (options_.store == "redis") {
     bus::RedisBusOptions bo;
     bo.seeds = *store::redis::parse_redis_urls(options_.redis_url);  // checked above
@@ -79,11 +84,22 @@ Result<uint16_t> Server::start() {
   const size_t threads = options_.threads ? options_.threads : std::max<size_t>(1, cores - 1);
   loops_ = std::make_unique<Loops>(threads);
   signals_ = std::make_unique<boost::asio::signal_set>(loops_->context(0));
-  service_ = std::make_unique<services::TernService>(*loops_, *store_, *bus_, options_.services, options_.metrics_token);
+  service_ = std::make_unique<services::TernService>(*loops_, *store_, *bus_, options_.services, options_.metrics_token,
+                                                     blobs_.get());
   service_->start();
   listener_ = std::make_unique<gateway::Listener>(loops_->contexts(), options_.gateway, *service_);
   auto port = listener_->start();
   if (!port) return port.error();
+  if (!options_.open.admin_listen.empty()) {
+    gateway::GatewayOptions admin = options_.gateway;
+    admin.host = options_.open.admin_host;
+    admin.port = options_.open.admin_port;
+    admin_listener_ = std::make_unique<gateway::Listener>(loops_->contexts(), admin,
+                                                          service_->enable_admin(options_.open.admin_token));
+    auto admin_port = admin_listener_->start();
+    if (!admin_port) return admin_port.error();
+    spdlog::info("event=admin_listening address={} port={}", admin.host, *admin_port);
+  }
 
   signals_->add(SIGTERM);
   signals_->add(SIGINT);
@@ -124,6 +140,7 @@ void Server::stop_purge() {
 
 void Server::shutdown() {
   listener_->stop_accepting();
+  if (admin_listener_) admin_listener_->stop_accepting();
   service_->begin_drain();
   stop_purge();
   listener_->close_all(1001);
@@ -138,8 +155,10 @@ void Server::shutdown() {
 
 void Server::run() {
   loops_->join();
+  admin_listener_.reset();
   listener_.reset();
   service_.reset();
+  blobs_.reset();
   store_.reset();
   spdlog::info("event=stopped");
 }

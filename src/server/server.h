@@ -19,7 +19,7 @@
 #include "base/result.h"
 #include "server/server_options.h"
 
-namespace tern::store { class Store; }
+namespace tern::store { class Store; class BlobStore; }
 namespace tern::bus { class Bus; }
 namespace tern::services { class TernService; }
 namespace tern::gateway { class Listener; }
@@ -50,9 +50,11 @@ class Server {
   std::condition_variable purge_cv_;
   bool purge_stop_ = false;  // guarded by purge_mu_
   std::unique_ptr<store::Store> store_;
+  std::unique_ptr<store::BlobStore> blobs_;  // media (issue 11), under <data>/media
   std::unique_ptr<bus::Bus> bus_;
   std::unique_ptr<services::TernService> service_;
   std::unique_ptr<gateway::Listener> listener_;
+  std::unique_ptr<gateway::Listener> admin_listener_;  // issue 12: --admin-listen
 };
 
 }  // namespace tern::server

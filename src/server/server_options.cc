@@ -81,6 +81,8 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   num("typing_max_members", o.services.typing_max_members);
   num("fanout_read_threshold", o.services.fanout_read_threshold);
   num("max_subscribers", o.services.max_subscribers);
+  real("channel_post_rate", o.services.channel_post_rate);
+  real("channel_post_burst", o.services.channel_post_burst);
   num("fanout_batch_ms", o.services.fanout_batch_ms);
   num("receipt_batch_ms", o.services.receipt_batch_ms);
   real("create_rate", o.services.create_rate_per_sec);
@@ -89,6 +91,14 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   real("register_rate", o.services.register_rate_per_min);
   real("register_burst", o.services.register_burst);
   num("directory_cache", o.services.directory_cache);
+  num("max_prekeys_per_upload", o.services.max_prekeys_per_upload);
+  num("max_prekeys_per_device", o.services.max_prekeys_per_device);
+  num("prekeys_low_threshold", o.services.prekeys_low_threshold);
+  int64_t grace_s = o.services.signed_prekey_grace_ms / 1000;
+  num("signed_prekey_grace_seconds", grace_s);
+  o.services.signed_prekey_grace_ms = grace_s * 1000;
+  real("key_fetch_rate", o.services.key_fetch_rate_per_sec);
+  real("key_fetch_burst", o.services.key_fetch_burst);
   int64_t days = o.services.idempotency_ttl_ms / (24 * 3600 * 1000);
   num("idempotency_days", days);
   str("store", o.store);
@@ -97,6 +107,16 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   num("redis_wait_replicas", o.redis_wait_replicas);
   num("redis_timeout_ms", o.redis_timeout_ms);
   o.services.idempotency_ttl_ms = days * 24 * 3600 * 1000;
+  // Media and disappearing messages (issue 11).
+  num("max_media_bytes", o.services.max_media_bytes);
+  num("media_quota_bytes", o.services.media_quota_bytes);
+  real("media_upload_rate", o.services.media_upload_rate_per_min);
+  real("media_upload_burst", o.services.media_upload_burst);
+  num("media_grace_ms", o.services.media_grace_ms);
+  num("upload_expiry_ms", o.services.upload_expiry_ms);
+  num("max_open_uploads_per_user", o.services.max_open_uploads_per_user);
+  num("sweep_interval_ms", o.services.sweep_interval_ms);
+  read_open_toml(t, known, o);
   for (const auto& [key, value] : t) {
     (void)value;
     if (!known.count(key.str()))
@@ -184,11 +204,17 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
                  "at most one typing relay per member and conversation in this interval (changes are coalesced)")
       ->capture_default_str();
   app.add_option("--typing-max-members", o.services.typing_max_members,
-                 "typing is not relayed in conversations with more members than this")->capture_default_str();
+                 "in conversations with more members, typing is coalesced per conversation (one relay per interval)")
+      ->capture_default_str();
   app.add_option("--fanout-read-threshold", o.services.fanout_read_threshold,
                  "groups with at least this many members fan out on read (no inbox entry per member device)")
       ->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--max-subscribers", o.services.max_subscribers, "subscribers per channel, owner and admins included")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--channel-post-rate", o.services.channel_post_rate,
+                 "posts per second into one channel, all its admins together (each reaches every subscriber)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--channel-post-burst", o.services.channel_post_burst, "token bucket size for channel posts")
       ->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--fanout-batch-ms", o.services.fanout_batch_ms,
                  "read-side live delivery: posts within this window reach each loop's sessions together (0-100)")
@@ -225,6 +251,45 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
   app.add_option("--redis-timeout-ms", o.redis_timeout_ms,
                  "with --store redis: one Redis command; beyond it the request fails with `unavailable`")
       ->check(CLI::Range(10, 60000))->capture_default_str();
+  app.add_option("--max-prekeys-per-upload", o.services.max_prekeys_per_upload,
+                 "one-time prekeys in one PUT /v1/keys; more get too_large")->capture_default_str();
+  app.add_option("--max-prekeys-per-device", o.services.max_prekeys_per_device,
+                 "one-time prekeys stored per device; an upload beyond it gets limit_exceeded")->capture_default_str();
+  app.add_option("--prekeys-low-threshold", o.services.prekeys_low_threshold,
+                 "a device with fewer one-time prekeys left gets a prekeys_low event (0 = never)")->capture_default_str();
+  app.add_option_function<int64_t>(
+         "--signed-prekey-grace-seconds",
+         [&o](int64_t s) { o.services.signed_prekey_grace_ms = s * 1000; },
+         "how long a replaced signed prekey is kept (and reported to its device) after a rotation")
+      ->default_str(std::to_string(o.services.signed_prekey_grace_ms / 1000));
+  app.add_option("--key-fetch-rate", o.services.key_fetch_rate_per_sec,
+                 "key bundle fetches per second per requesting user (token bucket refill; 0 = unlimited)")
+      ->capture_default_str();
+  app.add_option("--key-fetch-burst", o.services.key_fetch_burst, "token bucket size for key bundle fetches")
+      ->capture_default_str();
+  // Media and disappearing messages (issue 11).
+  app.add_option("--max-media-bytes", o.services.max_media_bytes, "largest media blob (POST /v1/media); larger gets 413")
+      ->capture_default_str();
+  app.add_option("--media-quota-bytes", o.services.media_quota_bytes,
+                 "per user: bytes of uploaded, not yet collected media plus uploads in progress")
+      ->capture_default_str();
+  app.add_option("--media-upload-rate", o.services.media_upload_rate_per_min, "uploads per minute per user (token bucket refill; 0 = unlimited)")
+      ->capture_default_str();
+  app.add_option("--media-upload-burst", o.services.media_upload_burst, "token bucket size for uploads")
+      ->capture_default_str();
+  app.add_option("--media-grace-ms", o.services.media_grace_ms,
+                 "an uploaded blob no message names is collected after this long")
+      ->capture_default_str();
+  app.add_option("--upload-expiry-ms", o.services.upload_expiry_ms,
+                 "a resumable upload idle this long is dropped with its bytes")
+      ->capture_default_str();
+  app.add_option("--max-open-uploads-per-user", o.services.max_open_uploads_per_user,
+                 "resumable uploads in progress per user")
+      ->capture_default_str();
+  app.add_option("--sweep-interval-ms", o.services.sweep_interval_ms,
+                 "how often expired messages are erased from disk and unreferenced media collected")
+      ->capture_default_str();
+  describe_open_options(app, o);
 }
 
 }  // namespace
@@ -266,9 +331,16 @@ Result<ServerOptions> parse_options(int argc, char** argv) {
   if (o.services.fanout_read_threshold < 1 || o.services.max_subscribers < 1)
     return make_error(ErrorCode::kInvalidArgument, "--fanout-read-threshold and --max-subscribers must be >= 1");
   if (o.services.directory_cache < 1) return make_error(ErrorCode::kInvalidArgument, "--directory-cache must be >= 1");
+  if (o.services.signed_prekey_grace_ms < 0)
+    return make_error(ErrorCode::kInvalidArgument, "--signed-prekey-grace-seconds must be >= 0");
+  if (o.services.key_fetch_rate_per_sec < 0 || o.services.max_prekeys_per_upload < 1)
+    return make_error(ErrorCode::kInvalidArgument, "--key-fetch-rate must be >= 0, --max-prekeys-per-upload >= 1");
   if (o.services.create_rate_per_sec < 0 || o.services.register_rate_per_min < 0)
     return make_error(ErrorCode::kInvalidArgument, "rates must be >= 0");
   if (unauth_timeout < 1) return make_error(ErrorCode::kInvalidArgument, "--unauthenticated-timeout must be >= 1");
+  if (o.services.sweep_interval_ms < 10) return make_error(ErrorCode::kInvalidArgument, "--sweep-interval-ms must be >= 10");
+  if (o.services.media_grace_ms < 0 || o.services.upload_expiry_ms < 1)
+    return make_error(ErrorCode::kInvalidArgument, "--media-grace-ms must be >= 0 and --upload-expiry-ms >= 1");
   o.gateway.unauthenticated_timeout = std::chrono::seconds(unauth_timeout);
   o.gateway.ping_interval = std::chrono::seconds(ping);
   o.services.idempotency_ttl_ms = idem_days * 24 * 3600 * 1000;
@@ -289,6 +361,7 @@ Result<ServerOptions> parse_options(int argc, char** argv) {
   if (ec != std::errc() || p != port.data() + port.size() || value > 65535)
     return make_error(ErrorCode::kInvalidArgument, "--listen port must be 0-65535");
   o.gateway.port = static_cast<uint16_t>(value);
+  if (auto r = check_open_options(o); !r) return r.error();
   return o;
 }
 

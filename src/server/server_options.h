@@ -6,6 +6,7 @@
 
 #include "base/result.h"
 #include "gateway/gateway_options.h"
+#include "server/open_options.h"
 #include "services/service_options.h"
 
 namespace tern::server {
@@ -27,6 +28,7 @@ struct ServerOptions {
 
   gateway::GatewayOptions gateway;
   services::ServiceOptions services;
+  OpenOptions open;  // issue 12: admin, push, TLS (open_options.h)
 };
 
 // Parses argv (and the --config file it names). On --help, prints usage and returns an

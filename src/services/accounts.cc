@@ -6,6 +6,7 @@
 
 #include "base/clock.h"
 #include "services/token.h"
+#include "services/user_records.h"
 
 namespace tern::services {
 namespace {
@@ -84,6 +85,10 @@ Result<DeviceRef> Accounts::authenticate(const std::string& token) {
   auto found = store_.find_token(hash_token(token));
   if (!found) return found.error();
   if (!*found) return make_error(ErrorCode::kUnauthorized, "missing or invalid token");
+  // Issue 12: a suspended (or deleted) account signs in nowhere. One bloom-filtered point read.
+  auto suspended = store_.user_record((*found)->user, records::kSuspended);
+  if (!suspended) return suspended.error();
+  if (*suspended) return make_error(ErrorCode::kUnauthorized, "missing or invalid token");
   return **found;
 }
 

@@ -7,19 +7,10 @@
 #include "proto/frames.h"
 #include "proto/http_shapes.h"
 #include "services/conversation_ids.h"
+#include "services/http_reply.h"
 
 namespace tern::services {
 namespace json = boost::json;
-
-gateway::HttpResponse api_error(const Error& e) {
-  static auto& errors = MetricsRegistry::global().family("tern_http_errors_total", "code", "HTTP errors by code");
-  errors.with(std::string(code_name(e.code))).inc();
-  return gateway::HttpResponse{http_status(e.code), proto::encode_http_error(e), "application/json"};
-}
-
-gateway::HttpResponse api_json(int status, const json::value& v) {
-  return gateway::HttpResponse{status, json::serialize(v), "application/json"};
-}
 
 const char* conversation_type_name(store::ConvType t) {
   switch (t) {
@@ -44,72 +35,72 @@ Error draining_error() { return make_error(ErrorCode::kDraining, "server is shut
 }  // namespace
 
 void ChannelApi::join(const DeviceRef& me, const std::string& id, gateway::HttpReply reply) {
-  if (ctx_.draining.load()) return reply(api_error(draining_error()));
+  if (ctx_.draining.load()) return reply(error_response(draining_error()));
   if (!create_limiter_.take(me.user, mono_us()))
-    return reply(api_error(make_error(ErrorCode::kRateLimited, "too many joins and creations; retry later")));
+    return reply(error_response(make_error(ErrorCode::kRateLimited, "too many joins and creations; retry later")));
   ctx_.sequencer.join_channel(me, id, [id, reply](Result<SubscriptionInfo> r) {
-    if (!r) return reply(api_error(r.error()));
-    reply(api_json(200, json::object{{"conversation_id", id}, {"joined_seq", r->joined_seq},
+    if (!r) return reply(error_response(r.error()));
+    reply(json_response(200, json::object{{"conversation_id", id}, {"joined_seq", r->joined_seq},
                                      {"subscribers", r->subscribers}}));
   });
 }
 
 void ChannelApi::leave(const DeviceRef& me, const std::string& id, gateway::HttpReply reply) {
-  if (ctx_.draining.load()) return reply(api_error(draining_error()));
+  if (ctx_.draining.load()) return reply(error_response(draining_error()));
   ctx_.sequencer.leave_channel(me, id, [reply](Result<uint64_t> r) {
-    if (!r) return reply(api_error(r.error()));
-    reply(api_json(200, json::object{{"left", true}, {"subscribers", *r}}));
+    if (!r) return reply(error_response(r.error()));
+    reply(json_response(200, json::object{{"left", true}, {"subscribers", *r}}));
   });
 }
 
 void ChannelApi::change_subscribers(const DeviceRef& me, const std::string& id, const gateway::HttpRequest& req,
                                     gateway::HttpReply reply) {
-  if (ctx_.draining.load()) return reply(api_error(draining_error()));
+  if (ctx_.draining.load()) return reply(error_response(draining_error()));
   auto r = proto::parse_members(req.body, ctx_.options.limits);
-  if (!r) return reply(api_error(r.error()));
+  if (!r) return reply(error_response(r.error()));
   ctx_.sequencer.change_subscribers(me, id, std::move(*r), [reply](Result<uint64_t> n) {
-    if (!n) return reply(api_error(n.error()));
-    reply(api_json(200, json::object{{"subscribers", *n}}));
+    if (!n) return reply(error_response(n.error()));
+    reply(json_response(200, json::object{{"subscribers", *n}}));
   });
 }
 
 void ChannelApi::change_admins(const DeviceRef& me, const std::string& id, const gateway::HttpRequest& req,
                                gateway::HttpReply reply) {
-  if (ctx_.draining.load()) return reply(api_error(draining_error()));
+  if (ctx_.draining.load()) return reply(error_response(draining_error()));
   auto r = proto::parse_members(req.body, ctx_.options.limits);
-  if (!r) return reply(api_error(r.error()));
+  if (!r) return reply(error_response(r.error()));
   ctx_.sequencer.change_admins(me, id, std::move(*r), [reply](Result<std::vector<std::string>> admins) {
-    if (!admins) return reply(api_error(admins.error()));
+    if (!admins) return reply(error_response(admins.error()));
     json::array a;
     for (const auto& u : *admins) a.emplace_back(u);
-    reply(api_json(200, json::object{{"admins", std::move(a)}}));
+    reply(json_response(200, json::object{{"admins", std::move(a)}}));
   });
 }
 
 void ChannelApi::info(const DeviceRef& me, const std::string& id, gateway::HttpReply reply) {
   auto conv = ctx_.directory.conversation(id);
-  if (!conv) return reply(api_error(conv.error()));
+  if (!conv) return reply(error_response(conv.error()));
   auto member = *conv ? ctx_.directory.member(**conv, me.user) : Result<std::optional<store::Member>>(std::nullopt);
-  if (!member) return reply(api_error(member.error()));
+  if (!member) return reply(error_response(member.error()));
   // Unknown and not-a-member get one answer: an id tells a stranger nothing.
-  if (!*member || !(*member)->active()) return reply(api_error(conversation_access_error()));
+  if (!*member || !(*member)->active()) return reply(error_response(conversation_access_error()));
   const store::Conversation& c = **conv;
   if (c.type != store::ConvType::kChannel) {
     auto head = ctx_.store.head(id);
-    if (!head) return reply(api_error(head.error()));
+    if (!head) return reply(error_response(head.error()));
     json::array members;
     for (const auto& m : c.members)
       if (m.active()) members.emplace_back(m.user);
     json::object o{{"conversation_id", id}, {"type", conversation_type_name(c.type)}, {"name", c.name},
                    {"head", *head}, {"members", std::move(members)}, {"admins", admins_of(c)},
                    {"joined_seq", (*member)->joined_seq}, {"fanout_on_read", c.fanout_on_read}};
-    return reply(api_json(200, o));
+    return reply(json_response(200, o));
   }
   const Seq joined = (*member)->joined_seq;
   ctx_.sequencer.channel_info(id, [this, id, reply, joined](Result<ChannelInfo> r) {
-    if (!r) return reply(api_error(r.error()));
+    if (!r) return reply(error_response(r.error()));
     auto head = ctx_.store.head(id);  // committed (the loop's head may be in flight)
-    if (!head) return reply(api_error(head.error()));
+    if (!head) return reply(error_response(head.error()));
     const store::Conversation& ch = *r->conversation;
     json::array views;
     for (const auto& [seq, n] : r->views) views.emplace_back(json::object{{"seq", seq}, {"views", n}});
@@ -117,7 +108,7 @@ void ChannelApi::info(const DeviceRef& me, const std::string& id, gateway::HttpR
                    {"owner", ch.members.empty() ? std::string() : ch.members.front().user}, {"admins", admins_of(ch)},
                    {"subscribers", ch.subscribers}, {"head", *head}, {"joined_seq", joined},
                    {"views", std::move(views)}};
-    reply(api_json(200, o));
+    reply(json_response(200, o));
   });
 }
 

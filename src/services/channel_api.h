@@ -8,7 +8,6 @@
 #pragma once
 #include <string>
 
-#include <boost/json/fwd.hpp>
 
 #include "gateway/service_interface.h"
 #include "services/rate_limiter.h"
@@ -34,9 +33,7 @@ class ChannelApi {
   KeyedRateLimiter& create_limiter_;
 };
 
-// Helpers shared with HttpApi.
-gateway::HttpResponse api_error(const Error& e);
-gateway::HttpResponse api_json(int status, const boost::json::value& v);
+// "direct", "group" or "channel" (shared with HttpApi's conversation list).
 const char* conversation_type_name(store::ConvType t);
 
 }  // namespace tern::services

@@ -42,6 +42,21 @@ Result<ConversationPtr> Channels::channel(const std::string& channel_id) {
   return *conv;
 }
 
+Error Channels::refusal(const store::Conversation& c, const std::string& user, const char* why) {
+  // A subscriber learns it may not; anyone else learns nothing about the channel.
+  auto m = core_.directory.member(c, user);
+  if (!m) return m.error();
+  if (!*m) return unknown_channel();
+  return make_error(ErrorCode::kForbidden, why);
+}
+
+std::optional<Error> Channels::unknown_user(const std::string& user) {
+  auto devices = core_.directory.devices(user);
+  if (!devices) return devices.error();
+  if (devices->empty()) return make_error(ErrorCode::kNotFound, "no such user: " + user);
+  return std::nullopt;
+}
+
 Result<Seq> Channels::subscribed(ConvState& cs, const store::Conversation& c, const std::string& user) {
   if (cs.channel) {
     auto it = cs.channel->pending_subscriptions.find(user);
@@ -98,6 +113,15 @@ void Channels::join(Shard& shard, const DeviceRef& actor, const std::string& cha
   if (!joined) return done(joined.error());
   if (*joined) return done(SubscriptionInfo{*joined, c.subscribers});
   if (!c.is_public) return done(unknown_channel());  // private: only an admin's add
+  // Every read-side conversation costs its user a head read at each connect: the number a
+  // user may follow is capped like the conversations it may create.
+  auto rows = core_.store.user_conversations(actor.user);
+  if (!rows) return done(rows.error());
+  const auto following = std::count_if(rows->begin(), rows->end(),
+                                       [](const store::UserConversation& r) { return r.fanout_on_read && !r.left_seq; });
+  if (static_cast<size_t>(following) >= core_.options.max_conversations_per_user)
+    return done(make_error(ErrorCode::kLimitExceeded, "at most " + std::to_string(core_.options.max_conversations_per_user) +
+                                                          " channels and large groups per user"));
   if (c.subscribers >= core_.options.max_subscribers)
     return done(make_error(ErrorCode::kLimitExceeded,
                            "at most " + std::to_string(core_.options.max_subscribers) + " subscribers per channel"));
@@ -137,13 +161,7 @@ void Channels::change_subscribers(Shard& shard, const DeviceRef& actor, const st
   auto conv = channel(channel_id);
   if (!conv) return done(conv.error());
   const store::Conversation& c = **conv;
-  if (!is_admin(c, actor.user)) {
-    // A subscriber learns it may not; anyone else learns nothing about the channel.
-    auto m = core_.directory.member(c, actor.user);
-    if (!m) return done(m.error());
-    if (!*m) return done(unknown_channel());
-    return done(make_error(ErrorCode::kForbidden, "only a channel admin can change its subscribers"));
-  }
+  if (!is_admin(c, actor.user)) return done(refusal(c, actor.user, "only a channel admin can change its subscribers"));
   auto st = core_.state(shard, channel_id);
   if (!st) return done(st.error());
   ConvState& cs = **st;
@@ -153,9 +171,7 @@ void Channels::change_subscribers(Shard& shard, const DeviceRef& actor, const st
     auto joined = subscribed(cs, c, u);
     if (!joined) return done(joined.error());
     if (*joined || change.subscribing(u)) continue;
-    auto devices = core_.directory.devices(u);
-    if (!devices) return done(devices.error());
-    if (devices->empty()) return done(make_error(ErrorCode::kNotFound, "no such user: " + u));
+    if (auto e = unknown_user(u)) return done(std::move(*e));
     change.subscribe.emplace_back(u, 0);
   }
   for (const auto& u : request.remove) {
@@ -182,12 +198,7 @@ void Channels::change_admins(Shard& shard, const DeviceRef& actor, const std::st
   auto conv = channel(channel_id);
   if (!conv) return done(conv.error());
   const store::Conversation& c = **conv;
-  if (!is_owner(c, actor.user)) {
-    auto m = core_.directory.member(c, actor.user);
-    if (!m) return done(m.error());
-    if (!*m) return done(unknown_channel());
-    return done(make_error(ErrorCode::kForbidden, "only the channel's owner can change its admins"));
-  }
+  if (!is_owner(c, actor.user)) return done(refusal(c, actor.user, "only the channel's owner can change its admins"));
   auto st = core_.state(shard, channel_id);
   if (!st) return done(st.error());
   ConvState& cs = **st;
@@ -195,9 +206,7 @@ void Channels::change_admins(Shard& shard, const DeviceRef& actor, const std::st
   Change change;
   for (const auto& u : request.add) {
     if (find_member(*next, u) || change.subscribing(u)) continue;
-    auto devices = core_.directory.devices(u);
-    if (!devices) return done(devices.error());
-    if (devices->empty()) return done(make_error(ErrorCode::kNotFound, "no such user: " + u));
+    if (auto e = unknown_user(u)) return done(std::move(*e));
     auto joined = subscribed(cs, c, u);
     if (!joined) return done(joined.error());
     if (!*joined) {

@@ -15,6 +15,7 @@
 // there); callbacks run on that loop. Owned by Sequencer; borrows the core.
 #pragma once
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -70,6 +71,10 @@ class Channels {
   };
   // The channel, or an error: not_found unless it is a channel `actor` may act on.
   Result<ConversationPtr> channel(const std::string& channel_id);
+  // Why `user` may not do this: forbidden for a subscriber, not_found for anyone else.
+  Error refusal(const store::Conversation& c, const std::string& user, const char* why);
+  // not_found if no such user (nullopt if it exists).
+  std::optional<Error> unknown_user(const std::string& user);
   // The seq from which `user` subscribes, 0 if not (this loop's pending changes first, then
   // the store).
   Result<Seq> subscribed(ConvState& cs, const store::Conversation& c, const std::string& user);

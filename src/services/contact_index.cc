@@ -36,7 +36,8 @@ void ContactIndex::install(const std::string& user, const std::vector<Conversati
   lru_.push_front(user);
   u.lru = lru_.begin();
   for (const auto& c : conversations) {
-    if (!c || !is_active_member(*c, user)) continue;
+    // Channels share no presence: an admin and a subscriber are not contacts.
+    if (!c || c->type == store::ConvType::kChannel || !is_active_member(*c, user)) continue;
     if (!u.conversations.emplace(c->id, c).second) continue;
     ++entries_;
     count(u, user, *c, +1, nullptr);

@@ -60,6 +60,12 @@ void DeviceSession::start() {
     conn_->close(1011, "store unavailable");
     return;
   }
+  // A device low on one-time prekeys hears it on every connect until it refills.
+  if (ctx_.keys)
+    if (auto low = ctx_.keys->low_frame(device_)) {
+      out_event.inc();
+      write(std::make_shared<const std::string>(std::move(*low)));
+    }
   for (const auto& [conv, latest] : *inbox) {
     Position* pos = position(conv);
     if (pos && latest > pos->sent) behind_.insert(conv);

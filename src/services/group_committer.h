@@ -51,6 +51,11 @@ class GroupCommitter {
 
   // Queues the entry; false if rejected (the completion has then already run with the error).
   bool submit(store::Batch batch, Completion done);
+  // Entries waiting for the writer (admin figures).
+  size_t pending() {
+    std::lock_guard lock(mu_);
+    return pending_.size();
+  }
 
  private:
   struct Entry {

@@ -11,14 +11,15 @@
 #include "proto/http_shapes.h"
 #include "services/channel_api.h"
 #include "services/conversation_ids.h"
+#include "services/http_reply.h"
+#include "services/media.h"
+#include "services/http_replies.h"
+#include "services/safety_api.h"
 #include "services/token.h"
 
 namespace tern::services {
 namespace json = boost::json;
 namespace {
-
-gateway::HttpResponse error_response(const Error& e) { return api_error(e); }
-gateway::HttpResponse json_response(int status, const json::value& v) { return api_json(status, v); }
 
 gateway::HttpResponse credentials_response(const Credentials& c) {
   return json_response(201, json::object{{"user", c.user}, {"device", c.device}, {"token", c.token}});
@@ -33,6 +34,15 @@ Result<uint64_t> uint_param(const std::string& query, std::string_view name, uin
   if (ec != std::errc() || p != v.data() + v.size())
     return make_error(ErrorCode::kMalformed, std::string(name) + " must be a non-negative integer");
   return n;
+}
+
+// A request body as JSON, depth-limited; null when it does not parse.
+json::value parse_json_body(const std::string& body, size_t max_depth) {
+  boost::system::error_code ec;
+  json::parse_options opts;
+  opts.max_depth = max_depth;
+  json::value v = json::parse(body, ec, {}, opts);
+  return ec ? json::value() : v;
 }
 
 // Splits "/v1/conversations/{id}/{rest}" into id and rest.
@@ -82,6 +92,7 @@ void HttpApi::handle(gateway::HttpRequest req, gateway::HttpReply reply) {
   // Everything else needs a device token.
   auto me = ctx_.accounts.authenticate(req.bearer_token);
   if (!me) return reply(error_response(me.error()));
+  if (ctx_.safety && ctx_.safety->handle(*me, req, reply)) return;  // issue 12 routes (safety_api.h)
 
   if (path == "/v1/devices" && m == "POST") {
     if (ctx_.draining.load()) return reply(error_response(make_error(ErrorCode::kDraining, "server is shutting down")));
@@ -98,6 +109,7 @@ void HttpApi::handle(gateway::HttpRequest req, gateway::HttpReply reply) {
     if (m == "POST") return create_conversation(*me, req, std::move(reply));
     if (m == "GET") return list_conversations(*me, req, std::move(reply));
   }
+  if (keys_.handle(*me, req, reply)) return;
   std::string id, rest;
   if (split_conversation_path(path, id, rest)) {
     if (rest == "members" && m == "POST") return change_members(*me, id, req, std::move(reply));
@@ -105,8 +117,10 @@ void HttpApi::handle(gateway::HttpRequest req, gateway::HttpReply reply) {
     if (rest == "join" && m == "POST") return channels_.join(*me, id, std::move(reply));
     if (rest == "leave" && m == "POST") return channels_.leave(*me, id, std::move(reply));
     if (rest == "admins" && m == "POST") return channels_.change_admins(*me, id, req, std::move(reply));
+    if (rest == "timer" && m == "PUT") return set_timer(*me, id, req, std::move(reply));
   }
   if (m == "GET" && conversation_only_path(path, id)) return channels_.info(*me, id, std::move(reply));
+  if (path.rfind("/v1/media", 0) == 0 && ctx_.media && ctx_.media->handle(*me, req, reply)) return;
   reply(error_response(make_error(ErrorCode::kNotFound, "no such endpoint")));
 }
 
@@ -124,11 +138,8 @@ void HttpApi::register_user(const gateway::HttpRequest& req, gateway::HttpReply 
 void HttpApi::link_device(const gateway::HttpRequest& req, gateway::HttpReply reply) {
   if (req.body.size() > ctx_.options.limits.max_http_body_bytes)
     return reply(error_response(make_error(ErrorCode::kTooLarge, "request body too large")));
-  boost::system::error_code ec;
-  json::parse_options opts;
-  opts.max_depth = ctx_.options.limits.max_json_depth;
-  json::value v = json::parse(req.body, ec, {}, opts);
-  const json::object* o = ec ? nullptr : v.if_object();
+  const json::value v = parse_json_body(req.body, ctx_.options.limits.max_json_depth);
+  const json::object* o = v.if_object();
   const json::value* user = o ? o->if_contains("user") : nullptr;
   const json::value* code = o ? o->if_contains("code") : nullptr;
   if (!user || !user->is_string() || !code || !code->is_string())
@@ -149,19 +160,25 @@ void HttpApi::create_conversation(const DeviceRef& me, const gateway::HttpReques
     return reply(error_response(make_error(ErrorCode::kInvalidArgument, "a direct conversation needs another user")));
   if (!create_limiter_.take(me.user, mono_us()))
     return reply(error_response(make_error(ErrorCode::kRateLimited, "too many conversations created; retry later")));
+  const size_t invites = r->group ? r->members.size() - std::count(r->members.begin(), r->members.end(), me.user) : 0;
+  if (invites && ctx_.safety && !ctx_.safety->take_invites(me.user, invites))
+    return reply(error_response(make_error(ErrorCode::kRateLimited, "too many group invites; retry later")));
   // The total is checked against the presence contact index (loaded off the I/O thread when
   // needed). Concurrent creations may pass together: the cap can be exceeded by at most the
   // creation burst.
+  const std::string direct_with = r->group ? std::string() : r->members.front();
   auto request = std::make_shared<proto::CreateConversationRequest>(std::move(*r));
-  ctx_.presence.conversation_count(me.user, [this, me, request, reply](Result<size_t> n) {
+  ctx_.presence.conversation_count(me.user, [this, me, request, reply, direct_with](Result<size_t> n) {
     if (!n) return reply(error_response(n.error()));
     const size_t cap = ctx_.options.max_conversations_per_user;
     if (*n >= cap)
       return reply(error_response(
           make_error(ErrorCode::kLimitExceeded, "at most " + std::to_string(cap) + " conversations per user")));
-    ctx_.sequencer.create_conversation(me, std::move(*request), [reply](Result<ConversationInfo> c) {
+    ctx_.sequencer.create_conversation(me, std::move(*request), [this, me, direct_with, reply](Result<ConversationInfo> c) {
       if (!c) return reply(error_response(c.error()));
-      reply(json_response(c->created ? 201 : 200, json::object{{"conversation_id", c->conversation_id}}));
+      auto answer = json_response(c->created ? 201 : 200, json::object{{"conversation_id", c->conversation_id}});
+      if (direct_with.empty() || !ctx_.safety) return reply(std::move(answer));
+      ctx_.safety->created_direct(me.user, c->conversation_id, direct_with, [reply, answer] { reply(answer); });
     });
   });
 }
@@ -223,6 +240,8 @@ void HttpApi::change_members(const DeviceRef& me, const std::string& id, const g
     return channels_.change_subscribers(me, id, req, std::move(reply));
   auto r = proto::parse_members(req.body, ctx_.options.limits);
   if (!r) return reply(error_response(r.error()));
+  if (!r->add.empty() && ctx_.safety && !ctx_.safety->take_invites(me.user, r->add.size()))
+    return reply(error_response(make_error(ErrorCode::kRateLimited, "too many group invites; retry later")));
   ctx_.sequencer.change_members(me, id, std::move(*r), [reply](Result<std::vector<std::string>> members) {
     if (!members) return reply(error_response(hide_existence(members.error())));
     json::array a;
@@ -263,6 +282,24 @@ void HttpApi::backfill(const DeviceRef& me, const std::string& id, const gateway
   }
   body += R"(],"head":)" + std::to_string(*head) + "}";
   reply(gateway::HttpResponse{200, std::move(body), "application/json"});
+}
+
+void HttpApi::set_timer(const DeviceRef& me, const std::string& id, const gateway::HttpRequest& req,
+                        gateway::HttpReply reply) {
+  if (ctx_.draining.load()) return reply(error_response(make_error(ErrorCode::kDraining, "server is shutting down")));
+  const json::value v = parse_json_body(req.body, ctx_.options.limits.max_json_depth);
+  const json::object* o = v.if_object();
+  const json::value* seconds = o ? o->if_contains("seconds") : nullptr;
+  if (!seconds || !seconds->is_int64())
+    return reply(error_response(make_error(ErrorCode::kMalformed, "body must be {\"seconds\":<0 = off, or 1..max ttl>}")));
+  const int64_t n = seconds->as_int64();
+  if (n < 0 || n > ctx_.options.limits.max_ttl_seconds)
+    return reply(error_response(make_error(
+        ErrorCode::kInvalidArgument, "seconds must be 0 (off) or 1.." + std::to_string(ctx_.options.limits.max_ttl_seconds))));
+  ctx_.sequencer.set_timer(me, id, n, [reply, id](Result<int64_t> r) {
+    if (!r) return reply(error_response(hide_existence(r.error())));
+    reply(json_response(200, json::object{{"conversation_id", id}, {"seconds", *r}}));
+  });
 }
 
 void HttpApi::metrics(const gateway::HttpRequest& req, gateway::HttpReply reply) {

@@ -10,6 +10,7 @@
 
 #include "gateway/service_interface.h"
 #include "services/channel_api.h"
+#include "services/key_api.h"
 #include "services/rate_limiter.h"
 #include "services/service_context.h"
 
@@ -26,7 +27,8 @@ class HttpApi {
         register_limiter_(ctx.options.register_rate_per_min / 60.0, ctx.options.register_burst,
                           ctx.options.rate_limiter_keys),
         create_limiter_(ctx.options.create_rate_per_sec, ctx.options.create_burst, ctx.options.rate_limiter_keys),
-        channels_(ctx, create_limiter_) {}
+        channels_(ctx, create_limiter_),
+        keys_(ctx.keys, ctx.options, ctx.draining) {}
 
   void handle(gateway::HttpRequest request, gateway::HttpReply reply);
 
@@ -39,12 +41,14 @@ class HttpApi {
                       gateway::HttpReply reply);
   void backfill(const DeviceRef& me, const std::string& id, const gateway::HttpRequest& req, gateway::HttpReply reply);
   void metrics(const gateway::HttpRequest& req, gateway::HttpReply reply);
+  void set_timer(const DeviceRef& me, const std::string& id, const gateway::HttpRequest& req, gateway::HttpReply reply);
 
   ServiceContext& ctx_;
   const std::string metrics_token_hash_;  // empty: any device token may read /metrics
   KeyedRateLimiter register_limiter_;     // by source address
   KeyedRateLimiter create_limiter_;       // by user
   ChannelApi channels_;                   // channel endpoints and conversation info
+  KeyApi keys_;                           // the key directory's endpoints
 };
 
 }  // namespace tern::services

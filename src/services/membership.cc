@@ -7,6 +7,7 @@
 
 #include "base/clock.h"
 #include "proto/frames.h"
+#include "services/conversation_ids.h"
 #include "services/presence.h"
 
 namespace tern::services {
@@ -215,6 +216,41 @@ void Membership::change(Shard& shard, const DeviceRef& actor, const std::string&
     cs.head -= appended;
     core_.directory.put_conversation(*conv);
     if (core_.presence) core_.presence->membership_changed(next.get(), **conv);
+  }
+}
+
+void Membership::set_timer(Shard& shard, const DeviceRef& actor, const std::string& conversation_id, int64_t seconds,
+                           TimerDone done) {
+  auto conv = core_.directory.conversation(conversation_id);
+  if (!conv) return done(conv.error());
+  const auto* me = *conv ? find_member(**conv, actor.user) : nullptr;
+  if (!me || !me->active()) return done(conversation_access_error());
+  if ((*conv)->type == store::ConvType::kGroup && !me->admin)
+    return done(make_error(ErrorCode::kForbidden, "only a group admin can set the timer"));
+  if ((*conv)->disappear_seconds == seconds) return done(seconds);  // no change, no message
+
+  auto st = core_.state(shard, conversation_id);
+  if (!st) return done(st.error());
+  ConvState& cs = **st;
+  auto next = std::make_shared<store::Conversation>(**conv);
+  next->disappear_seconds = seconds;
+  const Seq seq = cs.head + 1;
+  store::Batch batch;
+  json::object sys{{"action", "timer"}, {"by", actor.user}, {"seconds", seconds}};
+  std::vector<DeviceRef> to;
+  auto frame = system_message(batch, *next, seq, actor, json::serialize(sys), to);
+  batch.add(store::PutConversation{*next});
+  cs.head = seq;
+  core_.directory.put_conversation(next);
+  const bool accepted = core_.submit(
+      cs, std::move(batch), [this, conversation_id, seq, frame, to, seconds, done](const Result<void>& committed) {
+        if (!committed) return done(committed.error());
+        core_.publish_message(to, conversation_id, seq, frame, false, mono_us(), /*system=*/true);
+        done(seconds);
+      });
+  if (!accepted) {
+    cs.head = seq - 1;
+    core_.directory.put_conversation(*conv);
   }
 }
 

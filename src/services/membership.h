@@ -19,6 +19,7 @@ class Membership {
  public:
   using CreateDone = std::function<void(Result<ConversationInfo>)>;
   using MembersDone = std::function<void(Result<std::vector<std::string>>)>;
+  using TimerDone = std::function<void(Result<int64_t>)>;
 
   explicit Membership(SequencerCore& core) : core_(core) {}
 
@@ -26,6 +27,11 @@ class Membership {
               CreateDone done);
   void change(Shard& shard, const DeviceRef& actor, const std::string& conversation_id,
               const proto::MembersRequest& request, MembersDone done);
+  // The disappearing-messages timer (issue 11; 0 = off): set by a member of a direct
+  // conversation or an admin of a group, sequenced as a system message
+  // {"action":"timer","by":…,"seconds":N}; sends sequenced after it get the ttl.
+  void set_timer(Shard& shard, const DeviceRef& actor, const std::string& conversation_id, int64_t seconds,
+                 TimerDone done);
 
   // Channels always fan out on read; groups at or above --fanout-read-threshold members.
   bool reads_fan_out(const store::Conversation& c) const;

@@ -79,7 +79,7 @@ void Presence::device_attached(const std::string& user, size_t devices_online) {
 
 void Presence::device_detached(const std::string& user, size_t devices_online) {
   if (devices_online != 0) return;
-  const int64_t now = now_ms();
+  const int64_t now = now_ms() / 60000 * 60000;  // last seen is kept to the minute
   store::Batch batch;
   batch.add(store::SetLastSeen{user, now});
   committer_.submit(std::move(batch), nullptr);  // best effort: last_seen is not a guarantee
@@ -174,6 +174,7 @@ bool Presence::load(const std::string& user) {
 }
 
 void Presence::membership_changed(const store::Conversation* before, const store::Conversation& after) {
+  if (after.type == store::ConvType::kChannel) return;  // channels share no presence
   ConversationPtr snap;
   if (auto cached = directory_.conversation(after.id); cached && *cached && cached->get() == &after) snap = *cached;
   else snap = std::make_shared<const store::Conversation>(after);
@@ -240,27 +241,39 @@ Result<void> Presence::subscribe(uint64_t subscriber_id, const std::string& subs
   bool loaded;
   {
     std::lock_guard lock(mu_);
-    loaded = contacts_.loaded(subscriber_user);
-    if (!loaded) ++in_flight_[subscriber_id];
+    // A connection's subscriptions are answered in order: behind one waiting for the loader,
+    // the next waits too.
+    loaded = contacts_.loaded(subscriber_user) && !in_flight_.count(subscriber_id);
+  }
+  loaded = loaded && policies_cached(subscriber_user, users);
+  if (!loaded) {
+    std::lock_guard lock(mu_);
+    ++in_flight_[subscriber_id];
   }
   if (loaded) return finish_subscribe(subscriber_id, subscriber_user, subscriber, users);  // the common case
   {
     std::weak_ptr<bus::Endpoint> weak = subscriber;
     const bool queued = load_async(subscriber_user, [this, subscriber_id, subscriber_user, weak, users](bool ok) {
+      ok = ok && load_policies(subscriber_user, users);
+      auto endpoint = weak.lock();
       bool skip;
       {
         std::lock_guard lock(mu_);
-        skip = gone_.count(subscriber_id) != 0;
+        skip = gone_.count(subscriber_id) != 0 || !endpoint;
+      }
+      Result<void> r;
+      // Answered before in_flight_ drops, so a later subscription of this connection cannot
+      // overtake it (finish_subscribe checks gone_ again under the lock).
+      if (!skip) r = ok ? finish_subscribe(subscriber_id, subscriber_user, endpoint, users)
+                        : Result<void>(make_error(ErrorCode::kInternal, "store unavailable"));
+      {
+        std::lock_guard lock(mu_);
         if (--in_flight_[subscriber_id] <= 0) {
           in_flight_.erase(subscriber_id);
           gone_.erase(subscriber_id);
         }
       }
-      auto endpoint = weak.lock();
-      if (skip || !endpoint) return;
-      auto r = ok ? finish_subscribe(subscriber_id, subscriber_user, endpoint, users)
-                  : Result<void>(make_error(ErrorCode::kInternal, "store unavailable"));
-      if (!r) endpoint->notify(frame_notification(proto::encode_error(r.error(), {}), false));
+      if (!skip && !r) endpoint->notify(frame_notification(proto::encode_error(r.error(), {}), false));
     });
     if (queued) return {};
     std::lock_guard lock(mu_);
@@ -282,7 +295,9 @@ Result<void> Presence::finish_subscribe(uint64_t subscriber_id, const std::strin
     sub.user = subscriber_user;
     std::set<std::string> asked(users.begin(), users.end());
     for (const auto& u : asked)
-      if (!sub.watching.count(u) && contacts_.shares(subscriber_user, u)) fresh.push_back(u);
+      if (!sub.watching.count(u) && contacts_.shares(subscriber_user, u) &&
+          (!privacy_ || privacy_->allowed(u, subscriber_user)))
+        fresh.push_back(u);
     if (sub.watching.size() + fresh.size() > options_.max_presence_subscriptions)
       return make_error(ErrorCode::kLimitExceeded, "at most " + std::to_string(options_.max_presence_subscriptions) +
                                                        " presence subscriptions per connection");
@@ -307,7 +322,7 @@ Result<void> Presence::finish_subscribe(uint64_t subscriber_id, const std::strin
     int64_t last_seen = 0;
     if (!online) {
       auto ls = store_.last_seen(u);
-      if (ls) last_seen = *ls;
+      if (ls) last_seen = *ls / 60000 * 60000;  // stored to the minute; older records rounded here
     }
     subscriber->notify(presence_frame(u, online, last_seen));
   }
@@ -327,6 +342,56 @@ void Presence::drop_pair_locked(const std::string& watcher_user, const std::stri
       if (w->second.empty()) watchers_.erase(w);
     }
     if (--mine->second.first == 0) contacts_.unpin(watcher_user);
+  }
+}
+
+void Presence::unwatch_locked(uint64_t sid, const std::string& watched) {
+  auto s = subscribers_.find(sid);
+  if (s == subscribers_.end() || !s->second.watching.erase(watched)) return;
+  if (auto w = watchers_.find(watched); w != watchers_.end()) {
+    w->second.erase(sid);
+    if (w->second.empty()) watchers_.erase(w);
+  }
+  auto mine = by_user_.find(s->second.user);
+  if (mine != by_user_.end() && mine->second.first > 0 && --mine->second.first == 0) contacts_.unpin(s->second.user);
+}
+
+bool Presence::policies_cached(const std::string& subscriber_user, const std::vector<std::string>& users) {
+  if (!privacy_) return true;
+  if (!privacy_->cached(subscriber_user)) return false;
+  for (const auto& u : users)
+    if (!privacy_->cached(u)) return false;
+  return true;
+}
+
+// On the loader thread: the policies (and block lists) the subscription will consult.
+bool Presence::load_policies(const std::string& subscriber_user, const std::vector<std::string>& users) {
+  if (!privacy_) return true;
+  if (!privacy_->load(subscriber_user)) return false;
+  for (const auto& u : users) {
+    if (!privacy_->load(u)) return false;
+    if (blocks_) blocks_->blocks(u, subscriber_user);  // warms the block cache
+  }
+  return true;
+}
+
+void Presence::revalidate(const std::string& user) {
+  if (!privacy_) return;
+  std::lock_guard lock(mu_);
+  std::vector<uint64_t> drop;
+  if (auto w = watchers_.find(user); w != watchers_.end())
+    for (const auto& [sid, _] : w->second)
+      if (auto s = subscribers_.find(sid); s != subscribers_.end() && privacy_->denied(user, s->second.user))
+        drop.push_back(sid);
+  for (uint64_t sid : drop) unwatch_locked(sid, user);
+  // A user who hides its presence sees nobody's.
+  auto mine = by_user_.find(user);
+  if (mine == by_user_.end()) return;
+  for (uint64_t sid : std::vector<uint64_t>(mine->second.second.begin(), mine->second.second.end())) {
+    auto s = subscribers_.find(sid);
+    if (s == subscribers_.end()) continue;
+    for (const auto& watched : std::vector<std::string>(s->second.watching.begin(), s->second.watching.end()))
+      if (privacy_->denied(watched, user)) unwatch_locked(sid, watched);
   }
 }
 
@@ -358,9 +423,22 @@ Result<void> Presence::typing(const DeviceRef& from, const std::string& conversa
   if (!conv) return conv.error();
   if (*conv && (*conv)->type == store::ConvType::kChannel) return {};  // typing is off in channels
   if (!*conv || !is_active_member(**conv, from.user)) return conversation_access_error();
-  if (active_count(**conv) > options_.typing_max_members) return {};  // not relayed in big groups
   const int64_t now = mono_us() / 1000;
   const int64_t interval = options_.typing_interval_ms;
+  if (active_count(**conv) > options_.typing_max_members) {
+    // A big group: coalesced per conversation, lossy. At most one relay per interval for the
+    // whole conversation (whoever typed first in it); the rest is dropped, not deferred.
+    {
+      std::lock_guard lock(typing_mu_);
+      if (conversation_typing_.size() >= kTypingPruneAt)
+        std::erase_if(conversation_typing_, [&](const auto& kv) { return now - kv.second >= interval; });
+      auto [it, inserted] = conversation_typing_.try_emplace(conversation_id, kNever);
+      if (!inserted && now - it->second < interval) return {};
+      it->second = now;
+    }
+    relay_typing(from.user, conversation_id, active);
+    return {};
+  }
   bool relay = false;
   {
     std::lock_guard lock(typing_mu_);
@@ -393,8 +471,10 @@ void Presence::relay_typing(const std::string& user, const std::string& conversa
   auto conv = directory_.conversation(conversation_id);
   if (!conv || !*conv || !is_active_member(**conv, user)) return;
   auto n = frame_notification(proto::encode_typing(conversation_id, user, active), /*droppable=*/true);
+  const bool direct = (*conv)->type == store::ConvType::kDirect;
   for (const auto& m : (*conv)->members)
-    if (m.active() && m.user != user) bus_.publish_user(m.user, n);
+    if (m.active() && m.user != user && !(direct && blocks_ && blocks_->either(user, m.user)))
+      bus_.publish_user(m.user, n);
 }
 
 // typing_mu_ held.

@@ -2,7 +2,9 @@
 // while at least one of its devices is connected; when the last one leaves, last_seen is set
 // (kept in the store so it survives a restart) and subscribers are told.
 //
-// Presence is visible only to users who share a conversation with the user. That is decided
+// Presence is visible only to users who share a conversation with the user and whom the
+// user's privacy setting admits (PresencePrivacy: contacts by default, everyone, nobody;
+// never to a user it blocks); last_seen is kept to the minute. Sharing is decided
 // by the ContactIndex (user → counterpart → shared conversations), so a subscription costs
 // O(users in the frame), whatever the number of the subscriber's conversations. The index
 // learns membership changes through membership_changed() (called by the sequencer as it
@@ -13,7 +15,9 @@
 //
 // Typing is relayed to the other active members, coalesced per (typist, conversation): at most
 // one relay per typing_interval_ms (a change of state within the interval is relayed at its
-// end, with the latest state), none in conversations above typing_max_members, and marked
+// end, with the latest state); in conversations above typing_max_members coalesced per
+// conversation instead (one relay per interval for the whole conversation, the rest dropped,
+// so a hot group's typing costs at most members frames per interval); and marked
 // droppable (a session above half its write queue drops it first). Presence frames are
 // droppable too.
 //
@@ -44,6 +48,7 @@
 #include "services/contact_index.h"
 #include "services/directory.h"
 #include "services/group_committer.h"
+#include "services/presence_privacy.h"
 #include "services/service_options.h"
 
 namespace tern::services {
@@ -83,6 +88,15 @@ class Presence {
   // later from the loader thread).
   void conversation_count(const std::string& user, std::function<void(Result<size_t>)> done);
 
+  // Issue 12: consent and blocks. Set once before serving (both outlive Presence).
+  void set_privacy(PresencePrivacy* privacy, Blocks* blocks) {
+    privacy_ = privacy;
+    blocks_ = blocks;
+  }
+  // `user`'s setting or blocks changed: subscriptions to it that are no longer allowed end,
+  // and so do all of its own when it hides its presence.
+  void revalidate(const std::string& user);
+
  private:
   struct Load {
     std::string user;
@@ -112,6 +126,9 @@ class Presence {
   Result<void> finish_subscribe(uint64_t subscriber_id, const std::string& subscriber_user,
                                 const std::shared_ptr<bus::Endpoint>& subscriber, const std::vector<std::string>& users);
   void drop_pair_locked(const std::string& watcher_user, const std::string& watched);
+  void unwatch_locked(uint64_t subscriber_id, const std::string& watched);
+  bool policies_cached(const std::string& subscriber_user, const std::vector<std::string>& users);
+  bool load_policies(const std::string& subscriber_user, const std::vector<std::string>& users);
   void relay_typing(const std::string& user, const std::string& conversation_id, bool active);
   void arm_typing_timer();
   void flush_typing();
@@ -122,6 +139,8 @@ class Presence {
   Directory& directory_;
   bus::Bus& bus_;
   const ServiceOptions& options_;
+  PresencePrivacy* privacy_ = nullptr;
+  Blocks* blocks_ = nullptr;
 
   std::mutex mu_;
   ContactIndex contacts_;
@@ -141,6 +160,8 @@ class Presence {
 
   std::mutex typing_mu_;
   std::unordered_map<std::string, TypingState> typing_;  // user '\n' conversation
+  // Conversations above --typing-max-members: when their last typing relay went (ms).
+  std::unordered_map<std::string, int64_t> conversation_typing_;
   size_t typing_pending_ = 0;
   bool typing_timer_armed_ = false;
   boost::asio::steady_timer typing_timer_;

@@ -41,13 +41,13 @@ class KeyedRateLimiter {
   KeyedRateLimiter(double rate_per_sec, double burst, size_t max_keys)
       : rate_(rate_per_sec), burst_(std::max(1.0, burst)), buckets_(std::max<size_t>(1, max_keys)) {}
 
-  // Takes one token from the key's bucket if available.
-  bool take(const std::string& key, int64_t now_us) {
+  // Takes `n` tokens (default one) from the key's bucket if available.
+  bool take(const std::string& key, int64_t now_us, double n = 1.0) {
     if (rate_ <= 0) return true;
     std::lock_guard lock(mu_);
     TokenBucket* b = buckets_.find(key);
     if (!b) b = &buckets_.emplace(key, TokenBucket(rate_, burst_, now_us));  // may evict the LRU key
-    return b->take(now_us);
+    return b->take(now_us, n);
   }
 
   size_t size() {

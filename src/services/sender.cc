@@ -1,5 +1,7 @@
 #include "services/sender.h"
 
+#include <algorithm>
+#include <optional>
 #include <set>
 
 #include "base/clock.h"
@@ -7,19 +9,35 @@
 #include "proto/frames.h"
 #include "services/channels.h"
 #include "services/conversation_ids.h"
+#include "services/media.h"
+#include "services/send_safety.h"
 #include "proto/json_writer.h"
 
 namespace tern::services {
 namespace {
 
 Counter& messages_stored = MetricsRegistry::global().counter("tern_messages_stored_total", "messages durably stored");
+Counter& key_payloads = MetricsRegistry::global().counter(
+    "tern_key_distribution_payloads_total",
+    "key-management payloads (sends flagged \"keys\") stored, counted once per recipient device");
 Histogram& send_to_durable = MetricsRegistry::global().histogram(
     "tern_send_to_durable_seconds", "from a send frame's arrival to its durable commit", latency_buckets());
 
 std::string pending_key(const DeviceRef& d, const std::string& cmid) { return d.key() + '\n' + cmid; }
 
-// The device_mismatch detail: {"missing":[...],"extra":[...]}.
-std::string mismatch_detail(const std::set<std::string>& expected, const std::set<std::string>& given) {
+void append_list(std::string& out, const std::vector<std::string>& keys) {
+  out += '[';
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (i) out += ',';
+    proto::append_json_string(out, keys[i]);
+  }
+  out += ']';
+}
+
+// The device_mismatch detail: {"missing":[...],"extra":[...]}, plus "stale":[...] when the
+// send carried registration_ids.
+std::string mismatch_detail(const std::set<std::string>& expected, const std::set<std::string>& given,
+                            const std::vector<std::string>* stale) {
   std::string out = R"({"missing":[)";
   bool first = true;
   for (const auto& k : expected)
@@ -36,7 +54,12 @@ std::string mismatch_detail(const std::set<std::string>& expected, const std::se
       first = false;
       proto::append_json_string(out, k);
     }
-  out += "]}";
+  out += ']';
+  if (stale) {
+    out += R"(,"stale":)";
+    append_list(out, *stale);
+  }
+  out += '}';
   return out;
 }
 
@@ -86,10 +109,25 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   auto seen = core_.store.idempotency(device, frame.client_msg_id, now_ms());
   if (!seen) return done(seen.error());
   if (*seen) return done(SentInfo{frame.client_msg_id, (*seen)->conversation_id, (*seen)->seq, (*seen)->ts});
+  // Issue 12: blocks and consent (after the retry checks: a retry keeps its first answer).
+  auto safety = SendSafety::check(core_.blocks, core_.privacy, c, device.user);
+  if (!safety) return done(safety.error());
+
+  // Media named in clear metadata must be the sender's or visible to it (issue 11).
+  if (!frame.media.empty()) {
+    if (!core_.media) return done(make_error(ErrorCode::kInvalidArgument, "media is not enabled on this server"));
+    if (auto r = core_.media->check_send(device, frame.media); !r) return done(r.error());
+  }
 
   auto st = core_.state(shard, conv_id);
   if (!st) return done(st.error());
   ConvState& cs = **st;
+  if (c.type == store::ConvType::kChannel) {
+    auto& bucket = cs.channel_state().posts;
+    if (!bucket) bucket.emplace(core_.options.channel_post_rate, core_.options.channel_post_burst, mono_us());
+    if (!bucket->take(mono_us()))
+      return done(make_error(ErrorCode::kRateLimited, "too many posts in this channel; retry later"));
+  }
   if (frame.reply_to && *frame.reply_to > cs.head)
     return done(make_error(ErrorCode::kInvalidArgument, "reply_to refers to a seq that does not exist yet"));
 
@@ -104,12 +142,27 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
     std::set<std::string> expected, given;
     for (const auto& d : *to) expected.insert(d.key());
     for (const auto& [k, _] : frame.bodies) given.insert(k);
-    if (expected != given) {
-      Error e = make_error(ErrorCode::kDeviceMismatch, "bodies do not match the member devices");
-      e.detail_json = mismatch_detail(expected, given);
+    // Stale: the sender encrypted for keys the device has replaced since (a new installation
+    // has a new registration id), or for a device that has no keys.
+    std::vector<std::string> stale;
+    if (!frame.registration_ids.empty() && core_.registration_id) {
+      for (const auto& [k, reg] : frame.registration_ids) {
+        auto d = parse_device_key(k);
+        if (!d || !expected.count(k)) continue;  // reported as extra
+        auto current = core_.registration_id(*d);
+        if (!current) return done(current.error());
+        if (*current != reg) stale.push_back(k);
+      }
+    }
+    if (expected != given || !stale.empty()) {
+      Error e = make_error(ErrorCode::kDeviceMismatch,
+                           expected != given ? "bodies do not match the member devices"
+                                             : "bodies were encrypted for keys that changed");
+      e.detail_json = mismatch_detail(expected, given, frame.registration_ids.empty() ? nullptr : &stale);
       return done(std::move(e));
     }
   }
+  safety->filter(*to);
 
   const int64_t ts = now_ms();
   proto::MessageRecord m;
@@ -121,18 +174,25 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   m.body = std::move(frame.body);
   m.bodies = std::move(frame.bodies);
   m.reply_to = frame.reply_to;
-  if (frame.ttl_seconds) m.expires_at = ts + *frame.ttl_seconds * 1000;
-  const bool per_device = !m.bodies.empty();
+  // The conversation's disappearing-messages timer caps the ttl (a client cannot opt out).
+  std::optional<int64_t> ttl = frame.ttl_seconds;
+  if (c.disappear_seconds > 0) ttl = std::min(ttl.value_or(c.disappear_seconds), c.disappear_seconds);
+  if (ttl) m.expires_at = ts + *ttl * 1000;
+  m.media = frame.media;
+  m.withheld_from = safety->withheld_from;
+  const bool per_device = !m.bodies.empty() || !m.withheld_from.empty();
+  const bool keys = frame.keys;
   auto stored = std::make_shared<const std::string>(proto::encode_message(m));
 
   store::Batch batch;
   batch.ops.reserve(2 + (read_side ? 0 : to->size()));
-  batch.add(store::AppendMessage{conv_id, seq, *stored});
+  batch.add(store::AppendMessage{conv_id, seq, *stored, m.expires_at.value_or(0), std::move(m.media)});
   batch.add(store::PutIdempotency{device, frame.client_msg_id,
                                   store::IdempotencyRecord{conv_id, seq, ts, ts + core_.options.idempotency_ttl_ms}});
   // Inbox marks are blind puts: seqs of one conversation commit in increasing order.
   if (!read_side)
     for (const auto& d : *to) batch.add(store::InboxMark{d, conv_id, seq});
+  safety->add_ops(batch, device.user, conv_id);
 
   SentInfo info{frame.client_msg_id, conv_id, seq, ts};
   shard.pending.emplace(key, PendingSend{info, {}});
@@ -140,10 +200,13 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   SequencerCore::remember_sender(cs, seq, device.user);
   const bool accepted = core_.submit(
       cs, std::move(batch),
-      [this, &shard, key = std::move(key), info, to = std::move(*to), stored, per_device, started_us, read_side,
-       device, done = std::move(done)](const Result<void>& committed) mutable {
+      [this, &shard, key = std::move(key), info, to = std::move(*to), stored, per_device, keys, started_us, read_side,
+       device, done = std::move(done), safety = std::move(*safety), user = device.user](
+          const Result<void>& committed) mutable {
         if (committed) {
+          safety.committed(core_.privacy, user, info.conversation_id);
           messages_stored.inc();
+          if (keys) key_payloads.inc(to.size());
           send_to_durable.observe(static_cast<double>(mono_us() - started_us) / 1e6);
           done(info);
           if (read_side)

@@ -86,6 +86,14 @@ void Sequencer::channel_info(std::string channel_id, Channels::InfoDone done) {
   });
 }
 
+void Sequencer::set_timer(DeviceRef actor, std::string conversation_id, int64_t seconds, TimerDone done) {
+  const size_t owner = core_.owner(conversation_id);
+  core_.loops.run(owner, [this, owner, actor = std::move(actor), id = std::move(conversation_id), seconds,
+                          done = std::move(done)]() mutable {
+    membership_.set_timer(core_.shard(owner), actor, id, seconds, std::move(done));
+  });
+}
+
 void Sequencer::acknowledge(DeviceRef device, std::string conversation_id, Seq seq, bool read, AckDone done) {
   const size_t owner = core_.owner(conversation_id);
   core_.loops.run(owner, [this, owner, device = std::move(device), id = std::move(conversation_id), seq, read,

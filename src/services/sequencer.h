@@ -32,6 +32,7 @@ class Sequencer {
   using CreateDone = Membership::CreateDone;
   using MembersDone = Membership::MembersDone;
   using AckDone = Receipts::AckDone;
+  using TimerDone = Membership::TimerDone;
 
   Sequencer(Loops& loops, store::Store& store, GroupCommitter& committer, Directory& directory, bus::Bus& bus,
             const ServiceOptions& options);
@@ -47,6 +48,7 @@ class Sequencer {
   void change_admins(DeviceRef actor, std::string channel_id, proto::MembersRequest request,
                      Channels::AdminsDone done);
   void channel_info(std::string channel_id, Channels::InfoDone done);
+  void set_timer(DeviceRef actor, std::string conversation_id, int64_t seconds, TimerDone done);
   // Cumulative ack (read=false) or read marker (read=true) of a device.
   void acknowledge(DeviceRef device, std::string conversation_id, Seq seq, bool read, AckDone done);
 
@@ -62,6 +64,15 @@ class Sequencer {
   void set_presence(Presence* presence) { core_.presence = presence; }
   // Live delivery of read-side conversations; set before serving.
   void set_fanout(LiveFanout* fanout) { core_.fanout = fanout; }
+  // Where the send path reads a device's current registration id (the stale-device check).
+  void set_registration_lookup(RegistrationLookup lookup) { core_.registration_id = std::move(lookup); }
+  // Media checks the media ids a send names (issue 11); set before serving.
+  void set_media(Media* media) { core_.media = media; }
+  void set_push(PushNotifier* push) { core_.push = push; }
+  void set_safety(Blocks* blocks, PresencePrivacy* privacy) {
+    core_.blocks = blocks;
+    core_.privacy = privacy;
+  }
 
  private:
   template <typename Fn>

@@ -1,6 +1,7 @@
 #include "services/sequencer_core.h"
 
 #include "services/live_fanout.h"
+#include "services/push_notifier.h"
 
 namespace tern::services {
 
@@ -105,7 +106,9 @@ void SequencerCore::publish_message(const std::vector<DeviceRef>& to, const std:
   n->frame = std::move(frame);
   n->send_started_us = started_us;
   std::shared_ptr<const bus::Notification> shared = std::move(n);
-  for (const auto& d : to) bus.publish(d, shared);
+  for (const auto& d : to)
+    if (!bus.publish(d, shared) && push && !system) push->offline(d);  // issue 12: wake it
+
 }
 
 }  // namespace tern::services

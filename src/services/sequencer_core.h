@@ -21,6 +21,7 @@
 #include <tuple>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -30,12 +31,17 @@
 #include "bus/bus.h"
 #include "services/directory.h"
 #include "services/group_committer.h"
+#include "services/rate_limiter.h"
 #include "services/service_options.h"
 
 namespace tern::services {
 
 class Presence;
 class LiveFanout;
+class Media;
+class Blocks;
+class PresencePrivacy;
+class PushNotifier;
 
 struct SentInfo {
   std::string client_msg_id;
@@ -50,6 +56,8 @@ struct ConversationInfo {
 };
 
 using SendDone = std::function<void(Result<SentInfo>)>;
+// A device's current registration id (0: no keys). Any thread.
+using RegistrationLookup = std::function<Result<uint32_t>(const DeviceRef&)>;
 
 // What the owning loop keeps for a channel only (allocated on first use: most conversations
 // are not channels, and every cached conversation has a ConvState).
@@ -61,6 +69,9 @@ struct ChannelState {
   // reader's last read seq: in memory only, so approximate across restarts.
   std::deque<std::pair<Seq, uint64_t>> views;
   std::unordered_map<std::string, Seq> last_read;
+  // Posts per second into the channel, all admins together: one post reaches every online
+  // subscriber, so the channel's rate bounds the delivery work its admins can cause.
+  std::optional<TokenBucket> posts;
 };
 
 // The owning loop's view of one conversation.
@@ -141,6 +152,11 @@ class SequencerCore {
   const ServiceOptions& options;
   Presence* presence = nullptr;  // told of membership changes (its who-shares-with-whom index)
   LiveFanout* fanout = nullptr;  // live delivery of read-side conversations; set before serving
+  RegistrationLookup registration_id;  // the key directory's; unset: `registration_ids` are not checked
+  Media* media = nullptr;        // checks the media a send names (issue 11); null: media refused
+  Blocks* blocks = nullptr;             // issue 12: blocked direct sends are withheld (send_safety.h)
+  PresencePrivacy* privacy = nullptr;   // issue 12: a send accepts a direct conversation
+  PushNotifier* push = nullptr;         // issue 12: messages stored for offline devices wake them
 
  private:
   std::vector<std::unique_ptr<Shard>> shards_;

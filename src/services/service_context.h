@@ -10,12 +10,16 @@
 #include "services/directory.h"
 #include "services/group_committer.h"
 #include "services/live_fanout.h"
+#include "services/key_directory.h"
 #include "services/presence.h"
 #include "services/sequencer.h"
 #include "services/service_options.h"
 #include "store/store.h"
 
 namespace tern::services {
+
+class Media;
+class SafetyApi;
 
 struct ServiceContext {
   const ServiceOptions& options;
@@ -30,6 +34,9 @@ struct ServiceContext {
   Accounts& accounts;
   std::atomic<bool>& draining;
   LiveFanout& fanout;
+  KeyDirectory* keys = nullptr;  // null in service tests that need no key directory
+  Media* media = nullptr;  // issue 11; null when the server has no blob store
+  SafetyApi* safety = nullptr;  // issue 12 routes; set by TernService after construction
 };
 
 }  // namespace tern::services

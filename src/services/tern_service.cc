@@ -8,7 +8,7 @@
 namespace tern::services {
 
 TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, ServiceOptions options,
-                         const std::string& metrics_token)
+                         const std::string& metrics_token, store::BlobStore* blobs)
     : options_(std::move(options)), store_(store), bus_(bus), admission_(loops.size()) {
   if (sodium_init() < 0) std::abort();  // no CSPRNG: tokens cannot be made safely
   committer_ = std::make_unique<GroupCommitter>(store_, options_.durable, options_.commit_queue_limit,
@@ -20,6 +20,12 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
   sequencer_->set_presence(presence_.get());
   fanout_ = std::make_unique<LiveFanout>(loops, std::chrono::milliseconds(options_.fanout_batch_ms));
   sequencer_->set_fanout(fanout_.get());
+  keys_ = std::make_unique<KeyDirectory>(store_, *committer_, *directory_, bus_, options_);
+  sequencer_->set_registration_lookup([keys = keys_.get()](const DeviceRef& d) { return keys->registration_id(d); });
+  if (blobs) {
+    media_ = std::make_unique<Media>(options_, store_, *blobs, *committer_, *directory_, *accounts_, draining_);
+    sequencer_->set_media(media_.get());
+  }
   // Membership changed on another node (a multi-node bus): its snapshot here is stale.
   bus_.set_change_sink([directory = directory_.get()](const std::string& id) { directory->forget_conversation(id); });
   // Read-side posts sequenced on other nodes (a multi-node bus) reach this node's followers.
@@ -28,23 +34,59 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
   });
   ctx_ = std::make_unique<ServiceContext>(ServiceContext{options_, loops, admission_, store_, *committer_, *directory_,
                                                          bus_, *sequencer_, *presence_, *accounts_, draining_,
-                                                         *fanout_});
+                                                         *fanout_, keys_.get(), media_.get()});
   http_ = std::make_unique<HttpApi>(*ctx_, metrics_token.empty() ? std::string() : hash_token(metrics_token));
+  blocks_ = std::make_unique<Blocks>(store_, *committer_, options_.safety_cache_users);
+  privacy_ = std::make_unique<PresencePrivacy>(store_, *blocks_, options_.safety_cache_users);
+  safety_ = std::make_unique<SafetyApi>(*ctx_, *blocks_, *privacy_);
+  ctx_->safety = safety_.get();
+  sequencer_->set_safety(blocks_.get(), privacy_.get());
+  presence_->set_privacy(privacy_.get(), blocks_.get());
+  if (!options_.push_webhook.empty()) {
+    // The URL was checked when the options were parsed; a bad one here leaves push off.
+    if (auto push = parse_push_webhook(options_.push_webhook)) {
+      push->queue = options_.push_queue;
+      push->batch = options_.push_batch;
+      push->attempts = options_.push_attempts;
+      push_ = std::make_unique<PushNotifier>(store_, *push);
+      sequencer_->set_push(push_.get());
+    }
+  }
 }
 
 TernService::~TernService() { stop(); }
 
-void TernService::start() { committer_->start(); }
+gateway::ServiceInterface& TernService::enable_admin(const std::string& admin_token,
+                                                     std::function<void(boost::json::object&)> queues) {
+  auto all = [this, queues = std::move(queues)](boost::json::object& q) {
+    q["push"] = push_ ? push_->queued() : 0;
+    if (queues) queues(q);
+  };
+  admin_ = std::make_unique<AdminApi>(*ctx_, admin_token, std::move(all));
+  return *admin_;
+}
+
+void TernService::start() {
+  committer_->start();
+  if (media_) media_->start();
+}
 
 void TernService::begin_drain() { draining_.store(true); }
 
 void TernService::stop() {
+  if (media_) media_->stop();  // its sweep commits through the committer: first
+  if (push_) push_->stop();
   if (presence_) presence_->stop();
   if (committer_) committer_->stop();
 }
 
 void TernService::handle_http(gateway::HttpRequest request, gateway::HttpReply reply) {
   http_->handle(std::move(request), std::move(reply));
+}
+
+gateway::BodyDecision TernService::open_body(const gateway::HttpRequest& head) {
+  if (!media_) return std::monostate{};
+  return media_->open_body(head);
 }
 
 Result<DeviceRef> TernService::authenticate(const std::string& token) { return accounts_->authenticate(token); }

@@ -16,10 +16,18 @@
 #include "services/group_committer.h"
 #include "services/http_api.h"
 #include "services/live_fanout.h"
+#include "services/key_directory.h"
+#include "services/media.h"
 #include "services/presence.h"
+#include "services/blocks.h"
+#include "services/presence_privacy.h"
+#include "services/safety_api.h"
+#include "services/admin_api.h"
+#include "services/push_notifier.h"
 #include "services/sequencer.h"
 #include "services/service_context.h"
 #include "services/service_options.h"
+#include "store/blob_store.h"
 #include "store/store.h"
 
 namespace tern::services {
@@ -29,8 +37,9 @@ class TernService final : public gateway::ServiceInterface {
   // metrics_token: empty = any device token may read /metrics.
   // Conversations are owned by the loops (one sequencer shard each); connections must be
   // opened on one of these loops.
+  // blobs: where media lives (issue 11); null disables the media routes.
   TernService(Loops& loops, store::Store& store, bus::Bus& bus, ServiceOptions options,
-              const std::string& metrics_token);
+              const std::string& metrics_token, store::BlobStore* blobs = nullptr);
   ~TernService() override;
 
   void start();
@@ -40,8 +49,13 @@ class TernService final : public gateway::ServiceInterface {
   void stop();
 
   void handle_http(gateway::HttpRequest request, gateway::HttpReply reply) override;
+  gateway::BodyDecision open_body(const gateway::HttpRequest& head) override;
   Result<DeviceRef> authenticate(const std::string& token) override;
   std::shared_ptr<gateway::FrameHandler> open(std::shared_ptr<gateway::Connection> connection, DeviceRef device) override;
+
+  // Issue 12: the admin endpoint's service (admin_api.h), for a Listener of its own.
+  gateway::ServiceInterface& enable_admin(const std::string& admin_token,
+                                          std::function<void(boost::json::object&)> queues = nullptr);
 
  private:
   const ServiceOptions options_;
@@ -55,8 +69,16 @@ class TernService final : public gateway::ServiceInterface {
   std::unique_ptr<Sequencer> sequencer_;
   std::unique_ptr<Presence> presence_;
   std::unique_ptr<LiveFanout> fanout_;
+  std::unique_ptr<KeyDirectory> keys_;
+  std::unique_ptr<Media> media_;
   std::unique_ptr<ServiceContext> ctx_;
   std::unique_ptr<HttpApi> http_;
+  // Issue 12.
+  std::unique_ptr<Blocks> blocks_;
+  std::unique_ptr<PresencePrivacy> privacy_;
+  std::unique_ptr<SafetyApi> safety_;
+  std::unique_ptr<AdminApi> admin_;
+  std::unique_ptr<PushNotifier> push_;  // only with --push-webhook
 };
 
 }  // namespace tern::services

@@ -9,6 +9,10 @@
 //   inbox index   device × conversation → latest seq with news (fan-out-on-write)
 //   receipts      conversation × user → delivered seq, read seq
 //   idempotency   device × client_msg_id → (conversation, seq, ts) until expiry
+//   device keys   device → identity key, registration id, signed prekey (+ the previous one)
+//   prekeys       device × prekey id → one-time prekey public key
+//   user records  user × name → small value (blocks, settings, push tokens, account flags)
+//   reports       increasing id → opaque report (abuse reports for the operator)
 //
 // Reads are direct calls. Every write goes through a Batch that commit() applies atomically
 // (all or nothing) and, with sync, durably before it returns: the group-commit writer in
@@ -29,6 +33,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -59,6 +64,7 @@ struct Conversation {
   bool fanout_on_read = false;
   bool is_public = false;    // channel: anyone may join by id
   uint64_t subscribers = 0;  // channel: subscriber count (owner and admins included)
+  int64_t disappear_seconds = 0;  // the disappearing-messages timer; 0 = off (issue 11)
 };
 
 // One row of a user's conversation index.
@@ -96,7 +102,20 @@ struct PutDevice { DeviceRef device; std::string token_hash; };
 // member; a user dropped from the list entirely loses its row. Former members stay listed
 // with left_seq != 0 (their rows show it).
 struct PutConversation { Conversation conversation; };
-struct AppendMessage { std::string conversation_id; Seq seq = 0; std::string frame; };
+// expires_at (ms, 0 = never) and media (the ids the message names, issue 11) are indexed with
+// it: the message → media references (who may fetch what), and the expiry index.
+struct AppendMessage {
+  AppendMessage() = default;
+  AppendMessage(std::string conversation_id_, Seq seq_, std::string frame_, int64_t expires_at_ = 0,
+                std::vector<std::string> media_ = {})
+      : conversation_id(std::move(conversation_id_)), seq(seq_), frame(std::move(frame_)),
+        expires_at(expires_at_), media(std::move(media_)) {}
+  std::string conversation_id;
+  Seq seq = 0;
+  std::string frame;
+  int64_t expires_at = 0;
+  std::vector<std::string> media;
+};
 struct PutIdempotency { DeviceRef device; std::string client_msg_id; IdempotencyRecord record; };
 struct SetCursor { DeviceRef device; std::string conversation_id; Seq seq = 0; };  // blind put
 struct SetReceipt { std::string conversation_id; std::string user; Seq delivered = 0; Seq read = 0; };  // blind put
@@ -105,12 +124,65 @@ struct InboxMark { DeviceRef device; std::string conversation_id; Seq seq = 0; }
 // The device caught up with the conversation: its inbox entry goes. Blind delete.
 struct InboxDelete { DeviceRef device; std::string conversation_id; };
 struct SetLastSeen { std::string user; int64_t ts = 0; };
+// A small named record of a user; the services name them (services/user_records.h). Blind.
+struct PutUserRecord { std::string user; std::string name; std::string value; };
+struct DeleteUserRecord { std::string user; std::string name; };
+// An abuse report, opaque to the store, under an id the caller makes increasing. Blind put.
+struct PutReport { uint64_t id = 0; std::string value; };
+
 // One user-index row, blind: a channel subscription (channels list only their admins).
 struct PutSubscription { std::string user; UserConversation row; };
 struct DeleteSubscription { std::string user; std::string conversation_id; };
 
+// ---- the key directory (end-to-end encryption; the server only stores public keys) ----
+struct SignedPrekey {
+  uint32_t id = 0;
+  std::string public_key;  // 33 bytes: 0x05 ‖ X25519 u
+  std::string signature;   // 64 bytes: XEdDSA by the identity key over public_key
+  friend bool operator==(const SignedPrekey&, const SignedPrekey&) = default;
+};
+struct DeviceKeys {
+  std::string identity_key;  // 33 bytes: 0x05 ‖ X25519 u
+  uint32_t registration_id = 0;
+  SignedPrekey signed_prekey;
+  // The signed prekey replaced by the last rotation, kept until previous_replaced_at + grace.
+  std::optional<SignedPrekey> previous_signed_prekey;
+  int64_t previous_replaced_at = 0;  // ms
+  friend bool operator==(const DeviceKeys&, const DeviceKeys&) = default;
+};
+struct OneTimePrekey {
+  uint32_t id = 0;
+  std::string public_key;  // 33 bytes
+  friend bool operator==(const OneTimePrekey&, const OneTimePrekey&) = default;
+};
+struct PutDeviceKeys { DeviceRef device; DeviceKeys keys; };         // blind put
+struct PutOneTimePrekey { DeviceRef device; OneTimePrekey key; };    // blind put (same id: replaced)
+// Blind delete, unless `take` (a bundle handing the key out): then a store shared by several
+// nodes (Redis) refuses the whole batch with kUnavailable, writing nothing, if the key was
+// gone before the batch (another node handed it out). A single-node store ignores `take`:
+// KeyDirectory's in-process marks already serialize the takes of one device there.
+struct DeleteOneTimePrekey { DeviceRef device; uint32_t id = 0; bool take = false; };
+
+// ---- media and expiry (issue 11) ----
+// An uploaded blob, owned by `owner` (the uploader); also indexed as pending (never sent)
+// under created_ts until the garbage collector looks at it.
+struct PutMedia { std::string id; std::string owner; uint64_t size = 0; int64_t created_ts = 0; };
+// The owner's row of the blob goes (the blob itself is the blob store's).
+struct DeleteMedia { std::string id; std::string owner; };
+struct DropPendingMedia { std::string id; std::string owner; int64_t created_ts = 0; };
+// An expired message was erased: its expiry-index row and its media references go.
+struct MessageExpired { std::string conversation_id; Seq seq = 0; int64_t expires_at = 0; std::vector<std::string> media; };
+
 using Op = std::variant<PutUser, PutDevice, PutConversation, AppendMessage, PutIdempotency, SetCursor,
-                        SetReceipt, InboxMark, InboxDelete, SetLastSeen, PutSubscription, DeleteSubscription>;
+                        SetReceipt, InboxMark, InboxDelete, SetLastSeen, PutSubscription, DeleteSubscription,
+                        PutDeviceKeys, PutOneTimePrekey, DeleteOneTimePrekey, PutMedia, DeleteMedia,
+                        DropPendingMedia, MessageExpired, PutUserRecord, DeleteUserRecord, PutReport>;
+
+struct MediaOwner { std::string user; uint64_t size = 0; int64_t created_ts = 0; };
+// A message naming a blob: (conversation, seq), and when that message expires (0 = never).
+struct MediaRef { std::string conversation_id; Seq seq = 0; int64_t expires_at = 0; };
+struct PendingMedia { std::string id; std::string owner; int64_t created_ts = 0; };
+struct ExpiringMessage { std::string conversation_id; Seq seq = 0; int64_t expires_at = 0; std::vector<std::string> media; };
 
 struct Batch {
   std::vector<Op> ops;
@@ -156,6 +228,35 @@ class Store {
 
   // Drops idempotency records that expired before now_ms; returns how many.
   virtual Result<size_t> purge_expired(int64_t now_ms) = 0;
+
+  // key directory
+  virtual Result<std::optional<DeviceKeys>> device_keys(const DeviceRef& device) = 0;
+  // The device's one-time prekeys in increasing id, at most `limit`.
+  virtual Result<std::vector<OneTimePrekey>> one_time_prekeys(const DeviceRef& device, size_t limit) = 0;
+  // ---- media and expiry (issue 11); every read is a bounded index range ----
+  virtual Result<std::vector<MediaOwner>> media_owners(const std::string& id) = 0;
+  // The blobs `user` uploaded: (id, size), at most limit.
+  virtual Result<std::vector<std::pair<std::string, uint64_t>>> user_media(const std::string& user, size_t limit) = 0;
+  virtual Result<std::vector<MediaRef>> media_refs(const std::string& id, size_t limit) = 0;
+  // Uploads created before before_ms that the collector has not looked at yet, oldest first.
+  virtual Result<std::vector<PendingMedia>> pending_media(int64_t before_ms, size_t limit) = 0;
+  // Messages whose expires_at <= now_ms still in the expiry index, earliest first.
+  virtual Result<std::vector<ExpiringMessage>> expiring_messages(int64_t now_ms, size_t limit) = 0;
+  // Erases the payload of these (expired) messages from stable storage: afterwards the log
+  // holds only their tombstone (proto::render_expired) and no file of the store holds the
+  // old bytes. Call before committing their MessageExpired ops.
+  virtual Result<void> erase_expired(const std::vector<ExpiringMessage>& messages) = 0;
+  // user records and reports (admin, safety, presence settings, push)
+  virtual Result<std::optional<std::string>> user_record(const std::string& user, const std::string& name) = 0;
+  // The user's records whose name starts with `prefix`, by name, at most limit.
+  virtual Result<std::vector<std::pair<std::string, std::string>>> user_records(const std::string& user,
+                                                                               const std::string& prefix,
+                                                                               size_t limit) = 0;
+  // Registered users after `after` (by id), at most limit. An admin listing, not a hot path.
+  virtual Result<std::vector<std::string>> users(const std::string& after, size_t limit) = 0;
+  // Reports with id > after_id, increasing, at most limit; and the highest id (0 if none).
+  virtual Result<std::vector<std::pair<uint64_t, std::string>>> reports(uint64_t after_id, size_t limit) = 0;
+  virtual Result<uint64_t> last_report_id() = 0;
 };
 
 }  // namespace tern::store

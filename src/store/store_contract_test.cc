@@ -10,16 +10,6 @@ namespace tern::store::contract {
 
 namespace {
 
-// Unwraps a Result, failing the test (and returning a default value) on error.
-template <typename T>
-T must(Result<T> r) {
-  if (!r.ok()) {
-    ADD_FAILURE() << "store error: " << r.error().message;
-    return T{};
-  }
-  return std::move(r).value();
-}
-
 std::string frame_for(const std::string& conv, Seq seq) {
   return "{\"type\":\"message\",\"conversation_id\":\"" + conv + "\",\"seq\":" + std::to_string(seq) + "}";
 }
@@ -576,6 +566,211 @@ TEST_P(StoreContractTest, FlushThenReopen) {
   EXPECT_EQ(must(store().cursor(kAlice1, "c1")), 1u);
 }
 
+
+// ---- key directory ----
+namespace {
+DeviceKeys sample_keys(char fill) {
+  DeviceKeys k;
+  k.identity_key = std::string(1, '\x05') + std::string(32, fill);
+  k.registration_id = 4711;
+  k.signed_prekey = SignedPrekey{7, std::string(1, '\x05') + std::string(32, 's'), std::string(64, '\0')};
+  return k;
+}
+}  // namespace
+
+TEST_P(StoreContractTest, DeviceKeysRoundTripEveryField) {
+  const DeviceRef d{"alice", 2};
+  auto none = store().device_keys(d);
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(*none);
+  DeviceKeys k = sample_keys('i');
+  k.previous_signed_prekey = SignedPrekey{6, std::string(1, '\x05') + std::string(32, 'p'), std::string(64, 'q')};
+  k.previous_replaced_at = -5;  // any int64 round-trips
+  commit1(PutDeviceKeys{d, k});
+  auto got = store().device_keys(d);
+  ASSERT_TRUE(got && *got);
+  EXPECT_EQ(**got, k);
+  auto other = store().device_keys(DeviceRef{"alice", 1});
+  ASSERT_TRUE(other);
+  EXPECT_FALSE(*other) << "keys are per device";
+  DeviceKeys k2 = sample_keys('j');  // a blind put replaces the whole record
+  commit1(PutDeviceKeys{d, k2});
+  got = store().device_keys(d);
+  ASSERT_TRUE(got && *got);
+  EXPECT_EQ(**got, k2);
+  EXPECT_FALSE((*got)->previous_signed_prekey);
+}
+
+TEST_P(StoreContractTest, OneTimePrekeysListInIdOrderPerDeviceWithLimit) {
+  const DeviceRef a{"bob", 1}, b{"bob", 2}, c{"bo", 1};
+  Batch batch;
+  for (uint32_t id : {300u, 5u, 70000u, 1u, 0xFFFFFFFFu}) batch.add(PutOneTimePrekey{a, {id, "k" + std::to_string(id)}});
+  batch.add(PutOneTimePrekey{b, {2, "other device"}});
+  batch.add(PutOneTimePrekey{c, {3, "prefix user"}});
+  commit(std::move(batch));
+  auto all = store().one_time_prekeys(a, 100);
+  ASSERT_TRUE(all);
+  std::vector<uint32_t> ids;
+  for (const auto& k : *all) ids.push_back(k.id);
+  EXPECT_EQ(ids, (std::vector<uint32_t>{1, 5, 300, 70000, 0xFFFFFFFFu}));
+  EXPECT_EQ((*all)[2].public_key, "k300");
+  auto two = store().one_time_prekeys(a, 2);
+  ASSERT_TRUE(two);
+  ASSERT_EQ(two->size(), 2u);
+  EXPECT_EQ((*two)[1].id, 5u);
+  auto zero = store().one_time_prekeys(a, 0);
+  ASSERT_TRUE(zero);
+  EXPECT_TRUE(zero->empty());
+  auto other = store().one_time_prekeys(b, 100);
+  ASSERT_TRUE(other);
+  ASSERT_EQ(other->size(), 1u);
+  EXPECT_EQ((*other)[0], (OneTimePrekey{2, "other device"}));
+}
+
+TEST_P(StoreContractTest, OneTimePrekeyDeleteAndReputInOneBatchApplyInOrder) {
+  const DeviceRef d{"carol", 1};
+  commit1(PutOneTimePrekey{d, {1, "one"}});
+  commit1(PutOneTimePrekey{d, {2, "two"}});
+  Batch batch;  // delete 1; put 3 then delete it; delete 2 then put it again
+  batch.add(DeleteOneTimePrekey{d, 1});
+  batch.add(PutOneTimePrekey{d, {3, "three"}});
+  batch.add(DeleteOneTimePrekey{d, 3});
+  batch.add(DeleteOneTimePrekey{d, 2});
+  batch.add(PutOneTimePrekey{d, {2, "two again"}});
+  batch.add(DeleteOneTimePrekey{d, 99});  // absent: a blind delete is no error
+  commit(std::move(batch));
+  auto left = store().one_time_prekeys(d, 10);
+  ASSERT_TRUE(left);
+  EXPECT_EQ(*left, (std::vector<OneTimePrekey>{{2, "two again"}}));
+}
+
+TEST_P(StoreContractTest, KeysSurviveReopen) {
+  const DeviceRef d{"dave", 3};
+  commit1(PutDeviceKeys{d, sample_keys('d')}, /*sync=*/true);
+  commit1(PutOneTimePrekey{d, {9, "nine"}}, /*sync=*/true);
+  reopen();
+  auto k = store().device_keys(d);
+  ASSERT_TRUE(k && *k);
+  EXPECT_EQ(**k, sample_keys('d'));
+  auto p = store().one_time_prekeys(d, 10);
+  ASSERT_TRUE(p);
+  EXPECT_EQ(*p, (std::vector<OneTimePrekey>{{9, "nine"}}));
+}
+
+TEST_P(StoreContractTest, KeyOpsWithNulInTheUserAreRefused) {
+  Batch batch;
+  batch.add(PutOneTimePrekey{DeviceRef{"ok", 1}, {1, "x"}});
+  batch.add(PutDeviceKeys{DeviceRef{std::string("a\0b", 3), 1}, sample_keys('n')});
+  auto r = store().commit(batch, false);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument);
+  auto p = store().one_time_prekeys(DeviceRef{"ok", 1}, 10);
+  ASSERT_TRUE(p);
+  EXPECT_TRUE(p->empty()) << "nothing of a refused batch is written";
+}
+
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(StoreContractTest);
+
+}  // namespace tern::store::contract
+
+// ---- media and message expiry (issue 11) ----
+namespace tern::store::contract {
+namespace {
+
+const std::string kIdA(64, 'a');
+const std::string kIdB(64, 'b');
+
+std::string frame_with_expiry(const std::string& conv, Seq seq, int64_t expires_at, const std::string& body) {
+  return R"({"type":"message","conversation_id":")" + conv + R"(","seq":)" + std::to_string(seq) +
+         R"(,"sender":"alice","sender_device":1,"ts":1,"body":")" + body + R"(","expires_at":)" +
+         std::to_string(expires_at) + R"(,"media":[")" + kIdA + R"("]})";
+}
+
+}  // namespace
+
+TEST_P(StoreContractTest, MediaOwnersAndPendingIndex) {
+  Batch b;
+  b.add(PutMedia{kIdA, "alice", 100, 1000});
+  b.add(PutMedia{kIdA, "bob", 100, 2000});
+  b.add(PutMedia{kIdB, "alice", 7, 3000});
+  commit(std::move(b));
+  auto owners = store().media_owners(kIdA);
+  ASSERT_TRUE(owners.ok());
+  ASSERT_EQ(owners->size(), 2u);
+  EXPECT_EQ((*owners)[0].user, "alice");
+  EXPECT_EQ((*owners)[0].size, 100u);
+  EXPECT_EQ((*owners)[0].created_ts, 1000);
+  EXPECT_EQ((*owners)[1].user, "bob");
+  auto mine = store().user_media("alice", 10);
+  ASSERT_TRUE(mine.ok());
+  ASSERT_EQ(mine->size(), 2u);
+  EXPECT_EQ((*mine)[0].second + (*mine)[1].second, 107u);
+  // Pending uploads older than the cut-off, oldest first.
+  auto pending = store().pending_media(2500, 10);
+  ASSERT_TRUE(pending.ok());
+  ASSERT_EQ(pending->size(), 2u);
+  EXPECT_EQ((*pending)[0].owner, "alice");
+  EXPECT_EQ((*pending)[0].id, kIdA);
+  EXPECT_EQ((*pending)[1].owner, "bob");
+  commit1(DropPendingMedia{kIdA, "alice", 1000});
+  commit1(DeleteMedia{kIdA, "bob"});
+  pending = store().pending_media(2500, 10);
+  ASSERT_TRUE(pending.ok());
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0].owner, "bob");
+  owners = store().media_owners(kIdA);
+  ASSERT_TRUE(owners.ok());
+  ASSERT_EQ(owners->size(), 1u);
+  EXPECT_EQ((*owners)[0].user, "alice");
+  reopen();
+  owners = store().media_owners(kIdA);
+  ASSERT_TRUE(owners.ok());
+  EXPECT_EQ(owners->size(), 1u);
+}
+
+TEST_P(StoreContractTest, MessagesIndexTheirMediaAndExpiry) {
+  Batch b;
+  b.add(AppendMessage{"c1", 1, frame_with_expiry("c1", 1, 5000, "Y2FuYXJ5"), 5000, {kIdA}});
+  b.add(AppendMessage{"c1", 2, "{}", 0, {kIdA, kIdB}});
+  b.add(AppendMessage{"c2", 1, frame_with_expiry("c2", 1, 4000, "eA=="), 4000, {}});
+  commit(std::move(b));
+  auto refs = store().media_refs(kIdA, 10);
+  ASSERT_TRUE(refs.ok());
+  ASSERT_EQ(refs->size(), 2u);
+  EXPECT_EQ((*refs)[0].conversation_id, "c1");
+  EXPECT_EQ((*refs)[0].seq, 1u);
+  EXPECT_EQ((*refs)[0].expires_at, 5000);
+  EXPECT_EQ((*refs)[1].seq, 2u);
+  EXPECT_EQ((*refs)[1].expires_at, 0);
+
+  auto due = store().expiring_messages(4999, 10);
+  ASSERT_TRUE(due.ok());
+  ASSERT_EQ(due->size(), 1u);
+  EXPECT_EQ((*due)[0].conversation_id, "c2");
+  due = store().expiring_messages(5000, 10);
+  ASSERT_TRUE(due.ok());
+  ASSERT_EQ(due->size(), 2u);
+  EXPECT_EQ((*due)[1].conversation_id, "c1");
+  EXPECT_EQ((*due)[1].media, std::vector<std::string>{kIdA});
+
+  ASSERT_TRUE(store().erase_expired(*due).ok());
+  auto msgs = store().read_messages("c1", 0, 10);
+  ASSERT_TRUE(msgs.ok());
+  ASSERT_EQ(msgs->size(), 2u);  // the seq keeps its place
+  EXPECT_EQ((*msgs)[0].frame.find("Y2FuYXJ5"), std::string::npos);
+  EXPECT_NE((*msgs)[0].frame.find(R"("expired":true)"), std::string::npos);
+  EXPECT_EQ((*msgs)[0].frame.find(kIdA), std::string::npos);  // media ids gone with it
+
+  Batch done;
+  for (const auto& m : *due) done.add(MessageExpired{m.conversation_id, m.seq, m.expires_at, m.media});
+  commit(std::move(done));
+  due = store().expiring_messages(10000, 10);
+  ASSERT_TRUE(due.ok());
+  EXPECT_TRUE(due->empty());
+  refs = store().media_refs(kIdA, 10);
+  ASSERT_TRUE(refs.ok());
+  ASSERT_EQ(refs->size(), 1u);
+  EXPECT_EQ((*refs)[0].seq, 2u);
+}
 
 }  // namespace tern::store::contract

@@ -43,6 +43,16 @@ struct StoreHarnessFactory {
   friend void PrintTo(const StoreHarnessFactory& f, std::ostream* os) { *os << f.name; }
 };
 
+// Unwraps a Result, failing the test (and returning a default value) on error.
+template <typename T>
+T must(Result<T> r) {
+  if (!r.ok()) {
+    ADD_FAILURE() << "store error: " << r.error().message;
+    return T{};
+  }
+  return std::move(r).value();
+}
+
 class StoreContractTest : public ::testing::TestWithParam<StoreHarnessFactory> {
  protected:
   void SetUp() override;

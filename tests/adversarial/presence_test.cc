@@ -84,6 +84,9 @@ TEST_F(AdversarialPresence, SubscriptionEndsWhenTheLastSharedConversationEnds) {
   const std::string other = api().must_group(bob.token, "other", {"eve"});
   ASSERT_FALSE(group.empty());
   ASSERT_FALSE(other.empty());
+  // Issue 12: bob shows his presence to everyone he shares a conversation with (the rule
+  // this test is about), not only to accepted direct contacts.
+  ASSERT_EQ(api().set_presence_visibility(bob.token, "everyone").status, 200);
 
   Device dc(carol), dd(dave), de(eve);
   for (Device* d : {&dc, &dd, &de}) {
@@ -116,7 +119,8 @@ TEST_F(AdversarialPresence, SubscriptionsAreCappedPerUser) {
   Account alice = api().must_register("alice");
   std::vector<std::string> friends;
   for (int i = 0; i < 4; ++i) friends.push_back("f" + std::to_string(i));
-  for (const auto& f : friends) api().must_register(f);
+  for (const auto& f : friends)  // issue 12: visible to everyone sharing a conversation
+    ASSERT_EQ(api().set_presence_visibility(api().must_register(f).token, "everyone").status, 200);
   ASSERT_FALSE(api().must_group(alice.token, "all", friends).empty());
   Device d1(alice), d2(api().must_link(alice));
   ASSERT_TRUE(d1.connect_synced(port()));

@@ -132,8 +132,10 @@ TEST_F(TerndEphemeral, PresenceOnlyBetweenUsersSharingAConversation) {
   ASSERT_TRUE(de.presence_subscribe({"alice"}));
   for (const auto& f : de.drain(ms(700)))
     EXPECT_FALSE(presence_of(f, "alice")) << "eve got " << dump(f);
-  // Once they share a conversation, eve may see alice.
-  api().must_direct(eve.token, "alice");
+  // Once they share a conversation that alice accepted (she answered eve), eve may see alice
+  // (issue 12: presence goes to accepted contacts by default).
+  const std::string dm = api().must_direct(eve.token, "alice");
+  ASSERT_GT(da.must_send(dm, "answer-eve", "hi eve"), 0u);
   ASSERT_TRUE(de.presence_subscribe({"alice"}));
   da.close();
   std::vector<json::object> seen;

@@ -15,8 +15,10 @@
 namespace tern::test {
 namespace {
 
-const std::vector<std::string> kFast = {"--send-rate", "100000", "--send-burst", "100000", "--create-rate", "0",
-                                        "--frame-rate", "100000", "--frame-burst", "100000"};
+const std::vector<std::string> kFast = {"--send-rate",   "100000", "--send-burst",         "100000",
+                                        "--create-rate", "0",      "--frame-rate",         "100000",
+                                        "--frame-burst", "100000", "--channel-post-rate",  "100000",
+                                        "--channel-post-burst", "100000"};
 
 std::vector<std::string> with(std::vector<std::string> a, const std::vector<std::string>& b) {
   a.insert(a.end(), b.begin(), b.end());
@@ -299,6 +301,55 @@ TEST_F(TerndFanout, ChannelPermissionsJoinLeaveAndPrivateChannels) {
   const Seq p1 = da.must_send(priv, "p1", "members only");
   auto got = dc.collect_messages(priv, p1);
   EXPECT_EQ(message_seqs(got, priv), std::vector<Seq>{p1});
+}
+
+TEST_F(TerndFanout, ChannelPostsAreRateLimitedPerChannel) {
+  // Each post reaches every subscriber: the channel, not only each admin, has a post rate.
+  ASSERT_NO_FATAL_FAILURE(start_server({"--send-rate", "100000", "--send-burst", "100000", "--channel-post-rate", "1",
+                                        "--channel-post-burst", "5"}));
+  Account alice = api().must_register("alice"), bob = api().must_register("bob");
+  const std::string ch = must_channel(alice, "news");
+  ASSERT_EQ(post(alice, "/v1/conversations/" + ch + "/admins", R"({"add":["bob"]})").status, 200);
+  Device da(alice), db(bob);
+  ASSERT_TRUE(da.connect_synced(port()));
+  ASSERT_TRUE(db.connect_synced(port()));
+  int sent = 0, limited = 0;
+  for (int i = 0; i < 8; ++i) {
+    Device& d = i % 2 ? db : da;  // two admins share the channel's budget
+    auto a = d.send_wait(ch, "p" + std::to_string(i), "x");
+    ASSERT_TRUE(a);
+    if (type_of(*a) == "sent") ++sent;
+    else if (jstr(*a, "code") == "rate_limited" && jstr(*a, "ref") == "p" + std::to_string(i)) ++limited;
+  }
+  EXPECT_GE(sent, 5);
+  EXPECT_LE(sent, 6);  // the burst, plus at most one token refilled meanwhile
+  EXPECT_EQ(sent + limited, 8);
+}
+
+TEST_F(TerndFanout, ChannelsShareNoPresenceAndJoinsAreCapped) {
+  ASSERT_NO_FATAL_FAILURE(start_server(with(kFast, {"--max-conversations-per-user", "2"})));
+  Account alice = api().must_register("alice"), bob = api().must_register("bob"),
+          carol = api().must_register("carol");
+  const std::string a = must_channel(alice, "a"), b = must_channel(carol, "b"), c = must_channel(carol, "c");
+  ASSERT_EQ(join(bob, a).status, 200);
+  ASSERT_EQ(join(bob, b).status, 200);
+  auto third = join(bob, c);
+  EXPECT_EQ(third.status, 403) << third.body;
+  EXPECT_EQ(third.error_code(), "limit_exceeded");
+  // A subscriber does not see the owner's presence (they share no conversation but a channel).
+  Device db(bob);
+  ASSERT_TRUE(db.connect_synced(port()));
+  ASSERT_TRUE(db.presence_subscribe({"alice"}));
+  {
+    Device da(alice);
+    ASSERT_TRUE(da.connect_synced(port()));
+    da.close();
+  }
+  for (const auto& f : db.drain(std::chrono::milliseconds(700)))
+    EXPECT_NE(type_of(f), "presence") << "bob got " << dump(f);
+  // Leaving one makes room for another.
+  ASSERT_EQ(leave(bob, a).status, 200);
+  EXPECT_EQ(join(bob, c).status, 200);
 }
 
 TEST_F(TerndFanout, SubscriberReplaysFromItsLastAckAndPosterDevicesAllGetPosts) {

@@ -250,6 +250,10 @@ std::string Api::must_group(std::string_view token, std::string_view name, const
   return id;
 }
 
+HttpResult Api::set_presence_visibility(std::string_view token, std::string_view visibility) {
+  return http_request(port_, "PUT", "/v1/privacy", json::serialize(json::object{{"presence", visibility}}), token);
+}
+
 HttpResult Api::add_members(std::string_view token, std::string_view conv, const std::vector<std::string>& users) {
   json::object o;
   o["add"] = to_array(users);

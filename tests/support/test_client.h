@@ -77,6 +77,8 @@ class Api {
   HttpResult add_members(std::string_view token, std::string_view conv, const std::vector<std::string>& users);
   HttpResult remove_members(std::string_view token, std::string_view conv, const std::vector<std::string>& users);
   HttpResult list_conversations(std::string_view token);
+  // Issue 12: PUT /v1/privacy {"presence": visibility} (contacts | everyone | nobody).
+  HttpResult set_presence_visibility(std::string_view token, std::string_view visibility);
   HttpResult messages(std::string_view token, std::string_view conv, std::optional<Seq> after_seq = std::nullopt,
                       std::optional<uint64_t> limit = std::nullopt);
   // Pages through the whole log after `after_seq` (bounded page count). `head` receives the

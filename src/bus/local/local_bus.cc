@@ -41,18 +41,26 @@ size_t LocalBus::detach(const DeviceRef& device, const Endpoint* endpoint) {
   return count;
 }
 
-void LocalBus::publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) {
-  std::shared_ptr<Endpoint> target;
-  {
-    auto& s = shard(device.user);
-    std::lock_guard lock(s.mu);
-    auto it = s.users.find(device.user);
-    if (it == s.users.end()) return;
-    auto d = it->second.find(device.device);
-    if (d == it->second.end()) return;
-    target = d->second.lock();
-  }
-  if (target) target->notify(n);
+// The endpoint attached for the device, if any.
+std::shared_ptr<Endpoint> LocalBus::find(const DeviceRef& device) {
+  auto& s = shard(device.user);
+  std::lock_guard lock(s.mu);
+  auto it = s.users.find(device.user);
+  if (it == s.users.end()) return nullptr;
+  auto d = it->second.find(device.device);
+  if (d == it->second.end()) return nullptr;
+  return d->second.lock();
+}
+
+bool LocalBus::publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) {
+  auto target = find(device);
+  if (!target) return false;
+  target->notify(n);
+  return true;
+}
+
+void LocalBus::disconnect(const DeviceRef& device) {
+  if (auto target = find(device)) target->replaced();
 }
 
 void LocalBus::publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) {

@@ -14,11 +14,13 @@ class LocalBus final : public Bus {
  public:
   size_t attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint) override;
   size_t detach(const DeviceRef& device, const Endpoint* endpoint) override;
-  void publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) override;
+  bool publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) override;
+  void disconnect(const DeviceRef& device) override;
   void publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) override;
   bool online(const std::string& user) override;
 
  private:
+  std::shared_ptr<Endpoint> find(const DeviceRef& device);
   // Shard by user so that all of a user's devices live in one shard.
   struct Shard {
     std::mutex mu;

@@ -1,5 +1,6 @@
 #include "bus/redis/redis_bus.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <hiredis/hiredis.h>
@@ -63,6 +64,25 @@ struct Reader {
 
 std::string registry_key(const std::string& user) { return "{r:" + user + "}"; }
 
+// KEYS[1]: a user's registry hash. ARGV: '+' (write ARGV[2] → ARGV[3]), '-' (remove ARGV[2])
+// or '=' (neither), then now (ms). Returns the entries whose expiry ("<node> <ms>") is later.
+constexpr const char* kRegistryCount = R"lua(
+if ARGV[1] == '+' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+elseif ARGV[1] == '-' then redis.call('HDEL', KEYS[1], ARGV[2]) end
+local now = tonumber(ARGV[4])
+local n = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+  local exp = tonumber(string.match(v, ' (%d+)$'))
+  if exp and exp > now then n = n + 1 end
+end
+return n
+)lua";
+
+// KEYS[1]: a registry hash. ARGV: device, value. The periodic refresh: rewrites the entry
+// only while it is there (a detach that removed it meanwhile is not undone).
+constexpr const char* kRegistryRefresh =
+    "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 1";
+
 }  // namespace
 
 void RedisBus::encode(std::string& out, const Event& e) {
@@ -86,7 +106,7 @@ bool RedisBus::decode(std::string_view in, std::vector<Event>& out) {
     Event e;
     const auto target = static_cast<Target>(r.num(1));
     if (target != Target::kDevice && target != Target::kUser && target != Target::kConversation &&
-        target != Target::kChanged)
+        target != Target::kChanged && target != Target::kDisconnect)
       return false;
     e.target = target;
     e.device.user = r.str();
@@ -134,12 +154,34 @@ bool RedisBus::start(std::chrono::milliseconds deadline) {
   return subscribed_cv_.wait_for(lock, deadline, [&] { return subscribed_; });
 }
 
+Result<size_t> RedisBus::registry_count(char op, const DeviceRef& device) {
+  const std::string key = registry_key(device.user), dev = std::to_string(device.device);
+  const std::string value = options_.node_id + " " + std::to_string(now_ms() + options_.registry_ttl.count());
+  const std::string now = std::to_string(now_ms());
+  const std::string mode(1, op);
+  std::lock_guard lock(query_mu_);
+  if (!query_) {
+    auto c = RedisCluster::open(cluster_options(options_.command_timeout));
+    if (!c) return c.error();
+    query_ = std::move(c).value();
+  }
+  auto r = query_->run1(key_slot(key), {"EVAL", kRegistryCount, "1", key, mode, dev, value, now});
+  if (!r) return r.error();
+  if ((*r)->type != REDIS_REPLY_INTEGER) return make_error(ErrorCode::kUnavailable, "redis: registry count failed");
+  return static_cast<size_t>((*r)->integer);
+}
+
 size_t RedisBus::attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint) {
   const Endpoint* ptr = endpoint.get();
   const size_t n = local_.attach(device, std::move(endpoint));
   {
     std::lock_guard lock(mu_);
     attached_[{device.user, device.device}] = ptr;
+  }
+  auto count = registry_count('+', device);
+  if (count) return std::max(*count, n);
+  {
+    std::lock_guard lock(mu_);
     registry_ops_.emplace_back(true, device);
   }
   cv_.notify_one();
@@ -156,14 +198,21 @@ size_t RedisBus::detach(const DeviceRef& device, const Endpoint* endpoint) {
     if (it != attached_.end() && it->second == endpoint) {
       attached_.erase(it);
       gone = true;
-      registry_ops_.emplace_back(false, device);
     }
   }
-  if (gone) cv_.notify_one();
+  auto count = registry_count(gone ? '-' : '=', device);
+  if (count) return std::max(*count, n);
+  if (gone) {
+    {
+      std::lock_guard lock(mu_);
+      registry_ops_.emplace_back(false, device);
+    }
+    cv_.notify_one();
+  }
   return n;
 }
 
-void RedisBus::publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) {
+bool RedisBus::publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) {
   bool here, changed = false;
   {
     std::lock_guard lock(mu_);
@@ -177,6 +226,12 @@ void RedisBus::publish(const DeviceRef& device, const std::shared_ptr<const Noti
   if (changed) enqueue(Event{Target::kChanged, DeviceRef{}, n});
   if (here) return local_.publish(device, n);
   enqueue(Event{Target::kDevice, device, n});
+  return false;
+}
+
+void RedisBus::disconnect(const DeviceRef& device) {
+  local_.disconnect(device);
+  enqueue(Event{Target::kDisconnect, device, std::make_shared<const Notification>()});
 }
 
 void RedisBus::publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) {
@@ -295,7 +350,12 @@ void RedisBus::publisher() {
         by_slot[key_slot(owned[owned.size() - 2])].push_back({"HDEL", owned[owned.size() - 2], owned.back()});
       }
     }
-    for (auto& [user, device] : refresh) put(user, device);
+    for (auto& [user, device] : refresh) {
+      owned.push_back(registry_key(user));
+      owned.push_back(std::to_string(device));
+      by_slot[key_slot(owned[owned.size() - 2])].push_back(
+          {"EVAL", kRegistryRefresh, "1", owned[owned.size() - 2], owned.back(), value});
+    }
     if (by_slot.empty()) continue;
     std::vector<store::redis::SlotCommands> batches;
     for (auto& [slot, cmds] : by_slot) batches.push_back({slot, std::move(cmds)});
@@ -375,6 +435,7 @@ void RedisBus::deliver(std::string_view payload) {
     if (e.n->system && e.n->kind == Notification::Kind::kMessage && change_sink_) change_sink_(e.n->conversation_id);
     switch (e.target) {
       case Target::kChanged: break;
+      case Target::kDisconnect: local_.disconnect(e.device); break;
       case Target::kDevice: local_.publish(e.device, e.n); break;
       case Target::kUser: local_.publish_user(e.device.user, e.n); break;
       case Target::kConversation:

@@ -33,9 +33,17 @@
 // plain PUBLISH / SUBSCRIBE. Registry keys are routed by their slot (RedisCluster).
 //
 // Registry: every attached device is written to Redis as {r:<user>} <device> → "<node>
-// <expires ms>", refreshed every ttl/3 and removed on detach; online(user) is true if a
-// device is attached here or an unexpired entry exists (one Redis read: the same blocking
-// deviation as RedisStore's reads). A dead node's entries expire after the ttl.
+// <expires ms>", refreshed every ttl/3 (only while the entry is there) and removed on
+// detach; online(user) is true if a device is attached here or an unexpired entry exists. A
+// dead node's entries expire after the ttl.
+//
+// Presence counts: attach() and detach() write or remove the device's entry and count the
+// user's unexpired entries in one script (atomic on Redis), so the count they return covers
+// the user's devices on every node: the first device of a user to attach anywhere sees 1
+// (online), the last to detach anywhere sees 0 (offline), even when two nodes do it at the
+// same moment. Both are one Redis round trip on the calling loop (the same blocking
+// deviation as RedisStore's reads; docs/scaling.md); if Redis cannot be reached they fall
+// back to this node's own count and queue the registry write.
 //
 // Thread-safety: every method from any thread. Owns its two threads (joined by the
 // destructor) and the LocalBus.
@@ -79,18 +87,23 @@ class RedisBus final : public Bus {
 
   size_t attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint) override;
   size_t detach(const DeviceRef& device, const Endpoint* endpoint) override;
-  void publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) override;
+  // True only if the device is attached to this node: a device attached to another node
+  // reads as offline here (push may wake it needlessly; docs/scaling.md).
+  bool publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) override;
   void publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) override;
   bool online(const std::string& user) override;
   void publish_conversation(const std::shared_ptr<const Notification>& n) override;
   void set_conversation_sink(std::function<void(std::shared_ptr<const Notification>)> sink) override;
   void set_change_sink(std::function<void(const std::string& conversation_id)> sink) override;
+  // Closes the device's connection here and on every other node (a kDisconnect event).
+  void disconnect(const DeviceRef& device) override;
   void stop() override;  // also run by the destructor
 
   // The wire form of one event (exposed for the tests): target + notification.
   // kChanged: a system message of n->conversation_id (sent once per seq, even when every
   // recipient is attached here): the other nodes drop their cached membership of it.
-  enum class Target : uint8_t { kDevice = 'D', kUser = 'U', kConversation = 'C', kChanged = 'X' };
+  // kDisconnect: close the device's connection (admin revocation) wherever it is attached.
+  enum class Target : uint8_t { kDevice = 'D', kUser = 'U', kConversation = 'C', kChanged = 'X', kDisconnect = 'K' };
   struct Event {
     Target target = Target::kDevice;
     DeviceRef device;  // kDevice: the device; kUser: .user
@@ -105,7 +118,9 @@ class RedisBus final : public Bus {
   void publisher();
   void subscriber();
   void deliver(std::string_view payload);
-  void registry_put(const DeviceRef& device);
+  // Writes ('+'), removes ('-') or leaves ('=') the device's registry entry and returns how
+  // many of the user's entries have not expired; an error if Redis cannot be reached.
+  Result<size_t> registry_count(char op, const DeviceRef& device);
   store::redis::RedisClusterOptions cluster_options(std::chrono::milliseconds command_timeout) const;
 
   const RedisBusOptions options_;

@@ -72,7 +72,8 @@ class Recorder final : public Endpoint {
     std::lock_guard lock(mu);
     seen.push_back(std::move(n));
   }
-  void replaced() override {}
+  void replaced() override { ++replaced_count; }
+  std::atomic<int> replaced_count{0};
   size_t count() {
     std::lock_guard lock(mu);
     return seen.size();
@@ -117,6 +118,47 @@ TEST(RedisBus, TwoNodesDeliverToEachOthersDevicesAndSeeEachOthersRegistry) {
 
   b.detach(DeviceRef{"bob", 1}, bob.get());
   EXPECT_TRUE(await([&] { return !a.online("bob"); }));
+}
+
+// Presence counts cover every node: the first device of a user to attach anywhere sees 1,
+// the last to detach anywhere sees 0 (the registry is written and counted in one script).
+TEST(RedisBus, AttachAndDetachCountTheUsersDevicesOnEveryNode) {
+  store::redis::testing::RedisServer redis;
+  ASSERT_TRUE(redis.start().ok());
+  RedisBusOptions oa, ob;
+  oa.address = ob.address = store::redis::RedisAddress{"127.0.0.1", redis.port()};
+  oa.node_id = "a";
+  ob.node_id = "b";
+  RedisBus a(oa), b(ob);
+  ASSERT_TRUE(a.start());
+  ASSERT_TRUE(b.start());
+  auto d1 = std::make_shared<Recorder>(), d2 = std::make_shared<Recorder>(), d2b = std::make_shared<Recorder>();
+  EXPECT_EQ(a.attach(DeviceRef{"alice", 1}, d1), 1u);
+  EXPECT_EQ(b.attach(DeviceRef{"alice", 2}, d2), 2u);
+  EXPECT_EQ(b.attach(DeviceRef{"alice", 2}, d2b), 2u) << "a reconnect of the same device is not a second device";
+  EXPECT_EQ(b.detach(DeviceRef{"alice", 2}, d2.get()), 2u) << "the replaced endpoint's detach removes nothing";
+  EXPECT_EQ(a.detach(DeviceRef{"alice", 1}, d1.get()), 1u) << "alice is still online on b";
+  EXPECT_TRUE(a.online("alice"));
+  EXPECT_EQ(b.detach(DeviceRef{"alice", 2}, d2b.get()), 0u);
+  EXPECT_FALSE(a.online("alice"));
+  EXPECT_FALSE(b.online("alice"));
+}
+
+// An admin disconnect on one node closes the device's connection on another.
+TEST(RedisBus, ADisconnectReachesTheDevicesNode) {
+  store::redis::testing::RedisServer redis;
+  ASSERT_TRUE(redis.start().ok());
+  RedisBusOptions oa, ob;
+  oa.address = ob.address = store::redis::RedisAddress{"127.0.0.1", redis.port()};
+  oa.node_id = "a";
+  ob.node_id = "b";
+  RedisBus a(oa), b(ob);
+  ASSERT_TRUE(a.start());
+  ASSERT_TRUE(b.start());
+  auto bob = std::make_shared<Recorder>();
+  b.attach(DeviceRef{"bob", 1}, bob);
+  a.disconnect(DeviceRef{"bob", 1});
+  EXPECT_TRUE(await([&] { return bob->replaced_count == 1; }));
 }
 
 // On a 3+3 Redis Cluster: sharded pub/sub on the channel's shard, registry keys on their

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -59,6 +60,17 @@ Result<int64_t> parse_status_rss_kb(std::string_view status) {
   return v;
 }
 
+Result<int64_t> parse_schedstat_wait_ns(std::string_view s) {
+  const size_t sp = s.find(' ');
+  if (sp == std::string_view::npos) return make_error(ErrorCode::kMalformed, "schedstat: one field");
+  size_t end = s.find_first_of(" \n", sp + 1);
+  if (end == std::string_view::npos) end = s.size();
+  int64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data() + sp + 1, s.data() + end, v);
+  if (ec != std::errc() || p != s.data() + end) return make_error(ErrorCode::kMalformed, "schedstat: bad wait field");
+  return v;
+}
+
 Result<ProcSample> sample_process(int pid) {
   const std::string base = "/proc/" + std::to_string(pid);
   auto stat = slurp(base + "/stat");
@@ -70,7 +82,21 @@ Result<ProcSample> sample_process(int pid) {
   auto rss = parse_status_rss_kb(*status);
   if (!rss) return rss.error();
   const long hz = ::sysconf(_SC_CLK_TCK);
-  return ProcSample{*ticks * 1'000'000 / (hz > 0 ? hz : 100), *rss};
+  ProcSample out{*ticks * 1'000'000 / (hz > 0 ? hz : 100), *rss};
+  // Threads come and go between listing and reading: what cannot be read is left out.
+  std::error_code ec;
+  int64_t wait_ns = 0;
+  bool any = false;
+  for (const auto& task : std::filesystem::directory_iterator(base + "/task", ec)) {
+    auto line = slurp(task.path().string() + "/schedstat");
+    if (!line) continue;
+    if (auto w = parse_schedstat_wait_ns(*line)) {
+      wait_ns += *w;
+      any = true;
+    }
+  }
+  if (any) out.runqueue_wait_us = wait_ns / 1000;
+  return out;
 }
 
 int64_t self_cpu_us() {

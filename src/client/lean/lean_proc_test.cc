@@ -23,10 +23,19 @@ TEST(LeanProc, ParsesVmRss) {
   EXPECT_FALSE(parse_status_rss_kb("Name: x\n").ok());
 }
 
+TEST(LeanProc, ParsesSchedstatWait) {
+  auto r = parse_schedstat_wait_ns("2939056924 11820034155 14705\n");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, 11820034155);
+  EXPECT_FALSE(parse_schedstat_wait_ns("123").ok());
+  EXPECT_FALSE(parse_schedstat_wait_ns("1 x 3").ok());
+}
+
 TEST(LeanProc, SamplesThisProcess) {
   auto s = sample_process(static_cast<int>(::getpid()));
   ASSERT_TRUE(s.ok());
   EXPECT_GT(s->rss_kb, 0);
+  EXPECT_GE(s->runqueue_wait_us, 0) << "schedstat is readable for our own threads";
   EXPECT_GE(s->cpu_us, 0);
   EXPECT_FALSE(sample_process(0x7ffffff0).ok());
   EXPECT_GE(self_cpu_us(), 0);

@@ -1,6 +1,10 @@
 #include "store/memory/memory_store.h"
 
 #include <algorithm>
+#include <set>
+#include <tuple>
+
+#include "proto/frames.h"
 
 namespace tern::store {
 
@@ -22,6 +26,14 @@ struct MemoryStore::State {
   std::map<std::tuple<std::string, uint32_t, std::string>, Seq> inbox;
   std::map<std::pair<std::string, std::string>, std::pair<Seq, Seq>> receipts;  // (conv, user)
   std::map<std::tuple<std::string, uint32_t, std::string>, IdempotencyRecord> idempotency;
+  std::map<DevKey, DeviceKeys> device_keys;
+  std::map<std::tuple<std::string, uint32_t, uint32_t>, std::string> prekeys;  // (user, dev, id) → public
+  std::map<std::pair<std::string, std::string>, MediaOwner> media;  // (id, owner)
+  std::set<std::tuple<int64_t, std::string, std::string>> pending;  // (created, id, owner)
+  std::map<std::tuple<std::string, std::string, Seq>, int64_t> refs;  // (id, conv, seq) → expires_at
+  std::map<std::tuple<int64_t, std::string, Seq>, std::vector<std::string>> expiry;  // → media
+  std::map<std::pair<std::string, std::string>, std::string> records;  // (user, name)
+  std::map<uint64_t, std::string> reports;
 };
 
 namespace {
@@ -63,6 +75,16 @@ Result<void> MemoryStore::commit(const Batch& batch, bool /*sync*/) {
           else if constexpr (std::is_same_v<T, SetReceipt>) return has_nul(o.user) || has_nul(o.conversation_id);
           else if constexpr (std::is_same_v<T, PutSubscription>) return has_nul(o.user) || has_nul(o.row.conversation_id);
           else if constexpr (std::is_same_v<T, DeleteSubscription>) return has_nul(o.user) || has_nul(o.conversation_id);
+          else if constexpr (std::is_same_v<T, PutDeviceKeys> || std::is_same_v<T, PutOneTimePrekey> ||
+                             std::is_same_v<T, DeleteOneTimePrekey>)
+            return has_nul(o.device.user);
+          else if constexpr (std::is_same_v<T, PutMedia> || std::is_same_v<T, DeleteMedia> ||
+                             std::is_same_v<T, DropPendingMedia>)
+            return has_nul(o.owner) || has_nul(o.id);
+          else if constexpr (std::is_same_v<T, MessageExpired>) return has_nul(o.conversation_id);
+          else if constexpr (std::is_same_v<T, PutUserRecord> || std::is_same_v<T, DeleteUserRecord>)
+            return has_nul(o.user);
+          else if constexpr (std::is_same_v<T, PutReport>) return false;
           else return has_nul(o.device.user) || has_nul(o.conversation_id);
         },
         op);
@@ -92,6 +114,18 @@ Result<void> MemoryStore::commit(const Batch& batch, bool /*sync*/) {
             s.conversations[c.id] = c;
           } else if constexpr (std::is_same_v<T, AppendMessage>) {
             s.messages[o.conversation_id][o.seq] = o.frame;
+            for (const auto& id : o.media) s.refs[{id, o.conversation_id, o.seq}] = o.expires_at;
+            if (o.expires_at) s.expiry[{o.expires_at, o.conversation_id, o.seq}] = o.media;
+          } else if constexpr (std::is_same_v<T, PutMedia>) {
+            s.media[{o.id, o.owner}] = MediaOwner{o.owner, o.size, o.created_ts};
+            s.pending.insert({o.created_ts, o.id, o.owner});
+          } else if constexpr (std::is_same_v<T, DeleteMedia>) {
+            s.media.erase({o.id, o.owner});
+          } else if constexpr (std::is_same_v<T, DropPendingMedia>) {
+            s.pending.erase({o.created_ts, o.id, o.owner});
+          } else if constexpr (std::is_same_v<T, MessageExpired>) {
+            s.expiry.erase({o.expires_at, o.conversation_id, o.seq});
+            for (const auto& id : o.media) s.refs.erase({id, o.conversation_id, o.seq});
           } else if constexpr (std::is_same_v<T, PutIdempotency>) {
             s.idempotency[{o.device.user, o.device.device, o.client_msg_id}] = o.record;
           } else if constexpr (std::is_same_v<T, SetCursor>) {
@@ -106,6 +140,18 @@ Result<void> MemoryStore::commit(const Batch& batch, bool /*sync*/) {
             s.inbox[{o.device.user, o.device.device, o.conversation_id}] = o.seq;
           } else if constexpr (std::is_same_v<T, InboxDelete>) {
             s.inbox.erase({o.device.user, o.device.device, o.conversation_id});
+          } else if constexpr (std::is_same_v<T, PutDeviceKeys>) {
+            s.device_keys[{o.device.user, o.device.device}] = o.keys;
+          } else if constexpr (std::is_same_v<T, PutOneTimePrekey>) {
+            s.prekeys[{o.device.user, o.device.device, o.key.id}] = o.key.public_key;
+          } else if constexpr (std::is_same_v<T, DeleteOneTimePrekey>) {
+            s.prekeys.erase({o.device.user, o.device.device, o.id});
+          } else if constexpr (std::is_same_v<T, PutUserRecord>) {
+            s.records[{o.user, o.name}] = o.value;
+          } else if constexpr (std::is_same_v<T, DeleteUserRecord>) {
+            s.records.erase({o.user, o.name});
+          } else if constexpr (std::is_same_v<T, PutReport>) {
+            s.reports[o.id] = o.value;
           }
         },
         op);
@@ -240,6 +286,134 @@ Result<size_t> MemoryStore::purge_expired(int64_t now_ms) {
     }
   }
   return n;
+}
+
+Result<std::optional<DeviceKeys>> MemoryStore::device_keys(const DeviceRef& device) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  auto it = state_->device_keys.find({device.user, device.device});
+  if (it == state_->device_keys.end()) return std::optional<DeviceKeys>{};
+  return std::optional<DeviceKeys>(it->second);
+}
+
+Result<std::vector<OneTimePrekey>> MemoryStore::one_time_prekeys(const DeviceRef& device, size_t limit) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  std::vector<OneTimePrekey> out;
+  for (auto it = state_->prekeys.lower_bound({device.user, device.device, 0});
+       it != state_->prekeys.end() && out.size() < limit && std::get<0>(it->first) == device.user &&
+       std::get<1>(it->first) == device.device;
+       ++it)
+    out.push_back(OneTimePrekey{std::get<2>(it->first), it->second});
+  return out;
+}
+
+Result<std::vector<MediaOwner>> MemoryStore::media_owners(const std::string& id) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  std::vector<MediaOwner> out;
+  for (auto it = state_->media.lower_bound({id, ""}); it != state_->media.end() && it->first.first == id; ++it)
+    out.push_back(it->second);
+  return out;
+}
+
+Result<std::vector<std::pair<std::string, uint64_t>>> MemoryStore::user_media(const std::string& user, size_t limit) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  std::vector<std::pair<std::string, uint64_t>> out;
+  for (const auto& [key, owner] : state_->media)  // a fake: a full walk is fine
+    if (key.second == user && out.size() < limit) out.emplace_back(key.first, owner.size);
+  return out;
+}
+
+Result<std::vector<MediaRef>> MemoryStore::media_refs(const std::string& id, size_t limit) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  std::vector<MediaRef> out;
+  for (auto it = state_->refs.lower_bound({id, "", 0});
+       it != state_->refs.end() && std::get<0>(it->first) == id && out.size() < limit; ++it)
+    out.push_back(MediaRef{std::get<1>(it->first), std::get<2>(it->first), it->second});
+  return out;
+}
+
+Result<std::vector<PendingMedia>> MemoryStore::pending_media(int64_t before_ms, size_t limit) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  std::vector<PendingMedia> out;
+  for (const auto& [created, id, owner] : state_->pending) {
+    if (created >= before_ms || out.size() >= limit) break;
+    out.push_back(PendingMedia{id, owner, created});
+  }
+  return out;
+}
+
+Result<std::vector<ExpiringMessage>> MemoryStore::expiring_messages(int64_t now_ms, size_t limit) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  std::vector<ExpiringMessage> out;
+  for (const auto& [key, media] : state_->expiry) {
+    if (std::get<0>(key) > now_ms || out.size() >= limit) break;
+    out.push_back(ExpiringMessage{std::get<1>(key), std::get<2>(key), std::get<0>(key), media});
+  }
+  return out;
+}
+
+Result<void> MemoryStore::erase_expired(const std::vector<ExpiringMessage>& messages) {
+  std::lock_guard lock(state_->mu);
+  for (const auto& m : messages) {
+    auto c = state_->messages.find(m.conversation_id);
+    if (c == state_->messages.end()) continue;
+    auto it = c->second.find(m.seq);
+    if (it == c->second.end()) continue;
+    if (auto tomb = proto::render_expired(it->second)) it->second = std::move(*tomb);
+  }
+  return {};
+}
+
+Result<std::optional<std::string>> MemoryStore::user_record(const std::string& user, const std::string& name) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  auto it = state_->records.find({user, name});
+  if (it == state_->records.end()) return std::optional<std::string>{};
+  return std::optional<std::string>(it->second);
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> MemoryStore::user_records(const std::string& user,
+                                                                                  const std::string& prefix,
+                                                                                  size_t limit) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto it = state_->records.lower_bound({user, prefix});
+       it != state_->records.end() && out.size() < limit && it->first.first == user &&
+       it->first.second.compare(0, prefix.size(), prefix) == 0;
+       ++it)
+    out.emplace_back(it->first.second, it->second);
+  return out;
+}
+
+Result<std::vector<std::string>> MemoryStore::users(const std::string& after, size_t limit) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  std::vector<std::string> out;
+  for (auto it = state_->users.upper_bound(after); it != state_->users.end() && out.size() < limit; ++it)
+    out.push_back(it->first);
+  return out;
+}
+
+Result<std::vector<std::pair<uint64_t, std::string>>> MemoryStore::reports(uint64_t after_id, size_t limit) {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  std::vector<std::pair<uint64_t, std::string>> out;
+  for (auto it = state_->reports.upper_bound(after_id); it != state_->reports.end() && out.size() < limit; ++it)
+    out.emplace_back(it->first, it->second);
+  return out;
+}
+
+Result<uint64_t> MemoryStore::last_report_id() {
+  std::lock_guard lock(state_->mu);
+  ++state_->reads;
+  return state_->reports.empty() ? uint64_t{0} : state_->reports.rbegin()->first;
 }
 
 }  // namespace tern::store

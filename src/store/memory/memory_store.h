@@ -49,6 +49,22 @@ class MemoryStore final : public Store {
                                                        int64_t now_ms) override;
   Result<std::vector<ReceiptState>> receipts(const std::string& conversation_id) override;
   Result<size_t> purge_expired(int64_t now_ms) override;
+  Result<std::optional<DeviceKeys>> device_keys(const DeviceRef& device) override;
+  Result<std::vector<OneTimePrekey>> one_time_prekeys(const DeviceRef& device, size_t limit) override;
+  Result<std::vector<MediaOwner>> media_owners(const std::string& id) override;
+  Result<std::vector<std::pair<std::string, uint64_t>>> user_media(const std::string& user, size_t limit) override;
+  Result<std::vector<MediaRef>> media_refs(const std::string& id, size_t limit) override;
+  Result<std::vector<PendingMedia>> pending_media(int64_t before_ms, size_t limit) override;
+  Result<std::vector<ExpiringMessage>> expiring_messages(int64_t now_ms, size_t limit) override;
+  // Replaces each message's stored frame with its tombstone (proto::render_expired).
+  Result<void> erase_expired(const std::vector<ExpiringMessage>& messages) override;
+  Result<std::optional<std::string>> user_record(const std::string& user, const std::string& name) override;
+  Result<std::vector<std::pair<std::string, std::string>>> user_records(const std::string& user,
+                                                                       const std::string& prefix,
+                                                                       size_t limit) override;
+  Result<std::vector<std::string>> users(const std::string& after, size_t limit) override;
+  Result<std::vector<std::pair<uint64_t, std::string>>> reports(uint64_t after_id, size_t limit) override;
+  Result<uint64_t> last_report_id() override;
 
  private:
   std::shared_ptr<State> state_;

@@ -16,6 +16,11 @@ namespace {
 std::string_view str(const redisReply* r) { return std::string_view(r->str, r->len); }
 
 constexpr std::string_view kIdemIndex = "idemexp";
+// Global indexes of the commit script (redis_scripts.h); an index and its value hash share a
+// hash tag, so the range script reads both in one slot.
+constexpr std::string_view kMsgExp = "{msgexp}", kMsgExpValues = "{msgexp}v";
+constexpr std::string_view kReports = "{reports}", kReportValues = "{reports}v";
+constexpr std::string_view kUsers = "users", kPending = "mpend";
 
 // Members of the expiry index name a hash and a field: "<len>:<hash key><field>".
 std::string index_member(std::string_view hash_key, std::string_view field) {
@@ -34,9 +39,19 @@ std::string conv_key(std::string_view id) { return "{c:" + std::string(id) + "}"
 // (redis_scripts.h kCommit's width()); 0 for an unknown code.
 size_t width(const std::vector<std::string_view>& a, size_t i) {
   const std::string_view op = a[i];
-  if (op == "A" || op == "M" || op == "S" || op == "R" || op == "B") return 4;
-  if (op == "I" || op == "D") return 5;
-  if (op == "X" || op == "L" || op == "U" || op == "Y") return 3;
+  auto count = [&](size_t at) -> size_t {
+    size_t n = 0;
+    if (at >= a.size()) return SIZE_MAX / 4;
+    auto [p, ec] = std::from_chars(a[at].data(), a[at].data() + a[at].size(), n);
+    return ec == std::errc() ? n : SIZE_MAX / 4;
+  };
+  if (op == "M" || op == "S" || op == "R" || op == "B" || op == "W" || op == "Q" || op == "T") return 4;
+  if (op == "I" || op == "D" || op == "P" || op == "G") return 5;
+  if (op == "X" || op == "L" || op == "U" || op == "Y" || op == "K" || op == "H" || op == "J" || op == "Z" ||
+      op == "N")
+    return 3;
+  if (op == "A") return 6 + count(i + 5);
+  if (op == "E") return 4 + count(i + 3);
   if (op == "C" && i + 3 < a.size()) {
     size_t n = 0;
     auto [p, ec] = std::from_chars(a[i + 3].data(), a[i + 3].data() + a[i + 3].size(), n);
@@ -89,7 +104,7 @@ Result<std::vector<Reply>> run_phase(RedisCluster& cluster, const ClusterScript&
 
 Error redis_reply_error(std::string_view message) {
   const std::string msg(message);
-  const bool transient = msg.rfind("TERNSEQ", 0) == 0 || msg.rfind("LOADING", 0) == 0 || msg.rfind("READONLY", 0) == 0 ||
+  const bool transient = msg.rfind("TERNSEQ", 0) == 0 || msg.rfind("TERNTAKE", 0) == 0 || msg.rfind("LOADING", 0) == 0 || msg.rfind("READONLY", 0) == 0 ||
                          msg.rfind("BUSY", 0) == 0 || msg.rfind("MASTERDOWN", 0) == 0 ||
                          msg.rfind("TRYAGAIN", 0) == 0 || msg.rfind("CLUSTERDOWN", 0) == 0 ||
                          msg.rfind("MOVED", 0) == 0 || msg.rfind("ASK", 0) == 0;
@@ -139,7 +154,59 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
   for (size_t i = 1; i < a.size();) {
     const size_t w = width(a, i);
     const std::string_view op = a[i];
-    if (op == "A" || op == "R") {
+    if (op == "A") {
+      // a[i+1] conversation id, a[i+2] seq, a[i+3] frame, a[i+4] expires_at, a[i+5] media
+      // count, then the media ids. The log append in the conversation's script (phase 1); its
+      // media references and expiry entry (other slots) in phase 0.
+      const std::string_view conv = own(conv_key(a[i + 1]));
+      add(1, conv, {"A", a[i + 1], a[i + 2], a[i + 3], "0", "0"});
+      const std::string_view member = own(std::string(a[i + 1]) + '\0' + std::string(a[i + 2]));
+      std::string ids;
+      for (size_t j = i + 6; j < i + w; ++j) {
+        const std::string_view m = own("{m:" + std::string(a[j]) + "}");
+        add(0, m, {"z", own(std::string(m) + ":r"), "0", member});
+        add(0, m, {"h", own(std::string(m) + ":rx"), member, a[i + 4]});
+        ids += a[j];
+      }
+      if (a[i + 4] != "0") {
+        add(0, kMsgExp, {"z", kMsgExp, a[i + 4], member});
+        add(0, kMsgExp, {"h", kMsgExpValues, member, own(std::move(ids))});
+      }
+    } else if (op == "E") {
+      // a[i+1] conversation id, a[i+2] seq, a[i+3] media count, then the media ids.
+      const std::string_view member = own(std::string(a[i + 1]) + '\0' + std::string(a[i + 2]));
+      add(0, kMsgExp, {"r", kMsgExp, member});
+      add(0, kMsgExp, {"x", kMsgExpValues, member});
+      for (size_t j = i + 4; j < i + w; ++j) {
+        const std::string_view m = own("{m:" + std::string(a[j]) + "}");
+        add(0, m, {"r", own(std::string(m) + ":r"), member});
+        add(0, m, {"x", own(std::string(m) + ":rx"), member});
+      }
+    } else if (op == "U") {
+      // a[i+1] user id, a[i+2] created_ts: the account and the user listing.
+      const std::string_view u = own("{u:" + std::string(a[i + 1]) + "}");
+      add(0, u, {"h", own(std::string(u) + ":a"), "c", a[i + 2]});
+      add(0, kUsers, {"z", kUsers, "0", a[i + 1]});
+    } else if (op == "G") {
+      // a[i+1] media id, a[i+2] owner, a[i+3] size, a[i+4] created_ts.
+      const std::string_view m = own("{m:" + std::string(a[i + 1]) + "}");
+      const std::string_view u = own("{u:" + std::string(a[i + 2]) + "}");
+      add(0, m, {"h", own(std::string(m) + ":o"), a[i + 2], own(std::string(a[i + 3]) + " " + std::string(a[i + 4]))});
+      add(0, u, {"z", own(std::string(u) + ":me"), "0", a[i + 1]});
+      add(0, u, {"h", own(std::string(u) + ":ms"), a[i + 1], a[i + 3]});
+      add(0, kPending, {"z", kPending, a[i + 4], own(std::string(a[i + 1]) + std::string(a[i + 2]))});
+    } else if (op == "H") {
+      const std::string_view m = own("{m:" + std::string(a[i + 1]) + "}");
+      const std::string_view u = own("{u:" + std::string(a[i + 2]) + "}");
+      add(0, m, {"x", own(std::string(m) + ":o"), a[i + 2]});
+      add(0, u, {"r", own(std::string(u) + ":me"), a[i + 1]});
+      add(0, u, {"x", own(std::string(u) + ":ms"), a[i + 1]});
+    } else if (op == "J") {
+      add(0, kPending, {"r", kPending, own(std::string(a[i + 1]) + std::string(a[i + 2]))});
+    } else if (op == "N") {
+      add(0, kReports, {"z", kReports, "0", a[i + 1]});
+      add(0, kReports, {"h", kReportValues, a[i + 1], a[i + 2]});
+    } else if (op == "R") {
       add(1, a[i + 1], {op, a[i + 1], a[i + 2], a[i + 3]});
     } else if (op == "M") {
       add(0, a[i + 1], {"m", a[i + 1], a[i + 2], a[i + 3]});
@@ -177,7 +244,7 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
       if (!a[i + 3].empty()) add(0, own("{t:" + std::string(a[i + 3]) + "}"), {"t", a[i + 3], a[i + 4]});
       add(1, a[i + 1], {"d", a[i + 1], a[i + 2], a[i + 3]});
     } else {
-      // S, X, L, U, B, Y: blind puts on their own key's slot.
+      // S, X, L, B, Y, K, P, Q, T, W, Z: one key's slot (a device's or a user's).
       Group& g = phases[0][key_slot(a[i + 1])];
       if (g.routing_key.empty()) g.routing_key = a[i + 1];
       g.args.insert(g.args.end(), a.begin() + static_cast<ptrdiff_t>(i), a.begin() + static_cast<ptrdiff_t>(i + w));

@@ -8,6 +8,7 @@
 #include <hiredis/hiredis.h>
 
 #include "store/redis/redis_cluster_commit.h"
+#include "proto/frames.h"
 #include "store/redis/redis_scripts.h"
 #include "store/rocksdb/encoding.h"
 
@@ -26,6 +27,15 @@ std::string seq_hex(Seq seq) {
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(seq));
   return std::string(buf, 16);
 }
+
+// One-time prekey members: 8 hex digits of the id, then the key. The exclusive upper bound of
+// one id's members for ZRANGEBYLEX/ZREMRANGEBYLEX ("+" past the largest id).
+std::string prekey_hex(uint32_t id) {
+  char buf[9];
+  std::snprintf(buf, sizeof buf, "%08x", id);
+  return std::string(buf, 8);
+}
+std::string prekey_bound(uint32_t id) { return id == UINT32_MAX ? "+" : "(" + prekey_hex(id + 1); }
 
 Error corrupt(const char* what) { return make_error(ErrorCode::kInternal, std::string("redis: corrupt ") + what); }
 
@@ -73,7 +83,7 @@ Result<std::unique_ptr<RedisStore>> RedisStore::open(RedisStoreOptions options) 
   std::unique_ptr<RedisStore> s(new RedisStore(std::move(options)));
   // Load the scripts (and learn their SHA1s); this also checks the address.
   for (auto [text, sha] : {std::pair{scripts::kCommit, &s->commit_sha_}, std::pair{scripts::kReadMessages, &s->read_sha_},
-                            std::pair{scripts::kPurge, &s->purge_sha_}}) {
+                            std::pair{scripts::kPurge, &s->purge_sha_}, std::pair{scripts::kRange, &s->range_sha_}}) {
     auto r = s->run1({"SCRIPT", "LOAD", text});
     if (!r) return r.error();
     if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
@@ -114,7 +124,28 @@ Result<RedisCluster*> RedisStore::connection() {
 Result<std::vector<Reply>> RedisStore::run(const std::vector<std::vector<std::string_view>>& commands) {
   auto c = connection();
   if (!c) return c.error();
-  return (*c)->run(commands.empty() ? 0 : command_slot(commands.front()), commands);
+  const uint16_t first = commands.empty() ? 0 : command_slot(commands.front());
+  bool one_slot = true;
+  for (const auto& cmd : commands) one_slot = one_slot && command_slot(cmd) == first;
+  if (one_slot || !(*c)->is_cluster()) return (*c)->run(first, commands);
+  // Keys of several slots (e.g. frames of several conversations): one pipeline per slot, sent
+  // to all their nodes at once; the replies in the commands' order.
+  std::vector<SlotCommands> batches;
+  std::vector<std::pair<size_t, size_t>> at(commands.size());  // command → (batch, index)
+  std::unordered_map<uint16_t, size_t> batch_of;
+  for (size_t i = 0; i < commands.size(); ++i) {
+    const uint16_t slot = command_slot(commands[i]);
+    auto [it, fresh] = batch_of.emplace(slot, batches.size());
+    if (fresh) batches.push_back(SlotCommands{slot, {}});
+    at[i] = {it->second, batches[it->second].commands.size()};
+    batches[it->second].commands.push_back(commands[i]);
+  }
+  auto r = (*c)->run_many(batches);
+  if (!r) return r.error();
+  std::vector<Reply> out;
+  out.reserve(commands.size());
+  for (const auto& [b, k] : at) out.push_back(std::move((*r)[b][k]));
+  return out;
 }
 
 Result<Reply> RedisStore::run1(const std::vector<std::string_view>& argv) {
@@ -161,7 +192,7 @@ Result<void> RedisStore::commit(const Batch& batch, bool /*sync*/) {
         [&](const auto& o) {
           using T = std::decay_t<decltype(o)>;
           if constexpr (std::is_same_v<T, PutUser>) {
-            args.insert(args.end(), {"U", own(user_key(id(o.user))), own(std::to_string(o.created_ts))});
+            args.insert(args.end(), {"U", id(o.user), own(std::to_string(o.created_ts))});
           } else if constexpr (std::is_same_v<T, PutDevice>) {
             args.insert(args.end(), {"D", own(user_key(id(o.device.user))), own(std::to_string(o.device.device)),
                                      o.token_hash, own(rocks::encode_token_value(o.device))});
@@ -175,7 +206,9 @@ Result<void> RedisStore::commit(const Batch& batch, bool /*sync*/) {
               args.insert(args.end(), {id(m.user), own(rocks::encode_user_row(row))});
             }
           } else if constexpr (std::is_same_v<T, AppendMessage>) {
-            args.insert(args.end(), {"A", own(conv_key(id(o.conversation_id))), own(seq_hex(o.seq)), o.frame});
+            args.insert(args.end(), {"A", id(o.conversation_id), own(seq_hex(o.seq)), o.frame,
+                                     own(std::to_string(o.expires_at)), own(std::to_string(o.media.size()))});
+            for (const std::string& m : o.media) args.push_back(id(m));
           } else if constexpr (std::is_same_v<T, PutIdempotency>) {
             std::string rec;
             rocks::encode_idempotency(rec, o.record);
@@ -202,6 +235,37 @@ Result<void> RedisStore::commit(const Batch& batch, bool /*sync*/) {
                                      own(rocks::encode_user_row(o.row))});
           } else if constexpr (std::is_same_v<T, DeleteSubscription>) {
             args.insert(args.end(), {"Y", own(user_key(id(o.user))), id(o.conversation_id)});
+          } else if constexpr (std::is_same_v<T, PutDeviceKeys>) {
+            std::string v;
+            rocks::encode_device_keys(v, o.keys);
+            id(o.device.user);
+            args.insert(args.end(), {"K", own(device_key(o.device)), own(std::move(v))});
+          } else if constexpr (std::is_same_v<T, PutOneTimePrekey>) {
+            id(o.device.user);
+            args.insert(args.end(), {"P", own(device_key(o.device)), own(prekey_hex(o.key.id)),
+                                     own(prekey_bound(o.key.id)), o.key.public_key});
+          } else if constexpr (std::is_same_v<T, DeleteOneTimePrekey>) {
+            id(o.device.user);
+            args.insert(args.end(), {o.take ? "T" : "Q", own(device_key(o.device)), own(prekey_hex(o.id)),
+                                     own(prekey_bound(o.id))});
+          } else if constexpr (std::is_same_v<T, PutMedia>) {
+            args.insert(args.end(), {"G", id(o.id), id(o.owner), own(std::to_string(o.size)),
+                                     own(std::to_string(o.created_ts))});
+          } else if constexpr (std::is_same_v<T, DeleteMedia>) {
+            args.insert(args.end(), {"H", id(o.id), id(o.owner)});
+          } else if constexpr (std::is_same_v<T, DropPendingMedia>) {
+            args.insert(args.end(), {"J", id(o.id), id(o.owner)});
+          } else if constexpr (std::is_same_v<T, MessageExpired>) {
+            args.insert(args.end(), {"E", id(o.conversation_id), own(seq_hex(o.seq)), own(std::to_string(o.media.size()))});
+            for (const std::string& m : o.media) args.push_back(id(m));
+          } else if constexpr (std::is_same_v<T, PutUserRecord>) {
+            args.insert(args.end(), {"W", own(user_key(id(o.user))), o.name, o.value});
+          } else if constexpr (std::is_same_v<T, DeleteUserRecord>) {
+            args.insert(args.end(), {"Z", own(user_key(id(o.user))), o.name});
+          } else if constexpr (std::is_same_v<T, PutReport>) {
+            args.insert(args.end(), {"N", own(seq_hex(o.id)), o.value});
+          } else {
+            static_assert(sizeof(T) == 0, "every Op needs a case");
           }
         },
         op);
@@ -421,6 +485,242 @@ Result<std::string> RedisStore::shared_value(const std::string& key, const std::
   const Reply& got = r->back();
   if (got->type != REDIS_REPLY_STRING) return make_error(ErrorCode::kInternal, "redis: shared value missing");
   return std::string(str(got.get()));
+}
+
+// ---- key directory ----
+
+Result<std::optional<DeviceKeys>> RedisStore::device_keys(const DeviceRef& device) {
+  auto v = fetch_string({"GET", device_key(device) + ":k"});
+  if (!v) return v.error();
+  if (!*v) return std::optional<DeviceKeys>{};
+  auto k = rocks::decode_device_keys(**v);
+  if (!k) return corrupt("device keys");
+  return std::optional<DeviceKeys>(std::move(*k));
+}
+
+Result<std::vector<OneTimePrekey>> RedisStore::one_time_prekeys(const DeviceRef& device, size_t limit) {
+  std::vector<OneTimePrekey> out;
+  if (limit == 0) return out;
+  const std::string stop = std::to_string(std::min<size_t>(limit, 1'000'000) - 1);
+  auto a = fetch_array({"ZRANGE", device_key(device) + ":pk", "0", stop});
+  if (!a) return a.error();
+  for (size_t i = 0; i < (*a)->elements; ++i) {
+    std::string_view m = str((*a)->element[i]);
+    uint32_t key_id = 0;
+    if (m.size() < 8) return corrupt("prekey");
+    auto [p, ec] = std::from_chars(m.data(), m.data() + 8, key_id, 16);
+    if (ec != std::errc() || p != m.data() + 8) return corrupt("prekey");
+    out.push_back(OneTimePrekey{key_id, std::string(m.substr(8))});
+  }
+  return out;
+}
+
+// ---- media and message expiry (issue 11) ----
+
+Result<std::vector<RedisStore::RangeRow>> RedisStore::range(const std::string& index, const std::string& values,
+                                                            bool by_score, const std::string& min,
+                                                            const std::string& max, size_t limit) {
+  std::vector<RangeRow> out;
+  if (limit == 0) return out;
+  const std::string lim = std::to_string(std::min<size_t>(limit, 1'000'000));
+  auto r = eval(scripts::kRange, range_sha_, {index, values}, {by_score ? "S" : "L", min, max, lim});
+  if (!r) return r.error();
+  auto v = expect(*r, REDIS_REPLY_ARRAY);
+  if (!v) return v.error();
+  if ((*v)->type == REDIS_REPLY_NIL) return out;
+  if ((*v)->elements % 3 != 0) return corrupt("range");
+  for (size_t i = 0; i + 2 < (*v)->elements; i += 3) {
+    for (size_t j = 0; j < 3; ++j)
+      if (!is_string((*v)->element[i + j])) return corrupt("range");
+    out.push_back(RangeRow{std::string(str((*v)->element[i])), std::string(str((*v)->element[i + 1])),
+                           std::string(str((*v)->element[i + 2]))});
+  }
+  return out;
+}
+
+Result<std::vector<MediaOwner>> RedisStore::media_owners(const std::string& id) {
+  auto a = fetch_array({"HGETALL", "{m:" + id + "}:o"});
+  if (!a) return a.error();
+  std::vector<MediaOwner> out;
+  for (size_t i = 0; i + 1 < (*a)->elements; i += 2) {
+    std::string_view val = str((*a)->element[i + 1]);
+    const size_t sp = val.find(' ');
+    if (sp == std::string_view::npos) return corrupt("media owner");
+    auto size = parse_int<uint64_t>(val.substr(0, sp));
+    auto created = parse_int<int64_t>(val.substr(sp + 1));
+    if (!size || !created) return corrupt("media owner");
+    out.push_back(MediaOwner{std::string(str((*a)->element[i])), *size, *created});
+  }
+  std::sort(out.begin(), out.end(), [](const MediaOwner& x, const MediaOwner& y) { return x.user < y.user; });
+  constexpr size_t kMaxOwners = 1024;  // as the RocksDB store: that many uploaders of one blob is enough
+  if (out.size() > kMaxOwners) out.resize(kMaxOwners);
+  return out;
+}
+
+Result<std::vector<std::pair<std::string, uint64_t>>> RedisStore::user_media(const std::string& user, size_t limit) {
+  const std::string base = user_key(user);
+  auto rows = range(base + ":me", base + ":ms", false, "-", "+", limit);
+  if (!rows) return rows.error();
+  std::vector<std::pair<std::string, uint64_t>> out;
+  for (auto& row : *rows) {
+    auto size = parse_int<uint64_t>(row.value);
+    if (!size) return corrupt("user media");
+    out.emplace_back(std::move(row.member), *size);
+  }
+  return out;
+}
+
+Result<std::vector<MediaRef>> RedisStore::media_refs(const std::string& id, size_t limit) {
+  const std::string base = "{m:" + id + "}";
+  auto rows = range(base + ":r", base + ":rx", false, "-", "+", limit);
+  if (!rows) return rows.error();
+  std::vector<MediaRef> out;
+  for (const auto& row : *rows) {
+    const std::string_view m = row.member;
+    if (m.size() < 17 || m[m.size() - 17] != '\0') return corrupt("media ref");
+    auto seq = parse_hex(m.substr(m.size() - 16));
+    auto expires = parse_int<int64_t>(row.value);
+    if (!seq || !expires) return corrupt("media ref");
+    out.push_back(MediaRef{std::string(m.substr(0, m.size() - 17)), *seq, *expires});
+  }
+  return out;
+}
+
+Result<std::vector<PendingMedia>> RedisStore::pending_media(int64_t before_ms, size_t limit) {
+  std::vector<PendingMedia> out;
+  if (limit == 0) return out;
+  const std::string max = "(" + std::to_string(before_ms);
+  const std::string lim = std::to_string(std::min<size_t>(limit, 1'000'000));
+  auto a = fetch_array({"ZRANGEBYSCORE", "mpend", "-inf", max, "WITHSCORES", "LIMIT", "0", lim});
+  if (!a) return a.error();
+  for (size_t i = 0; i + 1 < (*a)->elements; i += 2) {
+    std::string_view m = str((*a)->element[i]);
+    auto created = parse_int<int64_t>(str((*a)->element[i + 1]));
+    if (m.size() <= 64 || !created) return corrupt("pending media");
+    out.push_back(PendingMedia{std::string(m.substr(0, 64)), std::string(m.substr(64)), *created});
+  }
+  return out;
+}
+
+Result<std::vector<ExpiringMessage>> RedisStore::expiring_messages(int64_t now_ms, size_t limit) {
+  auto rows = range("{msgexp}", "{msgexp}v", true, "-inf", std::to_string(now_ms), limit);
+  if (!rows) return rows.error();
+  std::vector<ExpiringMessage> out;
+  for (const auto& row : *rows) {
+    const std::string_view m = row.member;
+    if (m.size() < 17 || m[m.size() - 17] != '\0') return corrupt("message expiry");
+    auto seq = parse_hex(m.substr(m.size() - 16));
+    auto expires = parse_int<int64_t>(row.score);
+    if (!seq || !expires || row.value.size() % 64 != 0) return corrupt("message expiry");
+    ExpiringMessage e{std::string(m.substr(0, m.size() - 17)), *seq, *expires, {}};
+    for (size_t i = 0; i < row.value.size(); i += 64) e.media.push_back(row.value.substr(i, 64));
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+Result<void> RedisStore::erase_expired(const std::vector<ExpiringMessage>& messages) {
+  if (messages.empty()) return {};
+  // Read every frame (one pipeline), then overwrite each with its tombstone (one pipeline).
+  // Frames never change once appended, so nothing can slip in between the two.
+  std::vector<std::string> keys, fields;
+  std::vector<std::vector<std::string_view>> reads;
+  keys.reserve(messages.size());
+  fields.reserve(messages.size());
+  for (const auto& m : messages) {
+    keys.push_back(conv_key(m.conversation_id) + ":f");
+    fields.push_back(seq_hex(m.seq));
+  }
+  for (size_t i = 0; i < messages.size(); ++i) reads.push_back({"HGET", keys[i], fields[i]});
+  auto got = run(reads);
+  if (!got) return got.error();
+  std::vector<std::string> tombs;
+  std::vector<size_t> which;
+  tombs.reserve(messages.size());
+  for (size_t i = 0; i < got->size(); ++i) {
+    const redisReply* r = (*got)[i].get();
+    if (r->type == REDIS_REPLY_ERROR) return reply_error(r);
+    if (r->type != REDIS_REPLY_STRING) continue;  // gone already
+    auto tomb = proto::render_expired(str(r));
+    if (!tomb) continue;  // not a message frame: nothing of ours to erase
+    if (*tomb == str(r)) continue;  // already a tombstone (another node's sweep)
+    tombs.push_back(std::move(*tomb));
+    which.push_back(i);
+  }
+  std::vector<std::vector<std::string_view>> writes;
+  for (size_t j = 0; j < which.size(); ++j) writes.push_back({"HSET", keys[which[j]], fields[which[j]], tombs[j]});
+  if (!writes.empty()) {
+    auto w = run(writes);
+    if (!w) return w.error();
+    for (const Reply& reply : *w)
+      if (reply->type == REDIS_REPLY_ERROR) return reply_error(reply.get());
+  }
+  if (!options_.rewrite_aof_on_erase || writes.empty()) return {};
+  {
+    std::lock_guard lock(rewrite_mu_);
+    const auto now = std::chrono::steady_clock::now();
+    if (last_rewrite_ != std::chrono::steady_clock::time_point{} && now - last_rewrite_ < options_.aof_rewrite_interval)
+      return {};
+    last_rewrite_ = now;
+  }
+  // The old frames are still in the AOF: a rewrite writes the data set as it is now. An error
+  // reply (AOF off, or one already scheduled) is not a failure of the erase itself.
+  auto r = run1({"BGREWRITEAOF"});
+  if (!r) return r.error();
+  return {};
+}
+
+// ---- user records, the user listing and reports (issue 12) ----
+
+Result<std::optional<std::string>> RedisStore::user_record(const std::string& user, const std::string& name) {
+  return fetch_string({"HGET", user_key(user) + ":rv", name});
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> RedisStore::user_records(const std::string& user,
+                                                                                 const std::string& prefix,
+                                                                                 size_t limit) {
+  const std::string base = user_key(user);
+  std::string max = "+";
+  if (!prefix.empty()) {
+    std::string succ = rocks::prefix_successor(prefix);
+    if (!succ.empty()) max = "(" + succ;
+  }
+  auto rows = range(base + ":rec", base + ":rv", false, prefix.empty() ? "-" : "[" + prefix, max, limit);
+  if (!rows) return rows.error();
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto& row : *rows) out.emplace_back(std::move(row.member), std::move(row.value));
+  return out;
+}
+
+Result<std::vector<std::string>> RedisStore::users(const std::string& after, size_t limit) {
+  std::vector<std::string> out;
+  if (limit == 0) return out;
+  const std::string lim = std::to_string(std::min<size_t>(limit, 1'000'000));
+  auto a = fetch_array({"ZRANGEBYLEX", "users", after.empty() ? "-" : "(" + after, "+", "LIMIT", "0", lim});
+  if (!a) return a.error();
+  for (size_t i = 0; i < (*a)->elements; ++i) out.emplace_back(str((*a)->element[i]));
+  return out;
+}
+
+Result<std::vector<std::pair<uint64_t, std::string>>> RedisStore::reports(uint64_t after_id, size_t limit) {
+  auto rows = range("{reports}", "{reports}v", false, "(" + seq_hex(after_id), "+", limit);
+  if (!rows) return rows.error();
+  std::vector<std::pair<uint64_t, std::string>> out;
+  for (auto& row : *rows) {
+    auto id = parse_hex(row.member);
+    if (!id) return corrupt("report");
+    out.emplace_back(*id, std::move(row.value));
+  }
+  return out;
+}
+
+Result<uint64_t> RedisStore::last_report_id() {
+  auto a = fetch_array({"ZRANGE", "{reports}", "-1", "-1"});
+  if (!a) return a.error();
+  if ((*a)->elements == 0) return uint64_t{0};
+  auto id = parse_hex(str((*a)->element[0]));
+  if (!id) return corrupt("report");
+  return *id;
 }
 
 }  // namespace tern::store::redis

@@ -16,6 +16,24 @@
 //   {d:<user>/<dev>}:in   hash conversation → inbox mark
 //   {d:<user>/<dev>}:idem hash client_msg_id → encoded IdempotencyRecord
 //   idemexp             zset   expiry index of idempotency records (score expires_at)
+//   {d:<user>/<dev>}:k    string encoded DeviceKeys (rocks::encode_device_keys)
+//   {d:<user>/<dev>}:pk   zset   one-time prekeys, score 0, member 8 hex digits of the id ‖
+//                              public key: lex order is id order; a take is checked in the
+//                              commit script (TERNTAKE), so a key goes out once across nodes
+//   {u:<user>}:me / :ms zset / hash  the user's uploads (media id, lex) / id → size
+//   {u:<user>}:rec / :rv  zset / hash  user record names (lex) / name → value
+//   {m:<media id>}:o    hash   owner → "size created_ts"
+//   {m:<media id>}:r / :rx  zset / hash  messages naming the blob: conversation ‖ \0 ‖ seq hex
+//                              (lex) / → expires_at (0 = never)
+//   users               zset   every registered user (lex), for the admin listing
+//   mpend               zset   uploads not yet collected: score created_ts, member id ‖ owner
+//   msgexp / msgexpv    zset / hash  expiring messages: score expires_at, member conversation
+//                              ‖ \0 ‖ seq hex / → the media ids it names (64 hex each)
+//   reports / reportv   zset / hash  16-hex-digit report ids (lex) / → report
+// Slots: one conversation's keys share a slot ({c:..}), as do one user's ({u:..}), one
+// device's ({d:..}) and one blob's ({m:..}); the global indexes are one key each. Every read
+// is one key or one bounded range of one index (ZRANGEBYLEX/ZRANGEBYSCORE with LIMIT); no
+// KEYS, no SCAN.
 // A key is "{" kind ":" id "}:" suffix with the suffix free of '}' and ':', so distinct ids
 // never share a key even if an id holds '}' (it only changes which slot the key lands in).
 //
@@ -67,6 +85,11 @@ struct RedisStoreOptions {
   // writes nothing and fails with `unavailable` (see redis_scripts.h). The contract suite
   // appends arbitrary seqs, so the plain contract leaves it off.
   bool dense_appends = false;
+  // erase_expired() asks Redis to rewrite its AOF (BGREWRITEAOF) so that the erased bytes
+  // leave the disk too, at most once per aof_rewrite_interval (a rewrite copies the whole
+  // data set; Redis runs at most one at a time and queues a request made during another).
+  bool rewrite_aof_on_erase = true;
+  std::chrono::milliseconds aof_rewrite_interval{60000};
 };
 
 class RedisStore final : public Store {
@@ -94,6 +117,24 @@ class RedisStore final : public Store {
                                                        int64_t now_ms) override;
   Result<std::vector<ReceiptState>> receipts(const std::string& conversation_id) override;
   Result<size_t> purge_expired(int64_t now_ms) override;
+  Result<std::optional<DeviceKeys>> device_keys(const DeviceRef& device) override;
+  Result<std::vector<OneTimePrekey>> one_time_prekeys(const DeviceRef& device, size_t limit) override;
+  Result<std::vector<MediaOwner>> media_owners(const std::string& id) override;
+  Result<std::vector<std::pair<std::string, uint64_t>>> user_media(const std::string& user, size_t limit) override;
+  Result<std::vector<MediaRef>> media_refs(const std::string& id, size_t limit) override;
+  Result<std::vector<PendingMedia>> pending_media(int64_t before_ms, size_t limit) override;
+  Result<std::vector<ExpiringMessage>> expiring_messages(int64_t now_ms, size_t limit) override;
+  // Overwrites each frame with its tombstone (HSET): the old bytes leave Redis's memory at
+  // once, but stay in the AOF until Redis rewrites it; with rewrite_aof_on_erase this asks
+  // for a rewrite (BGREWRITEAOF) afterwards (docs/scaling.md, "Disappearing messages").
+  Result<void> erase_expired(const std::vector<ExpiringMessage>& messages) override;
+  Result<std::optional<std::string>> user_record(const std::string& user, const std::string& name) override;
+  Result<std::vector<std::pair<std::string, std::string>>> user_records(const std::string& user,
+                                                                       const std::string& prefix,
+                                                                       size_t limit) override;
+  Result<std::vector<std::string>> users(const std::string& after, size_t limit) override;
+  Result<std::vector<std::pair<uint64_t, std::string>>> reports(uint64_t after_id, size_t limit) override;
+  Result<uint64_t> last_report_id() override;
 
   // Not part of the contract: a value all nodes must agree on (the secret that keys direct
   // conversation ids): stores `proposed` under `key` unless a value is there (SET NX) and
@@ -116,12 +157,20 @@ class RedisStore final : public Store {
   Result<std::optional<std::string>> fetch_string(const std::vector<std::string_view>& argv);
   // An array reply (HGETALL, HKEYS, ZRANGE); nil reads as empty.
   Result<Reply> fetch_array(const std::vector<std::string_view>& argv);
+  // One ordered, bounded read through the kRange script: (member, score, value) triples.
+  struct RangeRow {
+    std::string member, score, value;
+  };
+  Result<std::vector<RangeRow>> range(const std::string& index, const std::string& values, bool by_score,
+                                      const std::string& min, const std::string& max, size_t limit);
   // EVALSHA of a script, loading it again (EVAL) if Redis forgot it (a restart).
   Result<Reply> eval(std::string_view script, const std::string& sha, const std::vector<std::string_view>& keys,
                      const std::vector<std::string_view>& args);
 
   const RedisStoreOptions options_;
-  std::string commit_sha_, read_sha_, purge_sha_;  // SHA1s Redis gave the scripts (SCRIPT LOAD)
+  std::string commit_sha_, read_sha_, purge_sha_, range_sha_;  // SHA1s Redis gave the scripts (SCRIPT LOAD)
+  std::mutex rewrite_mu_;
+  std::chrono::steady_clock::time_point last_rewrite_{};  // guarded by rewrite_mu_
   std::mutex mu_;  // guards slots_ (the map; each Slot is used only by its thread)
   std::unordered_map<std::thread::id, std::unique_ptr<Slot>> slots_;
 };

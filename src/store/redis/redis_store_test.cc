@@ -3,7 +3,12 @@
 // that dies or goes away.
 #include "store/redis/redis_store.h"
 
+#include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <set>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -224,6 +229,142 @@ TEST(RedisStore, DenseAppendsRefuseAGapOrARewriteAndWriteNothing) {
   ASSERT_TRUE(msgs.ok());
   ASSERT_EQ(msgs->size(), 2u);
   EXPECT_EQ((*msgs)[1].frame, "b");
+}
+
+// A one-time prekey handed out by a bundle (a take) goes to one requester even when several
+// nodes (stores) take at once: the commit script refuses a take of a key that is gone, with
+// `unavailable`, writing nothing of that batch.
+TEST(RedisStore, AOneTimePrekeyIsTakenOnceAcrossStores) {
+  auto c = RedisConnection::connect(RedisAddress{"127.0.0.1", shared_server().port()}, std::chrono::seconds(1),
+                                    std::chrono::seconds(5));
+  ASSERT_TRUE(c.ok() && (*c)->command({"FLUSHALL"}).ok());
+  auto a = open_on(shared_server());
+  auto b = open_on(shared_server());
+  ASSERT_TRUE(a.ok() && b.ok());
+  const DeviceRef bob{"bob", 1};
+  Batch keys;
+  for (uint32_t id = 1; id <= 3; ++id) keys.add(PutOneTimePrekey{bob, {id, "k" + std::to_string(id)}});
+  ASSERT_TRUE((*a)->commit(keys, true).ok());
+
+  Batch take_a;
+  take_a.add(DeleteOneTimePrekey{bob, 1, /*take=*/true});
+  ASSERT_TRUE((*a)->commit(take_a, true).ok());
+  Batch take_b;  // node b read key 1 before a's take committed
+  take_b.add(SetLastSeen{"carol", 9});
+  take_b.add(DeleteOneTimePrekey{bob, 1, /*take=*/true});
+  auto r = (*b)->commit(take_b, true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kUnavailable) << r.error().message;
+  EXPECT_EQ(*(*b)->last_seen("carol"), 0) << "nothing of the refused batch is written";
+  Batch twice;  // the same key twice in one batch: the second take fails it
+  twice.add(DeleteOneTimePrekey{bob, 2, true});
+  twice.add(DeleteOneTimePrekey{bob, 2, true});
+  EXPECT_FALSE((*b)->commit(twice, true).ok());
+  Batch blind;  // a plain delete of an absent key stays blind
+  blind.add(DeleteOneTimePrekey{bob, 1});
+  EXPECT_TRUE((*b)->commit(blind, true).ok());
+  auto left = (*a)->one_time_prekeys(bob, 10);
+  ASSERT_TRUE(left.ok());
+  EXPECT_EQ(*left, (std::vector<OneTimePrekey>{{2, "k2"}, {3, "k3"}}));
+}
+
+// Four threads on two stores race to take the lowest key they read, 200 keys in all: every
+// key is handed out exactly once, and a lost race is an `unavailable` the taker retries.
+TEST(RedisStore, ConcurrentTakesFromTwoStoresHandOutEveryKeyOnce) {
+  auto c = RedisConnection::connect(RedisAddress{"127.0.0.1", shared_server().port()}, std::chrono::seconds(1),
+                                    std::chrono::seconds(5));
+  ASSERT_TRUE(c.ok() && (*c)->command({"FLUSHALL"}).ok());
+  auto a = open_on(shared_server());
+  auto b = open_on(shared_server());
+  ASSERT_TRUE(a.ok() && b.ok());
+  const DeviceRef bob{"bob", 1};
+  constexpr uint32_t kKeys = 200;
+  Batch keys;
+  for (uint32_t id = 1; id <= kKeys; ++id) keys.add(PutOneTimePrekey{bob, {id, "k"}});
+  ASSERT_TRUE((*a)->commit(keys, true).ok());
+  std::mutex mu;
+  std::vector<uint32_t> handed;
+  std::atomic<int> conflicts{0}, errors{0};
+  auto taker = [&](RedisStore& s) {
+    for (int tries = 0; tries < 2000; ++tries) {
+      auto list = s.one_time_prekeys(bob, 1);
+      if (!list.ok()) {
+        ++errors;
+        return;
+      }
+      if (list->empty()) return;
+      const uint32_t id = (*list)[0].id;
+      Batch t;
+      t.add(DeleteOneTimePrekey{bob, id, true});
+      auto r = s.commit(t, true);
+      if (r.ok()) {
+        std::lock_guard lock(mu);
+        handed.push_back(id);
+      } else if (r.error().code == ErrorCode::kUnavailable) {
+        ++conflicts;
+      } else {
+        ++errors;
+        return;
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) threads.emplace_back(taker, std::ref(i % 2 ? **a : **b));
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  ASSERT_EQ(handed.size(), kKeys) << "conflicts: " << conflicts.load();
+  EXPECT_EQ(std::set<uint32_t>(handed.begin(), handed.end()).size(), size_t{kKeys}) << "a key went out twice";
+  EXPECT_TRUE((*a)->one_time_prekeys(bob, 10)->empty());
+}
+
+bool dir_holds(const std::string& dir, const std::string& needle) {
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    std::ifstream in(e.path(), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (bytes.find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// Disappearing messages: erase_expired overwrites the frame in Redis at once and asks for an
+// AOF rewrite, after which no file in Redis's directory holds the old bytes.
+TEST(RedisStore, ErasedBytesLeaveTheAofAfterTheRewrite) {
+  testing::RedisServer server;
+  ASSERT_TRUE(server.start().ok());
+  auto s = open_on(server);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  const std::string canary = "Q2FuYXJ5Qnl0ZXNPZlRoZU1lc3NhZ2U";  // base64 body, unique in the data
+  const std::string frame = R"({"type":"message","conversation_id":"c1","seq":1,"sender":"alice","sender_device":1,)"
+                            R"("ts":1,"body":")" + canary + R"(","expires_at":5000})";
+  Batch b;
+  b.add(AppendMessage{"c1", 1, frame, 5000, {}});
+  ASSERT_TRUE((*s)->commit(b, true).ok());
+  ASSERT_TRUE(dir_holds(server.dir(), canary)) << "the AOF holds the appended frame";
+  auto due = (*s)->expiring_messages(5000, 10);
+  ASSERT_TRUE(due.ok());
+  ASSERT_EQ(due->size(), 1u);
+  ASSERT_TRUE((*s)->erase_expired(*due).ok());
+  auto msgs = (*s)->read_messages("c1", 0, 10);
+  ASSERT_TRUE(msgs.ok());
+  ASSERT_EQ(msgs->size(), 1u);
+  EXPECT_EQ((*msgs)[0].frame.find(canary), std::string::npos);
+  // The rewrite runs in a child process and the old AOF files are deleted after it: await it.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  bool gone = false;
+  while (!gone && std::chrono::steady_clock::now() < deadline) {
+    gone = !dir_holds(server.dir(), canary);
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(gone) << "the canary is still in " << server.dir() << " 20 s after the rewrite was asked for";
+  server.kill9();  // what is on disk now is what a restart sees: the tombstone
+  ASSERT_TRUE(server.start().ok());
+  auto again = open_on(server);
+  ASSERT_TRUE(again.ok());
+  auto after = (*again)->read_messages("c1", 0, 10);
+  ASSERT_TRUE(after.ok());
+  ASSERT_EQ(after->size(), 1u);
+  EXPECT_NE(after->front().frame.find(R"("expired":true)"), std::string::npos);
 }
 
 }  // namespace

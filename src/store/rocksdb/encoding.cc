@@ -10,7 +10,9 @@ constexpr char kSep = '\0';
 constexpr char kTagUser = 'u';
 constexpr char kTagDevice = 'd';
 constexpr char kTagLastSeen = 's';
+constexpr char kTagRecord = 'r';
 constexpr uint8_t kConversationVersion = 2;  // 2 added flags and the subscriber count
+constexpr uint8_t kDeviceKeysVersion = 1;
 
 void put_varint(std::string& out, uint64_t v) {
   while (v >= 0x80) {
@@ -122,6 +124,19 @@ void account_last_seen_key(std::string& out, std::string_view user) {
   out.append(user);
   out.push_back(kSep);
   out.push_back(kTagLastSeen);
+}
+
+void account_record_key(std::string& out, std::string_view user, std::string_view name) {
+  out.clear();
+  out.append(user);
+  out.push_back(kSep);
+  out.push_back(kTagRecord);
+  out.append(name);
+}
+
+std::optional<std::string_view> user_of_user_key(std::string_view key) {
+  if (key.size() < 3 || key[key.size() - 2] != kSep || key.back() != kTagUser) return std::nullopt;
+  return key.substr(0, key.size() - 2);
 }
 
 void message_prefix(std::string& out, std::string_view conversation_id) {
@@ -280,6 +295,10 @@ void encode_conversation(std::string& out, const Conversation& c) {
   }
   out.push_back(static_cast<char>((c.fanout_on_read ? 1 : 0) | (c.is_public ? 2 : 0)));
   put_be64(out, c.subscribers);
+  if (c.disappear_seconds > 0) {
+    out.push_back('t');
+    put_be64(out, static_cast<uint64_t>(c.disappear_seconds));
+  }
 }
 
 std::optional<Conversation> decode_conversation(std::string_view v) {
@@ -309,8 +328,122 @@ std::optional<Conversation> decode_conversation(std::string_view v) {
     c.fanout_on_read = flags & 1;
     c.is_public = flags & 2;
   }
+  // Optional trailing fields, tagged (issue 11): 't' be64 disappear_seconds.
+  if (!r.done()) {
+    uint8_t tag = 0;
+    uint64_t seconds = 0;
+    if (!r.u8(tag) || tag != 't' || !r.be64(seconds)) return std::nullopt;
+    c.disappear_seconds = static_cast<int64_t>(seconds);
+  }
   if (!r.done()) return std::nullopt;
   return c;
+}
+
+namespace {
+void put_signed_prekey(std::string& out, const SignedPrekey& k) {
+  put_varint(out, k.id);
+  put_bytes(out, k.public_key);
+  put_bytes(out, k.signature);
+}
+bool get_signed_prekey(Reader& r, SignedPrekey& k) {
+  uint64_t id = 0;
+  if (!r.varint(id) || id > UINT32_MAX) return false;
+  k.id = static_cast<uint32_t>(id);
+  return r.bytes(k.public_key) && r.bytes(k.signature);
+}
+}  // namespace
+
+void encode_device_keys(std::string& out, const DeviceKeys& keys) {
+  out.clear();
+  out.push_back(static_cast<char>(kDeviceKeysVersion));
+  put_bytes(out, keys.identity_key);
+  put_varint(out, keys.registration_id);
+  put_signed_prekey(out, keys.signed_prekey);
+  out.push_back(keys.previous_signed_prekey ? 1 : 0);
+  if (keys.previous_signed_prekey) {
+    put_signed_prekey(out, *keys.previous_signed_prekey);
+    put_be64(out, bias_i64(keys.previous_replaced_at));
+  }
+}
+
+std::optional<DeviceKeys> decode_device_keys(std::string_view v) {
+  Reader r(v);
+  uint8_t version = 0, has_previous = 0;
+  uint64_t reg = 0;
+  DeviceKeys k;
+  if (!r.u8(version) || version != kDeviceKeysVersion) return std::nullopt;
+  if (!r.bytes(k.identity_key) || !r.varint(reg) || reg > UINT32_MAX) return std::nullopt;
+  k.registration_id = static_cast<uint32_t>(reg);
+  if (!get_signed_prekey(r, k.signed_prekey) || !r.u8(has_previous) || has_previous > 1) return std::nullopt;
+  if (has_previous) {
+    SignedPrekey prev;
+    uint64_t at = 0;
+    if (!get_signed_prekey(r, prev) || !r.be64(at)) return std::nullopt;
+    k.previous_signed_prekey = std::move(prev);
+    k.previous_replaced_at = unbias_i64(at);
+  }
+  if (!r.done()) return std::nullopt;
+  return k;
+}
+
+void media_owner_prefix(std::string& out, std::string_view user) {
+  out.clear();
+  out.push_back('o');
+  out.append(user);
+  out.push_back('\0');
+}
+
+void media_owner_key(std::string& out, std::string_view user, std::string_view id) {
+  media_owner_prefix(out, user);
+  out.append(id);
+}
+
+void media_id_prefix(std::string& out, std::string_view id) {
+  out.clear();
+  out.push_back('i');
+  out.append(id);
+}
+
+void media_id_key(std::string& out, std::string_view id, std::string_view user) {
+  media_id_prefix(out, id);
+  out.append(user);
+}
+
+void media_pending_key(std::string& out, int64_t created_ts, std::string_view id, std::string_view user) {
+  out.clear();
+  out.push_back('p');
+  put_be64(out, bias_i64(created_ts));
+  out.append(id);
+  out.append(user);
+}
+
+void media_ref_prefix(std::string& out, std::string_view id) {
+  out.clear();
+  out.push_back('r');
+  out.append(id);
+}
+
+void media_ref_key(std::string& out, std::string_view id, std::string_view conversation_id, Seq seq) {
+  media_ref_prefix(out, id);
+  out.append(conversation_id);
+  out.push_back('\0');
+  put_be64(out, seq);
+}
+
+void msg_expiry_key(std::string& out, int64_t expires_at, std::string_view conversation_id, Seq seq) {
+  out.clear();
+  put_be64(out, bias_i64(expires_at));
+  out.append(conversation_id);
+  out.push_back('\0');
+  put_be64(out, seq);
+}
+
+bool parse_msg_expiry_key(std::string_view key, int64_t& expires_at, std::string& conversation_id, Seq& seq) {
+  if (key.size() < 8 + 1 + 1 + 8 || key[key.size() - 9] != '\0') return false;
+  expires_at = unbias_i64(get_be64(key.data()));
+  conversation_id.assign(key.substr(8, key.size() - 8 - 9));
+  seq = get_be64(key.data() + key.size() - 8);
+  return true;
 }
 
 }  // namespace tern::store::rocks

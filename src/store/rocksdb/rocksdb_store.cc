@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cassert>
 #include <limits>
+#include <map>
 #include <string_view>
 #include <type_traits>
 #include <unordered_map>
@@ -21,7 +22,9 @@
 #include <spdlog/spdlog.h>
 
 #include "base/metrics.h"
+#include "base/clock.h"
 #include "store/rocksdb/encoding.h"
+#include "store/rocksdb/expiry_filter.h"
 
 namespace tern::store {
 
@@ -55,7 +58,7 @@ rocksdb::ColumnFamilyOptions cf_options(RocksDbStore::Cf cf, const RocksDbOption
   // The log is append-and-scan; the expiry index is only ever scanned. Every other family
   // answers point lookups, many of them misses (unknown token, no cursor yet): bloom filters
   // turn those into no disk read.
-  const bool scan_only = cf == Store::kMessages || cf == Store::kIdemExpiry;
+  const bool scan_only = cf == Store::kMessages || cf == Store::kIdemExpiry || cf == Store::kMsgExpiry;
 
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = cache;
@@ -77,6 +80,12 @@ rocksdb::ColumnFamilyOptions cf_options(RocksDbStore::Cf cf, const RocksDbOption
   // compacted early, so scans don't wade through tombstones.
   if (cf == Store::kInbox || cf == Store::kIdempotency || cf == Store::kIdemExpiry) {
     o.table_properties_collector_factories.push_back(rocksdb::NewCompactOnDeletionCollectorFactory(10000, 5000));
+  }
+  if (cf == Store::kMessages) {
+    // Expired messages become tombstones whenever their files are rewritten (issue 11).
+    std::function<int64_t()> clock = opts.clock;
+    if (!clock) clock = [] { return now_ms(); };
+    o.compaction_filter_factory = rocks::make_expiry_filter_factory(std::move(clock));
   }
   return o;
 }
@@ -226,6 +235,11 @@ const char* RocksDbStore::cf_name(Cf cf) {
     case kReceipts: return "receipts";
     case kIdempotency: return "idempotency";
     case kIdemExpiry: return "idempotency_expiry";
+    case kDeviceKeys: return "device_keys";
+    case kPrekeys: return "prekeys";
+    case kMedia: return "media";
+    case kMsgExpiry: return "message_expiry";
+    case kReports: return "reports";
     case kCfCount: break;
   }
   return "?";
@@ -252,6 +266,12 @@ Result<std::unique_ptr<RocksDbStore>> RocksDbStore::open(const std::string& dir,
   db_opts.max_total_wal_size = 8 * wb;
   db_opts.keep_log_file_num = 4;
   db_opts.max_log_file_size = 16 << 20;
+  // An obsolete WAL file is deleted, never recycled or archived: erase_expired() relies on
+  // it (a recycled file would keep old records until overwritten). These are the defaults,
+  // stated so that nobody turns them on without seeing why.
+  db_opts.recycle_log_file_num = 0;
+  db_opts.WAL_ttl_seconds = 0;
+  db_opts.WAL_size_limit_MB = 0;
 
   // RocksDB refuses to open unless every existing family is named: keep unknown ones (from a
   // newer version, say) open but unused.
@@ -327,8 +347,15 @@ Result<void> RocksDbStore::commit(const Batch& batch, bool sync) {
             slot = s.want(kConversations, c.id);
             return false;
           } else if constexpr (std::is_same_v<T, AppendMessage>) {
-            var_bytes += o.conversation_id.size();
+            var_bytes += o.conversation_id.size() + o.media.size() * (160 + o.conversation_id.size());
             frame_bytes += o.frame.size();
+            return has_nul(o.conversation_id);
+          } else if constexpr (std::is_same_v<T, PutMedia> || std::is_same_v<T, DeleteMedia> ||
+                               std::is_same_v<T, DropPendingMedia>) {
+            var_bytes += 4 * (o.id.size() + o.owner.size()) + 64;
+            return has_nul(o.owner) || has_nul(o.id);
+          } else if constexpr (std::is_same_v<T, MessageExpired>) {
+            var_bytes += (o.media.size() + 1) * (96 + o.conversation_id.size());
             return has_nul(o.conversation_id);
           } else if constexpr (std::is_same_v<T, PutIdempotency>) {
             var_bytes += 2 * (o.device.user.size() + o.client_msg_id.size()) + o.record.conversation_id.size();
@@ -346,6 +373,15 @@ Result<void> RocksDbStore::commit(const Batch& batch, bool sync) {
           } else if constexpr (std::is_same_v<T, DeleteSubscription>) {
             var_bytes += o.user.size() + o.conversation_id.size();
             return has_nul(o.user) || has_nul(o.conversation_id);
+          } else if constexpr (std::is_same_v<T, PutDeviceKeys> || std::is_same_v<T, PutOneTimePrekey> ||
+                               std::is_same_v<T, DeleteOneTimePrekey>) {
+            var_bytes += 2 * o.device.user.size() + 256;
+            return has_nul(o.device.user);
+          } else if constexpr (std::is_same_v<T, PutUserRecord> || std::is_same_v<T, DeleteUserRecord>) {
+            var_bytes += 2 * o.user.size() + o.name.size();
+            return has_nul(o.user);
+          } else if constexpr (std::is_same_v<T, PutReport>) {
+            return false;
           } else {
             static_assert(kAlwaysFalse<T>, "every Op needs a case");
           }
@@ -434,6 +470,40 @@ Result<void> RocksDbStore::commit(const Batch& batch, bool sync) {
           } else if constexpr (std::is_same_v<T, AppendMessage>) {
             rocks::message_key(s.key, o.conversation_id, o.seq);
             s.put_ref(kMessages, s.key, o.frame);
+            const std::string expiry = o.expires_at ? rocks::encode_u64(rocks::bias_i64(o.expires_at)) : rocks::encode_u64(0);
+            std::string ids;
+            for (const std::string& id : o.media) {
+              rocks::media_ref_key(s.key, id, o.conversation_id, o.seq);
+              put(kMedia, s.key, expiry);
+              ids += id;
+            }
+            if (o.expires_at) {
+              rocks::msg_expiry_key(s.key, o.expires_at, o.conversation_id, o.seq);
+              put(kMsgExpiry, s.key, ids);
+            }
+          } else if constexpr (std::is_same_v<T, PutMedia>) {
+            const std::string v = rocks::encode_u64_pair(o.size, rocks::bias_i64(o.created_ts));
+            rocks::media_owner_key(s.key, o.owner, o.id);
+            put(kMedia, s.key, v);
+            rocks::media_id_key(s.key, o.id, o.owner);
+            put(kMedia, s.key, v);
+            rocks::media_pending_key(s.key, o.created_ts, o.id, o.owner);
+            put(kMedia, s.key, {});
+          } else if constexpr (std::is_same_v<T, DeleteMedia>) {
+            rocks::media_owner_key(s.key, o.owner, o.id);
+            del(kMedia, s.key);
+            rocks::media_id_key(s.key, o.id, o.owner);
+            del(kMedia, s.key);
+          } else if constexpr (std::is_same_v<T, DropPendingMedia>) {
+            rocks::media_pending_key(s.key, o.created_ts, o.id, o.owner);
+            del(kMedia, s.key);
+          } else if constexpr (std::is_same_v<T, MessageExpired>) {
+            rocks::msg_expiry_key(s.key, o.expires_at, o.conversation_id, o.seq);
+            del(kMsgExpiry, s.key);
+            for (const std::string& id : o.media) {
+              rocks::media_ref_key(s.key, id, o.conversation_id, o.seq);
+              del(kMedia, s.key);
+            }
           } else if constexpr (std::is_same_v<T, PutIdempotency>) {
             rocks::device_key(s.key, o.device, o.client_msg_id);
             rocks::encode_idempotency(s.value, o.record);
@@ -459,6 +529,26 @@ Result<void> RocksDbStore::commit(const Batch& batch, bool sync) {
           } else if constexpr (std::is_same_v<T, DeleteSubscription>) {
             rocks::user_index_key(s.key, o.user, o.conversation_id);
             del(kUserIndex, s.key);
+          } else if constexpr (std::is_same_v<T, PutDeviceKeys>) {
+            rocks::device_prefix(s.key, o.device);
+            rocks::encode_device_keys(s.value, o.keys);
+            put(kDeviceKeys, s.key, s.value);
+          } else if constexpr (std::is_same_v<T, PutOneTimePrekey>) {
+            rocks::device_prefix(s.key, o.device);
+            rocks::put_be32(s.key, o.key.id);
+            put(kPrekeys, s.key, o.key.public_key);
+          } else if constexpr (std::is_same_v<T, DeleteOneTimePrekey>) {
+            rocks::device_prefix(s.key, o.device);
+            rocks::put_be32(s.key, o.id);
+            del(kPrekeys, s.key);
+          } else if constexpr (std::is_same_v<T, PutUserRecord>) {
+            rocks::account_record_key(s.key, o.user, o.name);
+            s.put_ref(kAccounts, s.key, o.value);
+          } else if constexpr (std::is_same_v<T, DeleteUserRecord>) {
+            rocks::account_record_key(s.key, o.user, o.name);
+            del(kAccounts, s.key);
+          } else if constexpr (std::is_same_v<T, PutReport>) {
+            s.put_ref(kReports, rocks::encode_u64(o.id), o.value);
           } else {
             static_assert(kAlwaysFalse<T>, "every Op needs a case");
           }
@@ -745,6 +835,219 @@ Result<size_t> RocksDbStore::purge_expired(int64_t now_ms) {
     if (!more) break;
   }
   return purged;
+}
+
+Result<std::optional<DeviceKeys>> RocksDbStore::device_keys(const DeviceRef& device) {
+  if (has_nul(device.user)) return std::optional<DeviceKeys>{};
+  std::string key;
+  rocks::device_prefix(key, device);
+  rocksdb::PinnableSlice v;
+  auto found = get_pinned(db_.get(), cf_[kDeviceKeys], key, v);
+  if (!found) return found.error();
+  if (!*found) return std::optional<DeviceKeys>{};
+  auto keys = rocks::decode_device_keys(sv(v));
+  if (!keys) return corrupt_error("device keys");
+  return keys;
+}
+
+Result<std::vector<OneTimePrekey>> RocksDbStore::one_time_prekeys(const DeviceRef& device, size_t limit) {
+  std::vector<OneTimePrekey> out;
+  if (limit == 0 || has_nul(device.user)) return out;
+  std::string prefix;
+  rocks::device_prefix(prefix, device);
+  auto r = scan(db_.get(), cf_[kPrekeys], "prekey", prefix, prefix, [&](std::string_view tail, std::string_view value) {
+    if (tail.size() != 4) return Step::kCorrupt;
+    out.push_back(OneTimePrekey{rocks::get_be32(tail.data()), std::string(value)});
+    return out.size() < limit ? Step::kNext : Step::kStop;
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+// ---- media and message expiry (issue 11) ----
+
+Result<std::vector<MediaOwner>> RocksDbStore::media_owners(const std::string& id) {
+  std::vector<MediaOwner> out;
+  if (has_nul(id)) return out;
+  std::string prefix;
+  rocks::media_id_prefix(prefix, id);
+  constexpr size_t kMaxOwners = 1024;  // the same ciphertext uploaded by that many users: enough
+  auto r = scan(db_.get(), cf_[kMedia], "media", prefix, prefix, [&](std::string_view tail, std::string_view value) {
+    auto pair = rocks::decode_u64_pair(value);
+    if (!pair) return Step::kCorrupt;
+    out.push_back(MediaOwner{std::string(tail), pair->first, rocks::unbias_i64(pair->second)});
+    return out.size() < kMaxOwners ? Step::kNext : Step::kStop;
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<std::vector<std::pair<std::string, uint64_t>>> RocksDbStore::user_media(const std::string& user, size_t limit) {
+  std::vector<std::pair<std::string, uint64_t>> out;
+  if (has_nul(user) || limit == 0) return out;
+  std::string prefix;
+  rocks::media_owner_prefix(prefix, user);
+  auto r = scan(db_.get(), cf_[kMedia], "media", prefix, prefix, [&](std::string_view tail, std::string_view value) {
+    auto pair = rocks::decode_u64_pair(value);
+    if (!pair) return Step::kCorrupt;
+    out.emplace_back(std::string(tail), pair->first);
+    return out.size() < limit ? Step::kNext : Step::kStop;
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<std::optional<std::string>> RocksDbStore::user_record(const std::string& user, const std::string& name) {
+  if (has_nul(user)) return std::optional<std::string>{};
+  std::string key;
+  rocks::account_record_key(key, user, name);
+  rocksdb::PinnableSlice v;
+  auto found = get_pinned(db_.get(), cf_[kAccounts], key, v);
+  if (!found) return found.error();
+  if (!*found) return std::optional<std::string>{};
+  return std::optional<std::string>(std::string(sv(v)));
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> RocksDbStore::user_records(const std::string& user,
+                                                                                   const std::string& prefix,
+                                                                                   size_t limit) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (has_nul(user) || limit == 0) return out;
+  std::string key;
+  rocks::account_record_key(key, user, prefix);
+  auto r = scan(db_.get(), cf_[kAccounts], "user record", key, key, [&](std::string_view tail, std::string_view value) {
+    out.emplace_back(prefix + std::string(tail), std::string(value));
+    return out.size() < limit ? Step::kNext : Step::kStop;
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<std::vector<MediaRef>> RocksDbStore::media_refs(const std::string& id, size_t limit) {
+  std::vector<MediaRef> out;
+  if (has_nul(id) || limit == 0) return out;
+  std::string prefix;
+  rocks::media_ref_prefix(prefix, id);
+  auto r = scan(db_.get(), cf_[kMedia], "media ref", prefix, prefix, [&](std::string_view tail, std::string_view value) {
+    auto expiry = rocks::decode_u64(value);
+    if (!expiry || tail.size() < 10 || tail[tail.size() - 9] != '\0') return Step::kCorrupt;
+    MediaRef ref;
+    ref.conversation_id.assign(tail.substr(0, tail.size() - 9));
+    ref.seq = rocks::get_be64(tail.data() + tail.size() - 8);
+    ref.expires_at = *expiry ? rocks::unbias_i64(*expiry) : 0;
+    out.push_back(std::move(ref));
+    return out.size() < limit ? Step::kNext : Step::kStop;
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<std::vector<std::string>> RocksDbStore::users(const std::string& after, size_t limit) {
+  std::vector<std::string> out;
+  if (limit == 0 || has_nul(after)) return out;
+  // Every key of a user sorts after "user \0"; start past all of `after`'s keys.
+  std::string start = after;
+  if (!start.empty()) start.push_back('\1');
+  auto r = scan(db_.get(), cf_[kAccounts], "account", "", start, [&](std::string_view key, std::string_view) {
+    if (auto u = rocks::user_of_user_key(key)) out.emplace_back(*u);
+    return out.size() < limit ? Step::kNext : Step::kStop;
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<std::vector<PendingMedia>> RocksDbStore::pending_media(int64_t before_ms, size_t limit) {
+  std::vector<PendingMedia> out;
+  if (limit == 0) return out;
+  std::string upper;
+  rocks::media_pending_key(upper, before_ms, {}, {});
+  const std::string prefix = "p";
+  auto r = scan(db_.get(), cf_[kMedia], "pending media", prefix, prefix, [&](std::string_view tail, std::string_view) {
+    if (std::string_view(prefix + std::string(tail)) >= upper) return Step::kStop;
+    if (tail.size() < 8 + 64 + 1) return Step::kCorrupt;
+    out.push_back(PendingMedia{std::string(tail.substr(8, 64)), std::string(tail.substr(72)),
+                               rocks::unbias_i64(rocks::get_be64(tail.data()))});
+    return out.size() < limit ? Step::kNext : Step::kStop;
+  });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<std::vector<std::pair<uint64_t, std::string>>> RocksDbStore::reports(uint64_t after_id, size_t limit) {
+  std::vector<std::pair<uint64_t, std::string>> out;
+  if (limit == 0 || after_id == std::numeric_limits<uint64_t>::max()) return out;
+  auto r = scan(db_.get(), cf_[kReports], "report", "", rocks::encode_u64(after_id + 1),
+                [&](std::string_view key, std::string_view value) {
+                  if (key.size() != 8) return Step::kCorrupt;
+                  out.emplace_back(rocks::get_be64(key.data()), std::string(value));
+                  return out.size() < limit ? Step::kNext : Step::kStop;
+                });
+  if (!r) return r.error();
+  return out;
+}
+
+Result<std::vector<ExpiringMessage>> RocksDbStore::expiring_messages(int64_t now_ms, size_t limit) {
+  std::vector<ExpiringMessage> out;
+  if (limit == 0) return out;
+  // Every row below the key of (now_ms + 1) expired at or before now_ms.
+  std::string upper;
+  rocks::expiry_prefix(upper, now_ms + 1);
+  const rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf_[kMsgExpiry]));
+  for (it->SeekToFirst(); it->Valid() && out.size() < limit; it->Next()) {
+    ExpiringMessage m;
+    if (!rocks::parse_msg_expiry_key(sv(it->key()), m.expires_at, m.conversation_id, m.seq))
+      return corrupt_error("message expiry");
+    const std::string_view ids = sv(it->value());
+    if (ids.size() % 64 != 0) return corrupt_error("message expiry");
+    for (size_t i = 0; i < ids.size(); i += 64) m.media.emplace_back(ids.substr(i, 64));
+    out.push_back(std::move(m));
+  }
+  if (!it->status().ok()) return rocks_error("iterate", it->status());
+  return out;
+}
+
+Result<void> RocksDbStore::erase_expired(const std::vector<ExpiringMessage>& messages) {
+  if (messages.empty()) return {};
+  // 1. Every memtable to an SST file (the filter turns expired values into tombstones on the
+  //    way): afterwards no WAL file is needed by any family, and RocksDB deletes them.
+  if (auto r = flush(); !r) return r.error();
+  // 2. Each conversation's expired seqs as one key range, compacted to the bottom level
+  //    through the filter; the files that held the old values are deleted afterwards.
+  std::map<std::string, std::pair<Seq, Seq>> ranges;
+  for (const auto& m : messages) {
+    auto [it, inserted] = ranges.try_emplace(m.conversation_id, m.seq, m.seq);
+    if (!inserted) {
+      it->second.first = std::min(it->second.first, m.seq);
+      it->second.second = std::max(it->second.second, m.seq);
+    }
+  }
+  rocksdb::CompactRangeOptions cro;
+  cro.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  cro.exclusive_manual_compaction = false;
+  std::string begin, end;
+  for (const auto& [conv, span] : ranges) {
+    if (has_nul(conv)) continue;
+    rocks::message_key(begin, conv, span.first);
+    rocks::message_key(end, conv, span.second + 1);
+    const rocksdb::Slice b(begin), e(end);
+    rocksdb::Status st = db_->CompactRange(cro, cf_[kMessages], &b, &e);
+    if (!st.ok()) return rocks_error("compact range", st);
+  }
+  return {};
+}
+
+Result<uint64_t> RocksDbStore::last_report_id() {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf_[kReports]));
+  it->SeekToLast();
+  if (!it->Valid()) {
+    if (!it->status().ok()) return rocks_error("iterate", it->status());
+    return uint64_t{0};
+  }
+  if (it->key().size() != 8) return corrupt_error("report");
+  return rocks::get_be64(it->key().data());
 }
 
 }  // namespace tern::store

@@ -12,16 +12,18 @@
 //   commit        one WriteBatch, one WAL append (+ one fsync with sync). Every op of the
 //                 message path is a blind put or delete and reads nothing; PutConversation
 //                 and PutDevice cost one batched MultiGet for all their keys together.
-//   point reads   user_exists, find_token, last_seen, conversation, cursor, idempotency:
-//                 one Get each (bloom-filtered); conversation() also decodes all members.
+//   point reads   user_exists, find_token, last_seen, conversation, cursor, idempotency,
+//                 device_keys: one Get each (bloom-filtered); conversation() also decodes all members.
 //   head          one seek-for-prev.
-//   range reads   devices, user_conversations, inbox, receipts, read_messages: one bounded
+//   range reads   devices, user_conversations, inbox, receipts, read_messages,
+//                 one_time_prekeys: one bounded
 //                 iterator over exactly the rows returned.
 //   purge_expired walks the expiry index up to now_ms in chunks, releasing the writer
 //                 mutex between chunks so commits are not stalled behind a large purge.
 #pragma once
 #include <array>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -41,6 +43,9 @@ struct RocksDbOptions {
   bool create_if_missing = true;
   size_t block_cache_mb = 128;  // one LRU cache shared by every column family
   size_t write_buffer_mb = 32;  // memtable size of the message log; smaller tables get a quarter
+  // The wall clock (ms) the message log's expiry filter compares expires_at with; null = the
+  // system clock. Injectable for tests.
+  std::function<int64_t()> clock;
 };
 
 class RocksDbStore final : public Store {
@@ -80,6 +85,27 @@ class RocksDbStore final : public Store {
 
   Result<size_t> purge_expired(int64_t now_ms) override;
 
+  Result<std::optional<DeviceKeys>> device_keys(const DeviceRef& device) override;
+  Result<std::vector<OneTimePrekey>> one_time_prekeys(const DeviceRef& device, size_t limit) override;
+  Result<std::vector<MediaOwner>> media_owners(const std::string& id) override;
+  Result<std::vector<std::pair<std::string, uint64_t>>> user_media(const std::string& user, size_t limit) override;
+  Result<std::vector<MediaRef>> media_refs(const std::string& id, size_t limit) override;
+  Result<std::vector<PendingMedia>> pending_media(int64_t before_ms, size_t limit) override;
+  Result<std::vector<ExpiringMessage>> expiring_messages(int64_t now_ms, size_t limit) override;
+  // Flushes every column family (so no WAL file still holds the old values: RocksDB deletes
+  // WAL files no family needs, and WAL recycling is off), then compacts the messages' key
+  // ranges down to the bottom level through the expiry filter (expiry_filter.h), which
+  // rewrites them as tombstones; the replaced SST files are deleted by RocksDB. Costs one
+  // flush of every memtable and one compaction of the files overlapping those ranges.
+  Result<void> erase_expired(const std::vector<ExpiringMessage>& messages) override;
+  Result<std::optional<std::string>> user_record(const std::string& user, const std::string& name) override;
+  Result<std::vector<std::pair<std::string, std::string>>> user_records(const std::string& user,
+                                                                       const std::string& prefix,
+                                                                       size_t limit) override;
+  Result<std::vector<std::string>> users(const std::string& after, size_t limit) override;
+  Result<std::vector<std::pair<uint64_t, std::string>>> reports(uint64_t after_id, size_t limit) override;
+  Result<uint64_t> last_report_id() override;
+
   // Column families, in the order they are opened; the names are part of the on-disk format.
   enum Cf : uint8_t {
     kAccounts,
@@ -92,6 +118,11 @@ class RocksDbStore final : public Store {
     kReceipts,
     kIdempotency,
     kIdemExpiry,
+    kDeviceKeys,
+    kPrekeys,
+    kMedia,
+    kMsgExpiry,
+    kReports,
     kCfCount
   };
   static const char* cf_name(Cf cf);

@@ -5,6 +5,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -286,6 +287,78 @@ TEST(RocksDbStoreTest, FlushAndReopenAfterManyMemtables) {
   EXPECT_EQ(s.value()->head("c1").value(), 2000u);
   EXPECT_EQ(s.value()->read_messages("c2", 0, 1000).value().size(), 600u);
 }
+
+
+// ---- issue 11: expired messages leave the disk ----
+
+// True if any file under dir holds `needle` (the WAL, SST, MANIFEST, LOG files, all of them).
+bool any_file_contains(const std::string& dir, const std::string& needle) {
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    std::ifstream in(e.path(), std::ios::binary);
+    std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (data.find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
+
+std::string canary_frame(const std::string& conv, Seq seq, int64_t expires_at, const std::string& body) {
+  return R"({"type":"message","conversation_id":")" + conv + R"(","seq":)" + std::to_string(seq) +
+         R"(,"sender":"alice","sender_device":1,"ts":1,"body":")" + body + "\"" +
+         (expires_at ? R"(,"expires_at":)" + std::to_string(expires_at) : std::string()) + "}";
+}
+
+class ExpiryEraseTest : public ::testing::TestWithParam<bool> {};
+
+// Param: whether the message was flushed to an SST file before it expired (else it is still
+// in the memtable and the WAL).
+TEST_P(ExpiryEraseTest, ExpiredPayloadIsGoneFromEveryFile) {
+  TempDir dir;
+  auto clock = std::make_shared<std::atomic<int64_t>>(1000);
+  RocksDbOptions o = small_options();
+  o.clock = [clock] { return clock->load(); };
+  auto opened = RocksDbStore::open(dir.db(), o);
+  ASSERT_TRUE(opened.ok());
+  auto& store = **opened;
+  const std::string canary = "CANARYxQ7mZp3vLk9TfR2";
+  const std::string keep = "KEEPERxB4nWq8sYd1HjU6";
+  Batch b;
+  b.add(AppendMessage{"conv", 1, canary_frame("conv", 1, 5000, canary), 5000, {}});
+  b.add(AppendMessage{"conv", 2, canary_frame("conv", 2, 0, keep), 0, {}});
+  b.add(PutUser{"alice", 1});  // another family with data in the same WAL
+  ASSERT_TRUE(store.commit(b, true).ok());
+  if (GetParam()) {
+    ASSERT_TRUE(store.flush().ok());
+  }
+  ASSERT_TRUE(any_file_contains(dir.db(), canary)) << "the canary must be on disk before it expires";
+
+  // Not yet due: nothing to erase.
+  auto due = store.expiring_messages(clock->load(), 100);
+  ASSERT_TRUE(due.ok());
+  EXPECT_TRUE(due->empty());
+
+  clock->store(5000);
+  due = store.expiring_messages(clock->load(), 100);
+  ASSERT_TRUE(due.ok());
+  ASSERT_EQ(due->size(), 1u);
+  ASSERT_TRUE(store.erase_expired(*due).ok());
+  Batch done;
+  done.add(MessageExpired{"conv", 1, 5000, {}});
+  ASSERT_TRUE(store.commit(done, true).ok());
+
+  EXPECT_FALSE(any_file_contains(dir.db(), canary));
+  auto msgs = store.read_messages("conv", 0, 10);
+  ASSERT_TRUE(msgs.ok());
+  ASSERT_EQ(msgs->size(), 2u);
+  EXPECT_NE((*msgs)[0].frame.find(R"("expired":true)"), std::string::npos);
+  EXPECT_NE((*msgs)[1].frame.find(keep), std::string::npos);  // the unexpired one is intact
+  auto exists = store.user_exists("alice");
+  ASSERT_TRUE(exists.ok());
+  EXPECT_TRUE(*exists);
+}
+
+INSTANTIATE_TEST_SUITE_P(Store, ExpiryEraseTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? std::string("Flushed") : std::string("InMemtable"); });
 
 }  // namespace
 }  // namespace tern::store

@@ -1,0 +1,94 @@
+#include "services/presence_privacy.h"
+
+#include "services/user_records.h"
+
+namespace tern::services {
+
+const char* visibility_name(PresenceVisibility v) {
+  switch (v) {
+    case PresenceVisibility::kEveryone: return "everyone";
+    case PresenceVisibility::kNobody: return "nobody";
+    case PresenceVisibility::kContacts: break;
+  }
+  return "contacts";
+}
+
+bool parse_visibility(const std::string& s, PresenceVisibility& out) {
+  if (s == "contacts") out = PresenceVisibility::kContacts;
+  else if (s == "everyone") out = PresenceVisibility::kEveryone;
+  else if (s == "nobody") out = PresenceVisibility::kNobody;
+  else return false;
+  return true;
+}
+
+bool PresencePrivacy::cached(const std::string& user) {
+  std::lock_guard lock(mu_);
+  return cache_.find(user) != nullptr;
+}
+
+Result<void> PresencePrivacy::load(const std::string& user) {
+  if (cached(user)) return {};
+  auto policy = std::make_shared<Policy>();
+  auto setting = store_.user_record(user, records::kPresence);
+  if (!setting) return setting.error();
+  if (*setting) parse_visibility(**setting, policy->visibility);
+  auto rows = store_.user_records(user, records::kAcceptPrefix, kMaxAccepted);
+  if (!rows) return rows.error();
+  for (const auto& row : *rows)
+    if (!row.second.empty()) policy->accepted.insert(row.second);  // the value names the counterpart
+  std::lock_guard lock(mu_);
+  if (cache_.find(user)) return {};
+  auto [from, to] = recent_.equal_range(user);
+  for (auto it = from; it != to; ++it) policy->accepted.insert(it->second);
+  cache_.emplace(user, std::move(policy));
+  return {};
+}
+
+bool PresencePrivacy::allowed(const std::string& subject, const std::string& viewer) {
+  if (subject == viewer) return true;
+  {
+    std::lock_guard lock(mu_);
+    PolicyPtr* v = cache_.find(viewer);
+    PolicyPtr* s = cache_.find(subject);
+    if (!v || !s) return false;
+    if ((*v)->visibility == PresenceVisibility::kNobody) return false;
+    switch ((*s)->visibility) {
+      case PresenceVisibility::kNobody: return false;
+      case PresenceVisibility::kContacts:
+        if (!(*s)->accepted.count(viewer)) return false;
+        break;
+      case PresenceVisibility::kEveryone: break;
+    }
+  }
+  return !blocks_.blocks(subject, viewer);
+}
+
+Result<PresenceVisibility> PresencePrivacy::visibility(const std::string& user) {
+  if (auto r = load(user); !r) return r.error();
+  std::lock_guard lock(mu_);
+  if (PolicyPtr* p = cache_.find(user)) return (*p)->visibility;
+  return PresenceVisibility::kContacts;  // evicted in between: the store said so a moment ago
+}
+
+void PresencePrivacy::set_cached_visibility(const std::string& user, PresenceVisibility v) {
+  std::lock_guard lock(mu_);
+  if (PolicyPtr* p = cache_.find(user)) (*p)->visibility = v;
+}
+
+bool PresencePrivacy::known_accepted(const std::string& user, const std::string& conversation_id) {
+  std::lock_guard lock(mu_);
+  return accepted_pairs_.find(user + '\n' + conversation_id) != nullptr;
+}
+
+void PresencePrivacy::accepted(const std::string& user, const std::string& conversation_id, const std::string& other) {
+  std::lock_guard lock(mu_);
+  accepted_pairs_.emplace(user + '\n' + conversation_id, true);
+  if (PolicyPtr* p = cache_.find(user)) {
+    if ((*p)->accepted.size() < kMaxAccepted) (*p)->accepted.insert(other);
+    return;
+  }
+  if (recent_.size() >= kMaxRecent) recent_.clear();
+  recent_.emplace(user, other);
+}
+
+}  // namespace tern::services

@@ -1,0 +1,187 @@
+#include "store/fs/fs_blob_store.h"
+
+#include <dirent.h>
+#include <sodium.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+
+#include <gtest/gtest.h>
+
+namespace tern::store {
+namespace {
+
+namespace fs = std::filesystem;
+
+class FsBlobStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() / ("tern-blob-" + std::to_string(::getpid()) + "-" +
+                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(root_);
+    auto s = FsBlobStore::open_at(root_.string());
+    ASSERT_TRUE(s.ok());
+    store_ = std::move(*s);
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  size_t files_under(const fs::path& p) {
+    size_t n = 0;
+    for (const auto& e : fs::recursive_directory_iterator(p))
+      if (e.is_regular_file()) ++n;
+    return n;
+  }
+
+  static std::string sha256_hex(std::string_view s) {
+    unsigned char d[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(d, reinterpret_cast<const unsigned char*>(s.data()), s.size());
+    std::string out;
+    for (unsigned char c : d) {
+      static constexpr char kDigits[] = "0123456789abcdef";
+      out += kDigits[c >> 4];
+      out += kDigits[c & 15];
+    }
+    return out;
+  }
+
+  fs::path root_;
+  std::unique_ptr<FsBlobStore> store_;
+};
+
+TEST_F(FsBlobStoreTest, CommitPublishesUnderContentHash) {
+  auto w = store_->create();
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->write("hello ").ok());
+  ASSERT_TRUE((*w)->write("world").ok());
+  EXPECT_EQ((*w)->size(), 11u);
+  // Not visible before commit: only the temporary exists.
+  EXPECT_EQ(files_under(root_ / "blobs"), 0u);
+  EXPECT_EQ(files_under(root_ / "tmp"), 1u);
+  auto info = (*w)->commit();
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->id, sha256_hex("hello world"));
+  EXPECT_EQ(info->size, 11u);
+  EXPECT_TRUE(valid_media_id(info->id));
+  EXPECT_EQ(files_under(root_ / "tmp"), 0u);
+
+  auto st = store_->stat(info->id);
+  ASSERT_TRUE(st.ok());
+  ASSERT_TRUE(st->has_value());
+  EXPECT_EQ((*st)->size, 11u);
+
+  auto r = store_->open(info->id);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)->size(), 11u);
+  char buf[16] = {};
+  auto n = (*r)->read(6, buf, sizeof buf);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(std::string(buf, *n), "world");
+  n = (*r)->read(11, buf, sizeof buf);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 0u);
+}
+
+TEST_F(FsBlobStoreTest, AbandonedWriterLeavesNothing) {
+  {
+    auto w = store_->create();
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->write(std::string(100000, 'x')).ok());
+  }
+  EXPECT_EQ(files_under(root_), 0u);
+}
+
+TEST_F(FsBlobStoreTest, SameContentTwiceIsOneBlob) {
+  std::string id;
+  for (int i = 0; i < 2; ++i) {
+    auto w = store_->create();
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->write("same").ok());
+    auto info = (*w)->commit();
+    ASSERT_TRUE(info.ok());
+    id = info->id;
+  }
+  EXPECT_EQ(files_under(root_), 1u);
+  auto l = store_->list("", 10);
+  ASSERT_TRUE(l.ok());
+  ASSERT_EQ(l->size(), 1u);
+  EXPECT_EQ((*l)[0].id, id);
+}
+
+TEST_F(FsBlobStoreTest, RemoveAndUnknownIds) {
+  auto w = store_->create();
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->write("bye").ok());
+  auto info = (*w)->commit();
+  ASSERT_TRUE(info.ok());
+  auto r = store_->open(info->id);  // an open reader survives the removal
+  ASSERT_TRUE(r.ok());
+  auto removed = store_->remove(info->id);
+  ASSERT_TRUE(removed.ok());
+  EXPECT_TRUE(*removed);
+  removed = store_->remove(info->id);
+  ASSERT_TRUE(removed.ok());
+  EXPECT_FALSE(*removed);
+  char buf[3];
+  auto n = (*r)->read(0, buf, 3);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(std::string(buf, *n), "bye");
+  EXPECT_EQ(store_->open(info->id).error().code, ErrorCode::kNotFound);
+  // Ids that are not content hashes never reach the filesystem.
+  EXPECT_EQ(store_->open("../../etc/passwd").error().code, ErrorCode::kNotFound);
+  auto st = store_->stat("zz");
+  ASSERT_TRUE(st.ok());
+  EXPECT_FALSE(st->has_value());
+}
+
+TEST_F(FsBlobStoreTest, ListPagesInIdOrder) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 7; ++i) {
+    auto w = store_->create();
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->write("blob " + std::to_string(i)).ok());
+    auto info = (*w)->commit();
+    ASSERT_TRUE(info.ok());
+    ids.push_back(info->id);
+  }
+  std::sort(ids.begin(), ids.end());
+  std::vector<std::string> seen;
+  std::string after;
+  for (int page = 0; page < 10; ++page) {
+    auto l = store_->list(after, 3);
+    ASSERT_TRUE(l.ok());
+    if (l->empty()) break;
+    for (const auto& b : *l) seen.push_back(b.id);
+    after = l->back().id;
+  }
+  EXPECT_EQ(seen, ids);
+}
+
+TEST_F(FsBlobStoreTest, StaleTemporariesAreRemoved) {
+  auto w = store_->create();
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->write("partial").ok());
+  // A live writer's temporary is newer than the cut-off: kept.
+  auto n = store_->remove_stale_temporaries(0);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 0u);
+  n = store_->remove_stale_temporaries(INT64_MAX);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 1u);
+  EXPECT_EQ(files_under(root_), 0u);
+}
+
+TEST_F(FsBlobStoreTest, FilesArePrivate) {
+  auto w = store_->create();
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->write("p").ok());
+  auto info = (*w)->commit();
+  ASSERT_TRUE(info.ok());
+  struct stat st {};
+  ASSERT_EQ(::stat((root_ / "blobs" / info->id.substr(0, 2) / info->id).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+}  // namespace
+}  // namespace tern::store
