@@ -19,6 +19,7 @@ std::string_view code_name(ErrorCode code) {
     case ErrorCode::kOverloaded: return "overloaded";
     case ErrorCode::kDraining: return "draining";
     case ErrorCode::kInternal: return "internal";
+    case ErrorCode::kUnavailable: return "unavailable";
     case ErrorCode::kBadSignature: return "bad_signature";
   }
   return "internal";
@@ -41,6 +42,7 @@ int http_status(ErrorCode code) {
     case ErrorCode::kOverloaded:
     case ErrorCode::kDraining: return 503;
     case ErrorCode::kInternal: return 500;
+    case ErrorCode::kUnavailable: return 503;
     case ErrorCode::kBadSignature: return 400;
   }
   return 500;

@@ -23,6 +23,7 @@ enum class ErrorCode {
   kOverloaded,       // 503: a bounded queue is full
   kDraining,         // 503: the server is shutting down
   kInternal,         // 500: store failure and other bugs
+  kUnavailable,      // 503: the shared store (Redis) cannot be reached; retry (nothing was acknowledged)
   kBadSignature,     // 400: a signed prekey whose signature the identity key does not verify
 };
 

@@ -8,6 +8,7 @@
 // Ownership: the composition root owns the Bus; endpoints are held weakly.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -59,6 +60,22 @@ class Bus {
   // Delivers to every attached device of the user.
   virtual void publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) = 0;
   virtual bool online(const std::string& user) = 0;
+
+  // Read-side conversations (fan-out on read; services/live_fanout.h is node-local): n, a
+  // kMessage of n->conversation_id, goes to the other nodes, which hand it to their
+  // conversation sink. A single-node bus has no other nodes: both are no-ops there.
+  virtual void publish_conversation(const std::shared_ptr<const Notification>& n) { (void)n; }
+  // Where publish_conversation() of other nodes arrives (on a bus thread). Set before serving.
+  virtual void set_conversation_sink(std::function<void(std::shared_ptr<const Notification>)> sink) {
+    (void)sink;
+  }
+  // A conversation's membership changed on another node (a system message was published
+  // there): the sink drops what this node cached about it. Set before serving; called on a
+  // bus thread. A single-node bus never calls it.
+  virtual void set_change_sink(std::function<void(const std::string& conversation_id)> sink) { (void)sink; }
+  // Stops cross-node delivery (its threads are joined; nothing reaches the sink afterwards);
+  // local calls keep working. Called by the composition root before the services go.
+  virtual void stop() {}
   // Closes the device's connection if attached (its endpoint is told replaced(); admin
   // revocation and suspension). The endpoint detaches itself as it closes.
   virtual void disconnect(const DeviceRef& device) = 0;

@@ -10,7 +10,8 @@ ErrorCode error_code_from_name(std::string_view name) {
       ErrorCode::kDeviceMismatch, ErrorCode::kUnauthorized, ErrorCode::kForbidden,
       ErrorCode::kNotFound,      ErrorCode::kExists,       ErrorCode::kTooLarge,
       ErrorCode::kLimitExceeded, ErrorCode::kRateLimited,  ErrorCode::kOverloaded,
-      ErrorCode::kDraining,      ErrorCode::kInternal,     ErrorCode::kBadSignature};
+      ErrorCode::kDraining,      ErrorCode::kInternal,     ErrorCode::kBadSignature,
+      ErrorCode::kUnavailable};
   for (ErrorCode c : kAll)
     if (code_name(c) == name) return c;
   return ErrorCode::kInternal;
@@ -36,6 +37,7 @@ bool retryable(ErrorCode code) {
     case ErrorCode::kRateLimited:
     case ErrorCode::kOverloaded:
     case ErrorCode::kDraining:
+    case ErrorCode::kUnavailable:
     case ErrorCode::kInternal: return true;
     default: return false;
   }

@@ -1,14 +1,18 @@
 #include "server/server.h"
 
+#include <unistd.h>
+
 #include <csignal>
 
 #include <spdlog/spdlog.h>
 
 #include "base/clock.h"
 #include "bus/local/local_bus.h"
+#include "bus/redis/redis_bus.h"
 #include "gateway/listener.h"
 #include "services/conversation_ids.h"
 #include "services/tern_service.h"
+#include "store/redis/redis_store.h"
 #include "store/fs/fs_blob_store.h"
 #include "store/rocksdb/rocksdb_store.h"
 
@@ -18,6 +22,7 @@ Server::Server(ServerOptions options) : options_(std::move(options)) {}
 
 Server::~Server() {
   stop_purge();
+  if (bus_) bus_->stop();  // no cross-node delivery into services that are going away
   if (loops_) {
     loops_->stop();
     loops_->join();
@@ -30,16 +35,47 @@ Result<uint16_t> Server::start() {
   if (auto r = services::secure_data_dir(options_.data_dir); !r) return r.error();
   auto secret = services::load_or_create_secret(options_.data_dir + "/" + services::kDirectIdSecretFile);
   if (!secret) return secret.error();
-  services::set_direct_id_secret(*secret);
-  store::RocksDbOptions ro;
-  ro.block_cache_mb = options_.block_cache_mb;
-  auto opened = store::RocksDbStore::open(options_.data_dir, ro);
-  if (!opened) return opened.error();
-  store_ = std::move(*opened);
+  if (options_.store == "redis") {
+    // Every node on one Redis must key direct conversation ids alike: the first node's
+    // secret is stored in Redis and used by all (each node's --data still holds its copy).
+    store::redis::RedisStoreOptions ro;
+    auto seeds = store::redis::parse_redis_urls(options_.redis_url);  // one, or a Cluster's seeds
+    if (!seeds) return seeds.error();
+    ro.seeds = *seeds;
+    ro.command_timeout = std::chrono::milliseconds(options_.redis_timeout_ms);
+    ro.wait_replicas = options_.redis_wait_replicas;
+    ro.dense_appends = true;  // several nodes may append to one conversation
+    auto opened = store::redis::RedisStore::open(ro);
+    if (!opened) return opened.error();
+    auto shared = (*opened)->shared_value("tern:direct-id-secret", *secret);
+    if (!shared) return shared.error();
+    services::set_direct_id_secret(*shared);
+    spdlog::info("event=store backend=redis redis={} node={} wait_replicas={}", options_.redis_url,
+                 options_.node_id.empty() ? options_.listen : options_.node_id, options_.redis_wait_replicas);
+    store_ = std::move(*opened);
+  } else {
+    services::set_direct_id_secret(*secret);
+    store::RocksDbOptions ro;
+    ro.block_cache_mb = options_.block_cache_mb;
+    auto opened = store::RocksDbStore::open(options_.data_dir, ro);
+    if (!opened) return opened.error();
+    store_ = std::move(*opened);
+  }
+  // Media blobs stay on this node's disk, also in Redis mode (docs/scaling.md: not shared).
   auto blobs = store::FsBlobStore::open_at(options_.data_dir + "/media");
   if (!blobs) return blobs.error();
   blobs_ = std::move(*blobs);
-  bus_ = std::make_unique<bus::LocalBus>();
+  if (options_.store == "redis") {
+    bus::RedisBusOptions bo;
+    bo.seeds = *store::redis::parse_redis_urls(options_.redis_url);  // checked above
+    // Unique per process by default: two nodes on one host may both listen on port 0.
+    bo.node_id = options_.node_id.empty() ? options_.listen + "/" + std::to_string(::getpid()) : options_.node_id;
+    auto rb = std::make_unique<bus::RedisBus>(bo);
+    if (!rb->start()) return make_error(ErrorCode::kUnavailable, "redis: bus subscription failed");
+    bus_ = std::move(rb);
+  } else {
+    bus_ = std::make_unique<bus::LocalBus>();
+  }
 
   // Default: one loop per core but one, which the store's writer thread (fsync, memtable
   // inserts) keeps busy under load; on a 2-core machine that is one loop (measured in

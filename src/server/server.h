@@ -1,7 +1,7 @@
 // The composition root: options → store backend → bus backend → services → gateway, plus
 // the event loops (one thread each, thread-per-core), the periodic purge of expired
 // idempotency keys, and signal handling.
-// The only place that names concrete backends (RocksDbStore, LocalBus).
+// The only place that names concrete backends (RocksDbStore or RedisStore, LocalBus).
 //
 // Thread affinity: construct, start() and run() from the main thread. run() blocks until
 // SIGTERM/SIGINT, then drains: stop accepting, close WebSockets with 1001, commit what is

@@ -101,6 +101,11 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   real("key_fetch_burst", o.services.key_fetch_burst);
   int64_t days = o.services.idempotency_ttl_ms / (24 * 3600 * 1000);
   num("idempotency_days", days);
+  str("store", o.store);
+  str("redis", o.redis_url);
+  str("node_id", o.node_id);
+  num("redis_wait_replicas", o.redis_wait_replicas);
+  num("redis_timeout_ms", o.redis_timeout_ms);
   o.services.idempotency_ttl_ms = days * 24 * 3600 * 1000;
   // Media and disappearing messages (issue 11).
   num("max_media_bytes", o.services.max_media_bytes);
@@ -238,6 +243,16 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
   app.add_option("--idempotency-days", idem_days, "how long a client_msg_id is remembered (at least 7)")
       ->capture_default_str();
   app.add_option("--block-cache-mb", o.block_cache_mb, "RocksDB block cache")->capture_default_str();
+  app.add_option("--store", o.store, "rocksdb: embedded store in --data (default); redis: shared by several nodes")
+      ->check(CLI::IsMember({"rocksdb", "redis"}))->capture_default_str();
+  app.add_option("--redis", o.redis_url, "with --store redis: redis://HOST:PORT, or a Redis Cluster's seeds, comma-separated");
+  app.add_option("--node-id", o.node_id, "this node's name among the nodes sharing one Redis (default: --listen/pid)");
+  app.add_option("--redis-wait-replicas", o.redis_wait_replicas,
+                 "with --store redis: `sent` only after this many replicas acknowledged the write (WAIT)")
+      ->check(CLI::Range(0, 16))->capture_default_str();
+  app.add_option("--redis-timeout-ms", o.redis_timeout_ms,
+                 "with --store redis: one Redis command; beyond it the request fails with `unavailable`")
+      ->check(CLI::Range(10, 60000))->capture_default_str();
   app.add_option("--max-prekeys-per-upload", o.services.max_prekeys_per_upload,
                  "one-time prekeys in one PUT /v1/keys; more get too_large")->capture_default_str();
   app.add_option("--max-prekeys-per-device", o.services.max_prekeys_per_device,
@@ -336,6 +351,10 @@ Result<ServerOptions> parse_options(int argc, char** argv) {
   o.gateway.ping_interval = std::chrono::seconds(ping);
   o.services.idempotency_ttl_ms = idem_days * 24 * 3600 * 1000;
   o.services.durable = o.durability == "sync";
+  if (o.store != "rocksdb" && o.store != "redis")
+    return make_error(ErrorCode::kInvalidArgument, "store must be rocksdb or redis");
+  if (o.store == "redis" && o.redis_url.empty())
+    return make_error(ErrorCode::kInvalidArgument, "--store redis needs --redis redis://HOST:PORT");
   o.gateway.max_frame_bytes = o.services.limits.max_frame_bytes;
   o.gateway.max_http_body_bytes = o.services.limits.max_http_body_bytes;
 

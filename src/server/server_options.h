@@ -19,6 +19,12 @@ struct ServerOptions {
   std::string metrics_token;         // empty: any device token may read /metrics
   size_t threads = 0;                // event loops; 0: one per core but one (the store writer)
   size_t block_cache_mb = 128;
+  // Issue 10: the shared store for several nodes (docs/scaling.md).
+  std::string store = "rocksdb";     // rocksdb (embedded, default) | redis
+  std::string redis_url;             // --store redis: redis://HOST:PORT
+  std::string node_id;               // this node's name among the nodes on one Redis (default: hostname:port)
+  int redis_wait_replicas = 0;       // > 0: WAIT for this many Redis replicas before `sent`
+  int64_t redis_timeout_ms = 2000;   // one Redis command; beyond it the call fails with `unavailable`
 
   gateway::GatewayOptions gateway;
   services::ServiceOptions services;

@@ -209,7 +209,9 @@ void DeviceSession::on_notification(const std::shared_ptr<const bus::Notificatio
     pos->sent = n->seq;
     if (n->system) refresh_membership(n->conversation_id, *pos);
     out_message.inc();
-    send_to_delivered.observe(static_cast<double>(mono_us() - n->send_started_us) / 1e6);
+    // 0: sequenced on another node (a monotonic clock does not cross processes): not measured.
+    if (n->send_started_us > 0)
+      send_to_delivered.observe(static_cast<double>(mono_us() - n->send_started_us) / 1e6);
     write(std::move(frame));
     return;
   }

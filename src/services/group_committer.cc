@@ -82,7 +82,12 @@ void GroupCommitter::run() {
     if (r) store_writes().inc(merged.ops.size());
     commit_seconds().observe(static_cast<double>(mono_us() - t0) / 1e6);
     batch_sizes().observe(static_cast<double>(work.size()));
-    if (!r) {
+    if (!r && r.error().code == ErrorCode::kUnavailable) {
+      // A shared store (Redis) out of reach: these entries fail, later ones are tried again.
+      // The conversations involved reload their heads from the store before their next seq
+      // (ConvState::stale), so a batch that did apply leaves no duplicate seq.
+      spdlog::error("event=store_unavailable entries={} error=\"{}\"", work.size(), r.error().message);
+    } else if (!r) {
       spdlog::critical("event=store_commit_failed entries={} error=\"{}\"", work.size(), r.error().message);
       std::lock_guard lock(mu_);
       failed_ = true;

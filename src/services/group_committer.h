@@ -18,7 +18,9 @@
 // runs the completion at once, on the caller's thread, with `overloaded`, and returns false.
 // A failed commit is fatal for writes: every later submit fails with `internal` (seqs were
 // handed out for the lost batch; continuing would leave gaps) and the operator restarts the
-// node, which reloads heads from the store.
+// node, which reloads heads from the store. Except `unavailable` (a shared store out of
+// reach, docs/scaling.md): those entries fail and writing goes on; the sequencer reloads the
+// heads of their conversations from the store before it hands out the next seq.
 //
 // Thread-safety: submit() from any thread; completions must not block. Owns its thread;
 // stop() drains and joins. Borrows the store and (optionally) the loops.

@@ -254,7 +254,7 @@ void KeyDirectory::take_bundles(const std::string& user, std::optional<uint32_t>
         std::optional<size_t> low;
         if (exact && threshold > 0 && free == threshold - 1) low = free;
         taken->push_back(Taken{ref, b.one_time_prekey->id, low});
-        batch.add(store::DeleteOneTimePrekey{ref, b.one_time_prekey->id});
+        batch.add(store::DeleteOneTimePrekey{ref, b.one_time_prekey->id, /*take=*/true});
       } else if (in_flight.empty()) {
         s.taking.erase(k);
       }

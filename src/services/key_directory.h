@@ -14,6 +14,9 @@
 //    and marks it; the delete is committed through the group committer and the bundle answered
 //    only after that commit, then the mark goes. So two requesters never get the same key
 //    (in flight: marked; committed: deleted), even across a crash (the answer follows the fsync).
+//    The marks are per node: on a store shared by several nodes (Redis) the delete is a
+//    `take`, which the store refuses (the batch fails with `unavailable`, the requester
+//    retries) when another node handed that key out first.
 //  - A device whose count drops below `prekeys_low_threshold` (the take that leaves exactly
 //    threshold - 1) gets a {"type":"prekeys_low","count":N} frame through the bus; a device
 //    that connects while below gets it from low_frame().

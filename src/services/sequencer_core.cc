@@ -16,10 +16,23 @@ size_t SequencerCore::owner(const std::string& conversation_id) const {
 }
 
 Result<ConvState*> SequencerCore::state(Shard& shard, const std::string& conversation_id) {
-  if (ConvState* s = shard.conversations.find(conversation_id)) return s;
+  ConvState* cached = shard.conversations.find(conversation_id);
+  if (cached && !(cached->stale && cached->in_flight == 0)) return cached;
   auto head = store.head(conversation_id);
   if (!head) return head.error();
+  if (cached) {
+    // After a failed commit the store decides: the head is what it has (the failed batch
+    // applied or not); what the loop remembered about later seqs is dropped.
+    std::unique_ptr<ChannelState> channel = std::move(cached->channel);
+    *cached = ConvState{};
+    cached->channel = std::move(channel);
+    cached->id = conversation_id;
+    cached->head = *head;
+    cached->senders_from = *head + 1;
+    return cached;
+  }
   ConvState fresh;
+  fresh.id = conversation_id;
   fresh.head = *head;
   fresh.senders_from = *head + 1;
   return &shard.conversations.emplace(conversation_id, std::move(fresh));
@@ -37,8 +50,14 @@ bool SequencerCore::submit(ConvState& state, store::Batch batch, GroupCommitter:
   ++state.in_flight;
   // Pinned entries are never evicted, so the pointer stays valid until the completion,
   // which runs on this loop (the committer hands completions back to the submitting loop).
-  return committer.submit(std::move(batch), [s = &state, done = std::move(done)](const Result<void>& r) {
+  return committer.submit(std::move(batch), [this, s = &state, done = std::move(done)](const Result<void>& r) {
     --s->in_flight;
+    if (!r && r.error().code == ErrorCode::kUnavailable) {
+      // The store may not have this batch: the head and a membership snapshot put before the
+      // commit (Directory::put_conversation) are reloaded from the store on next use.
+      s->stale = true;
+      directory.forget_conversation(s->id);
+    }
     done(r);
   });
 }
@@ -71,6 +90,7 @@ void SequencerCore::publish_conversation(const std::string& conversation_id, Seq
   n->send_started_us = started_us;
   n->origin = origin;
   n->per_device = per_device;
+  bus.publish_conversation(n);  // the sessions following it on other nodes (a no-op on one node)
   fanout->publish(std::move(n));
 }
 

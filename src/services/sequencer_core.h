@@ -78,6 +78,10 @@ struct ChannelState {
 struct ConvState {
   Seq head = 0;            // last seq assigned (committed or in flight)
   size_t in_flight = 0;    // batches submitted and not yet completed; > 0 pins the entry
+  // A batch of this conversation failed with `unavailable` (a shared store that may or may
+  // not have applied it): once nothing is in flight, the next touch reloads the head.
+  bool stale = false;
+  std::string id;  // the conversation's id (to drop its directory snapshot after such a failure)
   bool receipts_loaded = false;
   // Who sent the most recent messages (at most kRecentSenders): a receipt goes to the
   // senders of the messages it covers, not to every member (members² frames per message in

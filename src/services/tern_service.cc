@@ -26,6 +26,12 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
     media_ = std::make_unique<Media>(options_, store_, *blobs, *committer_, *directory_, *accounts_, draining_);
     sequencer_->set_media(media_.get());
   }
+  // Membership changed on another node (a multi-node bus): its snapshot here is stale.
+  bus_.set_change_sink([directory = directory_.get()](const std::string& id) { directory->forget_conversation(id); });
+  // Read-side posts sequenced on other nodes (a multi-node bus) reach this node's followers.
+  bus_.set_conversation_sink([fanout = fanout_.get()](std::shared_ptr<const bus::Notification> n) {
+    fanout->publish(std::move(n));
+  });
   ctx_ = std::make_unique<ServiceContext>(ServiceContext{options_, loops, admission_, store_, *committer_, *directory_,
                                                          bus_, *sequencer_, *presence_, *accounts_, draining_,
                                                          *fanout_, keys_.get(), media_.get()});

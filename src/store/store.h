@@ -157,7 +157,11 @@ struct OneTimePrekey {
 };
 struct PutDeviceKeys { DeviceRef device; DeviceKeys keys; };         // blind put
 struct PutOneTimePrekey { DeviceRef device; OneTimePrekey key; };    // blind put (same id: replaced)
-struct DeleteOneTimePrekey { DeviceRef device; uint32_t id = 0; };   // blind delete
+// Blind delete, unless `take` (a bundle handing the key out): then a store shared by several
+// nodes (Redis) refuses the whole batch with kUnavailable, writing nothing, if the key was
+// gone before the batch (another node handed it out). A single-node store ignores `take`:
+// KeyDirectory's in-process marks already serialize the takes of one device there.
+struct DeleteOneTimePrekey { DeviceRef device; uint32_t id = 0; bool take = false; };
 
 // ---- media and expiry (issue 11) ----
 // An uploaded blob, owned by `owner` (the uploader); also indexed as pending (never sent)

@@ -45,6 +45,10 @@ int decode_status(int status) {
 }  // namespace
 
 TestServer::TestServer(std::vector<std::string> args) : args_(std::move(args)) {
+  // The *_redis integration binaries (support/redis_backend.cc) run the same tests on
+  // `ternd --store redis` against a redis-server they started.
+  if (const char* url = std::getenv("TERN_TEST_REDIS_URL"); url && *url)
+    args_.insert(args_.end(), {"--store", "redis", "--redis", url});
   char tmpl[] = "/tmp/tern-itest-XXXXXX";
   if (::mkdtemp(tmpl) != nullptr) {
     root_ = tmpl;

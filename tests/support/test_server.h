@@ -21,7 +21,8 @@ std::string ternd_path();
 
 class TestServer {
  public:
-  // `args` are extra ternd flags (e.g. {"--max-page", "5"}); --listen and --data are added.
+  // `args` are extra ternd flags (e.g. {"--max-page", "5"}); --listen and --data are added,
+  // and `--store redis --redis $TERN_TEST_REDIS_URL` when that variable is set.
   explicit TestServer(std::vector<std::string> args = {});
   ~TestServer();
   TestServer(const TestServer&) = delete;

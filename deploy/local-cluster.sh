@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# A local demo of Tern on several nodes (docs/scaling.md): one redis-server (AOF, appendfsync
+# always), three ternd nodes on it, and HAProxy (Debian's haproxy) in front on :8080,
+# WebSocket-aware (haproxy.cfg). Everything runs under ./tern-cluster (data, logs, pids).
+#   deploy/local-cluster.sh start   # then clients use http://127.0.0.1:8080 and ws://127.0.0.1:8080/v1/ws
+#   deploy/local-cluster.sh start --redis-cluster   # a Redis Cluster (3 masters + 3 replicas,
+#                                   # ports REDIS_PORT..REDIS_PORT+5) instead of one redis-server
+#   deploy/local-cluster.sh stop
+# Needs: redis-server, haproxy (apt-get install redis-server haproxy), ternd built (build/bin).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="${TERN_CLUSTER_DIR:-$PWD/tern-cluster}"
+ternd="${TERND:-$here/../build/bin/ternd}"
+redis_port="${REDIS_PORT:-6390}"
+ports=(8081 8082 8083)
+
+start() {
+  mkdir -p "$root"
+  command -v redis-server >/dev/null || { echo "redis-server missing (apt-get install redis-server)"; exit 1; }
+  command -v haproxy >/dev/null || { echo "haproxy missing (apt-get install haproxy)"; exit 1; }
+  [ -x "$ternd" ] || { echo "ternd not found at $ternd (build it, or set TERND)"; exit 1; }
+  local redis_url="redis://127.0.0.1:$redis_port" extra=()
+  if [ "${1:-}" = "--redis-cluster" ]; then
+    # Six nodes, each with its own directory (AOF, nodes.conf); redis-cli pairs each master
+    # with a replica. Every write waits for that replica (--redis-wait-replicas 1), so an
+    # acknowledged message survives a master's failover (docs/scaling.md).
+    local seeds=() addrs=()
+    for k in 0 1 2 3 4 5; do
+      local p=$((redis_port + k))
+      mkdir -p "$root/redis-$p"
+      redis-server --port "$p" --bind 127.0.0.1 --dir "$root/redis-$p" --cluster-enabled yes \
+        --cluster-config-file nodes.conf --cluster-node-timeout 5000 --appendonly yes \
+        --appendfsync always --save '' --maxmemory-policy noeviction --daemonize yes \
+        --pidfile "$root/redis-$p.pid" --logfile "$root/redis-$p.log"
+      addrs+=("127.0.0.1:$p")
+      [ "$k" -lt 3 ] && seeds+=("redis://127.0.0.1:$p")
+    done
+    for a in "${addrs[@]}"; do
+      for i in $(seq 1 60); do redis-cli -p "${a#*:}" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+    done
+    redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$root/redis-create.log"
+    for a in "${addrs[@]}"; do
+      for i in $(seq 1 100); do
+        redis-cli -p "${a#*:}" cluster info 2>/dev/null | grep -q cluster_state:ok && break; sleep 0.1
+      done
+    done
+    redis_url=$(IFS=,; echo "${seeds[*]}")
+    extra=(--redis-wait-replicas 1)
+  else
+    mkdir -p "$root/redis"
+    redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$root/redis" --appendonly yes \
+      --appendfsync always --save '' --maxmemory-policy noeviction --daemonize yes \
+      --pidfile "$root/redis.pid" --logfile "$root/redis.log"
+    for i in $(seq 1 60); do redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+  fi
+  for i in 0 1 2; do
+    n=$((i + 1))
+    mkdir -p "$root/n$n"
+    "$ternd" --store redis --redis "$redis_url" "${extra[@]}" --node-id "n$n" \
+      --listen "127.0.0.1:${ports[$i]}" --data "$root/n$n/data" >"$root/n$n/ternd.log" 2>&1 &
+    echo $! >"$root/n$n.pid"
+  done
+  for p in "${ports[@]}"; do
+    for i in $(seq 1 100); do curl -fs "http://127.0.0.1:$p/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  done
+  haproxy -f "$here/haproxy.cfg" -D -p "$root/haproxy.pid"
+  echo "up: http://127.0.0.1:8080 (nodes ${ports[*]}, redis $redis_url); logs in $root"
+}
+
+stop() {
+  [ -f "$root/haproxy.pid" ] && kill "$(cat "$root/haproxy.pid")" 2>/dev/null || true
+  for n in 1 2 3; do [ -f "$root/n$n.pid" ] && kill "$(cat "$root/n$n.pid")" 2>/dev/null || true; done
+  sleep 1
+  for f in "$root"/redis*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  rm -f "$root"/*.pid
+  echo "stopped"
+}
+
+case "${1:-}" in
+  start) start "${2:-}" ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|stop"; exit 2 ;;
+esac

@@ -1,0 +1,448 @@
+#include "bus/redis/redis_bus.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <hiredis/hiredis.h>
+#include <spdlog/spdlog.h>
+
+#include "base/clock.h"
+#include "base/metrics.h"
+
+namespace tern::bus {
+
+namespace {
+
+using store::redis::RedisCluster;
+using store::redis::RedisConnection;
+using store::redis::key_slot;
+constexpr const char* kChannel = "tern:bus";
+
+Counter& dropped_metric = MetricsRegistry::global().counter(
+    "tern_bus_dropped_total", "cross-node events dropped (Redis away or queue full); replay heals messages");
+Counter& published_metric =
+    MetricsRegistry::global().counter("tern_bus_published_total", "cross-node events published to Redis");
+Counter& received_metric =
+    MetricsRegistry::global().counter("tern_bus_received_total", "cross-node events received from other nodes");
+
+void put_u32(std::string& out, uint32_t v) {
+  for (int i = 3; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+void put_u64(std::string& out, uint64_t v) {
+  for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+void put_str(std::string& out, std::string_view s) {
+  put_u32(out, static_cast<uint32_t>(s.size()));
+  out.append(s);
+}
+
+// A bounds-checked reader over one batch.
+struct Reader {
+  std::string_view in;
+  bool ok = true;
+  uint64_t num(int bytes) {
+    if (in.size() < static_cast<size_t>(bytes)) {
+      ok = false;
+      return 0;
+    }
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; ++i) v = (v << 8) | static_cast<unsigned char>(in[i]);
+    in.remove_prefix(bytes);
+    return v;
+  }
+  std::string str() {
+    const uint64_t n = num(4);
+    if (!ok || in.size() < n) {
+      ok = false;
+      return {};
+    }
+    std::string s(in.substr(0, n));
+    in.remove_prefix(n);
+    return s;
+  }
+};
+
+std::string registry_key(const std::string& user) { return "{r:" + user + "}"; }
+
+// KEYS[1]: a user's registry hash. ARGV: '+' (write ARGV[2] → ARGV[3]), '-' (remove ARGV[2])
+// or '=' (neither), then now (ms). Returns the entries whose expiry ("<node> <ms>") is later.
+constexpr const char* kRegistryCount = R"lua(
+if ARGV[1] == '+' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+elseif ARGV[1] == '-' then redis.call('HDEL', KEYS[1], ARGV[2]) end
+local now = tonumber(ARGV[4])
+local n = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+  local exp = tonumber(string.match(v, ' (%d+)$'))
+  if exp and exp > now then n = n + 1 end
+end
+return n
+)lua";
+
+// KEYS[1]: a registry hash. ARGV: device, value. The periodic refresh: rewrites the entry
+// only while it is there (a detach that removed it meanwhile is not undone).
+constexpr const char* kRegistryRefresh =
+    "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 1";
+
+}  // namespace
+
+void RedisBus::encode(std::string& out, const Event& e) {
+  const Notification& n = *e.n;
+  out.push_back(static_cast<char>(e.target));
+  put_str(out, e.device.user);
+  put_u32(out, e.device.device);
+  out.push_back(static_cast<char>(n.kind));
+  put_str(out, n.conversation_id);
+  put_u64(out, n.seq);
+  out.push_back(static_cast<char>((n.per_device ? 1 : 0) | (n.system ? 2 : 0) | (n.droppable ? 4 : 0) |
+                                  (n.frame ? 8 : 0)));
+  put_str(out, n.frame ? std::string_view(*n.frame) : std::string_view());
+  put_str(out, n.origin.user);
+  put_u32(out, n.origin.device);
+}
+
+bool RedisBus::decode(std::string_view in, std::vector<Event>& out) {
+  Reader r{in};
+  while (r.ok && !r.in.empty()) {
+    Event e;
+    const auto target = static_cast<Target>(r.num(1));
+    if (target != Target::kDevice && target != Target::kUser && target != Target::kConversation &&
+        target != Target::kChanged && target != Target::kDisconnect)
+      return false;
+    e.target = target;
+    e.device.user = r.str();
+    e.device.device = static_cast<uint32_t>(r.num(4));
+    auto n = std::make_shared<Notification>();
+    const uint64_t kind = r.num(1);
+    if (kind > static_cast<uint64_t>(Notification::Kind::kMembership)) return false;
+    n->kind = static_cast<Notification::Kind>(kind);
+    n->conversation_id = r.str();
+    n->seq = r.num(8);
+    const uint64_t flags = r.num(1);
+    n->per_device = flags & 1;
+    n->system = flags & 2;
+    n->droppable = flags & 4;
+    std::string frame = r.str();
+    if (flags & 8) n->frame = std::make_shared<const std::string>(std::move(frame));
+    n->origin.user = r.str();
+    n->origin.device = static_cast<uint32_t>(r.num(4));
+    if (!r.ok) return false;
+    e.n = std::move(n);
+    out.push_back(std::move(e));
+  }
+  return r.ok;
+}
+
+RedisBus::RedisBus(RedisBusOptions options) : options_(std::move(options)) {}
+
+RedisBus::~RedisBus() { stop(); }
+
+void RedisBus::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    if (sub_conn_) sub_conn_->interrupt();
+  }
+  cv_.notify_all();
+  if (publisher_thread_.joinable()) publisher_thread_.join();
+  if (subscriber_thread_.joinable()) subscriber_thread_.join();
+}
+
+bool RedisBus::start(std::chrono::milliseconds deadline) {
+  publisher_thread_ = std::thread([this] { publisher(); });
+  subscriber_thread_ = std::thread([this] { subscriber(); });
+  std::unique_lock lock(mu_);
+  return subscribed_cv_.wait_for(lock, deadline, [&] { return subscribed_; });
+}
+
+Result<size_t> RedisBus::registry_count(char op, const DeviceRef& device) {
+  const std::string key = registry_key(device.user), dev = std::to_string(device.device);
+  const std::string value = options_.node_id + " " + std::to_string(now_ms() + options_.registry_ttl.count());
+  const std::string now = std::to_string(now_ms());
+  const std::string mode(1, op);
+  std::lock_guard lock(query_mu_);
+  if (!query_) {
+    auto c = RedisCluster::open(cluster_options(options_.command_timeout));
+    if (!c) return c.error();
+    query_ = std::move(c).value();
+  }
+  auto r = query_->run1(key_slot(key), {"EVAL", kRegistryCount, "1", key, mode, dev, value, now});
+  if (!r) return r.error();
+  if ((*r)->type != REDIS_REPLY_INTEGER) return make_error(ErrorCode::kUnavailable, "redis: registry count failed");
+  return static_cast<size_t>((*r)->integer);
+}
+
+size_t RedisBus::attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint) {
+  const Endpoint* ptr = endpoint.get();
+  const size_t n = local_.attach(device, std::move(endpoint));
+  {
+    std::lock_guard lock(mu_);
+    attached_[{device.user, device.device}] = ptr;
+  }
+  auto count = registry_count('+', device);
+  if (count) return std::max(*count, n);
+  {
+    std::lock_guard lock(mu_);
+    registry_ops_.emplace_back(true, device);
+  }
+  cv_.notify_one();
+  return n;
+}
+
+size_t RedisBus::detach(const DeviceRef& device, const Endpoint* endpoint) {
+  const size_t n = local_.detach(device, endpoint);
+  // Only the device's current endpoint removes it (a replaced one's detach comes later).
+  bool gone = false;
+  {
+    std::lock_guard lock(mu_);
+    auto it = attached_.find({device.user, device.device});
+    if (it != attached_.end() && it->second == endpoint) {
+      attached_.erase(it);
+      gone = true;
+    }
+  }
+  auto count = registry_count(gone ? '-' : '=', device);
+  if (count) return std::max(*count, n);
+  if (gone) {
+    {
+      std::lock_guard lock(mu_);
+      registry_ops_.emplace_back(false, device);
+    }
+    cv_.notify_one();
+  }
+  return n;
+}
+
+bool RedisBus::publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) {
+  bool here, changed = false;
+  {
+    std::lock_guard lock(mu_);
+    here = attached_.count({device.user, device.device}) > 0;
+    if (n->system && n->kind == Notification::Kind::kMessage &&
+        (last_changed_.first != n->conversation_id || last_changed_.second != n->seq)) {
+      last_changed_ = {n->conversation_id, n->seq};
+      changed = true;
+    }
+  }
+  if (changed) enqueue(Event{Target::kChanged, DeviceRef{}, n});
+  if (here) return local_.publish(device, n);
+  enqueue(Event{Target::kDevice, device, n});
+  return false;
+}
+
+void RedisBus::disconnect(const DeviceRef& device) {
+  local_.disconnect(device);
+  enqueue(Event{Target::kDisconnect, device, std::make_shared<const Notification>()});
+}
+
+void RedisBus::publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) {
+  local_.publish_user(user, n);
+  enqueue(Event{Target::kUser, DeviceRef{user, 0}, n});
+}
+
+void RedisBus::publish_conversation(const std::shared_ptr<const Notification>& n) {
+  enqueue(Event{Target::kConversation, DeviceRef{}, n});
+}
+
+void RedisBus::set_change_sink(std::function<void(const std::string& conversation_id)> sink) {
+  change_sink_ = std::move(sink);
+}
+
+void RedisBus::set_conversation_sink(std::function<void(std::shared_ptr<const Notification>)> sink) {
+  sink_ = std::move(sink);
+}
+
+store::redis::RedisClusterOptions RedisBus::cluster_options(std::chrono::milliseconds command_timeout) const {
+  store::redis::RedisClusterOptions o;
+  o.seeds = options_.seeds.empty() ? std::vector<store::redis::RedisAddress>{options_.address} : options_.seeds;
+  o.command_timeout = command_timeout;
+  return o;
+}
+
+bool RedisBus::online(const std::string& user) {
+  if (local_.online(user)) return true;
+  std::lock_guard lock(query_mu_);
+  if (!query_) {
+    auto c = RedisCluster::open(cluster_options(options_.command_timeout));
+    if (!c) return false;  // unknown: say offline (presence is advisory)
+    query_ = std::move(c).value();
+  }
+  const std::string key = registry_key(user);
+  auto r = query_->run1(key_slot(key), {"HVALS", key});
+  if (!r || (*r)->type != REDIS_REPLY_ARRAY) return false;
+  const int64_t now = now_ms();
+  for (size_t i = 0; i < (*r)->elements; ++i) {
+    std::string_view v((*r)->element[i]->str, (*r)->element[i]->len);
+    const size_t sp = v.rfind(' ');
+    if (sp == std::string_view::npos) continue;
+    if (std::atoll(std::string(v.substr(sp + 1)).c_str()) > now) return true;
+  }
+  return false;
+}
+
+void RedisBus::enqueue(Event e) {
+  {
+    std::lock_guard lock(mu_);
+    if (queue_.size() >= options_.queue_limit) {
+      dropped_metric.inc();
+      return;
+    }
+    queue_.push_back(std::move(e));
+  }
+  cv_.notify_one();
+}
+
+void RedisBus::publisher() {
+  std::unique_ptr<RedisCluster> conn;
+  std::chrono::steady_clock::time_point retry_after{};
+  const auto refresh_every = options_.registry_ttl / 3;
+  auto next_refresh = std::chrono::steady_clock::now() + refresh_every;
+  std::deque<Event> events;
+  std::deque<std::pair<bool, DeviceRef>> reg;
+  std::vector<std::pair<std::string, uint32_t>> refresh;
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_until(lock, next_refresh, [&] { return stopping_ || !queue_.empty() || !registry_ops_.empty(); });
+      if (stopping_) return;
+      events.swap(queue_);
+      reg.swap(registry_ops_);
+      refresh.clear();
+      if (std::chrono::steady_clock::now() >= next_refresh) {
+        for (const auto& [d, ep] : attached_) refresh.push_back(d);
+        next_refresh = std::chrono::steady_clock::now() + refresh_every;
+      }
+    }
+    if (!conn && std::chrono::steady_clock::now() >= retry_after) {
+      auto c = RedisCluster::open(cluster_options(options_.command_timeout));
+      if (c) conn = std::move(c).value();
+      else retry_after = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+    }
+    if (!conn) {
+      dropped_metric.inc(events.size());
+      events.clear();
+      reg.clear();
+      continue;
+    }
+    // One batch: the node header, then every event; plus the registry writes; one round trip.
+    // On a cluster, the publish goes to the channel's shard and each registry write to its
+    // key's slot: one pipeline per slot, all nodes written before any reply is read.
+    std::deque<std::string> owned;  // stable addresses for the argv views
+    std::map<uint16_t, std::vector<std::vector<std::string_view>>> by_slot;
+    if (!events.empty()) {
+      std::string payload;
+      put_str(payload, options_.node_id);
+      for (const Event& e : events) encode(payload, e);
+      owned.push_back(std::move(payload));
+      by_slot[key_slot(kChannel)].push_back({conn->is_cluster() ? "SPUBLISH" : "PUBLISH", kChannel, owned.back()});
+    }
+    const std::string expires = std::to_string(now_ms() + options_.registry_ttl.count());
+    const std::string value = options_.node_id + " " + expires;
+    auto put = [&](const std::string& user, uint32_t device) {
+      owned.push_back(registry_key(user));
+      owned.push_back(std::to_string(device));
+      by_slot[key_slot(owned[owned.size() - 2])].push_back({"HSET", owned[owned.size() - 2], owned.back(), value});
+    };
+    for (auto& [attach, d] : reg) {
+      if (attach) put(d.user, d.device);
+      else {
+        owned.push_back(registry_key(d.user));
+        owned.push_back(std::to_string(d.device));
+        by_slot[key_slot(owned[owned.size() - 2])].push_back({"HDEL", owned[owned.size() - 2], owned.back()});
+      }
+    }
+    for (auto& [user, device] : refresh) {
+      owned.push_back(registry_key(user));
+      owned.push_back(std::to_string(device));
+      by_slot[key_slot(owned[owned.size() - 2])].push_back(
+          {"EVAL", kRegistryRefresh, "1", owned[owned.size() - 2], owned.back(), value});
+    }
+    if (by_slot.empty()) continue;
+    std::vector<store::redis::SlotCommands> batches;
+    for (auto& [slot, cmds] : by_slot) batches.push_back({slot, std::move(cmds)});
+    auto r = conn->run_many(batches);
+    if (!r) dropped_metric.inc(events.size());
+    else published_metric.inc(events.size());
+    events.clear();
+    reg.clear();
+  }
+}
+
+void RedisBus::subscriber() {
+  bool first = true;
+  for (;;) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+    }
+    if (!first) std::this_thread::sleep_for(std::chrono::milliseconds(200));  // reconnect back-off
+    first = false;
+    // Which node holds the channel (on a cluster: the master of its slot, as of now).
+    auto topology = RedisCluster::open(cluster_options(options_.command_timeout));
+    if (!topology) continue;
+    const bool sharded = (*topology)->is_cluster();
+    auto where = store::redis::parse_redis_url((*topology)->owner(key_slot(kChannel)));
+    if (!where) continue;
+    // No read timeout: the thread waits for pushes; the destructor interrupts it.
+    auto c = RedisConnection::connect(*where, std::chrono::milliseconds(200), std::chrono::milliseconds(0));
+    if (!c) continue;
+    RedisConnection* conn = c->get();
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+      sub_conn_ = std::move(c).value();
+    }
+    // A MOVED answer (the map changed since) is an error reply: not subscribed, start over.
+    auto ok = conn->command({sharded ? "SSUBSCRIBE" : "SUBSCRIBE", kChannel});
+    if (ok && (*ok)->type == REDIS_REPLY_ARRAY) {
+      spdlog::info("event=bus_subscribed node={}", options_.node_id);
+      {
+        std::lock_guard lock(mu_);
+        subscribed_ = true;
+      }
+      subscribed_cv_.notify_all();
+      for (;;) {
+        auto m = conn->read_push();
+        if (!m) break;
+        const redisReply* r = m->get();
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || r->element[0]->type != REDIS_REPLY_STRING) continue;
+        const std::string_view kind(r->element[0]->str, r->element[0]->len);
+        // ["message" | "smessage", channel, payload]
+        if ((kind == "message" || kind == "smessage") && r->element[2]->type == REDIS_REPLY_STRING)
+          deliver(std::string_view(r->element[2]->str, r->element[2]->len));
+        // The slot moved or the master failed over: the server dropped the subscription.
+        if (kind == "sunsubscribe") break;
+      }
+    }
+    std::lock_guard lock(mu_);
+    sub_conn_.reset();
+    if (stopping_) return;
+    spdlog::warn("event=bus_subscription_lost node={} action=reconnect", options_.node_id);
+  }
+}
+
+void RedisBus::deliver(std::string_view payload) {
+  Reader r{payload};
+  const std::string from = r.str();
+  if (!r.ok || from == options_.node_id) return;  // our own batch
+  std::vector<Event> events;
+  if (!decode(r.in, events)) {
+    spdlog::warn("event=bus_bad_batch from={}", from);
+    return;
+  }
+  received_metric.inc(events.size());
+  for (Event& e : events) {
+    // Membership first: a local session told of the system message below re-reads it fresh.
+    if (e.n->system && e.n->kind == Notification::Kind::kMessage && change_sink_) change_sink_(e.n->conversation_id);
+    switch (e.target) {
+      case Target::kChanged: break;
+      case Target::kDisconnect: local_.disconnect(e.device); break;
+      case Target::kDevice: local_.publish(e.device, e.n); break;
+      case Target::kUser: local_.publish_user(e.device.user, e.n); break;
+      case Target::kConversation:
+        if (sink_) sink_(std::move(e.n));
+        break;
+    }
+  }
+}
+
+}  // namespace tern::bus

@@ -1,0 +1,147 @@
+// RedisBus: the Bus (bus/bus.h) across several ternd nodes on one Redis (docs/scaling.md).
+//
+// Local delivery is a LocalBus. What may concern another node goes over Redis pub/sub on one
+// channel, `tern:bus`, that every node subscribes to:
+//   publish(device)        delivered here if the device is attached here, else published
+//   publish_user(user)     delivered to this node's devices of the user and published
+//   publish_conversation   published (read-side posts; the other nodes' LiveFanout)
+// Each node ignores its own batches and hands the others' to its LocalBus (a device not
+// attached here is a no-op) or its conversation sink. One channel for all nodes: every node
+// receives every cross-node event, which is fine for a handful of nodes; a channel per node
+// chosen through the connection registry below is the next step (not built).
+//
+// Batching: publishes are queued and a publisher thread sends everything queued as one
+// PUBLISH (one Redis round trip per batch, however many events). The subscriber runs on its
+// own thread with a blocking hiredis connection (chosen over hiredis async on the loops: it
+// is simpler and keeps Redis latency off the loops).
+//
+// Never trusted for durability: a publish lost while Redis is away (or the queue is over its
+// bound) is dropped and counted. The message is in the store: a session notices the gap at
+// its next message or reconnect and reads the log (services/device_session.h); typing and
+// presence are ephemeral by definition.
+//
+// Membership caches: a system message (membership change) also goes out once as a kChanged
+// event, on which every other node drops its cached snapshot of the conversation (the
+// change sink: services' Directory), so their next send reads the new members from Redis.
+//
+// Redis Cluster: the channel is a sharded channel (SPUBLISH / SSUBSCRIBE, Redis 7): it lives
+// on the master that serves its slot, so every node publishes to and subscribes on that one
+// shard. The subscriber asks the cluster which master serves the channel's slot and holds an
+// SSUBSCRIBE there; when the slot moves or the master fails over (an `sunsubscribe` push, a
+// MOVED answer, or a broken connection) it re-reads the topology and subscribes again
+// (events published meanwhile are lost: replay heals messages). On one redis-server it uses
+// plain PUBLISH / SUBSCRIBE. Registry keys are routed by their slot (RedisCluster).
+//
+// Registry: every attached device is written to Redis as {r:<user>} <device> → "<node>
+// <expires ms>", refreshed every ttl/3 (only while the entry is there) and removed on
+// detach; online(user) is true if a device is attached here or an unexpired entry exists. A
+// dead node's entries expire after the ttl.
+//
+// Presence counts: attach() and detach() write or remove the device's entry and count the
+// user's unexpired entries in one script (atomic on Redis), so the count they return covers
+// the user's devices on every node: the first device of a user to attach anywhere sees 1
+// (online), the last to detach anywhere sees 0 (offline), even when two nodes do it at the
+// same moment. Both are one Redis round trip on the calling loop (the same blocking
+// deviation as RedisStore's reads; docs/scaling.md); if Redis cannot be reached they fall
+// back to this node's own count and queue the registry write.
+//
+// Thread-safety: every method from any thread. Owns its two threads (joined by the
+// destructor) and the LocalBus.
+#pragma once
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <map>
+
+#include "bus/bus.h"
+#include "bus/local/local_bus.h"
+#include "store/redis/redis_cluster.h"
+#include "store/redis/redis_connection.h"
+
+namespace tern::bus {
+
+struct RedisBusOptions {
+  store::redis::RedisAddress address;
+  // Seeds of a Redis Cluster (or of one redis-server); when set, used instead of `address`.
+  std::vector<store::redis::RedisAddress> seeds;
+  std::string node_id;                               // unique among the nodes on this Redis
+  std::chrono::milliseconds registry_ttl{30000};
+  std::chrono::milliseconds command_timeout{1000};
+  size_t queue_limit = 100000;                       // events waiting to be published; more are dropped
+};
+
+class RedisBus final : public Bus {
+ public:
+  explicit RedisBus(RedisBusOptions options);
+  ~RedisBus() override;
+
+  // Starts the threads and waits (at most `deadline`) for the subscription to be in place;
+  // false if Redis could not be reached in time (the threads keep trying).
+  bool start(std::chrono::milliseconds deadline = std::chrono::milliseconds(5000));
+
+  size_t attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint) override;
+  size_t detach(const DeviceRef& device, const Endpoint* endpoint) override;
+  // True only if the device is attached to this node: a device attached to another node
+  // reads as offline here (push may wake it needlessly; docs/scaling.md).
+  bool publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) override;
+  void publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) override;
+  bool online(const std::string& user) override;
+  void publish_conversation(const std::shared_ptr<const Notification>& n) override;
+  void set_conversation_sink(std::function<void(std::shared_ptr<const Notification>)> sink) override;
+  void set_change_sink(std::function<void(const std::string& conversation_id)> sink) override;
+  // Closes the device's connection here and on every other node (a kDisconnect event).
+  void disconnect(const DeviceRef& device) override;
+  void stop() override;  // also run by the destructor
+
+  // The wire form of one event (exposed for the tests): target + notification.
+  // kChanged: a system message of n->conversation_id (sent once per seq, even when every
+  // recipient is attached here): the other nodes drop their cached membership of it.
+  // kDisconnect: close the device's connection (admin revocation) wherever it is attached.
+  enum class Target : uint8_t { kDevice = 'D', kUser = 'U', kConversation = 'C', kChanged = 'X', kDisconnect = 'K' };
+  struct Event {
+    Target target = Target::kDevice;
+    DeviceRef device;  // kDevice: the device; kUser: .user
+    std::shared_ptr<const Notification> n;
+  };
+  static void encode(std::string& out, const Event& e);
+  // Decodes every event of a batch body (after the node header); false if malformed.
+  static bool decode(std::string_view in, std::vector<Event>& out);
+
+ private:
+  void enqueue(Event e);
+  void publisher();
+  void subscriber();
+  void deliver(std::string_view payload);
+  // Writes ('+'), removes ('-') or leaves ('=') the device's registry entry and returns how
+  // many of the user's entries have not expired; an error if Redis cannot be reached.
+  Result<size_t> registry_count(char op, const DeviceRef& device);
+  store::redis::RedisClusterOptions cluster_options(std::chrono::milliseconds command_timeout) const;
+
+  const RedisBusOptions options_;
+  LocalBus local_;
+  std::function<void(std::shared_ptr<const Notification>)> sink_;
+  std::function<void(const std::string&)> change_sink_;
+  std::pair<std::string, Seq> last_changed_;  // guarded by mu_: one kChanged per system message
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Event> queue_;
+  std::deque<std::pair<bool, DeviceRef>> registry_ops_;  // (attach?, device) to write
+  std::map<std::pair<std::string, uint32_t>, const Endpoint*> attached_;  // here; refreshed in the registry
+  bool stopping_ = false;
+  bool subscribed_ = false;
+  std::condition_variable subscribed_cv_;
+  std::unique_ptr<store::redis::RedisConnection> sub_conn_;  // guarded by mu_ (for interrupt())
+  std::mutex query_mu_;  // online(): one client, one query at a time
+  std::unique_ptr<store::redis::RedisCluster> query_;
+  std::thread publisher_thread_;
+  std::thread subscriber_thread_;
+};
+
+}  // namespace tern::bus

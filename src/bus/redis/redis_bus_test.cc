@@ -1,0 +1,235 @@
+// RedisBus: the wire form of cross-node events (round trip, malformed input refused) and two
+// buses on a real redis-server delivering to each other's endpoints.
+#include "bus/redis/redis_bus.h"
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "store/redis/testing/redis_cluster_server.h"
+#include "store/redis/testing/redis_server.h"
+
+namespace tern::bus {
+namespace {
+
+std::shared_ptr<const Notification> sample() {
+  auto n = std::make_shared<Notification>();
+  n->kind = Notification::Kind::kMessage;
+  n->conversation_id = "g-1";
+  n->seq = 0x0102030405060708ull;
+  n->per_device = true;
+  n->droppable = true;
+  n->frame = std::make_shared<const std::string>(std::string("{\"x\":1}\0z", 9));
+  n->origin = DeviceRef{"alice", 3};
+  return n;
+}
+
+TEST(RedisBusCodec, RoundTripsEveryField) {
+  std::string out;
+  RedisBus::encode(out, RedisBus::Event{RedisBus::Target::kDevice, DeviceRef{"bob", 7}, sample()});
+  RedisBus::encode(out, RedisBus::Event{RedisBus::Target::kUser, DeviceRef{"carol", 0}, std::make_shared<Notification>()});
+  std::vector<RedisBus::Event> got;
+  ASSERT_TRUE(RedisBus::decode(out, got));
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].target, RedisBus::Target::kDevice);
+  EXPECT_EQ(got[0].device.user, "bob");
+  EXPECT_EQ(got[0].device.device, 7u);
+  const Notification& n = *got[0].n;
+  EXPECT_EQ(n.kind, Notification::Kind::kMessage);
+  EXPECT_EQ(n.conversation_id, "g-1");
+  EXPECT_EQ(n.seq, 0x0102030405060708ull);
+  EXPECT_TRUE(n.per_device);
+  EXPECT_FALSE(n.system);
+  EXPECT_TRUE(n.droppable);
+  ASSERT_TRUE(n.frame);
+  EXPECT_EQ(*n.frame, std::string("{\"x\":1}\0z", 9));
+  EXPECT_EQ(n.origin.user, "alice");
+  EXPECT_EQ(n.origin.device, 3u);
+  EXPECT_EQ(got[1].target, RedisBus::Target::kUser);
+  EXPECT_FALSE(got[1].n->frame);
+}
+
+TEST(RedisBusCodec, TruncatedOrBadInputIsRefused) {
+  std::string out;
+  RedisBus::encode(out, RedisBus::Event{RedisBus::Target::kDevice, DeviceRef{"bob", 7}, sample()});
+  for (size_t len = 1; len < out.size(); ++len) {
+    std::vector<RedisBus::Event> got;
+    EXPECT_FALSE(RedisBus::decode(std::string_view(out).substr(0, len), got)) << len;
+  }
+  std::string bad = out;
+  bad[0] = 'Q';  // unknown target
+  std::vector<RedisBus::Event> got;
+  EXPECT_FALSE(RedisBus::decode(bad, got));
+  std::string huge = out.substr(0, 1) + std::string("\xff\xff\xff\xff", 4);  // a length past the end
+  EXPECT_FALSE(RedisBus::decode(huge, got));
+}
+
+class Recorder final : public Endpoint {
+ public:
+  void notify(std::shared_ptr<const Notification> n) override {
+    std::lock_guard lock(mu);
+    seen.push_back(std::move(n));
+  }
+  void replaced() override { ++replaced_count; }
+  std::atomic<int> replaced_count{0};
+  size_t count() {
+    std::lock_guard lock(mu);
+    return seen.size();
+  }
+  std::mutex mu;
+  std::vector<std::shared_ptr<const Notification>> seen;
+};
+
+bool await(const std::function<bool()>& cond) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!cond()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+TEST(RedisBus, TwoNodesDeliverToEachOthersDevicesAndSeeEachOthersRegistry) {
+  store::redis::testing::RedisServer redis;
+  ASSERT_TRUE(redis.start().ok());
+  RedisBusOptions oa, ob;
+  oa.address = ob.address = store::redis::RedisAddress{"127.0.0.1", redis.port()};
+  oa.node_id = "a";
+  ob.node_id = "b";
+  RedisBus a(oa), b(ob);
+  ASSERT_TRUE(a.start());
+  ASSERT_TRUE(b.start());
+  std::atomic<int> sunk{0};
+  b.set_conversation_sink([&](std::shared_ptr<const Notification>) { ++sunk; });
+  auto bob = std::make_shared<Recorder>();
+  b.attach(DeviceRef{"bob", 1}, bob);
+  EXPECT_TRUE(await([&] { return a.online("bob"); }));  // through the registry
+  EXPECT_FALSE(a.online("nobody"));
+
+  a.publish(DeviceRef{"bob", 1}, sample());
+  a.publish_user("bob", sample());
+  a.publish(DeviceRef{"bob", 2}, sample());  // not attached anywhere: nobody gets it
+  a.publish_conversation(sample());
+  ASSERT_TRUE(await([&] { return bob->count() == 2 && sunk == 1; })) << bob->count() << " " << sunk;
+  EXPECT_EQ(bob->seen[0]->seq, sample()->seq);
+  EXPECT_EQ(*bob->seen[0]->frame, *sample()->frame);
+
+  b.detach(DeviceRef{"bob", 1}, bob.get());
+  EXPECT_TRUE(await([&] { return !a.online("bob"); }));
+}
+
+// Presence counts cover every node: the first device of a user to attach anywhere sees 1,
+// the last to detach anywhere sees 0 (the registry is written and counted in one script).
+TEST(RedisBus, AttachAndDetachCountTheUsersDevicesOnEveryNode) {
+  store::redis::testing::RedisServer redis;
+  ASSERT_TRUE(redis.start().ok());
+  RedisBusOptions oa, ob;
+  oa.address = ob.address = store::redis::RedisAddress{"127.0.0.1", redis.port()};
+  oa.node_id = "a";
+  ob.node_id = "b";
+  RedisBus a(oa), b(ob);
+  ASSERT_TRUE(a.start());
+  ASSERT_TRUE(b.start());
+  auto d1 = std::make_shared<Recorder>(), d2 = std::make_shared<Recorder>(), d2b = std::make_shared<Recorder>();
+  EXPECT_EQ(a.attach(DeviceRef{"alice", 1}, d1), 1u);
+  EXPECT_EQ(b.attach(DeviceRef{"alice", 2}, d2), 2u);
+  EXPECT_EQ(b.attach(DeviceRef{"alice", 2}, d2b), 2u) << "a reconnect of the same device is not a second device";
+  EXPECT_EQ(b.detach(DeviceRef{"alice", 2}, d2.get()), 2u) << "the replaced endpoint's detach removes nothing";
+  EXPECT_EQ(a.detach(DeviceRef{"alice", 1}, d1.get()), 1u) << "alice is still online on b";
+  EXPECT_TRUE(a.online("alice"));
+  EXPECT_EQ(b.detach(DeviceRef{"alice", 2}, d2b.get()), 0u);
+  EXPECT_FALSE(a.online("alice"));
+  EXPECT_FALSE(b.online("alice"));
+}
+
+// An admin disconnect on one node closes the device's connection on another.
+TEST(RedisBus, ADisconnectReachesTheDevicesNode) {
+  store::redis::testing::RedisServer redis;
+  ASSERT_TRUE(redis.start().ok());
+  RedisBusOptions oa, ob;
+  oa.address = ob.address = store::redis::RedisAddress{"127.0.0.1", redis.port()};
+  oa.node_id = "a";
+  ob.node_id = "b";
+  RedisBus a(oa), b(ob);
+  ASSERT_TRUE(a.start());
+  ASSERT_TRUE(b.start());
+  auto bob = std::make_shared<Recorder>();
+  b.attach(DeviceRef{"bob", 1}, bob);
+  a.disconnect(DeviceRef{"bob", 1});
+  EXPECT_TRUE(await([&] { return bob->replaced_count == 1; }));
+}
+
+// On a 3+3 Redis Cluster: sharded pub/sub on the channel's shard, registry keys on their
+// slots; after a failover of the channel's master, and after its slot moved to another
+// master, the subscribers subscribe again and delivery resumes.
+TEST(RedisBus, ShardedPubSubOnAClusterSurvivesFailoverAndSlotMove) {
+  store::redis::testing::RedisClusterServer cluster;
+  auto started = cluster.start();
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  auto seeds = store::redis::parse_redis_urls(cluster.seeds3());
+  ASSERT_TRUE(seeds.ok());
+  RedisBusOptions oa, ob;
+  oa.seeds = ob.seeds = *seeds;
+  oa.node_id = "a";
+  ob.node_id = "b";
+  RedisBus a(oa), b(ob);
+  ASSERT_TRUE(a.start());
+  ASSERT_TRUE(b.start());
+  auto bob = std::make_shared<Recorder>();
+  b.attach(DeviceRef{"bob", 1}, bob);
+  EXPECT_TRUE(await([&] { return a.online("bob"); }));
+  // Registry entries of many users land on every master.
+  std::vector<std::shared_ptr<Recorder>> others;
+  for (int i = 0; i < 30; ++i) {
+    others.push_back(std::make_shared<Recorder>());
+    b.attach(DeviceRef{"u" + std::to_string(i), 1}, others.back());
+  }
+  EXPECT_TRUE(await([&] {
+    for (int i = 0; i < 30; ++i)
+      if (!a.online("u" + std::to_string(i))) return false;
+    return true;
+  }));
+  a.publish(DeviceRef{"bob", 1}, sample());
+  ASSERT_TRUE(await([&] { return bob->count() == 1; }));
+  // The channel's shard is on the master of its slot: that master receives the SPUBLISH.
+  const uint16_t slot = store::redis::key_slot("tern:bus");
+  auto master = cluster.master_of(slot);
+  ASSERT_TRUE(master.ok());
+  auto numsub = cluster.command(*master, {"PUBSUB", "SHARDNUMSUB", "tern:bus"});
+  ASSERT_TRUE(numsub.ok());
+  EXPECT_EQ(*numsub, "tern:bus\n2");
+
+  // Publishes until one arrives (events published while a node re-subscribes are lost).
+  auto delivered_again = [&] {
+    const size_t before = bob->count();
+    return await([&] {
+      a.publish(DeviceRef{"bob", 1}, sample());
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      return bob->count() > before;
+    });
+  };
+  auto replica = cluster.replica_of(*master);
+  ASSERT_TRUE(replica.ok()) << replica.error().message;
+  auto f = cluster.failover(*replica);
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  EXPECT_TRUE(delivered_again());
+  auto numsub2 = cluster.command(*replica, {"PUBSUB", "SHARDNUMSUB", "tern:bus"});
+  ASSERT_TRUE(numsub2.ok());
+  EXPECT_EQ(*numsub2, "tern:bus\n2");
+
+  auto other = cluster.another_master(*replica);
+  ASSERT_TRUE(other.ok());
+  const uint16_t to = *other;
+  auto moved = cluster.move_slot(slot, to);
+  ASSERT_TRUE(moved.ok()) << moved.error().message;
+  EXPECT_TRUE(delivered_again());
+  EXPECT_TRUE(await([&] {
+    auto n = cluster.command(to, {"PUBSUB", "SHARDNUMSUB", "tern:bus"});
+    return n.ok() && *n == "tern:bus\n2";
+  }));
+}
+
+}  // namespace
+}  // namespace tern::bus

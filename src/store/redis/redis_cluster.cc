@@ -1,0 +1,395 @@
+#include "store/redis/redis_cluster.h"
+
+#include <charconv>
+#include <optional>
+#include <thread>
+
+#include <hiredis/hiredis.h>
+
+namespace tern::store::redis {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string_view str(const redisReply* r) { return std::string_view(r->str, r->len); }
+
+std::string address_text(const RedisAddress& a) {
+  if (a.host.find(':') != std::string::npos) return "[" + a.host + "]:" + std::to_string(a.port);
+  return a.host + ":" + std::to_string(a.port);
+}
+
+// "MOVED 3999 127.0.0.1:6381" / "ASK 3999 127.0.0.1:6381" (host may be an IPv6 address:
+// the port is after the last ':').
+struct Redirect {
+  bool ask = false;
+  RedisAddress to;
+};
+std::optional<Redirect> parse_redirect(const redisReply* r) {
+  if (r->type != REDIS_REPLY_ERROR) return std::nullopt;
+  std::string_view s = str(r);
+  Redirect out;
+  if (s.rfind("MOVED ", 0) == 0) {
+    s.remove_prefix(6);
+  } else if (s.rfind("ASK ", 0) == 0) {
+    out.ask = true;
+    s.remove_prefix(4);
+  } else {
+    return std::nullopt;
+  }
+  const size_t sp = s.find(' ');
+  if (sp == std::string_view::npos) return std::nullopt;
+  s.remove_prefix(sp + 1);
+  const size_t colon = s.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
+  unsigned port = 0;
+  std::string_view p = s.substr(colon + 1);
+  auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), port);
+  if (ec != std::errc() || end != p.data() + p.size() || port == 0 || port > 65535) return std::nullopt;
+  std::string_view host = s.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  out.to = RedisAddress{std::string(host), static_cast<uint16_t>(port)};
+  return out;
+}
+
+}  // namespace
+
+uint16_t crc16_xmodem(std::string_view data) {
+  // Polynomial 0x1021, initial value 0, no reflection, no final xor; bit by bit (keys are short).
+  uint16_t crc = 0;
+  for (unsigned char byte : data) {
+    crc ^= static_cast<uint16_t>(byte) << 8;
+    for (int bit = 0; bit < 8; ++bit) crc = (crc & 0x8000) ? static_cast<uint16_t>((crc << 1) ^ 0x1021) : crc << 1;
+  }
+  return crc;
+}
+
+std::string_view hash_tag(std::string_view key) {
+  const size_t open = key.find('{');
+  if (open == std::string_view::npos) return key;
+  const size_t close = key.find('}', open + 1);
+  if (close == std::string_view::npos || close == open + 1) return key;
+  return key.substr(open + 1, close - open - 1);
+}
+
+uint16_t key_slot(std::string_view key) { return crc16_xmodem(hash_tag(key)) % kSlots; }
+
+Result<std::vector<RedisAddress>> parse_redis_urls(std::string_view urls) {
+  std::vector<RedisAddress> out;
+  while (true) {
+    const size_t comma = urls.find(',');
+    std::string_view one = urls.substr(0, comma);
+    while (!one.empty() && one.front() == ' ') one.remove_prefix(1);
+    while (!one.empty() && one.back() == ' ') one.remove_suffix(1);
+    auto a = parse_redis_url(one);
+    if (!a) return a.error();
+    out.push_back(std::move(*a));
+    if (out.size() > 64) return make_error(ErrorCode::kInvalidArgument, "too many Redis seed addresses (at most 64)");
+    if (comma == std::string_view::npos) break;
+    urls.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+RedisCluster::RedisCluster(RedisClusterOptions options) : options_(std::move(options)), backoff_(options_.retry_backoff) {
+  slot_node_.fill(-1);
+  for (const RedisAddress& a : options_.seeds) node_index(a);
+}
+
+RedisCluster::~RedisCluster() = default;
+
+Result<std::unique_ptr<RedisCluster>> RedisCluster::open(RedisClusterOptions options) {
+  if (options.seeds.empty()) return make_error(ErrorCode::kInvalidArgument, "no Redis address");
+  std::unique_ptr<RedisCluster> c(new RedisCluster(std::move(options)));
+  auto r = c->refresh();
+  if (!r) return r.error();
+  return c;
+}
+
+int RedisCluster::node_index(const RedisAddress& address) {
+  for (size_t i = 0; i < nodes_.size(); ++i)
+    if (nodes_[i].address.host == address.host && nodes_[i].address.port == address.port) return static_cast<int>(i);
+  nodes_.push_back(Node{address, nullptr});
+  return static_cast<int>(nodes_.size() - 1);
+}
+
+Result<RedisConnection*> RedisCluster::connect(int node, bool* fresh) {
+  Node& n = nodes_[static_cast<size_t>(node)];
+  if (n.conn && !n.conn->healthy()) n.conn.reset();
+  if (fresh) *fresh = !n.conn;
+  if (!n.conn) {
+    auto c = RedisConnection::connect(n.address, options_.connect_timeout, options_.command_timeout);
+    if (!c) return c.error();
+    n.conn = std::move(c).value();
+  }
+  return n.conn.get();
+}
+
+Result<RedisConnection*> RedisCluster::connection_for(uint16_t slot) {
+  auto node = route(slot);
+  if (!node) return node.error();
+  return connect(*node);
+}
+
+Result<void> RedisCluster::refresh_from(const RedisAddress& address) {
+  const int node = node_index(address);
+  auto c = connect(node);
+  if (!c) return c.error();
+  auto r = (*c)->command({"CLUSTER", "SLOTS"});
+  if (!r) return r.error();
+  const redisReply* reply = r->get();
+  if (reply->type == REDIS_REPLY_ERROR) {
+    // A plain redis-server: every slot on it.
+    if (str(reply).find("cluster support disabled") != std::string_view::npos) {
+      cluster_ = false;
+      slot_node_.fill(static_cast<int16_t>(node));
+      return {};
+    }
+    return make_error(ErrorCode::kUnavailable, "redis: CLUSTER SLOTS: " + std::string(str(reply)));
+  }
+  if (reply->type != REDIS_REPLY_ARRAY) return make_error(ErrorCode::kInternal, "redis: CLUSTER SLOTS: unexpected reply");
+  std::array<int16_t, kSlots> map;
+  map.fill(-1);
+  size_t served = 0;
+  for (size_t i = 0; i < reply->elements; ++i) {
+    const redisReply* range = reply->element[i];
+    if (range->type != REDIS_REPLY_ARRAY || range->elements < 3 || range->element[0]->type != REDIS_REPLY_INTEGER ||
+        range->element[1]->type != REDIS_REPLY_INTEGER || range->element[2]->type != REDIS_REPLY_ARRAY ||
+        range->element[2]->elements < 2)
+      return make_error(ErrorCode::kInternal, "redis: CLUSTER SLOTS: malformed range");
+    const long long from = range->element[0]->integer, to = range->element[1]->integer;
+    const redisReply* master = range->element[2];
+    if (from < 0 || to >= kSlots || from > to || master->element[0]->type != REDIS_REPLY_STRING ||
+        master->element[1]->type != REDIS_REPLY_INTEGER || master->element[1]->integer <= 0 ||
+        master->element[1]->integer > 65535)
+      return make_error(ErrorCode::kInternal, "redis: CLUSTER SLOTS: malformed range");
+    RedisAddress a{std::string(str(master->element[0])), static_cast<uint16_t>(master->element[1]->integer)};
+    // An empty (or unknown "?") address means "the node you asked".
+    if (a.host.empty() || a.host == "?") a.host = address.host;
+    const int16_t idx = static_cast<int16_t>(node_index(a));
+    for (long long s = from; s <= to; ++s) map[static_cast<size_t>(s)] = idx;
+    served += static_cast<size_t>(to - from + 1);
+  }
+  if (served == 0) return make_error(ErrorCode::kUnavailable, "redis: cluster serves no slot yet");
+  cluster_ = true;
+  slot_node_ = map;
+  return {};
+}
+
+Result<void> RedisCluster::refresh() {
+  ++counters_.refreshes;
+  Error last = make_error(ErrorCode::kUnavailable, "redis: no node known");
+  // Every node seen so far (seeds first): a dead master's place is known by the others.
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    const RedisAddress a = nodes_[i].address;
+    auto r = refresh_from(a);
+    if (r) {
+      backoff_ = options_.retry_backoff;
+      refresh_after_ = {};
+      return {};
+    }
+    last = r.error();
+  }
+  refresh_after_ = Clock::now() + backoff_;
+  backoff_ = std::min(backoff_ * 2, options_.max_backoff);
+  return last;
+}
+
+Result<void> RedisCluster::refresh_or_backoff() {
+  if (Clock::now() < refresh_after_) return make_error(ErrorCode::kUnavailable, "redis: unreachable (backing off)");
+  return refresh();
+}
+
+Result<int> RedisCluster::route(uint16_t slot) {
+  if (slot >= kSlots) return make_error(ErrorCode::kInvalidArgument, "bad slot");
+  if (slot_node_[slot] < 0) {
+    auto r = refresh_or_backoff();
+    if (!r) return r.error();
+    if (slot_node_[slot] < 0) return make_error(ErrorCode::kUnavailable, "redis: no node serves the slot");
+  }
+  return slot_node_[slot];
+}
+
+std::string RedisCluster::owner(uint16_t slot) const {
+  if (slot >= kSlots || slot_node_[slot] < 0) return "";
+  return address_text(nodes_[static_cast<size_t>(slot_node_[slot])].address);
+}
+
+std::vector<RedisAddress> RedisCluster::masters() const {
+  std::vector<bool> seen(nodes_.size());
+  std::vector<RedisAddress> out;
+  for (int16_t n : slot_node_)
+    if (n >= 0 && !seen[static_cast<size_t>(n)]) {
+      seen[static_cast<size_t>(n)] = true;
+      out.push_back(nodes_[static_cast<size_t>(n)].address);
+    }
+  return out;
+}
+
+Result<void> RedisCluster::send_with_redirects(uint16_t slot, const std::vector<std::vector<std::string_view>>& commands,
+                                               std::vector<size_t> todo, std::vector<Reply>& replies) {
+  int redirects = 0, attempts = 0;
+  bool resent = false;
+  int ask_node = -1;
+  std::vector<std::vector<std::string_view>> batch;
+  while (!todo.empty()) {
+    int node = ask_node;
+    if (node < 0) {
+      auto r = route(slot);
+      if (!r) return r.error();
+      node = *r;
+    }
+    bool fresh = false;
+    auto c = connect(node, &fresh);
+    if (!c) {
+      // Nothing was sent. If the cluster still answers, its topology may name a new master
+      // (failover) or the same one (failover not done yet): wait a little and try again.
+      ask_node = -1;
+      if (++attempts >= options_.max_attempts) return c.error();
+      auto r = refresh_or_backoff();
+      if (!r) return c.error();
+      std::this_thread::sleep_for(options_.retry_backoff * (1 << (attempts - 1)));
+      continue;
+    }
+    batch.clear();
+    for (size_t i : todo) {
+      if (ask_node >= 0) batch.push_back({"ASKING"});
+      batch.push_back(commands[i]);
+    }
+    auto rs = (*c)->pipeline(batch);
+    if (!rs) {
+      nodes_[static_cast<size_t>(node)].conn.reset();
+      refresh_after_ = {};
+      slot_node_[slot] = -1;
+      // A connection kept from an earlier call may have died meanwhile (its node was killed or
+      // restarted): resend once, on a new connection after a refresh. The commands may have
+      // been applied: resending is the caller's contract (see the header).
+      if (!fresh && !resent) {
+        resent = true;
+        ask_node = -1;
+        continue;
+      }
+      return rs.error();
+    }
+    std::vector<size_t> again;
+    std::optional<RedisAddress> moved_to, ask_to;
+    size_t k = 0;
+    for (size_t i : todo) {
+      if (ask_node >= 0) ++k;  // the ASKING reply
+      Reply& reply = (*rs)[k++];
+      auto redirect = parse_redirect(reply.get());
+      if (!redirect) {
+        replies[i] = std::move(reply);
+        continue;
+      }
+      again.push_back(i);
+      (redirect->ask ? ask_to : moved_to) = redirect->to;
+    }
+    if (again.empty()) return {};
+    if (++redirects > options_.max_redirects)
+      return make_error(ErrorCode::kUnavailable, "redis: too many redirections for slot " + std::to_string(slot));
+    ask_node = -1;
+    if (moved_to) {
+      ++counters_.moved;
+      const int target = node_index(*moved_to);
+      // Refresh the whole map (a MOVED rarely comes alone); the node that sent the MOVED
+      // knows better than a refresh answered by a node with an older view.
+      (void)refresh();
+      if (slot_node_[slot] < 0 || slot_node_[slot] == node) slot_node_[slot] = static_cast<int16_t>(target);
+    } else {
+      ++counters_.ask;
+      ask_node = node_index(*ask_to);
+    }
+    todo = std::move(again);
+  }
+  return {};
+}
+
+Result<std::vector<Reply>> RedisCluster::run(uint16_t slot, const std::vector<std::vector<std::string_view>>& commands) {
+  std::vector<Reply> replies(commands.size());
+  std::vector<size_t> todo(commands.size());
+  for (size_t i = 0; i < todo.size(); ++i) todo[i] = i;
+  auto r = send_with_redirects(slot, commands, std::move(todo), replies);
+  if (!r) return r.error();
+  return replies;
+}
+
+Result<Reply> RedisCluster::run1(uint16_t slot, const std::vector<std::string_view>& argv) {
+  auto r = run(slot, {argv});
+  if (!r) return r.error();
+  return std::move(r->front());
+}
+
+Result<std::vector<std::vector<Reply>>> RedisCluster::run_many(const std::vector<SlotCommands>& batches) {
+  std::vector<std::vector<Reply>> out(batches.size());
+  for (size_t b = 0; b < batches.size(); ++b) out[b].resize(batches[b].commands.size());
+  // First pass: every batch to its slot's node as known now, all nodes written before any
+  // reply is read. What was redirected, could not be sent, or met a kept connection that had
+  // died (resent once, as in send_with_redirects) then goes through run()'s path.
+  struct Sent {
+    size_t batch;
+    int node;
+    bool fresh;
+  };
+  std::vector<Sent> sent;
+  std::vector<std::pair<size_t, std::vector<size_t>>> later;  // (batch, commands) to resend
+  auto all_of = [&](size_t b) {
+    std::vector<size_t> todo(batches[b].commands.size());
+    for (size_t i = 0; i < todo.size(); ++i) todo[i] = i;
+    return todo;
+  };
+  for (size_t b = 0; b < batches.size(); ++b) {
+    auto node = route(batches[b].slot);
+    if (!node) {
+      // Replies are pending on the connections written to: drop them (the call fails).
+      for (const Sent& s : sent) nodes_[static_cast<size_t>(s.node)].conn.reset();
+      return node.error();
+    }
+    bool fresh = false;
+    auto c = connect(*node, &fresh);
+    if (!c) {
+      later.emplace_back(b, all_of(b));
+      continue;
+    }
+    bool ok = true;
+    for (const auto& cmd : batches[b].commands) ok = ok && (*c)->append(cmd);
+    ok = ok && (*c)->flush();
+    sent.push_back(Sent{b, *node, fresh});  // a failed write shows as a broken connection below
+  }
+  // Read every reply of every node; redirected commands are resent only after all pending
+  // replies were read.
+  Result<void> failure;
+  for (const Sent& s : sent) {
+    Node& n = nodes_[static_cast<size_t>(s.node)];
+    std::vector<size_t> again;
+    for (size_t i = 0; i < batches[s.batch].commands.size(); ++i) {
+      Result<Reply> reply = make_error(ErrorCode::kUnavailable, "redis: connection broken");
+      if (n.conn && n.conn->healthy()) reply = n.conn->read_reply();
+      if (!reply) {
+        n.conn.reset();
+        slot_node_[batches[s.batch].slot] = -1;
+        refresh_after_ = {};
+        if (s.fresh) {
+          failure = reply.error();
+        } else {
+          for (size_t k = i; k < batches[s.batch].commands.size(); ++k) again.push_back(k);
+        }
+        break;
+      }
+      if (parse_redirect(reply->get())) {
+        again.push_back(i);
+      } else {
+        out[s.batch][i] = std::move(*reply);
+      }
+    }
+    if (!again.empty()) later.emplace_back(s.batch, std::move(again));
+  }
+  if (!failure.ok()) return failure.error();
+  for (auto& [b, todo] : later) {
+    auto r = send_with_redirects(batches[b].slot, batches[b].commands, std::move(todo), out[b]);
+    if (!r) return r.error();
+  }
+  return out;
+}
+
+}  // namespace tern::store::redis

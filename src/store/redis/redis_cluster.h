@@ -1,0 +1,144 @@
+// RedisCluster: routes commands to the Redis node that serves their keys' hash slot, for a
+// Redis Cluster (several masters, each serving a share of the 16384 slots) and, with the
+// same interface, for one plain redis-server (every slot on that one node).
+//
+// Slots (Redis Cluster specification): slot = CRC16-XMODEM(tag) mod 16384, where the tag is
+// the part of the key between the first '{' and the next '}' if that part is non-empty, else
+// the whole key. Keys with one hash tag ("{c:g1}:log", "{c:g1}:f") share a slot, so one Lua
+// script or pipeline may touch them together.
+//
+// Topology: `CLUSTER SLOTS` asked of any known node (the seeds first, then every master seen
+// so far). A node that answers "cluster support disabled" is a plain redis-server: all slots
+// on it. One RedisConnection per master, made on first use.
+//
+// Redirections: `MOVED <slot> <host:port>` (the slot has a new owner: a finished migration or
+// a failover) records the new owner, refreshes the topology and resends to it. `ASK <slot>
+// <host:port>` (a migration in progress, this key already moved) sends `ASKING` and the
+// command to that node once, without changing the map. At most `max_redirects` redirections
+// per call, then `unavailable`.
+//
+// Failures: a node that cannot be connected to (nothing was sent) makes the client refresh
+// the topology and try again, up to `max_attempts` times with a short growing pause
+// (`retry_backoff`, doubling) — long enough to follow a redirect, short enough that a dead
+// Redis fails a call at once. A connection kept from an earlier call that turns out broken
+// when used (its node died or restarted meanwhile) is replaced and the commands are resent
+// once; a connection that breaks otherwise fails the call with `unavailable`. So the callers'
+// commands must be safe to send twice: RedisStore's are (reads, puts, and commit scripts whose
+// second run repeats the same writes or, with dense appends, fails the seq check and the
+// client's resend is answered by idempotency); RedisBus's publishes may then be delivered
+// twice (sessions drop what they already have). After a refresh that
+// reached no node, calls fail fast for `retry_backoff` (doubling up to `max_backoff`) instead
+// of stalling on a dead address. CLUSTERDOWN / TRYAGAIN / LOADING replies are returned to
+// the caller as error replies (RedisStore maps them to `unavailable`).
+//
+// Pipelines: run() sends all commands of one slot in one write and reads all replies (one
+// round trip). A redirect answers per command: only the redirected commands are resent, after
+// the others ran, so the commands of one pipeline must not depend on each other's order
+// (blind puts, reads, one script each). run_many() sends the pipelines of several slots,
+// grouped per node, all written before any reply is read (one round trip to each node, in
+// parallel).
+//
+// Thread-safety: none, as RedisConnection: one RedisCluster is used by one thread at a time
+// (RedisStore and RedisBus keep one per calling thread). Owns its connections.
+#pragma once
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/result.h"
+#include "store/redis/redis_connection.h"
+
+namespace tern::store::redis {
+
+inline constexpr uint16_t kSlots = 16384;
+
+uint16_t crc16_xmodem(std::string_view data);
+// The part of the key that decides its slot (the hash tag, or the whole key).
+std::string_view hash_tag(std::string_view key);
+uint16_t key_slot(std::string_view key);
+
+// "redis://h1:p1,redis://h2:p2,h3:p3": one or more seed addresses (at most 64).
+Result<std::vector<RedisAddress>> parse_redis_urls(std::string_view urls);
+
+struct RedisClusterOptions {
+  std::vector<RedisAddress> seeds;
+  std::chrono::milliseconds connect_timeout{200};
+  std::chrono::milliseconds command_timeout{2000};
+  std::chrono::milliseconds retry_backoff{20};
+  std::chrono::milliseconds max_backoff{1000};
+  int max_attempts = 4;   // connection attempts per call (each after a topology refresh)
+  int max_redirects = 5;  // MOVED/ASK followed per call
+};
+
+// One pipeline for one slot (run_many).
+struct SlotCommands {
+  uint16_t slot = 0;
+  std::vector<std::vector<std::string_view>> commands;
+};
+
+class RedisCluster {
+ public:
+  // Reads the topology from the first seed that answers; fails with `unavailable` if none does.
+  static Result<std::unique_ptr<RedisCluster>> open(RedisClusterOptions options);
+  ~RedisCluster();
+  RedisCluster(const RedisCluster&) = delete;
+  RedisCluster& operator=(const RedisCluster&) = delete;
+
+  // The commands (all with keys of `slot`, or none) on the slot's master, one round trip.
+  // Replies in order; Redis error replies other than a followed redirect are returned as such.
+  Result<std::vector<Reply>> run(uint16_t slot, const std::vector<std::vector<std::string_view>>& commands);
+  Result<Reply> run1(uint16_t slot, const std::vector<std::string_view>& argv);
+  // Several slots' pipelines; result[i] holds the replies of batches[i]. Fails as a whole if
+  // any node fails (what the other nodes applied stays applied).
+  Result<std::vector<std::vector<Reply>>> run_many(const std::vector<SlotCommands>& batches);
+
+  // Reads CLUSTER SLOTS again (normally done on demand).
+  Result<void> refresh();
+
+  // True for a Redis Cluster, false for one plain redis-server.
+  bool is_cluster() const { return cluster_; }
+  // The master that serves the slot now (as far as this client knows), "host:port".
+  std::string owner(uint16_t slot) const;
+  // Every master known (for commands that must reach all of them).
+  std::vector<RedisAddress> masters() const;
+  // The connection to the master of `slot` (connecting if needed), e.g. for a subscriber that
+  // must hold its own channel on its shard. Valid until the next call on this object.
+  Result<RedisConnection*> connection_for(uint16_t slot);
+
+  // How many MOVED / ASK / topology refreshes this client has seen (tests, metrics).
+  struct Counters {
+    uint64_t moved = 0, ask = 0, refreshes = 0;
+  };
+  const Counters& counters() const { return counters_; }
+
+ private:
+  struct Node {
+    RedisAddress address;
+    std::unique_ptr<RedisConnection> conn;
+  };
+  explicit RedisCluster(RedisClusterOptions options);
+  int node_index(const RedisAddress& address);  // adds the node if new
+  Result<RedisConnection*> connect(int node, bool* fresh = nullptr);  // fresh: made now
+  Result<void> refresh_from(const RedisAddress& address);
+  // Refreshes unless one just failed (then fails fast until the backoff passed).
+  Result<void> refresh_or_backoff();
+  // The node of the slot, refreshing once if no node serves it.
+  Result<int> route(uint16_t slot);
+  // Sends (slot, indices of commands) to node; on return, replies[i] set for the sent ones.
+  Result<void> send_with_redirects(uint16_t slot, const std::vector<std::vector<std::string_view>>& commands,
+                                   std::vector<size_t> todo, std::vector<Reply>& replies);
+
+  const RedisClusterOptions options_;
+  bool cluster_ = false;
+  std::vector<Node> nodes_;                // masters and seeds ever seen
+  std::array<int16_t, kSlots> slot_node_;  // node index per slot, -1: unserved
+  std::chrono::steady_clock::time_point refresh_after_{};
+  std::chrono::milliseconds backoff_;
+  Counters counters_;
+};
+
+}  // namespace tern::store::redis

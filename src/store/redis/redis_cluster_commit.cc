@@ -1,0 +1,319 @@
+#include "store/redis/redis_cluster_commit.h"
+
+#include <charconv>
+#include <deque>
+#include <map>
+#include <set>
+
+#include <hiredis/hiredis.h>
+
+#include "store/rocksdb/encoding.h"
+
+namespace tern::store::redis {
+
+namespace {
+
+std::string_view str(const redisReply* r) { return std::string_view(r->str, r->len); }
+
+constexpr std::string_view kIdemIndex = "idemexp";
+// Global indexes of the commit script (redis_scripts.h); an index and its value hash share a
+// hash tag, so the range script reads both in one slot.
+constexpr std::string_view kMsgExp = "{msgexp}", kMsgExpValues = "{msgexp}v";
+constexpr std::string_view kReports = "{reports}", kReportValues = "{reports}v";
+constexpr std::string_view kUsers = "users", kPending = "mpend";
+
+// Members of the expiry index name a hash and a field: "<len>:<hash key><field>".
+std::string index_member(std::string_view hash_key, std::string_view field) {
+  return std::to_string(hash_key.size()) + ":" + std::string(hash_key) + std::string(field);
+}
+
+// The record's field in {c:<conv>}:idem: one device's client_msg_id.
+std::string record_field(std::string_view device_key, std::string_view client_msg_id) {
+  return std::to_string(device_key.size()) + ":" + std::string(device_key) + std::string(client_msg_id);
+}
+
+std::string device_key(const DeviceRef& d) { return "{d:" + d.user + "/" + std::to_string(d.device) + "}"; }
+std::string conv_key(std::string_view id) { return "{c:" + std::string(id) + "}"; }
+
+// How many arguments an op of the single-server commit script takes, code included
+// (redis_scripts.h kCommit's width()); 0 for an unknown code.
+size_t width(const std::vector<std::string_view>& a, size_t i) {
+  const std::string_view op = a[i];
+  auto count = [&](size_t at) -> size_t {
+    size_t n = 0;
+    if (at >= a.size()) return SIZE_MAX / 4;
+    auto [p, ec] = std::from_chars(a[at].data(), a[at].data() + a[at].size(), n);
+    return ec == std::errc() ? n : SIZE_MAX / 4;
+  };
+  if (op == "M" || op == "S" || op == "R" || op == "B" || op == "W" || op == "Q" || op == "T") return 4;
+  if (op == "I" || op == "D" || op == "P" || op == "G") return 5;
+  if (op == "X" || op == "L" || op == "U" || op == "Y" || op == "K" || op == "H" || op == "J" || op == "Z" ||
+      op == "N")
+    return 3;
+  if (op == "A") return 6 + count(i + 5);
+  if (op == "E") return 4 + count(i + 3);
+  if (op == "C" && i + 3 < a.size()) {
+    size_t n = 0;
+    auto [p, ec] = std::from_chars(a[i + 3].data(), a[i + 3].data() + a[i + 3].size(), n);
+    if (ec != std::errc()) return 0;
+    return 4 + 2 * n;
+  }
+  return 0;
+}
+
+// The scripts of one phase, keyed by slot; each starts with the dense flag.
+struct Group {
+  std::string_view routing_key;  // a key of the slot (KEYS[1]: Redis routes and checks it)
+  std::vector<std::string_view> args;
+};
+using Phase = std::map<uint16_t, Group>;
+
+Result<std::vector<Reply>> run_phase(RedisCluster& cluster, const ClusterScript& script, Phase& phase,
+                                     std::string_view dense, int wait_replicas, std::chrono::milliseconds timeout) {
+  const std::string n = std::to_string(wait_replicas), ms = std::to_string(timeout.count() / 2);
+  auto command = [&](std::string_view verb, std::string_view body, Group& g) {
+    std::vector<std::string_view> argv = {verb, body, "1", g.routing_key, dense};
+    argv.insert(argv.end(), g.args.begin(), g.args.end());
+    std::vector<std::vector<std::string_view>> cmds = {std::move(argv)};
+    if (wait_replicas > 0) cmds.push_back({"WAIT", n, ms});
+    return cmds;
+  };
+  std::vector<SlotCommands> batches;
+  for (auto& [slot, g] : phase) batches.push_back(SlotCommands{slot, command("EVALSHA", script.sha, g)});
+  auto replies = cluster.run_many(batches);
+  if (!replies) return replies.error();
+  std::vector<Reply> out;
+  size_t b = 0;
+  for (auto& [slot, g] : phase) {
+    std::vector<Reply>& r = (*replies)[b++];
+    // A node that never saw the script (a new master, a restart): send it whole.
+    if (r[0]->type == REDIS_REPLY_ERROR && str(r[0].get()).rfind("NOSCRIPT", 0) == 0) {
+      auto again = cluster.run(slot, command("EVAL", script.text, g));
+      if (!again) return again.error();
+      r = std::move(*again);
+    }
+    if (r[0]->type == REDIS_REPLY_ERROR) return redis_reply_error(str(r[0].get()));
+    if (wait_replicas > 0 && (r[1]->type != REDIS_REPLY_INTEGER || r[1]->integer < wait_replicas))
+      return make_error(ErrorCode::kUnavailable, "redis: too few replicas acknowledged the write");
+    out.push_back(std::move(r[0]));
+  }
+  return out;
+}
+
+}  // namespace
+
+Error redis_reply_error(std::string_view message) {
+  const std::string msg(message);
+  const bool transient = msg.rfind("TERNSEQ", 0) == 0 || msg.rfind("TERNTAKE", 0) == 0 || msg.rfind("LOADING", 0) == 0 || msg.rfind("READONLY", 0) == 0 ||
+                         msg.rfind("BUSY", 0) == 0 || msg.rfind("MASTERDOWN", 0) == 0 ||
+                         msg.rfind("TRYAGAIN", 0) == 0 || msg.rfind("CLUSTERDOWN", 0) == 0 ||
+                         msg.rfind("MOVED", 0) == 0 || msg.rfind("ASK", 0) == 0;
+  return make_error(transient ? ErrorCode::kUnavailable : ErrorCode::kInternal, "redis: " + msg);
+}
+
+Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& script,
+                               const std::vector<std::string_view>& a, int wait_replicas,
+                               std::chrono::milliseconds timeout) {
+  std::deque<std::string> owned;  // strings the views below point into
+  auto own = [&](std::string s) -> std::string_view { return owned.emplace_back(std::move(s)); };
+  Phase phases[2];
+  auto add = [&](int phase, std::string_view routing_key, std::initializer_list<std::string_view> op) {
+    Group& g = phases[phase][key_slot(routing_key)];
+    if (g.routing_key.empty()) g.routing_key = routing_key;
+    g.args.insert(g.args.end(), op);
+  };
+  // PutDevice replaces a token: the old one is read first so that its key is deleted
+  // (phase 0) before the device row names the new one (phase 1).
+  // (user key, device) → its token as of the op being split (a device may appear twice).
+  std::map<std::pair<std::string_view, std::string_view>, std::string> tokens;
+  // Conversation id → its member users as of the op being split: a membership change drops
+  // the index rows of removed users in phase 0, before the meta stops listing them, so a
+  // retry after a crash in between computes the same removals again.
+  std::map<std::string_view, std::set<std::string>> members;
+  for (size_t i = 1; i < a.size();) {
+    const size_t w = width(a, i);
+    if (w == 0 || i + w > a.size()) return make_error(ErrorCode::kInternal, "redis: unknown commit op");
+    if (a[i] == "D" && !tokens.count({a[i + 1], a[i + 2]})) {
+      const std::string key = std::string(a[i + 1]) + ":d";
+      auto r = cluster.run1(key_slot(key), {"HGET", key, a[i + 2]});
+      if (!r) return r.error();
+      if ((*r)->type == REDIS_REPLY_ERROR) return redis_reply_error(str(r->get()));
+      tokens[{a[i + 1], a[i + 2]}] = (*r)->type == REDIS_REPLY_STRING ? std::string(str(r->get())) : "";
+    }
+    if (a[i] == "C" && !members.count(a[i + 1])) {
+      const std::string key = conv_key(a[i + 1]) + ":mu";
+      auto r = cluster.run1(key_slot(key), {"SMEMBERS", key});
+      if (!r) return r.error();
+      if ((*r)->type == REDIS_REPLY_ERROR) return redis_reply_error(str(r->get()));
+      std::set<std::string>& m = members[a[i + 1]];
+      if ((*r)->type == REDIS_REPLY_ARRAY)
+        for (size_t k = 0; k < (*r)->elements; ++k) m.emplace(str((*r)->element[k]));
+    }
+    i += w;
+  }
+  for (size_t i = 1; i < a.size();) {
+    const size_t w = width(a, i);
+    const std::string_view op = a[i];
+    if (op == "A") {
+      // a[i+1] conversation id, a[i+2] seq, a[i+3] frame, a[i+4] expires_at, a[i+5] media
+      // count, then the media ids. The log append in the conversation's script (phase 1); its
+      // media references and expiry entry (other slots) in phase 0.
+      const std::string_view conv = own(conv_key(a[i + 1]));
+      add(1, conv, {"A", a[i + 1], a[i + 2], a[i + 3], "0", "0"});
+      const std::string_view member = own(std::string(a[i + 1]) + '\0' + std::string(a[i + 2]));
+      std::string ids;
+      for (size_t j = i + 6; j < i + w; ++j) {
+        const std::string_view m = own("{m:" + std::string(a[j]) + "}");
+        add(0, m, {"z", own(std::string(m) + ":r"), "0", member});
+        add(0, m, {"h", own(std::string(m) + ":rx"), member, a[i + 4]});
+        ids += a[j];
+      }
+      if (a[i + 4] != "0") {
+        add(0, kMsgExp, {"z", kMsgExp, a[i + 4], member});
+        add(0, kMsgExp, {"h", kMsgExpValues, member, own(std::move(ids))});
+      }
+    } else if (op == "E") {
+      // a[i+1] conversation id, a[i+2] seq, a[i+3] media count, then the media ids.
+      const std::string_view member = own(std::string(a[i + 1]) + '\0' + std::string(a[i + 2]));
+      add(0, kMsgExp, {"r", kMsgExp, member});
+      add(0, kMsgExp, {"x", kMsgExpValues, member});
+      for (size_t j = i + 4; j < i + w; ++j) {
+        const std::string_view m = own("{m:" + std::string(a[j]) + "}");
+        add(0, m, {"r", own(std::string(m) + ":r"), member});
+        add(0, m, {"x", own(std::string(m) + ":rx"), member});
+      }
+    } else if (op == "U") {
+      // a[i+1] user id, a[i+2] created_ts: the account and the user listing.
+      const std::string_view u = own("{u:" + std::string(a[i + 1]) + "}");
+      add(0, u, {"h", own(std::string(u) + ":a"), "c", a[i + 2]});
+      add(0, kUsers, {"z", kUsers, "0", a[i + 1]});
+    } else if (op == "G") {
+      // a[i+1] media id, a[i+2] owner, a[i+3] size, a[i+4] created_ts.
+      const std::string_view m = own("{m:" + std::string(a[i + 1]) + "}");
+      const std::string_view u = own("{u:" + std::string(a[i + 2]) + "}");
+      add(0, m, {"h", own(std::string(m) + ":o"), a[i + 2], own(std::string(a[i + 3]) + " " + std::string(a[i + 4]))});
+      add(0, u, {"z", own(std::string(u) + ":me"), "0", a[i + 1]});
+      add(0, u, {"h", own(std::string(u) + ":ms"), a[i + 1], a[i + 3]});
+      add(0, kPending, {"z", kPending, a[i + 4], own(std::string(a[i + 1]) + std::string(a[i + 2]))});
+    } else if (op == "H") {
+      const std::string_view m = own("{m:" + std::string(a[i + 1]) + "}");
+      const std::string_view u = own("{u:" + std::string(a[i + 2]) + "}");
+      add(0, m, {"x", own(std::string(m) + ":o"), a[i + 2]});
+      add(0, u, {"r", own(std::string(u) + ":me"), a[i + 1]});
+      add(0, u, {"x", own(std::string(u) + ":ms"), a[i + 1]});
+    } else if (op == "J") {
+      add(0, kPending, {"r", kPending, own(std::string(a[i + 1]) + std::string(a[i + 2]))});
+    } else if (op == "N") {
+      add(0, kReports, {"z", kReports, "0", a[i + 1]});
+      add(0, kReports, {"h", kReportValues, a[i + 1], a[i + 2]});
+    } else if (op == "R") {
+      add(1, a[i + 1], {op, a[i + 1], a[i + 2], a[i + 3]});
+    } else if (op == "M") {
+      add(0, a[i + 1], {"m", a[i + 1], a[i + 2], a[i + 3]});
+    } else if (op == "I") {
+      // a[i+1] device key, a[i+2] client_msg_id, a[i+3] record, a[i+4] expiry.
+      auto rec = rocks::decode_idempotency(std::string(a[i + 3]));
+      if (!rec) return make_error(ErrorCode::kInternal, "redis: bad idempotency record");
+      const std::string_view conv = own(conv_key(rec->conversation_id));
+      const std::string_view field = own(record_field(a[i + 1], a[i + 2]));
+      add(0, a[i + 1], {"p", a[i + 1], a[i + 2], own(rec->conversation_id)});
+      add(0, kIdemIndex, {"e", a[i + 4], own(index_member(std::string(a[i + 1]) + ":idp", a[i + 2]))});
+      add(0, kIdemIndex, {"e", a[i + 4], own(index_member(std::string(conv) + ":idem", field))});
+      add(1, conv, {"j", conv, field, a[i + 3]});
+    } else if (op == "C") {
+      // a[i+1] conversation id, a[i+2] meta, a[i+3] rows, then (user, row) pairs.
+      const std::string_view conv = own(conv_key(a[i + 1]));
+      Group& g = phases[1][key_slot(conv)];
+      if (g.routing_key.empty()) g.routing_key = conv;
+      g.args.insert(g.args.end(), {"c", a[i + 1], a[i + 2], a[i + 3]});
+      std::set<std::string>& before = members[a[i + 1]];
+      std::set<std::string> now;
+      for (size_t j = i + 4; j < i + w; j += 2) now.emplace(a[j]);
+      for (const std::string& u : before)
+        if (!now.count(u)) add(0, own("{u:" + u + "}"), {"Y", own("{u:" + u + "}"), a[i + 1]});
+      for (size_t j = i + 4; j < i + w; j += 2) {
+        g.args.push_back(a[j]);
+        add(0, own("{u:" + std::string(a[j]) + "}"), {"B", own("{u:" + std::string(a[j]) + "}"), a[i + 1], a[j + 1]});
+      }
+      before = std::move(now);
+    } else if (op == "D") {
+      // a[i+1] user key, a[i+2] device, a[i+3] token hash, a[i+4] token value.
+      std::string& old = tokens[{a[i + 1], a[i + 2]}];
+      if (old != a[i + 3] && !old.empty()) add(0, own("{t:" + old + "}"), {"k", own(old)});
+      old = std::string(a[i + 3]);
+      if (!a[i + 3].empty()) add(0, own("{t:" + std::string(a[i + 3]) + "}"), {"t", a[i + 3], a[i + 4]});
+      add(1, a[i + 1], {"d", a[i + 1], a[i + 2], a[i + 3]});
+    } else {
+      // S, X, L, B, Y, K, P, Q, T, W, Z: one key's slot (a device's or a user's).
+      Group& g = phases[0][key_slot(a[i + 1])];
+      if (g.routing_key.empty()) g.routing_key = a[i + 1];
+      g.args.insert(g.args.end(), a.begin() + static_cast<ptrdiff_t>(i), a.begin() + static_cast<ptrdiff_t>(i + w));
+    }
+    i += w;
+  }
+  for (Phase& phase : phases) {
+    if (phase.empty()) continue;
+    auto r = run_phase(cluster, script, phase, a[0], wait_replicas, timeout);
+    if (!r) return r.error();
+  }
+  return {};
+}
+
+Result<std::optional<IdempotencyRecord>> idempotency_on_cluster(RedisCluster& cluster, const DeviceRef& device,
+                                                                const std::string& client_msg_id, int64_t now_ms) {
+  const std::string dk = device_key(device);
+  const std::string pointer = dk + ":idp";
+  auto conv = cluster.run1(key_slot(pointer), {"HGET", pointer, client_msg_id});
+  if (!conv) return conv.error();
+  if ((*conv)->type == REDIS_REPLY_ERROR) return redis_reply_error(str(conv->get()));
+  if ((*conv)->type != REDIS_REPLY_STRING) return std::optional<IdempotencyRecord>{};
+  // The pointer is written before the message: no record (yet) means not sent.
+  const std::string hash = conv_key(str(conv->get())) + ":idem";
+  auto v = cluster.run1(key_slot(hash), {"HGET", hash, record_field(dk, client_msg_id)});
+  if (!v) return v.error();
+  if ((*v)->type == REDIS_REPLY_ERROR) return redis_reply_error(str(v->get()));
+  if ((*v)->type != REDIS_REPLY_STRING) return std::optional<IdempotencyRecord>{};
+  auto rec = rocks::decode_idempotency(std::string(str(v->get())));
+  if (!rec) return make_error(ErrorCode::kInternal, "redis: corrupt idempotency");
+  if (now_ms > rec->expires_at) return std::optional<IdempotencyRecord>{};
+  return std::optional<IdempotencyRecord>(std::move(*rec));
+}
+
+Result<size_t> purge_on_cluster(RedisCluster& cluster, int64_t now_ms) {
+  constexpr size_t kChunk = 1000;
+  const uint16_t index_slot = key_slot(kIdemIndex);
+  const std::string upto = "(" + std::to_string(now_ms), chunk = std::to_string(kChunk);
+  size_t purged = 0;
+  for (int round = 0; round < 1'000'000; ++round) {
+    auto r = cluster.run1(index_slot, {"ZRANGEBYSCORE", kIdemIndex, "-inf", upto, "LIMIT", "0", chunk});
+    if (!r) return r.error();
+    if ((*r)->type == REDIS_REPLY_ERROR) return redis_reply_error(str(r->get()));
+    if ((*r)->type != REDIS_REPLY_ARRAY) return make_error(ErrorCode::kInternal, "redis: purge: unexpected reply");
+    const size_t n = (*r)->elements;
+    if (n == 0) return purged;
+    std::deque<std::string> parts;
+    std::map<uint16_t, std::vector<std::vector<std::string_view>>> by_slot;
+    std::vector<std::string_view> zrem = {"ZREM", kIdemIndex};
+    for (size_t i = 0; i < n; ++i) {
+      const std::string_view m = str((*r)->element[i]);
+      zrem.push_back(m);
+      const size_t colon = m.find(':');
+      size_t len = 0;
+      auto [p, ec] = std::from_chars(m.data(), m.data() + (colon == std::string_view::npos ? 0 : colon), len);
+      if (colon == std::string_view::npos || ec != std::errc() || colon + 1 + len > m.size()) continue;
+      const std::string_view key = m.substr(colon + 1, len), field = m.substr(colon + 1 + len);
+      by_slot[key_slot(key)].push_back({"HDEL", key, field});
+      if (key.size() >= 5 && key.substr(key.size() - 5) == ":idem") ++purged;
+    }
+    std::vector<SlotCommands> batches;
+    for (auto& [slot, cmds] : by_slot) batches.push_back(SlotCommands{slot, std::move(cmds)});
+    auto del = cluster.run_many(batches);
+    if (!del) return del.error();
+    auto z = cluster.run1(index_slot, zrem);
+    if (!z) return z.error();
+    if (n < kChunk) return purged;
+  }
+  return purged;
+}
+
+}  // namespace tern::store::redis

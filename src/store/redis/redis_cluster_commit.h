@@ -1,0 +1,58 @@
+// The parts of RedisStore that differ on a Redis Cluster, where one Lua script may touch the
+// keys of one hash slot only (docs/scaling.md, "A commit on a Redis Cluster").
+//
+// commit_on_cluster() takes the commit script's flat op list (as RedisStore::commit builds it
+// for one redis-server, redis_scripts.h kCommit) and runs it as several per-slot scripts, in
+// two phases, each phase's scripts sent to all masters at once (RedisCluster::run_many):
+//   0. blind, idempotent puts outside the conversations: inbox marks (which only move
+//      forward: op 'm'), idempotency pointers (device → conversation), the expiry index,
+//      user-index rows of the current members and deletions of removed members' rows
+//      (against the member set read before), cursors, last-seen, tokens (a replaced token's
+//      key is deleted here, before the device row names the new one);
+//   1. per conversation slot, one script: the dense seq check, the log appends, the
+//      idempotency records and the conversation meta, atomically; also the device rows of
+//      PutDevice (after their tokens).
+// The call succeeds only if every phase succeeded; any failure is `unavailable` (or the
+// script's error) and the caller answers no `sent`. What a crash between phases leaves is
+// harmless, and why, is in docs/scaling.md.
+//
+// Idempotency on a cluster: the record lives in the conversation's slot ({c:<conv>}:idem,
+// field "<len>:<device key><client_msg_id>"), written in the same script as the append, so it
+// exists iff the message does; a pointer {d:<device>}:idp client_msg_id → conversation,
+// written in phase 0, tells a later lookup where to look (two reads). The expiry index
+// `idemexp` holds both; purge_on_cluster() drops them slot by slot.
+//
+// Thread-safety: free functions on the caller's RedisCluster (one per thread).
+#pragma once
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/result.h"
+#include "store/redis/redis_cluster.h"
+#include "store/store.h"
+
+namespace tern::store::redis {
+
+struct ClusterScript {
+  std::string_view text;  // for EVAL when a node does not know the SHA (NOSCRIPT)
+  std::string_view sha;
+};
+
+// args[0] is the dense-appends flag, then the ops. wait_replicas > 0: each script is followed
+// by WAIT on its node.
+Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& script,
+                               const std::vector<std::string_view>& args, int wait_replicas,
+                               std::chrono::milliseconds timeout);
+
+Result<std::optional<IdempotencyRecord>> idempotency_on_cluster(RedisCluster& cluster, const DeviceRef& device,
+                                                                const std::string& client_msg_id, int64_t now_ms);
+
+Result<size_t> purge_on_cluster(RedisCluster& cluster, int64_t now_ms);
+
+// An error reply as RedisStore reports it (transient ones are `unavailable`).
+Error redis_reply_error(std::string_view message);
+
+}  // namespace tern::store::redis

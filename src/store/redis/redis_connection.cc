@@ -1,0 +1,152 @@
+#include "store/redis/redis_connection.h"
+
+#include <signal.h>
+#include <sys/socket.h>
+
+#include <charconv>
+#include <mutex>
+
+#include <hiredis/hiredis.h>
+
+namespace tern::store::redis {
+
+namespace {
+timeval to_timeval(std::chrono::milliseconds d) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(d.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((d.count() % 1000) * 1000);
+  return tv;
+}
+}  // namespace
+
+Result<RedisAddress> parse_redis_url(std::string_view url) {
+  auto bad = [&] { return make_error(ErrorCode::kInvalidArgument, "bad Redis address (want redis://HOST:PORT)"); };
+  constexpr std::string_view kScheme = "redis://";
+  if (url.substr(0, kScheme.size()) == kScheme) url.remove_prefix(kScheme.size());
+  if (!url.empty() && url.back() == '/') url.remove_suffix(1);
+  RedisAddress out;
+  std::string_view port;
+  if (!url.empty() && url.front() == '[') {
+    const size_t close = url.find(']');
+    if (close == std::string_view::npos) return bad();
+    out.host = std::string(url.substr(1, close - 1));
+    std::string_view rest = url.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') return bad();
+      port = rest.substr(1);
+    }
+  } else {
+    const size_t colon = url.rfind(':');
+    out.host = std::string(url.substr(0, colon));
+    if (colon != std::string_view::npos) port = url.substr(colon + 1);
+  }
+  if (out.host.empty() || out.host.find_first_of("/@?") != std::string::npos) return bad();
+  if (!port.empty()) {
+    unsigned v = 0;
+    auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), v);
+    if (ec != std::errc() || p != port.data() + port.size() || v == 0 || v > 65535) return bad();
+    out.port = static_cast<uint16_t>(v);
+  }
+  return out;
+}
+
+void ReplyDeleter::operator()(redisReply* r) const {
+  if (r) freeReplyObject(r);
+}
+
+RedisConnection::~RedisConnection() {
+  if (ctx_) redisFree(ctx_);
+}
+
+Result<std::unique_ptr<RedisConnection>> RedisConnection::connect(const RedisAddress& address,
+                                                                  std::chrono::milliseconds connect_timeout,
+                                                                  std::chrono::milliseconds command_timeout) {
+  // hiredis writes with write(2): a write to a connection the server closed (a killed Redis
+  // master) would raise SIGPIPE and kill the process; ignored, the write fails with EPIPE and
+  // the call with `unavailable`. Process-wide, once (Boost.Asio sends with MSG_NOSIGNAL).
+  static std::once_flag sigpipe;
+  std::call_once(sigpipe, [] { ::signal(SIGPIPE, SIG_IGN); });
+  redisContext* ctx = redisConnectWithTimeout(address.host.c_str(), address.port, to_timeval(connect_timeout));
+  if (!ctx) return make_error(ErrorCode::kUnavailable, "redis: out of memory");
+  if (ctx->err) {
+    std::string what = ctx->errstr;
+    redisFree(ctx);
+    return make_error(ErrorCode::kUnavailable, "redis: connect: " + what);
+  }
+  if (command_timeout.count() > 0) redisSetTimeout(ctx, to_timeval(command_timeout));
+  redisEnableKeepAlive(ctx);
+  return std::unique_ptr<RedisConnection>(new RedisConnection(ctx));
+}
+
+Error RedisConnection::transport_error(const char* what) {
+  healthy_ = false;
+  return make_error(ErrorCode::kUnavailable, std::string("redis: ") + what + ": " + ctx_->errstr);
+}
+
+Result<std::vector<Reply>> RedisConnection::pipeline(const std::vector<std::vector<std::string_view>>& commands) {
+  if (!healthy_) return make_error(ErrorCode::kUnavailable, "redis: connection broken");
+  std::vector<const char*> argv;
+  std::vector<size_t> lens;
+  for (const auto& cmd : commands) {
+    argv.clear();
+    lens.clear();
+    for (std::string_view a : cmd) {
+      argv.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    if (redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), argv.data(), lens.data()) != REDIS_OK)
+      return transport_error("append");
+  }
+  std::vector<Reply> replies;
+  replies.reserve(commands.size());
+  for (size_t i = 0; i < commands.size(); ++i) {
+    void* r = nullptr;
+    if (redisGetReply(ctx_, &r) != REDIS_OK || !r) return transport_error("reply");
+    replies.emplace_back(static_cast<redisReply*>(r));
+  }
+  return replies;
+}
+
+bool RedisConnection::append(const std::vector<std::string_view>& argv) {
+  if (!healthy_) return false;
+  std::vector<const char*> ptrs;
+  std::vector<size_t> lens;
+  for (std::string_view a : argv) {
+    ptrs.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  if (redisAppendCommandArgv(ctx_, static_cast<int>(ptrs.size()), ptrs.data(), lens.data()) != REDIS_OK) {
+    healthy_ = false;
+    return false;
+  }
+  return true;
+}
+
+bool RedisConnection::flush() {
+  if (!healthy_) return false;
+  int done = 0;
+  while (!done) {
+    if (redisBufferWrite(ctx_, &done) != REDIS_OK) {
+      healthy_ = false;
+      return false;
+    }
+  }
+  return true;
+}
+
+Result<Reply> RedisConnection::read_push() {
+  if (!healthy_) return make_error(ErrorCode::kUnavailable, "redis: connection broken");
+  void* r = nullptr;
+  if (redisGetReply(ctx_, &r) != REDIS_OK || !r) return transport_error("read");
+  return Reply(static_cast<redisReply*>(r));
+}
+
+void RedisConnection::interrupt() { ::shutdown(ctx_->fd, SHUT_RDWR); }
+
+Result<Reply> RedisConnection::command(const std::vector<std::string_view>& argv) {
+  auto r = pipeline({argv});
+  if (!r) return r.error();
+  return std::move(r->front());
+}
+
+}  // namespace tern::store::redis

@@ -1,0 +1,77 @@
+// RedisConnection: one synchronous hiredis connection (redisContext) with short timeouts,
+// and the parsing of `redis://HOST:PORT` addresses. A broken connection (reset, timeout,
+// protocol error) is never reused: the owner drops it and connects again on the next call.
+//
+// Thread-safety: none; one connection is used by one thread at a time (RedisStore keeps one
+// per calling thread). Owns its redisContext.
+#pragma once
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/result.h"
+
+struct redisContext;
+struct redisReply;
+
+namespace tern::store::redis {
+
+struct RedisAddress {
+  std::string host;
+  uint16_t port = 6379;
+};
+
+// Parses "redis://HOST:PORT" (the port defaults to 6379; "HOST:PORT" without the scheme is
+// accepted too). IPv6 hosts in brackets: redis://[::1]:6379.
+Result<RedisAddress> parse_redis_url(std::string_view url);
+
+struct ReplyDeleter {
+  void operator()(redisReply* r) const;
+};
+using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
+
+class RedisConnection {
+ public:
+  ~RedisConnection();
+  RedisConnection(const RedisConnection&) = delete;
+  RedisConnection& operator=(const RedisConnection&) = delete;
+
+  // Connects within connect_timeout; every later command times out after command_timeout.
+  // Fails with `unavailable`.
+  static Result<std::unique_ptr<RedisConnection>> connect(const RedisAddress& address,
+                                                          std::chrono::milliseconds connect_timeout,
+                                                          std::chrono::milliseconds command_timeout);
+
+  // Sends all commands in one write and reads every reply (one round trip). A transport
+  // failure fails the whole call with `unavailable` and breaks the connection; a Redis error
+  // reply is returned as a reply of type REDIS_REPLY_ERROR (the caller decides).
+  Result<std::vector<Reply>> pipeline(const std::vector<std::vector<std::string_view>>& commands);
+  Result<Reply> command(const std::vector<std::string_view>& argv);
+  // The two halves of pipeline(), for writing to several connections before reading any
+  // (RedisCluster::run_many): append() buffers a command, flush() writes the buffer (false:
+  // the connection broke); read_reply() reads the next reply.
+  bool append(const std::vector<std::string_view>& argv);
+  bool flush();
+  Result<Reply> read_reply() { return read_push(); }
+
+  // Pub/sub: the next message pushed by the server (after SUBSCRIBE), waiting as long as the
+  // command timeout allows (0: forever).
+  Result<Reply> read_push();
+  // Wakes a read_push() blocked on another thread (it then fails): shuts the socket down.
+  // The only method that may be called from another thread.
+  void interrupt();
+
+  // False once a transport error happened: the connection must be dropped.
+  bool healthy() const { return healthy_; }
+
+ private:
+  explicit RedisConnection(redisContext* ctx) : ctx_(ctx) {}
+  Error transport_error(const char* what);
+
+  redisContext* ctx_;
+  bool healthy_ = true;
+};
+
+}  // namespace tern::store::redis

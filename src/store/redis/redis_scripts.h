@@ -1,0 +1,295 @@
+// The Lua scripts RedisStore runs on the server (one atomic step each). Constants only.
+#pragma once
+
+namespace tern::store::redis::scripts {
+
+// ARGV[1]: '1' for dense appends, else '0'. Then the batch's ops, flattened; each op is a
+// one-letter code and a number of fields fixed by the code (and, for A, C and E, a count
+// field); RedisStore::commit builds them.
+// The checks run first, before anything is written:
+//  - Dense appends (ternd, where several nodes may append to one conversation): every append
+//    must be the next seq of its conversation (its head + 1, or the previous append's + 1 in
+//    this batch); else TERNSEQ: a node's idea of the head was behind (another node appended,
+//    or an earlier batch failed half-known), and it must reload the head.
+//  - A one-time prekey take (T) must find its key present (and not taken earlier in this
+//    batch); else TERNTAKE: another node handed the key out first.
+// Either failure writes nothing. Seqs above 2^53 would lose precision in Lua numbers; no real
+// conversation gets there. Base keys of devices ("{d:alice/1}") come from C++; the script
+// builds the others from raw ids with the same formats ("{c:<id>}", "{u:<id>}", "{m:<id>}").
+// Global indexes: idemexp (idempotency expiry), users (every user, lex), mpend (uploads not
+// yet collected, score created_ts, member media id ‖ owner), msgexp/msgexpv (message expiry:
+// score expires_at, member conversation ‖ \0 ‖ seq hex; value the media ids), reports/reportv
+// (lex by 16-hex-digit id). Nothing can fail half way but an unknown op code (a bug: the C++
+// side only emits known ones) or Redis running out of memory, so the batch applies whole.
+inline constexpr const char* kCommit = R"lua(
+local a = ARGV
+local n = #a
+local function width(i)
+  local op = a[i]
+  if op == 'M' or op == 'S' or op == 'R' or op == 'B' or op == 'W' or op == 'Q' or op == 'T' then return 4 end
+  if op == 'I' or op == 'D' or op == 'P' or op == 'G' then return 5 end
+  if op == 'X' or op == 'L' or op == 'U' or op == 'Y' or op == 'K' or op == 'H' or op == 'J' or op == 'Z' or op == 'N' then
+    return 3
+  end
+  if op == 'C' then return 4 + 2 * tonumber(a[i+3]) end
+  if op == 'm' or op == 'j' or op == 'p' or op == 'd' or op == 'h' or op == 'z' then return 4 end
+  if op == 'x' or op == 'r' then return 3 end
+  if op == 'e' or op == 't' then return 3 end
+  if op == 'k' then return 2 end
+  if op == 'c' then return 4 + tonumber(a[i+3]) end
+  if op == 'A' then return 6 + tonumber(a[i+5]) end
+  if op == 'E' then return 4 + tonumber(a[i+3]) end
+  return nil
+end
+local dense = a[1] == '1'
+local want = {}
+local taken = {}
+local i = 2
+while i <= n do
+  local op = a[i]
+  if op == 'A' and dense then
+    local k = '{c:' .. a[i+1] .. '}:log'
+    local w = want[k]
+    if w == nil then
+      local last = redis.call('ZRANGE', k, -1, -1)[1]
+      if last then w = tonumber(last, 16) + 1 else w = 1 end
+    end
+    if tonumber(a[i+2], 16) ~= w then return redis.error_reply('TERNSEQ appended seq is not the next one') end
+    want[k] = w + 1
+  elseif op == 'T' then
+    local k = a[i+1] .. ':pk'
+    local t = k .. a[i+2]
+    if taken[t] or #redis.call('ZRANGEBYLEX', k, '[' .. a[i+2], a[i+3], 'LIMIT', 0, 1) == 0 then
+      return redis.error_reply('TERNTAKE one-time prekey already taken')
+    end
+    taken[t] = true
+  end
+  local wd = width(i)
+  if wd == nil then return redis.error_reply('tern: unknown op ' .. tostring(op)) end
+  i = i + wd
+end
+i = 2
+while i <= n do
+  local op = a[i]
+  if op == 'A' then
+    local c = a[i+1]
+    local base = '{c:' .. c .. '}'
+    redis.call('ZADD', base .. ':log', 0, a[i+2])
+    redis.call('HSET', base .. ':f', a[i+2], a[i+3])
+    local member = c .. '\0' .. a[i+2]
+    local nm = tonumber(a[i+5])
+    local ids = ''
+    for j = 1, nm do
+      local m = '{m:' .. a[i+5+j] .. '}'
+      redis.call('ZADD', m .. ':r', 0, member)
+      redis.call('HSET', m .. ':rx', member, a[i+4])
+      ids = ids .. a[i+5+j]
+    end
+    if a[i+4] ~= '0' then
+      redis.call('ZADD', '{msgexp}', a[i+4], member)
+      redis.call('HSET', '{msgexp}v', member, ids)
+    end
+    i = i + 6 + nm
+  elseif op == 'E' then
+    local member = a[i+1] .. '\0' .. a[i+2]
+    redis.call('ZREM', '{msgexp}', member)
+    redis.call('HDEL', '{msgexp}v', member)
+    local nm = tonumber(a[i+3])
+    for j = 1, nm do
+      local m = '{m:' .. a[i+3+j] .. '}'
+      redis.call('ZREM', m .. ':r', member)
+      redis.call('HDEL', m .. ':rx', member)
+    end
+    i = i + 4 + nm
+  elseif op == 'I' then
+    local hk = a[i+1] .. ':idem'
+    redis.call('HSET', hk, a[i+2], a[i+3])
+    redis.call('ZADD', 'idemexp', a[i+4], string.len(hk) .. ':' .. hk .. a[i+2])
+    i = i + 5
+  elseif op == 'M' then
+    redis.call('HSET', a[i+1] .. ':in', a[i+2], a[i+3])
+    i = i + 4
+  elseif op == 'X' then
+    redis.call('HDEL', a[i+1] .. ':in', a[i+2])
+    i = i + 3
+  elseif op == 'S' then
+    redis.call('HSET', a[i+1] .. ':cur', a[i+2], a[i+3])
+    i = i + 4
+  elseif op == 'R' then
+    redis.call('HSET', a[i+1] .. ':r', a[i+2], a[i+3])
+    i = i + 4
+  elseif op == 'L' then
+    redis.call('HSET', a[i+1] .. ':a', 's', a[i+2])
+    i = i + 3
+  elseif op == 'U' then
+    redis.call('HSET', '{u:' .. a[i+1] .. '}:a', 'c', a[i+2])
+    redis.call('ZADD', 'users', 0, a[i+1])
+    i = i + 3
+  elseif op == 'D' then
+    local dk = a[i+1] .. ':d'
+    local old = redis.call('HGET', dk, a[i+2])
+    local tok = a[i+3]
+    if old and old ~= tok and old ~= '' then redis.call('DEL', '{t:' .. old .. '}') end
+    if tok ~= '' then redis.call('SET', '{t:' .. tok .. '}', a[i+4]) end
+    redis.call('HSET', dk, a[i+2], tok)
+    i = i + 5
+  elseif op == 'C' then
+    local c = a[i+1]
+    local base = '{c:' .. c .. '}'
+    local nrows = tonumber(a[i+3])
+    local keep = {}
+    for j = 0, nrows - 1 do keep[a[i+4+2*j]] = true end
+    for _, u in ipairs(redis.call('SMEMBERS', base .. ':mu')) do
+      if not keep[u] then redis.call('HDEL', '{u:' .. u .. '}:ix', c) end
+    end
+    redis.call('DEL', base .. ':mu')
+    for j = 0, nrows - 1 do
+      local u = a[i+4+2*j]
+      redis.call('SADD', base .. ':mu', u)
+      redis.call('HSET', '{u:' .. u .. '}:ix', c, a[i+5+2*j])
+    end
+    redis.call('SET', base .. ':m', a[i+2])
+    i = i + 4 + 2 * nrows
+  elseif op == 'B' then
+    redis.call('HSET', a[i+1] .. ':ix', a[i+2], a[i+3])
+    i = i + 4
+  elseif op == 'Y' then
+    redis.call('HDEL', a[i+1] .. ':ix', a[i+2])
+    i = i + 3
+  -- Ops of the per-slot scripts on a Redis Cluster (redis_cluster_commit.h), lower case.
+  elseif op == 'm' then
+    local old = redis.call('HGET', a[i+1] .. ':in', a[i+2])
+    if not old or tonumber(old) < tonumber(a[i+3]) then redis.call('HSET', a[i+1] .. ':in', a[i+2], a[i+3]) end
+    i = i + 4
+  elseif op == 'j' then
+    redis.call('HSET', a[i+1] .. ':idem', a[i+2], a[i+3])
+    i = i + 4
+  elseif op == 'p' then
+    redis.call('HSET', a[i+1] .. ':idp', a[i+2], a[i+3])
+    i = i + 4
+  elseif op == 'e' then
+    redis.call('ZADD', 'idemexp', a[i+1], a[i+2])
+    i = i + 3
+  elseif op == 't' then
+    redis.call('SET', '{t:' .. a[i+1] .. '}', a[i+2])
+    i = i + 3
+  elseif op == 'k' then
+    redis.call('DEL', '{t:' .. a[i+1] .. '}')
+    i = i + 2
+  elseif op == 'd' then
+    redis.call('HSET', a[i+1] .. ':d', a[i+2], a[i+3])
+    i = i + 4
+  -- h/x/z/r: HSET/HDEL/ZADD/ZREM of a whole key (the parts of an op that spans slots).
+  elseif op == 'h' then
+    redis.call('HSET', a[i+1], a[i+2], a[i+3])
+    i = i + 4
+  elseif op == 'x' then
+    redis.call('HDEL', a[i+1], a[i+2])
+    i = i + 3
+  elseif op == 'z' then
+    redis.call('ZADD', a[i+1], a[i+2], a[i+3])
+    i = i + 4
+  elseif op == 'r' then
+    redis.call('ZREM', a[i+1], a[i+2])
+    i = i + 3
+  elseif op == 'c' then
+    local base = '{c:' .. a[i+1] .. '}'
+    local n = tonumber(a[i+3])
+    redis.call('DEL', base .. ':mu')
+    for j = 0, n - 1 do redis.call('SADD', base .. ':mu', a[i+4+j]) end
+    redis.call('SET', base .. ':m', a[i+2])
+    i = i + 4 + n
+  elseif op == 'K' then
+    redis.call('SET', a[i+1] .. ':k', a[i+2])
+    i = i + 3
+  elseif op == 'P' then
+    -- one member per key: 8 hex digits of the id, then the public key (lex order = id order)
+    redis.call('ZREMRANGEBYLEX', a[i+1] .. ':pk', '[' .. a[i+2], a[i+3])
+    redis.call('ZADD', a[i+1] .. ':pk', 0, a[i+2] .. a[i+4])
+    i = i + 5
+  elseif op == 'Q' or op == 'T' then
+    redis.call('ZREMRANGEBYLEX', a[i+1] .. ':pk', '[' .. a[i+2], a[i+3])
+    i = i + 4
+  elseif op == 'G' then
+    local owner = a[i+2]
+    local u = '{u:' .. owner .. '}'
+    redis.call('HSET', '{m:' .. a[i+1] .. '}:o', owner, a[i+3] .. ' ' .. a[i+4])
+    redis.call('ZADD', u .. ':me', 0, a[i+1])
+    redis.call('HSET', u .. ':ms', a[i+1], a[i+3])
+    redis.call('ZADD', 'mpend', a[i+4], a[i+1] .. owner)
+    i = i + 5
+  elseif op == 'H' then
+    local u = '{u:' .. a[i+2] .. '}'
+    redis.call('HDEL', '{m:' .. a[i+1] .. '}:o', a[i+2])
+    redis.call('ZREM', u .. ':me', a[i+1])
+    redis.call('HDEL', u .. ':ms', a[i+1])
+    i = i + 3
+  elseif op == 'J' then
+    redis.call('ZREM', 'mpend', a[i+1] .. a[i+2])
+    i = i + 3
+  elseif op == 'W' then
+    redis.call('ZADD', a[i+1] .. ':rec', 0, a[i+2])
+    redis.call('HSET', a[i+1] .. ':rv', a[i+2], a[i+3])
+    i = i + 4
+  elseif op == 'Z' then
+    redis.call('ZREM', a[i+1] .. ':rec', a[i+2])
+    redis.call('HDEL', a[i+1] .. ':rv', a[i+2])
+    i = i + 3
+  elseif op == 'N' then
+    redis.call('ZADD', '{reports}', 0, a[i+1])
+    redis.call('HSET', '{reports}v', a[i+1], a[i+2])
+    i = i + 3
+  else
+    return redis.error_reply('tern: unknown op ' .. tostring(op))
+  end
+end
+return 1
+)lua";
+
+// KEYS: an index zset, a value hash. ARGV: 'L' (lex range) or 'S' (score range), min, max,
+// limit. Returns member, score ('' for a lex range), value ('' if the hash has none) for each
+// index member in range, at most limit: one round trip for a bounded, ordered read.
+inline constexpr const char* kRange = R"lua(
+local by_score = ARGV[1] == 'S'
+local ms
+if by_score then
+  ms = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[2], ARGV[3], 'WITHSCORES', 'LIMIT', 0, ARGV[4])
+else
+  ms = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[2], ARGV[3], 'LIMIT', 0, ARGV[4])
+end
+local out = {}
+local step = by_score and 2 or 1
+for j = 1, #ms, step do
+  out[#out + 1] = ms[j]
+  out[#out + 1] = by_score and ms[j + 1] or ''
+  out[#out + 1] = redis.call('HGET', KEYS[2], ms[j]) or ''
+end
+return out
+)lua";
+
+// KEYS: log zset, frames hash. ARGV: exclusive lower bound "(<hex seq>", limit.
+// Returns seq1, frame1, seq2, frame2, ...
+inline constexpr const char* kReadMessages = R"lua(
+local ks = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], '+', 'LIMIT', 0, ARGV[2])
+local out = {}
+for j, k in ipairs(ks) do
+  out[2 * j - 1] = k
+  out[2 * j] = redis.call('HGET', KEYS[2], k)
+end
+return out
+)lua";
+
+// ARGV: now_ms, chunk. Drops up to `chunk` idempotency records that expired before now_ms
+// (the index member is "<len>:<hash key><client_msg_id>"); returns how many.
+inline constexpr const char* kPurge = R"lua(
+local ms = redis.call('ZRANGEBYSCORE', 'idemexp', '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, m in ipairs(ms) do
+  local p = string.find(m, ':', 1, true)
+  local len = tonumber(string.sub(m, 1, p - 1))
+  redis.call('HDEL', string.sub(m, p + 1, p + len), string.sub(m, p + len + 1))
+  redis.call('ZREM', 'idemexp', m)
+end
+return #ms
+)lua";
+
+}  // namespace tern::store::redis::scripts

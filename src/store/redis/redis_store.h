@@ -1,0 +1,178 @@
+// RedisStore: the store contract (store/store.h) on one redis-server, so that several ternd
+// nodes share accounts, conversations and message logs (docs/scaling.md).
+//
+// Key design (hash tags keep what one atomic step touches in one slot):
+//   {u:<user>}:a        hash   c → created_ts, s → last_seen
+//   {u:<user>}:d        hash   device → token hash             (devices of a user)
+//   {u:<user>}:ix       hash   conversation → user-index row (rocks::encode_user_row)
+//   {t:<token hash>}    string encoded DeviceRef
+//   {c:<conv>}:m        string encoded Conversation (meta + members)
+//   {c:<conv>}:mu       set    the users listed in the meta (to drop index rows of removed users)
+//   {c:<conv>}:log      zset   16-hex-digit seqs, all score 0: ZRANGEBYLEX pages the log in
+//                              seq order (a double score would lose seqs above 2^53)
+//   {c:<conv>}:f        hash   seq (hex) → stored frame
+//   {c:<conv>}:r        hash   user → "delivered read"
+//   {d:<user>/<dev>}:cur  hash conversation → cursor seq
+//   {d:<user>/<dev>}:in   hash conversation → inbox mark
+//   {d:<user>/<dev>}:idem hash client_msg_id → encoded IdempotencyRecord
+//   idemexp             zset   expiry index of idempotency records (score expires_at)
+//   {d:<user>/<dev>}:k    string encoded DeviceKeys (rocks::encode_device_keys)
+//   {d:<user>/<dev>}:pk   zset   one-time prekeys, score 0, member 8 hex digits of the id ‖
+//                              public key: lex order is id order; a take is checked in the
+//                              commit script (TERNTAKE), so a key goes out once across nodes
+//   {u:<user>}:me / :ms zset / hash  the user's uploads (media id, lex) / id → size
+//   {u:<user>}:rec / :rv  zset / hash  user record names (lex) / name → value
+//   {m:<media id>}:o    hash   owner → "size created_ts"
+//   {m:<media id>}:r / :rx  zset / hash  messages naming the blob: conversation ‖ \0 ‖ seq hex
+//                              (lex) / → expires_at (0 = never)
+//   users               zset   every registered user (lex), for the admin listing
+//   mpend               zset   uploads not yet collected: score created_ts, member id ‖ owner
+//   msgexp / msgexpv    zset / hash  expiring messages: score expires_at, member conversation
+//                              ‖ \0 ‖ seq hex / → the media ids it names (64 hex each)
+//   reports / reportv   zset / hash  16-hex-digit report ids (lex) / → report
+// Slots: one conversation's keys share a slot ({c:..}), as do one user's ({u:..}), one
+// device's ({d:..}) and one blob's ({m:..}); the global indexes are one key each. Every read
+// is one key or one bounded range of one index (ZRANGEBYLEX/ZRANGEBYSCORE with LIMIT); no
+// KEYS, no SCAN.
+// A key is "{" kind ":" id "}:" suffix with the suffix free of '}' and ':', so distinct ids
+// never share a key even if an id holds '}' (it only changes which slot the key lands in).
+//
+// commit(): the whole Batch is one EVALSHA of the commit script (one round trip, one atomic
+// step on the server: all or nothing, ops in order). The script builds the keys itself, which
+// a single redis-server allows; on a Redis Cluster the batch is split by slot into per-slot
+// scripts in two phases (redis_cluster_commit.h, docs/scaling.md). Durability: the reply comes after Redis applied the
+// script, and with `appendfsync always` after the AOF write was fsynced; with
+// wait_replicas > 0 the commit also waits (WAIT) for that many replicas and fails with
+// `unavailable` if they did not acknowledge within the command timeout.
+//
+// Errors: a connection that cannot be made or breaks (Redis down, timeout) fails the call
+// with `unavailable` at once; after a failed connect the thread does not retry for
+// `retry_backoff` (fails fast instead of stalling every caller on a dead address).
+//
+// Threading: every method may be called from any thread; each calling thread gets its own
+// hiredis connection (created on first use, kept until the store dies). Reads are synchronous:
+// a read made on an event loop blocks that loop for one Redis round trip (~50-100 µs on
+// loopback, at most command_timeout when Redis hangs). This is a known deviation from "no
+// blocking call on a loop": the store contract is synchronous because RocksDB's reads are;
+// an asynchronous contract is future work. commit() comes from the group committer's one
+// writer thread.
+//
+// Ownership: the composition root owns the store.
+#pragma once
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "store/redis/redis_cluster.h"
+#include "store/redis/redis_connection.h"
+#include "store/store.h"
+
+namespace tern::store::redis {
+
+struct RedisStoreOptions {
+  RedisAddress address;
+  // Seeds of a Redis Cluster (or of one redis-server); when set, used instead of `address`.
+  // On a cluster every key is routed by its slot and commit() is split by slot
+  // (redis_cluster_commit.h).
+  std::vector<RedisAddress> seeds;
+  std::chrono::milliseconds connect_timeout{200};
+  std::chrono::milliseconds command_timeout{2000};
+  std::chrono::milliseconds retry_backoff{100};
+  int wait_replicas = 0;  // > 0: WAIT for this many replicas before commit() returns
+  // ternd sets this: a commit whose AppendMessage is not its conversation's next seq (head + 1)
+  // writes nothing and fails with `unavailable` (see redis_scripts.h). The contract suite
+  // appends arbitrary seqs, so the plain contract leaves it off.
+  bool dense_appends = false;
+  // erase_expired() asks Redis to rewrite its AOF (BGREWRITEAOF) so that the erased bytes
+  // leave the disk too, at most once per aof_rewrite_interval (a rewrite copies the whole
+  // data set; Redis runs at most one at a time and queues a request made during another).
+  bool rewrite_aof_on_erase = true;
+  std::chrono::milliseconds aof_rewrite_interval{60000};
+};
+
+class RedisStore final : public Store {
+ public:
+  // Connects once (to fail early on a wrong address) and loads the scripts.
+  static Result<std::unique_ptr<RedisStore>> open(RedisStoreOptions options);
+  ~RedisStore() override;
+
+  Result<void> commit(const Batch& batch, bool sync) override;
+  Result<void> flush() override;
+  Result<bool> user_exists(const std::string& user) override;
+  Result<std::vector<uint32_t>> devices(const std::string& user) override;
+  Result<std::optional<DeviceRef>> find_token(const std::string& token_hash) override;
+  Result<int64_t> last_seen(const std::string& user) override;
+  Result<std::optional<Conversation>> conversation(const std::string& id) override;
+  Result<std::vector<UserConversation>> user_conversations(const std::string& user) override;
+  Result<std::optional<UserConversation>> user_conversation(const std::string& user,
+                                                            const std::string& conversation_id) override;
+  Result<std::vector<StoredMessage>> read_messages(const std::string& conversation_id, Seq after_seq,
+                                                   size_t limit) override;
+  Result<Seq> head(const std::string& conversation_id) override;
+  Result<Seq> cursor(const DeviceRef& device, const std::string& conversation_id) override;
+  Result<std::vector<std::pair<std::string, Seq>>> inbox(const DeviceRef& device) override;
+  Result<std::optional<IdempotencyRecord>> idempotency(const DeviceRef& device, const std::string& client_msg_id,
+                                                       int64_t now_ms) override;
+  Result<std::vector<ReceiptState>> receipts(const std::string& conversation_id) override;
+  Result<size_t> purge_expired(int64_t now_ms) override;
+  Result<std::optional<DeviceKeys>> device_keys(const DeviceRef& device) override;
+  Result<std::vector<OneTimePrekey>> one_time_prekeys(const DeviceRef& device, size_t limit) override;
+  Result<std::vector<MediaOwner>> media_owners(const std::string& id) override;
+  Result<std::vector<std::pair<std::string, uint64_t>>> user_media(const std::string& user, size_t limit) override;
+  Result<std::vector<MediaRef>> media_refs(const std::string& id, size_t limit) override;
+  Result<std::vector<PendingMedia>> pending_media(int64_t before_ms, size_t limit) override;
+  Result<std::vector<ExpiringMessage>> expiring_messages(int64_t now_ms, size_t limit) override;
+  // Overwrites each frame with its tombstone (HSET): the old bytes leave Redis's memory at
+  // once, but stay in the AOF until Redis rewrites it; with rewrite_aof_on_erase this asks
+  // for a rewrite (BGREWRITEAOF) afterwards (docs/scaling.md, "Disappearing messages").
+  Result<void> erase_expired(const std::vector<ExpiringMessage>& messages) override;
+  Result<std::optional<std::string>> user_record(const std::string& user, const std::string& name) override;
+  Result<std::vector<std::pair<std::string, std::string>>> user_records(const std::string& user,
+                                                                       const std::string& prefix,
+                                                                       size_t limit) override;
+  Result<std::vector<std::string>> users(const std::string& after, size_t limit) override;
+  Result<std::vector<std::pair<uint64_t, std::string>>> reports(uint64_t after_id, size_t limit) override;
+  Result<uint64_t> last_report_id() override;
+
+  // Not part of the contract: a value all nodes must agree on (the secret that keys direct
+  // conversation ids): stores `proposed` under `key` unless a value is there (SET NX) and
+  // returns the stored one, so the first node to start decides for all.
+  Result<std::string> shared_value(const std::string& key, const std::string& proposed);
+
+ private:
+  struct Slot {
+    std::unique_ptr<RedisCluster> cluster;  // this thread's routing client
+    std::chrono::steady_clock::time_point retry_after{};
+  };
+  explicit RedisStore(RedisStoreOptions options) : options_(std::move(options)) {}
+  // This thread's cluster client (reading the topology if needed), or `unavailable`.
+  Result<RedisCluster*> connection();
+  // Runs the commands on the node that serves the first command's key (its slot); a
+  // pipeline's commands share a slot.
+  Result<std::vector<Reply>> run(const std::vector<std::vector<std::string_view>>& commands);
+  Result<Reply> run1(const std::vector<std::string_view>& argv);
+  // A string reply (GET, HGET): its bytes, nullopt for nil. An error reply is an Error.
+  Result<std::optional<std::string>> fetch_string(const std::vector<std::string_view>& argv);
+  // An array reply (HGETALL, HKEYS, ZRANGE); nil reads as empty.
+  Result<Reply> fetch_array(const std::vector<std::string_view>& argv);
+  // One ordered, bounded read through the kRange script: (member, score, value) triples.
+  struct RangeRow {
+    std::string member, score, value;
+  };
+  Result<std::vector<RangeRow>> range(const std::string& index, const std::string& values, bool by_score,
+                                      const std::string& min, const std::string& max, size_t limit);
+  // EVALSHA of a script, loading it again (EVAL) if Redis forgot it (a restart).
+  Result<Reply> eval(std::string_view script, const std::string& sha, const std::vector<std::string_view>& keys,
+                     const std::vector<std::string_view>& args);
+
+  const RedisStoreOptions options_;
+  std::string commit_sha_, read_sha_, purge_sha_, range_sha_;  // SHA1s Redis gave the scripts (SCRIPT LOAD)
+  std::mutex rewrite_mu_;
+  std::chrono::steady_clock::time_point last_rewrite_{};  // guarded by rewrite_mu_
+  std::mutex mu_;  // guards slots_ (the map; each Slot is used only by its thread)
+  std::unordered_map<std::thread::id, std::unique_ptr<Slot>> slots_;
+};
+
+}  // namespace tern::store::redis

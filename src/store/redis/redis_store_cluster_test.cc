@@ -1,0 +1,243 @@
+// RedisStore on a real 3-master + 3-replica Redis Cluster: the store contract suite, and what
+// only a cluster has: a commit split by slot (redis_cluster_commit.h), a master that dies
+// between the phases of a commit, a failover.
+#include <chrono>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
+
+#include "store/redis/redis_cluster.h"
+#include "store/redis/redis_store.h"
+#include "store/redis/testing/redis_cluster_server.h"
+#include "store/store_contract_test.h"
+
+namespace tern::store::redis {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using testing::RedisClusterServer;
+
+// One cluster for the contract suite (stopped by the environment's TearDown); every harness
+// starts from empty masters.
+RedisClusterServer* g_cluster = nullptr;
+
+class SharedCluster final : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    g_cluster = new RedisClusterServer();
+    auto r = g_cluster->start();
+    ASSERT_TRUE(r.ok()) << "cannot start the Redis Cluster: " << r.error().message;
+  }
+  void TearDown() override {
+    delete g_cluster;
+    g_cluster = nullptr;
+  }
+};
+const auto* const g_env = ::testing::AddGlobalTestEnvironment(new SharedCluster);
+
+RedisStoreOptions options_for(const RedisClusterServer& cluster) {
+  RedisStoreOptions o;
+  auto seeds = parse_redis_urls(cluster.seeds3());
+  EXPECT_TRUE(seeds.ok());
+  if (seeds.ok()) o.seeds = *seeds;
+  return o;
+}
+
+void flush_masters(const RedisClusterServer& cluster) {
+  for (uint16_t p : cluster.ports()) {
+    auto role = cluster.command(p, {"ROLE"});
+    if (role.ok() && role->rfind("master", 0) == 0) {
+      auto r = cluster.command(p, {"FLUSHALL"});
+      if (!r.ok() || *r != "OK") ADD_FAILURE() << "FLUSHALL failed on " << p;
+    }
+  }
+}
+
+class ClusterHarness final : public contract::StoreHarness {
+ public:
+  ClusterHarness() { flush_masters(*g_cluster); }
+  Result<std::unique_ptr<Store>> open() override {
+    auto s = RedisStore::open(options_for(*g_cluster));
+    if (!s) return s.error();
+    return std::unique_ptr<Store>(std::move(s).value());
+  }
+};
+
+using contract::StoreContractTest;
+INSTANTIATE_TEST_SUITE_P(RedisCluster, StoreContractTest,
+                         ::testing::Values(contract::StoreHarnessFactory{
+                             "redis-cluster", [] { return std::make_unique<ClusterHarness>(); }}),
+                         [](const auto& info) { return std::to_string(info.index); });
+
+// The ops of one send are spread over the masters: the conversation's slot, the devices'
+// slots, the user-index slots. The commit lands whole (and the idempotency lookup, which
+// reads the pointer in the device's slot and the record in the conversation's, finds it).
+TEST(RedisStoreCluster, ACommitSpreadOverThreeMastersLandsWhole) {
+  flush_masters(*g_cluster);
+  auto s = RedisStore::open(options_for(*g_cluster));
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  std::set<uint16_t> masters;
+  Batch b;
+  Conversation c;
+  c.id = "spread";
+  for (int i = 0; i < 12; ++i) {
+    const std::string user = "user" + std::to_string(i);
+    c.members.push_back(Member{user, 1, 0});
+    masters.insert(*g_cluster->master_of(key_slot("{u:" + user + "}")));
+  }
+  b.add(PutConversation{c});
+  b.add(AppendMessage{"spread", 1, "frame-1"});
+  b.add(PutIdempotency{DeviceRef{"user0", 1}, "cm-1", IdempotencyRecord{"spread", 1, 7, 1'000'000}});
+  for (const Member& m : c.members) b.add(InboxMark{DeviceRef{m.user, 1}, "spread", 1});
+  ASSERT_EQ(masters.size(), 3u);  // the members' rows are on all three masters
+  ASSERT_TRUE((*s)->commit(b, true).ok());
+  EXPECT_EQ(*(*s)->head("spread"), 1u);
+  for (const Member& m : c.members) {
+    auto in = (*s)->inbox(DeviceRef{m.user, 1});
+    ASSERT_TRUE(in.ok());
+    ASSERT_EQ(in->size(), 1u);
+    EXPECT_EQ((*in)[0].second, 1u);
+    auto row = (*s)->user_conversation(m.user, "spread");
+    ASSERT_TRUE(row.ok() && row->has_value());
+  }
+  auto rec = (*s)->idempotency(DeviceRef{"user0", 1}, "cm-1", 0);
+  ASSERT_TRUE(rec.ok());
+  ASSERT_TRUE(rec->has_value());
+  EXPECT_EQ((*rec)->seq, 1u);
+  // Inbox marks only move forward on a cluster (two nodes' commits may land in any order).
+  Batch older;
+  older.add(InboxMark{DeviceRef{"user1", 1}, "spread", 1});
+  Batch newer;
+  newer.add(InboxMark{DeviceRef{"user1", 1}, "spread", 5});
+  ASSERT_TRUE((*s)->commit(newer, true).ok());
+  ASSERT_TRUE((*s)->commit(older, true).ok());
+  EXPECT_EQ((*(*s)->inbox(DeviceRef{"user1", 1}))[0].second, 5u);
+  // A membership change that removes a member drops that member's index row (phase 0).
+  Conversation smaller = c;
+  smaller.members.pop_back();
+  Batch shrink;
+  shrink.add(PutConversation{smaller});
+  ASSERT_TRUE((*s)->commit(shrink, true).ok());
+  auto gone = (*s)->user_conversation(c.members.back().user, "spread");
+  ASSERT_TRUE(gone.ok());
+  EXPECT_FALSE(gone->has_value());
+  // Purge drops the record and its pointer, each on its own slot.
+  auto purged = (*s)->purge_expired(2'000'000);
+  ASSERT_TRUE(purged.ok()) << purged.error().message;
+  EXPECT_EQ(*purged, 1u);
+  auto after = (*s)->idempotency(DeviceRef{"user0", 1}, "cm-1", 0);
+  ASSERT_TRUE(after.ok());
+  EXPECT_FALSE(after->has_value());
+}
+
+// A token replaced by PutDevice stops resolving, wherever its key lives.
+TEST(RedisStoreCluster, AReplacedTokenIsDeletedOnItsOwnSlot) {
+  flush_masters(*g_cluster);
+  auto s = RedisStore::open(options_for(*g_cluster));
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  Batch a;
+  a.add(PutUser{"tok-user", 1});
+  a.add(PutDevice{DeviceRef{"tok-user", 1}, "hash-old"});
+  ASSERT_TRUE((*s)->commit(a, true).ok());
+  ASSERT_TRUE((*(*s)->find_token("hash-old")).has_value());
+  Batch b;
+  b.add(PutDevice{DeviceRef{"tok-user", 1}, "hash-new"});
+  ASSERT_TRUE((*s)->commit(b, true).ok());
+  EXPECT_FALSE((*(*s)->find_token("hash-old")).has_value());
+  ASSERT_TRUE((*(*s)->find_token("hash-new")).has_value());
+  EXPECT_EQ((*(*s)->devices("tok-user")), std::vector<uint32_t>{1});
+}
+
+// A master dies during a commit. Whatever part landed, nothing is acknowledged, the log
+// never holds a message whose inbox marks are missing (marks go first), no idempotency
+// lookup answers for a message that is not in the log, and after the failover the resend
+// commits and the device's inbox mark leads its replay to the message.
+TEST(RedisStoreCluster, AMasterDyingBetweenThePhasesLosesNothingAndAnswersNoFalseSent) {
+  RedisClusterServer cluster;
+  auto started = cluster.start();
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  RedisStoreOptions o = options_for(cluster);
+  o.dense_appends = true;
+  auto s = RedisStore::open(o);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  const std::string conv = "halfway";
+  const uint16_t conv_master = *cluster.master_of(key_slot("{c:" + conv + "}"));
+  // The recipient's inbox lives on another master than the conversation.
+  std::string recipient;
+  for (int i = 0; i < 10000 && recipient.empty(); ++i) {
+    const std::string user = "bob" + std::to_string(i);
+    auto m = cluster.master_of(key_slot("{d:" + user + "/1}"));
+    if (m.ok() && *m != conv_master) recipient = user;
+  }
+  ASSERT_FALSE(recipient.empty());
+  const DeviceRef dev{recipient, 1};
+  const DeviceRef sender{"alice", 1};
+  auto send = [&](Seq seq, const std::string& cmid) {
+    Batch b;
+    b.add(AppendMessage{conv, seq, "frame-" + std::to_string(seq)});
+    b.add(PutIdempotency{sender, cmid, IdempotencyRecord{conv, seq, 7, 1'000'000'000}});
+    b.add(InboxMark{dev, conv, seq});
+    return (*s)->commit(b, true);
+  };
+  ASSERT_TRUE(send(1, "m1").ok());
+
+  // The conversation's master dies: phase 0 (the mark, on another master) lands, phase 1
+  // cannot: the commit fails with `unavailable` at once.
+  auto replica = cluster.replica_of(conv_master);
+  ASSERT_TRUE(replica.ok()) << replica.error().message;
+  cluster.kill9(conv_master);
+  const auto t0 = Clock::now();
+  auto r = send(2, "m2");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kUnavailable);
+  EXPECT_LT(Clock::now() - t0, 1s);
+  auto mark = (*s)->inbox(dev);
+  ASSERT_TRUE(mark.ok());
+  ASSERT_EQ(mark->size(), 1u);
+  EXPECT_EQ((*mark)[0].second, 2u);  // ahead of the log: harmless, replay reads past the cursor
+
+  // After the failover: the message is not in the log, no idempotency record answers for it
+  // (its pointer is there, its record is not), the resend commits it, replay finds it.
+  ASSERT_TRUE(cluster.await_healthy(30s).ok());
+  const auto deadline = Clock::now() + 30s;
+  Result<Seq> head = make_error(ErrorCode::kUnavailable, "not read");
+  while (Clock::now() < deadline && !head.ok()) {
+    head = (*s)->head(conv);
+    if (!head.ok()) std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(head.ok()) << head.error().message;
+  EXPECT_EQ(*head, 1u);
+  auto seen = (*s)->idempotency(sender, "m2", 0);
+  ASSERT_TRUE(seen.ok());
+  EXPECT_FALSE(seen->has_value());
+  auto again = send(2, "m2");
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  auto rec = (*s)->idempotency(sender, "m2", 0);
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ((*rec)->seq, 2u);
+  // Replay as a device session does it: the inbox mark is past the cursor, read the log.
+  auto cursor = (*s)->cursor(dev, conv);
+  ASSERT_TRUE(cursor.ok());
+  auto msgs = (*s)->read_messages(conv, *cursor, 100);
+  ASSERT_TRUE(msgs.ok());
+  ASSERT_EQ(msgs->size(), 2u);
+  EXPECT_EQ((*msgs)[1].frame, "frame-2");
+  EXPECT_EQ(*replica, *cluster.master_of(key_slot("{c:" + conv + "}")));
+
+  // The recipient's inbox master dies: phase 0 fails, so phase 1 never runs: the log does not
+  // get a message its recipient's inbox would not point to.
+  const uint16_t inbox_master = *cluster.master_of(key_slot("{d:" + recipient + "/1}"));
+  cluster.kill9(inbox_master);
+  auto blocked = send(3, "m3");
+  ASSERT_FALSE(blocked.ok());
+  EXPECT_EQ(blocked.error().code, ErrorCode::kUnavailable);
+  auto head3 = (*s)->head(conv);
+  ASSERT_TRUE(head3.ok());
+  EXPECT_EQ(*head3, 2u);
+}
+
+}  // namespace
+}  // namespace tern::store::redis

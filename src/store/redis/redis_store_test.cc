@@ -1,0 +1,371 @@
+// The Redis backend runs the store contract suite against a real redis-server (started here
+// on a free loopback port, AOF with appendfsync always), plus what only Redis has: a server
+// that dies or goes away.
+#include "store/redis/redis_store.h"
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "store/redis/testing/redis_server.h"
+#include "store/store_contract_test.h"
+
+namespace tern::store::redis {
+namespace {
+
+// One redis-server for the whole binary (stopped by the environment's TearDown); every
+// harness starts from an empty database.
+testing::RedisServer* g_server = nullptr;
+
+class SharedServer final : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    g_server = new testing::RedisServer();
+    auto r = g_server->start();
+    ASSERT_TRUE(r.ok()) << "cannot start redis-server: " << r.error().message;
+  }
+  void TearDown() override {
+    delete g_server;
+    g_server = nullptr;
+  }
+};
+const auto* const g_env = ::testing::AddGlobalTestEnvironment(new SharedServer);
+
+testing::RedisServer& shared_server() { return *g_server; }
+
+RedisStoreOptions options_for(const testing::RedisServer& server) {
+  RedisStoreOptions o;
+  o.address = RedisAddress{"127.0.0.1", server.port()};
+  return o;
+}
+
+Result<std::unique_ptr<RedisStore>> open_on(const testing::RedisServer& server) {
+  return RedisStore::open(options_for(server));
+}
+
+class RedisHarness final : public contract::StoreHarness {
+ public:
+  RedisHarness() {
+    auto s = open_on(shared_server());
+    if (!s) {
+      ADD_FAILURE() << s.error().message;
+      return;
+    }
+    // FLUSHALL through a raw connection: the store has no such op (and must not).
+    auto c = RedisConnection::connect(RedisAddress{"127.0.0.1", shared_server().port()}, std::chrono::seconds(1),
+                                      std::chrono::seconds(5));
+    if (!c || !(*c)->command({"FLUSHALL"}).ok()) ADD_FAILURE() << "FLUSHALL failed";
+  }
+  Result<std::unique_ptr<Store>> open() override {
+    auto s = open_on(shared_server());
+    if (!s) return s.error();
+    return std::unique_ptr<Store>(std::move(s).value());
+  }
+};
+
+using contract::StoreContractTest;
+INSTANTIATE_TEST_SUITE_P(Redis, StoreContractTest,
+                         ::testing::Values(contract::StoreHarnessFactory{
+                             "redis", [] { return std::make_unique<RedisHarness>(); }}),
+                         [](const auto& info) { return std::to_string(info.index); });
+
+TEST(RedisAddress, ParsesUrls) {
+  auto a = parse_redis_url("redis://10.0.0.5:7000");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->host, "10.0.0.5");
+  EXPECT_EQ(a->port, 7000);
+  auto b = parse_redis_url("localhost");
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->host, "localhost");
+  EXPECT_EQ(b->port, 6379);
+  auto c = parse_redis_url("redis://[::1]:6380/");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->host, "::1");
+  EXPECT_EQ(c->port, 6380);
+  for (const char* bad : {"", "redis://", "redis://h:0", "redis://h:70000", "redis://h:12x", "redis://user@h:1",
+                          "redis://[::1", "redis://[::1]x"})
+    EXPECT_FALSE(parse_redis_url(bad).ok()) << bad;
+}
+
+TEST(RedisStore, WrongAddressFailsToOpenWithUnavailable) {
+  RedisStoreOptions o;
+  o.address = RedisAddress{"127.0.0.1", 1};  // nothing listens on port 1
+  auto s = RedisStore::open(o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().code, ErrorCode::kUnavailable);
+}
+
+// Whatever commit() acknowledged is in the AOF (appendfsync always): a SIGKILLed
+// redis-server restarts with it.
+TEST(RedisStore, AcknowledgedWritesSurviveRedisSigkill) {
+  testing::RedisServer server;
+  ASSERT_TRUE(server.start().ok());
+  {
+    auto s = open_on(server);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    Batch b;
+    for (Seq seq = 1; seq <= 50; ++seq) b.add(AppendMessage{"c1", seq, "m" + std::to_string(seq)});
+    b.add(PutIdempotency{DeviceRef{"alice", 1}, "cm-1", IdempotencyRecord{"c1", 50, 7, 1000}});
+    ASSERT_TRUE((*s)->commit(b, true).ok());
+  }
+  server.kill9();
+  ASSERT_TRUE(server.start().ok());
+  auto s = open_on(server);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(*(*s)->head("c1"), 50u);
+  auto msgs = (*s)->read_messages("c1", 48, 10);
+  ASSERT_TRUE(msgs.ok());
+  ASSERT_EQ(msgs->size(), 2u);
+  EXPECT_EQ((*msgs)[1].frame, "m50");
+  auto rec = (*s)->idempotency(DeviceRef{"alice", 1}, "cm-1", 500);
+  ASSERT_TRUE(rec.ok());
+  ASSERT_TRUE(rec->has_value());
+  EXPECT_EQ((*rec)->seq, 50u);
+}
+
+// Redis gone: every call fails at once with `unavailable` (no hang, nothing claimed); when it
+// is back, the same store object works again without being reopened.
+TEST(RedisStore, RedisDownFailsFastThenHeals) {
+  testing::RedisServer server;
+  ASSERT_TRUE(server.start().ok());
+  auto opened = open_on(server);
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  RedisStore& s = **opened;
+  Batch first;
+  first.add(AppendMessage{"c1", 1, "one"});
+  ASSERT_TRUE(s.commit(first, true).ok());
+
+  server.stop();
+  Batch second;
+  second.add(AppendMessage{"c1", 2, "two"});
+  for (int i = 0; i < 3; ++i) {  // the broken connection, then refused connects, then the back-off
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = s.commit(second, true);
+    const auto took = std::chrono::steady_clock::now() - t0;
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code, ErrorCode::kUnavailable) << r.error().message;
+    EXPECT_LT(took, std::chrono::milliseconds(500));
+    auto h = s.head("c1");
+    ASSERT_FALSE(h.ok());
+    EXPECT_EQ(h.error().code, ErrorCode::kUnavailable);
+  }
+
+  ASSERT_TRUE(server.start().ok());
+  // The back-off after a failed connect is 100 ms: retry for at most 5 s.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  Result<void> r = make_error(ErrorCode::kUnavailable, "not tried");
+  while (!r.ok() && std::chrono::steady_clock::now() < deadline) {
+    r = s.commit(second, true);
+    if (!r.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(*s.head("c1"), 2u);
+  auto msgs = s.read_messages("c1", 0, 10);
+  ASSERT_TRUE(msgs.ok());
+  ASSERT_EQ(msgs->size(), 2u);
+  EXPECT_EQ((*msgs)[0].frame, "one");
+}
+
+TEST(RedisStore, NulInAnIdRefusesTheWholeBatch) {
+  auto s = open_on(shared_server());
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  Batch b;
+  b.add(AppendMessage{"ok-conv", 1, "x"});
+  b.add(AppendMessage{std::string("bad\0conv", 8), 1, "y"});
+  auto r = (*s)->commit(b, true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(*(*s)->head("ok-conv"), 0u);
+}
+
+// With --redis-wait-replicas and no replica, a commit is applied but not acknowledged.
+TEST(RedisStore, WaitForMissingReplicasFailsTheCommit) {
+  auto o = options_for(shared_server());
+  o.wait_replicas = 1;
+  o.command_timeout = std::chrono::milliseconds(200);
+  auto s = RedisStore::open(o);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  Batch b;
+  b.add(SetLastSeen{"waiter", 5});
+  auto r = (*s)->commit(b, true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kUnavailable);
+}
+
+// Dense appends (ternd): an append that is not the conversation's next seq writes nothing,
+// not even the batch's other ops, and fails with `unavailable` (the node reloads its head).
+TEST(RedisStore, DenseAppendsRefuseAGapOrARewriteAndWriteNothing) {
+  auto c = RedisConnection::connect(RedisAddress{"127.0.0.1", shared_server().port()}, std::chrono::seconds(1),
+                                    std::chrono::seconds(5));
+  ASSERT_TRUE(c.ok() && (*c)->command({"FLUSHALL"}).ok());
+  auto o = options_for(shared_server());
+  o.dense_appends = true;
+  auto s = RedisStore::open(o);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  Batch ok;
+  ok.add(AppendMessage{"c1", 1, "a"});
+  ok.add(AppendMessage{"c1", 2, "b"});
+  ok.add(AppendMessage{"c2", 1, "x"});
+  ASSERT_TRUE((*s)->commit(ok, true).ok());
+  for (Seq bad : {Seq{2}, Seq{4}}) {  // a rewrite of seq 2 (another node's head was behind), a gap
+    Batch b;
+    b.add(SetCursor{DeviceRef{"alice", 1}, "c2", 1});
+    b.add(AppendMessage{"c2", 2, "y"});
+    b.add(AppendMessage{"c1", bad, "stale"});
+    auto r = (*s)->commit(b, true);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.error().code, ErrorCode::kUnavailable);
+    EXPECT_EQ(*(*s)->head("c1"), 2u);
+    EXPECT_EQ(*(*s)->head("c2"), 1u);
+    EXPECT_EQ(*(*s)->cursor(DeviceRef{"alice", 1}, "c2"), 0u);
+  }
+  auto msgs = (*s)->read_messages("c1", 0, 10);
+  ASSERT_TRUE(msgs.ok());
+  ASSERT_EQ(msgs->size(), 2u);
+  EXPECT_EQ((*msgs)[1].frame, "b");
+}
+
+// A one-time prekey handed out by a bundle (a take) goes to one requester even when several
+// nodes (stores) take at once: the commit script refuses a take of a key that is gone, with
+// `unavailable`, writing nothing of that batch.
+TEST(RedisStore, AOneTimePrekeyIsTakenOnceAcrossStores) {
+  auto c = RedisConnection::connect(RedisAddress{"127.0.0.1", shared_server().port()}, std::chrono::seconds(1),
+                                    std::chrono::seconds(5));
+  ASSERT_TRUE(c.ok() && (*c)->command({"FLUSHALL"}).ok());
+  auto a = open_on(shared_server());
+  auto b = open_on(shared_server());
+  ASSERT_TRUE(a.ok() && b.ok());
+  const DeviceRef bob{"bob", 1};
+  Batch keys;
+  for (uint32_t id = 1; id <= 3; ++id) keys.add(PutOneTimePrekey{bob, {id, "k" + std::to_string(id)}});
+  ASSERT_TRUE((*a)->commit(keys, true).ok());
+
+  Batch take_a;
+  take_a.add(DeleteOneTimePrekey{bob, 1, /*take=*/true});
+  ASSERT_TRUE((*a)->commit(take_a, true).ok());
+  Batch take_b;  // node b read key 1 before a's take committed
+  take_b.add(SetLastSeen{"carol", 9});
+  take_b.add(DeleteOneTimePrekey{bob, 1, /*take=*/true});
+  auto r = (*b)->commit(take_b, true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kUnavailable) << r.error().message;
+  EXPECT_EQ(*(*b)->last_seen("carol"), 0) << "nothing of the refused batch is written";
+  Batch twice;  // the same key twice in one batch: the second take fails it
+  twice.add(DeleteOneTimePrekey{bob, 2, true});
+  twice.add(DeleteOneTimePrekey{bob, 2, true});
+  EXPECT_FALSE((*b)->commit(twice, true).ok());
+  Batch blind;  // a plain delete of an absent key stays blind
+  blind.add(DeleteOneTimePrekey{bob, 1});
+  EXPECT_TRUE((*b)->commit(blind, true).ok());
+  auto left = (*a)->one_time_prekeys(bob, 10);
+  ASSERT_TRUE(left.ok());
+  EXPECT_EQ(*left, (std::vector<OneTimePrekey>{{2, "k2"}, {3, "k3"}}));
+}
+
+// Four threads on two stores race to take the lowest key they read, 200 keys in all: every
+// key is handed out exactly once, and a lost race is an `unavailable` the taker retries.
+TEST(RedisStore, ConcurrentTakesFromTwoStoresHandOutEveryKeyOnce) {
+  auto c = RedisConnection::connect(RedisAddress{"127.0.0.1", shared_server().port()}, std::chrono::seconds(1),
+                                    std::chrono::seconds(5));
+  ASSERT_TRUE(c.ok() && (*c)->command({"FLUSHALL"}).ok());
+  auto a = open_on(shared_server());
+  auto b = open_on(shared_server());
+  ASSERT_TRUE(a.ok() && b.ok());
+  const DeviceRef bob{"bob", 1};
+  constexpr uint32_t kKeys = 200;
+  Batch keys;
+  for (uint32_t id = 1; id <= kKeys; ++id) keys.add(PutOneTimePrekey{bob, {id, "k"}});
+  ASSERT_TRUE((*a)->commit(keys, true).ok());
+  std::mutex mu;
+  std::vector<uint32_t> handed;
+  std::atomic<int> conflicts{0}, errors{0};
+  auto taker = [&](RedisStore& s) {
+    for (int tries = 0; tries < 2000; ++tries) {
+      auto list = s.one_time_prekeys(bob, 1);
+      if (!list.ok()) {
+        ++errors;
+        return;
+      }
+      if (list->empty()) return;
+      const uint32_t id = (*list)[0].id;
+      Batch t;
+      t.add(DeleteOneTimePrekey{bob, id, true});
+      auto r = s.commit(t, true);
+      if (r.ok()) {
+        std::lock_guard lock(mu);
+        handed.push_back(id);
+      } else if (r.error().code == ErrorCode::kUnavailable) {
+        ++conflicts;
+      } else {
+        ++errors;
+        return;
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) threads.emplace_back(taker, std::ref(i % 2 ? **a : **b));
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  ASSERT_EQ(handed.size(), kKeys) << "conflicts: " << conflicts.load();
+  EXPECT_EQ(std::set<uint32_t>(handed.begin(), handed.end()).size(), size_t{kKeys}) << "a key went out twice";
+  EXPECT_TRUE((*a)->one_time_prekeys(bob, 10)->empty());
+}
+
+bool dir_holds(const std::string& dir, const std::string& needle) {
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    std::ifstream in(e.path(), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (bytes.find(needle) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// Disappearing messages: erase_expired overwrites the frame in Redis at once and asks for an
+// AOF rewrite, after which no file in Redis's directory holds the old bytes.
+TEST(RedisStore, ErasedBytesLeaveTheAofAfterTheRewrite) {
+  testing::RedisServer server;
+  ASSERT_TRUE(server.start().ok());
+  auto s = open_on(server);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  const std::string canary = "Q2FuYXJ5Qnl0ZXNPZlRoZU1lc3NhZ2U";  // base64 body, unique in the data
+  const std::string frame = R"({"type":"message","conversation_id":"c1","seq":1,"sender":"alice","sender_device":1,)"
+                            R"("ts":1,"body":")" + canary + R"(","expires_at":5000})";
+  Batch b;
+  b.add(AppendMessage{"c1", 1, frame, 5000, {}});
+  ASSERT_TRUE((*s)->commit(b, true).ok());
+  ASSERT_TRUE(dir_holds(server.dir(), canary)) << "the AOF holds the appended frame";
+  auto due = (*s)->expiring_messages(5000, 10);
+  ASSERT_TRUE(due.ok());
+  ASSERT_EQ(due->size(), 1u);
+  ASSERT_TRUE((*s)->erase_expired(*due).ok());
+  auto msgs = (*s)->read_messages("c1", 0, 10);
+  ASSERT_TRUE(msgs.ok());
+  ASSERT_EQ(msgs->size(), 1u);
+  EXPECT_EQ((*msgs)[0].frame.find(canary), std::string::npos);
+  // The rewrite runs in a child process and the old AOF files are deleted after it: await it.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  bool gone = false;
+  while (!gone && std::chrono::steady_clock::now() < deadline) {
+    gone = !dir_holds(server.dir(), canary);
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(gone) << "the canary is still in " << server.dir() << " 20 s after the rewrite was asked for";
+  server.kill9();  // what is on disk now is what a restart sees: the tombstone
+  ASSERT_TRUE(server.start().ok());
+  auto again = open_on(server);
+  ASSERT_TRUE(again.ok());
+  auto after = (*again)->read_messages("c1", 0, 10);
+  ASSERT_TRUE(after.ok());
+  ASSERT_EQ(after->size(), 1u);
+  EXPECT_NE(after->front().frame.find(R"("expired":true)"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tern::store::redis

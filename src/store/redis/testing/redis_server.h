@@ -1,0 +1,42 @@
+// Test support: a real redis-server child process on 127.0.0.1 with its data (AOF,
+// `appendfsync always`) in a temp directory, on a free port; stop, SIGKILL and restart on
+// the same port and directory. redis-server comes from Debian (scripts/setup.sh); if it is
+// missing, start() fails (tests fail, never skip). Not thread-safe: one test thread drives it.
+#pragma once
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+#include "base/result.h"
+
+namespace tern::store::redis::testing {
+
+// A port the kernel just handed out for 127.0.0.1 (closed again: a short race is possible);
+// 0 if none.
+uint16_t free_loopback_port();
+
+class RedisServer {
+ public:
+  RedisServer();   // makes the temp directory; start() launches
+  ~RedisServer();  // stops the server and removes the directory
+  RedisServer(const RedisServer&) = delete;
+  RedisServer& operator=(const RedisServer&) = delete;
+
+  // Starts and waits (at most 10 s) until it answers PING. The first start picks a free port;
+  // later starts reuse it.
+  Result<void> start();
+  void stop();   // SIGTERM (Redis flushes and exits), reap
+  void kill9();  // SIGKILL, reap: what was acknowledged is in the AOF (appendfsync always)
+  bool running() const { return pid_ > 0; }
+  uint16_t port() const { return port_; }
+  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+  pid_t pid_ = -1;
+  uint16_t port_ = 0;
+};
+
+}  // namespace tern::store::redis::testing

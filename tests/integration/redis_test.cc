@@ -1,0 +1,369 @@
+// Integration: ternd --store redis (issue 10) against a real redis-server started by the test
+// (AOF, appendfsync always): the key guarantees on one node, several nodes on one Redis, and
+// Redis going away under traffic.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "store/redis/testing/redis_server.h"
+#include "support/server_test.h"
+
+namespace tern::test {
+namespace {
+
+using store::redis::testing::RedisServer;
+
+// How long Redis stays down in RedisDown.* (the issue's "classic question" is 30 s).
+constexpr std::chrono::seconds kRedisDown{30};
+
+std::vector<std::string> redis_args(const RedisServer& redis, std::string node) {
+  return {"--store", "redis", "--redis", redis.url(), "--node-id", std::move(node), "--send-rate", "100000",
+          "--send-burst", "100000"};
+}
+
+struct Node {
+  std::unique_ptr<TestServer> server;
+  std::unique_ptr<Api> api;
+};
+
+// A ternd node on the Redis; fails the test if it does not start.
+void start_node(Node& n, const RedisServer& redis, const std::string& name, std::vector<std::string> extra = {}) {
+  auto args = redis_args(redis, name);
+  args.insert(args.end(), extra.begin(), extra.end());
+  n.server = std::make_unique<TestServer>(args);
+  ASSERT_TRUE(n.server->start()) << n.server->error() << n.server->log_tail();
+  n.api = std::make_unique<Api>(n.server->port());
+}
+
+// Sends until `sent`, resending the same client_msg_id after an `unavailable` error (at
+// most `tries` times). Returns the seq, 0 if it never got `sent`.
+std::atomic<int> g_resends{0};
+Seq send_retrying(Device& d, const std::string& conv, const std::string& id, int tries = 50) {
+  for (int i = 0; i < tries; ++i) {
+    auto a = d.send_wait(conv, id, id);
+    if (!a) return 0;
+    if (type_of(*a) == "sent") return seq_of(*a);
+    ++g_resends;
+    if (jstr(*a, "code") != "unavailable") {
+      ADD_FAILURE() << "unexpected answer " << dump(*a);
+      return 0;
+    }
+  }
+  return 0;
+}
+
+class RedisTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(redis_.start().ok()) << "redis-server (scripts/setup.sh) must be installed"; }
+  void TearDown() override {
+    if (HasFailure())
+      for (auto* n : {&a_, &b_})
+        if (n->server) std::cerr << n->server->log_tail(4000) << "\n";
+  }
+  // alice and bob registered on node n, their direct conversation, both connected to n.
+  struct Pair {
+    Account alice, bob;
+    std::string conv;
+    std::unique_ptr<Device> da, db;
+  };
+  void connected_pair(Node& n, Pair& p) {
+    p.alice = n.api->must_register("alice");
+    p.bob = n.api->must_register("bob");
+    p.conv = n.api->must_direct(p.alice.token, "bob");
+    p.da = std::make_unique<Device>(p.alice);
+    p.db = std::make_unique<Device>(p.bob);
+    for (Device* d : {p.da.get(), p.db.get()}) {
+      ASSERT_EQ(d->connect(n.server->port()), 101);
+      ASSERT_TRUE(d->until_synced());
+    }
+  }
+
+  RedisServer redis_;
+  Node a_, b_;
+};
+
+// One node: everything lives in Redis, so a SIGKILLed ternd finds it all there when it
+// restarts; a resent client_msg_id gets its original seq.
+TEST_F(RedisTest, OneNodeKeepsEverythingInRedisAcrossATerndSigkill) {
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
+  Pair p;
+  ASSERT_NO_FATAL_FAILURE(connected_pair(a_, p));
+  const Account &alice = p.alice, &bob = p.bob;
+  const std::string& conv = p.conv;
+  Device &da = *p.da, &db = *p.db;
+  for (int i = 1; i <= 20; ++i) EXPECT_EQ(da.must_send(conv, "m" + std::to_string(i), "hello"), Seq(i));
+  std::vector<json::object> live;
+  for (int i = 0; i < 20; ++i) {
+    auto f = db.read_until("message");
+    ASSERT_TRUE(f);
+    live.push_back(*f);
+  }
+  EXPECT_TRUE(dense_range(message_seqs(live, conv), 1, 20));
+
+  a_.server->kill();
+  ASSERT_TRUE(a_.server->restart()) << a_.server->error();
+  a_.api->set_port(a_.server->port());
+  auto log = a_.api->backfill_all(bob.token, conv);
+  EXPECT_TRUE(dense_range(message_seqs(log, conv), 1, 20));
+  Device again(alice);
+  ASSERT_EQ(again.connect(a_.server->port()), 101);
+  ASSERT_TRUE(again.until_synced());
+  auto a = again.send_wait(conv, "m7", "hello");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(type_of(*a), "sent") << dump(*a);
+  EXPECT_EQ(seq_of(*a), 7u);
+  EXPECT_EQ(again.must_send(conv, "m21", "next"), 21u);
+}
+
+// Two nodes on one Redis: accounts and conversations made on one are known on the other, a
+// direct conversation has the same id from both sides, and concurrent sends from both nodes
+// into one conversation get dense seqs, each message exactly once (a node whose head is
+// behind gets `unavailable` for that batch and the client resends).
+TEST_F(RedisTest, TwoNodesShareAccountsAndKeepSeqsDenseUnderConcurrentSends) {
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
+  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b"));
+  Account alice = a_.api->must_register("alice");
+  Account bob = b_.api->must_register("bob");
+  const std::string conv = a_.api->must_direct(alice.token, "bob");
+  EXPECT_EQ(b_.api->must_direct(bob.token, "alice"), conv);
+  const std::string group = b_.api->must_group(bob.token, "g", {"alice"});
+  ASSERT_FALSE(group.empty());
+
+  constexpr int kEach = 60;
+  std::map<std::string, Seq> seqs;
+  std::mutex mu;
+  auto sender = [&](const Account& who, uint16_t port, const std::string& prefix) {
+    Device d(who);
+    if (d.connect(port) != 101 || !d.until_synced()) {
+      ADD_FAILURE() << prefix << ": could not connect";
+      return;
+    }
+    for (int i = 0; i < kEach; ++i) {
+      const std::string id = prefix + std::to_string(i);
+      Seq s = send_retrying(d, group, id);
+      std::lock_guard lk(mu);
+      seqs[id] = s;
+    }
+  };
+  std::thread ta(sender, alice, a_.server->port(), "a");
+  std::thread tb(sender, bob, b_.server->port(), "b");
+  ta.join();
+  tb.join();
+  ASSERT_EQ(seqs.size(), 2u * kEach);
+  std::cerr << "[redis] resends after `unavailable` (a node's head was behind): " << g_resends.load() << "\n";
+  std::set<Seq> distinct;
+  for (auto& [id, s] : seqs) {
+    EXPECT_NE(s, 0u) << id << " never got `sent`";
+    distinct.insert(s);
+  }
+  EXPECT_EQ(distinct.size(), 2u * kEach) << "two messages share a seq";
+  // The log, read through either node: dense, each client_msg_id once, at its acknowledged seq.
+  for (Node* n : {&a_, &b_}) {
+    Seq head = 0;
+    auto log = n->api->backfill_all(alice.token, group, 0, &head);
+    auto ms = message_seqs(log, group);
+    ASSERT_FALSE(ms.empty());
+    EXPECT_TRUE(contiguous(ms));
+    EXPECT_EQ(ms.front(), 1u);
+    std::map<std::string, Seq> in_log;
+    for (const auto& f : log) {
+      const std::string id = unb64(jstr(f, "body"));  // each message's body is its client_msg_id
+      if (!seqs.count(id)) continue;                  // the system message of the creation
+      EXPECT_FALSE(in_log.count(id)) << id << " stored twice";
+      in_log[id] = seq_of(f);
+    }
+    EXPECT_EQ(in_log, seqs);
+  }
+}
+
+// Members on different nodes: messages, typing and receipts cross nodes live over the Redis
+// bus, in a direct conversation (fan-out on write) and a group that fans out on read
+// (--fanout-read-threshold 2: the read-side path, LiveFanout on the other node).
+TEST_F(RedisTest, MessagesTypingAndReadSidePostsCrossNodesLive) {
+  auto args = [&](const std::string& node) {
+    auto v = redis_args(redis_, node);
+    v.insert(v.end(), {"--fanout-read-threshold", "2"});
+    return v;
+  };
+  a_.server = std::make_unique<TestServer>(args("a"));
+  ASSERT_TRUE(a_.server->start()) << a_.server->error();
+  a_.api = std::make_unique<Api>(a_.server->port());
+  b_.server = std::make_unique<TestServer>(args("b"));
+  ASSERT_TRUE(b_.server->start()) << b_.server->error();
+  b_.api = std::make_unique<Api>(b_.server->port());
+  Account alice = a_.api->must_register("alice");
+  Account bob = a_.api->must_register("bob");
+  const std::string direct = a_.api->must_direct(alice.token, "bob");
+  const std::string group = a_.api->must_group(alice.token, "g", {"bob"});
+  Device da(alice), db(bob);
+  ASSERT_EQ(da.connect(a_.server->port()), 101);
+  ASSERT_TRUE(da.until_synced());
+  ASSERT_EQ(db.connect(b_.server->port()), 101);
+  ASSERT_TRUE(db.until_synced());
+
+  for (const std::string& conv : {direct, group}) {
+    SCOPED_TRACE(conv);
+    const Seq s = da.must_send(conv, "live-" + conv, "across");
+    auto m = db.read_until([&](const json::object& o) {
+      return type_of(o) == "message" && jstr(o, "conversation_id") == conv && seq_of(o) == s;
+    }, ms(5000));
+    ASSERT_TRUE(m) << "not delivered live across nodes";
+    EXPECT_EQ(unb64(jstr(*m, "body")), "across");
+    // And back: bob (node b) to alice (node a).
+    const Seq back = db.must_send(conv, "back-" + conv, "back");
+    auto m2 = da.read_until([&](const json::object& o) {
+      return type_of(o) == "message" && jstr(o, "conversation_id") == conv && seq_of(o) == back;
+    }, ms(5000));
+    ASSERT_TRUE(m2) << "not delivered live back across nodes";
+  }
+  ASSERT_TRUE(db.typing(direct, true));
+  auto t = da.read_until([&](const json::object& o) { return type_of(o) == "typing"; }, ms(5000));
+  ASSERT_TRUE(t) << "typing did not cross nodes";
+  EXPECT_EQ(jstr(*t, "conversation_id"), direct);
+}
+
+// A member added on node a is a recipient of the next send made through node b, whose
+// snapshot of the group was cached before the change (the bus tells b to drop it). Node b
+// keeps one conversation's sequencing state (--conversation-cache 1) and sends into another
+// conversation in between, so its head of the group is reloaded from Redis (no append
+// conflict, which would also drop the snapshot): only the bus can tell it.
+TEST_F(RedisTest, AMembershipChangeOnOneNodeReachesTheOthersCache) {
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
+  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b", {"--conversation-cache", "1", "--threads", "1"}));
+  Account alice = a_.api->must_register("alice");
+  Account bob = a_.api->must_register("bob");
+  Account carol = a_.api->must_register("carol");
+  const std::string group = a_.api->must_group(alice.token, "g", {"bob"});
+  Device db(bob);
+  ASSERT_EQ(db.connect(b_.server->port()), 101);
+  ASSERT_TRUE(db.until_synced());
+  const Seq first = db.must_send(group, "before", "before");  // node b caches the group now
+  ASSERT_GT(first, 0u);
+  const std::string other = a_.api->must_direct(bob.token, "alice");
+  ASSERT_GT(db.must_send(other, "evict", "evict"), 0u);  // evicts the group's sequencing state on b
+  // a's head of the group is behind (bob's send through b): the first try gets `unavailable`.
+  auto added = a_.api->add_members(alice.token, group, {"carol"});
+  for (int i = 0; i < 20 && added.status == 503; ++i) added = a_.api->add_members(alice.token, group, {"carol"});
+  ASSERT_EQ(added.status, 200) << added.body;
+  Device dc(carol);
+  ASSERT_EQ(dc.connect(a_.server->port()), 101);
+  auto replay = dc.until_synced();
+  ASSERT_TRUE(replay);
+  // The change reaches b over the bus (asynchronously): within a few sends carol, on node a,
+  // gets b's sends live.
+  Seq after = 0;
+  std::vector<json::object> seen;
+  for (int i = 0; i < 20 && after == 0; ++i) {
+    // b's head of the group is behind (the add took a seq): its first try gets `unavailable`.
+    const Seq s = send_retrying(db, group, "after" + std::to_string(i));
+    ASSERT_GT(s, 0u);
+    auto m = dc.read_until([&](const json::object& o) { return type_of(o) == "message" && seq_of(o) == s; }, ms(500),
+                           &seen);
+    if (m) after = s;
+  }
+  EXPECT_GT(after, first) << "carol never got a message sent through node b after she was added; replay "
+                           << dump_frames(*replay) << " then " << dump_frames(seen) << " backfill via a "
+                           << a_.api->messages(carol.token, group).body << " via b "
+                           << b_.api->messages(carol.token, group).body << " added: " << added.body;
+}
+
+// A node SIGKILLed under traffic: its client reconnects to the other node and finds every
+// acknowledged message there, once, dense.
+TEST_F(RedisTest, ClientsOfAKilledNodeReconnectToAnotherAndLoseNothing) {
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
+  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b"));
+  Account alice = a_.api->must_register("alice");
+  Account bob = a_.api->must_register("bob");
+  const std::string conv = a_.api->must_direct(alice.token, "bob");
+  std::atomic<bool> stop{false};
+  std::map<std::string, Seq> acked;
+  std::thread traffic([&] {
+    Device d(alice);
+    if (d.connect(a_.server->port()) != 101 || !d.until_synced()) return;
+    for (int i = 0; i < 5000 && !stop; ++i) {
+      const std::string id = "k" + std::to_string(i);
+      auto a = d.send_wait(conv, id, id, ms(3000));
+      if (!a) break;  // the node died
+      if (type_of(*a) == "sent") acked[id] = seq_of(*a);
+    }
+  });
+  // Let some traffic through, then kill the node in the middle of it.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (a_.api->head(alice.token, conv) < 30 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(ms(20));
+  a_.server->kill();
+  stop = true;
+  traffic.join();
+  ASSERT_GE(acked.size(), 30u);
+
+  // Bob (and alice's device) now come in through node b.
+  Device db(bob);
+  ASSERT_EQ(db.connect(b_.server->port()), 101);
+  auto replay = db.until_synced(ms(20000));
+  ASSERT_TRUE(replay);
+  auto got = message_seqs(*replay, conv);
+  ASSERT_FALSE(got.empty());
+  EXPECT_TRUE(dense_range(got, 1, got.back()));
+  std::set<Seq> have(got.begin(), got.end());
+  for (auto& [id, s] : acked) EXPECT_TRUE(have.count(s)) << id << " acknowledged at " << s << " but not replayed";
+  Device da(alice);
+  ASSERT_EQ(da.connect(b_.server->port()), 101);
+  ASSERT_TRUE(da.until_synced());
+  EXPECT_EQ(da.must_send(conv, "after", "x"), got.back() + 1);
+}
+
+// Redis stopped for kRedisDown under traffic: every send is answered at once with
+// `unavailable` (never `sent`), connections stay open, and the node heals by itself when
+// Redis is back; nothing acknowledged before is lost and seqs stay dense.
+TEST_F(RedisTest, RedisDownSendsGetUnavailableAtOnceAndTheNodeHeals) {
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
+  Pair p;
+  ASSERT_NO_FATAL_FAILURE(connected_pair(a_, p));
+  const Account& bob = p.bob;
+  const std::string& conv = p.conv;
+  Device &da = *p.da, &db = *p.db;
+  for (int i = 1; i <= 10; ++i) ASSERT_EQ(da.must_send(conv, "before" + std::to_string(i), "x"), Seq(i));
+
+  redis_.stop();
+  const auto until = std::chrono::steady_clock::now() + kRedisDown;
+  int answered = 0;
+  for (int i = 0; std::chrono::steady_clock::now() < until; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto a = da.send_wait(conv, "down" + std::to_string(i), "x", ms(5000));
+    const auto took = std::chrono::steady_clock::now() - t0;
+    ASSERT_TRUE(a) << "no answer within 5 s while Redis is down";
+    EXPECT_EQ(type_of(*a), "error") << dump(*a);
+    EXPECT_EQ(jstr(*a, "code"), "unavailable") << dump(*a);
+    EXPECT_LT(took, ms(1000)) << "an answer took " << std::chrono::duration_cast<ms>(took).count() << " ms";
+    ++answered;
+    std::this_thread::sleep_for(ms(200));
+  }
+  EXPECT_GT(answered, 10);
+  EXPECT_TRUE(da.is_open());
+  EXPECT_TRUE(db.is_open());
+
+  ASSERT_TRUE(redis_.start().ok());
+  // The node heals by itself: a resend of the first failed message is accepted within a few
+  // seconds, with the next seq (nothing from the outage was stored).
+  const auto heal_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  Seq s = 0;
+  while (s == 0 && std::chrono::steady_clock::now() < heal_deadline) {
+    auto a = da.send_wait(conv, "down0", "x", ms(5000));
+    ASSERT_TRUE(a);
+    if (type_of(*a) == "sent") s = seq_of(*a);
+    else std::this_thread::sleep_for(ms(100));
+  }
+  EXPECT_EQ(s, 11u);
+  EXPECT_TRUE(da.is_open());
+  // Bob, still connected through the outage, gets the new message live; the log is dense.
+  auto f = db.read_until([&](const json::object& o) { return type_of(o) == "message" && seq_of(o) == 11; });
+  EXPECT_TRUE(f);
+  auto log = a_.api->backfill_all(bob.token, conv);
+  EXPECT_TRUE(dense_range(message_seqs(log, conv), 1, 11));
+}
+
+}  // namespace
+}  // namespace tern::test
