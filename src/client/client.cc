@@ -192,17 +192,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       auto s = w.lock();
       if (!s) return;
       std::optional<Message> opened = s->open(received);
-      if (!opened) return;
-      const Message& m = *opened;
-      if (!m.expires_at) return s->emit(s->events.on_message, m);
-      if (*m.expires_at <= now_ms()) {  // never hand over an expired payload
-        Message tomb = m;
-        tomb.body.clear();
-        tomb.expired = true;
-        return s->emit(s->events.on_message, tomb);
-      }
-      s->emit(s->events.on_message, m);
-      s->track_expiry(m.conversation_id, m.seq, *m.expires_at);
+      if (opened) s->hand_over(*opened);
     };
     h.backfill = [w](const std::string& conv, Seq after, size_t limit, Callback<HistoryPage> cb) {
       auto s = w.lock();
@@ -261,20 +251,43 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       if (stored && *stored) {
         m.body = (*stored)->body;
       } else if (!m.body.empty()) {
-        auto plain = e2e->decrypt(m.sender, m.sender_device, m.body);
-        if (!plain) {
-          spdlog::info("component=client event=undecryptable conversation={} seq={} sender={}:{} error=\"{}\"",
-                       m.conversation_id, m.seq, m.sender, m.sender_device, plain.error().message);
-          emit(events.on_undecryptable,
-               Undecryptable{m.conversation_id, m.seq, m.sender, m.sender_device, plain.error()});
+        auto opened = e2e->open_message(m);
+        if (!opened) {
+          undecryptable(m, opened.error());
           return std::nullopt;
         }
-        m.body = std::move(*plain);
+        for (const auto& [gone, err] : opened->given_up) undecryptable(gone, err);
+        for (const auto& r : opened->released) {  // group messages whose sender key just arrived
+          if (auto saved = sqlite->save_message(r); !saved)
+            spdlog::warn("component=client event=history_save_failed error=\"{}\"", saved.error().message);
+          hand_over(r);
+        }
+        if (!opened->text) return std::nullopt;  // a key distribution, or waiting for a sender key
+        m.body = std::move(*opened->text);
       }
     }
     if (auto r = sqlite->save_message(m); !r)
       spdlog::warn("component=client event=history_save_failed error=\"{}\"", r.error().message);
     return m;
+  }
+
+  void undecryptable(const Message& m, const Error& err) {
+    spdlog::info("component=client event=undecryptable conversation={} seq={} sender={}:{} error=\"{}\"",
+                 m.conversation_id, m.seq, m.sender, m.sender_device, err.message);
+    emit(events.on_undecryptable, Undecryptable{m.conversation_id, m.seq, m.sender, m.sender_device, err});
+  }
+
+  // Gives an opened message to the application (an expired payload as a tombstone).
+  void hand_over(const Message& m) {
+    if (!m.expires_at) return emit(events.on_message, m);
+    if (*m.expires_at <= now_ms()) {  // never hand over an expired payload
+      Message tomb = m;
+      tomb.body.clear();
+      tomb.expired = true;
+      return emit(events.on_message, tomb);
+    }
+    emit(events.on_message, m);
+    track_expiry(m.conversation_id, m.seq, *m.expires_at);
   }
 
   void identity_changed(const std::string& user, uint32_t device) {
@@ -363,6 +376,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
 
   void on_close(Error err) {
     conn.reset();
+    if (e2e) e2e->on_disconnect();
     for (auto& p : outbox) p.in_flight = false;
     in_flight = 0;
     bump([](ClientStats& s) { ++s.disconnects; });
@@ -421,6 +435,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
 
   void handle(proto::SentEvent&& e) {
     if (opts.receive && !e.conversation_id.empty()) receiver->on_own_sent(e.conversation_id, e.seq);
+    if (e2e && e2e->on_keys_sent(e.client_msg_id)) return;  // a sender-key distribution
     auto it = by_id.find(e.client_msg_id);
     if (it == by_id.end()) return;  // a repeat `sent` (the send went out twice)
     Pending p = std::move(*it->second);
@@ -492,6 +507,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   void handle(proto::ErrorEvent&& e) {
     Error err = make_error(error_code_from_name(e.code), e.message);
     if (!e.ref.empty()) {
+      if (e2e && e2e->on_keys_error(e.ref, e.code, e.missing, e.extra, e.stale)) return;
       if (auto it = by_id.find(e.ref); it != by_id.end()) {
         Pending& p = *it->second;
         if (p.in_flight) {
@@ -689,6 +705,10 @@ Result<std::unique_ptr<Client>> Client::create(asio::io_context& ioc, Options op
     };
     hooks.identity_changed = [w](const std::string& user, uint32_t device) {
       if (auto s = w.lock()) s->identity_changed(user, device);
+    };
+    hooks.send_keys = [w](const std::string& frame) {
+      auto s = w.lock();
+      return s && s->conn && s->conn->open() && s->conn->send(frame);
     };
     auto e2e = E2eSession::open(impl.opts.keyring_dir, impl.opts.credentials, impl.api, std::move(hooks));
     if (!e2e) return e2e.error();
