@@ -426,6 +426,9 @@ Result<E2eSession::Opened> E2eSession::open_message(const Message& m) {
   }
   bool changed = false;
   auto plain = keyring_->decrypt(sender, base64_encode(m.body), &changed);
+  // In a group a pairwise message met again (at-least-once) is a key distribution already
+  // processed (application messages met again come from the store, not here): nothing to do.
+  if (!plain && group && plain.error().code == ErrorCode::kExists) return out;
   if (!plain) return plain.error();
   if (changed && hooks_.identity_changed) hooks_.identity_changed(m.sender, m.sender_device);
   if (!plain->empty() && (*plain)[0] == kApplication) {

@@ -32,7 +32,9 @@ constexpr uint8_t kStateVersion = 1;
 constexpr size_t kMaxStateBytes = 64 << 20;  // a state file larger than this is refused
 
 Error crypto_error(crypto::Errc e) {
-  return make_error(ErrorCode::kInvalidArgument, "crypto: " + std::string(crypto::errc_name(e)));
+  // A replay (a message key already used) is kExists, so that callers can tell it apart.
+  return make_error(e == crypto::Errc::kDuplicate ? ErrorCode::kExists : ErrorCode::kInvalidArgument,
+                    "crypto: " + std::string(crypto::errc_name(e)));
 }
 Error io_error(const std::string& what) {
   return make_error(ErrorCode::kInternal, "keyring: " + what + ": " + std::strerror(errno));

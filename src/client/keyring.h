@@ -106,7 +106,7 @@ class Keyring {
   // Encrypts for the device's session (kNotFound without one). Saves.
   Result<std::string> encrypt(const std::string& device_key, std::string_view plaintext);
   // Decrypts a message from the device; a PreKeySignalMessage sets up the session and uses
-  // up our one-time prekey. A failure changes nothing. Saves on success.
+  // up our one-time prekey. A failure changes nothing (a replay: kExists). Saves on success.
   Result<std::string> decrypt(const std::string& device_key, std::string_view ciphertext_b64,
                               bool* identity_changed = nullptr);
 
