@@ -234,7 +234,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   // End-to-end: this device's entry decrypted (or taken from the store when it was opened
   // before, or is our own), and the result kept in the device's history. nullopt: it could
   // not be decrypted (reported; the Receiver acks it all the same).
-  std::optional<Message> open(const Message& received) {
+  std::optional<Message> open(const Message& received, bool* hidden = nullptr) {
     if (!e2e || !E2eSession::encrypted(received.conversation_id)) return received;
     if (received.sender == opts.credentials.user && received.sender_device == opts.credentials.device &&
         !received.system_json) {
@@ -262,7 +262,10 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
             spdlog::warn("component=client event=history_save_failed error=\"{}\"", saved.error().message);
           hand_over(r);
         }
-        if (!opened->text) return std::nullopt;  // a key distribution, or waiting for a sender key
+        if (!opened->text) {  // a key distribution, or waiting for a sender key: not a message
+          if (hidden) *hidden = true;
+          return std::nullopt;
+        }
         m.body = std::move(*opened->text);
       }
     }
@@ -808,14 +811,18 @@ bool Client::encrypts() const { return impl_->e2e != nullptr; }
 
 void Client::open_page(HistoryPage page, Callback<HistoryPage> done) {
   asio::post(impl_->strand, [s = impl_, page = std::move(page), done = std::move(done)]() mutable {
+    std::vector<Message> shown;
     for (auto& m : page.messages) {
-      if (auto opened = s->open(m)) {
-        m = std::move(*opened);
-      } else {
+      bool hidden = false;
+      if (auto opened = s->open(m, &hidden)) {
+        shown.push_back(std::move(*opened));
+      } else if (!hidden) {  // key traffic of a group is left out of the page
         m.body.clear();
         m.undecryptable = true;
+        shown.push_back(std::move(m));
       }
     }
+    page.messages = std::move(shown);
     done(std::move(page));
   });
 }
