@@ -619,7 +619,7 @@ TEST_F(TernCli, ChatShowsOneConversationWithSentencesAndCommands) {
   ASSERT_EQ(tern("c", {"register", "carol"}).status, 0);
   ASSERT_EQ(tern("a", {"group", "create", "hikers", "bob"}).status, 0);
   ASSERT_EQ(tern("a", {"group", "add", "hikers", "carol"}).status, 0);
-  ASSERT_EQ(tern("b", {"send", "hikers", "who brings the map?"}).status, 0);  // seq 3
+  ASSERT_EQ(tern("b", {"send", "hikers", "who brings the map?"}).status, 0);  // seq 4 (seq 3: bob:1's sender-key distribution)
 
   Proc hist = tern("b", {"history", "hikers"});
   ASSERT_EQ(hist.status, 0) << hist.err;
@@ -631,12 +631,12 @@ TEST_F(TernCli, ChatShowsOneConversationWithSentencesAndCommands) {
   auto bob = sdk("b", bob_in.events());
   ASSERT_TRUE(bob);
   {
-    // Alice's device takes seq 1-3 and acks them (bob's receipt says so), so that the chat
+    // Alice's device takes seq 1-4 and acks them (bob's receipt says so), so that the chat
     // below has no replay and shows only its --history.
     Inbox alice_in;
     auto alice = sdk("a", alice_in.events());
     ASSERT_TRUE(alice);
-    ASSERT_TRUE(eventually([&] { return bob_in.delivered_to("alice", 3); }));
+    ASSERT_TRUE(eventually([&] { return bob_in.delivered_to("alice", 4); }));
     alice->stop();
   }
 
@@ -658,7 +658,7 @@ TEST_F(TernCli, ChatShowsOneConversationWithSentencesAndCommands) {
   EXPECT_TRUE(chat.wait_for("/members", mark)) << chat.tail();
   mark = chat.size();
   chat.type("/history 5\r");
-  EXPECT_TRUE(chat.wait_for("messages 1–2:", mark)) << chat.tail();
+  EXPECT_TRUE(chat.wait_for("messages 1–3:", mark)) << chat.tail();
   EXPECT_TRUE(chat.wait_for("alice created the group hikers with bob", mark)) << chat.tail();
   EXPECT_TRUE(chat.wait_for("alice added carol", mark)) << chat.tail();
   EXPECT_EQ(chat.find("\"action\""), std::string::npos) << chat.tail();

@@ -193,17 +193,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       auto s = w.lock();
       if (!s) return;
       std::optional<Message> opened = s->open(received);
-      if (!opened) return;
-      const Message& m = *opened;
-      if (!m.expires_at) return s->emit(s->events.on_message, m);
-      if (*m.expires_at <= now_ms()) {  // never hand over an expired payload
-        Message tomb = m;
-        tomb.body.clear();
-        tomb.expired = true;
-        return s->emit(s->events.on_message, tomb);
-      }
-      s->emit(s->events.on_message, m);
-      s->track_expiry(m.conversation_id, m.seq, *m.expires_at);
+      if (opened) s->hand_over(*opened);
     };
     h.backfill = [w](const std::string& conv, Seq after, size_t limit, Callback<HistoryPage> cb) {
       auto s = w.lock();
@@ -245,7 +235,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   // End-to-end: this device's entry decrypted (or taken from the store when it was opened
   // before, or is our own), and the result kept in the device's history. nullopt: it could
   // not be decrypted (reported; the Receiver acks it all the same).
-  std::optional<Message> open(const Message& received) {
+  std::optional<Message> open(const Message& received, bool* hidden = nullptr) {
     if (!e2e || !E2eSession::encrypted(received.conversation_id)) return received;
     if (received.sender == opts.credentials.user && received.sender_device == opts.credentials.device &&
         !received.system_json) {
@@ -262,20 +252,46 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       if (stored && *stored) {
         m.body = (*stored)->body;
       } else if (!m.body.empty()) {
-        auto plain = e2e->decrypt(m.sender, m.sender_device, m.body);
-        if (!plain) {
-          spdlog::info("component=client event=undecryptable conversation={} seq={} sender={}:{} error=\"{}\"",
-                       m.conversation_id, m.seq, m.sender, m.sender_device, plain.error().message);
-          emit(events.on_undecryptable,
-               Undecryptable{m.conversation_id, m.seq, m.sender, m.sender_device, plain.error()});
+        auto opened = e2e->open_message(m);
+        if (!opened) {
+          undecryptable(m, opened.error());
           return std::nullopt;
         }
-        m.body = std::move(*plain);
+        for (const auto& [gone, err] : opened->given_up) undecryptable(gone, err);
+        for (const auto& r : opened->released) {  // group messages whose sender key just arrived
+          if (auto saved = sqlite->save_message(r); !saved)
+            spdlog::warn("component=client event=history_save_failed error=\"{}\"", saved.error().message);
+          hand_over(r);
+        }
+        if (!opened->text) {  // a key distribution, or waiting for a sender key: not a message
+          if (hidden) *hidden = true;
+          return std::nullopt;
+        }
+        m.body = std::move(*opened->text);
       }
     }
     if (auto r = sqlite->save_message(m); !r)
       spdlog::warn("component=client event=history_save_failed error=\"{}\"", r.error().message);
     return m;
+  }
+
+  void undecryptable(const Message& m, const Error& err) {
+    spdlog::info("component=client event=undecryptable conversation={} seq={} sender={}:{} error=\"{}\"",
+                 m.conversation_id, m.seq, m.sender, m.sender_device, err.message);
+    emit(events.on_undecryptable, Undecryptable{m.conversation_id, m.seq, m.sender, m.sender_device, err});
+  }
+
+  // Gives an opened message to the application (an expired payload as a tombstone).
+  void hand_over(const Message& m) {
+    if (!m.expires_at) return emit(events.on_message, m);
+    if (*m.expires_at <= now_ms()) {  // never hand over an expired payload
+      Message tomb = m;
+      tomb.body.clear();
+      tomb.expired = true;
+      return emit(events.on_message, tomb);
+    }
+    emit(events.on_message, m);
+    track_expiry(m.conversation_id, m.seq, *m.expires_at);
   }
 
   void identity_changed(const std::string& user, uint32_t device) {
@@ -364,6 +380,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
 
   void on_close(Error err) {
     conn.reset();
+    if (e2e) e2e->on_disconnect();
     for (auto& p : outbox) p.in_flight = false;
     in_flight = 0;
     bump([](ClientStats& s) { ++s.disconnects; });
@@ -424,6 +441,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
 
   void handle(proto::SentEvent&& e) {
     if (opts.receive && !e.conversation_id.empty()) receiver->on_own_sent(e.conversation_id, e.seq);
+    if (e2e && e2e->on_keys_sent(e.client_msg_id)) return;  // a sender-key distribution
     auto it = by_id.find(e.client_msg_id);
     if (it == by_id.end()) return;  // a repeat `sent` (the send went out twice)
     Pending p = std::move(*it->second);
@@ -495,6 +513,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   void handle(proto::ErrorEvent&& e) {
     Error err = make_error(error_code_from_name(e.code), e.message);
     if (!e.ref.empty()) {
+      if (e2e && e2e->on_keys_error(e.ref, e.code, e.missing, e.extra, e.stale)) return;
       if (auto it = by_id.find(e.ref); it != by_id.end()) {
         Pending& p = *it->second;
         if (p.in_flight) {
@@ -693,6 +712,10 @@ Result<std::unique_ptr<Client>> Client::create(asio::io_context& ioc, Options op
     hooks.identity_changed = [w](const std::string& user, uint32_t device) {
       if (auto s = w.lock()) s->identity_changed(user, device);
     };
+    hooks.send_keys = [w](const std::string& frame) {
+      auto s = w.lock();
+      return s && s->conn && s->conn->open() && s->conn->send(frame);
+    };
     KeyringOptions ko;
     if (impl.opts.keyring_passphrase) ko.passphrase = *impl.opts.keyring_passphrase;
     auto e2e = E2eSession::open(impl.opts.keyring_dir, impl.opts.credentials, impl.api, std::move(hooks), ko);
@@ -793,14 +816,18 @@ bool Client::encrypts() const { return impl_->e2e != nullptr; }
 
 void Client::open_page(HistoryPage page, Callback<HistoryPage> done) {
   asio::post(impl_->strand, [s = impl_, page = std::move(page), done = std::move(done)]() mutable {
+    std::vector<Message> shown;
     for (auto& m : page.messages) {
-      if (auto opened = s->open(m)) {
-        m = std::move(*opened);
-      } else {
+      bool hidden = false;
+      if (auto opened = s->open(m, &hidden)) {
+        shown.push_back(std::move(*opened));
+      } else if (!hidden) {  // key traffic of a group is left out of the page
         m.body.clear();
         m.undecryptable = true;
+        shown.push_back(std::move(m));
       }
     }
+    page.messages = std::move(shown);
     done(std::move(page));
   });
 }

@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "base/base64.h"
 #include "client/api.h"
 #include "client/attachments.h"
 #include "client/blocking.h"
@@ -739,9 +740,11 @@ TEST_F(E2eIntegration, AGroupOfFiveDecryptsEverythingAndARemovedMemberNothingAft
     return std::any_of(inbox[eve].messages.begin(), inbox[eve].messages.end(),
                        [](const Message& m) { return m.system_json.has_value(); });
   })) << "eve sees her removal";
+  Seq after_seq = 0;  // ann:1's message after the removal
   for (size_t d : {size_t{0}, size_t{6}}) {
     auto sent = wait_for<SendResult>([&](auto cb) { (void)clients[d]->send(*conv, text(d, "after"), {}, std::move(cb)); });
     ASSERT_TRUE(sent.ok()) << sent.error().message;
+    if (d == 0) after_seq = sent->seq;
   }
   for (size_t d = 0; d < n; ++d) {
     if (d == eve) continue;
@@ -767,6 +770,101 @@ TEST_F(E2eIntegration, AGroupOfFiveDecryptsEverythingAndARemovedMemberNothingAft
   auto page = wait_for<HistoryPage>([&](auto cb) { api_for(creds[eve]).history(*conv, 0, 100, std::move(cb)); });
   ASSERT_FALSE(page.ok());
   EXPECT_EQ(page.error().code, ErrorCode::kForbidden);
+
+  // Sender keys: the message is ONE ciphertext (a `body`, not `bodies`): what the server hands
+  // ben:1 and cat:1 is the same bytes, a SenderKeyMessage (type byte 7).
+  auto stored_body = [&](const Credentials& who) -> std::string {
+    auto p = wait_for<HistoryPage>([&](auto cb) { api_for(who).history(*conv, after_seq - 1, 1, std::move(cb)); });
+    EXPECT_TRUE(p.ok() && p->messages.size() == 1 && p->messages[0].seq == after_seq);
+    return p.ok() && p->messages.size() == 1 ? p->messages[0].body : std::string();
+  };
+  const std::string for_ben = stored_body(creds[1]), for_cat = stored_body(creds[2]);
+  ASSERT_FALSE(for_ben.empty());
+  EXPECT_EQ(for_ben, for_cat);
+  EXPECT_EQ(static_cast<uint8_t>(for_ben[0]), Keyring::kSenderKeyType);
+  // eve's own keyring (her client stopped) cannot open it: ann rotated her sender key.
+  clients[eve].reset();
+  auto eve_keys = Keyring::open(dir_ + "/eve-1.sqlite.keys");
+  ASSERT_TRUE(eve_keys.ok()) << eve_keys.error().message;
+  auto opened = (*eve_keys)->group_decrypt(*conv, "ann:1", base64_encode(for_ben));
+  ASSERT_FALSE(opened.ok());
+  EXPECT_EQ(opened.error().code, ErrorCode::kNotFound) << opened.error().message;
+  // ... while ben:1's keyring (client stopped too) holds ann's new key and opens it.
+  clients[1].reset();
+  auto ben_keys = Keyring::open(dir_ + "/ben-1.sqlite.keys");
+  ASSERT_TRUE(ben_keys.ok());
+  auto replay = (*ben_keys)->group_decrypt(*conv, "ann:1", base64_encode(for_ben));
+  ASSERT_FALSE(replay.ok());
+  EXPECT_EQ(replay.error().code, ErrorCode::kExists) << "already used by ben's client: " << replay.error().message;
+}
+
+// A member device that is offline while the sender key is distributed gets the distribution
+// on replay (it is a durable per-device message) and decrypts the group messages after it.
+TEST_F(E2eIntegration, AnOfflineMemberGetsTheSenderKeyOnReplay) {
+  const Credentials ann = register_user("ann"), ben = register_user("ben"), cat = register_user("cat");
+  auto conv = wait_for<std::string>([&](auto cb) { api_for(ann).create_group("three", {"ben", "cat"}, std::move(cb)); });
+  ASSERT_TRUE(conv.ok());
+  // cat's keys exist (her client ran once), then she goes offline.
+  E2eInbox ai, bi, ci;
+  {
+    auto c = device(cat, ci);
+    ASSERT_TRUE(c);
+  }
+  auto a = device(ann, ai);
+  auto b = device(ben, bi);
+  ASSERT_TRUE(a && b);
+  for (const std::string t : {"one", "two"})
+    ASSERT_TRUE(wait_for<SendResult>([&](auto cb) { (void)a->send(*conv, t, {}, std::move(cb)); }).ok());
+  ASSERT_TRUE(eventually([&] { return bi.bodies() == std::set<std::string>{"one", "two"}; }));
+  E2eInbox ci2;
+  auto c = device(cat, ci2);
+  ASSERT_TRUE(c);
+  EXPECT_TRUE(eventually([&] { return ci2.bodies() == std::set<std::string>{"one", "two"}; }));
+  std::lock_guard l(ci2.mu);
+  EXPECT_TRUE(ci2.undecryptable.empty());
+  EXPECT_EQ(ci2.messages.size(), 2u) << "the distribution is not shown as a message";
+}
+
+// A new device of a member gets the sender's CURRENT key at the sender's next distribution
+// (here: after the sender's restart, when the device lists are read again). What was sent
+// under the key before that is not readable there (a distribution starts at the chain's
+// current iteration, as in Signal): reported as undecryptable, and delivery goes on.
+TEST_F(E2eIntegration, ANewDeviceGetsTheCurrentSenderKeyAtTheNextDistribution) {
+  const Credentials ann = register_user("ann"), ben = register_user("ben");
+  auto conv = wait_for<std::string>([&](auto cb) { api_for(ann).create_group("two", {"ben"}, std::move(cb)); });
+  ASSERT_TRUE(conv.ok());
+  E2eInbox ai, bi, b2i, ai2;
+  auto a = device(ann, ai);
+  auto b = device(ben, bi);
+  ASSERT_TRUE(a && b);
+  auto one = wait_for<SendResult>([&](auto cb) { (void)a->send(*conv, "one", {}, std::move(cb)); });
+  ASSERT_TRUE(one.ok());
+  const Seq one_seq = one->seq;
+  ASSERT_TRUE(eventually([&] { return bi.bodies().contains("one"); }));
+  // ben:2 appears; ann's cached device list (fresh) does not have it, so "two" goes out under
+  // the key ben:2 was never given.
+  const Credentials ben2 = second_device(ben);
+  auto b2 = device(ben2, b2i);
+  ASSERT_TRUE(b2);
+  auto two = wait_for<SendResult>([&](auto cb) { (void)a->send(*conv, "two", {}, std::move(cb)); });
+  ASSERT_TRUE(two.ok());
+  const Seq two_seq = two->seq;
+  ASSERT_TRUE(eventually([&] { return bi.bodies().contains("two"); }));
+  // ann's client restarts (lists read again): her next send first gives ben:2 the key.
+  a.reset();
+  a = device(ann, ai2);
+  ASSERT_TRUE(a);
+  auto three = wait_for<SendResult>([&](auto cb) { (void)a->send(*conv, "three", {}, std::move(cb)); });
+  ASSERT_TRUE(three.ok());
+  EXPECT_TRUE(eventually([&] { return b2i.bodies().contains("three"); }));
+  EXPECT_TRUE(eventually([&] { return bi.bodies().contains("three"); }));
+  EXPECT_FALSE(b2i.bodies().contains("two"));
+  std::lock_guard l(b2i.mu);
+  // "one" and "two" (one `body` for all devices, so ben:2 gets them too by replay) waited for
+  // a key and were given up when the distribution came: they are older than it.
+  std::set<Seq> given_up;
+  for (const auto& u : b2i.undecryptable) given_up.insert(u.seq);
+  EXPECT_EQ(given_up, (std::set<Seq>{one_seq, two_seq}));
 }
 
 // Disappearing messages leave the device's decrypted history when they expire: the sender's

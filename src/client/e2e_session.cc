@@ -5,18 +5,44 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <ctime>
+#include <set>
 #include <filesystem>
 
 #include <boost/json.hpp>
 
 #include "base/base64.h"
 #include "base/log.h"
+#include "client/errors.h"
+#include "crypto/secret.h"
 
 namespace tern::client {
 namespace json = boost::json;
 namespace {
 
 constexpr char kApplication = 0x01;  // kind byte of the pairwise plaintext: an application body
+constexpr char kSenderKeyDistribution = 0x02;  // … a SenderKeyDistributionMessage for the conversation
+
+int64_t now_s() { return static_cast<int64_t>(std::time(nullptr)); }
+
+void wipe(std::string& s) { std::fill(s.begin(), s.end(), '\0'); }
+
+// The fields of a message `send` frame other than its ciphertext(s).
+json::object send_frame(const OutboxEntry& e) {
+  json::object o;
+  o["type"] = "send";
+  o["client_msg_id"] = e.client_msg_id;
+  o["conversation_id"] = e.conversation_id;
+  if (e.reply_to) o["reply_to"] = *e.reply_to;
+  if (e.ttl_seconds) o["ttl"] = *e.ttl_seconds;
+  if (!e.media.empty()) {
+    json::array ids;
+    for (const auto& id : e.media) ids.emplace_back(id);
+    o["media"] = std::move(ids);
+  }
+  return o;
+}
 
 std::string device_key(const std::string& user, uint32_t device) { return user + ":" + std::to_string(device); }
 
@@ -123,6 +149,7 @@ void E2eSession::fetch_devices(const std::string& user, std::function<void(Resul
   api_.user_devices(user, on_strand<std::vector<UserDevice>>([this, user, ready](Result<std::vector<UserDevice>> r) {
     if (!r) return ready(r.error());
     devices_[user] = std::move(*r);
+    devices_read_at_[user] = now_s();
     ready({});
   }));
 }
@@ -163,8 +190,9 @@ Result<std::optional<std::string>> E2eSession::build_send(const OutboxEntry& e, 
     fetch_members(e.conversation_id, std::move(ready));
     return Built();
   }
+  const bool group = e.conversation_id.starts_with("g-");
   for (const auto& user : members->second)
-    if (!devices_.contains(user)) {
+    if (!devices_.contains(user) || (group && now_s() - devices_read_at_[user] > kGroupDeviceListMaxAgeS)) {
       fetch_devices(user, std::move(ready));
       return Built();
     }
@@ -177,6 +205,7 @@ Result<std::optional<std::string>> E2eSession::build_send(const OutboxEntry& e, 
         return Built();
       }
     }
+  if (group) return build_group_send(e, ready);
   auto body = base64_decode(e.body_b64);
   if (!body) return make_error(ErrorCode::kMalformed, "outbox entry is not base64");
   std::string plain(1, kApplication);
@@ -195,27 +224,146 @@ Result<std::optional<std::string>> E2eSession::build_send(const OutboxEntry& e, 
       bodies[key] = *c;
       regs[key] = d.registration_id;
     }
-  std::fill(plain.begin(), plain.end(), '\0');
+  wipe(plain);
+  forget_keyless(members->second);
+  json::object o = send_frame(e);
+  o["bodies"] = std::move(bodies);
+  o["registration_ids"] = std::move(regs);
+  return Built(json::serialize(o));
+}
+
+void E2eSession::forget_keyless(const std::vector<std::string>& users) {
   // A device without keys yet (it may be starting): its user's list is read again next time.
-  for (const auto& user : members->second) {
+  for (const auto& user : users) {
     auto& list = devices_[user];
     if (std::any_of(list.begin(), list.end(), [](const UserDevice& d) { return d.registration_id == 0; }))
       devices_.erase(user);
   }
-  json::object o;
-  o["type"] = "send";
-  o["client_msg_id"] = e.client_msg_id;
-  o["conversation_id"] = e.conversation_id;
-  o["bodies"] = std::move(bodies);
-  o["registration_ids"] = std::move(regs);
-  if (e.reply_to) o["reply_to"] = *e.reply_to;
-  if (e.ttl_seconds) o["ttl"] = *e.ttl_seconds;
-  if (!e.media.empty()) {
-    json::array ids;
-    for (const auto& id : e.media) ids.emplace_back(id);
-    o["media"] = std::move(ids);
+}
+
+Result<std::optional<std::string>> E2eSession::build_group_send(const OutboxEntry& e,
+                                                                std::function<void(Result<void>)>& ready) {
+  using Built = std::optional<std::string>;
+  const std::string& conv = e.conversation_id;
+  if (keys_in_flight_) {  // the Client builds one entry at a time; this one waits for the `sent`
+    keys_in_flight_->ready = std::move(ready);
+    return Built();
   }
+  const auto& users = members_[conv];
+  std::vector<std::pair<std::string, uint32_t>> all;  // every member device but this one
+  std::set<std::string> current;                      // those with keys
+  for (const auto& user : users)
+    for (const auto& d : devices_[user]) {
+      if (user == self_.user && d.device == self_.device) continue;
+      all.emplace_back(device_key(user, d.device), d.registration_id);
+      if (d.registration_id != 0) current.insert(all.back().first);
+    }
+  // Rotation: a device holding our current key is no longer a member device.
+  const auto holders = keyring_->sender_key_holders(conv);
+  if (std::any_of(holders.begin(), holders.end(), [&](const std::string& h) { return !current.contains(h); })) {
+    if (auto r = keyring_->rotate_sender_key(conv); !r) return r.error();
+    keys_msg_id_.erase(conv);
+    spdlog::info("component=client event=sender_key_rotated conversation={}", conv);
+  }
+  const bool lacking = std::any_of(current.begin(), current.end(),
+                                   [&](const std::string& k) { return !keyring_->sender_key_given(conv, k); });
+  if (lacking) {
+    // The server wants an entry for every member device (§8): all get the current key (those
+    // that hold it already keep it as is).
+    auto skdm = keyring_->sender_key_distribution(conv);
+    if (!skdm) return skdm.error();
+    std::string plain(1, kSenderKeyDistribution);
+    plain.append(reinterpret_cast<const char*>(skdm->data()), skdm->size());
+    crypto::wipe(*skdm);
+    json::object bodies, regs;
+    KeysInFlight f;
+    f.conversation_id = conv;
+    for (const auto& [key, reg] : all) {
+      if (reg == 0) {
+        bodies[key] = "";
+        continue;
+      }
+      auto c = keyring_->encrypt(key, plain);
+      if (!c) return wipe(plain), c.error();
+      bodies[key] = *c;
+      regs[key] = reg;
+      f.devices.push_back(key);
+    }
+    wipe(plain);
+    forget_keyless(users);
+    auto& id = keys_msg_id_[conv];
+    if (id.empty()) {
+      std::array<uint8_t, 12> r{};
+      crypto::random_bytes(r);
+      id = "k-" + base64_encode(std::string(r.begin(), r.end()));
+    }
+    f.client_msg_id = id;
+    json::object o{{"type", "send"}, {"client_msg_id", id}, {"conversation_id", conv}};
+    o["bodies"] = std::move(bodies);
+    o["registration_ids"] = std::move(regs);
+    o["keys"] = true;
+    if (!hooks_.send_keys || !hooks_.send_keys(json::serialize(o))) {
+      hooks_.post([ready = std::move(ready)] { ready(network_error("not connected")); });
+      return Built();
+    }
+    f.ready = std::move(ready);
+    keys_in_flight_ = std::move(f);
+    return Built();
+  }
+  forget_keyless(users);
+  auto body = base64_decode(e.body_b64);
+  if (!body) return make_error(ErrorCode::kMalformed, "outbox entry is not base64");
+  std::string plain(1, kApplication);
+  plain += *body;
+  wipe(*body);
+  auto c = keyring_->group_encrypt(conv, plain);
+  if (!c && c.error().code == ErrorCode::kNotFound) {  // alone in the group: nobody to give it to yet
+    if (auto k = keyring_->sender_key_distribution(conv); !k) return wipe(plain), k.error();
+    c = keyring_->group_encrypt(conv, plain);
+  }
+  wipe(plain);
+  if (!c) return c.error();
+  json::object o = send_frame(e);
+  o["body"] = *c;
   return Built(json::serialize(o));
+}
+
+bool E2eSession::on_keys_sent(const std::string& client_msg_id) {
+  if (!client_msg_id.starts_with("k-")) return false;
+  if (!keys_in_flight_ || keys_in_flight_->client_msg_id != client_msg_id) return true;  // an old repeat
+  KeysInFlight f = std::move(*keys_in_flight_);
+  keys_in_flight_.reset();
+  keys_msg_id_.erase(f.conversation_id);
+  keys_mismatches_ = 0;
+  Result<void> r = keyring_->note_sender_key_given(f.conversation_id, f.devices);
+  spdlog::info("component=client event=sender_key_distributed conversation={} devices={}", f.conversation_id,
+               f.devices.size());
+  if (f.ready) f.ready(r);
+  return true;
+}
+
+bool E2eSession::on_keys_error(const std::string& ref, const std::string& code, const std::vector<std::string>& missing,
+                               const std::vector<std::string>& extra, const std::vector<std::string>& stale) {
+  if (!ref.starts_with("k-")) return false;
+  if (!keys_in_flight_ || keys_in_flight_->client_msg_id != ref) return true;
+  KeysInFlight f = std::move(*keys_in_flight_);
+  keys_in_flight_.reset();
+  if (code == "device_mismatch" && ++keys_mismatches_ <= 3) {
+    on_device_mismatch(f.conversation_id, missing, extra, stale);  // then built again, same id
+    if (f.ready) f.ready({});
+    return true;
+  }
+  keys_mismatches_ = 0;
+  keys_msg_id_.erase(f.conversation_id);
+  if (f.ready) f.ready(make_error(error_code_from_name(code), "sender key distribution refused: " + code));
+  return true;
+}
+
+void E2eSession::on_disconnect() {
+  if (!keys_in_flight_) return;
+  auto ready = std::move(keys_in_flight_->ready);
+  keys_in_flight_.reset();
+  if (ready) ready({});  // built again (same client_msg_id) once connected
 }
 
 void E2eSession::on_device_mismatch(const std::string& conv, const std::vector<std::string>& missing,
@@ -248,14 +396,77 @@ void E2eSession::on_device_mismatch(const std::string& conv, const std::vector<s
 
 void E2eSession::forget_members(const std::string& conversation_id) { members_.erase(conversation_id); }
 
-Result<std::string> E2eSession::decrypt(const std::string& sender, uint32_t sender_device, const std::string& body) {
+Result<E2eSession::Opened> E2eSession::open_message(const Message& m) {
+  Opened out;
+  // Held messages past their time are given up.
+  const int64_t now = now_s();
+  for (auto it = held_.begin(); it != held_.end();) {
+    if (now - it->since_s <= kHoldSeconds) {
+      ++it;
+      continue;
+    }
+    out.given_up.emplace_back(std::move(it->m), make_error(ErrorCode::kNotFound, "the sender key never arrived"));
+    it = held_.erase(it);
+  }
+  const std::string sender = device_key(m.sender, m.sender_device);
+  const bool group = m.conversation_id.starts_with("g-");
+  if (group && !m.body.empty() && static_cast<uint8_t>(m.body[0]) == Keyring::kSenderKeyType) {
+    auto plain = keyring_->group_decrypt(m.conversation_id, sender, base64_encode(m.body));
+    if (!plain && plain.error().code == ErrorCode::kNotFound) {
+      if (held_.size() >= kMaxHeld) return make_error(ErrorCode::kNotFound, "no sender key (and too many waiting)");
+      held_.push_back(Held{m, now});  // until its sender key arrives
+      return out;
+    }
+    if (!plain) return plain.error();
+    if (plain->empty() || (*plain)[0] != kApplication)
+      return wipe(*plain), make_error(ErrorCode::kMalformed, "unknown kind of group payload");
+    out.text = plain->substr(1);
+    wipe(*plain);
+    return out;
+  }
   bool changed = false;
-  auto plain = keyring_->decrypt(device_key(sender, sender_device), base64_encode(body), &changed);
+  auto plain = keyring_->decrypt(sender, base64_encode(m.body), &changed);
+  // In a group a pairwise message met again (at-least-once) is a key distribution already
+  // processed (application messages met again come from the store, not here): nothing to do.
+  if (!plain && group && plain.error().code == ErrorCode::kExists) return out;
   if (!plain) return plain.error();
-  if (changed && hooks_.identity_changed) hooks_.identity_changed(sender, sender_device);
-  if (plain->empty() || (*plain)[0] != kApplication)
-    return make_error(ErrorCode::kMalformed, "unknown kind of encrypted payload");
-  return plain->substr(1);
+  if (changed && hooks_.identity_changed) hooks_.identity_changed(m.sender, m.sender_device);
+  if (!plain->empty() && (*plain)[0] == kApplication) {
+    out.text = plain->substr(1);
+  } else if (group && !plain->empty() && (*plain)[0] == kSenderKeyDistribution) {
+    const auto* p = reinterpret_cast<const uint8_t*>(plain->data()) + 1;
+    auto r = keyring_->process_sender_key(m.conversation_id, sender, {p, plain->size() - 1});
+    if (!r) return wipe(*plain), r.error();
+    release_held(m.conversation_id, sender, out);
+  } else {
+    return wipe(*plain), make_error(ErrorCode::kMalformed, "unknown kind of encrypted payload");
+  }
+  wipe(*plain);
+  return out;
+}
+
+void E2eSession::release_held(const std::string& conv, const std::string& sender, Opened& out) {
+  for (auto it = held_.begin(); it != held_.end();) {
+    if (it->m.conversation_id != conv || device_key(it->m.sender, it->m.sender_device) != sender) {
+      ++it;
+      continue;
+    }
+    auto plain = keyring_->group_decrypt(conv, sender, base64_encode(it->m.body));
+    if (!plain && plain.error().code == ErrorCode::kNotFound) {  // another chain: still waits
+      ++it;
+      continue;
+    }
+    if (plain && !plain->empty() && (*plain)[0] == kApplication) {
+      Message m = std::move(it->m);
+      m.body = plain->substr(1);
+      out.released.push_back(std::move(m));
+    } else {
+      out.given_up.emplace_back(std::move(it->m), plain ? make_error(ErrorCode::kMalformed, "unknown kind of group payload")
+                                                        : plain.error());
+    }
+    if (plain) wipe(*plain);
+    it = held_.erase(it);
+  }
 }
 
 }  // namespace tern::client

@@ -12,12 +12,14 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include <boost/json.hpp>
 
 #include "base/base64.h"
 #include "crypto/keys.h"
 #include "crypto/secret.h"
+#include "crypto/sender_keys.h"
 #include "crypto/session_cipher.h"
 #include "crypto/session_state.h"
 #include "crypto/x25519.h"
@@ -30,7 +32,9 @@ constexpr uint8_t kStateVersion = 1;
 constexpr size_t kMaxStateBytes = 64 << 20;  // a state file larger than this is refused
 
 Error crypto_error(crypto::Errc e) {
-  return make_error(ErrorCode::kInvalidArgument, "crypto: " + std::string(crypto::errc_name(e)));
+  // A replay (a message key already used) is kExists, so that callers can tell it apart.
+  return make_error(e == crypto::Errc::kDuplicate ? ErrorCode::kExists : ErrorCode::kInvalidArgument,
+                    "crypto: " + std::string(crypto::errc_name(e)));
 }
 Error io_error(const std::string& what) {
   return make_error(ErrorCode::kInternal, "keyring: " + what + ": " + std::strerror(errno));
@@ -247,6 +251,20 @@ struct Keyring::State {
     crypto::PublicKey identity{};
   };
   std::map<std::string, Peer> peers;  // by "user:device"
+  // Sender Keys. `used` orders them for eviction (not persisted: load order stands in).
+  struct OwnSenderKey {
+    crypto::Uuid distribution_id{};
+    crypto::SenderKeyRecord record;
+    std::set<std::string> given;  // "user:device" that hold the current key
+    uint64_t used = 0;
+  };
+  std::map<std::string, OwnSenderKey> own_sender_keys;  // by conversation
+  struct PeerSenderKey {
+    crypto::SenderKeyRecord record;
+    uint64_t used = 0;
+  };
+  std::map<std::string, PeerSenderKey> peer_sender_keys;  // by conversation '\n' "user:device"
+  uint64_t tick = 0;
 };
 
 struct Keyring::PassKey {
@@ -411,6 +429,33 @@ Result<void> Keyring::load_state(std::span<const uint8_t> plain) {
     std::memcpy(p.identity.data(), ik.data(), 32);
     s_->peers.emplace(str_of(name), std::move(p));
   }
+  if (r.done()) return {};  // written before sender keys existed
+  if (!r.u32(n) || n > kMaxOwnSenderKeys) return corrupt();
+  for (uint32_t i = 0; i < n; ++i) {
+    std::span<const uint8_t> conv, id, rec, given;
+    State::OwnSenderKey k;
+    uint32_t count = 0;
+    if (!r.bytes(conv) || !r.bytes(id) || id.size() != k.distribution_id.size() || !r.bytes(rec) || !r.u32(count))
+      return corrupt();
+    std::memcpy(k.distribution_id.data(), id.data(), id.size());
+    auto record = crypto::SenderKeyRecord::parse(rec);
+    if (!record) return corrupt();
+    k.record = std::move(*record);
+    for (uint32_t g = 0; g < count; ++g) {
+      if (!r.bytes(given)) return corrupt();
+      k.given.insert(str_of(given));
+    }
+    k.used = ++s_->tick;
+    s_->own_sender_keys.emplace(str_of(conv), std::move(k));
+  }
+  if (!r.u32(n) || n > kMaxPeerSenderKeys) return corrupt();
+  for (uint32_t i = 0; i < n; ++i) {
+    std::span<const uint8_t> name, rec;
+    if (!r.bytes(name) || !r.bytes(rec)) return corrupt();
+    auto record = crypto::SenderKeyRecord::parse(rec);
+    if (!record) return corrupt();
+    s_->peer_sender_keys.emplace(str_of(name), State::PeerSenderKey{std::move(*record), ++s_->tick});
+  }
   if (!r.done()) return corrupt();
   return {};
 }
@@ -444,6 +489,21 @@ std::vector<uint8_t> Keyring::serialize_state() const {
     put_bytes(plain, rec.span());
     put_u32(plain, p.registration_id);
     put_bytes(plain, p.identity);
+  }
+  put_u32(plain, static_cast<uint32_t>(s_->own_sender_keys.size()));
+  for (const auto& [conv, k] : s_->own_sender_keys) {
+    put_bytes(plain, bytes_of(conv));
+    put_bytes(plain, k.distribution_id);
+    auto rec = k.record.serialize();
+    put_bytes(plain, rec.span());
+    put_u32(plain, static_cast<uint32_t>(k.given.size()));
+    for (const auto& g : k.given) put_bytes(plain, bytes_of(g));
+  }
+  put_u32(plain, static_cast<uint32_t>(s_->peer_sender_keys.size()));
+  for (const auto& [name, k] : s_->peer_sender_keys) {
+    put_bytes(plain, bytes_of(name));
+    auto rec = k.record.serialize();
+    put_bytes(plain, rec.span());
   }
   return plain;
 }
@@ -635,6 +695,107 @@ Result<std::string> Keyring::decrypt(const std::string& device_key, std::string_
   if (auto r = save(); !r) return r.error();
   std::string out(reinterpret_cast<const char*>(plain.data()), plain.size());
   sodium_memzero(plain.data(), plain.size());
+  return out;
+}
+
+// ---- Sender Keys ----
+
+namespace {
+// Drops the least recently used entry of `m` when it holds more than `max`.
+template <typename Map>
+void evict_oldest(Map& m, size_t max) {
+  while (m.size() > max) {
+    auto oldest = m.begin();
+    for (auto it = m.begin(); it != m.end(); ++it)
+      if (it->second.used < oldest->second.used) oldest = it;
+    m.erase(oldest);
+  }
+}
+std::string peer_sender_name(const std::string& conv, const std::string& device_key) { return conv + "\n" + device_key; }
+}  // namespace
+
+Result<std::vector<uint8_t>> Keyring::sender_key_distribution(const std::string& conv) {
+  auto [it, created] = s_->own_sender_keys.try_emplace(conv);
+  auto& k = it->second;
+  k.used = ++s_->tick;
+  if (created || k.record.empty()) {
+    crypto::random_bytes(k.distribution_id);
+    k.given.clear();
+  }
+  auto m = crypto::create_sender_key_distribution(k.record, k.distribution_id);
+  if (created) evict_oldest(s_->own_sender_keys, kMaxOwnSenderKeys);
+  if (auto r = save(); !r) return r.error();
+  return m.serialized;
+}
+
+Result<void> Keyring::rotate_sender_key(const std::string& conv) {
+  if (s_->own_sender_keys.erase(conv) == 0) return {};
+  return save();
+}
+
+bool Keyring::sender_key_given(const std::string& conv, const std::string& device_key) const {
+  auto it = s_->own_sender_keys.find(conv);
+  return it != s_->own_sender_keys.end() && it->second.given.contains(device_key);
+}
+
+std::vector<std::string> Keyring::sender_key_holders(const std::string& conv) const {
+  auto it = s_->own_sender_keys.find(conv);
+  if (it == s_->own_sender_keys.end()) return {};
+  return {it->second.given.begin(), it->second.given.end()};
+}
+
+Result<void> Keyring::note_sender_key_given(const std::string& conv, const std::vector<std::string>& device_keys) {
+  auto it = s_->own_sender_keys.find(conv);
+  if (it == s_->own_sender_keys.end()) return make_error(ErrorCode::kNotFound, "no sender key for " + conv);
+  it->second.given.insert(device_keys.begin(), device_keys.end());
+  return save();
+}
+
+Result<std::string> Keyring::group_encrypt(const std::string& conv, std::string_view plaintext) {
+  auto it = s_->own_sender_keys.find(conv);
+  if (it == s_->own_sender_keys.end() || it->second.record.empty())
+    return make_error(ErrorCode::kNotFound, "no sender key for " + conv);
+  it->second.used = ++s_->tick;
+  auto c = crypto::group_encrypt(it->second.record, it->second.distribution_id, bytes_of(plaintext));
+  if (!c) return crypto_error(c.error());
+  std::string wire(1, static_cast<char>(kSenderKeyType));
+  wire.append(reinterpret_cast<const char*>(c->data()), c->size());
+  if (auto r = save(); !r) return r.error();
+  return base64_encode(wire);
+}
+
+Result<void> Keyring::process_sender_key(const std::string& conv, const std::string& device_key,
+                                         std::span<const uint8_t> distribution) {
+  auto m = crypto::SenderKeyDistributionMessage::parse(distribution);
+  if (!m) return crypto_error(m.error());
+  const std::string name = peer_sender_name(conv, device_key);
+  auto [it, created] = s_->peer_sender_keys.try_emplace(name);
+  it->second.used = ++s_->tick;
+  if (auto r = crypto::process_sender_key_distribution(it->second.record, *m); !r) {
+    if (created) s_->peer_sender_keys.erase(it);
+    return crypto_error(r.error());
+  }
+  if (created) evict_oldest(s_->peer_sender_keys, kMaxPeerSenderKeys);
+  return save();
+}
+
+Result<std::string> Keyring::group_decrypt(const std::string& conv, const std::string& device_key,
+                                           std::string_view ciphertext_b64) {
+  auto wire = base64_decode(ciphertext_b64);
+  if (!wire || wire->empty() || static_cast<uint8_t>((*wire)[0]) != kSenderKeyType)
+    return make_error(ErrorCode::kMalformed, "not a group ciphertext");
+  auto it = s_->peer_sender_keys.find(peer_sender_name(conv, device_key));
+  if (it == s_->peer_sender_keys.end()) return make_error(ErrorCode::kNotFound, "no sender key from " + device_key);
+  auto plain = crypto::group_decrypt(it->second.record, bytes_of(std::string_view(*wire).substr(1)), std::time(nullptr));
+  if (!plain) {
+    if (plain.error() == crypto::Errc::kNoSession)
+      return make_error(ErrorCode::kNotFound, "no sender key from " + device_key + " for this chain");
+    return crypto_error(plain.error());
+  }
+  it->second.used = ++s_->tick;
+  if (auto r = save(); !r) return r.error();
+  std::string out = str_of(*plain);
+  crypto::wipe(*plain);
   return out;
 }
 

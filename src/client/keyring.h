@@ -24,7 +24,16 @@
 // Ciphertexts travel as base64 of one type byte (2 = SignalMessage, 3 = PreKeySignalMessage)
 // followed by the message bytes, so a receiver knows which decrypt to run.
 //
-// Not done yet: groups (sender keys). The Client uses it through E2eSession (e2e_session.h).
+// Groups: Signal's Sender Keys (crypto/sender_keys.h), persisted with the rest: our own sender
+// key per group conversation (its distribution id, chain and signing key, and which devices
+// "user:device" it was given to), at most kMaxOwnSenderKeys; and each received sender key per
+// (conversation, sender device), at most kMaxPeerSenderKeys. Beyond either bound the least
+// recently used one is dropped (a dropped own key is made again and redistributed; a dropped
+// received one makes that sender's messages undecryptable until it distributes again).
+// A group ciphertext travels as base64 of type byte 7 (libsignal's sender-key type) ‖ the
+// SenderKeyMessage.
+//
+// The Client uses it through E2eSession (e2e_session.h).
 //
 // Thread-safety: none; one owner thread (the Client's strand). Owns its state.
 #pragma once
@@ -97,11 +106,34 @@ class Keyring {
   // Encrypts for the device's session (kNotFound without one). Saves.
   Result<std::string> encrypt(const std::string& device_key, std::string_view plaintext);
   // Decrypts a message from the device; a PreKeySignalMessage sets up the session and uses
-  // up our one-time prekey. A failure changes nothing. Saves on success.
+  // up our one-time prekey. A failure changes nothing (a replay: kExists). Saves on success.
   Result<std::string> decrypt(const std::string& device_key, std::string_view ciphertext_b64,
                               bool* identity_changed = nullptr);
 
   size_t one_time_prekeys() const;
+
+  // ---- Sender Keys (groups) ----
+  static constexpr size_t kMaxOwnSenderKeys = 1024;
+  static constexpr size_t kMaxPeerSenderKeys = 8192;
+  static constexpr uint8_t kSenderKeyType = 7;
+  // Our sender key for the conversation (made when missing: a new distribution id, nobody
+  // holds it yet) as a serialized SenderKeyDistributionMessage of its current iteration. Saves.
+  Result<std::vector<uint8_t>> sender_key_distribution(const std::string& conv);
+  // Rotation: drops our sender key for the conversation; the next distribution makes a new one.
+  Result<void> rotate_sender_key(const std::string& conv);
+  // Which devices our current sender key for the conversation was given to.
+  bool sender_key_given(const std::string& conv, const std::string& device_key) const;
+  std::vector<std::string> sender_key_holders(const std::string& conv) const;
+  Result<void> note_sender_key_given(const std::string& conv, const std::vector<std::string>& device_keys);
+  // One group message under our sender key (kNotFound without one). Saves.
+  Result<std::string> group_encrypt(const std::string& conv, std::string_view plaintext);
+  // Stores a sender device's distribution message for the conversation. Saves.
+  Result<void> process_sender_key(const std::string& conv, const std::string& device_key,
+                                  std::span<const uint8_t> distribution);
+  // Decrypts a group message from the sender device: kNotFound when its key (for this chain)
+  // has not arrived; other errors: refused. A failure changes nothing. Saves on success.
+  Result<std::string> group_decrypt(const std::string& conv, const std::string& device_key,
+                                    std::string_view ciphertext_b64);
 
  private:
   struct State;

@@ -352,5 +352,55 @@ TEST(KeyringInMemory, SessionsWorkAndNothingIsWritten) {
   EXPECT_FALSE(a->set_passphrase("x")) << "an in-memory keyring has nothing to protect on disk";
 }
 
+// Sender keys persist with the rest: after both keyrings reopen, the receiver still decrypts
+// the sender's next group message, and a rotation makes a key the old holder cannot use.
+TEST_F(KeyringTest, SenderKeysPersistAndARotatedKeyIsNotReadableWithTheOldOne) {
+  const std::string conv = "g-1";
+  {
+    auto a = Keyring::open(tmp.sub("a"));
+    auto b = Keyring::open(tmp.sub("b"));
+    ASSERT_TRUE(a && b);
+    auto missing = (*a)->group_encrypt(conv, "x");
+    ASSERT_FALSE(missing);
+    EXPECT_EQ(missing.error().code, ErrorCode::kNotFound);
+    auto skdm = (*a)->sender_key_distribution(conv);
+    ASSERT_TRUE(skdm) << skdm.error().message;
+    EXPECT_FALSE((*a)->sender_key_given(conv, "b:1"));
+    ASSERT_TRUE((*a)->note_sender_key_given(conv, {"b:1"}));
+    EXPECT_TRUE((*a)->sender_key_given(conv, "b:1"));
+    auto c1 = (*a)->group_encrypt(conv, "one");
+    ASSERT_TRUE(c1) << c1.error().message;
+    auto early = (*b)->group_decrypt(conv, "a:1", *c1);
+    ASSERT_FALSE(early);
+    EXPECT_EQ(early.error().code, ErrorCode::kNotFound) << "no key yet: the caller may wait for it";
+    ASSERT_TRUE((*b)->process_sender_key(conv, "a:1", *skdm));
+    auto p1 = (*b)->group_decrypt(conv, "a:1", *c1);
+    ASSERT_TRUE(p1) << p1.error().message;
+    EXPECT_EQ(*p1, "one");
+    EXPECT_FALSE((*b)->group_decrypt(conv, "a:1", *c1)) << "a replay is refused";
+    EXPECT_FALSE((*b)->process_sender_key(conv, "a:1", std::vector<uint8_t>{1, 2, 3}));
+  }
+  auto a = Keyring::open(tmp.sub("a"));
+  auto b = Keyring::open(tmp.sub("b"));
+  ASSERT_TRUE(a && b);
+  EXPECT_TRUE((*a)->sender_key_given(conv, "b:1"));
+  EXPECT_EQ((*a)->sender_key_holders(conv), std::vector<std::string>{"b:1"});
+  auto c2 = (*a)->group_encrypt(conv, "two");
+  ASSERT_TRUE(c2);
+  auto p2 = (*b)->group_decrypt(conv, "a:1", *c2);
+  ASSERT_TRUE(p2) << p2.error().message;
+  EXPECT_EQ(*p2, "two");
+  // Rotation: b keeps only the old key.
+  ASSERT_TRUE((*a)->rotate_sender_key(conv));
+  EXPECT_FALSE((*a)->sender_key_given(conv, "b:1"));
+  ASSERT_TRUE((*a)->sender_key_distribution(conv));
+  auto c3 = (*a)->group_encrypt(conv, "three");
+  ASSERT_TRUE(c3);
+  auto p3 = (*b)->group_decrypt(conv, "a:1", *c3);
+  ASSERT_FALSE(p3);
+  EXPECT_EQ(p3.error().code, ErrorCode::kNotFound);
+  EXPECT_FALSE((*b)->group_decrypt("g-other", "a:1", *c2)) << "keys are per conversation";
+}
+
 }  // namespace
 }  // namespace tern::client
