@@ -114,18 +114,31 @@ void DeviceSession::recheck_following(const std::string& conversation_id) {
 DeviceSession::Position* DeviceSession::position(const std::string& conversation_id) {
   if (auto it = positions_.find(conversation_id); it != positions_.end()) return &it->second;
   auto conv = ctx_.directory.conversation(conversation_id);
-  if (!conv || !*conv) return nullptr;
+  if (!conv) return store_failed("conversation", conv.error()), nullptr;
+  if (!*conv) return nullptr;
   auto member = ctx_.directory.member(**conv, device_.user);
-  if (!member || !*member) return nullptr;
+  if (!member) return store_failed("member", member.error()), nullptr;
+  if (!*member) return nullptr;
   const store::Member* m = &**member;
   auto cursor = ctx_.store.cursor(device_, conversation_id);
-  if (!cursor) return nullptr;
+  if (!cursor) return store_failed("cursor", cursor.error()), nullptr;
   Position pos;
   pos.floor = m->joined_seq - 1;
   pos.limit = m->active() ? kNoLimit : m->left_seq;
   // An ack still on its way to the store counts too (the device may reconnect faster).
   pos.sent = std::max({*cursor, pos.floor, ctx_.sequencer.pending_ack(device_, conversation_id)});
   return &positions_.emplace(conversation_id, pos).first->second;
+}
+
+// A read the session's position depends on failed: skipping the conversation would end the
+// replay with `synced` while messages are missing, so the connection is closed instead
+// (1011); the client reconnects and replays from its last ack once the store answers.
+void DeviceSession::store_failed(std::string_view step, const Error& error) {
+  if (store_failed_) return;
+  store_failed_ = true;
+  spdlog::error("event=session_read_failed step={} user={} device={} error=\"{}\"", step, device_.user,
+                device_.device, error.message);
+  conn_->close(1011, "store unavailable");
 }
 
 void DeviceSession::refresh_membership(const std::string& conversation_id, Position& pos) {
@@ -228,14 +241,14 @@ void DeviceSession::pump() {
   // so the gateway calls on_writable() when it drains back to half and the pump resumes.
   const size_t limit = conn_->queue_limit_bytes();
   const size_t high = std::max(limit * 3 / 4, limit / 2 + 1);
-  while (!behind_.empty() && !closed_ && conn_->queued_bytes() < high) {
+  while (!behind_.empty() && !closed_ && !store_failed_ && conn_->queued_bytes() < high) {
     const std::string conv = *behind_.begin();
     const Position* pos = position(conv);
     const Seq before = pos ? pos->sent : 0;
     if (pump_conversation(conv, high)) behind_.erase(conv);
     else if (pos && pos->sent == before) break;  // no room for the next frame: on_writable() resumes
   }
-  if (behind_.empty() && !live_ && !closed_) finish_replay();
+  if (behind_.empty() && !live_ && !closed_ && !store_failed_) finish_replay();
   if (live_) pump_receipts(high);
   pumping_ = false;
 }
@@ -254,8 +267,8 @@ bool DeviceSession::pump_conversation(const std::string& conversation_id, size_t
   const size_t page = std::clamp<size_t>(room / 1024, 1, std::max<size_t>(1, ctx_.options.replay_page));
   auto messages = ctx_.store.read_messages(conversation_id, pos->sent, page);
   if (!messages) {
-    spdlog::error("event=replay_read_failed conversation={} error=\"{}\"", conversation_id, messages.error().message);
-    return true;  // the device will get it on its next connect
+    store_failed("replay", messages.error());
+    return false;
   }
   const int64_t now = now_ms();
   for (const auto& m : *messages) {

@@ -82,6 +82,8 @@ class DeviceSession final : public gateway::FrameHandler,
   void recheck_following(const std::string& conversation_id);
   Position* position(const std::string& conversation_id);
   void refresh_membership(const std::string& conversation_id, Position& pos);
+  // Logs, closes the connection with 1011 and stops the replay (never `synced` after it).
+  void store_failed(std::string_view step, const Error& error);
   void pump();
   bool pump_conversation(const std::string& conversation_id, size_t room);
   void finish_replay();
@@ -97,6 +99,7 @@ class DeviceSession final : public gateway::FrameHandler,
   size_t in_flight_ = 0;      // sends handed to the sequencer and not yet answered
   bool live_ = false;
   bool closed_ = false;
+  bool store_failed_ = false;  // a read failed: the connection is closing, nothing more is sent
   bool pumping_ = false;
   TokenBucket bucket_;        // sends
   TokenBucket frame_bucket_;  // every frame: bounds the work one connection can queue

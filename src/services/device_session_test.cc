@@ -41,7 +41,10 @@ class FakeConnection final : public gateway::Connection {
   }
   size_t queued_bytes() const override { return queued_; }
   size_t queue_limit_bytes() const override { return limit_; }
-  void close(uint16_t, std::string) override { closed_ = true; }
+  void close(uint16_t code, std::string) override {
+    closed_ = true;
+    close_code_ = code;
+  }
   void post(std::function<void()> fn) override { loops_.post(0, std::move(fn)); }
   uint64_t id() const override { return 1; }
   size_t loop_index() const override { return 0; }
@@ -56,6 +59,7 @@ class FakeConnection final : public gateway::Connection {
   }
   size_t peak() const { return peak_; }
   bool overflowed() const { return overflowed_; }
+  uint16_t close_code() const { return close_code_; }
 
  private:
   Loops& loops_;
@@ -65,6 +69,7 @@ class FakeConnection final : public gateway::Connection {
   size_t peak_ = 0;
   bool closed_ = false;
   bool overflowed_ = false;
+  uint16_t close_code_ = 0;
 };
 
 class DeviceSessionTest : public ::testing::Test {
@@ -192,6 +197,25 @@ TEST_F(DeviceSessionTest, ReplayIsPacedByTheQueueAndEndsWithSynced) {
   for (size_t i = 0; i < seqs.size(); ++i) ASSERT_EQ(seqs[i], i + 1) << "in order, each once";
   EXPECT_FALSE(conn_->overflowed()) << "the replay must never overflow the queue it paces itself by";
   EXPECT_LE(conn_->peak(), kLimit);
+}
+
+// A store read failing in the middle of a replay closes the connection (1011) instead of
+// skipping the conversation and saying `synced` with messages missing.
+TEST_F(DeviceSessionTest, AReadFailureDuringReplayClosesInsteadOfSayingSynced) {
+  for (int i = 0; i < 200; ++i) send("alice", "m" + std::to_string(i));  // seqs 2..201
+  connect_bob(4096);  // the replay pauses after a few dozen frames
+  std::vector<std::string> frames;
+  on_loop([&] { frames = conn_->drain(); });
+  ASSERT_FALSE(frames.empty());
+  store_.fail_reads(true);
+  on_loop([&] {
+    session_->on_writable();  // the next page's read fails
+    for (auto& f : conn_->drain()) frames.push_back(std::move(f));
+  });
+  store_.fail_reads(false);
+  EXPECT_EQ(conn_->close_code(), 1011);
+  for (const auto& f : frames) EXPECT_EQ(f.find(R"("type":"synced")"), std::string::npos) << f;
+  EXPECT_LT(frames.size(), 201u) << "the replay stopped";
 }
 
 TEST_F(DeviceSessionTest, NothingLiveBeforeSyncedAndNothingLostAcrossIt) {

@@ -13,6 +13,7 @@ using DevKey = std::pair<std::string, uint32_t>;
 struct MemoryStore::State {
   mutable std::mutex mu;
   bool fail = false;
+  bool fail_reads = false;
   size_t commits = 0;
   size_t reads = 0;  // read calls (any method but commit/flush/purge)
   std::map<std::string, int64_t> users;                    // user → created
@@ -47,6 +48,11 @@ MemoryStore::~MemoryStore() = default;
 void MemoryStore::fail_commits(bool fail) {
   std::lock_guard lock(state_->mu);
   state_->fail = fail;
+}
+
+void MemoryStore::fail_reads(bool fail) {
+  std::lock_guard lock(state_->mu);
+  state_->fail_reads = fail;
 }
 
 size_t MemoryStore::reads() const {
@@ -221,6 +227,7 @@ Result<std::vector<StoredMessage>> MemoryStore::read_messages(const std::string&
                                                               size_t limit) {
   std::lock_guard lock(state_->mu);
   ++state_->reads;
+  if (state_->fail_reads) return make_error(ErrorCode::kUnavailable, "injected read failure");
   std::vector<StoredMessage> out;
   auto c = state_->messages.find(conversation_id);
   if (c == state_->messages.end()) return out;
@@ -240,6 +247,7 @@ Result<Seq> MemoryStore::head(const std::string& conversation_id) {
 Result<Seq> MemoryStore::cursor(const DeviceRef& device, const std::string& conversation_id) {
   std::lock_guard lock(state_->mu);
   ++state_->reads;
+  if (state_->fail_reads) return make_error(ErrorCode::kUnavailable, "injected read failure");
   auto it = state_->cursors.find({device.user, device.device, conversation_id});
   return it == state_->cursors.end() ? 0 : it->second;
 }

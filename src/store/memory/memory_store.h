@@ -27,6 +27,8 @@ class MemoryStore final : public Store {
 
   // Fault injection: while set, every commit fails with `internal` and writes nothing.
   void fail_commits(bool fail);
+  // While set, read_messages() and cursor() fail with `unavailable` (a backend that went away).
+  void fail_reads(bool fail);
   size_t commits() const;  // successful commits so far
   size_t reads() const;    // read calls so far (a service test can assert a path reads nothing)
 
