@@ -73,6 +73,11 @@ class Bus {
   // there): the sink drops what this node cached about it. Set before serving; called on a
   // bus thread. A single-node bus never calls it.
   virtual void set_change_sink(std::function<void(const std::string& conversation_id)> sink) { (void)sink; }
+  // A device was linked to `user` here: the other nodes drop their cached device list of the
+  // user (the devices sink), so their next send addresses the new device too. Set the sink
+  // before serving; it is called on a bus thread. A single-node bus: both are no-ops.
+  virtual void announce_devices(const std::string& user) { (void)user; }
+  virtual void set_devices_sink(std::function<void(const std::string& user)> sink) { (void)sink; }
   // Stops cross-node delivery (its threads are joined; nothing reaches the sink afterwards);
   // local calls keep working. Called by the composition root before the services go.
   virtual void stop() {}

@@ -75,6 +75,7 @@ void Accounts::write_device(const std::string& user, uint32_t device, bool new_u
       if (committed) directory_.put_devices(creds.user, {1});
     }
     if (!committed) return done(committed.error());
+    if (!new_user && devices_changed_) devices_changed_(creds.user);
     spdlog::info("event=device_registered user={} device={}", creds.user, creds.device);
     done(creds);
   });

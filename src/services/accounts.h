@@ -45,6 +45,9 @@ class Accounts {
 
   void register_user(const std::string& user, CredentialsDone done);
   void add_device(const std::string& user, CredentialsDone done);
+  // Called (on the writer thread) after a device link committed; the composition root
+  // announces it to the other nodes (Bus::announce_devices). Set before serving.
+  void set_devices_changed(std::function<void(const std::string& user)> fn) { devices_changed_ = std::move(fn); }
   Result<DeviceRef> authenticate(const std::string& token);
 
   Result<LinkCode> create_link_code(const DeviceRef& by);
@@ -57,6 +60,7 @@ class Accounts {
 
  private:
   void write_device(const std::string& user, uint32_t device, bool new_user, CredentialsDone done);
+  std::function<void(const std::string&)> devices_changed_;
 
   store::Store& store_;
   GroupCommitter& committer_;

@@ -65,6 +65,8 @@ Result<std::optional<store::Member>> Directory::member(const store::Conversation
 
 void Directory::forget_conversation(const std::string& id) { conversations_.erase(id); }
 
+void Directory::forget_devices(const std::string& user) { devices_.erase(user); }
+
 Result<std::vector<uint32_t>> Directory::devices(const std::string& user) {
   if (auto hit = devices_.get(user)) return *hit;
   auto loaded = store_.devices(user);

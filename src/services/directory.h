@@ -114,6 +114,8 @@ class Directory {
 
   Result<std::vector<uint32_t>> devices(const std::string& user);  // empty if no such user
   void put_devices(const std::string& user, std::vector<uint32_t> devices);
+  // Another node linked a device of the user: the next devices() reads the store.
+  void forget_devices(const std::string& user);
 
   size_t cached_conversations() { return conversations_.size(); }
   size_t cached_users() { return devices_.size(); }

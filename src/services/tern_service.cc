@@ -28,6 +28,10 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
   }
   // Membership changed on another node (a multi-node bus): its snapshot here is stale.
   bus_.set_change_sink([directory = directory_.get()](const std::string& id) { directory->forget_conversation(id); });
+  // A device linked on another node: this node's device list of the user is stale; one
+  // linked here is announced to the others.
+  bus_.set_devices_sink([directory = directory_.get()](const std::string& user) { directory->forget_devices(user); });
+  accounts_->set_devices_changed([this](const std::string& user) { bus_.announce_devices(user); });
   // Read-side posts sequenced on other nodes (a multi-node bus) reach this node's followers.
   bus_.set_conversation_sink([fanout = fanout_.get()](std::shared_ptr<const bus::Notification> n) {
     fanout->publish(std::move(n));

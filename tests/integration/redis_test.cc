@@ -270,6 +270,36 @@ TEST_F(RedisTest, AMembershipChangeOnOneNodeReachesTheOthersCache) {
                            << b_.api->messages(carol.token, group).body << " added: " << added.body;
 }
 
+// A device linked through node a is announced to node b, which had cached the user's device
+// list: b's next send into a shared conversation reaches the new device live.
+TEST_F(RedisTest, ADeviceLinkedOnOneNodeIsAddressedByTheOthers) {
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
+  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b"));
+  Account alice = a_.api->must_register("alice");
+  Account bob = a_.api->must_register("bob");
+  const std::string group = a_.api->must_group(alice.token, "g", {"bob"});
+  Device db(bob);
+  ASSERT_EQ(db.connect(b_.server->port()), 101);
+  ASSERT_TRUE(db.until_synced());
+  ASSERT_GT(send_retrying(db, group, "before"), 0u);  // node b caches alice's devices: {1}
+  Account alice2 = a_.api->must_link(alice);
+  ASSERT_EQ(alice2.device, 2u);
+  Device d2(alice2);
+  ASSERT_EQ(d2.connect(a_.server->port()), 101);
+  ASSERT_TRUE(d2.until_synced());
+  // The announcement crosses over pub/sub (asynchronously): within a few sends through b the
+  // new device, on node a, gets one live. Without it b would never address device 2.
+  Seq got = 0;
+  std::vector<json::object> seen;
+  for (int i = 0; i < 20 && got == 0; ++i) {
+    const Seq s = send_retrying(db, group, "after" + std::to_string(i));
+    ASSERT_GT(s, 0u);
+    if (d2.read_until([&](const json::object& o) { return type_of(o) == "message" && seq_of(o) == s; }, ms(500), &seen))
+      got = s;
+  }
+  EXPECT_GT(got, 0u) << "device 2 never got a message sent through node b live: " << dump_frames(seen);
+}
+
 // A node SIGKILLed under traffic: its client reconnects to the other node and finds every
 // acknowledged message there, once, dense.
 TEST_F(RedisTest, ClientsOfAKilledNodeReconnectToAnotherAndLoseNothing) {

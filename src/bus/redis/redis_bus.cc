@@ -106,7 +106,7 @@ bool RedisBus::decode(std::string_view in, std::vector<Event>& out) {
     Event e;
     const auto target = static_cast<Target>(r.num(1));
     if (target != Target::kDevice && target != Target::kUser && target != Target::kConversation &&
-        target != Target::kChanged && target != Target::kDisconnect)
+        target != Target::kChanged && target != Target::kDisconnect && target != Target::kDevices)
       return false;
     e.target = target;
     e.device.user = r.str();
@@ -242,6 +242,12 @@ void RedisBus::publish_user(const std::string& user, const std::shared_ptr<const
 void RedisBus::publish_conversation(const std::shared_ptr<const Notification>& n) {
   enqueue(Event{Target::kConversation, DeviceRef{}, n});
 }
+
+void RedisBus::announce_devices(const std::string& user) {
+  enqueue(Event{Target::kDevices, DeviceRef{user, 0}, std::make_shared<const Notification>()});
+}
+
+void RedisBus::set_devices_sink(std::function<void(const std::string& user)> sink) { devices_sink_ = std::move(sink); }
 
 void RedisBus::set_change_sink(std::function<void(const std::string& conversation_id)> sink) {
   change_sink_ = std::move(sink);
@@ -436,6 +442,9 @@ void RedisBus::deliver(std::string_view payload) {
     switch (e.target) {
       case Target::kChanged: break;
       case Target::kDisconnect: local_.disconnect(e.device); break;
+      case Target::kDevices:
+        if (devices_sink_) devices_sink_(e.device.user);
+        break;
       case Target::kDevice: local_.publish(e.device, e.n); break;
       case Target::kUser: local_.publish_user(e.device.user, e.n); break;
       case Target::kConversation:

@@ -45,6 +45,9 @@
 // deviation as RedisStore's reads; docs/scaling.md); if Redis cannot be reached they fall
 // back to this node's own count and queue the registry write.
 //
+// Device lists: announce_devices(user) publishes a kDevices event; the other nodes hand it
+// to their devices sink (services' Directory drops its cached device list of the user).
+//
 // Thread-safety: every method from any thread. Owns its two threads (joined by the
 // destructor) and the LocalBus.
 #pragma once
@@ -95,6 +98,8 @@ class RedisBus final : public Bus {
   void publish_conversation(const std::shared_ptr<const Notification>& n) override;
   void set_conversation_sink(std::function<void(std::shared_ptr<const Notification>)> sink) override;
   void set_change_sink(std::function<void(const std::string& conversation_id)> sink) override;
+  void announce_devices(const std::string& user) override;
+  void set_devices_sink(std::function<void(const std::string& user)> sink) override;
   // Closes the device's connection here and on every other node (a kDisconnect event).
   void disconnect(const DeviceRef& device) override;
   void stop() override;  // also run by the destructor
@@ -103,7 +108,10 @@ class RedisBus final : public Bus {
   // kChanged: a system message of n->conversation_id (sent once per seq, even when every
   // recipient is attached here): the other nodes drop their cached membership of it.
   // kDisconnect: close the device's connection (admin revocation) wherever it is attached.
-  enum class Target : uint8_t { kDevice = 'D', kUser = 'U', kConversation = 'C', kChanged = 'X', kDisconnect = 'K' };
+  // kDevices: .device.user linked a device (drop the cached device list).
+  enum class Target : uint8_t {
+    kDevice = 'D', kUser = 'U', kConversation = 'C', kChanged = 'X', kDisconnect = 'K', kDevices = 'V'
+  };
   struct Event {
     Target target = Target::kDevice;
     DeviceRef device;  // kDevice: the device; kUser: .user
@@ -127,6 +135,7 @@ class RedisBus final : public Bus {
   LocalBus local_;
   std::function<void(std::shared_ptr<const Notification>)> sink_;
   std::function<void(const std::string&)> change_sink_;
+  std::function<void(const std::string&)> devices_sink_;
   std::pair<std::string, Seq> last_changed_;  // guarded by mu_: one kChanged per system message
 
   std::mutex mu_;

@@ -91,16 +91,27 @@ bool await(const std::function<bool()>& cond) {
   return true;
 }
 
-TEST(RedisBus, TwoNodesDeliverToEachOthersDevicesAndSeeEachOthersRegistry) {
-  store::redis::testing::RedisServer redis;
-  ASSERT_TRUE(redis.start().ok());
-  RedisBusOptions oa, ob;
-  oa.address = ob.address = store::redis::RedisAddress{"127.0.0.1", redis.port()};
-  oa.node_id = "a";
-  ob.node_id = "b";
-  RedisBus a(oa), b(ob);
-  ASSERT_TRUE(a.start());
-  ASSERT_TRUE(b.start());
+// Two nodes (buses a and b, not started: sinks go in first) on one redis-server, which is
+// started before the buses are built (member order).
+class RedisBusNodes : public ::testing::Test {
+ protected:
+  struct StartedRedis {
+    store::redis::testing::RedisServer server;
+    bool ok = server.start().ok();
+  };
+  void SetUp() override { ASSERT_TRUE(redis_.ok); }
+  static RedisBusOptions options(uint16_t port, const char* node) {
+    RedisBusOptions o;
+    o.address = store::redis::RedisAddress{"127.0.0.1", port};
+    o.node_id = node;
+    return o;
+  }
+  StartedRedis redis_;
+  RedisBus a{options(redis_.server.port(), "a")}, b{options(redis_.server.port(), "b")};
+};
+
+TEST_F(RedisBusNodes, TwoNodesDeliverToEachOthersDevicesAndSeeEachOthersRegistry) {
+  ASSERT_TRUE(a.start() && b.start());
   std::atomic<int> sunk{0};
   b.set_conversation_sink([&](std::shared_ptr<const Notification>) { ++sunk; });
   auto bob = std::make_shared<Recorder>();
@@ -122,16 +133,8 @@ TEST(RedisBus, TwoNodesDeliverToEachOthersDevicesAndSeeEachOthersRegistry) {
 
 // Presence counts cover every node: the first device of a user to attach anywhere sees 1,
 // the last to detach anywhere sees 0 (the registry is written and counted in one script).
-TEST(RedisBus, AttachAndDetachCountTheUsersDevicesOnEveryNode) {
-  store::redis::testing::RedisServer redis;
-  ASSERT_TRUE(redis.start().ok());
-  RedisBusOptions oa, ob;
-  oa.address = ob.address = store::redis::RedisAddress{"127.0.0.1", redis.port()};
-  oa.node_id = "a";
-  ob.node_id = "b";
-  RedisBus a(oa), b(ob);
-  ASSERT_TRUE(a.start());
-  ASSERT_TRUE(b.start());
+TEST_F(RedisBusNodes, AttachAndDetachCountTheUsersDevicesOnEveryNode) {
+  ASSERT_TRUE(a.start() && b.start());
   auto d1 = std::make_shared<Recorder>(), d2 = std::make_shared<Recorder>(), d2b = std::make_shared<Recorder>();
   EXPECT_EQ(a.attach(DeviceRef{"alice", 1}, d1), 1u);
   EXPECT_EQ(b.attach(DeviceRef{"alice", 2}, d2), 2u);
@@ -145,16 +148,8 @@ TEST(RedisBus, AttachAndDetachCountTheUsersDevicesOnEveryNode) {
 }
 
 // An admin disconnect on one node closes the device's connection on another.
-TEST(RedisBus, ADisconnectReachesTheDevicesNode) {
-  store::redis::testing::RedisServer redis;
-  ASSERT_TRUE(redis.start().ok());
-  RedisBusOptions oa, ob;
-  oa.address = ob.address = store::redis::RedisAddress{"127.0.0.1", redis.port()};
-  oa.node_id = "a";
-  ob.node_id = "b";
-  RedisBus a(oa), b(ob);
-  ASSERT_TRUE(a.start());
-  ASSERT_TRUE(b.start());
+TEST_F(RedisBusNodes, ADisconnectReachesTheDevicesNode) {
+  ASSERT_TRUE(a.start() && b.start());
   auto bob = std::make_shared<Recorder>();
   b.attach(DeviceRef{"bob", 1}, bob);
   a.disconnect(DeviceRef{"bob", 1});
@@ -229,6 +224,29 @@ TEST(RedisBus, ShardedPubSubOnAClusterSurvivesFailoverAndSlotMove) {
     auto n = cluster.command(to, {"PUBSUB", "SHARDNUMSUB", "tern:bus"});
     return n.ok() && *n == "tern:bus\n2";
   }));
+}
+
+// A device linked on one node reaches the other nodes' devices sink, not its own.
+TEST_F(RedisBusNodes, ADeviceLinkIsAnnouncedToTheOtherNodes) {
+  std::mutex mu;
+  std::vector<std::string> linked_a, linked_b;
+  a.set_devices_sink([&](const std::string& u) {
+    std::lock_guard lock(mu);
+    linked_a.push_back(u);
+  });
+  b.set_devices_sink([&](const std::string& u) {
+    std::lock_guard lock(mu);
+    linked_b.push_back(u);
+  });
+  ASSERT_TRUE(a.start() && b.start());
+  a.announce_devices("alice");
+  ASSERT_TRUE(await([&] {
+    std::lock_guard lock(mu);
+    return linked_b.size() == 1;
+  }));
+  std::lock_guard lock(mu);
+  EXPECT_EQ(linked_b[0], "alice");
+  EXPECT_TRUE(linked_a.empty()) << "a node ignores its own announcements";
 }
 
 }  // namespace

@@ -49,18 +49,17 @@ Result<std::unique_ptr<RedisStore>> open_on(const testing::RedisServer& server) 
   return RedisStore::open(options_for(server));
 }
 
+// Empties the shared server, through a raw connection: the store has no such op (and must not).
+bool flush_shared_server() {
+  auto c = RedisConnection::connect(RedisAddress{"127.0.0.1", shared_server().port()}, std::chrono::seconds(1),
+                                    std::chrono::seconds(5));
+  return c.ok() && (*c)->command({"FLUSHALL"}).ok();
+}
+
 class RedisHarness final : public contract::StoreHarness {
  public:
   RedisHarness() {
-    auto s = open_on(shared_server());
-    if (!s) {
-      ADD_FAILURE() << s.error().message;
-      return;
-    }
-    // FLUSHALL through a raw connection: the store has no such op (and must not).
-    auto c = RedisConnection::connect(RedisAddress{"127.0.0.1", shared_server().port()}, std::chrono::seconds(1),
-                                      std::chrono::seconds(5));
-    if (!c || !(*c)->command({"FLUSHALL"}).ok()) ADD_FAILURE() << "FLUSHALL failed";
+    if (!flush_shared_server()) ADD_FAILURE() << "FLUSHALL failed";
   }
   Result<std::unique_ptr<Store>> open() override {
     auto s = open_on(shared_server());
@@ -201,9 +200,7 @@ TEST(RedisStore, WaitForMissingReplicasFailsTheCommit) {
 // Dense appends (ternd): an append that is not the conversation's next seq writes nothing,
 // not even the batch's other ops, and fails with `unavailable` (the node reloads its head).
 TEST(RedisStore, DenseAppendsRefuseAGapOrARewriteAndWriteNothing) {
-  auto c = RedisConnection::connect(RedisAddress{"127.0.0.1", shared_server().port()}, std::chrono::seconds(1),
-                                    std::chrono::seconds(5));
-  ASSERT_TRUE(c.ok() && (*c)->command({"FLUSHALL"}).ok());
+  ASSERT_TRUE(flush_shared_server());
   auto o = options_for(shared_server());
   o.dense_appends = true;
   auto s = RedisStore::open(o);
@@ -235,9 +232,7 @@ TEST(RedisStore, DenseAppendsRefuseAGapOrARewriteAndWriteNothing) {
 // nodes (stores) take at once: the commit script refuses a take of a key that is gone, with
 // `unavailable`, writing nothing of that batch.
 TEST(RedisStore, AOneTimePrekeyIsTakenOnceAcrossStores) {
-  auto c = RedisConnection::connect(RedisAddress{"127.0.0.1", shared_server().port()}, std::chrono::seconds(1),
-                                    std::chrono::seconds(5));
-  ASSERT_TRUE(c.ok() && (*c)->command({"FLUSHALL"}).ok());
+  ASSERT_TRUE(flush_shared_server());
   auto a = open_on(shared_server());
   auto b = open_on(shared_server());
   ASSERT_TRUE(a.ok() && b.ok());
@@ -271,9 +266,7 @@ TEST(RedisStore, AOneTimePrekeyIsTakenOnceAcrossStores) {
 // Four threads on two stores race to take the lowest key they read, 200 keys in all: every
 // key is handed out exactly once, and a lost race is an `unavailable` the taker retries.
 TEST(RedisStore, ConcurrentTakesFromTwoStoresHandOutEveryKeyOnce) {
-  auto c = RedisConnection::connect(RedisAddress{"127.0.0.1", shared_server().port()}, std::chrono::seconds(1),
-                                    std::chrono::seconds(5));
-  ASSERT_TRUE(c.ok() && (*c)->command({"FLUSHALL"}).ok());
+  ASSERT_TRUE(flush_shared_server());
   auto a = open_on(shared_server());
   auto b = open_on(shared_server());
   ASSERT_TRUE(a.ok() && b.ok());
