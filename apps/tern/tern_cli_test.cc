@@ -992,6 +992,12 @@ TEST_F(TernCli, KeysProtectedByAPassphrase) {
   Proc bad = tern("a", {"send", "bob", "again", "--passphrase-file", wrong});
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.err.find("wrong passphrase"), std::string::npos) << bad.err;
+  Proc missing = tern("a", {"send", "bob", "again", "--passphrase-file", dir_ + "/no-such-file"});
+  EXPECT_NE(missing.status, 0);
+  EXPECT_NE(missing.err.find("cannot read the passphrase file"), std::string::npos) << missing.err;
+  Proc empty = tern("a", {"send", "bob", "again", "--passphrase-file", write("empty", "")});
+  EXPECT_NE(empty.status, 0);
+  EXPECT_NE(empty.err.find("is empty"), std::string::npos) << empty.err;
   Proc none = tern("a", {"send", "bob", "again"});  // no passphrase given: refused, not replaced
   EXPECT_NE(none.status, 0);
   EXPECT_NE(none.err.find("passphrase"), std::string::npos) << none.err;
