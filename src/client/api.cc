@@ -187,6 +187,11 @@ void Api::create_direct(const std::string& user, Callback<std::string> cb) const
                    std::move(cb));
 }
 
+void Api::create_self(Callback<std::string> cb) const {
+  run<std::string>(state_, "POST", "/v1/conversations", R"({"type":"self"})", true, {200, 201}, parse_conversation_id,
+                   std::move(cb));
+}
+
 void Api::create_group(const std::string& name, const std::vector<std::string>& members,
                        Callback<std::string> cb) const {
   json::array a;

@@ -59,6 +59,7 @@ class Api {
   void create_link_code(Callback<LinkCode> cb) const;
   void add_device(Callback<Credentials> cb) const;                                     // POST /v1/devices
   void create_direct(const std::string& user, Callback<std::string> cb) const;         // → conversation id
+  void create_self(Callback<std::string> cb) const;  // the caller's own "s-…" conversation (protocol.md §3.6a)
   void create_group(const std::string& name, const std::vector<std::string>& members,
                     Callback<std::string> cb) const;
   void add_members(const std::string& conversation_id, const std::vector<std::string>& users,

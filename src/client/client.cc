@@ -20,6 +20,7 @@
 #include "client/convert.h"
 #include "client/e2e_session.h"
 #include "client/errors.h"
+#include "client/history_transfer.h"
 #include "client/io_thread.h"
 #include "client/receiver.h"
 #include "client/sqlite_store.h"
@@ -99,6 +100,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   SqliteStore* sqlite = nullptr;  // `store` when it is one (the device's history lives there)
   Api api;
   std::unique_ptr<E2eSession> e2e;  // end-to-end encryption; null when off
+  std::unique_ptr<HistoryTransfer> history;  // with e2e: history for a newly linked device
   bool keys_published = false;
   bool building = false;  // an encrypted frame waits for a fetch (one at a time, in order)
   std::unique_ptr<Receiver> receiver;
@@ -251,6 +253,9 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       auto stored = sqlite->message(m.conversation_id, m.seq);
       if (stored && *stored) {
         m.body = (*stored)->body;
+      } else if (m.conversation_id.starts_with("s-") && m.body.empty()) {
+        if (hidden) *hidden = true;  // history for another own device: nothing for this one
+        return std::nullopt;
       } else if (!m.body.empty()) {
         auto opened = e2e->open_message(m);
         if (!opened) {
@@ -263,7 +268,8 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
             spdlog::warn("component=client event=history_save_failed error=\"{}\"", saved.error().message);
           hand_over(r);
         }
-        if (!opened->text) {  // a key distribution, or waiting for a sender key: not a message
+        if (opened->control) history->on_control(m, *opened->control);
+        if (!opened->text) {  // key or history traffic, or waiting for a sender key: not a message
           if (hidden) *hidden = true;
           return std::nullopt;
         }
@@ -306,6 +312,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       auto s = w.lock();
       if (!s || s->stopped) return;
       s->keys_published = r.ok();
+      if (r && s->history) s->history->on_start();
       if (!r) spdlog::warn("component=client event=key_upload_failed error=\"{}\"", r.error().message);
       if (then_connect) s->connect();
     });
@@ -448,7 +455,8 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     outbox.erase(it->second);
     by_id.erase(it);
     if (p.in_flight) --in_flight;
-    if (e2e && E2eSession::encrypted(p.entry.conversation_id)) save_own(p.entry, e);
+    if (e2e && E2eSession::encrypted(p.entry.conversation_id) && history_kind(p.entry.client_msg_id) == 0x01)
+      save_own(p.entry, e);  // history traffic is not a message
     if (auto r = store->remove(p.entry.client_msg_id); !r)
       spdlog::warn("component=client event=outbox_remove_failed error=\"{}\"", r.error().message);
     send_retry_attempt = 0;
@@ -703,12 +711,13 @@ Result<std::unique_ptr<Client>> Client::create(asio::io_context& ioc, Options op
   if (sqlite && !impl.opts.plaintext) {
     if (impl.opts.keyring_dir.empty()) impl.opts.keyring_dir = impl.opts.store_path + ".keys";
     std::weak_ptr<Impl> w = client->impl_;
-    E2eHooks hooks;
-    hooks.post = [w](std::function<void()> fn) {
+    auto post = [w](std::function<void()> fn) {
       if (auto s = w.lock()) asio::post(s->strand, [w, fn = std::move(fn)] {
         if (auto s2 = w.lock(); s2 && !s2->stopped) fn();
       });
     };
+    E2eHooks hooks;
+    hooks.post = post;
     hooks.identity_changed = [w](const std::string& user, uint32_t device) {
       if (auto s = w.lock()) s->identity_changed(user, device);
     };
@@ -721,6 +730,25 @@ Result<std::unique_ptr<Client>> Client::create(asio::io_context& ioc, Options op
     auto e2e = E2eSession::open(impl.opts.keyring_dir, impl.opts.credentials, impl.api, std::move(hooks), ko);
     if (!e2e) return e2e.error();
     impl.e2e = std::move(*e2e);
+    HistoryTransfer::Hooks hh;
+    hh.post = post;
+    hh.enqueue = [w](OutboxEntry e) {
+      auto s = w.lock();
+      if (!s) return;
+      if (auto r = s->store->add(e); !r && r.error().code != ErrorCode::kExists)
+        return spdlog::warn("component=client event=history_enqueue_failed error=\"{}\"", r.error().message);
+      s->push_pending(std::move(e), {});
+      s->pump();
+    };
+    hh.track_expiry = [w](const Message& m) {
+      if (auto s = w.lock()) s->track_expiry(m.conversation_id, m.seq, *m.expires_at);
+    };
+    hh.received = [w](size_t n) {
+      if (auto s = w.lock()) s->emit(s->events.on_history_received, n);
+    };
+    impl.history = std::make_unique<HistoryTransfer>(
+        impl.opts.credentials, impl.api, *sqlite,
+        HistoryOptions{impl.opts.history_messages, impl.opts.history_conversations}, std::move(hh));
     if (auto r = sqlite->remove_expired(now_ms()); !r)
       spdlog::warn("component=client event=history_expiry_failed error=\"{}\"", r.error().message);
   }

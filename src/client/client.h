@@ -80,6 +80,10 @@ struct Options {
   // Protects the keyring with this passphrase (Argon2id; client/keyring.h) instead of its
   // 0600 key file. Must match the mode the keyring was created in.
   std::optional<std::string> keyring_passphrase;
+  // History for a newly linked device (history_transfer.h, docs/crypto.md): what this device
+  // sends when another device of the user asks: the last N messages of M conversations.
+  size_t history_messages = 100;     // N
+  size_t history_conversations = 50; // M
 };
 
 // An incoming message this device could not decrypt: it is acknowledged (delivery goes on)
@@ -118,6 +122,9 @@ struct Events {
   // re-install, or someone in the middle): compare safety numbers (`tern verify`). Also kept
   // in the store until clear_identity_change().
   std::function<void(const std::string& user, uint32_t device)> on_identity_changed;
+  // Another device of the user sent recent history (a newly linked device, end-to-end
+  // encrypted): `entries` new messages are now in local_history() (not handed over).
+  std::function<void(size_t entries)> on_history_received;
 };
 
 inline constexpr size_t kMaxExpiryTimers = 100'000;

@@ -15,6 +15,7 @@
 #include "base/base64.h"
 #include "base/log.h"
 #include "client/errors.h"
+#include "client/history_transfer.h"
 #include "crypto/secret.h"
 
 namespace tern::client {
@@ -90,7 +91,7 @@ E2eSession::~E2eSession() {
 }
 
 bool E2eSession::encrypted(std::string_view conversation_id) {
-  return conversation_id.starts_with("d-") || conversation_id.starts_with("g-");
+  return conversation_id.starts_with("d-") || conversation_id.starts_with("g-") || conversation_id.starts_with("s-");
 }
 
 template <typename T>
@@ -208,14 +209,15 @@ Result<std::optional<std::string>> E2eSession::build_send(const OutboxEntry& e, 
   if (group) return build_group_send(e, ready);
   auto body = base64_decode(e.body_b64);
   if (!body) return make_error(ErrorCode::kMalformed, "outbox entry is not base64");
-  std::string plain(1, kApplication);
+  std::string plain(1, history_kind(e.client_msg_id));  // kApplication but for history entries
   plain += *body;
+  const auto target = history_target(e.client_msg_id);  // history: for that own device alone
   json::object bodies, regs;
   for (const auto& user : members->second)
     for (const auto& d : devices_[user]) {
       if (user == self_.user && d.device == self_.device) continue;
       const std::string key = device_key(user, d.device);
-      if (d.registration_id == 0) {
+      if (d.registration_id == 0 || (target && (user != self_.user || d.device != *target))) {
         bodies[key] = "";  // no keys: nothing it could open (and not checked by the server)
         continue;
       }
@@ -428,11 +430,15 @@ Result<E2eSession::Opened> E2eSession::open_message(const Message& m) {
   auto plain = keyring_->decrypt(sender, base64_encode(m.body), &changed);
   // In a group a pairwise message met again (at-least-once) is a key distribution already
   // processed (application messages met again come from the store, not here): nothing to do.
-  if (!plain && group && plain.error().code == ErrorCode::kExists) return out;
+  // The same holds for history traffic in the self conversation.
+  if (!plain && (group || m.conversation_id.starts_with("s-")) && plain.error().code == ErrorCode::kExists) return out;
   if (!plain) return plain.error();
   if (changed && hooks_.identity_changed) hooks_.identity_changed(m.sender, m.sender_device);
   if (!plain->empty() && (*plain)[0] == kApplication) {
     out.text = plain->substr(1);
+  } else if (m.conversation_id.starts_with("s-") && m.sender == self_.user && !plain->empty() &&
+             ((*plain)[0] == kHistoryKind || (*plain)[0] == kHistoryRequestKind)) {
+    out.control = *plain;  // history_transfer.h
   } else if (group && !plain->empty() && (*plain)[0] == kSenderKeyDistribution) {
     const auto* p = reinterpret_cast<const uint8_t*>(plain->data()) + 1;
     auto r = keyring_->process_sender_key(m.conversation_id, sender, {p, plain->size() - 1});

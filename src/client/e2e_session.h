@@ -66,7 +66,7 @@ class E2eSession {
                                                   E2eHooks hooks, const KeyringOptions& keyring_options = {});
   ~E2eSession();
 
-  // Direct ("d-") and group ("g-") conversations are encrypted; channels are not.
+  // Direct ("d-"), group ("g-") and self ("s-") conversations are encrypted; channels are not.
   static bool encrypted(std::string_view conversation_id);
 
   // Uploads keys as needed (see above); `done` on the strand.
@@ -90,6 +90,7 @@ class E2eSession {
     std::optional<std::string> text;                  // a message for the user; nullopt: none now
     std::vector<Message> released;                    // held group messages now decrypted
     std::vector<std::pair<Message, Error>> given_up;  // held too long, or refused when released
+    std::optional<std::string> control;  // own self conversation: history traffic (history_transfer.h)
   };
   Result<Opened> open_message(const Message& m);
 

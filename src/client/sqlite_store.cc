@@ -75,7 +75,8 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path, 
       "CREATE TABLE IF NOT EXISTS messages(conversation_id TEXT NOT NULL, seq INTEGER NOT NULL,"
       " sender TEXT NOT NULL, sender_device INTEGER NOT NULL, ts INTEGER NOT NULL, body BLOB NOT NULL,"
       " reply_to INTEGER, expires_at INTEGER, system_json TEXT, PRIMARY KEY(conversation_id, seq));"
-      "CREATE TABLE IF NOT EXISTS identity_changes(user TEXT PRIMARY KEY);";
+      "CREATE TABLE IF NOT EXISTS identity_changes(user TEXT PRIMARY KEY);"
+      "CREATE TABLE IF NOT EXISTS settings(name TEXT PRIMARY KEY, value TEXT NOT NULL);";
   if (auto r = store->exec(schema); !r) return r.error();
   // Media ids (issue 11), space-separated; a column added to files made before it existed.
   if (!store->exec("SELECT media FROM outbox LIMIT 0;"))
@@ -299,6 +300,59 @@ Result<std::vector<std::string>> SqliteStore::identity_changes() const {
   while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) out.push_back(s.col_text(0));
   if (rc != SQLITE_DONE) return db_error(db_, "select identity changes");
   return out;
+}
+
+Result<std::vector<std::string>> SqliteStore::recent_conversations(size_t limit) const {
+  std::lock_guard lock(mu_);
+  Stmt s(db_,
+         "SELECT conversation_id FROM messages WHERE conversation_id LIKE 'd-%' OR conversation_id LIKE 'g-%'"
+         " GROUP BY conversation_id ORDER BY MAX(ts) DESC, conversation_id LIMIT ?");
+  if (!s.ok()) return db_error(db_, "prepare");
+  s.integer(1, static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
+  std::vector<std::string> out;
+  int rc;
+  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) out.push_back(s.col_text(0));
+  if (rc != SQLITE_DONE) return db_error(db_, "select recent conversations");
+  return out;
+}
+
+Result<std::vector<Message>> SqliteStore::last_messages(std::string_view conversation_id, size_t limit,
+                                                        int64_t now_ms) const {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, TERN_MESSAGE_COLUMNS
+         " WHERE conversation_id = ? AND (length(body) > 0 OR system_json IS NOT NULL)"
+         " AND (expires_at IS NULL OR expires_at > ?) ORDER BY seq DESC LIMIT ?");
+  if (!s.ok()) return db_error(db_, "prepare");
+  s.text(1, conversation_id);
+  s.integer(2, now_ms);
+  s.integer(3, static_cast<int64_t>(std::min<size_t>(limit, INT64_MAX)));
+  std::vector<Message> out;
+  int rc;
+  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) out.push_back(message_row(s));
+  if (rc != SQLITE_DONE) return db_error(db_, "select last messages");
+  std::reverse(out.begin(), out.end());
+  return out;
+}
+
+Result<std::optional<std::string>> SqliteStore::setting(std::string_view name) const {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, "SELECT value FROM settings WHERE name = ?");
+  if (!s.ok()) return db_error(db_, "prepare");
+  s.text(1, name);
+  const int rc = sqlite3_step(s.get());
+  if (rc == SQLITE_DONE) return std::optional<std::string>();
+  if (rc != SQLITE_ROW) return db_error(db_, "select setting");
+  return std::optional<std::string>(s.col_text(0));
+}
+
+Result<void> SqliteStore::set_setting(std::string_view name, std::string_view value) {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, "INSERT OR REPLACE INTO settings(name, value) VALUES(?, ?)");
+  if (!s.ok()) return db_error(db_, "prepare");
+  s.text(1, name);
+  s.text(2, value);
+  if (sqlite3_step(s.get()) != SQLITE_DONE) return db_error(db_, "save setting");
+  return {};
 }
 
 }  // namespace tern::client

@@ -44,6 +44,15 @@ class SqliteStore final : public LocalStore {
   // Deletes the messages whose expires_at is at or before now_ms (disappearing messages that
   // expired while no client ran).
   Result<void> remove_expired(int64_t now_ms);
+  // History for a newly linked device (history_transfer.h): the `limit` encrypted
+  // conversations ("d-", "g-") with the latest messages here, most recent first; and a
+  // conversation's last `limit` messages that are readable (a body or a system message) and
+  // not expired at now_ms, increasing.
+  Result<std::vector<std::string>> recent_conversations(size_t limit) const;
+  Result<std::vector<Message>> last_messages(std::string_view conversation_id, size_t limit, int64_t now_ms) const;
+  // Small named values of the client (e.g. that history was asked for); nullopt when unset.
+  Result<std::optional<std::string>> setting(std::string_view name) const;
+  Result<void> set_setting(std::string_view name, std::string_view value);
   // Contacts whose identity key changed and who were not verified since (`tern verify`).
   Result<void> note_identity_change(std::string_view user);
   Result<void> clear_identity_change(std::string_view user);

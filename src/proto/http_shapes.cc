@@ -57,6 +57,7 @@ Result<CreateConversationRequest> parse_create_conversation(std::string_view bod
   CreateConversationRequest r;
   if (t->as_string() == "group") r.group = true;
   else if (t->as_string() == "channel") r.group = r.channel = true;
+  else if (t->as_string() == "self") r.self = true;
   else if (t->as_string() != "direct")
     return make_error(ErrorCode::kInvalidArgument, "type must be \"direct\", \"group\" or \"channel\"");
   if (r.channel) {
@@ -68,6 +69,10 @@ Result<CreateConversationRequest> parse_create_conversation(std::string_view bod
   auto members = user_list(*o, "members", limits.max_members_per_group);
   if (!members) return members.error();
   if (!r.channel) r.members = std::move(*members);  // a channel starts with its owner only
+  if (r.self) {
+    if (!r.members.empty()) return make_error(ErrorCode::kInvalidArgument, "a self conversation has no other member");
+    return r;
+  }
   if (r.group) {
     if (const auto* n = o->if_contains("name")) {
       if (!n->is_string()) return make_error(ErrorCode::kMalformed, "field 'name' must be a string");

@@ -16,6 +16,7 @@ struct CreateConversationRequest {
   std::vector<std::string> members;  // other users; the caller is implied
   bool channel = false;    // "type":"channel" (group is set too; `members` is ignored)
   bool is_public = true;   // channel: "public" (default true)
+  bool self = false;       // "type":"self" [Tern extension]: the caller alone (docs/protocol.md §3.6a)
 };
 struct MembersRequest {
   std::vector<std::string> add;

@@ -64,3 +64,13 @@ TEST(HttpShapes, QueryParam) {
 
 }  // namespace
 }  // namespace tern::proto
+
+TEST(HttpShapes, CreateSelf) {
+  auto s = parse_create_conversation(R"({"type":"self"})", limits);
+  ASSERT_TRUE(s);
+  EXPECT_TRUE(s->self);
+  EXPECT_FALSE(s->group);
+  EXPECT_TRUE(s->members.empty());
+  EXPECT_EQ(parse_create_conversation(R"({"type":"self","members":["bob"]})", limits).error().code,
+            ErrorCode::kInvalidArgument);
+}

@@ -91,7 +91,8 @@ void ChannelApi::info(const DeviceRef& me, const std::string& id, gateway::HttpR
     json::array members;
     for (const auto& m : c.members)
       if (m.active()) members.emplace_back(m.user);
-    json::object o{{"conversation_id", id}, {"type", conversation_type_name(c.type)}, {"name", c.name},
+    const char* type = id.starts_with("s-") ? "self" : conversation_type_name(c.type);
+    json::object o{{"conversation_id", id}, {"type", type}, {"name", c.name},
                    {"head", *head}, {"members", std::move(members)}, {"admins", admins_of(c)},
                    {"joined_seq", (*member)->joined_seq}, {"fanout_on_read", c.fanout_on_read}};
     return reply(json_response(200, o));

@@ -156,7 +156,7 @@ void HttpApi::create_conversation(const DeviceRef& me, const gateway::HttpReques
   if (ctx_.draining.load()) return reply(error_response(make_error(ErrorCode::kDraining, "server is shutting down")));
   auto r = proto::parse_create_conversation(req.body, ctx_.options.limits);
   if (!r) return reply(error_response(r.error()));
-  if (!r->group && r->members.front() == me.user)
+  if (!r->group && !r->self && r->members.front() == me.user)
     return reply(error_response(make_error(ErrorCode::kInvalidArgument, "a direct conversation needs another user")));
   if (!create_limiter_.take(me.user, mono_us()))
     return reply(error_response(make_error(ErrorCode::kRateLimited, "too many conversations created; retry later")));
@@ -166,7 +166,7 @@ void HttpApi::create_conversation(const DeviceRef& me, const gateway::HttpReques
   // The total is checked against the presence contact index (loaded off the I/O thread when
   // needed). Concurrent creations may pass together: the cap can be exceeded by at most the
   // creation burst.
-  const std::string direct_with = r->group ? std::string() : r->members.front();
+  const std::string direct_with = r->group || r->self ? std::string() : r->members.front();
   auto request = std::make_shared<proto::CreateConversationRequest>(std::move(*r));
   ctx_.presence.conversation_count(me.user, [this, me, request, reply, direct_with](Result<size_t> n) {
     if (!n) return reply(error_response(n.error()));
@@ -194,7 +194,8 @@ void HttpApi::list_conversations(const DeviceRef& me, const gateway::HttpRequest
   if (!convs) return reply(error_response(convs.error()));
   std::vector<const store::UserConversation*> rows;
   for (const auto& uc : *convs)
-    if (uc.left_seq == 0 && uc.conversation_id > after) rows.push_back(&uc);
+    if (uc.left_seq == 0 && uc.conversation_id > after && !uc.conversation_id.starts_with("s-"))  // self: not listed
+      rows.push_back(&uc);
   std::sort(rows.begin(), rows.end(),
             [](const auto* a, const auto* b) { return a->conversation_id < b->conversation_id; });
   json::array out;

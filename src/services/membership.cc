@@ -41,7 +41,7 @@ void Membership::create(Shard& shard, DeviceRef creator, proto::CreateConversati
                         CreateDone done) {
   std::erase(request.members, creator.user);
   if (request.channel) request.members.clear();  // a channel starts with its owner only
-  if (!request.group && request.members.empty())
+  if (!request.group && !request.self && request.members.empty())
     return done(make_error(ErrorCode::kInvalidArgument, "a direct conversation needs another user"));
   if (request.members.size() + 1 > core_.options.limits.max_members_per_group)
     return done(make_error(ErrorCode::kLimitExceeded, "at most " + std::to_string(core_.options.limits.max_members_per_group) +

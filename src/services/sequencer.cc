@@ -26,8 +26,10 @@ void Sequencer::send(DeviceRef device, proto::SendFrame frame, int64_t started_u
 }
 
 void Sequencer::create_conversation(DeviceRef creator, proto::CreateConversationRequest request, CreateDone done) {
+  // A self conversation: "s-" and the keyed digest of (user, user), a pair no direct one has.
   std::string id = request.channel ? "ch-" + random_hex(12)
                    : request.group ? "g-" + random_hex(12)
+                   : request.self  ? "s-" + direct_conversation_id(creator.user, creator.user).substr(2)
                                    : direct_conversation_id(creator.user, request.members.front());
   const size_t owner = core_.owner(id);
   core_.loops.run(owner, [this, owner, creator = std::move(creator), request = std::move(request), id = std::move(id),
