@@ -1059,3 +1059,41 @@ TEST_F(TernCli, CaFlagTrustsAPrivateCaForAnHttpsServer) {
 
 }  // namespace
 }  // namespace tern::cli
+
+// Issue 7: a device linked later shows recent history, decrypted, in `tern history` (sent by
+// alice:1 over their pairwise session: docs/crypto.md, "History for a newly linked device").
+TEST_F(TernCli, ALinkedDeviceShowsRecentHistoryDecrypted) {
+  ASSERT_EQ(tern("a", {"register", "alice"}).status, 0);
+  ASSERT_EQ(tern("b", {"register", "bob"}).status, 0);
+  Proc first = tern("a", {"send", "bob", "history canary 1", "--json"});
+  ASSERT_EQ(first.status, 0) << first.err;
+  const std::string conv(parse_json(first.out)["conversation_id"].as_string());
+  ASSERT_EQ(tern("b", {"send", "alice", "history canary 2"}).status, 0);
+  Proc code = tern("a", {"device", "link-code", "--json"});
+  ASSERT_EQ(code.status, 0) << code.err;
+  Proc link = tern("a2", {"device", "link", "alice", std::string(parse_json(code.out)["code"].as_string()), "--json"});
+  ASSERT_EQ(link.status, 0) << link.err;
+  {
+    auto a1 = sdk("a");  // receives bob's message, then answers alice:2's request
+    ASSERT_TRUE(a1);
+    ASSERT_TRUE(eventually([&] {
+      auto h = a1->local_history(conv, 0, 10);
+      return h.ok() && h->size() == 2;
+    }));
+    std::atomic<size_t> entries{0};
+    client::Events ev;
+    ev.on_history_received = [&entries](size_t n) { entries += n; };
+    auto a2 = sdk("a2", std::move(ev));
+    ASSERT_TRUE(a2);
+    EXPECT_TRUE(eventually([&] { return entries == 2; }));
+    a2->stop();
+    a1->stop();
+  }
+  Proc hist = tern("a2", {"history", "bob", "--json"});
+  ASSERT_EQ(hist.status, 0) << hist.err;
+  auto messages = parse_json(hist.out)["messages"].as_array();
+  ASSERT_EQ(messages.size(), 2u) << hist.out;
+  EXPECT_EQ(messages[0].as_object().at("text").as_string(), "history canary 1");
+  EXPECT_EQ(messages[1].as_object().at("text").as_string(), "history canary 2");
+  EXPECT_FALSE(messages[0].as_object().contains("undecryptable"));
+}
