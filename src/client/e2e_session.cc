@@ -207,11 +207,18 @@ Result<std::optional<std::string>> E2eSession::build_send(const OutboxEntry& e, 
       }
     }
   if (group) return build_group_send(e, ready);
+  const auto target = history_target(e.client_msg_id);  // history: for that own device alone
+  if (target && history_refreshed_ != e.client_msg_id &&
+      std::none_of(devices_[self_.user].begin(), devices_[self_.user].end(),
+                   [&](const UserDevice& d) { return d.device == *target; })) {
+    history_refreshed_ = e.client_msg_id;  // a device newer than our list: read it once again
+    fetch_devices(self_.user, std::move(ready));
+    return Built();
+  }
   auto body = base64_decode(e.body_b64);
   if (!body) return make_error(ErrorCode::kMalformed, "outbox entry is not base64");
   std::string plain(1, history_kind(e.client_msg_id));  // kApplication but for history entries
   plain += *body;
-  const auto target = history_target(e.client_msg_id);  // history: for that own device alone
   json::object bodies, regs;
   for (const auto& user : members->second)
     for (const auto& d : devices_[user]) {

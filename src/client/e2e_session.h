@@ -139,6 +139,7 @@ class E2eSession {
   std::map<std::string, std::vector<std::string>> members_;  // conversation → users
   std::map<std::string, std::vector<UserDevice>> devices_;    // user → devices
   bool refilling_ = false;
+  std::string history_refreshed_;  // the history entry for which the own device list was read again
   int lock_fd_ = -1;  // flock on <keyring_dir>/lock: one process per keyring
 };
 

@@ -148,7 +148,7 @@ void HistoryTransfer::on_start() {
   if (!done || *done) return;
   auto post = hooks_.post;
   api_.user_devices(self_.user, [this, post](Result<std::vector<UserDevice>> r) {
-    post([this, r = std::move(r)] {
+    post([this, post, r = std::move(r)] {
       if (!r) return spdlog::info("component=client event=history_request_deferred error=\"{}\"", r.error().message);
       bool others = false, newest = true;
       for (const auto& d : *r) {
@@ -161,8 +161,8 @@ void HistoryTransfer::on_start() {
         (void)store_.set_setting(kRequestedSetting, "no");
         return;
       }
-      api_.create_self([this](Result<std::string> id) {
-        hooks_.post([this, id = std::move(id)] {
+      api_.create_self([this, post](Result<std::string> id) {  // on an io thread: `this` only on the strand
+        post([this, id = std::move(id)] {
           if (!id) return spdlog::info("component=client event=history_request_deferred error=\"{}\"", id.error().message);
           OutboxEntry e{"hr-" + std::to_string(self_.device), *id, "", std::nullopt, std::nullopt, now_ms(), {}};
           hooks_.enqueue(std::move(e));
