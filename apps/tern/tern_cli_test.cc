@@ -1057,9 +1057,6 @@ TEST_F(TernCli, CaFlagTrustsAPrivateCaForAnHttpsServer) {
   EXPECT_NE(v.err.find("tls: the server's certificate did not verify"), std::string::npos) << v.err;
 }
 
-}  // namespace
-}  // namespace tern::cli
-
 // Issue 7: a device linked later shows recent history, decrypted, in `tern history` (sent by
 // alice:1 over their pairwise session: docs/crypto.md, "History for a newly linked device").
 TEST_F(TernCli, ALinkedDeviceShowsRecentHistoryDecrypted) {
@@ -1097,3 +1094,6 @@ TEST_F(TernCli, ALinkedDeviceShowsRecentHistoryDecrypted) {
   EXPECT_EQ(messages[1].as_object().at("text").as_string(), "history canary 2");
   EXPECT_FALSE(messages[0].as_object().contains("undecryptable"));
 }
+
+}  // namespace
+}  // namespace tern::cli

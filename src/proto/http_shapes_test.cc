@@ -62,9 +62,6 @@ TEST(HttpShapes, QueryParam) {
   EXPECT_EQ(query_param("after_seq=4", "token"), "");
 }
 
-}  // namespace
-}  // namespace tern::proto
-
 TEST(HttpShapes, CreateSelf) {
   auto s = parse_create_conversation(R"({"type":"self"})", limits);
   ASSERT_TRUE(s);
@@ -74,3 +71,6 @@ TEST(HttpShapes, CreateSelf) {
   EXPECT_EQ(parse_create_conversation(R"({"type":"self","members":["bob"]})", limits).error().code,
             ErrorCode::kInvalidArgument);
 }
+
+}  // namespace
+}  // namespace tern::proto
