@@ -16,22 +16,13 @@
 #include "client/blocking.h"
 #include "client/client.h"
 #include "client/io_thread.h"
-#include "client/testing/ternd_process.h"
+#include "client/testing/ternd_fixture.h"
 
 namespace tern::client {
 namespace {
 using namespace std::chrono_literals;
-using testing::TerndProcess;
 
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds timeout = 30s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return pred();
-}
+using testing::eventually;
 
 struct Seen {
   std::atomic<ConnectionState> state{ConnectionState::kDisconnected};
@@ -52,34 +43,16 @@ struct Seen {
   }
 };
 
-class HistoryIntegration : public ::testing::Test {
+class HistoryIntegration : public testing::TerndFixture {
  protected:
   static constexpr size_t kN = 5;  // Options::history_messages in these tests
 
-  void SetUp() override {
-    const std::string binary = testing::find_ternd();
-    ASSERT_FALSE(binary.empty()) << "ternd binary not found (set TERN_BIN_DIR or build ternd into build/bin)";
-    dir_ = testing::make_temp_dir("tern-history-it");
-    ASSERT_FALSE(dir_.empty());
-    server_ = std::make_unique<TerndProcess>(binary, dir_ + "/data");
-    auto r = server_->start();
-    ASSERT_TRUE(r.ok()) << r.error().message;
-    auto url = parse_server_url(server_->url());
-    ASSERT_TRUE(url.ok());
-    url_ = *url;
-  }
   void TearDown() override {
-    server_.reset();
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+    alice1_.reset();
+    b_.reset();
+    c_.reset();
+    TerndFixture::TearDown();
   }
-
-  Credentials register_user(const std::string& user) {
-    Api api(io_.context(), url_);
-    auto c = wait_for<Credentials>([&](Callback<Credentials> cb) { api.register_user(user, std::move(cb)); });
-    EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().message);
-    return c.ok() ? *c : Credentials{};
-  }
-  Api api_for(const Credentials& c) { return Api(io_.context(), url_, c.token); }
   // A device linked with a one-time code shown on `c` (docs/protocol.md §3.4–3.5).
   Credentials link(const Credentials& c) {
     auto code = wait_for<LinkCode>([&](auto cb) { api_for(c).create_link_code(std::move(cb)); });
@@ -156,29 +129,34 @@ class HistoryIntegration : public ::testing::Test {
       return d.ok() && g.ok() && d->size() == 8 && g->size() == 9;  // the group's create message too
     }));
   }
-  void make_conversations(const Credentials& alice) {
-    auto d = wait_for<std::string>([&](auto cb) { api_for(alice).create_direct("bob", std::move(cb)); });
-    auto g = wait_for<std::string>([&](auto cb) { api_for(alice).create_group("three", {"bob", "carol"}, std::move(cb)); });
+  // alice, bob and carol, their conversations (converse()); alice1_, b_, c_ keep running.
+  void chat_before_the_link() {
+    a1_ = register_user("alice");
+    bob_ = register_user("bob");
+    const Credentials carol = register_user("carol");
+    auto d = wait_for<std::string>([&](auto cb) { api_for(a1_).create_direct("bob", std::move(cb)); });
+    auto g = wait_for<std::string>([&](auto cb) { api_for(a1_).create_group("three", {"bob", "carol"}, std::move(cb)); });
     ASSERT_TRUE(d.ok() && g.ok());
     direct_ = *d;
     group_ = *g;
+    alice1_ = device(a1_, sa1_);
+    b_ = device(bob_, sb_);
+    c_ = device(carol, sc_);
+    ASSERT_TRUE(alice1_ && b_ && c_);
+    converse(*alice1_, *b_, *c_);
   }
 
-  std::string dir_, direct_, group_;
-  std::unique_ptr<TerndProcess> server_;
-  ServerUrl url_;
-  IoThread io_;
+  std::string direct_, group_;
+  Credentials a1_, bob_;
+  Seen sa1_, sb_, sc_;  // declared before the clients: outlive them
+  std::unique_ptr<Client> alice1_, b_, c_;
 };
 
 TEST_F(HistoryIntegration, ANewlyLinkedDeviceGetsTheLastNMessagesOfEachConversation) {
-  const Credentials a1 = register_user("alice"), bob = register_user("bob"), carol = register_user("carol");
-  make_conversations(a1);
-  Seen sa1, sb, sc;
-  auto alice1 = device(a1, sa1);
-  auto b = device(bob, sb);
-  auto c = device(carol, sc);
-  ASSERT_TRUE(alice1 && b && c);
-  converse(*alice1, *b, *c);
+  ASSERT_NO_FATAL_FAILURE(chat_before_the_link());
+  const Credentials a1 = a1_, bob = bob_;
+  Client* alice1 = alice1_.get();
+  Seen& sa1 = sa1_;
 
   const Credentials a2 = link(a1);
   ASSERT_EQ(a2.device, 2u);
@@ -231,16 +209,10 @@ TEST_F(HistoryIntegration, ANewlyLinkedDeviceGetsTheLastNMessagesOfEachConversat
 }
 
 TEST_F(HistoryIntegration, AnOfflineDeviceAnswersWhenItComesBackAndTheNewOneGetsItByReplay) {
-  const Credentials a1 = register_user("alice"), bob = register_user("bob"), carol = register_user("carol");
-  make_conversations(a1);
-  Seen sa1, sb, sc;
-  auto alice1 = device(a1, sa1);
-  auto b = device(bob, sb);
-  auto c = device(carol, sc);
-  ASSERT_TRUE(alice1 && b && c);
-  converse(*alice1, *b, *c);
-  alice1->stop();
-  alice1.reset();
+  ASSERT_NO_FATAL_FAILURE(chat_before_the_link());
+  const Credentials a1 = a1_;
+  alice1_->stop();
+  alice1_.reset();
 
   // alice:2 is linked and asks while alice:1 is offline; then alice:2 goes offline too.
   const Credentials a2 = link(a1);
@@ -266,7 +238,7 @@ TEST_F(HistoryIntegration, AnOfflineDeviceAnswersWhenItComesBackAndTheNewOneGets
   ASSERT_TRUE(alice2);
   ASSERT_TRUE(eventually([&] { return sa2.history_entries == 2 * kN; })) << sa2.history_entries;
   Seen again;
-  alice1 = device(a1, again);  // for the comparison (its history is in its store)
+  auto alice1 = device(a1, again);  // for the comparison (its history is in its store)
   ASSERT_TRUE(alice1);
   expect_last_n(*alice1, *alice2, direct_);
   expect_last_n(*alice1, *alice2, group_);
