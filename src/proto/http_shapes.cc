@@ -53,13 +53,13 @@ Result<CreateConversationRequest> parse_create_conversation(std::string_view bod
   if (!o) return o.error();
   const auto* t = o->if_contains("type");
   if (!t || !t->is_string())
-    return make_error(ErrorCode::kMalformed, "field 'type' must be \"direct\", \"group\" or \"channel\"");
+    return make_error(ErrorCode::kMalformed, "field 'type' must be \"direct\", \"group\", \"channel\" or \"self\"");
   CreateConversationRequest r;
   if (t->as_string() == "group") r.group = true;
   else if (t->as_string() == "channel") r.group = r.channel = true;
   else if (t->as_string() == "self") r.self = true;
   else if (t->as_string() != "direct")
-    return make_error(ErrorCode::kInvalidArgument, "type must be \"direct\", \"group\" or \"channel\"");
+    return make_error(ErrorCode::kInvalidArgument, "type must be \"direct\", \"group\", \"channel\" or \"self\"");
   if (r.channel) {
     if (const auto* p = o->if_contains("public")) {
       if (!p->is_bool()) return make_error(ErrorCode::kMalformed, "field 'public' must be true or false");
