@@ -12,9 +12,12 @@
 
 #include <gtest/gtest.h>
 
+#include "base/base64.h"
 #include "client/api.h"
 #include "client/blocking.h"
 #include "client/client.h"
+#include "client/history_transfer.h"
+#include "client/sqlite_store.h"
 #include "client/io_thread.h"
 #include "client/testing/ternd_fixture.h"
 
@@ -242,6 +245,31 @@ TEST_F(HistoryIntegration, AnOfflineDeviceAnswersWhenItComesBackAndTheNewOneGets
   ASSERT_TRUE(alice1);
   expect_last_n(*alice1, *alice2, direct_);
   expect_last_n(*alice1, *alice2, group_);
+
+  // The answer written again with its client_msg_id (as after a crash before its `sent`; the
+  // request was seq 1), carrying an entry alice:2 does not have: the server keeps the first
+  // send, so nothing new reaches alice:2.
+  auto self = wait_for<std::string>([&](auto cb) { api_for(a1).create_self(std::move(cb)); });
+  ASSERT_TRUE(self.ok());
+  const Seq head = self_head(a1);
+  alice1->stop();
+  alice1.reset();
+  {
+    auto store = SqliteStore::open(dir_ + "/alice-1.sqlite");
+    ASSERT_TRUE(store.ok());
+    const std::string again_payload = encode_history({Message{direct_, 999, "bob", 1, 1, "not again", {}, {}, {}}}).at(0);
+    ASSERT_TRUE((*store)->add(OutboxEntry{"h-2-1-0", *self, base64_encode(again_payload), {}, {}, 1, {}}).ok());
+  }
+  Seen resent;
+  alice1 = device(a1, resent);
+  ASSERT_TRUE(alice1);
+  ASSERT_TRUE(eventually([&] { return alice1->outbox_size() == 0; }));
+  EXPECT_EQ(self_head(a1), head) << "deduplicated by client_msg_id";
+  EXPECT_EQ(sa2.history_events, 1u);
+  auto gone = alice2->local_history(direct_, 998, 10);
+  ASSERT_TRUE(gone.ok());
+  EXPECT_TRUE(gone->empty());
+
   // Restarted, alice:2 neither asks again nor gets anything twice.
   alice2->stop();
   alice2.reset();
