@@ -657,6 +657,19 @@ TEST_F(TernBenchTlsTest, GroupOverHttpsWithTwoWorkers) {
   expect_groups_of_six(r, code);
 }
 
+// Everyone drops at once (RST, TLS streams discarded with their operations pending) and
+// reconnects with a fresh handshake, while sending: still all delivered and verified.
+TEST_F(TernBenchTlsTest, ReconnectStormOverHttps) {
+  int code = 0;
+  auto r = run_bench_against(bench_, {"reconnect-storm", "--clients", "20", "--rate", "100", "--duration", "3", "--ca",
+                                      ca("test")},
+                             https(), server_pid_, &code);
+  expect_clean(r, code);
+  ASSERT_TRUE(r.contains("result")) << json::serialize(r);
+  EXPECT_TRUE(result(r).contains("reconnect_s"));
+  EXPECT_GE(r.at("connections").at("connects").to_number<uint64_t>(), 40u);  // everyone twice
+}
+
 TEST_F(TernBenchTlsTest, WrongCaFailsAtSetUp) {
   expect_verify_failure({"pairs", "--clients", "4", "--rate", "20", "--duration", "1", "--ca", ca("other")});
 }
