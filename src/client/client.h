@@ -139,6 +139,7 @@ struct ClientStats {
   uint64_t backfills = 0;
   uint64_t gaps_accepted = 0;
   uint64_t acks_sent = 0;
+  uint64_t keyring_saves = 0;  // end-to-end: keyring state writes since open, as of its last commit
 };
 
 class Client {
