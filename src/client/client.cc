@@ -192,8 +192,11 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     h.deliver = [w](const Message& received) {
       auto s = w.lock();
       if (!s) return;
-      if (!s->e2e) return s->hand_over(received);
-      s->collect(received);
+      OpenResult r = s->open(received);
+      for (const auto& m : r.released) s->keep(m), s->hand_over(m);
+      if (!r.m) return;
+      if (r.store) s->keep(*r.m);
+      s->hand_over(*r.m);
     };
     h.backfill = [w](const std::string& conv, Seq after, size_t limit, Callback<HistoryPage> cb) {
       auto s = w.lock();
@@ -234,7 +237,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
 
   // End-to-end: this device's entry decrypted (or taken from the store when it was opened
   // before, or is our own). Nothing is written here: the caller keeps `store` in the device's
-  // history and commits the keyring once for a whole batch (flush_batch, open_page).
+  // history and commits the keyring once for a whole batch (flush_acks, open_page).
   struct OpenResult {
     std::optional<Message> m;  // nullopt: not decrypted (reported; the Receiver acks it all the same)
     bool store = false;        // m goes to the device's history
@@ -261,8 +264,6 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       auto stored = sqlite->message(m.conversation_id, m.seq);
       if (stored && *stored) {
         m.body = (*stored)->body;
-      } else if (auto pending = opened_unsaved(m.conversation_id, m.seq)) {
-        m.body = pending->body;  // decrypted earlier in this batch (a repeat): not again
       } else if (!m.body.empty()) {
         auto opened = e2e->open_message(m);
         if (!opened) {
@@ -283,61 +284,22 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     return out;
   }
 
-  // A message of the batch not kept yet (`batch`), by (conversation, seq).
-  const Message* opened_unsaved(const std::string& conv, Seq seq) const {
-    for (const auto& o : batch)
-      if (o.store && o.m.seq == seq && o.m.conversation_id == conv) return &o.m;
-    return nullptr;
-  }
-
-  // Received messages of this strand turn (Receiver::deliver), decrypted, not yet kept nor
-  // handed over: flush_batch() does it once for all of them.
-  struct Unsaved {
-    Message m;
-    bool store = false;
-  };
-  std::vector<Unsaved> batch;
-  bool batch_posted = false;
-
-  void collect(const Message& received) {
-    OpenResult r = open(received);
-    for (auto& m : r.released) batch.push_back({std::move(m), true});
-    if (r.m) batch.push_back({std::move(*r.m), r.store});
-    if (batch.empty() || batch_posted) return;
-    // After whatever the strand already queued (the rest of this socket read, a backfill page).
-    batch_posted = true;
-    asio::post(strand, [w = weak_from_this()] {
-      if (auto s = w.lock()) (void)s->flush_batch();
-    });
-  }
-
-  // The batch's plaintexts into the device's history, then the keyring's changes saved (one
-  // save), then the messages handed over. In that order: a crash before the save leaves
-  // them unacked and in the history, so that the server's replay is answered from the
-  // history (the older key state would also decrypt it again); a save before the history
-  // would leave a window where a crash loses them (the saved state refuses a replay). On a
-  // failed save the batch stays (kept, not handed over) and flush_acks sends no ack until a
-  // later save succeeds.
-  Result<void> flush_batch() {
-    batch_posted = false;
-    for (auto& o : batch)
-      if (o.store) {
-        if (auto r = sqlite->save_message(o.m); !r)
-          spdlog::warn("component=client event=history_save_failed error=\"{}\"", r.error().message);
-        o.store = false;
-      }
-    if (auto r = commit_keys(); !r) return r;
-    std::vector<Unsaved> done = std::move(batch);
-    batch.clear();
-    for (const auto& o : done) hand_over(o.m);
-    return {};
+  // A plaintext into the device's history. Received messages are kept (and handed over) at
+  // once; the keyring's changes that decrypted them are saved later, once for everything
+  // before the next ack (flush_acks): a crash before that save leaves them unacked and in
+  // the history, so that the server's replay is answered from the history (the older key
+  // state would also decrypt it again). Saving the keys before the history would open a
+  // window where a crash loses them (the saved state refuses the replay as a duplicate).
+  void keep(const Message& m) {
+    if (auto r = sqlite->save_message(m); !r)
+      spdlog::warn("component=client event=history_save_failed error=\"{}\"", r.error().message);
   }
 
   // The keyring's changes since the last save, saved (nothing when none).
   Result<void> commit_keys() {
     if (!e2e || !e2e->keyring().dirty()) return {};
     auto r = e2e->keyring().commit();
-    bump([n = e2e->keyring().saves()](ClientStats& st) { st.keyring_saves = n; });
+    if (r) bump([](ClientStats& st) { ++st.keyring_saves; });
     if (!r) spdlog::warn("component=client event=keyring_save_failed error=\"{}\"", r.error().message);
     return r;
   }
@@ -473,8 +435,8 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   void shutdown() {
     if (shut_down) return;
     shut_down = true;
-    const bool keys_saved = flush_batch().ok();  // before `stopped`: the batch is handed over
     stopped = true;
+    const bool keys_saved = commit_keys().ok();
     state = ConnectionState::kStopped;
     reconnect_timer.cancel();
     ack_timer.cancel();
@@ -699,10 +661,10 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   }
 
   // ---- acks (strand) ----
-  void schedule_ack_flush() {
+  void schedule_ack_flush(int64_t delay_ms = -1) {
     if (ack_scheduled || stopped) return;
     ack_scheduled = true;
-    ack_timer.expires_after(std::chrono::milliseconds(opts.ack_delay_ms));
+    ack_timer.expires_after(std::chrono::milliseconds(delay_ms < 0 ? opts.ack_delay_ms : delay_ms));
     ack_timer.async_wait([w = weak_from_this()](boost::system::error_code ec) {
       auto s = w.lock();
       if (!s || ec || s->stopped) return;
@@ -712,8 +674,10 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
 
   void flush_acks() {
     ack_scheduled = false;
-    // Nothing is acked (nor its cursor kept) before the keys that decrypted it are saved.
-    if (!flush_batch()) return schedule_ack_flush();
+    // Nothing is acked (nor its cursor kept) before the keys that decrypted it are saved:
+    // one save for every message received since the last ack. A failed save: tried again
+    // (a second later, not to flood the log), nothing acked meanwhile.
+    if (!commit_keys()) return schedule_ack_flush(1000);
     for (const auto& [conv, seq] : receiver->take_acks()) {
       // The cursor first: a crash after the ack must not make us repeat what the app had.
       if (auto r = store->save_cursor(conv, seq); !r)
@@ -891,7 +855,7 @@ bool Client::encrypts() const { return impl_->e2e != nullptr; }
 void Client::open_page(HistoryPage page, Callback<HistoryPage> done) {
   asio::post(impl_->strand, [s = impl_, page = std::move(page), done = std::move(done)]() mutable {
     // Decrypted all, kept in the history, then one keyring save for the page (none when
-    // everything came from the history): the order of flush_batch.
+    // everything came from the history): the order of `keep`.
     std::vector<Message> shown, released;
     std::vector<size_t> to_store;  // indexes into shown
     for (auto& m : page.messages) {
@@ -906,12 +870,8 @@ void Client::open_page(HistoryPage page, Callback<HistoryPage> done) {
         shown.push_back(std::move(m));
       }
     }
-    const auto keep = [&](const Message& m) {
-      if (auto r = s->sqlite->save_message(m); !r)
-        spdlog::warn("component=client event=history_save_failed error=\"{}\"", r.error().message);
-    };
-    for (size_t i : to_store) keep(shown[i]);
-    for (const auto& r : released) keep(r);
+    for (size_t i : to_store) s->keep(shown[i]);
+    for (const auto& r : released) s->keep(r);
     (void)s->commit_keys();  // a failure is logged; the changes stay for the next save
     for (const auto& r : released) s->hand_over(r);
     page.messages = std::move(shown);

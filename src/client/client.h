@@ -139,7 +139,9 @@ struct ClientStats {
   uint64_t backfills = 0;
   uint64_t gaps_accepted = 0;
   uint64_t acks_sent = 0;
-  uint64_t keyring_saves = 0;  // end-to-end: keyring state writes since open, as of its last commit
+  // End-to-end: keyring saves made for received messages and sends: one per send, one per
+  // ack flush and per history page when the keys changed (keyring.h, "Saves are batched").
+  uint64_t keyring_saves = 0;
 };
 
 class Client {
