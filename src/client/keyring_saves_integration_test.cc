@@ -15,22 +15,13 @@
 #include "client/client.h"
 #include "client/io_thread.h"
 #include "client/server_url.h"
-#include "client/testing/ternd_process.h"
+#include "client/testing/ternd_fixture.h"
 
 namespace tern::client {
 namespace {
 using namespace std::chrono_literals;
-using testing::TerndProcess;
 
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds timeout = 30s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return pred();
-}
+using testing::eventually;
 
 struct Inbox {
   std::mutex mu;
@@ -58,31 +49,8 @@ struct Inbox {
 
 std::string text(int i) { return "batch message " + std::to_string(i); }
 
-class KeyringSaves : public ::testing::Test {
+class KeyringSaves : public testing::TerndFixture {
  protected:
-  void SetUp() override {
-    binary_ = testing::find_ternd();
-    ASSERT_FALSE(binary_.empty()) << "ternd binary not found (set TERN_BIN_DIR or build ternd into build/bin)";
-    dir_ = testing::make_temp_dir("tern-keyring-saves");
-    ASSERT_FALSE(dir_.empty());
-    server_ = std::make_unique<TerndProcess>(binary_, dir_ + "/data");
-    auto r = server_->start();
-    ASSERT_TRUE(r.ok()) << r.error().message;
-    auto url = parse_server_url(server_->url());
-    ASSERT_TRUE(url.ok());
-    url_ = *url;
-  }
-  void TearDown() override {
-    server_.reset();
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
-  }
-  Credentials register_user(const std::string& user) {
-    Api api(io_.context(), url_);
-    auto c = wait_for<Credentials>([&](Callback<Credentials> cb) { api.register_user(user, std::move(cb)); });
-    EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().message);
-    return c.ok() ? *c : Credentials{};
-  }
-  Api api_for(const Credentials& c) { return Api(io_.context(), url_, c.token); }
   // An end-to-end client: store <dir>/<name>.sqlite, keys in <dir>/<keys> (default <name>.keys).
   Options options(const Credentials& c, const std::string& name, const std::string& keys = {}) {
     Options o;
@@ -121,11 +89,6 @@ class KeyringSaves : public ::testing::Test {
       ASSERT_TRUE(sent.ok()) << sent.error().message;
     }
   }
-
-  std::string binary_, dir_;
-  std::unique_ptr<TerndProcess> server_;
-  ServerUrl url_;
-  IoThread io_;
 };
 
 // 50 sends: one save each (before the frame leaves). A replay of 50 received before one ack
