@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
                "distributed first, then one SenderKeyMessage per post), every message decrypted and checked; "
                "reports client CPU per encrypt and decrypt");
   app.add_flag("--keyring-disk", o.keyring_disk,
-               "--encrypt: keyrings on disk (encrypted, saved with fsync on every message) in a temporary "
+               "--encrypt: keyrings on disk (encrypted, saved with fsync before a send leaves and before an ack) in a temporary "
                "directory, instead of in memory");
   app.add_option("--queued", o.queued, "offline-drain: messages queued per offline receiver")->capture_default_str();
   app.add_option("--storm-at", o.storm_at, "reconnect-storm: drop at this fraction of --duration")->capture_default_str();

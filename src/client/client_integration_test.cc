@@ -17,22 +17,14 @@
 #include "client/client.h"
 #include "client/io_thread.h"
 #include "client/keyring.h"
-#include "client/testing/ternd_process.h"
+#include "client/testing/ternd_fixture.h"
 
 namespace tern::client {
 namespace {
 using namespace std::chrono_literals;
 using testing::TerndProcess;
 
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::milliseconds timeout = 30s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(10ms);
-  }
-  return pred();
-}
+using testing::eventually;
 
 // What one application saw.
 struct Inbox {
@@ -87,33 +79,8 @@ struct Inbox {
   }
 };
 
-class ClientIntegration : public ::testing::Test {
+class ClientIntegration : public testing::TerndFixture {
  protected:
-  void SetUp() override {
-    binary_ = testing::find_ternd();
-    ASSERT_FALSE(binary_.empty()) << "ternd binary not found (set TERN_BIN_DIR or build ternd into build/bin)";
-    dir_ = testing::make_temp_dir("tern-client-it");
-    ASSERT_FALSE(dir_.empty());
-    server_ = std::make_unique<TerndProcess>(binary_, dir_ + "/data");
-    auto r = server_->start();
-    ASSERT_TRUE(r.ok()) << r.error().message;
-    auto url = parse_server_url(server_->url());
-    ASSERT_TRUE(url.ok());
-    url_ = *url;
-  }
-  void TearDown() override {
-    server_.reset();
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
-  }
-
-  Credentials register_user(const std::string& user) {
-    Api api(io_.context(), url_);
-    auto c = wait_for<Credentials>([&](Callback<Credentials> cb) { api.register_user(user, std::move(cb)); });
-    EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().message);
-    return c.ok() ? *c : Credentials{};
-  }
-  Api api_for(const Credentials& c) { return Api(io_.context(), url_, c.token); }
-
   Options options(const Credentials& c, std::string store = {}) {
     Options o;
     o.server = server_->url();
@@ -131,11 +98,6 @@ class ClientIntegration : public ::testing::Test {
     (*client)->start();
     return std::move(*client);
   }
-
-  std::string binary_, dir_;
-  std::unique_ptr<TerndProcess> server_;
-  ServerUrl url_;
-  IoThread io_;
 };
 
 TEST_F(ClientIntegration, TwoClientsConverseWhileTheServerIsKilledAndRestarted) {
@@ -740,6 +702,15 @@ TEST_F(E2eIntegration, AGroupOfFiveDecryptsEverythingAndARemovedMemberNothingAft
     return std::any_of(inbox[eve].messages.begin(), inbox[eve].messages.end(),
                        [](const Message& m) { return m.system_json.has_value(); });
   })) << "eve sees her removal";
+  // The senders rotate their sender key when THEY see the removal (a send built before that
+  // still uses the old key): they see it before they write.
+  for (size_t d : {size_t{0}, size_t{6}})
+    ASSERT_TRUE(eventually([&] {
+      std::lock_guard l(inbox[d].mu);
+      return std::any_of(inbox[d].messages.begin(), inbox[d].messages.end(), [](const Message& m) {
+        return m.system_json && m.system_json->find("\"remove\"") != std::string::npos;
+      });
+    })) << "device " << d << " sees the removal";
   Seq after_seq = 0;  // ann:1's message after the removal
   for (size_t d : {size_t{0}, size_t{6}}) {
     auto sent = wait_for<SendResult>([&](auto cb) { (void)clients[d]->send(*conv, text(d, "after"), {}, std::move(cb)); });
