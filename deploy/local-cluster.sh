@@ -57,7 +57,7 @@ start() {
     n=$((i + 1))
     mkdir -p "$root/n$n"
     "$ternd" --store redis --redis "$redis_url" "${extra[@]}" --node-id "n$n" \
-      --listen "127.0.0.1:${ports[$i]}" --data "$root/n$n/data" >"$root/n$n/ternd.log" 2>&1 &
+      --listen "127.0.0.1:${ports[$i]}" --data "$root/n$n/data" --media-dir "$root/media" >"$root/n$n/ternd.log" 2>&1 &
     echo $! >"$root/n$n.pid"
   done
   for p in "${ports[@]}"; do

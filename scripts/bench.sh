@@ -11,7 +11,7 @@
 #
 # Scenarios: pairs findmax sweep group broadcast idle offline storm overload profile channel channel-200k
 # hot-group e2e, and peers and peers-channel (not in the default set: they need mosquitto,
-# which scripts/setup.sh installs).
+# which scripts/setup.sh installs), and tls (not in the default set: plain against TLS).
 # Needs a release build: cmake --preset release && cmake --build --preset release
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -328,6 +328,66 @@ scenario_e2e() {
   start_server "${SERVER_FLAGS[@]}"
   bench e2e-pairs-encrypt-disk pairs --clients 100 --rate 20 --duration 20 --encrypt --keyring-disk
   stop_server
+}
+
+# The cost of TLS (issue 12): the same pairs run over http/ws and over https/wss (a throw-away
+# CA and a certificate for 127.0.0.1 made here with the openssl CLI; tern-bench --ca), in the
+# order plain, TLS, plain, TLS, each on a fresh ternd; prints ternd's CPU (utime + stime from
+# /proc over the step, tern-bench --server-pid) and the generator's per delivered message for
+# each. Then the generator's memory per held connection (idle), plain and TLS.
+#   TLS_RATE (default 2000), TLS_CLIENTS (default 1000), TLS_DURATION (default 20)
+scenario_tls() {
+  local rate=${TLS_RATE:-2000} n=${TLS_CLIENTS:-1000} dur=${TLS_DURATION:-20} pki round
+  pki=$(mktemp -d /tmp/tern-bench-pki.XXXXXX)
+  local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+  openssl req -x509 "${ec[@]}" -days 2 -subj /CN=bench-ca -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null
+  openssl req "${ec[@]}" -subj /CN=127.0.0.1 -keyout "$pki/server.key" -out "$pki/server.csr" 2>/dev/null
+  echo "subjectAltName=IP:127.0.0.1" >"$pki/ext.cnf"
+  openssl x509 -req -days 2 -in "$pki/server.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -set_serial 1 \
+    -extfile "$pki/ext.cnf" -out "$pki/server.pem" 2>/dev/null
+  local tls=(--tls-cert "$pki/server.pem" --tls-key "$pki/server.key")
+  local args=(pairs --clients "$n" --rate "$rate" --duration "$dur")
+  for round in 1 2; do
+    start_server "${SERVER_FLAGS[@]}"
+    bench "tls-$round-plain" "${args[@]}"
+    stop_server
+    start_server "${SERVER_FLAGS[@]}" "${tls[@]}"
+    bench_at "https://$ADDR" "$PID" "tls-$round-tls" "${args[@]}" --ca "$pki/ca.pem"
+    stop_server
+  done
+  start_server "${SERVER_FLAGS[@]}"
+  bench tls-idle-plain idle --clients "$n" --duration 5
+  stop_server
+  start_server "${SERVER_FLAGS[@]}" "${tls[@]}"
+  bench_at "https://$ADDR" "$PID" tls-idle-tls idle --clients "$n" --duration 5 --ca "$pki/ca.pem"
+  stop_server
+  rm -rf "$pki"
+  python3 - "$OUT" <<'PY' | tee "$OUT/tls-summary.md"
+import json, sys
+out = sys.argv[1]
+print("| run | delivered | server CPU us/msg | generator CPU us/msg | p50 / p99 ms | load at start |")
+print("|---|---|---|---|---|---|")
+loads = {}
+for line in open(out + "/commands.txt"):
+    if line.startswith("== tls-"):
+        loads[line.split()[1]] = line.split("(load ")[1].split(")")[0]
+for name in ("tls-1-plain", "tls-1-tls", "tls-2-plain", "tls-2-tls"):
+    try:
+        r = json.load(open(f"{out}/{name}.json"))["result"]
+    except (OSError, ValueError, KeyError):
+        print(f"| {name} | (no result) | | | | |")
+        continue
+    lat = r["latency_ms"]
+    srv = r["server_cpu_us_per_delivery"]
+    print(f"| {name} | {r['delivered'] + r['replayed']} | {srv:.1f} | {r['generator_cpu_us_per_delivery']:.1f} | "
+          f"{lat['p50']:.1f} / {lat['p99']:.1f} | {loads.get(name, '?')} |")
+for name in ("tls-idle-plain", "tls-idle-tls"):
+    try:
+        idle = json.load(open(f"{out}/{name}.json"))["idle"]
+        print(f"{name}: generator bytes per connection {idle.get('generator_bytes_per_connection', 0):.0f}")
+    except (OSError, ValueError, KeyError):
+        print(f"{name}: (no result)")
+PY
 }
 
 scenario_peers() {

@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 # ternd's CPU per message with and without TLS, same load, in one run (docs/benchmarks.md,
-# "TLS"). tern-bench has no TLS client yet, so this small driver does it: P sender/receiver
+# "TLS"), the earlier measurement, made before tern-bench had a TLS client (`scripts/bench.sh
+# tls` now measures the same with tern-bench at a larger scale). This small driver: P sender/receiver
 # pairs over WebSocket (wss:// or ws://), R messages/s in total for D seconds; the figure is
 # ternd's utime+stime over the send phase divided by the messages received. Runs plain, TLS,
 # plain, TLS, each on a fresh ternd. The test certificate comes from the openssl CLI.

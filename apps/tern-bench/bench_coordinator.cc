@@ -91,7 +91,7 @@ class Coordinator {
   // is none, or /metrics does not answer (e.g. ternd runs with a separate metrics token).
   std::optional<StoreCounters> sample_store() const {
     if (metrics_token_.empty()) return std::nullopt;
-    auto addr = lean::parse_server_url(opt_.server);
+    auto addr = lean::parse_server_url(opt_.server, opt_.ca_file);
     if (!addr) return std::nullopt;
     lean::HttpClient http(*addr, 5000);
     auto r = http.get("/metrics", metrics_token_);

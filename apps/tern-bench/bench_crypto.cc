@@ -47,6 +47,15 @@ Result<std::string> DeviceCrypto::decrypt(std::string_view sender_key, std::stri
   return r;
 }
 
+Result<void> DeviceCrypto::commit(bool sending, Counters& c) {
+  if (!keyring_->dirty()) return {};
+  const int64_t t0 = thread_cpu_ns(), w0 = mono_ns();
+  auto r = keyring_->commit();
+  (sending ? c.encrypt_cpu_ns : c.decrypt_cpu_ns) += static_cast<uint64_t>(thread_cpu_ns() - t0);
+  (sending ? c.encrypt_wall_ns : c.decrypt_wall_ns) += static_cast<uint64_t>(mono_ns() - w0);
+  return r;
+}
+
 std::vector<uint64_t>* DeviceCrypto::bits_of(lean::ConvIdx c) {
   for (auto& [conv, bits] : seen_)
     if (conv == c) return &bits;

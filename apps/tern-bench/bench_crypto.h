@@ -15,9 +15,9 @@
 // for sender keys) ‖ the message, decrypted by every member with the sender's key.
 //
 // Keyrings are in memory by default (Keyring::in_memory): the SDK's on-disk keyring writes
-// and fsyncs its whole state on every encrypt and decrypt, which would measure the disk, not
-// the protocol; --keyring-disk puts them in a temporary directory per worker instead, to show
-// that cost (docs/benchmarks.md).
+// and fsyncs its whole state once per batch (before a send leaves, before an ack), which would
+// measure the disk, not the protocol; --keyring-disk puts them in a temporary directory per
+// worker instead, to show that cost (docs/benchmarks.md).
 //
 // Ownership and threads: a Device owns its DeviceCrypto; the set-up thread that handles the
 // device uses it first, then only the worker thread.
@@ -61,6 +61,10 @@ class DeviceCrypto {
   // Decrypts a message from `sender_key`; CPU time and count (or failure) into `c`.
   Result<std::string> decrypt(std::string_view sender_key, std::string_view body_b64, Counters& c);
   uint64_t decrypted() const { return decrypted_; }
+  // Saves the keyring's changes (client/keyring.h: once per batch), as the SDK does: before a
+  // send's frame leaves (`sending`: its time counts as encrypt time) and before an ack (as
+  // decrypt time). Nothing when nothing changed, or with an in-memory keyring.
+  Result<void> commit(bool sending, Counters& c);
 
   // ---- groups: Sender Keys per conversation ----
   // Our SenderKeyDistributionMessage for `c` (the sender key is made on first use).

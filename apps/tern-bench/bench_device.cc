@@ -160,6 +160,9 @@ void Device::transmit(uint64_t sender_seq, Pending& p) {
 std::string Device::encrypted_frame(std::string_view cmid, uint64_t sender_seq, Pending& p) {
   if (!p.frame.empty()) return p.frame;
   auto frame = build_encrypted_frame(cmid, sender_seq, p);
+  if (frame) {  // its ratchet steps saved before it leaves (one save for all its ciphertexts)
+    if (auto r = crypto->commit(/*sending=*/true, w_.counters_); !r) frame = r.error();
+  }
   if (!frame) {
     // Not sendable: given up like a refused send, and visible in the errors.
     w_.count_error("encrypt: " + frame.error().message);
@@ -402,6 +405,13 @@ void Device::flush_acks() {
   unacked_msgs_ = 0;
   if (w_.acks_paused_) return;  // the channel's store probe: flushed when it ends
   if (phase_ != Phase::kReplaying && phase_ != Phase::kLive) return;
+  // Nothing acked before the keys that decrypted it are saved (one save per ack flush).
+  if (crypto) {
+    if (auto r = crypto->commit(/*sending=*/false, w_.counters_); !r) {
+      w_.count_error("keyring: " + r.error().message);
+      return;
+    }
+  }
   for (auto& a : acks_) {
     if (a.highest <= a.acked) continue;
     if (!conn.send_text(proto::encode_ack(w_.convs_[a.conv].id, a.highest))) {

@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
 #include <random>
 
 namespace tern::bench {
 namespace {
+
+bool is_tls_url(std::string_view url) { return url.starts_with("https://") || url.starts_with("wss://"); }
 
 bool pair_based(Workload w) {
   return w == Workload::kPairs || w == Workload::kOfflineDrain || w == Workload::kReconnectStorm;
@@ -54,6 +57,13 @@ Result<void> finalize(BenchOptions& o) {
   // An MQTT subscriber that never connected has no session for the broker to queue into.
   if (o.protocol == Protocol::kMqtt && (o.catchup > 0 || o.offline_subscribers > 0))
     return bad("--catchup and --offline-subscribers need --protocol tern");
+  // The MQTT client has no TLS layer; refuse rather than connect in plain text to a TLS port.
+  if (o.protocol == Protocol::kMqtt && (is_tls_url(o.server) || o.server.starts_with("mqtts://") || !o.ca_file.empty()))
+    return bad("--protocol mqtt speaks plain TCP only (no mqtts://, https:// or --ca)");
+  if (!o.ca_file.empty()) {
+    if (!is_tls_url(o.server)) return bad("--ca applies to an https:// --server only");
+    if (!std::ifstream(o.ca_file).good()) return bad("--ca " + o.ca_file + ": cannot read the file");
+  }
   if (o.mqtt_keepalive_s < 0 || o.mqtt_keepalive_s > 65535) return bad("--mqtt-keepalive must be 0..65535");
   if (o.workers < 1 || o.workers > 64) return bad("--workers must be 1..64");
   if (o.clients < 1) return bad("--clients must be positive");

@@ -25,7 +25,8 @@ std::string_view protocol_name(Protocol p);
 struct BenchOptions {
   Workload workload = Workload::kPairs;
   Protocol protocol = Protocol::kTern;
-  std::string server = "http://127.0.0.1:8080";
+  std::string server = "http://127.0.0.1:8080";  // https:// (or wss://): TLS, certificate verified
+  std::string ca_file;         // --ca: PEM CA certificates trusted for https, besides the system store
   int clients = 100;
   double duration_s = 10;
   double rate = 1000;          // total sends per second, where the workload sends

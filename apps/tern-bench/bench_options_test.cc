@@ -7,6 +7,7 @@
 #include "bench_control.h"
 #include "bench_options.h"
 #include "bench_report.h"
+#include "client/lean/lean_http.h"
 
 namespace tern::bench {
 namespace {
@@ -175,6 +176,60 @@ TEST(BenchOptions, MqttIsForPairsAndChannelOnly) {
     m.workload = w;
     EXPECT_FALSE(finalize(m).ok()) << workload_name(w);
   }
+}
+
+// --ca: an unreadable file, or a CA for a plain server, is a clear error before anything runs;
+// MQTT has no TLS layer, so every way of asking for it is refused.
+TEST(BenchOptions, CaFileAndTls) {
+  BenchOptions o;
+  o.server = "https://127.0.0.1:8443";
+  EXPECT_TRUE(finalize(o).ok()) << "https without --ca: the system store";
+  o.ca_file = "/nonexistent/tern-bench-ca.pem";
+  auto missing = finalize(o);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(missing.error().message.find("--ca /nonexistent/tern-bench-ca.pem: cannot read"), std::string::npos)
+      << missing.error().message;
+
+  BenchOptions plain;
+  plain.server = "http://127.0.0.1:8080";
+  plain.ca_file = TERN_SOURCE_DIR "/CMakeLists.txt";  // readable: the scheme is the complaint
+  auto p = finalize(plain);
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.error().message.find("https://"), std::string::npos) << p.error().message;
+
+  for (const char* url : {"https://127.0.0.1:8883", "mqtts://127.0.0.1:8883"}) {
+    BenchOptions m;
+    m.protocol = Protocol::kMqtt;
+    m.server = url;
+    auto r = finalize(m);
+    ASSERT_FALSE(r.ok()) << url;
+    EXPECT_NE(r.error().message.find("plain TCP only"), std::string::npos) << r.error().message;
+  }
+  auto mqtts = client::lean::parse_server_url("mqtts://127.0.0.1:8883");
+  ASSERT_FALSE(mqtts.ok());
+  EXPECT_NE(mqtts.error().message.find("mqtts://"), std::string::npos);
+}
+
+// parse_server_url: https:// and wss:// carry a TLS context for the host; http:// none; a CA
+// file that is not PEM is refused with the URL in the message.
+TEST(BenchOptions, ServerUrlSchemes) {
+  auto plain = client::lean::parse_server_url("http://127.0.0.1:8080");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->tls, nullptr);
+  EXPECT_EQ(plain->url(), "http://127.0.0.1:8080");
+  for (const char* url : {"https://127.0.0.1:8443", "wss://127.0.0.1:8443/"}) {
+    auto t = client::lean::parse_server_url(url);
+    ASSERT_TRUE(t.ok()) << url;
+    ASSERT_NE(t->tls, nullptr) << url;
+    EXPECT_EQ(t->tls->host, "127.0.0.1");
+    EXPECT_EQ(t->port, 8443);
+    EXPECT_EQ(t->url(), "https://127.0.0.1:8443");
+  }
+  auto bad_ca = client::lean::parse_server_url("https://127.0.0.1:8443", TERN_SOURCE_DIR "/CMakeLists.txt");
+  ASSERT_FALSE(bad_ca.ok());
+  EXPECT_NE(bad_ca.error().message.find("https://127.0.0.1:8443: tls: CA file"), std::string::npos)
+      << bad_ca.error().message;
 }
 
 TEST(BenchReport, PrometheusValue) {

@@ -97,7 +97,7 @@ Result<void> session_from_directory(lean::HttpClient& http, Device& from, const 
 }  // namespace
 
 Result<ChannelSetup> create_bench_channel(const BenchOptions& opt) {
-  auto addr = lean::parse_server_url(opt.server);
+  auto addr = lean::parse_server_url(opt.server, opt.ca_file);
   if (!addr) return addr.error();
   lean::HttpClient http(*addr);
   auto poster = register_one(http, bench_user(opt, 0, 0));

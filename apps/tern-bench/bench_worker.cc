@@ -75,7 +75,7 @@ void Worker::write_line(char kind, const json::value& v) {
 
 int Worker::run() {
   run_started_us_ = mono_us();
-  auto addr = lean::parse_server_url(opt_.server);
+  auto addr = lean::parse_server_url(opt_.server, opt_.ca_file);
   if (!addr) {
     write_line('E', json::object{{"message", addr.error().message}});
     return 2;
@@ -120,6 +120,7 @@ lean::WsTarget Worker::target_for(DeviceIdx d) const {
   lean::WsTarget t;
   t.server = server_.endpoint;
   t.host_header = server_.host_header();
+  t.tls = server_.tls.get();  // one context per worker process, shared by all its connections
   if (!sources_.empty())
     t.source = sources_[static_cast<size_t>(first_client_of_worker(opt_, index_) + static_cast<int>(d)) % sources_.size()];
   return t;

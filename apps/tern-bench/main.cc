@@ -25,11 +25,17 @@ int main(int argc, char** argv) {
       "3.1.1 broker instead (QoS 1), with the same schedule, records, verifier and figures."};
   app.add_option("workload", workload, "pairs | group | broadcast | idle | offline-drain | reconnect-storm | channel")
       ->required();
-  app.add_option("--server", o.server, "server URL (mqtt://host:port with --protocol mqtt)")->capture_default_str();
+  app.add_option("--server", o.server,
+                 "server URL: http://host:port, or https://host:port for TLS (HTTPS set-up, WSS connections; the "
+                 "certificate must verify and name the host); mqtt://host:port with --protocol mqtt")
+      ->capture_default_str();
+  app.add_option("--ca", o.ca_file,
+                 "PEM file of CA certificates to trust for an https:// --server, besides the system store "
+                 "(a private CA)");
   app.add_option("--protocol", protocol,
                  "tern (wire-v1 over WebSocket) or mqtt (MQTT 3.1.1, QoS 1, against a broker; pairs: client "
                  "i publishes to <prefix>/p/<pair>/a|b, its partner subscribes; channel: the poster publishes to "
-                 "<prefix>/ch, every other client subscribes; PUBACK is the ack)")
+                 "<prefix>/ch, every other client subscribes; PUBACK is the ack; plain TCP only: no mqtts://)")
       ->capture_default_str();
   app.add_option("--mqtt-keepalive", o.mqtt_keepalive_s, "MQTT CONNECT keep-alive, seconds (0: none)")
       ->capture_default_str();
@@ -58,7 +64,7 @@ int main(int argc, char** argv) {
                "distributed first, then one SenderKeyMessage per post), every message decrypted and checked; "
                "reports client CPU per encrypt and decrypt");
   app.add_flag("--keyring-disk", o.keyring_disk,
-               "--encrypt: keyrings on disk (encrypted, saved with fsync on every message) in a temporary "
+               "--encrypt: keyrings on disk (encrypted, saved with fsync before a send leaves and before an ack) in a temporary "
                "directory, instead of in memory");
   app.add_option("--queued", o.queued, "offline-drain: messages queued per offline receiver")->capture_default_str();
   app.add_option("--storm-at", o.storm_at, "reconnect-storm: drop at this fraction of --duration")->capture_default_str();

@@ -24,6 +24,7 @@
 #include <boost/json.hpp>
 
 #include "base/clock.h"
+#include "client/testing/test_pki.h"
 
 namespace {
 namespace fs = std::filesystem;
@@ -309,17 +310,22 @@ TEST_F(TernBenchTest, PairsOverTwoWorkersAndTwoSourceAddresses) {
   EXPECT_GT(result(r).at("acked").to_number<uint64_t>(), 300u);
 }
 
-TEST_F(TernBenchTest, Group) {
-  int code = 0;
-  auto r = run_bench({"group", "--clients", "12", "--group-size", "6", "--senders", "2", "--rate", "100",
-                      "--duration", "2"},
-                     &code);
+// Two groups of six, two senders each: a clean run in which every message reaches the five
+// other members.
+const std::vector<std::string> kGroupsOfSix{"group", "--clients", "12", "--group-size", "6", "--senders", "2",
+                                            "--rate", "100", "--duration", "2"};
+void expect_groups_of_six(const json::object& r, int code) {
   expect_clean(r, code);
-  if (!r.contains("result")) return;
-  const auto& s = result(r);
-  // Every message reaches the five other members.
+  ASSERT_TRUE(r.contains("result")) << json::serialize(r);
+  const auto& s = r.at("result").as_object();
   EXPECT_EQ(s.at("delivered").to_number<uint64_t>() + s.at("replayed").to_number<uint64_t>(),
             5 * s.at("acked").to_number<uint64_t>());
+}
+
+TEST_F(TernBenchTest, Group) {
+  int code = 0;
+  auto r = run_bench(kGroupsOfSix, &code);
+  expect_groups_of_six(r, code);
 }
 
 TEST_F(TernBenchTest, Broadcast) {
@@ -585,6 +591,97 @@ TEST_F(TernBenchMqttTest, ChannelQos1AgainstMosquitto) {
   EXPECT_EQ(s.at("send_failed").to_number<uint64_t>(), 0u);
   EXPECT_EQ(r.at("connections").at("online_after_connect").to_number<uint64_t>(), 30u);
   EXPECT_EQ(r.at("connections").at("disconnects").to_number<uint64_t>(), 0u);
+}
+
+// TLS (issue 12): ternd with a certificate from a test CA on its one port; tern-bench over
+// https:// (HTTPS set-up, WSS connections) trusting that CA with --ca. A CA that did not sign
+// the certificate, or none but the system store, fails at set-up, fast, with the URL and the
+// verification error in the report.
+class TernBenchTlsTest : public TernBenchTest {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/tern-bench-pki-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    pki_dir_ = tmpl;
+    tern::client::testing::TestPki pki(pki_dir_);
+    ASSERT_TRUE(pki.make_ca("test")) << "openssl CLI failed";
+    ASSERT_TRUE(pki.make_ca("other"));
+    ASSERT_TRUE(pki.make_server("test", "server", 1001));
+    server_args_ = {"--tls-cert", pki.path("server.pem"), "--tls-key", pki.path("server.key")};
+    TernBenchTest::SetUp();
+  }
+  void TearDown() override {
+    TernBenchTest::TearDown();
+    std::error_code ec;
+    if (!pki_dir_.empty()) fs::remove_all(pki_dir_, ec);
+  }
+  std::string https() const { return "https://" + address_; }
+  std::string ca(const std::string& name) const { return pki_dir_ + "/" + name + "-ca.pem"; }
+
+  // A run that must fail at set-up on the certificate: exit 2 within 60 s, the URL and the
+  // reason in the report's fatal messages.
+  void expect_verify_failure(std::vector<std::string> args) {
+    int code = 0;
+    const int64_t t0 = tern::mono_us();
+    auto r = run_bench_against(bench_, std::move(args), https(), server_pid_, &code);
+    EXPECT_LT(tern::mono_us() - t0, 60'000'000) << "a verification failure must not hang";
+    EXPECT_EQ(code, 2) << json::serialize(r);
+    ASSERT_TRUE(r.contains("fatal")) << json::serialize(r);
+    const std::string fatal = json::serialize(r.at("fatal"));
+    EXPECT_NE(fatal.find(https()), std::string::npos) << fatal;
+    EXPECT_NE(fatal.find("certificate did not verify"), std::string::npos) << fatal;
+    EXPECT_FALSE(r.contains("result")) << "nothing ran";
+  }
+
+  std::string pki_dir_;
+};
+
+TEST_F(TernBenchTlsTest, PairsOverHttpsWithCa) {
+  int code = 0;
+  auto r = run_bench_against(bench_, {"pairs", "--clients", "20", "--rate", "200", "--duration", "2", "--ca", ca("test")},
+                             https(), server_pid_, &code);
+  expect_clean(r, code);
+  if (!r.contains("result")) return;
+  EXPECT_GT(result(r).at("acked").to_number<uint64_t>(), 300u);
+  EXPECT_EQ(r.at("connections").at("online_after_connect").to_number<uint64_t>(), 20u);
+  EXPECT_FALSE(result(r).at("server_cpu_us_per_delivery").is_null());
+}
+
+// Two worker processes (each with its own context) and a grouped workload, still all verified.
+TEST_F(TernBenchTlsTest, GroupOverHttpsWithTwoWorkers) {
+  int code = 0;
+  std::vector<std::string> args = kGroupsOfSix;
+  for (const std::string& a : {std::string("--workers"), std::string("2"), std::string("--ca"), ca("test")})
+    args.push_back(a);
+  auto r = run_bench_against(bench_, args, https(), server_pid_, &code);
+  expect_groups_of_six(r, code);
+}
+
+// Everyone drops at once (RST, TLS streams discarded with their operations pending) and
+// reconnects with a fresh handshake, while sending: still all delivered and verified.
+TEST_F(TernBenchTlsTest, ReconnectStormOverHttps) {
+  int code = 0;
+  auto r = run_bench_against(bench_, {"reconnect-storm", "--clients", "20", "--rate", "100", "--duration", "3", "--ca",
+                                      ca("test")},
+                             https(), server_pid_, &code);
+  expect_clean(r, code);
+  ASSERT_TRUE(r.contains("result")) << json::serialize(r);
+  EXPECT_TRUE(result(r).contains("reconnect_s"));
+  EXPECT_GE(r.at("connections").at("connects").to_number<uint64_t>(), 40u);  // everyone twice
+}
+
+TEST_F(TernBenchTlsTest, WrongCaFailsAtSetUp) {
+  expect_verify_failure({"pairs", "--clients", "4", "--rate", "20", "--duration", "1", "--ca", ca("other")});
+}
+
+TEST_F(TernBenchTlsTest, SystemStoreAloneDoesNotTrustTheTestCa) {
+  expect_verify_failure({"pairs", "--clients", "4", "--rate", "20", "--duration", "1"});
+}
+
+// The channel workload creates its channel before the workers start: over HTTPS too, and a
+// wrong CA fails there with the same clear error.
+TEST_F(TernBenchTlsTest, ChannelSetUpWithWrongCaFails) {
+  expect_verify_failure({"channel", "--clients", "4", "--rate", "5", "--duration", "1", "--ca", ca("other")});
 }
 
 // No server at all: the run cannot be carried out, which is exit 2, not a verdict.

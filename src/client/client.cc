@@ -194,8 +194,11 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     h.deliver = [w](const Message& received) {
       auto s = w.lock();
       if (!s) return;
-      std::optional<Message> opened = s->open(received);
-      if (opened) s->hand_over(*opened);
+      OpenResult r = s->open(received);
+      for (const auto& m : r.released) s->keep(m), s->hand_over(m);
+      if (!r.m) return;
+      if (r.store) s->keep(*r.m);
+      s->hand_over(*r.m);
     };
     h.backfill = [w](const std::string& conv, Seq after, size_t limit, Callback<HistoryPage> cb) {
       auto s = w.lock();
@@ -235,16 +238,26 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   }
 
   // End-to-end: this device's entry decrypted (or taken from the store when it was opened
-  // before, or is our own), and the result kept in the device's history. nullopt: it could
-  // not be decrypted (reported; the Receiver acks it all the same).
-  std::optional<Message> open(const Message& received, bool* hidden = nullptr) {
-    if (!e2e || !E2eSession::encrypted(received.conversation_id)) return received;
+  // before, or is our own). Nothing is written here: the caller keeps `store` in the device's
+  // history and commits the keyring once for a whole batch (flush_acks, open_page).
+  struct OpenResult {
+    std::optional<Message> m;  // nullopt: not decrypted (reported; the Receiver acks it all the same)
+    bool store = false;        // m goes to the device's history
+    bool hidden = false;       // key or history traffic: not a message
+    std::vector<Message> released;  // held group messages whose sender key just arrived (stored too)
+  };
+  OpenResult open(const Message& received) {
+    OpenResult out;
+    if (!e2e || !E2eSession::encrypted(received.conversation_id)) {
+      out.m = received;
+      return out;
+    }
     if (received.sender == opts.credentials.user && received.sender_device == opts.credentials.device &&
         !received.system_json) {
       // Our own send (met in a backfill page): only the store has it.
       auto stored = sqlite->message(received.conversation_id, received.seq);
-      if (stored && *stored) return **stored;
-      return received;
+      out.m = stored && *stored ? **stored : received;
+      return out;
     }
     Message m = received;
     if (m.system_json) {
@@ -254,31 +267,47 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
       if (stored && *stored) {
         m.body = (*stored)->body;
       } else if (m.conversation_id.starts_with("s-") && m.body.empty()) {
-        if (hidden) *hidden = true;  // history for another own device: nothing for this one
-        return std::nullopt;
+        out.hidden = true;  // history for another own device: nothing for this one
+        return out;
       } else if (!m.body.empty()) {
         auto opened = e2e->open_message(m);
         if (!opened) {
           undecryptable(m, opened.error());
-          return std::nullopt;
+          return out;
         }
         for (const auto& [gone, err] : opened->given_up) undecryptable(gone, err);
-        for (const auto& r : opened->released) {  // group messages whose sender key just arrived
-          if (auto saved = sqlite->save_message(r); !saved)
-            spdlog::warn("component=client event=history_save_failed error=\"{}\"", saved.error().message);
-          hand_over(r);
-        }
+        out.released = std::move(opened->released);
         if (opened->control) history->on_control(m, *opened->control);
         if (!opened->text) {  // key or history traffic, or waiting for a sender key: not a message
-          if (hidden) *hidden = true;
-          return std::nullopt;
+          out.hidden = true;
+          return out;
         }
         m.body = std::move(*opened->text);
       }
     }
+    out.m = std::move(m);
+    out.store = true;
+    return out;
+  }
+
+  // A plaintext into the device's history. Received messages are kept (and handed over) at
+  // once; the keyring's changes that decrypted them are saved later, once for everything
+  // before the next ack (flush_acks): a crash before that save leaves them unacked and in
+  // the history, so that the server's replay is answered from the history (the older key
+  // state would also decrypt it again). Saving the keys before the history would open a
+  // window where a crash loses them (the saved state refuses the replay as a duplicate).
+  void keep(const Message& m) {
     if (auto r = sqlite->save_message(m); !r)
       spdlog::warn("component=client event=history_save_failed error=\"{}\"", r.error().message);
-    return m;
+  }
+
+  // The keyring's changes since the last save, saved (nothing when none).
+  Result<void> commit_keys() {
+    if (!e2e || !e2e->keyring().dirty()) return {};
+    auto r = e2e->keyring().commit();
+    if (r) bump([](ClientStats& st) { ++st.keyring_saves; });
+    if (!r) spdlog::warn("component=client event=keyring_save_failed error=\"{}\"", r.error().message);
+    return r;
   }
 
   void undecryptable(const Message& m, const Error& err) {
@@ -414,6 +443,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     if (shut_down) return;
     shut_down = true;
     stopped = true;
+    const bool keys_saved = commit_keys().ok();
     state = ConnectionState::kStopped;
     reconnect_timer.cancel();
     ack_timer.cancel();
@@ -421,7 +451,7 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
     expiry_timer.cancel();
     for (const auto& t : scheduled) t->cancel();
     scheduled.clear();
-    if (receiver)
+    if (receiver && keys_saved)  // (else the server replays them at the next start)
       for (const auto& [conv, seq] : receiver->take_acks()) (void)store->save_cursor(conv, seq);
     if (conn) {
       ++conn_gen;  // its on_close is of no interest any more
@@ -610,6 +640,10 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
         auto f = encrypted_frame(pos);
         if (!f) return;  // fetching (pump runs again), or failed (fail_pending pumped)
         frame = std::move(*f);
+        // The ratchet steps of this frame (all its devices' ciphertexts) are saved before it
+        // leaves: after a crash the same message key must not encrypt another plaintext. One
+        // save per send; nothing when the frame was built (and saved) before.
+        if (!commit_keys()) return pause_sends();
       } else {
         frame = proto::encode_send(e.client_msg_id, e.conversation_id, e.body_b64, e.reply_to, e.ttl_seconds, e.media);
       }
@@ -635,10 +669,10 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
   }
 
   // ---- acks (strand) ----
-  void schedule_ack_flush() {
+  void schedule_ack_flush(int64_t delay_ms = -1) {
     if (ack_scheduled || stopped) return;
     ack_scheduled = true;
-    ack_timer.expires_after(std::chrono::milliseconds(opts.ack_delay_ms));
+    ack_timer.expires_after(std::chrono::milliseconds(delay_ms < 0 ? opts.ack_delay_ms : delay_ms));
     ack_timer.async_wait([w = weak_from_this()](boost::system::error_code ec) {
       auto s = w.lock();
       if (!s || ec || s->stopped) return;
@@ -648,6 +682,10 @@ struct Client::Impl : std::enable_shared_from_this<Impl> {
 
   void flush_acks() {
     ack_scheduled = false;
+    // Nothing is acked (nor its cursor kept) before the keys that decrypted it are saved:
+    // one save for every message received since the last ack. A failed save: tried again
+    // (a second later, not to flood the log), nothing acked meanwhile.
+    if (!commit_keys()) return schedule_ack_flush(1000);
     for (const auto& [conv, seq] : receiver->take_acks()) {
       // The cursor first: a crash after the ack must not make us repeat what the app had.
       if (auto r = store->save_cursor(conv, seq); !r)
@@ -844,17 +882,26 @@ bool Client::encrypts() const { return impl_->e2e != nullptr; }
 
 void Client::open_page(HistoryPage page, Callback<HistoryPage> done) {
   asio::post(impl_->strand, [s = impl_, page = std::move(page), done = std::move(done)]() mutable {
-    std::vector<Message> shown;
+    // Decrypted all, kept in the history, then one keyring save for the page (none when
+    // everything came from the history): the order of `keep`.
+    std::vector<Message> shown, released;
+    std::vector<size_t> to_store;  // indexes into shown
     for (auto& m : page.messages) {
-      bool hidden = false;
-      if (auto opened = s->open(m, &hidden)) {
-        shown.push_back(std::move(*opened));
-      } else if (!hidden) {  // key traffic of a group is left out of the page
+      auto opened = s->open(m);
+      for (auto& r : opened.released) released.push_back(std::move(r));
+      if (opened.m) {
+        if (opened.store) to_store.push_back(shown.size());
+        shown.push_back(std::move(*opened.m));
+      } else if (!opened.hidden) {  // key traffic of a group is left out of the page
         m.body.clear();
         m.undecryptable = true;
         shown.push_back(std::move(m));
       }
     }
+    for (size_t i : to_store) s->keep(shown[i]);
+    for (const auto& r : released) s->keep(r);
+    (void)s->commit_keys();  // a failure is logged; the changes stay for the next save
+    for (const auto& r : released) s->hand_over(r);
     page.messages = std::move(shown);
     done(std::move(page));
   });

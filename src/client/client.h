@@ -12,7 +12,8 @@
 //  - receiving goes through the Receiver (receiver.h): repeats dropped by
 //    (conversation, seq), holes filled by HTTP backfill, messages handed over in seq order
 //    (so a reply after what it replies to), cumulative `ack` after the hand-over,
-//    coalesced per conversation (Options::ack_delay_ms);
+//    coalesced per conversation (Options::ack_delay_ms); with end-to-end encryption the
+//    keyring is saved once before each ack flush, for everything decrypted since (keyring.h);
 //  - receipts, typing and presence arrive as events; presence subscriptions are remembered
 //    and renewed on every connection.
 //
@@ -146,6 +147,9 @@ struct ClientStats {
   uint64_t backfills = 0;
   uint64_t gaps_accepted = 0;
   uint64_t acks_sent = 0;
+  // End-to-end: keyring saves made for received messages and sends: one per send, one per
+  // ack flush and per history page when the keys changed (keyring.h, "Saves are batched").
+  uint64_t keyring_saves = 0;
 };
 
 class Client {

@@ -702,6 +702,15 @@ TEST_F(E2eIntegration, AGroupOfFiveDecryptsEverythingAndARemovedMemberNothingAft
     return std::any_of(inbox[eve].messages.begin(), inbox[eve].messages.end(),
                        [](const Message& m) { return m.system_json.has_value(); });
   })) << "eve sees her removal";
+  // The senders rotate their sender key when THEY see the removal (a send built before that
+  // still uses the old key): they see it before they write.
+  for (size_t d : {size_t{0}, size_t{6}})
+    ASSERT_TRUE(eventually([&] {
+      std::lock_guard l(inbox[d].mu);
+      return std::any_of(inbox[d].messages.begin(), inbox[d].messages.end(), [](const Message& m) {
+        return m.system_json && m.system_json->find("\"remove\"") != std::string::npos;
+      });
+    })) << "device " << d << " sees the removal";
   Seq after_seq = 0;  // ann:1's message after the removal
   for (size_t d : {size_t{0}, size_t{6}}) {
     auto sent = wait_for<SendResult>([&](auto cb) { (void)clients[d]->send(*conv, text(d, "after"), {}, std::move(cb)); });

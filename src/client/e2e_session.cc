@@ -311,6 +311,8 @@ Result<std::optional<std::string>> E2eSession::build_group_send(const OutboxEntr
     o["bodies"] = std::move(bodies);
     o["registration_ids"] = std::move(regs);
     o["keys"] = true;
+    // The ratchet steps of these ciphertexts are saved before they leave (keyring.h).
+    if (auto r = keyring_->commit(); !r) return r.error();
     if (!hooks_.send_keys || !hooks_.send_keys(json::serialize(o))) {
       hooks_.post([ready = std::move(ready)] { ready(network_error("not connected")); });
       return Built();

@@ -515,8 +515,16 @@ Result<void> Keyring::write_state(std::span<const uint8_t> plain, const uint8_t*
   return write_private(dir_ + "/keyring.state", boxed);
 }
 
+Result<void> Keyring::commit() {
+  if (!dirty_) return {};
+  if (auto r = save(); !r) return r;
+  dirty_ = false;
+  return {};
+}
+
 Result<void> Keyring::save() {
   if (!persist_) return {};
+  ++saves_;
   std::vector<uint8_t> plain = serialize_state();
   struct Wipe {
     std::vector<uint8_t>& v;
@@ -564,6 +572,7 @@ Result<void> Keyring::set_passphrase(std::optional<std::string_view> passphrase)
     if (!derived) return derived.error();
     if (auto w = write_private(salt_path, bytes_of(params.serialize())); !w) return w;
     if (auto w = write_state(plain, derived->data()); !w) return w;
+    dirty_ = false;  // the whole state was just written
     pass_key_ = std::make_unique<PassKey>(PassKey{std::move(*derived)});
     std::error_code ec;
     std::filesystem::remove(key_path, ec);
@@ -577,6 +586,7 @@ Result<void> Keyring::set_passphrase(std::optional<std::string_view> passphrase)
   if (w) w = write_state(plain, key.data());
   sodium_memzero(key.data(), key.size());
   if (!w) return w;
+  dirty_ = false;
   pass_key_.reset();
   std::error_code ec;
   std::filesystem::remove(salt_path, ec);
@@ -606,7 +616,9 @@ Result<std::string> Keyring::upload_body(bool full, size_t new_prekeys) {
   }
   s_->next_prekey_id += static_cast<uint32_t>(new_prekeys);
   o["one_time_prekeys"] = std::move(otks);
-  if (auto r = save(); !r) return r.error();
+  // Saved at once: the body goes to the server, which must never hand out a prekey we lost.
+  touch();
+  if (auto r = commit(); !r) return r.error();
   return json::serialize(o);
 }
 
@@ -630,7 +642,7 @@ Result<void> Keyring::start_session(const std::string& device_key, const crypto:
   p.registration_id = bundle.registration_id;
   p.identity = bundle.identity_key;
   if (identity_changed) *identity_changed = changed;
-  return save();
+  return touch();
 }
 
 Result<std::string> Keyring::encrypt(const std::string& device_key, std::string_view plaintext) {
@@ -641,7 +653,7 @@ Result<std::string> Keyring::encrypt(const std::string& device_key, std::string_
   if (!c) return crypto_error(c.error());
   std::string wire(1, static_cast<char>(c->type));
   wire.append(reinterpret_cast<const char*>(c->bytes.data()), c->bytes.size());
-  if (auto r = save(); !r) return r.error();
+  touch();
   return base64_encode(wire);
 }
 
@@ -692,7 +704,7 @@ Result<std::string> Keyring::decrypt(const std::string& device_key, std::string_
     return make_error(ErrorCode::kMalformed, "unknown ciphertext type");
   }
   s_->peers[device_key] = std::move(p);
-  if (auto r = save(); !r) return r.error();
+  touch();
   std::string out(reinterpret_cast<const char*>(plain.data()), plain.size());
   sodium_memzero(plain.data(), plain.size());
   return out;
@@ -724,13 +736,13 @@ Result<std::vector<uint8_t>> Keyring::sender_key_distribution(const std::string&
   }
   auto m = crypto::create_sender_key_distribution(k.record, k.distribution_id);
   if (created) evict_oldest(s_->own_sender_keys, kMaxOwnSenderKeys);
-  if (auto r = save(); !r) return r.error();
+  touch();
   return m.serialized;
 }
 
 Result<void> Keyring::rotate_sender_key(const std::string& conv) {
   if (s_->own_sender_keys.erase(conv) == 0) return {};
-  return save();
+  return touch();
 }
 
 bool Keyring::sender_key_given(const std::string& conv, const std::string& device_key) const {
@@ -748,7 +760,7 @@ Result<void> Keyring::note_sender_key_given(const std::string& conv, const std::
   auto it = s_->own_sender_keys.find(conv);
   if (it == s_->own_sender_keys.end()) return make_error(ErrorCode::kNotFound, "no sender key for " + conv);
   it->second.given.insert(device_keys.begin(), device_keys.end());
-  return save();
+  return touch();
 }
 
 Result<std::string> Keyring::group_encrypt(const std::string& conv, std::string_view plaintext) {
@@ -760,7 +772,7 @@ Result<std::string> Keyring::group_encrypt(const std::string& conv, std::string_
   if (!c) return crypto_error(c.error());
   std::string wire(1, static_cast<char>(kSenderKeyType));
   wire.append(reinterpret_cast<const char*>(c->data()), c->size());
-  if (auto r = save(); !r) return r.error();
+  touch();
   return base64_encode(wire);
 }
 
@@ -776,7 +788,7 @@ Result<void> Keyring::process_sender_key(const std::string& conv, const std::str
     return crypto_error(r.error());
   }
   if (created) evict_oldest(s_->peer_sender_keys, kMaxPeerSenderKeys);
-  return save();
+  return touch();
 }
 
 Result<std::string> Keyring::group_decrypt(const std::string& conv, const std::string& device_key,
@@ -793,7 +805,7 @@ Result<std::string> Keyring::group_decrypt(const std::string& conv, const std::s
     return crypto_error(plain.error());
   }
   it->second.used = ++s_->tick;
-  if (auto r = save(); !r) return r.error();
+  touch();
   std::string out = str_of(*plain);
   crypto::wipe(*plain);
   return out;

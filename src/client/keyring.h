@@ -9,6 +9,15 @@
 // the key file can read the state, as with an ssh key). A state file that fails to
 // authenticate is refused, never silently replaced. Saves are atomic (temp file + rename).
 //
+// Saves are batched: a change (a session set up, an encrypt, a decrypt, a sender key stored)
+// only marks the state changed in memory; commit() writes it, once for any number of changes.
+// The caller commits before anything that depends on a change leaves the process: a
+// ciphertext before it is written to the socket (else after a crash the same message key
+// would encrypt another plaintext), the ack of a decrypted message before it is sent (else
+// the message could never be decrypted again). A change not committed when the process dies
+// is lost, and so is nothing else: the server delivers again what was not acked, and the
+// older state decrypts it again. upload_body() and set_passphrase() save at once.
+//
 // On request (KeyringOptions::passphrase) the state key is instead derived from a passphrase
 // with Argon2id (libsodium crypto_pwhash, INTERACTIVE limits) and a random 16-byte salt kept
 // in `<dir>/keyring.salt` with the limits used; no key file exists in that mode. The mode is
@@ -75,10 +84,17 @@ class Keyring {
   // (kUnauthorized "wrong passphrase" otherwise; nothing is changed).
   static Result<std::unique_ptr<Keyring>> open(const std::string& dir, const KeyringOptions& options);
   // A keyring that is never saved (a fresh identity, lost with the object). For benchmarks
-  // only (tern-bench --encrypt): a save writes and fsyncs the whole state on every message,
-  // and a benchmark of the protocol should not measure the disk. Never for real devices.
+  // only (tern-bench --encrypt without --keyring-disk): a benchmark of the protocol should
+  // not measure the disk. Never for real devices.
   static std::unique_ptr<Keyring> in_memory();
   ~Keyring();
+
+  // Writes the state when it changed since the last save (nothing otherwise). On failure the
+  // state stays marked changed (the next commit tries again).
+  Result<void> commit();
+  bool dirty() const { return dirty_; }
+  // How many times the state file was written since open (a test's and benchmark's counter).
+  uint64_t saves() const { return saves_; }
 
   // Switches the protection of the state, explicitly: a passphrase (a new salt; the key file
   // is deleted), or std::nullopt for key-file mode (a new key file; the salt is deleted). The
@@ -92,21 +108,25 @@ class Keyring {
   std::string identity_public() const;  // 33 bytes: 0x05 ‖ X25519 public key
 
   // The body of PUT /v1/keys: with `full`, the identity key, registration id and a new signed
-  // prekey (a rotation when one existed); plus `new_prekeys` new one-time prekeys. Saves.
+  // prekey (a rotation when one existed); plus `new_prekeys` new one-time prekeys. Saves at
+  // once (with any change not committed yet).
   Result<std::string> upload_body(bool full, size_t new_prekeys);
 
   bool has_session(const std::string& device_key) const;  // "user:device"
   // The registration id of the bundle the device's session was built for (0: none), for the
   // `registration_ids` of a send.
   uint32_t session_registration(const std::string& device_key) const;
-  // Sets up a session with the device from its bundle (X3DH; checks the signature). Saves.
+  // Sets up a session with the device from its bundle (X3DH; checks the signature). Marks
+  // the state changed (commit() saves it; so for every "Changes the state" below).
   // identity_changed → true when the device had a session with another identity key.
   Result<void> start_session(const std::string& device_key, const crypto::PreKeyBundle& bundle,
                              bool* identity_changed = nullptr);
-  // Encrypts for the device's session (kNotFound without one). Saves.
+  // Encrypts for the device's session (kNotFound without one). Changes the state: commit
+  // before the ciphertext leaves.
   Result<std::string> encrypt(const std::string& device_key, std::string_view plaintext);
   // Decrypts a message from the device; a PreKeySignalMessage sets up the session and uses
-  // up our one-time prekey. A failure changes nothing (a replay: kExists). Saves on success.
+  // up our one-time prekey. A failure changes nothing (a replay: kExists). Changes the state
+  // on success: commit before acking the message.
   Result<std::string> decrypt(const std::string& device_key, std::string_view ciphertext_b64,
                               bool* identity_changed = nullptr);
 
@@ -117,7 +137,8 @@ class Keyring {
   static constexpr size_t kMaxPeerSenderKeys = 8192;
   static constexpr uint8_t kSenderKeyType = 7;
   // Our sender key for the conversation (made when missing: a new distribution id, nobody
-  // holds it yet) as a serialized SenderKeyDistributionMessage of its current iteration. Saves.
+  // holds it yet) as a serialized SenderKeyDistributionMessage of its current iteration.
+  // Changes the state.
   Result<std::vector<uint8_t>> sender_key_distribution(const std::string& conv);
   // Rotation: drops our sender key for the conversation; the next distribution makes a new one.
   Result<void> rotate_sender_key(const std::string& conv);
@@ -125,13 +146,14 @@ class Keyring {
   bool sender_key_given(const std::string& conv, const std::string& device_key) const;
   std::vector<std::string> sender_key_holders(const std::string& conv) const;
   Result<void> note_sender_key_given(const std::string& conv, const std::vector<std::string>& device_keys);
-  // One group message under our sender key (kNotFound without one). Saves.
+  // One group message under our sender key (kNotFound without one). Changes the state.
   Result<std::string> group_encrypt(const std::string& conv, std::string_view plaintext);
-  // Stores a sender device's distribution message for the conversation. Saves.
+  // Stores a sender device's distribution message for the conversation. Changes the state.
   Result<void> process_sender_key(const std::string& conv, const std::string& device_key,
                                   std::span<const uint8_t> distribution);
   // Decrypts a group message from the sender device: kNotFound when its key (for this chain)
-  // has not arrived; other errors: refused. A failure changes nothing. Saves on success.
+  // has not arrived; other errors: refused. A failure changes nothing; success changes the
+  // state.
   Result<std::string> group_decrypt(const std::string& conv, const std::string& device_key,
                                     std::string_view ciphertext_b64);
 
@@ -139,7 +161,11 @@ class Keyring {
   struct State;
   struct PassKey;
   explicit Keyring(std::string dir);
-  Result<void> save();
+  Result<void> save();  // writes the state now (commit() when it changed)
+  Result<void> touch() {
+    dirty_ = true;
+    return {};
+  }
   Result<void> load(const KeyringOptions& options);
   Result<void> load_state(std::span<const uint8_t> plain);
   void new_identity();
@@ -149,6 +175,8 @@ class Keyring {
 
   std::string dir_;
   bool persist_ = true;
+  bool dirty_ = false;   // changed since the last save
+  uint64_t saves_ = 0;
   std::unique_ptr<PassKey> pass_key_;  // passphrase mode: the key derived from it
   std::unique_ptr<State> s_;
 };

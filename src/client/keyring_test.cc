@@ -96,7 +96,9 @@ TEST_F(KeyringTest, SessionFromABundleBothWaysAndAcrossRestarts) {
   ASSERT_TRUE(p2) << p2.error().message;
   EXPECT_EQ(*p2, "hi alice");
 
-  // Both restart: the sessions continue from disk.
+  // Both save (a batch's commit) and restart: the sessions continue from disk.
+  ASSERT_TRUE(alice->commit());
+  ASSERT_TRUE(bob->commit());
   alice.reset();
   bob.reset();
   alice = must_open(tmp.sub("alice"));
@@ -114,6 +116,7 @@ TEST_F(KeyringTest, StateIsEncryptedAtRestWithAPrivateKeyFile) {
   const std::string dir = tmp.sub("alice");
   ASSERT_TRUE(alice->start_session("bob:1", bundle_of(*bob, 1)));
   ASSERT_TRUE(alice->encrypt("bob:1", "canary-7f3a"));
+  ASSERT_TRUE(alice->commit());
   for (const char* f : {"/keyring.key", "/keyring.state"}) {
     struct stat st {};
     ASSERT_EQ(::stat((dir + f).c_str(), &st), 0) << f;
@@ -190,6 +193,7 @@ TEST_F(KeyringTest, PassphraseModeWritesNoKeyFileAndReopensWithThePassphrase) {
   ASSERT_TRUE(carol->start_session("bob:1", bundle_of(*bob, 1)));
   auto c = carol->encrypt("bob:1", "canary-pass-91c2");
   ASSERT_TRUE(c) << c.error().message;
+  ASSERT_TRUE(carol->commit());
   EXPECT_FALSE(exists(dir + "/keyring.key")) << "no key file in passphrase mode";
   for (const char* f : {"/keyring.salt", "/keyring.state"}) {
     struct stat st {};
@@ -262,7 +266,8 @@ TEST_F(KeyringTest, SetPassphraseSwitchesModesExplicitlyBothWays) {
   EXPECT_TRUE(alice->passphrase_protected());
   EXPECT_FALSE(exists(dir + "/keyring.key"));
   EXPECT_TRUE(exists(dir + "/keyring.salt"));
-  ASSERT_TRUE(alice->encrypt("bob:1", "saved under the passphrase"));  // a save in the new mode
+  ASSERT_TRUE(alice->encrypt("bob:1", "saved under the passphrase"));
+  ASSERT_TRUE(alice->commit());  // a save in the new mode
   alice.reset();
   EXPECT_FALSE(Keyring::open(dir)) << "no longer opens with the key file";
   alice = must_open_with(dir, "first");
@@ -379,6 +384,8 @@ TEST_F(KeyringTest, SenderKeysPersistAndARotatedKeyIsNotReadableWithTheOldOne) {
     EXPECT_EQ(*p1, "one");
     EXPECT_FALSE((*b)->group_decrypt(conv, "a:1", *c1)) << "a replay is refused";
     EXPECT_FALSE((*b)->process_sender_key(conv, "a:1", std::vector<uint8_t>{1, 2, 3}));
+    ASSERT_TRUE((*a)->commit());
+    ASSERT_TRUE((*b)->commit());
   }
   auto a = Keyring::open(tmp.sub("a"));
   auto b = Keyring::open(tmp.sub("b"));
@@ -400,6 +407,104 @@ TEST_F(KeyringTest, SenderKeysPersistAndARotatedKeyIsNotReadableWithTheOldOne) {
   ASSERT_FALSE(p3);
   EXPECT_EQ(p3.error().code, ErrorCode::kNotFound);
   EXPECT_FALSE((*b)->group_decrypt("g-other", "a:1", *c2)) << "keys are per conversation";
+}
+
+// ---- saves per batch (keyring.h: a change marks the state, commit() writes it) ----
+
+// A batch of 50 decrypts is one save, and a commit without changes writes nothing.
+TEST_F(KeyringTest, ABatchOfDecryptsIsOneSave) {
+  ASSERT_TRUE(alice->start_session("bob:1", bundle_of(*bob, 1)));
+  std::vector<std::string> cs;
+  for (int i = 0; i < 50; ++i) {
+    auto c = alice->encrypt("bob:1", "m" + std::to_string(i));
+    ASSERT_TRUE(c) << c.error().message;
+    cs.push_back(*c);
+  }
+  const uint64_t before = bob->saves();
+  for (int i = 0; i < 50; ++i) {
+    auto p = bob->decrypt("alice:1", cs[i]);
+    ASSERT_TRUE(p) << p.error().message;
+    EXPECT_EQ(*p, "m" + std::to_string(i));
+  }
+  EXPECT_EQ(bob->saves(), before) << "decrypts do not write";
+  EXPECT_TRUE(bob->dirty());
+  ASSERT_TRUE(bob->commit());
+  EXPECT_EQ(bob->saves(), before + 1);
+  EXPECT_FALSE(bob->dirty());
+  ASSERT_TRUE(bob->commit());
+  EXPECT_EQ(bob->saves(), before + 1) << "nothing changed: nothing written";
+  EXPECT_FALSE(bob->decrypt("alice:1", cs[0])) << "a failed decrypt (a replay) changes nothing";
+  EXPECT_FALSE(bob->dirty());
+}
+
+// A crash (the keyring abandoned) between the decrypts and the save: the reopened keyring is
+// the saved one, and decrypts the same messages again (what the server replays, since
+// nothing was acked). After a save, they are replays (kExists): the save must come after the
+// plaintexts are kept and before the ack.
+TEST_F(KeyringTest, ChangesNotCommittedAreLostAndTheReplayDecryptsAgain) {
+  const std::string dir = tmp.sub("bob");
+  ASSERT_TRUE(alice->start_session("bob:1", bundle_of(*bob, 2)));
+  std::vector<std::string> cs;
+  for (int i = 0; i < 5; ++i) cs.push_back(*alice->encrypt("bob:1", "m" + std::to_string(i)));
+  ASSERT_TRUE(alice->commit());
+  for (const auto& c : cs) ASSERT_TRUE(bob->decrypt("alice:1", c));  // the first one sets up the session
+  EXPECT_EQ(bob->one_time_prekeys(), 1u);
+  bob.reset();  // the crash: no commit
+
+  bob = must_open(dir);
+  ASSERT_TRUE(bob);
+  EXPECT_FALSE(bob->has_session("alice:1"));
+  EXPECT_EQ(bob->one_time_prekeys(), 2u) << "the prekey is still there for the replay";
+  for (int i = 0; i < 5; ++i) {
+    auto p = bob->decrypt("alice:1", cs[i]);
+    ASSERT_TRUE(p) << i << ": " << p.error().message;
+    EXPECT_EQ(*p, "m" + std::to_string(i));
+  }
+  ASSERT_TRUE(bob->commit());  // kept and saved: now it may be acked
+  bob.reset();
+
+  bob = must_open(dir);
+  ASSERT_TRUE(bob);
+  for (const auto& c : cs) {
+    auto again = bob->decrypt("alice:1", c);
+    ASSERT_FALSE(again);
+    EXPECT_EQ(again.error().code, ErrorCode::kExists);
+  }
+  auto next = alice->encrypt("bob:1", "after the save");
+  ASSERT_TRUE(next);
+  auto p = bob->decrypt("alice:1", *next);
+  ASSERT_TRUE(p) << p.error().message;
+  EXPECT_EQ(*p, "after the save");
+}
+
+// The send side: a ciphertext whose ratchet step was not saved is never sent (the caller
+// commits first). After a crash without the save the reopened keyring encrypts the next
+// message with the same message key: this is what the commit before the socket prevents.
+TEST_F(KeyringTest, AnEncryptIsDurableOnlyAfterCommit) {
+  const std::string dir = tmp.sub("alice");
+  ASSERT_TRUE(alice->start_session("bob:1", bundle_of(*bob, 1)));
+  ASSERT_TRUE(alice->commit());
+  auto first = alice->encrypt("bob:1", "one");
+  ASSERT_TRUE(first);
+  EXPECT_TRUE(alice->dirty());
+  alice.reset();  // crash before the commit: "one" never left
+  alice = must_open(dir);
+  ASSERT_TRUE(alice);
+  auto again = alice->encrypt("bob:1", "two");
+  ASSERT_TRUE(again);
+  ASSERT_TRUE(alice->commit());
+  auto p = bob->decrypt("alice:1", *again);
+  ASSERT_TRUE(p) << p.error().message;
+  EXPECT_EQ(*p, "two");
+  EXPECT_FALSE(bob->decrypt("alice:1", *first)) << "the unsaved step's key was given to \"two\"";
+  alice.reset();
+  alice = must_open(dir);
+  ASSERT_TRUE(alice);
+  auto third = alice->encrypt("bob:1", "three");
+  ASSERT_TRUE(third);
+  auto p3 = bob->decrypt("alice:1", *third);
+  ASSERT_TRUE(p3) << "committed before it left: the next message follows on";
+  EXPECT_EQ(*p3, "three");
 }
 
 }  // namespace

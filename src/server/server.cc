@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cctype>
 #include <csignal>
 
 #include <spdlog/spdlog.h>
@@ -61,8 +62,14 @@ Result<uint16_t> Server::start() {
     if (!opened) return opened.error();
     store_ = std::move(*opened);
   }
-  // Media blobs stay on this node's disk, also in Redis mode (docs/scaling.md: not shared).
-  auto blobs = store::FsBlobStore::open_at(options_.data_dir + "/media");
+  // Media blobs: <data>/media, or --media-dir, which the nodes on one Redis share (a shared
+  // filesystem; docs/scaling.md). Each node keeps its temporaries apart, named by --node-id.
+  std::string temp_subdir = options_.node_id;
+  for (char& c : temp_subdir)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') c = '_';
+  if (temp_subdir.size() > 64) temp_subdir.resize(64);
+  if (temp_subdir == "." || temp_subdir == "..") temp_subdir = "_";
+  auto blobs = store::FsBlobStore::open_at(options_.media_dir.empty() ? options_.data_dir + "/media" : options_.media_dir, temp_subdir);
   if (!blobs) return blobs.error();
   blobs_ = std::move(*blobs);
   if (options_.store == "redis") {

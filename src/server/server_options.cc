@@ -104,6 +104,7 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   str("store", o.store);
   str("redis", o.redis_url);
   str("node_id", o.node_id);
+  str("media_dir", o.media_dir);
   num("redis_wait_replicas", o.redis_wait_replicas);
   num("redis_timeout_ms", o.redis_timeout_ms);
   o.services.idempotency_ttl_ms = days * 24 * 3600 * 1000;
@@ -247,6 +248,9 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
       ->check(CLI::IsMember({"rocksdb", "redis"}))->capture_default_str();
   app.add_option("--redis", o.redis_url, "with --store redis: redis://HOST:PORT, or a Redis Cluster's seeds, comma-separated");
   app.add_option("--node-id", o.node_id, "this node's name among the nodes sharing one Redis (default: --listen/pid)");
+  app.add_option("--media-dir", o.media_dir,
+                 "directory of media blobs (default: <data>/media); nodes on one Redis share one, e.g. on NFS "
+                 "(give each node its own --node-id)");
   app.add_option("--redis-wait-replicas", o.redis_wait_replicas,
                  "with --store redis: `sent` only after this many replicas acknowledged the write (WAIT)")
       ->check(CLI::Range(0, 16))->capture_default_str();

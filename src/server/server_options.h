@@ -22,6 +22,7 @@ struct ServerOptions {
   // Issue 10: the shared store for several nodes (docs/scaling.md).
   std::string store = "rocksdb";     // rocksdb (embedded, default) | redis
   std::string redis_url;             // --store redis: redis://HOST:PORT
+  std::string media_dir;             // media blobs (default: <data>/media); shared by nodes on one Redis
   std::string node_id;               // this node's name among the nodes on one Redis (default: hostname:port)
   int redis_wait_replicas = 0;       // > 0: WAIT for this many Redis replicas before `sent`
   int64_t redis_timeout_ms = 2000;   // one Redis command; beyond it the call fails with `unavailable`

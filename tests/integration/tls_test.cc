@@ -29,6 +29,7 @@
 #include "client/client.h"
 #include "client/io_thread.h"
 #include "client/server_url.h"
+#include "client/testing/test_pki.h"
 #include "support/test_server.h"
 
 namespace tern {
@@ -47,36 +48,11 @@ bool eventually(Pred pred, std::chrono::milliseconds timeout = 20s) {
   return pred();
 }
 
-bool run(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0; }
-
 void write_file(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::trunc) << text;
 }
 
-// A CA (dir/<name>-ca.pem, -ca.key) and certificates it signs for 127.0.0.1 and localhost.
-class TestPki {
- public:
-  explicit TestPki(std::string dir) : dir_(std::move(dir)) {}
-
-  bool make_ca(const std::string& name) {
-    return run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=" + name +
-               " -keyout " + path(name + "-ca.key") + " -out " + path(name + "-ca.pem"));
-  }
-  // Writes dir/<out>.pem and dir/<out>.key, signed by `ca`, with serial `serial`.
-  bool make_server(const std::string& ca, const std::string& out, int serial,
-                   const std::string& names = "DNS:localhost,IP:127.0.0.1") {
-    write_file(path("ext.cnf"), "subjectAltName=" + names + "\n");
-    return run("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost -keyout " +
-               path(out + ".key") + " -out " + path(out + ".csr")) &&
-           run("openssl x509 -req -days 2 -in " + path(out + ".csr") + " -CA " + path(ca + "-ca.pem") + " -CAkey " +
-               path(ca + "-ca.key") + " -set_serial " + std::to_string(serial) + " -extfile " + path("ext.cnf") +
-               " -out " + path(out + ".pem"));
-  }
-  std::string path(const std::string& file) const { return dir_ + "/" + file; }
-
- private:
-  std::string dir_;
-};
+using client::testing::TestPki;
 
 // A blocking TLS client connection made with OpenSSL directly, to look at the certificate the
 // server presents. Reads and writes time out after 10 s.

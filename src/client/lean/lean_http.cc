@@ -7,16 +7,23 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 
+#include "client/tls.h"
+
 namespace tern::client::lean {
 namespace asio = boost::asio;
 namespace http = boost::beast::http;
 
-Result<ServerAddress> parse_server_url(std::string_view url) {
+Result<ServerAddress> parse_server_url(std::string_view url, const std::string& ca_file) {
+  if (url.starts_with("mqtts://"))
+    return make_error(ErrorCode::kInvalidArgument, "mqtts:// is not supported: tern-bench speaks MQTT over plain TCP only");
+  bool tls = false;
+  for (std::string_view scheme : {"https://", "wss://"})
+    if (url.starts_with(scheme)) {
+      url.remove_prefix(scheme.size());
+      tls = true;
+    }
   for (std::string_view scheme : {"http://", "ws://", "mqtt://", "tcp://"})
-    if (url.substr(0, scheme.size()) == scheme) url.remove_prefix(scheme.size());
-  if (url.substr(0, 8) == "https://" || url.substr(0, 6) == "wss://" ||
-      url.substr(0, 8) == "mqtts://")
-    return make_error(ErrorCode::kInvalidArgument, "TLS is not supported by tern-bench");
+    if (url.starts_with(scheme)) url.remove_prefix(scheme.size());
   while (!url.empty() && url.back() == '/') url.remove_suffix(1);
   ServerAddress a;
   const size_t colon = url.rfind(':');
@@ -38,13 +45,21 @@ Result<ServerAddress> parse_server_url(std::string_view url) {
   auto results = resolver.resolve(asio::ip::tcp::v4(), a.host, std::to_string(a.port), ec);
   if (ec || results.empty()) return make_error(ErrorCode::kInvalidArgument, "cannot resolve " + a.host);
   a.endpoint = results.begin()->endpoint();
+  if (tls) {
+    auto t = make_lean_tls(a.host, ca_file);
+    if (!t) return make_error(t.error().code, "https://" + a.host_header() + ": " + t.error().message);
+    a.tls = std::move(*t);
+  }
   return a;
 }
 
 HttpClient::HttpClient(ServerAddress server, int timeout_ms)
     : server_(std::move(server)), timeout_ms_(timeout_ms), socket_(io_) {}
 
-HttpClient::~HttpClient() {
+HttpClient::~HttpClient() { disconnect(); }
+
+void HttpClient::disconnect() {
+  tls_.reset();
   boost::system::error_code ec;
   socket_.close(ec);
 }
@@ -54,7 +69,7 @@ Result<void> HttpClient::ensure_connected() {
   boost::system::error_code ec;
   socket_.connect(server_.endpoint, ec);
   if (ec) {
-    socket_.close(ec);
+    disconnect();
     return make_error(ErrorCode::kOverloaded, "connect to " + server_.host_header() + ": " + ec.message());
   }
   // Blocking reads and writes with a time bound, so a stuck server cannot hang set-up.
@@ -62,6 +77,20 @@ Result<void> HttpClient::ensure_connected() {
   ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  if (!server_.tls) return {};
+  tls_ = std::make_unique<asio::ssl::stream<asio::ip::tcp::socket&>>(socket_, *server_.tls->context);
+  if (auto p = prepare_tls(tls_->native_handle(), server_.tls->host); !p) {
+    disconnect();
+    return make_error(ErrorCode::kInvalidArgument, server_.url() + ": " + p.error().message);
+  }
+  tls_->handshake(asio::ssl::stream_base::client, ec);
+  if (ec) {
+    disconnect();
+    // A certificate that does not verify stays so: not worth a retry (kInvalidArgument).
+    const Error e = tls_handshake_error(ec);
+    return make_error(is_tls_verify_error(e) ? ErrorCode::kInvalidArgument : ErrorCode::kOverloaded,
+                      server_.url() + ": " + e.message);
+  }
   return {};
 }
 
@@ -80,21 +109,29 @@ Result<HttpResponse> HttpClient::attempt(Method method, std::string_view target,
     req.prepare_payload();
   }
   boost::system::error_code ec;
-  http::write(socket_, req, ec);
+  if (tls_) {
+    http::write(*tls_, req, ec);
+  } else {
+    http::write(socket_, req, ec);
+  }
   if (ec) {
-    socket_.close(ec);
+    disconnect();
     return make_error(ErrorCode::kOverloaded, "http write failed");
   }
   boost::beast::flat_buffer buf;
   http::response_parser<http::string_body> parser;
   parser.body_limit(16 * 1024 * 1024);
-  http::read(socket_, buf, parser, ec);
+  if (tls_) {
+    http::read(*tls_, buf, parser, ec);
+  } else {
+    http::read(socket_, buf, parser, ec);
+  }
   if (ec) {
-    socket_.close(ec);
+    disconnect();
     return make_error(ErrorCode::kOverloaded, "http read failed: " + ec.message());
   }
   auto res = parser.release();
-  if (!res.keep_alive()) socket_.close(ec);
+  if (!res.keep_alive()) disconnect();
   return HttpResponse{static_cast<int>(res.result_int()), std::move(res.body())};
 }
 

@@ -1,6 +1,11 @@
 // LeanStream: the socket plumbing shared by the lean protocol clients (WsConnection,
 // MqttConnection), which differ only in what the bytes mean. It owns
 //   - the TCP socket and its connect (with the optional source address);
+//   - optionally TLS over it (open() with a LeanTls): an asio ssl::stream made for each
+//     connection, its handshake after the connect and before the protocol's opening exchange.
+//     The plain path pays one null-pointer test per read or write call, nothing per byte, and
+//     no TLS memory: the ssl::stream (OpenSSL's SSL object plus Asio's two 17 KiB record
+//     buffers) exists only for TLS connections;
 //   - the write side: bytes queued by the protocol (`out_`) and the bytes of the one write in
 //     flight (`inflight_`); everything queued during one handler run goes out in one write;
 //   - the read side: a bounded readable loop that reads into the thread's ReadScratch and the
@@ -16,13 +21,17 @@
 #pragma once
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/stream.hpp>
 
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <memory>
 #include <vector>
+
+#include "client/lean/lean_tls.h"
 
 namespace tern::client::lean {
 
@@ -63,10 +72,13 @@ class LeanStream {
   LeanStream(const LeanStream&) = delete;
   LeanStream& operator=(const LeanStream&) = delete;
 
-  // Aborts any previous connection, then connects (binding to `source` first when set).
-  // `hello` is the first thing written once the connection is up (the upgrade request or
-  // CONNECT). The outcome: reads start and input reaches the Owner, or on_stream_failed.
-  void open(const asio::ip::tcp::endpoint& server, const std::optional<asio::ip::address>& source, std::string hello);
+  // Aborts any previous connection, then connects (binding to `source` first when set) and,
+  // with `tls`, does the TLS handshake (certificate verified, named `tls->host`; `tls` must
+  // outlive the stream). `hello` is the first thing written once the connection is up (the
+  // upgrade request or CONNECT). The outcome: reads start and input reaches the Owner, or
+  // on_stream_failed ("connect", "tls: certificate did not verify", "tls handshake", ...).
+  void open(const asio::ip::tcp::endpoint& server, const std::optional<asio::ip::address>& source, std::string hello,
+            const LeanTls* tls = nullptr);
   // Closes the socket (with `abort`: SO_LINGER 0, so RST and no TIME_WAIT on our side) and
   // releases the buffers. Bumps the generation; Owner::on_stream_reset, no failure callback.
   void reset(bool abort);
@@ -104,8 +116,14 @@ class LeanStream {
   // after to learn whether the connection it was parsing for still exists.
   uint64_t generation() const { return gen_; }
   size_t queued_bytes() const { return out_.size() + inflight_.size(); }
+  bool tls() const { return tls_ != nullptr; }
 
  private:
+  using TlsSocket = asio::ssl::stream<asio::ip::tcp::socket>;
+  // The TCP socket of the current connection: the ssl::stream's for TLS, else socket_.
+  asio::ip::tcp::socket& tcp() { return tls_ ? tls_->next_layer() : socket_; }
+  void start_tls();
+  void connected();
   void schedule_flush();
   void start_write();
   void start_read();
@@ -116,7 +134,12 @@ class LeanStream {
   asio::io_context& io_;
   ReadScratch& scratch_;
   Owner& owner_;
-  asio::ip::tcp::socket socket_;
+  asio::ip::tcp::socket socket_;  // plain connections
+  // TLS connections: made by open(), dropped by reset(). Shared because a pending Asio SSL
+  // operation refers to the stream until it completes (with operation_aborted after reset):
+  // each handler holds a reference, so reset() never destroys a stream in use.
+  std::shared_ptr<TlsSocket> tls_;
+  const LeanTls* tls_cfg_ = nullptr;
   Phase phase_ = Phase::kClosed;
   // Bumped on every open/reset: completions of an older connection see a different value and
   // do nothing.

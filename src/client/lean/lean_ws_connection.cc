@@ -40,7 +40,8 @@ void WsConnection::on_stream_failed(std::string_view reason) { handler_.on_ws_cl
 
 void WsConnection::open(const WsTarget& target, std::string_view token) {
   key_ = make_handshake_key(next_random(), next_random());
-  stream_.open(target.server, target.source, make_upgrade_request(target.host_header, target.path, key_, token));
+  stream_.open(target.server, target.source, make_upgrade_request(target.host_header, target.path, key_, token),
+               target.tls);
 }
 
 bool WsConnection::send_text(std::string_view text) {

@@ -31,6 +31,8 @@ struct WsTarget {
   std::optional<asio::ip::address> source;
   std::string host_header;  // "127.0.0.1:8080"
   std::string path = "/v1/ws";
+  // wss://: TLS with this process-wide configuration (must outlive the connection); null: plain.
+  const LeanTls* tls = nullptr;
 };
 
 struct WsLimits {

@@ -1,7 +1,7 @@
-// Test support: a GoogleTest fixture with a real ternd child process per test (its data and
-// the clients' files under one temp dir, removed afterwards), an io thread for Api calls,
-// and the calls most tests start with. Header-only (tests link GoogleTest, the SDK does not).
-// Not thread-safe: one test thread drives it.
+// Test support: a GoogleTest fixture with a real ternd (TerndProcess, its data in a fresh
+// temp dir removed afterwards), an io thread for Api calls, register_user() and api_for();
+// and eventually(), which polls a condition until a deadline. Header-only, since it needs
+// GoogleTest (tern_client_testing does not link it). Not part of the SDK; one test thread.
 #pragma once
 #include <chrono>
 #include <filesystem>
@@ -14,11 +14,12 @@
 #include "client/api.h"
 #include "client/blocking.h"
 #include "client/io_thread.h"
+#include "client/server_url.h"
 #include "client/testing/ternd_process.h"
 
 namespace tern::client::testing {
 
-// Polls `pred` every 10 ms until it holds or `timeout` passed; its last answer.
+// Polls `pred` every 10 ms until it holds or `timeout` passed; its last value.
 template <typename Pred>
 bool eventually(Pred pred, std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;

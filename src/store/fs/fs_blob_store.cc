@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 
@@ -129,11 +130,17 @@ class FsReader final : public BlobReader {
 
 }  // namespace
 
-Result<std::unique_ptr<FsBlobStore>> FsBlobStore::open_at(const std::string& root) {
+Result<std::unique_ptr<FsBlobStore>> FsBlobStore::open_at(const std::string& root, const std::string& temp_subdir) {
   if (sodium_init() < 0) return make_error(ErrorCode::kInternal, "blob store: libsodium failed to initialise");
-  for (const std::string& d : {root, root + "/tmp", root + "/blobs"})
+  const bool name_ok = temp_subdir.size() <= 64 && temp_subdir != "." && temp_subdir != ".." &&
+                       std::all_of(temp_subdir.begin(), temp_subdir.end(), [](char c) {
+                         return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+                       });
+  if (!name_ok) return make_error(ErrorCode::kInvalidArgument, "blob store: a node name for temporaries is 1-64 of [A-Za-z0-9._-]");
+  const std::string temp_dir = temp_subdir.empty() ? root + "/tmp" : root + "/tmp/" + temp_subdir;
+  for (const std::string& d : {root, root + "/tmp", temp_dir, root + "/blobs"})
     if (auto r = make_dir(d); !r) return r.error();
-  return std::unique_ptr<FsBlobStore>(new FsBlobStore(root));
+  return std::unique_ptr<FsBlobStore>(new FsBlobStore(root, temp_dir));
 }
 
 std::string FsBlobStore::path_of(const std::string& id) const {
@@ -143,7 +150,7 @@ std::string FsBlobStore::path_of(const std::string& id) const {
 Result<std::unique_ptr<BlobWriter>> FsBlobStore::create() {
   unsigned char rnd[16];
   randombytes_buf(rnd, sizeof rnd);
-  std::string path = root_ + "/tmp/" + hex_encode(rnd, sizeof rnd);
+  std::string path = temp_dir_ + "/" + hex_encode(rnd, sizeof rnd);
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return sys_error("create temporary", errno);
   return std::unique_ptr<BlobWriter>(new FsWriter(*this, std::move(path), fd));
@@ -217,7 +224,7 @@ Result<std::vector<BlobInfo>> FsBlobStore::list(const std::string& after, size_t
 }
 
 Result<size_t> FsBlobStore::remove_stale_temporaries(int64_t older_than_ms) {
-  const std::string dir = root_ + "/tmp";
+  const std::string& dir = temp_dir_;
   DIR* d = ::opendir(dir.c_str());
   if (!d) return sys_error("opendir", errno);
   size_t removed = 0;
@@ -226,7 +233,10 @@ Result<size_t> FsBlobStore::remove_stale_temporaries(int64_t older_than_ms) {
     if (name == "." || name == "..") continue;
     const std::string path = dir + "/" + name;
     struct stat st {};
-    if (::stat(path.c_str(), &st) == 0 && mtime_ms(st) < older_than_ms && ::unlink(path.c_str()) == 0) ++removed;
+    // Regular files only: tmp/ of a shared root also holds the other nodes' directories.
+    if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && mtime_ms(st) < older_than_ms &&
+        ::unlink(path.c_str()) == 0)
+      ++removed;
   }
   ::closedir(d);
   return removed;

@@ -1,8 +1,12 @@
 // FsBlobStore: the blob store contract (store/blob_store.h) on a local filesystem.
 //
-// Layout under `root` (the data directory's media/):
-//   tmp/<random>          a writer's temporary (mode 0600)
-//   blobs/<id[0..2]>/<id> a published blob
+// Layout under `root` (the data directory's media/, or --media-dir):
+//   <temp>/<random>       a writer's temporary (mode 0600); <temp> is tmp/ or, when several
+//                         nodes share the root (ternd --media-dir on a shared filesystem),
+//                         tmp/<node>/, so that a node cleaning up its own temporaries at start
+//                         never removes an upload in progress on another node
+//   blobs/<id[0..2]>/<id> a published blob (content-addressed: two nodes publishing the same
+//                         bytes rename onto the same name, which is harmless)
 // commit(): fsync the temporary, rename it to its content name, fsync the directory — so a
 // blob is either absent or complete, across crashes too. The id is the SHA-256 computed
 // while writing (no second read of the file).
@@ -17,8 +21,9 @@ namespace tern::store {
 
 class FsBlobStore final : public BlobStore {
  public:
-  // Creates root/tmp and root/blobs (mode 0700) if needed.
-  static Result<std::unique_ptr<FsBlobStore>> open_at(const std::string& root);
+  // Creates root/tmp[/temp_subdir] and root/blobs (mode 0700) if needed. temp_subdir: empty
+  // for a root of one node; the node's name (letters, digits, '.', '_', '-') when shared.
+  static Result<std::unique_ptr<FsBlobStore>> open_at(const std::string& root, const std::string& temp_subdir = "");
 
   Result<std::unique_ptr<BlobWriter>> create() override;
   Result<std::unique_ptr<BlobReader>> open(const std::string& id) override;
@@ -30,9 +35,10 @@ class FsBlobStore final : public BlobStore {
   const std::string& root() const { return root_; }
 
  private:
-  explicit FsBlobStore(std::string root) : root_(std::move(root)) {}
+  FsBlobStore(std::string root, std::string temp_dir) : root_(std::move(root)), temp_dir_(std::move(temp_dir)) {}
   std::string path_of(const std::string& id) const;
   std::string root_;
+  std::string temp_dir_;  // root_/tmp or root_/tmp/<node>
 };
 
 }  // namespace tern::store

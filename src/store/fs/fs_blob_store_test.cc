@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -170,6 +171,41 @@ TEST_F(FsBlobStoreTest, StaleTemporariesAreRemoved) {
   ASSERT_TRUE(n.ok());
   EXPECT_EQ(*n, 1u);
   EXPECT_EQ(files_under(root_), 0u);
+}
+
+// Two nodes sharing one root (ternd --media-dir): each removes only its own temporaries, and a
+// blob published through one is read through the other.
+TEST_F(FsBlobStoreTest, NodesSharingARootKeepTheirTemporariesApart) {
+  auto a = FsBlobStore::open_at(root_.string(), "node-a");
+  auto b = FsBlobStore::open_at(root_.string(), "node-b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto wa = (*a)->create();
+  auto wb = (*b)->create();
+  ASSERT_TRUE(wa.ok() && wb.ok());
+  ASSERT_TRUE((*wa)->write("a's upload in progress").ok());
+  ASSERT_TRUE((*wb)->write("b's upload").ok());
+  EXPECT_EQ(files_under(root_ / "tmp" / "node-a"), 1u);
+  EXPECT_EQ(files_under(root_ / "tmp" / "node-b"), 1u);
+  // Node b restarts and clears everything of its own; a's upload is untouched.
+  auto n = (*b)->remove_stale_temporaries(INT64_MAX);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 1u);
+  EXPECT_EQ(files_under(root_ / "tmp" / "node-a"), 1u);
+  auto info = (*wa)->commit();
+  ASSERT_TRUE(info.ok());
+  auto seen = (*b)->stat(info->id);
+  ASSERT_TRUE(seen.ok());
+  ASSERT_TRUE(seen->has_value());
+  EXPECT_EQ((*seen)->size, std::string("a's upload in progress").size());
+}
+
+TEST_F(FsBlobStoreTest, ANodeNameThatIsNotAPlainDirectoryNameIsRefused) {
+  const std::vector<std::string> bad_names{"..", "a/b", std::string(65, 'x'), "tab\t"};
+  for (const std::string& bad : bad_names) {
+    auto s = FsBlobStore::open_at(root_.string(), bad);
+    ASSERT_FALSE(s.ok()) << bad;
+    EXPECT_EQ(s.error().code, ErrorCode::kInvalidArgument);
+  }
 }
 
 TEST_F(FsBlobStoreTest, FilesArePrivate) {
