@@ -83,7 +83,7 @@ struct Options {
   std::optional<std::string> keyring_passphrase;
   // History for a newly linked device (history_transfer.h, docs/crypto.md): what this device
   // sends when another device of the user asks: the last N messages of M conversations.
-  size_t history_messages = 100;     // N
+  size_t history_messages = 100;     // N (0: this device answers no history request)
   size_t history_conversations = 50; // M
 };
 

@@ -205,6 +205,11 @@ Result<size_t> HistoryTransfer::apply(std::string_view payload) {
 }
 
 void HistoryTransfer::answer(const Message& request) {
+  // N or M of 0: this device does not share its history (Options::history_messages).
+  if (options_.per_conversation == 0 || options_.conversations == 0) {
+    spdlog::info("component=client event=history_not_shared to={}:{}", self_.user, request.sender_device);
+    return;
+  }
   auto convs = store_.recent_conversations(options_.conversations);
   if (!convs) return spdlog::warn("component=client event=history_failed error=\"{}\"", convs.error().message);
   std::vector<Message> all;
