@@ -20,6 +20,7 @@ Result<ConvState*> SequencerCore::state(Shard& shard, const std::string& convers
   if (cached && !(cached->stale && cached->in_flight == 0)) return cached;
   auto head = store.head(conversation_id);
   if (!head) return head.error();
+  committer.reloaded(conversation_id);
   if (cached) {
     // After a failed commit the store decides: the head is what it has (the failed batch
     // applied or not); what the loop remembered about later seqs is dropped.
@@ -59,6 +60,12 @@ bool SequencerCore::submit(ConvState& state, store::Batch batch, GroupCommitter:
       directory.forget_conversation(s->id);
     }
     done(r);
+    if (s->in_flight == 0 && !s->parked.empty()) {
+      // The head reloads on the first of these (ConvState::stale); they run in arrival order.
+      std::vector<std::function<void()>> parked = std::move(s->parked);
+      s->parked.clear();
+      for (auto& f : parked) f();
+    }
   });
 }
 

@@ -151,6 +151,46 @@ TEST(RedisStoreCluster, AReplacedTokenIsDeletedOnItsOwnSlot) {
   EXPECT_EQ((*(*s)->devices("tok-user")), std::vector<uint32_t>{1});
 }
 
+// Two nodes append to one conversation on a cluster: the commit whose append is behind fails
+// that conversation's slot script only; the slot runs again without it, so the batch's other
+// conversations commit (rest_applied) and the one behind keeps the other node's message.
+TEST(RedisStoreCluster, ADenseAppendBehindFailsOnlyItsConversation) {
+  flush_masters(*g_cluster);
+  RedisStoreOptions o = options_for(*g_cluster);
+  o.dense_appends = true;
+  auto a = RedisStore::open(o);
+  auto b = RedisStore::open(o);
+  ASSERT_TRUE(a.ok() && b.ok());
+  Batch first;
+  first.add(AppendMessage{"c1", 1, "a1"});
+  first.add(AppendMessage{"c2", 1, "a2"});
+  ASSERT_TRUE((*a)->commit(first, true).ok());
+  const DeviceRef bob{"bob", 1};
+  Batch late;
+  late.add(AppendMessage{"c1", 1, "b1"});
+  late.add(PutIdempotency{bob, "m1", IdempotencyRecord{"c1", 1, 7, 1'000'000'000}});
+  late.add(AppendMessage{"c2", 2, "b2"});
+  late.add(PutIdempotency{bob, "m2", IdempotencyRecord{"c2", 2, 7, 1'000'000'000}});
+  late.add(InboxMark{DeviceRef{"carol", 1}, "c2", 2});
+  auto r = (*b)->commit(late, true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kUnavailable);
+  const Store::Behind behind = (*b)->behind();
+  EXPECT_EQ(behind.conversations, (std::vector<std::string>{"c1"}));
+  EXPECT_TRUE(behind.rest_applied);
+  EXPECT_EQ(*(*b)->head("c1"), 1u);
+  EXPECT_EQ((*(*b)->read_messages("c1", 0, 10))[0].frame, "a1");
+  EXPECT_FALSE((*(*b)->idempotency(bob, "m1", 0)).has_value());
+  EXPECT_EQ(*(*b)->head("c2"), 2u);
+  auto rec = (*b)->idempotency(bob, "m2", 0);
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ((*rec)->seq, 2u);
+  auto inbox = (*b)->inbox(DeviceRef{"carol", 1});
+  ASSERT_TRUE(inbox.ok());
+  ASSERT_EQ(inbox->size(), 1u);
+  EXPECT_EQ((*inbox)[0].second, 2u);
+}
+
 // A master dies during a commit. Whatever part landed, nothing is acknowledged, the log
 // never holds a message whose inbox marks are missing (marks go first), no idempotency
 // lookup answers for a message that is not in the log, and after the failover the resend
