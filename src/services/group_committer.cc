@@ -70,16 +70,20 @@ bool GroupCommitter::submit(store::Batch batch, Completion done) {
 
 bool GroupCommitter::is_behind(const Error& e) { return e.code == ErrorCode::kUnavailable && e.message == kBehind; }
 
-void GroupCommitter::reloaded(const std::string& conversation_id) {
-  if (behind_count_.load(std::memory_order_relaxed) == 0) return;
+std::optional<Seq> GroupCommitter::reloaded(const std::string& conversation_id) {
+  if (behind_count_.load(std::memory_order_relaxed) == 0) return std::nullopt;
   std::lock_guard lock(mu_);
-  behind_.erase(conversation_id);
+  auto it = behind_.find(conversation_id);
+  if (it == behind_.end()) return std::nullopt;
+  const Seq head = it->second;
+  behind_.erase(it);
   behind_count_.store(behind_.size(), std::memory_order_relaxed);
+  return head;
 }
 
 namespace {
 // Whether the batch appends to one of `convs`.
-bool appends_to(const store::Batch& b, const std::unordered_set<std::string>& convs) {
+bool appends_to(const store::Batch& b, const std::unordered_map<std::string, Seq>& convs) {
   for (const auto& op : b.ops)
     if (const auto* a = std::get_if<store::AppendMessage>(&op); a && convs.count(a->conversation_id)) return true;
   return false;
@@ -128,7 +132,8 @@ Result<void> GroupCommitter::commit_entries(std::vector<Entry>& work, std::vecto
     }
     {
       std::lock_guard lock(mu_);
-      behind_.insert(late.begin(), late.end());
+      for (size_t k = 0; k < b.conversations.size(); ++k)
+        behind_[b.conversations[k]] = k < b.heads.size() ? b.heads[k] : 0;
       behind_count_.store(behind_.size(), std::memory_order_relaxed);
     }
     behind_commits().inc();

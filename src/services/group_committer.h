@@ -29,6 +29,7 @@
 #include <condition_variable>
 #include <optional>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <deque>
 #include <functional>
@@ -58,8 +59,10 @@ class GroupCommitter {
   // them could put a later send of a device before an earlier one.
   static constexpr std::string_view kBehind = "another node appended to this conversation first; retry";
   static bool is_behind(const Error& e);
-  // The conversation's owning loop read its head from the store: its entries commit again.
-  void reloaded(const std::string& conversation_id);
+  // The conversation's owning loop reloads its head: its entries commit again. Returns the
+  // head the store reported when the conversation was found behind, if it was (the loop
+  // need not read it again; if it moved on since, the next commit finds it behind again).
+  std::optional<Seq> reloaded(const std::string& conversation_id);
 
   void start();
   // Drains every pending entry, then stops the writer thread.
@@ -93,7 +96,7 @@ class GroupCommitter {
   std::deque<Entry> pending_;
   bool stopping_ = false;
   bool failed_ = false;
-  std::unordered_set<std::string> behind_;  // conversations found behind, until reloaded()
+  std::unordered_map<std::string, Seq> behind_;  // conversations found behind → their head, until reloaded()
   std::atomic<size_t> behind_count_{0};
   std::thread thread_;
 };

@@ -22,7 +22,7 @@ class Sender {
 
   // How often one send is sequenced at most when other nodes appended to its conversation
   // first (GroupCommitter::kBehind); after that it answers `unavailable`.
-  static constexpr int kMaxAttempts = 5;
+  static constexpr int kMaxAttempts = 10;
 
   // `attempt`: how often this send was sequenced before (0 for a new one).
   void send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done,

@@ -18,9 +18,10 @@ size_t SequencerCore::owner(const std::string& conversation_id) const {
 Result<ConvState*> SequencerCore::state(Shard& shard, const std::string& conversation_id) {
   ConvState* cached = shard.conversations.find(conversation_id);
   if (cached && !(cached->stale && cached->in_flight == 0)) return cached;
-  auto head = store.head(conversation_id);
+  // Found behind by a commit: the store told the head then (saves a read on the retry path).
+  const std::optional<Seq> known = committer.reloaded(conversation_id);
+  Result<Seq> head = known && *known > 0 ? Result<Seq>(*known) : store.head(conversation_id);
   if (!head) return head.error();
-  committer.reloaded(conversation_id);
   if (cached) {
     // After a failed commit the store decides: the head is what it has (the failed batch
     // applied or not); what the loop remembered about later seqs is dropped.

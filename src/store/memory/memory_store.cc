@@ -83,7 +83,11 @@ Result<void> MemoryStore::commit(const Batch& batch, bool /*sync*/) {
       }
       const bool late = std::find(behind_.conversations.begin(), behind_.conversations.end(), a->conversation_id) !=
                         behind_.conversations.end();
-      if (!late && a->seq != it->second) behind_.conversations.push_back(a->conversation_id);
+      if (!late && a->seq != it->second) {
+        behind_.conversations.push_back(a->conversation_id);
+        auto m = s.messages.find(a->conversation_id);
+        behind_.heads.push_back(m == s.messages.end() || m->second.empty() ? 0 : m->second.rbegin()->first);
+      }
       ++it->second;
     }
     if (!behind_.conversations.empty()) return make_error(ErrorCode::kUnavailable, "appended seq is not the next one");

@@ -72,7 +72,7 @@ using Phase = std::map<uint16_t, Group>;
 // ids of those conversations; the other slots' scripts applied (each is atomic on its own).
 Result<std::vector<Reply>> run_phase(RedisCluster& cluster, const ClusterScript& script, Phase& phase,
                                      std::string_view dense, int wait_replicas, std::chrono::milliseconds timeout,
-                                     std::map<uint16_t, std::vector<std::string>>& behind) {
+                                     std::map<uint16_t, Store::Behind>& behind) {
   const std::string n = std::to_string(wait_replicas), ms = std::to_string(timeout.count() / 2);
   auto command = [&](std::string_view verb, std::string_view body, Group& g) {
     std::vector<std::string_view> argv = {verb, body, "1", g.routing_key, dense};
@@ -96,7 +96,7 @@ Result<std::vector<Reply>> run_phase(RedisCluster& cluster, const ClusterScript&
       r = std::move(*again);
     }
     if (r[0]->type == REDIS_REPLY_ERROR) return redis_reply_error(str(r[0].get()));
-    if (std::vector<std::string> late; behind_reply(r[0].get(), late)) {
+    if (Store::Behind late; behind_reply(r[0].get(), late)) {
       behind[slot] = std::move(late);
       continue;
     }
@@ -118,11 +118,15 @@ Error redis_reply_error(std::string_view message) {
   return make_error(transient ? ErrorCode::kUnavailable : ErrorCode::kInternal, "redis: " + msg);
 }
 
-bool behind_reply(const redisReply* r, std::vector<std::string>& out) {
+bool behind_reply(const redisReply* r, Store::Behind& out) {
   if (r->type != REDIS_REPLY_ARRAY || r->elements == 0 || r->element[0]->type != REDIS_REPLY_STRING ||
       str(r->element[0]) != "TERNSEQ")
     return false;
-  for (size_t i = 1; i < r->elements; ++i) out.emplace_back(str(r->element[i]));
+  for (size_t i = 1; i + 1 < r->elements; i += 2) {
+    out.conversations.emplace_back(str(r->element[i]));
+    const redisReply* h = r->element[i + 1];
+    out.heads.push_back(h->type == REDIS_REPLY_INTEGER && h->integer > 0 ? static_cast<Seq>(h->integer) : 0);
+  }
   return true;
 }
 
@@ -270,7 +274,7 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
     }
     i += w;
   }
-  std::map<uint16_t, std::vector<std::string>> late_by_slot;
+  std::map<uint16_t, Store::Behind> late_by_slot;
   if (!phases[0].empty()) {
     auto r = run_phase(cluster, script, phases[0], a[0], wait_replicas, timeout, late_by_slot);
     if (!r) return r.error();
@@ -280,7 +284,7 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
   // caller then fails only the sends of those conversations). Bounded: if another node keeps
   // winning, the rest is `unavailable` as a whole (and the resends are answered from the
   // idempotency records of whatever did apply).
-  std::vector<std::string> late;
+  Store::Behind late;
   Phase& run = phases[1];
   for (int round = 0; !run.empty(); ++round) {
     if (round == 4) return make_error(ErrorCode::kUnavailable, "redis: dense appends kept failing");
@@ -288,10 +292,11 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
     auto r = run_phase(cluster, script, run, a[0], wait_replicas, timeout, late_by_slot);
     if (!r) return r.error();
     Phase again;
-    for (auto& [slot, convs] : late_by_slot) {
-      late.insert(late.end(), convs.begin(), convs.end());
+    for (auto& [slot, b] : late_by_slot) {
+      late.conversations.insert(late.conversations.end(), b.conversations.begin(), b.conversations.end());
+      late.heads.insert(late.heads.end(), b.heads.begin(), b.heads.end());
       std::set<std::string_view> skip;
-      for (const std::string& c : convs) skip.insert(own(c)), skip.insert(own(conv_key(c) + ":idem"));
+      for (const std::string& c : b.conversations) skip.insert(own(c)), skip.insert(own(conv_key(c) + ":idem"));
       Group g;
       g.routing_key = run[slot].routing_key;
       const std::vector<std::string_view>& in = run[slot].args;
@@ -308,10 +313,10 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
     }
     run = std::move(again);
   }
-  if (late.empty()) return {};
+  if (late.conversations.empty()) return {};
   // Phase 0 of those conversations' sends applied: blind, idempotent puts (an inbox mark that
   // only moves forward, an idempotency pointer without a record) that the resend repeats.
-  behind.conversations = std::move(late);
+  behind = std::move(late);
   behind.rest_applied = true;
   return behind_error();
 }

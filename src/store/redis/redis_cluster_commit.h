@@ -50,9 +50,9 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
                                const std::vector<std::string_view>& args, int wait_replicas,
                                std::chrono::milliseconds timeout, Store::Behind& behind);
 
-// The commit script's answer when dense appends were behind: {'TERNSEQ', conversation ids...}.
-// True (and the ids appended to `out`) for such a reply.
-bool behind_reply(const redisReply* r, std::vector<std::string>& out);
+// The commit script's answer when dense appends were behind: {'TERNSEQ', (conversation id,
+// head)...}. True (and those appended to `out`) for such a reply.
+bool behind_reply(const redisReply* r, Store::Behind& out);
 Error behind_error();
 
 Result<std::optional<IdempotencyRecord>> idempotency_on_cluster(RedisCluster& cluster, const DeviceRef& device,

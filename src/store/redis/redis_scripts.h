@@ -10,7 +10,7 @@ namespace tern::store::redis::scripts {
 //  - Dense appends (ternd, where several nodes may append to one conversation): every append
 //    must be the next seq of its conversation (its head + 1, or the previous append's + 1 in
 //    this batch); else the script writes nothing and returns the array {'TERNSEQ', <id of
-//    each conversation whose appends were not next>...}: the node's idea of those heads was
+//    each conversation whose appends were not next, its head>...}: the node's idea of those heads was
 //    behind (another node appended first); it reloads them and sequences those sends again
 //    (services/group_committer.h).
 //  - A one-time prekey take (T) must find its key present (and not taken earlier in this
@@ -60,6 +60,7 @@ while i <= n do
       if tonumber(a[i+2], 16) ~= w then
         behind[c] = true
         late[#late + 1] = c
+        late[#late + 1] = w - 1
       end
       want[c] = w + 1
     end

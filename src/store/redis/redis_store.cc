@@ -278,7 +278,7 @@ Result<void> RedisStore::commit(const Batch& batch, bool /*sync*/) {
   auto r = eval(scripts::kCommit, commit_sha_, {}, args);
   if (!r) return r.error();
   if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
-  if (behind_reply(r->get(), behind_.conversations)) return behind_error();
+  if (behind_reply(r->get(), behind_)) return behind_error();
   if (options_.wait_replicas > 0) {
     const std::string n = std::to_string(options_.wait_replicas);
     const std::string ms = std::to_string(options_.command_timeout.count() / 2);
