@@ -18,9 +18,10 @@ size_t SequencerCore::owner(const std::string& conversation_id) const {
 Result<ConvState*> SequencerCore::state(Shard& shard, const std::string& conversation_id) {
   ConvState* cached = shard.conversations.find(conversation_id);
   if (cached && !(cached->stale && cached->in_flight == 0)) return cached;
-  // Found behind by a commit: the store told the head then (saves a read on the retry path).
-  const std::optional<Seq> known = committer.reloaded(conversation_id);
-  Result<Seq> head = known && *known > 0 ? Result<Seq>(*known) : store.head(conversation_id);
+  // Read now rather than taking the head a commit found behind (GroupCommitter::reloaded):
+  // while this loop got round to it, the other node has usually appended again.
+  committer.reloaded(conversation_id);
+  auto head = store.head(conversation_id);
   if (!head) return head.error();
   if (cached) {
     // After a failed commit the store decides: the head is what it has (the failed batch

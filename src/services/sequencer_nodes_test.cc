@@ -133,7 +133,7 @@ TEST_F(SequencerNodesTest, ThreeNodesWritingTwoConversationsAtOnceNeedNoResend) 
   for (int i = 0; i < kPerSender; ++i) {
     for (int n = 0; n < 3; ++n) {
       for (const std::string& g : {g1, g2}) {
-        const std::string cmid = std::string(users[n]) + "-" + std::to_string(i);
+        const std::string cmid = std::string(users[n]) + g + "-" + std::to_string(i);  // ids are per device
         proto::SendFrame frame{cmid, g, std::string("aGk="), {}, {}, {}, false, {}};
         nodes_[n]->sequencer.send(DeviceRef{users[n], 1}, frame, 0, [&, g, cmid](Result<SentInfo> r) {
           {
@@ -162,7 +162,7 @@ TEST_F(SequencerNodesTest, ThreeNodesWritingTwoConversationsAtOnceNeedNoResend) 
     for (int n = 0; n < 3; ++n) {
       Seq last = 0;
       for (int i = 0; i < kPerSender; ++i) {
-        const Seq seq = acked.at({g, std::string(users[n]) + "-" + std::to_string(i)});
+        const Seq seq = acked.at({g, std::string(users[n]) + g + "-" + std::to_string(i)});
         EXPECT_GT(seq, last) << users[n] << "'s message " << i << " came before an earlier one";
         last = seq;
         const std::string& frame = (*log)[seq - 1].frame;

@@ -47,6 +47,7 @@ Seq send_retrying(Device& d, const std::string& conv, const std::string& id, int
     if (!a) return 0;
     if (type_of(*a) == "sent") return seq_of(*a);
     ++g_resends;
+    std::cerr << "[redis] resend after: " << dump(*a) << "\n";
     if (jstr(*a, "code") != "unavailable") {
       ADD_FAILURE() << "unexpected answer " << dump(*a);
       return 0;

@@ -3,7 +3,7 @@
 
 namespace tern::store::redis::scripts {
 
-// ARGV[1]: '1' for dense appends, else '0'. Then the batch's ops, flattened; each op is a
+// ARGV[1]: for dense appends the committing node's token (never '0'), else '0'. Then the batch's ops, flattened; each op is a
 // one-letter code and a number of fields fixed by the code (and, for A, C and E, a count
 // field); RedisStore::commit builds them.
 // The checks run first, before anything is written:
@@ -12,7 +12,10 @@ namespace tern::store::redis::scripts {
 //    this batch); else the script writes nothing and returns the array {'TERNSEQ', <id of
 //    each conversation whose appends were not next, its head>...}: the node's idea of those heads was
 //    behind (another node appended first); it reloads them and sequences those sends again
-//    (services/group_committer.h).
+//    (services/group_committer.h). The script then reserves the next seq of each of them
+//    for this node ({c:<id>}:rv, 250 ms, set if free): until that node's append lands (which
+//    deletes it) or it expires, other nodes' appends to the conversation are behind too —
+//    without it a node that re-sequences could lose to a faster sender every time.
 //  - A one-time prekey take (T) must find its key present (and not taken earlier in this
 //    batch); else TERNTAKE: another node handed the key out first.
 // Either failure writes nothing. Seqs above 2^53 would lose precision in Lua numbers; no real
@@ -41,7 +44,9 @@ local function width(i)
   if op == 'E' then return 4 + tonumber(a[i+3]) end
   return nil
 end
-local dense = a[1] == '1'
+local me = a[1]
+local dense = me ~= '0'
+local held = {}
 local want = {}
 local behind = {}
 local late = {'TERNSEQ'}
@@ -53,11 +58,15 @@ while i <= n do
     local c = a[i+1]
     if not behind[c] then
       local w = want[c]
+      local taken = false
       if w == nil then
-        local last = redis.call('ZRANGE', '{c:' .. c .. '}:log', -1, -1)[1]
+        local base = '{c:' .. c .. '}'
+        local last = redis.call('ZRANGE', base .. ':log', -1, -1)[1]
         if last then w = tonumber(last, 16) + 1 else w = 1 end
+        local rv = redis.call('GET', base .. ':rv')
+        if rv == me then held[#held + 1] = base .. ':rv' elseif rv then taken = true end
       end
-      if tonumber(a[i+2], 16) ~= w then
+      if taken or tonumber(a[i+2], 16) ~= w then
         behind[c] = true
         late[#late + 1] = c
         late[#late + 1] = w - 1
@@ -76,7 +85,13 @@ while i <= n do
   if wd == nil then return redis.error_reply('tern: unknown op ' .. tostring(op)) end
   i = i + wd
 end
-if #late > 1 then return late end
+if #late > 1 then
+  -- The next seq of each conversation behind is reserved for this node for a moment, so that
+  -- its resend is not beaten again and again by a node that sends faster than it can retry.
+  for j = 2, #late, 2 do redis.call('SET', '{c:' .. late[j] .. '}:rv', me, 'NX', 'PX', 250) end
+  return late
+end
+for _, k in ipairs(held) do redis.call('DEL', k) end
 i = 2
 while i <= n do
   local op = a[i]

@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cstdio>
 #include <deque>
+#include <random>
 
 #include <hiredis/hiredis.h>
 
@@ -175,13 +176,20 @@ Result<Reply> RedisStore::eval(std::string_view script, const std::string& sha,
   return r;
 }
 
+std::string RedisStore::random_token() {
+  std::random_device rd;
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "n%08x%08x", rd(), rd());
+  return buf;
+}
+
 Result<void> RedisStore::commit(const Batch& batch, bool /*sync*/) {
   behind_ = {};
   if (batch.empty()) return {};
   // Everything the ops reference must outlive the argv views: strings built here live in
   // `owned` (a deque keeps addresses stable).
   std::deque<std::string> owned;
-  std::vector<std::string_view> args = {options_.dense_appends ? "1" : "0"};
+  std::vector<std::string_view> args = {options_.dense_appends ? std::string_view(node_token_) : "0"};
   auto own = [&](std::string s) -> std::string_view { return owned.emplace_back(std::move(s)); };
   bool nul = false;
   auto id = [&](const std::string& s) -> std::string_view {
