@@ -82,7 +82,7 @@ class SequencerNodesTest : public ::testing::Test {
   Result<SentInfo> send(Node& n, const std::string& user, const std::string& conv, const std::string& cmid) {
     std::promise<Result<SentInfo>> p;
     auto f = p.get_future();
-    proto::SendFrame frame{cmid, conv, std::string("aGk="), {}, std::nullopt, std::nullopt, false, {}};
+    proto::SendFrame frame{cmid, conv, std::string("aGk="), {}, std::nullopt, std::nullopt, false, {}, {}};
     n.sequencer.send(DeviceRef{user, 1}, frame, 0, [&p](Result<SentInfo> r) { p.set_value(std::move(r)); });
     EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
     return f.get();
@@ -134,7 +134,7 @@ TEST_F(SequencerNodesTest, ThreeNodesWritingTwoConversationsAtOnceNeedNoResend) 
     for (int n = 0; n < 3; ++n) {
       for (const std::string& g : {g1, g2}) {
         const std::string cmid = std::string(users[n]) + g + "-" + std::to_string(i);  // ids are per device
-        proto::SendFrame frame{cmid, g, std::string("aGk="), {}, {}, {}, false, {}};
+        proto::SendFrame frame{cmid, g, std::string("aGk="), {}, {}, {}, false, {}, {}};
         nodes_[n]->sequencer.send(DeviceRef{users[n], 1}, frame, 0, [&, g, cmid](Result<SentInfo> r) {
           {
             std::lock_guard lock(mu);
