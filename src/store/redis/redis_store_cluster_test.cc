@@ -11,6 +11,7 @@
 #include "store/redis/redis_cluster.h"
 #include "store/redis/redis_store.h"
 #include "store/redis/testing/redis_cluster_server.h"
+#include "store/redis/testing/two_nodes.h"
 #include "store/store_contract_test.h"
 
 namespace tern::store::redis {
@@ -156,15 +157,9 @@ TEST(RedisStoreCluster, AReplacedTokenIsDeletedOnItsOwnSlot) {
 // conversations commit (rest_applied) and the one behind keeps the other node's message.
 TEST(RedisStoreCluster, ADenseAppendBehindFailsOnlyItsConversation) {
   flush_masters(*g_cluster);
-  RedisStoreOptions o = options_for(*g_cluster);
-  o.dense_appends = true;
-  auto a = RedisStore::open(o);
-  auto b = RedisStore::open(o);
-  ASSERT_TRUE(a.ok() && b.ok());
-  Batch first;
-  first.add(AppendMessage{"c1", 1, "a1"});
-  first.add(AppendMessage{"c2", 1, "a2"});
-  ASSERT_TRUE((*a)->commit(first, true).ok());
+  auto nodes = testing::two_nodes_after_first_appends(options_for(*g_cluster));
+  ASSERT_TRUE(nodes.ok()) << nodes.error().message;
+  std::unique_ptr<RedisStore>* b = &nodes->b;
   const DeviceRef bob{"bob", 1};
   Batch late;
   late.add(AppendMessage{"c1", 1, "b1"});

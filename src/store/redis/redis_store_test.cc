@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "store/redis/testing/redis_server.h"
+#include "store/redis/testing/two_nodes.h"
 #include "store/store_contract_test.h"
 
 namespace tern::store::redis {
@@ -233,16 +234,10 @@ TEST(RedisStore, DenseAppendsRefuseAGapOrARewriteAndWriteNothing) {
 // commits the rest again), and the head is the other node's.
 TEST(RedisStore, ADenseAppendBehindNamesItsConversationAndWritesNothing) {
   ASSERT_TRUE(flush_shared_server());
-  auto o = options_for(shared_server());
-  o.dense_appends = true;
-  auto a = RedisStore::open(o);
-  auto b = RedisStore::open(o);
-  ASSERT_TRUE(a.ok() && b.ok());
-  Batch first;
-  first.add(AppendMessage{"c1", 1, "a1"});
-  first.add(AppendMessage{"c2", 1, "a2"});
-  ASSERT_TRUE((*a)->commit(first, true).ok());
-  EXPECT_TRUE((*a)->behind().conversations.empty());
+  auto nodes = testing::two_nodes_after_first_appends(options_for(shared_server()));
+  ASSERT_TRUE(nodes.ok()) << nodes.error().message;
+  EXPECT_TRUE(nodes->a->behind().conversations.empty());
+  std::unique_ptr<RedisStore>* b = &nodes->b;
   Batch late;  // node b still thinks c1 and c3 are empty; c2 it knows
   late.add(AppendMessage{"c1", 1, "b1"});
   late.add(AppendMessage{"c1", 2, "b1'"});
