@@ -60,8 +60,9 @@ class GroupCommitter {
   static constexpr std::string_view kBehind = "another node appended to this conversation first; retry";
   static bool is_behind(const Error& e);
   // The conversation's owning loop reloads its head: its entries commit again. Returns the
-  // head the store reported when the conversation was found behind, if it was (the loop
-  // need not read it again; if it moved on since, the next commit finds it behind again).
+  // head the store reported when the conversation was found behind, if it was. (The
+  // sequencer reads the head again instead: by the time its loop gets round to the reload,
+  // the other node has usually appended more, and an old head only loses once more.)
   std::optional<Seq> reloaded(const std::string& conversation_id);
 
   void start();
