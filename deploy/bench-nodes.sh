@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# tern-bench pairs on three set-ups, on this machine (docs/benchmarks.md, "Several nodes"):
+# A tern-bench workload on three set-ups, on this machine (docs/benchmarks.md, "Several nodes"):
 #   rocksdb  one ternd, embedded RocksDB (the default)
 #   redis1   one ternd --store redis on one redis-server
 #   redis3   three ternd --store redis on the same redis-server, HAProxy (leastconn) in front
 # Server CPU is read from /proc/<pid>/stat (utime + stime) before and after each run, for every
-# ternd, for redis-server and for HAProxy, and divided by the messages delivered.
-#   deploy/bench-nodes.sh [clients] [rate] [duration]
+# ternd, for redis-server and for HAProxy, and divided by the messages sent (`per sent`) and by
+# the messages delivered. For the Redis set-ups, `INFO commandstats` after the run (reset before
+# it) gives Redis's calls and CPU per command, per message sent.
+#   deploy/bench-nodes.sh [clients] [rate] [duration] [workload] [tern-bench options...]
+# workload: pairs (default) or group (e.g. `group --group-size 20 --senders 2`: --rate is the
+# total posts per second; each post reaches group-size - 1 devices).
 # Needs build/bin/{ternd,tern-bench}, redis-server and haproxy. Ports 18080-18083 and 16390
 # must be free. Redis runs as in production: AOF, appendfsync always, no RDB.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bin="$here/../build/bin"
-clients="${1:-100}"; rate="${2:-1000}"; duration="${3:-10}"
+clients="${1:-100}"; rate="${2:-1000}"; duration="${3:-10}"; workload="${4:-pairs}"
+extra=("${@:5}")
 work="$(mktemp -d /tmp/tern-bench-nodes-XXXXXX)"
 trap 'kill $(jobs -p) 2>/dev/null || true; sleep 1; rm -rf "$work"' EXIT
 hz=$(getconf CLK_TCK)
@@ -21,21 +26,32 @@ up() { for i in $(seq 1 100); do curl -fs "http://127.0.0.1:$1/healthz" >/dev/nu
 # $1 label, $2 url, $3 ternd pids ("a b c"), $4 redis pid or "", $5 haproxy pid or ""
 run() {
   local t0 r0=0 h0=0 t1 r1=0 h1=0
+  : > "$work/$1.cmdstats"
+  [ -n "$4" ] && redis-cli -p 16390 config resetstat >/dev/null
+  local l0; l0=$(cut -d' ' -f1-3 /proc/loadavg)
   t0=$(ticks $3); [ -n "$4" ] && r0=$(ticks "$4"); [ -n "$5" ] && h0=$(ticks "$5")
-  "$bin/tern-bench" pairs --server "$2" --clients "$clients" --rate "$rate" --duration "$duration" \
-    --quiet --json > "$work/$1.json"
+  "$bin/tern-bench" "$workload" --server "$2" --clients "$clients" --rate "$rate" --duration "$duration" \
+    "${extra[@]}" --quiet --json > "$work/$1.json"
   t1=$(ticks $3); [ -n "$4" ] && r1=$(ticks "$4"); [ -n "$5" ] && h1=$(ticks "$5")
+  [ -n "$4" ] && redis-cli -p 16390 info commandstats > "$work/$1.cmdstats"
   python3 - "$work/$1.json" "$1" "$(( (t1 - t0) * 1000000 / hz ))" "$(( (r1 - r0) * 1000000 / hz ))" \
-    "$(( (h1 - h0) * 1000000 / hz ))" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
-import json, sys
+    "$(( (h1 - h0) * 1000000 / hz ))" "$l0" "$(cut -d' ' -f1-3 /proc/loadavg)" "$work/$1.cmdstats" <<'PY'
+import json, re, sys
 r = json.load(open(sys.argv[1]))["result"]
-label, ternd_us, redis_us, haproxy_us, load = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+label, ternd_us, redis_us, haproxy_us = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 n = max(r["delivered"], 1)
+sent = max(r["acked"] + r["send_failed"], 1)
 lat = r["latency_ms"]
 print(f"{label}: sent/s {r['sent_per_s']:.0f} delivered {r['delivered']} send_failed {r['send_failed']} "
       f"undelivered {r['undelivered']} sustained {r['sustained']} p50 {lat['p50']:.2f} ms p99 {lat['p99']:.2f} ms | "
-      f"CPU us/message: ternd {ternd_us / n:.0f} redis-server {redis_us / n:.0f} haproxy {haproxy_us / n:.0f} | "
-      f"load after {load}")
+      f"CPU us per delivered message: ternd {ternd_us / n:.0f} redis-server {redis_us / n:.0f} "
+      f"haproxy {haproxy_us / n:.0f} | per send ({sent}): ternd {ternd_us / sent:.0f} redis-server "
+      f"{redis_us / sent:.0f} | load before {sys.argv[6]} after {sys.argv[7]}")
+for line in open(sys.argv[8]):
+    m = re.match(r"cmdstat_([^:]+):calls=(\d+),usec=(\d+)", line)
+    if m and int(m.group(2)) > 0:
+        calls, usec = int(m.group(2)), int(m.group(3))
+        print(f"  redis {m.group(1)}: calls {calls} ({calls / sent:.2f}/sent) usec {usec} ({usec / sent:.1f}/sent)")
 PY
 }
 

@@ -1,6 +1,8 @@
 #include "services/group_committer.h"
 
+#include <iterator>
 #include <optional>
+#include <unordered_set>
 
 #include <spdlog/spdlog.h>
 
@@ -21,6 +23,16 @@ Histogram& commit_seconds() { return commit_seconds_metric; }
 Counter& store_writes_metric =
     MetricsRegistry::global().counter("tern_store_writes_total", "store write ops committed (store contract ops)");
 Counter& store_writes() { return store_writes_metric; }
+Counter& behind_commits_metric = MetricsRegistry::global().counter(
+    "tern_store_commits_behind_total", "commits in which another node had appended to a conversation first");
+Counter& behind_commits() { return behind_commits_metric; }
+
+bool appends_to_range(const store::Batch& b, std::pair<size_t, size_t> range,
+                      const std::unordered_set<std::string>& convs) {
+  for (size_t i = range.first; i < range.second; ++i)
+    if (const auto* a = std::get_if<store::AppendMessage>(&b.ops[i]); a && convs.count(a->conversation_id)) return true;
+  return false;
+}
 }  // namespace
 
 GroupCommitter::GroupCommitter(store::Store& store, bool sync, size_t queue_limit, size_t max_batch, Loops* loops)
@@ -56,12 +68,92 @@ bool GroupCommitter::submit(store::Batch batch, Completion done) {
   return true;
 }
 
+bool GroupCommitter::is_behind(const Error& e) { return e.code == ErrorCode::kUnavailable && e.message == kBehind; }
+
+std::optional<Seq> GroupCommitter::reloaded(const std::string& conversation_id) {
+  if (behind_count_.load(std::memory_order_relaxed) == 0) return std::nullopt;
+  std::lock_guard lock(mu_);
+  auto it = behind_.find(conversation_id);
+  if (it == behind_.end()) return std::nullopt;
+  const Seq head = it->second;
+  behind_.erase(it);
+  behind_count_.store(behind_.size(), std::memory_order_relaxed);
+  return head;
+}
+
+namespace {
+// Whether the batch appends to one of `convs`.
+bool appends_to(const store::Batch& b, const std::unordered_map<std::string, Seq>& convs) {
+  for (const auto& op : b.ops)
+    if (const auto* a = std::get_if<store::AppendMessage>(&op); a && convs.count(a->conversation_id)) return true;
+  return false;
+}
+}  // namespace
+
+Result<void> GroupCommitter::commit_entries(std::vector<Entry>& work, std::vector<std::optional<Error>>& failed) {
+  const Error behind = make_error(ErrorCode::kUnavailable, std::string(kBehind));
+  std::vector<size_t> live;
+  {
+    // Entries built on a head that an earlier commit found behind: sequenced before their
+    // loop learnt of it, so a later seq of a send that must come first. They fail too.
+    std::lock_guard lock(mu_);
+    for (size_t i = 0; i < work.size(); ++i) {
+      if (!behind_.empty() && appends_to(work[i].batch, behind_)) failed[i] = behind;
+      else live.push_back(i);
+    }
+  }
+  store::Batch merged;
+  std::vector<std::pair<size_t, size_t>> ranges(work.size());
+  Result<void> r;
+  for (int round = 0; !live.empty(); ++round) {
+    merged.ops.clear();
+    for (size_t i : live) {
+      ranges[i].first = merged.ops.size();
+      for (auto& op : work[i].batch.ops) merged.ops.push_back(std::move(op));
+      ranges[i].second = merged.ops.size();
+    }
+    const int64_t t0 = mono_us();
+    r = store_.commit(merged, sync_);
+    commit_seconds().observe(static_cast<double>(mono_us() - t0) / 1e6);
+    if (r) {
+      store_writes().inc(merged.ops.size());
+      return r;
+    }
+    store::Store::Behind b = store_.behind();
+    if (b.conversations.empty()) return r;
+    // Some conversations had a head behind the store's (another node appended first): their
+    // entries fail (the sequencer reloads those heads and sequences the sends again); the
+    // rest is committed (a Redis Cluster already did) or tried again at once.
+    std::unordered_set<std::string> late(b.conversations.begin(), b.conversations.end());
+    std::vector<size_t> rest;
+    for (size_t i : live) {
+      if (appends_to_range(merged, ranges[i], late)) failed[i] = behind;
+      else rest.push_back(i);
+    }
+    {
+      std::lock_guard lock(mu_);
+      for (size_t k = 0; k < b.conversations.size(); ++k)
+        behind_[b.conversations[k]] = k < b.heads.size() ? b.heads[k] : 0;
+      behind_count_.store(behind_.size(), std::memory_order_relaxed);
+    }
+    behind_commits().inc();
+    if (rest.size() == live.size()) return r;  // nothing to drop: a plain failure
+    if (b.rest_applied) return {};
+    if (round == 3) return r;  // bounded: the rest fails as `unavailable`
+    for (size_t i : rest)
+      work[i].batch.ops.assign(std::make_move_iterator(merged.ops.begin() + static_cast<ptrdiff_t>(ranges[i].first)),
+                               std::make_move_iterator(merged.ops.begin() + static_cast<ptrdiff_t>(ranges[i].second)));
+    live = std::move(rest);
+  }
+  return {};
+}
+
 void GroupCommitter::run() {
   std::vector<Entry> work;
-  store::Batch merged;
+  std::vector<std::optional<Error>> failed;
   // Completions by loop; the last slot is for submitters that are not loops.
   const size_t nloops = loops_ ? loops_->size() : 0;
-  std::vector<std::vector<Completion>> by_loop(nloops + 1);
+  std::vector<std::vector<std::pair<Completion, Result<void>>>> by_loop(nloops + 1);
   for (;;) {
     {
       std::unique_lock lock(mu_);
@@ -74,36 +166,34 @@ void GroupCommitter::run() {
         pending_.pop_front();
       }
     }
-    merged.ops.clear();
-    for (auto& e : work)
-      for (auto& op : e.batch.ops) merged.ops.push_back(std::move(op));
-    const int64_t t0 = mono_us();
-    Result<void> r = store_.commit(merged, sync_);
-    if (r) store_writes().inc(merged.ops.size());
-    commit_seconds().observe(static_cast<double>(mono_us() - t0) / 1e6);
+    failed.assign(work.size(), std::nullopt);
+    Result<void> r = commit_entries(work, failed);
     batch_sizes().observe(static_cast<double>(work.size()));
     if (!r && r.error().code == ErrorCode::kUnavailable) {
       // A shared store (Redis) out of reach: these entries fail, later ones are tried again.
       // The conversations involved reload their heads from the store before their next seq
       // (ConvState::stale), so a batch that did apply leaves no duplicate seq.
-      spdlog::error("event=store_unavailable entries={} error=\"{}\"", work.size(), r.error().message);
+      if (!is_behind(r.error()) && r.error().message.rfind("redis: TERNSEQ", 0) != 0)
+        spdlog::error("event=store_unavailable entries={} error=\"{}\"", work.size(), r.error().message);
     } else if (!r) {
       spdlog::critical("event=store_commit_failed entries={} error=\"{}\"", work.size(), r.error().message);
       std::lock_guard lock(mu_);
       failed_ = true;
     }
-    for (auto& e : work) {
+    for (size_t i = 0; i < work.size(); ++i) {
+      Entry& e = work[i];
       if (!e.done) continue;
-      by_loop[e.loop < nloops ? e.loop : nloops].push_back(std::move(e.done));
+      Result<void> own = failed[i] ? Result<void>(*failed[i]) : r;
+      by_loop[e.loop < nloops ? e.loop : nloops].emplace_back(std::move(e.done), std::move(own));
     }
     for (size_t l = 0; l < nloops; ++l) {
       if (by_loop[l].empty()) continue;
-      loops_->post(l, [done = std::move(by_loop[l]), r] {
-        for (auto& d : done) d(r);
+      loops_->post(l, [done = std::move(by_loop[l])] {
+        for (auto& [d, res] : done) d(res);
       });
       by_loop[l] = {};
     }
-    for (auto& d : by_loop[nloops]) d(r);
+    for (auto& [d, res] : by_loop[nloops]) d(res);
     by_loop[nloops].clear();
   }
 }

@@ -25,7 +25,12 @@
 // Thread-safety: submit() from any thread; completions must not block. Owns its thread;
 // stop() drains and joins. Borrows the store and (optionally) the loops.
 #pragma once
+#include <atomic>
 #include <condition_variable>
+#include <optional>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -44,6 +49,21 @@ class GroupCommitter {
   // loops: where completions run (the submitter's loop); nullptr → on the writer thread.
   GroupCommitter(store::Store& store, bool sync, size_t queue_limit, size_t max_batch, Loops* loops = nullptr);
   ~GroupCommitter();
+
+  // The error of an entry that appended to a conversation whose head in the store was ahead
+  // of the submitter's (another node appended first, docs/scaling.md "Dense seqs across
+  // nodes"): nothing of the entry was written as a message (no log entry, no idempotency
+  // record), so its sends can be sequenced again on the reloaded head. Once a conversation was
+  // found behind, every later entry appending to it fails the same way until its loop
+  // reloaded the head (reloaded()): those were built on the old head, and committing one of
+  // them could put a later send of a device before an earlier one.
+  static constexpr std::string_view kBehind = "another node appended to this conversation first; retry";
+  static bool is_behind(const Error& e);
+  // The conversation's owning loop reloads its head: its entries commit again. Returns the
+  // head the store reported when the conversation was found behind, if it was. (The
+  // sequencer reads the head again instead: by the time its loop gets round to the reload,
+  // the other node has usually appended more, and an old head only loses once more.)
+  std::optional<Seq> reloaded(const std::string& conversation_id);
 
   void start();
   // Drains every pending entry, then stops the writer thread.
@@ -64,6 +84,8 @@ class GroupCommitter {
     size_t loop = Loops::kNone;  // where `done` runs
   };
   void run();
+  // Commits the entries (failed[i] set for those found behind); the result of the others.
+  Result<void> commit_entries(std::vector<Entry>& work, std::vector<std::optional<Error>>& failed);
 
   store::Store& store_;
   const bool sync_;
@@ -75,6 +97,8 @@ class GroupCommitter {
   std::deque<Entry> pending_;
   bool stopping_ = false;
   bool failed_ = false;
+  std::unordered_map<std::string, Seq> behind_;  // conversations found behind → their head, until reloaded()
+  std::atomic<size_t> behind_count_{0};
   std::thread thread_;
 };
 

@@ -20,6 +20,8 @@ Counter& messages_stored = MetricsRegistry::global().counter("tern_messages_stor
 Counter& key_payloads = MetricsRegistry::global().counter(
     "tern_key_distribution_payloads_total",
     "key-management payloads (sends flagged \"keys\") stored, counted once per recipient device");
+Counter& sends_resequenced = MetricsRegistry::global().counter(
+    "tern_sends_resequenced_total", "sends sequenced again because another node had appended to the conversation first");
 Histogram& send_to_durable = MetricsRegistry::global().histogram(
     "tern_send_to_durable_seconds", "from a send frame's arrival to its durable commit", latency_buckets());
 
@@ -74,7 +76,8 @@ void Sender::settle(Shard& shard, const std::string& key, const Result<void>& co
   for (auto& w : waiters) committed ? w(info) : w(committed.error());
 }
 
-void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done) {
+void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done,
+                  int attempt) {
   const std::string& conv_id = frame.conversation_id;
   auto conv = core_.directory.conversation(conv_id);
   if (!conv) return done(conv.error());
@@ -126,6 +129,15 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   auto st = core_.state(shard, conv_id);
   if (!st) return done(st.error());
   ConvState& cs = **st;
+  if (cs.stale && cs.in_flight > 0) {
+    // A batch of this conversation failed: the head reloads once nothing is in flight, and
+    // this send is sequenced after that, not on the old head.
+    cs.parked.push_back([this, &shard, device = std::move(device), frame = std::move(frame), started_us,
+                         done = std::move(done), attempt]() mutable {
+      send(shard, std::move(device), std::move(frame), started_us, std::move(done), attempt);
+    });
+    return;
+  }
   if (c.type == store::ConvType::kChannel) {
     auto& bucket = cs.channel_state().posts;
     if (!bucket) bucket.emplace(core_.options.channel_post_rate, core_.options.channel_post_burst, mono_us());
@@ -187,6 +199,10 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   const bool per_device = !m.bodies.empty() || !m.withheld_from.empty();
   const bool keys = frame.keys;
   auto stored = std::make_shared<const std::string>(proto::encode_message(m));
+  // The frame goes back whole into the completion: if another node appended to the
+  // conversation first, the send is sequenced again from it (no copy of the body).
+  frame.body = std::move(m.body);
+  frame.bodies = std::move(m.bodies);
 
   store::Batch batch;
   batch.ops.reserve(2 + (read_side ? 0 : to->size()));
@@ -204,10 +220,35 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   SequencerCore::remember_sender(cs, seq, device.user);
   const bool accepted = core_.submit(
       cs, std::move(batch),
-      [this, &shard, key = std::move(key), info, to = std::move(*to), stored, per_device, keys, started_us, read_side,
-       device, done = std::move(done), safety = std::move(*safety), user = device.user,
-       media_lease = std::move(media_lease)](
+      [this, &shard, cs = &cs, key = std::move(key), info, to = std::move(*to), stored, per_device, keys, started_us,
+       read_side, device, done = std::move(done), safety = std::move(*safety), user = device.user,
+       media_lease = std::move(media_lease), frame = std::move(frame), attempt](
           const Result<void>& committed) mutable {
+        if (!committed && GroupCommitter::is_behind(committed.error())) {
+          if (attempt + 1 < kMaxAttempts) {
+            // Nothing of it was stored: sequence it again on the reloaded head, after the
+            // conversation's other batches in flight completed (they failed the same way).
+            // The pending entry stays, so a resend meanwhile waits for this one.
+            sends_resequenced.inc();
+            cs->parked.push_back([this, &shard, key, device, frame = std::move(frame), started_us, done = std::move(done),
+                                  attempt]() mutable {
+              std::vector<SendDone> waiters{std::move(done)};
+              if (auto p = shard.pending.find(key); p != shard.pending.end()) {
+                for (auto& w : p->second.waiters) waiters.push_back(std::move(w));
+                shard.pending.erase(p);
+              }
+              send(shard, std::move(device), std::move(frame), started_us,
+                   [waiters = std::move(waiters)](Result<SentInfo> r) {
+                     for (auto& w : waiters) w(r);
+                   },
+                   attempt + 1);
+            });
+            return;
+          }
+          const Result<void> failed = make_error(ErrorCode::kUnavailable, "other nodes kept appending to this conversation; retry");
+          done(failed.error());
+          return settle(shard, key, failed);
+        }
         if (committed) {
           safety.committed(core_.privacy, user, info.conversation_id);
           messages_stored.inc();

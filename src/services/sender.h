@@ -4,6 +4,9 @@
 // and shared by every recipient) and submits one batch: the log append, the idempotency
 // record and an inbox mark per recipient device, all blind writes. The commit's completion
 // (back on this loop) answers the sender and publishes the message to every recipient device.
+// On a store shared by several nodes, a commit that found another node's append first comes
+// back as GroupCommitter::kBehind: the send is sequenced again on the reloaded head (nothing
+// was announced yet), at most kMaxAttempts times.
 //
 // Thread-safety: send() only on the owning loop of the frame's conversation (Sequencer routes
 // there). `done` runs on that loop. Owned by Sequencer; borrows the core.
@@ -17,7 +20,15 @@ class Sender {
  public:
   explicit Sender(SequencerCore& core) : core_(core) {}
 
-  void send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done);
+  // How often one send is sequenced at most when other nodes appended to its conversation
+  // first (GroupCommitter::kBehind); after that it answers `unavailable`. High because a node
+  // whose conflict reserved the next seq (redis_scripts.h) makes the others' attempts fail
+  // until its own append lands (milliseconds; 250 ms at most if it died meanwhile).
+  static constexpr int kMaxAttempts = 64;
+
+  // `attempt`: how often this send was sequenced before (0 for a new one).
+  void send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done,
+            int attempt = 0);
 
  private:
   // Finishes the in-flight entry of `key`: answers the retries that waited for it.

@@ -18,6 +18,9 @@ size_t SequencerCore::owner(const std::string& conversation_id) const {
 Result<ConvState*> SequencerCore::state(Shard& shard, const std::string& conversation_id) {
   ConvState* cached = shard.conversations.find(conversation_id);
   if (cached && !(cached->stale && cached->in_flight == 0)) return cached;
+  // Read now rather than taking the head a commit found behind (GroupCommitter::reloaded):
+  // while this loop got round to it, the other node has usually appended again.
+  committer.reloaded(conversation_id);
   auto head = store.head(conversation_id);
   if (!head) return head.error();
   if (cached) {
@@ -59,6 +62,12 @@ bool SequencerCore::submit(ConvState& state, store::Batch batch, GroupCommitter:
       directory.forget_conversation(s->id);
     }
     done(r);
+    if (s->in_flight == 0 && !s->parked.empty()) {
+      // The head reloads on the first of these (ConvState::stale); they run in arrival order.
+      std::vector<std::function<void()>> parked = std::move(s->parked);
+      s->parked.clear();
+      for (auto& f : parked) f();
+    }
   });
 }
 

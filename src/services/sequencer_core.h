@@ -82,6 +82,10 @@ struct ConvState {
   // not have applied it): once nothing is in flight, the next touch reloads the head.
   bool stale = false;
   std::string id;  // the conversation's id (to drop its directory snapshot after such a failure)
+  // Work waiting for the head reload of a stale conversation (sends that arrived, or must be
+  // sequenced again, while batches built on the old head were still in flight): run in
+  // order, on this loop, once nothing is in flight.
+  std::vector<std::function<void()>> parked;
   bool receipts_loaded = false;
   // Who sent the most recent messages (at most kRecentSenders): a receipt goes to the
   // senders of the messages it covers, not to every member (members² frames per message in

@@ -196,6 +196,17 @@ class Store {
 
   // Applies every op of the batch atomically; with sync, durable when it returns.
   virtual Result<void> commit(const Batch& batch, bool sync) = 0;
+  // A shared store with dense appends (several ternd nodes on Redis, docs/scaling.md): when
+  // the last commit() failed because some AppendMessage was not its conversation's next seq
+  // (another node appended first), the ids of those conversations, and whether the batch's
+  // other ops were applied (a Redis Cluster commits slot by slot) or nothing was (one
+  // redis-server). Empty after any other outcome. Only the commit()ing thread calls it.
+  struct Behind {
+    std::vector<std::string> conversations;
+    std::vector<Seq> heads;  // each one's head in the store as the commit found it
+    bool rest_applied = false;
+  };
+  virtual Behind behind() const { return {}; }
   // Flushes everything written so far to stable storage (used at shutdown).
   virtual Result<void> flush() = 0;
 

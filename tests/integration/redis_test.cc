@@ -49,6 +49,7 @@ Seq send_retrying(Device& d, const std::string& conv, const std::string& id, int
     if (!a) return 0;
     if (type_of(*a) == "sent") return seq_of(*a);
     ++g_resends;
+    std::cerr << "[redis] resend after: " << dump(*a) << "\n";
     if (jstr(*a, "code") != "unavailable") {
       ADD_FAILURE() << "unexpected answer " << dump(*a);
       return 0;
@@ -62,7 +63,7 @@ class RedisTest : public ::testing::Test {
   void SetUp() override { ASSERT_TRUE(redis_.start().ok()) << "redis-server (scripts/setup.sh) must be installed"; }
   void TearDown() override {
     if (HasFailure())
-      for (auto* n : {&a_, &b_})
+      for (auto* n : {&a_, &b_, &c_})
         if (n->server) std::cerr << n->server->log_tail(4000) << "\n";
   }
   // alice and bob registered on node n, their direct conversation, both connected to n.
@@ -84,8 +85,27 @@ class RedisTest : public ::testing::Test {
   }
 
   RedisServer redis_;
-  Node a_, b_;
+  Node a_, b_, c_;
 };
+
+// The log of `group` read through node n: dense from 1, each client_msg_id of `seqs` stored
+// once, at the seq it was acknowledged with (each message's body is its client_msg_id).
+void expect_log_matches(Node& n, const Account& reader, const std::string& group, const std::map<std::string, Seq>& seqs) {
+  Seq head = 0;
+  auto log = n.api->backfill_all(reader.token, group, 0, &head);
+  auto ms = message_seqs(log, group);
+  ASSERT_FALSE(ms.empty());
+  EXPECT_TRUE(contiguous(ms));
+  EXPECT_EQ(ms.front(), 1u);
+  std::map<std::string, Seq> in_log;
+  for (const auto& f : log) {
+    const std::string id = unb64(jstr(f, "body"));
+    if (!seqs.count(id)) continue;  // the system message of the creation
+    EXPECT_FALSE(in_log.count(id)) << id << " stored twice";
+    in_log[id] = seq_of(f);
+  }
+  EXPECT_EQ(in_log, seqs);
+}
 
 // One node: everything lives in Redis, so a SIGKILLed ternd finds it all there when it
 // restarts; a resent client_msg_id gets its original seq.
@@ -122,9 +142,10 @@ TEST_F(RedisTest, OneNodeKeepsEverythingInRedisAcrossATerndSigkill) {
 
 // Two nodes on one Redis: accounts and conversations made on one are known on the other, a
 // direct conversation has the same id from both sides, and concurrent sends from both nodes
-// into one conversation get dense seqs, each message exactly once (a node whose head is
-// behind gets `unavailable` for that batch and the client resends).
+// into one conversation get dense seqs, each message exactly once, and no client has to
+// resend (a node whose head is behind sequences those sends again itself).
 TEST_F(RedisTest, TwoNodesShareAccountsAndKeepSeqsDenseUnderConcurrentSends) {
+  g_resends = 0;
   ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
   ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b"));
   Account alice = a_.api->must_register("alice");
@@ -155,7 +176,7 @@ TEST_F(RedisTest, TwoNodesShareAccountsAndKeepSeqsDenseUnderConcurrentSends) {
   ta.join();
   tb.join();
   ASSERT_EQ(seqs.size(), 2u * kEach);
-  std::cerr << "[redis] resends after `unavailable` (a node's head was behind): " << g_resends.load() << "\n";
+  EXPECT_EQ(g_resends.load(), 0) << "clients had to resend after `unavailable`";
   std::set<Seq> distinct;
   for (auto& [id, s] : seqs) {
     EXPECT_NE(s, 0u) << id << " never got `sent`";
@@ -163,21 +184,55 @@ TEST_F(RedisTest, TwoNodesShareAccountsAndKeepSeqsDenseUnderConcurrentSends) {
   }
   EXPECT_EQ(distinct.size(), 2u * kEach) << "two messages share a seq";
   // The log, read through either node: dense, each client_msg_id once, at its acknowledged seq.
-  for (Node* n : {&a_, &b_}) {
-    Seq head = 0;
-    auto log = n->api->backfill_all(alice.token, group, 0, &head);
-    auto ms = message_seqs(log, group);
-    ASSERT_FALSE(ms.empty());
-    EXPECT_TRUE(contiguous(ms));
-    EXPECT_EQ(ms.front(), 1u);
-    std::map<std::string, Seq> in_log;
-    for (const auto& f : log) {
-      const std::string id = unb64(jstr(f, "body"));  // each message's body is its client_msg_id
-      if (!seqs.count(id)) continue;                  // the system message of the creation
-      EXPECT_FALSE(in_log.count(id)) << id << " stored twice";
-      in_log[id] = seq_of(f);
+  for (Node* n : {&a_, &b_}) expect_log_matches(*n, alice, group, seqs);
+}
+
+// Three nodes, two groups, and every group written from all three nodes at once (one device
+// per node, each sending into both groups in turn): no client resends, both logs dense, every
+// message once at its acknowledged seq, each device's messages in the order it sent them.
+TEST_F(RedisTest, ThreeNodesWriteTwoConversationsAtOnceWithoutResends) {
+  g_resends = 0;
+  Node* nodes[] = {&a_, &b_, &c_};
+  const char* names[] = {"a", "b", "c"};
+  for (int i = 0; i < 3; ++i) ASSERT_NO_FATAL_FAILURE(start_node(*nodes[i], redis_, names[i]));
+  Account users[] = {a_.api->must_register("alice"), b_.api->must_register("bob"), c_.api->must_register("carol")};
+  const std::string g1 = a_.api->must_group(users[0].token, "g1", {"bob", "carol"});
+  const std::string g2 = c_.api->must_group(users[2].token, "g2", {"alice", "bob"});
+  ASSERT_FALSE(g1.empty());
+  ASSERT_FALSE(g2.empty());
+  constexpr int kEach = 40;  // per device and group
+  std::map<std::string, Seq> seqs[2];
+  std::mutex mu;
+  auto sender = [&](int n) {
+    Device d(users[n]);
+    if (d.connect(nodes[n]->server->port()) != 101 || !d.until_synced()) {
+      ADD_FAILURE() << names[n] << ": could not connect";
+      return;
     }
-    EXPECT_EQ(in_log, seqs);
+    for (int i = 0; i < kEach; ++i) {
+      for (int g = 0; g < 2; ++g) {
+        const std::string id = std::string(names[n]) + std::to_string(g) + "-" + std::to_string(i);
+        const Seq s = send_retrying(d, g == 0 ? g1 : g2, id);
+        std::lock_guard lk(mu);
+        seqs[g][id] = s;
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int n = 0; n < 3; ++n) threads.emplace_back(sender, n);
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(g_resends.load(), 0) << "clients had to resend after `unavailable`";
+  for (int g = 0; g < 2; ++g) {
+    ASSERT_EQ(seqs[g].size(), 3u * kEach);
+    for (int n = 0; n < 3; ++n) {
+      Seq last = 0;
+      for (int i = 0; i < kEach; ++i) {
+        const Seq s = seqs[g].at(std::string(names[n]) + std::to_string(g) + "-" + std::to_string(i));
+        EXPECT_GT(s, last) << names[n] << " message " << i << " of group " << g << " never got `sent` or out of order";
+        last = s;
+      }
+    }
+    for (Node* n : nodes) expect_log_matches(*n, users[0], g == 0 ? g1 : g2, seqs[g]);
   }
 }
 

@@ -1,6 +1,7 @@
 #include "store/memory/memory_store.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <tuple>
 
@@ -69,6 +70,28 @@ Result<void> MemoryStore::commit(const Batch& batch, bool /*sync*/) {
   State& s = *state_;
   std::lock_guard lock(s.mu);
   if (s.fail) return make_error(ErrorCode::kInternal, "injected commit failure");
+  behind_ = {};
+  if (dense_) {
+    std::map<std::string, Seq> next;
+    for (const Op& op : batch.ops) {
+      const auto* a = std::get_if<AppendMessage>(&op);
+      if (!a) continue;
+      auto [it, fresh] = next.try_emplace(a->conversation_id, 0);
+      if (fresh) {
+        auto m = s.messages.find(a->conversation_id);
+        it->second = (m == s.messages.end() || m->second.empty() ? 0 : m->second.rbegin()->first) + 1;
+      }
+      const bool late = std::find(behind_.conversations.begin(), behind_.conversations.end(), a->conversation_id) !=
+                        behind_.conversations.end();
+      if (!late && a->seq != it->second) {
+        behind_.conversations.push_back(a->conversation_id);
+        auto m = s.messages.find(a->conversation_id);
+        behind_.heads.push_back(m == s.messages.end() || m->second.empty() ? 0 : m->second.rbegin()->first);
+      }
+      ++it->second;
+    }
+    if (!behind_.conversations.empty()) return make_error(ErrorCode::kUnavailable, "appended seq is not the next one");
+  }
   for (const Op& op : batch.ops) {
     const bool bad = std::visit(
         [](const auto& o) {

@@ -29,6 +29,12 @@ class MemoryStore final : public Store {
   void fail_commits(bool fail);
   // While set, read_messages() and cursor() fail with `unavailable` (a backend that went away).
   void fail_reads(bool fail);
+  // Like RedisStore with dense appends (several nodes on one store: give each "node" its own
+  // MemoryStore on a shared State): a commit with an AppendMessage that is not its
+  // conversation's next seq writes nothing, fails with `unavailable` and names those
+  // conversations in behind().
+  void dense_appends(bool on) { dense_ = on; }
+  Behind behind() const override { return behind_; }
   size_t commits() const;  // successful commits so far
   size_t reads() const;    // read calls so far (a service test can assert a path reads nothing)
 
@@ -70,6 +76,8 @@ class MemoryStore final : public Store {
 
  private:
   std::shared_ptr<State> state_;
+  bool dense_ = false;
+  Behind behind_;  // of the last commit (the committing thread only)
 };
 
 }  // namespace tern::store

@@ -45,9 +45,9 @@ size_t width(const std::vector<std::string_view>& a, size_t i) {
     auto [p, ec] = std::from_chars(a[at].data(), a[at].data() + a[at].size(), n);
     return ec == std::errc() ? n : SIZE_MAX / 4;
   };
-  if (op == "M" || op == "S" || op == "R" || op == "B" || op == "W" || op == "Q" || op == "T") return 4;
+  if (op == "M" || op == "h" || op == "R" || op == "W" || op == "Q" || op == "T") return 4;
   if (op == "I" || op == "D" || op == "P" || op == "G") return 5;
-  if (op == "X" || op == "L" || op == "U" || op == "Y" || op == "K" || op == "H" || op == "J" || op == "Z" ||
+  if (op == "x" || op == "U" || op == "K" || op == "H" || op == "J" || op == "Z" ||
       op == "N")
     return 3;
   if (op == "A") return 6 + count(i + 5);
@@ -68,8 +68,11 @@ struct Group {
 };
 using Phase = std::map<uint16_t, Group>;
 
+// `behind`: the slots whose script found dense appends behind (it wrote nothing), with the
+// ids of those conversations; the other slots' scripts applied (each is atomic on its own).
 Result<std::vector<Reply>> run_phase(RedisCluster& cluster, const ClusterScript& script, Phase& phase,
-                                     std::string_view dense, int wait_replicas, std::chrono::milliseconds timeout) {
+                                     std::string_view dense, int wait_replicas, std::chrono::milliseconds timeout,
+                                     std::map<uint16_t, Store::Behind>& behind) {
   const std::string n = std::to_string(wait_replicas), ms = std::to_string(timeout.count() / 2);
   auto command = [&](std::string_view verb, std::string_view body, Group& g) {
     std::vector<std::string_view> argv = {verb, body, "1", g.routing_key, dense};
@@ -93,6 +96,10 @@ Result<std::vector<Reply>> run_phase(RedisCluster& cluster, const ClusterScript&
       r = std::move(*again);
     }
     if (r[0]->type == REDIS_REPLY_ERROR) return redis_reply_error(str(r[0].get()));
+    if (Store::Behind late; behind_reply(r[0].get(), late)) {
+      behind[slot] = std::move(late);
+      continue;
+    }
     if (wait_replicas > 0 && (r[1]->type != REDIS_REPLY_INTEGER || r[1]->integer < wait_replicas))
       return make_error(ErrorCode::kUnavailable, "redis: too few replicas acknowledged the write");
     out.push_back(std::move(r[0]));
@@ -111,9 +118,25 @@ Error redis_reply_error(std::string_view message) {
   return make_error(transient ? ErrorCode::kUnavailable : ErrorCode::kInternal, "redis: " + msg);
 }
 
+bool behind_reply(const redisReply* r, Store::Behind& out) {
+  if (r->type != REDIS_REPLY_ARRAY || r->elements == 0 || r->element[0]->type != REDIS_REPLY_STRING ||
+      str(r->element[0]) != "TERNSEQ")
+    return false;
+  for (size_t i = 1; i + 1 < r->elements; i += 2) {
+    out.conversations.emplace_back(str(r->element[i]));
+    const redisReply* h = r->element[i + 1];
+    out.heads.push_back(h->type == REDIS_REPLY_INTEGER && h->integer > 0 ? static_cast<Seq>(h->integer) : 0);
+  }
+  return true;
+}
+
+Error behind_error() {
+  return make_error(ErrorCode::kUnavailable, "redis: TERNSEQ another node appended to the conversation first");
+}
+
 Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& script,
                                const std::vector<std::string_view>& a, int wait_replicas,
-                               std::chrono::milliseconds timeout) {
+                               std::chrono::milliseconds timeout, Store::Behind& behind) {
   std::deque<std::string> owned;  // strings the views below point into
   auto own = [&](std::string s) -> std::string_view { return owned.emplace_back(std::move(s)); };
   Phase phases[2];
@@ -216,10 +239,10 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
       if (!rec) return make_error(ErrorCode::kInternal, "redis: bad idempotency record");
       const std::string_view conv = own(conv_key(rec->conversation_id));
       const std::string_view field = own(record_field(a[i + 1], a[i + 2]));
-      add(0, a[i + 1], {"p", a[i + 1], a[i + 2], own(rec->conversation_id)});
+      add(0, a[i + 1], {"h", own(std::string(a[i + 1]) + ":idp"), a[i + 2], own(rec->conversation_id)});
       add(0, kIdemIndex, {"e", a[i + 4], own(index_member(std::string(a[i + 1]) + ":idp", a[i + 2]))});
       add(0, kIdemIndex, {"e", a[i + 4], own(index_member(std::string(conv) + ":idem", field))});
-      add(1, conv, {"j", conv, field, a[i + 3]});
+      add(1, conv, {"h", own(std::string(conv) + ":idem"), field, a[i + 3]});
     } else if (op == "C") {
       // a[i+1] conversation id, a[i+2] meta, a[i+3] rows, then (user, row) pairs.
       const std::string_view conv = own(conv_key(a[i + 1]));
@@ -230,10 +253,10 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
       std::set<std::string> now;
       for (size_t j = i + 4; j < i + w; j += 2) now.emplace(a[j]);
       for (const std::string& u : before)
-        if (!now.count(u)) add(0, own("{u:" + u + "}"), {"Y", own("{u:" + u + "}"), a[i + 1]});
+        if (!now.count(u)) add(0, own("{u:" + u + "}"), {"x", own("{u:" + u + "}:ix"), a[i + 1]});
       for (size_t j = i + 4; j < i + w; j += 2) {
         g.args.push_back(a[j]);
-        add(0, own("{u:" + std::string(a[j]) + "}"), {"B", own("{u:" + std::string(a[j]) + "}"), a[i + 1], a[j + 1]});
+        add(0, own("{u:" + std::string(a[j]) + "}"), {"h", own("{u:" + std::string(a[j]) + "}:ix"), a[i + 1], a[j + 1]});
       }
       before = std::move(now);
     } else if (op == "D") {
@@ -242,21 +265,60 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
       if (old != a[i + 3] && !old.empty()) add(0, own("{t:" + old + "}"), {"k", own(old)});
       old = std::string(a[i + 3]);
       if (!a[i + 3].empty()) add(0, own("{t:" + std::string(a[i + 3]) + "}"), {"t", a[i + 3], a[i + 4]});
-      add(1, a[i + 1], {"d", a[i + 1], a[i + 2], a[i + 3]});
+      add(1, a[i + 1], {"h", own(std::string(a[i + 1]) + ":d"), a[i + 2], a[i + 3]});
     } else {
-      // S, X, L, B, Y, K, P, Q, T, W, Z: one key's slot (a device's or a user's).
+      // h, x, K, P, Q, T, W, Z: one key's slot (a device's or a user's).
       Group& g = phases[0][key_slot(a[i + 1])];
       if (g.routing_key.empty()) g.routing_key = a[i + 1];
       g.args.insert(g.args.end(), a.begin() + static_cast<ptrdiff_t>(i), a.begin() + static_cast<ptrdiff_t>(i + w));
     }
     i += w;
   }
-  for (Phase& phase : phases) {
-    if (phase.empty()) continue;
-    auto r = run_phase(cluster, script, phase, a[0], wait_replicas, timeout);
+  std::map<uint16_t, Store::Behind> late_by_slot;
+  if (!phases[0].empty()) {
+    auto r = run_phase(cluster, script, phases[0], a[0], wait_replicas, timeout, late_by_slot);
     if (!r) return r.error();
   }
-  return {};
+  // Phase 1: a slot whose script found some conversations behind wrote nothing; it runs again
+  // without those conversations' ops, so that everything else of the batch applies (the
+  // caller then fails only the sends of those conversations). Bounded: if another node keeps
+  // winning, the rest is `unavailable` as a whole (and the resends are answered from the
+  // idempotency records of whatever did apply).
+  Store::Behind late;
+  Phase& run = phases[1];
+  for (int round = 0; !run.empty(); ++round) {
+    if (round == 4) return make_error(ErrorCode::kUnavailable, "redis: dense appends kept failing");
+    late_by_slot.clear();
+    auto r = run_phase(cluster, script, run, a[0], wait_replicas, timeout, late_by_slot);
+    if (!r) return r.error();
+    Phase again;
+    for (auto& [slot, b] : late_by_slot) {
+      late.conversations.insert(late.conversations.end(), b.conversations.begin(), b.conversations.end());
+      late.heads.insert(late.heads.end(), b.heads.begin(), b.heads.end());
+      std::set<std::string_view> skip;
+      for (const std::string& c : b.conversations) skip.insert(own(c)), skip.insert(own(conv_key(c) + ":idem"));
+      Group g;
+      g.routing_key = run[slot].routing_key;
+      const std::vector<std::string_view>& in = run[slot].args;
+      // The ops of phase 1: A (6 fields), h, R (4), c (4 + its member count); dropped: the
+      // appends, idempotency records and meta of the conversations behind.
+      for (size_t i = 0; i < in.size();) {
+        size_t w = in[i] == "A" ? 6 : 4;
+        if (in[i] == "c") w += static_cast<size_t>(std::stoul(std::string(in[i + 3])));
+        if (!((in[i] == "A" || in[i] == "h" || in[i] == "c") && skip.count(in[i + 1])))
+          g.args.insert(g.args.end(), in.begin() + static_cast<ptrdiff_t>(i), in.begin() + static_cast<ptrdiff_t>(i + w));
+        i += w;
+      }
+      if (!g.args.empty()) again.emplace(slot, std::move(g));
+    }
+    run = std::move(again);
+  }
+  if (late.conversations.empty()) return {};
+  // Phase 0 of those conversations' sends applied: blind, idempotent puts (an inbox mark that
+  // only moves forward, an idempotency pointer without a record) that the resend repeats.
+  behind = std::move(late);
+  behind.rest_applied = true;
+  return behind_error();
 }
 
 Result<std::optional<IdempotencyRecord>> idempotency_on_cluster(RedisCluster& cluster, const DeviceRef& device,

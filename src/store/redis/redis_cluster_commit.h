@@ -43,9 +43,17 @@ struct ClusterScript {
 
 // args[0] is the dense-appends flag, then the ops. wait_replicas > 0: each script is followed
 // by WAIT on its node.
+// Dense appends whose conversation's script found them behind (another node appended
+// first) fail that slot's script only: commit_on_cluster() then fails with behind_error()
+// and fills `behind` (those conversations; rest_applied: every other script succeeded).
 Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& script,
                                const std::vector<std::string_view>& args, int wait_replicas,
-                               std::chrono::milliseconds timeout);
+                               std::chrono::milliseconds timeout, Store::Behind& behind);
+
+// The commit script's answer when dense appends were behind: {'TERNSEQ', (conversation id,
+// head)...}. True (and those appended to `out`) for such a reply.
+bool behind_reply(const redisReply* r, Store::Behind& out);
+Error behind_error();
 
 Result<std::optional<IdempotencyRecord>> idempotency_on_cluster(RedisCluster& cluster, const DeviceRef& device,
                                                                 const std::string& client_msg_id, int64_t now_ms);

@@ -3,14 +3,19 @@
 
 namespace tern::store::redis::scripts {
 
-// ARGV[1]: '1' for dense appends, else '0'. Then the batch's ops, flattened; each op is a
+// ARGV[1]: for dense appends the committing node's token (never '0'), else '0'. Then the batch's ops, flattened; each op is a
 // one-letter code and a number of fields fixed by the code (and, for A, C and E, a count
 // field); RedisStore::commit builds them.
 // The checks run first, before anything is written:
 //  - Dense appends (ternd, where several nodes may append to one conversation): every append
 //    must be the next seq of its conversation (its head + 1, or the previous append's + 1 in
-//    this batch); else TERNSEQ: a node's idea of the head was behind (another node appended,
-//    or an earlier batch failed half-known), and it must reload the head.
+//    this batch); else the script writes nothing and returns the array {'TERNSEQ', <id of
+//    each conversation whose appends were not next, its head>...}: the node's idea of those heads was
+//    behind (another node appended first); it reloads them and sequences those sends again
+//    (services/group_committer.h). The script then reserves the next seq of each of them
+//    for this node ({c:<id>}:rv, 250 ms, set if free): until that node's append lands (which
+//    deletes it) or it expires, other nodes' appends to the conversation are behind too —
+//    without it a node that re-sequences could lose to a faster sender every time.
 //  - A one-time prekey take (T) must find its key present (and not taken earlier in this
 //    batch); else TERNTAKE: another node handed the key out first.
 // Either failure writes nothing. Seqs above 2^53 would lose precision in Lua numbers; no real
@@ -26,14 +31,12 @@ local a = ARGV
 local n = #a
 local function width(i)
   local op = a[i]
-  if op == 'M' or op == 'S' or op == 'R' or op == 'B' or op == 'W' or op == 'Q' or op == 'T' then return 4 end
+  if op == 'h' or op == 'M' or op == 'R' or op == 'W' or op == 'Q' or op == 'T' or op == 'm' or op == 'z' then return 4 end
   if op == 'I' or op == 'D' or op == 'P' or op == 'G' then return 5 end
-  if op == 'X' or op == 'L' or op == 'U' or op == 'Y' or op == 'K' or op == 'H' or op == 'J' or op == 'Z' or op == 'N' then
+  if op == 'x' or op == 'r' or op == 'U' or op == 'K' or op == 'H' or op == 'J' or op == 'Z' or op == 'N' then
     return 3
   end
   if op == 'C' then return 4 + 2 * tonumber(a[i+3]) end
-  if op == 'm' or op == 'j' or op == 'p' or op == 'd' or op == 'h' or op == 'z' then return 4 end
-  if op == 'x' or op == 'r' then return 3 end
   if op == 'e' or op == 't' then return 3 end
   if op == 'k' then return 2 end
   if op == 'c' then return 4 + tonumber(a[i+3]) end
@@ -41,21 +44,35 @@ local function width(i)
   if op == 'E' then return 4 + tonumber(a[i+3]) end
   return nil
 end
-local dense = a[1] == '1'
+local me = a[1]
+local dense = me ~= '0'
+local held = {}
 local want = {}
+local behind = {}
+local late = {'TERNSEQ'}
 local taken = {}
 local i = 2
 while i <= n do
   local op = a[i]
   if op == 'A' and dense then
-    local k = '{c:' .. a[i+1] .. '}:log'
-    local w = want[k]
-    if w == nil then
-      local last = redis.call('ZRANGE', k, -1, -1)[1]
-      if last then w = tonumber(last, 16) + 1 else w = 1 end
+    local c = a[i+1]
+    if not behind[c] then
+      local w = want[c]
+      local taken = false
+      if w == nil then
+        local base = '{c:' .. c .. '}'
+        local last = redis.call('ZRANGE', base .. ':log', -1, -1)[1]
+        if last then w = tonumber(last, 16) + 1 else w = 1 end
+        local rv = redis.call('GET', base .. ':rv')
+        if rv == me then held[#held + 1] = base .. ':rv' elseif rv then taken = true end
+      end
+      if taken or tonumber(a[i+2], 16) ~= w then
+        behind[c] = true
+        late[#late + 1] = c
+        late[#late + 1] = w - 1
+      end
+      want[c] = w + 1
     end
-    if tonumber(a[i+2], 16) ~= w then return redis.error_reply('TERNSEQ appended seq is not the next one') end
-    want[k] = w + 1
   elseif op == 'T' then
     local k = a[i+1] .. ':pk'
     local t = k .. a[i+2]
@@ -68,6 +85,13 @@ while i <= n do
   if wd == nil then return redis.error_reply('tern: unknown op ' .. tostring(op)) end
   i = i + wd
 end
+if #late > 1 then
+  -- The next seq of each conversation behind is reserved for this node for a moment, so that
+  -- its resend is not beaten again and again by a node that sends faster than it can retry.
+  for j = 2, #late, 2 do redis.call('SET', '{c:' .. late[j] .. '}:rv', me, 'NX', 'PX', 250) end
+  return late
+end
+for _, k in ipairs(held) do redis.call('DEL', k) end
 i = 2
 while i <= n do
   local op = a[i]
@@ -109,18 +133,15 @@ while i <= n do
   elseif op == 'M' then
     redis.call('HSET', a[i+1] .. ':in', a[i+2], a[i+3])
     i = i + 4
-  elseif op == 'X' then
-    redis.call('HDEL', a[i+1] .. ':in', a[i+2])
-    i = i + 3
-  elseif op == 'S' then
-    redis.call('HSET', a[i+1] .. ':cur', a[i+2], a[i+3])
+  elseif op == 'h' then
+    redis.call('HSET', a[i+1], a[i+2], a[i+3])
     i = i + 4
+  elseif op == 'x' then
+    redis.call('HDEL', a[i+1], a[i+2])
+    i = i + 3
   elseif op == 'R' then
     redis.call('HSET', a[i+1] .. ':r', a[i+2], a[i+3])
     i = i + 4
-  elseif op == 'L' then
-    redis.call('HSET', a[i+1] .. ':a', 's', a[i+2])
-    i = i + 3
   elseif op == 'U' then
     redis.call('HSET', '{u:' .. a[i+1] .. '}:a', 'c', a[i+2])
     redis.call('ZADD', 'users', 0, a[i+1])
@@ -150,22 +171,10 @@ while i <= n do
     end
     redis.call('SET', base .. ':m', a[i+2])
     i = i + 4 + 2 * nrows
-  elseif op == 'B' then
-    redis.call('HSET', a[i+1] .. ':ix', a[i+2], a[i+3])
-    i = i + 4
-  elseif op == 'Y' then
-    redis.call('HDEL', a[i+1] .. ':ix', a[i+2])
-    i = i + 3
   -- Ops of the per-slot scripts on a Redis Cluster (redis_cluster_commit.h), lower case.
   elseif op == 'm' then
     local old = redis.call('HGET', a[i+1] .. ':in', a[i+2])
     if not old or tonumber(old) < tonumber(a[i+3]) then redis.call('HSET', a[i+1] .. ':in', a[i+2], a[i+3]) end
-    i = i + 4
-  elseif op == 'j' then
-    redis.call('HSET', a[i+1] .. ':idem', a[i+2], a[i+3])
-    i = i + 4
-  elseif op == 'p' then
-    redis.call('HSET', a[i+1] .. ':idp', a[i+2], a[i+3])
     i = i + 4
   elseif op == 'e' then
     redis.call('ZADD', 'idemexp', a[i+1], a[i+2])
@@ -176,16 +185,7 @@ while i <= n do
   elseif op == 'k' then
     redis.call('DEL', '{t:' .. a[i+1] .. '}')
     i = i + 2
-  elseif op == 'd' then
-    redis.call('HSET', a[i+1] .. ':d', a[i+2], a[i+3])
-    i = i + 4
-  -- h/x/z/r: HSET/HDEL/ZADD/ZREM of a whole key (the parts of an op that spans slots).
-  elseif op == 'h' then
-    redis.call('HSET', a[i+1], a[i+2], a[i+3])
-    i = i + 4
-  elseif op == 'x' then
-    redis.call('HDEL', a[i+1], a[i+2])
-    i = i + 3
+  -- z/r: ZADD/ZREM of a whole key (the parts of an op that spans slots).
   elseif op == 'z' then
     redis.call('ZADD', a[i+1], a[i+2], a[i+3])
     i = i + 4

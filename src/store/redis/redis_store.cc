@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cstdio>
 #include <deque>
+#include <random>
 
 #include <hiredis/hiredis.h>
 
@@ -175,12 +176,20 @@ Result<Reply> RedisStore::eval(std::string_view script, const std::string& sha,
   return r;
 }
 
+std::string RedisStore::random_token() {
+  std::random_device rd;
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "n%08x%08x", rd(), rd());
+  return buf;
+}
+
 Result<void> RedisStore::commit(const Batch& batch, bool /*sync*/) {
+  behind_ = {};
   if (batch.empty()) return {};
   // Everything the ops reference must outlive the argv views: strings built here live in
   // `owned` (a deque keeps addresses stable).
   std::deque<std::string> owned;
-  std::vector<std::string_view> args = {options_.dense_appends ? "1" : "0"};
+  std::vector<std::string_view> args = {options_.dense_appends ? std::string_view(node_token_) : "0"};
   auto own = [&](std::string s) -> std::string_view { return owned.emplace_back(std::move(s)); };
   bool nul = false;
   auto id = [&](const std::string& s) -> std::string_view {
@@ -217,7 +226,7 @@ Result<void> RedisStore::commit(const Batch& batch, bool /*sync*/) {
             args.insert(args.end(), {"I", own(device_key(o.device)), o.client_msg_id, own(std::move(rec)),
                                      own(std::to_string(o.record.expires_at))});
           } else if constexpr (std::is_same_v<T, SetCursor>) {
-            args.insert(args.end(), {"S", own(device_key(o.device)), id(o.conversation_id), own(std::to_string(o.seq))});
+            args.insert(args.end(), {"h", own(device_key(o.device) + ":cur"), id(o.conversation_id), own(std::to_string(o.seq))});
             id(o.device.user);
           } else if constexpr (std::is_same_v<T, SetReceipt>) {
             args.insert(args.end(), {"R", own(conv_key(id(o.conversation_id))), id(o.user),
@@ -226,15 +235,15 @@ Result<void> RedisStore::commit(const Batch& batch, bool /*sync*/) {
             args.insert(args.end(), {"M", own(device_key(o.device)), id(o.conversation_id), own(std::to_string(o.seq))});
             id(o.device.user);
           } else if constexpr (std::is_same_v<T, InboxDelete>) {
-            args.insert(args.end(), {"X", own(device_key(o.device)), id(o.conversation_id)});
+            args.insert(args.end(), {"x", own(device_key(o.device) + ":in"), id(o.conversation_id)});
             id(o.device.user);
           } else if constexpr (std::is_same_v<T, SetLastSeen>) {
-            args.insert(args.end(), {"L", own(user_key(id(o.user))), own(std::to_string(o.ts))});
+            args.insert(args.end(), {"h", own(user_key(id(o.user)) + ":a"), "s", own(std::to_string(o.ts))});
           } else if constexpr (std::is_same_v<T, PutSubscription>) {
-            args.insert(args.end(), {"B", own(user_key(id(o.user))), id(o.row.conversation_id),
+            args.insert(args.end(), {"h", own(user_key(id(o.user)) + ":ix"), id(o.row.conversation_id),
                                      own(rocks::encode_user_row(o.row))});
           } else if constexpr (std::is_same_v<T, DeleteSubscription>) {
-            args.insert(args.end(), {"Y", own(user_key(id(o.user))), id(o.conversation_id)});
+            args.insert(args.end(), {"x", own(user_key(id(o.user)) + ":ix"), id(o.conversation_id)});
           } else if constexpr (std::is_same_v<T, PutDeviceKeys>) {
             std::string v;
             rocks::encode_device_keys(v, o.keys);
@@ -272,10 +281,12 @@ Result<void> RedisStore::commit(const Batch& batch, bool /*sync*/) {
   }
   if (nul) return make_error(ErrorCode::kInvalidArgument, "id contains a NUL byte");
   if (auto c = connection(); c && (*c)->is_cluster())
-    return commit_on_cluster(**c, {scripts::kCommit, commit_sha_}, args, options_.wait_replicas, options_.command_timeout);
+    return commit_on_cluster(**c, {scripts::kCommit, commit_sha_}, args, options_.wait_replicas, options_.command_timeout,
+                             behind_);
   auto r = eval(scripts::kCommit, commit_sha_, {}, args);
   if (!r) return r.error();
   if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
+  if (behind_reply(r->get(), behind_)) return behind_error();
   if (options_.wait_replicas > 0) {
     const std::string n = std::to_string(options_.wait_replicas);
     const std::string ms = std::to_string(options_.command_timeout.count() / 2);

@@ -99,6 +99,7 @@ class RedisStore final : public Store {
   ~RedisStore() override;
 
   Result<void> commit(const Batch& batch, bool sync) override;
+  Behind behind() const override { return behind_; }
   Result<void> flush() override;
   Result<bool> user_exists(const std::string& user) override;
   Result<std::vector<uint32_t>> devices(const std::string& user) override;
@@ -168,6 +169,11 @@ class RedisStore final : public Store {
                      const std::vector<std::string_view>& args);
 
   const RedisStoreOptions options_;
+  Behind behind_;  // of the last commit() (its thread only)
+  // This store's token in the commit script's seq reservations (dense appends): random per
+  // process, so two nodes never share one.
+  const std::string node_token_ = random_token();
+  static std::string random_token();
   std::string commit_sha_, read_sha_, purge_sha_, range_sha_;  // SHA1s Redis gave the scripts (SCRIPT LOAD)
   std::mutex rewrite_mu_;
   std::chrono::steady_clock::time_point last_rewrite_{};  // guarded by rewrite_mu_

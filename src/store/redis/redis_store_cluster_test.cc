@@ -11,6 +11,7 @@
 #include "store/redis/redis_cluster.h"
 #include "store/redis/redis_store.h"
 #include "store/redis/testing/redis_cluster_server.h"
+#include "store/redis/testing/two_nodes.h"
 #include "store/store_contract_test.h"
 
 namespace tern::store::redis {
@@ -149,6 +150,41 @@ TEST(RedisStoreCluster, AReplacedTokenIsDeletedOnItsOwnSlot) {
   EXPECT_FALSE((*(*s)->find_token("hash-old")).has_value());
   ASSERT_TRUE((*(*s)->find_token("hash-new")).has_value());
   EXPECT_EQ((*(*s)->devices("tok-user")), std::vector<uint32_t>{1});
+}
+
+// Two nodes append to one conversation on a cluster: the commit whose append is behind fails
+// that conversation's slot script only; the slot runs again without it, so the batch's other
+// conversations commit (rest_applied) and the one behind keeps the other node's message.
+TEST(RedisStoreCluster, ADenseAppendBehindFailsOnlyItsConversation) {
+  flush_masters(*g_cluster);
+  auto nodes = testing::two_nodes_after_first_appends(options_for(*g_cluster));
+  ASSERT_TRUE(nodes.ok()) << nodes.error().message;
+  std::unique_ptr<RedisStore>* b = &nodes->b;
+  const DeviceRef bob{"bob", 1};
+  Batch late;
+  late.add(AppendMessage{"c1", 1, "b1"});
+  late.add(PutIdempotency{bob, "m1", IdempotencyRecord{"c1", 1, 7, 1'000'000'000}});
+  late.add(AppendMessage{"c2", 2, "b2"});
+  late.add(PutIdempotency{bob, "m2", IdempotencyRecord{"c2", 2, 7, 1'000'000'000}});
+  late.add(InboxMark{DeviceRef{"carol", 1}, "c2", 2});
+  auto r = (*b)->commit(late, true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kUnavailable);
+  const Store::Behind behind = (*b)->behind();
+  EXPECT_EQ(behind.conversations, (std::vector<std::string>{"c1"}));
+  EXPECT_EQ(behind.heads, (std::vector<Seq>{1}));
+  EXPECT_TRUE(behind.rest_applied);
+  EXPECT_EQ(*(*b)->head("c1"), 1u);
+  EXPECT_EQ((*(*b)->read_messages("c1", 0, 10))[0].frame, "a1");
+  EXPECT_FALSE((*(*b)->idempotency(bob, "m1", 0)).has_value());
+  EXPECT_EQ(*(*b)->head("c2"), 2u);
+  auto rec = (*b)->idempotency(bob, "m2", 0);
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ((*rec)->seq, 2u);
+  auto inbox = (*b)->inbox(DeviceRef{"carol", 1});
+  ASSERT_TRUE(inbox.ok());
+  ASSERT_EQ(inbox->size(), 1u);
+  EXPECT_EQ((*inbox)[0].second, 2u);
 }
 
 // A master dies during a commit. Whatever part landed, nothing is acknowledged, the log

@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "store/redis/testing/redis_server.h"
+#include "store/redis/testing/two_nodes.h"
 #include "store/store_contract_test.h"
 
 namespace tern::store::redis {
@@ -226,6 +227,39 @@ TEST(RedisStore, DenseAppendsRefuseAGapOrARewriteAndWriteNothing) {
   ASSERT_TRUE(msgs.ok());
   ASSERT_EQ(msgs->size(), 2u);
   EXPECT_EQ((*msgs)[1].frame, "b");
+}
+
+// Two nodes (stores) append to one conversation: the commit whose append is behind names that
+// conversation in behind() (and only it), writes nothing on one redis-server (the caller
+// commits the rest again), and the head is the other node's.
+TEST(RedisStore, ADenseAppendBehindNamesItsConversationAndWritesNothing) {
+  ASSERT_TRUE(flush_shared_server());
+  auto nodes = testing::two_nodes_after_first_appends(options_for(shared_server()));
+  ASSERT_TRUE(nodes.ok()) << nodes.error().message;
+  EXPECT_TRUE(nodes->a->behind().conversations.empty());
+  std::unique_ptr<RedisStore>* b = &nodes->b;
+  Batch late;  // node b still thinks c1 and c3 are empty; c2 it knows
+  late.add(AppendMessage{"c1", 1, "b1"});
+  late.add(AppendMessage{"c1", 2, "b1'"});
+  late.add(AppendMessage{"c2", 2, "b2"});
+  late.add(PutIdempotency{DeviceRef{"bob", 1}, "m2", IdempotencyRecord{"c2", 2, 7, 1'000'000'000}});
+  late.add(AppendMessage{"c3", 5, "gap"});
+  auto r = (*b)->commit(late, true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kUnavailable);
+  const Store::Behind behind = (*b)->behind();
+  EXPECT_EQ(behind.conversations, (std::vector<std::string>{"c1", "c3"}));
+  EXPECT_EQ(behind.heads, (std::vector<Seq>{1, 0}));  // the store's heads
+  EXPECT_FALSE(behind.rest_applied);
+  EXPECT_EQ(*(*b)->head("c1"), 1u);
+  EXPECT_EQ(*(*b)->head("c2"), 1u);
+  EXPECT_FALSE((*(*b)->idempotency(DeviceRef{"bob", 1}, "m2", 0)).has_value());
+  EXPECT_EQ((*(*b)->read_messages("c1", 0, 10))[0].frame, "a1");
+  // The next commit clears it.
+  Batch next;
+  next.add(AppendMessage{"c1", 2, "b1"});
+  ASSERT_TRUE((*b)->commit(next, true).ok());
+  EXPECT_TRUE((*b)->behind().conversations.empty());
 }
 
 // A one-time prekey handed out by a bundle (a take) goes to one requester even when several
