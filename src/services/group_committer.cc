@@ -27,11 +27,19 @@ Counter& behind_commits_metric = MetricsRegistry::global().counter(
     "tern_store_commits_behind_total", "commits in which another node had appended to a conversation first");
 Counter& behind_commits() { return behind_commits_metric; }
 
-bool appends_to_range(const store::Batch& b, std::pair<size_t, size_t> range,
-                      const std::unordered_set<std::string>& convs) {
-  for (size_t i = range.first; i < range.second; ++i)
+// Whether ops [first, last) of the batch append to a conversation in `convs` (a set or a map
+// keyed by conversation id).
+template <typename Convs>
+bool appends_to(const store::Batch& b, size_t first, size_t last, const Convs& convs) {
+  for (size_t i = first; i < last; ++i)
     if (const auto* a = std::get_if<store::AppendMessage>(&b.ops[i]); a && convs.count(a->conversation_id)) return true;
   return false;
+}
+
+// The error of an entry whose conversation was behind; made once, not per commit.
+const Error& behind_error() {
+  static const Error e = make_error(ErrorCode::kUnavailable, std::string(GroupCommitter::kBehind));
+  return e;
 }
 }  // namespace
 
@@ -81,24 +89,20 @@ std::optional<Seq> GroupCommitter::reloaded(const std::string& conversation_id) 
   return head;
 }
 
-namespace {
-// Whether the batch appends to one of `convs`.
-bool appends_to(const store::Batch& b, const std::unordered_map<std::string, Seq>& convs) {
-  for (const auto& op : b.ops)
-    if (const auto* a = std::get_if<store::AppendMessage>(&op); a && convs.count(a->conversation_id)) return true;
-  return false;
-}
-}  // namespace
-
 Result<void> GroupCommitter::commit_entries(std::vector<Entry>& work, std::vector<std::optional<Error>>& failed) {
-  const Error behind = make_error(ErrorCode::kUnavailable, std::string(kBehind));
+  const Error& behind = behind_error();
   std::vector<size_t> live;
-  {
-    // Entries built on a head that an earlier commit found behind: sequenced before their
-    // loop learnt of it, so a later seq of a send that must come first. They fail too.
+  // Entries built on a head that an earlier commit found behind: sequenced before their loop
+  // learnt of it, so a later seq of a send that must come first. They fail too. Only this
+  // thread adds to behind_ (loops only remove), so a count of 0 needs no lock: the common
+  // case, and always on one node.
+  if (behind_count_.load(std::memory_order_relaxed) == 0) {
+    for (size_t i = 0; i < work.size(); ++i) live.push_back(i);
+  } else {
     std::lock_guard lock(mu_);
     for (size_t i = 0; i < work.size(); ++i) {
-      if (!behind_.empty() && appends_to(work[i].batch, behind_)) failed[i] = behind;
+      const store::Batch& b = work[i].batch;
+      if (appends_to(b, 0, b.ops.size(), behind_)) failed[i] = behind;
       else live.push_back(i);
     }
   }
@@ -127,7 +131,7 @@ Result<void> GroupCommitter::commit_entries(std::vector<Entry>& work, std::vecto
     std::unordered_set<std::string> late(b.conversations.begin(), b.conversations.end());
     std::vector<size_t> rest;
     for (size_t i : live) {
-      if (appends_to_range(merged, ranges[i], late)) failed[i] = behind;
+      if (appends_to(merged, ranges[i].first, ranges[i].second, late)) failed[i] = behind;
       else rest.push_back(i);
     }
     {
