@@ -230,7 +230,7 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
             // conversation's other batches in flight completed (they failed the same way).
             // The pending entry stays, so a resend meanwhile waits for this one.
             sends_resequenced.inc();
-            cs->parked.push_back([this, &shard, key, device, frame = std::move(frame), started_us, done = std::move(done),
+            cs->retry.push_back([this, &shard, key, device, frame = std::move(frame), started_us, done = std::move(done),
                                   attempt]() mutable {
               std::vector<SendDone> waiters{std::move(done)};
               if (auto p = shard.pending.find(key); p != shard.pending.end()) {

@@ -62,11 +62,14 @@ bool SequencerCore::submit(ConvState& state, store::Batch batch, GroupCommitter:
       directory.forget_conversation(s->id);
     }
     done(r);
-    if (s->in_flight == 0 && !s->parked.empty()) {
-      // The head reloads on the first of these (ConvState::stale); they run in arrival order.
-      std::vector<std::function<void()>> parked = std::move(s->parked);
+    if (s->in_flight == 0 && !(s->retry.empty() && s->parked.empty())) {
+      // The head reloads on the first of these (ConvState::stale): the sends to sequence
+      // again in their first order, then those that arrived meanwhile.
+      std::vector<std::function<void()>> work = std::move(s->retry);
+      s->retry.clear();
+      for (auto& f : s->parked) work.push_back(std::move(f));
       s->parked.clear();
-      for (auto& f : parked) f();
+      for (auto& f : work) f();
     }
   });
 }

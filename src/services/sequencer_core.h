@@ -82,9 +82,12 @@ struct ConvState {
   // not have applied it): once nothing is in flight, the next touch reloads the head.
   bool stale = false;
   std::string id;  // the conversation's id (to drop its directory snapshot after such a failure)
-  // Work waiting for the head reload of a stale conversation (sends that arrived, or must be
-  // sequenced again, while batches built on the old head were still in flight): run in
-  // order, on this loop, once nothing is in flight.
+  // Work waiting for the head reload of a stale conversation, run on this loop once nothing
+  // is in flight: first `retry` (sends whose batch was behind, in the order they were
+  // sequenced, since completions come in commit order), then `parked` (sends that arrived
+  // meanwhile). Two lists, because a send can arrive before an earlier send's completion
+  // says that it must be sequenced again; one list in arrival order would put it first.
+  std::vector<std::function<void()>> retry;
   std::vector<std::function<void()>> parked;
   bool receipts_loaded = false;
   // Who sent the most recent messages (at most kRecentSenders): a receipt goes to the
