@@ -73,6 +73,15 @@ class Bus {
   // there): the sink drops what this node cached about it. Set before serving; called on a
   // bus thread. A single-node bus never calls it.
   virtual void set_change_sink(std::function<void(const std::string& conversation_id)> sink) { (void)sink; }
+  // A message of `conversation_id` with `seq` (`frame`: the stored message) was committed on
+  // another node and reached this one (for a local device or a following session): the sink
+  // lets this node's sequencer move its cached head there, so that its next send into the
+  // conversation is not behind (docs/scaling.md "Dense seqs across nodes"). A hint only: the
+  // store's dense-append check stays the rule. Set before serving; called on a bus thread,
+  // in the order the other node published. A single-node bus never calls it.
+  using HeadSink =
+      std::function<void(const std::string& conversation_id, Seq seq, std::shared_ptr<const std::string> frame)>;
+  virtual void set_head_sink(HeadSink sink) { (void)sink; }
   // A device was linked to `user` here: the other nodes drop their cached device list of the
   // user (the devices sink), so their next send addresses the new device too. Set the sink
   // before serving; it is called on a bus thread. A single-node bus: both are no-ops.

@@ -54,6 +54,12 @@ void Sequencer::on_owner(const std::string& id, Fn fn) {
   core_.loops.run(owner, [this, owner, fn = std::move(fn)]() mutable { fn(core_.shard(owner)); });
 }
 
+void Sequencer::observe_head(const std::string& conversation_id, Seq seq, std::shared_ptr<const std::string> frame) {
+  on_owner(conversation_id, [this, id = conversation_id, seq, frame = std::move(frame)](Shard& s) {
+    core_.observe_head(s, id, seq, frame.get());
+  });
+}
+
 void Sequencer::join_channel(DeviceRef actor, std::string channel_id, Channels::JoinDone done) {
   on_owner(channel_id, [this, actor = std::move(actor), id = channel_id, done = std::move(done)](Shard& s) mutable {
     channels_.join(s, actor, id, std::move(done));

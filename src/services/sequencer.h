@@ -61,6 +61,11 @@ class Sequencer {
     return receipts_.pending_ack(device, conversation_id);
   }
 
+  // Another node committed `seq` of the conversation (a bus head hint, bus.h set_head_sink):
+  // moves the cached head there if nothing of this node is in flight for it, so that the next
+  // send from here is not behind. `frame` (the stored message) names its sender for receipts.
+  void observe_head(const std::string& conversation_id, Seq seq, std::shared_ptr<const std::string> frame);
+
   // Keyed with the server's secret (conversation_ids.h): a third party cannot derive it.
   static std::string direct_conversation_id(const std::string& a, const std::string& b);
   // Presence keeps an index of who shares a conversation with whom; set before serving.

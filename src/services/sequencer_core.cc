@@ -1,9 +1,18 @@
 #include "services/sequencer_core.h"
 
+#include "base/metrics.h"
+#include "proto/frames.h"
 #include "services/live_fanout.h"
 #include "services/push_notifier.h"
 
 namespace tern::services {
+namespace {
+
+Counter& head_hints = MetricsRegistry::global().counter(
+    "tern_head_hints_applied_total",
+    "cached conversation heads moved forward by another node's committed message (a bus head hint)");
+
+}  // namespace
 
 SequencerCore::SequencerCore(Loops& loops_, store::Store& store_, GroupCommitter& committer_, Directory& directory_,
                              bus::Bus& bus_, const ServiceOptions& options_)
@@ -39,6 +48,26 @@ Result<ConvState*> SequencerCore::state(Shard& shard, const std::string& convers
   fresh.head = *head;
   fresh.senders_from = *head + 1;
   return &shard.conversations.emplace(conversation_id, std::move(fresh));
+}
+
+void SequencerCore::observe_head(Shard& shard, const std::string& conversation_id, Seq seq, const std::string* frame) {
+  ConvState* cs = shard.conversations.find(conversation_id);
+  // In flight: this node's own batch is already on a head that the store will judge; stale:
+  // the head reloads from the store anyway. Neither may be moved from outside.
+  if (!cs || cs->in_flight > 0 || cs->stale || seq <= cs->head) return;
+  std::optional<proto::StoredMeta> meta;
+  if (frame)
+    if (auto m = proto::stored_meta(*frame)) meta = std::move(*m);
+  if (seq == cs->head + 1 && meta) {
+    // The next message: receipts keep finding its sender in memory.
+    if (!meta->system) remember_sender(*cs, seq, meta->sender);
+  } else {
+    // A gap (messages this node did not hear of): their senders are read from the log.
+    cs->recent_senders.clear();
+    cs->senders_from = seq + 1;
+  }
+  cs->head = seq;
+  head_hints.inc();
 }
 
 void SequencerCore::remember_sender(ConvState& state, Seq seq, const std::string& user) {

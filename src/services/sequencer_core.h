@@ -134,6 +134,11 @@ class SequencerCore {
   // The conversation's state on its owning loop, loaded (head from the store) on first touch.
   Result<ConvState*> state(Shard& shard, const std::string& conversation_id);
 
+  // Another node committed `seq` (`frame`: the stored message, may be null): a cached,
+  // settled conversation whose head is below it moves there. Nothing else changes: a
+  // conversation with work in flight or not cached learns its head from the store as before.
+  void observe_head(Shard& shard, const std::string& conversation_id, Seq seq, const std::string* frame);
+
   // Records the sender of a new message (bounded: the oldest is forgotten).
   static void remember_sender(ConvState& state, Seq seq, const std::string& user);
 

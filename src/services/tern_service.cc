@@ -32,6 +32,11 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
   // linked here is announced to the others.
   bus_.set_devices_sink([directory = directory_.get()](const std::string& user) { directory->forget_devices(user); });
   accounts_->set_devices_changed([this](const std::string& user) { bus_.announce_devices(user); });
+  // A message committed on another node moves this node's cached head (bus.h set_head_sink).
+  bus_.set_head_sink([sequencer = sequencer_.get()](const std::string& id, Seq seq,
+                                                    std::shared_ptr<const std::string> frame) {
+    sequencer->observe_head(id, seq, std::move(frame));
+  });
   // Read-side posts sequenced on other nodes (a multi-node bus) reach this node's followers.
   bus_.set_conversation_sink([fanout = fanout_.get()](std::shared_ptr<const bus::Notification> n) {
     fanout->publish(std::move(n));

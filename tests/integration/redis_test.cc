@@ -187,6 +187,49 @@ TEST_F(RedisTest, TwoNodesShareAccountsAndKeepSeqsDenseUnderConcurrentSends) {
   for (Node* n : {&a_, &b_}) expect_log_matches(*n, alice, group, seqs);
 }
 
+// A node's cached head follows what other nodes commit (the bus's head hint): alice on node
+// a and bob on node b take turns in their direct conversation, each answering only after it
+// received the other's message, so no send is ever behind. Without the hint every turn would
+// find its node's head one behind and be sequenced twice.
+TEST_F(RedisTest, TakingTurnsAcrossTwoNodesNeverFindsAHeadBehind) {
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
+  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b"));
+  Account alice = a_.api->must_register("alice");
+  Account bob = b_.api->must_register("bob");
+  const std::string conv = a_.api->must_direct(alice.token, "bob");
+  Device da(alice), db(bob);
+  ASSERT_EQ(da.connect(a_.server->port()), 101);
+  ASSERT_EQ(db.connect(b_.server->port()), 101);
+  ASSERT_TRUE(da.until_synced());
+  ASSERT_TRUE(db.until_synced());
+  constexpr int kTurns = 30;
+  Seq expected = 1;  // the conversation's first message
+  for (int i = 0; i < kTurns; ++i) {
+    for (auto [from, to] : {std::pair{&da, &db}, std::pair{&db, &da}}) {
+      const std::string id = (from == &da ? "a" : "b") + std::to_string(i);
+      ASSERT_EQ(from->must_send(conv, id, id), expected) << id;
+      auto got = to->read_until("message");
+      ASSERT_TRUE(got) << id << " not delivered";
+      ASSERT_EQ(seq_of(*got), expected);
+      ++expected;
+    }
+  }
+  auto metric = [](Node& n, const Account& who, std::string_view name) {
+    auto r = http_request(n.server->port(), "GET", "/metrics", std::nullopt, who.token);
+    EXPECT_EQ(r.status, 200);
+    const std::string needle = "\n" + std::string(name) + " ";
+    const auto at = r.body.find(needle);
+    EXPECT_NE(at, std::string::npos) << name;
+    return at == std::string::npos ? -1.0 : std::stod(r.body.substr(at + needle.size()));
+  };
+  for (auto [n, who] : {std::pair{&a_, &alice}, std::pair{&b_, &bob}}) {
+    EXPECT_EQ(metric(*n, *who, "tern_store_commits_behind_total"), 0) << n->server->port();
+    EXPECT_EQ(metric(*n, *who, "tern_sends_resequenced_total"), 0) << n->server->port();
+    // Each node heard of the other's kTurns messages (the first of b's may find nothing cached).
+    EXPECT_GE(metric(*n, *who, "tern_head_hints_applied_total"), kTurns - 1) << n->server->port();
+  }
+}
+
 // Three nodes, two groups, and every group written from all three nodes at once (one device
 // per node, each sending into both groups in turn): no client resends, both logs dense, every
 // message once at its acknowledged seq, each device's messages in the order it sent them.

@@ -249,6 +249,8 @@ void RedisBus::announce_devices(const std::string& user) {
 
 void RedisBus::set_devices_sink(std::function<void(const std::string& user)> sink) { devices_sink_ = std::move(sink); }
 
+void RedisBus::set_head_sink(HeadSink sink) { head_sink_ = std::move(sink); }
+
 void RedisBus::set_change_sink(std::function<void(const std::string& conversation_id)> sink) {
   change_sink_ = std::move(sink);
 }
@@ -437,6 +439,15 @@ void RedisBus::deliver(std::string_view payload) {
   }
   received_metric.inc(events.size());
   for (Event& e : events) {
+    // The head first: a local device that receives the message and answers at once finds
+    // its node's sequencer already past it.
+    if (head_sink_ && e.n->seq > 0 &&
+        (e.n->kind == Notification::Kind::kMessage || e.n->kind == Notification::Kind::kOwnSent) &&
+        !(hinted_seq_ == e.n->seq && hinted_conversation_ == e.n->conversation_id)) {
+      hinted_conversation_ = e.n->conversation_id;
+      hinted_seq_ = e.n->seq;
+      head_sink_(e.n->conversation_id, e.n->seq, e.n->frame);
+    }
     // Membership first: a local session told of the system message below re-reads it fresh.
     if (e.n->system && e.n->kind == Notification::Kind::kMessage && change_sink_) change_sink_(e.n->conversation_id);
     switch (e.target) {

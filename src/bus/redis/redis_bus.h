@@ -100,6 +100,7 @@ class RedisBus final : public Bus {
   void set_change_sink(std::function<void(const std::string& conversation_id)> sink) override;
   void announce_devices(const std::string& user) override;
   void set_devices_sink(std::function<void(const std::string& user)> sink) override;
+  void set_head_sink(HeadSink sink) override;
   // Closes the device's connection here and on every other node (a kDisconnect event).
   void disconnect(const DeviceRef& device) override;
   void stop() override;  // also run by the destructor
@@ -136,6 +137,11 @@ class RedisBus final : public Bus {
   std::function<void(std::shared_ptr<const Notification>)> sink_;
   std::function<void(const std::string&)> change_sink_;
   std::function<void(const std::string&)> devices_sink_;
+  HeadSink head_sink_;
+  // The last head hint given (subscriber thread only): the same message comes once per
+  // recipient device, one after the other; it is hinted once.
+  std::string hinted_conversation_;
+  Seq hinted_seq_ = 0;
   std::pair<std::string, Seq> last_changed_;  // guarded by mu_: one kChanged per system message
 
   std::mutex mu_;

@@ -249,5 +249,41 @@ TEST_F(RedisBusNodes, ADeviceLinkIsAnnouncedToTheOtherNodes) {
   EXPECT_TRUE(linked_a.empty()) << "a node ignores its own announcements";
 }
 
+// A message committed on one node gives the other nodes one head hint (not one per recipient
+// device, and none for a frame without a seq); the node that published it gets none.
+TEST_F(RedisBusNodes, AMessageFromAnotherNodeGivesOneHeadHint) {
+  std::mutex mu;
+  std::vector<std::pair<std::string, Seq>> hints_a, hints_b;
+  a.set_head_sink([&](const std::string& c, Seq s, std::shared_ptr<const std::string>) {
+    std::lock_guard lock(mu);
+    hints_a.emplace_back(c, s);
+  });
+  b.set_head_sink([&](const std::string& c, Seq s, std::shared_ptr<const std::string> frame) {
+    std::lock_guard lock(mu);
+    EXPECT_TRUE(frame && *frame == *sample()->frame);
+    hints_b.emplace_back(c, s);
+  });
+  ASSERT_TRUE(a.start() && b.start());
+  auto bob = std::make_shared<Recorder>();
+  b.attach(DeviceRef{"bob", 1}, bob);
+  ASSERT_TRUE(await([&] { return a.online("bob"); }));
+  auto typing = std::make_shared<Notification>();
+  typing->frame = std::make_shared<const std::string>("{}");
+  typing->conversation_id = "g-1";
+  auto next = std::make_shared<Notification>(*sample());
+  next->seq = sample()->seq + 1;
+  // One message for three devices of the user, a typing frame, then the next message.
+  a.publish(DeviceRef{"bob", 1}, sample());
+  a.publish(DeviceRef{"bob", 2}, sample());
+  a.publish(DeviceRef{"carol", 1}, sample());
+  a.publish(DeviceRef{"bob", 1}, typing);
+  a.publish(DeviceRef{"bob", 1}, next);
+  ASSERT_TRUE(await([&] { return bob->count() == 3; })) << bob->count();
+  std::lock_guard lock(mu);
+  const std::vector<std::pair<std::string, Seq>> want{{"g-1", sample()->seq}, {"g-1", sample()->seq + 1}};
+  EXPECT_EQ(hints_b, want);
+  EXPECT_TRUE(hints_a.empty()) << "a node ignores its own messages";
+}
+
 }  // namespace
 }  // namespace tern::bus
