@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "base/ids.h"
+#include "base/result.h"
 
 namespace tern::bus {
 
@@ -87,6 +88,27 @@ class Bus {
   // before serving; it is called on a bus thread. A single-node bus: both are no-ops.
   virtual void announce_devices(const std::string& user) { (void)user; }
   virtual void set_devices_sink(std::function<void(const std::string& user)> sink) { (void)sink; }
+  // Send routing (docs/scaling.md "One sequencing node per conversation"): each conversation's
+  // sends are sequenced on one node, its owner among the live nodes, so that nodes do not race
+  // for its next seq. route() names the owner if it is another node (empty: sequence here;
+  // always so on a single-node bus). request() carries an opaque payload to that node's
+  // request sink and hands its response, or an `unavailable` error (no answer in time, or
+  // the bus could not publish), to `reply`, once, on a bus thread. The payload's meaning is
+  // the services' (services/send_forwarding.h); the bus only carries it.
+  using Reply = std::function<void(Result<std::string>)>;
+  using Respond = std::function<void(std::string response)>;
+  virtual std::string route(const std::string& conversation_id) {
+    (void)conversation_id;
+    return {};
+  }
+  virtual void request(const std::string& node, std::string payload, Reply reply) {
+    (void)node;
+    (void)payload;
+    reply(make_error(ErrorCode::kUnavailable, "no other nodes"));
+  }
+  // Where other nodes' requests arrive (a bus thread); `respond` may be called from any
+  // thread, at most once. Set before serving.
+  virtual void set_request_sink(std::function<void(std::string payload, Respond respond)> sink) { (void)sink; }
   // Stops cross-node delivery (its threads are joined; nothing reaches the sink afterwards);
   // local calls keep working. Called by the composition root before the services go.
   virtual void stop() {}

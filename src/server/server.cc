@@ -77,6 +77,7 @@ Result<uint16_t> Server::start() {
     bo.seeds = *store::redis::parse_redis_urls(options_.redis_url);  // checked above
     // Unique per process by default: two nodes on one host may both listen on port 0.
     bo.node_id = options_.node_id.empty() ? options_.listen + "/" + std::to_string(::getpid()) : options_.node_id;
+    bo.route_sends = options_.redis_route_sends != 0;
     auto rb = std::make_unique<bus::RedisBus>(bo);
     if (!rb->start()) return make_error(ErrorCode::kUnavailable, "redis: bus subscription failed");
     bus_ = std::move(rb);

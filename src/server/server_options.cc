@@ -107,6 +107,7 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   str("media_dir", o.media_dir);
   num("redis_wait_replicas", o.redis_wait_replicas);
   num("redis_timeout_ms", o.redis_timeout_ms);
+  num("redis_route_sends", o.redis_route_sends);
   o.services.idempotency_ttl_ms = days * 24 * 3600 * 1000;
   // Media and disappearing messages (issue 11).
   num("max_media_bytes", o.services.max_media_bytes);
@@ -254,6 +255,10 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
   app.add_option("--redis-wait-replicas", o.redis_wait_replicas,
                  "with --store redis: `sent` only after this many replicas acknowledged the write (WAIT)")
       ->check(CLI::Range(0, 16))->capture_default_str();
+  app.add_option("--redis-route-sends", o.redis_route_sends,
+                 "with --store redis: 1 sends each conversation's sends to the one node that sequences it "
+                 "(docs/scaling.md); 0 lets every node sequence (they race for seqs and re-sequence)")
+      ->check(CLI::Range(0, 1))->capture_default_str();
   app.add_option("--redis-timeout-ms", o.redis_timeout_ms,
                  "with --store redis: one Redis command; beyond it the request fails with `unavailable`")
       ->check(CLI::Range(10, 60000))->capture_default_str();

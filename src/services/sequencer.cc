@@ -1,9 +1,20 @@
 #include "services/sequencer.h"
 
+#include "base/clock.h"
+#include "base/metrics.h"
 #include "services/conversation_ids.h"
+#include "services/send_forwarding.h"
 #include "services/token.h"
 
 namespace tern::services {
+namespace {
+
+Counter& sends_forwarded = MetricsRegistry::global().counter(
+    "tern_sends_forwarded_total", "sends handed to the node that sequences their conversation");
+Counter& sends_served = MetricsRegistry::global().counter(
+    "tern_sends_served_total", "sends another node handed to this one to sequence");
+
+}  // namespace
 
 Sequencer::Sequencer(Loops& loops, store::Store& store, GroupCommitter& committer, Directory& directory,
                      bus::Bus& bus, const ServiceOptions& options)
@@ -21,7 +32,49 @@ void Sequencer::send(DeviceRef device, proto::SendFrame frame, int64_t started_u
   const size_t owner = core_.owner(frame.conversation_id);
   core_.loops.run(owner, [this, owner, device = std::move(device), frame = std::move(frame), started_us,
                           done = std::move(done)]() mutable {
-    sender_.send(core_.shard(owner), std::move(device), std::move(frame), started_us, std::move(done));
+    Shard& shard = core_.shard(owner);
+    // While earlier sends of the conversation are with a node, later ones follow them there
+    // (even if the ring changed meanwhile), so a device's sends keep their order.
+    std::string node;
+    if (auto f = shard.forwarding.find(frame.conversation_id); f != shard.forwarding.end()) node = f->second.first;
+    else node = core_.bus.route(frame.conversation_id);
+    if (!node.empty()) return forward(shard, std::move(node), std::move(device), std::move(frame), std::move(done));
+    sender_.send(shard, std::move(device), std::move(frame), started_us, std::move(done));
+  });
+}
+
+void Sequencer::forward(Shard& shard, std::string node, DeviceRef device, proto::SendFrame frame, SendDone done) {
+  sends_forwarded.inc();
+  std::string conv = frame.conversation_id;
+  auto& entry = shard.forwarding[conv];
+  entry.first = node;
+  ++entry.second;
+  core_.bus.request(node, send_forwarding::encode_request(device, frame),
+                    [this, &shard, conv = std::move(conv), done = std::move(done)](Result<std::string> answer) mutable {
+                      Result<SentInfo> r =
+                          answer ? send_forwarding::decode_response(*answer) : Result<SentInfo>(answer.error());
+                      // Back on the conversation's owning loop, as a local send answers.
+                      core_.loops.run(shard.loop, [&shard, conv = std::move(conv), r = std::move(r),
+                                                   done = std::move(done)]() mutable {
+                        if (auto f = shard.forwarding.find(conv); f != shard.forwarding.end() && --f->second.second == 0)
+                          shard.forwarding.erase(f);
+                        done(std::move(r));
+                      });
+                    });
+}
+
+void Sequencer::serve_forwarded(std::string payload, std::function<void(std::string)> respond) {
+  auto request = send_forwarding::decode_request(payload);
+  if (!request) return respond(send_forwarding::encode_response(request.error()));
+  sends_served.inc();
+  auto& [device, frame] = *request;
+  // Sequenced here whatever this node's ring says: never forwarded twice.
+  const int64_t started_us = mono_us();
+  const size_t owner = core_.owner(frame.conversation_id);
+  core_.loops.run(owner, [this, owner, device = std::move(device), frame = std::move(frame), started_us,
+                          respond = std::move(respond)]() mutable {
+    sender_.send(core_.shard(owner), std::move(device), std::move(frame), started_us,
+                 [respond = std::move(respond)](Result<SentInfo> r) { respond(send_forwarding::encode_response(r)); });
   });
 }
 

@@ -37,7 +37,12 @@ class Sequencer {
   Sequencer(Loops& loops, store::Store& store, GroupCommitter& committer, Directory& directory, bus::Bus& bus,
             const ServiceOptions& options);
 
+  // Sequenced here, or on the node that owns the conversation if that is another one (the
+  // bus's route(); send_forwarding.h): `done` runs on this node's owning loop either way.
   void send(DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done);
+  // A send forwarded by another node (the bus's request sink): sequenced here, never
+  // forwarded again; `respond` gets the encoded answer (on the owning loop).
+  void serve_forwarded(std::string payload, std::function<void(std::string)> respond);
   void create_conversation(DeviceRef creator, proto::CreateConversationRequest request, CreateDone done);
   void change_members(DeviceRef actor, std::string conversation_id, proto::MembersRequest request, MembersDone done);
   // Channels (see channels.h).
@@ -85,6 +90,8 @@ class Sequencer {
  private:
   template <typename Fn>
   void on_owner(const std::string& id, Fn fn);
+  // On the owning loop: hands the send to `node` (send_forwarding.h) and answers `done` there.
+  void forward(Shard& shard, std::string node, DeviceRef device, proto::SendFrame frame, SendDone done);
 
   SequencerCore core_;
   Sender sender_;

@@ -119,6 +119,9 @@ struct Shard {
   // acks can add; flushed whole.
   std::map<std::tuple<std::string, std::string, std::string, bool>, Seq> pending_receipts;
   bool receipts_armed = false;
+  // Sends handed to the node that owns their conversation and not yet answered: conversation
+  // → (that node, how many). Later sends of the conversation follow them there.
+  std::unordered_map<std::string, std::pair<std::string, size_t>> forwarding;
 };
 
 class SequencerCore {

@@ -37,6 +37,10 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
                                                     std::shared_ptr<const std::string> frame) {
     sequencer->observe_head(id, seq, std::move(frame));
   });
+  // Sends whose conversation this node sequences, handed over by other nodes.
+  bus_.set_request_sink([sequencer = sequencer_.get()](std::string payload, bus::Bus::Respond respond) {
+    sequencer->serve_forwarded(std::move(payload), std::move(respond));
+  });
   // Read-side posts sequenced on other nodes (a multi-node bus) reach this node's followers.
   bus_.set_conversation_sink([fanout = fanout_.get()](std::shared_ptr<const bus::Notification> n) {
     fanout->publish(std::move(n));

@@ -6,6 +6,7 @@
 #include <hiredis/hiredis.h>
 #include <spdlog/spdlog.h>
 
+#include "base/byte_codec.h"
 #include "base/clock.h"
 #include "base/metrics.h"
 
@@ -25,42 +26,7 @@ Counter& published_metric =
 Counter& received_metric =
     MetricsRegistry::global().counter("tern_bus_received_total", "cross-node events received from other nodes");
 
-void put_u32(std::string& out, uint32_t v) {
-  for (int i = 3; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-void put_u64(std::string& out, uint64_t v) {
-  for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-void put_str(std::string& out, std::string_view s) {
-  put_u32(out, static_cast<uint32_t>(s.size()));
-  out.append(s);
-}
-
-// A bounds-checked reader over one batch.
-struct Reader {
-  std::string_view in;
-  bool ok = true;
-  uint64_t num(int bytes) {
-    if (in.size() < static_cast<size_t>(bytes)) {
-      ok = false;
-      return 0;
-    }
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; ++i) v = (v << 8) | static_cast<unsigned char>(in[i]);
-    in.remove_prefix(bytes);
-    return v;
-  }
-  std::string str() {
-    const uint64_t n = num(4);
-    if (!ok || in.size() < n) {
-      ok = false;
-      return {};
-    }
-    std::string s(in.substr(0, n));
-    in.remove_prefix(n);
-    return s;
-  }
-};
+using Reader = ByteReader;
 
 std::string registry_key(const std::string& user) { return "{r:" + user + "}"; }
 
@@ -82,6 +48,16 @@ return n
 // only while it is there (a detach that removed it meanwhile is not undone).
 constexpr const char* kRegistryRefresh =
     "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 1";
+
+// A node is live while its subscriber connection is open on the channel's Redis: it is
+// named kNodePrefix + node id, and CLIENT LIST shows it. A SIGKILLed node's connection closes
+// at once, so the others stop routing to it at their next look.
+constexpr std::string_view kNodePrefix = "tern-bus:";
+
+Gauge& live_nodes_metric = MetricsRegistry::global().gauge(
+    "tern_bus_live_nodes", "ternd nodes this node saw connected to the bus at its last look (send routing)");
+Counter& requests_failed_metric = MetricsRegistry::global().counter(
+    "tern_bus_requests_failed_total", "requests to another node (forwarded sends) not answered in time or not published");
 
 }  // namespace
 
@@ -106,7 +82,8 @@ bool RedisBus::decode(std::string_view in, std::vector<Event>& out) {
     Event e;
     const auto target = static_cast<Target>(r.num(1));
     if (target != Target::kDevice && target != Target::kUser && target != Target::kConversation &&
-        target != Target::kChanged && target != Target::kDisconnect && target != Target::kDevices)
+        target != Target::kChanged && target != Target::kDisconnect && target != Target::kDevices &&
+        target != Target::kRequest && target != Target::kReply)
       return false;
     e.target = target;
     e.device.user = r.str();
@@ -132,7 +109,8 @@ bool RedisBus::decode(std::string_view in, std::vector<Event>& out) {
   return r.ok;
 }
 
-RedisBus::RedisBus(RedisBusOptions options) : options_(std::move(options)) {}
+RedisBus::RedisBus(RedisBusOptions options)
+    : options_(std::move(options)), ring_(options_.node_id, options_.suspect_for) {}
 
 RedisBus::~RedisBus() { stop(); }
 
@@ -287,16 +265,101 @@ bool RedisBus::online(const std::string& user) {
   return false;
 }
 
-void RedisBus::enqueue(Event e) {
+bool RedisBus::enqueue(Event e) {
   {
     std::lock_guard lock(mu_);
     if (queue_.size() >= options_.queue_limit) {
       dropped_metric.inc();
-      return;
+      return false;
     }
     queue_.push_back(std::move(e));
   }
   cv_.notify_one();
+  return true;
+}
+
+std::string RedisBus::route(const std::string& conversation_id) {
+  return options_.route_sends ? ring_.owner(conversation_id) : std::string();
+}
+
+void RedisBus::set_request_sink(std::function<void(std::string payload, Respond respond)> sink) {
+  request_sink_ = std::move(sink);
+}
+
+void RedisBus::request(const std::string& node, std::string payload, Reply reply) {
+  uint64_t id;
+  {
+    std::lock_guard lock(requests_mu_);
+    id = next_request_++;
+    requests_.emplace(id, PendingRequest{node, std::chrono::steady_clock::now() + options_.request_timeout,
+                                         std::move(reply)});
+  }
+  auto n = std::make_shared<Notification>();
+  n->seq = id;
+  n->frame = std::make_shared<const std::string>(std::move(payload));
+  if (!enqueue(Event{Target::kRequest, DeviceRef{node, 0}, std::move(n)}))
+    complete(id, make_error(ErrorCode::kUnavailable, "the cross-node queue is full; retry"));
+}
+
+void RedisBus::respond_to(const std::string& node, uint64_t id, std::string response) {
+  auto n = std::make_shared<Notification>();
+  n->seq = id;
+  n->frame = std::make_shared<const std::string>(std::move(response));
+  enqueue(Event{Target::kReply, DeviceRef{node, 0}, std::move(n)});  // dropped: the asker times out
+}
+
+void RedisBus::fail_requests(const std::deque<Event>& events) {
+  for (const Event& e : events)
+    if (e.target == Target::kRequest)
+      complete(e.n->seq, make_error(ErrorCode::kUnavailable, "redis: the request to another node was not published"));
+}
+
+void RedisBus::complete(uint64_t id, Result<std::string> answer) {
+  Reply reply;
+  {
+    std::lock_guard lock(requests_mu_);
+    auto it = requests_.find(id);
+    if (it == requests_.end()) return;  // answered already (a late reply after the timeout)
+    reply = std::move(it->second.reply);
+    requests_.erase(it);
+  }
+  if (!answer) requests_failed_metric.inc();
+  reply(std::move(answer));
+}
+
+std::chrono::steady_clock::time_point RedisBus::expire_requests(std::chrono::steady_clock::time_point later) {
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<std::pair<uint64_t, std::string>> late;
+  {
+    std::lock_guard lock(requests_mu_);
+    for (const auto& [id, r] : requests_) {
+      if (r.deadline <= now) late.emplace_back(id, r.node);
+      else later = std::min(later, r.deadline);
+    }
+  }
+  for (auto& [id, node] : late) {
+    // Not answered in time: that node may be dead; route around it for a while.
+    ring_.suspect(node);
+    spdlog::warn("event=bus_request_timeout node={} to={}", options_.node_id, node);
+    complete(id, make_error(ErrorCode::kUnavailable, "the node that sequences this conversation did not answer; retry"));
+  }
+  return later;
+}
+
+void RedisBus::heartbeat(RedisCluster& conn) {
+  auto r = conn.run1(key_slot(kChannel), {"CLIENT", "LIST", "TYPE", "pubsub"});
+  if (!r || (*r)->type != REDIS_REPLY_STRING) return;  // keep the last list
+  // One line per client: "id=7 addr=… name=tern-bus:n1 …".
+  std::vector<std::string> live;
+  std::string_view list((*r)->str, (*r)->len);
+  const std::string field = " name=" + std::string(kNodePrefix);
+  for (size_t at = list.find(field); at != std::string_view::npos; at = list.find(field, at + 1)) {
+    const size_t from = at + field.size();
+    const size_t end = list.find_first_of(" \n", from);
+    live.emplace_back(list.substr(from, end == std::string_view::npos ? std::string_view::npos : end - from));
+  }
+  live_nodes_metric.set(static_cast<int64_t>(live.size()));
+  ring_.set_live(std::move(live));
 }
 
 void RedisBus::publisher() {
@@ -304,13 +367,16 @@ void RedisBus::publisher() {
   std::chrono::steady_clock::time_point retry_after{};
   const auto refresh_every = options_.registry_ttl / 3;
   auto next_refresh = std::chrono::steady_clock::now() + refresh_every;
+  const auto beat_every = options_.node_check;
+  auto next_beat = std::chrono::steady_clock::now();  // at once: the ring is empty until then
   std::deque<Event> events;
   std::deque<std::pair<bool, DeviceRef>> reg;
   std::vector<std::pair<std::string, uint32_t>> refresh;
   for (;;) {
+    const auto wake = expire_requests(std::min(next_refresh, next_beat));
     {
       std::unique_lock lock(mu_);
-      cv_.wait_until(lock, next_refresh, [&] { return stopping_ || !queue_.empty() || !registry_ops_.empty(); });
+      cv_.wait_until(lock, wake, [&] { return stopping_ || !queue_.empty() || !registry_ops_.empty(); });
       if (stopping_) return;
       events.swap(queue_);
       reg.swap(registry_ops_);
@@ -327,9 +393,14 @@ void RedisBus::publisher() {
     }
     if (!conn) {
       dropped_metric.inc(events.size());
+      fail_requests(events);
       events.clear();
       reg.clear();
       continue;
+    }
+    if (std::chrono::steady_clock::now() >= next_beat) {
+      heartbeat(*conn);
+      next_beat = std::chrono::steady_clock::now() + beat_every;
     }
     // One batch: the node header, then every event; plus the registry writes; one round trip.
     // On a cluster, the publish goes to the channel's shard and each registry write to its
@@ -368,8 +439,12 @@ void RedisBus::publisher() {
     std::vector<store::redis::SlotCommands> batches;
     for (auto& [slot, cmds] : by_slot) batches.push_back({slot, std::move(cmds)});
     auto r = conn->run_many(batches);
-    if (!r) dropped_metric.inc(events.size());
-    else published_metric.inc(events.size());
+    if (!r) {
+      dropped_metric.inc(events.size());
+      fail_requests(events);
+    } else {
+      published_metric.inc(events.size());
+    }
     events.clear();
     reg.clear();
   }
@@ -399,6 +474,9 @@ void RedisBus::subscriber() {
       if (stopping_) return;
       sub_conn_ = std::move(c).value();
     }
+    // Named, so that the other nodes see this one as live (heartbeat()).
+    const std::string name = std::string(kNodePrefix) + options_.node_id;
+    (void)conn->command({"CLIENT", "SETNAME", name});
     // A MOVED answer (the map changed since) is an error reply: not subscribed, start over.
     auto ok = conn->command({sharded ? "SSUBSCRIBE" : "SUBSCRIBE", kChannel});
     if (ok && (*ok)->type == REDIS_REPLY_ARRAY) {
@@ -460,6 +538,18 @@ void RedisBus::deliver(std::string_view payload) {
       case Target::kUser: local_.publish_user(e.device.user, e.n); break;
       case Target::kConversation:
         if (sink_) sink_(std::move(e.n));
+        break;
+      case Target::kRequest:
+        if (e.device.user != options_.node_id) break;
+        if (!request_sink_) {
+          respond_to(from, e.n->seq, std::string());  // not serving: an empty answer is an error there
+          break;
+        }
+        request_sink_(e.n->frame ? *e.n->frame : std::string(),
+                      [this, from, id = e.n->seq](std::string response) { respond_to(from, id, std::move(response)); });
+        break;
+      case Target::kReply:
+        if (e.device.user == options_.node_id) complete(e.n->seq, e.n->frame ? *e.n->frame : std::string());
         break;
     }
   }

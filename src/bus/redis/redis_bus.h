@@ -64,6 +64,7 @@
 
 #include "bus/bus.h"
 #include "bus/local/local_bus.h"
+#include "bus/redis/node_ring.h"
 #include "store/redis/redis_cluster.h"
 #include "store/redis/redis_connection.h"
 
@@ -77,6 +78,14 @@ struct RedisBusOptions {
   std::chrono::milliseconds registry_ttl{30000};
   std::chrono::milliseconds command_timeout{1000};
   size_t queue_limit = 100000;                       // events waiting to be published; more are dropped
+  // Send routing (NodeRing): a node is live while its subscriber connection is open (named
+  // "tern-bus:<node_id>"); every node_check the publisher reads the live nodes (CLIENT LIST
+  // on the channel's Redis). A forwarded send unanswered after request_timeout fails
+  // `unavailable`, and its node is left out of the ring here for suspect_for.
+  bool route_sends = true;  // false: route() always answers "here" (every node sequences)
+  std::chrono::milliseconds node_check{500};
+  std::chrono::milliseconds request_timeout{2000};
+  std::chrono::milliseconds suspect_for{5000};
 };
 
 class RedisBus final : public Bus {
@@ -101,6 +110,9 @@ class RedisBus final : public Bus {
   void announce_devices(const std::string& user) override;
   void set_devices_sink(std::function<void(const std::string& user)> sink) override;
   void set_head_sink(HeadSink sink) override;
+  std::string route(const std::string& conversation_id) override;
+  void request(const std::string& node, std::string payload, Reply reply) override;
+  void set_request_sink(std::function<void(std::string payload, Respond respond)> sink) override;
   // Closes the device's connection here and on every other node (a kDisconnect event).
   void disconnect(const DeviceRef& device) override;
   void stop() override;  // also run by the destructor
@@ -110,12 +122,15 @@ class RedisBus final : public Bus {
   // recipient is attached here): the other nodes drop their cached membership of it.
   // kDisconnect: close the device's connection (admin revocation) wherever it is attached.
   // kDevices: .device.user linked a device (drop the cached device list).
+  // kRequest / kReply: a forwarded request or its response for node .device.user; n->seq is
+  // the request's id at the asking node, n->frame the payload.
   enum class Target : uint8_t {
-    kDevice = 'D', kUser = 'U', kConversation = 'C', kChanged = 'X', kDisconnect = 'K', kDevices = 'V'
+    kDevice = 'D', kUser = 'U', kConversation = 'C', kChanged = 'X', kDisconnect = 'K', kDevices = 'V',
+    kRequest = 'Q', kReply = 'A'
   };
   struct Event {
     Target target = Target::kDevice;
-    DeviceRef device;  // kDevice: the device; kUser: .user
+    DeviceRef device;  // kDevice: the device; kUser: .user; kRequest/kReply: .user is the node
     std::shared_ptr<const Notification> n;
   };
   static void encode(std::string& out, const Event& e);
@@ -123,7 +138,17 @@ class RedisBus final : public Bus {
   static bool decode(std::string_view in, std::vector<Event>& out);
 
  private:
-  void enqueue(Event e);
+  bool enqueue(Event e);  // false: dropped (queue full)
+  void respond_to(const std::string& node, uint64_t id, std::string response);
+  // The requests among `events` that were not published fail at once (`unavailable`).
+  void fail_requests(const std::deque<Event>& events);
+  // Hands request `id` its answer (or error) and forgets it; a no-op if already answered.
+  void complete(uint64_t id, Result<std::string> answer);
+  // Fails the requests past their deadline (suspecting their nodes); the earliest deadline
+  // still pending, or `later` if none is earlier.
+  std::chrono::steady_clock::time_point expire_requests(std::chrono::steady_clock::time_point later);
+  // Reads the live nodes into the ring (publisher thread).
+  void heartbeat(store::redis::RedisCluster& conn);
   void publisher();
   void subscriber();
   void deliver(std::string_view payload);
@@ -138,6 +163,16 @@ class RedisBus final : public Bus {
   std::function<void(const std::string&)> change_sink_;
   std::function<void(const std::string&)> devices_sink_;
   HeadSink head_sink_;
+  std::function<void(std::string, Respond)> request_sink_;
+  NodeRing ring_;
+  struct PendingRequest {
+    std::string node;
+    std::chrono::steady_clock::time_point deadline;
+    Reply reply;
+  };
+  std::mutex requests_mu_;  // guards next_request_ and requests_
+  uint64_t next_request_ = 1;
+  std::unordered_map<uint64_t, PendingRequest> requests_;
   // The last head hint given (subscriber thread only): the same message comes once per
   // recipient device, one after the other; it is hinted once.
   std::string hinted_conversation_;

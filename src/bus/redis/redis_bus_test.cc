@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -59,7 +60,7 @@ TEST(RedisBusCodec, TruncatedOrBadInputIsRefused) {
     EXPECT_FALSE(RedisBus::decode(std::string_view(out).substr(0, len), got)) << len;
   }
   std::string bad = out;
-  bad[0] = 'Q';  // unknown target
+  bad[0] = 'q';  // unknown target
   std::vector<RedisBus::Event> got;
   EXPECT_FALSE(RedisBus::decode(bad, got));
   std::string huge = out.substr(0, 1) + std::string("\xff\xff\xff\xff", 4);  // a length past the end
@@ -104,6 +105,7 @@ class RedisBusNodes : public ::testing::Test {
     RedisBusOptions o;
     o.address = store::redis::RedisAddress{"127.0.0.1", port};
     o.node_id = node;
+    o.request_timeout = std::chrono::milliseconds(500);
     return o;
   }
   StartedRedis redis_;
@@ -283,6 +285,62 @@ TEST_F(RedisBusNodes, AMessageFromAnotherNodeGivesOneHeadHint) {
   const std::vector<std::pair<std::string, Seq>> want{{"g-1", sample()->seq}, {"g-1", sample()->seq + 1}};
   EXPECT_EQ(hints_b, want);
   EXPECT_TRUE(hints_a.empty()) << "a node ignores its own messages";
+}
+
+// Send routing: once both nodes' heartbeats are in, both pick the same owner for every
+// conversation; a request reaches its node's request sink and the answer comes back; a
+// request to a node that never answers fails `unavailable` after the timeout, and that node
+// then owns nothing here.
+TEST_F(RedisBusNodes, RequestsReachTheOwnerAndANodeThatDoesNotAnswerIsRoutedAround) {
+  b.set_request_sink([](std::string payload, Bus::Respond respond) { respond("re:" + payload); });
+  ASSERT_TRUE(a.start() && b.start());
+  auto owner = [](RedisBus& bus, const std::string& self, const std::string& conv) {
+    auto o = bus.route(conv);
+    return o.empty() ? self : o;
+  };
+  // Both rings hold both nodes: each routes some conversation to the other.
+  ASSERT_TRUE(await([&] {
+    bool a_to_b = false, b_to_a = false;
+    for (int i = 0; i < 64; ++i) {
+      a_to_b |= a.route("c" + std::to_string(i)) == "b";
+      b_to_a |= b.route("c" + std::to_string(i)) == "a";
+    }
+    return a_to_b && b_to_a;
+  }));
+  for (int i = 0; i < 64; ++i) {
+    const std::string conv = "c" + std::to_string(i);
+    EXPECT_EQ(owner(a, "a", conv), owner(b, "b", conv)) << conv;
+  }
+
+  std::mutex mu;
+  std::vector<Result<std::string>> answers;
+  auto collect = [&](Result<std::string> r) {
+    std::lock_guard lock(mu);
+    answers.push_back(std::move(r));
+  };
+  a.request("b", "ping", collect);
+  a.request("ghost", "ping", collect);  // no such node: nobody answers
+  ASSERT_TRUE(await([&] {
+    std::lock_guard lock(mu);
+    return answers.size() == 2;
+  }));
+  std::lock_guard lock(mu);
+  ASSERT_TRUE(answers[0]) << answers[0].error().message;
+  EXPECT_EQ(*answers[0], "re:ping");
+  ASSERT_FALSE(answers[1]);
+  EXPECT_EQ(answers[1].error().code, ErrorCode::kUnavailable);
+}
+
+// A node that does not serve requests (no sink) answers at once, with an empty answer.
+TEST_F(RedisBusNodes, ANodeWithoutARequestSinkAnswersEmpty) {
+  ASSERT_TRUE(a.start() && b.start());
+  std::promise<Result<std::string>> got;
+  a.request("b", "ping", [&](Result<std::string> r) { got.set_value(std::move(r)); });
+  auto f = got.get_future();
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  auto r = f.get();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(*r, "");
 }
 
 }  // namespace

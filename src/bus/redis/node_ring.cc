@@ -1,0 +1,57 @@
+#include "bus/redis/node_ring.h"
+
+#include <algorithm>
+
+namespace tern::bus {
+
+void NodeRing::set_live(std::vector<std::string> nodes) {
+  std::sort(nodes.begin(), nodes.end());
+  std::lock_guard lock(mu_);
+  live_ = std::move(nodes);
+}
+
+void NodeRing::suspect(const std::string& node, Clock::time_point now) {
+  if (node == self_) return;
+  std::lock_guard lock(mu_);
+  suspected_[node] = now + suspect_for_;
+}
+
+uint64_t NodeRing::weight(std::string_view node, std::string_view conversation_id) {
+  uint64_t h = 14695981039346656037ull;
+  auto mix = [&h](unsigned char c) {
+    h ^= c;
+    h *= 1099511628211ull;
+  };
+  for (char c : node) mix(static_cast<unsigned char>(c));
+  mix('\n');
+  for (char c : conversation_id) mix(static_cast<unsigned char>(c));
+  // FNV's low bits mix poorly for inputs that differ only at the end: finish with a
+  // multiply-xorshift so that every bit of the result depends on every input byte.
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  return h;
+}
+
+std::string NodeRing::owner(std::string_view conversation_id, Clock::time_point now) const {
+  std::lock_guard lock(mu_);
+  if (live_.empty()) return {};
+  const std::string* best = nullptr;
+  uint64_t best_weight = 0;
+  bool self_live = false;
+  for (const auto& n : live_) {
+    if (n == self_) self_live = true;
+    else if (auto s = suspected_.find(n); s != suspected_.end() && s->second > now) continue;
+    const uint64_t w = weight(n, conversation_id);
+    if (!best || w > best_weight) {
+      best = &n;
+      best_weight = w;
+    }
+  }
+  // This node not listed yet (its first heartbeat): the others do not route to it either, so
+  // it routes nothing yet; likewise when the owner is this node.
+  if (!self_live || !best || *best == self_) return {};
+  return *best;
+}
+
+}  // namespace tern::bus

@@ -1,0 +1,49 @@
+// NodeRing: which ternd node sequences a conversation's sends (docs/scaling.md "One
+// sequencing node per conversation"). Every node keeps the set of live nodes (heartbeats in
+// Redis, read by RedisBus) and picks a conversation's owner by rendezvous hashing: the live
+// node with the highest hash of (node, conversation). All nodes that see the same live set
+// pick the same owner, and a node that joins or leaves moves only its own share.
+//
+// A routing hint, never a correctness rule: while two nodes disagree (a heartbeat not yet
+// seen, a node just died) both may sequence one conversation, and the store's dense-append
+// check still keeps seqs dense (they only re-sequence). A node that did not answer a
+// forwarded send in time is suspected: left out of the ring here for `suspect_for`.
+//
+// Thread-safety: every method from any thread (one mutex; the owner lookup copies nothing).
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace tern::bus {
+
+class NodeRing {
+ public:
+  using Clock = std::chrono::steady_clock;
+  NodeRing(std::string self, std::chrono::milliseconds suspect_for) : self_(std::move(self)), suspect_for_(suspect_for) {}
+
+  // The live nodes as Redis last listed them (this node among them or not).
+  void set_live(std::vector<std::string> nodes);
+  // `node` did not answer in time: not an owner here until `suspect_for` has passed.
+  void suspect(const std::string& node, Clock::time_point now = Clock::now());
+
+  // The owner of the conversation if it is another node; empty if it is this node, or if no
+  // live set is known yet (a single node, or Redis not reached yet): then this node sequences.
+  std::string owner(std::string_view conversation_id, Clock::time_point now = Clock::now()) const;
+
+  // FNV-1a 64 of (node, '\n', conversation), fixed across builds so mixed versions agree.
+  static uint64_t weight(std::string_view node, std::string_view conversation_id);
+
+ private:
+  const std::string self_;
+  const std::chrono::milliseconds suspect_for_;
+  mutable std::mutex mu_;
+  std::vector<std::string> live_;
+  std::unordered_map<std::string, Clock::time_point> suspected_;  // node → until
+};
+
+}  // namespace tern::bus
