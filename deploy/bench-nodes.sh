@@ -50,25 +50,40 @@ work="$(mktemp -d /tmp/tern-bench-nodes-XXXXXX)"
 started=()  # every process this script started (children of this shell)
 REDIS_CLUSTER_PIDS=()
 
-# $1 is a live child of this shell (not yet exited): only those are ever signalled.
-ours() {
-  local f st pp
+# $1 is a live process (not exited, not a zombie).
+alive() {
+  local f st
   f=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
-  read -r st pp _ <<<"$f"
-  [ "$st" != Z ] && [ "$pp" = "$$" ]
+  read -r st _ <<<"$f"
+  [ -n "$st" ] && [ "$st" != Z ]
 }
-# Stops the given processes: SIGTERM, up to 10 s to exit, then SIGKILL.
+# The given pids that are live children of this shell (only what this script started is ever
+# signalled), and their live descendants (tern-bench's worker processes).
+tree() {
+  local p pp
+  for p in "$@"; do
+    pp=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f2) || continue
+    [ "$pp" = "$$" ] && alive "$p" && echo "$p" && descendants "$p"
+  done
+  return 0
+}
+descendants() {
+  local c
+  for c in $(pgrep -P "$1" || true); do echo "$c"; descendants "$c"; done
+}
+# Stops the given processes and their descendants: SIGTERM, up to 10 s to exit, then SIGKILL.
 stop() {
-  local p i any
-  for p in "$@"; do if ours "$p"; then kill -TERM "$p" 2>/dev/null || true; fi; done
-  for i in $(seq 1 100); do
+  local p any all
+  all=$(tree "$@")
+  for p in $all; do kill -TERM "$p" 2>/dev/null || true; done
+  for _ in $(seq 1 100); do
     any=0
-    for p in "$@"; do if ours "$p"; then any=1; fi; done
+    for p in $all; do if alive "$p"; then any=1; fi; done
     [ "$any" = 0 ] && break
     sleep 0.1
   done
-  for p in "$@"; do
-    if ours "$p"; then echo "pid $p did not stop within 10 s: SIGKILL" >&2; kill -KILL "$p" 2>/dev/null || true; fi
+  for p in $all; do
+    if alive "$p"; then echo "pid $p did not stop within 10 s: SIGKILL" >&2; kill -KILL "$p" 2>/dev/null || true; fi
   done
   wait "$@" 2>/dev/null || true
 }
