@@ -21,10 +21,11 @@
 # total posts per second; each post reaches group-size - 1 devices).
 # SETUPS: the set-ups to run, in that order (default: rocksdb redis1 redis3 cluster3).
 # BIN: the directory of ternd and tern-bench (default: build/bin of this checkout).
-# Needs redis-server, redis-cli, haproxy, curl and python3. Ports on 127.0.0.1, checked before
-# each set-up: 18080 (18080-18083 with HAProxy), 16390 (redis1, redis3), 16400-16405 and their
-# cluster bus ports 26400-26405 (cluster3, cluster3w). Whatever the script started is stopped
-# and its temporary directory removed when it ends, also on a failure or Ctrl-C.
+# Needs redis-server, redis-cli, haproxy, curl, python3, ss and pgrep. Ports on 127.0.0.1,
+# checked before each set-up: 18080 (18080-18083 with HAProxy), 16390 (redis1, redis3),
+# 16400-16405 and their cluster bus ports 26400-26405 (cluster3, cluster3w); a server counts as
+# up only once it is itself listening on its port. Whatever the script started is stopped and
+# its temporary directory removed when it ends, also on a failure or Ctrl-C.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=deploy/redis-cluster.sh
@@ -34,7 +35,7 @@ setups="${SETUPS:-rocksdb redis1 redis3 cluster3}"
 clients="${1:-100}"; rate="${2:-1000}"; duration="${3:-10}"; workload="${4:-pairs}"
 extra=("${@:5}")
 
-needs=(curl python3)
+needs=(curl python3 ss pgrep)
 for s in $setups; do
   case "$s" in
     rocksdb) ;;
@@ -50,20 +51,13 @@ work="$(mktemp -d /tmp/tern-bench-nodes-XXXXXX)"
 started=()  # every process this script started (children of this shell)
 REDIS_CLUSTER_PIDS=()
 
-# $1 is a live process (not exited, not a zombie).
-alive() {
-  local f st
-  f=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
-  read -r st _ <<<"$f"
-  [ -n "$st" ] && [ "$st" != Z ]
-}
 # The given pids that are live children of this shell (only what this script started is ever
 # signalled), and their live descendants (tern-bench's worker processes).
 tree() {
   local p pp
   for p in "$@"; do
     pp=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f2) || continue
-    [ "$pp" = "$$" ] && alive "$p" && echo "$p" && descendants "$p"
+    [ "$pp" = "$$" ] && proc_alive "$p" && echo "$p" && descendants "$p"
   done
   return 0
 }
@@ -78,12 +72,12 @@ stop() {
   for p in $all; do kill -TERM "$p" 2>/dev/null || true; done
   for _ in $(seq 1 100); do
     any=0
-    for p in $all; do if alive "$p"; then any=1; fi; done
+    for p in $all; do if proc_alive "$p"; then any=1; fi; done
     [ "$any" = 0 ] && break
     sleep 0.1
   done
   for p in $all; do
-    if alive "$p"; then echo "pid $p did not stop within 10 s: SIGKILL" >&2; kill -KILL "$p" 2>/dev/null || true; fi
+    if proc_alive "$p"; then echo "pid $p did not stop within 10 s: SIGKILL" >&2; kill -KILL "$p" 2>/dev/null || true; fi
   done
   wait "$@" 2>/dev/null || true
 }
@@ -102,11 +96,16 @@ trap 'exit 129' HUP
 
 hz=$(getconf CLK_TCK)
 # shellcheck disable=SC2048  # "$*" is a list of pids
-ticks() { local t=0 p; for p in $*; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
-up() {
-  for i in $(seq 1 100); do curl -fs "http://127.0.0.1:$1/healthz" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "nothing healthy at http://127.0.0.1:$1/healthz after 10 s" >&2; return 1
+ticks() {
+  local t=0 p
+  for p in $*; do
+    proc_alive "$p" || { echo "process $p (measured) exited during the run" >&2; return 1; }
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$t"
 }
+# ternd or HAProxy $2 listens on 127.0.0.1:$1 and answers /healthz (at most 10 s).
+up() { wait_listening "$2" "$1" curl -fs "http://127.0.0.1:$1/healthz"; }
 
 # $1 label, $2 url, $3 ternd pids ("a b c"), $4 redis-server pids or "", $5 haproxy pid or "",
 # $6 ports of the redis-servers whose commandstats count (the masters) or "", $7 the masters'
@@ -161,8 +160,8 @@ start_redis() {
   redis-server --port 16390 --bind 127.0.0.1 --dir "$work/$1" --appendonly yes --appendfsync always --save '' \
     --maxmemory-policy noeviction --daemonize no --logfile "$work/$1/redis.log" </dev/null &
   rpid=$!; started+=("$rpid")
-  for i in $(seq 1 100); do redis-cli -p 16390 ping 2>/dev/null | grep -q PONG && return 0; sleep 0.1; done
-  echo "redis-server on port 16390 did not answer PING within 10 s; its log:" >&2
+  wait_listening "$rpid" 16390 redis_pong 16390 && return 0
+  echo "redis-server on port 16390 is not up; its log:" >&2
   tail -n 20 "$work/$1/redis.log" >&2 || true
   return 1
 }
@@ -175,12 +174,12 @@ three_nodes() {
   shift 4
   for i in 1 2 3; do
     "$bin/ternd" --listen "127.0.0.1:1808$i" --data "$work/$label-n$i" "$@" --node-id "n$i" "${ternd_args[@]}" &
-    started+=($!); pids="$pids $!"; up "1808$i"
+    started+=($!); pids="$pids $!"; up "1808$i" $!
   done
   sed -e 's/127.0.0.1:8080/127.0.0.1:18080/' -e 's/127.0.0.1:808\([123]\)/127.0.0.1:1808\1/' \
     "$here/haproxy.cfg" > "$work/haproxy.cfg"
   haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy-$label.log" 2>&1 &
-  hpid=$!; started+=("$hpid"); up 18080; sleep 2  # the health checks bring every node into rotation
+  hpid=$!; started+=("$hpid"); up 18080 "$hpid"; sleep 2  # the health checks bring every node into rotation
   run "$label" http://127.0.0.1:18080 "$pids" "$rp" "$hpid" "$ports" "$mp"
   # shellcheck disable=SC2086  # pids, one word each
   stop "$hpid" $pids
@@ -189,7 +188,7 @@ three_nodes() {
 setup_rocksdb() {
   require_free_ports 18080
   "$bin/ternd" --listen 127.0.0.1:18080 --data "$work/rocks" "${ternd_args[@]}" &
-  local p=$!; started+=("$p"); up 18080
+  local p=$!; started+=("$p"); up 18080 "$p"
   run rocksdb http://127.0.0.1:18080 "$p" "" "" "" ""
   stop "$p"
 }
@@ -199,7 +198,7 @@ setup_redis1() {
   start_redis redis1
   "$bin/ternd" --listen 127.0.0.1:18080 --data "$work/r1" --store redis --redis redis://127.0.0.1:16390 \
     --node-id solo "${ternd_args[@]}" &
-  local p=$!; started+=("$p"); up 18080
+  local p=$!; started+=("$p"); up 18080 "$p"
   run redis1 http://127.0.0.1:18080 "$p" "$rpid" "" 16390 ""
   stop "$p"
   stop "$rpid"

@@ -11,7 +11,8 @@
 # redis-create.log. Sets REDIS_CLUSTER_PIDS and REDIS_CLUSTER_PORTS (all six),
 # REDIS_CLUSTER_MASTER_PIDS and REDIS_CLUSTER_MASTER_PORTS (the three masters, as
 # redis-cli assigned them) and REDIS_CLUSTER_SEEDS (redis://127.0.0.1:<port> of all six,
-# comma-separated: ternd's --redis).
+# comma-separated: ternd's --redis). Also defines the helpers it uses (port_free,
+# require_free_ports, proc_alive, redis_pong, wait_listening), which the two scripts use too.
 # The servers are background children of the calling shell (their pids are written at once, so
 # a caller's clean-up can stop them even if it is interrupted half way): call it in the
 # script's own shell, not in $(...). On failure it prints why on stderr and returns 1; the
@@ -35,6 +36,33 @@ require_free_ports() {
   return 1
 }
 
+# True while process $1 runs (exists and is not a zombie).
+proc_alive() {
+  local f st
+  f=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+  read -r st _ <<<"$f"
+  [ -n "$st" ] && [ "$st" != Z ]
+}
+
+redis_pong() { redis-cli -p "$1" ping 2>/dev/null | grep -q PONG; }
+
+# Waits (at most 10 s) until process $1 itself listens on 127.0.0.1:$2 and then the command
+# "${@:3}" (if any) succeeds: an answer from another process that holds the port (a port
+# taken since it was checked) does not count. Fails with a message if process $1 exits first.
+wait_listening() {
+  local pid="$1" port="$2"
+  shift 2
+  for _ in $(seq 1 100); do
+    proc_alive "$pid" || { echo "process $pid, to listen on 127.0.0.1:$port, exited (port taken?)" >&2; return 1; }
+    if ss -Htlnp "sport = :$port" 2>/dev/null | grep -q "pid=$pid,"; then
+      if [ $# -eq 0 ] || "$@" >/dev/null 2>&1; then return 0; fi
+    fi
+    sleep 0.1
+  done
+  echo "process $pid does not listen on 127.0.0.1:$port${1:+ and answer $*} after 10 s" >&2
+  return 1
+}
+
 redis_cluster_start() {
   local dir="$1" base="$2" k p ok bus=()
   REDIS_CLUSTER_PIDS=(); REDIS_CLUSTER_PORTS=(); REDIS_CLUSTER_MASTER_PIDS=(); REDIS_CLUSTER_MASTER_PORTS=()
@@ -54,10 +82,10 @@ redis_cluster_start() {
   done
   # shellcheck disable=SC2034  # used by the caller
   REDIS_CLUSTER_SEEDS=$(IFS=,; echo "${seeds[*]}")
-  for p in "${REDIS_CLUSTER_PORTS[@]}"; do
-    for _ in $(seq 1 100); do redis-cli -p "$p" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
-    redis-cli -p "$p" ping 2>/dev/null | grep -q PONG && continue
-    echo "redis-server on port $p did not answer PING within 10 s; its log:" >&2
+  for k in 0 1 2 3 4 5; do
+    p=${REDIS_CLUSTER_PORTS[$k]}
+    wait_listening "${REDIS_CLUSTER_PIDS[$k]}" "$p" redis_pong "$p" && continue
+    echo "redis-server on port $p is not up; its log:" >&2
     tail -n 20 "$dir/redis-$p.log" >&2 2>/dev/null || true
     return 1
   done
