@@ -4,11 +4,14 @@
 # WebSocket-aware (haproxy.cfg). Everything runs under ./tern-cluster (data, logs, pids).
 #   deploy/local-cluster.sh start   # then clients use http://127.0.0.1:8080 and ws://127.0.0.1:8080/v1/ws
 #   deploy/local-cluster.sh start --redis-cluster   # a Redis Cluster (3 masters + 3 replicas,
-#                                   # ports REDIS_PORT..REDIS_PORT+5) instead of one redis-server
+#                                   # ports REDIS_PORT..REDIS_PORT+5, started by
+#                                   # deploy/redis-cluster.sh) instead of one redis-server
 #   deploy/local-cluster.sh stop
-# Needs: redis-server, haproxy (apt-get install redis-server haproxy), ternd built (build/bin).
+# Needs: redis-server, haproxy (apt-get install redis-server haproxy), python3, ternd built (build/bin).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=deploy/redis-cluster.sh
+. "$here/redis-cluster.sh"
 root="${TERN_CLUSTER_DIR:-$PWD/tern-cluster}"
 ternd="${TERND:-$here/../build/bin/ternd}"
 redis_port="${REDIS_PORT:-6390}"
@@ -24,27 +27,8 @@ start() {
     # Six nodes, each with its own directory (AOF, nodes.conf); redis-cli pairs each master
     # with a replica. Every write waits for that replica (--redis-wait-replicas 1), so an
     # acknowledged message survives a master's failover (docs/scaling.md).
-    local seeds=() addrs=()
-    for k in 0 1 2 3 4 5; do
-      local p=$((redis_port + k))
-      mkdir -p "$root/redis-$p"
-      redis-server --port "$p" --bind 127.0.0.1 --dir "$root/redis-$p" --cluster-enabled yes \
-        --cluster-config-file nodes.conf --cluster-node-timeout 5000 --appendonly yes \
-        --appendfsync always --save '' --maxmemory-policy noeviction --daemonize yes \
-        --pidfile "$root/redis-$p.pid" --logfile "$root/redis-$p.log"
-      addrs+=("127.0.0.1:$p")
-      [ "$k" -lt 3 ] && seeds+=("redis://127.0.0.1:$p")
-    done
-    for a in "${addrs[@]}"; do
-      for i in $(seq 1 60); do redis-cli -p "${a#*:}" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
-    done
-    redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$root/redis-create.log"
-    for a in "${addrs[@]}"; do
-      for i in $(seq 1 100); do
-        redis-cli -p "${a#*:}" cluster info 2>/dev/null | grep -q cluster_state:ok && break; sleep 0.1
-      done
-    done
-    redis_url=$(IFS=,; echo "${seeds[*]}")
+    redis_cluster_start "$root" "$redis_port"
+    redis_url="$REDIS_CLUSTER_SEEDS"
     extra=(--redis-wait-replicas 1)
   else
     mkdir -p "$root/redis"
