@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "base/clock.h"
+#include "base/metrics.h"
 #include "proto/frames.h"
 #include "services/conversation_ids.h"
 #include "services/presence.h"
@@ -13,6 +14,10 @@
 namespace tern::services {
 namespace json = boost::json;
 namespace {
+
+Counter& changes_resequenced = MetricsRegistry::global().counter(
+    "tern_membership_changes_resequenced_total",
+    "membership and timer changes sequenced again because another node had appended to the conversation first");
 
 std::string user_list_json(const std::vector<std::string>& users) {
   json::array a;
@@ -126,7 +131,7 @@ std::shared_ptr<const std::string> Membership::system_message(store::Batch& batc
 }
 
 void Membership::change(Shard& shard, const DeviceRef& actor, const std::string& conversation_id,
-                        const proto::MembersRequest& request, MembersDone done) {
+                        const proto::MembersRequest& request, MembersDone done, int attempt) {
   auto conv = core_.directory.conversation(conversation_id);
   if (!conv) return done(conv.error());
   if (!*conv) return done(make_error(ErrorCode::kNotFound, "unknown conversation"));
@@ -156,6 +161,13 @@ void Membership::change(Shard& shard, const DeviceRef& actor, const std::string&
   auto st = core_.state(shard, conversation_id);
   if (!st) return done(st.error());
   ConvState& cs = **st;
+  if (cs.stale && cs.in_flight > 0) {
+    // A batch of this conversation failed: run again once the head and members are reloaded.
+    cs.parked.push_back([this, &shard, actor, conversation_id, request, done, attempt] {
+      change(shard, actor, conversation_id, request, done, attempt);
+    });
+    return;
+  }
   store::Batch batch;
   struct Out { Seq seq; std::shared_ptr<const std::string> frame; std::vector<DeviceRef> to; };
   std::vector<Out> outs;
@@ -206,7 +218,18 @@ void Membership::change(Shard& shard, const DeviceRef& actor, const std::string&
   const auto members = active_members(*next);
   const size_t appended = outs.size();
   const bool accepted = core_.submit(
-      cs, std::move(batch), [this, conversation_id, outs = std::move(outs), members, done](const Result<void>& committed) {
+      cs, std::move(batch),
+      [this, &shard, s = &cs, actor, conversation_id, request, outs = std::move(outs), members, done,
+       attempt](const Result<void>& result) {
+        Result<void> committed = result;
+        if (SequencerCore::sequence_again(committed, attempt)) {
+          // Nothing of it was stored; the directory dropped its snapshot (SequencerCore::submit).
+          changes_resequenced.inc();
+          s->retry.push_back([this, &shard, actor, conversation_id, request, done, attempt] {
+            change(shard, actor, conversation_id, request, done, attempt + 1);
+          });
+          return;
+        }
         if (!committed) return done(committed.error());
         for (const auto& o : outs)
           core_.publish_message(o.to, conversation_id, o.seq, o.frame, false, mono_us(), /*system=*/true);
@@ -220,7 +243,7 @@ void Membership::change(Shard& shard, const DeviceRef& actor, const std::string&
 }
 
 void Membership::set_timer(Shard& shard, const DeviceRef& actor, const std::string& conversation_id, int64_t seconds,
-                           TimerDone done) {
+                           TimerDone done, int attempt) {
   auto conv = core_.directory.conversation(conversation_id);
   if (!conv) return done(conv.error());
   const auto* me = *conv ? find_member(**conv, actor.user) : nullptr;
@@ -232,6 +255,12 @@ void Membership::set_timer(Shard& shard, const DeviceRef& actor, const std::stri
   auto st = core_.state(shard, conversation_id);
   if (!st) return done(st.error());
   ConvState& cs = **st;
+  if (cs.stale && cs.in_flight > 0) {
+    cs.parked.push_back([this, &shard, actor, conversation_id, seconds, done, attempt] {
+      set_timer(shard, actor, conversation_id, seconds, done, attempt);
+    });
+    return;
+  }
   auto next = std::make_shared<store::Conversation>(**conv);
   next->disappear_seconds = seconds;
   const Seq seq = cs.head + 1;
@@ -243,7 +272,17 @@ void Membership::set_timer(Shard& shard, const DeviceRef& actor, const std::stri
   cs.head = seq;
   core_.directory.put_conversation(next);
   const bool accepted = core_.submit(
-      cs, std::move(batch), [this, conversation_id, seq, frame, to, seconds, done](const Result<void>& committed) {
+      cs, std::move(batch),
+      [this, &shard, s = &cs, actor, conversation_id, seq, frame, to, seconds, done,
+       attempt](const Result<void>& result) {
+        Result<void> committed = result;
+        if (SequencerCore::sequence_again(committed, attempt)) {
+          changes_resequenced.inc();
+          s->retry.push_back([this, &shard, actor, conversation_id, seconds, done, attempt] {
+            set_timer(shard, actor, conversation_id, seconds, done, attempt + 1);
+          });
+          return;
+        }
         if (!committed) return done(committed.error());
         core_.publish_message(to, conversation_id, seq, frame, false, mono_us(), /*system=*/true);
         done(seconds);

@@ -74,6 +74,13 @@ bool SequencerCore::submit(ConvState& state, store::Batch batch, GroupCommitter:
   });
 }
 
+bool SequencerCore::sequence_again(Result<void>& committed, int attempt) {
+  if (committed || !GroupCommitter::is_behind(committed.error())) return false;
+  if (attempt + 1 < kMaxAttempts) return true;
+  committed = make_error(ErrorCode::kUnavailable, "other nodes kept appending to this conversation; retry");
+  return false;
+}
+
 Result<std::vector<DeviceRef>> SequencerCore::recipients(const store::Conversation& c, Seq seq,
                                                          const DeviceRef* skip) {
   std::vector<DeviceRef> out;
