@@ -132,6 +132,18 @@ std::shared_ptr<const std::string> Membership::system_message(store::Batch& batc
 
 void Membership::change(Shard& shard, const DeviceRef& actor, const std::string& conversation_id,
                         const proto::MembersRequest& request, MembersDone done, int attempt) {
+  // The head first: its reload after a failed commit drops the membership snapshot too
+  // (SequencerCore::state), so the checks below see the conversation as the store has it.
+  auto st = core_.state(shard, conversation_id);
+  if (!st) return done(st.error());
+  ConvState& cs = **st;
+  if (cs.stale && cs.in_flight > 0) {
+    // A batch of this conversation failed: run again once the head and members are reloaded.
+    cs.parked.push_back([this, &shard, actor, conversation_id, request, done, attempt] {
+      change(shard, actor, conversation_id, request, done, attempt);
+    });
+    return;
+  }
   auto conv = core_.directory.conversation(conversation_id);
   if (!conv) return done(conv.error());
   if (!*conv) return done(make_error(ErrorCode::kNotFound, "unknown conversation"));
@@ -158,16 +170,6 @@ void Membership::change(Shard& shard, const DeviceRef& actor, const std::string&
                                                           " members per group"));
   if (to_add.empty() && to_remove.empty()) return done(active_members(*next));
 
-  auto st = core_.state(shard, conversation_id);
-  if (!st) return done(st.error());
-  ConvState& cs = **st;
-  if (cs.stale && cs.in_flight > 0) {
-    // A batch of this conversation failed: run again once the head and members are reloaded.
-    cs.parked.push_back([this, &shard, actor, conversation_id, request, done, attempt] {
-      change(shard, actor, conversation_id, request, done, attempt);
-    });
-    return;
-  }
   store::Batch batch;
   struct Out { Seq seq; std::shared_ptr<const std::string> frame; std::vector<DeviceRef> to; };
   std::vector<Out> outs;
@@ -244,15 +246,7 @@ void Membership::change(Shard& shard, const DeviceRef& actor, const std::string&
 
 void Membership::set_timer(Shard& shard, const DeviceRef& actor, const std::string& conversation_id, int64_t seconds,
                            TimerDone done, int attempt) {
-  auto conv = core_.directory.conversation(conversation_id);
-  if (!conv) return done(conv.error());
-  const auto* me = *conv ? find_member(**conv, actor.user) : nullptr;
-  if (!me || !me->active()) return done(conversation_access_error());
-  if ((*conv)->type == store::ConvType::kGroup && !me->admin)
-    return done(make_error(ErrorCode::kForbidden, "only a group admin can set the timer"));
-  if ((*conv)->disappear_seconds == seconds) return done(seconds);  // no change, no message
-
-  auto st = core_.state(shard, conversation_id);
+  auto st = core_.state(shard, conversation_id);  // first, as in change()
   if (!st) return done(st.error());
   ConvState& cs = **st;
   if (cs.stale && cs.in_flight > 0) {
@@ -261,6 +255,14 @@ void Membership::set_timer(Shard& shard, const DeviceRef& actor, const std::stri
     });
     return;
   }
+  auto conv = core_.directory.conversation(conversation_id);
+  if (!conv) return done(conv.error());
+  const auto* me = *conv ? find_member(**conv, actor.user) : nullptr;
+  if (!me || !me->active()) return done(conversation_access_error());
+  if ((*conv)->type == store::ConvType::kGroup && !me->admin)
+    return done(make_error(ErrorCode::kForbidden, "only a group admin can set the timer"));
+  if ((*conv)->disappear_seconds == seconds) return done(seconds);  // no change, no message
+
   auto next = std::make_shared<store::Conversation>(**conv);
   next->disappear_seconds = seconds;
   const Seq seq = cs.head + 1;

@@ -25,7 +25,9 @@ Result<ConvState*> SequencerCore::state(Shard& shard, const std::string& convers
   if (!head) return head.error();
   if (cached) {
     // After a failed commit the store decides: the head is what it has (the failed batch
-    // applied or not); what the loop remembered about later seqs is dropped.
+    // applied or not); what the loop remembered about later seqs is dropped. So is a
+    // membership snapshot read since the failure: it may be older than this head.
+    directory.forget_conversation(conversation_id);
     std::unique_ptr<ChannelState> channel = std::move(cached->channel);
     *cached = ConvState{};
     cached->channel = std::move(channel);
