@@ -25,6 +25,15 @@ std::string user_list_json(const std::vector<std::string>& users) {
   return json::serialize(a);
 }
 
+// SequencerCore::sequence_again for a change whose request is copied into `again`: queues
+// `again(attempt + 1)` on the conversation's retry list when the batch was behind.
+bool queued_again(ConvState& cs, Result<void>& committed, int attempt, std::function<void(int)> again) {
+  if (!SequencerCore::sequence_again(committed, attempt)) return false;
+  changes_resequenced.inc();
+  cs.retry.push_back([again = std::move(again), attempt] { again(attempt + 1); });
+  return true;
+}
+
 std::vector<std::string> active_members(const store::Conversation& c) {
   std::vector<std::string> out;
   for (const auto& m : c.members)
@@ -223,15 +232,12 @@ void Membership::change(Shard& shard, const DeviceRef& actor, const std::string&
       cs, std::move(batch),
       [this, &shard, s = &cs, actor, conversation_id, request, outs = std::move(outs), members, done,
        attempt](const Result<void>& result) {
+        // Behind: nothing of it was stored; it runs again on the reloaded head and members.
         Result<void> committed = result;
-        if (SequencerCore::sequence_again(committed, attempt)) {
-          // Nothing of it was stored; the directory dropped its snapshot (SequencerCore::submit).
-          changes_resequenced.inc();
-          s->retry.push_back([this, &shard, actor, conversation_id, request, done, attempt] {
-            change(shard, actor, conversation_id, request, done, attempt + 1);
-          });
+        if (queued_again(*s, committed, attempt, [this, &shard, actor, conversation_id, request, done](int next) {
+              change(shard, actor, conversation_id, request, done, next);
+            }))
           return;
-        }
         if (!committed) return done(committed.error());
         for (const auto& o : outs)
           core_.publish_message(o.to, conversation_id, o.seq, o.frame, false, mono_us(), /*system=*/true);
@@ -278,13 +284,10 @@ void Membership::set_timer(Shard& shard, const DeviceRef& actor, const std::stri
       [this, &shard, s = &cs, actor, conversation_id, seq, frame, to, seconds, done,
        attempt](const Result<void>& result) {
         Result<void> committed = result;
-        if (SequencerCore::sequence_again(committed, attempt)) {
-          changes_resequenced.inc();
-          s->retry.push_back([this, &shard, actor, conversation_id, seconds, done, attempt] {
-            set_timer(shard, actor, conversation_id, seconds, done, attempt + 1);
-          });
+        if (queued_again(*s, committed, attempt, [this, &shard, actor, conversation_id, seconds, done](int next) {
+              set_timer(shard, actor, conversation_id, seconds, done, next);
+            }))
           return;
-        }
         if (!committed) return done(committed.error());
         core_.publish_message(to, conversation_id, seq, frame, false, mono_us(), /*system=*/true);
         done(seconds);
