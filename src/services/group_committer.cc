@@ -27,10 +27,8 @@ Counter& behind_commits_metric = MetricsRegistry::global().counter(
     "tern_store_commits_behind_total", "commits in which another node had appended to a conversation first");
 Counter& behind_commits() { return behind_commits_metric; }
 
-// Whether ops [first, last) of the batch append to a conversation in `convs` (a set or a map
-// keyed by conversation id).
-template <typename Convs>
-bool appends_to(const store::Batch& b, size_t first, size_t last, const Convs& convs) {
+// Whether ops [first, last) of the batch append to a conversation in `convs`.
+bool appends_to(const store::Batch& b, size_t first, size_t last, const std::unordered_set<std::string>& convs) {
   for (size_t i = first; i < last; ++i)
     if (const auto* a = std::get_if<store::AppendMessage>(&b.ops[i]); a && convs.count(a->conversation_id)) return true;
   return false;
@@ -78,15 +76,10 @@ bool GroupCommitter::submit(store::Batch batch, Completion done) {
 
 bool GroupCommitter::is_behind(const Error& e) { return e.code == ErrorCode::kUnavailable && e.message == kBehind; }
 
-std::optional<Seq> GroupCommitter::reloaded(const std::string& conversation_id) {
-  if (behind_count_.load(std::memory_order_relaxed) == 0) return std::nullopt;
+void GroupCommitter::reloaded(const std::string& conversation_id) {
+  if (behind_count_.load(std::memory_order_relaxed) == 0) return;
   std::lock_guard lock(mu_);
-  auto it = behind_.find(conversation_id);
-  if (it == behind_.end()) return std::nullopt;
-  const Seq head = it->second;
-  behind_.erase(it);
-  behind_count_.store(behind_.size(), std::memory_order_relaxed);
-  return head;
+  if (behind_.erase(conversation_id)) behind_count_.store(behind_.size(), std::memory_order_relaxed);
 }
 
 Result<void> GroupCommitter::commit_entries(std::vector<Entry>& work, std::vector<std::optional<Error>>& failed) {
@@ -136,8 +129,7 @@ Result<void> GroupCommitter::commit_entries(std::vector<Entry>& work, std::vecto
     }
     {
       std::lock_guard lock(mu_);
-      for (size_t k = 0; k < b.conversations.size(); ++k)
-        behind_[b.conversations[k]] = k < b.heads.size() ? b.heads[k] : 0;
+      behind_.insert(b.conversations.begin(), b.conversations.end());
       behind_count_.store(behind_.size(), std::memory_order_relaxed);
     }
     behind_commits().inc();

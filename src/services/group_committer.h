@@ -29,7 +29,6 @@
 #include <condition_variable>
 #include <optional>
 #include <string_view>
-#include <unordered_map>
 #include <unordered_set>
 #include <deque>
 #include <functional>
@@ -59,11 +58,10 @@ class GroupCommitter {
   // them could put a later send of a device before an earlier one.
   static constexpr std::string_view kBehind = "another node appended to this conversation first; retry";
   static bool is_behind(const Error& e);
-  // The conversation's owning loop reloads its head: its entries commit again. Returns the
-  // head the store reported when the conversation was found behind, if it was. (The
-  // sequencer reads the head again instead: by the time its loop gets round to the reload,
-  // the other node has usually appended more, and an old head only loses once more.)
-  std::optional<Seq> reloaded(const std::string& conversation_id);
+  // The conversation's owning loop reloads its head (it reads it from the store: by the time
+  // the loop gets round to it, the other node has usually appended more): its entries commit
+  // again.
+  void reloaded(const std::string& conversation_id);
 
   void start();
   // Drains every pending entry, then stops the writer thread.
@@ -97,7 +95,7 @@ class GroupCommitter {
   std::deque<Entry> pending_;
   bool stopping_ = false;
   bool failed_ = false;
-  std::unordered_map<std::string, Seq> behind_;  // conversations found behind → their head, until reloaded()
+  std::unordered_set<std::string> behind_;  // conversations found behind, until reloaded()
   std::atomic<size_t> behind_count_{0};
   std::thread thread_;
 };

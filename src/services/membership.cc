@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "base/clock.h"
+#include "base/metrics.h"
 #include "proto/frames.h"
 #include "services/conversation_ids.h"
 #include "services/presence.h"
@@ -14,10 +15,23 @@ namespace tern::services {
 namespace json = boost::json;
 namespace {
 
+Counter& changes_resequenced = MetricsRegistry::global().counter(
+    "tern_membership_changes_resequenced_total",
+    "membership and timer changes sequenced again because another node had appended to the conversation first");
+
 std::string user_list_json(const std::vector<std::string>& users) {
   json::array a;
   for (const auto& u : users) a.emplace_back(u);
   return json::serialize(a);
+}
+
+// SequencerCore::sequence_again for a change whose request is copied into `again`: queues
+// `again(attempt + 1)` on the conversation's retry list when the batch was behind.
+bool queued_again(ConvState& cs, Result<void>& committed, int attempt, std::function<void(int)> again) {
+  if (!SequencerCore::sequence_again(committed, attempt)) return false;
+  changes_resequenced.inc();
+  cs.retry.push_back([again = std::move(again), attempt] { again(attempt + 1); });
+  return true;
 }
 
 std::vector<std::string> active_members(const store::Conversation& c) {
@@ -126,7 +140,19 @@ std::shared_ptr<const std::string> Membership::system_message(store::Batch& batc
 }
 
 void Membership::change(Shard& shard, const DeviceRef& actor, const std::string& conversation_id,
-                        const proto::MembersRequest& request, MembersDone done) {
+                        const proto::MembersRequest& request, MembersDone done, int attempt) {
+  // The head first: its reload after a failed commit drops the membership snapshot too
+  // (SequencerCore::state), so the checks below see the conversation as the store has it.
+  auto st = core_.state(shard, conversation_id);
+  if (!st) return done(st.error());
+  ConvState& cs = **st;
+  if (cs.stale && cs.in_flight > 0) {
+    // A batch of this conversation failed: run again once the head and members are reloaded.
+    cs.parked.push_back([this, &shard, actor, conversation_id, request, done, attempt] {
+      change(shard, actor, conversation_id, request, done, attempt);
+    });
+    return;
+  }
   auto conv = core_.directory.conversation(conversation_id);
   if (!conv) return done(conv.error());
   if (!*conv) return done(make_error(ErrorCode::kNotFound, "unknown conversation"));
@@ -153,9 +179,6 @@ void Membership::change(Shard& shard, const DeviceRef& actor, const std::string&
                                                           " members per group"));
   if (to_add.empty() && to_remove.empty()) return done(active_members(*next));
 
-  auto st = core_.state(shard, conversation_id);
-  if (!st) return done(st.error());
-  ConvState& cs = **st;
   store::Batch batch;
   struct Out { Seq seq; std::shared_ptr<const std::string> frame; std::vector<DeviceRef> to; };
   std::vector<Out> outs;
@@ -206,7 +229,15 @@ void Membership::change(Shard& shard, const DeviceRef& actor, const std::string&
   const auto members = active_members(*next);
   const size_t appended = outs.size();
   const bool accepted = core_.submit(
-      cs, std::move(batch), [this, conversation_id, outs = std::move(outs), members, done](const Result<void>& committed) {
+      cs, std::move(batch),
+      [this, &shard, s = &cs, actor, conversation_id, request, outs = std::move(outs), members, done,
+       attempt](const Result<void>& result) {
+        // Behind: nothing of it was stored; it runs again on the reloaded head and members.
+        Result<void> committed = result;
+        if (queued_again(*s, committed, attempt, [this, &shard, actor, conversation_id, request, done](int next) {
+              change(shard, actor, conversation_id, request, done, next);
+            }))
+          return;
         if (!committed) return done(committed.error());
         for (const auto& o : outs)
           core_.publish_message(o.to, conversation_id, o.seq, o.frame, false, mono_us(), /*system=*/true);
@@ -220,7 +251,16 @@ void Membership::change(Shard& shard, const DeviceRef& actor, const std::string&
 }
 
 void Membership::set_timer(Shard& shard, const DeviceRef& actor, const std::string& conversation_id, int64_t seconds,
-                           TimerDone done) {
+                           TimerDone done, int attempt) {
+  auto st = core_.state(shard, conversation_id);  // first, as in change()
+  if (!st) return done(st.error());
+  ConvState& cs = **st;
+  if (cs.stale && cs.in_flight > 0) {
+    cs.parked.push_back([this, &shard, actor, conversation_id, seconds, done, attempt] {
+      set_timer(shard, actor, conversation_id, seconds, done, attempt);
+    });
+    return;
+  }
   auto conv = core_.directory.conversation(conversation_id);
   if (!conv) return done(conv.error());
   const auto* me = *conv ? find_member(**conv, actor.user) : nullptr;
@@ -229,9 +269,6 @@ void Membership::set_timer(Shard& shard, const DeviceRef& actor, const std::stri
     return done(make_error(ErrorCode::kForbidden, "only a group admin can set the timer"));
   if ((*conv)->disappear_seconds == seconds) return done(seconds);  // no change, no message
 
-  auto st = core_.state(shard, conversation_id);
-  if (!st) return done(st.error());
-  ConvState& cs = **st;
   auto next = std::make_shared<store::Conversation>(**conv);
   next->disappear_seconds = seconds;
   const Seq seq = cs.head + 1;
@@ -243,7 +280,14 @@ void Membership::set_timer(Shard& shard, const DeviceRef& actor, const std::stri
   cs.head = seq;
   core_.directory.put_conversation(next);
   const bool accepted = core_.submit(
-      cs, std::move(batch), [this, conversation_id, seq, frame, to, seconds, done](const Result<void>& committed) {
+      cs, std::move(batch),
+      [this, &shard, s = &cs, actor, conversation_id, seq, frame, to, seconds, done,
+       attempt](const Result<void>& result) {
+        Result<void> committed = result;
+        if (queued_again(*s, committed, attempt, [this, &shard, actor, conversation_id, seconds, done](int next) {
+              set_timer(shard, actor, conversation_id, seconds, done, next);
+            }))
+          return;
         if (!committed) return done(committed.error());
         core_.publish_message(to, conversation_id, seq, frame, false, mono_us(), /*system=*/true);
         done(seconds);

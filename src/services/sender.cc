@@ -223,31 +223,27 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
       [this, &shard, cs = &cs, key = std::move(key), info, to = std::move(*to), stored, per_device, keys, started_us,
        read_side, device, done = std::move(done), safety = std::move(*safety), user = device.user,
        media_lease = std::move(media_lease), frame = std::move(frame), attempt](
-          const Result<void>& committed) mutable {
-        if (!committed && GroupCommitter::is_behind(committed.error())) {
-          if (attempt + 1 < kMaxAttempts) {
-            // Nothing of it was stored: sequence it again on the reloaded head, after the
-            // conversation's other batches in flight completed (they failed the same way).
-            // The pending entry stays, so a resend meanwhile waits for this one.
-            sends_resequenced.inc();
-            cs->retry.push_back([this, &shard, key, device, frame = std::move(frame), started_us, done = std::move(done),
-                                  attempt]() mutable {
-              std::vector<SendDone> waiters{std::move(done)};
-              if (auto p = shard.pending.find(key); p != shard.pending.end()) {
-                for (auto& w : p->second.waiters) waiters.push_back(std::move(w));
-                shard.pending.erase(p);
-              }
-              send(shard, std::move(device), std::move(frame), started_us,
-                   [waiters = std::move(waiters)](Result<SentInfo> r) {
-                     for (auto& w : waiters) w(r);
-                   },
-                   attempt + 1);
-            });
-            return;
-          }
-          const Result<void> failed = make_error(ErrorCode::kUnavailable, "other nodes kept appending to this conversation; retry");
-          done(failed.error());
-          return settle(shard, key, failed);
+          const Result<void>& result) mutable {
+        Result<void> committed = result;
+        if (SequencerCore::sequence_again(committed, attempt)) {
+          // Nothing of it was stored: sequence it again on the reloaded head, after the
+          // conversation's other batches in flight completed (they failed the same way).
+          // The pending entry stays, so a resend meanwhile waits for this one.
+          sends_resequenced.inc();
+          cs->retry.push_back([this, &shard, key, device, frame = std::move(frame), started_us, done = std::move(done),
+                                attempt]() mutable {
+            std::vector<SendDone> waiters{std::move(done)};
+            if (auto p = shard.pending.find(key); p != shard.pending.end()) {
+              for (auto& w : p->second.waiters) waiters.push_back(std::move(w));
+              shard.pending.erase(p);
+            }
+            send(shard, std::move(device), std::move(frame), started_us,
+                 [waiters = std::move(waiters)](Result<SentInfo> r) {
+                   for (auto& w : waiters) w(r);
+                 },
+                 attempt + 1);
+          });
+          return;
         }
         if (committed) {
           safety.committed(core_.privacy, user, info.conversation_id);

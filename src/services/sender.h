@@ -20,11 +20,8 @@ class Sender {
  public:
   explicit Sender(SequencerCore& core) : core_(core) {}
 
-  // How often one send is sequenced at most when other nodes appended to its conversation
-  // first (GroupCommitter::kBehind); after that it answers `unavailable`. High because a node
-  // whose conflict reserved the next seq (redis_scripts.h) makes the others' attempts fail
-  // until its own append lands (milliseconds; 250 ms at most if it died meanwhile).
-  static constexpr int kMaxAttempts = 64;
+  // How often one send is sequenced at most (SequencerCore::kMaxAttempts).
+  static constexpr int kMaxAttempts = SequencerCore::kMaxAttempts;
 
   // `attempt`: how often this send was sequenced before (0 for a new one).
   void send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done,

@@ -34,7 +34,9 @@ Result<ConvState*> SequencerCore::state(Shard& shard, const std::string& convers
   if (!head) return head.error();
   if (cached) {
     // After a failed commit the store decides: the head is what it has (the failed batch
-    // applied or not); what the loop remembered about later seqs is dropped.
+    // applied or not); what the loop remembered about later seqs is dropped. So is a
+    // membership snapshot read since the failure: it may be older than this head.
+    directory.forget_conversation(conversation_id);
     std::unique_ptr<ChannelState> channel = std::move(cached->channel);
     *cached = ConvState{};
     cached->channel = std::move(channel);
@@ -101,6 +103,13 @@ bool SequencerCore::submit(ConvState& state, store::Batch batch, GroupCommitter:
       for (auto& f : work) f();
     }
   });
+}
+
+bool SequencerCore::sequence_again(Result<void>& committed, int attempt) {
+  if (committed || !GroupCommitter::is_behind(committed.error())) return false;
+  if (attempt + 1 < kMaxAttempts) return true;
+  committed = make_error(ErrorCode::kUnavailable, "other nodes kept appending to this conversation; retry");
+  return false;
 }
 
 Result<std::vector<DeviceRef>> SequencerCore::recipients(const store::Conversation& c, Seq seq,

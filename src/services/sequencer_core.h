@@ -83,10 +83,11 @@ struct ConvState {
   bool stale = false;
   std::string id;  // the conversation's id (to drop its directory snapshot after such a failure)
   // Work waiting for the head reload of a stale conversation, run on this loop once nothing
-  // is in flight: first `retry` (sends whose batch was behind, in the order they were
-  // sequenced, since completions come in commit order), then `parked` (sends that arrived
-  // meanwhile). Two lists, because a send can arrive before an earlier send's completion
-  // says that it must be sequenced again; one list in arrival order would put it first.
+  // is in flight: first `retry` (sends and membership changes whose batch was behind, in the
+  // order they were sequenced, since completions come in commit order), then `parked` (those
+  // that arrived meanwhile). Two lists, because a send can arrive before an earlier send's
+  // completion says that it must be sequenced again; one list in arrival order would put it
+  // first. Each re-runs from the start: its checks see the reloaded head and membership.
   std::vector<std::function<void()>> retry;
   std::vector<std::function<void()>> parked;
   bool receipts_loaded = false;
@@ -127,6 +128,12 @@ struct Shard {
 class SequencerCore {
  public:
   static constexpr size_t kRecentSenders = 1024;
+  // How often one change that appends to a conversation (a send, a membership change, a
+  // timer) is sequenced at most when other nodes appended to the conversation first
+  // (GroupCommitter::kBehind); after that it answers `unavailable`. High because a node whose
+  // conflict reserved the next seq (redis_scripts.h) makes the others' attempts fail until
+  // its own append lands (milliseconds; 250 ms at most if it died meanwhile).
+  static constexpr int kMaxAttempts = 64;
 
   SequencerCore(Loops& loops, store::Store& store, GroupCommitter& committer, Directory& directory, bus::Bus& bus,
                 const ServiceOptions& options);
@@ -148,6 +155,11 @@ class SequencerCore {
   // Submits a batch for a conversation of this shard; the state stays pinned until `done`
   // ran (on this loop). Returns false if the committer refused it (done already ran).
   bool submit(ConvState& state, store::Batch batch, GroupCommitter::Completion done);
+  // For the completion of a change on its `attempt`-th sequencing (0 for the first): true if
+  // its batch was behind (nothing of it was stored) and it may be sequenced again; the caller
+  // then puts it on the conversation's `retry` list (ConvState) and answers nothing yet. After
+  // the last attempt, `committed` becomes the `unavailable` answer for the client.
+  static bool sequence_again(Result<void>& committed, int attempt);
 
   // Every device that receives a message of `c` with `seq`, except `skip` (the sender's).
   Result<std::vector<DeviceRef>> recipients(const store::Conversation& c, Seq seq, const DeviceRef* skip);

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <future>
 #include <map>
 #include <memory>
@@ -24,6 +25,52 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// A MemoryStore whose commit() can be held at a gate: while the gate is closed each commit
+// waits until the test lets it through (one at a time), so a test decides how the committer's
+// commits interleave with the work on the loops.
+class GatedStore : public store::MemoryStore {
+ public:
+  using MemoryStore::MemoryStore;
+  Result<void> commit(const store::Batch& batch, bool sync) override {
+    {
+      std::unique_lock lock(mu_);
+      if (closed_) {
+        const int me = arrived_++;
+        cv_.notify_all();
+        cv_.wait(lock, [&] { return !closed_ || released_ > me; });
+      }
+    }
+    return MemoryStore::commit(batch, sync);
+  }
+  void close() {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+  }
+  void open() {
+    std::lock_guard lock(mu_);
+    closed_ = false;
+    cv_.notify_all();
+  }
+  // Lets the oldest held commit through.
+  void release_one() {
+    std::lock_guard lock(mu_);
+    ++released_;
+    cv_.notify_all();
+  }
+  // Whether `n` commits reached the closed gate within 10 s.
+  bool await_arrived(int n) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 10s, [&] { return arrived_ >= n; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool closed_ = false;
+  int arrived_ = 0;
+  int released_ = 0;
+};
+
 struct Node {
   explicit Node(std::shared_ptr<store::MemoryStore::State> state)
       : store(std::move(state)),
@@ -36,11 +83,12 @@ struct Node {
     committer.start();
   }
   ~Node() {
+    store.open();
     committer.stop();
     loops.stop();
     loops.join();
   }
-  store::MemoryStore store;
+  GatedStore store;
   ServiceOptions options;
   Loops loops;
   GroupCommitter committer;
@@ -56,11 +104,24 @@ uint64_t resequenced() {
       .value();
 }
 
+uint64_t changes_resequenced() {
+  return MetricsRegistry::global()
+      .counter("tern_membership_changes_resequenced_total",
+               "membership and timer changes sequenced again because another node had appended to the conversation first")
+      .value();
+}
+
+// How many stored frames contain `needle`.
+size_t frames_with(const std::vector<store::StoredMessage>& log, const std::string& needle) {
+  return static_cast<size_t>(
+      std::count_if(log.begin(), log.end(), [&](const auto& m) { return m.frame.find(needle) != std::string::npos; }));
+}
+
 class SequencerNodesTest : public ::testing::Test {
  protected:
   SequencerNodesTest() {
     store::Batch b;
-    for (const char* u : {"alice", "bob", "carol"}) {
+    for (const char* u : {"alice", "bob", "carol", "dave", "erin"}) {
       b.add(store::PutUser{u, 1});
       b.add(store::PutDevice{DeviceRef{u, 1}, std::string("tok-") + u});
     }
@@ -86,6 +147,42 @@ class SequencerNodesTest : public ::testing::Test {
     n.sequencer.send(DeviceRef{user, 1}, frame, 0, [&p](Result<SentInfo> r) { p.set_value(std::move(r)); });
     EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
     return f.get();
+  }
+
+  std::future<Result<SentInfo>> send_async(Node& n, const std::string& user, const std::string& conv,
+                                           const std::string& cmid) {
+    auto p = std::make_shared<std::promise<Result<SentInfo>>>();
+    proto::SendFrame frame{cmid, conv, std::string("aGk="), {}, std::nullopt, std::nullopt, false, {}, {}};
+    n.sequencer.send(DeviceRef{user, 1}, frame, 0, [p](Result<SentInfo> r) { p->set_value(std::move(r)); });
+    return p->get_future();
+  }
+
+  Result<std::vector<std::string>> change(Node& n, const std::string& actor, const std::string& conv,
+                                          proto::MembersRequest req) {
+    std::promise<Result<std::vector<std::string>>> p;
+    auto f = p.get_future();
+    n.sequencer.change_members(DeviceRef{actor, 1}, conv, std::move(req), [&p](auto r) { p.set_value(std::move(r)); });
+    EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
+    return f.get();
+  }
+
+  Result<int64_t> set_timer(Node& n, const std::string& actor, const std::string& conv, int64_t seconds) {
+    std::promise<Result<int64_t>> p;
+    auto f = p.get_future();
+    n.sequencer.set_timer(DeviceRef{actor, 1}, conv, seconds, [&p](auto r) { p.set_value(std::move(r)); });
+    EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
+    return f.get();
+  }
+
+  // The active members of `conv` in the shared store.
+  std::set<std::string> stored_members(const std::string& conv) {
+    std::set<std::string> out;
+    auto c = view_.conversation(conv);
+    EXPECT_TRUE(c && *c);
+    if (c && *c)
+      for (const auto& m : (*c)->members)
+        if (m.active()) out.insert(m.user);
+    return out;
   }
 
   store::MemoryStore view_;  // the shared data, read directly by the assertions
@@ -170,6 +267,209 @@ TEST_F(SequencerNodesTest, ThreeNodesWritingTwoConversationsAtOnceNeedNoResend) 
       }
     }
   }
+}
+
+// The ordering that commit a44e232 fixed, made deterministic with the gate: alice's send a-2
+// is found behind, and her next send a-3 arrives (and is parked on the stale conversation)
+// before a-2's completion says that a-2 must be sequenced again. a-2 must still be stored
+// before a-3 (one list in arrival order stored a-3 first).
+TEST_F(SequencerNodesTest, ASendFoundBehindIsStoredBeforeTheSameDevicesSendThatArrivedBeforeItsCompletion) {
+  Node& a = *nodes_[0];
+  Node& b = *nodes_[1];
+  const std::string g = create_group(a, "alice", {"bob"});  // seq 1; node a caches head 1
+  ASSERT_TRUE(send(b, "bob", g, "b-1"));                     // seq 2, from node b
+  a.store.close();
+  auto first = send_async(a, "alice", g, "a-1");  // seq 2 on node a: behind
+  ASSERT_TRUE(a.store.await_arrived(1));
+  auto second = send_async(a, "alice", g, "a-2");  // seq 3: waits in the committer meanwhile
+  // An entry that touches no conversation, committed with a-2: a-2 fails without reaching the
+  // store (its conversation is behind), this one reaches the gate, which so holds back a-2's
+  // completion until the test opens it.
+  std::promise<Result<void>> other;
+  store::Batch x;
+  x.add(store::PutUser{"frank", 1});
+  ASSERT_TRUE(a.committer.submit(std::move(x), [&other](const Result<void>& r) { other.set_value(r); }));
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (a.committer.pending() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  ASSERT_EQ(a.committer.pending(), 2u);
+  a.store.release_one();  // a-1 behind: its completion puts it on the retry list; a-2 in flight
+  ASSERT_TRUE(a.store.await_arrived(2));  // a-1's completion was posted before this commit began
+  // Posted to the owning loop after a-1's completion and before a-2's (which waits for the
+  // gate): it finds the conversation stale with a-2 in flight and is parked.
+  auto third = send_async(a, "alice", g, "a-3");
+  a.store.open();
+  ASSERT_EQ(first.wait_for(10s), std::future_status::ready);
+  ASSERT_EQ(second.wait_for(10s), std::future_status::ready);
+  ASSERT_EQ(third.wait_for(10s), std::future_status::ready);
+  auto r1 = first.get(), r2 = second.get(), r3 = third.get();
+  ASSERT_TRUE(r1) << r1.error().message;
+  ASSERT_TRUE(r2) << r2.error().message;
+  ASSERT_TRUE(r3) << r3.error().message;
+  EXPECT_TRUE(other.get_future().get());
+  EXPECT_EQ(r1->seq, 3u);
+  EXPECT_EQ(r2->seq, 4u);  // before a-3, though a-3 was parked before a-2 was known to be behind
+  EXPECT_EQ(r3->seq, 5u);
+  auto log = view_.read_messages(g, 0, 100);
+  ASSERT_TRUE(log);
+  ASSERT_EQ(log->size(), 5u);
+  for (size_t i = 0; i < log->size(); ++i) EXPECT_EQ((*log)[i].seq, i + 1);
+}
+
+// A membership change or timer built on a head another node moved is sequenced again, and run
+// again on the reloaded conversation: a removal the other node already made, or a timer it
+// already set, answers what one node would have answered, with no second system message.
+TEST_F(SequencerNodesTest, AMembershipChangeBehindAnotherNodeIsCheckedAgainstTheReloadedConversation) {
+  Node& a = *nodes_[0];
+  Node& b = *nodes_[1];
+  const std::string g = create_group(a, "alice", {"bob", "carol"});  // seq 1; a caches head 1
+  ASSERT_TRUE(send(b, "bob", g, "b-1"));  // seq 2; node b caches head 2 and carol as a member
+  const uint64_t before = changes_resequenced();
+  auto removed = change(a, "alice", g, proto::MembersRequest{{}, {"carol"}});  // behind, then seq 3
+  ASSERT_TRUE(removed) << removed.error().message;
+  EXPECT_EQ(std::set<std::string>(removed->begin(), removed->end()), (std::set<std::string>{"alice", "bob"}));
+  EXPECT_EQ(changes_resequenced(), before + 1);
+  // Node b still has head 2 and carol: behind; run again, carol is gone: no change.
+  auto again = change(b, "alice", g, proto::MembersRequest{{}, {"carol"}});
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(std::set<std::string>(again->begin(), again->end()), (std::set<std::string>{"alice", "bob"}));
+  EXPECT_EQ(changes_resequenced(), before + 2);
+  // Node a sets the timer (seq 4); node b, on head 3, is behind and then finds it set.
+  auto timer = set_timer(a, "alice", g, 3600);
+  ASSERT_TRUE(timer) << timer.error().message;
+  auto timer_b = set_timer(b, "alice", g, 3600);
+  ASSERT_TRUE(timer_b) << timer_b.error().message;
+  EXPECT_EQ(*timer_b, 3600);
+  EXPECT_EQ(changes_resequenced(), before + 3);
+  auto log = view_.read_messages(g, 0, 100);
+  ASSERT_TRUE(log);
+  ASSERT_EQ(log->size(), 4u);
+  for (size_t i = 0; i < log->size(); ++i) EXPECT_EQ((*log)[i].seq, i + 1);
+  EXPECT_EQ(frames_with(*log, R"("action":"remove")"), 1u);
+  EXPECT_EQ(frames_with(*log, R"("action":"timer")"), 1u);
+  EXPECT_EQ(stored_members(g), (std::set<std::string>{"alice", "bob"}));
+  auto c = view_.conversation(g);
+  ASSERT_TRUE(c && *c);
+  EXPECT_EQ((*c)->disappear_seconds, 3600);
+}
+
+// Membership changes and sends into one group from two nodes at once, pipelined: every call
+// answers success, the log is dense, each system message is stored once and the stored
+// membership is the expected one.
+TEST_F(SequencerNodesTest, MembershipChangesAndSendsFromTwoNodesAtOnceNeedNoResend) {
+  Node& a = *nodes_[0];
+  Node& b = *nodes_[1];
+  const std::string g = create_group(a, "alice", {"bob", "carol"});
+  ASSERT_TRUE(send(b, "bob", g, "warm"));  // node b caches the conversation too; a is behind
+  constexpr int kPerSender = 40;
+  std::mutex mu;
+  std::vector<std::string> errors;
+  std::vector<std::vector<std::string>> removal_answers;
+  std::atomic<int> answered{0};
+  std::promise<void> all;
+  const int total = 4 + kPerSender * 4;
+  auto finish = [&] {
+    if (++answered == total) all.set_value();
+  };
+  auto on_change = [&](bool removal) {
+    return [&, removal](Result<std::vector<std::string>> r) {
+      {
+        std::lock_guard lock(mu);
+        if (!r) errors.push_back(r.error().message);
+        else if (removal) removal_answers.push_back(*r);
+      }
+      finish();
+    };
+  };
+  auto on_send = [&](Result<SentInfo> r) {
+    if (!r) {
+      std::lock_guard lock(mu);
+      errors.push_back(r.error().message);
+    }
+    finish();
+  };
+  Node* nodes[] = {&a, &b};
+  const char* added[] = {"dave", "erin"};
+  for (int i = 0; i < kPerSender; ++i) {
+    for (int n = 0; n < 2; ++n) {
+      if (i == kPerSender / 4) nodes[n]->sequencer.change_members(DeviceRef{"alice", 1}, g, {{added[n]}, {}}, on_change(false));
+      if (i == kPerSender / 2) nodes[n]->sequencer.change_members(DeviceRef{"alice", 1}, g, {{}, {"carol"}}, on_change(true));
+      for (const char* u : {"alice", "bob"}) {
+        const std::string cmid = std::string(u) + "-" + std::to_string(n) + "-" + std::to_string(i);
+        proto::SendFrame frame{cmid, g, std::string("aGk="), {}, {}, {}, false, {}, {}};
+        nodes[n]->sequencer.send(DeviceRef{u, 1}, frame, 0, on_send);
+      }
+    }
+  }
+  auto f = all.get_future();
+  ASSERT_EQ(f.wait_for(30s), std::future_status::ready);
+  std::lock_guard lock(mu);
+  ASSERT_TRUE(errors.empty()) << errors.size() << " calls failed, e.g. " << errors.front();
+  ASSERT_EQ(removal_answers.size(), 2u);
+  for (const auto& members : removal_answers)
+    EXPECT_EQ(std::count(members.begin(), members.end(), "carol"), 0) << "carol still listed";
+  auto log = view_.read_messages(g, 0, 1000);
+  ASSERT_TRUE(log);
+  // The creation, the warm-up send, two additions, one removal, the sends.
+  ASSERT_EQ(log->size(), static_cast<size_t>(2 + 3 + 4 * kPerSender));
+  for (size_t i = 0; i < log->size(); ++i) ASSERT_EQ((*log)[i].seq, i + 1) << "log not dense";
+  EXPECT_EQ(frames_with(*log, R"("action":"add","by":"alice","users":["dave"])"), 1u);
+  EXPECT_EQ(frames_with(*log, R"("action":"add","by":"alice","users":["erin"])"), 1u);
+  EXPECT_EQ(frames_with(*log, R"("action":"remove","by":"alice","users":["carol"])"), 1u);
+  EXPECT_EQ(stored_members(g), (std::set<std::string>{"alice", "bob", "dave", "erin"}));
+}
+
+// Channel subscriber and admin changes (no system message, so never behind) on one node while
+// the owner posts from another: every call answers success, the posts' log is dense and the
+// store holds the changed subscriptions and admins.
+TEST_F(SequencerNodesTest, ChannelChangesOnOneNodeWhilePostsComeFromAnother) {
+  Node& a = *nodes_[0];
+  Node& b = *nodes_[1];
+  std::promise<Result<ConversationInfo>> created;
+  proto::CreateConversationRequest req{true, "news", {}, /*channel*/ true};
+  a.sequencer.create_conversation(DeviceRef{"alice", 1}, req, [&](auto r) { created.set_value(std::move(r)); });
+  auto ch = created.get_future().get();
+  ASSERT_TRUE(ch) << ch.error().message;
+  const std::string id = ch->conversation_id;
+  constexpr int kPosts = 15;  // within the channel's post burst
+  std::vector<std::future<Result<SentInfo>>> posts;
+  std::promise<Result<uint64_t>> subscribed;
+  std::promise<Result<std::vector<std::string>>> admins;
+  for (int i = 0; i < kPosts; ++i) {
+    posts.push_back(send_async(a, "alice", id, "post-" + std::to_string(i)));
+    if (i == kPosts / 3)
+      b.sequencer.change_subscribers(DeviceRef{"alice", 1}, id, {{"carol", "dave"}, {}},
+                                     [&](auto r) { subscribed.set_value(std::move(r)); });
+    if (i == kPosts / 2)
+      b.sequencer.change_admins(DeviceRef{"alice", 1}, id, {{"bob"}, {}}, [&](auto r) { admins.set_value(std::move(r)); });
+  }
+  for (auto& p : posts) {
+    ASSERT_EQ(p.wait_for(10s), std::future_status::ready);
+    auto r = p.get();
+    EXPECT_TRUE(r) << r.error().message;
+  }
+  auto sub = subscribed.get_future();
+  ASSERT_EQ(sub.wait_for(10s), std::future_status::ready);
+  auto s = sub.get();
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(*s, 3u);  // the owner, carol and dave
+  auto adm = admins.get_future();
+  ASSERT_EQ(adm.wait_for(10s), std::future_status::ready);
+  auto ad = adm.get();
+  ASSERT_TRUE(ad) << ad.error().message;
+  EXPECT_EQ(std::set<std::string>(ad->begin(), ad->end()), (std::set<std::string>{"alice", "bob"}));
+  auto log = view_.read_messages(id, 0, 100);
+  ASSERT_TRUE(log);
+  ASSERT_EQ(log->size(), static_cast<size_t>(kPosts));
+  for (size_t i = 0; i < log->size(); ++i) EXPECT_EQ((*log)[i].seq, i + 1);
+  for (const char* u : {"bob", "carol", "dave"}) {
+    auto row = view_.user_conversation(u, id);
+    ASSERT_TRUE(row);
+    EXPECT_TRUE(*row) << u << " is not subscribed in the store";
+  }
+  auto c = view_.conversation(id);
+  ASSERT_TRUE(c && *c);
+  EXPECT_EQ((*c)->subscribers, 4u);
+  EXPECT_TRUE(is_active_member(**c, "bob"));
 }
 
 }  // namespace

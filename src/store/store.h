@@ -203,7 +203,6 @@ class Store {
   // redis-server). Empty after any other outcome. Only the commit()ing thread calls it.
   struct Behind {
     std::vector<std::string> conversations;
-    std::vector<Seq> heads;  // each one's head in the store as the commit found it
     bool rest_applied = false;
   };
   virtual Behind behind() const { return {}; }

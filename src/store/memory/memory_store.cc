@@ -85,8 +85,6 @@ Result<void> MemoryStore::commit(const Batch& batch, bool /*sync*/) {
                         behind_.conversations.end();
       if (!late && a->seq != it->second) {
         behind_.conversations.push_back(a->conversation_id);
-        auto m = s.messages.find(a->conversation_id);
-        behind_.heads.push_back(m == s.messages.end() || m->second.empty() ? 0 : m->second.rbegin()->first);
       }
       ++it->second;
     }

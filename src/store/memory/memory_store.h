@@ -16,7 +16,8 @@
 
 namespace tern::store {
 
-class MemoryStore final : public Store {
+// Not final: a test may derive to hold commit() at a gate (services/sequencer_nodes_test.cc).
+class MemoryStore : public Store {
  public:
   struct State;  // the data; shareable so that a "reopened" store sees what was committed
 

@@ -122,11 +122,9 @@ bool behind_reply(const redisReply* r, Store::Behind& out) {
   if (r->type != REDIS_REPLY_ARRAY || r->elements == 0 || r->element[0]->type != REDIS_REPLY_STRING ||
       str(r->element[0]) != "TERNSEQ")
     return false;
-  for (size_t i = 1; i + 1 < r->elements; i += 2) {
-    out.conversations.emplace_back(str(r->element[i]));
-    const redisReply* h = r->element[i + 1];
-    out.heads.push_back(h->type == REDIS_REPLY_INTEGER && h->integer > 0 ? static_cast<Seq>(h->integer) : 0);
-  }
+  // Each id is followed by its head in the store, which no one uses (the sequencer reads the
+  // head again when it reloads: SequencerCore::state).
+  for (size_t i = 1; i + 1 < r->elements; i += 2) out.conversations.emplace_back(str(r->element[i]));
   return true;
 }
 
@@ -294,7 +292,6 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
     Phase again;
     for (auto& [slot, b] : late_by_slot) {
       late.conversations.insert(late.conversations.end(), b.conversations.begin(), b.conversations.end());
-      late.heads.insert(late.heads.end(), b.heads.begin(), b.heads.end());
       std::set<std::string_view> skip;
       for (const std::string& c : b.conversations) skip.insert(own(c)), skip.insert(own(conv_key(c) + ":idem"));
       Group g;

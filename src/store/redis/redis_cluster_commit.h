@@ -51,7 +51,7 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
                                std::chrono::milliseconds timeout, Store::Behind& behind);
 
 // The commit script's answer when dense appends were behind: {'TERNSEQ', (conversation id,
-// head)...}. True (and those appended to `out`) for such a reply.
+// head)...}. True (and those conversations appended to `out`) for such a reply.
 bool behind_reply(const redisReply* r, Store::Behind& out);
 Error behind_error();
 

@@ -10,7 +10,8 @@ namespace tern::store::redis::scripts {
 //  - Dense appends (ternd, where several nodes may append to one conversation): every append
 //    must be the next seq of its conversation (its head + 1, or the previous append's + 1 in
 //    this batch); else the script writes nothing and returns the array {'TERNSEQ', <id of
-//    each conversation whose appends were not next, its head>...}: the node's idea of those heads was
+//    each conversation whose appends were not next, its head>...} (the node reads the heads
+//    again itself; only the ids are used): the node's idea of those heads was
 //    behind (another node appended first); it reloads them and sequences those sends again
 //    (services/group_committer.h). The script then reserves the next seq of each of them
 //    for this node ({c:<id>}:rv, 250 ms, set if free): until that node's append lands (which
