@@ -4,11 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <csignal>
 #include <filesystem>
 #include <map>
 #include <set>
 #include <thread>
 
+#include "bus/redis/node_ring.h"
 #include "store/redis/testing/redis_server.h"
 #include "support/media_http.h"
 #include "support/server_test.h"
@@ -501,6 +503,65 @@ TEST_F(RedisTest, ClientsOfAKilledNodeReconnectToAnotherAndLoseNothing) {
   // a's bus connection gone, or the forwarded send times out): the send then answers
   // `unavailable` and the client resends the same client_msg_id, as clients do.
   EXPECT_EQ(send_retrying(da, conv, "after", 10), got.back() + 1);
+}
+
+// A node that hangs (SIGSTOP: alive, its bus connection open, not answering): a send that
+// another node forwards to it answers `unavailable` after the request timeout (never a false
+// `sent`, never a hang); the resend of the same client_msg_id is sequenced elsewhere (the
+// hung node is suspected there); when the node resumes and finally handles the forwarded
+// send, the message is not stored twice.
+TEST_F(RedisTest, AHungOwnerNodeCostsOneTimeoutThenItsConversationsMoveOn) {
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
+  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b"));
+  Account alice = a_.api->must_register("alice");
+  Account bob = b_.api->must_register("bob");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while ((metric(a_, alice, "tern_bus_live_nodes") != 2 || metric(b_, bob, "tern_bus_live_nodes") != 2) &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(ms(50));
+  ASSERT_EQ(metric(b_, bob, "tern_bus_live_nodes"), 2);
+  // A group that node a owns, as node b's ring sees it (the same hashing as ternd's).
+  bus::NodeRing ring("b", std::chrono::seconds(5));
+  ring.set_live({"a", "b"});
+  std::string group;
+  for (int i = 0; i < 30 && group.empty(); ++i) {
+    std::string g = b_.api->must_group(bob.token, "g" + std::to_string(i), {"alice"});
+    if (ring.owner(g) == "a") group = g;
+  }
+  ASSERT_FALSE(group.empty()) << "node a owns none of 30 groups";
+  Device db(bob);
+  ASSERT_EQ(db.connect(b_.server->port()), 101);
+  ASSERT_TRUE(db.until_synced());
+  const Seq before = db.must_send(group, "before", "before");  // forwarded to a, which answers
+  ASSERT_GT(before, 0u);
+  ASSERT_EQ(metric(b_, bob, "tern_sends_forwarded_total"), 1);
+
+  ASSERT_EQ(::kill(a_.server->pid(), SIGSTOP), 0);
+  struct Resume {
+    pid_t pid;
+    ~Resume() { ::kill(pid, SIGCONT); }
+  } resume{a_.server->pid()};
+  const auto t0 = std::chrono::steady_clock::now();
+  auto first = db.send_wait(group, "during", "during", ms(10000));
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(first) << "no answer while the owner hung";
+  EXPECT_EQ(type_of(*first), "error") << dump(*first);
+  EXPECT_EQ(jstr(*first, "code"), "unavailable") << dump(*first);
+  EXPECT_LT(waited, std::chrono::seconds(5)) << "the forwarded send waited past its timeout";
+  // The resend: node b now sequences the group itself.
+  auto again = db.send_wait(group, "during", "during", ms(5000));
+  ASSERT_TRUE(again);
+  ASSERT_EQ(type_of(*again), "sent") << dump(*again);
+  EXPECT_EQ(seq_of(*again), before + 1);
+
+  // Node a resumes and handles the forwarded send it had not read: the idempotency record
+  // makes it the same message, not a second one.
+  ::kill(a_.server->pid(), SIGCONT);
+  const auto settle = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (metric(a_, alice, "tern_sends_served_total") < 2 && std::chrono::steady_clock::now() < settle)
+    std::this_thread::sleep_for(ms(50));
+  EXPECT_EQ(metric(a_, alice, "tern_sends_served_total"), 2) << "node a never handled the forwarded send";
+  expect_log_matches(b_, bob, group, {{"before", before}, {"during", before + 1}});
 }
 
 // Redis stopped for kRedisDown under traffic: every send is answered at once with
