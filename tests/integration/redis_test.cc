@@ -187,6 +187,46 @@ TEST_F(RedisTest, TwoNodesShareAccountsAndKeepSeqsDenseUnderConcurrentSends) {
   for (Node* n : {&a_, &b_}) expect_log_matches(*n, alice, group, seqs);
 }
 
+// One device sends each client_msg_id through two nodes (the commit script, not a read before
+// it, refuses the second, docs/scaling.md): first one after the other, then both at once. Each
+// id is answered with one seq on both nodes, stored once, and the log stays dense.
+TEST_F(RedisTest, AClientMsgIdSentThroughTwoNodesIsStoredOnceAtItsFirstSeq) {
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
+  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b"));
+  Account alice = a_.api->must_register("alice");
+  Account bob = a_.api->must_register("bob");
+  const std::string conv = a_.api->must_direct(alice.token, "bob");
+  Device on_a(alice), on_b(alice);
+  ASSERT_EQ(on_a.connect(a_.server->port()), 101);
+  ASSERT_TRUE(on_a.until_synced());
+  ASSERT_EQ(on_b.connect(b_.server->port()), 101);
+  ASSERT_TRUE(on_b.until_synced());
+
+  std::map<std::string, Seq> seqs;
+  const Seq first = send_retrying(on_a, conv, "one");
+  ASSERT_NE(first, 0u);
+  EXPECT_EQ(send_retrying(on_b, conv, "one"), first);  // the other node answers the first seq
+  seqs["one"] = first;
+
+  constexpr int kIds = 20;
+  std::map<std::string, Seq> got_a, got_b;
+  auto sender = [&](Device& d, std::map<std::string, Seq>& got) {
+    for (int i = 0; i < kIds; ++i) got["both" + std::to_string(i)] = send_retrying(d, conv, "both" + std::to_string(i));
+  };
+  std::thread ta(sender, std::ref(on_a), std::ref(got_a));
+  std::thread tb(sender, std::ref(on_b), std::ref(got_b));
+  ta.join();
+  tb.join();
+  ASSERT_EQ(got_a.size(), static_cast<size_t>(kIds));
+  EXPECT_EQ(got_a, got_b) << "a client_msg_id got two seqs";
+  for (const auto& [id, s] : got_a) {
+    EXPECT_NE(s, 0u) << id;
+    seqs[id] = s;
+  }
+  // Each id once, at its acknowledged seq, and nothing else but the creation's system message.
+  for (Node* n : {&a_, &b_}) expect_log_matches(*n, bob, conv, seqs);
+}
+
 // Three nodes, two groups, and every group written from all three nodes at once (one device
 // per node, each sending into both groups in turn): no client resends, both logs dense, every
 // message once at its acknowledged seq, each device's messages in the order it sent them.
