@@ -84,6 +84,15 @@ class RedisTest : public ::testing::Test {
     }
   }
 
+  // Nodes a and b on the Redis; alice and bob registered through a, their direct conversation.
+  void two_nodes_with_a_direct(Account& alice, Account& bob, std::string& conv) {
+    ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
+    ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b"));
+    alice = a_.api->must_register("alice");
+    bob = a_.api->must_register("bob");
+    conv = a_.api->must_direct(alice.token, "bob");
+  }
+
   RedisServer redis_;
   Node a_, b_, c_;
 };
@@ -191,11 +200,9 @@ TEST_F(RedisTest, TwoNodesShareAccountsAndKeepSeqsDenseUnderConcurrentSends) {
 // it, refuses the second, docs/scaling.md): first one after the other, then both at once. Each
 // id is answered with one seq on both nodes, stored once, and the log stays dense.
 TEST_F(RedisTest, AClientMsgIdSentThroughTwoNodesIsStoredOnceAtItsFirstSeq) {
-  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
-  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b"));
-  Account alice = a_.api->must_register("alice");
-  Account bob = a_.api->must_register("bob");
-  const std::string conv = a_.api->must_direct(alice.token, "bob");
+  Account alice, bob;
+  std::string conv;
+  ASSERT_NO_FATAL_FAILURE(two_nodes_with_a_direct(alice, bob, conv));
   Device on_a(alice), on_b(alice);
   ASSERT_EQ(on_a.connect(a_.server->port()), 101);
   ASSERT_TRUE(on_a.until_synced());
@@ -400,11 +407,9 @@ TEST_F(RedisTest, ADeviceLinkedOnOneNodeIsAddressedByTheOthers) {
 // A node SIGKILLed under traffic: its client reconnects to the other node and finds every
 // acknowledged message there, once, dense.
 TEST_F(RedisTest, ClientsOfAKilledNodeReconnectToAnotherAndLoseNothing) {
-  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
-  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b"));
-  Account alice = a_.api->must_register("alice");
-  Account bob = a_.api->must_register("bob");
-  const std::string conv = a_.api->must_direct(alice.token, "bob");
+  Account alice, bob;
+  std::string conv;
+  ASSERT_NO_FATAL_FAILURE(two_nodes_with_a_direct(alice, bob, conv));
   std::atomic<bool> stop{false};
   std::map<std::string, Seq> acked;
   std::thread traffic([&] {
