@@ -109,9 +109,23 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
     p->second.waiters.push_back(std::move(done));
     return;
   }
-  auto seen = core_.store.idempotency(device, frame.client_msg_id, now_ms());
-  if (!seen) return done(seen.error());
-  if (*seen) return done(SentInfo{frame.client_msg_id, (*seen)->conversation_id, (*seen)->seq, (*seen)->ts});
+  if (attempt == 0 && core_.store.commit_checks_idempotency()) {
+    // One redis-server (docs/scaling.md): no read before a first attempt. The commit refuses a
+    // client_msg_id that has a record (as if the conversation were behind), so the send is
+    // sequenced again and that attempt reads the record. A check that fails before the commit
+    // reads it too: a resend keeps its first answer.
+    done = [this, device, cmid = frame.client_msg_id, done = std::move(done)](Result<SentInfo> r) {
+      if (!r) {
+        auto seen = core_.store.idempotency(device, cmid, now_ms());
+        if (seen && *seen) return done(SentInfo{cmid, (*seen)->conversation_id, (*seen)->seq, (*seen)->ts});
+      }
+      done(std::move(r));
+    };
+  } else {
+    auto seen = core_.store.idempotency(device, frame.client_msg_id, now_ms());
+    if (!seen) return done(seen.error());
+    if (*seen) return done(SentInfo{frame.client_msg_id, (*seen)->conversation_id, (*seen)->seq, (*seen)->ts});
+  }
   // Issue 12: blocks and consent (after the retry checks: a retry keeps its first answer).
   auto safety = SendSafety::check(core_.blocks, core_.privacy, c, device.user);
   if (!safety) return done(safety.error());

@@ -206,6 +206,11 @@ class Store {
     bool rest_applied = false;
   };
   virtual Behind behind() const { return {}; }
+  // True when commit() itself refuses a PutIdempotency whose client_msg_id already has an
+  // unexpired record (one redis-server with dense appends): the commit then writes nothing and
+  // names the record's conversation in behind(), so a writer may skip its idempotency() read
+  // before a first attempt and read it only when the commit was refused (docs/scaling.md).
+  virtual bool commit_checks_idempotency() const { return false; }
   // Flushes everything written so far to stable storage (used at shutdown).
   virtual Result<void> flush() = 0;
 

@@ -96,6 +96,15 @@ class RedisTest : public ::testing::Test {
     }
   }
 
+  // Nodes a and b on the Redis; alice and bob registered through a, their direct conversation.
+  void two_nodes_with_a_direct(Account& alice, Account& bob, std::string& conv, std::vector<std::string> extra = {}) {
+    ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a", extra));
+    ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b", extra));
+    alice = a_.api->must_register("alice");
+    bob = a_.api->must_register("bob");
+    conv = a_.api->must_direct(alice.token, "bob");
+  }
+
   RedisServer redis_;
   Node a_, b_, c_;
 };
@@ -287,6 +296,46 @@ TEST_F(RedisTest, ConcurrentSendsFromTwoNodesAreSequencedByOneWithoutConflicts) 
   EXPECT_EQ(forwarded, served);
 }
 
+// One device sends each client_msg_id through two nodes (the commit script, not a read before
+// it, refuses the second, docs/scaling.md): first one after the other, then both at once. Each
+// id is answered with one seq on both nodes, stored once, and the log stays dense.
+TEST_F(RedisTest, AClientMsgIdSentThroughTwoNodesIsStoredOnceAtItsFirstSeq) {
+  Account alice, bob;
+  std::string conv;
+  // Routing off, so that both nodes sequence the conversation: the commit script's check is
+  // what refuses the second (with routing on, the owner node serializes them anyway).
+  ASSERT_NO_FATAL_FAILURE(two_nodes_with_a_direct(alice, bob, conv, {"--redis-route-sends", "0"}));
+  Device on_a(alice), on_b(alice);
+  ASSERT_EQ(on_a.connect(a_.server->port()), 101);
+  ASSERT_TRUE(on_a.until_synced());
+  ASSERT_EQ(on_b.connect(b_.server->port()), 101);
+  ASSERT_TRUE(on_b.until_synced());
+
+  std::map<std::string, Seq> seqs;
+  const Seq first = send_retrying(on_a, conv, "one");
+  ASSERT_NE(first, 0u);
+  EXPECT_EQ(send_retrying(on_b, conv, "one"), first);  // the other node answers the first seq
+  seqs["one"] = first;
+
+  constexpr int kIds = 20;
+  std::map<std::string, Seq> got_a, got_b;
+  auto sender = [&](Device& d, std::map<std::string, Seq>& got) {
+    for (int i = 0; i < kIds; ++i) got["both" + std::to_string(i)] = send_retrying(d, conv, "both" + std::to_string(i));
+  };
+  std::thread ta(sender, std::ref(on_a), std::ref(got_a));
+  std::thread tb(sender, std::ref(on_b), std::ref(got_b));
+  ta.join();
+  tb.join();
+  ASSERT_EQ(got_a.size(), static_cast<size_t>(kIds));
+  EXPECT_EQ(got_a, got_b) << "a client_msg_id got two seqs";
+  for (const auto& [id, s] : got_a) {
+    EXPECT_NE(s, 0u) << id;
+    seqs[id] = s;
+  }
+  // Each id once, at its acknowledged seq, and nothing else but the creation's system message.
+  for (Node* n : {&a_, &b_}) expect_log_matches(*n, bob, conv, seqs);
+}
+
 // Three nodes, two groups, and every group written from all three nodes at once (one device
 // per node, each sending into both groups in turn): no client resends, both logs dense, every
 // message once at its acknowledged seq, each device's messages in the order it sent them.
@@ -460,11 +509,9 @@ TEST_F(RedisTest, ADeviceLinkedOnOneNodeIsAddressedByTheOthers) {
 // A node SIGKILLed under traffic: its client reconnects to the other node and finds every
 // acknowledged message there, once, dense.
 TEST_F(RedisTest, ClientsOfAKilledNodeReconnectToAnotherAndLoseNothing) {
-  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
-  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b"));
-  Account alice = a_.api->must_register("alice");
-  Account bob = a_.api->must_register("bob");
-  const std::string conv = a_.api->must_direct(alice.token, "bob");
+  Account alice, bob;
+  std::string conv;
+  ASSERT_NO_FATAL_FAILURE(two_nodes_with_a_direct(alice, bob, conv));
   std::atomic<bool> stop{false};
   std::map<std::string, Seq> acked;
   std::thread traffic([&] {

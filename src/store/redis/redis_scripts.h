@@ -17,6 +17,12 @@ namespace tern::store::redis::scripts {
 //    for this node ({c:<id>}:rv, 250 ms, set if free): until that node's append lands (which
 //    deletes it) or it expires, other nodes' appends to the conversation are behind too —
 //    without it a node that re-sequences could lose to a faster sender every time.
+//  - Idempotency (op 'i', emitted before a send's 'I' on one redis-server with dense appends,
+//    RedisStore::commit_checks_idempotency): the client_msg_id must have no unexpired record
+//    (its idemexp score, the record's expiry, is not before now); else the send is a duplicate
+//    (the same message sent again, e.g. through another node, whose first attempt committed):
+//    its conversation is named in TERNSEQ like one behind, but not reserved, so nothing is
+//    written and the sender, sequencing it again, reads the record and answers with it.
 //  - A one-time prekey take (T) must find its key present (and not taken earlier in this
 //    batch); else TERNTAKE: another node handed the key out first.
 // Either failure writes nothing. Seqs above 2^53 would lose precision in Lua numbers; no real
@@ -32,7 +38,9 @@ local a = ARGV
 local n = #a
 local function width(i)
   local op = a[i]
-  if op == 'h' or op == 'M' or op == 'R' or op == 'W' or op == 'Q' or op == 'T' or op == 'm' or op == 'z' then return 4 end
+  if op == 'h' or op == 'M' or op == 'R' or op == 'W' or op == 'Q' or op == 'T' or op == 'm' or op == 'z' or op == 'i' then
+    return 4
+  end
   if op == 'I' or op == 'D' or op == 'P' or op == 'G' then return 5 end
   if op == 'x' or op == 'r' or op == 'U' or op == 'K' or op == 'H' or op == 'J' or op == 'Z' or op == 'N' then
     return 3
@@ -51,6 +59,7 @@ local held = {}
 local want = {}
 local behind = {}
 local late = {'TERNSEQ'}
+local dup = {}
 local taken = {}
 local i = 2
 while i <= n do
@@ -74,6 +83,16 @@ while i <= n do
       end
       want[c] = w + 1
     end
+  elseif op == 'i' then
+    local c = a[i+2]
+    local exp = redis.call('ZSCORE', 'idemexp', a[i+1])
+    if exp and not behind[c] and tonumber(exp) >= tonumber(a[i+3]) then
+      behind[c] = true
+      dup[c] = true
+      local last = redis.call('ZRANGE', '{c:' .. c .. '}:log', -1, -1)[1]
+      late[#late + 1] = c
+      late[#late + 1] = last and tonumber(last, 16) or 0
+    end
   elseif op == 'T' then
     local k = a[i+1] .. ':pk'
     local t = k .. a[i+2]
@@ -89,7 +108,9 @@ end
 if #late > 1 then
   -- The next seq of each conversation behind is reserved for this node for a moment, so that
   -- its resend is not beaten again and again by a node that sends faster than it can retry.
-  for j = 2, #late, 2 do redis.call('SET', '{c:' .. late[j] .. '}:rv', me, 'NX', 'PX', 250) end
+  for j = 2, #late, 2 do
+    if not dup[late[j]] then redis.call('SET', '{c:' .. late[j] .. '}:rv', me, 'NX', 'PX', 250) end
+  end
   return late
 end
 for _, k in ipairs(held) do redis.call('DEL', k) end
@@ -126,6 +147,8 @@ while i <= n do
       redis.call('HDEL', m .. ':rx', member)
     end
     i = i + 4 + nm
+  elseif op == 'i' then
+    i = i + 4
   elseif op == 'I' then
     local hk = a[i+1] .. ':idem'
     redis.call('HSET', hk, a[i+2], a[i+3])

@@ -8,6 +8,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "base/clock.h"
 #include "store/redis/redis_cluster_commit.h"
 #include "proto/frames.h"
 #include "store/redis/redis_scripts.h"
@@ -91,6 +92,7 @@ Result<std::unique_ptr<RedisStore>> RedisStore::open(RedisStoreOptions options) 
     if (!is_string(r->get())) return make_error(ErrorCode::kInternal, "redis: SCRIPT LOAD: unexpected reply");
     *sha = std::string(str(r->get()));
   }
+  if (auto c = s->connection(); c) s->cluster_ = (*c)->is_cluster();
   return s;
 }
 
@@ -191,6 +193,8 @@ Result<void> RedisStore::commit(const Batch& batch, bool /*sync*/) {
   std::deque<std::string> owned;
   std::vector<std::string_view> args = {options_.dense_appends ? std::string_view(node_token_) : "0"};
   auto own = [&](std::string s) -> std::string_view { return owned.emplace_back(std::move(s)); };
+  const bool check_idempotency = commit_checks_idempotency();
+  std::string_view now;  // for check_idempotency: a record that expired before it is no duplicate
   bool nul = false;
   auto id = [&](const std::string& s) -> std::string_view {
     if (rocks::has_nul(s)) nul = true;
@@ -223,7 +227,16 @@ Result<void> RedisStore::commit(const Batch& batch, bool /*sync*/) {
             rocks::encode_idempotency(rec, o.record);
             id(o.device.user);
             id(o.record.conversation_id);
-            args.insert(args.end(), {"I", own(device_key(o.device)), o.client_msg_id, own(std::move(rec)),
+            const std::string_view dk = own(device_key(o.device));
+            if (check_idempotency) {
+              // Refused if the client_msg_id has a record: its expiry-index member, as the 'I' op
+              // below writes it.
+              if (now.empty()) now = own(std::to_string(now_ms()));
+              const std::string hk = std::string(dk) + ":idem";
+              args.insert(args.end(), {"i", own(std::to_string(hk.size()) + ":" + hk + o.client_msg_id),
+                                       o.record.conversation_id, now});
+            }
+            args.insert(args.end(), {"I", dk, o.client_msg_id, own(std::move(rec)),
                                      own(std::to_string(o.record.expires_at))});
           } else if constexpr (std::is_same_v<T, SetCursor>) {
             args.insert(args.end(), {"h", own(device_key(o.device) + ":cur"), id(o.conversation_id), own(std::to_string(o.seq))});

@@ -100,6 +100,11 @@ class RedisStore final : public Store {
 
   Result<void> commit(const Batch& batch, bool sync) override;
   Behind behind() const override { return behind_; }
+  // One redis-server with dense appends (ternd): the commit script refuses a send whose
+  // client_msg_id already has an unexpired record (redis_scripts.h, op 'i'), so the sender
+  // skips its idempotency read before a first attempt. Not on a Cluster (the record is in the
+  // conversation's slot, the lookup goes through the device's pointer).
+  bool commit_checks_idempotency() const override { return options_.dense_appends && !cluster_; }
   Result<void> flush() override;
   Result<bool> user_exists(const std::string& user) override;
   Result<std::vector<uint32_t>> devices(const std::string& user) override;
@@ -170,6 +175,7 @@ class RedisStore final : public Store {
 
   const RedisStoreOptions options_;
   Behind behind_;  // of the last commit() (its thread only)
+  bool cluster_ = false;  // the address is a Redis Cluster (learnt in open())
   // This store's token in the commit script's seq reservations (dense appends): random per
   // process, so two nodes never share one.
   const std::string node_token_ = random_token();

@@ -13,6 +13,8 @@
 
 #include <gtest/gtest.h>
 
+#include "base/clock.h"
+
 #include "store/redis/testing/redis_server.h"
 #include "store/redis/testing/two_nodes.h"
 #include "store/store_contract_test.h"
@@ -259,6 +261,65 @@ TEST(RedisStore, ADenseAppendBehindNamesItsConversationAndWritesNothing) {
   next.add(AppendMessage{"c1", 2, "b1"});
   ASSERT_TRUE((*b)->commit(next, true).ok());
   EXPECT_TRUE((*b)->behind().conversations.empty());
+}
+
+// A send whose client_msg_id already has a record (its first attempt committed, e.g. through
+// another node) is refused by the commit itself on one redis-server with dense appends: nothing
+// of the batch is written, its conversation is named in behind() without a seq reservation
+// (the other node appends next at once), and an expired record refuses nothing.
+TEST(RedisStore, ACommitRefusesAClientMsgIdThatHasARecord) {
+  ASSERT_TRUE(flush_shared_server());
+  auto nodes = testing::two_nodes_after_first_appends(options_for(shared_server()));
+  ASSERT_TRUE(nodes.ok()) << nodes.error().message;
+  EXPECT_TRUE(nodes->a->commit_checks_idempotency());
+  auto plain = RedisStore::open(options_for(shared_server()));
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE((*plain)->commit_checks_idempotency());  // the contract suite's: no dense appends
+
+  const DeviceRef bob{"bob", 1};
+  const int64_t later = now_ms() + 3'600'000;
+  Batch first;  // node a: bob's m1 gets c1 seq 2
+  first.add(AppendMessage{"c1", 2, "m1"});
+  first.add(PutIdempotency{bob, "m1", IdempotencyRecord{"c1", 2, 7, later}});
+  ASSERT_TRUE(nodes->a->commit(first, true).ok());
+
+  Batch again;  // node b: the same m1 again (b's head of c1 is right), plus a send into c2
+  again.add(AppendMessage{"c2", 2, "other"});
+  again.add(PutIdempotency{bob, "m2", IdempotencyRecord{"c2", 2, 8, later}});
+  again.add(AppendMessage{"c1", 3, "m1 again"});
+  again.add(PutIdempotency{bob, "m1", IdempotencyRecord{"c1", 3, 9, later}});
+  again.add(InboxMark{DeviceRef{"alice", 1}, "c1", 3});
+  auto r = nodes->b->commit(again, true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kUnavailable);
+  const Store::Behind behind = nodes->b->behind();
+  EXPECT_EQ(behind.conversations, (std::vector<std::string>{"c1"}));
+  EXPECT_EQ(behind.heads, (std::vector<Seq>{2}));
+  EXPECT_FALSE(behind.rest_applied);
+  EXPECT_EQ(*nodes->b->head("c1"), 2u);
+  EXPECT_EQ(*nodes->b->head("c2"), 1u);  // nothing of the batch was written
+  EXPECT_FALSE((*nodes->b->idempotency(bob, "m2", now_ms())).has_value());
+  EXPECT_TRUE((*nodes->b->inbox(DeviceRef{"alice", 1})).empty());
+  auto rec = nodes->b->idempotency(bob, "m1", now_ms());
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ((*rec)->seq, 2u);  // the first answer stays
+  EXPECT_EQ((*nodes->b->read_messages("c1", 0, 10)).size(), 2u);
+
+  // No reservation was taken for b: node a appends c1 seq 3 at once.
+  Batch next;
+  next.add(AppendMessage{"c1", 3, "a3"});
+  ASSERT_TRUE(nodes->a->commit(next, true).ok());
+
+  // A record that has expired (not yet purged) is no duplicate.
+  Batch old;
+  old.add(AppendMessage{"c2", 2, "m3"});
+  old.add(PutIdempotency{bob, "m3", IdempotencyRecord{"c2", 2, 7, now_ms() - 1000}});
+  ASSERT_TRUE(nodes->b->commit(old, true).ok());
+  Batch fresh;
+  fresh.add(AppendMessage{"c2", 3, "m3 again"});
+  fresh.add(PutIdempotency{bob, "m3", IdempotencyRecord{"c2", 3, 8, later}});
+  ASSERT_TRUE(nodes->b->commit(fresh, true).ok());
+  EXPECT_EQ((*nodes->b->idempotency(bob, "m3", now_ms()))->seq, 3u);
 }
 
 // A one-time prekey handed out by a bundle (a take) goes to one requester even when several
