@@ -153,6 +153,9 @@ PY
 }
 
 ternd_args=(--log-level warn --register-rate 0 --send-rate 100000 --send-burst 100000)
+# Extra ternd options for every set-up, e.g. TERND_EXTRA="--redis-commit-gap-us 0" (word-split).
+read -r -a extra_ternd <<< "${TERND_EXTRA:-}"
+ternd_args+=("${extra_ternd[@]}")
 
 # One redis-server on 16390 in $work/$1; sets rpid.
 start_redis() {

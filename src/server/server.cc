@@ -92,7 +92,9 @@ Result<uint16_t> Server::start() {
   const size_t threads = options_.threads ? options_.threads : std::max<size_t>(1, cores - 1);
   loops_ = std::make_unique<Loops>(threads);
   signals_ = std::make_unique<boost::asio::signal_set>(loops_->context(0));
-  service_ = std::make_unique<services::TernService>(*loops_, *store_, *bus_, options_.services, options_.metrics_token,
+  services::ServiceOptions service_options = options_.services;
+  if (options_.store == "redis") service_options.commit_gap_us = options_.redis_commit_gap_us;
+  service_ = std::make_unique<services::TernService>(*loops_, *store_, *bus_, service_options, options_.metrics_token,
                                                      blobs_.get());
   service_->start();
   listener_ = std::make_unique<gateway::Listener>(loops_->contexts(), options_.gateway, *service_);

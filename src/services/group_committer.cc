@@ -59,18 +59,21 @@ void GroupCommitter::stop() {
 
 bool GroupCommitter::submit(store::Batch batch, Completion done) {
   std::optional<Error> rejected;
+  bool wake = true;
   {
     std::lock_guard lock(mu_);
     if (failed_) rejected = make_error(ErrorCode::kInternal, "store writes failed; node needs a restart");
     else if (stopping_) rejected = make_error(ErrorCode::kDraining, "server is shutting down");
     else if (pending_.size() >= queue_limit_) rejected = make_error(ErrorCode::kOverloaded, "write queue full, retry later");
     else pending_.push_back(Entry{std::move(batch), std::move(done), loops_ ? loops_->here() : Loops::kNone});
+    // Waiting out the commit gap, the writer needs no wake-up per entry, only when full.
+    wake = !in_gap_ || pending_.size() >= max_batch_;
   }
   if (rejected) {
     if (done) done(Result<void>(*rejected));
     return false;
   }
-  cv_.notify_one();
+  if (wake) cv_.notify_one();
   return true;
 }
 
@@ -150,11 +153,19 @@ void GroupCommitter::run() {
   // Completions by loop; the last slot is for submitters that are not loops.
   const size_t nloops = loops_ ? loops_->size() : 0;
   std::vector<std::vector<std::pair<Completion, Result<void>>>> by_loop(nloops + 1);
+  std::chrono::steady_clock::time_point last_start{};
   for (;;) {
     {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
       if (pending_.empty() && stopping_) return;
+      if (min_gap_.count() > 0) {
+        // Busy (the previous commit started less than the gap ago): let more entries join.
+        in_gap_ = true;
+        cv_.wait_until(lock, last_start + min_gap_, [&] { return stopping_ || pending_.size() >= max_batch_; });
+        in_gap_ = false;
+        last_start = std::chrono::steady_clock::now();
+      }
       const size_t n = std::min(pending_.size(), max_batch_);
       work.clear();
       for (size_t i = 0; i < n; ++i) {

@@ -26,6 +26,7 @@
 // stop() drains and joins. Borrows the store and (optionally) the loops.
 #pragma once
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <optional>
 #include <string_view>
@@ -63,6 +64,13 @@ class GroupCommitter {
   // again.
   void reloaded(const std::string& conversation_id);
 
+  // A shared store over the network (Redis): a commit costs the store a round trip and an
+  // fsync whatever it holds, so under load the writer waits until `gap` after the previous
+  // commit started (or until max_batch entries are pending) and commits more at once. Idle, a
+  // commit still starts at once (the gap has long passed). 0 (the default, RocksDB): no wait.
+  // Set before start().
+  void set_min_gap(std::chrono::microseconds gap) { min_gap_ = gap; }
+
   void start();
   // Drains every pending entry, then stops the writer thread.
   void stop();
@@ -90,11 +98,13 @@ class GroupCommitter {
   const size_t queue_limit_;
   const size_t max_batch_;
   Loops* const loops_;
+  std::chrono::microseconds min_gap_{0};
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Entry> pending_;
   bool stopping_ = false;
   bool failed_ = false;
+  bool in_gap_ = false;  // the writer waits out min_gap_ (submit() wakes it only when full)
   std::unordered_set<std::string> behind_;  // conversations found behind, until reloaded()
   std::atomic<size_t> behind_count_{0};
   std::thread thread_;

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <future>
 
+#include "store/memory/memory_store.h"
 #include "store/rocksdb/rocksdb_store.h"
 
 namespace tern::services {
@@ -71,6 +72,56 @@ TEST(GroupCommitter, RejectsWhenQueueIsFullOrStopped) {
   gc.stop();  // drains the two queued entries
   EXPECT_FALSE(gc.submit(store::Batch{}, cb));
   EXPECT_EQ(code, ErrorCode::kDraining);
+}
+
+}  // namespace
+}  // namespace tern::services
+
+namespace tern::services {
+namespace {
+
+// Counts the commits that reach the store.
+class CountingStore final : public store::MemoryStore {
+ public:
+  Result<void> commit(const store::Batch& batch, bool sync) override {
+    ++commits;
+    return MemoryStore::commit(batch, sync);
+  }
+  std::atomic<int> commits{0};
+};
+
+// With a commit gap (a store over the network), entries that arrive while the previous commit
+// is less than the gap old wait and go into one commit together; idle, a commit starts at once.
+TEST(GroupCommitter, WithAGapEntriesArrivingMeanwhileShareOneCommit) {
+  CountingStore store;
+  GroupCommitter gc(store, /*sync*/ true, /*queue*/ 1000, /*max_batch*/ 64);
+  gc.set_min_gap(std::chrono::seconds(1));  // far longer than the submits below take
+  gc.start();
+  std::promise<void> first;
+  store::Batch b1;
+  b1.add(store::AppendMessage{"c", 1, "m1"});
+  ASSERT_TRUE(gc.submit(std::move(b1), [&](const Result<void>& r) {
+    EXPECT_TRUE(r.ok());
+    first.set_value();
+  }));
+  // Idle: the first entry is committed at once, well before the gap.
+  ASSERT_EQ(first.get_future().wait_for(std::chrono::milliseconds(500)), std::future_status::ready);
+  EXPECT_EQ(store.commits.load(), 1);
+  constexpr int kN = 10;
+  std::atomic<int> done{0};
+  std::promise<void> rest;
+  for (int i = 2; i <= kN + 1; ++i) {
+    store::Batch b;
+    b.add(store::AppendMessage{"c", static_cast<Seq>(i), "m" + std::to_string(i)});
+    ASSERT_TRUE(gc.submit(std::move(b), [&](const Result<void>& r) {
+      EXPECT_TRUE(r.ok());
+      if (++done == kN) rest.set_value();
+    }));
+  }
+  ASSERT_EQ(rest.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  gc.stop();
+  EXPECT_EQ(store.commits.load(), 2) << "the entries submitted within the gap were not committed together";
+  EXPECT_EQ(*store.head("c"), static_cast<Seq>(kN + 1));
 }
 
 }  // namespace

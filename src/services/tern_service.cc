@@ -13,6 +13,7 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
   if (sodium_init() < 0) std::abort();  // no CSPRNG: tokens cannot be made safely
   committer_ = std::make_unique<GroupCommitter>(store_, options_.durable, options_.commit_queue_limit,
                                                 options_.max_commit_batch, &loops);
+  committer_->set_min_gap(std::chrono::microseconds(options_.commit_gap_us));
   directory_ = std::make_unique<Directory>(store_, options_.directory_cache);
   accounts_ = std::make_unique<Accounts>(store_, *committer_, *directory_, options_);
   sequencer_ = std::make_unique<Sequencer>(loops, store_, *committer_, *directory_, bus_, options_);
