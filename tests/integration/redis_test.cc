@@ -105,6 +105,42 @@ class RedisTest : public ::testing::Test {
     conv = a_.api->must_direct(alice.token, "bob");
   }
 
+  // Waits (bounded) until nodes a and b each see both on the bus, so that they agree on every
+  // conversation's owner; `on_a` / `on_b` read their metrics.
+  void await_both_live(const Account& on_a, const Account& on_b) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while ((metric(a_, on_a, "tern_bus_live_nodes") != 2 || metric(b_, on_b, "tern_bus_live_nodes") != 2) &&
+           std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(ms(50));
+    ASSERT_EQ(metric(a_, on_a, "tern_bus_live_nodes"), 2);
+    ASSERT_EQ(metric(b_, on_b, "tern_bus_live_nodes"), 2);
+  }
+  // `each` sends by `a_who` through node a and by `b_who` through node b into `conv`, both at
+  // once (ids "a<i>" and "b<i>", each body its id); their acknowledged seqs by id.
+  std::map<std::string, Seq> send_from_both(const Account& a_who, const Account& b_who, const std::string& conv,
+                                            int each) {
+    std::map<std::string, Seq> seqs;
+    std::mutex mu;
+    auto sender = [&](const Account& who, uint16_t port, const std::string& prefix) {
+      Device d(who);
+      if (d.connect(port) != 101 || !d.until_synced()) {
+        ADD_FAILURE() << prefix << ": could not connect";
+        return;
+      }
+      for (int i = 0; i < each; ++i) {
+        const std::string id = prefix + std::to_string(i);
+        const Seq s = send_retrying(d, conv, id);
+        std::lock_guard lk(mu);
+        seqs[id] = s;
+      }
+    };
+    std::thread ta(sender, a_who, a_.server->port(), "a");
+    std::thread tb(sender, b_who, b_.server->port(), "b");
+    ta.join();
+    tb.join();
+    return seqs;
+  }
+
   RedisServer redis_;
   Node a_, b_, c_;
 };
@@ -177,25 +213,7 @@ TEST_F(RedisTest, TwoNodesShareAccountsAndKeepSeqsDenseUnderConcurrentSends) {
   ASSERT_FALSE(group.empty());
 
   constexpr int kEach = 60;
-  std::map<std::string, Seq> seqs;
-  std::mutex mu;
-  auto sender = [&](const Account& who, uint16_t port, const std::string& prefix) {
-    Device d(who);
-    if (d.connect(port) != 101 || !d.until_synced()) {
-      ADD_FAILURE() << prefix << ": could not connect";
-      return;
-    }
-    for (int i = 0; i < kEach; ++i) {
-      const std::string id = prefix + std::to_string(i);
-      Seq s = send_retrying(d, group, id);
-      std::lock_guard lk(mu);
-      seqs[id] = s;
-    }
-  };
-  std::thread ta(sender, alice, a_.server->port(), "a");
-  std::thread tb(sender, bob, b_.server->port(), "b");
-  ta.join();
-  tb.join();
+  const std::map<std::string, Seq> seqs = send_from_both(alice, bob, group, kEach);
   ASSERT_EQ(seqs.size(), 2u * kEach);
   EXPECT_EQ(g_resends.load(), 0) << "clients had to resend after `unavailable`";
   std::set<Seq> distinct;
@@ -256,32 +274,9 @@ TEST_F(RedisTest, ConcurrentSendsFromTwoNodesAreSequencedByOneWithoutConflicts) 
   const std::string group = a_.api->must_group(alice.token, "g", {"bob"});
   ASSERT_FALSE(group.empty());
   // Both nodes see both on the bus, so they agree on the group's owner from the first send.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while ((metric(a_, alice, "tern_bus_live_nodes") != 2 || metric(b_, bob, "tern_bus_live_nodes") != 2) &&
-         std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(ms(50));
-  ASSERT_EQ(metric(a_, alice, "tern_bus_live_nodes"), 2);
-  ASSERT_EQ(metric(b_, bob, "tern_bus_live_nodes"), 2);
+  ASSERT_NO_FATAL_FAILURE(await_both_live(alice, bob));
   constexpr int kEach = 50;
-  std::map<std::string, Seq> seqs;
-  std::mutex mu;
-  auto sender = [&](const Account& who, uint16_t port, const std::string& prefix) {
-    Device d(who);
-    if (d.connect(port) != 101 || !d.until_synced()) {
-      ADD_FAILURE() << prefix << ": could not connect";
-      return;
-    }
-    for (int i = 0; i < kEach; ++i) {
-      const std::string id = prefix + std::to_string(i);
-      const Seq s = send_retrying(d, group, id);
-      std::lock_guard lk(mu);
-      seqs[id] = s;
-    }
-  };
-  std::thread ta(sender, alice, a_.server->port(), "a");
-  std::thread tb(sender, bob, b_.server->port(), "b");
-  ta.join();
-  tb.join();
+  const std::map<std::string, Seq> seqs = send_from_both(alice, bob, group, kEach);
   EXPECT_EQ(g_resends.load(), 0) << "clients had to resend after `unavailable`";
   ASSERT_EQ(seqs.size(), 2u * kEach);
   for (Node* n : {&a_, &b_}) expect_log_matches(*n, alice, group, seqs);
@@ -562,11 +557,7 @@ TEST_F(RedisTest, AHungOwnerNodeCostsOneTimeoutThenItsConversationsMoveOn) {
   ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b"));
   Account alice = a_.api->must_register("alice");
   Account bob = b_.api->must_register("bob");
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while ((metric(a_, alice, "tern_bus_live_nodes") != 2 || metric(b_, bob, "tern_bus_live_nodes") != 2) &&
-         std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(ms(50));
-  ASSERT_EQ(metric(b_, bob, "tern_bus_live_nodes"), 2);
+  ASSERT_NO_FATAL_FAILURE(await_both_live(alice, bob));
   // A group that node a owns, as node b's ring sees it (the same hashing as ternd's).
   bus::NodeRing ring("b", std::chrono::seconds(5));
   ring.set_live({"a", "b"});
