@@ -93,7 +93,10 @@ Result<uint16_t> Server::start() {
   loops_ = std::make_unique<Loops>(threads);
   signals_ = std::make_unique<boost::asio::signal_set>(loops_->context(0));
   services::ServiceOptions service_options = options_.services;
-  if (options_.store == "redis") service_options.commit_gap_us = options_.redis_commit_gap_us;
+  if (options_.store == "redis") {
+    service_options.commit_gap_us = options_.redis_commit_gap_us;
+    service_options.read_threads = options_.redis_read_threads;
+  }
   service_ = std::make_unique<services::TernService>(*loops_, *store_, *bus_, service_options, options_.metrics_token,
                                                      blobs_.get());
   service_->start();

@@ -109,6 +109,7 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   num("redis_timeout_ms", o.redis_timeout_ms);
   num("redis_route_sends", o.redis_route_sends);
   num("redis_commit_gap_us", o.redis_commit_gap_us);
+  num("redis_read_threads", o.redis_read_threads);
   o.services.idempotency_ttl_ms = days * 24 * 3600 * 1000;
   // Media and disappearing messages (issue 11).
   num("max_media_bytes", o.services.max_media_bytes);
@@ -264,6 +265,10 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
                  "with --store redis: under load, at most one commit per this many microseconds, so that "
                  "commits carry more (each costs Redis a round trip and an fsync); idle, commits start at once")
       ->check(CLI::Range(0, 100000))->capture_default_str();
+  app.add_option("--redis-read-threads", o.redis_read_threads,
+                 "with --store redis: threads that run store reads (each with its own connection), so that "
+                 "no event loop waits on Redis")
+      ->check(CLI::Range(1, 64))->capture_default_str();
   app.add_option("--redis-timeout-ms", o.redis_timeout_ms,
                  "with --store redis: one Redis command; beyond it the request fails with `unavailable`")
       ->check(CLI::Range(10, 60000))->capture_default_str();

@@ -26,6 +26,7 @@ struct ServerOptions {
   std::string node_id;               // this node's name among the nodes on one Redis (default: hostname:port)
   int redis_wait_replicas = 0;       // > 0: WAIT for this many Redis replicas before `sent`
   int64_t redis_timeout_ms = 2000;   // one Redis command; beyond it the call fails with `unavailable`
+  size_t redis_read_threads = 4;     // StoreReads: store reads off the event loops in Redis mode
   int64_t redis_commit_gap_us = 2000;  // GroupCommitter::set_min_gap in Redis mode
   int redis_route_sends = 1;         // 1: each conversation's sends are sequenced on one node (its owner)
 

@@ -80,10 +80,10 @@ class DeviceSessionTest : public ::testing::Test {
         committer_(store_, true, 100000, 256, &loops_),
         directory_(store_, 1000),
         accounts_(store_, committer_, directory_, options_),
-        sequencer_(loops_, store_, committer_, directory_, bus_, options_),
+        sequencer_(loops_, store_, reads_, committer_, directory_, bus_, options_),
         presence_(loops_.context(0), store_, committer_, directory_, bus_, options_),
         fanout_(loops_, std::chrono::milliseconds(options_.fanout_batch_ms)),
-        ctx_{options_, loops_, admission_, store_, committer_, directory_, bus_, sequencer_, presence_, accounts_,
+        ctx_{options_, loops_, admission_, store_, reads_, committer_, directory_, bus_, sequencer_, presence_, accounts_,
              draining_, fanout_} {
     store::Batch b;
     for (const char* u : {"alice", "bob"}) {
@@ -171,6 +171,7 @@ class DeviceSessionTest : public ::testing::Test {
   Admission admission_;
   GroupCommitter committer_;
   Directory directory_;
+  StoreReads reads_{loops_, 0};
   bus::LocalBus bus_;
   Accounts accounts_;
   Sequencer sequencer_;

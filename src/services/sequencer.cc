@@ -16,9 +16,9 @@ Counter& sends_served = MetricsRegistry::global().counter(
 
 }  // namespace
 
-Sequencer::Sequencer(Loops& loops, store::Store& store, GroupCommitter& committer, Directory& directory,
-                     bus::Bus& bus, const ServiceOptions& options)
-    : core_(loops, store, committer, directory, bus, options),
+Sequencer::Sequencer(Loops& loops, store::Store& store, StoreReads& reads, GroupCommitter& committer,
+                     Directory& directory, bus::Bus& bus, const ServiceOptions& options)
+    : core_(loops, store, reads, committer, directory, bus, options),
       sender_(core_),
       membership_(core_),
       receipts_(core_),

@@ -34,7 +34,7 @@ class Sequencer {
   using AckDone = Receipts::AckDone;
   using TimerDone = Membership::TimerDone;
 
-  Sequencer(Loops& loops, store::Store& store, GroupCommitter& committer, Directory& directory, bus::Bus& bus,
+  Sequencer(Loops& loops, store::Store& store, StoreReads& reads, GroupCommitter& committer, Directory& directory, bus::Bus& bus,
             const ServiceOptions& options);
 
   // Sequenced here, or on the node that owns the conversation if that is another one (the

@@ -14,9 +14,9 @@ Counter& head_hints = MetricsRegistry::global().counter(
 
 }  // namespace
 
-SequencerCore::SequencerCore(Loops& loops_, store::Store& store_, GroupCommitter& committer_, Directory& directory_,
+SequencerCore::SequencerCore(Loops& loops_, store::Store& store_, StoreReads& reads_, GroupCommitter& committer_, Directory& directory_,
                              bus::Bus& bus_, const ServiceOptions& options_)
-    : loops(loops_), store(store_), committer(committer_), directory(directory_), bus(bus_), options(options_) {
+    : loops(loops_), store(store_), reads(reads_), committer(committer_), directory(directory_), bus(bus_), options(options_) {
   for (size_t i = 0; i < loops.size(); ++i) shards_.push_back(std::make_unique<Shard>(i, options.conversation_cache));
 }
 

@@ -33,6 +33,7 @@
 #include "services/group_committer.h"
 #include "services/rate_limiter.h"
 #include "services/service_options.h"
+#include "services/store_reads.h"
 
 namespace tern::services {
 
@@ -135,7 +136,7 @@ class SequencerCore {
   // its own append lands (milliseconds; 250 ms at most if it died meanwhile).
   static constexpr int kMaxAttempts = 64;
 
-  SequencerCore(Loops& loops, store::Store& store, GroupCommitter& committer, Directory& directory, bus::Bus& bus,
+  SequencerCore(Loops& loops, store::Store& store, StoreReads& reads, GroupCommitter& committer, Directory& directory, bus::Bus& bus,
                 const ServiceOptions& options);
 
   size_t owner(const std::string& conversation_id) const;
@@ -173,6 +174,7 @@ class SequencerCore {
 
   Loops& loops;
   store::Store& store;
+  StoreReads& reads;  // where reads that may block run (store_reads.h)
   GroupCommitter& committer;
   Directory& directory;
   bus::Bus& bus;

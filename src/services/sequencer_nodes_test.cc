@@ -77,13 +77,14 @@ struct Node {
         loops(2),
         committer(store, /*sync*/ true, /*queue*/ 100000, /*max_batch*/ 64, &loops),
         directory(store),
-        sequencer(loops, store, committer, directory, bus, options) {
+        sequencer(loops, store, reads, committer, directory, bus, options) {
     store.dense_appends(true);
     loops.start();
     committer.start();
   }
   ~Node() {
     store.open();
+    reads.stop();
     committer.stop();
     loops.stop();
     loops.join();
@@ -93,6 +94,7 @@ struct Node {
   Loops loops;
   GroupCommitter committer;
   Directory directory;
+  StoreReads reads{loops, 2};  // off the loops, as with Redis
   bus::LocalBus bus;
   Sequencer sequencer;
 };

@@ -77,7 +77,7 @@ class SequencerTest : public ::testing::Test {
       : loops_(2),
         committer_(store_, /*sync*/ true, /*queue*/ 100000, /*max_batch*/ 256, &loops_),
         directory_(store_),
-        sequencer_(loops_, store_, committer_, directory_, bus_, options_) {
+        sequencer_(loops_, store_, reads_, committer_, directory_, bus_, options_) {
     store::Batch b;
     for (const char* u : {"alice", "bob", "carol"}) {
       b.add(store::PutUser{u, 1});
@@ -138,6 +138,7 @@ class SequencerTest : public ::testing::Test {
   Loops loops_;
   GroupCommitter committer_;
   Directory directory_;
+  StoreReads reads_{loops_, 0};  // inline, as with the embedded store
   bus::LocalBus bus_;
   Sequencer sequencer_;
   std::map<std::string, std::shared_ptr<Recorder>> endpoints_;

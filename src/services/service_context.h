@@ -14,6 +14,7 @@
 #include "services/presence.h"
 #include "services/sequencer.h"
 #include "services/service_options.h"
+#include "services/store_reads.h"
 #include "store/store.h"
 
 namespace tern::services {
@@ -26,6 +27,7 @@ struct ServiceContext {
   Loops& loops;
   Admission& admission;
   store::Store& store;
+  StoreReads& reads;  // where a store read that may block runs (store_reads.h)
   GroupCommitter& committer;
   Directory& directory;
   bus::Bus& bus;

@@ -15,8 +15,9 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
                                                 options_.max_commit_batch, &loops);
   committer_->set_min_gap(std::chrono::microseconds(options_.commit_gap_us));
   directory_ = std::make_unique<Directory>(store_, options_.directory_cache);
+  reads_ = std::make_unique<StoreReads>(loops, options_.read_threads);
   accounts_ = std::make_unique<Accounts>(store_, *committer_, *directory_, options_);
-  sequencer_ = std::make_unique<Sequencer>(loops, store_, *committer_, *directory_, bus_, options_);
+  sequencer_ = std::make_unique<Sequencer>(loops, store_, *reads_, *committer_, *directory_, bus_, options_);
   presence_ = std::make_unique<Presence>(loops.context(0), store_, *committer_, *directory_, bus_, options_);
   sequencer_->set_presence(presence_.get());
   fanout_ = std::make_unique<LiveFanout>(loops, std::chrono::milliseconds(options_.fanout_batch_ms));
@@ -46,7 +47,7 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
   bus_.set_conversation_sink([fanout = fanout_.get()](std::shared_ptr<const bus::Notification> n) {
     fanout->publish(std::move(n));
   });
-  ctx_ = std::make_unique<ServiceContext>(ServiceContext{options_, loops, admission_, store_, *committer_, *directory_,
+  ctx_ = std::make_unique<ServiceContext>(ServiceContext{options_, loops, admission_, store_, *reads_, *committer_, *directory_,
                                                          bus_, *sequencer_, *presence_, *accounts_, draining_,
                                                          *fanout_, keys_.get(), media_.get()});
   http_ = std::make_unique<HttpApi>(*ctx_, metrics_token.empty() ? std::string() : hash_token(metrics_token));
@@ -91,6 +92,7 @@ void TernService::stop() {
   if (media_) media_->stop();  // its sweep commits through the committer: first
   if (push_) push_->stop();
   if (presence_) presence_->stop();
+  if (reads_) reads_->stop();  // before the committer: a read's completion may submit
   if (committer_) committer_->stop();
 }
 

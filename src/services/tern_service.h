@@ -13,6 +13,7 @@
 #include "gateway/service_interface.h"
 #include "services/accounts.h"
 #include "services/directory.h"
+#include "services/store_reads.h"
 #include "services/group_committer.h"
 #include "services/http_api.h"
 #include "services/live_fanout.h"
@@ -65,6 +66,7 @@ class TernService final : public gateway::ServiceInterface {
   Admission admission_;
   std::unique_ptr<GroupCommitter> committer_;
   std::unique_ptr<Directory> directory_;
+  std::unique_ptr<StoreReads> reads_;  // joined before the directory and store it reads
   std::unique_ptr<Accounts> accounts_;
   std::unique_ptr<Sequencer> sequencer_;
   std::unique_ptr<Presence> presence_;
