@@ -106,6 +106,8 @@ class Directory {
 
   // nullptr (not an error) when the conversation does not exist.
   Result<ConversationPtr> conversation(const std::string& id);
+  // The cached snapshot, or null: never reads the store.
+  ConversationPtr cached_conversation(const std::string& id) { return conversations_.get(id).value_or(nullptr); }
   void put_conversation(ConversationPtr snapshot);
   void forget_conversation(const std::string& id);
   // The user's membership of `c`: the member list, or for a channel subscriber (channels list

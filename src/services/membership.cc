@@ -26,11 +26,11 @@ std::string user_list_json(const std::vector<std::string>& users) {
 }
 
 // SequencerCore::sequence_again for a change whose request is copied into `again`: queues
-// `again(attempt + 1)` on the conversation's retry list when the batch was behind.
-bool queued_again(ConvState& cs, Result<void>& committed, int attempt, std::function<void(int)> again) {
+// `again(attempt + 1, error)` on the conversation's retry list when the batch was behind.
+bool queued_again(ConvState& cs, Result<void>& committed, int attempt, std::function<void(int, const Error*)> again) {
   if (!SequencerCore::sequence_again(committed, attempt)) return false;
   changes_resequenced.inc();
-  cs.retry.push_back([again = std::move(again), attempt] { again(attempt + 1); });
+  cs.retry.push_back([again = std::move(again), attempt](const Error* e) { again(attempt + 1, e); });
   return true;
 }
 
@@ -143,16 +143,16 @@ void Membership::change(Shard& shard, const DeviceRef& actor, const std::string&
                         const proto::MembersRequest& request, MembersDone done, int attempt) {
   // The head first: its reload after a failed commit drops the membership snapshot too
   // (SequencerCore::state), so the checks below see the conversation as the store has it.
-  auto st = core_.state(shard, conversation_id);
-  if (!st) return done(st.error());
-  ConvState& cs = **st;
-  if (cs.stale && cs.in_flight > 0) {
-    // A batch of this conversation failed: run again once the head and members are reloaded.
-    cs.parked.push_back([this, &shard, actor, conversation_id, request, done, attempt] {
-      change(shard, actor, conversation_id, request, done, attempt);
-    });
-    return;
-  }
+  ConvState* settled = core_.settled_state(
+      shard, conversation_id, [&](const Error& e) { done(e); },
+      [&]() -> std::function<void(const Error*)> {
+        return [this, &shard, actor, conversation_id, request, done, attempt](const Error* e) {
+          if (e) return done(*e);
+          change(shard, actor, conversation_id, request, done, attempt);
+        };
+      });
+  if (!settled) return;
+  ConvState& cs = *settled;
   auto conv = core_.directory.conversation(conversation_id);
   if (!conv) return done(conv.error());
   if (!*conv) return done(make_error(ErrorCode::kNotFound, "unknown conversation"));
@@ -234,7 +234,8 @@ void Membership::change(Shard& shard, const DeviceRef& actor, const std::string&
        attempt](const Result<void>& result) {
         // Behind: nothing of it was stored; it runs again on the reloaded head and members.
         Result<void> committed = result;
-        if (queued_again(*s, committed, attempt, [this, &shard, actor, conversation_id, request, done](int next) {
+        if (queued_again(*s, committed, attempt, [this, &shard, actor, conversation_id, request, done](int next, const Error* e) {
+              if (e) return done(*e);
               change(shard, actor, conversation_id, request, done, next);
             }))
           return;
@@ -252,15 +253,16 @@ void Membership::change(Shard& shard, const DeviceRef& actor, const std::string&
 
 void Membership::set_timer(Shard& shard, const DeviceRef& actor, const std::string& conversation_id, int64_t seconds,
                            TimerDone done, int attempt) {
-  auto st = core_.state(shard, conversation_id);  // first, as in change()
-  if (!st) return done(st.error());
-  ConvState& cs = **st;
-  if (cs.stale && cs.in_flight > 0) {
-    cs.parked.push_back([this, &shard, actor, conversation_id, seconds, done, attempt] {
-      set_timer(shard, actor, conversation_id, seconds, done, attempt);
-    });
-    return;
-  }
+  ConvState* settled = core_.settled_state(  // first, as in change()
+      shard, conversation_id, [&](const Error& e) { done(e); },
+      [&]() -> std::function<void(const Error*)> {
+        return [this, &shard, actor, conversation_id, seconds, done, attempt](const Error* e) {
+          if (e) return done(*e);
+          set_timer(shard, actor, conversation_id, seconds, done, attempt);
+        };
+      });
+  if (!settled) return;
+  ConvState& cs = *settled;
   auto conv = core_.directory.conversation(conversation_id);
   if (!conv) return done(conv.error());
   const auto* me = *conv ? find_member(**conv, actor.user) : nullptr;
@@ -284,7 +286,8 @@ void Membership::set_timer(Shard& shard, const DeviceRef& actor, const std::stri
       [this, &shard, s = &cs, actor, conversation_id, seq, frame, to, seconds, done,
        attempt](const Result<void>& result) {
         Result<void> committed = result;
-        if (queued_again(*s, committed, attempt, [this, &shard, actor, conversation_id, seconds, done](int next) {
+        if (queued_again(*s, committed, attempt, [this, &shard, actor, conversation_id, seconds, done](int next, const Error* e) {
+              if (e) return done(*e);
               set_timer(shard, actor, conversation_id, seconds, done, next);
             }))
           return;

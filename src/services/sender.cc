@@ -77,7 +77,7 @@ void Sender::settle(Shard& shard, const std::string& key, const Result<void>& co
 }
 
 void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done,
-                  int attempt) {
+                  int attempt, bool idempotency_read) {
   const std::string& conv_id = frame.conversation_id;
   auto conv = core_.directory.conversation(conv_id);
   if (!conv) return done(conv.error());
@@ -114,14 +114,30 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
     // client_msg_id that has a record (as if the conversation were behind), so the send is
     // sequenced again and that attempt reads the record. A check that fails before the commit
     // reads it too: a resend keeps its first answer.
-    done = [this, device, cmid = frame.client_msg_id, done = std::move(done)](Result<SentInfo> r) {
-      if (!r) {
-        auto seen = core_.store.idempotency(device, cmid, now_ms());
-        if (seen && *seen) return done(SentInfo{cmid, (*seen)->conversation_id, (*seen)->seq, (*seen)->ts});
-      }
-      done(std::move(r));
+    done = [this, loop = shard.loop, device, cmid = frame.client_msg_id, done = std::move(done)](Result<SentInfo> r) {
+      if (r) return done(std::move(r));
+      core_.reads.run<std::optional<store::IdempotencyRecord>>(
+          loop, [this, device, cmid] { return core_.store.idempotency(device, cmid, now_ms()); },
+          [cmid, done, r = std::move(r)](Result<std::optional<store::IdempotencyRecord>> seen) {
+            if (seen && *seen) return done(SentInfo{cmid, (*seen)->conversation_id, (*seen)->seq, (*seen)->ts});
+            done(r);
+          });
     };
-  } else {
+  } else if (core_.reads.offloaded() && !idempotency_read) {
+    // The record is read on a reader thread; the conversation's later work waits (gated).
+    std::string cmid = frame.client_msg_id;
+    const std::string id = conv_id;  // conv_id refers into the frame, which moves below
+    core_.read_then<std::optional<store::IdempotencyRecord>>(
+        shard, id, [this, device, cmid] { return core_.store.idempotency(device, cmid, now_ms()); },
+        [this, &shard, device, frame = std::move(frame), started_us, done = std::move(done),
+         attempt](Result<std::optional<store::IdempotencyRecord>> seen) mutable {
+          if (!seen) return done(seen.error());
+          if (*seen)
+            return done(SentInfo{frame.client_msg_id, (*seen)->conversation_id, (*seen)->seq, (*seen)->ts});
+          send(shard, std::move(device), std::move(frame), started_us, std::move(done), attempt, true);
+        });
+    return;
+  } else if (!idempotency_read) {
     auto seen = core_.store.idempotency(device, frame.client_msg_id, now_ms());
     if (!seen) return done(seen.error());
     if (*seen) return done(SentInfo{frame.client_msg_id, (*seen)->conversation_id, (*seen)->seq, (*seen)->ts});
@@ -140,18 +156,19 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
     media_lease = std::move(*lease);
   }
 
-  auto st = core_.state(shard, conv_id);
-  if (!st) return done(st.error());
-  ConvState& cs = **st;
-  if (cs.stale && cs.in_flight > 0) {
-    // A batch of this conversation failed: the head reloads once nothing is in flight, and
-    // this send is sequenced after that, not on the old head.
-    cs.parked.push_back([this, &shard, device = std::move(device), frame = std::move(frame), started_us,
-                         done = std::move(done), attempt]() mutable {
-      send(shard, std::move(device), std::move(frame), started_us, std::move(done), attempt);
-    });
-    return;
-  }
+  // A batch of this conversation failed: the head reloads once nothing is in flight, and
+  // this send is sequenced after that, not on the old head.
+  ConvState* settled = core_.settled_state(
+      shard, conv_id, [&](const Error& e) { done(e); },
+      [&]() -> std::function<void(const Error*)> {
+        return [this, &shard, device = std::move(device), frame = std::move(frame), started_us,
+                done = std::move(done), attempt](const Error* e) mutable {
+          if (e) return done(*e);
+          send(shard, std::move(device), std::move(frame), started_us, std::move(done), attempt);
+        };
+      });
+  if (!settled) return;
+  ConvState& cs = *settled;
   if (c.type == store::ConvType::kChannel) {
     auto& bucket = cs.channel_state().posts;
     if (!bucket) bucket.emplace(core_.options.channel_post_rate, core_.options.channel_post_burst, mono_us());
@@ -245,11 +262,15 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
           // The pending entry stays, so a resend meanwhile waits for this one.
           sends_resequenced.inc();
           cs->retry.push_back([this, &shard, key, device, frame = std::move(frame), started_us, done = std::move(done),
-                                attempt]() mutable {
+                                attempt](const Error* e) mutable {
             std::vector<SendDone> waiters{std::move(done)};
             if (auto p = shard.pending.find(key); p != shard.pending.end()) {
               for (auto& w : p->second.waiters) waiters.push_back(std::move(w));
               shard.pending.erase(p);
+            }
+            if (e) {
+              for (auto& w : waiters) w(*e);
+              return;
             }
             send(shard, std::move(device), std::move(frame), started_us,
                  [waiters = std::move(waiters)](Result<SentInfo> r) {

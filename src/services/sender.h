@@ -25,9 +25,11 @@ class Sender {
   // How often one send is sequenced at most (SequencerCore::kMaxAttempts).
   static constexpr int kMaxAttempts = SequencerCore::kMaxAttempts;
 
-  // `attempt`: how often this send was sequenced before (0 for a new one).
+  // `attempt`: how often this send was sequenced before (0 for a new one). With offloaded
+  // reads (Redis) it runs gated (SequencerCore::when_warm); `idempotency_read`: the store
+  // was already asked for the client_msg_id's record (on a reader thread) and had none.
   void send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done,
-            int attempt = 0);
+            int attempt = 0, bool idempotency_read = false);
 
  private:
   // Finishes the in-flight entry of `key`: answers the retries that waited for it.

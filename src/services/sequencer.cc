@@ -28,6 +28,18 @@ std::string Sequencer::direct_conversation_id(const std::string& a, const std::s
   return keyed_direct_conversation_id(a, b);
 }
 
+// Runs fn(shard, error) on the owning loop of `id`, once the conversation is in memory there
+// (SequencerCore::when_warm; `receipts`: its receipt marks too). A non-null error: the read
+// failed; fn answers its caller with it.
+template <typename Fn>
+void Sequencer::on_owner(const std::string& id, bool receipts, Fn fn) {
+  const size_t owner = core_.owner(id);
+  core_.loops.run(owner, [this, owner, id, receipts, fn = std::move(fn)]() mutable {
+    Shard& shard = core_.shard(owner);
+    core_.when_warm(shard, id, receipts, [&shard, fn = std::move(fn)](const Error* e) mutable { fn(shard, e); });
+  });
+}
+
 void Sequencer::send(DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done) {
   const size_t owner = core_.owner(frame.conversation_id);
   core_.loops.run(owner, [this, owner, device = std::move(device), frame = std::move(frame), started_us,
@@ -39,7 +51,12 @@ void Sequencer::send(DeviceRef device, proto::SendFrame frame, int64_t started_u
     if (auto f = shard.forwarding.find(frame.conversation_id); f != shard.forwarding.end()) node = f->second.first;
     else node = core_.bus.route(frame.conversation_id);
     if (!node.empty()) return forward(shard, std::move(node), std::move(device), std::move(frame), std::move(done));
-    sender_.send(shard, std::move(device), std::move(frame), started_us, std::move(done));
+    const std::string id = frame.conversation_id;
+    core_.when_warm(shard, id, false, [this, &shard, device = std::move(device), frame = std::move(frame), started_us,
+                                       done = std::move(done)](const Error* e) mutable {
+      if (e) return done(*e);
+      sender_.send(shard, std::move(device), std::move(frame), started_us, std::move(done));
+    });
   });
 }
 
@@ -71,10 +88,14 @@ void Sequencer::serve_forwarded(std::string payload, std::function<void(std::str
   // Sequenced here whatever this node's ring says: never forwarded twice.
   const int64_t started_us = mono_us();
   const size_t owner = core_.owner(frame.conversation_id);
-  core_.loops.run(owner, [this, owner, device = std::move(device), frame = std::move(frame), started_us,
-                          respond = std::move(respond)]() mutable {
-    sender_.send(core_.shard(owner), std::move(device), std::move(frame), started_us,
-                 [respond = std::move(respond)](Result<SentInfo> r) { respond(send_forwarding::encode_response(r)); });
+  const std::string id = frame.conversation_id;  // before the frame moves into the closure
+  on_owner(id, false, [this, device = std::move(device), frame = std::move(frame), started_us,
+                                          respond = std::move(respond)](Shard& shard, const Error* e) mutable {
+    SendDone done = [respond = std::move(respond)](Result<SentInfo> r) {
+      respond(send_forwarding::encode_response(r));
+    };
+    if (e) return done(*e);
+    sender_.send(shard, std::move(device), std::move(frame), started_us, std::move(done));
   });
 }
 
@@ -84,83 +105,83 @@ void Sequencer::create_conversation(DeviceRef creator, proto::CreateConversation
                    : request.group ? "g-" + random_hex(12)
                    : request.self  ? "s-" + direct_conversation_id(creator.user, creator.user).substr(2)
                                    : direct_conversation_id(creator.user, request.members.front());
-  const size_t owner = core_.owner(id);
-  core_.loops.run(owner, [this, owner, creator = std::move(creator), request = std::move(request), id = std::move(id),
-                          done = std::move(done)]() mutable {
-    membership_.create(core_.shard(owner), std::move(creator), std::move(request), std::move(id), std::move(done));
+  on_owner(id, false, [this, creator = std::move(creator), request = std::move(request), id,
+                       done = std::move(done)](Shard& s, const Error* e) mutable {
+    if (e) return done(*e);
+    membership_.create(s, std::move(creator), std::move(request), std::move(id), std::move(done));
   });
 }
 
 void Sequencer::change_members(DeviceRef actor, std::string conversation_id, proto::MembersRequest request,
                                MembersDone done) {
-  const size_t owner = core_.owner(conversation_id);
-  core_.loops.run(owner, [this, owner, actor = std::move(actor), id = std::move(conversation_id),
-                          request = std::move(request), done = std::move(done)]() mutable {
-    membership_.change(core_.shard(owner), actor, id, request, std::move(done));
+  on_owner(conversation_id, false, [this, actor = std::move(actor), id = conversation_id, request = std::move(request),
+                                    done = std::move(done)](Shard& s, const Error* e) mutable {
+    if (e) return done(*e);
+    membership_.change(s, actor, id, request, std::move(done));
   });
 }
 
-// Runs fn(shard) on the owning loop of `id`.
-template <typename Fn>
-void Sequencer::on_owner(const std::string& id, Fn fn) {
-  const size_t owner = core_.owner(id);
-  core_.loops.run(owner, [this, owner, fn = std::move(fn)]() mutable { fn(core_.shard(owner)); });
-}
-
 void Sequencer::observe_head(const std::string& conversation_id, Seq seq, std::shared_ptr<const std::string> frame) {
-  on_owner(conversation_id, [this, id = conversation_id, seq, frame = std::move(frame)](Shard& s) {
-    core_.observe_head(s, id, seq, frame.get());
+  // No store read: a conversation not in memory ignores the hint (so no gate either).
+  const size_t owner = core_.owner(conversation_id);
+  core_.loops.run(owner, [this, owner, id = conversation_id, seq, frame = std::move(frame)]() {
+    core_.observe_head(core_.shard(owner), id, seq, frame.get());
   });
 }
 
 void Sequencer::join_channel(DeviceRef actor, std::string channel_id, Channels::JoinDone done) {
-  on_owner(channel_id, [this, actor = std::move(actor), id = channel_id, done = std::move(done)](Shard& s) mutable {
+  on_owner(channel_id, false, [this, actor = std::move(actor), id = channel_id, done = std::move(done)](Shard& s, const Error* e) mutable {
+    if (e) return done(*e);
     channels_.join(s, actor, id, std::move(done));
   });
 }
 
 void Sequencer::leave_channel(DeviceRef actor, std::string channel_id, Channels::CountDone done) {
-  on_owner(channel_id, [this, actor = std::move(actor), id = channel_id, done = std::move(done)](Shard& s) mutable {
+  on_owner(channel_id, false, [this, actor = std::move(actor), id = channel_id, done = std::move(done)](Shard& s, const Error* e) mutable {
+    if (e) return done(*e);
     channels_.leave(s, actor, id, std::move(done));
   });
 }
 
 void Sequencer::change_subscribers(DeviceRef actor, std::string channel_id, proto::MembersRequest request,
                                    Channels::CountDone done) {
-  on_owner(channel_id, [this, actor = std::move(actor), id = channel_id, request = std::move(request),
-                        done = std::move(done)](Shard& s) mutable {
+  on_owner(channel_id, false, [this, actor = std::move(actor), id = channel_id, request = std::move(request),
+                        done = std::move(done)](Shard& s, const Error* e) mutable {
+    if (e) return done(*e);
     channels_.change_subscribers(s, actor, id, request, std::move(done));
   });
 }
 
 void Sequencer::change_admins(DeviceRef actor, std::string channel_id, proto::MembersRequest request,
                               Channels::AdminsDone done) {
-  on_owner(channel_id, [this, actor = std::move(actor), id = channel_id, request = std::move(request),
-                        done = std::move(done)](Shard& s) mutable {
+  on_owner(channel_id, false, [this, actor = std::move(actor), id = channel_id, request = std::move(request),
+                        done = std::move(done)](Shard& s, const Error* e) mutable {
+    if (e) return done(*e);
     channels_.change_admins(s, actor, id, request, std::move(done));
   });
 }
 
 void Sequencer::channel_info(std::string channel_id, Channels::InfoDone done) {
-  on_owner(channel_id, [this, id = channel_id, done = std::move(done)](Shard& s) mutable {
+  on_owner(channel_id, false, [this, id = channel_id, done = std::move(done)](Shard& s, const Error* e) mutable {
+    if (e) return done(*e);
     channels_.info(s, id, std::move(done));
   });
 }
 
 void Sequencer::set_timer(DeviceRef actor, std::string conversation_id, int64_t seconds, TimerDone done) {
-  const size_t owner = core_.owner(conversation_id);
-  core_.loops.run(owner, [this, owner, actor = std::move(actor), id = std::move(conversation_id), seconds,
-                          done = std::move(done)]() mutable {
-    membership_.set_timer(core_.shard(owner), actor, id, seconds, std::move(done));
+  on_owner(conversation_id, false, [this, actor = std::move(actor), id = conversation_id, seconds,
+                                    done = std::move(done)](Shard& s, const Error* e) mutable {
+    if (e) return done(*e);
+    membership_.set_timer(s, actor, id, seconds, std::move(done));
   });
 }
 
 void Sequencer::acknowledge(DeviceRef device, std::string conversation_id, Seq seq, bool read, AckDone done,
                             bool following) {
-  const size_t owner = core_.owner(conversation_id);
-  core_.loops.run(owner, [this, owner, device = std::move(device), id = std::move(conversation_id), seq, read,
-                          done = std::move(done), following]() mutable {
-    receipts_.acknowledge(core_.shard(owner), device, id, seq, read, std::move(done), following);
+  on_owner(conversation_id, true, [this, device = std::move(device), id = conversation_id, seq, read,
+                                   done = std::move(done), following](Shard& s, const Error* e) mutable {
+    if (e) return done(*e);
+    receipts_.acknowledge(s, device, id, seq, read, std::move(done), following);
   });
 }
 

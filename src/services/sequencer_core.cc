@@ -32,24 +32,116 @@ Result<ConvState*> SequencerCore::state(Shard& shard, const std::string& convers
   committer.reloaded(conversation_id);
   auto head = store.head(conversation_id);
   if (!head) return head.error();
-  if (cached) {
+  // A membership snapshot read since a failed commit may be older than this head.
+  if (cached) directory.forget_conversation(conversation_id);
+  return install_head(shard, conversation_id, *head);
+}
+
+ConvState* SequencerCore::install_head(Shard& shard, const std::string& conversation_id, Seq head) {
+  if (ConvState* cached = shard.conversations.find(conversation_id)) {
     // After a failed commit the store decides: the head is what it has (the failed batch
-    // applied or not); what the loop remembered about later seqs is dropped. So is a
-    // membership snapshot read since the failure: it may be older than this head.
-    directory.forget_conversation(conversation_id);
+    // applied or not); what the loop remembered about later seqs is dropped.
     std::unique_ptr<ChannelState> channel = std::move(cached->channel);
     *cached = ConvState{};
     cached->channel = std::move(channel);
     cached->id = conversation_id;
-    cached->head = *head;
-    cached->senders_from = *head + 1;
+    cached->head = head;
+    cached->senders_from = head + 1;
     return cached;
   }
   ConvState fresh;
   fresh.id = conversation_id;
-  fresh.head = *head;
-  fresh.senders_from = *head + 1;
+  fresh.head = head;
+  fresh.senders_from = head + 1;
   return &shard.conversations.emplace(conversation_id, std::move(fresh));
+}
+
+bool SequencerCore::warm(Shard& shard, const std::string& conversation_id, bool receipts) {
+  const ConvState* cs = shard.conversations.find(conversation_id);
+  if (!cs || (cs->stale && cs->in_flight == 0)) return false;
+  ConversationPtr c = directory.cached_conversation(conversation_id);
+  if (!c) return false;
+  return !receipts || cs->receipts_loaded || c->type == store::ConvType::kChannel;
+}
+
+void SequencerCore::warm_up(Shard& shard, const std::string& conversation_id, bool receipts,
+                            std::function<void(const Error*)> work) {
+  const ConvState* cs = shard.conversations.find(conversation_id);
+  const bool need_head = !cs || (cs->stale && cs->in_flight == 0);
+  if (need_head) {
+    committer.reloaded(conversation_id);  // as state() does before its read
+    // The snapshot is read after the head below, so it is not older than the head.
+    if (cs) directory.forget_conversation(conversation_id);
+  }
+  const bool need_receipts = receipts && (need_head || !cs->receipts_loaded);
+  struct Warm {
+    std::optional<Seq> head;
+    std::optional<std::vector<store::ReceiptState>> receipts;
+  };
+  read_then<Warm>(
+      shard, conversation_id,
+      [this, conversation_id, need_head, need_receipts]() -> Result<Warm> {
+        // A reader thread: the store and the directory's (thread-safe) caches only.
+        Warm w;
+        if (need_head) {
+          auto head = store.head(conversation_id);
+          if (!head) return head.error();
+          w.head = *head;
+        }
+        auto c = directory.conversation(conversation_id);
+        if (!c) return c.error();
+        if (!*c) return w;  // no such conversation: the work answers that itself
+        if (!(*c)->fanout_on_read)
+          for (const auto& m : (*c)->members)
+            if (m.active())
+              if (auto d = directory.devices(m.user); !d) return d.error();
+        if (need_receipts && (*c)->type != store::ConvType::kChannel) {
+          auto r = store.receipts(conversation_id);
+          if (!r) return r.error();
+          w.receipts = std::move(*r);
+        }
+        return w;
+      },
+      [this, &shard, conversation_id, work = std::move(work)](Result<Warm> w) {
+        if (!w) return work(&w.error());
+        ConvState* cs = shard.conversations.find(conversation_id);
+        // Only gated work touched the conversation meanwhile, so nothing else loaded it.
+        if (w->head && (!cs || (cs->stale && cs->in_flight == 0))) cs = install_head(shard, conversation_id, *w->head);
+        if (w->receipts && cs && !cs->receipts_loaded) {
+          for (auto& rs : *w->receipts) cs->receipts[rs.user] = rs;
+          cs->receipts_loaded = true;
+        }
+        work(nullptr);
+      });
+}
+
+void SequencerCore::drain(Shard& shard, const std::string& conversation_id) {
+  for (;;) {
+    auto g = shard.gates.find(conversation_id);
+    if (g == shard.gates.end() || g->second.reading) return;
+    if (g->second.waiting.empty()) {
+      shard.gates.erase(g);
+      return;
+    }
+    Shard::GatedWork next = std::move(g->second.waiting.front());
+    g->second.waiting.pop_front();
+    // Earlier work may have left the conversation cold again (a failed commit made it stale).
+    if (warm(shard, conversation_id, next.receipts)) next.run(nullptr);
+    else warm_up(shard, conversation_id, next.receipts, std::move(next.run));
+  }
+}
+
+void SequencerCore::run_first(Shard& shard, const std::string& conversation_id,
+                              std::vector<std::function<void(const Error*)>> work) {
+  if (!reads.offloaded()) {
+    for (auto& f : work) f(nullptr);
+    return;
+  }
+  Shard::Gate& gate = shard.gates[conversation_id];
+  const uint64_t epoch = ++gate.epoch;
+  for (auto it = work.rbegin(); it != work.rend(); ++it)
+    gate.waiting.push_front(Shard::GatedWork{false, std::move(*it), /*first=*/true, epoch});
+  drain(shard, conversation_id);
 }
 
 void SequencerCore::observe_head(Shard& shard, const std::string& conversation_id, Seq seq, const std::string* frame) {
@@ -96,11 +188,12 @@ bool SequencerCore::submit(ConvState& state, store::Batch batch, GroupCommitter:
     if (s->in_flight == 0 && !(s->retry.empty() && s->parked.empty())) {
       // The head reloads on the first of these (ConvState::stale): the sends to sequence
       // again in their first order, then those that arrived meanwhile.
-      std::vector<std::function<void()>> work = std::move(s->retry);
+      std::vector<std::function<void(const Error*)>> work = std::move(s->retry);
       s->retry.clear();
       for (auto& f : s->parked) work.push_back(std::move(f));
       s->parked.clear();
-      for (auto& f : work) f();
+      const std::string id = s->id;  // the entry may be evicted while the work runs
+      run_first(*shards_[owner(id)], id, std::move(work));
     }
   });
 }

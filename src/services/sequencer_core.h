@@ -16,6 +16,7 @@
 // (owner(), recipients(), publish_message()) from any thread. Owned by Sequencer; borrows
 // the loops, store, committer, directory and bus.
 #pragma once
+#include <cassert>
 #include <deque>
 #include <map>
 #include <tuple>
@@ -89,8 +90,9 @@ struct ConvState {
   // that arrived meanwhile). Two lists, because a send can arrive before an earlier send's
   // completion says that it must be sequenced again; one list in arrival order would put it
   // first. Each re-runs from the start: its checks see the reloaded head and membership.
-  std::vector<std::function<void()>> retry;
-  std::vector<std::function<void()>> parked;
+  // Called with a non-null Error when the reload failed (offloaded reads): answer with it.
+  std::vector<std::function<void(const Error*)>> retry;
+  std::vector<std::function<void(const Error*)>> parked;
   bool receipts_loaded = false;
   // Who sent the most recent messages (at most kRecentSenders): a receipt goes to the
   // senders of the messages it covers, not to every member (members² frames per message in
@@ -124,6 +126,22 @@ struct Shard {
   // Sends handed to the node that owns their conversation and not yet answered: conversation
   // → (that node, how many). Later sends of the conversation follow them there.
   std::unordered_map<std::string, std::pair<std::string, size_t>> forwarding;
+  // Conversations with a store read on a reader thread (SequencerCore::when_warm; only when
+  // StoreReads is offloaded, i.e. Redis): the work that arrived meanwhile waits here, in
+  // arrival order, and runs on this loop when the read is back. Bounded by the conversation's
+  // callers (each connection's in-flight sends and frames are bounded).
+  struct GatedWork {
+    bool receipts;  // the work acknowledges: it needs the receipt marks in memory too
+    std::function<void(const Error*)> run;  // non-null Error: a read failed, answer with it
+    bool first = false;  // sequenced before and to be sequenced again (run_first)
+    uint64_t epoch = 0;  // for `first` work: which run_first queued it (Gate::epoch)
+  };
+  struct Gate {
+    bool reading = false;
+    uint64_t epoch = 0;  // run_first calls so far
+    std::deque<GatedWork> waiting;
+  };
+  std::unordered_map<std::string, Gate> gates;
 };
 
 class SequencerCore {
@@ -143,7 +161,79 @@ class SequencerCore {
   Shard& shard(size_t loop) { return *shards_[loop]; }
 
   // The conversation's state on its owning loop, loaded (head from the store) on first touch.
+  // With offloaded reads (Redis) the work was gated by when_warm, so this finds it in memory.
   Result<ConvState*> state(Shard& shard, const std::string& conversation_id);
+
+  // Runs `work` on this loop (the conversation's owner) once what the sequencing paths read
+  // of the conversation is in memory: its state (head), its directory snapshot, the device
+  // lists of its members (fan-out on write), and with `receipts` its receipt marks. With the
+  // embedded store reads are inline and `work` runs at once. Otherwise, when something is
+  // missing, one read on a reader thread (StoreReads) fetches all of it while this loop goes
+  // on; work for the conversation that arrives meanwhile waits behind it (Shard::gates), so
+  // the conversation's order is kept. `work(error)` with a non-null error: the read failed,
+  // answer the caller with it. Any thread may have queued the call; `work` runs on the loop.
+  // A template so that the common case (in memory, or the embedded store) runs `work`
+  // without wrapping it in a std::function.
+  template <typename Work>
+  void when_warm(Shard& shard, const std::string& conversation_id, bool receipts, Work&& work) {
+    if (!reads.offloaded()) return work(nullptr);
+    if (auto g = shard.gates.find(conversation_id); g != shard.gates.end()) {
+      g->second.waiting.push_back(Shard::GatedWork{receipts, std::function<void(const Error*)>(std::forward<Work>(work))});
+      return;
+    }
+    if (warm(shard, conversation_id, receipts)) return work(nullptr);
+    warm_up(shard, conversation_id, receipts, std::function<void(const Error*)>(std::forward<Work>(work)));
+  }
+  // Within gated work: runs `read` on a reader thread, then `then` on this loop, holding the
+  // conversation's later work back until `then` ran (the send path's idempotency read).
+  // Only with offloaded reads, and not while a read of the conversation is out.
+  template <typename T>
+  void read_then(Shard& shard, const std::string& conversation_id, std::function<Result<T>()> read,
+                 std::function<void(Result<T>)> then) {
+    Shard::Gate& gate = shard.gates[conversation_id];
+    assert(!gate.reading);
+    gate.reading = true;
+    const uint64_t seen = gate.epoch;
+    reads.run<T>(shard.loop, std::move(read), [this, &shard, conversation_id, then, seen](Result<T> r) {
+      auto g = shard.gates.find(conversation_id);
+      assert(g != shard.gates.end());
+      g->second.reading = false;
+      // Work to sequence again was queued meanwhile (run_first, at the front): it was
+      // sequenced before this work, which has not been stored yet, so `then` waits behind it.
+      auto& waiting = g->second.waiting;
+      auto after = waiting.begin();
+      while (after != waiting.end() && after->first && after->epoch > seen) ++after;
+      if (after != waiting.begin()) {
+        waiting.insert(after, Shard::GatedWork{false, [then, r = std::make_shared<Result<T>>(std::move(r))](
+                                                          const Error*) { then(std::move(*r)); }});
+      } else {
+        then(std::move(r));
+      }
+      drain(shard, conversation_id);
+    });
+  }
+  // Work to run before anything else waiting for the conversation (sends sequenced again,
+  // in their order): through the gate when reads are offloaded, so a reload is not inline.
+  void run_first(Shard& shard, const std::string& conversation_id,
+                 std::vector<std::function<void(const Error*)>> work);
+
+  // The state of a conversation that may be changed now, or null: the read failed (`fail`
+  // ran with the error), or a batch of it failed and is still in flight (ConvState::stale),
+  // so `again()` (a std::function<void(const Error*)>, built only then) was parked and runs
+  // once the head reloaded. The checks of the caller then see the store's head and members.
+  template <typename Fail, typename Again>
+  ConvState* settled_state(Shard& shard, const std::string& conversation_id, Fail&& fail, Again&& again) {
+    auto st = state(shard, conversation_id);
+    if (!st) {
+      fail(st.error());
+      return nullptr;
+    }
+    if ((*st)->stale && (*st)->in_flight > 0) {
+      (*st)->parked.push_back(again());
+      return nullptr;
+    }
+    return *st;
+  }
 
   // Another node committed `seq` (`frame`: the stored message, may be null): a cached,
   // settled conversation whose head is below it moves there. Nothing else changes: a
@@ -188,6 +278,16 @@ class SequencerCore {
   PushNotifier* push = nullptr;         // issue 12: messages stored for offline devices wake them
 
  private:
+  // Everything `work` needs is in memory (the head, the snapshot; receipts if asked).
+  bool warm(Shard& shard, const std::string& conversation_id, bool receipts);
+  // The read behind when_warm; `work` runs when it is back (and after it the waiting work).
+  void warm_up(Shard& shard, const std::string& conversation_id, bool receipts,
+               std::function<void(const Error*)> work);
+  // Runs waiting work of the conversation until a read is out again or none is left.
+  void drain(Shard& shard, const std::string& conversation_id);
+  // Sets the head read from the store: a fresh state, or the reset of a stale one.
+  ConvState* install_head(Shard& shard, const std::string& conversation_id, Seq head);
+
   std::vector<std::unique_ptr<Shard>> shards_;
 };
 

@@ -62,6 +62,27 @@ class GatedStore : public store::MemoryStore {
     std::unique_lock lock(mu_);
     return cv_.wait_for(lock, 10s, [&] { return arrived_ >= n; });
   }
+  // Head reads wait while held (a store that is slow to answer); counts those that waited.
+  Result<Seq> head(const std::string& conversation_id) override {
+    {
+      std::unique_lock lock(mu_);
+      if (reads_held_) {
+        ++reads_waiting_;
+        cv_.notify_all();
+        cv_.wait(lock, [&] { return !reads_held_; });
+      }
+    }
+    return MemoryStore::head(conversation_id);
+  }
+  void hold_reads(bool held) {
+    std::lock_guard lock(mu_);
+    reads_held_ = held;
+    cv_.notify_all();
+  }
+  bool await_reads_waiting(int n) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 10s, [&] { return reads_waiting_ >= n; });
+  }
 
  private:
   std::mutex mu_;
@@ -69,6 +90,8 @@ class GatedStore : public store::MemoryStore {
   bool closed_ = false;
   int arrived_ = 0;
   int released_ = 0;
+  bool reads_held_ = false;
+  int reads_waiting_ = 0;
 };
 
 struct Node {
@@ -84,6 +107,7 @@ struct Node {
   }
   ~Node() {
     store.open();
+    store.hold_reads(false);
     reads.stop();
     committer.stop();
     loops.stop();
@@ -472,6 +496,36 @@ TEST_F(SequencerNodesTest, ChannelChangesOnOneNodeWhilePostsComeFromAnother) {
   ASSERT_TRUE(c && *c);
   EXPECT_EQ((*c)->subscribers, 4u);
   EXPECT_TRUE(is_active_member(**c, "bob"));
+}
+
+// With reads off the loops (StoreReads, as with Redis), a conversation this node has not seen
+// is read on a reader thread: while the store is slow to answer, the node's loops keep
+// running, and sends of the conversation that arrive meanwhile wait for the read in order.
+TEST_F(SequencerNodesTest, AColdConversationIsReadOffTheLoopsAndItsSendsKeepTheirOrder) {
+  Node& a = *nodes_[0];
+  Node& c = *nodes_[2];
+  const std::string g = create_group(a, "alice", {"bob"});  // seq 1; node c has never seen it
+  c.store.hold_reads(true);
+  auto first = send_async(c, "bob", g, "b-1");
+  auto second = send_async(c, "bob", g, "b-2");
+  ASSERT_TRUE(c.store.await_reads_waiting(1));  // the head read is out, on a reader thread
+  // Every loop of node c runs other work meanwhile.
+  for (size_t i = 0; i < c.loops.size(); ++i) {
+    std::promise<void> ran;
+    auto f = ran.get_future();
+    c.loops.post(i, [&ran] { ran.set_value(); });
+    ASSERT_EQ(f.wait_for(10s), std::future_status::ready) << "loop " << i << " was blocked by a store read";
+  }
+  EXPECT_EQ(first.wait_for(0s), std::future_status::timeout);  // both still wait for the read
+  EXPECT_EQ(second.wait_for(0s), std::future_status::timeout);
+  c.store.hold_reads(false);
+  ASSERT_EQ(first.wait_for(10s), std::future_status::ready);
+  ASSERT_EQ(second.wait_for(10s), std::future_status::ready);
+  auto r1 = first.get(), r2 = second.get();
+  ASSERT_TRUE(r1) << r1.error().message;
+  ASSERT_TRUE(r2) << r2.error().message;
+  EXPECT_EQ(r1->seq, 2u);
+  EXPECT_EQ(r2->seq, 3u);
 }
 
 }  // namespace
