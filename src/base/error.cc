@@ -1,8 +1,13 @@
 #include "base/error.h"
 
 namespace tern {
+namespace {
 
-std::string_view code_name(ErrorCode code) {
+// Every code must have a name here: a code left out is a compile error, not a warning.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic error "-Wswitch"
+// The wire name of a code; empty for a value that is not a code.
+constexpr std::string_view wire_name(ErrorCode code) {
   switch (code) {
     case ErrorCode::kOk: return "ok";
     case ErrorCode::kMalformed: return "malformed";
@@ -22,7 +27,20 @@ std::string_view code_name(ErrorCode code) {
     case ErrorCode::kUnavailable: return "unavailable";
     case ErrorCode::kBadSignature: return "bad_signature";
   }
-  return "internal";
+  return {};
+}
+#pragma GCC diagnostic pop
+
+constexpr ErrorCode after(ErrorCode code) { return static_cast<ErrorCode>(static_cast<int>(code) + 1); }
+static_assert(!wire_name(kLastErrorCode).empty(), "kLastErrorCode must be a code");
+static_assert(wire_name(after(kLastErrorCode)).empty(),
+              "a code was added after kLastErrorCode: move kLastErrorCode (base/error.h) to it");
+
+}  // namespace
+
+std::string_view code_name(ErrorCode code) {
+  const std::string_view name = wire_name(code);
+  return name.empty() ? "internal" : name;
 }
 
 int http_status(ErrorCode code) {

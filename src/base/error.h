@@ -25,7 +25,13 @@ enum class ErrorCode {
   kInternal,         // 500: store failure and other bugs
   kUnavailable,      // 503: the shared store (Redis) cannot be reached; retry (nothing was acknowledged)
   kBadSignature,     // 400: a signed prekey whose signature the identity key does not verify
+  // A new code goes here, and kLastErrorCode below moves to it (error.cc static_asserts it).
 };
+
+// The highest code: decoders of codes from elsewhere (services/send_forwarding.h) refuse any
+// above it. A code added after it without moving it fails to compile: error.cc names every
+// code (-Wswitch as an error there) and static_asserts that the one after this has no name.
+inline constexpr ErrorCode kLastErrorCode = ErrorCode::kBadSignature;
 
 // Stable wire name of a code, e.g. "not_member" style snake case.
 std::string_view code_name(ErrorCode code);

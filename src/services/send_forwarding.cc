@@ -118,7 +118,7 @@ Result<SentInfo> decode_response(std::string_view payload) {
     Error e;
     e.message = r.str();
     e.detail_json = r.str();
-    if (!r.ok || !r.in.empty() || code == 0 || code > static_cast<uint64_t>(ErrorCode::kBadSignature))
+    if (!r.ok || !r.in.empty() || code == 0 || code > static_cast<uint64_t>(kLastErrorCode))
       return malformed("bad error answer");
     e.code = static_cast<ErrorCode>(code);
     return e;

@@ -96,6 +96,30 @@ TEST(SendForwarding, AnswersKeepTheInfoOrTheError) {
   EXPECT_EQ(err.error().detail_json, e.detail_json);
 }
 
+// Every error code a node can answer with survives the trip, up to kLastErrorCode (base/
+// error.h); a code past it (a newer node's) and kOk (not an error) read as malformed.
+TEST(SendForwarding, EveryErrorCodeRoundTripsAndOnePastTheLastIsRefused) {
+  const int last = static_cast<int>(kLastErrorCode);
+  ASSERT_GT(last, static_cast<int>(ErrorCode::kOk));
+  for (int c = static_cast<int>(ErrorCode::kOk) + 1; c <= last; ++c) {
+    const auto code = static_cast<ErrorCode>(c);
+    Error e = make_error(code, "because " + std::string(code_name(code)));
+    e.detail_json = R"("n":)" + std::to_string(c);
+    auto r = send_forwarding::decode_response(send_forwarding::encode_response(Result<SentInfo>(e)));
+    ASSERT_FALSE(r) << c;
+    EXPECT_EQ(r.error().code, code) << code_name(code);
+    EXPECT_EQ(r.error().message, e.message);
+    EXPECT_EQ(r.error().detail_json, e.detail_json);
+  }
+  for (int bad : {static_cast<int>(ErrorCode::kOk), last + 1}) {
+    auto r = send_forwarding::decode_response(
+        send_forwarding::encode_response(Result<SentInfo>(make_error(static_cast<ErrorCode>(bad), "x"))));
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code, ErrorCode::kUnavailable) << bad;
+    EXPECT_NE(r.error().message.find("bad error answer"), std::string::npos) << r.error().message;
+  }
+}
+
 TEST(SendForwarding, AMalformedOrEmptyAnswerIsUnavailable) {
   for (std::string bad : {std::string(), std::string("k"), std::string("z123"), std::string("e\xff\xff\xff\xff")}) {
     auto r = send_forwarding::decode_response(bad);
