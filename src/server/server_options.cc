@@ -15,6 +15,12 @@ namespace {
 // The deprecated --send-queue / send_queue counted frames; the bound is bytes now.
 constexpr size_t kBytesPerQueuedFrame = 8 * 1024;
 
+// Options whose range both paths check: CLI11 the flag, apply_toml the config file's key.
+struct IntRange {
+  int64_t lo, hi;
+};
+constexpr IntRange kRouteSendsRange{0, 1}, kCommitGapUsRange{0, 100000}, kReadThreadsRange{1, 64};
+
 // Applies the TOML file's values; the command line is parsed again afterwards and wins.
 Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   toml::table t;
@@ -37,6 +43,20 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   auto real = [&](const char* k, double& out) {
     known.insert(k);
     if (auto v = t[k].value<double>()) out = *v;
+  };
+  // An integer within `range`, checked before it is narrowed to `out`; else the first such
+  // key is refused by name below.
+  std::string bad_value;
+  auto ranged = [&](const char* k, auto& out, IntRange range) {
+    known.insert(k);
+    if (!t.contains(k)) return;
+    const auto v = t[k].as_integer();
+    if (!v || v->get() < range.lo || v->get() > range.hi) {
+      if (bad_value.empty())
+        bad_value = std::string(k) + " must be an integer " + std::to_string(range.lo) + "-" + std::to_string(range.hi);
+      return;
+    }
+    out = static_cast<std::remove_reference_t<decltype(out)>>(v->get());
   };
   str("listen", o.listen);
   str("data", o.data_dir);
@@ -107,9 +127,9 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   str("media_dir", o.media_dir);
   num("redis_wait_replicas", o.redis_wait_replicas);
   num("redis_timeout_ms", o.redis_timeout_ms);
-  num("redis_route_sends", o.redis_route_sends);
-  num("redis_commit_gap_us", o.redis_commit_gap_us);
-  num("redis_read_threads", o.redis_read_threads);
+  ranged("redis_route_sends", o.redis_route_sends, kRouteSendsRange);
+  ranged("redis_commit_gap_us", o.redis_commit_gap_us, kCommitGapUsRange);
+  ranged("redis_read_threads", o.redis_read_threads, kReadThreadsRange);
   o.services.idempotency_ttl_ms = days * 24 * 3600 * 1000;
   // Media and disappearing messages (issue 11).
   num("max_media_bytes", o.services.max_media_bytes);
@@ -123,6 +143,7 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   read_open_toml(t, known, o);
   str("tls_cert", o.gateway.tls_cert_file);
   str("tls_key", o.gateway.tls_key_file);
+  if (!bad_value.empty()) return make_error(ErrorCode::kInvalidArgument, "config " + path + ": " + bad_value);
   for (const auto& [key, value] : t) {
     (void)value;
     if (!known.count(key.str()))
@@ -260,15 +281,15 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
   app.add_option("--redis-route-sends", o.redis_route_sends,
                  "with --store redis: 1 sends each conversation's sends to the one node that sequences it "
                  "(docs/scaling.md); 0 lets every node sequence (they race for seqs and re-sequence)")
-      ->check(CLI::Range(0, 1))->capture_default_str();
+      ->check(CLI::Range(kRouteSendsRange.lo, kRouteSendsRange.hi))->capture_default_str();
   app.add_option("--redis-commit-gap-us", o.redis_commit_gap_us,
                  "with --store redis: under load, at most one commit per this many microseconds, so that "
                  "commits carry more (each costs Redis a round trip and an fsync); idle, commits start at once")
-      ->check(CLI::Range(0, 100000))->capture_default_str();
+      ->check(CLI::Range(kCommitGapUsRange.lo, kCommitGapUsRange.hi))->capture_default_str();
   app.add_option("--redis-read-threads", o.redis_read_threads,
                  "with --store redis: threads that run store reads (each with its own connection), so that "
                  "no event loop waits on Redis")
-      ->check(CLI::Range(1, 64))->capture_default_str();
+      ->check(CLI::Range(kReadThreadsRange.lo, kReadThreadsRange.hi))->capture_default_str();
   app.add_option("--redis-timeout-ms", o.redis_timeout_ms,
                  "with --store redis: one Redis command; beyond it the request fails with `unavailable`")
       ->check(CLI::Range(10, 60000))->capture_default_str();

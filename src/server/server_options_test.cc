@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <functional>
 
 namespace tern::server {
 namespace {
@@ -172,6 +173,68 @@ TEST(OpenOptions, ConfigFileKeysAndFlagsWin) {
   EXPECT_EQ(o->services.push_webhook, "http://127.0.0.1:9/p");
   EXPECT_EQ(o->services.push_batch, 4u);
   std::remove(config.c_str());
+}
+
+// ---- issue 10: the Redis options checked on both paths ----
+
+// An integer option checked on both paths: the flag and the config file key each refuse
+// lo-1 and hi+1 (and, in the file, a value that would wrap when narrowed, and a string)
+// with an error naming the option, and accept lo and hi.
+void expect_range_checked(const std::string& flag, const std::string& key, int64_t lo, int64_t hi,
+                          const std::function<int64_t(const ServerOptions&)>& get) {
+  SCOPED_TRACE(flag);
+  for (int64_t ok : {lo, hi}) {
+    auto o = parse({flag, std::to_string(ok)});
+    ASSERT_TRUE(o) << o.error().message;
+    EXPECT_EQ(get(*o), ok);
+  }
+  for (int64_t bad : {lo - 1, hi + 1}) {
+    auto o = parse({flag, std::to_string(bad)});
+    ASSERT_FALSE(o) << bad;
+    EXPECT_EQ(o.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_NE(o.error().message.find(flag), std::string::npos) << o.error().message;
+  }
+  auto from_file = [&](const std::string& value) {
+    const std::string path = temp_file(key + " = " + value + "\n");
+    auto o = parse({"--config", path});
+    std::remove(path.c_str());
+    return o;
+  };
+  for (int64_t ok : {lo, hi}) {
+    auto o = from_file(std::to_string(ok));
+    ASSERT_TRUE(o) << o.error().message;
+    EXPECT_EQ(get(*o), ok);
+  }
+  for (const std::string& bad :
+       {std::to_string(lo - 1), std::to_string(hi + 1), std::to_string(hi + (int64_t{1} << 32)), std::string("\"1\"")}) {
+    auto o = from_file(bad);
+    ASSERT_FALSE(o) << bad;
+    EXPECT_EQ(o.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_NE(o.error().message.find(key + " must be an integer " + std::to_string(lo) + "-" + std::to_string(hi)),
+              std::string::npos)
+        << o.error().message;
+  }
+  // The flag still wins over an in-range file value.
+  const std::string path = temp_file(key + " = " + std::to_string(lo) + "\n");
+  auto o = parse({"--config", path, flag, std::to_string(hi)});
+  std::remove(path.c_str());
+  ASSERT_TRUE(o) << o.error().message;
+  EXPECT_EQ(get(*o), hi);
+}
+
+TEST(ServerOptions, RedisRouteSendsIsRangeCheckedFromFlagAndConfigFile) {
+  expect_range_checked("--redis-route-sends", "redis_route_sends", 0, 1,
+                       [](const ServerOptions& o) { return int64_t{o.redis_route_sends}; });
+}
+
+TEST(ServerOptions, RedisCommitGapUsIsRangeCheckedFromFlagAndConfigFile) {
+  expect_range_checked("--redis-commit-gap-us", "redis_commit_gap_us", 0, 100000,
+                       [](const ServerOptions& o) { return o.redis_commit_gap_us; });
+}
+
+TEST(ServerOptions, RedisReadThreadsIsRangeCheckedFromFlagAndConfigFile) {
+  expect_range_checked("--redis-read-threads", "redis_read_threads", 1, 64,
+                       [](const ServerOptions& o) { return static_cast<int64_t>(o.redis_read_threads); });
 }
 
 }  // namespace
