@@ -4,6 +4,33 @@
 
 namespace tern::bus {
 
+std::vector<std::string> live_nodes_from_client_list(std::string_view list) {
+  constexpr std::string_view kName = "name=";
+  std::vector<std::string> nodes;
+  while (!list.empty()) {
+    const size_t nl = list.find('\n');
+    const bool whole_line = nl != std::string_view::npos;
+    std::string_view line = list.substr(0, nl);
+    list.remove_prefix(whole_line ? nl + 1 : list.size());
+    if (whole_line && !line.empty() && line.back() == '\r') line.remove_suffix(1);
+    for (size_t at = 0; at < line.size();) {
+      const size_t space = line.find(' ', at);
+      const bool last_field = space == std::string_view::npos;
+      const std::string_view field = line.substr(at, last_field ? std::string_view::npos : space - at);
+      at = last_field ? line.size() : space + 1;
+      if (!field.starts_with(kName)) continue;
+      const std::string_view name = field.substr(kName.size());
+      if ((whole_line || !last_field) && name.size() > kNodeConnectionPrefix.size() &&
+          name.starts_with(kNodeConnectionPrefix))
+        nodes.emplace_back(name.substr(kNodeConnectionPrefix.size()));
+      break;  // one name per client
+    }
+  }
+  std::sort(nodes.begin(), nodes.end());
+  nodes.erase(std::unique(nodes.begin(), nodes.end()), nodes.end());
+  return nodes;
+}
+
 void NodeRing::set_live(std::vector<std::string> nodes) {
   std::sort(nodes.begin(), nodes.end());
   std::lock_guard lock(mu_);

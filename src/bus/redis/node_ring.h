@@ -21,6 +21,17 @@
 
 namespace tern::bus {
 
+// A node is live while its bus subscriber connection is open on the channel's Redis, named
+// this prefix + its node id (RedisBus), so that CLIENT LIST shows it.
+inline constexpr std::string_view kNodeConnectionPrefix = "tern-bus:";
+
+// The live node ids in the output of CLIENT LIST (one client a line, space-separated
+// key=value fields): the id of every client whose `name` is kNodeConnectionPrefix + a
+// non-empty id; sorted, each once (a reconnecting node may show twice for a moment). A last
+// line without its newline counts only if its name field is followed by another field: a cut
+// name could read as another node's id. One pass over the input; any thread (no state).
+std::vector<std::string> live_nodes_from_client_list(std::string_view client_list);
+
 class NodeRing {
  public:
   using Clock = std::chrono::steady_clock;

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <string>
+#include <vector>
 
 namespace tern::bus {
 namespace {
@@ -68,6 +70,68 @@ TEST(NodeRing, ASuspectedNodeOwnsNothingUntilItsTimePassed) {
   ring.suspect("n2", now);
   EXPECT_EQ(ring.owner(conv, now + 1s), "");
   EXPECT_EQ(ring.owner(conv, now + 4s), "n2");
+}
+
+// ---- live_nodes_from_client_list: CLIENT LIST TYPE pubsub as Redis 7 prints it ----
+
+// One client line as Redis prints it; `name` as given (empty: an unnamed client).
+std::string client_line(int id, const std::string& name, const std::string& cmd = "subscribe") {
+  return "id=" + std::to_string(id) + " addr=127.0.0.1:" + std::to_string(40000 + id) +
+         " laddr=127.0.0.1:6379 fd=" + std::to_string(8 + id) + " name=" + name +
+         " age=12 idle=0 flags=P db=0 sub=1 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0"
+         " rbs=1024 rbp=0 obl=0 oll=0 omem=0 tot-mem=1928 events=r cmd=" + cmd +
+         " user=default redir=-1 resp=2 lib-name= lib-ver=\n";
+}
+
+using Nodes = std::vector<std::string>;
+
+TEST(LiveNodesFromClientList, OnlyClientsNamedAsNodesAreNodesSortedOnce) {
+  const std::string list = client_line(3, "tern-bus:b") + client_line(4, "") +  // unnamed
+                           client_line(5, "tern-bus:127.0.0.1:8080/4242") +        // the default id
+                           client_line(6, "monitoring") + client_line(7, "tern-bus:a") +
+                           client_line(8, "tern-bus:b") +                          // b reconnecting
+                           client_line(9, "tern-bus:") +                           // no id
+                           client_line(10, "tern-bus") + client_line(11, "xtern-bus:c") +
+                           client_line(12, "TERN-BUS:d") + client_line(13, "tern-bus:a", "ssubscribe");
+  EXPECT_EQ(live_nodes_from_client_list(list), (Nodes{"127.0.0.1:8080/4242", "a", "b"}));
+}
+
+TEST(LiveNodesFromClientList, OnlyTheNameFieldCounts) {
+  // lib-name and a name-like value elsewhere are not the client's name; an unnamed client.
+  const std::string list =
+      "id=3 addr=127.0.0.1:1 laddr=127.0.0.1:6379 fd=8 name= age=1 cmd=subscribe lib-name=tern-bus:x lib-ver=\n"
+      "id=4 addr=127.0.0.1:2 fd=9 name=tern-bus:real user=name=tern-bus:y\n"
+      "id=5 addr=127.0.0.1:3 fd=10 name=tern-bus:crlf age=1\r\n"
+      "\n"
+      "id=6   addr=127.0.0.1:4  name=tern-bus:spaced  age=1\n";
+  EXPECT_EQ(live_nodes_from_client_list(list), (Nodes{"crlf", "real", "spaced"}));
+}
+
+TEST(LiveNodesFromClientList, ATruncatedLastLineCountsOnlyAWholeName) {
+  const std::string first = client_line(3, "tern-bus:n1");
+  // Cut inside or right after the name: it might be longer (n2 of n20); not a node.
+  EXPECT_EQ(live_nodes_from_client_list(first + "id=4 addr=127.0.0.1:2 fd=9 name=tern-bus:n2"), (Nodes{"n1"}));
+  EXPECT_EQ(live_nodes_from_client_list(first + "id=4 addr=127.0.0.1:2 fd=9 name=tern-b"), (Nodes{"n1"}));
+  EXPECT_EQ(live_nodes_from_client_list(first + "id=4 addr=127.0.0.1:2 fd=9 na"), (Nodes{"n1"}));
+  // Cut after the next field started: the name is whole.
+  EXPECT_EQ(live_nodes_from_client_list(first + "id=4 addr=127.0.0.1:2 fd=9 name=tern-bus:n2 ag"),
+            (Nodes{"n1", "n2"}));
+  EXPECT_EQ(live_nodes_from_client_list(""), Nodes{});
+  EXPECT_EQ(live_nodes_from_client_list("\n\n"), Nodes{});
+}
+
+TEST(LiveNodesFromClientList, AVeryLongListGivesExactlyItsNodes) {
+  std::string list;
+  const std::string long_id(64 * 1024, 'z');
+  for (int i = 0; i < 20000; ++i) {
+    list += client_line(i, i % 2 ? "" : "app-" + std::to_string(i));
+    if (i == 7) list += client_line(i, "tern-bus:n3");
+    if (i == 9999) list += client_line(i, "tern-bus:" + long_id);
+    if (i == 19998) list += client_line(i, "tern-bus:n1");
+  }
+  list += client_line(20000, "tern-bus:n3");
+  ASSERT_GT(list.size(), 4u * 1000 * 1000);
+  EXPECT_EQ(live_nodes_from_client_list(list), (Nodes{"n1", "n3", long_id}));
 }
 
 }  // namespace

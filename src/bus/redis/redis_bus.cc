@@ -49,11 +49,6 @@ return n
 constexpr const char* kRegistryRefresh =
     "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 1";
 
-// A node is live while its subscriber connection is open on the channel's Redis: it is
-// named kNodePrefix + node id, and CLIENT LIST shows it. A SIGKILLed node's connection closes
-// at once, so the others stop routing to it at their next look.
-constexpr std::string_view kNodePrefix = "tern-bus:";
-
 Gauge& live_nodes_metric = MetricsRegistry::global().gauge(
     "tern_bus_live_nodes", "ternd nodes this node saw connected to the bus at its last look (send routing)");
 Counter& requests_failed_metric = MetricsRegistry::global().counter(
@@ -349,15 +344,9 @@ std::chrono::steady_clock::time_point RedisBus::expire_requests(std::chrono::ste
 void RedisBus::heartbeat(RedisCluster& conn) {
   auto r = conn.run1(key_slot(kChannel), {"CLIENT", "LIST", "TYPE", "pubsub"});
   if (!r || (*r)->type != REDIS_REPLY_STRING) return;  // keep the last list
-  // One line per client: "id=7 addr=… name=tern-bus:n1 …".
-  std::vector<std::string> live;
-  std::string_view list((*r)->str, (*r)->len);
-  const std::string field = " name=" + std::string(kNodePrefix);
-  for (size_t at = list.find(field); at != std::string_view::npos; at = list.find(field, at + 1)) {
-    const size_t from = at + field.size();
-    const size_t end = list.find_first_of(" \n", from);
-    live.emplace_back(list.substr(from, end == std::string_view::npos ? std::string_view::npos : end - from));
-  }
+  // A node is live while its subscriber connection is open (node_ring.h): a SIGKILLed node's
+  // connection closes at once, so the others stop routing to it at their next look.
+  std::vector<std::string> live = live_nodes_from_client_list(std::string_view((*r)->str, (*r)->len));
   live_nodes_metric.set(static_cast<int64_t>(live.size()));
   ring_.set_live(std::move(live));
 }
@@ -475,7 +464,7 @@ void RedisBus::subscriber() {
       sub_conn_ = std::move(c).value();
     }
     // Named, so that the other nodes see this one as live (heartbeat()).
-    const std::string name = std::string(kNodePrefix) + options_.node_id;
+    const std::string name = std::string(kNodeConnectionPrefix) + options_.node_id;
     (void)conn->command({"CLIENT", "SETNAME", name});
     // A MOVED answer (the map changed since) is an error reply: not subscribed, start over.
     auto ok = conn->command({sharded ? "SSUBSCRIBE" : "SUBSCRIBE", kChannel});
