@@ -58,6 +58,11 @@ class StoreReads {
       loops_.post(loop, [done]() { done(queue_full()); });
   }
 
+  // Runs `job` on a reader thread (a handler that reads the store and answers through its
+  // own callback, e.g. an HTTP request). False when the queue is full or stopping (the caller
+  // answers `unavailable`). Only when offloaded().
+  bool run_detached(std::function<void()> job) { return enqueue(std::move(job)); }
+
   // Ends the reader threads; reads still queued are dropped (their `done` never runs).
   // Idempotent.
   void stop();

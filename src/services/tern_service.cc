@@ -3,6 +3,7 @@
 #include <sodium.h>
 
 #include "services/device_session.h"
+#include "services/http_replies.h"
 #include "services/token.h"
 
 namespace tern::services {
@@ -97,7 +98,13 @@ void TernService::stop() {
 }
 
 void TernService::handle_http(gateway::HttpRequest request, gateway::HttpReply reply) {
-  http_->handle(std::move(request), std::move(reply));
+  if (!reads_->offloaded()) return http_->handle(std::move(request), std::move(reply));
+  // Redis: a request's handler reads the store (its token first), so it runs on a reader
+  // thread, not on the session's loop (the handlers are thread-safe; reply may be called
+  // from any thread, gateway/service_interface.h).
+  auto shared = std::make_shared<gateway::HttpRequest>(std::move(request));
+  if (!reads_->run_detached([this, shared, reply] { http_->handle(std::move(*shared), reply); }))
+    reply(error_response(make_error(ErrorCode::kUnavailable, "too many store reads waiting; retry")));
 }
 
 gateway::BodyDecision TernService::open_body(const gateway::HttpRequest& head) {
