@@ -2,6 +2,7 @@
 
 #include "base/metrics.h"
 #include "proto/frames.h"
+#include "services/blocks.h"
 #include "services/live_fanout.h"
 #include "services/push_notifier.h"
 
@@ -92,9 +93,20 @@ void SequencerCore::warm_up(Shard& shard, const std::string& conversation_id, bo
         if (!c) return c.error();
         if (!*c) return w;  // no such conversation: the work answers that itself
         if (!(*c)->fanout_on_read)
-          for (const auto& m : (*c)->members)
-            if (m.active())
-              if (auto d = directory.devices(m.user); !d) return d.error();
+          for (const auto& m : (*c)->members) {
+            if (!m.active()) continue;
+            auto devices = directory.devices(m.user);
+            if (!devices) return devices.error();
+            // The stale-device check of per-device bodies (sender.cc) reads these.
+            if (registration_id)
+              for (uint32_t d : *devices)
+                if (auto r = registration_id(DeviceRef{m.user, d}); !r) return r.error();
+          }
+        // A direct send checks both users' block lists (send_safety.h): into Blocks' cache.
+        if (blocks && (*c)->type == store::ConvType::kDirect && (*c)->members.size() == 2) {
+          blocks->blocks((*c)->members[0].user, (*c)->members[1].user);
+          blocks->blocks((*c)->members[1].user, (*c)->members[0].user);
+        }
         if (need_receipts && (*c)->type != store::ConvType::kChannel) {
           auto r = store.receipts(conversation_id);
           if (!r) return r.error();

@@ -278,7 +278,10 @@ class SequencerCore {
   PushNotifier* push = nullptr;         // issue 12: messages stored for offline devices wake them
 
  private:
-  // Everything `work` needs is in memory (the head, the snapshot; receipts if asked).
+  // Everything `work` needs is in memory (the head, the snapshot; receipts if asked). Read
+  // with them, into their caches: the device lists and registration ids of the members'
+  // devices (fan-out on write) and a direct conversation's two block lists. Those caches evict on their own, so a send may
+  // still read one of them inline (rare: they are LRUs of 100,000 users by default).
   bool warm(Shard& shard, const std::string& conversation_id, bool receipts);
   // The read behind when_warm; `work` runs when it is back (and after it the waiting work).
   void warm_up(Shard& shard, const std::string& conversation_id, bool receipts,
