@@ -55,6 +55,16 @@ class Bus {
   // Removes the endpoint if it is still the device's current one; returns the number of the
   // user's devices still attached (0 → the user went offline).
   virtual size_t detach(const DeviceRef& device, const Endpoint* endpoint) = 0;
+  // The same, for a caller on an event loop: the endpoint is attached (or detached) at once,
+  // and the count, which on several nodes takes a network round trip, reaches `counted`
+  // later, on another thread, in the order of the calls. Default: the calls above, inline.
+  using Counted = std::function<void(size_t devices_online)>;
+  virtual void attach_async(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint, Counted counted) {
+    counted(attach(device, std::move(endpoint)));
+  }
+  virtual void detach_async(const DeviceRef& device, const Endpoint* endpoint, Counted counted) {
+    counted(detach(device, endpoint));
+  }
   // Delivers to the device if attached; a no-op otherwise (it replays on connect). Returns
   // whether an endpoint was attached (false: the device is offline; push may wake it).
   virtual bool publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) = 0;

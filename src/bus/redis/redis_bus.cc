@@ -116,13 +116,20 @@ void RedisBus::stop() {
     if (sub_conn_) sub_conn_->interrupt();
   }
   cv_.notify_all();
+  {
+    std::lock_guard lock(counts_mu_);
+    counts_stopping_ = true;
+  }
+  counts_cv_.notify_all();
   if (publisher_thread_.joinable()) publisher_thread_.join();
   if (subscriber_thread_.joinable()) subscriber_thread_.join();
+  if (counter_thread_.joinable()) counter_thread_.join();
 }
 
 bool RedisBus::start(std::chrono::milliseconds deadline) {
   publisher_thread_ = std::thread([this] { publisher(); });
   subscriber_thread_ = std::thread([this] { subscriber(); });
+  counter_thread_ = std::thread([this] { counter(); });
   std::unique_lock lock(mu_);
   return subscribed_cv_.wait_for(lock, deadline, [&] { return subscribed_; });
 }
@@ -153,36 +160,77 @@ size_t RedisBus::attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpo
   }
   auto count = registry_count('+', device);
   if (count) return std::max(*count, n);
-  {
-    std::lock_guard lock(mu_);
-    registry_ops_.emplace_back(true, device);
-  }
-  cv_.notify_one();
+  registry_later(true, device);
   return n;
 }
 
-size_t RedisBus::detach(const DeviceRef& device, const Endpoint* endpoint) {
-  const size_t n = local_.detach(device, endpoint);
-  // Only the device's current endpoint removes it (a replaced one's detach comes later).
-  bool gone = false;
+void RedisBus::registry_later(bool attach, const DeviceRef& device) {
   {
     std::lock_guard lock(mu_);
-    auto it = attached_.find({device.user, device.device});
-    if (it != attached_.end() && it->second == endpoint) {
-      attached_.erase(it);
-      gone = true;
-    }
+    registry_ops_.emplace_back(attach, device);
   }
+  cv_.notify_one();
+}
+
+bool RedisBus::detach_here(const DeviceRef& device, const Endpoint* endpoint, size_t& local) {
+  local = local_.detach(device, endpoint);
+  // Only the device's current endpoint removes it (a replaced one's detach comes later).
+  std::lock_guard lock(mu_);
+  auto it = attached_.find({device.user, device.device});
+  if (it == attached_.end() || it->second != endpoint) return false;
+  attached_.erase(it);
+  return true;
+}
+
+size_t RedisBus::detach(const DeviceRef& device, const Endpoint* endpoint) {
+  size_t n = 0;
+  const bool gone = detach_here(device, endpoint, n);
   auto count = registry_count(gone ? '-' : '=', device);
   if (count) return std::max(*count, n);
-  if (gone) {
-    {
-      std::lock_guard lock(mu_);
-      registry_ops_.emplace_back(false, device);
-    }
-    cv_.notify_one();
-  }
+  if (gone) registry_later(false, device);
   return n;
+}
+
+void RedisBus::attach_async(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint, Counted counted) {
+  const Endpoint* ptr = endpoint.get();
+  const size_t n = local_.attach(device, std::move(endpoint));
+  {
+    std::lock_guard lock(mu_);
+    attached_[{device.user, device.device}] = ptr;
+  }
+  {
+    std::lock_guard lock(counts_mu_);
+    counts_.push_back(CountOp{'+', device, n, std::move(counted)});
+  }
+  counts_cv_.notify_one();
+}
+
+void RedisBus::detach_async(const DeviceRef& device, const Endpoint* endpoint, Counted counted) {
+  size_t n = 0;
+  const bool gone = detach_here(device, endpoint, n);
+  {
+    std::lock_guard lock(counts_mu_);
+    counts_.push_back(CountOp{gone ? '-' : '=', device, n, std::move(counted)});
+  }
+  counts_cv_.notify_one();
+}
+
+void RedisBus::counter() {
+  std::deque<CountOp> ops;
+  for (;;) {
+    {
+      std::unique_lock lock(counts_mu_);
+      counts_cv_.wait(lock, [&] { return counts_stopping_ || !counts_.empty(); });
+      if (counts_stopping_) return;
+      ops.swap(counts_);
+    }
+    for (auto& op : ops) {
+      auto count = registry_count(op.op, op.device);
+      if (!count && op.op != '=') registry_later(op.op == '+', op.device);
+      if (op.counted) op.counted(count ? std::max(*count, op.local) : op.local);
+    }
+    ops.clear();
+  }
 }
 
 bool RedisBus::publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) {

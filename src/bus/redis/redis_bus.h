@@ -99,6 +99,10 @@ class RedisBus final : public Bus {
 
   size_t attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint) override;
   size_t detach(const DeviceRef& device, const Endpoint* endpoint) override;
+  // The registry write and count run on the counter thread (one Redis round trip each);
+  // `counted` runs there, in call order.
+  void attach_async(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint, Counted counted) override;
+  void detach_async(const DeviceRef& device, const Endpoint* endpoint, Counted counted) override;
   // True only if the device is attached to this node: a device attached to another node
   // reads as offline here (push may wake it needlessly; docs/scaling.md).
   bool publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) override;
@@ -151,6 +155,11 @@ class RedisBus final : public Bus {
   void heartbeat(store::redis::RedisCluster& conn);
   void publisher();
   void subscriber();
+  void counter();  // the counter thread: registry writes whose count a caller awaits
+  // Local detach; true if `endpoint` was the device's current one here (its entry goes).
+  bool detach_here(const DeviceRef& device, const Endpoint* endpoint, size_t& local);
+  // The registry op failed: the publisher retries the write; the local count stands in.
+  void registry_later(bool attach, const DeviceRef& device);
   void deliver(std::string_view payload);
   // Writes ('+'), removes ('-') or leaves ('=') the device's registry entry and returns how
   // many of the user's entries have not expired; an error if Redis cannot be reached.
@@ -192,6 +201,17 @@ class RedisBus final : public Bus {
   std::unique_ptr<store::redis::RedisCluster> query_;
   std::thread publisher_thread_;
   std::thread subscriber_thread_;
+  struct CountOp {
+    char op;  // registry_count's
+    DeviceRef device;
+    size_t local;  // this node's count when the call was made
+    Counted counted;
+  };
+  std::mutex counts_mu_;
+  std::condition_variable counts_cv_;
+  std::deque<CountOp> counts_;  // guarded by counts_mu_; bounded by the connections (one op each way)
+  bool counts_stopping_ = false;  // guarded by counts_mu_
+  std::thread counter_thread_;
 };
 
 }  // namespace tern::bus

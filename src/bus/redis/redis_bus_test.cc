@@ -149,6 +149,30 @@ TEST_F(RedisBusNodes, AttachAndDetachCountTheUsersDevicesOnEveryNode) {
   EXPECT_FALSE(b.online("alice"));
 }
 
+// The loop-side calls: the endpoint is attached at once (it receives), and the cross-node
+// count arrives later on the bus's counter thread, not the caller's.
+TEST_F(RedisBusNodes, AsyncAttachAndDetachCountOnTheCounterThread) {
+  ASSERT_TRUE(a.start() && b.start());
+  auto counted = [](auto call) {
+    auto p = std::make_shared<std::promise<std::pair<size_t, std::thread::id>>>();
+    auto f = p->get_future();
+    call([p](size_t n) { p->set_value({n, std::this_thread::get_id()}); });
+    EXPECT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    return f.get();
+  };
+  auto d1 = std::make_shared<Recorder>(), d2 = std::make_shared<Recorder>();
+  auto [n1, t1] = counted([&](Bus::Counted c) { a.attach_async(DeviceRef{"alice", 1}, d1, std::move(c)); });
+  EXPECT_EQ(n1, 1u);
+  EXPECT_NE(t1, std::this_thread::get_id());
+  EXPECT_EQ(counted([&](Bus::Counted c) { b.attach_async(DeviceRef{"alice", 2}, d2, std::move(c)); }).first, 2u);
+  b.publish(DeviceRef{"alice", 1}, sample());  // delivered to a's endpoint through the bus
+  EXPECT_TRUE(await([&] { return d1->count() == 1; }));
+  EXPECT_EQ(counted([&](Bus::Counted c) { a.detach_async(DeviceRef{"alice", 1}, d1.get(), std::move(c)); }).first, 1u)
+      << "alice is still online on b";
+  EXPECT_EQ(counted([&](Bus::Counted c) { b.detach_async(DeviceRef{"alice", 2}, d2.get(), std::move(c)); }).first, 0u);
+  EXPECT_FALSE(a.online("alice"));
+}
+
 // An admin disconnect on one node closes the device's connection on another.
 TEST_F(RedisBusNodes, ADisconnectReachesTheDevicesNode) {
   ASSERT_TRUE(a.start() && b.start());
