@@ -78,6 +78,10 @@ void SequencerCore::warm_up(Shard& shard, const std::string& conversation_id, bo
   struct Warm {
     std::optional<Seq> head;
     std::optional<std::vector<store::ReceiptState>> receipts;
+    // With a fresh head for an ack: the senders of the last kWarmSenders messages, so that
+    // the ack's receipt finds them in memory (Receipts::senders) instead of reading the log.
+    Seq senders_from = 0;
+    std::deque<std::pair<Seq, std::string>> senders;
   };
   read_then<Warm>(
       shard, conversation_id,
@@ -111,6 +115,16 @@ void SequencerCore::warm_up(Shard& shard, const std::string& conversation_id, bo
           auto r = store.receipts(conversation_id);
           if (!r) return r.error();
           w.receipts = std::move(*r);
+          if (w.head) {
+            const Seq after = *w.head > kWarmSenders ? *w.head - kWarmSenders : 0;
+            auto recent = store.read_messages(conversation_id, after, kWarmSenders);
+            if (!recent) return recent.error();
+            w.senders_from = after + 1;
+            for (const auto& m : *recent)
+              if (m.seq <= *w.head)
+                if (auto meta = proto::stored_meta(m.frame); meta && !meta->system)
+                  w.senders.emplace_back(m.seq, std::move(meta->sender));
+          }
         }
         return w;
       },
@@ -118,7 +132,13 @@ void SequencerCore::warm_up(Shard& shard, const std::string& conversation_id, bo
         if (!w) return work(&w.error());
         ConvState* cs = shard.conversations.find(conversation_id);
         // Only gated work touched the conversation meanwhile, so nothing else loaded it.
-        if (w->head && (!cs || (cs->stale && cs->in_flight == 0))) cs = install_head(shard, conversation_id, *w->head);
+        if (w->head && (!cs || (cs->stale && cs->in_flight == 0))) {
+          cs = install_head(shard, conversation_id, *w->head);
+          if (w->senders_from > 0) {
+            cs->recent_senders = std::move(w->senders);
+            cs->senders_from = w->senders_from;
+          }
+        }
         if (w->receipts && cs && !cs->receipts_loaded) {
           for (auto& rs : *w->receipts) cs->receipts[rs.user] = rs;
           cs->receipts_loaded = true;

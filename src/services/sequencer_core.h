@@ -153,6 +153,8 @@ class SequencerCore {
   // conflict reserved the next seq (redis_scripts.h) makes the others' attempts fail until
   // its own append lands (milliseconds; 250 ms at most if it died meanwhile).
   static constexpr int kMaxAttempts = 64;
+  // Messages whose senders an ack's warm-up reads with a fresh head (when_warm).
+  static constexpr Seq kWarmSenders = 32;
 
   SequencerCore(Loops& loops, store::Store& store, StoreReads& reads, GroupCommitter& committer, Directory& directory, bus::Bus& bus,
                 const ServiceOptions& options);

@@ -62,8 +62,47 @@ class GatedStore : public store::MemoryStore {
     std::unique_lock lock(mu_);
     return cv_.wait_for(lock, 10s, [&] { return arrived_ >= n; });
   }
+  // Reads made on one of `loops`' threads (set by the node): with reader threads, none.
+  Loops* loops = nullptr;
+  std::atomic<int> reads_on_loops{0};
+  void note() {
+    if (loops && loops->here() != Loops::kNone) ++reads_on_loops;
+  }
+  Result<std::vector<uint32_t>> devices(const std::string& user) override {
+    note();
+    return MemoryStore::devices(user);
+  }
+  Result<std::optional<store::Conversation>> conversation(const std::string& id) override {
+    note();
+    return MemoryStore::conversation(id);
+  }
+  Result<std::optional<store::UserConversation>> user_conversation(const std::string& user,
+                                                                   const std::string& id) override {
+    note();
+    return MemoryStore::user_conversation(user, id);
+  }
+  Result<std::vector<store::StoredMessage>> read_messages(const std::string& id, Seq after, size_t limit) override {
+    note();
+    return MemoryStore::read_messages(id, after, limit);
+  }
+  Result<std::optional<store::IdempotencyRecord>> idempotency(const DeviceRef& d, const std::string& cmid,
+                                                              int64_t now) override {
+    note();
+    return MemoryStore::idempotency(d, cmid, now);
+  }
+  Result<std::vector<store::ReceiptState>> receipts(const std::string& id) override {
+    note();
+    return MemoryStore::receipts(id);
+  }
+  Result<std::vector<std::pair<std::string, std::string>>> user_records(const std::string& user,
+                                                                       const std::string& prefix,
+                                                                       size_t limit) override {
+    note();
+    return MemoryStore::user_records(user, prefix, limit);
+  }
   // Head reads wait while held (a store that is slow to answer); counts those that waited.
   Result<Seq> head(const std::string& conversation_id) override {
+    note();
     {
       std::unique_lock lock(mu_);
       if (reads_held_) {
@@ -102,6 +141,7 @@ struct Node {
         directory(store),
         sequencer(loops, store, reads, committer, directory, bus, options) {
     store.dense_appends(true);
+    store.loops = &loops;
     loops.start();
     committer.start();
   }
@@ -526,6 +566,36 @@ TEST_F(SequencerNodesTest, AColdConversationIsReadOffTheLoopsAndItsSendsKeepThei
   ASSERT_TRUE(r2) << r2.error().message;
   EXPECT_EQ(r1->seq, 2u);
   EXPECT_EQ(r2->seq, 3u);
+}
+
+// With reader threads, sends, acks and a timer change on a conversation the node has never
+// seen read nothing on its loops: the gate's warm-up fetched the head, the snapshot, the
+// device lists, the receipt marks and the recent senders, and the sends' idempotency reads
+// went to the reader threads too.
+TEST_F(SequencerNodesTest, SendsAcksAndATimerOnAColdConversationReadNothingOnALoop) {
+  Node& a = *nodes_[0];
+  Node& c = *nodes_[2];
+  const std::string g = create_group(a, "alice", {"bob"});  // seq 1
+  for (const char* cmid : {"a-1", "a-2"}) ASSERT_TRUE(send(a, "alice", g, cmid));  // seqs 2, 3
+  ASSERT_EQ(c.store.reads_on_loops.load(), 0);
+  auto ack = [&](const std::string& user, Seq seq) {
+    std::promise<Result<void>> p;
+    auto f = p.get_future();
+    c.sequencer.acknowledge(DeviceRef{user, 1}, g, seq, /*read=*/true, [&p](Result<void> r) { p.set_value(r); });
+    EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
+    return f.get();
+  };
+  auto acked = ack("bob", 3);  // node c has never seen g
+  ASSERT_TRUE(acked) << acked.error().message;
+  auto sent = send(c, "bob", g, "b-1");
+  ASSERT_TRUE(sent) << sent.error().message;
+  EXPECT_EQ(sent->seq, 4u);
+  auto again = send(c, "bob", g, "b-1");  // a resend: answered from the idempotency record
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->seq, 4u);
+  auto timer = set_timer(c, "alice", g, 60);
+  ASSERT_TRUE(timer) << timer.error().message;
+  EXPECT_EQ(c.store.reads_on_loops.load(), 0);
 }
 
 }  // namespace
