@@ -99,7 +99,16 @@ void Sequencer::serve_forwarded(std::string payload, std::function<void(std::str
   });
 }
 
+// A caller off the loops (with Redis, an HTTP request runs on a reader thread) may block:
+// it reads the device lists of the users a membership change names into the directory, so
+// that the owning loop finds them there.
+void Sequencer::prefetch_devices(const std::vector<std::string>& users) {
+  if (!core_.reads.offloaded() || core_.loops.here() != Loops::kNone) return;
+  for (const auto& u : users) (void)core_.directory.devices(u);
+}
+
 void Sequencer::create_conversation(DeviceRef creator, proto::CreateConversationRequest request, CreateDone done) {
+  prefetch_devices(request.members);
   // A self conversation: "s-" and the keyed digest of (user, user), a pair no direct one has.
   std::string id = request.channel ? "ch-" + random_hex(12)
                    : request.group ? "g-" + random_hex(12)
@@ -114,6 +123,7 @@ void Sequencer::create_conversation(DeviceRef creator, proto::CreateConversation
 
 void Sequencer::change_members(DeviceRef actor, std::string conversation_id, proto::MembersRequest request,
                                MembersDone done) {
+  prefetch_devices(request.add);
   on_owner(conversation_id, false, [this, actor = std::move(actor), id = conversation_id, request = std::move(request),
                                     done = std::move(done)](Shard& s, const Error* e) mutable {
     if (e) return done(*e);
