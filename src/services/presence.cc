@@ -246,6 +246,9 @@ Result<void> Presence::subscribe(uint64_t subscriber_id, const std::string& subs
     loaded = contacts_.loaded(subscriber_user) && !in_flight_.count(subscriber_id);
   }
   loaded = loaded && policies_cached(subscriber_user, users);
+  // With Redis (reader threads) the answer itself reads: each user's registry entry
+  // (Bus::online) and last seen, one round trip each. The loader thread makes them.
+  loaded = loaded && options_.read_threads == 0;
   if (!loaded) {
     std::lock_guard lock(mu_);
     ++in_flight_[subscriber_id];
