@@ -116,6 +116,7 @@ void RedisBus::stop() {
     if (sub_conn_) sub_conn_->interrupt();
   }
   cv_.notify_all();
+  backoff_cv_.notify_all();
   {
     std::lock_guard lock(counts_mu_);
     counts_stopping_ = true;
@@ -402,6 +403,7 @@ void RedisBus::heartbeat(RedisCluster& conn) {
 void RedisBus::publisher() {
   std::unique_ptr<RedisCluster> conn;
   std::chrono::steady_clock::time_point retry_after{};
+  store::redis::ReconnectBackoff backoff(std::chrono::milliseconds(200), std::chrono::milliseconds(2000));
   const auto refresh_every = options_.registry_ttl / 3;
   auto next_refresh = std::chrono::steady_clock::now() + refresh_every;
   const auto beat_every = options_.node_check;
@@ -425,8 +427,12 @@ void RedisBus::publisher() {
     }
     if (!conn && std::chrono::steady_clock::now() >= retry_after) {
       auto c = RedisCluster::open(cluster_options(options_.command_timeout));
-      if (c) conn = std::move(c).value();
-      else retry_after = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+      if (c) {
+        conn = std::move(c).value();
+        backoff.reset();
+      } else {
+        retry_after = std::chrono::steady_clock::now() + backoff.next();
+      }
     }
     if (!conn) {
       dropped_metric.inc(events.size());
@@ -489,12 +495,14 @@ void RedisBus::publisher() {
 
 void RedisBus::subscriber() {
   bool first = true;
+  store::redis::ReconnectBackoff backoff(std::chrono::milliseconds(200), std::chrono::milliseconds(1000));
   for (;;) {
     {
-      std::lock_guard lock(mu_);
+      std::unique_lock lock(mu_);
+      // Reconnect back-off (stop() wakes it): publishes meanwhile are lost, healed by replay.
+      if (!first) backoff_cv_.wait_for(lock, backoff.next(), [&] { return stopping_; });
       if (stopping_) return;
     }
-    if (!first) std::this_thread::sleep_for(std::chrono::milliseconds(200));  // reconnect back-off
     first = false;
     // Which node holds the channel (on a cluster: the master of its slot, as of now).
     auto topology = RedisCluster::open(cluster_options(options_.command_timeout));
@@ -518,6 +526,7 @@ void RedisBus::subscriber() {
     auto ok = conn->command({sharded ? "SSUBSCRIBE" : "SUBSCRIBE", kChannel});
     if (ok && (*ok)->type == REDIS_REPLY_ARRAY) {
       spdlog::info("event=bus_subscribed node={}", options_.node_id);
+      backoff.reset();
       {
         std::lock_guard lock(mu_);
         subscribed_ = true;

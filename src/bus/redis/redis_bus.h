@@ -196,6 +196,7 @@ class RedisBus final : public Bus {
   bool stopping_ = false;
   bool subscribed_ = false;
   std::condition_variable subscribed_cv_;
+  std::condition_variable backoff_cv_;  // the subscriber's reconnect back-off (mu_; stop() wakes it)
   std::unique_ptr<store::redis::RedisConnection> sub_conn_;  // guarded by mu_ (for interrupt())
   std::mutex query_mu_;  // online(): one client, one query at a time
   std::unique_ptr<store::redis::RedisCluster> query_;

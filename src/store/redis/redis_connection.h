@@ -5,6 +5,7 @@
 // Thread-safety: none; one connection is used by one thread at a time (RedisStore keeps one
 // per calling thread). Owns its redisContext.
 #pragma once
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -31,6 +32,24 @@ struct ReplyDeleter {
   void operator()(redisReply* r) const;
 };
 using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
+
+// The delay before the next reconnect attempt: `initial` after the first failure, then twice
+// the last, at most `cap`; reset() after a success. A dead Redis is not hammered, a brief
+// outage heals fast. Plain value, one thread.
+class ReconnectBackoff {
+ public:
+  ReconnectBackoff(std::chrono::milliseconds initial, std::chrono::milliseconds cap)
+      : initial_(initial), cap_(std::max(initial, cap)) {}
+  std::chrono::milliseconds next() {
+    current_ = current_.count() == 0 ? initial_ : std::min(current_ * 2, cap_);
+    return current_;
+  }
+  void reset() { current_ = std::chrono::milliseconds(0); }
+
+ private:
+  std::chrono::milliseconds initial_, cap_;
+  std::chrono::milliseconds current_{0};
+};
 
 class RedisConnection {
  public:

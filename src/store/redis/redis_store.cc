@@ -103,7 +103,10 @@ Result<RedisCluster*> RedisStore::connection() {
   {
     std::lock_guard lock(mu_);
     auto& s = slots_[std::this_thread::get_id()];
-    if (!s) s = std::make_unique<Slot>();
+    if (!s) {
+      s = std::make_unique<Slot>();
+      s->backoff = ReconnectBackoff(options_.retry_backoff, options_.retry_backoff * 10);
+    }
     slot = s.get();
   }
   if (!slot->cluster) {
@@ -116,9 +119,10 @@ Result<RedisCluster*> RedisStore::connection() {
     o.max_backoff = std::max(options_.retry_backoff, o.retry_backoff);
     auto c = RedisCluster::open(std::move(o));
     if (!c) {
-      slot->retry_after = now + options_.retry_backoff;
+      slot->retry_after = now + slot->backoff.next();
       return c.error();
     }
+    slot->backoff.reset();
     slot->cluster = std::move(c).value();
   }
   return slot->cluster.get();

@@ -47,7 +47,8 @@
 //
 // Errors: a connection that cannot be made or breaks (Redis down, timeout) fails the call
 // with `unavailable` at once; after a failed connect the thread does not retry for
-// `retry_backoff` (fails fast instead of stalling every caller on a dead address).
+// `retry_backoff`, doubling with each failure up to ten times that, back to `retry_backoff`
+// after a success (fails fast instead of stalling every caller on a dead address).
 //
 // Threading: every method may be called from any thread; each calling thread gets its own
 // hiredis connection (created on first use, kept until the store dies). Reads are synchronous:
@@ -151,6 +152,7 @@ class RedisStore final : public Store {
   struct Slot {
     std::unique_ptr<RedisCluster> cluster;  // this thread's routing client
     std::chrono::steady_clock::time_point retry_after{};
+    ReconnectBackoff backoff{std::chrono::milliseconds(100), std::chrono::milliseconds(1000)};
   };
   explicit RedisStore(RedisStoreOptions options) : options_(std::move(options)) {}
   // This thread's cluster client (reading the topology if needed), or `unavailable`.

@@ -455,3 +455,22 @@ TEST(RedisStore, ErasedBytesLeaveTheAofAfterTheRewrite) {
 
 }  // namespace
 }  // namespace tern::store::redis
+
+namespace tern::store::redis {
+namespace {
+
+TEST(ReconnectBackoff, DoublesFromTheFirstDelayUpToTheCapAndStartsOverAfterASuccess) {
+  using std::chrono::milliseconds;
+  ReconnectBackoff b(milliseconds(100), milliseconds(1000));
+  std::vector<int64_t> got;
+  for (int i = 0; i < 6; ++i) got.push_back(b.next().count());
+  EXPECT_EQ(got, (std::vector<int64_t>{100, 200, 400, 800, 1000, 1000}));
+  b.reset();
+  EXPECT_EQ(b.next().count(), 100);
+  ReconnectBackoff capped_below(milliseconds(300), milliseconds(100));  // a cap under the first delay
+  EXPECT_EQ(capped_below.next().count(), 300);
+  EXPECT_EQ(capped_below.next().count(), 300);
+}
+
+}  // namespace
+}  // namespace tern::store::redis
