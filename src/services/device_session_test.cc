@@ -2,12 +2,16 @@
 // write queue, `synced` after the replay, nothing live before it, admission. A fake
 // Connection stands in for the gateway (its queue drains only when the test says so); the
 // rest is real: loops, group committer, sequencer, bus, on the in-memory store fake.
+// Every test runs twice: store reads inline (the embedded store) and on reader threads (as
+// with Redis: the session's reads complete later, through its loop).
 #include "services/device_session.h"
 
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <future>
+#include <mutex>
 
 #include "bus/local/local_bus.h"
 #include "proto/server_frames.h"
@@ -72,13 +76,45 @@ class FakeConnection final : public gateway::Connection {
   uint16_t close_code_ = 0;
 };
 
-class DeviceSessionTest : public ::testing::Test {
+// The memory store, with a gate on inbox(): while held, a connect's first read waits there
+// (as a slow remote store would make it wait).
+class GatedStore final : public store::MemoryStore {
+ public:
+  Result<std::vector<std::pair<std::string, Seq>>> inbox(const DeviceRef& device) override {
+    {
+      std::unique_lock lock(mu_);
+      ++arrived_;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return !held_; });
+    }
+    return MemoryStore::inbox(device);
+  }
+  void hold(bool held) {
+    std::lock_guard lock(mu_);
+    held_ = held;
+    cv_.notify_all();
+  }
+  // Whether `n` inbox reads arrived (at the gate, if held) within 10 s.
+  bool await_arrived(int n) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 10s, [&] { return arrived_ >= n; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool held_ = false;
+  int arrived_ = 0;
+};
+
+class DeviceSessionFixture {
  protected:
-  DeviceSessionTest()
+  explicit DeviceSessionFixture(size_t read_threads)
       : loops_(1),
         admission_(loops_.size()),
         committer_(store_, true, 100000, 256, &loops_),
         directory_(store_, 1000),
+        reads_(loops_, read_threads),
         accounts_(store_, committer_, directory_, options_),
         sequencer_(loops_, store_, reads_, committer_, directory_, bus_, options_),
         presence_(loops_.context(0), store_, committer_, directory_, bus_, options_),
@@ -101,10 +137,12 @@ class DeviceSessionTest : public ::testing::Test {
     EXPECT_TRUE(r);
     conv_ = r->conversation_id;
   }
-  ~DeviceSessionTest() override {
+  virtual ~DeviceSessionFixture() {
+    store_.hold(false);  // a test that failed early may leave a read at the gate
     on_loop([&] {
       if (session_) session_->on_close();
     });
+    reads_.stop();
     committer_.stop();
     loops_.stop();
     loops_.join();
@@ -164,14 +202,14 @@ class DeviceSessionTest : public ::testing::Test {
     return 0;
   }
 
-  store::MemoryStore store_;
+  GatedStore store_;
   ServiceOptions options_;
   std::atomic<bool> draining_{false};
   Loops loops_;
   Admission admission_;
   GroupCommitter committer_;
   Directory directory_;
-  StoreReads reads_{loops_, 0};
+  StoreReads reads_;
   bus::LocalBus bus_;
   Accounts accounts_;
   Sequencer sequencer_;
@@ -183,7 +221,24 @@ class DeviceSessionTest : public ::testing::Test {
   std::shared_ptr<DeviceSession> session_;
 };
 
-TEST_F(DeviceSessionTest, ReplayIsPacedByTheQueueAndEndsWithSynced) {
+// Parameter: reader threads of StoreReads (0: inline, as on the embedded store).
+class DeviceSessionTest : public DeviceSessionFixture, public ::testing::TestWithParam<size_t> {
+ protected:
+  DeviceSessionTest() : DeviceSessionFixture(GetParam()) {}
+};
+
+INSTANTIATE_TEST_SUITE_P(Reads, DeviceSessionTest, ::testing::Values(size_t{0}, size_t{2}),
+                         [](const ::testing::TestParamInfo<size_t>& info) {
+                           return info.param == 0 ? std::string("Inline") : std::string("ReaderThreads");
+                         });
+
+// Reads on reader threads only: what a loop does while a connect waits for the store.
+class DeviceSessionOffloadedTest : public DeviceSessionFixture, public ::testing::Test {
+ protected:
+  DeviceSessionOffloadedTest() : DeviceSessionFixture(2) {}
+};
+
+TEST_P(DeviceSessionTest, ReplayIsPacedByTheQueueAndEndsWithSynced) {
   constexpr int kOffline = 300;  // sent while bob is away: seqs 2..301 (1 is the creation)
   for (int i = 0; i < kOffline; ++i) send("alice", "m" + std::to_string(i));
   constexpr size_t kLimit = 4096;  // a few dozen frames: the replay must pause many times
@@ -202,24 +257,30 @@ TEST_F(DeviceSessionTest, ReplayIsPacedByTheQueueAndEndsWithSynced) {
 
 // A store read failing in the middle of a replay closes the connection (1011) instead of
 // skipping the conversation and saying `synced` with messages missing.
-TEST_F(DeviceSessionTest, AReadFailureDuringReplayClosesInsteadOfSayingSynced) {
+TEST_P(DeviceSessionTest, AReadFailureDuringReplayClosesInsteadOfSayingSynced) {
   for (int i = 0; i < 200; ++i) send("alice", "m" + std::to_string(i));  // seqs 2..201
   connect_bob(4096);  // the replay pauses after a few dozen frames
   std::vector<std::string> frames;
-  on_loop([&] { frames = conn_->drain(); });
+  for (const auto until = std::chrono::steady_clock::now() + 10s;
+       frames.empty() && std::chrono::steady_clock::now() < until;)
+    on_loop([&] { frames = conn_->drain(); });
   ASSERT_FALSE(frames.empty());
   store_.fail_reads(true);
-  on_loop([&] {
-    session_->on_writable();  // the next page's read fails
-    for (auto& f : conn_->drain()) frames.push_back(std::move(f));
-  });
+  // The next page's read fails (with reader threads, a read already under way may still
+  // succeed first: bounded in time).
+  for (const auto until = std::chrono::steady_clock::now() + 10s;
+       conn_->close_code() == 0 && std::chrono::steady_clock::now() < until;)
+    on_loop([&] {
+      session_->on_writable();
+      for (auto& f : conn_->drain()) frames.push_back(std::move(f));
+    });
   store_.fail_reads(false);
   EXPECT_EQ(conn_->close_code(), 1011);
   for (const auto& f : frames) EXPECT_EQ(f.find(R"("type":"synced")"), std::string::npos) << f;
   EXPECT_LT(frames.size(), 201u) << "the replay stopped";
 }
 
-TEST_F(DeviceSessionTest, NothingLiveBeforeSyncedAndNothingLostAcrossIt) {
+TEST_P(DeviceSessionTest, NothingLiveBeforeSyncedAndNothingLostAcrossIt) {
   for (int i = 0; i < 100; ++i) send("alice", "old" + std::to_string(i));  // seqs 2..101
   connect_bob(2048);
   // While the replay waits for the socket, new messages are committed and published.
@@ -246,7 +307,7 @@ TEST_F(DeviceSessionTest, NothingLiveBeforeSyncedAndNothingLostAcrossIt) {
   for (size_t i = 0; i < all.size(); ++i) ASSERT_EQ(all[i], i + 1);
 }
 
-TEST_F(DeviceSessionTest, ASendBeyondTheInFlightBoundIsRefusedWithItsRef) {
+TEST_P(DeviceSessionTest, ASendBeyondTheInFlightBoundIsRefusedWithItsRef) {
   options_.max_inflight_sends_per_connection = 1;
   connect_bob(1 << 20);
   drain_until_synced();
@@ -268,6 +329,38 @@ TEST_F(DeviceSessionTest, ASendBeyondTheInFlightBoundIsRefusedWithItsRef) {
   EXPECT_NE(answers[0].find(R"("code":"overloaded")"), std::string::npos) << answers[0];
   EXPECT_NE(answers[0].find(R"("ref":"s2")"), std::string::npos) << answers[0];
   EXPECT_NE(answers[1].find(R"("client_msg_id":"s1")"), std::string::npos) << answers[1];
+}
+
+}  // namespace
+}  // namespace tern::services
+
+namespace tern::services {
+namespace {
+
+// A connect whose first store read waits (a slow remote store) does not hold its loop: other
+// work on the loop runs meanwhile, and messages published meanwhile are delivered in order
+// once the reads are done, after the replay and before nothing of it.
+TEST_F(DeviceSessionOffloadedTest, TheLoopRunsWhileAConnectWaitsForTheStore) {
+  for (int i = 0; i < 50; ++i) send("alice", "old" + std::to_string(i));  // seqs 2..51
+  store_.hold(true);
+  connect_bob(4096);  // start() returns: its inbox read waits at the gate on a reader thread
+  ASSERT_TRUE(store_.await_arrived(1)) << "the connect's inbox read never came";
+  // The loop is free: a task posted to it runs (on_loop waits at most 10 s), and the
+  // sequencer, which runs on the same loop, commits and publishes new messages.
+  std::vector<std::string> early;
+  on_loop([&] { early = conn_->drain(); });
+  EXPECT_TRUE(early.empty()) << "nothing is written before the connect's reads are done";
+  for (int i = 0; i < 5; ++i) send("alice", "meanwhile" + std::to_string(i));  // seqs 52..56
+  store_.hold(false);
+  auto frames = drain_until_synced();
+  ASSERT_FALSE(frames.empty());
+  EXPECT_NE(frames.back().find(R"("type":"synced")"), std::string::npos) << "synced comes last";
+  std::vector<Seq> seqs;
+  for (const auto& f : frames)
+    if (Seq s = seq_of(f)) seqs.push_back(s);
+  ASSERT_EQ(seqs.size(), 56u);
+  for (size_t i = 0; i < seqs.size(); ++i) ASSERT_EQ(seqs[i], i + 1) << "in order, each once";
+  EXPECT_FALSE(conn_->overflowed());
 }
 
 }  // namespace
