@@ -76,35 +76,31 @@ class FakeConnection final : public gateway::Connection {
   uint16_t close_code_ = 0;
 };
 
-// The memory store, with a gate on inbox(): while held, a connect's first read waits there
-// (as a slow remote store would make it wait).
+// The memory store, with a one-time gate on inbox(): after hold(), the next inbox read (a
+// connect's first read) waits until open(), as a slow remote store would make it wait.
 class GatedStore final : public store::MemoryStore {
  public:
   Result<std::vector<std::pair<std::string, Seq>>> inbox(const DeviceRef& device) override {
-    {
-      std::unique_lock lock(mu_);
-      ++arrived_;
-      cv_.notify_all();
-      cv_.wait(lock, [&] { return !held_; });
+    if (held_.exchange(false)) {
+      arrived_.set_value();
+      opened_.wait();
     }
     return MemoryStore::inbox(device);
   }
-  void hold(bool held) {
-    std::lock_guard lock(mu_);
-    held_ = held;
-    cv_.notify_all();
+  void hold() { held_ = true; }
+  void open() {
+    std::call_once(open_once_, [&] { open_.set_value(); });
   }
-  // Whether `n` inbox reads arrived (at the gate, if held) within 10 s.
-  bool await_arrived(int n) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, 10s, [&] { return arrived_ >= n; });
-  }
+  // Whether the held read reached the gate within 10 s.
+  bool await_arrived() { return arrived_future_.wait_for(10s) == std::future_status::ready; }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool held_ = false;
-  int arrived_ = 0;
+  std::atomic<bool> held_{false};
+  std::promise<void> arrived_;
+  std::future<void> arrived_future_ = arrived_.get_future();
+  std::promise<void> open_;
+  std::shared_future<void> opened_ = open_.get_future().share();
+  std::once_flag open_once_;
 };
 
 class DeviceSessionFixture {
@@ -138,7 +134,7 @@ class DeviceSessionFixture {
     conv_ = r->conversation_id;
   }
   virtual ~DeviceSessionFixture() {
-    store_.hold(false);  // a test that failed early may leave a read at the gate
+    store_.open();  // a test that failed early may leave a read at the gate
     on_loop([&] {
       if (session_) session_->on_close();
     });
@@ -195,6 +191,17 @@ class DeviceSessionFixture {
     return all;
   }
 
+  // `synced` last, after seqs 1..n, in order, each once.
+  static void expect_replayed_in_order(const std::vector<std::string>& frames, size_t n) {
+    ASSERT_FALSE(frames.empty());
+    EXPECT_NE(frames.back().find(R"("type":"synced")"), std::string::npos) << "synced comes last";
+    std::vector<Seq> seqs;
+    for (const auto& f : frames)
+      if (Seq s = seq_of(f)) seqs.push_back(s);
+    ASSERT_EQ(seqs.size(), n);
+    for (size_t i = 0; i < seqs.size(); ++i) ASSERT_EQ(seqs[i], i + 1) << "in order, each once";
+  }
+
   static Seq seq_of(const std::string& frame) {
     auto f = proto::parse_server_frame(frame);
     if (!f) return 0;
@@ -243,14 +250,7 @@ TEST_P(DeviceSessionTest, ReplayIsPacedByTheQueueAndEndsWithSynced) {
   for (int i = 0; i < kOffline; ++i) send("alice", "m" + std::to_string(i));
   constexpr size_t kLimit = 4096;  // a few dozen frames: the replay must pause many times
   connect_bob(kLimit);
-  auto frames = drain_until_synced();
-  ASSERT_FALSE(frames.empty());
-  EXPECT_NE(frames.back().find(R"("type":"synced")"), std::string::npos) << "synced comes last";
-  std::vector<Seq> seqs;
-  for (const auto& f : frames)
-    if (Seq s = seq_of(f)) seqs.push_back(s);
-  ASSERT_EQ(seqs.size(), static_cast<size_t>(kOffline + 1));
-  for (size_t i = 0; i < seqs.size(); ++i) ASSERT_EQ(seqs[i], i + 1) << "in order, each once";
+  expect_replayed_in_order(drain_until_synced(), kOffline + 1);
   EXPECT_FALSE(conn_->overflowed()) << "the replay must never overflow the queue it paces itself by";
   EXPECT_LE(conn_->peak(), kLimit);
 }
@@ -342,24 +342,17 @@ namespace {
 // once the reads are done, after the replay and before nothing of it.
 TEST_F(DeviceSessionOffloadedTest, TheLoopRunsWhileAConnectWaitsForTheStore) {
   for (int i = 0; i < 50; ++i) send("alice", "old" + std::to_string(i));  // seqs 2..51
-  store_.hold(true);
+  store_.hold();
   connect_bob(4096);  // start() returns: its inbox read waits at the gate on a reader thread
-  ASSERT_TRUE(store_.await_arrived(1)) << "the connect's inbox read never came";
+  ASSERT_TRUE(store_.await_arrived()) << "the connect's inbox read never came";
   // The loop is free: a task posted to it runs (on_loop waits at most 10 s), and the
   // sequencer, which runs on the same loop, commits and publishes new messages.
   std::vector<std::string> early;
   on_loop([&] { early = conn_->drain(); });
   EXPECT_TRUE(early.empty()) << "nothing is written before the connect's reads are done";
   for (int i = 0; i < 5; ++i) send("alice", "meanwhile" + std::to_string(i));  // seqs 52..56
-  store_.hold(false);
-  auto frames = drain_until_synced();
-  ASSERT_FALSE(frames.empty());
-  EXPECT_NE(frames.back().find(R"("type":"synced")"), std::string::npos) << "synced comes last";
-  std::vector<Seq> seqs;
-  for (const auto& f : frames)
-    if (Seq s = seq_of(f)) seqs.push_back(s);
-  ASSERT_EQ(seqs.size(), 56u);
-  for (size_t i = 0; i < seqs.size(); ++i) ASSERT_EQ(seqs[i], i + 1) << "in order, each once";
+  store_.open();
+  expect_replayed_in_order(drain_until_synced(), 56);
   EXPECT_FALSE(conn_->overflowed());
 }
 
