@@ -356,5 +356,24 @@ TEST_F(DeviceSessionOffloadedTest, TheLoopRunsWhileAConnectWaitsForTheStore) {
   EXPECT_FALSE(conn_->overflowed());
 }
 
+// The connection closed while its connect's reads were under way: their late result is
+// dropped (nothing written), and the read lets go of the session.
+TEST_F(DeviceSessionOffloadedTest, AConnectClosedDuringItsReadsWritesNothingLater) {
+  for (int i = 0; i < 10; ++i) send("alice", "old" + std::to_string(i));
+  store_.hold();
+  connect_bob(1 << 20);
+  ASSERT_TRUE(store_.await_arrived());
+  on_loop([&] { session_->on_close(); });
+  store_.open();
+  // The read's completion held the last other reference: it is released once it ran.
+  bool released = false;
+  for (const auto until = std::chrono::steady_clock::now() + 10s; !released && std::chrono::steady_clock::now() < until;)
+    on_loop([&] { released = session_.use_count() == 1; });
+  EXPECT_TRUE(released) << "a reference is still held after the read completed";
+  std::vector<std::string> frames;
+  on_loop([&] { frames = conn_->drain(); });
+  EXPECT_TRUE(frames.empty()) << frames.size() << " frames written after on_close";
+}
+
 }  // namespace
 }  // namespace tern::services
