@@ -9,8 +9,8 @@
 //  2. The pump reads a behind conversation's log from the store (from the device's position,
 //     a page at a time, only while the write queue is below half full) and writes it. Live
 //     notifications that arrive meanwhile only mark their conversation behind. A
-//     conversation the session has no position in yet (one with news that was not in the
-//     inbox) is marked behind too: its position is read with its first page.
+//     notification of a conversation the session has no position in yet (new since the
+//     connect) is held while that position is read, then handled as if it came then.
 //  3. When nothing is behind, `synced` goes out and the session is live: a notification whose
 //     seq is exactly the next one is written at once (no store read); anything else (a gap,
 //     or a conversation the pump is still reading) marks the conversation behind again.
@@ -19,11 +19,12 @@
 //
 // Fan-out on read (channels, large groups; see services/live_fanout.h): such conversations
 // have no inbox entries. On open the session finds them among the user's conversations (the
-// flag is in each index row), follows each in LiveFanout, then compares the head with its
-// position and marks it behind: follow first, then read its log from the position, so a
-// message committed in between is either seen by that read or delivered live. The same
-// happens when a membership changes: a kMembership notice (channel join/leave) or a system
-// message that moved a group across the threshold.
+// flag is in each index row), follows each in LiveFanout and marks it behind: follow first,
+// then read its log from the position, so a message committed in between is either seen by
+// that read or delivered live. The same happens when a membership changes: a kMembership
+// notice (channel join/leave) or a system message that moved a group across the threshold.
+// After a system message the membership is reread before anything more of that
+// conversation goes out live (the conversation is behind until then).
 //
 // Store reads (session_reads.h) go through StoreReads: inline on the embedded store, on a
 // reader thread in Redis mode so that the loop never waits on the network. At most one read
