@@ -383,26 +383,26 @@ void DeviceSession::on_page(Result<session_reads::Page>& r) {
     }
     pos = make_position(conv, p.membership.member, p.cursor);
   }
-  const Seq before = pos->sent;
   refresh_membership(*pos, p.membership);
   if (p.failure) return store_failed(p.failure->step, p.failure->error);
-  const bool caught_up = pos->sent >= pos->limit || !p.read || write_page(*pos, p.messages, page_size_);
-  if (caught_up) {
-    if (!again) behind_.erase(conv);
-  } else if (pos->sent == before) {
-    stalled_ = true;  // no room for the next frame: on_writable() resumes
-  }
+  const PageEnd end = pos->sent >= pos->limit || !p.read ? PageEnd::kCaughtUp : write_page(*pos, p.messages, page_size_);
+  // kMore: the next page follows, read from the position. It is decided by what the page
+  // held, not by whether the position moved: with reader threads the position may have
+  // moved past the whole page during its read (our own messages stepped over).
+  if (end == PageEnd::kCaughtUp && !again) behind_.erase(conv);
+  if (end == PageEnd::kNoRoom) stalled_ = true;  // the queue is not empty: on_writable() resumes
 }
 
-// Writes a page read from the store; true when the conversation caught up. Stops early
-// (false) once the write queue holds `high` bytes.
-bool DeviceSession::write_page(Position& pos, const std::vector<store::StoredMessage>& messages, size_t page) {
+// Writes a page read from the store. Stops early (kNoRoom) once the write queue holds `high`
+// bytes or the next frame does not fit.
+DeviceSession::PageEnd DeviceSession::write_page(Position& pos, const std::vector<store::StoredMessage>& messages,
+                                                 size_t page) {
   const size_t high = high_water();
   const int64_t now = now_ms();
   for (const auto& m : messages) {
-    if (m.seq > pos.limit) return true;
+    if (m.seq > pos.limit) return PageEnd::kCaughtUp;
     if (m.seq <= pos.sent) continue;
-    if (conn_->queued_bytes() >= high) return false;
+    if (conn_->queued_bytes() >= high) return PageEnd::kNoRoom;
     auto meta = proto::stored_meta(m.frame);
     pos.sent = m.seq;
     if (!meta) continue;
@@ -413,13 +413,13 @@ bool DeviceSession::write_page(Position& pos, const std::vector<store::StoredMes
     if (!frame) continue;
     if (conn_->queued_bytes() > 0 && conn_->queued_bytes() + frame->size() > conn_->queue_limit_bytes()) {
       pos.sent = m.seq - 1;  // no room for it yet: resumed by on_writable()
-      return false;
+      return PageEnd::kNoRoom;
     }
     replayed.inc();
     out_message.inc();
-    if (!write(std::make_shared<const std::string>(std::move(*frame)))) return true;
+    if (!write(std::make_shared<const std::string>(std::move(*frame)))) return PageEnd::kCaughtUp;  // closed
   }
-  return messages.size() < page || pos.sent >= pos.limit;
+  return messages.size() < page || pos.sent >= pos.limit ? PageEnd::kCaughtUp : PageEnd::kMore;
 }
 
 void DeviceSession::finish_replay() {

@@ -111,7 +111,8 @@ class DeviceSession final : public gateway::FrameHandler,
   void replay_unplaced(const std::string& conversation_id);
   void read_page(const std::string& conversation_id, size_t high);
   void on_page(Result<session_reads::Page>& r);
-  bool write_page(Position& pos, const std::vector<store::StoredMessage>& messages, size_t page);
+  enum class PageEnd { kCaughtUp, kMore, kNoRoom };
+  PageEnd write_page(Position& pos, const std::vector<store::StoredMessage>& messages, size_t page);
   void finish_replay();
   void read_receipt_list();
   void on_receipt_list(Result<std::vector<store::UserConversation>>& convs);
@@ -135,7 +136,7 @@ class DeviceSession final : public gateway::FrameHandler,
   bool pumping_ = false;
   bool opened_ = false;        // the connect's reads were applied: the replay may run
   bool reading_ = false;       // a store read is in flight (at most one)
-  bool stalled_ = false;       // the last page wrote nothing for want of room: on_writable() resumes
+  bool stalled_ = false;       // the last page stopped for want of room: on_writable() resumes
   bool reread_ = false;        // reading_page_ was marked behind during its read
   bool list_receipts_ = false;  // after `synced`: the receipt backlog is still to read
   std::string reading_page_;   // the conversation whose page is in flight

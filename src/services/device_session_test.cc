@@ -9,7 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <condition_variable>
+#include <algorithm>
 #include <future>
 #include <mutex>
 
@@ -76,31 +76,60 @@ class FakeConnection final : public gateway::Connection {
   uint16_t close_code_ = 0;
 };
 
-// The memory store, with a one-time gate on inbox(): after hold(), the next inbox read (a
-// connect's first read) waits until open(), as a slow remote store would make it wait.
-class GatedStore final : public store::MemoryStore {
+// A one-time gate in a store read, as a slow remote store would make a read wait: once
+// armed, the call after `skip` more calls waits in pass() until open().
+class Gate {
  public:
-  Result<std::vector<std::pair<std::string, Seq>>> inbox(const DeviceRef& device) override {
-    if (held_.exchange(false)) {
-      arrived_.set_value();
-      opened_.wait();
-    }
-    return MemoryStore::inbox(device);
+  void arm(int skip = 0) {
+    std::lock_guard lock(mu_);
+    armed_ = true;
+    skip_ = skip;
   }
-  void hold() { held_ = true; }
+  void pass() {
+    {
+      std::lock_guard lock(mu_);
+      if (!armed_) return;
+      if (skip_ > 0) {
+        --skip_;
+        return;
+      }
+      armed_ = false;
+    }
+    arrived_.set_value();
+    opened_.wait();
+  }
   void open() {
     std::call_once(open_once_, [&] { open_.set_value(); });
   }
-  // Whether the held read reached the gate within 10 s.
+  // Whether the held call reached the gate within 10 s.
   bool await_arrived() { return arrived_future_.wait_for(10s) == std::future_status::ready; }
 
  private:
-  std::atomic<bool> held_{false};
+  std::mutex mu_;
+  bool armed_ = false;
+  int skip_ = 0;
   std::promise<void> arrived_;
   std::future<void> arrived_future_ = arrived_.get_future();
   std::promise<void> open_;
   std::shared_future<void> opened_ = open_.get_future().share();
   std::once_flag open_once_;
+};
+
+// The memory store with a gate on inbox() (a connect's first read) and one on
+// read_messages() (replay pages).
+class GatedStore final : public store::MemoryStore {
+ public:
+  Result<std::vector<std::pair<std::string, Seq>>> inbox(const DeviceRef& device) override {
+    inbox_gate.pass();
+    return MemoryStore::inbox(device);
+  }
+  Result<std::vector<store::StoredMessage>> read_messages(const std::string& conversation_id, Seq after_seq,
+                                                          size_t limit) override {
+    page_gate.pass();
+    return MemoryStore::read_messages(conversation_id, after_seq, limit);
+  }
+  Gate inbox_gate;
+  Gate page_gate;
 };
 
 class DeviceSessionFixture {
@@ -134,7 +163,8 @@ class DeviceSessionFixture {
     conv_ = r->conversation_id;
   }
   virtual ~DeviceSessionFixture() {
-    store_.open();  // a test that failed early may leave a read at the gate
+    store_.inbox_gate.open();  // a test that failed early may leave a read at a gate
+    store_.page_gate.open();
     on_loop([&] {
       if (session_) session_->on_close();
     });
@@ -342,16 +372,16 @@ namespace {
 // once the reads are done, after the replay and before nothing of it.
 TEST_F(DeviceSessionOffloadedTest, TheLoopRunsWhileAConnectWaitsForTheStore) {
   for (int i = 0; i < 50; ++i) send("alice", "old" + std::to_string(i));  // seqs 2..51
-  store_.hold();
+  store_.inbox_gate.arm();
   connect_bob(4096);  // start() returns: its inbox read waits at the gate on a reader thread
-  ASSERT_TRUE(store_.await_arrived()) << "the connect's inbox read never came";
+  ASSERT_TRUE(store_.inbox_gate.await_arrived()) << "the connect's inbox read never came";
   // The loop is free: a task posted to it runs (on_loop waits at most 10 s), and the
   // sequencer, which runs on the same loop, commits and publishes new messages.
   std::vector<std::string> early;
   on_loop([&] { early = conn_->drain(); });
   EXPECT_TRUE(early.empty()) << "nothing is written before the connect's reads are done";
   for (int i = 0; i < 5; ++i) send("alice", "meanwhile" + std::to_string(i));  // seqs 52..56
-  store_.open();
+  store_.inbox_gate.open();
   expect_replayed_in_order(drain_until_synced(), 56);
   EXPECT_FALSE(conn_->overflowed());
 }
@@ -360,11 +390,11 @@ TEST_F(DeviceSessionOffloadedTest, TheLoopRunsWhileAConnectWaitsForTheStore) {
 // dropped (nothing written), and the read lets go of the session.
 TEST_F(DeviceSessionOffloadedTest, AConnectClosedDuringItsReadsWritesNothingLater) {
   for (int i = 0; i < 10; ++i) send("alice", "old" + std::to_string(i));
-  store_.hold();
+  store_.inbox_gate.arm();
   connect_bob(1 << 20);
-  ASSERT_TRUE(store_.await_arrived());
+  ASSERT_TRUE(store_.inbox_gate.await_arrived());
   on_loop([&] { session_->on_close(); });
-  store_.open();
+  store_.inbox_gate.open();
   // The read's completion held the last other reference: it is released once it ran.
   bool released = false;
   for (const auto until = std::chrono::steady_clock::now() + 10s; !released && std::chrono::steady_clock::now() < until;)
@@ -373,6 +403,45 @@ TEST_F(DeviceSessionOffloadedTest, AConnectClosedDuringItsReadsWritesNothingLate
   std::vector<std::string> frames;
   on_loop([&] { frames = conn_->drain(); });
   EXPECT_TRUE(frames.empty()) << frames.size() << " frames written after on_close";
+}
+
+// With reader threads the position can move during a page's read: here the device's own
+// message, sent while the page that holds it is read, is stepped over, so the whole page is
+// behind the position when it lands. The replay goes on with the next page and ends with
+// `synced` by itself, not waiting for an on_writable() that an unfilled queue never brings.
+TEST_F(DeviceSessionOffloadedTest, APageOvertakenDuringItsReadDoesNotStallTheReplay) {
+  options_.replay_page = 1;  // one message per page
+  send("alice", "a");        // seq 2 (1 is the creation)
+  store_.page_gate.arm(2);   // pages: [1], [2], then the read after seq 2 waits
+  connect_bob(1 << 20);
+  ASSERT_TRUE(store_.page_gate.await_arrived());
+  // Bob's own message takes seq 3 while that read waits.
+  on_loop([&] {
+    session_->on_text(R"({"type":"send","client_msg_id":"own","conversation_id":")" + conv_ + R"(","body":"aGk="})");
+  });
+  std::vector<std::string> frames;
+  auto have = [&](const char* type) {
+    return std::any_of(frames.begin(), frames.end(),
+                       [&](const std::string& f) { return f.find(type) != std::string::npos; });
+  };
+  for (const auto until = std::chrono::steady_clock::now() + 10s;
+       !have(R"("type":"sent")") && std::chrono::steady_clock::now() < until;)
+    on_loop([&] {
+      for (auto& f : conn_->drain()) frames.push_back(std::move(f));
+    });
+  ASSERT_TRUE(have(R"("type":"sent")"));
+  store_.page_gate.open();
+  // Only drains from here on: no on_writable() (the queue never reached its limit).
+  for (const auto until = std::chrono::steady_clock::now() + 10s;
+       !have(R"("type":"synced")") && std::chrono::steady_clock::now() < until;)
+    on_loop([&] {
+      for (auto& f : conn_->drain()) frames.push_back(std::move(f));
+    });
+  EXPECT_TRUE(have(R"("type":"synced")")) << "the replay stalled";
+  std::vector<Seq> seqs;
+  for (const auto& f : frames)
+    if (Seq s = seq_of(f)) seqs.push_back(s);
+  EXPECT_EQ(seqs, (std::vector<Seq>{1, 2})) << "its own message is not sent back to it";
 }
 
 }  // namespace
