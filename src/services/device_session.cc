@@ -223,7 +223,10 @@ void DeviceSession::on_notification(const std::shared_ptr<const bus::Notificatio
   }
   const std::string& conv = n->conversation_id;
   if (n->kind == bus::Notification::Kind::kMembership) {
+    // Nothing of the conversation goes out live until the membership was reread (a channel
+    // left: its posts stop at the removal).
     request_recheck(conv);
+    if (position(conv)) mark_behind(conv);
     return pump();
   }
   Position* pos = position(conv);
