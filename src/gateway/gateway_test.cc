@@ -146,9 +146,30 @@ class TestService : public ServiceInterface {
   }
   std::atomic<int> unfinished_sinks{0};
 
-  Result<DeviceRef> authenticate(const std::string& token) override {
-    if (token == "good") return DeviceRef{"alice", 1};
-    return make_error(ErrorCode::kUnauthorized, "bad token");
+  // "good" is answered at once, on the session's loop. "later" is held until the test calls
+  // answer_held(), then answered from another thread: a token check that reads a remote
+  // store answers like that.
+  void authenticate(const std::string& token, AuthDone done) override {
+    if (token == "later") {
+      std::lock_guard lock(mu_);
+      held_.push_back(std::move(done));
+      return;
+    }
+    if (token == "good") return done(DeviceRef{"alice", 1});
+    done(make_error(ErrorCode::kUnauthorized, "bad token"));
+  }
+  size_t held() {
+    std::lock_guard lock(mu_);
+    return held_.size();
+  }
+  // Answers every held check as valid, from a thread that is not a loop (joined with the
+  // repliers).
+  void answer_held() {
+    std::lock_guard lock(mu_);
+    repliers_.emplace_back([held = std::move(held_)] {
+      for (const auto& done : held) done(DeviceRef{"alice", 1});
+    });
+    held_.clear();
   }
 
   std::shared_ptr<FrameHandler> open(std::shared_ptr<Connection> connection, DeviceRef device) override {
@@ -223,6 +244,7 @@ class TestService : public ServiceInterface {
   std::map<uint64_t, int> closes_;
   std::weak_ptr<Connection> last_;
   std::vector<std::thread> repliers_;
+  std::vector<AuthDone> held_;
   std::vector<std::thread::id> loop_threads_;
   std::map<uint64_t, size_t> loop_indexes_;
 };
@@ -467,6 +489,11 @@ class RawClient {
     return read_until("\r\n\r\n").rfind("HTTP/1.1 101", 0) == 0;
   }
   bool ended() const { return ended_; }
+  void close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.close();
+  }
 
  private:
   net::io_context ioc_;
@@ -538,6 +565,7 @@ class GatewayTest : public ::testing::Test {
   }
 
   void TearDown() override {
+    service_.answer_held();  // a test that failed early may leave a check unanswered
     service_.join_repliers();
     if (listener_) {
       listener_->stop_accepting();
@@ -1249,6 +1277,78 @@ TEST_F(GatewayTest, RawHandshakeAnswersAcceptKeyAndTakesEarlyFrames) {
   EXPECT_EQ(static_cast<uint8_t>(got[end]), 0x81);
   EXPECT_EQ(static_cast<uint8_t>(got[end + 1]), 5);
   EXPECT_EQ(got.substr(end + 2, 5), "early");
+}
+
+// The token check answers later, from another thread (as a remote store read does): the
+// session reads nothing meanwhile, then upgrades with the bytes that came after the request.
+TEST_F(GatewayTest, UpgradeCompletesWhenTheTokenCheckAnswersFromAnotherThread) {
+  start();
+  RawClient c;
+  ASSERT_TRUE(c.connect(port_));
+  ASSERT_TRUE(c.write("GET /v1/ws?token=later HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n" +
+                      text_frame("early")));
+  ASSERT_TRUE(wait_until([&] { return service_.held() == 1; }));
+  EXPECT_EQ(listener_->unauthenticated_connections(), 1u) << "not authenticated before the answer";
+  EXPECT_EQ(listener_->authenticated_connections(), 0u);
+  EXPECT_EQ(service_.opens(), 0);
+  service_.answer_held();
+  const std::string got = c.read_until("early");
+  EXPECT_EQ(got.rfind("HTTP/1.1 101", 0), 0u) << got;
+  EXPECT_NE(got.find("early"), std::string::npos) << got;
+  EXPECT_EQ(service_.opens(), 1);
+  EXPECT_EQ(listener_->authenticated_connections(), 1u);
+  EXPECT_EQ(listener_->unauthenticated_connections(), 0u);
+  EXPECT_EQ(service_.wrong_thread.load(), 0) << "the frame was handled on the connection's loop";
+}
+
+// The client gave up while its token was being checked: the late answer finds a dead socket;
+// nothing crashes and every budget is given back (TearDown checks the counts too).
+TEST_F(GatewayTest, ClientGoneBeforeTheTokenCheckAnswers) {
+  start();
+  {
+    RawClient c;
+    ASSERT_TRUE(c.connect(port_));
+    ASSERT_TRUE(c.write("GET /v1/ws?token=later HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                        "Sec-WebSocket-Version: 13\r\n\r\n"));
+    ASSERT_TRUE(wait_until([&] { return service_.held() == 1; }));
+    c.close();
+  }
+  // An HTTP request whose first bearer token is held the same way.
+  {
+    HttpClient h;
+    ASSERT_TRUE(h.connect(port_));
+    std::thread asker([&] { (void)h.request(http::verb::get, "/x", "", "later"); });
+    ASSERT_TRUE(wait_until([&] { return service_.held() == 2; }));
+    service_.answer_held();
+    asker.join();
+  }
+  EXPECT_TRUE(wait_until([&] {
+    return listener_->connections() == 0 && listener_->authenticated_connections() == 0 &&
+           listener_->unauthenticated_connections() == 0;
+  })) << listener_->connections();
+  EXPECT_EQ(service_.opens(), service_.closes());
+}
+
+// A request's first bearer token, checked later from another thread: the request is served
+// after the answer and the connection counts as authenticated.
+TEST_F(GatewayTest, HttpBearerCheckedLaterAuthenticatesTheConnection) {
+  start();
+  HttpClient c;
+  ASSERT_TRUE(c.connect(port_));
+  std::optional<http::response<http::string_body>> res;
+  std::thread asker([&] { res = c.request(http::verb::get, "/x", "", "later"); });
+  ASSERT_TRUE(wait_until([&] { return service_.held() == 1; }));
+  EXPECT_EQ(listener_->authenticated_connections(), 0u);
+  service_.answer_held();
+  asker.join();
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->result_int(), 200);
+  EXPECT_NE(res->body().find("bearer=later"), std::string::npos) << res->body();
+  EXPECT_TRUE(wait_until([&] { return listener_->authenticated_connections() == 1; }));
+  EXPECT_EQ(listener_->unauthenticated_connections(), 0u);
 }
 
 TEST_F(GatewayTest, PingGetsPongAndPeerCloseIsEchoed) {

@@ -272,10 +272,15 @@ void BasicHttpSession<Stream>::handle_request() {
       beast::iequals(trim(req[http::field::upgrade]), "websocket"))
     return upgrade(std::move(req), query, bearer);
 
-  if (!authenticate_bearer(bearer)) return;
-
   HttpRequest request = request_head(req.base());
   request.body = std::move(req.body());
+  authenticate_bearer(bearer, [self = self(), request = std::move(request)]() mutable {
+    self->serve(std::move(request));
+  });
+}
+
+template <class Stream>
+void BasicHttpSession<Stream>::serve(HttpRequest request) {
   HttpReply reply = make_reply();
   try {
     ctx_->service.handle_http(std::move(request), reply);
@@ -301,22 +306,38 @@ HttpReply BasicHttpSession<Stream>::make_reply() {
 }
 
 template <class Stream>
-bool BasicHttpSession<Stream>::authenticate_bearer(const std::string& bearer) {
-  // The first bearer token on a connection decides whether it counts as authenticated.
-  if (!slot_.is_authenticated() && !auth_tried_ && !bearer.empty()) {
-    auth_tried_ = true;
-    bool valid = false;
-    try {
-      valid = ctx_->service.authenticate(bearer).ok();
-    } catch (...) {
-      valid = false;  // the service answers the request itself
-    }
-    if (valid && !authenticate_connection()) {
-      write_error(503, code_name(ErrorCode::kOverloaded), "too many connections", true);
-      return false;
-    }
+void BasicHttpSession<Stream>::check_token(const std::string& token, TokenChecked then) {
+  // Once: a service that throws after answering (or answers twice) is not asked again.
+  auto answered = std::make_shared<std::atomic<bool>>(false);
+  auto next = std::make_shared<TokenChecked>(std::move(then));
+  auto done = [self = self(), answered, next](Result<DeviceRef> r) {
+    if (answered->exchange(true)) return;
+    // Inline when the service answered at once on this loop; else posted back to it.
+    net::dispatch(self->executor_, [next, r = std::move(r)]() mutable { (*next)(std::move(r)); });
+  };
+  try {
+    ctx_->service.authenticate(token, std::move(done));
+  } catch (const std::exception& e) {
+    spdlog::error("event=handler_exception where=authenticate session={} what=\"{}\"", id_, e.what());
+    if (!answered->exchange(true)) (*next)(std::nullopt);
+  } catch (...) {
+    spdlog::error("event=handler_exception where=authenticate session={} what=unknown", id_);
+    if (!answered->exchange(true)) (*next)(std::nullopt);
   }
-  return true;
+}
+
+template <class Stream>
+void BasicHttpSession<Stream>::authenticate_bearer(const std::string& bearer, std::function<void()> next) {
+  // The first bearer token on a connection decides whether it counts as authenticated.
+  if (slot_.is_authenticated() || auth_tried_ || bearer.empty()) return next();
+  auth_tried_ = true;
+  check_token(bearer, [self = self(), next = std::move(next)](std::optional<Result<DeviceRef>> device) {
+    // Invalid (or the service threw): the request goes on unauthenticated; the service
+    // answers it itself.
+    if (device && device->ok() && !self->authenticate_connection())
+      return self->write_error(503, code_name(ErrorCode::kOverloaded), "too many connections", true);
+    next();
+  });
 }
 
 template <class Stream>
@@ -358,13 +379,22 @@ bool BasicHttpSession<Stream>::maybe_stream() {
   ctx_->metrics.http_requests.inc();
   version_ = h.version();
   keep_alive_ = h.keep_alive();
-  if (!authenticate_bearer(head.bearer_token)) return true;
   busy_ = true;
+  const std::string bearer = std::move(head.bearer_token);
+  authenticate_bearer(bearer, [self = self(), decision = std::move(decision)]() mutable {
+    self->stream_body(std::move(decision));
+  });
+  return true;
+}
+
+template <class Stream>
+void BasicHttpSession<Stream>::stream_body(BodyDecision decision) {
+  const auto& h = parser_->get();
   if (auto* refuse = std::get_if<HttpResponse>(&decision)) {
     // Answered before the body is read: the connection cannot be reused (the body follows).
     stream_.expires_never();
     write_response(std::move(*refuse), true);
-    return true;
+    return;
   }
   sink_ = std::move(std::get<std::shared_ptr<BodySink>>(decision));
   const bool expect_continue = beast::iequals(h[http::field::expect], "100-continue");
@@ -381,10 +411,9 @@ bool BasicHttpSession<Stream>::maybe_stream() {
                        }
                        self->read_stream();
                      });
-    return true;
+    return;
   }
   read_stream();
-  return true;
 }
 
 template <class Stream>
@@ -454,14 +483,17 @@ void BasicHttpSession<Stream>::upgrade(Request request, const std::string& query
   if (token.empty())
     return write_error(401, code_name(ErrorCode::kUnauthorized), "missing token", false);
 
-  std::optional<Result<DeviceRef>> device;
-  try {
-    device.emplace(ctx_->service.authenticate(token));
-  } catch (const std::exception& e) {
-    spdlog::error("event=handler_exception where=authenticate session={} what=\"{}\"", id_, e.what());
-  } catch (...) {
-    spdlog::error("event=handler_exception where=authenticate session={} what=unknown", id_);
-  }
+  // Nothing is read from the socket until the service answered (busy_ holds a shutdown
+  // back until then).
+  check_token(token, [self = self(), accept = ws::accept_key(key)](std::optional<Result<DeviceRef>> device) {
+    self->on_upgrade_checked(std::move(device), accept);
+  });
+}
+
+template <class Stream>
+void BasicHttpSession<Stream>::on_upgrade_checked(std::optional<Result<DeviceRef>> device, const std::string& accept) {
+  // The server began shutting down while the token was checked: no new WebSocket.
+  if (close_after_response_) return close_socket();
   if (!device) return write_error(500, code_name(ErrorCode::kInternal), "internal error", false);
   if (!device->ok()) return write_error(401, code_name(ErrorCode::kUnauthorized), "bad token", false);
 
@@ -475,7 +507,6 @@ void BasicHttpSession<Stream>::upgrade(Request request, const std::string& query
   busy_ = false;
   const auto pending = buffer_.data();
   std::string early(static_cast<const char*>(pending.data()), pending.size());
-  const std::string accept = ws::accept_key(key);
   buffer_.clear();
   buffer_.shrink_to_fit();
   std::shared_ptr<WebSocketSession> ws;

@@ -8,8 +8,9 @@
 // Threading: runs on the connection's loop (the socket's executor: the loop's io_context,
 // or a strand of it when that io_context is shared by several threads). run() and
 // shutdown() may be called from any thread. ServiceInterface::handle_http and
-// ::authenticate are called on that loop; the HttpReply may be invoked from any thread
-// (the response is posted back onto the loop before it is written).
+// ::authenticate are called on that loop; the HttpReply and authenticate's answer may be
+// invoked from any thread (posted back onto the loop before they are used; nothing is read
+// from the socket while a token is being checked).
 //
 // Behaviour:
 //  - One request at a time: the next one is read only after the response is written, so
@@ -111,7 +112,16 @@ class BasicHttpSession final : public Session {
   void close_socket();
   // Streaming (see the header comment). maybe_stream() is true when it took the request.
   bool maybe_stream();
-  bool authenticate_bearer(const std::string& bearer);
+  // Asks the service about a token; `then` runs on this session's loop, once, with the
+  // answer (nullopt: the service threw).
+  using TokenChecked = std::function<void(std::optional<Result<DeviceRef>>)>;
+  void check_token(const std::string& token, TokenChecked then);
+  // The first bearer token of a connection authenticates it; then `next` (not when 503 was
+  // written because the authenticated budget is full).
+  void authenticate_bearer(const std::string& bearer, std::function<void()> next);
+  void on_upgrade_checked(std::optional<Result<DeviceRef>> device, const std::string& accept);
+  void serve(HttpRequest request);       // hands a whole request to the service
+  void stream_body(BodyDecision decision);  // maybe_stream() after the bearer check
   HttpReply make_reply();  // the service's answer, posted back onto this session's loop  // false: over max_connections (503 written)
   HttpRequest request_head(const boost::beast::http::request_header<>& h) const;
   void read_stream();

@@ -135,7 +135,11 @@ class ServiceInterface {
   // Checks the token of a WebSocket upgrade before it is accepted (failure → HTTP 401).
   // Also called once for the first bearer token on a plain HTTP connection, to count the
   // connection as authenticated (see GatewayOptions::max_unauthenticated_connections).
-  virtual Result<DeviceRef> authenticate(const std::string& token) = 0;
+  // Called on the HTTP session's loop; `done` runs exactly once, inline or later from any
+  // thread (a check that reads a remote store answers from another thread, so that the loop
+  // does not wait). The session reads nothing from its socket until then.
+  using AuthDone = std::function<void(Result<DeviceRef>)>;
+  virtual void authenticate(const std::string& token, AuthDone done) = 0;
   // The upgrade completed: returns the handler for the connection's frames. Runs on the
   // connection's loop; send() may be called from here already. A null handler closes the
   // connection with 1011.

@@ -49,8 +49,8 @@ AdminApi::AdminApi(ServiceContext& ctx, const std::string& admin_token, std::fun
       queues_(std::move(queues)),
       last_stats_us_(mono_us()) {}
 
-Result<DeviceRef> AdminApi::authenticate(const std::string&) {
-  return make_error(ErrorCode::kUnauthorized, "no WebSocket on the admin endpoint");
+void AdminApi::authenticate(const std::string&, AuthDone done) {
+  done(make_error(ErrorCode::kUnauthorized, "no WebSocket on the admin endpoint"));
 }
 
 std::shared_ptr<gateway::FrameHandler> AdminApi::open(std::shared_ptr<gateway::Connection>, DeviceRef) { return nullptr; }

@@ -36,7 +36,7 @@ class AdminApi final : public gateway::ServiceInterface {
            std::function<void(boost::json::object&)> queues = nullptr);
 
   void handle_http(gateway::HttpRequest request, gateway::HttpReply reply) override;
-  Result<DeviceRef> authenticate(const std::string& token) override;
+  void authenticate(const std::string& token, AuthDone done) override;
   std::shared_ptr<gateway::FrameHandler> open(std::shared_ptr<gateway::Connection> connection, DeviceRef device) override;
 
  private:

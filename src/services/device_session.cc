@@ -36,8 +36,6 @@ Counter& overloaded_refusals = MetricsRegistry::global().counter(
 Counter* const in_by_type[] = {&frames_in.with("send"), &frames_in.with("ack"), &frames_in.with("read"),
                                &frames_in.with("typing"), &frames_in.with("presence_subscribe")};
 
-constexpr Seq kNoLimit = std::numeric_limits<Seq>::max();
-
 }  // namespace
 
 DeviceSession::DeviceSession(ServiceContext& ctx, std::shared_ptr<gateway::Connection> connection, DeviceRef device)
@@ -48,39 +46,61 @@ DeviceSession::DeviceSession(ServiceContext& ctx, std::shared_ptr<gateway::Conne
       bucket_(ctx.options.send_rate_per_sec, ctx.options.send_burst, mono_us()),
       frame_bucket_(ctx.options.frame_rate_per_sec, ctx.options.frame_burst, mono_us()) {}
 
+template <typename T>
+void DeviceSession::read(std::function<Result<T>()> fn, void (DeviceSession::*apply)(Result<T>&)) {
+  reading_ = true;
+  auto done = [self = shared_from_this(), apply](Result<T> r) {
+    self->reading_ = false;
+    if (self->closed_) return;
+    ((*self).*apply)(r);
+    // Inline (embedded store) this runs inside the pump, which goes on by itself.
+    if (!self->pumping_ && !self->stalled_) self->pump();
+  };
+  if (loop_ == Loops::kNone) return done(fn());
+  ctx_.reads.run<T>(loop_, std::move(fn), std::move(done));
+}
+
 void DeviceSession::start() {
   // Attach before reading the inbox: a message committed in between is both notified and
   // (maybe) read from the store; the position check drops the repeat.
   const size_t online = ctx_.bus.attach(device_, shared_from_this());
   ctx_.presence.device_attached(device_.user, online);
-  auto inbox = ctx_.store.inbox(device_);
-  if (!inbox) {
+  read<session_reads::Opening>(
+      [&ctx = ctx_, device = device_]() -> Result<session_reads::Opening> {
+        return session_reads::read_opening(ctx, device);
+      },
+      &DeviceSession::on_opened);
+}
+
+void DeviceSession::on_opened(Result<session_reads::Opening>& r) {
+  if (!r) return store_failed("queue", r.error());  // the reader threads' queue is full
+  session_reads::Opening& o = *r;
+  const std::string_view failed = o.failure ? o.failure->step : std::string_view();
+  if (failed == "inbox") {
     spdlog::error("event=inbox_read_failed user={} device={} error=\"{}\"", device_.user, device_.device,
-                  inbox.error().message);
+                  o.failure->error.message);
     conn_->close(1011, "store unavailable");
     return;
   }
-  // A device low on one-time prekeys hears it on every connect until it refills.
-  if (ctx_.keys)
-    if (auto low = ctx_.keys->low_frame(device_)) {
-      out_event.inc();
-      write(std::make_shared<const std::string>(std::move(*low)));
-    }
-  for (const auto& [conv, latest] : *inbox) {
-    Position* pos = position(conv);
-    if (pos && latest > pos->sent) behind_.insert(conv);
+  if (o.low_prekeys) {
+    out_event.inc();
+    write(std::make_shared<const std::string>(std::move(*o.low_prekeys)));
   }
-  // Read-side conversations have no inbox entries: follow them, then compare head and cursor.
-  auto convs = ctx_.store.user_conversations(device_.user);
-  if (!convs) {
+  for (size_t i = 0; i < o.rows.size(); ++i) {
+    const auto& rows = o.rows[i];
+    if (rows.membership.kind != session_reads::Membership::Kind::kMember || rows.failed()) continue;
+    Position* pos = make_position(rows.conversation_id, rows.membership.member, rows.cursor);
+    if (o.inbox[i].second > pos->sent) mark_behind(rows.conversation_id);
+  }
+  if (failed == "user_index") {
     spdlog::error("event=user_index_read_failed user={} device={} error=\"{}\"", device_.user, device_.device,
-                  convs.error().message);
+                  o.failure->error.message);
     conn_->close(1011, "store unavailable");
     return;
   }
-  for (const auto& uc : *convs)
-    if (uc.fanout_on_read && uc.left_seq == 0) follow(uc.conversation_id, true);
-  pump();
+  if (o.failure) return store_failed(o.failure->step, o.failure->error);
+  for (const auto& conv : o.follow) follow(conv, true);
+  opened_ = true;
 }
 
 void DeviceSession::follow(const std::string& conversation_id, bool on) {
@@ -95,38 +115,48 @@ void DeviceSession::follow(const std::string& conversation_id, bool on) {
     ctx_.fanout.subscribe(loop_, conversation_id, shared_from_this());
     following_.push_back(conversation_id);
   }
-  Position* pos = position(conversation_id);
-  if (!pos) return;
-  auto head = ctx_.store.head(conversation_id);
-  if (head && *head > pos->sent) behind_.insert(conversation_id);
+  // Followed first, read after: the pump's page read sees what came before the subscription.
+  mark_behind(conversation_id);
 }
 
-// After a membership change: follow the conversation live iff it fans out on read and the
-// user is in it now.
-void DeviceSession::recheck_following(const std::string& conversation_id) {
-  if (auto it = positions_.find(conversation_id); it != positions_.end()) refresh_membership(conversation_id, it->second);
-  auto row = ctx_.store.user_conversation(device_.user, conversation_id);
-  const bool on = row && *row && (*row)->fanout_on_read && (*row)->left_seq == 0;
-  follow(conversation_id, on);
-  if (on && live_) pump();
+void DeviceSession::mark_behind(const std::string& conversation_id) {
+  behind_.insert(conversation_id);
+  if (reading_ && conversation_id == reading_page_) reread_ = true;
+}
+
+// After a membership change: the position's membership is reread, and the conversation is
+// followed live iff it fans out on read and the user is in it now (the pump does the read).
+void DeviceSession::request_recheck(const std::string& conversation_id) {
+  if (std::find(rechecks_.begin(), rechecks_.end(), conversation_id) == rechecks_.end())
+    rechecks_.push_back(conversation_id);
+}
+
+void DeviceSession::read_recheck() {
+  std::string conv = std::move(rechecks_.front());
+  rechecks_.erase(rechecks_.begin());
+  read<session_reads::Recheck>(
+      [&ctx = ctx_, user = device_.user, conv]() -> Result<session_reads::Recheck> {
+        return session_reads::read_recheck(ctx, user, conv);
+      },
+      &DeviceSession::on_recheck);
+}
+
+void DeviceSession::on_recheck(Result<session_reads::Recheck>& result) {
+  if (!result) return store_failed("queue", result.error());  // the reader threads' queue is full
+  session_reads::Recheck& r = *result;
+  if (Position* pos = position(r.conversation_id)) refresh_membership(*pos, r.membership);
+  follow(r.conversation_id, r.follow);
 }
 
 DeviceSession::Position* DeviceSession::position(const std::string& conversation_id) {
-  if (auto it = positions_.find(conversation_id); it != positions_.end()) return &it->second;
-  auto conv = ctx_.directory.conversation(conversation_id);
-  if (!conv) return store_failed("conversation", conv.error()), nullptr;
-  if (!*conv) return nullptr;
-  auto member = ctx_.directory.member(**conv, device_.user);
-  if (!member) return store_failed("member", member.error()), nullptr;
-  if (!*member) return nullptr;
-  const store::Member* m = &**member;
-  auto cursor = ctx_.store.cursor(device_, conversation_id);
-  if (!cursor) return store_failed("cursor", cursor.error()), nullptr;
-  Position pos;
-  pos.floor = m->joined_seq - 1;
-  pos.limit = m->active() ? kNoLimit : m->left_seq;
+  auto it = positions_.find(conversation_id);
+  return it == positions_.end() ? nullptr : &it->second;
+}
+
+DeviceSession::Position* DeviceSession::make_position(const std::string& conversation_id, const store::Member& m,
+                                                      Seq cursor) {
   // An ack still on its way to the store counts too (the device may reconnect faster).
-  pos.sent = std::max({*cursor, pos.floor, ctx_.sequencer.pending_ack(device_, conversation_id)});
+  const Position pos = session_reads::new_window(m, cursor, ctx_.sequencer.pending_ack(device_, conversation_id));
   return &positions_.emplace(conversation_id, pos).first->second;
 }
 
@@ -141,22 +171,11 @@ void DeviceSession::store_failed(std::string_view step, const Error& error) {
   conn_->close(1011, "store unavailable");
 }
 
-void DeviceSession::refresh_membership(const std::string& conversation_id, Position& pos) {
-  auto conv = ctx_.directory.conversation(conversation_id);
-  if (!conv || !*conv) return;
-  auto member = ctx_.directory.member(**conv, device_.user);
-  if (!member) return;
-  if (!*member) {
-    pos.limit = 0;
-    return;
-  }
-  const store::Member* m = &**member;
-  const Seq floor = m->joined_seq - 1;
-  if (floor > pos.floor) {  // re-added after a removal: a new era starts
-    pos.floor = floor;
-    pos.sent = std::max(pos.sent, floor);
-  }
-  pos.limit = m->active() ? kNoLimit : m->left_seq;
+// A membership row that could not be read (or a conversation gone) leaves the position as is.
+void DeviceSession::refresh_membership(Position& pos, const session_reads::Membership& m) {
+  using Kind = session_reads::Membership::Kind;
+  if (m.kind == Kind::kNone) pos.limit = 0;
+  if (m.kind == Kind::kMember) pos = session_reads::apply_membership(pos, m.member);
 }
 
 bool DeviceSession::write(std::shared_ptr<const std::string> frame) {
@@ -202,81 +221,193 @@ void DeviceSession::on_notification(const std::shared_ptr<const bus::Notificatio
     write(n->frame);
     return;
   }
-  if (n->kind == bus::Notification::Kind::kMembership) return recheck_following(n->conversation_id);
-  // A system message may have moved a group across the fan-out threshold.
-  if (n->system) recheck_following(n->conversation_id);
-  Position* pos = position(n->conversation_id);
-  if (!pos || n->seq <= pos->sent) return;
-  const bool next = n->seq == pos->sent + 1 && n->seq <= pos->limit;
-  if (n->origin == device_) {  // our own message, sent to the whole conversation: step over it
-    if (next) pos->sent = n->seq;
+  const std::string& conv = n->conversation_id;
+  if (n->kind == bus::Notification::Kind::kMembership) {
+    // Nothing of the conversation goes out live until the membership was reread (a channel
+    // left: its posts stop at the removal).
+    request_recheck(conv);
+    if (position(conv)) mark_behind(conv);
+    return pump();
+  }
+  Position* pos = position(conv);
+  if (!pos) {
+    // No position yet: it is read first (the pump), then the notification is handled as if
+    // it came then. Bounded: past kMaxUnplaced the conversation is only marked behind (its
+    // log is read from the position instead).
+    if (unplaced_.size() < kMaxUnplaced)
+      unplaced_.push_back(n);
+    else
+      mark_behind(conv);
+    return pump();
+  }
+  // A system message may change the membership or move a group across the fan-out
+  // threshold: reread (the pump), and nothing more of the conversation goes out live until
+  // then.
+  if (n->system) request_recheck(conv);
+  deliver(*n, *pos);
+  if (n->system) {
+    mark_behind(conv);
+    pump();
+  }
+}
+
+void DeviceSession::deliver(const bus::Notification& n, Position& pos) {
+  if (n.seq <= pos.sent) return;
+  const bool next = n.seq == pos.sent + 1 && n.seq <= pos.limit;
+  if (n.origin == device_) {  // our own message, sent to the whole conversation: step over it
+    if (next) pos.sent = n.seq;
     return;
   }
-  if (live_ && next && !behind_.count(n->conversation_id)) {
-    std::shared_ptr<const std::string> frame = n->frame;
-    if (n->per_device) {
-      auto rendered = proto::render_message_for(*n->frame, device_);
+  if (live_ && next && !behind_.count(n.conversation_id)) {
+    std::shared_ptr<const std::string> frame = n.frame;
+    if (n.per_device) {
+      auto rendered = proto::render_message_for(*n.frame, device_);
       if (!rendered) return;
       frame = std::make_shared<const std::string>(std::move(*rendered));
     }
-    pos->sent = n->seq;
-    if (n->system) refresh_membership(n->conversation_id, *pos);
+    pos.sent = n.seq;
     out_message.inc();
     // 0: sequenced on another node (a monotonic clock does not cross processes): not measured.
-    if (n->send_started_us > 0)
-      send_to_delivered.observe(static_cast<double>(mono_us() - n->send_started_us) / 1e6);
+    if (n.send_started_us > 0)
+      send_to_delivered.observe(static_cast<double>(mono_us() - n.send_started_us) / 1e6);
     write(std::move(frame));
     return;
   }
-  behind_.insert(n->conversation_id);
+  mark_behind(n.conversation_id);
   if (live_) pump();
 }
 
 void DeviceSession::on_writable() { pump(); }
 
+// The one place that starts store reads, one at a time, in this order: positions of held
+// notifications, membership rechecks, replay pages (while the write queue is below `high`),
+// `synced`, receipts. Inline reads complete within the loop below; offloaded ones resume it
+// from their completion (read()).
 void DeviceSession::pump() {
-  if (pumping_ || closed_) return;
+  if (pumping_ || closed_ || reading_ || !opened_) return;
   pumping_ = true;
-  // Fill the write queue to 3/4 (leaving room for receipts and presence frames): above half,
-  // so the gateway calls on_writable() when it drains back to half and the pump resumes.
-  const size_t limit = conn_->queue_limit_bytes();
-  const size_t high = std::max(limit * 3 / 4, limit / 2 + 1);
-  while (!behind_.empty() && !closed_ && !store_failed_ && conn_->queued_bytes() < high) {
-    const std::string conv = *behind_.begin();
-    const Position* pos = position(conv);
-    const Seq before = pos ? pos->sent : 0;
-    if (pump_conversation(conv, high)) behind_.erase(conv);
-    else if (pos && pos->sent == before) break;  // no room for the next frame: on_writable() resumes
+  stalled_ = false;
+  const size_t high = high_water();
+  while (!reading_ && !closed_ && !store_failed_) {
+    if (!unplaced_.empty()) {
+      place();
+    } else if (!rechecks_.empty()) {
+      read_recheck();
+    } else if (!behind_.empty()) {
+      if (stalled_ || conn_->queued_bytes() >= high) break;  // on_writable() resumes
+      read_page(*behind_.begin(), high);
+    } else if (!live_) {
+      finish_replay();
+    } else if (list_receipts_) {
+      read_receipt_list();
+    } else if (receipt_next_ < receipt_backlog_.size() && conn_->queued_bytes() < high) {
+      read_receipts();
+    } else {
+      break;
+    }
   }
-  if (behind_.empty() && !live_ && !closed_ && !store_failed_) finish_replay();
-  if (live_) pump_receipts(high);
   pumping_ = false;
 }
 
-// Writes one page of a conversation from the store; true when the conversation caught up.
-// Stops early (false) once the write queue holds `high` bytes.
-bool DeviceSession::pump_conversation(const std::string& conversation_id, size_t high) {
-  Position* pos = position(conversation_id);
-  if (!pos) return true;
-  refresh_membership(conversation_id, *pos);
-  if (pos->sent >= pos->limit) return true;
+// Fill the write queue to 3/4 (leaving room for receipts and presence frames): above half,
+// so the gateway calls on_writable() when it drains back to half and the pump resumes.
+size_t DeviceSession::high_water() const {
+  const size_t limit = conn_->queue_limit_bytes();
+  return std::max(limit * 3 / 4, limit / 2 + 1);
+}
+
+// The held notifications of the first conversation in unplaced_: its position is read (or
+// was made meanwhile), then they are handled in the order they came.
+void DeviceSession::place() {
+  const std::string conv = unplaced_.front()->conversation_id;
+  if (position(conv)) return replay_unplaced(conv);
+  read<session_reads::PositionRows>(
+      [&ctx = ctx_, device = device_, conv]() -> Result<session_reads::PositionRows> {
+        return session_reads::read_rows(ctx, device, conv);
+      },
+      &DeviceSession::on_placed);
+}
+
+void DeviceSession::on_placed(Result<session_reads::PositionRows>& r) {
+  if (!r) return store_failed("queue", r.error());  // the reader threads' queue is full
+  if (const auto& f = r->failed()) return store_failed(f->step, f->error);
+  if (!position(r->conversation_id) && r->membership.kind == session_reads::Membership::Kind::kMember)
+    make_position(r->conversation_id, r->membership.member, r->cursor);
+  replay_unplaced(r->conversation_id);
+}
+
+void DeviceSession::replay_unplaced(const std::string& conversation_id) {
+  std::vector<std::shared_ptr<const bus::Notification>> mine;
+  auto keep = unplaced_.begin();
+  for (auto& n : unplaced_) {
+    if (n->conversation_id == conversation_id) mine.push_back(std::move(n));
+    else *keep++ = std::move(n);
+  }
+  unplaced_.erase(keep, unplaced_.end());
+  if (unplaced_.empty()) unplaced_ = {};
+  // Not a member (no position): dropped, as they always were.
+  if (!position(conversation_id)) return;
+  for (const auto& n : mine) on_notification(n);
+}
+
+void DeviceSession::read_page(const std::string& conversation_id, size_t high) {
+  const Position* pos = position(conversation_id);
   // The page stops where the write queue reaches `high` bytes: replay must not trip the
   // slow-consumer limit it exists to respect. Pages assume ~1 KiB frames: small messages
   // need few store seeks, and what a page of big ones reads beyond the room is little.
   const size_t room = high > conn_->queued_bytes() ? high - conn_->queued_bytes() : 0;
   const size_t page = std::clamp<size_t>(room / 1024, 1, std::max<size_t>(1, ctx_.options.replay_page));
-  auto messages = ctx_.store.read_messages(conversation_id, pos->sent, page);
-  if (!messages) {
-    store_failed("replay", messages.error());
-    return false;
+  reading_page_ = conversation_id;
+  reread_ = false;
+  page_size_ = page;
+  std::optional<Position> known;
+  if (pos) known = *pos;
+  read<session_reads::Page>(
+      [&ctx = ctx_, device = device_, conv = conversation_id, known, page]() -> Result<session_reads::Page> {
+        return session_reads::read_page(ctx, device, conv, known, page);
+      },
+      &DeviceSession::on_page);
+}
+
+void DeviceSession::on_page(Result<session_reads::Page>& r) {
+  const std::string conv = std::move(reading_page_);
+  reading_page_.clear();
+  // Marked behind during the read: something may have come after it; read again.
+  const bool again = reread_;
+  reread_ = false;
+  if (!r) return store_failed("queue", r.error());  // the reader threads' queue is full
+  session_reads::Page& p = *r;
+  Position* pos = position(conv);
+  if (!pos) {
+    if (p.failure) return store_failed(p.failure->step, p.failure->error);
+    if (p.membership.kind != session_reads::Membership::Kind::kMember) {
+      if (!again) behind_.erase(conv);
+      return;
+    }
+    pos = make_position(conv, p.membership.member, p.cursor);
   }
+  refresh_membership(*pos, p.membership);
+  if (p.failure) return store_failed(p.failure->step, p.failure->error);
+  const PageEnd end = pos->sent >= pos->limit || !p.read ? PageEnd::kCaughtUp : write_page(*pos, p.messages, page_size_);
+  // kMore: the next page follows, read from the position. It is decided by what the page
+  // held, not by whether the position moved: with reader threads the position may have
+  // moved past the whole page during its read (our own messages stepped over).
+  if (end == PageEnd::kCaughtUp && !again) behind_.erase(conv);
+  if (end == PageEnd::kNoRoom) stalled_ = true;  // the queue is not empty: on_writable() resumes
+}
+
+// Writes a page read from the store. Stops early (kNoRoom) once the write queue holds `high`
+// bytes or the next frame does not fit.
+DeviceSession::PageEnd DeviceSession::write_page(Position& pos, const std::vector<store::StoredMessage>& messages,
+                                                 size_t page) {
+  const size_t high = high_water();
   const int64_t now = now_ms();
-  for (const auto& m : *messages) {
-    if (m.seq > pos->limit) return true;
-    if (m.seq <= pos->sent) continue;
-    if (conn_->queued_bytes() >= high) return false;
+  for (const auto& m : messages) {
+    if (m.seq > pos.limit) return PageEnd::kCaughtUp;
+    if (m.seq <= pos.sent) continue;
+    if (conn_->queued_bytes() >= high) return PageEnd::kNoRoom;
     auto meta = proto::stored_meta(m.frame);
-    pos->sent = m.seq;
+    pos.sent = m.seq;
     if (!meta) continue;
     const bool own = meta->sender == device_.user && meta->sender_device == device_.device && !meta->system;
     if (own) continue;
@@ -284,53 +415,68 @@ bool DeviceSession::pump_conversation(const std::string& conversation_id, size_t
     auto frame = expired ? proto::render_expired(m.frame) : proto::render_message_for(m.frame, device_);
     if (!frame) continue;
     if (conn_->queued_bytes() > 0 && conn_->queued_bytes() + frame->size() > conn_->queue_limit_bytes()) {
-      pos->sent = m.seq - 1;  // no room for it yet: resumed by on_writable()
-      return false;
+      pos.sent = m.seq - 1;  // no room for it yet: resumed by on_writable()
+      return PageEnd::kNoRoom;
     }
     replayed.inc();
     out_message.inc();
-    if (!write(std::make_shared<const std::string>(std::move(*frame)))) return true;
+    if (!write(std::make_shared<const std::string>(std::move(*frame)))) return PageEnd::kCaughtUp;  // closed
   }
-  return messages->size() < page || pos->sent >= pos->limit;
+  return messages.size() < page || pos.sent >= pos.limit ? PageEnd::kCaughtUp : PageEnd::kMore;
 }
 
 void DeviceSession::finish_replay() {
   live_ = true;
   frames_out.with("synced").inc();
   write(std::make_shared<const std::string>(proto::encode_synced()));
-  send_receipt_state();
+  list_receipts_ = true;
 }
 
 // Receipts are durable state: after a (re)connect the device gets the latest delivered/read
 // marks of the other members of its conversations (at most receipt_sync_conversations of
 // them), paced like the replay so that a large group cannot overflow the write queue.
-void DeviceSession::send_receipt_state() {
-  auto convs = ctx_.store.user_conversations(device_.user);
+void DeviceSession::read_receipt_list() {
+  list_receipts_ = false;
+  read<std::vector<store::UserConversation>>(
+      [&store = ctx_.store, user = device_.user]() { return store.user_conversations(user); },
+      &DeviceSession::on_receipt_list);
+}
+
+void DeviceSession::on_receipt_list(Result<std::vector<store::UserConversation>>& convs) {
   if (!convs) return;
-  for (const auto& uc : *convs) {
+  for (auto& uc : *convs) {
     if (uc.left_seq != 0) continue;
     if (receipt_backlog_.size() >= ctx_.options.receipt_sync_conversations) break;
-    receipt_backlog_.push_back(uc.conversation_id);
+    receipt_backlog_.push_back(std::move(uc.conversation_id));
   }
 }
 
-void DeviceSession::pump_receipts(size_t high) {
-  while (receipt_next_ < receipt_backlog_.size() && !closed_ && conn_->queued_bytes() < high) {
-    const std::string conv = std::move(receipt_backlog_[receipt_next_++]);
-    if (receipt_next_ == receipt_backlog_.size()) {
-      receipt_backlog_ = {};  // give the memory back: most connections are idle after this
-      receipt_next_ = 0;
-    }
-    auto receipts = ctx_.store.receipts(conv);
-    if (!receipts) continue;
-    // Never more than the queue can take: the rest is the newest state anyway next time.
-    for (const auto& r : *receipts) {
-      if (r.user == device_.user) continue;
-      for (auto [status, seq] : {std::pair<const char*, Seq>{"delivered", r.delivered}, {"read", r.read}}) {
-        if (seq == 0 || conn_->queued_bytes() >= high) continue;
-        out_receipt.inc();
-        write(std::make_shared<const std::string>(proto::encode_receipt(conv, r.user, status, seq)));
-      }
+void DeviceSession::read_receipts() {
+  std::string conv = std::move(receipt_backlog_[receipt_next_++]);
+  if (receipt_next_ == receipt_backlog_.size()) {
+    receipt_backlog_ = {};  // give the memory back: most connections are idle after this
+    receipt_next_ = 0;
+  }
+  read<ConversationReceipts>(
+      [&store = ctx_.store, conv = std::move(conv)]() -> Result<ConversationReceipts> {
+        auto receipts = store.receipts(conv);
+        if (!receipts) return receipts.error();
+        return ConversationReceipts{conv, std::move(*receipts)};
+      },
+      &DeviceSession::on_receipts);
+}
+
+void DeviceSession::on_receipts(Result<ConversationReceipts>& r) {
+  if (!r) return;
+  const size_t high = high_water();
+  // Never more than the queue can take: the rest is the newest state anyway next time.
+  for (const auto& receipt : r->receipts) {
+    if (receipt.user == device_.user) continue;
+    for (auto [status, seq] :
+         {std::pair<const char*, Seq>{"delivered", receipt.delivered}, {"read", receipt.read}}) {
+      if (seq == 0 || conn_->queued_bytes() >= high) continue;
+      out_receipt.inc();
+      write(std::make_shared<const std::string>(proto::encode_receipt(r->conversation_id, receipt.user, status, seq)));
     }
   }
 }

@@ -112,7 +112,13 @@ gateway::BodyDecision TernService::open_body(const gateway::HttpRequest& head) {
   return media_->open_body(head);
 }
 
-Result<DeviceRef> TernService::authenticate(const std::string& token) { return accounts_->authenticate(token); }
+void TernService::authenticate(const std::string& token, AuthDone done) {
+  const size_t loop = ctx_->loops.here();
+  auto check = [accounts = accounts_.get(), token]() { return accounts->authenticate(token); };
+  // Not called from a loop (nowhere to bring the answer back to): checked here.
+  if (loop == Loops::kNone) return done(check());
+  reads_->run<DeviceRef>(loop, std::move(check), std::move(done));
+}
 
 std::shared_ptr<gateway::FrameHandler> TernService::open(std::shared_ptr<gateway::Connection> connection,
                                                          DeviceRef device) {

@@ -51,7 +51,8 @@ class TernService final : public gateway::ServiceInterface {
 
   void handle_http(gateway::HttpRequest request, gateway::HttpReply reply) override;
   gateway::BodyDecision open_body(const gateway::HttpRequest& head) override;
-  Result<DeviceRef> authenticate(const std::string& token) override;
+  // Through StoreReads: in Redis mode the token check (two reads) runs on a reader thread.
+  void authenticate(const std::string& token, AuthDone done) override;
   std::shared_ptr<gateway::FrameHandler> open(std::shared_ptr<gateway::Connection> connection, DeviceRef device) override;
 
   // Issue 12: the admin endpoint's service (admin_api.h), for a Listener of its own.
