@@ -193,6 +193,7 @@ void Server::run() {
   loops_->join();
   admin_listener_.reset();
   listener_.reset();
+  bus_->stop();  // its threads call into the services (sinks, device counts): joined first
   service_.reset();
   blobs_.reset();
   store_.reset();

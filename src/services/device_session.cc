@@ -63,8 +63,11 @@ void DeviceSession::read(std::function<Result<T>()> fn, void (DeviceSession::*ap
 void DeviceSession::start() {
   // Attach before reading the inbox: a message committed in between is both notified and
   // (maybe) read from the store; the position check drops the repeat.
-  const size_t online = ctx_.bus.attach(device_, shared_from_this());
-  ctx_.presence.device_attached(device_.user, online);
+  // The count of the user's devices on every node may take a Redis round trip: it reaches
+  // presence later, from the bus's thread (Bus::attach_async), in call order.
+  ctx_.bus.attach_async(device_, shared_from_this(), [presence = &ctx_.presence, user = device_.user](size_t online) {
+    presence->device_attached(user, online);
+  });
   read<session_reads::Opening>(
       [&ctx = ctx_, device = device_]() -> Result<session_reads::Opening> {
         return session_reads::read_opening(ctx, device);
@@ -565,8 +568,9 @@ void DeviceSession::on_close() {
   for (const auto& conv : following_) ctx_.fanout.unsubscribe(loop_, conv, this);
   following_ = {};
   ctx_.presence.unsubscribe_all(conn_->id());
-  const size_t online = ctx_.bus.detach(device_, this);
-  ctx_.presence.device_detached(device_.user, online);
+  ctx_.bus.detach_async(device_, this, [presence = &ctx_.presence, user = device_.user](size_t online) {
+    presence->device_detached(user, online);
+  });
 }
 
 }  // namespace tern::services
