@@ -88,8 +88,11 @@ class Bus {
   // another node and reached this one (for a local device or a following session): the sink
   // lets this node's sequencer move its cached head there, so that its next send into the
   // conversation is not behind (docs/scaling.md "Dense seqs across nodes"). A hint only: the
-  // store's dense-append check stays the rule. Set before serving; called on a bus thread,
-  // in the order the other node published. A single-node bus never calls it.
+  // store's dense-append check stays the rule. With send routing on it still matters: an ack
+  // commits on the acking device's node, which refuses a seq beyond its cached head, and
+  // that node's head of a conversation sequenced elsewhere moves only through these hints.
+  // Set before serving; called on a bus thread, in the order the other node published. A
+  // single-node bus never calls it.
   using HeadSink =
       std::function<void(const std::string& conversation_id, Seq seq, std::shared_ptr<const std::string> frame)>;
   virtual void set_head_sink(HeadSink sink) { (void)sink; }
