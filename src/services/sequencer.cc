@@ -51,7 +51,9 @@ void Sequencer::send(DeviceRef device, proto::SendFrame frame, int64_t started_u
     if (auto f = shard.forwarding.find(frame.conversation_id); f != shard.forwarding.end()) node = f->second.first;
     else node = core_.bus.route(frame.conversation_id);
     if (!node.empty()) return forward(shard, std::move(node), std::move(device), std::move(frame), std::move(done));
-    const std::string id = frame.conversation_id;
+    // The embedded store reads inline: no gate, and no copy of the id for it on this path.
+    if (!core_.reads.offloaded()) return sender_.send(shard, std::move(device), std::move(frame), started_us, std::move(done));
+    const std::string id = frame.conversation_id;  // before the frame moves into the closure
     core_.when_warm(shard, id, false, [this, &shard, device = std::move(device), frame = std::move(frame), started_us,
                                        done = std::move(done)](const Error* e) mutable {
       if (e) return done(*e);
