@@ -56,6 +56,15 @@ void AdminApi::authenticate(const std::string&, AuthDone done) {
 std::shared_ptr<gateway::FrameHandler> AdminApi::open(std::shared_ptr<gateway::Connection>, DeviceRef) { return nullptr; }
 
 void AdminApi::handle_http(gateway::HttpRequest req, gateway::HttpReply reply) {
+  if (!ctx_.reads.offloaded()) return handle(std::move(req), std::move(reply));
+  // Redis: the handlers read the store (round trips), so they run on a reader thread, not on
+  // the admin listener's loop (they are thread-safe; reply may be called from any thread).
+  auto shared = std::make_shared<gateway::HttpRequest>(std::move(req));
+  if (!ctx_.reads.run_detached([this, shared, reply] { handle(std::move(*shared), reply); }))
+    reply(error_response(make_error(ErrorCode::kUnavailable, "too many store reads waiting; retry")));
+}
+
+void AdminApi::handle(gateway::HttpRequest req, gateway::HttpReply reply) {
   const std::string given = req.bearer_token.empty() ? std::string() : hash_token(req.bearer_token);
   if (given.size() != token_hash_.size() ||
       sodium_memcmp(given.data(), token_hash_.data(), token_hash_.size()) != 0) {
@@ -129,6 +138,16 @@ void AdminApi::user(const std::string& name, gateway::HttpReply reply) {
   reply(json_response(200, out));
 }
 
+void AdminApi::off_writer(std::function<void()> job) {
+  // Embedded store: the completion runs on the listener's loop and the read is local.
+  if (!ctx_.reads.offloaded()) return job();
+  // Redis: the handler ran on a reader thread, so its commit completes on the group
+  // committer's writer thread, which must not wait for a read: back to a reader. If their
+  // queue is full (65,536 waiting), the read is made here once rather than leaving a
+  // suspended account's devices connected.
+  if (!ctx_.reads.run_detached(job)) job();
+}
+
 void AdminApi::disconnect_all(const std::string& name) {
   auto devices = ctx_.store.devices(name);
   if (!devices) return;
@@ -149,9 +168,11 @@ void AdminApi::suspend(const std::string& name, bool on, const std::string& who,
   else batch.add(store::DeleteUserRecord{name, records::kSuspended});
   ctx_.committer.submit(std::move(batch), [this, name, on, who, reply](const Result<void>& r) {
     if (!r) return reply(error_response(r.error()));
-    if (on) disconnect_all(name);  // after the commit: a reconnect is refused from here on
-    spdlog::info("event=admin_done who={} action={} user={}", who, on ? "suspend" : "unsuspend", name);
-    reply(no_content());
+    off_writer([this, name, on, who, reply] {
+      if (on) disconnect_all(name);  // after the commit: a reconnect is refused from here on
+      spdlog::info("event=admin_done who={} action={} user={}", who, on ? "suspend" : "unsuspend", name);
+      reply(no_content());
+    });
   });
 }
 
@@ -171,9 +192,11 @@ void AdminApi::remove(const std::string& name, const std::string& who, gateway::
   }
   ctx_.committer.submit(std::move(batch), [this, name, who, reply](const Result<void>& r) {
     if (!r) return reply(error_response(r.error()));
-    disconnect_all(name);
-    spdlog::info("event=admin_done who={} action=delete user={}", who, name);
-    reply(no_content());
+    off_writer([this, name, who, reply] {
+      disconnect_all(name);
+      spdlog::info("event=admin_done who={} action=delete user={}", who, name);
+      reply(no_content());
+    });
   });
 }
 

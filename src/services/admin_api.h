@@ -40,6 +40,8 @@ class AdminApi final : public gateway::ServiceInterface {
   std::shared_ptr<gateway::FrameHandler> open(std::shared_ptr<gateway::Connection> connection, DeviceRef device) override;
 
  private:
+  // The routes; on the caller's thread (a reader thread in Redis mode, see handle_http).
+  void handle(gateway::HttpRequest request, gateway::HttpReply reply);
   void list_users(const gateway::HttpRequest& req, gateway::HttpReply reply);
   void user(const std::string& name, gateway::HttpReply reply);
   void suspend(const std::string& name, bool on, const std::string& who, gateway::HttpReply reply);
@@ -48,6 +50,8 @@ class AdminApi final : public gateway::ServiceInterface {
   void reports(const gateway::HttpRequest& req, gateway::HttpReply reply);
   void stats(gateway::HttpReply reply);
   void disconnect_all(const std::string& name);
+  // Runs `job` (which reads the store) after a commit, off the committer's writer thread.
+  void off_writer(std::function<void()> job);
 
   ServiceContext& ctx_;
   const std::string token_hash_;
