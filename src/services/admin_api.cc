@@ -138,16 +138,6 @@ void AdminApi::user(const std::string& name, gateway::HttpReply reply) {
   reply(json_response(200, out));
 }
 
-void AdminApi::off_writer(std::function<void()> job) {
-  // Embedded store: the completion runs on the listener's loop and the read is local.
-  if (!ctx_.reads.offloaded()) return job();
-  // Redis: the handler ran on a reader thread, so its commit completes on the group
-  // committer's writer thread, which must not wait for a read: back to a reader. If their
-  // queue is full (65,536 waiting), the read is made here once rather than leaving a
-  // suspended account's devices connected.
-  if (!ctx_.reads.run_detached(job)) job();
-}
-
 void AdminApi::disconnect_all(const std::string& name) {
   auto devices = ctx_.store.devices(name);
   if (!devices) return;
@@ -168,11 +158,9 @@ void AdminApi::suspend(const std::string& name, bool on, const std::string& who,
   else batch.add(store::DeleteUserRecord{name, records::kSuspended});
   ctx_.committer.submit(std::move(batch), [this, name, on, who, reply](const Result<void>& r) {
     if (!r) return reply(error_response(r.error()));
-    off_writer([this, name, on, who, reply] {
-      if (on) disconnect_all(name);  // after the commit: a reconnect is refused from here on
-      spdlog::info("event=admin_done who={} action={} user={}", who, on ? "suspend" : "unsuspend", name);
-      reply(no_content());
-    });
+    if (on) disconnect_all(name);  // after the commit: a reconnect is refused from here on
+    spdlog::info("event=admin_done who={} action={} user={}", who, on ? "suspend" : "unsuspend", name);
+    reply(no_content());
   });
 }
 
@@ -192,11 +180,9 @@ void AdminApi::remove(const std::string& name, const std::string& who, gateway::
   }
   ctx_.committer.submit(std::move(batch), [this, name, who, reply](const Result<void>& r) {
     if (!r) return reply(error_response(r.error()));
-    off_writer([this, name, who, reply] {
-      disconnect_all(name);
-      spdlog::info("event=admin_done who={} action=delete user={}", who, name);
-      reply(no_content());
-    });
+    disconnect_all(name);
+    spdlog::info("event=admin_done who={} action=delete user={}", who, name);
+    reply(no_content());
   });
 }
 

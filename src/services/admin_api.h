@@ -50,8 +50,6 @@ class AdminApi final : public gateway::ServiceInterface {
   void reports(const gateway::HttpRequest& req, gateway::HttpReply reply);
   void stats(gateway::HttpReply reply);
   void disconnect_all(const std::string& name);
-  // Runs `job` (which reads the store) after a commit, off the committer's writer thread.
-  void off_writer(std::function<void()> job);
 
   ServiceContext& ctx_;
   const std::string token_hash_;

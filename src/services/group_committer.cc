@@ -46,7 +46,10 @@ GroupCommitter::GroupCommitter(store::Store& store, bool sync, size_t queue_limi
 
 GroupCommitter::~GroupCommitter() { stop(); }
 
-void GroupCommitter::start() { thread_ = std::thread([this] { run(); }); }
+void GroupCommitter::start() {
+  if (completion_thread_on_) completion_thread_ = std::thread([this] { run_completions(); });
+  thread_ = std::thread([this] { run(); });
+}
 
 void GroupCommitter::stop() {
   {
@@ -55,6 +58,37 @@ void GroupCommitter::stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  // The writer has handed off its last completions: the completion thread runs them, then ends.
+  {
+    std::lock_guard lock(completions_mu_);
+    completions_stopping_ = true;
+  }
+  completions_cv_.notify_all();
+  if (completion_thread_.joinable()) completion_thread_.join();
+}
+
+void GroupCommitter::hand_off(Completed done) {
+  {
+    std::unique_lock lock(completions_mu_);
+    completions_cv_.wait(lock, [&] { return completions_.size() < kCompletionsWaiting; });
+    completions_.push_back(std::move(done));
+  }
+  completions_cv_.notify_all();
+}
+
+void GroupCommitter::run_completions() {
+  for (;;) {
+    Completed done;
+    {
+      std::unique_lock lock(completions_mu_);
+      completions_cv_.wait(lock, [&] { return completions_stopping_ || !completions_.empty(); });
+      if (completions_.empty()) return;  // stopping, and everything handed off has run
+      done = std::move(completions_.front());
+      completions_.pop_front();
+    }
+    completions_cv_.notify_all();  // room for the writer
+    for (auto& [d, res] : done) d(res);
+  }
 }
 
 bool GroupCommitter::submit(store::Batch batch, Completion done) {
@@ -152,7 +186,7 @@ void GroupCommitter::run() {
   std::vector<std::optional<Error>> failed;
   // Completions by loop; the last slot is for submitters that are not loops.
   const size_t nloops = loops_ ? loops_->size() : 0;
-  std::vector<std::vector<std::pair<Completion, Result<void>>>> by_loop(nloops + 1);
+  std::vector<Completed> by_loop(nloops + 1);
   std::chrono::steady_clock::time_point last_start{};
   for (;;) {
     {
@@ -200,8 +234,14 @@ void GroupCommitter::run() {
       });
       by_loop[l] = {};
     }
-    for (auto& [d, res] : by_loop[nloops]) d(res);
-    by_loop[nloops].clear();
+    if (by_loop[nloops].empty()) continue;
+    if (completion_thread_on_) {
+      hand_off(std::move(by_loop[nloops]));
+      by_loop[nloops] = {};
+    } else {
+      for (auto& [d, res] : by_loop[nloops]) d(res);
+      by_loop[nloops].clear();
+    }
   }
 }
 

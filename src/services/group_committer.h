@@ -4,7 +4,8 @@
 // the completions back: each to the loop that submitted it, all of one commit's completions
 // for one loop in one task (one wake-up per loop per commit). The writer never runs
 // completions itself (so it never does fan-out) except those of submitters that are not loop
-// threads (tests, start-up). It starts the next commit as soon as it has handed them off, so
+// threads (tests, start-up, HTTP handlers on reader threads; in Redis mode those go to a
+// completion thread instead, set_completion_thread). It starts the next commit as soon as it has handed them off, so
 // prepare (on the loops), commit (here) and complete (on the loops) overlap.
 //
 // The commit window adapts to load by itself: while one fsync runs (~0.4 ms), every entry
@@ -71,8 +72,20 @@ class GroupCommitter {
   // Set before start().
   void set_min_gap(std::chrono::microseconds gap) { min_gap_ = gap; }
 
+  // Completions of submitters that are not loop threads (an HTTP handler on a reader thread,
+  // Presence's loader) run on a completion thread of the committer's own, one commit's at a
+  // time in commit order, instead of on the writer thread: with a shared store over the
+  // network such a completion may read it (a key upload answers with the device's key status,
+  // an admin suspension reads the devices to disconnect), a round trip the next commit must
+  // not wait for. At most kCompletionsWaiting commits' completions wait for that thread;
+  // beyond that the writer waits for it (back-pressure). Off (the default, RocksDB): they run
+  // on the writer thread, where a read is local. Set before start().
+  void set_completion_thread(bool on) { completion_thread_on_ = on; }
+  static constexpr size_t kCompletionsWaiting = 1024;
+
   void start();
-  // Drains every pending entry, then stops the writer thread.
+  // Drains every pending entry (and, with the completion thread, runs their completions),
+  // then stops the writer thread.
   void stop();
 
   // Queues the entry; false if rejected (the completion has then already run with the error).
@@ -89,7 +102,12 @@ class GroupCommitter {
     Completion done;
     size_t loop = Loops::kNone;  // where `done` runs
   };
+  using Completed = std::vector<std::pair<Completion, Result<void>>>;
   void run();
+  // Writer thread: hands one commit's completions of non-loop submitters to the completion
+  // thread (waiting while kCompletionsWaiting are queued).
+  void hand_off(Completed done);
+  void run_completions();
   // Commits the entries (failed[i] set for those found behind); the result of the others.
   Result<void> commit_entries(std::vector<Entry>& work, std::vector<std::optional<Error>>& failed);
 
@@ -108,6 +126,13 @@ class GroupCommitter {
   std::unordered_set<std::string> behind_;  // conversations found behind, until reloaded()
   std::atomic<size_t> behind_count_{0};
   std::thread thread_;
+  // The completion thread (set_completion_thread) and its queue, under completions_mu_.
+  bool completion_thread_on_ = false;
+  std::mutex completions_mu_;
+  std::condition_variable completions_cv_;  // queued, or room again, or stopping
+  std::deque<Completed> completions_;
+  bool completions_stopping_ = false;
+  std::thread completion_thread_;
 };
 
 }  // namespace tern::services

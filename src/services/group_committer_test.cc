@@ -5,6 +5,8 @@
 #include <atomic>
 #include <filesystem>
 #include <future>
+#include <mutex>
+#include <thread>
 
 #include "store/memory/memory_store.h"
 #include "store/rocksdb/rocksdb_store.h"
@@ -122,6 +124,54 @@ TEST(GroupCommitter, WithAGapEntriesArrivingMeanwhileShareOneCommit) {
   gc.stop();
   EXPECT_EQ(store.commits.load(), 2) << "the entries submitted within the gap were not committed together";
   EXPECT_EQ(*store.head("c"), static_cast<Seq>(kN + 1));
+}
+
+
+// With the completion thread (Redis mode), a completion of a submitter that is not a loop
+// (an HTTP handler on a reader thread) that waits, e.g. for a store read, does not hold up
+// the next commit; completions still run in commit order, and stop() runs them all.
+TEST(GroupCommitter, ACompletionThreadKeepsTheWriterCommittingWhileACompletionWaits) {
+  CountingStore store;
+  GroupCommitter gc(store, /*sync*/ true, /*queue*/ 1000, /*max_batch*/ 64);
+  gc.set_completion_thread(true);
+  gc.start();
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::promise<void> first_running;
+  std::mutex mu;
+  std::vector<int> order;
+  store::Batch b1;
+  b1.add(store::AppendMessage{"c", 1, "m1"});
+  ASSERT_TRUE(gc.submit(std::move(b1), [&](const Result<void>& r) {
+    EXPECT_TRUE(r.ok());
+    first_running.set_value();
+    released.wait();  // a completion that waits (a store read over the network)
+    std::lock_guard lock(mu);
+    order.push_back(1);
+  }));
+  ASSERT_EQ(first_running.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  // The first completion is still waiting: later entries are committed all the same.
+  constexpr int kN = 5;
+  for (int i = 2; i <= kN; ++i) {
+    store::Batch b;
+    b.add(store::AppendMessage{"c", static_cast<Seq>(i), "m" + std::to_string(i)});
+    ASSERT_TRUE(gc.submit(std::move(b), [&, i](const Result<void>& r) {
+      EXPECT_TRUE(r.ok());
+      std::lock_guard lock(mu);
+      order.push_back(i);
+    }));
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (*store.head("c") != static_cast<Seq>(kN) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(*store.head("c"), static_cast<Seq>(kN)) << "the writer waited for a completion";
+  {
+    std::lock_guard lock(mu);
+    EXPECT_TRUE(order.empty()) << "a later completion ran before the waiting one";
+  }
+  release.set_value();
+  gc.stop();  // runs every completion handed off
+  EXPECT_EQ(order, (std::vector<int>{1, 2, 3, 4, 5}));
 }
 
 }  // namespace

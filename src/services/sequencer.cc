@@ -89,10 +89,9 @@ void Sequencer::serve_forwarded(std::string payload, std::function<void(std::str
   auto& [device, frame] = *request;
   // Sequenced here whatever this node's ring says: never forwarded twice.
   const int64_t started_us = mono_us();
-  const size_t owner = core_.owner(frame.conversation_id);
   const std::string id = frame.conversation_id;  // before the frame moves into the closure
   on_owner(id, false, [this, device = std::move(device), frame = std::move(frame), started_us,
-                                          respond = std::move(respond)](Shard& shard, const Error* e) mutable {
+                       respond = std::move(respond)](Shard& shard, const Error* e) mutable {
     SendDone done = [respond = std::move(respond)](Result<SentInfo> r) {
       respond(send_forwarding::encode_response(r));
     };

@@ -17,6 +17,9 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
   committer_->set_min_gap(std::chrono::microseconds(options_.commit_gap_us));
   directory_ = std::make_unique<Directory>(store_, options_.directory_cache);
   reads_ = std::make_unique<StoreReads>(loops, options_.read_threads);
+  // Redis: HTTP handlers run on reader threads, so their commits' completions (which may
+  // read the store) get a thread of their own rather than holding up the writer.
+  committer_->set_completion_thread(reads_->offloaded());
   accounts_ = std::make_unique<Accounts>(store_, *committer_, *directory_, options_);
   sequencer_ = std::make_unique<Sequencer>(loops, store_, *reads_, *committer_, *directory_, bus_, options_);
   presence_ = std::make_unique<Presence>(loops.context(0), store_, *committer_, *directory_, bus_, options_);
