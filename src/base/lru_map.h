@@ -46,6 +46,18 @@ class LruMap {
     index_.clear();
     order_.clear();
   }
+  // Erases every entry for which drop(key, value) is true (a walk of the whole map).
+  template <typename Pred>
+  void erase_if(Pred drop) {
+    for (auto it = order_.begin(); it != order_.end();) {
+      if (drop(it->first, it->second)) {
+        index_.erase(it->first);
+        it = order_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
   size_t size() const { return index_.size(); }
   size_t capacity() const { return capacity_; }
 

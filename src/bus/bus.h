@@ -101,6 +101,13 @@ class Bus {
   // before serving; it is called on a bus thread. A single-node bus: both are no-ops.
   virtual void announce_devices(const std::string& user) { (void)user; }
   virtual void set_devices_sink(std::function<void(const std::string& user)> sink) { (void)sink; }
+  // This node may have missed other nodes' events that invalidate its caches (kChanged,
+  // kDevices above): its subscription was lost and is back, or another node could not publish
+  // some of its events (Redis away, its queue full) and says so with its next batch. Pub/sub
+  // is never trusted: the sink drops every cached membership snapshot and device list (they
+  // are read again from the store when next needed). Called on a bus thread; set it before
+  // serving. A single-node bus never calls it.
+  virtual void set_resync_sink(std::function<void()> sink) { (void)sink; }
   // Send routing (docs/scaling.md "One sequencing node per conversation"): each conversation's
   // sends are sequenced on one node, its owner among the live nodes, so that nodes do not race
   // for its next seq. route() names the owner if it is another node (empty: sequence here;

@@ -67,6 +67,12 @@ void Directory::forget_conversation(const std::string& id) { conversations_.eras
 
 void Directory::forget_devices(const std::string& user) { devices_.erase(user); }
 
+void Directory::forget_all() {
+  const int64_t now = now_ms();
+  conversations_.erase_unpinned(now);
+  devices_.erase_unpinned(now);
+}
+
 Result<std::vector<uint32_t>> Directory::devices(const std::string& user) {
   if (auto hit = devices_.get(user)) return *hit;
   auto loaded = store_.devices(user);

@@ -83,6 +83,13 @@ class LruCache {
     std::lock_guard lock(mu_);
     return map_.size();
   }
+  // Drops every entry but those pinned at now_ms (put, not yet committed: the store does not
+  // have them yet, so they are not stale).
+  void erase_unpinned(int64_t now_ms) {
+    std::lock_guard lock(mu_);
+    map_.erase_if([&](const std::string&, const Slot& s) { return s.pinned_until <= now_ms; });
+    publish();
+  }
 
  private:
   struct Slot {
@@ -118,6 +125,10 @@ class Directory {
   void put_devices(const std::string& user, std::vector<uint32_t> devices);
   // Another node linked a device of the user: the next devices() reads the store.
   void forget_devices(const std::string& user);
+  // This node may have missed other nodes' invalidations (bus.h set_resync_sink): every
+  // snapshot and device list is read again when next needed, but those put here and not yet
+  // committed (pinned).
+  void forget_all();
 
   size_t cached_conversations() { return conversations_.size(); }
   size_t cached_users() { return devices_.size(); }

@@ -1,5 +1,7 @@
 #include "services/tern_service.h"
 
+#include <spdlog/spdlog.h>
+
 #include <sodium.h>
 
 #include "services/device_session.h"
@@ -37,6 +39,11 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
   // A device linked on another node: this node's device list of the user is stale; one
   // linked here is announced to the others.
   bus_.set_devices_sink([directory = directory_.get()](const std::string& user) { directory->forget_devices(user); });
+  // Those events may have been missed (pub/sub is not trusted): everything cached is dropped.
+  bus_.set_resync_sink([directory = directory_.get()] {
+    spdlog::warn("event=caches_dropped reason=bus_events_missed");
+    directory->forget_all();
+  });
   accounts_->set_devices_changed([this](const std::string& user) { bus_.announce_devices(user); });
   // A message committed on another node moves this node's cached head (bus.h set_head_sink).
   bus_.set_head_sink([sequencer = sequencer_.get()](const std::string& id, Seq seq,

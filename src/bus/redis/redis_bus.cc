@@ -78,7 +78,7 @@ bool RedisBus::decode(std::string_view in, std::vector<Event>& out) {
     const auto target = static_cast<Target>(r.num(1));
     if (target != Target::kDevice && target != Target::kUser && target != Target::kConversation &&
         target != Target::kChanged && target != Target::kDisconnect && target != Target::kDevices &&
-        target != Target::kRequest && target != Target::kReply)
+        target != Target::kRequest && target != Target::kReply && target != Target::kResync)
       return false;
     e.target = target;
     e.device.user = r.str();
@@ -271,6 +271,8 @@ void RedisBus::announce_devices(const std::string& user) {
 
 void RedisBus::set_devices_sink(std::function<void(const std::string& user)> sink) { devices_sink_ = std::move(sink); }
 
+void RedisBus::set_resync_sink(std::function<void()> sink) { resync_sink_ = std::move(sink); }
+
 void RedisBus::set_head_sink(HeadSink sink) { head_sink_ = std::move(sink); }
 
 void RedisBus::set_change_sink(std::function<void(const std::string& conversation_id)> sink) {
@@ -314,6 +316,7 @@ bool RedisBus::enqueue(Event e) {
     std::lock_guard lock(mu_);
     if (queue_.size() >= options_.queue_limit) {
       dropped_metric.inc();
+      dropped_ = true;
       return false;
     }
     queue_.push_back(std::move(e));
@@ -411,6 +414,9 @@ void RedisBus::publisher() {
   std::deque<Event> events;
   std::deque<std::pair<bool, DeviceRef>> reg;
   std::vector<std::pair<std::string, uint32_t>> refresh;
+  // Events of this node were dropped (not published, or refused by a full queue): the next
+  // batch that reaches Redis tells the other nodes first (Target::kResync).
+  bool owe_resync = false;
   for (;;) {
     const auto wake = expire_requests(std::min(next_refresh, next_beat));
     {
@@ -419,6 +425,8 @@ void RedisBus::publisher() {
       if (stopping_) return;
       events.swap(queue_);
       reg.swap(registry_ops_);
+      owe_resync = owe_resync || dropped_;
+      dropped_ = false;
       refresh.clear();
       if (std::chrono::steady_clock::now() >= next_refresh) {
         for (const auto& [d, ep] : attached_) refresh.push_back(d);
@@ -436,6 +444,7 @@ void RedisBus::publisher() {
     }
     if (!conn) {
       dropped_metric.inc(events.size());
+      if (!events.empty()) owe_resync = true;
       fail_requests(events);
       events.clear();
       reg.clear();
@@ -450,9 +459,11 @@ void RedisBus::publisher() {
     // key's slot: one pipeline per slot, all nodes written before any reply is read.
     std::deque<std::string> owned;  // stable addresses for the argv views
     std::map<uint16_t, std::vector<std::vector<std::string_view>>> by_slot;
-    if (!events.empty()) {
+    const bool resync = owe_resync;
+    if (!events.empty() || resync) {
       std::string payload;
       put_str(payload, options_.node_id);
+      if (resync) encode(payload, Event{Target::kResync, DeviceRef{}, std::make_shared<const Notification>()});
       for (const Event& e : events) encode(payload, e);
       owned.push_back(std::move(payload));
       by_slot[key_slot(kChannel)].push_back({conn->is_cluster() ? "SPUBLISH" : "PUBLISH", kChannel, owned.back()});
@@ -484,9 +495,11 @@ void RedisBus::publisher() {
     auto r = conn->run_many(batches);
     if (!r) {
       dropped_metric.inc(events.size());
+      if (!events.empty()) owe_resync = true;
       fail_requests(events);
     } else {
       published_metric.inc(events.size());
+      if (resync) owe_resync = false;
     }
     events.clear();
     reg.clear();
@@ -495,6 +508,7 @@ void RedisBus::publisher() {
 
 void RedisBus::subscriber() {
   bool first = true;
+  bool subscribed_before = false;  // a later subscription may have missed events: resync
   store::redis::ReconnectBackoff backoff(std::chrono::milliseconds(200), std::chrono::milliseconds(1000));
   for (;;) {
     {
@@ -527,6 +541,10 @@ void RedisBus::subscriber() {
     if (ok && (*ok)->type == REDIS_REPLY_ARRAY) {
       spdlog::info("event=bus_subscribed node={}", options_.node_id);
       backoff.reset();
+      // Events published while this node was not subscribed are lost: what they would have
+      // invalidated is dropped now (messages themselves are healed by replay).
+      if (subscribed_before && resync_sink_) resync_sink_();
+      subscribed_before = true;
       {
         std::lock_guard lock(mu_);
         subscribed_ = true;
@@ -576,6 +594,9 @@ void RedisBus::deliver(std::string_view payload) {
     if (e.n->system && e.n->kind == Notification::Kind::kMessage && change_sink_) change_sink_(e.n->conversation_id);
     switch (e.target) {
       case Target::kChanged: break;
+      case Target::kResync:
+        if (resync_sink_) resync_sink_();
+        break;
       case Target::kDisconnect: local_.disconnect(e.device); break;
       case Target::kDevices:
         if (devices_sink_) devices_sink_(e.device.user);

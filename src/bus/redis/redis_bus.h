@@ -113,6 +113,7 @@ class RedisBus final : public Bus {
   void set_change_sink(std::function<void(const std::string& conversation_id)> sink) override;
   void announce_devices(const std::string& user) override;
   void set_devices_sink(std::function<void(const std::string& user)> sink) override;
+  void set_resync_sink(std::function<void()> sink) override;
   void set_head_sink(HeadSink sink) override;
   std::string route(const std::string& conversation_id) override;
   void request(const std::string& node, std::string payload, Reply reply) override;
@@ -130,7 +131,10 @@ class RedisBus final : public Bus {
   // the request's id at the asking node, n->frame the payload.
   enum class Target : uint8_t {
     kDevice = 'D', kUser = 'U', kConversation = 'C', kChanged = 'X', kDisconnect = 'K', kDevices = 'V',
-    kRequest = 'Q', kReply = 'A'
+    kRequest = 'Q', kReply = 'A',
+    // The sending node dropped events since its last batch (Redis away, its queue full): the
+    // others drop their caches (set_resync_sink). First in the batch that carries it.
+    kResync = 'S'
   };
   struct Event {
     Target target = Target::kDevice;
@@ -171,6 +175,7 @@ class RedisBus final : public Bus {
   std::function<void(std::shared_ptr<const Notification>)> sink_;
   std::function<void(const std::string&)> change_sink_;
   std::function<void(const std::string&)> devices_sink_;
+  std::function<void()> resync_sink_;
   HeadSink head_sink_;
   std::function<void(std::string, Respond)> request_sink_;
   NodeRing ring_;
@@ -194,6 +199,7 @@ class RedisBus final : public Bus {
   std::deque<std::pair<bool, DeviceRef>> registry_ops_;  // (attach?, device) to write
   std::map<std::pair<std::string, uint32_t>, const Endpoint*> attached_;  // here; refreshed in the registry
   bool stopping_ = false;
+  bool dropped_ = false;  // enqueue() dropped an event since the publisher last looked (mu_)
   bool subscribed_ = false;
   std::condition_variable subscribed_cv_;
   std::condition_variable backoff_cv_;  // the subscriber's reconnect back-off (mu_; stop() wakes it)

@@ -2,6 +2,8 @@
 // buses on a real redis-server delivering to each other's endpoints.
 #include "bus/redis/redis_bus.h"
 
+#include <hiredis/hiredis.h>
+
 #include <atomic>
 #include <chrono>
 #include <future>
@@ -365,6 +367,76 @@ TEST_F(RedisBusNodes, ANodeWithoutARequestSinkAnswersEmpty) {
   auto r = f.get();
   ASSERT_TRUE(r);
   EXPECT_EQ(*r, "");
+}
+
+}  // namespace
+}  // namespace tern::bus
+
+namespace tern::bus {
+namespace {
+
+// A node whose subscription was lost may have missed other nodes' invalidations (kChanged,
+// kDevices): once subscribed again it drops its caches (the resync sink); its first
+// subscription does not.
+TEST_F(RedisBusNodes, ANodeWhoseSubscriptionWasLostDropsItsCachesOnceBack) {
+  std::atomic<int> resyncs_a{0}, resyncs_b{0};
+  a.set_resync_sink([&] { ++resyncs_a; });
+  b.set_resync_sink([&] { ++resyncs_b; });
+  ASSERT_TRUE(a.start() && b.start());
+  // A round trip through the bus: both are subscribed and settled.
+  std::atomic<int> linked{0};
+  b.set_devices_sink([&](const std::string&) { ++linked; });
+  a.announce_devices("alice");
+  ASSERT_TRUE(await([&] { return linked.load() == 1; }));
+  EXPECT_EQ(resyncs_a.load(), 0) << "a first subscription missed nothing";
+  EXPECT_EQ(resyncs_b.load(), 0);
+  auto admin = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis_.server.port()},
+                                                      std::chrono::milliseconds(500), std::chrono::milliseconds(500));
+  ASSERT_TRUE(admin);
+  auto killed = (*admin)->command({"CLIENT", "KILL", "TYPE", "pubsub"});
+  ASSERT_TRUE(killed);
+  ASSERT_EQ((*killed)->type, REDIS_REPLY_INTEGER);
+  EXPECT_EQ((*killed)->integer, 2) << "both nodes' subscriber connections";
+  ASSERT_TRUE(await([&] { return resyncs_a.load() == 1 && resyncs_b.load() == 1; }))
+      << "resyncs a=" << resyncs_a.load() << " b=" << resyncs_b.load();
+}
+
+// A node that dropped some of its events (here: its queue was full) says so first in its next
+// batch, and the other nodes drop their caches; the events after the drop still arrive.
+TEST_F(RedisBusNodes, ANodeThatDroppedEventsMakesTheOthersDropTheirCaches) {
+  RedisBusOptions o = options(redis_.server.port(), "c");
+  o.queue_limit = 1;
+  RedisBus c{o};
+  std::atomic<int> resyncs_b{0};
+  std::mutex mu;
+  std::vector<std::string> linked;
+  b.set_resync_sink([&] { ++resyncs_b; });
+  b.set_devices_sink([&](const std::string& u) {
+    std::lock_guard lock(mu);
+    linked.push_back(u);
+  });
+  ASSERT_TRUE(b.start());
+  // Not started yet: nothing drains c's queue of one.
+  c.announce_devices("alice");
+  c.announce_devices("bob");  // dropped: the queue is full
+  ASSERT_TRUE(c.start());
+  ASSERT_TRUE(await([&] { return resyncs_b.load() == 1; }));
+  ASSERT_TRUE(await([&] {
+    std::lock_guard lock(mu);
+    return linked.size() == 1;
+  }));
+  {
+    std::lock_guard lock(mu);
+    EXPECT_EQ(linked[0], "alice");
+  }
+  // Said once: later batches carry no resync.
+  c.announce_devices("carol");
+  ASSERT_TRUE(await([&] {
+    std::lock_guard lock(mu);
+    return linked.size() == 2;
+  }));
+  EXPECT_EQ(resyncs_b.load(), 1);
+  c.stop();
 }
 
 }  // namespace
