@@ -40,7 +40,20 @@ void NodeRing::set_live(std::vector<std::string> nodes) {
 void NodeRing::suspect(const std::string& node, Clock::time_point now) {
   if (node == self_) return;
   std::lock_guard lock(mu_);
-  suspected_[node] = now + suspect_for_;
+  Clock::duration period = suspect_for_;
+  if (auto it = suspected_.find(node); it != suspected_.end()) {
+    // Still suspected (a request sent before the suspicion, timing out now): as it was.
+    if (it->second.until > now) return;
+    // Let back and failing again within a period: it is hung, not briefly slow.
+    if (now - it->second.until < it->second.period)
+      period = std::min<Clock::duration>(2 * it->second.period, kMaxSuspectFactor * Clock::duration(suspect_for_));
+  }
+  suspected_[node] = Suspicion{now + period, period};
+}
+
+void NodeRing::answered(const std::string& node) {
+  std::lock_guard lock(mu_);
+  suspected_.erase(node);
 }
 
 uint64_t NodeRing::weight(std::string_view node, std::string_view conversation_id) {
@@ -68,7 +81,7 @@ std::string NodeRing::owner(std::string_view conversation_id, Clock::time_point 
   bool self_live = false;
   for (const auto& n : live_) {
     if (n == self_) self_live = true;
-    else if (auto s = suspected_.find(n); s != suspected_.end() && s->second > now) continue;
+    else if (auto s = suspected_.find(n); s != suspected_.end() && s->second.until > now) continue;
     const uint64_t w = weight(n, conversation_id);
     if (!best || w > best_weight) {
       best = &n;

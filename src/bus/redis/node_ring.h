@@ -7,7 +7,10 @@
 // A routing hint, never a correctness rule: while two nodes disagree (a heartbeat not yet
 // seen, a node just died) both may sequence one conversation, and the store's dense-append
 // check still keeps seqs dense (they only re-sequence). A node that did not answer a
-// forwarded send in time is suspected: left out of the ring here for `suspect_for`.
+// forwarded send in time is suspected: left out of the ring here for `suspect_for`, doubled
+// each time it fails again within one period of being let back (a node that is alive but
+// hung would otherwise cost each forwarding node one request timeout per `suspect_for`), up
+// to kMaxSuspectFactor times; an answer from it starts over.
 //
 // Thread-safety: every method from any thread (one mutex; the owner lookup copies nothing).
 #pragma once
@@ -39,8 +42,12 @@ class NodeRing {
 
   // The live nodes as Redis last listed them (this node among them or not).
   void set_live(std::vector<std::string> nodes);
-  // `node` did not answer in time: not an owner here until `suspect_for` has passed.
+  // `node` did not answer in time: not an owner here until its suspicion period has passed
+  // (`suspect_for`, or double the last period if it was suspected within one period before).
   void suspect(const std::string& node, Clock::time_point now = Clock::now());
+  // `node` answered: its next suspicion is `suspect_for` again.
+  void answered(const std::string& node);
+  static constexpr int kMaxSuspectFactor = 16;
 
   // The owner of the conversation if it is another node; empty if it is this node, or if no
   // live set is known yet (a single node, or Redis not reached yet): then this node sequences.
@@ -54,7 +61,11 @@ class NodeRing {
   const std::chrono::milliseconds suspect_for_;
   mutable std::mutex mu_;
   std::vector<std::string> live_;
-  std::unordered_map<std::string, Clock::time_point> suspected_;  // node → until
+  struct Suspicion {
+    Clock::time_point until;
+    Clock::duration period;
+  };
+  std::unordered_map<std::string, Suspicion> suspected_;  // node → until when, for how long
 };
 
 }  // namespace tern::bus

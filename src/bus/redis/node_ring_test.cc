@@ -72,6 +72,41 @@ TEST(NodeRing, ASuspectedNodeOwnsNothingUntilItsTimePassed) {
   EXPECT_EQ(ring.owner(conv, now + 4s), "n2");
 }
 
+// A node that fails again soon after it was let back is hung, not briefly slow: each such
+// suspicion lasts twice the last (capped); an answer starts over; a node that fails again
+// only long after it was let back gets the first period.
+TEST(NodeRing, ANodeFailingAgainSoonAfterItsSuspicionIsSuspectedTwiceAsLongUntilItAnswers) {
+  NodeRing ring("n1", 1000ms);
+  ring.set_live({"n1", "n2"});
+  std::string conv;
+  for (int i = 0; i < 100 && conv.empty(); ++i)
+    if (ring.owner("c-" + std::to_string(i)) == "n2") conv = "c-" + std::to_string(i);
+  ASSERT_FALSE(conv.empty()) << "n2 owns none of 100 conversations";
+  auto t = NodeRing::Clock::now();
+  // The periods of successive suspicions, each failure coming right after the node is back.
+  std::vector<int> periods_s;
+  for (int round = 0; round < 7; ++round) {
+    ring.suspect("n2", t);
+    ring.suspect("n2", t + 100ms);  // a second request of the same burst: same suspicion
+    int s = 0;
+    while (ring.owner(conv, t + std::chrono::seconds(s) + 1ms) == "" && s < 100) ++s;
+    periods_s.push_back(s);
+    t += std::chrono::seconds(s) + 1ms;  // let back: the next request times out at once
+  }
+  EXPECT_EQ(periods_s, (std::vector<int>{1, 2, 4, 8, 16, 16, 16}));
+  // It answered: the next suspicion is the first period again.
+  ring.answered("n2");
+  ring.suspect("n2", t);
+  EXPECT_EQ(ring.owner(conv, t + 500ms), "");
+  EXPECT_EQ(ring.owner(conv, t + 1001ms), "n2");
+  // Failing again long after it was let back (its suspicion ended at t + 1 s; 5 s is more
+  // than its period): the first period, not a doubled one.
+  const auto later = t + 1000ms + 5s;
+  ring.suspect("n2", later);
+  EXPECT_EQ(ring.owner(conv, later + 999ms), "");
+  EXPECT_EQ(ring.owner(conv, later + 1001ms), "n2");
+}
+
 // ---- live_nodes_from_client_list: CLIENT LIST TYPE pubsub as Redis 7 prints it ----
 
 // One client line as Redis prints it; `name` as given (empty: an unnamed client).

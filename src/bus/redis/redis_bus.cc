@@ -363,14 +363,17 @@ void RedisBus::fail_requests(const std::deque<Event>& events) {
 
 void RedisBus::complete(uint64_t id, Result<std::string> answer) {
   Reply reply;
+  std::string node;
   {
     std::lock_guard lock(requests_mu_);
     auto it = requests_.find(id);
     if (it == requests_.end()) return;  // answered already (a late reply after the timeout)
     reply = std::move(it->second.reply);
+    node = std::move(it->second.node);
     requests_.erase(it);
   }
   if (!answer) requests_failed_metric.inc();
+  else ring_.answered(node);  // it is not hung: a later timeout is suspected from scratch
   reply(std::move(answer));
 }
 
