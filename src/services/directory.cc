@@ -81,6 +81,20 @@ Result<std::vector<uint32_t>> Directory::devices(const std::string& user) {
   return devices_.put(user, std::move(*loaded), /*keep_existing=*/true, 0, now_ms());
 }
 
+Result<void> Directory::prefetch_devices(const std::vector<std::string>& users) {
+  std::vector<std::string> missing;
+  for (const auto& u : users)
+    if (!devices_.get(u)) missing.push_back(u);
+  if (missing.empty()) return {};
+  auto loaded = store_.devices_of(missing);
+  if (!loaded) return loaded.error();
+  const int64_t now = now_ms();
+  for (size_t i = 0; i < missing.size(); ++i)
+    if (!(*loaded)[i].empty())  // no such user: nothing cached (as devices())
+      devices_.put(missing[i], std::move((*loaded)[i]), /*keep_existing=*/true, 0, now);
+  return {};
+}
+
 void Directory::put_devices(const std::string& user, std::vector<uint32_t> devices) {
   const int64_t now = now_ms();
   devices_.put(user, std::move(devices), /*keep_existing=*/false, now + kPinnedMs, now);

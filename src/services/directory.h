@@ -122,6 +122,9 @@ class Directory {
   Result<std::optional<store::Member>> member(const store::Conversation& c, const std::string& user);
 
   Result<std::vector<uint32_t>> devices(const std::string& user);  // empty if no such user
+  // Brings the device lists of those of `users` not cached into the cache with one store call
+  // (Store::devices_of: one round trip on Redis): a group's warm-up, on a reader thread.
+  Result<void> prefetch_devices(const std::vector<std::string>& users);
   void put_devices(const std::string& user, std::vector<uint32_t> devices);
   // Another node linked a device of the user: the next devices() reads the store.
   void forget_devices(const std::string& user);

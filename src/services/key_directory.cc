@@ -72,6 +72,23 @@ Result<uint32_t> KeyDirectory::registration_id(const DeviceRef& device) {
   return registrations_.emplace(key, reg);
 }
 
+Result<void> KeyDirectory::prefetch_registrations(const std::vector<DeviceRef>& devices) {
+  std::vector<DeviceRef> missing;
+  {
+    std::lock_guard lock(reg_mu_);
+    for (const auto& d : devices)
+      if (!registrations_.find(d.key())) missing.push_back(d);
+  }
+  if (missing.empty()) return {};
+  auto keys = store_.device_keys_of(missing);
+  if (!keys) return keys.error();
+  std::lock_guard lock(reg_mu_);
+  for (size_t i = 0; i < missing.size(); ++i)
+    // Insert only if absent: an upload that completed meanwhile wrote a newer value.
+    registrations_.emplace(missing[i].key(), (*keys)[i] ? (*keys)[i]->registration_id : 0);
+  return {};
+}
+
 Result<KeyStatus> KeyDirectory::status(const DeviceRef& me) {
   auto keys = store_.device_keys(me);
   if (!keys) return keys.error();

@@ -93,6 +93,9 @@ class KeyDirectory {
   // The registration id of the device's current keys, 0 if it has none. Cached (LRU); the
   // send path's stale-device check calls it.
   Result<uint32_t> registration_id(const DeviceRef& device);
+  // Brings the registration ids of those devices not cached into the cache with one store call
+  // (Store::device_keys_of: one round trip on Redis): a group's warm-up, on a reader thread.
+  Result<void> prefetch_registrations(const std::vector<DeviceRef>& devices);
   // The prekeys_low frame for a device that connects while below the threshold.
   std::optional<std::string> low_frame(const DeviceRef& device);
 

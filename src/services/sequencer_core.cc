@@ -96,16 +96,26 @@ void SequencerCore::warm_up(Shard& shard, const std::string& conversation_id, bo
         auto c = directory.conversation(conversation_id);
         if (!c) return c.error();
         if (!*c) return w;  // no such conversation: the work answers that itself
-        if (!(*c)->fanout_on_read)
-          for (const auto& m : (*c)->members) {
-            if (!m.active()) continue;
-            auto devices = directory.devices(m.user);
+        if (!(*c)->fanout_on_read) {
+          // Every member's device list, then every device's registration id (the stale-device
+          // check of per-device bodies, sender.cc, reads these): one store call each for all
+          // members (pipelined on Redis), not a round trip per member and per device.
+          std::vector<std::string> users;
+          for (const auto& m : (*c)->members)
+            if (m.active()) users.push_back(m.user);
+          if (auto p = directory.prefetch_devices(users); !p) return p.error();
+          std::vector<DeviceRef> all;
+          for (const auto& u : users) {
+            auto devices = directory.devices(u);  // cached now (unless evicted meanwhile)
             if (!devices) return devices.error();
-            // The stale-device check of per-device bodies (sender.cc) reads these.
-            if (registration_id)
-              for (uint32_t d : *devices)
-                if (auto r = registration_id(DeviceRef{m.user, d}); !r) return r.error();
+            for (uint32_t d : *devices) all.push_back(DeviceRef{u, d});
           }
+          if (registration_prefetch)
+            if (auto p = registration_prefetch(all); !p) return p.error();
+          if (registration_id)
+            for (const auto& d : all)
+              if (auto r = registration_id(d); !r) return r.error();
+        }
         // A direct send checks both users' block lists (send_safety.h): into Blocks' cache.
         if (blocks && (*c)->type == store::ConvType::kDirect && (*c)->members.size() == 2) {
           blocks->blocks((*c)->members[0].user, (*c)->members[1].user);

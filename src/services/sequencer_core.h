@@ -60,6 +60,8 @@ struct ConversationInfo {
 using SendDone = std::function<void(Result<SentInfo>)>;
 // A device's current registration id (0: no keys). Any thread.
 using RegistrationLookup = std::function<Result<uint32_t>(const DeviceRef&)>;
+// Reads the registration ids of several devices into the lookup's cache at once (warm-up).
+using RegistrationPrefetch = std::function<Result<void>(const std::vector<DeviceRef>&)>;
 
 // What the owning loop keeps for a channel only (allocated on first use: most conversations
 // are not channels, and every cached conversation has a ConvState).
@@ -274,6 +276,7 @@ class SequencerCore {
   Presence* presence = nullptr;  // told of membership changes (its who-shares-with-whom index)
   LiveFanout* fanout = nullptr;  // live delivery of read-side conversations; set before serving
   RegistrationLookup registration_id;  // the key directory's; unset: `registration_ids` are not checked
+  RegistrationPrefetch registration_prefetch;  // the key directory's (with registration_id)
   Media* media = nullptr;        // checks the media a send names (issue 11); null: media refused
   Blocks* blocks = nullptr;             // issue 12: blocked direct sends are withheld (send_safety.h)
   PresencePrivacy* privacy = nullptr;   // issue 12: a send accepts a direct conversation

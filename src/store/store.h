@@ -217,6 +217,19 @@ class Store {
   // accounts
   virtual Result<bool> user_exists(const std::string& user) = 0;
   virtual Result<std::vector<uint32_t>> devices(const std::string& user) = 0;
+  // devices() of each user, in order, in one call: a store over the network answers them all
+  // in one round trip (a group conversation's warm-up reads every member's list). The default
+  // asks one by one.
+  virtual Result<std::vector<std::vector<uint32_t>>> devices_of(const std::vector<std::string>& users) {
+    std::vector<std::vector<uint32_t>> out;
+    out.reserve(users.size());
+    for (const auto& u : users) {
+      auto d = devices(u);
+      if (!d) return d.error();
+      out.push_back(std::move(*d));
+    }
+    return out;
+  }
   virtual Result<std::optional<DeviceRef>> find_token(const std::string& token_hash) = 0;
   virtual Result<int64_t> last_seen(const std::string& user) = 0;  // 0 if never
 
@@ -246,6 +259,17 @@ class Store {
 
   // key directory
   virtual Result<std::optional<DeviceKeys>> device_keys(const DeviceRef& device) = 0;
+  // device_keys() of each device, in order, in one call (as devices_of).
+  virtual Result<std::vector<std::optional<DeviceKeys>>> device_keys_of(const std::vector<DeviceRef>& devices) {
+    std::vector<std::optional<DeviceKeys>> out;
+    out.reserve(devices.size());
+    for (const auto& d : devices) {
+      auto k = device_keys(d);
+      if (!k) return k.error();
+      out.push_back(std::move(*k));
+    }
+    return out;
+  }
   // The device's one-time prekeys in increasing id, at most `limit`.
   virtual Result<std::vector<OneTimePrekey>> one_time_prekeys(const DeviceRef& device, size_t limit) = 0;
   // ---- media and expiry (issue 11); every read is a bounded index range ----

@@ -145,6 +145,26 @@ TEST_P(StoreContractTest, DevicesAreListedInIncreasingOrder) {
   EXPECT_TRUE(must(store().devices("bob")).empty());
 }
 
+// devices_of: each user's devices() in the order asked (a store over the network answers
+// them in one round trip; on a Cluster the users' keys are on several slots).
+TEST_P(StoreContractTest, DevicesOfSeveralUsersAnswerEachInTheOrderAsked) {
+  EXPECT_TRUE(must(store().devices_of({})).empty());
+  Batch b;
+  b.add(PutDevice{{"alice", 2}, "ha2"});
+  b.add(PutDevice{{"alice", 1}, "ha1"});
+  b.add(PutDevice{{"bob", 7}, "hb7"});
+  commit(std::move(b));
+  std::vector<std::string> users{"bob", "nobody", "alice", "bob"};
+  for (int i = 0; i < 20; ++i) users.push_back("u" + std::to_string(i));  // many slots on a Cluster
+  auto got = must(store().devices_of(users));
+  ASSERT_EQ(got.size(), users.size());
+  EXPECT_EQ(got[0], (std::vector<uint32_t>{7}));
+  EXPECT_TRUE(got[1].empty()) << "no such user";
+  EXPECT_EQ(got[2], (std::vector<uint32_t>{1, 2}));
+  EXPECT_EQ(got[3], (std::vector<uint32_t>{7}));
+  for (size_t i = 4; i < got.size(); ++i) EXPECT_TRUE(got[i].empty()) << users[i];
+}
+
 TEST_P(StoreContractTest, TokensFindTheirDevice) {
   commit1(PutDevice{kAlice1, "hash-a1"});
   commit1(PutDevice{kAlice2, "hash-a2"});
@@ -599,6 +619,20 @@ TEST_P(StoreContractTest, DeviceKeysRoundTripEveryField) {
   ASSERT_TRUE(got && *got);
   EXPECT_EQ(**got, k2);
   EXPECT_FALSE((*got)->previous_signed_prekey);
+}
+
+TEST_P(StoreContractTest, DeviceKeysOfSeveralDevicesAnswerEachInTheOrderAsked) {
+  EXPECT_TRUE(must(store().device_keys_of({})).empty());
+  const DeviceRef a{"alice", 1}, b{"bob", 3}, none{"carol", 1};
+  commit1(PutDeviceKeys{a, sample_keys('a')});
+  commit1(PutDeviceKeys{b, sample_keys('b')});
+  auto got = must(store().device_keys_of({b, none, a}));
+  ASSERT_EQ(got.size(), 3u);
+  ASSERT_TRUE(got[0]);
+  EXPECT_EQ(*got[0], sample_keys('b'));
+  EXPECT_FALSE(got[1]) << "a device without keys";
+  ASSERT_TRUE(got[2]);
+  EXPECT_EQ(*got[2], sample_keys('a'));
 }
 
 TEST_P(StoreContractTest, OneTimePrekeysListInIdOrderPerDeviceWithLimit) {

@@ -343,16 +343,56 @@ Result<bool> RedisStore::user_exists(const std::string& user) {
   return v->has_value();
 }
 
-Result<std::vector<uint32_t>> RedisStore::devices(const std::string& user) {
-  auto a = fetch_array({"HKEYS", user_key(user) + ":d"});
+namespace {
+// A user's device numbers from the reply of HKEYS {u:<user>}:d, sorted.
+Result<std::vector<uint32_t>> parse_devices(const Reply& reply) {
+  auto a = expect(reply, REDIS_REPLY_ARRAY);
   if (!a) return a.error();
   std::vector<uint32_t> out;
+  if ((*a)->type == REDIS_REPLY_NIL) return out;
   for (size_t i = 0; i < (*a)->elements; ++i) {
     auto d = parse_int<uint32_t>(str((*a)->element[i]));
     if (!d) return corrupt("device");
     out.push_back(*d);
   }
   std::sort(out.begin(), out.end());
+  return out;
+}
+
+// A device's keys from the reply of GET {d:<user>/<n>}:k; nullopt if it has none.
+Result<std::optional<DeviceKeys>> parse_device_keys(const Reply& reply) {
+  auto v = expect(reply, REDIS_REPLY_STRING);
+  if (!v) return v.error();
+  if ((*v)->type == REDIS_REPLY_NIL) return std::optional<DeviceKeys>{};
+  auto k = rocks::decode_device_keys(str(*v));
+  if (!k) return corrupt("device keys");
+  return std::optional<DeviceKeys>(std::move(*k));
+}
+}  // namespace
+
+Result<std::vector<uint32_t>> RedisStore::devices(const std::string& user) {
+  auto r = run1({"HKEYS", user_key(user) + ":d"});
+  if (!r) return r.error();
+  return parse_devices(*r);
+}
+
+Result<std::vector<std::vector<uint32_t>>> RedisStore::devices_of(const std::vector<std::string>& users) {
+  std::vector<std::string> keys;
+  keys.reserve(users.size());
+  for (const auto& u : users) keys.push_back(user_key(u) + ":d");
+  std::vector<std::vector<std::string_view>> commands;
+  commands.reserve(keys.size());
+  for (const auto& k : keys) commands.push_back({"HKEYS", k});
+  std::vector<std::vector<uint32_t>> out;
+  if (commands.empty()) return out;
+  auto replies = run(commands);  // one pipeline (on a Cluster, one per slot, sent at once)
+  if (!replies) return replies.error();
+  out.reserve(replies->size());
+  for (const Reply& r : *replies) {
+    auto d = parse_devices(r);
+    if (!d) return d.error();
+    out.push_back(std::move(*d));
+  }
   return out;
 }
 
@@ -518,12 +558,29 @@ Result<std::string> RedisStore::shared_value(const std::string& key, const std::
 // ---- key directory ----
 
 Result<std::optional<DeviceKeys>> RedisStore::device_keys(const DeviceRef& device) {
-  auto v = fetch_string({"GET", device_key(device) + ":k"});
-  if (!v) return v.error();
-  if (!*v) return std::optional<DeviceKeys>{};
-  auto k = rocks::decode_device_keys(**v);
-  if (!k) return corrupt("device keys");
-  return std::optional<DeviceKeys>(std::move(*k));
+  auto r = run1({"GET", device_key(device) + ":k"});
+  if (!r) return r.error();
+  return parse_device_keys(*r);
+}
+
+Result<std::vector<std::optional<DeviceKeys>>> RedisStore::device_keys_of(const std::vector<DeviceRef>& devices) {
+  std::vector<std::string> keys;
+  keys.reserve(devices.size());
+  for (const auto& d : devices) keys.push_back(device_key(d) + ":k");
+  std::vector<std::vector<std::string_view>> commands;
+  commands.reserve(keys.size());
+  for (const auto& k : keys) commands.push_back({"GET", k});
+  std::vector<std::optional<DeviceKeys>> out;
+  if (commands.empty()) return out;
+  auto replies = run(commands);
+  if (!replies) return replies.error();
+  out.reserve(replies->size());
+  for (const Reply& r : *replies) {
+    auto k = parse_device_keys(r);
+    if (!k) return k.error();
+    out.push_back(std::move(*k));
+  }
+  return out;
 }
 
 Result<std::vector<OneTimePrekey>> RedisStore::one_time_prekeys(const DeviceRef& device, size_t limit) {

@@ -109,6 +109,7 @@ class RedisStore final : public Store {
   Result<void> flush() override;
   Result<bool> user_exists(const std::string& user) override;
   Result<std::vector<uint32_t>> devices(const std::string& user) override;
+  Result<std::vector<std::vector<uint32_t>>> devices_of(const std::vector<std::string>& users) override;
   Result<std::optional<DeviceRef>> find_token(const std::string& token_hash) override;
   Result<int64_t> last_seen(const std::string& user) override;
   Result<std::optional<Conversation>> conversation(const std::string& id) override;
@@ -125,6 +126,7 @@ class RedisStore final : public Store {
   Result<std::vector<ReceiptState>> receipts(const std::string& conversation_id) override;
   Result<size_t> purge_expired(int64_t now_ms) override;
   Result<std::optional<DeviceKeys>> device_keys(const DeviceRef& device) override;
+  Result<std::vector<std::optional<DeviceKeys>>> device_keys_of(const std::vector<DeviceRef>& devices) override;
   Result<std::vector<OneTimePrekey>> one_time_prekeys(const DeviceRef& device, size_t limit) override;
   Result<std::vector<MediaOwner>> media_owners(const std::string& id) override;
   Result<std::vector<std::pair<std::string, uint64_t>>> user_media(const std::string& user, size_t limit) override;
