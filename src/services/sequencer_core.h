@@ -214,6 +214,13 @@ class SequencerCore {
       drain(shard, conversation_id);
     });
   }
+  // Within read_then's `then` (offloaded reads): runs `work` now if what the sequencing paths
+  // read of the conversation is still in memory (when_warm's check), else first in its gate,
+  // behind a warm-up read on a reader thread: meanwhile a batch of the conversation failed
+  // (ConvState::stale, its snapshot dropped) or its state was evicted, and neither is then
+  // reloaded on this loop. read_then drains the gate once `then` returned.
+  void resume(Shard& shard, const std::string& conversation_id, bool receipts,
+              std::function<void(const Error*)> work);
   // Work to run before anything else waiting for the conversation (sends sequenced again,
   // in their order): through the gate when reads are offloaded, so a reload is not inline.
   void run_first(Shard& shard, const std::string& conversation_id,
