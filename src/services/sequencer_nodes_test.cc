@@ -102,25 +102,11 @@ class GatedStore : public store::MemoryStore {
   Result<std::optional<store::IdempotencyRecord>> idempotency(const DeviceRef& d, const std::string& cmid,
                                                               int64_t now) override {
     note();
-    {
-      std::unique_lock lock(mu_);
-      if (idempotency_held_) {
-        ++idempotency_waiting_;
-        cv_.notify_all();
-        cv_.wait(lock, [&] { return !idempotency_held_; });
-      }
-    }
+    wait_while_held(idempotency_held_, idempotency_waiting_);
     return MemoryStore::idempotency(d, cmid, now);
   }
-  void hold_idempotency(bool held) {
-    std::lock_guard lock(mu_);
-    idempotency_held_ = held;
-    cv_.notify_all();
-  }
-  bool await_idempotency_waiting(int n) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, 10s, [&] { return idempotency_waiting_ >= n; });
-  }
+  void hold_idempotency(bool held) { set_held(idempotency_held_, held); }
+  bool await_idempotency_waiting(int n) { return await_waiting(idempotency_waiting_, n); }
   Result<std::vector<store::MediaOwner>> media_owners(const std::string& id) override {
     note();
     return MemoryStore::media_owners(id);
@@ -142,27 +128,32 @@ class GatedStore : public store::MemoryStore {
   // Head reads wait while held (a store that is slow to answer); counts those that waited.
   Result<Seq> head(const std::string& conversation_id) override {
     note();
-    {
-      std::unique_lock lock(mu_);
-      if (reads_held_) {
-        ++reads_waiting_;
-        cv_.notify_all();
-        cv_.wait(lock, [&] { return !reads_held_; });
-      }
-    }
+    wait_while_held(reads_held_, reads_waiting_);
     return MemoryStore::head(conversation_id);
   }
-  void hold_reads(bool held) {
-    std::lock_guard lock(mu_);
-    reads_held_ = held;
-    cv_.notify_all();
-  }
-  bool await_reads_waiting(int n) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, 10s, [&] { return reads_waiting_ >= n; });
-  }
+  void hold_reads(bool held) { set_held(reads_held_, held); }
+  bool await_reads_waiting(int n) { return await_waiting(reads_waiting_, n); }
 
  private:
+  // A read of a kind that is held waits until it is let go; `waiting` counts those that did.
+  void wait_while_held(const bool& held, int& waiting) {
+    std::unique_lock lock(mu_);
+    if (!held) return;
+    ++waiting;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return !held; });
+  }
+  void set_held(bool& flag, bool held) {
+    std::lock_guard lock(mu_);
+    flag = held;
+    cv_.notify_all();
+  }
+  // Whether `n` reads of a held kind waited within 10 s.
+  bool await_waiting(const int& waiting, int n) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 10s, [&] { return waiting >= n; });
+  }
+
   std::mutex mu_;
   std::condition_variable cv_;
   bool closed_ = false;
