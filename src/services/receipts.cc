@@ -38,10 +38,7 @@ Receipts::LogSenders Receipts::read_log(const std::string& conversation_id, std:
   l.first = range.first;
   l.last = range.second;
   auto messages = core_.store.read_messages(conversation_id, range.first, range.second - range.first);
-  if (!messages) {
-    l.failed = true;  // the receipt goes to the senders known without it
-    return l;
-  }
+  if (!messages) return l;  // the receipt goes to the senders known without them
   for (const auto& m : *messages)
     if (auto meta = proto::stored_meta(m.frame); meta && !meta->system) l.senders.emplace_back(m.seq, std::move(meta->sender));
   return l;
@@ -178,7 +175,7 @@ void Receipts::acknowledge(Shard& shard, const DeviceRef& device, const std::str
            reads](Result<LogSenders> l) {
             auto log = std::make_shared<LogSenders>();
             if (l) *log = std::move(*l);
-            else *log = LogSenders{range.first, range.second, {}, true, 0};  // no reader: as a failed read
+            else *log = LogSenders{range.first, range.second, {}, 0};  // no reader: as a failed read
             log->reads = reads + 1;
             core_.resume(shard, conversation_id, true,
                          [this, &shard, device, conversation_id, seq, read, done, following, log](const Error* e) {

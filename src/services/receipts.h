@@ -8,6 +8,9 @@
 // conversation) and writes cursor, inbox and receipt blind. A device's cursor only moves
 // forward in practice (acks of one connection arrive in order, a reconnect starts past the
 // last ack, pending ones included); a client that acks backwards only replays more itself.
+// The one read left: the senders of messages older than those the loop remembers come from
+// the log (bounded), with offloaded reads (Redis) on a reader thread before the ack runs
+// again with them, the conversation's later work waiting (SequencerCore::read_then).
 //
 // In a read-side (large) group, receipts are coalesced per sender: they wait up to
 // --receipt-batch-ms on the owning loop, and a sender gets only each reader's highest mark
@@ -33,13 +36,12 @@ class Receipts {
 
   explicit Receipts(SequencerCore& core) : core_(core) {}
 
-  // The senders of the messages in (first, last] of a conversation's log, read on a reader
-  // thread for an ack (offloaded reads); `failed`: the read failed (the ack goes on without
-  // them, as with an inline read); `reads`: how many such reads this ack made.
+  // The senders of the messages in (first, last] of a conversation's log, read for an ack
+  // (on a reader thread with offloaded reads). None when the read failed: the receipt goes
+  // to the senders known without it, as it always did. `reads`: how many this ack made.
   struct LogSenders {
     Seq first = 0, last = 0;
     std::vector<std::pair<Seq, std::string>> senders;
-    bool failed = false;
     int reads = 0;
   };
 

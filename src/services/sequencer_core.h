@@ -187,7 +187,7 @@ class SequencerCore {
     warm_up(shard, conversation_id, receipts, std::function<void(const Error*)>(std::forward<Work>(work)));
   }
   // Within gated work: runs `read` on a reader thread, then `then` on this loop, holding the
-  // conversation's later work back until `then` ran (the send path's idempotency read).
+  // conversation's later work back until `then` ran (idempotency, media, older senders; see resume()).
   // Only with offloaded reads, and not while a read of the conversation is out.
   template <typename T>
   void read_then(Shard& shard, const std::string& conversation_id, std::function<Result<T>()> read,
