@@ -24,21 +24,40 @@ Seq Receipts::pending_ack(const DeviceRef& device, const std::string& conversati
   return it == pending_acks_.end() ? 0 : it->second;
 }
 
+std::pair<Seq, Seq> Receipts::log_range(const ConvState& cs, Seq from, Seq to) {
+  // Older than what the loop remembers (e.g. sent before a restart): ask the log, bounded.
+  const Seq remembered_from = cs.senders_from;
+  if (from + 1 >= remembered_from) return {0, 0};
+  const Seq last = std::min(to, remembered_from - 1);
+  const Seq first = last - from > SequencerCore::kRecentSenders ? last - SequencerCore::kRecentSenders : from;
+  return {first, last};
+}
+
+Receipts::LogSenders Receipts::read_log(const std::string& conversation_id, std::pair<Seq, Seq> range) {
+  LogSenders l;
+  l.first = range.first;
+  l.last = range.second;
+  auto messages = core_.store.read_messages(conversation_id, range.first, range.second - range.first);
+  if (!messages) return l;  // the receipt goes to the senders known without them
+  for (const auto& m : *messages)
+    if (auto meta = proto::stored_meta(m.frame); meta && !meta->system) l.senders.emplace_back(m.seq, std::move(meta->sender));
+  return l;
+}
+
 std::vector<std::string> Receipts::senders(ConvState& cs, const std::string& conversation_id,
-                                           const std::string& reader, Seq from, Seq to) {
+                                           const std::string& reader, Seq from, Seq to, const LogSenders* older) {
   std::set<std::string> out;
   for (auto it = cs.recent_senders.rbegin(); it != cs.recent_senders.rend() && it->first > from; ++it)
     if (it->first <= to && it->second != reader) out.insert(it->second);
-  // Older than what the loop remembers (e.g. sent before a restart): ask the log, bounded.
-  const Seq remembered_from = cs.senders_from;
-  if (from + 1 < remembered_from) {
-    const Seq last = std::min(to, remembered_from - 1);
-    const Seq first = last - from > SequencerCore::kRecentSenders ? last - SequencerCore::kRecentSenders : from;
-    if (auto older = core_.store.read_messages(conversation_id, first, last - first)) {
-      for (const auto& m : *older)
-        if (auto meta = proto::stored_meta(m.frame); meta && !meta->system && meta->sender != reader)
-          out.insert(meta->sender);
+  const auto range = log_range(cs, from, to);
+  if (range.first < range.second) {
+    LogSenders read_here;
+    if (!covers(older, range)) {  // the embedded store (or a range that moved meanwhile)
+      read_here = read_log(conversation_id, range);
+      older = &read_here;
     }
+    for (const auto& [s, user] : older->senders)
+      if (s > range.first && s <= range.second && user != reader) out.insert(user);
   }
   return {out.begin(), out.end()};
 }
@@ -95,7 +114,7 @@ void Receipts::flush_receipts(Shard& shard) {
 }
 
 void Receipts::acknowledge(Shard& shard, const DeviceRef& device, const std::string& conversation_id, Seq seq,
-                           bool read, AckDone done, bool following) {
+                           bool read, AckDone done, bool following, const LogSenders* older) {
   auto conv = core_.directory.conversation(conversation_id);
   if (!conv) return done(conv.error());
   if (!*conv) return done(conversation_access_error());
@@ -120,13 +139,15 @@ void Receipts::acknowledge(Shard& shard, const DeviceRef& device, const std::str
   if (seq > cs.head) return done(make_error(ErrorCode::kInvalidArgument, "seq is beyond the conversation's head"));
   if (!me->active()) seq = std::min(seq, me->left_seq);  // a removed member's view ends at its removal
   std::string ack_key = device.key() + '\n' + conversation_id;
-  {
+  auto note_pending = [&] {
     std::lock_guard lock(acks_mu_);
     auto& pending = pending_acks_[ack_key];
     pending = std::max(pending, seq);
+  };
+  if ((*conv)->type == store::ConvType::kChannel) {
+    note_pending();
+    return acknowledge_channel(cs, device, conversation_id, seq, read, std::move(ack_key), std::move(done));
   }
-  if ((*conv)->type == store::ConvType::kChannel) return acknowledge_channel(cs, device, conversation_id, seq, read,
-                                                                             std::move(ack_key), std::move(done));
 
   if (!cs.receipts_loaded) {
     auto r = core_.store.receipts(conversation_id);
@@ -142,9 +163,32 @@ void Receipts::acknowledge(Shard& shard, const DeviceRef& device, const std::str
   if (delivered_up || read_up) {
     // The senders of the messages this receipt newly covers: (previous mark, seq].
     const Seq covered_from = std::min(delivered_up ? rs.delivered : seq, read_up ? rs.read : seq);
-    for (auto& u : senders(cs, conversation_id, device.user, covered_from, seq))
+    const auto range = log_range(cs, covered_from, seq);
+    if (core_.reads.offloaded() && range.first < range.second && !covers(older, range) &&
+        (!older || older->reads < kLogReads)) {
+      // Offloaded reads (Redis): the log is read on a reader thread, then this ack runs again
+      // with it (nothing changed yet); the conversation's later work waits meanwhile.
+      const int reads = older ? older->reads : 0;
+      core_.read_then<LogSenders>(
+          shard, conversation_id, [this, conversation_id, range] { return Result<LogSenders>(read_log(conversation_id, range)); },
+          [this, &shard, device, conversation_id, seq, read, done = std::move(done), following, range,
+           reads](Result<LogSenders> l) {
+            auto log = std::make_shared<LogSenders>();
+            if (l) *log = std::move(*l);
+            else *log = LogSenders{range.first, range.second, {}, 0};  // no reader: as a failed read
+            log->reads = reads + 1;
+            core_.resume(shard, conversation_id, true,
+                         [this, &shard, device, conversation_id, seq, read, done, following, log](const Error* e) {
+                           if (e) return done(*e);
+                           acknowledge(shard, device, conversation_id, seq, read, done, following, log.get());
+                         });
+          });
+      return;
+    }
+    for (auto& u : senders(cs, conversation_id, device.user, covered_from, seq, older))
       if (is_active_member(**conv, u)) to.push_back(std::move(u));
   }
+  note_pending();
   if (delivered_up) rs.delivered = seq;
   if (read_up) rs.read = seq;
 

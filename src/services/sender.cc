@@ -76,8 +76,20 @@ void Sender::settle(Shard& shard, const std::string& key, const Result<void>& co
   for (auto& w : waiters) committed ? w(info) : w(committed.error());
 }
 
+void Sender::again(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done,
+                   int attempt, MediaLeases::Lease media_lease) {
+  const std::string id = frame.conversation_id;  // before the frame moves into the closure
+  core_.resume(shard, id, false,
+               [this, &shard, device = std::move(device), frame = std::move(frame), started_us, done = std::move(done),
+                attempt, media_lease = std::move(media_lease)](const Error* e) mutable {
+                 if (e) return done(*e);
+                 send(shard, std::move(device), std::move(frame), started_us, std::move(done), attempt, true,
+                      std::move(media_lease));
+               });
+}
+
 void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done,
-                  int attempt, bool idempotency_read) {
+                  int attempt, bool idempotency_read, MediaLeases::Lease media_lease) {
   const std::string& conv_id = frame.conversation_id;
   auto conv = core_.directory.conversation(conv_id);
   if (!conv) return done(conv.error());
@@ -109,7 +121,7 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
     p->second.waiters.push_back(std::move(done));
     return;
   }
-  if (attempt == 0 && core_.store.commit_checks_idempotency()) {
+  if (attempt == 0 && !idempotency_read && core_.store.commit_checks_idempotency()) {
     // One redis-server (docs/scaling.md): no read before a first attempt. The commit refuses a
     // client_msg_id that has a record (as if the conversation were behind), so the send is
     // sequenced again and that attempt reads the record. A check that fails before the commit
@@ -134,7 +146,7 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
           if (!seen) return done(seen.error());
           if (*seen)
             return done(SentInfo{frame.client_msg_id, (*seen)->conversation_id, (*seen)->seq, (*seen)->ts});
-          send(shard, std::move(device), std::move(frame), started_us, std::move(done), attempt, true);
+          again(shard, std::move(device), std::move(frame), started_us, std::move(done), attempt, nullptr);
         });
     return;
   } else if (!idempotency_read) {
@@ -148,9 +160,23 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
 
   // Media named in clear metadata must be the sender's or visible to it (issue 11). The
   // lease keeps the sweep off those blobs until the commit below finished.
-  MediaLeases::Lease media_lease;
-  if (!frame.media.empty()) {
+  if (!frame.media.empty() && !media_lease) {
     if (!core_.media) return done(make_error(ErrorCode::kInvalidArgument, "media is not enabled on this server"));
+    if (core_.reads.offloaded()) {
+      // The media records are read on a reader thread (check_send is thread-safe, its lease
+      // too); the conversation's later work waits, so the send keeps its place.
+      Media* media = core_.media;
+      const std::string id = conv_id;  // copied before the frame moves into the closure
+      std::vector<std::string> ids = frame.media;
+      core_.read_then<MediaLeases::Lease>(
+          shard, id, [media, device, ids = std::move(ids)] { return media->check_send(device, ids); },
+          [this, &shard, device, frame = std::move(frame), started_us, done = std::move(done),
+           attempt](Result<MediaLeases::Lease> lease) mutable {
+            if (!lease) return done(lease.error());
+            again(shard, std::move(device), std::move(frame), started_us, std::move(done), attempt, std::move(*lease));
+          });
+      return;
+    }
     auto lease = core_.media->check_send(device, frame.media);
     if (!lease) return done(lease.error());
     media_lease = std::move(*lease);

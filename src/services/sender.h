@@ -14,6 +14,7 @@
 // there). `done` runs on that loop. Owned by Sequencer; borrows the core.
 #pragma once
 #include "proto/frames.h"
+#include "services/media_leases.h"
 #include "services/sequencer_core.h"
 
 namespace tern::services {
@@ -26,12 +27,20 @@ class Sender {
   static constexpr int kMaxAttempts = SequencerCore::kMaxAttempts;
 
   // `attempt`: how often this send was sequenced before (0 for a new one). With offloaded
-  // reads (Redis) it runs gated (SequencerCore::when_warm); `idempotency_read`: the store
-  // was already asked for the client_msg_id's record (on a reader thread) and had none.
+  // reads (Redis) it runs gated (SequencerCore::when_warm), and its reads go to a reader
+  // thread (SequencerCore::read_then), after which it runs again from the start with what
+  // they found: `idempotency_read`: the client_msg_id's step is done (the store had no
+  // record, or with Store::commit_checks_idempotency `done` already reads it on failure);
+  // `media_lease`: non-null, the media the frame names were checked (Media::check_send).
   void send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done,
-            int attempt = 0, bool idempotency_read = false);
+            int attempt = 0, bool idempotency_read = false, MediaLeases::Lease media_lease = nullptr);
 
  private:
+  // After a read on a reader thread (read_then's `then`): runs the send again from the start,
+  // its idempotency step done, through SequencerCore::resume (a conversation that must be
+  // reloaded meanwhile is read off the loop, the send staying first).
+  void again(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done, int attempt,
+             MediaLeases::Lease media_lease);
   // Finishes the in-flight entry of `key`: answers the retries that waited for it.
   static void settle(Shard& shard, const std::string& key, const Result<void>& committed);
 

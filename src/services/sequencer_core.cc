@@ -173,6 +173,13 @@ void SequencerCore::drain(Shard& shard, const std::string& conversation_id) {
   }
 }
 
+void SequencerCore::resume(Shard& shard, const std::string& conversation_id, bool receipts,
+                           std::function<void(const Error*)> work) {
+  if (warm(shard, conversation_id, receipts)) return work(nullptr);
+  // Ahead of the work that waited behind this one: it keeps its place in the order.
+  shard.gates[conversation_id].waiting.push_front(Shard::GatedWork{receipts, std::move(work)});
+}
+
 void SequencerCore::run_first(Shard& shard, const std::string& conversation_id,
                               std::vector<std::function<void(const Error*)>> work) {
   if (!reads.offloaded()) {

@@ -189,7 +189,7 @@ class SequencerCore {
     warm_up(shard, conversation_id, receipts, std::function<void(const Error*)>(std::forward<Work>(work)));
   }
   // Within gated work: runs `read` on a reader thread, then `then` on this loop, holding the
-  // conversation's later work back until `then` ran (the send path's idempotency read).
+  // conversation's later work back until `then` ran (idempotency, media, older senders; see resume()).
   // Only with offloaded reads, and not while a read of the conversation is out.
   template <typename T>
   void read_then(Shard& shard, const std::string& conversation_id, std::function<Result<T>()> read,
@@ -216,6 +216,13 @@ class SequencerCore {
       drain(shard, conversation_id);
     });
   }
+  // Within read_then's `then` (offloaded reads): runs `work` now if what the sequencing paths
+  // read of the conversation is still in memory (when_warm's check), else first in its gate,
+  // behind a warm-up read on a reader thread: meanwhile a batch of the conversation failed
+  // (ConvState::stale, its snapshot dropped) or its state was evicted, and neither is then
+  // reloaded on this loop. read_then drains the gate once `then` returned.
+  void resume(Shard& shard, const std::string& conversation_id, bool receipts,
+              std::function<void(const Error*)> work);
   // Work to run before anything else waiting for the conversation (sends sequenced again,
   // in their order): through the gate when reads are offloaded, so a reload is not inline.
   void run_first(Shard& shard, const std::string& conversation_id,

@@ -6,18 +6,25 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <condition_variable>
 #include <future>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <set>
+#include <unistd.h>
 
+#include "base/clock.h"
 #include "base/metrics.h"
 #include "bus/local/local_bus.h"
 #include "proto/frames.h"
+#include "services/accounts.h"
+#include "services/media.h"
 #include "services/sequencer.h"
+#include "store/fs/fs_blob_store.h"
 #include "store/memory/memory_store.h"
 
 namespace tern::services {
@@ -39,8 +46,14 @@ class GatedStore : public store::MemoryStore {
         cv_.notify_all();
         cv_.wait(lock, [&] { return !closed_ || released_ > me; });
       }
+      // A shared store out of reach: nothing of the batch is applied.
+      if (unavailable_) return make_error(ErrorCode::kUnavailable, "injected: store out of reach");
     }
     return MemoryStore::commit(batch, sync);
+  }
+  void set_unavailable(bool on) {
+    std::lock_guard lock(mu_);
+    unavailable_ = on;
   }
   void close() {
     std::lock_guard lock(mu_);
@@ -85,10 +98,22 @@ class GatedStore : public store::MemoryStore {
     note();
     return MemoryStore::read_messages(id, after, limit);
   }
+  // Idempotency reads wait while held, as head reads do (hold_idempotency).
   Result<std::optional<store::IdempotencyRecord>> idempotency(const DeviceRef& d, const std::string& cmid,
                                                               int64_t now) override {
     note();
+    wait_while_held(idempotency_held_, idempotency_waiting_);
     return MemoryStore::idempotency(d, cmid, now);
+  }
+  void hold_idempotency(bool held) { set_held(idempotency_held_, held); }
+  bool await_idempotency_waiting(int n) { return await_waiting(idempotency_waiting_, n); }
+  Result<std::vector<store::MediaOwner>> media_owners(const std::string& id) override {
+    note();
+    return MemoryStore::media_owners(id);
+  }
+  Result<std::vector<store::MediaRef>> media_refs(const std::string& id, size_t limit) override {
+    note();
+    return MemoryStore::media_refs(id, limit);
   }
   Result<std::vector<store::ReceiptState>> receipts(const std::string& id) override {
     note();
@@ -103,27 +128,32 @@ class GatedStore : public store::MemoryStore {
   // Head reads wait while held (a store that is slow to answer); counts those that waited.
   Result<Seq> head(const std::string& conversation_id) override {
     note();
-    {
-      std::unique_lock lock(mu_);
-      if (reads_held_) {
-        ++reads_waiting_;
-        cv_.notify_all();
-        cv_.wait(lock, [&] { return !reads_held_; });
-      }
-    }
+    wait_while_held(reads_held_, reads_waiting_);
     return MemoryStore::head(conversation_id);
   }
-  void hold_reads(bool held) {
-    std::lock_guard lock(mu_);
-    reads_held_ = held;
-    cv_.notify_all();
-  }
-  bool await_reads_waiting(int n) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, 10s, [&] { return reads_waiting_ >= n; });
-  }
+  void hold_reads(bool held) { set_held(reads_held_, held); }
+  bool await_reads_waiting(int n) { return await_waiting(reads_waiting_, n); }
 
  private:
+  // A read of a kind that is held waits until it is let go; `waiting` counts those that did.
+  void wait_while_held(const bool& held, int& waiting) {
+    std::unique_lock lock(mu_);
+    if (!held) return;
+    ++waiting;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return !held; });
+  }
+  void set_held(bool& flag, bool held) {
+    std::lock_guard lock(mu_);
+    flag = held;
+    cv_.notify_all();
+  }
+  // Whether `n` reads of a held kind waited within 10 s.
+  bool await_waiting(const int& waiting, int n) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 10s, [&] { return waiting >= n; });
+  }
+
   std::mutex mu_;
   std::condition_variable cv_;
   bool closed_ = false;
@@ -131,6 +161,9 @@ class GatedStore : public store::MemoryStore {
   int released_ = 0;
   bool reads_held_ = false;
   int reads_waiting_ = 0;
+  bool idempotency_held_ = false;
+  int idempotency_waiting_ = 0;
+  bool unavailable_ = false;
 };
 
 struct Node {
@@ -145,9 +178,20 @@ struct Node {
     loops.start();
     committer.start();
   }
+  // Media (issue 11) for the sends of this node: blobs under `dir` (check_send reads only the
+  // store's media rows; the worker and sweep threads are not started).
+  void enable_media(const std::string& dir) {
+    auto fs = store::FsBlobStore::open_at(dir);
+    ASSERT_TRUE(fs) << fs.error().message;
+    blobs = std::move(*fs);
+    accounts = std::make_unique<Accounts>(store, committer, directory, options);
+    media = std::make_unique<Media>(options, store, *blobs, committer, directory, *accounts, draining);
+    sequencer.set_media(media.get());
+  }
   ~Node() {
     store.open();
     store.hold_reads(false);
+    store.hold_idempotency(false);
     reads.stop();
     committer.stop();
     loops.stop();
@@ -161,6 +205,40 @@ struct Node {
   StoreReads reads{loops, 2};  // off the loops, as with Redis
   bus::LocalBus bus;
   Sequencer sequencer;
+  std::atomic<bool> draining{false};
+  std::unique_ptr<store::FsBlobStore> blobs;
+  std::unique_ptr<Accounts> accounts;
+  std::unique_ptr<Media> media;
+};
+
+// A device's connection as the bus sees it: keeps the frames (receipts) it is sent.
+class FrameInbox : public bus::Endpoint {
+ public:
+  void notify(std::shared_ptr<const bus::Notification> n) override {
+    if (n->kind != bus::Notification::Kind::kFrame || !n->frame) return;
+    std::lock_guard lock(mu_);
+    frames_.push_back(*n->frame);
+    cv_.notify_all();
+  }
+  void replaced() override {}
+  // Whether a frame containing every one of `parts` arrived within 10 s.
+  bool await_frame(const std::vector<std::string>& parts) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 10s, [&] {
+      return std::any_of(frames_.begin(), frames_.end(), [&](const std::string& f) {
+        return std::all_of(parts.begin(), parts.end(), [&](const std::string& p) { return f.find(p) != std::string::npos; });
+      });
+    });
+  }
+  size_t count() {
+    std::lock_guard lock(mu_);
+    return frames_.size();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::string> frames_;
 };
 
 uint64_t resequenced() {
@@ -216,9 +294,9 @@ class SequencerNodesTest : public ::testing::Test {
   }
 
   std::future<Result<SentInfo>> send_async(Node& n, const std::string& user, const std::string& conv,
-                                           const std::string& cmid) {
+                                           const std::string& cmid, std::vector<std::string> media = {}) {
     auto p = std::make_shared<std::promise<Result<SentInfo>>>();
-    proto::SendFrame frame{cmid, conv, std::string("aGk="), {}, std::nullopt, std::nullopt, false, {}, {}};
+    proto::SendFrame frame{cmid, conv, std::string("aGk="), {}, std::nullopt, std::nullopt, false, {}, std::move(media)};
     n.sequencer.send(DeviceRef{user, 1}, frame, 0, [p](Result<SentInfo> r) { p->set_value(std::move(r)); });
     return p->get_future();
   }
@@ -596,6 +674,110 @@ TEST_F(SequencerNodesTest, SendsAcksAndATimerOnAColdConversationReadNothingOnALo
   auto timer = set_timer(c, "alice", g, 60);
   ASSERT_TRUE(timer) << timer.error().message;
   EXPECT_EQ(c.store.reads_on_loops.load(), 0);
+}
+
+// With reader threads, a send naming media reads the media rows on a reader thread
+// (Media::check_send), not on the loop: the send keeps its place in the conversation's order
+// (a plain send right behind it gets the next seq) and its errors (an id nobody uploaded:
+// not_found). With the check on the loop this counts 2 reads there (media_owners, twice).
+TEST_F(SequencerNodesTest, ASendNamingMediaReadsNothingOnALoopAndKeepsItsPlace) {
+  Node& a = *nodes_[0];
+  Node& c = *nodes_[2];
+  const std::string dir = ::testing::TempDir() + "tern-seq-media-" + std::to_string(::getpid());
+  ASSERT_NO_FATAL_FAILURE(c.enable_media(dir));
+  const std::string id(64, 'a'), unknown(64, 'c');
+  store::Batch b;
+  b.add(store::PutMedia{id, "alice", 10, now_ms()});
+  ASSERT_TRUE(view_.commit(b, true));
+  const std::string g = create_group(a, "alice", {"bob"});  // seq 1; node c has never seen it
+  auto with_media = send_async(c, "alice", g, "m-1", {id});
+  auto plain = send_async(c, "alice", g, "p-1");
+  auto refused = send_async(c, "alice", g, "m-2", {unknown});
+  auto after = send_async(c, "alice", g, "p-2");
+  for (auto* f : {&with_media, &plain, &refused, &after}) ASSERT_EQ(f->wait_for(10s), std::future_status::ready);
+  auto r1 = with_media.get(), r2 = plain.get(), r3 = refused.get(), r4 = after.get();
+  ASSERT_TRUE(r1) << r1.error().message;
+  ASSERT_TRUE(r2) << r2.error().message;
+  ASSERT_TRUE(r4) << r4.error().message;
+  EXPECT_EQ(r1->seq, 2u);
+  EXPECT_EQ(r2->seq, 3u);
+  EXPECT_EQ(r4->seq, 4u);
+  ASSERT_FALSE(r3);
+  EXPECT_EQ(r3.error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(r3.error().message, "no such media (or not visible to the sender): " + unknown);
+  auto log = view_.read_messages(g, 0, 100);
+  ASSERT_TRUE(log);
+  ASSERT_EQ(log->size(), 4u);
+  EXPECT_NE((*log)[1].frame.find(id), std::string::npos);
+  EXPECT_EQ(c.store.reads_on_loops.load(), 0);
+  std::filesystem::remove_all(dir);
+}
+
+// With reader threads, an ack that covers messages older than the 32 whose senders the
+// warm-up read reads their senders from the log on a reader thread (Receipts::senders), and
+// the receipt still reaches the sender of the oldest one. With the read on the loop this
+// counts 1 read there (read_messages).
+TEST_F(SequencerNodesTest, AnAckCoveringMessagesOlderThanTheWarmedSendersReadsNothingOnALoop) {
+  Node& a = *nodes_[0];
+  Node& c = *nodes_[2];
+  const std::string g = create_group(a, "alice", {"bob", "carol"});  // seq 1
+  ASSERT_TRUE(send(a, "carol", g, "c-1"));                            // seq 2: carol's only message
+  constexpr Seq kAlice = SequencerCore::kWarmSenders + 8;
+  for (Seq i = 0; i < kAlice; ++i) ASSERT_TRUE(send(a, "alice", g, "a-" + std::to_string(i)));
+  const Seq head = 2 + kAlice;
+  auto alice = std::make_shared<FrameInbox>(), carol = std::make_shared<FrameInbox>();
+  c.bus.attach(DeviceRef{"alice", 1}, alice);
+  c.bus.attach(DeviceRef{"carol", 1}, carol);
+  // Node c has never seen g: the ack's warm-up reads the senders of seqs head-31..head only.
+  std::promise<Result<void>> p;
+  auto f = p.get_future();
+  c.sequencer.acknowledge(DeviceRef{"bob", 1}, g, head, /*read=*/false, [&p](Result<void> r) { p.set_value(r); });
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  auto acked = f.get();
+  ASSERT_TRUE(acked) << acked.error().message;
+  const std::vector<std::string> receipt{R"("type":"receipt")", R"("user":"bob")", R"("status":"delivered")",
+                                         "\"seq\":" + std::to_string(head)};
+  EXPECT_TRUE(carol->await_frame(receipt)) << "the sender of seq 2 got no receipt";
+  EXPECT_TRUE(alice->await_frame(receipt));
+  EXPECT_EQ(c.store.reads_on_loops.load(), 0);
+  auto marks = view_.receipts(g);
+  ASSERT_TRUE(marks);
+  ASSERT_EQ(marks->size(), 1u);
+  EXPECT_EQ((*marks)[0].user, "bob");
+  EXPECT_EQ((*marks)[0].delivered, head);
+}
+
+// With reader threads, a send whose idempotency read is out while an earlier batch of its
+// conversation fails (`unavailable`: the head and snapshot must be reloaded) has them
+// reloaded on a reader thread, then is sequenced on the reloaded head. With the reload on the
+// loop this counts 2 reads there (the snapshot and the head).
+TEST_F(SequencerNodesTest, ASendWhoseIdempotencyReadOutlivesAFailedCommitReloadsOffTheLoop) {
+  Node& a = *nodes_[0];
+  const std::string g = create_group(*nodes_[1], "alice", {"bob"});  // seq 1, on node b
+  ASSERT_TRUE(send(a, "alice", g, "w"));  // seq 2; node a has g warm (read off its loops)
+  a.store.close();
+  auto failing = send_async(a, "alice", g, "x-1");  // seq 3: its commit waits at the gate
+  ASSERT_TRUE(a.store.await_arrived(1));
+  a.store.hold_idempotency(true);
+  auto next = send_async(a, "alice", g, "x-2");  // its idempotency read waits on a reader thread
+  ASSERT_TRUE(a.store.await_idempotency_waiting(1));
+  a.store.set_unavailable(true);
+  a.store.release_one();  // x-1's commit fails: g is stale, its snapshot dropped
+  ASSERT_EQ(failing.wait_for(10s), std::future_status::ready);
+  auto r1 = failing.get();
+  ASSERT_FALSE(r1);
+  EXPECT_EQ(r1.error().code, ErrorCode::kUnavailable);
+  a.store.set_unavailable(false);
+  a.store.open();
+  a.store.hold_idempotency(false);
+  ASSERT_EQ(next.wait_for(10s), std::future_status::ready);
+  auto r2 = next.get();
+  ASSERT_TRUE(r2) << r2.error().message;
+  EXPECT_EQ(r2->seq, 3u);  // on the reloaded head: x-1 was not stored
+  EXPECT_EQ(a.store.reads_on_loops.load(), 0);
+  auto log = view_.read_messages(g, 0, 100);
+  ASSERT_TRUE(log);
+  ASSERT_EQ(log->size(), 3u);
 }
 
 }  // namespace
