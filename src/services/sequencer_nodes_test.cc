@@ -83,8 +83,19 @@ class GatedStore : public store::MemoryStore {
   }
   Result<std::vector<uint32_t>> devices(const std::string& user) override {
     note();
+    ++devices_calls;
     return MemoryStore::devices(user);
   }
+  // One call for several users: a store over the network pipelines it (counted on its own).
+  Result<std::vector<std::vector<uint32_t>>> devices_of(const std::vector<std::string>& users) override {
+    note();
+    ++devices_of_calls;
+    devices_of_users += static_cast<int>(users.size());
+    std::vector<std::vector<uint32_t>> out;
+    for (const auto& u : users) out.push_back(MemoryStore::devices(u).value());
+    return out;
+  }
+  std::atomic<int> devices_calls{0}, devices_of_calls{0}, devices_of_users{0};
   Result<std::optional<store::Conversation>> conversation(const std::string& id) override {
     note();
     return MemoryStore::conversation(id);
@@ -673,6 +684,22 @@ TEST_F(SequencerNodesTest, SendsAcksAndATimerOnAColdConversationReadNothingOnALo
   EXPECT_EQ(again->seq, 4u);
   auto timer = set_timer(c, "alice", g, 60);
   ASSERT_TRUE(timer) << timer.error().message;
+  EXPECT_EQ(c.store.reads_on_loops.load(), 0);
+}
+
+// A cold group's warm-up reads every member's device list with one store call (pipelined on
+// Redis: one round trip, not one per member).
+TEST_F(SequencerNodesTest, AColdGroupsWarmUpReadsEveryMembersDevicesInOneCall) {
+  Node& a = *nodes_[0];
+  Node& c = *nodes_[2];
+  const std::string g = create_group(a, "alice", {"bob", "carol", "dave", "erin"});
+  ASSERT_FALSE(g.empty());
+  auto sent = send(c, "bob", g, "b-1");  // node c has never seen g
+  ASSERT_TRUE(sent) << sent.error().message;
+  EXPECT_EQ(sent->seq, 2u);
+  EXPECT_EQ(c.store.devices_of_calls.load(), 1);
+  EXPECT_EQ(c.store.devices_of_users.load(), 5);
+  EXPECT_EQ(c.store.devices_calls.load(), 0) << "a device list read one by one";
   EXPECT_EQ(c.store.reads_on_loops.load(), 0);
 }
 
