@@ -18,6 +18,13 @@ using store::redis::RedisCluster;
 using store::redis::RedisConnection;
 using store::redis::key_slot;
 constexpr const char* kChannel = "tern:bus";
+// A node's own channel: requests to it and replies to its requests (forwarded sends), which
+// no other node needs to receive and decode. The hash tag puts it in kChannel's slot, so on a
+// Cluster one SSUBSCRIBE on that shard holds both and one pipeline publishes to both.
+std::string node_channel(std::string_view node) { return "{tern:bus}:" + std::string(node); }
+bool for_one_node(const RedisBus::Event& e) {
+  return e.target == RedisBus::Target::kRequest || e.target == RedisBus::Target::kReply;
+}
 
 Counter& dropped_metric = MetricsRegistry::global().counter(
     "tern_bus_dropped_total", "cross-node events dropped (Redis away or queue full); replay heals messages");
@@ -457,19 +464,29 @@ void RedisBus::publisher() {
       heartbeat(*conn);
       next_beat = std::chrono::steady_clock::now() + beat_every;
     }
-    // One batch: the node header, then every event; plus the registry writes; one round trip.
-    // On a cluster, the publish goes to the channel's shard and each registry write to its
-    // key's slot: one pipeline per slot, all nodes written before any reply is read.
+    // One batch per channel: the node header, then its events — kChannel's for every node,
+    // a node's own for requests to it and replies to it; plus the registry writes; one round
+    // trip. On a cluster, the publishes go to the channels' shard (one slot) and each registry
+    // write to its key's slot: one pipeline per slot, all nodes written before any reply is read.
     std::deque<std::string> owned;  // stable addresses for the argv views
     std::map<uint16_t, std::vector<std::vector<std::string_view>>> by_slot;
     const bool resync = owe_resync;
     if (!events.empty() || resync) {
-      std::string payload;
-      put_str(payload, options_.node_id);
-      if (resync) encode(payload, Event{Target::kResync, DeviceRef{}, std::make_shared<const Notification>()});
-      for (const Event& e : events) encode(payload, e);
-      owned.push_back(std::move(payload));
-      by_slot[key_slot(kChannel)].push_back({conn->is_cluster() ? "SPUBLISH" : "PUBLISH", kChannel, owned.back()});
+      std::map<std::string, std::string> payloads;  // channel → batch
+      auto batch = [&](const std::string& channel) -> std::string& {
+        auto [it, fresh] = payloads.try_emplace(channel);
+        if (fresh) put_str(it->second, options_.node_id);
+        return it->second;
+      };
+      if (resync) encode(batch(kChannel), Event{Target::kResync, DeviceRef{}, std::make_shared<const Notification>()});
+      for (const Event& e : events) encode(batch(for_one_node(e) ? node_channel(e.device.user) : kChannel), e);
+      const char* publish = conn->is_cluster() ? "SPUBLISH" : "PUBLISH";
+      for (auto& [channel, payload] : payloads) {
+        owned.push_back(channel);
+        const std::string_view ch = owned.back();
+        owned.push_back(std::move(payload));
+        by_slot[key_slot(kChannel)].push_back({publish, ch, owned.back()});
+      }
     }
     const std::string expires = std::to_string(now_ms() + options_.registry_ttl.count());
     const std::string value = options_.node_id + " " + expires;
@@ -540,7 +557,9 @@ void RedisBus::subscriber() {
     const std::string name = std::string(kNodeConnectionPrefix) + options_.node_id;
     (void)conn->command({"CLIENT", "SETNAME", name});
     // A MOVED answer (the map changed since) is an error reply: not subscribed, start over.
-    auto ok = conn->command({sharded ? "SSUBSCRIBE" : "SUBSCRIBE", kChannel});
+    // Both channels at once (one slot); the second confirmation arrives as a push, skipped.
+    const std::string own = node_channel(options_.node_id);
+    auto ok = conn->command({sharded ? "SSUBSCRIBE" : "SUBSCRIBE", kChannel, own});
     if (ok && (*ok)->type == REDIS_REPLY_ARRAY) {
       spdlog::info("event=bus_subscribed node={}", options_.node_id);
       backoff.reset();

@@ -6,8 +6,9 @@
 //   publish_user(user)     delivered to this node's devices of the user and published
 //   publish_conversation   published (read-side posts; the other nodes' LiveFanout)
 // Each node ignores its own batches and hands the others' to its LocalBus (a device not
-// attached here is a no-op) or its conversation sink. One channel for all nodes: every node
-// receives every cross-node event, which is fine for a handful of nodes; a channel per node
+// attached here is a no-op) or its conversation sink. Requests to one node (forwarded sends)
+// and their replies go on that node's own channel, `{tern:bus}:<node>` (same slot). Every
+// other event goes to every node, which is fine for a handful of nodes; a channel per node
 // chosen through the connection registry below is the next step (not built).
 //
 // Batching: publishes are queued and a publisher thread sends everything queued as one

@@ -439,5 +439,50 @@ TEST_F(RedisBusNodes, ANodeThatDroppedEventsMakesTheOthersDropTheirCaches) {
   c.stop();
 }
 
+
+// Requests and replies go on the asked node's own channel, not on the channel every node
+// decodes: a listener on `tern:bus` sees the broadcast events but no request or reply.
+TEST_F(RedisBusNodes, RequestsAndRepliesGoOnlyToTheirNodesOwnChannel) {
+  auto listener = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis_.server.port()},
+                                                         std::chrono::milliseconds(500), std::chrono::milliseconds(300));
+  ASSERT_TRUE(listener);
+  auto sub = (*listener)->command({"SUBSCRIBE", "tern:bus"});
+  ASSERT_TRUE(sub);
+  b.set_request_sink([](std::string payload, Bus::Respond respond) { respond("re:" + payload); });
+  ASSERT_TRUE(a.start() && b.start());
+  std::promise<Result<std::string>> got;
+  a.request("b", "ping", [&](Result<std::string> r) { got.set_value(std::move(r)); });
+  auto f = got.get_future();
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  auto r = f.get();
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(*r, "re:ping");
+  a.announce_devices("alice");  // a broadcast event, after the request and its reply
+  // Read what reached `tern:bus` until the broadcast arrived (bounded: 50 pushes or a timeout).
+  std::vector<RedisBus::Target> seen;
+  bool broadcast = false;
+  for (int i = 0; i < 50 && !broadcast; ++i) {
+    auto m = (*listener)->read_push();
+    if (!m) break;
+    const redisReply* p = m->get();
+    if (p->type != REDIS_REPLY_ARRAY || p->elements != 3 || std::string_view(p->element[0]->str) != "message") continue;
+    std::string_view payload(p->element[2]->str, p->element[2]->len);
+    ASSERT_GE(payload.size(), 4u);
+    const uint32_t header = (static_cast<uint8_t>(payload[0]) << 24) | (static_cast<uint8_t>(payload[1]) << 16) |
+                            (static_cast<uint8_t>(payload[2]) << 8) | static_cast<uint8_t>(payload[3]);
+    std::vector<RedisBus::Event> events;
+    ASSERT_TRUE(RedisBus::decode(payload.substr(4 + header), events));
+    for (const auto& e : events) {
+      seen.push_back(e.target);
+      broadcast |= e.target == RedisBus::Target::kDevices;
+    }
+  }
+  EXPECT_TRUE(broadcast) << "the broadcast channel carried the device announcement";
+  for (RedisBus::Target t : seen) {
+    EXPECT_NE(t, RedisBus::Target::kRequest);
+    EXPECT_NE(t, RedisBus::Target::kReply);
+  }
+}
+
 }  // namespace
 }  // namespace tern::bus
