@@ -370,6 +370,24 @@ Result<std::optional<DeviceKeys>> parse_device_keys(const Reply& reply) {
 }
 }  // namespace
 
+template <typename T, typename Parse>
+Result<std::vector<T>> RedisStore::read_each(std::string_view verb, const std::vector<std::string>& keys, Parse parse) {
+  std::vector<std::vector<std::string_view>> commands;
+  commands.reserve(keys.size());
+  for (const auto& k : keys) commands.push_back({verb, k});
+  std::vector<T> out;
+  if (commands.empty()) return out;
+  auto replies = run(commands);  // one pipeline (on a Cluster, one per slot, sent at once)
+  if (!replies) return replies.error();
+  out.reserve(replies->size());
+  for (const Reply& r : *replies) {
+    auto v = parse(r);
+    if (!v) return v.error();
+    out.push_back(std::move(*v));
+  }
+  return out;
+}
+
 Result<std::vector<uint32_t>> RedisStore::devices(const std::string& user) {
   auto r = run1({"HKEYS", user_key(user) + ":d"});
   if (!r) return r.error();
@@ -380,20 +398,7 @@ Result<std::vector<std::vector<uint32_t>>> RedisStore::devices_of(const std::vec
   std::vector<std::string> keys;
   keys.reserve(users.size());
   for (const auto& u : users) keys.push_back(user_key(u) + ":d");
-  std::vector<std::vector<std::string_view>> commands;
-  commands.reserve(keys.size());
-  for (const auto& k : keys) commands.push_back({"HKEYS", k});
-  std::vector<std::vector<uint32_t>> out;
-  if (commands.empty()) return out;
-  auto replies = run(commands);  // one pipeline (on a Cluster, one per slot, sent at once)
-  if (!replies) return replies.error();
-  out.reserve(replies->size());
-  for (const Reply& r : *replies) {
-    auto d = parse_devices(r);
-    if (!d) return d.error();
-    out.push_back(std::move(*d));
-  }
-  return out;
+  return read_each<std::vector<uint32_t>>("HKEYS", keys, parse_devices);
 }
 
 Result<std::optional<DeviceRef>> RedisStore::find_token(const std::string& token_hash) {
@@ -567,20 +572,7 @@ Result<std::vector<std::optional<DeviceKeys>>> RedisStore::device_keys_of(const 
   std::vector<std::string> keys;
   keys.reserve(devices.size());
   for (const auto& d : devices) keys.push_back(device_key(d) + ":k");
-  std::vector<std::vector<std::string_view>> commands;
-  commands.reserve(keys.size());
-  for (const auto& k : keys) commands.push_back({"GET", k});
-  std::vector<std::optional<DeviceKeys>> out;
-  if (commands.empty()) return out;
-  auto replies = run(commands);
-  if (!replies) return replies.error();
-  out.reserve(replies->size());
-  for (const Reply& r : *replies) {
-    auto k = parse_device_keys(r);
-    if (!k) return k.error();
-    out.push_back(std::move(*k));
-  }
-  return out;
+  return read_each<std::optional<DeviceKeys>>("GET", keys, parse_device_keys);
 }
 
 Result<std::vector<OneTimePrekey>> RedisStore::one_time_prekeys(const DeviceRef& device, size_t limit) {
