@@ -94,6 +94,16 @@ bool await(const std::function<bool()>& cond) {
   return true;
 }
 
+// `from`'s request to `node` and its answer (an error after 5 s without one).
+Result<std::string> ask(RedisBus& from, const std::string& node, const std::string& payload) {
+  auto got = std::make_shared<std::promise<Result<std::string>>>();
+  auto f = got->get_future();
+  from.request(node, payload, [got](Result<std::string> r) { got->set_value(std::move(r)); });
+  if (f.wait_for(std::chrono::seconds(5)) != std::future_status::ready)
+    return make_error(ErrorCode::kInternal, "no answer within 5 s");
+  return f.get();
+}
+
 // Two nodes (buses a and b, not started: sinks go in first) on one redis-server, which is
 // started before the buses are built (member order).
 class RedisBusNodes : public ::testing::Test {
@@ -360,12 +370,8 @@ TEST_F(RedisBusNodes, RequestsReachTheOwnerAndANodeThatDoesNotAnswerIsRoutedArou
 // A node that does not serve requests (no sink) answers at once, with an empty answer.
 TEST_F(RedisBusNodes, ANodeWithoutARequestSinkAnswersEmpty) {
   ASSERT_TRUE(a.start() && b.start());
-  std::promise<Result<std::string>> got;
-  a.request("b", "ping", [&](Result<std::string> r) { got.set_value(std::move(r)); });
-  auto f = got.get_future();
-  ASSERT_EQ(f.wait_for(std::chrono::seconds(5)), std::future_status::ready);
-  auto r = f.get();
-  ASSERT_TRUE(r);
+  auto r = ask(a, "b", "ping");
+  ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(*r, "");
 }
 
@@ -450,11 +456,7 @@ TEST_F(RedisBusNodes, RequestsAndRepliesGoOnlyToTheirNodesOwnChannel) {
   ASSERT_TRUE(sub);
   b.set_request_sink([](std::string payload, Bus::Respond respond) { respond("re:" + payload); });
   ASSERT_TRUE(a.start() && b.start());
-  std::promise<Result<std::string>> got;
-  a.request("b", "ping", [&](Result<std::string> r) { got.set_value(std::move(r)); });
-  auto f = got.get_future();
-  ASSERT_EQ(f.wait_for(std::chrono::seconds(5)), std::future_status::ready);
-  auto r = f.get();
+  auto r = ask(a, "b", "ping");
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(*r, "re:ping");
   a.announce_devices("alice");  // a broadcast event, after the request and its reply
