@@ -226,6 +226,19 @@ std::vector<RedisAddress> RedisCluster::masters() const {
   return out;
 }
 
+Result<void> RedisCluster::on_every_master(const std::vector<std::string_view>& argv) {
+  std::vector<bool> done(nodes_.size());
+  for (int16_t n : slot_node_) {
+    if (n < 0 || done[static_cast<size_t>(n)]) continue;
+    done[static_cast<size_t>(n)] = true;
+    auto c = connect(n);
+    if (!c) return c.error();
+    auto r = (*c)->command(argv);
+    if (!r) return r.error();
+  }
+  return {};
+}
+
 Result<void> RedisCluster::send_with_redirects(uint16_t slot, const std::vector<std::vector<std::string_view>>& commands,
                                                std::vector<size_t> todo, std::vector<Reply>& replies) {
   int redirects = 0, attempts = 0;

@@ -105,6 +105,10 @@ class RedisCluster {
   std::string owner(uint16_t slot) const;
   // Every master known (for commands that must reach all of them).
   std::vector<RedisAddress> masters() const;
+  // The command (no key) on every master that serves a slot now, one after the other (e.g.
+  // BGREWRITEAOF: each master has its own AOF). Fails if a master cannot be reached; a
+  // master's error reply is not a failure (it is that master's answer).
+  Result<void> on_every_master(const std::vector<std::string_view>& argv);
   // The connection to the master of `slot` (connecting if needed), e.g. for a subscriber that
   // must hold its own channel on its shard. Valid until the next call on this object.
   Result<RedisConnection*> connection_for(uint16_t slot);

@@ -741,7 +741,11 @@ Result<void> RedisStore::erase_expired(const std::vector<ExpiringMessage>& messa
     last_rewrite_ = now;
   }
   // The old frames are still in the AOF: a rewrite writes the data set as it is now. An error
-  // reply (AOF off, or one already scheduled) is not a failure of the erase itself.
+  // reply (AOF off, or one already scheduled) is not a failure of the erase itself. On a
+  // Cluster every master rewrites its own AOF (the erased frames were on several of them).
+  auto c = connection();
+  if (!c) return c.error();
+  if ((*c)->is_cluster()) return (*c)->on_every_master({"BGREWRITEAOF"});
   auto r = run1({"BGREWRITEAOF"});
   if (!r) return r.error();
   return {};

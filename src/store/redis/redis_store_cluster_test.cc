@@ -5,6 +5,7 @@
 #include <set>
 #include <thread>
 
+#include <map>
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
 
@@ -132,6 +133,47 @@ TEST(RedisStoreCluster, ACommitSpreadOverThreeMastersLandsWhole) {
   auto after = (*s)->idempotency(DeviceRef{"user0", 1}, "cm-1", 0);
   ASSERT_TRUE(after.ok());
   EXPECT_FALSE(after->has_value());
+}
+
+// The AOF rewrite after an erase reaches every master: each holds the erased frames of its
+// own slots in its own AOF.
+TEST(RedisStoreCluster, AnEraseAsksEveryMasterToRewriteItsAof) {
+  flush_masters(*g_cluster);
+  auto s = RedisStore::open(options_for(*g_cluster));
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  auto rewrites = [](uint16_t port) -> int {
+    auto info = g_cluster->command(port, {"INFO", "persistence"});
+    if (!info.ok()) return -1;
+    const auto at = info->find("aof_rewrites:");
+    if (at == std::string::npos) return -1;
+    return std::atoi(info->c_str() + at + std::string_view("aof_rewrites:").size());
+  };
+  // Conversations until every master holds one (bounded).
+  std::map<uint16_t, std::string> conv_on;
+  for (int i = 0; i < 200 && conv_on.size() < 3; ++i) {
+    const std::string id = "erase" + std::to_string(i);
+    auto m = g_cluster->master_of(key_slot("{c:" + id + "}"));
+    ASSERT_TRUE(m.ok());
+    conv_on.emplace(*m, id);
+  }
+  ASSERT_EQ(conv_on.size(), 3u);
+  std::map<uint16_t, int> before;
+  for (const auto& [port, id] : conv_on) {
+    before[port] = rewrites(port);
+    ASSERT_GE(before[port], 0);
+    Batch b;
+    b.add(AppendMessage{id, 1, R"({"type":"message","seq":1,"body":"eA==","expires_at":5000})", 5000, {}});
+    ASSERT_TRUE((*s)->commit(b, true).ok());
+  }
+  auto due = (*s)->expiring_messages(5000, 10);
+  ASSERT_TRUE(due.ok());
+  ASSERT_EQ(due->size(), 3u);
+  ASSERT_TRUE((*s)->erase_expired(*due).ok());
+  for (const auto& [port, id] : conv_on) {
+    const auto deadline = Clock::now() + 20s;
+    while (rewrites(port) <= before[port] && Clock::now() < deadline) std::this_thread::sleep_for(50ms);
+    EXPECT_GT(rewrites(port), before[port]) << "master " << port << " (" << id << ") did not rewrite its AOF";
+  }
 }
 
 // A token replaced by PutDevice stops resolving, wherever its key lives.
