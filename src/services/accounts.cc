@@ -55,7 +55,9 @@ void Accounts::write_device(const std::string& user, uint32_t device, bool new_u
   Credentials creds{user, device, new_token()};
   store::Batch batch;
   if (new_user) batch.add(store::PutUser{user, now_ms()});
-  batch.add(store::PutDevice{DeviceRef{user, device}, hash_token(creds.token)});
+  // Refused with `exists` if the device is stored already: another node registered the user
+  // or linked this number at the same moment (each node reserves numbers in its own cache).
+  batch.add(store::PutDevice{DeviceRef{user, device}, hash_token(creds.token), /*must_be_new=*/true});
   if (!new_user) {
     // A new device is an endpoint like any other: it receives every message of its user's
     // conversations (from the user's join seq), so its inbox starts with all of them.
@@ -74,7 +76,16 @@ void Accounts::write_device(const std::string& user, uint32_t device, bool new_u
       creating_.erase(creds.user);
       if (committed) directory_.put_devices(creds.user, {1});
     }
-    if (!committed) return done(committed.error());
+    if (!committed && committed.error().code == ErrorCode::kExists) {
+      if (new_user) return done(make_error(ErrorCode::kExists, "user already exists"));
+      // This node's reserved number was taken on another node: read the list again next time.
+      directory_.forget_devices(creds.user);
+      return done(make_error(ErrorCode::kUnavailable, "another device of this user was linked at the same moment; retry"));
+    }
+    if (!committed) {
+      if (!new_user) directory_.forget_devices(creds.user);  // the reservation did not commit
+      return done(committed.error());
+    }
     if (!new_user && devices_changed_) devices_changed_(creds.user);
     spdlog::info("event=device_registered user={} device={}", creds.user, creds.device);
     done(creds);

@@ -153,6 +153,7 @@ Result<void> GroupCommitter::commit_entries(std::vector<Entry>& work, std::vecto
       store_writes().inc(merged.ops.size());
       return r;
     }
+    if (r.error().code == ErrorCode::kExists) return commit_one_by_one(live, merged, ranges, failed);
     store::Store::Behind b = store_.behind();
     if (b.conversations.empty()) return r;
     // Some conversations had a head behind the store's (another node appended first): their
@@ -177,6 +178,35 @@ Result<void> GroupCommitter::commit_entries(std::vector<Entry>& work, std::vecto
       work[i].batch.ops.assign(std::make_move_iterator(merged.ops.begin() + static_cast<ptrdiff_t>(ranges[i].first)),
                                std::make_move_iterator(merged.ops.begin() + static_cast<ptrdiff_t>(ranges[i].second)));
     live = std::move(rest);
+  }
+  return {};
+}
+
+Result<void> GroupCommitter::commit_one_by_one(const std::vector<size_t>& live, store::Batch& merged,
+                                               const std::vector<std::pair<size_t, size_t>>& ranges,
+                                               std::vector<std::optional<Error>>& failed) {
+  // A device that must be new was stored already (PutDevice::must_be_new: two nodes linked
+  // the same device number at once). The store wrote nothing; only the entry holding that
+  // device may fail, so each entry is committed alone, in order (rare).
+  for (size_t i : live) {
+    store::Batch one;
+    one.ops.assign(std::make_move_iterator(merged.ops.begin() + static_cast<ptrdiff_t>(ranges[i].first)),
+                   std::make_move_iterator(merged.ops.begin() + static_cast<ptrdiff_t>(ranges[i].second)));
+    Result<void> r = store_.commit(one, sync_);
+    if (r) {
+      store_writes().inc(one.ops.size());
+      continue;
+    }
+    if (r.error().code == ErrorCode::kExists) {
+      failed[i] = r.error();
+      continue;
+    }
+    store::Store::Behind b = store_.behind();
+    if (b.conversations.empty()) return r;  // a plain failure: as for a merged commit
+    failed[i] = behind_error();
+    std::lock_guard lock(mu_);
+    behind_.insert(b.conversations.begin(), b.conversations.end());
+    behind_count_.store(behind_.size(), std::memory_order_relaxed);
   }
   return {};
 }

@@ -21,7 +21,9 @@
 // handed out for the lost batch; continuing would leave gaps) and the operator restarts the
 // node, which reloads heads from the store. Except `unavailable` (a shared store out of
 // reach, docs/scaling.md): those entries fail and writing goes on; the sequencer reloads the
-// heads of their conversations from the store before it hands out the next seq.
+// heads of their conversations from the store before it hands out the next seq. And `exists`
+// (a device that must be new is stored already, store::PutDevice): the entries are committed
+// again one by one and only the entry holding that device fails.
 //
 // Thread-safety: submit() from any thread; completions must not block. Owns its thread;
 // stop() drains and joins. Borrows the store and (optionally) the loops.
@@ -110,6 +112,11 @@ class GroupCommitter {
   void run_completions();
   // Commits the entries (failed[i] set for those found behind); the result of the others.
   Result<void> commit_entries(std::vector<Entry>& work, std::vector<std::optional<Error>>& failed);
+  // After a merged commit was refused with `exists` (PutDevice::must_be_new): each live entry
+  // alone, in order; failed[i] set for those refused (or behind).
+  Result<void> commit_one_by_one(const std::vector<size_t>& live, store::Batch& merged,
+                                 const std::vector<std::pair<size_t, size_t>>& ranges,
+                                 std::vector<std::optional<Error>>& failed);
 
   store::Store& store_;
   const bool sync_;

@@ -174,5 +174,52 @@ TEST(GroupCommitter, ACompletionThreadKeepsTheWriterCommittingWhileACompletionWa
   EXPECT_EQ(order, (std::vector<int>{1, 2, 3, 4, 5}));
 }
 
+
+// A device that must be new and is stored already (two nodes linked the same number) fails
+// its own entry only: the entries merged with it into one commit are committed, in order, and
+// the committer goes on (it is not a fatal store failure).
+TEST(GroupCommitter, AnEntryRefusedWithExistsFailsAloneAndTheRestOfItsCommitLands) {
+  CountingStore store;
+  store::Batch seed;
+  seed.add(store::PutDevice{DeviceRef{"alice", 2}, "tok-first"});
+  ASSERT_TRUE(store.commit(seed, true).ok());
+  GroupCommitter gc(store, /*sync*/ true, /*queue*/ 1000, /*max_batch*/ 64);
+  gc.set_min_gap(std::chrono::milliseconds(300));  // the three entries below share one commit
+  gc.start();
+  std::promise<void> warm;
+  ASSERT_TRUE(gc.submit(store::Batch{}, [&](const Result<void>&) { warm.set_value(); }));
+  ASSERT_EQ(warm.get_future().wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  const int commits_before = store.commits.load();
+  std::vector<std::promise<Result<void>>> results(3);
+  store::Batch a, b, c;
+  a.add(store::AppendMessage{"c1", 1, "m1"});
+  b.add(store::PutDevice{DeviceRef{"alice", 2}, "tok-second", /*must_be_new=*/true});
+  c.add(store::AppendMessage{"c1", 2, "m2"});
+  store::Batch* batches[] = {&a, &b, &c};
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(gc.submit(std::move(*batches[i]), [&, i](const Result<void>& r) { results[i].set_value(r); }));
+  std::vector<Result<void>> got;
+  for (auto& p : results) {
+    auto f = p.get_future();
+    ASSERT_EQ(f.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+    got.push_back(f.get());
+  }
+  EXPECT_TRUE(got[0].ok());
+  ASSERT_FALSE(got[1].ok());
+  EXPECT_EQ(got[1].error().code, ErrorCode::kExists);
+  EXPECT_TRUE(got[2].ok());
+  EXPECT_EQ(store.commits.load() - commits_before, 4) << "one merged commit refused, then each entry alone";
+  EXPECT_EQ(*store.head("c1"), 2u);
+  EXPECT_EQ(*store.find_token("tok-first"), std::optional<DeviceRef>(DeviceRef{"alice", 2}));
+  std::promise<Result<void>> later;
+  store::Batch d;
+  d.add(store::AppendMessage{"c1", 3, "m3"});
+  ASSERT_TRUE(gc.submit(std::move(d), [&](const Result<void>& r) { later.set_value(r); }));
+  auto lf = later.get_future();
+  ASSERT_EQ(lf.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  EXPECT_TRUE(lf.get().ok()) << "writes go on";
+  gc.stop();
+}
+
 }  // namespace
 }  // namespace tern::services

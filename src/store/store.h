@@ -97,7 +97,15 @@ struct StoredMessage {
 struct PutUser { std::string user; int64_t created_ts = 0; };
 // Writes the device and its token hash → device mapping; a new hash for an existing device
 // revokes the previous one (find_token no longer finds it). An empty hash maps nothing.
-struct PutDevice { DeviceRef device; std::string token_hash; };
+// must_be_new (a registration, a device link): if the device is already stored, the whole
+// batch is refused with `exists` and nothing is written — two nodes that picked the same
+// device number (or user name) at the same moment: the later one must not replace the
+// earlier one's token (docs/scaling.md).
+struct PutDevice {
+  DeviceRef device;
+  std::string token_hash;
+  bool must_be_new = false;
+};
 // Replaces meta + members and writes the user-index row (joined/left seq) of every listed
 // member; a user dropped from the list entirely loses its row. Former members stay listed
 // with left_seq != 0 (their rows show it).

@@ -165,6 +165,29 @@ TEST_P(StoreContractTest, DevicesOfSeveralUsersAnswerEachInTheOrderAsked) {
   for (size_t i = 4; i < got.size(); ++i) EXPECT_TRUE(got[i].empty()) << users[i];
 }
 
+// A device that must be new (a registration, a link) refuses the whole batch if it is stored
+// already: the earlier token keeps its device, nothing of the batch is written.
+TEST_P(StoreContractTest, ADeviceThatMustBeNewRefusesTheBatchIfItIsThere) {
+  Batch first;
+  first.add(PutUser{"alice", 1});
+  first.add(PutDevice{{"alice", 2}, "tok-first", /*must_be_new=*/true});
+  commit(std::move(first));
+  Batch second;
+  second.add(PutDevice{{"alice", 2}, "tok-second", /*must_be_new=*/true});
+  second.add(InboxMark{{"alice", 2}, "c1", 3});
+  auto r = store().commit(second, true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kExists);
+  EXPECT_EQ(must(store().find_token("tok-first")), std::optional<DeviceRef>(DeviceRef{"alice", 2}));
+  EXPECT_FALSE(must(store().find_token("tok-second")));
+  EXPECT_TRUE(must(store().inbox({"alice", 2})).empty()) << "nothing of the refused batch is written";
+  // Another number is new: accepted.
+  Batch third;
+  third.add(PutDevice{{"alice", 3}, "tok-third", /*must_be_new=*/true});
+  commit(std::move(third));
+  EXPECT_EQ(must(store().devices("alice")), (std::vector<uint32_t>{2, 3}));
+}
+
 TEST_P(StoreContractTest, TokensFindTheirDevice) {
   commit1(PutDevice{kAlice1, "hash-a1"});
   commit1(PutDevice{kAlice2, "hash-a2"});

@@ -117,6 +117,9 @@ Result<void> MemoryStore::commit(const Batch& batch, bool /*sync*/) {
         op);
     if (bad) return make_error(ErrorCode::kInvalidArgument, "ids must not contain NUL");
   }
+  for (const Op& op : batch.ops)
+    if (const auto* d = std::get_if<PutDevice>(&op); d && d->must_be_new && s.devices.count({d->device.user, d->device.device}))
+      return make_error(ErrorCode::kExists, "device already exists");
   for (const Op& op : batch.ops) {
     std::visit(
         [&](const auto& o) {

@@ -48,7 +48,7 @@ size_t width(const std::vector<std::string_view>& a, size_t i) {
   if (op == "M" || op == "h" || op == "R" || op == "W" || op == "Q" || op == "T") return 4;
   if (op == "I" || op == "D" || op == "P" || op == "G") return 5;
   if (op == "x" || op == "U" || op == "K" || op == "H" || op == "J" || op == "Z" ||
-      op == "N")
+      op == "N" || op == "n")
     return 3;
   if (op == "A") return 6 + count(i + 5);
   if (op == "E") return 4 + count(i + 3);
@@ -111,6 +111,7 @@ Result<std::vector<Reply>> run_phase(RedisCluster& cluster, const ClusterScript&
 
 Error redis_reply_error(std::string_view message) {
   const std::string msg(message);
+  if (msg.rfind("TERNDEV", 0) == 0) return make_error(ErrorCode::kExists, "device already exists");
   const bool transient = msg.rfind("TERNSEQ", 0) == 0 || msg.rfind("TERNTAKE", 0) == 0 || msg.rfind("LOADING", 0) == 0 || msg.rfind("READONLY", 0) == 0 ||
                          msg.rfind("BUSY", 0) == 0 || msg.rfind("MASTERDOWN", 0) == 0 ||
                          msg.rfind("TRYAGAIN", 0) == 0 || msg.rfind("CLUSTERDOWN", 0) == 0 ||
@@ -151,14 +152,21 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
   // the index rows of removed users in phase 0, before the meta stops listing them, so a
   // retry after a crash in between computes the same removals again.
   std::map<std::string_view, std::set<std::string>> members;
+  // (user key, device) of the devices that must be new (op 'n', right before their 'D').
+  std::set<std::pair<std::string_view, std::string_view>> must_be_new;
   for (size_t i = 1; i < a.size();) {
     const size_t w = width(a, i);
     if (w == 0 || i + w > a.size()) return make_error(ErrorCode::kInternal, "redis: unknown commit op");
+    if (a[i] == "n") must_be_new.emplace(a[i + 1], a[i + 2]);
     if (a[i] == "D" && !tokens.count({a[i + 1], a[i + 2]})) {
       const std::string key = std::string(a[i + 1]) + ":d";
       auto r = cluster.run1(key_slot(key), {"HGET", key, a[i + 2]});
       if (!r) return r.error();
       if ((*r)->type == REDIS_REPLY_ERROR) return redis_reply_error(str(r->get()));
+      // A device that must be new and is there already: refused before phase 0 (which would
+      // delete the token of the device's current owner).
+      if ((*r)->type == REDIS_REPLY_STRING && must_be_new.count({a[i + 1], a[i + 2]}))
+        return make_error(ErrorCode::kExists, "device already exists");
       tokens[{a[i + 1], a[i + 2]}] = (*r)->type == REDIS_REPLY_STRING ? std::string(str(r->get())) : "";
     }
     if (a[i] == "C" && !members.count(a[i + 1])) {
@@ -257,6 +265,10 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
         add(0, own("{u:" + std::string(a[j]) + "}"), {"h", own("{u:" + std::string(a[j]) + "}:ix"), a[i + 1], a[j + 1]});
       }
       before = std::move(now);
+    } else if (op == "n") {
+      // The device must be new: checked again in its slot's phase-1 script, right before its
+      // row is written there (two nodes linking it at once: one of them gets TERNDEV).
+      add(1, a[i + 1], {"n", a[i + 1], a[i + 2]});
     } else if (op == "D") {
       // a[i+1] user key, a[i+2] device, a[i+3] token hash, a[i+4] token value.
       std::string& old = tokens[{a[i + 1], a[i + 2]}];
@@ -297,10 +309,10 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
       Group g;
       g.routing_key = run[slot].routing_key;
       const std::vector<std::string_view>& in = run[slot].args;
-      // The ops of phase 1: A (6 fields), h, R (4), c (4 + its member count); dropped: the
-      // appends, idempotency records and meta of the conversations behind.
+      // The ops of phase 1: A (6 fields), h, R (4), c (4 + its member count), n (3); dropped:
+      // the appends, idempotency records and meta of the conversations behind.
       for (size_t i = 0; i < in.size();) {
-        size_t w = in[i] == "A" ? 6 : 4;
+        size_t w = in[i] == "A" ? 6 : in[i] == "n" ? 3 : 4;
         if (in[i] == "c") w += static_cast<size_t>(std::stoul(std::string(in[i + 3])));
         if (!((in[i] == "A" || in[i] == "h" || in[i] == "c") && skip.count(in[i + 1])))
           g.args.insert(g.args.end(), in.begin() + static_cast<ptrdiff_t>(i), in.begin() + static_cast<ptrdiff_t>(i + w));

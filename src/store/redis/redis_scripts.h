@@ -25,6 +25,9 @@ namespace tern::store::redis::scripts {
 //    written and the sender, sequencing it again, reads the record and answers with it.
 //  - A one-time prekey take (T) must find its key present (and not taken earlier in this
 //    batch); else TERNTAKE: another node handed the key out first.
+//  - A device that must be new (op 'n': user key, device; before its 'D') must not be in the
+//    user's device hash; else TERNDEV: another node linked that number (or registered that
+//    user) first.
 // Either failure writes nothing. Seqs above 2^53 would lose precision in Lua numbers; no real
 // conversation gets there. Base keys of devices ("{d:alice/1}") come from C++; the script
 // builds the others from raw ids with the same formats ("{c:<id>}", "{u:<id>}", "{m:<id>}").
@@ -42,7 +45,7 @@ local function width(i)
     return 4
   end
   if op == 'I' or op == 'D' or op == 'P' or op == 'G' then return 5 end
-  if op == 'x' or op == 'r' or op == 'U' or op == 'K' or op == 'H' or op == 'J' or op == 'Z' or op == 'N' then
+  if op == 'x' or op == 'r' or op == 'U' or op == 'K' or op == 'H' or op == 'J' or op == 'Z' or op == 'N' or op == 'n' then
     return 3
   end
   if op == 'C' then return 4 + 2 * tonumber(a[i+3]) end
@@ -100,6 +103,10 @@ while i <= n do
       return redis.error_reply('TERNTAKE one-time prekey already taken')
     end
     taken[t] = true
+  elseif op == 'n' then
+    if redis.call('HEXISTS', a[i+1] .. ':d', a[i+2]) == 1 then
+      return redis.error_reply('TERNDEV device already exists')
+    end
   end
   local wd = width(i)
   if wd == nil then return redis.error_reply('tern: unknown op ' .. tostring(op)) end
@@ -149,6 +156,8 @@ while i <= n do
     i = i + 4 + nm
   elseif op == 'i' then
     i = i + 4
+  elseif op == 'n' then
+    i = i + 3
   elseif op == 'I' then
     local hk = a[i+1] .. ':idem'
     redis.call('HSET', hk, a[i+2], a[i+3])

@@ -211,8 +211,10 @@ Result<void> RedisStore::commit(const Batch& batch, bool /*sync*/) {
           if constexpr (std::is_same_v<T, PutUser>) {
             args.insert(args.end(), {"U", id(o.user), own(std::to_string(o.created_ts))});
           } else if constexpr (std::is_same_v<T, PutDevice>) {
-            args.insert(args.end(), {"D", own(user_key(id(o.device.user))), own(std::to_string(o.device.device)),
-                                     o.token_hash, own(rocks::encode_token_value(o.device))});
+            const std::string_view uk = own(user_key(id(o.device.user)));
+            const std::string_view dn = own(std::to_string(o.device.device));
+            if (o.must_be_new) args.insert(args.end(), {"n", uk, dn});
+            args.insert(args.end(), {"D", uk, dn, o.token_hash, own(rocks::encode_token_value(o.device))});
           } else if constexpr (std::is_same_v<T, PutConversation>) {
             const Conversation& c = o.conversation;
             std::string meta;

@@ -417,6 +417,9 @@ Result<void> RocksDbStore::commit(const Batch& batch, bool sync) {
     }
     s.fetch_values.clear();  // unpin cache blocks now, not at the next commit
   }
+  for (size_t i = 0; i < batch.ops.size(); ++i)
+    if (const auto* d = std::get_if<PutDevice>(&batch.ops[i]); d && d->must_be_new && s.op_slot[i]->present)
+      return make_error(ErrorCode::kExists, "device already exists");
 
   // Pass 2: translate the ops, in order, into writes. Blind writes are recorded directly;
   // read-modify-write ops update their slot. A stored value that fails to decode counts as
