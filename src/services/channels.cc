@@ -102,24 +102,72 @@ void Channels::apply(ConvState& cs, ConversationPtr before, std::shared_ptr<stor
   if (!core_.submit(cs, std::move(batch), std::move(finish))) core_.directory.put_conversation(std::move(before));
 }
 
+// Any thread (a reader thread in Redis mode): the store and the Directory only.
+Result<Channels::JoinRows> Channels::read_join_rows(SequencerCore& core, const store::Conversation& c,
+                                                    const std::string& user) {
+  JoinRows out;
+  auto m = core.directory.member(c, user);
+  if (!m) return m.error();
+  out.joined = *m && (*m)->active() ? (*m)->joined_seq : Seq{0};
+  if (out.joined || !c.is_public) return out;
+  auto n = count_following(core.store, user);
+  if (!n) return n.error();
+  out.following = *n;
+  return out;
+}
+
+Result<size_t> Channels::count_following(store::Store& store, const std::string& user) {
+  auto rows = store.user_conversations(user);
+  if (!rows) return rows.error();
+  return static_cast<size_t>(std::count_if(
+      rows->begin(), rows->end(), [](const store::UserConversation& r) { return r.fanout_on_read && !r.left_seq; }));
+}
+
 void Channels::join(Shard& shard, const DeviceRef& actor, const std::string& channel_id, JoinDone done) {
+  join_with(shard, actor, channel_id, std::move(done), nullptr);
+}
+
+void Channels::join_with(Shard& shard, const DeviceRef& actor, const std::string& channel_id, JoinDone done,
+                         const JoinRows* read) {
   auto conv = channel(channel_id);
   if (!conv) return done(conv.error());
   const store::Conversation& c = **conv;
   auto st = core_.state(shard, channel_id);
   if (!st) return done(st.error());
   ConvState& cs = **st;
-  auto joined = subscribed(cs, c, actor.user);
-  if (!joined) return done(joined.error());
-  if (*joined) return done(SubscriptionInfo{*joined, c.subscribers});
+  const bool pending = cs.channel && cs.channel->pending_subscriptions.count(actor.user);
+  if (!read && !pending && core_.reads.offloaded()) {
+    // Not on this loop: a reader thread reads the rows, then the join runs again with them.
+    // No mark is pending, so every earlier change of this user's subscription is committed
+    // and the read sees it; the channel's later work waits (read_then).
+    core_.read_then<JoinRows>(
+        shard, channel_id, [core = &core_, snap = *conv, user = actor.user] { return read_join_rows(*core, *snap, user); },
+        [this, &shard, actor, channel_id, done = std::move(done)](Result<JoinRows> rows) mutable {
+          if (!rows) return done(rows.error());
+          join_with(shard, actor, channel_id, std::move(done), &*rows);
+        });
+    return;
+  }
+  Seq joined = 0;
+  std::optional<size_t> following;
+  if (read && !pending) {
+    joined = read->joined;
+    if (!joined) following = read->following;
+  } else {
+    auto j = subscribed(cs, c, actor.user);
+    if (!j) return done(j.error());
+    joined = *j;
+  }
+  if (joined) return done(SubscriptionInfo{joined, c.subscribers});
   if (!c.is_public) return done(unknown_channel());  // private: only an admin's add
   // Every read-side conversation costs its user a head read at each connect: the number a
   // user may follow is capped like the conversations it may create.
-  auto rows = core_.store.user_conversations(actor.user);
-  if (!rows) return done(rows.error());
-  const auto following = std::count_if(rows->begin(), rows->end(),
-                                       [](const store::UserConversation& r) { return r.fanout_on_read && !r.left_seq; });
-  if (static_cast<size_t>(following) >= core_.options.max_conversations_per_user)
+  if (!following) {
+    auto n = count_following(core_.store, actor.user);
+    if (!n) return done(n.error());
+    following = *n;
+  }
+  if (*following >= core_.options.max_conversations_per_user)
     return done(make_error(ErrorCode::kLimitExceeded, "at most " + std::to_string(core_.options.max_conversations_per_user) +
                                                           " channels and large groups per user"));
   if (c.subscribers >= core_.options.max_subscribers)

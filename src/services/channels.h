@@ -47,6 +47,10 @@ class Channels {
 
   explicit Channels(SequencerCore& core) : core_(core) {}
 
+  // In Redis mode (offloaded reads) the two store reads a join makes, the user's subscription
+  // row and (if it is not subscribed) its user index, to count the read-side conversations it
+  // is in, run on a reader thread through SequencerCore::read_then; the channel's later work
+  // waits behind them. With the embedded store they are inline.
   void join(Shard& shard, const DeviceRef& actor, const std::string& channel_id, JoinDone done);
   void leave(Shard& shard, const DeviceRef& actor, const std::string& channel_id, CountDone done);
   // An admin adds or removes subscribers (the way into a private channel).
@@ -78,6 +82,16 @@ class Channels {
   // The seq from which `user` subscribes, 0 if not (this loop's pending changes first, then
   // the store).
   Result<Seq> subscribed(ConvState& cs, const store::Conversation& c, const std::string& user);
+  // What a join reads from the store (see join()).
+  struct JoinRows {
+    Seq joined = 0;          // the subscription row's joined_seq, 0 if none
+    size_t following = 0;    // read-side conversations the user is in (read only when not joined)
+  };
+  // The read-side conversations (channels, large groups) `user` is in: a user index read.
+  static Result<size_t> count_following(store::Store& store, const std::string& user);
+  static Result<JoinRows> read_join_rows(SequencerCore& core, const store::Conversation& c, const std::string& user);
+  void join_with(Shard& shard, const DeviceRef& actor, const std::string& channel_id, JoinDone done,
+                 const JoinRows* rows);
   // An admin's (or, with owner_only, the owner's) change to the channel's lists: the record
   // as it is, the conversation's state on this loop, and the copy the change edits.
   struct Edit {
