@@ -707,10 +707,11 @@ TEST_F(GatewayTest, BodyDecidedLaterFromAnotherThreadStreamsTheUpload) {
   ASSERT_TRUE(c.connect(port_));
   std::optional<http::response<http::string_body>> res;
   std::thread asker([&] { res = c.request(http::verb::post, "/stream-later", std::string(200000, 'z'), "good"); });
-  ASSERT_TRUE(wait_until([&] { return service_.held_bodies() == 1; }));
+  const bool held = wait_until([&] { return service_.held_bodies() == 1; });
   EXPECT_EQ(service_.unfinished_sinks.load(), 0);
   service_.answer_held_bodies();
   asker.join();
+  ASSERT_TRUE(held) << "the decision was not asked for";
   ASSERT_TRUE(res);
   EXPECT_EQ(res->result_int(), 200);
   EXPECT_EQ(res->body(), "streamed=200000 largest=65536 sum=" + std::to_string(200000u * 'z')) << res->body();

@@ -104,12 +104,12 @@ void Channels::apply(ConvState& cs, ConversationPtr before, std::shared_ptr<stor
 
 // Any thread (a reader thread in Redis mode): the store and the Directory only.
 Result<Channels::JoinRows> Channels::read_join_rows(SequencerCore& core, const store::Conversation& c,
-                                                    const std::string& user) {
+                                                    const std::string& user, bool count) {
   JoinRows out;
   auto m = core.directory.member(c, user);
   if (!m) return m.error();
   out.joined = *m && (*m)->active() ? (*m)->joined_seq : Seq{0};
-  if (out.joined || !c.is_public) return out;
+  if (!count || out.joined || !c.is_public) return out;
   auto n = count_following(core.store, user);
   if (!n) return n.error();
   out.following = *n;
@@ -141,7 +141,8 @@ void Channels::join_with(Shard& shard, const DeviceRef& actor, const std::string
     // No mark is pending, so every earlier change of this user's subscription is committed
     // and the read sees it; the channel's later work waits (read_then).
     core_.read_then<JoinRows>(
-        shard, channel_id, [core = &core_, snap = *conv, user = actor.user] { return read_join_rows(*core, *snap, user); },
+        shard, channel_id,
+        [core = &core_, snap = *conv, user = actor.user] { return read_join_rows(*core, *snap, user, true); },
         [this, &shard, actor, channel_id, done = std::move(done)](Result<JoinRows> rows) mutable {
           if (!rows) return done(rows.error());
           join_with(shard, actor, channel_id, std::move(done), &*rows);
@@ -184,6 +185,11 @@ void Channels::join_with(Shard& shard, const DeviceRef& actor, const std::string
 }
 
 void Channels::leave(Shard& shard, const DeviceRef& actor, const std::string& channel_id, CountDone done) {
+  leave_with(shard, actor, channel_id, std::move(done), nullptr);
+}
+
+void Channels::leave_with(Shard& shard, const DeviceRef& actor, const std::string& channel_id, CountDone done,
+                          const JoinRows* read) {
   auto conv = channel(channel_id);
   if (!conv) return done(conv.error());
   const store::Conversation& c = **conv;
@@ -192,9 +198,27 @@ void Channels::leave(Shard& shard, const DeviceRef& actor, const std::string& ch
   auto st = core_.state(shard, channel_id);
   if (!st) return done(st.error());
   ConvState& cs = **st;
-  auto joined = subscribed(cs, c, actor.user);
-  if (!joined) return done(joined.error());
-  if (!*joined) return done(c.subscribers);  // not subscribed: nothing changes
+  const bool pending = cs.channel && cs.channel->pending_subscriptions.count(actor.user);
+  if (!read && !pending && core_.reads.offloaded()) {
+    // The subscription row, on a reader thread (as for a join).
+    core_.read_then<JoinRows>(
+        shard, channel_id,
+        [core = &core_, snap = *conv, user = actor.user] { return read_join_rows(*core, *snap, user, false); },
+        [this, &shard, actor, channel_id, done = std::move(done)](Result<JoinRows> rows) mutable {
+          if (!rows) return done(rows.error());
+          leave_with(shard, actor, channel_id, std::move(done), &*rows);
+        });
+    return;
+  }
+  Seq joined = 0;
+  if (read && !pending) {
+    joined = read->joined;
+  } else {
+    auto j = subscribed(cs, c, actor.user);
+    if (!j) return done(j.error());
+    joined = *j;
+  }
+  if (!joined) return done(c.subscribers);  // not subscribed: nothing changes
   auto next = std::make_shared<store::Conversation>(c);
   next->subscribers = next->subscribers > 0 ? next->subscribers - 1 : 0;
   std::erase_if(next->members, [&](const store::Member& m) { return m.user == actor.user; });

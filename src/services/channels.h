@@ -52,6 +52,7 @@ class Channels {
   // is in, run on a reader thread through SequencerCore::read_then; the channel's later work
   // waits behind them. With the embedded store they are inline.
   void join(Shard& shard, const DeviceRef& actor, const std::string& channel_id, JoinDone done);
+  // The subscription row, likewise (Redis: a reader thread, through read_then).
   void leave(Shard& shard, const DeviceRef& actor, const std::string& channel_id, CountDone done);
   // An admin adds or removes subscribers (the way into a private channel).
   void change_subscribers(Shard& shard, const DeviceRef& actor, const std::string& channel_id,
@@ -89,9 +90,14 @@ class Channels {
   };
   // The read-side conversations (channels, large groups) `user` is in: a user index read.
   static Result<size_t> count_following(store::Store& store, const std::string& user);
-  static Result<JoinRows> read_join_rows(SequencerCore& core, const store::Conversation& c, const std::string& user);
+  // `count`: also the read-side conversations, when not subscribed to a public channel.
+  static Result<JoinRows> read_join_rows(SequencerCore& core, const store::Conversation& c, const std::string& user,
+                                         bool count);
+  // join() / leave() with the rows read off the loop (null: read them, or inline).
   void join_with(Shard& shard, const DeviceRef& actor, const std::string& channel_id, JoinDone done,
                  const JoinRows* rows);
+  void leave_with(Shard& shard, const DeviceRef& actor, const std::string& channel_id, CountDone done,
+                  const JoinRows* rows);
   // An admin's (or, with owner_only, the owner's) change to the channel's lists: the record
   // as it is, the conversation's state on this loop, and the copy the change edits.
   struct Edit {

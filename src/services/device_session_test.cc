@@ -560,10 +560,10 @@ TEST_F(DeviceSessionOffloadedTest, ATypingFrameOnAColdConversationReadsNothingOn
   EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on the loop";
 }
 
-// Channels: an ack of a channel the session does not follow, and a join. The subscriber's
-// index row and the joiner's user index are read on reader threads, never on a loop; the
-// answers are the same as with inline reads.
-TEST_F(DeviceSessionOffloadedTest, ChannelAcksAndJoinsReadNoRowOnALoop) {
+// Channels: an ack of a channel the session does not follow, joins and leaves. The
+// subscriber's index row and the joiner's user index are read on reader threads, never on a
+// loop; the answers are the same as with inline reads.
+TEST_F(DeviceSessionOffloadedTest, ChannelAcksJoinsAndLeavesReadNoRowOnALoop) {
   std::promise<Result<ConversationInfo>> created;
   sequencer_.create_conversation(DeviceRef{"alice", 1}, proto::CreateConversationRequest{true, "ch", {}, true, true},
                                  [&](Result<ConversationInfo> r) { created.set_value(r); });
@@ -636,6 +636,14 @@ TEST_F(DeviceSessionOffloadedTest, ChannelAcksAndJoinsReadNoRowOnALoop) {
   auto bob = join("bob");
   ASSERT_TRUE(bob) << bob.error().message;
   EXPECT_EQ(bob->joined_seq, 1u);
+  // Leaves: carol's, then again (not subscribed any more: nothing changes).
+  for (int i = 0; i < 2; ++i) {
+    std::promise<Result<uint64_t>> p;
+    sequencer_.leave_channel(DeviceRef{"carol", 1}, channel, [&](Result<uint64_t> r) { p.set_value(r); });
+    auto left = p.get_future().get();
+    ASSERT_TRUE(left) << left.error().message;
+    EXPECT_EQ(*left, 1u);
+  }
   EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on a loop";
 }
 
