@@ -700,9 +700,7 @@ TEST_F(GatewayTest, BodyRefusedFromItsHeadersAndDroppedStreamsAreUnfinished) {
 // The body decision (e.g. an upload's token check on a remote store) answers later from
 // another thread: nothing of the body is read before, and the upload then completes.
 TEST_F(GatewayTest, BodyDecidedLaterFromAnotherThreadStreamsTheUpload) {
-  GatewayOptions o;
-  o.max_http_body_bytes = 1024;
-  start(o);
+  start();
   HttpClient c;
   ASSERT_TRUE(c.connect(port_));
   std::optional<http::response<http::string_body>> res;

@@ -123,6 +123,20 @@ Result<size_t> Channels::count_following(store::Store& store, const std::string&
       rows->begin(), rows->end(), [](const store::UserConversation& r) { return r.fanout_on_read && !r.left_seq; }));
 }
 
+bool Channels::is_pending(const ConvState& cs, const std::string& user) {
+  return cs.channel && cs.channel->pending_subscriptions.count(user) != 0;
+}
+
+// Not on this loop: a reader thread reads the rows, then `then` runs here with them (the
+// join or leave again). No change of the user's subscription is pending, so every earlier
+// one is committed and the read sees it; the channel's later work waits (read_then).
+void Channels::read_rows_then(Shard& shard, const ConversationPtr& conv, const std::string& user, bool count,
+                              std::function<void(Result<JoinRows>)> then) {
+  core_.read_then<JoinRows>(
+      shard, conv->id, [core = &core_, conv, user, count] { return read_join_rows(*core, *conv, user, count); },
+      std::move(then));
+}
+
 void Channels::join(Shard& shard, const DeviceRef& actor, const std::string& channel_id, JoinDone done) {
   join_with(shard, actor, channel_id, std::move(done), nullptr);
 }
@@ -135,19 +149,13 @@ void Channels::join_with(Shard& shard, const DeviceRef& actor, const std::string
   auto st = core_.state(shard, channel_id);
   if (!st) return done(st.error());
   ConvState& cs = **st;
-  const bool pending = cs.channel && cs.channel->pending_subscriptions.count(actor.user);
+  const bool pending = is_pending(cs, actor.user);
   if (!read && !pending && core_.reads.offloaded()) {
-    // Not on this loop: a reader thread reads the rows, then the join runs again with them.
-    // No mark is pending, so every earlier change of this user's subscription is committed
-    // and the read sees it; the channel's later work waits (read_then).
-    core_.read_then<JoinRows>(
-        shard, channel_id,
-        [core = &core_, snap = *conv, user = actor.user] { return read_join_rows(*core, *snap, user, true); },
-        [this, &shard, actor, channel_id, done = std::move(done)](Result<JoinRows> rows) mutable {
-          if (!rows) return done(rows.error());
-          join_with(shard, actor, channel_id, std::move(done), &*rows);
-        });
-    return;
+    return read_rows_then(shard, *conv, actor.user, true,
+                          [this, &shard, actor, channel_id, done = std::move(done)](Result<JoinRows> rows) mutable {
+                            if (!rows) return done(rows.error());
+                            join_with(shard, actor, channel_id, std::move(done), &*rows);
+                          });
   }
   Seq joined = 0;
   std::optional<size_t> following;
@@ -198,17 +206,13 @@ void Channels::leave_with(Shard& shard, const DeviceRef& actor, const std::strin
   auto st = core_.state(shard, channel_id);
   if (!st) return done(st.error());
   ConvState& cs = **st;
-  const bool pending = cs.channel && cs.channel->pending_subscriptions.count(actor.user);
+  const bool pending = is_pending(cs, actor.user);
   if (!read && !pending && core_.reads.offloaded()) {
-    // The subscription row, on a reader thread (as for a join).
-    core_.read_then<JoinRows>(
-        shard, channel_id,
-        [core = &core_, snap = *conv, user = actor.user] { return read_join_rows(*core, *snap, user, false); },
-        [this, &shard, actor, channel_id, done = std::move(done)](Result<JoinRows> rows) mutable {
-          if (!rows) return done(rows.error());
-          leave_with(shard, actor, channel_id, std::move(done), &*rows);
-        });
-    return;
+    return read_rows_then(shard, *conv, actor.user, false,
+                          [this, &shard, actor, channel_id, done = std::move(done)](Result<JoinRows> rows) mutable {
+                            if (!rows) return done(rows.error());
+                            leave_with(shard, actor, channel_id, std::move(done), &*rows);
+                          });
   }
   Seq joined = 0;
   if (read && !pending) {

@@ -93,6 +93,10 @@ class Channels {
   // `count`: also the read-side conversations, when not subscribed to a public channel.
   static Result<JoinRows> read_join_rows(SequencerCore& core, const store::Conversation& c, const std::string& user,
                                          bool count);
+  static bool is_pending(const ConvState& cs, const std::string& user);
+  // Redis mode: read_join_rows on a reader thread, then `then` on this loop (read_then).
+  void read_rows_then(Shard& shard, const ConversationPtr& conv, const std::string& user, bool count,
+                      std::function<void(Result<JoinRows>)> then);
   // join() / leave() with the rows read off the loop (null: read them, or inline).
   void join_with(Shard& shard, const DeviceRef& actor, const std::string& channel_id, JoinDone done,
                  const JoinRows* rows);
