@@ -16,6 +16,7 @@
 #include "bus/local/local_bus.h"
 #include "proto/server_frames.h"
 #include "services/accounts.h"
+#include "services/channel_api.h"
 #include "services/presence.h"
 #include "services/sequencer.h"
 #include "services/service_context.h"
@@ -148,6 +149,10 @@ class GatedStore final : public store::MemoryStore {
                                                                    const std::string& conversation_id) override {
     note("user_conversation");
     return MemoryStore::user_conversation(user, conversation_id);
+  }
+  Result<Seq> head(const std::string& conversation_id) override {
+    note("head");
+    return MemoryStore::head(conversation_id);
   }
   Result<std::optional<DeviceRef>> find_token(const std::string& token_hash) override {
     note("find_token");
@@ -636,6 +641,17 @@ TEST_F(DeviceSessionOffloadedTest, ChannelAcksJoinsAndLeavesReadNoRowOnALoop) {
   auto bob = join("bob");
   ASSERT_TRUE(bob) << bob.error().message;
   EXPECT_EQ(bob->joined_seq, 1u);
+  // The channel's info (GET /v1/conversations/{id}, here from the test's thread as from a
+  // reader thread): its committed head is not read on the channel's loop.
+  {
+    KeyedRateLimiter limiter(1, 1, 16);
+    ChannelApi api(ctx_, limiter);
+    std::promise<gateway::HttpResponse> p;
+    api.info(DeviceRef{"carol", 1}, channel, [&](gateway::HttpResponse r) { p.set_value(std::move(r)); });
+    auto info = p.get_future().get();
+    EXPECT_EQ(info.status, 200) << info.body;
+    EXPECT_NE(info.body.find(R"("head":)" + std::to_string(post->seq)), std::string::npos) << info.body;
+  }
   // Leaves: carol's, then again (not subscribed any more: nothing changes).
   for (int i = 0; i < 2; ++i) {
     std::promise<Result<uint64_t>> p;
