@@ -44,6 +44,9 @@ Result<ConversationPtr> Channels::channel(const std::string& channel_id) {
 
 Error Channels::refusal(const store::Conversation& c, const std::string& user, const char* why) {
   // A subscriber learns it may not; anyone else learns nothing about the channel.
+  if (prefetched_)
+    if (auto it = prefetched_->find(user); it != prefetched_->end())
+      return it->second ? make_error(ErrorCode::kForbidden, why) : unknown_channel();
   auto m = core_.directory.member(c, user);
   if (!m) return m.error();
   if (!*m) return unknown_channel();
@@ -62,6 +65,9 @@ Result<Seq> Channels::subscribed(ConvState& cs, const store::Conversation& c, co
     auto it = cs.channel->pending_subscriptions.find(user);
     if (it != cs.channel->pending_subscriptions.end()) return it->second;
   }
+  if (prefetched_)
+    if (auto it = prefetched_->find(user); it != prefetched_->end())
+      return it->second && it->second->active() ? it->second->joined_seq : Seq{0};
   auto m = core_.directory.member(c, user);
   if (!m) return m.error();
   return *m && (*m)->active() ? (*m)->joined_seq : Seq{0};
@@ -243,8 +249,45 @@ Result<Channels::Edit> Channels::begin_edit(Shard& shard, const DeviceRef& actor
   return Edit{*conv, *st, std::make_shared<store::Conversation>(c)};
 }
 
+bool Channels::prefetch(Shard& shard, const std::string& channel_id, const DeviceRef& actor,
+                        const proto::MembersRequest& request, std::function<void()> again,
+                        std::function<void(const Error&)> fail) {
+  if (prefetched_ || !core_.reads.offloaded()) return false;
+  auto conv = channel(channel_id);
+  auto st = conv ? core_.state(shard, channel_id) : Result<ConvState*>(conv.error());
+  if (!st) return false;  // answered by the change itself
+  std::vector<std::string> users{actor.user};
+  for (const auto* list : {&request.add, &request.remove})
+    for (const auto& u : *list)
+      if (!is_pending(**st, u) && std::find(users.begin(), users.end(), u) == users.end()) users.push_back(u);
+  core_.read_then<Rows>(
+      shard, channel_id,
+      [core = &core_, snap = *conv, users = std::move(users)]() -> Result<Rows> {
+        Rows rows;
+        for (const auto& u : users) {
+          auto m = core->directory.member(*snap, u);
+          if (!m) return m.error();
+          rows.emplace(u, std::move(*m));
+          (void)core->directory.devices(u);  // into the cache, for unknown_user()
+        }
+        return rows;
+      },
+      [this, again = std::move(again), fail = std::move(fail)](Result<Rows> rows) {
+        if (!rows) return fail(rows.error());
+        prefetched_ = &*rows;
+        again();
+        prefetched_ = nullptr;
+      });
+  return true;
+}
+
 void Channels::change_subscribers(Shard& shard, const DeviceRef& actor, const std::string& channel_id,
                                   const proto::MembersRequest& request, CountDone done) {
+  if (prefetch(
+          shard, channel_id, actor, request,
+          [this, &shard, actor, channel_id, request, done] { change_subscribers(shard, actor, channel_id, request, done); },
+          [done](const Error& e) { done(e); }))
+    return;
   auto edit = begin_edit(shard, actor, channel_id, false, "only a channel admin can change its subscribers");
   if (!edit) return done(edit.error());
   const store::Conversation& c = *edit->conv;
@@ -279,6 +322,11 @@ void Channels::change_subscribers(Shard& shard, const DeviceRef& actor, const st
 
 void Channels::change_admins(Shard& shard, const DeviceRef& actor, const std::string& channel_id,
                              const proto::MembersRequest& request, AdminsDone done) {
+  if (prefetch(
+          shard, channel_id, actor, request,
+          [this, &shard, actor, channel_id, request, done] { change_admins(shard, actor, channel_id, request, done); },
+          [done](const Error& e) { done(e); }))
+    return;
   auto edit = begin_edit(shard, actor, channel_id, true, "only the channel's owner can change its admins");
   if (!edit) return done(edit.error());
   const store::Conversation& c = *edit->conv;

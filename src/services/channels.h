@@ -17,6 +17,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "proto/http_shapes.h"
@@ -54,7 +55,9 @@ class Channels {
   void join(Shard& shard, const DeviceRef& actor, const std::string& channel_id, JoinDone done);
   // The subscription row, likewise (Redis: a reader thread, through read_then).
   void leave(Shard& shard, const DeviceRef& actor, const std::string& channel_id, CountDone done);
-  // An admin adds or removes subscribers (the way into a private channel).
+  // An admin adds or removes subscribers (the way into a private channel). In Redis mode the
+  // rows these changes read (the actor's, each named user's, their device lists) are read on
+  // a reader thread first (read_then), then the change runs on this loop with them.
   void change_subscribers(Shard& shard, const DeviceRef& actor, const std::string& channel_id,
                           const proto::MembersRequest& request, CountDone done);
   // The owner names or drops admins (an added admin is subscribed if it was not).
@@ -97,6 +100,15 @@ class Channels {
   // Redis mode: read_join_rows on a reader thread, then `then` on this loop (read_then).
   void read_rows_then(Shard& shard, const ConversationPtr& conv, const std::string& user, bool count,
                       std::function<void(Result<JoinRows>)> then);
+  // Rows read off the loop for the change being run again (Redis mode): user → its row as
+  // Directory::member gives it. Set only while that change runs on this loop.
+  using Rows = std::unordered_map<std::string, std::optional<store::Member>>;
+  const Rows* prefetched_ = nullptr;
+  // Redis mode, outside a re-run: reads the rows of `actor` and of the users `request` names
+  // (but those with a change pending on this loop, whose mark answers) and their device lists
+  // on a reader thread, then runs `again` with them (or `fail`); true. Else false: run now.
+  bool prefetch(Shard& shard, const std::string& channel_id, const DeviceRef& actor, const proto::MembersRequest& request,
+                std::function<void()> again, std::function<void(const Error&)> fail);
   // join() / leave() with the rows read off the loop (null: read them, or inline).
   void join_with(Shard& shard, const DeviceRef& actor, const std::string& channel_id, JoinDone done,
                  const JoinRows* rows);

@@ -565,10 +565,10 @@ TEST_F(DeviceSessionOffloadedTest, ATypingFrameOnAColdConversationReadsNothingOn
   EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on the loop";
 }
 
-// Channels: an ack of a channel the session does not follow, joins and leaves. The
-// subscriber's index row and the joiner's user index are read on reader threads, never on a
-// loop; the answers are the same as with inline reads.
-TEST_F(DeviceSessionOffloadedTest, ChannelAcksJoinsAndLeavesReadNoRowOnALoop) {
+// Channels: an ack of a channel the session does not follow, joins, leaves, info and an
+// admin's changes. The subscribers' index rows, the joiner's user index and the head are read
+// on reader threads, never on a loop; the answers are the same as with inline reads.
+TEST_F(DeviceSessionOffloadedTest, ChannelAcksJoinsLeavesAndChangesReadNoRowOnALoop) {
   std::promise<Result<ConversationInfo>> created;
   sequencer_.create_conversation(DeviceRef{"alice", 1}, proto::CreateConversationRequest{true, "ch", {}, true, true},
                                  [&](Result<ConversationInfo> r) { created.set_value(r); });
@@ -660,6 +660,32 @@ TEST_F(DeviceSessionOffloadedTest, ChannelAcksJoinsAndLeavesReadNoRowOnALoop) {
     ASSERT_TRUE(left) << left.error().message;
     EXPECT_EQ(*left, 1u);
   }
+  EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on a loop";
+
+  // An admin's changes: carol added and removed as a subscriber, a non-admin refused, carol
+  // named an admin.
+  auto subscribers = [&](const char* actor, std::vector<std::string> add, std::vector<std::string> remove) {
+    std::promise<Result<uint64_t>> p;
+    sequencer_.change_subscribers(DeviceRef{actor, 1}, channel, proto::MembersRequest{std::move(add), std::move(remove)},
+                                  [&](Result<uint64_t> r) { p.set_value(r); });
+    return p.get_future().get();
+  };
+  store_.clear_loop_reads();
+  auto added = subscribers("alice", {"carol"}, {});
+  ASSERT_TRUE(added) << added.error().message;
+  EXPECT_EQ(*added, 2u);
+  auto removed = subscribers("alice", {}, {"carol"});
+  ASSERT_TRUE(removed) << removed.error().message;
+  EXPECT_EQ(*removed, 1u);
+  auto refused = subscribers("bob", {"carol"}, {});
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kForbidden) << "bob is a subscriber: told it may not";
+  std::promise<Result<std::vector<std::string>>> named;
+  sequencer_.change_admins(DeviceRef{"alice", 1}, channel, proto::MembersRequest{{"carol"}, {}},
+                           [&](Result<std::vector<std::string>> r) { named.set_value(r); });
+  auto admins = named.get_future().get();
+  ASSERT_TRUE(admins) << admins.error().message;
+  EXPECT_EQ(*admins, (std::vector<std::string>{"alice", "carol"}));
   EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on a loop";
 }
 
