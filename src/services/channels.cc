@@ -44,8 +44,8 @@ Result<ConversationPtr> Channels::channel(const std::string& channel_id) {
 
 Error Channels::refusal(const store::Conversation& c, const std::string& user, const char* why) {
   // A subscriber learns it may not; anyone else learns nothing about the channel.
-  if (prefetched_)
-    if (auto it = prefetched_->find(user); it != prefetched_->end())
+  if (prefetched_ && prefetched_->channel_id == c.id)
+    if (auto it = prefetched_->rows.find(user); it != prefetched_->rows.end())
       return it->second ? make_error(ErrorCode::kForbidden, why) : unknown_channel();
   auto m = core_.directory.member(c, user);
   if (!m) return m.error();
@@ -65,8 +65,8 @@ Result<Seq> Channels::subscribed(ConvState& cs, const store::Conversation& c, co
     auto it = cs.channel->pending_subscriptions.find(user);
     if (it != cs.channel->pending_subscriptions.end()) return it->second;
   }
-  if (prefetched_)
-    if (auto it = prefetched_->find(user); it != prefetched_->end())
+  if (prefetched_ && prefetched_->channel_id == c.id)
+    if (auto it = prefetched_->rows.find(user); it != prefetched_->rows.end())
       return it->second && it->second->active() ? it->second->joined_seq : Seq{0};
   auto m = core_.directory.member(c, user);
   if (!m) return m.error();
@@ -108,20 +108,6 @@ void Channels::apply(ConvState& cs, ConversationPtr before, std::shared_ptr<stor
   if (!core_.submit(cs, std::move(batch), std::move(finish))) core_.directory.put_conversation(std::move(before));
 }
 
-// Any thread (a reader thread in Redis mode): the store and the Directory only.
-Result<Channels::JoinRows> Channels::read_join_rows(SequencerCore& core, const store::Conversation& c,
-                                                    const std::string& user, bool count) {
-  JoinRows out;
-  auto m = core.directory.member(c, user);
-  if (!m) return m.error();
-  out.joined = *m && (*m)->active() ? (*m)->joined_seq : Seq{0};
-  if (!count || out.joined || !c.is_public) return out;
-  auto n = count_following(core.store, user);
-  if (!n) return n.error();
-  out.following = *n;
-  return out;
-}
-
 Result<size_t> Channels::count_following(store::Store& store, const std::string& user) {
   auto rows = store.user_conversations(user);
   if (!rows) return rows.error();
@@ -133,55 +119,26 @@ bool Channels::is_pending(const ConvState& cs, const std::string& user) {
   return cs.channel && cs.channel->pending_subscriptions.count(user) != 0;
 }
 
-// Not on this loop: a reader thread reads the rows, then `then` runs here with them (the
-// join or leave again). No change of the user's subscription is pending, so every earlier
-// one is committed and the read sees it; the channel's later work waits (read_then).
-void Channels::read_rows_then(Shard& shard, const ConversationPtr& conv, const std::string& user, bool count,
-                              std::function<void(Result<JoinRows>)> then) {
-  core_.read_then<JoinRows>(
-      shard, conv->id, [core = &core_, conv, user, count] { return read_join_rows(*core, *conv, user, count); },
-      std::move(then));
-}
-
 void Channels::join(Shard& shard, const DeviceRef& actor, const std::string& channel_id, JoinDone done) {
-  join_with(shard, actor, channel_id, std::move(done), nullptr);
-}
-
-void Channels::join_with(Shard& shard, const DeviceRef& actor, const std::string& channel_id, JoinDone done,
-                         const JoinRows* read) {
+  if (prefetch(
+          shard, channel_id, actor, {}, true, [this, &shard, actor, channel_id, done] { join(shard, actor, channel_id, done); },
+          [done](const Error& e) { done(e); }))
+    return;
   auto conv = channel(channel_id);
   if (!conv) return done(conv.error());
   const store::Conversation& c = **conv;
   auto st = core_.state(shard, channel_id);
   if (!st) return done(st.error());
   ConvState& cs = **st;
-  const bool pending = is_pending(cs, actor.user);
-  if (!read && !pending && core_.reads.offloaded()) {
-    return read_rows_then(shard, *conv, actor.user, true,
-                          [this, &shard, actor, channel_id, done = std::move(done)](Result<JoinRows> rows) mutable {
-                            if (!rows) return done(rows.error());
-                            join_with(shard, actor, channel_id, std::move(done), &*rows);
-                          });
-  }
-  Seq joined = 0;
-  std::optional<size_t> following;
-  if (read && !pending) {
-    joined = read->joined;
-    if (!joined) following = read->following;
-  } else {
-    auto j = subscribed(cs, c, actor.user);
-    if (!j) return done(j.error());
-    joined = *j;
-  }
-  if (joined) return done(SubscriptionInfo{joined, c.subscribers});
+  auto joined = subscribed(cs, c, actor.user);
+  if (!joined) return done(joined.error());
+  if (*joined) return done(SubscriptionInfo{*joined, c.subscribers});
   if (!c.is_public) return done(unknown_channel());  // private: only an admin's add
   // Every read-side conversation costs its user a head read at each connect: the number a
   // user may follow is capped like the conversations it may create.
-  if (!following) {
-    auto n = count_following(core_.store, actor.user);
-    if (!n) return done(n.error());
-    following = *n;
-  }
+  const bool counted = prefetched_ && prefetched_->channel_id == channel_id && prefetched_->following;
+  auto following = counted ? Result<size_t>(*prefetched_->following) : count_following(core_.store, actor.user);
+  if (!following) return done(following.error());
   if (*following >= core_.options.max_conversations_per_user)
     return done(make_error(ErrorCode::kLimitExceeded, "at most " + std::to_string(core_.options.max_conversations_per_user) +
                                                           " channels and large groups per user"));
@@ -199,11 +156,10 @@ void Channels::join_with(Shard& shard, const DeviceRef& actor, const std::string
 }
 
 void Channels::leave(Shard& shard, const DeviceRef& actor, const std::string& channel_id, CountDone done) {
-  leave_with(shard, actor, channel_id, std::move(done), nullptr);
-}
-
-void Channels::leave_with(Shard& shard, const DeviceRef& actor, const std::string& channel_id, CountDone done,
-                          const JoinRows* read) {
+  if (prefetch(
+          shard, channel_id, actor, {}, false, [this, &shard, actor, channel_id, done] { leave(shard, actor, channel_id, done); },
+          [done](const Error& e) { done(e); }))
+    return;
   auto conv = channel(channel_id);
   if (!conv) return done(conv.error());
   const store::Conversation& c = **conv;
@@ -212,23 +168,9 @@ void Channels::leave_with(Shard& shard, const DeviceRef& actor, const std::strin
   auto st = core_.state(shard, channel_id);
   if (!st) return done(st.error());
   ConvState& cs = **st;
-  const bool pending = is_pending(cs, actor.user);
-  if (!read && !pending && core_.reads.offloaded()) {
-    return read_rows_then(shard, *conv, actor.user, false,
-                          [this, &shard, actor, channel_id, done = std::move(done)](Result<JoinRows> rows) mutable {
-                            if (!rows) return done(rows.error());
-                            leave_with(shard, actor, channel_id, std::move(done), &*rows);
-                          });
-  }
-  Seq joined = 0;
-  if (read && !pending) {
-    joined = read->joined;
-  } else {
-    auto j = subscribed(cs, c, actor.user);
-    if (!j) return done(j.error());
-    joined = *j;
-  }
-  if (!joined) return done(c.subscribers);  // not subscribed: nothing changes
+  auto joined = subscribed(cs, c, actor.user);
+  if (!joined) return done(joined.error());
+  if (!*joined) return done(c.subscribers);  // not subscribed: nothing changes
   auto next = std::make_shared<store::Conversation>(c);
   next->subscribers = next->subscribers > 0 ? next->subscribers - 1 : 0;
   std::erase_if(next->members, [&](const store::Member& m) { return m.user == actor.user; });
@@ -249,34 +191,48 @@ Result<Channels::Edit> Channels::begin_edit(Shard& shard, const DeviceRef& actor
   return Edit{*conv, *st, std::make_shared<store::Conversation>(c)};
 }
 
+// Not on this loop: a reader thread reads the rows, then `again` runs here with them. A user
+// with no change pending on this loop has every earlier change committed, so the read sees
+// it; one with a pending change is answered by its mark (subscribed()), not read. The
+// channel's later work waits meanwhile (read_then), so no new mark appears.
 bool Channels::prefetch(Shard& shard, const std::string& channel_id, const DeviceRef& actor,
-                        const proto::MembersRequest& request, std::function<void()> again,
+                        const proto::MembersRequest& request, bool count, std::function<void()> again,
                         std::function<void(const Error&)> fail) {
-  if (prefetched_ || !core_.reads.offloaded()) return false;
+  if ((prefetched_ && prefetched_->channel_id == channel_id) || !core_.reads.offloaded()) return false;
   auto conv = channel(channel_id);
   auto st = conv ? core_.state(shard, channel_id) : Result<ConvState*>(conv.error());
-  if (!st) return false;  // answered by the change itself
-  std::vector<std::string> users{actor.user};
+  if (!st) return false;  // answered by the work itself
+  std::vector<std::string> users;
+  auto want = [&](const std::string& u) {
+    if (!is_pending(**st, u) && std::find(users.begin(), users.end(), u) == users.end()) users.push_back(u);
+  };
+  want(actor.user);
   for (const auto* list : {&request.add, &request.remove})
-    for (const auto& u : *list)
-      if (!is_pending(**st, u) && std::find(users.begin(), users.end(), u) == users.end()) users.push_back(u);
-  core_.read_then<Rows>(
+    for (const auto& u : *list) want(u);
+  core_.read_then<Prefetched>(
       shard, channel_id,
-      [core = &core_, snap = *conv, users = std::move(users)]() -> Result<Rows> {
-        Rows rows;
+      [core = &core_, snap = *conv, users = std::move(users), actor = actor.user, count]() -> Result<Prefetched> {
+        Prefetched out;
+        out.channel_id = snap->id;
         for (const auto& u : users) {
           auto m = core->directory.member(*snap, u);
           if (!m) return m.error();
-          rows.emplace(u, std::move(*m));
-          (void)core->directory.devices(u);  // into the cache, for unknown_user()
+          if (count && u == actor && !(*m && (*m)->active()) && snap->is_public) {
+            auto n = count_following(core->store, u);
+            if (!n) return n.error();
+            out.following = *n;
+          }
+          out.rows.emplace(u, std::move(*m));
+          if (u != actor) (void)core->directory.devices(u);  // into the cache, for unknown_user()
         }
-        return rows;
+        return out;
       },
-      [this, again = std::move(again), fail = std::move(fail)](Result<Rows> rows) {
-        if (!rows) return fail(rows.error());
-        prefetched_ = &*rows;
+      [this, again = std::move(again), fail = std::move(fail)](Result<Prefetched> read) {
+        if (!read) return fail(read.error());
+        const Prefetched* outer = prefetched_;  // none, unless another channel's work runs this
+        prefetched_ = &*read;
         again();
-        prefetched_ = nullptr;
+        prefetched_ = outer;
       });
   return true;
 }
@@ -284,7 +240,7 @@ bool Channels::prefetch(Shard& shard, const std::string& channel_id, const Devic
 void Channels::change_subscribers(Shard& shard, const DeviceRef& actor, const std::string& channel_id,
                                   const proto::MembersRequest& request, CountDone done) {
   if (prefetch(
-          shard, channel_id, actor, request,
+          shard, channel_id, actor, request, false,
           [this, &shard, actor, channel_id, request, done] { change_subscribers(shard, actor, channel_id, request, done); },
           [done](const Error& e) { done(e); }))
     return;
@@ -323,7 +279,7 @@ void Channels::change_subscribers(Shard& shard, const DeviceRef& actor, const st
 void Channels::change_admins(Shard& shard, const DeviceRef& actor, const std::string& channel_id,
                              const proto::MembersRequest& request, AdminsDone done) {
   if (prefetch(
-          shard, channel_id, actor, request,
+          shard, channel_id, actor, request, false,
           [this, &shard, actor, channel_id, request, done] { change_admins(shard, actor, channel_id, request, done); },
           [done](const Error& e) { done(e); }))
     return;

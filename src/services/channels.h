@@ -48,16 +48,16 @@ class Channels {
 
   explicit Channels(SequencerCore& core) : core_(core) {}
 
-  // In Redis mode (offloaded reads) the two store reads a join makes, the user's subscription
-  // row and (if it is not subscribed) its user index, to count the read-side conversations it
-  // is in, run on a reader thread through SequencerCore::read_then; the channel's later work
-  // waits behind them. With the embedded store they are inline.
+  // In Redis mode (offloaded reads) the store reads a join makes, the user's subscription row
+  // and (if it is not subscribed) its user index, to count the read-side conversations it is
+  // in, run on a reader thread first (prefetch, through SequencerCore::read_then); the
+  // channel's later work waits behind them. With the embedded store they are inline.
   void join(Shard& shard, const DeviceRef& actor, const std::string& channel_id, JoinDone done);
-  // The subscription row, likewise (Redis: a reader thread, through read_then).
+  // The subscription row, likewise (Redis: a reader thread, through prefetch).
   void leave(Shard& shard, const DeviceRef& actor, const std::string& channel_id, CountDone done);
   // An admin adds or removes subscribers (the way into a private channel). In Redis mode the
   // rows these changes read (the actor's, each named user's, their device lists) are read on
-  // a reader thread first (read_then), then the change runs on this loop with them.
+  // a reader thread first (prefetch), then the change runs on this loop with them.
   void change_subscribers(Shard& shard, const DeviceRef& actor, const std::string& channel_id,
                           const proto::MembersRequest& request, CountDone done);
   // The owner names or drops admins (an added admin is subscribed if it was not).
@@ -86,34 +86,23 @@ class Channels {
   // The seq from which `user` subscribes, 0 if not (this loop's pending changes first, then
   // the store).
   Result<Seq> subscribed(ConvState& cs, const store::Conversation& c, const std::string& user);
-  // What a join reads from the store (see join()).
-  struct JoinRows {
-    Seq joined = 0;          // the subscription row's joined_seq, 0 if none
-    size_t following = 0;    // read-side conversations the user is in (read only when not joined)
-  };
+  static bool is_pending(const ConvState& cs, const std::string& user);
   // The read-side conversations (channels, large groups) `user` is in: a user index read.
   static Result<size_t> count_following(store::Store& store, const std::string& user);
-  // `count`: also the read-side conversations, when not subscribed to a public channel.
-  static Result<JoinRows> read_join_rows(SequencerCore& core, const store::Conversation& c, const std::string& user,
-                                         bool count);
-  static bool is_pending(const ConvState& cs, const std::string& user);
-  // Redis mode: read_join_rows on a reader thread, then `then` on this loop (read_then).
-  void read_rows_then(Shard& shard, const ConversationPtr& conv, const std::string& user, bool count,
-                      std::function<void(Result<JoinRows>)> then);
-  // Rows read off the loop for the change being run again (Redis mode): user → its row as
-  // Directory::member gives it. Set only while that change runs on this loop.
-  using Rows = std::unordered_map<std::string, std::optional<store::Member>>;
-  const Rows* prefetched_ = nullptr;
+  // Rows read off the loop for the work being run again (Redis mode): user → its row as
+  // Directory::member gives it; with `count`, the actor's count_following when it is not
+  // subscribed to a public channel. Set only while that work runs on this loop.
+  struct Prefetched {
+    std::string channel_id;  // the rows are of this channel's membership
+    std::unordered_map<std::string, std::optional<store::Member>> rows;
+    std::optional<size_t> following;
+  };
+  const Prefetched* prefetched_ = nullptr;
   // Redis mode, outside a re-run: reads the rows of `actor` and of the users `request` names
-  // (but those with a change pending on this loop, whose mark answers) and their device lists
-  // on a reader thread, then runs `again` with them (or `fail`); true. Else false: run now.
+  // (but those with a change pending on this loop) and the named users' device lists on a
+  // reader thread, then runs `again` with them (or `fail`); true. Else false: run now.
   bool prefetch(Shard& shard, const std::string& channel_id, const DeviceRef& actor, const proto::MembersRequest& request,
-                std::function<void()> again, std::function<void(const Error&)> fail);
-  // join() / leave() with the rows read off the loop (null: read them, or inline).
-  void join_with(Shard& shard, const DeviceRef& actor, const std::string& channel_id, JoinDone done,
-                 const JoinRows* rows);
-  void leave_with(Shard& shard, const DeviceRef& actor, const std::string& channel_id, CountDone done,
-                  const JoinRows* rows);
+                bool count, std::function<void()> again, std::function<void(const Error&)> fail);
   // An admin's (or, with owner_only, the owner's) change to the channel's lists: the record
   // as it is, the conversation's state on this loop, and the copy the change edits.
   struct Edit {
