@@ -16,6 +16,7 @@
 #include "bus/local/local_bus.h"
 #include "proto/server_frames.h"
 #include "services/accounts.h"
+#include "services/blocks.h"
 #include "services/channel_api.h"
 #include "services/presence.h"
 #include "services/sequencer.h"
@@ -161,6 +162,12 @@ class GatedStore final : public store::MemoryStore {
   Result<std::optional<std::string>> user_record(const std::string& user, const std::string& name) override {
     note("user_record");
     return MemoryStore::user_record(user, name);
+  }
+  Result<std::vector<std::pair<std::string, std::string>>> user_records(const std::string& user,
+                                                                      const std::string& prefix,
+                                                                      size_t limit) override {
+    note("user_records");
+    return MemoryStore::user_records(user, prefix, limit);
   }
   Result<std::vector<std::pair<std::string, uint64_t>>> user_media(const std::string& user, size_t limit) override {
     note("user_media");
@@ -563,6 +570,31 @@ TEST_F(DeviceSessionOffloadedTest, ATypingFrameOnAColdConversationReadsNothingOn
   };
   EXPECT_TRUE(await_written(*this, drain, R"("type":"error")")) << "no error for an unknown conversation";
   EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on the loop";
+}
+
+// The same in a direct conversation, whose relay consults both users' block lists: lists not
+// in the cache are read on the loader thread too, and the frame is relayed afterwards.
+TEST_F(DeviceSessionOffloadedTest, ATypingFrameWithColdBlockListsReadsNothingOnTheLoop) {
+  Blocks blocks(store_, committer_, 100);
+  presence_.set_privacy(nullptr, &blocks);
+  std::promise<Result<ConversationInfo>> created;
+  sequencer_.create_conversation(DeviceRef{"alice", 1}, proto::CreateConversationRequest{false, "", {"bob"}},
+                                 [&](Result<ConversationInfo> r) { created.set_value(r); });
+  auto direct = created.get_future().get();
+  ASSERT_TRUE(direct) << direct.error().message;
+  auto alice = std::make_shared<RecordingEndpoint>();
+  bus_.attach(DeviceRef{"alice", 1}, alice);
+  connect_bob(1 << 20);
+  drain_until_synced();
+  store_.clear_loop_reads();
+  on_loop([&] {
+    session_->on_text(R"({"type":"typing","conversation_id":")" + direct->conversation_id + R"(","active":true})");
+  });
+  const bool relayed = alice->await(R"("type":"typing")");
+  presence_.set_privacy(nullptr, nullptr);
+  EXPECT_TRUE(relayed) << "the typing frame was not relayed";
+  EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on the loop";
+  EXPECT_TRUE(blocks.cached("alice") && blocks.cached("bob")) << "both block lists were read into the cache";
 }
 
 // Channels: an ack of a channel the session does not follow, joins, leaves, info and an
