@@ -145,6 +145,24 @@ class TestService : public ServiceInterface {
     return std::monostate{};
   }
   std::atomic<int> unfinished_sinks{0};
+  // "/stream-later": the decision is held until answer_held_bodies(), then given from another
+  // thread (a sink), as a decision that reads a remote store (an upload's token check) is.
+  void decide_body(const HttpRequest& head, BodyDone done) override {
+    if (head.path != "/stream-later") return done(open_body(head));
+    std::lock_guard lock(mu_);
+    held_bodies_.push_back(std::move(done));
+  }
+  size_t held_bodies() {
+    std::lock_guard lock(mu_);
+    return held_bodies_.size();
+  }
+  void answer_held_bodies() {
+    std::lock_guard lock(mu_);
+    repliers_.emplace_back([this, held = std::move(held_bodies_)] {
+      for (const auto& done : held) done(std::shared_ptr<BodySink>(std::make_shared<CountingSink>(this)));
+    });
+    held_bodies_.clear();
+  }
 
   // "good" is answered at once, on the session's loop. "later" is held until the test calls
   // answer_held(), then answered from another thread: a token check that reads a remote
@@ -245,6 +263,7 @@ class TestService : public ServiceInterface {
   std::weak_ptr<Connection> last_;
   std::vector<std::thread> repliers_;
   std::vector<AuthDone> held_;
+  std::vector<BodyDone> held_bodies_;
   std::vector<std::thread::id> loop_threads_;
   std::map<uint64_t, size_t> loop_indexes_;
 };
@@ -566,6 +585,7 @@ class GatewayTest : public ::testing::Test {
 
   void TearDown() override {
     service_.answer_held();  // a test that failed early may leave a check unanswered
+    service_.answer_held_bodies();
     service_.join_repliers();
     if (listener_) {
       listener_->stop_accepting();
@@ -675,6 +695,46 @@ TEST_F(GatewayTest, BodyRefusedFromItsHeadersAndDroppedStreamsAreUnfinished) {
   while (service_.unfinished_sinks.load() == 0 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(10ms);
   EXPECT_EQ(service_.unfinished_sinks.load(), 1);
+}
+
+// The body decision (e.g. an upload's token check on a remote store) answers later from
+// another thread: nothing of the body is read before, and the upload then completes.
+TEST_F(GatewayTest, BodyDecidedLaterFromAnotherThreadStreamsTheUpload) {
+  start();
+  HttpClient c;
+  ASSERT_TRUE(c.connect(port_));
+  std::optional<http::response<http::string_body>> res;
+  std::thread asker([&] { res = c.request(http::verb::post, "/stream-later", std::string(200000, 'z'), "good"); });
+  const bool held = wait_until([&] { return service_.held_bodies() == 1; });
+  EXPECT_EQ(service_.unfinished_sinks.load(), 0);
+  service_.answer_held_bodies();
+  asker.join();
+  ASSERT_TRUE(held) << "the decision was not asked for";
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->result_int(), 200);
+  EXPECT_EQ(res->body(), "streamed=200000 largest=65536 sum=" + std::to_string(200000u * 'z')) << res->body();
+  // The connection stays usable.
+  res = c.request(http::verb::get, "/x", "", "good");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->result_int(), 200);
+  EXPECT_EQ(service_.unfinished_sinks.load(), 0);
+}
+
+// The client went away while the body decision was pending: the late sink finds a dead
+// socket and is dropped unfinished; nothing crashes, every budget is given back (TearDown).
+TEST_F(GatewayTest, ClientGoneBeforeTheBodyDecisionAnswers) {
+  start();
+  {
+    RawClient raw;
+    ASSERT_TRUE(raw.connect(port_));
+    ASSERT_TRUE(raw.write("POST /stream-later HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" +
+                          std::string(30000, 'y')));
+    ASSERT_TRUE(wait_until([&] { return service_.held_bodies() == 1; }));
+    raw.close();
+  }
+  service_.answer_held_bodies();
+  EXPECT_TRUE(wait_until([&] { return service_.unfinished_sinks.load() == 1; })) << service_.unfinished_sinks.load();
+  EXPECT_TRUE(wait_until([&] { return listener_->connections() == 0; })) << listener_->connections();
 }
 
 TEST_F(GatewayTest, StreamedResponsesComeFromTheirSource) {

@@ -180,7 +180,12 @@ template <class Stream>
 void BasicHttpSession<Stream>::on_header(beast::error_code ec, std::size_t /*bytes*/) {
   if (ec) return on_read_error(ec);
   if (parser_->is_done()) return handle_request();
-  if (maybe_stream()) return;
+  if (parser_->get().find(http::field::upgrade) != parser_->get().end()) return read_buffered();  // never streamed
+  decide_body();
+}
+
+template <class Stream>
+void BasicHttpSession<Stream>::read_buffered() {
   const auto length = parser_->content_length();
   if (length && *length > ctx_->options.max_http_body_bytes) return on_read_error(http::error::body_limit);
   parser_->body_limit(ctx_->options.max_http_body_bytes);  // chunked bodies are counted as they come
@@ -364,27 +369,41 @@ HttpRequest BasicHttpSession<Stream>::request_head(const http::request_header<>&
 }
 
 template <class Stream>
-bool BasicHttpSession<Stream>::maybe_stream() {
-  const auto& h = parser_->get();
-  if (h.find(http::field::upgrade) != h.end()) return false;  // upgrades are never streamed
-  HttpRequest head = request_head(h);
-  BodyDecision decision;
+void BasicHttpSession<Stream>::decide_body() {
+  // Nothing more is read from the socket until the service decided (busy_ holds a shutdown
+  // back until then): a decision that reads a remote store answers later, from another thread.
+  busy_ = true;
+  auto answered = std::make_shared<std::atomic<bool>>(false);
+  auto done = [self = self(), answered](BodyDecision decision) {
+    if (answered->exchange(true)) return;
+    // Inline when the service answered at once on this loop; else posted back to it.
+    net::dispatch(self->executor_,
+                  [self, decision = std::move(decision)]() mutable { self->on_body_decided(std::move(decision)); });
+  };
   try {
-    decision = ctx_->service.open_body(head);
+    ctx_->service.decide_body(request_head(parser_->get()), done);
   } catch (...) {
     spdlog::error("event=handler_exception where=open_body session={}", id_);
-    decision = HttpResponse{500, json_error(code_name(ErrorCode::kInternal), "internal error"), "application/json"};
+    done(HttpResponse{500, json_error(code_name(ErrorCode::kInternal), "internal error"), "application/json"});
   }
-  if (std::holds_alternative<std::monostate>(decision)) return false;
+}
+
+template <class Stream>
+void BasicHttpSession<Stream>::on_body_decided(BodyDecision decision) {
+  busy_ = false;
+  if (closed_) return;  // a streaming sink, if any, is dropped unfinished
+  // The server began shutting down meanwhile: no new request is taken.
+  if (close_after_response_) return close_socket();
+  if (std::holds_alternative<std::monostate>(decision)) return read_buffered();
+  const auto& h = parser_->get();
   ctx_->metrics.http_requests.inc();
   version_ = h.version();
   keep_alive_ = h.keep_alive();
   busy_ = true;
-  const std::string bearer = std::move(head.bearer_token);
+  const std::string bearer = bearer_token(h[http::field::authorization]);
   authenticate_bearer(bearer, [self = self(), decision = std::move(decision)]() mutable {
     self->stream_body(std::move(decision));
   });
-  return true;
 }
 
 template <class Stream>

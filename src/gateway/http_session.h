@@ -34,7 +34,7 @@
 //  - A connection that ends with an error response is half-closed and drained briefly
 //    (bounded in bytes and time) so the client reads the response instead of a reset.
 //  - Streamed bodies (uploads): once the headers of a request with a body are read, the
-//    service's open_body() decides. A BodySink gets the body in chunks of at most 64 KiB
+//    service's decide_body() decides (inline or later; nothing more is read meanwhile). A BodySink gets the body in chunks of at most 64 KiB
 //    (one buffer per session, reused), with the idle deadline re-armed per chunk instead of
 //    one deadline for the whole request; max_http_body_bytes does not apply (the service
 //    bounds the size from Content-Length). A connection error drops the sink unfinished.
@@ -110,8 +110,13 @@ class BasicHttpSession final : public Session {
   void linger();
   void on_linger(boost::beast::error_code ec, std::size_t bytes);
   void close_socket();
-  // Streaming (see the header comment). maybe_stream() is true when it took the request.
-  bool maybe_stream();
+  // After the headers of a request with a body: asks the service what becomes of the body
+  // (decide_body, answered inline or later from any thread), then on_body_decided() on this
+  // loop buffers it (read_buffered), streams it into a sink or answers at once (streaming:
+  // see the header comment).
+  void decide_body();
+  void on_body_decided(BodyDecision decision);
+  void read_buffered();
   // Asks the service about a token; `then` runs on this session's loop, once, with the
   // answer (nullopt: the service threw).
   using TokenChecked = std::function<void(std::optional<Result<DeviceRef>>)>;
@@ -121,7 +126,7 @@ class BasicHttpSession final : public Session {
   void authenticate_bearer(const std::string& bearer, std::function<void()> next);
   void on_upgrade_checked(std::optional<Result<DeviceRef>> device, const std::string& accept);
   void serve(HttpRequest request);       // hands a whole request to the service
-  void stream_body(BodyDecision decision);  // maybe_stream() after the bearer check
+  void stream_body(BodyDecision decision);  // on_body_decided() after the bearer check
   HttpReply make_reply();  // the service's answer, posted back onto this session's loop  // false: over max_connections (503 written)
   HttpRequest request_head(const boost::beast::http::request_header<>& h) const;
   void read_stream();

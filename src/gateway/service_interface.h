@@ -132,6 +132,12 @@ class ServiceInterface {
   // Called on the HTTP session's loop once a request's headers are read (not for the
   // WebSocket upgrade); `head` has every field but the body. Default: buffer every body.
   virtual BodyDecision open_body(const HttpRequest& /*head*/) { return std::monostate{}; }
+  // The same decision, given to `done` exactly once: inline, or later from any thread (a
+  // decision that reads a remote store, e.g. an upload's token check, answers from another
+  // thread so that the loop does not wait). The session reads nothing more from its socket
+  // until then. Called on the HTTP session's loop. Default: open_body(head), inline.
+  using BodyDone = std::function<void(BodyDecision)>;
+  virtual void decide_body(const HttpRequest& head, BodyDone done) { done(open_body(head)); }
   // Checks the token of a WebSocket upgrade before it is accepted (failure → HTTP 401).
   // Also called once for the first bearer token on a plain HTTP connection, to count the
   // connection as authenticated (see GatewayOptions::max_unauthenticated_connections).

@@ -43,6 +43,11 @@ class Blocks {
 
   // Does `blocker` block `other`? A store error reads as "no" (logged by the caller's metrics).
   bool blocks(const std::string& blocker, const std::string& other);
+  // Is `user`'s list in the cache (blocks() answers without a store read)?
+  bool cached(const std::string& user) {
+    std::lock_guard lock(mu_);
+    return cache_.find(user) != nullptr;
+  }
   // Either of the two blocks the other.
   bool either(const std::string& a, const std::string& b) { return blocks(a, b) || blocks(b, a); }
   Result<std::vector<std::string>> list(const std::string& user);

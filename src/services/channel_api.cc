@@ -98,16 +98,18 @@ void ChannelApi::info(const DeviceRef& me, const std::string& id, gateway::HttpR
     return reply(json_response(200, o));
   }
   const Seq joined = (*member)->joined_seq;
-  ctx_.sequencer.channel_info(id, [this, id, reply, joined](Result<ChannelInfo> r) {
+  // The committed head (the loop's may be in flight), read here, on the request's thread (a
+  // reader thread in Redis mode), not in the answer below, which runs on the channel's loop.
+  auto head = ctx_.store.head(id);
+  if (!head) return reply(error_response(head.error()));
+  ctx_.sequencer.channel_info(id, [reply, joined, head = *head](Result<ChannelInfo> r) {
     if (!r) return reply(error_response(r.error()));
-    auto head = ctx_.store.head(id);  // committed (the loop's head may be in flight)
-    if (!head) return reply(error_response(head.error()));
     const store::Conversation& ch = *r->conversation;
     json::array views;
     for (const auto& [seq, n] : r->views) views.emplace_back(json::object{{"seq", seq}, {"views", n}});
     json::object o{{"conversation_id", ch.id}, {"type", "channel"}, {"name", ch.name}, {"public", ch.is_public},
                    {"owner", ch.members.empty() ? std::string() : ch.members.front().user}, {"admins", admins_of(ch)},
-                   {"subscribers", ch.subscribers}, {"head", *head}, {"joined_seq", joined},
+                   {"subscribers", ch.subscribers}, {"head", head}, {"joined_seq", joined},
                    {"views", std::move(views)}};
     reply(json_response(200, o));
   });

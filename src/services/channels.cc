@@ -44,6 +44,9 @@ Result<ConversationPtr> Channels::channel(const std::string& channel_id) {
 
 Error Channels::refusal(const store::Conversation& c, const std::string& user, const char* why) {
   // A subscriber learns it may not; anyone else learns nothing about the channel.
+  if (prefetched_ && prefetched_->channel_id == c.id)
+    if (auto it = prefetched_->rows.find(user); it != prefetched_->rows.end())
+      return it->second ? make_error(ErrorCode::kForbidden, why) : unknown_channel();
   auto m = core_.directory.member(c, user);
   if (!m) return m.error();
   if (!*m) return unknown_channel();
@@ -62,6 +65,9 @@ Result<Seq> Channels::subscribed(ConvState& cs, const store::Conversation& c, co
     auto it = cs.channel->pending_subscriptions.find(user);
     if (it != cs.channel->pending_subscriptions.end()) return it->second;
   }
+  if (prefetched_ && prefetched_->channel_id == c.id)
+    if (auto it = prefetched_->rows.find(user); it != prefetched_->rows.end())
+      return it->second && it->second->active() ? it->second->joined_seq : Seq{0};
   auto m = core_.directory.member(c, user);
   if (!m) return m.error();
   return *m && (*m)->active() ? (*m)->joined_seq : Seq{0};
@@ -102,7 +108,22 @@ void Channels::apply(ConvState& cs, ConversationPtr before, std::shared_ptr<stor
   if (!core_.submit(cs, std::move(batch), std::move(finish))) core_.directory.put_conversation(std::move(before));
 }
 
+Result<size_t> Channels::count_following(store::Store& store, const std::string& user) {
+  auto rows = store.user_conversations(user);
+  if (!rows) return rows.error();
+  return static_cast<size_t>(std::count_if(
+      rows->begin(), rows->end(), [](const store::UserConversation& r) { return r.fanout_on_read && !r.left_seq; }));
+}
+
+bool Channels::is_pending(const ConvState& cs, const std::string& user) {
+  return cs.channel && cs.channel->pending_subscriptions.count(user) != 0;
+}
+
 void Channels::join(Shard& shard, const DeviceRef& actor, const std::string& channel_id, JoinDone done) {
+  if (prefetch(
+          shard, channel_id, actor, {}, true, [this, &shard, actor, channel_id, done] { join(shard, actor, channel_id, done); },
+          [done](const Error& e) { done(e); }))
+    return;
   auto conv = channel(channel_id);
   if (!conv) return done(conv.error());
   const store::Conversation& c = **conv;
@@ -115,11 +136,10 @@ void Channels::join(Shard& shard, const DeviceRef& actor, const std::string& cha
   if (!c.is_public) return done(unknown_channel());  // private: only an admin's add
   // Every read-side conversation costs its user a head read at each connect: the number a
   // user may follow is capped like the conversations it may create.
-  auto rows = core_.store.user_conversations(actor.user);
-  if (!rows) return done(rows.error());
-  const auto following = std::count_if(rows->begin(), rows->end(),
-                                       [](const store::UserConversation& r) { return r.fanout_on_read && !r.left_seq; });
-  if (static_cast<size_t>(following) >= core_.options.max_conversations_per_user)
+  const bool counted = prefetched_ && prefetched_->channel_id == channel_id && prefetched_->following;
+  auto following = counted ? Result<size_t>(*prefetched_->following) : count_following(core_.store, actor.user);
+  if (!following) return done(following.error());
+  if (*following >= core_.options.max_conversations_per_user)
     return done(make_error(ErrorCode::kLimitExceeded, "at most " + std::to_string(core_.options.max_conversations_per_user) +
                                                           " channels and large groups per user"));
   if (c.subscribers >= core_.options.max_subscribers)
@@ -136,6 +156,10 @@ void Channels::join(Shard& shard, const DeviceRef& actor, const std::string& cha
 }
 
 void Channels::leave(Shard& shard, const DeviceRef& actor, const std::string& channel_id, CountDone done) {
+  if (prefetch(
+          shard, channel_id, actor, {}, false, [this, &shard, actor, channel_id, done] { leave(shard, actor, channel_id, done); },
+          [done](const Error& e) { done(e); }))
+    return;
   auto conv = channel(channel_id);
   if (!conv) return done(conv.error());
   const store::Conversation& c = **conv;
@@ -167,8 +191,59 @@ Result<Channels::Edit> Channels::begin_edit(Shard& shard, const DeviceRef& actor
   return Edit{*conv, *st, std::make_shared<store::Conversation>(c)};
 }
 
+// Not on this loop: a reader thread reads the rows, then `again` runs here with them. A user
+// with no change pending on this loop has every earlier change committed, so the read sees
+// it; one with a pending change is answered by its mark (subscribed()), not read. The
+// channel's later work waits meanwhile (read_then), so no new mark appears.
+bool Channels::prefetch(Shard& shard, const std::string& channel_id, const DeviceRef& actor,
+                        const proto::MembersRequest& request, bool count, std::function<void()> again,
+                        std::function<void(const Error&)> fail) {
+  if ((prefetched_ && prefetched_->channel_id == channel_id) || !core_.reads.offloaded()) return false;
+  auto conv = channel(channel_id);
+  auto st = conv ? core_.state(shard, channel_id) : Result<ConvState*>(conv.error());
+  if (!st) return false;  // answered by the work itself
+  std::vector<std::string> users;
+  auto want = [&](const std::string& u) {
+    if (!is_pending(**st, u) && std::find(users.begin(), users.end(), u) == users.end()) users.push_back(u);
+  };
+  want(actor.user);
+  for (const auto* list : {&request.add, &request.remove})
+    for (const auto& u : *list) want(u);
+  core_.read_then<Prefetched>(
+      shard, channel_id,
+      [core = &core_, snap = *conv, users = std::move(users), actor = actor.user, count]() -> Result<Prefetched> {
+        Prefetched out;
+        out.channel_id = snap->id;
+        for (const auto& u : users) {
+          auto m = core->directory.member(*snap, u);
+          if (!m) return m.error();
+          if (count && u == actor && !(*m && (*m)->active()) && snap->is_public) {
+            auto n = count_following(core->store, u);
+            if (!n) return n.error();
+            out.following = *n;
+          }
+          out.rows.emplace(u, std::move(*m));
+          if (u != actor) (void)core->directory.devices(u);  // into the cache, for unknown_user()
+        }
+        return out;
+      },
+      [this, again = std::move(again), fail = std::move(fail)](Result<Prefetched> read) {
+        if (!read) return fail(read.error());
+        const Prefetched* outer = prefetched_;  // none, unless another channel's work runs this
+        prefetched_ = &*read;
+        again();
+        prefetched_ = outer;
+      });
+  return true;
+}
+
 void Channels::change_subscribers(Shard& shard, const DeviceRef& actor, const std::string& channel_id,
                                   const proto::MembersRequest& request, CountDone done) {
+  if (prefetch(
+          shard, channel_id, actor, request, false,
+          [this, &shard, actor, channel_id, request, done] { change_subscribers(shard, actor, channel_id, request, done); },
+          [done](const Error& e) { done(e); }))
+    return;
   auto edit = begin_edit(shard, actor, channel_id, false, "only a channel admin can change its subscribers");
   if (!edit) return done(edit.error());
   const store::Conversation& c = *edit->conv;
@@ -203,6 +278,11 @@ void Channels::change_subscribers(Shard& shard, const DeviceRef& actor, const st
 
 void Channels::change_admins(Shard& shard, const DeviceRef& actor, const std::string& channel_id,
                              const proto::MembersRequest& request, AdminsDone done) {
+  if (prefetch(
+          shard, channel_id, actor, request, false,
+          [this, &shard, actor, channel_id, request, done] { change_admins(shard, actor, channel_id, request, done); },
+          [done](const Error& e) { done(e); }))
+    return;
   auto edit = begin_edit(shard, actor, channel_id, true, "only the channel's owner can change its admins");
   if (!edit) return done(edit.error());
   const store::Conversation& c = *edit->conv;

@@ -17,6 +17,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "proto/http_shapes.h"
@@ -47,9 +48,16 @@ class Channels {
 
   explicit Channels(SequencerCore& core) : core_(core) {}
 
+  // In Redis mode (offloaded reads) the store reads a join makes, the user's subscription row
+  // and (if it is not subscribed) its user index, to count the read-side conversations it is
+  // in, run on a reader thread first (prefetch, through SequencerCore::read_then); the
+  // channel's later work waits behind them. With the embedded store they are inline.
   void join(Shard& shard, const DeviceRef& actor, const std::string& channel_id, JoinDone done);
+  // The subscription row, likewise (Redis: a reader thread, through prefetch).
   void leave(Shard& shard, const DeviceRef& actor, const std::string& channel_id, CountDone done);
-  // An admin adds or removes subscribers (the way into a private channel).
+  // An admin adds or removes subscribers (the way into a private channel). In Redis mode the
+  // rows these changes read (the actor's, each named user's, their device lists) are read on
+  // a reader thread first (prefetch), then the change runs on this loop with them.
   void change_subscribers(Shard& shard, const DeviceRef& actor, const std::string& channel_id,
                           const proto::MembersRequest& request, CountDone done);
   // The owner names or drops admins (an added admin is subscribed if it was not).
@@ -78,6 +86,23 @@ class Channels {
   // The seq from which `user` subscribes, 0 if not (this loop's pending changes first, then
   // the store).
   Result<Seq> subscribed(ConvState& cs, const store::Conversation& c, const std::string& user);
+  static bool is_pending(const ConvState& cs, const std::string& user);
+  // The read-side conversations (channels, large groups) `user` is in: a user index read.
+  static Result<size_t> count_following(store::Store& store, const std::string& user);
+  // Rows read off the loop for the work being run again (Redis mode): user → its row as
+  // Directory::member gives it; with `count`, the actor's count_following when it is not
+  // subscribed to a public channel. Set only while that work runs on this loop.
+  struct Prefetched {
+    std::string channel_id;  // the rows are of this channel's membership
+    std::unordered_map<std::string, std::optional<store::Member>> rows;
+    std::optional<size_t> following;
+  };
+  const Prefetched* prefetched_ = nullptr;
+  // Redis mode, outside a re-run: reads the rows of `actor` and of the users `request` names
+  // (but those with a change pending on this loop) and the named users' device lists on a
+  // reader thread, then runs `again` with them (or `fail`); true. Else false: run now.
+  bool prefetch(Shard& shard, const std::string& channel_id, const DeviceRef& actor, const proto::MembersRequest& request,
+                bool count, std::function<void()> again, std::function<void(const Error&)> fail);
   // An admin's (or, with owner_only, the owner's) change to the channel's lists: the record
   // as it is, the conversation's state on this loop, and the copy the change edits.
   struct Edit {

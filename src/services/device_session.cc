@@ -8,6 +8,7 @@
 #include "base/clock.h"
 #include "base/metrics.h"
 #include "proto/frames.h"
+#include "services/conversation_ids.h"
 #include "services/service_context.h"
 
 namespace tern::services {
@@ -528,17 +529,9 @@ void DeviceSession::on_text(std::string_view text) {
             self->on_loop([self, cmid = std::move(cmid), r = std::move(r)] { self->on_sent(cmid, r); });
           });
         } else if constexpr (std::is_same_v<F, proto::AckFrame> || std::is_same_v<F, proto::ReadFrame>) {
-          const bool read = std::is_same_v<F, proto::ReadFrame>;
-          const bool following =
-              std::find(following_.begin(), following_.end(), f.conversation_id) != following_.end();
-          ctx_.sequencer.acknowledge(
-              device_, f.conversation_id, f.seq, read,
-              [self](Result<void> r) {
-                if (!r) self->on_loop([self, e = r.error()] { self->write_error(e); });
-              },
-              following);
+          ack(PendingAck{f.conversation_id, f.seq, std::is_same_v<F, proto::ReadFrame>});
         } else if constexpr (std::is_same_v<F, proto::TypingFrame>) {
-          if (auto r = ctx_.presence.typing(device_, f.conversation_id, f.active); !r) write_error(r.error());
+          if (auto r = ctx_.presence.typing(device_, f.conversation_id, f.active, self); !r) write_error(r.error());
         } else if constexpr (std::is_same_v<F, proto::PresenceSubscribeFrame>) {
           // Its work grows with the users named: it costs one more frame token per 8 users,
           // so that a loop of large subscriptions is slowed at its own connection.
@@ -550,6 +543,67 @@ void DeviceSession::on_text(std::string_view text) {
         }
       },
       *parsed);
+}
+
+void DeviceSession::ack(PendingAck a) {
+  if (ack_checking_) {
+    if (acks_.size() >= kMaxWaitingAcks)
+      return write_error(make_error(ErrorCode::kOverloaded, "too many acks waiting; retry later"));
+    acks_.push_back(std::move(a));
+    return;
+  }
+  const bool following = std::find(following_.begin(), following_.end(), a.conversation_id) != following_.end();
+  if (!following && loop_ != Loops::kNone && ctx_.reads.offloaded()) {
+    ConversationPtr c = ctx_.directory.cached_conversation(a.conversation_id);
+    if (!c || c->type == store::ConvType::kChannel) {
+      ack_checking_ = true;
+      ctx_.reads.run<AckCheck>(
+          loop_,
+          [&ctx = ctx_, user = device_.user, conv = a.conversation_id]() -> Result<AckCheck> {
+            AckCheck out;
+            out.membership = session_reads::read_membership(ctx, user, conv);
+            ConversationPtr snap = ctx.directory.cached_conversation(conv);
+            out.channel = snap && snap->type == store::ConvType::kChannel;
+            return out;
+          },
+          [self = shared_from_this(), a](Result<AckCheck> r) {
+            self->ack_checking_ = false;
+            if (self->closed_) return;
+            self->on_ack_checked(a, r);
+            while (!self->ack_checking_ && !self->acks_.empty() && !self->closed_) {
+              PendingAck next = std::move(self->acks_.front());
+              self->acks_.erase(self->acks_.begin());
+              self->ack(std::move(next));
+            }
+            if (self->acks_.empty()) self->acks_ = {};
+          });
+      return;
+    }
+  }
+  submit_ack(a, following);
+}
+
+// The errors are the sequencer's (Receipts::acknowledge) for the same cases.
+void DeviceSession::on_ack_checked(const PendingAck& a, Result<AckCheck>& r) {
+  if (!r) return write_error(r.error());  // the reader threads' queue is full
+  const session_reads::Membership& m = r->membership;
+  if (m.failure) return write_error(m.failure->error);
+  using Kind = session_reads::Membership::Kind;
+  if (m.kind == Kind::kUnknown) return write_error(conversation_access_error());
+  if (m.kind == Kind::kNone) return write_error(make_error(ErrorCode::kForbidden, "not a member of this conversation"));
+  // An active channel subscriber is all a channel ack needs (as for a follower); anything
+  // else is checked by the sequencer (a snapshot read again only if evicted meanwhile).
+  submit_ack(a, r->channel && m.member.active());
+}
+
+void DeviceSession::submit_ack(const PendingAck& a, bool following) {
+  auto self = shared_from_this();
+  ctx_.sequencer.acknowledge(
+      device_, a.conversation_id, a.seq, a.read,
+      [self](Result<void> r) {
+        if (!r) self->on_loop([self, e = r.error()] { self->write_error(e); });
+      },
+      following);
 }
 
 void DeviceSession::on_sent(const std::string& cmid, const Result<SentInfo>& r) {

@@ -122,6 +122,25 @@ class DeviceSession final : public gateway::FrameHandler,
   };
   void read_receipts();
   void on_receipts(Result<ConversationReceipts>& r);
+  // Acks and read markers. In Redis mode an ack of a conversation this session does not
+  // follow, whose snapshot is not cached or that is a channel (whose subscribers are not in
+  // the snapshot), first has the user's membership read on a reader thread; then it goes to
+  // the sequencer, vouched for when the user is an active channel subscriber (so the owning
+  // loop reads nothing either), or answered here with the sequencer's own errors. Acks that
+  // arrive meanwhile wait behind it in order (at most kMaxWaitingAcks, beyond: overloaded).
+  struct PendingAck {
+    std::string conversation_id;
+    Seq seq = 0;
+    bool read = false;
+  };
+  struct AckCheck {
+    session_reads::Membership membership;
+    bool channel = false;
+  };
+  static constexpr size_t kMaxWaitingAcks = 256;
+  void ack(PendingAck a);
+  void submit_ack(const PendingAck& a, bool following);
+  void on_ack_checked(const PendingAck& a, Result<AckCheck>& r);
   bool write(std::shared_ptr<const std::string> frame);
   void write_error(const Error& error, std::string_view ref = {});
 
@@ -154,6 +173,8 @@ class DeviceSession final : public gateway::FrameHandler,
   // a deque: an empty deque already holds ~600 bytes, and every idle connection has one.
   std::vector<std::string> receipt_backlog_;
   size_t receipt_next_ = 0;
+  bool ack_checking_ = false;        // an ack's membership read is in flight (Redis mode)
+  std::vector<PendingAck> acks_;     // acks waiting behind it, in arrival order
 };
 
 }  // namespace tern::services

@@ -16,9 +16,14 @@
 #include "bus/local/local_bus.h"
 #include "proto/server_frames.h"
 #include "services/accounts.h"
+#include "services/blocks.h"
+#include "services/channel_api.h"
 #include "services/presence.h"
 #include "services/sequencer.h"
 #include "services/service_context.h"
+#include "services/tern_service.h"
+#include "services/token.h"
+#include "store/fs/fs_blob_store.h"
 #include "store/memory/memory_store.h"
 
 namespace tern::services {
@@ -130,6 +135,64 @@ class GatedStore final : public store::MemoryStore {
   }
   Gate inbox_gate;
   Gate page_gate;
+
+  // Reads of the membership and index rows made on a loop thread (Loops::here()), by name:
+  // in Redis mode none of them may be made there.
+  Result<std::optional<store::Conversation>> conversation(const std::string& id) override {
+    note("conversation");
+    return MemoryStore::conversation(id);
+  }
+  Result<std::vector<store::UserConversation>> user_conversations(const std::string& user) override {
+    note("user_conversations");
+    return MemoryStore::user_conversations(user);
+  }
+  Result<std::optional<store::UserConversation>> user_conversation(const std::string& user,
+                                                                   const std::string& conversation_id) override {
+    note("user_conversation");
+    return MemoryStore::user_conversation(user, conversation_id);
+  }
+  Result<Seq> head(const std::string& conversation_id) override {
+    note("head");
+    return MemoryStore::head(conversation_id);
+  }
+  Result<std::optional<DeviceRef>> find_token(const std::string& token_hash) override {
+    note("find_token");
+    return MemoryStore::find_token(token_hash);
+  }
+  Result<std::optional<std::string>> user_record(const std::string& user, const std::string& name) override {
+    note("user_record");
+    return MemoryStore::user_record(user, name);
+  }
+  Result<std::vector<std::pair<std::string, std::string>>> user_records(const std::string& user,
+                                                                      const std::string& prefix,
+                                                                      size_t limit) override {
+    note("user_records");
+    return MemoryStore::user_records(user, prefix, limit);
+  }
+  Result<std::vector<std::pair<std::string, uint64_t>>> user_media(const std::string& user, size_t limit) override {
+    note("user_media");
+    return MemoryStore::user_media(user, limit);
+  }
+  void count_loop_reads(const Loops* loops) { loops_ = loops; }
+  std::vector<std::string> loop_reads() {
+    std::lock_guard lock(reads_mu_);
+    return loop_reads_;
+  }
+  void clear_loop_reads() {
+    std::lock_guard lock(reads_mu_);
+    loop_reads_.clear();
+  }
+
+ private:
+  void note(const char* what) {
+    const Loops* loops = loops_.load();
+    if (!loops || loops->here() == Loops::kNone) return;
+    std::lock_guard lock(reads_mu_);
+    loop_reads_.push_back(what);
+  }
+  std::atomic<const Loops*> loops_{nullptr};
+  std::mutex reads_mu_;
+  std::vector<std::string> loop_reads_;
 };
 
 class DeviceSessionFixture {
@@ -152,6 +215,8 @@ class DeviceSessionFixture {
       b.add(store::PutDevice{DeviceRef{u, 1}, std::string("tok-") + u});
     }
     EXPECT_TRUE(store_.commit(b, true).ok());
+    options_.read_threads = read_threads;  // Presence reads on its loader thread with reader threads
+    store_.count_loop_reads(&loops_);
     loops_.start();
     committer_.start();
     std::promise<Result<ConversationInfo>> p;
@@ -442,6 +507,257 @@ TEST_F(DeviceSessionOffloadedTest, APageOvertakenDuringItsReadDoesNotStallTheRep
   for (const auto& f : frames)
     if (Seq s = seq_of(f)) seqs.push_back(s);
   EXPECT_EQ(seqs, (std::vector<Seq>{1, 2})) << "its own message is not sent back to it";
+}
+
+// Frames published to a user, as a bus endpoint sees them (any thread).
+class RecordingEndpoint final : public bus::Endpoint {
+ public:
+  void notify(std::shared_ptr<const bus::Notification> n) override {
+    if (!n->frame) return;
+    std::lock_guard lock(mu_);
+    frames_.push_back(*n->frame);
+  }
+  void replaced() override {}
+  // Whether a frame containing `needle` arrived within 10 s.
+  bool await(const std::string& needle) {
+    for (const auto until = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < until;) {
+      {
+        std::lock_guard lock(mu_);
+        for (const auto& f : frames_)
+          if (f.find(needle) != std::string::npos) return true;
+      }
+      std::this_thread::sleep_for(5ms);
+    }
+    return false;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> frames_;
+};
+
+// Drains bob's connection until a frame containing `needle` was written (bounded).
+bool await_written(DeviceSessionFixture& f, const std::function<std::vector<std::string>()>& drain,
+                   const std::string& needle) {
+  (void)f;
+  for (const auto until = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < until;) {
+    for (const auto& frame : drain())
+      if (frame.find(needle) != std::string::npos) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return false;
+}
+
+// A typing frame whose conversation snapshot was evicted from the Directory: in Redis mode
+// the snapshot is read on Presence's loader thread, not on the session's loop, and the frame
+// is relayed afterwards; a typing frame naming an unknown conversation gets its error frame.
+TEST_F(DeviceSessionOffloadedTest, ATypingFrameOnAColdConversationReadsNothingOnTheLoop) {
+  auto alice = std::make_shared<RecordingEndpoint>();
+  bus_.attach(DeviceRef{"alice", 1}, alice);
+  connect_bob(1 << 20);
+  drain_until_synced();
+  directory_.forget_conversation(conv_);
+  store_.clear_loop_reads();
+  on_loop([&] { session_->on_text(R"({"type":"typing","conversation_id":")" + conv_ + R"(","active":true})"); });
+  EXPECT_TRUE(alice->await(R"("type":"typing")")) << "the typing frame was not relayed";
+  EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on the loop";
+  EXPECT_NE(directory_.cached_conversation(conv_), nullptr) << "the snapshot was read into the cache";
+  on_loop([&] { session_->on_text(R"({"type":"typing","conversation_id":"g-unknown","active":true})"); });
+  auto drain = [&] {
+    std::vector<std::string> out;
+    on_loop([&] { out = conn_->drain(); });
+    return out;
+  };
+  EXPECT_TRUE(await_written(*this, drain, R"("type":"error")")) << "no error for an unknown conversation";
+  EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on the loop";
+}
+
+// The same in a direct conversation, whose relay consults both users' block lists: lists not
+// in the cache are read on the loader thread too, and the frame is relayed afterwards.
+TEST_F(DeviceSessionOffloadedTest, ATypingFrameWithColdBlockListsReadsNothingOnTheLoop) {
+  Blocks blocks(store_, committer_, 100);
+  presence_.set_privacy(nullptr, &blocks);
+  std::promise<Result<ConversationInfo>> created;
+  sequencer_.create_conversation(DeviceRef{"alice", 1}, proto::CreateConversationRequest{false, "", {"bob"}},
+                                 [&](Result<ConversationInfo> r) { created.set_value(r); });
+  auto direct = created.get_future().get();
+  ASSERT_TRUE(direct) << direct.error().message;
+  auto alice = std::make_shared<RecordingEndpoint>();
+  bus_.attach(DeviceRef{"alice", 1}, alice);
+  connect_bob(1 << 20);
+  drain_until_synced();
+  store_.clear_loop_reads();
+  on_loop([&] {
+    session_->on_text(R"({"type":"typing","conversation_id":")" + direct->conversation_id + R"(","active":true})");
+  });
+  const bool relayed = alice->await(R"("type":"typing")");
+  presence_.set_privacy(nullptr, nullptr);
+  EXPECT_TRUE(relayed) << "the typing frame was not relayed";
+  EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on the loop";
+  EXPECT_TRUE(blocks.cached("alice") && blocks.cached("bob")) << "both block lists were read into the cache";
+}
+
+// Channels: an ack of a channel the session does not follow, joins, leaves, info and an
+// admin's changes. The subscribers' index rows, the joiner's user index and the head are read
+// on reader threads, never on a loop; the answers are the same as with inline reads.
+TEST_F(DeviceSessionOffloadedTest, ChannelAcksJoinsLeavesAndChangesReadNoRowOnALoop) {
+  std::promise<Result<ConversationInfo>> created;
+  sequencer_.create_conversation(DeviceRef{"alice", 1}, proto::CreateConversationRequest{true, "ch", {}, true, true},
+                                 [&](Result<ConversationInfo> r) { created.set_value(r); });
+  auto ch = created.get_future().get();
+  ASSERT_TRUE(ch);
+  const std::string channel = ch->conversation_id;
+  connect_bob(1 << 20);
+  drain_until_synced();
+  auto drain = [&] {
+    std::vector<std::string> out;
+    on_loop([&] { out = conn_->drain(); });
+    return out;
+  };
+
+  // Not a subscriber: refused as before (forbidden), without a read on a loop.
+  store_.clear_loop_reads();
+  on_loop([&] { session_->on_text(R"({"type":"ack","conversation_id":")" + channel + R"(","seq":1})"); });
+  EXPECT_TRUE(await_written(*this, drain, R"("code":"forbidden")")) << "a stranger's ack was not refused";
+  EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on a loop";
+
+  // Bob's subscription row is written to the store behind the session's back (as on another
+  // node, before its notice arrives): the session does not follow the channel. A post, then
+  // bob's read marker: it moves the cursor, with the row read on a reader thread.
+  {
+    store::Batch b;
+    b.add(store::PutSubscription{"bob", store::UserConversation{channel, 1, 0, true}});
+    ASSERT_TRUE(store_.commit(b, true).ok());
+  }
+  std::promise<Result<SentInfo>> posted;
+  sequencer_.send(DeviceRef{"alice", 1}, proto::SendFrame{"post", channel, std::string("aGk="), {}, {}, {}, false, {}}, 0,
+                  [&](Result<SentInfo> r) { posted.set_value(std::move(r)); });
+  auto post = posted.get_future().get();
+  ASSERT_TRUE(post);
+  store_.clear_loop_reads();
+  on_loop([&] {
+    session_->on_text(R"({"type":"read","conversation_id":")" + channel + R"(","seq":)" + std::to_string(post->seq) + "}");
+  });
+  bool moved = false;
+  for (const auto until = std::chrono::steady_clock::now() + 10s; !moved && std::chrono::steady_clock::now() < until;) {
+    auto c = store_.cursor(DeviceRef{"bob", 1}, channel);
+    moved = c && *c == post->seq;
+    if (!moved) std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_TRUE(moved) << "the subscriber's read marker did not move its cursor";
+  EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on a loop";
+  for (const auto& f : drain()) EXPECT_EQ(f.find(R"("type":"error")"), std::string::npos) << f;
+
+  // Joins (through the sequencer, as POST /v1/channels/{id}/join does): a new user's, again
+  // (the same joined_seq), and bob's, whose row is there already.
+  {
+    store::Batch b;
+    b.add(store::PutUser{"carol", 1});
+    b.add(store::PutDevice{DeviceRef{"carol", 1}, "tok-carol"});
+    ASSERT_TRUE(store_.commit(b, true).ok());
+  }
+  auto join = [&](const char* user) {
+    std::promise<Result<SubscriptionInfo>> p;
+    sequencer_.join_channel(DeviceRef{user, 1}, channel, [&](Result<SubscriptionInfo> r) { p.set_value(r); });
+    return p.get_future().get();
+  };
+  store_.clear_loop_reads();
+  auto joined = join("carol");
+  ASSERT_TRUE(joined) << joined.error().message;
+  EXPECT_EQ(joined->joined_seq, post->seq + 1);
+  EXPECT_EQ(joined->subscribers, 2u);
+  auto again = join("carol");
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(again->joined_seq, joined->joined_seq);
+  EXPECT_EQ(again->subscribers, 2u);
+  auto bob = join("bob");
+  ASSERT_TRUE(bob) << bob.error().message;
+  EXPECT_EQ(bob->joined_seq, 1u);
+  // The channel's info (GET /v1/conversations/{id}, here from the test's thread as from a
+  // reader thread): its committed head is not read on the channel's loop.
+  {
+    KeyedRateLimiter limiter(1, 1, 16);
+    ChannelApi api(ctx_, limiter);
+    std::promise<gateway::HttpResponse> p;
+    api.info(DeviceRef{"carol", 1}, channel, [&](gateway::HttpResponse r) { p.set_value(std::move(r)); });
+    auto info = p.get_future().get();
+    EXPECT_EQ(info.status, 200) << info.body;
+    EXPECT_NE(info.body.find(R"("head":)" + std::to_string(post->seq)), std::string::npos) << info.body;
+  }
+  // Leaves: carol's, then again (not subscribed any more: nothing changes).
+  for (int i = 0; i < 2; ++i) {
+    std::promise<Result<uint64_t>> p;
+    sequencer_.leave_channel(DeviceRef{"carol", 1}, channel, [&](Result<uint64_t> r) { p.set_value(r); });
+    auto left = p.get_future().get();
+    ASSERT_TRUE(left) << left.error().message;
+    EXPECT_EQ(*left, 1u);
+  }
+  EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on a loop";
+
+  // An admin's changes: carol added and removed as a subscriber, a non-admin refused, carol
+  // named an admin.
+  auto subscribers = [&](const char* actor, std::vector<std::string> add, std::vector<std::string> remove) {
+    std::promise<Result<uint64_t>> p;
+    sequencer_.change_subscribers(DeviceRef{actor, 1}, channel, proto::MembersRequest{std::move(add), std::move(remove)},
+                                  [&](Result<uint64_t> r) { p.set_value(r); });
+    return p.get_future().get();
+  };
+  store_.clear_loop_reads();
+  auto added = subscribers("alice", {"carol"}, {});
+  ASSERT_TRUE(added) << added.error().message;
+  EXPECT_EQ(*added, 2u);
+  auto removed = subscribers("alice", {}, {"carol"});
+  ASSERT_TRUE(removed) << removed.error().message;
+  EXPECT_EQ(*removed, 1u);
+  auto refused = subscribers("bob", {"carol"}, {});
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kForbidden) << "bob is a subscriber: told it may not";
+  std::promise<Result<std::vector<std::string>>> named;
+  sequencer_.change_admins(DeviceRef{"alice", 1}, channel, proto::MembersRequest{{"carol"}, {}},
+                           [&](Result<std::vector<std::string>> r) { named.set_value(r); });
+  auto admins = named.get_future().get();
+  ASSERT_TRUE(admins) << admins.error().message;
+  EXPECT_EQ(*admins, (std::vector<std::string>{"alice", "carol"}));
+  EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on a loop";
+}
+
+// A media upload's body decision (its bearer token check and the user's quota, store reads)
+// is made on a reader thread in Redis mode, never on the HTTP session's loop; a bad token is
+// refused from there as well.
+TEST_F(DeviceSessionOffloadedTest, AnUploadsBodyDecisionReadsNothingOnTheLoop) {
+  auto blobs = store::FsBlobStore::open_at(::testing::TempDir() + "edgereads-media-" + std::to_string(getpid()));
+  ASSERT_TRUE(blobs) << blobs.error().message;
+  {
+    store::Batch b;
+    b.add(store::PutDevice{DeviceRef{"bob", 2}, hash_token("upload-secret")});
+    ASSERT_TRUE(store_.commit(b, true).ok());
+  }
+  bus::LocalBus bus;
+  ServiceOptions o;
+  o.read_threads = 2;
+  TernService service(loops_, store_, bus, o, "", blobs->get());
+  auto decide = [&](const std::string& token) {
+    gateway::HttpRequest head;
+    head.method = "POST";
+    head.path = "/v1/media";
+    head.bearer_token = token;
+    head.content_length = 10;
+    auto p = std::make_shared<std::promise<gateway::BodyDecision>>();
+    loops_.post(0, [&service, head, p] { service.decide_body(head, [p](gateway::BodyDecision d) { p->set_value(std::move(d)); }); });
+    auto f = p->get_future();
+    EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
+    return f.get();
+  };
+  store_.clear_loop_reads();
+  {
+    auto d = decide("upload-secret");
+    EXPECT_TRUE(std::holds_alternative<std::shared_ptr<gateway::BodySink>>(d)) << "the upload is streamed";
+  }  // the sink is dropped unfinished
+  auto refused = decide("wrong");
+  ASSERT_TRUE(std::holds_alternative<gateway::HttpResponse>(refused));
+  EXPECT_EQ(std::get<gateway::HttpResponse>(refused).status, 401);
+  EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on the loop";
+  service.stop();
 }
 
 }  // namespace

@@ -288,11 +288,18 @@ void Media::release(const std::string& user, uint64_t bytes) {
 
 // ---- upload ----
 
+namespace {
+constexpr std::string_view kUploads = "/v1/media/uploads/";
+bool is_chunk(const gateway::HttpRequest& head) { return head.method == "PUT" && head.path.rfind(kUploads, 0) == 0; }
+}  // namespace
+
+bool Media::is_upload(const gateway::HttpRequest& head) {
+  return (head.path == "/v1/media" && head.method == "POST") || is_chunk(head);
+}
+
 gateway::BodyDecision Media::open_body(const gateway::HttpRequest& head) {
-  constexpr std::string_view kUploads = "/v1/media/uploads/";
-  const bool whole = head.path == "/v1/media" && head.method == "POST";
-  const bool chunk = head.method == "PUT" && head.path.rfind(kUploads, 0) == 0;
-  if (!whole && !chunk) return std::monostate{};
+  if (!is_upload(head)) return std::monostate{};
+  const bool chunk = is_chunk(head);
   auto me = accounts_.authenticate(head.bearer_token);
   if (!me) return error_response(me.error());
   if (draining_.load()) return error_response(make_error(ErrorCode::kDraining, "server is shutting down"));

@@ -22,7 +22,7 @@
 // uploads in progress; uploads per user (token bucket); resumable uploads open per user and
 // in total; an idle resumable upload expires after upload_expiry_ms (its bytes deleted).
 //
-// Threads: open_body() and the sinks run on the HTTP session's loop (file writes of at most
+// Threads: the sinks run on the HTTP session's loop (file writes of at most
 // 64 KiB each, to the page cache); a finished upload is made durable (fsync, rename, one
 // store commit) on Media's worker thread, never on a loop; the sweep runs on Media's sweep
 // thread every sweep_interval_ms. Everything else may be called from any thread (internal
@@ -72,7 +72,11 @@ class Media {
   void stop();
 
   // The gateway's streaming decision for the media upload routes; monostate for the rest.
+  // It authenticates the bearer token and may read the user's quota: store reads, so in
+  // Redis mode TernService runs it on a reader thread (it is thread-safe).
   gateway::BodyDecision open_body(const gateway::HttpRequest& head);
+  // Is `head` an upload (POST /v1/media, or PUT of a resumable upload's chunk)? No store read.
+  static bool is_upload(const gateway::HttpRequest& head);
   // Answers the buffered media routes; false if `req` is not one of them.
   bool handle(const DeviceRef& me, const gateway::HttpRequest& req, gateway::HttpReply& reply);
 

@@ -88,11 +88,11 @@ void Presence::device_detached(const std::string& user, size_t devices_online) {
 
 // ---------------------------------------------------------------- the contact index
 
-bool Presence::load_async(const std::string& user, std::function<void(bool ok)> done) {
+bool Presence::load_async(const std::string& user, std::function<void(bool ok)> done, bool contacts) {
   {
     std::lock_guard lock(mu_);
     if (stopping_ || loads_.size() >= kMaxPendingLoads) return false;
-    loads_.push_back(Load{user, std::move(done)});
+    loads_.push_back(Load{user, std::move(done), contacts});
   }
   load_cv_.notify_one();
   return true;
@@ -113,7 +113,7 @@ void Presence::loader() {
         continue;
       }
     }
-    next.done(load(next.user));
+    next.done(next.contacts ? load(next.user) : true);
   }
 }
 
@@ -421,7 +421,43 @@ void Presence::unsubscribe_all(uint64_t subscriber_id) {
 
 // ---------------------------------------------------------------- typing
 
-Result<void> Presence::typing(const DeviceRef& from, const std::string& conversation_id, bool active) {
+bool Presence::typing_cached(const std::string& user, const std::string& conversation_id) {
+  if (options_.read_threads == 0) return true;  // the embedded store: reads are inline
+  ConversationPtr c = directory_.cached_conversation(conversation_id);
+  if (!c) return false;
+  if (c->type != store::ConvType::kDirect || !blocks_ || !is_active_member(*c, user)) return true;
+  if (!blocks_->cached(user)) return false;
+  for (const auto& m : c->members)
+    if (m.active() && m.user != user && !blocks_->cached(m.user)) return false;
+  return true;
+}
+
+Result<void> Presence::typing(const DeviceRef& from, const std::string& conversation_id, bool active,
+                              const std::weak_ptr<bus::Endpoint>& from_endpoint) {
+  if (typing_cached(from.user, conversation_id)) return typing_now(from, conversation_id, active);
+  // A cache miss in Redis mode: the loader thread reads what is missing (the snapshot, the
+  // block lists), then handles the frame there, later than it came; an error goes back to
+  // the typist's connection as a frame.
+  const bool queued = load_async(
+      from.user,
+      [this, from, conversation_id, active, from_endpoint](bool ok) {
+        if (!ok) return;  // stopping
+        Result<void> r;
+        auto conv = directory_.conversation(conversation_id);
+        if (!conv) r = conv.error();
+        else if (*conv && (*conv)->type == store::ConvType::kDirect && blocks_)
+          for (const auto& m : (*conv)->members)
+            if (!blocks_->cached(m.user)) (void)blocks_->blocks(m.user, from.user);  // warms the cache
+        if (r) r = typing_now(from, conversation_id, active);
+        if (r) return;
+        if (auto e = from_endpoint.lock()) e->notify(frame_notification(proto::encode_error(r.error(), {}), false));
+      },
+      /*contacts=*/false);
+  (void)queued;  // full: this frame is dropped (typing is lossy; the next one tries again)
+  return {};
+}
+
+Result<void> Presence::typing_now(const DeviceRef& from, const std::string& conversation_id, bool active) {
   auto conv = directory_.conversation(conversation_id);
   if (!conv) return conv.error();
   if (*conv && (*conv)->type == store::ConvType::kChannel) return {};  // typing is off in channels
@@ -471,6 +507,9 @@ Result<void> Presence::typing(const DeviceRef& from, const std::string& conversa
 }
 
 void Presence::relay_typing(const std::string& user, const std::string& conversation_id, bool active) {
+  // A relay deferred to the end of its interval (flush_typing, on a loop) finds the snapshot
+  // and block lists evicted only rarely: in Redis mode it is then dropped, not read there.
+  if (!typing_cached(user, conversation_id)) return;
   auto conv = directory_.conversation(conversation_id);
   if (!conv || !*conv || !is_active_member(**conv, user)) return;
   auto n = frame_notification(proto::encode_typing(conversation_id, user, active), /*droppable=*/true);

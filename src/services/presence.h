@@ -76,7 +76,12 @@ class Presence {
   void unsubscribe_all(uint64_t subscriber_id);
 
   // Relays a typing frame to the other members' online devices (coalesced, see above).
-  Result<void> typing(const DeviceRef& from, const std::string& conversation_id, bool active);
+  // With reader threads (Redis), when the conversation's snapshot or (direct) the two block
+  // lists are not cached, nothing is read on the caller's loop: the loader thread reads them
+  // and then handles the frame (relays it, or sends the error to `from_endpoint`); this
+  // returns {} at once. Beyond kMaxPendingLoads the frame is dropped (typing is lossy).
+  Result<void> typing(const DeviceRef& from, const std::string& conversation_id, bool active,
+                      const std::weak_ptr<bus::Endpoint>& from_endpoint = {});
 
   // The sequencer calls this right after it put a conversation's new snapshot in the
   // directory: on creation (before = nullptr) and on each membership change.
@@ -101,6 +106,7 @@ class Presence {
   struct Load {
     std::string user;
     std::function<void(bool ok)> done;  // runs on the loader thread, mu_ not held
+    bool contacts = true;  // false: a bare job (done(true)), e.g. a typing frame's warm-up
   };
   struct Subscriber {
     std::string user;
@@ -120,7 +126,7 @@ class Presence {
   std::shared_ptr<const bus::Notification> presence_frame(const std::string& user, bool online, int64_t last_seen);
   void broadcast(const std::string& user, bool online, int64_t last_seen);
   // Queues a load of `user`'s contacts; false when the queue is full.
-  bool load_async(const std::string& user, std::function<void(bool ok)> done);
+  bool load_async(const std::string& user, std::function<void(bool ok)> done, bool contacts = true);
   void loader();
   bool load(const std::string& user);
   Result<void> finish_subscribe(uint64_t subscriber_id, const std::string& subscriber_user,
@@ -129,6 +135,9 @@ class Presence {
   void unwatch_locked(uint64_t subscriber_id, const std::string& watched);
   bool policies_cached(const std::string& subscriber_user, const std::vector<std::string>& users);
   bool load_policies(const std::string& subscriber_user, const std::vector<std::string>& users);
+  // Whether typing() can decide without a store read (always with the embedded store).
+  bool typing_cached(const std::string& user, const std::string& conversation_id);
+  Result<void> typing_now(const DeviceRef& from, const std::string& conversation_id, bool active);
   void relay_typing(const std::string& user, const std::string& conversation_id, bool active);
   void arm_typing_timer();
   void flush_typing();

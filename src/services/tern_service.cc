@@ -124,6 +124,13 @@ gateway::BodyDecision TernService::open_body(const gateway::HttpRequest& head) {
   return media_->open_body(head);
 }
 
+void TernService::decide_body(const gateway::HttpRequest& head, BodyDone done) {
+  if (!media_ || !reads_->offloaded() || !Media::is_upload(head)) return done(open_body(head));
+  auto shared = std::make_shared<gateway::HttpRequest>(head);
+  if (!reads_->run_detached([media = media_.get(), shared, done] { done(media->open_body(*shared)); }))
+    done(error_response(make_error(ErrorCode::kUnavailable, "too many store reads waiting; retry")));
+}
+
 void TernService::authenticate(const std::string& token, AuthDone done) {
   const size_t loop = ctx_->loops.here();
   auto check = [accounts = accounts_.get(), token]() { return accounts->authenticate(token); };

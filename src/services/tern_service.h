@@ -51,6 +51,9 @@ class TernService final : public gateway::ServiceInterface {
 
   void handle_http(gateway::HttpRequest request, gateway::HttpReply reply) override;
   gateway::BodyDecision open_body(const gateway::HttpRequest& head) override;
+  // Through StoreReads: in Redis mode an upload's decision (its token check and quota read)
+  // runs on a reader thread; other requests are answered inline (buffered, no read).
+  void decide_body(const gateway::HttpRequest& head, BodyDone done) override;
   // Through StoreReads: in Redis mode the token check (two reads) runs on a reader thread.
   void authenticate(const std::string& token, AuthDone done) override;
   std::shared_ptr<gateway::FrameHandler> open(std::shared_ptr<gateway::Connection> connection, DeviceRef device) override;
