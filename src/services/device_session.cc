@@ -580,7 +580,7 @@ void DeviceSession::ack(PendingAck a) {
       return;
     }
   }
-  submit_ack(a, following);
+  submit_ack(std::move(a), following);
 }
 
 // The errors are the sequencer's (Receipts::acknowledge) for the same cases.
@@ -593,13 +593,13 @@ void DeviceSession::on_ack_checked(const PendingAck& a, Result<AckCheck>& r) {
   if (m.kind == Kind::kNone) return write_error(make_error(ErrorCode::kForbidden, "not a member of this conversation"));
   // An active channel subscriber is all a channel ack needs (as for a follower); anything
   // else is checked by the sequencer (a snapshot read again only if evicted meanwhile).
-  submit_ack(a, r->channel && m.member.active());
+  submit_ack(PendingAck(a), r->channel && m.member.active());
 }
 
-void DeviceSession::submit_ack(const PendingAck& a, bool following) {
+void DeviceSession::submit_ack(PendingAck a, bool following) {
   auto self = shared_from_this();
   ctx_.sequencer.acknowledge(
-      device_, a.conversation_id, a.seq, a.read,
+      device_, std::move(a.conversation_id), a.seq, a.read,
       [self](Result<void> r) {
         if (!r) self->on_loop([self, e = r.error()] { self->write_error(e); });
       },

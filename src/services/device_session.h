@@ -139,7 +139,7 @@ class DeviceSession final : public gateway::FrameHandler,
   };
   static constexpr size_t kMaxWaitingAcks = 256;
   void ack(PendingAck a);
-  void submit_ack(const PendingAck& a, bool following);
+  void submit_ack(PendingAck a, bool following);  // moves the id into the sequencer's call
   void on_ack_checked(const PendingAck& a, Result<AckCheck>& r);
   bool write(std::shared_ptr<const std::string> frame);
   void write_error(const Error& error, std::string_view ref = {});
