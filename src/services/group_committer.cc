@@ -165,12 +165,7 @@ Result<void> GroupCommitter::commit_entries(std::vector<Entry>& work, std::vecto
       if (appends_to(merged, ranges[i].first, ranges[i].second, late)) failed[i] = behind;
       else rest.push_back(i);
     }
-    {
-      std::lock_guard lock(mu_);
-      behind_.insert(b.conversations.begin(), b.conversations.end());
-      behind_count_.store(behind_.size(), std::memory_order_relaxed);
-    }
-    behind_commits().inc();
+    note_behind(b);
     if (rest.size() == live.size()) return r;  // nothing to drop: a plain failure
     if (b.rest_applied) return {};
     if (round == 3) return r;  // bounded: the rest fails as `unavailable`
@@ -180,6 +175,15 @@ Result<void> GroupCommitter::commit_entries(std::vector<Entry>& work, std::vecto
     live = std::move(rest);
   }
   return {};
+}
+
+void GroupCommitter::note_behind(const store::Store::Behind& b) {
+  {
+    std::lock_guard lock(mu_);
+    behind_.insert(b.conversations.begin(), b.conversations.end());
+    behind_count_.store(behind_.size(), std::memory_order_relaxed);
+  }
+  behind_commits().inc();
 }
 
 Result<void> GroupCommitter::commit_one_by_one(const std::vector<size_t>& live, store::Batch& merged,
@@ -204,9 +208,7 @@ Result<void> GroupCommitter::commit_one_by_one(const std::vector<size_t>& live, 
     store::Store::Behind b = store_.behind();
     if (b.conversations.empty()) return r;  // a plain failure: as for a merged commit
     failed[i] = behind_error();
-    std::lock_guard lock(mu_);
-    behind_.insert(b.conversations.begin(), b.conversations.end());
-    behind_count_.store(behind_.size(), std::memory_order_relaxed);
+    note_behind(b);
   }
   return {};
 }
