@@ -20,6 +20,10 @@
 # workload: pairs (default) or group (e.g. `group --group-size 20 --senders 2`: --rate is the
 # total posts per second; each post reaches group-size - 1 devices).
 # SETUPS: the set-ups to run, in that order (default: rocksdb redis1 redis3 cluster3).
+# PROFILE=1: also print, per thread role (the thread's name without its number: tern-loop,
+# tern-commit, tern-bus-sub, ..., redis-server's and HAProxy's threads by their own names),
+# summed over the processes of the set-up, the CPU and the context switches (voluntary and
+# not) per message sent, from /proc/<pid>/task/*/{stat,status} before and after the run.
 # BIN: the directory of ternd and tern-bench (default: build/bin of this checkout).
 # Needs redis-server, redis-cli, haproxy, curl, python3, ss and pgrep. Ports on 127.0.0.1,
 # checked before each set-up: 18080 (18080-18083 with HAProxy), 16390 (redis1, redis3),
@@ -104,6 +108,26 @@ ticks() {
   done
   echo "$t"
 }
+# PROFILE=1: one line per thread of the given pids: "role ticks switches" (role: the thread's
+# name with its trailing digits cut, so that loops and readers add up).
+# shellcheck disable=SC2048  # "$*" is a list of pids
+thread_snapshot() {
+  python3 - $* <<'PY'
+import os, re, sys
+for pid in sys.argv[1:]:
+    base = f"/proc/{pid}/task"
+    for tid in (os.listdir(base) if os.path.isdir(base) else []):
+        try:
+            comm = open(f"{base}/{tid}/comm").read().strip()
+            fields = open(f"{base}/{tid}/stat").read().rsplit(")", 1)[1].split()
+            status = open(f"{base}/{tid}/status").read()
+        except OSError:
+            continue  # the thread ended meanwhile
+        switches = sum(int(m) for m in re.findall(r"voluntary_ctxt_switches:\s+(\d+)", status))
+        print(f"{pid}/{tid} {re.sub(r'[0-9]+$', '', comm)} {int(fields[11]) + int(fields[12])} {switches}")
+PY
+}
+
 # ternd or HAProxy $2 listens on 127.0.0.1:$1 and answers /healthz (at most 10 s).
 up() { wait_listening "$2" "$1" curl -fs "http://127.0.0.1:$1/healthz"; }
 
@@ -117,11 +141,13 @@ run() {
   for p in $ports; do redis-cli -p "$p" config resetstat >/dev/null; done
   l0=$(cut -d' ' -f1-3 /proc/loadavg)
   t0=$(ticks "$tp"); r0=$(ticks "$rp"); h0=$(ticks "$hp"); m0=$(ticks "$mp")
+  if [ "${PROFILE:-0}" = 1 ]; then thread_snapshot "$tp $rp $hp" > "$work/$label.threads0"; fi
   "$bin/tern-bench" "$workload" --server "$url" --clients "$clients" --rate "$rate" --duration "$duration" \
     "${extra[@]}" --quiet --json > "$work/$label.json" &
   bp=$!; started+=("$bp")
   wait "$bp"  # in the background, so that a signal reaches the clean-up at once
   t1=$(ticks "$tp"); r1=$(ticks "$rp"); h1=$(ticks "$hp"); m1=$(ticks "$mp")
+  if [ "${PROFILE:-0}" = 1 ]; then thread_snapshot "$tp $rp $hp" > "$work/$label.threads1"; fi
   for p in $ports; do redis-cli -p "$p" info commandstats >> "$work/$label.cmdstats"; done
   python3 - "$work/$label.json" "$label" "$(( (t1 - t0) * 1000000 / hz ))" "$(( (r1 - r0) * 1000000 / hz ))" \
     "$(( (h1 - h0) * 1000000 / hz ))" "$l0" "$(cut -d' ' -f1-3 /proc/loadavg)" "$work/$label.cmdstats" \
@@ -150,6 +176,25 @@ for name, (calls, usec) in stats.items():
     if calls > 0:
         print(f"  redis {name}: calls {calls} ({calls / sent:.2f}/sent) usec {usec} ({usec / sent:.1f}/sent)")
 PY
+  if [ "${PROFILE:-0}" = 1 ]; then
+    python3 - "$work/$label.json" "$work/$label.threads0" "$work/$label.threads1" "$hz" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["result"]
+sent = max(r["acked"] + r["send_failed"], 1)
+hz = int(sys.argv[4])
+def load(path):
+    return {k: (role, int(t), int(s)) for k, role, t, s in (line.split() for line in open(path))}
+before, after = load(sys.argv[2]), load(sys.argv[3])
+roles = {}  # role -> [threads, ticks, switches]; a thread started during the run counts from 0
+for key, (role, t, s) in after.items():
+    _, t0, s0 = before.get(key, (role, 0, 0))
+    x = roles.setdefault(role, [0, 0, 0])
+    x[0] += 1; x[1] += t - t0; x[2] += s - s0
+for role, (n, t, s) in sorted(roles.items(), key=lambda kv: -kv[1][1]):
+    if t or s:
+        print(f"  thread {role} (x{n}): CPU {t * 1e6 / hz / sent:.0f} us/sent, switches {s / sent:.2f}/sent")
+PY
+  fi
 }
 
 ternd_args=(--log-level warn --register-rate 0 --send-rate 100000 --send-burst 100000)

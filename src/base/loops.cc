@@ -4,6 +4,8 @@
 
 #include <boost/asio/post.hpp>
 
+#include "base/thread_name.h"
+
 namespace tern {
 namespace {
 thread_local size_t tl_loop = Loops::kNone;
@@ -74,7 +76,10 @@ void Loops::drain(Loop& loop) {
 
 void Loops::start() {
   for (size_t i = 0; i < loops_.size(); ++i) {
-    loops_[i]->thread = std::thread([this, i] { run_here(i); });
+    loops_[i]->thread = std::thread([this, i] {
+      set_thread_name("tern-loop" + std::to_string(i));
+      run_here(i);
+    });
   }
 }
 

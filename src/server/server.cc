@@ -8,13 +8,14 @@
 #include <spdlog/spdlog.h>
 
 #include "base/clock.h"
+#include "base/thread_name.h"
 #include "bus/local/local_bus.h"
 #include "bus/redis/redis_bus.h"
 #include "gateway/listener.h"
 #include "services/conversation_ids.h"
 #include "services/tern_service.h"
-#include "store/redis/redis_store.h"
 #include "store/fs/fs_blob_store.h"
+#include "store/redis/redis_store.h"
 #include "store/rocksdb/rocksdb_store.h"
 
 namespace tern::server {
@@ -137,6 +138,7 @@ void Server::schedule_purge() {
   // Its own thread: the purge walks the expiry index, a store scan that must not hold up a
   // loop (every connection of that loop would wait).
   purge_thread_ = std::thread([this] {
+    set_thread_name("tern-purge");
     std::unique_lock lock(purge_mu_);
     while (!purge_cv_.wait_for(lock, std::chrono::minutes(10), [this] { return purge_stop_; })) {
       lock.unlock();

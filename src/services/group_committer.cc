@@ -8,6 +8,7 @@
 
 #include "base/clock.h"
 #include "base/metrics.h"
+#include "base/thread_name.h"
 
 namespace tern::services {
 namespace {
@@ -47,8 +48,14 @@ GroupCommitter::GroupCommitter(store::Store& store, bool sync, size_t queue_limi
 GroupCommitter::~GroupCommitter() { stop(); }
 
 void GroupCommitter::start() {
-  if (completion_thread_on_) completion_thread_ = std::thread([this] { run_completions(); });
-  thread_ = std::thread([this] { run(); });
+  if (completion_thread_on_) completion_thread_ = std::thread([this] {
+    set_thread_name("tern-complete");
+    run_completions();
+  });
+  thread_ = std::thread([this] {
+    set_thread_name("tern-commit");
+    run();
+  });
 }
 
 void GroupCommitter::stop() {

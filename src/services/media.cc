@@ -10,6 +10,7 @@
 
 #include "base/clock.h"
 #include "base/metrics.h"
+#include "base/thread_name.h"
 #include "proto/frames.h"
 #include "services/token.h"
 
@@ -207,6 +208,7 @@ void Media::start() {
   if (auto n = blobs_.remove_stale_temporaries(now_ms() + 1); n && *n)
     spdlog::info("event=media_temporaries_removed count={}", *n);
   worker_ = std::thread([this] {
+    set_thread_name("tern-media");
     std::unique_lock lock(work_mu_);
     for (;;) {
       work_cv_.wait(lock, [this] { return stopping_ || !work_.empty(); });
@@ -219,6 +221,7 @@ void Media::start() {
     }
   });
   sweeper_ = std::thread([this] {
+    set_thread_name("tern-media-sweep");
     std::unique_lock lock(work_mu_);
     while (!work_cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(options_.sweep_interval_ms, 10)),
                               [this] { return stopping_; })) {

@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "base/clock.h"
+#include "base/thread_name.h"
 #include "proto/frames.h"
 #include "services/conversation_ids.h"
 
@@ -40,7 +41,10 @@ Presence::Presence(boost::asio::io_context& io, store::Store& store, GroupCommit
       options_(options),
       contacts_(options.presence_index_entries),
       typing_timer_(io) {
-  loader_ = std::thread([this] { loader(); });
+  loader_ = std::thread([this] {
+    set_thread_name("tern-presence");
+    loader();
+  });
 }
 
 Presence::~Presence() { stop(); }

@@ -12,6 +12,7 @@
 #include <charconv>
 
 #include "base/metrics.h"
+#include "base/thread_name.h"
 #include "services/user_records.h"
 
 namespace tern::services {
@@ -56,7 +57,10 @@ Result<PushOptions> parse_push_webhook(const std::string& url) {
 }
 
 PushNotifier::PushNotifier(store::Store& store, PushOptions options) : store_(store), options_(std::move(options)) {
-  worker_ = std::thread([this] { run(); });
+  worker_ = std::thread([this] {
+    set_thread_name("tern-push");
+    run();
+  });
 }
 
 PushNotifier::~PushNotifier() { stop(); }

@@ -1,6 +1,7 @@
 #include "services/store_reads.h"
 
 #include "base/metrics.h"
+#include "base/thread_name.h"
 
 namespace tern::services {
 namespace {
@@ -15,7 +16,12 @@ Gauge& reads_waiting = MetricsRegistry::global().gauge("tern_store_reads_queued"
 
 StoreReads::StoreReads(Loops& loops, size_t threads, size_t max_queued)
     : loops_(loops), max_queued_(std::max<size_t>(1, max_queued)) {
-  for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { work(); });
+  for (size_t i = 0; i < threads; ++i) {
+    threads_.emplace_back([this, i] {
+      set_thread_name("tern-read" + std::to_string(i));
+      work();
+    });
+  }
 }
 
 StoreReads::~StoreReads() { stop(); }

@@ -9,6 +9,7 @@
 #include "base/byte_codec.h"
 #include "base/clock.h"
 #include "base/metrics.h"
+#include "base/thread_name.h"
 
 namespace tern::bus {
 
@@ -135,9 +136,18 @@ void RedisBus::stop() {
 }
 
 bool RedisBus::start(std::chrono::milliseconds deadline) {
-  publisher_thread_ = std::thread([this] { publisher(); });
-  subscriber_thread_ = std::thread([this] { subscriber(); });
-  counter_thread_ = std::thread([this] { counter(); });
+  publisher_thread_ = std::thread([this] {
+    set_thread_name("tern-bus-pub");
+    publisher();
+  });
+  subscriber_thread_ = std::thread([this] {
+    set_thread_name("tern-bus-sub");
+    subscriber();
+  });
+  counter_thread_ = std::thread([this] {
+    set_thread_name("tern-bus-count");
+    counter();
+  });
   std::unique_lock lock(mu_);
   return subscribed_cv_.wait_for(lock, deadline, [&] { return subscribed_; });
 }
