@@ -372,6 +372,21 @@ void RedisBus::respond_to(const std::string& node, uint64_t id, std::string resp
   enqueue(Event{Target::kReply, DeviceRef{node, 0}, std::move(n)});  // dropped: the asker times out
 }
 
+std::vector<std::pair<std::string, std::string>> RedisBus::batches(const std::deque<Event>& events, bool resync,
+                                                                   const std::string& node) {
+  std::vector<std::pair<std::string, std::string>> out;
+  auto batch = [&](std::string channel) -> std::string& {
+    if (out.empty() || out.back().first != channel) {
+      out.emplace_back(std::move(channel), std::string());
+      put_str(out.back().second, node);
+    }
+    return out.back().second;
+  };
+  if (resync) encode(batch(kChannel), Event{Target::kResync, DeviceRef{}, std::make_shared<const Notification>()});
+  for (const Event& e : events) encode(batch(for_one_node(e) ? node_channel(e.device.user) : std::string(kChannel)), e);
+  return out;
+}
+
 void RedisBus::fail_requests(const std::deque<Event>& events) {
   for (const Event& e : events)
     if (e.target == Target::kRequest)
@@ -474,25 +489,17 @@ void RedisBus::publisher() {
       heartbeat(*conn);
       next_beat = std::chrono::steady_clock::now() + beat_every;
     }
-    // One batch per channel: the node header, then its events — kChannel's for every node,
-    // a node's own for requests to it and replies to it; plus the registry writes; one round
-    // trip. On a cluster, the publishes go to the channels' shard (one slot) and each registry
-    // write to its key's slot: one pipeline per slot, all nodes written before any reply is read.
+    // The batches (batches(): kChannel's for every node, a node's own for requests to it and
+    // replies to it, in queue order), plus the registry writes; one round trip. On a cluster,
+    // the publishes go to the channels' shard (one slot) and each registry write to its key's
+    // slot: one pipeline per slot, all nodes written before any reply is read.
     std::deque<std::string> owned;  // stable addresses for the argv views
     std::map<uint16_t, std::vector<std::vector<std::string_view>>> by_slot;
     const bool resync = owe_resync;
     if (!events.empty() || resync) {
-      std::map<std::string, std::string> payloads;  // channel → batch
-      auto batch = [&](const std::string& channel) -> std::string& {
-        auto [it, fresh] = payloads.try_emplace(channel);
-        if (fresh) put_str(it->second, options_.node_id);
-        return it->second;
-      };
-      if (resync) encode(batch(kChannel), Event{Target::kResync, DeviceRef{}, std::make_shared<const Notification>()});
-      for (const Event& e : events) encode(batch(for_one_node(e) ? node_channel(e.device.user) : kChannel), e);
       const char* publish = conn->is_cluster() ? "SPUBLISH" : "PUBLISH";
-      for (auto& [channel, payload] : payloads) {
-        owned.push_back(channel);
+      for (auto& [channel, payload] : batches(events, resync, options_.node_id)) {
+        owned.push_back(std::move(channel));
         const std::string_view ch = owned.back();
         owned.push_back(std::move(payload));
         by_slot[key_slot(kChannel)].push_back({publish, ch, owned.back()});

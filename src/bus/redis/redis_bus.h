@@ -61,6 +61,8 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 #include <map>
 
 #include "bus/bus.h"
@@ -145,6 +147,14 @@ class RedisBus final : public Bus {
   static void encode(std::string& out, const Event& e);
   // Decodes every event of a batch body (after the node header); false if malformed.
   static bool decode(std::string_view in, std::vector<Event>& out);
+  // The PUBLISHes of one publisher turn, in the order the events were queued: each is a
+  // channel and its payload (the node header `node`, then its events), one per run of events
+  // for the same channel (a kResync first when `resync`). Never one batch per channel: a
+  // reply to a forwarded send and the next message to the same node travel on two channels,
+  // and the receiving node must get them in the order they were queued (a session steps over
+  // its own message's seq when the reply arrives; the next message first made it replay).
+  static std::vector<std::pair<std::string, std::string>> batches(const std::deque<Event>& events, bool resync,
+                                                                  const std::string& node);
 
  private:
   bool enqueue(Event e);  // false: dropped (queue full)

@@ -6,11 +6,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <future>
 #include <thread>
 
 #include <gtest/gtest.h>
 
+#include "base/byte_codec.h"
 #include "store/redis/testing/redis_cluster_server.h"
 #include "store/redis/testing/redis_server.h"
 
@@ -52,6 +54,45 @@ TEST(RedisBusCodec, RoundTripsEveryField) {
   EXPECT_EQ(n.origin.device, 3u);
   EXPECT_EQ(got[1].target, RedisBus::Target::kUser);
   EXPECT_FALSE(got[1].n->frame);
+}
+
+// One publisher turn's events go out in the order they were queued, each run of events for
+// one channel as one PUBLISH: a reply to a forwarded send queued before the next message to
+// the same node is received before it. (They were grouped per channel, and the channels went
+// out in name order: "tern:bus" before "{tern:bus}:n2", the message before the reply.)
+TEST(RedisBusCodec, BatchesKeepTheQueuedOrderAcrossChannels) {
+  auto reply = [](const char* node, uint64_t id) {
+    auto n = std::make_shared<Notification>();
+    n->seq = id;
+    return RedisBus::Event{RedisBus::Target::kReply, DeviceRef{node, 0}, n};
+  };
+  std::deque<RedisBus::Event> events{reply("n2", 1),
+                                     RedisBus::Event{RedisBus::Target::kDevice, DeviceRef{"bob", 7}, sample()},
+                                     RedisBus::Event{RedisBus::Target::kDevice, DeviceRef{"carol", 1}, sample()},
+                                     reply("n2", 2), reply("n3", 3)};
+  const auto out = RedisBus::batches(events, /*resync=*/true, "n1");
+  ASSERT_EQ(out.size(), 5u);
+  const std::vector<std::string> channels{"tern:bus", "{tern:bus}:n2", "tern:bus", "{tern:bus}:n2", "{tern:bus}:n3"};
+  const std::vector<std::vector<RedisBus::Target>> targets{
+      {RedisBus::Target::kResync},
+      {RedisBus::Target::kReply},
+      {RedisBus::Target::kDevice, RedisBus::Target::kDevice},
+      {RedisBus::Target::kReply},
+      {RedisBus::Target::kReply}};
+  std::vector<uint64_t> reply_ids;
+  for (size_t i = 0; i < out.size(); ++i) {
+    EXPECT_EQ(out[i].first, channels[i]) << i;
+    ByteReader r{out[i].second};
+    EXPECT_EQ(r.str(), "n1") << "every batch starts with the sending node";
+    std::vector<RedisBus::Event> got;
+    ASSERT_TRUE(RedisBus::decode(r.in, got)) << i;
+    ASSERT_EQ(got.size(), targets[i].size()) << i;
+    for (size_t j = 0; j < got.size(); ++j) {
+      EXPECT_EQ(got[j].target, targets[i][j]) << i << "/" << j;
+      if (got[j].target == RedisBus::Target::kReply) reply_ids.push_back(got[j].n->seq);
+    }
+  }
+  EXPECT_EQ(reply_ids, (std::vector<uint64_t>{1, 2, 3}));
 }
 
 TEST(RedisBusCodec, TruncatedOrBadInputIsRefused) {
