@@ -69,14 +69,17 @@ void Sequencer::forward(Shard& shard, std::string node, DeviceRef device, proto:
   entry.first = node;
   ++entry.second;
   core_.bus.request(node, send_forwarding::encode_request(device, frame),
-                    [this, &shard, conv = std::move(conv), done = std::move(done)](Result<std::string> answer) mutable {
+                    [this, &shard, conv = std::move(conv), sender = device.user,
+                     done = std::move(done)](Result<std::string> answer) mutable {
                       Result<SentInfo> r =
                           answer ? send_forwarding::decode_response(*answer) : Result<SentInfo>(answer.error());
                       // Back on the conversation's owning loop, as a local send answers.
-                      core_.loops.run(shard.loop, [&shard, conv = std::move(conv), r = std::move(r),
-                                                   done = std::move(done)]() mutable {
+                      core_.loops.run(shard.loop, [this, &shard, conv = std::move(conv), sender = std::move(sender),
+                                                   r = std::move(r), done = std::move(done)]() mutable {
                         if (auto f = shard.forwarding.find(conv); f != shard.forwarding.end() && --f->second.second == 0)
                           shard.forwarding.erase(f);
+                        // This node's head learns its own message, which no hint may bring.
+                        if (r) core_.observe_sent(shard, conv, r->seq, sender);
                         done(std::move(r));
                       });
                     });

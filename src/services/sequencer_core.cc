@@ -1,5 +1,7 @@
 #include "services/sequencer_core.h"
 
+#include <algorithm>
+
 #include "base/metrics.h"
 #include "proto/frames.h"
 #include "services/blocks.h"
@@ -195,22 +197,38 @@ void SequencerCore::run_first(Shard& shard, const std::string& conversation_id,
 
 void SequencerCore::observe_head(Shard& shard, const std::string& conversation_id, Seq seq, const std::string* frame) {
   ConvState* cs = shard.conversations.find(conversation_id);
-  // In flight: this node's own batch is already on a head that the store will judge; stale:
-  // the head reloads from the store anyway. Neither may be moved from outside.
-  if (!cs || cs->in_flight > 0 || cs->stale || seq <= cs->head) return;
+  // An append in flight: this node's own batch is already on a head that the store will
+  // judge; stale: the head reloads from the store anyway. Neither may be moved from outside.
+  // An ack in flight appends nothing: the hint applies. (It used to wait for every batch: on
+  // an acking node, whose acks are in flight most of the time, the next hint then found a
+  // gap, the senders were read from the log again, and an ack of the message the hint
+  // announced was refused as beyond the head.)
+  if (!cs || cs->appends_in_flight > 0 || cs->stale || seq <= cs->head) return;
   std::optional<proto::StoredMeta> meta;
   if (frame)
     if (auto m = proto::stored_meta(*frame)) meta = std::move(*m);
-  if (seq == cs->head + 1 && meta) {
+  move_head(*cs, seq, meta ? &*meta : nullptr);
+  head_hints.inc();
+}
+
+void SequencerCore::observe_sent(Shard& shard, const std::string& conversation_id, Seq seq, const std::string& sender) {
+  ConvState* cs = shard.conversations.find(conversation_id);
+  if (!cs || cs->appends_in_flight > 0 || cs->stale || seq <= cs->head) return;
+  proto::StoredMeta meta;
+  meta.sender = sender;
+  move_head(*cs, seq, &meta);
+}
+
+void SequencerCore::move_head(ConvState& state, Seq seq, const proto::StoredMeta* meta) {
+  if (seq == state.head + 1 && meta) {
     // The next message: receipts keep finding its sender in memory.
-    if (!meta->system) remember_sender(*cs, seq, meta->sender);
+    if (!meta->system) remember_sender(state, seq, meta->sender);
   } else {
     // A gap (messages this node did not hear of): their senders are read from the log.
-    cs->recent_senders.clear();
-    cs->senders_from = seq + 1;
+    state.recent_senders.clear();
+    state.senders_from = seq + 1;
   }
-  cs->head = seq;
-  head_hints.inc();
+  state.head = seq;
 }
 
 void SequencerCore::remember_sender(ConvState& state, Seq seq, const std::string& user) {
@@ -222,11 +240,16 @@ void SequencerCore::remember_sender(ConvState& state, Seq seq, const std::string
 }
 
 bool SequencerCore::submit(ConvState& state, store::Batch batch, GroupCommitter::Completion done) {
+  const bool appends = std::any_of(batch.ops.begin(), batch.ops.end(), [](const store::Op& op) {
+    return std::holds_alternative<store::AppendMessage>(op);
+  });
   ++state.in_flight;
+  if (appends) ++state.appends_in_flight;
   // Pinned entries are never evicted, so the pointer stays valid until the completion,
   // which runs on this loop (the committer hands completions back to the submitting loop).
-  return committer.submit(std::move(batch), [this, s = &state, done = std::move(done)](const Result<void>& r) {
+  return committer.submit(std::move(batch), [this, s = &state, appends, done = std::move(done)](const Result<void>& r) {
     --s->in_flight;
+    if (appends) --s->appends_in_flight;
     if (!r && r.error().code == ErrorCode::kUnavailable) {
       // The store may not have this batch: the head and a membership snapshot put before the
       // commit (Directory::put_conversation) are reloaded from the store on next use.

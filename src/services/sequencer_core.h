@@ -30,6 +30,7 @@
 #include "base/loops.h"
 #include "base/lru_map.h"
 #include "bus/bus.h"
+#include "proto/frames.h"
 #include "services/directory.h"
 #include "services/group_committer.h"
 #include "services/rate_limiter.h"
@@ -82,6 +83,10 @@ struct ChannelState {
 struct ConvState {
   Seq head = 0;            // last seq assigned (committed or in flight)
   size_t in_flight = 0;    // batches submitted and not yet completed; > 0 pins the entry
+  // Those of them that append (sends, membership changes, timers): their seqs are the store's
+  // to judge, so a head hint from another node must not move the head under them. Acks in
+  // flight append nothing and do not stop hints (observe_head).
+  size_t appends_in_flight = 0;
   // A batch of this conversation failed with `unavailable` (a shared store that may or may
   // not have applied it): once nothing is in flight, the next touch reloads the head.
   bool stale = false;
@@ -250,9 +255,17 @@ class SequencerCore {
   // settled conversation whose head is below it moves there. Nothing else changes: a
   // conversation with work in flight or not cached learns its head from the store as before.
   void observe_head(Shard& shard, const std::string& conversation_id, Seq seq, const std::string* frame);
+  // The same for this node's own send that another node sequenced (the answer to a forwarded
+  // send): `sender` sent `seq`. No hint of it may come (its recipients may all be on the
+  // sequencing node): without this the next hint finds a gap, and the next ack here reads
+  // the senders from the log.
+  void observe_sent(Shard& shard, const std::string& conversation_id, Seq seq, const std::string& sender);
 
   // Records the sender of a new message (bounded: the oldest is forgotten).
   static void remember_sender(ConvState& state, Seq seq, const std::string& user);
+  // Moves a cached head to `seq` (above it), keeping its sender when it is the next one
+  // (`meta`: the message's, null if unknown); after a gap the senders are read from the log.
+  static void move_head(ConvState& state, Seq seq, const proto::StoredMeta* meta);
 
   // Submits a batch for a conversation of this shard; the state stays pinned until `done`
   // ran (on this loop). Returns false if the committer refused it (done already ran).

@@ -107,8 +107,10 @@ class GatedStore : public store::MemoryStore {
   }
   Result<std::vector<store::StoredMessage>> read_messages(const std::string& id, Seq after, size_t limit) override {
     note();
+    ++log_reads;
     return MemoryStore::read_messages(id, after, limit);
   }
+  std::atomic<int> log_reads{0};
   // Idempotency reads wait while held, as head reads do (hold_idempotency).
   Result<std::optional<store::IdempotencyRecord>> idempotency(const DeviceRef& d, const std::string& cmid,
                                                               int64_t now) override {
@@ -177,6 +179,30 @@ class GatedStore : public store::MemoryStore {
   bool unavailable_ = false;
 };
 
+// A node's bus: local delivery, and (once `to` is set) every conversation's sends routed to
+// node `to`, whose Sequencer::serve_forwarded (`serve`) answers them, as over Redis.
+class RoutingBus : public bus::Bus {
+ public:
+  size_t attach(const DeviceRef& d, std::shared_ptr<bus::Endpoint> e) override { return local.attach(d, std::move(e)); }
+  size_t detach(const DeviceRef& d, const bus::Endpoint* e) override { return local.detach(d, e); }
+  bool publish(const DeviceRef& d, const std::shared_ptr<const bus::Notification>& n) override {
+    return local.publish(d, n);
+  }
+  void publish_user(const std::string& user, const std::shared_ptr<const bus::Notification>& n) override {
+    local.publish_user(user, n);
+  }
+  bool online(const std::string& user) override { return local.online(user); }
+  void disconnect(const DeviceRef& d) override { local.disconnect(d); }
+  std::string route(const std::string&) override { return to; }
+  void request(const std::string& node, std::string payload, Reply reply) override {
+    (void)node;
+    serve(std::move(payload), [reply = std::move(reply)](std::string response) { reply(std::move(response)); });
+  }
+  bus::LocalBus local;
+  std::string to;  // set before the sends that use it
+  std::function<void(std::string, std::function<void(std::string)>)> serve;
+};
+
 struct Node {
   explicit Node(std::shared_ptr<store::MemoryStore::State> state)
       : store(std::move(state)),
@@ -214,7 +240,7 @@ struct Node {
   GroupCommitter committer;
   Directory directory;
   StoreReads reads{loops, 2};  // off the loops, as with Redis
-  bus::LocalBus bus;
+  RoutingBus bus;
   Sequencer sequencer;
   std::atomic<bool> draining{false};
   std::unique_ptr<store::FsBlobStore> blobs;
@@ -805,6 +831,97 @@ TEST_F(SequencerNodesTest, ASendWhoseIdempotencyReadOutlivesAFailedCommitReloads
   auto log = view_.read_messages(g, 0, 100);
   ASSERT_TRUE(log);
   ASSERT_EQ(log->size(), 3u);
+}
+
+// A node that only acks a conversation (its sends are sequenced on another node) has an ack
+// committing most of the time. A head hint that arrives meanwhile moves its cached head: the
+// next ack, of the message the hint announced, is taken, and its receipt finds the sender in
+// memory (no log read). When hints waited for every batch in flight, that hint was dropped
+// and the ack was refused: "seq is beyond the conversation's head" (invalid_argument).
+TEST_F(SequencerNodesTest, AHeadHintWhileAnAckIsCommittingMovesTheHeadForTheNextAck) {
+  Node& a = *nodes_[0];
+  Node& c = *nodes_[2];
+  const std::string g = create_group(a, "alice", {"bob"});  // seq 1
+  ASSERT_TRUE(send(a, "alice", g, "a-1"));                   // seq 2
+  auto alice = std::make_shared<FrameInbox>();
+  c.bus.attach(DeviceRef{"alice", 1}, alice);
+  auto ack = [&](Seq seq, bool read) {
+    auto p = std::make_shared<std::promise<Result<void>>>();
+    c.sequencer.acknowledge(DeviceRef{"bob", 1}, g, seq, read, [p](Result<void> r) { p->set_value(std::move(r)); });
+    return p->get_future();
+  };
+  auto warm = ack(2, false);  // node c loads g: head 2
+  ASSERT_EQ(warm.wait_for(10s), std::future_status::ready);
+  ASSERT_TRUE(warm.get());
+  c.store.close();
+  auto committing = ack(2, true);  // the read mark: its commit waits at node c's gate
+  ASSERT_TRUE(c.store.await_arrived(1));
+  auto sent = send(a, "alice", g, "a-2");  // seq 3, through node a
+  ASSERT_TRUE(sent) << sent.error().message;
+  ASSERT_EQ(sent->seq, 3u);
+  auto log = view_.read_messages(g, 2, 1);
+  ASSERT_TRUE(log);
+  ASSERT_EQ(log->size(), 1u);
+  const int log_reads = c.store.log_reads.load();
+  c.sequencer.observe_head(g, 3, std::make_shared<const std::string>((*log)[0].frame));
+  auto next = ack(3, false);  // on g's loop after the hint, while the read mark still commits
+  // Everything posted to node c's loops so far has run (each loop runs its tasks in order):
+  // the hint and the ack were handled while the read mark was still committing.
+  for (size_t i = 0; i < c.loops.size(); ++i) {
+    std::promise<void> ran;
+    c.loops.post(i, [&ran] { ran.set_value(); });
+    ASSERT_EQ(ran.get_future().wait_for(10s), std::future_status::ready);
+  }
+  c.store.open();
+  ASSERT_EQ(committing.wait_for(10s), std::future_status::ready);
+  auto first = committing.get();
+  EXPECT_TRUE(first) << first.error().message;
+  ASSERT_EQ(next.wait_for(10s), std::future_status::ready);
+  auto taken = next.get();
+  EXPECT_TRUE(taken) << taken.error().message;
+  EXPECT_TRUE(alice->await_frame({R"("type":"receipt")", R"("user":"bob")", R"("status":"delivered")", "\"seq\":3"}));
+  EXPECT_EQ(c.store.log_reads.load(), log_reads) << "the sender of seq 3 was read from the log";
+}
+
+// A node whose own sends are sequenced by another node (forwarded) learns each one's seq and
+// sender from the answer: the next hint (the other member's message) is the next seq, not a
+// gap, and an ack of it finds every sender in memory. Without that (the own message's hint
+// may never come: its recipients can all be on the sequencing node) the ack read the log.
+TEST_F(SequencerNodesTest, AForwardedSendsAnswerMovesTheHeadSoTheNextAckReadsNoLog) {
+  Node& a = *nodes_[0];
+  Node& c = *nodes_[2];
+  const std::string g = create_group(a, "alice", {"bob"});  // seq 1
+  auto alice = std::make_shared<FrameInbox>();
+  c.bus.attach(DeviceRef{"alice", 1}, alice);
+  auto ack = [&](Seq seq) {
+    auto p = std::make_shared<std::promise<Result<void>>>();
+    c.sequencer.acknowledge(DeviceRef{"bob", 1}, g, seq, false, [p](Result<void> r) { p->set_value(std::move(r)); });
+    return p->get_future();
+  };
+  auto warm = ack(1);  // node c loads g: head 1
+  ASSERT_EQ(warm.wait_for(10s), std::future_status::ready);
+  ASSERT_TRUE(warm.get());
+  c.bus.serve = [&a](std::string payload, std::function<void(std::string)> respond) {
+    a.sequencer.serve_forwarded(std::move(payload), std::move(respond));
+  };
+  c.bus.to = "a";
+  auto own = send(c, "bob", g, "b-1");  // sequenced on node a: seq 2
+  ASSERT_TRUE(own) << own.error().message;
+  ASSERT_EQ(own->seq, 2u);
+  auto theirs = send(a, "alice", g, "a-1");  // seq 3
+  ASSERT_TRUE(theirs) << theirs.error().message;
+  ASSERT_EQ(theirs->seq, 3u);
+  auto log = view_.read_messages(g, 2, 1);
+  ASSERT_TRUE(log);
+  ASSERT_EQ(log->size(), 1u);
+  const int log_reads = c.store.log_reads.load();
+  c.sequencer.observe_head(g, 3, std::make_shared<const std::string>((*log)[0].frame));
+  auto next = ack(3);
+  ASSERT_EQ(next.wait_for(10s), std::future_status::ready);
+  auto taken = next.get();
+  ASSERT_TRUE(taken) << taken.error().message;
+  EXPECT_TRUE(alice->await_frame({R"("type":"receipt")", R"("user":"bob")", R"("status":"delivered")", "\"seq\":3"}));
+  EXPECT_EQ(c.store.log_reads.load(), log_reads) << "the senders of seqs 2..3 were read from the log";
 }
 
 }  // namespace
