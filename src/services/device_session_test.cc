@@ -13,6 +13,7 @@
 #include <future>
 #include <mutex>
 
+#include "base/metrics.h"
 #include "bus/local/local_bus.h"
 #include "proto/server_frames.h"
 #include "services/accounts.h"
@@ -558,6 +559,20 @@ class RecordingEndpoint final : public bus::Endpoint {
     }
     return false;
   }
+  size_t count(const std::string& needle) {
+    std::lock_guard lock(mu_);
+    return static_cast<size_t>(std::count_if(frames_.begin(), frames_.end(), [&](const std::string& f) {
+      return f.find(needle) != std::string::npos;
+    }));
+  }
+  // Whether `n` frames containing `needle` arrived within 10 s.
+  bool await_count(const std::string& needle, size_t n) {
+    for (const auto until = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < until;) {
+      if (count(needle) >= n) return true;
+      std::this_thread::sleep_for(5ms);
+    }
+    return false;
+  }
 
  private:
   std::mutex mu_;
@@ -851,6 +866,38 @@ TEST_F(DeviceSessionOffloadedTest, AcksBeyondTheWaitingBoundAreOverloadedAndTheR
   std::vector<std::string> later;
   on_loop([&] { later = conn_->drain(); });
   for (const auto& f : later) EXPECT_EQ(f.find(R"("type":"error")"), std::string::npos) << f;
+}
+
+// Typing frames on a cache miss (Redis mode) queue for Presence's loader thread: while it is
+// held in the snapshot's read, kMaxPendingLoads more wait; the ones beyond are dropped
+// (typing is lossy: no error) and counted in tern_typing_dropped_total. Once the read is
+// back, the held frame and every waiting one are relayed (interval 0: nothing coalesced).
+TEST_F(DeviceSessionOffloadedTest, TypingBeyondTheLoadersQueueIsDroppedAndCounted) {
+  options_.typing_interval_ms = 0;
+  constexpr size_t kWaiting = Presence::kMaxPendingLoads;
+  constexpr size_t kBeyond = 7;
+  const std::string typing = R"("type":"typing")";
+  Counter& dropped = MetricsRegistry::global().counter("tern_typing_dropped_total", "");
+  auto alice = std::make_shared<RecordingEndpoint>();
+  bus_.attach(DeviceRef{"alice", 1}, alice);
+  const DeviceRef bob{"bob", 1};
+  directory_.forget_conversation(conv_);
+  store_.conversation_gate.arm();
+  ASSERT_TRUE(presence_.typing(bob, conv_, true));
+  ASSERT_TRUE(store_.conversation_gate.await_arrived()) << "the loader never read the snapshot";
+  const uint64_t before = dropped.value();
+  for (size_t i = 0; i < kWaiting + kBeyond; ++i) ASSERT_TRUE(presence_.typing(bob, conv_, true));
+  EXPECT_EQ(dropped.value() - before, kBeyond);
+  EXPECT_EQ(alice->count(typing), 0u) << "relayed while the loader was held";
+  store_.conversation_gate.open();
+  EXPECT_TRUE(alice->await_count(typing, kWaiting + 1)) << alice->count(typing) << " relayed";
+  // One more on a miss queues behind anything left: once it is relayed, the loader ran all
+  // that was queued before it.
+  directory_.forget_conversation(conv_);
+  ASSERT_TRUE(presence_.typing(bob, conv_, false));
+  EXPECT_TRUE(alice->await(R"("active":false)"));
+  EXPECT_EQ(alice->count(typing), kWaiting + 2);
+  EXPECT_EQ(dropped.value() - before, kBeyond);
 }
 
 }  // namespace
