@@ -20,6 +20,19 @@ std::string address_text(const RedisAddress& a) {
   return a.host + ":" + std::to_string(a.port);
 }
 
+// "host:port" (host may be an IPv6 address, bracketed or not: the port is after the last ':').
+std::optional<RedisAddress> host_port(std::string_view s) {
+  const size_t colon = s.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
+  unsigned port = 0;
+  std::string_view p = s.substr(colon + 1);
+  auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), port);
+  if (ec != std::errc() || end != p.data() + p.size() || port == 0 || port > 65535) return std::nullopt;
+  std::string_view host = s.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return RedisAddress{std::string(host), static_cast<uint16_t>(port)};
+}
+
 // "MOVED 3999 127.0.0.1:6381" / "ASK 3999 127.0.0.1:6381" (host may be an IPv6 address:
 // the port is after the last ':').
 struct Redirect {
@@ -40,16 +53,9 @@ std::optional<Redirect> parse_redirect(const redisReply* r) {
   }
   const size_t sp = s.find(' ');
   if (sp == std::string_view::npos) return std::nullopt;
-  s.remove_prefix(sp + 1);
-  const size_t colon = s.rfind(':');
-  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
-  unsigned port = 0;
-  std::string_view p = s.substr(colon + 1);
-  auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), port);
-  if (ec != std::errc() || end != p.data() + p.size() || port == 0 || port > 65535) return std::nullopt;
-  std::string_view host = s.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  out.to = RedisAddress{std::string(host), static_cast<uint16_t>(port)};
+  auto to = host_port(s.substr(sp + 1));
+  if (!to) return std::nullopt;
+  out.to = std::move(*to);
   return out;
 }
 
@@ -72,16 +78,7 @@ std::vector<RedisAddress> replicas_in(std::string_view nodes) {
     if (flags.find(",slave,") == std::string::npos || flags.find(",noaddr,") != std::string::npos ||
         flags.find(",handshake,") != std::string::npos)
       continue;
-    std::string_view addr = field[1].substr(0, field[1].find('@'));
-    const size_t colon = addr.rfind(':');
-    if (colon == std::string_view::npos || colon == 0) continue;
-    unsigned port = 0;
-    std::string_view p = addr.substr(colon + 1);
-    auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), port);
-    if (ec != std::errc() || end != p.data() + p.size() || port == 0 || port > 65535) continue;
-    std::string_view host = addr.substr(0, colon);
-    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-    out.push_back(RedisAddress{std::string(host), static_cast<uint16_t>(port)});
+    if (auto a = host_port(field[1].substr(0, field[1].find('@')))) out.push_back(std::move(*a));
   }
   return out;
 }
