@@ -76,6 +76,9 @@ class DeviceSession final : public gateway::FrameHandler,
   void notify(std::shared_ptr<const bus::Notification> n) override;
   void replaced() override;
 
+  // Acks that may wait behind an ack's membership read (Redis mode, below); beyond: overloaded.
+  static constexpr size_t kMaxWaitingAcks = 256;
+
  private:
   using Position = session_reads::Window;  // sent: last seq written to (or skipped for) this
                                            // connection; floor: joined_seq - 1, nothing at or
@@ -137,7 +140,6 @@ class DeviceSession final : public gateway::FrameHandler,
     session_reads::Membership membership;
     bool channel = false;
   };
-  static constexpr size_t kMaxWaitingAcks = 256;
   void ack(PendingAck a);
   void submit_ack(PendingAck a, bool following);  // moves the id into the sequencer's call
   void on_ack_checked(const PendingAck& a, Result<AckCheck>& r);

@@ -13,6 +13,7 @@
 #include <future>
 #include <mutex>
 
+#include "base/metrics.h"
 #include "bus/local/local_bus.h"
 #include "proto/server_frames.h"
 #include "services/accounts.h"
@@ -140,7 +141,31 @@ class GatedStore final : public store::MemoryStore {
   // in Redis mode none of them may be made there.
   Result<std::optional<store::Conversation>> conversation(const std::string& id) override {
     note("conversation");
+    conversation_gate.pass();
     return MemoryStore::conversation(id);
+  }
+  Gate conversation_gate;  // a membership snapshot's read (Directory::conversation on a miss)
+
+  // The seqs of the cursor writes of `device` in `conversation`, in commit order.
+  Result<void> commit(const store::Batch& batch, bool sync) override {
+    auto r = MemoryStore::commit(batch, sync);
+    if (r) {
+      std::lock_guard lock(reads_mu_);
+      for (const auto& op : batch.ops)
+        if (const auto* c = std::get_if<store::SetCursor>(&op); c && c->device == cursor_device_ &&
+                                                              c->conversation_id == cursor_conversation_)
+          cursor_writes_.push_back(c->seq);
+    }
+    return r;
+  }
+  void record_cursors(const DeviceRef& device, const std::string& conversation_id) {
+    std::lock_guard lock(reads_mu_);
+    cursor_device_ = device;
+    cursor_conversation_ = conversation_id;
+  }
+  std::vector<Seq> cursor_writes() {
+    std::lock_guard lock(reads_mu_);
+    return cursor_writes_;
   }
   Result<std::vector<store::UserConversation>> user_conversations(const std::string& user) override {
     note("user_conversations");
@@ -193,6 +218,9 @@ class GatedStore final : public store::MemoryStore {
   std::atomic<const Loops*> loops_{nullptr};
   std::mutex reads_mu_;
   std::vector<std::string> loop_reads_;
+  DeviceRef cursor_device_;
+  std::string cursor_conversation_;
+  std::vector<Seq> cursor_writes_;
 };
 
 class DeviceSessionFixture {
@@ -230,6 +258,7 @@ class DeviceSessionFixture {
   virtual ~DeviceSessionFixture() {
     store_.inbox_gate.open();  // a test that failed early may leave a read at a gate
     store_.page_gate.open();
+    store_.conversation_gate.open();
     on_loop([&] {
       if (session_) session_->on_close();
     });
@@ -530,6 +559,20 @@ class RecordingEndpoint final : public bus::Endpoint {
     }
     return false;
   }
+  size_t count(const std::string& needle) {
+    std::lock_guard lock(mu_);
+    return static_cast<size_t>(std::count_if(frames_.begin(), frames_.end(), [&](const std::string& f) {
+      return f.find(needle) != std::string::npos;
+    }));
+  }
+  // Whether `n` frames containing `needle` arrived within 10 s.
+  bool await_count(const std::string& needle, size_t n) {
+    for (const auto until = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < until;) {
+      if (count(needle) >= n) return true;
+      std::this_thread::sleep_for(5ms);
+    }
+    return false;
+  }
 
  private:
   std::mutex mu_;
@@ -758,6 +801,103 @@ TEST_F(DeviceSessionOffloadedTest, AnUploadsBodyDecisionReadsNothingOnTheLoop) {
   EXPECT_EQ(std::get<gateway::HttpResponse>(refused).status, 401);
   EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on the loop";
   service.stop();
+}
+
+// Acks waiting behind an ack's membership read (Redis mode, the snapshot not cached): while
+// that read is held, the next kMaxWaitingAcks acks wait in order without an answer; the ones
+// beyond are answered `overloaded` at once (no `ref`: ack errors carry none, protocol.md
+// §5.2) and never applied. Once the read is back the waiting acks run in arrival order: the
+// cursor is a blind put, so the recorded cursor writes show both the order and the absence
+// of the refused acks (given seqs that no waiting ack has).
+TEST_F(DeviceSessionOffloadedTest, AcksBeyondTheWaitingBoundAreOverloadedAndTheRestRunInOrder) {
+  constexpr size_t kWaiting = DeviceSession::kMaxWaitingAcks;
+  constexpr size_t kBeyond = 5;
+  constexpr Seq kTop = kWaiting + 2;  // the held ack's seq; the waiting ones count down to 2
+  for (Seq s = 2; s <= kTop; ++s) send("alice", "m" + std::to_string(s));  // 1 is the creation
+  connect_bob(1 << 20);
+  drain_until_synced();
+  store_.record_cursors(DeviceRef{"bob", 1}, conv_);
+  directory_.forget_conversation(conv_);  // the ack's membership is read on a reader thread
+  store_.conversation_gate.arm();
+  auto ack = [&](Seq seq) {
+    session_->on_text(R"({"type":"ack","conversation_id":")" + conv_ + R"(","seq":)" + std::to_string(seq) + "}");
+  };
+  on_loop([&] { ack(kTop); });
+  ASSERT_TRUE(store_.conversation_gate.await_arrived()) << "the ack's membership read never came";
+  std::vector<std::string> written;
+  on_loop([&] {
+    for (Seq s = kTop - 1; s >= 2; --s) ack(s);   // kWaiting acks: they wait
+    for (size_t i = 0; i < kBeyond; ++i) ack(1);  // beyond the bound
+    written = conn_->drain();
+  });
+  ASSERT_EQ(written.size(), kBeyond) << "only the acks beyond the bound are answered while the read is held";
+  for (const auto& f : written) {
+    EXPECT_NE(f.find(R"("type":"error")"), std::string::npos) << f;
+    EXPECT_NE(f.find(R"("code":"overloaded")"), std::string::npos) << f;
+    EXPECT_EQ(f.find(R"("ref")"), std::string::npos) << "an ack's error carries no ref: " << f;
+  }
+  EXPECT_TRUE(store_.cursor_writes().empty()) << "an ack ran before its membership read was back";
+  store_.conversation_gate.open();
+  // The read's answer hands the held ack and then every waiting one to the sequencer in one
+  // loop turn; the held ack's cursor write comes after that turn.
+  std::vector<Seq> writes;
+  for (const auto until = std::chrono::steady_clock::now() + 20s;
+       writes.empty() && std::chrono::steady_clock::now() < until;) {
+    writes = store_.cursor_writes();
+    if (writes.empty()) std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_FALSE(writes.empty()) << "the held ack never ran";
+  // A last ack, with the snapshot cached now, goes straight to the sequencer, behind the
+  // waiting ones (one conversation's acks run in order there): once its seq is written,
+  // everything before it was.
+  on_loop([&] { ack(kTop); });
+  for (const auto until = std::chrono::steady_clock::now() + 20s;
+       (writes.empty() || writes.back() != kTop || writes.size() < kWaiting + 2) && std::chrono::steady_clock::now() < until;) {
+    writes = store_.cursor_writes();
+    if (writes.size() < kWaiting + 2) std::this_thread::sleep_for(5ms);
+  }
+  std::vector<Seq> expected;
+  for (Seq s = kTop; s >= 2; --s) expected.push_back(s);  // the held ack, then the waiting ones
+  expected.push_back(kTop);                               // the last ack
+  EXPECT_EQ(writes, expected);
+  auto c = store_.cursor(DeviceRef{"bob", 1}, conv_);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(*c, kTop);
+  std::vector<std::string> later;
+  on_loop([&] { later = conn_->drain(); });
+  for (const auto& f : later) EXPECT_EQ(f.find(R"("type":"error")"), std::string::npos) << f;
+}
+
+// Typing frames on a cache miss (Redis mode) queue for Presence's loader thread: while it is
+// held in the snapshot's read, kMaxPendingLoads more wait; the ones beyond are dropped
+// (typing is lossy: no error) and counted in tern_typing_dropped_total. Once the read is
+// back, the held frame and every waiting one are relayed (interval 0: nothing coalesced).
+TEST_F(DeviceSessionOffloadedTest, TypingBeyondTheLoadersQueueIsDroppedAndCounted) {
+  options_.typing_interval_ms = 0;
+  constexpr size_t kWaiting = Presence::kMaxPendingLoads;
+  constexpr size_t kBeyond = 7;
+  const std::string typing = R"("type":"typing")";
+  Counter& dropped = MetricsRegistry::global().counter("tern_typing_dropped_total", "");
+  auto alice = std::make_shared<RecordingEndpoint>();
+  bus_.attach(DeviceRef{"alice", 1}, alice);
+  const DeviceRef bob{"bob", 1};
+  directory_.forget_conversation(conv_);
+  store_.conversation_gate.arm();
+  ASSERT_TRUE(presence_.typing(bob, conv_, true));
+  ASSERT_TRUE(store_.conversation_gate.await_arrived()) << "the loader never read the snapshot";
+  const uint64_t before = dropped.value();
+  for (size_t i = 0; i < kWaiting + kBeyond; ++i) ASSERT_TRUE(presence_.typing(bob, conv_, true));
+  EXPECT_EQ(dropped.value() - before, kBeyond);
+  EXPECT_EQ(alice->count(typing), 0u) << "relayed while the loader was held";
+  store_.conversation_gate.open();
+  EXPECT_TRUE(alice->await_count(typing, kWaiting + 1)) << alice->count(typing) << " relayed";
+  // One more on a miss queues behind anything left: once it is relayed, the loader ran all
+  // that was queued before it.
+  directory_.forget_conversation(conv_);
+  ASSERT_TRUE(presence_.typing(bob, conv_, false));
+  EXPECT_TRUE(alice->await(R"("active":false)"));
+  EXPECT_EQ(alice->count(typing), kWaiting + 2);
+  EXPECT_EQ(dropped.value() - before, kBeyond);
 }
 
 }  // namespace

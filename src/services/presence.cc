@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "base/clock.h"
+#include "base/metrics.h"
 #include "base/thread_name.h"
 #include "proto/frames.h"
 #include "services/conversation_ids.h"
@@ -14,6 +15,8 @@ constexpr int64_t kRecentMs = 5000;      // membership changes remembered for lo
 constexpr size_t kRecentMax = 4096;
 constexpr size_t kTypingPruneAt = 4096;  // typing entries before stale ones are swept
 constexpr int64_t kNever = std::numeric_limits<int64_t>::min() / 2;
+Counter& typing_dropped = MetricsRegistry::global().counter(
+    "tern_typing_dropped_total", "typing frames dropped on a cache miss because Presence's loader queue was full");
 
 std::shared_ptr<const bus::Notification> frame_notification(std::string frame, bool droppable) {
   auto n = std::make_shared<bus::Notification>();
@@ -457,7 +460,7 @@ Result<void> Presence::typing(const DeviceRef& from, const std::string& conversa
         if (auto e = from_endpoint.lock()) e->notify(frame_notification(proto::encode_error(r.error(), {}), false));
       },
       /*contacts=*/false);
-  (void)queued;  // full: this frame is dropped (typing is lossy; the next one tries again)
+  if (!queued) typing_dropped.inc();  // full: dropped (typing is lossy; the next one tries again)
   return {};
 }
 

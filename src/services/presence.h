@@ -79,7 +79,8 @@ class Presence {
   // With reader threads (Redis), when the conversation's snapshot or (direct) the two block
   // lists are not cached, nothing is read on the caller's loop: the loader thread reads them
   // and then handles the frame (relays it, or sends the error to `from_endpoint`); this
-  // returns {} at once. Beyond kMaxPendingLoads the frame is dropped (typing is lossy).
+  // returns {} at once. Beyond kMaxPendingLoads the frame is dropped (typing is lossy) and
+  // counted in tern_typing_dropped_total.
   Result<void> typing(const DeviceRef& from, const std::string& conversation_id, bool active,
                       const std::weak_ptr<bus::Endpoint>& from_endpoint = {});
 

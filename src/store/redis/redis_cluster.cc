@@ -1,5 +1,6 @@
 #include "store/redis/redis_cluster.h"
 
+#include <algorithm>
 #include <charconv>
 #include <optional>
 #include <thread>
@@ -17,6 +18,19 @@ std::string_view str(const redisReply* r) { return std::string_view(r->str, r->l
 std::string address_text(const RedisAddress& a) {
   if (a.host.find(':') != std::string::npos) return "[" + a.host + "]:" + std::to_string(a.port);
   return a.host + ":" + std::to_string(a.port);
+}
+
+// "host:port" (host may be an IPv6 address, bracketed or not: the port is after the last ':').
+std::optional<RedisAddress> host_port(std::string_view s) {
+  const size_t colon = s.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
+  unsigned port = 0;
+  std::string_view p = s.substr(colon + 1);
+  auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), port);
+  if (ec != std::errc() || end != p.data() + p.size() || port == 0 || port > 65535) return std::nullopt;
+  std::string_view host = s.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return RedisAddress{std::string(host), static_cast<uint16_t>(port)};
 }
 
 // "MOVED 3999 127.0.0.1:6381" / "ASK 3999 127.0.0.1:6381" (host may be an IPv6 address:
@@ -39,16 +53,33 @@ std::optional<Redirect> parse_redirect(const redisReply* r) {
   }
   const size_t sp = s.find(' ');
   if (sp == std::string_view::npos) return std::nullopt;
-  s.remove_prefix(sp + 1);
-  const size_t colon = s.rfind(':');
-  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
-  unsigned port = 0;
-  std::string_view p = s.substr(colon + 1);
-  auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), port);
-  if (ec != std::errc() || end != p.data() + p.size() || port == 0 || port > 65535) return std::nullopt;
-  std::string_view host = s.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  out.to = RedisAddress{std::string(host), static_cast<uint16_t>(port)};
+  auto to = host_port(s.substr(sp + 1));
+  if (!to) return std::nullopt;
+  out.to = std::move(*to);
+  return out;
+}
+
+// The replicas in a CLUSTER NODES reply: one line per node, "<id> <ip:port@cport[,hostname]>
+// <flags> <master id> ...", flags comma-separated ("slave", "fail", "noaddr", ...). A node
+// without an address (noaddr, or still in handshake) is left out: nothing could reach it.
+std::vector<RedisAddress> replicas_in(std::string_view nodes) {
+  std::vector<RedisAddress> out;
+  while (!nodes.empty()) {
+    const size_t eol = nodes.find('\n');
+    std::string_view line = nodes.substr(0, eol);
+    nodes.remove_prefix(eol == std::string_view::npos ? nodes.size() : eol + 1);
+    std::string_view field[3];
+    for (auto& f : field) {
+      const size_t sp = line.find(' ');
+      f = line.substr(0, sp);
+      line.remove_prefix(sp == std::string_view::npos ? line.size() : sp + 1);
+    }
+    const std::string flags = "," + std::string(field[2]) + ",";
+    if (flags.find(",slave,") == std::string::npos || flags.find(",noaddr,") != std::string::npos ||
+        flags.find(",handshake,") != std::string::npos)
+      continue;
+    if (auto a = host_port(field[1].substr(0, field[1].find('@')))) out.push_back(std::move(*a));
+  }
   return out;
 }
 
@@ -226,17 +257,44 @@ std::vector<RedisAddress> RedisCluster::masters() const {
   return out;
 }
 
-Result<void> RedisCluster::on_every_master(const std::vector<std::string_view>& argv) {
-  std::vector<bool> done(nodes_.size());
-  for (int16_t n : slot_node_) {
-    if (n < 0 || done[static_cast<size_t>(n)]) continue;
-    done[static_cast<size_t>(n)] = true;
+Result<RedisCluster::EveryNode> RedisCluster::on_every_node(const std::vector<std::string_view>& argv) {
+  // A master failed over since the last call must not be missed: read the topology again
+  // (if no node answers, the masters known are tried and fail the call if they are gone).
+  if (cluster_) (void)refresh_or_backoff();
+  EveryNode out;
+  std::vector<int> masters;
+  for (int16_t n : slot_node_)
+    if (n >= 0 && std::find(masters.begin(), masters.end(), n) == masters.end()) masters.push_back(n);
+  for (int n : masters) {
     auto c = connect(n);
     if (!c) return c.error();
     auto r = (*c)->command(argv);
     if (!r) return r.error();
+    ++out.masters;
   }
-  return {};
+  if (!cluster_ || masters.empty()) return out;
+  // The replicas, as the first master sees the cluster.
+  auto c = connect(masters.front());
+  Result<Reply> listed = c ? (*c)->command({"CLUSTER", "NODES"}) : Result<Reply>(c.error());
+  if (listed && (*listed)->type != REDIS_REPLY_STRING)
+    listed = make_error(ErrorCode::kUnavailable, "redis: CLUSTER NODES: unexpected reply");
+  if (!listed) {
+    out.unreachable.push_back("replicas: " + listed.error().message);
+    return out;
+  }
+  for (const RedisAddress& a : replicas_in(str(listed->get()))) {
+    const int n = node_index(a);
+    if (std::find(masters.begin(), masters.end(), n) != masters.end()) continue;  // promoted meanwhile
+    auto rc = connect(n);
+    Result<Reply> r = rc ? (*rc)->command(argv) : Result<Reply>(rc.error());
+    if (r) {
+      ++out.replicas;
+      continue;
+    }
+    nodes_[static_cast<size_t>(n)].conn.reset();
+    out.unreachable.push_back(address_text(a) + ": " + r.error().message);
+  }
+  return out;
 }
 
 Result<void> RedisCluster::send_with_redirects(uint16_t slot, const std::vector<std::vector<std::string_view>>& commands,

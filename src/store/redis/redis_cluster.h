@@ -105,10 +105,19 @@ class RedisCluster {
   std::string owner(uint16_t slot) const;
   // Every master known (for commands that must reach all of them).
   std::vector<RedisAddress> masters() const;
-  // The command (no key) on every master that serves a slot now, one after the other (e.g.
-  // BGREWRITEAOF: each master has its own AOF). Fails if a master cannot be reached; a
-  // master's error reply is not a failure (it is that master's answer).
-  Result<void> on_every_master(const std::vector<std::string_view>& argv);
+  // The command (no key) on every node, one after the other (e.g. BGREWRITEAOF: every node,
+  // replicas included, keeps its own AOF): first each master that serves a slot now (the
+  // topology read again first), then each replica that a master's CLUSTER NODES lists
+  // (CLUSTER SLOTS leaves out a replica whose replication offset is still unknown). Fails if
+  // a master cannot be reached, as before; a replica that cannot be reached (or a CLUSTER
+  // NODES that fails) is reported in `unreachable` and the other nodes still get the
+  // command. A node's error reply is not a failure (it is that node's answer). On a plain
+  // redis-server: that one server (its replicas, if any, are not looked for).
+  struct EveryNode {
+    size_t masters = 0, replicas = 0;      // nodes that answered
+    std::vector<std::string> unreachable;  // replicas not reached: "host:port: why"
+  };
+  Result<EveryNode> on_every_node(const std::vector<std::string_view>& argv);
   // The connection to the master of `slot` (connecting if needed), e.g. for a subscriber that
   // must hold its own channel on its shard. Valid until the next call on this object.
   Result<RedisConnection*> connection_for(uint16_t slot);
@@ -138,7 +147,7 @@ class RedisCluster {
 
   const RedisClusterOptions options_;
   bool cluster_ = false;
-  std::vector<Node> nodes_;                // masters and seeds ever seen
+  std::vector<Node> nodes_;                // masters, seeds and replicas ever seen
   std::array<int16_t, kSlots> slot_node_;  // node index per slot, -1: unserved
   std::chrono::steady_clock::time_point refresh_after_{};
   std::chrono::milliseconds backoff_;

@@ -7,6 +7,7 @@
 #include <random>
 
 #include <hiredis/hiredis.h>
+#include <spdlog/spdlog.h>
 
 #include "base/clock.h"
 #include "store/redis/redis_cluster_commit.h"
@@ -744,10 +745,19 @@ Result<void> RedisStore::erase_expired(const std::vector<ExpiringMessage>& messa
   }
   // The old frames are still in the AOF: a rewrite writes the data set as it is now. An error
   // reply (AOF off, or one already scheduled) is not a failure of the erase itself. On a
-  // Cluster every master rewrites its own AOF (the erased frames were on several of them).
+  // Cluster every node rewrites its own AOF: the masters (the erased frames were on several
+  // of them) and their replicas (each appended its copy of the frames). A replica that cannot
+  // be reached is logged, not a failure: the erase itself succeeded, and the next erase's
+  // rewrite (or the replica's own auto-aof-rewrite) reaches it.
   auto c = connection();
   if (!c) return c.error();
-  if ((*c)->is_cluster()) return (*c)->on_every_master({"BGREWRITEAOF"});
+  if ((*c)->is_cluster()) {
+    auto every = (*c)->on_every_node({"BGREWRITEAOF"});
+    if (!every) return every.error();
+    for (const std::string& replica : every->unreachable)
+      spdlog::warn("store=redis event=aof_rewrite_replica_unreachable replica=\"{}\"", replica);
+    return {};
+  }
   auto r = run1({"BGREWRITEAOF"});
   if (!r) return r.error();
   return {};

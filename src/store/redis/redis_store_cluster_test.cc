@@ -135,21 +135,46 @@ TEST(RedisStoreCluster, ACommitSpreadOverThreeMastersLandsWhole) {
   EXPECT_FALSE(after->has_value());
 }
 
-// The AOF rewrite after an erase reaches every master: each holds the erased frames of its
-// own slots in its own AOF.
-TEST(RedisStoreCluster, AnEraseAsksEveryMasterToRewriteItsAof) {
-  flush_masters(*g_cluster);
-  auto s = RedisStore::open(options_for(*g_cluster));
-  ASSERT_TRUE(s.ok()) << s.error().message;
-  auto rewrites = [](uint16_t port) -> int {
-    auto info = g_cluster->command(port, {"INFO", "persistence"});
-    if (!info.ok()) return -1;
-    const auto at = info->find("aof_rewrites:");
-    if (at == std::string::npos) return -1;
-    return std::atoi(info->c_str() + at + std::string_view("aof_rewrites:").size());
-  };
-  // Conversations until every master holds one (bounded).
-  std::map<uint16_t, std::string> conv_on;
+// INFO persistence's aof_rewrites of a node (-1 if it does not answer).
+int aof_rewrites(uint16_t port) {
+  auto info = g_cluster->command(port, {"INFO", "persistence"});
+  if (!info.ok()) return -1;
+  const auto at = info->find("aof_rewrites:");
+  if (at == std::string::npos) return -1;
+  return std::atoi(info->c_str() + at + std::string_view("aof_rewrites:").size());
+}
+
+// The live nodes by role (ROLE's first word): "master" / "slave".
+std::map<std::string, std::vector<uint16_t>> nodes_by_role() {
+  std::map<std::string, std::vector<uint16_t>> out;
+  for (uint16_t p : g_cluster->ports()) {
+    auto role = g_cluster->command(p, {"ROLE"});
+    if (role.ok()) out[role->substr(0, role->find_first_of(" \n"))].push_back(p);
+  }
+  return out;
+}
+
+// The AOF counts of every node, once none is rewriting (a replica rewrites its AOF after its
+// first sync; a node already rewriting answers BGREWRITEAOF with an error and does not count).
+std::map<uint16_t, int> rewrites_when_idle() {
+  std::map<uint16_t, int> out;
+  const auto deadline = Clock::now() + 20s;
+  for (uint16_t p : g_cluster->ports()) {
+    for (;;) {
+      auto info = g_cluster->command(p, {"INFO", "persistence"});
+      const bool idle = !info.ok() || (info->find("aof_rewrite_in_progress:0") != std::string::npos &&
+                                       info->find("aof_rewrite_scheduled:0") != std::string::npos);
+      if (idle || Clock::now() >= deadline) break;
+      std::this_thread::sleep_for(20ms);
+    }
+    out[p] = aof_rewrites(p);
+  }
+  return out;
+}
+
+// One expiring message on each master, erased: the erase asks for the AOF rewrite.
+void erase_one_message_per_master(Store& s) {
+  std::map<uint16_t, std::string> conv_on;  // conversations until every master holds one (bounded)
   for (int i = 0; i < 200 && conv_on.size() < 3; ++i) {
     const std::string id = "erase" + std::to_string(i);
     auto m = g_cluster->master_of(key_slot("{c:" + id + "}"));
@@ -157,23 +182,79 @@ TEST(RedisStoreCluster, AnEraseAsksEveryMasterToRewriteItsAof) {
     conv_on.emplace(*m, id);
   }
   ASSERT_EQ(conv_on.size(), 3u);
-  std::map<uint16_t, int> before;
   for (const auto& [port, id] : conv_on) {
-    before[port] = rewrites(port);
-    ASSERT_GE(before[port], 0);
     Batch b;
     b.add(AppendMessage{id, 1, R"({"type":"message","seq":1,"body":"eA==","expires_at":5000})", 5000, {}});
-    ASSERT_TRUE((*s)->commit(b, true).ok());
+    ASSERT_TRUE(s.commit(b, true).ok());
   }
-  auto due = (*s)->expiring_messages(5000, 10);
+  auto due = s.expiring_messages(5000, 10);
   ASSERT_TRUE(due.ok());
   ASSERT_EQ(due->size(), 3u);
-  ASSERT_TRUE((*s)->erase_expired(*due).ok());
-  for (const auto& [port, id] : conv_on) {
+  ASSERT_TRUE(s.erase_expired(*due).ok());
+}
+
+// Waits (bounded) until each of `ports` counts more AOF rewrites than `before` says.
+void expect_rewritten(const std::vector<uint16_t>& ports, std::map<uint16_t, int>& before, const char* role) {
+  for (uint16_t port : ports) {
     const auto deadline = Clock::now() + 20s;
-    while (rewrites(port) <= before[port] && Clock::now() < deadline) std::this_thread::sleep_for(50ms);
-    EXPECT_GT(rewrites(port), before[port]) << "master " << port << " (" << id << ") did not rewrite its AOF";
+    while (aof_rewrites(port) <= before[port] && Clock::now() < deadline) std::this_thread::sleep_for(50ms);
+    EXPECT_GT(aof_rewrites(port), before[port]) << role << " " << port << " did not rewrite its AOF";
   }
+}
+
+// The AOF rewrite after an erase reaches every node: each master holds the erased frames of
+// its own slots in its own AOF, and each replica its copy of them in its own.
+TEST(RedisStoreCluster, AnEraseAsksEveryMasterAndReplicaToRewriteItsAof) {
+  flush_masters(*g_cluster);
+  auto s = RedisStore::open(options_for(*g_cluster));
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  auto roles = nodes_by_role();
+  ASSERT_EQ(roles["master"].size(), 3u);
+  ASSERT_EQ(roles["slave"].size(), 3u);
+  std::map<uint16_t, int> before = rewrites_when_idle();
+  for (uint16_t p : g_cluster->ports()) ASSERT_GE(before[p], 0);
+  erase_one_message_per_master(**s);
+  expect_rewritten(roles["master"], before, "master");
+  expect_rewritten(roles["slave"], before, "replica");
+}
+
+// A replica that is down does not fail the erase (that succeeded): the other nodes still
+// rewrite, and the call that sends to every node answers for the live ones.
+TEST(RedisStoreCluster, AnEraseWithAReplicaDownSucceedsAndTheOtherNodesRewrite) {
+  flush_masters(*g_cluster);
+  auto roles = nodes_by_role();
+  ASSERT_EQ(roles["master"].size(), 3u);
+  ASSERT_EQ(roles["slave"].size(), 3u);
+  const uint16_t down = roles["slave"].front();
+  std::map<uint16_t, int> before = rewrites_when_idle();
+  g_cluster->kill9(down);
+  auto s = RedisStore::open(options_for(*g_cluster));
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  erase_one_message_per_master(**s);
+  expect_rewritten(roles["master"], before, "master");
+  expect_rewritten({roles["slave"][1], roles["slave"][2]}, before, "replica");
+  auto seeds = parse_redis_urls(g_cluster->seeds3());
+  ASSERT_TRUE(seeds.ok());
+  RedisClusterOptions o;
+  o.seeds = *seeds;
+  auto c = RedisCluster::open(o);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  auto every = (*c)->on_every_node({"PING"});
+  ASSERT_TRUE(every.ok()) << every.error().message;
+  EXPECT_EQ(every->masters, 3u);
+  EXPECT_EQ(every->replicas, 2u);
+  ASSERT_EQ(every->unreachable.size(), 1u);  // CLUSTER NODES still lists it (marked failing)
+  EXPECT_NE(every->unreachable[0].find(":" + std::to_string(down) + ":"), std::string::npos) << every->unreachable[0];
+  // Back as it was for the next tests: the replica up and linked to its master again.
+  ASSERT_TRUE(g_cluster->restart(down).ok());
+  bool linked = false;
+  for (const auto deadline = Clock::now() + 30s; !linked && Clock::now() < deadline;) {
+    auto info = g_cluster->command(down, {"INFO", "replication"});
+    linked = info.ok() && info->find("master_link_status:up") != std::string::npos;
+    if (!linked) std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(linked) << "the restarted replica did not link to its master";
+  ASSERT_TRUE(g_cluster->await_healthy(30s).ok());
 }
 
 // A token replaced by PutDevice stops resolving, wherever its key lives.
