@@ -12,7 +12,8 @@
 // chosen through the connection registry below is the next step (not built).
 //
 // Batching: publishes are queued and a publisher thread sends everything queued as one
-// PUBLISH per channel, pipelined (one Redis round trip per batch, however many events). The subscriber runs on its
+// PUBLISH per run of events for the same channel, in queue order (batches()), pipelined (one
+// Redis round trip per batch, however many events). The subscriber runs on its
 // own thread with a blocking hiredis connection (chosen over hiredis async on the loops: it
 // is simpler and keeps Redis latency off the loops).
 //
