@@ -10,10 +10,11 @@
 #include <spdlog/spdlog.h>
 
 #include "base/clock.h"
-#include "store/redis/redis_cluster_commit.h"
 #include "proto/frames.h"
+#include "store/redis/redis_cluster_commit.h"
 #include "store/redis/redis_scripts.h"
 #include "store/rocksdb/encoding.h"
+#include "store/store_metrics.h"
 
 namespace tern::store::redis {
 
@@ -84,6 +85,7 @@ Result<const redisReply*> expect(const Reply& r, int type) {
 
 Result<std::unique_ptr<RedisStore>> RedisStore::open(RedisStoreOptions options) {
   std::unique_ptr<RedisStore> s(new RedisStore(std::move(options)));
+  (void)reads_counter();  // listed in /metrics from the start, at 0
   // Load the scripts (and learn their SHA1s); this also checks the address.
   for (auto [text, sha] : {std::pair{scripts::kCommit, &s->commit_sha_}, std::pair{scripts::kReadMessages, &s->read_sha_},
                             std::pair{scripts::kPurge, &s->purge_sha_}, std::pair{scripts::kRange, &s->range_sha_}}) {
@@ -324,6 +326,7 @@ Result<void> RedisStore::flush() {
 }
 
 Result<std::optional<std::string>> RedisStore::fetch_string(const std::vector<std::string_view>& argv) {
+  reads_counter().inc();
   auto r = run1(argv);
   if (!r) return r.error();
   auto v = expect(*r, REDIS_REPLY_STRING);
@@ -333,6 +336,7 @@ Result<std::optional<std::string>> RedisStore::fetch_string(const std::vector<st
 }
 
 Result<Reply> RedisStore::fetch_array(const std::vector<std::string_view>& argv) {
+  reads_counter().inc();
   auto r = run1(argv);
   if (!r) return r.error();
   auto v = expect(*r, REDIS_REPLY_ARRAY);
@@ -380,6 +384,7 @@ Result<std::vector<T>> RedisStore::read_each(std::string_view verb, const std::v
   for (const auto& k : keys) commands.push_back({verb, k});
   std::vector<T> out;
   if (commands.empty()) return out;
+  reads_counter().inc();
   auto replies = run(commands);  // one pipeline (on a Cluster, one per slot, sent at once)
   if (!replies) return replies.error();
   out.reserve(replies->size());
@@ -392,6 +397,7 @@ Result<std::vector<T>> RedisStore::read_each(std::string_view verb, const std::v
 }
 
 Result<std::vector<uint32_t>> RedisStore::devices(const std::string& user) {
+  reads_counter().inc();
   auto r = run1({"HKEYS", user_key(user) + ":d"});
   if (!r) return r.error();
   return parse_devices(*r);
@@ -463,6 +469,7 @@ Result<std::vector<StoredMessage>> RedisStore::read_messages(const std::string& 
   const std::string log = base + ":log", frames = base + ":f";
   const std::string from = "(" + seq_hex(after_seq);
   const std::string lim = std::to_string(std::min<size_t>(limit, 1'000'000));
+  reads_counter().inc();
   auto r = eval(scripts::kReadMessages, read_sha_, {log, frames}, {from, lim});
   if (!r) return r.error();
   auto v = expect(*r, REDIS_REPLY_ARRAY);
@@ -566,6 +573,7 @@ Result<std::string> RedisStore::shared_value(const std::string& key, const std::
 // ---- key directory ----
 
 Result<std::optional<DeviceKeys>> RedisStore::device_keys(const DeviceRef& device) {
+  reads_counter().inc();
   auto r = run1({"GET", device_key(device) + ":k"});
   if (!r) return r.error();
   return parse_device_keys(*r);
@@ -603,6 +611,7 @@ Result<std::vector<RedisStore::RangeRow>> RedisStore::range(const std::string& i
   std::vector<RangeRow> out;
   if (limit == 0) return out;
   const std::string lim = std::to_string(std::min<size_t>(limit, 1'000'000));
+  reads_counter().inc();
   auto r = eval(scripts::kRange, range_sha_, {index, values}, {by_score ? "S" : "L", min, max, lim});
   if (!r) return r.error();
   auto v = expect(*r, REDIS_REPLY_ARRAY);

@@ -15,6 +15,7 @@
 #include "base/metrics.h"
 #include "base/result.h"
 #include "store/rocksdb/encoding.h"
+#include "store/store_metrics.h"
 
 namespace tern::store::rocks_access {
 
@@ -33,12 +34,8 @@ inline Error nul_error() {
 inline std::string_view sv(const rocksdb::Slice& s) { return {s.data(), s.size()}; }
 inline rocksdb::Slice slice(std::string_view s) { return {s.data(), s.size()}; }
 
-// Every read call counts here (tern_store_reads_total).
-inline Counter& store_reads() {
-  static Counter& c = MetricsRegistry::global().counter("tern_store_reads_total",
-                                                      "store read calls (point reads, range scans, head seeks)");
-  return c;
-}
+// Every read call counts (tern_store_reads_total, shared with the other backends).
+inline Counter& store_reads() { return reads_counter(); }
 
 // Point read. Ok(false) when absent; the value stays pinned in `out` until it is reset.
 inline Result<bool> get_pinned(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, std::string_view key,
