@@ -78,9 +78,11 @@ class Sequencer {
   // Live delivery of read-side conversations; set before serving.
   void set_fanout(LiveFanout* fanout) { core_.fanout = fanout; }
   // Where the send path reads a device's current registration id (the stale-device check).
-  void set_registration_lookup(RegistrationLookup lookup, RegistrationPrefetch prefetch = nullptr) {
+  void set_registration_lookup(RegistrationLookup lookup, RegistrationPrefetch prefetch = nullptr,
+                               RegistrationCached cached = nullptr) {
     core_.registration_id = std::move(lookup);
     core_.registration_prefetch = std::move(prefetch);
+    core_.registration_cached = std::move(cached);
   }
   // Media checks the media ids a send names (issue 11); set before serving.
   void set_media(Media* media) { core_.media = media; }
