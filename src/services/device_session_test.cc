@@ -721,6 +721,59 @@ TEST_F(DeviceSessionOffloadedTest, ChannelAcksJoinsLeavesAndChangesReadNoRowOnAL
   EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on a loop";
 }
 
+// A former subscriber's ack of a channel the session does not follow: the session reads the
+// row (left_seq set) on a reader thread and hands it to the sequencer with the ack, which
+// clamps the cursor to left_seq without reading the row again. With the sequencer reading it
+// again this records 1 read on a loop (the index row).
+TEST_F(DeviceSessionOffloadedTest, AFormerSubscribersChannelAckReadsNoRowOnALoop) {
+  std::promise<Result<ConversationInfo>> created;
+  sequencer_.create_conversation(DeviceRef{"alice", 1}, proto::CreateConversationRequest{true, "ch", {}, true, true},
+                                 [&](Result<ConversationInfo> r) { created.set_value(r); });
+  auto ch = created.get_future().get();
+  ASSERT_TRUE(ch);
+  const std::string channel = ch->conversation_id;
+  connect_bob(1 << 20);
+  drain_until_synced();
+  auto post = [&](const std::string& cmid) {
+    std::promise<Result<SentInfo>> posted;
+    sequencer_.send(DeviceRef{"alice", 1}, proto::SendFrame{cmid, channel, std::string("aGk="), {}, {}, {}, false, {}}, 0,
+                    [&](Result<SentInfo> r) { posted.set_value(std::move(r)); });
+    return posted.get_future().get();
+  };
+  auto first = post("p-1");
+  ASSERT_TRUE(first) << first.error().message;
+  auto second = post("p-2");
+  ASSERT_TRUE(second) << second.error().message;
+  // Bob was subscribed from seq 1 and left after the first post (written behind the
+  // session's back, as on another node): his view ends there.
+  {
+    store::Batch b;
+    b.add(store::PutSubscription{"bob", store::UserConversation{channel, 1, first->seq, true}});
+    ASSERT_TRUE(store_.commit(b, true).ok());
+  }
+  store_.clear_loop_reads();
+  on_loop([&] {
+    session_->on_text(R"({"type":"ack","conversation_id":")" + channel + R"(","seq":)" + std::to_string(second->seq) + "}");
+  });
+  bool moved = false;
+  for (const auto until = std::chrono::steady_clock::now() + 10s; !moved && std::chrono::steady_clock::now() < until;) {
+    auto c = store_.cursor(DeviceRef{"bob", 1}, channel);
+    moved = c && *c == first->seq;
+    if (!moved) std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_TRUE(moved) << "the former subscriber's ack did not move its cursor to left_seq";
+  EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on a loop";
+  auto drain = [&] {
+    std::vector<std::string> out;
+    on_loop([&] { out = conn_->drain(); });
+    return out;
+  };
+  for (const auto& f : drain()) EXPECT_EQ(f.find(R"("type":"error")"), std::string::npos) << f;
+  auto c = store_.cursor(DeviceRef{"bob", 1}, channel);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(*c, first->seq) << "the cursor went beyond left_seq";
+}
+
 // A media upload's body decision (its bearer token check and the user's quota, store reads)
 // is made on a reader thread in Redis mode, never on the HTTP session's loop; a bad token is
 // refused from there as well.

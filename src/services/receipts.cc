@@ -114,7 +114,8 @@ void Receipts::flush_receipts(Shard& shard) {
 }
 
 void Receipts::acknowledge(Shard& shard, const DeviceRef& device, const std::string& conversation_id, Seq seq,
-                           bool read, AckDone done, bool following, const LogSenders* older) {
+                           bool read, AckDone done, bool following, const LogSenders* older,
+                           std::optional<store::Member> channel_row) {
   auto conv = core_.directory.conversation(conversation_id);
   if (!conv) return done(conv.error());
   if (!*conv) return done(conversation_access_error());
@@ -126,6 +127,8 @@ void Receipts::acknowledge(Shard& shard, const DeviceRef& device, const std::str
   std::optional<store::Member> member_row;
   if (following && (*conv)->type == store::ConvType::kChannel) {
     member_row = store::Member{device.user, 0, 0, false};
+  } else if (channel_row && (*conv)->type == store::ConvType::kChannel) {
+    member_row = std::move(channel_row);  // read by the session off the loop (a former subscriber)
   } else {
     auto member = core_.directory.member(**conv, device.user);
     if (!member) return done(member.error());

@@ -46,9 +46,11 @@ class Receipts {
   };
 
   // `following`: see Sequencer::acknowledge. `older`: what an earlier pass of this ack read
-  // of the log off the loop (it then runs again from the start).
+  // of the log off the loop (it then runs again from the start). `channel_row`: see
+  // Sequencer::acknowledge.
   void acknowledge(Shard& shard, const DeviceRef& device, const std::string& conversation_id, Seq seq, bool read,
-                   AckDone done, bool following = false, const LogSenders* older = nullptr);
+                   AckDone done, bool following = false, const LogSenders* older = nullptr,
+                   std::optional<store::Member> channel_row = std::nullopt);
   Seq pending_ack(const DeviceRef& device, const std::string& conversation_id);
 
  private:

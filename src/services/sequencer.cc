@@ -188,11 +188,12 @@ void Sequencer::set_timer(DeviceRef actor, std::string conversation_id, int64_t 
 }
 
 void Sequencer::acknowledge(DeviceRef device, std::string conversation_id, Seq seq, bool read, AckDone done,
-                            bool following) {
+                            bool following, std::optional<store::Member> channel_row) {
   on_owner(conversation_id, true, [this, device = std::move(device), id = conversation_id, seq, read,
-                                   done = std::move(done), following](Shard& s, const Error* e) mutable {
+                                   done = std::move(done), following,
+                                   channel_row = std::move(channel_row)](Shard& s, const Error* e) mutable {
     if (e) return done(*e);
-    receipts_.acknowledge(s, device, id, seq, read, std::move(done), following);
+    receipts_.acknowledge(s, device, id, seq, read, std::move(done), following, nullptr, std::move(channel_row));
   });
 }
 

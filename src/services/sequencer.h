@@ -57,8 +57,10 @@ class Sequencer {
   // Cumulative ack (read=false) or read marker (read=true) of a device. `following`: the
   // device's session follows the conversation in LiveFanout (it verified the subscription
   // when it followed), so a channel ack needs no store read of the membership row.
+  // `channel_row`: the user's channel membership as the session read it off the loop (a
+  // former subscriber's row, left_seq set), used instead of reading the row again.
   void acknowledge(DeviceRef device, std::string conversation_id, Seq seq, bool read, AckDone done,
-                   bool following = false);
+                   bool following = false, std::optional<store::Member> channel_row = std::nullopt);
 
   // The highest ack of the device for the conversation that is not yet in the store (0 if
   // none): a device that acks, disconnects and reconnects at once must not replay what it acked.
