@@ -75,7 +75,9 @@ class Receipts {
   }
 
   // Log reads of one ack off the loop at most: a range read again only when other nodes'
-  // messages moved what the loop remembers meanwhile; after these, senders() reads inline.
+  // messages moved what the loop remembers meanwhile (the second read goes on to the ack's
+  // seq, so a third is needed only after a move of more than kRecentSenders during one read).
+  // After these, senders() uses what was read (with the embedded store it reads inline).
   static constexpr int kLogReads = 3;
 
   SequencerCore& core_;

@@ -107,8 +107,13 @@ class GatedStore : public store::MemoryStore {
   }
   Result<std::vector<store::StoredMessage>> read_messages(const std::string& id, Seq after, size_t limit) override {
     note();
-    return MemoryStore::read_messages(id, after, limit);
+    auto out = MemoryStore::read_messages(id, after, limit);
+    // Runs after the read off the loops, before its result is back on the loop (a move of
+    // what the loop remembers while the read is out).
+    if (on_log_read && (!loops || loops->here() == Loops::kNone)) on_log_read();
+    return out;
   }
+  std::function<void()> on_log_read;  // set before the reads it watches
   // Idempotency reads wait while held, as head reads do (hold_idempotency).
   Result<std::optional<store::IdempotencyRecord>> idempotency(const DeviceRef& d, const std::string& cmid,
                                                               int64_t now) override {
@@ -802,6 +807,60 @@ TEST_F(SequencerNodesTest, AnAckCoveringMessagesOlderThanTheWarmedSendersReadsNo
   ASSERT_EQ(marks->size(), 1u);
   EXPECT_EQ((*marks)[0].user, "bob");
   EXPECT_EQ((*marks)[0].delivered, head);
+}
+
+// With reader threads, an ack whose older senders' range moves during each of its log reads
+// (other nodes' messages arriving in order push the oldest remembered senders out of memory)
+// reads nothing on a loop: the second read goes on to the ack's seq, so later moves stay inside
+// it. With the second read the size of the range (as before) the range moves after each of
+// the 3 reads off the loop and the 4th is made on the loop: this counts 1 read there.
+TEST_F(SequencerNodesTest, AnAckWhoseOlderSendersMoveDuringEachReadReadsNothingOnALoop) {
+  Node& a = *nodes_[0];
+  Node& c = *nodes_[2];
+  const std::string g = create_group(a, "alice", {"bob", "carol"});  // seq 1
+  ASSERT_TRUE(send(c, "carol", g, "c-1"));                            // seq 2: node c has g warm
+  constexpr int kAlice = static_cast<int>(SequencerCore::kRecentSenders) + 100;
+  std::vector<std::future<Result<SentInfo>>> sends;
+  for (int i = 0; i < kAlice; ++i) sends.push_back(send_async(a, "alice", g, "a-" + std::to_string(i)));
+  for (auto& f : sends) {
+    ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+    ASSERT_TRUE(f.get());
+  }
+  // Node c hears of them in order (bus head hints): it remembers the last kRecentSenders.
+  auto hint_from = [&](Seq after) {
+    auto log = view_.read_messages(g, after, 100000);
+    ASSERT_TRUE(log);
+    for (const auto& m : *log) c.sequencer.observe_head(g, m.seq, std::make_shared<const std::string>(m.frame));
+  };
+  hint_from(2);
+  const Seq head = 2 + kAlice;
+  // During each of the ack's first three log reads, node a appends one more message and node
+  // c hears of it before the read's result is back: the oldest remembered sender goes.
+  std::atomic<int> moves{0};
+  c.store.on_log_read = [&] {
+    if (moves.load() >= 3) return;
+    const Seq before = view_.head(g).value();
+    auto f = send_async(a, "alice", g, "m-" + std::to_string(moves.load()));
+    if (f.wait_for(10s) != std::future_status::ready || !f.get()) return;
+    ++moves;
+    hint_from(before);
+  };
+  auto alice = std::make_shared<FrameInbox>(), carol = std::make_shared<FrameInbox>();
+  c.bus.attach(DeviceRef{"alice", 1}, alice);
+  c.bus.attach(DeviceRef{"carol", 1}, carol);
+  std::promise<Result<void>> p;
+  auto f = p.get_future();
+  c.sequencer.acknowledge(DeviceRef{"bob", 1}, g, head, /*read=*/false, [&p](Result<void> r) { p.set_value(r); });
+  ASSERT_EQ(f.wait_for(30s), std::future_status::ready);
+  auto acked = f.get();
+  ASSERT_TRUE(acked) << acked.error().message;
+  c.store.on_log_read = nullptr;
+  EXPECT_GE(moves.load(), 1) << "the range never moved during a read";
+  const std::vector<std::string> receipt{R"("type":"receipt")", R"("user":"bob")", R"("status":"delivered")",
+                                         "\"seq\":" + std::to_string(head)};
+  EXPECT_TRUE(carol->await_frame(receipt)) << "the sender of seq 2 got no receipt";
+  EXPECT_TRUE(alice->await_frame(receipt));
+  EXPECT_EQ(c.store.reads_on_loops.load(), 0);
 }
 
 // With reader threads, a send whose idempotency read is out while an earlier batch of its
