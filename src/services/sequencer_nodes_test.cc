@@ -103,8 +103,11 @@ class GatedStore : public store::MemoryStore {
   Result<std::optional<store::UserConversation>> user_conversation(const std::string& user,
                                                                    const std::string& id) override {
     note();
+    // Before the read off the loops, as on_log_read: what happens while it is out.
+    if (on_row_read && (!loops || loops->here() == Loops::kNone)) on_row_read();
     return MemoryStore::user_conversation(user, id);
   }
+  std::function<void()> on_row_read;  // set before the reads it watches
   Result<std::vector<store::StoredMessage>> read_messages(const std::string& id, Seq after, size_t limit) override {
     note();
     auto out = MemoryStore::read_messages(id, after, limit);
@@ -860,6 +863,64 @@ TEST_F(SequencerNodesTest, AnAckWhoseOlderSendersMoveDuringEachReadReadsNothingO
                                          "\"seq\":" + std::to_string(head)};
   EXPECT_TRUE(carol->await_frame(receipt)) << "the sender of seq 2 got no receipt";
   EXPECT_TRUE(alice->await_frame(receipt));
+  EXPECT_EQ(c.store.reads_on_loops.load(), 0);
+}
+
+// With reader threads, a channel admin's changes read no row and no device list on a loop: a
+// named user with no account is answered not_found from the device list read off the loop
+// (unknown users are not cached), and a named user whose earlier change was still committing
+// when the change started, and finished while the change's rows were read, has its row read
+// again off the loop. With those read on the loop this counts 2 reads there (zed's device
+// list, carol's row).
+TEST_F(SequencerNodesTest, AChannelAdminsChangesReadNoRowOnALoop) {
+  Node& c = *nodes_[2];
+  std::promise<Result<ConversationInfo>> created;
+  proto::CreateConversationRequest req{true, "news", {}, /*channel*/ true};
+  c.sequencer.create_conversation(DeviceRef{"alice", 1}, req, [&](auto r) { created.set_value(std::move(r)); });
+  auto ch = created.get_future().get();
+  ASSERT_TRUE(ch) << ch.error().message;
+  const std::string id = ch->conversation_id;
+  auto change_async = [&](proto::MembersRequest r) {
+    auto p = std::make_shared<std::promise<Result<uint64_t>>>();
+    c.sequencer.change_subscribers(DeviceRef{"alice", 1}, id, std::move(r), [p](Result<uint64_t> x) { p->set_value(x); });
+    return p->get_future();
+  };
+  c.store.reads_on_loops = 0;
+  auto unknown = change_async({{"zed"}, {}});
+  ASSERT_EQ(unknown.wait_for(10s), std::future_status::ready);
+  auto u = unknown.get();
+  ASSERT_FALSE(u);
+  EXPECT_EQ(u.error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(u.error().message, "no such user: zed");
+  EXPECT_EQ(c.store.reads_on_loops.load(), 0);
+
+  // Carol's subscription is committing (held at the gate) when the next change, naming her
+  // and dave, starts; it lands while dave's row is read.
+  c.store.close();
+  auto first = change_async({{"carol"}, {}});
+  ASSERT_TRUE(c.store.await_arrived(1));
+  std::atomic<bool> landed{false};
+  c.store.on_row_read = [&] {
+    if (landed.exchange(true)) return;
+    c.store.open();
+    EXPECT_EQ(first.wait_for(10s), std::future_status::ready);  // its completion ran on the loop
+  };
+  auto second = change_async({{"dave"}, {"carol"}});
+  ASSERT_EQ(second.wait_for(10s), std::future_status::ready);
+  c.store.on_row_read = nullptr;
+  EXPECT_TRUE(landed.load());
+  auto r1 = first.get();
+  ASSERT_TRUE(r1) << r1.error().message;
+  EXPECT_EQ(*r1, 2u);  // the owner and carol
+  auto r2 = second.get();
+  ASSERT_TRUE(r2) << r2.error().message;
+  EXPECT_EQ(*r2, 2u);  // the owner and dave: carol removed
+  auto carol = view_.user_conversation("carol", id);
+  ASSERT_TRUE(carol);
+  EXPECT_TRUE(!*carol || (*carol)->left_seq != 0) << "carol is still subscribed";
+  auto dave = view_.user_conversation("dave", id);
+  ASSERT_TRUE(dave && *dave);
+  EXPECT_EQ((*dave)->left_seq, 0u);
   EXPECT_EQ(c.store.reads_on_loops.load(), 0);
 }
 
