@@ -548,6 +548,16 @@ bool await_written(DeviceSessionFixture& f, const std::function<std::vector<std:
   return false;
 }
 
+// Whether the device's stored cursor of `conv` became `want` within 10 s (acks commit later).
+bool await_cursor(store::Store& s, const DeviceRef& device, const std::string& conv, Seq want) {
+  for (const auto until = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < until;) {
+    auto c = s.cursor(device, conv);
+    if (c && *c == want) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return false;
+}
+
 // A typing frame whose conversation snapshot was evicted from the Directory: in Redis mode
 // the snapshot is read on Presence's loader thread, not on the session's loop, and the frame
 // is relayed afterwards; a typing frame naming an unknown conversation gets its error frame.
@@ -638,13 +648,8 @@ TEST_F(DeviceSessionOffloadedTest, ChannelAcksJoinsLeavesAndChangesReadNoRowOnAL
   on_loop([&] {
     session_->on_text(R"({"type":"read","conversation_id":")" + channel + R"(","seq":)" + std::to_string(post->seq) + "}");
   });
-  bool moved = false;
-  for (const auto until = std::chrono::steady_clock::now() + 10s; !moved && std::chrono::steady_clock::now() < until;) {
-    auto c = store_.cursor(DeviceRef{"bob", 1}, channel);
-    moved = c && *c == post->seq;
-    if (!moved) std::this_thread::sleep_for(5ms);
-  }
-  EXPECT_TRUE(moved) << "the subscriber's read marker did not move its cursor";
+  EXPECT_TRUE(await_cursor(store_, DeviceRef{"bob", 1}, channel, post->seq))
+      << "the subscriber's read marker did not move its cursor";
   EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on a loop";
   for (const auto& f : drain()) EXPECT_EQ(f.find(R"("type":"error")"), std::string::npos) << f;
 
@@ -755,13 +760,8 @@ TEST_F(DeviceSessionOffloadedTest, AFormerSubscribersChannelAckReadsNoRowOnALoop
   on_loop([&] {
     session_->on_text(R"({"type":"ack","conversation_id":")" + channel + R"(","seq":)" + std::to_string(second->seq) + "}");
   });
-  bool moved = false;
-  for (const auto until = std::chrono::steady_clock::now() + 10s; !moved && std::chrono::steady_clock::now() < until;) {
-    auto c = store_.cursor(DeviceRef{"bob", 1}, channel);
-    moved = c && *c == first->seq;
-    if (!moved) std::this_thread::sleep_for(5ms);
-  }
-  EXPECT_TRUE(moved) << "the former subscriber's ack did not move its cursor to left_seq";
+  EXPECT_TRUE(await_cursor(store_, DeviceRef{"bob", 1}, channel, first->seq))
+      << "the former subscriber's ack did not move its cursor to left_seq";
   EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on a loop";
   auto drain = [&] {
     std::vector<std::string> out;

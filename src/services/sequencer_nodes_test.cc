@@ -329,6 +329,24 @@ class SequencerNodesTest : public ::testing::Test {
     return f.get();
   }
 
+  // Bob's delivered mark `seq` of `conv` on node `n`, with alice's and carol's devices
+  // attached there; then whether each got bob's receipt for it (its senders did).
+  void ack_and_expect_receipts(Node& n, const std::string& conv, Seq seq) {
+    auto alice = std::make_shared<FrameInbox>(), carol = std::make_shared<FrameInbox>();
+    n.bus.attach(DeviceRef{"alice", 1}, alice);
+    n.bus.attach(DeviceRef{"carol", 1}, carol);
+    std::promise<Result<void>> p;
+    auto f = p.get_future();
+    n.sequencer.acknowledge(DeviceRef{"bob", 1}, conv, seq, /*read=*/false, [&p](Result<void> r) { p.set_value(r); });
+    ASSERT_EQ(f.wait_for(30s), std::future_status::ready);
+    auto acked = f.get();
+    ASSERT_TRUE(acked) << acked.error().message;
+    const std::vector<std::string> receipt{R"("type":"receipt")", R"("user":"bob")", R"("status":"delivered")",
+                                           "\"seq\":" + std::to_string(seq)};
+    EXPECT_TRUE(carol->await_frame(receipt)) << "carol (the sender of seq 2) got no receipt";
+    EXPECT_TRUE(alice->await_frame(receipt));
+  }
+
   Result<int64_t> set_timer(Node& n, const std::string& actor, const std::string& conv, int64_t seconds) {
     std::promise<Result<int64_t>> p;
     auto f = p.get_future();
@@ -790,20 +808,8 @@ TEST_F(SequencerNodesTest, AnAckCoveringMessagesOlderThanTheWarmedSendersReadsNo
   constexpr Seq kAlice = SequencerCore::kWarmSenders + 8;
   for (Seq i = 0; i < kAlice; ++i) ASSERT_TRUE(send(a, "alice", g, "a-" + std::to_string(i)));
   const Seq head = 2 + kAlice;
-  auto alice = std::make_shared<FrameInbox>(), carol = std::make_shared<FrameInbox>();
-  c.bus.attach(DeviceRef{"alice", 1}, alice);
-  c.bus.attach(DeviceRef{"carol", 1}, carol);
   // Node c has never seen g: the ack's warm-up reads the senders of seqs head-31..head only.
-  std::promise<Result<void>> p;
-  auto f = p.get_future();
-  c.sequencer.acknowledge(DeviceRef{"bob", 1}, g, head, /*read=*/false, [&p](Result<void> r) { p.set_value(r); });
-  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
-  auto acked = f.get();
-  ASSERT_TRUE(acked) << acked.error().message;
-  const std::vector<std::string> receipt{R"("type":"receipt")", R"("user":"bob")", R"("status":"delivered")",
-                                         "\"seq\":" + std::to_string(head)};
-  EXPECT_TRUE(carol->await_frame(receipt)) << "the sender of seq 2 got no receipt";
-  EXPECT_TRUE(alice->await_frame(receipt));
+  ASSERT_NO_FATAL_FAILURE(ack_and_expect_receipts(c, g, head));
   EXPECT_EQ(c.store.reads_on_loops.load(), 0);
   auto marks = view_.receipts(g);
   ASSERT_TRUE(marks);
@@ -848,21 +854,9 @@ TEST_F(SequencerNodesTest, AnAckWhoseOlderSendersMoveDuringEachReadReadsNothingO
     ++moves;
     hint_from(before);
   };
-  auto alice = std::make_shared<FrameInbox>(), carol = std::make_shared<FrameInbox>();
-  c.bus.attach(DeviceRef{"alice", 1}, alice);
-  c.bus.attach(DeviceRef{"carol", 1}, carol);
-  std::promise<Result<void>> p;
-  auto f = p.get_future();
-  c.sequencer.acknowledge(DeviceRef{"bob", 1}, g, head, /*read=*/false, [&p](Result<void> r) { p.set_value(r); });
-  ASSERT_EQ(f.wait_for(30s), std::future_status::ready);
-  auto acked = f.get();
-  ASSERT_TRUE(acked) << acked.error().message;
+  ASSERT_NO_FATAL_FAILURE(ack_and_expect_receipts(c, g, head));
   c.store.on_log_read = nullptr;
   EXPECT_GE(moves.load(), 1) << "the range never moved during a read";
-  const std::vector<std::string> receipt{R"("type":"receipt")", R"("user":"bob")", R"("status":"delivered")",
-                                         "\"seq\":" + std::to_string(head)};
-  EXPECT_TRUE(carol->await_frame(receipt)) << "the sender of seq 2 got no receipt";
-  EXPECT_TRUE(alice->await_frame(receipt));
   EXPECT_EQ(c.store.reads_on_loops.load(), 0);
 }
 
