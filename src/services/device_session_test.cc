@@ -338,6 +338,17 @@ INSTANTIATE_TEST_SUITE_P(Reads, DeviceSessionTest, ::testing::Values(size_t{0}, 
 class DeviceSessionOffloadedTest : public DeviceSessionFixture, public ::testing::Test {
  protected:
   DeviceSessionOffloadedTest() : DeviceSessionFixture(2) {}
+  // A public channel of alice's (empty: none created), bob connected and synced.
+  std::string channel_with_bob_connected() {
+    std::promise<Result<ConversationInfo>> created;
+    sequencer_.create_conversation(DeviceRef{"alice", 1}, proto::CreateConversationRequest{true, "ch", {}, true, true},
+                                   [&](Result<ConversationInfo> r) { created.set_value(r); });
+    auto ch = created.get_future().get();
+    EXPECT_TRUE(ch);
+    connect_bob(1 << 20);
+    drain_until_synced();
+    return ch ? ch->conversation_id : "";
+  }
 };
 
 TEST_P(DeviceSessionTest, ReplayIsPacedByTheQueueAndEndsWithSynced) {
@@ -611,14 +622,8 @@ TEST_F(DeviceSessionOffloadedTest, ATypingFrameWithColdBlockListsReadsNothingOnT
 // admin's changes. The subscribers' index rows, the joiner's user index and the head are read
 // on reader threads, never on a loop; the answers are the same as with inline reads.
 TEST_F(DeviceSessionOffloadedTest, ChannelAcksJoinsLeavesAndChangesReadNoRowOnALoop) {
-  std::promise<Result<ConversationInfo>> created;
-  sequencer_.create_conversation(DeviceRef{"alice", 1}, proto::CreateConversationRequest{true, "ch", {}, true, true},
-                                 [&](Result<ConversationInfo> r) { created.set_value(r); });
-  auto ch = created.get_future().get();
-  ASSERT_TRUE(ch);
-  const std::string channel = ch->conversation_id;
-  connect_bob(1 << 20);
-  drain_until_synced();
+  const std::string channel = channel_with_bob_connected();
+  ASSERT_FALSE(channel.empty());
   auto drain = [&] {
     std::vector<std::string> out;
     on_loop([&] { out = conn_->drain(); });
@@ -731,14 +736,8 @@ TEST_F(DeviceSessionOffloadedTest, ChannelAcksJoinsLeavesAndChangesReadNoRowOnAL
 // clamps the cursor to left_seq without reading the row again. With the sequencer reading it
 // again this records 1 read on a loop (the index row).
 TEST_F(DeviceSessionOffloadedTest, AFormerSubscribersChannelAckReadsNoRowOnALoop) {
-  std::promise<Result<ConversationInfo>> created;
-  sequencer_.create_conversation(DeviceRef{"alice", 1}, proto::CreateConversationRequest{true, "ch", {}, true, true},
-                                 [&](Result<ConversationInfo> r) { created.set_value(r); });
-  auto ch = created.get_future().get();
-  ASSERT_TRUE(ch);
-  const std::string channel = ch->conversation_id;
-  connect_bob(1 << 20);
-  drain_until_synced();
+  const std::string channel = channel_with_bob_connected();
+  ASSERT_FALSE(channel.empty());
   auto post = [&](const std::string& cmid) {
     std::promise<Result<SentInfo>> posted;
     sequencer_.send(DeviceRef{"alice", 1}, proto::SendFrame{cmid, channel, std::string("aGk="), {}, {}, {}, false, {}}, 0,
