@@ -97,7 +97,8 @@ class Sequencer {
  private:
   template <typename Fn>
   void on_owner(const std::string& id, bool receipts, Fn fn);
-  void prefetch_devices(const std::vector<std::string>& users);
+  // Null unless called off the loops with offloaded reads (see sequencer.cc).
+  std::shared_ptr<const WarmHold> prefetch_devices(const std::vector<std::string>& users);
   // On the owning loop: hands the send to `node` (send_forwarding.h) and answers `done` there.
   void forward(Shard& shard, std::string node, DeviceRef device, proto::SendFrame frame, SendDone done);
 

@@ -759,6 +759,31 @@ TEST_F(SequencerNodesTest, DeviceListsEvictedAfterTheWarmUpAreNotReadOnALoop) {
   }
 }
 
+// With reader threads, a group created on a node whose device-list cache holds fewer users
+// than the group has members reads nothing on its loops: the lists read by the caller's
+// thread (as an HTTP request's reader thread) are held for the change on the loop, where the
+// cache had evicted some. With them read again on the loop this counts 10 reads there.
+TEST_F(SequencerNodesTest, AGroupCreatedWithMoreMembersThanTheDeviceCacheReadsNothingOnALoop) {
+  Node small(view_.state(), /*directory_capacity=*/2);
+  const std::string g = create_group(small, "alice", {"bob", "carol", "dave", "erin"});  // seq 1
+  ASSERT_FALSE(g.empty());
+  auto added = change(small, "alice", g, proto::MembersRequest{{}, {"erin"}});  // removes erin
+  ASSERT_TRUE(added) << added.error().message;
+  auto again = change(small, "alice", g, proto::MembersRequest{{"erin"}, {}});  // adds her again
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(small.store.reads_on_loops.load(), 0);
+  // Every member's device has the last change in its inbox (the recipients were complete).
+  auto head = view_.head(g);
+  ASSERT_TRUE(head);
+  EXPECT_EQ(*head, 3u);
+  for (const std::string u : {"alice", "bob", "carol", "dave", "erin"}) {
+    auto inbox = view_.inbox(DeviceRef{u, 1});
+    ASSERT_TRUE(inbox) << inbox.error().message;
+    ASSERT_EQ(inbox->size(), 1u) << u;
+    EXPECT_EQ((*inbox)[0].second, 3u) << u;
+  }
+}
+
 // With reader threads, a send naming media reads the media rows on a reader thread
 // (Media::check_send), not on the loop: the send keeps its place in the conversation's order
 // (a plain send right behind it gets the next seq) and its errors (an id nobody uploaded:

@@ -3,43 +3,41 @@
 namespace tern::services {
 namespace {
 
-thread_local const WarmHold* t_current = nullptr;
+// The holds of the work running on this thread, innermost last (a few at most).
+thread_local std::vector<const WarmHold*> t_holds;
 
 }  // namespace
 
-const WarmHold* WarmHold::current() { return t_current; }
+WarmHold::Scope::Scope(const WarmHold* hold) : pushed_(hold != nullptr) {
+  if (pushed_) t_holds.push_back(hold);
+}
 
-WarmHold::Scope::Scope(const WarmHold* hold) : previous_(t_current) { t_current = hold; }
-
-WarmHold::Scope::~Scope() { t_current = previous_; }
+WarmHold::Scope::~Scope() {
+  if (pushed_) t_holds.pop_back();
+}
 
 std::optional<std::shared_ptr<const store::Conversation>> WarmHold::held_conversation(const std::string& id) {
-  const WarmHold* h = t_current;
-  if (!h || !h->conversation_read || h->conversation_id != id) return std::nullopt;
-  return h->conversation;
+  for (auto it = t_holds.rbegin(); it != t_holds.rend(); ++it)
+    if ((*it)->conversation_read && (*it)->conversation_id == id) return (*it)->conversation;
+  return std::nullopt;
 }
 
 const std::vector<uint32_t>* WarmHold::held_devices(const std::string& user) {
-  const WarmHold* h = t_current;
-  if (!h) return nullptr;
-  auto it = h->devices.find(user);
-  return it == h->devices.end() ? nullptr : &it->second;
+  for (auto it = t_holds.rbegin(); it != t_holds.rend(); ++it)
+    if (auto d = (*it)->devices.find(user); d != (*it)->devices.end()) return &d->second;
+  return nullptr;
 }
 
 std::optional<uint32_t> WarmHold::held_registration(const std::string& device_key) {
-  const WarmHold* h = t_current;
-  if (!h) return std::nullopt;
-  auto it = h->registrations.find(device_key);
-  if (it == h->registrations.end()) return std::nullopt;
-  return it->second;
+  for (auto it = t_holds.rbegin(); it != t_holds.rend(); ++it)
+    if (auto r = (*it)->registrations.find(device_key); r != (*it)->registrations.end()) return r->second;
+  return std::nullopt;
 }
 
 std::optional<bool> WarmHold::held_block(const std::string& blocker, const std::string& other) {
-  const WarmHold* h = t_current;
-  if (!h) return std::nullopt;
-  auto it = h->blocked.find({blocker, other});
-  if (it == h->blocked.end()) return std::nullopt;
-  return it->second;
+  for (auto it = t_holds.rbegin(); it != t_holds.rend(); ++it)
+    if (auto b = (*it)->blocked.find({blocker, other}); b != (*it)->blocked.end()) return b->second;
+  return std::nullopt;
 }
 
 }  // namespace tern::services

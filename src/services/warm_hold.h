@@ -8,9 +8,12 @@
 // their misses. It lives as long as the conversation's gate (Shard::Gate::held): the work
 // queued behind the read, milliseconds, so it is no older than what the warm-up itself read.
 //
+// A membership change's named users' device lists, read by the HTTP request's thread before
+// the change reaches the loop (Sequencer::prefetch_devices), are held the same way for it.
+//
 // Thread-safety: a WarmHold is built on the reader thread, then only read (const) on the
-// owning loop. Scope sets the current hold of the calling thread (a thread_local), which the
-// caches consult on a miss; nested scopes restore the previous one.
+// owning loop. Scope adds a hold to the calling thread's (thread_local) stack, which the
+// caches consult on a miss, innermost first; it is removed when the scope ends.
 #pragma once
 #include <map>
 #include <memory>
@@ -32,18 +35,15 @@ struct WarmHold {
   std::unordered_map<std::string, uint32_t> registrations;       // by device key (0: no keys)
   std::map<std::pair<std::string, std::string>, bool> blocked;   // (blocker, other) → blocks
 
-  // The hold of the work running on this thread, or null.
-  static const WarmHold* current();
-
   class Scope {
    public:
-    explicit Scope(const WarmHold* hold);
+    explicit Scope(const WarmHold* hold);  // null: nothing added
     ~Scope();
     Scope(const Scope&) = delete;
     Scope& operator=(const Scope&) = delete;
 
    private:
-    const WarmHold* previous_;
+    const bool pushed_;
   };
 
   // Lookups of the current hold; nullopt: no hold, or it did not read that entry.
