@@ -2,6 +2,7 @@
 
 #include "base/clock.h"
 #include "services/user_records.h"
+#include "services/warm_hold.h"
 
 namespace tern::services {
 
@@ -23,6 +24,8 @@ Result<Blocks::List> Blocks::load(const std::string& user) {
 }
 
 bool Blocks::blocks(const std::string& blocker, const std::string& other) {
+  if (!cached(blocker))
+    if (auto held = WarmHold::held_block(blocker, other)) return *held;  // evicted since the warm-up
   auto l = load(blocker);
   return l && (*l)->count(other) != 0;
 }

@@ -54,6 +54,11 @@ Error Channels::refusal(const store::Conversation& c, const std::string& user, c
 }
 
 std::optional<Error> Channels::unknown_user(const std::string& user) {
+  if (prefetched_)
+    if (auto it = prefetched_->devices.find(user); it != prefetched_->devices.end()) {
+      if (it->second.empty()) return make_error(ErrorCode::kNotFound, "no such user: " + user);
+      return std::nullopt;
+    }
   auto devices = core_.directory.devices(user);
   if (!devices) return devices.error();
   if (devices->empty()) return make_error(ErrorCode::kNotFound, "no such user: " + user);
@@ -198,21 +203,28 @@ Result<Channels::Edit> Channels::begin_edit(Shard& shard, const DeviceRef& actor
 bool Channels::prefetch(Shard& shard, const std::string& channel_id, const DeviceRef& actor,
                         const proto::MembersRequest& request, bool count, std::function<void()> again,
                         std::function<void(const Error&)> fail) {
-  if ((prefetched_ && prefetched_->channel_id == channel_id) || !core_.reads.offloaded()) return false;
+  if (!core_.reads.offloaded()) return false;
+  const bool rerun = prefetched_ && prefetched_->channel_id == channel_id;
   auto conv = channel(channel_id);
   auto st = conv ? core_.state(shard, channel_id) : Result<ConvState*>(conv.error());
   if (!st) return false;  // answered by the work itself
   std::vector<std::string> users;
   auto want = [&](const std::string& u) {
-    if (!is_pending(**st, u) && std::find(users.begin(), users.end(), u) == users.end()) users.push_back(u);
+    if (!is_pending(**st, u) && !(rerun && prefetched_->rows.count(u)) &&
+        std::find(users.begin(), users.end(), u) == users.end())
+      users.push_back(u);
   };
   want(actor.user);
   for (const auto* list : {&request.add, &request.remove})
     for (const auto& u : *list) want(u);
+  if (rerun && users.empty()) return false;
+  Prefetched base;  // a re-run keeps what the earlier read found
+  if (rerun) base = *prefetched_;
   core_.read_then<Prefetched>(
       shard, channel_id,
-      [core = &core_, snap = *conv, users = std::move(users), actor = actor.user, count]() -> Result<Prefetched> {
-        Prefetched out;
+      [core = &core_, snap = *conv, users = std::move(users), actor = actor.user, count,
+       base = std::move(base)]() -> Result<Prefetched> {
+        Prefetched out = base;
         out.channel_id = snap->id;
         for (const auto& u : users) {
           auto m = core->directory.member(*snap, u);
@@ -222,8 +234,9 @@ bool Channels::prefetch(Shard& shard, const std::string& channel_id, const Devic
             if (!n) return n.error();
             out.following = *n;
           }
-          out.rows.emplace(u, std::move(*m));
-          if (u != actor) (void)core->directory.devices(u);  // into the cache, for unknown_user()
+          out.rows[u] = std::move(*m);
+          if (u != actor)
+            if (auto d = core->directory.devices(u)) out.devices[u] = std::move(*d);  // for unknown_user()
         }
         return out;
       },

@@ -96,11 +96,16 @@ class Channels {
     std::string channel_id;  // the rows are of this channel's membership
     std::unordered_map<std::string, std::optional<store::Member>> rows;
     std::optional<size_t> following;
+    // The named users' device lists as read (empty: no such user, which the directory does
+    // not cache), so that unknown_user() reads nothing on the loop.
+    std::unordered_map<std::string, std::vector<uint32_t>> devices;
   };
   const Prefetched* prefetched_ = nullptr;
-  // Redis mode, outside a re-run: reads the rows of `actor` and of the users `request` names
-  // (but those with a change pending on this loop) and the named users' device lists on a
-  // reader thread, then runs `again` with them (or `fail`); true. Else false: run now.
+  // Redis mode: reads the rows of `actor` and of the users `request` names (but those with a
+  // change pending on this loop) and the named users' device lists on a reader thread, then
+  // runs `again` with them (or `fail`); true. Else false: run now. In a re-run, reads again
+  // only the rows of users whose pending change completed during the read (no row was read
+  // for them, and no change of theirs can start meanwhile: bounded by the users named).
   bool prefetch(Shard& shard, const std::string& channel_id, const DeviceRef& actor, const proto::MembersRequest& request,
                 bool count, std::function<void()> again, std::function<void(const Error&)> fail);
   // An admin's (or, with owner_only, the owner's) change to the channel's lists: the record

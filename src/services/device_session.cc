@@ -591,19 +591,21 @@ void DeviceSession::on_ack_checked(const PendingAck& a, Result<AckCheck>& r) {
   using Kind = session_reads::Membership::Kind;
   if (m.kind == Kind::kUnknown) return write_error(conversation_access_error());
   if (m.kind == Kind::kNone) return write_error(make_error(ErrorCode::kForbidden, "not a member of this conversation"));
-  // An active channel subscriber is all a channel ack needs (as for a follower); anything
-  // else is checked by the sequencer (a snapshot read again only if evicted meanwhile).
+  // An active channel subscriber is all a channel ack needs (as for a follower); a former
+  // subscriber's row goes with the ack (its view ends at left_seq), not read again there.
+  // A group's membership is checked by the sequencer on its snapshot (warmed off the loop).
+  if (r->channel && !m.member.active()) return submit_ack(PendingAck(a), false, m.member);
   submit_ack(PendingAck(a), r->channel && m.member.active());
 }
 
-void DeviceSession::submit_ack(PendingAck a, bool following) {
+void DeviceSession::submit_ack(PendingAck a, bool following, std::optional<store::Member> channel_row) {
   auto self = shared_from_this();
   ctx_.sequencer.acknowledge(
       device_, std::move(a.conversation_id), a.seq, a.read,
       [self](Result<void> r) {
         if (!r) self->on_loop([self, e = r.error()] { self->write_error(e); });
       },
-      following);
+      following, std::move(channel_row));
 }
 
 void DeviceSession::on_sent(const std::string& cmid, const Result<SentInfo>& r) {

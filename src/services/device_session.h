@@ -141,7 +141,8 @@ class DeviceSession final : public gateway::FrameHandler,
     bool channel = false;
   };
   void ack(PendingAck a);
-  void submit_ack(PendingAck a, bool following);  // moves the id into the sequencer's call
+  // Moves the id into the sequencer's call; `channel_row`: see Sequencer::acknowledge.
+  void submit_ack(PendingAck a, bool following, std::optional<store::Member> channel_row = std::nullopt);
   void on_ack_checked(const PendingAck& a, Result<AckCheck>& r);
   bool write(std::shared_ptr<const std::string> frame);
   void write_error(const Error& error, std::string_view ref = {});

@@ -367,6 +367,17 @@ INSTANTIATE_TEST_SUITE_P(Reads, DeviceSessionTest, ::testing::Values(size_t{0}, 
 class DeviceSessionOffloadedTest : public DeviceSessionFixture, public ::testing::Test {
  protected:
   DeviceSessionOffloadedTest() : DeviceSessionFixture(2) {}
+  // A public channel of alice's (empty: none created), bob connected and synced.
+  std::string channel_with_bob_connected() {
+    std::promise<Result<ConversationInfo>> created;
+    sequencer_.create_conversation(DeviceRef{"alice", 1}, proto::CreateConversationRequest{true, "ch", {}, true, true},
+                                   [&](Result<ConversationInfo> r) { created.set_value(r); });
+    auto ch = created.get_future().get();
+    EXPECT_TRUE(ch);
+    connect_bob(1 << 20);
+    drain_until_synced();
+    return ch ? ch->conversation_id : "";
+  }
 };
 
 TEST_P(DeviceSessionTest, ReplayIsPacedByTheQueueAndEndsWithSynced) {
@@ -591,6 +602,16 @@ bool await_written(DeviceSessionFixture& f, const std::function<std::vector<std:
   return false;
 }
 
+// Whether the device's stored cursor of `conv` became `want` within 10 s (acks commit later).
+bool await_cursor(store::Store& s, const DeviceRef& device, const std::string& conv, Seq want) {
+  for (const auto until = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < until;) {
+    auto c = s.cursor(device, conv);
+    if (c && *c == want) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return false;
+}
+
 // A typing frame whose conversation snapshot was evicted from the Directory: in Redis mode
 // the snapshot is read on Presence's loader thread, not on the session's loop, and the frame
 // is relayed afterwards; a typing frame naming an unknown conversation gets its error frame.
@@ -644,14 +665,8 @@ TEST_F(DeviceSessionOffloadedTest, ATypingFrameWithColdBlockListsReadsNothingOnT
 // admin's changes. The subscribers' index rows, the joiner's user index and the head are read
 // on reader threads, never on a loop; the answers are the same as with inline reads.
 TEST_F(DeviceSessionOffloadedTest, ChannelAcksJoinsLeavesAndChangesReadNoRowOnALoop) {
-  std::promise<Result<ConversationInfo>> created;
-  sequencer_.create_conversation(DeviceRef{"alice", 1}, proto::CreateConversationRequest{true, "ch", {}, true, true},
-                                 [&](Result<ConversationInfo> r) { created.set_value(r); });
-  auto ch = created.get_future().get();
-  ASSERT_TRUE(ch);
-  const std::string channel = ch->conversation_id;
-  connect_bob(1 << 20);
-  drain_until_synced();
+  const std::string channel = channel_with_bob_connected();
+  ASSERT_FALSE(channel.empty());
   auto drain = [&] {
     std::vector<std::string> out;
     on_loop([&] { out = conn_->drain(); });
@@ -681,13 +696,8 @@ TEST_F(DeviceSessionOffloadedTest, ChannelAcksJoinsLeavesAndChangesReadNoRowOnAL
   on_loop([&] {
     session_->on_text(R"({"type":"read","conversation_id":")" + channel + R"(","seq":)" + std::to_string(post->seq) + "}");
   });
-  bool moved = false;
-  for (const auto until = std::chrono::steady_clock::now() + 10s; !moved && std::chrono::steady_clock::now() < until;) {
-    auto c = store_.cursor(DeviceRef{"bob", 1}, channel);
-    moved = c && *c == post->seq;
-    if (!moved) std::this_thread::sleep_for(5ms);
-  }
-  EXPECT_TRUE(moved) << "the subscriber's read marker did not move its cursor";
+  EXPECT_TRUE(await_cursor(store_, DeviceRef{"bob", 1}, channel, post->seq))
+      << "the subscriber's read marker did not move its cursor";
   EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on a loop";
   for (const auto& f : drain()) EXPECT_EQ(f.find(R"("type":"error")"), std::string::npos) << f;
 
@@ -762,6 +772,48 @@ TEST_F(DeviceSessionOffloadedTest, ChannelAcksJoinsLeavesAndChangesReadNoRowOnAL
   ASSERT_TRUE(admins) << admins.error().message;
   EXPECT_EQ(*admins, (std::vector<std::string>{"alice", "carol"}));
   EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on a loop";
+}
+
+// A former subscriber's ack of a channel the session does not follow: the session reads the
+// row (left_seq set) on a reader thread and hands it to the sequencer with the ack, which
+// clamps the cursor to left_seq without reading the row again. With the sequencer reading it
+// again this records 1 read on a loop (the index row).
+TEST_F(DeviceSessionOffloadedTest, AFormerSubscribersChannelAckReadsNoRowOnALoop) {
+  const std::string channel = channel_with_bob_connected();
+  ASSERT_FALSE(channel.empty());
+  auto post = [&](const std::string& cmid) {
+    std::promise<Result<SentInfo>> posted;
+    sequencer_.send(DeviceRef{"alice", 1}, proto::SendFrame{cmid, channel, std::string("aGk="), {}, {}, {}, false, {}}, 0,
+                    [&](Result<SentInfo> r) { posted.set_value(std::move(r)); });
+    return posted.get_future().get();
+  };
+  auto first = post("p-1");
+  ASSERT_TRUE(first) << first.error().message;
+  auto second = post("p-2");
+  ASSERT_TRUE(second) << second.error().message;
+  // Bob was subscribed from seq 1 and left after the first post (written behind the
+  // session's back, as on another node): his view ends there.
+  {
+    store::Batch b;
+    b.add(store::PutSubscription{"bob", store::UserConversation{channel, 1, first->seq, true}});
+    ASSERT_TRUE(store_.commit(b, true).ok());
+  }
+  store_.clear_loop_reads();
+  on_loop([&] {
+    session_->on_text(R"({"type":"ack","conversation_id":")" + channel + R"(","seq":)" + std::to_string(second->seq) + "}");
+  });
+  EXPECT_TRUE(await_cursor(store_, DeviceRef{"bob", 1}, channel, first->seq))
+      << "the former subscriber's ack did not move its cursor to left_seq";
+  EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on a loop";
+  auto drain = [&] {
+    std::vector<std::string> out;
+    on_loop([&] { out = conn_->drain(); });
+    return out;
+  };
+  for (const auto& f : drain()) EXPECT_EQ(f.find(R"("type":"error")"), std::string::npos) << f;
+  auto c = store_.cursor(DeviceRef{"bob", 1}, channel);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(*c, first->seq) << "the cursor went beyond left_seq";
 }
 
 // A media upload's body decision (its bearer token check and the user's quota, store reads)

@@ -2,6 +2,7 @@
 
 #include "base/clock.h"
 #include "base/metrics.h"
+#include "services/warm_hold.h"
 
 namespace tern::services {
 namespace {
@@ -40,6 +41,7 @@ Directory::Directory(store::Store& store, size_t capacity)
 
 Result<ConversationPtr> Directory::conversation(const std::string& id) {
   if (auto hit = conversations_.get(id)) return *hit;
+  if (auto held = WarmHold::held_conversation(id)) return *held;  // evicted since the warm-up
   auto loaded = store_.conversation(id);
   if (!loaded) return loaded.error();
   if (!*loaded) return ConversationPtr{};  // unknown: nothing cached
@@ -75,6 +77,7 @@ void Directory::forget_all() {
 
 Result<std::vector<uint32_t>> Directory::devices(const std::string& user) {
   if (auto hit = devices_.get(user)) return *hit;
+  if (const auto* held = WarmHold::held_devices(user)) return *held;  // evicted since the warm-up
   auto loaded = store_.devices(user);
   if (!loaded) return loaded.error();
   if (loaded->empty()) return std::vector<uint32_t>{};  // no such user: nothing cached
@@ -93,6 +96,16 @@ Result<void> Directory::prefetch_devices(const std::vector<std::string>& users) 
     if (!(*loaded)[i].empty())  // no such user: nothing cached (as devices())
       devices_.put(missing[i], std::move((*loaded)[i]), /*keep_existing=*/true, 0, now);
   return {};
+}
+
+bool Directory::devices_cached(const std::vector<std::string>& users, std::vector<DeviceRef>* all) {
+  for (const auto& u : users) {
+    auto hit = devices_.get(u);
+    if (!hit) return false;
+    if (all)
+      for (uint32_t d : *hit) all->push_back(DeviceRef{u, d});
+  }
+  return true;
 }
 
 void Directory::put_devices(const std::string& user, std::vector<uint32_t> devices) {

@@ -125,6 +125,9 @@ class Directory {
   // Brings the device lists of those of `users` not cached into the cache with one store call
   // (Store::devices_of: one round trip on Redis): a group's warm-up, on a reader thread.
   Result<void> prefetch_devices(const std::vector<std::string>& users);
+  // Whether every one of `users` has its device list cached (an unknown user never has): a
+  // warm conversation's check, never reads the store. Appends their devices to `all` if given.
+  bool devices_cached(const std::vector<std::string>& users, std::vector<DeviceRef>* all);
   void put_devices(const std::string& user, std::vector<uint32_t> devices);
   // Another node linked a device of the user: the next devices() reads the store.
   void forget_devices(const std::string& user);

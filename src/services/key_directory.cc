@@ -8,6 +8,7 @@
 #include "base/clock.h"
 #include "base/metrics.h"
 #include "crypto/xeddsa.h"
+#include "services/warm_hold.h"
 
 namespace tern::services {
 namespace {
@@ -64,12 +65,20 @@ Result<uint32_t> KeyDirectory::registration_id(const DeviceRef& device) {
     std::lock_guard lock(reg_mu_);
     if (const uint32_t* hit = registrations_.find(key)) return *hit;
   }
+  if (auto held = WarmHold::held_registration(key)) return *held;  // evicted since the warm-up
   auto keys = store_.device_keys(device);
   if (!keys) return keys.error();
   const uint32_t reg = *keys ? (*keys)->registration_id : 0;
   std::lock_guard lock(reg_mu_);
   // Insert only if absent: an upload that completed meanwhile wrote a newer value.
   return registrations_.emplace(key, reg);
+}
+
+bool KeyDirectory::registrations_cached(const std::vector<DeviceRef>& devices) {
+  std::lock_guard lock(reg_mu_);
+  for (const auto& d : devices)
+    if (!registrations_.find(d.key())) return false;
+  return true;
 }
 
 Result<void> KeyDirectory::prefetch_registrations(const std::vector<DeviceRef>& devices) {

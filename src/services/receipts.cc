@@ -52,7 +52,10 @@ std::vector<std::string> Receipts::senders(ConvState& cs, const std::string& con
   const auto range = log_range(cs, from, to);
   if (range.first < range.second) {
     LogSenders read_here;
-    if (!covers(older, range)) {  // the embedded store (or a range that moved meanwhile)
+    // The embedded store reads here. With offloaded reads a range not covered after
+    // kLogReads reads (it moved during each) is not read on the loop: the receipt goes to the
+    // senders known from memory and the reads, as after a failed read.
+    if (!covers(older, range) && !(core_.reads.offloaded() && older)) {
       read_here = read_log(conversation_id, range);
       older = &read_here;
     }
@@ -114,7 +117,8 @@ void Receipts::flush_receipts(Shard& shard) {
 }
 
 void Receipts::acknowledge(Shard& shard, const DeviceRef& device, const std::string& conversation_id, Seq seq,
-                           bool read, AckDone done, bool following, const LogSenders* older) {
+                           bool read, AckDone done, bool following, const LogSenders* older,
+                           std::optional<store::Member> channel_row) {
   auto conv = core_.directory.conversation(conversation_id);
   if (!conv) return done(conv.error());
   if (!*conv) return done(conversation_access_error());
@@ -126,6 +130,8 @@ void Receipts::acknowledge(Shard& shard, const DeviceRef& device, const std::str
   std::optional<store::Member> member_row;
   if (following && (*conv)->type == store::ConvType::kChannel) {
     member_row = store::Member{device.user, 0, 0, false};
+  } else if (channel_row && (*conv)->type == store::ConvType::kChannel) {
+    member_row = std::move(channel_row);  // read by the session off the loop (a former subscriber)
   } else {
     auto member = core_.directory.member(**conv, device.user);
     if (!member) return done(member.error());
@@ -169,13 +175,18 @@ void Receipts::acknowledge(Shard& shard, const DeviceRef& device, const std::str
       // Offloaded reads (Redis): the log is read on a reader thread, then this ack runs again
       // with it (nothing changed yet); the conversation's later work waits meanwhile.
       const int reads = older ? older->reads : 0;
+      // Read again because the range moved (other nodes' messages pushed the oldest senders
+      // out of memory): read on to the ack's seq, up to twice the usual bound, so that moves
+      // during this read stay inside what it read (a range only moves forward, never past seq).
+      const auto to_read =
+          older ? std::pair<Seq, Seq>{range.first, std::min(seq, range.first + 2 * SequencerCore::kRecentSenders)} : range;
       core_.read_then<LogSenders>(
-          shard, conversation_id, [this, conversation_id, range] { return Result<LogSenders>(read_log(conversation_id, range)); },
-          [this, &shard, device, conversation_id, seq, read, done = std::move(done), following, range,
+          shard, conversation_id, [this, conversation_id, to_read] { return Result<LogSenders>(read_log(conversation_id, to_read)); },
+          [this, &shard, device, conversation_id, seq, read, done = std::move(done), following, to_read,
            reads](Result<LogSenders> l) {
             auto log = std::make_shared<LogSenders>();
             if (l) *log = std::move(*l);
-            else *log = LogSenders{range.first, range.second, {}, 0};  // no reader: as a failed read
+            else *log = LogSenders{to_read.first, to_read.second, {}, 0};  // no reader: as a failed read
             log->reads = reads + 1;
             core_.resume(shard, conversation_id, true,
                          [this, &shard, device, conversation_id, seq, read, done, following, log](const Error* e) {

@@ -46,9 +46,11 @@ class Receipts {
   };
 
   // `following`: see Sequencer::acknowledge. `older`: what an earlier pass of this ack read
-  // of the log off the loop (it then runs again from the start).
+  // of the log off the loop (it then runs again from the start). `channel_row`: see
+  // Sequencer::acknowledge.
   void acknowledge(Shard& shard, const DeviceRef& device, const std::string& conversation_id, Seq seq, bool read,
-                   AckDone done, bool following = false, const LogSenders* older = nullptr);
+                   AckDone done, bool following = false, const LogSenders* older = nullptr,
+                   std::optional<store::Member> channel_row = std::nullopt);
   Seq pending_ack(const DeviceRef& device, const std::string& conversation_id);
 
  private:
@@ -73,7 +75,9 @@ class Receipts {
   }
 
   // Log reads of one ack off the loop at most: a range read again only when other nodes'
-  // messages moved what the loop remembers meanwhile; after these, senders() reads inline.
+  // messages moved what the loop remembers meanwhile (the second read goes on to the ack's
+  // seq, so a third is needed only after a move of more than kRecentSenders during one read).
+  // After these, senders() uses what was read (with the embedded store it reads inline).
   static constexpr int kLogReads = 3;
 
   SequencerCore& core_;

@@ -104,33 +104,41 @@ void Sequencer::serve_forwarded(std::string payload, std::function<void(std::str
 }
 
 // A caller off the loops (with Redis, an HTTP request runs on a reader thread) may block:
-// it reads the device lists of the users a membership change names into the directory, so
-// that the owning loop finds them there.
-void Sequencer::prefetch_devices(const std::vector<std::string>& users) {
-  if (!core_.reads.offloaded() || core_.loops.here() != Loops::kNone) return;
-  for (const auto& u : users) (void)core_.directory.devices(u);
+// it reads the device lists of the users a membership change names into the directory, and
+// holds them for the change (warm_hold.h): one evicted before the change runs on the owning
+// loop is not read there.
+std::shared_ptr<const WarmHold> Sequencer::prefetch_devices(const std::vector<std::string>& users) {
+  if (!core_.reads.offloaded() || core_.loops.here() != Loops::kNone) return nullptr;
+  auto hold = std::make_shared<WarmHold>();
+  for (const auto& u : users)
+    if (auto d = core_.directory.devices(u)) hold->devices.emplace(u, std::move(*d));
+  return hold;
 }
 
 void Sequencer::create_conversation(DeviceRef creator, proto::CreateConversationRequest request, CreateDone done) {
-  prefetch_devices(request.members);
+  std::vector<std::string> users = request.members;
+  users.push_back(creator.user);  // a member too: its devices get the creation message
+  auto hold = prefetch_devices(users);
   // A self conversation: "s-" and the keyed digest of (user, user), a pair no direct one has.
   std::string id = request.channel ? "ch-" + random_hex(12)
                    : request.group ? "g-" + random_hex(12)
                    : request.self  ? "s-" + direct_conversation_id(creator.user, creator.user).substr(2)
                                    : direct_conversation_id(creator.user, request.members.front());
-  on_owner(id, false, [this, creator = std::move(creator), request = std::move(request), id,
-                       done = std::move(done)](Shard& s, const Error* e) mutable {
+  on_owner(id, false, [this, creator = std::move(creator), request = std::move(request), id, done = std::move(done),
+                       hold = std::move(hold)](Shard& s, const Error* e) mutable {
     if (e) return done(*e);
+    WarmHold::Scope scope(hold.get());
     membership_.create(s, std::move(creator), std::move(request), std::move(id), std::move(done));
   });
 }
 
 void Sequencer::change_members(DeviceRef actor, std::string conversation_id, proto::MembersRequest request,
                                MembersDone done) {
-  prefetch_devices(request.add);
+  auto hold = prefetch_devices(request.add);
   on_owner(conversation_id, false, [this, actor = std::move(actor), id = conversation_id, request = std::move(request),
-                                    done = std::move(done)](Shard& s, const Error* e) mutable {
+                                    done = std::move(done), hold = std::move(hold)](Shard& s, const Error* e) mutable {
     if (e) return done(*e);
+    WarmHold::Scope scope(hold.get());
     membership_.change(s, actor, id, request, std::move(done));
   });
 }
@@ -191,11 +199,12 @@ void Sequencer::set_timer(DeviceRef actor, std::string conversation_id, int64_t 
 }
 
 void Sequencer::acknowledge(DeviceRef device, std::string conversation_id, Seq seq, bool read, AckDone done,
-                            bool following) {
+                            bool following, std::optional<store::Member> channel_row) {
   on_owner(conversation_id, true, [this, device = std::move(device), id = conversation_id, seq, read,
-                                   done = std::move(done), following](Shard& s, const Error* e) mutable {
+                                   done = std::move(done), following,
+                                   channel_row = std::move(channel_row)](Shard& s, const Error* e) mutable {
     if (e) return done(*e);
-    receipts_.acknowledge(s, device, id, seq, read, std::move(done), following);
+    receipts_.acknowledge(s, device, id, seq, read, std::move(done), following, nullptr, std::move(channel_row));
   });
 }
 

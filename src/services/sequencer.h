@@ -57,8 +57,10 @@ class Sequencer {
   // Cumulative ack (read=false) or read marker (read=true) of a device. `following`: the
   // device's session follows the conversation in LiveFanout (it verified the subscription
   // when it followed), so a channel ack needs no store read of the membership row.
+  // `channel_row`: the user's channel membership as the session read it off the loop (a
+  // former subscriber's row, left_seq set), used instead of reading the row again.
   void acknowledge(DeviceRef device, std::string conversation_id, Seq seq, bool read, AckDone done,
-                   bool following = false);
+                   bool following = false, std::optional<store::Member> channel_row = std::nullopt);
 
   // The highest ack of the device for the conversation that is not yet in the store (0 if
   // none): a device that acks, disconnects and reconnects at once must not replay what it acked.
@@ -78,9 +80,11 @@ class Sequencer {
   // Live delivery of read-side conversations; set before serving.
   void set_fanout(LiveFanout* fanout) { core_.fanout = fanout; }
   // Where the send path reads a device's current registration id (the stale-device check).
-  void set_registration_lookup(RegistrationLookup lookup, RegistrationPrefetch prefetch = nullptr) {
+  void set_registration_lookup(RegistrationLookup lookup, RegistrationPrefetch prefetch = nullptr,
+                               RegistrationCached cached = nullptr) {
     core_.registration_id = std::move(lookup);
     core_.registration_prefetch = std::move(prefetch);
+    core_.registration_cached = std::move(cached);
   }
   // Media checks the media ids a send names (issue 11); set before serving.
   void set_media(Media* media) { core_.media = media; }
@@ -93,7 +97,8 @@ class Sequencer {
  private:
   template <typename Fn>
   void on_owner(const std::string& id, bool receipts, Fn fn);
-  void prefetch_devices(const std::vector<std::string>& users);
+  // Null unless called off the loops with offloaded reads (see sequencer.cc).
+  std::shared_ptr<const WarmHold> prefetch_devices(const std::vector<std::string>& users);
   // On the owning loop: hands the send to `node` (send_forwarding.h) and answers `done` there.
   void forward(Shard& shard, std::string node, DeviceRef device, proto::SendFrame frame, SendDone done);
 

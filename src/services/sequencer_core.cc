@@ -64,7 +64,20 @@ bool SequencerCore::warm(Shard& shard, const std::string& conversation_id, bool 
   if (!cs || (cs->stale && cs->in_flight == 0)) return false;
   ConversationPtr c = directory.cached_conversation(conversation_id);
   if (!c) return false;
-  return !receipts || cs->receipts_loaded || c->type == store::ConvType::kChannel;
+  if (receipts && !cs->receipts_loaded && c->type != store::ConvType::kChannel) return false;
+  // What the work reads from the caches that evict on their own (as warm_up reads them).
+  if (!c->fanout_on_read) {
+    std::vector<std::string> users;
+    for (const auto& m : c->members)
+      if (m.active()) users.push_back(m.user);
+    std::vector<DeviceRef> all;
+    if (!directory.devices_cached(users, registration_cached ? &all : nullptr)) return false;
+    if (registration_cached && !registration_cached(all)) return false;
+  }
+  if (blocks && c->type == store::ConvType::kDirect && c->members.size() == 2 &&
+      !(blocks->cached(c->members[0].user) && blocks->cached(c->members[1].user)))
+    return false;
+  return true;
 }
 
 void SequencerCore::warm_up(Shard& shard, const std::string& conversation_id, bool receipts,
@@ -84,6 +97,7 @@ void SequencerCore::warm_up(Shard& shard, const std::string& conversation_id, bo
     // the ack's receipt finds them in memory (Receipts::senders) instead of reading the log.
     Seq senders_from = 0;
     std::deque<std::pair<Seq, std::string>> senders;
+    std::shared_ptr<WarmHold> hold = std::make_shared<WarmHold>();  // what the work reads from caches
   };
   read_then<Warm>(
       shard, conversation_id,
@@ -97,6 +111,9 @@ void SequencerCore::warm_up(Shard& shard, const std::string& conversation_id, bo
         }
         auto c = directory.conversation(conversation_id);
         if (!c) return c.error();
+        w.hold->conversation_id = conversation_id;
+        w.hold->conversation_read = true;
+        w.hold->conversation = *c;
         if (!*c) return w;  // no such conversation: the work answers that itself
         if (!(*c)->fanout_on_read) {
           // Every member's device list, then every device's registration id (the stale-device
@@ -111,17 +128,23 @@ void SequencerCore::warm_up(Shard& shard, const std::string& conversation_id, bo
             auto devices = directory.devices(u);  // cached now (unless evicted meanwhile)
             if (!devices) return devices.error();
             for (uint32_t d : *devices) all.push_back(DeviceRef{u, d});
+            w.hold->devices.emplace(u, std::move(*devices));
           }
           if (registration_prefetch)
             if (auto p = registration_prefetch(all); !p) return p.error();
           if (registration_id)
-            for (const auto& d : all)
-              if (auto r = registration_id(d); !r) return r.error();
+            for (const auto& d : all) {
+              auto r = registration_id(d);
+              if (!r) return r.error();
+              w.hold->registrations.emplace(d.key(), *r);
+            }
         }
         // A direct send checks both users' block lists (send_safety.h): into Blocks' cache.
         if (blocks && (*c)->type == store::ConvType::kDirect && (*c)->members.size() == 2) {
-          blocks->blocks((*c)->members[0].user, (*c)->members[1].user);
-          blocks->blocks((*c)->members[1].user, (*c)->members[0].user);
+          const std::string& a = (*c)->members[0].user;
+          const std::string& b = (*c)->members[1].user;
+          w.hold->blocked[{a, b}] = blocks->blocks(a, b);
+          w.hold->blocked[{b, a}] = blocks->blocks(b, a);
         }
         if (need_receipts && (*c)->type != store::ConvType::kChannel) {
           auto r = store.receipts(conversation_id);
@@ -155,6 +178,10 @@ void SequencerCore::warm_up(Shard& shard, const std::string& conversation_id, bo
           for (auto& rs : *w->receipts) cs->receipts[rs.user] = rs;
           cs->receipts_loaded = true;
         }
+        // read_then's callback runs this, so the gate is there; its work uses what was read.
+        std::shared_ptr<const WarmHold> hold = std::move(w->hold);
+        shard.gates[conversation_id].held = hold;
+        WarmHold::Scope scope(hold.get());
         work(nullptr);
       });
 }
@@ -169,6 +196,8 @@ void SequencerCore::drain(Shard& shard, const std::string& conversation_id) {
     }
     Shard::GatedWork next = std::move(g->second.waiting.front());
     g->second.waiting.pop_front();
+    const std::shared_ptr<const WarmHold> held = g->second.held;  // the work may erase the gate
+    WarmHold::Scope scope(held.get());
     // Earlier work may have left the conversation cold again (a failed commit made it stale).
     if (warm(shard, conversation_id, next.receipts)) next.run(nullptr);
     else warm_up(shard, conversation_id, next.receipts, std::move(next.run));

@@ -36,6 +36,7 @@
 #include "services/rate_limiter.h"
 #include "services/service_options.h"
 #include "services/store_reads.h"
+#include "services/warm_hold.h"
 
 namespace tern::services {
 
@@ -63,6 +64,8 @@ using SendDone = std::function<void(Result<SentInfo>)>;
 using RegistrationLookup = std::function<Result<uint32_t>(const DeviceRef&)>;
 // Reads the registration ids of several devices into the lookup's cache at once (warm-up).
 using RegistrationPrefetch = std::function<Result<void>(const std::vector<DeviceRef>&)>;
+// Whether the registration ids of those devices are all cached (never reads the store).
+using RegistrationCached = std::function<bool(const std::vector<DeviceRef>&)>;
 
 // What the owning loop keeps for a channel only (allocated on first use: most conversations
 // are not channels, and every cached conversation has a ConvState).
@@ -147,6 +150,9 @@ struct Shard {
     bool reading = false;
     uint64_t epoch = 0;  // run_first calls so far
     std::deque<GatedWork> waiting;
+    // What the last warm-up of the conversation read, for the work of this gate: a cache
+    // entry evicted since is answered from it, not read on the loop (warm_hold.h).
+    std::shared_ptr<const WarmHold> held;
   };
   std::unordered_map<std::string, Gate> gates;
 };
@@ -207,6 +213,8 @@ class SequencerCore {
       auto g = shard.gates.find(conversation_id);
       assert(g != shard.gates.end());
       g->second.reading = false;
+      const std::shared_ptr<const WarmHold> held = g->second.held;
+      WarmHold::Scope scope(held.get());
       // Work to sequence again was queued meanwhile (run_first, at the front): it was
       // sequenced before this work, which has not been stored yet, so `then` waits behind it.
       auto& waiting = g->second.waiting;
@@ -297,16 +305,18 @@ class SequencerCore {
   LiveFanout* fanout = nullptr;  // live delivery of read-side conversations; set before serving
   RegistrationLookup registration_id;  // the key directory's; unset: `registration_ids` are not checked
   RegistrationPrefetch registration_prefetch;  // the key directory's (with registration_id)
+  RegistrationCached registration_cached;      // the key directory's (with registration_id)
   Media* media = nullptr;        // checks the media a send names (issue 11); null: media refused
   Blocks* blocks = nullptr;             // issue 12: blocked direct sends are withheld (send_safety.h)
   PresencePrivacy* privacy = nullptr;   // issue 12: a send accepts a direct conversation
   PushNotifier* push = nullptr;         // issue 12: messages stored for offline devices wake them
 
  private:
-  // Everything `work` needs is in memory (the head, the snapshot; receipts if asked). Read
-  // with them, into their caches: the device lists and registration ids of the members'
-  // devices (fan-out on write) and a direct conversation's two block lists. Those caches evict on their own, so a send may
-  // still read one of them inline (rare: they are LRUs of 100,000 users by default).
+  // Everything `work` needs is in memory: the head, the snapshot, receipts if asked, and in
+  // their caches (LRUs that evict on their own) the device lists and registration ids of the
+  // members' devices (fan-out on write) and a direct conversation's two block lists. The
+  // warm-up reads all of them and holds what it read for the gate's work (Gate::held), so an
+  // eviction between the read and the work is not read again on the loop.
   bool warm(Shard& shard, const std::string& conversation_id, bool receipts);
   // The read behind when_warm; `work` runs when it is back (and after it the waiting work).
   void warm_up(Shard& shard, const std::string& conversation_id, bool receipts,

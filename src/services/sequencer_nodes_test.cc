@@ -103,14 +103,22 @@ class GatedStore : public store::MemoryStore {
   Result<std::optional<store::UserConversation>> user_conversation(const std::string& user,
                                                                    const std::string& id) override {
     note();
+    // Before the read off the loops, as on_log_read: what happens while it is out.
+    if (on_row_read && (!loops || loops->here() == Loops::kNone)) on_row_read();
     return MemoryStore::user_conversation(user, id);
   }
+  std::function<void()> on_row_read;  // set before the reads it watches
   Result<std::vector<store::StoredMessage>> read_messages(const std::string& id, Seq after, size_t limit) override {
     note();
     ++log_reads;
-    return MemoryStore::read_messages(id, after, limit);
+    auto out = MemoryStore::read_messages(id, after, limit);
+    // Runs after the read off the loops, before its result is back on the loop (a move of
+    // what the loop remembers while the read is out).
+    if (on_log_read && (!loops || loops->here() == Loops::kNone)) on_log_read();
+    return out;
   }
   std::atomic<int> log_reads{0};
+  std::function<void()> on_log_read;  // set before the reads it watches
   // Idempotency reads wait while held, as head reads do (hold_idempotency).
   Result<std::optional<store::IdempotencyRecord>> idempotency(const DeviceRef& d, const std::string& cmid,
                                                               int64_t now) override {
@@ -204,11 +212,11 @@ class RoutingBus : public bus::Bus {
 };
 
 struct Node {
-  explicit Node(std::shared_ptr<store::MemoryStore::State> state)
+  explicit Node(std::shared_ptr<store::MemoryStore::State> state, size_t directory_capacity = Directory::kDefaultCapacity)
       : store(std::move(state)),
         loops(2),
         committer(store, /*sync*/ true, /*queue*/ 100000, /*max_batch*/ 64, &loops),
-        directory(store),
+        directory(store, directory_capacity),
         sequencer(loops, store, reads, committer, directory, bus, options) {
     store.dense_appends(true);
     store.loops = &loops;
@@ -345,6 +353,24 @@ class SequencerNodesTest : public ::testing::Test {
     n.sequencer.change_members(DeviceRef{actor, 1}, conv, std::move(req), [&p](auto r) { p.set_value(std::move(r)); });
     EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
     return f.get();
+  }
+
+  // Bob's delivered mark `seq` of `conv` on node `n`, with alice's and carol's devices
+  // attached there; then whether each got bob's receipt for it (its senders did).
+  void ack_and_expect_receipts(Node& n, const std::string& conv, Seq seq) {
+    auto alice = std::make_shared<FrameInbox>(), carol = std::make_shared<FrameInbox>();
+    n.bus.attach(DeviceRef{"alice", 1}, alice);
+    n.bus.attach(DeviceRef{"carol", 1}, carol);
+    std::promise<Result<void>> p;
+    auto f = p.get_future();
+    n.sequencer.acknowledge(DeviceRef{"bob", 1}, conv, seq, /*read=*/false, [&p](Result<void> r) { p.set_value(r); });
+    ASSERT_EQ(f.wait_for(30s), std::future_status::ready);
+    auto acked = f.get();
+    ASSERT_TRUE(acked) << acked.error().message;
+    const std::vector<std::string> receipt{R"("type":"receipt")", R"("user":"bob")", R"("status":"delivered")",
+                                           "\"seq\":" + std::to_string(seq)};
+    EXPECT_TRUE(carol->await_frame(receipt)) << "carol (the sender of seq 2) got no receipt";
+    EXPECT_TRUE(alice->await_frame(receipt));
   }
 
   Result<int64_t> set_timer(Node& n, const std::string& actor, const std::string& conv, int64_t seconds) {
@@ -729,6 +755,61 @@ TEST_F(SequencerNodesTest, AColdGroupsWarmUpReadsEveryMembersDevicesInOneCall) {
   EXPECT_EQ(c.store.reads_on_loops.load(), 0);
 }
 
+// With reader threads, a node whose device-list cache holds fewer users than a group has
+// members reads nothing on its loops: the warm-up holds the lists it read for the send behind
+// it (the cache evicted some before the send ran), and a later send into the warm group finds
+// lists missing from the cache and warms up again off the loop. With the evicted lists read
+// again on the loop (no hold, warm() checking only the head and the snapshot) this counts 5
+// reads there after the first send and 10 after the second.
+TEST_F(SequencerNodesTest, DeviceListsEvictedAfterTheWarmUpAreNotReadOnALoop) {
+  Node& a = *nodes_[0];
+  Node small(view_.state(), /*directory_capacity=*/2);
+  const std::string g = create_group(a, "alice", {"bob", "carol", "dave", "erin"});  // seq 1
+  ASSERT_FALSE(g.empty());
+  auto first = send(small, "bob", g, "b-1");  // the node has never seen g
+  ASSERT_TRUE(first) << first.error().message;
+  EXPECT_EQ(first->seq, 2u);
+  EXPECT_EQ(small.store.reads_on_loops.load(), 0);
+  auto second = send(small, "carol", g, "c-1");  // g is warm, 3 of its 5 device lists are not cached
+  ASSERT_TRUE(second) << second.error().message;
+  EXPECT_EQ(second->seq, 3u);
+  EXPECT_EQ(small.store.reads_on_loops.load(), 0);
+  // Every member's device has its inbox mark (the recipients were complete): the last seq
+  // it did not send itself.
+  for (const std::string u : {"alice", "bob", "carol", "dave", "erin"}) {
+    auto inbox = view_.inbox(DeviceRef{u, 1});
+    ASSERT_TRUE(inbox) << inbox.error().message;
+    ASSERT_EQ(inbox->size(), 1u) << u;
+    EXPECT_EQ((*inbox)[0].first, g);
+    EXPECT_EQ((*inbox)[0].second, u == "carol" ? 2u : 3u) << u;
+  }
+}
+
+// With reader threads, a group created on a node whose device-list cache holds fewer users
+// than the group has members reads nothing on its loops: the lists read by the caller's
+// thread (as an HTTP request's reader thread) are held for the change on the loop, where the
+// cache had evicted some. With them read again on the loop this counts 10 reads there.
+TEST_F(SequencerNodesTest, AGroupCreatedWithMoreMembersThanTheDeviceCacheReadsNothingOnALoop) {
+  Node small(view_.state(), /*directory_capacity=*/2);
+  const std::string g = create_group(small, "alice", {"bob", "carol", "dave", "erin"});  // seq 1
+  ASSERT_FALSE(g.empty());
+  auto added = change(small, "alice", g, proto::MembersRequest{{}, {"erin"}});  // removes erin
+  ASSERT_TRUE(added) << added.error().message;
+  auto again = change(small, "alice", g, proto::MembersRequest{{"erin"}, {}});  // adds her again
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(small.store.reads_on_loops.load(), 0);
+  // Every member's device has the last change in its inbox (the recipients were complete).
+  auto head = view_.head(g);
+  ASSERT_TRUE(head);
+  EXPECT_EQ(*head, 3u);
+  for (const std::string u : {"alice", "bob", "carol", "dave", "erin"}) {
+    auto inbox = view_.inbox(DeviceRef{u, 1});
+    ASSERT_TRUE(inbox) << inbox.error().message;
+    ASSERT_EQ(inbox->size(), 1u) << u;
+    EXPECT_EQ((*inbox)[0].second, 3u) << u;
+  }
+}
+
 // With reader threads, a send naming media reads the media rows on a reader thread
 // (Media::check_send), not on the loop: the send keeps its place in the conversation's order
 // (a plain send right behind it gets the next seq) and its errors (an id nobody uploaded:
@@ -778,26 +859,114 @@ TEST_F(SequencerNodesTest, AnAckCoveringMessagesOlderThanTheWarmedSendersReadsNo
   constexpr Seq kAlice = SequencerCore::kWarmSenders + 8;
   for (Seq i = 0; i < kAlice; ++i) ASSERT_TRUE(send(a, "alice", g, "a-" + std::to_string(i)));
   const Seq head = 2 + kAlice;
-  auto alice = std::make_shared<FrameInbox>(), carol = std::make_shared<FrameInbox>();
-  c.bus.attach(DeviceRef{"alice", 1}, alice);
-  c.bus.attach(DeviceRef{"carol", 1}, carol);
   // Node c has never seen g: the ack's warm-up reads the senders of seqs head-31..head only.
-  std::promise<Result<void>> p;
-  auto f = p.get_future();
-  c.sequencer.acknowledge(DeviceRef{"bob", 1}, g, head, /*read=*/false, [&p](Result<void> r) { p.set_value(r); });
-  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
-  auto acked = f.get();
-  ASSERT_TRUE(acked) << acked.error().message;
-  const std::vector<std::string> receipt{R"("type":"receipt")", R"("user":"bob")", R"("status":"delivered")",
-                                         "\"seq\":" + std::to_string(head)};
-  EXPECT_TRUE(carol->await_frame(receipt)) << "the sender of seq 2 got no receipt";
-  EXPECT_TRUE(alice->await_frame(receipt));
+  ASSERT_NO_FATAL_FAILURE(ack_and_expect_receipts(c, g, head));
   EXPECT_EQ(c.store.reads_on_loops.load(), 0);
   auto marks = view_.receipts(g);
   ASSERT_TRUE(marks);
   ASSERT_EQ(marks->size(), 1u);
   EXPECT_EQ((*marks)[0].user, "bob");
   EXPECT_EQ((*marks)[0].delivered, head);
+}
+
+// With reader threads, an ack whose older senders' range moves during each of its log reads
+// (other nodes' messages arriving in order push the oldest remembered senders out of memory)
+// reads nothing on a loop: the second read goes on to the ack's seq, so later moves stay inside
+// it. With the second read the size of the range (as before) the range moves after each of
+// the 3 reads off the loop and the 4th is made on the loop: this counts 1 read there.
+TEST_F(SequencerNodesTest, AnAckWhoseOlderSendersMoveDuringEachReadReadsNothingOnALoop) {
+  Node& a = *nodes_[0];
+  Node& c = *nodes_[2];
+  const std::string g = create_group(a, "alice", {"bob", "carol"});  // seq 1
+  ASSERT_TRUE(send(c, "carol", g, "c-1"));                            // seq 2: node c has g warm
+  constexpr int kAlice = static_cast<int>(SequencerCore::kRecentSenders) + 100;
+  std::vector<std::future<Result<SentInfo>>> sends;
+  for (int i = 0; i < kAlice; ++i) sends.push_back(send_async(a, "alice", g, "a-" + std::to_string(i)));
+  for (auto& f : sends) {
+    ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+    ASSERT_TRUE(f.get());
+  }
+  // Node c hears of them in order (bus head hints): it remembers the last kRecentSenders.
+  auto hint_from = [&](Seq after) {
+    auto log = view_.read_messages(g, after, 100000);
+    ASSERT_TRUE(log);
+    for (const auto& m : *log) c.sequencer.observe_head(g, m.seq, std::make_shared<const std::string>(m.frame));
+  };
+  hint_from(2);
+  const Seq head = 2 + kAlice;
+  // During each of the ack's first three log reads, node a appends one more message and node
+  // c hears of it before the read's result is back: the oldest remembered sender goes.
+  std::atomic<int> moves{0};
+  c.store.on_log_read = [&] {
+    if (moves.load() >= 3) return;
+    const Seq before = view_.head(g).value();
+    auto f = send_async(a, "alice", g, "m-" + std::to_string(moves.load()));
+    if (f.wait_for(10s) != std::future_status::ready || !f.get()) return;
+    ++moves;
+    hint_from(before);
+  };
+  ASSERT_NO_FATAL_FAILURE(ack_and_expect_receipts(c, g, head));
+  c.store.on_log_read = nullptr;
+  EXPECT_GE(moves.load(), 1) << "the range never moved during a read";
+  EXPECT_EQ(c.store.reads_on_loops.load(), 0);
+}
+
+// With reader threads, a channel admin's changes read no row and no device list on a loop: a
+// named user with no account is answered not_found from the device list read off the loop
+// (unknown users are not cached), and a named user whose earlier change was still committing
+// when the change started, and finished while the change's rows were read, has its row read
+// again off the loop. With those read on the loop this counts 2 reads there (zed's device
+// list, carol's row).
+TEST_F(SequencerNodesTest, AChannelAdminsChangesReadNoRowOnALoop) {
+  Node& c = *nodes_[2];
+  std::promise<Result<ConversationInfo>> created;
+  proto::CreateConversationRequest req{true, "news", {}, /*channel*/ true};
+  c.sequencer.create_conversation(DeviceRef{"alice", 1}, req, [&](auto r) { created.set_value(std::move(r)); });
+  auto ch = created.get_future().get();
+  ASSERT_TRUE(ch) << ch.error().message;
+  const std::string id = ch->conversation_id;
+  auto change_async = [&](proto::MembersRequest r) {
+    auto p = std::make_shared<std::promise<Result<uint64_t>>>();
+    c.sequencer.change_subscribers(DeviceRef{"alice", 1}, id, std::move(r), [p](Result<uint64_t> x) { p->set_value(x); });
+    return p->get_future();
+  };
+  c.store.reads_on_loops = 0;
+  auto unknown = change_async({{"zed"}, {}});
+  ASSERT_EQ(unknown.wait_for(10s), std::future_status::ready);
+  auto u = unknown.get();
+  ASSERT_FALSE(u);
+  EXPECT_EQ(u.error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(u.error().message, "no such user: zed");
+  EXPECT_EQ(c.store.reads_on_loops.load(), 0);
+
+  // Carol's subscription is committing (held at the gate) when the next change, naming her
+  // and dave, starts; it lands while dave's row is read.
+  c.store.close();
+  auto first = change_async({{"carol"}, {}});
+  ASSERT_TRUE(c.store.await_arrived(1));
+  std::atomic<bool> landed{false};
+  c.store.on_row_read = [&] {
+    if (landed.exchange(true)) return;
+    c.store.open();
+    EXPECT_EQ(first.wait_for(10s), std::future_status::ready);  // its completion ran on the loop
+  };
+  auto second = change_async({{"dave"}, {"carol"}});
+  ASSERT_EQ(second.wait_for(10s), std::future_status::ready);
+  c.store.on_row_read = nullptr;
+  EXPECT_TRUE(landed.load());
+  auto r1 = first.get();
+  ASSERT_TRUE(r1) << r1.error().message;
+  EXPECT_EQ(*r1, 2u);  // the owner and carol
+  auto r2 = second.get();
+  ASSERT_TRUE(r2) << r2.error().message;
+  EXPECT_EQ(*r2, 2u);  // the owner and dave: carol removed
+  auto carol = view_.user_conversation("carol", id);
+  ASSERT_TRUE(carol);
+  EXPECT_TRUE(!*carol || (*carol)->left_seq != 0) << "carol is still subscribed";
+  auto dave = view_.user_conversation("dave", id);
+  ASSERT_TRUE(dave && *dave);
+  EXPECT_EQ((*dave)->left_seq, 0u);
+  EXPECT_EQ(c.store.reads_on_loops.load(), 0);
 }
 
 // With reader threads, a send whose idempotency read is out while an earlier batch of its

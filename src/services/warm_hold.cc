@@ -1,0 +1,43 @@
+#include "services/warm_hold.h"
+
+namespace tern::services {
+namespace {
+
+// The holds of the work running on this thread, innermost last (a few at most).
+thread_local std::vector<const WarmHold*> t_holds;
+
+}  // namespace
+
+WarmHold::Scope::Scope(const WarmHold* hold) : pushed_(hold != nullptr) {
+  if (pushed_) t_holds.push_back(hold);
+}
+
+WarmHold::Scope::~Scope() {
+  if (pushed_) t_holds.pop_back();
+}
+
+std::optional<std::shared_ptr<const store::Conversation>> WarmHold::held_conversation(const std::string& id) {
+  for (auto it = t_holds.rbegin(); it != t_holds.rend(); ++it)
+    if ((*it)->conversation_read && (*it)->conversation_id == id) return (*it)->conversation;
+  return std::nullopt;
+}
+
+const std::vector<uint32_t>* WarmHold::held_devices(const std::string& user) {
+  for (auto it = t_holds.rbegin(); it != t_holds.rend(); ++it)
+    if (auto d = (*it)->devices.find(user); d != (*it)->devices.end()) return &d->second;
+  return nullptr;
+}
+
+std::optional<uint32_t> WarmHold::held_registration(const std::string& device_key) {
+  for (auto it = t_holds.rbegin(); it != t_holds.rend(); ++it)
+    if (auto r = (*it)->registrations.find(device_key); r != (*it)->registrations.end()) return r->second;
+  return std::nullopt;
+}
+
+std::optional<bool> WarmHold::held_block(const std::string& blocker, const std::string& other) {
+  for (auto it = t_holds.rbegin(); it != t_holds.rend(); ++it)
+    if (auto b = (*it)->blocked.find({blocker, other}); b != (*it)->blocked.end()) return b->second;
+  return std::nullopt;
+}
+
+}  // namespace tern::services

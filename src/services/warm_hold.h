@@ -1,0 +1,56 @@
+// WarmHold: what a conversation's warm-up read on a reader thread (SequencerCore::warm_up),
+// held for the work that waited for it, so that an entry the caches evicted meanwhile (the
+// directory's snapshots and device lists, the key directory's registration ids, Blocks'
+// lists: LRUs shared by every thread) is answered from here instead of a store read on the
+// loop (Redis mode: a network round trip).
+//
+// The caches answer first (an entry put since the read is newer); the hold only answers
+// their misses. It lives as long as the conversation's gate (Shard::Gate::held): the work
+// queued behind the read, milliseconds, so it is no older than what the warm-up itself read.
+//
+// A membership change's named users' device lists, read by the HTTP request's thread before
+// the change reaches the loop (Sequencer::prefetch_devices), are held the same way for it.
+//
+// Thread-safety: a WarmHold is built on the reader thread, then only read (const) on the
+// owning loop. Scope adds a hold to the calling thread's (thread_local) stack, which the
+// caches consult on a miss, innermost first; it is removed when the scope ends.
+#pragma once
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "store/store.h"
+
+namespace tern::services {
+
+struct WarmHold {
+  std::string conversation_id;
+  bool conversation_read = false;  // `conversation` holds the snapshot read (null: none)
+  std::shared_ptr<const store::Conversation> conversation;
+  std::unordered_map<std::string, std::vector<uint32_t>> devices;  // by user (empty: no such user)
+  std::unordered_map<std::string, uint32_t> registrations;       // by device key (0: no keys)
+  std::map<std::pair<std::string, std::string>, bool> blocked;   // (blocker, other) → blocks
+
+  class Scope {
+   public:
+    explicit Scope(const WarmHold* hold);  // null: nothing added
+    ~Scope();
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    const bool pushed_;
+  };
+
+  // Lookups of the current hold; nullopt: no hold, or it did not read that entry.
+  static std::optional<std::shared_ptr<const store::Conversation>> held_conversation(const std::string& id);
+  static const std::vector<uint32_t>* held_devices(const std::string& user);
+  static std::optional<uint32_t> held_registration(const std::string& device_key);
+  static std::optional<bool> held_block(const std::string& blocker, const std::string& other);
+};
+
+}  // namespace tern::services
