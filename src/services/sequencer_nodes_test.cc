@@ -355,6 +355,14 @@ class SequencerNodesTest : public ::testing::Test {
     return f.get();
   }
 
+  // `user`'s ack (or read mark) of `seq` on node `n`, answered later.
+  std::future<Result<void>> ack_async(Node& n, const std::string& user, const std::string& conv, Seq seq,
+                                      bool read = false) {
+    auto p = std::make_shared<std::promise<Result<void>>>();
+    n.sequencer.acknowledge(DeviceRef{user, 1}, conv, seq, read, [p](Result<void> r) { p->set_value(std::move(r)); });
+    return p->get_future();
+  }
+
   // Bob's delivered mark `seq` of `conv` on node `n`, with alice's and carol's devices
   // attached there; then whether each got bob's receipt for it (its senders did).
   void ack_and_expect_receipts(Node& n, const std::string& conv, Seq seq) {
@@ -1014,11 +1022,7 @@ TEST_F(SequencerNodesTest, AHeadHintWhileAnAckIsCommittingMovesTheHeadForTheNext
   ASSERT_TRUE(send(a, "alice", g, "a-1"));                   // seq 2
   auto alice = std::make_shared<FrameInbox>();
   c.bus.attach(DeviceRef{"alice", 1}, alice);
-  auto ack = [&](Seq seq, bool read) {
-    auto p = std::make_shared<std::promise<Result<void>>>();
-    c.sequencer.acknowledge(DeviceRef{"bob", 1}, g, seq, read, [p](Result<void> r) { p->set_value(std::move(r)); });
-    return p->get_future();
-  };
+  auto ack = [&](Seq seq, bool read) { return ack_async(c, "bob", g, seq, read); };
   auto warm = ack(2, false);  // node c loads g: head 2
   ASSERT_EQ(warm.wait_for(10s), std::future_status::ready);
   ASSERT_TRUE(warm.get());
@@ -1062,11 +1066,7 @@ TEST_F(SequencerNodesTest, AForwardedSendsAnswerMovesTheHeadSoTheNextAckReadsNoL
   const std::string g = create_group(a, "alice", {"bob"});  // seq 1
   auto alice = std::make_shared<FrameInbox>();
   c.bus.attach(DeviceRef{"alice", 1}, alice);
-  auto ack = [&](Seq seq) {
-    auto p = std::make_shared<std::promise<Result<void>>>();
-    c.sequencer.acknowledge(DeviceRef{"bob", 1}, g, seq, false, [p](Result<void> r) { p->set_value(std::move(r)); });
-    return p->get_future();
-  };
+  auto ack = [&](Seq seq) { return ack_async(c, "bob", g, seq); };
   auto warm = ack(1);  // node c loads g: head 1
   ASSERT_EQ(warm.wait_for(10s), std::future_status::ready);
   ASSERT_TRUE(warm.get());
