@@ -378,6 +378,22 @@ class DeviceSessionOffloadedTest : public DeviceSessionFixture, public ::testing
     drain_until_synced();
     return ch ? ch->conversation_id : "";
   }
+  // `user`'s row of `channel` (joined at 1, left at `left_seq`, 0: still in) written to the
+  // store behind the session's back, as another node would.
+  void put_subscription(const std::string& user, const std::string& channel, Seq left_seq) {
+    store::Batch b;
+    b.add(store::PutSubscription{user, store::UserConversation{channel, 1, left_seq, true}});
+    ASSERT_TRUE(store_.commit(b, true).ok());
+  }
+  // Bob's frame `type` (ack or read) of `seq` on the session's loop, the loop reads counted
+  // from here.
+  void mark_on_loop(const std::string& type, const std::string& channel, Seq seq) {
+    store_.clear_loop_reads();
+    on_loop([&] {
+      session_->on_text(R"({"type":")" + type + R"(","conversation_id":")" + channel + R"(","seq":)" +
+                        std::to_string(seq) + "}");
+    });
+  }
 };
 
 TEST_P(DeviceSessionTest, ReplayIsPacedByTheQueueAndEndsWithSynced) {
@@ -674,28 +690,20 @@ TEST_F(DeviceSessionOffloadedTest, ChannelAcksJoinsLeavesAndChangesReadNoRowOnAL
   };
 
   // Not a subscriber: refused as before (forbidden), without a read on a loop.
-  store_.clear_loop_reads();
-  on_loop([&] { session_->on_text(R"({"type":"ack","conversation_id":")" + channel + R"(","seq":1})"); });
+  mark_on_loop("ack", channel, 1);
   EXPECT_TRUE(await_written(*this, drain, R"("code":"forbidden")")) << "a stranger's ack was not refused";
   EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on a loop";
 
   // Bob's subscription row is written to the store behind the session's back (as on another
   // node, before its notice arrives): the session does not follow the channel. A post, then
   // bob's read marker: it moves the cursor, with the row read on a reader thread.
-  {
-    store::Batch b;
-    b.add(store::PutSubscription{"bob", store::UserConversation{channel, 1, 0, true}});
-    ASSERT_TRUE(store_.commit(b, true).ok());
-  }
+  ASSERT_NO_FATAL_FAILURE(put_subscription("bob", channel, 0));
   std::promise<Result<SentInfo>> posted;
   sequencer_.send(DeviceRef{"alice", 1}, proto::SendFrame{"post", channel, std::string("aGk="), {}, {}, {}, false, {}}, 0,
                   [&](Result<SentInfo> r) { posted.set_value(std::move(r)); });
   auto post = posted.get_future().get();
   ASSERT_TRUE(post);
-  store_.clear_loop_reads();
-  on_loop([&] {
-    session_->on_text(R"({"type":"read","conversation_id":")" + channel + R"(","seq":)" + std::to_string(post->seq) + "}");
-  });
+  mark_on_loop("read", channel, post->seq);
   EXPECT_TRUE(await_cursor(store_, DeviceRef{"bob", 1}, channel, post->seq))
       << "the subscriber's read marker did not move its cursor";
   EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on a loop";
@@ -793,15 +801,8 @@ TEST_F(DeviceSessionOffloadedTest, AFormerSubscribersChannelAckReadsNoRowOnALoop
   ASSERT_TRUE(second) << second.error().message;
   // Bob was subscribed from seq 1 and left after the first post (written behind the
   // session's back, as on another node): his view ends there.
-  {
-    store::Batch b;
-    b.add(store::PutSubscription{"bob", store::UserConversation{channel, 1, first->seq, true}});
-    ASSERT_TRUE(store_.commit(b, true).ok());
-  }
-  store_.clear_loop_reads();
-  on_loop([&] {
-    session_->on_text(R"({"type":"ack","conversation_id":")" + channel + R"(","seq":)" + std::to_string(second->seq) + "}");
-  });
+  ASSERT_NO_FATAL_FAILURE(put_subscription("bob", channel, first->seq));
+  mark_on_loop("ack", channel, second->seq);
   EXPECT_TRUE(await_cursor(store_, DeviceRef{"bob", 1}, channel, first->seq))
       << "the former subscriber's ack did not move its cursor to left_seq";
   EXPECT_TRUE(store_.loop_reads().empty()) << store_.loop_reads().front() << " read on a loop";

@@ -98,14 +98,17 @@ Result<void> Directory::prefetch_devices(const std::vector<std::string>& users) 
   return {};
 }
 
-bool Directory::devices_cached(const std::vector<std::string>& users, std::vector<DeviceRef>* all) {
-  for (const auto& u : users) {
-    auto hit = devices_.get(u);
-    if (!hit) return false;
-    if (all)
-      for (uint32_t d : *hit) all->push_back(DeviceRef{u, d});
-  }
-  return true;
+bool Directory::devices_cached(const store::Conversation& c, std::vector<DeviceRef>* all) {
+  return devices_.locked([&](auto find) {
+    for (const store::Member& m : c.members) {
+      if (!m.active()) continue;
+      const std::vector<uint32_t>* devices = find(m.user);
+      if (!devices) return false;
+      if (all)
+        for (uint32_t d : *devices) all->push_back(DeviceRef{m.user, d});
+    }
+    return true;
+  });
 }
 
 void Directory::put_devices(const std::string& user, std::vector<uint32_t> devices) {

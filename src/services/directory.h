@@ -59,6 +59,16 @@ class LruCache {
     if (Slot* s = map_.find(key)) return s->value;
     return std::nullopt;
   }
+  // Runs fn(find) under one lock and returns its result; find(key) is the cached value or
+  // null, a use like get() without the copy. For a caller that looks up many keys at once.
+  template <typename Fn>
+  auto locked(Fn&& fn) {
+    std::lock_guard lock(mu_);
+    return fn([this](const std::string& key) -> const V* {
+      Slot* s = map_.find(key);
+      return s ? &s->value : nullptr;
+    });
+  }
   // Inserts unless present (keep_existing) or replaces; returns the cached value.
   V put(const std::string& key, V value, bool keep_existing, int64_t pinned_until_ms, int64_t now_ms) {
     std::lock_guard lock(mu_);
@@ -125,9 +135,11 @@ class Directory {
   // Brings the device lists of those of `users` not cached into the cache with one store call
   // (Store::devices_of: one round trip on Redis): a group's warm-up, on a reader thread.
   Result<void> prefetch_devices(const std::vector<std::string>& users);
-  // Whether every one of `users` has its device list cached (an unknown user never has): a
-  // warm conversation's check, never reads the store. Appends their devices to `all` if given.
-  bool devices_cached(const std::vector<std::string>& users, std::vector<DeviceRef>* all);
+  // Whether every active member of `c` has its device list cached (an unknown user never
+  // has): a warm conversation's check, on its loop for every piece of its work, so one lock
+  // for all of them and no copy of the member names; never reads the store. Appends their
+  // devices to `all` if given.
+  bool devices_cached(const store::Conversation& c, std::vector<DeviceRef>* all);
   void put_devices(const std::string& user, std::vector<uint32_t> devices);
   // Another node linked a device of the user: the next devices() reads the store.
   void forget_devices(const std::string& user);

@@ -1,5 +1,8 @@
 #include "services/sequencer.h"
 
+#include <cassert>
+#include <future>
+
 #include "base/clock.h"
 #include "base/metrics.h"
 #include "services/conversation_ids.h"
@@ -127,7 +130,7 @@ void Sequencer::create_conversation(DeviceRef creator, proto::CreateConversation
   on_owner(id, false, [this, creator = std::move(creator), request = std::move(request), id, done = std::move(done),
                        hold = std::move(hold)](Shard& s, const Error* e) mutable {
     if (e) return done(*e);
-    WarmHold::Scope scope(hold.get());
+    WarmHold::Scope scope(hold);
     membership_.create(s, std::move(creator), std::move(request), std::move(id), std::move(done));
   });
 }
@@ -138,9 +141,20 @@ void Sequencer::change_members(DeviceRef actor, std::string conversation_id, pro
   on_owner(conversation_id, false, [this, actor = std::move(actor), id = conversation_id, request = std::move(request),
                                     done = std::move(done), hold = std::move(hold)](Shard& s, const Error* e) mutable {
     if (e) return done(*e);
-    WarmHold::Scope scope(hold.get());
+    WarmHold::Scope scope(hold);
     membership_.change(s, actor, id, request, std::move(done));
   });
+}
+
+size_t Sequencer::parked(const std::string& conversation_id) {
+  assert(core_.loops.here() == Loops::kNone);
+  std::promise<size_t> count;
+  const size_t owner = core_.owner(conversation_id);
+  core_.loops.run(owner, [this, owner, &conversation_id, &count] {
+    ConvState* cs = core_.shard(owner).conversations.find(conversation_id);
+    count.set_value(cs ? cs->parked.size() : 0);
+  });
+  return count.get_future().get();
 }
 
 void Sequencer::observe_head(const std::string& conversation_id, Seq seq, std::shared_ptr<const std::string> frame) {

@@ -73,6 +73,10 @@ class Sequencer {
   // send from here is not behind. `frame` (the stored message) names its sender for receipts.
   void observe_head(const std::string& conversation_id, Seq seq, std::shared_ptr<const std::string> frame);
 
+  // Work of the conversation parked until its head reloads after a failed batch
+  // (ConvState::parked): for tests and diagnostics. Blocks; call it off the loops.
+  size_t parked(const std::string& conversation_id);
+
   // Keyed with the server's secret (conversation_ids.h): a third party cannot derive it.
   static std::string direct_conversation_id(const std::string& a, const std::string& b);
   // Presence keeps an index of who shares a conversation with whom; set before serving.

@@ -67,11 +67,8 @@ bool SequencerCore::warm(Shard& shard, const std::string& conversation_id, bool 
   if (receipts && !cs->receipts_loaded && c->type != store::ConvType::kChannel) return false;
   // What the work reads from the caches that evict on their own (as warm_up reads them).
   if (!c->fanout_on_read) {
-    std::vector<std::string> users;
-    for (const auto& m : c->members)
-      if (m.active()) users.push_back(m.user);
     std::vector<DeviceRef> all;
-    if (!directory.devices_cached(users, registration_cached ? &all : nullptr)) return false;
+    if (!directory.devices_cached(*c, registration_cached ? &all : nullptr)) return false;
     if (registration_cached && !registration_cached(all)) return false;
   }
   if (blocks && c->type == store::ConvType::kDirect && c->members.size() == 2 &&
@@ -181,7 +178,7 @@ void SequencerCore::warm_up(Shard& shard, const std::string& conversation_id, bo
         // read_then's callback runs this, so the gate is there; its work uses what was read.
         std::shared_ptr<const WarmHold> hold = std::move(w->hold);
         shard.gates[conversation_id].held = hold;
-        WarmHold::Scope scope(hold.get());
+        WarmHold::Scope scope(hold);
         work(nullptr);
       });
 }
@@ -197,7 +194,7 @@ void SequencerCore::drain(Shard& shard, const std::string& conversation_id) {
     Shard::GatedWork next = std::move(g->second.waiting.front());
     g->second.waiting.pop_front();
     const std::shared_ptr<const WarmHold> held = g->second.held;  // the work may erase the gate
-    WarmHold::Scope scope(held.get());
+    WarmHold::Scope scope(held);
     // Earlier work may have left the conversation cold again (a failed commit made it stale).
     if (warm(shard, conversation_id, next.receipts)) next.run(nullptr);
     else warm_up(shard, conversation_id, next.receipts, std::move(next.run));

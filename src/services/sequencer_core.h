@@ -214,7 +214,7 @@ class SequencerCore {
       assert(g != shard.gates.end());
       g->second.reading = false;
       const std::shared_ptr<const WarmHold> held = g->second.held;
-      WarmHold::Scope scope(held.get());
+      WarmHold::Scope scope(held);
       // Work to sequence again was queued meanwhile (run_first, at the front): it was
       // sequenced before this work, which has not been stored yet, so `then` waits behind it.
       auto& waiting = g->second.waiting;
@@ -244,7 +244,8 @@ class SequencerCore {
   // The state of a conversation that may be changed now, or null: the read failed (`fail`
   // ran with the error), or a batch of it failed and is still in flight (ConvState::stale),
   // so `again()` (a std::function<void(const Error*)>, built only then) was parked and runs
-  // once the head reloaded. The checks of the caller then see the store's head and members.
+  // once the head reloaded, with the calling work's request hold if any. The checks of the
+  // caller then see the store's head and members.
   template <typename Fail, typename Again>
   ConvState* settled_state(Shard& shard, const std::string& conversation_id, Fail&& fail, Again&& again) {
     auto st = state(shard, conversation_id);
@@ -253,7 +254,15 @@ class SequencerCore {
       return nullptr;
     }
     if ((*st)->stale && (*st)->in_flight > 0) {
-      (*st)->parked.push_back(again());
+      // A membership change keeps its request's hold (warm_hold.h): it runs again after the
+      // reload, under that warm-up's hold, and the device lists it named may be evicted by then.
+      std::function<void(const Error*)> work = again();
+      if (auto hold = WarmHold::request_hold())
+        work = [hold = std::move(hold), work = std::move(work)](const Error* e) {
+          WarmHold::Scope scope(hold);
+          work(e);
+        };
+      (*st)->parked.push_back(std::move(work));
       return nullptr;
     }
     return *st;

@@ -18,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <thread>
 #include <unistd.h>
 
 #include "base/clock.h"
@@ -324,6 +325,18 @@ class SequencerNodesTest : public ::testing::Test {
     std::promise<Result<ConversationInfo>> p;
     auto f = p.get_future();
     proto::CreateConversationRequest req{true, "g", std::move(members)};
+    n.sequencer.create_conversation(DeviceRef{creator, 1}, req, [&p](Result<ConversationInfo> r) { p.set_value(r); });
+    EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
+    auto r = f.get();
+    EXPECT_TRUE(r) << r.error().message;
+    return r ? r->conversation_id : "";
+  }
+
+  // A channel "news" of `creator`'s, created on node `n`; its id ("" on failure, reported).
+  std::string create_channel(Node& n, const std::string& creator) {
+    std::promise<Result<ConversationInfo>> p;
+    auto f = p.get_future();
+    proto::CreateConversationRequest req{true, "news", {}, /*channel*/ true};
     n.sequencer.create_conversation(DeviceRef{creator, 1}, req, [&p](Result<ConversationInfo> r) { p.set_value(r); });
     EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
     auto r = f.get();

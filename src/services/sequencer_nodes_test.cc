@@ -242,12 +242,8 @@ TEST_F(SequencerNodesTest, MembershipChangesAndSendsFromTwoNodesAtOnceNeedNoRese
 TEST_F(SequencerNodesTest, ChannelChangesOnOneNodeWhilePostsComeFromAnother) {
   Node& a = *nodes_[0];
   Node& b = *nodes_[1];
-  std::promise<Result<ConversationInfo>> created;
-  proto::CreateConversationRequest req{true, "news", {}, /*channel*/ true};
-  a.sequencer.create_conversation(DeviceRef{"alice", 1}, req, [&](auto r) { created.set_value(std::move(r)); });
-  auto ch = created.get_future().get();
-  ASSERT_TRUE(ch) << ch.error().message;
-  const std::string id = ch->conversation_id;
+  const std::string id = create_channel(a, "alice");
+  ASSERT_FALSE(id.empty());
   constexpr int kPosts = 15;  // within the channel's post burst
   std::vector<std::future<Result<SentInfo>>> posts;
   std::promise<Result<uint64_t>> subscribed;

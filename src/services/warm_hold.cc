@@ -4,12 +4,12 @@ namespace tern::services {
 namespace {
 
 // The holds of the work running on this thread, innermost last (a few at most).
-thread_local std::vector<const WarmHold*> t_holds;
+thread_local std::vector<std::shared_ptr<const WarmHold>> t_holds;
 
 }  // namespace
 
-WarmHold::Scope::Scope(const WarmHold* hold) : pushed_(hold != nullptr) {
-  if (pushed_) t_holds.push_back(hold);
+WarmHold::Scope::Scope(std::shared_ptr<const WarmHold> hold) : pushed_(hold != nullptr) {
+  if (pushed_) t_holds.push_back(std::move(hold));
 }
 
 WarmHold::Scope::~Scope() {
@@ -38,6 +38,12 @@ std::optional<bool> WarmHold::held_block(const std::string& blocker, const std::
   for (auto it = t_holds.rbegin(); it != t_holds.rend(); ++it)
     if (auto b = (*it)->blocked.find({blocker, other}); b != (*it)->blocked.end()) return b->second;
   return std::nullopt;
+}
+
+std::shared_ptr<const WarmHold> WarmHold::request_hold() {
+  for (auto it = t_holds.rbegin(); it != t_holds.rend(); ++it)
+    if (!(*it)->conversation_read) return *it;
+  return nullptr;
 }
 
 }  // namespace tern::services

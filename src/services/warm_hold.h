@@ -9,11 +9,15 @@
 // queued behind the read, milliseconds, so it is no older than what the warm-up itself read.
 //
 // A membership change's named users' device lists, read by the HTTP request's thread before
-// the change reaches the loop (Sequencer::prefetch_devices), are held the same way for it.
+// the change reaches the loop (Sequencer::prefetch_devices), are held the same way for it
+// (a request's hold: it read no conversation). A change parked behind a failed batch of its
+// conversation takes its request's hold along (request_hold(); SequencerCore::settled_state),
+// so it is still answered from there when the change runs again after the reload.
 //
 // Thread-safety: a WarmHold is built on the reader thread, then only read (const) on the
 // owning loop. Scope adds a hold to the calling thread's (thread_local) stack, which the
-// caches consult on a miss, innermost first; it is removed when the scope ends.
+// caches consult on a miss, innermost first; it is removed when the scope ends. The stack
+// shares ownership, so a hold outlives no scope that still names it.
 #pragma once
 #include <map>
 #include <memory>
@@ -37,7 +41,7 @@ struct WarmHold {
 
   class Scope {
    public:
-    explicit Scope(const WarmHold* hold);  // null: nothing added
+    explicit Scope(std::shared_ptr<const WarmHold> hold);  // null: nothing added
     ~Scope();
     Scope(const Scope&) = delete;
     Scope& operator=(const Scope&) = delete;
@@ -51,6 +55,10 @@ struct WarmHold {
   static const std::vector<uint32_t>* held_devices(const std::string& user);
   static std::optional<uint32_t> held_registration(const std::string& device_key);
   static std::optional<bool> held_block(const std::string& blocker, const std::string& other);
+  // The innermost hold on this thread's stack that read no conversation (a membership
+  // change's request hold), or null. A conversation's warm-up hold is never returned: its
+  // snapshot may be older than a reload the caller's work will wait for.
+  static std::shared_ptr<const WarmHold> request_hold();
 };
 
 }  // namespace tern::services
