@@ -65,15 +65,22 @@ std::optional<Redirect> parse_redirect(const redisReply* r) {
   return out;
 }
 
+// The first line of `text`, without its "\n" or "\r\n", taken off `text`.
+std::string_view next_line(std::string_view& text) {
+  const size_t eol = text.find('\n');
+  std::string_view line = text.substr(0, eol);
+  text.remove_prefix(eol == std::string_view::npos ? text.size() : eol + 1);
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  return line;
+}
+
 // The replicas in a CLUSTER NODES reply: one line per node, "<id> <ip:port@cport[,hostname]>
 // <flags> <master id> ...", flags comma-separated ("slave", "fail", "noaddr", ...). A node
 // without an address (noaddr, or still in handshake) is left out: nothing could reach it.
 std::vector<RedisAddress> replicas_in(std::string_view nodes) {
   std::vector<RedisAddress> out;
   while (!nodes.empty()) {
-    const size_t eol = nodes.find('\n');
-    std::string_view line = nodes.substr(0, eol);
-    nodes.remove_prefix(eol == std::string_view::npos ? nodes.size() : eol + 1);
+    std::string_view line = next_line(nodes);
     std::string_view field[3];
     for (auto& f : field) {
       const size_t sp = line.find(' ');
@@ -94,10 +101,7 @@ std::vector<RedisAddress> replicas_in(std::string_view nodes) {
 std::vector<RedisAddress> replicas_in_info(std::string_view info) {
   std::vector<RedisAddress> out;
   while (!info.empty()) {
-    const size_t eol = info.find('\n');
-    std::string_view line = info.substr(0, eol);
-    info.remove_prefix(eol == std::string_view::npos ? info.size() : eol + 1);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    std::string_view line = next_line(info);
     // "slave<digits>:" (other lines: "role:", "connected_slaves:", "master_repl_offset:", ...).
     if (line.rfind("slave", 0) != 0) continue;
     const size_t colon = line.find(':');

@@ -490,23 +490,34 @@ std::unique_ptr<testing::RedisServer> linked_replica_of(const testing::RedisServ
   return replica;
 }
 
+// A plain redis-server with one replica, linked, neither rewriting its AOF; master_before_:
+// the server's aof_rewrites then.
+class RedisStoreWithAReplica : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(master_.start().ok());
+    replica_ = linked_replica_of(master_);
+    ASSERT_FALSE(HasFailure());
+    master_before_ = testing::aof_rewrites_when_idle(master_.port());
+    ASSERT_GE(master_before_, 0);
+  }
+
+  testing::RedisServer master_{kNoSyncDelay};
+  std::unique_ptr<testing::RedisServer> replica_;  // stopped before master_ (declared after it)
+  int master_before_ = -1;
+};
+
 // Disappearing messages on a plain redis-server with a replica: the replica appended its copy
 // of the frame to its own AOF, so the erase's rewrite reaches it too (INFO replication).
-TEST(RedisStore, AnEraseAsksTheServerAndItsReplicaToRewriteTheirAofs) {
-  testing::RedisServer master(kNoSyncDelay);
-  ASSERT_TRUE(master.start().ok());
-  auto replica = linked_replica_of(master);
-  ASSERT_FALSE(HasFailure());
-  const int master_before = testing::aof_rewrites_when_idle(master.port());
-  const int replica_before = testing::aof_rewrites_when_idle(replica->port());
-  ASSERT_GE(master_before, 0);
+TEST_F(RedisStoreWithAReplica, AnEraseAsksTheServerAndTheReplicaToRewriteTheirAofs) {
+  const int replica_before = testing::aof_rewrites_when_idle(replica_->port());
   ASSERT_GE(replica_before, 0);
-  auto s = open_on(master);
+  auto s = open_on(master_);
   ASSERT_TRUE(s.ok()) << s.error().message;
   ASSERT_NO_FATAL_FAILURE(erase_one_expired_message(**s));
-  EXPECT_TRUE(testing::await_aof_rewrites_above(master.port(), master_before)) << "the master did not rewrite";
-  EXPECT_TRUE(testing::await_aof_rewrites_above(replica->port(), replica_before)) << "the replica did not rewrite";
-  auto every = every_node_from(master.port());
+  EXPECT_TRUE(testing::await_aof_rewrites_above(master_.port(), master_before_)) << "the server did not rewrite";
+  EXPECT_TRUE(testing::await_aof_rewrites_above(replica_->port(), replica_before)) << "the replica did not rewrite";
+  auto every = every_node_from(master_.port());
   ASSERT_TRUE(every.ok()) << every.error().message;
   EXPECT_EQ(every->masters, 1u);
   EXPECT_EQ(every->replicas, 1u);
@@ -514,51 +525,39 @@ TEST(RedisStore, AnEraseAsksTheServerAndItsReplicaToRewriteTheirAofs) {
 }
 
 // A replica that is down does not fail the erase (that succeeded): the server still rewrites.
-TEST(RedisStore, AnEraseWithTheReplicaDownSucceedsAndTheServerRewrites) {
-  testing::RedisServer master(kNoSyncDelay);
-  ASSERT_TRUE(master.start().ok());
-  auto replica = linked_replica_of(master);
-  ASSERT_FALSE(HasFailure());
-  const uint16_t down = replica->port();
-  const int before = testing::aof_rewrites_when_idle(master.port());
-  ASSERT_GE(before, 0);
-  replica->kill9();
-  auto s = open_on(master);
+TEST_F(RedisStoreWithAReplica, AnEraseWithTheReplicaDownSucceedsAndTheServerRewrites) {
+  const uint16_t down = replica_->port();
+  replica_->kill9();
+  auto s = open_on(master_);
   ASSERT_TRUE(s.ok()) << s.error().message;
   ASSERT_NO_FATAL_FAILURE(erase_one_expired_message(**s));
-  EXPECT_TRUE(testing::await_aof_rewrites_above(master.port(), before)) << "the master did not rewrite";
-  auto every = every_node_from(master.port());
+  EXPECT_TRUE(testing::await_aof_rewrites_above(master_.port(), master_before_)) << "the server did not rewrite";
+  auto every = every_node_from(master_.port());
   ASSERT_TRUE(every.ok()) << every.error().message;
   EXPECT_EQ(every->masters, 1u);
   EXPECT_EQ(every->replicas, 0u);
-  // The master lists the replica until it has seen the link close: then it is unreachable.
+  // The server lists the replica until it has seen the link close: until then, unreachable.
   for (const std::string& u : every->unreachable)
     EXPECT_NE(u.find(":" + std::to_string(down) + ":"), std::string::npos) << u;
 }
 
-// A replica that hangs (the master still lists it, it answers nothing) is reported
-// unreachable after the command timeout; the erase succeeds and the master rewrites.
-TEST(RedisStore, AHungReplicaIsReportedUnreachableAndTheServerStillRewrites) {
-  testing::RedisServer master(kNoSyncDelay);
-  ASSERT_TRUE(master.start().ok());
-  auto replica = linked_replica_of(master);
-  ASSERT_FALSE(HasFailure());
-  const int before = testing::aof_rewrites_when_idle(master.port());
-  ASSERT_GE(before, 0);
-  replica->freeze();
-  RedisStoreOptions o = options_for(master);
+// A replica that hangs (the server still lists it, it answers nothing) is reported
+// unreachable after the command timeout; the erase succeeds and the server rewrites.
+TEST_F(RedisStoreWithAReplica, AHungReplicaIsReportedUnreachableAndTheServerStillRewrites) {
+  replica_->freeze();
+  RedisStoreOptions o = options_for(master_);
   o.command_timeout = std::chrono::milliseconds(300);
   auto s = RedisStore::open(o);
   ASSERT_TRUE(s.ok()) << s.error().message;
   ASSERT_NO_FATAL_FAILURE(erase_one_expired_message(**s));
-  EXPECT_TRUE(testing::await_aof_rewrites_above(master.port(), before)) << "the master did not rewrite";
-  auto every = every_node_from(master.port());
-  replica->thaw();
+  EXPECT_TRUE(testing::await_aof_rewrites_above(master_.port(), master_before_)) << "the server did not rewrite";
+  auto every = every_node_from(master_.port());
+  replica_->thaw();
   ASSERT_TRUE(every.ok()) << every.error().message;
   EXPECT_EQ(every->masters, 1u);
   EXPECT_EQ(every->replicas, 0u);
   ASSERT_EQ(every->unreachable.size(), 1u);
-  EXPECT_NE(every->unreachable[0].find(":" + std::to_string(replica->port()) + ":"), std::string::npos)
+  EXPECT_NE(every->unreachable[0].find(":" + std::to_string(replica_->port()) + ":"), std::string::npos)
       << every->unreachable[0];
 }
 
