@@ -48,6 +48,8 @@ bool answers_ping(uint16_t port) {
 
 }  // namespace
 
+RedisServer::RedisServer() : RedisServer(std::vector<std::string>{}) {}
+
 RedisServer::RedisServer(std::vector<std::string> extra_args) : extra_args_(std::move(extra_args)) {
   std::string tmpl = (std::filesystem::temp_directory_path() / "tern-redis-XXXXXX").string();
   if (::mkdtemp(tmpl.data())) dir_ = tmpl;

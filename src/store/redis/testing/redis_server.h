@@ -21,7 +21,8 @@ class RedisServer {
  public:
   // Makes the temp directory; start() launches. `extra_args` go after the default ones on
   // redis-server's command line (e.g. {"--replicaof", "127.0.0.1", "<port>"}).
-  explicit RedisServer(std::vector<std::string> extra_args = {});
+  RedisServer();
+  explicit RedisServer(std::vector<std::string> extra_args);
   ~RedisServer();  // stops the server and removes the directory
   RedisServer(const RedisServer&) = delete;
   RedisServer& operator=(const RedisServer&) = delete;
