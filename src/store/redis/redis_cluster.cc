@@ -20,17 +20,23 @@ std::string address_text(const RedisAddress& a) {
   return a.host + ":" + std::to_string(a.port);
 }
 
+// "1" .. "65535" without a sign or anything after: the port; else 0.
+uint16_t port_number(std::string_view p) {
+  unsigned port = 0;
+  auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), port);
+  if (ec != std::errc() || end != p.data() + p.size() || port > 65535) return 0;
+  return static_cast<uint16_t>(port);
+}
+
 // "host:port" (host may be an IPv6 address, bracketed or not: the port is after the last ':').
 std::optional<RedisAddress> host_port(std::string_view s) {
   const size_t colon = s.rfind(':');
   if (colon == std::string_view::npos || colon == 0) return std::nullopt;
-  unsigned port = 0;
-  std::string_view p = s.substr(colon + 1);
-  auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), port);
-  if (ec != std::errc() || end != p.data() + p.size() || port == 0 || port > 65535) return std::nullopt;
+  const uint16_t port = port_number(s.substr(colon + 1));
+  if (port == 0) return std::nullopt;
   std::string_view host = s.substr(0, colon);
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  return RedisAddress{std::string(host), static_cast<uint16_t>(port)};
+  return RedisAddress{std::string(host), port};
 }
 
 // "MOVED 3999 127.0.0.1:6381" / "ASK 3999 127.0.0.1:6381" (host may be an IPv6 address:
@@ -59,15 +65,22 @@ std::optional<Redirect> parse_redirect(const redisReply* r) {
   return out;
 }
 
+// The first line of `text`, without its "\n" or "\r\n", taken off `text`.
+std::string_view next_line(std::string_view& text) {
+  const size_t eol = text.find('\n');
+  std::string_view line = text.substr(0, eol);
+  text.remove_prefix(eol == std::string_view::npos ? text.size() : eol + 1);
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  return line;
+}
+
 // The replicas in a CLUSTER NODES reply: one line per node, "<id> <ip:port@cport[,hostname]>
 // <flags> <master id> ...", flags comma-separated ("slave", "fail", "noaddr", ...). A node
 // without an address (noaddr, or still in handshake) is left out: nothing could reach it.
 std::vector<RedisAddress> replicas_in(std::string_view nodes) {
   std::vector<RedisAddress> out;
   while (!nodes.empty()) {
-    const size_t eol = nodes.find('\n');
-    std::string_view line = nodes.substr(0, eol);
-    nodes.remove_prefix(eol == std::string_view::npos ? nodes.size() : eol + 1);
+    std::string_view line = next_line(nodes);
     std::string_view field[3];
     for (auto& f : field) {
       const size_t sp = line.find(' ');
@@ -84,6 +97,30 @@ std::vector<RedisAddress> replicas_in(std::string_view nodes) {
 }
 
 }  // namespace
+
+std::vector<RedisAddress> replicas_in_info(std::string_view info) {
+  std::vector<RedisAddress> out;
+  while (!info.empty()) {
+    std::string_view line = next_line(info);
+    // "slave<digits>:" (other lines: "role:", "connected_slaves:", "master_repl_offset:", ...).
+    if (line.rfind("slave", 0) != 0) continue;
+    const size_t colon = line.find(':');
+    if (colon == std::string_view::npos || colon == 5 ||
+        line.substr(5, colon - 5).find_first_not_of("0123456789") != std::string_view::npos)
+      continue;
+    line.remove_prefix(colon + 1);
+    RedisAddress a{"", 0};  // not the default port: a line without port= is left out
+    while (!line.empty()) {
+      const size_t comma = line.find(',');
+      const std::string_view field = line.substr(0, comma);
+      line.remove_prefix(comma == std::string_view::npos ? line.size() : comma + 1);
+      if (field.rfind("ip=", 0) == 0) a.host = std::string(field.substr(3));
+      if (field.rfind("port=", 0) == 0) a.port = port_number(field.substr(5));
+    }
+    if (!a.host.empty() && a.port != 0) out.push_back(std::move(a));
+  }
+  return out;
+}
 
 uint16_t crc16_xmodem(std::string_view data) {
   // Polynomial 0x1021, initial value 0, no reflection, no final xor; bit by bit (keys are short).
@@ -272,29 +309,46 @@ Result<RedisCluster::EveryNode> RedisCluster::on_every_node(const std::vector<st
     if (!r) return r.error();
     ++out.masters;
   }
-  if (!cluster_ || masters.empty()) return out;
-  // The replicas, as the first master sees the cluster.
+  if (masters.empty()) return out;
+  // The replicas, as the first master sees the cluster (or as the plain server lists those
+  // connected to it).
   auto c = connect(masters.front());
-  Result<Reply> listed = c ? (*c)->command({"CLUSTER", "NODES"}) : Result<Reply>(c.error());
+  const std::vector<std::string_view> ask = cluster_ ? std::vector<std::string_view>{"CLUSTER", "NODES"}
+                                                     : std::vector<std::string_view>{"INFO", "replication"};
+  Result<Reply> listed = c ? (*c)->command(ask) : Result<Reply>(c.error());
   if (listed && (*listed)->type != REDIS_REPLY_STRING)
-    listed = make_error(ErrorCode::kUnavailable, "redis: CLUSTER NODES: unexpected reply");
+    listed = make_error(ErrorCode::kUnavailable, std::string("redis: ") + std::string(ask[0]) + ": unexpected reply");
   if (!listed) {
     out.unreachable.push_back("replicas: " + listed.error().message);
     return out;
   }
-  for (const RedisAddress& a : replicas_in(str(listed->get()))) {
-    const int n = node_index(a);
-    if (std::find(masters.begin(), masters.end(), n) != masters.end()) continue;  // promoted meanwhile
-    auto rc = connect(n);
-    Result<Reply> r = rc ? (*rc)->command(argv) : Result<Reply>(rc.error());
+  const std::string_view text = str(listed->get());
+  on_replicas(cluster_ ? replicas_in(text) : replicas_in_info(text), masters, argv, out);
+  return out;
+}
+
+void RedisCluster::on_replicas(const std::vector<RedisAddress>& replicas, const std::vector<int>& masters,
+                               const std::vector<std::string_view>& argv, EveryNode& out) {
+  for (const RedisAddress& a : replicas) {
+    Result<Reply> r = make_error(ErrorCode::kUnavailable, "redis: not sent");
+    if (cluster_) {
+      const int n = node_index(a);
+      if (std::find(masters.begin(), masters.end(), n) != masters.end()) continue;  // promoted meanwhile
+      auto rc = connect(n);
+      r = rc ? (*rc)->command(argv) : Result<Reply>(rc.error());
+      if (!r) nodes_[static_cast<size_t>(n)].conn.reset();
+    } else {
+      // A connection of its own, not a node: refresh() asks every node it knows, and a plain
+      // replica answering "cluster support disabled" would take every slot from its master.
+      auto rc = RedisConnection::connect(a, options_.connect_timeout, options_.command_timeout);
+      r = rc ? (*rc)->command(argv) : Result<Reply>(rc.error());
+    }
     if (r) {
       ++out.replicas;
       continue;
     }
-    nodes_[static_cast<size_t>(n)].conn.reset();
     out.unreachable.push_back(address_text(a) + ": " + r.error().message);
   }
-  return out;
 }
 
 Result<void> RedisCluster::send_with_redirects(uint16_t slot, const std::vector<std::vector<std::string_view>>& commands,

@@ -64,6 +64,12 @@ uint16_t key_slot(std::string_view key);
 // "redis://h1:p1,redis://h2:p2,h3:p3": one or more seed addresses (at most 64).
 Result<std::vector<RedisAddress>> parse_redis_urls(std::string_view urls);
 
+// The replicas a plain redis-server lists in its `INFO replication` text, one line each:
+// "slave<N>:ip=<ip>,port=<port>,state=<state>,offset=<n>,lag=<n>" (lines end in "\r\n").
+// Every state is kept (online, and wait_bgsave / send_bulk while a replica syncs: it keeps
+// an AOF too); a line without a usable ip and port is left out.
+std::vector<RedisAddress> replicas_in_info(std::string_view info);
+
 struct RedisClusterOptions {
   std::vector<RedisAddress> seeds;
   std::chrono::milliseconds connect_timeout{200};
@@ -108,11 +114,13 @@ class RedisCluster {
   // The command (no key) on every node, one after the other (e.g. BGREWRITEAOF: every node,
   // replicas included, keeps its own AOF): first each master that serves a slot now (the
   // topology read again first), then each replica that a master's CLUSTER NODES lists
-  // (CLUSTER SLOTS leaves out a replica whose replication offset is still unknown). Fails if
-  // a master cannot be reached, as before; a replica that cannot be reached (or a CLUSTER
-  // NODES that fails) is reported in `unreachable` and the other nodes still get the
-  // command. A node's error reply is not a failure (it is that node's answer). On a plain
-  // redis-server: that one server (its replicas, if any, are not looked for).
+  // (CLUSTER SLOTS leaves out a replica whose replication offset is still unknown). On a
+  // plain redis-server: that server, then each replica its `INFO replication` lists
+  // (replicas_in_info: the replicas connected to it now, started with `replicaof`; a
+  // replica's own replicas are not looked for). Fails if a master (or the plain server)
+  // cannot be reached, as before; a replica that cannot be reached (or a CLUSTER NODES /
+  // INFO that fails) is reported in `unreachable` and the other nodes still get the
+  // command. A node's error reply is not a failure (it is that node's answer).
   struct EveryNode {
     size_t masters = 0, replicas = 0;      // nodes that answered
     std::vector<std::string> unreachable;  // replicas not reached: "host:port: why"
@@ -141,6 +149,10 @@ class RedisCluster {
   Result<void> refresh_or_backoff();
   // The node of the slot, refreshing once if no node serves it.
   Result<int> route(uint16_t slot);
+  // The command on each replica in `replicas` that is not one of `masters` (promoted
+  // meanwhile), counted in `out` (answered, or unreachable with why).
+  void on_replicas(const std::vector<RedisAddress>& replicas, const std::vector<int>& masters,
+                   const std::vector<std::string_view>& argv, EveryNode& out);
   // Sends (slot, indices of commands) to node; on return, replies[i] set for the sent ones.
   Result<void> send_with_redirects(uint16_t slot, const std::vector<std::vector<std::string_view>>& commands,
                                    std::vector<size_t> todo, std::vector<Reply>& replies);

@@ -53,6 +53,40 @@ TEST(RedisSlots, ParsesSeedLists) {
   EXPECT_FALSE(parse_redis_urls(many).ok());
 }
 
+TEST(RedisInfo, ListsTheReplicasOfInfoReplication) {
+  // As redis-server 7 writes it (lines end in CRLF), with a replica still syncing.
+  const std::string info =
+      "# Replication\r\nrole:master\r\nconnected_slaves:3\r\n"
+      "slave0:ip=127.0.0.1,port=6380,state=online,offset=1234,lag=0\r\n"
+      "slave1:ip=::1,port=6381,state=wait_bgsave,offset=0,lag=0\r\n"
+      "slave2:ip=10.0.0.7,port=6382,state=send_bulk,offset=0,lag=1\r\n"
+      "master_failover_state:no-failover\r\nmaster_replid:5d2c1f6e\r\nmaster_repl_offset:1234\r\n"
+      "slave_read_only:1\r\nslave_priority:100\r\nrepl_backlog_active:1\r\n";
+  const auto got = replicas_in_info(info);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].host, "127.0.0.1");
+  EXPECT_EQ(got[0].port, 6380);
+  EXPECT_EQ(got[1].host, "::1");
+  EXPECT_EQ(got[1].port, 6381);
+  EXPECT_EQ(got[2].host, "10.0.0.7");
+  EXPECT_EQ(got[2].port, 6382);
+  // No replica; a replica's own INFO (its master's fields); LF only; the fields in another order.
+  EXPECT_TRUE(replicas_in_info("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n").empty());
+  EXPECT_TRUE(replicas_in_info("role:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:6379\r\n"
+                               "slave_repl_offset:14\r\nslave_priority:100\r\nslave_read_only:1\r\n")
+                  .empty());
+  const auto lf = replicas_in_info("slave0:port=7001,ip=h1,state=online\nslave1:ip=h2,port=7002");
+  ASSERT_EQ(lf.size(), 2u);
+  EXPECT_EQ(lf[0].host, "h1");
+  EXPECT_EQ(lf[0].port, 7001);
+  EXPECT_EQ(lf[1].port, 7002);
+  // Unusable lines are left out.
+  for (const char* bad : {"slave0:ip=h,port=0", "slave0:ip=h,port=70000", "slave0:ip=h,port=12x", "slave0:ip=h",
+                          "slave0:port=6380", "slave0:ip=,port=6380", "slavex:ip=h,port=6380", "slave:ip=h,port=6380",
+                          ""})
+    EXPECT_TRUE(replicas_in_info(bad).empty()) << bad;
+}
+
 TEST(RedisClusterPlain, OneRedisServerServesEverySlot) {
   testing::RedisServer server;
   ASSERT_TRUE(server.start().ok());

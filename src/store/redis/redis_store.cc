@@ -753,22 +753,18 @@ Result<void> RedisStore::erase_expired(const std::vector<ExpiringMessage>& messa
     last_rewrite_ = now;
   }
   // The old frames are still in the AOF: a rewrite writes the data set as it is now. An error
-  // reply (AOF off, or one already scheduled) is not a failure of the erase itself. On a
-  // Cluster every node rewrites its own AOF: the masters (the erased frames were on several
-  // of them) and their replicas (each appended its copy of the frames). A replica that cannot
-  // be reached is logged, not a failure: the erase itself succeeded, and the next erase's
-  // rewrite (or the replica's own auto-aof-rewrite) reaches it.
+  // reply (AOF off, or one already scheduled) is not a failure of the erase itself. Every
+  // node rewrites its own AOF: on a Cluster the masters (the erased frames were on several of
+  // them) and their replicas, on a plain redis-server that server and the replicas connected
+  // to it (each replica appended its copy of the frames). A replica that cannot be reached is
+  // logged, not a failure: the erase itself succeeded, and the next erase's rewrite (or the
+  // replica's own auto-aof-rewrite) reaches it.
   auto c = connection();
   if (!c) return c.error();
-  if ((*c)->is_cluster()) {
-    auto every = (*c)->on_every_node({"BGREWRITEAOF"});
-    if (!every) return every.error();
-    for (const std::string& replica : every->unreachable)
-      spdlog::warn("store=redis event=aof_rewrite_replica_unreachable replica=\"{}\"", replica);
-    return {};
-  }
-  auto r = run1({"BGREWRITEAOF"});
-  if (!r) return r.error();
+  auto every = (*c)->on_every_node({"BGREWRITEAOF"});
+  if (!every) return every.error();
+  for (const std::string& replica : every->unreachable)
+    spdlog::warn("store=redis event=aof_rewrite_replica_unreachable replica=\"{}\"", replica);
   return {};
 }
 

@@ -135,7 +135,8 @@ class RedisStore final : public Store {
   Result<std::vector<ExpiringMessage>> expiring_messages(int64_t now_ms, size_t limit) override;
   // Overwrites each frame with its tombstone (HSET): the old bytes leave Redis's memory at
   // once, but stay in the AOF until Redis rewrites it; with rewrite_aof_on_erase this asks
-  // for a rewrite (BGREWRITEAOF) afterwards (docs/scaling.md, "Disappearing messages").
+  // every node, replicas included, for a rewrite (BGREWRITEAOF) afterwards
+  // (RedisCluster::on_every_node; docs/scaling.md, "Disappearing messages").
   Result<void> erase_expired(const std::vector<ExpiringMessage>& messages) override;
   Result<std::optional<std::string>> user_record(const std::string& user, const std::string& name) override;
   Result<std::vector<std::pair<std::string, std::string>>> user_records(const std::string& user,

@@ -12,6 +12,7 @@
 #include "store/redis/redis_cluster.h"
 #include "store/redis/redis_store.h"
 #include "store/redis/testing/redis_cluster_server.h"
+#include "store/redis/testing/redis_info.h"
 #include "store/redis/testing/two_nodes.h"
 #include "store/store_contract_test.h"
 
@@ -135,15 +136,6 @@ TEST(RedisStoreCluster, ACommitSpreadOverThreeMastersLandsWhole) {
   EXPECT_FALSE(after->has_value());
 }
 
-// INFO persistence's aof_rewrites of a node (-1 if it does not answer).
-int aof_rewrites(uint16_t port) {
-  auto info = g_cluster->command(port, {"INFO", "persistence"});
-  if (!info.ok()) return -1;
-  const auto at = info->find("aof_rewrites:");
-  if (at == std::string::npos) return -1;
-  return std::atoi(info->c_str() + at + std::string_view("aof_rewrites:").size());
-}
-
 // The live nodes by role (ROLE's first word): "master" / "slave".
 std::map<std::string, std::vector<uint16_t>> nodes_by_role() {
   std::map<std::string, std::vector<uint16_t>> out;
@@ -154,21 +146,10 @@ std::map<std::string, std::vector<uint16_t>> nodes_by_role() {
   return out;
 }
 
-// The AOF counts of every node, once none is rewriting (a replica rewrites its AOF after its
-// first sync; a node already rewriting answers BGREWRITEAOF with an error and does not count).
+// The AOF counts of every node, once none is rewriting.
 std::map<uint16_t, int> rewrites_when_idle() {
   std::map<uint16_t, int> out;
-  const auto deadline = Clock::now() + 20s;
-  for (uint16_t p : g_cluster->ports()) {
-    for (;;) {
-      auto info = g_cluster->command(p, {"INFO", "persistence"});
-      const bool idle = !info.ok() || (info->find("aof_rewrite_in_progress:0") != std::string::npos &&
-                                       info->find("aof_rewrite_scheduled:0") != std::string::npos);
-      if (idle || Clock::now() >= deadline) break;
-      std::this_thread::sleep_for(20ms);
-    }
-    out[p] = aof_rewrites(p);
-  }
+  for (uint16_t p : g_cluster->ports()) out[p] = testing::aof_rewrites_when_idle(p);
   return out;
 }
 
@@ -195,11 +176,8 @@ void erase_one_message_per_master(Store& s) {
 
 // Waits (bounded) until each of `ports` counts more AOF rewrites than `before` says.
 void expect_rewritten(const std::vector<uint16_t>& ports, std::map<uint16_t, int>& before, const char* role) {
-  for (uint16_t port : ports) {
-    const auto deadline = Clock::now() + 20s;
-    while (aof_rewrites(port) <= before[port] && Clock::now() < deadline) std::this_thread::sleep_for(50ms);
-    EXPECT_GT(aof_rewrites(port), before[port]) << role << " " << port << " did not rewrite its AOF";
-  }
+  for (uint16_t port : ports)
+    EXPECT_TRUE(testing::await_aof_rewrites_above(port, before[port])) << role << " " << port << " did not rewrite its AOF";
 }
 
 // The AOF rewrite after an erase reaches every node: each master holds the erased frames of
@@ -247,13 +225,7 @@ TEST(RedisStoreCluster, AnEraseWithAReplicaDownSucceedsAndTheOtherNodesRewrite) 
   EXPECT_NE(every->unreachable[0].find(":" + std::to_string(down) + ":"), std::string::npos) << every->unreachable[0];
   // Back as it was for the next tests: the replica up and linked to its master again.
   ASSERT_TRUE(g_cluster->restart(down).ok());
-  bool linked = false;
-  for (const auto deadline = Clock::now() + 30s; !linked && Clock::now() < deadline;) {
-    auto info = g_cluster->command(down, {"INFO", "replication"});
-    linked = info.ok() && info->find("master_link_status:up") != std::string::npos;
-    if (!linked) std::this_thread::sleep_for(50ms);
-  }
-  ASSERT_TRUE(linked) << "the restarted replica did not link to its master";
+  ASSERT_TRUE(testing::await_replica_linked(down)) << "the restarted replica did not link to its master";
   ASSERT_TRUE(g_cluster->await_healthy(30s).ok());
 }
 

@@ -15,6 +15,7 @@
 
 #include "base/clock.h"
 
+#include "store/redis/testing/redis_info.h"
 #include "store/redis/testing/redis_server.h"
 #include "store/redis/testing/two_nodes.h"
 #include "store/store_contract_test.h"
@@ -451,6 +452,113 @@ TEST(RedisStore, ErasedBytesLeaveTheAofAfterTheRewrite) {
   ASSERT_TRUE(after.ok());
   ASSERT_EQ(after->size(), 1u);
   EXPECT_NE(after->front().frame.find(R"("expired":true)"), std::string::npos);
+}
+
+// One expiring message appended and erased (the erase asks for the AOF rewrites).
+void erase_one_expired_message(RedisStore& s) {
+  Batch b;
+  b.add(AppendMessage{"c1", 1, R"({"type":"message","seq":1,"body":"eA==","expires_at":5000})", 5000, {}});
+  ASSERT_TRUE(s.commit(b, true).ok());
+  auto due = s.expiring_messages(5000, 10);
+  ASSERT_TRUE(due.ok());
+  ASSERT_EQ(due->size(), 1u);
+  auto erased = s.erase_expired(*due);
+  ASSERT_TRUE(erased.ok()) << erased.error().message;
+}
+
+// What RedisCluster::on_every_node reaches from the plain redis-server on `port`.
+Result<RedisCluster::EveryNode> every_node_from(uint16_t port) {
+  auto c = RedisCluster::open({.seeds = {RedisAddress{"127.0.0.1", port}}, .command_timeout = std::chrono::milliseconds(300)});
+  if (!c) return c.error();
+  return (*c)->on_every_node({"PING"});
+}
+
+// For a master: a replica's first sync starts at once (not after the default 5 s wait for
+// more replicas to share it).
+const std::vector<std::string> kNoSyncDelay = {"--repl-diskless-sync-delay", "0"};
+
+// A replica of `master` (`replicaof`, its own AOF), started, linked, and done with the AOF
+// rewrite that follows its first sync (until then it refuses to shut down: "Writing initial
+// AOF, can't exit").
+std::unique_ptr<testing::RedisServer> linked_replica_of(const testing::RedisServer& master) {
+  auto replica = std::make_unique<testing::RedisServer>(
+      std::vector<std::string>{"--replicaof", "127.0.0.1", std::to_string(master.port())});
+  auto started = replica->start();
+  EXPECT_TRUE(started.ok()) << started.error().message;
+  EXPECT_TRUE(testing::await_replica_linked(replica->port())) << "the replica did not link to its master";
+  EXPECT_GE(testing::aof_rewrites_when_idle(replica->port()), 0);
+  return replica;
+}
+
+// A plain redis-server with one replica, linked, neither rewriting its AOF; master_before_:
+// the server's aof_rewrites then.
+class RedisStoreWithAReplica : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(master_.start().ok());
+    replica_ = linked_replica_of(master_);
+    ASSERT_FALSE(HasFailure());
+    master_before_ = testing::aof_rewrites_when_idle(master_.port());
+    ASSERT_GE(master_before_, 0);
+  }
+
+  testing::RedisServer master_{kNoSyncDelay};
+  std::unique_ptr<testing::RedisServer> replica_;  // stopped before master_ (declared after it)
+  int master_before_ = -1;
+};
+
+// Disappearing messages on a plain redis-server with a replica: the replica appended its copy
+// of the frame to its own AOF, so the erase's rewrite reaches it too (INFO replication).
+TEST_F(RedisStoreWithAReplica, AnEraseAsksTheServerAndTheReplicaToRewriteTheirAofs) {
+  const int replica_before = testing::aof_rewrites_when_idle(replica_->port());
+  ASSERT_GE(replica_before, 0);
+  auto s = open_on(master_);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  ASSERT_NO_FATAL_FAILURE(erase_one_expired_message(**s));
+  EXPECT_TRUE(testing::await_aof_rewrites_above(master_.port(), master_before_)) << "the server did not rewrite";
+  EXPECT_TRUE(testing::await_aof_rewrites_above(replica_->port(), replica_before)) << "the replica did not rewrite";
+  auto every = every_node_from(master_.port());
+  ASSERT_TRUE(every.ok()) << every.error().message;
+  EXPECT_EQ(every->masters, 1u);
+  EXPECT_EQ(every->replicas, 1u);
+  EXPECT_TRUE(every->unreachable.empty()) << every->unreachable.front();
+}
+
+// A replica that is down does not fail the erase (that succeeded): the server still rewrites.
+TEST_F(RedisStoreWithAReplica, AnEraseWithTheReplicaDownSucceedsAndTheServerRewrites) {
+  const uint16_t down = replica_->port();
+  replica_->kill9();
+  auto s = open_on(master_);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  ASSERT_NO_FATAL_FAILURE(erase_one_expired_message(**s));
+  EXPECT_TRUE(testing::await_aof_rewrites_above(master_.port(), master_before_)) << "the server did not rewrite";
+  auto every = every_node_from(master_.port());
+  ASSERT_TRUE(every.ok()) << every.error().message;
+  EXPECT_EQ(every->masters, 1u);
+  EXPECT_EQ(every->replicas, 0u);
+  // The server lists the replica until it has seen the link close: until then, unreachable.
+  for (const std::string& u : every->unreachable)
+    EXPECT_NE(u.find(":" + std::to_string(down) + ":"), std::string::npos) << u;
+}
+
+// A replica that hangs (the server still lists it, it answers nothing) is reported
+// unreachable after the command timeout; the erase succeeds and the server rewrites.
+TEST_F(RedisStoreWithAReplica, AHungReplicaIsReportedUnreachableAndTheServerStillRewrites) {
+  replica_->freeze();
+  RedisStoreOptions o = options_for(master_);
+  o.command_timeout = std::chrono::milliseconds(300);
+  auto s = RedisStore::open(o);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  ASSERT_NO_FATAL_FAILURE(erase_one_expired_message(**s));
+  EXPECT_TRUE(testing::await_aof_rewrites_above(master_.port(), master_before_)) << "the server did not rewrite";
+  auto every = every_node_from(master_.port());
+  replica_->thaw();
+  ASSERT_TRUE(every.ok()) << every.error().message;
+  EXPECT_EQ(every->masters, 1u);
+  EXPECT_EQ(every->replicas, 0u);
+  ASSERT_EQ(every->unreachable.size(), 1u);
+  EXPECT_NE(every->unreachable[0].find(":" + std::to_string(replica_->port()) + ":"), std::string::npos)
+      << every->unreachable[0];
 }
 
 }  // namespace

@@ -48,7 +48,9 @@ bool answers_ping(uint16_t port) {
 
 }  // namespace
 
-RedisServer::RedisServer() {
+RedisServer::RedisServer() : RedisServer(std::vector<std::string>{}) {}
+
+RedisServer::RedisServer(std::vector<std::string> extra_args) : extra_args_(std::move(extra_args)) {
   std::string tmpl = (std::filesystem::temp_directory_path() / "tern-redis-XXXXXX").string();
   if (::mkdtemp(tmpl.data())) dir_ = tmpl;
 }
@@ -71,6 +73,7 @@ Result<void> RedisServer::start() {
                                    "--appendonly", "yes", "--appendfsync", "always", "--save", "",
                                    "--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning",
                                    "--logfile", dir_ + "/redis.log"};
+  args.insert(args.end(), extra_args_.begin(), extra_args_.end());
   pid_t pid = ::fork();
   if (pid < 0) return make_error(ErrorCode::kInternal, "fork failed");
   if (pid == 0) {
@@ -123,6 +126,14 @@ void RedisServer::kill9() {
   int status = 0;
   ::waitpid(pid_, &status, 0);
   pid_ = -1;
+}
+
+void RedisServer::freeze() {
+  if (pid_ > 0) ::kill(pid_, SIGSTOP);
+}
+
+void RedisServer::thaw() {
+  if (pid_ > 0) ::kill(pid_, SIGCONT);
 }
 
 }  // namespace tern::store::redis::testing

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 
@@ -18,7 +19,10 @@ uint16_t free_loopback_port();
 
 class RedisServer {
  public:
-  RedisServer();   // makes the temp directory; start() launches
+  // Makes the temp directory; start() launches. `extra_args` go after the default ones on
+  // redis-server's command line (e.g. {"--replicaof", "127.0.0.1", "<port>"}).
+  RedisServer();
+  explicit RedisServer(std::vector<std::string> extra_args);
   ~RedisServer();  // stops the server and removes the directory
   RedisServer(const RedisServer&) = delete;
   RedisServer& operator=(const RedisServer&) = delete;
@@ -28,12 +32,17 @@ class RedisServer {
   Result<void> start();
   void stop();   // SIGTERM (Redis flushes and exits), reap
   void kill9();  // SIGKILL, reap: what was acknowledged is in the AOF (appendfsync always)
+  // SIGSTOP / SIGCONT: a server that still accepts connections (the kernel does) but answers
+  // nothing, as a hung node; its peers keep it listed until their own timeouts.
+  void freeze();
+  void thaw();
   bool running() const { return pid_ > 0; }
   uint16_t port() const { return port_; }
   std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
   const std::string& dir() const { return dir_; }
 
  private:
+  std::vector<std::string> extra_args_;
   std::string dir_;
   pid_t pid_ = -1;
   uint16_t port_ = 0;
