@@ -73,6 +73,12 @@ Result<uint16_t> Server::start() {
   auto blobs = store::FsBlobStore::open_at(options_.media_dir.empty() ? options_.data_dir + "/media" : options_.media_dir, temp_subdir);
   if (!blobs) return blobs.error();
   blobs_ = std::move(*blobs);
+  // Default: one loop per core but one, which the store's writer thread (fsync, memtable
+  // inserts) keeps busy under load; on a 2-core machine that is one loop (measured in
+  // docs/benchmarks.md: two loops there cost more per message in cross-loop wake-ups).
+  const size_t cores = std::max(1u, std::thread::hardware_concurrency());
+  const size_t threads = options_.threads ? options_.threads : std::max<size_t>(1, cores - 1);
+  loops_ = std::make_unique<Loops>(threads);
   if (options_.store == "redis") {
     bus::RedisBusOptions bo;
     bo.seeds = *store::redis::parse_redis_urls(options_.redis_url);  // checked above
@@ -80,18 +86,13 @@ Result<uint16_t> Server::start() {
     bo.node_id = options_.node_id.empty() ? options_.listen + "/" + std::to_string(::getpid()) : options_.node_id;
     bo.route_sends = options_.redis_route_sends != 0;
     auto rb = std::make_unique<bus::RedisBus>(bo);
+    rb->set_loops(*loops_);  // the loops publish what they raise themselves
     if (!rb->start()) return make_error(ErrorCode::kUnavailable, "redis: bus subscription failed");
     bus_ = std::move(rb);
   } else {
     bus_ = std::make_unique<bus::LocalBus>();
   }
 
-  // Default: one loop per core but one, which the store's writer thread (fsync, memtable
-  // inserts) keeps busy under load; on a 2-core machine that is one loop (measured in
-  // docs/benchmarks.md: two loops there cost more per message in cross-loop wake-ups).
-  const size_t cores = std::max(1u, std::thread::hardware_concurrency());
-  const size_t threads = options_.threads ? options_.threads : std::max<size_t>(1, cores - 1);
-  loops_ = std::make_unique<Loops>(threads);
   signals_ = std::make_unique<boost::asio::signal_set>(loops_->context(0));
   services::ServiceOptions service_options = options_.services;
   if (options_.store == "redis") {

@@ -1,5 +1,7 @@
 #include "bus/redis/redis_bus.h"
 
+#include "bus/redis/loop_publisher.h"
+
 #include <algorithm>
 #include <cstring>
 
@@ -118,6 +120,7 @@ RedisBus::RedisBus(RedisBusOptions options)
 RedisBus::~RedisBus() { stop(); }
 
 void RedisBus::stop() {
+  stopped_.store(true, std::memory_order_relaxed);  // the loops publish nothing more
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
@@ -149,7 +152,10 @@ bool RedisBus::start(std::chrono::milliseconds deadline) {
     counter();
   });
   std::unique_lock lock(mu_);
-  return subscribed_cv_.wait_for(lock, deadline, [&] { return subscribed_; });
+  // With loops, also until the loops know where to publish (else the thread publishes for them).
+  return subscribed_cv_.wait_for(lock, deadline, [&] {
+    return subscribed_ && (!loops_ || target_generation_.load(std::memory_order_acquire) > 0);
+  });
 }
 
 Result<size_t> RedisBus::registry_count(char op, const DeviceRef& device) {
@@ -328,7 +334,62 @@ bool RedisBus::online(const std::string& user) {
   return false;
 }
 
+void RedisBus::set_loops(Loops& loops) {
+  loops_ = &loops;
+  publishers_.clear();
+  for (size_t i = 0; i < loops.size(); ++i)
+    publishers_.push_back(std::make_shared<LoopPublisher>(*this, loops.context(i)));
+}
+
 bool RedisBus::enqueue(Event e) {
+  if (loops_) {
+    const size_t i = loops_->here();
+    if (i != Loops::kNone) {
+      if (stopped_.load(std::memory_order_relaxed)) return false;
+      return publishers_[i]->enqueue(std::move(e));
+    }
+  }
+  return enqueue_thread(std::move(e));
+}
+
+void RedisBus::count_published(size_t events, bool by_loop) {
+  published_metric.inc(events);
+  (by_loop ? published_by_loops_ : published_by_thread_).fetch_add(events, std::memory_order_relaxed);
+}
+
+void RedisBus::count_dropped(size_t events) {
+  dropped_metric.inc(events);
+  dropped_by_loops_.fetch_add(events, std::memory_order_relaxed);
+}
+
+std::optional<RedisBus::ChannelTarget> RedisBus::channel_target() const {
+  std::lock_guard lock(target_mu_);
+  return target_;
+}
+
+void RedisBus::note_channel_target(const RedisCluster& conn) {
+  auto address = store::redis::parse_redis_url(conn.owner(key_slot(kChannel)));
+  if (!address) return;  // no node serves the slot now: keep the last
+  std::lock_guard lock(target_mu_);
+  if (target_ && target_->address.host == address->host && target_->address.port == address->port &&
+      target_->cluster == conn.is_cluster())
+    return;
+  const uint64_t generation = target_ ? target_->generation + 1 : 1;
+  target_ = ChannelTarget{*address, conn.is_cluster(), generation};
+  target_generation_.store(generation, std::memory_order_release);
+  std::lock_guard wake(mu_);  // start() waits for the first target under mu_
+  subscribed_cv_.notify_all();
+}
+
+void RedisBus::want_refresh() {
+  refresh_wanted_.store(true, std::memory_order_relaxed);
+  {
+    std::lock_guard lock(mu_);  // so that the publisher thread cannot miss the wake-up
+  }
+  cv_.notify_one();
+}
+
+bool RedisBus::enqueue_thread(Event e) {
   {
     std::lock_guard lock(mu_);
     if (queue_.size() >= options_.queue_limit) {
@@ -383,8 +444,12 @@ std::vector<std::pair<std::string, std::string>> RedisBus::batches(const std::de
     return out.back().second;
   };
   if (resync) encode(batch(kChannel), Event{Target::kResync, DeviceRef{}, std::make_shared<const Notification>()});
-  for (const Event& e : events) encode(batch(for_one_node(e) ? node_channel(e.device.user) : std::string(kChannel)), e);
+  for (const Event& e : events) encode(batch(channel_of(e)), e);
   return out;
+}
+
+std::string RedisBus::channel_of(const Event& e) {
+  return for_one_node(e) ? node_channel(e.device.user) : std::string(kChannel);
 }
 
 void RedisBus::fail_requests(const std::deque<Event>& events) {
@@ -456,7 +521,9 @@ void RedisBus::publisher() {
     const auto wake = expire_requests(std::min(next_refresh, next_beat));
     {
       std::unique_lock lock(mu_);
-      cv_.wait_until(lock, wake, [&] { return stopping_ || !queue_.empty() || !registry_ops_.empty(); });
+      cv_.wait_until(lock, wake, [&] {
+        return stopping_ || !queue_.empty() || !registry_ops_.empty() || refresh_wanted_.load(std::memory_order_relaxed);
+      });
       if (stopping_) return;
       events.swap(queue_);
       reg.swap(registry_ops_);
@@ -473,6 +540,7 @@ void RedisBus::publisher() {
       if (c) {
         conn = std::move(c).value();
         backoff.reset();
+        note_channel_target(*conn);
       } else {
         retry_after = std::chrono::steady_clock::now() + backoff.next();
       }
@@ -485,8 +553,13 @@ void RedisBus::publisher() {
       reg.clear();
       continue;
     }
+    if (refresh_wanted_.exchange(false, std::memory_order_relaxed)) {
+      if (auto r = conn->refresh(); !r) spdlog::warn("event=bus_topology_refresh_failed node={}", options_.node_id);
+      note_channel_target(*conn);
+    }
     if (std::chrono::steady_clock::now() >= next_beat) {
-      heartbeat(*conn);
+      heartbeat(*conn);  // follows a MOVED of the channels' slot
+      note_channel_target(*conn);
       next_beat = std::chrono::steady_clock::now() + beat_every;
     }
     // The batches (batches(): kChannel's for every node, a node's own for requests to it and
@@ -535,7 +608,7 @@ void RedisBus::publisher() {
       if (!events.empty()) owe_resync = true;
       fail_requests(events);
     } else {
-      published_metric.inc(events.size());
+      count_published(events.size(), false);
       if (resync) owe_resync = false;
     }
     events.clear();

@@ -11,11 +11,15 @@
 // other event goes to every node, which is fine for a handful of nodes; a channel per node
 // chosen through the connection registry below is the next step (not built).
 //
-// Batching: publishes are queued and a publisher thread sends everything queued as one
-// PUBLISH per run of events for the same channel, in queue order (batches()), pipelined (one
-// Redis round trip per batch, however many events). The subscriber runs on its
-// own thread with a blocking hiredis connection (chosen over hiredis async on the loops: it
-// is simpler and keeps Redis latency off the loops).
+// Batching: an event raised on one of the server's event loops (set_loops: every message,
+// receipt and forwarded-send reply of the services) is queued on that loop's LoopPublisher
+// (loop_publisher.h), which ends the loop's turn with one PUBLISH per run of events for the
+// same channel, in queue order (batches()), over the loop's own asynchronous connection: no
+// thread hop and no blocking call. Events raised elsewhere (HTTP handlers on reader threads,
+// presence, tests) go to the publisher thread, which sends everything queued the same way,
+// pipelined (one Redis round trip per batch, however many events). The subscriber runs on its
+// own thread with a blocking hiredis connection and hands what it receives to the loops
+// through the endpoints (one mailbox wake-up per batch).
 //
 // Never trusted for durability: a publish lost while Redis is away (or the queue is over its
 // bound) is dropped and counted. The message is in the store: a session notices the gap at
@@ -50,8 +54,8 @@
 // Device lists: announce_devices(user) publishes a kDevices event; the other nodes hand it
 // to their devices sink (services' Directory drops its cached device list of the user).
 //
-// Thread-safety: every method from any thread. Owns its two threads (joined by the
-// destructor) and the LocalBus.
+// Thread-safety: every method from any thread. Owns its threads (joined by stop()), the
+// LocalBus and the loops' LoopPublishers (the loops must be joined before the bus is destroyed).
 #pragma once
 #include <chrono>
 #include <condition_variable>
@@ -65,7 +69,10 @@
 #include <utility>
 #include <vector>
 #include <map>
+#include <atomic>
+#include <optional>
 
+#include "base/loops.h"
 #include "bus/bus.h"
 #include "bus/local/local_bus.h"
 #include "bus/redis/node_ring.h"
@@ -73,6 +80,8 @@
 #include "store/redis/redis_connection.h"
 
 namespace tern::bus {
+
+class LoopPublisher;
 
 struct RedisBusOptions {
   store::redis::RedisAddress address;
@@ -97,8 +106,17 @@ class RedisBus final : public Bus {
   explicit RedisBus(RedisBusOptions options);
   ~RedisBus() override;
 
-  // Starts the threads and waits (at most `deadline`) for the subscription to be in place;
-  // false if Redis could not be reached in time (the threads keep trying).
+  // The server's event loops: events raised on one of them are published by that loop
+  // (LoopPublisher). Before start(); without it every event goes through the publisher thread.
+  void set_loops(Loops& loops);
+  // Events handed to Redis by the loops and by the publisher thread (tests, profiles).
+  uint64_t published_by_loops() const { return published_by_loops_.load(std::memory_order_relaxed); }
+  uint64_t published_by_thread() const { return published_by_thread_.load(std::memory_order_relaxed); }
+  uint64_t dropped_by_loops() const { return dropped_by_loops_.load(std::memory_order_relaxed); }
+
+  // Starts the threads and waits (at most `deadline`) for the subscription to be in place
+  // (and, with loops, for the publisher thread to have read where the loops publish); false
+  // if Redis could not be reached in time (the threads keep trying).
   bool start(std::chrono::milliseconds deadline = std::chrono::milliseconds(5000));
 
   size_t attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint) override;
@@ -156,9 +174,25 @@ class RedisBus final : public Bus {
   // its own message's seq when the reply arrives; the next message first made it replay).
   static std::vector<std::pair<std::string, std::string>> batches(const std::deque<Event>& events, bool resync,
                                                                   const std::string& node);
+  // The channel an event goes on: `{tern:bus}:<node>` for a request or reply, else tern:bus.
+  static std::string channel_of(const Event& e);
 
  private:
-  bool enqueue(Event e);  // false: dropped (queue full)
+  friend class LoopPublisher;
+  // Where the loops publish: the master of the channels' slot as the publisher thread last
+  // saw it; `generation` changes when it does.
+  struct ChannelTarget {
+    store::redis::RedisAddress address;
+    bool cluster = false;
+    uint64_t generation = 0;
+  };
+  std::optional<ChannelTarget> channel_target() const;
+  void note_channel_target(const store::redis::RedisCluster& conn);  // publisher thread
+  void want_refresh();  // a loop saw a redirect: the publisher thread reads the topology again
+  void count_published(size_t events, bool by_loop);
+  void count_dropped(size_t events);
+  bool enqueue(Event e);  // this loop's publisher, or the thread's queue; false: dropped
+  bool enqueue_thread(Event e);  // the publisher thread's queue; false: dropped (queue full)
   void respond_to(const std::string& node, uint64_t id, std::string response);
   // The requests among `events` that were not published fail at once (`unavailable`).
   void fail_requests(const std::deque<Event>& events);
@@ -204,6 +238,15 @@ class RedisBus final : public Bus {
   std::string hinted_conversation_;
   Seq hinted_seq_ = 0;
   std::pair<std::string, Seq> last_changed_;  // guarded by mu_: one kChanged per system message
+
+  Loops* loops_ = nullptr;
+  std::vector<std::shared_ptr<LoopPublisher>> publishers_;  // one per loop (set_loops)
+  std::atomic<bool> stopped_{false};
+  std::atomic<uint64_t> published_by_loops_{0}, published_by_thread_{0}, dropped_by_loops_{0};
+  mutable std::mutex target_mu_;
+  std::optional<ChannelTarget> target_;  // guarded by target_mu_
+  std::atomic<uint64_t> target_generation_{0};
+  std::atomic<bool> refresh_wanted_{false};
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -1,0 +1,234 @@
+#include "store/redis/async_redis.h"
+
+#include <hiredis/hiredis.h>
+
+#include <array>
+#include <cassert>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+
+namespace tern::store::redis {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+// One TCP connection. Handlers hold it (shared) so that the buffers they name live until they
+// ran, also after the AsyncRedis moved on to a new link; a handler whose link is no longer the
+// current one does nothing but let go.
+struct AsyncRedis::Link {
+  explicit Link(asio::io_context& io) : socket(io), resolver(io), reader(redisReaderCreate()) {}
+  ~Link() {
+    if (reader) redisReaderFree(reader);
+  }
+  tcp::socket socket;
+  tcp::resolver resolver;
+  redisReader* reader;
+  std::array<char, 16384> in;
+  std::string writing;  // the bytes of the write in flight
+  bool write_in_flight = false;
+};
+
+std::shared_ptr<AsyncRedis> AsyncRedis::create(asio::io_context& io, AsyncRedisOptions options) {
+  return std::shared_ptr<AsyncRedis>(new AsyncRedis(io, std::move(options)));
+}
+
+AsyncRedis::AsyncRedis(asio::io_context& io, AsyncRedisOptions options)
+    : io_(io),
+      options_(std::move(options)),
+      timer_(io),
+      backoff_(options_.retry_backoff, options_.retry_backoff * 10) {}
+
+AsyncRedis::~AsyncRedis() {
+  if (link_) {
+    boost::system::error_code ignored;
+    link_->socket.close(ignored);
+  }
+}
+
+void AsyncRedis::fail_later(Callback done, Error error) {
+  asio::post(io_, [done = std::move(done), error = std::move(error)]() mutable { done(std::move(error)); });
+}
+
+void AsyncRedis::command(const std::vector<std::string_view>& argv, Callback done) {
+  if (state_ == State::kBackoff) {
+    if (std::chrono::steady_clock::now() < retry_after_)
+      return fail_later(std::move(done), make_error(ErrorCode::kUnavailable,
+                                                    "redis: " + options_.address.host + ":" +
+                                                        std::to_string(options_.address.port) +
+                                                        " is unreachable; retry later"));
+    state_ = State::kIdle;
+  }
+  if (pending_.size() >= options_.max_pending)
+    return fail_later(std::move(done), make_error(ErrorCode::kOverloaded, "redis: too many commands waiting"));
+  std::vector<const char*> args;
+  std::vector<size_t> lens;
+  args.reserve(argv.size());
+  lens.reserve(argv.size());
+  for (std::string_view a : argv) {
+    args.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  char* formatted = nullptr;
+  const int n = redisFormatCommandArgv(&formatted, static_cast<int>(args.size()), args.data(), lens.data());
+  if (n < 0 || !formatted)
+    return fail_later(std::move(done), make_error(ErrorCode::kInternal, "redis: cannot format the command"));
+  out_.append(formatted, static_cast<size_t>(n));
+  redisFreeCommand(formatted);
+  pending_.push_back(Pending{std::move(done), std::chrono::steady_clock::now() + options_.command_timeout});
+  if (state_ == State::kIdle) return connect();
+  if (state_ == State::kReady) schedule_flush();
+}
+
+void AsyncRedis::connect() {
+  state_ = State::kConnecting;
+  ++connects_;
+  auto link = std::make_shared<Link>(io_);
+  link_ = link;
+  // The connect's deadline: the timer closes the socket, which fails the connect.
+  timer_.expires_after(options_.connect_timeout);
+  timer_armed_ = true;
+  timer_.async_wait([self = shared_from_this(), link](const boost::system::error_code& ec) {
+    if (ec || link != self->link_ || self->state_ != State::kConnecting) return;
+    self->timer_armed_ = false;
+    self->fail("redis: connect timed out", true);
+  });
+  boost::system::error_code ec;
+  const auto ip = asio::ip::make_address(options_.address.host, ec);
+  if (!ec) {
+    link->socket.async_connect(tcp::endpoint(ip, options_.address.port),
+                               [self = shared_from_this(), link](const boost::system::error_code& e) {
+                                 self->on_connected(link, e);
+                               });
+    return;
+  }
+  // A host name: resolved by asio's resolver off the loop, then the first address that accepts.
+  link->resolver.async_resolve(
+      options_.address.host, std::to_string(options_.address.port),
+      [self = shared_from_this(), link](const boost::system::error_code& e, tcp::resolver::results_type results) {
+        if (link != self->link_) return;
+        if (e) return self->on_connected(link, e);
+        asio::async_connect(link->socket, results,
+                            [self, link](const boost::system::error_code& e2, const tcp::endpoint&) {
+                              self->on_connected(link, e2);
+                            });
+      });
+}
+
+void AsyncRedis::on_connected(const std::shared_ptr<Link>& link, const boost::system::error_code& ec) {
+  if (link != link_ || state_ != State::kConnecting) return;
+  if (ec) return fail("redis: connect to " + options_.address.host + ":" + std::to_string(options_.address.port) +
+                          ": " + ec.message(),
+                      true);
+  boost::system::error_code ignored;
+  link->socket.set_option(tcp::no_delay(true), ignored);
+  state_ = State::kReady;
+  backoff_.reset();
+  timer_.cancel();  // the connect's deadline; the commands' own is armed below
+  timer_armed_ = false;
+  do_read(link);
+  arm_timer();
+  schedule_flush();
+}
+
+void AsyncRedis::schedule_flush() {
+  if (flush_posted_ || out_.empty()) return;
+  flush_posted_ = true;
+  // After the turn's other handlers: what they issue rides in the same write.
+  asio::post(io_, [self = shared_from_this()] {
+    self->flush_posted_ = false;
+    self->do_write();
+  });
+}
+
+void AsyncRedis::do_write() {
+  if (state_ != State::kReady || out_.empty() || link_->write_in_flight) return;
+  auto link = link_;
+  link->writing.swap(out_);
+  out_.clear();
+  link->write_in_flight = true;
+  ++writes_;
+  arm_timer();
+  asio::async_write(link->socket, asio::buffer(link->writing),
+                    [self = shared_from_this(), link](const boost::system::error_code& ec, size_t) {
+                      link->write_in_flight = false;
+                      link->writing.clear();
+                      if (link != self->link_) return;
+                      if (ec) return self->fail("redis: write: " + ec.message(), true);
+                      self->do_write();  // what was issued meanwhile
+                    });
+}
+
+void AsyncRedis::do_read(const std::shared_ptr<Link>& link) {
+  link->socket.async_read_some(asio::buffer(link->in),
+                               [self = shared_from_this(), link](const boost::system::error_code& ec, size_t n) {
+                                 if (link != self->link_) return;
+                                 if (ec) return self->fail("redis: read: " + ec.message(), true);
+                                 self->on_read(link, n);
+                               });
+}
+
+void AsyncRedis::on_read(const std::shared_ptr<Link>& link, size_t n) {
+  if (redisReaderFeed(link->reader, link->in.data(), n) != REDIS_OK)
+    return fail("redis: protocol error", true);
+  for (;;) {
+    void* r = nullptr;
+    if (redisReaderGetReply(link->reader, &r) != REDIS_OK) return fail("redis: protocol error", true);
+    if (!r) break;
+    Reply reply(static_cast<redisReply*>(r));
+    // Redis answers only what was asked: a reply with nothing waiting is a broken stream.
+    if (pending_.empty()) return fail("redis: a reply nobody asked for", true);
+    Callback done = std::move(pending_.front().done);
+    pending_.pop_front();
+    done(std::move(reply));
+    // The callback may have closed the connection (or failed it by issuing): stop here.
+    if (link != link_) return;
+  }
+  do_read(link);
+}
+
+void AsyncRedis::arm_timer() {
+  if (timer_armed_ || pending_.empty() || state_ != State::kReady) return;
+  timer_armed_ = true;
+  timer_.expires_at(pending_.front().deadline);
+  timer_.async_wait([self = shared_from_this(), link = link_](const boost::system::error_code& ec) {
+    if (ec || link != self->link_) return;
+    self->timer_armed_ = false;
+    self->on_timer();
+  });
+}
+
+void AsyncRedis::on_timer() {
+  if (state_ != State::kReady || pending_.empty()) return;
+  if (pending_.front().deadline <= std::chrono::steady_clock::now())
+    return fail("redis: no reply within " + std::to_string(options_.command_timeout.count()) + " ms", true);
+  arm_timer();  // the oldest command was answered meanwhile: wait for the next oldest
+}
+
+void AsyncRedis::close() { fail("redis: connection closed", false); }
+
+void AsyncRedis::fail(const std::string& why, bool backoff) {
+  if (link_) {
+    boost::system::error_code ignored;
+    link_->socket.close(ignored);
+    link_->resolver.cancel();
+    link_.reset();
+  }
+  timer_.cancel();
+  timer_armed_ = false;
+  out_.clear();
+  if (backoff) {
+    state_ = State::kBackoff;
+    retry_after_ = std::chrono::steady_clock::now() + backoff_.next();
+  } else {
+    state_ = State::kIdle;
+  }
+  std::deque<Pending> failed;
+  failed.swap(pending_);
+  // Callbacks may issue again: they see the new state (back-off: refused, posted).
+  for (auto& p : failed) p.done(make_error(ErrorCode::kUnavailable, why));
+}
+
+}  // namespace tern::store::redis

@@ -1,0 +1,192 @@
+// AsyncRedis on a real redis-server, its loop driven by the test thread.
+#include "store/redis/async_redis.h"
+
+#include <hiredis/hiredis.h>
+
+#include <gtest/gtest.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "store/redis/testing/redis_server.h"
+
+namespace tern::store::redis {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Runs the loop until `done` holds, at most `limit`.
+template <typename Pred>
+bool run_until(boost::asio::io_context& io, Pred done, std::chrono::milliseconds limit = 5000ms) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    io.restart();
+    io.run_for(5ms);
+  }
+  return true;
+}
+
+class AsyncRedisTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(server_.start()); }
+  std::shared_ptr<AsyncRedis> make(std::chrono::milliseconds command_timeout = 1000ms) {
+    AsyncRedisOptions o;
+    o.address = RedisAddress{"127.0.0.1", server_.port()};
+    o.command_timeout = command_timeout;
+    return AsyncRedis::create(io_, o);
+  }
+  // Issues one command and runs the loop until its answer.
+  Result<Reply> call(AsyncRedis& r, std::vector<std::string_view> argv) {
+    std::optional<Result<Reply>> got;
+    r.command(argv, [&](Result<Reply> reply) { got = std::move(reply); });
+    EXPECT_TRUE(run_until(io_, [&] { return got.has_value(); }));
+    if (!got) return make_error(ErrorCode::kInternal, "no answer");
+    return std::move(*got);
+  }
+
+  testing::RedisServer server_;
+  boost::asio::io_context io_;
+};
+
+TEST_F(AsyncRedisTest, CommandsOfOneTurnGoOutInOneWriteAndAnswerInOrder) {
+  auto r = make();
+  ASSERT_TRUE(call(*r, {"PING"}));  // connected
+  const uint64_t writes_before = r->writes();
+  std::vector<std::string> answers;
+  constexpr int kCommands = 200;
+  for (int i = 0; i < kCommands; ++i) {
+    const std::string n = std::to_string(i);
+    r->command({"SET", "k" + n, "v" + n}, [](Result<Reply> reply) { ASSERT_TRUE(reply); });
+    r->command({"GET", "k" + n}, [&answers](Result<Reply> reply) {
+      ASSERT_TRUE(reply);
+      ASSERT_EQ((*reply)->type, REDIS_REPLY_STRING);
+      answers.emplace_back((*reply)->str, (*reply)->len);
+    });
+  }
+  EXPECT_EQ(r->pending(), 2u * kCommands);
+  ASSERT_TRUE(run_until(io_, [&] { return answers.size() == kCommands; }));
+  for (int i = 0; i < kCommands; ++i) EXPECT_EQ(answers[i], "v" + std::to_string(i));
+  EXPECT_EQ(r->writes() - writes_before, 1u);  // the whole turn in one write
+  EXPECT_EQ(r->connects(), 1u);
+  EXPECT_EQ(r->pending(), 0u);
+}
+
+TEST_F(AsyncRedisTest, ARedisErrorIsAReplyNotAFailure) {
+  auto r = make();
+  ASSERT_TRUE(call(*r, {"SET", "text", "abc"}));
+  auto reply = call(*r, {"INCR", "text"});
+  ASSERT_TRUE(reply);
+  EXPECT_EQ((*reply)->type, REDIS_REPLY_ERROR);
+  EXPECT_TRUE(r->connected());  // the connection stays
+  EXPECT_TRUE(call(*r, {"PING"}));
+}
+
+TEST_F(AsyncRedisTest, ADeadRedisFailsAtOnceAndTheBackOffSendsNothing) {
+  server_.stop();
+  auto r = make();
+  auto first = call(*r, {"PING"});
+  ASSERT_FALSE(first);
+  EXPECT_EQ(first.error().code, ErrorCode::kUnavailable);
+  EXPECT_EQ(r->connects(), 1u);
+  // Within the back-off: refused without a connection attempt.
+  auto second = call(*r, {"PING"});
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code, ErrorCode::kUnavailable);
+  EXPECT_EQ(r->connects(), 1u);
+}
+
+TEST_F(AsyncRedisTest, WaitingCommandsFailWhenRedisDiesAndTheNextConnectsAgainWhenItIsBack) {
+  auto r = make();
+  ASSERT_TRUE(call(*r, {"SET", "kept", "1"}));
+  server_.kill9();
+  auto lost = call(*r, {"GET", "kept"});
+  ASSERT_FALSE(lost);
+  EXPECT_EQ(lost.error().code, ErrorCode::kUnavailable);
+  ASSERT_TRUE(server_.start());
+  // After the back-off (100 ms, then 200 ms...) a command reconnects; bounded attempts.
+  std::optional<Result<Reply>> back;
+  for (int i = 0; i < 100 && !(back && *back); ++i) {
+    back = call(*r, {"GET", "kept"});
+    if (!*back) {
+      boost::asio::steady_timer t(io_, 20ms);
+      bool fired = false;
+      t.async_wait([&](auto) { fired = true; });
+      ASSERT_TRUE(run_until(io_, [&] { return fired; }));
+    }
+  }
+  ASSERT_TRUE(back && *back);
+  ASSERT_EQ((**back)->type, REDIS_REPLY_STRING);
+  EXPECT_EQ(std::string((**back)->str, (**back)->len), "1");
+  EXPECT_GE(r->connects(), 2u);
+}
+
+TEST_F(AsyncRedisTest, AHungRedisTimesOutTheWaitingCommandsAndTheLoopGoesOn) {
+  auto r = make(300ms);
+  ASSERT_TRUE(call(*r, {"PING"}));
+  server_.freeze();
+  std::vector<Result<Reply>> got;
+  for (int i = 0; i < 3; ++i) r->command({"PING"}, [&](Result<Reply> reply) { got.push_back(std::move(reply)); });
+  // Other work on the loop keeps running meanwhile.
+  int ticks = 0;
+  boost::asio::steady_timer tick(io_);
+  std::function<void()> again = [&] {
+    tick.expires_after(10ms);
+    tick.async_wait([&](const boost::system::error_code& ec) {
+      if (ec) return;
+      ++ticks;
+      if (got.size() < 3) again();
+    });
+  };
+  again();
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(run_until(io_, [&] { return got.size() == 3; }));
+  const auto waited = std::chrono::steady_clock::now() - start;
+  for (auto& g : got) {
+    ASSERT_FALSE(g);
+    EXPECT_EQ(g.error().code, ErrorCode::kUnavailable);
+  }
+  EXPECT_GE(waited, 250ms);
+  EXPECT_GE(ticks, 5);  // the loop was not blocked while Redis hung
+  server_.thaw();
+}
+
+TEST_F(AsyncRedisTest, CommandsBeyondTheBoundAreOverloadedWithoutBeingSent) {
+  AsyncRedisOptions o;
+  o.address = RedisAddress{"127.0.0.1", server_.port()};
+  o.max_pending = 2;
+  auto r = AsyncRedis::create(io_, o);
+  std::vector<Result<Reply>> got;
+  for (int i = 0; i < 3; ++i)
+    r->command({"INCR", "counter"}, [&](Result<Reply> reply) { got.push_back(std::move(reply)); });
+  ASSERT_TRUE(run_until(io_, [&] { return got.size() == 3; }));
+  // The refusal is posted at once, before the two answers.
+  ASSERT_FALSE(got[0]);
+  EXPECT_EQ(got[0].error().code, ErrorCode::kOverloaded);
+  ASSERT_TRUE(got[1]);
+  ASSERT_TRUE(got[2]);
+  auto value = call(*r, {"GET", "counter"});
+  ASSERT_TRUE(value);
+  EXPECT_EQ(std::string((*value)->str, (*value)->len), "2");
+}
+
+TEST_F(AsyncRedisTest, ACallbackMayCloseTheConnectionAndTheRestFail) {
+  auto r = make();
+  ASSERT_TRUE(call(*r, {"PING"}));
+  std::vector<Result<Reply>> got;
+  r->command({"PING"}, [&](Result<Reply> reply) {
+    got.push_back(std::move(reply));
+    r->close();
+  });
+  r->command({"PING"}, [&](Result<Reply> reply) { got.push_back(std::move(reply)); });
+  ASSERT_TRUE(run_until(io_, [&] { return got.size() == 2; }));
+  EXPECT_TRUE(got[0]);
+  ASSERT_FALSE(got[1]);
+  EXPECT_EQ(got[1].error().code, ErrorCode::kUnavailable);
+  EXPECT_TRUE(call(*r, {"PING"}));  // no back-off after a close
+  EXPECT_EQ(r->connects(), 2u);
+}
+
+}  // namespace
+}  // namespace tern::store::redis
