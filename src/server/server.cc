@@ -79,6 +79,7 @@ Result<uint16_t> Server::start() {
   const size_t cores = std::max(1u, std::thread::hardware_concurrency());
   const size_t threads = options_.threads ? options_.threads : std::max<size_t>(1, cores - 1);
   loops_ = std::make_unique<Loops>(threads);
+  bus::RedisBus* redis_bus = nullptr;
   if (options_.store == "redis") {
     bus::RedisBusOptions bo;
     bo.seeds = *store::redis::parse_redis_urls(options_.redis_url);  // checked above
@@ -86,8 +87,9 @@ Result<uint16_t> Server::start() {
     bo.node_id = options_.node_id.empty() ? options_.listen + "/" + std::to_string(::getpid()) : options_.node_id;
     bo.route_sends = options_.redis_route_sends != 0;
     auto rb = std::make_unique<bus::RedisBus>(bo);
-    rb->set_loops(*loops_);  // the loops publish what they raise themselves
-    if (!rb->start()) return make_error(ErrorCode::kUnavailable, "redis: bus subscription failed");
+    rb->set_loops(*loops_);  // the loops publish what they raise, loop 0 holds the subscription
+    if (!rb->start()) return make_error(ErrorCode::kUnavailable, "redis: the bus cannot reach Redis");
+    redis_bus = rb.get();
     bus_ = std::move(rb);
   } else {
     bus_ = std::make_unique<bus::LocalBus>();
@@ -130,6 +132,10 @@ Result<uint16_t> Server::start() {
   wait_reload_signal();
   schedule_purge();
   loops_->start();
+  // Loop 0 subscribes to the bus channels now; a client told this port may expect other
+  // nodes' messages at once.
+  if (redis_bus && !redis_bus->await_subscribed())
+    spdlog::warn("event=bus_not_subscribed action=retrying");  // the subscriber keeps trying
   spdlog::info("event=started listen={}:{} data={} durability={} threads={}", options_.gateway.host, *port,
                options_.data_dir, options_.durability, threads);
   return *port;

@@ -10,9 +10,11 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
 
 #include "base/loops.h"
 #include "bus/redis/redis_bus.h"
+#include "store/redis/redis_connection.h"
 #include "store/redis/testing/redis_server.h"
 
 namespace tern::bus {
@@ -22,10 +24,14 @@ using namespace std::chrono_literals;
 
 class Recorder final : public Endpoint {
  public:
+  explicit Recorder(const Loops* loops = nullptr) : loops(loops) {}
   void notify(std::shared_ptr<const Notification> n) override {
+    if (loops && loops->here() == Loops::kNone) ++off_loop;
     std::lock_guard lock(mu);
     seqs.push_back(n->seq);
   }
+  const Loops* loops;
+  std::atomic<int> off_loop{0};  // notifications not made on `loops`
   void replaced() override {}
   std::vector<Seq> seen() {
     std::lock_guard lock(mu);
@@ -53,7 +59,7 @@ std::shared_ptr<const Notification> message(Seq seq) {
   return n;
 }
 
-// Node a publishes from its one loop; node b has no loops (its bus thread publishes).
+// Nodes a and b, one loop each: each publishes from its loop and holds its subscription there.
 class LoopPublisherTest : public ::testing::Test {
  protected:
   struct StartedRedis {
@@ -71,15 +77,21 @@ class LoopPublisherTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_TRUE(redis_.ok);
     a_.set_loops(loops_);
-    loops_.start();
+    b_.set_loops(loops_b_);
     ASSERT_TRUE(a_.start());
     ASSERT_TRUE(b_.start());
+    loops_.start();
+    loops_b_.start();
+    ASSERT_TRUE(a_.await_subscribed());
+    ASSERT_TRUE(b_.await_subscribed());
   }
   void TearDown() override {
     a_.stop();
     b_.stop();
-    loops_.stop();
-    loops_.join();  // before the buses go (RedisBus: the loops are joined first)
+    for (Loops* l : {&loops_, &loops_b_}) {
+      l->stop();
+      l->join();  // before the buses go (RedisBus: the loops are joined first)
+    }
   }
   // Runs `fn` on a's loop and waits for it.
   void on_loop(std::function<void()> fn) {
@@ -92,13 +104,13 @@ class LoopPublisherTest : public ::testing::Test {
   }
 
   StartedRedis redis_;
-  Loops loops_{1};
+  Loops loops_{1}, loops_b_{1};
   RedisBus a_{options(redis_.server.port(), "a", 1500ms)};
   RedisBus b_{options(redis_.server.port(), "b", 1500ms)};
 };
 
 TEST_F(LoopPublisherTest, WhatALoopRaisesTheLoopPublishesInOrder) {
-  auto bob = std::make_shared<Recorder>();
+  auto bob = std::make_shared<Recorder>(&loops_b_);
   b_.attach(DeviceRef{"bob", 1}, bob);
   constexpr Seq kMessages = 300;
   // Three turns of the loop, 100 messages each.
@@ -111,6 +123,7 @@ TEST_F(LoopPublisherTest, WhatALoopRaisesTheLoopPublishesInOrder) {
   for (Seq i = 0; i < kMessages; ++i) EXPECT_EQ(seen[i], i + 1);
   EXPECT_EQ(a_.published_by_loops(), kMessages);
   EXPECT_EQ(a_.published_by_thread(), 0u);
+  EXPECT_EQ(bob->off_loop.load(), 0) << "b delivered on its loop (the subscription's)";
   // A thread that is not a loop still goes through the bus thread.
   a_.publish(DeviceRef{"bob", 1}, message(kMessages + 1));
   ASSERT_TRUE(await([&] { return bob->seen().size() == kMessages + 1; }));
@@ -172,6 +185,42 @@ TEST_F(LoopPublisherTest, AHungRedisNeverHoldsTheLoopAndWhatWasDroppedIsAnnounce
     const auto s = bob->seen();
     return std::find(s.begin(), s.end(), Seq{12}) != s.end();
   }, 10000ms));
+}
+
+}  // namespace
+}  // namespace tern::bus
+
+namespace tern::bus {
+namespace {
+
+// b's subscription, held by its loop, is killed: b subscribes again by itself, drops its caches
+// (events may have been missed meanwhile), and delivers on its loop again.
+TEST_F(LoopPublisherTest, ASubscriptionHeldByALoopComesBackAfterAKill) {
+  auto bob = std::make_shared<Recorder>(&loops_b_);
+  b_.attach(DeviceRef{"bob", 1}, bob);
+  std::atomic<int> resyncs{0};
+  b_.set_resync_sink([&] { ++resyncs; });
+  auto admin = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis_.server.port()},
+                                                      500ms, 500ms);
+  ASSERT_TRUE(admin);
+  auto killed = (*admin)->command({"CLIENT", "KILL", "TYPE", "pubsub"});
+  ASSERT_TRUE(killed);
+  ASSERT_EQ((*killed)->type, REDIS_REPLY_INTEGER);
+  EXPECT_EQ((*killed)->integer, 2) << "both nodes' subscriptions";
+  ASSERT_TRUE(await([&] { return resyncs.load() == 1; })) << resyncs.load();
+  // Subscribed again (the resync comes right after the SUBSCRIBE's answer): delivery resumes.
+  Seq seq = 0;
+  ASSERT_TRUE(await([&] {
+    on_loop([&] { a_.publish(DeviceRef{"bob", 1}, message(++seq)); });
+    return !bob->seen().empty();
+  }));
+  EXPECT_EQ(bob->off_loop.load(), 0);
+  // The node is listed as live again (its subscription's connection carries its name).
+  auto list = (*admin)->command({"CLIENT", "LIST", "TYPE", "pubsub"});
+  ASSERT_TRUE(list);
+  ASSERT_EQ((*list)->type, REDIS_REPLY_STRING);
+  const std::string clients((*list)->str, (*list)->len);
+  EXPECT_NE(clients.find("name=tern-bus:b "), std::string::npos) << clients;
 }
 
 }  // namespace

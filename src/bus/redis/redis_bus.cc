@@ -1,6 +1,10 @@
 #include "bus/redis/redis_bus.h"
 
 #include "bus/redis/loop_publisher.h"
+#include "bus/redis/loop_subscriber.h"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
 
 #include <algorithm>
 #include <cstring>
@@ -124,38 +128,78 @@ void RedisBus::stop() {
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
-    if (sub_conn_) sub_conn_->interrupt();
   }
   cv_.notify_all();
-  backoff_cv_.notify_all();
   {
     std::lock_guard lock(counts_mu_);
     counts_stopping_ = true;
   }
   counts_cv_.notify_all();
+  if (subscriber_) subscriber_->stop();  // delivers nothing more; closes on its loop
+  if (own_io_) {
+    // After the subscriber's close (handlers run in order), the bus's own loop ends.
+    boost::asio::post(*own_io_, [io = own_io_.get()] { io->stop(); });
+  }
   if (publisher_thread_.joinable()) publisher_thread_.join();
   if (subscriber_thread_.joinable()) subscriber_thread_.join();
   if (counter_thread_.joinable()) counter_thread_.join();
 }
 
 bool RedisBus::start(std::chrono::milliseconds deadline) {
+  const auto until = std::chrono::steady_clock::now() + deadline;
   publisher_thread_ = std::thread([this] {
     set_thread_name("tern-bus-pub");
     publisher();
-  });
-  subscriber_thread_ = std::thread([this] {
-    set_thread_name("tern-bus-sub");
-    subscriber();
   });
   counter_thread_ = std::thread([this] {
     set_thread_name("tern-bus-count");
     counter();
   });
+  // The subscription is held by loop 0, or by a loop of the bus's own without loops.
+  boost::asio::io_context* io = nullptr;
+  if (loops_) {
+    io = &loops_->context(0);
+  } else {
+    own_io_ = std::make_unique<boost::asio::io_context>(1);
+    io = own_io_.get();
+    subscriber_thread_ = std::thread([this] {
+      set_thread_name("tern-bus-sub");
+      auto guard = boost::asio::make_work_guard(*own_io_);
+      own_io_->run();
+    });
+  }
+  subscriber_ = std::make_shared<LoopSubscriber>(*this, *io);
   std::unique_lock lock(mu_);
-  // With loops, also until the loops know where to publish (else the thread publishes for them).
-  return subscribed_cv_.wait_for(lock, deadline, [&] {
-    return subscribed_ && (!loops_ || target_generation_.load(std::memory_order_acquire) > 0);
-  });
+  // The publisher thread reads where the channels live first; the subscriber uses it.
+  const bool located = subscribed_cv_.wait_until(
+      lock, until, [&] { return target_generation_.load(std::memory_order_acquire) > 0; });
+  subscriber_->start();
+  if (!located) return false;
+  // With loops, the subscription is made once they run (await_subscribed()).
+  if (loops_) return true;
+  return subscribed_cv_.wait_until(lock, until, [&] { return subscribed_; });
+}
+
+bool RedisBus::await_subscribed(std::chrono::milliseconds deadline) {
+  std::unique_lock lock(mu_);
+  return subscribed_cv_.wait_for(lock, deadline, [&] { return subscribed_; });
+}
+
+void RedisBus::on_subscribed(bool again) {
+  // Events published while this node was not subscribed are lost: what they would have
+  // invalidated is dropped now (messages themselves are healed by replay).
+  if (again && resync_sink_) resync_sink_();
+  {
+    std::lock_guard lock(mu_);
+    subscribed_ = true;
+  }
+  subscribed_cv_.notify_all();
+}
+
+std::string RedisBus::connection_name() const { return std::string(kNodeConnectionPrefix) + options_.node_id; }
+
+std::array<std::string, 2> RedisBus::subscription_channels() const {
+  return {std::string(kChannel), node_channel(options_.node_id)};
 }
 
 Result<size_t> RedisBus::registry_count(char op, const DeviceRef& device) {
@@ -613,72 +657,6 @@ void RedisBus::publisher() {
     }
     events.clear();
     reg.clear();
-  }
-}
-
-void RedisBus::subscriber() {
-  bool first = true;
-  bool subscribed_before = false;  // a later subscription may have missed events: resync
-  store::redis::ReconnectBackoff backoff(std::chrono::milliseconds(200), std::chrono::milliseconds(1000));
-  for (;;) {
-    {
-      std::unique_lock lock(mu_);
-      // Reconnect back-off (stop() wakes it): publishes meanwhile are lost, healed by replay.
-      if (!first) backoff_cv_.wait_for(lock, backoff.next(), [&] { return stopping_; });
-      if (stopping_) return;
-    }
-    first = false;
-    // Which node holds the channel (on a cluster: the master of its slot, as of now).
-    auto topology = RedisCluster::open(cluster_options(options_.command_timeout));
-    if (!topology) continue;
-    const bool sharded = (*topology)->is_cluster();
-    auto where = store::redis::parse_redis_url((*topology)->owner(key_slot(kChannel)));
-    if (!where) continue;
-    // No read timeout: the thread waits for pushes; the destructor interrupts it.
-    auto c = RedisConnection::connect(*where, std::chrono::milliseconds(200), std::chrono::milliseconds(0));
-    if (!c) continue;
-    RedisConnection* conn = c->get();
-    {
-      std::lock_guard lock(mu_);
-      if (stopping_) return;
-      sub_conn_ = std::move(c).value();
-    }
-    // Named, so that the other nodes see this one as live (heartbeat()).
-    const std::string name = std::string(kNodeConnectionPrefix) + options_.node_id;
-    (void)conn->command({"CLIENT", "SETNAME", name});
-    // A MOVED answer (the map changed since) is an error reply: not subscribed, start over.
-    // Both channels at once (one slot); the second confirmation arrives as a push, skipped.
-    const std::string own = node_channel(options_.node_id);
-    auto ok = conn->command({sharded ? "SSUBSCRIBE" : "SUBSCRIBE", kChannel, own});
-    if (ok && (*ok)->type == REDIS_REPLY_ARRAY) {
-      spdlog::info("event=bus_subscribed node={}", options_.node_id);
-      backoff.reset();
-      // Events published while this node was not subscribed are lost: what they would have
-      // invalidated is dropped now (messages themselves are healed by replay).
-      if (subscribed_before && resync_sink_) resync_sink_();
-      subscribed_before = true;
-      {
-        std::lock_guard lock(mu_);
-        subscribed_ = true;
-      }
-      subscribed_cv_.notify_all();
-      for (;;) {
-        auto m = conn->read_push();
-        if (!m) break;
-        const redisReply* r = m->get();
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || r->element[0]->type != REDIS_REPLY_STRING) continue;
-        const std::string_view kind(r->element[0]->str, r->element[0]->len);
-        // ["message" | "smessage", channel, payload]
-        if ((kind == "message" || kind == "smessage") && r->element[2]->type == REDIS_REPLY_STRING)
-          deliver(std::string_view(r->element[2]->str, r->element[2]->len));
-        // The slot moved or the master failed over: the server dropped the subscription.
-        if (kind == "sunsubscribe") break;
-      }
-    }
-    std::lock_guard lock(mu_);
-    sub_conn_.reset();
-    if (stopping_) return;
-    spdlog::warn("event=bus_subscription_lost node={} action=reconnect", options_.node_id);
   }
 }
 

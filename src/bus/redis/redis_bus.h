@@ -17,9 +17,10 @@
 // same channel, in queue order (batches()), over the loop's own asynchronous connection: no
 // thread hop and no blocking call. Events raised elsewhere (HTTP handlers on reader threads,
 // presence, tests) go to the publisher thread, which sends everything queued the same way,
-// pipelined (one Redis round trip per batch, however many events). The subscriber runs on its
-// own thread with a blocking hiredis connection and hands what it receives to the loops
-// through the endpoints (one mailbox wake-up per batch).
+// pipelined (one Redis round trip per batch, however many events). The subscription is held by
+// loop 0 (LoopSubscriber, loop_subscriber.h), which decodes what other nodes publish and hands
+// it to the endpoints and sinks there (an endpoint of another loop: one mailbox wake-up per
+// batch); without loops (tests) by a loop of the bus's own, on its own thread.
 //
 // Never trusted for durability: a publish lost while Redis is away (or the queue is over its
 // bound) is dropped and counted. The message is in the store: a session notices the gap at
@@ -32,10 +33,12 @@
 //
 // Redis Cluster: the channel is a sharded channel (SPUBLISH / SSUBSCRIBE, Redis 7): it lives
 // on the master that serves its slot, so every node publishes to and subscribes on that one
-// shard. The subscriber asks the cluster which master serves the channel's slot and holds an
-// SSUBSCRIBE there; when the slot moves or the master fails over (an `sunsubscribe` push, a
-// MOVED answer, or a broken connection) it re-reads the topology and subscribes again
-// (events published meanwhile are lost: replay heals messages). On one redis-server it uses
+// shard. The publisher thread reads which master serves the channel's slot (at start and
+// with every liveness check, and at once when a loop asks after a redirect); the loops publish
+// and the subscriber holds an SSUBSCRIBE there. When the slot moves or the master fails over
+// (an `sunsubscribe` push, a MOVED answer, or a broken connection) the subscriber has the
+// topology read again and subscribes again (events published meanwhile are lost: replay heals
+// messages). On one redis-server it uses
 // plain PUBLISH / SUBSCRIBE. Registry keys are routed by their slot (RedisCluster).
 //
 // Registry: every attached device is written to Redis as {r:<user>} <device> → "<node>
@@ -69,8 +72,11 @@
 #include <utility>
 #include <vector>
 #include <map>
+#include <array>
 #include <atomic>
 #include <optional>
+
+#include <boost/asio/io_context.hpp>
 
 #include "base/loops.h"
 #include "bus/bus.h"
@@ -82,6 +88,7 @@
 namespace tern::bus {
 
 class LoopPublisher;
+class LoopSubscriber;
 
 struct RedisBusOptions {
   store::redis::RedisAddress address;
@@ -118,6 +125,9 @@ class RedisBus final : public Bus {
   // (and, with loops, for the publisher thread to have read where the loops publish); false
   // if Redis could not be reached in time (the threads keep trying).
   bool start(std::chrono::milliseconds deadline = std::chrono::milliseconds(5000));
+  // With loops: waits (at most `deadline`) until loop 0 holds the subscription; call it once
+  // the loops run. True at once if subscribed.
+  bool await_subscribed(std::chrono::milliseconds deadline = std::chrono::milliseconds(5000));
 
   size_t attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint) override;
   size_t detach(const DeviceRef& device, const Endpoint* endpoint) override;
@@ -179,6 +189,12 @@ class RedisBus final : public Bus {
 
  private:
   friend class LoopPublisher;
+  friend class LoopSubscriber;
+  // For the subscriber: its connection's name (node_ring.h), its two channels, and the news
+  // that it holds them (`again`: not the first time, events may have been missed).
+  std::string connection_name() const;
+  std::array<std::string, 2> subscription_channels() const;
+  void on_subscribed(bool again);
   // Where the loops publish: the master of the channels' slot as the publisher thread last
   // saw it; `generation` changes when it does.
   struct ChannelTarget {
@@ -204,7 +220,6 @@ class RedisBus final : public Bus {
   // Reads the live nodes into the ring (publisher thread).
   void heartbeat(store::redis::RedisCluster& conn);
   void publisher();
-  void subscriber();
   void counter();  // the counter thread: registry writes whose count a caller awaits
   // Local detach; true if `endpoint` was the device's current one here (its entry goes).
   bool detach_here(const DeviceRef& device, const Endpoint* endpoint, size_t& local);
@@ -233,7 +248,7 @@ class RedisBus final : public Bus {
   std::mutex requests_mu_;  // guards next_request_ and requests_
   uint64_t next_request_ = 1;
   std::unordered_map<uint64_t, PendingRequest> requests_;
-  // The last head hint given (subscriber thread only): the same message comes once per
+  // The last head hint given (the subscriber's loop only): the same message comes once per
   // recipient device, one after the other; it is hinted once.
   std::string hinted_conversation_;
   Seq hinted_seq_ = 0;
@@ -255,10 +270,10 @@ class RedisBus final : public Bus {
   std::map<std::pair<std::string, uint32_t>, const Endpoint*> attached_;  // here; refreshed in the registry
   bool stopping_ = false;
   bool dropped_ = false;  // enqueue() dropped an event since the publisher last looked (mu_)
-  bool subscribed_ = false;
-  std::condition_variable subscribed_cv_;
-  std::condition_variable backoff_cv_;  // the subscriber's reconnect back-off (mu_; stop() wakes it)
-  std::unique_ptr<store::redis::RedisConnection> sub_conn_;  // guarded by mu_ (for interrupt())
+  bool subscribed_ = false;  // guarded by mu_; the subscriber has held the channels once
+  std::condition_variable subscribed_cv_;  // subscribed_ or the first channel target (mu_)
+  std::unique_ptr<boost::asio::io_context> own_io_;  // without loops: the subscriber's loop
+  std::shared_ptr<LoopSubscriber> subscriber_;       // after own_io_: destroyed before it
   std::mutex query_mu_;  // online(): one client, one query at a time
   std::unique_ptr<store::redis::RedisCluster> query_;
   std::thread publisher_thread_;

@@ -15,6 +15,16 @@ namespace tern::store::redis {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
+namespace {
+// A message pushed to a subscribed connection: ["message" | "smessage", channel, payload] or
+// ["pmessage", pattern, channel, payload].
+bool is_push(const redisReply& r) {
+  if (r.type != REDIS_REPLY_ARRAY || r.elements < 3 || r.element[0]->type != REDIS_REPLY_STRING) return false;
+  const std::string_view kind(r.element[0]->str, r.element[0]->len);
+  return kind == "message" || kind == "smessage" || kind == "pmessage";
+}
+}  // namespace
+
 // One TCP connection. Handlers hold it (shared) so that the buffers they name live until they
 // ran, also after the AsyncRedis moved on to a new link; a handler whose link is no longer the
 // current one does nothing but let go.
@@ -178,11 +188,15 @@ void AsyncRedis::on_read(const std::shared_ptr<Link>& link, size_t n) {
     if (redisReaderGetReply(link->reader, &r) != REDIS_OK) return fail("redis: protocol error", true);
     if (!r) break;
     Reply reply(static_cast<redisReply*>(r));
-    // Redis answers only what was asked: a reply with nothing waiting is a broken stream.
-    if (pending_.empty()) return fail("redis: a reply nobody asked for", true);
-    Callback done = std::move(pending_.front().done);
-    pending_.pop_front();
-    done(std::move(reply));
+    if (push_ && (is_push(*reply) || pending_.empty())) {
+      push_(std::move(reply));
+    } else {
+      // Redis answers only what was asked: a reply with nothing waiting is a broken stream.
+      if (pending_.empty()) return fail("redis: a reply nobody asked for", true);
+      Callback done = std::move(pending_.front().done);
+      pending_.pop_front();
+      done(std::move(reply));
+    }
     // The callback may have closed the connection (or failed it by issuing): stop here.
     if (link != link_) return;
   }
@@ -207,9 +221,14 @@ void AsyncRedis::on_timer() {
   arm_timer();  // the oldest command was answered meanwhile: wait for the next oldest
 }
 
-void AsyncRedis::close() { fail("redis: connection closed", false); }
+void AsyncRedis::close() {
+  auto broken = std::move(broken_);  // a close is asked for: not reported as broken
+  fail("redis: connection closed", false);
+  broken_ = std::move(broken);
+}
 
 void AsyncRedis::fail(const std::string& why, bool backoff) {
+  const bool had_link = link_ != nullptr;  // a connection (or an attempt) broke
   if (link_) {
     boost::system::error_code ignored;
     link_->socket.close(ignored);
@@ -229,6 +248,9 @@ void AsyncRedis::fail(const std::string& why, bool backoff) {
   failed.swap(pending_);
   // Callbacks may issue again: they see the new state (back-off: refused, posted).
   for (auto& p : failed) p.done(make_error(ErrorCode::kUnavailable, why));
+  if (!had_link || !broken_) return;
+  auto broken = broken_;  // a copy: the handler may close() or replace this connection's handlers
+  broken(why);
 }
 
 }  // namespace tern::store::redis

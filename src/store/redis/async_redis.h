@@ -20,6 +20,13 @@
 // the back-off. A Redis error reply (e.g. MOVED, NOSCRIPT) is not a failure: it is returned
 // as a Reply of type REDIS_REPLY_ERROR for the caller to judge.
 //
+// Pub/sub: with a push handler set, a pushed message (an array that starts with "message",
+// "smessage" or "pmessage") goes to it, and so does any reply that no command waits for (the
+// confirmations of a SUBSCRIBE's further channels, an "sunsubscribe"); a subscribed
+// connection waits for pushes without a deadline (only commands have one). A broken handler
+// learns that the connection broke (after the waiting commands failed): a subscriber has no
+// command waiting to tell it.
+//
 // Bounds: at most max_pending commands wait for their reply; a command beyond that fails with
 // `overloaded` without being sent. Failures decided when a command is issued are reported
 // through a posted handler, never inside command() (callers may issue from their callbacks).
@@ -68,6 +75,9 @@ class AsyncRedis : public std::enable_shared_from_this<AsyncRedis> {
   // Drops the connection: every waiting command fails with `unavailable`; the next command
   // connects again (no back-off).
   void close();
+  // Pub/sub (see above); set before the first command.
+  void set_push_handler(std::function<void(Reply)> handler) { push_ = std::move(handler); }
+  void set_broken_handler(std::function<void(const std::string& why)> handler) { broken_ = std::move(handler); }
 
   const RedisAddress& address() const { return options_.address; }
   size_t pending() const { return pending_.size(); }
@@ -110,6 +120,8 @@ class AsyncRedis : public std::enable_shared_from_this<AsyncRedis> {
   std::chrono::steady_clock::time_point retry_after_{};
   ReconnectBackoff backoff_;
   uint64_t connects_ = 0, writes_ = 0;
+  std::function<void(Reply)> push_;
+  std::function<void(const std::string&)> broken_;
 };
 
 }  // namespace tern::store::redis

@@ -188,5 +188,40 @@ TEST_F(AsyncRedisTest, ACallbackMayCloseTheConnectionAndTheRestFail) {
   EXPECT_EQ(r->connects(), 2u);
 }
 
+// A subscriber: the SUBSCRIBE's first confirmation answers the command, the second (its other
+// channel) and every published message go to the push handler; a killed connection is
+// reported to the broken handler (no command waits to tell).
+TEST_F(AsyncRedisTest, ASubscribedConnectionHandsPushesOverAndReportsItsEnd) {
+  auto sub = make();
+  std::vector<std::string> pushed;
+  std::vector<std::string> broken;
+  sub->set_push_handler([&](Reply r) {
+    ASSERT_EQ(r->type, REDIS_REPLY_ARRAY);
+    ASSERT_GE(r->elements, 3u);
+    pushed.emplace_back(r->element[0]->str, r->element[0]->len);
+    if (pushed.back() == "message") pushed.back() += ":" + std::string(r->element[2]->str, r->element[2]->len);
+  });
+  sub->set_broken_handler([&](const std::string& why) { broken.push_back(why); });
+  ASSERT_TRUE(call(*sub, {"CLIENT", "SETNAME", "listener"}));
+  auto subscribed = call(*sub, {"SUBSCRIBE", "ch1", "ch2"});
+  ASSERT_TRUE(subscribed);
+  ASSERT_EQ((*subscribed)->type, REDIS_REPLY_ARRAY);
+  auto pub = make();
+  for (const char* m : {"one", "two"}) {
+    auto n = call(*pub, {"PUBLISH", "ch2", m});
+    ASSERT_TRUE(n);
+    EXPECT_EQ((*n)->integer, 1);
+  }
+  ASSERT_TRUE(run_until(io_, [&] { return pushed.size() == 3; }));
+  EXPECT_EQ(pushed, (std::vector<std::string>{"subscribe", "message:one", "message:two"}));
+  EXPECT_TRUE(broken.empty());
+  auto killed = call(*pub, {"CLIENT", "KILL", "TYPE", "pubsub"});
+  ASSERT_TRUE(killed);
+  EXPECT_EQ((*killed)->integer, 1);
+  ASSERT_TRUE(run_until(io_, [&] { return broken.size() == 1; }));
+  sub->close();  // asked for: not reported
+  EXPECT_EQ(broken.size(), 1u);
+}
+
 }  // namespace
 }  // namespace tern::store::redis

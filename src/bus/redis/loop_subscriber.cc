@@ -1,0 +1,106 @@
+#include "bus/redis/loop_subscriber.h"
+
+#include <hiredis/hiredis.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio/post.hpp>
+
+#include "bus/redis/redis_bus.h"
+
+namespace tern::bus {
+
+LoopSubscriber::LoopSubscriber(RedisBus& bus, boost::asio::io_context& io)
+    : bus_(bus), io_(io), retry_(io), backoff_(std::chrono::milliseconds(200), std::chrono::milliseconds(1000)) {}
+
+void LoopSubscriber::start() {
+  boost::asio::post(io_, [self = shared_from_this()] { self->subscribe(); });
+}
+
+void LoopSubscriber::stop() {
+  stopped_.store(true, std::memory_order_relaxed);
+  boost::asio::post(io_, [self = shared_from_this()] {
+    self->retry_.cancel();
+    if (self->redis_) self->redis_->close();
+    self->redis_.reset();
+  });
+}
+
+void LoopSubscriber::subscribe() {
+  if (stopped_.load(std::memory_order_relaxed)) return;
+  auto target = bus_.channel_target();
+  if (!target) return retry_later();  // the publisher thread has not read it yet
+  if (redis_) redis_->close();
+  store::redis::AsyncRedisOptions o;
+  o.address = target->address;
+  o.command_timeout = bus_.options_.command_timeout;  // for the two commands below
+  redis_ = store::redis::AsyncRedis::create(io_, o);
+  subscribed_ = false;
+  // Handlers name this connection: one that was replaced meanwhile says nothing.
+  std::weak_ptr<store::redis::AsyncRedis> conn = redis_;
+  redis_->set_push_handler([self = shared_from_this(), conn](store::redis::Reply reply) {
+    if (conn.lock() == self->redis_) self->on_push(std::move(reply));
+  });
+  redis_->set_broken_handler([self = shared_from_this(), conn](const std::string& why) {
+    if (conn.lock() == self->redis_) self->lost(why);
+  });
+  const std::string name = bus_.connection_name();
+  redis_->command({"CLIENT", "SETNAME", name}, [](Result<store::redis::Reply>) {});  // a failure breaks the link
+  const auto channels = bus_.subscription_channels();
+  redis_->command({target->cluster ? "SSUBSCRIBE" : "SUBSCRIBE", channels[0], channels[1]},
+                  [self = shared_from_this(), conn](Result<store::redis::Reply> reply) {
+                    if (conn.lock() == self->redis_) self->on_subscribed(std::move(reply));
+                  });
+}
+
+void LoopSubscriber::on_subscribed(Result<store::redis::Reply> reply) {
+  if (!reply) return;  // the broken handler follows (the link failed)
+  if ((*reply)->type != REDIS_REPLY_ARRAY) {
+    // MOVED (the map changed since the publisher thread read it) or another refusal.
+    lost("subscribe refused: " + std::string((*reply)->str ? (*reply)->str : "", (*reply)->len));
+    return;
+  }
+  subscribed_ = true;
+  backoff_.reset();
+  spdlog::info("event=bus_subscribed node={}", bus_.options_.node_id);
+  bus_.on_subscribed(subscribed_before_);
+  subscribed_before_ = true;
+}
+
+void LoopSubscriber::on_push(store::redis::Reply reply) {
+  if (stopped_.load(std::memory_order_relaxed)) return;
+  const redisReply* r = reply.get();
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || r->element[0]->type != REDIS_REPLY_STRING) return;
+  const std::string_view kind(r->element[0]->str, r->element[0]->len);
+  // ["message" | "smessage", channel, payload]
+  if ((kind == "message" || kind == "smessage") && r->element[2]->type == REDIS_REPLY_STRING)
+    return bus_.deliver(std::string_view(r->element[2]->str, r->element[2]->len));
+  // The slot moved or the master failed over: the server dropped the subscription.
+  if (kind == "sunsubscribe") lost("the channels' slot moved");
+}
+
+void LoopSubscriber::lost(const std::string& why) {
+  if (redis_) redis_->close();
+  redis_.reset();
+  subscribed_ = false;
+  if (stopped_.load(std::memory_order_relaxed)) return;
+  spdlog::warn("event=bus_subscription_lost node={} why=\"{}\" action=reconnect", bus_.options_.node_id, why);
+  bus_.want_refresh();  // where the channels live may have changed
+  retry_later();
+}
+
+void LoopSubscriber::retry_later() {
+  if (retry_armed_ || stopped_.load(std::memory_order_relaxed)) return;
+  retry_armed_ = true;
+  retry_.expires_after(backoff_.next());
+  retry_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    self->retry_armed_ = false;
+    if (!ec) self->subscribe();
+  });
+}
+
+}  // namespace tern::bus
