@@ -109,7 +109,8 @@ while i <= n do
   elseif op == 'i' then
     -- The record's expiry-index entry is written here already (NX: only if it has none, the
     -- common case), which is also the check: one call instead of a ZSCORE now and a ZADD
-    -- below. If the batch then writes nothing, the entries added here are removed again.
+    -- below. If the batch then writes nothing, the entries added here are removed again. (A
+    -- client_msg_id twice in one batch, which pending sends rule out, keeps its first expiry.)
     local c, m = a[i+2], a[i+1]
     if not behind[c] and not added[m] then
       if redis.call('ZADD', 'idemexp', 'NX', a[i+4], m) == 1 then
