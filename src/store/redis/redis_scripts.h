@@ -16,19 +16,25 @@ namespace tern::store::redis::scripts {
 //    (services/group_committer.h). The script then reserves the next seq of each of them
 //    for this node ({c:<id>}:rv, 250 ms, set if free): until that node's append lands (which
 //    deletes it) or it expires, other nodes' appends to the conversation are behind too —
-//    without it a node that re-sequences could lose to a faster sender every time.
-//  - Idempotency (op 'i', emitted before a send's 'I' on one redis-server with dense appends,
-//    RedisStore::commit_checks_idempotency): the client_msg_id must have no unexpired record
-//    (its idemexp score, the record's expiry, is not before now); else the send is a duplicate
-//    (the same message sent again, e.g. through another node, whose first attempt committed):
-//    its conversation is named in TERNSEQ like one behind, but not reserved, so nothing is
-//    written and the sender, sequencing it again, reads the record and answers with it.
+//    without it a node that re-sequences could lose to a faster sender every time. On one
+//    redis-server it also sets the marker rvany (300 ms), so that appends read reservations
+//    only while one may exist. (A node of a version before the marker reserves without it:
+//    during a rolling upgrade its reservations may go unseen — only fairness, never density.)
+//  - Idempotency (op 'i': idemexp member, conversation, now, expiry; emitted before a send's
+//    'I' on one redis-server with dense appends, RedisStore::commit_checks_idempotency): the
+//    client_msg_id must have no unexpired record (its idemexp score, the record's expiry, is
+//    not before now); else the send is a duplicate (the same message sent again, e.g. through
+//    another node, whose first attempt committed): its conversation is named in TERNSEQ like
+//    one behind, but not reserved, so nothing is written and the sender, sequencing it again,
+//    reads the record and answers with it. The check is the record's idemexp write itself
+//    (ZADD NX; its 'I' then writes only the hash), undone if the batch writes nothing.
 //  - A one-time prekey take (T) must find its key present (and not taken earlier in this
 //    batch); else TERNTAKE: another node handed the key out first.
 //  - A device that must be new (op 'n': user key, device; before its 'D') must not be in the
 //    user's device hash; else TERNDEV: another node linked that number (or registered that
 //    user) first.
-// Either failure writes nothing. Seqs above 2^53 would lose precision in Lua numbers; no real
+// Either failure writes nothing (the only writes before the checks end are the 'i' entries,
+// removed again). Seqs above 2^53 would lose precision in Lua numbers; no real
 // conversation gets there. Base keys of devices ("{d:alice/1}") come from C++; the script
 // builds the others from raw ids with the same formats ("{c:<id>}", "{u:<id>}", "{m:<id>}").
 // Global indexes: idemexp (idempotency expiry), users (every user, lex), mpend (uploads not
@@ -41,10 +47,10 @@ local a = ARGV
 local n = #a
 local function width(i)
   local op = a[i]
-  if op == 'h' or op == 'M' or op == 'R' or op == 'W' or op == 'Q' or op == 'T' or op == 'm' or op == 'z' or op == 'i' then
+  if op == 'h' or op == 'M' or op == 'R' or op == 'W' or op == 'Q' or op == 'T' or op == 'm' or op == 'z' then
     return 4
   end
-  if op == 'I' or op == 'D' or op == 'P' or op == 'G' then return 5 end
+  if op == 'I' or op == 'D' or op == 'P' or op == 'G' or op == 'i' then return 5 end
   if op == 'x' or op == 'r' or op == 'U' or op == 'K' or op == 'H' or op == 'J' or op == 'Z' or op == 'N' or op == 'n' then
     return 3
   end
@@ -58,12 +64,23 @@ local function width(i)
 end
 local me = a[1]
 local dense = me ~= '0'
+-- Whether some conversation may hold a reservation ({c:<id>}:rv, below). On one redis-server
+-- every reservation is covered by the marker 'rvany' (set after it, living longer), so while
+-- there is none, one EXISTS per script stands for a GET per conversation. A Cluster's per-slot
+-- scripts (they name their slot's key) cannot read a global key: they read each reservation.
+local reserved = nil
+if #KEYS > 0 then reserved = true end
 local held = {}
 local want = {}
 local behind = {}
 local late = {'TERNSEQ'}
 local dup = {}
 local taken = {}
+local added, addlist = {}, {}  -- the idemexp members the checks added
+-- The batch writes nothing after all: the checks' idemexp entries go again.
+local function undo()
+  for j = 1, #addlist, 1000 do redis.call('ZREM', 'idemexp', unpack(addlist, j, math.min(j + 999, #addlist))) end
+end
 local i = 2
 while i <= n do
   local op = a[i]
@@ -76,8 +93,11 @@ while i <= n do
         local base = '{c:' .. c .. '}'
         local last = redis.call('ZRANGE', base .. ':log', -1, -1)[1]
         if last then w = tonumber(last, 16) + 1 else w = 1 end
-        local rv = redis.call('GET', base .. ':rv')
-        if rv == me then held[#held + 1] = base .. ':rv' elseif rv then taken = true end
+        if reserved == nil then reserved = redis.call('EXISTS', 'rvany') == 1 end
+        if reserved then
+          local rv = redis.call('GET', base .. ':rv')
+          if rv == me then held[#held + 1] = base .. ':rv' elseif rv then taken = true end
+        end
       end
       if taken or tonumber(a[i+2], 16) ~= w then
         behind[c] = true
@@ -87,37 +107,59 @@ while i <= n do
       want[c] = w + 1
     end
   elseif op == 'i' then
-    local c = a[i+2]
-    local exp = redis.call('ZSCORE', 'idemexp', a[i+1])
-    if exp and not behind[c] and tonumber(exp) >= tonumber(a[i+3]) then
-      behind[c] = true
-      dup[c] = true
-      local last = redis.call('ZRANGE', '{c:' .. c .. '}:log', -1, -1)[1]
-      late[#late + 1] = c
-      late[#late + 1] = last and tonumber(last, 16) or 0
+    -- The record's expiry-index entry is written here already (NX: only if it has none, the
+    -- common case), which is also the check: one call instead of a ZSCORE now and a ZADD
+    -- below. If the batch then writes nothing, the entries added here are removed again. (A
+    -- client_msg_id twice in one batch, which pending sends rule out, keeps its first expiry.)
+    local c, m = a[i+2], a[i+1]
+    if not behind[c] and not added[m] then
+      if redis.call('ZADD', 'idemexp', 'NX', a[i+4], m) == 1 then
+        added[m] = true
+        addlist[#addlist + 1] = m
+      else
+        local exp = redis.call('ZSCORE', 'idemexp', m)
+        if exp and tonumber(exp) >= tonumber(a[i+3]) then
+          behind[c] = true
+          dup[c] = true
+          local last = redis.call('ZRANGE', '{c:' .. c .. '}:log', -1, -1)[1]
+          late[#late + 1] = c
+          late[#late + 1] = last and tonumber(last, 16) or 0
+        end
+      end
     end
   elseif op == 'T' then
     local k = a[i+1] .. ':pk'
     local t = k .. a[i+2]
     if taken[t] or #redis.call('ZRANGEBYLEX', k, '[' .. a[i+2], a[i+3], 'LIMIT', 0, 1) == 0 then
+      undo()
       return redis.error_reply('TERNTAKE one-time prekey already taken')
     end
     taken[t] = true
   elseif op == 'n' then
     if redis.call('HEXISTS', a[i+1] .. ':d', a[i+2]) == 1 then
+      undo()
       return redis.error_reply('TERNDEV device already exists')
     end
   end
   local wd = width(i)
-  if wd == nil then return redis.error_reply('tern: unknown op ' .. tostring(op)) end
+  if wd == nil then
+    undo()
+    return redis.error_reply('tern: unknown op ' .. tostring(op))
+  end
   i = i + wd
 end
 if #late > 1 then
+  undo()
   -- The next seq of each conversation behind is reserved for this node for a moment, so that
   -- its resend is not beaten again and again by a node that sends faster than it can retry.
+  local marked = false
   for j = 2, #late, 2 do
-    if not dup[late[j]] then redis.call('SET', '{c:' .. late[j] .. '}:rv', me, 'NX', 'PX', 250) end
+    if not dup[late[j]] then
+      redis.call('SET', '{c:' .. late[j] .. '}:rv', me, 'NX', 'PX', 250)
+      marked = true
+    end
   end
+  if marked and #KEYS == 0 then redis.call('SET', 'rvany', '1', 'PX', 300) end
   return late
 end
 for _, k in ipairs(held) do redis.call('DEL', k) end
@@ -155,13 +197,14 @@ while i <= n do
     end
     i = i + 4 + nm
   elseif op == 'i' then
-    i = i + 4
+    i = i + 5
   elseif op == 'n' then
     i = i + 3
   elseif op == 'I' then
     local hk = a[i+1] .. ':idem'
     redis.call('HSET', hk, a[i+2], a[i+3])
-    redis.call('ZADD', 'idemexp', a[i+4], string.len(hk) .. ':' .. hk .. a[i+2])
+    local m = string.len(hk) .. ':' .. hk .. a[i+2]
+    if not added[m] then redis.call('ZADD', 'idemexp', a[i+4], m) end
     i = i + 5
   elseif op == 'M' then
     redis.call('HSET', a[i+1] .. ':in', a[i+2], a[i+3])

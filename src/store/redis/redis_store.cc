@@ -237,16 +237,16 @@ Result<void> RedisStore::commit(const Batch& batch, bool /*sync*/) {
             id(o.device.user);
             id(o.record.conversation_id);
             const std::string_view dk = own(device_key(o.device));
+            const std::string_view expires = own(std::to_string(o.record.expires_at));
             if (check_idempotency) {
               // Refused if the client_msg_id has a record: its expiry-index member, as the 'I' op
-              // below writes it.
+              // below writes it, and its expiry (the check writes the entry: redis_scripts.h).
               if (now.empty()) now = own(std::to_string(now_ms()));
               const std::string hk = std::string(dk) + ":idem";
               args.insert(args.end(), {"i", own(std::to_string(hk.size()) + ":" + hk + o.client_msg_id),
-                                       o.record.conversation_id, now});
+                                       o.record.conversation_id, now, expires});
             }
-            args.insert(args.end(), {"I", dk, o.client_msg_id, own(std::move(rec)),
-                                     own(std::to_string(o.record.expires_at))});
+            args.insert(args.end(), {"I", dk, o.client_msg_id, own(std::move(rec)), expires});
           } else if constexpr (std::is_same_v<T, SetCursor>) {
             args.insert(args.end(), {"h", own(device_key(o.device) + ":cur"), id(o.conversation_id), own(std::to_string(o.seq))});
             id(o.device.user);

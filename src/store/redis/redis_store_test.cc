@@ -320,6 +320,141 @@ TEST(RedisStore, ACommitRefusesAClientMsgIdThatHasARecord) {
   fresh.add(PutIdempotency{bob, "m3", IdempotencyRecord{"c2", 3, 8, later}});
   ASSERT_TRUE(nodes->b->commit(fresh, true).ok());
   EXPECT_EQ((*nodes->b->idempotency(bob, "m3", now_ms()))->seq, 3u);
+  // ... and its expiry-index entry carries the new expiry: a purge now keeps it.
+  ASSERT_TRUE(nodes->b->purge_expired(now_ms()).ok());
+  auto kept = nodes->b->idempotency(bob, "m3", now_ms());
+  ASSERT_TRUE(kept.ok() && kept->has_value());
+  EXPECT_EQ((*kept)->seq, 3u);
+}
+
+namespace {
+// Runs `command` on the shared server through a raw connection; whether it answered.
+bool on_shared_server(std::vector<std::string_view> command) {
+  auto c = RedisConnection::connect(RedisAddress{"127.0.0.1", shared_server().port()}, std::chrono::seconds(1),
+                                    std::chrono::seconds(5));
+  return c.ok() && (*c)->command(command).ok();
+}
+}  // namespace
+
+// The idempotency check of a send (one redis-server, dense appends) writes the record's
+// expiry-index entry itself; a commit refused afterwards (a conversation behind, a device
+// that exists, a prekey taken) must remove it again: the purge then finds only the entries of
+// records that were written.
+TEST(RedisStore, ARefusedCommitLeavesNoIdempotencyIndexEntry) {
+  ASSERT_TRUE(flush_shared_server());
+  auto nodes = testing::two_nodes_after_first_appends(options_for(shared_server()));
+  ASSERT_TRUE(nodes.ok()) << nodes.error().message;
+  const DeviceRef bob{"bob", 1};
+  const int64_t later = now_ms() + 3'600'000;
+  Batch dev;
+  dev.add(PutDevice{bob, "tok", true});
+  ASSERT_TRUE(nodes->a->commit(dev, true).ok());
+
+  Batch behind;  // c2's send is fine, c1's is behind: nothing is written
+  behind.add(AppendMessage{"c2", 2, "x"});
+  behind.add(PutIdempotency{bob, "m1", IdempotencyRecord{"c2", 2, 7, later}});
+  behind.add(AppendMessage{"c1", 1, "y"});
+  behind.add(PutIdempotency{bob, "m2", IdempotencyRecord{"c1", 1, 7, later}});
+  auto r = nodes->b->commit(behind, true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kUnavailable);
+
+  Batch exists;  // a send, then a device that must be new but is not
+  exists.add(AppendMessage{"c2", 2, "x"});
+  exists.add(PutIdempotency{bob, "m3", IdempotencyRecord{"c2", 2, 7, later}});
+  exists.add(PutDevice{bob, "tok2", true});
+  r = nodes->b->commit(exists, true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kExists);
+
+  Batch take;  // a send, then a take of a one-time prekey that is not there
+  take.add(AppendMessage{"c2", 2, "x"});
+  take.add(PutIdempotency{bob, "m4", IdempotencyRecord{"c2", 2, 7, later}});
+  take.add(DeleteOneTimePrekey{bob, 5, true});
+  r = nodes->b->commit(take, true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kUnavailable);
+
+  for (const char* m : {"m1", "m2", "m3", "m4"}) EXPECT_FALSE((*nodes->b->idempotency(bob, m, 0)).has_value()) << m;
+  Batch ok;
+  ok.add(AppendMessage{"c2", 2, "x"});
+  ok.add(PutIdempotency{bob, "m5", IdempotencyRecord{"c2", 2, 7, later}});
+  ASSERT_TRUE(nodes->b->commit(ok, true).ok());
+  auto purged = nodes->b->purge_expired(later + 1);
+  ASSERT_TRUE(purged.ok());
+  EXPECT_EQ(*purged, 1u);  // m5's entry only
+  EXPECT_FALSE((*nodes->b->idempotency(bob, "m5", 0)).has_value());
+}
+
+// A send's commit on one redis-server (dense appends, idempotency checked in the script) costs
+// Redis per message: the head read, the log and frame writes, the idempotency record and its
+// index entry (whose ZADD NX is the check: no ZSCORE), the inbox mark; and, while no
+// conversation holds a seq reservation, one EXISTS per script instead of a GET per conversation.
+TEST(RedisStore, ASendsCommitMakesNoRedundantRedisCalls) {
+  ASSERT_TRUE(flush_shared_server());
+  auto nodes = testing::two_nodes_after_first_appends(options_for(shared_server()));
+  ASSERT_TRUE(nodes.ok()) << nodes.error().message;
+  const uint16_t port = shared_server().port();
+  ASSERT_TRUE(on_shared_server({"CONFIG", "RESETSTAT"}));
+  Batch sends;  // two sends, as a group commit carries them
+  for (const auto& [conv, cmid] : {std::pair{"c1", "m1"}, std::pair{"c2", "m2"}}) {
+    sends.add(AppendMessage{conv, 2, "frame"});
+    sends.add(PutIdempotency{DeviceRef{"alice", 1}, cmid, IdempotencyRecord{conv, 2, 7, now_ms() + 60'000}});
+    sends.add(InboxMark{DeviceRef{"bob", 1}, conv, 2});
+  }
+  ASSERT_TRUE(nodes->a->commit(sends, true).ok());
+  EXPECT_EQ(testing::command_calls(port, "evalsha"), 1);
+  EXPECT_EQ(testing::command_calls(port, "zrange"), 2);   // each conversation's head
+  EXPECT_EQ(testing::command_calls(port, "exists"), 1);   // is any seq reserved?
+  EXPECT_EQ(testing::command_calls(port, "get"), 0);
+  EXPECT_EQ(testing::command_calls(port, "zscore"), 0);
+  EXPECT_EQ(testing::command_calls(port, "zadd"), 4);     // log, idempotency index
+  EXPECT_EQ(testing::command_calls(port, "hset"), 6);     // frame, idempotency record, inbox mark
+  EXPECT_EQ(*nodes->a->head("c2"), 2u);
+  EXPECT_EQ((*nodes->a->idempotency(DeviceRef{"alice", 1}, "m2", now_ms()))->seq, 2u);
+}
+
+// A node whose append was behind reserves the conversation's next seq: another node's append
+// of that seq is behind too until the reserving node's append lands (or the reservation
+// lapses, 250 ms), also on one redis-server where appends read reservations only while one
+// may exist.
+TEST(RedisStore, AReservedSeqHoldsOffOtherNodesUntilItsAppendLands) {
+  ASSERT_TRUE(flush_shared_server());
+  auto nodes = testing::two_nodes_after_first_appends(options_for(shared_server()));
+  ASSERT_TRUE(nodes.ok()) << nodes.error().message;
+  Batch stale;  // b thinks c1 is empty: behind, and c1's seq 2 is reserved for b
+  stale.add(AppendMessage{"c1", 1, "b1"});
+  ASSERT_FALSE(nodes->b->commit(stale, true).ok());
+  Batch a2;
+  a2.add(AppendMessage{"c1", 2, "a2"});
+  ASSERT_FALSE(nodes->a->commit(a2, true).ok());
+  EXPECT_EQ(nodes->a->behind().conversations, (std::vector<std::string>{"c1"}));
+  Batch other;  // another conversation is not held up
+  other.add(AppendMessage{"c2", 2, "a2"});
+  ASSERT_TRUE(nodes->a->commit(other, true).ok());
+  Batch b2;
+  b2.add(AppendMessage{"c1", 2, "b2"});
+  ASSERT_TRUE(nodes->b->commit(b2, true).ok());
+  Batch a3;  // b's append released the reservation
+  a3.add(AppendMessage{"c1", 3, "a3"});
+  ASSERT_TRUE(nodes->a->commit(a3, true).ok());
+  EXPECT_EQ((*nodes->a->read_messages("c1", 0, 10))[1].frame, "b2");
+
+  // A reservation whose node never appends lapses.
+  Batch stale2;
+  stale2.add(AppendMessage{"c1", 3, "b3"});
+  ASSERT_FALSE(nodes->b->commit(stale2, true).ok());
+  Batch a4;
+  a4.add(AppendMessage{"c1", 4, "a4"});
+  ASSERT_FALSE(nodes->a->commit(a4, true).ok());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  bool landed = false;
+  while (!landed && std::chrono::steady_clock::now() < deadline) {
+    landed = nodes->a->commit(a4, true).ok();
+    if (!landed) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(landed);
+  EXPECT_EQ(*nodes->a->head("c1"), 4u);
 }
 
 // A one-time prekey handed out by a bundle (a take) goes to one requester even when several

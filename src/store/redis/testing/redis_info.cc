@@ -35,6 +35,15 @@ std::string redis_info(uint16_t port, std::string_view section) {
   return std::string((*r)->str, (*r)->len);
 }
 
+int64_t command_calls(uint16_t port, std::string_view command) {
+  const std::string info = redis_info(port, "commandstats");
+  if (info.empty()) return -1;
+  const std::string field = "cmdstat_" + std::string(command) + ":calls=";
+  const size_t at = info.find(field);
+  if (at == std::string::npos) return 0;
+  return std::atoll(info.c_str() + at + field.size());
+}
+
 int aof_rewrites(uint16_t port) {
   const std::string info = redis_info(port, "persistence");
   constexpr std::string_view kField = "aof_rewrites:";

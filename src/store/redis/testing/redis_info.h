@@ -11,6 +11,10 @@ namespace tern::store::redis::testing {
 
 // INFO <section> of the server on `port`; "" if it does not answer.
 std::string redis_info(uint16_t port, std::string_view section);
+// How often the server ran `command` (lower case, e.g. "zscore"; a script's inner calls count)
+// since its start or its last CONFIG RESETSTAT, from INFO commandstats: 0 if never, -1 if the
+// server does not answer.
+int64_t command_calls(uint16_t port, std::string_view command);
 // INFO persistence's aof_rewrites; -1 if the server does not answer.
 int aof_rewrites(uint16_t port);
 // aof_rewrites once no rewrite is in progress or scheduled (waiting at most `within`): a
