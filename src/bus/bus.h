@@ -2,6 +2,9 @@
 // The services publish to a device without knowing where it is connected; the local
 // implementation (local/) delivers in-process, a Redis one (later) across nodes.
 //
+// Sinks (set_*_sink, request replies) are called on the bus's delivery thread: for RedisBus
+// with the server's loops, loop 0 (which holds the subscription), so a sink must not block; it
+// hops to another loop as the endpoints do.
 // Thread-safety: every Bus method may be called from any thread. Endpoint::notify is called on
 // the publisher's thread and must not block (implementations hop to their own loop, inline when
 // the publisher already runs on it).
@@ -76,13 +79,13 @@ class Bus {
   // kMessage of n->conversation_id, goes to the other nodes, which hand it to their
   // conversation sink. A single-node bus has no other nodes: both are no-ops there.
   virtual void publish_conversation(const std::shared_ptr<const Notification>& n) { (void)n; }
-  // Where publish_conversation() of other nodes arrives (on a bus thread). Set before serving.
+  // Where publish_conversation() of other nodes arrives (on the delivery thread). Set before serving.
   virtual void set_conversation_sink(std::function<void(std::shared_ptr<const Notification>)> sink) {
     (void)sink;
   }
   // A conversation's membership changed on another node (a system message was published
   // there): the sink drops what this node cached about it. Set before serving; called on a
-  // bus thread. A single-node bus never calls it.
+  // the delivery thread. A single-node bus never calls it.
   virtual void set_change_sink(std::function<void(const std::string& conversation_id)> sink) { (void)sink; }
   // A message of `conversation_id` with `seq` (`frame`: the stored message) was committed on
   // another node and reached this one (for a local device or a following session): the sink
@@ -91,21 +94,21 @@ class Bus {
   // store's dense-append check stays the rule. With send routing on it still matters: an ack
   // commits on the acking device's node, which refuses a seq beyond its cached head, and
   // that node's head of a conversation sequenced elsewhere moves only through these hints.
-  // Set before serving; called on a bus thread, in the order the other node published. A
+  // Set before serving; called on the delivery thread, in the order the other node published. A
   // single-node bus never calls it.
   using HeadSink =
       std::function<void(const std::string& conversation_id, Seq seq, std::shared_ptr<const std::string> frame)>;
   virtual void set_head_sink(HeadSink sink) { (void)sink; }
   // A device was linked to `user` here: the other nodes drop their cached device list of the
   // user (the devices sink), so their next send addresses the new device too. Set the sink
-  // before serving; it is called on a bus thread. A single-node bus: both are no-ops.
+  // before serving; it is called on the delivery thread. A single-node bus: both are no-ops.
   virtual void announce_devices(const std::string& user) { (void)user; }
   virtual void set_devices_sink(std::function<void(const std::string& user)> sink) { (void)sink; }
   // This node may have missed other nodes' events that invalidate its caches (kChanged,
   // kDevices above): its subscription was lost and is back, or another node could not publish
   // some of its events (Redis away, its queue full) and says so with its next batch. Pub/sub
   // is never trusted: the sink drops every cached membership snapshot and device list (they
-  // are read again from the store when next needed). Called on a bus thread; set it before
+  // are read again from the store when next needed). Called on the delivery thread; set it before
   // serving. A single-node bus never calls it.
   virtual void set_resync_sink(std::function<void()> sink) { (void)sink; }
   // Send routing (docs/scaling.md "One sequencing node per conversation"): each conversation's
@@ -113,7 +116,8 @@ class Bus {
   // for its next seq. route() names the owner if it is another node (empty: sequence here;
   // always so on a single-node bus). request() carries an opaque payload to that node's
   // request sink and hands its response, or an `unavailable` error (no answer in time, or
-  // the bus could not publish), to `reply`, once, on a bus thread. The payload's meaning is
+  // the bus could not publish), to `reply`, once: an answer on the delivery thread, a timeout
+  // on a bus thread, a failed publish on the loop that raised it. The payload's meaning is
   // the services' (services/send_forwarding.h); the bus only carries it.
   using Reply = std::function<void(Result<std::string>)>;
   using Respond = std::function<void(std::string response)>;
@@ -126,7 +130,7 @@ class Bus {
     (void)payload;
     reply(make_error(ErrorCode::kUnavailable, "no other nodes"));
   }
-  // Where other nodes' requests arrive (a bus thread); `respond` may be called from any
+  // Where other nodes' requests arrive (the delivery thread); `respond` may be called from any
   // thread, at most once. Set before serving.
   virtual void set_request_sink(std::function<void(std::string payload, Respond respond)> sink) { (void)sink; }
   // Stops cross-node delivery (its threads are joined; nothing reaches the sink afterwards);

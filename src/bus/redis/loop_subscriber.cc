@@ -30,6 +30,15 @@ void LoopSubscriber::stop() {
   });
 }
 
+void LoopSubscriber::retarget() {
+  boost::asio::post(io_, [self = shared_from_this()] {
+    if (self->stopped_.load(std::memory_order_relaxed) || self->retry_armed_) return;  // a retry reads it anyway
+    if (self->generation_ == self->bus_.target_generation_.load(std::memory_order_acquire)) return;
+    spdlog::info("event=bus_subscription_moves node={}", self->bus_.options_.node_id);
+    self->subscribe();
+  });
+}
+
 void LoopSubscriber::subscribe() {
   if (stopped_.load(std::memory_order_relaxed)) return;
   auto target = bus_.channel_target();
@@ -39,6 +48,7 @@ void LoopSubscriber::subscribe() {
   o.address = target->address;
   o.command_timeout = bus_.options_.command_timeout;  // for the two commands below
   redis_ = store::redis::AsyncRedis::create(io_, o);
+  generation_ = target->generation;
   subscribed_ = false;
   // Handlers name this connection: one that was replaced meanwhile says nothing.
   std::weak_ptr<store::redis::AsyncRedis> conn = redis_;

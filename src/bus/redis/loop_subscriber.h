@@ -9,6 +9,11 @@
 // connection is named `tern-bus:<node>` (CLIENT SETNAME) first: the other nodes count a node
 // as live while it is open (node_ring.h).
 //
+// Following it: when the publisher thread sees the channels' slot served by another master
+// (it reads the topology with every liveness check, and at once after a redirect), the
+// subscription moves there (retarget()): a replica may still hold sharded subscriptions after
+// a failover, but the other nodes look for this node's connection on the master.
+//
 // Losing it: the connection breaks (Redis restarted, the master died), or the slot moved or
 // failed over (an `sunsubscribe` push, or a MOVED answer to the SSUBSCRIBE): the publisher
 // thread is asked to read the topology again, and the subscription is made again after a
@@ -38,6 +43,8 @@ class LoopSubscriber : public std::enable_shared_from_this<LoopSubscriber> {
   LoopSubscriber(RedisBus& bus, boost::asio::io_context& io);
   void start();
   void stop();
+  // The channels' master changed (the publisher thread's view; any thread): subscribe there.
+  void retarget();
 
  private:
   void subscribe();
@@ -54,6 +61,7 @@ class LoopSubscriber : public std::enable_shared_from_this<LoopSubscriber> {
   bool retry_armed_ = false;
   bool subscribed_ = false;         // the current connection holds the subscription
   bool subscribed_before_ = false;  // a later subscription may have missed events: resync
+  uint64_t generation_ = 0;         // of the target the current connection was made for
   store::redis::ReconnectBackoff backoff_;
   std::atomic<bool> stopped_{false};
 };

@@ -147,15 +147,8 @@ void RedisBus::stop() {
 
 bool RedisBus::start(std::chrono::milliseconds deadline) {
   const auto until = std::chrono::steady_clock::now() + deadline;
-  publisher_thread_ = std::thread([this] {
-    set_thread_name("tern-bus-pub");
-    publisher();
-  });
-  counter_thread_ = std::thread([this] {
-    set_thread_name("tern-bus-count");
-    counter();
-  });
-  // The subscription is held by loop 0, or by a loop of the bus's own without loops.
+  // The subscription is held by loop 0, or by a loop of the bus's own without loops (made
+  // before the publisher thread, which tells it where to subscribe).
   boost::asio::io_context* io = nullptr;
   if (loops_) {
     io = &loops_->context(0);
@@ -169,6 +162,14 @@ bool RedisBus::start(std::chrono::milliseconds deadline) {
     });
   }
   subscriber_ = std::make_shared<LoopSubscriber>(*this, *io);
+  publisher_thread_ = std::thread([this] {
+    set_thread_name("tern-bus-pub");
+    publisher();
+  });
+  counter_thread_ = std::thread([this] {
+    set_thread_name("tern-bus-count");
+    counter();
+  });
   std::unique_lock lock(mu_);
   // The publisher thread reads where the channels live first; the subscriber uses it.
   const bool located = subscribed_cv_.wait_until(
@@ -421,6 +422,7 @@ void RedisBus::note_channel_target(const RedisCluster& conn) {
   const uint64_t generation = target_ ? target_->generation + 1 : 1;
   target_ = ChannelTarget{*address, conn.is_cluster(), generation};
   target_generation_.store(generation, std::memory_order_release);
+  if (generation > 1 && subscriber_) subscriber_->retarget();  // the subscription follows
   std::lock_guard wake(mu_);  // start() waits for the first target under mu_
   subscribed_cv_.notify_all();
 }
@@ -602,7 +604,10 @@ void RedisBus::publisher() {
       note_channel_target(*conn);
     }
     if (std::chrono::steady_clock::now() >= next_beat) {
-      heartbeat(*conn);  // follows a MOVED of the channels' slot
+      // On a Cluster the topology is read again first: a failover moves the channels' slot
+      // without a redirect for this thread to see (the loops publish, and CLIENT LIST has no key).
+      if (conn->is_cluster()) (void)conn->refresh();
+      heartbeat(*conn);
       note_channel_target(*conn);
       next_beat = std::chrono::steady_clock::now() + beat_every;
     }
