@@ -1,7 +1,6 @@
 #include "store/redis/redis_connection.h"
 
 #include <signal.h>
-#include <sys/socket.h>
 
 #include <charconv>
 #include <mutex>
@@ -140,8 +139,6 @@ Result<Reply> RedisConnection::read_push() {
   if (redisGetReply(ctx_, &r) != REDIS_OK || !r) return transport_error("read");
   return Reply(static_cast<redisReply*>(r));
 }
-
-void RedisConnection::interrupt() { ::shutdown(ctx_->fd, SHUT_RDWR); }
 
 Result<Reply> RedisConnection::command(const std::vector<std::string_view>& argv) {
   auto r = pipeline({argv});

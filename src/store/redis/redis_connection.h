@@ -76,11 +76,8 @@ class RedisConnection {
   Result<Reply> read_reply() { return read_push(); }
 
   // Pub/sub: the next message pushed by the server (after SUBSCRIBE), waiting as long as the
-  // command timeout allows (0: forever).
+  // command timeout allows (0: forever). (The bus subscribes over AsyncRedis; tests listen here.)
   Result<Reply> read_push();
-  // Wakes a read_push() blocked on another thread (it then fails): shuts the socket down.
-  // The only method that may be called from another thread.
-  void interrupt();
 
   // False once a transport error happened: the connection must be dropped.
   bool healthy() const { return healthy_; }
