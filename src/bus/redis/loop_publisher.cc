@@ -113,10 +113,14 @@ void LoopPublisher::publish_run(std::deque<RedisBus::Event>& run, bool resync) {
   for (size_t i = 0; i < batches.size(); ++i) {
     const bool last = i + 1 == batches.size();  // the events ride in the last (a kResync alone first)
     ++in_flight_;
+    // The connection keeps the callback, this publisher the connection: held weakly, so that
+    // no cycle outlives a server whose loops stopped with publishes in flight.
     redis_->command(
         {verb, batches[i].first, batches[i].second},
-        [self = shared_from_this(), events = last ? events : 0,
+        [weak = weak_from_this(), events = last ? events : 0,
          requests = last ? std::move(requests) : std::vector<uint64_t>{}](Result<store::redis::Reply> reply) {
+          auto self = weak.lock();
+          if (!self) return;
           --self->in_flight_;
           const bool ok = reply && (*reply)->type != REDIS_REPLY_ERROR;
           if (ok) {

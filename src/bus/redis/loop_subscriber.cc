@@ -50,20 +50,26 @@ void LoopSubscriber::subscribe() {
   redis_ = store::redis::AsyncRedis::create(io_, o);
   generation_ = target->generation;
   subscribed_ = false;
-  // Handlers name this connection: one that was replaced meanwhile says nothing.
+  // Handlers name this connection: one that was replaced meanwhile says nothing. They hold
+  // this subscriber weakly: the connection keeps them, and this subscriber the connection (a
+  // strong cycle would outlive a server whose loops stopped before the close ran).
   std::weak_ptr<store::redis::AsyncRedis> conn = redis_;
-  redis_->set_push_handler([self = shared_from_this(), conn](store::redis::Reply reply) {
-    if (conn.lock() == self->redis_) self->on_push(std::move(reply));
+  std::weak_ptr<LoopSubscriber> weak = weak_from_this();
+  redis_->set_push_handler([weak, conn](store::redis::Reply reply) {
+    auto self = weak.lock();
+    if (self && conn.lock() == self->redis_) self->on_push(std::move(reply));
   });
-  redis_->set_broken_handler([self = shared_from_this(), conn](const std::string& why) {
-    if (conn.lock() == self->redis_) self->lost(why);
+  redis_->set_broken_handler([weak, conn](const std::string& why) {
+    auto self = weak.lock();
+    if (self && conn.lock() == self->redis_) self->lost(why);
   });
   const std::string name = bus_.connection_name();
   redis_->command({"CLIENT", "SETNAME", name}, [](Result<store::redis::Reply>) {});  // a failure breaks the link
   const auto channels = bus_.subscription_channels();
   redis_->command({target->cluster ? "SSUBSCRIBE" : "SUBSCRIBE", channels[0], channels[1]},
-                  [self = shared_from_this(), conn](Result<store::redis::Reply> reply) {
-                    if (conn.lock() == self->redis_) self->on_subscribed(std::move(reply));
+                  [weak, conn](Result<store::redis::Reply> reply) {
+                    auto self = weak.lock();
+                    if (self && conn.lock() == self->redis_) self->on_subscribed(std::move(reply));
                   });
 }
 
