@@ -5,6 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+
+#include <array>
 #include <optional>
 #include <string>
 #include <vector>
@@ -221,6 +225,120 @@ TEST_F(AsyncRedisTest, ASubscribedConnectionHandsPushesOverAndReportsItsEnd) {
   ASSERT_TRUE(run_until(io_, [&] { return broken.size() == 1; }));
   sub->close();  // asked for: not reported
   EXPECT_EQ(broken.size(), 1u);
+}
+
+// A scripted stand-in for a misbehaving server, on loopback, driven by the test's loop: each
+// accepted connection reads what the client sends and, after the first read, writes `answer`
+// once (then only reads). What a real redis-server never sends: a malformed stream, a reply
+// to nothing.
+class ScriptedServer {
+ public:
+  ScriptedServer(boost::asio::io_context& io, std::string answer)
+      : acceptor_(io, boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0)),
+        answer_(std::move(answer)) {
+    accept();
+  }
+  uint16_t port() const { return acceptor_.local_endpoint().port(); }
+  int accepted() const { return accepted_; }
+
+ private:
+  struct Conn {
+    explicit Conn(boost::asio::io_context& io) : socket(io) {}
+    boost::asio::ip::tcp::socket socket;
+    std::array<char, 4096> in;
+    bool answered = false;
+  };
+  void accept() {
+    auto c = std::make_shared<Conn>(static_cast<boost::asio::io_context&>(acceptor_.get_executor().context()));
+    acceptor_.async_accept(c->socket, [this, c](const boost::system::error_code& ec) {
+      if (ec) return;
+      ++accepted_;
+      read(c);
+      accept();
+    });
+  }
+  void read(const std::shared_ptr<Conn>& c) {
+    c->socket.async_read_some(boost::asio::buffer(c->in), [this, c](const boost::system::error_code& ec, size_t) {
+      if (ec) return;
+      if (!c->answered) {
+        c->answered = true;
+        boost::asio::async_write(c->socket, boost::asio::buffer(answer_), [](const boost::system::error_code&, size_t) {});
+      }
+      read(c);
+    });
+  }
+  boost::asio::ip::tcp::acceptor acceptor_;
+  const std::string answer_;
+  int accepted_ = 0;
+};
+
+// A malformed reply breaks the connection: the command answered before it keeps its reply,
+// every command still waiting fails with `unavailable`, the broken handler hears why, and the
+// process goes on; after the back-off the next command connects anew.
+// No redis-server: the scripted one only.
+class AsyncRedisStreamTest : public ::testing::Test {
+ protected:
+  boost::asio::io_context io_;
+};
+
+TEST_F(AsyncRedisStreamTest, AMalformedStreamBreaksTheConnectionAndFailsTheWaitingCommands) {
+  ScriptedServer fake(io_, "+OK\r\n@not a reply\r\n");
+  AsyncRedisOptions o;
+  o.address = RedisAddress{"127.0.0.1", fake.port()};
+  auto r = AsyncRedis::create(io_, o);
+  std::vector<std::string> broken;
+  r->set_broken_handler([&](const std::string& why) { broken.push_back(why); });
+  std::vector<Result<Reply>> got;
+  for (int i = 0; i < 3; ++i) r->command({"PING"}, [&](Result<Reply> reply) { got.push_back(std::move(reply)); });
+  ASSERT_TRUE(run_until(io_, [&] { return got.size() == 3; }));
+  ASSERT_TRUE(got[0]);
+  EXPECT_EQ((*got[0])->type, REDIS_REPLY_STATUS);
+  for (int i = 1; i < 3; ++i) {
+    ASSERT_FALSE(got[i]);
+    EXPECT_EQ(got[i].error().code, ErrorCode::kUnavailable);
+    EXPECT_NE(got[i].error().message.find("protocol error"), std::string::npos) << got[i].error().message;
+  }
+  ASSERT_EQ(broken.size(), 1u);
+  EXPECT_NE(broken[0].find("protocol error"), std::string::npos);
+  EXPECT_FALSE(r->connected());
+  // After the back-off (100 ms) a command connects again (bounded: 100 tries, 20 ms apart).
+  std::optional<Result<Reply>> again;
+  for (int i = 0; i < 100 && r->connects() < 2; ++i) {
+    again.reset();
+    r->command({"PING"}, [&](Result<Reply> reply) { again = std::move(reply); });
+    ASSERT_TRUE(run_until(io_, [&] { return again.has_value(); }));
+    boost::asio::steady_timer t(io_, 20ms);
+    bool fired = false;
+    t.async_wait([&](auto) { fired = true; });
+    ASSERT_TRUE(run_until(io_, [&] { return fired; }));
+  }
+  EXPECT_EQ(r->connects(), 2u);
+  EXPECT_EQ(fake.accepted(), 2);
+}
+
+// Redis answers only what was asked: a second reply to one command (no push handler) means the
+// stream is out of step, so the connection breaks rather than hand it to a later command.
+TEST_F(AsyncRedisStreamTest, AReplyNobodyAskedForBreaksTheConnection) {
+  ScriptedServer fake(io_, "+first\r\n+extra\r\n");
+  AsyncRedisOptions o;
+  o.address = RedisAddress{"127.0.0.1", fake.port()};
+  auto r = AsyncRedis::create(io_, o);
+  std::vector<std::string> broken;
+  r->set_broken_handler([&](const std::string& why) { broken.push_back(why); });
+  std::optional<Result<Reply>> got;
+  r->command({"PING"}, [&](Result<Reply> reply) { got = std::move(reply); });
+  ASSERT_TRUE(run_until(io_, [&] { return got.has_value() && !broken.empty(); }));
+  ASSERT_TRUE(*got);
+  EXPECT_EQ(std::string((**got)->str, (**got)->len), "first");
+  ASSERT_EQ(broken.size(), 1u);
+  EXPECT_NE(broken[0].find("nobody asked"), std::string::npos) << broken[0];
+  EXPECT_FALSE(r->connected());
+  // The next command within the back-off is refused at once, not handed the stray reply.
+  std::optional<Result<Reply>> next;
+  r->command({"PING"}, [&](Result<Reply> reply) { next = std::move(reply); });
+  ASSERT_TRUE(run_until(io_, [&] { return next.has_value(); }));
+  ASSERT_FALSE(*next);
+  EXPECT_EQ(next->error().code, ErrorCode::kUnavailable);
 }
 
 }  // namespace
