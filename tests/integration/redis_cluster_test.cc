@@ -1,7 +1,8 @@
 // Integration: three ternd nodes (--store redis --redis <3 seeds>) on a real 3-master +
 // 3-replica Redis Cluster started by the test (issue 10): the members of a conversation on
 // different nodes, dense seqs, live delivery, replay after reconnect; a ternd SIGKILLed under
-// traffic; a Redis master killed under traffic and failed over to its replica.
+// traffic; a Redis master killed under traffic and failed over to its replica; the whole
+// cluster down for 30 s.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -314,6 +315,78 @@ TEST_F(RedisClusterIntegration, ARedisMasterFailedOverUnderTrafficLosesNothingAc
   // gus, connected to node 1 throughout, replays everything after a reconnect.
   dg.close();
   ASSERT_NO_FATAL_FAILURE(expect_replay(gus, 1, conv, acked));
+}
+
+// Every node of the Redis Cluster down for 30 s (issue 10's classic question, on the Cluster;
+// last in the suite, which shares the cluster): each send is answered at once with
+// `unavailable` (never `sent`, never a hang), the clients stay connected to their ternd nodes,
+// and once the cluster is back the nodes heal by themselves: nothing acknowledged before is
+// lost, the log stays dense, and a member on another node gets the next message live.
+TEST_F(RedisClusterIntegration, TheWholeClusterDownFor30sAnswersUnavailableAndHeals) {
+  constexpr auto kDown = std::chrono::seconds(30);
+  Account hal = nodes_[0].api->must_register("hal");
+  Account ivy = nodes_[1].api->must_register("ivy");
+  const std::string conv = nodes_[0].api->must_direct(hal.token, "ivy");
+  ASSERT_FALSE(conv.empty());
+  Device dh(hal), di(ivy);
+  ASSERT_EQ(dh.connect(port(0)), 101);
+  ASSERT_TRUE(dh.until_synced());
+  ASSERT_EQ(di.connect(port(1)), 101);
+  ASSERT_TRUE(di.until_synced());
+  std::map<std::string, Seq> acked;
+  for (int i = 1; i <= 10; ++i) {
+    const std::string id = "before" + std::to_string(i);
+    acked[id] = send_retrying(dh, conv, id, 100, ms(50));
+    ASSERT_EQ(acked[id], Seq(i)) << id;
+  }
+
+  for (uint16_t p : cluster_->ports()) cluster_->kill9(p);
+  const auto until = Clock::now() + kDown;
+  int answered = 0;
+  ms slowest(0);
+  for (int i = 0; Clock::now() < until && i < 1000; ++i) {
+    const auto t0 = Clock::now();
+    const std::string id = "down" + std::to_string(i);
+    auto a = dh.send_wait(conv, id, id, ms(5000));  // the body is the id (expect_log_holds)
+    const auto took = std::chrono::duration_cast<ms>(Clock::now() - t0);
+    ASSERT_TRUE(a) << "no answer within 5 s while the cluster is down";
+    ASSERT_EQ(type_of(*a), "error") << dump(*a);
+    EXPECT_EQ(jstr(*a, "code"), "unavailable") << dump(*a);
+    slowest = std::max(slowest, took);
+    ++answered;
+    std::this_thread::sleep_for(ms(200));
+  }
+  EXPECT_LT(slowest, ms(1000)) << "the slowest `unavailable` took " << slowest.count() << " ms";
+  EXPECT_GT(answered, 10);
+  EXPECT_TRUE(dh.is_open());
+  EXPECT_TRUE(di.is_open());
+
+  // All six back at once (well within the node timeout of each other: no failover), on their
+  // ports and data directories (appendfsync always: everything acknowledged is in the AOFs).
+  for (uint16_t p : cluster_->ports()) ASSERT_TRUE(cluster_->restart(p).ok()) << p;
+  ASSERT_TRUE(cluster_->await_healthy(std::chrono::seconds(60)).ok());
+  // The nodes heal by themselves: the first failed message, sent again, is accepted within a
+  // bounded time with the next seq (nothing from the outage was stored).
+  const auto heal_deadline = Clock::now() + std::chrono::seconds(20);
+  Seq s = 0;
+  while (s == 0 && Clock::now() < heal_deadline) {
+    auto a = dh.send_wait(conv, "down0", "down0", ms(5000));
+    ASSERT_TRUE(a);
+    if (type_of(*a) == "sent") s = seq_of(*a);
+    else std::this_thread::sleep_for(ms(100));
+  }
+  ASSERT_EQ(s, 11u) << "the nodes did not heal within 20 s of the cluster's return";
+  std::cerr << "[redis-cluster] down: " << answered << " sends answered `unavailable`, the slowest in "
+            << slowest.count() << " ms; healed "
+            << std::chrono::duration_cast<ms>(Clock::now() - (heal_deadline - std::chrono::seconds(20))).count()
+            << " ms after the cluster was healthy again\n";
+  acked["down0"] = s;
+  EXPECT_TRUE(dh.is_open());
+  // ivy, connected to node 1 through the outage, gets it live (node 1 subscribes again).
+  auto live = di.read_until([&](const json::object& o) { return type_of(o) == "message" && seq_of(o) == 11; },
+                            ms(20000));
+  EXPECT_TRUE(live) << "node 1 did not deliver the message sent through node 0 after the outage";
+  ASSERT_NO_FATAL_FAILURE(expect_log_holds(ivy, conv, acked, 2));
 }
 
 }  // namespace
