@@ -1,8 +1,8 @@
 // Integration: three ternd nodes (--store redis --redis <3 seeds>) on a real 3-master +
 // 3-replica Redis Cluster started by the test (issue 10): the members of a conversation on
 // different nodes, dense seqs, live delivery, replay after reconnect; a ternd SIGKILLed under
-// traffic; a Redis master killed under traffic and failed over to its replica; the whole
-// cluster down for 30 s.
+// traffic; a Redis master killed under traffic and failed over to its replica; idempotency,
+// receipts and typing across nodes; the whole cluster down for 30 s.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -315,6 +315,75 @@ TEST_F(RedisClusterIntegration, ARedisMasterFailedOverUnderTrafficLosesNothingAc
   // gus, connected to node 1 throughout, replays everything after a reconnect.
   dg.close();
   ASSERT_NO_FATAL_FAILURE(expect_replay(gus, 1, conv, acked));
+}
+
+// What the other tests of this suite leave out, across ternd nodes on the Cluster: a
+// client_msg_id sent again through another node is answered with its first seq and stored
+// once; receipts (an ack and a read by a member on node 1) reach the sender's device on node 2
+// live, and again after it reconnects through node 0 (they are durable); typing crosses nodes.
+TEST_F(RedisClusterIntegration, IdempotencyReceiptsAndTypingHoldAcrossNodes) {
+  Account lee = nodes_[0].api->must_register("lee");
+  Account may = nodes_[1].api->must_register("may");
+  const std::string conv = nodes_[0].api->must_direct(lee.token, "may");
+  ASSERT_FALSE(conv.empty());
+  Device dm(may);
+  ASSERT_TRUE(dm.connect_synced(port(1)));
+  std::map<std::string, Seq> acked;
+  {
+    Device first(lee);
+    ASSERT_TRUE(first.connect_synced(port(0)));
+    for (const char* id : {"one", "two"}) {
+      acked[id] = send_retrying(first, conv, id);
+      ASSERT_NE(acked[id], 0u) << id;
+    }
+  }
+  Device dl(lee);  // the same device, now through node 2
+  ASSERT_TRUE(dl.connect_synced(port(2)));
+  EXPECT_EQ(send_retrying(dl, conv, "one"), acked["one"]) << "a resend through another node got a new seq";
+
+  auto live = dm.collect_messages(conv, acked["two"], ms(10000));
+  const auto live_seqs = message_seqs(live, conv);
+  ASSERT_FALSE(live_seqs.empty());
+  EXPECT_EQ(live_seqs.back(), acked["two"]);
+  ASSERT_TRUE(dm.ack(conv, acked["two"]));
+  auto delivered = dl.read_until(
+      [&](const json::object& o) {
+        return type_of(o) == "receipt" && jstr(o, "status") == "delivered" && seq_of(o) == acked["two"];
+      },
+      ms(10000));
+  EXPECT_TRUE(delivered) << "the delivered receipt did not cross nodes";
+  ASSERT_TRUE(dm.read(conv, acked["one"]));
+  auto read = dl.read_until(
+      [&](const json::object& o) {
+        return type_of(o) == "receipt" && jstr(o, "status") == "read" && seq_of(o) == acked["one"];
+      },
+      ms(10000));
+  EXPECT_TRUE(read) << "the read receipt did not cross nodes";
+  ASSERT_TRUE(dm.typing(conv, true));
+  auto typing = dl.read_until(
+      [&](const json::object& o) { return type_of(o) == "typing" && jstr(o, "conversation_id") == conv; }, ms(10000));
+  EXPECT_TRUE(typing) << "typing did not cross nodes";
+
+  // Durable: lee's device, back through node 0, is told both marks again (receipts may come
+  // before or after `synced`: gathered for a bounded time).
+  dl.close();
+  Device again(lee);
+  ASSERT_EQ(again.connect(port(0)), 101);
+  bool got_delivered = false, got_read = false;
+  std::vector<json::object> frames;
+  const auto until = Clock::now() + std::chrono::seconds(10);
+  while (!(got_delivered && got_read) && Clock::now() < until) {
+    auto f = again.read_frame(ms(500));
+    if (!f) continue;
+    if (type_of(*f) == "receipt" && jstr(*f, "conversation_id") == conv && jstr(*f, "user") == "may") {
+      if (jstr(*f, "status") == "delivered" && seq_of(*f) == acked["two"]) got_delivered = true;
+      if (jstr(*f, "status") == "read" && seq_of(*f) == acked["one"]) got_read = true;
+    }
+    frames.push_back(std::move(*f));
+  }
+  EXPECT_TRUE(got_delivered) << "no delivered receipt after reconnecting:\n" << dump_frames(frames);
+  EXPECT_TRUE(got_read) << "no read receipt after reconnecting:\n" << dump_frames(frames);
+  ASSERT_NO_FATAL_FAILURE(expect_log_holds(may, conv, acked, 1));  // "one" once, at its first seq
 }
 
 // Every node of the Redis Cluster down for 30 s (issue 10's classic question, on the Cluster;
