@@ -285,6 +285,7 @@ TEST_F(TerndMedia, PlaintextCanaryOfAnAttachmentIsNowhereOnTheServer) {
   ASSERT_TRUE(server_->terminate() == 0);
   const std::string root = std::filesystem::path(server_->data_dir()).parent_path().string();
   EXPECT_TRUE(files_containing(root, canary).empty());
+  EXPECT_TRUE(files_containing(server_->disk_dirs(), canary).empty());  // and Redis's AOF, on --store redis
   EXPECT_FALSE(files_containing(root, enc->blob.substr(100, 64)).empty());  // the ciphertext is there
 }
 

@@ -112,6 +112,13 @@ std::vector<std::string> files_containing(const std::string& dir, std::string_vi
   return out;
 }
 
+std::vector<std::string> files_containing(const std::vector<std::string>& dirs, std::string_view needle) {
+  std::vector<std::string> out;
+  for (const auto& d : dirs)
+    for (auto& f : files_containing(d, needle)) out.push_back(std::move(f));
+  return out;
+}
+
 size_t count_files(const std::string& dir) {
   size_t n = 0;
   std::error_code ec;

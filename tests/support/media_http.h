@@ -38,6 +38,8 @@ std::string sha256_hex(std::string_view bytes);
 std::string random_bytes(size_t n);
 // Files (regular, recursively) under `dir` that contain `needle`.
 std::vector<std::string> files_containing(const std::string& dir, std::string_view needle);
+// The same under each of `dirs` (e.g. TestServer::disk_dirs()).
+std::vector<std::string> files_containing(const std::vector<std::string>& dirs, std::string_view needle);
 // Regular files under `dir` (recursively).
 size_t count_files(const std::string& dir);
 // Polls `cond` every 50 ms until it holds or `timeout` passes; returns its last value.

@@ -24,9 +24,11 @@ class RedisBackend final : public ::testing::Environment {
     auto r = server_->start();
     ASSERT_TRUE(r.ok()) << "cannot start redis-server (scripts/setup.sh installs it): " << r.error().message;
     ::setenv("TERN_TEST_REDIS_URL", server_->url().c_str(), 1);
+    ::setenv("TERN_TEST_REDIS_DIR", server_->dir().c_str(), 1);  // TestServer::disk_dirs()
   }
   void TearDown() override {
     ::unsetenv("TERN_TEST_REDIS_URL");
+    ::unsetenv("TERN_TEST_REDIS_DIR");
     server_.reset();
   }
   void flush() {

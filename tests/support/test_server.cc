@@ -44,6 +44,13 @@ int decode_status(int status) {
 
 }  // namespace
 
+std::vector<std::string> TestServer::disk_dirs() const {
+  std::vector<std::string> dirs{data_dir_};
+  if (const char* url = std::getenv("TERN_TEST_REDIS_URL"); url && *url)
+    if (const char* dir = std::getenv("TERN_TEST_REDIS_DIR"); dir && *dir) dirs.emplace_back(dir);
+  return dirs;
+}
+
 TestServer::TestServer(std::vector<std::string> args) : args_(std::move(args)) {
   // The *_redis integration binaries (support/redis_backend.cc) run the same tests on
   // `ternd --store redis` against a redis-server they started.

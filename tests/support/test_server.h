@@ -48,6 +48,10 @@ class TestServer {
   std::string host() const { return "127.0.0.1"; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   const std::string& data_dir() const { return data_dir_; }
+  // Every directory where this server's data lands on disk: data_dir(), and on
+  // `--store redis` from the test backend (support/redis_backend.cc) the Redis data directory
+  // ($TERN_TEST_REDIS_DIR, its AOF): what a "nothing of it is on disk" check must search.
+  std::vector<std::string> disk_dirs() const;
   pid_t pid() const { return pid_; }
   const std::string& error() const { return error_; }
   void keep_data(bool keep) { keep_ = keep; }
