@@ -51,12 +51,13 @@
 // after a success (fails fast instead of stalling every caller on a dead address).
 //
 // Threading: every method may be called from any thread; each calling thread gets its own
-// hiredis connection (created on first use, kept until the store dies). Reads are synchronous:
-// a read made on an event loop blocks that loop for one Redis round trip (~50-100 µs on
-// loopback, at most command_timeout when Redis hangs). This is a known deviation from "no
-// blocking call on a loop": the store contract is synchronous because RocksDB's reads are;
-// an asynchronous contract is future work. commit() comes from the group committer's one
-// writer thread.
+// hiredis connection (created on first use, kept until the store dies). Reads are synchronous
+// (the store contract is, because RocksDB's reads are): one Redis round trip (~50-100 µs on
+// loopback, at most command_timeout when Redis hangs) on the calling thread. So in Redis mode
+// the services make them on reader threads, never on an event loop (services/store_reads.h;
+// the one rare exception is listed in docs/scaling.md "Threading"); an asynchronous contract
+// driven by the loops (over AsyncRedis) is future work. commit() comes from the group
+// committer's one writer thread.
 //
 // Ownership: the composition root owns the store.
 #pragma once
