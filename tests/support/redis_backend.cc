@@ -1,11 +1,17 @@
-// Linked into an integration test binary (not a library): its tests run on
-// `ternd --store redis`. A gtest environment starts one redis-server (AOF, appendfsync
-// always) for the process and sets TERN_TEST_REDIS_URL, which TestServer turns into
-// `--store redis --redis URL`; every test starts from an empty Redis (FLUSHALL), as it would
-// from an empty data directory. Two TestServers of one test share the Redis: two nodes.
+// Linked into the integration binaries that run on both backends (tests/CMakeLists.txt:
+// tern_test_redis_backend): when the process was started with --tern-backend=redis (ctest's
+// `redis.` registration of the binary), its tests run on `ternd --store redis`. A gtest
+// environment then starts one redis-server (AOF, appendfsync always) for the process and sets
+// TERN_TEST_REDIS_URL, which TestServer turns into `--store redis --redis URL`, and
+// TERN_TEST_REDIS_DIR (TestServer::disk_dirs); every test starts from an empty Redis
+// (FLUSHALL), as it would from an empty data directory. Two TestServers of one test share the
+// Redis: two nodes. Without the flag it does nothing (RocksDB).
 // Thread affinity: gtest's main thread.
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <memory>
+#include <string>
 
 #include <gtest/gtest.h>
 
@@ -17,9 +23,19 @@ namespace {
 
 using store::redis::testing::RedisServer;
 
+// Whether this process was started with --tern-backend=redis. gtest_main hands argv to
+// InitGoogleTest only, which leaves flags it does not know alone: read them where the kernel
+// keeps them.
+bool redis_requested() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  const std::string args((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return args.find(std::string("--tern-backend=redis") + '\0') != std::string::npos;
+}
+
 class RedisBackend final : public ::testing::Environment {
  public:
   void SetUp() override {
+    if (!redis_requested()) return;
     server_ = std::make_unique<RedisServer>();
     auto r = server_->start();
     ASSERT_TRUE(r.ok()) << "cannot start redis-server (scripts/setup.sh installs it): " << r.error().message;
