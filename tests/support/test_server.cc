@@ -52,8 +52,9 @@ std::vector<std::string> TestServer::disk_dirs() const {
 }
 
 TestServer::TestServer(std::vector<std::string> args) : args_(std::move(args)) {
-  // The *_redis integration binaries (support/redis_backend.cc) run the same tests on
-  // `ternd --store redis` against a redis-server they started.
+  // An integration binary started with --tern-backend=redis (ctest's `redis.` tests,
+  // support/redis_backend.cc) runs the same tests on `ternd --store redis` against a
+  // redis-server it started.
   if (const char* url = std::getenv("TERN_TEST_REDIS_URL"); url && *url)
     args_.insert(args_.end(), {"--store", "redis", "--redis", url});
   char tmpl[] = "/tmp/tern-itest-XXXXXX";
