@@ -11,6 +11,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
+#include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -37,13 +40,20 @@ uint16_t free_loopback_port() {
 
 namespace {
 
-bool answers_ping(uint16_t port) {
+// The process id of the redis-server that answers on the port once it is ready, or nullopt
+// (none, or still loading its AOF: PING answers LOADING then).
+std::optional<long> ready_pid(uint16_t port) {
   auto c = RedisConnection::connect(RedisAddress{"127.0.0.1", port}, std::chrono::milliseconds(100),
                                     std::chrono::milliseconds(500));
-  if (!c) return false;
-  // While it loads its AOF, Redis answers PING with a LOADING error: not ready yet.
+  if (!c) return std::nullopt;
   auto r = (*c)->command({"PING"});
-  return r.ok() && (*r)->type == REDIS_REPLY_STATUS;
+  if (!r.ok() || (*r)->type != REDIS_REPLY_STATUS) return std::nullopt;
+  auto info = (*c)->command({"INFO", "server"});
+  if (!info.ok() || (*info)->type != REDIS_REPLY_STRING) return std::nullopt;
+  const std::string text((*info)->str, (*info)->len);
+  const auto at = text.find("process_id:");
+  if (at == std::string::npos) return std::nullopt;
+  return std::strtol(text.c_str() + at + 11, nullptr, 10);
 }
 
 }  // namespace
@@ -66,8 +76,41 @@ RedisServer::~RedisServer() {
 Result<void> RedisServer::start() {
   if (dir_.empty()) return make_error(ErrorCode::kInternal, "no temp dir for redis-server");
   if (pid_ > 0) return {};
-  if (port_ == 0) port_ = free_loopback_port();
-  if (port_ == 0) return make_error(ErrorCode::kInternal, "no free port");
+  if (port_ != 0) return launch();  // a restart: the same port, or a clear failure
+  // The first start: a port of our own. Tests run in parallel (ctest -j), each with its own
+  // redis-server, so a port may be taken between the pick and the bind: then that server
+  // exits, or another one answers; pick again.
+  Result<void> last = make_error(ErrorCode::kInternal, "no free port");
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    port_ = unused_server_port();
+    if (port_ == 0) continue;
+    last = launch();
+    if (last.ok()) return last;
+  }
+  port_ = 0;
+  return last;
+}
+
+uint16_t RedisServer::unused_server_port() {
+  // Below the kernel's ephemeral range (32768 and up on Debian), where no client socket of a
+  // parallel test gets a port by connecting; random, so parallel tests rarely pick the same.
+  static thread_local std::mt19937 rng(std::random_device{}());
+  for (int i = 0; i < 64; ++i) {
+    const auto port = static_cast<uint16_t>(std::uniform_int_distribution<int>(20000, 32000)(rng));
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return 0;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    const bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(fd);
+    if (free) return port;
+  }
+  return 0;
+}
+
+Result<void> RedisServer::launch() {
   const std::string port = std::to_string(port_);
   std::vector<std::string> args = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", dir_,
                                    "--appendonly", "yes", "--appendfsync", "always", "--save", "",
@@ -95,9 +138,15 @@ Result<void> RedisServer::start() {
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
-      return make_error(ErrorCode::kInternal, "redis-server exited (is it installed? scripts/setup.sh)");
+      return make_error(ErrorCode::kInternal, "redis-server exited (port " + port +
+                                                  " taken? is it installed? scripts/setup.sh)");
     }
-    if (answers_ping(port_)) return {};
+    if (auto answering = ready_pid(port_)) {
+      if (*answering == pid_) return {};
+      // Another test's server holds the port; ours cannot bind and exits (or is killed here).
+      kill9();
+      return make_error(ErrorCode::kInternal, "port " + port + " is another redis-server's");
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   kill9();

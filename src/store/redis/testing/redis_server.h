@@ -27,8 +27,10 @@ class RedisServer {
   RedisServer(const RedisServer&) = delete;
   RedisServer& operator=(const RedisServer&) = delete;
 
-  // Starts and waits (at most 10 s) until it answers PING. The first start picks a free port;
-  // later starts reuse it.
+  // Starts and waits (at most 10 s) until it answers PING, and checks that the server that
+  // answers is this child (INFO's process_id). The first start picks a free port below the
+  // ephemeral range, again if another test's server took it meanwhile (tests run in
+  // parallel); later starts reuse it.
   Result<void> start();
   void stop();   // SIGTERM (Redis flushes and exits), reap
   void kill9();  // SIGKILL, reap: what was acknowledged is in the AOF (appendfsync always)
@@ -42,6 +44,9 @@ class RedisServer {
   const std::string& dir() const { return dir_; }
 
  private:
+  static uint16_t unused_server_port();
+  Result<void> launch();  // on port_
+
   std::vector<std::string> extra_args_;
   std::string dir_;
   pid_t pid_ = -1;
