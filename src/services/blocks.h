@@ -22,6 +22,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -47,6 +48,13 @@ class Blocks {
   bool cached(const std::string& user) {
     std::lock_guard lock(mu_);
     return cache_.find(user) != nullptr;
+  }
+  // blocks(blocker, other) from the cache alone; nullopt when blocker's list is not cached.
+  std::optional<bool> cached_blocks(const std::string& blocker, const std::string& other) {
+    std::lock_guard lock(mu_);
+    const List* l = cache_.find(blocker);
+    if (!l) return std::nullopt;
+    return (*l)->count(other) != 0;
   }
   // Either of the two blocks the other.
   bool either(const std::string& a, const std::string& b) { return blocks(a, b) || blocks(b, a); }

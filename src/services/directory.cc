@@ -98,7 +98,8 @@ Result<void> Directory::prefetch_devices(const std::vector<std::string>& users) 
   return {};
 }
 
-bool Directory::devices_cached(const store::Conversation& c, std::vector<DeviceRef>* all) {
+bool Directory::devices_cached(const store::Conversation& c, std::vector<DeviceRef>* all,
+                               std::unordered_map<std::string, std::vector<uint32_t>>* held) {
   return devices_.locked([&](auto find) {
     for (const store::Member& m : c.members) {
       if (!m.active()) continue;
@@ -106,6 +107,7 @@ bool Directory::devices_cached(const store::Conversation& c, std::vector<DeviceR
       if (!devices) return false;
       if (all)
         for (uint32_t d : *devices) all->push_back(DeviceRef{m.user, d});
+      if (held) held->emplace(m.user, *devices);
     }
     return true;
   });

@@ -74,10 +74,15 @@ Result<uint32_t> KeyDirectory::registration_id(const DeviceRef& device) {
   return registrations_.emplace(key, reg);
 }
 
-bool KeyDirectory::registrations_cached(const std::vector<DeviceRef>& devices) {
+bool KeyDirectory::registrations_cached(const std::vector<DeviceRef>& devices,
+                                        std::unordered_map<std::string, uint32_t>* held) {
   std::lock_guard lock(reg_mu_);
-  for (const auto& d : devices)
-    if (!registrations_.find(d.key())) return false;
+  for (const auto& d : devices) {
+    std::string key = d.key();
+    const uint32_t* hit = registrations_.find(key);
+    if (!hit) return false;
+    if (held) held->emplace(std::move(key), *hit);
+  }
   return true;
 }
 

@@ -59,21 +59,34 @@ ConvState* SequencerCore::install_head(Shard& shard, const std::string& conversa
   return &shard.conversations.emplace(conversation_id, std::move(fresh));
 }
 
-bool SequencerCore::warm(Shard& shard, const std::string& conversation_id, bool receipts) {
+bool SequencerCore::warm(Shard& shard, const std::string& conversation_id, bool receipts,
+                         std::shared_ptr<const WarmHold>* seen) {
   const ConvState* cs = shard.conversations.find(conversation_id);
   if (!cs || (cs->stale && cs->in_flight == 0)) return false;
   ConversationPtr c = directory.cached_conversation(conversation_id);
   if (!c) return false;
   if (receipts && !cs->receipts_loaded && c->type != store::ConvType::kChannel) return false;
-  // What the work reads from the caches that evict on their own (as warm_up reads them).
+  // What the work reads from the caches that evict on their own (as warm_up reads them), kept
+  // in `hold` as it is found: one copy of each member's device list and registration ids.
+  auto hold = std::make_shared<WarmHold>();
+  hold->conversation_id = conversation_id;
+  hold->conversation_read = true;
+  hold->conversation = c;
   if (!c->fanout_on_read) {
     std::vector<DeviceRef> all;
-    if (!directory.devices_cached(*c, registration_cached ? &all : nullptr)) return false;
-    if (registration_cached && !registration_cached(all)) return false;
+    if (!directory.devices_cached(*c, registration_cached ? &all : nullptr, &hold->devices)) return false;
+    if (registration_cached && !registration_cached(all, &hold->registrations)) return false;
   }
-  if (blocks && c->type == store::ConvType::kDirect && c->members.size() == 2 &&
-      !(blocks->cached(c->members[0].user) && blocks->cached(c->members[1].user)))
-    return false;
+  if (blocks && c->type == store::ConvType::kDirect && c->members.size() == 2) {
+    const std::string& a = c->members[0].user;
+    const std::string& b = c->members[1].user;
+    for (const auto& [blocker, other] : {std::pair{&a, &b}, std::pair{&b, &a}}) {
+      const std::optional<bool> blocked = blocks->cached_blocks(*blocker, *other);
+      if (!blocked) return false;
+      hold->blocked[{*blocker, *other}] = *blocked;
+    }
+  }
+  *seen = std::move(hold);
   return true;
 }
 
@@ -196,14 +209,21 @@ void SequencerCore::drain(Shard& shard, const std::string& conversation_id) {
     const std::shared_ptr<const WarmHold> held = g->second.held;  // the work may erase the gate
     WarmHold::Scope scope(held);
     // Earlier work may have left the conversation cold again (a failed commit made it stale).
-    if (warm(shard, conversation_id, next.receipts)) next.run(nullptr);
-    else warm_up(shard, conversation_id, next.receipts, std::move(next.run));
+    if (std::shared_ptr<const WarmHold> seen; warm(shard, conversation_id, next.receipts, &seen)) {
+      WarmHold::Scope seen_scope(std::move(seen));
+      next.run(nullptr);
+    } else {
+      warm_up(shard, conversation_id, next.receipts, std::move(next.run));
+    }
   }
 }
 
 void SequencerCore::resume(Shard& shard, const std::string& conversation_id, bool receipts,
                            std::function<void(const Error*)> work) {
-  if (warm(shard, conversation_id, receipts)) return work(nullptr);
+  if (std::shared_ptr<const WarmHold> seen; warm(shard, conversation_id, receipts, &seen)) {
+    WarmHold::Scope scope(std::move(seen));
+    return work(nullptr);
+  }
   // Ahead of the work that waited behind this one: it keeps its place in the order.
   shard.gates[conversation_id].waiting.push_front(Shard::GatedWork{receipts, std::move(work)});
 }

@@ -64,8 +64,10 @@ using SendDone = std::function<void(Result<SentInfo>)>;
 using RegistrationLookup = std::function<Result<uint32_t>(const DeviceRef&)>;
 // Reads the registration ids of several devices into the lookup's cache at once (warm-up).
 using RegistrationPrefetch = std::function<Result<void>(const std::vector<DeviceRef>&)>;
-// Whether the registration ids of those devices are all cached (never reads the store).
-using RegistrationCached = std::function<bool(const std::vector<DeviceRef>&)>;
+// Whether the registration ids of those devices are all cached (never reads the store); if
+// so, adds each to `held` by device key (DeviceRef::key) when given (warm()'s hold).
+using RegistrationCached =
+    std::function<bool(const std::vector<DeviceRef>&, std::unordered_map<std::string, uint32_t>* held)>;
 
 // What the owning loop keeps for a channel only (allocated on first use: most conversations
 // are not channels, and every cached conversation has a ConvState).
@@ -196,7 +198,10 @@ class SequencerCore {
       g->second.waiting.push_back(Shard::GatedWork{receipts, std::function<void(const Error*)>(std::forward<Work>(work))});
       return;
     }
-    if (warm(shard, conversation_id, receipts)) return work(nullptr);
+    if (std::shared_ptr<const WarmHold> seen; warm(shard, conversation_id, receipts, &seen)) {
+      WarmHold::Scope scope(std::move(seen));
+      return work(nullptr);
+    }
     warm_up(shard, conversation_id, receipts, std::function<void(const Error*)>(std::forward<Work>(work)));
   }
   // Within gated work: runs `read` on a reader thread, then `then` on this loop, holding the
@@ -325,8 +330,12 @@ class SequencerCore {
   // their caches (LRUs that evict on their own) the device lists and registration ids of the
   // members' devices (fan-out on write) and a direct conversation's two block lists. The
   // warm-up reads all of them and holds what it read for the gate's work (Gate::held), so an
-  // eviction between the read and the work is not read again on the loop.
-  bool warm(Shard& shard, const std::string& conversation_id, bool receipts);
+  // eviction between the read and the work is not read again on the loop. Likewise, when the
+  // answer is yes, `seen` gets what this check found in those caches, for the work the caller
+  // runs next under it (WarmHold::Scope): another thread's insert may evict an entry, or a bus
+  // invalidation drop it, between this check and its use, and then it is answered from there,
+  // not read on the loop.
+  bool warm(Shard& shard, const std::string& conversation_id, bool receipts, std::shared_ptr<const WarmHold>* seen);
   // The read behind when_warm; `work` runs when it is back (and after it the waiting work).
   void warm_up(Shard& shard, const std::string& conversation_id, bool receipts,
                std::function<void(const Error*)> work);

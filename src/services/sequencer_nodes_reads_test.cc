@@ -110,6 +110,62 @@ TEST_F(SequencerNodesTest, DeviceListsEvictedAfterTheWarmUpAreNotReadOnALoop) {
   }
 }
 
+// The case no warm-up read covers: cache entries of a warm conversation dropped by another
+// thread between a check on the loop (SequencerCore::warm) and their use by the work right
+// after it. Here the drop runs inside the check itself, in the registration check that comes
+// last (set_registration_lookup's `cached`): the snapshot and every member's device list
+// leave the Directory just after the check found them. A send passes two checks: before its
+// idempotency read (its work reads the snapshot), and before it is sequenced (the snapshot and
+// the device lists). The check's hold answers them: nothing is read on the loop, no warm-up
+// read follows, and every member's device gets its inbox mark. With the checks holding
+// nothing this counts 1 read on the loop for the first send below and 6 for the second.
+TEST_F(SequencerNodesTest, CacheEntriesDroppedBetweenAWarmCheckAndTheirUseAreNotReadOnALoop) {
+  Node& a = *nodes_[0];
+  Node& c = *nodes_[2];
+  const std::vector<std::string> members = {"alice", "bob", "carol", "dave", "erin"};
+  const std::string g = create_group(a, "alice", {"bob", "carol", "dave", "erin"});  // seq 1
+  ASSERT_FALSE(g.empty());
+  std::atomic<int> drop_at{0};  // the n-th check from now drops the entries (0: none)
+  std::atomic<int> dropped{0};
+  // Set before node c serves anything (its loops read the lookups without a lock).
+  c.sequencer.set_registration_lookup(
+      [](const DeviceRef&) -> Result<uint32_t> { return 0u; },  // no keys: nothing to read
+      [](const std::vector<DeviceRef>&) -> Result<void> { return {}; },
+      [&](const std::vector<DeviceRef>& devices, std::unordered_map<std::string, uint32_t>* held) {
+        if (held)
+          for (const auto& d : devices) held->emplace(d.key(), 0);
+        if (drop_at.load() > 0 && --drop_at == 0) {  // as other threads' inserts or a bus invalidation
+          c.directory.forget_conversation(g);
+          for (const auto& u : members) c.directory.forget_devices(u);
+          ++dropped;
+        }
+        return true;
+      });
+  auto cold = send(c, "bob", g, "b-1");  // the warm-up reads it all off the loop
+  ASSERT_TRUE(cold) << cold.error().message;
+  EXPECT_EQ(cold->seq, 2u);
+  ASSERT_EQ(c.store.reads_on_loops.load(), 0);
+  Seq expected = 2;
+  for (int at : {1, 2}) {
+    const int warm_ups = c.store.devices_of_calls.load();
+    drop_at = at;
+    auto sent = send(c, "carol", g, "c-" + std::to_string(at));
+    ASSERT_TRUE(sent) << sent.error().message;
+    EXPECT_EQ(sent->seq, ++expected);
+    EXPECT_EQ(dropped.load(), at) << "the drop did not come at check " << at;
+    EXPECT_EQ(c.store.reads_on_loops.load(), 0) << "dropped at check " << at;
+    // Dropped at the first check, the second finds the lists gone and warms up off the loop;
+    // dropped at the last, the send was sequenced from the hold alone.
+    EXPECT_EQ(c.store.devices_of_calls.load(), warm_ups + (at == 1 ? 1 : 0)) << at;
+  }
+  for (const auto& u : members) {
+    auto inbox = view_.inbox(DeviceRef{u, 1});
+    ASSERT_TRUE(inbox) << inbox.error().message;
+    ASSERT_EQ(inbox->size(), 1u) << u;
+    EXPECT_EQ((*inbox)[0].second, u == "carol" ? 2u : 4u) << u;
+  }
+}
+
 // With reader threads, a group created on a node whose device-list cache holds fewer users
 // than the group has members reads nothing on its loops: the lists read by the caller's
 // thread (as an HTTP request's reader thread) are held for the change on the loop, where the

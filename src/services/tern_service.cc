@@ -32,7 +32,9 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
   sequencer_->set_registration_lookup(
       [keys = keys_.get()](const DeviceRef& d) { return keys->registration_id(d); },
       [keys = keys_.get()](const std::vector<DeviceRef>& ds) { return keys->prefetch_registrations(ds); },
-      [keys = keys_.get()](const std::vector<DeviceRef>& ds) { return keys->registrations_cached(ds); });
+      [keys = keys_.get()](const std::vector<DeviceRef>& ds, std::unordered_map<std::string, uint32_t>* held) {
+        return keys->registrations_cached(ds, held);
+      });
   if (blobs) {
     media_ = std::make_unique<Media>(options_, store_, *blobs, *committer_, *directory_, *accounts_, draining_);
     sequencer_->set_media(media_.get());

@@ -8,6 +8,10 @@
 // their misses. It lives as long as the conversation's gate (Shard::Gate::held): the work
 // queued behind the read, milliseconds, so it is no older than what the warm-up itself read.
 //
+// A warm conversation's check on the loop (SequencerCore::warm) keeps what it found in the
+// caches the same way, for the one piece of work that runs right after it: another thread's
+// insert may evict an entry, or a bus invalidation drop it, between the check and the use.
+//
 // A membership change's named users' device lists, read by the HTTP request's thread before
 // the change reaches the loop (Sequencer::prefetch_devices), are held the same way for it
 // (a request's hold: it read no conversation). A change parked behind a failed batch of its

@@ -55,7 +55,7 @@
 // (the store contract is, because RocksDB's reads are): one Redis round trip (~50-100 µs on
 // loopback, at most command_timeout when Redis hangs) on the calling thread. So in Redis mode
 // the services make them on reader threads, never on an event loop (services/store_reads.h;
-// the one rare exception is listed in docs/scaling.md "Threading"); an asynchronous contract
+// docs/scaling.md "Threading"); an asynchronous contract
 // driven by the loops (over AsyncRedis) is future work. commit() comes from the group
 // committer's one writer thread.
 //
