@@ -77,7 +77,7 @@ void Directory::forget_all() {
 
 Result<std::vector<uint32_t>> Directory::devices(const std::string& user) {
   if (auto hit = devices_.get(user)) return *hit;
-  if (const auto* held = WarmHold::held_devices(user)) return *held;  // evicted since the warm-up
+  if (auto held = WarmHold::held_devices(user)) return std::move(*held);  // evicted since the warm-up
   auto loaded = store_.devices(user);
   if (!loaded) return loaded.error();
   if (loaded->empty()) return std::vector<uint32_t>{};  // no such user: nothing cached
@@ -98,8 +98,7 @@ Result<void> Directory::prefetch_devices(const std::vector<std::string>& users) 
   return {};
 }
 
-bool Directory::devices_cached(const store::Conversation& c, std::vector<DeviceRef>* all,
-                               std::unordered_map<std::string, std::vector<uint32_t>>* held) {
+bool Directory::devices_cached(const store::Conversation& c, std::vector<DeviceRef>* all) {
   return devices_.locked([&](auto find) {
     for (const store::Member& m : c.members) {
       if (!m.active()) continue;
@@ -107,7 +106,6 @@ bool Directory::devices_cached(const store::Conversation& c, std::vector<DeviceR
       if (!devices) return false;
       if (all)
         for (uint32_t d : *devices) all->push_back(DeviceRef{m.user, d});
-      if (held) held->emplace(m.user, *devices);
     }
     return true;
   });

@@ -137,10 +137,9 @@ class Directory {
   Result<void> prefetch_devices(const std::vector<std::string>& users);
   // Whether every active member of `c` has its device list cached (an unknown user never
   // has): a warm conversation's check, on its loop for every piece of its work, so one lock
-  // for all of them; never reads the store. Appends their devices to `all` if given, and
-  // each list to `held` by user if given (a warm check's hold, warm_hold.h).
-  bool devices_cached(const store::Conversation& c, std::vector<DeviceRef>* all,
-                      std::unordered_map<std::string, std::vector<uint32_t>>* held = nullptr);
+  // for all of them and no copy of the member names; never reads the store. Appends their
+  // devices to `all` if given.
+  bool devices_cached(const store::Conversation& c, std::vector<DeviceRef>* all);
   void put_devices(const std::string& user, std::vector<uint32_t> devices);
   // Another node linked a device of the user: the next devices() reads the store.
   void forget_devices(const std::string& user);

@@ -65,7 +65,7 @@ Result<uint32_t> KeyDirectory::registration_id(const DeviceRef& device) {
     std::lock_guard lock(reg_mu_);
     if (const uint32_t* hit = registrations_.find(key)) return *hit;
   }
-  if (auto held = WarmHold::held_registration(key)) return *held;  // evicted since the warm-up
+  if (auto held = WarmHold::held_registration(device, key)) return *held;  // evicted since the warm-up
   auto keys = store_.device_keys(device);
   if (!keys) return keys.error();
   const uint32_t reg = *keys ? (*keys)->registration_id : 0;
@@ -74,14 +74,13 @@ Result<uint32_t> KeyDirectory::registration_id(const DeviceRef& device) {
   return registrations_.emplace(key, reg);
 }
 
-bool KeyDirectory::registrations_cached(const std::vector<DeviceRef>& devices,
-                                        std::unordered_map<std::string, uint32_t>* held) {
+bool KeyDirectory::registrations_cached(const std::vector<DeviceRef>& devices, std::vector<uint32_t>* ids) {
+  if (ids) ids->reserve(devices.size());
   std::lock_guard lock(reg_mu_);
   for (const auto& d : devices) {
-    std::string key = d.key();
-    const uint32_t* hit = registrations_.find(key);
+    const uint32_t* hit = registrations_.find(d.key());
     if (!hit) return false;
-    if (held) held->emplace(std::move(key), *hit);
+    if (ids) ids->push_back(*hit);
   }
   return true;
 }

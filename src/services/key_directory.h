@@ -96,9 +96,8 @@ class KeyDirectory {
   // Brings the registration ids of those devices not cached into the cache with one store call
   // (Store::device_keys_of: one round trip on Redis): a group's warm-up, on a reader thread.
   // Whether every device's registration id is cached (never reads the store); if so, and
-  // `held` is given, adds each id to it by device key (a warm check's hold, warm_hold.h).
-  bool registrations_cached(const std::vector<DeviceRef>& devices,
-                            std::unordered_map<std::string, uint32_t>* held = nullptr);
+  // `ids` is given, it gets them in the order of `devices` (a warm check's hold, warm_hold.h).
+  bool registrations_cached(const std::vector<DeviceRef>& devices, std::vector<uint32_t>* ids = nullptr);
   Result<void> prefetch_registrations(const std::vector<DeviceRef>& devices);
   // The prekeys_low frame for a device that connects while below the threshold.
   std::optional<std::string> low_frame(const DeviceRef& device);

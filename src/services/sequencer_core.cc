@@ -67,15 +67,16 @@ bool SequencerCore::warm(Shard& shard, const std::string& conversation_id, bool 
   if (!c) return false;
   if (receipts && !cs->receipts_loaded && c->type != store::ConvType::kChannel) return false;
   // What the work reads from the caches that evict on their own (as warm_up reads them), kept
-  // in `hold` as it is found: one copy of each member's device list and registration ids.
+  // in `hold` as it is found, flat: the members' devices (the check lists them anyway) and
+  // their registration ids, no map built (WarmHold::checked_devices).
   auto hold = std::make_shared<WarmHold>();
   hold->conversation_id = conversation_id;
   hold->conversation_read = true;
   hold->conversation = c;
   if (!c->fanout_on_read) {
-    std::vector<DeviceRef> all;
-    if (!directory.devices_cached(*c, registration_cached ? &all : nullptr, &hold->devices)) return false;
-    if (registration_cached && !registration_cached(all, &hold->registrations)) return false;
+    if (!directory.devices_cached(*c, &hold->checked_devices)) return false;
+    if (registration_cached && !registration_cached(hold->checked_devices, &hold->checked_registrations))
+      return false;
   }
   if (blocks && c->type == store::ConvType::kDirect && c->members.size() == 2) {
     const std::string& a = c->members[0].user;

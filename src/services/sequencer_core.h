@@ -65,9 +65,8 @@ using RegistrationLookup = std::function<Result<uint32_t>(const DeviceRef&)>;
 // Reads the registration ids of several devices into the lookup's cache at once (warm-up).
 using RegistrationPrefetch = std::function<Result<void>(const std::vector<DeviceRef>&)>;
 // Whether the registration ids of those devices are all cached (never reads the store); if
-// so, adds each to `held` by device key (DeviceRef::key) when given (warm()'s hold).
-using RegistrationCached =
-    std::function<bool(const std::vector<DeviceRef>&, std::unordered_map<std::string, uint32_t>* held)>;
+// so, `ids` gets them in the order of the devices when given (warm()'s hold).
+using RegistrationCached = std::function<bool(const std::vector<DeviceRef>&, std::vector<uint32_t>* ids)>;
 
 // What the owning loop keeps for a channel only (allocated on first use: most conversations
 // are not channels, and every cached conversation has a ConvState).

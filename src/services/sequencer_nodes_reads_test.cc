@@ -131,9 +131,8 @@ TEST_F(SequencerNodesTest, CacheEntriesDroppedBetweenAWarmCheckAndTheirUseAreNot
   c.sequencer.set_registration_lookup(
       [](const DeviceRef&) -> Result<uint32_t> { return 0u; },  // no keys: nothing to read
       [](const std::vector<DeviceRef>&) -> Result<void> { return {}; },
-      [&](const std::vector<DeviceRef>& devices, std::unordered_map<std::string, uint32_t>* held) {
-        if (held)
-          for (const auto& d : devices) held->emplace(d.key(), 0);
+      [&](const std::vector<DeviceRef>& devices, std::vector<uint32_t>* ids) {
+        if (ids) ids->assign(devices.size(), 0);
         if (drop_at.load() > 0 && --drop_at == 0) {  // as other threads' inserts or a bus invalidation
           c.directory.forget_conversation(g);
           for (const auto& u : members) c.directory.forget_devices(u);

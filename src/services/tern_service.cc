@@ -32,8 +32,8 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
   sequencer_->set_registration_lookup(
       [keys = keys_.get()](const DeviceRef& d) { return keys->registration_id(d); },
       [keys = keys_.get()](const std::vector<DeviceRef>& ds) { return keys->prefetch_registrations(ds); },
-      [keys = keys_.get()](const std::vector<DeviceRef>& ds, std::unordered_map<std::string, uint32_t>* held) {
-        return keys->registrations_cached(ds, held);
+      [keys = keys_.get()](const std::vector<DeviceRef>& ds, std::vector<uint32_t>* ids) {
+        return keys->registrations_cached(ds, ids);
       });
   if (blobs) {
     media_ = std::make_unique<Media>(options_, store_, *blobs, *committer_, *directory_, *accounts_, draining_);

@@ -22,15 +22,29 @@ std::optional<std::shared_ptr<const store::Conversation>> WarmHold::held_convers
   return std::nullopt;
 }
 
-const std::vector<uint32_t>* WarmHold::held_devices(const std::string& user) {
-  for (auto it = t_holds.rbegin(); it != t_holds.rend(); ++it)
-    if (auto d = (*it)->devices.find(user); d != (*it)->devices.end()) return &d->second;
-  return nullptr;
+std::optional<std::vector<uint32_t>> WarmHold::held_devices(const std::string& user) {
+  for (auto it = t_holds.rbegin(); it != t_holds.rend(); ++it) {
+    if (auto d = (*it)->devices.find(user); d != (*it)->devices.end()) return d->second;
+    // A check lists each member's devices together (devices_cached), and none for a member
+    // without a cached list, which fails the check.
+    std::vector<uint32_t> found;
+    for (const DeviceRef& d : (*it)->checked_devices)
+      if (d.user == user) found.push_back(d.device);
+      else if (!found.empty()) break;
+    if (!found.empty()) return found;
+  }
+  return std::nullopt;
 }
 
-std::optional<uint32_t> WarmHold::held_registration(const std::string& device_key) {
-  for (auto it = t_holds.rbegin(); it != t_holds.rend(); ++it)
+std::optional<uint32_t> WarmHold::held_registration(const DeviceRef& device, const std::string& device_key) {
+  for (auto it = t_holds.rbegin(); it != t_holds.rend(); ++it) {
     if (auto r = (*it)->registrations.find(device_key); r != (*it)->registrations.end()) return r->second;
+    const auto& ids = (*it)->checked_registrations;
+    const auto& devices = (*it)->checked_devices;
+    if (ids.size() == devices.size())
+      for (size_t i = 0; i < devices.size(); ++i)
+        if (devices[i] == device) return ids[i];
+  }
   return std::nullopt;
 }
 

@@ -11,6 +11,8 @@
 // A warm conversation's check on the loop (SequencerCore::warm) keeps what it found in the
 // caches the same way, for the one piece of work that runs right after it: another thread's
 // insert may evict an entry, or a bus invalidation drop it, between the check and the use.
+// It keeps them flat (checked_devices), as the check lists them, since it runs for every
+// piece of work: a lookup scans them, on a cache miss only.
 //
 // A membership change's named users' device lists, read by the HTTP request's thread before
 // the change reaches the loop (Sequencer::prefetch_devices), are held the same way for it
@@ -42,6 +44,10 @@ struct WarmHold {
   std::unordered_map<std::string, std::vector<uint32_t>> devices;  // by user (empty: no such user)
   std::unordered_map<std::string, uint32_t> registrations;       // by device key (0: no keys)
   std::map<std::pair<std::string, std::string>, bool> blocked;   // (blocker, other) → blocks
+  // A warm check's: the members' devices in member order, and their registration ids in the
+  // same order (empty: not checked).
+  std::vector<DeviceRef> checked_devices;
+  std::vector<uint32_t> checked_registrations;
 
   class Scope {
    public:
@@ -56,8 +62,8 @@ struct WarmHold {
 
   // Lookups of the current hold; nullopt: no hold, or it did not read that entry.
   static std::optional<std::shared_ptr<const store::Conversation>> held_conversation(const std::string& id);
-  static const std::vector<uint32_t>* held_devices(const std::string& user);
-  static std::optional<uint32_t> held_registration(const std::string& device_key);
+  static std::optional<std::vector<uint32_t>> held_devices(const std::string& user);
+  static std::optional<uint32_t> held_registration(const DeviceRef& device, const std::string& device_key);
   static std::optional<bool> held_block(const std::string& blocker, const std::string& other);
   // The innermost hold on this thread's stack that read no conversation (a membership
   // change's request hold), or null. A conversation's warm-up hold is never returned: its
