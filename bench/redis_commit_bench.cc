@@ -34,15 +34,9 @@ namespace redis = tern::store::redis;
 // Redis's process CPU so far, in µs (INFO cpu), or -1.
 double redis_cpu_us(uint16_t port) {
   const std::string info = redis::testing::redis_info(port, "cpu");
-  double total = 0;
-  int found = 0;
-  for (const char* field : {"used_cpu_sys:", "used_cpu_user:"}) {
-    const auto at = info.find(std::string("\n") + field);
-    if (at == std::string::npos) continue;
-    total += std::strtod(info.c_str() + at + 1 + std::char_traits<char>::length(field), nullptr);
-    ++found;
-  }
-  return found == 2 ? total * 1e6 : -1;
+  const auto sys = redis::testing::info_field(info, "used_cpu_sys");
+  const auto user = redis::testing::info_field(info, "used_cpu_user");
+  return sys && user ? (*sys + *user) * 1e6 : -1;
 }
 
 void BM_RedisCommitPairs(benchmark::State& state) {

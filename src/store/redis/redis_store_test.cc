@@ -96,6 +96,17 @@ TEST(RedisAddress, ParsesUrls) {
     EXPECT_FALSE(parse_redis_url(bad).ok()) << bad;
 }
 
+// The test support's INFO reader: a field is a whole line's name, its value runs to the
+// line's end.
+TEST(RedisInfo, FieldIsAWholeLinesName) {
+  const std::string info = "# CPU\r\nused_cpu_sys:1.25\r\nused_cpu_sys_children:9.5\r\nused_cpu_user:0.75\r\n";
+  EXPECT_EQ(testing::info_field(info, "used_cpu_sys"), 1.25);
+  EXPECT_EQ(testing::info_field(info, "used_cpu_user"), 0.75);
+  EXPECT_EQ(testing::info_field(info, "cpu_sys_children"), std::nullopt);  // the tail of a name
+  EXPECT_EQ(testing::info_field(info, "used_cpu"), std::nullopt);
+  EXPECT_EQ(testing::info_field("process_id:4242\r\n", "process_id"), 4242.0);
+}
+
 TEST(RedisStore, WrongAddressFailsToOpenWithUnavailable) {
   RedisStoreOptions o;
   o.address = RedisAddress{"127.0.0.1", 1};  // nothing listens on port 1

@@ -35,6 +35,17 @@ std::string redis_info(uint16_t port, std::string_view section) {
   return std::string((*r)->str, (*r)->len);
 }
 
+std::optional<double> info_field(std::string_view info, std::string_view field) {
+  const std::string line = std::string(field) + ':';
+  for (size_t at = info.find(line); at != std::string_view::npos; at = info.find(line, at + 1)) {
+    if (at != 0 && info[at - 1] != '\n') continue;  // the tail of a longer name
+    // The value runs to the line's end ("\r\n").
+    const std::string value(info.substr(at + line.size(), info.find('\r', at) - at - line.size()));
+    return std::strtod(value.c_str(), nullptr);
+  }
+  return std::nullopt;
+}
+
 int64_t command_calls(uint16_t port, std::string_view command) {
   const std::string info = redis_info(port, "commandstats");
   if (info.empty()) return -1;
@@ -45,11 +56,8 @@ int64_t command_calls(uint16_t port, std::string_view command) {
 }
 
 int aof_rewrites(uint16_t port) {
-  const std::string info = redis_info(port, "persistence");
-  constexpr std::string_view kField = "aof_rewrites:";
-  const size_t at = info.find(kField);
-  if (at == std::string::npos) return -1;
-  return std::atoi(info.c_str() + at + kField.size());
+  const auto rewrites = info_field(redis_info(port, "persistence"), "aof_rewrites");
+  return rewrites ? static_cast<int>(*rewrites) : -1;
 }
 
 int aof_rewrites_when_idle(uint16_t port, std::chrono::milliseconds within) {

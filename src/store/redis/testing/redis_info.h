@@ -4,6 +4,7 @@
 #pragma once
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -11,6 +12,9 @@ namespace tern::store::redis::testing {
 
 // INFO <section> of the server on `port`; "" if it does not answer.
 std::string redis_info(uint16_t port, std::string_view section);
+// The number on INFO's line `field:<number>` (a whole line's name: "used_cpu_sys" does not
+// match "used_cpu_sys_children"); nullopt if `info` has no such line.
+std::optional<double> info_field(std::string_view info, std::string_view field);
 // How often the server ran `command` (lower case, e.g. "zscore"; a script's inner calls count)
 // since its start or its last CONFIG RESETSTAT, from INFO commandstats: 0 if never, -1 if the
 // server does not answer.

@@ -20,6 +20,7 @@
 #include <hiredis/hiredis.h>
 
 #include "store/redis/redis_connection.h"
+#include "store/redis/testing/redis_info.h"
 
 namespace tern::store::redis::testing {
 
@@ -50,10 +51,9 @@ std::optional<long> ready_pid(uint16_t port) {
   if (!r.ok() || (*r)->type != REDIS_REPLY_STATUS) return std::nullopt;
   auto info = (*c)->command({"INFO", "server"});
   if (!info.ok() || (*info)->type != REDIS_REPLY_STRING) return std::nullopt;
-  const std::string text((*info)->str, (*info)->len);
-  const auto at = text.find("process_id:");
-  if (at == std::string::npos) return std::nullopt;
-  return std::strtol(text.c_str() + at + 11, nullptr, 10);
+  const auto pid = info_field(std::string_view((*info)->str, (*info)->len), "process_id");
+  if (!pid) return std::nullopt;
+  return static_cast<long>(*pid);
 }
 
 }  // namespace
