@@ -393,6 +393,7 @@ TEST_F(TerndBasic, MetricsNeedATokenAndCountWhatHappened) {
 
 TEST(TerndCommandLine, HelpExplainsEveryOptionAndBadFlagsFail) {
   const std::string bin = ternd_path();
+  ASSERT_FALSE(bin.empty()) << "TERN_BIN_DIR is not set";
   FILE* p = popen((bin + " --help 2>&1").c_str(), "r");
   ASSERT_NE(p, nullptr);
   std::string out;

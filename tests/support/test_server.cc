@@ -20,11 +20,9 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 std::string ternd_path() {
-  if (const char* dir = std::getenv("TERN_BIN_DIR"); dir && *dir) {
-    std::string p = std::string(dir) + "/ternd";
-    if (::access(p.c_str(), X_OK) == 0) return p;
-  }
-  return "/work/main/build/bin/ternd";
+  // No fallback path: a test must run the build's own ternd, never another one it happens to find.
+  const char* dir = std::getenv("TERN_BIN_DIR");
+  return dir && *dir ? std::string(dir) + "/ternd" : "";
 }
 
 namespace {
@@ -97,7 +95,8 @@ bool TestServer::launch(uint16_t port, std::chrono::milliseconds deadline) {
   }
   const std::string bin = ternd_path();
   if (::access(bin.c_str(), X_OK) != 0) {
-    error_ = "ternd binary not found at " + bin;
+    error_ = bin.empty() ? "TERN_BIN_DIR is not set (ctest sets it to the build's bin directory)"
+                         : "ternd binary not found at " + bin;
     return false;
   }
   const std::string out_path = root_ + "/stdout.log";

@@ -16,7 +16,7 @@
 
 namespace tern::test {
 
-// Path of the ternd binary: $TERN_BIN_DIR/ternd, else /work/main/build/bin/ternd.
+// Path of the ternd binary: $TERN_BIN_DIR/ternd; "" if TERN_BIN_DIR is not set.
 std::string ternd_path();
 
 class TestServer {
