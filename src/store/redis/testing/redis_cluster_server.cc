@@ -66,20 +66,6 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
   ::_exit(127);
 }
 
-bool port_free(uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return false;
-  int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
-
 // slot → master port, as one node's CLUSTER SLOTS says.
 Result<std::vector<uint16_t>> slot_map(uint16_t port) {
   auto r = raw(port, {"CLUSTER", "SLOTS"});

@@ -39,6 +39,20 @@ uint16_t free_loopback_port() {
   return port;
 }
 
+bool port_free(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
 namespace {
 
 // The process id of the redis-server that answers on the port once it is ready, or nullopt
@@ -97,15 +111,7 @@ uint16_t RedisServer::unused_server_port() {
   static thread_local std::mt19937 rng(std::random_device{}());
   for (int i = 0; i < 64; ++i) {
     const auto port = static_cast<uint16_t>(std::uniform_int_distribution<int>(20000, 32000)(rng));
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return 0;
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(port);
-    const bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-    ::close(fd);
-    if (free) return port;
+    if (port_free(port)) return port;
   }
   return 0;
 }

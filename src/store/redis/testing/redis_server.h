@@ -16,6 +16,8 @@ namespace tern::store::redis::testing {
 // A port the kernel just handed out for 127.0.0.1 (closed again: a short race is possible);
 // 0 if none.
 uint16_t free_loopback_port();
+// Whether a server could listen on 127.0.0.1:port now (SO_REUSEADDR, as redis-server binds).
+bool port_free(uint16_t port);
 
 class RedisServer {
  public:
