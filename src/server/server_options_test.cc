@@ -227,6 +227,11 @@ TEST(ServerOptions, RedisRouteSendsIsRangeCheckedFromFlagAndConfigFile) {
                        [](const ServerOptions& o) { return int64_t{o.redis_route_sends}; });
 }
 
+TEST(ServerOptions, RedisRouteDevicesIsRangeCheckedFromFlagAndConfigFile) {
+  expect_range_checked("--redis-route-devices", "redis_route_devices", 0, 1,
+                       [](const ServerOptions& o) { return int64_t{o.redis_route_devices}; });
+}
+
 TEST(ServerOptions, RedisCommitGapUsIsRangeCheckedFromFlagAndConfigFile) {
   expect_range_checked("--redis-commit-gap-us", "redis_commit_gap_us", 0, 100000,
                        [](const ServerOptions& o) { return o.redis_commit_gap_us; });

@@ -404,6 +404,15 @@ TEST_F(RedisTest, MessagesTypingAndReadSidePostsCrossNodesLive) {
   ASSERT_TRUE(da.until_synced());
   ASSERT_EQ(db.connect(b_.server->port()), 101);
   ASSERT_TRUE(db.until_synced());
+  // Device routes: each node learns that the other holds its user's device (kAttached).
+  const auto known = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while ((metric(a_, alice, "tern_bus_routes") < 1 || metric(b_, bob, "tern_bus_routes") < 1) &&
+         std::chrono::steady_clock::now() < known)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(metric(a_, alice, "tern_bus_routes"), 1) << "node a knows bob's device on b";
+  ASSERT_EQ(metric(b_, bob, "tern_bus_routes"), 1) << "node b knows alice's device on a";
+  const double broadcast_before =
+      metric(a_, alice, "tern_bus_broadcast_total") + metric(b_, bob, "tern_bus_broadcast_total");
 
   for (const std::string& conv : {direct, group}) {
     SCOPED_TRACE(conv);
@@ -424,6 +433,10 @@ TEST_F(RedisTest, MessagesTypingAndReadSidePostsCrossNodesLive) {
   auto t = da.read_until([&](const json::object& o) { return type_of(o) == "typing"; }, ms(5000));
   ASSERT_TRUE(t) << "typing did not cross nodes";
   EXPECT_EQ(jstr(*t, "conversation_id"), direct);
+  // Every delivery to the other node's device went on that node's channel, none to every node.
+  EXPECT_GE(metric(a_, alice, "tern_bus_routed_total") + metric(b_, bob, "tern_bus_routed_total"), 1);
+  EXPECT_EQ(metric(a_, alice, "tern_bus_broadcast_total") + metric(b_, bob, "tern_bus_broadcast_total"),
+            broadcast_before);
 }
 
 // A member added on node a is a recipient of the next send made through node b, whose

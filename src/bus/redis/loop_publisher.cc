@@ -83,48 +83,30 @@ void LoopPublisher::flush() {
     cluster_ = target->cluster;
     target_generation_ = target->generation;
   }
-  // Runs of events for one channel, in queue order (the same split as RedisBus::batches).
-  bool resync = owe_resync_;
+  // The same batches as the bus thread's (RedisBus::batches): what each node receives keeps
+  // the order this loop raised it in.
+  const bool resync = owe_resync_;
   owe_resync_ = false;
-  std::deque<RedisBus::Event> run;
-  std::string run_channel;
-  while (!queue_.empty()) {
-    const std::string channel = RedisBus::channel_of(queue_.front());
-    if (!run.empty() && channel != run_channel) {
-      publish_run(run, resync);
-      resync = false;
-      run.clear();
-    }
-    run_channel = channel;
-    run.push_back(std::move(queue_.front()));
-    queue_.pop_front();
-  }
-  if (!run.empty() || resync) publish_run(run, resync);
-}
-
-void LoopPublisher::publish_run(std::deque<RedisBus::Event>& run, bool resync) {
-  // What a failure must undo: the events' count and the requests among them.
-  std::vector<uint64_t> requests;
-  for (const auto& e : run)
-    if (e.target == RedisBus::Target::kRequest) requests.push_back(e.n->seq);
-  const size_t events = run.size();
-  auto batches = RedisBus::batches(run, resync, bus_.options_.node_id);
+  auto batches = RedisBus::batches(queue_, resync, bus_.options_.node_id);
+  queue_.clear();
   const char* verb = cluster_ ? "SPUBLISH" : "PUBLISH";
-  for (size_t i = 0; i < batches.size(); ++i) {
-    const bool last = i + 1 == batches.size();  // the events ride in the last (a kResync alone first)
+  for (RedisBus::Batch& b : batches) {
     ++in_flight_;
     // The connection keeps the callback, this publisher the connection: held weakly, so that
     // no cycle outlives a server whose loops stopped with publishes in flight.
     redis_->command(
-        {verb, batches[i].first, batches[i].second},
-        [weak = weak_from_this(), events = last ? events : 0,
-         requests = last ? std::move(requests) : std::vector<uint64_t>{}](Result<store::redis::Reply> reply) {
+        {verb, b.channel, b.payload},
+        [weak = weak_from_this(), events = b.events, requests = std::move(b.requests),
+         unheard = std::move(b.unheard)](Result<store::redis::Reply> reply) mutable {
           auto self = weak.lock();
           if (!self) return;
           --self->in_flight_;
           const bool ok = reply && (*reply)->type != REDIS_REPLY_ERROR;
           if (ok) {
             self->bus_.count_published(events, true);
+            // A node channel that no subscriber heard: to every node instead (RedisBus::Batch).
+            if ((*reply)->type == REDIS_REPLY_INTEGER && (*reply)->integer == 0)
+              for (RedisBus::Event& e : unheard) self->enqueue(RedisBus::as_broadcast(std::move(e)));
           } else {
             if (reply) {
               const std::string_view err((*reply)->str, (*reply)->len);

@@ -4,8 +4,9 @@
 // over the loop's own AsyncRedis connection, pipelined in one write. The reply comes back on
 // the loop later; the loop never waits for it.
 //
-// Batches: the same as the bus thread's (RedisBus::batches): one PUBLISH per run of events for
-// the same channel, in the order the loop raised them. A connection answers in order and Redis
+// Batches: the same as the bus thread's (RedisBus::batches): one PUBLISH per channel per run of
+// events for kChannel or for node channels, so each node gets them in the order the loop
+// raised them. A connection answers in order and Redis
 // delivers one connection's publishes in order, so what one loop raises reaches every other
 // node in that order (a forwarded send's reply and the next message to the asking node are
 // both raised on the conversation's loop). Events of different loops have no order between
@@ -53,8 +54,6 @@ class LoopPublisher : public std::enable_shared_from_this<LoopPublisher> {
  private:
   void schedule_flush();
   void flush();
-  // Sends one run of events (one channel); `resync` puts a kResync first.
-  void publish_run(std::deque<RedisBus::Event>& run, bool resync);
   void dropped(size_t events);
   void arm_resync_retry();
 

@@ -32,6 +32,9 @@ std::string node_channel(std::string_view node) { return "{tern:bus}:" + std::st
 bool for_one_node(const RedisBus::Event& e) {
   return e.target == RedisBus::Target::kRequest || e.target == RedisBus::Target::kReply;
 }
+// While a live node's set has not arrived, a roll call (to every node) is made again at most
+// this often (docs/scaling.md "Device events go to the node that holds the device").
+constexpr std::chrono::seconds kRollCallEvery{2};
 
 Counter& dropped_metric = MetricsRegistry::global().counter(
     "tern_bus_dropped_total", "cross-node events dropped (Redis away or queue full); replay heals messages");
@@ -39,6 +42,12 @@ Counter& published_metric =
     MetricsRegistry::global().counter("tern_bus_published_total", "cross-node events published to Redis");
 Counter& received_metric =
     MetricsRegistry::global().counter("tern_bus_received_total", "cross-node events received from other nodes");
+Counter& routed_metric = MetricsRegistry::global().counter(
+    "tern_bus_routed_total", "device events sent on the channel of the node that holds the device");
+Gauge& routes_metric = MetricsRegistry::global().gauge(
+    "tern_bus_routes", "devices this node knows to be connected to another node (device routes)");
+Counter& broadcast_metric = MetricsRegistry::global().counter(
+    "tern_bus_broadcast_total", "device events sent to every node (where the device is, is not known here)");
 
 using Reader = ByteReader;
 
@@ -92,7 +101,9 @@ bool RedisBus::decode(std::string_view in, std::vector<Event>& out) {
     const auto target = static_cast<Target>(r.num(1));
     if (target != Target::kDevice && target != Target::kUser && target != Target::kConversation &&
         target != Target::kChanged && target != Target::kDisconnect && target != Target::kDevices &&
-        target != Target::kRequest && target != Target::kReply && target != Target::kResync)
+        target != Target::kRequest && target != Target::kReply && target != Target::kResync &&
+        target != Target::kAttached && target != Target::kDetached && target != Target::kNodeSet &&
+        target != Target::kRollCall && target != Target::kRouted)
       return false;
     e.target = target;
     e.device.user = r.str();
@@ -119,7 +130,9 @@ bool RedisBus::decode(std::string_view in, std::vector<Event>& out) {
 }
 
 RedisBus::RedisBus(RedisBusOptions options)
-    : options_(std::move(options)), ring_(options_.node_id, options_.suspect_for) {}
+    : options_(std::move(options)),
+      ring_(options_.node_id, options_.suspect_for),
+      routes_(options_.node_id, options_.registry_ttl) {}
 
 RedisBus::~RedisBus() { stop(); }
 
@@ -190,11 +203,16 @@ void RedisBus::on_subscribed(bool again) {
   // Events published while this node was not subscribed are lost: what they would have
   // invalidated is dropped now (messages themselves are healed by replay).
   if (again && resync_sink_) resync_sink_();
+  // The same for the device routes: every node's set is asked for again (a roll call, with
+  // this node's own set after it).
+  routes_.reset();
   {
     std::lock_guard lock(mu_);
     subscribed_ = true;
+    owe_roll_call_ = options_.route_devices;
   }
   subscribed_cv_.notify_all();
+  cv_.notify_one();
 }
 
 std::string RedisBus::connection_name() const { return std::string(kNodeConnectionPrefix) + options_.node_id; }
@@ -223,14 +241,32 @@ Result<size_t> RedisBus::registry_count(char op, const DeviceRef& device) {
 size_t RedisBus::attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint) {
   const Endpoint* ptr = endpoint.get();
   const size_t n = local_.attach(device, std::move(endpoint));
-  {
-    std::lock_guard lock(mu_);
-    attached_[{device.user, device.device}] = ptr;
-  }
+  attached_here(device, ptr);
   auto count = registry_count('+', device);
   if (count) return std::max(*count, n);
   registry_later(true, device);
   return n;
+}
+
+void RedisBus::announce_locked(Target target, const DeviceRef& device) {
+  if (!options_.route_devices) return;
+  // In the publisher thread's queue, under the lock that changed attached_: the other nodes
+  // get this node's attaches, detaches and sets in the order attached_ went through them.
+  if (queue_.size() >= options_.queue_limit) {
+    dropped_metric.inc();
+    dropped_ = true;  // the next batch carries a kResync and this node's whole set
+    return;
+  }
+  queue_.push_back(Event{target, device, std::make_shared<const Notification>()});
+}
+
+void RedisBus::attached_here(const DeviceRef& device, const Endpoint* endpoint) {
+  {
+    std::lock_guard lock(mu_);
+    attached_[{device.user, device.device}] = endpoint;
+    announce_locked(Target::kAttached, device);
+  }
+  cv_.notify_one();
 }
 
 void RedisBus::registry_later(bool attach, const DeviceRef& device) {
@@ -244,10 +280,14 @@ void RedisBus::registry_later(bool attach, const DeviceRef& device) {
 bool RedisBus::detach_here(const DeviceRef& device, const Endpoint* endpoint, size_t& local) {
   local = local_.detach(device, endpoint);
   // Only the device's current endpoint removes it (a replaced one's detach comes later).
-  std::lock_guard lock(mu_);
-  auto it = attached_.find({device.user, device.device});
-  if (it == attached_.end() || it->second != endpoint) return false;
-  attached_.erase(it);
+  {
+    std::lock_guard lock(mu_);
+    auto it = attached_.find({device.user, device.device});
+    if (it == attached_.end() || it->second != endpoint) return false;
+    attached_.erase(it);
+    announce_locked(Target::kDetached, device);
+  }
+  cv_.notify_one();
   return true;
 }
 
@@ -263,10 +303,7 @@ size_t RedisBus::detach(const DeviceRef& device, const Endpoint* endpoint) {
 void RedisBus::attach_async(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint, Counted counted) {
   const Endpoint* ptr = endpoint.get();
   const size_t n = local_.attach(device, std::move(endpoint));
-  {
-    std::lock_guard lock(mu_);
-    attached_[{device.user, device.device}] = ptr;
-  }
+  attached_here(device, ptr);
   {
     std::lock_guard lock(counts_mu_);
     counts_.push_back(CountOp{'+', device, n, std::move(counted)});
@@ -315,6 +352,18 @@ bool RedisBus::publish(const DeviceRef& device, const std::shared_ptr<const Noti
   }
   if (changed) enqueue(Event{Target::kChanged, DeviceRef{}, n});
   if (here) return local_.publish(device, n);
+  // On the channel of each live node that holds it; to every node when no live node is
+  // known to (it may have attached somewhere a moment ago: device_routes.h).
+  thread_local std::vector<std::string> nodes;
+  nodes.clear();
+  if (options_.route_devices && routes_.find(device, nodes) == DeviceRoutes::Where::kNodes) {
+    for (std::string& node : nodes) enqueue(Event{Target::kRouted, device, n, std::move(node)});
+    routed_metric.inc();
+    routed_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  broadcast_metric.inc();
+  broadcast_.fetch_add(1, std::memory_order_relaxed);
   enqueue(Event{Target::kDevice, device, n});
   return false;
 }
@@ -326,7 +375,17 @@ void RedisBus::disconnect(const DeviceRef& device) {
 
 void RedisBus::publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) {
   local_.publish_user(user, n);
-  enqueue(Event{Target::kUser, DeviceRef{user, 0}, n});
+  // Typing and presence are lossy: a complete view that knows no other node with one of the
+  // user's devices sends nothing (a device attached elsewhere a moment ago may miss it).
+  thread_local std::vector<std::string> nodes;
+  nodes.clear();
+  switch (options_.route_devices ? routes_.find_user(user, nodes) : DeviceRoutes::Where::kUnknown) {
+    case DeviceRoutes::Where::kNodes:
+      for (std::string& node : nodes) enqueue(Event{Target::kUser, DeviceRef{user, 0}, n, std::move(node)});
+      break;
+    case DeviceRoutes::Where::kNowhere: break;
+    case DeviceRoutes::Where::kUnknown: enqueue(Event{Target::kUser, DeviceRef{user, 0}, n}); break;
+  }
 }
 
 void RedisBus::publish_conversation(const std::shared_ptr<const Notification>& n) {
@@ -479,23 +538,44 @@ void RedisBus::respond_to(const std::string& node, uint64_t id, std::string resp
   enqueue(Event{Target::kReply, DeviceRef{node, 0}, std::move(n)});  // dropped: the asker times out
 }
 
-std::vector<std::pair<std::string, std::string>> RedisBus::batches(const std::deque<Event>& events, bool resync,
-                                                                   const std::string& node) {
-  std::vector<std::pair<std::string, std::string>> out;
-  auto batch = [&](std::string channel) -> std::string& {
-    if (out.empty() || out.back().first != channel) {
-      out.emplace_back(std::move(channel), std::string());
-      put_str(out.back().second, node);
+std::vector<RedisBus::Batch> RedisBus::batches(const std::deque<Event>& events, bool resync, const std::string& node) {
+  std::vector<Batch> out;
+  size_t run_start = 0;  // the first batch of the current run of node channels
+  bool in_node_run = false;
+  auto batch_for = [&](std::string channel) -> Batch& {
+    if (channel != kChannel) {
+      if (!in_node_run) run_start = out.size();
+      in_node_run = true;
+      for (size_t i = run_start; i < out.size(); ++i)
+        if (out[i].channel == channel) return out[i];
+    } else {
+      in_node_run = false;
+      if (!out.empty() && out.back().channel == kChannel) return out.back();
     }
-    return out.back().second;
+    out.push_back(Batch{std::move(channel), {}, 0, {}, {}});
+    put_str(out.back().payload, node);
+    return out.back();
   };
-  if (resync) encode(batch(kChannel), Event{Target::kResync, DeviceRef{}, std::make_shared<const Notification>()});
-  for (const Event& e : events) encode(batch(channel_of(e)), e);
+  if (resync) encode(batch_for(kChannel).payload, Event{Target::kResync, DeviceRef{}, std::make_shared<const Notification>()});
+  for (const Event& e : events) {
+    Batch& b = batch_for(channel_of(e));
+    encode(b.payload, e);
+    ++b.events;
+    if (e.target == Target::kRequest) b.requests.push_back(e.n->seq);
+    if (e.target == Target::kRouted || (e.target == Target::kUser && !e.to.empty())) b.unheard.push_back(e);
+  }
   return out;
 }
 
+RedisBus::Event RedisBus::as_broadcast(Event e) {
+  if (e.target == Target::kRouted) e.target = Target::kDevice;
+  e.to.clear();
+  return e;
+}
+
 std::string RedisBus::channel_of(const Event& e) {
-  return for_one_node(e) ? node_channel(e.device.user) : std::string(kChannel);
+  if (for_one_node(e)) return node_channel(e.device.user);
+  return e.to.empty() ? std::string(kChannel) : node_channel(e.to);
 }
 
 void RedisBus::fail_requests(const std::deque<Event>& events) {
@@ -546,6 +626,7 @@ void RedisBus::heartbeat(RedisCluster& conn) {
   // connection closes at once, so the others stop routing to it at their next look.
   std::vector<std::string> live = live_nodes_from_client_list(std::string_view((*r)->str, (*r)->len));
   live_nodes_metric.set(static_cast<int64_t>(live.size()));
+  routes_.set_live(live);
   ring_.set_live(std::move(live));
 }
 
@@ -563,18 +644,38 @@ void RedisBus::publisher() {
   // Events of this node were dropped (not published, or refused by a full queue): the next
   // batch that reaches Redis tells the other nodes first (Target::kResync).
   bool owe_resync = false;
+  auto last_roll_call = std::chrono::steady_clock::time_point{};
   for (;;) {
+    bool rolled = false;
     const auto wake = expire_requests(std::min(next_refresh, next_beat));
     {
       std::unique_lock lock(mu_);
       cv_.wait_until(lock, wake, [&] {
-        return stopping_ || !queue_.empty() || !registry_ops_.empty() || refresh_wanted_.load(std::memory_order_relaxed);
+        return stopping_ || !queue_.empty() || !registry_ops_.empty() || owe_roll_call_ || owe_node_set_ ||
+               refresh_wanted_.load(std::memory_order_relaxed);
       });
       if (stopping_) return;
       events.swap(queue_);
       reg.swap(registry_ops_);
       owe_resync = owe_resync || dropped_;
       dropped_ = false;
+      // Device routes: a roll call, then this node's whole set (attached_ now, after every
+      // attach and detach queued before it), also after dropped events.
+      if (owe_roll_call_) {
+        events.push_back(Event{Target::kRollCall, DeviceRef{}, std::make_shared<const Notification>()});
+        owe_roll_call_ = false;
+        rolled = true;
+        last_roll_call = std::chrono::steady_clock::now();
+      }
+      if (options_.route_devices && (rolled || owe_node_set_ || owe_resync)) {
+        std::vector<DeviceRef> here;
+        here.reserve(attached_.size());
+        for (const auto& [d, ep] : attached_) here.push_back(DeviceRef{d.first, d.second});
+        auto n = std::make_shared<Notification>();
+        n->frame = std::make_shared<const std::string>(DeviceRoutes::encode_set(here));
+        events.push_back(Event{Target::kNodeSet, DeviceRef{}, std::move(n)});
+        owe_node_set_ = false;
+      }
       refresh.clear();
       if (std::chrono::steady_clock::now() >= next_refresh) {
         for (const auto& [d, ep] : attached_) refresh.push_back(d);
@@ -593,10 +694,11 @@ void RedisBus::publisher() {
     }
     if (!conn) {
       dropped_metric.inc(events.size());
-      if (!events.empty()) owe_resync = true;
+      if (!events.empty()) owe_resync = true;  // the next batch carries the set again
       fail_requests(events);
       events.clear();
       reg.clear();
+      if (rolled) roll_call_later();
       continue;
     }
     if (refresh_wanted_.exchange(false, std::memory_order_relaxed)) {
@@ -610,6 +712,13 @@ void RedisBus::publisher() {
       heartbeat(*conn);
       note_channel_target(*conn);
       next_beat = std::chrono::steady_clock::now() + beat_every;
+      // A live node whose set has not come (it started after the roll call, or the answer
+      // was lost): ask again, at most every kRollCallEvery.
+      if (options_.route_devices && std::chrono::steady_clock::now() - last_roll_call >= kRollCallEvery &&
+          !routes_.waiting_for().empty()) {
+        std::lock_guard lock(mu_);
+        if (subscribed_) owe_roll_call_ = true;  // the next turn sends it
+      }
     }
     // The batches (batches(): kChannel's for every node, a node's own for requests to it and
     // replies to it, in queue order), plus the registry writes; one round trip. On a cluster,
@@ -618,12 +727,14 @@ void RedisBus::publisher() {
     std::deque<std::string> owned;  // stable addresses for the argv views
     std::map<uint16_t, std::vector<std::vector<std::string_view>>> by_slot;
     const bool resync = owe_resync;
+    std::vector<Batch> published;
     if (!events.empty() || resync) {
       const char* publish = conn->is_cluster() ? "SPUBLISH" : "PUBLISH";
-      for (auto& [channel, payload] : batches(events, resync, options_.node_id)) {
-        owned.push_back(std::move(channel));
+      published = batches(events, resync, options_.node_id);
+      for (Batch& b : published) {
+        owned.push_back(std::move(b.channel));
         const std::string_view ch = owned.back();
-        owned.push_back(std::move(payload));
+        owned.push_back(std::move(b.payload));
         by_slot[key_slot(kChannel)].push_back({publish, ch, owned.back()});
       }
     }
@@ -656,13 +767,34 @@ void RedisBus::publisher() {
       dropped_metric.inc(events.size());
       if (!events.empty()) owe_resync = true;
       fail_requests(events);
+      if (rolled) roll_call_later();
     } else {
-      count_published(events.size(), false);
+      // Route announcements are bookkeeping, not events raised by the services.
+      count_published(static_cast<size_t>(std::count_if(events.begin(), events.end(), [](const Event& e) {
+                        return e.target != Target::kAttached && e.target != Target::kDetached &&
+                               e.target != Target::kNodeSet && e.target != Target::kRollCall;
+                      })),
+                      false);
       if (resync) owe_resync = false;
+      // The publishes come first in their slot's pipeline: a node channel nobody heard.
+      const uint16_t channel_slot = key_slot(kChannel);
+      for (size_t i = 0; i < batches.size() && !published.empty(); ++i) {
+        if (batches[i].slot != channel_slot) continue;
+        for (size_t j = 0; j < published.size() && j < (*r)[i].size(); ++j) {
+          const redisReply* reply = (*r)[i][j].get();
+          if (reply->type != REDIS_REPLY_INTEGER || reply->integer != 0) continue;
+          for (Event& e : published[j].unheard) enqueue_thread(as_broadcast(std::move(e)));
+        }
+      }
     }
     events.clear();
     reg.clear();
   }
+}
+
+void RedisBus::roll_call_later() {
+  std::lock_guard lock(mu_);
+  owe_roll_call_ = true;
 }
 
 void RedisBus::deliver(std::string_view payload) {
@@ -696,8 +828,44 @@ void RedisBus::deliver(std::string_view payload) {
       case Target::kDevices:
         if (devices_sink_) devices_sink_(e.device.user);
         break;
-      case Target::kDevice: local_.publish(e.device, e.n); break;
-      case Target::kUser: local_.publish_user(e.device.user, e.n); break;
+      case Target::kDevice:
+        received_.fetch_add(1, std::memory_order_relaxed);
+        local_.publish(e.device, e.n);
+        break;
+      case Target::kRouted:
+        received_.fetch_add(1, std::memory_order_relaxed);
+        // Sent here because this node held the device; it has moved (or left) since: on to
+        // every node, once (as kDevice, which is never sent on).
+        if (!local_.publish(e.device, e.n)) enqueue(Event{Target::kDevice, e.device, std::move(e.n)});
+        break;
+      case Target::kAttached:
+        routes_.add(from, e.device);
+        routes_metric.set(static_cast<int64_t>(routes_.devices()));
+        break;
+      case Target::kDetached:
+        routes_.remove(from, e.device);
+        routes_metric.set(static_cast<int64_t>(routes_.devices()));
+        break;
+      case Target::kNodeSet: {
+        std::vector<DeviceRef> set;
+        if (e.n->frame && DeviceRoutes::decode_set(*e.n->frame, set)) routes_.replace(from, set);
+        else spdlog::warn("event=bus_bad_node_set from={}", from);
+        routes_metric.set(static_cast<int64_t>(routes_.devices()));
+        break;
+      }
+      case Target::kRollCall:
+        // Its set follows in the same batch; this node answers with its own.
+        routes_.forget(from);
+        {
+          std::lock_guard lock(mu_);
+          owe_node_set_ = true;
+        }
+        cv_.notify_one();
+        break;
+      case Target::kUser:
+        received_.fetch_add(1, std::memory_order_relaxed);
+        local_.publish_user(e.device.user, e.n);
+        break;
       case Target::kConversation:
         if (sink_) sink_(std::move(e.n));
         break;

@@ -3,13 +3,15 @@
 // Local delivery is a LocalBus. What may concern another node goes over Redis pub/sub on one
 // channel, `tern:bus`, that every node subscribes to:
 //   publish(device)        delivered here if the device is attached here, else published
+//                          (to its node, or to every node: below)
 //   publish_user(user)     delivered to this node's devices of the user and published
 //   publish_conversation   published (read-side posts; the other nodes' LiveFanout)
 // Each node ignores its own batches and hands the others' to its LocalBus (a device not
 // attached here is a no-op) or its conversation sink. Requests to one node (forwarded sends)
-// and their replies go on that node's own channel, `{tern:bus}:<node>` (same slot). Every
-// other event goes to every node, which is fine for a handful of nodes; a channel per node
-// chosen through the connection registry below is the next step (not built).
+// and their replies go on that node's own channel, `{tern:bus}:<node>` (same slot), and so
+// do events for a device (or a user's devices) that this node's DeviceRoutes place on that
+// node (device_routes.h: learned from the nodes' kAttached / kDetached / kNodeSet
+// announcements); a device no live node is known to hold still goes to every node.
 //
 // Batching: an event raised on one of the server's event loops (set_loops: every message,
 // receipt and forwarded-send reply of the services) is queued on that loop's LoopPublisher
@@ -81,6 +83,7 @@
 #include "base/loops.h"
 #include "bus/bus.h"
 #include "bus/local/local_bus.h"
+#include "bus/redis/device_routes.h"
 #include "bus/redis/node_ring.h"
 #include "store/redis/redis_cluster.h"
 #include "store/redis/redis_connection.h"
@@ -103,6 +106,10 @@ struct RedisBusOptions {
   // on the channel's Redis). A forwarded send unanswered after request_timeout fails
   // `unavailable`, and its node is left out of the ring here for suspect_for.
   bool route_sends = true;  // false: route() always answers "here" (every node sequences)
+  // Device routes (device_routes.h): announce this node's attaches, detaches and set, and send
+  // a device's events to the node that holds it. false: announce nothing, send to every node
+  // (what a version without routes does; for a rolling upgrade).
+  bool route_devices = true;
   std::chrono::milliseconds node_check{500};
   std::chrono::milliseconds request_timeout{2000};
   std::chrono::milliseconds suspect_for{5000};
@@ -116,10 +123,18 @@ class RedisBus final : public Bus {
   // The server's event loops: events raised on one of them are published by that loop
   // (LoopPublisher). Before start(); without it every event goes through the publisher thread.
   void set_loops(Loops& loops);
-  // Events handed to Redis by the loops and by the publisher thread (tests, profiles).
+  // Events handed to Redis by the loops and by the publisher thread (tests, profiles; the
+  // route announcements of device_routes.h are not counted).
   uint64_t published_by_loops() const { return published_by_loops_.load(std::memory_order_relaxed); }
   uint64_t published_by_thread() const { return published_by_thread_.load(std::memory_order_relaxed); }
   uint64_t dropped_by_loops() const { return dropped_by_loops_.load(std::memory_order_relaxed); }
+  // Device and user events (kDevice, kRouted, kUser) this node received from other nodes;
+  // device events it sent on one node's channel (routed) or to every node (tests, profiles).
+  uint64_t device_events_received() const { return received_.load(std::memory_order_relaxed); }
+  uint64_t routed() const { return routed_.load(std::memory_order_relaxed); }
+  uint64_t broadcast() const { return broadcast_.load(std::memory_order_relaxed); }
+  // Where this node believes the other nodes' devices are (device_routes.h).
+  const DeviceRoutes& routes() const { return routes_; }
 
   // Starts the threads and waits (at most `deadline`) for the subscription to be in place
   // (and, with loops, for the publisher thread to have read where the loops publish); false
@@ -135,8 +150,9 @@ class RedisBus final : public Bus {
   // `counted` runs there, in call order.
   void attach_async(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint, Counted counted) override;
   void detach_async(const DeviceRef& device, const Endpoint* endpoint, Counted counted) override;
-  // True only if the device is attached to this node: a device attached to another node
-  // reads as offline here (push may wake it needlessly; docs/scaling.md).
+  // Here if attached here; else on the channel of each live node that the device routes name
+  // (true), or to every node when none is known (false: offline as far as this node knows,
+  // push may wake it; docs/scaling.md "Device events go to the node that holds the device").
   bool publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) override;
   void publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) override;
   bool online(const std::string& user) override;
@@ -165,26 +181,51 @@ class RedisBus final : public Bus {
     kDevice = 'D', kUser = 'U', kConversation = 'C', kChanged = 'X', kDisconnect = 'K', kDevices = 'V',
     kRequest = 'Q', kReply = 'A',
     // The sending node dropped events since its last batch (Redis away, its queue full): the
-    // others drop their caches (set_resync_sink). First in the batch that carries it.
-    kResync = 'S'
+    // others drop their caches (set_resync_sink) and what they knew of its devices (a
+    // kNodeSet ends the batch). First in the batch that carries it.
+    kResync = 'S',
+    // Device routes (device_routes.h): the sender attached / detached .device; its whole
+    // attached set (n->frame, DeviceRoutes::encode_set); a roll call (every node answers with
+    // its kNodeSet; the caller's own follows it).
+    kAttached = 'T', kDetached = 'F', kNodeSet = 'N', kRollCall = 'R',
+    // A device event sent on the channel of the node the routes name (kDevice goes to every
+    // node): if the device is not attached there (it moved), that node sends it on as kDevice.
+    kRouted = 'H',
   };
   struct Event {
+    Event() = default;
+    Event(Target t, DeviceRef d, std::shared_ptr<const Notification> notification, std::string to_node = {})
+        : target(t), device(std::move(d)), n(std::move(notification)), to(std::move(to_node)) {}
     Target target = Target::kDevice;
     DeviceRef device;  // kDevice: the device; kUser: .user; kRequest/kReply: .user is the node
     std::shared_ptr<const Notification> n;
+    std::string to;  // not encoded: the node whose channel carries it (empty: kChannel)
   };
   static void encode(std::string& out, const Event& e);
   // Decodes every event of a batch body (after the node header); false if malformed.
   static bool decode(std::string_view in, std::vector<Event>& out);
-  // The PUBLISHes of one publisher turn, in the order the events were queued: each is a
-  // channel and its payload (the node header `node`, then its events), one per run of events
-  // for the same channel (a kResync first when `resync`). Never one batch per channel: a
-  // reply to a forwarded send and the next message to the same node travel on two channels,
-  // and the receiving node must get them in the order they were queued (a session steps over
-  // its own message's seq when the reply arrives; the next message first made it replay).
-  static std::vector<std::pair<std::string, std::string>> batches(const std::deque<Event>& events, bool resync,
-                                                                  const std::string& node);
-  // The channel an event goes on: `{tern:bus}:<node>` for a request or reply, else tern:bus.
+  // The PUBLISHes of one publisher turn: each is a channel and its payload (the node header
+  // `node`, then its events; a kResync first when `resync`), with how many events it carries
+  // and the ids of the requests among them (what a failed PUBLISH must fail). A node receives
+  // kChannel and its own channel, and must get the events of those two in the order they
+  // were queued (a session steps over its own message's seq when the reply to its forwarded
+  // send arrives; a message to it queued after that reply must not overtake it). So the
+  // events are cut into runs at every switch between kChannel and the node channels, and
+  // within a run of node channels grouped by channel (one PUBLISH per node per run): the
+  // order each node sees is the queue's.
+  // `unheard`: the batch's device and user events for one node (routed), sent again to every
+  // node (as_broadcast) when its PUBLISH reached no subscriber: that node is gone (SIGKILLed,
+  // before the liveness check has seen it), and its devices may have reconnected elsewhere.
+  struct Batch {
+    std::string channel, payload;
+    size_t events = 0;
+    std::vector<uint64_t> requests;
+    std::vector<Event> unheard;
+  };
+  static Event as_broadcast(Event e);
+  static std::vector<Batch> batches(const std::deque<Event>& events, bool resync, const std::string& node);
+  // The channel an event goes on: `{tern:bus}:<node>` for a request or reply (to node
+  // .device.user) or an event with `to`, else tern:bus.
   static std::string channel_of(const Event& e);
 
  private:
@@ -225,6 +266,11 @@ class RedisBus final : public Bus {
   bool detach_here(const DeviceRef& device, const Endpoint* endpoint, size_t& local);
   // The registry op failed: the publisher retries the write; the local count stands in.
   void registry_later(bool attach, const DeviceRef& device);
+  // attached_ gets the device's endpoint, and the publisher thread's queue its kAttached.
+  void attached_here(const DeviceRef& device, const Endpoint* endpoint);
+  // Queues a kAttached / kDetached for the publisher thread (mu_ held).
+  void announce_locked(Target target, const DeviceRef& device);
+  void roll_call_later();  // a roll call was not published: the next turn sends it
   void deliver(std::string_view payload);
   // Writes ('+'), removes ('-') or leaves ('=') the device's registry entry and returns how
   // many of the user's entries have not expired; an error if Redis cannot be reached.
@@ -240,6 +286,7 @@ class RedisBus final : public Bus {
   HeadSink head_sink_;
   std::function<void(std::string, Respond)> request_sink_;
   NodeRing ring_;
+  DeviceRoutes routes_;
   struct PendingRequest {
     std::string node;
     std::chrono::steady_clock::time_point deadline;
@@ -258,6 +305,7 @@ class RedisBus final : public Bus {
   std::vector<std::shared_ptr<LoopPublisher>> publishers_;  // one per loop (set_loops)
   std::atomic<bool> stopped_{false};
   std::atomic<uint64_t> published_by_loops_{0}, published_by_thread_{0}, dropped_by_loops_{0};
+  std::atomic<uint64_t> received_{0}, routed_{0}, broadcast_{0};
   mutable std::mutex target_mu_;
   std::optional<ChannelTarget> target_;  // guarded by target_mu_
   std::atomic<uint64_t> target_generation_{0};
@@ -270,6 +318,8 @@ class RedisBus final : public Bus {
   std::map<std::pair<std::string, uint32_t>, const Endpoint*> attached_;  // here; refreshed in the registry
   bool stopping_ = false;
   bool dropped_ = false;  // enqueue() dropped an event since the publisher last looked (mu_)
+  bool owe_roll_call_ = false;  // (mu_) subscribed anew: the next batch makes a roll call
+  bool owe_node_set_ = false;   // (mu_) another node made a roll call: the next batch answers
   bool subscribed_ = false;  // guarded by mu_; the subscriber has held the channels once
   std::condition_variable subscribed_cv_;  // subscribed_ or the first channel target (mu_)
   std::unique_ptr<boost::asio::io_context> own_io_;  // without loops: the subscriber's loop

@@ -81,8 +81,8 @@ TEST(RedisBusCodec, BatchesKeepTheQueuedOrderAcrossChannels) {
       {RedisBus::Target::kReply}};
   std::vector<uint64_t> reply_ids;
   for (size_t i = 0; i < out.size(); ++i) {
-    EXPECT_EQ(out[i].first, channels[i]) << i;
-    ByteReader r{out[i].second};
+    EXPECT_EQ(out[i].channel, channels[i]) << i;
+    ByteReader r{out[i].payload};
     EXPECT_EQ(r.str(), "n1") << "every batch starts with the sending node";
     std::vector<RedisBus::Event> got;
     ASSERT_TRUE(RedisBus::decode(r.in, got)) << i;
@@ -527,6 +527,202 @@ TEST_F(RedisBusNodes, RequestsAndRepliesGoOnlyToTheirNodesOwnChannel) {
   for (RedisBus::Target t : seen) {
     EXPECT_NE(t, RedisBus::Target::kRequest);
     EXPECT_NE(t, RedisBus::Target::kReply);
+  }
+}
+
+// Device routes (device_routes.h): with three nodes, an event for a device goes on the channel
+// of the node that holds it; the third node does not receive it. A broadcast event published
+// after them (one publisher thread: in order) shows that everything before it has arrived.
+TEST_F(RedisBusNodes, DeviceEventsGoOnlyToTheNodeThatHoldsTheDevice) {
+  RedisBus c{options(redis_.server.port(), "c")};
+  std::atomic<int> barrier_c{0};
+  c.set_devices_sink([&](const std::string&) { ++barrier_c; });
+  ASSERT_TRUE(a.start() && b.start() && c.start());
+  auto bob = std::make_shared<Recorder>();
+  b.attach(DeviceRef{"bob", 1}, bob);
+  auto routed_to_b = [&] {
+    std::vector<std::string> nodes;
+    return a.routes().find(DeviceRef{"bob", 1}, nodes) == DeviceRoutes::Where::kNodes &&
+           nodes == std::vector<std::string>{"b"} && a.routes().complete();
+  };
+  ASSERT_TRUE(await(routed_to_b));
+  const uint64_t b_before = b.device_events_received(), c_before = c.device_events_received();
+  const uint64_t a_broadcast = a.broadcast();
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(a.publish(DeviceRef{"bob", 1}, sample())) << "held on another node";
+  a.announce_devices("barrier");
+  ASSERT_TRUE(await([&] { return bob->count() == 5 && barrier_c == 1; })) << bob->count();
+  EXPECT_EQ(b.device_events_received() - b_before, 5u);
+  EXPECT_EQ(c.device_events_received() - c_before, 0u) << "none of bob's events reached c";
+  EXPECT_EQ(a.routed(), 5u);
+  EXPECT_EQ(a.broadcast(), a_broadcast);
+
+  // A device connected nowhere still goes to every node (it may have attached a moment ago).
+  EXPECT_FALSE(a.publish(DeviceRef{"bob", 2}, sample()));
+  EXPECT_EQ(a.broadcast(), a_broadcast + 1);
+
+  // Detached: the view forgets it, and events go to every node again.
+  b.detach(DeviceRef{"bob", 1}, bob.get());
+  ASSERT_TRUE(await([&] {
+    std::vector<std::string> nodes;
+    return a.routes().find(DeviceRef{"bob", 1}, nodes) == DeviceRoutes::Where::kNowhere;
+  }));
+  c.stop();
+}
+
+// Typing and presence (publish_user) go to the nodes of the user's devices only, and nowhere
+// when a complete view knows none.
+TEST_F(RedisBusNodes, UserEventsGoOnlyToTheNodesOfTheUsersDevices) {
+  RedisBus c{options(redis_.server.port(), "c")};
+  std::atomic<int> barrier_b{0}, barrier_c{0};
+  b.set_devices_sink([&](const std::string&) { ++barrier_b; });
+  c.set_devices_sink([&](const std::string&) { ++barrier_c; });
+  ASSERT_TRUE(a.start() && b.start() && c.start());
+  auto bob = std::make_shared<Recorder>();
+  b.attach(DeviceRef{"bob", 1}, bob);
+  ASSERT_TRUE(await([&] {
+    std::vector<std::string> nodes;
+    return a.routes().find_user("bob", nodes) == DeviceRoutes::Where::kNodes;
+  }));
+  const uint64_t b_before = b.device_events_received(), c_before = c.device_events_received();
+  a.publish_user("bob", sample());
+  a.publish_user("nobody", sample());
+  a.announce_devices("barrier");
+  ASSERT_TRUE(await([&] { return bob->count() == 1 && barrier_b == 1 && barrier_c == 1; }));
+  EXPECT_EQ(b.device_events_received() - b_before, 1u) << "bob's typing";
+  EXPECT_EQ(c.device_events_received() - c_before, 0u) << "neither bob's typing nor nobody's";
+  c.stop();
+}
+
+// A node started after another attached its devices learns where they are from its roll
+// call (the other node answers with its whole set).
+TEST_F(RedisBusNodes, ANodeStartedLaterLearnsTheOthersDevicesByRollCall) {
+  ASSERT_TRUE(b.start());
+  auto bob = std::make_shared<Recorder>(), carol = std::make_shared<Recorder>();
+  b.attach(DeviceRef{"bob", 1}, bob);
+  b.attach(DeviceRef{"carol", 4}, carol);
+  ASSERT_TRUE(a.start());
+  ASSERT_TRUE(await([&] { return a.routes().complete() && a.routes().devices() == 2; }))
+      << a.routes().devices();
+  std::vector<std::string> nodes;
+  EXPECT_EQ(a.routes().find(DeviceRef{"carol", 4}, nodes), DeviceRoutes::Where::kNodes);
+  EXPECT_EQ(nodes, std::vector<std::string>{"b"});
+  EXPECT_TRUE(a.publish(DeviceRef{"carol", 4}, sample()));
+  EXPECT_TRUE(await([&] { return carol->count() == 1; }));
+}
+
+// A routed event that reaches a node which no longer holds the device (it moved, and the
+// sender's view was one hop behind) is sent on to every node, so its new node delivers it.
+TEST_F(RedisBusNodes, ARoutedEventForADeviceThatMovedIsSentOnToEveryNode) {
+  ASSERT_TRUE(a.start() && b.start());
+  auto bob = std::make_shared<Recorder>();
+  b.attach(DeviceRef{"bob", 1}, bob);  // bob is on b; a stale view would name a
+  auto raw = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis_.server.port()},
+                                                    std::chrono::milliseconds(500), std::chrono::milliseconds(500));
+  ASSERT_TRUE(raw);
+  std::string payload;
+  put_str(payload, "z");  // from a node that is neither
+  RedisBus::encode(payload, RedisBus::Event{RedisBus::Target::kRouted, DeviceRef{"bob", 1}, sample()});
+  auto published = (*raw)->command({"PUBLISH", "{tern:bus}:a", payload});
+  ASSERT_TRUE(published);
+  ASSERT_EQ((*published)->type, REDIS_REPLY_INTEGER);
+  EXPECT_EQ((*published)->integer, 1) << "a's subscriber holds its own channel";
+  ASSERT_TRUE(await([&] { return bob->count() == 1; }));
+  EXPECT_EQ(bob->seen[0]->seq, sample()->seq);
+}
+
+// --redis-route-devices 0 (a rolling upgrade): the node announces nothing and sends every
+// device event to every node.
+TEST_F(RedisBusNodes, WithoutRoutesANodeAnnouncesNothingAndSendsToEveryNode) {
+  RedisBusOptions o = options(redis_.server.port(), "c");
+  o.route_devices = false;
+  RedisBus c{o};
+  std::atomic<int> barrier_b{0};
+  b.set_devices_sink([&](const std::string&) { ++barrier_b; });
+  ASSERT_TRUE(a.start() && b.start() && c.start());
+  auto bob = std::make_shared<Recorder>(), carol = std::make_shared<Recorder>();
+  b.attach(DeviceRef{"bob", 1}, bob);
+  c.attach(DeviceRef{"carol", 1}, carol);
+  ASSERT_TRUE(await([&] {
+    std::vector<std::string> nodes;
+    return a.routes().find(DeviceRef{"bob", 1}, nodes) == DeviceRoutes::Where::kNodes;
+  }));
+  const uint64_t a_before = a.device_events_received();
+  EXPECT_FALSE(c.publish(DeviceRef{"bob", 1}, sample())) << "c does not route";
+  c.announce_devices("barrier");
+  ASSERT_TRUE(await([&] { return bob->count() == 1 && barrier_b == 1; }));
+  EXPECT_EQ(c.routed(), 0u);
+  EXPECT_EQ(c.broadcast(), 1u);
+  EXPECT_EQ(a.device_events_received() - a_before, 1u) << "to every node";
+  std::vector<std::string> nodes;
+  EXPECT_NE(b.routes().find(DeviceRef{"carol", 1}, nodes), DeviceRoutes::Where::kNodes)
+      << "c announced nothing of carol";
+  EXPECT_FALSE(b.routes().complete()) << "c, live, never sends its set";
+  EXPECT_FALSE(b.publish(DeviceRef{"carol", 1}, sample())) << "so carol's events go to every node";
+  EXPECT_TRUE(await([&] { return carol->count() == 1; }));
+  c.stop();
+}
+
+// A routed event whose node channel no subscriber heard (its node is gone, and the liveness
+// check has not seen it yet) is sent again to every node. Node "z" here is a connection that
+// is named like a node and subscribed elsewhere (so it counts as live) and announced bob/1 but
+// does not hear its own channel; bob/1 is really on c, which does not announce (route_devices
+// off).
+TEST_F(RedisBusNodes, ARoutedEventThatNoNodeHeardIsSentToEveryNode) {
+  RedisBusOptions o = options(redis_.server.port(), "c");
+  o.route_devices = false;
+  RedisBus c{o};
+  ASSERT_TRUE(a.start() && c.start());
+  auto bob = std::make_shared<Recorder>();
+  c.attach(DeviceRef{"bob", 1}, bob);
+  auto z = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis_.server.port()},
+                                                  std::chrono::milliseconds(500), std::chrono::milliseconds(500));
+  ASSERT_TRUE(z);
+  ASSERT_TRUE((*z)->command({"CLIENT", "SETNAME", "tern-bus:z"}));
+  ASSERT_TRUE((*z)->command({"SUBSCRIBE", "elsewhere"}));
+  auto pub = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis_.server.port()},
+                                                    std::chrono::milliseconds(500), std::chrono::milliseconds(500));
+  ASSERT_TRUE(pub);
+  std::string payload;
+  put_str(payload, "z");
+  auto set = std::make_shared<Notification>();
+  set->frame = std::make_shared<const std::string>(DeviceRoutes::encode_set({DeviceRef{"bob", 1}}));
+  RedisBus::encode(payload, RedisBus::Event{RedisBus::Target::kNodeSet, DeviceRef{}, set});
+  ASSERT_TRUE((*pub)->command({"PUBLISH", "tern:bus", payload}));
+  ASSERT_TRUE(await([&] {
+    std::vector<std::string> nodes;
+    return a.routes().find(DeviceRef{"bob", 1}, nodes) == DeviceRoutes::Where::kNodes &&
+           nodes == std::vector<std::string>{"z"};
+  }));
+  EXPECT_TRUE(a.publish(DeviceRef{"bob", 1}, sample()));
+  ASSERT_TRUE(await([&] { return bob->count() == 1; })) << "sent again to every node after z heard nothing";
+  EXPECT_EQ(a.routed(), 1u);
+  c.stop();
+}
+
+// Batches to node channels between two broadcast events are grouped per node (one PUBLISH per
+// node), and each node still sees its events and the broadcast ones in queue order.
+TEST(RedisBusCodec, EventsToNodesAreGroupedPerNodeBetweenBroadcasts) {
+  auto to = [](const char* node, uint32_t device) {
+    return RedisBus::Event{RedisBus::Target::kRouted, DeviceRef{"bob", device}, sample(), node};
+  };
+  std::deque<RedisBus::Event> events{
+      to("n2", 1), to("n3", 2), to("n2", 3),
+      RedisBus::Event{RedisBus::Target::kDevices, DeviceRef{"alice", 0}, std::make_shared<Notification>()},
+      to("n3", 4), to("n2", 5)};
+  const auto out = RedisBus::batches(events, /*resync=*/false, "n1");
+  const std::vector<std::string> channels{"{tern:bus}:n2", "{tern:bus}:n3", "tern:bus", "{tern:bus}:n3",
+                                          "{tern:bus}:n2"};
+  const std::vector<std::vector<uint32_t>> devices{{1, 3}, {2}, {0}, {4}, {5}};
+  ASSERT_EQ(out.size(), channels.size());
+  for (size_t i = 0; i < out.size(); ++i) {
+    EXPECT_EQ(out[i].channel, channels[i]) << i;
+    EXPECT_EQ(out[i].events, devices[i].size()) << i;
+    ByteReader r{out[i].payload};
+    EXPECT_EQ(r.str(), "n1");
+    std::vector<RedisBus::Event> got;
+    ASSERT_TRUE(RedisBus::decode(r.in, got)) << i;
+    ASSERT_EQ(got.size(), devices[i].size()) << i;
+    for (size_t j = 0; j < got.size(); ++j) EXPECT_EQ(got[j].device.device, devices[i][j]) << i << "/" << j;
   }
 }
 

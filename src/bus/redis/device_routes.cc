@@ -1,0 +1,175 @@
+#include "bus/redis/device_routes.h"
+
+#include <algorithm>
+#include <mutex>
+
+#include "base/byte_codec.h"
+
+namespace tern::bus {
+
+uint32_t DeviceRoutes::node_index(const std::string& node) {
+  auto [it, fresh] = index_.try_emplace(node, static_cast<uint32_t>(names_.size()));
+  if (fresh) {
+    names_.push_back(node);
+    nodes_.emplace_back();
+  }
+  return it->second;
+}
+
+void DeviceRoutes::touch(uint32_t node, Clock::time_point now) {
+  // A node that just spoke is live, until a later list leaves it out.
+  nodes_[node].seen = now;
+  nodes_[node].live = true;
+}
+
+void DeviceRoutes::drop_node(uint32_t node) {
+  for (auto it = users_.begin(); it != users_.end();) {
+    auto& held = it->second;
+    const size_t before = held.size();
+    std::erase_if(held, [&](const Held& h) { return h.node == node; });
+    pairs_ -= before - held.size();
+    if (held.empty()) it = users_.erase(it);
+    else ++it;
+  }
+}
+
+bool DeviceRoutes::complete_locked() const {
+  if (!live_known_) return false;
+  for (size_t i = 0; i < nodes_.size(); ++i)
+    if (nodes_[i].live && !nodes_[i].has_set && names_[i] != self_) return false;
+  return true;
+}
+
+bool DeviceRoutes::complete() const {
+  std::shared_lock lock(mu_);
+  return complete_locked();
+}
+
+std::vector<std::string> DeviceRoutes::waiting_for() const {
+  std::shared_lock lock(mu_);
+  std::vector<std::string> out;
+  for (size_t i = 0; i < nodes_.size(); ++i)
+    if (nodes_[i].live && !nodes_[i].has_set && names_[i] != self_) out.push_back(names_[i]);
+  return out;
+}
+
+size_t DeviceRoutes::devices() const {
+  std::shared_lock lock(mu_);
+  return pairs_;
+}
+
+DeviceRoutes::Where DeviceRoutes::find(const DeviceRef& device, std::vector<std::string>& nodes) const {
+  std::shared_lock lock(mu_);
+  if (auto it = users_.find(device.user); it != users_.end()) {
+    const size_t before = nodes.size();
+    for (const Held& h : it->second)
+      if (h.device == device.device && nodes_[h.node].live) nodes.push_back(names_[h.node]);
+    if (nodes.size() > before) return Where::kNodes;
+  }
+  return complete_locked() ? Where::kNowhere : Where::kUnknown;
+}
+
+DeviceRoutes::Where DeviceRoutes::find_user(const std::string& user, std::vector<std::string>& nodes) const {
+  std::shared_lock lock(mu_);
+  if (auto it = users_.find(user); it != users_.end()) {
+    const size_t before = nodes.size();
+    for (const Held& h : it->second)
+      if (nodes_[h.node].live &&
+          std::find(nodes.begin() + static_cast<std::ptrdiff_t>(before), nodes.end(), names_[h.node]) == nodes.end())
+        nodes.push_back(names_[h.node]);
+    // Only a complete view may say that the user has no device on a node it does not list.
+    if (nodes.size() > before && complete_locked()) return Where::kNodes;
+    nodes.resize(before);
+  }
+  return complete_locked() ? Where::kNowhere : Where::kUnknown;
+}
+
+void DeviceRoutes::add(const std::string& node, const DeviceRef& device, Clock::time_point now) {
+  if (node == self_) return;
+  std::unique_lock lock(mu_);
+  const uint32_t i = node_index(node);
+  touch(i, now);
+  auto& held = users_[device.user];
+  for (const Held& h : held)
+    if (h.device == device.device && h.node == i) return;
+  held.push_back(Held{device.device, i});
+  ++pairs_;
+}
+
+void DeviceRoutes::remove(const std::string& node, const DeviceRef& device, Clock::time_point now) {
+  if (node == self_) return;
+  std::unique_lock lock(mu_);
+  const uint32_t i = node_index(node);
+  touch(i, now);
+  auto it = users_.find(device.user);
+  if (it == users_.end()) return;
+  const size_t before = it->second.size();
+  std::erase_if(it->second, [&](const Held& h) { return h.device == device.device && h.node == i; });
+  pairs_ -= before - it->second.size();
+  if (it->second.empty()) users_.erase(it);
+}
+
+void DeviceRoutes::replace(const std::string& node, const std::vector<DeviceRef>& devices, Clock::time_point now) {
+  if (node == self_) return;
+  std::unique_lock lock(mu_);
+  const uint32_t i = node_index(node);
+  touch(i, now);
+  drop_node(i);
+  for (const DeviceRef& d : devices) {
+    auto& held = users_[d.user];
+    bool there = false;
+    for (const Held& h : held) there = there || (h.device == d.device && h.node == i);
+    if (there) continue;
+    held.push_back(Held{d.device, i});
+    ++pairs_;
+  }
+  nodes_[i].has_set = true;
+}
+
+void DeviceRoutes::forget(const std::string& node) {
+  if (node == self_) return;
+  std::unique_lock lock(mu_);
+  nodes_[node_index(node)].has_set = false;
+}
+
+void DeviceRoutes::set_live(const std::vector<std::string>& live, Clock::time_point now) {
+  std::unique_lock lock(mu_);
+  for (Node& n : nodes_) n.live = false;
+  for (const std::string& name : live) touch(node_index(name), now);
+  // A node gone from the lists for long is dead (or renamed): its devices are connected
+  // nowhere. Not at once: a node's set can arrive before the first list that shows it.
+  for (uint32_t i = 0; i < nodes_.size(); ++i) {
+    if (nodes_[i].live || now - nodes_[i].seen < forget_after_) continue;
+    drop_node(i);
+    nodes_[i].has_set = false;
+  }
+  live_known_ = true;
+}
+
+void DeviceRoutes::reset() {
+  std::unique_lock lock(mu_);
+  for (Node& n : nodes_) n.has_set = false;
+  live_known_ = false;
+}
+
+std::string DeviceRoutes::encode_set(const std::vector<DeviceRef>& devices) {
+  std::string out;
+  for (const DeviceRef& d : devices) {
+    put_str(out, d.user);
+    put_u32(out, d.device);
+  }
+  return out;
+}
+
+bool DeviceRoutes::decode_set(std::string_view in, std::vector<DeviceRef>& out) {
+  ByteReader r{in};
+  while (r.ok && !r.in.empty()) {
+    DeviceRef d;
+    d.user = r.str();
+    d.device = static_cast<uint32_t>(r.num(4));
+    if (r.ok) out.push_back(std::move(d));
+  }
+  return r.ok;
+}
+
+}  // namespace tern::bus

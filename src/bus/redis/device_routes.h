@@ -1,0 +1,103 @@
+// DeviceRoutes: this node's view of which other node holds which device's connection, so that
+// an event for a device goes on that node's channel only (RedisBus), and an event for a device
+// connected nowhere goes nowhere (docs/scaling.md "Device events go to the node that holds
+// the device").
+//
+// Learned from the other nodes' announcements on the bus, never read from Redis on a send:
+//   add / remove      a node attached or detached a device (kAttached / kDetached)
+//   replace           a node's whole attached set (kNodeSet): it answers a roll call, follows
+//                     its own roll call, and ends every batch that tells of dropped events
+//   forget            a node made a roll call (its set follows) or dropped events (kResync):
+//                     what it holds is unknown until its set arrives
+//   set_live          the live nodes (the bus's liveness check); a node absent from every list
+//                     for `forget_after` is dropped. A node that announces something counts as
+//                     live until the next list (it spoke; a list read before it connected may
+//                     arrive after its first announcement). Routing to a node that is gone
+//                     costs nothing lasting: a PUBLISH that no subscriber heard is sent again
+//                     to every node (RedisBus::Batch::unheard).
+//   reset             this node's subscription (re)started: it may have missed announcements,
+//                     so every node is unknown until its set arrives (the bus makes a roll call)
+// Announcements of one node arrive in the order it made them (one publisher thread), so
+// add/remove/replace of one node apply in order; those of two nodes commute (each touches only
+// its own (device, node) pairs), which is why a device is kept per node and may be on two for
+// a moment (its old connection not yet closed).
+//
+// find() answers kUnknown unless the view is complete: the live nodes were listed since the
+// last reset and every live node other than this one has sent its set since then. The bus then
+// sends the event to every node (the behaviour without routes), so an incomplete view costs
+// traffic, never a delivery. A complete view can still be stale by one pub/sub hop (a device
+// that moved): the old node hands such an event back to every node (RedisBus::deliver), and
+// replay heals what pub/sub loses.
+//
+// Thread-safety: every method from any thread (one shared mutex: find() from every loop, the
+// writes from loop 0, which holds the subscription, and the bus's publisher thread).
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "base/ids.h"
+
+namespace tern::bus {
+
+class DeviceRoutes {
+ public:
+  using Clock = std::chrono::steady_clock;
+  DeviceRoutes(std::string self, std::chrono::milliseconds forget_after)
+      : self_(std::move(self)), forget_after_(forget_after) {}
+
+  enum class Where {
+    kNodes,    // on the nodes appended to `nodes` (live ones other than this one)
+    kNowhere,  // the view is complete and no other node holds it
+    kUnknown,  // the view is not complete: send to every node
+  };
+  Where find(const DeviceRef& device, std::vector<std::string>& nodes) const;
+  // Every node that holds one of the user's devices (each once).
+  Where find_user(const std::string& user, std::vector<std::string>& nodes) const;
+
+  void add(const std::string& node, const DeviceRef& device, Clock::time_point now = Clock::now());
+  void remove(const std::string& node, const DeviceRef& device, Clock::time_point now = Clock::now());
+  void replace(const std::string& node, const std::vector<DeviceRef>& devices, Clock::time_point now = Clock::now());
+  void forget(const std::string& node);
+  void set_live(const std::vector<std::string>& live, Clock::time_point now = Clock::now());
+  void reset();
+
+  bool complete() const;
+  // Live nodes other than this one whose set has not arrived since the last reset or forget.
+  std::vector<std::string> waiting_for() const;
+  size_t devices() const;  // (device, node) pairs held, for tests and metrics
+
+  // The wire form of a node's set (kNodeSet's frame): user, device, user, device, ...
+  static std::string encode_set(const std::vector<DeviceRef>& devices);
+  static bool decode_set(std::string_view in, std::vector<DeviceRef>& out);
+
+ private:
+  struct Node {
+    bool has_set = false;  // its set arrived since the last reset / forget
+    bool live = false;     // in the last live list, or heard from since
+    Clock::time_point seen{};  // last in a live list or heard from
+  };
+  struct Held {
+    uint32_t device;
+    uint32_t node;  // index into names_
+  };
+  uint32_t node_index(const std::string& node);  // interned, under the write lock
+  void touch(uint32_t node, Clock::time_point now);
+  void drop_node(uint32_t node);  // every pair of the node (write lock held)
+  bool complete_locked() const;
+
+  const std::string self_;
+  const std::chrono::milliseconds forget_after_;
+  mutable std::shared_mutex mu_;
+  std::vector<std::string> names_;  // interned node names; an index is never reused
+  std::unordered_map<std::string, uint32_t> index_;  // name → index
+  std::vector<Node> nodes_;         // by index
+  std::unordered_map<std::string, std::vector<Held>> users_;  // user → (device, node) pairs
+  bool live_known_ = false;  // set_live since the last reset
+  size_t pairs_ = 0;
+};
+
+}  // namespace tern::bus

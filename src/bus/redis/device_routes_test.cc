@@ -1,0 +1,162 @@
+// DeviceRoutes: what a node knows of where the other nodes' devices are connected, and when
+// it may say "nowhere" (docs/scaling.md "Device events go to the node that holds the device").
+#include "bus/redis/device_routes.h"
+
+#include <algorithm>
+
+#include <gtest/gtest.h>
+
+namespace tern::bus {
+namespace {
+
+using Where = DeviceRoutes::Where;
+using namespace std::chrono_literals;
+
+std::vector<std::string> find(const DeviceRoutes& r, const DeviceRef& d, Where& where) {
+  std::vector<std::string> nodes;
+  where = r.find(d, nodes);
+  return nodes;
+}
+
+TEST(DeviceRoutes, UnknownUntilTheLiveNodesAreListedAndEveryOneSentItsSet) {
+  DeviceRoutes r("n1", 30s);
+  Where w;
+  EXPECT_TRUE(find(r, {"bob", 1}, w).empty());
+  EXPECT_EQ(w, Where::kUnknown) << "nothing listed yet";
+  r.set_live({"n1", "n2", "n3"});
+  find(r, {"bob", 1}, w);
+  EXPECT_EQ(w, Where::kUnknown) << "n2 and n3 have not sent their sets";
+  EXPECT_EQ(r.waiting_for(), (std::vector<std::string>{"n2", "n3"}));
+  r.replace("n2", {{"bob", 1}, {"carol", 2}});
+  EXPECT_EQ(find(r, {"bob", 1}, w), (std::vector<std::string>{"n2"}));
+  EXPECT_EQ(w, Where::kNodes) << "a known device is routed even while the view is incomplete";
+  find(r, {"dave", 1}, w);
+  EXPECT_EQ(w, Where::kUnknown);
+  r.replace("n3", {});
+  find(r, {"dave", 1}, w);
+  EXPECT_EQ(w, Where::kNowhere);
+  EXPECT_TRUE(r.complete());
+  EXPECT_TRUE(r.waiting_for().empty());
+}
+
+TEST(DeviceRoutes, AttachesAndDetachesOfTwoNodesCommute) {
+  DeviceRoutes r("n1", 30s);
+  r.set_live({"n1", "n2", "n3"});
+  r.replace("n2", {});
+  r.replace("n3", {});
+  // bob/1 moves from n2 to n3; n3's attach arrives before n2's detach.
+  r.add("n2", {"bob", 1});
+  r.add("n3", {"bob", 1});
+  Where w;
+  EXPECT_EQ(find(r, {"bob", 1}, w), (std::vector<std::string>{"n2", "n3"})) << "on both for a moment";
+  r.remove("n2", {"bob", 1});
+  EXPECT_EQ(find(r, {"bob", 1}, w), (std::vector<std::string>{"n3"}));
+  r.add("n3", {"bob", 1});  // said twice: still one pair
+  EXPECT_EQ(r.devices(), 1u);
+  r.remove("n3", {"bob", 1});
+  find(r, {"bob", 1}, w);
+  EXPECT_EQ(w, Where::kNowhere);
+  EXPECT_EQ(r.devices(), 0u);
+}
+
+TEST(DeviceRoutes, ASetReplacesWhatWasKnownOfItsNodeOnly) {
+  DeviceRoutes r("n1", 30s);
+  r.set_live({"n1", "n2", "n3"});
+  r.replace("n2", {{"bob", 1}, {"bob", 2}});
+  r.replace("n3", {{"bob", 3}});
+  r.replace("n2", {{"bob", 2}});
+  Where w;
+  find(r, {"bob", 1}, w);
+  EXPECT_EQ(w, Where::kNowhere);
+  EXPECT_EQ(find(r, {"bob", 2}, w), (std::vector<std::string>{"n2"}));
+  EXPECT_EQ(find(r, {"bob", 3}, w), (std::vector<std::string>{"n3"}));
+  std::vector<std::string> nodes;
+  EXPECT_EQ(r.find_user("bob", nodes), Where::kNodes);
+  std::sort(nodes.begin(), nodes.end());
+  EXPECT_EQ(nodes, (std::vector<std::string>{"n2", "n3"}));
+  nodes.clear();
+  EXPECT_EQ(r.find_user("zed", nodes), Where::kNowhere);
+}
+
+TEST(DeviceRoutes, ARollCallOrAResetMakesTheViewIncompleteUntilTheSetsCome) {
+  DeviceRoutes r("n1", 30s);
+  r.set_live({"n1", "n2"});
+  r.replace("n2", {{"bob", 1}});
+  ASSERT_TRUE(r.complete());
+  r.forget("n2");  // n2 made a roll call: its set follows
+  EXPECT_FALSE(r.complete());
+  Where w;
+  EXPECT_EQ(find(r, {"bob", 1}, w), (std::vector<std::string>{"n2"})) << "what is known still routes";
+  std::vector<std::string> nodes;
+  EXPECT_EQ(r.find_user("bob", nodes), Where::kUnknown) << "a user's devices need a complete view";
+  r.replace("n2", {{"bob", 1}});
+  EXPECT_TRUE(r.complete());
+  r.reset();  // this node's subscription came back: it may have missed announcements
+  EXPECT_FALSE(r.complete());
+  r.replace("n2", {{"bob", 1}});
+  EXPECT_FALSE(r.complete()) << "the live nodes are not listed since the reset";
+  r.set_live({"n1", "n2"});
+  EXPECT_TRUE(r.complete());
+}
+
+TEST(DeviceRoutes, ANodeThatIsNotLiveIsNotRoutedToAndIsForgottenLater) {
+  DeviceRoutes r("n1", 30s);
+  const auto t0 = DeviceRoutes::Clock::now();
+  r.set_live({"n1", "n2"}, t0);
+  r.replace("n2", {{"bob", 1}}, t0);
+  r.set_live({"n1"}, t0 + 1s);  // n2 died
+  Where w;
+  EXPECT_TRUE(find(r, {"bob", 1}, w).empty());
+  EXPECT_EQ(w, Where::kNowhere) << "n2 is not live: not routed to";
+  EXPECT_EQ(r.devices(), 1u) << "kept a while: a set can arrive before the list that shows its node";
+  r.set_live({"n1", "n2"}, t0 + 2s);
+  EXPECT_EQ(find(r, {"bob", 1}, w), (std::vector<std::string>{"n2"}));
+  r.set_live({"n1"}, t0 + 3s);
+  r.set_live({"n1"}, t0 + 34s);
+  EXPECT_EQ(r.devices(), 0u);
+  r.set_live({"n1", "n2"}, t0 + 35s);  // back (restarted): its set is needed again
+  EXPECT_FALSE(r.complete());
+}
+
+// A node that announces a device before any list shows it (it just connected) is routed to:
+// it spoke, so it is live until a list leaves it out.
+TEST(DeviceRoutes, ANodeHeardFromIsLiveUntilAListLeavesItOut) {
+  DeviceRoutes r("n1", 30s);
+  r.set_live({"n1"});
+  r.add("n3", {"dan", 1});
+  Where w;
+  EXPECT_EQ(find(r, {"dan", 1}, w), (std::vector<std::string>{"n3"}));
+  EXPECT_EQ(w, Where::kNodes);
+  EXPECT_FALSE(r.complete()) << "n3 is live and its set has not come";
+  r.set_live({"n1"});
+  EXPECT_TRUE(find(r, {"dan", 1}, w).empty());
+}
+
+TEST(DeviceRoutes, ItsOwnAnnouncementsAreIgnored) {
+  DeviceRoutes r("n1", 30s);
+  r.set_live({"n1"});
+  r.add("n1", {"bob", 1});
+  r.replace("n1", {{"bob", 2}});
+  EXPECT_EQ(r.devices(), 0u);
+  EXPECT_TRUE(r.complete());
+}
+
+TEST(DeviceRoutes, TheSetRoundTripsAndABadOneIsRefused) {
+  const std::vector<DeviceRef> set{{"bob", 1}, {"carol", 70000}};
+  const std::string wire = DeviceRoutes::encode_set(set);
+  std::vector<DeviceRef> got;
+  ASSERT_TRUE(DeviceRoutes::decode_set(wire, got));
+  EXPECT_EQ(got, set);
+  const size_t first = 4 + 3 + 4;  // "bob", 1: a whole entry, so a valid set of one
+  for (size_t len = 1; len < wire.size(); ++len) {
+    if (len == first) continue;
+    std::vector<DeviceRef> cut;
+    EXPECT_FALSE(DeviceRoutes::decode_set(std::string_view(wire).substr(0, len), cut)) << len;
+  }
+  std::vector<DeviceRef> none;
+  EXPECT_TRUE(DeviceRoutes::decode_set("", none));
+  EXPECT_TRUE(none.empty());
+}
+
+}  // namespace
+}  // namespace tern::bus
