@@ -71,17 +71,16 @@ DeviceRoutes::Where DeviceRoutes::find(const DeviceRef& device, std::vector<std:
 
 DeviceRoutes::Where DeviceRoutes::find_user(const std::string& user, std::vector<std::string>& nodes) const {
   std::shared_lock lock(mu_);
-  if (auto it = users_.find(user); it != users_.end()) {
-    const size_t before = nodes.size();
-    for (const Held& h : it->second)
-      if (nodes_[h.node].live &&
-          std::find(nodes.begin() + static_cast<std::ptrdiff_t>(before), nodes.end(), names_[h.node]) == nodes.end())
-        nodes.push_back(names_[h.node]);
-    // Only a complete view may say that the user has no device on a node it does not list.
-    if (nodes.size() > before && complete_locked()) return Where::kNodes;
-    nodes.resize(before);
-  }
-  return complete_locked() ? Where::kNowhere : Where::kUnknown;
+  // Only a complete view may say that the user has no device on a node it does not list.
+  if (!complete_locked()) return Where::kUnknown;
+  auto it = users_.find(user);
+  if (it == users_.end()) return Where::kNowhere;
+  const size_t before = nodes.size();
+  for (const Held& h : it->second)
+    if (nodes_[h.node].live &&
+        std::find(nodes.begin() + static_cast<std::ptrdiff_t>(before), nodes.end(), names_[h.node]) == nodes.end())
+      nodes.push_back(names_[h.node]);
+  return nodes.size() > before ? Where::kNodes : Where::kNowhere;
 }
 
 void DeviceRoutes::add(const std::string& node, const DeviceRef& device, Clock::time_point now) {
@@ -89,10 +88,14 @@ void DeviceRoutes::add(const std::string& node, const DeviceRef& device, Clock::
   std::unique_lock lock(mu_);
   const uint32_t i = node_index(node);
   touch(i, now);
+  hold(device, i);
+}
+
+void DeviceRoutes::hold(const DeviceRef& device, uint32_t node) {
   auto& held = users_[device.user];
   for (const Held& h : held)
-    if (h.device == device.device && h.node == i) return;
-  held.push_back(Held{device.device, i});
+    if (h.device == device.device && h.node == node) return;
+  held.push_back(Held{device.device, node});
   ++pairs_;
 }
 
@@ -115,14 +118,7 @@ void DeviceRoutes::replace(const std::string& node, const std::vector<DeviceRef>
   const uint32_t i = node_index(node);
   touch(i, now);
   drop_node(i);
-  for (const DeviceRef& d : devices) {
-    auto& held = users_[d.user];
-    bool there = false;
-    for (const Held& h : held) there = there || (h.device == d.device && h.node == i);
-    if (there) continue;
-    held.push_back(Held{d.device, i});
-    ++pairs_;
-  }
+  for (const DeviceRef& d : devices) hold(d, i);
   nodes_[i].has_set = true;
 }
 

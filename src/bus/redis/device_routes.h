@@ -87,6 +87,7 @@ class DeviceRoutes {
   uint32_t node_index(const std::string& node);  // interned, under the write lock
   void touch(uint32_t node, Clock::time_point now);
   void drop_node(uint32_t node);  // every pair of the node (write lock held)
+  void hold(const DeviceRef& device, uint32_t node);  // adds the pair once (write lock held)
   bool complete_locked() const;
 
   const std::string self_;

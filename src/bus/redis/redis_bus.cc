@@ -32,6 +32,11 @@ std::string node_channel(std::string_view node) { return "{tern:bus}:" + std::st
 bool for_one_node(const RedisBus::Event& e) {
   return e.target == RedisBus::Target::kRequest || e.target == RedisBus::Target::kReply;
 }
+// The device routes' bookkeeping (device_routes.h), not an event the services raised.
+bool route_announcement(const RedisBus::Event& e) {
+  return e.target == RedisBus::Target::kAttached || e.target == RedisBus::Target::kDetached ||
+         e.target == RedisBus::Target::kNodeSet || e.target == RedisBus::Target::kRollCall;
+}
 // While a live node's set has not arrived, a roll call (to every node) is made again at most
 // this often (docs/scaling.md "Device events go to the node that holds the device").
 constexpr std::chrono::seconds kRollCallEvery{2};
@@ -769,11 +774,8 @@ void RedisBus::publisher() {
       fail_requests(events);
       if (rolled) roll_call_later();
     } else {
-      // Route announcements are bookkeeping, not events raised by the services.
-      count_published(static_cast<size_t>(std::count_if(events.begin(), events.end(), [](const Event& e) {
-                        return e.target != Target::kAttached && e.target != Target::kDetached &&
-                               e.target != Target::kNodeSet && e.target != Target::kRollCall;
-                      })),
+      count_published(events.size() - static_cast<size_t>(
+                                           std::count_if(events.begin(), events.end(), route_announcement)),
                       false);
       if (resync) owe_resync = false;
       // The publishes come first in their slot's pipeline: a node channel nobody heard.
@@ -807,7 +809,9 @@ void RedisBus::deliver(std::string_view payload) {
     return;
   }
   received_metric.inc(events.size());
+  bool routes_changed = false;
   for (Event& e : events) {
+    routes_changed = routes_changed || route_announcement(e);
     // The head first: a local device that receives the message and answers at once finds
     // its node's sequencer already past it.
     if (head_sink_ && e.n->seq > 0 &&
@@ -838,19 +842,12 @@ void RedisBus::deliver(std::string_view payload) {
         // every node, once (as kDevice, which is never sent on).
         if (!local_.publish(e.device, e.n)) enqueue(Event{Target::kDevice, e.device, std::move(e.n)});
         break;
-      case Target::kAttached:
-        routes_.add(from, e.device);
-        routes_metric.set(static_cast<int64_t>(routes_.devices()));
-        break;
-      case Target::kDetached:
-        routes_.remove(from, e.device);
-        routes_metric.set(static_cast<int64_t>(routes_.devices()));
-        break;
+      case Target::kAttached: routes_.add(from, e.device); break;
+      case Target::kDetached: routes_.remove(from, e.device); break;
       case Target::kNodeSet: {
         std::vector<DeviceRef> set;
         if (e.n->frame && DeviceRoutes::decode_set(*e.n->frame, set)) routes_.replace(from, set);
         else spdlog::warn("event=bus_bad_node_set from={}", from);
-        routes_metric.set(static_cast<int64_t>(routes_.devices()));
         break;
       }
       case Target::kRollCall:
@@ -883,6 +880,7 @@ void RedisBus::deliver(std::string_view payload) {
         break;
     }
   }
+  if (routes_changed) routes_metric.set(static_cast<int64_t>(routes_.devices()));
 }
 
 }  // namespace tern::bus
