@@ -47,6 +47,10 @@ class Endpoint {
   virtual void notify(std::shared_ptr<const Notification> n) = 0;
   // Another connection of the same device took over: close this one.
   virtual void replaced() = 0;
+  // Some of the device's events may have gone elsewhere since this connection read its inbox
+  // (to an older connection of the device on another node, which had not heard of this one
+  // yet): read the inbox again and catch up. Any thread. Default: nothing to catch up.
+  virtual void missed() {}
 };
 
 class Bus {

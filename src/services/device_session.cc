@@ -213,6 +213,45 @@ void DeviceSession::replaced() {
   });
 }
 
+void DeviceSession::missed() {
+  on_loop([self = shared_from_this()] {
+    if (self->closed_) return;
+    self->missed_ = true;
+    self->pump();
+  });
+}
+
+void DeviceSession::read_missed() {
+  missed_ = false;
+  read<std::vector<std::pair<std::string, Seq>>>(
+      [&ctx = ctx_, device = device_]() -> Result<std::vector<std::pair<std::string, Seq>>> {
+        return ctx.store.inbox(device);
+      },
+      &DeviceSession::on_missed);
+}
+
+// Each inbox entry is handled as a notification of its latest seq without a frame: a
+// position at or past it drops it, anything else has the conversation read from the store
+// (deliver() never writes a frameless one); a conversation without a position is placed first.
+void DeviceSession::on_missed(Result<std::vector<std::pair<std::string, Seq>>>& inbox) {
+  if (!inbox) return store_failed("inbox", inbox.error());
+  for (const auto& [conv, latest] : *inbox) {
+    if (Position* pos = position(conv)) {
+      if (latest > pos->sent) mark_behind(conv);
+      continue;
+    }
+    if (unplaced_.size() >= kMaxUnplaced) {
+      mark_behind(conv);
+      continue;
+    }
+    auto n = std::make_shared<bus::Notification>();
+    n->kind = bus::Notification::Kind::kMessage;
+    n->conversation_id = conv;
+    n->seq = latest;
+    unplaced_.push_back(std::move(n));
+  }
+}
+
 void DeviceSession::on_notification(const std::shared_ptr<const bus::Notification>& n) {
   if (closed_) return;
   if (n->kind == bus::Notification::Kind::kFrame) {
@@ -262,7 +301,7 @@ void DeviceSession::deliver(const bus::Notification& n, Position& pos) {
     if (next) pos.sent = n.seq;
     return;
   }
-  if (live_ && next && !behind_.count(n.conversation_id)) {
+  if (live_ && next && n.frame && !behind_.count(n.conversation_id)) {
     std::shared_ptr<const std::string> frame = n.frame;
     if (n.per_device) {
       auto rendered = proto::render_message_for(*n.frame, device_);
@@ -284,7 +323,7 @@ void DeviceSession::deliver(const bus::Notification& n, Position& pos) {
 void DeviceSession::on_writable() { pump(); }
 
 // The one place that starts store reads, one at a time, in this order: positions of held
-// notifications, membership rechecks, replay pages (while the write queue is below `high`),
+// notifications, the inbox again after missed(), membership rechecks, replay pages (while the write queue is below `high`),
 // `synced`, receipts. Inline reads complete within the loop below; offloaded ones resume it
 // from their completion (read()).
 void DeviceSession::pump() {
@@ -295,6 +334,8 @@ void DeviceSession::pump() {
   while (!reading_ && !closed_ && !store_failed_) {
     if (!unplaced_.empty()) {
       place();
+    } else if (missed_) {
+      read_missed();
     } else if (!rechecks_.empty()) {
       read_recheck();
     } else if (!behind_.empty()) {

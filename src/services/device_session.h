@@ -75,6 +75,11 @@ class DeviceSession final : public gateway::FrameHandler,
   // bus::Endpoint (any thread)
   void notify(std::shared_ptr<const bus::Notification> n) override;
   void replaced() override;
+  // Events may have gone to an older connection of this device on another node since the
+  // connect read the inbox: the inbox is read again, and what it names past this
+  // connection's positions is read from the store (docs/scaling.md "One connection per
+  // device, across nodes").
+  void missed() override;
 
   // Acks that may wait behind an ack's membership read (Redis mode, below); beyond: overloaded.
   static constexpr size_t kMaxWaitingAcks = 256;
@@ -99,6 +104,8 @@ class DeviceSession final : public gateway::FrameHandler,
   void follow(const std::string& conversation_id, bool follow);
   void mark_behind(const std::string& conversation_id);
   void request_recheck(const std::string& conversation_id);
+  void read_missed();
+  void on_missed(Result<std::vector<std::pair<std::string, Seq>>>& inbox);
   void read_recheck();
   void on_recheck(Result<session_reads::Recheck>& r);
   Position* position(const std::string& conversation_id);  // null if none yet (no read)
@@ -157,6 +164,7 @@ class DeviceSession final : public gateway::FrameHandler,
   bool store_failed_ = false;  // a read failed: the connection is closing, nothing more is sent
   bool pumping_ = false;
   bool opened_ = false;        // the connect's reads were applied: the replay may run
+  bool missed_ = false;        // missed(): the inbox is to be read again (the pump)
   bool reading_ = false;       // a store read is in flight (at most one)
   bool stalled_ = false;       // the last page stopped for want of room: on_writable() resumes
   bool reread_ = false;        // reading_page_ was marked behind during its read

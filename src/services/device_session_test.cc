@@ -315,6 +315,21 @@ class DeviceSessionFixture {
     return all;
   }
 
+  // The seqs of the message frames written to bob's connection until `last` (or 10 s).
+  // Bounded in time, not in rounds: each round is one quick trip to the loop, and the commit
+  // that lets the message out may take a while on a loaded machine.
+  std::vector<Seq> written_until(Seq last) {
+    std::vector<Seq> out;
+    for (const auto until = std::chrono::steady_clock::now() + 10s;
+         (out.empty() || out.back() < last) && std::chrono::steady_clock::now() < until;) {
+      on_loop([&] {
+        for (auto& f : conn_->drain())
+          if (Seq s = seq_of(f)) out.push_back(s);
+      });
+    }
+    return out;
+  }
+
   // `synced` last, after seqs 1..n, in order, each once.
   static void expect_replayed_in_order(const std::vector<std::string>& frames, size_t n) {
     ASSERT_FALSE(frames.empty());
@@ -442,20 +457,59 @@ TEST_P(DeviceSessionTest, NothingLiveBeforeSyncedAndNothingLostAcrossIt) {
     if (Seq s = seq_of(f)) before_synced.push_back(s);
   // Then live: the next message is written as soon as it is committed.
   const Seq live = send("alice", "live");
-  std::vector<Seq> after;
-  // Bounded in time, not in rounds: each round is one quick trip to the loop, and the commit
-  // that lets the message out may take a while on a loaded machine.
-  for (const auto until = std::chrono::steady_clock::now() + 10s;
-       (after.empty() || after.back() < live) && std::chrono::steady_clock::now() < until;) {
-    on_loop([&] {
-      for (auto& f : conn_->drain())
-        if (Seq s = seq_of(f)) after.push_back(s);
-    });
-  }
+  std::vector<Seq> after = written_until(live);
   std::vector<Seq> all = before_synced;
   all.insert(all.end(), after.begin(), after.end());
   ASSERT_EQ(all.size(), static_cast<size_t>(live));
   for (size_t i = 0; i < all.size(); ++i) ASSERT_EQ(all[i], i + 1);
+}
+
+// missed() (another node's older connection of the device got events meanwhile): messages
+// committed while no notification reached the session are read from the store, in a
+// conversation it has a position in and in one new to it; nothing is written twice.
+TEST_P(DeviceSessionTest, MissedReadsTheInboxAgainAndCatchesUp) {
+  connect_bob(1 << 20);
+  auto replay = drain_until_synced();
+  // Notifications go elsewhere: bob's session is off the bus while alice sends.
+  on_loop([&] { bus_.detach(DeviceRef{"bob", 1}, session_.get()); });
+  const Seq in_group = send("alice", "while-away");
+  std::promise<Result<ConversationInfo>> created;
+  sequencer_.create_conversation(DeviceRef{"alice", 1}, proto::CreateConversationRequest{false, "", {"bob"}},
+                                 [&](Result<ConversationInfo> r) { created.set_value(r); });
+  auto direct = created.get_future().get();
+  ASSERT_TRUE(direct) << direct.error().message;
+  std::promise<Result<SentInfo>> sent;
+  sequencer_.send(DeviceRef{"alice", 1},
+                  proto::SendFrame{"direct-away", direct->conversation_id, std::string("aGk="), {}, {}, {}, false, {}},
+                  0, [&](Result<SentInfo> r) { sent.set_value(std::move(r)); });
+  auto direct_seq = sent.get_future().get();
+  ASSERT_TRUE(direct_seq) << direct_seq.error().message;
+  on_loop([&] { bus_.attach(DeviceRef{"bob", 1}, session_); });
+  std::vector<std::string> before;
+  on_loop([&] { before = conn_->drain(); });
+  for (const auto& f : before) EXPECT_EQ(seq_of(f), 0u) << "nothing was notified: " << f;
+
+  session_->missed();
+  std::map<std::string, std::vector<Seq>> got;  // conversation → seqs written
+  for (const auto until = std::chrono::steady_clock::now() + 10s;
+       (got[conv_].empty() || got[direct->conversation_id].empty()) && std::chrono::steady_clock::now() < until;) {
+    on_loop([&] {
+      for (auto& f : conn_->drain()) {
+        auto frame = proto::parse_server_frame(f);
+        if (!frame) continue;
+        if (auto* m = std::get_if<proto::MessageEvent>(&*frame)) got[m->conversation_id].push_back(m->seq);
+      }
+      session_->on_writable();
+    });
+  }
+  EXPECT_EQ(got[conv_], std::vector<Seq>{in_group}) << "the group message, once";
+  EXPECT_EQ(got[direct->conversation_id], std::vector<Seq>{direct_seq->seq}) << "the new conversation's, once";
+
+  // Missed again with nothing new: nothing is written.
+  session_->missed();
+  const Seq live = send("alice", "live-after");
+  const std::vector<Seq> after = written_until(live);
+  EXPECT_EQ(after, std::vector<Seq>{live}) << "no repeat, and the next message live";
 }
 
 TEST_P(DeviceSessionTest, ASendBeyondTheInFlightBoundIsRefusedWithItsRef) {

@@ -298,8 +298,11 @@ TEST_F(RedisTest, AClientMsgIdSentThroughTwoNodesIsStoredOnceAtItsFirstSeq) {
   Account alice, bob;
   std::string conv;
   // Routing off, so that both nodes sequence the conversation: the commit script's check is
-  // what refuses the second (with routing on, the owner node serializes them anyway).
-  ASSERT_NO_FATAL_FAILURE(two_nodes_with_a_direct(alice, bob, conv, {"--redis-route-sends", "0"}));
+  // what refuses the second (with routing on, the owner node serializes them anyway). Device
+  // routes off too: the device keeps a connection on each node at once (with them on, the
+  // older one is closed as replaced, and only a resend after a reconnect could race).
+  ASSERT_NO_FATAL_FAILURE(two_nodes_with_a_direct(alice, bob, conv,
+                                                  {"--redis-route-sends", "0", "--redis-route-devices", "0"}));
   Device on_a(alice), on_b(alice);
   ASSERT_EQ(on_a.connect(a_.server->port()), 101);
   ASSERT_TRUE(on_a.until_synced());
@@ -437,6 +440,40 @@ TEST_F(RedisTest, MessagesTypingAndReadSidePostsCrossNodesLive) {
   EXPECT_GE(metric(a_, alice, "tern_bus_routed_total") + metric(b_, bob, "tern_bus_routed_total"), 1);
   EXPECT_EQ(metric(a_, alice, "tern_bus_broadcast_total") + metric(b_, bob, "tern_bus_broadcast_total"),
             broadcast_before);
+}
+
+// One connection per device, across nodes (docs/protocol.md "One connection per device"):
+// bob's phone reconnects to node b while its old connection on node a is still open (a
+// half-open TCP connection that a has not timed out yet). Node a learns of the newer
+// connection from b's announcement and closes the old one with 1008 "replaced"; what alice
+// sends through a from then on reaches bob on b live.
+TEST_F(RedisTest, ADeviceThatReconnectsToAnotherNodeReplacesItsOldConnection) {
+  Account alice, bob;
+  std::string conv;
+  ASSERT_NO_FATAL_FAILURE(two_nodes_with_a_direct(alice, bob, conv));
+  Device da(alice), old_one(bob), new_one(bob);
+  ASSERT_EQ(da.connect(a_.server->port()), 101);
+  ASSERT_TRUE(da.until_synced());
+  ASSERT_EQ(old_one.connect(a_.server->port()), 101);
+  ASSERT_TRUE(old_one.until_synced());
+  const Seq first = da.must_send(conv, "before", "before");
+  ASSERT_TRUE(old_one.read_until([&](const json::object& o) { return type_of(o) == "message" && seq_of(o) == first; }));
+
+  ASSERT_EQ(new_one.connect(b_.server->port()), 101);
+  auto replay = new_one.read_until([&](const json::object& o) { return type_of(o) == "synced"; });
+  ASSERT_TRUE(replay) << "the new connection replays from the last ack";
+  ASSERT_TRUE(old_one.wait_closed(ms(5000))) << "node a closes the older connection";
+  EXPECT_EQ(old_one.close_code().value_or(0), 1008);
+  EXPECT_EQ(metric(a_, alice, "tern_bus_moved_total"), 1);
+
+  const Seq second = da.must_send(conv, "after", "after");
+  auto m = new_one.read_until([&](const json::object& o) {
+    return type_of(o) == "message" && jstr(o, "conversation_id") == conv && seq_of(o) == second;
+  }, ms(5000));
+  ASSERT_TRUE(m) << "delivered live to the newer connection on the other node";
+  EXPECT_EQ(unb64(jstr(*m, "body")), "after");
+  EXPECT_TRUE(new_one.is_open()) << "the newer connection stays open";
+  EXPECT_EQ(metric(b_, bob, "tern_bus_moved_total"), 0);
 }
 
 // A member added on node a is a recipient of the next send made through node b, whose

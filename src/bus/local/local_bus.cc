@@ -63,6 +63,17 @@ void LocalBus::disconnect(const DeviceRef& device) {
   if (auto target = find(device)) target->replaced();
 }
 
+bool LocalBus::replace(const DeviceRef& device, const Endpoint* endpoint) {
+  auto target = find(device);
+  if (!target || target.get() != endpoint) return false;
+  target->replaced();
+  return true;
+}
+
+void LocalBus::missed(const DeviceRef& device) {
+  if (auto target = find(device)) target->missed();
+}
+
 void LocalBus::publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) {
   std::vector<std::shared_ptr<Endpoint>> targets;
   {

@@ -16,6 +16,11 @@ class LocalBus final : public Bus {
   size_t detach(const DeviceRef& device, const Endpoint* endpoint) override;
   bool publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) override;
   void disconnect(const DeviceRef& device) override;
+  // Tells `endpoint` replaced() if it is still the device's current one (a newer connection
+  // of the device on another node: RedisBus); false if it is not.
+  bool replace(const DeviceRef& device, const Endpoint* endpoint);
+  // Tells the device's endpoint missed(), if one is attached.
+  void missed(const DeviceRef& device);
   void publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) override;
   bool online(const std::string& user) override;
 

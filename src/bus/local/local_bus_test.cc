@@ -30,6 +30,22 @@ TEST(LocalBus, DeliversToAttachedDevicesOnly) {
   EXPECT_FALSE(bus.online("bob"));
 }
 
+TEST(LocalBus, ReplaceClosesOnlyTheNamedEndpointWhileItIsCurrent) {
+  LocalBus bus;
+  auto first = std::make_shared<Recorder>();
+  auto second = std::make_shared<Recorder>();
+  bus.attach({"alice", 1}, first);
+  EXPECT_FALSE(bus.replace({"alice", 1}, second.get()));  // not the current one
+  EXPECT_FALSE(bus.replace({"bob", 1}, first.get()));     // not attached at all
+  EXPECT_EQ(first->replaced_calls, 0);
+  EXPECT_TRUE(bus.replace({"alice", 1}, first.get()));
+  EXPECT_EQ(first->replaced_calls, 1);
+  bus.attach({"alice", 1}, second);  // told replaced() by the attach itself
+  EXPECT_EQ(first->replaced_calls, 2);
+  EXPECT_FALSE(bus.replace({"alice", 1}, first.get()));
+  EXPECT_EQ(second->replaced_calls, 0);
+}
+
 TEST(LocalBus, NewConnectionReplacesOldAndOldCannotDetachNew) {
   LocalBus bus;
   auto first = std::make_shared<Recorder>();

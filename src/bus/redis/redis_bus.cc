@@ -51,6 +51,8 @@ Counter& routed_metric = MetricsRegistry::global().counter(
     "tern_bus_routed_total", "device events sent on the channel of the node that holds the device");
 Gauge& routes_metric = MetricsRegistry::global().gauge(
     "tern_bus_routes", "devices this node knows to be connected to another node (device routes)");
+Counter& moved_metric = MetricsRegistry::global().counter(
+    "tern_bus_moved_total", "connections closed because their device connected to another node since (1008 replaced)");
 Counter& broadcast_metric = MetricsRegistry::global().counter(
     "tern_bus_broadcast_total", "device events sent to every node (where the device is, is not known here)");
 
@@ -58,11 +60,16 @@ using Reader = ByteReader;
 
 std::string registry_key(const std::string& user) { return "{r:" + user + "}"; }
 
-// KEYS[1]: a user's registry hash. ARGV: '+' (write ARGV[2] → ARGV[3]), '-' (remove ARGV[2])
-// or '=' (neither), then now (ms). Returns the entries whose expiry ("<node> <ms>") is later.
+// KEYS[1]: a user's registry hash. ARGV: '+' (write ARGV[2] → ARGV[3]), '-' (remove ARGV[2]
+// if this node, ARGV[3]'s, wrote it: a device that moved to another node keeps that node's
+// entry) or '=' (neither), then now (ms). Returns the entries whose expiry ("<node> <ms>") is
+// later.
 constexpr const char* kRegistryCount = R"lua(
 if ARGV[1] == '+' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-elseif ARGV[1] == '-' then redis.call('HDEL', KEYS[1], ARGV[2]) end
+elseif ARGV[1] == '-' then
+  local v = redis.call('HGET', KEYS[1], ARGV[2])
+  if v and string.match(v, '^(%S+) ') == string.match(ARGV[3], '^(%S+) ') then redis.call('HDEL', KEYS[1], ARGV[2]) end
+end
 local now = tonumber(ARGV[4])
 local n = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
@@ -72,10 +79,21 @@ end
 return n
 )lua";
 
-// KEYS[1]: a registry hash. ARGV: device, value. The periodic refresh: rewrites the entry
-// only while it is there (a detach that removed it meanwhile is not undone).
-constexpr const char* kRegistryRefresh =
-    "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 1";
+// KEYS[1]: a registry hash. ARGV: device, value ("<node> <ms>"). The periodic refresh:
+// rewrites the entry only while this node's is there (a detach that removed it meanwhile is
+// not undone, and another node's entry for a device that moved there is left alone).
+constexpr const char* kRegistryRefresh = R"lua(
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and string.match(v, '^(%S+) ') == string.match(ARGV[2], '^(%S+) ') then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+)lua";
+// KEYS[1]: a registry hash. ARGV: device, this node. A detach written later (Redis was away):
+// removes the entry only if this node wrote it.
+constexpr const char* kRegistryRemove = R"lua(
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and string.match(v, '^(%S+) ') == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
+)lua";
 
 Gauge& live_nodes_metric = MetricsRegistry::global().gauge(
     "tern_bus_live_nodes", "ternd nodes this node saw connected to the bus at its last look (send routing)");
@@ -108,7 +126,7 @@ bool RedisBus::decode(std::string_view in, std::vector<Event>& out) {
         target != Target::kChanged && target != Target::kDisconnect && target != Target::kDevices &&
         target != Target::kRequest && target != Target::kReply && target != Target::kResync &&
         target != Target::kAttached && target != Target::kDetached && target != Target::kNodeSet &&
-        target != Target::kRollCall && target != Target::kRouted)
+        target != Target::kRollCall && target != Target::kRouted && target != Target::kMissed)
       return false;
     e.target = target;
     e.device.user = r.str();
@@ -253,7 +271,7 @@ size_t RedisBus::attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpo
   return n;
 }
 
-void RedisBus::announce_locked(Target target, const DeviceRef& device) {
+void RedisBus::announce_locked(Target target, const DeviceRef& device, int64_t since_us) {
   if (!options_.route_devices) return;
   // In the publisher thread's queue, under the lock that changed attached_: the other nodes
   // get this node's attaches, detaches and sets in the order attached_ went through them.
@@ -262,16 +280,47 @@ void RedisBus::announce_locked(Target target, const DeviceRef& device) {
     dropped_ = true;  // the next batch carries a kResync and this node's whole set
     return;
   }
-  queue_.push_back(Event{target, device, std::make_shared<const Notification>()});
+  auto n = std::make_shared<Notification>();
+  n->seq = static_cast<Seq>(since_us);
+  queue_.push_back(Event{target, device, std::move(n)});
 }
 
 void RedisBus::attached_here(const DeviceRef& device, const Endpoint* endpoint) {
+  // Microseconds: a device that reconnects at once still gets a later start than before.
+  const int64_t since_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
   {
     std::lock_guard lock(mu_);
-    attached_[{device.user, device.device}] = endpoint;
-    announce_locked(Target::kAttached, device);
+    attached_[{device.user, device.device}] = Here{endpoint, since_us, false};
+    announce_locked(Target::kAttached, device, since_us);
   }
   cv_.notify_one();
+}
+
+bool RedisBus::attached_elsewhere(const std::string& node, const DeviceRef& device, int64_t since_us) {
+  const Endpoint* older = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    auto it = attached_.find({device.user, device.device});
+    if (it == attached_.end()) return false;
+    if (it->second.moved) return true;
+    // 0: a node that does not send its connections' start; ties go to the greater node name.
+    if (since_us <= 0 || it->second.since_us > since_us ||
+        (it->second.since_us == since_us && options_.node_id > node))
+      return true;
+    it->second.moved = true;
+    older = it->second.endpoint;
+  }
+  moved_metric.inc();
+  local_.replace(device, older);
+  return true;
+}
+
+bool RedisBus::held_here(const DeviceRef& device) {
+  std::lock_guard lock(mu_);
+  auto it = attached_.find({device.user, device.device});
+  return it != attached_.end() && !it->second.moved;
 }
 
 void RedisBus::registry_later(bool attach, const DeviceRef& device) {
@@ -288,7 +337,7 @@ bool RedisBus::detach_here(const DeviceRef& device, const Endpoint* endpoint, si
   {
     std::lock_guard lock(mu_);
     auto it = attached_.find({device.user, device.device});
-    if (it == attached_.end() || it->second != endpoint) return false;
+    if (it == attached_.end() || it->second.endpoint != endpoint) return false;
     attached_.erase(it);
     announce_locked(Target::kDetached, device);
   }
@@ -348,7 +397,10 @@ bool RedisBus::publish(const DeviceRef& device, const std::shared_ptr<const Noti
   bool here, changed = false;
   {
     std::lock_guard lock(mu_);
-    here = attached_.count({device.user, device.device}) > 0;
+    // A connection that moved to another node gets nothing more: the device's events follow
+    // the newer connection (the routes below know it: its kAttached moved this one).
+    auto it = attached_.find({device.user, device.device});
+    here = it != attached_.end() && !it->second.moved;
     if (n->system && n->kind == Notification::Kind::kMessage &&
         (last_changed_.first != n->conversation_id || last_changed_.second != n->seq)) {
       last_changed_ = {n->conversation_id, n->seq};
@@ -675,7 +727,8 @@ void RedisBus::publisher() {
       if (options_.route_devices && (rolled || owe_node_set_ || owe_resync)) {
         std::vector<DeviceRef> here;
         here.reserve(attached_.size());
-        for (const auto& [d, ep] : attached_) here.push_back(DeviceRef{d.first, d.second});
+        for (const auto& [d, h] : attached_)
+          if (!h.moved) here.push_back(DeviceRef{d.first, d.second});
         auto n = std::make_shared<Notification>();
         n->frame = std::make_shared<const std::string>(DeviceRoutes::encode_set(here));
         events.push_back(Event{Target::kNodeSet, DeviceRef{}, std::move(n)});
@@ -683,7 +736,8 @@ void RedisBus::publisher() {
       }
       refresh.clear();
       if (std::chrono::steady_clock::now() >= next_refresh) {
-        for (const auto& [d, ep] : attached_) refresh.push_back(d);
+        for (const auto& [d, h] : attached_)
+          if (!h.moved) refresh.push_back(d);
         next_refresh = std::chrono::steady_clock::now() + refresh_every;
       }
     }
@@ -755,7 +809,8 @@ void RedisBus::publisher() {
       else {
         owned.push_back(registry_key(d.user));
         owned.push_back(std::to_string(d.device));
-        by_slot[key_slot(owned[owned.size() - 2])].push_back({"HDEL", owned[owned.size() - 2], owned.back()});
+        by_slot[key_slot(owned[owned.size() - 2])].push_back(
+            {"EVAL", kRegistryRemove, "1", owned[owned.size() - 2], owned.back(), options_.node_id});
       }
     }
     for (auto& [user, device] : refresh) {
@@ -840,9 +895,25 @@ void RedisBus::deliver(std::string_view payload) {
         received_.fetch_add(1, std::memory_order_relaxed);
         // Sent here because this node held the device; it has moved (or left) since: on to
         // every node, once (as kDevice, which is never sent on).
-        if (!local_.publish(e.device, e.n)) enqueue(Event{Target::kDevice, e.device, std::move(e.n)});
+        if (!held_here(e.device) || !local_.publish(e.device, e.n))
+          enqueue(Event{Target::kDevice, e.device, std::move(e.n)});
         break;
-      case Target::kAttached: routes_.add(from, e.device); break;
+      case Target::kAttached: {
+        // Until now this node sent the device's events here (an older connection) or to the
+        // nodes its routes named; `from`'s connection may have read its inbox before one of
+        // them was committed: once the view below includes `from`, it is told to read again.
+        thread_local std::vector<std::string> nodes;
+        nodes.clear();
+        bool elsewhere = routes_.find(e.device, nodes) == DeviceRoutes::Where::kNodes &&
+                         std::any_of(nodes.begin(), nodes.end(), [&](const std::string& n) { return n != from; });
+        routes_.add(from, e.device);
+        elsewhere = attached_elsewhere(from, e.device, static_cast<int64_t>(e.n->seq)) || elsewhere;
+        if (elsewhere) enqueue(Event{Target::kMissed, e.device, std::make_shared<const Notification>(), from});
+        break;
+      }
+      case Target::kMissed:
+        if (held_here(e.device)) local_.missed(e.device);
+        break;
       case Target::kDetached: routes_.remove(from, e.device); break;
       case Target::kNodeSet: {
         std::vector<DeviceRef> set;

@@ -191,6 +191,10 @@ class RedisBus final : public Bus {
     // A device event sent on the channel of the node the routes name (kDevice goes to every
     // node): if the device is not attached there (it moved), that node sends it on as kDevice.
     kRouted = 'H',
+    // To the node that announced a newer connection of .device, from a node that until then
+    // sent the device's events elsewhere (to its own older connection, or to the nodes its
+    // routes named): the device's session there reads its inbox again (Endpoint::missed).
+    kMissed = 'M',
   };
   struct Event {
     Event() = default;
@@ -268,8 +272,16 @@ class RedisBus final : public Bus {
   void registry_later(bool attach, const DeviceRef& device);
   // attached_ gets the device's endpoint, and the publisher thread's queue its kAttached.
   void attached_here(const DeviceRef& device, const Endpoint* endpoint);
-  // Queues a kAttached / kDetached for the publisher thread (mu_ held).
-  void announce_locked(Target target, const DeviceRef& device);
+  // Queues a kAttached / kDetached for the publisher thread (mu_ held); a kAttached carries
+  // the connection's start (`since_us`) in its seq.
+  void announce_locked(Target target, const DeviceRef& device, int64_t since_us = 0);
+  // Another node announced a connection of `device` that started at `since_us`: if the one
+  // here is older, it is marked moved and closed (1008 "replaced"), as a second connection on
+  // one node closes the first (docs/protocol.md "One connection per device"). True if the
+  // device has a connection here (so its events went here until now).
+  bool attached_elsewhere(const std::string& node, const DeviceRef& device, int64_t since_us);
+  // The device has a connection here that has not moved (mu_ taken).
+  bool held_here(const DeviceRef& device);
   void roll_call_later();  // a roll call was not published: the next turn sends it
   void deliver(std::string_view payload);
   // Writes ('+'), removes ('-') or leaves ('=') the device's registry entry and returns how
@@ -315,7 +327,15 @@ class RedisBus final : public Bus {
   std::condition_variable cv_;
   std::deque<Event> queue_;
   std::deque<std::pair<bool, DeviceRef>> registry_ops_;  // (attach?, device) to write
-  std::map<std::pair<std::string, uint32_t>, const Endpoint*> attached_;  // here; refreshed in the registry
+  // A device's connection here. `since_us` (wall clock) travels in its kAttached, so that two
+  // nodes holding one device agree which connection is the newer one; `moved`: another node
+  // has the newer one, this one is being closed (it gets nothing more; device events go there).
+  struct Here {
+    const Endpoint* endpoint = nullptr;
+    int64_t since_us = 0;
+    bool moved = false;
+  };
+  std::map<std::pair<std::string, uint32_t>, Here> attached_;  // guarded by mu_; refreshed in the registry
   bool stopping_ = false;
   bool dropped_ = false;  // enqueue() dropped an event since the publisher last looked (mu_)
   bool owe_roll_call_ = false;  // (mu_) subscribed anew: the next batch makes a roll call

@@ -117,7 +117,9 @@ class Recorder final : public Endpoint {
     seen.push_back(std::move(n));
   }
   void replaced() override { ++replaced_count; }
+  void missed() override { ++missed_count; }
   std::atomic<int> replaced_count{0};
+  std::atomic<int> missed_count{0};
   size_t count() {
     std::lock_guard lock(mu);
     return seen.size();
@@ -628,6 +630,92 @@ TEST_F(RedisBusNodes, ARoutedEventForADeviceThatMovedIsSentOnToEveryNode) {
   EXPECT_EQ((*published)->integer, 1) << "a's subscriber holds its own channel";
   ASSERT_TRUE(await([&] { return bob->count() == 1; }));
   EXPECT_EQ(bob->seen[0]->seq, sample()->seq);
+}
+
+// One connection per device across nodes: a device that connects to b while its older
+// connection on a is still open (a half-open TCP connection a has not noticed) has the old
+// one told replaced() on a, and its events follow the new one at once.
+TEST_F(RedisBusNodes, ADeviceThatConnectsToAnotherNodeIsReplacedOnTheOldOne) {
+  RedisBus c{options(redis_.server.port(), "c")};
+  std::atomic<int> barrier_b{0};
+  b.set_devices_sink([&](const std::string&) { ++barrier_b; });
+  ASSERT_TRUE(a.start() && b.start() && c.start());
+  auto old_one = std::make_shared<Recorder>(), new_one = std::make_shared<Recorder>();
+  a.attach(DeviceRef{"bob", 1}, old_one);
+  auto held_by = [](RedisBus& bus, const std::vector<std::string>& want) {
+    std::vector<std::string> nodes;
+    return bus.routes().find(DeviceRef{"bob", 1}, nodes) == DeviceRoutes::Where::kNodes && nodes == want;
+  };
+  ASSERT_TRUE(await([&] { return held_by(b, {"a"}) && held_by(c, {"a"}); }));
+  b.attach(DeviceRef{"bob", 1}, new_one);
+  ASSERT_TRUE(await([&] { return old_one->replaced_count == 1; })) << "a learned of the newer connection";
+  // a (which held the device) and c (whose routes named a) tell b that bob's events went
+  // elsewhere until then: b's connection reads its inbox again, once per such node.
+  ASSERT_TRUE(await([&] { return new_one->missed_count == 2; })) << new_one->missed_count;
+  EXPECT_EQ(old_one->missed_count, 0);
+  // a's device events now go to b only (the old connection is closing and gets nothing).
+  EXPECT_TRUE(a.publish(DeviceRef{"bob", 1}, sample()));
+  ASSERT_TRUE(await([&] { return new_one->count() == 1; }));
+  EXPECT_EQ(old_one->count(), 0u);
+  // A routed event that reaches a for bob meanwhile (a third node's view a hop behind) is
+  // sent on to every node, so to b.
+  auto raw = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis_.server.port()},
+                                                    std::chrono::milliseconds(500), std::chrono::milliseconds(500));
+  ASSERT_TRUE(raw);
+  std::string payload;
+  put_str(payload, "z");
+  RedisBus::encode(payload, RedisBus::Event{RedisBus::Target::kRouted, DeviceRef{"bob", 1}, sample()});
+  ASSERT_TRUE((*raw)->command({"PUBLISH", "{tern:bus}:a", payload}));
+  ASSERT_TRUE(await([&] { return new_one->count() == 2; }));
+  EXPECT_EQ(old_one->count(), 0u);
+  // The old connection detaches as it closes; b forgets a's pair and keeps its own, and the
+  // registry keeps b's entry (bob stays online).
+  EXPECT_EQ(a.detach(DeviceRef{"bob", 1}, old_one.get()), 1u) << "b's registry entry counts";
+  EXPECT_TRUE(a.online("bob"));
+  a.announce_devices("barrier");
+  ASSERT_TRUE(await([&] { return barrier_b == 1; }));
+  EXPECT_EQ(new_one->replaced_count, 0) << "the older announcement never closes the newer connection";
+  EXPECT_TRUE(await([&] {
+    std::vector<std::string> nodes;
+    return b.routes().find(DeviceRef{"bob", 1}, nodes) == DeviceRoutes::Where::kNowhere;
+  })) << "only b holds it";
+  EXPECT_EQ(b.device_events_received(), 2u);
+  EXPECT_EQ(new_one->missed_count, 2) << "no other node owed it";
+  c.stop();
+}
+
+// Which connection is newer is decided by the starts the announcements carry, not by the
+// order they arrive in: an announcement of an older connection elsewhere (or of one from a
+// node that sends no start) leaves the connection here open; a newer one closes it.
+TEST_F(RedisBusNodes, OnlyANewerConnectionElsewhereReplacesTheOneHere) {
+  ASSERT_TRUE(b.start());
+  auto here = std::make_shared<Recorder>();
+  const int64_t before_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  b.attach(DeviceRef{"bob", 1}, here);
+  auto raw = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis_.server.port()},
+                                                    std::chrono::milliseconds(500), std::chrono::milliseconds(500));
+  ASSERT_TRUE(raw);
+  auto announce = [&](int64_t since_us) {
+    auto n = std::make_shared<Notification>();
+    n->seq = static_cast<Seq>(since_us);
+    std::string payload;
+    put_str(payload, "z");
+    RedisBus::encode(payload, RedisBus::Event{RedisBus::Target::kAttached, DeviceRef{"bob", 1}, n});
+    auto published = (*raw)->command({"PUBLISH", "tern:bus", payload});
+    return published && (*published)->type == REDIS_REPLY_INTEGER && (*published)->integer >= 1;
+  };
+  ASSERT_TRUE(announce(before_us - 1000000));  // a second older
+  ASSERT_TRUE(announce(0));                    // no start: a node without this rule
+  ASSERT_TRUE(await([&] {
+    std::vector<std::string> nodes;
+    return b.routes().find(DeviceRef{"bob", 1}, nodes) == DeviceRoutes::Where::kNodes;
+  }));
+  EXPECT_EQ(here->replaced_count, 0);
+  ASSERT_TRUE(announce(before_us + 60000000));  // a minute newer
+  ASSERT_TRUE(await([&] { return here->replaced_count == 1; }));
+  b.publish(DeviceRef{"bob", 1}, sample());  // a local delivery would be synchronous
+  EXPECT_EQ(here->count(), 0u) << "nothing more for the connection that moved";
 }
 
 // --redis-route-devices 0 (a rolling upgrade): the node announces nothing and sends every
