@@ -902,13 +902,16 @@ void RedisBus::deliver(std::string_view payload) {
         // Until now this node sent the device's events here (an older connection) or to the
         // nodes its routes named; `from`'s connection may have read its inbox before one of
         // them was committed: once the view below includes `from`, it is told to read again.
+        // Only a node whose announcements carry a start knows kMissed (an older version would
+        // refuse the whole batch).
         thread_local std::vector<std::string> nodes;
         nodes.clear();
         bool elsewhere = routes_.find(e.device, nodes) == DeviceRoutes::Where::kNodes &&
                          std::any_of(nodes.begin(), nodes.end(), [&](const std::string& n) { return n != from; });
         routes_.add(from, e.device);
         elsewhere = attached_elsewhere(from, e.device, static_cast<int64_t>(e.n->seq)) || elsewhere;
-        if (elsewhere) enqueue(Event{Target::kMissed, e.device, std::make_shared<const Notification>(), from});
+        if (elsewhere && e.n->seq > 0)
+          enqueue(Event{Target::kMissed, e.device, std::make_shared<const Notification>(), from});
         break;
       }
       case Target::kMissed:

@@ -686,8 +686,14 @@ TEST_F(RedisBusNodes, ADeviceThatConnectsToAnotherNodeIsReplacedOnTheOldOne) {
 
 // Which connection is newer is decided by the starts the announcements carry, not by the
 // order they arrive in: an announcement of an older connection elsewhere (or of one from a
-// node that sends no start) leaves the connection here open; a newer one closes it.
+// node that sends no start) leaves the connection here open; a newer one closes it. Each
+// announcing node that sends a start (and so knows kMissed) is told kMissed, since b held the
+// device; one that sends none (an older version, which would refuse it) is not.
 TEST_F(RedisBusNodes, OnlyANewerConnectionElsewhereReplacesTheOneHere) {
+  auto listener = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis_.server.port()},
+                                                         std::chrono::milliseconds(500), std::chrono::milliseconds(2000));
+  ASSERT_TRUE(listener);
+  ASSERT_TRUE((*listener)->command({"SUBSCRIBE", "{tern:bus}:z"}));  // as node z would
   ASSERT_TRUE(b.start());
   auto here = std::make_shared<Recorder>();
   const int64_t before_us =
@@ -716,6 +722,22 @@ TEST_F(RedisBusNodes, OnlyANewerConnectionElsewhereReplacesTheOneHere) {
   ASSERT_TRUE(await([&] { return here->replaced_count == 1; }));
   b.publish(DeviceRef{"bob", 1}, sample());  // a local delivery would be synchronous
   EXPECT_EQ(here->count(), 0u) << "nothing more for the connection that moved";
+  // What reached z's channel, in order: a kMissed for each announcement with a start (the
+  // older one, then the newer one), none for the one without; then the routed event.
+  std::vector<RedisBus::Target> to_z;
+  for (int i = 0; i < 10 && (to_z.empty() || to_z.back() != RedisBus::Target::kRouted); ++i) {
+    auto m = (*listener)->read_push();
+    ASSERT_TRUE(m) << "z's channel got " << to_z.size() << " events";
+    const redisReply* p = m->get();
+    if (p->type != REDIS_REPLY_ARRAY || p->elements != 3 || std::string_view(p->element[0]->str) != "message") continue;
+    ByteReader r{std::string_view(p->element[2]->str, p->element[2]->len)};
+    EXPECT_EQ(r.str(), "b");
+    std::vector<RedisBus::Event> events;
+    ASSERT_TRUE(RedisBus::decode(r.in, events));
+    for (const auto& e : events) to_z.push_back(e.target);
+  }
+  EXPECT_EQ(to_z, (std::vector<RedisBus::Target>{RedisBus::Target::kMissed, RedisBus::Target::kMissed,
+                                                 RedisBus::Target::kRouted}));
 }
 
 // --redis-route-devices 0 (a rolling upgrade): the node announces nothing and sends every
