@@ -13,6 +13,12 @@
 // node (device_routes.h: learned from the nodes' kAttached / kDetached / kNodeSet
 // announcements); a device no live node is known to hold still goes to every node.
 //
+// One connection per device across nodes: a kAttached carries when its connection started;
+// a node holding an older connection of that device closes it (replaced(), 1008) and sends
+// it nothing more, and every node that sent the device's events elsewhere until then tells
+// the announcing node kMissed, whose session reads its inbox again (Endpoint::missed;
+// docs/scaling.md "One connection per device, across nodes").
+//
 // Batching: an event raised on one of the server's event loops (set_loops: every message,
 // receipt and forwarded-send reply of the services) is queued on that loop's LoopPublisher
 // (loop_publisher.h), which ends the loop's turn with one PUBLISH per run of events for the
@@ -44,8 +50,8 @@
 // plain PUBLISH / SUBSCRIBE. Registry keys are routed by their slot (RedisCluster).
 //
 // Registry: every attached device is written to Redis as {r:<user>} <device> → "<node>
-// <expires ms>", refreshed every ttl/3 (only while the entry is there) and removed on
-// detach; online(user) is true if a device is attached here or an unexpired entry exists. A
+// <expires ms>", refreshed every ttl/3 (only while this node's entry is there) and removed
+// on detach (only if this node wrote it: a device that moved keeps its new node's entry); online(user) is true if a device is attached here or an unexpired entry exists. A
 // dead node's entries expire after the ttl.
 //
 // Presence counts: attach() and detach() write or remove the device's entry and count the
