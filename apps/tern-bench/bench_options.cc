@@ -95,6 +95,9 @@ Result<void> finalize(BenchOptions& o) {
   if (o.offline_subscribers < 0 || o.catchup < 0) return bad("--offline-subscribers and --catchup must not be negative");
   if ((o.offline_subscribers > 0 || o.catchup > 0) && o.workload != Workload::kChannel)
     return bad("--offline-subscribers and --catchup apply to the channel workload");
+  if (o.offline_members < 0) return bad("--offline-members must not be negative");
+  if (o.offline_members > 0 && (o.workload != Workload::kGroup || o.protocol != Protocol::kTern))
+    return bad("--offline-members applies to the group workload over --protocol tern");
   if (o.catchup > 0 && o.clients < 3) return bad("--catchup needs at least 3 clients (poster, subscriber, catch-up)");
   if (o.catchup > 0 && o.find_max) return bad("--catchup and --find-max do not combine");
   if (o.encrypt && ((o.workload != Workload::kPairs && o.workload != Workload::kGroup) || o.protocol != Protocol::kTern))

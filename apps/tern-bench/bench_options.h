@@ -58,6 +58,7 @@ struct BenchOptions {
   int mqtt_keepalive_s = 60;   // MQTT: CONNECT keep-alive; a PINGREQ after half of it idle
   bool typing = false;         // group: every post is preceded by a typing frame of its sender
   int offline_subscribers = 0; // channel: subscribers that join over HTTP and never connect
+  int offline_members = 0;     // group: more members per group, registered over HTTP, never connected
   int catchup = 0;             // channel: posts one subscriber misses while offline, then replays
   bool encrypt = false;        // pairs, group: end-to-end encrypted bodies (bench_crypto.h)
   bool keyring_disk = false;   // --encrypt: keyrings on disk (a temp dir per worker), not in memory

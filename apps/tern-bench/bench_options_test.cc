@@ -130,6 +130,18 @@ TEST(BenchOptions, ChannelHasOnePosterAndSplitsOfflineSubscribers) {
   EXPECT_FALSE(finalize(neg).ok());
 }
 
+TEST(BenchOptions, OfflineMembersAreForGroups) {
+  BenchOptions o;
+  o.workload = Workload::kGroup;
+  o.offline_members = 40;
+  EXPECT_TRUE(finalize(o).ok());
+  o.workload = Workload::kPairs;
+  EXPECT_FALSE(finalize(o).ok());
+  o.workload = Workload::kGroup;
+  o.offline_members = -1;
+  EXPECT_FALSE(finalize(o).ok());
+}
+
 TEST(BenchOptions, TypingIsForGroups) {
   BenchOptions o;
   o.workload = Workload::kGroup;

@@ -219,6 +219,15 @@ Result<void> Worker::create_conversations() {
       Plan& p = plans[i];
       json::array members;
       for (size_t m = 1; m < p.members.size(); ++m) members.emplace_back(devices_[p.members[m]]->user);
+      // --offline-members: registered, never connected; every post is delivered to their
+      // devices too (fan-out on write), to no connection.
+      for (int m = 0; m < opt_.offline_members; ++m) {
+        const std::string user =
+            opt_.prefix + "-offm-" + std::to_string(index_) + "-" + std::to_string(i) + "-" + std::to_string(m);
+        auto a = register_one(http, user);
+        if (!a) return a.error();
+        members.emplace_back(user);
+      }
       json::object req;
       if (p.members.size() == 2 && opt_.workload != Workload::kGroup && opt_.workload != Workload::kBroadcast)
         req = {{"type", "direct"}, {"members", std::move(members)}};

@@ -54,6 +54,10 @@ int main(int argc, char** argv) {
   app.add_option("--offline-subscribers", o.offline_subscribers,
                  "channel: this many more users join the channel over HTTP and never connect")
       ->capture_default_str();
+  app.add_option("--offline-members", o.offline_members,
+                 "group: this many more members per group, registered over HTTP, never connected (their deliveries "
+                 "go to no connection)")
+      ->capture_default_str();
   app.add_option("--catchup", o.catchup,
                  "channel: one subscriber stays offline while this many posts go in (at --rate), then connects; "
                  "reports the time from its connect to `synced` and to the last post")

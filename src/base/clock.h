@@ -10,6 +10,12 @@ inline int64_t now_ms() {
              std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+// Wall clock in µs (comparisons of when things happened on different nodes).
+inline int64_t wall_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 inline int64_t mono_us() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
              std::chrono::steady_clock::now().time_since_epoch()).count();

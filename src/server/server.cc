@@ -87,6 +87,7 @@ Result<uint16_t> Server::start() {
     bo.node_id = options_.node_id.empty() ? options_.listen + "/" + std::to_string(::getpid()) : options_.node_id;
     bo.route_sends = options_.redis_route_sends != 0;
     bo.route_devices = options_.redis_route_devices != 0;
+    bo.drop_nowhere = options_.redis_drop_nowhere != 0;
     auto rb = std::make_unique<bus::RedisBus>(bo);
     rb->set_loops(*loops_);  // the loops publish what they raise, loop 0 holds the subscription
     if (!rb->start()) return make_error(ErrorCode::kUnavailable, "redis: the bus cannot reach Redis");

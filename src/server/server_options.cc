@@ -19,7 +19,7 @@ constexpr size_t kBytesPerQueuedFrame = 8 * 1024;
 struct IntRange {
   int64_t lo, hi;
 };
-constexpr IntRange kRouteSendsRange{0, 1}, kRouteDevicesRange{0, 1}, kCommitGapUsRange{0, 100000}, kReadThreadsRange{1, 64};
+constexpr IntRange kRouteSendsRange{0, 1}, kRouteDevicesRange{0, 1}, kDropNowhereRange{0, 1}, kCommitGapUsRange{0, 100000}, kReadThreadsRange{1, 64};
 
 // Applies the TOML file's values; the command line is parsed again afterwards and wins.
 Result<void> apply_toml(const std::string& path, ServerOptions& o) {
@@ -129,6 +129,7 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   num("redis_timeout_ms", o.redis_timeout_ms);
   ranged("redis_route_sends", o.redis_route_sends, kRouteSendsRange);
   ranged("redis_route_devices", o.redis_route_devices, kRouteDevicesRange);
+  ranged("redis_drop_nowhere", o.redis_drop_nowhere, kDropNowhereRange);
   ranged("redis_commit_gap_us", o.redis_commit_gap_us, kCommitGapUsRange);
   ranged("redis_read_threads", o.redis_read_threads, kReadThreadsRange);
   o.services.idempotency_ttl_ms = days * 24 * 3600 * 1000;
@@ -288,6 +289,11 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
                  "(the nodes announce their devices; docs/scaling.md); 0 sends it to every node, and announces "
                  "nothing (for a rolling upgrade from a version without routes)")
       ->check(CLI::Range(kRouteDevicesRange.lo, kRouteDevicesRange.hi))->capture_default_str();
+  app.add_option("--redis-drop-nowhere", o.redis_drop_nowhere,
+                 "with --store redis and device routes: 1 sends an event for a device that no node holds to no node "
+                 "(a node that raced its connect tells its new node kMissed: the nodes' clocks must agree within 1 s); "
+                 "0 sends it to every node")
+      ->check(CLI::Range(kDropNowhereRange.lo, kDropNowhereRange.hi))->capture_default_str();
   app.add_option("--redis-commit-gap-us", o.redis_commit_gap_us,
                  "with --store redis: under load, at most one commit per this many microseconds, so that "
                  "commits carry more (each costs Redis a round trip and an fsync); idle, commits start at once")

@@ -232,6 +232,11 @@ TEST(ServerOptions, RedisRouteDevicesIsRangeCheckedFromFlagAndConfigFile) {
                        [](const ServerOptions& o) { return int64_t{o.redis_route_devices}; });
 }
 
+TEST(ServerOptions, RedisDropNowhereIsRangeCheckedFromFlagAndConfigFile) {
+  expect_range_checked("--redis-drop-nowhere", "redis_drop_nowhere", 0, 1,
+                       [](const ServerOptions& o) { return int64_t{o.redis_drop_nowhere}; });
+}
+
 TEST(ServerOptions, RedisCommitGapUsIsRangeCheckedFromFlagAndConfigFile) {
   expect_range_checked("--redis-commit-gap-us", "redis_commit_gap_us", 0, 100000,
                        [](const ServerOptions& o) { return o.redis_commit_gap_us; });

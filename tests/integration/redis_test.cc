@@ -442,6 +442,49 @@ TEST_F(RedisTest, MessagesTypingAndReadSidePostsCrossNodesLive) {
             broadcast_before);
 }
 
+// A message to a device that no node holds goes to no node (docs/scaling.md "Events for
+// devices connected nowhere"): node a, whose view of the nodes is complete, sends bob's
+// deliveries nowhere, none to every node; bob, connecting to node b later, gets them by replay.
+TEST_F(RedisTest, AMessageToADeviceConnectedNowhereGoesToNoNodeAndIsReplayedOnConnect) {
+  a_.server = std::make_unique<TestServer>(redis_args(redis_, "a"));
+  ASSERT_TRUE(a_.server->start()) << a_.server->error();
+  a_.api = std::make_unique<Api>(a_.server->port());
+  b_.server = std::make_unique<TestServer>(redis_args(redis_, "b"));
+  ASSERT_TRUE(b_.server->start()) << b_.server->error();
+  b_.api = std::make_unique<Api>(b_.server->port());
+  Account alice = a_.api->must_register("alice");
+  Account bob = a_.api->must_register("bob");
+  const std::string direct = a_.api->must_direct(alice.token, "bob");
+  Device da(alice);
+  ASSERT_EQ(da.connect(a_.server->port()), 101);
+  ASSERT_TRUE(da.until_synced());
+  // Either node may sequence the conversation (its owner): both count.
+  auto both = [&](std::string_view name) { return metric(a_, alice, name) + metric(b_, alice, name); };
+  const auto known = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (both("tern_bus_routes_complete") != 2 && std::chrono::steady_clock::now() < known)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(both("tern_bus_routes_complete"), 2) << "each node knows every device the other holds";
+  const double broadcast_before = both("tern_bus_broadcast_total");
+  const double nowhere_before = both("tern_bus_nowhere_total");
+  std::vector<Seq> sent;
+  for (int i = 0; i < 3; ++i) sent.push_back(da.must_send(direct, "offline-" + std::to_string(i), "while away"));
+  // The deliveries are published after the commit, not necessarily before `sent` reached alice.
+  const auto published = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (both("tern_bus_nowhere_total") - nowhere_before < 3 && std::chrono::steady_clock::now() < published)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(both("tern_bus_nowhere_total") - nowhere_before, 3);
+  EXPECT_EQ(both("tern_bus_broadcast_total"), broadcast_before) << "none went to every node";
+  Device db(bob);
+  ASSERT_EQ(db.connect(b_.server->port()), 101);
+  for (Seq s : sent) {
+    auto m = db.read_until([&](const json::object& o) {
+      return type_of(o) == "message" && jstr(o, "conversation_id") == direct && seq_of(o) == s;
+    }, ms(5000));
+    ASSERT_TRUE(m) << "seq " << s << " not replayed";
+    EXPECT_EQ(unb64(jstr(*m, "body")), "while away");
+  }
+}
+
 // One connection per device, across nodes (docs/protocol.md "One connection per device"):
 // bob's phone reconnects to node b while its old connection on node a is still open (a
 // half-open TCP connection that a has not timed out yet). Node a learns of the newer

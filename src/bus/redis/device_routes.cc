@@ -40,6 +40,14 @@ bool DeviceRoutes::complete_locked() const {
   return true;
 }
 
+bool DeviceRoutes::may_drop() const {
+  std::shared_lock lock(mu_);
+  if (!complete_locked()) return false;
+  for (size_t i = 0; i < nodes_.size(); ++i)
+    if (nodes_[i].live && !nodes_[i].knows_missed && names_[i] != self_) return false;
+  return true;
+}
+
 bool DeviceRoutes::complete() const {
   std::shared_lock lock(mu_);
   return complete_locked();
@@ -112,14 +120,24 @@ void DeviceRoutes::remove(const std::string& node, const DeviceRef& device, Cloc
   if (it->second.empty()) users_.erase(it);
 }
 
-void DeviceRoutes::replace(const std::string& node, const std::vector<DeviceRef>& devices, Clock::time_point now) {
-  if (node == self_) return;
+std::vector<DeviceRef> DeviceRoutes::replace(const std::string& node, const std::vector<DeviceRef>& devices,
+                                             Clock::time_point now, bool knows_missed) {
+  std::vector<DeviceRef> added;
+  if (node == self_) return added;
   std::unique_lock lock(mu_);
   const uint32_t i = node_index(node);
   touch(i, now);
+  for (const DeviceRef& d : devices) {
+    auto it = users_.find(d.user);
+    if (it == users_.end() ||
+        std::none_of(it->second.begin(), it->second.end(), [&](const Held& h) { return h.device == d.device && h.node == i; }))
+      added.push_back(d);
+  }
   drop_node(i);
   for (const DeviceRef& d : devices) hold(d, i);
   nodes_[i].has_set = true;
+  nodes_[i].knows_missed = knows_missed;
+  return added;
 }
 
 void DeviceRoutes::forget(const std::string& node) {

@@ -22,6 +22,10 @@
 // its own (device, node) pairs), which is why a device is kept per node and may be on two for
 // a moment (its old connection not yet closed).
 //
+// An event for a device that is nowhere is dropped only while may_drop(): every live node's
+// last set said that it takes kMissed, which heals a drop that raced the device's connect
+// (dropped_devices.h).
+//
 // find() answers kUnknown unless the view is complete: the live nodes were listed since the
 // last reset and every live node other than this one has sent its set since then. The bus then
 // sends the event to every node (the behaviour without routes), so an incomplete view costs
@@ -60,12 +64,18 @@ class DeviceRoutes {
 
   void add(const std::string& node, const DeviceRef& device, Clock::time_point now = Clock::now());
   void remove(const std::string& node, const DeviceRef& device, Clock::time_point now = Clock::now());
-  void replace(const std::string& node, const std::vector<DeviceRef>& devices, Clock::time_point now = Clock::now());
+  // Returns the devices of the set that this view did not hold on that node (announcements it
+  // missed). `knows_missed`: the node's set says it takes kMissed (RedisBus::kSetKnowsMissed).
+  std::vector<DeviceRef> replace(const std::string& node, const std::vector<DeviceRef>& devices,
+                                 Clock::time_point now = Clock::now(), bool knows_missed = false);
   void forget(const std::string& node);
   void set_live(const std::vector<std::string>& live, Clock::time_point now = Clock::now());
   void reset();
 
   bool complete() const;
+  // The view is complete and every live node other than this one said, in its last set, that
+  // it takes kMissed: an event for a device no node holds may then be dropped (RedisBus).
+  bool may_drop() const;
   // Live nodes other than this one whose set has not arrived since the last reset or forget.
   std::vector<std::string> waiting_for() const;
   size_t devices() const;  // (device, node) pairs held, for tests and metrics
@@ -78,6 +88,7 @@ class DeviceRoutes {
   struct Node {
     bool has_set = false;  // its set arrived since the last reset / forget
     bool live = false;     // in the last live list, or heard from since
+    bool knows_missed = false;  // its last set said so
     Clock::time_point seen{};  // last in a live list or heard from
   };
   struct Held {

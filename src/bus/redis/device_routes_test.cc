@@ -158,5 +158,27 @@ TEST(DeviceRoutes, TheSetRoundTripsAndABadOneIsRefused) {
   EXPECT_TRUE(none.empty());
 }
 
+// A set says which of its devices the view did not hold on that node (announcements missed),
+// and whether the node takes kMissed; only when every live node does may an event be dropped.
+TEST(DeviceRoutes, ASetNamesTheDevicesItAddsAndWhetherItsNodeTakesKMissed) {
+  DeviceRoutes r("n1", 30s);
+  r.set_live({"n1", "n2", "n3"});
+  EXPECT_EQ(r.replace("n2", {{"bob", 1}, {"carol", 1}}, DeviceRoutes::Clock::now(), true),
+            (std::vector<DeviceRef>{{"bob", 1}, {"carol", 1}}));
+  EXPECT_FALSE(r.may_drop()) << "n3's set has not arrived";
+  EXPECT_TRUE(r.replace("n3", {}, DeviceRoutes::Clock::now(), false).empty());
+  EXPECT_TRUE(r.complete());
+  EXPECT_FALSE(r.may_drop()) << "n3 does not take kMissed";
+  r.replace("n3", {}, DeviceRoutes::Clock::now(), true);
+  EXPECT_TRUE(r.may_drop());
+  r.add("n2", {"dave", 1});
+  r.remove("n2", {"carol", 1});
+  EXPECT_EQ(r.replace("n2", {{"bob", 1}, {"carol", 1}, {"dave", 1}, {"erin", 2}}, DeviceRoutes::Clock::now(), true),
+            (std::vector<DeviceRef>{{"carol", 1}, {"erin", 2}}))
+      << "only what the view did not hold on n2";
+  r.forget("n3");
+  EXPECT_FALSE(r.may_drop()) << "incomplete again";
+}
+
 }  // namespace
 }  // namespace tern::bus

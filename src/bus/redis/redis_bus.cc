@@ -53,6 +53,11 @@ Gauge& routes_metric = MetricsRegistry::global().gauge(
     "tern_bus_routes", "devices this node knows to be connected to another node (device routes)");
 Counter& moved_metric = MetricsRegistry::global().counter(
     "tern_bus_moved_total", "connections closed because their device connected to another node since (1008 replaced)");
+Gauge& complete_metric = MetricsRegistry::global().gauge(
+    "tern_bus_routes_complete",
+    "1 while this node knows every live node's devices and every node takes kMissed: events for devices connected nowhere go nowhere");
+Counter& nowhere_metric = MetricsRegistry::global().counter(
+    "tern_bus_nowhere_total", "device events sent to no node: no node holds the device (offline)");
 Counter& broadcast_metric = MetricsRegistry::global().counter(
     "tern_bus_broadcast_total", "device events sent to every node (where the device is, is not known here)");
 
@@ -287,9 +292,7 @@ void RedisBus::announce_locked(Target target, const DeviceRef& device, int64_t s
 
 void RedisBus::attached_here(const DeviceRef& device, const Endpoint* endpoint) {
   // Microseconds: a device that reconnects at once still gets a later start than before.
-  const int64_t since_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                               std::chrono::system_clock::now().time_since_epoch())
-                               .count();
+  const int64_t since_us = wall_us();
   {
     std::lock_guard lock(mu_);
     attached_[{device.user, device.device}] = Here{endpoint, since_us, false};
@@ -409,20 +412,45 @@ bool RedisBus::publish(const DeviceRef& device, const std::shared_ptr<const Noti
   }
   if (changed) enqueue(Event{Target::kChanged, DeviceRef{}, n});
   if (here) return local_.publish(device, n);
-  // On the channel of each live node that holds it; to every node when no live node is
-  // known to (it may have attached somewhere a moment ago: device_routes.h).
+  // On the channel of each live node that holds it; nowhere when no node does; to every node
+  // when this node cannot tell (it may have attached somewhere a moment ago: device_routes.h).
   thread_local std::vector<std::string> nodes;
   nodes.clear();
-  if (options_.route_devices && routes_.find(device, nodes) == DeviceRoutes::Where::kNodes) {
-    for (std::string& node : nodes) enqueue(Event{Target::kRouted, device, n, std::move(node)});
-    routed_metric.inc();
-    routed_.fetch_add(1, std::memory_order_relaxed);
-    return true;
+  if (options_.route_devices) {
+    auto where = routes_.find(device, nodes);
+    if (where == DeviceRoutes::Where::kNowhere)
+      where = options_.drop_nowhere ? drop_if_nowhere(device, nodes) : DeviceRoutes::Where::kUnknown;
+    if (where == DeviceRoutes::Where::kNowhere) {
+      nowhere_metric.inc();
+      nowhere_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    if (where == DeviceRoutes::Where::kNodes) {
+      for (std::string& node : nodes) enqueue(Event{Target::kRouted, device, n, std::move(node)});
+      routed_metric.inc();
+      routed_.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
   }
   broadcast_metric.inc();
   broadcast_.fetch_add(1, std::memory_order_relaxed);
   enqueue(Event{Target::kDevice, device, n});
   return false;
+}
+
+DeviceRoutes::Where RedisBus::drop_if_nowhere(const DeviceRef& device, std::vector<std::string>& nodes) {
+  std::lock_guard lock(drops_mu_);
+  nodes.clear();
+  const auto where = routes_.find(device, nodes);
+  if (where != DeviceRoutes::Where::kNowhere) return where;
+  if (!routes_.may_drop()) return DeviceRoutes::Where::kUnknown;
+  dropped_devices_.note(device, wall_us());
+  return where;
+}
+
+bool RedisBus::dropped_since(const DeviceRef& device, int64_t from_us) {
+  std::lock_guard lock(drops_mu_);
+  return dropped_devices_.since(device, from_us);
 }
 
 void RedisBus::disconnect(const DeviceRef& device) {
@@ -684,6 +712,7 @@ void RedisBus::heartbeat(RedisCluster& conn) {
   std::vector<std::string> live = live_nodes_from_client_list(std::string_view((*r)->str, (*r)->len));
   live_nodes_metric.set(static_cast<int64_t>(live.size()));
   routes_.set_live(live);
+  complete_metric.set(options_.drop_nowhere && routes_.may_drop() ? 1 : 0);
   ring_.set_live(std::move(live));
 }
 
@@ -730,6 +759,7 @@ void RedisBus::publisher() {
         for (const auto& [d, h] : attached_)
           if (!h.moved) here.push_back(DeviceRef{d.first, d.second});
         auto n = std::make_shared<Notification>();
+        n->seq = kSetKnowsMissed;
         n->frame = std::make_shared<const std::string>(DeviceRoutes::encode_set(here));
         events.push_back(Event{Target::kNodeSet, DeviceRef{}, std::move(n)});
         owe_node_set_ = false;
@@ -909,7 +939,11 @@ void RedisBus::deliver(std::string_view payload) {
         bool elsewhere = routes_.find(e.device, nodes) == DeviceRoutes::Where::kNodes &&
                          std::any_of(nodes.begin(), nodes.end(), [&](const std::string& n) { return n != from; });
         routes_.add(from, e.device);
-        elsewhere = attached_elsewhere(from, e.device, static_cast<int64_t>(e.n->seq)) || elsewhere;
+        const auto since_us = static_cast<int64_t>(e.n->seq);
+        elsewhere = attached_elsewhere(from, e.device, since_us) || elsewhere;
+        // Or it sent them nowhere since the connection started (by the clocks, give or take
+        // their skew): drop_if_nowhere() could not yet see the route added above.
+        elsewhere = elsewhere || (since_us > 0 && dropped_since(e.device, since_us - kClockSkewUs));
         if (elsewhere && e.n->seq > 0)
           enqueue(Event{Target::kMissed, e.device, std::make_shared<const Notification>(), from});
         break;
@@ -920,8 +954,17 @@ void RedisBus::deliver(std::string_view payload) {
       case Target::kDetached: routes_.remove(from, e.device); break;
       case Target::kNodeSet: {
         std::vector<DeviceRef> set;
-        if (e.n->frame && DeviceRoutes::decode_set(*e.n->frame, set)) routes_.replace(from, set);
-        else spdlog::warn("event=bus_bad_node_set from={}", from);
+        if (!e.n->frame || !DeviceRoutes::decode_set(*e.n->frame, set)) {
+          spdlog::warn("event=bus_bad_node_set from={}", from);
+          break;
+        }
+        const bool knows_missed = e.n->seq >= kSetKnowsMissed;
+        // A device of the set that this view did not hold there: its kAttached never arrived
+        // (this node's subscription was lost, or `from` dropped events). It has no start to
+        // compare with, so any drop this node remembers for it (or forgot: the horizon) is owed.
+        for (DeviceRef& d : routes_.replace(from, set, DeviceRoutes::Clock::now(), knows_missed))
+          if (knows_missed && dropped_since(d, 0))
+            enqueue(Event{Target::kMissed, std::move(d), std::make_shared<const Notification>(), from});
         break;
       }
       case Target::kRollCall:
@@ -954,7 +997,10 @@ void RedisBus::deliver(std::string_view payload) {
         break;
     }
   }
-  if (routes_changed) routes_metric.set(static_cast<int64_t>(routes_.devices()));
+  if (routes_changed) {
+    routes_metric.set(static_cast<int64_t>(routes_.devices()));
+    complete_metric.set(options_.drop_nowhere && routes_.may_drop() ? 1 : 0);
+  }
 }
 
 }  // namespace tern::bus

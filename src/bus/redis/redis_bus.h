@@ -11,7 +11,10 @@
 // and their replies go on that node's own channel, `{tern:bus}:<node>` (same slot), and so
 // do events for a device (or a user's devices) that this node's DeviceRoutes place on that
 // node (device_routes.h: learned from the nodes' kAttached / kDetached / kNodeSet
-// announcements); a device no live node is known to hold still goes to every node.
+// announcements). An event for a device that no node holds goes nowhere, once every node
+// takes kMissed: a node that dropped one of a device's events after the device's connection
+// elsewhere started tells that node kMissed (dropped_devices.h); while the view is incomplete
+// such an event goes to every node.
 //
 // One connection per device across nodes: a kAttached carries when its connection started;
 // a node holding an older connection of that device closes it (replaced(), 1008) and sends
@@ -90,6 +93,7 @@
 #include "bus/bus.h"
 #include "bus/local/local_bus.h"
 #include "bus/redis/device_routes.h"
+#include "bus/redis/dropped_devices.h"
 #include "bus/redis/node_ring.h"
 #include "store/redis/redis_cluster.h"
 #include "store/redis/redis_connection.h"
@@ -116,6 +120,10 @@ struct RedisBusOptions {
   // a device's events to the node that holds it. false: announce nothing, send to every node
   // (what a version without routes does; for a rolling upgrade).
   bool route_devices = true;
+  // With route_devices: an event for a device that no node holds goes nowhere (kMissed heals a
+  // drop that raced a connect, by the nodes' wall clocks: dropped_devices.h). false: it goes
+  // to every node. This node's sets say it takes kMissed either way.
+  bool drop_nowhere = true;
   std::chrono::milliseconds node_check{500};
   std::chrono::milliseconds request_timeout{2000};
   std::chrono::milliseconds suspect_for{5000};
@@ -139,6 +147,8 @@ class RedisBus final : public Bus {
   uint64_t device_events_received() const { return received_.load(std::memory_order_relaxed); }
   uint64_t routed() const { return routed_.load(std::memory_order_relaxed); }
   uint64_t broadcast() const { return broadcast_.load(std::memory_order_relaxed); }
+  // Device events sent nowhere: no node holds the device (dropped_devices.h).
+  uint64_t sent_nowhere() const { return nowhere_.load(std::memory_order_relaxed); }
   // Where this node believes the other nodes' devices are (device_routes.h).
   const DeviceRoutes& routes() const { return routes_; }
 
@@ -157,8 +167,9 @@ class RedisBus final : public Bus {
   void attach_async(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint, Counted counted) override;
   void detach_async(const DeviceRef& device, const Endpoint* endpoint, Counted counted) override;
   // Here if attached here; else on the channel of each live node that the device routes name
-  // (true), or to every node when none is known (false: offline as far as this node knows,
-  // push may wake it; docs/scaling.md "Device events go to the node that holds the device").
+  // (true); else (false: offline as far as this node knows, push may wake it) nowhere when
+  // the routes know that no node holds it and every node takes kMissed, or to every node
+  // (docs/scaling.md "Device events go to the node that holds the device").
   bool publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) override;
   void publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) override;
   bool online(const std::string& user) override;
@@ -193,6 +204,7 @@ class RedisBus final : public Bus {
     // Device routes (device_routes.h): the sender attached / detached .device; its whole
     // attached set (n->frame, DeviceRoutes::encode_set); a roll call (every node answers with
     // its kNodeSet; the caller's own follows it).
+    // A kNodeSet's seq is kSetKnowsMissed from a node that takes kMissed (older ones send 0).
     kAttached = 'T', kDetached = 'F', kNodeSet = 'N', kRollCall = 'R',
     // A device event sent on the channel of the node the routes name (kDevice goes to every
     // node): if the device is not attached there (it moved), that node sends it on as kDevice.
@@ -202,6 +214,10 @@ class RedisBus final : public Bus {
     // routes named): the device's session there reads its inbox again (Endpoint::missed).
     kMissed = 'M',
   };
+  static constexpr Seq kSetKnowsMissed = 2;
+  // How far the nodes' wall clocks may disagree when a drop is compared with a connection's
+  // start (a kAttached's): a drop up to this long before the start still counts.
+  static constexpr int64_t kClockSkewUs = 1'000'000;
   struct Event {
     Event() = default;
     Event(Target t, DeviceRef d, std::shared_ptr<const Notification> notification, std::string to_node = {})
@@ -288,6 +304,14 @@ class RedisBus final : public Bus {
   bool attached_elsewhere(const std::string& node, const DeviceRef& device, int64_t since_us);
   // The device has a connection here that has not moved (mu_ taken).
   bool held_here(const DeviceRef& device);
+  // find() said kNowhere: under drops_mu_, asks again and, if still nowhere and every node
+  // takes kMissed, notes the drop and answers kNowhere; else what find() answers now
+  // (kNowhere that may not drop counts as kUnknown). The lock orders a drop against
+  // deliver()'s check of a kAttached, made after the route was added: either the check sees
+  // the drop, or this find sees the route.
+  DeviceRoutes::Where drop_if_nowhere(const DeviceRef& device, std::vector<std::string>& nodes);
+  // An event for `device` may have been dropped here at or after `from_us` (drops_mu_ taken).
+  bool dropped_since(const DeviceRef& device, int64_t from_us);
   void roll_call_later();  // a roll call was not published: the next turn sends it
   void deliver(std::string_view payload);
   // Writes ('+'), removes ('-') or leaves ('=') the device's registry entry and returns how
@@ -323,7 +347,9 @@ class RedisBus final : public Bus {
   std::vector<std::shared_ptr<LoopPublisher>> publishers_;  // one per loop (set_loops)
   std::atomic<bool> stopped_{false};
   std::atomic<uint64_t> published_by_loops_{0}, published_by_thread_{0}, dropped_by_loops_{0};
-  std::atomic<uint64_t> received_{0}, routed_{0}, broadcast_{0};
+  std::atomic<uint64_t> received_{0}, routed_{0}, broadcast_{0}, nowhere_{0};
+  std::mutex drops_mu_;  // guards dropped_devices_ (drop_if_nowhere, dropped_since)
+  DroppedDevices dropped_devices_{std::chrono::seconds(60), 262144};
   mutable std::mutex target_mu_;
   std::optional<ChannelTarget> target_;  // guarded by target_mu_
   std::atomic<uint64_t> target_generation_{0};

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "base/byte_codec.h"
+#include "base/clock.h"
 #include "store/redis/testing/redis_cluster_server.h"
 #include "store/redis/testing/redis_server.h"
 
@@ -558,16 +559,26 @@ TEST_F(RedisBusNodes, DeviceEventsGoOnlyToTheNodeThatHoldsTheDevice) {
   EXPECT_EQ(a.routed(), 5u);
   EXPECT_EQ(a.broadcast(), a_broadcast);
 
-  // A device connected nowhere still goes to every node (it may have attached a moment ago).
+  // A device connected nowhere: its event goes to no node (every node takes kMissed, which
+  // heals a connect that raced it).
+  ASSERT_TRUE(a.routes().may_drop());
   EXPECT_FALSE(a.publish(DeviceRef{"bob", 2}, sample()));
-  EXPECT_EQ(a.broadcast(), a_broadcast + 1);
+  EXPECT_EQ(a.broadcast(), a_broadcast);
+  EXPECT_EQ(a.sent_nowhere(), 1u);
+  a.announce_devices("barrier");
+  ASSERT_TRUE(await([&] { return barrier_c == 2; }));
+  EXPECT_EQ(c.device_events_received() - c_before, 0u);
+  EXPECT_EQ(b.device_events_received() - b_before, 5u) << "nor b";
 
-  // Detached: the view forgets it, and events go to every node again.
+  // Detached: the view forgets it, and its events go nowhere too.
   b.detach(DeviceRef{"bob", 1}, bob.get());
   ASSERT_TRUE(await([&] {
     std::vector<std::string> nodes;
     return a.routes().find(DeviceRef{"bob", 1}, nodes) == DeviceRoutes::Where::kNowhere;
   }));
+  EXPECT_FALSE(a.publish(DeviceRef{"bob", 1}, sample()));
+  EXPECT_EQ(a.sent_nowhere(), 2u);
+  EXPECT_EQ(a.broadcast(), a_broadcast);
   c.stop();
 }
 
@@ -684,6 +695,25 @@ TEST_F(RedisBusNodes, ADeviceThatConnectsToAnotherNodeIsReplacedOnTheOldOne) {
   c.stop();
 }
 
+// What a raw subscriber of a node's channel receives from node `from`, event by event, until a
+// kRouted (at most 10 pushes; a failure is recorded if it never comes or a batch is malformed).
+std::vector<RedisBus::Event> events_until_routed(store::redis::RedisConnection& listener, const char* from) {
+  std::vector<RedisBus::Event> out;
+  for (int i = 0; i < 10 && (out.empty() || out.back().target != RedisBus::Target::kRouted); ++i) {
+    auto m = listener.read_push();
+    if (!m) {
+      ADD_FAILURE() << "the channel got " << out.size() << " events and no kRouted";
+      return out;
+    }
+    const redisReply* p = m->get();
+    if (p->type != REDIS_REPLY_ARRAY || p->elements != 3 || std::string_view(p->element[0]->str) != "message") continue;
+    ByteReader r{std::string_view(p->element[2]->str, p->element[2]->len)};
+    EXPECT_EQ(r.str(), from);
+    if (!RedisBus::decode(r.in, out)) ADD_FAILURE() << "a malformed batch";
+  }
+  return out;
+}
+
 // Which connection is newer is decided by the starts the announcements carry, not by the
 // order they arrive in: an announcement of an older connection elsewhere (or of one from a
 // node that sends no start) leaves the connection here open; a newer one closes it. Each
@@ -725,19 +755,104 @@ TEST_F(RedisBusNodes, OnlyANewerConnectionElsewhereReplacesTheOneHere) {
   // What reached z's channel, in order: a kMissed for each announcement with a start (the
   // older one, then the newer one), none for the one without; then the routed event.
   std::vector<RedisBus::Target> to_z;
-  for (int i = 0; i < 10 && (to_z.empty() || to_z.back() != RedisBus::Target::kRouted); ++i) {
-    auto m = (*listener)->read_push();
-    ASSERT_TRUE(m) << "z's channel got " << to_z.size() << " events";
-    const redisReply* p = m->get();
-    if (p->type != REDIS_REPLY_ARRAY || p->elements != 3 || std::string_view(p->element[0]->str) != "message") continue;
-    ByteReader r{std::string_view(p->element[2]->str, p->element[2]->len)};
-    EXPECT_EQ(r.str(), "b");
-    std::vector<RedisBus::Event> events;
-    ASSERT_TRUE(RedisBus::decode(r.in, events));
-    for (const auto& e : events) to_z.push_back(e.target);
-  }
+  for (const auto& e : events_until_routed(**listener, "b")) to_z.push_back(e.target);
   EXPECT_EQ(to_z, (std::vector<RedisBus::Target>{RedisBus::Target::kMissed, RedisBus::Target::kMissed,
                                                  RedisBus::Target::kRouted}));
+}
+
+// A node that sent a device's event nowhere and then learns that the device connected to
+// another node tells that node kMissed (its session may have read its inbox before the event
+// was committed); a node that dropped nothing for it tells nothing.
+TEST_F(RedisBusNodes, ANodeThatSentADevicesEventNowhereTellsItsNewNodeToReadAgain) {
+  RedisBus c{options(redis_.server.port(), "c")};
+  std::atomic<int> barrier_b{0}, barrier_c{0};
+  b.set_devices_sink([&](const std::string&) { ++barrier_b; });
+  c.set_devices_sink([&](const std::string&) { ++barrier_c; });
+  ASSERT_TRUE(a.start() && b.start() && c.start());
+  ASSERT_TRUE(await([&] { return a.routes().may_drop() && c.routes().may_drop(); }));
+  EXPECT_FALSE(a.publish(DeviceRef{"bob", 1}, sample()));
+  EXPECT_EQ(a.sent_nowhere(), 1u);
+  auto bob = std::make_shared<Recorder>();
+  b.attach(DeviceRef{"bob", 1}, bob);
+  ASSERT_TRUE(await([&] { return bob->missed_count == 1; }));
+  // c has taken in b's kAttached (b's later event reached it); whatever c owed for it, c
+  // published before its own barrier, which b receives after it.
+  b.announce_devices("after-attach");
+  ASSERT_TRUE(await([&] { return barrier_c == 1; }));
+  c.announce_devices("c-done");
+  a.announce_devices("a-done");
+  ASSERT_TRUE(await([&] { return barrier_b == 2; }));
+  EXPECT_EQ(bob->missed_count, 1) << "from a only: c sent nothing of bob's nowhere";
+  EXPECT_TRUE(a.publish(DeviceRef{"bob", 1}, sample())) << "routed to b now";
+  ASSERT_TRUE(await([&] { return bob->count() == 1; }));
+  EXPECT_EQ(a.sent_nowhere(), 1u);
+  c.stop();
+}
+
+// Which drops are owed, against hand-made announcements of a node "z" (a connection named like
+// a node, so it counts as live): a set without kSetKnowsMissed keeps every event going to every
+// node; with it, events for devices nowhere are dropped. A kAttached whose start is later than
+// the drop (beyond the clock skew) is owed nothing; one whose start came before it is owed a
+// kMissed; a device first heard of in a set (its kAttached missed) is owed one if it was dropped.
+TEST_F(RedisBusNodes, OnlyADropAfterTheConnectionsStartIsOwedAKMissed) {
+  auto listener = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis_.server.port()},
+                                                         std::chrono::milliseconds(500), std::chrono::milliseconds(2000));
+  ASSERT_TRUE(listener);
+  ASSERT_TRUE((*listener)->command({"CLIENT", "SETNAME", "tern-bus:z"}));
+  ASSERT_TRUE((*listener)->command({"SUBSCRIBE", "{tern:bus}:z"}));
+  ASSERT_TRUE(b.start());
+  auto raw = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis_.server.port()},
+                                                    std::chrono::milliseconds(500), std::chrono::milliseconds(500));
+  ASSERT_TRUE(raw);
+  auto from_z = [&](RedisBus::Target target, DeviceRef device, std::shared_ptr<Notification> n) {
+    std::string payload;
+    put_str(payload, "z");
+    RedisBus::encode(payload, RedisBus::Event{target, std::move(device), std::move(n)});
+    auto published = (*raw)->command({"PUBLISH", "tern:bus", payload});
+    return published && (*published)->type == REDIS_REPLY_INTEGER && (*published)->integer >= 1;
+  };
+  auto set = [&](std::vector<DeviceRef> devices, Seq version) {
+    auto n = std::make_shared<Notification>();
+    n->seq = version;
+    n->frame = std::make_shared<const std::string>(DeviceRoutes::encode_set(devices));
+    return from_z(RedisBus::Target::kNodeSet, DeviceRef{}, n);
+  };
+  auto attached = [&](DeviceRef device, int64_t since_us) {
+    auto n = std::make_shared<Notification>();
+    n->seq = static_cast<Seq>(since_us);
+    return from_z(RedisBus::Target::kAttached, std::move(device), n);
+  };
+
+  ASSERT_TRUE(set({}, 0));  // a node of the version before: it would not understand kMissed
+  ASSERT_TRUE(await([&] { return b.routes().complete(); }));
+  EXPECT_FALSE(b.routes().may_drop());
+  EXPECT_FALSE(b.publish(DeviceRef{"erin", 1}, sample()));
+  EXPECT_EQ(b.broadcast(), 1u);
+  EXPECT_EQ(b.sent_nowhere(), 0u);
+
+  ASSERT_TRUE(set({}, RedisBus::kSetKnowsMissed));
+  ASSERT_TRUE(await([&] { return b.routes().may_drop(); }));
+  const int64_t before_drops = wall_us();
+  EXPECT_FALSE(b.publish(DeviceRef{"bob", 1}, sample()));
+  EXPECT_FALSE(b.publish(DeviceRef{"carol", 1}, sample()));
+  EXPECT_EQ(b.sent_nowhere(), 2u);
+  EXPECT_EQ(b.broadcast(), 1u);
+
+  ASSERT_TRUE(attached(DeviceRef{"bob", 1}, wall_us() + 60'000'000));  // started a minute after the drop
+  ASSERT_TRUE(attached(DeviceRef{"dave", 1}, before_drops));            // never dropped
+  ASSERT_TRUE(attached(DeviceRef{"bob", 1}, before_drops));             // started before the drop: owed
+  // carol/1 and frank/1 first heard of in a set: carol's event was dropped, frank's was not.
+  ASSERT_TRUE(set({DeviceRef{"bob", 1}, DeviceRef{"dave", 1}, DeviceRef{"carol", 1}, DeviceRef{"frank", 1}},
+                  RedisBus::kSetKnowsMissed));
+  ASSERT_TRUE(await([&] {
+    std::vector<std::string> nodes;
+    return b.routes().find(DeviceRef{"frank", 1}, nodes) == DeviceRoutes::Where::kNodes;
+  }));
+  EXPECT_TRUE(b.publish(DeviceRef{"bob", 1}, sample())) << "routed to z: ends what z's channel is read for";
+  std::vector<std::pair<RedisBus::Target, std::string>> to_z;
+  for (const auto& e : events_until_routed(**listener, "b")) to_z.emplace_back(e.target, e.device.user);
+  using T = RedisBus::Target;
+  EXPECT_EQ(to_z, (std::vector<std::pair<T, std::string>>{{T::kMissed, "bob"}, {T::kMissed, "carol"}, {T::kRouted, "bob"}}));
 }
 
 // --redis-route-devices 0 (a rolling upgrade): the node announces nothing and sends every
