@@ -5,44 +5,73 @@
 namespace tern::bus {
 
 void DroppedDevices::note(const DeviceRef& device, int64_t now_us) {
-  if (now_us >= next_prune_us_) {
-    prune(now_us - keep_us_);
-    next_prune_us_ = now_us + keep_us_ / 10;
-  }
+  // Aged out: popped a few devices per note, so no note pays for a whole bucket.
+  size_t budget = kPopsPerNote;
+  while (budget > 0 && !buckets_.empty() && (buckets_.front().id + 1) * kBucketUs <= now_us - keep_us_)
+    pop_one(budget);
+  // A clock that stepped back files the drop in the newest bucket (its time stays the entry's).
+  int64_t bucket = now_us / kBucketUs;
+  if (!buckets_.empty()) bucket = std::max(bucket, buckets_.back().id);
+  auto queue = [&] {
+    if (buckets_.empty() || buckets_.back().id < bucket) buckets_.push_back(Bucket{bucket, {}});
+    buckets_.back().devices.push_back(device);
+    ++queued_;
+  };
+  bool found = false;
   if (auto it = users_.find(device.user); it != users_.end())
-    for (auto& [dev, at] : it->second)
-      if (dev == device.device) {
-        at = std::max(at, now_us);
-        return;
+    for (Entry& e : it->second)
+      if (e.device == device.device) {
+        e.last_us = std::max(e.last_us, now_us);
+        if (e.bucket != bucket) {
+          e.bucket = bucket;
+          queue();
+        }
+        found = true;
+        break;
       }
-  // Full of devices dropped within `keep`: forget them all. Until `keep` has passed, every
-  // device then counts as dropped (a kMissed each time one connects): correct, only costlier.
-  if (size_ >= limit_) prune(std::numeric_limits<int64_t>::max());
-  users_[device.user].emplace_back(device.device, now_us);
-  ++size_;
+  if (!found) {
+    users_[device.user].push_back(Entry{device.device, now_us, bucket});
+    ++size_;
+    queue();
+  }
+  // Over the bounds: the oldest drops go early, and count as dropped up to their time. A note
+  // adds at most one entry and one queued device, so two pops a note keep the bounds.
+  budget = std::max<size_t>(budget, 2);
+  while (budget > 0 && (size_ > limit_ || queued_ > 4 * limit_) && !buckets_.empty()) pop_one(budget);
+}
+
+void DroppedDevices::pop_one(size_t& budget) {
+  --budget;
+  Bucket& b = buckets_.front();
+  const DeviceRef& d = b.devices[front_done_];
+  if (auto it = users_.find(d.user); it != users_.end()) {
+    auto& held = it->second;
+    for (size_t i = 0; i < held.size(); ++i) {
+      if (held[i].device != d.device) continue;
+      if (held[i].bucket == b.id) {  // not dropped again since: forget it
+        horizon_ = std::max(horizon_, held[i].last_us);
+        held[i] = held.back();
+        held.pop_back();
+        --size_;
+      }
+      break;
+    }
+    if (held.empty()) users_.erase(it);
+  }
+  --queued_;
+  if (++front_done_ == b.devices.size()) {
+    buckets_.pop_front();
+    front_done_ = 0;
+  }
 }
 
 bool DroppedDevices::since(const DeviceRef& device, int64_t from_us) const {
   if (from_us <= horizon_) return true;
   auto it = users_.find(device.user);
   if (it == users_.end()) return false;
-  for (const auto& [dev, at] : it->second)
-    if (dev == device.device) return at >= from_us;
+  for (const Entry& e : it->second)
+    if (e.device == device.device) return e.last_us >= from_us;
   return false;
-}
-
-void DroppedDevices::prune(int64_t before_us) {
-  for (auto it = users_.begin(); it != users_.end();) {
-    auto& held = it->second;
-    std::erase_if(held, [&](const std::pair<uint32_t, int64_t>& p) {
-      if (p.second >= before_us) return false;
-      horizon_ = std::max(horizon_, p.second);
-      --size_;
-      return true;
-    });
-    if (held.empty()) it = users_.erase(it);
-    else ++it;
-  }
 }
 
 }  // namespace tern::bus

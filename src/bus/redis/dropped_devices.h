@@ -14,10 +14,18 @@
 // the latest drop it pruned (the horizon), so the answer can be "yes" when it is not (one
 // inbox read too many on the other node), never "no" when it is.
 //
+// No scan of the whole table: the drops are queued in one-second buckets (a device once per
+// bucket), and pruning pops the oldest bucket's devices, forgetting those not dropped again
+// since, at most 64 per note: a note costs a hash lookup, at most one push and a bounded
+// number of pops, on whatever loop makes it. Beyond `limit` devices, or 4 × `limit` queued,
+// the oldest go early (two pops per note keep the bounds; their drops then count up to
+// their time).
+//
 // Thread-safety: none; RedisBus calls it under its drops mutex.
 #pragma once
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <limits>
 #include <string>
 #include <unordered_map>
@@ -32,8 +40,8 @@ class DroppedDevices {
  public:
   DroppedDevices(std::chrono::microseconds keep, size_t limit) : keep_us_(keep.count()), limit_(limit) {}
 
-  // An event for `device` was dropped at `now_us` (wall clock, µs). Prunes what is older than
-  // `keep`, at most once per tenth of it; beyond `limit` devices everything is pruned.
+  // An event for `device` was dropped at `now_us` (wall clock, µs). Prunes a few of the drops
+  // older than `keep`, and the oldest beyond the bounds.
   void note(const DeviceRef& device, int64_t now_us);
   // May an event for `device` have been dropped at or after `from_us`?
   bool since(const DeviceRef& device, int64_t from_us) const;
@@ -43,15 +51,30 @@ class DroppedDevices {
   int64_t horizon() const { return horizon_; }
 
  private:
-  void prune(int64_t before_us);  // entries older than before_us
+  struct Entry {
+    uint32_t device;
+    int64_t last_us;  // its last drop
+    int64_t bucket;   // the newest bucket that lists it
+  };
+  struct Bucket {
+    int64_t id;  // time / kBucketUs
+    std::vector<DeviceRef> devices;
+  };
+  static constexpr int64_t kBucketUs = 1'000'000;
+  static constexpr size_t kPopsPerNote = 64;
+  // The next device of the oldest bucket: forgotten unless dropped again since (a later
+  // bucket lists it); the bucket goes once all its devices are done. Spends one of `budget`.
+  void pop_one(size_t& budget);
 
   const int64_t keep_us_;
   const size_t limit_;
-  // user → (device, last drop µs); a user's few devices are scanned.
-  std::unordered_map<std::string, std::vector<std::pair<uint32_t, int64_t>>> users_;
-  size_t size_ = 0;
+  // user → its devices' entries (a user's few devices are scanned).
+  std::unordered_map<std::string, std::vector<Entry>> users_;
+  std::deque<Bucket> buckets_;  // oldest first, ids increasing
+  size_t size_ = 0;    // entries in users_
+  size_t queued_ = 0;  // devices listed in buckets_, not yet popped
+  size_t front_done_ = 0;  // devices of the oldest bucket already popped
   int64_t horizon_ = std::numeric_limits<int64_t>::min();
-  int64_t next_prune_us_ = std::numeric_limits<int64_t>::min();
 };
 
 }  // namespace tern::bus

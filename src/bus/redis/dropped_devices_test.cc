@@ -35,19 +35,38 @@ TEST(DroppedDevices, WhatIsPrunedByAgeCountsAsDroppedUpToItsTime) {
   EXPECT_TRUE(d.since({"dave", 1}, 20'000'000));
 }
 
-TEST(DroppedDevices, BeyondTheLimitEverythingBeforeCountsAsDropped) {
+TEST(DroppedDevices, BeyondTheLimitTheOldestCountAsDropped) {
   DroppedDevices d(60s, 3);
   d.note({"a", 1}, 1'000'000);
   d.note({"b", 1}, 2'000'000);
   d.note({"c", 1}, 3'000'000);
   EXPECT_EQ(d.size(), 3u);
   d.note({"d", 1}, 4'000'000);
-  EXPECT_EQ(d.size(), 1u) << "never more than the limit";
-  EXPECT_TRUE(d.since({"zed", 1}, 3'000'000));
-  EXPECT_FALSE(d.since({"zed", 1}, 3'000'001));
-  EXPECT_TRUE(d.since({"d", 1}, 4'000'000));
+  EXPECT_EQ(d.size(), 3u) << "never more than the limit";
+  EXPECT_TRUE(d.since({"zed", 1}, 1'000'000)) << "a's drop is forgotten: any device's may have been then";
+  EXPECT_FALSE(d.since({"zed", 1}, 1'000'001));
+  EXPECT_TRUE(d.since({"b", 1}, 2'000'000));
+  EXPECT_FALSE(d.since({"b", 1}, 2'000'001));
   d.note({"d", 1}, 5'000'000);  // a device already held is updated, not added
-  EXPECT_EQ(d.size(), 1u);
+  EXPECT_EQ(d.size(), 3u);
+  EXPECT_TRUE(d.since({"d", 1}, 5'000'000));
+}
+
+// A device dropped again in a later second is kept when its earlier second ages out, and the
+// work of a note stays bounded however many devices one second held.
+TEST(DroppedDevices, ADeviceDroppedAgainOutlivesItsEarlierSecond) {
+  DroppedDevices d(10s, 1'000'000);
+  for (uint32_t i = 0; i < 1000; ++i) d.note({"crowd", i}, 1'000'000);
+  d.note({"crowd", 7}, 8'000'000);
+  EXPECT_EQ(d.size(), 1000u);
+  // Second 1 aged out: this note pops 64 of its devices, crowd/0..63; crowd/7 stays.
+  d.note({"late", 1}, 12'000'000);
+  EXPECT_EQ(d.size(), 1000u - 63u + 1u);
+  for (int i = 0; i < 20; ++i) d.note({"late", 1}, 12'000'000);  // the rest of second 1
+  EXPECT_EQ(d.size(), 2u) << "crowd/7 (dropped again at 8 s) and late/1";
+  EXPECT_TRUE(d.since({"crowd", 7}, 8'000'000));
+  EXPECT_TRUE(d.since({"crowd", 3}, 1'000'000)) << "forgotten: counts up to its time";
+  EXPECT_FALSE(d.since({"crowd", 3}, 1'000'001));
 }
 
 }  // namespace
