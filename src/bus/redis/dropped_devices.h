@@ -9,8 +9,9 @@
 // (a drop at or after the connection's start) and sends kMissed, on which the session reads
 // its inbox again.
 //
-// Bounded: an entry is kept for `keep` after its last drop, and at most `limit` devices are
-// held. What is pruned is not forgotten as a fact: `since()` answers true for any time up to
+// Bounded: an entry is kept for at least `keep` after its last drop, and about `limit`
+// devices are held (pruning may lag by a few pops; every entry is also queued, and at most
+// 4 × `limit` devices are queued). What is pruned is not forgotten as a fact: `since()` answers true for any time up to
 // the latest drop it pruned (the horizon), so the answer can be "yes" when it is not (one
 // inbox read too many on the other node), never "no" when it is.
 //
