@@ -17,19 +17,13 @@ void DroppedDevices::note(const DeviceRef& device, int64_t now_us) {
     buckets_.back().devices.push_back(device);
     ++queued_;
   };
-  bool found = false;
-  if (auto it = users_.find(device.user); it != users_.end())
-    for (Entry& e : it->second)
-      if (e.device == device.device) {
-        e.last_us = std::max(e.last_us, now_us);
-        if (e.bucket != bucket) {
-          e.bucket = bucket;
-          queue();
-        }
-        found = true;
-        break;
-      }
-  if (!found) {
+  if (auto* e = const_cast<Entry*>(entry(device))) {
+    e->last_us = std::max(e->last_us, now_us);
+    if (e->bucket != bucket) {
+      e->bucket = bucket;
+      queue();
+    }
+  } else {
     users_[device.user].push_back(Entry{device.device, now_us, bucket});
     ++size_;
     queue();
@@ -65,13 +59,18 @@ void DroppedDevices::pop_one(size_t& budget) {
   }
 }
 
+const DroppedDevices::Entry* DroppedDevices::entry(const DeviceRef& device) const {
+  auto it = users_.find(device.user);
+  if (it == users_.end()) return nullptr;
+  for (const Entry& e : it->second)
+    if (e.device == device.device) return &e;
+  return nullptr;
+}
+
 bool DroppedDevices::since(const DeviceRef& device, int64_t from_us) const {
   if (from_us <= horizon_) return true;
-  auto it = users_.find(device.user);
-  if (it == users_.end()) return false;
-  for (const Entry& e : it->second)
-    if (e.device == device.device) return e.last_us >= from_us;
-  return false;
+  const Entry* e = entry(device);
+  return e && e->last_us >= from_us;
 }
 
 }  // namespace tern::bus

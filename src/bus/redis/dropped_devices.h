@@ -63,6 +63,7 @@ class DroppedDevices {
   };
   static constexpr int64_t kBucketUs = 1'000'000;
   static constexpr size_t kPopsPerNote = 64;
+  const Entry* entry(const DeviceRef& device) const;  // the device's entry, if held
   // The next device of the oldest bucket: forgotten unless dropped again since (a later
   // bucket lists it); the bucket goes once all its devices are done. Spends one of `budget`.
   void pop_one(size_t& budget);

@@ -448,6 +448,8 @@ DeviceRoutes::Where RedisBus::drop_if_nowhere(const DeviceRef& device, std::vect
   return where;
 }
 
+void RedisBus::note_routes_complete() { complete_metric.set(options_.drop_nowhere && routes_.may_drop() ? 1 : 0); }
+
 bool RedisBus::dropped_since(const DeviceRef& device, int64_t from_us) {
   std::lock_guard lock(drops_mu_);
   return dropped_devices_.since(device, from_us);
@@ -712,7 +714,7 @@ void RedisBus::heartbeat(RedisCluster& conn) {
   std::vector<std::string> live = live_nodes_from_client_list(std::string_view((*r)->str, (*r)->len));
   live_nodes_metric.set(static_cast<int64_t>(live.size()));
   routes_.set_live(live);
-  complete_metric.set(options_.drop_nowhere && routes_.may_drop() ? 1 : 0);
+  note_routes_complete();
   ring_.set_live(std::move(live));
 }
 
@@ -999,7 +1001,7 @@ void RedisBus::deliver(std::string_view payload) {
   }
   if (routes_changed) {
     routes_metric.set(static_cast<int64_t>(routes_.devices()));
-    complete_metric.set(options_.drop_nowhere && routes_.may_drop() ? 1 : 0);
+    note_routes_complete();
   }
 }
 

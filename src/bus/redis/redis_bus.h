@@ -310,6 +310,8 @@ class RedisBus final : public Bus {
   // deliver()'s check of a kAttached, made after the route was added: either the check sees
   // the drop, or this find sees the route.
   DeviceRoutes::Where drop_if_nowhere(const DeviceRef& device, std::vector<std::string>& nodes);
+  // tern_bus_routes_complete: whether events for devices nowhere go nowhere now.
+  void note_routes_complete();
   // An event for `device` may have been dropped here at or after `from_us` (drops_mu_ taken).
   bool dropped_since(const DeviceRef& device, int64_t from_us);
   void roll_call_later();  // a roll call was not published: the next turn sends it
