@@ -122,14 +122,15 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
     return;
   }
   if (attempt == 0 && !idempotency_read && core_.store.commit_checks_idempotency()) {
-    // One redis-server (docs/scaling.md): no read before a first attempt. The commit refuses a
+    // Redis (docs/scaling.md): no read before a first attempt. The commit refuses a
     // client_msg_id that has a record (as if the conversation were behind), so the send is
     // sequenced again and that attempt reads the record. A check that fails before the commit
     // reads it too: a resend keeps its first answer.
-    done = [this, loop = shard.loop, device, cmid = frame.client_msg_id, done = std::move(done)](Result<SentInfo> r) {
+    done = [this, loop = shard.loop, device, cmid = frame.client_msg_id, conv = std::string(conv_id),
+            done = std::move(done)](Result<SentInfo> r) {
       if (r) return done(std::move(r));
       core_.reads.run<std::optional<store::IdempotencyRecord>>(
-          loop, [this, device, cmid] { return core_.store.idempotency(device, cmid, now_ms()); },
+          loop, [this, device, cmid, conv] { return core_.store.send_idempotency(device, cmid, conv, now_ms()); },
           [cmid, done, r = std::move(r)](Result<std::optional<store::IdempotencyRecord>> seen) {
             if (seen && *seen) return done(SentInfo{cmid, (*seen)->conversation_id, (*seen)->seq, (*seen)->ts});
             done(r);
@@ -140,7 +141,7 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
     std::string cmid = frame.client_msg_id;
     const std::string id = conv_id;  // conv_id refers into the frame, which moves below
     core_.read_then<std::optional<store::IdempotencyRecord>>(
-        shard, id, [this, device, cmid] { return core_.store.idempotency(device, cmid, now_ms()); },
+        shard, id, [this, device, cmid, id] { return core_.store.send_idempotency(device, cmid, id, now_ms()); },
         [this, &shard, device, frame = std::move(frame), started_us, done = std::move(done),
          attempt](Result<std::optional<store::IdempotencyRecord>> seen) mutable {
           if (!seen) return done(seen.error());
@@ -150,7 +151,7 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
         });
     return;
   } else if (!idempotency_read) {
-    auto seen = core_.store.idempotency(device, frame.client_msg_id, now_ms());
+    auto seen = core_.store.send_idempotency(device, frame.client_msg_id, conv_id, now_ms());
     if (!seen) return done(seen.error());
     if (*seen) return done(SentInfo{frame.client_msg_id, (*seen)->conversation_id, (*seen)->seq, (*seen)->ts});
   }

@@ -7,7 +7,7 @@
 // On a store shared by several nodes, a commit that found another node's append first comes
 // back as GroupCommitter::kBehind: the send is sequenced again on the reloaded head (nothing
 // was announced yet), at most kMaxAttempts times. When the store's commit checks the
-// client_msg_id itself (Store::commit_checks_idempotency, one redis-server), a first attempt
+// client_msg_id itself (Store::commit_checks_idempotency, Redis), a first attempt
 // skips the idempotency read: a duplicate comes back as kBehind and the next attempt reads it.
 //
 // Thread-safety: send() only on the owning loop of the frame's conversation (Sequencer routes

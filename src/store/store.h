@@ -215,8 +215,8 @@ class Store {
   };
   virtual Behind behind() const { return {}; }
   // True when commit() itself refuses a PutIdempotency whose client_msg_id already has an
-  // unexpired record (one redis-server with dense appends): the commit then writes nothing and
-  // names the record's conversation in behind(), so a writer may skip its idempotency() read
+  // unexpired record (Redis with dense appends): the commit then writes nothing of that
+  // conversation and names it in behind(), so a writer may skip its send_idempotency() read
   // before a first attempt and read it only when the commit was refused (docs/scaling.md).
   virtual bool commit_checks_idempotency() const { return false; }
   // Flushes everything written so far to stable storage (used at shutdown).
@@ -260,6 +260,18 @@ class Store {
   virtual Result<std::optional<IdempotencyRecord>> idempotency(const DeviceRef& device,
                                                                const std::string& client_msg_id,
                                                                int64_t now_ms) = 0;
+  // The record a send into `conversation_id` is answered with when its client_msg_id was
+  // seen before (the sender's retry path). By default idempotency(): a device's records,
+  // whatever their conversation. A store whose commit checks client_msg_ids per conversation
+  // (a Redis Cluster: the record lives in the conversation's slot) looks there only, so a
+  // retry is answered by the check that refused it.
+  virtual Result<std::optional<IdempotencyRecord>> send_idempotency(const DeviceRef& device,
+                                                                    const std::string& client_msg_id,
+                                                                    const std::string& conversation_id,
+                                                                    int64_t now_ms) {
+    (void)conversation_id;
+    return idempotency(device, client_msg_id, now_ms);
+  }
   virtual Result<std::vector<ReceiptState>> receipts(const std::string& conversation_id) = 0;
 
   // Drops idempotency records that expired before now_ms; returns how many.

@@ -386,6 +386,44 @@ TEST_F(RedisClusterIntegration, IdempotencyReceiptsAndTypingHoldAcrossNodes) {
   ASSERT_NO_FATAL_FAILURE(expect_log_holds(may, conv, acked, 1));  // "one" once, at its first seq
 }
 
+// One device sends each client_msg_id through two nodes at once. Send routing is off on
+// these two nodes, so both sequence the conversation: the commit's check of the record in the
+// conversation's slot (redis_scripts.h, op 'j') is what refuses the second. Each id is answered
+// with one seq through both nodes and stored once; the log stays dense.
+TEST_F(RedisClusterIntegration, AClientMsgIdSentThroughTwoNodesAtOnceIsStoredOnce) {
+  std::unique_ptr<TestServer> pair[2];
+  for (int i = 0; i < 2; ++i) {
+    pair[i] = std::make_unique<TestServer>(std::vector<std::string>{
+        "--store", "redis", "--redis", cluster_->seeds3(), "--node-id", "x" + std::to_string(i), "--send-rate",
+        "100000", "--send-burst", "100000", "--redis-route-sends", "0", "--redis-route-devices", "0"});
+    ASSERT_TRUE(pair[i]->start()) << pair[i]->error() << pair[i]->log_tail();
+  }
+  Api api(pair[0]->port());
+  Account ida = api.must_register("ida");
+  Account jo = api.must_register("jo");
+  const std::string conv = api.must_direct(ida.token, "jo");
+  ASSERT_FALSE(conv.empty());
+  Device on_a(ida), on_b(ida);
+  ASSERT_TRUE(on_a.connect_synced(pair[0]->port()));
+  ASSERT_TRUE(on_b.connect_synced(pair[1]->port()));
+
+  constexpr int kIds = 20;
+  std::map<std::string, Seq> got_a, got_b;
+  auto sender = [&](Device& d, std::map<std::string, Seq>& got) {
+    for (int i = 0; i < kIds; ++i) got["both" + std::to_string(i)] = send_retrying(d, conv, "both" + std::to_string(i));
+  };
+  std::thread ta(sender, std::ref(on_a), std::ref(got_a));
+  std::thread tb(sender, std::ref(on_b), std::ref(got_b));
+  ta.join();
+  tb.join();
+  ASSERT_EQ(got_a.size(), static_cast<size_t>(kIds));
+  EXPECT_EQ(got_a, got_b) << "a client_msg_id got two seqs";
+  for (const auto& [id, s] : got_a) EXPECT_NE(s, 0u) << id;
+  ASSERT_NO_FATAL_FAILURE(expect_log_holds(jo, conv, got_a, 0));  // each once, at its seq
+  if (HasFailure())
+    for (auto& p : pair) std::cerr << p->log_tail(3000) << "\n";
+}
+
 // Every node of the Redis Cluster down for 30 s (issue 10's classic question, on the Cluster;
 // last in the suite, which shares the cluster): each send is answered at once with
 // `unavailable` (never `sent`, never a hang), the clients stay connected to their ternd nodes,

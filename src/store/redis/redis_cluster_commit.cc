@@ -46,7 +46,7 @@ size_t width(const std::vector<std::string_view>& a, size_t i) {
     return ec == std::errc() ? n : SIZE_MAX / 4;
   };
   if (op == "M" || op == "h" || op == "R" || op == "W" || op == "Q" || op == "T") return 4;
-  if (op == "I" || op == "D" || op == "P" || op == "G") return 5;
+  if (op == "I" || op == "D" || op == "P" || op == "G" || op == "i") return 5;
   if (op == "x" || op == "U" || op == "K" || op == "H" || op == "J" || op == "Z" ||
       op == "N" || op == "n")
     return 3;
@@ -180,10 +180,16 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
     }
     i += w;
   }
+  // The `now` of the idempotency check ('i') of the PutIdempotency that follows it: that
+  // record's 'I' adds the check to its conversation's script ('j'), before the record's write.
+  std::string_view check_now;
   for (size_t i = 1; i < a.size();) {
     const size_t w = width(a, i);
     const std::string_view op = a[i];
-    if (op == "A") {
+    if (op == "i") {
+      // a[i+1] idemexp member, a[i+2] conversation id, a[i+3] now, a[i+4] expiry.
+      check_now = a[i + 3];
+    } else if (op == "A") {
       // a[i+1] conversation id, a[i+2] seq, a[i+3] frame, a[i+4] expires_at, a[i+5] media
       // count, then the media ids. The log append in the conversation's script (phase 1); its
       // media references and expiry entry (other slots) in phase 0.
@@ -248,7 +254,10 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
       add(0, a[i + 1], {"h", own(std::string(a[i + 1]) + ":idp"), a[i + 2], own(rec->conversation_id)});
       add(0, kIdemIndex, {"e", a[i + 4], own(index_member(std::string(a[i + 1]) + ":idp", a[i + 2]))});
       add(0, kIdemIndex, {"e", a[i + 4], own(index_member(std::string(conv) + ":idem", field))});
-      add(1, conv, {"h", own(std::string(conv) + ":idem"), field, a[i + 3]});
+      const std::string_view hash = own(std::string(conv) + ":idem");
+      if (!check_now.empty()) add(1, conv, {"j", own(rec->conversation_id), hash, field, check_now});
+      check_now = {};
+      add(1, conv, {"h", hash, field, a[i + 3]});
     } else if (op == "C") {
       // a[i+1] conversation id, a[i+2] meta, a[i+3] rows, then (user, row) pairs.
       const std::string_view conv = own(conv_key(a[i + 1]));
@@ -309,12 +318,13 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
       Group g;
       g.routing_key = run[slot].routing_key;
       const std::vector<std::string_view>& in = run[slot].args;
-      // The ops of phase 1: A (6 fields), h, R (4), c (4 + its member count), n (3); dropped:
-      // the appends, idempotency records and meta of the conversations behind.
+      // The ops of phase 1: A (6 fields), j (5), h, R (4), c (4 + its member count), n (3);
+      // dropped: the appends, idempotency checks and records and meta of the conversations
+      // behind.
       for (size_t i = 0; i < in.size();) {
-        size_t w = in[i] == "A" ? 6 : in[i] == "n" ? 3 : 4;
+        size_t w = in[i] == "A" ? 6 : in[i] == "j" ? 5 : in[i] == "n" ? 3 : 4;
         if (in[i] == "c") w += static_cast<size_t>(std::stoul(std::string(in[i + 3])));
-        if (!((in[i] == "A" || in[i] == "h" || in[i] == "c") && skip.count(in[i + 1])))
+        if (!((in[i] == "A" || in[i] == "j" || in[i] == "h" || in[i] == "c") && skip.count(in[i + 1])))
           g.args.insert(g.args.end(), in.begin() + static_cast<ptrdiff_t>(i), in.begin() + static_cast<ptrdiff_t>(i + w));
         i += w;
       }
@@ -330,6 +340,21 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
   return behind_error();
 }
 
+namespace {
+
+// A record read from `hash` (a reply to HGET): none when absent or expired before now_ms.
+Result<std::optional<IdempotencyRecord>> unexpired_record(Result<Reply> v, int64_t now_ms) {
+  if (!v) return v.error();
+  if ((*v)->type == REDIS_REPLY_ERROR) return redis_reply_error(str(v->get()));
+  if ((*v)->type != REDIS_REPLY_STRING) return std::optional<IdempotencyRecord>{};
+  auto rec = rocks::decode_idempotency(std::string(str(v->get())));
+  if (!rec) return make_error(ErrorCode::kInternal, "redis: corrupt idempotency");
+  if (now_ms > rec->expires_at) return std::optional<IdempotencyRecord>{};
+  return std::optional<IdempotencyRecord>(std::move(*rec));
+}
+
+}  // namespace
+
 Result<std::optional<IdempotencyRecord>> idempotency_on_cluster(RedisCluster& cluster, const DeviceRef& device,
                                                                 const std::string& client_msg_id, int64_t now_ms) {
   const std::string dk = device_key(device);
@@ -340,14 +365,15 @@ Result<std::optional<IdempotencyRecord>> idempotency_on_cluster(RedisCluster& cl
   if ((*conv)->type != REDIS_REPLY_STRING) return std::optional<IdempotencyRecord>{};
   // The pointer is written before the message: no record (yet) means not sent.
   const std::string hash = conv_key(str(conv->get())) + ":idem";
-  auto v = cluster.run1(key_slot(hash), {"HGET", hash, record_field(dk, client_msg_id)});
-  if (!v) return v.error();
-  if ((*v)->type == REDIS_REPLY_ERROR) return redis_reply_error(str(v->get()));
-  if ((*v)->type != REDIS_REPLY_STRING) return std::optional<IdempotencyRecord>{};
-  auto rec = rocks::decode_idempotency(std::string(str(v->get())));
-  if (!rec) return make_error(ErrorCode::kInternal, "redis: corrupt idempotency");
-  if (now_ms > rec->expires_at) return std::optional<IdempotencyRecord>{};
-  return std::optional<IdempotencyRecord>(std::move(*rec));
+  return unexpired_record(cluster.run1(key_slot(hash), {"HGET", hash, record_field(dk, client_msg_id)}), now_ms);
+}
+
+Result<std::optional<IdempotencyRecord>> send_idempotency_on_cluster(RedisCluster& cluster, const DeviceRef& device,
+                                                                     const std::string& client_msg_id,
+                                                                     const std::string& conversation_id, int64_t now_ms) {
+  const std::string hash = conv_key(conversation_id) + ":idem";
+  return unexpired_record(cluster.run1(key_slot(hash), {"HGET", hash, record_field(device_key(device), client_msg_id)}),
+                          now_ms);
 }
 
 Result<size_t> purge_on_cluster(RedisCluster& cluster, int64_t now_ms) {

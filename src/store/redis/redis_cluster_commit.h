@@ -19,8 +19,13 @@
 // Idempotency on a cluster: the record lives in the conversation's slot ({c:<conv>}:idem,
 // field "<len>:<device key><client_msg_id>"), written in the same script as the append, so it
 // exists iff the message does; a pointer {d:<device>}:idp client_msg_id → conversation,
-// written in phase 0, tells a later lookup where to look (two reads). The expiry index
-// `idemexp` holds both; purge_on_cluster() drops them slot by slot.
+// written in phase 0, tells a lookup by device where to look (two reads). With dense appends
+// (ternd) the commit itself refuses a client_msg_id that has a record: phase 1 checks the
+// record in the conversation's script ('j', before the record's write), and the sender's
+// retry reads that record directly (send_idempotency_on_cluster, one read). So on a Cluster a
+// client_msg_id is checked per conversation: a device that reuses one in another
+// conversation makes a new message there (docs/scaling.md). The expiry index `idemexp` holds
+// both; purge_on_cluster() drops them slot by slot.
 //
 // Thread-safety: free functions on the caller's RedisCluster (one per thread).
 #pragma once
@@ -57,6 +62,12 @@ Error behind_error();
 
 Result<std::optional<IdempotencyRecord>> idempotency_on_cluster(RedisCluster& cluster, const DeviceRef& device,
                                                                 const std::string& client_msg_id, int64_t now_ms);
+
+// The record of a send into `conversation_id`: the conversation's slot only (one read), where
+// the commit's check ('j') looks.
+Result<std::optional<IdempotencyRecord>> send_idempotency_on_cluster(RedisCluster& cluster, const DeviceRef& device,
+                                                                     const std::string& client_msg_id,
+                                                                     const std::string& conversation_id, int64_t now_ms);
 
 Result<size_t> purge_on_cluster(RedisCluster& cluster, int64_t now_ms);
 

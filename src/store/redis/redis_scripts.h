@@ -28,6 +28,12 @@ namespace tern::store::redis::scripts {
 //    one behind, but not reserved, so nothing is written and the sender, sequencing it again,
 //    reads the record and answers with it. The check is the record's idemexp write itself
 //    (ZADD NX; its 'I' then writes only the hash), undone if the batch writes nothing.
+//  - On a Redis Cluster the same check is op 'j' (conversation id, the record's hash
+//    {c:<conv>}:idem, its field, now), in the conversation's per-slot script, emitted before
+//    the record's write (redis_cluster_commit.h): the record itself is read (HGET; the global
+//    idemexp is in another slot) and its expiry, the first 8 bytes of the encoded record (big-
+//    endian, sign bit flipped: rocks::encode_idempotency), compared with now. A duplicate is
+//    named in TERNSEQ, unreserved, exactly as above.
 //  - A one-time prekey take (T) must find its key present (and not taken earlier in this
 //    batch); else TERNTAKE: another node handed the key out first.
 //  - A device that must be new (op 'n': user key, device; before its 'D') must not be in the
@@ -50,7 +56,7 @@ local function width(i)
   if op == 'h' or op == 'M' or op == 'R' or op == 'W' or op == 'Q' or op == 'T' or op == 'm' or op == 'z' then
     return 4
   end
-  if op == 'I' or op == 'D' or op == 'P' or op == 'G' or op == 'i' then return 5 end
+  if op == 'I' or op == 'D' or op == 'P' or op == 'G' or op == 'i' or op == 'j' then return 5 end
   if op == 'x' or op == 'r' or op == 'U' or op == 'K' or op == 'H' or op == 'J' or op == 'Z' or op == 'N' or op == 'n' then
     return 3
   end
@@ -119,6 +125,28 @@ while i <= n do
       else
         local exp = redis.call('ZSCORE', 'idemexp', m)
         if exp and tonumber(exp) >= tonumber(a[i+3]) then
+          behind[c] = true
+          dup[c] = true
+          local last = redis.call('ZRANGE', '{c:' .. c .. '}:log', -1, -1)[1]
+          late[#late + 1] = c
+          late[#late + 1] = last and tonumber(last, 16) or 0
+        end
+      end
+    end
+  elseif op == 'j' then
+    -- The record's expiry: 8 bytes, big-endian, sign bit flipped; the first byte is 0x80 for
+    -- every expiry after 1970 (below 2^56 ms), so the other seven bytes are the number (exact
+    -- in a Lua number below 2^53).
+    local c = a[i+1]
+    if not behind[c] then
+      local v = redis.call('HGET', a[i+2], a[i+3])
+      if v then
+        local b1, b2, b3, b4, b5, b6, b7, b8 = string.byte(v, 1, 8)
+        local exp = -1
+        if b1 == 128 and b8 then
+          exp = ((((((b2 * 256 + b3) * 256 + b4) * 256 + b5) * 256 + b6) * 256 + b7) * 256) + b8
+        end
+        if exp >= tonumber(a[i+4]) then
           behind[c] = true
           dup[c] = true
           local last = redis.call('ZRANGE', '{c:' .. c .. '}:log', -1, -1)[1]
@@ -196,7 +224,7 @@ while i <= n do
       redis.call('HDEL', m .. ':rx', member)
     end
     i = i + 4 + nm
-  elseif op == 'i' then
+  elseif op == 'i' or op == 'j' then
     i = i + 5
   elseif op == 'n' then
     i = i + 3

@@ -527,6 +527,15 @@ Result<std::optional<IdempotencyRecord>> RedisStore::idempotency(const DeviceRef
   return std::optional<IdempotencyRecord>(std::move(*rec));
 }
 
+Result<std::optional<IdempotencyRecord>> RedisStore::send_idempotency(const DeviceRef& device,
+                                                                      const std::string& client_msg_id,
+                                                                      const std::string& conversation_id,
+                                                                      int64_t now_ms) {
+  if (auto c = connection(); c && (*c)->is_cluster())
+    return send_idempotency_on_cluster(**c, device, client_msg_id, conversation_id, now_ms);
+  return idempotency(device, client_msg_id, now_ms);
+}
+
 Result<std::vector<ReceiptState>> RedisStore::receipts(const std::string& conversation_id) {
   auto a = fetch_array({"HGETALL", conv_key(conversation_id) + ":r"});
   if (!a) return a.error();

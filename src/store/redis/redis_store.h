@@ -102,11 +102,11 @@ class RedisStore final : public Store {
 
   Result<void> commit(const Batch& batch, bool sync) override;
   Behind behind() const override { return behind_; }
-  // One redis-server with dense appends (ternd): the commit script refuses a send whose
-  // client_msg_id already has an unexpired record (redis_scripts.h, op 'i'), so the sender
-  // skips its idempotency read before a first attempt. Not on a Cluster (the record is in the
-  // conversation's slot, the lookup goes through the device's pointer).
-  bool commit_checks_idempotency() const override { return options_.dense_appends && !cluster_; }
+  // Dense appends (ternd): the commit script refuses a send whose client_msg_id already has
+  // an unexpired record (redis_scripts.h: op 'i' on one redis-server, the device's records;
+  // op 'j' on a Cluster, the records of the send's conversation, in its slot), so the sender
+  // skips its idempotency read before a first attempt.
+  bool commit_checks_idempotency() const override { return options_.dense_appends; }
   Result<void> flush() override;
   Result<bool> user_exists(const std::string& user) override;
   Result<std::vector<uint32_t>> devices(const std::string& user) override;
@@ -124,6 +124,11 @@ class RedisStore final : public Store {
   Result<std::vector<std::pair<std::string, Seq>>> inbox(const DeviceRef& device) override;
   Result<std::optional<IdempotencyRecord>> idempotency(const DeviceRef& device, const std::string& client_msg_id,
                                                        int64_t now_ms) override;
+  // On a Cluster: the record in the conversation's slot only (one read; the commit's check
+  // looks there too). On one redis-server: idempotency().
+  Result<std::optional<IdempotencyRecord>> send_idempotency(const DeviceRef& device, const std::string& client_msg_id,
+                                                            const std::string& conversation_id,
+                                                            int64_t now_ms) override;
   Result<std::vector<ReceiptState>> receipts(const std::string& conversation_id) override;
   Result<size_t> purge_expired(int64_t now_ms) override;
   Result<std::optional<DeviceKeys>> device_keys(const DeviceRef& device) override;

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
 
+#include "base/clock.h"
 #include "store/redis/redis_cluster.h"
 #include "store/redis/redis_store.h"
 #include "store/redis/testing/redis_cluster_server.h"
@@ -279,6 +280,75 @@ TEST(RedisStoreCluster, ADenseAppendBehindFailsOnlyItsConversation) {
   ASSERT_TRUE(inbox.ok());
   ASSERT_EQ(inbox->size(), 1u);
   EXPECT_EQ((*inbox)[0].second, 2u);
+}
+
+// With dense appends (ternd) the commit refuses a client_msg_id that already has a record in
+// the send's conversation (op 'j' in the conversation's script, redis_scripts.h): that
+// conversation is named behind and gets nothing, the rest of the batch applies, and the
+// retry's one read (send_idempotency, the conversation's slot) answers with the first seq.
+// An expired record is no duplicate. Checked per conversation: the same id in another
+// conversation is a new message there (docs/scaling.md).
+TEST(RedisStoreCluster, ACommitRefusesAClientMsgIdThatHasARecordInItsConversation) {
+  flush_masters(*g_cluster);
+  auto nodes = testing::two_nodes_after_first_appends(options_for(*g_cluster));
+  ASSERT_TRUE(nodes.ok()) << nodes.error().message;
+  EXPECT_TRUE(nodes->a->commit_checks_idempotency());
+  const DeviceRef bob{"bob", 1};
+  const int64_t later = now_ms() + 3'600'000;
+  Batch first;  // node a: bob's m1 gets c1 seq 2
+  first.add(AppendMessage{"c1", 2, "m1"});
+  first.add(PutIdempotency{bob, "m1", IdempotencyRecord{"c1", 2, 7, later}});
+  ASSERT_TRUE(nodes->a->commit(first, true).ok());
+
+  Batch again;  // node b: a send into c2, then the same m1 again (b's head of c1 is right)
+  again.add(AppendMessage{"c2", 2, "other"});
+  again.add(PutIdempotency{bob, "m2", IdempotencyRecord{"c2", 2, 8, later}});
+  again.add(AppendMessage{"c1", 3, "m1 again"});
+  again.add(PutIdempotency{bob, "m1", IdempotencyRecord{"c1", 3, 9, later}});
+  auto r = nodes->b->commit(again, true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kUnavailable);
+  const Store::Behind behind = nodes->b->behind();
+  EXPECT_EQ(behind.conversations, (std::vector<std::string>{"c1"}));
+  EXPECT_TRUE(behind.rest_applied);
+  EXPECT_EQ(*nodes->b->head("c1"), 2u);
+  auto c1 = nodes->b->read_messages("c1", 0, 10);
+  ASSERT_TRUE(c1.ok());
+  ASSERT_EQ(c1->size(), 2u);
+  EXPECT_EQ((*c1)[1].frame, "m1");
+  EXPECT_EQ(*nodes->b->head("c2"), 2u);  // the rest of the batch applied
+  auto rec = nodes->b->send_idempotency(bob, "m1", "c1", now_ms());
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ((*rec)->seq, 2u);  // the first answer stays
+  EXPECT_EQ((*rec)->ts, 7);
+  auto m2 = nodes->b->send_idempotency(bob, "m2", "c2", now_ms());
+  ASSERT_TRUE(m2.ok() && m2->has_value());
+  EXPECT_EQ((*m2)->seq, 2u);
+
+  // No reservation was taken for b: node a appends c1 seq 3 at once.
+  Batch next;
+  next.add(AppendMessage{"c1", 3, "a3"});
+  ASSERT_TRUE(nodes->a->commit(next, true).ok());
+
+  // A record that has expired (not yet purged) is no duplicate.
+  Batch old;
+  old.add(AppendMessage{"c2", 3, "m3"});
+  old.add(PutIdempotency{bob, "m3", IdempotencyRecord{"c2", 3, 7, now_ms() - 1000}});
+  ASSERT_TRUE(nodes->b->commit(old, true).ok());
+  Batch fresh;
+  fresh.add(AppendMessage{"c2", 4, "m3 again"});
+  fresh.add(PutIdempotency{bob, "m3", IdempotencyRecord{"c2", 4, 8, later}});
+  ASSERT_TRUE(nodes->b->commit(fresh, true).ok());
+  EXPECT_EQ((*nodes->b->send_idempotency(bob, "m3", "c2", now_ms()))->seq, 4u);
+
+  // Per conversation: m1 in c2 is a new message; each conversation answers with its own.
+  Batch elsewhere;
+  elsewhere.add(AppendMessage{"c2", 5, "m1 in c2"});
+  elsewhere.add(PutIdempotency{bob, "m1", IdempotencyRecord{"c2", 5, 9, later}});
+  ASSERT_TRUE(nodes->b->commit(elsewhere, true).ok());
+  EXPECT_EQ(*nodes->b->head("c2"), 5u);
+  EXPECT_EQ((*nodes->b->send_idempotency(bob, "m1", "c1", now_ms()))->seq, 2u);
+  EXPECT_EQ((*nodes->b->send_idempotency(bob, "m1", "c2", now_ms()))->seq, 5u);
 }
 
 // A master dies during a commit. Whatever part landed, nothing is acknowledged, the log
