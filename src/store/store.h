@@ -261,10 +261,10 @@ class Store {
                                                                const std::string& client_msg_id,
                                                                int64_t now_ms) = 0;
   // The record a send into `conversation_id` is answered with when its client_msg_id was
-  // seen before (the sender's retry path). By default idempotency(): a device's records,
-  // whatever their conversation. A store whose commit checks client_msg_ids per conversation
-  // (a Redis Cluster: the record lives in the conversation's slot) looks there only, so a
-  // retry is answered by the check that refused it.
+  // seen before (the sender's retry path): the device's record of that id, whatever its
+  // conversation, as idempotency() (the default). The conversation is a hint for a store that
+  // keeps records by conversation (a Redis Cluster: in the conversation's slot, one read
+  // where idempotency() needs two).
   virtual Result<std::optional<IdempotencyRecord>> send_idempotency(const DeviceRef& device,
                                                                     const std::string& client_msg_id,
                                                                     const std::string& conversation_id,

@@ -389,7 +389,8 @@ TEST_F(RedisClusterIntegration, IdempotencyReceiptsAndTypingHoldAcrossNodes) {
 // One device sends each client_msg_id through two nodes at once. Send routing is off on
 // these two nodes, so both sequence the conversation: the commit's check of the record in the
 // conversation's slot (redis_scripts.h, op 'j') is what refuses the second. Each id is answered
-// with one seq through both nodes and stored once; the log stays dense.
+// with one seq through both nodes and stored once; the log stays dense. The same id sent into
+// another conversation gets the first answer (op 'p').
 TEST_F(RedisClusterIntegration, AClientMsgIdSentThroughTwoNodesAtOnceIsStoredOnce) {
   std::unique_ptr<TestServer> pair[2];
   for (int i = 0; i < 2; ++i) {
@@ -420,6 +421,20 @@ TEST_F(RedisClusterIntegration, AClientMsgIdSentThroughTwoNodesAtOnceIsStoredOnc
   EXPECT_EQ(got_a, got_b) << "a client_msg_id got two seqs";
   for (const auto& [id, s] : got_a) EXPECT_NE(s, 0u) << id;
   ASSERT_NO_FATAL_FAILURE(expect_log_holds(jo, conv, got_a, 0));  // each once, at its seq
+
+  // An id counts per device (docs/protocol.md §7.3): "both0" sent into another conversation
+  // is answered with its first conversation and seq, and that conversation stays empty.
+  api.must_register("kit");
+  const std::string other = api.must_direct(ida.token, "kit");
+  ASSERT_FALSE(other.empty());
+  auto again = on_b.send_wait(other, "both0", "both0 elsewhere");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(type_of(*again), "sent") << dump(*again);
+  EXPECT_EQ(jstr(*again, "conversation_id"), conv);
+  EXPECT_EQ(seq_of(*again), got_a["both0"]);
+  Seq other_head = 0;
+  auto other_log = api.backfill_all(ida.token, other, 0, &other_head);
+  EXPECT_TRUE(message_seqs(other_log, other).empty());  // a direct conversation starts empty
   if (HasFailure())
     for (auto& p : pair) std::cerr << p->log_tail(3000) << "\n";
 }

@@ -7,6 +7,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "base/clock.h"
 #include "store/rocksdb/encoding.h"
 
 namespace tern::store::redis {
@@ -107,6 +108,37 @@ Result<std::vector<Reply>> run_phase(RedisCluster& cluster, const ClusterScript&
   return out;
 }
 
+// A record read from `hash` (a reply to HGET): none when absent or expired before now_ms.
+Result<std::optional<IdempotencyRecord>> unexpired_record(Result<Reply> v, int64_t now_ms) {
+  if (!v) return v.error();
+  if ((*v)->type == REDIS_REPLY_ERROR) return redis_reply_error(str(v->get()));
+  if ((*v)->type != REDIS_REPLY_STRING) return std::optional<IdempotencyRecord>{};
+  auto rec = rocks::decode_idempotency(std::string(str(v->get())));
+  if (!rec) return make_error(ErrorCode::kInternal, "redis: corrupt idempotency");
+  if (now_ms > rec->expires_at) return std::optional<IdempotencyRecord>{};
+  return std::optional<IdempotencyRecord>(std::move(*rec));
+}
+
+// A phase-1 script without the ops of `conversations` (their appends, idempotency checks and
+// records, and meta); its other ops stay. `own` keeps the strings it makes.
+template <typename Own>
+Group without(const Group& in, const std::set<std::string_view>& conversations, Own& own) {
+  std::set<std::string_view> skip = conversations;
+  for (std::string_view c : conversations) skip.insert(own(conv_key(c) + ":idem"));
+  Group g;
+  g.routing_key = in.routing_key;
+  const std::vector<std::string_view>& ops = in.args;
+  // The ops of phase 1: A (6 fields), j (5), h, R (4), c (4 + its member count), n (3).
+  for (size_t i = 0; i < ops.size();) {
+    size_t w = ops[i] == "A" ? 6 : ops[i] == "j" ? 5 : ops[i] == "n" ? 3 : 4;
+    if (ops[i] == "c") w += static_cast<size_t>(std::stoul(std::string(ops[i + 3])));
+    if (!((ops[i] == "A" || ops[i] == "j" || ops[i] == "h" || ops[i] == "c") && skip.count(ops[i + 1])))
+      g.args.insert(g.args.end(), ops.begin() + static_cast<ptrdiff_t>(i), ops.begin() + static_cast<ptrdiff_t>(i + w));
+    i += w;
+  }
+  return g;
+}
+
 }  // namespace
 
 Error redis_reply_error(std::string_view message) {
@@ -180,6 +212,8 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
     }
     i += w;
   }
+  // (pointer hash, client_msg_id) → the conversation of that send.
+  std::map<std::pair<std::string_view, std::string_view>, std::string_view> sends;
   // The `now` of the idempotency check ('i') of the PutIdempotency that follows it: that
   // record's 'I' adds the check to its conversation's script ('j'), before the record's write.
   std::string_view check_now;
@@ -251,7 +285,9 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
       if (!rec) return make_error(ErrorCode::kInternal, "redis: bad idempotency record");
       const std::string_view conv = own(conv_key(rec->conversation_id));
       const std::string_view field = own(record_field(a[i + 1], a[i + 2]));
-      add(0, a[i + 1], {"h", own(std::string(a[i + 1]) + ":idp"), a[i + 2], own(rec->conversation_id)});
+      const std::string_view pointer = own(std::string(a[i + 1]) + ":idp");
+      add(0, a[i + 1], {"p", pointer, a[i + 2], own(rec->conversation_id)});
+      sends[{pointer, a[i + 2]}] = own(rec->conversation_id);
       add(0, kIdemIndex, {"e", a[i + 4], own(index_member(std::string(a[i + 1]) + ":idp", a[i + 2]))});
       add(0, kIdemIndex, {"e", a[i + 4], own(index_member(std::string(conv) + ":idem", field))});
       const std::string_view hash = own(std::string(conv) + ":idem");
@@ -294,16 +330,53 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
     i += w;
   }
   std::map<uint16_t, Store::Behind> late_by_slot;
+  Store::Behind late;
   if (!phases[0].empty()) {
     auto r = run_phase(cluster, script, phases[0], a[0], wait_replicas, timeout, late_by_slot);
     if (!r) return r.error();
+    // A pointer that named another conversation: the device used the client_msg_id there
+    // before. If that conversation holds its unexpired record, this send is a repeat (an id
+    // counts per device, docs/protocol.md §7.3): its conversation is left out of phase 1 and
+    // named behind, unreserved, and the sender's retry answers with that record
+    // (RedisStore::send_idempotency falls back to the pointer). Else the id was never stored
+    // there (or expired): the pointer now names this send's conversation. Rare: a device
+    // reusing an id in another conversation.
+    std::set<std::string_view> repeats;
+    for (const Reply& reply : *r) {
+      const redisReply* x = reply.get();
+      if (x->type != REDIS_REPLY_ARRAY || x->elements == 0 || str(x->element[0]) != "TERNIDP") continue;
+      for (size_t k = 1; k + 2 < x->elements; k += 3) {
+        const std::string_view pointer = own(std::string(str(x->element[k])));
+        const std::string_view id = own(std::string(str(x->element[k + 1])));
+        const std::string other(str(x->element[k + 2]));
+        auto send = sends.find({pointer, id});
+        if (send == sends.end()) return make_error(ErrorCode::kInternal, "redis: unknown idempotency pointer");
+        const std::string hash = conv_key(other) + ":idem";
+        const std::string device = std::string(pointer.substr(0, pointer.size() - 4));  // less ":idp"
+        auto rec = unexpired_record(cluster.run1(key_slot(hash), {"HGET", hash, record_field(device, id)}), now_ms());
+        if (!rec) return rec.error();
+        if (*rec) {
+          repeats.insert(send->second);
+          continue;
+        }
+        auto set = cluster.run1(key_slot(pointer), {"HSET", pointer, id, send->second});
+        if (!set) return set.error();
+        if ((*set)->type == REDIS_REPLY_ERROR) return redis_reply_error(str(set->get()));
+      }
+    }
+    if (!repeats.empty()) {
+      for (std::string_view c : repeats) late.conversations.emplace_back(c);
+      Phase kept;
+      for (auto& [slot, g] : phases[1])
+        if (Group rest = without(g, repeats, own); !rest.args.empty()) kept.emplace(slot, std::move(rest));
+      phases[1] = std::move(kept);
+    }
   }
   // Phase 1: a slot whose script found some conversations behind wrote nothing; it runs again
   // without those conversations' ops, so that everything else of the batch applies (the
   // caller then fails only the sends of those conversations). Bounded: if another node keeps
   // winning, the rest is `unavailable` as a whole (and the resends are answered from the
   // idempotency records of whatever did apply).
-  Store::Behind late;
   Phase& run = phases[1];
   for (int round = 0; !run.empty(); ++round) {
     if (round == 4) return make_error(ErrorCode::kUnavailable, "redis: dense appends kept failing");
@@ -314,21 +387,8 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
     for (auto& [slot, b] : late_by_slot) {
       late.conversations.insert(late.conversations.end(), b.conversations.begin(), b.conversations.end());
       std::set<std::string_view> skip;
-      for (const std::string& c : b.conversations) skip.insert(own(c)), skip.insert(own(conv_key(c) + ":idem"));
-      Group g;
-      g.routing_key = run[slot].routing_key;
-      const std::vector<std::string_view>& in = run[slot].args;
-      // The ops of phase 1: A (6 fields), j (5), h, R (4), c (4 + its member count), n (3);
-      // dropped: the appends, idempotency checks and records and meta of the conversations
-      // behind.
-      for (size_t i = 0; i < in.size();) {
-        size_t w = in[i] == "A" ? 6 : in[i] == "j" ? 5 : in[i] == "n" ? 3 : 4;
-        if (in[i] == "c") w += static_cast<size_t>(std::stoul(std::string(in[i + 3])));
-        if (!((in[i] == "A" || in[i] == "j" || in[i] == "h" || in[i] == "c") && skip.count(in[i + 1])))
-          g.args.insert(g.args.end(), in.begin() + static_cast<ptrdiff_t>(i), in.begin() + static_cast<ptrdiff_t>(i + w));
-        i += w;
-      }
-      if (!g.args.empty()) again.emplace(slot, std::move(g));
+      for (const std::string& c : b.conversations) skip.insert(own(c));
+      if (Group g = without(run[slot], skip, own); !g.args.empty()) again.emplace(slot, std::move(g));
     }
     run = std::move(again);
   }
@@ -339,21 +399,6 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
   behind.rest_applied = true;
   return behind_error();
 }
-
-namespace {
-
-// A record read from `hash` (a reply to HGET): none when absent or expired before now_ms.
-Result<std::optional<IdempotencyRecord>> unexpired_record(Result<Reply> v, int64_t now_ms) {
-  if (!v) return v.error();
-  if ((*v)->type == REDIS_REPLY_ERROR) return redis_reply_error(str(v->get()));
-  if ((*v)->type != REDIS_REPLY_STRING) return std::optional<IdempotencyRecord>{};
-  auto rec = rocks::decode_idempotency(std::string(str(v->get())));
-  if (!rec) return make_error(ErrorCode::kInternal, "redis: corrupt idempotency");
-  if (now_ms > rec->expires_at) return std::optional<IdempotencyRecord>{};
-  return std::optional<IdempotencyRecord>(std::move(*rec));
-}
-
-}  // namespace
 
 Result<std::optional<IdempotencyRecord>> idempotency_on_cluster(RedisCluster& cluster, const DeviceRef& device,
                                                                 const std::string& client_msg_id, int64_t now_ms) {
@@ -371,9 +416,19 @@ Result<std::optional<IdempotencyRecord>> idempotency_on_cluster(RedisCluster& cl
 Result<std::optional<IdempotencyRecord>> send_idempotency_on_cluster(RedisCluster& cluster, const DeviceRef& device,
                                                                      const std::string& client_msg_id,
                                                                      const std::string& conversation_id, int64_t now_ms) {
+  const std::string dk = device_key(device);
   const std::string hash = conv_key(conversation_id) + ":idem";
-  return unexpired_record(cluster.run1(key_slot(hash), {"HGET", hash, record_field(device_key(device), client_msg_id)}),
-                          now_ms);
+  auto rec = unexpired_record(cluster.run1(key_slot(hash), {"HGET", hash, record_field(dk, client_msg_id)}), now_ms);
+  if (!rec || *rec) return rec;
+  // Not in this conversation: the device may have used the id in another one (it counts per
+  // device); the pointer names where (the commit refused this send for that reason).
+  const std::string pointer = dk + ":idp";
+  auto conv = cluster.run1(key_slot(pointer), {"HGET", pointer, client_msg_id});
+  if (!conv) return conv.error();
+  if ((*conv)->type == REDIS_REPLY_ERROR) return redis_reply_error(str(conv->get()));
+  if ((*conv)->type != REDIS_REPLY_STRING || str(conv->get()) == conversation_id) return rec;
+  const std::string other = conv_key(str(conv->get())) + ":idem";
+  return unexpired_record(cluster.run1(key_slot(other), {"HGET", other, record_field(dk, client_msg_id)}), now_ms);
 }
 
 Result<size_t> purge_on_cluster(RedisCluster& cluster, int64_t now_ms) {

@@ -20,12 +20,14 @@
 // field "<len>:<device key><client_msg_id>"), written in the same script as the append, so it
 // exists iff the message does; a pointer {d:<device>}:idp client_msg_id → conversation,
 // written in phase 0, tells a lookup by device where to look (two reads). With dense appends
-// (ternd) the commit itself refuses a client_msg_id that has a record: phase 1 checks the
-// record in the conversation's script ('j', before the record's write), and the sender's
-// retry reads that record directly (send_idempotency_on_cluster, one read). So on a Cluster a
-// client_msg_id is checked per conversation: a device that reuses one in another
-// conversation makes a new message there (docs/scaling.md). The expiry index `idemexp` holds
-// both; purge_on_cluster() drops them slot by slot.
+// (ternd) the commit itself refuses a client_msg_id that has a record, so the sender makes no
+// read before a first attempt: phase 1 checks the record in the send's conversation ('j', in
+// that conversation's script, before the record's write), and phase 0's pointer write ('p')
+// reports a pointer that names another conversation; commit_on_cluster() then reads that
+// conversation's record and, if it holds one, refuses the send too (an id counts per device,
+// docs/protocol.md §7.3). A refused send's conversation is named behind, unreserved; the
+// retry reads the record with send_idempotency_on_cluster (the conversation's slot, then the
+// pointer). The expiry index `idemexp` holds both; purge_on_cluster() drops them slot by slot.
 //
 // Thread-safety: free functions on the caller's RedisCluster (one per thread).
 #pragma once
@@ -63,8 +65,8 @@ Error behind_error();
 Result<std::optional<IdempotencyRecord>> idempotency_on_cluster(RedisCluster& cluster, const DeviceRef& device,
                                                                 const std::string& client_msg_id, int64_t now_ms);
 
-// The record of a send into `conversation_id`: the conversation's slot only (one read), where
-// the commit's check ('j') looks.
+// The record of a send into `conversation_id`: in the conversation's slot (one read, where the
+// commit's check 'j' looks), else where the device's pointer says it used the id.
 Result<std::optional<IdempotencyRecord>> send_idempotency_on_cluster(RedisCluster& cluster, const DeviceRef& device,
                                                                      const std::string& client_msg_id,
                                                                      const std::string& conversation_id, int64_t now_ms);

@@ -53,7 +53,7 @@ local a = ARGV
 local n = #a
 local function width(i)
   local op = a[i]
-  if op == 'h' or op == 'M' or op == 'R' or op == 'W' or op == 'Q' or op == 'T' or op == 'm' or op == 'z' then
+  if op == 'h' or op == 'M' or op == 'R' or op == 'W' or op == 'Q' or op == 'T' or op == 'm' or op == 'z' or op == 'p' then
     return 4
   end
   if op == 'I' or op == 'D' or op == 'P' or op == 'G' or op == 'i' or op == 'j' then return 5 end
@@ -191,6 +191,7 @@ if #late > 1 then
   return late
 end
 for _, k in ipairs(held) do redis.call('DEL', k) end
+local idp = {'TERNIDP'}  -- op 'p': pointers that named another conversation
 i = 2
 while i <= n do
   local op = a[i]
@@ -283,6 +284,19 @@ while i <= n do
   elseif op == 'e' then
     redis.call('ZADD', 'idemexp', a[i+1], a[i+2])
     i = i + 3
+  elseif op == 'p' then
+    -- A send's idempotency pointer (hash, client_msg_id, conversation), phase 0. One that
+    -- names another conversation is kept and reported: the device may have used the id there
+    -- (redis_cluster_commit.cc reads that record and decides).
+    local cur = redis.call('HGET', a[i+1], a[i+2])
+    if cur and cur ~= a[i+3] then
+      idp[#idp + 1] = a[i+1]
+      idp[#idp + 1] = a[i+2]
+      idp[#idp + 1] = cur
+    else
+      redis.call('HSET', a[i+1], a[i+2], a[i+3])
+    end
+    i = i + 4
   elseif op == 't' then
     redis.call('SET', '{t:' .. a[i+1] .. '}', a[i+2])
     i = i + 3
@@ -347,6 +361,7 @@ while i <= n do
     return redis.error_reply('tern: unknown op ' .. tostring(op))
   end
 end
+if #idp > 1 then return idp end
 return 1
 )lua";
 

@@ -103,9 +103,9 @@ class RedisStore final : public Store {
   Result<void> commit(const Batch& batch, bool sync) override;
   Behind behind() const override { return behind_; }
   // Dense appends (ternd): the commit script refuses a send whose client_msg_id already has
-  // an unexpired record (redis_scripts.h: op 'i' on one redis-server, the device's records;
-  // op 'j' on a Cluster, the records of the send's conversation, in its slot), so the sender
-  // skips its idempotency read before a first attempt.
+  // an unexpired record (redis_scripts.h: op 'i' on one redis-server; on a Cluster op 'j' in
+  // the send's conversation and op 'p' for an id used in another, redis_cluster_commit.h), so
+  // the sender skips its idempotency read before a first attempt.
   bool commit_checks_idempotency() const override { return options_.dense_appends; }
   Result<void> flush() override;
   Result<bool> user_exists(const std::string& user) override;
@@ -124,8 +124,8 @@ class RedisStore final : public Store {
   Result<std::vector<std::pair<std::string, Seq>>> inbox(const DeviceRef& device) override;
   Result<std::optional<IdempotencyRecord>> idempotency(const DeviceRef& device, const std::string& client_msg_id,
                                                        int64_t now_ms) override;
-  // On a Cluster: the record in the conversation's slot only (one read; the commit's check
-  // looks there too). On one redis-server: idempotency().
+  // On a Cluster: the record in the conversation's slot (one read; the commit's check looks
+  // there too), else where the device's pointer says. On one redis-server: idempotency().
   Result<std::optional<IdempotencyRecord>> send_idempotency(const DeviceRef& device, const std::string& client_msg_id,
                                                             const std::string& conversation_id,
                                                             int64_t now_ms) override;

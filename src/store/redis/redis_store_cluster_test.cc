@@ -286,8 +286,8 @@ TEST(RedisStoreCluster, ADenseAppendBehindFailsOnlyItsConversation) {
 // the send's conversation (op 'j' in the conversation's script, redis_scripts.h): that
 // conversation is named behind and gets nothing, the rest of the batch applies, and the
 // retry's one read (send_idempotency, the conversation's slot) answers with the first seq.
-// An expired record is no duplicate. Checked per conversation: the same id in another
-// conversation is a new message there (docs/scaling.md).
+// An expired record is no duplicate. An id counts per device: the same id sent into another
+// conversation is answered with the first (phase 0's pointer, op 'p').
 TEST(RedisStoreCluster, ACommitRefusesAClientMsgIdThatHasARecordInItsConversation) {
   flush_masters(*g_cluster);
   auto nodes = testing::two_nodes_after_first_appends(options_for(*g_cluster));
@@ -341,14 +341,36 @@ TEST(RedisStoreCluster, ACommitRefusesAClientMsgIdThatHasARecordInItsConversatio
   ASSERT_TRUE(nodes->b->commit(fresh, true).ok());
   EXPECT_EQ((*nodes->b->send_idempotency(bob, "m3", "c2", now_ms()))->seq, 4u);
 
-  // Per conversation: m1 in c2 is a new message; each conversation answers with its own.
+  // An id counts per device (docs/protocol.md §7.3): m1 again, into c2, is refused as a
+  // repeat (phase 0's pointer names c1, which holds the record) and answered with c1's.
   Batch elsewhere;
   elsewhere.add(AppendMessage{"c2", 5, "m1 in c2"});
   elsewhere.add(PutIdempotency{bob, "m1", IdempotencyRecord{"c2", 5, 9, later}});
-  ASSERT_TRUE(nodes->b->commit(elsewhere, true).ok());
+  auto repeat = nodes->b->commit(elsewhere, true);
+  ASSERT_FALSE(repeat.ok());
+  EXPECT_EQ(nodes->b->behind().conversations, (std::vector<std::string>{"c2"}));
+  EXPECT_EQ(*nodes->b->head("c2"), 4u);
+  auto first_answer = nodes->b->send_idempotency(bob, "m1", "c2", now_ms());
+  ASSERT_TRUE(first_answer.ok() && first_answer->has_value());
+  EXPECT_EQ((*first_answer)->conversation_id, "c1");
+  EXPECT_EQ((*first_answer)->seq, 2u);
+
+  // An id whose earlier send never landed (its pointer names c1, which has no record: that
+  // append was behind) is new in c2, and the pointer moves there.
+  Batch lost;
+  lost.add(AppendMessage{"c1", 2, "m5 lost"});
+  lost.add(PutIdempotency{bob, "m5", IdempotencyRecord{"c1", 2, 9, later}});
+  ASSERT_FALSE(nodes->b->commit(lost, true).ok());
+  EXPECT_EQ(nodes->b->behind().conversations, (std::vector<std::string>{"c1"}));
+  Batch moved;
+  moved.add(AppendMessage{"c2", 5, "m5"});
+  moved.add(PutIdempotency{bob, "m5", IdempotencyRecord{"c2", 5, 9, later}});
+  ASSERT_TRUE(nodes->b->commit(moved, true).ok());
   EXPECT_EQ(*nodes->b->head("c2"), 5u);
-  EXPECT_EQ((*nodes->b->send_idempotency(bob, "m1", "c1", now_ms()))->seq, 2u);
-  EXPECT_EQ((*nodes->b->send_idempotency(bob, "m1", "c2", now_ms()))->seq, 5u);
+  auto m5 = nodes->b->idempotency(bob, "m5", now_ms());  // through the pointer
+  ASSERT_TRUE(m5.ok() && m5->has_value());
+  EXPECT_EQ((*m5)->conversation_id, "c2");
+  EXPECT_EQ((*m5)->seq, 5u);
 }
 
 // A master dies during a commit. Whatever part landed, nothing is acknowledged, the log
