@@ -288,13 +288,14 @@ while i <= n do
     -- A send's idempotency pointer (hash, client_msg_id, conversation), phase 0. One that
     -- names another conversation is kept and reported: the device may have used the id there
     -- (redis_cluster_commit.cc reads that record and decides).
-    local cur = redis.call('HGET', a[i+1], a[i+2])
-    if cur and cur ~= a[i+3] then
-      idp[#idp + 1] = a[i+1]
-      idp[#idp + 1] = a[i+2]
-      idp[#idp + 1] = cur
-    else
-      redis.call('HSET', a[i+1], a[i+2], a[i+3])
+    -- HSETNX first: a new id (the common case) costs one call.
+    if redis.call('HSETNX', a[i+1], a[i+2], a[i+3]) == 0 then
+      local cur = redis.call('HGET', a[i+1], a[i+2])
+      if cur ~= a[i+3] then
+        idp[#idp + 1] = a[i+1]
+        idp[#idp + 1] = a[i+2]
+        idp[#idp + 1] = cur
+      end
     end
     i = i + 4
   elseif op == 't' then
