@@ -83,6 +83,15 @@ local late = {'TERNSEQ'}
 local dup = {}
 local taken = {}
 local added, addlist = {}, {}  -- the idemexp members the checks added
+-- A send into c repeats a client_msg_id that has a record: c is named in TERNSEQ like a
+-- conversation behind, but not reserved (below).
+local function repeat_of(c)
+  behind[c] = true
+  dup[c] = true
+  local last = redis.call('ZRANGE', '{c:' .. c .. '}:log', -1, -1)[1]
+  late[#late + 1] = c
+  late[#late + 1] = last and tonumber(last, 16) or 0
+end
 -- The batch writes nothing after all: the checks' idemexp entries go again.
 local function undo()
   for j = 1, #addlist, 1000 do redis.call('ZREM', 'idemexp', unpack(addlist, j, math.min(j + 999, #addlist))) end
@@ -124,13 +133,7 @@ while i <= n do
         addlist[#addlist + 1] = m
       else
         local exp = redis.call('ZSCORE', 'idemexp', m)
-        if exp and tonumber(exp) >= tonumber(a[i+3]) then
-          behind[c] = true
-          dup[c] = true
-          local last = redis.call('ZRANGE', '{c:' .. c .. '}:log', -1, -1)[1]
-          late[#late + 1] = c
-          late[#late + 1] = last and tonumber(last, 16) or 0
-        end
+        if exp and tonumber(exp) >= tonumber(a[i+3]) then repeat_of(c) end
       end
     end
   elseif op == 'j' then
@@ -146,13 +149,7 @@ while i <= n do
         if b1 == 128 and b8 then
           exp = ((((((b2 * 256 + b3) * 256 + b4) * 256 + b5) * 256 + b6) * 256 + b7) * 256) + b8
         end
-        if exp >= tonumber(a[i+4]) then
-          behind[c] = true
-          dup[c] = true
-          local last = redis.call('ZRANGE', '{c:' .. c .. '}:log', -1, -1)[1]
-          late[#late + 1] = c
-          late[#late + 1] = last and tonumber(last, 16) or 0
-        end
+        if exp >= tonumber(a[i+4]) then repeat_of(c) end
       end
     end
   elseif op == 'T' then

@@ -331,14 +331,7 @@ TEST(RedisStoreCluster, ACommitRefusesAClientMsgIdThatHasARecordInItsConversatio
   ASSERT_TRUE(nodes->a->commit(next, true).ok());
 
   // A record that has expired (not yet purged) is no duplicate.
-  Batch old;
-  old.add(AppendMessage{"c2", 3, "m3"});
-  old.add(PutIdempotency{bob, "m3", IdempotencyRecord{"c2", 3, 7, now_ms() - 1000}});
-  ASSERT_TRUE(nodes->b->commit(old, true).ok());
-  Batch fresh;
-  fresh.add(AppendMessage{"c2", 4, "m3 again"});
-  fresh.add(PutIdempotency{bob, "m3", IdempotencyRecord{"c2", 4, 8, later}});
-  ASSERT_TRUE(nodes->b->commit(fresh, true).ok());
+  ASSERT_TRUE(testing::resend_after_expiry(*nodes->b, 3, now_ms(), later).ok());
   EXPECT_EQ((*nodes->b->send_idempotency(bob, "m3", "c2", now_ms()))->seq, 4u);
 
   // An id counts per device (docs/protocol.md §7.3): m1 again, into c2, is refused as a

@@ -322,14 +322,7 @@ TEST(RedisStore, ACommitRefusesAClientMsgIdThatHasARecord) {
   ASSERT_TRUE(nodes->a->commit(next, true).ok());
 
   // A record that has expired (not yet purged) is no duplicate.
-  Batch old;
-  old.add(AppendMessage{"c2", 2, "m3"});
-  old.add(PutIdempotency{bob, "m3", IdempotencyRecord{"c2", 2, 7, now_ms() - 1000}});
-  ASSERT_TRUE(nodes->b->commit(old, true).ok());
-  Batch fresh;
-  fresh.add(AppendMessage{"c2", 3, "m3 again"});
-  fresh.add(PutIdempotency{bob, "m3", IdempotencyRecord{"c2", 3, 8, later}});
-  ASSERT_TRUE(nodes->b->commit(fresh, true).ok());
+  ASSERT_TRUE(testing::resend_after_expiry(*nodes->b, 2, now_ms(), later).ok());
   EXPECT_EQ((*nodes->b->idempotency(bob, "m3", now_ms()))->seq, 3u);
   // ... and its expiry-index entry carries the new expiry: a purge now keeps it.
   ASSERT_TRUE(nodes->b->purge_expired(now_ms()).ok());

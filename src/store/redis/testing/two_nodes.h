@@ -26,4 +26,19 @@ inline Result<TwoNodes> two_nodes_after_first_appends(RedisStoreOptions o) {
   return TwoNodes{std::move(*a), std::move(*b)};
 }
 
+// Commits bob/1's "m3" into c2 at `seq` with a record that expired a second before `now`,
+// then the same id at seq + 1 with one that expires at `later`: an expired record (not yet
+// purged) is no repeat, so both must commit. The first failure, if any.
+inline Result<void> resend_after_expiry(RedisStore& node, Seq seq, int64_t now, int64_t later) {
+  const DeviceRef bob{"bob", 1};
+  Batch old;
+  old.add(AppendMessage{"c2", seq, "m3"});
+  old.add(PutIdempotency{bob, "m3", IdempotencyRecord{"c2", seq, 7, now - 1000}});
+  if (auto r = node.commit(old, true); !r) return r;
+  Batch fresh;
+  fresh.add(AppendMessage{"c2", seq + 1, "m3 again"});
+  fresh.add(PutIdempotency{bob, "m3", IdempotencyRecord{"c2", seq + 1, 8, later}});
+  return node.commit(fresh, true);
+}
+
 }  // namespace tern::store::redis::testing
