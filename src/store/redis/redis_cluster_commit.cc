@@ -285,13 +285,16 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
       if (!rec) return make_error(ErrorCode::kInternal, "redis: bad idempotency record");
       const std::string_view conv = own(conv_key(rec->conversation_id));
       const std::string_view field = own(record_field(a[i + 1], a[i + 2]));
+      // With the check, the pointer's write reports one naming another conversation ('p');
+      // without it (a store without dense appends: tests and tools), it is blind ('h').
       const std::string_view pointer = own(std::string(a[i + 1]) + ":idp");
-      add(0, a[i + 1], {"p", pointer, a[i + 2], own(rec->conversation_id)});
-      sends[{pointer, a[i + 2]}] = own(rec->conversation_id);
+      const bool checked = !check_now.empty();
+      add(0, a[i + 1], {checked ? "p" : "h", pointer, a[i + 2], own(rec->conversation_id)});
+      if (checked) sends[{pointer, a[i + 2]}] = own(rec->conversation_id);
       add(0, kIdemIndex, {"e", a[i + 4], own(index_member(std::string(a[i + 1]) + ":idp", a[i + 2]))});
       add(0, kIdemIndex, {"e", a[i + 4], own(index_member(std::string(conv) + ":idem", field))});
       const std::string_view hash = own(std::string(conv) + ":idem");
-      if (!check_now.empty()) add(1, conv, {"j", own(rec->conversation_id), hash, field, check_now});
+      if (checked) add(1, conv, {"j", own(rec->conversation_id), hash, field, check_now});
       check_now = {};
       add(1, conv, {"h", hash, field, a[i + 3]});
     } else if (op == "C") {

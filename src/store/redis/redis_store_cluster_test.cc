@@ -366,6 +366,27 @@ TEST(RedisStoreCluster, ACommitRefusesAClientMsgIdThatHasARecordInItsConversatio
   EXPECT_EQ((*m5)->seq, 5u);
 }
 
+// A store without dense appends (the contract suite's, tools) makes no idempotency check: its
+// pointer's write is blind, so an id used again in another conversation commits there too.
+TEST(RedisStoreCluster, WithoutDenseAppendsTheCommitChecksNoClientMsgId) {
+  flush_masters(*g_cluster);
+  auto plain = RedisStore::open(options_for(*g_cluster));
+  ASSERT_TRUE(plain.ok()) << plain.error().message;
+  EXPECT_FALSE((*plain)->commit_checks_idempotency());
+  const DeviceRef bob{"bob", 1};
+  const int64_t later = now_ms() + 3'600'000;
+  for (const char* conv : {"c1", "c2"}) {
+    Batch b;
+    b.add(AppendMessage{conv, 1, "m1"});
+    b.add(PutIdempotency{bob, "m1", IdempotencyRecord{conv, 1, 7, later}});
+    auto r = (*plain)->commit(b, true);
+    ASSERT_TRUE(r.ok()) << conv << ": " << r.error().message;
+  }
+  auto rec = (*plain)->idempotency(bob, "m1", now_ms());  // through the pointer: the last one
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ((*rec)->conversation_id, "c2");
+}
+
 // A master dies during a commit. Whatever part landed, nothing is acknowledged, the log
 // never holds a message whose inbox marks are missing (marks go first), no idempotency
 // lookup answers for a message that is not in the log, and after the failover the resend
