@@ -2,7 +2,7 @@
 # Installs every build and test dependency from Debian's packages. Idempotent.
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config
-      libboost1.81-dev libboost-json1.81-dev librocksdb-dev libhiredis-dev libsodium-dev
+      libboost1.81-dev libboost-json1.81-dev libboost-context1.81-dev librocksdb-dev libhiredis-dev libsodium-dev
       libssl-dev libspdlog-dev libcli11-dev libtomlplusplus-dev libsqlite3-dev
       libgtest-dev libgmock-dev libbenchmark-dev redis-server mosquitto tmux python3 python3-websocket)
 pkgs+=(lld)  # the linker CMakeLists.txt picks: links about three times faster (CI time)

@@ -1,5 +1,7 @@
 #include "base/loops.h"
 
+#include "base/fiber.h"
+
 #include <cassert>
 
 #include <boost/asio/post.hpp>
@@ -27,7 +29,10 @@ std::vector<boost::asio::io_context*> Loops::contexts() {
   return out;
 }
 
-size_t Loops::here() const { return tl_owner == this ? tl_loop : kNone; }
+// A fiber on a loop's thread (StoreReads' reads) is no part of that loop's work: like a
+// reader thread, it sees kNone, and what it hands to a loop is queued, never run inline on
+// the fiber's stack (where a suspension would interleave it with the loop's other work).
+size_t Loops::here() const { return tl_owner == this && !Fiber::current() ? tl_loop : kNone; }
 
 void Loops::run_here(size_t i) {
   const size_t saved_loop = tl_loop;
@@ -43,7 +48,7 @@ void Loops::run_here(size_t i) {
 
 void Loops::run(size_t dst, Task task) {
   assert(dst < loops_.size());
-  if (tl_loop == dst && tl_owner == this) {
+  if (tl_loop == dst && tl_owner == this && !Fiber::current()) {
     task();
     return;
   }

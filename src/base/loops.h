@@ -39,10 +39,12 @@ class Loops {
   boost::asio::io_context& context(size_t i) { return loops_[i]->io; }
   std::vector<boost::asio::io_context*> contexts();
 
-  // Index of the loop of this Loops that the calling thread runs, or kNone.
+  // Index of the loop of this Loops that the calling thread runs, or kNone (also in a fiber
+  // on a loop's thread: base/fiber.h).
   size_t here() const;
 
-  // Runs `task` on loop `dst`: inline if the caller is on it, else queued (batched wake-up).
+  // Runs `task` on loop `dst`: inline if the caller is on it (not in a fiber), else queued
+  // (batched wake-up).
   void run(size_t dst, Task task);
   // Always queues, also from `dst` itself (for callers that must not re-enter).
   void post(size_t dst, Task task);

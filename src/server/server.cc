@@ -102,6 +102,7 @@ Result<uint16_t> Server::start() {
   if (options_.store == "redis") {
     service_options.commit_gap_us = options_.redis_commit_gap_us;
     service_options.read_threads = options_.redis_read_threads;
+    service_options.read_fibers = options_.redis_read_fibers;
   }
   service_ = std::make_unique<services::TernService>(*loops_, *store_, *bus_, service_options, options_.metrics_token,
                                                      blobs_.get());

@@ -19,7 +19,7 @@ constexpr size_t kBytesPerQueuedFrame = 8 * 1024;
 struct IntRange {
   int64_t lo, hi;
 };
-constexpr IntRange kRouteSendsRange{0, 1}, kRouteDevicesRange{0, 1}, kDropNowhereRange{0, 1}, kCommitGapUsRange{0, 100000}, kReadThreadsRange{1, 64};
+constexpr IntRange kRouteSendsRange{0, 1}, kRouteDevicesRange{0, 1}, kDropNowhereRange{0, 1}, kCommitGapUsRange{0, 100000}, kReadThreadsRange{1, 64}, kReadFibersRange{0, 256};
 
 // Applies the TOML file's values; the command line is parsed again afterwards and wins.
 Result<void> apply_toml(const std::string& path, ServerOptions& o) {
@@ -132,6 +132,7 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   ranged("redis_drop_nowhere", o.redis_drop_nowhere, kDropNowhereRange);
   ranged("redis_commit_gap_us", o.redis_commit_gap_us, kCommitGapUsRange);
   ranged("redis_read_threads", o.redis_read_threads, kReadThreadsRange);
+  ranged("redis_read_fibers", o.redis_read_fibers, kReadFibersRange);
   o.services.idempotency_ttl_ms = days * 24 * 3600 * 1000;
   // Media and disappearing messages (issue 11).
   num("max_media_bytes", o.services.max_media_bytes);
@@ -299,9 +300,14 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
                  "commits carry more (each costs Redis a round trip and an fsync); idle, commits start at once")
       ->check(CLI::Range(kCommitGapUsRange.lo, kCommitGapUsRange.hi))->capture_default_str();
   app.add_option("--redis-read-threads", o.redis_read_threads,
-                 "with --store redis: threads that run store reads (each with its own connection), so that "
-                 "no event loop waits on Redis")
+                 "with --store redis: threads that run the store reads of HTTP requests (each with its own "
+                 "connection), and every store read if --redis-read-fibers is 0")
       ->check(CLI::Range(kReadThreadsRange.lo, kReadThreadsRange.hi))->capture_default_str();
+  app.add_option("--redis-read-fibers", o.redis_read_fibers,
+                 "with --store redis: fibers per event loop that run the store reads of sessions and "
+                 "sequencing on the loop itself (each with its own connection, suspended while Redis answers); "
+                 "0: those reads run on the read threads")
+      ->check(CLI::Range(kReadFibersRange.lo, kReadFibersRange.hi))->capture_default_str();
   app.add_option("--redis-timeout-ms", o.redis_timeout_ms,
                  "with --store redis: one Redis command; beyond it the request fails with `unavailable`")
       ->check(CLI::Range(10, 60000))->capture_default_str();

@@ -247,5 +247,10 @@ TEST(ServerOptions, RedisReadThreadsIsRangeCheckedFromFlagAndConfigFile) {
                        [](const ServerOptions& o) { return static_cast<int64_t>(o.redis_read_threads); });
 }
 
+TEST(ServerOptions, RedisReadFibersIsRangeCheckedFromFlagAndConfigFile) {
+  expect_range_checked("--redis-read-fibers", "redis_read_fibers", 0, 256,
+                       [](const ServerOptions& o) { return static_cast<int64_t>(o.redis_read_fibers); });
+}
+
 }  // namespace
 }  // namespace tern::server

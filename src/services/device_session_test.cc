@@ -223,6 +223,9 @@ class GatedStore final : public store::MemoryStore {
   std::vector<Seq> cursor_writes_;
 };
 
+// DeviceSessionFixture's read_threads: reads in fibers on the loop (4), as ternd on Redis.
+constexpr size_t kInFibers = 1000;
+
 class DeviceSessionFixture {
  protected:
   explicit DeviceSessionFixture(size_t read_threads)
@@ -230,7 +233,7 @@ class DeviceSessionFixture {
         admission_(loops_.size()),
         committer_(store_, true, 100000, 256, &loops_),
         directory_(store_, 1000),
-        reads_(loops_, read_threads),
+        reads_(loops_, read_threads == kInFibers ? 0 : read_threads, read_threads == kInFibers ? 4 : 0),
         accounts_(store_, committer_, directory_, options_),
         sequencer_(loops_, store_, reads_, committer_, directory_, bus_, options_),
         presence_(loops_.context(0), store_, committer_, directory_, bus_, options_),
@@ -367,14 +370,15 @@ class DeviceSessionFixture {
   std::shared_ptr<DeviceSession> session_;
 };
 
-// Parameter: reader threads of StoreReads (0: inline, as on the embedded store).
+// Parameter: reader threads of StoreReads (0: inline, as on the embedded store), or kInFibers.
 class DeviceSessionTest : public DeviceSessionFixture, public ::testing::TestWithParam<size_t> {
  protected:
   DeviceSessionTest() : DeviceSessionFixture(GetParam()) {}
 };
 
-INSTANTIATE_TEST_SUITE_P(Reads, DeviceSessionTest, ::testing::Values(size_t{0}, size_t{2}),
+INSTANTIATE_TEST_SUITE_P(Reads, DeviceSessionTest, ::testing::Values(size_t{0}, size_t{2}, kInFibers),
                          [](const ::testing::TestParamInfo<size_t>& info) {
+                           if (info.param == kInFibers) return std::string("InFibers");
                            return info.param == 0 ? std::string("Inline") : std::string("ReaderThreads");
                          });
 

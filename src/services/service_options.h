@@ -25,6 +25,7 @@ struct ServiceOptions {
   size_t max_commit_batch = 4096;       // entries per RocksDB write batch
   int64_t commit_gap_us = 0;            // GroupCommitter::set_min_gap (Redis: --redis-commit-gap-us)
   size_t read_threads = 0;              // StoreReads: 0 inline (embedded store); Redis: --redis-read-threads
+  size_t read_fibers = 0;               // StoreReads: per loop; Redis: --redis-read-fibers
   size_t replay_page = 256;             // messages read per replay step
   size_t live_buffer_convs = 4096;      // conversations tracked as "dirty" during replay
   size_t max_presence_subscriptions = 1024;  // per connection

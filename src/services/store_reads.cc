@@ -1,5 +1,7 @@
 #include "services/store_reads.h"
 
+#include <cassert>
+
 #include "base/metrics.h"
 #include "base/thread_name.h"
 
@@ -11,11 +13,15 @@ Counter& reads_offloaded = MetricsRegistry::global().counter(
 Counter& reads_refused = MetricsRegistry::global().counter(
     "tern_store_reads_refused_total", "store reads refused with `unavailable` because the reader queue was full");
 Gauge& reads_waiting = MetricsRegistry::global().gauge("tern_store_reads_queued", "store reads waiting for a reader thread");
+Gauge& reads_in_fibers = MetricsRegistry::global().gauge("tern_store_reads_in_fibers",
+                                                         "store reads queued or running in the loops' fibers");
 
 }  // namespace
 
-StoreReads::StoreReads(Loops& loops, size_t threads, size_t max_queued)
-    : loops_(loops), max_queued_(std::max<size_t>(1, max_queued)) {
+StoreReads::StoreReads(Loops& loops, size_t threads, size_t fibers_per_loop, size_t max_queued)
+    : loops_(loops), fibers_per_loop_(fibers_per_loop), max_queued_(std::max<size_t>(1, max_queued)) {
+  if (fibers_per_loop_ > 0)
+    for (size_t i = 0; i < loops_.size(); ++i) loop_fibers_.push_back(std::make_unique<LoopFibers>());
   for (size_t i = 0; i < threads; ++i) {
     threads_.emplace_back([this, i] {
       set_thread_name("tern-read" + std::to_string(i));
@@ -24,9 +30,13 @@ StoreReads::StoreReads(Loops& loops, size_t threads, size_t max_queued)
   }
 }
 
-StoreReads::~StoreReads() { stop(); }
+StoreReads::~StoreReads() {
+  stop();
+  end_fibers();
+}
 
 void StoreReads::stop() {
+  fibers_stopping_.store(true);  // a fiber takes no job from now on
   {
     std::lock_guard lock(mu_);
     if (stopping_) return;
@@ -41,7 +51,77 @@ void StoreReads::stop() {
 
 size_t StoreReads::queued() {
   std::lock_guard lock(mu_);
-  return jobs_.size();
+  return jobs_.size() + fiber_reads_.load();
+}
+
+size_t StoreReads::fibers(size_t loop) const {
+  return loop < loop_fibers_.size() ? loop_fibers_[loop]->fibers.size() : 0;
+}
+
+bool StoreReads::enqueue_fiber(size_t loop, Job job) {
+  if (fibers_stopping_.load()) return false;
+  if (fiber_reads_.fetch_add(1) >= max_queued_) {
+    fiber_reads_.fetch_sub(1);
+    reads_refused.inc();
+    return false;
+  }
+  reads_offloaded.inc();
+  reads_in_fibers.set(static_cast<int64_t>(fiber_reads_.load()));
+  // Always through the mailbox, also from this loop: the fiber must not start inside the
+  // caller's work (it would see the caller's warm holds, services/warm_hold.h).
+  loops_.post(loop, [this, loop, job = std::move(job)]() mutable { dispatch(loop, std::move(job)); });
+  return true;
+}
+
+void StoreReads::dispatch(size_t loop, Job job) {
+  LoopFibers& lf = *loop_fibers_[loop];
+  if (fibers_stopping_.load()) {  // dropped, as queued reads are at stop(): `done` never runs
+    fiber_reads_.fetch_sub(1);
+    return;
+  }
+  lf.jobs.push_back(std::move(job));
+  if (!lf.idle.empty()) {
+    Fiber* f = lf.idle.back();
+    lf.idle.pop_back();
+    return f->resume();
+  }
+  if (lf.fibers.size() < fibers_per_loop_) {
+    lf.fibers.push_back(std::make_unique<Fiber>(loops_.context(loop), [this, loop] { fiber_main(loop, Fiber::current()); }));
+    lf.fibers.back()->resume();
+  }
+  // Else every fiber is busy: the job waits in lf.jobs for the next one that finishes.
+}
+
+void StoreReads::fiber_main(size_t loop, Fiber* self) {
+  LoopFibers& lf = *loop_fibers_[loop];
+  for (;;) {
+    if (fibers_stopping_.load() || self->cancelled()) return;
+    if (lf.jobs.empty()) {
+      lf.idle.push_back(self);
+      Fiber::suspend();  // until dispatch() hands it a job, or end_fibers()
+      continue;
+    }
+    Job job = std::move(lf.jobs.front());
+    lf.jobs.pop_front();
+    job();
+    reads_in_fibers.set(static_cast<int64_t>(fiber_reads_.fetch_sub(1) - 1));
+  }
+}
+
+// After the loops stopped: a fiber that still waits (for Redis, or idle for a job) is
+// cancelled and resumed until its body returns: its waits fail at once, so its read fails
+// and it takes no further job. A read's `done` then is queued to a loop that no longer runs.
+void StoreReads::end_fibers() {
+  for (auto& lf : loop_fibers_) {
+    lf->jobs.clear();
+    for (auto& f : lf->fibers) {
+      f->cancel();
+      // Each resume ends at least one wait; a read makes a bounded number (connection
+      // attempts, then its commands), every one failing at once now.
+      for (int i = 0; i < 10'000 && !f->done(); ++i) f->resume();
+      assert(f->done());
+    }
+  }
 }
 
 bool StoreReads::enqueue(Job job) {

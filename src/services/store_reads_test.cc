@@ -2,9 +2,18 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <thread>
+#include <vector>
+
+#include "base/fiber.h"
 
 namespace tern::services {
 namespace {
@@ -60,7 +69,7 @@ TEST(StoreReads, AReadRunsOffTheLoopAndItsResultComesBackOnTheLoop) {
 TEST(StoreReads, AFullQueueRefusesWithUnavailableAndTheLoopKeepsRunning) {
   Loops loops(1);
   loops.start();
-  StoreReads reads(loops, 1, /*max_queued=*/2);
+  StoreReads reads(loops, 1, /*fibers_per_loop=*/0, /*max_queued=*/2);
   std::promise<void> release;
   std::shared_future<void> gate = release.get_future().share();
   std::promise<void> reader_busy;
@@ -90,6 +99,147 @@ TEST(StoreReads, AFullQueueRefusesWithUnavailableAndTheLoopKeepsRunning) {
   reads.stop();
   loops.stop();
   loops.join();
+}
+
+// A socket pair per read: a read in a fiber waits for its socket the way a Redis read waits
+// for its reply (Fiber::wait_fd), until the test writes to the other end.
+struct Sockets {
+  explicit Sockets(size_t n) : pairs(n) {
+    for (auto& p : pairs) EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, p.data()), 0);
+  }
+  ~Sockets() {
+    for (auto& p : pairs) {
+      ::close(p[0]);
+      ::close(p[1]);
+    }
+  }
+  void answer(size_t i) { ASSERT_EQ(::write(pairs[i][1], "r", 1), 1); }
+  std::vector<std::array<int, 2>> pairs;
+};
+
+// In fibers, reads run on the loop's own thread, several at once: each waits for its reply
+// suspended, and the loop runs other work meanwhile. In the read, Loops::here() is kNone (as
+// on a reader thread); `done` runs on the loop, off the fiber.
+TEST(StoreReads, InFibersReadsRunOnTheLoopManyWaitAtOnceAndTheLoopGoesOn) {
+  constexpr size_t kReads = 4;
+  Loops loops(1);
+  loops.start();
+  StoreReads reads(loops, /*threads=*/0, /*fibers_per_loop=*/kReads);
+  ASSERT_TRUE(reads.offloaded());
+  Sockets sockets(kReads);
+  std::promise<std::thread::id> loop_thread;
+  loops.post(0, [&] { loop_thread.set_value(std::this_thread::get_id()); });
+  const auto loop_id = loop_thread.get_future().get();
+  std::atomic<size_t> waiting{0};
+  std::promise<void> all_waiting;
+  std::vector<int> answers;  // on the loop only
+  std::promise<void> all_done;
+  for (size_t i = 0; i < kReads; ++i) {
+    reads.run<int>(
+        0,
+        [&, i]() -> Result<int> {
+          EXPECT_EQ(std::this_thread::get_id(), loop_id);
+          EXPECT_NE(Fiber::current(), nullptr);
+          EXPECT_EQ(loops.here(), Loops::kNone);
+          if (++waiting == kReads) all_waiting.set_value();
+          if (!Fiber::wait_fd(sockets.pairs[i][0], false, std::chrono::steady_clock::now() + 10s))
+            return make_error(ErrorCode::kUnavailable, "no reply");
+          return static_cast<int>(i);
+        },
+        [&](Result<int> r) {
+          EXPECT_EQ(std::this_thread::get_id(), loop_id);
+          EXPECT_EQ(Fiber::current(), nullptr);
+          EXPECT_EQ(loops.here(), 0u);
+          answers.push_back(r.ok() ? *r : -1);
+          if (answers.size() == kReads) all_done.set_value();
+        });
+  }
+  ASSERT_EQ(all_waiting.get_future().wait_for(10s), std::future_status::ready);  // four in flight on one loop
+  std::promise<void> loop_ran;
+  loops.post(0, [&] { loop_ran.set_value(); });
+  ASSERT_EQ(loop_ran.get_future().wait_for(10s), std::future_status::ready);  // not held by the reads
+  EXPECT_EQ(reads.queued(), kReads);
+  for (size_t i = kReads; i-- > 0;) sockets.answer(i);
+  ASSERT_EQ(all_done.get_future().wait_for(10s), std::future_status::ready);
+  std::sort(answers.begin(), answers.end());
+  EXPECT_EQ(answers, (std::vector<int>{0, 1, 2, 3}));
+  reads.stop();
+  loops.stop();
+  loops.join();
+  EXPECT_EQ(reads.fibers(0), kReads);
+  EXPECT_EQ(reads.queued(), 0u);
+}
+
+// In fibers the bound counts the reads queued and running: beyond it a read is refused with
+// `unavailable` at once, and the queued one runs when a fiber is free.
+TEST(StoreReads, InFibersAFullQueueRefusesWithUnavailable) {
+  Loops loops(1);
+  loops.start();
+  StoreReads reads(loops, 0, /*fibers_per_loop=*/1, /*max_queued=*/2);
+  Sockets sockets(1);
+  std::promise<void> first_waits;
+  std::vector<int> ok;  // on the loop only
+  std::promise<void> both_ok;
+  auto count = [&](Result<int> r) {
+    ok.push_back(r.ok() ? *r : -1);
+    if (ok.size() == 2) both_ok.set_value();
+  };
+  reads.run<int>(
+      0,
+      [&]() -> Result<int> {
+        first_waits.set_value();
+        return Fiber::wait_fd(sockets.pairs[0][0], false, std::chrono::steady_clock::now() + 10s) ? 1 : -1;
+      },
+      count);
+  ASSERT_EQ(first_waits.get_future().wait_for(10s), std::future_status::ready);
+  reads.run<int>(0, []() -> Result<int> { return 2; }, count);  // waits for the only fiber
+  std::promise<Error> refused;
+  reads.run<int>(0, []() -> Result<int> { return 3; }, [&](Result<int> r) {
+    ASSERT_FALSE(r.ok());
+    refused.set_value(r.error());
+  });
+  auto f = refused.get_future();
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);  // while the first read still waits
+  EXPECT_EQ(f.get().code, ErrorCode::kUnavailable);
+  sockets.answer(0);
+  ASSERT_EQ(both_ok.get_future().wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(ok, (std::vector<int>{1, 2}));
+  reads.stop();
+  loops.stop();
+  loops.join();
+  EXPECT_EQ(reads.fibers(0), 1u);
+}
+
+// A read still waiting when the loops stop: destroying StoreReads cancels its fiber, whose
+// wait fails at once; the read returns, its `done` never runs, and the fiber ends.
+TEST(StoreReads, InFibersAReadStillWaitingWhenTheLoopsStopEndsWithTheirDestruction) {
+  Sockets sockets(1);
+  Loops loops(1);
+  loops.start();
+  std::promise<void> waits;
+  bool wait_result = true;
+  bool returned = false;
+  bool done_ran = false;
+  {
+    StoreReads reads(loops, 0, 2);
+    reads.run<int>(
+        0,
+        [&]() -> Result<int> {
+          waits.set_value();
+          wait_result = Fiber::wait_fd(sockets.pairs[0][0], false, std::chrono::steady_clock::now() + 60s);
+          returned = true;
+          return 1;
+        },
+        [&](Result<int>) { done_ran = true; });
+    ASSERT_EQ(waits.get_future().wait_for(10s), std::future_status::ready);
+    reads.stop();
+    loops.stop();
+    loops.join();
+    EXPECT_FALSE(returned);
+  }
+  EXPECT_TRUE(returned);
+  EXPECT_FALSE(wait_result);
+  EXPECT_FALSE(done_ran);
 }
 
 }  // namespace

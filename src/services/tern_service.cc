@@ -18,7 +18,7 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
                                                 options_.max_commit_batch, &loops);
   committer_->set_min_gap(std::chrono::microseconds(options_.commit_gap_us));
   directory_ = std::make_unique<Directory>(store_, options_.directory_cache);
-  reads_ = std::make_unique<StoreReads>(loops, options_.read_threads);
+  reads_ = std::make_unique<StoreReads>(loops, options_.read_threads, options_.read_fibers);
   // Redis: HTTP handlers run on reader threads, so their commits' completions (which may
   // read the store) get a thread of their own rather than holding up the writer.
   committer_->set_completion_thread(reads_->offloaded());

@@ -7,6 +7,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include "base/fiber.h"
+
 namespace tern::store::redis {
 
 namespace {
@@ -373,7 +375,7 @@ Result<void> RedisCluster::send_with_redirects(uint16_t slot, const std::vector<
       if (++attempts >= options_.max_attempts) return c.error();
       auto r = refresh_or_backoff();
       if (!r) return c.error();
-      std::this_thread::sleep_for(options_.retry_backoff * (1 << (attempts - 1)));
+      Fiber::sleep_for(options_.retry_backoff * (1 << (attempts - 1)));  // in a fiber: only it waits
       continue;
     }
     batch.clear();

@@ -1,11 +1,16 @@
 #include "store/redis/redis_connection.h"
 
 #include <signal.h>
+#include <sys/socket.h>
 
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <mutex>
 
 #include <hiredis/hiredis.h>
+
+#include "base/fiber.h"
 
 namespace tern::store::redis {
 
@@ -65,16 +70,41 @@ Result<std::unique_ptr<RedisConnection>> RedisConnection::connect(const RedisAdd
   // the call with `unavailable`. Process-wide, once (Boost.Asio sends with MSG_NOSIGNAL).
   static std::once_flag sigpipe;
   std::call_once(sigpipe, [] { ::signal(SIGPIPE, SIG_IGN); });
-  redisContext* ctx = redisConnectWithTimeout(address.host.c_str(), address.port, to_timeval(connect_timeout));
+  const bool in_fiber = Fiber::current() != nullptr;
+  redisContext* ctx = nullptr;
+  if (in_fiber) {
+    auto c = connect_in_fiber(address, connect_timeout);
+    if (!c) return c.error();
+    ctx = *c;
+  } else {
+    ctx = redisConnectWithTimeout(address.host.c_str(), address.port, to_timeval(connect_timeout));
+    if (!ctx) return make_error(ErrorCode::kUnavailable, "redis: out of memory");
+    if (ctx->err) {
+      std::string what = ctx->errstr;
+      redisFree(ctx);
+      return make_error(ErrorCode::kUnavailable, "redis: connect: " + what);
+    }
+    if (command_timeout.count() > 0) redisSetTimeout(ctx, to_timeval(command_timeout));
+  }
+  redisEnableKeepAlive(ctx);
+  return std::unique_ptr<RedisConnection>(new RedisConnection(ctx, in_fiber, command_timeout));
+}
+
+// A non-blocking connect: the fiber waits until the socket is writable (connected or
+// refused) or the timeout passes, then asks the socket how the connect ended.
+Result<redisContext*> RedisConnection::connect_in_fiber(const RedisAddress& address, std::chrono::milliseconds timeout) {
+  redisContext* ctx = redisConnectNonBlock(address.host.c_str(), address.port);
   if (!ctx) return make_error(ErrorCode::kUnavailable, "redis: out of memory");
-  if (ctx->err) {
-    std::string what = ctx->errstr;
+  auto fail = [&](std::string what) {
     redisFree(ctx);
     return make_error(ErrorCode::kUnavailable, "redis: connect: " + what);
-  }
-  if (command_timeout.count() > 0) redisSetTimeout(ctx, to_timeval(command_timeout));
-  redisEnableKeepAlive(ctx);
-  return std::unique_ptr<RedisConnection>(new RedisConnection(ctx));
+  };
+  if (ctx->err) return fail(ctx->errstr);
+  if (!Fiber::wait_fd(ctx->fd, true, std::chrono::steady_clock::now() + timeout)) return fail("timed out");
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (::getsockopt(ctx->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) return fail(std::strerror(err ? err : errno));
+  return ctx;
 }
 
 Error RedisConnection::transport_error(const char* what) {
@@ -98,7 +128,14 @@ Result<std::vector<Reply>> RedisConnection::pipeline(const std::vector<std::vect
   }
   std::vector<Reply> replies;
   replies.reserve(commands.size());
+  if (in_fiber_ && !flush_in_fiber()) return transport_error("write");
   for (size_t i = 0; i < commands.size(); ++i) {
+    if (in_fiber_) {
+      auto r = read_in_fiber();
+      if (!r) return r.error();
+      replies.push_back(std::move(*r));
+      continue;
+    }
     void* r = nullptr;
     if (redisGetReply(ctx_, &r) != REDIS_OK || !r) return transport_error("reply");
     replies.emplace_back(static_cast<redisReply*>(r));
@@ -123,6 +160,7 @@ bool RedisConnection::append(const std::vector<std::string_view>& argv) {
 
 bool RedisConnection::flush() {
   if (!healthy_) return false;
+  if (in_fiber_) return flush_in_fiber();
   int done = 0;
   while (!done) {
     if (redisBufferWrite(ctx_, &done) != REDIS_OK) {
@@ -135,9 +173,42 @@ bool RedisConnection::flush() {
 
 Result<Reply> RedisConnection::read_push() {
   if (!healthy_) return make_error(ErrorCode::kUnavailable, "redis: connection broken");
+  if (in_fiber_) return read_in_fiber();
   void* r = nullptr;
   if (redisGetReply(ctx_, &r) != REDIS_OK || !r) return transport_error("read");
   return Reply(static_cast<redisReply*>(r));
+}
+
+std::chrono::steady_clock::time_point RedisConnection::deadline() const {
+  if (command_timeout_.count() <= 0) return std::chrono::steady_clock::time_point::max();
+  return std::chrono::steady_clock::now() + command_timeout_;
+}
+
+bool RedisConnection::flush_in_fiber() {
+  const auto until = deadline();
+  for (;;) {
+    int done = 0;
+    if (redisBufferWrite(ctx_, &done) != REDIS_OK) break;
+    if (done) return true;
+    if (!Fiber::wait_fd(ctx_->fd, true, until)) break;  // the socket's buffer stayed full
+  }
+  healthy_ = false;
+  return false;
+}
+
+Result<Reply> RedisConnection::read_in_fiber() {
+  const auto until = deadline();
+  for (;;) {
+    void* r = nullptr;
+    if (redisGetReplyFromReader(ctx_, &r) != REDIS_OK) return transport_error("reply");
+    if (r) return Reply(static_cast<redisReply*>(r));
+    if (!Fiber::wait_fd(ctx_->fd, false, until)) {
+      healthy_ = false;
+      return make_error(ErrorCode::kUnavailable, "redis: read: timed out");
+    }
+    // Non-blocking: nothing read yet is no error; a closed connection is.
+    if (redisBufferRead(ctx_) != REDIS_OK) return transport_error("read");
+  }
 }
 
 Result<Reply> RedisConnection::command(const std::vector<std::string_view>& argv) {

@@ -2,8 +2,14 @@
 // and the parsing of `redis://HOST:PORT` addresses. A broken connection (reset, timeout,
 // protocol error) is never reused: the owner drops it and connects again on the next call.
 //
-// Thread-safety: none; one connection is used by one thread at a time (RedisStore keeps one
-// per calling thread). Owns its redisContext.
+// In a fiber (base/fiber.h): a connection made in a fiber is non-blocking and waits by
+// suspending its fiber (Fiber::wait_fd) until the socket is ready or the timeout passes, so
+// the loop that runs the fiber goes on meanwhile. Such a connection is used by fibers only;
+// one made on a plain thread blocks that thread, as before. (The connect's name lookup is
+// getaddrinfo's, blocking: give Redis's address as an IP, as the examples do.)
+//
+// Thread-safety: none; one connection is used by one thread or fiber at a time (RedisStore
+// keeps one per calling thread or fiber). Owns its redisContext.
 #pragma once
 #include <algorithm>
 #include <chrono>
@@ -83,10 +89,18 @@ class RedisConnection {
   bool healthy() const { return healthy_; }
 
  private:
-  explicit RedisConnection(redisContext* ctx) : ctx_(ctx) {}
+  RedisConnection(redisContext* ctx, bool in_fiber, std::chrono::milliseconds command_timeout)
+      : ctx_(ctx), in_fiber_(in_fiber), command_timeout_(command_timeout) {}
+  static Result<redisContext*> connect_in_fiber(const RedisAddress& address, std::chrono::milliseconds timeout);
   Error transport_error(const char* what);
+  std::chrono::steady_clock::time_point deadline() const;  // of a call begun now
+  // The fiber's halves of flush() and read_reply(): non-blocking I/O, waiting in the fiber.
+  bool flush_in_fiber();
+  Result<Reply> read_in_fiber();
 
   redisContext* ctx_;
+  const bool in_fiber_;
+  const std::chrono::milliseconds command_timeout_;
   bool healthy_ = true;
 };
 

@@ -1,5 +1,7 @@
 #include "store/redis/redis_store.h"
 
+#include "base/fiber.h"
+
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
@@ -105,7 +107,8 @@ Result<RedisCluster*> RedisStore::connection() {
   Slot* slot;
   {
     std::lock_guard lock(mu_);
-    auto& s = slots_[std::this_thread::get_id()];
+    const Fiber* fiber = Fiber::current();
+    auto& s = fiber ? fiber_slots_[fiber] : slots_[std::this_thread::get_id()];
     if (!s) {
       s = std::make_unique<Slot>();
       s->backoff = ReconnectBackoff(options_.retry_backoff, options_.retry_backoff * 10);

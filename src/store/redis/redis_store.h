@@ -71,6 +71,10 @@
 #include "store/redis/redis_connection.h"
 #include "store/store.h"
 
+namespace tern {
+class Fiber;  // base/fiber.h
+}  // namespace tern
+
 namespace tern::store::redis {
 
 struct RedisStoreOptions {
@@ -164,7 +168,8 @@ class RedisStore final : public Store {
     ReconnectBackoff backoff{std::chrono::milliseconds(100), std::chrono::milliseconds(1000)};
   };
   explicit RedisStore(RedisStoreOptions options) : options_(std::move(options)) {}
-  // This thread's cluster client (reading the topology if needed), or `unavailable`.
+  // This thread's (or fiber's) cluster client (reading the topology if needed), or
+  // `unavailable`.
   Result<RedisCluster*> connection();
   // Runs the commands on the node that serves the first command's key (its slot); a
   // pipeline's commands share a slot.
@@ -197,8 +202,11 @@ class RedisStore final : public Store {
   std::string commit_sha_, read_sha_, purge_sha_, range_sha_;  // SHA1s Redis gave the scripts (SCRIPT LOAD)
   std::mutex rewrite_mu_;
   std::chrono::steady_clock::time_point last_rewrite_{};  // guarded by rewrite_mu_
-  std::mutex mu_;  // guards slots_ (the map; each Slot is used only by its thread)
+  std::mutex mu_;  // guards the maps (each Slot is used only by its thread or fiber)
   std::unordered_map<std::thread::id, std::unique_ptr<Slot>> slots_;
+  // A fiber's (StoreReads on the loops): its connections wait by suspending it
+  // (redis_connection.h). Fibers live as long as the server, so this map stays small.
+  std::unordered_map<const Fiber*, std::unique_ptr<Slot>> fiber_slots_;
 };
 
 }  // namespace tern::store::redis

@@ -13,7 +13,13 @@
 
 #include <gtest/gtest.h>
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <future>
+
 #include "base/clock.h"
+#include "base/fiber.h"
 
 #include "store/redis/testing/redis_info.h"
 #include "store/redis/testing/redis_server.h"
@@ -113,6 +119,74 @@ TEST(RedisStore, WrongAddressFailsToOpenWithUnavailable) {
   auto s = RedisStore::open(o);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().code, ErrorCode::kUnavailable);
+}
+
+// In a fiber on an event loop (how ternd runs its sessions' and sequencing's reads), a store
+// read waits for Redis suspended: with redis-server frozen the loop's other work runs, the
+// read answers once Redis is back, and one that waits past the command timeout fails with
+// `unavailable` while the loop goes on.
+TEST(RedisStore, AReadInAFiberWaitsForRedisWithoutHoldingItsLoop) {
+  using namespace std::chrono_literals;
+  testing::RedisServer server;
+  ASSERT_TRUE(server.start().ok());
+  auto o = options_for(server);
+  o.command_timeout = std::chrono::milliseconds(1000);
+  auto s = RedisStore::open(o);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  Batch b;
+  b.add(AppendMessage{"c1", 1, "m1"});
+  ASSERT_TRUE((*s)->commit(b, true).ok());
+
+  boost::asio::io_context io;
+  auto guard = boost::asio::make_work_guard(io);
+  std::thread loop([&] { io.run(); });
+  std::promise<void> started, loop_ran_1, loop_ran_2, thawed_2;
+  std::promise<Result<Seq>> first;
+  std::promise<Error> timed_out;
+  std::promise<Result<Seq>> after;
+  Fiber fiber(io, [&] {
+    started.set_value();
+    first.set_value((*s)->head("c1"));  // Redis frozen: connects, then waits for the reply
+    auto r = (*s)->head("c1");          // frozen again, for longer than the timeout
+    timed_out.set_value(r.ok() ? Error{} : r.error());
+    thawed_2.get_future().wait();  // the test thawed Redis (a plain wait: the loop's work is done)
+    // A new connection, once the store's pause after the failure (retry_backoff) is over.
+    auto again = (*s)->head("c1");
+    for (int i = 0; i < 100 && !again.ok(); ++i) {
+      Fiber::sleep_for(std::chrono::milliseconds(20));
+      again = (*s)->head("c1");
+    }
+    after.set_value(std::move(again));
+  });
+  server.freeze();
+  boost::asio::post(io, [&] { fiber.resume(); });
+  ASSERT_EQ(started.get_future().wait_for(10s), std::future_status::ready);
+  boost::asio::post(io, [&] { loop_ran_1.set_value(); });
+  ASSERT_EQ(loop_ran_1.get_future().wait_for(10s), std::future_status::ready);  // the read holds no loop
+  auto f1 = first.get_future();
+  EXPECT_EQ(f1.wait_for(100ms), std::future_status::timeout);  // still waiting for frozen Redis
+  server.thaw();
+  ASSERT_EQ(f1.wait_for(10s), std::future_status::ready);
+  auto r1 = f1.get();
+  ASSERT_TRUE(r1.ok()) << r1.error().message;
+  EXPECT_EQ(*r1, 1u);
+
+  server.freeze();
+  boost::asio::post(io, [&] { loop_ran_2.set_value(); });
+  ASSERT_EQ(loop_ran_2.get_future().wait_for(10s), std::future_status::ready);
+  auto f2 = timed_out.get_future();
+  ASSERT_EQ(f2.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(f2.get().code, ErrorCode::kUnavailable);
+  server.thaw();
+  thawed_2.set_value();
+  auto f3 = after.get_future();
+  ASSERT_EQ(f3.wait_for(10s), std::future_status::ready);
+  auto r3 = f3.get();
+  ASSERT_TRUE(r3.ok()) << r3.error().message;
+  EXPECT_EQ(*r3, 1u);
+  guard.reset();
+  loop.join();
+  EXPECT_TRUE(fiber.done());
 }
 
 // Whatever commit() acknowledged is in the AOF (appendfsync always): a SIGKILLed
@@ -685,7 +759,7 @@ TEST_F(RedisStoreWithAReplica, AnEraseWithTheReplicaDownSucceedsAndTheServerRewr
 TEST_F(RedisStoreWithAReplica, AHungReplicaIsReportedUnreachableAndTheServerStillRewrites) {
   replica_->freeze();
   RedisStoreOptions o = options_for(master_);
-  o.command_timeout = std::chrono::milliseconds(300);
+  o.command_timeout = std::chrono::milliseconds(1000);
   auto s = RedisStore::open(o);
   ASSERT_TRUE(s.ok()) << s.error().message;
   ASSERT_NO_FATAL_FAILURE(erase_one_expired_message(**s));
