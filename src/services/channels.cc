@@ -7,6 +7,8 @@
 #include "base/metrics.h"
 
 namespace tern::services {
+
+thread_local const Channels::Prefetched* Channels::prefetched_ = nullptr;
 namespace {
 
 Counter& joins = MetricsRegistry::global().counter("tern_channel_subscriptions_total", "channel subscriptions made");

@@ -100,7 +100,9 @@ class Channels {
     // not cache), so that unknown_user() reads nothing on the loop.
     std::unordered_map<std::string, std::vector<uint32_t>> devices;
   };
-  const Prefetched* prefetched_ = nullptr;
+  // What the running re-run read, set around `again` on the calling loop's thread. Per thread:
+  // one Channels serves every loop (Sequencer's), and another loop's work must not see it.
+  static thread_local const Prefetched* prefetched_;
   // Redis mode: reads the rows of `actor` and of the users `request` names (but those with a
   // change pending on this loop) and the named users' device lists on a reader thread, then
   // runs `again` with them (or `fail`); true. Else false: run now. In a re-run, reads again

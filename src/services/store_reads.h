@@ -14,7 +14,8 @@
 //   - Redis, run_detached() (HTTP requests, upload decisions): `threads` reader threads
 //     (--redis-read-threads), each with its own connection. These handlers take locks around
 //     their store reads (the key directory's per-device lock, the media quota), which a
-//     fiber could not hold while suspended; so they stay on threads.
+//     fiber could not hold while suspended, and some wait for a commit (Media's
+//     commit_and_wait), which would block the loop; so they stay on threads.
 //   - With threads only (fibers_per_loop 0: tests, and --redis-read-fibers 0), run() uses the
 //     threads too, and the result comes back through the loop's mailbox.
 // Bounded: at most `max_queued` reads wait (for a thread, or queued or running in fibers);
