@@ -140,16 +140,17 @@ TEST(RedisStore, AReadInAFiberWaitsForRedisWithoutHoldingItsLoop) {
   boost::asio::io_context io;
   auto guard = boost::asio::make_work_guard(io);
   std::thread loop([&] { io.run(); });
-  std::promise<void> started, loop_ran_1, loop_ran_2, thawed_2;
+  std::promise<void> started, loop_ran_1, loop_ran_2;
   std::promise<Result<Seq>> first;
   std::promise<Error> timed_out;
   std::promise<Result<Seq>> after;
   Fiber fiber(io, [&] {
     started.set_value();
     first.set_value((*s)->head("c1"));  // Redis frozen: connects, then waits for the reply
+    Fiber::suspend();                   // until the test froze Redis again and resumed it
     auto r = (*s)->head("c1");          // frozen again, for longer than the timeout
     timed_out.set_value(r.ok() ? Error{} : r.error());
-    thawed_2.get_future().wait();  // the test thawed Redis (a plain wait: the loop's work is done)
+    Fiber::suspend();  // until the test thawed Redis and resumed it
     // A new connection, once the store's pause after the failure (retry_backoff) is over.
     auto again = (*s)->head("c1");
     for (int i = 0; i < 100 && !again.ok(); ++i) {
@@ -172,13 +173,14 @@ TEST(RedisStore, AReadInAFiberWaitsForRedisWithoutHoldingItsLoop) {
   EXPECT_EQ(*r1, 1u);
 
   server.freeze();
+  boost::asio::post(io, [&] { fiber.resume(); });
   boost::asio::post(io, [&] { loop_ran_2.set_value(); });
   ASSERT_EQ(loop_ran_2.get_future().wait_for(10s), std::future_status::ready);
   auto f2 = timed_out.get_future();
   ASSERT_EQ(f2.wait_for(10s), std::future_status::ready);
   EXPECT_EQ(f2.get().code, ErrorCode::kUnavailable);
   server.thaw();
-  thawed_2.set_value();
+  boost::asio::post(io, [&] { fiber.resume(); });
   auto f3 = after.get_future();
   ASSERT_EQ(f3.wait_for(10s), std::future_status::ready);
   auto r3 = f3.get();
