@@ -109,6 +109,10 @@ class RedisCluster {
   bool is_cluster() const { return cluster_; }
   // The master that serves the slot now (as far as this client knows), "host:port".
   std::string owner(uint16_t slot) const;
+  // The index of the node that serves the slot now (as far as this client knows; -1: none).
+  // Two slots with the same index are on one master: one script may touch both
+  // (redis_cluster_commit.h merges a commit's per-slot scripts by it).
+  int node_of(uint16_t slot) const { return slot < kSlots ? slot_node_[slot] : -1; }
   // Every master known (for commands that must reach all of them).
   std::vector<RedisAddress> masters() const;
   // The command (no key) on every node, one after the other (e.g. BGREWRITEAOF: every node,

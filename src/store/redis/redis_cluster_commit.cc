@@ -69,43 +69,115 @@ struct Group {
 };
 using Phase = std::map<uint16_t, Group>;
 
-// `behind`: the slots whose script found dense appends behind (it wrote nothing), with the
-// ids of those conversations; the other slots' scripts applied (each is atomic on its own).
-Result<std::vector<Reply>> run_phase(RedisCluster& cluster, const ClusterScript& script, Phase& phase,
-                                     std::string_view dense, int wait_replicas, std::chrono::milliseconds timeout,
-                                     std::map<uint16_t, Store::Behind>& behind) {
+// One script of a phase: the groups of several slots that one master serves (as far as this
+// client's map says), run as one. Redis lets a script without a shebang touch keys of any slot
+// its node serves (only keys of another node fail), so a commit costs one script per master
+// and phase (one EVALSHA, one MULTI/EXEC in the AOF, one WAIT) instead of one per slot: a
+// group post's inbox marks land on up to one slot per member. The script starts with op 'L'
+// (a read of one key) for each of its slots but the first, whose key routes it: a slot that
+// moved since the map was read (a reshard) fails the script before it wrote anything, with
+// "non local key"; run_phase() then reads the topology again and runs those slots one script
+// each, which follows MOVED and ASK.
+struct Merged {
+  std::vector<uint16_t> slots;  // slots[0]'s key routes the script
+  Group group;
+};
+
+std::vector<Merged> merge_by_node(const RedisCluster& cluster, const Phase& phase, bool merge) {
+  std::vector<Merged> out;
+  std::map<int, size_t> by_node;  // node index → its script in `out`
+  for (const auto& [slot, g] : phase) {
+    const int node = merge ? cluster.node_of(slot) : -1;
+    auto it = node < 0 ? by_node.end() : by_node.find(node);
+    if (it == by_node.end()) {
+      if (node >= 0) by_node.emplace(node, out.size());
+      out.push_back(Merged{{slot}, Group{g.routing_key, {}}});
+      continue;
+    }
+    Merged& m = out[it->second];
+    m.slots.push_back(slot);
+    m.group.args.insert(m.group.args.begin(), {"L", g.routing_key});
+  }
+  // Each script's ops after its 'L' checks, slot by slot (a slot's ops keep their order).
+  for (Merged& m : out)
+    for (uint16_t slot : m.slots) {
+      const std::vector<std::string_view>& ops = phase.at(slot).args;
+      m.group.args.insert(m.group.args.end(), ops.begin(), ops.end());
+    }
+  return out;
+}
+
+// What one phase did. `applied`: the replies of the scripts that applied. `behind`: the
+// conversations whose dense appends a script found behind; `behind_slots`: the slots of those
+// scripts, which wrote nothing (the other scripts applied: each is atomic on its own).
+struct PhaseResult {
+  std::vector<Reply> applied;
+  std::vector<std::string> behind;
+  std::set<uint16_t> behind_slots;
+};
+
+bool non_local(const redisReply* r) {
+  return r->type == REDIS_REPLY_ERROR && str(r).find("non local key") != std::string_view::npos;
+}
+
+Result<void> run_phase(RedisCluster& cluster, const ClusterScript& script, const Phase& phase, std::string_view dense,
+                       int wait_replicas, std::chrono::milliseconds timeout, PhaseResult& out) {
   const std::string n = std::to_string(wait_replicas), ms = std::to_string(timeout.count() / 2);
-  auto command = [&](std::string_view verb, std::string_view body, Group& g) {
+  auto command = [&](std::string_view verb, std::string_view body, const Group& g) {
     std::vector<std::string_view> argv = {verb, body, "1", g.routing_key, dense};
     argv.insert(argv.end(), g.args.begin(), g.args.end());
     std::vector<std::vector<std::string_view>> cmds = {std::move(argv)};
     if (wait_replicas > 0) cmds.push_back({"WAIT", n, ms});
     return cmds;
   };
-  std::vector<SlotCommands> batches;
-  for (auto& [slot, g] : phase) batches.push_back(SlotCommands{slot, command("EVALSHA", script.sha, g)});
-  auto replies = cluster.run_many(batches);
-  if (!replies) return replies.error();
-  std::vector<Reply> out;
-  size_t b = 0;
-  for (auto& [slot, g] : phase) {
-    std::vector<Reply>& r = (*replies)[b++];
-    // A node that never saw the script (a new master, a restart): send it whole.
-    if (r[0]->type == REDIS_REPLY_ERROR && str(r[0].get()).rfind("NOSCRIPT", 0) == 0) {
-      auto again = cluster.run(slot, command("EVAL", script.text, g));
-      if (!again) return again.error();
-      r = std::move(*again);
+  // The scripts, all nodes at once; a node that never saw the script (a new master, a
+  // restart) gets it whole.
+  auto run = [&](const std::vector<Merged>& scripts) -> Result<std::vector<std::vector<Reply>>> {
+    std::vector<SlotCommands> batches;
+    for (const Merged& m : scripts) batches.push_back(SlotCommands{m.slots[0], command("EVALSHA", script.sha, m.group)});
+    auto replies = cluster.run_many(batches);
+    if (!replies) return replies.error();
+    for (size_t i = 0; i < scripts.size(); ++i) {
+      std::vector<Reply>& r = (*replies)[i];
+      if (r[0]->type == REDIS_REPLY_ERROR && str(r[0].get()).rfind("NOSCRIPT", 0) == 0) {
+        auto again = cluster.run(scripts[i].slots[0], command("EVAL", script.text, scripts[i].group));
+        if (!again) return again.error();
+        r = std::move(*again);
+      }
     }
+    return replies;
+  };
+  std::vector<Merged> scripts = merge_by_node(cluster, phase, true);
+  auto replies = run(scripts);
+  if (!replies) return replies.error();
+  // A merged script that met a slot of another node wrote nothing: the map is stale. Those
+  // slots again, one script each, after the topology is read again.
+  Phase moved;
+  for (size_t i = 0; i < scripts.size(); ++i)
+    if (scripts[i].slots.size() > 1 && non_local((*replies)[i][0].get()))
+      for (uint16_t slot : scripts[i].slots) moved.emplace(slot, phase.at(slot));
+  if (!moved.empty()) {
+    if (auto r = cluster.refresh(); !r) return r.error();
+    std::vector<Merged> single = merge_by_node(cluster, moved, false);
+    auto again = run(single);
+    if (!again) return again.error();
+    scripts.insert(scripts.end(), std::make_move_iterator(single.begin()), std::make_move_iterator(single.end()));
+    replies->insert(replies->end(), std::make_move_iterator(again->begin()), std::make_move_iterator(again->end()));
+  }
+  for (size_t i = 0; i < scripts.size(); ++i) {
+    std::vector<Reply>& r = (*replies)[i];
+    if (non_local(r[0].get()) && scripts[i].slots.size() > 1) continue;  // ran again above
     if (r[0]->type == REDIS_REPLY_ERROR) return redis_reply_error(str(r[0].get()));
     if (Store::Behind late; behind_reply(r[0].get(), late)) {
-      behind[slot] = std::move(late);
+      out.behind.insert(out.behind.end(), late.conversations.begin(), late.conversations.end());
+      out.behind_slots.insert(scripts[i].slots.begin(), scripts[i].slots.end());
       continue;
     }
     if (wait_replicas > 0 && (r[1]->type != REDIS_REPLY_INTEGER || r[1]->integer < wait_replicas))
       return make_error(ErrorCode::kUnavailable, "redis: too few replicas acknowledged the write");
-    out.push_back(std::move(r[0]));
+    out.applied.push_back(std::move(r[0]));
   }
-  return out;
+  return {};
 }
 
 // A record read from `hash` (a reply to HGET): none when absent or expired before now_ms.
@@ -332,11 +404,10 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
     }
     i += w;
   }
-  std::map<uint16_t, Store::Behind> late_by_slot;
   Store::Behind late;
   if (!phases[0].empty()) {
-    auto r = run_phase(cluster, script, phases[0], a[0], wait_replicas, timeout, late_by_slot);
-    if (!r) return r.error();
+    PhaseResult zero;
+    if (auto r = run_phase(cluster, script, phases[0], a[0], wait_replicas, timeout, zero); !r) return r.error();
     // A pointer that named another conversation: the device used the client_msg_id there
     // before. If that conversation holds its unexpired record, this send is a repeat (an id
     // counts per device, docs/protocol.md §7.3): its conversation is left out of phase 1 and
@@ -345,7 +416,7 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
     // there (or expired): the pointer now names this send's conversation. Rare: a device
     // reusing an id in another conversation.
     std::set<std::string_view> repeats;
-    for (const Reply& reply : *r) {
+    for (const Reply& reply : zero.applied) {
       const redisReply* x = reply.get();
       if (x->type != REDIS_REPLY_ARRAY || x->elements == 0 || str(x->element[0]) != "TERNIDP") continue;
       for (size_t k = 1; k + 2 < x->elements; k += 3) {
@@ -375,7 +446,7 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
       phases[1] = std::move(kept);
     }
   }
-  // Phase 1: a slot whose script found some conversations behind wrote nothing; it runs again
+  // Phase 1: a script that found some conversations behind wrote nothing; its slots run again
   // without those conversations' ops, so that everything else of the batch applies (the
   // caller then fails only the sends of those conversations). Bounded: if another node keeps
   // winning, the rest is `unavailable` as a whole (and the resends are answered from the
@@ -383,16 +454,14 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
   Phase& run = phases[1];
   for (int round = 0; !run.empty(); ++round) {
     if (round == 4) return make_error(ErrorCode::kUnavailable, "redis: dense appends kept failing");
-    late_by_slot.clear();
-    auto r = run_phase(cluster, script, run, a[0], wait_replicas, timeout, late_by_slot);
-    if (!r) return r.error();
+    PhaseResult one;
+    if (auto r = run_phase(cluster, script, run, a[0], wait_replicas, timeout, one); !r) return r.error();
+    late.conversations.insert(late.conversations.end(), one.behind.begin(), one.behind.end());
+    std::set<std::string_view> skip;
+    for (const std::string& c : one.behind) skip.insert(own(c));
     Phase again;
-    for (auto& [slot, b] : late_by_slot) {
-      late.conversations.insert(late.conversations.end(), b.conversations.begin(), b.conversations.end());
-      std::set<std::string_view> skip;
-      for (const std::string& c : b.conversations) skip.insert(own(c));
+    for (uint16_t slot : one.behind_slots)
       if (Group g = without(run[slot], skip, own); !g.args.empty()) again.emplace(slot, std::move(g));
-    }
     run = std::move(again);
   }
   if (late.conversations.empty()) return {};

@@ -2,16 +2,20 @@
 // keys of one hash slot only (docs/scaling.md, "A commit on a Redis Cluster").
 //
 // commit_on_cluster() takes the commit script's flat op list (as RedisStore::commit builds it
-// for one redis-server, redis_scripts.h kCommit) and runs it as several per-slot scripts, in
-// two phases, each phase's scripts sent to all masters at once (RedisCluster::run_many):
+// for one redis-server, redis_scripts.h kCommit), splits it by slot and runs it in two phases.
+// A phase's groups of the slots one master serves run as one script (a script without a
+// shebang may touch any slot of its node; op 'L' first reads one key of each further slot, so
+// a slot that moved since the map was read fails the script before it writes: then those
+// slots run one script each, following MOVED/ASK), all masters at once (RedisCluster::run_many):
 //   0. blind, idempotent puts outside the conversations: inbox marks (which only move
 //      forward: op 'm'), idempotency pointers (device → conversation), the expiry index,
 //      user-index rows of the current members and deletions of removed members' rows
 //      (against the member set read before), cursors, last-seen, tokens (a replaced token's
 //      key is deleted here, before the device row names the new one);
-//   1. per conversation slot, one script: the dense seq check, the log appends, the
-//      idempotency records and the conversation meta, atomically; also the device rows of
-//      PutDevice (after their tokens).
+//   1. per conversation, atomically (in its master's script): the dense seq check, the log
+//      appends, the idempotency records and the conversation meta; also the device rows of
+//      PutDevice (after their tokens). A script that finds a conversation behind writes
+//      nothing and runs again without it.
 // The call succeeds only if every phase succeeded; any failure is `unavailable` (or the
 // script's error) and the caller answers no `sent`. What a crash between phases leaves is
 // harmless, and why, is in docs/scaling.md.
@@ -22,7 +26,7 @@
 // written in phase 0, tells a lookup by device where to look (two reads). With dense appends
 // (ternd) the commit itself refuses a client_msg_id that has a record, so the sender makes no
 // read before a first attempt: phase 1 checks the record in the send's conversation ('j', in
-// that conversation's script, before the record's write), and phase 0's pointer write ('p')
+// the script of that conversation's master, before the record's write), and phase 0's pointer write ('p')
 // reports a pointer that names another conversation; commit_on_cluster() then reads that
 // conversation's record and, if it holds one, refuses the send too (an id counts per device,
 // docs/protocol.md §7.3). A refused send's conversation is named behind, unreserved; the

@@ -29,7 +29,7 @@ namespace tern::store::redis::scripts {
 //    reads the record and answers with it. The check is the record's idemexp write itself
 //    (ZADD NX; its 'I' then writes only the hash), undone if the batch writes nothing.
 //  - On a Redis Cluster the same check is op 'j' (conversation id, the record's hash
-//    {c:<conv>}:idem, its field, now), in the conversation's per-slot script, emitted before
+//    {c:<conv>}:idem, its field, now), in the script of the conversation's master, emitted before
 //    the record's write (redis_cluster_commit.h): the record itself is read (HGET; the global
 //    idemexp is in another slot) and its expiry, the first 8 bytes of the encoded record (big-
 //    endian, sign bit flipped: rocks::encode_idempotency), compared with now. A duplicate is
@@ -39,6 +39,9 @@ namespace tern::store::redis::scripts {
 //  - A device that must be new (op 'n': user key, device; before its 'D') must not be in the
 //    user's device hash; else TERNDEV: another node linked that number (or registered that
 //    user) first.
+//  - On a Redis Cluster, op 'L' (a key) first in a script merged from several slots of one
+//    master: an EXISTS of one key per further slot, which fails the script ("non local key")
+//    before anything is written if that slot moved to another node.
 // Either failure writes nothing (the only writes before the checks end are the 'i' entries,
 // removed again). Seqs above 2^53 would lose precision in Lua numbers; no real
 // conversation gets there. Base keys of devices ("{d:alice/1}") come from C++; the script
@@ -62,7 +65,7 @@ local function width(i)
   end
   if op == 'C' then return 4 + 2 * tonumber(a[i+3]) end
   if op == 'e' or op == 't' then return 3 end
-  if op == 'k' then return 2 end
+  if op == 'k' or op == 'L' then return 2 end
   if op == 'c' then return 4 + tonumber(a[i+3]) end
   if op == 'A' then return 6 + tonumber(a[i+5]) end
   if op == 'E' then return 4 + tonumber(a[i+3]) end
@@ -72,8 +75,8 @@ local me = a[1]
 local dense = me ~= '0'
 -- Whether some conversation may hold a reservation ({c:<id>}:rv, below). On one redis-server
 -- every reservation is covered by the marker 'rvany' (set after it, living longer), so while
--- there is none, one EXISTS per script stands for a GET per conversation. A Cluster's per-slot
--- scripts (they name their slot's key) cannot read a global key: they read each reservation.
+-- there is none, one EXISTS per script stands for a GET per conversation. A Cluster's scripts
+-- (they name a slot's key) cannot read a global key: they read each reservation.
 local reserved = nil
 if #KEYS > 0 then reserved = true end
 local held = {}
@@ -160,6 +163,11 @@ while i <= n do
       return redis.error_reply('TERNTAKE one-time prekey already taken')
     end
     taken[t] = true
+  elseif op == 'L' then
+    -- A Cluster script merged from several slots of one master (redis_cluster_commit.h): one
+    -- key of each slot but the first is read before anything is written, so a slot that
+    -- moved to another node fails the script here ("non local key") with nothing written.
+    redis.call('EXISTS', a[i+1])
   elseif op == 'n' then
     if redis.call('HEXISTS', a[i+1] .. ':d', a[i+2]) == 1 then
       undo()
@@ -226,6 +234,8 @@ while i <= n do
     i = i + 5
   elseif op == 'n' then
     i = i + 3
+  elseif op == 'L' then
+    i = i + 2
   elseif op == 'I' then
     local hk = a[i+1] .. ':idem'
     redis.call('HSET', hk, a[i+2], a[i+3])
@@ -273,7 +283,7 @@ while i <= n do
     end
     redis.call('SET', base .. ':m', a[i+2])
     i = i + 4 + 2 * nrows
-  -- Ops of the per-slot scripts on a Redis Cluster (redis_cluster_commit.h), lower case.
+  -- Ops of the scripts on a Redis Cluster (redis_cluster_commit.h), lower case.
   elseif op == 'm' then
     local old = redis.call('HGET', a[i+1] .. ':in', a[i+2])
     if not old or tonumber(old) < tonumber(a[i+3]) then redis.call('HSET', a[i+1] .. ':in', a[i+2], a[i+3]) end

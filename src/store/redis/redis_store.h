@@ -39,8 +39,8 @@
 //
 // commit(): the whole Batch is one EVALSHA of the commit script (one round trip, one atomic
 // step on the server: all or nothing, ops in order). The script builds the keys itself, which
-// a single redis-server allows; on a Redis Cluster the batch is split by slot into per-slot
-// scripts in two phases (redis_cluster_commit.h, docs/scaling.md). Durability: the reply comes after Redis applied the
+// a single redis-server allows; on a Redis Cluster the batch is split by slot into one script
+// per master in each of two phases (redis_cluster_commit.h, docs/scaling.md). Durability: the reply comes after Redis applied the
 // script, and with `appendfsync always` after the AOF write was fsynced; with
 // wait_replicas > 0 the commit also waits (WAIT) for that many replicas and fails with
 // `unavailable` if they did not acknowledge within the command timeout.

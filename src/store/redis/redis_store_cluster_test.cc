@@ -137,6 +137,154 @@ TEST(RedisStoreCluster, ACommitSpreadOverThreeMastersLandsWhole) {
   EXPECT_FALSE(after->has_value());
 }
 
+// The scripts the masters ran (EVALSHA, and EVAL where a node lacked the script).
+int64_t scripts_run() {
+  int64_t n = 0;
+  for (uint16_t p : g_cluster->ports()) {
+    auto role = g_cluster->command(p, {"ROLE"});
+    if (!role.ok() || role->rfind("master", 0) != 0) continue;
+    n += testing::command_calls(p, "evalsha") + testing::command_calls(p, "eval");
+  }
+  return n;
+}
+
+// A group post's commit touches one slot per member's inbox (and the conversation's, and the
+// sender's pointer): the slots one master serves run as one script per phase, so the commit
+// costs at most one script per master and phase, not one per slot. And it lands whole.
+TEST(RedisStoreCluster, ACommitRunsOneScriptPerMasterAndPhaseNotOnePerSlot) {
+  flush_masters(*g_cluster);
+  RedisStoreOptions o = options_for(*g_cluster);
+  o.dense_appends = true;
+  auto s = RedisStore::open(o);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  Conversation c;
+  c.id = "post";
+  for (int i = 0; i < 20; ++i) c.members.push_back(Member{"member" + std::to_string(i), 1, 0});
+  Batch setup;
+  setup.add(PutConversation{c});
+  ASSERT_TRUE((*s)->commit(setup, true).ok());  // every master has loaded the script since
+  std::set<uint16_t> slots = {key_slot("{c:post}"), key_slot("{d:member0/1}")};
+  Batch post;
+  post.add(AppendMessage{"post", 1, "frame-1"});
+  post.add(PutIdempotency{DeviceRef{"member0", 1}, "cm-1", IdempotencyRecord{"post", 1, 7, 1'000'000'000}});
+  for (const Member& m : c.members) {
+    post.add(InboxMark{DeviceRef{m.user, 1}, "post", 1});
+    slots.insert(key_slot("{d:" + m.user + "/1}"));
+  }
+  ASSERT_GT(slots.size(), 6u);  // one script per slot would be more than 3 masters × 2 phases
+  const int64_t before = scripts_run();
+  ASSERT_TRUE((*s)->commit(post, true).ok());
+  const int64_t ran = scripts_run() - before;
+  EXPECT_GE(ran, 2);  // phase 0 and phase 1
+  EXPECT_LE(ran, 6);
+  EXPECT_EQ(*(*s)->head("post"), 1u);
+  for (const Member& m : c.members) {
+    auto in = (*s)->inbox(DeviceRef{m.user, 1});
+    ASSERT_TRUE(in.ok());
+    ASSERT_EQ(in->size(), 1u) << m.user;
+    EXPECT_EQ((*in)[0].second, 1u);
+  }
+  auto rec = (*s)->idempotency(DeviceRef{"member0", 1}, "cm-1", 0);
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ((*rec)->seq, 1u);
+}
+
+// Two ids (made from `prefix` and a number, keyed as `key` makes them) whose slots one master
+// serves, the first in a lower slot: a merged script is routed by its lowest slot's key.
+std::pair<std::string, std::string> two_on_one_master(const std::string& prefix,
+                                                      std::string (*key)(const std::string&)) {
+  std::map<uint16_t, std::string> first;  // master → the id in the lowest slot seen
+  for (int i = 0; i < 10000; ++i) {
+    const std::string id = prefix + std::to_string(i);
+    const uint16_t slot = key_slot(key(id));
+    auto m = g_cluster->master_of(slot);
+    if (!m.ok()) continue;
+    auto [it, fresh] = first.emplace(*m, id);
+    if (fresh) continue;
+    const uint16_t other = key_slot(key(it->second));
+    if (other < slot) return {it->second, id};
+    if (other > slot) return {id, it->second};
+  }
+  return {};
+}
+
+// A slot that moved to another master after the store read the map: the merged script of its
+// old master meets it (op 'L', before anything is written) and fails with "non local key";
+// the store reads the topology again and runs those slots one script each. The commit lands
+// whole, on the masters that serve the slots now, and no conversation is reported behind.
+TEST(RedisStoreCluster, ACommitFollowsASlotThatMovedAfterTheMapWasRead) {
+  flush_masters(*g_cluster);
+  auto [c1, c2] = two_on_one_master("moved", [](const std::string& id) { return "{c:" + id + "}"; });
+  auto [d1, d2] = two_on_one_master("dev", [](const std::string& id) { return "{d:" + id + "/1}"; });
+  ASSERT_FALSE(c2.empty());
+  ASSERT_FALSE(d2.empty());
+  RedisStoreOptions o = options_for(*g_cluster);
+  o.dense_appends = true;
+  auto s = RedisStore::open(o);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  Batch warm;  // the store's map is read, and its connections to the masters made
+  warm.add(AppendMessage{c1, 1, "c1-1"});
+  warm.add(AppendMessage{c2, 1, "c2-1"});
+  ASSERT_TRUE((*s)->commit(warm, true).ok());
+
+  const uint16_t c2_slot = key_slot("{c:" + c2 + "}"), d2_slot = key_slot("{d:" + d2 + "/1}");
+  const uint16_t from = *g_cluster->master_of(c2_slot), d_from = *g_cluster->master_of(d2_slot);
+  const uint16_t to = *g_cluster->another_master(from), d_to = *g_cluster->another_master(d_from);
+  ASSERT_TRUE(g_cluster->move_slot(c2_slot, to).ok());
+  ASSERT_TRUE(g_cluster->move_slot(d2_slot, d_to).ok());
+
+  Batch b;
+  b.add(AppendMessage{c1, 2, "c1-2"});
+  b.add(AppendMessage{c2, 2, "c2-2"});
+  b.add(InboxMark{DeviceRef{d1, 1}, c1, 2});
+  b.add(InboxMark{DeviceRef{d2, 1}, c2, 2});
+  auto r = (*s)->commit(b, true);
+  EXPECT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE((*s)->behind().conversations.empty());
+  EXPECT_EQ(*(*s)->head(c1), 2u);
+  EXPECT_EQ(*(*s)->head(c2), 2u);
+  // The moved slots' keys are on their new masters.
+  EXPECT_EQ(*g_cluster->command(to, {"HEXISTS", "{c:" + c2 + "}:f", "0000000000000002"}), "1");
+  EXPECT_EQ(*g_cluster->command(d_to, {"HGET", "{d:" + d2 + "/1}:in", c2}), "2");
+  for (const std::string& d : {d1, d2}) {
+    auto in = (*s)->inbox(DeviceRef{d, 1});
+    ASSERT_TRUE(in.ok());
+    ASSERT_EQ(in->size(), 1u) << d;
+    EXPECT_EQ((*in)[0].second, 2u);
+  }
+  // The slots go back where they were (the other tests find masters by asking).
+  EXPECT_TRUE(g_cluster->move_slot(c2_slot, from).ok());
+  EXPECT_TRUE(g_cluster->move_slot(d2_slot, d_from).ok());
+}
+
+// Two conversations on one master share its phase-1 script: one found behind (another node
+// appended first) makes that script write nothing, and it runs again without that
+// conversation, so the other still commits.
+TEST(RedisStoreCluster, ADenseAppendBehindInAMergedScriptFailsOnlyItsConversation) {
+  flush_masters(*g_cluster);
+  auto [late, fine] = two_on_one_master("share", [](const std::string& id) { return "{c:" + id + "}"; });
+  ASSERT_FALSE(fine.empty());
+  RedisStoreOptions o = options_for(*g_cluster);
+  o.dense_appends = true;
+  auto a = RedisStore::open(o);
+  auto b = RedisStore::open(o);
+  ASSERT_TRUE(a.ok() && b.ok());
+  Batch first;
+  first.add(AppendMessage{late, 1, "a1"});
+  ASSERT_TRUE((*a)->commit(first, true).ok());
+  Batch both;
+  both.add(AppendMessage{late, 1, "b1"});  // behind: a appended seq 1 first
+  both.add(AppendMessage{fine, 1, "b2"});
+  auto r = (*b)->commit(both, true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kUnavailable);
+  EXPECT_EQ((*b)->behind().conversations, (std::vector<std::string>{late}));
+  EXPECT_TRUE((*b)->behind().rest_applied);
+  EXPECT_EQ((*(*b)->read_messages(late, 0, 10))[0].frame, "a1");
+  EXPECT_EQ(*(*b)->head(fine), 1u);
+  EXPECT_EQ((*(*b)->read_messages(fine, 0, 10))[0].frame, "b2");
+}
+
 // The live nodes by role (ROLE's first word): "master" / "slave".
 std::map<std::string, std::vector<uint16_t>> nodes_by_role() {
   std::map<std::string, std::vector<uint16_t>> out;
