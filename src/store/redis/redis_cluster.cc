@@ -8,10 +8,18 @@
 #include <hiredis/hiredis.h>
 
 #include "base/fiber.h"
+#include "base/metrics.h"
 
 namespace tern::store::redis {
 
 namespace {
+// Process-wide, over every RedisCluster (the store's and the bus's threads and fibers).
+CounterFamily& redirects = MetricsRegistry::global().family(
+    "tern_redis_redirects_total", "kind", "Redis Cluster redirections followed (MOVED: the slot has a new owner; ASK: a migration)");
+Counter& moved_total = redirects.with("moved");
+Counter& ask_total = redirects.with("ask");
+Counter& refreshes_total =
+    MetricsRegistry::global().counter("tern_redis_topology_refreshes_total", "reads of the Redis topology (CLUSTER SLOTS)");
 
 using Clock = std::chrono::steady_clock;
 
@@ -248,6 +256,7 @@ Result<void> RedisCluster::refresh_from(const RedisAddress& address) {
 
 Result<void> RedisCluster::refresh() {
   ++counters_.refreshes;
+  refreshes_total.inc();
   Error last = make_error(ErrorCode::kUnavailable, "redis: no node known");
   // Every node seen so far (seeds first): a dead master's place is known by the others.
   for (size_t i = 0; i < nodes_.size(); ++i) {
@@ -418,6 +427,7 @@ Result<void> RedisCluster::send_with_redirects(uint16_t slot, const std::vector<
     ask_node = -1;
     if (moved_to) {
       ++counters_.moved;
+      moved_total.inc();
       const int target = node_index(*moved_to);
       // Refresh the whole map (a MOVED rarely comes alone); the node that sent the MOVED
       // knows better than a refresh answered by a node with an older view.
@@ -425,6 +435,7 @@ Result<void> RedisCluster::send_with_redirects(uint16_t slot, const std::vector<
       if (slot_node_[slot] < 0 || slot_node_[slot] == node) slot_node_[slot] = static_cast<int16_t>(target);
     } else {
       ++counters_.ask;
+      ask_total.inc();
       ask_node = node_index(*ask_to);
     }
     todo = std::move(again);

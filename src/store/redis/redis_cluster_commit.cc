@@ -8,6 +8,7 @@
 #include <hiredis/hiredis.h>
 
 #include "base/clock.h"
+#include "base/metrics.h"
 #include "store/rocksdb/encoding.h"
 
 namespace tern::store::redis {
@@ -15,6 +16,12 @@ namespace tern::store::redis {
 namespace {
 
 std::string_view str(const redisReply* r) { return std::string_view(r->str, r->len); }
+
+Counter& scripts_total = MetricsRegistry::global().counter(
+    "tern_redis_commit_scripts_total", "scripts the commits ran on a Redis Cluster (at most one per master and phase)");
+Counter& moved_slots_total = MetricsRegistry::global().counter(
+    "tern_redis_commit_moved_slots_total",
+    "slots of a Cluster commit run again alone because their master's script met a slot that had moved");
 
 constexpr std::string_view kIdemIndex = "idemexp";
 // Global indexes of the commit script (redis_scripts.h); an index and its value hash share a
@@ -135,6 +142,7 @@ Result<void> run_phase(RedisCluster& cluster, const ClusterScript& script, const
   auto run = [&](const std::vector<Merged>& scripts) -> Result<std::vector<std::vector<Reply>>> {
     std::vector<SlotCommands> batches;
     for (const Merged& m : scripts) batches.push_back(SlotCommands{m.slots[0], command("EVALSHA", script.sha, m.group)});
+    scripts_total.inc(scripts.size());
     auto replies = cluster.run_many(batches);
     if (!replies) return replies.error();
     for (size_t i = 0; i < scripts.size(); ++i) {
@@ -157,6 +165,7 @@ Result<void> run_phase(RedisCluster& cluster, const ClusterScript& script, const
     if (scripts[i].slots.size() > 1 && non_local((*replies)[i][0].get()))
       for (uint16_t slot : scripts[i].slots) moved.emplace(slot, phase.at(slot));
   if (!moved.empty()) {
+    moved_slots_total.inc(moved.size());
     if (auto r = cluster.refresh(); !r) return r.error();
     std::vector<Merged> single = merge_by_node(cluster, moved, false);
     auto again = run(single);

@@ -8,6 +8,7 @@
 
 #include <thread>
 
+#include "base/metrics.h"
 #include "store/redis/testing/redis_cluster_server.h"
 #include "store/redis/testing/redis_server.h"
 
@@ -199,10 +200,15 @@ TEST_F(RedisClusterTest, FollowsMovedAfterASlotMigration) {
   ASSERT_TRUE(moved.ok()) << moved.error().message;
   // The client still thinks `from` serves the slot: MOVED, refresh, resend.
   EXPECT_EQ(c->owner(slot), "127.0.0.1:" + std::to_string(*from));
+  Counter& moved_metric = MetricsRegistry::global().family("tern_redis_redirects_total", "kind", "").with("moved");
+  Counter& refresh_metric = MetricsRegistry::global().counter("tern_redis_topology_refreshes_total", "");
+  const uint64_t moved_before = moved_metric.value(), refreshes_before = refresh_metric.value();
   auto r = c->run(slot, {{"GET", key}, {"SET", key, "after"}});
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(text((*r)[0]), "before");
   EXPECT_EQ(c->counters().moved, 1u);
+  EXPECT_EQ(moved_metric.value() - moved_before, 1u);  // GET /metrics counts it too
+  EXPECT_GE(refresh_metric.value() - refreshes_before, 1u);
   EXPECT_EQ(c->owner(slot), "127.0.0.1:" + std::to_string(to));
   EXPECT_EQ(*cluster_->command(to, {"GET", key}), "after");
 }
@@ -222,12 +228,15 @@ TEST_F(RedisClusterTest, FollowsAskDuringAMigration) {
   ASSERT_TRUE(begun.ok()) << begun.error().message;
   // One key is on the target already, the other still on the source; a new key goes to the
   // target. The slot still belongs to the source: the map does not change.
+  Counter& ask_metric = MetricsRegistry::global().family("tern_redis_redirects_total", "kind", "").with("ask");
+  const uint64_t ask_before = ask_metric.value();
   auto r = c->run(slot, {{"GET", moved_key}, {"GET", staying_key}, {"SET", new_key, "n"}});
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(text((*r)[0]), "m");
   EXPECT_EQ(text((*r)[1]), "s");
   EXPECT_EQ(text((*r)[2]), "OK");
   EXPECT_GE(c->counters().ask, 1u);
+  EXPECT_EQ(ask_metric.value() - ask_before, c->counters().ask);
   EXPECT_EQ(c->counters().moved, 0u);
   EXPECT_EQ(c->owner(slot), "127.0.0.1:" + std::to_string(*from));
   auto done = cluster_->finish_migration(slot, to);

@@ -11,10 +11,18 @@
 #include <hiredis/hiredis.h>
 
 #include "base/fiber.h"
+#include "base/metrics.h"
 
 namespace tern::store::redis {
 
 namespace {
+// Process-wide, over every RedisConnection (the store's and the bus's threads and fibers; the
+// loops' AsyncRedis connections of the bus are not counted here).
+Counter& connects_total = MetricsRegistry::global().counter("tern_redis_connects_total", "Redis connections made");
+Counter& connect_failures_total =
+    MetricsRegistry::global().counter("tern_redis_connect_failures_total", "Redis connection attempts that failed");
+Counter& broken_total = MetricsRegistry::global().counter(
+    "tern_redis_connections_broken_total", "Redis connections dropped after a transport error or a timeout");
 timeval to_timeval(std::chrono::milliseconds d) {
   timeval tv{};
   tv.tv_sec = static_cast<time_t>(d.count() / 1000);
@@ -74,7 +82,10 @@ Result<std::unique_ptr<RedisConnection>> RedisConnection::connect(const RedisAdd
   redisContext* ctx = nullptr;
   if (in_fiber) {
     auto c = connect_in_fiber(address, connect_timeout);
-    if (!c) return c.error();
+    if (!c) {
+      connect_failures_total.inc();
+      return c.error();
+    }
     ctx = *c;
   } else {
     ctx = redisConnectWithTimeout(address.host.c_str(), address.port, to_timeval(connect_timeout));
@@ -82,10 +93,12 @@ Result<std::unique_ptr<RedisConnection>> RedisConnection::connect(const RedisAdd
     if (ctx->err) {
       std::string what = ctx->errstr;
       redisFree(ctx);
+      connect_failures_total.inc();
       return make_error(ErrorCode::kUnavailable, "redis: connect: " + what);
     }
     if (command_timeout.count() > 0) redisSetTimeout(ctx, to_timeval(command_timeout));
   }
+  connects_total.inc();
   redisEnableKeepAlive(ctx);
   return std::unique_ptr<RedisConnection>(new RedisConnection(ctx, in_fiber, command_timeout));
 }
@@ -107,8 +120,13 @@ Result<redisContext*> RedisConnection::connect_in_fiber(const RedisAddress& addr
   return ctx;
 }
 
-Error RedisConnection::transport_error(const char* what) {
+void RedisConnection::broke() {
+  if (healthy_) broken_total.inc();
   healthy_ = false;
+}
+
+Error RedisConnection::transport_error(const char* what) {
+  broke();
   return make_error(ErrorCode::kUnavailable, std::string("redis: ") + what + ": " + ctx_->errstr);
 }
 
@@ -152,7 +170,7 @@ bool RedisConnection::append(const std::vector<std::string_view>& argv) {
     lens.push_back(a.size());
   }
   if (redisAppendCommandArgv(ctx_, static_cast<int>(ptrs.size()), ptrs.data(), lens.data()) != REDIS_OK) {
-    healthy_ = false;
+    broke();
     return false;
   }
   return true;
@@ -164,7 +182,7 @@ bool RedisConnection::flush() {
   int done = 0;
   while (!done) {
     if (redisBufferWrite(ctx_, &done) != REDIS_OK) {
-      healthy_ = false;
+      broke();
       return false;
     }
   }
@@ -192,7 +210,7 @@ bool RedisConnection::flush_in_fiber() {
     if (done) return true;
     if (!Fiber::wait_fd(ctx_->fd, true, until)) break;  // the socket's buffer stayed full
   }
-  healthy_ = false;
+  broke();
   return false;
 }
 
@@ -203,7 +221,7 @@ Result<Reply> RedisConnection::read_in_fiber() {
     if (redisGetReplyFromReader(ctx_, &r) != REDIS_OK) return transport_error("reply");
     if (r) return Reply(static_cast<redisReply*>(r));
     if (!Fiber::wait_fd(ctx_->fd, false, until)) {
-      healthy_ = false;
+      broke();
       return make_error(ErrorCode::kUnavailable, "redis: read: timed out");
     }
     // Non-blocking: nothing read yet is no error; a closed connection is.

@@ -92,6 +92,7 @@ class RedisConnection {
   RedisConnection(redisContext* ctx, bool in_fiber, std::chrono::milliseconds command_timeout)
       : ctx_(ctx), in_fiber_(in_fiber), command_timeout_(command_timeout) {}
   static Result<redisContext*> connect_in_fiber(const RedisAddress& address, std::chrono::milliseconds timeout);
+  void broke();  // marks the connection unusable (counted once: tern_redis_connections_broken_total)
   Error transport_error(const char* what);
   std::chrono::steady_clock::time_point deadline() const;  // of a call begun now
   // The fiber's halves of flush() and read_reply(): non-blocking I/O, waiting in the fiber.

@@ -10,6 +10,7 @@
 #include <hiredis/hiredis.h>
 
 #include "base/clock.h"
+#include "base/metrics.h"
 #include "store/redis/redis_cluster.h"
 #include "store/redis/redis_store.h"
 #include "store/redis/testing/redis_cluster_server.h"
@@ -173,8 +174,11 @@ TEST(RedisStoreCluster, ACommitRunsOneScriptPerMasterAndPhaseNotOnePerSlot) {
   }
   ASSERT_GT(slots.size(), 6u);  // one script per slot would be more than 3 masters × 2 phases
   const int64_t before = scripts_run();
+  Counter& scripts_metric = MetricsRegistry::global().counter("tern_redis_commit_scripts_total", "");
+  const uint64_t metric_before = scripts_metric.value();
   ASSERT_TRUE((*s)->commit(post, true).ok());
   const int64_t ran = scripts_run() - before;
+  EXPECT_EQ(static_cast<int64_t>(scripts_metric.value() - metric_before), ran);  // GET /metrics says the same
   EXPECT_GE(ran, 2);  // phase 0 and phase 1
   EXPECT_LE(ran, 6);
   EXPECT_EQ(*(*s)->head("post"), 1u);
@@ -225,26 +229,37 @@ TEST(RedisStoreCluster, ACommitFollowsASlotThatMovedAfterTheMapWasRead) {
   Batch warm;  // the store's map is read, and its connections to the masters made
   warm.add(AppendMessage{c1, 1, "c1-1"});
   warm.add(AppendMessage{c2, 1, "c2-1"});
+  warm.add(InboxMark{DeviceRef{d1, 1}, c1, 1});
+  warm.add(InboxMark{DeviceRef{d2, 1}, c2, 1});
   ASSERT_TRUE((*s)->commit(warm, true).ok());
+  Counter& moved_slots = MetricsRegistry::global().counter("tern_redis_commit_moved_slots_total", "");
 
+  // Phase 1 (appends only): c2's slot moved.
   const uint16_t c2_slot = key_slot("{c:" + c2 + "}"), d2_slot = key_slot("{d:" + d2 + "/1}");
-  const uint16_t from = *g_cluster->master_of(c2_slot), d_from = *g_cluster->master_of(d2_slot);
-  const uint16_t to = *g_cluster->another_master(from), d_to = *g_cluster->another_master(d_from);
+  const uint16_t from = *g_cluster->master_of(c2_slot), to = *g_cluster->another_master(from);
   ASSERT_TRUE(g_cluster->move_slot(c2_slot, to).ok());
-  ASSERT_TRUE(g_cluster->move_slot(d2_slot, d_to).ok());
-
-  Batch b;
-  b.add(AppendMessage{c1, 2, "c1-2"});
-  b.add(AppendMessage{c2, 2, "c2-2"});
-  b.add(InboxMark{DeviceRef{d1, 1}, c1, 2});
-  b.add(InboxMark{DeviceRef{d2, 1}, c2, 2});
-  auto r = (*s)->commit(b, true);
+  uint64_t moved_before = moved_slots.value();
+  Batch appends;
+  appends.add(AppendMessage{c1, 2, "c1-2"});
+  appends.add(AppendMessage{c2, 2, "c2-2"});
+  auto r = (*s)->commit(appends, true);
   EXPECT_TRUE(r.ok()) << r.error().message;
   EXPECT_TRUE((*s)->behind().conversations.empty());
+  EXPECT_EQ(moved_slots.value() - moved_before, 2u);  // c1's and c2's slots, one script each
   EXPECT_EQ(*(*s)->head(c1), 2u);
   EXPECT_EQ(*(*s)->head(c2), 2u);
-  // The moved slots' keys are on their new masters.
   EXPECT_EQ(*g_cluster->command(to, {"HEXISTS", "{c:" + c2 + "}:f", "0000000000000002"}), "1");
+
+  // Phase 0 (inbox marks only): d2's slot moved, after the store read the map again.
+  const uint16_t d_from = *g_cluster->master_of(d2_slot), d_to = *g_cluster->another_master(d_from);
+  ASSERT_TRUE(g_cluster->move_slot(d2_slot, d_to).ok());
+  moved_before = moved_slots.value();
+  Batch marks;
+  marks.add(InboxMark{DeviceRef{d1, 1}, c1, 2});
+  marks.add(InboxMark{DeviceRef{d2, 1}, c2, 2});
+  r = (*s)->commit(marks, true);
+  EXPECT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(moved_slots.value() - moved_before, 2u);
   EXPECT_EQ(*g_cluster->command(d_to, {"HGET", "{d:" + d2 + "/1}:in", c2}), "2");
   for (const std::string& d : {d1, d2}) {
     auto in = (*s)->inbox(DeviceRef{d, 1});

@@ -20,6 +20,7 @@
 
 #include "base/clock.h"
 #include "base/fiber.h"
+#include "base/metrics.h"
 
 #include "store/redis/testing/redis_info.h"
 #include "store/redis/testing/redis_server.h"
@@ -172,6 +173,11 @@ TEST(RedisStore, AReadInAFiberWaitsForRedisWithoutHoldingItsLoop) {
   ASSERT_TRUE(r1.ok()) << r1.error().message;
   EXPECT_EQ(*r1, 1u);
 
+  // The process's Redis client metrics (GET /metrics) count the timed-out connection and the
+  // new one.
+  Counter& broken = MetricsRegistry::global().counter("tern_redis_connections_broken_total", "");
+  Counter& connects = MetricsRegistry::global().counter("tern_redis_connects_total", "");
+  const uint64_t broken_before = broken.value(), connects_before = connects.value();
   server.freeze();
   boost::asio::post(io, [&] { fiber.resume(); });
   boost::asio::post(io, [&] { loop_ran_2.set_value(); });
@@ -186,6 +192,8 @@ TEST(RedisStore, AReadInAFiberWaitsForRedisWithoutHoldingItsLoop) {
   auto r3 = f3.get();
   ASSERT_TRUE(r3.ok()) << r3.error().message;
   EXPECT_EQ(*r3, 1u);
+  EXPECT_GE(broken.value(), broken_before + 1);
+  EXPECT_GE(connects.value(), connects_before + 1);
   guard.reset();
   loop.join();
   EXPECT_TRUE(fiber.done());
