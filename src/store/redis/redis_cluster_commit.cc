@@ -160,10 +160,14 @@ Result<void> run_phase(RedisCluster& cluster, const ClusterScript& script, const
   if (!replies) return replies.error();
   // A merged script that met a slot of another node wrote nothing: the map is stale. Those
   // slots again, one script each, after the topology is read again.
+  // `ran_again[i]`: script i was such a script; its reply is not the commit's answer.
   Phase moved;
-  for (size_t i = 0; i < scripts.size(); ++i)
-    if (scripts[i].slots.size() > 1 && non_local((*replies)[i][0].get()))
+  std::vector<bool> ran_again(scripts.size(), false);
+  for (size_t i = 0; i < scripts.size(); ++i) {
+    ran_again[i] = scripts[i].slots.size() > 1 && non_local((*replies)[i][0].get());
+    if (ran_again[i])
       for (uint16_t slot : scripts[i].slots) moved.emplace(slot, phase.at(slot));
+  }
   if (!moved.empty()) {
     moved_slots_total.inc(moved.size());
     if (auto r = cluster.refresh(); !r) return r.error();
@@ -175,7 +179,7 @@ Result<void> run_phase(RedisCluster& cluster, const ClusterScript& script, const
   }
   for (size_t i = 0; i < scripts.size(); ++i) {
     std::vector<Reply>& r = (*replies)[i];
-    if (non_local(r[0].get()) && scripts[i].slots.size() > 1) continue;  // ran again above
+    if (i < ran_again.size() && ran_again[i]) continue;  // its slots ran again above
     if (r[0]->type == REDIS_REPLY_ERROR) return redis_reply_error(str(r[0].get()));
     if (Store::Behind late; behind_reply(r[0].get(), late)) {
       out.behind.insert(out.behind.end(), late.conversations.begin(), late.conversations.end());
