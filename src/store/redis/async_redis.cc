@@ -10,6 +10,8 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 
+#include "base/metrics.h"
+
 namespace tern::store::redis {
 
 namespace asio = boost::asio;
@@ -135,6 +137,7 @@ void AsyncRedis::on_connected(const std::shared_ptr<Link>& link, const boost::sy
   boost::system::error_code ignored;
   link->socket.set_option(tcp::no_delay(true), ignored);
   state_ = State::kReady;
+  redis_connection_counters().connects.inc();
   backoff_.reset();
   timer_.cancel();  // the connect's deadline; the commands' own is armed below
   timer_armed_ = false;
@@ -229,6 +232,8 @@ void AsyncRedis::close() {
 
 void AsyncRedis::fail(const std::string& why, bool backoff) {
   const bool had_link = link_ != nullptr;  // a connection (or an attempt) broke
+  if (backoff && state_ == State::kConnecting) redis_connection_counters().connect_failures.inc();
+  if (backoff && state_ == State::kReady) redis_connection_counters().broken.inc();
   if (link_) {
     boost::system::error_code ignored;
     link_->socket.close(ignored);

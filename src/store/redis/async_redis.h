@@ -18,7 +18,9 @@
 // with `unavailable` (a command may have been applied without its reply: callers send only
 // commands that are safe to lose or to send again), and the next command connects anew after
 // the back-off. A Redis error reply (e.g. MOVED, NOSCRIPT) is not a failure: it is returned
-// as a Reply of type REDIS_REPLY_ERROR for the caller to judge.
+// as a Reply of type REDIS_REPLY_ERROR for the caller to judge. Connections made, attempts
+// failed and connections broken (not closed) count in redis_connection_counters() (GET
+// /metrics), with RedisConnection's.
 //
 // Pub/sub: with a push handler set, a pushed message (an array that starts with "message",
 // "smessage" or "pmessage") goes to it, and so does any reply that no command waits for (the

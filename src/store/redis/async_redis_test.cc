@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "base/metrics.h"
 #include "store/redis/testing/redis_server.h"
 
 namespace tern::store::redis {
@@ -89,6 +90,8 @@ TEST_F(AsyncRedisTest, ARedisErrorIsAReplyNotAFailure) {
 
 TEST_F(AsyncRedisTest, ADeadRedisFailsAtOnceAndTheBackOffSendsNothing) {
   server_.stop();
+  const uint64_t failures_before = redis_connection_counters().connect_failures.value();
+  const uint64_t connects_before = redis_connection_counters().connects.value();
   auto r = make();
   auto first = call(*r, {"PING"});
   ASSERT_FALSE(first);
@@ -99,16 +102,22 @@ TEST_F(AsyncRedisTest, ADeadRedisFailsAtOnceAndTheBackOffSendsNothing) {
   ASSERT_FALSE(second);
   EXPECT_EQ(second.error().code, ErrorCode::kUnavailable);
   EXPECT_EQ(r->connects(), 1u);
+  // GET /metrics counts the one failed attempt, and no connection made.
+  EXPECT_EQ(redis_connection_counters().connect_failures.value(), failures_before + 1);
+  EXPECT_EQ(redis_connection_counters().connects.value(), connects_before);
 }
 
 TEST_F(AsyncRedisTest, WaitingCommandsFailWhenRedisDiesAndTheNextConnectsAgainWhenItIsBack) {
   auto r = make();
   ASSERT_TRUE(call(*r, {"SET", "kept", "1"}));
+  const uint64_t broken_before = redis_connection_counters().broken.value();
   server_.kill9();
   auto lost = call(*r, {"GET", "kept"});
   ASSERT_FALSE(lost);
   EXPECT_EQ(lost.error().code, ErrorCode::kUnavailable);
   ASSERT_TRUE(server_.start());
+  // (start() connects to the new server itself to await it: it counts in the same process.)
+  const uint64_t connects_before = redis_connection_counters().connects.value();
   // After the back-off (100 ms, then 200 ms...) a command reconnects; bounded attempts.
   std::optional<Result<Reply>> back;
   for (int i = 0; i < 100 && !(back && *back); ++i) {
@@ -124,11 +133,15 @@ TEST_F(AsyncRedisTest, WaitingCommandsFailWhenRedisDiesAndTheNextConnectsAgainWh
   ASSERT_EQ((**back)->type, REDIS_REPLY_STRING);
   EXPECT_EQ(std::string((**back)->str, (**back)->len), "1");
   EXPECT_GE(r->connects(), 2u);
+  // GET /metrics: the connection Redis's death broke, and the one made when it was back.
+  EXPECT_EQ(redis_connection_counters().broken.value(), broken_before + 1);
+  EXPECT_EQ(redis_connection_counters().connects.value(), connects_before + 1);
 }
 
 TEST_F(AsyncRedisTest, AHungRedisTimesOutTheWaitingCommandsAndTheLoopGoesOn) {
   auto r = make(300ms);
   ASSERT_TRUE(call(*r, {"PING"}));
+  const uint64_t broken_before = redis_connection_counters().broken.value();
   server_.freeze();
   std::vector<Result<Reply>> got;
   for (int i = 0; i < 3; ++i) r->command({"PING"}, [&](Result<Reply> reply) { got.push_back(std::move(reply)); });
@@ -153,6 +166,7 @@ TEST_F(AsyncRedisTest, AHungRedisTimesOutTheWaitingCommandsAndTheLoopGoesOn) {
   }
   EXPECT_GE(waited, 250ms);
   EXPECT_GE(ticks, 5);  // the loop was not blocked while Redis hung
+  EXPECT_EQ(redis_connection_counters().broken.value(), broken_before + 1);  // one connection, three commands
   server_.thaw();
 }
 
@@ -178,6 +192,7 @@ TEST_F(AsyncRedisTest, CommandsBeyondTheBoundAreOverloadedWithoutBeingSent) {
 TEST_F(AsyncRedisTest, ACallbackMayCloseTheConnectionAndTheRestFail) {
   auto r = make();
   ASSERT_TRUE(call(*r, {"PING"}));
+  const uint64_t broken_before = redis_connection_counters().broken.value();
   std::vector<Result<Reply>> got;
   r->command({"PING"}, [&](Result<Reply> reply) {
     got.push_back(std::move(reply));
@@ -190,6 +205,7 @@ TEST_F(AsyncRedisTest, ACallbackMayCloseTheConnectionAndTheRestFail) {
   EXPECT_EQ(got[1].error().code, ErrorCode::kUnavailable);
   EXPECT_TRUE(call(*r, {"PING"}));  // no back-off after a close
   EXPECT_EQ(r->connects(), 2u);
+  EXPECT_EQ(redis_connection_counters().broken.value(), broken_before);  // a close is not a break
 }
 
 // A subscriber: the SUBSCRIBE's first confirmation answers the command, the second (its other

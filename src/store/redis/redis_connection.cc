@@ -15,14 +15,19 @@
 
 namespace tern::store::redis {
 
+RedisConnectionCounters& redis_connection_counters() {
+  static RedisConnectionCounters counters{
+      MetricsRegistry::global().counter("tern_redis_connects_total", "Redis connections made"),
+      MetricsRegistry::global().counter("tern_redis_connect_failures_total", "Redis connection attempts that failed"),
+      MetricsRegistry::global().counter("tern_redis_connections_broken_total",
+                                        "Redis connections dropped after a transport error or a timeout")};
+  return counters;
+}
+
 namespace {
-// Process-wide, over every RedisConnection (the store's and the bus's threads and fibers; the
-// loops' AsyncRedis connections of the bus are not counted here).
-Counter& connects_total = MetricsRegistry::global().counter("tern_redis_connects_total", "Redis connections made");
-Counter& connect_failures_total =
-    MetricsRegistry::global().counter("tern_redis_connect_failures_total", "Redis connection attempts that failed");
-Counter& broken_total = MetricsRegistry::global().counter(
-    "tern_redis_connections_broken_total", "Redis connections dropped after a transport error or a timeout");
+// Registered at start, so that GET /metrics lists them (at 0) before the first connection.
+[[maybe_unused]] RedisConnectionCounters& registered = redis_connection_counters();
+
 timeval to_timeval(std::chrono::milliseconds d) {
   timeval tv{};
   tv.tv_sec = static_cast<time_t>(d.count() / 1000);
@@ -83,7 +88,7 @@ Result<std::unique_ptr<RedisConnection>> RedisConnection::connect(const RedisAdd
   if (in_fiber) {
     auto c = connect_in_fiber(address, connect_timeout);
     if (!c) {
-      connect_failures_total.inc();
+      redis_connection_counters().connect_failures.inc();
       return c.error();
     }
     ctx = *c;
@@ -93,12 +98,12 @@ Result<std::unique_ptr<RedisConnection>> RedisConnection::connect(const RedisAdd
     if (ctx->err) {
       std::string what = ctx->errstr;
       redisFree(ctx);
-      connect_failures_total.inc();
+      redis_connection_counters().connect_failures.inc();
       return make_error(ErrorCode::kUnavailable, "redis: connect: " + what);
     }
     if (command_timeout.count() > 0) redisSetTimeout(ctx, to_timeval(command_timeout));
   }
-  connects_total.inc();
+  redis_connection_counters().connects.inc();
   redisEnableKeepAlive(ctx);
   return std::unique_ptr<RedisConnection>(new RedisConnection(ctx, in_fiber, command_timeout));
 }
@@ -121,7 +126,7 @@ Result<redisContext*> RedisConnection::connect_in_fiber(const RedisAddress& addr
 }
 
 void RedisConnection::broke() {
-  if (healthy_) broken_total.inc();
+  if (healthy_) redis_connection_counters().broken.inc();
   healthy_ = false;
 }
 

@@ -23,6 +23,10 @@
 struct redisContext;
 struct redisReply;
 
+namespace tern {
+class Counter;
+}
+
 namespace tern::store::redis {
 
 struct RedisAddress {
@@ -38,6 +42,16 @@ struct ReplyDeleter {
   void operator()(redisReply* r) const;
 };
 using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
+
+// The Redis client's connection counters, process-wide (GET /metrics): every RedisConnection
+// (the store's and the bus's threads and fibers) and every AsyncRedis (the bus's loops) counts
+// here, so an operator sees the whole node's connections to Redis. Any thread.
+struct RedisConnectionCounters {
+  Counter& connects;          // tern_redis_connects_total: connections made
+  Counter& connect_failures;  // tern_redis_connect_failures_total: attempts that failed
+  Counter& broken;            // tern_redis_connections_broken_total: dropped after a transport error or a timeout
+};
+RedisConnectionCounters& redis_connection_counters();
 
 // The delay before the next reconnect attempt: `initial` after the first failure, then twice
 // the last, at most `cap`; reset() after a success. A dead Redis is not hammered, a brief
