@@ -33,14 +33,17 @@ struct SenderLog {
 std::string cmid(int sender, int i) { return "s" + std::to_string(sender) + "-" + std::to_string(i); }
 
 // Sends kPerSender messages with up to kWindow in flight until done or the connection dies.
+// `synced` counts the senders past their connect: the kill waits for all of them.
 void run_sender(uint16_t port, const Account& who, int index, const std::string& conv, SenderLog& log,
-                std::atomic<int>& acked_total, std::mutex& mu) {
+                std::atomic<int>& acked_total, std::atomic<int>& synced, std::mutex& mu) {
   Device d(who);
   if (d.connect(port) != 101 || !d.until_synced(ms(30000))) {
     std::lock_guard lk(mu);
     log.errors.push_back("could not connect");
+    ++synced;  // (the test fails on the error; the kill need not wait for this one)
     return;
   }
+  ++synced;
   int next = 0, outstanding = 0, idle = 0;
   while (true) {
     while (next < kPerSender && outstanding < kWindow) {
@@ -91,17 +94,19 @@ TEST_F(TerndCrash, SigkillMidBurstLosesNoAcknowledgedMessage) {
   const Seq h0 = api().head(reader.token, conv);
 
   std::vector<SenderLog> logs(kSenders);
-  std::atomic<int> acked_total{0};
+  std::atomic<int> acked_total{0}, synced{0};
   std::mutex mu;
   std::vector<std::thread> threads;
   for (int i = 0; i < kSenders; ++i)
     threads.emplace_back(run_sender, port(), std::cref(senders[i]), i, std::cref(conv), std::ref(logs[i]),
-                         std::ref(acked_total), std::ref(mu));
+                         std::ref(acked_total), std::ref(synced), std::ref(mu));
 
-  // Kill once a good part of the burst is acknowledged (bounded wait).
+  // Kill once every sender is connected and a good part of the burst is acknowledged (bounded
+  // wait). Without the first condition, a slow sender (ASan, Redis) was still connecting when
+  // the others' acks reached the kill point, and failed with "could not connect".
   const int kill_at = kSenders * kPerSender / 4;
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (acked_total.load() < kill_at && std::chrono::steady_clock::now() < until)
+  while ((synced.load() < kSenders || acked_total.load() < kill_at) && std::chrono::steady_clock::now() < until)
     std::this_thread::sleep_for(ms(1));
   const int at_kill = acked_total.load();
   server_->kill(SIGKILL);
