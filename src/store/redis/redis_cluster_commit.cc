@@ -176,10 +176,11 @@ Result<void> run_phase(RedisCluster& cluster, const ClusterScript& script, const
     if (!again) return again.error();
     scripts.insert(scripts.end(), std::make_move_iterator(single.begin()), std::make_move_iterator(single.end()));
     replies->insert(replies->end(), std::make_move_iterator(again->begin()), std::make_move_iterator(again->end()));
+    ran_again.resize(scripts.size(), false);  // the single-slot scripts' replies are answers
   }
   for (size_t i = 0; i < scripts.size(); ++i) {
     std::vector<Reply>& r = (*replies)[i];
-    if (i < ran_again.size() && ran_again[i]) continue;  // its slots ran again above
+    if (ran_again[i]) continue;  // its slots ran again above
     if (r[0]->type == REDIS_REPLY_ERROR) return redis_reply_error(str(r[0].get()));
     if (Store::Behind late; behind_reply(r[0].get(), late)) {
       out.behind.insert(out.behind.end(), late.conversations.begin(), late.conversations.end());
