@@ -195,7 +195,12 @@ Result<RedisConnection*> RedisCluster::connect(int node, bool* fresh) {
   Node& n = nodes_[static_cast<size_t>(node)];
   if (n.conn && !n.conn->healthy()) n.conn.reset();
   if (fresh) *fresh = !n.conn;
-  if (!n.conn) {
+  if (!n.conn && options_.shared) {
+    // Another fiber of the loop may have made it: `fresh` only if made now.
+    auto c = options_.shared->get(n.address, options_.connect_timeout, options_.command_timeout, fresh);
+    if (!c) return c.error();
+    n.conn = std::move(c).value();
+  } else if (!n.conn) {
     auto c = RedisConnection::connect(n.address, options_.connect_timeout, options_.command_timeout);
     if (!c) return c.error();
     n.conn = std::move(c).value();
@@ -470,6 +475,7 @@ Result<std::vector<std::vector<Reply>>> RedisCluster::run_many(const std::vector
     bool fresh;
   };
   std::vector<Sent> sent;
+  std::vector<RedisConnection::Ticket> tickets;  // tickets[k]: sent[k]'s request
   std::vector<std::pair<size_t, std::vector<size_t>>> later;  // (batch, commands) to resend
   auto all_of = [&](size_t b) {
     std::vector<size_t> todo(batches[b].commands.size());
@@ -478,46 +484,41 @@ Result<std::vector<std::vector<Reply>>> RedisCluster::run_many(const std::vector
   };
   for (size_t b = 0; b < batches.size(); ++b) {
     auto node = route(batches[b].slot);
-    if (!node) {
-      // Replies are pending on the connections written to: drop them (the call fails).
-      for (const Sent& s : sent) nodes_[static_cast<size_t>(s.node)].conn.reset();
-      return node.error();
-    }
+    if (!node) return node.error();  // the requests sent are answered and their replies dropped
     bool fresh = false;
     auto c = connect(*node, &fresh);
     if (!c) {
       later.emplace_back(b, all_of(b));
       continue;
     }
-    bool ok = true;
-    for (const auto& cmd : batches[b].commands) ok = ok && (*c)->append(cmd);
-    ok = ok && (*c)->flush();
-    sent.push_back(Sent{b, *node, fresh});  // a failed write shows as a broken connection below
+    tickets.push_back((*c)->send(batches[b].commands));
+    sent.push_back(Sent{b, *node, fresh});  // a failed write shows as a failed receive below
   }
   // Read every reply of every node; redirected commands are resent only after all pending
   // replies were read.
   Result<void> failure;
-  for (const Sent& s : sent) {
+  for (size_t k = 0; k < sent.size(); ++k) {
+    const Sent& s = sent[k];
     Node& n = nodes_[static_cast<size_t>(s.node)];
     std::vector<size_t> again;
-    for (size_t i = 0; i < batches[s.batch].commands.size(); ++i) {
-      Result<Reply> reply = make_error(ErrorCode::kUnavailable, "redis: connection broken");
-      if (n.conn && n.conn->healthy()) reply = n.conn->read_reply();
-      if (!reply) {
-        n.conn.reset();
-        slot_node_[batches[s.batch].slot] = -1;
-        refresh_after_ = {};
-        if (s.fresh) {
-          failure = reply.error();
-        } else {
-          for (size_t k = i; k < batches[s.batch].commands.size(); ++k) again.push_back(k);
-        }
-        break;
+    Result<std::vector<Reply>> replies = make_error(ErrorCode::kUnavailable, "redis: connection broken");
+    if (n.conn) replies = n.conn->receive(tickets[k]);
+    if (!replies) {
+      n.conn.reset();
+      slot_node_[batches[s.batch].slot] = -1;
+      refresh_after_ = {};
+      if (s.fresh) {
+        failure = replies.error();
+      } else {
+        later.emplace_back(s.batch, all_of(s.batch));
       }
-      if (parse_redirect(reply->get())) {
+      continue;
+    }
+    for (size_t i = 0; i < replies->size(); ++i) {
+      if (parse_redirect((*replies)[i].get())) {
         again.push_back(i);
       } else {
-        out[s.batch][i] = std::move(*reply);
+        out[s.batch][i] = std::move((*replies)[i]);
       }
     }
     if (!again.empty()) later.emplace_back(s.batch, std::move(again));

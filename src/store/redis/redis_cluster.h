@@ -38,8 +38,9 @@
 // grouped per node, all written before any reply is read (one round trip to each node, in
 // parallel).
 //
-// Thread-safety: none, as RedisConnection: one RedisCluster is used by one thread at a time
-// (RedisStore and RedisBus keep one per calling thread). Owns its connections.
+// Thread-safety: none, as RedisConnection: one RedisCluster is used by one thread or fiber at
+// a time (RedisStore and RedisBus keep one per calling thread or fiber). Owns its
+// connections, or shares them with the other fibers of its loop (options.shared).
 #pragma once
 #include <array>
 #include <chrono>
@@ -78,6 +79,10 @@ struct RedisClusterOptions {
   std::chrono::milliseconds max_backoff{1000};
   int max_attempts = 4;   // connection attempts per call (each after a topology refresh)
   int max_redirects = 5;  // MOVED/ASK followed per call
+  // Where the client takes its connections: null, its own (one per node); else these, shared
+  // with the other clients of one loop's fibers (RedisStore's reads in fibers). Outlives
+  // the client.
+  LoopConnections* shared = nullptr;
 };
 
 // One pipeline for one slot (run_many).
@@ -143,7 +148,7 @@ class RedisCluster {
  private:
   struct Node {
     RedisAddress address;
-    std::unique_ptr<RedisConnection> conn;
+    std::shared_ptr<RedisConnection> conn;
   };
   explicit RedisCluster(RedisClusterOptions options);
   int node_index(const RedisAddress& address);  // adds the node if new

@@ -7,7 +7,9 @@
 #include <charconv>
 #include <cstring>
 #include <mutex>
+#include <optional>
 
+#include <boost/asio/post.hpp>
 #include <hiredis/hiredis.h>
 
 #include "base/fiber.h"
@@ -135,8 +137,26 @@ Error RedisConnection::transport_error(const char* what) {
   return make_error(ErrorCode::kUnavailable, std::string("redis: ") + what + ": " + ctx_->errstr);
 }
 
-Result<std::vector<Reply>> RedisConnection::pipeline(const std::vector<std::vector<std::string_view>>& commands) {
-  if (!healthy_) return make_error(ErrorCode::kUnavailable, "redis: connection broken");
+struct RedisConnection::Request {
+  size_t want = 0;             // replies expected
+  std::vector<Reply> replies;  // arrived so far
+  bool done = false;
+  std::optional<Error> error;                      // when done and failed
+  std::chrono::steady_clock::time_point deadline;  // the answer is late after this
+  Fiber* waiting = nullptr;                        // a fiber suspended until done (fiber mode)
+};
+
+RedisConnection::Ticket RedisConnection::send(const std::vector<std::vector<std::string_view>>& commands) {
+  auto t = std::make_shared<Request>();
+  t->want = commands.size();
+  t->replies.reserve(commands.size());
+  t->deadline = command_timeout_.count() > 0 ? std::chrono::steady_clock::now() + command_timeout_
+                                             : std::chrono::steady_clock::time_point::max();
+  if (!healthy_) {
+    t->done = true;
+    t->error = make_error(ErrorCode::kUnavailable, "redis: connection broken");
+    return t;
+  }
   std::vector<const char*> argv;
   std::vector<size_t> lens;
   for (const auto& cmd : commands) {
@@ -146,58 +166,167 @@ Result<std::vector<Reply>> RedisConnection::pipeline(const std::vector<std::vect
       argv.push_back(a.data());
       lens.push_back(a.size());
     }
-    if (redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), argv.data(), lens.data()) != REDIS_OK)
-      return transport_error("append");
+    if (redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), argv.data(), lens.data()) != REDIS_OK) {
+      // hiredis fails an append only when out of memory; what was appended before is out of
+      // step with the requests now, so the connection is done.
+      fail_all(transport_error("append"));
+      t->done = true;
+      t->error = make_error(ErrorCode::kUnavailable, "redis: append failed");
+      return t;
+    }
   }
-  std::vector<Reply> replies;
-  replies.reserve(commands.size());
-  if (in_fiber_ && !flush_in_fiber()) return transport_error("write");
-  for (size_t i = 0; i < commands.size(); ++i) {
-    if (in_fiber_) {
-      auto r = read_in_fiber();
-      if (!r) return r.error();
-      replies.push_back(std::move(*r));
+  if (t->want == 0) {
+    t->done = true;
+    return t;
+  }
+  in_flight_.push_back(t);
+  // Out now, so that a request to another node can be written before this one's replies are
+  // read (run_many). In a fiber, one non-blocking write: what the socket does not take goes
+  // out when a receive() drives. On a thread, the whole request (blocking).
+  if (in_fiber_) {
+    int done = 0;
+    if (redisBufferWrite(ctx_, &done) != REDIS_OK) fail_all(transport_error("write"));
+  } else if (!write_out()) {
+    fail_all(transport_error("write"));
+  }
+  return t;
+}
+
+Result<std::vector<Reply>> RedisConnection::receive(const Ticket& ticket) {
+  Request& r = *ticket;
+  while (!r.done) {
+    Fiber* self = Fiber::current();
+    if (!in_fiber_ || !driving_) {
+      drive(r);
       continue;
     }
+    // Another fiber reads the socket: wait until it hands this request its replies (or hands
+    // over the reading). Resumed only by finish() / wake_next() through the loop, or by the
+    // owner that ends the fiber (cancelled): then the request stays out and the driver
+    // throws its replies away.
+    if (!self || self->cancelled()) return make_error(ErrorCode::kUnavailable, "redis: cancelled");
+    r.waiting = self;
+    Fiber::suspend();
+    r.waiting = nullptr;
+    if (!r.done && self->cancelled()) return make_error(ErrorCode::kUnavailable, "redis: cancelled");
+  }
+  if (r.error) return *r.error;
+  return std::move(r.replies);
+}
+
+namespace {
+// Resumes the fiber that waits for `request`, from the loop (a fiber never resumes another
+// on its own stack). If it was resumed otherwise meanwhile (its wait ended), nothing.
+template <typename Request>
+void wake(const std::shared_ptr<Request>& request) {
+  Fiber* f = request->waiting;
+  if (!f) return;
+  boost::asio::post(f->io(), [request] {
+    Fiber* waiting = request->waiting;
+    if (waiting) waiting->resume();  // it clears `waiting` itself
+  });
+}
+}  // namespace
+
+void RedisConnection::finish(const Ticket& request) {
+  request->done = true;
+  wake(request);
+}
+
+void RedisConnection::fail_all(const Error& error) {
+  broke();
+  std::deque<Ticket> out;
+  out.swap(in_flight_);
+  for (const Ticket& t : out) {
+    t->error = error;
+    finish(t);
+  }
+}
+
+bool RedisConnection::write_out() {
+  for (;;) {
+    int done = 0;
+    if (redisBufferWrite(ctx_, &done) != REDIS_OK) return false;
+    if (done) return true;
+    // Blocking: redisBufferWrite wrote what it could before the socket's timeout.
+    if (in_fiber_ && !Fiber::wait_fd(ctx_->fd, true, in_flight_.empty() ? deadline() : in_flight_.front()->deadline))
+      return false;  // the socket's buffer stayed full
+  }
+}
+
+bool RedisConnection::take_replies() {
+  while (!in_flight_.empty()) {
     void* r = nullptr;
-    if (redisGetReply(ctx_, &r) != REDIS_OK || !r) return transport_error("reply");
-    replies.emplace_back(static_cast<redisReply*>(r));
-  }
-  return replies;
-}
-
-bool RedisConnection::append(const std::vector<std::string_view>& argv) {
-  if (!healthy_) return false;
-  std::vector<const char*> ptrs;
-  std::vector<size_t> lens;
-  for (std::string_view a : argv) {
-    ptrs.push_back(a.data());
-    lens.push_back(a.size());
-  }
-  if (redisAppendCommandArgv(ctx_, static_cast<int>(ptrs.size()), ptrs.data(), lens.data()) != REDIS_OK) {
-    broke();
-    return false;
-  }
-  return true;
-}
-
-bool RedisConnection::flush() {
-  if (!healthy_) return false;
-  if (in_fiber_) return flush_in_fiber();
-  int done = 0;
-  while (!done) {
-    if (redisBufferWrite(ctx_, &done) != REDIS_OK) {
-      broke();
-      return false;
+    if (redisGetReplyFromReader(ctx_, &r) != REDIS_OK) return false;
+    if (!r) return true;
+    const Ticket& front = in_flight_.front();
+    front->replies.emplace_back(static_cast<redisReply*>(r));
+    if (front->replies.size() == front->want) {
+      Ticket t = front;
+      in_flight_.pop_front();
+      finish(t);
     }
   }
   return true;
+}
+
+void RedisConnection::drive(Request& mine) {
+  driving_ = true;
+  while (!mine.done) {
+    if (!healthy_) {  // broke in send() with this request already failed: cannot happen
+      fail_all(make_error(ErrorCode::kUnavailable, "redis: connection broken"));
+      break;
+    }
+    if (!write_out()) {
+      fail_all(transport_error("write"));
+      break;
+    }
+    if (!take_replies()) {
+      fail_all(transport_error("reply"));
+      break;
+    }
+    if (mine.done) break;
+    // The oldest request out decides how long Redis may take.
+    if (in_fiber_ && !Fiber::wait_fd(ctx_->fd, false, in_flight_.front()->deadline)) {
+      fail_all(transport_error(Fiber::current()->cancelled() ? "read: cancelled" : "read: timed out"));
+      break;
+    }
+    // Blocking: one read, at most the socket's timeout. Non-blocking: nothing read yet is no
+    // error; a closed connection is.
+    if (redisBufferRead(ctx_) != REDIS_OK) {
+      fail_all(transport_error("read"));
+      break;
+    }
+  }
+  driving_ = false;
+  // Hand the reading to a fiber that waits for its request, if any.
+  if (in_fiber_)
+    for (const Ticket& t : in_flight_)
+      if (t->waiting) {
+        wake(t);
+        break;
+      }
+}
+
+Result<std::vector<Reply>> RedisConnection::pipeline(const std::vector<std::vector<std::string_view>>& commands) {
+  return receive(send(commands));
 }
 
 Result<Reply> RedisConnection::read_push() {
   if (!healthy_) return make_error(ErrorCode::kUnavailable, "redis: connection broken");
-  if (in_fiber_) return read_in_fiber();
   void* r = nullptr;
+  if (in_fiber_) {
+    for (;;) {
+      if (redisGetReplyFromReader(ctx_, &r) != REDIS_OK) return transport_error("reply");
+      if (r) break;
+      if (!Fiber::wait_fd(ctx_->fd, false, deadline())) {
+        broke();
+        return make_error(ErrorCode::kUnavailable, "redis: read: timed out");
+      }
+      if (redisBufferRead(ctx_) != REDIS_OK) return transport_error("read");
+    }
+    return Reply(static_cast<redisReply*>(r));
+  }
   if (redisGetReply(ctx_, &r) != REDIS_OK || !r) return transport_error("read");
   return Reply(static_cast<redisReply*>(r));
 }
@@ -207,37 +336,43 @@ std::chrono::steady_clock::time_point RedisConnection::deadline() const {
   return std::chrono::steady_clock::now() + command_timeout_;
 }
 
-bool RedisConnection::flush_in_fiber() {
-  const auto until = deadline();
-  for (;;) {
-    int done = 0;
-    if (redisBufferWrite(ctx_, &done) != REDIS_OK) break;
-    if (done) return true;
-    if (!Fiber::wait_fd(ctx_->fd, true, until)) break;  // the socket's buffer stayed full
-  }
-  broke();
-  return false;
-}
-
-Result<Reply> RedisConnection::read_in_fiber() {
-  const auto until = deadline();
-  for (;;) {
-    void* r = nullptr;
-    if (redisGetReplyFromReader(ctx_, &r) != REDIS_OK) return transport_error("reply");
-    if (r) return Reply(static_cast<redisReply*>(r));
-    if (!Fiber::wait_fd(ctx_->fd, false, until)) {
-      broke();
-      return make_error(ErrorCode::kUnavailable, "redis: read: timed out");
-    }
-    // Non-blocking: nothing read yet is no error; a closed connection is.
-    if (redisBufferRead(ctx_) != REDIS_OK) return transport_error("read");
-  }
-}
-
 Result<Reply> RedisConnection::command(const std::vector<std::string_view>& argv) {
   auto r = pipeline({argv});
   if (!r) return r.error();
   return std::move(r->front());
+}
+
+Result<std::shared_ptr<RedisConnection>> LoopConnections::get(const RedisAddress& address,
+                                                              std::chrono::milliseconds connect_timeout,
+                                                              std::chrono::milliseconds command_timeout, bool* made) {
+  Entry& e = by_address_[{address.host, address.port}];
+  if (made) *made = false;
+  if (e.conn && e.conn->healthy()) return e.conn;
+  Fiber* self = Fiber::current();
+  if (e.connecting) {
+    // Another fiber connects: wait for its connection (resumed through the loop below, or by
+    // the owner that ends this fiber).
+    if (!self || self->cancelled()) return make_error(ErrorCode::kUnavailable, "redis: cancelled");
+    auto me = std::make_shared<Fiber*>(self);
+    e.waiting.push_back(me);
+    Fiber::suspend();
+    *me = nullptr;
+    if (e.conn && e.conn->healthy()) return e.conn;
+    return make_error(ErrorCode::kUnavailable, self->cancelled() ? "redis: cancelled" : "redis: connect failed");
+  }
+  e.conn.reset();
+  e.connecting = true;
+  auto c = RedisConnection::connect(address, connect_timeout, command_timeout);
+  e.connecting = false;
+  if (c) e.conn = std::move(c).value();
+  for (const auto& w : e.waiting)
+    if (*w) boost::asio::post((*w)->io(), [w] {
+        if (*w) (*w)->resume();  // it clears *w itself
+      });
+  e.waiting.clear();
+  if (!c) return c.error();
+  if (made) *made = true;
+  return e.conn;
 }
 
 }  // namespace tern::store::redis

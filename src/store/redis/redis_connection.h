@@ -1,21 +1,36 @@
-// RedisConnection: one synchronous hiredis connection (redisContext) with short timeouts,
-// and the parsing of `redis://HOST:PORT` addresses. A broken connection (reset, timeout,
-// protocol error) is never reused: the owner drops it and connects again on the next call.
+// RedisConnection: one hiredis connection (redisContext) with short timeouts, and the
+// parsing of `redis://HOST:PORT` addresses. A broken connection (reset, timeout, protocol
+// error) is never reused: its owners drop it and connect again on the next call.
 //
-// In a fiber (base/fiber.h): a connection made in a fiber is non-blocking and waits by
-// suspending its fiber (Fiber::wait_fd) until the socket is ready or the timeout passes, so
-// the loop that runs the fiber goes on meanwhile. Such a connection is used by fibers only;
-// one made on a plain thread blocks that thread, as before. (The connect's name lookup is
-// getaddrinfo's, blocking: give Redis's address as an IP, as the examples do.)
+// Requests: send() writes a request (one or more commands) and returns its ticket;
+// receive() returns the request's replies. Redis answers in order, so the replies are handed
+// out in the order the requests were sent; several requests may be out at once (run_many
+// writes to several nodes before reading any). pipeline() is send() then receive().
 //
-// Thread-safety: none; one connection is used by one thread or fiber at a time (RedisStore
-// keeps one per calling thread or fiber). Owns its redisContext.
+// On a plain thread the connection blocks that thread (socket timeouts). In a fiber
+// (base/fiber.h): a connection made in a fiber is non-blocking and waits by suspending its
+// fiber (Fiber::wait_fd) until the socket is ready or the timeout passes, so the loop that
+// runs the fiber goes on meanwhile. Such a connection may be **shared by every fiber of its
+// loop** (LoopConnections, below): each fiber sends its request when it has one (the
+// requests are pipelined on the one socket), one fiber at a time reads the socket for all
+// (the driver: the first that waits), hands each reply to its request, and resumes the
+// waiting fibers (through the loop). When the driver's own request is answered it leaves, and
+// the next waiting fiber drives. A timeout, a reset or a cancelled driver breaks the
+// connection, and every request still out fails with `unavailable`. (The connect's name
+// lookup is getaddrinfo's, blocking: give Redis's address as an IP, as the examples do.)
+//
+// Thread-safety: none; a connection is used by one thread, or by the fibers of one loop
+// (all on that loop's thread). Owns its redisContext; shared (shared_ptr) by the
+// RedisClusters of one loop's fibers and its LoopConnections.
 #pragma once
 #include <algorithm>
 #include <chrono>
+#include <deque>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "base/result.h"
@@ -25,6 +40,7 @@ struct redisReply;
 
 namespace tern {
 class Counter;
+class Fiber;
 }
 
 namespace tern::store::redis {
@@ -73,6 +89,10 @@ class ReconnectBackoff {
 
 class RedisConnection {
  public:
+  // One request's replies, filled in as they arrive (shared by its sender and the driver).
+  struct Request;
+  using Ticket = std::shared_ptr<Request>;
+
   ~RedisConnection();
   RedisConnection(const RedisConnection&) = delete;
   RedisConnection& operator=(const RedisConnection&) = delete;
@@ -83,24 +103,29 @@ class RedisConnection {
                                                           std::chrono::milliseconds connect_timeout,
                                                           std::chrono::milliseconds command_timeout);
 
-  // Sends all commands in one write and reads every reply (one round trip). A transport
-  // failure fails the whole call with `unavailable` and breaks the connection; a Redis error
-  // reply is returned as a reply of type REDIS_REPLY_ERROR (the caller decides).
+  // Writes the commands (one write as far as the socket takes it; the rest goes out before
+  // the next read) and returns the request's ticket. Never fails: a broken connection's
+  // ticket fails in receive().
+  Ticket send(const std::vector<std::vector<std::string_view>>& commands);
+  // The request's replies, in order, once all arrived (reading the socket, or waiting for
+  // the fiber that reads it). A transport failure fails the request with `unavailable` and
+  // breaks the connection (every request out fails with it); a Redis error reply is returned
+  // as a reply of type REDIS_REPLY_ERROR (the caller decides). A ticket not received is
+  // dropped harmlessly: its replies are read and thrown away.
+  Result<std::vector<Reply>> receive(const Ticket& ticket);
+  // send() then receive(): one round trip.
   Result<std::vector<Reply>> pipeline(const std::vector<std::vector<std::string_view>>& commands);
   Result<Reply> command(const std::vector<std::string_view>& argv);
-  // The two halves of pipeline(), for writing to several connections before reading any
-  // (RedisCluster::run_many): append() buffers a command, flush() writes the buffer (false:
-  // the connection broke); read_reply() reads the next reply.
-  bool append(const std::vector<std::string_view>& argv);
-  bool flush();
-  Result<Reply> read_reply() { return read_push(); }
 
-  // Pub/sub: the next message pushed by the server (after SUBSCRIBE), waiting as long as the
-  // command timeout allows (0: forever). (The bus subscribes over AsyncRedis; tests listen here.)
+  // Pub/sub on a thread: the next message pushed by the server (after SUBSCRIBE), waiting as
+  // long as the command timeout allows (0: forever). (The bus subscribes over AsyncRedis;
+  // tests listen here.) Not with requests out.
   Result<Reply> read_push();
 
   // False once a transport error happened: the connection must be dropped.
   bool healthy() const { return healthy_; }
+  // Requests sent and not yet answered (tests, and the pool's choice).
+  size_t in_flight() const { return in_flight_.size(); }
 
  private:
   RedisConnection(redisContext* ctx, bool in_fiber, std::chrono::milliseconds command_timeout)
@@ -108,15 +133,43 @@ class RedisConnection {
   static Result<redisContext*> connect_in_fiber(const RedisAddress& address, std::chrono::milliseconds timeout);
   void broke();  // marks the connection unusable (counted once: tern_redis_connections_broken_total)
   Error transport_error(const char* what);
+  // Reads the socket for every request out until `mine` is answered (or the connection
+  // broke: then every request out failed).
+  void drive(Request& mine);
+  bool write_out();    // the buffered commands, all (false: broke)
+  bool take_replies(); // hands the parsed replies to the requests out, in order (false: broke)
+  void fail_all(const Error& error);
   std::chrono::steady_clock::time_point deadline() const;  // of a call begun now
-  // The fiber's halves of flush() and read_reply(): non-blocking I/O, waiting in the fiber.
-  bool flush_in_fiber();
-  Result<Reply> read_in_fiber();
+  void finish(const Ticket& request);  // answered or failed: its waiting fiber goes on
 
   redisContext* ctx_;
   const bool in_fiber_;
   const std::chrono::milliseconds command_timeout_;
   bool healthy_ = true;
+  bool driving_ = false;  // a fiber reads the socket for all (in a fiber connection)
+  std::deque<Ticket> in_flight_;
+};
+
+// The connections that the fibers of one event loop share: one per Redis address (RedisStore
+// keeps one of these per loop; each fiber's RedisCluster takes its connections here). While
+// one fiber connects, the others that want that address wait for its connection instead of
+// making their own. One loop's thread only; called from its fibers.
+class LoopConnections {
+ public:
+  // The healthy connection to `address`, connecting (in the calling fiber) if there is none.
+  // `made`: set to whether this call connected it. Fails with `unavailable` if the connect
+  // (this call's, or the one it waited for) failed, or the fiber was cancelled.
+  Result<std::shared_ptr<RedisConnection>> get(const RedisAddress& address, std::chrono::milliseconds connect_timeout,
+                                               std::chrono::milliseconds command_timeout, bool* made = nullptr);
+  size_t size() const { return by_address_.size(); }
+
+ private:
+  struct Entry {
+    std::shared_ptr<RedisConnection> conn;
+    bool connecting = false;
+    std::vector<std::shared_ptr<Fiber*>> waiting;  // fibers suspended until the connect ends
+  };
+  std::map<std::pair<std::string, uint16_t>, Entry> by_address_;  // std::map: entries stay put
 };
 
 }  // namespace tern::store::redis

@@ -105,15 +105,21 @@ RedisStore::~RedisStore() = default;
 
 Result<RedisCluster*> RedisStore::connection() {
   Slot* slot;
+  LoopConnections* shared = nullptr;
   {
     std::lock_guard lock(mu_);
-    const Fiber* fiber = Fiber::current();
+    Fiber* fiber = Fiber::current();
     auto& s = fiber ? fiber_slots_[fiber] : slots_[std::this_thread::get_id()];
     if (!s) {
       s = std::make_unique<Slot>();
       s->backoff = ReconnectBackoff(options_.retry_backoff, options_.retry_backoff * 10);
     }
     slot = s.get();
+    if (fiber) {
+      auto& l = loop_connections_[&fiber->io()];
+      if (!l) l = std::make_unique<LoopConnections>();
+      shared = l.get();
+    }
   }
   if (!slot->cluster) {
     const auto now = std::chrono::steady_clock::now();
@@ -123,6 +129,7 @@ Result<RedisCluster*> RedisStore::connection() {
     o.connect_timeout = options_.connect_timeout;
     o.command_timeout = options_.command_timeout;
     o.max_backoff = std::max(options_.retry_backoff, o.retry_backoff);
+    o.shared = shared;
     auto c = RedisCluster::open(std::move(o));
     if (!c) {
       slot->retry_after = now + slot->backoff.next();

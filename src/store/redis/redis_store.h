@@ -50,8 +50,10 @@
 // `retry_backoff`, doubling with each failure up to ten times that, back to `retry_backoff`
 // after a success (fails fast instead of stalling every caller on a dead address).
 //
-// Threading: every method may be called from any thread; each calling thread gets its own
-// hiredis connection (created on first use, kept until the store dies). Reads are synchronous
+// Threading: every method may be called from any thread or fiber; each calling thread gets
+// its own hiredis connection (created on first use, kept until the store dies); the fibers
+// of one loop share one connection per Redis node, on which their requests are pipelined
+// (LoopConnections, redis_connection.h). Reads are synchronous
 // (the store contract is, because RocksDB's reads are): one Redis round trip (~50-100 µs on
 // loopback, at most command_timeout when Redis hangs) on the calling thread. So in Redis mode
 // the services make them on reader threads, never on an event loop (services/store_reads.h;
@@ -204,8 +206,13 @@ class RedisStore final : public Store {
   std::chrono::steady_clock::time_point last_rewrite_{};  // guarded by rewrite_mu_
   std::mutex mu_;  // guards the maps (each Slot is used only by its thread or fiber)
   std::unordered_map<std::thread::id, std::unique_ptr<Slot>> slots_;
-  // A fiber's (StoreReads on the loops): its connections wait by suspending it
-  // (redis_connection.h). Fibers live as long as the server, so this map stays small.
+  // The connections the fibers of one loop share (by the loop's io_context), one per Redis
+  // node: a loop's reads are pipelined on them (redis_connection.h). Declared before the
+  // fibers' clients, which borrow them.
+  std::unordered_map<const void*, std::unique_ptr<LoopConnections>> loop_connections_;
+  // A fiber's (StoreReads on the loops): its own routing client (a RedisCluster is used by
+  // one caller at a time), whose connections are its loop's. Fibers live as long as the
+  // server, so this map stays small.
   std::unordered_map<const Fiber*, std::unique_ptr<Slot>> fiber_slots_;
 };
 

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -197,6 +198,52 @@ TEST(RedisStore, AReadInAFiberWaitsForRedisWithoutHoldingItsLoop) {
   guard.reset();
   loop.join();
   EXPECT_TRUE(fiber.done());
+}
+
+// The fibers of one loop (StoreReads' per loop) read through one connection: eight fibers'
+// reads at once make one connection to the one redis-server, and each gets its own answer.
+TEST(RedisStore, TheFibersOfOneLoopReadThroughOneConnection) {
+  testing::RedisServer server;
+  ASSERT_TRUE(server.start().ok());
+  auto s = RedisStore::open(options_for(server));
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  constexpr int kFibers = 8;
+  Batch b;
+  for (int i = 0; i < kFibers; ++i)
+    for (int seq = 1; seq <= i + 1; ++seq) b.add(AppendMessage{"c" + std::to_string(i), static_cast<Seq>(seq), "m"});
+  ASSERT_TRUE((*s)->commit(b, true).ok());
+  Counter& connects = MetricsRegistry::global().counter("tern_redis_connects_total", "");
+  const uint64_t connects_before = connects.value();
+
+  boost::asio::io_context io;
+  std::vector<std::unique_ptr<Fiber>> fibers;
+  std::vector<std::optional<Result<Seq>>> heads(kFibers);
+  for (int i = 0; i < kFibers; ++i) {
+    fibers.push_back(std::make_unique<Fiber>(io, [&, i] { heads[static_cast<size_t>(i)] = (*s)->head("c" + std::to_string(i)); }));
+    boost::asio::post(io, [f = fibers.back().get()] { f->resume(); });
+  }
+  auto all_done = [&] {
+    for (const auto& f : fibers)
+      if (!f->done()) return false;
+    return true;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!all_done() && std::chrono::steady_clock::now() < deadline) {
+    io.restart();
+    io.run_for(std::chrono::milliseconds(5));
+  }
+  for (auto& f : fibers)  // ended as StoreReads ends its fibers, if the wait above ran out
+    for (int i = 0; i < 1000 && !f->done(); ++i) {
+      f->cancel();
+      f->resume();
+    }
+  for (int i = 0; i < kFibers; ++i) {
+    const auto& h = heads[static_cast<size_t>(i)];
+    ASSERT_TRUE(h.has_value()) << i;
+    ASSERT_TRUE(h->ok()) << h->error().message;
+    EXPECT_EQ(**h, static_cast<Seq>(i + 1));
+  }
+  EXPECT_EQ(connects.value(), connects_before + 1);
 }
 
 // Whatever commit() acknowledged is in the AOF (appendfsync always): a SIGKILLed
