@@ -2,8 +2,9 @@
 # The read-heavy workloads (reconnect-storm, offline-drain) on one ternd --store redis with a
 # given --redis-read-fibers, one redis-server as in production (AOF, appendfsync always), the
 # SERVER_FLAGS of scripts/bench.sh; prints one line: the storm's or the replay's time, ternd's
-# and redis-server's CPU seconds over the whole run, p99, duplicates and order violations
-# (docs/benchmarks.md, "Store reads in fibers on the loops").
+# and redis-server's CPU seconds over the whole run, p99, duplicates and order violations,
+# and the Redis connections open at the end (docs/benchmarks.md, "Store reads in fibers on
+# the loops", "One pipelined connection per loop").
 #   deploy/bench-redis-reads.sh FIBERS WORKLOAD [tern-bench options...]
 #   e.g. deploy/bench-redis-reads.sh 16 reconnect-storm --clients 1000 --rate 1000 --duration 20
 # BIN: the directory of ternd and tern-bench (default: build/bin of this checkout). Ports
@@ -24,15 +25,19 @@ for i in $(seq 200); do ss -ltn | grep -q ':18090 ' && break; sleep 0.05; done
 r0=$(awk '{print $14+$15}' /proc/$rp/stat)
 "$bin/tern-bench" "$@" --server http://127.0.0.1:18090 --server-pid $tp --json --quiet > "$w/out.json" || true
 r1=$(awk '{print $14+$15}' /proc/$rp/stat)
+# Redis connections ternd holds now (the store's threads and fibers, the bus's loops): the
+# fibers of one loop share one since the nineteenth session.
+conns=$(redis-cli -p 16391 info clients | tr -d '\r' | awk -F: '/^connected_clients:/ {print $2}')
 # /proc/<pid>/stat counts CPU in ticks of 10 ms (CLK_TCK 100).
-python3 - "$w/out.json" "$fibers" "$(( (r1-r0)*10 ))" <<'PY'
+python3 - "$w/out.json" "$fibers" "$(( (r1-r0)*10 ))" "$conns" <<'PY'
 import json,sys
 d=json.load(open(sys.argv[1]))
 r=d.get("result",{})
 v=d.get("verifier",{})
 print("fibers", sys.argv[2], "exit", d.get("exit_code"), "reconnect_s", r.get("reconnect_s"), "drain_s", r.get("drain_s"), "replay_s", r.get("replay_s"),
       "replayed", r.get("replayed"), "ternd_cpu_s", r.get("server_cpu_s"), "redis_cpu_s", int(sys.argv[3])/1000,
-      "p99_ms", r.get("latency_ms",{}).get("p99"), "dup", v.get("duplicates"), "order", v.get("order_violations"))
+      "p99_ms", r.get("latency_ms",{}).get("p99"), "dup", v.get("duplicates"), "order", v.get("order_violations"),
+      "redis_conns", sys.argv[4])
 PY
 kill "$tp"; wait "$tp" 2>/dev/null || true
 kill "$rp"; wait "$rp" 2>/dev/null || true

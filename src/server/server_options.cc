@@ -305,7 +305,8 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
       ->check(CLI::Range(kReadThreadsRange.lo, kReadThreadsRange.hi))->capture_default_str();
   app.add_option("--redis-read-fibers", o.redis_read_fibers,
                  "with --store redis: fibers per event loop that run the store reads of sessions and "
-                 "sequencing on the loop itself (each with its own connection, suspended while Redis answers); "
+                 "sequencing on the loop itself (suspended while Redis answers; a loop's fibers pipeline their "
+                 "requests on one connection per Redis node); "
                  "0: those reads run on the read threads")
       ->check(CLI::Range(kReadFibersRange.lo, kReadFibersRange.hi))->capture_default_str();
   app.add_option("--redis-timeout-ms", o.redis_timeout_ms,

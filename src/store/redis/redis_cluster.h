@@ -9,7 +9,8 @@
 //
 // Topology: `CLUSTER SLOTS` asked of any known node (the seeds first, then every master seen
 // so far). A node that answers "cluster support disabled" is a plain redis-server: all slots
-// on it. One RedisConnection per master, made on first use.
+// on it. One RedisConnection per master, made on first use (or taken from the loop's shared
+// connections, options.shared, for a client in a fiber).
 //
 // Redirections: `MOVED <slot> <host:port>` (the slot has a new owner: a finished migration or
 // a failover) records the new owner, refreshes the topology and resends to it. `ASK <slot>

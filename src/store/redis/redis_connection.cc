@@ -180,14 +180,22 @@ RedisConnection::Ticket RedisConnection::send(const std::vector<std::vector<std:
     return t;
   }
   in_flight_.push_back(t);
-  // Out now, so that a request to another node can be written before this one's replies are
-  // read (run_many). In a fiber, one non-blocking write: what the socket does not take goes
-  // out when a receive() drives. On a thread, the whole request (blocking).
-  if (in_fiber_) {
-    int done = 0;
-    if (redisBufferWrite(ctx_, &done) != REDIS_OK) fail_all(transport_error("write"));
-  } else if (!write_out()) {
-    fail_all(transport_error("write"));
+  // On a thread: out now, the whole request (blocking), so that a request to another node
+  // can be written before this one's replies are read (run_many). In a fiber: the requests
+  // of the loop's fibers gather in hiredis's buffer, and one write at the end of the loop's
+  // turn sends them all (what the socket does not take then goes out when a receive()
+  // drives); a fiber that drives writes at once what is buffered.
+  if (!in_fiber_) {
+    if (!write_out()) fail_all(transport_error("write"));
+  } else if (!write_posted_) {
+    write_posted_ = true;
+    boost::asio::post(Fiber::current()->io(), [weak = weak_from_this()] {
+      auto self = weak.lock();
+      if (!self) return;
+      self->write_posted_ = false;
+      int done = 0;
+      if (self->healthy_ && redisBufferWrite(self->ctx_, &done) != REDIS_OK) self->fail_all(self->transport_error("write"));
+    });
   }
   return t;
 }

@@ -2,7 +2,7 @@
 // parsing of `redis://HOST:PORT` addresses. A broken connection (reset, timeout, protocol
 // error) is never reused: its owners drop it and connect again on the next call.
 //
-// Requests: send() writes a request (one or more commands) and returns its ticket;
+// Requests: send() sends a request (one or more commands) and returns its ticket;
 // receive() returns the request's replies. Redis answers in order, so the replies are handed
 // out in the order the requests were sent; several requests may be out at once (run_many
 // writes to several nodes before reading any). pipeline() is send() then receive().
@@ -87,7 +87,7 @@ class ReconnectBackoff {
   std::chrono::milliseconds current_{0};
 };
 
-class RedisConnection {
+class RedisConnection : public std::enable_shared_from_this<RedisConnection> {
  public:
   // One request's replies, filled in as they arrive (shared by its sender and the driver).
   struct Request;
@@ -103,9 +103,11 @@ class RedisConnection {
                                                           std::chrono::milliseconds connect_timeout,
                                                           std::chrono::milliseconds command_timeout);
 
-  // Writes the commands (one write as far as the socket takes it; the rest goes out before
-  // the next read) and returns the request's ticket. Never fails: a broken connection's
-  // ticket fails in receive().
+  // Sends the commands and returns the request's ticket. On a thread they are written now;
+  // in a fiber at the end of the loop's turn, together with the other fibers' (one write),
+  // or at once by a receive() that drives. Never fails: a broken connection's ticket fails
+  // in receive(). In a fiber the connection must be owned by a shared_ptr (LoopConnections,
+  // RedisCluster).
   Ticket send(const std::vector<std::vector<std::string_view>>& commands);
   // The request's replies, in order, once all arrived (reading the socket, or waiting for
   // the fiber that reads it). A transport failure fails the request with `unavailable` and
@@ -146,7 +148,8 @@ class RedisConnection {
   const bool in_fiber_;
   const std::chrono::milliseconds command_timeout_;
   bool healthy_ = true;
-  bool driving_ = false;  // a fiber reads the socket for all (in a fiber connection)
+  bool driving_ = false;       // a fiber reads the socket for all (in a fiber connection)
+  bool write_posted_ = false;  // a write of the buffered requests is queued to the loop
   std::deque<Ticket> in_flight_;
 };
 
