@@ -15,23 +15,14 @@
 
 #include "base/metrics.h"
 #include "store/redis/testing/redis_server.h"
+#include "store/redis/testing/run_until.h"
 
 namespace tern::store::redis {
 namespace {
 
 using namespace std::chrono_literals;
 
-// Runs the loop until `done` holds, at most `limit`.
-template <typename Pred>
-bool run_until(boost::asio::io_context& io, Pred done, std::chrono::milliseconds limit = 5000ms) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    io.restart();
-    io.run_for(5ms);
-  }
-  return true;
-}
+using testing::run_until;
 
 class AsyncRedisTest : public ::testing::Test {
  protected:

@@ -19,23 +19,14 @@
 #include "base/fiber.h"
 #include "base/metrics.h"
 #include "store/redis/testing/redis_server.h"
+#include "store/redis/testing/run_until.h"
 
 namespace tern::store::redis {
 namespace {
 
 using namespace std::chrono_literals;
 
-// Runs the loop until `done` holds, at most `limit`.
-template <typename Pred>
-bool run_until(boost::asio::io_context& io, Pred done, std::chrono::milliseconds limit = 10000ms) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    io.restart();
-    io.run_for(5ms);
-  }
-  return true;
-}
+using testing::run_until;
 
 std::string text(const Reply& r) { return r && r->type == REDIS_REPLY_STRING ? std::string(r->str, r->len) : "?"; }
 
@@ -57,6 +48,16 @@ class SharedConnectionTest : public ::testing::Test {
     boost::asio::post(io_, [f] { f->resume(); });
     return *f;
   }
+  // The loop's connection, made in a fiber (as the store's fibers make theirs).
+  std::shared_ptr<RedisConnection> connected(std::chrono::milliseconds command_timeout) {
+    std::shared_ptr<RedisConnection> conn;
+    spawn([&] {
+      auto c = pool_.get(address(), 1000ms, command_timeout);
+      if (c) conn = *c;
+    });
+    EXPECT_TRUE(run_until(io_, [&] { return all_done(); }));
+    return conn;
+  }
   bool all_done() const {
     for (const auto& f : fibers_)
       if (!f->done()) return false;
@@ -75,12 +76,7 @@ class SharedConnectionTest : public ::testing::Test {
 TEST_F(SharedConnectionTest, FibersOfOneLoopPipelineOnOneConnectionAndEachGetsItsOwnReplies) {
   Counter& connects = MetricsRegistry::global().counter("tern_redis_connects_total", "");
   const uint64_t connects_before = connects.value();
-  std::shared_ptr<RedisConnection> seen;  // the connection every fiber must get
-  spawn([&] {
-    auto c = pool_.get(address(), 1000ms, 2000ms);
-    if (c) seen = *c;
-  });
-  ASSERT_TRUE(run_until(io_, [&] { return all_done(); }));
+  std::shared_ptr<RedisConnection> seen = connected(2000ms);  // the connection every fiber must get
   ASSERT_TRUE(seen);
   constexpr int kFibers = 20, kRounds = 40;
   size_t most_out = 0;
@@ -161,12 +157,7 @@ TEST_F(SharedConnectionTest, TheDriverHandsTheReadingToAFiberStillWaiting) {
 // connects again.
 TEST_F(SharedConnectionTest, AHungRedisFailsEveryRequestOutAndTheLoopGoesOn) {
   Counter& broken = MetricsRegistry::global().counter("tern_redis_connections_broken_total", "");
-  std::shared_ptr<RedisConnection> conn;
-  spawn([&] {
-    auto c = pool_.get(address(), 1000ms, 300ms);
-    if (c) conn = *c;
-  });
-  ASSERT_TRUE(run_until(io_, [&] { return all_done(); }));
+  std::shared_ptr<RedisConnection> conn = connected(300ms);
   ASSERT_TRUE(conn);
   const uint64_t broken_before = broken.value();
   server_.freeze();
@@ -208,12 +199,7 @@ TEST_F(SharedConnectionTest, AHungRedisFailsEveryRequestOutAndTheLoopGoesOn) {
 // StoreReads ends its fibers): it fails at once; its request stays out, and when Redis
 // answers, its reply is thrown away, not handed to the requests after it.
 TEST_F(SharedConnectionTest, ACancelledWaiterFailsAndItsReplyGoesToNobodyElse) {
-  std::shared_ptr<RedisConnection> conn;
-  spawn([&] {
-    auto c = pool_.get(address(), 1000ms, 5000ms);
-    if (c) conn = *c;
-  });
-  ASSERT_TRUE(run_until(io_, [&] { return all_done(); }));
+  std::shared_ptr<RedisConnection> conn = connected(5000ms);
   ASSERT_TRUE(conn);
   server_.freeze();
   std::optional<std::string> a, c_reply;
