@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 
+#include <cassert>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -188,6 +189,7 @@ RedisConnection::Ticket RedisConnection::send(const std::vector<std::vector<std:
   if (!in_fiber_) {
     if (!write_out()) fail_all(transport_error("write"));
   } else if (!write_posted_) {
+    assert(Fiber::current());  // a connection made in a fiber is used by fibers only
     write_posted_ = true;
     boost::asio::post(Fiber::current()->io(), [weak = weak_from_this()] {
       auto self = weak.lock();
@@ -209,9 +211,9 @@ Result<std::vector<Reply>> RedisConnection::receive(const Ticket& ticket) {
       continue;
     }
     // Another fiber reads the socket: wait until it hands this request its replies (or hands
-    // over the reading). Resumed only by finish() / wake_next() through the loop, or by the
-    // owner that ends the fiber (cancelled): then the request stays out and the driver
-    // throws its replies away.
+    // over the reading). Resumed only through the loop (finish(), or drive()'s hand-over),
+    // or by the owner that ends the fiber (cancelled): then the request stays out and the
+    // driver throws its replies away.
     if (!self || self->cancelled()) return make_error(ErrorCode::kUnavailable, "redis: cancelled");
     r.waiting = self;
     Fiber::suspend();
