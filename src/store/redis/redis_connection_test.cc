@@ -235,6 +235,33 @@ TEST_F(SharedConnectionTest, ACancelledWaiterFailsAndItsReplyGoesToNobodyElse) {
   EXPECT_EQ(conn->in_flight(), 0u);
 }
 
+// In a fiber, send() only buffers: the requests of the loop's turn go out in one write at its
+// end, also when no fiber reads for them yet (run_many sends to every node before it reads
+// any). Seen from another connection: the key is not there while the fiber's turn runs, and
+// is once the loop went on, with nobody receiving.
+TEST_F(SharedConnectionTest, RequestsOfATurnAreWrittenAtItsEndWithoutAReceive) {
+  std::shared_ptr<RedisConnection> conn = connected(2000ms);
+  ASSERT_TRUE(conn);
+  auto probe = RedisConnection::connect(address(), 1000ms, 2000ms);
+  ASSERT_TRUE(probe.ok()) << probe.error().message;
+  auto value_of = [&](std::string_view key) {
+    auto r = (*probe)->command({"GET", key});
+    return r.ok() ? text(*r) : std::string("error");
+  };
+  std::vector<RedisConnection::Ticket> tickets;
+  std::string during_turn;
+  spawn([&] {
+    tickets.push_back(conn->send({{"SET", "turn-a", "1"}}));
+    tickets.push_back(conn->send({{"SET", "turn-b", "2"}}));
+    during_turn = value_of("turn-a");  // still in this turn: nothing written yet
+  });
+  ASSERT_TRUE(run_until(io_, [&] { return all_done(); }));
+  EXPECT_EQ(during_turn, "?");  // nil: not written during the turn
+  ASSERT_TRUE(run_until(io_, [&] { return value_of("turn-b") == "2"; }));
+  EXPECT_EQ(value_of("turn-a"), "1");
+  EXPECT_EQ(conn->in_flight(), 2u);  // written, their replies not read: nobody received
+}
+
 // On a plain thread (the store's writer thread, the bus's threads): several requests out at
 // once, received in any order, each gets its own replies.
 TEST_F(SharedConnectionTest, OnAThreadRequestsSentTogetherAreReceivedInAnyOrder) {
