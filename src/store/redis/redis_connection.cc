@@ -283,10 +283,8 @@ bool RedisConnection::take_replies() {
 void RedisConnection::drive(Request& mine) {
   driving_ = true;
   while (!mine.done) {
-    if (!healthy_) {  // broke in send() with this request already failed: cannot happen
-      fail_all(make_error(ErrorCode::kUnavailable, "redis: connection broken"));
-      break;
-    }
+    // Every break goes through fail_all(), which ends every request out, `mine` too.
+    assert(healthy_);
     if (!write_out()) {
       fail_all(transport_error("write"));
       break;
@@ -324,19 +322,9 @@ Result<std::vector<Reply>> RedisConnection::pipeline(const std::vector<std::vect
 
 Result<Reply> RedisConnection::read_push() {
   if (!healthy_) return make_error(ErrorCode::kUnavailable, "redis: connection broken");
+  // A thread's (blocking) connection only: in a fiber, a loop's readers share the socket.
+  if (in_fiber_) return make_error(ErrorCode::kInternal, "redis: read_push on a fiber's connection");
   void* r = nullptr;
-  if (in_fiber_) {
-    for (;;) {
-      if (redisGetReplyFromReader(ctx_, &r) != REDIS_OK) return transport_error("reply");
-      if (r) break;
-      if (!Fiber::wait_fd(ctx_->fd, false, deadline())) {
-        broke();
-        return make_error(ErrorCode::kUnavailable, "redis: read: timed out");
-      }
-      if (redisBufferRead(ctx_) != REDIS_OK) return transport_error("read");
-    }
-    return Reply(static_cast<redisReply*>(r));
-  }
   if (redisGetReply(ctx_, &r) != REDIS_OK || !r) return transport_error("read");
   return Reply(static_cast<redisReply*>(r));
 }

@@ -121,12 +121,12 @@ class RedisConnection : public std::enable_shared_from_this<RedisConnection> {
 
   // Pub/sub on a thread: the next message pushed by the server (after SUBSCRIBE), waiting as
   // long as the command timeout allows (0: forever). (The bus subscribes over AsyncRedis;
-  // tests listen here.) Not with requests out.
+  // tests listen here.) Not with requests out; not on a connection made in a fiber.
   Result<Reply> read_push();
 
   // False once a transport error happened: the connection must be dropped.
   bool healthy() const { return healthy_; }
-  // Requests sent and not yet answered (tests, and the pool's choice).
+  // Requests sent and not yet answered (tests).
   size_t in_flight() const { return in_flight_.size(); }
 
  private:
