@@ -844,10 +844,16 @@ TEST_F(RedisBusNodes, OnlyADropAfterTheConnectionsStartIsOwedAKMissed) {
   // carol/1 and frank/1 first heard of in a set: carol's event was dropped, frank's was not.
   ASSERT_TRUE(set({DeviceRef{"bob", 1}, DeviceRef{"dave", 1}, DeviceRef{"carol", 1}, DeviceRef{"frank", 1}},
                   RedisBus::kSetKnowsMissed));
+  // b reads z's events in order on one thread and makes a set's devices visible before it
+  // queues their kMissed: once gina (never dropped, owed nothing) is visible, the set before
+  // her has been handled whole, and what it owes is queued ahead of the publish below.
+  ASSERT_TRUE(attached(DeviceRef{"gina", 1}, before_drops));
   ASSERT_TRUE(await([&] {
     std::vector<std::string> nodes;
-    return b.routes().find(DeviceRef{"frank", 1}, nodes) == DeviceRoutes::Where::kNodes;
+    return b.routes().find(DeviceRef{"gina", 1}, nodes) == DeviceRoutes::Where::kNodes;
   }));
+  std::vector<std::string> frank_at;
+  EXPECT_EQ(b.routes().find(DeviceRef{"frank", 1}, frank_at), DeviceRoutes::Where::kNodes);
   EXPECT_TRUE(b.publish(DeviceRef{"bob", 1}, sample())) << "routed to z: ends what z's channel is read for";
   std::vector<std::pair<RedisBus::Target, std::string>> to_z;
   for (const auto& e : events_until_routed(**listener, "b")) to_z.emplace_back(e.target, e.device.user);
