@@ -732,12 +732,12 @@ TEST_F(RedisBusNodes, OnlyANewerConnectionElsewhereReplacesTheOneHere) {
   auto raw = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis_.server.port()},
                                                     std::chrono::milliseconds(500), std::chrono::milliseconds(500));
   ASSERT_TRUE(raw);
-  auto announce = [&](int64_t since_us) {
+  auto announce = [&](int64_t since_us, DeviceRef device = DeviceRef{"bob", 1}) {
     auto n = std::make_shared<Notification>();
     n->seq = static_cast<Seq>(since_us);
     std::string payload;
     put_str(payload, "z");
-    RedisBus::encode(payload, RedisBus::Event{RedisBus::Target::kAttached, DeviceRef{"bob", 1}, n});
+    RedisBus::encode(payload, RedisBus::Event{RedisBus::Target::kAttached, std::move(device), n});
     auto published = (*raw)->command({"PUBLISH", "tern:bus", payload});
     return published && (*published)->type == REDIS_REPLY_INTEGER && (*published)->integer >= 1;
   };
@@ -750,6 +750,13 @@ TEST_F(RedisBusNodes, OnlyANewerConnectionElsewhereReplacesTheOneHere) {
   EXPECT_EQ(here->replaced_count, 0);
   ASSERT_TRUE(announce(before_us + 60000000));  // a minute newer
   ASSERT_TRUE(await([&] { return here->replaced_count == 1; }));
+  // b replaces the connection before it queues the kMissed it owes z: z's next event, once
+  // handled (its route visible), says the newer announcement was handled whole.
+  ASSERT_TRUE(announce(0, DeviceRef{"gina", 1}));  // no start: owed nothing
+  ASSERT_TRUE(await([&] {
+    std::vector<std::string> nodes;
+    return b.routes().find(DeviceRef{"gina", 1}, nodes) == DeviceRoutes::Where::kNodes;
+  }));
   b.publish(DeviceRef{"bob", 1}, sample());  // a local delivery would be synchronous
   EXPECT_EQ(here->count(), 0u) << "nothing more for the connection that moved";
   // What reached z's channel, in order: a kMissed for each announcement with a start (the
