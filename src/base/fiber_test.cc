@@ -1,10 +1,12 @@
 #include "base/fiber.h"
+#include "base/fiber_waiters.h"
 
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <array>
 #include <chrono>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -104,6 +106,41 @@ TEST(Fiber, ACancelledFiberFailsItsWaitsAndEnds) {
   // The abandoned wait's handlers, if the loop runs again, touch nothing of the fiber.
   io.restart();
   io.run_for(20ms);
+}
+
+// FiberWaiters: fibers that wait are resumed through the loop by wake_all (not on the waker's
+// stack: the waker goes on first); one ended by its owner meanwhile returns false at once and
+// the wake posted for it resumes nothing; outside a fiber there is nothing to wait with.
+TEST(FiberWaiters, WakeAllResumesTheWaitersThroughTheLoopAndSkipsAnEndedOne) {
+  boost::asio::io_context io;
+  FiberWaiters waiters;
+  EXPECT_FALSE(waiters.wait()) << "no fiber";
+  std::vector<std::string> order;
+  std::vector<bool> woke(3, false);
+  std::vector<std::unique_ptr<Fiber>> fibers;
+  for (size_t i = 0; i < 3; ++i) {
+    fibers.push_back(std::make_unique<Fiber>(io, [&, i] {
+      woke[i] = waiters.wait();
+      order.push_back("waiter " + std::to_string(i));
+    }));
+    boost::asio::post(io, [f = fibers.back().get()] { f->resume(); });
+  }
+  io.run_for(20ms);
+  ASSERT_FALSE(waiters.empty());
+  fibers[1]->cancel();  // its owner ends it: the wait returns false at once
+  fibers[1]->resume();
+  EXPECT_TRUE(fibers[1]->done());
+  Fiber waker(io, [&] {
+    waiters.wake_all();
+    order.push_back("waker goes on");
+  });
+  boost::asio::post(io, [&] { waker.resume(); });
+  io.restart();
+  io.run_for(20ms);
+  for (const auto& f : fibers) EXPECT_TRUE(f->done());
+  EXPECT_TRUE(waiters.empty());
+  EXPECT_EQ(woke, (std::vector<bool>{true, false, true}));
+  EXPECT_EQ(order, (std::vector<std::string>{"waiter 1", "waker goes on", "waiter 0", "waiter 2"}));
 }
 
 }  // namespace

@@ -346,28 +346,18 @@ Result<std::shared_ptr<RedisConnection>> LoopConnections::get(const RedisAddress
   Entry& e = by_address_[{address.host, address.port}];
   if (made) *made = false;
   if (e.conn && e.conn->healthy()) return e.conn;
-  Fiber* self = Fiber::current();
   if (e.connecting) {
-    // Another fiber connects: wait for its connection (resumed through the loop below, or by
-    // the owner that ends this fiber).
-    if (!self || self->cancelled()) return make_error(ErrorCode::kUnavailable, "redis: cancelled");
-    auto me = std::make_shared<Fiber*>(self);
-    e.waiting.push_back(me);
-    Fiber::suspend();
-    *me = nullptr;
+    // Another fiber connects: wait for its connection (or for the owner that ends this fiber).
+    if (!e.waiting.wait()) return make_error(ErrorCode::kUnavailable, "redis: cancelled");
     if (e.conn && e.conn->healthy()) return e.conn;
-    return make_error(ErrorCode::kUnavailable, self->cancelled() ? "redis: cancelled" : "redis: connect failed");
+    return make_error(ErrorCode::kUnavailable, "redis: connect failed");
   }
   e.conn.reset();
   e.connecting = true;
   auto c = RedisConnection::connect(address, connect_timeout, command_timeout);
   e.connecting = false;
   if (c) e.conn = std::move(c).value();
-  for (const auto& w : e.waiting)
-    if (*w) boost::asio::post((*w)->io(), [w] {
-        if (*w) (*w)->resume();  // it clears *w itself
-      });
-  e.waiting.clear();
+  e.waiting.wake_all();
   if (!c) return c.error();
   if (made) *made = true;
   return e.conn;

@@ -33,6 +33,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/fiber_waiters.h"
 #include "base/result.h"
 
 struct redisContext;
@@ -170,7 +171,7 @@ class LoopConnections {
   struct Entry {
     std::shared_ptr<RedisConnection> conn;
     bool connecting = false;
-    std::vector<std::shared_ptr<Fiber*>> waiting;  // fibers suspended until the connect ends
+    FiberWaiters waiting;  // fibers suspended until the connect ends
   };
   std::map<std::pair<std::string, uint16_t>, Entry> by_address_;  // std::map: entries stay put
 };
