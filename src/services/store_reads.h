@@ -7,7 +7,8 @@
 //   - Redis, run(): on the loops themselves, in fibers (base/fiber.h): up to
 //     `fibers_per_loop` (--redis-read-fibers) on the loop that gets the answer; the fibers of
 //     one loop pipeline their requests on one Redis connection per node (RedisStore keeps
-//     them per loop: store/redis/redis_connection.h, LoopConnections). While a fiber waits for Redis
+//     them per loop, with the topology: store/redis/redis_connection.h, LoopConnections;
+//     redis_cluster.h, ClusterTopology). While a fiber waits for Redis
 //     it is suspended and its loop runs other work; the socket's readiness resumes it. So
 //     the reads are driven by the loops: no thread per read, no blocking call on a loop, and
 //     up to loops × fibers_per_loop reads in flight. `done` is queued to the loop's mailbox

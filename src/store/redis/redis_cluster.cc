@@ -1,6 +1,7 @@
 #include "store/redis/redis_cluster.h"
 
 #include <algorithm>
+#include <cassert>
 #include <charconv>
 #include <optional>
 #include <thread>
@@ -169,8 +170,13 @@ Result<std::vector<RedisAddress>> parse_redis_urls(std::string_view urls) {
   return out;
 }
 
-RedisCluster::RedisCluster(RedisClusterOptions options) : options_(std::move(options)), backoff_(options_.retry_backoff) {
-  slot_node_.fill(-1);
+RedisCluster::RedisCluster(RedisClusterOptions options)
+    : options_(std::move(options)),
+      own_(options_.topology ? nullptr : std::make_unique<ClusterTopology>()),
+      t_(options_.topology ? *options_.topology : *own_) {
+  // A shared topology's connections are the loop's: its fibers share both or neither.
+  assert(!options_.topology || options_.shared);
+  if (t_.backoff.count() == 0) t_.backoff = options_.retry_backoff;
   for (const RedisAddress& a : options_.seeds) node_index(a);
 }
 
@@ -179,20 +185,21 @@ RedisCluster::~RedisCluster() = default;
 Result<std::unique_ptr<RedisCluster>> RedisCluster::open(RedisClusterOptions options) {
   if (options.seeds.empty()) return make_error(ErrorCode::kInvalidArgument, "no Redis address");
   std::unique_ptr<RedisCluster> c(new RedisCluster(std::move(options)));
+  if (c->t_.known) return c;  // another fiber of the loop read it
   auto r = c->refresh();
   if (!r) return r.error();
   return c;
 }
 
 int RedisCluster::node_index(const RedisAddress& address) {
-  for (size_t i = 0; i < nodes_.size(); ++i)
-    if (nodes_[i].address.host == address.host && nodes_[i].address.port == address.port) return static_cast<int>(i);
-  nodes_.push_back(Node{address, nullptr});
-  return static_cast<int>(nodes_.size() - 1);
+  for (size_t i = 0; i < t_.nodes.size(); ++i)
+    if (t_.nodes[i].address.host == address.host && t_.nodes[i].address.port == address.port) return static_cast<int>(i);
+  t_.nodes.push_back(Node{address, nullptr});
+  return static_cast<int>(t_.nodes.size() - 1);
 }
 
-Result<RedisConnection*> RedisCluster::connect(int node, bool* fresh) {
-  Node& n = nodes_[static_cast<size_t>(node)];
+Result<std::shared_ptr<RedisConnection>> RedisCluster::connect(int node, bool* fresh) {
+  Node& n = t_.nodes[static_cast<size_t>(node)];
   if (n.conn && !n.conn->healthy()) n.conn.reset();
   if (fresh) *fresh = !n.conn;
   if (!n.conn && options_.shared) {
@@ -205,13 +212,20 @@ Result<RedisConnection*> RedisCluster::connect(int node, bool* fresh) {
     if (!c) return c.error();
     n.conn = std::move(c).value();
   }
-  return n.conn.get();
+  return n.conn;
+}
+
+void RedisCluster::drop(int node, const RedisConnection* conn) {
+  Node& n = t_.nodes[static_cast<size_t>(node)];
+  if (n.conn.get() == conn) n.conn.reset();
 }
 
 Result<RedisConnection*> RedisCluster::connection_for(uint16_t slot) {
   auto node = route(slot);
   if (!node) return node.error();
-  return connect(*node);
+  auto c = connect(*node);
+  if (!c) return c.error();
+  return c->get();  // the node holds it (a client on a thread: until its next call)
 }
 
 Result<void> RedisCluster::refresh_from(const RedisAddress& address) {
@@ -224,8 +238,8 @@ Result<void> RedisCluster::refresh_from(const RedisAddress& address) {
   if (reply->type == REDIS_REPLY_ERROR) {
     // A plain redis-server: every slot on it.
     if (str(reply).find("cluster support disabled") != std::string_view::npos) {
-      cluster_ = false;
-      slot_node_.fill(static_cast<int16_t>(node));
+      t_.cluster = false;
+      t_.slot_node.fill(static_cast<int16_t>(node));
       return {};
     }
     return make_error(ErrorCode::kUnavailable, "redis: CLUSTER SLOTS: " + std::string(str(reply)));
@@ -254,58 +268,75 @@ Result<void> RedisCluster::refresh_from(const RedisAddress& address) {
     served += static_cast<size_t>(to - from + 1);
   }
   if (served == 0) return make_error(ErrorCode::kUnavailable, "redis: cluster serves no slot yet");
-  cluster_ = true;
-  slot_node_ = map;
+  t_.cluster = true;
+  t_.slot_node = map;
   return {};
 }
 
 Result<void> RedisCluster::refresh() {
+  if (t_.refreshing) {
+    // Another fiber of the loop reads it now (a shared topology; a client's own is never
+    // refreshed twice at once): its result is this call's.
+    if (!t_.refresh_waiters.wait()) return make_error(ErrorCode::kUnavailable, "redis: cancelled");
+    if (t_.refreshed_ok) return {};
+    return make_error(ErrorCode::kUnavailable, "redis: topology refresh failed");
+  }
+  t_.refreshing = true;
+  auto r = refresh_now();
+  t_.refreshing = false;
+  t_.refreshed_ok = r.ok();
+  t_.refresh_waiters.wake_all();
+  return r;
+}
+
+Result<void> RedisCluster::refresh_now() {
   ++counters_.refreshes;
   refreshes_total.inc();
   Error last = make_error(ErrorCode::kUnavailable, "redis: no node known");
   // Every node seen so far (seeds first): a dead master's place is known by the others.
-  for (size_t i = 0; i < nodes_.size(); ++i) {
-    const RedisAddress a = nodes_[i].address;
+  for (size_t i = 0; i < t_.nodes.size(); ++i) {
+    const RedisAddress a = t_.nodes[i].address;
     auto r = refresh_from(a);
     if (r) {
-      backoff_ = options_.retry_backoff;
-      refresh_after_ = {};
+      t_.backoff = options_.retry_backoff;
+      t_.refresh_after = {};
+      t_.known = true;
       return {};
     }
     last = r.error();
   }
-  refresh_after_ = Clock::now() + backoff_;
-  backoff_ = std::min(backoff_ * 2, options_.max_backoff);
+  t_.refresh_after = Clock::now() + t_.backoff;
+  t_.backoff = std::min(t_.backoff * 2, options_.max_backoff);
   return last;
 }
 
 Result<void> RedisCluster::refresh_or_backoff() {
-  if (Clock::now() < refresh_after_) return make_error(ErrorCode::kUnavailable, "redis: unreachable (backing off)");
+  if (Clock::now() < t_.refresh_after) return make_error(ErrorCode::kUnavailable, "redis: unreachable (backing off)");
   return refresh();
 }
 
 Result<int> RedisCluster::route(uint16_t slot) {
   if (slot >= kSlots) return make_error(ErrorCode::kInvalidArgument, "bad slot");
-  if (slot_node_[slot] < 0) {
+  if (t_.slot_node[slot] < 0) {
     auto r = refresh_or_backoff();
     if (!r) return r.error();
-    if (slot_node_[slot] < 0) return make_error(ErrorCode::kUnavailable, "redis: no node serves the slot");
+    if (t_.slot_node[slot] < 0) return make_error(ErrorCode::kUnavailable, "redis: no node serves the slot");
   }
-  return slot_node_[slot];
+  return t_.slot_node[slot];
 }
 
 std::string RedisCluster::owner(uint16_t slot) const {
-  if (slot >= kSlots || slot_node_[slot] < 0) return "";
-  return address_text(nodes_[static_cast<size_t>(slot_node_[slot])].address);
+  if (slot >= kSlots || t_.slot_node[slot] < 0) return "";
+  return address_text(t_.nodes[static_cast<size_t>(t_.slot_node[slot])].address);
 }
 
 std::vector<RedisAddress> RedisCluster::masters() const {
-  std::vector<bool> seen(nodes_.size());
+  std::vector<bool> seen(t_.nodes.size());
   std::vector<RedisAddress> out;
-  for (int16_t n : slot_node_)
+  for (int16_t n : t_.slot_node)
     if (n >= 0 && !seen[static_cast<size_t>(n)]) {
       seen[static_cast<size_t>(n)] = true;
-      out.push_back(nodes_[static_cast<size_t>(n)].address);
+      out.push_back(t_.nodes[static_cast<size_t>(n)].address);
     }
   return out;
 }
@@ -313,10 +344,10 @@ std::vector<RedisAddress> RedisCluster::masters() const {
 Result<RedisCluster::EveryNode> RedisCluster::on_every_node(const std::vector<std::string_view>& argv) {
   // A master failed over since the last call must not be missed: read the topology again
   // (if no node answers, the masters known are tried and fail the call if they are gone).
-  if (cluster_) (void)refresh_or_backoff();
+  if (t_.cluster) (void)refresh_or_backoff();
   EveryNode out;
   std::vector<int> masters;
-  for (int16_t n : slot_node_)
+  for (int16_t n : t_.slot_node)
     if (n >= 0 && std::find(masters.begin(), masters.end(), n) == masters.end()) masters.push_back(n);
   for (int n : masters) {
     auto c = connect(n);
@@ -329,7 +360,7 @@ Result<RedisCluster::EveryNode> RedisCluster::on_every_node(const std::vector<st
   // The replicas, as the first master sees the cluster (or as the plain server lists those
   // connected to it).
   auto c = connect(masters.front());
-  const std::vector<std::string_view> ask = cluster_ ? std::vector<std::string_view>{"CLUSTER", "NODES"}
+  const std::vector<std::string_view> ask = t_.cluster ? std::vector<std::string_view>{"CLUSTER", "NODES"}
                                                      : std::vector<std::string_view>{"INFO", "replication"};
   Result<Reply> listed = c ? (*c)->command(ask) : Result<Reply>(c.error());
   if (listed && (*listed)->type != REDIS_REPLY_STRING)
@@ -339,7 +370,7 @@ Result<RedisCluster::EveryNode> RedisCluster::on_every_node(const std::vector<st
     return out;
   }
   const std::string_view text = str(listed->get());
-  on_replicas(cluster_ ? replicas_in(text) : replicas_in_info(text), masters, argv, out);
+  on_replicas(t_.cluster ? replicas_in(text) : replicas_in_info(text), masters, argv, out);
   return out;
 }
 
@@ -347,12 +378,12 @@ void RedisCluster::on_replicas(const std::vector<RedisAddress>& replicas, const 
                                const std::vector<std::string_view>& argv, EveryNode& out) {
   for (const RedisAddress& a : replicas) {
     Result<Reply> r = make_error(ErrorCode::kUnavailable, "redis: not sent");
-    if (cluster_) {
+    if (t_.cluster) {
       const int n = node_index(a);
       if (std::find(masters.begin(), masters.end(), n) != masters.end()) continue;  // promoted meanwhile
       auto rc = connect(n);
       r = rc ? (*rc)->command(argv) : Result<Reply>(rc.error());
-      if (!r) nodes_[static_cast<size_t>(n)].conn.reset();
+      if (!r && rc) drop(n, rc->get());
     } else {
       // A connection of its own, not a node: refresh() asks every node it knows, and a plain
       // replica answering "cluster support disabled" would take every slot from its master.
@@ -399,9 +430,9 @@ Result<void> RedisCluster::send_with_redirects(uint16_t slot, const std::vector<
     }
     auto rs = (*c)->pipeline(batch);
     if (!rs) {
-      nodes_[static_cast<size_t>(node)].conn.reset();
-      refresh_after_ = {};
-      slot_node_[slot] = -1;
+      drop(node, c->get());
+      t_.refresh_after = {};
+      t_.slot_node[slot] = -1;
       // A connection kept from an earlier call may have died meanwhile (its node was killed or
       // restarted): resend once, on a new connection after a refresh. The commands may have
       // been applied: resending is the caller's contract (see the header).
@@ -437,7 +468,7 @@ Result<void> RedisCluster::send_with_redirects(uint16_t slot, const std::vector<
       // Refresh the whole map (a MOVED rarely comes alone); the node that sent the MOVED
       // knows better than a refresh answered by a node with an older view.
       (void)refresh();
-      if (slot_node_[slot] < 0 || slot_node_[slot] == node) slot_node_[slot] = static_cast<int16_t>(target);
+      if (t_.slot_node[slot] < 0 || t_.slot_node[slot] == node) t_.slot_node[slot] = static_cast<int16_t>(target);
     } else {
       ++counters_.ask;
       ask_total.inc();
@@ -473,6 +504,7 @@ Result<std::vector<std::vector<Reply>>> RedisCluster::run_many(const std::vector
     size_t batch;
     int node;
     bool fresh;
+    std::shared_ptr<RedisConnection> conn;  // the ticket's (the node's may change meanwhile)
   };
   std::vector<Sent> sent;
   std::vector<RedisConnection::Ticket> tickets;  // tickets[k]: sent[k]'s request
@@ -492,21 +524,19 @@ Result<std::vector<std::vector<Reply>>> RedisCluster::run_many(const std::vector
       continue;
     }
     tickets.push_back((*c)->send(batches[b].commands));
-    sent.push_back(Sent{b, *node, fresh});  // a failed write shows as a failed receive below
+    sent.push_back(Sent{b, *node, fresh, std::move(*c)});  // a failed write shows as a failed receive below
   }
   // Read every reply of every node; redirected commands are resent only after all pending
   // replies were read.
   Result<void> failure;
   for (size_t k = 0; k < sent.size(); ++k) {
     const Sent& s = sent[k];
-    Node& n = nodes_[static_cast<size_t>(s.node)];
     std::vector<size_t> again;
-    Result<std::vector<Reply>> replies = make_error(ErrorCode::kUnavailable, "redis: connection broken");
-    if (n.conn) replies = n.conn->receive(tickets[k]);
+    Result<std::vector<Reply>> replies = s.conn->receive(tickets[k]);
     if (!replies) {
-      n.conn.reset();
-      slot_node_[batches[s.batch].slot] = -1;
-      refresh_after_ = {};
+      drop(s.node, s.conn.get());
+      t_.slot_node[batches[s.batch].slot] = -1;
+      t_.refresh_after = {};
       if (s.fresh) {
         failure = replies.error();
       } else {

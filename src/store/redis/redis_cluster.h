@@ -41,11 +41,14 @@
 //
 // Thread-safety: none, as RedisConnection: one RedisCluster is used by one thread or fiber at
 // a time (RedisStore and RedisBus keep one per calling thread or fiber). Owns its
-// connections, or shares them with the other fibers of its loop (options.shared).
+// connections and topology, or shares both with the other fibers of its loop
+// (options.shared, options.topology): what one fiber learns (a refresh, a MOVED, a Redis
+// that answers nobody) the loop's other fibers use at once.
 #pragma once
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -72,6 +75,33 @@ Result<std::vector<RedisAddress>> parse_redis_urls(std::string_view urls);
 // an AOF too); a line without a usable ip and port is left out.
 std::vector<RedisAddress> replicas_in_info(std::string_view info);
 
+// What a routing client knows of the cluster: the nodes seen and which master serves each
+// slot. A client's own, or shared by the clients of one loop's fibers (options.topology;
+// then only that loop's thread touches it). A fiber suspended in a call (a connect, a round
+// trip, a pause) may find it changed by another when it resumes: a client reads it afresh
+// after each suspension, and the nodes stay where they are (a deque, only appended to), so
+// a node's index and address stay valid.
+struct ClusterTopology {
+  struct Node {
+    RedisAddress address;
+    std::shared_ptr<RedisConnection> conn;
+  };
+  ClusterTopology() { slot_node.fill(-1); }
+
+  bool cluster = false;  // a Redis Cluster, or one plain redis-server
+  bool known = false;    // a refresh succeeded once (a client sharing it need not read it again)
+  std::deque<Node> nodes;                 // masters, seeds and replicas ever seen
+  std::array<int16_t, kSlots> slot_node;  // node index per slot, -1: unserved
+  // After a refresh that reached no node: calls fail fast until then (the backoff doubles).
+  std::chrono::steady_clock::time_point refresh_after{};
+  std::chrono::milliseconds backoff{0};
+  // While one fiber reads the topology the loop's others wait for its result (a failover or
+  // a loop's first reads would otherwise have every fiber ask CLUSTER SLOTS at once).
+  bool refreshing = false;
+  bool refreshed_ok = false;  // the last refresh's result
+  FiberWaiters refresh_waiters;
+};
+
 struct RedisClusterOptions {
   std::vector<RedisAddress> seeds;
   std::chrono::milliseconds connect_timeout{200};
@@ -84,6 +114,9 @@ struct RedisClusterOptions {
   // with the other clients of one loop's fibers (RedisStore's reads in fibers). Outlives
   // the client.
   LoopConnections* shared = nullptr;
+  // The topology, null: the client's own; else shared with the other clients of one loop's
+  // fibers (with `shared`, the same loop's connections). Outlives the client.
+  ClusterTopology* topology = nullptr;
 };
 
 // One pipeline for one slot (run_many).
@@ -94,7 +127,8 @@ struct SlotCommands {
 
 class RedisCluster {
  public:
-  // Reads the topology from the first seed that answers; fails with `unavailable` if none does.
+  // Reads the topology from the first seed that answers (not if a shared topology is known
+  // already); fails with `unavailable` if none does.
   static Result<std::unique_ptr<RedisCluster>> open(RedisClusterOptions options);
   ~RedisCluster();
   RedisCluster(const RedisCluster&) = delete;
@@ -112,13 +146,13 @@ class RedisCluster {
   Result<void> refresh();
 
   // True for a Redis Cluster, false for one plain redis-server.
-  bool is_cluster() const { return cluster_; }
+  bool is_cluster() const { return t_.cluster; }
   // The master that serves the slot now (as far as this client knows), "host:port".
   std::string owner(uint16_t slot) const;
   // The index of the node that serves the slot now (as far as this client knows; -1: none).
   // Two slots with the same index are on one master: one script may touch both
   // (redis_cluster_commit.h merges a commit's per-slot scripts by it).
-  int node_of(uint16_t slot) const { return slot < kSlots ? slot_node_[slot] : -1; }
+  int node_of(uint16_t slot) const { return slot < kSlots ? t_.slot_node[slot] : -1; }
   // Every master known (for commands that must reach all of them).
   std::vector<RedisAddress> masters() const;
   // The command (no key) on every node, one after the other (e.g. BGREWRITEAOF: every node,
@@ -147,13 +181,16 @@ class RedisCluster {
   const Counters& counters() const { return counters_; }
 
  private:
-  struct Node {
-    RedisAddress address;
-    std::shared_ptr<RedisConnection> conn;
-  };
+  using Node = ClusterTopology::Node;
   explicit RedisCluster(RedisClusterOptions options);
   int node_index(const RedisAddress& address);  // adds the node if new
-  Result<RedisConnection*> connect(int node, bool* fresh = nullptr);  // fresh: made now
+  // The node's connection (fresh: made now). The caller holds it for its call: in a shared
+  // topology another fiber may drop the node's while this one is suspended on it.
+  Result<std::shared_ptr<RedisConnection>> connect(int node, bool* fresh = nullptr);
+  // Forgets the node's connection if it is still `conn` (a broken one; another fiber may have
+  // made the node a new one meanwhile).
+  void drop(int node, const RedisConnection* conn);
+  Result<void> refresh_now();  // reads CLUSTER SLOTS (refresh(): unless another fiber does)
   Result<void> refresh_from(const RedisAddress& address);
   // Refreshes unless one just failed (then fails fast until the backoff passed).
   Result<void> refresh_or_backoff();
@@ -168,11 +205,8 @@ class RedisCluster {
                                    std::vector<size_t> todo, std::vector<Reply>& replies);
 
   const RedisClusterOptions options_;
-  bool cluster_ = false;
-  std::vector<Node> nodes_;                // masters, seeds and replicas ever seen
-  std::array<int16_t, kSlots> slot_node_;  // node index per slot, -1: unserved
-  std::chrono::steady_clock::time_point refresh_after_{};
-  std::chrono::milliseconds backoff_;
+  std::unique_ptr<ClusterTopology> own_;  // null when options_.topology is shared
+  ClusterTopology& t_;                    // *own_ or *options_.topology
   Counters counters_;
 };
 

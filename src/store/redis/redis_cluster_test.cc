@@ -1,6 +1,7 @@
 // RedisCluster: slot hashing against the Redis Cluster specification's values and a real
 // cluster's CLUSTER KEYSLOT; routing on a plain redis-server and on a real 3+3 cluster;
-// MOVED after a slot migration, ASK during one, a manual failover and a killed master.
+// MOVED after a slot migration, ASK during one, a manual failover and a killed master; the
+// topology that the clients of one loop's fibers share.
 #include "store/redis/redis_cluster.h"
 
 #include <gtest/gtest.h>
@@ -8,9 +9,14 @@
 
 #include <thread>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+
+#include "base/fiber.h"
 #include "base/metrics.h"
 #include "store/redis/testing/redis_cluster_server.h"
 #include "store/redis/testing/redis_server.h"
+#include "store/redis/testing/run_until.h"
 
 namespace tern::store::redis {
 namespace {
@@ -210,6 +216,61 @@ TEST_F(RedisClusterTest, FollowsMovedAfterASlotMigration) {
   EXPECT_EQ(moved_metric.value() - moved_before, 1u);  // GET /metrics counts it too
   EXPECT_GE(refresh_metric.value() - refreshes_before, 1u);
   EXPECT_EQ(c->owner(slot), "127.0.0.1:" + std::to_string(to));
+  EXPECT_EQ(*cluster_->command(to, {"GET", key}), "after");
+}
+
+// Runs `body` in a fiber on `io` (driven by the test thread) to its end.
+void in_fiber(boost::asio::io_context& io, std::function<void()> body) {
+  Fiber fiber(io, std::move(body));
+  boost::asio::post(io, [&] { fiber.resume(); });
+  ASSERT_TRUE(testing::run_until(io, [&] { return fiber.done(); }));
+}
+
+// The clients of one loop's fibers (RedisStore's reads) share the loop's connections and
+// topology: the second opens without reading the topology, and a MOVED that one of them
+// follows moves the slot for the other too, which then goes to the new owner at once.
+TEST_F(RedisClusterTest, TheFibersOfOneLoopShareWhatTheyLearnOfTheTopology) {
+  auto seeds = parse_redis_urls(cluster_->seeds3());
+  ASSERT_TRUE(seeds.ok());
+  boost::asio::io_context io;
+  LoopConnections connections;
+  ClusterTopology topology;
+  auto open = [&](std::unique_ptr<RedisCluster>& out) {
+    in_fiber(io, [&] {
+      auto c = RedisCluster::open({.seeds = *seeds, .shared = &connections, .topology = &topology});
+      ASSERT_TRUE(c.ok()) << c.error().message;
+      out = std::move(c).value();
+    });
+  };
+  const std::string key = "{shared-topology}:k";
+  const uint16_t slot = key_slot(key);
+  std::unique_ptr<RedisCluster> first, second;
+  open(first);
+  ASSERT_NE(first, nullptr);
+  EXPECT_EQ(first->counters().refreshes, 1u);
+  in_fiber(io, [&] { EXPECT_TRUE(first->run1(slot, {"SET", key, "before"}).ok()); });
+  open(second);
+  ASSERT_NE(second, nullptr);
+  EXPECT_EQ(second->counters().refreshes, 0u) << "the loop's topology was known";
+  auto from = cluster_->master_of(slot);
+  ASSERT_TRUE(from.ok());
+  EXPECT_EQ(second->owner(slot), "127.0.0.1:" + std::to_string(*from));
+
+  auto other = cluster_->another_master(*from);
+  ASSERT_TRUE(other.ok());
+  const uint16_t to = *other;
+  auto moved = cluster_->move_slot(slot, to);
+  ASSERT_TRUE(moved.ok()) << moved.error().message;
+  in_fiber(io, [&] {
+    auto r = first->run1(slot, {"GET", key});
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(text(*r), "before");
+  });
+  EXPECT_EQ(first->counters().moved, 1u);
+  EXPECT_EQ(second->owner(slot), "127.0.0.1:" + std::to_string(to)) << "learnt from the first";
+  in_fiber(io, [&] { EXPECT_TRUE(second->run1(slot, {"SET", key, "after"}).ok()); });
+  EXPECT_EQ(second->counters().moved, 0u) << "sent to the new owner at once";
+  EXPECT_EQ(second->counters().refreshes, 0u);
   EXPECT_EQ(*cluster_->command(to, {"GET", key}), "after");
 }
 

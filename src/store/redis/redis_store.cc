@@ -105,7 +105,7 @@ RedisStore::~RedisStore() = default;
 
 Result<RedisCluster*> RedisStore::connection() {
   Slot* slot;
-  LoopConnections* shared = nullptr;
+  LoopShare* shared = nullptr;
   {
     std::lock_guard lock(mu_);
     Fiber* fiber = Fiber::current();
@@ -116,8 +116,8 @@ Result<RedisCluster*> RedisStore::connection() {
     }
     slot = s.get();
     if (fiber) {
-      auto& l = loop_connections_[&fiber->io()];
-      if (!l) l = std::make_unique<LoopConnections>();
+      auto& l = loop_shares_[&fiber->io()];
+      if (!l) l = std::make_unique<LoopShare>();
       shared = l.get();
     }
   }
@@ -129,7 +129,10 @@ Result<RedisCluster*> RedisStore::connection() {
     o.connect_timeout = options_.connect_timeout;
     o.command_timeout = options_.command_timeout;
     o.max_backoff = std::max(options_.retry_backoff, o.retry_backoff);
-    o.shared = shared;
+    if (shared) {
+      o.shared = &shared->connections;
+      o.topology = &shared->topology;
+    }
     auto c = RedisCluster::open(std::move(o));
     if (!c) {
       slot->retry_after = now + slot->backoff.next();

@@ -53,7 +53,8 @@
 // Threading: every method may be called from any thread or fiber; each calling thread gets
 // its own hiredis connection (created on first use, kept until the store dies); the fibers
 // of one loop share one connection per Redis node, on which their requests are pipelined
-// (LoopConnections, redis_connection.h). Reads are synchronous
+// (LoopConnections, redis_connection.h), and one topology (ClusterTopology,
+// redis_cluster.h). Reads are synchronous
 // (the store contract is, because RocksDB's reads are): one Redis round trip (~50-100 µs on
 // loopback, at most command_timeout when Redis hangs) on the calling thread. So in Redis mode
 // the services make them on reader threads, never on an event loop (services/store_reads.h;
@@ -206,13 +207,18 @@ class RedisStore final : public Store {
   std::chrono::steady_clock::time_point last_rewrite_{};  // guarded by rewrite_mu_
   std::mutex mu_;  // guards the maps (each Slot is used only by its thread or fiber)
   std::unordered_map<std::thread::id, std::unique_ptr<Slot>> slots_;
-  // The connections the fibers of one loop share (by the loop's io_context), one per Redis
-  // node: a loop's reads are pipelined on them (redis_connection.h). Declared before the
-  // fibers' clients, which borrow them.
-  std::unordered_map<const void*, std::unique_ptr<LoopConnections>> loop_connections_;
+  // What the fibers of one loop share (by the loop's io_context): one connection per Redis
+  // node, on which a loop's reads are pipelined (redis_connection.h), and the topology (which
+  // node serves which slot, redis_cluster.h). Declared before the fibers' clients, which
+  // borrow them.
+  struct LoopShare {
+    LoopConnections connections;
+    ClusterTopology topology;
+  };
+  std::unordered_map<const void*, std::unique_ptr<LoopShare>> loop_shares_;
   // A fiber's (StoreReads on the loops): its own routing client (a RedisCluster is used by
-  // one caller at a time), whose connections are its loop's. Fibers live as long as the
-  // server, so this map stays small.
+  // one caller at a time), whose connections and topology are its loop's. Fibers live as
+  // long as the server, so this map stays small.
   std::unordered_map<const Fiber*, std::unique_ptr<Slot>> fiber_slots_;
 };
 

@@ -200,8 +200,9 @@ TEST(RedisStore, AReadInAFiberWaitsForRedisWithoutHoldingItsLoop) {
   EXPECT_TRUE(fiber.done());
 }
 
-// The fibers of one loop (StoreReads' per loop) read through one connection: eight fibers'
-// reads at once make one connection to the one redis-server, and each gets its own answer.
+// The fibers of one loop (StoreReads' per loop) read through one connection and route by one
+// topology: eight fibers' first reads at once make one connection to the one redis-server and
+// one read of its topology (the others wait for it), and each gets its own answer.
 TEST(RedisStore, TheFibersOfOneLoopReadThroughOneConnection) {
   testing::RedisServer server;
   ASSERT_TRUE(server.start().ok());
@@ -214,6 +215,8 @@ TEST(RedisStore, TheFibersOfOneLoopReadThroughOneConnection) {
   ASSERT_TRUE((*s)->commit(b, true).ok());
   Counter& connects = MetricsRegistry::global().counter("tern_redis_connects_total", "");
   const uint64_t connects_before = connects.value();
+  Counter& refreshes = MetricsRegistry::global().counter("tern_redis_topology_refreshes_total", "");
+  const uint64_t refreshes_before = refreshes.value();
 
   boost::asio::io_context io;
   std::vector<std::unique_ptr<Fiber>> fibers;
@@ -244,6 +247,7 @@ TEST(RedisStore, TheFibersOfOneLoopReadThroughOneConnection) {
     EXPECT_EQ(**h, static_cast<Seq>(i + 1));
   }
   EXPECT_EQ(connects.value(), connects_before + 1);
+  EXPECT_EQ(refreshes.value(), refreshes_before + 1);
 }
 
 // Whatever commit() acknowledged is in the AOF (appendfsync always): a SIGKILLed
