@@ -604,13 +604,7 @@ void RedisBus::set_request_sink(std::function<void(std::string payload, Respond 
 }
 
 void RedisBus::request(const std::string& node, std::string payload, Reply reply) {
-  uint64_t id;
-  {
-    std::lock_guard lock(requests_mu_);
-    id = next_request_++;
-    requests_.emplace(id, PendingRequest{node, std::chrono::steady_clock::now() + options_.request_timeout,
-                                         std::move(reply)});
-  }
+  const uint64_t id = requests_.add(node, std::chrono::steady_clock::now() + options_.request_timeout, std::move(reply));
   auto n = std::make_shared<Notification>();
   n->seq = id;
   n->frame = std::make_shared<const std::string>(std::move(payload));
@@ -672,32 +666,15 @@ void RedisBus::fail_requests(const std::deque<Event>& events) {
 }
 
 void RedisBus::complete(uint64_t id, Result<std::string> answer) {
-  Reply reply;
-  std::string node;
-  {
-    std::lock_guard lock(requests_mu_);
-    auto it = requests_.find(id);
-    if (it == requests_.end()) return;  // answered already (a late reply after the timeout)
-    reply = std::move(it->second.reply);
-    node = std::move(it->second.node);
-    requests_.erase(it);
-  }
+  auto r = requests_.take(id);
+  if (!r) return;  // answered already (a late reply after the timeout)
   if (!answer) requests_failed_metric.inc();
-  else ring_.answered(node);  // it is not hung: a later timeout is suspected from scratch
-  reply(std::move(answer));
+  else ring_.answered(r->node);  // it is not hung: a later timeout is suspected from scratch
+  r->reply(std::move(answer));
 }
 
 std::chrono::steady_clock::time_point RedisBus::expire_requests(std::chrono::steady_clock::time_point later) {
-  const auto now = std::chrono::steady_clock::now();
-  std::vector<std::pair<uint64_t, std::string>> late;
-  {
-    std::lock_guard lock(requests_mu_);
-    for (const auto& [id, r] : requests_) {
-      if (r.deadline <= now) late.emplace_back(id, r.node);
-      else later = std::min(later, r.deadline);
-    }
-  }
-  for (auto& [id, node] : late) {
+  for (auto& [id, node] : requests_.past(std::chrono::steady_clock::now(), later)) {
     // Not answered in time: that node may be dead; route around it for a while.
     ring_.suspect(node);
     spdlog::warn("event=bus_request_timeout node={} to={}", options_.node_id, node);

@@ -95,6 +95,7 @@
 #include "bus/redis/device_routes.h"
 #include "bus/redis/dropped_devices.h"
 #include "bus/redis/node_ring.h"
+#include "bus/redis/pending_requests.h"
 #include "store/redis/redis_cluster.h"
 #include "store/redis/redis_connection.h"
 
@@ -331,14 +332,7 @@ class RedisBus final : public Bus {
   std::function<void(std::string, Respond)> request_sink_;
   NodeRing ring_;
   DeviceRoutes routes_;
-  struct PendingRequest {
-    std::string node;
-    std::chrono::steady_clock::time_point deadline;
-    Reply reply;
-  };
-  std::mutex requests_mu_;  // guards next_request_ and requests_
-  uint64_t next_request_ = 1;
-  std::unordered_map<uint64_t, PendingRequest> requests_;
+  PendingRequests requests_;  // sent to other nodes, waiting for their replies
   // The last head hint given (the subscriber's loop only): the same message comes once per
   // recipient device, one after the other; it is hinted once.
   std::string hinted_conversation_;
