@@ -7,6 +7,9 @@
 #                                   # ports REDIS_PORT..REDIS_PORT+5, started by
 #                                   # deploy/redis-cluster.sh) instead of one redis-server
 #   deploy/local-cluster.sh stop
+# Ports (environment): TERN_LB_PORT (HAProxy, default 8080), TERN_NODE_PORTS (the three nodes,
+# default "8081 8082 8083"), REDIS_PORT (default 6390); the same for stop. tests/integration/
+# demo_test.cc runs this script on free ports.
 # Needs: redis-server, haproxy (apt-get install redis-server haproxy), python3, ternd built (build/bin).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -15,7 +18,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="${TERN_CLUSTER_DIR:-$PWD/tern-cluster}"
 ternd="${TERND:-$here/../build/bin/ternd}"
 redis_port="${REDIS_PORT:-6390}"
-ports=(8081 8082 8083)
+read -r -a ports <<<"${TERN_NODE_PORTS:-8081 8082 8083}"
+(( ${#ports[@]} == 3 )) || { echo "TERN_NODE_PORTS: three ports"; exit 2; }
+# haproxy.cfg reads its ports from these.
+export TERN_LB_PORT="${TERN_LB_PORT:-8080}" TERN_N1_PORT="${ports[0]}" TERN_N2_PORT="${ports[1]}" TERN_N3_PORT="${ports[2]}"
 
 start() {
   mkdir -p "$root"
@@ -47,8 +53,8 @@ start() {
   for p in "${ports[@]}"; do
     for i in $(seq 1 100); do curl -fs "http://127.0.0.1:$p/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
   done
-  haproxy -f "$here/haproxy.cfg" -D -p "$root/haproxy.pid"
-  echo "up: http://127.0.0.1:8080 (nodes ${ports[*]}, redis $redis_url); logs in $root"
+  TERN_HAPROXY_SOCKET="$root/haproxy.sock" haproxy -f "$here/haproxy.cfg" -D -p "$root/haproxy.pid"
+  echo "up: http://127.0.0.1:$TERN_LB_PORT (nodes ${ports[*]}, redis $redis_url); logs in $root"
 }
 
 stop() {

@@ -1,0 +1,186 @@
+// deploy/local-cluster.sh, the demo of several nodes (issue 10's deploy/), run as a user runs
+// it but on free loopback ports: one redis-server, three ternd nodes on it, Debian's HAProxy
+// in front. Two devices connected through the load balancer land on different nodes, a
+// message sent on one node reaches the device on the other live, and `stop` ends every
+// process it started. The script, haproxy.cfg and the build's ternd are the real ones.
+#include <gtest/gtest.h>
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "store/redis/testing/redis_server.h"
+#include "support/server_test.h"
+#include "support/test_client.h"
+#include "support/test_server.h"
+
+namespace tern::test {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+// The demo's processes on ports of their own, in a directory of their own; stopped (and the
+// directory removed) when the test ends, passed or not.
+class Demo {
+ public:
+  Demo() {
+    char tmpl[] = "/tmp/tern-demo-XXXXXX";
+    if (::mkdtemp(tmpl)) dir_ = tmpl;
+    // Distinct free ports (each was closed again at once: a short race is possible).
+    while (ports_.size() < 5) {
+      const uint16_t p = store::redis::testing::free_loopback_port();
+      if (p == 0) break;
+      if (std::find(ports_.begin(), ports_.end(), p) == ports_.end()) ports_.push_back(p);
+    }
+  }
+  ~Demo() {
+    if (started_) (void)run("stop");
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  bool ready() const { return !dir_.empty() && ports_.size() == 5 && !ternd_path().empty(); }
+  uint16_t lb_port() const { return ports_[0]; }
+  uint16_t node_port(size_t i) const { return ports_[1 + i]; }
+  uint16_t redis_port() const { return ports_[4]; }
+
+  // `deploy/local-cluster.sh <verb>` with this demo's ports; its exit status (output in
+  // <dir>/<verb>.log, returned by log()).
+  int run(const std::string& verb) {
+    if (verb == "start") started_ = true;
+    const std::string bin = ternd_path();
+    std::ostringstream cmd;
+    cmd << "cd '" << dir_ << "' && env TERN_CLUSTER_DIR='" << dir_ << "/cluster' TERND='" << bin
+        << "' REDIS_PORT=" << redis_port() << " TERN_LB_PORT=" << lb_port() << " TERN_NODE_PORTS='"
+        << node_port(0) << ' ' << node_port(1) << ' ' << node_port(2) << "' '" << TERN_SOURCE_DIR
+        << "/deploy/local-cluster.sh' " << verb << " >'" << dir_ << '/' << verb << ".log' 2>&1";
+    const int status = std::system(cmd.str().c_str());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+  // The nodes HAProxy has in rotation now (`show stat` on its stats socket: one CSV line per
+  // server, its status in the 18th field); -1 if the socket does not answer.
+  int servers_up() const {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    const std::string path = dir_ + "/cluster/haproxy.sock";
+    if (path.size() >= sizeof(addr.sun_path)) return ::close(fd), -1;
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    timeval tv{2, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::string out;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+        ::write(fd, "show stat\n", 10) == 10) {
+      char buf[4096];
+      for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+    }
+    ::close(fd);
+    if (out.empty()) return -1;
+    int up = 0;
+    std::istringstream in(out);
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("ternd,n", 0) != 0) continue;  // the backend's servers, not FRONTEND/BACKEND rows
+      std::istringstream fields(line);
+      std::string field;
+      for (int i = 0; i < 18 && std::getline(fields, field, ','); ++i) {
+      }
+      up += field == "UP" ? 1 : 0;
+    }
+    return up;
+  }
+  std::string log(const std::string& verb) const {
+    std::ifstream in(dir_ + "/" + verb + ".log");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+ private:
+  std::string dir_;
+  std::vector<uint16_t> ports_;
+  bool started_ = false;
+};
+
+// Whether `done()` holds within `limit` (polled every 50 ms: HAProxy's health checks run on
+// their own timer, there is nothing to be told by).
+template <typename Pred>
+bool eventually(Pred done, std::chrono::milliseconds limit) {
+  for (const auto until = Clock::now() + limit; Clock::now() < until;) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return done();
+}
+
+// The node's live WebSocket connections (GET /metrics, `tern_connections`); -1 if unreadable.
+long connections_on(uint16_t port, const std::string& token) {
+  auto r = http_request(port, "GET", "/metrics", std::nullopt, token);
+  if (r.status != 200) return -1;
+  std::istringstream in(r.body);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("tern_connections ", 0) == 0) return std::stol(line.substr(17));
+  return -1;
+}
+
+TEST(DeployDemo, ThreeNodesBehindHAProxyDeliverAcrossNodesAndStopEndsThem) {
+  Demo demo;
+  ASSERT_TRUE(demo.ready()) << "a temp dir, five free ports and TERN_BIN_DIR are needed";
+  ASSERT_EQ(demo.run("start"), 0) << demo.log("start");
+  EXPECT_NE(demo.log("start").find("up: http://127.0.0.1:" + std::to_string(demo.lb_port())), std::string::npos)
+      << demo.log("start");
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(Api(demo.node_port(i)).healthz().status, 200) << "node " << i + 1;
+  // HAProxy puts a node in rotation after two passed checks (`rise 2`, `inter 1s`): the
+  // load balancer answers once at least one has.
+  Api lb(demo.lb_port());
+  ASSERT_TRUE(eventually([&] { return lb.healthz().status == 200; }, std::chrono::seconds(15)));
+  // leastconn spreads connections over the nodes in rotation: wait for all three to be.
+  ASSERT_TRUE(eventually([&] { return demo.servers_up() == 3; }, std::chrono::seconds(15)))
+      << demo.servers_up() << " nodes in rotation";
+
+  Account a = lb.must_register("alice");
+  Account b = lb.must_register("bob");
+  ASSERT_FALSE(a.token.empty());
+  ASSERT_FALSE(b.token.empty());
+  const std::string conv = lb.must_direct(a.token, "bob");
+  ASSERT_FALSE(conv.empty());
+
+  // leastconn sends bob's connection to a node without one: not alice's.
+  Device da(a), db(b);
+  ASSERT_TRUE(da.connect_synced(demo.lb_port()));
+  ASSERT_TRUE(db.connect_synced(demo.lb_port()));
+  std::vector<long> per_node;
+  for (size_t i = 0; i < 3; ++i) per_node.push_back(connections_on(demo.node_port(i), a.token));
+  std::sort(per_node.begin(), per_node.end());
+  EXPECT_EQ(per_node, (std::vector<long>{0, 1, 1})) << "alice and bob on two different nodes";
+
+  const Seq seq = da.must_send(conv, "demo-1", "across the nodes");
+  ASSERT_GT(seq, 0u);
+  auto got = db.collect_messages(conv, seq);
+  ASSERT_FALSE(got.empty());
+  EXPECT_EQ(seq_of(got.back()), seq);
+  EXPECT_EQ(unb64(jstr(got.back(), "body")), "across the nodes") << dump(got.back());
+
+  da.close();
+  db.close();
+  ASSERT_EQ(demo.run("stop"), 0) << demo.log("stop");
+  EXPECT_TRUE(eventually([&] { return lb.healthz().status == 0; }, std::chrono::seconds(10))) << "HAProxy still answers";
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_TRUE(eventually([&] { return Api(demo.node_port(i)).healthz().status == 0; }, std::chrono::seconds(10)))
+        << "node " << i + 1 << " still answers";
+  EXPECT_TRUE(eventually([&] { return store::redis::testing::port_free(demo.redis_port()); }, std::chrono::seconds(10)))
+      << "redis-server still listens";
+}
+
+}  // namespace
+}  // namespace tern::test
