@@ -1,6 +1,6 @@
 // deploy/local-cluster.sh, the demo of several nodes (issue 10's deploy/), run as a user runs
-// it but on free loopback ports: one redis-server, three ternd nodes on it, Debian's HAProxy
-// in front. Two devices connected through the load balancer land on different nodes, a
+// it but on free loopback ports: one redis-server or a Redis Cluster of 3 masters + 3 replicas
+// (`start --redis-cluster`), three ternd nodes on it, Debian's HAProxy in front. Two devices connected through the load balancer land on different nodes, a
 // message sent on one node reaches the device on the other live, and `stop` ends every
 // process it started. The script, haproxy.cfg and the build's ternd are the real ones.
 #include <gtest/gtest.h>
@@ -35,24 +35,39 @@ using Clock = std::chrono::steady_clock;
 // directory removed) when the test ends, passed or not.
 class Demo {
  public:
-  Demo() {
+  explicit Demo(bool redis_cluster) : redis_cluster_(redis_cluster) {
     char tmpl[] = "/tmp/tern-demo-XXXXXX";
     if (::mkdtemp(tmpl)) dir_ = tmpl;
     // Distinct free ports (each was closed again at once: a short race is possible).
-    while (ports_.size() < 5) {
+    while (ports_.size() < 4) {
       const uint16_t p = store::redis::testing::free_loopback_port();
       if (p == 0) break;
       if (std::find(ports_.begin(), ports_.end(), p) == ports_.end()) ports_.push_back(p);
+    }
+    // Redis: one port, or six in a row for the Cluster (and its bus ports, each + 10000), as
+    // deploy/redis-cluster.sh takes them; all below the kernel's ephemeral range (32768 up),
+    // where the other tests' ports and outgoing connections are.
+    const int count = redis_cluster_ ? 6 : 1;
+    for (int base = 10000 + static_cast<int>(::getpid() % 1000) * 12; base < 22000 && redis_ports_.empty(); base += 7) {
+      bool all_free = true;
+      for (int k = 0; k < count && all_free; ++k) {
+        const auto p = static_cast<uint16_t>(base + k);
+        all_free = std::find(ports_.begin(), ports_.end(), p) == ports_.end() &&
+                   store::redis::testing::port_free(p) &&
+                   (!redis_cluster_ || store::redis::testing::port_free(static_cast<uint16_t>(p + 10000)));
+      }
+      if (all_free)
+        for (int k = 0; k < count; ++k) redis_ports_.push_back(static_cast<uint16_t>(base + k));
     }
   }
   ~Demo() {
     if (started_) (void)run("stop");
     if (!dir_.empty()) fs::remove_all(dir_);
   }
-  bool ready() const { return !dir_.empty() && ports_.size() == 5 && !ternd_path().empty(); }
+  bool ready() const { return !dir_.empty() && ports_.size() == 4 && !redis_ports_.empty() && !ternd_path().empty(); }
   uint16_t lb_port() const { return ports_[0]; }
   uint16_t node_port(size_t i) const { return ports_[1 + i]; }
-  uint16_t redis_port() const { return ports_[4]; }
+  const std::vector<uint16_t>& redis_ports() const { return redis_ports_; }
 
   // `deploy/local-cluster.sh <verb>` with this demo's ports; its exit status (output in
   // <dir>/<verb>.log, returned by log()).
@@ -61,9 +76,9 @@ class Demo {
     const std::string bin = ternd_path();
     std::ostringstream cmd;
     cmd << "cd '" << dir_ << "' && env TERN_CLUSTER_DIR='" << dir_ << "/cluster' TERND='" << bin
-        << "' REDIS_PORT=" << redis_port() << " TERN_LB_PORT=" << lb_port() << " TERN_NODE_PORTS='"
+        << "' REDIS_PORT=" << redis_ports_.front() << " TERN_LB_PORT=" << lb_port() << " TERN_NODE_PORTS='"
         << node_port(0) << ' ' << node_port(1) << ' ' << node_port(2) << "' '" << TERN_SOURCE_DIR
-        << "/deploy/local-cluster.sh' " << verb << " >'" << dir_ << '/' << verb << ".log' 2>&1";
+        << "/deploy/local-cluster.sh' " << verb << (verb == "start" && redis_cluster_ ? " --redis-cluster" : "") << " >'" << dir_ << '/' << verb << ".log' 2>&1";
     const int status = std::system(cmd.str().c_str());
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   }
@@ -107,8 +122,10 @@ class Demo {
   }
 
  private:
+  const bool redis_cluster_;
   std::string dir_;
-  std::vector<uint16_t> ports_;
+  std::vector<uint16_t> ports_;        // HAProxy's, then the three nodes'
+  std::vector<uint16_t> redis_ports_;  // one, or the Cluster's six
   bool started_ = false;
 };
 
@@ -133,9 +150,17 @@ long connections_on(uint16_t port, const std::string& token) {
   return -1;
 }
 
-TEST(DeployDemo, ThreeNodesBehindHAProxyDeliverAcrossNodesAndStopEndsThem) {
-  Demo demo;
-  ASSERT_TRUE(demo.ready()) << "a temp dir, five free ports and TERN_BIN_DIR are needed";
+// Parameter: a Redis Cluster (`start --redis-cluster`) or one redis-server.
+class DeployDemo : public ::testing::TestWithParam<bool> {};
+
+INSTANTIATE_TEST_SUITE_P(Redis, DeployDemo, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return std::string(info.param ? "Cluster" : "OneServer");
+                         });
+
+TEST_P(DeployDemo, ThreeNodesBehindHAProxyDeliverAcrossNodesAndStopEndsThem) {
+  Demo demo(GetParam());
+  ASSERT_TRUE(demo.ready()) << "a temp dir, free ports and TERN_BIN_DIR are needed";
   ASSERT_EQ(demo.run("start"), 0) << demo.log("start");
   EXPECT_NE(demo.log("start").find("up: http://127.0.0.1:" + std::to_string(demo.lb_port())), std::string::npos)
       << demo.log("start");
@@ -178,8 +203,9 @@ TEST(DeployDemo, ThreeNodesBehindHAProxyDeliverAcrossNodesAndStopEndsThem) {
   for (size_t i = 0; i < 3; ++i)
     EXPECT_TRUE(eventually([&] { return Api(demo.node_port(i)).healthz().status == 0; }, std::chrono::seconds(10)))
         << "node " << i + 1 << " still answers";
-  EXPECT_TRUE(eventually([&] { return store::redis::testing::port_free(demo.redis_port()); }, std::chrono::seconds(10)))
-      << "redis-server still listens";
+  for (uint16_t p : demo.redis_ports())
+    EXPECT_TRUE(eventually([&] { return store::redis::testing::port_free(p); }, std::chrono::seconds(10)))
+        << "redis-server still listens on " << p;
 }
 
 }  // namespace
