@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "store/redis/testing/redis_server.h"
+#include "support/media_http.h"
 #include "support/server_test.h"
 #include "support/test_client.h"
 #include "support/test_server.h"
@@ -29,7 +30,6 @@ namespace tern::test {
 namespace {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
 
 // The demo's processes on ports of their own, in a directory of their own; stopped (and the
 // directory removed) when the test ends, passed or not.
@@ -129,27 +129,6 @@ class Demo {
   bool started_ = false;
 };
 
-// Whether `done()` holds within `limit` (polled every 50 ms: HAProxy's health checks run on
-// their own timer, there is nothing to be told by).
-template <typename Pred>
-bool eventually(Pred done, std::chrono::milliseconds limit) {
-  for (const auto until = Clock::now() + limit; Clock::now() < until;) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return done();
-}
-
-// The node's live WebSocket connections (GET /metrics, `tern_connections`); -1 if unreadable.
-long connections_on(uint16_t port, const std::string& token) {
-  auto r = http_request(port, "GET", "/metrics", std::nullopt, token);
-  if (r.status != 200) return -1;
-  std::istringstream in(r.body);
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("tern_connections ", 0) == 0) return std::stol(line.substr(17));
-  return -1;
-}
-
 // Parameter: a Redis Cluster (`start --redis-cluster`) or one redis-server.
 class DeployDemo : public ::testing::TestWithParam<bool> {};
 
@@ -168,9 +147,9 @@ TEST_P(DeployDemo, ThreeNodesBehindHAProxyDeliverAcrossNodesAndStopEndsThem) {
   // HAProxy puts a node in rotation after two passed checks (`rise 2`, `inter 1s`): the
   // load balancer answers once at least one has.
   Api lb(demo.lb_port());
-  ASSERT_TRUE(eventually([&] { return lb.healthz().status == 200; }, std::chrono::seconds(15)));
+  ASSERT_TRUE(eventually([&] { return lb.healthz().status == 200; }, std::chrono::milliseconds(15000)));
   // leastconn spreads connections over the nodes in rotation: wait for all three to be.
-  ASSERT_TRUE(eventually([&] { return demo.servers_up() == 3; }, std::chrono::seconds(15)))
+  ASSERT_TRUE(eventually([&] { return demo.servers_up() == 3; }, std::chrono::milliseconds(15000)))
       << demo.servers_up() << " nodes in rotation";
 
   Account a = lb.must_register("alice");
@@ -185,7 +164,7 @@ TEST_P(DeployDemo, ThreeNodesBehindHAProxyDeliverAcrossNodesAndStopEndsThem) {
   ASSERT_TRUE(da.connect_synced(demo.lb_port()));
   ASSERT_TRUE(db.connect_synced(demo.lb_port()));
   std::vector<long> per_node;
-  for (size_t i = 0; i < 3; ++i) per_node.push_back(connections_on(demo.node_port(i), a.token));
+  for (size_t i = 0; i < 3; ++i) per_node.push_back(static_cast<long>(metric_at(demo.node_port(i), a, "tern_connections")));
   std::sort(per_node.begin(), per_node.end());
   EXPECT_EQ(per_node, (std::vector<long>{0, 1, 1})) << "alice and bob on two different nodes";
 
@@ -199,12 +178,12 @@ TEST_P(DeployDemo, ThreeNodesBehindHAProxyDeliverAcrossNodesAndStopEndsThem) {
   da.close();
   db.close();
   ASSERT_EQ(demo.run("stop"), 0) << demo.log("stop");
-  EXPECT_TRUE(eventually([&] { return lb.healthz().status == 0; }, std::chrono::seconds(10))) << "HAProxy still answers";
+  EXPECT_TRUE(eventually([&] { return lb.healthz().status == 0; }, std::chrono::milliseconds(10000))) << "HAProxy still answers";
   for (size_t i = 0; i < 3; ++i)
-    EXPECT_TRUE(eventually([&] { return Api(demo.node_port(i)).healthz().status == 0; }, std::chrono::seconds(10)))
+    EXPECT_TRUE(eventually([&] { return Api(demo.node_port(i)).healthz().status == 0; }, std::chrono::milliseconds(10000)))
         << "node " << i + 1 << " still answers";
   for (uint16_t p : demo.redis_ports())
-    EXPECT_TRUE(eventually([&] { return store::redis::testing::port_free(p); }, std::chrono::seconds(10)))
+    EXPECT_TRUE(eventually([&] { return store::redis::testing::port_free(p); }, std::chrono::milliseconds(10000)))
         << "redis-server still listens on " << p;
 }
 

@@ -15,6 +15,18 @@
 
 namespace tern::test {
 
+// The value of an unlabelled metric in GET /metrics of the server on `port`, read with `who`'s
+// token; -1 (and a recorded failure) if the request fails or the metric is absent.
+inline double metric_at(uint16_t port, const Account& who, std::string_view name) {
+  auto r = http_request(port, "GET", "/metrics", std::nullopt, who.token);
+  EXPECT_EQ(r.status, 200);
+  const std::string needle = std::string("\n") + std::string(name) + " ";
+  auto at = r.body.find(needle);
+  EXPECT_NE(at, std::string::npos) << name;
+  if (at == std::string::npos) return -1;
+  return std::stod(r.body.substr(at + needle.size()));
+}
+
 class ServerTest : public ::testing::Test {
  protected:
   // Use as ASSERT_NO_FATAL_FAILURE(start_server({...})).
@@ -41,15 +53,7 @@ class ServerTest : public ::testing::Test {
   uint16_t port() const { return server_->port(); }
   Api& api() { return *api_; }
   // The value of an unlabelled metric in GET /metrics, read with `who`'s token (-1 if absent).
-  double metric(const Account& who, std::string_view name) {
-    auto r = http_request(port(), "GET", "/metrics", std::nullopt, who.token);
-    EXPECT_EQ(r.status, 200);
-    const std::string needle = std::string("\n") + std::string(name) + " ";
-    auto at = r.body.find(needle);
-    EXPECT_NE(at, std::string::npos) << name;
-    if (at == std::string::npos) return -1;
-    return std::stod(r.body.substr(at + needle.size()));
-  }
+  double metric(const Account& who, std::string_view name) { return metric_at(port(), who, name); }
 
   std::unique_ptr<TestServer> server_;
   std::unique_ptr<Api> api_;
