@@ -224,9 +224,10 @@ three_nodes() {
     "$bin/ternd" --listen "127.0.0.1:1808$i" --data "$work/$label-n$i" "$@" --node-id "n$i" "${ternd_args[@]}" &
     started+=($!); pids="$pids $!"; up "1808$i" $!
   done
-  sed -e 's/127.0.0.1:8080/127.0.0.1:18080/' -e 's/127.0.0.1:808\([123]\)/127.0.0.1:1808\1/' \
-    "$here/haproxy.cfg" > "$work/haproxy.cfg"
-  haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy-$label.log" 2>&1 &
+  # haproxy.cfg takes its ports (and its stats socket) from the environment.
+  TERN_LB_PORT=18080 TERN_N1_PORT=18081 TERN_N2_PORT=18082 TERN_N3_PORT=18083 \
+    TERN_HAPROXY_SOCKET="$work/haproxy-$label.sock" \
+    haproxy -f "$here/haproxy.cfg" -db >"$work/haproxy-$label.log" 2>&1 &
   hpid=$!; started+=("$hpid"); up 18080 "$hpid"; sleep 2  # the health checks bring every node into rotation
   run "$label" http://127.0.0.1:18080 "$pids" "$rp" "$hpid" "$ports" "$mp"
   # shellcheck disable=SC2086  # pids, one word each
