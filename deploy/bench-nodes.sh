@@ -27,7 +27,8 @@
 # BIN: the directory of ternd and tern-bench (default: build/bin of this checkout).
 # Needs redis-server, redis-cli, haproxy, curl, python3, ss and pgrep. Ports on 127.0.0.1,
 # checked before each set-up: 18080 (18080-18083 with HAProxy), 16390 (redis1, redis3),
-# 16400-16405 and their cluster bus ports 26400-26405 (cluster3, cluster3w); a server counts as
+# 16400-16405 and their cluster bus ports 26400-26405 (cluster3, cluster3w), or from
+# LB_PORT (the first of four), REDIS_PORT and CLUSTER_PORT (the first of six); a server counts as
 # up only once it is itself listening on its port. Whatever the script started is stopped and
 # its temporary directory removed when it ends, also on a failure or Ctrl-C.
 set -euo pipefail
@@ -36,6 +37,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/redis-cluster.sh"
 bin="${BIN:-$here/../build/bin}"
 setups="${SETUPS:-rocksdb redis1 redis3 cluster3}"
+lb="${LB_PORT:-18080}"; n1=$((lb + 1)); n2=$((lb + 2)); n3=$((lb + 3))
+rport="${REDIS_PORT:-16390}"; cport="${CLUSTER_PORT:-16400}"
 clients="${1:-100}"; rate="${2:-1000}"; duration="${3:-10}"; workload="${4:-pairs}"
 extra=("${@:5}")
 
@@ -202,69 +205,69 @@ ternd_args=(--log-level warn --register-rate 0 --send-rate 100000 --send-burst 1
 read -r -a extra_ternd <<< "${TERND_EXTRA:-}"
 ternd_args+=("${extra_ternd[@]}")
 
-# One redis-server on 16390 in $work/$1; sets rpid.
+# One redis-server on $rport in $work/$1; sets rpid.
 start_redis() {
   mkdir -p "$work/$1"
-  redis-server --port 16390 --bind 127.0.0.1 --dir "$work/$1" --appendonly yes --appendfsync always --save '' \
+  redis-server --port $rport --bind 127.0.0.1 --dir "$work/$1" --appendonly yes --appendfsync always --save '' \
     --maxmemory-policy noeviction --daemonize no --logfile "$work/$1/redis.log" </dev/null &
   rpid=$!; started+=("$rpid")
-  wait_listening "$rpid" 16390 redis_pong 16390 && return 0
-  echo "redis-server on port 16390 is not up; its log:" >&2
+  wait_listening "$rpid" $rport redis_pong $rport && return 0
+  echo "redis-server on port $rport is not up; its log:" >&2
   tail -n 20 "$work/$1/redis.log" >&2 || true
   return 1
 }
 
-# Three ternd (18081-18083) with the given store options, HAProxy on 18080 in front (haproxy.cfg
+# Three ternd (lb + 1 to lb + 3) with the given store options, HAProxy on lb in front (haproxy.cfg
 # with these ports), one run, then ternd and HAProxy stopped.
 # $1 label, $2 redis-server pids, $3 commandstats ports, $4 masters' pids or "", then ternd options.
 three_nodes() {
   local label="$1" rp="$2" ports="$3" mp="$4" i pids="" hpid
   shift 4
   for i in 1 2 3; do
-    "$bin/ternd" --listen "127.0.0.1:1808$i" --data "$work/$label-n$i" "$@" --node-id "n$i" "${ternd_args[@]}" &
-    started+=($!); pids="$pids $!"; up "1808$i" $!
+    "$bin/ternd" --listen "127.0.0.1:$((lb + i))" --data "$work/$label-n$i" "$@" --node-id "n$i" "${ternd_args[@]}" &
+    started+=($!); pids="$pids $!"; up "$((lb + i))" $!
   done
   # haproxy.cfg takes its ports (and its stats socket) from the environment.
-  TERN_LB_PORT=18080 TERN_N1_PORT=18081 TERN_N2_PORT=18082 TERN_N3_PORT=18083 \
+  TERN_LB_PORT=$lb TERN_N1_PORT=$n1 TERN_N2_PORT=$n2 TERN_N3_PORT=$n3 \
     TERN_HAPROXY_SOCKET="$work/haproxy-$label.sock" \
     haproxy -f "$here/haproxy.cfg" -db >"$work/haproxy-$label.log" 2>&1 &
-  hpid=$!; started+=("$hpid"); up 18080 "$hpid"; sleep 2  # the health checks bring every node into rotation
-  run "$label" http://127.0.0.1:18080 "$pids" "$rp" "$hpid" "$ports" "$mp"
+  hpid=$!; started+=("$hpid"); up $lb "$hpid"; sleep 2  # the health checks bring every node into rotation
+  run "$label" http://127.0.0.1:$lb "$pids" "$rp" "$hpid" "$ports" "$mp"
   # shellcheck disable=SC2086  # pids, one word each
   stop "$hpid" $pids
 }
 
 setup_rocksdb() {
-  require_free_ports 18080
-  "$bin/ternd" --listen 127.0.0.1:18080 --data "$work/rocks" "${ternd_args[@]}" &
-  local p=$!; started+=("$p"); up 18080 "$p"
-  run rocksdb http://127.0.0.1:18080 "$p" "" "" "" ""
+  require_free_ports $lb
+  "$bin/ternd" --listen 127.0.0.1:$lb --data "$work/rocks" "${ternd_args[@]}" &
+  local p=$!; started+=("$p"); up $lb "$p"
+  run rocksdb http://127.0.0.1:$lb "$p" "" "" "" ""
   stop "$p"
 }
 
 setup_redis1() {
-  require_free_ports 18080 16390
+  require_free_ports $lb $rport
   start_redis redis1
-  "$bin/ternd" --listen 127.0.0.1:18080 --data "$work/r1" --store redis --redis redis://127.0.0.1:16390 \
+  "$bin/ternd" --listen 127.0.0.1:$lb --data "$work/r1" --store redis --redis redis://127.0.0.1:$rport \
     --node-id solo "${ternd_args[@]}" &
-  local p=$!; started+=("$p"); up 18080 "$p"
-  run redis1 http://127.0.0.1:18080 "$p" "$rpid" "" 16390 ""
+  local p=$!; started+=("$p"); up $lb "$p"
+  run redis1 http://127.0.0.1:$lb "$p" "$rpid" "" $rport ""
   stop "$p"
   stop "$rpid"
 }
 
 setup_redis3() {
-  require_free_ports 18080 18081 18082 18083 16390
+  require_free_ports $lb $n1 $n2 $n3 $rport
   start_redis redis3
-  three_nodes redis3 "$rpid" 16390 "" --store redis --redis redis://127.0.0.1:16390
+  three_nodes redis3 "$rpid" $rport "" --store redis --redis redis://127.0.0.1:$rport
   stop "$rpid"
 }
 
 # $1 label, then extra ternd options.
 setup_cluster() {
-  require_free_ports 18080 18081 18082 18083
+  require_free_ports $lb $n1 $n2 $n3
   mkdir -p "$work/$1"
-  redis_cluster_start "$work/$1" 16400
+  redis_cluster_start "$work/$1" "$cport"
   three_nodes "$1" "${REDIS_CLUSTER_PIDS[*]}" "${REDIS_CLUSTER_MASTER_PORTS[*]}" "${REDIS_CLUSTER_MASTER_PIDS[*]}" \
     --store redis --redis "$REDIS_CLUSTER_SEEDS" "${@:2}"
   stop "${REDIS_CLUSTER_PIDS[@]}"

@@ -6,7 +6,7 @@ pkgs=(build-essential cmake ninja-build pkg-config
       libssl-dev libspdlog-dev libcli11-dev libtomlplusplus-dev libsqlite3-dev
       libgtest-dev libgmock-dev libbenchmark-dev redis-server mosquitto tmux python3 python3-websocket)
 pkgs+=(lld)  # the linker CMakeLists.txt picks: links about three times faster (CI time)
-pkgs+=(haproxy curl)  # deploy/local-cluster.sh (issue 10): the demo's load balancer; curl for its health checks
+pkgs+=(haproxy curl iproute2 procps)  # deploy/ (issue 10): the demo's load balancer; curl, ss and pgrep for the scripts' checks
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
