@@ -142,10 +142,35 @@ class GatedStore final : public store::MemoryStore {
   // in Redis mode none of them may be made there.
   Result<std::optional<store::Conversation>> conversation(const std::string& id) override {
     note("conversation");
+    if (!in_batch_) ++conversation_calls;
     conversation_gate.pass();
     return MemoryStore::conversation(id);
   }
   Gate conversation_gate;  // a membership snapshot's read (Directory::conversation on a miss)
+  // Calls of the reads a connect's opening batches (session_reads_test.cc): snapshots one by
+  // one (outside conversations_of) and together, cursors one by one and together.
+  Result<std::vector<std::optional<store::Conversation>>> conversations_of(const std::vector<std::string>& ids) override {
+    ++conversations_of_calls;
+    in_batch_ = true;  // the contract's default answers through conversation()
+    auto r = MemoryStore::conversations_of(ids);
+    in_batch_ = false;
+    return r;
+  }
+  Result<Seq> cursor(const DeviceRef& device, const std::string& conversation_id) override {
+    if (!in_batch_) ++cursor_calls;
+    return MemoryStore::cursor(device, conversation_id);
+  }
+  Result<std::vector<Seq>> cursors(const DeviceRef& device, const std::vector<std::string>& conversation_ids) override {
+    ++cursors_calls;
+    in_batch_ = true;
+    auto r = MemoryStore::cursors(device, conversation_ids);
+    in_batch_ = false;
+    return r;
+  }
+  std::atomic<int> conversation_calls{0};
+  std::atomic<int> conversations_of_calls{0};
+  std::atomic<int> cursor_calls{0};
+  std::atomic<int> cursors_calls{0};
 
   // The seqs of the cursor writes of `device` in `conversation`, in commit order.
   Result<void> commit(const store::Batch& batch, bool sync) override {
@@ -216,6 +241,7 @@ class GatedStore final : public store::MemoryStore {
     std::lock_guard lock(reads_mu_);
     loop_reads_.push_back(what);
   }
+  static inline thread_local bool in_batch_ = false;  // within conversations_of() or cursors() on this thread
   std::atomic<const Loops*> loops_{nullptr};
   std::mutex reads_mu_;
   std::vector<std::string> loop_reads_;

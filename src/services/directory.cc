@@ -50,6 +50,31 @@ Result<ConversationPtr> Directory::conversation(const std::string& id) {
   return conversations_.put(id, std::move(snapshot), /*keep_existing=*/true, 0, now_ms());
 }
 
+Result<std::vector<ConversationPtr>> Directory::conversations(const std::vector<std::string>& ids) {
+  std::vector<ConversationPtr> out(ids.size());
+  std::vector<std::string> missing;
+  std::vector<size_t> at;  // missing[k] answers out[at[k]]
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (auto hit = conversations_.get(ids[i])) out[i] = *hit;
+    else if (auto held = WarmHold::held_conversation(ids[i])) out[i] = *held;
+    else {
+      missing.push_back(ids[i]);
+      at.push_back(i);
+    }
+  }
+  if (missing.empty()) return out;
+  auto loaded = store_.conversations_of(missing);
+  if (!loaded) return loaded.error();
+  const int64_t now = now_ms();
+  for (size_t k = 0; k < missing.size(); ++k) {
+    if (!(*loaded)[k]) continue;  // unknown: nothing cached, null answered
+    auto snapshot = std::make_shared<const store::Conversation>(std::move(*(*loaded)[k]));
+    // A concurrent put (a membership change) wins over what we just read.
+    out[at[k]] = conversations_.put(missing[k], std::move(snapshot), /*keep_existing=*/true, 0, now);
+  }
+  return out;
+}
+
 void Directory::put_conversation(ConversationPtr snapshot) {
   const int64_t now = now_ms();
   const std::string id = snapshot->id;

@@ -123,6 +123,10 @@ class Directory {
 
   // nullptr (not an error) when the conversation does not exist.
   Result<ConversationPtr> conversation(const std::string& id);
+  // conversation() of each id, in order; those neither cached nor held are read with one
+  // store call (Store::conversations_of: one round trip on Redis) and cached: a device's
+  // connect, for the conversations of its inbox.
+  Result<std::vector<ConversationPtr>> conversations(const std::vector<std::string>& ids);
   // The cached snapshot, or null: never reads the store.
   ConversationPtr cached_conversation(const std::string& id) { return conversations_.get(id).value_or(nullptr); }
   void put_conversation(ConversationPtr snapshot);

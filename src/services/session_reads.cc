@@ -28,15 +28,12 @@ Window new_window(const store::Member& m, Seq cursor, Seq pending_ack) {
   return w;
 }
 
-Membership read_membership(ServiceContext& ctx, const std::string& user, const std::string& conversation_id) {
+namespace {
+// The user's membership of `conv` (a snapshot, or null: the conversation is gone).
+Membership membership_in(ServiceContext& ctx, const std::string& user, const ConversationPtr& conv) {
   Membership out;
-  auto conv = ctx.directory.conversation(conversation_id);
-  if (!conv) {
-    out.failure = Failure{"conversation", conv.error()};
-    return out;
-  }
-  if (!*conv) return out;
-  auto member = ctx.directory.member(**conv, user);
+  if (!conv) return out;
+  auto member = ctx.directory.member(*conv, user);
   if (!member) {
     out.failure = Failure{"member", member.error()};
     return out;
@@ -48,6 +45,17 @@ Membership read_membership(ServiceContext& ctx, const std::string& user, const s
   out.kind = Membership::Kind::kMember;
   out.member = std::move(**member);
   return out;
+}
+}  // namespace
+
+Membership read_membership(ServiceContext& ctx, const std::string& user, const std::string& conversation_id) {
+  auto conv = ctx.directory.conversation(conversation_id);
+  if (!conv) {
+    Membership out;
+    out.failure = Failure{"conversation", conv.error()};
+    return out;
+  }
+  return membership_in(ctx, user, *conv);
 }
 
 PositionRows read_rows(ServiceContext& ctx, const DeviceRef& device, const std::string& conversation_id) {
@@ -71,13 +79,43 @@ Opening read_opening(ServiceContext& ctx, const DeviceRef& device) {
   o.inbox = std::move(*inbox);
   // A device low on one-time prekeys hears it on every connect until it refills.
   if (ctx.keys) o.low_prekeys = ctx.keys->low_frame(device);
+  // The inbox's conversations, then the device's cursors in those it is a member of: one
+  // store call each, whatever the inbox holds (on Redis one round trip each, not one or two
+  // per conversation: a device back after a day may have news in dozens).
+  std::vector<std::string> ids;
+  ids.reserve(o.inbox.size());
+  for (const auto& [conv, latest] : o.inbox) ids.push_back(conv);
+  auto snapshots = ctx.directory.conversations(ids);
+  if (!snapshots) {
+    o.failure = Failure{"conversation", snapshots.error()};
+    return o;
+  }
   o.rows.reserve(o.inbox.size());
-  for (const auto& [conv, latest] : o.inbox) {
-    o.rows.push_back(read_rows(ctx, device, conv));
-    if (const auto& f = o.rows.back().failed()) {
+  std::vector<std::string> member_of;
+  std::vector<size_t> at;  // member_of[k] is o.rows[at[k]]
+  for (size_t i = 0; i < ids.size(); ++i) {
+    PositionRows rows;
+    rows.conversation_id = ids[i];
+    rows.membership = membership_in(ctx, device.user, (*snapshots)[i]);
+    if (const auto& f = rows.failed()) {
       o.failure = f;
+      o.rows.clear();  // none is used: the session closes
       return o;
     }
+    o.rows.push_back(std::move(rows));
+    if (o.rows.back().membership.kind == Membership::Kind::kMember) {
+      member_of.push_back(ids[i]);
+      at.push_back(i);
+    }
+  }
+  if (!member_of.empty()) {
+    auto cursors = ctx.store.cursors(device, member_of);
+    if (!cursors) {
+      o.failure = Failure{"cursor", cursors.error()};
+      o.rows.clear();  // their cursors are unknown: none is used, the session closes
+      return o;
+    }
+    for (size_t k = 0; k < at.size(); ++k) o.rows[at[k]].cursor = (*cursors)[k];
   }
   // Read-side conversations have no inbox entries: the session follows them.
   auto convs = ctx.store.user_conversations(device.user);

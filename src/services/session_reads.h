@@ -56,7 +56,8 @@ struct Opening {
   std::optional<Failure> failure;  // the first read that failed; later reads were not made
   std::vector<std::pair<std::string, Seq>> inbox;
   std::optional<std::string> low_prekeys;  // the "prekeys low" event frame, if due
-  // Per inbox conversation, in inbox order (up to the failure, if any).
+  // Per inbox conversation, in inbox order; none if a conversation's, a membership's or the
+  // cursors' read failed.
   std::vector<PositionRows> rows;
   std::vector<std::string> follow;  // read-side conversations the user is in
 };

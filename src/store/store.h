@@ -243,6 +243,18 @@ class Store {
 
   // conversations
   virtual Result<std::optional<Conversation>> conversation(const std::string& id) = 0;
+  // conversation() of each id, in order, in one call (as devices_of): a device's connect
+  // reads the snapshots of its inbox's conversations a cache does not hold.
+  virtual Result<std::vector<std::optional<Conversation>>> conversations_of(const std::vector<std::string>& ids) {
+    std::vector<std::optional<Conversation>> out;
+    out.reserve(ids.size());
+    for (const auto& id : ids) {
+      auto c = conversation(id);
+      if (!c) return c.error();
+      out.push_back(std::move(*c));
+    }
+    return out;
+  }
   virtual Result<std::vector<UserConversation>> user_conversations(const std::string& user) = 0;
   // One row of the user index (a point read: is this user in that conversation or channel).
   virtual Result<std::optional<UserConversation>> user_conversation(const std::string& user,
@@ -255,6 +267,19 @@ class Store {
 
   // per-device state
   virtual Result<Seq> cursor(const DeviceRef& device, const std::string& conversation_id) = 0;  // 0 if none
+  // cursor() of the device in each conversation, in order, in one call: a connect reads the
+  // cursors of all its inbox's conversations (one round trip on Redis, where a device's
+  // cursors are one hash). The default asks one by one.
+  virtual Result<std::vector<Seq>> cursors(const DeviceRef& device, const std::vector<std::string>& conversation_ids) {
+    std::vector<Seq> out;
+    out.reserve(conversation_ids.size());
+    for (const auto& id : conversation_ids) {
+      auto c = cursor(device, id);
+      if (!c) return c.error();
+      out.push_back(*c);
+    }
+    return out;
+  }
   // conversations with news for a device: (conversation_id, latest seq marked)
   virtual Result<std::vector<std::pair<std::string, Seq>>> inbox(const DeviceRef& device) = 0;
   virtual Result<std::optional<IdempotencyRecord>> idempotency(const DeviceRef& device,

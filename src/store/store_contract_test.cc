@@ -400,6 +400,28 @@ TEST_P(StoreContractTest, LargeSeqsSortNumerically) {
   EXPECT_EQ(must(store().head("c1")), big);
 }
 
+// conversations_of: each conversation() in the order asked, absent ones too (one round trip
+// over the network; on a Cluster the conversations are on several slots).
+TEST_P(StoreContractTest, ConversationsOfSeveralIdsAnswerEachInTheOrderAsked) {
+  EXPECT_TRUE(must(store().conversations_of({})).empty());
+  Conversation g = group("g1", {member("alice", 1, 0, true), member("bob", 2)});
+  Conversation h = group("g2", {member("carol", 4, 0, true)});
+  commit1(PutConversation{g});
+  commit1(PutConversation{h});
+  std::vector<std::string> ids{"g2", "nope", "g1", "g2"};
+  for (int i = 0; i < 20; ++i) ids.push_back("x" + std::to_string(i));  // many slots on a Cluster
+  auto got = must(store().conversations_of(ids));
+  ASSERT_EQ(got.size(), ids.size());
+  ASSERT_TRUE(got[0]);
+  expect_same(*got[0], h);
+  EXPECT_FALSE(got[1]) << "no such conversation";
+  ASSERT_TRUE(got[2]);
+  expect_same(*got[2], g);
+  ASSERT_TRUE(got[3]);
+  expect_same(*got[3], h);
+  for (size_t i = 4; i < got.size(); ++i) EXPECT_FALSE(got[i]) << ids[i];
+}
+
 // ---- per-device state ----
 
 TEST_P(StoreContractTest, CursorIsABlindPut) {
@@ -416,6 +438,23 @@ TEST_P(StoreContractTest, CursorIsABlindPut) {
   EXPECT_EQ(must(store().cursor(kAlice1, "c2")), 0u);
   EXPECT_EQ(must(store().cursor(kAlice1, "c")), 0u);
   EXPECT_EQ(must(store().cursor(kBob1, "c1")), 0u);
+}
+
+// cursors: the device's cursor() in each conversation asked, in that order, 0 where it has
+// none; another device's cursors do not answer.
+TEST_P(StoreContractTest, CursorsOfSeveralConversationsAnswerEachInTheOrderAsked) {
+  EXPECT_TRUE(must(store().cursors(kAlice1, {})).empty());
+  Batch b;
+  b.add(SetCursor{kAlice1, "c1", 5});
+  b.add(SetCursor{kAlice1, "c3", 12});
+  b.add(SetCursor{kAlice2, "c2", 7});
+  b.add(SetCursor{kBob1, "c1", 99});
+  commit(std::move(b));
+  EXPECT_EQ(must(store().cursors(kAlice1, {"c3", "c2", "c1", "c", "c3"})), (std::vector<Seq>{12, 0, 5, 0, 12}));
+  EXPECT_EQ(must(store().cursors(kAlice2, {"c1", "c2"})), (std::vector<Seq>{0, 7}));
+  EXPECT_EQ(must(store().cursors(kBob1, {"c1"})), (std::vector<Seq>{99}));
+  reopen();
+  EXPECT_EQ(must(store().cursors(kAlice1, {"c1", "c3"})), (std::vector<Seq>{5, 12}));
 }
 
 TEST_P(StoreContractTest, ReceiptsAreBlindPutsPerUser) {

@@ -441,13 +441,30 @@ Result<int64_t> RedisStore::last_seen(const std::string& user) {
   return *ts;
 }
 
-Result<std::optional<Conversation>> RedisStore::conversation(const std::string& id) {
-  auto v = fetch_string({"GET", conv_key(id) + ":m"});
+namespace {
+// A conversation's snapshot from the reply of GET {c:<id>}:m; nullopt if there is none.
+Result<std::optional<Conversation>> parse_conversation(const Reply& reply) {
+  auto v = expect(reply, REDIS_REPLY_STRING);
   if (!v) return v.error();
-  if (!*v) return std::optional<Conversation>{};
-  auto c = rocks::decode_conversation(**v);
+  if ((*v)->type == REDIS_REPLY_NIL) return std::optional<Conversation>{};
+  auto c = rocks::decode_conversation(str(*v));
   if (!c) return corrupt("conversation");
   return std::optional<Conversation>(std::move(*c));
+}
+}  // namespace
+
+Result<std::optional<Conversation>> RedisStore::conversation(const std::string& id) {
+  reads_counter().inc();
+  auto r = run1({"GET", conv_key(id) + ":m"});
+  if (!r) return r.error();
+  return parse_conversation(*r);
+}
+
+Result<std::vector<std::optional<Conversation>>> RedisStore::conversations_of(const std::vector<std::string>& ids) {
+  std::vector<std::string> keys;
+  keys.reserve(ids.size());
+  for (const auto& id : ids) keys.push_back(conv_key(id) + ":m");
+  return read_each<std::optional<Conversation>>("GET", keys, parse_conversation);
 }
 
 Result<std::vector<UserConversation>> RedisStore::user_conversations(const std::string& user) {
@@ -513,6 +530,30 @@ Result<Seq> RedisStore::cursor(const DeviceRef& device, const std::string& conve
   auto seq = parse_int<Seq>(**v);
   if (!seq) return corrupt("cursor");
   return *seq;
+}
+
+Result<std::vector<Seq>> RedisStore::cursors(const DeviceRef& device, const std::vector<std::string>& conversation_ids) {
+  std::vector<Seq> out;
+  if (conversation_ids.empty()) return out;
+  const std::string key = device_key(device) + ":cur";
+  std::vector<std::string_view> argv{"HMGET", key};
+  argv.insert(argv.end(), conversation_ids.begin(), conversation_ids.end());
+  auto a = fetch_array(argv);  // one key: one round trip, one slot
+  if (!a) return a.error();
+  if ((*a)->elements != conversation_ids.size()) return corrupt("cursors");
+  out.reserve(conversation_ids.size());
+  for (size_t i = 0; i < (*a)->elements; ++i) {
+    const redisReply* e = (*a)->element[i];
+    if (e->type == REDIS_REPLY_NIL) {
+      out.push_back(0);
+      continue;
+    }
+    if (e->type == REDIS_REPLY_ERROR) return reply_error(e);
+    auto seq = e->type == REDIS_REPLY_STRING ? parse_int<Seq>(str(e)) : std::nullopt;
+    if (!seq) return corrupt("cursor");
+    out.push_back(*seq);
+  }
+  return out;
 }
 
 Result<std::vector<std::pair<std::string, Seq>>> RedisStore::inbox(const DeviceRef& device) {

@@ -121,6 +121,7 @@ class RedisStore final : public Store {
   Result<std::optional<DeviceRef>> find_token(const std::string& token_hash) override;
   Result<int64_t> last_seen(const std::string& user) override;
   Result<std::optional<Conversation>> conversation(const std::string& id) override;
+  Result<std::vector<std::optional<Conversation>>> conversations_of(const std::vector<std::string>& ids) override;
   Result<std::vector<UserConversation>> user_conversations(const std::string& user) override;
   Result<std::optional<UserConversation>> user_conversation(const std::string& user,
                                                             const std::string& conversation_id) override;
@@ -128,6 +129,7 @@ class RedisStore final : public Store {
                                                    size_t limit) override;
   Result<Seq> head(const std::string& conversation_id) override;
   Result<Seq> cursor(const DeviceRef& device, const std::string& conversation_id) override;
+  Result<std::vector<Seq>> cursors(const DeviceRef& device, const std::vector<std::string>& conversation_ids) override;
   Result<std::vector<std::pair<std::string, Seq>>> inbox(const DeviceRef& device) override;
   Result<std::optional<IdempotencyRecord>> idempotency(const DeviceRef& device, const std::string& client_msg_id,
                                                        int64_t now_ms) override;

@@ -78,6 +78,8 @@ class RocksDbStore final : public Store {
   Result<Seq> head(const std::string& conversation_id) override;
 
   Result<Seq> cursor(const DeviceRef& device, const std::string& conversation_id) override;
+  // One MultiGet: one read call, the block lookups batched.
+  Result<std::vector<Seq>> cursors(const DeviceRef& device, const std::vector<std::string>& conversation_ids) override;
   Result<std::vector<std::pair<std::string, Seq>>> inbox(const DeviceRef& device) override;
   Result<std::optional<IdempotencyRecord>> idempotency(const DeviceRef& device, const std::string& client_msg_id,
                                                        int64_t now_ms) override;

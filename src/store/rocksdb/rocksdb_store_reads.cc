@@ -164,6 +164,33 @@ Result<Seq> RocksDbStore::cursor(const DeviceRef& device, const std::string& con
   return *seq;
 }
 
+Result<std::vector<Seq>> RocksDbStore::cursors(const DeviceRef& device, const std::vector<std::string>& conversation_ids) {
+  std::vector<Seq> out(conversation_ids.size(), 0);
+  std::vector<std::string> keys;
+  std::vector<size_t> at;  // keys[k] answers out[at[k]]
+  for (size_t i = 0; i < conversation_ids.size(); ++i) {
+    if (has_nul(device.user) || has_nul(conversation_ids[i])) continue;  // none stored: 0
+    rocks::device_key(keys.emplace_back(), device, conversation_ids[i]);
+    at.push_back(i);
+  }
+  if (keys.empty()) return out;
+  store_reads().inc();
+  std::vector<rocksdb::Slice> slices;
+  slices.reserve(keys.size());
+  for (const auto& k : keys) slices.push_back(slice(k));
+  std::vector<rocksdb::PinnableSlice> values(keys.size());
+  std::vector<rocksdb::Status> statuses(keys.size());
+  db_->MultiGet(rocksdb::ReadOptions(), cf_[kCursors], slices.size(), slices.data(), values.data(), statuses.data());
+  for (size_t k = 0; k < keys.size(); ++k) {
+    if (statuses[k].IsNotFound()) continue;
+    if (!statuses[k].ok()) return rocks_error("multiget", statuses[k]);
+    auto seq = rocks::decode_u64(sv(values[k]));
+    if (!seq) return corrupt_error("cursor");
+    out[at[k]] = *seq;
+  }
+  return out;
+}
+
 Result<std::vector<std::pair<std::string, Seq>>> RocksDbStore::inbox(const DeviceRef& device) {
   std::vector<std::pair<std::string, Seq>> out;
   if (has_nul(device.user)) return out;
