@@ -497,32 +497,49 @@ void DeviceSession::on_receipt_list(Result<std::vector<store::UserConversation>>
 }
 
 void DeviceSession::read_receipts() {
-  std::string conv = std::move(receipt_backlog_[receipt_next_++]);
-  if (receipt_next_ == receipt_backlog_.size()) {
-    receipt_backlog_ = {};  // give the memory back: most connections are idle after this
-    receipt_next_ = 0;
-  }
-  read<ConversationReceipts>(
-      [&store = ctx_.store, conv = std::move(conv)]() -> Result<ConversationReceipts> {
-        auto receipts = store.receipts(conv);
+  const size_t n = std::min(kReceiptBatch, receipt_backlog_.size() - receipt_next_);
+  std::vector<std::string> convs(receipt_backlog_.begin() + static_cast<std::ptrdiff_t>(receipt_next_),
+                                 receipt_backlog_.begin() + static_cast<std::ptrdiff_t>(receipt_next_ + n));
+  receipt_next_ += n;
+  read<std::vector<ConversationReceipts>>(
+      [&store = ctx_.store, convs = std::move(convs)]() -> Result<std::vector<ConversationReceipts>> {
+        auto receipts = store.receipts_of(convs);
         if (!receipts) return receipts.error();
-        return ConversationReceipts{conv, std::move(*receipts)};
+        std::vector<ConversationReceipts> out;
+        out.reserve(convs.size());
+        for (size_t i = 0; i < convs.size(); ++i) out.push_back(ConversationReceipts{convs[i], std::move((*receipts)[i])});
+        return out;
       },
       &DeviceSession::on_receipts);
 }
 
-void DeviceSession::on_receipts(Result<ConversationReceipts>& r) {
-  if (!r) return;
-  const size_t high = high_water();
-  // Never more than the queue can take: the rest is the newest state anyway next time.
-  for (const auto& receipt : r->receipts) {
-    if (receipt.user == device_.user) continue;
-    for (auto [status, seq] :
-         {std::pair<const char*, Seq>{"delivered", receipt.delivered}, {"read", receipt.read}}) {
-      if (seq == 0 || conn_->queued_bytes() >= high) continue;
-      out_receipt.inc();
-      write(std::make_shared<const std::string>(proto::encode_receipt(r->conversation_id, receipt.user, status, seq)));
+void DeviceSession::on_receipts(Result<std::vector<ConversationReceipts>>& r) {
+  if (r) {
+    const size_t high = high_water();
+    const size_t first = receipt_next_ - r->size();  // the batch's place in the backlog
+    for (size_t k = 0; k < r->size(); ++k) {
+      // The queue is full before this conversation: it and the rest of the batch are read
+      // again once it drains (the pump's condition), as if this read had stopped here.
+      if (conn_->queued_bytes() >= high) {
+        receipt_next_ = first + k;
+        break;
+      }
+      const ConversationReceipts& c = (*r)[k];
+      // Never more than the queue can take: the rest is the newest state anyway next time.
+      for (const auto& receipt : c.receipts) {
+        if (receipt.user == device_.user) continue;
+        for (auto [status, seq] :
+             {std::pair<const char*, Seq>{"delivered", receipt.delivered}, {"read", receipt.read}}) {
+          if (seq == 0 || conn_->queued_bytes() >= high) continue;
+          out_receipt.inc();
+          write(std::make_shared<const std::string>(proto::encode_receipt(c.conversation_id, receipt.user, status, seq)));
+        }
+      }
     }
+  }
+  if (receipt_next_ >= receipt_backlog_.size()) {
+    receipt_backlog_ = {};  // give the memory back: most connections are idle after this
+    receipt_next_ = 0;
   }
 }
 

@@ -130,8 +130,11 @@ class DeviceSession final : public gateway::FrameHandler,
     std::string conversation_id;
     std::vector<store::ReceiptState> receipts;
   };
+  // The receipt state of up to kReceiptBatch conversations of the backlog per store read
+  // (Store::receipts_of: one round trip on Redis).
+  static constexpr size_t kReceiptBatch = 16;
   void read_receipts();
-  void on_receipts(Result<ConversationReceipts>& r);
+  void on_receipts(Result<std::vector<ConversationReceipts>>& r);
   // Acks and read markers. In Redis mode an ack of a conversation this session does not
   // follow, whose snapshot is not cached or that is a channel (whose subscribers are not in
   // the snapshot), first has the user's membership read on a reader thread; then it goes to

@@ -167,6 +167,19 @@ class GatedStore final : public store::MemoryStore {
     in_batch_ = false;
     return r;
   }
+  Result<std::vector<store::ReceiptState>> receipts(const std::string& conversation_id) override {
+    if (!in_batch_) ++receipts_calls;
+    return MemoryStore::receipts(conversation_id);
+  }
+  Result<std::vector<std::vector<store::ReceiptState>>> receipts_of(const std::vector<std::string>& ids) override {
+    ++receipts_of_calls;
+    in_batch_ = true;
+    auto r = MemoryStore::receipts_of(ids);
+    in_batch_ = false;
+    return r;
+  }
+  std::atomic<int> receipts_calls{0};
+  std::atomic<int> receipts_of_calls{0};
   std::atomic<int> conversation_calls{0};
   std::atomic<int> conversations_of_calls{0};
   std::atomic<int> cursor_calls{0};

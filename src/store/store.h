@@ -298,6 +298,18 @@ class Store {
     return idempotency(device, client_msg_id, now_ms);
   }
   virtual Result<std::vector<ReceiptState>> receipts(const std::string& conversation_id) = 0;
+  // receipts() of each conversation, in order, in one call: a reconnect re-sends the receipt
+  // state of the user's conversations a batch at a time. The default asks one by one.
+  virtual Result<std::vector<std::vector<ReceiptState>>> receipts_of(const std::vector<std::string>& conversation_ids) {
+    std::vector<std::vector<ReceiptState>> out;
+    out.reserve(conversation_ids.size());
+    for (const auto& id : conversation_ids) {
+      auto r = receipts(id);
+      if (!r) return r.error();
+      out.push_back(std::move(*r));
+    }
+    return out;
+  }
 
   // Drops idempotency records that expired before now_ms; returns how many.
   virtual Result<size_t> purge_expired(int64_t now_ms) = 0;

@@ -470,6 +470,37 @@ TEST_P(StoreContractTest, ReceiptsAreBlindPutsPerUser) {
   EXPECT_EQ(receipts_of(store(), "c10"), (std::map<std::string, std::pair<Seq, Seq>>{{"dave", {1, 1}}}));
 }
 
+// receipts_of: each conversation's receipts(), in the order asked, empty where there are none
+// (one round trip over the network; on a Cluster the conversations are on several slots).
+TEST_P(StoreContractTest, ReceiptsOfSeveralConversationsAnswerEachInTheOrderAsked) {
+  EXPECT_TRUE(must(store().receipts_of({})).empty());
+  Batch b;
+  b.add(SetReceipt{"c1", "carol", 8, 8});
+  b.add(SetReceipt{"c1", "bob", 5, 4});
+  b.add(SetReceipt{"c2", "dave", 1, 0});
+  commit(std::move(b));
+  std::vector<std::string> ids{"c2", "none", "c1", "c2"};
+  for (int i = 0; i < 20; ++i) ids.push_back("x" + std::to_string(i));  // many slots on a Cluster
+  auto got = must(store().receipts_of(ids));
+  ASSERT_EQ(got.size(), ids.size());
+  auto as_map = [](const std::vector<ReceiptState>& rs) {
+    std::map<std::string, std::pair<Seq, Seq>> m;
+    for (const auto& r : rs) m[r.user] = {r.delivered, r.read};
+    return m;
+  };
+  EXPECT_EQ(as_map(got[0]), (std::map<std::string, std::pair<Seq, Seq>>{{"dave", {1, 0}}}));
+  EXPECT_TRUE(got[1].empty());
+  EXPECT_EQ(as_map(got[2]), (std::map<std::string, std::pair<Seq, Seq>>{{"bob", {5, 4}}, {"carol", {8, 8}}}));
+  auto users = [](const std::vector<ReceiptState>& rs) {
+    std::vector<std::string> u;
+    for (const auto& r : rs) u.push_back(r.user);
+    return u;
+  };
+  EXPECT_EQ(users(got[2]), users(must(store().receipts("c1")))) << "the same order as receipts()";
+  EXPECT_EQ(as_map(got[3]), as_map(got[0]));
+  for (size_t i = 4; i < got.size(); ++i) EXPECT_TRUE(got[i].empty()) << ids[i];
+}
+
 TEST_P(StoreContractTest, InboxMarkPutsAndDeleteRemoves) {
   EXPECT_TRUE(must(store().inbox(kBob1)).empty());
   commit1(InboxMark{kBob1, "c1", 3});

@@ -590,10 +590,13 @@ Result<std::optional<IdempotencyRecord>> RedisStore::send_idempotency(const Devi
   return idempotency(device, client_msg_id, now_ms);
 }
 
-Result<std::vector<ReceiptState>> RedisStore::receipts(const std::string& conversation_id) {
-  auto a = fetch_array({"HGETALL", conv_key(conversation_id) + ":r"});
+namespace {
+// A conversation's receipt states from the reply of HGETALL {c:<id>}:r, by user.
+Result<std::vector<ReceiptState>> parse_receipts(const Reply& reply) {
+  auto a = expect(reply, REDIS_REPLY_ARRAY);
   if (!a) return a.error();
   std::vector<ReceiptState> out;
+  if ((*a)->type == REDIS_REPLY_NIL) return out;
   for (size_t i = 0; i + 1 < (*a)->elements; i += 2) {
     std::string_view val = str((*a)->element[i + 1]);
     const size_t sp = val.find(' ');
@@ -605,6 +608,20 @@ Result<std::vector<ReceiptState>> RedisStore::receipts(const std::string& conver
   }
   std::sort(out.begin(), out.end(), [](const ReceiptState& x, const ReceiptState& y) { return x.user < y.user; });
   return out;
+}
+}  // namespace
+
+Result<std::vector<ReceiptState>> RedisStore::receipts(const std::string& conversation_id) {
+  auto a = fetch_array({"HGETALL", conv_key(conversation_id) + ":r"});
+  if (!a) return a.error();
+  return parse_receipts(*a);
+}
+
+Result<std::vector<std::vector<ReceiptState>>> RedisStore::receipts_of(const std::vector<std::string>& conversation_ids) {
+  std::vector<std::string> keys;
+  keys.reserve(conversation_ids.size());
+  for (const auto& id : conversation_ids) keys.push_back(conv_key(id) + ":r");
+  return read_each<std::vector<ReceiptState>>("HGETALL", keys, parse_receipts);
 }
 
 Result<size_t> RedisStore::purge_expired(int64_t now_ms) {

@@ -139,6 +139,7 @@ class RedisStore final : public Store {
                                                             const std::string& conversation_id,
                                                             int64_t now_ms) override;
   Result<std::vector<ReceiptState>> receipts(const std::string& conversation_id) override;
+  Result<std::vector<std::vector<ReceiptState>>> receipts_of(const std::vector<std::string>& conversation_ids) override;
   Result<size_t> purge_expired(int64_t now_ms) override;
   Result<std::optional<DeviceKeys>> device_keys(const DeviceRef& device) override;
   Result<std::vector<std::optional<DeviceKeys>>> device_keys_of(const std::vector<DeviceRef>& devices) override;
