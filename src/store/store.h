@@ -32,6 +32,7 @@
 #pragma once
 #include <cstdint>
 #include <optional>
+#include <type_traits>
 #include <string>
 #include <utility>
 #include <variant>
@@ -229,14 +230,7 @@ class Store {
   // in one round trip (a group conversation's warm-up reads every member's list). The default
   // asks one by one.
   virtual Result<std::vector<std::vector<uint32_t>>> devices_of(const std::vector<std::string>& users) {
-    std::vector<std::vector<uint32_t>> out;
-    out.reserve(users.size());
-    for (const auto& u : users) {
-      auto d = devices(u);
-      if (!d) return d.error();
-      out.push_back(std::move(*d));
-    }
-    return out;
+    return one_by_one(users, [this](const std::string& u) { return devices(u); });
   }
   virtual Result<std::optional<DeviceRef>> find_token(const std::string& token_hash) = 0;
   virtual Result<int64_t> last_seen(const std::string& user) = 0;  // 0 if never
@@ -246,14 +240,7 @@ class Store {
   // conversation() of each id, in order, in one call (as devices_of): a device's connect
   // reads the snapshots of its inbox's conversations a cache does not hold.
   virtual Result<std::vector<std::optional<Conversation>>> conversations_of(const std::vector<std::string>& ids) {
-    std::vector<std::optional<Conversation>> out;
-    out.reserve(ids.size());
-    for (const auto& id : ids) {
-      auto c = conversation(id);
-      if (!c) return c.error();
-      out.push_back(std::move(*c));
-    }
-    return out;
+    return one_by_one(ids, [this](const std::string& id) { return conversation(id); });
   }
   virtual Result<std::vector<UserConversation>> user_conversations(const std::string& user) = 0;
   // One row of the user index (a point read: is this user in that conversation or channel).
@@ -271,14 +258,7 @@ class Store {
   // cursors of all its inbox's conversations (one round trip on Redis, where a device's
   // cursors are one hash). The default asks one by one.
   virtual Result<std::vector<Seq>> cursors(const DeviceRef& device, const std::vector<std::string>& conversation_ids) {
-    std::vector<Seq> out;
-    out.reserve(conversation_ids.size());
-    for (const auto& id : conversation_ids) {
-      auto c = cursor(device, id);
-      if (!c) return c.error();
-      out.push_back(*c);
-    }
-    return out;
+    return one_by_one(conversation_ids, [this, &device](const std::string& id) { return cursor(device, id); });
   }
   // conversations with news for a device: (conversation_id, latest seq marked)
   virtual Result<std::vector<std::pair<std::string, Seq>>> inbox(const DeviceRef& device) = 0;
@@ -301,14 +281,7 @@ class Store {
   // receipts() of each conversation, in order, in one call: a reconnect re-sends the receipt
   // state of the user's conversations a batch at a time. The default asks one by one.
   virtual Result<std::vector<std::vector<ReceiptState>>> receipts_of(const std::vector<std::string>& conversation_ids) {
-    std::vector<std::vector<ReceiptState>> out;
-    out.reserve(conversation_ids.size());
-    for (const auto& id : conversation_ids) {
-      auto r = receipts(id);
-      if (!r) return r.error();
-      out.push_back(std::move(*r));
-    }
-    return out;
+    return one_by_one(conversation_ids, [this](const std::string& id) { return receipts(id); });
   }
 
   // Drops idempotency records that expired before now_ms; returns how many.
@@ -318,14 +291,7 @@ class Store {
   virtual Result<std::optional<DeviceKeys>> device_keys(const DeviceRef& device) = 0;
   // device_keys() of each device, in order, in one call (as devices_of).
   virtual Result<std::vector<std::optional<DeviceKeys>>> device_keys_of(const std::vector<DeviceRef>& devices) {
-    std::vector<std::optional<DeviceKeys>> out;
-    out.reserve(devices.size());
-    for (const auto& d : devices) {
-      auto k = device_keys(d);
-      if (!k) return k.error();
-      out.push_back(std::move(*k));
-    }
-    return out;
+    return one_by_one(devices, [this](const DeviceRef& d) { return device_keys(d); });
   }
   // The device's one-time prekeys in increasing id, at most `limit`.
   virtual Result<std::vector<OneTimePrekey>> one_time_prekeys(const DeviceRef& device, size_t limit) = 0;
@@ -353,6 +319,22 @@ class Store {
   // Reports with id > after_id, increasing, at most limit; and the highest id (0 if none).
   virtual Result<std::vector<std::pair<uint64_t, std::string>>> reports(uint64_t after_id, size_t limit) = 0;
   virtual Result<uint64_t> last_report_id() = 0;
+
+ protected:
+  // The defaults of the batched reads above (devices_of, conversations_of, cursors,
+  // receipts_of, device_keys_of): read(x) for each x, in order; the first error ends it.
+  template <typename In, typename Read>
+  static auto one_by_one(const std::vector<In>& in, Read read)
+      -> Result<std::vector<std::decay_t<decltype(read(in.front()).value())>>> {
+    std::vector<std::decay_t<decltype(read(in.front()).value())>> out;
+    out.reserve(in.size());
+    for (const auto& x : in) {
+      auto r = read(x);
+      if (!r) return r.error();
+      out.push_back(std::move(*r));
+    }
+    return out;
+  }
 };
 
 }  // namespace tern::store

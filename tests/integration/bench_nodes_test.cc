@@ -1,7 +1,7 @@
 // deploy/bench-nodes.sh, the script docs/benchmarks.md's several-node figures come from, run
 // briefly on free loopback ports: one ternd on RocksDB, one on a redis-server, and three
 // behind HAProxy on one redis-server. A benchmark measures nothing here; the test checks
-// that every set-up starts, carries its load (every message delivered, no failed send) and
+// that every set-up starts, delivers its load (every message, no failed send) and
 // that the script exits 0, so a change to what the script starts (ternd's flags,
 // haproxy.cfg) cannot leave the documented commands broken unnoticed.
 #include <gtest/gtest.h>
@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <string>
 
@@ -63,9 +64,11 @@ TEST(BenchNodes, EverySetUpStartsAndDeliversItsLoad) {
   fs::remove_all(tmpl);
   ASSERT_TRUE(WIFEXITED(status)) << log;
   EXPECT_EQ(WEXITSTATUS(status), 0) << log;
+  // Every message delivered, none failed. Whether the rate was sustained depends on what
+  // else the machine runs (the test suite beside it): not asserted, a test measures nothing.
   for (const char* setup : {"rocksdb", "redis1", "redis3"}) {
-    const std::string line = std::string("\n") + setup + ": sent/s 100 delivered 200 send_failed 0 undelivered 0 sustained True";
-    EXPECT_NE(("\n" + log).find(line), std::string::npos) << setup << " did not deliver its load:\n" << log;
+    const std::regex line(std::string("(^|\n)") + setup + R"(: sent/s [0-9]+ delivered 200 send_failed 0 undelivered 0 )");
+    EXPECT_TRUE(std::regex_search(log, line)) << setup << " did not deliver its load:\n" << log;
   }
   // HAProxy carried redis3's clients: its CPU is counted, so it ran.
   EXPECT_NE(log.find("haproxy"), std::string::npos) << log;
