@@ -390,8 +390,11 @@ Result<std::optional<DeviceKeys>> parse_device_keys(const Reply& reply) {
 }
 }  // namespace
 
-template <typename T, typename Parse>
-Result<std::vector<T>> RedisStore::read_each(std::string_view verb, const std::vector<std::string>& keys, Parse parse) {
+template <typename T, typename In, typename KeyOf, typename Parse>
+Result<std::vector<T>> RedisStore::read_each(std::string_view verb, const std::vector<In>& in, KeyOf key_of, Parse parse) {
+  std::vector<std::string> keys;
+  keys.reserve(in.size());
+  for (const auto& x : in) keys.push_back(key_of(x));
   std::vector<std::vector<std::string_view>> commands;
   commands.reserve(keys.size());
   for (const auto& k : keys) commands.push_back({verb, k});
@@ -417,10 +420,8 @@ Result<std::vector<uint32_t>> RedisStore::devices(const std::string& user) {
 }
 
 Result<std::vector<std::vector<uint32_t>>> RedisStore::devices_of(const std::vector<std::string>& users) {
-  std::vector<std::string> keys;
-  keys.reserve(users.size());
-  for (const auto& u : users) keys.push_back(user_key(u) + ":d");
-  return read_each<std::vector<uint32_t>>("HKEYS", keys, parse_devices);
+  return read_each<std::vector<uint32_t>>("HKEYS", users, [](const std::string& u) { return user_key(u) + ":d"; },
+                                         parse_devices);
 }
 
 Result<std::optional<DeviceRef>> RedisStore::find_token(const std::string& token_hash) {
@@ -461,10 +462,8 @@ Result<std::optional<Conversation>> RedisStore::conversation(const std::string& 
 }
 
 Result<std::vector<std::optional<Conversation>>> RedisStore::conversations_of(const std::vector<std::string>& ids) {
-  std::vector<std::string> keys;
-  keys.reserve(ids.size());
-  for (const auto& id : ids) keys.push_back(conv_key(id) + ":m");
-  return read_each<std::optional<Conversation>>("GET", keys, parse_conversation);
+  return read_each<std::optional<Conversation>>("GET", ids, [](const std::string& id) { return conv_key(id) + ":m"; },
+                                               parse_conversation);
 }
 
 Result<std::vector<UserConversation>> RedisStore::user_conversations(const std::string& user) {
@@ -618,10 +617,8 @@ Result<std::vector<ReceiptState>> RedisStore::receipts(const std::string& conver
 }
 
 Result<std::vector<std::vector<ReceiptState>>> RedisStore::receipts_of(const std::vector<std::string>& conversation_ids) {
-  std::vector<std::string> keys;
-  keys.reserve(conversation_ids.size());
-  for (const auto& id : conversation_ids) keys.push_back(conv_key(id) + ":r");
-  return read_each<std::vector<ReceiptState>>("HGETALL", keys, parse_receipts);
+  return read_each<std::vector<ReceiptState>>(
+      "HGETALL", conversation_ids, [](const std::string& id) { return conv_key(id) + ":r"; }, parse_receipts);
 }
 
 Result<size_t> RedisStore::purge_expired(int64_t now_ms) {
@@ -660,10 +657,8 @@ Result<std::optional<DeviceKeys>> RedisStore::device_keys(const DeviceRef& devic
 }
 
 Result<std::vector<std::optional<DeviceKeys>>> RedisStore::device_keys_of(const std::vector<DeviceRef>& devices) {
-  std::vector<std::string> keys;
-  keys.reserve(devices.size());
-  for (const auto& d : devices) keys.push_back(device_key(d) + ":k");
-  return read_each<std::optional<DeviceKeys>>("GET", keys, parse_device_keys);
+  return read_each<std::optional<DeviceKeys>>("GET", devices, [](const DeviceRef& d) { return device_key(d) + ":k"; },
+                                             parse_device_keys);
 }
 
 Result<std::vector<OneTimePrekey>> RedisStore::one_time_prekeys(const DeviceRef& device, size_t limit) {

@@ -180,9 +180,9 @@ class RedisStore final : public Store {
   // Runs the commands on the node that serves the first command's key (its slot); a
   // pipeline's commands share a slot.
   Result<std::vector<Reply>> run(const std::vector<std::vector<std::string_view>>& commands);
-  // `verb key` for each key, in one pipeline (run()); each reply through `parse`.
-  template <typename T, typename Parse>
-  Result<std::vector<T>> read_each(std::string_view verb, const std::vector<std::string>& keys, Parse parse);
+  // `verb key_of(x)` for each x, in one pipeline (run()); each reply through `parse`.
+  template <typename T, typename In, typename KeyOf, typename Parse>
+  Result<std::vector<T>> read_each(std::string_view verb, const std::vector<In>& in, KeyOf key_of, Parse parse);
   Result<Reply> run1(const std::vector<std::string_view>& argv);
   // A string reply (GET, HGET): its bytes, nullopt for nil. An error reply is an Error.
   Result<std::optional<std::string>> fetch_string(const std::vector<std::string_view>& argv);
