@@ -103,17 +103,32 @@ class Bus {
   using HeadSink =
       std::function<void(const std::string& conversation_id, Seq seq, std::shared_ptr<const std::string> frame)>;
   virtual void set_head_sink(HeadSink sink) { (void)sink; }
-  // A device was linked to `user` here: the other nodes drop their cached device list of the
-  // user (the devices sink), so their next send addresses the new device too. Set the sink
-  // before serving; it is called on the delivery thread. A single-node bus: both are no-ops.
-  virtual void announce_devices(const std::string& user) { (void)user; }
-  virtual void set_devices_sink(std::function<void(const std::string& user)> sink) { (void)sink; }
-  // This node may have missed other nodes' events that invalidate its caches (kChanged,
-  // kDevices above): its subscription was lost and is back, or another node could not publish
-  // some of its events (Redis away, its queue full) and says so with its next batch. Pub/sub
-  // is never trusted: the sink drops every cached membership snapshot and device list (they
-  // are read again from the store when next needed). Called on the delivery thread; set it before
-  // serving. A single-node bus never calls it.
+  // What the nodes cache of `user` changed here: a device was linked (their next send must
+  // address it too), or the user's block list or presence setting changed (their next send
+  // must withhold from whom it blocks, their subscriptions to the user must be checked
+  // again). The other nodes' sink drops what they cache of the user. Set the sink before
+  // serving; it is called on the delivery thread. A single-node bus: both are no-ops.
+  virtual void announce_user_changed(const std::string& user) { (void)user; }
+  virtual void set_user_changed_sink(std::function<void(const std::string& user)> sink) { (void)sink; }
+  // A presence change of `user` decided on this node: its first device attached anywhere, or
+  // its last one left (the counts of attach/detach cover every node). `n`, the presence
+  // frame, goes to the other nodes, whose presence sink hands it to their own subscribers of
+  // the user (a subscription lives on its subscriber's node). Lossy, like every presence
+  // frame. Set the sink before serving; it is called on the delivery thread. A single-node
+  // bus: both are no-ops.
+  virtual void publish_presence(const std::string& user, const std::shared_ptr<const Notification>& n) {
+    (void)user;
+    (void)n;
+  }
+  using PresenceSink = std::function<void(const std::string& user, std::shared_ptr<const Notification> n)>;
+  virtual void set_presence_sink(PresenceSink sink) { (void)sink; }
+  // This node may have missed other nodes' events that invalidate its caches (the change and
+  // user-changed events above): its subscription was lost and is back, or another node could
+  // not publish some of its events (Redis away, its queue full) and says so with its next
+  // batch. Pub/sub is never trusted: the sink drops every cached membership snapshot, device
+  // list, block list and presence policy (they are read again from the store when next
+  // needed). Called on the delivery thread; set it before serving. A single-node bus never
+  // calls it.
   virtual void set_resync_sink(std::function<void()> sink) { (void)sink; }
   // Send routing (docs/scaling.md "One sequencing node per conversation"): each conversation's
   // sends are sequenced on one node, its owner among the live nodes, so that nodes do not race

@@ -46,7 +46,7 @@ class Accounts {
   void register_user(const std::string& user, CredentialsDone done);
   void add_device(const std::string& user, CredentialsDone done);
   // Called (on the writer thread) after a device link committed; the composition root
-  // announces it to the other nodes (Bus::announce_devices). Set before serving.
+  // announces it to the other nodes (Bus::announce_user_changed). Set before serving.
   void set_devices_changed(std::function<void(const std::string& user)> fn) { devices_changed_ = std::move(fn); }
   Result<DeviceRef> authenticate(const std::string& token);
 

@@ -7,9 +7,11 @@
 namespace tern::services {
 
 Result<Blocks::List> Blocks::load(const std::string& user) {
+  uint64_t generation = 0;
   {
     std::lock_guard lock(mu_);
     if (List* l = cache_.find(user)) return *l;
+    generation = generation_;
   }
   auto rows = store_.user_records(user, records::kBlockPrefix, kMaxPerUser);
   if (!rows) return rows.error();
@@ -19,6 +21,9 @@ Result<Blocks::List> Blocks::load(const std::string& user) {
   List list = std::move(set);
   std::lock_guard lock(mu_);
   if (List* l = cache_.find(user)) return *l;  // a change landed meanwhile: it is newer
+  // Another node's change was announced during the read, which may have missed it: answered,
+  // not kept (the next call reads again).
+  if (generation != generation_) return list;
   cache_.emplace(user, list);
   return list;
 }
@@ -34,6 +39,18 @@ Result<std::vector<std::string>> Blocks::list(const std::string& user) {
   auto l = load(user);
   if (!l) return l.error();
   return std::vector<std::string>((*l)->begin(), (*l)->end());
+}
+
+void Blocks::forget(const std::string& user) {
+  std::lock_guard lock(mu_);
+  cache_.erase(user);
+  ++generation_;
+}
+
+void Blocks::forget_all() {
+  std::lock_guard lock(mu_);
+  cache_.clear();
+  ++generation_;
 }
 
 void Blocks::block(const std::string& user, const std::string& other, Done done) { change(user, other, true, std::move(done)); }

@@ -19,6 +19,7 @@
 //
 // Thread-safe (one mutex around the cache). Owned by TernService.
 #pragma once
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -60,6 +61,12 @@ class Blocks {
   bool either(const std::string& a, const std::string& b) { return blocks(a, b) || blocks(b, a); }
   Result<std::vector<std::string>> list(const std::string& user);
 
+  // Another node changed `user`'s list (Bus::set_user_changed_sink), or events that said so
+  // may have been missed (every user): the list is read again at its next use. A read in
+  // flight meanwhile answers its caller but is not kept.
+  void forget(const std::string& user);
+  void forget_all();
+
   void block(const std::string& user, const std::string& other, Done done);
   void unblock(const std::string& user, const std::string& other, Done done);
 
@@ -72,6 +79,7 @@ class Blocks {
   GroupCommitter& committer_;
   std::mutex mu_;
   LruMap<std::string, List> cache_;
+  uint64_t generation_ = 0;  // (mu_) forgets so far
 };
 
 }  // namespace tern::services

@@ -2,6 +2,8 @@
 
 #include <limits>
 
+#include <spdlog/spdlog.h>
+
 #include "base/clock.h"
 #include "base/metrics.h"
 #include "base/thread_name.h"
@@ -44,6 +46,10 @@ Presence::Presence(boost::asio::io_context& io, store::Store& store, GroupCommit
       options_(options),
       contacts_(options.presence_index_entries),
       typing_timer_(io) {
+  // Changes decided on other nodes, for the subscribers here (bus.h publish_presence).
+  bus_.set_presence_sink([this](const std::string& user, std::shared_ptr<const bus::Notification> n) {
+    changed_elsewhere(user, n);
+  });
   loader_ = std::thread([this] {
     set_thread_name("tern-presence");
     loader();
@@ -67,6 +73,16 @@ std::shared_ptr<const bus::Notification> Presence::presence_frame(const std::str
 }
 
 void Presence::broadcast(const std::string& user, bool online, int64_t last_seen) {
+  auto n = presence_frame(user, online, last_seen);
+  to_watchers(user, n);
+  bus_.publish_presence(user, n);
+}
+
+void Presence::changed_elsewhere(const std::string& user, const std::shared_ptr<const bus::Notification>& n) {
+  to_watchers(user, n);
+}
+
+void Presence::to_watchers(const std::string& user, const std::shared_ptr<const bus::Notification>& n) {
   std::vector<std::shared_ptr<bus::Endpoint>> targets;
   {
     std::lock_guard lock(mu_);
@@ -75,8 +91,6 @@ void Presence::broadcast(const std::string& user, bool online, int64_t last_seen
     for (auto& [_, weak] : it->second)
       if (auto e = weak.lock()) targets.push_back(std::move(e));
   }
-  if (targets.empty()) return;
-  auto n = presence_frame(user, online, last_seen);
   for (auto& t : targets) t->notify(n);
 }
 
@@ -403,6 +417,30 @@ void Presence::revalidate(const std::string& user) {
     for (const auto& watched : std::vector<std::string>(s->second.watching.begin(), s->second.watching.end()))
       if (privacy_->denied(watched, user)) unwatch_locked(sid, watched);
   }
+}
+
+void Presence::revalidate_later(const std::string& user) {
+  if (!privacy_) return;
+  const bool queued = load_async(
+      user,
+      [this, user](bool) {
+        std::set<std::string> others;
+        {
+          std::lock_guard lock(mu_);
+          if (auto w = watchers_.find(user); w != watchers_.end())
+            for (const auto& [sid, _] : w->second)
+              if (auto s = subscribers_.find(sid); s != subscribers_.end()) others.insert(s->second.user);
+          if (auto mine = by_user_.find(user); mine != by_user_.end())
+            for (uint64_t sid : mine->second.second)
+              if (auto s = subscribers_.find(sid); s != subscribers_.end())
+                others.insert(s->second.watching.begin(), s->second.watching.end());
+        }
+        (void)privacy_->load(user);  // a failed read leaves it uncached: nothing ends on a guess
+        for (const auto& o : others) (void)privacy_->load(o);
+        revalidate(user);
+      },
+      /*contacts=*/false);
+  if (!queued) spdlog::warn("event=presence_revalidation_dropped reason=loader_queue_full");
 }
 
 void Presence::unsubscribe_all(uint64_t subscriber_id) {

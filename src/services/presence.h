@@ -62,9 +62,15 @@ class Presence {
   ~Presence();
   void stop();
 
-  // Called by sessions after Bus::attach / Bus::detach with the returned device count.
+  // Called by sessions after Bus::attach / Bus::detach with the returned device count. A
+  // change (the user's first device online, its last one gone) goes to this node's
+  // subscribers of the user and, through the bus, to the other nodes' (Bus::publish_presence;
+  // the counts cover every node, so exactly one node decides each change).
   void device_attached(const std::string& user, size_t devices_online);
   void device_detached(const std::string& user, size_t devices_online);
+  // A change decided on another node (the bus's presence sink): `n`, its presence frame, goes
+  // to this node's subscribers of the user. Any thread.
+  void changed_elsewhere(const std::string& user, const std::shared_ptr<const bus::Notification>& n);
 
   // Subscribes `subscriber` (an endpoint of `subscriber_user`, with a stable id) to users,
   // answering each newly visible user's current presence. Users who share no conversation
@@ -102,6 +108,10 @@ class Presence {
   // `user`'s setting or blocks changed: subscriptions to it that are no longer allowed end,
   // and so do all of its own when it hides its presence.
   void revalidate(const std::string& user);
+  // The same for a change made on another node (its policy was just dropped here): on the
+  // loader thread, once the policies of `user` and of the users on either side of its
+  // subscriptions here are loaded again (revalidate() ends only what it knows to be refused).
+  void revalidate_later(const std::string& user);
 
  private:
   struct Load {
@@ -125,7 +135,9 @@ class Presence {
   };
 
   std::shared_ptr<const bus::Notification> presence_frame(const std::string& user, bool online, int64_t last_seen);
+  // A change decided here: to this node's subscribers of `user` and to the other nodes.
   void broadcast(const std::string& user, bool online, int64_t last_seen);
+  void to_watchers(const std::string& user, const std::shared_ptr<const bus::Notification>& n);
   // Queues a load of `user`'s contacts; false when the queue is full.
   bool load_async(const std::string& user, std::function<void(bool ok)> done, bool contacts = true);
   void loader();

@@ -27,7 +27,12 @@ bool PresencePrivacy::cached(const std::string& user) {
 }
 
 Result<void> PresencePrivacy::load(const std::string& user) {
-  if (cached(user)) return {};
+  uint64_t generation = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (cache_.find(user)) return {};
+    generation = generation_;
+  }
   auto policy = std::make_shared<Policy>();
   auto setting = store_.user_record(user, records::kPresence);
   if (!setting) return setting.error();
@@ -38,6 +43,9 @@ Result<void> PresencePrivacy::load(const std::string& user) {
     if (!row.second.empty()) policy->accepted.insert(row.second);  // the value names the counterpart
   std::lock_guard lock(mu_);
   if (cache_.find(user)) return {};
+  // Another node's change was announced during the read, which may have missed it: not kept
+  // (the caller finds the user still not cached and decides nothing on a guess).
+  if (generation != generation_) return {};
   auto [from, to] = recent_.equal_range(user);
   for (auto it = from; it != to; ++it) policy->accepted.insert(it->second);
   cache_.emplace(user, std::move(policy));
@@ -68,6 +76,18 @@ Result<PresenceVisibility> PresencePrivacy::visibility(const std::string& user) 
   std::lock_guard lock(mu_);
   if (PolicyPtr* p = cache_.find(user)) return (*p)->visibility;
   return PresenceVisibility::kContacts;  // evicted in between: the store said so a moment ago
+}
+
+void PresencePrivacy::forget(const std::string& user) {
+  std::lock_guard lock(mu_);
+  cache_.erase(user);
+  ++generation_;
+}
+
+void PresencePrivacy::forget_all() {
+  std::lock_guard lock(mu_);
+  cache_.clear();
+  ++generation_;
 }
 
 void PresencePrivacy::set_cached_visibility(const std::string& user, PresenceVisibility v) {

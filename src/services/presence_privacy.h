@@ -18,6 +18,7 @@
 //
 // Thread-safe (one mutex). Owned by TernService.
 #pragma once
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -56,6 +57,11 @@ class PresencePrivacy {
   // The user's setting (reads the store if needed).
   Result<PresenceVisibility> visibility(const std::string& user);
   void set_cached_visibility(const std::string& user, PresenceVisibility v);
+  // Another node changed `user`'s setting or blocks (Bus::set_user_changed_sink), or events that
+  // said so may have been missed (every user): the policy is read again at its next load. A
+  // load in flight meanwhile is not kept.
+  void forget(const std::string& user);
+  void forget_all();
 
   // `user` accepted the direct conversation with `other`. known_accepted() answers from memory
   // only (false when unsure); accepted() records it in memory after the record is committed.
@@ -74,6 +80,7 @@ class PresencePrivacy {
   std::mutex mu_;
   LruMap<std::string, PolicyPtr> cache_;
   LruMap<std::string, bool> accepted_pairs_;  // user '\n' conversation
+  uint64_t generation_ = 0;  // (mu_) forgets so far
   // Acceptances of users not cached when they were committed: merged by a load() whose store
   // read may have missed them. Bounded (cleared past kMaxRecent; a load reads the store anyway).
   static constexpr size_t kMaxRecent = 10000;

@@ -104,6 +104,8 @@ void SafetyApi::change_block(const DeviceRef& me, const std::string& other, bool
   auto done = [this, me, other, add, reply](Result<void> r) {
     if (!r) return reply(error_response(r.error()));
     spdlog::info("event={} user={} other={}", add ? "user_blocked" : "user_unblocked", me.user, other);
+    // The other nodes drop their copy of the list (their sends withhold from now on).
+    ctx_.bus.announce_user_changed(me.user);
     // The blocked user's presence subscriptions to the blocker end now.
     ctx_.presence.revalidate(me.user);
     ctx_.presence.revalidate(other);
@@ -185,6 +187,7 @@ void SafetyApi::privacy(const DeviceRef& me, const gateway::HttpRequest& req, ga
   ctx_.committer.submit(std::move(batch), [this, me, v, reply](const Result<void>& r) {
     if (!r) return reply(error_response(r.error()));
     privacy_.set_cached_visibility(me.user, v);
+    ctx_.bus.announce_user_changed(me.user);  // the other nodes drop their copy
     ctx_.presence.revalidate(me.user);
     spdlog::info("event=presence_visibility user={} visibility={}", me.user, visibility_name(v));
     reply(json_response(200, json::object{{"presence", visibility_name(v)}}));

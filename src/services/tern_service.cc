@@ -41,15 +41,22 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
   }
   // Membership changed on another node (a multi-node bus): its snapshot here is stale.
   bus_.set_change_sink([directory = directory_.get()](const std::string& id) { directory->forget_conversation(id); });
-  // A device linked on another node: this node's device list of the user is stale; one
-  // linked here is announced to the others.
-  bus_.set_devices_sink([directory = directory_.get()](const std::string& user) { directory->forget_devices(user); });
-  // Those events may have been missed (pub/sub is not trusted): everything cached is dropped.
-  bus_.set_resync_sink([directory = directory_.get()] {
-    spdlog::warn("event=caches_dropped reason=bus_events_missed");
-    directory->forget_all();
+  // A device linked, or a block list or presence setting changed, on another node: what this
+  // node caches of the user is stale (a change made here is announced to the others).
+  bus_.set_user_changed_sink([this](const std::string& user) {
+    directory_->forget_devices(user);
+    blocks_->forget(user);
+    privacy_->forget(user);
+    presence_->revalidate_later(user);
   });
-  accounts_->set_devices_changed([this](const std::string& user) { bus_.announce_devices(user); });
+  // Those events may have been missed (pub/sub is not trusted): everything cached is dropped.
+  bus_.set_resync_sink([this] {
+    spdlog::warn("event=caches_dropped reason=bus_events_missed");
+    directory_->forget_all();
+    blocks_->forget_all();
+    privacy_->forget_all();
+  });
+  accounts_->set_devices_changed([this](const std::string& user) { bus_.announce_user_changed(user); });
   // A message committed on another node moves this node's cached head (bus.h set_head_sink).
   bus_.set_head_sink([sequencer = sequencer_.get()](const std::string& id, Seq seq,
                                                     std::shared_ptr<const std::string> frame) {

@@ -442,6 +442,126 @@ TEST_F(RedisTest, MessagesTypingAndReadSidePostsCrossNodesLive) {
             broadcast_before);
 }
 
+// Presence crosses nodes (issue 10): bob, subscribed on node b, sees alice come online and
+// go offline on node a, with her last_seen.
+TEST_F(RedisTest, PresenceChangesOnOneNodeReachSubscribersOnAnother) {
+  Account alice, bob;
+  std::string conv;
+  ASSERT_NO_FATAL_FAILURE(two_nodes_with_a_direct(alice, bob, conv));
+  ASSERT_NO_FATAL_FAILURE(await_both_live(alice, bob));
+  Device db(bob);
+  ASSERT_EQ(db.connect(b_.server->port()), 101);
+  ASSERT_TRUE(db.until_synced());
+  ASSERT_TRUE(db.presence_subscribe({"alice"}));
+  auto presence_of_alice = [](bool online) {
+    return [online](const json::object& f) {
+      return type_of(f) == "presence" && jstr(f, "user") == "alice" && jbool(f, "online", !online) == online;
+    };
+  };
+  // The subscription's answer: alice is offline (she never connected).
+  std::vector<json::object> seen;
+  ASSERT_TRUE(db.read_until(presence_of_alice(false), ms(5000), &seen)) << dump_frames(seen);
+  Device da(alice);
+  ASSERT_EQ(da.connect(a_.server->port()), 101);
+  ASSERT_TRUE(da.until_synced());
+  seen.clear();
+  ASSERT_TRUE(db.read_until(presence_of_alice(true), ms(5000), &seen)) << "online did not cross nodes:\n"
+                                                                         << dump_frames(seen);
+  da.close();
+  seen.clear();
+  auto off = db.read_until(presence_of_alice(false), ms(5000), &seen);
+  ASSERT_TRUE(off) << "offline did not cross nodes:\n" << dump_frames(seen);
+  EXPECT_GT(jint(*off, "last_seen"), 0) << dump(*off);
+}
+
+// A block made through one node holds on the others (issue 12's blocks, issue 10's nodes):
+// each node caches block lists and presence settings, so a change is announced to the other
+// nodes, which drop theirs. Every node sequences its own sends here (--redis-route-sends 0),
+// so bob's sends go through node b, which had alice's list (empty) cached before she blocked
+// him through node a.
+TEST_F(RedisTest, ABlockMadeThroughOneNodeHoldsOnTheOthers) {
+  Account alice, bob;
+  std::string conv;
+  ASSERT_NO_FATAL_FAILURE(two_nodes_with_a_direct(alice, bob, conv, {"--redis-route-sends", "0"}));
+  ASSERT_NO_FATAL_FAILURE(await_both_live(alice, bob));
+  Device da(alice), db(bob);
+  ASSERT_EQ(da.connect(a_.server->port()), 101);
+  ASSERT_TRUE(da.until_synced());
+  ASSERT_EQ(db.connect(b_.server->port()), 101);
+  ASSERT_TRUE(db.until_synced());
+  ASSERT_EQ(db.must_send(conv, "b-1", "hello"), 1u);
+  ASSERT_EQ(da.collect_messages(conv, 1).size(), 1u);
+
+  ASSERT_EQ(http_request(a_.server->port(), "PUT", "/v1/blocks/bob", std::nullopt, alice.token).status, 204);
+  // Node b learns of it through the bus (a pub/sub hop): bob's next send there is withheld
+  // from alice. Bounded: until a send is withheld, each one a new message.
+  Seq withheld = 0;
+  for (int i = 0; i < 50 && withheld == 0; ++i) {
+    const Seq s = db.must_send(conv, "b-after-" + std::to_string(i), "are you there");
+    ASSERT_GT(s, 0u);
+    auto log = a_.api->backfill_all(alice.token, conv);
+    ASSERT_FALSE(log.empty());
+    if (seq_of(log.back()) == s && jbool(log.back(), "withheld")) withheld = s;
+    else std::this_thread::sleep_for(ms(20));
+  }
+  ASSERT_GT(withheld, 0u) << "node b kept sequencing bob's sends to alice unblocked";
+  // Alice got nothing live from bob after the block took hold on node b.
+  for (const auto& f : da.drain(ms(300)))
+    EXPECT_FALSE(type_of(f) == "message" && seq_of(f) >= withheld) << "alice got " << dump(f);
+}
+
+// A block made through node a ends, on node b, the blocked user's presence subscription to
+// the blocker: b drops its copy of alice's policy and checks bob's subscriptions again. Each
+// round connects alice, then mark, to node a; both changes go from a to b in that order (one
+// publisher), so bob seeing mark online means alice's change reached b before it.
+TEST_F(RedisTest, ABlockMadeThroughOneNodeEndsThePresenceSubscriptionOnAnother) {
+  Account alice, bob;
+  std::string conv;
+  ASSERT_NO_FATAL_FAILURE(two_nodes_with_a_direct(alice, bob, conv));
+  Account mark = a_.api->must_register("mark");
+  a_.api->must_direct(mark.token, "bob");  // mark's presence is bob's to see
+  ASSERT_NO_FATAL_FAILURE(await_both_live(alice, bob));
+  Device db(bob);
+  ASSERT_EQ(db.connect(b_.server->port()), 101);
+  ASSERT_TRUE(db.until_synced());
+  ASSERT_TRUE(db.presence_subscribe({"alice", "mark"}));
+  auto presence = [](const std::string& user, bool online) {
+    return [user, online](const json::object& f) {
+      return type_of(f) == "presence" && jstr(f, "user") == user && jbool(f, "online", !online) == online;
+    };
+  };
+  ASSERT_TRUE(db.read_until(presence("mark", false), ms(5000)));
+  // Whether bob heard alice come online in one round.
+  auto alice_seen_online = [&]() -> std::optional<bool> {
+    Device da(alice), dm(mark);
+    if (da.connect(a_.server->port()) != 101 || !da.until_synced()) return std::nullopt;
+    if (dm.connect(a_.server->port()) != 101 || !dm.until_synced()) return std::nullopt;
+    std::vector<json::object> seen;
+    if (!db.read_until(presence("mark", true), ms(5000), &seen)) return std::nullopt;
+    const bool heard = std::any_of(seen.begin(), seen.end(), presence("alice", true));
+    da.close();
+    dm.close();
+    if (!db.read_until(presence("mark", false), ms(5000))) return std::nullopt;
+    return heard;
+  };
+  auto first = alice_seen_online();
+  ASSERT_TRUE(first.has_value());
+  ASSERT_TRUE(*first) << "before the block bob sees alice";
+
+  ASSERT_EQ(http_request(a_.server->port(), "PUT", "/v1/blocks/bob", std::nullopt, alice.token).status, 204);
+  // Node b checks again once the change reached it (a pub/sub hop and a policy read).
+  bool ended = false;
+  for (int i = 0; i < 20 && !ended; ++i) {
+    auto heard = alice_seen_online();
+    ASSERT_TRUE(heard.has_value()) << "round " << i;
+    ended = !*heard;
+  }
+  ASSERT_TRUE(ended) << "node b kept telling bob of alice's presence after she blocked him";
+  auto again = alice_seen_online();
+  ASSERT_TRUE(again.has_value());
+  EXPECT_FALSE(*again) << "the subscription stays ended";
+}
+
 // A message to a device that no node holds goes to no node (docs/scaling.md "Events for
 // devices connected nowhere"): node a, whose view of the nodes is complete, sends bob's
 // deliveries nowhere, none to every node; bob, connecting to node b later, gets them by replay.

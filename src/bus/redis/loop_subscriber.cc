@@ -66,7 +66,7 @@ void LoopSubscriber::subscribe() {
   const std::string name = bus_.connection_name();
   redis_->command({"CLIENT", "SETNAME", name}, [](Result<store::redis::Reply>) {});  // a failure breaks the link
   const auto channels = bus_.subscription_channels();
-  redis_->command({target->cluster ? "SSUBSCRIBE" : "SUBSCRIBE", channels[0], channels[1]},
+  redis_->command({target->cluster ? "SSUBSCRIBE" : "SUBSCRIBE", channels[0], channels[1], channels[2]},
                   [weak, conn](Result<store::redis::Reply> reply) {
                     auto self = weak.lock();
                     if (self && conn.lock() == self->redis_) self->on_subscribed(std::move(reply));

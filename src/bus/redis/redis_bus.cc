@@ -131,7 +131,8 @@ bool RedisBus::decode(std::string_view in, std::vector<Event>& out) {
         target != Target::kChanged && target != Target::kDisconnect && target != Target::kDevices &&
         target != Target::kRequest && target != Target::kReply && target != Target::kResync &&
         target != Target::kAttached && target != Target::kDetached && target != Target::kNodeSet &&
-        target != Target::kRollCall && target != Target::kRouted && target != Target::kMissed)
+        target != Target::kRollCall && target != Target::kRouted && target != Target::kMissed &&
+        target != Target::kPresence)
       return false;
     e.target = target;
     e.device.user = r.str();
@@ -245,8 +246,8 @@ void RedisBus::on_subscribed(bool again) {
 
 std::string RedisBus::connection_name() const { return std::string(kNodeConnectionPrefix) + options_.node_id; }
 
-std::array<std::string, 2> RedisBus::subscription_channels() const {
-  return {std::string(kChannel), node_channel(options_.node_id)};
+std::array<std::string, 3> RedisBus::subscription_channels() const {
+  return {std::string(kChannel), node_channel(options_.node_id), std::string(kPresenceChannel)};
 }
 
 Result<size_t> RedisBus::registry_count(char op, const DeviceRef& device) {
@@ -479,11 +480,17 @@ void RedisBus::publish_conversation(const std::shared_ptr<const Notification>& n
   enqueue(Event{Target::kConversation, DeviceRef{}, n});
 }
 
-void RedisBus::announce_devices(const std::string& user) {
+void RedisBus::announce_user_changed(const std::string& user) {
   enqueue(Event{Target::kDevices, DeviceRef{user, 0}, std::make_shared<const Notification>()});
 }
 
-void RedisBus::set_devices_sink(std::function<void(const std::string& user)> sink) { devices_sink_ = std::move(sink); }
+void RedisBus::set_user_changed_sink(std::function<void(const std::string& user)> sink) { user_changed_sink_ = std::move(sink); }
+
+void RedisBus::publish_presence(const std::string& user, const std::shared_ptr<const Notification>& n) {
+  enqueue(Event{Target::kPresence, DeviceRef{user, 0}, n});
+}
+
+void RedisBus::set_presence_sink(PresenceSink sink) { presence_sink_ = std::move(sink); }
 
 void RedisBus::set_resync_sink(std::function<void()> sink) { resync_sink_ = std::move(sink); }
 
@@ -656,6 +663,7 @@ RedisBus::Event RedisBus::as_broadcast(Event e) {
 
 std::string RedisBus::channel_of(const Event& e) {
   if (for_one_node(e)) return node_channel(e.device.user);
+  if (e.target == Target::kPresence) return kPresenceChannel;
   return e.to.empty() ? std::string(kChannel) : node_channel(e.to);
 }
 
@@ -894,7 +902,7 @@ void RedisBus::deliver(std::string_view payload) {
         break;
       case Target::kDisconnect: local_.disconnect(e.device); break;
       case Target::kDevices:
-        if (devices_sink_) devices_sink_(e.device.user);
+        if (user_changed_sink_) user_changed_sink_(e.device.user);
         break;
       case Target::kDevice:
         received_.fetch_add(1, std::memory_order_relaxed);
@@ -929,6 +937,9 @@ void RedisBus::deliver(std::string_view payload) {
       }
       case Target::kMissed:
         if (held_here(e.device)) local_.missed(e.device);
+        break;
+      case Target::kPresence:
+        if (presence_sink_) presence_sink_(e.device.user, std::move(e.n));
         break;
       case Target::kDetached: routes_.remove(from, e.device); break;
       case Target::kNodeSet: {

@@ -6,6 +6,8 @@
 //                          (to its node, or to every node: below)
 //   publish_user(user)     delivered to this node's devices of the user and published
 //   publish_conversation   published (read-side posts; the other nodes' LiveFanout)
+//   publish_presence       published on `{tern:bus}presence` (a presence change counted here;
+//                          the other nodes' subscribers of the user)
 // Each node ignores its own batches and hands the others' to its LocalBus (a device not
 // attached here is a no-op) or its conversation sink. Requests to one node (forwarded sends)
 // and their replies go on that node's own channel, `{tern:bus}:<node>` (same slot), and so
@@ -65,8 +67,10 @@
 // deviation as RedisStore's reads; docs/scaling.md); if Redis cannot be reached they fall
 // back to this node's own count and queue the registry write.
 //
-// Device lists: announce_devices(user) publishes a kDevices event; the other nodes hand it
-// to their devices sink (services' Directory drops its cached device list of the user).
+// Users' cached state: announce_user_changed(user) publishes a kDevices event (the name of its
+// first use, a device link; kept on the wire so that older nodes still decode it); the other
+// nodes hand it to their user-changed sink (services drop their cached device list, block
+// list and presence policy of the user).
 //
 // Thread-safety: every method from any thread. Owns its threads (joined by stop()), the
 // LocalBus and the loops' LoopPublishers (the loops must be joined before the bus is destroyed).
@@ -177,8 +181,12 @@ class RedisBus final : public Bus {
   void publish_conversation(const std::shared_ptr<const Notification>& n) override;
   void set_conversation_sink(std::function<void(std::shared_ptr<const Notification>)> sink) override;
   void set_change_sink(std::function<void(const std::string& conversation_id)> sink) override;
-  void announce_devices(const std::string& user) override;
-  void set_devices_sink(std::function<void(const std::string& user)> sink) override;
+  void announce_user_changed(const std::string& user) override;
+  void set_user_changed_sink(std::function<void(const std::string& user)> sink) override;
+  // On a channel of its own (kPresenceChannel), so that a node of an older version, which
+  // does not subscribe to it, never receives an event it cannot decode.
+  void publish_presence(const std::string& user, const std::shared_ptr<const Notification>& n) override;
+  void set_presence_sink(PresenceSink sink) override;
   void set_resync_sink(std::function<void()> sink) override;
   void set_head_sink(HeadSink sink) override;
   std::string route(const std::string& conversation_id) override;
@@ -192,7 +200,7 @@ class RedisBus final : public Bus {
   // kChanged: a system message of n->conversation_id (sent once per seq, even when every
   // recipient is attached here): the other nodes drop their cached membership of it.
   // kDisconnect: close the device's connection (admin revocation) wherever it is attached.
-  // kDevices: .device.user linked a device (drop the cached device list).
+  // kDevices: what the nodes cache of .device.user changed (a device link, blocks, presence setting).
   // kRequest / kReply: a forwarded request or its response for node .device.user; n->seq is
   // the request's id at the asking node, n->frame the payload.
   enum class Target : uint8_t {
@@ -214,7 +222,13 @@ class RedisBus final : public Bus {
     // sent the device's events elsewhere (to its own older connection, or to the nodes its
     // routes named): the device's session there reads its inbox again (Endpoint::missed).
     kMissed = 'M',
+    // A presence change of .device.user decided on the sending node (n->frame: the presence
+    // frame), for the other nodes' subscribers; on kPresenceChannel only.
+    kPresence = 'P',
   };
+  // The channel of kPresence events, in the slot of the others (one SSUBSCRIBE holds all three
+  // on a Cluster); no node channel ("{tern:bus}:<node>") can have this name.
+  static constexpr const char* kPresenceChannel = "{tern:bus}presence";
   static constexpr Seq kSetKnowsMissed = 2;
   // How far the nodes' wall clocks may disagree when a drop is compared with a connection's
   // start (a kAttached's): a drop up to this long before the start still counts.
@@ -252,16 +266,17 @@ class RedisBus final : public Bus {
   static Event as_broadcast(Event e);
   static std::vector<Batch> batches(const std::deque<Event>& events, bool resync, const std::string& node);
   // The channel an event goes on: `{tern:bus}:<node>` for a request or reply (to node
-  // .device.user) or an event with `to`, else tern:bus.
+  // .device.user) or an event with `to`, kPresenceChannel for kPresence, else tern:bus.
   static std::string channel_of(const Event& e);
 
  private:
   friend class LoopPublisher;
   friend class LoopSubscriber;
-  // For the subscriber: its connection's name (node_ring.h), its two channels, and the news
-  // that it holds them (`again`: not the first time, events may have been missed).
+  // For the subscriber: its connection's name (node_ring.h), its three channels (tern:bus,
+  // its own, kPresenceChannel), and the news that it holds them (`again`: not the first
+  // time, events may have been missed).
   std::string connection_name() const;
-  std::array<std::string, 2> subscription_channels() const;
+  std::array<std::string, 3> subscription_channels() const;
   void on_subscribed(bool again);
   // Where the loops publish: the master of the channels' slot as the publisher thread last
   // saw it; `generation` changes when it does.
@@ -326,7 +341,8 @@ class RedisBus final : public Bus {
   LocalBus local_;
   std::function<void(std::shared_ptr<const Notification>)> sink_;
   std::function<void(const std::string&)> change_sink_;
-  std::function<void(const std::string&)> devices_sink_;
+  std::function<void(const std::string&)> user_changed_sink_;
+  PresenceSink presence_sink_;
   std::function<void()> resync_sink_;
   HeadSink head_sink_;
   std::function<void(std::string, Respond)> request_sink_;

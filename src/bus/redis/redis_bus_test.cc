@@ -14,23 +14,14 @@
 
 #include "base/byte_codec.h"
 #include "base/clock.h"
+#include "bus/redis/redis_bus_fixture.h"
 #include "store/redis/testing/redis_cluster_server.h"
 #include "store/redis/testing/redis_server.h"
 
 namespace tern::bus {
 namespace {
 
-std::shared_ptr<const Notification> sample() {
-  auto n = std::make_shared<Notification>();
-  n->kind = Notification::Kind::kMessage;
-  n->conversation_id = "g-1";
-  n->seq = 0x0102030405060708ull;
-  n->per_device = true;
-  n->droppable = true;
-  n->frame = std::make_shared<const std::string>(std::string("{\"x\":1}\0z", 9));
-  n->origin = DeviceRef{"alice", 3};
-  return n;
-}
+using namespace bustest;
 
 TEST(RedisBusCodec, RoundTripsEveryField) {
   std::string out;
@@ -110,63 +101,6 @@ TEST(RedisBusCodec, TruncatedOrBadInputIsRefused) {
   std::string huge = out.substr(0, 1) + std::string("\xff\xff\xff\xff", 4);  // a length past the end
   EXPECT_FALSE(RedisBus::decode(huge, got));
 }
-
-class Recorder final : public Endpoint {
- public:
-  void notify(std::shared_ptr<const Notification> n) override {
-    std::lock_guard lock(mu);
-    seen.push_back(std::move(n));
-  }
-  void replaced() override { ++replaced_count; }
-  void missed() override { ++missed_count; }
-  std::atomic<int> replaced_count{0};
-  std::atomic<int> missed_count{0};
-  size_t count() {
-    std::lock_guard lock(mu);
-    return seen.size();
-  }
-  std::mutex mu;
-  std::vector<std::shared_ptr<const Notification>> seen;
-};
-
-bool await(const std::function<bool()>& cond) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (!cond()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return true;
-}
-
-// `from`'s request to `node` and its answer (an error after 5 s without one).
-Result<std::string> ask(RedisBus& from, const std::string& node, const std::string& payload) {
-  auto got = std::make_shared<std::promise<Result<std::string>>>();
-  auto f = got->get_future();
-  from.request(node, payload, [got](Result<std::string> r) { got->set_value(std::move(r)); });
-  if (f.wait_for(std::chrono::seconds(5)) != std::future_status::ready)
-    return make_error(ErrorCode::kInternal, "no answer within 5 s");
-  return f.get();
-}
-
-// Two nodes (buses a and b, not started: sinks go in first) on one redis-server, which is
-// started before the buses are built (member order).
-class RedisBusNodes : public ::testing::Test {
- protected:
-  struct StartedRedis {
-    store::redis::testing::RedisServer server;
-    bool ok = server.start().ok();
-  };
-  void SetUp() override { ASSERT_TRUE(redis_.ok); }
-  static RedisBusOptions options(uint16_t port, const char* node) {
-    RedisBusOptions o;
-    o.address = store::redis::RedisAddress{"127.0.0.1", port};
-    o.node_id = node;
-    o.request_timeout = std::chrono::milliseconds(500);
-    return o;
-  }
-  StartedRedis redis_;
-  RedisBus a{options(redis_.server.port(), "a")}, b{options(redis_.server.port(), "b")};
-};
 
 TEST_F(RedisBusNodes, TwoNodesDeliverToEachOthersDevicesAndSeeEachOthersRegistry) {
   ASSERT_TRUE(a.start() && b.start());
@@ -252,6 +186,10 @@ TEST(RedisBus, ShardedPubSubOnAClusterSurvivesFailoverAndSlotMove) {
   oa.node_id = "a";
   ob.node_id = "b";
   RedisBus a(oa), b(ob);
+  std::atomic<int> presence_changes{0};
+  b.set_presence_sink([&](const std::string& user, std::shared_ptr<const Notification>) {
+    if (user == "alice") ++presence_changes;
+  });
   ASSERT_TRUE(a.start());
   ASSERT_TRUE(b.start());
   auto bob = std::make_shared<Recorder>();
@@ -270,6 +208,9 @@ TEST(RedisBus, ShardedPubSubOnAClusterSurvivesFailoverAndSlotMove) {
   }));
   a.publish(DeviceRef{"bob", 1}, sample());
   ASSERT_TRUE(await([&] { return bob->count() == 1; }));
+  // Presence changes go on their own channel of the same shard (one SSUBSCRIBE holds all three).
+  a.publish_presence("alice", sample());
+  EXPECT_TRUE(await([&] { return presence_changes == 1; }));
   // The channel's shard is on the master of its slot: that master receives the SPUBLISH.
   const uint16_t slot = store::redis::key_slot("tern:bus");
   auto master = cluster.master_of(slot);
@@ -315,16 +256,16 @@ TEST(RedisBus, ShardedPubSubOnAClusterSurvivesFailoverAndSlotMove) {
 TEST_F(RedisBusNodes, ADeviceLinkIsAnnouncedToTheOtherNodes) {
   std::mutex mu;
   std::vector<std::string> linked_a, linked_b;
-  a.set_devices_sink([&](const std::string& u) {
+  a.set_user_changed_sink([&](const std::string& u) {
     std::lock_guard lock(mu);
     linked_a.push_back(u);
   });
-  b.set_devices_sink([&](const std::string& u) {
+  b.set_user_changed_sink([&](const std::string& u) {
     std::lock_guard lock(mu);
     linked_b.push_back(u);
   });
   ASSERT_TRUE(a.start() && b.start());
-  a.announce_devices("alice");
+  a.announce_user_changed("alice");
   ASSERT_TRUE(await([&] {
     std::lock_guard lock(mu);
     return linked_b.size() == 1;
@@ -438,8 +379,8 @@ TEST_F(RedisBusNodes, ANodeWhoseSubscriptionWasLostDropsItsCachesOnceBack) {
   ASSERT_TRUE(a.start() && b.start());
   // A round trip through the bus: both are subscribed and settled.
   std::atomic<int> linked{0};
-  b.set_devices_sink([&](const std::string&) { ++linked; });
-  a.announce_devices("alice");
+  b.set_user_changed_sink([&](const std::string&) { ++linked; });
+  a.announce_user_changed("alice");
   ASSERT_TRUE(await([&] { return linked.load() == 1; }));
   EXPECT_EQ(resyncs_a.load(), 0) << "a first subscription missed nothing";
   EXPECT_EQ(resyncs_b.load(), 0);
@@ -464,14 +405,14 @@ TEST_F(RedisBusNodes, ANodeThatDroppedEventsMakesTheOthersDropTheirCaches) {
   std::mutex mu;
   std::vector<std::string> linked;
   b.set_resync_sink([&] { ++resyncs_b; });
-  b.set_devices_sink([&](const std::string& u) {
+  b.set_user_changed_sink([&](const std::string& u) {
     std::lock_guard lock(mu);
     linked.push_back(u);
   });
   ASSERT_TRUE(b.start());
   // Not started yet: nothing drains c's queue of one.
-  c.announce_devices("alice");
-  c.announce_devices("bob");  // dropped: the queue is full
+  c.announce_user_changed("alice");
+  c.announce_user_changed("bob");  // dropped: the queue is full
   ASSERT_TRUE(c.start());
   ASSERT_TRUE(await([&] { return resyncs_b.load() == 1; }));
   ASSERT_TRUE(await([&] {
@@ -483,7 +424,7 @@ TEST_F(RedisBusNodes, ANodeThatDroppedEventsMakesTheOthersDropTheirCaches) {
     EXPECT_EQ(linked[0], "alice");
   }
   // Said once: later batches carry no resync.
-  c.announce_devices("carol");
+  c.announce_user_changed("carol");
   ASSERT_TRUE(await([&] {
     std::lock_guard lock(mu);
     return linked.size() == 2;
@@ -491,7 +432,6 @@ TEST_F(RedisBusNodes, ANodeThatDroppedEventsMakesTheOthersDropTheirCaches) {
   EXPECT_EQ(resyncs_b.load(), 1);
   c.stop();
 }
-
 
 // Requests and replies go on the asked node's own channel, not on the channel every node
 // decodes: a listener on `tern:bus` sees the broadcast events but no request or reply.
@@ -506,7 +446,7 @@ TEST_F(RedisBusNodes, RequestsAndRepliesGoOnlyToTheirNodesOwnChannel) {
   auto r = ask(a, "b", "ping");
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(*r, "re:ping");
-  a.announce_devices("alice");  // a broadcast event, after the request and its reply
+  a.announce_user_changed("alice");  // a broadcast event, after the request and its reply
   // Read what reached `tern:bus` until the broadcast arrived (bounded: 50 pushes or a timeout).
   std::vector<RedisBus::Target> seen;
   bool broadcast = false;
@@ -539,7 +479,7 @@ TEST_F(RedisBusNodes, RequestsAndRepliesGoOnlyToTheirNodesOwnChannel) {
 TEST_F(RedisBusNodes, DeviceEventsGoOnlyToTheNodeThatHoldsTheDevice) {
   RedisBus c{options(redis_.server.port(), "c")};
   std::atomic<int> barrier_c{0};
-  c.set_devices_sink([&](const std::string&) { ++barrier_c; });
+  c.set_user_changed_sink([&](const std::string&) { ++barrier_c; });
   ASSERT_TRUE(a.start() && b.start() && c.start());
   auto bob = std::make_shared<Recorder>();
   b.attach(DeviceRef{"bob", 1}, bob);
@@ -552,7 +492,7 @@ TEST_F(RedisBusNodes, DeviceEventsGoOnlyToTheNodeThatHoldsTheDevice) {
   const uint64_t b_before = b.device_events_received(), c_before = c.device_events_received();
   const uint64_t a_broadcast = a.broadcast();
   for (int i = 0; i < 5; ++i) EXPECT_TRUE(a.publish(DeviceRef{"bob", 1}, sample())) << "held on another node";
-  a.announce_devices("barrier");
+  a.announce_user_changed("barrier");
   ASSERT_TRUE(await([&] { return bob->count() == 5 && barrier_c == 1; })) << bob->count();
   EXPECT_EQ(b.device_events_received() - b_before, 5u);
   EXPECT_EQ(c.device_events_received() - c_before, 0u) << "none of bob's events reached c";
@@ -565,7 +505,7 @@ TEST_F(RedisBusNodes, DeviceEventsGoOnlyToTheNodeThatHoldsTheDevice) {
   EXPECT_FALSE(a.publish(DeviceRef{"bob", 2}, sample()));
   EXPECT_EQ(a.broadcast(), a_broadcast);
   EXPECT_EQ(a.sent_nowhere(), 1u);
-  a.announce_devices("barrier");
+  a.announce_user_changed("barrier");
   ASSERT_TRUE(await([&] { return barrier_c == 2; }));
   EXPECT_EQ(c.device_events_received() - c_before, 0u);
   EXPECT_EQ(b.device_events_received() - b_before, 5u) << "nor b";
@@ -587,8 +527,8 @@ TEST_F(RedisBusNodes, DeviceEventsGoOnlyToTheNodeThatHoldsTheDevice) {
 TEST_F(RedisBusNodes, UserEventsGoOnlyToTheNodesOfTheUsersDevices) {
   RedisBus c{options(redis_.server.port(), "c")};
   std::atomic<int> barrier_b{0}, barrier_c{0};
-  b.set_devices_sink([&](const std::string&) { ++barrier_b; });
-  c.set_devices_sink([&](const std::string&) { ++barrier_c; });
+  b.set_user_changed_sink([&](const std::string&) { ++barrier_b; });
+  c.set_user_changed_sink([&](const std::string&) { ++barrier_c; });
   ASSERT_TRUE(a.start() && b.start() && c.start());
   auto bob = std::make_shared<Recorder>();
   b.attach(DeviceRef{"bob", 1}, bob);
@@ -599,7 +539,7 @@ TEST_F(RedisBusNodes, UserEventsGoOnlyToTheNodesOfTheUsersDevices) {
   const uint64_t b_before = b.device_events_received(), c_before = c.device_events_received();
   a.publish_user("bob", sample());
   a.publish_user("nobody", sample());
-  a.announce_devices("barrier");
+  a.announce_user_changed("barrier");
   ASSERT_TRUE(await([&] { return bob->count() == 1 && barrier_b == 1 && barrier_c == 1; }));
   EXPECT_EQ(b.device_events_received() - b_before, 1u) << "bob's typing";
   EXPECT_EQ(c.device_events_received() - c_before, 0u) << "neither bob's typing nor nobody's";
@@ -649,7 +589,7 @@ TEST_F(RedisBusNodes, ARoutedEventForADeviceThatMovedIsSentOnToEveryNode) {
 TEST_F(RedisBusNodes, ADeviceThatConnectsToAnotherNodeIsReplacedOnTheOldOne) {
   RedisBus c{options(redis_.server.port(), "c")};
   std::atomic<int> barrier_b{0};
-  b.set_devices_sink([&](const std::string&) { ++barrier_b; });
+  b.set_user_changed_sink([&](const std::string&) { ++barrier_b; });
   ASSERT_TRUE(a.start() && b.start() && c.start());
   auto old_one = std::make_shared<Recorder>(), new_one = std::make_shared<Recorder>();
   a.attach(DeviceRef{"bob", 1}, old_one);
@@ -683,7 +623,7 @@ TEST_F(RedisBusNodes, ADeviceThatConnectsToAnotherNodeIsReplacedOnTheOldOne) {
   // registry keeps b's entry (bob stays online).
   EXPECT_EQ(a.detach(DeviceRef{"bob", 1}, old_one.get()), 1u) << "b's registry entry counts";
   EXPECT_TRUE(a.online("bob"));
-  a.announce_devices("barrier");
+  a.announce_user_changed("barrier");
   ASSERT_TRUE(await([&] { return barrier_b == 1; }));
   EXPECT_EQ(new_one->replaced_count, 0) << "the older announcement never closes the newer connection";
   EXPECT_TRUE(await([&] {
@@ -773,8 +713,8 @@ TEST_F(RedisBusNodes, OnlyANewerConnectionElsewhereReplacesTheOneHere) {
 TEST_F(RedisBusNodes, ANodeThatSentADevicesEventNowhereTellsItsNewNodeToReadAgain) {
   RedisBus c{options(redis_.server.port(), "c")};
   std::atomic<int> barrier_b{0}, barrier_c{0};
-  b.set_devices_sink([&](const std::string&) { ++barrier_b; });
-  c.set_devices_sink([&](const std::string&) { ++barrier_c; });
+  b.set_user_changed_sink([&](const std::string&) { ++barrier_b; });
+  c.set_user_changed_sink([&](const std::string&) { ++barrier_c; });
   ASSERT_TRUE(a.start() && b.start() && c.start());
   ASSERT_TRUE(await([&] { return a.routes().may_drop() && c.routes().may_drop(); }));
   EXPECT_FALSE(a.publish(DeviceRef{"bob", 1}, sample()));
@@ -784,10 +724,10 @@ TEST_F(RedisBusNodes, ANodeThatSentADevicesEventNowhereTellsItsNewNodeToReadAgai
   ASSERT_TRUE(await([&] { return bob->missed_count == 1; }));
   // c has taken in b's kAttached (b's later event reached it); whatever c owed for it, c
   // published before its own barrier, which b receives after it.
-  b.announce_devices("after-attach");
+  b.announce_user_changed("after-attach");
   ASSERT_TRUE(await([&] { return barrier_c == 1; }));
-  c.announce_devices("c-done");
-  a.announce_devices("a-done");
+  c.announce_user_changed("c-done");
+  a.announce_user_changed("a-done");
   ASSERT_TRUE(await([&] { return barrier_b == 2; }));
   EXPECT_EQ(bob->missed_count, 1) << "from a only: c sent nothing of bob's nowhere";
   EXPECT_TRUE(a.publish(DeviceRef{"bob", 1}, sample())) << "routed to b now";
@@ -875,7 +815,7 @@ TEST_F(RedisBusNodes, WithoutRoutesANodeAnnouncesNothingAndSendsToEveryNode) {
   o.route_devices = false;
   RedisBus c{o};
   std::atomic<int> barrier_b{0};
-  b.set_devices_sink([&](const std::string&) { ++barrier_b; });
+  b.set_user_changed_sink([&](const std::string&) { ++barrier_b; });
   ASSERT_TRUE(a.start() && b.start() && c.start());
   auto bob = std::make_shared<Recorder>(), carol = std::make_shared<Recorder>();
   b.attach(DeviceRef{"bob", 1}, bob);
@@ -893,7 +833,7 @@ TEST_F(RedisBusNodes, WithoutRoutesANodeAnnouncesNothingAndSendsToEveryNode) {
   }));
   const uint64_t a_before = a.device_events_received();
   EXPECT_FALSE(c.publish(DeviceRef{"bob", 1}, sample())) << "c does not route";
-  c.announce_devices("barrier");
+  c.announce_user_changed("barrier");
   ASSERT_TRUE(await([&] { return bob->count() == 1 && barrier_b == 1; }));
   EXPECT_EQ(c.routed(), 0u);
   EXPECT_EQ(c.broadcast(), 1u);

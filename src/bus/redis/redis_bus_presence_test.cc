@@ -1,0 +1,109 @@
+// RedisBus: presence changes across nodes (Bus::publish_presence), on a channel of their own.
+#include <hiredis/hiredis.h>
+
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "base/byte_codec.h"
+#include "bus/redis/redis_bus.h"
+#include "bus/redis/redis_bus_fixture.h"
+#include "store/redis/redis_cluster.h"
+#include "store/redis/redis_connection.h"
+
+namespace tern::bus {
+namespace {
+
+using namespace bustest;
+
+struct Seen {
+  std::mutex mu;
+  std::vector<std::pair<std::string, std::string>> changes;  // user, frame
+  Bus::PresenceSink sink() {
+    return [this](const std::string& user, std::shared_ptr<const Notification> n) {
+      std::lock_guard lock(mu);
+      changes.emplace_back(user, n && n->frame ? *n->frame : std::string("<no frame>"));
+    };
+  }
+  size_t size() {
+    std::lock_guard lock(mu);
+    return changes.size();
+  }
+};
+
+std::shared_ptr<const Notification> presence(const std::string& frame) {
+  auto n = std::make_shared<Notification>();
+  n->kind = Notification::Kind::kFrame;
+  n->droppable = true;
+  n->frame = std::make_shared<const std::string>(frame);
+  return n;
+}
+
+// A presence change published by one node reaches the other nodes' presence sink, frame and
+// all, and not its own. It goes on kPresenceChannel: a node of an older version, subscribed to
+// `tern:bus` and its own channel only, never receives an event it could not decode (it would
+// refuse the whole batch).
+TEST_F(RedisBusNodes, APresenceChangeReachesTheOtherNodesOnItsOwnChannel) {
+  RedisBus c{options(redis_.server.port(), "c")};
+  Seen seen_a, seen_b, seen_c;
+  a.set_presence_sink(seen_a.sink());
+  b.set_presence_sink(seen_b.sink());
+  c.set_presence_sink(seen_c.sink());
+  auto old_node = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis_.server.port()},
+                                                         std::chrono::milliseconds(500), std::chrono::milliseconds(300));
+  ASSERT_TRUE(old_node);
+  ASSERT_TRUE((*old_node)->command({"SUBSCRIBE", "tern:bus", "{tern:bus}:old"}));
+  ASSERT_TRUE(a.start() && b.start() && c.start());
+
+  a.publish_presence("alice", presence(R"({"type":"presence","user":"alice","online":true})"));
+  a.announce_user_changed("alice");  // a broadcast event after it, for the old node's reader below
+  ASSERT_TRUE(await([&] { return seen_b.size() == 1 && seen_c.size() == 1; }));
+  for (Seen* s : {&seen_b, &seen_c}) {
+    std::lock_guard lock(s->mu);
+    EXPECT_EQ(s->changes[0].first, "alice");
+    EXPECT_EQ(s->changes[0].second, R"({"type":"presence","user":"alice","online":true})");
+  }
+  EXPECT_EQ(seen_a.size(), 0u) << "a node does not hear its own change";
+
+  // The old node's connection gets the device announcement and nothing it cannot decode.
+  bool announced = false;
+  for (int i = 0; i < 50 && !announced; ++i) {
+    auto m = (*old_node)->read_push();
+    ASSERT_TRUE(m) << "the broadcast never reached the old node";
+    const redisReply* p = m->get();
+    if (p->type != REDIS_REPLY_ARRAY || p->elements != 3 || std::string_view(p->element[0]->str) != "message") continue;
+    EXPECT_NE(std::string_view(p->element[1]->str, p->element[1]->len), RedisBus::kPresenceChannel);
+    std::string_view payload(p->element[2]->str, p->element[2]->len);
+    ByteReader r{payload};
+    const std::string from = r.str();  // every node publishes (roll calls, its set)
+    std::vector<RedisBus::Event> events;
+    ASSERT_TRUE(RedisBus::decode(r.in, events));
+    for (const auto& e : events) {
+      EXPECT_NE(e.target, RedisBus::Target::kPresence);
+      announced |= from == "a" && e.target == RedisBus::Target::kDevices;
+    }
+  }
+  EXPECT_TRUE(announced);
+  c.stop();
+}
+
+// The presence channel is in the slot of the others: one publisher turn's presence events
+// are one PUBLISH on it, beside the turn's other batches.
+TEST(RedisBusCodec, PresenceEventsGoOnThePresenceChannelInTheBusSlot) {
+  std::deque<RedisBus::Event> events{
+      RedisBus::Event{RedisBus::Target::kPresence, DeviceRef{"alice", 0}, presence("on")},
+      RedisBus::Event{RedisBus::Target::kDevice, DeviceRef{"bob", 7}, sample()},
+      RedisBus::Event{RedisBus::Target::kPresence, DeviceRef{"carol", 0}, presence("off")}};
+  const auto out = RedisBus::batches(events, /*resync=*/false, "n1");
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].channel, RedisBus::kPresenceChannel);
+  EXPECT_EQ(out[1].channel, "tern:bus");
+  EXPECT_EQ(out[2].channel, RedisBus::kPresenceChannel);
+  EXPECT_EQ(store::redis::key_slot(RedisBus::kPresenceChannel), store::redis::key_slot("{tern:bus}:n2"));
+  for (const auto& b : out) EXPECT_EQ(b.events, 1u);
+}
+
+}  // namespace
+}  // namespace tern::bus
