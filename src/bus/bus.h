@@ -122,6 +122,15 @@ class Bus {
   }
   using PresenceSink = std::function<void(const std::string& user, std::shared_ptr<const Notification> n)>;
   virtual void set_presence_sink(PresenceSink sink) { (void)sink; }
+  // The bus found that a user's presence changed without a connect or disconnect here: the
+  // node that held the user's last device left the bus (died) and this node removed its
+  // entry (online false), or this node, subscribed again after a loss, wrote back the entry
+  // of a device connected here that another node had removed (online true). Exactly one
+  // node reports each change. Called on a bus thread; set it before serving. A single-node
+  // bus never calls it.
+  virtual void set_presence_change_sink(std::function<void(const std::string& user, bool online)> sink) {
+    (void)sink;
+  }
   // This node may have missed other nodes' events that invalidate its caches (the change and
   // user-changed events above): its subscription was lost and is back, or another node could
   // not publish some of its events (Redis away, its queue full) and says so with its next

@@ -474,6 +474,37 @@ TEST_F(RedisTest, PresenceChangesOnOneNodeReachSubscribersOnAnother) {
   EXPECT_GT(jint(*off, "last_seen"), 0) << dump(*off);
 }
 
+// A node that dies (SIGKILL) detaches nobody: the other nodes see it leave the bus, remove
+// its devices' registry entries, and the user whose last device it held goes offline for its
+// subscribers on the other nodes (docs/scaling.md "Presence of a node that died"): within
+// the 5 s a node must stay absent, not the registry's 30 s, and not never.
+TEST_F(RedisTest, TheUsersOfAKilledNodeGoOfflineForSubscribersOnAnother) {
+  Account alice, bob;
+  std::string conv;
+  ASSERT_NO_FATAL_FAILURE(two_nodes_with_a_direct(alice, bob, conv));
+  ASSERT_NO_FATAL_FAILURE(await_both_live(alice, bob));
+  Device db(bob);
+  ASSERT_EQ(db.connect(b_.server->port()), 101);
+  ASSERT_TRUE(db.until_synced());
+  ASSERT_TRUE(db.presence_subscribe({"alice"}));
+  auto presence_of_alice = [](bool online) {
+    return [online](const json::object& f) {
+      return type_of(f) == "presence" && jstr(f, "user") == "alice" && jbool(f, "online", !online) == online;
+    };
+  };
+  ASSERT_TRUE(db.read_until(presence_of_alice(false), ms(5000)));
+  Device da(alice);
+  ASSERT_EQ(da.connect(a_.server->port()), 101);
+  ASSERT_TRUE(da.until_synced());
+  ASSERT_TRUE(db.read_until(presence_of_alice(true), ms(5000)));
+  a_.server->kill();
+  std::vector<json::object> seen;
+  auto off = db.read_until(presence_of_alice(false), ms(15000), &seen);
+  ASSERT_TRUE(off) << "alice stayed online after her node died:\n" << dump_frames(seen);
+  EXPECT_GT(jint(*off, "last_seen"), 0) << dump(*off);
+  EXPECT_GE(metric(b_, bob, "tern_bus_nodes_gone_total"), 1);
+}
+
 // A block made through one node holds on the others (issue 12's blocks, issue 10's nodes):
 // each node caches block lists and presence settings, so a change is announced to the other
 // nodes, which drop theirs. Every node sequences its own sends here (--redis-route-sends 0),

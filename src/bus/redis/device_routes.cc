@@ -20,6 +20,8 @@ void DeviceRoutes::touch(uint32_t node, Clock::time_point now) {
   // A node that just spoke is live, until a later list leaves it out.
   nodes_[node].seen = now;
   nodes_[node].live = true;
+  nodes_[node].absent_since = {};
+  nodes_[node].gone_told = false;
 }
 
 void DeviceRoutes::drop_node(uint32_t node) {
@@ -146,18 +148,33 @@ void DeviceRoutes::forget(const std::string& node) {
   nodes_[node_index(node)].has_set = false;
 }
 
-void DeviceRoutes::set_live(const std::vector<std::string>& live, Clock::time_point now) {
+std::vector<DeviceRoutes::Gone> DeviceRoutes::set_live(const std::vector<std::string>& live, Clock::time_point now) {
+  std::vector<Gone> gone;
   std::unique_lock lock(mu_);
   for (Node& n : nodes_) n.live = false;
   for (const std::string& name : live) touch(node_index(name), now);
-  // A node gone from the lists for long is dead (or renamed): its devices are connected
-  // nowhere. Not at once: a node's set can arrive before the first list that shows it.
   for (uint32_t i = 0; i < nodes_.size(); ++i) {
-    if (nodes_[i].live || now - nodes_[i].seen < forget_after_) continue;
+    Node& n = nodes_[i];
+    if (n.live) continue;
+    if (n.absent_since == Clock::time_point{}) n.absent_since = now;
+    if (n.gone_told || names_[i] == self_ || now - n.absent_since < gone_after_) continue;
+    n.gone_told = true;
+    Gone g{names_[i], {}};
+    for (const auto& [user, held] : users_)
+      for (const Held& h : held)
+        if (h.node == i) g.devices.push_back(DeviceRef{user, h.device});
+    gone.push_back(std::move(g));
+  }
+  // A node gone from the lists for long is dead (or renamed): its devices are connected
+  // nowhere. Not at once: a node's set can arrive before the first list that shows it. Counted
+  // from the first list without it, as above: a Redis outage (no list read) does not count.
+  for (uint32_t i = 0; i < nodes_.size(); ++i) {
+    if (nodes_[i].live || now - nodes_[i].absent_since < forget_after_) continue;
     drop_node(i);
     nodes_[i].has_set = false;
   }
   live_known_ = true;
+  return gone;
 }
 
 void DeviceRoutes::reset() {

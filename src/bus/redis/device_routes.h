@@ -10,7 +10,11 @@
 //   forget            a node made a roll call (its set follows) or dropped events (kResync):
 //                     what it holds is unknown until its set arrives
 //   set_live          the live nodes (the bus's liveness check); a node absent from every list
-//                     for `forget_after` is dropped. A node that announces something counts as
+//                     for `forget_after` (counted from the first list without it) is dropped. A node absent from every list read for
+//                     `gone_after` (counted from the first list without it, so that a Redis
+//                     outage, during which no list is read, does not count) is returned once,
+//                     with the devices held there: it died (or is cut off from Redis), and the
+//                     bus removes their registry entries (presence: docs/scaling.md). A node that announces something counts as
 //                     live until the next list (it spoke; a list read before it connected may
 //                     arrive after its first announcement). Routing to a node that is gone
 //                     costs nothing lasting: a PUBLISH that no subscriber heard is sent again
@@ -50,8 +54,9 @@ namespace tern::bus {
 class DeviceRoutes {
  public:
   using Clock = std::chrono::steady_clock;
-  DeviceRoutes(std::string self, std::chrono::milliseconds forget_after)
-      : self_(std::move(self)), forget_after_(forget_after) {}
+  DeviceRoutes(std::string self, std::chrono::milliseconds forget_after,
+               std::chrono::milliseconds gone_after = std::chrono::seconds(5))
+      : self_(std::move(self)), forget_after_(forget_after), gone_after_(gone_after) {}
 
   enum class Where {
     kNodes,    // on the nodes appended to `nodes` (live ones other than this one)
@@ -69,7 +74,12 @@ class DeviceRoutes {
   std::vector<DeviceRef> replace(const std::string& node, const std::vector<DeviceRef>& devices,
                                  Clock::time_point now = Clock::now(), bool knows_missed = false);
   void forget(const std::string& node);
-  void set_live(const std::vector<std::string>& live, Clock::time_point now = Clock::now());
+  // A node gone from the lists for gone_after, and the devices this view held there.
+  struct Gone {
+    std::string node;
+    std::vector<DeviceRef> devices;
+  };
+  std::vector<Gone> set_live(const std::vector<std::string>& live, Clock::time_point now = Clock::now());
   void reset();
 
   bool complete() const;
@@ -90,6 +100,8 @@ class DeviceRoutes {
     bool live = false;     // in the last live list, or heard from since
     bool knows_missed = false;  // its last set said so
     Clock::time_point seen{};  // last in a live list or heard from
+    Clock::time_point absent_since{};  // the first list without it since (zero: in the last one)
+    bool gone_told = false;  // set_live returned it since it was last live
   };
   struct Held {
     uint32_t device;
@@ -103,6 +115,7 @@ class DeviceRoutes {
 
   const std::string self_;
   const std::chrono::milliseconds forget_after_;
+  const std::chrono::milliseconds gone_after_;
   mutable std::shared_mutex mu_;
   std::vector<std::string> names_;  // interned node names; an index is never reused
   std::unordered_map<std::string, uint32_t> index_;  // name → index

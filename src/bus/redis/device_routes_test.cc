@@ -180,5 +180,33 @@ TEST(DeviceRoutes, ASetNamesTheDevicesItAddsAndWhetherItsNodeTakesKMissed) {
   EXPECT_FALSE(r.may_drop()) << "incomplete again";
 }
 
+// A node absent from the lists for gone_after, counted from the first list without it, is
+// returned once with the devices held there; one listed again in time, or one that spoke,
+// starts over. No list is read while Redis is away, so that time does not count.
+TEST(DeviceRoutes, ANodeAbsentFromTheListsForGoneAfterIsReturnedOnceWithItsDevices) {
+  DeviceRoutes r("n1", 30s, 5s);
+  const auto t0 = DeviceRoutes::Clock::now();
+  EXPECT_TRUE(r.set_live({"n1", "n2", "n3"}, t0).empty());
+  r.replace("n2", {{"bob", 1}, {"carol", 2}}, t0);
+  r.replace("n3", {{"dave", 1}}, t0);
+  // Redis away for 60 s: the next list, without n2 and n3, is the first to miss them.
+  EXPECT_TRUE(r.set_live({"n1"}, t0 + 60s).empty());
+  EXPECT_TRUE(r.set_live({"n1", "n3"}, t0 + 62s).empty()) << "n3 is back in time";
+  auto gone = r.set_live({"n1", "n3"}, t0 + 65s);
+  ASSERT_EQ(gone.size(), 1u);
+  EXPECT_EQ(gone[0].node, "n2");
+  std::sort(gone[0].devices.begin(), gone[0].devices.end());
+  EXPECT_EQ(gone[0].devices, (std::vector<DeviceRef>{{"bob", 1}, {"carol", 2}}));
+  EXPECT_TRUE(r.set_live({"n1", "n3"}, t0 + 66s).empty()) << "returned once";
+  // n3 leaves; it announces something meanwhile (it spoke): its absence starts over.
+  EXPECT_TRUE(r.set_live({"n1"}, t0 + 70s).empty());
+  r.add("n3", {"erin", 1}, t0 + 72s);
+  EXPECT_TRUE(r.set_live({"n1"}, t0 + 73s).empty());
+  gone = r.set_live({"n1"}, t0 + 78s);
+  ASSERT_EQ(gone.size(), 1u);
+  EXPECT_EQ(gone[0].node, "n3");
+  EXPECT_EQ(gone[0].devices.size(), 2u);
+}
+
 }  // namespace
 }  // namespace tern::bus

@@ -100,6 +100,38 @@ if v and string.match(v, '^(%S+) ') == ARGV[2] then redis.call('HDEL', KEYS[1], 
 return 1
 )lua";
 
+// KEYS[1]: a user's registry hash. ARGV: 'x' (remove ARGV[2]'s entry if node ARGV[3] wrote
+// it: that node left the bus) or 'r' (write ARGV[3], "<node> <ms>", for ARGV[2] unless another
+// node's entry is there: this node is back on the bus), then now (ms). Returns {1 if it wrote
+// or removed, the entries unexpired before, after}.
+constexpr const char* kRegistryMend = R"lua(
+local now = tonumber(ARGV[4])
+local function count()
+  local n = 0
+  for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+    local exp = tonumber(string.match(v, ' (%d+)$'))
+    if exp and exp > now then n = n + 1 end
+  end
+  return n
+end
+local before = count()
+local v = redis.call('HGET', KEYS[1], ARGV[2])
+local owner = v and string.match(v, '^(%S+) ')
+local changed = 0
+if ARGV[1] == 'x' then
+  if owner == ARGV[3] then
+    redis.call('HDEL', KEYS[1], ARGV[2])
+    changed = 1
+  end
+elseif not owner or owner == string.match(ARGV[3], '^(%S+) ') then
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+  changed = 1
+end
+return {changed, before, count()}
+)lua";
+
+Counter& gone_metric = MetricsRegistry::global().counter(
+    "tern_bus_nodes_gone_total", "nodes that left the bus (absent from its liveness lists for node_gone_after), as seen here");
 Gauge& live_nodes_metric = MetricsRegistry::global().gauge(
     "tern_bus_live_nodes", "ternd nodes this node saw connected to the bus at its last look (send routing)");
 Counter& requests_failed_metric = MetricsRegistry::global().counter(
@@ -161,7 +193,7 @@ bool RedisBus::decode(std::string_view in, std::vector<Event>& out) {
 RedisBus::RedisBus(RedisBusOptions options)
     : options_(std::move(options)),
       ring_(options_.node_id, options_.suspect_for),
-      routes_(options_.node_id, options_.registry_ttl) {}
+      routes_(options_.node_id, options_.registry_ttl, options_.node_gone_after) {}
 
 RedisBus::~RedisBus() { stop(); }
 
@@ -239,7 +271,17 @@ void RedisBus::on_subscribed(bool again) {
     std::lock_guard lock(mu_);
     subscribed_ = true;
     owe_roll_call_ = options_.route_devices;
+    // Away from the bus long enough, this node counted as gone for the others, which removed
+    // its devices' registry entries: they are written back (unless the device moved). On the
+    // counter thread, queued under mu_ (which a detach takes before it queues its own op), so
+    // a detach of one of them is counted after its write-back.
+    if (again) {
+      std::lock_guard counts(counts_mu_);
+      for (const auto& [key, here] : attached_)
+        if (!here.moved) counts_.push_back(CountOp{'r', DeviceRef{key.first, key.second}, 0, nullptr, {}});
+    }
   }
+  counts_cv_.notify_one();
   subscribed_cv_.notify_all();
   cv_.notify_one();
 }
@@ -265,6 +307,43 @@ Result<size_t> RedisBus::registry_count(char op, const DeviceRef& device) {
   if (!r) return r.error();
   if ((*r)->type != REDIS_REPLY_INTEGER) return make_error(ErrorCode::kUnavailable, "redis: registry count failed");
   return static_cast<size_t>((*r)->integer);
+}
+
+void RedisBus::registry_mend(char op, const DeviceRef& device, const std::string& node) {
+  const std::string key = registry_key(device.user), dev = std::to_string(device.device);
+  const std::string arg = op == 'x' ? node : options_.node_id + " " + std::to_string(now_ms() + options_.registry_ttl.count());
+  Result<store::redis::Reply> r = make_error(ErrorCode::kUnavailable, "redis: not connected");
+  {
+    std::lock_guard lock(query_mu_);
+    if (!query_) {
+      auto c = RedisCluster::open(cluster_options(options_.command_timeout));
+      if (!c) return;  // the entry expires by itself (op x) or is written at the next connect (op r)
+      query_ = std::move(c).value();
+    }
+    r = query_->run1(key_slot(key), {"EVAL", kRegistryMend, "1", key, std::string(1, op), dev, arg, std::to_string(now_ms())});
+  }
+  if (!r || (*r)->type != REDIS_REPLY_ARRAY || (*r)->elements != 3) return;
+  const auto at = [&](size_t i) { return (*r)->element[i]->type == REDIS_REPLY_INTEGER ? (*r)->element[i]->integer : -1; };
+  const bool changed = at(0) == 1;
+  const long long before = at(1), after = at(2);
+  if (!changed || !presence_change_sink_) return;
+  // The last entry of the user went with a node that left: offline. An entry written back
+  // while the user had none unexpired: online again.
+  if (op == 'x' && after == 0) presence_change_sink_(device.user, false);
+  if (op == 'r' && before == 0 && after > 0) presence_change_sink_(device.user, true);
+}
+
+void RedisBus::gone(std::vector<DeviceRoutes::Gone> nodes) {
+  if (nodes.empty()) return;
+  {
+    std::lock_guard lock(counts_mu_);
+    for (auto& g : nodes) {
+      gone_metric.inc();
+      spdlog::warn("event=bus_node_gone node={} devices={}", g.node, g.devices.size());
+      for (auto& d : g.devices) counts_.push_back(CountOp{'x', std::move(d), 0, nullptr, g.node});
+    }
+  }
+  counts_cv_.notify_one();
 }
 
 size_t RedisBus::attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint) {
@@ -389,6 +468,10 @@ void RedisBus::counter() {
       ops.swap(counts_);
     }
     for (auto& op : ops) {
+      if (op.op == 'x' || op.op == 'r') {
+        registry_mend(op.op, op.device, op.node);
+        continue;
+      }
       auto count = registry_count(op.op, op.device);
       if (!count && op.op != '=') registry_later(op.op == '+', op.device);
       if (op.counted) op.counted(count ? std::max(*count, op.local) : op.local);
@@ -491,6 +574,10 @@ void RedisBus::publish_presence(const std::string& user, const std::shared_ptr<c
 }
 
 void RedisBus::set_presence_sink(PresenceSink sink) { presence_sink_ = std::move(sink); }
+
+void RedisBus::set_presence_change_sink(std::function<void(const std::string& user, bool online)> sink) {
+  presence_change_sink_ = std::move(sink);
+}
 
 void RedisBus::set_resync_sink(std::function<void()> sink) { resync_sink_ = std::move(sink); }
 
@@ -698,7 +785,7 @@ void RedisBus::heartbeat(RedisCluster& conn) {
   // connection closes at once, so the others stop routing to it at their next look.
   std::vector<std::string> live = live_nodes_from_client_list(std::string_view((*r)->str, (*r)->len));
   live_nodes_metric.set(static_cast<int64_t>(live.size()));
-  routes_.set_live(live);
+  gone(routes_.set_live(live));
   note_routes_complete();
   ring_.set_live(std::move(live));
 }

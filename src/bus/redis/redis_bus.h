@@ -132,6 +132,12 @@ struct RedisBusOptions {
   std::chrono::milliseconds node_check{500};
   std::chrono::milliseconds request_timeout{2000};
   std::chrono::milliseconds suspect_for{5000};
+  // A node absent from every liveness list for this long (counted from the first list
+  // without it) has left the bus: the registry entries of the devices this node's routes
+  // place there are removed, and a user left with none is reported offline
+  // (set_presence_change_sink). Longer than a node takes to subscribe again after a Redis
+  // restart or failover.
+  std::chrono::milliseconds node_gone_after{5000};
 };
 
 class RedisBus final : public Bus {
@@ -187,6 +193,7 @@ class RedisBus final : public Bus {
   // does not subscribe to it, never receives an event it cannot decode.
   void publish_presence(const std::string& user, const std::shared_ptr<const Notification>& n) override;
   void set_presence_sink(PresenceSink sink) override;
+  void set_presence_change_sink(std::function<void(const std::string& user, bool online)> sink) override;
   void set_resync_sink(std::function<void()> sink) override;
   void set_head_sink(HeadSink sink) override;
   std::string route(const std::string& conversation_id) override;
@@ -335,6 +342,12 @@ class RedisBus final : public Bus {
   // Writes ('+'), removes ('-') or leaves ('=') the device's registry entry and returns how
   // many of the user's entries have not expired; an error if Redis cannot be reached.
   Result<size_t> registry_count(char op, const DeviceRef& device);
+  // 'x': removes the device's entry if `node` (which left the bus) wrote it; 'r': writes this
+  // node's entry unless another node's is there (back on the bus). Reports a presence change
+  // it made (presence_change_sink_). Counter thread.
+  void registry_mend(char op, const DeviceRef& device, const std::string& node);
+  // Queues the 'x' ops of the devices of nodes that left the bus (publisher thread).
+  void gone(std::vector<DeviceRoutes::Gone> nodes);
   store::redis::RedisClusterOptions cluster_options(std::chrono::milliseconds command_timeout) const;
 
   const RedisBusOptions options_;
@@ -343,6 +356,7 @@ class RedisBus final : public Bus {
   std::function<void(const std::string&)> change_sink_;
   std::function<void(const std::string&)> user_changed_sink_;
   PresenceSink presence_sink_;
+  std::function<void(const std::string& user, bool online)> presence_change_sink_;
   std::function<void()> resync_sink_;
   HeadSink head_sink_;
   std::function<void(std::string, Respond)> request_sink_;
@@ -393,10 +407,11 @@ class RedisBus final : public Bus {
   std::thread publisher_thread_;
   std::thread subscriber_thread_;
   struct CountOp {
-    char op;  // registry_count's
+    char op;  // registry_count's, or registry_mend's ('x', 'r': no `counted`)
     DeviceRef device;
     size_t local;  // this node's count when the call was made
     Counted counted;
+    std::string node;  // 'x': the node that left
   };
   std::mutex counts_mu_;
   std::condition_variable counts_cv_;

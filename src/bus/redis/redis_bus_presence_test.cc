@@ -1,6 +1,8 @@
 // RedisBus: presence changes across nodes (Bus::publish_presence), on a channel of their own.
 #include <hiredis/hiredis.h>
 
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -103,6 +105,97 @@ TEST(RedisBusCodec, PresenceEventsGoOnThePresenceChannelInTheBusSlot) {
   EXPECT_EQ(out[2].channel, RedisBus::kPresenceChannel);
   EXPECT_EQ(store::redis::key_slot(RedisBus::kPresenceChannel), store::redis::key_slot("{tern:bus}:n2"));
   for (const auto& b : out) EXPECT_EQ(b.events, 1u);
+}
+
+struct Changes {
+  std::mutex mu;
+  std::vector<std::pair<std::string, bool>> seen;  // user, online
+  std::function<void(const std::string&, bool)> sink() {
+    return [this](const std::string& user, bool online) {
+      std::lock_guard lock(mu);
+      seen.emplace_back(user, online);
+    };
+  }
+  std::vector<std::pair<std::string, bool>> get() {
+    std::lock_guard lock(mu);
+    return seen;
+  }
+};
+
+RedisBusOptions quick(uint16_t port, const char* node) {
+  RedisBusOptions o;
+  o.address = store::redis::RedisAddress{"127.0.0.1", port};
+  o.node_id = node;
+  o.node_check = std::chrono::milliseconds(100);
+  o.node_gone_after = std::chrono::milliseconds(400);
+  return o;
+}
+
+// Node c leaves the bus without detaching anything (as a SIGKILLed node does): once it has been
+// absent from the liveness lists for node_gone_after, the registry entries of its devices are
+// removed, and a user left with no device anywhere is reported offline, once in all, by the
+// node that removed the entry; a user with a device on another node is not.
+TEST(RedisBusGone, ANodeThatLeftHasItsDevicesEntriesRemovedAndItsUsersReportedOffline) {
+  store::redis::testing::RedisServer redis;
+  ASSERT_TRUE(redis.start().ok());
+  RedisBus a{quick(redis.port(), "a")}, b{quick(redis.port(), "b")};
+  auto c = std::make_unique<RedisBus>(quick(redis.port(), "c"));
+  Changes on_a, on_b;
+  a.set_presence_change_sink(on_a.sink());
+  b.set_presence_change_sink(on_b.sink());
+  ASSERT_TRUE(a.start() && b.start() && c->start());
+  auto carol = std::make_shared<Recorder>(), dave1 = std::make_shared<Recorder>(), dave2 = std::make_shared<Recorder>();
+  c->attach(DeviceRef{"carol", 1}, carol);
+  c->attach(DeviceRef{"dave", 1}, dave1);
+  b.attach(DeviceRef{"dave", 2}, dave2);
+  ASSERT_TRUE(await([&] { return a.routes().devices() == 3 && b.routes().devices() == 2; }))
+      << a.routes().devices() << " " << b.routes().devices();
+  ASSERT_TRUE(a.online("carol"));
+  c.reset();  // stops its threads and closes its connections; its entries stay
+
+  ASSERT_TRUE(await([&] { return !a.online("carol"); })) << "carol's entry outlived her node";
+  std::vector<std::pair<std::string, bool>> all;
+  ASSERT_TRUE(await([&] {
+    all = on_a.get();
+    auto more = on_b.get();
+    all.insert(all.end(), more.begin(), more.end());
+    return !all.empty();
+  }));
+  EXPECT_EQ(all, (std::vector<std::pair<std::string, bool>>{{"carol", false}}));
+  EXPECT_TRUE(a.online("dave")) << "dave's device on b stays";
+  // Dave's entry from c is gone too (a device of c), without a presence change.
+  auto raw = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis.port()},
+                                                    std::chrono::milliseconds(500), std::chrono::milliseconds(500));
+  ASSERT_TRUE(raw);
+  auto entries = (*raw)->command({"HKEYS", "{r:dave}"});
+  ASSERT_TRUE(entries);
+  ASSERT_EQ((*entries)->type, REDIS_REPLY_ARRAY);
+  ASSERT_EQ((*entries)->elements, 1u);
+  EXPECT_EQ(std::string((*entries)->element[0]->str, (*entries)->element[0]->len), "2");
+}
+
+// A node whose entries another node removed (it was cut off from Redis long enough to count
+// as gone) writes them back when it is subscribed again, and reports the user online.
+TEST_F(RedisBusNodes, ANodeBackOnTheBusWritesBackTheEntriesRemovedMeanwhile) {
+  Changes on_a;
+  a.set_presence_change_sink(on_a.sink());
+  ASSERT_TRUE(a.start() && b.start());
+  auto alice = std::make_shared<Recorder>(), bob = std::make_shared<Recorder>();
+  a.attach(DeviceRef{"alice", 1}, alice);
+  a.attach(DeviceRef{"bob", 1}, bob);
+  ASSERT_TRUE(await([&] { return b.online("alice") && b.online("bob"); }));
+  auto admin = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis_.server.port()},
+                                                      std::chrono::milliseconds(500), std::chrono::milliseconds(500));
+  ASSERT_TRUE(admin);
+  ASSERT_TRUE((*admin)->command({"HDEL", "{r:alice}", "1"}));  // as a node that saw a gone would
+  ASSERT_FALSE(b.online("alice"));
+  auto killed = (*admin)->command({"CLIENT", "KILL", "TYPE", "pubsub"});
+  ASSERT_TRUE(killed);
+  ASSERT_EQ((*killed)->type, REDIS_REPLY_INTEGER);
+  ASSERT_EQ((*killed)->integer, 2);
+  ASSERT_TRUE(await([&] { return b.online("alice"); })) << "alice's entry was not written back";
+  ASSERT_TRUE(await([&] { return !on_a.get().empty(); }));
+  EXPECT_EQ(on_a.get(), (std::vector<std::pair<std::string, bool>>{{"alice", true}})) << "bob's entry was there";
 }
 
 }  // namespace
