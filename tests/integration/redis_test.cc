@@ -70,6 +70,13 @@ double metric(Node& n, const Account& who, std::string_view name) {
   return at == std::string::npos ? -1.0 : std::stod(r.body.substr(at + needle.size()));
 }
 
+// A frame test: `user`'s presence, online or not.
+std::function<bool(const json::object&)> presence_of(const std::string& user, bool online) {
+  return [user, online](const json::object& f) {
+    return type_of(f) == "presence" && jstr(f, "user") == user && jbool(f, "online", !online) == online;
+  };
+}
+
 class RedisTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_TRUE(redis_.start().ok()) << "redis-server (scripts/setup.sh) must be installed"; }
@@ -103,6 +110,20 @@ class RedisTest : public ::testing::Test {
     alice = a_.api->must_register("alice");
     bob = a_.api->must_register("bob");
     conv = a_.api->must_direct(alice.token, "bob");
+  }
+
+  // Nodes a and b, alice and bob with a direct conversation (alice created it: bob may see her
+  // presence); bob connected to b as `db`, subscribed to alice, her answer (offline) read.
+  void bob_on_b_watching_alice(Account& alice, Account& bob, Device& db) {
+    std::string conv;
+    ASSERT_NO_FATAL_FAILURE(two_nodes_with_a_direct(alice, bob, conv));
+    ASSERT_NO_FATAL_FAILURE(await_both_live(alice, bob));
+    db.account = bob;
+    ASSERT_EQ(db.connect(b_.server->port()), 101);
+    ASSERT_TRUE(db.until_synced());
+    ASSERT_TRUE(db.presence_subscribe({"alice"}));
+    std::vector<json::object> seen;
+    ASSERT_TRUE(db.read_until(presence_of("alice", false), ms(5000), &seen)) << dump_frames(seen);
   }
 
   // Waits (bounded) until nodes a and b each see both on the bus, so that they agree on every
@@ -446,30 +467,18 @@ TEST_F(RedisTest, MessagesTypingAndReadSidePostsCrossNodesLive) {
 // go offline on node a, with her last_seen.
 TEST_F(RedisTest, PresenceChangesOnOneNodeReachSubscribersOnAnother) {
   Account alice, bob;
-  std::string conv;
-  ASSERT_NO_FATAL_FAILURE(two_nodes_with_a_direct(alice, bob, conv));
-  ASSERT_NO_FATAL_FAILURE(await_both_live(alice, bob));
-  Device db(bob);
-  ASSERT_EQ(db.connect(b_.server->port()), 101);
-  ASSERT_TRUE(db.until_synced());
-  ASSERT_TRUE(db.presence_subscribe({"alice"}));
-  auto presence_of_alice = [](bool online) {
-    return [online](const json::object& f) {
-      return type_of(f) == "presence" && jstr(f, "user") == "alice" && jbool(f, "online", !online) == online;
-    };
-  };
-  // The subscription's answer: alice is offline (she never connected).
+  Device db;
+  ASSERT_NO_FATAL_FAILURE(bob_on_b_watching_alice(alice, bob, db));
   std::vector<json::object> seen;
-  ASSERT_TRUE(db.read_until(presence_of_alice(false), ms(5000), &seen)) << dump_frames(seen);
   Device da(alice);
   ASSERT_EQ(da.connect(a_.server->port()), 101);
   ASSERT_TRUE(da.until_synced());
   seen.clear();
-  ASSERT_TRUE(db.read_until(presence_of_alice(true), ms(5000), &seen)) << "online did not cross nodes:\n"
+  ASSERT_TRUE(db.read_until(presence_of("alice", true), ms(5000), &seen)) << "online did not cross nodes:\n"
                                                                          << dump_frames(seen);
   da.close();
   seen.clear();
-  auto off = db.read_until(presence_of_alice(false), ms(5000), &seen);
+  auto off = db.read_until(presence_of("alice", false), ms(5000), &seen);
   ASSERT_TRUE(off) << "offline did not cross nodes:\n" << dump_frames(seen);
   EXPECT_GT(jint(*off, "last_seen"), 0) << dump(*off);
 }
@@ -480,26 +489,15 @@ TEST_F(RedisTest, PresenceChangesOnOneNodeReachSubscribersOnAnother) {
 // the 5 s a node must stay absent, not the registry's 30 s, and not never.
 TEST_F(RedisTest, TheUsersOfAKilledNodeGoOfflineForSubscribersOnAnother) {
   Account alice, bob;
-  std::string conv;
-  ASSERT_NO_FATAL_FAILURE(two_nodes_with_a_direct(alice, bob, conv));
-  ASSERT_NO_FATAL_FAILURE(await_both_live(alice, bob));
-  Device db(bob);
-  ASSERT_EQ(db.connect(b_.server->port()), 101);
-  ASSERT_TRUE(db.until_synced());
-  ASSERT_TRUE(db.presence_subscribe({"alice"}));
-  auto presence_of_alice = [](bool online) {
-    return [online](const json::object& f) {
-      return type_of(f) == "presence" && jstr(f, "user") == "alice" && jbool(f, "online", !online) == online;
-    };
-  };
-  ASSERT_TRUE(db.read_until(presence_of_alice(false), ms(5000)));
+  Device db;
+  ASSERT_NO_FATAL_FAILURE(bob_on_b_watching_alice(alice, bob, db));
   Device da(alice);
   ASSERT_EQ(da.connect(a_.server->port()), 101);
   ASSERT_TRUE(da.until_synced());
-  ASSERT_TRUE(db.read_until(presence_of_alice(true), ms(5000)));
+  ASSERT_TRUE(db.read_until(presence_of("alice", true), ms(5000)));
   a_.server->kill();
   std::vector<json::object> seen;
-  auto off = db.read_until(presence_of_alice(false), ms(15000), &seen);
+  auto off = db.read_until(presence_of("alice", false), ms(15000), &seen);
   ASSERT_TRUE(off) << "alice stayed online after her node died:\n" << dump_frames(seen);
   EXPECT_GT(jint(*off, "last_seen"), 0) << dump(*off);
   EXPECT_GE(metric(b_, bob, "tern_bus_nodes_gone_total"), 1);
@@ -556,23 +554,18 @@ TEST_F(RedisTest, ABlockMadeThroughOneNodeEndsThePresenceSubscriptionOnAnother) 
   ASSERT_EQ(db.connect(b_.server->port()), 101);
   ASSERT_TRUE(db.until_synced());
   ASSERT_TRUE(db.presence_subscribe({"alice", "mark"}));
-  auto presence = [](const std::string& user, bool online) {
-    return [user, online](const json::object& f) {
-      return type_of(f) == "presence" && jstr(f, "user") == user && jbool(f, "online", !online) == online;
-    };
-  };
-  ASSERT_TRUE(db.read_until(presence("mark", false), ms(5000)));
+  ASSERT_TRUE(db.read_until(presence_of("mark", false), ms(5000)));
   // Whether bob heard alice come online in one round.
   auto alice_seen_online = [&]() -> std::optional<bool> {
     Device da(alice), dm(mark);
     if (da.connect(a_.server->port()) != 101 || !da.until_synced()) return std::nullopt;
     if (dm.connect(a_.server->port()) != 101 || !dm.until_synced()) return std::nullopt;
     std::vector<json::object> seen;
-    if (!db.read_until(presence("mark", true), ms(5000), &seen)) return std::nullopt;
-    const bool heard = std::any_of(seen.begin(), seen.end(), presence("alice", true));
+    if (!db.read_until(presence_of("mark", true), ms(5000), &seen)) return std::nullopt;
+    const bool heard = std::any_of(seen.begin(), seen.end(), presence_of("alice", true));
     da.close();
     dm.close();
-    if (!db.read_until(presence("mark", false), ms(5000))) return std::nullopt;
+    if (!db.read_until(presence_of("mark", false), ms(5000))) return std::nullopt;
     return heard;
   };
   auto first = alice_seen_online();

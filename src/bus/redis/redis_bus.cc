@@ -65,23 +65,30 @@ using Reader = ByteReader;
 
 std::string registry_key(const std::string& user) { return "{r:" + user + "}"; }
 
+// The count of a user's registry entries whose expiry ("<node> <ms>") is after `now` (ms), a
+// Lua function the scripts below share.
+constexpr const char* kCountEntries = R"lua(
+local function count(now)
+  local n = 0
+  for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+    local exp = tonumber(string.match(v, ' (%d+)$'))
+    if exp and exp > now then n = n + 1 end
+  end
+  return n
+end
+)lua";
+
 // KEYS[1]: a user's registry hash. ARGV: '+' (write ARGV[2] → ARGV[3]), '-' (remove ARGV[2]
 // if this node, ARGV[3]'s, wrote it: a device that moved to another node keeps that node's
 // entry) or '=' (neither), then now (ms). Returns the entries whose expiry ("<node> <ms>") is
 // later.
-constexpr const char* kRegistryCount = R"lua(
+const std::string kRegistryCount = std::string(kCountEntries) + R"lua(
 if ARGV[1] == '+' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 elseif ARGV[1] == '-' then
   local v = redis.call('HGET', KEYS[1], ARGV[2])
   if v and string.match(v, '^(%S+) ') == string.match(ARGV[3], '^(%S+) ') then redis.call('HDEL', KEYS[1], ARGV[2]) end
 end
-local now = tonumber(ARGV[4])
-local n = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
-  local exp = tonumber(string.match(v, ' (%d+)$'))
-  if exp and exp > now then n = n + 1 end
-end
-return n
+return count(tonumber(ARGV[4]))
 )lua";
 
 // KEYS[1]: a registry hash. ARGV: device, value ("<node> <ms>"). The periodic refresh:
@@ -104,17 +111,9 @@ return 1
 // it: that node left the bus) or 'r' (write ARGV[3], "<node> <ms>", for ARGV[2] unless another
 // node's entry is there: this node is back on the bus), then now (ms). Returns {1 if it wrote
 // or removed, the entries unexpired before, after}.
-constexpr const char* kRegistryMend = R"lua(
+const std::string kRegistryMend = std::string(kCountEntries) + R"lua(
 local now = tonumber(ARGV[4])
-local function count()
-  local n = 0
-  for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
-    local exp = tonumber(string.match(v, ' (%d+)$'))
-    if exp and exp > now then n = n + 1 end
-  end
-  return n
-end
-local before = count()
+local before = count(now)
 local v = redis.call('HGET', KEYS[1], ARGV[2])
 local owner = v and string.match(v, '^(%S+) ')
 local changed = 0
@@ -127,7 +126,7 @@ elseif not owner or owner == string.match(ARGV[3], '^(%S+) ') then
   redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
   changed = 1
 end
-return {changed, before, count()}
+return {changed, before, count(now)}
 )lua";
 
 Counter& gone_metric = MetricsRegistry::global().counter(
