@@ -106,6 +106,7 @@ void Membership::create(Shard& shard, DeviceRef creator, proto::CreateConversati
   auto completion = [this, id, to, frame, done](const Result<void>& committed) {
     if (!committed) return done(committed.error());
     if (frame) core_.publish_message(to, id, 1, frame, false, mono_us(), /*system=*/true);
+    else core_.bus.announce_created(id);  // the other nodes' presence learns who shares it
     spdlog::info("event=conversation_created conversation={}", id);
     done(ConversationInfo{id, true});
   };

@@ -220,6 +220,21 @@ void Presence::membership_changed(const store::Conversation* before, const store
   }
 }
 
+void Presence::membership_changed_elsewhere(const std::string& conversation_id) {
+  if (conversation_id.rfind("ch-", 0) == 0) return;  // channels share no presence
+  const bool queued = load_async(
+      conversation_id,
+      [this, conversation_id](bool) {
+        auto c = directory_.conversation(conversation_id);
+        if (!c || !*c) return;  // unreadable now: the index learns it when the users load again
+        if ((*c)->type == store::ConvType::kDirect && privacy_)
+          for (const auto& m : (*c)->members) privacy_->forget(m.user);
+        membership_changed(nullptr, **c);
+      },
+      /*contacts=*/false);
+  if (!queued) spdlog::warn("event=presence_membership_dropped reason=loader_queue_full");
+}
+
 void Presence::conversation_dropped(const store::Conversation& c) {
   std::lock_guard lock(mu_);
   std::vector<std::string> unshared;

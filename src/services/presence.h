@@ -93,6 +93,12 @@ class Presence {
   // The sequencer calls this right after it put a conversation's new snapshot in the
   // directory: on creation (before = nullptr) and on each membership change.
   void membership_changed(const store::Conversation* before, const store::Conversation& after);
+  // A membership change of `conversation_id` sequenced on another node (the bus's change sink,
+  // after the directory dropped its snapshot): on the loader thread, the new snapshot is read
+  // and applied as membership_changed() applies one made here, and the policies of a direct
+  // conversation's two users are read again (a creation accepts it for its creator). Not for
+  // channels (they share no presence).
+  void membership_changed_elsewhere(const std::string& conversation_id);
   // A creation that was refused after membership_changed (the store queue was full).
   void conversation_dropped(const store::Conversation& c);
 

@@ -40,7 +40,10 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
     sequencer_->set_media(media_.get());
   }
   // Membership changed on another node (a multi-node bus): its snapshot here is stale.
-  bus_.set_change_sink([directory = directory_.get()](const std::string& id) { directory->forget_conversation(id); });
+  bus_.set_change_sink([this](const std::string& id) {
+    directory_->forget_conversation(id);
+    presence_->membership_changed_elsewhere(id);  // who shares a conversation with whom
+  });
   // A device linked, or a block list or presence setting changed, on another node: what this
   // node caches of the user is stale (a change made here is announced to the others).
   bus_.set_user_changed_sink([this](const std::string& user) {

@@ -503,6 +503,36 @@ TEST_F(RedisTest, TheUsersOfAKilledNodeGoOfflineForSubscribersOnAnother) {
   EXPECT_GE(metric(b_, bob, "tern_bus_nodes_gone_total"), 1);
 }
 
+// Presence follows membership changes made on another node: a direct conversation created
+// through node a (which sequences it here: --redis-route-sends 0) lets carol, subscribed on
+// node b, see alice, whom b had refused her a moment before (they shared nothing).
+TEST_F(RedisTest, AConversationCreatedOnOneNodeMakesPresenceVisibleOnAnother) {
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a", {"--redis-route-sends", "0"}));
+  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b", {"--redis-route-sends", "0"}));
+  Account alice = a_.api->must_register("alice");
+  Account carol = a_.api->must_register("carol");
+  Account mark = b_.api->must_register("mark");
+  b_.api->must_direct(mark.token, "carol");  // sequenced on b: mark's presence is carol's to see
+  ASSERT_NO_FATAL_FAILURE(await_both_live(alice, carol));
+  Device dc(carol);
+  ASSERT_EQ(dc.connect(b_.server->port()), 101);
+  ASSERT_TRUE(dc.until_synced());
+  ASSERT_TRUE(dc.presence_subscribe({"alice", "mark"}));
+  std::vector<json::object> seen;
+  ASSERT_TRUE(dc.read_until(presence_of("mark", false), ms(5000), &seen));
+  for (const auto& f : seen) EXPECT_NE(jstr(f, "user"), "alice") << "carol shares nothing with alice yet";
+
+  a_.api->must_direct(alice.token, "carol");
+  // Node b learns of it through the bus (a pub/sub hop and a snapshot read); a subscription
+  // is answered once it has.
+  bool answered = false;
+  for (int i = 0; i < 20 && !answered; ++i) {
+    ASSERT_TRUE(dc.presence_subscribe({"alice"}));
+    answered = dc.read_until(presence_of("alice", false), ms(500)).has_value();
+  }
+  EXPECT_TRUE(answered) << "node b never let carol see alice";
+}
+
 // A block made through one node holds on the others (issue 12's blocks, issue 10's nodes):
 // each node caches block lists and presence settings, so a change is announced to the other
 // nodes, which drop theirs. Every node sequences its own sends here (--redis-route-sends 0),

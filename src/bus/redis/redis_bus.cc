@@ -63,74 +63,6 @@ Counter& broadcast_metric = MetricsRegistry::global().counter(
 
 using Reader = ByteReader;
 
-std::string registry_key(const std::string& user) { return "{r:" + user + "}"; }
-
-// The count of a user's registry entries whose expiry ("<node> <ms>") is after `now` (ms), a
-// Lua function the scripts below share.
-constexpr const char* kCountEntries = R"lua(
-local function count(now)
-  local n = 0
-  for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
-    local exp = tonumber(string.match(v, ' (%d+)$'))
-    if exp and exp > now then n = n + 1 end
-  end
-  return n
-end
-)lua";
-
-// KEYS[1]: a user's registry hash. ARGV: '+' (write ARGV[2] → ARGV[3]), '-' (remove ARGV[2]
-// if this node, ARGV[3]'s, wrote it: a device that moved to another node keeps that node's
-// entry) or '=' (neither), then now (ms). Returns the entries whose expiry ("<node> <ms>") is
-// later.
-const std::string kRegistryCount = std::string(kCountEntries) + R"lua(
-if ARGV[1] == '+' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-elseif ARGV[1] == '-' then
-  local v = redis.call('HGET', KEYS[1], ARGV[2])
-  if v and string.match(v, '^(%S+) ') == string.match(ARGV[3], '^(%S+) ') then redis.call('HDEL', KEYS[1], ARGV[2]) end
-end
-return count(tonumber(ARGV[4]))
-)lua";
-
-// KEYS[1]: a registry hash. ARGV: device, value ("<node> <ms>"). The periodic refresh:
-// rewrites the entry only while this node's is there (a detach that removed it meanwhile is
-// not undone, and another node's entry for a device that moved there is left alone).
-constexpr const char* kRegistryRefresh = R"lua(
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v and string.match(v, '^(%S+) ') == string.match(ARGV[2], '^(%S+) ') then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
-return 1
-)lua";
-// KEYS[1]: a registry hash. ARGV: device, this node. A detach written later (Redis was away):
-// removes the entry only if this node wrote it.
-constexpr const char* kRegistryRemove = R"lua(
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v and string.match(v, '^(%S+) ') == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 1
-)lua";
-
-// KEYS[1]: a user's registry hash. ARGV: 'x' (remove ARGV[2]'s entry if node ARGV[3] wrote
-// it: that node left the bus) or 'r' (write ARGV[3], "<node> <ms>", for ARGV[2] unless another
-// node's entry is there: this node is back on the bus), then now (ms). Returns {1 if it wrote
-// or removed, the entries unexpired before, after}.
-const std::string kRegistryMend = std::string(kCountEntries) + R"lua(
-local now = tonumber(ARGV[4])
-local before = count(now)
-local v = redis.call('HGET', KEYS[1], ARGV[2])
-local owner = v and string.match(v, '^(%S+) ')
-local changed = 0
-if ARGV[1] == 'x' then
-  if owner == ARGV[3] then
-    redis.call('HDEL', KEYS[1], ARGV[2])
-    changed = 1
-  end
-elseif not owner or owner == string.match(ARGV[3], '^(%S+) ') then
-  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-  changed = 1
-end
-return {changed, before, count(now)}
-)lua";
-
-Counter& gone_metric = MetricsRegistry::global().counter(
-    "tern_bus_nodes_gone_total", "nodes that left the bus (absent from its liveness lists for node_gone_after), as seen here");
 Gauge& live_nodes_metric = MetricsRegistry::global().gauge(
     "tern_bus_live_nodes", "ternd nodes this node saw connected to the bus at its last look (send routing)");
 Counter& requests_failed_metric = MetricsRegistry::global().counter(
@@ -291,70 +223,6 @@ std::array<std::string, 3> RedisBus::subscription_channels() const {
   return {std::string(kChannel), node_channel(options_.node_id), std::string(kPresenceChannel)};
 }
 
-Result<size_t> RedisBus::registry_count(char op, const DeviceRef& device) {
-  const std::string key = registry_key(device.user), dev = std::to_string(device.device);
-  const std::string value = options_.node_id + " " + std::to_string(now_ms() + options_.registry_ttl.count());
-  const std::string now = std::to_string(now_ms());
-  const std::string mode(1, op);
-  std::lock_guard lock(query_mu_);
-  if (!query_) {
-    auto c = RedisCluster::open(cluster_options(options_.command_timeout));
-    if (!c) return c.error();
-    query_ = std::move(c).value();
-  }
-  auto r = query_->run1(key_slot(key), {"EVAL", kRegistryCount, "1", key, mode, dev, value, now});
-  if (!r) return r.error();
-  if ((*r)->type != REDIS_REPLY_INTEGER) return make_error(ErrorCode::kUnavailable, "redis: registry count failed");
-  return static_cast<size_t>((*r)->integer);
-}
-
-void RedisBus::registry_mend(char op, const DeviceRef& device, const std::string& node) {
-  const std::string key = registry_key(device.user), dev = std::to_string(device.device);
-  const std::string arg = op == 'x' ? node : options_.node_id + " " + std::to_string(now_ms() + options_.registry_ttl.count());
-  Result<store::redis::Reply> r = make_error(ErrorCode::kUnavailable, "redis: not connected");
-  {
-    std::lock_guard lock(query_mu_);
-    if (!query_) {
-      auto c = RedisCluster::open(cluster_options(options_.command_timeout));
-      if (!c) return;  // the entry expires by itself (op x) or is written at the next connect (op r)
-      query_ = std::move(c).value();
-    }
-    r = query_->run1(key_slot(key), {"EVAL", kRegistryMend, "1", key, std::string(1, op), dev, arg, std::to_string(now_ms())});
-  }
-  if (!r || (*r)->type != REDIS_REPLY_ARRAY || (*r)->elements != 3) return;
-  const auto at = [&](size_t i) { return (*r)->element[i]->type == REDIS_REPLY_INTEGER ? (*r)->element[i]->integer : -1; };
-  const bool changed = at(0) == 1;
-  const long long before = at(1), after = at(2);
-  if (!changed || !presence_change_sink_) return;
-  // The last entry of the user went with a node that left: offline. An entry written back
-  // while the user had none unexpired: online again.
-  if (op == 'x' && after == 0) presence_change_sink_(device.user, false);
-  if (op == 'r' && before == 0 && after > 0) presence_change_sink_(device.user, true);
-}
-
-void RedisBus::gone(std::vector<DeviceRoutes::Gone> nodes) {
-  if (nodes.empty()) return;
-  {
-    std::lock_guard lock(counts_mu_);
-    for (auto& g : nodes) {
-      gone_metric.inc();
-      spdlog::warn("event=bus_node_gone node={} devices={}", g.node, g.devices.size());
-      for (auto& d : g.devices) counts_.push_back(CountOp{'x', std::move(d), 0, nullptr, g.node});
-    }
-  }
-  counts_cv_.notify_one();
-}
-
-size_t RedisBus::attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint) {
-  const Endpoint* ptr = endpoint.get();
-  const size_t n = local_.attach(device, std::move(endpoint));
-  attached_here(device, ptr);
-  auto count = registry_count('+', device);
-  if (count) return std::max(*count, n);
-  registry_later(true, device);
-  return n;
-}
-
 void RedisBus::announce_locked(Target target, const DeviceRef& device, int64_t since_us) {
   if (!options_.route_devices) return;
   // In the publisher thread's queue, under the lock that changed attached_: the other nodes
@@ -405,14 +273,6 @@ bool RedisBus::held_here(const DeviceRef& device) {
   return it != attached_.end() && !it->second.moved;
 }
 
-void RedisBus::registry_later(bool attach, const DeviceRef& device) {
-  {
-    std::lock_guard lock(mu_);
-    registry_ops_.emplace_back(attach, device);
-  }
-  cv_.notify_one();
-}
-
 bool RedisBus::detach_here(const DeviceRef& device, const Endpoint* endpoint, size_t& local) {
   local = local_.detach(device, endpoint);
   // Only the device's current endpoint removes it (a replaced one's detach comes later).
@@ -425,58 +285,6 @@ bool RedisBus::detach_here(const DeviceRef& device, const Endpoint* endpoint, si
   }
   cv_.notify_one();
   return true;
-}
-
-size_t RedisBus::detach(const DeviceRef& device, const Endpoint* endpoint) {
-  size_t n = 0;
-  const bool gone = detach_here(device, endpoint, n);
-  auto count = registry_count(gone ? '-' : '=', device);
-  if (count) return std::max(*count, n);
-  if (gone) registry_later(false, device);
-  return n;
-}
-
-void RedisBus::attach_async(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint, Counted counted) {
-  const Endpoint* ptr = endpoint.get();
-  const size_t n = local_.attach(device, std::move(endpoint));
-  attached_here(device, ptr);
-  {
-    std::lock_guard lock(counts_mu_);
-    counts_.push_back(CountOp{'+', device, n, std::move(counted)});
-  }
-  counts_cv_.notify_one();
-}
-
-void RedisBus::detach_async(const DeviceRef& device, const Endpoint* endpoint, Counted counted) {
-  size_t n = 0;
-  const bool gone = detach_here(device, endpoint, n);
-  {
-    std::lock_guard lock(counts_mu_);
-    counts_.push_back(CountOp{gone ? '-' : '=', device, n, std::move(counted)});
-  }
-  counts_cv_.notify_one();
-}
-
-void RedisBus::counter() {
-  std::deque<CountOp> ops;
-  for (;;) {
-    {
-      std::unique_lock lock(counts_mu_);
-      counts_cv_.wait(lock, [&] { return counts_stopping_ || !counts_.empty(); });
-      if (counts_stopping_) return;
-      ops.swap(counts_);
-    }
-    for (auto& op : ops) {
-      if (op.op == 'x' || op.op == 'r') {
-        registry_mend(op.op, op.device, op.node);
-        continue;
-      }
-      auto count = registry_count(op.op, op.device);
-      if (!count && op.op != '=') registry_later(op.op == '+', op.device);
-      if (op.counted) op.counted(count ? std::max(*count, op.local) : op.local);
-    }
-    ops.clear();
-  }
 }
 
 bool RedisBus::publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) {
@@ -562,6 +370,14 @@ void RedisBus::publish_conversation(const std::shared_ptr<const Notification>& n
   enqueue(Event{Target::kConversation, DeviceRef{}, n});
 }
 
+void RedisBus::announce_created(const std::string& conversation_id) {
+  auto n = std::make_shared<Notification>();
+  n->kind = Notification::Kind::kMessage;
+  n->system = true;  // what deliver() hands to the change sink
+  n->conversation_id = conversation_id;
+  enqueue(Event{Target::kChanged, DeviceRef{}, std::move(n)});
+}
+
 void RedisBus::announce_user_changed(const std::string& user) {
   enqueue(Event{Target::kDevices, DeviceRef{user, 0}, std::make_shared<const Notification>()});
 }
@@ -595,27 +411,6 @@ store::redis::RedisClusterOptions RedisBus::cluster_options(std::chrono::millise
   o.seeds = options_.seeds.empty() ? std::vector<store::redis::RedisAddress>{options_.address} : options_.seeds;
   o.command_timeout = command_timeout;
   return o;
-}
-
-bool RedisBus::online(const std::string& user) {
-  if (local_.online(user)) return true;
-  std::lock_guard lock(query_mu_);
-  if (!query_) {
-    auto c = RedisCluster::open(cluster_options(options_.command_timeout));
-    if (!c) return false;  // unknown: say offline (presence is advisory)
-    query_ = std::move(c).value();
-  }
-  const std::string key = registry_key(user);
-  auto r = query_->run1(key_slot(key), {"HVALS", key});
-  if (!r || (*r)->type != REDIS_REPLY_ARRAY) return false;
-  const int64_t now = now_ms();
-  for (size_t i = 0; i < (*r)->elements; ++i) {
-    std::string_view v((*r)->element[i]->str, (*r)->element[i]->len);
-    const size_t sp = v.rfind(' ');
-    if (sp == std::string_view::npos) continue;
-    if (std::atoll(std::string(v.substr(sp + 1)).c_str()) > now) return true;
-  }
-  return false;
 }
 
 void RedisBus::set_loops(Loops& loops) {
@@ -900,28 +695,7 @@ void RedisBus::publisher() {
         by_slot[key_slot(kChannel)].push_back({publish, ch, owned.back()});
       }
     }
-    const std::string expires = std::to_string(now_ms() + options_.registry_ttl.count());
-    const std::string value = options_.node_id + " " + expires;
-    auto put = [&](const std::string& user, uint32_t device) {
-      owned.push_back(registry_key(user));
-      owned.push_back(std::to_string(device));
-      by_slot[key_slot(owned[owned.size() - 2])].push_back({"HSET", owned[owned.size() - 2], owned.back(), value});
-    };
-    for (auto& [attach, d] : reg) {
-      if (attach) put(d.user, d.device);
-      else {
-        owned.push_back(registry_key(d.user));
-        owned.push_back(std::to_string(d.device));
-        by_slot[key_slot(owned[owned.size() - 2])].push_back(
-            {"EVAL", kRegistryRemove, "1", owned[owned.size() - 2], owned.back(), options_.node_id});
-      }
-    }
-    for (auto& [user, device] : refresh) {
-      owned.push_back(registry_key(user));
-      owned.push_back(std::to_string(device));
-      by_slot[key_slot(owned[owned.size() - 2])].push_back(
-          {"EVAL", kRegistryRefresh, "1", owned[owned.size() - 2], owned.back(), value});
-    }
+    registry_writes(reg, refresh, owned, by_slot);
     if (by_slot.empty()) continue;
     std::vector<store::redis::SlotCommands> batches;
     for (auto& [slot, cmds] : by_slot) batches.push_back({slot, std::move(cmds)});

@@ -187,6 +187,8 @@ class RedisBus final : public Bus {
   void publish_conversation(const std::shared_ptr<const Notification>& n) override;
   void set_conversation_sink(std::function<void(std::shared_ptr<const Notification>)> sink) override;
   void set_change_sink(std::function<void(const std::string& conversation_id)> sink) override;
+  // A kChanged that carries no message (seq 0): what older nodes decode as one with a message.
+  void announce_created(const std::string& conversation_id) override;
   void announce_user_changed(const std::string& user) override;
   void set_user_changed_sink(std::function<void(const std::string& user)> sink) override;
   // On a channel of its own (kPresenceChannel), so that a node of an older version, which
@@ -348,6 +350,12 @@ class RedisBus final : public Bus {
   void registry_mend(char op, const DeviceRef& device, const std::string& node);
   // Queues the 'x' ops of the devices of nodes that left the bus (publisher thread).
   void gone(std::vector<DeviceRoutes::Gone> nodes);
+  // The publisher thread's registry writes of one turn (`reg`: writes and removals Redis
+  // missed; `refresh`: this node's entries), added to its pipelines by slot; the strings the
+  // views name go into `owned`. In redis_bus_registry.cc, with the rest of the registry.
+  void registry_writes(const std::deque<std::pair<bool, DeviceRef>>& reg,
+                       const std::vector<std::pair<std::string, uint32_t>>& refresh, std::deque<std::string>& owned,
+                       std::map<uint16_t, std::vector<std::vector<std::string_view>>>& by_slot);
   store::redis::RedisClusterOptions cluster_options(std::chrono::milliseconds command_timeout) const;
 
   const RedisBusOptions options_;
