@@ -207,9 +207,11 @@ void RedisBus::on_subscribed(bool again) {
     // counter thread, queued under mu_ (which a detach takes before it queues its own op), so
     // a detach of one of them is counted after its write-back.
     if (again) {
-      std::lock_guard counts(counts_mu_);
+      CountOp back{'r', {}, 0, nullptr, {}, {}};
       for (const auto& [key, here] : attached_)
-        if (!here.moved) counts_.push_back(CountOp{'r', DeviceRef{key.first, key.second}, 0, nullptr, {}});
+        if (!here.moved) back.devices.push_back(DeviceRef{key.first, key.second});
+      std::lock_guard counts(counts_mu_);
+      if (!back.devices.empty()) counts_.push_back(std::move(back));
     }
   }
   counts_cv_.notify_one();
@@ -579,7 +581,7 @@ void RedisBus::heartbeat(RedisCluster& conn) {
   // connection closes at once, so the others stop routing to it at their next look.
   std::vector<std::string> live = live_nodes_from_client_list(std::string_view((*r)->str, (*r)->len));
   live_nodes_metric.set(static_cast<int64_t>(live.size()));
-  gone(routes_.set_live(live));
+  gone(routes_.set_live(live), live);
   note_routes_complete();
   ring_.set_live(std::move(live));
 }

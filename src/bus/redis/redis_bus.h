@@ -344,12 +344,13 @@ class RedisBus final : public Bus {
   // Writes ('+'), removes ('-') or leaves ('=') the device's registry entry and returns how
   // many of the user's entries have not expired; an error if Redis cannot be reached.
   Result<size_t> registry_count(char op, const DeviceRef& device);
-  // 'x': removes the device's entry if `node` (which left the bus) wrote it; 'r': writes this
-  // node's entry unless another node's is there (back on the bus). Reports a presence change
-  // it made (presence_change_sink_). Counter thread.
-  void registry_mend(char op, const DeviceRef& device, const std::string& node);
-  // Queues the 'x' ops of the devices of nodes that left the bus (publisher thread).
-  void gone(std::vector<DeviceRoutes::Gone> nodes);
+  // 'x': removes each device's entry if `node` (which left the bus) wrote it; 'r': writes
+  // this node's entry unless another node's is there (back on the bus). Pipelined. Reports
+  // each presence change it made (presence_change_sink_). Counter thread.
+  void registry_mend(char op, const std::vector<DeviceRef>& devices, const std::string& node);
+  // Queues the 'x' op of the devices of nodes that left the bus, if this node is the first of
+  // the `live` ones (publisher thread).
+  void gone(std::vector<DeviceRoutes::Gone> nodes, const std::vector<std::string>& live);
   // The publisher thread's registry writes of one turn (`reg`: writes and removals Redis
   // missed; `refresh`: this node's entries), added to its pipelines by slot; the strings the
   // views name go into `owned`. In redis_bus_registry.cc, with the rest of the registry.
@@ -420,6 +421,7 @@ class RedisBus final : public Bus {
     size_t local;  // this node's count when the call was made
     Counted counted;
     std::string node;  // 'x': the node that left
+    std::vector<DeviceRef> devices;  // 'x', 'r': the devices whose entries are mended
   };
   std::mutex counts_mu_;
   std::condition_variable counts_cv_;

@@ -5,7 +5,10 @@
 #include <hiredis/hiredis.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <deque>
+#include <map>
 
 #include "base/clock.h"
 #include "base/metrics.h"
@@ -105,38 +108,69 @@ Result<size_t> RedisBus::registry_count(char op, const DeviceRef& device) {
   return static_cast<size_t>((*r)->integer);
 }
 
-void RedisBus::registry_mend(char op, const DeviceRef& device, const std::string& node) {
-  const std::string key = registry_key(device.user), dev = std::to_string(device.device);
-  const std::string arg = op == 'x' ? node : options_.node_id + " " + std::to_string(now_ms() + options_.registry_ttl.count());
-  Result<store::redis::Reply> r = make_error(ErrorCode::kUnavailable, "redis: not connected");
-  {
-    std::lock_guard lock(query_mu_);
-    if (!query_) {
-      auto c = RedisCluster::open(cluster_options(options_.command_timeout));
-      if (!c) return;  // the entry expires by itself (op x) or is written at the next connect (op r)
-      query_ = std::move(c).value();
+void RedisBus::registry_mend(char op, const std::vector<DeviceRef>& devices, const std::string& node) {
+  const std::string value =
+      op == 'x' ? node : options_.node_id + " " + std::to_string(now_ms() + options_.registry_ttl.count());
+  const std::string code(1, op), now = std::to_string(now_ms());
+  // One pipeline per slot for up to kChunk devices, all sent before any reply is read: a node
+  // that held 50,000 connections costs 196 round trips, not 50,000, and the counts of the
+  // attaches and detaches queued behind them on this thread wait that much less.
+  constexpr size_t kChunk = 256;
+  for (size_t from = 0; from < devices.size(); from += kChunk) {
+    const size_t to = std::min(devices.size(), from + kChunk);
+    std::deque<std::string> owned;  // stable addresses for the argv views
+    std::map<uint16_t, std::pair<std::vector<std::vector<std::string_view>>, std::vector<size_t>>> by_slot;
+    for (size_t i = from; i < to; ++i) {
+      owned.push_back(registry_key(devices[i].user));
+      const std::string& key = owned.back();
+      owned.push_back(std::to_string(devices[i].device));
+      auto& [cmds, which] = by_slot[key_slot(key)];
+      cmds.push_back({"EVAL", kRegistryMend, "1", key, code, owned.back(), value, now});
+      which.push_back(i);
     }
-    r = query_->run1(key_slot(key), {"EVAL", kRegistryMend, "1", key, std::string(1, op), dev, arg, std::to_string(now_ms())});
+    std::vector<store::redis::SlotCommands> batches;
+    for (auto& [slot, part] : by_slot) batches.push_back({slot, std::move(part.first)});
+    Result<std::vector<std::vector<store::redis::Reply>>> r = make_error(ErrorCode::kUnavailable, "redis: not connected");
+    {
+      std::lock_guard lock(query_mu_);
+      if (!query_) {
+        auto c = RedisCluster::open(cluster_options(options_.command_timeout));
+        if (!c) return;  // the entries expire by themselves (x) or are written at the next connect (r)
+        query_ = std::move(c).value();
+      }
+      r = query_->run_many(batches);
+    }
+    if (!r) return;
+    size_t b = 0;
+    for (auto& [slot, part] : by_slot) {
+      const auto& replies = (*r)[b++];
+      for (size_t k = 0; k < replies.size() && k < part.second.size(); ++k) {
+        const redisReply* reply = replies[k].get();
+        if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) continue;
+        const auto at = [&](size_t e) { return reply->element[e]->type == REDIS_REPLY_INTEGER ? reply->element[e]->integer : -1; };
+        if (at(0) != 1 || !presence_change_sink_) continue;
+        // The last entry of the user went with a node that left: offline. An entry written
+        // back while the user had none unexpired: online again.
+        const std::string& user = devices[part.second[k]].user;
+        if (op == 'x' && at(2) == 0) presence_change_sink_(user, false);
+        if (op == 'r' && at(1) == 0 && at(2) > 0) presence_change_sink_(user, true);
+      }
+    }
   }
-  if (!r || (*r)->type != REDIS_REPLY_ARRAY || (*r)->elements != 3) return;
-  const auto at = [&](size_t i) { return (*r)->element[i]->type == REDIS_REPLY_INTEGER ? (*r)->element[i]->integer : -1; };
-  const bool changed = at(0) == 1;
-  const long long before = at(1), after = at(2);
-  if (!changed || !presence_change_sink_) return;
-  // The last entry of the user went with a node that left: offline. An entry written back
-  // while the user had none unexpired: online again.
-  if (op == 'x' && after == 0) presence_change_sink_(device.user, false);
-  if (op == 'r' && before == 0 && after > 0) presence_change_sink_(device.user, true);
 }
 
-void RedisBus::gone(std::vector<DeviceRoutes::Gone> nodes) {
+void RedisBus::gone(std::vector<DeviceRoutes::Gone> nodes, const std::vector<std::string>& live) {
   if (nodes.empty()) return;
+  // Every node sees a node leave; one removes its entries: the first live one by name (a
+  // node not in the list, its own subscription lost, leaves it to the others). Were two to
+  // disagree for a moment, both would: the script removes an entry once.
+  const bool mine = !live.empty() && live.front() == options_.node_id;
   {
     std::lock_guard lock(counts_mu_);
     for (auto& g : nodes) {
       gone_metric.inc();
-      spdlog::warn("event=bus_node_gone node={} devices={}", g.node, g.devices.size());
-      for (auto& d : g.devices) counts_.push_back(CountOp{'x', std::move(d), 0, nullptr, g.node});
+      spdlog::warn("event=bus_node_gone node={} devices={} removes_entries={}", g.node, g.devices.size(), mine);
+      if (mine && !g.devices.empty()) counts_.push_back(CountOp{'x', {}, 0, nullptr, g.node, std::move(g.devices)});
     }
   }
   counts_cv_.notify_one();
@@ -201,7 +235,7 @@ void RedisBus::counter() {
     }
     for (auto& op : ops) {
       if (op.op == 'x' || op.op == 'r') {
-        registry_mend(op.op, op.device, op.node);
+        registry_mend(op.op, op.devices, op.node);
         continue;
       }
       auto count = registry_count(op.op, op.device);
