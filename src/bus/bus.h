@@ -112,7 +112,12 @@ class Bus {
   // again). The other nodes' sink drops what they cache of the user. Set the sink before
   // serving; it is called on the delivery thread. A single-node bus: both are no-ops.
   virtual void announce_user_changed(const std::string& user) { (void)user; }
-  virtual void set_user_changed_sink(std::function<void(const std::string& user)> sink) { (void)sink; }
+  // The same for one device whose keys changed here (a new installation: a new registration
+  // id): the sink gets the device too (0 from announce_user_changed), and the other nodes drop
+  // its cached registration id as well.
+  virtual void announce_keys_changed(const DeviceRef& device) { (void)device; }
+  using UserChangedSink = std::function<void(const std::string& user, uint32_t device)>;
+  virtual void set_user_changed_sink(UserChangedSink sink) { (void)sink; }
   // A presence change of `user` decided on this node: its first device attached anywhere, or
   // its last one left (the counts of attach/detach cover every node). `n`, the presence
   // frame, goes to the other nodes, whose presence sink hands it to their own subscribers of

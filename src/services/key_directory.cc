@@ -59,17 +59,28 @@ void KeyDirectory::remember_registration(const std::string& device_key, uint32_t
   registrations_.emplace(device_key, registration_id) = registration_id;  // overwrite: this is newer
 }
 
+void KeyDirectory::forget_registration(const DeviceRef& device) {
+  std::lock_guard lock(reg_mu_);
+  registrations_.erase(device.key());
+  ++reg_generation_;
+}
+
 Result<uint32_t> KeyDirectory::registration_id(const DeviceRef& device) {
   const std::string key = device.key();
+  uint64_t generation = 0;
   {
     std::lock_guard lock(reg_mu_);
     if (const uint32_t* hit = registrations_.find(key)) return *hit;
+    generation = reg_generation_;
   }
   if (auto held = WarmHold::held_registration(device, key)) return *held;  // evicted since the warm-up
   auto keys = store_.device_keys(device);
   if (!keys) return keys.error();
   const uint32_t reg = *keys ? (*keys)->registration_id : 0;
   std::lock_guard lock(reg_mu_);
+  // Another node's upload was announced during the read, which may have missed it: answered,
+  // not kept.
+  if (generation != reg_generation_) return reg;
   // Insert only if absent: an upload that completed meanwhile wrote a newer value.
   return registrations_.emplace(key, reg);
 }
@@ -87,15 +98,18 @@ bool KeyDirectory::registrations_cached(const std::vector<DeviceRef>& devices, s
 
 Result<void> KeyDirectory::prefetch_registrations(const std::vector<DeviceRef>& devices) {
   std::vector<DeviceRef> missing;
+  uint64_t generation = 0;
   {
     std::lock_guard lock(reg_mu_);
     for (const auto& d : devices)
       if (!registrations_.find(d.key())) missing.push_back(d);
+    generation = reg_generation_;
   }
   if (missing.empty()) return {};
   auto keys = store_.device_keys_of(missing);
   if (!keys) return keys.error();
   std::lock_guard lock(reg_mu_);
+  if (generation != reg_generation_) return {};  // as registration_id(): read again at use
   for (size_t i = 0; i < missing.size(); ++i)
     // Insert only if absent: an upload that completed meanwhile wrote a newer value.
     registrations_.emplace(missing[i].key(), (*keys)[i] ? (*keys)[i]->registration_id : 0);
@@ -125,6 +139,7 @@ void KeyDirectory::upload(const DeviceRef& me, KeyUpload up, std::function<void(
   Stripe& s = stripe(dkey);
   store::Batch batch;
   uint32_t new_registration = 0;
+  bool registration_changed = false;  // the other nodes' cached registration id goes
   // Checks and builds the batch under the stripe's lock; `done` runs after it is released.
   auto prepare = [&]() -> Result<void> {
     std::lock_guard lock(s.mu);
@@ -182,12 +197,14 @@ void KeyDirectory::upload(const DeviceRef& me, KeyUpload up, std::function<void(
       for (const auto& k : *stored) batch.add(store::DeleteOneTimePrekey{me, k.id});
     for (auto& k : up.one_time_prekeys) batch.add(store::PutOneTimePrekey{me, std::move(k)});
     new_registration = next.registration_id;
+    registration_changed = !*cur || (*cur)->registration_id != next.registration_id;
     if (!batch.empty()) s.uploading.insert(dkey);
     return {};
   };
   if (auto r = prepare(); !r) return done(r.error());
   if (batch.empty()) return done(status(me));  // nothing changed
-  committer_.submit(std::move(batch), [this, me, dkey, new_registration, done = std::move(done)](const Result<void>& r) {
+  committer_.submit(std::move(batch), [this, me, dkey, new_registration, registration_changed,
+                                       done = std::move(done)](const Result<void>& r) {
     {
       Stripe& s = stripe(dkey);
       std::lock_guard lock(s.mu);
@@ -196,6 +213,8 @@ void KeyDirectory::upload(const DeviceRef& me, KeyUpload up, std::function<void(
     if (!r) return done(r.error());
     uploads.inc();
     remember_registration(dkey, new_registration);
+    // A new installation: the other nodes' send check must compare with the new id.
+    if (registration_changed) bus_.announce_keys_changed(me);
     done(status(me));
   });
 }

@@ -99,6 +99,9 @@ class KeyDirectory {
   // `ids` is given, it gets them in the order of `devices` (a warm check's hold, warm_hold.h).
   bool registrations_cached(const std::vector<DeviceRef>& devices, std::vector<uint32_t>* ids = nullptr);
   Result<void> prefetch_registrations(const std::vector<DeviceRef>& devices);
+  // Another node stored new keys for the device (Bus::announce_keys_changed): its cached
+  // registration id goes; a read in flight meanwhile is answered but not kept.
+  void forget_registration(const DeviceRef& device);
   // The prekeys_low frame for a device that connects while below the threshold.
   std::optional<std::string> low_frame(const DeviceRef& device);
 
@@ -121,6 +124,7 @@ class KeyDirectory {
   std::array<Stripe, kStripes> stripes_;
   std::mutex reg_mu_;
   LruMap<std::string, uint32_t> registrations_;  // device key → registration id (0: no keys)
+  uint64_t reg_generation_ = 0;  // (reg_mu_) forgets so far
 };
 
 }  // namespace tern::services

@@ -46,7 +46,8 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
   });
   // A device linked, or a block list or presence setting changed, on another node: what this
   // node caches of the user is stale (a change made here is announced to the others).
-  bus_.set_user_changed_sink([this](const std::string& user) {
+  bus_.set_user_changed_sink([this](const std::string& user, uint32_t device) {
+    if (device != 0) keys_->forget_registration(DeviceRef{user, device});
     directory_->forget_devices(user);
     blocks_->forget(user);
     privacy_->forget(user);

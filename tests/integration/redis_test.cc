@@ -12,6 +12,7 @@
 
 #include "bus/redis/node_ring.h"
 #include "store/redis/testing/redis_server.h"
+#include "support/key_install.h"
 #include "support/media_http.h"
 #include "support/server_test.h"
 
@@ -531,6 +532,50 @@ TEST_F(RedisTest, AConversationCreatedOnOneNodeMakesPresenceVisibleOnAnother) {
     answered = dc.read_until(presence_of("alice", false), ms(500)).has_value();
   }
   EXPECT_TRUE(answered) << "node b never let carol see alice";
+}
+
+// A device that re-installs through node a (new keys, a new registration id) is addressed
+// with its new registration id through node b, which had cached the old one: b drops it when
+// a announces the new keys (else its send check called every send for the new keys stale).
+// Every node sequences its own sends here (--redis-route-sends 0).
+TEST_F(RedisTest, NewKeysUploadedThroughOneNodeAreCheckedOnTheOthers) {
+  Account alice, bob;
+  std::string conv;
+  ASSERT_NO_FATAL_FAILURE(two_nodes_with_a_direct(alice, bob, conv, {"--redis-route-sends", "0"}));
+  ASSERT_NO_FATAL_FAILURE(await_both_live(alice, bob));
+  Install old_install;
+  ASSERT_EQ(put_keys(a_.server->port(), bob, old_install.upload(1, 1, 3)).status, 200);
+  Device sender(alice);
+  ASSERT_EQ(sender.connect(b_.server->port()), 101);
+  ASSERT_TRUE(sender.until_synced());
+  auto send = [&](const std::string& cmid, uint32_t registration_id) {
+    json::object f{{"type", "send"}, {"client_msg_id", cmid}, {"conversation_id", conv},
+                   {"bodies", json::object{{"bob:1", b64("c")}}},
+                   {"registration_ids", json::object{{"bob:1", registration_id}}}};
+    EXPECT_TRUE(sender.send_json(f));
+    auto answer = sender.wait_answer(cmid);
+    return answer ? *answer : json::object{};
+  };
+  auto first = send("m1", old_install.registration_id);
+  ASSERT_EQ(type_of(first), "sent") << dump(first);  // node b now holds the old id
+
+  Install fresh;
+  while (fresh.registration_id == old_install.registration_id) fresh.registration_id = 1 + crypto::random_u32() % 16380;
+  ASSERT_EQ(put_keys(a_.server->port(), bob, fresh.upload(1, 1, 3)).status, 200);
+  // Through node b, once the announcement reached it (a pub/sub hop): the new id is accepted.
+  // Each try is a new message; an answer `stale` means b still held the old id.
+  bool sent = false;
+  for (int i = 0; i < 50 && !sent; ++i) {
+    auto a = send("m-fresh-" + std::to_string(i), fresh.registration_id);
+    sent = type_of(a) == "sent";
+    if (!sent) {
+      ASSERT_EQ(jstr(a, "code"), "device_mismatch") << dump(a);
+      std::this_thread::sleep_for(ms(20));
+    }
+  }
+  EXPECT_TRUE(sent) << "node b kept calling bob's new keys stale";
+  auto old = send("m-old", old_install.registration_id);
+  EXPECT_EQ(jstr(old, "code"), "device_mismatch") << dump(old);
 }
 
 // A block made through one node holds on the others (issue 12's blocks, issue 10's nodes):

@@ -384,7 +384,11 @@ void RedisBus::announce_user_changed(const std::string& user) {
   enqueue(Event{Target::kDevices, DeviceRef{user, 0}, std::make_shared<const Notification>()});
 }
 
-void RedisBus::set_user_changed_sink(std::function<void(const std::string& user)> sink) { user_changed_sink_ = std::move(sink); }
+void RedisBus::announce_keys_changed(const DeviceRef& device) {
+  enqueue(Event{Target::kDevices, device, std::make_shared<const Notification>()});
+}
+
+void RedisBus::set_user_changed_sink(UserChangedSink sink) { user_changed_sink_ = std::move(sink); }
 
 void RedisBus::publish_presence(const std::string& user, const std::shared_ptr<const Notification>& n) {
   enqueue(Event{Target::kPresence, DeviceRef{user, 0}, n});
@@ -764,7 +768,7 @@ void RedisBus::deliver(std::string_view payload) {
         break;
       case Target::kDisconnect: local_.disconnect(e.device); break;
       case Target::kDevices:
-        if (user_changed_sink_) user_changed_sink_(e.device.user);
+        if (user_changed_sink_) user_changed_sink_(e.device.user, e.device.device);
         break;
       case Target::kDevice:
         received_.fetch_add(1, std::memory_order_relaxed);

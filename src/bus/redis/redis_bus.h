@@ -190,7 +190,9 @@ class RedisBus final : public Bus {
   // A kChanged that carries no message (seq 0): what older nodes decode as one with a message.
   void announce_created(const std::string& conversation_id) override;
   void announce_user_changed(const std::string& user) override;
-  void set_user_changed_sink(std::function<void(const std::string& user)> sink) override;
+  // A kDevices naming the device (older nodes read the user only).
+  void announce_keys_changed(const DeviceRef& device) override;
+  void set_user_changed_sink(UserChangedSink sink) override;
   // On a channel of its own (kPresenceChannel), so that a node of an older version, which
   // does not subscribe to it, never receives an event it cannot decode.
   void publish_presence(const std::string& user, const std::shared_ptr<const Notification>& n) override;
@@ -363,7 +365,7 @@ class RedisBus final : public Bus {
   LocalBus local_;
   std::function<void(std::shared_ptr<const Notification>)> sink_;
   std::function<void(const std::string&)> change_sink_;
-  std::function<void(const std::string&)> user_changed_sink_;
+  UserChangedSink user_changed_sink_;
   PresenceSink presence_sink_;
   std::function<void(const std::string& user, bool online)> presence_change_sink_;
   std::function<void()> resync_sink_;

@@ -252,26 +252,28 @@ TEST(RedisBus, ShardedPubSubOnAClusterSurvivesFailoverAndSlotMove) {
   }));
 }
 
-// A device linked on one node reaches the other nodes' devices sink, not its own.
+// A change of what the nodes cache of a user (a device link, blocks, a setting) or of one
+// device's keys reaches the other nodes' user-changed sink, not its own.
 TEST_F(RedisBusNodes, ADeviceLinkIsAnnouncedToTheOtherNodes) {
   std::mutex mu;
-  std::vector<std::string> linked_a, linked_b;
-  a.set_user_changed_sink([&](const std::string& u) {
+  std::vector<std::pair<std::string, uint32_t>> linked_a, linked_b;
+  a.set_user_changed_sink([&](const std::string& u, uint32_t d) {
     std::lock_guard lock(mu);
-    linked_a.push_back(u);
+    linked_a.emplace_back(u, d);
   });
-  b.set_user_changed_sink([&](const std::string& u) {
+  b.set_user_changed_sink([&](const std::string& u, uint32_t d) {
     std::lock_guard lock(mu);
-    linked_b.push_back(u);
+    linked_b.emplace_back(u, d);
   });
   ASSERT_TRUE(a.start() && b.start());
   a.announce_user_changed("alice");
+  a.announce_keys_changed(DeviceRef{"bob", 3});
   ASSERT_TRUE(await([&] {
     std::lock_guard lock(mu);
-    return linked_b.size() == 1;
+    return linked_b.size() == 2;
   }));
   std::lock_guard lock(mu);
-  EXPECT_EQ(linked_b[0], "alice");
+  EXPECT_EQ(linked_b, (std::vector<std::pair<std::string, uint32_t>>{{"alice", 0}, {"bob", 3}}));
   EXPECT_TRUE(linked_a.empty()) << "a node ignores its own announcements";
 }
 
@@ -379,7 +381,7 @@ TEST_F(RedisBusNodes, ANodeWhoseSubscriptionWasLostDropsItsCachesOnceBack) {
   ASSERT_TRUE(a.start() && b.start());
   // A round trip through the bus: both are subscribed and settled.
   std::atomic<int> linked{0};
-  b.set_user_changed_sink([&](const std::string&) { ++linked; });
+  b.set_user_changed_sink([&](const std::string&, uint32_t) { ++linked; });
   a.announce_user_changed("alice");
   ASSERT_TRUE(await([&] { return linked.load() == 1; }));
   EXPECT_EQ(resyncs_a.load(), 0) << "a first subscription missed nothing";
@@ -405,7 +407,7 @@ TEST_F(RedisBusNodes, ANodeThatDroppedEventsMakesTheOthersDropTheirCaches) {
   std::mutex mu;
   std::vector<std::string> linked;
   b.set_resync_sink([&] { ++resyncs_b; });
-  b.set_user_changed_sink([&](const std::string& u) {
+  b.set_user_changed_sink([&](const std::string& u, uint32_t) {
     std::lock_guard lock(mu);
     linked.push_back(u);
   });
@@ -479,7 +481,7 @@ TEST_F(RedisBusNodes, RequestsAndRepliesGoOnlyToTheirNodesOwnChannel) {
 TEST_F(RedisBusNodes, DeviceEventsGoOnlyToTheNodeThatHoldsTheDevice) {
   RedisBus c{options(redis_.server.port(), "c")};
   std::atomic<int> barrier_c{0};
-  c.set_user_changed_sink([&](const std::string&) { ++barrier_c; });
+  c.set_user_changed_sink([&](const std::string&, uint32_t) { ++barrier_c; });
   ASSERT_TRUE(a.start() && b.start() && c.start());
   auto bob = std::make_shared<Recorder>();
   b.attach(DeviceRef{"bob", 1}, bob);
@@ -527,8 +529,8 @@ TEST_F(RedisBusNodes, DeviceEventsGoOnlyToTheNodeThatHoldsTheDevice) {
 TEST_F(RedisBusNodes, UserEventsGoOnlyToTheNodesOfTheUsersDevices) {
   RedisBus c{options(redis_.server.port(), "c")};
   std::atomic<int> barrier_b{0}, barrier_c{0};
-  b.set_user_changed_sink([&](const std::string&) { ++barrier_b; });
-  c.set_user_changed_sink([&](const std::string&) { ++barrier_c; });
+  b.set_user_changed_sink([&](const std::string&, uint32_t) { ++barrier_b; });
+  c.set_user_changed_sink([&](const std::string&, uint32_t) { ++barrier_c; });
   ASSERT_TRUE(a.start() && b.start() && c.start());
   auto bob = std::make_shared<Recorder>();
   b.attach(DeviceRef{"bob", 1}, bob);
@@ -589,7 +591,7 @@ TEST_F(RedisBusNodes, ARoutedEventForADeviceThatMovedIsSentOnToEveryNode) {
 TEST_F(RedisBusNodes, ADeviceThatConnectsToAnotherNodeIsReplacedOnTheOldOne) {
   RedisBus c{options(redis_.server.port(), "c")};
   std::atomic<int> barrier_b{0};
-  b.set_user_changed_sink([&](const std::string&) { ++barrier_b; });
+  b.set_user_changed_sink([&](const std::string&, uint32_t) { ++barrier_b; });
   ASSERT_TRUE(a.start() && b.start() && c.start());
   auto old_one = std::make_shared<Recorder>(), new_one = std::make_shared<Recorder>();
   a.attach(DeviceRef{"bob", 1}, old_one);
@@ -713,8 +715,8 @@ TEST_F(RedisBusNodes, OnlyANewerConnectionElsewhereReplacesTheOneHere) {
 TEST_F(RedisBusNodes, ANodeThatSentADevicesEventNowhereTellsItsNewNodeToReadAgain) {
   RedisBus c{options(redis_.server.port(), "c")};
   std::atomic<int> barrier_b{0}, barrier_c{0};
-  b.set_user_changed_sink([&](const std::string&) { ++barrier_b; });
-  c.set_user_changed_sink([&](const std::string&) { ++barrier_c; });
+  b.set_user_changed_sink([&](const std::string&, uint32_t) { ++barrier_b; });
+  c.set_user_changed_sink([&](const std::string&, uint32_t) { ++barrier_c; });
   ASSERT_TRUE(a.start() && b.start() && c.start());
   ASSERT_TRUE(await([&] { return a.routes().may_drop() && c.routes().may_drop(); }));
   EXPECT_FALSE(a.publish(DeviceRef{"bob", 1}, sample()));
@@ -815,7 +817,7 @@ TEST_F(RedisBusNodes, WithoutRoutesANodeAnnouncesNothingAndSendsToEveryNode) {
   o.route_devices = false;
   RedisBus c{o};
   std::atomic<int> barrier_b{0};
-  b.set_user_changed_sink([&](const std::string&) { ++barrier_b; });
+  b.set_user_changed_sink([&](const std::string&, uint32_t) { ++barrier_b; });
   ASSERT_TRUE(a.start() && b.start() && c.start());
   auto bob = std::make_shared<Recorder>(), carol = std::make_shared<Recorder>();
   b.attach(DeviceRef{"bob", 1}, bob);
