@@ -65,6 +65,12 @@ void KeyDirectory::forget_registration(const DeviceRef& device) {
   ++reg_generation_;
 }
 
+void KeyDirectory::forget_registrations() {
+  std::lock_guard lock(reg_mu_);
+  registrations_.clear();
+  ++reg_generation_;
+}
+
 Result<uint32_t> KeyDirectory::registration_id(const DeviceRef& device) {
   const std::string key = device.key();
   uint64_t generation = 0;

@@ -102,6 +102,7 @@ class KeyDirectory {
   // Another node stored new keys for the device (Bus::announce_keys_changed): its cached
   // registration id goes; a read in flight meanwhile is answered but not kept.
   void forget_registration(const DeviceRef& device);
+  void forget_registrations();  // every device's: such announcements may have been missed
   // The prekeys_low frame for a device that connects while below the threshold.
   std::optional<std::string> low_frame(const DeviceRef& device);
 

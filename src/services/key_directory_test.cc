@@ -312,5 +312,28 @@ TEST_F(KeyDirectoryTest, ConcurrentUploadOfOneDeviceIsRefusedNotMerged) {
   EXPECT_EQ(keys_->status(bob1_)->one_time_prekeys, static_cast<size_t>(ok.load()) * 10);
 }
 
+// Two nodes on one store (two key directories): the other node's cached registration id of a
+// device stays what it read until the change is announced to it (the bus's user-changed sink
+// calls forget_registration; a resync, forget_registrations), then it reads the new one.
+TEST_F(KeyDirectoryTest, AnotherNodesCachedRegistrationIdGoesWhenTheChangeIsAnnounced) {
+  KeyDirectory other(*store_, *committer_, *directory_, bus_, options_);
+  Identity id, second, third;
+  ASSERT_TRUE(upload(bob1_, full(id, 7, 1, 3)));
+  EXPECT_EQ(*other.registration_id(bob1_), 7u);
+  ASSERT_TRUE(upload(bob1_, full(second, 8, 1, 3, 100)));
+  EXPECT_EQ(*other.registration_id(bob1_), 7u) << "cached: nothing was announced to it";
+  other.forget_registration(bob1_);
+  EXPECT_EQ(*other.registration_id(bob1_), 8u);
+  ASSERT_TRUE(upload(bob1_, full(third, 9, 1, 3, 200)));
+  ASSERT_TRUE(other.prefetch_registrations({bob1_, bob2_}));
+  EXPECT_EQ(*other.registration_id(bob1_), 8u);
+  other.forget_registrations();
+  EXPECT_FALSE(other.registrations_cached({bob1_}));
+  ASSERT_TRUE(other.prefetch_registrations({bob1_, bob2_}));
+  std::vector<uint32_t> ids;
+  ASSERT_TRUE(other.registrations_cached({bob1_, bob2_}, &ids));
+  EXPECT_EQ(ids, (std::vector<uint32_t>{9u, 0u}));
+}
+
 }  // namespace
 }  // namespace tern::services

@@ -44,8 +44,9 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
     directory_->forget_conversation(id);
     presence_->membership_changed_elsewhere(id);  // who shares a conversation with whom
   });
-  // A device linked, or a block list or presence setting changed, on another node: what this
-  // node caches of the user is stale (a change made here is announced to the others).
+  // A device linked, a block list or presence setting changed, or a device's keys replaced, on
+  // another node: what this node caches of the user (and of the device) is stale (a change made
+  // here is announced to the others).
   bus_.set_user_changed_sink([this](const std::string& user, uint32_t device) {
     if (device != 0) keys_->forget_registration(DeviceRef{user, device});
     directory_->forget_devices(user);
@@ -59,6 +60,7 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
     directory_->forget_all();
     blocks_->forget_all();
     privacy_->forget_all();
+    keys_->forget_registrations();
   });
   // Presence changes the bus found by itself (a node that died held a user's last device).
   bus_.set_presence_change_sink([presence = presence_.get()](const std::string& user, bool online) {
