@@ -143,8 +143,8 @@ class Bus {
   // user-changed events above): its subscription was lost and is back, or another node could
   // not publish some of its events (Redis away, its queue full) and says so with its next
   // batch. Pub/sub is never trusted: the sink drops every cached membership snapshot, device
-  // list, block list and presence policy (they are read again from the store when next
-  // needed). Called on the delivery thread; set it before serving. A single-node bus never
+  // list, block list, presence policy and registration id (they are read again from the store
+  // when next needed). Called on the delivery thread; set it before serving. A single-node bus never
   // calls it.
   virtual void set_resync_sink(std::function<void()> sink) { (void)sink; }
   // Send routing (docs/scaling.md "One sequencing node per conversation"): each conversation's
