@@ -11,7 +11,8 @@ using namespace std::chrono_literals;
 TEST_F(TernCli, PlaintextCanaryNeverReachesTheServer) {
   server_->stop();
   server_->set_log_level("debug");
-  ASSERT_TRUE(server_->start(server_->port()).ok());
+  const auto restarted = server_->start(server_->port());
+  ASSERT_TRUE(restarted.ok()) << restarted.error().message;
   ASSERT_EQ(tern("a", {"register", "alice"}).status, 0);
   ASSERT_EQ(tern("b", {"register", "bob"}).status, 0);
   const std::string canary = "CANARY-e2e-5fQ9x", group_canary = "CANARY-group-Zr81k";

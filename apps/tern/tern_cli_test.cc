@@ -124,7 +124,8 @@ TEST_F(TernCli, InteractiveChatThroughAPseudoTerminalSurvivesAServerRestart) {
   // Issue 13 item 6: with our connection gone, bob's presence is unknown, not "online".
   const size_t off = chat.find("offline, retrying");
   EXPECT_TRUE(chat.wait_for("bob: unknown", off)) << chat.tail();
-  ASSERT_TRUE(server_->start(server_->port()).ok());
+  const auto restarted = server_->start(server_->port());
+  ASSERT_TRUE(restarted.ok()) << restarted.error().message;
   ASSERT_TRUE(chat.wait_for("[online]", off)) << chat.tail();
   const size_t back = chat.find("[online]", off);
   EXPECT_EQ(chat.text(off).substr(0, back - off).find("bob: online"), std::string::npos)
@@ -298,7 +299,9 @@ TEST_F(TernCli, SendWhileTheServerIsDownIsQueuedAndSentByTheNextSend) {
   EXPECT_EQ(unknown.status, 4) << unknown.err;
   EXPECT_NE(unknown.err.find("not sent"), std::string::npos) << unknown.err;
 
-  ASSERT_TRUE(server_->start(server_->port()).ok());
+  const auto restarted = server_->start(server_->port());
+
+  ASSERT_TRUE(restarted.ok()) << restarted.error().message;
   Proc after = tern("a", {"send", "bob", "after"});
   ASSERT_EQ(after.status, 0) << after.err;
   EXPECT_NE(after.out.find("also sent 1 message(s) queued earlier"), std::string::npos) << after.out;

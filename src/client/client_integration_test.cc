@@ -179,7 +179,8 @@ TEST_F(ClientIntegration, SqliteOutboxSurvivesAClientRestartWhileTheServerIsDown
     EXPECT_EQ((*a)->outbox_size(), 3u);
     (*a)->stop();  // the process "exits" with nothing acknowledged
   }
-  ASSERT_TRUE(server_->start(server_->port()).ok());
+  const auto restarted = server_->start(server_->port());
+  ASSERT_TRUE(restarted.ok()) << restarted.error().message;
   Inbox ai, bi;
   // Both end-to-end (they have stores): bob's keys are published before alice encrypts.
   auto b = Client::create(options(bob, dir_ + "/bob.sqlite"), bi.events());

@@ -209,7 +209,7 @@ void RedisBus::attach_async(const DeviceRef& device, std::shared_ptr<Endpoint> e
   attached_here(device, ptr);
   {
     std::lock_guard lock(counts_mu_);
-    counts_.push_back(CountOp{'+', device, n, std::move(counted)});
+    counts_.push_back(CountOp{'+', device, n, std::move(counted), {}, {}});
   }
   counts_cv_.notify_one();
 }
@@ -219,7 +219,7 @@ void RedisBus::detach_async(const DeviceRef& device, const Endpoint* endpoint, C
   const bool gone = detach_here(device, endpoint, n);
   {
     std::lock_guard lock(counts_mu_);
-    counts_.push_back(CountOp{gone ? '-' : '=', device, n, std::move(counted)});
+    counts_.push_back(CountOp{gone ? '-' : '=', device, n, std::move(counted), {}, {}});
   }
   counts_cv_.notify_one();
 }

@@ -1,8 +1,11 @@
 #include "client/testing/ternd_process.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -41,13 +45,47 @@ TerndProcess::TerndProcess(std::string binary, std::string data_dir, std::vector
 
 TerndProcess::~TerndProcess() { stop(); }
 
+namespace {
+
+bool loopback_port_free(uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// A port for a ternd that may be restarted on it. Below the kernel's ephemeral range (32768
+// and up on Debian): a port picked there (port 0) can be taken, between a SIGKILL and the
+// restart, by a parallel test's outgoing connection or port-0 listener, which then fails
+// the restart for good. Random, so parallel tests rarely pick the same; 0 if none is free.
+uint16_t restartable_port() {
+  static thread_local std::mt19937 rng(std::random_device{}());
+  for (int i = 0; i < 64; ++i) {
+    const auto port = static_cast<uint16_t>(std::uniform_int_distribution<int>(20000, 32000)(rng));
+    if (loopback_port_free(port)) return port;
+  }
+  return 0;
+}
+
+}  // namespace
+
 Result<void> TerndProcess::start(uint16_t port) {
   if (pid_ > 0) return make_error(ErrorCode::kInternal, "already running");
   if (port == 0) port = port_;
+  // The first start picks the port (and picks again if ternd lost it to another process).
+  const bool pick = port == 0;
   const std::string out_path = data_dir_ + ".stdout";
   const std::string err_path = data_dir_ + ".stderr";
   // A restart right after SIGKILL can meet the old socket for a moment: a few tries.
   for (int attempt = 0; attempt < 20; ++attempt) {
+    if (pick) port = restartable_port();
     const std::string listen = "127.0.0.1:" + std::to_string(port);
     // The previous run's "listening" line must not be mistaken for this one's (the child
     // truncates the file only once it runs).

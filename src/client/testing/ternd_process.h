@@ -29,7 +29,8 @@ class TerndProcess {
   TerndProcess& operator=(const TerndProcess&) = delete;
 
   // Starts and waits (at most 20 s) for "listening 127.0.0.1:PORT". port 0 picks one the
-  // first time; later starts reuse the port found then.
+  // first time, free and below the kernel's ephemeral range so that no other process gets it
+  // by connecting while this ternd is down; later starts reuse the port found then.
   Result<void> start(uint16_t port = 0);
   // For the next start(): ternd's --log-level (default "warn").
   void set_log_level(std::string level) { log_level_ = std::move(level); }
