@@ -300,12 +300,12 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
                  "commits carry more (each costs Redis a round trip and an fsync); idle, commits start at once")
       ->check(CLI::Range(kCommitGapUsRange.lo, kCommitGapUsRange.hi))->capture_default_str();
   app.add_option("--redis-read-threads", o.redis_read_threads,
-                 "with --store redis: threads that run the store reads of HTTP requests (each with its own "
-                 "connection), and every store read if --redis-read-fibers is 0")
+                 "with --store redis and --redis-read-fibers 0: threads that run every store read (each "
+                 "with its own connection); unused with fibers")
       ->check(CLI::Range(kReadThreadsRange.lo, kReadThreadsRange.hi))->capture_default_str();
   app.add_option("--redis-read-fibers", o.redis_read_fibers,
-                 "with --store redis: fibers per event loop that run the store reads of sessions and "
-                 "sequencing on the loop itself (suspended while Redis answers; a loop's fibers pipeline their "
+                 "with --store redis: fibers per event loop that run the store reads of sessions, "
+                 "sequencing and HTTP requests on the loop itself (suspended while Redis answers; a loop's fibers pipeline their "
                  "requests on one connection per Redis node); "
                  "0: those reads run on the read threads")
       ->check(CLI::Range(kReadFibersRange.lo, kReadFibersRange.hi))->capture_default_str();

@@ -26,7 +26,7 @@ struct ServerOptions {
   std::string node_id;               // this node's name among the nodes on one Redis (default: hostname:port)
   int redis_wait_replicas = 0;       // > 0: WAIT for this many Redis replicas before `sent`
   int64_t redis_timeout_ms = 2000;   // one Redis command; beyond it the call fails with `unavailable`
-  size_t redis_read_threads = 4;     // StoreReads: HTTP requests' store reads in Redis mode (and all, without fibers)
+  size_t redis_read_threads = 4;     // StoreReads: every store read in Redis mode without fibers
   size_t redis_read_fibers = 16;     // StoreReads: per loop, the sessions' and sequencing's reads in Redis mode
   int64_t redis_commit_gap_us = 2000;  // GroupCommitter::set_min_gap in Redis mode
   int redis_route_devices = 1;       // 1: a device's events go to the node that holds it (0: to every node)

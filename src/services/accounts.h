@@ -3,7 +3,9 @@
 // Tokens are returned once and stored only as hashes.
 //
 // Thread-safe. Writes go through the GroupCommitter; a mutex serializes the check-then-write
-// of user names and device numbers (with a set of names whose creation is in flight).
+// of user names and device numbers (with a set of names whose creation is in flight). It is
+// held across the store read of the check, so it is a FiberMutex (base/fiber_mutex.h): on
+// Redis the HTTP handlers that call in run in fibers.
 // Link codes live in memory only (10 minutes, single use, at most N per user): losing them in
 // a restart costs the user one more code, nothing else. Guessing is throttled by the guesser,
 // never by the target: each source address may try kGuessBurst codes, then one per minute
@@ -17,6 +19,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "base/fiber_mutex.h"
 #include "base/ids.h"
 #include "base/result.h"
 #include "services/directory.h"
@@ -66,7 +69,7 @@ class Accounts {
   GroupCommitter& committer_;
   Directory& directory_;
   const ServiceOptions& options_;
-  std::mutex mu_;
+  FiberMutex mu_;
   std::set<std::string> creating_;  // user names whose registration is being committed
   struct PendingCode { std::string code; int64_t expires_at; };
   std::unordered_map<std::string, std::vector<PendingCode>> link_codes_;  // by user

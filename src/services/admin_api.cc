@@ -57,11 +57,13 @@ std::shared_ptr<gateway::FrameHandler> AdminApi::open(std::shared_ptr<gateway::C
 
 void AdminApi::handle_http(gateway::HttpRequest req, gateway::HttpReply reply) {
   if (!ctx_.reads.offloaded()) return handle(std::move(req), std::move(reply));
-  // Redis: the handlers read the store (round trips), so they run on a reader thread, not on
-  // the admin listener's loop (they are thread-safe; reply may be called from any thread).
+  // Redis: the handlers read the store (round trips), so they run in a fiber on this loop
+  // (services/store_reads.h; they are thread-safe), and answer through its mailbox.
+  const size_t loop = ctx_.loops.here();
+  auto answer = ctx_.reads.via_loop(loop, std::move(reply));
   auto shared = std::make_shared<gateway::HttpRequest>(std::move(req));
-  if (!ctx_.reads.run_detached([this, shared, reply] { handle(std::move(*shared), reply); }))
-    reply(error_response(make_error(ErrorCode::kUnavailable, "too many store reads waiting; retry")));
+  if (!ctx_.reads.run_detached(loop, [this, shared, answer] { handle(std::move(*shared), answer); }))
+    answer(error_response(make_error(ErrorCode::kUnavailable, "too many store reads waiting; retry")));
 }
 
 void AdminApi::handle(gateway::HttpRequest req, gateway::HttpReply reply) {

@@ -10,7 +10,8 @@
 //  - A new identity key is a new installation: it must come with a new registration id and a
 //    new signed prekey, and it drops every one-time prekey and the previous signed prekey.
 //  - A one-time prekey goes to exactly one requester. Takes of one device are serialized by
-//    a striped mutex: under it, the taker picks the lowest id that no other take has in flight
+//    a striped mutex (a FiberMutex, base/fiber_mutex.h: held across a store read, in a fiber
+//    on Redis): under it, the taker picks the lowest id that no other take has in flight
 //    and marks it; the delete is committed through the group committer and the bundle answered
 //    only after that commit, then the mark goes. So two requesters never get the same key
 //    (in flight: marked; committed: deleted), even across a crash (the answer follows the fsync).
@@ -35,6 +36,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "base/fiber_mutex.h"
 #include "base/lru_map.h"
 #include "bus/bus.h"
 #include "services/directory.h"
@@ -110,7 +112,7 @@ class KeyDirectory {
 
  private:
   struct Stripe {
-    std::mutex mu;
+    FiberMutex mu;  // held across store reads
     std::unordered_map<std::string, std::set<uint32_t>> taking;  // device key → ids in flight
     std::unordered_set<std::string> uploading;                   // devices with an upload in flight
   };

@@ -265,23 +265,28 @@ Result<void> Media::commit_and_wait(store::Batch batch) {
 
 // ---- quota ----
 
-Result<uint64_t> Media::usage_locked(const std::string& user) {
-  if (auto it = usage_.find(user); it != usage_.end()) return it->second;
-  auto mine = store_.user_media(user, kUserMediaLimit);
-  if (!mine) return mine.error();
-  uint64_t total = 0;
-  for (const auto& [id, size] : *mine) total += size;
-  if (usage_.size() >= options_.rate_limiter_keys) usage_.clear();  // a cache: reloaded on use
-  usage_[user] = total;
-  return total;
-}
-
 bool Media::reserve(const std::string& user, uint64_t bytes) {
-  std::lock_guard lock(mu_);
-  auto used = usage_locked(user);
-  if (!used || *used + bytes > options_.media_quota_bytes) return false;
-  usage_[user] = *used + bytes;
-  return true;
+  // The store read of a user's usage runs without the lock (a fiber may wait for Redis
+  // there, services/store_reads.h); a reservation made meanwhile by another request keeps
+  // the entry it made, which counts that reservation too.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    {
+      std::lock_guard lock(mu_);
+      if (auto it = usage_.find(user); it != usage_.end()) {
+        if (it->second + bytes > options_.media_quota_bytes) return false;
+        it->second += bytes;
+        return true;
+      }
+    }
+    auto mine = store_.user_media(user, kUserMediaLimit);
+    if (!mine) return false;
+    uint64_t total = 0;
+    for (const auto& [id, size] : *mine) total += size;
+    std::lock_guard lock(mu_);
+    if (usage_.size() >= options_.rate_limiter_keys) usage_.clear();  // a cache: reloaded on use
+    usage_.emplace(user, total);
+  }
+  return false;  // the cache was cleared twice in between: refused, the client retries
 }
 
 void Media::release(const std::string& user, uint64_t bytes) {

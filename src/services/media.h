@@ -95,10 +95,10 @@ class Media {
   friend class StreamSink;
 
   bool can_access(const std::string& user, const std::string& id, int64_t now);
-  // Quota: reserves bytes for an upload (false: over the quota); release gives them back.
+  // Quota: reserves bytes for an upload (false: over the quota, or the usage unreadable);
+  // release gives them back.
   bool reserve(const std::string& user, uint64_t bytes);
   void release(const std::string& user, uint64_t bytes);
-  Result<uint64_t> usage_locked(const std::string& user);
   // Makes the blob durable and records it, on the worker thread; answers reply.
   void finalize(std::string user, std::unique_ptr<store::BlobWriter> writer, uint64_t reserved, gateway::HttpReply reply);
   bool post_work(std::function<void()> fn);
@@ -116,7 +116,7 @@ class Media {
   std::atomic<bool>& draining_;
   KeyedRateLimiter upload_limiter_;
 
-  std::mutex mu_;
+  std::mutex mu_;  // never held across a store call (fibers call in: services/store_reads.h)
   std::unordered_map<std::string, uint64_t> usage_;  // user → bytes (uploaded + reserved), when loaded
   std::map<std::string, std::shared_ptr<Upload>> uploads_;  // by upload id
   std::string orphan_cursor_;  // where the orphan-blob pass resumes

@@ -22,7 +22,8 @@ StoreReads::StoreReads(Loops& loops, size_t threads, size_t fibers_per_loop, siz
     : loops_(loops), fibers_per_loop_(fibers_per_loop), max_queued_(std::max<size_t>(1, max_queued)) {
   if (fibers_per_loop_ > 0)
     for (size_t i = 0; i < loops_.size(); ++i) loop_fibers_.push_back(std::make_unique<LoopFibers>());
-  for (size_t i = 0; i < threads; ++i) {
+  // With fibers every read runs in them; the threads serve only a server without fibers.
+  for (size_t i = 0; fibers_per_loop_ == 0 && i < threads; ++i) {
     threads_.emplace_back([this, i] {
       set_thread_name("tern-read" + std::to_string(i));
       work();
@@ -108,20 +109,28 @@ void StoreReads::fiber_main(size_t loop, Fiber* self) {
   }
 }
 
-// After the loops stopped: a fiber that still waits (for Redis, or idle for a job) is
-// cancelled and resumed until its body returns: its waits fail at once, so its read fails
-// and it takes no further job. A read's `done` then is queued to a loop that no longer runs.
+// After the loops stopped: a fiber that still waits (for Redis, for a FiberMutex, or idle for
+// a job) is cancelled and resumed until its body returns: its waits fail at once, so its read
+// fails and it takes no further job. In turn, all fibers of all loops, round after round: a
+// fiber waiting for a FiberMutex that another fiber holds goes on only once that one ran to
+// its unlock (base/fiber_mutex.h, "Ending"). A read's `done` then is queued to a loop that no
+// longer runs.
 void StoreReads::end_fibers() {
+  std::vector<Fiber*> running;
   for (auto& lf : loop_fibers_) {
     lf->jobs.clear();
     for (auto& f : lf->fibers) {
       f->cancel();
-      // Each resume ends at least one wait; a read makes a bounded number (connection
-      // attempts, then its commands), every one failing at once now.
-      for (int i = 0; i < 10'000 && !f->done(); ++i) f->resume();
-      assert(f->done());
+      if (!f->done()) running.push_back(f.get());
     }
   }
+  // Each resume ends at least one wait, or lets a holder reach its unlock; a job makes a
+  // bounded number of waits (connection attempts, then its commands), each failing at once.
+  for (int round = 0; round < 10'000 && !running.empty(); ++round) {
+    for (Fiber* f : running) f->resume();
+    std::erase_if(running, [](Fiber* f) { return f->done(); });
+  }
+  assert(running.empty());
 }
 
 bool StoreReads::enqueue(Job job) {

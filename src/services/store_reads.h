@@ -13,26 +13,29 @@
 //     the reads are driven by the loops: no thread per read, no blocking call on a loop, and
 //     up to loops × fibers_per_loop reads in flight. `done` is queued to the loop's mailbox
 //     (a fiber never runs the loop's work on its own stack).
-//   - Redis, run_detached() (HTTP requests, upload decisions): `threads` reader threads
-//     (--redis-read-threads), each with its own connection. These handlers take locks around
-//     their store reads (the key directory's per-device lock, the media quota), which a
-//     fiber could not hold while suspended, and some wait for a commit (Media's
-//     commit_and_wait), which would block the loop; so they stay on threads.
-//   - With threads only (fibers_per_loop 0: tests, and --redis-read-fibers 0), run() uses the
-//     threads too, and the result comes back through the loop's mailbox.
+//   - Redis, run_detached() (HTTP requests, upload decisions): in a fiber too, on the loop
+//     that received the request. These handlers' check-then-write sections read the store
+//     under a lock (Accounts, KeyDirectory's stripes): a FiberMutex (base/fiber_mutex.h),
+//     which a fiber may hold while it waits for Redis. They never wait for a commit: their
+//     completions answer the request.
+//   - With threads only (fibers_per_loop 0: tests, and --redis-read-fibers 0), run() and
+//     run_detached() use `threads` reader threads (--redis-read-threads), each with its own
+//     connection, and run()'s result comes back through the loop's mailbox.
 // Bounded: at most `max_queued` reads wait (for a thread, or queued or running in fibers);
 // beyond that a read fails at once with `unavailable` (the caller answers the client, which
 // retries), so a store that stopped answering cannot grow the queue without limit.
 //
-// What runs in a fiber or on a reader thread is the `read` closure only: it may touch the
-// store and thread-safe state (Directory's caches), never a loop's state, and it must not
-// hold a lock across a store call (another fiber of the same thread may take it meanwhile).
+// What runs in a fiber or on a reader thread is the `read` closure (or the detached job)
+// only: it may touch the store and thread-safe state (Directory's caches), never a loop's
+// state, and it must not hold a std::mutex across a store call (another fiber of the same
+// thread may take it meanwhile); a FiberMutex it may.
 // In a fiber, Loops::here() is kNone, as on a reader thread. `done` runs on the loop named
 // by the caller, inline when reads are not offloaded.
 //
-// Thread-safety: run() from any thread; stop() once, from the composition root. Destroyed
-// after the loops stopped running: fibers still waiting for Redis then are cancelled and run
-// to their end (base/fiber.h, "Ending"). Owned by TernService; borrows the loops.
+// Thread-safety: run() and run_detached() from any thread; stop() once, from the
+// composition root. Destroyed after the loops stopped running: fibers still waiting then are
+// cancelled and run to their end (base/fiber.h, "Ending"). Owned by TernService; borrows the
+// loops.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -77,10 +80,25 @@ class StoreReads {
     if (!queued) loops_.post(loop, [done]() { done(queue_full()); });
   }
 
-  // Runs `job` on a reader thread (a handler that reads the store and answers through its
-  // own callback, e.g. an HTTP request). False when the queue is full or stopping (the caller
-  // answers `unavailable`), or when there are no reader threads.
-  bool run_detached(std::function<void()> job) { return enqueue(std::move(job)); }
+  // Runs `job` (a handler that reads the store and answers through its own callback, e.g.
+  // an HTTP request) in a fiber on loop `loop` (loop 0 when it is kNone), or on a reader
+  // thread without fibers. False when the queue is full or stopping (the caller answers
+  // `unavailable`), or when reads are not offloaded.
+  bool run_detached(size_t loop, std::function<void()> job) {
+    if (fibers_per_loop_ == 0) return enqueue(std::move(job));
+    return enqueue_fiber(loop < loop_fibers_.size() ? loop : 0, std::move(job));
+  }
+
+  // `fn`, made to run on loop `loop` through its mailbox (when `loop` is a loop): for the
+  // answer of a detached job, so that the caller's code (an HTTP session's) never runs on a
+  // fiber's stack, and runs on its loop whichever thread answers.
+  template <typename Arg>
+  std::function<void(Arg)> via_loop(size_t loop, std::function<void(Arg)> fn) {
+    if (loop >= loops_.size()) return fn;
+    return [loops = &loops_, loop, fn = std::move(fn)](Arg a) {
+      loops->post(loop, [fn, a = std::move(a)]() mutable { fn(std::move(a)); });
+    };
+  }
 
   // Ends the reader threads; reads still queued are dropped (their `done` never runs).
   // Idempotent.

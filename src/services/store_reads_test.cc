@@ -9,11 +9,13 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <future>
 #include <thread>
 #include <vector>
 
 #include "base/fiber.h"
+#include "base/fiber_mutex.h"
 
 namespace tern::services {
 namespace {
@@ -240,6 +242,104 @@ TEST(StoreReads, InFibersAReadStillWaitingWhenTheLoopsStopEndsWithTheirDestructi
   EXPECT_TRUE(returned);
   EXPECT_FALSE(wait_result);
   EXPECT_FALSE(done_ran);
+}
+
+// An HTTP request's handler (a detached job) runs in a fiber on the loop it names (loop 0
+// when it names none), and its answer, made to go through that loop (via_loop), runs on the
+// loop off the fiber, whichever thread gives it.
+TEST(StoreReads, InFibersADetachedJobRunsInAFiberOnItsLoopAndAnswersThroughIt) {
+  Loops loops(2);
+  loops.start();
+  StoreReads reads(loops, /*threads=*/4, /*fibers_per_loop=*/2);
+  std::array<std::thread::id, 2> ids;
+  for (size_t i = 0; i < 2; ++i) {
+    std::promise<std::thread::id> id;
+    loops.post(i, [&] { id.set_value(std::this_thread::get_id()); });
+    ids[i] = id.get_future().get();
+  }
+  struct Seen {
+    std::thread::id thread;
+    bool in_fiber = false;
+    size_t here = 0;
+  };
+  std::promise<Seen> job_seen, answer_seen;
+  std::function<void(int)> answer = reads.via_loop<int>(1, [&](int) {
+    answer_seen.set_value(Seen{std::this_thread::get_id(), Fiber::current() != nullptr, loops.here()});
+  });
+  ASSERT_TRUE(reads.run_detached(1, [&, answer] {
+    job_seen.set_value(Seen{std::this_thread::get_id(), Fiber::current() != nullptr, loops.here()});
+    answer(7);
+  }));
+  auto job = job_seen.get_future();
+  ASSERT_EQ(job.wait_for(10s), std::future_status::ready);
+  const Seen j = job.get();
+  EXPECT_EQ(j.thread, ids[1]);
+  EXPECT_TRUE(j.in_fiber);
+  EXPECT_EQ(j.here, Loops::kNone);
+  auto ans = answer_seen.get_future();
+  ASSERT_EQ(ans.wait_for(10s), std::future_status::ready);
+  const Seen a = ans.get();
+  EXPECT_EQ(a.thread, ids[1]);
+  EXPECT_FALSE(a.in_fiber);
+  EXPECT_EQ(a.here, 1u);
+
+  std::promise<Seen> unnamed;
+  ASSERT_TRUE(reads.run_detached(Loops::kNone, [&] {
+    unnamed.set_value(Seen{std::this_thread::get_id(), Fiber::current() != nullptr, loops.here()});
+  }));
+  auto u = unnamed.get_future();
+  ASSERT_EQ(u.wait_for(10s), std::future_status::ready);
+  const Seen n = u.get();
+  EXPECT_EQ(n.thread, ids[0]);
+  EXPECT_TRUE(n.in_fiber);
+  reads.stop();
+  loops.stop();
+  loops.join();
+}
+
+// Shutdown with one job holding a FiberMutex across a wait and another (in the loop's first
+// fiber) waiting for it: destroying StoreReads ends both, the waiter after the holder. Ending
+// the fibers one after the other would leave the waiter suspended for good.
+TEST(StoreReads, InFibersJobsWaitingForAFiberMutexEndWithTheirDestruction) {
+  Sockets sockets(2);
+  Loops loops(1);
+  loops.start();
+  FiberMutex mu;
+  std::atomic<int> started{0};
+  bool holder_returned = false, waiter_returned = false, waiter_locked = false;
+  {
+    StoreReads reads(loops, 0, 2);
+    // The first fiber: waits for its socket, then for the mutex.
+    ASSERT_TRUE(reads.run_detached(0, [&] {
+      ++started;
+      Fiber::wait_fd(sockets.pairs[0][0], false, std::chrono::steady_clock::now() + 60s);
+      std::lock_guard lock(mu);
+      waiter_locked = true;
+      waiter_returned = true;
+    }));
+    // The second: takes the mutex, then waits (a store read that never answers).
+    ASSERT_TRUE(reads.run_detached(0, [&] {
+      ++started;
+      std::lock_guard lock(mu);
+      Fiber::wait_fd(sockets.pairs[1][0], false, std::chrono::steady_clock::now() + 60s);
+      holder_returned = true;
+    }));
+    for (int i = 0; i < 5000 && started.load() < 2; ++i) std::this_thread::sleep_for(1ms);
+    ASSERT_EQ(started.load(), 2);
+    sockets.answer(0);  // the first goes on, to the mutex
+    for (int i = 0; i < 5000 && mu.waiting() == 0; ++i) std::this_thread::sleep_for(1ms);
+    ASSERT_EQ(mu.waiting(), 1u);
+    reads.stop();
+    loops.stop();
+    loops.join();
+    EXPECT_FALSE(holder_returned);
+    EXPECT_FALSE(waiter_returned);
+  }
+  EXPECT_TRUE(holder_returned);
+  EXPECT_TRUE(waiter_returned);
+  EXPECT_TRUE(waiter_locked);
+  EXPECT_TRUE(mu.try_lock());
+  mu.unlock();
 }
 
 }  // namespace

@@ -132,12 +132,14 @@ void TernService::stop() {
 
 void TernService::handle_http(gateway::HttpRequest request, gateway::HttpReply reply) {
   if (!reads_->offloaded()) return http_->handle(std::move(request), std::move(reply));
-  // Redis: a request's handler reads the store (its token first), so it runs on a reader
-  // thread, not on the session's loop (the handlers are thread-safe; reply may be called
-  // from any thread, gateway/service_interface.h).
+  // Redis: a request's handler reads the store (its token first), so it runs in a fiber on
+  // this loop (services/store_reads.h; the handlers are thread-safe). Its answer goes back
+  // through the loop's mailbox, whichever thread gives it.
+  const size_t loop = ctx_->loops.here();
+  auto answer = reads_->via_loop(loop, std::move(reply));
   auto shared = std::make_shared<gateway::HttpRequest>(std::move(request));
-  if (!reads_->run_detached([this, shared, reply] { http_->handle(std::move(*shared), reply); }))
-    reply(error_response(make_error(ErrorCode::kUnavailable, "too many store reads waiting; retry")));
+  if (!reads_->run_detached(loop, [this, shared, answer] { http_->handle(std::move(*shared), answer); }))
+    answer(error_response(make_error(ErrorCode::kUnavailable, "too many store reads waiting; retry")));
 }
 
 gateway::BodyDecision TernService::open_body(const gateway::HttpRequest& head) {
@@ -147,9 +149,11 @@ gateway::BodyDecision TernService::open_body(const gateway::HttpRequest& head) {
 
 void TernService::decide_body(const gateway::HttpRequest& head, BodyDone done) {
   if (!media_ || !reads_->offloaded() || !Media::is_upload(head)) return done(open_body(head));
+  const size_t loop = ctx_->loops.here();
+  auto answer = reads_->via_loop(loop, std::move(done));
   auto shared = std::make_shared<gateway::HttpRequest>(head);
-  if (!reads_->run_detached([media = media_.get(), shared, done] { done(media->open_body(*shared)); }))
-    done(error_response(make_error(ErrorCode::kUnavailable, "too many store reads waiting; retry")));
+  if (!reads_->run_detached(loop, [media = media_.get(), shared, answer] { answer(media->open_body(*shared)); }))
+    answer(error_response(make_error(ErrorCode::kUnavailable, "too many store reads waiting; retry")));
 }
 
 void TernService::authenticate(const std::string& token, AuthDone done) {
