@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "bus/bus.h"
 #include "services/blocks.h"
 #include "services/presence_privacy.h"
 #include "services/user_records.h"
@@ -33,8 +34,12 @@ void SendSafety::add_ops(store::Batch& batch, const std::string& sender, const s
   if (record_accept) batch.add(store::PutUserRecord{sender, records::accept(conversation_id), other});
 }
 
-void SendSafety::committed(PresencePrivacy* privacy, const std::string& sender, const std::string& conversation_id) const {
-  if (record_accept && privacy) privacy->accepted(sender, conversation_id, other);
+void SendSafety::committed(PresencePrivacy* privacy, bus::Bus& bus, const std::string& sender,
+                           const std::string& conversation_id) const {
+  if (!record_accept || !privacy) return;
+  privacy->accepted(sender, conversation_id, other);
+  // Only when the acceptance was not known here (known_accepted): not per send.
+  bus.announce_user_changed(sender);
 }
 
 }  // namespace tern::services

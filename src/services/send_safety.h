@@ -10,6 +10,10 @@
 #include "base/result.h"
 #include "store/store.h"
 
+namespace tern::bus {
+class Bus;
+}
+
 namespace tern::services {
 
 class Blocks;
@@ -28,8 +32,11 @@ struct SendSafety {
   void filter(std::vector<DeviceRef>& to) const;
   // Adds the acceptance record to the message's batch.
   void add_ops(store::Batch& batch, const std::string& sender, const std::string& conversation_id) const;
-  // After the commit: remembers the acceptance.
-  void committed(PresencePrivacy* privacy, const std::string& sender, const std::string& conversation_id) const;
+  // After the commit: remembers the acceptance, and announces it, so that the other nodes
+  // drop their copy of the sender's presence policy (else a node that cached it before
+  // kept refusing the other user its presence until the copy went).
+  void committed(PresencePrivacy* privacy, bus::Bus& bus, const std::string& sender,
+                 const std::string& conversation_id) const;
 };
 
 }  // namespace tern::services

@@ -308,7 +308,7 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
           return;
         }
         if (committed) {
-          safety.committed(core_.privacy, user, info.conversation_id);
+          safety.committed(core_.privacy, core_.bus, user, info.conversation_id);
           messages_stored.inc();
           if (keys) key_payloads.inc(to.size());
           send_to_durable.observe(static_cast<double>(mono_us() - started_us) / 1e6);
