@@ -13,6 +13,8 @@ namespace tern {
 // the wait), so a late post resumes nothing.
 struct FiberMutex::Waiter {
   bool handed = false;
+  std::thread::id thread;                 // who holds it once handed (asserts' bookkeeping)
+  Fiber* owner = nullptr;
   std::condition_variable cv;             // a thread's
   std::atomic<Fiber*> fiber{nullptr};     // a fiber's, until it runs again
   boost::asio::io_context* io = nullptr;  // that fiber's loop
@@ -36,8 +38,10 @@ size_t FiberMutex::waiting() {
   return waiters_.size();
 }
 
-void FiberMutex::wait_as_thread(std::unique_lock<std::mutex>& l) {
+void FiberMutex::wait_as_thread(std::unique_lock<std::mutex>& l, Fiber* self) {
   auto w = std::make_shared<Waiter>();
+  w->thread = std::this_thread::get_id();
+  w->owner = self;
   waiters_.push_back(w);
   w->cv.wait(l, [&] { return w->handed; });
 }
@@ -53,11 +57,13 @@ void FiberMutex::lock() {
          "a loop's thread waits for a FiberMutex that one of its fibers holds");
   (void)same_thread;
   if (self == nullptr) {
-    wait_as_thread(l);
+    wait_as_thread(l, nullptr);
     return take_locked(nullptr);
   }
   if (!self->cancelled()) {
     auto w = std::make_shared<Waiter>();
+    w->thread = std::this_thread::get_id();
+    w->owner = self;
     w->fiber = self;
     w->io = &self->io();
     waiters_.push_back(w);
@@ -72,7 +78,7 @@ void FiberMutex::lock() {
   for (;;) {
     if (!held_) return take_locked(self);
     if (holder_fiber_ == nullptr) {
-      wait_as_thread(l);
+      wait_as_thread(l, self);
       return take_locked(self);
     }
     l.unlock();
@@ -95,6 +101,8 @@ void FiberMutex::unlock() {
     next = std::move(waiters_.front());
     waiters_.pop_front();
     next->handed = true;
+    holder_thread_ = next->thread;  // the waiter's from now on, though it has not run yet
+    holder_fiber_ = next->owner;
     if (next->io == nullptr) return next->cv.notify_one();
   }
   boost::asio::post(*next->io, [next] {

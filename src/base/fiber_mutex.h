@@ -48,7 +48,7 @@ class FiberMutex {
  private:
   struct Waiter;
   void take_locked(Fiber* self);  // mu_ held; the mutex is free or handed to the caller
-  void wait_as_thread(std::unique_lock<std::mutex>& l);
+  void wait_as_thread(std::unique_lock<std::mutex>& l, Fiber* self);
 
   std::mutex mu_;
   bool held_ = false;
