@@ -65,12 +65,17 @@ class Bus {
   // The same, for a caller on an event loop: the endpoint is attached (or detached) at once,
   // and the count, which on several nodes takes a network round trip, reaches `counted`
   // later, on another thread, in the order of the calls. Default: the calls above, inline.
-  using Counted = std::function<void(size_t devices_online)>;
+  // `order` places the call among every attach and detach of the user on every node (larger
+  // is later; the registry in Redis assigns it), so that a presence change decided here and
+  // one decided on another node reach a third node's subscribers in their true order
+  // (Presence drops an older one that arrives last). 0: no order known (a single node, or
+  // Redis away): never dropped.
+  using Counted = std::function<void(size_t devices_online, uint64_t order)>;
   virtual void attach_async(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint, Counted counted) {
-    counted(attach(device, std::move(endpoint)));
+    counted(attach(device, std::move(endpoint)), 0);
   }
   virtual void detach_async(const DeviceRef& device, const Endpoint* endpoint, Counted counted) {
-    counted(detach(device, endpoint));
+    counted(detach(device, endpoint), 0);
   }
   // Delivers to the device if attached; a no-op otherwise (it replays on connect). Returns
   // whether an endpoint was attached (false: the device is offline; push may wake it).
@@ -122,8 +127,9 @@ class Bus {
   // its last one left (the counts of attach/detach cover every node). `n`, the presence
   // frame, goes to the other nodes, whose presence sink hands it to their own subscribers of
   // the user (a subscription lives on its subscriber's node). Lossy, like every presence
-  // frame. Set the sink before serving; it is called on the delivery thread. A single-node
-  // bus: both are no-ops.
+  // frame. `n->seq` carries the change's order (Counted; 0: none), which the receiving node
+  // compares with the last it saw of the user. Set the sink before serving; it is called on
+  // the delivery thread. A single-node bus: both are no-ops.
   virtual void publish_presence(const std::string& user, const std::shared_ptr<const Notification>& n) {
     (void)user;
     (void)n;
@@ -134,11 +140,10 @@ class Bus {
   // node that held the user's last device left the bus (died) and this node removed its
   // entry (online false), or this node, subscribed again after a loss, wrote back the entry
   // of a device connected here that another node had removed (online true). Exactly one
-  // node reports each change. Called on a bus thread; set it before serving. A single-node
-  // bus never calls it.
-  virtual void set_presence_change_sink(std::function<void(const std::string& user, bool online)> sink) {
-    (void)sink;
-  }
+  // node reports each change, with its order (as Counted's). Called on a bus thread; set it
+  // before serving. A single-node bus never calls it.
+  using PresenceChangeSink = std::function<void(const std::string& user, bool online, uint64_t order)>;
+  virtual void set_presence_change_sink(PresenceChangeSink sink) { (void)sink; }
   // This node may have missed other nodes' events that invalidate its caches (the change and
   // user-changed events above): its subscription was lost and is back, or another node could
   // not publish some of its events (Redis away, its queue full) and says so with its next

@@ -66,9 +66,10 @@ void DeviceSession::start() {
   // (maybe) read from the store; the position check drops the repeat.
   // The count of the user's devices on every node may take a Redis round trip: it reaches
   // presence later, from the bus's thread (Bus::attach_async), in call order.
-  ctx_.bus.attach_async(device_, shared_from_this(), [presence = &ctx_.presence, user = device_.user](size_t online) {
-    presence->device_attached(user, online);
-  });
+  ctx_.bus.attach_async(device_, shared_from_this(),
+                        [presence = &ctx_.presence, user = device_.user](size_t online, uint64_t order) {
+                          presence->device_attached(user, online, order);
+                        });
   read<session_reads::Opening>(
       [&ctx = ctx_, device = device_]() -> Result<session_reads::Opening> {
         return session_reads::read_opening(ctx, device);
@@ -682,8 +683,8 @@ void DeviceSession::on_close() {
   for (const auto& conv : following_) ctx_.fanout.unsubscribe(loop_, conv, this);
   following_ = {};
   ctx_.presence.unsubscribe_all(conn_->id());
-  ctx_.bus.detach_async(device_, this, [presence = &ctx_.presence, user = device_.user](size_t online) {
-    presence->device_detached(user, online);
+  ctx_.bus.detach_async(device_, this, [presence = &ctx_.presence, user = device_.user](size_t online, uint64_t order) {
+    presence->device_detached(user, online, order);
   });
 }
 

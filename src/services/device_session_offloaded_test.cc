@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "proto/frames.h"
 #include "services/device_session_fixture.h"
 
 namespace tern::services {
@@ -510,6 +511,39 @@ TEST_F(DeviceSessionOffloadedTest, TypingBeyondTheLoadersQueueIsDroppedAndCounte
   EXPECT_EQ(dropped.value() - before, kBeyond);
 }
 
+
+// Two nodes may decide presence changes of one user at once; their frames reach this node in
+// either order, so each carries its order (Bus::Counted, from the registry in Redis). A
+// change older than the last one passed on for the user is dropped, whether decided here or
+// on another node; order 0 (a single node, or Redis away) always passes.
+TEST_F(DeviceSessionOffloadedTest, APresenceChangeOlderThanTheLastPassedOnIsDropped) {
+  auto watcher = std::make_shared<RecordingEndpoint>();
+  ASSERT_TRUE(presence_.subscribe(7, "alice", watcher, {"bob"}));
+  ASSERT_TRUE(watcher->await(R"("user":"bob")")) << "no first answer";
+  const std::string on = R"("online":true)", off = R"("online":false)";
+  const size_t offline_at_start = watcher->count(off);
+  auto elsewhere = [&](bool online, uint64_t order) {
+    auto n = std::make_shared<bus::Notification>();
+    n->kind = bus::Notification::Kind::kFrame;
+    n->droppable = true;
+    n->frame = std::make_shared<const std::string>(proto::encode_presence("bob", online, online ? 0 : 60000));
+    n->seq = order;
+    presence_.changed_elsewhere("bob", n);
+  };
+  presence_.device_attached("bob", 1, 10);  // decided here
+  EXPECT_EQ(watcher->count(on), 1u);
+  elsewhere(false, 5);  // decided elsewhere before it, arriving after it: dropped
+  EXPECT_EQ(watcher->count(off), offline_at_start);
+  elsewhere(false, 12);
+  EXPECT_EQ(watcher->count(off), offline_at_start + 1);
+  presence_.device_attached("bob", 1, 11);  // decided here, overtaken by order 12: dropped
+  EXPECT_EQ(watcher->count(on), 1u);
+  elsewhere(false, 12);  // the same change twice: once
+  EXPECT_EQ(watcher->count(off), offline_at_start + 1);
+  presence_.device_attached("bob", 1, 0);  // unordered: passes
+  EXPECT_EQ(watcher->count(on), 2u);
+  presence_.unsubscribe_all(7);
+}
 
 }  // namespace
 }  // namespace tern::services

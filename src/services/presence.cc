@@ -16,7 +16,13 @@ namespace {
 constexpr int64_t kRecentMs = 5000;      // membership changes remembered for loads in progress
 constexpr size_t kRecentMax = 4096;
 constexpr size_t kTypingPruneAt = 4096;  // typing entries before stale ones are swept
+// Users whose last presence order is kept: an evicted user's next change passes whatever its
+// order (as after a restart), so only a change overtaken within these many users' changes is
+// not caught.
+constexpr size_t kOrdersKept = 100000;
 constexpr int64_t kNever = std::numeric_limits<int64_t>::min() / 2;
+Counter& presence_overtaken = MetricsRegistry::global().counter(
+    "tern_presence_overtaken_total", "presence changes dropped because a later one of the same user was passed on first");
 Counter& typing_dropped = MetricsRegistry::global().counter(
     "tern_typing_dropped_total", "typing frames dropped on a cache miss because Presence's loader queue was full");
 
@@ -45,6 +51,7 @@ Presence::Presence(boost::asio::io_context& io, store::Store& store, GroupCommit
       bus_(bus),
       options_(options),
       contacts_(options.presence_index_entries),
+      orders_(kOrdersKept),
       typing_timer_(io) {
   // Changes decided on other nodes, for the subscribers here (bus.h publish_presence).
   bus_.set_presence_sink([this](const std::string& user, std::shared_ptr<const bus::Notification> n) {
@@ -72,13 +79,32 @@ std::shared_ptr<const bus::Notification> Presence::presence_frame(const std::str
   return frame_notification(proto::encode_presence(user, online, last_seen), /*droppable=*/true);
 }
 
-void Presence::broadcast(const std::string& user, bool online, int64_t last_seen) {
-  auto n = presence_frame(user, online, last_seen);
+bool Presence::latest(const std::string& user, uint64_t order) {
+  if (order == 0) return true;
+  std::lock_guard lock(mu_);
+  if (uint64_t* last = orders_.find(user)) {
+    if (*last >= order) {
+      presence_overtaken.inc();
+      return false;
+    }
+    *last = order;
+    return true;
+  }
+  orders_.emplace(user, order);
+  return true;
+}
+
+void Presence::broadcast(const std::string& user, bool online, int64_t last_seen, uint64_t order) {
+  if (!latest(user, order)) return;  // another node's later change was passed on already
+  auto frame = presence_frame(user, online, last_seen);
+  auto n = std::make_shared<bus::Notification>(*frame);
+  n->seq = order;  // for the other nodes' latest() (a frame's seq is not sent to clients)
   to_watchers(user, n);
   bus_.publish_presence(user, n);
 }
 
 void Presence::changed_elsewhere(const std::string& user, const std::shared_ptr<const bus::Notification>& n) {
+  if (!latest(user, n->seq)) return;
   to_watchers(user, n);
 }
 
@@ -94,17 +120,17 @@ void Presence::to_watchers(const std::string& user, const std::shared_ptr<const 
   for (auto& t : targets) t->notify(n);
 }
 
-void Presence::device_attached(const std::string& user, size_t devices_online) {
-  if (devices_online == 1) broadcast(user, true, 0);
+void Presence::device_attached(const std::string& user, size_t devices_online, uint64_t order) {
+  if (devices_online == 1) broadcast(user, true, 0, order);
 }
 
-void Presence::device_detached(const std::string& user, size_t devices_online) {
+void Presence::device_detached(const std::string& user, size_t devices_online, uint64_t order) {
   if (devices_online != 0) return;
   const int64_t now = now_ms() / 60000 * 60000;  // last seen is kept to the minute
   store::Batch batch;
   batch.add(store::SetLastSeen{user, now});
   committer_.submit(std::move(batch), nullptr);  // best effort: last_seen is not a guarantee
-  broadcast(user, false, now);
+  broadcast(user, false, now, order);
 }
 
 // ---------------------------------------------------------------- the contact index

@@ -44,6 +44,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "base/lru_map.h"
 #include "bus/bus.h"
 #include "services/contact_index.h"
 #include "services/directory.h"
@@ -65,11 +66,15 @@ class Presence {
   // Called by sessions after Bus::attach / Bus::detach with the returned device count. A
   // change (the user's first device online, its last one gone) goes to this node's
   // subscribers of the user and, through the bus, to the other nodes' (Bus::publish_presence;
-  // the counts cover every node, so exactly one node decides each change).
-  void device_attached(const std::string& user, size_t devices_online);
-  void device_detached(const std::string& user, size_t devices_online);
-  // A change decided on another node (the bus's presence sink): `n`, its presence frame, goes
-  // to this node's subscribers of the user. Any thread.
+  // the counts cover every node, so exactly one node decides each change). `order` is the
+  // count's (Bus::Counted): a change older than the last one this node passed on for the
+  // user, decided here or elsewhere, is dropped (two nodes' changes may arrive in either
+  // order); 0 is never dropped.
+  void device_attached(const std::string& user, size_t devices_online, uint64_t order = 0);
+  void device_detached(const std::string& user, size_t devices_online, uint64_t order = 0);
+  // A change decided on another node (the bus's presence sink): `n`, its presence frame
+  // (`n->seq`: its order), goes to this node's subscribers of the user unless older than the
+  // last one passed on. Any thread.
   void changed_elsewhere(const std::string& user, const std::shared_ptr<const bus::Notification>& n);
 
   // Subscribes `subscriber` (an endpoint of `subscriber_user`, with a stable id) to users,
@@ -142,7 +147,10 @@ class Presence {
 
   std::shared_ptr<const bus::Notification> presence_frame(const std::string& user, bool online, int64_t last_seen);
   // A change decided here: to this node's subscribers of `user` and to the other nodes.
-  void broadcast(const std::string& user, bool online, int64_t last_seen);
+  void broadcast(const std::string& user, bool online, int64_t last_seen, uint64_t order);
+  // Whether a change of `user` with `order` is later than the last one passed on (and notes
+  // it); true for order 0.
+  bool latest(const std::string& user, uint64_t order);
   void to_watchers(const std::string& user, const std::shared_ptr<const bus::Notification>& n);
   // Queues a load of `user`'s contacts; false when the queue is full.
   bool load_async(const std::string& user, std::function<void(bool ok)> done, bool contacts = true);
@@ -172,6 +180,7 @@ class Presence {
 
   std::mutex mu_;
   ContactIndex contacts_;
+  LruMap<std::string, uint64_t> orders_;  // user → order of the last change passed on
   std::unordered_map<std::string, std::set<std::string>> loading_;  // user → conversations changed meanwhile
   std::deque<Recent> recent_;  // recent membership changes (their commit may still be in flight)
   // watched user → subscriber id → endpoint

@@ -63,9 +63,9 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
     keys_->forget_registrations();
   });
   // Presence changes the bus found by itself (a node that died held a user's last device).
-  bus_.set_presence_change_sink([presence = presence_.get()](const std::string& user, bool online) {
-    if (online) presence->device_attached(user, 1);
-    else presence->device_detached(user, 0);
+  bus_.set_presence_change_sink([presence = presence_.get()](const std::string& user, bool online, uint64_t order) {
+    if (online) presence->device_attached(user, 1, order);
+    else presence->device_detached(user, 0, order);
   });
   accounts_->set_devices_changed([this](const std::string& user) { bus_.announce_user_changed(user); });
   // A message committed on another node moves this node's cached head (bus.h set_head_sink).

@@ -396,7 +396,7 @@ void RedisBus::publish_presence(const std::string& user, const std::shared_ptr<c
 
 void RedisBus::set_presence_sink(PresenceSink sink) { presence_sink_ = std::move(sink); }
 
-void RedisBus::set_presence_change_sink(std::function<void(const std::string& user, bool online)> sink) {
+void RedisBus::set_presence_change_sink(PresenceChangeSink sink) {
   presence_change_sink_ = std::move(sink);
 }
 

@@ -197,7 +197,7 @@ class RedisBus final : public Bus {
   // does not subscribe to it, never receives an event it cannot decode.
   void publish_presence(const std::string& user, const std::shared_ptr<const Notification>& n) override;
   void set_presence_sink(PresenceSink sink) override;
-  void set_presence_change_sink(std::function<void(const std::string& user, bool online)> sink) override;
+  void set_presence_change_sink(PresenceChangeSink sink) override;
   void set_resync_sink(std::function<void()> sink) override;
   void set_head_sink(HeadSink sink) override;
   std::string route(const std::string& conversation_id) override;
@@ -345,7 +345,11 @@ class RedisBus final : public Bus {
   void deliver(std::string_view payload);
   // Writes ('+'), removes ('-') or leaves ('=') the device's registry entry and returns how
   // many of the user's entries have not expired; an error if Redis cannot be reached.
-  Result<size_t> registry_count(char op, const DeviceRef& device);
+  struct Count {
+    size_t devices;  // the user's unexpired entries after the op
+    uint64_t order;  // the op's place among the user's presence changes (bus.h Counted)
+  };
+  Result<Count> registry_count(char op, const DeviceRef& device);
   // 'x': removes each device's entry if `node` (which left the bus) wrote it; 'r': writes
   // this node's entry unless another node's is there (back on the bus). Pipelined. Reports
   // each presence change it made (presence_change_sink_). Counter thread.
@@ -367,7 +371,7 @@ class RedisBus final : public Bus {
   std::function<void(const std::string&)> change_sink_;
   UserChangedSink user_changed_sink_;
   PresenceSink presence_sink_;
-  std::function<void(const std::string& user, bool online)> presence_change_sink_;
+  PresenceChangeSink presence_change_sink_;
   std::function<void()> resync_sink_;
   HeadSink head_sink_;
   std::function<void(std::string, Respond)> request_sink_;

@@ -111,12 +111,14 @@ TEST(RedisBusCodec, PresenceEventsGoOnThePresenceChannelInTheBusSlot) {
 struct Changes {
   std::mutex mu;
   std::vector<std::pair<std::string, bool>> seen;  // user, online
-  std::function<void(const std::string&, bool)> sink() {
-    return [this](const std::string& user, bool online) {
+  Bus::PresenceChangeSink sink() {
+    return [this](const std::string& user, bool online, uint64_t order) {
       std::lock_guard lock(mu);
       seen.emplace_back(user, online);
+      orders.push_back(order);
     };
   }
+  std::vector<uint64_t> orders;  // each change's, under mu
   std::vector<std::pair<std::string, bool>> get() {
     std::lock_guard lock(mu);
     return seen;
@@ -176,15 +178,24 @@ TEST(RedisBusGone, ANodeThatLeftHasItsDevicesEntriesRemovedAndItsUsersReportedOf
   EXPECT_FALSE(a.online("u0"));
   EXPECT_FALSE(a.online("u299"));
   EXPECT_TRUE(a.online("dave")) << "dave's device on b stays";
-  // Dave's entry from c is gone too (a device of c), without a presence change.
+  // Each reported change carries its order (Bus::Counted), for the receivers' Presence.
+  for (Changes* on : {&on_a, &on_b}) {
+    std::lock_guard lock(on->mu);
+    for (uint64_t order : on->orders) EXPECT_GT(order, 0u);
+  }
+  // Dave's entry from c is gone too (a device of c), without a presence change; besides his
+  // entry from b, his hash holds the field of the order ('v').
   auto raw = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis.port()},
                                                     std::chrono::milliseconds(500), std::chrono::milliseconds(500));
   ASSERT_TRUE(raw);
   auto entries = (*raw)->command({"HKEYS", "{r:dave}"});
   ASSERT_TRUE(entries);
   ASSERT_EQ((*entries)->type, REDIS_REPLY_ARRAY);
-  ASSERT_EQ((*entries)->elements, 1u);
-  EXPECT_EQ(std::string((*entries)->element[0]->str, (*entries)->element[0]->len), "2");
+  std::vector<std::string> fields;
+  for (size_t i = 0; i < (*entries)->elements; ++i)
+    fields.emplace_back((*entries)->element[i]->str, (*entries)->element[i]->len);
+  std::sort(fields.begin(), fields.end());
+  EXPECT_EQ(fields, (std::vector<std::string>{"2", "v"}));
 }
 
 // A node whose entries another node removed (it was cut off from Redis long enough to count

@@ -34,19 +34,36 @@ local function count(now)
   end
   return n
 end
+-- The order of this op among the user's presence changes (bus.h Counted): Redis's clock in
+-- microseconds, past the last one kept in field 'v' (a value without a space: count() and
+-- online() skip it), so strictly increasing per user as long as the field lives. The field
+-- goes with the last entry, so an empty hash is deleted; the next op's clock is later.
+local function next_order()
+  local t = redis.call('TIME')
+  local us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local last = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+  if us <= last then us = last + 1 end
+  return us
+end
+local function keep_order(v, n)
+  if n > 0 then redis.call('HSET', KEYS[1], 'v', string.format('%.0f', v)) else redis.call('HDEL', KEYS[1], 'v') end
+end
 )lua";
 
 // KEYS[1]: a user's registry hash. ARGV: '+' (write ARGV[2] → ARGV[3]), '-' (remove ARGV[2]
 // if this node, ARGV[3]'s, wrote it: a device that moved to another node keeps that node's
-// entry) or '=' (neither), then now (ms). Returns the entries whose expiry ("<node> <ms>") is
-// later.
+// entry) or '=' (neither), then now (ms). Returns {the entries whose expiry ("<node> <ms>")
+// is later, the op's order}.
 const std::string kRegistryCount = std::string(kCountEntries) + R"lua(
+local order = next_order()
 if ARGV[1] == '+' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 elseif ARGV[1] == '-' then
   local v = redis.call('HGET', KEYS[1], ARGV[2])
   if v and string.match(v, '^(%S+) ') == string.match(ARGV[3], '^(%S+) ') then redis.call('HDEL', KEYS[1], ARGV[2]) end
 end
-return count(tonumber(ARGV[4]))
+local n = count(tonumber(ARGV[4]))
+keep_order(order, n)
+return {n, order}
 )lua";
 
 // KEYS[1]: a registry hash. ARGV: device, value ("<node> <ms>"). The periodic refresh:
@@ -68,9 +85,10 @@ return 1
 // KEYS[1]: a user's registry hash. ARGV: 'x' (remove ARGV[2]'s entry if node ARGV[3] wrote
 // it: that node left the bus) or 'r' (write ARGV[3], "<node> <ms>", for ARGV[2] unless another
 // node's entry is there: this node is back on the bus), then now (ms). Returns {1 if it wrote
-// or removed, the entries unexpired before, after}.
+// or removed, the entries unexpired before, after, the op's order}.
 const std::string kRegistryMend = std::string(kCountEntries) + R"lua(
 local now = tonumber(ARGV[4])
+local order = next_order()
 local before = count(now)
 local v = redis.call('HGET', KEYS[1], ARGV[2])
 local owner = v and string.match(v, '^(%S+) ')
@@ -84,14 +102,16 @@ elseif not owner or owner == string.match(ARGV[3], '^(%S+) ') then
   redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
   changed = 1
 end
-return {changed, before, count(now)}
+local after = count(now)
+keep_order(order, after)
+return {changed, before, after, order}
 )lua";
 
 Counter& gone_metric = MetricsRegistry::global().counter(
     "tern_bus_nodes_gone_total", "nodes that left the bus (absent from its liveness lists for node_gone_after), as seen here");
 }  // namespace
 
-Result<size_t> RedisBus::registry_count(char op, const DeviceRef& device) {
+Result<RedisBus::Count> RedisBus::registry_count(char op, const DeviceRef& device) {
   const std::string key = registry_key(device.user), dev = std::to_string(device.device);
   const std::string value = options_.node_id + " " + std::to_string(now_ms() + options_.registry_ttl.count());
   const std::string now = std::to_string(now_ms());
@@ -104,8 +124,11 @@ Result<size_t> RedisBus::registry_count(char op, const DeviceRef& device) {
   }
   auto r = query_->run1(key_slot(key), {"EVAL", kRegistryCount, "1", key, mode, dev, value, now});
   if (!r) return r.error();
-  if ((*r)->type != REDIS_REPLY_INTEGER) return make_error(ErrorCode::kUnavailable, "redis: registry count failed");
-  return static_cast<size_t>((*r)->integer);
+  const redisReply* a = r->get();
+  if (a->type != REDIS_REPLY_ARRAY || a->elements != 2 || a->element[0]->type != REDIS_REPLY_INTEGER ||
+      a->element[1]->type != REDIS_REPLY_INTEGER)
+    return make_error(ErrorCode::kUnavailable, "redis: registry count failed");
+  return Count{static_cast<size_t>(a->element[0]->integer), static_cast<uint64_t>(a->element[1]->integer)};
 }
 
 void RedisBus::registry_mend(char op, const std::vector<DeviceRef>& devices, const std::string& node) {
@@ -146,14 +169,15 @@ void RedisBus::registry_mend(char op, const std::vector<DeviceRef>& devices, con
       const auto& replies = (*r)[b++];
       for (size_t k = 0; k < replies.size() && k < part.second.size(); ++k) {
         const redisReply* reply = replies[k].get();
-        if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) continue;
+        if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) continue;
         const auto at = [&](size_t e) { return reply->element[e]->type == REDIS_REPLY_INTEGER ? reply->element[e]->integer : -1; };
         if (at(0) != 1 || !presence_change_sink_) continue;
         // The last entry of the user went with a node that left: offline. An entry written
         // back while the user had none unexpired: online again.
         const std::string& user = devices[part.second[k]].user;
-        if (op == 'x' && at(2) == 0) presence_change_sink_(user, false);
-        if (op == 'r' && at(1) == 0 && at(2) > 0) presence_change_sink_(user, true);
+        const auto order = static_cast<uint64_t>(std::max<long long>(at(3), 0));
+        if (op == 'x' && at(2) == 0) presence_change_sink_(user, false, order);
+        if (op == 'r' && at(1) == 0 && at(2) > 0) presence_change_sink_(user, true, order);
       }
     }
   }
@@ -181,7 +205,7 @@ size_t RedisBus::attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpo
   const size_t n = local_.attach(device, std::move(endpoint));
   attached_here(device, ptr);
   auto count = registry_count('+', device);
-  if (count) return std::max(*count, n);
+  if (count) return std::max(count->devices, n);
   registry_later(true, device);
   return n;
 }
@@ -198,7 +222,7 @@ size_t RedisBus::detach(const DeviceRef& device, const Endpoint* endpoint) {
   size_t n = 0;
   const bool gone = detach_here(device, endpoint, n);
   auto count = registry_count(gone ? '-' : '=', device);
-  if (count) return std::max(*count, n);
+  if (count) return std::max(count->devices, n);
   if (gone) registry_later(false, device);
   return n;
 }
@@ -240,7 +264,8 @@ void RedisBus::counter() {
       }
       auto count = registry_count(op.op, op.device);
       if (!count && op.op != '=') registry_later(op.op == '+', op.device);
-      if (op.counted) op.counted(count ? std::max(*count, op.local) : op.local);
+      // Redis away: this node's count, unordered (0).
+      if (op.counted) op.counted(count ? std::max(count->devices, op.local) : op.local, count ? count->order : 0);
     }
     ops.clear();
   }

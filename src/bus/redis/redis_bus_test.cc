@@ -140,15 +140,20 @@ TEST_F(RedisBusNodes, AttachAndDetachCountTheUsersDevicesOnEveryNode) {
 }
 
 // The loop-side calls: the endpoint is attached at once (it receives), and the cross-node
-// count arrives later on the bus's counter thread, not the caller's.
+// count arrives later on the bus's counter thread, not the caller's, with an order that grows
+// from call to call across both nodes (Bus::Counted: how Presence puts two nodes' changes of
+// one user in their true order).
 TEST_F(RedisBusNodes, AsyncAttachAndDetachCountOnTheCounterThread) {
   ASSERT_TRUE(a.start() && b.start());
-  auto counted = [](auto call) {
-    auto p = std::make_shared<std::promise<std::pair<size_t, std::thread::id>>>();
+  std::vector<uint64_t> orders;
+  auto counted = [&orders](auto call) {
+    auto p = std::make_shared<std::promise<std::tuple<size_t, std::thread::id, uint64_t>>>();
     auto f = p->get_future();
-    call([p](size_t n) { p->set_value({n, std::this_thread::get_id()}); });
+    call([p](size_t n, uint64_t order) { p->set_value({n, std::this_thread::get_id(), order}); });
     EXPECT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
-    return f.get();
+    auto [n, thread, order] = f.get();
+    orders.push_back(order);
+    return std::pair<size_t, std::thread::id>{n, thread};
   };
   auto d1 = std::make_shared<Recorder>(), d2 = std::make_shared<Recorder>();
   auto [n1, t1] = counted([&](Bus::Counted c) { a.attach_async(DeviceRef{"alice", 1}, d1, std::move(c)); });
@@ -161,6 +166,16 @@ TEST_F(RedisBusNodes, AsyncAttachAndDetachCountOnTheCounterThread) {
       << "alice is still online on b";
   EXPECT_EQ(counted([&](Bus::Counted c) { b.detach_async(DeviceRef{"alice", 2}, d2.get(), std::move(c)); }).first, 0u);
   EXPECT_FALSE(a.online("alice"));
+  ASSERT_EQ(orders.size(), 4u);
+  EXPECT_GT(orders[0], 0u);
+  for (size_t i = 1; i < orders.size(); ++i) EXPECT_GT(orders[i], orders[i - 1]) << "call " << i;
+  // The order's field went with the last entry: nothing of alice is left in Redis.
+  auto probe = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis_.server.port()},
+                                                      std::chrono::milliseconds(500), std::chrono::milliseconds(500));
+  ASSERT_TRUE(probe);
+  auto exists = (*probe)->command({"EXISTS", "{r:alice}"});
+  ASSERT_TRUE(exists);
+  EXPECT_EQ((*exists)->integer, 0);
 }
 
 // An admin disconnect on one node closes the device's connection on another.
