@@ -26,8 +26,10 @@ Counter& presence_overtaken = MetricsRegistry::global().counter(
 Counter& typing_dropped = MetricsRegistry::global().counter(
     "tern_typing_dropped_total", "typing frames dropped on a cache miss because Presence's loader queue was full");
 
-std::shared_ptr<const bus::Notification> frame_notification(std::string frame, bool droppable) {
+// `seq`: a presence change's order (bus.h Counted; a frame's seq is not sent to clients).
+std::shared_ptr<const bus::Notification> frame_notification(std::string frame, bool droppable, uint64_t seq = 0) {
   auto n = std::make_shared<bus::Notification>();
+  n->seq = seq;
   n->kind = bus::Notification::Kind::kFrame;
   n->droppable = droppable;
   n->frame = std::make_shared<const std::string>(std::move(frame));
@@ -75,8 +77,8 @@ void Presence::stop() {
 }
 
 std::shared_ptr<const bus::Notification> Presence::presence_frame(const std::string& user, bool online,
-                                                                  int64_t last_seen) {
-  return frame_notification(proto::encode_presence(user, online, last_seen), /*droppable=*/true);
+                                                                  int64_t last_seen, uint64_t order) {
+  return frame_notification(proto::encode_presence(user, online, last_seen), /*droppable=*/true, order);
 }
 
 bool Presence::latest(const std::string& user, uint64_t order) {
@@ -96,9 +98,7 @@ bool Presence::latest(const std::string& user, uint64_t order) {
 
 void Presence::broadcast(const std::string& user, bool online, int64_t last_seen, uint64_t order) {
   if (!latest(user, order)) return;  // another node's later change was passed on already
-  auto frame = presence_frame(user, online, last_seen);
-  auto n = std::make_shared<bus::Notification>(*frame);
-  n->seq = order;  // for the other nodes' latest() (a frame's seq is not sent to clients)
+  auto n = presence_frame(user, online, last_seen, order);  // the order, for the other nodes' latest()
   to_watchers(user, n);
   bus_.publish_presence(user, n);
 }

@@ -145,7 +145,9 @@ class Presence {
     bool pending_active = false;
   };
 
-  std::shared_ptr<const bus::Notification> presence_frame(const std::string& user, bool online, int64_t last_seen);
+  // `order`: the change's (0 for an answer to a subscription), in the notification's seq.
+  std::shared_ptr<const bus::Notification> presence_frame(const std::string& user, bool online, int64_t last_seen,
+                                                          uint64_t order = 0);
   // A change decided here: to this node's subscribers of `user` and to the other nodes.
   void broadcast(const std::string& user, bool online, int64_t last_seen, uint64_t order);
   // Whether a change of `user` with `order` is later than the last one passed on (and notes
