@@ -24,6 +24,7 @@
 
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
+#include <spdlog/spdlog.h>
 
 #include "client/api.h"
 #include "client/blocking.h"
@@ -63,10 +64,9 @@ inline Proc run_tern(const std::string& tern, const std::string& config, const s
   if (pid == 0) {
     ::dup2(out_pipe[1], 1);
     ::dup2(err_pipe[1], 2);
-    ::close(out_pipe[0]);
-    ::close(err_pipe[0]);
     int devnull = ::open("/dev/null", O_RDONLY);
     ::dup2(devnull, 0);
+    ::close_range(3, ~0U, 0);  // the pipes' other ends, the test's sockets: not tern's
     ::setenv("XDG_CONFIG_HOME", config.c_str(), 1);
     std::vector<char*> argv{const_cast<char*>(tern.c_str())};
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
@@ -144,6 +144,7 @@ class Pty {
     ws.ws_col = 120;
     pid_ = ::forkpty(&master_, nullptr, nullptr, &ws);
     if (pid_ == 0) {
+      ::close_range(3, ~0U, 0);  // the test's sockets and pipes are not tern's
       ::setenv("XDG_CONFIG_HOME", config.c_str(), 1);
       ::setenv("TERM", "xterm", 1);
       std::vector<char*> argv{const_cast<char*>(tern.c_str())};
@@ -224,6 +225,9 @@ class Pty {
 class TernCli : public ::testing::Test {
  protected:
   void SetUp() override {
+    // The in-process SDK clients log each reconnect attempt at info: while ternd is down
+    // that is dozens of lines, which would push a failure's message out of CI's excerpt.
+    spdlog::set_level(spdlog::level::warn);
     ternd_ = client::testing::find_ternd();
     tern_ = client::testing::find_binary("tern");
     ASSERT_FALSE(ternd_.empty() || tern_.empty()) << "ternd or tern not built (TERN_BIN_DIR or build/bin)";

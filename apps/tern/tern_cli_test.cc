@@ -126,7 +126,7 @@ TEST_F(TernCli, InteractiveChatThroughAPseudoTerminalSurvivesAServerRestart) {
   EXPECT_TRUE(chat.wait_for("bob: unknown", off)) << chat.tail();
   const auto restarted = server_->start(server_->port());
   ASSERT_TRUE(restarted.ok()) << restarted.error().message;
-  ASSERT_TRUE(chat.wait_for("[online]", off)) << chat.tail();
+  ASSERT_TRUE(chat.wait_for("[online]", off)) << chat.tail() << "\nternd's stderr:\n" << server_->stderr_tail();
   const size_t back = chat.find("[online]", off);
   EXPECT_EQ(chat.text(off).substr(0, back - off).find("bob: online"), std::string::npos)
       << "presence shown while offline:\n" << chat.text(off);

@@ -98,7 +98,7 @@ bool guarded(const char* where, uint64_t conn, Fn&& fn) {
 WebSocketSession::WebSocketSession(tcp::socket&& socket, SslPtr ssl, std::shared_ptr<GatewayContext> ctx,
                                    size_t loop_index, ConnectionSlot slot, DeviceRef device)
     : socket_(std::move(socket)),
-      tls_(ssl ? std::make_unique<Tls>(Tls{std::move(ssl)}) : nullptr),
+      tls_(ssl ? std::make_unique<Tls>(Tls{std::move(ssl), {}}) : nullptr),
       ctx_(std::move(ctx)),
       loop_(ctx_->loop(loop_index)),
       device_(std::move(device)),

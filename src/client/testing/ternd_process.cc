@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <thread>
 #include <vector>
@@ -74,6 +75,22 @@ uint16_t restartable_port() {
   return 0;
 }
 
+// The last lines of ternd's stderr (at most ~1,500 characters), for an error message: a
+// failed start in CI says why only through what the test prints.
+std::string tail_of(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  constexpr size_t kMax = 1500;
+  if (text.size() > kMax) text = "..." + text.substr(text.size() - kMax);
+  return text;
+}
+
+std::string exit_status(int status) {
+  if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "signal " + std::to_string(WTERMSIG(status));
+  return "status " + std::to_string(status);
+}
+
 }  // namespace
 
 Result<void> TerndProcess::start(uint16_t port) {
@@ -83,6 +100,7 @@ Result<void> TerndProcess::start(uint16_t port) {
   const bool pick = port == 0;
   const std::string out_path = data_dir_ + ".stdout";
   const std::string err_path = data_dir_ + ".stderr";
+  std::string last_exit;
   // A restart right after SIGKILL can meet the old socket for a moment: a few tries.
   for (int attempt = 0; attempt < 20; ++attempt) {
     if (pick) port = restartable_port();
@@ -97,6 +115,8 @@ Result<void> TerndProcess::start(uint16_t port) {
       int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
       if (out >= 0) ::dup2(out, 1);
       if (err >= 0) ::dup2(err, 2);
+      // Nothing of the test process (its clients' sockets, a pty, pipes) lives on in ternd.
+      ::close_range(3, ~0U, 0);
       std::vector<std::string> args{binary_, "--listen", listen, "--data", data_dir_, "--durability", "sync",
                                     "--log-level", log_level_};
       args.insert(args.end(), extra_args_.begin(), extra_args_.end());
@@ -112,6 +132,7 @@ Result<void> TerndProcess::start(uint16_t port) {
       int status = 0;
       if (::waitpid(pid_, &status, WNOHANG) == pid_) {
         pid_ = -1;
+        last_exit = exit_status(status);
         break;  // exited (port still busy?): try again
       }
       std::ifstream in(out_path);
@@ -125,12 +146,16 @@ Result<void> TerndProcess::start(uint16_t port) {
     }
     if (pid_ > 0) {
       kill9();
-      return make_error(ErrorCode::kInternal, "ternd did not report its address in time");
+      return make_error(ErrorCode::kInternal, "ternd on " + listen + " did not report its address in 20 s; its stderr:\n" +
+                                                  tail_of(err_path));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
-  return make_error(ErrorCode::kInternal, "ternd exited at start repeatedly (see " + err_path + ")");
+  return make_error(ErrorCode::kInternal, "ternd exited at start 20 times (last: " + last_exit + ", port " +
+                                              std::to_string(port) + "); its stderr:\n" + tail_of(err_path));
 }
+
+std::string TerndProcess::stderr_tail() const { return tail_of(stderr_path()); }
 
 void TerndProcess::kill9() {
   if (pid_ <= 0) return;

@@ -37,6 +37,8 @@ class TerndProcess {
   // Where the child's output goes: data_dir + ".stdout" / ".stderr".
   std::string stdout_path() const { return data_dir_ + ".stdout"; }
   std::string stderr_path() const { return data_dir_ + ".stderr"; }
+  // The last ~1,500 characters of that stderr (every run's, appended), for a test's failure.
+  std::string stderr_tail() const;
   void kill9();  // SIGKILL and reap
   void stop();   // SIGTERM, then SIGKILL after 5 s
   bool running() const { return pid_ > 0; }
