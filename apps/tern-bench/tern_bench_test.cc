@@ -24,6 +24,7 @@
 #include <boost/json.hpp>
 
 #include "base/clock.h"
+#include "base/testing/child_process.h"
 #include "client/testing/test_pki.h"
 
 namespace {
@@ -52,19 +53,14 @@ bool read_until_eof(int fd, std::string& out, int64_t deadline_us) {
   }
 }
 
-// Starts `argv` with stdout on a pipe; returns pid and the read end.
+// Starts `argv` with stdout on a pipe; returns pid and the read end. (The argv and the
+// environment are built before the fork: base/testing/child_process.h says why.)
 pid_t spawn(const std::vector<std::string>& argv, int* out_fd) {
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) return -1;
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(p[1], 1);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    ::execv(args[0], args.data());
-    ::_exit(127);
-  }
+  tern::test_support::ExecPlan plan(argv);
+  plan.stdout_to(p[1]);
+  const pid_t pid = plan.spawn();
   ::close(p[1]);
   *out_fd = p[0];
   return pid;
@@ -72,19 +68,11 @@ pid_t spawn(const std::vector<std::string>& argv, int* out_fd) {
 
 // Starts `argv` with stdout and stderr appended to `log_path`; returns pid.
 pid_t spawn_logged(const std::vector<std::string>& argv, const std::string& log_path) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) {
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-    }
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    ::execv(args[0], args.data());
-    ::_exit(127);
-  }
+  const int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  tern::test_support::ExecPlan plan(argv);
+  plan.stdout_to(fd).stderr_to(fd);
+  const pid_t pid = plan.spawn();
+  if (fd >= 0) ::close(fd);
   return pid;
 }
 

@@ -30,6 +30,7 @@
 #include "client/blocking.h"
 #include "client/io_thread.h"
 #include "client/client.h"
+#include "base/testing/child_process.h"
 #include "client/testing/ternd_process.h"
 #include "client/attachments.h"
 #include "format.h"
@@ -40,6 +41,7 @@ namespace tern::cli::testing {
 using namespace std::chrono_literals;
 namespace json = boost::json;
 using client::testing::TerndProcess;
+using test_support::ExecPlan;
 
 template <typename Pred>
 bool eventually(Pred pred, std::chrono::milliseconds timeout = 20s) {
@@ -59,23 +61,22 @@ struct Proc {
 // Runs tern with XDG_CONFIG_HOME=config; at most 30 s.
 inline Proc run_tern(const std::string& tern, const std::string& config, const std::vector<std::string>& args) {
   int out_pipe[2], err_pipe[2];
-  if (::pipe(out_pipe) != 0 || ::pipe(err_pipe) != 0) return {};
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(out_pipe[1], 1);
-    ::dup2(err_pipe[1], 2);
-    int devnull = ::open("/dev/null", O_RDONLY);
-    ::dup2(devnull, 0);
-    ::close_range(3, ~0U, 0);  // the pipes' other ends, the test's sockets: not tern's
-    ::setenv("XDG_CONFIG_HOME", config.c_str(), 1);
-    std::vector<char*> argv{const_cast<char*>(tern.c_str())};
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(tern.c_str(), argv.data());
-    ::_exit(127);
-  }
+  if (::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0) return {};
+  const int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  std::vector<std::string> argv{tern};
+  argv.insert(argv.end(), args.begin(), args.end());
+  // Built before the fork: the child of this multi-threaded process only execs.
+  ExecPlan plan(std::move(argv), {"XDG_CONFIG_HOME=" + config});
+  plan.stdin_from(devnull).stdout_to(out_pipe[1]).stderr_to(err_pipe[1]);
+  const pid_t pid = plan.spawn();
+  if (devnull >= 0) ::close(devnull);
   ::close(out_pipe[1]);
   ::close(err_pipe[1]);
+  if (pid < 0) {
+    ::close(out_pipe[0]);
+    ::close(err_pipe[0]);
+    return {};
+  }
   Proc r;
   const auto deadline = std::chrono::steady_clock::now() + 30s;
   pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
@@ -142,17 +143,12 @@ class Pty {
     winsize ws{};
     ws.ws_row = 30;
     ws.ws_col = 120;
+    std::vector<std::string> argv{tern};
+    argv.insert(argv.end(), args.begin(), args.end());
+    // Built before the fork: the child of this multi-threaded process only execs.
+    const ExecPlan plan(std::move(argv), {"XDG_CONFIG_HOME=" + config, "TERM=xterm"});
     pid_ = ::forkpty(&master_, nullptr, nullptr, &ws);
-    if (pid_ == 0) {
-      ::close_range(3, ~0U, 0);  // the test's sockets and pipes are not tern's
-      ::setenv("XDG_CONFIG_HOME", config.c_str(), 1);
-      ::setenv("TERM", "xterm", 1);
-      std::vector<char*> argv{const_cast<char*>(tern.c_str())};
-      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
-      ::execv(tern.c_str(), argv.data());
-      ::_exit(127);
-    }
+    if (pid_ == 0) plan.exec_in_child();  // stdin/stdout/stderr: the terminal
     reader_ = std::thread([this] {
       char buf[4096];
       while (!stop_) {

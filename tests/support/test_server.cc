@@ -2,8 +2,6 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +12,8 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+
+#include "base/testing/child_process.h"
 
 namespace tern::test {
 namespace fs = std::filesystem;
@@ -113,48 +113,27 @@ bool TestServer::launch(uint16_t port, std::chrono::milliseconds deadline) {
 
   std::vector<std::string> argv_s = {bin, "--listen", "127.0.0.1:" + std::to_string(port), "--data", data_dir_};
   argv_s.insert(argv_s.end(), args_.begin(), args_.end());
-  std::vector<char*> argv;
-  for (auto& s : argv_s) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  const pid_t parent = ::getpid();
   // The server's environment. Under AddressSanitizer, freed memory waits in a quarantine
   // (256 MB by default) before it is reused, so the RSS the adversarial suite measures would
   // grow with every allocation, not with what the server holds: turn the quarantine off, and
   // let the allocator give freed pages back to the OS as glibc's does.
-  std::vector<std::string> env_s;
-  for (char** e = environ; *e; ++e)
-    if (std::strncmp(*e, "ASAN_OPTIONS=", 13) != 0) env_s.emplace_back(*e);
+  std::vector<std::string> set_env;
 #if defined(__SANITIZE_ADDRESS__)
   const char* asan = std::getenv("ASAN_OPTIONS");
-  env_s.push_back(std::string("ASAN_OPTIONS=") + (asan ? std::string(asan) + ":" : std::string()) +
-                  "quarantine_size_mb=0:thread_local_quarantine_size_kb=0:allocator_release_to_os_interval_ms=100");
-#else
-  if (const char* asan = std::getenv("ASAN_OPTIONS")) env_s.push_back(std::string("ASAN_OPTIONS=") + asan);
+  set_env.push_back(std::string("ASAN_OPTIONS=") + (asan ? std::string(asan) + ":" : std::string()) +
+                    "quarantine_size_mb=0:thread_local_quarantine_size_kb=0:allocator_release_to_os_interval_ms=100");
 #endif
-  std::vector<char*> envp;
-  for (auto& e : env_s) envp.push_back(e.data());
-  envp.push_back(nullptr);
-
-  pid_t pid = ::fork();
+  const int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  // Everything exec needs is built before the fork (base/testing/child_process.h).
+  tern::test_support::ExecPlan plan(std::move(argv_s), set_env);
+  plan.stdin_from(devnull).stdout_to(out_fd).stderr_to(err_fd).die_with_parent();
+  const pid_t pid = plan.spawn();
+  if (devnull >= 0) ::close(devnull);
   if (pid < 0) {
     error_ = std::string("fork failed: ") + std::strerror(errno);
     ::close(out_fd);
     ::close(err_fd);
     return false;
-  }
-  if (pid == 0) {
-    // Child: only async-signal-safe calls until exec.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(127);
-    ::dup2(out_fd, STDOUT_FILENO);
-    ::dup2(err_fd, STDERR_FILENO);
-    int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
-    // The test process holds client sockets; a server that inherited them would keep
-    // those connections half-alive after the test closes them.
-    ::syscall(SYS_close_range, 3U, ~0U, 0U);
-    ::execve(argv[0], argv.data(), envp.data());
-    ::_exit(127);
   }
   ::close(out_fd);
   ::close(err_fd);

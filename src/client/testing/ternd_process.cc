@@ -18,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include "base/testing/child_process.h"
+
 namespace tern::client::testing {
 namespace fs = std::filesystem;
 
@@ -105,27 +107,20 @@ Result<void> TerndProcess::start(uint16_t port) {
   for (int attempt = 0; attempt < 20; ++attempt) {
     if (pick) port = restartable_port();
     const std::string listen = "127.0.0.1:" + std::to_string(port);
-    // The previous run's "listening" line must not be mistaken for this one's (the child
-    // truncates the file only once it runs).
-    ::unlink(out_path.c_str());
-    pid_t pid = ::fork();
+    // Truncated here, before ternd runs: the previous run's "listening" line must not be
+    // mistaken for this one's. Everything the child needs is built before the fork
+    // (base/testing/child_process.h says why).
+    const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    std::vector<std::string> args{binary_, "--listen", listen, "--data", data_dir_, "--durability", "sync",
+                                  "--log-level", log_level_};
+    args.insert(args.end(), extra_args_.begin(), extra_args_.end());
+    tern::test_support::ExecPlan plan(std::move(args));
+    plan.stdout_to(out).stderr_to(err);
+    const pid_t pid = plan.spawn();
+    if (out >= 0) ::close(out);
+    if (err >= 0) ::close(err);
     if (pid < 0) return make_error(ErrorCode::kInternal, "fork failed");
-    if (pid == 0) {
-      int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-      if (out >= 0) ::dup2(out, 1);
-      if (err >= 0) ::dup2(err, 2);
-      // Nothing of the test process (its clients' sockets, a pty, pipes) lives on in ternd.
-      ::close_range(3, ~0U, 0);
-      std::vector<std::string> args{binary_, "--listen", listen, "--data", data_dir_, "--durability", "sync",
-                                    "--log-level", log_level_};
-      args.insert(args.end(), extra_args_.begin(), extra_args_.end());
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(binary_.c_str(), argv.data());
-      ::_exit(127);
-    }
     pid_ = pid;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     while (std::chrono::steady_clock::now() < deadline) {

@@ -15,6 +15,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "base/testing/child_process.h"
 #include "store/redis/redis_connection.h"
 #include "store/redis/testing/redis_server.h"
 
@@ -52,18 +53,12 @@ std::string to_text(const redisReply* r) {
 
 // Forks and execs argv with stdout/stderr to `log`; returns the child's pid (or -1).
 pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
-  pid_t pid = ::fork();
-  if (pid != 0) return pid;
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  if (fd >= 0) {
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-  }
-  ::execvp(argv[0], argv.data());
-  ::_exit(127);
+  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  tern::test_support::ExecPlan plan(args);
+  plan.stdout_to(fd).stderr_to(fd);
+  const pid_t pid = plan.spawn();  // everything exec needs built before the fork
+  if (fd >= 0) ::close(fd);
+  return pid;
 }
 
 // slot → master port, as one node's CLUSTER SLOTS says.

@@ -19,6 +19,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "base/testing/child_process.h"
 #include "store/redis/redis_connection.h"
 #include "store/redis/testing/redis_info.h"
 
@@ -123,21 +124,13 @@ Result<void> RedisServer::launch() {
                                    "--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning",
                                    "--logfile", dir_ + "/redis.log"};
   args.insert(args.end(), extra_args_.begin(), extra_args_.end());
-  pid_t pid = ::fork();
+  // The child must not hold the test's stdout/stderr open (a pipe reader would wait for it).
+  const int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  tern::test_support::ExecPlan plan(std::move(args));
+  plan.stdout_to(devnull).stderr_to(devnull);
+  const pid_t pid = plan.spawn();  // everything exec needs built before the fork
+  if (devnull >= 0) ::close(devnull);
   if (pid < 0) return make_error(ErrorCode::kInternal, "fork failed");
-  if (pid == 0) {
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    // The child must not hold the test's stdout/stderr open (a pipe reader would wait for it).
-    int devnull = ::open("/dev/null", O_RDWR);
-    if (devnull >= 0) {
-      ::dup2(devnull, 1);
-      ::dup2(devnull, 2);
-    }
-    ::execvp("redis-server", argv.data());
-    ::_exit(127);
-  }
   pid_ = pid;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (std::chrono::steady_clock::now() < deadline) {
