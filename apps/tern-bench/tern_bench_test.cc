@@ -25,6 +25,7 @@
 
 #include "base/clock.h"
 #include "base/testing/child_process.h"
+#include "base/testing/loopback_port.h"
 #include "client/testing/test_pki.h"
 
 namespace {
@@ -74,22 +75,6 @@ pid_t spawn_logged(const std::vector<std::string>& argv, const std::string& log_
   const pid_t pid = plan.spawn();
   if (fd >= 0) ::close(fd);
   return pid;
-}
-
-// A loopback port that was free a moment ago (bind to port 0, read it back, close).
-int free_loopback_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  int port = -1;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
-    port = ntohs(a.sin_port);
-  ::close(fd);
-  return port;
 }
 
 bool port_accepts(int port) {
@@ -487,7 +472,7 @@ class TernBenchMqttTest : public ::testing::Test {
     dir_ = tmpl;
     // A port found free may be taken before mosquitto binds it: try a few.
     for (int attempt = 0; attempt < 5 && port_ < 0; ++attempt) {
-      const int port = free_loopback_port();
+      const int port = tern::test_support::free_loopback_port();
       ASSERT_GT(port, 0);
       const std::string conf = dir_ + "/mosquitto.conf";
       {

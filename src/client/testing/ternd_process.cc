@@ -1,11 +1,8 @@
 #include "client/testing/ternd_process.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,11 +11,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <random>
 #include <thread>
 #include <vector>
 
 #include "base/testing/child_process.h"
+#include "base/testing/loopback_port.h"
 
 namespace tern::client::testing {
 namespace fs = std::filesystem;
@@ -50,33 +47,6 @@ TerndProcess::~TerndProcess() { stop(); }
 
 namespace {
 
-bool loopback_port_free(uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return false;
-  int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
-
-// A port for a ternd that may be restarted on it. Below the kernel's ephemeral range (32768
-// and up on Debian): a port picked there (port 0) can be taken, between a SIGKILL and the
-// restart, by a parallel test's outgoing connection or port-0 listener, which then fails
-// the restart for good. Random, so parallel tests rarely pick the same; 0 if none is free.
-uint16_t restartable_port() {
-  static thread_local std::mt19937 rng(std::random_device{}());
-  for (int i = 0; i < 64; ++i) {
-    const auto port = static_cast<uint16_t>(std::uniform_int_distribution<int>(20000, 32000)(rng));
-    if (loopback_port_free(port)) return port;
-  }
-  return 0;
-}
-
 // The last lines of ternd's stderr (at most ~1,500 characters), for an error message: a
 // failed start in CI says why only through what the test prints.
 std::string tail_of(const std::string& path) {
@@ -105,7 +75,9 @@ Result<void> TerndProcess::start(uint16_t port) {
   std::string last_exit;
   // A restart right after SIGKILL can meet the old socket for a moment: a few tries.
   for (int attempt = 0; attempt < 20; ++attempt) {
-    if (pick) port = restartable_port();
+    // Below the kernel's ephemeral range: a port picked there (port 0) could be taken,
+    // between a SIGKILL and the restart, by a parallel test's outgoing connection.
+    if (pick) port = tern::test_support::restartable_port();
     const std::string listen = "127.0.0.1:" + std::to_string(port);
     // Truncated here, before ternd runs: the previous run's "listening" line must not be
     // mistaken for this one's. Everything the child needs is built before the fork

@@ -12,7 +12,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,39 +19,11 @@
 #include <hiredis/hiredis.h>
 
 #include "base/testing/child_process.h"
+#include "base/testing/loopback_port.h"
 #include "store/redis/redis_connection.h"
 #include "store/redis/testing/redis_info.h"
 
 namespace tern::store::redis::testing {
-
-uint16_t free_loopback_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return 0;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  uint16_t port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0)
-    port = ntohs(a.sin_port);
-  ::close(fd);
-  return port;
-}
-
-bool port_free(uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return false;
-  int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
-}
 
 namespace {
 
@@ -97,24 +68,13 @@ Result<void> RedisServer::start() {
   // exits, or another one answers; pick again.
   Result<void> last = make_error(ErrorCode::kInternal, "no free port");
   for (int attempt = 0; attempt < 8; ++attempt) {
-    port_ = unused_server_port();
+    port_ = tern::test_support::restartable_port();  // below the ephemeral range: kept on restarts
     if (port_ == 0) continue;
     last = launch();
     if (last.ok()) return last;
   }
   port_ = 0;
   return last;
-}
-
-uint16_t RedisServer::unused_server_port() {
-  // Below the kernel's ephemeral range (32768 and up on Debian), where no client socket of a
-  // parallel test gets a port by connecting; random, so parallel tests rarely pick the same.
-  static thread_local std::mt19937 rng(std::random_device{}());
-  for (int i = 0; i < 64; ++i) {
-    const auto port = static_cast<uint16_t>(std::uniform_int_distribution<int>(20000, 32000)(rng));
-    if (port_free(port)) return port;
-  }
-  return 0;
 }
 
 Result<void> RedisServer::launch() {

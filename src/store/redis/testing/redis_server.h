@@ -10,14 +10,13 @@
 #include <vector>
 
 #include "base/result.h"
+#include "base/testing/loopback_port.h"
 
 namespace tern::store::redis::testing {
 
-// A port the kernel just handed out for 127.0.0.1 (closed again: a short race is possible);
-// 0 if none.
-uint16_t free_loopback_port();
-// Whether a server could listen on 127.0.0.1:port now (SO_REUSEADDR, as redis-server binds).
-bool port_free(uint16_t port);
+// The loopback port helpers (base/testing/loopback_port.h), by the names these tests use.
+using tern::test_support::free_loopback_port;
+using tern::test_support::port_free;
 
 class RedisServer {
  public:
@@ -46,7 +45,6 @@ class RedisServer {
   const std::string& dir() const { return dir_; }
 
  private:
-  static uint16_t unused_server_port();
   Result<void> launch();  // on port_
 
   std::vector<std::string> extra_args_;
