@@ -47,16 +47,6 @@ TerndProcess::~TerndProcess() { stop(); }
 
 namespace {
 
-// The last lines of ternd's stderr (at most ~1,500 characters), for an error message: a
-// failed start in CI says why only through what the test prints.
-std::string tail_of(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  constexpr size_t kMax = 1500;
-  if (text.size() > kMax) text = "..." + text.substr(text.size() - kMax);
-  return text;
-}
-
 std::string exit_status(int status) {
   if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) return "signal " + std::to_string(WTERMSIG(status));
@@ -70,8 +60,8 @@ Result<void> TerndProcess::start(uint16_t port) {
   if (port == 0) port = port_;
   // The first start picks the port (and picks again if ternd lost it to another process).
   const bool pick = port == 0;
-  const std::string out_path = data_dir_ + ".stdout";
-  const std::string err_path = data_dir_ + ".stderr";
+  const std::string out_path = stdout_path();
+  const std::string err_path = stderr_path();
   std::string last_exit;
   // A restart right after SIGKILL can meet the old socket for a moment: a few tries.
   for (int attempt = 0; attempt < 20; ++attempt) {
@@ -114,15 +104,23 @@ Result<void> TerndProcess::start(uint16_t port) {
     if (pid_ > 0) {
       kill9();
       return make_error(ErrorCode::kInternal, "ternd on " + listen + " did not report its address in 20 s; its stderr:\n" +
-                                                  tail_of(err_path));
+                                                  stderr_tail());
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   return make_error(ErrorCode::kInternal, "ternd exited at start 20 times (last: " + last_exit + ", port " +
-                                              std::to_string(port) + "); its stderr:\n" + tail_of(err_path));
+                                              std::to_string(port) + "); its stderr:\n" + stderr_tail());
 }
 
-std::string TerndProcess::stderr_tail() const { return tail_of(stderr_path()); }
+// At most ~1,500 characters: for an error message (a failed start in CI says why only
+// through what the test prints).
+std::string TerndProcess::stderr_tail() const {
+  std::ifstream in(stderr_path(), std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  constexpr size_t kMax = 1500;
+  if (text.size() > kMax) text = "..." + text.substr(text.size() - kMax);
+  return text;
+}
 
 void TerndProcess::kill9() {
   if (pid_ <= 0) return;
