@@ -27,6 +27,10 @@ Counter& store_writes() { return store_writes_metric; }
 Counter& behind_commits_metric = MetricsRegistry::global().counter(
     "tern_store_commits_behind_total", "commits in which another node had appended to a conversation first");
 Counter& behind_commits() { return behind_commits_metric; }
+Counter& gap_waits_metric = MetricsRegistry::global().counter(
+    "tern_store_commit_gap_waits_total",
+    "commits held back by the commit gap (Redis mode) so that overlapping entries share them");
+Counter& gap_waits() { return gap_waits_metric; }
 
 // Whether ops [first, last) of the batch append to a conversation in `convs`.
 bool appends_to(const store::Batch& b, size_t first, size_t last, const std::unordered_set<std::string>& convs) {
@@ -106,7 +110,11 @@ bool GroupCommitter::submit(store::Batch batch, Completion done) {
     if (failed_) rejected = make_error(ErrorCode::kInternal, "store writes failed; node needs a restart");
     else if (stopping_) rejected = make_error(ErrorCode::kDraining, "server is shutting down");
     else if (pending_.size() >= queue_limit_) rejected = make_error(ErrorCode::kOverloaded, "write queue full, retry later");
-    else pending_.push_back(Entry{std::move(batch), std::move(done), loops_ ? loops_->here() : Loops::kNone});
+    else {
+      if (min_gap_.count() > 0 && (!pending_.empty() || committing_.load(std::memory_order_relaxed)))
+        last_overlap_ = std::chrono::steady_clock::now();
+      pending_.push_back(Entry{std::move(batch), std::move(done), loops_ ? loops_->here() : Loops::kNone});
+    }
     // Waiting out the commit gap, the writer needs no wake-up per entry, only when full.
     wake = !in_gap_ || pending_.size() >= max_batch_;
   }
@@ -233,10 +241,16 @@ void GroupCommitter::run() {
       cv_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
       if (pending_.empty() && stopping_) return;
       if (min_gap_.count() > 0) {
-        // Busy (the previous commit started less than the gap ago): let more entries join.
-        in_gap_ = true;
-        cv_.wait_until(lock, last_start + min_gap_, [&] { return stopping_ || pending_.size() >= max_batch_; });
-        in_gap_ = false;
+        // Busy (the previous commit started less than the gap ago, and entries of several
+        // submitters overlapped lately): let more entries join. A lone submitter that waits
+        // for each commit is not held.
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last_overlap_ < kBusyGaps * min_gap_ && now < last_start + min_gap_) {
+          in_gap_ = true;
+          cv_.wait_until(lock, last_start + min_gap_, [&] { return stopping_ || pending_.size() >= max_batch_; });
+          in_gap_ = false;
+          gap_waits().inc();
+        }
         last_start = std::chrono::steady_clock::now();
       }
       const size_t n = std::min(pending_.size(), max_batch_);
@@ -245,9 +259,11 @@ void GroupCommitter::run() {
         work.push_back(std::move(pending_.front()));
         pending_.pop_front();
       }
+      committing_.store(true, std::memory_order_relaxed);
     }
     failed.assign(work.size(), std::nullopt);
     Result<void> r = commit_entries(work, failed);
+    committing_.store(false, std::memory_order_relaxed);
     batch_sizes().observe(static_cast<double>(work.size()));
     if (!r && r.error().code == ErrorCode::kUnavailable) {
       // A shared store (Redis) out of reach: these entries fail, later ones are tried again.

@@ -71,8 +71,14 @@ class GroupCommitter {
   // fsync whatever it holds, so under load the writer waits until `gap` after the previous
   // commit started (or until max_batch entries are pending) and commits more at once. Idle, a
   // commit still starts at once (the gap has long passed). 0 (the default, RocksDB): no wait.
-  // Set before start().
+  //
+  // The writer waits only while more entries are expected: when, within the last
+  // kBusyGaps gaps, an entry was submitted while another was still pending or being
+  // committed (entries from several sources overlap). A lone client that waits for each
+  // `sent` before its next send never overlaps with itself, so its commits start at once
+  // instead of one per gap. Set before start().
   void set_min_gap(std::chrono::microseconds gap) { min_gap_ = gap; }
+  static constexpr int kBusyGaps = 10;
 
   // Completions of submitters that are not loop threads (an HTTP handler on a reader thread,
   // Presence's loader) run on a completion thread of the committer's own, one commit's at a
@@ -92,6 +98,11 @@ class GroupCommitter {
 
   // Queues the entry; false if rejected (the completion has then already run with the error).
   bool submit(store::Batch batch, Completion done);
+  // Whether the writer is holding a commit back for the gap right now (tests).
+  bool holding_for_gap() {
+    std::lock_guard lock(mu_);
+    return in_gap_;
+  }
   // Entries waiting for the writer (admin figures).
   size_t pending() {
     std::lock_guard lock(mu_);
@@ -132,6 +143,12 @@ class GroupCommitter {
   bool stopping_ = false;
   bool failed_ = false;
   bool in_gap_ = false;  // the writer waits out min_gap_ (submit() wakes it only when full)
+  // With a gap: the last time an entry was submitted while another was pending or being
+  // committed (under mu_), and whether the writer is inside a commit (set under mu_ when it
+  // takes entries, cleared without the lock once the store answered, before the completions
+  // go out: a submitter woken by its completion must not count as overlapping).
+  std::chrono::steady_clock::time_point last_overlap_{};
+  std::atomic<bool> committing_{false};
   std::unordered_set<std::string> behind_;  // conversations found behind, until reloaded()
   std::atomic<size_t> behind_count_{0};
   std::thread thread_;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <filesystem>
 #include <future>
 #include <mutex>
@@ -92,40 +93,110 @@ class CountingStore final : public store::MemoryStore {
   std::atomic<int> commits{0};
 };
 
-// With a commit gap (a store over the network), entries that arrive while the previous commit
-// is less than the gap old wait and go into one commit together; idle, a commit starts at once.
-TEST(GroupCommitter, WithAGapEntriesArrivingMeanwhileShareOneCommit) {
-  CountingStore store;
+// Counts the commits that reach the store; while `held`, a commit waits in the store until
+// release() (the writer is then inside a commit).
+class GatedStore final : public store::MemoryStore {
+ public:
+  Result<void> commit(const store::Batch& batch, bool sync) override {
+    {
+      std::unique_lock lock(mu_);
+      ++entered_;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return !held_; });
+    }
+    ++commits;
+    return MemoryStore::commit(batch, sync);
+  }
+  void hold() {
+    std::lock_guard lock(mu_);
+    held_ = true;
+  }
+  void release() {
+    std::lock_guard lock(mu_);
+    held_ = false;
+    cv_.notify_all();
+  }
+  // Waits (at most 10 s) until `n` commits have reached the store.
+  bool wait_entered(int n) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(10), [&] { return entered_ >= n; });
+  }
+  std::atomic<int> commits{0};
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool held_ = false;
+  int entered_ = 0;
+};
+
+store::Batch append(Seq seq) {
+  store::Batch b;
+  b.add(store::AppendMessage{"c", seq, "m" + std::to_string(seq)});
+  return b;
+}
+
+// With a commit gap (a store over the network), once entries overlap (one submitted while
+// another is still being committed), entries that arrive while the previous commit is less
+// than the gap old wait and go into one commit together.
+TEST(GroupCommitter, WithAGapEntriesArrivingMeanwhileShareOneCommitOnceEntriesOverlap) {
+  GatedStore store;
   GroupCommitter gc(store, /*sync*/ true, /*queue*/ 1000, /*max_batch*/ 64);
   gc.set_min_gap(std::chrono::seconds(1));  // far longer than the submits below take
   gc.start();
+  store.hold();
   std::promise<void> first;
-  store::Batch b1;
-  b1.add(store::AppendMessage{"c", 1, "m1"});
-  ASSERT_TRUE(gc.submit(std::move(b1), [&](const Result<void>& r) {
+  ASSERT_TRUE(gc.submit(append(1), [&](const Result<void>& r) {
     EXPECT_TRUE(r.ok());
     first.set_value();
   }));
-  // Idle: the first entry is committed at once, well before the gap.
-  ASSERT_EQ(first.get_future().wait_for(std::chrono::milliseconds(500)), std::future_status::ready);
-  EXPECT_EQ(store.commits.load(), 1);
+  // Idle: the first entry goes to the store at once; it waits there while held.
+  ASSERT_TRUE(store.wait_entered(1));
   constexpr int kN = 10;
   std::atomic<int> done{0};
   std::promise<void> rest;
-  for (int i = 2; i <= kN + 1; ++i) {
-    store::Batch b;
-    b.add(store::AppendMessage{"c", static_cast<Seq>(i), "m" + std::to_string(i)});
-    ASSERT_TRUE(gc.submit(std::move(b), [&](const Result<void>& r) {
-      EXPECT_TRUE(r.ok());
-      if (++done == kN) rest.set_value();
-    }));
-  }
+  auto count = [&](const Result<void>& r) {
+    EXPECT_TRUE(r.ok());
+    if (++done == kN) rest.set_value();
+  };
+  // Submitted while the first is being committed: the entries overlap.
+  ASSERT_TRUE(gc.submit(append(2), count));
+  store.release();
+  ASSERT_EQ(first.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  // The writer now holds entry 2 back for the gap (entry 2 alone overlapped, through the
+  // commit it arrived during); these arrive meanwhile and join it.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!gc.holding_for_gap() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  ASSERT_TRUE(gc.holding_for_gap()) << "entry 2 was not held for the gap";
+  for (int i = 3; i <= kN + 1; ++i) ASSERT_TRUE(gc.submit(append(static_cast<Seq>(i)), count));
   ASSERT_EQ(rest.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
   gc.stop();
   EXPECT_EQ(store.commits.load(), 2) << "the entries submitted within the gap were not committed together";
   EXPECT_EQ(*store.head("c"), static_cast<Seq>(kN + 1));
 }
 
+// A lone submitter that waits for each commit before its next entry (a client waiting for
+// each `sent`) never overlaps with itself: each of its commits starts at once, not one per gap.
+TEST(GroupCommitter, WithAGapALoneSubmitterWaitingForEachCommitIsNotHeld) {
+  GatedStore store;
+  GroupCommitter gc(store, /*sync*/ true, /*queue*/ 1000, /*max_batch*/ 64);
+  gc.set_min_gap(std::chrono::seconds(60));  // held once, an entry would miss the 10 s below
+  gc.start();
+  constexpr int kN = 5;
+  for (int i = 1; i <= kN; ++i) {
+    std::promise<void> committed;
+    ASSERT_TRUE(gc.submit(append(static_cast<Seq>(i)), [&](const Result<void>& r) {
+      EXPECT_TRUE(r.ok());
+      committed.set_value();
+    }));
+    ASSERT_EQ(committed.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready)
+        << "entry " << i << " was held by the gap";
+  }
+  gc.stop();
+  EXPECT_EQ(store.commits.load(), kN);
+  EXPECT_EQ(*store.head("c"), static_cast<Seq>(kN));
+}
 
 // With the completion thread (Redis mode), a completion of a submitter that is not a loop
 // (an HTTP handler on a reader thread) that waits, e.g. for a store read, does not hold up
