@@ -102,7 +102,11 @@ void GroupCommitter::run_completions() {
   }
 }
 
-bool GroupCommitter::submit(store::Batch batch, Completion done) {
+uint64_t GroupCommitter::source_of(const DeviceRef& device) {
+  return (std::hash<std::string>{}(device.user) * 1000003u + device.device) | 1u;
+}
+
+bool GroupCommitter::submit(store::Batch batch, Completion done, uint64_t source) {
   std::optional<Error> rejected;
   bool wake = true;
   {
@@ -111,12 +115,22 @@ bool GroupCommitter::submit(store::Batch batch, Completion done) {
     else if (stopping_) rejected = make_error(ErrorCode::kDraining, "server is shutting down");
     else if (pending_.size() >= queue_limit_) rejected = make_error(ErrorCode::kOverloaded, "write queue full, retry later");
     else {
-      if (min_gap_.count() > 0 && (!pending_.empty() || committing_.load(std::memory_order_relaxed)))
-        last_overlap_ = std::chrono::steady_clock::now();
-      pending_.push_back(Entry{std::move(batch), std::move(done), loops_ ? loops_->here() : Loops::kNone});
+      if (min_gap_.count() == 0) source = 0;
+      bool last_awaited = false;
+      if (source != 0) {
+        Source& s = sources_[source];
+        s.last = std::chrono::steady_clock::now();
+        ++s.outstanding;
+        if (in_gap_ && s.awaited_in == gap_round_) {
+          s.awaited_in = 0;
+          last_awaited = --awaited_ == 0;
+        }
+      }
+      pending_.push_back(Entry{std::move(batch), std::move(done), loops_ ? loops_->here() : Loops::kNone, source});
+      // Waiting out the commit gap, the writer needs a wake-up only when full or when the
+      // last source it waits for is in.
+      wake = !in_gap_ || pending_.size() >= max_batch_ || last_awaited;
     }
-    // Waiting out the commit gap, the writer needs no wake-up per entry, only when full.
-    wake = !in_gap_ || pending_.size() >= max_batch_;
   }
   if (rejected) {
     if (done) done(Result<void>(*rejected));
@@ -124,6 +138,24 @@ bool GroupCommitter::submit(store::Batch batch, Completion done) {
   }
   if (wake) cv_.notify_one();
   return true;
+}
+
+bool GroupCommitter::others_expected(std::chrono::steady_clock::time_point now) {
+  ++gap_round_;
+  awaited_ = 0;
+  for (auto it = sources_.begin(); it != sources_.end();) {
+    Source& s = it->second;
+    if (s.outstanding > 0) {
+      ++it;
+    } else if (now - s.last >= kBusyGaps * min_gap_) {
+      it = sources_.erase(it);
+    } else {
+      s.awaited_in = gap_round_;
+      ++awaited_;
+      ++it;
+    }
+  }
+  return awaited_ > 0;
 }
 
 bool GroupCommitter::is_behind(const Error& e) { return e.code == ErrorCode::kUnavailable && e.message == kBehind; }
@@ -241,13 +273,13 @@ void GroupCommitter::run() {
       cv_.wait(lock, [&] { return stopping_ || !pending_.empty(); });
       if (pending_.empty() && stopping_) return;
       if (min_gap_.count() > 0) {
-        // Busy (the previous commit started less than the gap ago, and entries of several
-        // submitters overlapped lately): let more entries join. A lone submitter that waits
-        // for each commit is not held.
+        // Busy (the previous commit started less than the gap ago) and other sources may
+        // still submit: let their entries join, until the gap passes or the last is in.
         const auto now = std::chrono::steady_clock::now();
-        if (now - last_overlap_ < kBusyGaps * min_gap_ && now < last_start + min_gap_) {
+        if (now < last_start + min_gap_ && others_expected(now)) {
           in_gap_ = true;
-          cv_.wait_until(lock, last_start + min_gap_, [&] { return stopping_ || pending_.size() >= max_batch_; });
+          cv_.wait_until(lock, last_start + min_gap_,
+                         [&] { return stopping_ || pending_.size() >= max_batch_ || awaited_ == 0; });
           in_gap_ = false;
           gap_waits().inc();
         }
@@ -259,11 +291,16 @@ void GroupCommitter::run() {
         work.push_back(std::move(pending_.front()));
         pending_.pop_front();
       }
-      committing_.store(true, std::memory_order_relaxed);
     }
     failed.assign(work.size(), std::nullopt);
     Result<void> r = commit_entries(work, failed);
-    committing_.store(false, std::memory_order_relaxed);
+    if (min_gap_.count() > 0) {
+      // Their sources may submit again (before the completions go out: a submitter woken by
+      // its completion must find its entry no longer outstanding).
+      std::lock_guard lock(mu_);
+      for (const Entry& e : work)
+        if (e.source != 0) --sources_[e.source].outstanding;
+    }
     batch_sizes().observe(static_cast<double>(work.size()));
     if (!r && r.error().code == ErrorCode::kUnavailable) {
       // A shared store (Redis) out of reach: these entries fail, later ones are tried again.

@@ -33,12 +33,14 @@
 #include <condition_variable>
 #include <optional>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <deque>
 #include <functional>
 #include <mutex>
 #include <thread>
 
+#include "base/ids.h"
 #include "base/loops.h"
 #include "base/result.h"
 #include "store/store.h"
@@ -72,13 +74,17 @@ class GroupCommitter {
   // commit started (or until max_batch entries are pending) and commits more at once. Idle, a
   // commit still starts at once (the gap has long passed). 0 (the default, RocksDB): no wait.
   //
-  // The writer waits only while more entries are expected: when, within the last
-  // kBusyGaps gaps, an entry was submitted while another was still pending or being
-  // committed (entries from several sources overlap). A lone client that waits for each
-  // `sent` before its next send never overlaps with itself, so its commits start at once
-  // instead of one per gap. Set before start().
+  // The writer waits only while more entries are expected: entries name their source (the
+  // device that sent or acked, source_of), and the writer holds a commit back only while a
+  // source that submitted within the last kBusyGaps gaps has nothing pending or being
+  // committed (so it may submit again); when the last of those submits, the commit starts at
+  // once. A lone client that waits for each `sent` before its next send is never held, and
+  // two such clients are held only until both are in. Entries without a source (0) are
+  // neither waited for nor counted. Set before start().
   void set_min_gap(std::chrono::microseconds gap) { min_gap_ = gap; }
   static constexpr int kBusyGaps = 10;
+  // A submitter's source for the gap: a device (never 0).
+  static uint64_t source_of(const DeviceRef& device);
 
   // Completions of submitters that are not loop threads (an HTTP handler on a reader thread,
   // Presence's loader) run on a completion thread of the committer's own, one commit's at a
@@ -97,7 +103,8 @@ class GroupCommitter {
   void stop();
 
   // Queues the entry; false if rejected (the completion has then already run with the error).
-  bool submit(store::Batch batch, Completion done);
+  // source: who submitted it, for the commit gap (source_of; 0: none).
+  bool submit(store::Batch batch, Completion done, uint64_t source = 0);
   // Whether the writer is holding a commit back for the gap right now (tests).
   bool holding_for_gap() {
     std::lock_guard lock(mu_);
@@ -114,6 +121,13 @@ class GroupCommitter {
     store::Batch batch;
     Completion done;
     size_t loop = Loops::kNone;  // where `done` runs
+    uint64_t source = 0;         // for the commit gap (source_of)
+  };
+  // A recent source of entries (commit gap only), under mu_.
+  struct Source {
+    std::chrono::steady_clock::time_point last;  // its last submit
+    uint32_t outstanding = 0;                    // its entries pending or being committed
+    uint64_t awaited_in = 0;                     // the gap wait (gap_round_) that waits for it
   };
   using Completed = std::vector<std::pair<Completion, Result<void>>>;
   void run();
@@ -143,12 +157,13 @@ class GroupCommitter {
   bool stopping_ = false;
   bool failed_ = false;
   bool in_gap_ = false;  // the writer waits out min_gap_ (submit() wakes it only when full)
-  // With a gap: the last time an entry was submitted while another was pending or being
-  // committed (under mu_), and whether the writer is inside a commit (set under mu_ when it
-  // takes entries, cleared without the lock once the store answered, before the completions
-  // go out: a submitter woken by its completion must not count as overlapping).
-  std::chrono::steady_clock::time_point last_overlap_{};
-  std::atomic<bool> committing_{false};
+  // With a gap: the sources seen within the last kBusyGaps gaps or with entries outstanding;
+  // during a wait, how many of them it waits for (each submit of one ends its part).
+  std::unordered_map<uint64_t, Source> sources_;
+  uint64_t gap_round_ = 0;
+  size_t awaited_ = 0;
+  // Writer: decides whether to hold the next commit back (under mu_; prunes sources_).
+  bool others_expected(std::chrono::steady_clock::time_point now);
   std::unordered_set<std::string> behind_;  // conversations found behind, until reloaded()
   std::atomic<size_t> behind_count_{0};
   std::thread thread_;

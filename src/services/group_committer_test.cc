@@ -130,26 +130,37 @@ class GatedStore final : public store::MemoryStore {
   int entered_ = 0;
 };
 
+// Waits (at most 10 s) until the writer holds a commit back for the gap.
+bool wait_holding(GroupCommitter& gc) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!gc.holding_for_gap() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  return gc.holding_for_gap();
+}
+
 store::Batch append(Seq seq) {
   store::Batch b;
   b.add(store::AppendMessage{"c", seq, "m" + std::to_string(seq)});
   return b;
 }
 
-// With a commit gap (a store over the network), once entries overlap (one submitted while
-// another is still being committed), entries that arrive while the previous commit is less
-// than the gap old wait and go into one commit together.
-TEST(GroupCommitter, WithAGapEntriesArrivingMeanwhileShareOneCommitOnceEntriesOverlap) {
+// With a commit gap (a store over the network), while another source may still submit,
+// entries that arrive while the previous commit is less than the gap old wait and go into
+// one commit together.
+TEST(GroupCommitter, WithAGapEntriesArrivingMeanwhileShareOneCommitWhileOtherSourcesMaySubmit) {
   GatedStore store;
   GroupCommitter gc(store, /*sync*/ true, /*queue*/ 1000, /*max_batch*/ 64);
   gc.set_min_gap(std::chrono::seconds(1));  // far longer than the submits below take
   gc.start();
   store.hold();
   std::promise<void> first;
-  ASSERT_TRUE(gc.submit(append(1), [&](const Result<void>& r) {
-    EXPECT_TRUE(r.ok());
-    first.set_value();
-  }));
+  ASSERT_TRUE(gc.submit(
+      append(1),
+      [&](const Result<void>& r) {
+        EXPECT_TRUE(r.ok());
+        first.set_value();
+      },
+      /*source*/ 1));
   // Idle: the first entry goes to the store at once; it waits there while held.
   ASSERT_TRUE(store.wait_entered(1));
   constexpr int kN = 10;
@@ -159,17 +170,13 @@ TEST(GroupCommitter, WithAGapEntriesArrivingMeanwhileShareOneCommitOnceEntriesOv
     EXPECT_TRUE(r.ok());
     if (++done == kN) rest.set_value();
   };
-  // Submitted while the first is being committed: the entries overlap.
-  ASSERT_TRUE(gc.submit(append(2), count));
+  ASSERT_TRUE(gc.submit(append(2), count, /*source*/ 2));
   store.release();
   ASSERT_EQ(first.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
-  // The writer now holds entry 2 back for the gap (entry 2 alone overlapped, through the
-  // commit it arrived during); these arrive meanwhile and join it.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!gc.holding_for_gap() && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::microseconds(100));
-  ASSERT_TRUE(gc.holding_for_gap()) << "entry 2 was not held for the gap";
-  for (int i = 3; i <= kN + 1; ++i) ASSERT_TRUE(gc.submit(append(static_cast<Seq>(i)), count));
+  // Source 1 submitted lately and has nothing outstanding: the writer holds entry 2 back for
+  // the gap. These arrive meanwhile (from sources it does not wait for) and join it.
+  ASSERT_TRUE(wait_holding(gc)) << "entry 2 was not held for the gap";
+  for (int i = 3; i <= kN + 1; ++i) ASSERT_TRUE(gc.submit(append(static_cast<Seq>(i)), count, static_cast<uint64_t>(i)));
   ASSERT_EQ(rest.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
   gc.stop();
   EXPECT_EQ(store.commits.load(), 2) << "the entries submitted within the gap were not committed together";
@@ -177,7 +184,8 @@ TEST(GroupCommitter, WithAGapEntriesArrivingMeanwhileShareOneCommitOnceEntriesOv
 }
 
 // A lone submitter that waits for each commit before its next entry (a client waiting for
-// each `sent`) never overlaps with itself: each of its commits starts at once, not one per gap.
+// each `sent`): no other source is expected, so each of its commits starts at once, not one
+// per gap.
 TEST(GroupCommitter, WithAGapALoneSubmitterWaitingForEachCommitIsNotHeld) {
   GatedStore store;
   GroupCommitter gc(store, /*sync*/ true, /*queue*/ 1000, /*max_batch*/ 64);
@@ -186,16 +194,48 @@ TEST(GroupCommitter, WithAGapALoneSubmitterWaitingForEachCommitIsNotHeld) {
   constexpr int kN = 5;
   for (int i = 1; i <= kN; ++i) {
     std::promise<void> committed;
-    ASSERT_TRUE(gc.submit(append(static_cast<Seq>(i)), [&](const Result<void>& r) {
-      EXPECT_TRUE(r.ok());
-      committed.set_value();
-    }));
+    ASSERT_TRUE(gc.submit(
+        append(static_cast<Seq>(i)),
+        [&](const Result<void>& r) {
+          EXPECT_TRUE(r.ok());
+          committed.set_value();
+        },
+        /*source*/ 7));
     ASSERT_EQ(committed.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready)
         << "entry " << i << " was held by the gap";
   }
   gc.stop();
   EXPECT_EQ(store.commits.load(), kN);
   EXPECT_EQ(*store.head("c"), static_cast<Seq>(kN));
+}
+
+// Two such submitters: the writer holds one's entry only until the other's is in, then
+// commits both at once.
+TEST(GroupCommitter, WithAGapAHeldCommitStartsOnceTheLastExpectedSourceSubmits) {
+  GatedStore store;
+  GroupCommitter gc(store, /*sync*/ true, /*queue*/ 1000, /*max_batch*/ 64);
+  gc.set_min_gap(std::chrono::seconds(60));  // waited out, the entries would miss the 10 s below
+  gc.start();
+  store.hold();
+  std::promise<void> a1, both;
+  std::atomic<int> done{0};
+  auto count = [&](const Result<void>& r) {
+    EXPECT_TRUE(r.ok());
+    if (++done == 2) both.set_value();
+  };
+  ASSERT_TRUE(gc.submit(append(1), [&](const Result<void>&) { a1.set_value(); }, /*source A*/ 1));
+  ASSERT_TRUE(store.wait_entered(1));
+  ASSERT_TRUE(gc.submit(append(2), count, /*source B*/ 2));
+  store.release();
+  ASSERT_EQ(a1.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  // B's entry is held: A, done, may send again.
+  ASSERT_TRUE(wait_holding(gc));
+  ASSERT_TRUE(gc.submit(append(3), count, /*source A*/ 1));
+  ASSERT_EQ(both.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready)
+      << "the held commit did not start when A submitted";
+  gc.stop();
+  EXPECT_EQ(store.commits.load(), 2) << "B's entry and A's second did not share a commit";
+  EXPECT_EQ(*store.head("c"), 3u);
 }
 
 // With the completion thread (Redis mode), a completion of a submitter that is not a loop

@@ -276,6 +276,7 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   shard.pending.emplace(key, PendingSend{info, {}});
   cs.head = seq;
   SequencerCore::remember_sender(cs, seq, device.user);
+  // The sending device, for the commit gap: its next send comes after this one's `sent`.
   const bool accepted = core_.submit(
       cs, std::move(batch),
       [this, &shard, cs = &cs, key = std::move(key), info, to = std::move(*to), stored, per_device, keys, started_us,
@@ -322,7 +323,8 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
           done(committed.error());
         }
         settle(shard, key, committed);
-      });
+      },
+      GroupCommitter::source_of(device));
   // Rejected (queue full or draining): nothing was queued, so the seq is still free. The
   // completion already answered and dropped the pending entry.
   if (!accepted) {

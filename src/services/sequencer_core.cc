@@ -286,7 +286,7 @@ void SequencerCore::remember_sender(ConvState& state, Seq seq, const std::string
   }
 }
 
-bool SequencerCore::submit(ConvState& state, store::Batch batch, GroupCommitter::Completion done) {
+bool SequencerCore::submit(ConvState& state, store::Batch batch, GroupCommitter::Completion done, uint64_t source) {
   const bool appends = std::any_of(batch.ops.begin(), batch.ops.end(), [](const store::Op& op) {
     return std::holds_alternative<store::AppendMessage>(op);
   });
@@ -314,7 +314,7 @@ bool SequencerCore::submit(ConvState& state, store::Batch batch, GroupCommitter:
       const std::string id = s->id;  // the entry may be evicted while the work runs
       run_first(*shards_[owner(id)], id, std::move(work));
     }
-  });
+  }, source);
 }
 
 bool SequencerCore::sequence_again(Result<void>& committed, int attempt) {
