@@ -324,7 +324,7 @@ class DeviceSessionFixture {
   Seq send(const std::string& user, const std::string& cmid) {
     std::promise<Result<SentInfo>> p;
     auto f = p.get_future();
-    sequencer_.send(DeviceRef{user, 1}, proto::SendFrame{cmid, conv_, std::string("aGk="), {}, {}, {}, false, {}}, 0,
+    sequencer_.send(DeviceRef{user, 1}, proto::SendFrame{cmid, conv_, std::string("aGk="), {}, {}, {}, false, {}, {}}, 0,
                     [&p](Result<SentInfo> r) { p.set_value(std::move(r)); });
     auto r = f.get();
     EXPECT_TRUE(r);

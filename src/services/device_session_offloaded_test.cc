@@ -257,7 +257,7 @@ TEST_F(DeviceSessionOffloadedTest, ChannelAcksJoinsLeavesAndChangesReadNoRowOnAL
   // bob's read marker: it moves the cursor, with the row read on a reader thread.
   ASSERT_NO_FATAL_FAILURE(put_subscription("bob", channel, 0));
   std::promise<Result<SentInfo>> posted;
-  sequencer_.send(DeviceRef{"alice", 1}, proto::SendFrame{"post", channel, std::string("aGk="), {}, {}, {}, false, {}}, 0,
+  sequencer_.send(DeviceRef{"alice", 1}, proto::SendFrame{"post", channel, std::string("aGk="), {}, {}, {}, false, {}, {}}, 0,
                   [&](Result<SentInfo> r) { posted.set_value(std::move(r)); });
   auto post = posted.get_future().get();
   ASSERT_TRUE(post);
@@ -349,7 +349,7 @@ TEST_F(DeviceSessionOffloadedTest, AFormerSubscribersChannelAckReadsNoRowOnALoop
   ASSERT_FALSE(channel.empty());
   auto post = [&](const std::string& cmid) {
     std::promise<Result<SentInfo>> posted;
-    sequencer_.send(DeviceRef{"alice", 1}, proto::SendFrame{cmid, channel, std::string("aGk="), {}, {}, {}, false, {}}, 0,
+    sequencer_.send(DeviceRef{"alice", 1}, proto::SendFrame{cmid, channel, std::string("aGk="), {}, {}, {}, false, {}, {}}, 0,
                     [&](Result<SentInfo> r) { posted.set_value(std::move(r)); });
     return posted.get_future().get();
   };

@@ -99,7 +99,7 @@ TEST_P(DeviceSessionTest, MissedReadsTheInboxAgainAndCatchesUp) {
   ASSERT_TRUE(direct) << direct.error().message;
   std::promise<Result<SentInfo>> sent;
   sequencer_.send(DeviceRef{"alice", 1},
-                  proto::SendFrame{"direct-away", direct->conversation_id, std::string("aGk="), {}, {}, {}, false, {}},
+                  proto::SendFrame{"direct-away", direct->conversation_id, std::string("aGk="), {}, {}, {}, false, {}, {}},
                   0, [&](Result<SentInfo> r) { sent.set_value(std::move(r)); });
   auto direct_seq = sent.get_future().get();
   ASSERT_TRUE(direct_seq) << direct_seq.error().message;

@@ -113,7 +113,7 @@ class SequencerTest : public ::testing::Test {
   Result<SentInfo> send(const std::string& user, const std::string& conv, const std::string& cmid) {
     std::promise<Result<SentInfo>> p;
     auto f = p.get_future();
-    proto::SendFrame frame{cmid, conv, std::string("aGk="), {}, std::nullopt, std::nullopt, false, {}};
+    proto::SendFrame frame{cmid, conv, std::string("aGk="), {}, std::nullopt, std::nullopt, false, {}, {}};
     sequencer_.send(DeviceRef{user, 1}, frame, 0, [&p](Result<SentInfo> r) { p.set_value(std::move(r)); });
     return await(f);
   }
@@ -153,7 +153,7 @@ TEST_F(SequencerTest, ConcurrentSendsGetDenseSeqsInCommitOrder) {
   std::atomic<int> done{0};
   for (int i = 0; i < kPerSender; ++i) {
     for (const char* u : {"alice", "bob"}) {
-      proto::SendFrame frame{std::string(u) + "-" + std::to_string(i), g, std::string("aGk="), {}, {}, {}, false, {}};
+      proto::SendFrame frame{std::string(u) + "-" + std::to_string(i), g, std::string("aGk="), {}, {}, {}, false, {}, {}};
       sequencer_.send(DeviceRef{u, 1}, frame, 0, [&](Result<SentInfo> r) {
         ASSERT_TRUE(r) << r.error().message;
         {

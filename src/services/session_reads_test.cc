@@ -28,7 +28,7 @@ class SessionReads : public DeviceSessionFixture, public ::testing::Test {
     std::promise<Result<SentInfo>> sent;
     auto g = sent.get_future();
     sequencer_.send(DeviceRef{"alice", 1},
-                    proto::SendFrame{"m-" + name, info->conversation_id, std::string("aGk="), {}, {}, {}, false, {}}, 0,
+                    proto::SendFrame{"m-" + name, info->conversation_id, std::string("aGk="), {}, {}, {}, false, {}, {}}, 0,
                     [&sent](Result<SentInfo> r) { sent.set_value(std::move(r)); });
     EXPECT_TRUE(g.get());
     return info->conversation_id;
