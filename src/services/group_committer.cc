@@ -1,5 +1,6 @@
 #include "services/group_committer.h"
 
+#include <cassert>
 #include <iterator>
 #include <optional>
 #include <unordered_set>
@@ -116,20 +117,19 @@ bool GroupCommitter::submit(store::Batch batch, Completion done, uint64_t source
     else if (pending_.size() >= queue_limit_) rejected = make_error(ErrorCode::kOverloaded, "write queue full, retry later");
     else {
       if (min_gap_.count() == 0) source = 0;
-      bool last_awaited = false;
       if (source != 0) {
-        Source& s = sources_[source];
-        s.last = std::chrono::steady_clock::now();
-        ++s.outstanding;
-        if (in_gap_ && s.awaited_in == gap_round_) {
-          s.awaited_in = 0;
-          last_awaited = --awaited_ == 0;
-        }
+        const auto now = std::chrono::steady_clock::now();
+        age_sources(now);
+        auto [it, fresh] = sources_.try_emplace(source);
+        if (!fresh && it->second.outstanding == 0) --idle_;
+        it->second.last = now;
+        ++it->second.outstanding;
+        recent_.emplace_back(now, source);
       }
       pending_.push_back(Entry{std::move(batch), std::move(done), loops_ ? loops_->here() : Loops::kNone, source});
       // Waiting out the commit gap, the writer needs a wake-up only when full or when the
       // last source it waits for is in.
-      wake = !in_gap_ || pending_.size() >= max_batch_ || last_awaited;
+      wake = !in_gap_ || pending_.size() >= max_batch_ || idle_ == 0;
     }
   }
   if (rejected) {
@@ -140,22 +140,28 @@ bool GroupCommitter::submit(store::Batch batch, Completion done, uint64_t source
   return true;
 }
 
-bool GroupCommitter::others_expected(std::chrono::steady_clock::time_point now) {
-  ++gap_round_;
-  awaited_ = 0;
-  for (auto it = sources_.begin(); it != sources_.end();) {
-    Source& s = it->second;
-    if (s.outstanding > 0) {
-      ++it;
-    } else if (now - s.last >= kBusyGaps * min_gap_) {
-      it = sources_.erase(it);
-    } else {
-      s.awaited_in = gap_round_;
-      ++awaited_;
-      ++it;
+void GroupCommitter::age_sources(std::chrono::steady_clock::time_point now) {
+  const auto window = kBusyGaps * min_gap_;
+  while (!recent_.empty() && now - recent_.front().first >= window) {
+    const uint64_t source = recent_.front().second;
+    recent_.pop_front();
+    auto it = sources_.find(source);
+    // Forgotten at its last submit's turn (an earlier one finds it submitted since), if idle;
+    // one still outstanding is forgotten when it settles (settle_source).
+    if (it != sources_.end() && it->second.outstanding == 0 && now - it->second.last >= window) {
+      sources_.erase(it);
+      --idle_;
     }
   }
-  return awaited_ > 0;
+}
+
+void GroupCommitter::settle_source(uint64_t source, std::chrono::steady_clock::time_point now) {
+  auto it = sources_.find(source);
+  assert(it != sources_.end() && it->second.outstanding > 0);
+  if (--it->second.outstanding > 0) return;
+  // Its last submit already aged out of recent_ (or is about to): forget it now, or nothing would.
+  if (now - it->second.last >= kBusyGaps * min_gap_) sources_.erase(it);
+  else ++idle_;
 }
 
 bool GroupCommitter::is_behind(const Error& e) { return e.code == ErrorCode::kUnavailable && e.message == kBehind; }
@@ -276,10 +282,11 @@ void GroupCommitter::run() {
         // Busy (the previous commit started less than the gap ago) and other sources may
         // still submit: let their entries join, until the gap passes or the last is in.
         const auto now = std::chrono::steady_clock::now();
-        if (now < last_start + min_gap_ && others_expected(now)) {
+        age_sources(now);
+        if (now < last_start + min_gap_ && idle_ > 0) {
           in_gap_ = true;
           cv_.wait_until(lock, last_start + min_gap_,
-                         [&] { return stopping_ || pending_.size() >= max_batch_ || awaited_ == 0; });
+                         [&] { return stopping_ || pending_.size() >= max_batch_ || idle_ == 0; });
           in_gap_ = false;
           gap_waits().inc();
         }
@@ -298,8 +305,9 @@ void GroupCommitter::run() {
       // Their sources may submit again (before the completions go out: a submitter woken by
       // its completion must find its entry no longer outstanding).
       std::lock_guard lock(mu_);
+      const auto now = std::chrono::steady_clock::now();
       for (const Entry& e : work)
-        if (e.source != 0) --sources_[e.source].outstanding;
+        if (e.source != 0) settle_source(e.source, now);
     }
     batch_sizes().observe(static_cast<double>(work.size()));
     if (!r && r.error().code == ErrorCode::kUnavailable) {

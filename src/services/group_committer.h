@@ -110,6 +110,11 @@ class GroupCommitter {
     std::lock_guard lock(mu_);
     return in_gap_;
   }
+  // Sources the commit gap keeps track of (tests: bounded by the window).
+  size_t tracked_sources() {
+    std::lock_guard lock(mu_);
+    return sources_.size();
+  }
   // Entries waiting for the writer (admin figures).
   size_t pending() {
     std::lock_guard lock(mu_);
@@ -127,7 +132,6 @@ class GroupCommitter {
   struct Source {
     std::chrono::steady_clock::time_point last;  // its last submit
     uint32_t outstanding = 0;                    // its entries pending or being committed
-    uint64_t awaited_in = 0;                     // the gap wait (gap_round_) that waits for it
   };
   using Completed = std::vector<std::pair<Completion, Result<void>>>;
   void run();
@@ -157,13 +161,18 @@ class GroupCommitter {
   bool stopping_ = false;
   bool failed_ = false;
   bool in_gap_ = false;  // the writer waits out min_gap_ (submit() wakes it only when full)
-  // With a gap: the sources seen within the last kBusyGaps gaps or with entries outstanding;
-  // during a wait, how many of them it waits for (each submit of one ends its part).
+  // With a gap, under mu_: the sources that submitted within the last kBusyGaps gaps or have
+  // entries outstanding; their submits in order, to age them out (each step O(1) amortized:
+  // a wave of acks from many devices must not cost the writer a scan per commit); and how
+  // many of them have nothing outstanding (idle_: they may submit again, so a commit is held
+  // for them). Both bounded: by the submits of the last kBusyGaps gaps plus the queue.
   std::unordered_map<uint64_t, Source> sources_;
-  uint64_t gap_round_ = 0;
-  size_t awaited_ = 0;
-  // Writer: decides whether to hold the next commit back (under mu_; prunes sources_).
-  bool others_expected(std::chrono::steady_clock::time_point now);
+  std::deque<std::pair<std::chrono::steady_clock::time_point, uint64_t>> recent_;
+  size_t idle_ = 0;
+  // Forgets the sources that are idle and whose last submit is kBusyGaps gaps old.
+  void age_sources(std::chrono::steady_clock::time_point now);
+  // After a commit: the entry's source has one entry fewer outstanding.
+  void settle_source(uint64_t source, std::chrono::steady_clock::time_point now);
   std::unordered_set<std::string> behind_;  // conversations found behind, until reloaded()
   std::atomic<size_t> behind_count_{0};
   std::thread thread_;

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 
+#include "base/metrics.h"
 #include "store/memory/memory_store.h"
 #include "store/rocksdb/rocksdb_store.h"
 
@@ -236,6 +237,64 @@ TEST(GroupCommitter, WithAGapAHeldCommitStartsOnceTheLastExpectedSourceSubmits) 
   gc.stop();
   EXPECT_EQ(store.commits.load(), 2) << "B's entry and A's second did not share a commit";
   EXPECT_EQ(*store.head("c"), 3u);
+}
+
+// A source is waited for only while its last submit is less than kBusyGaps gaps old: one that
+// went quiet does not hold the commits of the clients still sending.
+TEST(GroupCommitter, WithAGapASourceWhoseLastSubmitIsTenGapsOldIsNoLongerWaitedFor) {
+  const Counter& held = MetricsRegistry::global().counter("tern_store_commit_gap_waits_total", "");
+  GatedStore store;
+  GroupCommitter gc(store, /*sync*/ true, /*queue*/ 1000, /*max_batch*/ 64);
+  constexpr auto kGap = std::chrono::milliseconds(100);
+  gc.set_min_gap(kGap);
+  gc.start();
+  Seq seq = 0;
+  auto commit = [&](uint64_t source) {
+    std::promise<void> committed;
+    EXPECT_TRUE(gc.submit(append(++seq), [&](const Result<void>&) { committed.set_value(); }, source));
+    return committed.get_future().wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  };
+  ASSERT_TRUE(commit(/*A*/ 1));
+  // The behaviour under test is time passing: A's submit ages past the window.
+  std::this_thread::sleep_for(GroupCommitter::kBusyGaps * kGap + std::chrono::milliseconds(100));
+  const uint64_t before = held.value();
+  ASSERT_TRUE(commit(/*B*/ 2));
+  ASSERT_TRUE(commit(/*B*/ 2));  // within the gap of the one before: held if A were still waited for
+  EXPECT_EQ(held.value(), before) << "a source quiet for more than the window was still waited for";
+  // Against it: A submits again, within the gap, and is held for B (recent, idle); B's next
+  // entry, right after, is held for A.
+  ASSERT_TRUE(commit(/*A*/ 1));
+  ASSERT_TRUE(commit(/*B*/ 2));
+  EXPECT_EQ(held.value(), before + 2) << "a recent source was not waited for";
+  gc.stop();
+}
+
+// A wave of entries from many sources (acks of a large group) is forgotten once the window
+// has passed: what the gap keeps track of is bounded by the recent submits.
+TEST(GroupCommitter, WithAGapTheSourcesOfAWaveAreForgottenOnceTheWindowPassed) {
+  CountingStore store;
+  GroupCommitter gc(store, /*sync*/ true, /*queue*/ 20000, /*max_batch*/ 1024);
+  constexpr auto kGap = std::chrono::milliseconds(10);
+  gc.set_min_gap(kGap);
+  gc.start();
+  constexpr int kWave = 10000;
+  std::atomic<int> done{0};
+  std::promise<void> all;
+  for (int i = 1; i <= kWave; ++i)
+    ASSERT_TRUE(gc.submit(
+        append(static_cast<Seq>(i)),
+        [&](const Result<void>&) {
+          if (++done == kWave) all.set_value();
+        },
+        static_cast<uint64_t>(i)));
+  ASSERT_EQ(all.get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  // The behaviour under test is time passing: the wave ages past the window.
+  std::this_thread::sleep_for(GroupCommitter::kBusyGaps * kGap + std::chrono::milliseconds(50));
+  std::promise<void> one;
+  ASSERT_TRUE(gc.submit(append(kWave + 1), [&](const Result<void>&) { one.set_value(); }, /*source*/ kWave + 1));
+  ASSERT_EQ(one.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(gc.tracked_sources(), 1u) << "the wave's sources were kept after the window";
+  gc.stop();
 }
 
 // With the completion thread (Redis mode), a completion of a submitter that is not a loop
