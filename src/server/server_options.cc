@@ -296,8 +296,9 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
                  "0 sends it to every node")
       ->check(CLI::Range(kDropNowhereRange.lo, kDropNowhereRange.hi))->capture_default_str();
   app.add_option("--redis-commit-gap-us", o.redis_commit_gap_us,
-                 "with --store redis: under load, at most one commit per this many microseconds, so that "
-                 "commits carry more (each costs Redis a round trip and an fsync); idle, commits start at once")
+                 "with --store redis: under load, at most one commit per this many microseconds while other "
+                 "clients may still send, so that commits carry more (each costs Redis a round trip and an "
+                 "fsync); idle, or with no other recent sender, commits start at once")
       ->check(CLI::Range(kCommitGapUsRange.lo, kCommitGapUsRange.hi))->capture_default_str();
   app.add_option("--redis-read-threads", o.redis_read_threads,
                  "with --store redis and --redis-read-fibers 0: threads that run every store read (each "

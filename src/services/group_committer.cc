@@ -30,7 +30,7 @@ Counter& behind_commits_metric = MetricsRegistry::global().counter(
 Counter& behind_commits() { return behind_commits_metric; }
 Counter& gap_waits_metric = MetricsRegistry::global().counter(
     "tern_store_commit_gap_waits_total",
-    "commits held back by the commit gap (Redis mode) so that overlapping entries share them");
+    "commits held back by the commit gap (Redis mode) for entries of other recent sources to join");
 Counter& gap_waits() { return gap_waits_metric; }
 
 // Whether ops [first, last) of the batch append to a conversation in `convs`.
