@@ -160,7 +160,7 @@ class GroupCommitter {
   std::deque<Entry> pending_;
   bool stopping_ = false;
   bool failed_ = false;
-  bool in_gap_ = false;  // the writer waits out min_gap_ (submit() wakes it only when full)
+  bool in_gap_ = false;  // the writer waits out min_gap_ (submit() wakes it only when full or idle_ is 0)
   // With a gap, under mu_: the sources that submitted within the last kBusyGaps gaps or have
   // entries outstanding; their submits in order, to age them out (each step O(1) amortized:
   // a wave of acks from many devices must not cost the writer a scan per commit); and how

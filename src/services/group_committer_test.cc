@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "base/metrics.h"
+#include "services/commit_gate_fixture.h"
 #include "store/memory/memory_store.h"
 #include "store/rocksdb/rocksdb_store.h"
 
@@ -84,52 +85,9 @@ TEST(GroupCommitter, RejectsWhenQueueIsFullOrStopped) {
 namespace tern::services {
 namespace {
 
-// Counts the commits that reach the store.
-class CountingStore final : public store::MemoryStore {
- public:
-  Result<void> commit(const store::Batch& batch, bool sync) override {
-    ++commits;
-    return MemoryStore::commit(batch, sync);
-  }
-  std::atomic<int> commits{0};
-};
-
-// Counts the commits that reach the store; while `held`, a commit waits in the store until
-// release() (the writer is then inside a commit).
-class GatedStore final : public store::MemoryStore {
- public:
-  Result<void> commit(const store::Batch& batch, bool sync) override {
-    {
-      std::unique_lock lock(mu_);
-      ++entered_;
-      cv_.notify_all();
-      cv_.wait(lock, [&] { return !held_; });
-    }
-    ++commits;
-    return MemoryStore::commit(batch, sync);
-  }
-  void hold() {
-    std::lock_guard lock(mu_);
-    held_ = true;
-  }
-  void release() {
-    std::lock_guard lock(mu_);
-    held_ = false;
-    cv_.notify_all();
-  }
-  // Waits (at most 10 s) until `n` commits have reached the store.
-  bool wait_entered(int n) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, std::chrono::seconds(10), [&] { return entered_ >= n; });
-  }
-  std::atomic<int> commits{0};
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool held_ = false;
-  int entered_ = 0;
-};
+// Counts the commits that reach the store; its gate (closed) holds them in the store, the
+// writer inside a commit.
+using GatedStore = testing::CommitGatedStore;
 
 // Waits (at most 10 s) until the writer holds a commit back for the gap.
 bool wait_holding(GroupCommitter& gc) {
@@ -153,7 +111,7 @@ TEST(GroupCommitter, WithAGapEntriesArrivingMeanwhileShareOneCommitWhileOtherSou
   GroupCommitter gc(store, /*sync*/ true, /*queue*/ 1000, /*max_batch*/ 64);
   gc.set_min_gap(std::chrono::seconds(1));  // far longer than the submits below take
   gc.start();
-  store.hold();
+  store.close();
   std::promise<void> first;
   ASSERT_TRUE(gc.submit(
       append(1),
@@ -163,7 +121,7 @@ TEST(GroupCommitter, WithAGapEntriesArrivingMeanwhileShareOneCommitWhileOtherSou
       },
       /*source*/ 1));
   // Idle: the first entry goes to the store at once; it waits there while held.
-  ASSERT_TRUE(store.wait_entered(1));
+  ASSERT_TRUE(store.await_arrived(1));
   constexpr int kN = 10;
   std::atomic<int> done{0};
   std::promise<void> rest;
@@ -172,7 +130,7 @@ TEST(GroupCommitter, WithAGapEntriesArrivingMeanwhileShareOneCommitWhileOtherSou
     if (++done == kN) rest.set_value();
   };
   ASSERT_TRUE(gc.submit(append(2), count, /*source*/ 2));
-  store.release();
+  store.open();
   ASSERT_EQ(first.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
   // Source 1 submitted lately and has nothing outstanding: the writer holds entry 2 back for
   // the gap. These arrive meanwhile (from sources it does not wait for) and join it.
@@ -217,7 +175,7 @@ TEST(GroupCommitter, WithAGapAHeldCommitStartsOnceTheLastExpectedSourceSubmits) 
   GroupCommitter gc(store, /*sync*/ true, /*queue*/ 1000, /*max_batch*/ 64);
   gc.set_min_gap(std::chrono::seconds(60));  // waited out, the entries would miss the 10 s below
   gc.start();
-  store.hold();
+  store.close();
   std::promise<void> a1, both;
   std::atomic<int> done{0};
   auto count = [&](const Result<void>& r) {
@@ -225,9 +183,9 @@ TEST(GroupCommitter, WithAGapAHeldCommitStartsOnceTheLastExpectedSourceSubmits) 
     if (++done == 2) both.set_value();
   };
   ASSERT_TRUE(gc.submit(append(1), [&](const Result<void>&) { a1.set_value(); }, /*source A*/ 1));
-  ASSERT_TRUE(store.wait_entered(1));
+  ASSERT_TRUE(store.await_arrived(1));
   ASSERT_TRUE(gc.submit(append(2), count, /*source B*/ 2));
-  store.release();
+  store.open();
   ASSERT_EQ(a1.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
   // B's entry is held: A, done, may send again.
   ASSERT_TRUE(wait_holding(gc));
@@ -272,7 +230,7 @@ TEST(GroupCommitter, WithAGapASourceWhoseLastSubmitIsTenGapsOldIsNoLongerWaitedF
 // A wave of entries from many sources (acks of a large group) is forgotten once the window
 // has passed: what the gap keeps track of is bounded by the recent submits.
 TEST(GroupCommitter, WithAGapTheSourcesOfAWaveAreForgottenOnceTheWindowPassed) {
-  CountingStore store;
+  GatedStore store;
   GroupCommitter gc(store, /*sync*/ true, /*queue*/ 20000, /*max_batch*/ 1024);
   constexpr auto kGap = std::chrono::milliseconds(10);
   gc.set_min_gap(kGap);
@@ -301,7 +259,7 @@ TEST(GroupCommitter, WithAGapTheSourcesOfAWaveAreForgottenOnceTheWindowPassed) {
 // (an HTTP handler on a reader thread) that waits, e.g. for a store read, does not hold up
 // the next commit; completions still run in commit order, and stop() runs them all.
 TEST(GroupCommitter, ACompletionThreadKeepsTheWriterCommittingWhileACompletionWaits) {
-  CountingStore store;
+  GatedStore store;
   GroupCommitter gc(store, /*sync*/ true, /*queue*/ 1000, /*max_batch*/ 64);
   gc.set_completion_thread(true);
   gc.start();
@@ -349,7 +307,7 @@ TEST(GroupCommitter, ACompletionThreadKeepsTheWriterCommittingWhileACompletionWa
 // its own entry only: the entries merged with it into one commit are committed, in order, and
 // the committer goes on (it is not a fatal store failure).
 TEST(GroupCommitter, AnEntryRefusedWithExistsFailsAloneAndTheRestOfItsCommitLands) {
-  CountingStore store;
+  GatedStore store;
   store::Batch seed;
   seed.add(store::PutDevice{DeviceRef{"alice", 2}, "tok-first"});
   ASSERT_TRUE(store.commit(seed, true).ok());

@@ -1,7 +1,7 @@
 // What the tests of several nodes on one shared store share (sequencer_nodes_test.cc,
 // sequencer_nodes_reads_test.cc): each "node" is a full Sequencer (its loops, group committer,
 // directory, bus) on its own MemoryStore, and the MemoryStores share one State with dense
-// appends on, as RedisStore does for ternd. GatedStore holds commits and reads at a gate and
+// appends on, as RedisStore does for ternd. GatedStore holds commits (commit_gate_fixture.h) and reads at a gate and
 // counts the reads made on a loop thread; RoutingBus forwards a node's sends to another node.
 // Ownership: each test owns its fixture and nodes. Thread-safety: GatedStore and FrameInbox are
 // used from the loops, the readers and the test thread (their own mutexes and atomics).
@@ -26,6 +26,7 @@
 #include "bus/local/local_bus.h"
 #include "proto/frames.h"
 #include "services/accounts.h"
+#include "services/commit_gate_fixture.h"
 #include "services/media.h"
 #include "services/sequencer.h"
 #include "store/fs/fs_blob_store.h"
@@ -35,49 +36,11 @@ namespace tern::services::seqnodes {
 
 using namespace std::chrono_literals;
 
-// A MemoryStore whose commit() can be held at a gate: while the gate is closed each commit
-// waits until the test lets it through (one at a time), so a test decides how the committer's
-// commits interleave with the work on the loops.
-class GatedStore : public store::MemoryStore {
+// The commit gate (commit_gate_fixture.h), with reads counted and gated: a test decides how
+// the committer's commits and the readers' reads interleave with the work on the loops.
+class GatedStore : public testing::CommitGatedStore {
  public:
-  using MemoryStore::MemoryStore;
-  Result<void> commit(const store::Batch& batch, bool sync) override {
-    {
-      std::unique_lock lock(mu_);
-      if (closed_) {
-        const int me = arrived_++;
-        cv_.notify_all();
-        cv_.wait(lock, [&] { return !closed_ || released_ > me; });
-      }
-      // A shared store out of reach: nothing of the batch is applied.
-      if (unavailable_) return make_error(ErrorCode::kUnavailable, "injected: store out of reach");
-    }
-    return MemoryStore::commit(batch, sync);
-  }
-  void set_unavailable(bool on) {
-    std::lock_guard lock(mu_);
-    unavailable_ = on;
-  }
-  void close() {
-    std::lock_guard lock(mu_);
-    closed_ = true;
-  }
-  void open() {
-    std::lock_guard lock(mu_);
-    closed_ = false;
-    cv_.notify_all();
-  }
-  // Lets the oldest held commit through.
-  void release_one() {
-    std::lock_guard lock(mu_);
-    ++released_;
-    cv_.notify_all();
-  }
-  // Whether `n` commits reached the closed gate within 10 s.
-  bool await_arrived(int n) {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, 10s, [&] { return arrived_ >= n; });
-  }
+  using CommitGatedStore::CommitGatedStore;
   // Reads made on one of `loops`' threads (set by the node): with reader threads, none.
   Loops* loops = nullptr;
   std::atomic<int> reads_on_loops{0};
@@ -178,16 +141,13 @@ class GatedStore : public store::MemoryStore {
     return cv_.wait_for(lock, 10s, [&] { return waiting >= n; });
   }
 
+  // The read gates' own (the commit gate has its own).
   std::mutex mu_;
   std::condition_variable cv_;
-  bool closed_ = false;
-  int arrived_ = 0;
-  int released_ = 0;
   bool reads_held_ = false;
   int reads_waiting_ = 0;
   bool idempotency_held_ = false;
   int idempotency_waiting_ = 0;
-  bool unavailable_ = false;
 };
 
 // A node's bus: local delivery, and (once `to` is set) every conversation's sends routed to
