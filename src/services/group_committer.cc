@@ -103,20 +103,18 @@ void GroupCommitter::run_completions() {
   }
 }
 
-uint64_t GroupCommitter::source_of(const DeviceRef& device) {
-  return (std::hash<std::string>{}(device.user) * 1000003u + device.device) | 1u;
-}
-
-bool GroupCommitter::submit(store::Batch batch, Completion done, uint64_t source) {
+bool GroupCommitter::submit(store::Batch batch, Completion done, const DeviceRef* device) {
   std::optional<Error> rejected;
   bool wake = true;
+  // Only with a gap (Redis mode): RocksDB's submits do not hash the device.
+  const uint64_t source =
+      device && min_gap_.count() > 0 ? (std::hash<std::string>{}(device->user) * 1000003u + device->device) | 1u : 0;
   {
     std::lock_guard lock(mu_);
     if (failed_) rejected = make_error(ErrorCode::kInternal, "store writes failed; node needs a restart");
     else if (stopping_) rejected = make_error(ErrorCode::kDraining, "server is shutting down");
     else if (pending_.size() >= queue_limit_) rejected = make_error(ErrorCode::kOverloaded, "write queue full, retry later");
     else {
-      if (min_gap_.count() == 0) source = 0;
       if (source != 0) {
         const auto now = std::chrono::steady_clock::now();
         age_sources(now);

@@ -75,7 +75,7 @@ class GroupCommitter {
   // commit still starts at once (the gap has long passed). 0 (the default, RocksDB): no wait.
   //
   // The writer waits only while more entries are expected: entries name their source (the
-  // device that sent or acked, source_of), and the writer holds a commit back only while a
+  // device that sent or acked), and the writer holds a commit back only while a
   // source that submitted within the last kBusyGaps gaps has nothing pending or being
   // committed (so it may submit again); when the last of those submits, the commit starts at
   // once. A lone client that waits for each `sent` before its next send is never held, and
@@ -83,8 +83,6 @@ class GroupCommitter {
   // neither waited for nor counted. Set before start().
   void set_min_gap(std::chrono::microseconds gap) { min_gap_ = gap; }
   static constexpr int kBusyGaps = 10;
-  // A submitter's source for the gap: a device (never 0).
-  static uint64_t source_of(const DeviceRef& device);
 
   // Completions of submitters that are not loop threads (an HTTP handler on a reader thread,
   // Presence's loader) run on a completion thread of the committer's own, one commit's at a
@@ -103,8 +101,8 @@ class GroupCommitter {
   void stop();
 
   // Queues the entry; false if rejected (the completion has then already run with the error).
-  // source: who submitted it, for the commit gap (source_of; 0: none).
-  bool submit(store::Batch batch, Completion done, uint64_t source = 0);
+  // source: the device it is for, for the commit gap (null: none; not kept).
+  bool submit(store::Batch batch, Completion done, const DeviceRef* source = nullptr);
   // Whether the writer is holding a commit back for the gap right now (tests).
   bool holding_for_gap() {
     std::lock_guard lock(mu_);
@@ -126,7 +124,7 @@ class GroupCommitter {
     store::Batch batch;
     Completion done;
     size_t loop = Loops::kNone;  // where `done` runs
-    uint64_t source = 0;         // for the commit gap (source_of)
+    uint64_t source = 0;         // for the commit gap: a hash of its device, 0 for none
   };
   // A recent source of entries (commit gap only), under mu_.
   struct Source {

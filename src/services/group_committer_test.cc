@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <future>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -89,6 +90,12 @@ namespace {
 // writer inside a commit.
 using GatedStore = testing::CommitGatedStore;
 
+// Device n, the source of an entry for the commit gap (stable address: submit takes a pointer).
+const DeviceRef* device(int n) {
+  static std::map<int, DeviceRef> devices;
+  return &devices.try_emplace(n, DeviceRef{"u" + std::to_string(n), 1}).first->second;
+}
+
 // Waits (at most 10 s) until the writer holds a commit back for the gap.
 bool wait_holding(GroupCommitter& gc) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -119,7 +126,7 @@ TEST(GroupCommitter, WithAGapEntriesArrivingMeanwhileShareOneCommitWhileOtherSou
         EXPECT_TRUE(r.ok());
         first.set_value();
       },
-      /*source*/ 1));
+      device(1)));
   // Idle: the first entry goes to the store at once; it waits there while held.
   ASSERT_TRUE(store.await_arrived(1));
   constexpr int kN = 10;
@@ -129,13 +136,13 @@ TEST(GroupCommitter, WithAGapEntriesArrivingMeanwhileShareOneCommitWhileOtherSou
     EXPECT_TRUE(r.ok());
     if (++done == kN) rest.set_value();
   };
-  ASSERT_TRUE(gc.submit(append(2), count, /*source*/ 2));
+  ASSERT_TRUE(gc.submit(append(2), count, device(2)));
   store.open();
   ASSERT_EQ(first.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
   // Source 1 submitted lately and has nothing outstanding: the writer holds entry 2 back for
   // the gap. These arrive meanwhile (from sources it does not wait for) and join it.
   ASSERT_TRUE(wait_holding(gc)) << "entry 2 was not held for the gap";
-  for (int i = 3; i <= kN + 1; ++i) ASSERT_TRUE(gc.submit(append(static_cast<Seq>(i)), count, static_cast<uint64_t>(i)));
+  for (int i = 3; i <= kN + 1; ++i) ASSERT_TRUE(gc.submit(append(static_cast<Seq>(i)), count, device(i)));
   ASSERT_EQ(rest.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
   gc.stop();
   EXPECT_EQ(store.commits.load(), 2) << "the entries submitted within the gap were not committed together";
@@ -159,7 +166,7 @@ TEST(GroupCommitter, WithAGapALoneSubmitterWaitingForEachCommitIsNotHeld) {
           EXPECT_TRUE(r.ok());
           committed.set_value();
         },
-        /*source*/ 7));
+        device(7)));
     ASSERT_EQ(committed.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready)
         << "entry " << i << " was held by the gap";
   }
@@ -182,14 +189,14 @@ TEST(GroupCommitter, WithAGapAHeldCommitStartsOnceTheLastExpectedSourceSubmits) 
     EXPECT_TRUE(r.ok());
     if (++done == 2) both.set_value();
   };
-  ASSERT_TRUE(gc.submit(append(1), [&](const Result<void>&) { a1.set_value(); }, /*source A*/ 1));
+  ASSERT_TRUE(gc.submit(append(1), [&](const Result<void>&) { a1.set_value(); }, device(1) /*A*/));
   ASSERT_TRUE(store.await_arrived(1));
-  ASSERT_TRUE(gc.submit(append(2), count, /*source B*/ 2));
+  ASSERT_TRUE(gc.submit(append(2), count, device(2) /*B*/));
   store.open();
   ASSERT_EQ(a1.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
   // B's entry is held: A, done, may send again.
   ASSERT_TRUE(wait_holding(gc));
-  ASSERT_TRUE(gc.submit(append(3), count, /*source A*/ 1));
+  ASSERT_TRUE(gc.submit(append(3), count, device(1) /*A*/));
   ASSERT_EQ(both.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready)
       << "the held commit did not start when A submitted";
   gc.stop();
@@ -207,9 +214,9 @@ TEST(GroupCommitter, WithAGapASourceWhoseLastSubmitIsTenGapsOldIsNoLongerWaitedF
   gc.set_min_gap(kGap);
   gc.start();
   Seq seq = 0;
-  auto commit = [&](uint64_t source) {
+  auto commit = [&](int source) {
     std::promise<void> committed;
-    EXPECT_TRUE(gc.submit(append(++seq), [&](const Result<void>&) { committed.set_value(); }, source));
+    EXPECT_TRUE(gc.submit(append(++seq), [&](const Result<void>&) { committed.set_value(); }, device(source)));
     return committed.get_future().wait_for(std::chrono::seconds(10)) == std::future_status::ready;
   };
   ASSERT_TRUE(commit(/*A*/ 1));
@@ -244,12 +251,12 @@ TEST(GroupCommitter, WithAGapTheSourcesOfAWaveAreForgottenOnceTheWindowPassed) {
         [&](const Result<void>&) {
           if (++done == kWave) all.set_value();
         },
-        static_cast<uint64_t>(i)));
+        device(i)));
   ASSERT_EQ(all.get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
   // The behaviour under test is time passing: the wave ages past the window.
   std::this_thread::sleep_for(GroupCommitter::kBusyGaps * kGap + std::chrono::milliseconds(50));
   std::promise<void> one;
-  ASSERT_TRUE(gc.submit(append(kWave + 1), [&](const Result<void>&) { one.set_value(); }, /*source*/ kWave + 1));
+  ASSERT_TRUE(gc.submit(append(kWave + 1), [&](const Result<void>&) { one.set_value(); }, device(kWave + 1)));
   ASSERT_EQ(one.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
   EXPECT_EQ(gc.tracked_sources(), 1u) << "the wave's sources were kept after the window";
   gc.stop();

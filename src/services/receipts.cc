@@ -82,7 +82,7 @@ void Receipts::acknowledge_channel(ConvState& cs, const DeviceRef& device, const
                                          const Result<void>& committed) {
     settle_ack(ack_key, seq);
     done(committed);
-  }, GroupCommitter::source_of(device));
+  }, &device);
 }
 
 void Receipts::hold_receipt(Shard& shard, const std::string& target, const std::string& conversation_id,
@@ -240,7 +240,7 @@ void Receipts::acknowledge(Shard& shard, const DeviceRef& device, const std::str
         }
         done(committed);
       },
-      GroupCommitter::source_of(device));
+      &device);
   if (!accepted) {  // the advanced receipt state was not stored: reload it next time
     cs.receipts.clear();
     cs.receipts_loaded = false;

@@ -324,7 +324,7 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
         }
         settle(shard, key, committed);
       },
-      GroupCommitter::source_of(device));
+      &device);
   // Rejected (queue full or draining): nothing was queued, so the seq is still free. The
   // completion already answered and dropped the pending entry.
   if (!accepted) {

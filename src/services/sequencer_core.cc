@@ -286,7 +286,8 @@ void SequencerCore::remember_sender(ConvState& state, Seq seq, const std::string
   }
 }
 
-bool SequencerCore::submit(ConvState& state, store::Batch batch, GroupCommitter::Completion done, uint64_t source) {
+bool SequencerCore::submit(ConvState& state, store::Batch batch, GroupCommitter::Completion done,
+                           const DeviceRef* source) {
   const bool appends = std::any_of(batch.ops.begin(), batch.ops.end(), [](const store::Op& op) {
     return std::holds_alternative<store::AppendMessage>(op);
   });

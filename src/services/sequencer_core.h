@@ -290,8 +290,9 @@ class SequencerCore {
 
   // Submits a batch for a conversation of this shard; the state stays pinned until `done`
   // ran (on this loop). Returns false if the committer refused it (done already ran).
-  // source: the device it is for (GroupCommitter::source_of; 0: none), for the commit gap.
-  bool submit(ConvState& state, store::Batch batch, GroupCommitter::Completion done, uint64_t source = 0);
+  // source: the device it is for, for the commit gap (GroupCommitter::submit; null: none).
+  bool submit(ConvState& state, store::Batch batch, GroupCommitter::Completion done,
+              const DeviceRef* source = nullptr);
   // For the completion of a change on its `attempt`-th sequencing (0 for the first): true if
   // its batch was behind (nothing of it was stored) and it may be sequenced again; the caller
   // then puts it on the conversation's `retry` list (ConvState) and answers nothing yet. After
