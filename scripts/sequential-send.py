@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 # sequential-send.py: clients that wait for each `sent` before their next send (a bot, a
 # bridge, a script), against a running ternd: what a commit-bound sequence gets
 # (docs/benchmarks.md, "The commit gap and a client that waits for each sent"). tern-bench's
@@ -20,10 +20,11 @@ import http.client
 import json
 import os
 import socket
-import struct
 import threading
 import time
 import urllib.parse
+
+import websocket  # Debian's python3-websocket, which scripts/setup.sh installs
 
 
 def cpu_seconds(pid):
@@ -41,73 +42,10 @@ def request(conn, method, path, body, token=None):
     return r.status, r.read()
 
 
-class WebSocket:
-    """The client side of RFC 6455, as much as this needs: masked text frames out, text,
-    ping and close frames in (the server does not fragment its frames)."""
-
-    def __init__(self, host, port, path):
-        self.sock = socket.create_connection((host, port), timeout=30)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-        self.buf = b""
-        while b"\r\n\r\n" not in self.buf:
-            self._fill()
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        status = head.split(b"\r\n", 1)[0]
-        if b" 101 " not in status:
-            raise SystemExit(f"websocket upgrade refused: {status!r}")
-
-    def _fill(self):
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise SystemExit("connection closed by the server")
-        self.buf += chunk
-
-    def _take(self, n):
-        while len(self.buf) < n:
-            self._fill()
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def _send_frame(self, opcode, payload):
-        n = len(payload)
-        if n < 126:
-            head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-        elif n < 65536:
-            head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-        else:
-            head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(head + mask + masked)
-
-    def send(self, obj):
-        self._send_frame(0x1, json.dumps(obj).encode())
-
-    def recv(self):
-        while True:
-            b0, b1 = self._take(2)
-            n = b1 & 0x7F
-            if n == 126:
-                n = struct.unpack("!H", self._take(2))[0]
-            elif n == 127:
-                n = struct.unpack("!Q", self._take(8))[0]
-            payload = self._take(n)
-            opcode = b0 & 0x0F
-            if opcode == 0x9:
-                self._send_frame(0xA, payload)
-            elif opcode == 0x8:
-                raise SystemExit("connection closed by the server")
-            elif opcode == 0x1:
-                return json.loads(payload)
-
-
 def sender(host, port, token, conv, count, out):
-    ws = WebSocket(host, port, "/v1/ws?token=" + urllib.parse.quote(token))
-    while ws.recv().get("type") != "synced":
+    ws = websocket.create_connection(f"ws://{host}:{port}/v1/ws?token=" + urllib.parse.quote(token), timeout=30)
+    ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while json.loads(ws.recv()).get("type") != "synced":
         pass
     body = base64.b64encode(b"x" * 100).decode()
     latencies = []
@@ -115,9 +53,9 @@ def sender(host, port, token, conv, count, out):
     for i in range(count):
         cmid = f"s{i}"
         start = time.perf_counter()
-        ws.send({"type": "send", "client_msg_id": cmid, "conversation_id": conv, "body": body})
+        ws.send(json.dumps({"type": "send", "client_msg_id": cmid, "conversation_id": conv, "body": body}))
         while True:
-            f = ws.recv()
+            f = json.loads(ws.recv())
             if f.get("type") in ("sent", "error"):
                 break
         if f.get("type") != "sent" or f.get("client_msg_id") != cmid:
