@@ -208,6 +208,162 @@ TEST_F(FsBlobStoreTest, ANodeNameThatIsNotAPlainDirectoryNameIsRefused) {
   }
 }
 
+// ---- partials (resumable uploads) ----
+
+constexpr const char* kUid = "0123456789abcdef0123456789abcdef";
+constexpr const char* kUid2 = "fedcba9876543210fedcba9876543210";
+
+// Two nodes on one root: an upload begun through one is continued and published through the
+// other, whole and under its content id, and is gone afterwards.
+TEST_F(FsBlobStoreTest, APartialBegunThroughOneNodeIsFinishedThroughAnother) {
+  auto a = FsBlobStore::open_at(root_.string(), "node-a");
+  auto b = FsBlobStore::open_at(root_.string(), "node-b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE((*a)->create_partial(kUid, "alice", 11).ok());
+  {
+    auto w = (*a)->open_partial(kUid, "alice");
+    ASSERT_TRUE(w.ok());
+    EXPECT_EQ((*w)->size(), 0u);
+    EXPECT_EQ((*w)->announced(), 11u);
+    ASSERT_TRUE((*w)->write("hello ").ok());
+  }  // the connection dropped: the bytes stay
+  auto st = (*b)->stat_partial(kUid, "alice");
+  ASSERT_TRUE(st.ok());
+  ASSERT_TRUE(st->has_value());
+  EXPECT_EQ((*st)->offset, 6u);
+  EXPECT_EQ((*st)->announced, 11u);
+  auto w = (*b)->open_partial(kUid, "alice");
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ((*w)->size(), 6u);
+  ASSERT_TRUE((*w)->write("world").ok());
+  auto info = (*w)->commit();
+  ASSERT_TRUE(info.ok()) << info.error().message;
+  EXPECT_EQ(info->id, sha256_hex("hello world"));
+  EXPECT_EQ(info->size, 11u);
+  auto r = (*a)->open(info->id);
+  ASSERT_TRUE(r.ok());
+  std::string back(11, '\0');
+  ASSERT_TRUE((*r)->read(0, back.data(), back.size()).ok());
+  EXPECT_EQ(back, "hello world");
+  auto gone = (*a)->stat_partial(kUid, "alice");
+  ASSERT_TRUE(gone.ok());
+  EXPECT_FALSE(gone->has_value());
+  auto again = (*a)->open_partial(kUid, "alice");
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(files_under(root_ / "uploads"), 0u);
+  // Restarting clears temporaries, never partials.
+  ASSERT_TRUE((*a)->create_partial(kUid2, "alice", 5).ok());
+  ASSERT_TRUE((*a)->remove_stale_temporaries(INT64_MAX).ok());
+  ASSERT_TRUE((*b)->remove_stale_temporaries(INT64_MAX).ok());
+  auto kept = (*b)->stat_partial(kUid2, "alice");
+  ASSERT_TRUE(kept.ok());
+  EXPECT_TRUE(kept->has_value());
+}
+
+// One writer at a time, across processes too (flock): the second is refused until the first
+// has gone; an incomplete partial does not publish.
+TEST_F(FsBlobStoreTest, APartialHasOneWriterAtATime) {
+  auto other = FsBlobStore::open_at(root_.string(), "node-b");
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE(store_->create_partial(kUid, "alice", 4).ok());
+  auto first = store_->open_partial(kUid, "alice");
+  ASSERT_TRUE(first.ok());
+  auto second = (*other)->open_partial(kUid, "alice");
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.error().code, ErrorCode::kInvalidArgument);
+  ASSERT_TRUE((*first)->write("ab").ok());
+  auto early = (*first)->commit();
+  ASSERT_FALSE(early.ok());
+  EXPECT_EQ(early.error().code, ErrorCode::kInvalidArgument);
+  first->reset();
+  second = (*other)->open_partial(kUid, "alice");
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ((*second)->size(), 2u);
+  // All bytes there but not storable (the server overloaded, a disk error): given up, gone.
+  ASSERT_TRUE((*second)->write("cd").ok());
+  (*second)->abandon();
+  second->reset();
+  auto st = store_->stat_partial(kUid, "alice");
+  ASSERT_TRUE(st.ok());
+  EXPECT_FALSE(st->has_value());
+  EXPECT_EQ(files_under(root_ / "uploads"), 0u);
+}
+
+TEST_F(FsBlobStoreTest, APartialIsItsOwnersOnlyAndItsIdIsPlainHex) {
+  ASSERT_TRUE(store_->create_partial(kUid, "alice", 4).ok());
+  auto taken = store_->create_partial(kUid, "alice", 4);
+  ASSERT_FALSE(taken.ok());
+  EXPECT_EQ(taken.error().code, ErrorCode::kExists);
+  auto st = store_->stat_partial(kUid, "bob");
+  ASSERT_TRUE(st.ok());
+  EXPECT_FALSE(st->has_value());
+  auto w = store_->open_partial(kUid, "bob");
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.error().code, ErrorCode::kNotFound);
+  for (const std::string bad : {"../../blobs/x", "0123456789ABCDEF0123456789ABCDEF", "0123", ""}) {
+    auto o = store_->open_partial(bad, "alice");
+    ASSERT_FALSE(o.ok()) << bad;
+    EXPECT_EQ(o.error().code, ErrorCode::kNotFound) << bad;
+    auto c = store_->create_partial(bad, "alice", 4);
+    ASSERT_FALSE(c.ok()) << bad;
+    EXPECT_EQ(c.error().code, ErrorCode::kInvalidArgument) << bad;
+  }
+  EXPECT_FALSE(store_->create_partial(kUid2, "Not A User", 4).ok());
+}
+
+TEST_F(FsBlobStoreTest, PartialsAreCountedByOwnerAndInAll) {
+  ASSERT_TRUE(store_->create_partial(kUid, "alice", 10).ok());
+  ASSERT_TRUE(store_->create_partial(kUid2, "alice", 20).ok());
+  ASSERT_TRUE(store_->create_partial("00000000000000000000000000000000", "ali", 30).ok());
+  auto alice = store_->partials_of("alice", 100);
+  ASSERT_TRUE(alice.ok());
+  ASSERT_EQ(alice->size(), 2u);
+  EXPECT_EQ((*alice)[0].announced + (*alice)[1].announced, 30u);
+  auto ali = store_->partials_of("ali", 100);
+  ASSERT_TRUE(ali.ok());
+  ASSERT_EQ(ali->size(), 1u);
+  EXPECT_EQ((*ali)[0].announced, 30u);
+  auto capped = store_->partials_of("alice", 1);
+  ASSERT_TRUE(capped.ok());
+  EXPECT_EQ(capped->size(), 1u);
+  auto all = store_->count_partials();
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(*all, 3u);
+}
+
+// Idle partials go with their bytes, unless a writer holds them; a size left without bytes
+// (a crash while creating) goes too.
+TEST_F(FsBlobStoreTest, IdlePartialsAreRemovedUnlessAWriterHoldsThem) {
+  ASSERT_TRUE(store_->create_partial(kUid, "alice", 10).ok());
+  ASSERT_TRUE(store_->create_partial(kUid2, "alice", 10).ok());
+  auto held = store_->open_partial(kUid2, "alice");
+  ASSERT_TRUE(held.ok());
+  auto n = store_->remove_idle_partials(0);  // none idle that long
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 0u);
+  n = store_->remove_idle_partials(INT64_MAX);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 1u);
+  auto first = store_->stat_partial(kUid, "alice");
+  ASSERT_TRUE(first.ok());
+  EXPECT_FALSE(first->has_value());
+  ASSERT_TRUE((*held)->write("still here").ok());
+  held->reset();
+  n = store_->remove_idle_partials(INT64_MAX);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 1u);
+  EXPECT_EQ(files_under(root_ / "uploads"), 0u);
+
+  ASSERT_TRUE(store_->create_partial(kUid, "alice", 10).ok());
+  fs::remove(root_ / "uploads" / (std::string(kUid) + ".616c696365"));  // "alice" in hex
+  auto st = store_->stat_partial(kUid, "alice");
+  ASSERT_TRUE(st.ok());
+  EXPECT_FALSE(st->has_value());
+  ASSERT_TRUE(store_->remove_idle_partials(INT64_MAX).ok());
+  EXPECT_EQ(files_under(root_ / "uploads"), 0u);
+}
+
 TEST_F(FsBlobStoreTest, FilesArePrivate) {
   auto w = store_->create();
   ASSERT_TRUE(w.ok());
