@@ -126,37 +126,26 @@ class ReaderSource final : public gateway::BodySource {
 
 }  // namespace
 
-struct Media::Upload {
-  std::string id;
-  std::string owner;
-  uint64_t size = 0;  // announced total
-  std::unique_ptr<store::BlobWriter> writer;
-  int64_t last_active_ms = 0;
-  bool busy = false;  // a PUT is streaming into it
-};
-
-// Streams one request body into a writer. `upload` set: a resumable upload's chunk (the
-// writer is the upload's, kept when the connection drops); else a whole-blob POST (the
-// writer dies with the sink unless finished: nothing is left behind).
+// Streams one request body into a writer: a whole-blob POST's (the writer dies with the sink
+// unless finished: nothing is left behind), or a resumable upload's chunk (`partial`: the
+// blob store's writer of the upload, which keeps the bytes and lets go of the upload when the
+// sink goes, finished or not).
 class Media::StreamSink final : public gateway::BodySink {
  public:
-  StreamSink(Media& media, std::string user, std::unique_ptr<store::BlobWriter> writer, uint64_t expected,
-             std::shared_ptr<Upload> upload)
-      : media_(media), user_(std::move(user)), writer_(std::move(writer)), expected_(expected),
-        upload_(std::move(upload)) {}
+  StreamSink(Media& media, std::string user, std::unique_ptr<store::BlobWriter> writer, uint64_t expected)
+      : media_(media), user_(std::move(user)), writer_(std::move(writer)), expected_(expected) {}
+  StreamSink(Media& media, std::string user, std::string upload_id, std::unique_ptr<store::PartialWriter> partial,
+             uint64_t expected)
+      : media_(media), user_(std::move(user)), upload_id_(std::move(upload_id)), partial_(std::move(partial)),
+        expected_(expected) {}
 
   ~StreamSink() override {
-    if (upload_) {
-      std::lock_guard lock(media_.mu_);
-      upload_->busy = false;
-      upload_->last_active_ms = now_ms();
-    } else if (!finished_) {
-      media_.release(user_, expected_);  // the temporary goes with writer_
-    }
+    if (!upload_id_.empty() || finished_) return;
+    media_.release(user_, expected_);  // the temporary goes with writer_
   }
 
   Result<void> write(std::string_view chunk) override {
-    store::BlobWriter& w = upload_ ? *upload_->writer : *writer_;
+    store::BlobWriter& w = partial_ ? *partial_ : *writer_;
     received_ += chunk.size();
     if (received_ > expected_) return make_error(ErrorCode::kTooLarge, "body longer than announced");
     return w.write(chunk);
@@ -164,28 +153,20 @@ class Media::StreamSink final : public gateway::BodySink {
 
   void finish(gateway::HttpReply reply) override {
     finished_ = true;
-    if (!upload_) return media_.finalize(user_, std::move(writer_), expected_, std::move(reply));
-    std::unique_ptr<store::BlobWriter> done;
-    uint64_t offset = 0, size = 0;
-    {
-      std::lock_guard lock(media_.mu_);
-      offset = upload_->writer->size();
-      size = upload_->size;
-      if (offset == size) {
-        done = std::move(upload_->writer);
-        media_.uploads_.erase(upload_->id);
-      }
-    }
-    if (done) return media_.finalize(user_, std::move(done), size, std::move(reply));
-    reply(json_response(200, json::object{{"upload_id", upload_->id}, {"offset", offset}, {"size", size}}));
+    if (upload_id_.empty()) return media_.finalize(user_, std::move(writer_), expected_, std::move(reply));
+    const uint64_t offset = partial_->size(), size = partial_->announced();
+    // A resumable upload's bytes were never reserved (they count while the partial exists).
+    if (offset == size) return media_.finalize(user_, std::move(partial_), 0, std::move(reply));
+    reply(json_response(200, json::object{{"upload_id", upload_id_}, {"offset", offset}, {"size", size}}));
   }
 
  private:
   Media& media_;
   const std::string user_;
+  const std::string upload_id_;
   std::unique_ptr<store::BlobWriter> writer_;
+  std::unique_ptr<store::PartialWriter> partial_;
   const uint64_t expected_;
-  std::shared_ptr<Upload> upload_;
   uint64_t received_ = 0;
   bool finished_ = false;
 };
@@ -265,7 +246,13 @@ Result<void> Media::commit_and_wait(store::Batch batch) {
 
 // ---- quota ----
 
-bool Media::reserve(const std::string& user, uint64_t bytes) {
+bool Media::reserve(const std::string& user, uint64_t bytes, bool hold) {
+  // The user's resumable uploads in progress count with their announced sizes, read from the
+  // blob store (where every node sharing the media directory sees them), never held here.
+  auto open = blobs_.partials_of(user, options_.max_open_uploads);
+  if (!open) return false;
+  uint64_t need = bytes;
+  for (const store::PartialInfo& p : *open) need += p.announced;
   // The store read of a user's usage runs without the lock (a fiber may wait for Redis
   // there, services/store_reads.h); a reservation made meanwhile by another request keeps
   // the entry it made, which counts that reservation too.
@@ -273,8 +260,8 @@ bool Media::reserve(const std::string& user, uint64_t bytes) {
     {
       std::lock_guard lock(mu_);
       if (auto it = usage_.find(user); it != usage_.end()) {
-        if (it->second + bytes > options_.media_quota_bytes) return false;
-        it->second += bytes;
+        if (it->second + need > options_.media_quota_bytes) return false;
+        if (hold) it->second += bytes;
         return true;
       }
     }
@@ -287,6 +274,11 @@ bool Media::reserve(const std::string& user, uint64_t bytes) {
     usage_.emplace(user, total);
   }
   return false;  // the cache was cleared twice in between: refused, the client retries
+}
+
+void Media::add_usage(const std::string& user, uint64_t bytes) {
+  std::lock_guard lock(mu_);
+  if (auto it = usage_.find(user); it != usage_.end()) it->second += bytes;
 }
 
 void Media::release(const std::string& user, uint64_t bytes) {
@@ -325,36 +317,25 @@ gateway::BodyDecision Media::open_body(const gateway::HttpRequest& head) {
     release(me->user, n);
     return error_response(writer.error());
   }
-  return std::shared_ptr<gateway::BodySink>(std::make_shared<StreamSink>(*this, me->user, std::move(*writer), n, nullptr));
+  return std::shared_ptr<gateway::BodySink>(std::make_shared<StreamSink>(*this, me->user, std::move(*writer), n));
 }
 
 gateway::BodyDecision Media::resume_upload(const DeviceRef& me, const std::string& uid, const gateway::HttpRequest& head) {
-  std::shared_ptr<Upload> up;
-  uint64_t offset = 0;
-  {
-    std::lock_guard lock(mu_);
-    auto it = uploads_.find(uid);
-    if (it == uploads_.end() || it->second->owner != me.user)
-      return error_response(make_error(ErrorCode::kNotFound, "no such upload"));
-    up = it->second;
-    if (up->busy) return error_response(make_error(ErrorCode::kInvalidArgument, "a chunk of this upload is in progress"));
-    offset = up->writer->size();
-  }
+  // The upload may have been created, or continued, through another node sharing the media
+  // directory: its state is the blob store's partial, held by this writer until the sink goes.
+  auto w = blobs_.open_partial(uid, me.user);
+  if (!w) return error_response(w.error());  // 404 no such upload, 400 a chunk in progress
+  const uint64_t offset = (*w)->size(), size = (*w)->announced();
   uint64_t first = 0, last = 0, total = 0;
   if (!parse_content_range(head.content_range, first, last, total))
     return error_response(make_error(ErrorCode::kMalformed, "Content-Range must be 'bytes first-last/size'"));
-  if (total != up->size || first != offset || last - first + 1 != *head.content_length) {
+  if (total != size || first != offset || last - first + 1 != *head.content_length) {
     Error e = make_error(ErrorCode::kInvalidArgument, "the chunk must start at the upload's offset and match its size");
     e.detail_json = R"({"offset":)" + std::to_string(offset) + "}";
     return error_response(e);
   }
-  {
-    std::lock_guard lock(mu_);
-    if (up->busy) return error_response(make_error(ErrorCode::kInvalidArgument, "a chunk of this upload is in progress"));
-    up->busy = true;
-    up->last_active_ms = now_ms();
-  }
-  return std::shared_ptr<gateway::BodySink>(std::make_shared<StreamSink>(*this, me.user, nullptr, *head.content_length, up));
+  return std::shared_ptr<gateway::BodySink>(
+      std::make_shared<StreamSink>(*this, me.user, uid, std::move(*w), *head.content_length));
 }
 
 void Media::create_upload(const DeviceRef& me, const gateway::HttpRequest& req, gateway::HttpReply& reply) {
@@ -371,32 +352,20 @@ void Media::create_upload(const DeviceRef& me, const gateway::HttpRequest& req, 
     return reply(error_response(make_error(ErrorCode::kTooLarge, "media over " + std::to_string(options_.max_media_bytes) + " bytes")));
   if (!upload_limiter_.take(me.user, mono_us()))
     return reply(error_response(make_error(ErrorCode::kRateLimited, "too many uploads; retry later")));
-  {
-    std::lock_guard lock(mu_);
-    size_t mine = 0;
-    for (const auto& [id, u] : uploads_) mine += u->owner == me.user;
-    if (mine >= options_.max_open_uploads_per_user || uploads_.size() >= options_.max_open_uploads)
-      return reply(error_response(make_error(ErrorCode::kLimitExceeded, "too many uploads in progress")));
-  }
-  if (!reserve(me.user, static_cast<uint64_t>(n)))
+  // The limits count the partials in the (possibly shared) media directory: every node's.
+  auto mine = blobs_.partials_of(me.user, options_.max_open_uploads);
+  if (!mine) return reply(error_response(mine.error()));
+  auto all = blobs_.count_partials();
+  if (!all) return reply(error_response(all.error()));
+  if (mine->size() >= options_.max_open_uploads_per_user || *all >= options_.max_open_uploads)
+    return reply(error_response(make_error(ErrorCode::kLimitExceeded, "too many uploads in progress")));
+  // Checked, not held: once the partial exists, its announced size counts by itself.
+  if (!reserve(me.user, static_cast<uint64_t>(n), false))
     return reply(error_response(make_error(ErrorCode::kLimitExceeded, "media quota exceeded")));
-  auto writer = blobs_.create();
-  if (!writer) {
-    release(me.user, static_cast<uint64_t>(n));
-    return reply(error_response(writer.error()));
-  }
-  auto up = std::make_shared<Upload>();
-  up->id = random_hex(16);
-  up->owner = me.user;
-  up->size = static_cast<uint64_t>(n);
-  up->writer = std::move(*writer);
-  up->last_active_ms = now_ms();
-  const int64_t expires = up->last_active_ms + options_.upload_expiry_ms;
-  {
-    std::lock_guard lock(mu_);
-    uploads_[up->id] = up;
-  }
-  reply(json_response(201, json::object{{"upload_id", up->id}, {"offset", 0}, {"size", n}, {"expires_at", expires}}));
+  const std::string id = random_hex(16);
+  if (auto r = blobs_.create_partial(id, me.user, static_cast<uint64_t>(n)); !r) return reply(error_response(r.error()));
+  const int64_t expires = now_ms() + options_.upload_expiry_ms;
+  reply(json_response(201, json::object{{"upload_id", id}, {"offset", 0}, {"size", n}, {"expires_at", expires}}));
 }
 
 void Media::finalize(std::string user, std::unique_ptr<store::BlobWriter> writer, uint64_t reserved,
@@ -404,6 +373,7 @@ void Media::finalize(std::string user, std::unique_ptr<store::BlobWriter> writer
   auto w = std::shared_ptr<store::BlobWriter>(std::move(writer));
   const bool queued = post_work([this, user, w, reserved, reply]() mutable {
     auto info = w->commit();  // fsync + rename: off the loops
+    if (!info) w->abandon();
     w.reset();
     if (!info) {
       release(user, reserved);
@@ -417,12 +387,14 @@ void Media::finalize(std::string user, std::unique_ptr<store::BlobWriter> writer
     b.add(store::PutMedia{info->id, user, info->size, now_ms()});
     auto r = commit_and_wait(std::move(b));
     release(user, already || !r ? reserved : reserved - std::min(reserved, info->size));
+    if (r && !already && info->size > reserved) add_usage(user, info->size - reserved);  // a resumable upload's
     if (!r) return reply(error_response(r.error()));
     uploads_done.inc();
     spdlog::debug("event=media_uploaded user={} size={}", user, info->size);
     reply(json_response(201, json::object{{"media_id", info->id}, {"size", info->size}}));
   });
   if (!queued) {
+    w->abandon();
     release(user, reserved);
     reply(error_response(make_error(ErrorCode::kOverloaded, "too many uploads being stored; retry later")));
   }
@@ -503,13 +475,13 @@ bool Media::handle(const DeviceRef& me, const gateway::HttpRequest& req, gateway
   if (path.rfind(kUploads, 0) == 0) {
     const std::string uid = path.substr(kUploads.size());
     if (req.method == "GET") {
-      std::lock_guard lock(mu_);
-      auto it = uploads_.find(uid);
-      if (it == uploads_.end() || it->second->owner != me.user) {
+      auto st = blobs_.stat_partial(uid, me.user);
+      if (!st) {
+        reply(error_response(st.error()));
+      } else if (!*st) {
         reply(error_response(make_error(ErrorCode::kNotFound, "no such upload")));
       } else {
-        const uint64_t offset = it->second->writer ? it->second->writer->size() : it->second->size;
-        reply(json_response(200, json::object{{"upload_id", uid}, {"offset", offset}, {"size", it->second->size}}));
+        reply(json_response(200, json::object{{"upload_id", uid}, {"offset", (*st)->offset}, {"size", (*st)->announced}}));
       }
       return true;
     }
@@ -631,21 +603,11 @@ SweepStats Media::sweep(int64_t now) {
     }
   }
 
-  // 5. Idle resumable uploads expire (their temporary is removed with the writer).
-  std::vector<std::shared_ptr<Upload>> gone;
-  {
-    std::lock_guard lock(mu_);
-    for (auto it = uploads_.begin(); it != uploads_.end();) {
-      if (!it->second->busy && it->second->last_active_ms + options_.upload_expiry_ms <= now) {
-        gone.push_back(it->second);
-        it = uploads_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-  }
-  for (auto& u : gone) release(u->owner, u->size);
-  stats.uploads_expired = gone.size();
+  // 5. Idle resumable uploads expire with their bytes (any node's: the partials are shared).
+  if (auto n = blobs_.remove_idle_partials(now - options_.upload_expiry_ms); n)
+    stats.uploads_expired = *n;
+  else
+    spdlog::error("event=sweep_failed step=uploads error=\"{}\"", n.error().message);
   return stats;
 }
 

@@ -22,6 +22,11 @@
 // uploads in progress; uploads per user (token bucket); resumable uploads open per user and
 // in total; an idle resumable upload expires after upload_expiry_ms (its bytes deleted).
 //
+// A resumable upload's state is the blob store's partial (store/blob_store.h), not this
+// node's memory: with several nodes on one shared media directory, any node takes its next
+// chunk or its status, and it survives a restart. The partials count against the limits and
+// the quota of every node; the quota's cache of uploaded bytes (usage_) is per node.
+//
 // Threads: the sinks run on the HTTP session's loop (file writes of at most
 // 64 KiB each, to the page cache); a finished upload is made durable (fsync, rename, one
 // store commit) on Media's worker thread, never on a loop; the sweep runs on Media's sweep
@@ -34,7 +39,6 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -90,15 +94,16 @@ class Media {
   SweepStats sweep(int64_t now);
 
  private:
-  struct Upload;  // a resumable upload in progress
   class StreamSink;
   friend class StreamSink;
 
   bool can_access(const std::string& user, const std::string& id, int64_t now);
-  // Quota: reserves bytes for an upload (false: over the quota, or the usage unreadable);
-  // release gives them back.
-  bool reserve(const std::string& user, uint64_t bytes);
+  // Quota: checks that `bytes` more fit beside the user's blobs and uploads in progress
+  // (false: over the quota, or the usage unreadable) and, with `hold`, reserves them until
+  // release gives them back; add_usage counts a blob stored without a reservation.
+  bool reserve(const std::string& user, uint64_t bytes, bool hold = true);
   void release(const std::string& user, uint64_t bytes);
+  void add_usage(const std::string& user, uint64_t bytes);
   // Makes the blob durable and records it, on the worker thread; answers reply.
   void finalize(std::string user, std::unique_ptr<store::BlobWriter> writer, uint64_t reserved, gateway::HttpReply reply);
   bool post_work(std::function<void()> fn);
@@ -118,7 +123,6 @@ class Media {
 
   std::mutex mu_;  // never held across a store call (fibers call in: services/store_reads.h)
   std::unordered_map<std::string, uint64_t> usage_;  // user → bytes (uploaded + reserved), when loaded
-  std::map<std::string, std::shared_ptr<Upload>> uploads_;  // by upload id
   std::string orphan_cursor_;  // where the orphan-blob pass resumes
   MediaLeases leases_;         // sends in flight vs. the sweep (media_leases.h)
 

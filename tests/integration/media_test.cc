@@ -108,8 +108,13 @@ TEST_F(TerndMedia, ResumedUploadContinuesAfterADroppedConnection) {
   auto wrong = raw_http(port(), "PUT", target, h, std::string_view(blob).substr(100000));
   EXPECT_EQ(wrong.status, 400);
   EXPECT_EQ(jint(wrong.obj(), "offset"), 140000);
-  // Another user cannot see or continue it.
+  // Another user cannot see or continue it; an id that is not one (32 lowercase hex) names none.
   EXPECT_EQ(raw_http(port(), "GET", target, auth(bob), {}).status, 404);
+  h["Content-Range"] = "bytes 140000-249999/250000";
+  EXPECT_EQ(raw_http(port(), "PUT", target, {{"Authorization", "Bearer " + bob.token}, {"Content-Range", h["Content-Range"]}},
+                     std::string_view(blob).substr(140000)).status, 404);
+  for (const std::string& bad : std::vector<std::string>{"../../blobs", "..%2F..%2Fblobs", uid.substr(0, 31), std::string(32, 'A')})
+    EXPECT_EQ(raw_http(port(), "GET", "/v1/media/uploads/" + bad, auth(alice), {}).status, 404) << bad;
 
   h["Content-Range"] = "bytes 140000-249999/250000";
   auto last = raw_http(port(), "PUT", target, h, std::string_view(blob).substr(140000));
@@ -120,6 +125,35 @@ TEST_F(TerndMedia, ResumedUploadContinuesAfterADroppedConnection) {
   EXPECT_EQ(back.body, blob);
   EXPECT_EQ(raw_http(port(), "GET", target, auth(alice), {}).status, 404);  // finished: gone
   EXPECT_EQ(count_files(media_dir() + "/tmp"), 0u);
+  EXPECT_EQ(count_files(media_dir() + "/uploads"), 0u);
+}
+
+// A resumable upload is kept on disk, not in the server's memory: a SIGKILL and a restart
+// between two chunks lose nothing of it.
+TEST_F(TerndMedia, AResumableUploadGoesOnAfterTheServerIsKilledAndRestarted) {
+  ASSERT_NO_FATAL_FAILURE(start());
+  const std::string blob = random_bytes(120000);
+  auto created = raw_http(port(), "POST", "/v1/media/uploads", auth(alice), R"({"size":120000})");
+  ASSERT_EQ(created.status, 201) << created.body;
+  const std::string target = "/v1/media/uploads/" + jstr(created.obj(), "upload_id");
+  auto h = auth(alice);
+  h["Content-Range"] = "bytes 0-49999/120000";
+  ASSERT_EQ(raw_http(port(), "PUT", target, h, std::string_view(blob).substr(0, 50000)).status, 200);
+
+  ASSERT_NO_FATAL_FAILURE(restart_server());
+  auto st = raw_http(port(), "GET", target, auth(alice), {});
+  ASSERT_EQ(st.status, 200) << st.body;
+  EXPECT_EQ(jint(st.obj(), "offset"), 50000);
+  EXPECT_EQ(jint(st.obj(), "size"), 120000);
+  EXPECT_EQ(raw_http(port(), "GET", target, auth(bob), {}).status, 404);
+  h["Content-Range"] = "bytes 50000-119999/120000";
+  auto last = raw_http(port(), "PUT", target, h, std::string_view(blob).substr(50000));
+  ASSERT_EQ(last.status, 201) << last.body;
+  EXPECT_EQ(jstr(last.obj(), "media_id"), sha256_hex(blob));
+  auto back = download(port(), alice.token, sha256_hex(blob));
+  ASSERT_EQ(back.status, 200);
+  EXPECT_EQ(back.body, blob);
+  EXPECT_EQ(count_files(media_dir() + "/uploads"), 0u);
 }
 
 TEST_F(TerndMedia, AccessIsRefusedWith404ToNonMembers) {
@@ -219,6 +253,12 @@ TEST_F(TerndMedia, OversizeAndTruncatedUploadsLeaveNothing) {
   EXPECT_EQ(count_files(media_dir()), 1u);
   // A resumable upload announcing too much is refused too.
   EXPECT_EQ(raw_http(port(), "POST", "/v1/media/uploads", auth(alice), R"({"size":100001})").status, 413);
+  // An upload in progress counts with its announced size, before any byte of it arrived:
+  // 100,000 kept + 40,000 announced leave no room for 20,000 more, whole or resumable.
+  ASSERT_EQ(raw_http(port(), "POST", "/v1/media/uploads", auth(alice), R"({"size":40000})").status, 201);
+  EXPECT_EQ(upload(port(), alice.token, random_bytes(20000)).status, 403);
+  EXPECT_EQ(raw_http(port(), "POST", "/v1/media/uploads", auth(alice), R"({"size":20000})").status, 403);
+  EXPECT_EQ(upload(port(), alice.token, random_bytes(10000)).status, 201);
 }
 
 TEST_F(TerndMedia, AnIdleResumableUploadExpiresWithItsBytes) {
@@ -229,7 +269,7 @@ TEST_F(TerndMedia, AnIdleResumableUploadExpiresWithItsBytes) {
   auto h = auth(alice);
   h["Content-Range"] = "bytes 0-19999/50000";
   ASSERT_EQ(raw_http(port(), "PUT", target, h, random_bytes(20000)).status, 200);
-  ASSERT_EQ(count_files(media_dir() + "/tmp"), 1u);  // the partial, resumable for now
+  ASSERT_EQ(count_files(media_dir() + "/uploads"), 2u);  // the partial (its size, its bytes), resumable for now
   ASSERT_TRUE(eventually([&] { return raw_http(port(), "GET", target, auth(alice), {}).status == 404; }));
   EXPECT_EQ(count_files(media_dir()), 0u);
 }

@@ -5,7 +5,6 @@
 
 #include <atomic>
 #include <csignal>
-#include <filesystem>
 #include <map>
 #include <set>
 #include <thread>
@@ -13,7 +12,6 @@
 #include "bus/redis/node_ring.h"
 #include "store/redis/testing/redis_server.h"
 #include "support/key_install.h"
-#include "support/media_http.h"
 #include "support/server_test.h"
 #include "integration/redis_nodes.h"
 
@@ -698,40 +696,6 @@ TEST_F(RedisTest, RedisDownSendsGetUnavailableAtOnceAndTheNodeHeals) {
   EXPECT_TRUE(f);
   auto log = a_.api->backfill_all(bob.token, conv);
   EXPECT_TRUE(dense_range(message_seqs(log, conv), 1, 11));
-}
-
-// Two nodes sharing one --media-dir (a shared filesystem in production): a blob uploaded
-// through node a is downloaded through node b by the member it was sent to; a stranger is
-// refused there as on one node.
-TEST_F(RedisTest, MediaUploadedThroughOneNodeIsDownloadedThroughAnother) {
-  const std::string media = ::testing::TempDir() + "tern-shared-media-" + std::to_string(::getpid());
-  std::filesystem::remove_all(media);
-  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a", {"--media-dir", media}));
-  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b", {"--media-dir", media}));
-  Pair p;
-  ASSERT_NO_FATAL_FAILURE(connected_pair(a_, p));
-  const std::string blob = random_bytes(200000);
-  auto up = upload(a_.server->port(), p.alice.token, blob);
-  ASSERT_EQ(up.status, 201) << up.body;
-  const std::string id = jstr(up.obj(), "media_id");
-  ASSERT_EQ(id, sha256_hex(blob));
-  json::object frame{{"type", "send"}, {"client_msg_id", "m-1"}, {"conversation_id", p.conv},
-                     {"body", b64("see attachment")}, {"media", json::array{json::value(id)}}};
-  ASSERT_TRUE(p.da->send_json(frame));
-  auto sent = p.da->wait_answer("m-1");
-  ASSERT_TRUE(sent) << "no answer";
-  ASSERT_EQ(type_of(*sent), "sent") << dump(*sent);
-
-  auto got = download(b_.server->port(), p.bob.token, id);
-  ASSERT_EQ(got.status, 200) << got.body;
-  EXPECT_EQ(got.body, blob);
-  const Account eve = b_.api->must_register("eve");
-  EXPECT_EQ(download(b_.server->port(), eve.token, id).status, 404);
-  // The blob is one file in the shared directory; each node's temporaries are its own.
-  EXPECT_EQ(count_files(media + "/blobs"), 1u);
-  EXPECT_TRUE(std::filesystem::is_directory(media + "/tmp/a"));
-  EXPECT_TRUE(std::filesystem::is_directory(media + "/tmp/b"));
-  std::filesystem::remove_all(media);
 }
 
 }  // namespace

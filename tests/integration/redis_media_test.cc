@@ -1,0 +1,127 @@
+// Integration: media on two nodes on one Redis that share one --media-dir (a shared
+// filesystem in production; docs/scaling.md). A blob uploaded through one node is downloaded
+// through the other, and a resumable upload goes on through either node: its state is the
+// shared directory's, so a load balancer may send each request anywhere.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+#include <string>
+
+#include "integration/redis_nodes.h"
+#include "support/media_http.h"
+#include "support/server_test.h"
+
+namespace tern::test {
+namespace {
+
+std::string shared_media_dir() {
+  const std::string dir = ::testing::TempDir() + "tern-shared-media-" + std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+// Two nodes sharing one --media-dir (a shared filesystem in production): a blob uploaded
+// through node a is downloaded through node b by the member it was sent to; a stranger is
+// refused there as on one node.
+TEST_F(RedisTest, MediaUploadedThroughOneNodeIsDownloadedThroughAnother) {
+  const std::string media = shared_media_dir();
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a", {"--media-dir", media}));
+  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b", {"--media-dir", media}));
+  Pair p;
+  ASSERT_NO_FATAL_FAILURE(connected_pair(a_, p));
+  const std::string blob = random_bytes(200000);
+  auto up = upload(a_.server->port(), p.alice.token, blob);
+  ASSERT_EQ(up.status, 201) << up.body;
+  const std::string id = jstr(up.obj(), "media_id");
+  ASSERT_EQ(id, sha256_hex(blob));
+  json::object frame{{"type", "send"}, {"client_msg_id", "m-1"}, {"conversation_id", p.conv},
+                     {"body", b64("see attachment")}, {"media", json::array{json::value(id)}}};
+  ASSERT_TRUE(p.da->send_json(frame));
+  auto sent = p.da->wait_answer("m-1");
+  ASSERT_TRUE(sent) << "no answer";
+  ASSERT_EQ(type_of(*sent), "sent") << dump(*sent);
+
+  auto got = download(b_.server->port(), p.bob.token, id);
+  ASSERT_EQ(got.status, 200) << got.body;
+  EXPECT_EQ(got.body, blob);
+  const Account eve = b_.api->must_register("eve");
+  EXPECT_EQ(download(b_.server->port(), eve.token, id).status, 404);
+  // The blob is one file in the shared directory; each node's temporaries are its own.
+  EXPECT_EQ(count_files(media + "/blobs"), 1u);
+  EXPECT_TRUE(std::filesystem::is_directory(media + "/tmp/a"));
+  EXPECT_TRUE(std::filesystem::is_directory(media + "/tmp/b"));
+  std::filesystem::remove_all(media);
+}
+
+// Created through node a, its chunks through b and a in turn, its status asked of either.
+// While a chunk streams into one node, a chunk of the same upload through the other is
+// refused ("in progress"), so two nodes never append to it at once; a chunk cut off on one
+// node is continued on the other from the last byte that arrived.
+TEST_F(RedisTest, AResumableUploadGoesOnThroughEitherNode) {
+  const std::string media = shared_media_dir();
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a", {"--media-dir", media}));
+  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b", {"--media-dir", media}));
+  const uint16_t pa = a_.server->port(), pb = b_.server->port();
+  const Account alice = a_.api->must_register("alice");
+  const Account bob = b_.api->must_register("bob");
+  const std::map<std::string, std::string> auth{{"Authorization", "Bearer " + alice.token}};
+  const std::string blob = random_bytes(150000);
+  auto created = raw_http(pa, "POST", "/v1/media/uploads", auth, R"({"size":150000})");
+  ASSERT_EQ(created.status, 201) << created.body;
+  const std::string target = "/v1/media/uploads/" + jstr(created.obj(), "upload_id");
+
+  auto chunk = auth;
+  chunk["Content-Range"] = "bytes 0-49999/150000";
+  auto first = raw_http(pb, "PUT", target, chunk, std::string_view(blob).substr(0, 50000));
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_EQ(jint(first.obj(), "offset"), 50000);
+  EXPECT_EQ(raw_http(pb, "GET", target, {{"Authorization", "Bearer " + bob.token}}, {}).status, 404);
+
+  // The rest streams into b and stalls after 70,000 of its 100,000 bytes; b has written what
+  // filled its 64 KiB read buffer.
+  RawConn slow;
+  ASSERT_TRUE(slow.connect(pb));
+  ASSERT_TRUE(slow.write_all("PUT " + target + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + alice.token +
+                             "\r\nContent-Range: bytes 50000-149999/150000\r\nContent-Length: 100000\r\n\r\n" +
+                             blob.substr(50000, 70000)));
+  int64_t offset = 0;
+  ASSERT_TRUE(eventually([&] {
+    auto st = raw_http(pa, "GET", target, auth, {});
+    offset = jint(st.obj(), "offset");
+    return st.status == 200 && offset > 50000;
+  })) << "offset seen through a: " << offset;
+  ASSERT_LT(offset, 120000);
+  chunk["Content-Range"] = "bytes " + std::to_string(offset) + "-149999/150000";
+  auto meanwhile = raw_http(pa, "PUT", target, chunk, std::string_view(blob).substr(static_cast<size_t>(offset)));
+  EXPECT_EQ(meanwhile.status, 400) << meanwhile.body;
+  EXPECT_NE(meanwhile.body.find("in progress"), std::string::npos) << meanwhile.body;
+
+  // The stalled connection drops: b keeps every byte that arrived and lets go of the upload,
+  // which a then finishes.
+  slow.close();
+  ASSERT_TRUE(eventually([&] {
+    auto st = raw_http(pa, "GET", target, auth, {});
+    offset = jint(st.obj(), "offset");
+    return st.status == 200 && offset == 120000;
+  })) << "offset seen through a: " << offset;
+  chunk["Content-Range"] = "bytes 120000-149999/150000";
+  RawHttp last;
+  ASSERT_TRUE(eventually([&] {  // b may still be letting go of it
+    last = raw_http(pa, "PUT", target, chunk, std::string_view(blob).substr(120000));
+    return last.status != 400;
+  })) << last.body;
+  ASSERT_EQ(last.status, 201) << last.body;
+  const std::string id = jstr(last.obj(), "media_id");
+  EXPECT_EQ(id, sha256_hex(blob));
+  auto got = download(pb, alice.token, id);
+  ASSERT_EQ(got.status, 200) << got.body;
+  EXPECT_EQ(got.body, blob);
+  EXPECT_EQ(raw_http(pb, "GET", target, auth, {}).status, 404);  // finished: gone on both
+  EXPECT_EQ(count_files(media + "/uploads"), 0u);
+  EXPECT_EQ(count_files(media + "/blobs"), 1u);
+  std::filesystem::remove_all(media);
+}
+
+}  // namespace
+}  // namespace tern::test
