@@ -1,8 +1,9 @@
 // deploy/local-cluster.sh, the demo of several nodes (issue 10's deploy/), run as a user runs
 // it but on free loopback ports: one redis-server or a Redis Cluster of 3 masters + 3 replicas
-// (`start --redis-cluster`), three ternd nodes on it, Debian's HAProxy in front. Two devices connected through the load balancer land on different nodes, a
-// message sent on one node reaches the device on the other live, and `stop` ends every
-// process it started. The script, haproxy.cfg and the build's ternd are the real ones.
+// (`start --redis-cluster`), three ternd nodes on it, Debian's HAProxy in front. A resumable
+// upload goes through the load balancer chunk by chunk, two devices connected through it land
+// on different nodes, a message sent on one node reaches the device on the other live, and
+// `stop` ends every process it started. The script, haproxy.cfg and the build's ternd are the real ones.
 #include <gtest/gtest.h>
 
 #include <sys/socket.h>
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -158,6 +160,28 @@ TEST_P(DeployDemo, ThreeNodesBehindHAProxyDeliverAcrossNodesAndStopEndsThem) {
   ASSERT_FALSE(b.token.empty());
   const std::string conv = lb.must_direct(a.token, "bob");
   ASSERT_FALSE(conv.empty());
+
+  // A resumable upload through the load balancer, a request per connection: with no
+  // WebSocket connected yet, leastconn rotates them over the nodes, which share the demo's
+  // media directory (and so the upload).
+  {
+    const std::map<std::string, std::string> auth{{"Authorization", "Bearer " + a.token}};
+    const std::string blob = random_bytes(200000);
+    auto created = raw_http(demo.lb_port(), "POST", "/v1/media/uploads", auth, R"({"size":200000})");
+    ASSERT_EQ(created.status, 201) << created.body;
+    const std::string target = "/v1/media/uploads/" + jstr(created.obj(), "upload_id");
+    RawHttp put;
+    for (size_t at = 0; at < blob.size(); at += 50000) {
+      auto h = auth;
+      h["Content-Range"] = "bytes " + std::to_string(at) + "-" + std::to_string(at + 49999) + "/200000";
+      put = raw_http(demo.lb_port(), "PUT", target, h, std::string_view(blob).substr(at, 50000));
+      ASSERT_EQ(put.status, at + 50000 < blob.size() ? 200 : 201) << "chunk at " << at << ": " << put.body;
+    }
+    ASSERT_EQ(jstr(put.obj(), "media_id"), sha256_hex(blob));
+    auto back = download(demo.lb_port(), a.token, sha256_hex(blob));
+    ASSERT_EQ(back.status, 200) << back.body;
+    EXPECT_EQ(back.body, blob);
+  }
 
   // leastconn sends bob's connection to a node without one: not alice's.
   Device da(a), db(b);
