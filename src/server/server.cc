@@ -101,6 +101,7 @@ Result<uint16_t> Server::start() {
   services::ServiceOptions service_options = options_.services;
   if (options_.store == "redis") {
     service_options.commit_gap_us = options_.redis_commit_gap_us;
+    service_options.media_usage_ttl_ms = options_.redis_media_usage_ttl_ms;
     service_options.read_threads = options_.redis_read_threads;
     service_options.read_fibers = options_.redis_read_fibers;
   }

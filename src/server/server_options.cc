@@ -19,7 +19,7 @@ constexpr size_t kBytesPerQueuedFrame = 8 * 1024;
 struct IntRange {
   int64_t lo, hi;
 };
-constexpr IntRange kRouteSendsRange{0, 1}, kRouteDevicesRange{0, 1}, kDropNowhereRange{0, 1}, kCommitGapUsRange{0, 100000}, kReadThreadsRange{1, 64}, kReadFibersRange{0, 256};
+constexpr IntRange kRouteSendsRange{0, 1}, kRouteDevicesRange{0, 1}, kDropNowhereRange{0, 1}, kCommitGapUsRange{0, 100000}, kMediaUsageTtlRange{0, 3600000}, kReadThreadsRange{1, 64}, kReadFibersRange{0, 256};
 
 // Applies the TOML file's values; the command line is parsed again afterwards and wins.
 Result<void> apply_toml(const std::string& path, ServerOptions& o) {
@@ -131,6 +131,7 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   ranged("redis_route_devices", o.redis_route_devices, kRouteDevicesRange);
   ranged("redis_drop_nowhere", o.redis_drop_nowhere, kDropNowhereRange);
   ranged("redis_commit_gap_us", o.redis_commit_gap_us, kCommitGapUsRange);
+  ranged("redis_media_usage_ttl_ms", o.redis_media_usage_ttl_ms, kMediaUsageTtlRange);
   ranged("redis_read_threads", o.redis_read_threads, kReadThreadsRange);
   ranged("redis_read_fibers", o.redis_read_fibers, kReadFibersRange);
   o.services.idempotency_ttl_ms = days * 24 * 3600 * 1000;
@@ -300,6 +301,11 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
                  "clients may still send, so that commits carry more (each costs Redis a round trip and an "
                  "fsync); idle, or with no other recent sender, commits start at once")
       ->check(CLI::Range(kCommitGapUsRange.lo, kCommitGapUsRange.hi))->capture_default_str();
+  app.add_option("--redis-media-usage-ttl-ms", o.redis_media_usage_ttl_ms,
+                 "with --store redis: a node reads a user's stored media bytes (for the quota) again once "
+                 "its copy is this old, since the other nodes store and collect the user's blobs too; "
+                 "0 keeps the copy (a user uploading through several nodes may then exceed the quota)")
+      ->check(CLI::Range(kMediaUsageTtlRange.lo, kMediaUsageTtlRange.hi))->capture_default_str();
   app.add_option("--redis-read-threads", o.redis_read_threads,
                  "with --store redis and --redis-read-fibers 0: threads that run every store read (each "
                  "with its own connection); unused with fibers")

@@ -29,6 +29,7 @@ struct ServerOptions {
   size_t redis_read_threads = 4;     // StoreReads: every store read in Redis mode without fibers
   size_t redis_read_fibers = 16;     // StoreReads: per loop, the sessions' and sequencing's reads in Redis mode
   int64_t redis_commit_gap_us = 3000;  // GroupCommitter::set_min_gap in Redis mode (docs/scaling.md "The commit gap")
+  int64_t redis_media_usage_ttl_ms = 10000;  // Media's cached quota usage read again after this, in Redis mode
   int redis_route_devices = 1;       // 1: a device's events go to the node that holds it (0: to every node)
   int redis_drop_nowhere = 1;        // 1: events for a device no node holds go nowhere (0: to every node)
   int redis_route_sends = 1;         // 1: each conversation's sends are sequenced on one node (its owner)

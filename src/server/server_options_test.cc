@@ -242,6 +242,11 @@ TEST(ServerOptions, RedisCommitGapUsIsRangeCheckedFromFlagAndConfigFile) {
                        [](const ServerOptions& o) { return o.redis_commit_gap_us; });
 }
 
+TEST(ServerOptions, RedisMediaUsageTtlMsIsRangeCheckedFromFlagAndConfigFile) {
+  expect_range_checked("--redis-media-usage-ttl-ms", "redis_media_usage_ttl_ms", 0, 3600000,
+                       [](const ServerOptions& o) { return o.redis_media_usage_ttl_ms; });
+}
+
 TEST(ServerOptions, RedisReadThreadsIsRangeCheckedFromFlagAndConfigFile) {
   expect_range_checked("--redis-read-threads", "redis_read_threads", 1, 64,
                        [](const ServerOptions& o) { return static_cast<int64_t>(o.redis_read_threads); });

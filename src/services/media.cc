@@ -253,15 +253,17 @@ bool Media::reserve(const std::string& user, uint64_t bytes, bool hold) {
   if (!open) return false;
   uint64_t need = bytes;
   for (const store::PartialInfo& p : *open) need += p.announced;
-  // The store read of a user's usage runs without the lock (a fiber may wait for Redis
-  // there, services/store_reads.h); a reservation made meanwhile by another request keeps
-  // the entry it made, which counts that reservation too.
+  // The store read of a user's blobs runs without the lock (a fiber may wait for Redis
+  // there, services/store_reads.h); what this node holds for uploads meanwhile stays.
   for (int attempt = 0; attempt < 2; ++attempt) {
+    const int64_t now = mono_us() / 1000;
     {
       std::lock_guard lock(mu_);
-      if (auto it = usage_.find(user); it != usage_.end()) {
-        if (it->second + need > options_.media_quota_bytes) return false;
-        if (hold) it->second += bytes;
+      auto it = usage_.find(user);
+      // Stale after media_usage_ttl_ms: other nodes store and collect the user's blobs too.
+      if (it != usage_.end() && (options_.media_usage_ttl_ms == 0 || now - it->second.loaded_ms < options_.media_usage_ttl_ms)) {
+        if (it->second.stored + it->second.held + need > options_.media_quota_bytes) return false;
+        if (hold) it->second.held += bytes;
         return true;
       }
     }
@@ -270,20 +272,27 @@ bool Media::reserve(const std::string& user, uint64_t bytes, bool hold) {
     uint64_t total = 0;
     for (const auto& [id, size] : *mine) total += size;
     std::lock_guard lock(mu_);
-    if (usage_.size() >= options_.rate_limiter_keys) usage_.clear();  // a cache: reloaded on use
-    usage_.emplace(user, total);
+    if (usage_.size() >= options_.rate_limiter_keys && !usage_.count(user)) usage_.clear();  // a cache: reloaded on use
+    Usage& u = usage_[user];
+    u.stored = total;
+    u.loaded_ms = now;
   }
   return false;  // the cache was cleared twice in between: refused, the client retries
 }
 
-void Media::add_usage(const std::string& user, uint64_t bytes) {
+void Media::release(const std::string& user, uint64_t bytes) { settle(user, bytes, 0); }
+
+void Media::settle(const std::string& user, uint64_t held, uint64_t stored) {
   std::lock_guard lock(mu_);
-  if (auto it = usage_.find(user); it != usage_.end()) it->second += bytes;
+  auto it = usage_.find(user);
+  if (it == usage_.end()) return;
+  it->second.held -= std::min(it->second.held, held);
+  it->second.stored += stored;
 }
 
-void Media::release(const std::string& user, uint64_t bytes) {
+void Media::forget_stored(const std::string& user, uint64_t bytes) {
   std::lock_guard lock(mu_);
-  if (auto it = usage_.find(user); it != usage_.end()) it->second -= std::min(it->second, bytes);
+  if (auto it = usage_.find(user); it != usage_.end()) it->second.stored -= std::min(it->second.stored, bytes);
 }
 
 // ---- upload ----
@@ -386,8 +395,8 @@ void Media::finalize(std::string user, std::unique_ptr<store::BlobWriter> writer
     store::Batch b;
     b.add(store::PutMedia{info->id, user, info->size, now_ms()});
     auto r = commit_and_wait(std::move(b));
-    release(user, already || !r ? reserved : reserved - std::min(reserved, info->size));
-    if (r && !already && info->size > reserved) add_usage(user, info->size - reserved);  // a resumable upload's
+    // What was held for it is stored now (or given back); a resumable upload held nothing.
+    settle(user, reserved, r && !already ? info->size : 0);
     if (!r) return reply(error_response(r.error()));
     uploads_done.inc();
     spdlog::debug("event=media_uploaded user={} size={}", user, info->size);
@@ -564,7 +573,7 @@ SweepStats Media::sweep(int64_t now) {
     for (const auto& o : *owners) {
       if (o.created_ts < cutoff) {
         b.add(store::DeleteMedia{id, o.user});
-        release(o.user, o.size);
+        forget_stored(o.user, o.size);
       } else {
         ++kept;
       }

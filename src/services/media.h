@@ -25,7 +25,8 @@
 // A resumable upload's state is the blob store's partial (store/blob_store.h), not this
 // node's memory: with several nodes on one shared media directory, any node takes its next
 // chunk or its status, and it survives a restart. The partials count against the limits and
-// the quota of every node; the quota's cache of uploaded bytes (usage_) is per node.
+// the quota of every node; the quota's cache of stored bytes (usage_) is per node and, in
+// Redis mode, read again from the store once media_usage_ttl_ms old.
 //
 // Threads: the sinks run on the HTTP session's loop (file writes of at most
 // 64 KiB each, to the page cache); a finished upload is made durable (fsync, rename, one
@@ -99,11 +100,13 @@ class Media {
 
   bool can_access(const std::string& user, const std::string& id, int64_t now);
   // Quota: checks that `bytes` more fit beside the user's blobs and uploads in progress
-  // (false: over the quota, or the usage unreadable) and, with `hold`, reserves them until
-  // release gives them back; add_usage counts a blob stored without a reservation.
+  // (false: over the quota, or the usage unreadable) and, with `hold`, holds them until
+  // release gives them back or settle turns them into stored bytes; forget_stored drops
+  // the bytes of a collected blob.
   bool reserve(const std::string& user, uint64_t bytes, bool hold = true);
   void release(const std::string& user, uint64_t bytes);
-  void add_usage(const std::string& user, uint64_t bytes);
+  void settle(const std::string& user, uint64_t held, uint64_t stored);
+  void forget_stored(const std::string& user, uint64_t bytes);
   // Makes the blob durable and records it, on the worker thread; answers reply.
   void finalize(std::string user, std::unique_ptr<store::BlobWriter> writer, uint64_t reserved, gateway::HttpReply reply);
   bool post_work(std::function<void()> fn);
@@ -122,7 +125,16 @@ class Media {
   KeyedRateLimiter upload_limiter_;
 
   std::mutex mu_;  // never held across a store call (fibers call in: services/store_reads.h)
-  std::unordered_map<std::string, uint64_t> usage_;  // user → bytes (uploaded + reserved), when loaded
+  // A user's quota usage, when loaded: `stored` is read from the store (its blobs) and then
+  // kept up by this node's uploads and collections, until media_usage_ttl_ms passed (0:
+  // never; Redis mode, where other nodes store and collect too: --redis-media-usage-ttl-ms);
+  // `held` is this node's uploads streaming now, never re-read.
+  struct Usage {
+    uint64_t stored = 0;
+    uint64_t held = 0;
+    int64_t loaded_ms = 0;  // monotonic
+  };
+  std::unordered_map<std::string, Usage> usage_;
   std::string orphan_cursor_;  // where the orphan-blob pass resumes
   MediaLeases leases_;         // sends in flight vs. the sweep (media_leases.h)
 

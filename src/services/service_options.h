@@ -64,6 +64,7 @@ struct ServiceOptions {
   int64_t upload_expiry_ms = 3600LL * 1000;      // an idle resumable upload is dropped after this
   size_t max_open_uploads_per_user = 4;          // resumable uploads in progress
   size_t max_open_uploads = 1024;
+  int64_t media_usage_ttl_ms = 0;                // a user's cached quota usage is read again after this (0: never; Redis: --redis-media-usage-ttl-ms)
   int64_t sweep_interval_ms = 60 * 1000;         // expired messages erased, blobs collected, this often
   // Issue 12: safety, privacy, push.
   double invite_rate_per_min = 60;          // users a user may add to groups (token bucket; 0 = off)

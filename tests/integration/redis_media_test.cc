@@ -1,12 +1,14 @@
 // Integration: media on two nodes on one Redis that share one --media-dir (a shared
 // filesystem in production; docs/scaling.md). A blob uploaded through one node is downloaded
-// through the other, and a resumable upload goes on through either node: its state is the
-// shared directory's, so a load balancer may send each request anywhere.
+// through the other, a resumable upload goes on through either node (its state is the shared
+// directory's, so a load balancer may send each request anywhere), and the quota counts what
+// the other node stored.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "integration/redis_nodes.h"
 #include "support/media_http.h"
@@ -120,6 +122,29 @@ TEST_F(RedisTest, AResumableUploadGoesOnThroughEitherNode) {
   EXPECT_EQ(raw_http(pb, "GET", target, auth, {}).status, 404);  // finished: gone on both
   EXPECT_EQ(count_files(media + "/uploads"), 0u);
   EXPECT_EQ(count_files(media + "/blobs"), 1u);
+  std::filesystem::remove_all(media);
+}
+
+// The quota counts a user's blobs stored through another node: a node reads its copy of the
+// user's stored bytes again once it is --redis-media-usage-ttl-ms old (1 ms here, so every
+// upload below finds it stale). With the copy kept, node b would let 60,000 more in.
+TEST_F(RedisTest, TheMediaQuotaCountsWhatAnotherNodeStored) {
+  const std::string media = shared_media_dir();
+  const std::vector<std::string> args{"--media-dir", media, "--max-media-bytes", "100000",
+                                      "--media-quota-bytes", "150000", "--redis-media-usage-ttl-ms", "1"};
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a", args));
+  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b", args));
+  const uint16_t pa = a_.server->port(), pb = b_.server->port();
+  const Account alice = a_.api->must_register("alice");
+  ASSERT_EQ(upload(pb, alice.token, random_bytes(10000)).status, 201);  // b has read alice's usage
+  ASSERT_EQ(upload(pa, alice.token, random_bytes(100000)).status, 201);
+  // 110,000 stored: 60,000 more fit through neither node, 40,000 through either.
+  auto over = upload(pb, alice.token, random_bytes(60000));
+  EXPECT_EQ(over.status, 403) << over.body;
+  EXPECT_NE(over.body.find("quota"), std::string::npos) << over.body;
+  EXPECT_EQ(upload(pa, alice.token, random_bytes(60000)).status, 403);
+  EXPECT_EQ(upload(pb, alice.token, random_bytes(40000)).status, 201);
+  EXPECT_EQ(upload(pa, alice.token, random_bytes(1)).status, 403);
   std::filesystem::remove_all(media);
 }
 
