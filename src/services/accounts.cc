@@ -19,7 +19,7 @@ Accounts::Accounts(store::Store& store, GroupCommitter& committer, Directory& di
       committer_(committer),
       directory_(directory),
       options_(options),
-      guesses_(kGuessPerMinute / 60.0, kGuessBurst, options.rate_limiter_keys) {}
+      guesses_(kGuessPerMinute / 60.0, kGuessBurst, options.rate_limiter_keys, {&store, "redeem"}) {}
 
 void Accounts::register_user(const std::string& user, CredentialsDone done) {
   {

@@ -25,10 +25,11 @@ class HttpApi {
       : ctx_(ctx),
         metrics_token_hash_(std::move(metrics_token_hash)),
         register_limiter_(ctx.options.register_rate_per_min / 60.0, ctx.options.register_burst,
-                          ctx.options.rate_limiter_keys),
-        create_limiter_(ctx.options.create_rate_per_sec, ctx.options.create_burst, ctx.options.rate_limiter_keys),
+                          ctx.options.rate_limiter_keys, {&ctx.store, "register"}),
+        create_limiter_(ctx.options.create_rate_per_sec, ctx.options.create_burst, ctx.options.rate_limiter_keys,
+                        {&ctx.store, "create"}),
         channels_(ctx, create_limiter_),
-        keys_(ctx.keys, ctx.options, ctx.draining) {}
+        keys_(ctx.keys, ctx.options, ctx.draining, &ctx.store) {}
 
   void handle(gateway::HttpRequest request, gateway::HttpReply reply);
 

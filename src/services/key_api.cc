@@ -150,11 +150,13 @@ bool split_devices_path(std::string_view path, std::string& user) {
 
 }  // namespace
 
-KeyApi::KeyApi(KeyDirectory* keys, const ServiceOptions& options, const std::atomic<bool>& draining)
+KeyApi::KeyApi(KeyDirectory* keys, const ServiceOptions& options, const std::atomic<bool>& draining,
+               store::Store* shared_limits)
     : keys_(keys),
       options_(options),
       draining_(draining),
-      fetch_limiter_(options.key_fetch_rate_per_sec, options.key_fetch_burst, options.rate_limiter_keys) {}
+      fetch_limiter_(options.key_fetch_rate_per_sec, options.key_fetch_burst, options.rate_limiter_keys,
+                     {shared_limits, "keyfetch"}) {}
 
 bool KeyApi::handle(const DeviceRef& me, const gateway::HttpRequest& req, gateway::HttpReply& reply) {
   const std::string& m = req.method;

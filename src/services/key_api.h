@@ -23,8 +23,10 @@ namespace tern::services {
 
 class KeyApi {
  public:
-  // While `draining`, uploads and bundle fetches (both write) get `draining`.
-  KeyApi(KeyDirectory* keys, const ServiceOptions& options, const std::atomic<bool>& draining);
+  // While `draining`, uploads and bundle fetches (both write) get `draining`. The bundle fetch
+  // limit's buckets are `shared_limits`' when given (rate_limiter.h).
+  KeyApi(KeyDirectory* keys, const ServiceOptions& options, const std::atomic<bool>& draining,
+         store::Store* shared_limits = nullptr);
 
   // True when the request is one of the key endpoints: it is then answered through `reply`.
   bool handle(const DeviceRef& me, const gateway::HttpRequest& req, gateway::HttpReply& reply);

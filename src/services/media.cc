@@ -180,7 +180,8 @@ Media::Media(const ServiceOptions& options, store::Store& store, store::BlobStor
       directory_(directory),
       accounts_(accounts),
       draining_(draining),
-      upload_limiter_(options.media_upload_rate_per_min / 60.0, options.media_upload_burst, options.rate_limiter_keys) {}
+      upload_limiter_(options.media_upload_rate_per_min / 60.0, options.media_upload_burst, options.rate_limiter_keys,
+                      {&store, "upload"}) {}
 
 Media::~Media() { stop(); }
 

@@ -37,8 +37,10 @@ SafetyApi::SafetyApi(ServiceContext& ctx, Blocks& blocks, PresencePrivacy& priva
     : ctx_(ctx),
       blocks_(blocks),
       privacy_(privacy),
-      report_limiter_(ctx.options.report_rate_per_hour / 3600.0, ctx.options.report_burst, ctx.options.rate_limiter_keys),
-      invite_limiter_(ctx.options.invite_rate_per_min / 60.0, ctx.options.invite_burst, ctx.options.rate_limiter_keys) {
+      report_limiter_(ctx.options.report_rate_per_hour / 3600.0, ctx.options.report_burst, ctx.options.rate_limiter_keys,
+                      {&ctx.store, "report"}),
+      invite_limiter_(ctx.options.invite_rate_per_min / 60.0, ctx.options.invite_burst, ctx.options.rate_limiter_keys,
+                      {&ctx.store, "invite"}) {
   if (auto last = ctx.store.last_report_id()) next_report_id_ = *last + 1;
 }
 

@@ -320,6 +320,17 @@ class Store {
   virtual Result<std::vector<std::pair<uint64_t, std::string>>> reports(uint64_t after_id, size_t limit) = 0;
   virtual Result<uint64_t> last_report_id() = 0;
 
+  // ---- shared rate limits ----
+  // Takes `n` tokens from the token bucket `key` (refilled at rate_per_sec, holding at most
+  // burst; full when first used) if it has them: true if taken. The bucket is shared by
+  // every node on this store, so a client's budget does not grow with the nodes behind a
+  // load balancer. nullopt: this store keeps no shared buckets (an embedded store serves one
+  // node): the caller's own bucket decides. Any thread; Redis reads its own clock.
+  virtual Result<std::optional<bool>> take_tokens(const std::string& key, double rate_per_sec, double burst, double n) {
+    (void)key, (void)rate_per_sec, (void)burst, (void)n;
+    return std::optional<bool>{};
+  }
+
  protected:
   // The defaults of the batched reads above (devices_of, conversations_of, cursors,
   // receipts_of, device_keys_of): read(x) for each x, in order; the first error ends it.

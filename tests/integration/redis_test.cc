@@ -698,5 +698,21 @@ TEST_F(RedisTest, RedisDownSendsGetUnavailableAtOnceAndTheNodeHeals) {
   EXPECT_TRUE(dense_range(message_seqs(log, conv), 1, 11));
 }
 
+// The limits by source address or user are one budget for all nodes (their buckets in
+// Redis): registrations from one address through two nodes share one burst of 3, where each
+// node's own bucket would have let 3 through each.
+TEST_F(RedisTest, ARateLimitIsOneBudgetAcrossNodes) {
+  const std::vector<std::string> limits{"--register-rate", "1", "--register-burst", "3"};  // 1 a minute
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a", limits));
+  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b", limits));
+  EXPECT_EQ(a_.api->register_user("u1").status, 201);
+  EXPECT_EQ(b_.api->register_user("u2").status, 201);
+  EXPECT_EQ(a_.api->register_user("u3").status, 201);
+  auto refused = b_.api->register_user("u4");
+  EXPECT_EQ(refused.status, 429) << refused.body;
+  EXPECT_EQ(refused.error_code(), "rate_limited");
+  EXPECT_EQ(a_.api->register_user("u5").status, 429);
+}
+
 }  // namespace
 }  // namespace tern::test

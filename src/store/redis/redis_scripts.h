@@ -373,6 +373,26 @@ if #idp > 1 then return idp end
 return 1
 )lua";
 
+// KEYS: a token bucket (hash: tokens, at µs). ARGV: rate per second, burst, n. Takes n tokens
+// if the bucket, refilled since `at` by Redis's clock, holds them: 1 taken, 0 not. The key
+// expires once it would be full again (an absent bucket is a full one).
+inline constexpr const char* kTakeTokens = R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local rate, burst, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(b[1]) or burst, tonumber(b[2]) or now
+if now > at then tokens = math.min(burst, tokens + (now - at) * rate / 1000000) end
+local taken = 0
+if tokens >= n then
+  tokens = tokens - n
+  taken = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'at', string.format('%.0f', math.max(now, at)))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
+return taken
+)lua";
+
 // KEYS: an index zset, a value hash. ARGV: 'L' (lex range) or 'S' (score range), min, max,
 // limit. Returns member, score ('' for a lex range), value ('' if the hash has none) for each
 // index member in range, at most limit: one round trip for a bounded, ordered read.

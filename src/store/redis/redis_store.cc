@@ -90,7 +90,8 @@ Result<std::unique_ptr<RedisStore>> RedisStore::open(RedisStoreOptions options) 
   (void)reads_counter();  // listed in /metrics from the start, at 0
   // Load the scripts (and learn their SHA1s); this also checks the address.
   for (auto [text, sha] : {std::pair{scripts::kCommit, &s->commit_sha_}, std::pair{scripts::kReadMessages, &s->read_sha_},
-                            std::pair{scripts::kPurge, &s->purge_sha_}, std::pair{scripts::kRange, &s->range_sha_}}) {
+                            std::pair{scripts::kPurge, &s->purge_sha_}, std::pair{scripts::kRange, &s->range_sha_},
+                            std::pair{scripts::kTakeTokens, &s->tokens_sha_}}) {
     auto r = s->run1({"SCRIPT", "LOAD", text});
     if (!r) return r.error();
     if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
@@ -719,6 +720,23 @@ Result<std::vector<MediaOwner>> RedisStore::media_owners(const std::string& id) 
   constexpr size_t kMaxOwners = 1024;  // as the RocksDB store: that many uploaders of one blob is enough
   if (out.size() > kMaxOwners) out.resize(kMaxOwners);
   return out;
+}
+
+Result<std::optional<bool>> RedisStore::take_tokens(const std::string& key, double rate_per_sec, double burst,
+                                                    double n) {
+  if (!(rate_per_sec > 0) || !(burst > 0) || !(n >= 0)) return make_error(ErrorCode::kInvalidArgument, "redis: bad token bucket");
+  const std::string k = "{rl:" + key + "}";
+  auto num = [](double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+    return std::string(buf);
+  };
+  const std::string rate = num(rate_per_sec), cap = num(burst), take = num(n);
+  auto r = eval(scripts::kTakeTokens, tokens_sha_, {k}, {rate, cap, take});
+  if (!r) return r.error();
+  if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
+  if ((*r)->type != REDIS_REPLY_INTEGER) return make_error(ErrorCode::kInternal, "redis: token bucket: unexpected reply");
+  return std::optional<bool>((*r)->integer == 1);
 }
 
 Result<std::vector<std::pair<std::string, uint64_t>>> RedisStore::user_media(const std::string& user, size_t limit) {

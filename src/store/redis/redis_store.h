@@ -161,6 +161,8 @@ class RedisStore final : public Store {
   Result<std::vector<std::string>> users(const std::string& after, size_t limit) override;
   Result<std::vector<std::pair<uint64_t, std::string>>> reports(uint64_t after_id, size_t limit) override;
   Result<uint64_t> last_report_id() override;
+  // One script (kTakeTokens) on the bucket's key `{rl:<key>}`, by Redis's clock.
+  Result<std::optional<bool>> take_tokens(const std::string& key, double rate_per_sec, double burst, double n) override;
 
   // Not part of the contract: a value all nodes must agree on (the secret that keys direct
   // conversation ids): stores `proposed` under `key` unless a value is there (SET NX) and
@@ -205,7 +207,7 @@ class RedisStore final : public Store {
   // process, so two nodes never share one.
   const std::string node_token_ = random_token();
   static std::string random_token();
-  std::string commit_sha_, read_sha_, purge_sha_, range_sha_;  // SHA1s Redis gave the scripts (SCRIPT LOAD)
+  std::string commit_sha_, read_sha_, purge_sha_, range_sha_, tokens_sha_;  // SHA1s Redis gave the scripts (SCRIPT LOAD)
   std::mutex rewrite_mu_;
   std::chrono::steady_clock::time_point last_rewrite_{};  // guarded by rewrite_mu_
   std::mutex mu_;  // guards the maps (each Slot is used only by its thread or fiber)

@@ -411,6 +411,23 @@ TEST(RedisStoreCluster, AReplacedTokenIsDeletedOnItsOwnSlot) {
   EXPECT_EQ((*(*s)->devices("tok-user")), std::vector<uint32_t>{1});
 }
 
+// Token buckets on a cluster: each on its key's master, shared by two stores (nodes).
+TEST(RedisStoreCluster, TokenBucketsAreSharedWhereverTheirKeysLive) {
+  flush_masters(*g_cluster);
+  auto a = RedisStore::open(options_for(*g_cluster));
+  auto b = RedisStore::open(options_for(*g_cluster));
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (int k = 0; k < 8; ++k) {  // keys over several slots, so over the masters
+    const std::string key = "register:10.0.0." + std::to_string(k);
+    for (int i = 0; i < 3; ++i) {
+      auto t = (i % 2 ? *b : *a)->take_tokens(key, 1.0 / 3600, 2, 1);
+      ASSERT_TRUE(t.ok()) << t.error().message;
+      ASSERT_TRUE(t->has_value());
+      EXPECT_EQ(**t, i < 2) << key << " take " << i;
+    }
+  }
+}
+
 // Two nodes append to one conversation on a cluster: the commit whose append is behind fails
 // that conversation's slot script only; the slot runs again without it, so the batch's other
 // conversations commit (rest_applied) and the one behind keeps the other node's message.

@@ -278,6 +278,41 @@ TEST(RedisStore, AcknowledgedWritesSurviveRedisSigkill) {
   EXPECT_EQ((*rec)->seq, 50u);
 }
 
+// A token bucket lives in Redis (Store::take_tokens): two stores on one server (two nodes)
+// take from one bucket, full when first used and refilled by Redis's clock; each key has its
+// own; `n` tokens go at once or not at all.
+TEST(RedisStore, ATokenBucketIsSharedByTheNodesOnOneServer) {
+  testing::RedisServer server;
+  ASSERT_TRUE(server.start().ok());
+  auto a = open_on(server);
+  auto b = open_on(server);
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto take = [](RedisStore& s, const std::string& key, double rate, double burst, double n) {
+    auto t = s.take_tokens(key, rate, burst, n);
+    EXPECT_TRUE(t.ok()) << (t.ok() ? "" : t.error().message);
+    EXPECT_TRUE(t.ok() && t->has_value());
+    return t.ok() && t->has_value() && **t;
+  };
+  constexpr double kHourly = 1.0 / 3600;  // no token comes back during the test
+  EXPECT_TRUE(take(**a, "register:10.0.0.1", kHourly, 3, 1));
+  EXPECT_TRUE(take(**b, "register:10.0.0.1", kHourly, 3, 1));
+  EXPECT_TRUE(take(**a, "register:10.0.0.1", kHourly, 3, 1));
+  EXPECT_FALSE(take(**b, "register:10.0.0.1", kHourly, 3, 1));
+  EXPECT_FALSE(take(**a, "register:10.0.0.1", kHourly, 3, 1));
+  EXPECT_TRUE(take(**b, "register:10.0.0.2", kHourly, 3, 1));
+  EXPECT_TRUE(take(**a, "invite:alice", kHourly, 3, 2));
+  EXPECT_FALSE(take(**b, "invite:alice", kHourly, 3, 2));
+  EXPECT_TRUE(take(**b, "invite:alice", kHourly, 3, 1));
+  // 1,000 a second, one at most: emptied, then back within a few milliseconds.
+  EXPECT_TRUE(take(**a, "fast:x", 1000, 1, 1));
+  bool back = false;
+  for (int i = 0; i < 1000 && !back; ++i) back = take(**b, "fast:x", 1000, 1, 1);
+  EXPECT_TRUE(back);
+  auto bad = (*a)->take_tokens("x", 0, 1, 1);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code, ErrorCode::kInvalidArgument);
+}
+
 // Redis gone: every call fails at once with `unavailable` (no hang, nothing claimed); when it
 // is back, the same store object works again without being reopened.
 TEST(RedisStore, RedisDownFailsFastThenHeals) {
