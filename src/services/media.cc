@@ -254,31 +254,32 @@ bool Media::reserve(const std::string& user, uint64_t bytes, bool hold) {
   if (!open) return false;
   uint64_t need = bytes;
   for (const store::PartialInfo& p : *open) need += p.announced;
+  // Decides with the user's usage (under mu_): fits, and then held if asked.
+  auto decide = [&](Usage& u) {
+    if (u.stored + u.held + need > options_.media_quota_bytes) return false;
+    if (hold) u.held += bytes;
+    return true;
+  };
+  const int64_t now = mono_us() / 1000;
+  {
+    std::lock_guard lock(mu_);
+    auto it = usage_.find(user);
+    // Stale after media_usage_ttl_ms: other nodes store and collect the user's blobs too.
+    if (it != usage_.end() && (options_.media_usage_ttl_ms == 0 || now - it->second.loaded_ms < options_.media_usage_ttl_ms))
+      return decide(it->second);
+  }
   // The store read of a user's blobs runs without the lock (a fiber may wait for Redis
   // there, services/store_reads.h); what this node holds for uploads meanwhile stays.
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    const int64_t now = mono_us() / 1000;
-    {
-      std::lock_guard lock(mu_);
-      auto it = usage_.find(user);
-      // Stale after media_usage_ttl_ms: other nodes store and collect the user's blobs too.
-      if (it != usage_.end() && (options_.media_usage_ttl_ms == 0 || now - it->second.loaded_ms < options_.media_usage_ttl_ms)) {
-        if (it->second.stored + it->second.held + need > options_.media_quota_bytes) return false;
-        if (hold) it->second.held += bytes;
-        return true;
-      }
-    }
-    auto mine = store_.user_media(user, kUserMediaLimit);
-    if (!mine) return false;
-    uint64_t total = 0;
-    for (const auto& [id, size] : *mine) total += size;
-    std::lock_guard lock(mu_);
-    if (usage_.size() >= options_.rate_limiter_keys && !usage_.count(user)) usage_.clear();  // a cache: reloaded on use
-    Usage& u = usage_[user];
-    u.stored = total;
-    u.loaded_ms = now;
-  }
-  return false;  // the cache was cleared twice in between: refused, the client retries
+  auto mine = store_.user_media(user, kUserMediaLimit);
+  if (!mine) return false;
+  uint64_t total = 0;
+  for (const auto& [id, size] : *mine) total += size;
+  std::lock_guard lock(mu_);
+  if (usage_.size() >= options_.rate_limiter_keys && !usage_.count(user)) usage_.clear();  // a cache: reloaded on use
+  Usage& u = usage_[user];
+  u.stored = total;
+  u.loaded_ms = now;  // when the read began: the copy is no newer than that
+  return decide(u);
 }
 
 void Media::release(const std::string& user, uint64_t bytes) { settle(user, bytes, 0); }
