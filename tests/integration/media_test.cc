@@ -35,6 +35,14 @@ class TerndMedia : public TrioTest {
     EXPECT_EQ(jstr(r.obj(), "media_id"), sha256_hex(bytes));
     return jstr(r.obj(), "media_id");
   }
+  // PUT bytes [first, first + n) of `blob` as alice's chunk of the resumable upload `target`
+  // (whose size is blob.size()).
+  RawHttp put_chunk(const std::string& target, std::string_view blob, size_t first, size_t n) {
+    auto h = auth(alice);
+    h["Content-Range"] = "bytes " + std::to_string(first) + "-" + std::to_string(first + n - 1) + "/" +
+                         std::to_string(blob.size());
+    return raw_http(port(), "PUT", target, h, blob.substr(first, n));
+  }
   // Sends a message naming `media` and returns the server's answer frame.
   std::optional<json::object> send_media(Device& d, std::string_view conv, std::string_view cmid,
                                          const std::vector<std::string>& media,
@@ -136,9 +144,7 @@ TEST_F(TerndMedia, AResumableUploadGoesOnAfterTheServerIsKilledAndRestarted) {
   auto created = raw_http(port(), "POST", "/v1/media/uploads", auth(alice), R"({"size":120000})");
   ASSERT_EQ(created.status, 201) << created.body;
   const std::string target = "/v1/media/uploads/" + jstr(created.obj(), "upload_id");
-  auto h = auth(alice);
-  h["Content-Range"] = "bytes 0-49999/120000";
-  ASSERT_EQ(raw_http(port(), "PUT", target, h, std::string_view(blob).substr(0, 50000)).status, 200);
+  ASSERT_EQ(put_chunk(target, blob, 0, 50000).status, 200);
 
   ASSERT_NO_FATAL_FAILURE(restart_server());
   auto st = raw_http(port(), "GET", target, auth(alice), {});
@@ -146,8 +152,7 @@ TEST_F(TerndMedia, AResumableUploadGoesOnAfterTheServerIsKilledAndRestarted) {
   EXPECT_EQ(jint(st.obj(), "offset"), 50000);
   EXPECT_EQ(jint(st.obj(), "size"), 120000);
   EXPECT_EQ(raw_http(port(), "GET", target, auth(bob), {}).status, 404);
-  h["Content-Range"] = "bytes 50000-119999/120000";
-  auto last = raw_http(port(), "PUT", target, h, std::string_view(blob).substr(50000));
+  auto last = put_chunk(target, blob, 50000, 70000);
   ASSERT_EQ(last.status, 201) << last.body;
   EXPECT_EQ(jstr(last.obj(), "media_id"), sha256_hex(blob));
   auto back = download(port(), alice.token, sha256_hex(blob));
