@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "base/error.h"
+#include "base/heap_trim.h"
 #include "gateway/websocket_session.h"
 #include "gateway/ws_codec.h"
 
@@ -113,7 +114,10 @@ BasicHttpSession<Stream>::BasicHttpSession(net::ip::tcp::socket&& socket, SslPtr
 
 template <class Stream>
 BasicHttpSession<Stream>::~BasicHttpSession() {
-  if (charged_) ctx_->refund(charged_);
+  if (charged_) {
+    ctx_->refund(charged_);
+    HeapTrim::released(executor_, charged_);  // an answer never read, freed at once
+  }
   ctx_->registry.remove(id_);
 }
 

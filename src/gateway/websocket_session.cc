@@ -21,6 +21,8 @@
 #include <boost/asio/strand.hpp>
 #include <spdlog/spdlog.h>
 
+#include "base/heap_trim.h"
+
 namespace tern::gateway {
 
 namespace net = boost::asio;
@@ -721,9 +723,14 @@ void WebSocketSession::finish() {
   boost::system::error_code ec;
   socket_.close(ec);  // pending waits complete with operation_aborted and find finished_
   pause_timer_.reset();
-  for (size_t i = head_; i < queue_.size(); ++i) release_bytes(queue_[i].data->size());
+  size_t unsent = 0;
+  for (size_t i = head_; i < queue_.size(); ++i) unsent += queue_[i].data->size();
+  release_bytes(unsent);
   std::vector<Out>().swap(queue_);
   head_ = 0;
+  // A reader that stopped reading may leave megabytes of frames freed here at once: see
+  // HeapTrim for why they would otherwise stay resident.
+  HeapTrim::released(socket_.get_executor(), unsent);
   free_input();
   slot_.release();
   if (opened_) {
