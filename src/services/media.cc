@@ -181,7 +181,8 @@ Media::Media(const ServiceOptions& options, store::Store& store, store::BlobStor
       accounts_(accounts),
       draining_(draining),
       upload_limiter_(options.media_upload_rate_per_min / 60.0, options.media_upload_burst, options.rate_limiter_keys,
-                      {&store, "upload"}) {}
+                      {&store, "upload"}),
+      leases_(&store, [this](std::function<void()> fn) { return post_work(std::move(fn)); }) {}
 
 Media::~Media() { stop(); }
 
@@ -514,6 +515,10 @@ bool Media::handle(const DeviceRef& me, const gateway::HttpRequest& req, gateway
 SweepStats Media::sweep(int64_t now) {
   SweepStats stats;
   std::set<std::string> candidates;
+  {
+    std::lock_guard lock(mu_);
+    candidates.swap(skipped_);  // what the last sweep skipped under a lease is looked at again
+  }
 
   // 1. Expired messages: erased from disk first, then their index rows (and media
   //    references) dropped, so a crash in between only repeats the erasure.
@@ -559,8 +564,14 @@ SweepStats Media::sweep(int64_t now) {
   //    no owner left, the blob goes.
   //    A blob that a send in flight names is skipped (next sweep); one being looked at here
   //    cannot be named by a new send until the look is over (media_leases.h).
+  std::set<std::string> skipped;
   for (const auto& id : candidates) {
-    if (!leases_.begin_collect(id)) continue;
+    if (!leases_.begin_collect(id)) {
+      // A send names it (here or on another node), or the store cannot say: looked at again
+      // next sweep, since nothing else makes it a candidate again if that send never commits.
+      if (skipped.size() < kMaxSkipped) skipped.insert(id);
+      continue;
+    }
     struct EndCollect {
       MediaLeases& leases;
       const std::string& id;
@@ -587,6 +598,11 @@ SweepStats Media::sweep(int64_t now) {
         blobs_collected.inc();
       }
     }
+  }
+
+  {
+    std::lock_guard lock(mu_);
+    skipped_.merge(skipped);
   }
 
   // 4. Blob files without an owner row (the process died between publishing a blob and

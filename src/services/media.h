@@ -136,7 +136,11 @@ class Media {
   };
   std::unordered_map<std::string, Usage> usage_;
   std::string orphan_cursor_;  // where the orphan-blob pass resumes
-  MediaLeases leases_;         // sends in flight vs. the sweep (media_leases.h)
+  // Candidates the last sweep skipped because a send held a lease on them, looked at again
+  // by the next (at most kMaxSkipped: one beyond them is looked at again only when a message
+  // naming it expires).
+  static constexpr size_t kMaxSkipped = 4096;
+  std::set<std::string> skipped_;
 
   // Worker (finalization) and sweep threads.
   std::mutex work_mu_;
@@ -145,6 +149,10 @@ class Media {
   bool stopping_ = false;
   std::thread worker_;
   std::thread sweeper_;
+
+  // Sends in flight vs. the sweep (media_leases.h); across nodes through the store's marks,
+  // given back on the worker. Declared last: destroyed first, before the worker's queue.
+  MediaLeases leases_;
 };
 
 }  // namespace tern::services

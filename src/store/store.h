@@ -331,6 +331,29 @@ class Store {
     return std::optional<bool>{};
   }
 
+  // ---- media marks shared by the nodes (services/media_leases.h) ----
+  // A node's MediaLeases keep its sweep off a blob that one of its sends names (a lease, from
+  // the send's access check until its commit), and its sends off a blob its sweep is
+  // collecting. With several nodes on one store, every node must see both marks: a store that
+  // nodes share keeps them here, each expiring ttl_ms after it was taken, so a node that dies
+  // holding one blocks no one for longer.
+  //   kLease: many holders at once; refused (false) while the blob is being collected.
+  //   kCollect: one holder; refused (false) while a lease that has not expired is held, or
+  //   another holder collects.
+  // true: taken. nullopt: this store keeps no marks (an embedded store serves one node, whose
+  // own marks decide). Any thread; Redis reads its own clock.
+  enum class MediaMark { kLease, kCollect };
+  virtual Result<std::optional<bool>> mark_media(const std::string& id, MediaMark kind, const std::string& holder,
+                                                 int64_t ttl_ms) {
+    (void)id, (void)kind, (void)holder, (void)ttl_ms;
+    return std::optional<bool>{};
+  }
+  // Drops the mark `holder` took on `id` (nothing if it expired, or another holder's replaced it).
+  virtual Result<void> unmark_media(const std::string& id, MediaMark kind, const std::string& holder) {
+    (void)id, (void)kind, (void)holder;
+    return {};
+  }
+
  protected:
   // The defaults of the batched reads above (devices_of, conversations_of, cursors,
   // receipts_of, device_keys_of): read(x) for each x, in order; the first error ends it.

@@ -1,8 +1,8 @@
 // Integration: media on two nodes on one Redis that share one --media-dir (a shared
 // filesystem in production; docs/scaling.md). A blob uploaded through one node is downloaded
 // through the other, a resumable upload goes on through either node (its state is the shared
-// directory's, so a load balancer may send each request anywhere), and the quota counts what
-// the other node stored.
+// directory's, so a load balancer may send each request anywhere), the quota counts what
+// the other node stored, and a blob named by a send on one node is not collected by another.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "integration/redis_nodes.h"
+#include "store/redis/redis_store.h"
 #include "support/media_http.h"
 #include "support/server_test.h"
 
@@ -145,6 +146,90 @@ TEST_F(RedisTest, TheMediaQuotaCountsWhatAnotherNodeStored) {
   EXPECT_EQ(upload(pa, alice.token, random_bytes(60000)).status, 403);
   EXPECT_EQ(upload(pb, alice.token, random_bytes(40000)).status, 201);
   EXPECT_EQ(upload(pa, alice.token, random_bytes(1)).status, 403);
+  std::filesystem::remove_all(media);
+}
+
+// A store of our own on the test's Redis, standing for a node that holds media marks (a
+// send in flight there, or its sweep collecting); its marks are what any node would take.
+std::unique_ptr<store::redis::RedisStore> another_node(const RedisServer& redis) {
+  store::redis::RedisStoreOptions o;
+  o.address = store::redis::RedisAddress{"127.0.0.1", redis.port()};
+  auto s = store::redis::RedisStore::open(std::move(o));
+  EXPECT_TRUE(s.ok()) << (s.ok() ? "" : s.error().message);
+  return s.ok() ? std::move(*s) : nullptr;
+}
+
+// A send on one node holds a lease on the blobs it names until its commit; the sweep of
+// every other node must skip those blobs meanwhile, or the message could name a blob that is
+// gone. Here the lease is held on another node for as long as the test likes: both nodes'
+// sweeps collect the blob uploaded beside it, skip the leased one, and collect it once the
+// lease is given back (a skipped blob is looked at again by the next sweep).
+TEST_F(RedisTest, ABlobLeasedOnAnotherNodeIsNotCollected) {
+  const std::string media = shared_media_dir();
+  const std::vector<std::string> args{"--media-dir", media, "--media-grace-ms", "1000", "--sweep-interval-ms", "100"};
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a", args));
+  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b", args));
+  const uint16_t pa = a_.server->port();
+  const Account alice = a_.api->must_register("alice");
+  auto other = another_node(redis_);
+  ASSERT_TRUE(other);
+  auto up_leased = upload(pa, alice.token, random_bytes(1000));
+  ASSERT_EQ(up_leased.status, 201) << up_leased.body;
+  const std::string leased = jstr(up_leased.obj(), "media_id");
+  auto lease = other->mark_media(leased, store::Store::MediaMark::kLease, "other.1", 60'000);
+  ASSERT_TRUE(lease.ok() && lease->value_or(false));
+  auto up_free = upload(pa, alice.token, random_bytes(1100));
+  ASSERT_EQ(up_free.status, 201) << up_free.body;
+  const std::string free = jstr(up_free.obj(), "media_id");
+
+  ASSERT_TRUE(eventually([&] { return download(pa, alice.token, free).status == 404; }, ms(20000)))
+      << "the blob nothing names was not collected after the grace period";
+  // Both nodes sweep every 100 ms: a few more sweeps of each.
+  const auto sweeps_later = std::chrono::steady_clock::now() + ms(1000);
+  ASSERT_TRUE(eventually([&] { return std::chrono::steady_clock::now() >= sweeps_later; }));
+  EXPECT_EQ(download(pa, alice.token, leased).status, 200) << "collected under another node's lease";
+  EXPECT_EQ(download(b_.server->port(), alice.token, leased).status, 200);
+
+  ASSERT_TRUE(other->unmark_media(leased, store::Store::MediaMark::kLease, "other.1").ok());
+  EXPECT_TRUE(eventually([&] { return download(pa, alice.token, leased).status == 404; }, ms(20000)))
+      << "not collected once the lease was given back";
+  EXPECT_EQ(count_files(media + "/blobs"), 0u);
+  std::filesystem::remove_all(media);
+}
+
+// The other way round: while another node's sweep collects a blob, a send naming it is
+// refused as not found on every node (the sweep read no reference to it and may remove it
+// any moment); once the collection is over (here: given up), the send goes through.
+TEST_F(RedisTest, ASendNamingABlobAnotherNodeCollectsIsRefused) {
+  const std::string media = shared_media_dir();
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a", {"--media-dir", media}));
+  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b", {"--media-dir", media}));
+  Pair p;
+  ASSERT_NO_FATAL_FAILURE(connected_pair(b_, p));
+  auto up = upload(a_.server->port(), p.alice.token, random_bytes(1000));
+  ASSERT_EQ(up.status, 201) << up.body;
+  const std::string id = jstr(up.obj(), "media_id");
+  auto other = another_node(redis_);
+  ASSERT_TRUE(other);
+  auto collect = other->mark_media(id, store::Store::MediaMark::kCollect, "other", 60'000);
+  ASSERT_TRUE(collect.ok() && collect->value_or(false));
+
+  auto send = [&](const std::string& cmid) {
+    json::object frame{{"type", "send"}, {"client_msg_id", cmid}, {"conversation_id", p.conv},
+                       {"body", b64("see attachment")}, {"media", json::array{json::value(id)}}};
+    EXPECT_TRUE(p.da->send_json(frame));
+    return p.da->wait_answer(cmid);
+  };
+  auto refused = send("m-1");
+  ASSERT_TRUE(refused) << "no answer";
+  EXPECT_EQ(type_of(*refused), "error") << dump(*refused);
+  EXPECT_EQ(jstr(*refused, "code"), "not_found") << dump(*refused);
+
+  ASSERT_TRUE(other->unmark_media(id, store::Store::MediaMark::kCollect, "other").ok());
+  auto sent = send("m-2");
+  ASSERT_TRUE(sent) << "no answer";
+  EXPECT_EQ(type_of(*sent), "sent") << dump(*sent);
+  EXPECT_EQ(download(a_.server->port(), p.bob.token, id).status, 200);
   std::filesystem::remove_all(media);
 }
 

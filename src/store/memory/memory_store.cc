@@ -1,6 +1,7 @@
 #include "store/memory/memory_store.h"
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <set>
 #include <tuple>
@@ -36,6 +37,10 @@ struct MemoryStore::State {
   std::map<std::tuple<int64_t, std::string, Seq>, std::vector<std::string>> expiry;  // → media
   std::map<std::pair<std::string, std::string>, std::string> records;  // (user, name)
   std::map<uint64_t, std::string> reports;
+  // Media marks (kept once keep_media_marks() was called): id → holder → expiry (steady ms).
+  bool media_marks = false;
+  std::map<std::string, std::map<std::string, int64_t>> media_leases;
+  std::map<std::string, std::pair<std::string, int64_t>> media_collecting;
 };
 
 namespace {
@@ -446,6 +451,46 @@ Result<uint64_t> MemoryStore::last_report_id() {
   std::lock_guard lock(state_->mu);
   ++state_->reads;
   return state_->reports.empty() ? uint64_t{0} : state_->reports.rbegin()->first;
+}
+
+void MemoryStore::keep_media_marks() {
+  std::lock_guard lock(state_->mu);
+  state_->media_marks = true;
+}
+
+Result<std::optional<bool>> MemoryStore::mark_media(const std::string& id, MediaMark kind, const std::string& holder,
+                                                    int64_t ttl_ms) {
+  std::lock_guard lock(state_->mu);
+  if (!state_->media_marks) return std::optional<bool>{};
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  auto& leases = state_->media_leases[id];
+  std::erase_if(leases, [&](const auto& l) { return l.second <= now; });
+  auto c = state_->media_collecting.find(id);
+  if (c != state_->media_collecting.end() && c->second.second <= now) {
+    state_->media_collecting.erase(c);
+    c = state_->media_collecting.end();
+  }
+  if (c != state_->media_collecting.end()) return std::optional<bool>(false);
+  if (kind == MediaMark::kLease) {
+    leases[holder] = now + ttl_ms;
+    return std::optional<bool>(true);
+  }
+  if (!leases.empty()) return std::optional<bool>(false);
+  state_->media_collecting[id] = {holder, now + ttl_ms};
+  return std::optional<bool>(true);
+}
+
+Result<void> MemoryStore::unmark_media(const std::string& id, MediaMark kind, const std::string& holder) {
+  std::lock_guard lock(state_->mu);
+  if (kind == MediaMark::kLease) {
+    if (auto it = state_->media_leases.find(id); it != state_->media_leases.end()) it->second.erase(holder);
+  } else if (auto it = state_->media_collecting.find(id);
+             it != state_->media_collecting.end() && it->second.first == holder) {
+    state_->media_collecting.erase(it);
+  }
+  return {};
 }
 
 }  // namespace tern::store

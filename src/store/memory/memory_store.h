@@ -74,6 +74,13 @@ class MemoryStore : public Store {
   Result<std::vector<std::string>> users(const std::string& after, size_t limit) override;
   Result<std::vector<std::pair<uint64_t, std::string>>> reports(uint64_t after_id, size_t limit) override;
   Result<uint64_t> last_report_id() override;
+  // Media marks as a store shared by nodes keeps them (RedisStore), once keep_media_marks()
+  // was called on the State's first store (MemoryStores on one State are then two "nodes");
+  // nullopt before, as the embedded stores. Expiry by the steady clock.
+  void keep_media_marks();
+  Result<std::optional<bool>> mark_media(const std::string& id, MediaMark kind, const std::string& holder,
+                                         int64_t ttl_ms) override;
+  Result<void> unmark_media(const std::string& id, MediaMark kind, const std::string& holder) override;
 
  private:
   std::shared_ptr<State> state_;

@@ -393,6 +393,35 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
 return taken
 )lua";
 
+// KEYS: a blob's leases (zset: holder, score expiry in ms) and its collect mark (string:
+// the holder, with a TTL). ARGV: op, holder, ttl ms. 'L' takes a lease unless the blob is
+// being collected; 'C' takes the collect mark unless a lease that has not expired is held or
+// the mark is; 'l' / 'c' drop the holder's lease / mark. 1 taken (or dropped), 0 refused.
+// Expiry by Redis's clock, so the nodes' clocks do not matter.
+inline constexpr const char* kMediaMark = R"lua(
+local op, holder, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if op == 'l' then
+  redis.call('ZREM', KEYS[1], holder)
+  return 1
+end
+if op == 'c' then
+  if redis.call('GET', KEYS[2]) == holder then redis.call('DEL', KEYS[2]) end
+  return 1
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if op == 'L' then
+  redis.call('ZADD', KEYS[1], now + ttl, holder)
+  if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+  return 1
+end
+if redis.call('ZCARD', KEYS[1]) > 0 then return 0 end
+redis.call('SET', KEYS[2], holder, 'PX', ttl)
+return 1
+)lua";
+
 // KEYS: an index zset, a value hash. ARGV: 'L' (lex range) or 'S' (score range), min, max,
 // limit. Returns member, score ('' for a lex range), value ('' if the hash has none) for each
 // index member in range, at most limit: one round trip for a bounded, ordered read.

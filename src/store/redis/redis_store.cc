@@ -91,7 +91,8 @@ Result<std::unique_ptr<RedisStore>> RedisStore::open(RedisStoreOptions options) 
   // Load the scripts (and learn their SHA1s); this also checks the address.
   for (auto [text, sha] : {std::pair{scripts::kCommit, &s->commit_sha_}, std::pair{scripts::kReadMessages, &s->read_sha_},
                             std::pair{scripts::kPurge, &s->purge_sha_}, std::pair{scripts::kRange, &s->range_sha_},
-                            std::pair{scripts::kTakeTokens, &s->tokens_sha_}}) {
+                            std::pair{scripts::kTakeTokens, &s->tokens_sha_},
+                            std::pair{scripts::kMediaMark, &s->media_mark_sha_}}) {
     auto r = s->run1({"SCRIPT", "LOAD", text});
     if (!r) return r.error();
     if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
@@ -737,6 +738,27 @@ Result<std::optional<bool>> RedisStore::take_tokens(const std::string& key, doub
   if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
   if ((*r)->type != REDIS_REPLY_INTEGER) return make_error(ErrorCode::kInternal, "redis: token bucket: unexpected reply");
   return std::optional<bool>((*r)->integer == 1);
+}
+
+Result<std::optional<bool>> RedisStore::mark_media(const std::string& id, MediaMark kind, const std::string& holder,
+                                                   int64_t ttl_ms) {
+  if (ttl_ms < 1 || holder.empty()) return make_error(ErrorCode::kInvalidArgument, "redis: bad media mark");
+  const std::string base = "{m:" + id + "}";
+  auto r = eval(scripts::kMediaMark, media_mark_sha_, {base + ":l", base + ":c"},
+                {kind == MediaMark::kLease ? "L" : "C", holder, std::to_string(ttl_ms)});
+  if (!r) return r.error();
+  if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
+  if ((*r)->type != REDIS_REPLY_INTEGER) return make_error(ErrorCode::kInternal, "redis: media mark: unexpected reply");
+  return std::optional<bool>((*r)->integer == 1);
+}
+
+Result<void> RedisStore::unmark_media(const std::string& id, MediaMark kind, const std::string& holder) {
+  const std::string base = "{m:" + id + "}";
+  auto r = eval(scripts::kMediaMark, media_mark_sha_, {base + ":l", base + ":c"},
+                {kind == MediaMark::kLease ? "l" : "c", holder, "1"});
+  if (!r) return r.error();
+  if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
+  return {};
 }
 
 Result<std::vector<std::pair<std::string, uint64_t>>> RedisStore::user_media(const std::string& user, size_t limit) {

@@ -25,6 +25,8 @@
 //   {m:<media id>}:o    hash   owner → "size created_ts"
 //   {m:<media id>}:r / :rx  zset / hash  messages naming the blob: conversation ‖ \0 ‖ seq hex
 //                              (lex) / → expires_at (0 = never)
+//   {m:<media id>}:l / :c  zset / string  the nodes' leases on the blob (holder, score expiry
+//                              ms) / the holder collecting it (PX): services/media_leases.h
 //   users               zset   every registered user (lex), for the admin listing
 //   mpend               zset   uploads not yet collected: score created_ts, member id ‖ owner
 //   msgexp / msgexpv    zset / hash  expiring messages: score expires_at, member conversation
@@ -163,6 +165,10 @@ class RedisStore final : public Store {
   Result<uint64_t> last_report_id() override;
   // One script (kTakeTokens) on the bucket's key `{rl:<key>}`, by Redis's clock.
   Result<std::optional<bool>> take_tokens(const std::string& key, double rate_per_sec, double burst, double n) override;
+  // One script (kMediaMark) on the blob's `{m:<id>}:l` and `:c`, by Redis's clock.
+  Result<std::optional<bool>> mark_media(const std::string& id, MediaMark kind, const std::string& holder,
+                                         int64_t ttl_ms) override;
+  Result<void> unmark_media(const std::string& id, MediaMark kind, const std::string& holder) override;
 
   // Not part of the contract: a value all nodes must agree on (the secret that keys direct
   // conversation ids): stores `proposed` under `key` unless a value is there (SET NX) and
@@ -207,7 +213,7 @@ class RedisStore final : public Store {
   // process, so two nodes never share one.
   const std::string node_token_ = random_token();
   static std::string random_token();
-  std::string commit_sha_, read_sha_, purge_sha_, range_sha_, tokens_sha_;  // SHA1s Redis gave the scripts (SCRIPT LOAD)
+  std::string commit_sha_, read_sha_, purge_sha_, range_sha_, tokens_sha_, media_mark_sha_;  // SHA1s Redis gave the scripts (SCRIPT LOAD)
   std::mutex rewrite_mu_;
   std::chrono::steady_clock::time_point last_rewrite_{};  // guarded by rewrite_mu_
   std::mutex mu_;  // guards the maps (each Slot is used only by its thread or fiber)

@@ -428,6 +428,29 @@ TEST(RedisStoreCluster, TokenBucketsAreSharedWhereverTheirKeysLive) {
   }
 }
 
+// The media marks live in each blob's slot ({m:<id>}), so blobs on every master take them.
+TEST(RedisStoreCluster, MediaMarksWorkWhereverTheBlobsKeysLive) {
+  flush_masters(*g_cluster);
+  auto a = RedisStore::open(options_for(*g_cluster));
+  auto b = RedisStore::open(options_for(*g_cluster));
+  ASSERT_TRUE(a.ok() && b.ok());
+  using Mark = Store::MediaMark;
+  for (int k = 0; k < 8; ++k) {  // ids over several slots, so over the masters
+    const std::string id(64, static_cast<char>('0' + k));
+    auto lease = (*a)->mark_media(id, Mark::kLease, "a.1", 60'000);
+    ASSERT_TRUE(lease.ok()) << lease.error().message;
+    ASSERT_TRUE(lease->has_value());
+    EXPECT_TRUE(**lease);
+    auto collect = (*b)->mark_media(id, Mark::kCollect, "b", 60'000);
+    ASSERT_TRUE(collect.ok()) << collect.error().message;
+    EXPECT_FALSE(collect->value_or(true)) << id;
+    ASSERT_TRUE((*a)->unmark_media(id, Mark::kLease, "a.1").ok());
+    collect = (*b)->mark_media(id, Mark::kCollect, "b", 60'000);
+    ASSERT_TRUE(collect.ok()) << collect.error().message;
+    EXPECT_TRUE(collect->value_or(false)) << id;
+  }
+}
+
 // Two nodes append to one conversation on a cluster: the commit whose append is behind fails
 // that conversation's slot script only; the slot runs again without it, so the batch's other
 // conversations commit (rest_applied) and the one behind keeps the other node's message.

@@ -281,6 +281,61 @@ TEST(RedisStore, AcknowledgedWritesSurviveRedisSigkill) {
 // A token bucket lives in Redis (Store::take_tokens): two stores on one server (two nodes)
 // take from one bucket, full when first used and refilled by Redis's clock; each key has its
 // own; `n` tokens go at once or not at all.
+// The media marks of services/media_leases.h, as two nodes on one server see them: leases
+// by many holders, one collector, each excluding the other, each dropped by its holder,
+// and gone on their own after the TTL (by Redis's clock).
+TEST(RedisStore, MediaMarksAreSharedByTheNodesOnOneServer) {
+  testing::RedisServer server;
+  ASSERT_TRUE(server.start().ok());
+  auto a = open_on(server);
+  auto b = open_on(server);
+  ASSERT_TRUE(a.ok() && b.ok());
+  using Mark = Store::MediaMark;
+  auto mark = [](RedisStore& s, const std::string& id, Mark kind, const std::string& holder, int64_t ttl) {
+    auto t = s.mark_media(id, kind, holder, ttl);
+    EXPECT_TRUE(t.ok()) << (t.ok() ? "" : t.error().message);
+    EXPECT_TRUE(t.ok() && t->has_value());
+    return t.ok() && t->has_value() && **t;
+  };
+  auto unmark = [](RedisStore& s, const std::string& id, Mark kind, const std::string& holder) {
+    auto r = s.unmark_media(id, kind, holder);
+    EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
+  };
+  const std::string x(64, 'a'), y(64, 'b');
+  constexpr int64_t kLong = 60'000;
+  EXPECT_TRUE(mark(**a, x, Mark::kLease, "a.1", kLong));
+  EXPECT_TRUE(mark(**b, x, Mark::kLease, "b.1", kLong));
+  EXPECT_FALSE(mark(**b, x, Mark::kCollect, "b", kLong)) << "two leases held";
+  unmark(**b, x, Mark::kLease, "b.1");  // a holder drops its own lease only
+  EXPECT_FALSE(mark(**b, x, Mark::kCollect, "b", kLong)) << "a.1 still held";
+  unmark(**a, x, Mark::kLease, "a.1");
+  EXPECT_TRUE(mark(**b, x, Mark::kCollect, "b", kLong));
+  EXPECT_FALSE(mark(**a, x, Mark::kLease, "a.2", kLong)) << "being collected";
+  EXPECT_FALSE(mark(**a, x, Mark::kCollect, "a", kLong)) << "one collector";
+  unmark(**a, x, Mark::kCollect, "a");  // not a's mark: stays
+  EXPECT_FALSE(mark(**a, x, Mark::kLease, "a.2", kLong));
+  unmark(**b, x, Mark::kCollect, "b");
+  EXPECT_TRUE(mark(**a, x, Mark::kLease, "a.3", kLong));
+  // Marks of a node that died: gone after their TTL.
+  EXPECT_TRUE(mark(**a, y, Mark::kLease, "dead.1", 50));
+  EXPECT_FALSE(mark(**b, y, Mark::kCollect, "b", kLong));
+  bool collected = false;
+  for (int i = 0; i < 400 && !collected; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // Redis's clock must pass the TTL
+    collected = mark(**b, y, Mark::kCollect, "dead", 50);
+  }
+  EXPECT_TRUE(collected) << "the lease did not expire";
+  bool leased = false;
+  for (int i = 0; i < 400 && !leased; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    leased = mark(**a, y, Mark::kLease, "a.4", kLong);
+  }
+  EXPECT_TRUE(leased) << "the collect mark did not expire";
+  auto bad = (*a)->mark_media(x, Mark::kLease, "", kLong);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code, ErrorCode::kInvalidArgument);
+}
+
 TEST(RedisStore, ATokenBucketIsSharedByTheNodesOnOneServer) {
   testing::RedisServer server;
   ASSERT_TRUE(server.start().ok());
