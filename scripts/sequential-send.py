@@ -10,10 +10,12 @@
 # thread, sends --messages messages one at a time, each after the `sent` of the one before.
 # Prints messages per second per sender, the send -> sent latency (p50, p99), and, for every
 # --pid given (ternd, redis-server), its CPU per message, from /proc. Exit 1 if a send got
-# anything but `sent` (an error frame) or a `sent` for another message.
+# anything but `sent` (an error frame) or a `sent` for another message. With --media N, each
+# sender first uploads N blobs of 1,000 bytes and names all of them in every send (the send's
+# media check, and in Redis mode its leases on them: docs/benchmarks.md).
 #
 # Usage: scripts/sequential-send.py --url http://127.0.0.1:PORT [--senders 1]
-#        [--messages 2000] [--pid TERND_PID] [--pid REDIS_PID]
+#        [--messages 2000] [--media 0] [--pid TERND_PID] [--pid REDIS_PID]
 import argparse
 import base64
 import http.client
@@ -42,7 +44,17 @@ def request(conn, method, path, body, token=None):
     return r.status, r.read()
 
 
-def sender(host, port, token, conv, count, out):
+def upload(conn, token):
+    conn.request("POST", "/v1/media", body=os.urandom(1000),
+                 headers={"Content-Type": "application/octet-stream", "Authorization": "Bearer " + token})
+    r = conn.getresponse()
+    data = r.read()
+    if r.status != 201:
+        raise SystemExit(f"upload: {r.status} {data[:200]!r}")
+    return json.loads(data)["media_id"]
+
+
+def sender(host, port, token, conv, count, media, out):
     ws = websocket.create_connection(f"ws://{host}:{port}/v1/ws?token=" + urllib.parse.quote(token), timeout=30)
     ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     while json.loads(ws.recv()).get("type") != "synced":
@@ -53,7 +65,10 @@ def sender(host, port, token, conv, count, out):
     for i in range(count):
         cmid = f"s{i}"
         start = time.perf_counter()
-        ws.send(json.dumps({"type": "send", "client_msg_id": cmid, "conversation_id": conv, "body": body}))
+        frame = {"type": "send", "client_msg_id": cmid, "conversation_id": conv, "body": body}
+        if media:
+            frame["media"] = media
+        ws.send(json.dumps(frame))
         while True:
             f = json.loads(ws.recv())
             if f.get("type") in ("sent", "error"):
@@ -71,6 +86,7 @@ def main():
     ap.add_argument("--url", required=True)
     ap.add_argument("--senders", type=int, default=1)
     ap.add_argument("--messages", type=int, default=2000, help="per sender")
+    ap.add_argument("--media", type=int, default=0, help="blobs each sender names in every send")
     ap.add_argument("--pid", type=int, action="append", default=[], help="report this process's CPU per message")
     a = ap.parse_args()
     u = urllib.parse.urlparse(a.url)
@@ -89,8 +105,9 @@ def main():
         if status not in (200, 201):
             raise SystemExit(f"conversation: {status} {data[:200]!r}")
         convs.append(json.loads(data)["conversation_id"])
+    media = [[upload(conn, tokens[i]) for _ in range(a.media)] for i in range(a.senders)]
     outs = [{} for _ in range(a.senders)]
-    threads = [threading.Thread(target=sender, args=(u.hostname, u.port, tokens[i], convs[i], a.messages, outs[i]))
+    threads = [threading.Thread(target=sender, args=(u.hostname, u.port, tokens[i], convs[i], a.messages, media[i], outs[i]))
                for i in range(a.senders)]
     cpu0 = {p: cpu_seconds(p) for p in a.pid}
     for t in threads:
@@ -106,7 +123,7 @@ def main():
     total = len(lat)
     rates = [a.messages / o["seconds"] for o in outs]
     cpu = " ".join(f"pid {p}: {(cpu1[p] - cpu0[p]) * 1e6 / total:.0f} us/msg" for p in a.pid)
-    print(f"senders {a.senders} messages {total}: per sender {min(rates):.0f}-{max(rates):.0f} msg/s, "
+    print(f"senders {a.senders} media {a.media} messages {total}: per sender {min(rates):.0f}-{max(rates):.0f} msg/s, "
           f"sent p50 {lat[total // 2] * 1e3:.2f} ms p99 {lat[min(total - 1, total * 99 // 100)] * 1e3:.2f} ms"
           + (f" | {cpu}" if cpu else ""))
 

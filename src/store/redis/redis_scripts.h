@@ -397,8 +397,12 @@ return taken
 // the holder, with a TTL). ARGV: op, holder, ttl ms. 'L' takes a lease unless the blob is
 // being collected; 'C' takes the collect mark unless a lease that has not expired is held or
 // the mark is; 'l' / 'c' drop the holder's lease / mark. 1 taken (or dropped), 0 refused.
-// Expiry by Redis's clock, so the nodes' clocks do not matter.
+// Expiry by Redis's clock, so the nodes' clocks do not matter. The marks are not written to
+// the AOF nor sent to replicas (REPL_NONE): they live for a send or a collection, and with
+// `appendfsync always` each would cost an fsync (a send with one blob took twice the CPU per
+// message, docs/benchmarks.md). A failover or a restart loses them: see docs/scaling.md.
 inline constexpr const char* kMediaMark = R"lua(
+redis.set_repl(redis.REPL_NONE)
 local op, holder, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if op == 'l' then
   redis.call('ZREM', KEYS[1], holder)

@@ -336,6 +336,28 @@ TEST(RedisStore, MediaMarksAreSharedByTheNodesOnOneServer) {
   EXPECT_EQ(bad.error().code, ErrorCode::kInvalidArgument);
 }
 
+// The marks live for one send or one collection: they are not written to the AOF (each would
+// cost an fsync with appendfsync always), while a commit's writes are.
+TEST(RedisStore, MediaMarksAreNotWrittenToTheAof) {
+  testing::RedisServer server;
+  ASSERT_TRUE(server.start().ok());
+  auto a = open_on(server);
+  ASSERT_TRUE(a.ok());
+  auto taken = (*a)->mark_media(std::string(64, 'c'), Store::MediaMark::kLease, "holder-kept-out-of-aof", 60'000);
+  ASSERT_TRUE(taken.ok() && taken->value_or(false));
+  Batch b;
+  b.add(PutReport{1, "report-kept-in-aof"});
+  ASSERT_TRUE((*a)->commit(b, true).ok());
+  std::string aof;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(server.dir())) {
+    if (!e.is_regular_file()) continue;
+    std::ifstream in(e.path(), std::ios::binary);
+    aof.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  EXPECT_NE(aof.find("report-kept-in-aof"), std::string::npos) << "the AOF was not where the test looked";
+  EXPECT_EQ(aof.find("holder-kept-out-of-aof"), std::string::npos);
+}
+
 TEST(RedisStore, ATokenBucketIsSharedByTheNodesOnOneServer) {
   testing::RedisServer server;
   ASSERT_TRUE(server.start().ok());
