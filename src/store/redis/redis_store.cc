@@ -740,24 +740,27 @@ Result<std::optional<bool>> RedisStore::take_tokens(const std::string& key, doub
   return std::optional<bool>((*r)->integer == 1);
 }
 
-Result<std::optional<bool>> RedisStore::mark_media(const std::string& id, MediaMark kind, const std::string& holder,
-                                                   int64_t ttl_ms) {
-  if (ttl_ms < 1 || holder.empty()) return make_error(ErrorCode::kInvalidArgument, "redis: bad media mark");
+Result<long long> RedisStore::media_mark_script(const std::string& id, std::string_view op, const std::string& holder,
+                                                int64_t ttl_ms) {
   const std::string base = "{m:" + id + "}";
-  auto r = eval(scripts::kMediaMark, media_mark_sha_, {base + ":l", base + ":c"},
-                {kind == MediaMark::kLease ? "L" : "C", holder, std::to_string(ttl_ms)});
+  auto r = eval(scripts::kMediaMark, media_mark_sha_, {base + ":l", base + ":c"}, {op, holder, std::to_string(ttl_ms)});
   if (!r) return r.error();
   if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
   if ((*r)->type != REDIS_REPLY_INTEGER) return make_error(ErrorCode::kInternal, "redis: media mark: unexpected reply");
-  return std::optional<bool>((*r)->integer == 1);
+  return (*r)->integer;
+}
+
+Result<std::optional<bool>> RedisStore::mark_media(const std::string& id, MediaMark kind, const std::string& holder,
+                                                   int64_t ttl_ms) {
+  if (ttl_ms < 1 || holder.empty()) return make_error(ErrorCode::kInvalidArgument, "redis: bad media mark");
+  auto r = media_mark_script(id, kind == MediaMark::kLease ? "L" : "C", holder, ttl_ms);
+  if (!r) return r.error();
+  return std::optional<bool>(*r == 1);
 }
 
 Result<void> RedisStore::unmark_media(const std::string& id, MediaMark kind, const std::string& holder) {
-  const std::string base = "{m:" + id + "}";
-  auto r = eval(scripts::kMediaMark, media_mark_sha_, {base + ":l", base + ":c"},
-                {kind == MediaMark::kLease ? "l" : "c", holder, "1"});
+  auto r = media_mark_script(id, kind == MediaMark::kLease ? "l" : "c", holder, 1);
   if (!r) return r.error();
-  if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
   return {};
 }
 

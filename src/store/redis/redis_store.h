@@ -205,6 +205,9 @@ class RedisStore final : public Store {
   // EVALSHA of a script, loading it again (EVAL) if Redis forgot it (a restart).
   Result<Reply> eval(std::string_view script, const std::string& sha, const std::vector<std::string_view>& keys,
                      const std::vector<std::string_view>& args);
+  // kMediaMark on the blob's keys with op (L, C, l, c): its integer answer.
+  Result<long long> media_mark_script(const std::string& id, std::string_view op, const std::string& holder,
+                                      int64_t ttl_ms);
 
   const RedisStoreOptions options_;
   Behind behind_;  // of the last commit() (its thread only)
