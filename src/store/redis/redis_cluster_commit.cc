@@ -1,6 +1,7 @@
 #include "store/redis/redis_cluster_commit.h"
 
 #include <charconv>
+#include <array>
 #include <deque>
 #include <map>
 #include <set>
@@ -114,21 +115,55 @@ std::vector<Merged> merge_by_node(const RedisCluster& cluster, const Phase& phas
   return out;
 }
 
+// A commit whose phase-1 slots all live on one master X (the common case: one conversation,
+// or several on one master) needs no phase-0 script on X: X's phase-0 groups join its phase-1
+// script, ahead of a slot's phase-1 ops, and apply atomically with them, while phase 0 on the
+// other masters still runs first. That saves a script, its AOF write and its fsync on X.
+// (With phase-1 work on several masters, a mark on one could land after an append on another:
+// no fold.) Returns the phase-0 groups it moved; none if it did not fold.
+Phase fold_into_phase_one(const RedisCluster& cluster, Phase phases[2]) {
+  if (phases[1].empty()) return {};
+  const int x = cluster.node_of(phases[1].begin()->first);
+  if (x < 0) return {};
+  for (const auto& [slot, g] : phases[1])
+    if (cluster.node_of(slot) != x) return {};
+  Phase folded;
+  for (auto it = phases[0].begin(); it != phases[0].end();) {
+    if (cluster.node_of(it->first) != x) {
+      ++it;
+      continue;
+    }
+    Group& one = phases[1][it->first];
+    if (one.routing_key.empty()) one.routing_key = it->second.routing_key;
+    one.args.insert(one.args.begin(), it->second.args.begin(), it->second.args.end());
+    folded.insert(phases[0].extract(it++));
+  }
+  return folded;
+}
+
 // What one phase did. `applied`: the replies of the scripts that applied. `behind`: the
-// conversations whose dense appends a script found behind; `behind_slots`: the slots of those
-// scripts, which wrote nothing (the other scripts applied: each is atomic on its own).
+// conversations whose dense appends a script found behind; `pointers`: (pointer hash,
+// client_msg_id, the conversation it names) of the idempotency pointers a script found naming
+// another conversation; `again_slots`: the slots of the scripts that reported either, which
+// wrote nothing (the other scripts applied: each is atomic on its own). `stale`: a folded
+// script met a slot that had moved and wrote nothing (run_phase did not split it).
 struct PhaseResult {
   std::vector<Reply> applied;
   std::vector<std::string> behind;
-  std::set<uint16_t> behind_slots;
+  std::vector<std::array<std::string, 3>> pointers;
+  std::set<uint16_t> again_slots;
+  bool stale = false;
 };
 
 bool non_local(const redisReply* r) {
   return r->type == REDIS_REPLY_ERROR && str(r).find("non local key") != std::string_view::npos;
 }
 
+// `folded`: the phase's scripts hold ops of both phases (fold_into_phase_one), so a merged
+// script that meets a moved slot is not run again slot by slot (that would put one slot's
+// marks beside another's appends, in parallel): out.stale instead.
 Result<void> run_phase(RedisCluster& cluster, const ClusterScript& script, const Phase& phase, std::string_view dense,
-                       int wait_replicas, std::chrono::milliseconds timeout, PhaseResult& out) {
+                       int wait_replicas, std::chrono::milliseconds timeout, bool folded, PhaseResult& out) {
   const std::string n = std::to_string(wait_replicas), ms = std::to_string(timeout.count() / 2);
   auto command = [&](std::string_view verb, std::string_view body, const Group& g) {
     std::vector<std::string_view> argv = {verb, body, "1", g.routing_key, dense};
@@ -168,6 +203,10 @@ Result<void> run_phase(RedisCluster& cluster, const ClusterScript& script, const
     if (ran_again[i])
       for (uint16_t slot : scripts[i].slots) moved.emplace(slot, phase.at(slot));
   }
+  if (!moved.empty() && folded) {
+    out.stale = true;
+    return {};
+  }
   if (!moved.empty()) {
     moved_slots_total.inc(moved.size());
     if (auto r = cluster.refresh(); !r) return r.error();
@@ -184,7 +223,16 @@ Result<void> run_phase(RedisCluster& cluster, const ClusterScript& script, const
     if (r[0]->type == REDIS_REPLY_ERROR) return redis_reply_error(str(r[0].get()));
     if (Store::Behind late; behind_reply(r[0].get(), late)) {
       out.behind.insert(out.behind.end(), late.conversations.begin(), late.conversations.end());
-      out.behind_slots.insert(scripts[i].slots.begin(), scripts[i].slots.end());
+      out.again_slots.insert(scripts[i].slots.begin(), scripts[i].slots.end());
+      continue;
+    }
+    if (const redisReply* x = r[0].get();
+        x->type == REDIS_REPLY_ARRAY && x->elements > 0 && x->element[0]->type == REDIS_REPLY_STRING &&
+        str(x->element[0]) == "TERNIDP") {
+      for (size_t k = 1; k + 2 < x->elements; k += 3)
+        out.pointers.push_back({std::string(str(x->element[k])), std::string(str(x->element[k + 1])),
+                                std::string(str(x->element[k + 2]))});
+      out.again_slots.insert(scripts[i].slots.begin(), scripts[i].slots.end());
       continue;
     }
     if (wait_replicas > 0 && (r[1]->type != REDIS_REPLY_INTEGER || r[1]->integer < wait_replicas))
@@ -205,20 +253,41 @@ Result<std::optional<IdempotencyRecord>> unexpired_record(Result<Reply> v, int64
   return std::optional<IdempotencyRecord>(std::move(*rec));
 }
 
-// A phase-1 script without the ops of `conversations` (their appends, idempotency checks and
-// records, and meta); its other ops stay. `own` keeps the strings it makes.
+// How many arguments an op of a split group takes, code included (the lower-case ops of
+// commit_on_cluster and the ones it passes on as they are; redis_scripts.h kCommit's width());
+// 0 for an unknown code.
+size_t split_width(const std::vector<std::string_view>& ops, size_t i) {
+  const std::string_view op = ops[i];
+  if (op == "A" || op == "L") return op == "A" ? 6 : 2;
+  if (op == "j" || op == "P") return 5;
+  if (op == "h" || op == "m" || op == "z" || op == "p" || op == "R" || op == "W" || op == "Q" || op == "T") return 4;
+  if (op == "x" || op == "e" || op == "r" || op == "t" || op == "K" || op == "Z" || op == "n") return 3;
+  if (op == "k") return 2;
+  if (op == "c" && i + 3 < ops.size()) {
+    size_t n = 0;
+    auto [p, ec] = std::from_chars(ops[i + 3].data(), ops[i + 3].data() + ops[i + 3].size(), n);
+    return ec == std::errc() ? 4 + n : 0;
+  }
+  return 0;
+}
+
+// A group without the ops of `conversations`: their appends, idempotency checks, records and
+// pointers, and meta; its other ops stay (an inbox mark past the log's head is harmless).
+// `own` keeps the strings it makes.
 template <typename Own>
-Group without(const Group& in, const std::set<std::string_view>& conversations, Own& own) {
-  std::set<std::string_view> skip = conversations;
-  for (std::string_view c : conversations) skip.insert(own(conv_key(c) + ":idem"));
+Result<Group> without(const Group& in, const std::set<std::string_view>& conversations, Own& own) {
+  std::set<std::string_view> records;
+  for (std::string_view c : conversations) records.insert(own(conv_key(c) + ":idem"));
   Group g;
   g.routing_key = in.routing_key;
   const std::vector<std::string_view>& ops = in.args;
-  // The ops of phase 1: A (6 fields), j (5), h, R (4), c (4 + its member count), n (3).
   for (size_t i = 0; i < ops.size();) {
-    size_t w = ops[i] == "A" ? 6 : ops[i] == "j" ? 5 : ops[i] == "n" ? 3 : 4;
-    if (ops[i] == "c") w += static_cast<size_t>(std::stoul(std::string(ops[i + 3])));
-    if (!((ops[i] == "A" || ops[i] == "j" || ops[i] == "h" || ops[i] == "c") && skip.count(ops[i + 1])))
+    const size_t w = split_width(ops, i);
+    if (w == 0 || i + w > ops.size()) return make_error(ErrorCode::kInternal, "redis: unknown commit op");
+    const std::string_view op = ops[i];
+    const bool drop = ((op == "A" || op == "j" || op == "c") && conversations.count(ops[i + 1])) ||
+                      (op == "h" && records.count(ops[i + 1])) || (op == "p" && conversations.count(ops[i + 3]));
+    if (!drop)
       g.args.insert(g.args.end(), ops.begin() + static_cast<ptrdiff_t>(i), ops.begin() + static_cast<ptrdiff_t>(i + w));
     i += w;
   }
@@ -362,7 +431,9 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
       add(0, kReports, {"z", kReports, "0", a[i + 1]});
       add(0, kReports, {"h", kReportValues, a[i + 1], a[i + 2]});
     } else if (op == "R") {
-      add(1, a[i + 1], {op, a[i + 1], a[i + 2], a[i + 3]});
+      // A receipt is a blind put (nothing orders it against an append): phase 0, so that a
+      // commit of acks alone runs in one round.
+      add(0, a[i + 1], {op, a[i + 1], a[i + 2], a[i + 3]});
     } else if (op == "M") {
       add(0, a[i + 1], {"m", a[i + 1], a[i + 2], a[i + 3]});
     } else if (op == "I") {
@@ -418,65 +489,84 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
     }
     i += w;
   }
+  // Runs one phase until each of its scripts applied. A script that found conversations
+  // behind, or an idempotency pointer naming another conversation, wrote nothing: each such
+  // pointer is decided (the device used the client_msg_id in that conversation before: if it
+  // holds the unexpired record, the send is a repeat, an id counting per device,
+  // docs/protocol.md §7.3; else the id was never stored there, or expired, and the pointer
+  // moves to this send's conversation), and those scripts run again without the
+  // conversations behind and the repeats. Bounded: if another node keeps winning, the rest is
+  // `unavailable` as a whole (the resends are answered from the records of whatever applied).
   Store::Behind late;
-  if (!phases[0].empty()) {
-    PhaseResult zero;
-    if (auto r = run_phase(cluster, script, phases[0], a[0], wait_replicas, timeout, zero); !r) return r.error();
-    // A pointer that named another conversation: the device used the client_msg_id there
-    // before. If that conversation holds its unexpired record, this send is a repeat (an id
-    // counts per device, docs/protocol.md §7.3): its conversation is left out of phase 1 and
-    // named behind, unreserved, and the sender's retry answers with that record
-    // (RedisStore::send_idempotency falls back to the pointer). Else the id was never stored
-    // there (or expired): the pointer now names this send's conversation. Rare: a device
-    // reusing an id in another conversation.
-    std::set<std::string_view> repeats;
-    for (const Reply& reply : zero.applied) {
-      const redisReply* x = reply.get();
-      if (x->type != REDIS_REPLY_ARRAY || x->elements == 0 || str(x->element[0]) != "TERNIDP") continue;
-      for (size_t k = 1; k + 2 < x->elements; k += 3) {
-        const std::string_view pointer = own(std::string(str(x->element[k])));
-        const std::string_view id = own(std::string(str(x->element[k + 1])));
-        const std::string other(str(x->element[k + 2]));
+  // Conversations whose sends this commit no longer applies: repeats, and those behind.
+  std::set<std::string_view> dropped;
+  auto settle = [&](Phase run, bool folded, bool& stale) -> Result<void> {
+    for (int round = 0; !run.empty(); ++round) {
+      if (round == 4) return make_error(ErrorCode::kUnavailable, "redis: dense appends kept failing");
+      PhaseResult one;
+      if (auto r = run_phase(cluster, script, run, a[0], wait_replicas, timeout, folded, one); !r) return r.error();
+      if (one.stale) {
+        stale = true;
+        return {};
+      }
+      late.conversations.insert(late.conversations.end(), one.behind.begin(), one.behind.end());
+      for (const std::string& c : one.behind) dropped.insert(own(c));
+      for (const auto& [pointer, id, other] : one.pointers) {
         auto send = sends.find({pointer, id});
         if (send == sends.end()) return make_error(ErrorCode::kInternal, "redis: unknown idempotency pointer");
         const std::string hash = conv_key(other) + ":idem";
-        const std::string device = std::string(pointer.substr(0, pointer.size() - 4));  // less ":idp"
+        const std::string device = pointer.substr(0, pointer.size() - 4);  // less ":idp"
         auto rec = unexpired_record(cluster.run1(key_slot(hash), {"HGET", hash, record_field(device, id)}), now_ms());
         if (!rec) return rec.error();
         if (*rec) {
-          repeats.insert(send->second);
+          dropped.insert(send->second);
+          late.conversations.emplace_back(send->second);
           continue;
         }
         auto set = cluster.run1(key_slot(pointer), {"HSET", pointer, id, send->second});
         if (!set) return set.error();
         if ((*set)->type == REDIS_REPLY_ERROR) return redis_reply_error(str(set->get()));
       }
+      Phase again;
+      for (uint16_t slot : one.again_slots) {
+        auto g = without(run[slot], dropped, own);
+        if (!g) return g.error();
+        if (!g->args.empty()) again.emplace(slot, std::move(*g));
+      }
+      run = std::move(again);
     }
-    if (!repeats.empty()) {
-      for (std::string_view c : repeats) late.conversations.emplace_back(c);
-      Phase kept;
-      for (auto& [slot, g] : phases[1])
-        if (Group rest = without(g, repeats, own); !rest.args.empty()) kept.emplace(slot, std::move(rest));
-      phases[1] = std::move(kept);
+    return {};
+  };
+  // A phase without the sends dropped so far (a repeat's pointer names another conversation,
+  // which keeps it).
+  auto without_dropped = [&](Phase& phase) -> Result<void> {
+    if (dropped.empty()) return {};
+    Phase kept;
+    for (auto& [slot, g] : phase) {
+      auto rest = without(g, dropped, own);
+      if (!rest) return rest.error();
+      if (!rest->args.empty()) kept.emplace(slot, std::move(*rest));
     }
-  }
-  // Phase 1: a script that found some conversations behind wrote nothing; its slots run again
-  // without those conversations' ops, so that everything else of the batch applies (the
-  // caller then fails only the sends of those conversations). Bounded: if another node keeps
-  // winning, the rest is `unavailable` as a whole (and the resends are answered from the
-  // idempotency records of whatever did apply).
-  Phase& run = phases[1];
-  for (int round = 0; !run.empty(); ++round) {
-    if (round == 4) return make_error(ErrorCode::kUnavailable, "redis: dense appends kept failing");
-    PhaseResult one;
-    if (auto r = run_phase(cluster, script, run, a[0], wait_replicas, timeout, one); !r) return r.error();
-    late.conversations.insert(late.conversations.end(), one.behind.begin(), one.behind.end());
-    std::set<std::string_view> skip;
-    for (const std::string& c : one.behind) skip.insert(own(c));
-    Phase again;
-    for (uint16_t slot : one.behind_slots)
-      if (Group g = without(run[slot], skip, own); !g.args.empty()) again.emplace(slot, std::move(g));
-    run = std::move(again);
+    phase = std::move(kept);
+    return {};
+  };
+  const Phase unfolded_one = phases[1];
+  const Phase folded = fold_into_phase_one(cluster, phases);
+  bool stale = false;
+  if (auto r = settle(std::move(phases[0]), false, stale); !r) return r.error();
+  if (auto r = without_dropped(phases[1]); !r) return r.error();
+  if (auto r = settle(std::move(phases[1]), !folded.empty(), stale); !r) return r.error();
+  if (stale) {
+    // The folded script met a slot that had moved and wrote nothing: the map is read again and
+    // the master's phase-0 groups run first, then phase 1, each split as the new map says.
+    moved_slots_total.inc();
+    if (auto r = cluster.refresh(); !r) return r.error();
+    Phase zero = folded, one = unfolded_one;
+    bool again = false;
+    if (auto r = without_dropped(zero); !r) return r.error();
+    if (auto r = settle(std::move(zero), false, again); !r) return r.error();
+    if (auto r = without_dropped(one); !r) return r.error();
+    if (auto r = settle(std::move(one), false, again); !r) return r.error();
   }
   if (late.conversations.empty()) return {};
   // Phase 0 of those conversations' sends applied: blind, idempotent puts (an inbox mark that

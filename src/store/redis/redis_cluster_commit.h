@@ -11,11 +11,17 @@
 //      forward: op 'm'), idempotency pointers (device → conversation), the expiry index,
 //      user-index rows of the current members and deletions of removed members' rows
 //      (against the member set read before), cursors, last-seen, tokens (a replaced token's
-//      key is deleted here, before the device row names the new one);
+//      key is deleted here, before the device row names the new one), and the conversations'
+//      receipts;
 //   1. per conversation, atomically (in its master's script): the dense seq check, the log
 //      appends, the idempotency records and the conversation meta; also the device rows of
 //      PutDevice (after their tokens). A script that finds a conversation behind writes
 //      nothing and runs again without it.
+// When phase 1 lives on one master X (one conversation, or several on X: the common case),
+// X's phase-0 ops run in X's phase-1 script instead, ahead of the appends and atomic with
+// them: one script, AOF write and fsync fewer on X. Phase 0 on the other masters still runs
+// first. (A folded script that meets a moved slot wrote nothing; the commit then runs its
+// phases apart on the new map.)
 // The call succeeds only if every phase succeeded; any failure is `unavailable` (or the
 // script's error) and the caller answers no `sent`. What a crash between phases leaves is
 // harmless, and why, is in docs/scaling.md.
@@ -26,9 +32,10 @@
 // written in phase 0, tells a lookup by device where to look (two reads). With dense appends
 // (ternd) the commit itself refuses a client_msg_id that has a record, so the sender makes no
 // read before a first attempt: phase 1 checks the record in the send's conversation ('j', in
-// the script of that conversation's master, before the record's write), and phase 0's pointer write ('p')
-// reports a pointer that names another conversation; commit_on_cluster() then reads that
-// conversation's record and, if it holds one, refuses the send too (an id counts per device,
+// the script of that conversation's master, before the record's write), and the pointer's write ('p')
+// finds a pointer that names another conversation (its script then writes nothing);
+// commit_on_cluster() reads that conversation's record and, if it holds one, refuses the send
+// too, else moves the pointer, and runs the script again (an id counts per device,
 // docs/protocol.md §7.3). A refused send's conversation is named behind, unreserved; the
 // retry reads the record with send_idempotency_on_cluster (the conversation's slot, then the
 // pointer). The expiry index `idemexp` holds both; purge_on_cluster() drops them slot by slot.

@@ -42,7 +42,11 @@ namespace tern::store::redis::scripts {
 //  - On a Redis Cluster, op 'L' (a key) first in a script merged from several slots of one
 //    master: an EXISTS of one key per further slot, which fails the script ("non local key")
 //    before anything is written if that slot moved to another node.
-// Either failure writes nothing (the only writes before the checks end are the 'i' entries,
+//  - On a Redis Cluster, op 'p' (a send's idempotency pointer: hash, client_msg_id,
+//    conversation) must find the pointer absent or naming its conversation; else the script
+//    writes nothing and returns {'TERNIDP', (hash, client_msg_id, the conversation it names)...}
+//    (redis_cluster_commit.cc decides whether the send is a repeat and runs the script again).
+// Any failure writes nothing (the only writes before the checks end are the 'i' entries,
 // removed again). Seqs above 2^53 would lose precision in Lua numbers; no real
 // conversation gets there. Base keys of devices ("{d:alice/1}") come from C++; the script
 // builds the others from raw ids with the same formats ("{c:<id>}", "{u:<id>}", "{m:<id>}").
@@ -86,6 +90,7 @@ local late = {'TERNSEQ'}
 local dup = {}
 local taken = {}
 local added, addlist = {}, {}  -- the idemexp members the checks added
+local idp = {'TERNIDP'}  -- op 'p': pointers that named another conversation
 -- A send into c repeats a client_msg_id that has a record: c is named in TERNSEQ like a
 -- conversation behind, but not reserved (below).
 local function repeat_of(c)
@@ -168,6 +173,18 @@ while i <= n do
     -- key of each slot but the first is read before anything is written, so a slot that
     -- moved to another node fails the script here ("non local key") with nothing written.
     redis.call('EXISTS', a[i+1])
+  elseif op == 'p' then
+    -- A send's idempotency pointer (hash, client_msg_id, conversation). One that names another
+    -- conversation is reported and the script writes nothing: the device may have used the id
+    -- there (redis_cluster_commit.cc reads that record, decides, and runs the script again).
+    -- Checked before anything is written because the script may also append this send (a
+    -- Cluster commit folds a master's phase-0 ops into its phase-1 script).
+    local cur = redis.call('HGET', a[i+1], a[i+2])
+    if cur and cur ~= a[i+3] then
+      idp[#idp + 1] = a[i+1]
+      idp[#idp + 1] = a[i+2]
+      idp[#idp + 1] = cur
+    end
   elseif op == 'n' then
     if redis.call('HEXISTS', a[i+1] .. ':d', a[i+2]) == 1 then
       undo()
@@ -195,8 +212,11 @@ if #late > 1 then
   if marked and #KEYS == 0 then redis.call('SET', 'rvany', '1', 'PX', 300) end
   return late
 end
+if #idp > 1 then
+  undo()
+  return idp
+end
 for _, k in ipairs(held) do redis.call('DEL', k) end
-local idp = {'TERNIDP'}  -- op 'p': pointers that named another conversation
 i = 2
 while i <= n do
   local op = a[i]
@@ -292,18 +312,8 @@ while i <= n do
     redis.call('ZADD', 'idemexp', a[i+1], a[i+2])
     i = i + 3
   elseif op == 'p' then
-    -- A send's idempotency pointer (hash, client_msg_id, conversation), phase 0. One that
-    -- names another conversation is kept and reported: the device may have used the id there
-    -- (redis_cluster_commit.cc reads that record and decides).
-    -- HSETNX first: a new id (the common case) costs one call.
-    if redis.call('HSETNX', a[i+1], a[i+2], a[i+3]) == 0 then
-      local cur = redis.call('HGET', a[i+1], a[i+2])
-      if cur ~= a[i+3] then
-        idp[#idp + 1] = a[i+1]
-        idp[#idp + 1] = a[i+2]
-        idp[#idp + 1] = cur
-      end
-    end
+    -- The pointer, checked above: absent (written now) or naming this conversation already.
+    redis.call('HSETNX', a[i+1], a[i+2], a[i+3])
     i = i + 4
   elseif op == 't' then
     redis.call('SET', '{t:' .. a[i+1] .. '}', a[i+2])
@@ -369,7 +379,6 @@ while i <= n do
     return redis.error_reply('tern: unknown op ' .. tostring(op))
   end
 end
-if #idp > 1 then return idp end
 return 1
 )lua";
 

@@ -272,6 +272,174 @@ TEST(RedisStoreCluster, ACommitFollowsASlotThatMovedAfterTheMapWasRead) {
   EXPECT_TRUE(g_cluster->move_slot(d2_slot, d_from).ok());
 }
 
+// An id made from `prefix` and a number whose key (as `key` makes it) lives on `master`, and
+// not in the slot `other_than`.
+std::string one_on(uint16_t master, const std::string& prefix, std::string (*key)(const std::string&),
+                   uint16_t other_than = UINT16_MAX) {
+  for (int i = 0; i < 10000; ++i) {
+    const std::string id = prefix + std::to_string(i);
+    const uint16_t slot = key_slot(key(id));
+    auto m = g_cluster->master_of(slot);
+    if (m.ok() && *m == master && slot != other_than) return id;
+  }
+  return {};
+}
+std::string conv_key_of(const std::string& id) { return "{c:" + id + "}"; }
+std::string device_key_of(const std::string& id) { return "{d:" + id + "/1}"; }
+
+// A commit whose phase 1 lives on one master runs that master's phase-0 ops in its phase-1
+// script (they apply atomically with the append, so they are not needed before it): a send
+// whose recipient's inbox is on the conversation's master is one script, not two. With the
+// inbox on another master it stays two (phase 0 there first). Acks alone (cursor, inbox
+// delete, receipt: blind puts) are one round: one script per master they touch.
+TEST(RedisStoreCluster, APhaseOneOnOneMasterTakesThatMastersPhaseZeroAlong) {
+  flush_masters(*g_cluster);
+  RedisStoreOptions o = options_for(*g_cluster);
+  o.dense_appends = true;
+  auto s = RedisStore::open(o);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  const std::string conv = "fold";
+  const uint16_t x = *g_cluster->master_of(key_slot(conv_key_of(conv)));
+  const std::string near = one_on(x, "near", device_key_of, key_slot(conv_key_of(conv)));
+  const std::string far = one_on(*g_cluster->another_master(x), "far", device_key_of);
+  ASSERT_FALSE(near.empty());
+  ASSERT_FALSE(far.empty());
+  Conversation c;
+  c.id = conv;
+  for (int i = 0; i < 20; ++i) c.members.push_back(Member{"member" + std::to_string(i), 1, 0});
+  Batch setup;  // every master loads the script
+  setup.add(PutConversation{c});
+  ASSERT_TRUE((*s)->commit(setup, true).ok());
+
+  auto scripts_for = [&](const Batch& b) {
+    const int64_t before = scripts_run();
+    auto r = (*s)->commit(b, true);
+    EXPECT_TRUE(r.ok()) << r.error().message;
+    return scripts_run() - before;
+  };
+  Batch to_near;
+  to_near.add(AppendMessage{conv, 1, "frame-1"});
+  to_near.add(InboxMark{DeviceRef{near, 1}, conv, 1});
+  EXPECT_EQ(scripts_for(to_near), 1);
+  Batch to_far;
+  to_far.add(AppendMessage{conv, 2, "frame-2"});
+  to_far.add(InboxMark{DeviceRef{far, 1}, conv, 2});
+  EXPECT_EQ(scripts_for(to_far), 2);
+  EXPECT_EQ(*(*s)->head(conv), 2u);
+  for (const auto& [d, seq] : {std::pair{near, 1u}, std::pair{far, 2u}}) {
+    auto in = (*s)->inbox(DeviceRef{d, 1});
+    ASSERT_TRUE(in.ok());
+    ASSERT_EQ(in->size(), 1u) << d;
+    EXPECT_EQ((*in)[0].second, seq);
+  }
+
+  Batch acks;
+  acks.add(SetCursor{DeviceRef{near, 1}, conv, 1});
+  acks.add(InboxDelete{DeviceRef{near, 1}, conv});
+  acks.add(SetReceipt{conv, near, 1, 0});
+  EXPECT_EQ(scripts_for(acks), 1);
+  Batch far_acks;
+  far_acks.add(SetCursor{DeviceRef{far, 1}, conv, 2});
+  far_acks.add(InboxDelete{DeviceRef{far, 1}, conv});
+  far_acks.add(SetReceipt{conv, far, 2, 0});
+  EXPECT_EQ(scripts_for(far_acks), 2);
+  for (const std::string& d : {near, far}) {
+    auto in = (*s)->inbox(DeviceRef{d, 1});
+    ASSERT_TRUE(in.ok());
+    EXPECT_TRUE(in->empty()) << d;
+  }
+  auto cursors = (*s)->cursors(DeviceRef{far, 1}, {conv});
+  ASSERT_TRUE(cursors.ok());
+  ASSERT_EQ(cursors->size(), 1u);
+  EXPECT_EQ((*cursors)[0], 2u);
+  auto receipts = (*s)->receipts(conv);
+  ASSERT_TRUE(receipts.ok());
+  EXPECT_EQ(receipts->size(), 2u);
+}
+
+// The sender's idempotency pointer folded into the conversation's script (the sender's device
+// on that master): a pointer naming another conversation that holds the id's record makes
+// the script write nothing, and the send is refused as a repeat (its conversation named
+// behind, its log untouched); a pointer whose conversation has no record moves, and the send
+// commits.
+TEST(RedisStoreCluster, AFoldedPointerNamingAnotherConversationsRecordRefusesTheRepeat) {
+  flush_masters(*g_cluster);
+  RedisStoreOptions o = options_for(*g_cluster);
+  o.dense_appends = true;
+  auto s = RedisStore::open(o);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  const std::string c2 = "second";
+  const uint16_t x = *g_cluster->master_of(key_slot(conv_key_of(c2)));
+  const std::string sender = one_on(x, "sender", device_key_of, key_slot(conv_key_of(c2)));
+  ASSERT_FALSE(sender.empty());
+  const DeviceRef dev{sender, 1};
+  const int64_t later = now_ms() + 3'600'000;
+  auto send = [&](const std::string& conv, Seq seq, const std::string& cmid) {
+    Batch b;
+    b.add(AppendMessage{conv, seq, cmid + " in " + conv});
+    b.add(PutIdempotency{dev, cmid, IdempotencyRecord{conv, seq, 9, later}});
+    return (*s)->commit(b, true);
+  };
+  ASSERT_TRUE(send("first", 1, "m1").ok());
+  ASSERT_TRUE(send(c2, 1, "m0").ok());
+
+  auto repeat = send(c2, 2, "m1");
+  ASSERT_FALSE(repeat.ok());
+  EXPECT_EQ((*s)->behind().conversations, (std::vector<std::string>{c2}));
+  EXPECT_EQ(*(*s)->head(c2), 1u);
+  auto answer = (*s)->send_idempotency(dev, "m1", c2, now_ms());
+  ASSERT_TRUE(answer.ok() && answer->has_value());
+  EXPECT_EQ((*answer)->conversation_id, "first");
+  EXPECT_EQ((*answer)->seq, 1u);
+
+  // m5's first send was behind (no record in "first"), so m5 is new in c2.
+  ASSERT_FALSE(send("first", 1, "m5").ok());
+  ASSERT_TRUE(send(c2, 2, "m5").ok());
+  EXPECT_EQ(*(*s)->head(c2), 2u);
+  auto m5 = (*s)->idempotency(dev, "m5", now_ms());  // through the pointer
+  ASSERT_TRUE(m5.ok() && m5->has_value());
+  EXPECT_EQ((*m5)->conversation_id, c2);
+  EXPECT_EQ((*m5)->seq, 2u);
+}
+
+// A folded script (the conversation's and its recipient's inbox slots on one master) that
+// meets the inbox's slot moved to another master since the map was read writes nothing; the
+// commit then runs as two phases again on the new map: the mark on its new master first,
+// then the append. It lands whole.
+TEST(RedisStoreCluster, AFoldedScriptThatMeetsAMovedSlotRunsItsPhasesApart) {
+  flush_masters(*g_cluster);
+  RedisStoreOptions o = options_for(*g_cluster);
+  o.dense_appends = true;
+  auto s = RedisStore::open(o);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  const std::string conv = "stale";
+  const uint16_t conv_slot = key_slot(conv_key_of(conv));
+  const uint16_t x = *g_cluster->master_of(conv_slot);
+  const std::string near = one_on(x, "inbox", device_key_of, conv_slot);
+  ASSERT_FALSE(near.empty());
+  const DeviceRef dev{near, 1};
+  Batch warm;  // the store reads the map
+  warm.add(AppendMessage{conv, 1, "frame-1"});
+  warm.add(InboxMark{dev, conv, 1});
+  ASSERT_TRUE((*s)->commit(warm, true).ok());
+  const uint16_t inbox_slot = key_slot(device_key_of(near));
+  const uint16_t to = *g_cluster->another_master(x);
+  ASSERT_TRUE(g_cluster->move_slot(inbox_slot, to).ok());
+  Counter& moved_slots = MetricsRegistry::global().counter("tern_redis_commit_moved_slots_total", "");
+  const uint64_t moved_before = moved_slots.value();
+  Batch b;
+  b.add(AppendMessage{conv, 2, "frame-2"});
+  b.add(InboxMark{dev, conv, 2});
+  auto r = (*s)->commit(b, true);
+  EXPECT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE((*s)->behind().conversations.empty());
+  EXPECT_GE(moved_slots.value() - moved_before, 1u);
+  EXPECT_EQ(*(*s)->head(conv), 2u);
+  EXPECT_EQ(*g_cluster->command(to, {"HGET", device_key_of(near) + ":in", conv}), "2");
+  EXPECT_EQ(*g_cluster->command(x, {"HEXISTS", conv_key_of(conv) + ":f", "0000000000000002"}), "1");
+  EXPECT_TRUE(g_cluster->move_slot(inbox_slot, x).ok());  // back, for the other tests
+}
+
 // Two conversations on one master share its phase-1 script: one found behind (another node
 // appended first) makes that script write nothing, and it runs again without that
 // conversation, so the other still commits.
