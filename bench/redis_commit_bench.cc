@@ -10,6 +10,12 @@
 // (docs/scaling.md "What one Redis carries"); ternd's CPU is not in it. commit_us_per_msg is
 // this thread's wall time per message (round trip and fsync included).
 //
+// BM_RedisClusterCommitPairs: the same messages on a 3-master + 3-replica Redis Cluster, as
+// the nodes commit them: the sends of `batch` messages in one commit, then their acks in
+// another (the owner's node commits a send, the recipient's node its ack). Counters:
+// scripts_per_msg (tern_redis_commit_scripts_total), masters_us_per_msg and
+// replicas_us_per_msg (the processes' own CPU, INFO cpu, summed by role).
+//
 // Run: build/release/bench/redis_commit_bench (redis-server from Debian; a release build).
 #include <benchmark/benchmark.h>
 
@@ -20,7 +26,9 @@
 #include <string>
 #include <vector>
 
+#include "base/metrics.h"
 #include "store/redis/redis_store.h"
+#include "store/redis/testing/redis_cluster_server.h"
 #include "store/redis/testing/redis_info.h"
 #include "store/redis/testing/redis_server.h"
 
@@ -91,6 +99,80 @@ void BM_RedisCommitPairs(benchmark::State& state) {
   if (msgs > 0) state.counters["commit_us_per_msg"] = wall_us / msgs;
 }
 BENCHMARK(BM_RedisCommitPairs)->Arg(1)->Arg(4)->Arg(16)->Arg(64)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// The CPU so far of the cluster's masters (first) and replicas (second), in µs.
+std::pair<double, double> cluster_cpu_us(const redis::testing::RedisClusterServer& cluster) {
+  std::pair<double, double> cpu{0, 0};
+  for (uint16_t port : cluster.ports()) {
+    auto role = cluster.command(port, {"ROLE"});
+    const bool master = role.ok() && role->rfind("master", 0) == 0;
+    (master ? cpu.first : cpu.second) += redis_cpu_us(port);
+  }
+  return cpu;
+}
+
+void BM_RedisClusterCommitPairs(benchmark::State& state) {
+  const int batch = static_cast<int>(state.range(0));
+  redis::testing::RedisClusterServer cluster;
+  if (auto s = cluster.start(); !s) {
+    state.SkipWithError(("redis cluster: " + s.error().message).c_str());
+    return;
+  }
+  redis::RedisStoreOptions o;
+  auto seeds = redis::parse_redis_urls(cluster.seeds3());
+  if (!seeds) {
+    state.SkipWithError("seeds");
+    return;
+  }
+  o.seeds = *seeds;
+  o.dense_appends = true;
+  auto opened = redis::RedisStore::open(o);
+  if (!opened) {
+    state.SkipWithError(("open: " + opened.error().message).c_str());
+    return;
+  }
+  auto& db = **opened;
+  constexpr int kPairs = 50;
+  std::vector<Seq> head(kPairs, 0);
+  const std::string frame(200, 'x');
+  tern::Counter& scripts = tern::MetricsRegistry::global().counter("tern_redis_commit_scripts_total", "");
+  uint64_t msg = 0;
+  const uint64_t scripts0 = scripts.value();
+  const auto cpu0 = cluster_cpu_us(cluster);
+  const auto started = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    store::Batch sends, acks;
+    for (int i = 0; i < batch; ++i, ++msg) {
+      const int p = static_cast<int>(msg % kPairs);
+      const std::string conv = "c" + std::to_string(p);
+      const DeviceRef from{"a" + std::to_string(p), 1}, to{"b" + std::to_string(p), 1};
+      const Seq seq = ++head[p];
+      sends.add(store::AppendMessage{conv, seq, frame});
+      sends.add(store::PutIdempotency{from, "m" + std::to_string(msg), store::IdempotencyRecord{conv, seq, 1, 4102444800000}});
+      sends.add(store::InboxMark{to, conv, seq});
+      acks.add(store::SetCursor{to, conv, seq});
+      acks.add(store::InboxDelete{to, conv});
+      acks.add(store::SetReceipt{conv, to.user, seq, 0});
+    }
+    for (const store::Batch* b : {&sends, &acks})
+      if (auto r = db.commit(*b, true); !r) {
+        state.SkipWithError(("commit: " + r.error().message).c_str());
+        return;
+      }
+  }
+  const auto cpu1 = cluster_cpu_us(cluster);
+  const double msgs = static_cast<double>(msg);
+  if (msgs > 0) {
+    state.counters["masters_us_per_msg"] = (cpu1.first - cpu0.first) / msgs;
+    state.counters["replicas_us_per_msg"] = (cpu1.second - cpu0.second) / msgs;
+    state.counters["scripts_per_msg"] = static_cast<double>(scripts.value() - scripts0) / msgs;
+    const double wall_us =
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - started).count();
+    state.counters["commit_us_per_msg"] = wall_us / msgs;
+  }
+  state.counters["msgs"] = msgs;
+}
+BENCHMARK(BM_RedisClusterCommitPairs)->Arg(1)->Arg(4)->Arg(16)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 

@@ -261,7 +261,7 @@ size_t split_width(const std::vector<std::string_view>& ops, size_t i) {
   if (op == "A" || op == "L") return op == "A" ? 6 : 2;
   if (op == "j" || op == "P") return 5;
   if (op == "h" || op == "m" || op == "z" || op == "p" || op == "R" || op == "W" || op == "Q" || op == "T") return 4;
-  if (op == "x" || op == "e" || op == "r" || op == "t" || op == "K" || op == "Z" || op == "n") return 3;
+  if (op == "x" || op == "r" || op == "t" || op == "K" || op == "Z" || op == "n") return 3;
   if (op == "k") return 2;
   if (op == "c" && i + 3 < ops.size()) {
     size_t n = 0;
@@ -448,12 +448,15 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
       const bool checked = !check_now.empty();
       add(0, a[i + 1], {checked ? "p" : "h", pointer, a[i + 2], own(rec->conversation_id)});
       if (checked) sends[{pointer, a[i + 2]}] = own(rec->conversation_id);
-      add(0, kIdemIndex, {"e", a[i + 4], own(index_member(std::string(a[i + 1]) + ":idp", a[i + 2]))});
-      add(0, kIdemIndex, {"e", a[i + 4], own(index_member(std::string(conv) + ":idem", field))});
+      // Each expiry entry in its own slot's index, in the script of the pointer or record it
+      // indexes (so the entry exists whenever they do; a dropped send may leave its record's
+      // entry, which the purge finds naming nothing).
+      add(0, a[i + 1], {"z", slot_index_key(key_slot(a[i + 1])), a[i + 4], own(index_member(pointer, a[i + 2]))});
       const std::string_view hash = own(std::string(conv) + ":idem");
       if (checked) add(1, conv, {"j", own(rec->conversation_id), hash, field, check_now});
       check_now = {};
       add(1, conv, {"h", hash, field, a[i + 3]});
+      add(1, conv, {"z", slot_index_key(key_slot(conv)), a[i + 4], own(index_member(hash, field))});
     } else if (op == "C") {
       // a[i+1] conversation id, a[i+2] meta, a[i+3] rows, then (user, row) pairs.
       const std::string_view conv = own(conv_key(a[i + 1]));
@@ -607,39 +610,69 @@ Result<std::optional<IdempotencyRecord>> send_idempotency_on_cluster(RedisCluste
   return unexpired_record(cluster.run1(key_slot(other), {"HGET", other, record_field(dk, client_msg_id)}), now_ms);
 }
 
+std::string_view slot_index_key(uint16_t slot) {
+  // The first of "0", "1", "2", ... (decimal) whose CRC16 lands in each slot: the same table on
+  // every node, built once (about 170,000 CRCs; every slot is found below 10^6).
+  static const std::vector<std::string> keys = [] {
+    std::vector<std::string> k(kSlots);
+    size_t found = 0;
+    for (uint32_t n = 0; found < kSlots && n < 10'000'000; ++n) {
+      const std::string tag = std::to_string(n);
+      std::string& key = k[crc16_xmodem(tag) & (kSlots - 1)];
+      if (!key.empty()) continue;
+      key = std::string(kIdemIndex) + "{" + tag + "}";
+      ++found;
+    }
+    return k;
+  }();
+  return slot < kSlots ? std::string_view(keys[slot]) : std::string_view();
+}
+
 Result<size_t> purge_on_cluster(RedisCluster& cluster, int64_t now_ms) {
   constexpr size_t kChunk = 1000;
-  const uint16_t index_slot = key_slot(kIdemIndex);
   const std::string upto = "(" + std::to_string(now_ms), chunk = std::to_string(kChunk);
+  // Every slot's index, and the global one that nodes before per-slot indexes wrote.
+  std::vector<std::pair<uint16_t, std::string_view>> indexes = {{key_slot(kIdemIndex), kIdemIndex}};
+  for (uint16_t slot = 0; slot < kSlots; ++slot) indexes.emplace_back(slot, slot_index_key(slot));
   size_t purged = 0;
-  for (int round = 0; round < 1'000'000; ++round) {
-    auto r = cluster.run1(index_slot, {"ZRANGEBYSCORE", kIdemIndex, "-inf", upto, "LIMIT", "0", chunk});
+  for (int round = 0; !indexes.empty() && round < 1'000'000; ++round) {
+    std::vector<SlotCommands> reads;
+    for (const auto& [slot, key] : indexes)
+      reads.push_back(SlotCommands{slot, {{"ZRANGEBYSCORE", key, "-inf", upto, "LIMIT", "0", chunk}}});
+    auto r = cluster.run_many(reads);
     if (!r) return r.error();
-    if ((*r)->type == REDIS_REPLY_ERROR) return redis_reply_error(str(r->get()));
-    if ((*r)->type != REDIS_REPLY_ARRAY) return make_error(ErrorCode::kInternal, "redis: purge: unexpected reply");
-    const size_t n = (*r)->elements;
-    if (n == 0) return purged;
-    std::deque<std::string> parts;
-    std::map<uint16_t, std::vector<std::vector<std::string_view>>> by_slot;
-    std::vector<std::string_view> zrem = {"ZREM", kIdemIndex};
-    for (size_t i = 0; i < n; ++i) {
-      const std::string_view m = str((*r)->element[i]);
-      zrem.push_back(m);
-      const size_t colon = m.find(':');
-      size_t len = 0;
-      auto [p, ec] = std::from_chars(m.data(), m.data() + (colon == std::string_view::npos ? 0 : colon), len);
-      if (colon == std::string_view::npos || ec != std::errc() || colon + 1 + len > m.size()) continue;
-      const std::string_view key = m.substr(colon + 1, len), field = m.substr(colon + 1 + len);
-      by_slot[key_slot(key)].push_back({"HDEL", key, field});
-      if (key.size() >= 5 && key.substr(key.size() - 5) == ":idem") ++purged;
+    // The expired entries' fields first (a crash before their ZREM leaves entries naming
+    // nothing, which the next purge drops), then the entries.
+    std::map<uint16_t, std::vector<std::vector<std::string_view>>> hdel, zrem;
+    std::vector<std::pair<uint16_t, std::string_view>> full;  // indexes with more to read
+    for (size_t i = 0; i < indexes.size(); ++i) {
+      const redisReply* x = (*r)[i][0].get();
+      if (x->type == REDIS_REPLY_ERROR) return redis_reply_error(str(x));
+      if (x->type != REDIS_REPLY_ARRAY) return make_error(ErrorCode::kInternal, "redis: purge: unexpected reply");
+      if (x->elements == 0) continue;
+      if (x->elements == kChunk) full.push_back(indexes[i]);
+      std::vector<std::string_view> z = {"ZREM", indexes[i].second};
+      for (size_t k = 0; k < x->elements; ++k) {
+        const std::string_view m = str(x->element[k]);
+        z.push_back(m);
+        const size_t colon = m.find(':');
+        size_t len = 0;
+        auto [p, ec] = std::from_chars(m.data(), m.data() + (colon == std::string_view::npos ? 0 : colon), len);
+        if (colon == std::string_view::npos || ec != std::errc() || colon + 1 + len > m.size()) continue;
+        const std::string_view key = m.substr(colon + 1, len), field = m.substr(colon + 1 + len);
+        hdel[key_slot(key)].push_back({"HDEL", key, field});
+        if (key.size() >= 5 && key.substr(key.size() - 5) == ":idem") ++purged;
+      }
+      zrem[indexes[i].first].push_back(std::move(z));
     }
-    std::vector<SlotCommands> batches;
-    for (auto& [slot, cmds] : by_slot) batches.push_back(SlotCommands{slot, std::move(cmds)});
-    auto del = cluster.run_many(batches);
-    if (!del) return del.error();
-    auto z = cluster.run1(index_slot, zrem);
-    if (!z) return z.error();
-    if (n < kChunk) return purged;
+    for (auto* step : {&hdel, &zrem}) {
+      std::vector<SlotCommands> batches;
+      for (auto& [slot, cmds] : *step) batches.push_back(SlotCommands{slot, std::move(cmds)});
+      if (batches.empty()) continue;
+      auto done = cluster.run_many(batches);
+      if (!done) return done.error();
+    }
+    indexes = std::move(full);
   }
   return purged;
 }

@@ -38,7 +38,7 @@
 // too, else moves the pointer, and runs the script again (an id counts per device,
 // docs/protocol.md §7.3). A refused send's conversation is named behind, unreserved; the
 // retry reads the record with send_idempotency_on_cluster (the conversation's slot, then the
-// pointer). The expiry index `idemexp` holds both; purge_on_cluster() drops them slot by slot.
+// pointer). Each is indexed by expiry in its own slot (slot_index_key); purge_on_cluster() drops them.
 //
 // Thread-safety: free functions on the caller's RedisCluster (one per thread).
 #pragma once
@@ -82,6 +82,15 @@ Result<std::optional<IdempotencyRecord>> send_idempotency_on_cluster(RedisCluste
                                                                      const std::string& client_msg_id,
                                                                      const std::string& conversation_id, int64_t now_ms);
 
+// The idempotency expiry index of one hash slot: "idemexp{<tag>}", its tag chosen so that the
+// key lives in `slot` (the same on every node). An entry ("<len>:<hash key><field>", scored by
+// expiry) is written by the script that writes the pointer or record it indexes, in that slot:
+// no script of its own, no master of its own in a commit. (Nodes before these indexes wrote
+// to one global `idemexp`, which the purge still drains.)
+std::string_view slot_index_key(uint16_t slot);
+
+// Drops expired idempotency records and pointers: each slot's index (and the global one), read
+// in chunks, all slots at once.
 Result<size_t> purge_on_cluster(RedisCluster& cluster, int64_t now_ms);
 
 // An error reply as RedisStore reports it (transient ones are `unavailable`).

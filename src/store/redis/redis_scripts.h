@@ -50,7 +50,8 @@ namespace tern::store::redis::scripts {
 // removed again). Seqs above 2^53 would lose precision in Lua numbers; no real
 // conversation gets there. Base keys of devices ("{d:alice/1}") come from C++; the script
 // builds the others from raw ids with the same formats ("{c:<id>}", "{u:<id>}", "{m:<id>}").
-// Global indexes: idemexp (idempotency expiry), users (every user, lex), mpend (uploads not
+// Global indexes: idemexp (idempotency expiry; on one redis-server only: a Cluster keeps one
+// per slot, redis_cluster_commit.h slot_index_key), users (every user, lex), mpend (uploads not
 // yet collected, score created_ts, member media id ‖ owner), msgexp/msgexpv (message expiry:
 // score expires_at, member conversation ‖ \0 ‖ seq hex; value the media ids), reports/reportv
 // (lex by 16-hex-digit id). Nothing can fail half way but an unknown op code (a bug: the C++
@@ -68,7 +69,7 @@ local function width(i)
     return 3
   end
   if op == 'C' then return 4 + 2 * tonumber(a[i+3]) end
-  if op == 'e' or op == 't' then return 3 end
+  if op == 't' then return 3 end
   if op == 'k' or op == 'L' then return 2 end
   if op == 'c' then return 4 + tonumber(a[i+3]) end
   if op == 'A' then return 6 + tonumber(a[i+5]) end
@@ -308,9 +309,6 @@ while i <= n do
     local old = redis.call('HGET', a[i+1] .. ':in', a[i+2])
     if not old or tonumber(old) < tonumber(a[i+3]) then redis.call('HSET', a[i+1] .. ':in', a[i+2], a[i+3]) end
     i = i + 4
-  elseif op == 'e' then
-    redis.call('ZADD', 'idemexp', a[i+1], a[i+2])
-    i = i + 3
   elseif op == 'p' then
     -- The pointer, checked above: absent (written now) or naming this conversation already.
     redis.call('HSETNX', a[i+1], a[i+2], a[i+3])

@@ -12,6 +12,7 @@
 #include "base/clock.h"
 #include "base/metrics.h"
 #include "store/redis/redis_cluster.h"
+#include "store/redis/redis_cluster_commit.h"
 #include "store/redis/redis_store.h"
 #include "store/redis/testing/redis_cluster_server.h"
 #include "store/redis/testing/redis_info.h"
@@ -136,6 +137,60 @@ TEST(RedisStoreCluster, ACommitSpreadOverThreeMastersLandsWhole) {
   auto after = (*s)->idempotency(DeviceRef{"user0", 1}, "cm-1", 0);
   ASSERT_TRUE(after.ok());
   EXPECT_FALSE(after->has_value());
+}
+
+// Every slot has its own idempotency index key, which lives in that slot.
+TEST(RedisStoreCluster, EachSlotsExpiryIndexKeyLivesInThatSlot) {
+  std::set<std::string_view> keys;
+  for (uint16_t slot = 0; slot < kSlots; ++slot) {
+    const std::string_view key = slot_index_key(slot);
+    ASSERT_FALSE(key.empty()) << slot;
+    EXPECT_EQ(key_slot(key), slot) << key;
+    keys.insert(key);
+  }
+  EXPECT_EQ(keys.size(), size_t{kSlots});
+}
+
+// A send's idempotency pointer and record are indexed by expiry in their own slots (the
+// device's and the conversation's), not in one global key; the purge drops both, and still
+// drains entries that older nodes wrote to the global index.
+TEST(RedisStoreCluster, IdempotencyEntriesAreIndexedInTheirOwnSlotsAndPurged) {
+  flush_masters(*g_cluster);
+  RedisStoreOptions o = options_for(*g_cluster);
+  o.dense_appends = true;
+  auto s = RedisStore::open(o);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  const DeviceRef dev{"indexed", 1};
+  const std::string dk = "{d:indexed/1}", conv = "{c:ix}";
+  Batch b;
+  b.add(AppendMessage{"ix", 1, "frame"});
+  b.add(PutIdempotency{dev, "m1", IdempotencyRecord{"ix", 1, 7, 1'000'000}});
+  ASSERT_TRUE((*s)->commit(b, true).ok());
+  auto card = [&](std::string_view key) {
+    auto r = g_cluster->command(*g_cluster->master_of(key_slot(key)), {"ZCARD", std::string(key)});
+    return r.ok() ? *r : r.error().message;
+  };
+  EXPECT_EQ(card(slot_index_key(key_slot(dk))), "1");
+  EXPECT_EQ(card(slot_index_key(key_slot(conv))), "1");
+  EXPECT_EQ(card("idemexp"), "0");
+  // An older node's entry in the global index, and the record it names.
+  const std::string old_field = "13:{d:older/1}m9";
+  ASSERT_TRUE(g_cluster->command(*g_cluster->master_of(key_slot(conv)), {"HSET", conv + ":idem", old_field, "x"}).ok());
+  ASSERT_TRUE(g_cluster->command(*g_cluster->master_of(key_slot("idemexp")),
+                                 {"ZADD", "idemexp", "5", std::to_string(conv.size() + 5) + ":" + conv + ":idem" + old_field})
+                  .ok());
+  auto purged = (*s)->purge_expired(2'000'000);
+  ASSERT_TRUE(purged.ok()) << purged.error().message;
+  EXPECT_EQ(*purged, 2u);  // this send's record and the older node's
+  EXPECT_EQ(card(slot_index_key(key_slot(dk))), "0");
+  EXPECT_EQ(card(slot_index_key(key_slot(conv))), "0");
+  EXPECT_EQ(card("idemexp"), "0");
+  auto left = g_cluster->command(*g_cluster->master_of(key_slot(conv)), {"HLEN", conv + ":idem"});
+  ASSERT_TRUE(left.ok());
+  EXPECT_EQ(*left, "0");
+  auto pointer = g_cluster->command(*g_cluster->master_of(key_slot(dk)), {"HLEN", dk + ":idp"});
+  ASSERT_TRUE(pointer.ok());
+  EXPECT_EQ(*pointer, "0");
 }
 
 // The scripts the masters ran (EVALSHA, and EVAL where a node lacked the script).
