@@ -70,6 +70,24 @@ size_t width(const std::vector<std::string_view>& a, size_t i) {
   return 0;
 }
 
+// How many arguments an op of a split group takes, code included (the lower-case ops of
+// commit_on_cluster and the ones it passes on as they are; redis_scripts.h kCommit's width());
+// 0 for an unknown code.
+size_t split_width(const std::vector<std::string_view>& ops, size_t i) {
+  const std::string_view op = ops[i];
+  if (op == "A" || op == "L") return op == "A" ? 6 : 2;
+  if (op == "j" || op == "P") return 5;
+  if (op == "h" || op == "m" || op == "z" || op == "p" || op == "R" || op == "W" || op == "Q" || op == "T") return 4;
+  if (op == "x" || op == "r" || op == "t" || op == "K" || op == "Z" || op == "n") return 3;
+  if (op == "k") return 2;
+  if (op == "c" && i + 3 < ops.size()) {
+    size_t n = 0;
+    auto [p, ec] = std::from_chars(ops[i + 3].data(), ops[i + 3].data() + ops[i + 3].size(), n);
+    return ec == std::errc() ? 4 + n : 0;
+  }
+  return 0;
+}
+
 // The scripts of one phase, keyed by slot; each starts with the dense flag.
 struct Group {
   std::string_view routing_key;  // a key of the slot (KEYS[1]: Redis routes and checks it)
@@ -82,16 +100,30 @@ using Phase = std::map<uint16_t, Group>;
 // its node serves (only keys of another node fail), so a commit costs one script per master
 // and phase (one EVALSHA, one MULTI/EXEC in the AOF, one WAIT) instead of one per slot: a
 // group post's inbox marks land on up to one slot per member. The script starts with op 'L'
-// (a read of one key) for each of its slots but the first, whose key routes it: a slot that
-// moved since the map was read (a reshard) fails the script before it wrote anything, with
-// "non local key"; run_phase() then reads the topology again and runs those slots one script
+// (a read of one key) for each of its slots but the first, whose key routes it, unless the
+// script's checks read a key of that slot anyway (reads_in_checks): a slot that moved since
+// the map was read (a reshard) fails the script before it wrote anything, with "non local key"; run_phase() then reads the topology again and runs those slots one script
 // each, which follows MOVED and ASK.
 struct Merged {
   std::vector<uint16_t> slots;  // slots[0]'s key routes the script
   Group group;
 };
 
-std::vector<Merged> merge_by_node(const RedisCluster& cluster, const Phase& phase, bool merge) {
+// Whether the script's checks read a key of the group's slot before anything is written (see
+// redis_scripts.h kCommit): then that read fails the script as 'L' would, and the slot needs
+// no 'L'. `dense`: the commit's dense-appends flag (an append reads its log only then).
+bool reads_in_checks(const Group& g, bool dense) {
+  for (size_t i = 0; i < g.args.size();) {
+    const std::string_view op = g.args[i];
+    if (op == "p" || op == "m" || op == "j" || op == "T" || op == "n" || (op == "A" && dense)) return true;
+    const size_t w = split_width(g.args, i);
+    if (w == 0) return false;
+    i += w;
+  }
+  return false;
+}
+
+std::vector<Merged> merge_by_node(const RedisCluster& cluster, const Phase& phase, bool merge, bool dense) {
   std::vector<Merged> out;
   std::map<int, size_t> by_node;  // node index → its script in `out`
   for (const auto& [slot, g] : phase) {
@@ -104,7 +136,7 @@ std::vector<Merged> merge_by_node(const RedisCluster& cluster, const Phase& phas
     }
     Merged& m = out[it->second];
     m.slots.push_back(slot);
-    m.group.args.insert(m.group.args.begin(), {"L", g.routing_key});
+    if (!reads_in_checks(g, dense)) m.group.args.insert(m.group.args.begin(), {"L", g.routing_key});
   }
   // Each script's ops after its 'L' checks, slot by slot (a slot's ops keep their order).
   for (Merged& m : out)
@@ -190,7 +222,7 @@ Result<void> run_phase(RedisCluster& cluster, const ClusterScript& script, const
     }
     return replies;
   };
-  std::vector<Merged> scripts = merge_by_node(cluster, phase, true);
+  std::vector<Merged> scripts = merge_by_node(cluster, phase, true, dense != "0");
   auto replies = run(scripts);
   if (!replies) return replies.error();
   // A merged script that met a slot of another node wrote nothing: the map is stale. Those
@@ -210,7 +242,7 @@ Result<void> run_phase(RedisCluster& cluster, const ClusterScript& script, const
   if (!moved.empty()) {
     moved_slots_total.inc(moved.size());
     if (auto r = cluster.refresh(); !r) return r.error();
-    std::vector<Merged> single = merge_by_node(cluster, moved, false);
+    std::vector<Merged> single = merge_by_node(cluster, moved, false, dense != "0");
     auto again = run(single);
     if (!again) return again.error();
     scripts.insert(scripts.end(), std::make_move_iterator(single.begin()), std::make_move_iterator(single.end()));
@@ -251,24 +283,6 @@ Result<std::optional<IdempotencyRecord>> unexpired_record(Result<Reply> v, int64
   if (!rec) return make_error(ErrorCode::kInternal, "redis: corrupt idempotency");
   if (now_ms > rec->expires_at) return std::optional<IdempotencyRecord>{};
   return std::optional<IdempotencyRecord>(std::move(*rec));
-}
-
-// How many arguments an op of a split group takes, code included (the lower-case ops of
-// commit_on_cluster and the ones it passes on as they are; redis_scripts.h kCommit's width());
-// 0 for an unknown code.
-size_t split_width(const std::vector<std::string_view>& ops, size_t i) {
-  const std::string_view op = ops[i];
-  if (op == "A" || op == "L") return op == "A" ? 6 : 2;
-  if (op == "j" || op == "P") return 5;
-  if (op == "h" || op == "m" || op == "z" || op == "p" || op == "R" || op == "W" || op == "Q" || op == "T") return 4;
-  if (op == "x" || op == "r" || op == "t" || op == "K" || op == "Z" || op == "n") return 3;
-  if (op == "k") return 2;
-  if (op == "c" && i + 3 < ops.size()) {
-    size_t n = 0;
-    auto [p, ec] = std::from_chars(ops[i + 3].data(), ops[i + 3].data() + ops[i + 3].size(), n);
-    return ec == std::errc() ? 4 + n : 0;
-  }
-  return 0;
 }
 
 // A group without the ops of `conversations`: their appends, idempotency checks, records and

@@ -41,7 +41,9 @@ namespace tern::store::redis::scripts {
 //    user) first.
 //  - On a Redis Cluster, op 'L' (a key) first in a script merged from several slots of one
 //    master: an EXISTS of one key per further slot, which fails the script ("non local key")
-//    before anything is written if that slot moved to another node.
+//    before anything is written if that slot moved to another node. A slot whose ops read in
+//    these checks (p, m, j, T, n, and A with dense appends) needs none: the read fails the
+//    same way.
 //  - On a Redis Cluster, op 'p' (a send's idempotency pointer: hash, client_msg_id,
 //    conversation) must find the pointer absent or naming its conversation; else the script
 //    writes nothing and returns {'TERNIDP', (hash, client_msg_id, the conversation it names)...}
@@ -85,6 +87,7 @@ local dense = me ~= '0'
 local reserved = nil
 if #KEYS > 0 then reserved = true end
 local held = {}
+local forward = {}  -- op 'm' at index i: its mark moves forward (read in the checks)
 local want = {}
 local behind = {}
 local late = {'TERNSEQ'}
@@ -186,6 +189,11 @@ while i <= n do
       idp[#idp + 1] = a[i+2]
       idp[#idp + 1] = cur
     end
+  elseif op == 'm' then
+    -- A Cluster's inbox mark only moves forward. Read here, before anything is written, so
+    -- that this read also checks the slot (no op 'L' for it: redis_cluster_commit.cc).
+    local old = redis.call('HGET', a[i+1] .. ':in', a[i+2])
+    forward[i] = not old or tonumber(old) < tonumber(a[i+3])
   elseif op == 'n' then
     if redis.call('HEXISTS', a[i+1] .. ':d', a[i+2]) == 1 then
       undo()
@@ -306,8 +314,7 @@ while i <= n do
     i = i + 4 + 2 * nrows
   -- Ops of the scripts on a Redis Cluster (redis_cluster_commit.h), lower case.
   elseif op == 'm' then
-    local old = redis.call('HGET', a[i+1] .. ':in', a[i+2])
-    if not old or tonumber(old) < tonumber(a[i+3]) then redis.call('HSET', a[i+1] .. ':in', a[i+2], a[i+3]) end
+    if forward[i] then redis.call('HSET', a[i+1] .. ':in', a[i+2], a[i+3]) end
     i = i + 4
   elseif op == 'p' then
     -- The pointer, checked above: absent (written now) or naming this conversation already.
