@@ -47,6 +47,41 @@ double redis_cpu_us(uint16_t port) {
   return sys && user ? (*sys + *user) * 1e6 : -1;
 }
 
+// The pairs workload's store ops, over 50 pairs: message n goes from a<p> to b<p> in
+// conversation c<p>, p = n mod 50.
+struct Pairs {
+  static constexpr int kPairs = 50;
+  std::vector<Seq> head = std::vector<Seq>(kPairs, 0);
+  const std::string frame = std::string(200, 'x');  // a small text message's stored frame (opaque here)
+  uint64_t msg = 0;
+  // The next message's send (append, idempotency record, the recipient's inbox mark) into
+  // `sends`, and the recipient's ack of it (cursor, inbox delete, receipt) into `acks`.
+  void next(store::Batch& sends, store::Batch& acks) {
+    const int p = static_cast<int>(msg % kPairs);
+    const std::string conv = "c" + std::to_string(p);
+    const DeviceRef from{"a" + std::to_string(p), 1}, to{"b" + std::to_string(p), 1};
+    const Seq seq = ++head[p];
+    sends.add(store::AppendMessage{conv, seq, frame});
+    sends.add(store::PutIdempotency{from, "m" + std::to_string(msg), store::IdempotencyRecord{conv, seq, 1, 4102444800000}});
+    sends.add(store::InboxMark{to, conv, seq});
+    acks.add(store::SetCursor{to, conv, seq});
+    acks.add(store::InboxDelete{to, conv});
+    acks.add(store::SetReceipt{conv, to.user, seq, 0});
+    ++msg;
+  }
+};
+
+// A RedisStore with dense appends, as ternd opens it; null (and `state` told why) if it fails.
+std::unique_ptr<redis::RedisStore> open_store(benchmark::State& state, redis::RedisStoreOptions o) {
+  o.dense_appends = true;
+  auto opened = redis::RedisStore::open(o);
+  if (!opened) {
+    state.SkipWithError(("open: " + opened.error().message).c_str());
+    return nullptr;
+  }
+  return std::move(opened).value();
+}
+
 void BM_RedisCommitPairs(benchmark::State& state) {
   const int batch = static_cast<int>(state.range(0));
   redis::testing::RedisServer server;
@@ -56,42 +91,23 @@ void BM_RedisCommitPairs(benchmark::State& state) {
   }
   redis::RedisStoreOptions o;
   o.address = redis::RedisAddress{"127.0.0.1", server.port()};
-  o.dense_appends = true;
-  auto opened = redis::RedisStore::open(o);
-  if (!opened) {
-    state.SkipWithError(("open: " + opened.error().message).c_str());
-    return;
-  }
-  auto& db = **opened;
-  constexpr int kPairs = 50;
-  std::vector<Seq> head(kPairs, 0);
-  const std::string frame(200, 'x');  // a small text message's stored frame (opaque here)
-  uint64_t msg = 0;
+  auto db = open_store(state, o);
+  if (!db) return;
+  Pairs pairs;
   const double cpu0 = redis_cpu_us(server.port());
   const auto started = std::chrono::steady_clock::now();
   for (auto _ : state) {
+    // A message and its ack in one commit (in ternd the ack rides in a later commit; the cost
+    // on one redis-server is the same).
     store::Batch b;
-    for (int i = 0; i < batch; ++i, ++msg) {
-      const int p = static_cast<int>(msg % kPairs);
-      const std::string conv = "c" + std::to_string(p);
-      const DeviceRef from{"a" + std::to_string(p), 1}, to{"b" + std::to_string(p), 1};
-      const Seq seq = ++head[p];
-      const std::string cmid = "m" + std::to_string(msg);
-      b.add(store::AppendMessage{conv, seq, frame});
-      b.add(store::PutIdempotency{from, cmid, store::IdempotencyRecord{conv, seq, 1, 4102444800000}});
-      b.add(store::InboxMark{to, conv, seq});
-      // The recipient's ack of it (in ternd it rides in a later commit; the cost is the same).
-      b.add(store::SetCursor{to, conv, seq});
-      b.add(store::InboxDelete{to, conv});
-      b.add(store::SetReceipt{conv, to.user, seq, 0});
-    }
-    if (auto r = db.commit(b, true); !r) {
+    for (int i = 0; i < batch; ++i) pairs.next(b, b);
+    if (auto r = db->commit(b, true); !r) {
       state.SkipWithError(("commit: " + r.error().message).c_str());
       return;
     }
   }
   const double cpu1 = redis_cpu_us(server.port());
-  const double msgs = static_cast<double>(msg);
+  const double msgs = static_cast<double>(pairs.msg);
   if (cpu0 >= 0 && cpu1 >= 0 && msgs > 0) state.counters["redis_us_per_msg"] = (cpu1 - cpu0) / msgs;
   state.counters["msgs"] = msgs;
   const double wall_us =
@@ -125,43 +141,24 @@ void BM_RedisClusterCommitPairs(benchmark::State& state) {
     return;
   }
   o.seeds = *seeds;
-  o.dense_appends = true;
-  auto opened = redis::RedisStore::open(o);
-  if (!opened) {
-    state.SkipWithError(("open: " + opened.error().message).c_str());
-    return;
-  }
-  auto& db = **opened;
-  constexpr int kPairs = 50;
-  std::vector<Seq> head(kPairs, 0);
-  const std::string frame(200, 'x');
+  auto db = open_store(state, o);
+  if (!db) return;
+  Pairs pairs;
   tern::Counter& scripts = tern::MetricsRegistry::global().counter("tern_redis_commit_scripts_total", "");
-  uint64_t msg = 0;
   const uint64_t scripts0 = scripts.value();
   const auto cpu0 = cluster_cpu_us(cluster);
   const auto started = std::chrono::steady_clock::now();
   for (auto _ : state) {
     store::Batch sends, acks;
-    for (int i = 0; i < batch; ++i, ++msg) {
-      const int p = static_cast<int>(msg % kPairs);
-      const std::string conv = "c" + std::to_string(p);
-      const DeviceRef from{"a" + std::to_string(p), 1}, to{"b" + std::to_string(p), 1};
-      const Seq seq = ++head[p];
-      sends.add(store::AppendMessage{conv, seq, frame});
-      sends.add(store::PutIdempotency{from, "m" + std::to_string(msg), store::IdempotencyRecord{conv, seq, 1, 4102444800000}});
-      sends.add(store::InboxMark{to, conv, seq});
-      acks.add(store::SetCursor{to, conv, seq});
-      acks.add(store::InboxDelete{to, conv});
-      acks.add(store::SetReceipt{conv, to.user, seq, 0});
-    }
+    for (int i = 0; i < batch; ++i) pairs.next(sends, acks);
     for (const store::Batch* b : {&sends, &acks})
-      if (auto r = db.commit(*b, true); !r) {
+      if (auto r = db->commit(*b, true); !r) {
         state.SkipWithError(("commit: " + r.error().message).c_str());
         return;
       }
   }
   const auto cpu1 = cluster_cpu_us(cluster);
-  const double msgs = static_cast<double>(msg);
+  const double msgs = static_cast<double>(pairs.msg);
   if (msgs > 0) {
     state.counters["masters_us_per_msg"] = (cpu1.first - cpu0.first) / msgs;
     state.counters["replicas_us_per_msg"] = (cpu1.second - cpu0.second) / msgs;
