@@ -62,6 +62,14 @@ void flush_masters(const RedisClusterServer& cluster) {
   }
 }
 
+// A store with dense appends (as ternd opens it) on the shared cluster, its masters emptied.
+Result<std::unique_ptr<RedisStore>> open_dense_on_empty_masters() {
+  flush_masters(*g_cluster);
+  RedisStoreOptions o = options_for(*g_cluster);
+  o.dense_appends = true;
+  return RedisStore::open(o);
+}
+
 class ClusterHarness final : public contract::StoreHarness {
  public:
   ClusterHarness() { flush_masters(*g_cluster); }
@@ -155,10 +163,7 @@ TEST(RedisStoreCluster, EachSlotsExpiryIndexKeyLivesInThatSlot) {
 // device's and the conversation's), not in one global key; the purge drops both, and still
 // drains entries that older nodes wrote to the global index.
 TEST(RedisStoreCluster, IdempotencyEntriesAreIndexedInTheirOwnSlotsAndPurged) {
-  flush_masters(*g_cluster);
-  RedisStoreOptions o = options_for(*g_cluster);
-  o.dense_appends = true;
-  auto s = RedisStore::open(o);
+  auto s = open_dense_on_empty_masters();
   ASSERT_TRUE(s.ok()) << s.error().message;
   const DeviceRef dev{"indexed", 1};
   const std::string dk = "{d:indexed/1}", conv = "{c:ix}";
@@ -208,10 +213,7 @@ int64_t scripts_run() {
 // sender's pointer): the slots one master serves run as one script per phase, so the commit
 // costs at most one script per master and phase, not one per slot. And it lands whole.
 TEST(RedisStoreCluster, ACommitRunsOneScriptPerMasterAndPhaseNotOnePerSlot) {
-  flush_masters(*g_cluster);
-  RedisStoreOptions o = options_for(*g_cluster);
-  o.dense_appends = true;
-  auto s = RedisStore::open(o);
+  auto s = open_dense_on_empty_masters();
   ASSERT_TRUE(s.ok()) << s.error().message;
   Conversation c;
   c.id = "post";
@@ -348,10 +350,7 @@ std::string device_key_of(const std::string& id) { return "{d:" + id + "/1}"; }
 // inbox on another master it stays two (phase 0 there first). Acks alone (cursor, inbox
 // delete, receipt: blind puts) are one round: one script per master they touch.
 TEST(RedisStoreCluster, APhaseOneOnOneMasterTakesThatMastersPhaseZeroAlong) {
-  flush_masters(*g_cluster);
-  RedisStoreOptions o = options_for(*g_cluster);
-  o.dense_appends = true;
-  auto s = RedisStore::open(o);
+  auto s = open_dense_on_empty_masters();
   ASSERT_TRUE(s.ok()) << s.error().message;
   const std::string conv = "fold";
   const uint16_t x = *g_cluster->master_of(key_slot(conv_key_of(conv)));
@@ -417,10 +416,7 @@ TEST(RedisStoreCluster, APhaseOneOnOneMasterTakesThatMastersPhaseZeroAlong) {
 // a slot whose ops read in the script's checks anyway (an inbox mark reads the old mark)
 // needs no such read. Blind puts (cursors) still get it.
 TEST(RedisStoreCluster, AMergedScriptReadsAheadOnlyTheSlotsItsChecksDoNotRead) {
-  flush_masters(*g_cluster);
-  RedisStoreOptions o = options_for(*g_cluster);
-  o.dense_appends = true;
-  auto s = RedisStore::open(o);
+  auto s = open_dense_on_empty_masters();
   ASSERT_TRUE(s.ok()) << s.error().message;
   auto [d1, d2] = two_on_one_master("ahead", device_key_of);
   ASSERT_FALSE(d2.empty());
@@ -456,10 +452,7 @@ TEST(RedisStoreCluster, AMergedScriptReadsAheadOnlyTheSlotsItsChecksDoNotRead) {
 // behind, its log untouched); a pointer whose conversation has no record moves, and the send
 // commits.
 TEST(RedisStoreCluster, AFoldedPointerNamingAnotherConversationsRecordRefusesTheRepeat) {
-  flush_masters(*g_cluster);
-  RedisStoreOptions o = options_for(*g_cluster);
-  o.dense_appends = true;
-  auto s = RedisStore::open(o);
+  auto s = open_dense_on_empty_masters();
   ASSERT_TRUE(s.ok()) << s.error().message;
   const std::string c2 = "second";
   const uint16_t x = *g_cluster->master_of(key_slot(conv_key_of(c2)));
@@ -500,10 +493,7 @@ TEST(RedisStoreCluster, AFoldedPointerNamingAnotherConversationsRecordRefusesThe
 // commit then runs as two phases again on the new map: the mark on its new master first,
 // then the append. It lands whole.
 TEST(RedisStoreCluster, AFoldedScriptThatMeetsAMovedSlotRunsItsPhasesApart) {
-  flush_masters(*g_cluster);
-  RedisStoreOptions o = options_for(*g_cluster);
-  o.dense_appends = true;
-  auto s = RedisStore::open(o);
+  auto s = open_dense_on_empty_masters();
   ASSERT_TRUE(s.ok()) << s.error().message;
   const std::string conv = "stale";
   const uint16_t conv_slot = key_slot(conv_key_of(conv));
