@@ -152,14 +152,24 @@ std::vector<Merged> merge_by_node(const RedisCluster& cluster, const Phase& phas
 // script, ahead of a slot's phase-1 ops, and apply atomically with them, while phase 0 on the
 // other masters still runs first. That saves a script, its AOF write and its fsync on X.
 // (With phase-1 work on several masters, a mark on one could land after an append on another:
-// no fold.) Returns the phase-0 groups it moved; none if it did not fold.
-Phase fold_into_phase_one(const RedisCluster& cluster, Phase phases[2]) {
+// no fold.) Returns the phases as they were if it folded (a folded script that meets a moved
+// slot runs them apart), nothing if it did not.
+struct Unfolded {
+  Phase zero, one;  // zero: only the groups that were folded
+  bool empty() const { return zero.empty(); }
+};
+Unfolded fold_into_phase_one(const RedisCluster& cluster, Phase phases[2]) {
   if (phases[1].empty()) return {};
   const int x = cluster.node_of(phases[1].begin()->first);
   if (x < 0) return {};
   for (const auto& [slot, g] : phases[1])
     if (cluster.node_of(slot) != x) return {};
-  Phase folded;
+  bool any = false;
+  for (const auto& [slot, g] : phases[0]) any = any || cluster.node_of(slot) == x;
+  if (!any) return {};
+  Unfolded before;
+  before.one = phases[1];
+  Phase& folded = before.zero;
   for (auto it = phases[0].begin(); it != phases[0].end();) {
     if (cluster.node_of(it->first) != x) {
       ++it;
@@ -170,7 +180,7 @@ Phase fold_into_phase_one(const RedisCluster& cluster, Phase phases[2]) {
     one.args.insert(one.args.begin(), it->second.args.begin(), it->second.args.end());
     folded.insert(phases[0].extract(it++));
   }
-  return folded;
+  return before;
 }
 
 // What one phase did. `applied`: the replies of the scripts that applied. `behind`: the
@@ -567,18 +577,21 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
     phase = std::move(kept);
     return {};
   };
-  const Phase unfolded_one = phases[1];
-  const Phase folded = fold_into_phase_one(cluster, phases);
+  Unfolded unfolded = fold_into_phase_one(cluster, phases);
+  const bool folded = !unfolded.empty();
   bool stale = false;
   if (auto r = settle(std::move(phases[0]), false, stale); !r) return r.error();
   if (auto r = without_dropped(phases[1]); !r) return r.error();
-  if (auto r = settle(std::move(phases[1]), !folded.empty(), stale); !r) return r.error();
+  if (auto r = settle(std::move(phases[1]), folded, stale); !r) return r.error();
   if (stale) {
     // The folded script met a slot that had moved and wrote nothing: the map is read again and
     // the master's phase-0 groups run first, then phase 1, each split as the new map says.
-    moved_slots_total.inc();
+    std::set<uint16_t> slots;
+    for (const Phase* p : {&unfolded.zero, &unfolded.one})
+      for (const auto& [slot, g] : *p) slots.insert(slot);
+    moved_slots_total.inc(slots.size());
     if (auto r = cluster.refresh(); !r) return r.error();
-    Phase zero = folded, one = unfolded_one;
+    Phase zero = std::move(unfolded.zero), one = std::move(unfolded.one);
     bool again = false;
     if (auto r = without_dropped(zero); !r) return r.error();
     if (auto r = settle(std::move(zero), false, again); !r) return r.error();
