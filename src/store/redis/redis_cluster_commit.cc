@@ -44,8 +44,9 @@ std::string record_field(std::string_view device_key, std::string_view client_ms
 std::string device_key(const DeviceRef& d) { return "{d:" + d.user + "/" + std::to_string(d.device) + "}"; }
 std::string conv_key(std::string_view id) { return "{c:" + std::string(id) + "}"; }
 
-// How many arguments an op of the single-server commit script takes, code included
-// (redis_scripts.h kCommit's width()); 0 for an unknown code.
+// How many arguments an op takes, code included, for both the ops RedisStore::commit builds
+// and the lower-case ones of the split groups (redis_scripts.h kCommit's width(), which knows
+// both); 0 for an unknown code or a bad count. A split group's 'A' carries media count "0".
 size_t width(const std::vector<std::string_view>& a, size_t i) {
   const std::string_view op = a[i];
   auto count = [&](size_t at) -> size_t {
@@ -54,37 +55,17 @@ size_t width(const std::vector<std::string_view>& a, size_t i) {
     auto [p, ec] = std::from_chars(a[at].data(), a[at].data() + a[at].size(), n);
     return ec == std::errc() ? n : SIZE_MAX / 4;
   };
-  if (op == "M" || op == "h" || op == "R" || op == "W" || op == "Q" || op == "T") return 4;
-  if (op == "I" || op == "D" || op == "P" || op == "G" || op == "i") return 5;
-  if (op == "x" || op == "U" || op == "K" || op == "H" || op == "J" || op == "Z" ||
-      op == "N" || op == "n")
+  if (op == "M" || op == "h" || op == "R" || op == "W" || op == "Q" || op == "T" || op == "m" || op == "z" || op == "p")
+    return 4;
+  if (op == "I" || op == "D" || op == "P" || op == "G" || op == "i" || op == "j") return 5;
+  if (op == "x" || op == "U" || op == "K" || op == "H" || op == "J" || op == "Z" || op == "N" || op == "n" ||
+      op == "r" || op == "t")
     return 3;
+  if (op == "k" || op == "L") return 2;
   if (op == "A") return 6 + count(i + 5);
   if (op == "E") return 4 + count(i + 3);
-  if (op == "C" && i + 3 < a.size()) {
-    size_t n = 0;
-    auto [p, ec] = std::from_chars(a[i + 3].data(), a[i + 3].data() + a[i + 3].size(), n);
-    if (ec != std::errc()) return 0;
-    return 4 + 2 * n;
-  }
-  return 0;
-}
-
-// How many arguments an op of a split group takes, code included (the lower-case ops of
-// commit_on_cluster and the ones it passes on as they are; redis_scripts.h kCommit's width());
-// 0 for an unknown code.
-size_t split_width(const std::vector<std::string_view>& ops, size_t i) {
-  const std::string_view op = ops[i];
-  if (op == "A" || op == "L") return op == "A" ? 6 : 2;
-  if (op == "j" || op == "P") return 5;
-  if (op == "h" || op == "m" || op == "z" || op == "p" || op == "R" || op == "W" || op == "Q" || op == "T") return 4;
-  if (op == "x" || op == "r" || op == "t" || op == "K" || op == "Z" || op == "n") return 3;
-  if (op == "k") return 2;
-  if (op == "c" && i + 3 < ops.size()) {
-    size_t n = 0;
-    auto [p, ec] = std::from_chars(ops[i + 3].data(), ops[i + 3].data() + ops[i + 3].size(), n);
-    return ec == std::errc() ? 4 + n : 0;
-  }
+  if (op == "C") return 4 + 2 * count(i + 3);
+  if (op == "c") return 4 + count(i + 3);
   return 0;
 }
 
@@ -116,7 +97,7 @@ bool reads_in_checks(const Group& g, bool dense) {
   for (size_t i = 0; i < g.args.size();) {
     const std::string_view op = g.args[i];
     if (op == "p" || op == "m" || op == "j" || op == "T" || op == "n" || (op == "A" && dense)) return true;
-    const size_t w = split_width(g.args, i);
+    const size_t w = width(g.args, i);
     if (w == 0) return false;
     i += w;
   }
@@ -306,7 +287,7 @@ Result<Group> without(const Group& in, const std::set<std::string_view>& convers
   g.routing_key = in.routing_key;
   const std::vector<std::string_view>& ops = in.args;
   for (size_t i = 0; i < ops.size();) {
-    const size_t w = split_width(ops, i);
+    const size_t w = width(ops, i);
     if (w == 0 || i + w > ops.size()) return make_error(ErrorCode::kInternal, "redis: unknown commit op");
     const std::string_view op = ops[i];
     const bool drop = ((op == "A" || op == "j" || op == "c") && conversations.count(ops[i + 1])) ||
