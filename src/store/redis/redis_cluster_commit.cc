@@ -22,7 +22,7 @@ Counter& scripts_total = MetricsRegistry::global().counter(
     "tern_redis_commit_scripts_total", "scripts the commits ran on a Redis Cluster (at most one per master and phase)");
 Counter& moved_slots_total = MetricsRegistry::global().counter(
     "tern_redis_commit_moved_slots_total",
-    "slots of a Cluster commit run again alone because their master's script met a slot that had moved");
+    "slots of a Cluster commit run again (alone, or a folded script's phases apart) because their master's script met a slot that had moved");
 
 constexpr std::string_view kIdemIndex = "idemexp";
 // Global indexes of the commit script (redis_scripts.h); an index and its value hash share a
