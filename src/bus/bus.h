@@ -11,6 +11,7 @@
 // Ownership: the composition root owns the Bus; endpoints are held weakly.
 #pragma once
 #include <cstdint>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -174,6 +175,11 @@ class Bus {
   // Where other nodes' requests arrive (the delivery thread); `respond` may be called from any
   // thread, at most once. Set before serving.
   virtual void set_request_sink(std::function<void(std::string payload, Respond respond)> sink) { (void)sink; }
+  // This node is about to stop (SIGTERM): the other nodes should stop routing sends to it.
+  // Returns how long it should go on serving their requests (those they sent before they
+  // learnt it) before it stops; zero where no other node routes to it. Blocking: call it on
+  // a thread that may wait (the drain's), not on a loop.
+  virtual std::chrono::milliseconds leave() { return {}; }
   // Stops cross-node delivery (its threads are joined; nothing reaches the sink afterwards);
   // local calls keep working. Called by the composition root before the services go.
   virtual void stop() {}

@@ -195,7 +195,12 @@ void Server::shutdown() {
   listener_->close_all(1001);
   // Give the close handshakes a moment (bounded), while the I/O threads keep running.
   std::thread([this] {
+    // On Redis, other nodes may be forwarding sends here: they stop at their next look at who
+    // is live, and until then this node answers what they send (the services refuse only
+    // this node's own clients while draining), so no forwarded send waits out its timeout.
+    const auto serve_until = std::chrono::steady_clock::now() + bus_->leave();
     for (int i = 0; i < 40 && listener_->connections() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_until(serve_until);
     service_->stop();  // commits everything already queued
     if (auto r = store_->flush(); !r) spdlog::error("event=flush_failed error=\"{}\"", r.error().message);
     loops_->stop();  // the last thing this thread touches: run() tears everything down after it

@@ -76,6 +76,10 @@ void Sequencer::forward(Shard& shard, std::string node, DeviceRef device, proto:
                      done = std::move(done)](Result<std::string> answer) mutable {
                       Result<SentInfo> r =
                           answer ? send_forwarding::decode_response(*answer) : Result<SentInfo>(answer.error());
+                      // The owner is stopping (it refused before the others left it out of
+                      // their rings): this node is not, so its client is told to retry.
+                      if (!r && r.error().code == ErrorCode::kDraining)
+                        r = make_error(ErrorCode::kUnavailable, "the node that sequences this conversation is stopping; retry");
                       // Back on the conversation's owning loop, as a local send answers.
                       core_.loops.run(shard.loop, [this, &shard, conv = std::move(conv), sender = std::move(sender),
                                                    r = std::move(r), done = std::move(done)]() mutable {

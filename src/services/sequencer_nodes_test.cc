@@ -367,5 +367,28 @@ TEST_F(SequencerNodesTest, AForwardedSendsAnswerMovesTheHeadSoTheNextAckReadsNoL
   EXPECT_EQ(c.store.log_reads.load(), log_reads) << "the senders of seqs 2..3 were read from the log";
 }
 
+// The owner is stopping (its committer refuses with `draining`) while another node still
+// routes a conversation to it: the sender's own node is not stopping, so its client is told
+// `unavailable` (retry; the resend goes to the next owner), never `draining`, which would
+// tell it to look for another server.
+TEST_F(SequencerNodesTest, AForwardedSendRefusedByAStoppingOwnerAnswersUnavailable) {
+  Node& a = *nodes_[0];
+  Node& c = *nodes_[2];
+  const std::string g = create_group(a, "alice", {"bob"});  // seq 1
+  c.bus.serve = [&a](std::string payload, std::function<void(std::string)> respond) {
+    a.sequencer.serve_forwarded(std::move(payload), std::move(respond));
+  };
+  c.bus.to = "a";
+  a.committer.stop();  // node a drains
+  auto r = send(c, "bob", g, "b-1");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kUnavailable) << r.error().message;
+  // Sequenced here instead (the other nodes left the stopping one out): the same id lands.
+  c.bus.to.clear();
+  auto again = send(c, "bob", g, "b-1");
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(again->seq, 2u);
+}
+
 }  // namespace
 }  // namespace tern::services::seqnodes

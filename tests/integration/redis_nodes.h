@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "bus/redis/node_ring.h"
 #include "store/redis/testing/redis_server.h"
 #include "support/server_test.h"
 
@@ -79,6 +80,25 @@ inline std::function<bool(const json::object&)> presence_of(const std::string& u
   };
 }
 
+// The log of `group` read through node n: dense from 1, each client_msg_id of `seqs` stored
+// once, at the seq it was acknowledged with (each message's body is its client_msg_id).
+inline void expect_log_matches(Node& n, const Account& reader, const std::string& group, const std::map<std::string, Seq>& seqs) {
+  Seq head = 0;
+  auto log = n.api->backfill_all(reader.token, group, 0, &head);
+  auto ms = message_seqs(log, group);
+  ASSERT_FALSE(ms.empty());
+  EXPECT_TRUE(contiguous(ms));
+  EXPECT_EQ(ms.front(), 1u);
+  std::map<std::string, Seq> in_log;
+  for (const auto& f : log) {
+    const std::string id = unb64(jstr(f, "body"));
+    if (!seqs.count(id)) continue;  // the system message of the creation
+    EXPECT_FALSE(in_log.count(id)) << id << " stored twice";
+    in_log[id] = seq_of(f);
+  }
+  EXPECT_EQ(in_log, seqs);
+}
+
 class RedisTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_TRUE(redis_.start().ok()) << "redis-server (scripts/setup.sh) must be installed"; }
@@ -126,6 +146,24 @@ class RedisTest : public ::testing::Test {
     ASSERT_TRUE(db.presence_subscribe({"alice"}));
     std::vector<json::object> seen;
     ASSERT_TRUE(db.read_until(presence_of("alice", false), ms(5000), &seen)) << dump_frames(seen);
+  }
+
+  // Nodes a and b (with `extra` options), alice registered through a and bob through b, each
+  // node seeing both live; `group`: a group of bob's with alice that node a sequences, as node
+  // b's ring sees it (ternd's hashing), so that bob's sends through b are forwarded to a.
+  void group_sequenced_on_a(Account& alice, Account& bob, std::string& group, std::vector<std::string> extra = {}) {
+    ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a", extra));
+    ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b", extra));
+    alice = a_.api->must_register("alice");
+    bob = b_.api->must_register("bob");
+    ASSERT_NO_FATAL_FAILURE(await_both_live(alice, bob));
+    bus::NodeRing ring("b", std::chrono::seconds(5));
+    ring.set_live({"a", "b"});
+    for (int i = 0; i < 30 && group.empty(); ++i) {
+      std::string g = b_.api->must_group(bob.token, "g" + std::to_string(i), {"alice"});
+      if (ring.owner(g) == "a") group = g;
+    }
+    ASSERT_FALSE(group.empty()) << "node a owns none of 30 groups";
   }
 
   // Waits (bounded) until nodes a and b each see both on the bus, so that they agree on every

@@ -9,7 +9,6 @@
 #include <set>
 #include <thread>
 
-#include "bus/redis/node_ring.h"
 #include "store/redis/testing/redis_server.h"
 #include "support/key_install.h"
 #include "support/server_test.h"
@@ -17,25 +16,6 @@
 
 namespace tern::test {
 namespace {
-
-// The log of `group` read through node n: dense from 1, each client_msg_id of `seqs` stored
-// once, at the seq it was acknowledged with (each message's body is its client_msg_id).
-void expect_log_matches(Node& n, const Account& reader, const std::string& group, const std::map<std::string, Seq>& seqs) {
-  Seq head = 0;
-  auto log = n.api->backfill_all(reader.token, group, 0, &head);
-  auto ms = message_seqs(log, group);
-  ASSERT_FALSE(ms.empty());
-  EXPECT_TRUE(contiguous(ms));
-  EXPECT_EQ(ms.front(), 1u);
-  std::map<std::string, Seq> in_log;
-  for (const auto& f : log) {
-    const std::string id = unb64(jstr(f, "body"));
-    if (!seqs.count(id)) continue;  // the system message of the creation
-    EXPECT_FALSE(in_log.count(id)) << id << " stored twice";
-    in_log[id] = seq_of(f);
-  }
-  EXPECT_EQ(in_log, seqs);
-}
 
 // One node: everything lives in Redis, so a SIGKILLed ternd finds it all there when it
 // restarts; a resent client_msg_id gets its original seq.
@@ -599,20 +579,9 @@ TEST_F(RedisTest, ClientsOfAKilledNodeReconnectToAnotherAndLoseNothing) {
 // hung node is suspected there); when the node resumes and finally handles the forwarded
 // send, the message is not stored twice.
 TEST_F(RedisTest, AHungOwnerNodeCostsOneTimeoutThenItsConversationsMoveOn) {
-  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
-  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b"));
-  Account alice = a_.api->must_register("alice");
-  Account bob = b_.api->must_register("bob");
-  ASSERT_NO_FATAL_FAILURE(await_both_live(alice, bob));
-  // A group that node a owns, as node b's ring sees it (the same hashing as ternd's).
-  bus::NodeRing ring("b", std::chrono::seconds(5));
-  ring.set_live({"a", "b"});
+  Account alice, bob;
   std::string group;
-  for (int i = 0; i < 30 && group.empty(); ++i) {
-    std::string g = b_.api->must_group(bob.token, "g" + std::to_string(i), {"alice"});
-    if (ring.owner(g) == "a") group = g;
-  }
-  ASSERT_FALSE(group.empty()) << "node a owns none of 30 groups";
+  ASSERT_NO_FATAL_FAILURE(group_sequenced_on_a(alice, bob, group));
   Device db(bob);
   ASSERT_EQ(db.connect(b_.server->port()), 101);
   ASSERT_TRUE(db.until_synced());

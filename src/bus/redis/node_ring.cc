@@ -4,7 +4,9 @@
 
 namespace tern::bus {
 
-std::vector<std::string> live_nodes_from_client_list(std::string_view list) {
+namespace {
+
+std::vector<std::string> nodes_named(std::string_view list, std::string_view prefix) {
   constexpr std::string_view kName = "name=";
   std::vector<std::string> nodes;
   while (!list.empty()) {
@@ -20,15 +22,24 @@ std::vector<std::string> live_nodes_from_client_list(std::string_view list) {
       at = last_field ? line.size() : space + 1;
       if (!field.starts_with(kName)) continue;
       const std::string_view name = field.substr(kName.size());
-      if ((whole_line || !last_field) && name.size() > kNodeConnectionPrefix.size() &&
-          name.starts_with(kNodeConnectionPrefix))
-        nodes.emplace_back(name.substr(kNodeConnectionPrefix.size()));
+      if ((whole_line || !last_field) && name.size() > prefix.size() && name.starts_with(prefix))
+        nodes.emplace_back(name.substr(prefix.size()));
       break;  // one name per client
     }
   }
   std::sort(nodes.begin(), nodes.end());
   nodes.erase(std::unique(nodes.begin(), nodes.end()), nodes.end());
   return nodes;
+}
+
+}  // namespace
+
+std::vector<std::string> live_nodes_from_client_list(std::string_view list) {
+  return nodes_named(list, kNodeConnectionPrefix);
+}
+
+std::vector<std::string> leaving_nodes_from_client_list(std::string_view list) {
+  return nodes_named(list, kLeavingConnectionPrefix);
 }
 
 void NodeRing::set_live(std::vector<std::string> nodes) {

@@ -27,6 +27,11 @@ namespace tern::bus {
 // A node is live while its bus subscriber connection is open on the channel's Redis, named
 // this prefix + its node id (RedisBus), so that CLIENT LIST shows it.
 inline constexpr std::string_view kNodeConnectionPrefix = "tern-bus:";
+// A node that is stopping (SIGTERM) opens one more subscriber connection, named this prefix +
+// its node id, before it stops serving (RedisBus::leave): the others stop routing sends to it
+// at their next look while it still answers what they sent before. A node of an older
+// version does not know the prefix and routes to it until its bus connection closes.
+inline constexpr std::string_view kLeavingConnectionPrefix = "tern-leaving:";
 
 // The live node ids in the output of CLIENT LIST (one client a line, space-separated
 // key=value fields): the id of every client whose `name` is kNodeConnectionPrefix + a
@@ -34,6 +39,8 @@ inline constexpr std::string_view kNodeConnectionPrefix = "tern-bus:";
 // line without its newline counts only if its name field is followed by another field: a cut
 // name could read as another node's id. One pass over the input; any thread (no state).
 std::vector<std::string> live_nodes_from_client_list(std::string_view client_list);
+// The same for the nodes that announced they are stopping (kLeavingConnectionPrefix).
+std::vector<std::string> leaving_nodes_from_client_list(std::string_view client_list);
 
 class NodeRing {
  public:

@@ -131,6 +131,16 @@ TEST(LiveNodesFromClientList, OnlyClientsNamedAsNodesAreNodesSortedOnce) {
   EXPECT_EQ(live_nodes_from_client_list(list), (Nodes{"127.0.0.1:8080/4242", "a", "b"}));
 }
 
+// A stopping node shows twice: its bus connection (still live: it holds its devices) and its
+// marker (RedisBus::leave); an older node, which does not know the marker, sees it live.
+TEST(LiveNodesFromClientList, AStoppingNodesMarkerNamesItLeavingAndLeavesItLive) {
+  const std::string list = client_line(3, "tern-bus:a") + client_line(4, "tern-bus:b") +
+                           client_line(5, "tern-leaving:b", "ssubscribe") + client_line(6, "tern-leaving:") +
+                           client_line(7, "xtern-leaving:a") + client_line(8, "tern-leaving:c");
+  EXPECT_EQ(live_nodes_from_client_list(list), (Nodes{"a", "b"}));
+  EXPECT_EQ(leaving_nodes_from_client_list(list), (Nodes{"b", "c"}));
+}
+
 TEST(LiveNodesFromClientList, OnlyTheNameFieldCounts) {
   // lib-name and a name-like value elsewhere are not the client's name; an unnamed client.
   const std::string list =

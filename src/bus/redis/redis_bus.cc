@@ -148,6 +148,35 @@ void RedisBus::stop() {
   if (publisher_thread_.joinable()) publisher_thread_.join();
   if (subscriber_thread_.joinable()) subscriber_thread_.join();
   if (counter_thread_.joinable()) counter_thread_.join();
+  std::lock_guard lock(leaving_mu_);
+  leaving_.reset();  // the other nodes see this node gone with its bus connection
+}
+
+std::chrono::milliseconds RedisBus::leave() {
+  auto target = channel_target();
+  if (!target) return {};  // never reached Redis: no node routes here
+  auto conn = store::redis::RedisConnection::connect(target->address, options_.command_timeout, options_.command_timeout);
+  if (!conn) {
+    spdlog::warn("event=bus_leave_failed node={} error=\"{}\"", options_.node_id, conn.error().message);
+    return {};
+  }
+  const std::string name = std::string(kLeavingConnectionPrefix) + options_.node_id;
+  auto named = (*conn)->command({"CLIENT", "SETNAME", name});
+  auto subscribed = named ? (*conn)->command({target->cluster ? "SSUBSCRIBE" : "SUBSCRIBE", kLeavingChannel})
+                          : Result<store::redis::Reply>(named.error());
+  // A refusal (MOVED: the slot moved since the target was read) is an error reply, not an array.
+  if (!subscribed || (*subscribed)->type != REDIS_REPLY_ARRAY) {
+    spdlog::warn("event=bus_leave_failed node={} error=\"the marker connection was refused\"", options_.node_id);
+    return {};
+  }
+  {
+    std::lock_guard lock(leaving_mu_);
+    leaving_ = std::move(*conn);
+  }
+  const size_t others = others_live_.load();
+  spdlog::info("event=bus_leaving node={} other_nodes={}", options_.node_id, others);
+  // Without send routing no node forwards here: nothing to serve.
+  return others > 0 && options_.route_sends ? 2 * options_.node_check : std::chrono::milliseconds{};
 }
 
 bool RedisBus::start(std::chrono::milliseconds deadline) {
@@ -583,10 +612,16 @@ void RedisBus::heartbeat(RedisCluster& conn) {
   if (!r || (*r)->type != REDIS_REPLY_STRING) return;  // keep the last list
   // A node is live while its subscriber connection is open (node_ring.h): a SIGKILLed node's
   // connection closes at once, so the others stop routing to it at their next look.
-  std::vector<std::string> live = live_nodes_from_client_list(std::string_view((*r)->str, (*r)->len));
+  const std::string_view list((*r)->str, (*r)->len);
+  std::vector<std::string> live = live_nodes_from_client_list(list);
   live_nodes_metric.set(static_cast<int64_t>(live.size()));
+  others_live_.store(live.size() - static_cast<size_t>(std::binary_search(live.begin(), live.end(), options_.node_id)));
   gone(routes_.set_live(live), live);
   note_routes_complete();
+  // A stopping node (leave()) still holds its devices until they reconnect elsewhere, so the
+  // routes keep it; it only owns no conversation any more.
+  const std::vector<std::string> leaving = leaving_nodes_from_client_list(list);
+  std::erase_if(live, [&](const std::string& n) { return std::binary_search(leaving.begin(), leaving.end(), n); });
   ring_.set_live(std::move(live));
 }
 

@@ -205,6 +205,13 @@ class RedisBus final : public Bus {
   void set_request_sink(std::function<void(std::string payload, Respond respond)> sink) override;
   // Closes the device's connection here and on every other node (a kDisconnect event).
   void disconnect(const DeviceRef& device) override;
+  // Opens a subscriber connection named kLeavingConnectionPrefix + node id on the channels'
+  // Redis (node_ring.h): the other nodes leave this node out of their rings at their next
+  // look (node_check), so it is asked to sequence nothing new; it keeps answering what they
+  // asked before. Returns twice node_check when another node was live at the last look and
+  // sends are routed (zero otherwise, or when the connection could not be made: then they
+  // learn it when the node's bus connection closes, as before). Open until stop().
+  std::chrono::milliseconds leave() override;
   void stop() override;  // also run by the destructor
 
   // The wire form of one event (exposed for the tests): target + notification.
@@ -240,6 +247,9 @@ class RedisBus final : public Bus {
   // The channel of kPresence events, in the slot of the others (one SSUBSCRIBE holds all three
   // on a Cluster); no node channel ("{tern:bus}:<node>") can have this name.
   static constexpr const char* kPresenceChannel = "{tern:bus}presence";
+  // The channel a leaving node's marker connection subscribes to (leave()): in the slot of
+  // tern:bus, so that its CLIENT LIST shows it; nothing is published there.
+  static constexpr const char* kLeavingChannel = "{tern:bus}leaving";
   static constexpr Seq kSetKnowsMissed = 2;
   // How far the nodes' wall clocks may disagree when a drop is compared with a connection's
   // start (a kAttached's): a drop up to this long before the start still counts.
@@ -417,6 +427,9 @@ class RedisBus final : public Bus {
   std::condition_variable subscribed_cv_;  // subscribed_ or the first channel target (mu_)
   std::unique_ptr<boost::asio::io_context> own_io_;  // without loops: the subscriber's loop
   std::shared_ptr<LoopSubscriber> subscriber_;       // after own_io_: destroyed before it
+  std::mutex leaving_mu_;  // guards leaving_
+  std::unique_ptr<store::redis::RedisConnection> leaving_;  // leave()'s marker, closed by stop()
+  std::atomic<size_t> others_live_{0};  // other nodes in the last live list (heartbeat)
   std::mutex query_mu_;  // online(): one client, one query at a time
   std::unique_ptr<store::redis::RedisCluster> query_;
   std::thread publisher_thread_;

@@ -190,6 +190,13 @@ TEST_F(RedisBusNodes, ADisconnectReachesTheDevicesNode) {
 // On a 3+3 Redis Cluster: sharded pub/sub on the channel's shard, registry keys on their
 // slots; after a failover of the channel's master, and after its slot moved to another
 // master, the subscribers subscribe again and delivery resumes.
+// Whether `from` routes some of 64 conversations to `node` (its ring holds that node).
+bool routes_some_to(RedisBus& from, const std::string& node) {
+  for (int i = 0; i < 64; ++i)
+    if (from.route("c" + std::to_string(i)) == node) return true;
+  return false;
+}
+
 TEST(RedisBus, ShardedPubSubOnAClusterSurvivesFailoverAndSlotMove) {
   store::redis::testing::RedisClusterServer cluster;
   auto started = cluster.start();
@@ -265,6 +272,12 @@ TEST(RedisBus, ShardedPubSubOnAClusterSurvivesFailoverAndSlotMove) {
     auto n = cluster.command(to, {"PUBSUB", "SHARDNUMSUB", "tern:bus"});
     return n.ok() && *n == "tern:bus\n2";
   }));
+
+  // A stopping node's marker (leave()) goes to the channels' master where it is now, so the
+  // other node leaves it out of its ring.
+  ASSERT_TRUE(await([&] { return routes_some_to(b, "a") && routes_some_to(a, "b"); }));
+  EXPECT_EQ(a.leave(), 2 * oa.node_check);
+  EXPECT_TRUE(await([&] { return !routes_some_to(b, "a"); }));
 }
 
 // A change of what the nodes cache of a user (a device link, blocks, a setting) or of one
@@ -370,6 +383,19 @@ TEST_F(RedisBusNodes, RequestsReachTheOwnerAndANodeThatDoesNotAnswerIsRoutedArou
   EXPECT_EQ(*answers[0], "re:ping");
   ASSERT_FALSE(answers[1]);
   EXPECT_EQ(answers[1].error().code, ErrorCode::kUnavailable);
+}
+
+// A node that is stopping (leave(), on SIGTERM) owns no conversation on the others once they
+// have looked again, and still answers what they ask meanwhile.
+TEST_F(RedisBusNodes, ALeavingNodeOwnsNothingElsewhereAndStillAnswers) {
+  a.set_request_sink([](std::string payload, Bus::Respond respond) { respond("re:" + payload); });
+  ASSERT_TRUE(a.start() && b.start());
+  ASSERT_TRUE(await([&] { return routes_some_to(b, "a") && routes_some_to(a, "b"); }));
+  EXPECT_EQ(a.leave(), 2 * RedisBusOptions{}.node_check);  // b is live: a serves for two looks
+  ASSERT_TRUE(await([&] { return !routes_some_to(b, "a"); }));
+  auto r = ask(b, "a", "ping");
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(*r, "re:ping");
 }
 
 // A node that does not serve requests (no sink) answers at once, with an empty answer.
