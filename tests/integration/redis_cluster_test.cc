@@ -2,7 +2,7 @@
 // 3-replica Redis Cluster started by the test (issue 10): the members of a conversation on
 // different nodes, dense seqs, live delivery, replay after reconnect; a ternd SIGKILLed under
 // traffic; a Redis master killed under traffic and failed over to its replica; idempotency,
-// receipts and typing across nodes; the whole cluster down for 30 s.
+// receipts and typing across nodes; the whole cluster down for 30 s; a rolling restart.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -11,6 +11,7 @@
 #include <set>
 #include <thread>
 
+#include "bus/redis/node_ring.h"
 #include "store/redis/redis_cluster.h"
 #include "store/redis/testing/redis_cluster_server.h"
 #include "support/server_test.h"
@@ -509,6 +510,61 @@ TEST_F(RedisClusterIntegration, TheWholeClusterDownFor30sAnswersUnavailableAndHe
                             ms(20000));
   EXPECT_TRUE(live) << "node 1 did not deliver the message sent through node 0 after the outage";
   ASSERT_NO_FATAL_FAILURE(expect_log_holds(ivy, conv, acked, 2));
+}
+
+// A rolling restart: nodes 0 and 1 are each stopped with SIGTERM and started again (same node
+// id) while two members connected to node 2 send into groups that node 0 and node 1 sequence
+// (their sends are forwarded there). The stopping node leaves the others' rings first and
+// serves what they forwarded meanwhile, and the restarted node takes its groups back: every
+// send is acknowledged (not one `unavailable` or `draining`), and the logs hold each once,
+// dense.
+TEST_F(RedisClusterIntegration, ARollingRestartIsNotSeenByTheClientsOfTheOtherNodes) {
+  Account kim = nodes_[2].api->must_register("kim");
+  Account lou = nodes_[2].api->must_register("lou");
+  // Every node sees the three (they agree on the owners) before the traffic starts.
+  auto all_live = [&] {
+    for (size_t i = 0; i < 3; ++i)
+      if (metric_at(port(i), kim, "tern_bus_live_nodes") != 3) return false;
+    return true;
+  };
+  const auto live_deadline = Clock::now() + std::chrono::seconds(10);
+  while (!all_live() && Clock::now() < live_deadline) std::this_thread::sleep_for(ms(50));
+  ASSERT_TRUE(all_live());
+  // A group of kim's that each of nodes 0 and 1 sequences, as node 2's ring sees all three.
+  bus::NodeRing ring("n2", std::chrono::seconds(5));
+  ring.set_live({"n0", "n1", "n2"});
+  std::string group_of[2];
+  for (int i = 0; i < 60 && (group_of[0].empty() || group_of[1].empty()); ++i) {
+    std::string g = nodes_[2].api->must_group(kim.token, "r" + std::to_string(i), {"lou"});
+    const std::string owner = ring.owner(g);
+    if (owner == "n0" && group_of[0].empty()) group_of[0] = g;
+    if (owner == "n1" && group_of[1].empty()) group_of[1] = g;
+  }
+  ASSERT_FALSE(group_of[0].empty() || group_of[1].empty()) << "nodes 0 and 1 do not each own one of 60 groups";
+  Traffic to0(kim, port(2), group_of[0], ms(2), /*node_may_die=*/false);
+  Traffic to1(lou, port(2), group_of[1], ms(2), /*node_may_die=*/false);
+  auto both_grow = [&](size_t by) {
+    const size_t a = to0.acked_count(), b = to1.acked_count();
+    return to0.await_acked(a + by, std::chrono::seconds(20)) && to1.await_acked(b + by, std::chrono::seconds(20));
+  };
+  ASSERT_TRUE(both_grow(20));
+  double forwarded = 0;
+  for (size_t i = 0; i < 2; ++i) {
+    // Node 2 forwards the sends (to node 0 and node 1) right up to the stop.
+    const double now_forwarded = metric_at(port(2), kim, "tern_sends_forwarded_total");
+    EXPECT_GE(now_forwarded, forwarded + 20) << "node 2 did not forward the sends before node " << i << " stopped";
+    forwarded = now_forwarded;
+    EXPECT_EQ(nodes_[i].server->terminate(), 0) << nodes_[i].server->log_tail();
+    EXPECT_TRUE(both_grow(20)) << "sends stalled after node " << i << " stopped";
+    ASSERT_TRUE(nodes_[i].server->restart()) << nodes_[i].server->error() << nodes_[i].server->log_tail();
+    nodes_[i].api = std::make_unique<Api>(nodes_[i].server->port());
+    EXPECT_TRUE(both_grow(20)) << "sends stalled after node " << i << " came back";
+  }
+  to0.stop();
+  to1.stop();
+  EXPECT_EQ(to0.unavailable() + to1.unavailable(), 0) << "a send failed while a node restarted";
+  ASSERT_NO_FATAL_FAILURE(expect_log_holds(kim, group_of[0], to0.acked(), 2));
+  ASSERT_NO_FATAL_FAILURE(expect_log_holds(lou, group_of[1], to1.acked(), 2));
 }
 
 }  // namespace

@@ -160,6 +160,13 @@ std::chrono::milliseconds RedisBus::leave() {
     spdlog::warn("event=bus_leave_failed node={} error=\"{}\"", options_.node_id, conn.error().message);
     return {};
   }
+  // Who may be routing here: the live nodes now (this node's last look may be up to
+  // node_check old, and a node that just started has seen nobody yet).
+  size_t others = 0;
+  if (auto list = (*conn)->command({"CLIENT", "LIST", "TYPE", "pubsub"}); list && (*list)->type == REDIS_REPLY_STRING) {
+    auto live = live_nodes_from_client_list(std::string_view((*list)->str, (*list)->len));
+    others = live.size() - static_cast<size_t>(std::binary_search(live.begin(), live.end(), options_.node_id));
+  }
   const std::string name = std::string(kLeavingConnectionPrefix) + options_.node_id;
   auto named = (*conn)->command({"CLIENT", "SETNAME", name});
   auto subscribed = named ? (*conn)->command({target->cluster ? "SSUBSCRIBE" : "SUBSCRIBE", kLeavingChannel})
@@ -173,7 +180,6 @@ std::chrono::milliseconds RedisBus::leave() {
     std::lock_guard lock(leaving_mu_);
     leaving_ = std::move(*conn);
   }
-  const size_t others = others_live_.load();
   spdlog::info("event=bus_leaving node={} other_nodes={}", options_.node_id, others);
   // Without send routing no node forwards here: nothing to serve.
   return others > 0 && options_.route_sends ? 2 * options_.node_check : std::chrono::milliseconds{};
@@ -615,7 +621,6 @@ void RedisBus::heartbeat(RedisCluster& conn) {
   const std::string_view list((*r)->str, (*r)->len);
   std::vector<std::string> live = live_nodes_from_client_list(list);
   live_nodes_metric.set(static_cast<int64_t>(live.size()));
-  others_live_.store(live.size() - static_cast<size_t>(std::binary_search(live.begin(), live.end(), options_.node_id)));
   gone(routes_.set_live(live), live);
   note_routes_complete();
   // A stopping node (leave()) still holds its devices until they reconnect elsewhere, so the

@@ -208,9 +208,10 @@ class RedisBus final : public Bus {
   // Opens a subscriber connection named kLeavingConnectionPrefix + node id on the channels'
   // Redis (node_ring.h): the other nodes leave this node out of their rings at their next
   // look (node_check), so it is asked to sequence nothing new; it keeps answering what they
-  // asked before. Returns twice node_check when another node was live at the last look and
-  // sends are routed (zero otherwise, or when the connection could not be made: then they
-  // learn it when the node's bus connection closes, as before). Open until stop().
+  // asked before. Returns twice node_check when another node is live (read on that
+  // connection first) and sends are routed (zero otherwise, or when the connection could not
+  // be made: then they learn it when the node's bus connection closes, as before). Open
+  // until stop().
   std::chrono::milliseconds leave() override;
   void stop() override;  // also run by the destructor
 
@@ -429,7 +430,6 @@ class RedisBus final : public Bus {
   std::shared_ptr<LoopSubscriber> subscriber_;       // after own_io_: destroyed before it
   std::mutex leaving_mu_;  // guards leaving_
   std::unique_ptr<store::redis::RedisConnection> leaving_;  // leave()'s marker, closed by stop()
-  std::atomic<size_t> others_live_{0};  // other nodes in the last live list (heartbeat)
   std::mutex query_mu_;  // online(): one client, one query at a time
   std::unique_ptr<store::redis::RedisCluster> query_;
   std::thread publisher_thread_;
