@@ -148,6 +148,15 @@ class RedisTest : public ::testing::Test {
     ASSERT_TRUE(db.read_until(presence_of("alice", false), ms(5000), &seen)) << dump_frames(seen);
   }
 
+  // bob_on_b_watching_alice, then alice connected to a as `da` and bob told she is online.
+  void bob_on_b_sees_alice_online_on_a(Account& alice, Account& bob, Device& db, Device& da) {
+    ASSERT_NO_FATAL_FAILURE(bob_on_b_watching_alice(alice, bob, db));
+    da.account = alice;
+    ASSERT_EQ(da.connect(a_.server->port()), 101);
+    ASSERT_TRUE(da.until_synced());
+    ASSERT_TRUE(db.read_until(presence_of("alice", true), ms(5000)));
+  }
+
   // Nodes a and b (with `extra` options), alice registered through a and bob through b, each
   // node seeing both live; `group`: a group of bob's with alice that node a sequences, as node
   // b's ring sees it (ternd's hashing), so that bob's sends through b are forwarded to a.

@@ -148,6 +148,24 @@ void DeviceRoutes::forget(const std::string& node) {
   nodes_[node_index(node)].has_set = false;
 }
 
+std::vector<DeviceRef> DeviceRoutes::held_on(const std::string& node) const {
+  std::vector<DeviceRef> out;
+  std::shared_lock lock(mu_);
+  auto it = index_.find(node);
+  if (it == index_.end()) return out;
+  for (const auto& [user, held] : users_)
+    for (const Held& h : held)
+      if (h.node == it->second) out.push_back(DeviceRef{user, h.device});
+  return out;
+}
+
+bool DeviceRoutes::first_live_except(const std::string& node) const {
+  std::shared_lock lock(mu_);
+  for (size_t i = 0; i < nodes_.size(); ++i)
+    if (nodes_[i].live && names_[i] != node && names_[i] < self_) return false;
+  return true;
+}
+
 std::vector<DeviceRoutes::Gone> DeviceRoutes::set_live(const std::vector<std::string>& live, Clock::time_point now) {
   std::vector<Gone> gone;
   std::unique_lock lock(mu_);

@@ -74,6 +74,12 @@ class DeviceRoutes {
   std::vector<DeviceRef> replace(const std::string& node, const std::vector<DeviceRef>& devices,
                                  Clock::time_point now = Clock::now(), bool knows_missed = false);
   void forget(const std::string& node);
+  // The devices this view holds on `node` (a node that started a new run: RedisBus).
+  std::vector<DeviceRef> held_on(const std::string& node) const;
+  // No live node other than `node` sorts before this one: the one that mends the registry
+  // for `node` (RedisBus::new_run). Before this node has read a list (just started or
+  // subscribed again), two nodes may both answer true: the mend is idempotent.
+  bool first_live_except(const std::string& node) const;
   // A node gone from the lists for gone_after, and the devices this view held there.
   struct Gone {
     std::string node;

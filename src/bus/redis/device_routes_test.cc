@@ -208,5 +208,28 @@ TEST(DeviceRoutes, ANodeAbsentFromTheListsForGoneAfterIsReturnedOnceWithItsDevic
   EXPECT_EQ(gone[0].devices.size(), 2u);
 }
 
+// A node that made a roll call with a new run keeps its pairs until its set comes (held_on
+// names them for RedisBus::new_run), and the node that mends for it is the first live one by
+// name other than it.
+TEST(DeviceRoutes, ANewRunsDevicesAreHeldUntilItsSetAndTheFirstOtherLiveNodeMends) {
+  DeviceRoutes n2("n2", 30s, 5s), n3("n3", 30s, 5s);
+  const auto t0 = DeviceRoutes::Clock::now();
+  for (DeviceRoutes* r : {&n2, &n3}) {
+    EXPECT_TRUE(r->set_live({"n1", "n2", "n3"}, t0).empty());
+    r->replace("n1", {{"bob", 1}, {"carol", 2}}, t0);
+  }
+  EXPECT_TRUE(n3.held_on("n9").empty());
+  n2.forget("n1");  // n1's roll call
+  auto held = n2.held_on("n1");
+  std::sort(held.begin(), held.end());
+  EXPECT_EQ(held, (std::vector<DeviceRef>{{"bob", 1}, {"carol", 2}}));
+  EXPECT_TRUE(n2.first_live_except("n1")) << "n1 itself does not count";
+  EXPECT_FALSE(n3.first_live_except("n1")) << "n2 is live and first";
+  EXPECT_TRUE(n3.set_live({"n1", "n3"}, t0 + 1s).empty());
+  EXPECT_TRUE(n3.first_live_except("n1")) << "n2 is not live any more";
+  n2.replace("n1", {}, t0 + 1s);  // its set: nothing
+  EXPECT_TRUE(n2.held_on("n1").empty());
+}
+
 }  // namespace
 }  // namespace tern::bus

@@ -124,7 +124,8 @@ bool RedisBus::decode(std::string_view in, std::vector<Event>& out) {
 RedisBus::RedisBus(RedisBusOptions options)
     : options_(std::move(options)),
       ring_(options_.node_id, options_.suspect_for),
-      routes_(options_.node_id, options_.registry_ttl, options_.node_gone_after) {}
+      routes_(options_.node_id, options_.registry_ttl, options_.node_gone_after),
+      run_start_expiry_ms_(now_ms() + options_.registry_ttl.count()) {}
 
 RedisBus::~RedisBus() { stop(); }
 
@@ -662,7 +663,9 @@ void RedisBus::publisher() {
       // Device routes: a roll call, then this node's whole set (attached_ now, after every
       // attach and detach queued before it), also after dropped events.
       if (owe_roll_call_) {
-        events.push_back(Event{Target::kRollCall, DeviceRef{}, std::make_shared<const Notification>()});
+        auto n = std::make_shared<Notification>();
+        n->seq = static_cast<Seq>(run_start_expiry_ms_);
+        events.push_back(Event{Target::kRollCall, DeviceRef{}, std::move(n)});
         owe_roll_call_ = false;
         rolled = true;
         last_roll_call = std::chrono::steady_clock::now();
@@ -864,6 +867,7 @@ void RedisBus::deliver(std::string_view payload) {
         break;
       }
       case Target::kRollCall:
+        if (e.n->seq > 0) new_run(from, static_cast<int64_t>(e.n->seq));
         // Its set follows in the same batch; this node answers with its own.
         routes_.forget(from);
         {

@@ -233,6 +233,8 @@ class RedisBus final : public Bus {
     // attached set (n->frame, DeviceRoutes::encode_set); a roll call (every node answers with
     // its kNodeSet; the caller's own follows it).
     // A kNodeSet's seq is kSetKnowsMissed from a node that takes kMissed (older ones send 0).
+    // A kRollCall's seq is its node's run_start_expiry_ms_ (older ones send 0): the node's
+    // registry entries that expire before it are from an earlier run (new_run()).
     kAttached = 'T', kDetached = 'F', kNodeSet = 'N', kRollCall = 'R',
     // A device event sent on the channel of the node the routes name (kDevice goes to every
     // node): if the device is not attached there (it moved), that node sends it on as kDevice.
@@ -361,13 +363,22 @@ class RedisBus final : public Bus {
     uint64_t order;  // the op's place among the user's presence changes (bus.h Counted)
   };
   Result<Count> registry_count(char op, const DeviceRef& device);
-  // 'x': removes each device's entry if `node` (which left the bus) wrote it; 'r': writes
-  // this node's entry unless another node's is there (back on the bus). Pipelined. Reports
-  // each presence change it made (presence_change_sink_). Counter thread.
-  void registry_mend(char op, const std::vector<DeviceRef>& devices, const std::string& node);
+  // This node's registry entry as of now: "<node id> <expiry ms>", the expiry registry_ttl
+  // from now and never before run_start_expiry_ms_.
+  std::string entry_value() const;
+  // 'x': removes each device's entry if `node` (which left the bus, or started a new run)
+  // wrote it and, when `below_ms` is not 0, it expires before that; 'r': writes this node's
+  // entry unless another node's is there (back on the bus). Pipelined. Reports each presence
+  // change it made (presence_change_sink_). Counter thread.
+  void registry_mend(char op, const std::vector<DeviceRef>& devices, const std::string& node, int64_t below_ms = 0);
   // Queues the 'x' op of the devices of nodes that left the bus, if this node is the first of
   // the `live` ones (publisher thread).
   void gone(std::vector<DeviceRoutes::Gone> nodes, const std::vector<std::string>& live);
+  // `node` made a roll call naming the start of its run (`start_expiry_ms`, its first entries'
+  // expiry): if that is new here, the entries of the devices these routes hold there that
+  // expire before it are from its last run (it died and was started again before it counted
+  // as gone): queued for removal ('x'), by the first live node other than it. Subscriber's loop.
+  void new_run(const std::string& node, int64_t start_expiry_ms);
   // The publisher thread's registry writes of one turn (`reg`: writes and removals Redis
   // missed; `refresh`: this node's entries), added to its pipelines by slot; the strings the
   // views name go into `owned`. In redis_bus_registry.cc, with the rest of the registry.
@@ -394,6 +405,12 @@ class RedisBus final : public Bus {
   std::string hinted_conversation_;
   Seq hinted_seq_ = 0;
   std::pair<std::string, Seq> last_changed_;  // guarded by mu_: one kChanged per system message
+  // The earliest expiry of the registry entries this run writes (its start + registry_ttl,
+  // this node's wall clock; entry_value() never writes an earlier one, even if the clock
+  // steps back): carried by its roll calls (new_run()).
+  const int64_t run_start_expiry_ms_;
+  // The last run start each node's roll call named (the subscriber's loop only; one per node).
+  std::unordered_map<std::string, int64_t> run_starts_;
 
   Loops* loops_ = nullptr;
   std::vector<std::shared_ptr<LoopPublisher>> publishers_;  // one per loop (set_loops)
@@ -441,6 +458,7 @@ class RedisBus final : public Bus {
     Counted counted;
     std::string node;  // 'x': the node that left
     std::vector<DeviceRef> devices;  // 'x', 'r': the devices whose entries are mended
+    int64_t below_ms = 0;  // 'x': only entries that expire before it (0: all of `node`'s)
   };
   std::mutex counts_mu_;
   std::condition_variable counts_cv_;

@@ -125,6 +125,19 @@ struct Changes {
   }
 };
 
+// The fields of a hash, sorted (empty if it cannot be read: the comparison then fails).
+std::vector<std::string> hash_fields(uint16_t port, const std::string& key) {
+  std::vector<std::string> fields;
+  auto raw = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", port},
+                                                    std::chrono::milliseconds(500), std::chrono::milliseconds(500));
+  if (!raw) return fields;
+  auto r = (*raw)->command({"HKEYS", key});
+  if (!r || (*r)->type != REDIS_REPLY_ARRAY) return fields;
+  for (size_t i = 0; i < (*r)->elements; ++i) fields.emplace_back((*r)->element[i]->str, (*r)->element[i]->len);
+  std::sort(fields.begin(), fields.end());
+  return fields;
+}
+
 RedisBusOptions quick(uint16_t port, const char* node) {
   RedisBusOptions o;
   o.address = store::redis::RedisAddress{"127.0.0.1", port};
@@ -185,17 +198,56 @@ TEST(RedisBusGone, ANodeThatLeftHasItsDevicesEntriesRemovedAndItsUsersReportedOf
   }
   // Dave's entry from c is gone too (a device of c), without a presence change; besides his
   // entry from b, his hash holds the field of the order ('v').
-  auto raw = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis.port()},
-                                                    std::chrono::milliseconds(500), std::chrono::milliseconds(500));
-  ASSERT_TRUE(raw);
-  auto entries = (*raw)->command({"HKEYS", "{r:dave}"});
-  ASSERT_TRUE(entries);
-  ASSERT_EQ((*entries)->type, REDIS_REPLY_ARRAY);
-  std::vector<std::string> fields;
-  for (size_t i = 0; i < (*entries)->elements; ++i)
-    fields.emplace_back((*entries)->element[i]->str, (*entries)->element[i]->len);
-  std::sort(fields.begin(), fields.end());
-  EXPECT_EQ(fields, (std::vector<std::string>{"2", "v"}));
+  EXPECT_EQ(hash_fields(redis.port(), "{r:dave}"), (std::vector<std::string>{"2", "v"}));
+}
+
+// Node c dies and a new run of it (same id) is on the bus again before node_gone_after (here
+// a minute: never), so no node counts it gone. Its roll call says when the new run started:
+// the first live node other than c removes the entries c's last run wrote (carol's; dave's
+// from c, not his from b) and reports carol offline, once. An entry the new run wrote (erin
+// connected to it again) is newer than that start and stays.
+TEST(RedisBusGone, ANodeStartedAgainAtOnceHasTheEntriesOfItsLastRunRemoved) {
+  store::redis::testing::RedisServer redis;
+  ASSERT_TRUE(redis.start().ok());
+  auto slow = [&](const char* node) {
+    RedisBusOptions o = quick(redis.port(), node);
+    o.node_gone_after = std::chrono::minutes(1);
+    return o;
+  };
+  RedisBus a{slow("a")}, b{slow("b")};
+  auto c = std::make_unique<RedisBus>(slow("c"));
+  Changes on_a, on_b;
+  a.set_presence_change_sink(on_a.sink());
+  b.set_presence_change_sink(on_b.sink());
+  ASSERT_TRUE(a.start() && b.start() && c->start());
+  auto carol = std::make_shared<Recorder>(), dave1 = std::make_shared<Recorder>(), dave2 = std::make_shared<Recorder>(),
+       erin = std::make_shared<Recorder>();
+  c->attach(DeviceRef{"carol", 1}, carol);
+  c->attach(DeviceRef{"dave", 1}, dave1);
+  c->attach(DeviceRef{"erin", 1}, erin);
+  b.attach(DeviceRef{"dave", 2}, dave2);
+  ASSERT_TRUE(await([&] { return a.routes().devices() == 4 && b.routes().devices() == 3; }))
+      << a.routes().devices() << " " << b.routes().devices();
+  ASSERT_TRUE(await([&] { return a.routes().complete() && b.routes().complete(); }));  // both have read a list
+  c.reset();  // its entries stay
+  c = std::make_unique<RedisBus>(slow("c"));
+  auto erin_again = std::make_shared<Recorder>();
+  c->attach(DeviceRef{"erin", 1}, erin_again);  // before its roll call: the order is fixed
+  ASSERT_TRUE(c->start());
+
+  ASSERT_TRUE(await([&] { return !a.online("carol"); })) << "carol's entry from c's last run stayed";
+  ASSERT_TRUE(await([&] { return on_a.get().size() + on_b.get().size() >= 1; }));
+  auto all = on_a.get();
+  auto more = on_b.get();
+  all.insert(all.end(), more.begin(), more.end());
+  EXPECT_EQ(all, (std::vector<std::pair<std::string, bool>>{{"carol", false}}));
+  EXPECT_FALSE(on_a.get().empty()) << "a, first by name, removes them";
+  EXPECT_TRUE(a.online("erin")) << "the new run's entry stays";
+  EXPECT_TRUE(a.online("dave"));
+  EXPECT_EQ(hash_fields(redis.port(), "{r:dave}"), (std::vector<std::string>{"2", "v"}))
+      << "dave's entry from c's last run is removed";
+  EXPECT_TRUE(await([&] { return a.routes().devices() == 2; })) << "c's set holds erin only, b's dave: "
+                                                                << a.routes().devices();
 }
 
 // A node whose entries another node removed (it was cut off from Redis long enough to count

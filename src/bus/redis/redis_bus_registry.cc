@@ -83,9 +83,11 @@ return 1
 )lua";
 
 // KEYS[1]: a user's registry hash. ARGV: 'x' (remove ARGV[2]'s entry if node ARGV[3] wrote
-// it: that node left the bus) or 'r' (write ARGV[3], "<node> <ms>", for ARGV[2] unless another
-// node's entry is there: this node is back on the bus), then now (ms). Returns {1 if it wrote
-// or removed, the entries unexpired before, after, the op's order}.
+// it: that node left the bus, or started a new run; and, when ARGV[5] is not 0, only if the
+// entry expires before ARGV[5] ms: written by the last run) or 'r' (write ARGV[3], "<node>
+// <ms>", for ARGV[2] unless another node's entry is there: this node is back on the bus), then
+// now (ms). Returns {1 if it wrote or removed, the entries unexpired before, after, the op's
+// order}.
 const std::string kRegistryMend = std::string(kCountEntries) + R"lua(
 local now = tonumber(ARGV[4])
 local order = next_order()
@@ -94,7 +96,9 @@ local v = redis.call('HGET', KEYS[1], ARGV[2])
 local owner = v and string.match(v, '^(%S+) ')
 local changed = 0
 if ARGV[1] == 'x' then
-  if owner == ARGV[3] then
+  local below = tonumber(ARGV[5]) or 0
+  local exp = v and tonumber(string.match(v, ' (%d+)$'))
+  if owner == ARGV[3] and (below == 0 or (exp and exp < below)) then
     redis.call('HDEL', KEYS[1], ARGV[2])
     changed = 1
   end
@@ -111,9 +115,14 @@ Counter& gone_metric = MetricsRegistry::global().counter(
     "tern_bus_nodes_gone_total", "nodes that left the bus (absent from its liveness lists for node_gone_after), as seen here");
 }  // namespace
 
+std::string RedisBus::entry_value() const {
+  const int64_t expiry = std::max(now_ms() + options_.registry_ttl.count(), run_start_expiry_ms_);
+  return options_.node_id + " " + std::to_string(expiry);
+}
+
 Result<RedisBus::Count> RedisBus::registry_count(char op, const DeviceRef& device) {
   const std::string key = registry_key(device.user), dev = std::to_string(device.device);
-  const std::string value = options_.node_id + " " + std::to_string(now_ms() + options_.registry_ttl.count());
+  const std::string value = entry_value();
   const std::string now = std::to_string(now_ms());
   const std::string mode(1, op);
   std::lock_guard lock(query_mu_);
@@ -131,10 +140,10 @@ Result<RedisBus::Count> RedisBus::registry_count(char op, const DeviceRef& devic
   return Count{static_cast<size_t>(a->element[0]->integer), static_cast<uint64_t>(a->element[1]->integer)};
 }
 
-void RedisBus::registry_mend(char op, const std::vector<DeviceRef>& devices, const std::string& node) {
-  const std::string value =
-      op == 'x' ? node : options_.node_id + " " + std::to_string(now_ms() + options_.registry_ttl.count());
-  const std::string code(1, op), now = std::to_string(now_ms());
+void RedisBus::registry_mend(char op, const std::vector<DeviceRef>& devices, const std::string& node,
+                             int64_t below_ms) {
+  const std::string value = op == 'x' ? node : entry_value();
+  const std::string code(1, op), now = std::to_string(now_ms()), below = std::to_string(below_ms);
   // One pipeline per slot for up to kChunk devices, all sent before any reply is read: a node
   // that held 50,000 connections costs 196 round trips, not 50,000, and the counts of the
   // attaches and detaches queued behind them on this thread wait that much less.
@@ -148,7 +157,7 @@ void RedisBus::registry_mend(char op, const std::vector<DeviceRef>& devices, con
       const std::string& key = owned.back();
       owned.push_back(std::to_string(devices[i].device));
       auto& [cmds, which] = by_slot[key_slot(key)];
-      cmds.push_back({"EVAL", kRegistryMend, "1", key, code, owned.back(), value, now});
+      cmds.push_back({"EVAL", kRegistryMend, "1", key, code, owned.back(), value, now, below});
       which.push_back(i);
     }
     std::vector<store::redis::SlotCommands> batches;
@@ -196,6 +205,27 @@ void RedisBus::gone(std::vector<DeviceRoutes::Gone> nodes, const std::vector<std
       spdlog::warn("event=bus_node_gone node={} devices={} removes_entries={}", g.node, g.devices.size(), mine);
       if (mine && !g.devices.empty()) counts_.push_back(CountOp{'x', {}, 0, nullptr, g.node, std::move(g.devices)});
     }
+  }
+  counts_cv_.notify_one();
+}
+
+void RedisBus::new_run(const std::string& node, int64_t start_expiry_ms) {
+  auto [it, first] = run_starts_.try_emplace(node, start_expiry_ms);
+  if (!first && it->second == start_expiry_ms) return;  // a roll call of a run seen before
+  it->second = start_expiry_ms;
+  // A node this one knew no devices of, or one that is not the first to mend: nothing to do.
+  // A node seen for the first time may be an old run's too (this one started after it): the
+  // bound keeps every entry its run wrote since, so that costs scripts, not entries.
+  std::vector<DeviceRef> devices = routes_.held_on(node);
+  if (devices.empty()) return;
+  const bool mine = routes_.first_live_except(node);
+  // A run seen before: the node died and started again (a first sighting is usually not).
+  spdlog::log(first ? spdlog::level::debug : spdlog::level::info,
+              "event=bus_node_new_run node={} devices={} removes_entries={}", node, devices.size(), mine);
+  if (!mine) return;
+  {
+    std::lock_guard lock(counts_mu_);
+    counts_.push_back(CountOp{'x', {}, 0, nullptr, node, std::move(devices), start_expiry_ms});
   }
   counts_cv_.notify_one();
 }
@@ -259,7 +289,7 @@ void RedisBus::counter() {
     }
     for (auto& op : ops) {
       if (op.op == 'x' || op.op == 'r') {
-        registry_mend(op.op, op.devices, op.node);
+        registry_mend(op.op, op.devices, op.node, op.below_ms);
         continue;
       }
       auto count = registry_count(op.op, op.device);
@@ -297,7 +327,7 @@ void RedisBus::registry_writes(const std::deque<std::pair<bool, DeviceRef>>& reg
                                std::deque<std::string>& owned,
                                std::map<uint16_t, std::vector<std::vector<std::string_view>>>& by_slot) {
   // In `owned`, as everything the views in `by_slot` name: they are sent after this returns.
-  owned.push_back(options_.node_id + " " + std::to_string(now_ms() + options_.registry_ttl.count()));
+  owned.push_back(entry_value());
   const std::string& value = owned.back();
   auto put = [&](const std::string& user, uint32_t device) {
     owned.push_back(registry_key(user));
