@@ -177,7 +177,9 @@ class Bus {
   virtual void set_request_sink(std::function<void(std::string payload, Respond respond)> sink) { (void)sink; }
   // This node is about to stop (SIGTERM): the other nodes should stop routing sends to it.
   // Returns how long it should go on serving their requests (those they sent before they
-  // learnt it) before it stops; zero where no other node routes to it. Blocking: call it on
+  // learnt it) before it stops; zero where no other node routes to it. The devices it
+  // detaches from then on may stay counted online until another node mends them (RedisBus:
+  // their users go `offline` only if they do not reconnect elsewhere). Blocking: call it on
   // a thread that may wait (the drain's), not on a loop.
   virtual std::chrono::milliseconds leave() { return {}; }
   // Stops cross-node delivery (its threads are joined; nothing reaches the sink afterwards);

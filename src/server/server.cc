@@ -192,13 +192,15 @@ void Server::shutdown() {
   if (admin_listener_) admin_listener_->stop_accepting();
   service_->begin_drain();
   stop_purge();
-  listener_->close_all(1001);
   // Give the close handshakes a moment (bounded), while the I/O threads keep running.
   std::thread([this] {
     // On Redis, other nodes may be forwarding sends here: they stop at their next look at who
     // is live, and until then this node answers what they send (the services refuse only
     // this node's own clients while draining), so no forwarded send waits out its timeout.
+    // Before the clients are closed: their devices' registry entries are then left for the
+    // other nodes to mend (RedisBus::leave), so a user who reconnects there stays online.
     const auto serve_until = std::chrono::steady_clock::now() + bus_->leave();
+    listener_->close_all(1001);
     for (int i = 0; i < 40 && listener_->connections() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     std::this_thread::sleep_until(serve_until);
     service_->stop();  // commits everything already queued

@@ -4,9 +4,9 @@
 // The only place that names concrete backends (RocksDbStore or RedisStore, LocalBus).
 //
 // Thread affinity: construct, start() and run() from the main thread. run() blocks until
-// SIGTERM/SIGINT, then drains: stop accepting, close WebSockets with 1001, tell the other
-// nodes this one is leaving (Bus::leave; on Redis) and serve what they forward meanwhile,
-// commit what is queued, flush the store.
+// SIGTERM/SIGINT, then drains: stop accepting, tell the other nodes this one is leaving
+// (Bus::leave; on Redis), close WebSockets with 1001, serve what the others forward
+// meanwhile, commit what is queued, flush the store.
 #pragma once
 #include <condition_variable>
 #include <memory>

@@ -1,11 +1,14 @@
 // Integration: a rolling restart on Redis (issue 10). An operator upgrades the nodes one at a
 // time with SIGTERM; the clients of the other nodes must not notice: a send that another node
 // forwards to the stopping node is answered (`sent`), never refused with `draining` (that
-// node's own clients are told that) and never left to wait out the request timeout.
+// node's own clients are told that) and never left to wait out the request timeout. Nor
+// does the stopping node's users' presence flap: a user whose device reconnects elsewhere is
+// never shown `offline`; one whose device does not come back is.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <map>
 #include <string>
 #include <thread>
@@ -76,6 +79,52 @@ TEST_F(RedisTest, ANodeStoppedWithSigtermLeavesNoForwardedSendWaiting) {
   EXPECT_GE(sent - sent_at_gone, 49);
   EXPECT_LE(metric(b_, bob, "tern_sends_forwarded_total") - forwarded_at_gone, 1);
   expect_log_matches(b_, bob, group, acked);
+}
+
+// A user whose device the stopping node closes (1001) and who reconnects to another node is
+// never shown `offline` to a subscriber on another node: the stopping node leaves the
+// registry entries of its devices for the others to mend (RedisBus::leave). A user whose
+// device does not come back is shown `offline`: here when node a is started again with the
+// same id (its new run's roll call), as a rolling restart does.
+TEST_F(RedisTest, ARollingRestartShowsNoOfflineForAUserWhoReconnectsElsewhere) {
+  Account alice, bob;
+  Device db, da;
+  ASSERT_NO_FATAL_FAILURE(bob_on_b_sees_alice_online_on_a(alice, bob, db, da));
+  Account carol = a_.api->must_register("carol");
+  a_.api->must_direct(carol.token, "bob");
+  ASSERT_TRUE(db.presence_subscribe({"carol"}));
+  std::vector<json::object> seen;  // every frame bob reads from here on
+  ASSERT_TRUE(db.read_until(presence_of("carol", false), ms(5000), &seen)) << dump_frames(seen);
+  Device dc(carol);
+  ASSERT_EQ(dc.connect(a_.server->port()), 101);
+  ASSERT_TRUE(dc.until_synced());
+  ASSERT_TRUE(db.read_until(presence_of("carol", true), ms(5000), &seen)) << dump_frames(seen);
+
+  auto stopped = std::async(std::launch::async, [&] { return a_.server->terminate(); });
+  ASSERT_TRUE(da.wait_closed(ms(10000))) << "node a did not close alice's connection";
+  EXPECT_EQ(da.close_code(), std::optional<uint16_t>(1001));
+  // Alice's app reconnects, through the load balancer, to node b: after node a has gone, so
+  // that every detach of its drain is done (a reconnect that wins the race with them hides
+  // the flap this test is about).
+  ASSERT_EQ(stopped.get(), 0) << a_.server->log_tail();
+  Device again(alice);
+  ASSERT_EQ(again.connect(b_.server->port()), 101);
+  ASSERT_TRUE(again.until_synced());
+  EXPECT_NE(a_.server->log_tail(100000).find("event=bus_leaving node=a other_nodes=1 keeps_entries=true"),
+            std::string::npos)
+      << a_.server->log_tail();
+  ASSERT_TRUE(a_.server->restart()) << a_.server->error();
+  auto off = db.read_until(presence_of("carol", false), ms(15000), &seen);
+  ASSERT_TRUE(off) << "carol, who did not come back, stayed online:\n" << dump_frames(seen);
+  // A message from alice after all that: every presence frame of the drain and the restart,
+  // which came a second and more before it, is in `seen` when bob has it.
+  const std::string conv = b_.api->must_direct(alice.token, "bob");
+  auto sent = again.send_wait(conv, "after-restart", "hi");
+  ASSERT_TRUE(sent && type_of(*sent) == "sent") << (sent ? dump(*sent) : "no answer");
+  ASSERT_TRUE(db.read_until("message", ms(5000), &seen)) << dump_frames(seen);
+  int alice_offline = 0;
+  for (const auto& f : seen) alice_offline += presence_of("alice", false)(f) ? 1 : 0;
+  EXPECT_EQ(alice_offline, 0) << "alice was shown offline while she reconnected:\n" << dump_frames(seen);
 }
 
 }  // namespace

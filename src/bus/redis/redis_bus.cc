@@ -181,7 +181,13 @@ std::chrono::milliseconds RedisBus::leave() {
     std::lock_guard lock(leaving_mu_);
     leaving_ = std::move(*conn);
   }
-  spdlog::info("event=bus_leaving node={} other_nodes={}", options_.node_id, others);
+  // Another node will mend the entries of this node's devices (a device that reconnects there
+  // overwrites its entry; one that does not is removed when this node's next run makes its
+  // roll call, or when this node counts as gone): keeping them spares the users whose
+  // devices reconnect elsewhere an `offline` and an `online` (presence of a rolling restart).
+  const bool keep = others > 0 && options_.route_devices;
+  keep_entries_.store(keep, std::memory_order_relaxed);
+  spdlog::info("event=bus_leaving node={} other_nodes={} keeps_entries={}", options_.node_id, others, keep);
   // Without send routing no node forwards here: nothing to serve.
   return others > 0 && options_.route_sends ? 2 * options_.node_check : std::chrono::milliseconds{};
 }
@@ -319,7 +325,9 @@ bool RedisBus::detach_here(const DeviceRef& device, const Endpoint* endpoint, si
     auto it = attached_.find({device.user, device.device});
     if (it == attached_.end() || it->second.endpoint != endpoint) return false;
     attached_.erase(it);
-    announce_locked(Target::kDetached, device);
+    // Leaving with its entries kept: the others' routes keep the device here too, so that the
+    // node that mends this node's entries (new_run, gone) finds it.
+    if (!keep_entries_.load(std::memory_order_relaxed)) announce_locked(Target::kDetached, device);
   }
   cv_.notify_one();
   return true;
@@ -670,7 +678,10 @@ void RedisBus::publisher() {
         rolled = true;
         last_roll_call = std::chrono::steady_clock::now();
       }
-      if (options_.route_devices && (rolled || owe_node_set_ || owe_resync)) {
+      // Leaving with its entries kept, this node sends no set: one without the devices it
+      // closed would drop them from the others' routes (leave()).
+      if (keep_entries_.load(std::memory_order_relaxed)) owe_node_set_ = false;
+      else if (options_.route_devices && (rolled || owe_node_set_ || owe_resync)) {
         std::vector<DeviceRef> here;
         here.reserve(attached_.size());
         for (const auto& [d, h] : attached_)

@@ -211,7 +211,10 @@ class RedisBus final : public Bus {
   // asked before. Returns twice node_check when another node is live (read on that
   // connection first) and sends are routed (zero otherwise, or when the connection could not
   // be made: then they learn it when the node's bus connection closes, as before). Open
-  // until stop().
+  // until stop(). When another node is live and devices are routed, the detaches from then on
+  // keep their registry entries and are not announced (keep_entries_), and no set is sent:
+  // the others mend them (a device that reconnects there overwrites its entry, and the rest
+  // are removed by new_run or gone()), so a user whose device reconnects is never `offline`.
   std::chrono::milliseconds leave() override;
   void stop() override;  // also run by the destructor
 
@@ -423,6 +426,7 @@ class RedisBus final : public Bus {
   std::optional<ChannelTarget> target_;  // guarded by target_mu_
   std::atomic<uint64_t> target_generation_{0};
   std::atomic<bool> refresh_wanted_{false};
+  std::atomic<bool> keep_entries_{false};  // leave(): detaches keep their entries (any thread)
 
   std::mutex mu_;
   std::condition_variable cv_;

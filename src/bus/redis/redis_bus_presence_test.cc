@@ -250,6 +250,50 @@ TEST(RedisBusGone, ANodeStartedAgainAtOnceHasTheEntriesOfItsLastRunRemoved) {
                                                                 << a.routes().devices();
 }
 
+// Node a stops with another node live (leave()): the detaches of its drain keep their
+// registry entries and are not announced, so alice, who reconnects to b, is never counted
+// offline, and nobody is reported offline at a's detaches. Carol, who does not come back, is
+// reported offline once a counts as gone (the same for a new run of a: new_run). Without
+// another node live the detaches remove their entries as before.
+TEST(RedisBusGone, ALeavingNodesDetachesLeaveTheirEntriesForTheOthersToMend) {
+  store::redis::testing::RedisServer redis;
+  ASSERT_TRUE(redis.start().ok());
+  auto a = std::make_unique<RedisBus>(quick(redis.port(), "a"));
+  RedisBus b{quick(redis.port(), "b")};
+  Changes on_b;
+  b.set_presence_change_sink(on_b.sink());
+  ASSERT_TRUE(a->start() && b.start());
+  auto alice = std::make_shared<Recorder>(), carol = std::make_shared<Recorder>();
+  a->attach(DeviceRef{"alice", 1}, alice);
+  a->attach(DeviceRef{"carol", 1}, carol);
+  ASSERT_TRUE(await([&] { return b.routes().devices() == 2 && b.routes().complete(); }));
+  EXPECT_GT(a->leave().count(), 0);
+  EXPECT_EQ(a->detach(DeviceRef{"alice", 1}, alice.get()), 1u) << "her entry stays: still counted";
+  EXPECT_EQ(a->detach(DeviceRef{"carol", 1}, carol.get()), 1u);
+  EXPECT_TRUE(b.online("alice"));
+  EXPECT_TRUE(b.online("carol"));
+  EXPECT_EQ(b.routes().devices(), 2u) << "b still places both on a, for the mend";
+  auto alice_on_b = std::make_shared<Recorder>();
+  EXPECT_EQ(b.attach(DeviceRef{"alice", 1}, alice_on_b), 1u);
+  a.reset();  // gone after node_gone_after
+
+  ASSERT_TRUE(await([&] { return !b.online("carol"); })) << "carol's kept entry was never removed";
+  ASSERT_TRUE(await([&] { return !on_b.get().empty(); }));
+  EXPECT_EQ(on_b.get(), (std::vector<std::pair<std::string, bool>>{{"carol", false}}));
+  EXPECT_TRUE(b.online("alice"));
+  EXPECT_EQ(hash_fields(redis.port(), "{r:carol}"), std::vector<std::string>{});
+
+  // Alone on the bus, a node's drain removes its entries at once.
+  RedisBus c{quick(redis.port(), "c")};
+  b.stop();
+  ASSERT_TRUE(c.start());
+  auto dave = std::make_shared<Recorder>();
+  c.attach(DeviceRef{"dave", 1}, dave);
+  EXPECT_EQ(c.leave().count(), 0);
+  EXPECT_EQ(c.detach(DeviceRef{"dave", 1}, dave.get()), 0u);
+  EXPECT_FALSE(c.online("dave"));
+}
+
 // A node whose entries another node removed (it was cut off from Redis long enough to count
 // as gone) writes them back when it is subscribed again, and reports the user online.
 TEST_F(RedisBusNodes, ANodeBackOnTheBusWritesBackTheEntriesRemovedMeanwhile) {

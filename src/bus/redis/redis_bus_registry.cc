@@ -250,7 +250,7 @@ void RedisBus::registry_later(bool attach, const DeviceRef& device) {
 
 size_t RedisBus::detach(const DeviceRef& device, const Endpoint* endpoint) {
   size_t n = 0;
-  const bool gone = detach_here(device, endpoint, n);
+  const bool gone = detach_here(device, endpoint, n) && !keep_entries_.load(std::memory_order_relaxed);
   auto count = registry_count(gone ? '-' : '=', device);
   if (count) return std::max(count->devices, n);
   if (gone) registry_later(false, device);
@@ -270,7 +270,8 @@ void RedisBus::attach_async(const DeviceRef& device, std::shared_ptr<Endpoint> e
 
 void RedisBus::detach_async(const DeviceRef& device, const Endpoint* endpoint, Counted counted) {
   size_t n = 0;
-  const bool gone = detach_here(device, endpoint, n);
+  // Leaving with its entries kept (leave()): counted, not removed.
+  const bool gone = detach_here(device, endpoint, n) && !keep_entries_.load(std::memory_order_relaxed);
   {
     std::lock_guard lock(counts_mu_);
     counts_.push_back(CountOp{gone ? '-' : '=', device, n, std::move(counted), {}, {}});
