@@ -136,7 +136,8 @@ struct RedisBusOptions {
   // without it) has left the bus: the registry entries of the devices this node's routes
   // place there are removed, and a user left with none is reported offline
   // (set_presence_change_sink). Longer than a node takes to subscribe again after a Redis
-  // restart or failover.
+  // restart or failover. Also how long after a node's new run is seen the entries of its
+  // last run are removed (RedisBus::new_run): the time its devices have to reconnect.
   std::chrono::milliseconds node_gone_after{5000};
 };
 
@@ -380,7 +381,8 @@ class RedisBus final : public Bus {
   // `node` made a roll call naming the start of its run (`start_expiry_ms`, its first entries'
   // expiry): if that is new here, the entries of the devices these routes hold there that
   // expire before it are from its last run (it died and was started again before it counted
-  // as gone): queued for removal ('x'), by the first live node other than it. Subscriber's loop.
+  // as gone, or it stopped for a restart and left them: leave()): queued for removal ('x'),
+  // node_gone_after from now, by the first live node other than it. Subscriber's loop.
   void new_run(const std::string& node, int64_t start_expiry_ms);
   // The publisher thread's registry writes of one turn (`reg`: writes and removals Redis
   // missed; `refresh`: this node's entries), added to its pipelines by slot; the strings the
@@ -463,6 +465,7 @@ class RedisBus final : public Bus {
     std::string node;  // 'x': the node that left
     std::vector<DeviceRef> devices;  // 'x', 'r': the devices whose entries are mended
     int64_t below_ms = 0;  // 'x': only entries that expire before it (0: all of `node`'s)
+    std::chrono::steady_clock::time_point not_before{};  // run no sooner (new_run's 'x')
   };
   std::mutex counts_mu_;
   std::condition_variable counts_cv_;

@@ -201,21 +201,17 @@ TEST(RedisBusGone, ANodeThatLeftHasItsDevicesEntriesRemovedAndItsUsersReportedOf
   EXPECT_EQ(hash_fields(redis.port(), "{r:dave}"), (std::vector<std::string>{"2", "v"}));
 }
 
-// Node c dies and a new run of it (same id) is on the bus again before node_gone_after (here
-// a minute: never), so no node counts it gone. Its roll call says when the new run started:
-// the first live node other than c removes the entries c's last run wrote (carol's; dave's
-// from c, not his from b) and reports carol offline, once. An entry the new run wrote (erin
+// Node c dies and a new run of it (same id) is on the bus again before node_gone_after, so
+// no node counts it gone (were one to, erin's new entry would go too). Its roll call says when
+// the new run started: node_gone_after later (the time its devices have to reconnect), the
+// first live node other than c removes the entries c's last run wrote (carol's; dave's from
+// c, not his from b) and reports carol offline, once. An entry the new run wrote (erin
 // connected to it again) is newer than that start and stays.
 TEST(RedisBusGone, ANodeStartedAgainAtOnceHasTheEntriesOfItsLastRunRemoved) {
   store::redis::testing::RedisServer redis;
   ASSERT_TRUE(redis.start().ok());
-  auto slow = [&](const char* node) {
-    RedisBusOptions o = quick(redis.port(), node);
-    o.node_gone_after = std::chrono::minutes(1);
-    return o;
-  };
-  RedisBus a{slow("a")}, b{slow("b")};
-  auto c = std::make_unique<RedisBus>(slow("c"));
+  RedisBus a{quick(redis.port(), "a")}, b{quick(redis.port(), "b")};
+  auto c = std::make_unique<RedisBus>(quick(redis.port(), "c"));
   Changes on_a, on_b;
   a.set_presence_change_sink(on_a.sink());
   b.set_presence_change_sink(on_b.sink());
@@ -230,12 +226,15 @@ TEST(RedisBusGone, ANodeStartedAgainAtOnceHasTheEntriesOfItsLastRunRemoved) {
       << a.routes().devices() << " " << b.routes().devices();
   ASSERT_TRUE(await([&] { return a.routes().complete() && b.routes().complete(); }));  // both have read a list
   c.reset();  // its entries stay
-  c = std::make_unique<RedisBus>(slow("c"));
+  c = std::make_unique<RedisBus>(quick(redis.port(), "c"));
   auto erin_again = std::make_shared<Recorder>();
   c->attach(DeviceRef{"erin", 1}, erin_again);  // before its roll call: the order is fixed
+  const auto started = std::chrono::steady_clock::now();  // before its roll call too
   ASSERT_TRUE(c->start());
 
   ASSERT_TRUE(await([&] { return !a.online("carol"); })) << "carol's entry from c's last run stayed";
+  EXPECT_GE(std::chrono::steady_clock::now() - started, quick(redis.port(), "a").node_gone_after)
+      << "removed before the devices had node_gone_after to reconnect";
   ASSERT_TRUE(await([&] { return on_a.get().size() + on_b.get().size() >= 1; }));
   auto all = on_a.get();
   auto more = on_b.get();

@@ -219,13 +219,17 @@ void RedisBus::new_run(const std::string& node, int64_t start_expiry_ms) {
   std::vector<DeviceRef> devices = routes_.held_on(node);
   if (devices.empty()) return;
   const bool mine = routes_.first_live_except(node);
-  // A run seen before: the node died and started again (a first sighting is usually not).
-  spdlog::log(first ? spdlog::level::debug : spdlog::level::info,
-              "event=bus_node_new_run node={} devices={} removes_entries={}", node, devices.size(), mine);
+  // Rare: a node's roll call comes when it starts, or is subscribed again after a loss.
+  spdlog::info("event=bus_node_new_run node={} devices={} removes_entries={}", node, devices.size(), mine);
   if (!mine) return;
+  // Not at once: the devices of a node stopped for a restart (leave()) are reconnecting
+  // elsewhere, and one that is back within node_gone_after (as for a node that does not come
+  // back) has overwritten its entry by then, so its user is never shown offline.
+  CountOp op{'x', {}, 0, nullptr, node, std::move(devices), start_expiry_ms};
+  op.not_before = std::chrono::steady_clock::now() + options_.node_gone_after;
   {
     std::lock_guard lock(counts_mu_);
-    counts_.push_back(CountOp{'x', {}, 0, nullptr, node, std::move(devices), start_expiry_ms});
+    counts_.push_back(std::move(op));
   }
   counts_cv_.notify_one();
 }
@@ -281,14 +285,37 @@ void RedisBus::detach_async(const DeviceRef& device, const Endpoint* endpoint, C
 
 void RedisBus::counter() {
   std::deque<CountOp> ops;
+  // Ops whose not_before is ahead (new_run's mends). Their order against the ops queued
+  // meanwhile does not matter: an 'x' touches only another node's entries, older than its bound.
+  std::vector<CountOp> held;
   for (;;) {
     {
       std::unique_lock lock(counts_mu_);
-      counts_cv_.wait(lock, [&] { return counts_stopping_ || !counts_.empty(); });
+      const auto ready = [&] { return counts_stopping_ || !counts_.empty(); };
+      if (held.empty()) {
+        counts_cv_.wait(lock, ready);
+      } else {
+        auto next = held.front().not_before;
+        for (const CountOp& op : held) next = std::min(next, op.not_before);
+        counts_cv_.wait_until(lock, next, ready);
+      }
       if (counts_stopping_) return;
       ops.swap(counts_);
     }
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = held.begin(); it != held.end();) {
+      if (it->not_before > now) {
+        ++it;
+        continue;
+      }
+      ops.push_back(std::move(*it));
+      it = held.erase(it);
+    }
     for (auto& op : ops) {
+      if (op.not_before > now) {
+        held.push_back(std::move(op));
+        continue;
+      }
       if (op.op == 'x' || op.op == 'r') {
         registry_mend(op.op, op.devices, op.node, op.below_ms);
         continue;
