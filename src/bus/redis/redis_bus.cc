@@ -182,9 +182,9 @@ std::chrono::milliseconds RedisBus::leave() {
     leaving_ = std::move(*conn);
   }
   // Another node will mend the entries of this node's devices (a device that reconnects there
-  // overwrites its entry; one that does not is removed when this node's next run makes its
-  // roll call, or when this node counts as gone): keeping them spares the users whose
-  // devices reconnect elsewhere an `offline` and an `online` (presence of a rolling restart).
+  // overwrites its entry; one that does not is removed node_gone_after after this node's next
+  // run makes its roll call, or when this node counts as gone): keeping them spares the users
+  // whose devices reconnect elsewhere an `offline` and an `online` (a rolling restart).
   const bool keep = others > 0 && options_.route_devices;
   keep_entries_.store(keep, std::memory_order_relaxed);
   spdlog::info("event=bus_leaving node={} other_nodes={} keeps_entries={}", options_.node_id, others, keep);
