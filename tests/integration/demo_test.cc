@@ -2,8 +2,10 @@
 // it but on free loopback ports: one redis-server or a Redis Cluster of 3 masters + 3 replicas
 // (`start --redis-cluster`), three ternd nodes on it, Debian's HAProxy in front. A resumable
 // upload goes through the load balancer chunk by chunk, two devices connected through it land
-// on different nodes, a message sent on one node reaches the device on the other live, and
-// `stop` ends every process it started. The script, haproxy.cfg and the build's ternd are the real ones.
+// on different nodes, a message sent on one node reaches the device on the other live, a
+// client reconnecting through HAProxy right after the idle node is SIGKILLed is not refused
+// (haproxy.cfg's redispatch), and `stop` ends every process it started. The script,
+// haproxy.cfg and the build's ternd are the real ones.
 #include <gtest/gtest.h>
 
 #include <sys/socket.h>
@@ -12,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -116,6 +119,13 @@ class Demo {
     }
     return up;
   }
+  // A node's pid, from the script's pid file (0 if there is none).
+  pid_t node_pid(size_t i) const {
+    std::ifstream in(dir_ + "/cluster/n" + std::to_string(i + 1) + ".pid");
+    long pid = 0;
+    in >> pid;
+    return static_cast<pid_t>(pid);
+  }
   std::string log(const std::string& verb) const {
     std::ifstream in(dir_ + "/" + verb + ".log");
     std::stringstream ss;
@@ -198,6 +208,24 @@ TEST_P(DeployDemo, ThreeNodesBehindHAProxyDeliverAcrossNodesAndStopEndsThem) {
   ASSERT_FALSE(got.empty());
   EXPECT_EQ(seq_of(got.back()), seq);
   EXPECT_EQ(unb64(jstr(got.back(), "body")), "across the nodes") << dump(got.back());
+
+  // The node without a connection dies. Until HAProxy's checks take it out of rotation (two
+  // failed checks 1 s apart), leastconn picks it first for every new connection (it has the
+  // fewest): HAProxy retries each refused connect on another node (`option redispatch 1`), so
+  // a client that reconnects through the load balancer at once is not refused.
+  size_t dead = 3;
+  for (size_t i = 0; i < 3; ++i)
+    if (metric_at(demo.node_port(i), a, "tern_connections") == 0) dead = i;
+  ASSERT_LT(dead, 3u) << "every node holds a connection";
+  const pid_t pid = demo.node_pid(dead);
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  ASSERT_TRUE(eventually([&] { return Api(demo.node_port(dead)).healthz().status == 0; }, std::chrono::milliseconds(5000)));
+  for (int i = 0; i < 3; ++i) {
+    Device again(a);
+    EXPECT_TRUE(again.connect_synced(demo.lb_port())) << "reconnect " << i << " through the load balancer";
+  }
+  EXPECT_EQ(demo.servers_up(), 3) << "HAProxy took the dead node out before the reconnects: they tested nothing";
 
   da.close();
   db.close();
