@@ -147,39 +147,51 @@ RedisBusOptions quick(uint16_t port, const char* node) {
   return o;
 }
 
+// Nodes a, b and c (quick()) on one redis-server, started, with a's and b's presence changes
+// recorded; c may be dropped and built again (a node that dies, or starts a new run). The
+// buses are declared last: they go first, before the sinks they call and their Redis.
+struct ThreeNodes {
+  store::redis::testing::RedisServer redis;
+  Changes on_a, on_b;
+  std::unique_ptr<RedisBus> a, b, c;
+  void start() {
+    ASSERT_TRUE(redis.start().ok());
+    a = std::make_unique<RedisBus>(quick(redis.port(), "a"));
+    b = std::make_unique<RedisBus>(quick(redis.port(), "b"));
+    c = std::make_unique<RedisBus>(quick(redis.port(), "c"));
+    a->set_presence_change_sink(on_a.sink());
+    b->set_presence_change_sink(on_b.sink());
+    ASSERT_TRUE(a->start() && b->start() && c->start());
+  }
+};
+
 // Node c leaves the bus without detaching anything (as a SIGKILLed node does): once it has been
 // absent from the liveness lists for node_gone_after, the registry entries of its devices are
 // removed (by the first live node, in pipelines of 256), and a user left with no device
 // anywhere is reported offline, once in all; a user with a device on another node is not.
 TEST(RedisBusGone, ANodeThatLeftHasItsDevicesEntriesRemovedAndItsUsersReportedOffline) {
-  store::redis::testing::RedisServer redis;
-  ASSERT_TRUE(redis.start().ok());
-  RedisBus a{quick(redis.port(), "a")}, b{quick(redis.port(), "b")};
-  auto c = std::make_unique<RedisBus>(quick(redis.port(), "c"));
-  Changes on_a, on_b;
-  a.set_presence_change_sink(on_a.sink());
-  b.set_presence_change_sink(on_b.sink());
-  ASSERT_TRUE(a.start() && b.start() && c->start());
+  ThreeNodes n;
+  ASSERT_NO_FATAL_FAILURE(n.start());
   auto carol = std::make_shared<Recorder>(), dave1 = std::make_shared<Recorder>(), dave2 = std::make_shared<Recorder>();
-  c->attach(DeviceRef{"carol", 1}, carol);
-  c->attach(DeviceRef{"dave", 1}, dave1);
-  b.attach(DeviceRef{"dave", 2}, dave2);
+  n.c->attach(DeviceRef{"carol", 1}, carol);
+  n.c->attach(DeviceRef{"dave", 1}, dave1);
+  n.b->attach(DeviceRef{"dave", 2}, dave2);
   // More than one pipeline's worth (256) of devices, on many slots.
   std::vector<std::shared_ptr<Recorder>> many;
   for (int i = 0; i < 300; ++i) {
     many.push_back(std::make_shared<Recorder>());
-    c->attach(DeviceRef{"u" + std::to_string(i), 1}, many.back());
+    n.c->attach(DeviceRef{"u" + std::to_string(i), 1}, many.back());
   }
-  ASSERT_TRUE(await([&] { return a.routes().devices() == 303 && b.routes().devices() == 302; }))
-      << a.routes().devices() << " " << b.routes().devices();
-  ASSERT_TRUE(a.online("carol"));
-  c.reset();  // stops its threads and closes its connections; its entries stay
+  ASSERT_TRUE(await([&] { return n.a->routes().devices() == 303 && n.b->routes().devices() == 302; }))
+      << n.a->routes().devices() << " " << n.b->routes().devices();
+  ASSERT_TRUE(n.a->online("carol"));
+  n.c.reset();  // stops its threads and closes its connections; its entries stay
 
-  ASSERT_TRUE(await([&] { return !a.online("carol"); })) << "carol's entry outlived her node";
+  ASSERT_TRUE(await([&] { return !n.a->online("carol"); })) << "carol's entry outlived her node";
   std::vector<std::pair<std::string, bool>> all;
   ASSERT_TRUE(await([&] {
-    all = on_a.get();
-    auto more = on_b.get();
+    all = n.on_a.get();
+    auto more = n.on_b.get();
     all.insert(all.end(), more.begin(), more.end());
     return all.size() >= 301;
   })) << all.size();
@@ -188,17 +200,17 @@ TEST(RedisBusGone, ANodeThatLeftHasItsDevicesEntriesRemovedAndItsUsersReportedOf
   for (int i = 0; i < 300; ++i) expected.emplace_back("u" + std::to_string(i), false);
   std::sort(expected.begin(), expected.end());
   EXPECT_EQ(all, expected) << "each user once, dave not (his device on b stays)";
-  EXPECT_FALSE(a.online("u0"));
-  EXPECT_FALSE(a.online("u299"));
-  EXPECT_TRUE(a.online("dave")) << "dave's device on b stays";
+  EXPECT_FALSE(n.a->online("u0"));
+  EXPECT_FALSE(n.a->online("u299"));
+  EXPECT_TRUE(n.a->online("dave")) << "dave's device on b stays";
   // Each reported change carries its order (Bus::Counted), for the receivers' Presence.
-  for (Changes* on : {&on_a, &on_b}) {
+  for (Changes* on : {&n.on_a, &n.on_b}) {
     std::lock_guard lock(on->mu);
     for (uint64_t order : on->orders) EXPECT_GT(order, 0u);
   }
   // Dave's entry from c is gone too (a device of c), without a presence change; besides his
   // entry from b, his hash holds the field of the order ('v').
-  EXPECT_EQ(hash_fields(redis.port(), "{r:dave}"), (std::vector<std::string>{"2", "v"}));
+  EXPECT_EQ(hash_fields(n.redis.port(), "{r:dave}"), (std::vector<std::string>{"2", "v"}));
 }
 
 // Node c dies and a new run of it (same id) is on the bus again before node_gone_after, so
@@ -208,45 +220,39 @@ TEST(RedisBusGone, ANodeThatLeftHasItsDevicesEntriesRemovedAndItsUsersReportedOf
 // c, not his from b) and reports carol offline, once. An entry the new run wrote (erin
 // connected to it again) is newer than that start and stays.
 TEST(RedisBusGone, ANodeStartedAgainAtOnceHasTheEntriesOfItsLastRunRemoved) {
-  store::redis::testing::RedisServer redis;
-  ASSERT_TRUE(redis.start().ok());
-  RedisBus a{quick(redis.port(), "a")}, b{quick(redis.port(), "b")};
-  auto c = std::make_unique<RedisBus>(quick(redis.port(), "c"));
-  Changes on_a, on_b;
-  a.set_presence_change_sink(on_a.sink());
-  b.set_presence_change_sink(on_b.sink());
-  ASSERT_TRUE(a.start() && b.start() && c->start());
+  ThreeNodes n;
+  ASSERT_NO_FATAL_FAILURE(n.start());
   auto carol = std::make_shared<Recorder>(), dave1 = std::make_shared<Recorder>(), dave2 = std::make_shared<Recorder>(),
        erin = std::make_shared<Recorder>();
-  c->attach(DeviceRef{"carol", 1}, carol);
-  c->attach(DeviceRef{"dave", 1}, dave1);
-  c->attach(DeviceRef{"erin", 1}, erin);
-  b.attach(DeviceRef{"dave", 2}, dave2);
-  ASSERT_TRUE(await([&] { return a.routes().devices() == 4 && b.routes().devices() == 3; }))
-      << a.routes().devices() << " " << b.routes().devices();
-  ASSERT_TRUE(await([&] { return a.routes().complete() && b.routes().complete(); }));  // both have read a list
-  c.reset();  // its entries stay
-  c = std::make_unique<RedisBus>(quick(redis.port(), "c"));
+  n.c->attach(DeviceRef{"carol", 1}, carol);
+  n.c->attach(DeviceRef{"dave", 1}, dave1);
+  n.c->attach(DeviceRef{"erin", 1}, erin);
+  n.b->attach(DeviceRef{"dave", 2}, dave2);
+  ASSERT_TRUE(await([&] { return n.a->routes().devices() == 4 && n.b->routes().devices() == 3; }))
+      << n.a->routes().devices() << " " << n.b->routes().devices();
+  ASSERT_TRUE(await([&] { return n.a->routes().complete() && n.b->routes().complete(); }));  // both have read a list
+  n.c.reset();  // its entries stay
+  n.c = std::make_unique<RedisBus>(quick(n.redis.port(), "c"));
   auto erin_again = std::make_shared<Recorder>();
-  c->attach(DeviceRef{"erin", 1}, erin_again);  // before its roll call: the order is fixed
+  n.c->attach(DeviceRef{"erin", 1}, erin_again);  // before its roll call: the order is fixed
   const auto started = std::chrono::steady_clock::now();  // before its roll call too
-  ASSERT_TRUE(c->start());
+  ASSERT_TRUE(n.c->start());
 
-  ASSERT_TRUE(await([&] { return !a.online("carol"); })) << "carol's entry from c's last run stayed";
-  EXPECT_GE(std::chrono::steady_clock::now() - started, quick(redis.port(), "a").node_gone_after)
+  ASSERT_TRUE(await([&] { return !n.a->online("carol"); })) << "carol's entry from c's last run stayed";
+  EXPECT_GE(std::chrono::steady_clock::now() - started, quick(n.redis.port(), "a").node_gone_after)
       << "removed before the devices had node_gone_after to reconnect";
-  ASSERT_TRUE(await([&] { return on_a.get().size() + on_b.get().size() >= 1; }));
-  auto all = on_a.get();
-  auto more = on_b.get();
+  ASSERT_TRUE(await([&] { return n.on_a.get().size() + n.on_b.get().size() >= 1; }));
+  auto all = n.on_a.get();
+  auto more = n.on_b.get();
   all.insert(all.end(), more.begin(), more.end());
   EXPECT_EQ(all, (std::vector<std::pair<std::string, bool>>{{"carol", false}}));
-  EXPECT_FALSE(on_a.get().empty()) << "a, first by name, removes them";
-  EXPECT_TRUE(a.online("erin")) << "the new run's entry stays";
-  EXPECT_TRUE(a.online("dave"));
-  EXPECT_EQ(hash_fields(redis.port(), "{r:dave}"), (std::vector<std::string>{"2", "v"}))
+  EXPECT_FALSE(n.on_a.get().empty()) << "a, first by name, removes them";
+  EXPECT_TRUE(n.a->online("erin")) << "the new run's entry stays";
+  EXPECT_TRUE(n.a->online("dave"));
+  EXPECT_EQ(hash_fields(n.redis.port(), "{r:dave}"), (std::vector<std::string>{"2", "v"}))
       << "dave's entry from c's last run is removed";
-  EXPECT_TRUE(await([&] { return a.routes().devices() == 2; })) << "c's set holds erin only, b's dave: "
-                                                                << a.routes().devices();
+  EXPECT_TRUE(await([&] { return n.a->routes().devices() == 2; })) << "c's set holds erin only, b's dave: "
+                                                                << n.a->routes().devices();
 }
 
 // Node a stops with another node live (leave()): the detaches of its drain keep their
