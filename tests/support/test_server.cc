@@ -226,6 +226,15 @@ int TestServer::terminate(std::chrono::milliseconds deadline) {
   return r;
 }
 
+bool TestServer::await_log(const std::string& text, std::chrono::milliseconds deadline) const {
+  const auto until = std::chrono::steady_clock::now() + deadline;
+  for (;;) {
+    if (log_tail(std::string::npos).find(text) != std::string::npos) return true;
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
 std::string TestServer::log_tail(size_t max_bytes) const {
   if (root_.empty()) return {};
   std::string all = "--- ternd stdout ---\n" + read_file(root_ + "/stdout.log") + "--- ternd stderr ---\n" +

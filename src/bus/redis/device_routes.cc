@@ -162,8 +162,14 @@ std::vector<DeviceRef> DeviceRoutes::held_on(const std::string& node) const {
 bool DeviceRoutes::first_live_except(const std::string& node) const {
   std::shared_lock lock(mu_);
   for (size_t i = 0; i < nodes_.size(); ++i)
-    if (nodes_[i].live && names_[i] != node && names_[i] < self_) return false;
+    if (nodes_[i].live && !nodes_[i].leaving && names_[i] != node && names_[i] < self_) return false;
   return true;
+}
+
+void DeviceRoutes::set_leaving(const std::vector<std::string>& leaving) {
+  std::unique_lock lock(mu_);
+  for (size_t i = 0; i < nodes_.size(); ++i)
+    nodes_[i].leaving = std::binary_search(leaving.begin(), leaving.end(), names_[i]);
 }
 
 std::vector<DeviceRoutes::Gone> DeviceRoutes::set_live(const std::vector<std::string>& live, Clock::time_point now) {

@@ -76,10 +76,13 @@ class DeviceRoutes {
   void forget(const std::string& node);
   // The devices this view holds on `node` (a node that started a new run: RedisBus).
   std::vector<DeviceRef> held_on(const std::string& node) const;
-  // No live node other than `node` sorts before this one: the one that mends the registry
-  // for `node` (RedisBus::new_run). Before this node has read a list (just started or
-  // subscribed again), two nodes may both answer true: the mend is idempotent.
+  // No live node other than `node` and not leaving sorts before this one: the one that mends
+  // the registry for `node` (RedisBus::new_run). Before this node has read a list (just
+  // started or subscribed again), two nodes may both answer true: the mend is idempotent.
   bool first_live_except(const std::string& node) const;
+  // The nodes that are stopping (their leave() marker is in the last list, sorted): still
+  // live and holding devices, but no longer the ones to mend another node's entries.
+  void set_leaving(const std::vector<std::string>& leaving);
   // A node gone from the lists for gone_after, and the devices this view held there.
   struct Gone {
     std::string node;
@@ -105,6 +108,7 @@ class DeviceRoutes {
     bool has_set = false;  // its set arrived since the last reset / forget
     bool live = false;     // in the last live list, or heard from since
     bool knows_missed = false;  // its last set said so
+    bool leaving = false;  // in the last set_leaving
     Clock::time_point seen{};  // last in a live list or heard from
     Clock::time_point absent_since{};  // the first list without it since (zero: in the last one)
     bool gone_told = false;  // set_live returned it since it was last live

@@ -210,7 +210,7 @@ TEST(DeviceRoutes, ANodeAbsentFromTheListsForGoneAfterIsReturnedOnceWithItsDevic
 
 // A node that made a roll call with a new run keeps its pairs until its set comes (held_on
 // names them for RedisBus::new_run), and the node that mends for it is the first live one by
-// name other than it.
+// name other than it that is not leaving.
 TEST(DeviceRoutes, ANewRunsDevicesAreHeldUntilItsSetAndTheFirstOtherLiveNodeMends) {
   DeviceRoutes n2("n2", 30s, 5s), n3("n3", 30s, 5s);
   const auto t0 = DeviceRoutes::Clock::now();
@@ -225,6 +225,10 @@ TEST(DeviceRoutes, ANewRunsDevicesAreHeldUntilItsSetAndTheFirstOtherLiveNodeMend
   EXPECT_EQ(held, (std::vector<DeviceRef>{{"bob", 1}, {"carol", 2}}));
   EXPECT_TRUE(n2.first_live_except("n1")) << "n1 itself does not count";
   EXPECT_FALSE(n3.first_live_except("n1")) << "n2 is live and first";
+  n3.set_leaving({"n2"});
+  EXPECT_TRUE(n3.first_live_except("n1")) << "n2 is stopping (leave()): n3 mends";
+  n3.set_leaving({});
+  EXPECT_FALSE(n3.first_live_except("n1")) << "the next list without its marker";
   EXPECT_TRUE(n3.set_live({"n1", "n3"}, t0 + 1s).empty());
   EXPECT_TRUE(n3.first_live_except("n1")) << "n2 is not live any more";
   n2.replace("n1", {}, t0 + 1s);  // its set: nothing

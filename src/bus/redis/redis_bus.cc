@@ -630,12 +630,15 @@ void RedisBus::heartbeat(RedisCluster& conn) {
   const std::string_view list((*r)->str, (*r)->len);
   std::vector<std::string> live = live_nodes_from_client_list(list);
   live_nodes_metric.set(static_cast<int64_t>(live.size()));
-  gone(routes_.set_live(live), live);
-  note_routes_complete();
+  auto gone_nodes = routes_.set_live(live);
   // A stopping node (leave()) still holds its devices until they reconnect elsewhere, so the
-  // routes keep it; it only owns no conversation any more.
+  // routes keep it; it only owns no conversation any more, and mends no other node's entries
+  // (it may exit before a mend is done).
   const std::vector<std::string> leaving = leaving_nodes_from_client_list(list);
+  routes_.set_leaving(leaving);
   std::erase_if(live, [&](const std::string& n) { return std::binary_search(leaving.begin(), leaving.end(), n); });
+  gone(std::move(gone_nodes), live);
+  note_routes_complete();
   ring_.set_live(std::move(live));
 }
 

@@ -374,16 +374,27 @@ class RedisBus final : public Bus {
   // wrote it and, when `below_ms` is not 0, it expires before that; 'r': writes this node's
   // entry unless another node's is there (back on the bus). Pipelined. Reports each presence
   // change it made (presence_change_sink_). Counter thread.
-  void registry_mend(char op, const std::vector<DeviceRef>& devices, const std::string& node, int64_t below_ms = 0);
+  // Returns false if Redis could not be reached for every device (the rest are not mended).
+  bool registry_mend(char op, const std::vector<DeviceRef>& devices, const std::string& node, int64_t below_ms = 0);
   // Queues the 'x' op of the devices of nodes that left the bus, if this node is the first of
-  // the `live` ones (publisher thread).
+  // the `live` ones (not leaving; publisher thread).
   void gone(std::vector<DeviceRoutes::Gone> nodes, const std::vector<std::string>& live);
   // `node` made a roll call naming the start of its run (`start_expiry_ms`, its first entries'
   // expiry): if that is new here, the entries of the devices these routes hold there that
   // expire before it are from its last run (it died and was started again before it counted
   // as gone, or it stopped for a restart and left them: leave()): queued for removal ('x'),
-  // node_gone_after from now, by the first live node other than it. Subscriber's loop.
+  // node_gone_after from now (mend_run). Every node that sees it queues it, so that the mend
+  // outlives the node that would make it. Subscriber's loop.
   void new_run(const std::string& node, int64_t start_expiry_ms);
+  // A new run's mend, due (counter thread): made here if this node is the first live one
+  // other than op.node and not leaving, and no node has marked it done (kRunMendedKey); then
+  // marked done. Returns false to be asked again later: another node is first (it may stop
+  // before it is done: then this one takes over), or Redis was away.
+  struct CountOp;
+  bool mend_run(const CountOp& op);
+  // The key that says up to which run start (a value of new_run's) `node`'s entries were
+  // mended: the nodes that are not first read it before taking a mend over.
+  static std::string run_mended_key(const std::string& node) { return "tern:mended:{" + node + "}"; }
   // The publisher thread's registry writes of one turn (`reg`: writes and removals Redis
   // missed; `refresh`: this node's entries), added to its pipelines by slot; the strings the
   // views name go into `owned`. In redis_bus_registry.cc, with the rest of the registry.
@@ -466,6 +477,7 @@ class RedisBus final : public Bus {
     std::vector<DeviceRef> devices;  // 'x', 'r': the devices whose entries are mended
     int64_t below_ms = 0;  // 'x': only entries that expire before it (0: all of `node`'s)
     std::chrono::steady_clock::time_point not_before{};  // run no sooner (new_run's 'x')
+    std::chrono::steady_clock::time_point until{};  // new_run's 'x': asked again until then
   };
   std::mutex counts_mu_;
   std::condition_variable counts_cv_;

@@ -255,6 +255,38 @@ TEST(RedisBusGone, ANodeStartedAgainAtOnceHasTheEntriesOfItsLastRunRemoved) {
                                                                 << n.a->routes().devices();
 }
 
+// As above, but a, the node first by name that holds the mend of c's last run, stops (a
+// rolling restart moving on) before the mend is due: b takes it over once a is leaving or
+// gone, so carol is still reported offline, once, and not left online until her entry expires
+// (registry_ttl, 30 s) with no change reported at all.
+TEST(RedisBusGone, TheMendOfANewRunIsTakenOverWhenTheNodeHoldingItStops) {
+  ThreeNodes n;
+  ASSERT_NO_FATAL_FAILURE(n.start());
+  auto carol = std::make_shared<Recorder>(), erin = std::make_shared<Recorder>();
+  n.c->attach(DeviceRef{"carol", 1}, carol);
+  n.c->attach(DeviceRef{"erin", 1}, erin);
+  ASSERT_TRUE(await([&] { return n.a->routes().devices() == 2 && n.b->routes().devices() == 2; }));
+  ASSERT_TRUE(await([&] { return n.a->routes().complete() && n.b->routes().complete(); }));
+  n.c.reset();  // its entries stay
+  n.c = std::make_unique<RedisBus>(quick(n.redis.port(), "c"));
+  auto erin_again = std::make_shared<Recorder>();
+  n.c->attach(DeviceRef{"erin", 1}, erin_again);
+  const auto started = std::chrono::steady_clock::now();
+  ASSERT_TRUE(n.c->start());
+  // c's set (erin alone) follows its roll call: once both hold it, both have seen the new run.
+  ASSERT_TRUE(await([&] { return n.a->routes().devices() == 1 && n.b->routes().devices() == 1; }));
+  ASSERT_LT(std::chrono::steady_clock::now() - started, quick(n.redis.port(), "a").node_gone_after)
+      << "too slow to stop a before its mend was due: the test would prove nothing";
+  EXPECT_GT(n.a->leave().count(), 0);
+  n.a.reset();
+
+  ASSERT_TRUE(await([&] { return !n.on_b.get().empty(); })) << "nobody mended c's last run";
+  EXPECT_EQ(n.on_b.get(), (std::vector<std::pair<std::string, bool>>{{"carol", false}}));
+  EXPECT_EQ(hash_fields(n.redis.port(), "{r:carol}"), std::vector<std::string>{});
+  EXPECT_TRUE(n.b->online("erin")) << "the new run's entry stays";
+  EXPECT_TRUE(n.on_a.get().empty()) << "a stopped before its mend was due";
+}
+
 // Node a stops with another node live (leave()): the detaches of its drain keep their
 // registry entries and are not announced, so alice, who reconnects to b, is never counted
 // offline, and nobody is reported offline at a's detaches. Carol, who does not come back, is

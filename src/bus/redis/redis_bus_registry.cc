@@ -140,7 +140,7 @@ Result<RedisBus::Count> RedisBus::registry_count(char op, const DeviceRef& devic
   return Count{static_cast<size_t>(a->element[0]->integer), static_cast<uint64_t>(a->element[1]->integer)};
 }
 
-void RedisBus::registry_mend(char op, const std::vector<DeviceRef>& devices, const std::string& node,
+bool RedisBus::registry_mend(char op, const std::vector<DeviceRef>& devices, const std::string& node,
                              int64_t below_ms) {
   const std::string value = op == 'x' ? node : entry_value();
   const std::string code(1, op), now = std::to_string(now_ms()), below = std::to_string(below_ms);
@@ -167,12 +167,12 @@ void RedisBus::registry_mend(char op, const std::vector<DeviceRef>& devices, con
       std::lock_guard lock(query_mu_);
       if (!query_) {
         auto c = RedisCluster::open(cluster_options(options_.command_timeout));
-        if (!c) return;  // the entries expire by themselves (x) or are written at the next connect (r)
+        if (!c) return false;  // the entries expire by themselves (x) or are written at the next connect (r)
         query_ = std::move(c).value();
       }
       r = query_->run_many(batches);
     }
-    if (!r) return;
+    if (!r) return false;
     size_t b = 0;
     for (auto& [slot, part] : by_slot) {
       const auto& replies = (*r)[b++];
@@ -190,13 +190,14 @@ void RedisBus::registry_mend(char op, const std::vector<DeviceRef>& devices, con
       }
     }
   }
+  return true;
 }
 
 void RedisBus::gone(std::vector<DeviceRoutes::Gone> nodes, const std::vector<std::string>& live) {
   if (nodes.empty()) return;
-  // Every node sees a node leave; one removes its entries: the first live one by name (a
-  // node not in the list, its own subscription lost, leaves it to the others). Were two to
-  // disagree for a moment, both would: the script removes an entry once.
+  // Every node sees a node leave; one removes its entries: the first live one by name that is
+  // not leaving (a node not in the list, its own subscription lost, leaves it to the others).
+  // Were two to disagree for a moment, both would: the script removes an entry once.
   const bool mine = !live.empty() && live.front() == options_.node_id;
   {
     std::lock_guard lock(counts_mu_);
@@ -213,25 +214,62 @@ void RedisBus::new_run(const std::string& node, int64_t start_expiry_ms) {
   auto [it, first] = run_starts_.try_emplace(node, start_expiry_ms);
   if (!first && it->second == start_expiry_ms) return;  // a roll call of a run seen before
   it->second = start_expiry_ms;
-  // A node this one knew no devices of, or one that is not the first to mend: nothing to do.
-  // A node seen for the first time may be an old run's too (this one started after it): the
-  // bound keeps every entry its run wrote since, so that costs scripts, not entries.
+  // A node this one knew no devices of: nothing to do. A node seen for the first time may be
+  // an old run's too (this one started after it): the bound keeps every entry its run wrote
+  // since, so that costs scripts, not entries.
   std::vector<DeviceRef> devices = routes_.held_on(node);
   if (devices.empty()) return;
-  const bool mine = routes_.first_live_except(node);
   // Rare: a node's roll call comes when it starts, or is subscribed again after a loss.
-  spdlog::info("event=bus_node_new_run node={} devices={} removes_entries={}", node, devices.size(), mine);
-  if (!mine) return;
+  spdlog::info("event=bus_node_new_run node={} devices={}", node, devices.size());
   // Not at once: the devices of a node stopped for a restart (leave()) are reconnecting
   // elsewhere, and one that is back within node_gone_after (as for a node that does not come
-  // back) has overwritten its entry by then, so its user is never shown offline.
+  // back) has overwritten its entry by then, so its user is never shown offline. Queued on
+  // every node, made by one (mend_run): the one first by name may itself stop within that
+  // time (a rolling restart moving on to it).
   CountOp op{'x', {}, 0, nullptr, node, std::move(devices), start_expiry_ms};
   op.not_before = std::chrono::steady_clock::now() + options_.node_gone_after;
+  // Then the last run's entries have all expired, and a mend would only report the offline.
+  op.until = op.not_before + 2 * options_.registry_ttl;
   {
     std::lock_guard lock(counts_mu_);
     counts_.push_back(std::move(op));
   }
   counts_cv_.notify_one();
+}
+
+bool RedisBus::mend_run(const CountOp& op) {
+  const bool late = std::chrono::steady_clock::now() >= op.until;
+  {
+    std::lock_guard lock(leaving_mu_);
+    if (leaving_) return true;  // stopping: the others take it over once they see it leaving
+  }
+  const std::string key = run_mended_key(op.node);
+  {
+    std::lock_guard lock(query_mu_);
+    if (!query_) {
+      auto c = RedisCluster::open(cluster_options(options_.command_timeout));
+      if (!c) return late;
+      query_ = std::move(c).value();
+    }
+    auto r = query_->run1(key_slot(key), {"GET", key});
+    if (!r) return late;
+    if ((*r)->type == REDIS_REPLY_STRING && std::atoll((*r)->str) >= op.below_ms) return true;  // made elsewhere
+  }
+  if (!routes_.first_live_except(op.node)) {
+    if (late) spdlog::warn("event=bus_node_run_mend_dropped node={} devices={}", op.node, op.devices.size());
+    return late;  // the first live node mends; asked again in case it stops first
+  }
+  if (!registry_mend('x', op.devices, op.node, op.below_ms)) return late;
+  const std::string below = std::to_string(op.below_ms);
+  const std::string ttl = std::to_string((2 * options_.registry_ttl + options_.node_gone_after).count());
+  {
+    std::lock_guard lock(query_mu_);
+    // Lost (Redis away since): a node that takes the mend over makes it again, which changes
+    // nothing (the entries are gone) and reports nothing.
+    if (query_) (void)query_->run1(key_slot(key), {"SET", key, below, "PX", ttl});
+  }
+  spdlog::info("event=bus_node_run_mended node={} devices={}", op.node, op.devices.size());
+  return true;
 }
 
 size_t RedisBus::attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint) {
@@ -285,8 +323,9 @@ void RedisBus::detach_async(const DeviceRef& device, const Endpoint* endpoint, C
 
 void RedisBus::counter() {
   std::deque<CountOp> ops;
-  // Ops whose not_before is ahead (new_run's mends). Their order against the ops queued
-  // meanwhile does not matter: an 'x' touches only another node's entries, older than its bound.
+  // Ops whose not_before is ahead (new_run's mends, due or asked again later). Their order
+  // against the ops queued meanwhile does not matter: an 'x' touches only another node's
+  // entries, older than its bound.
   std::vector<CountOp> held;
   for (;;) {
     {
@@ -314,6 +353,13 @@ void RedisBus::counter() {
     for (auto& op : ops) {
       if (op.not_before > now) {
         held.push_back(std::move(op));
+        continue;
+      }
+      if (op.op == 'x' && op.below_ms != 0) {
+        if (!mend_run(op)) {
+          op.not_before = now + 2 * options_.node_check;
+          held.push_back(std::move(op));
+        }
         continue;
       }
       if (op.op == 'x' || op.op == 'r') {
