@@ -386,10 +386,11 @@ class RedisBus final : public Bus {
   // node_gone_after from now (mend_run). Every node that sees it queues it, so that the mend
   // outlives the node that would make it. Subscriber's loop.
   void new_run(const std::string& node, int64_t start_expiry_ms);
-  // A new run's mend, due (counter thread): made here if this node is the first live one
-  // other than op.node and not leaving, and no node has marked it done (kRunMendedKey); then
-  // marked done. Returns false to be asked again later: another node is first (it may stop
-  // before it is done: then this one takes over), or Redis was away.
+  // A new run's mend, due (counter thread): made here unless a node marked it done
+  // (run_mended_key) or this node is leaving, if this node is the first live one other than
+  // op.node and not leaving, or no mark came node_gone_after after it was due (op.anyway_at);
+  // then marked done. Returns false to be asked again later: another node is first (it may
+  // stop before it is done, or hold none of the devices), or Redis was away.
   struct CountOp;
   bool mend_run(const CountOp& op);
   // The key that says up to which run start (a value of new_run's) `node`'s entries were
@@ -477,6 +478,7 @@ class RedisBus final : public Bus {
     std::vector<DeviceRef> devices;  // 'x', 'r': the devices whose entries are mended
     int64_t below_ms = 0;  // 'x': only entries that expire before it (0: all of `node`'s)
     std::chrono::steady_clock::time_point not_before{};  // run no sooner (new_run's 'x')
+    std::chrono::steady_clock::time_point anyway_at{};  // new_run's 'x': made here even if not first
     std::chrono::steady_clock::time_point until{};  // new_run's 'x': asked again until then
   };
   std::mutex counts_mu_;

@@ -154,11 +154,17 @@ struct ThreeNodes {
   store::redis::testing::RedisServer redis;
   Changes on_a, on_b;
   std::unique_ptr<RedisBus> a, b, c;
+  std::chrono::milliseconds gone_after{400};  // node_gone_after, set before start()
+  RedisBusOptions options(const char* node) const {
+    RedisBusOptions o = quick(redis.port(), node);
+    o.node_gone_after = gone_after;
+    return o;
+  }
   void start() {
     ASSERT_TRUE(redis.start().ok());
-    a = std::make_unique<RedisBus>(quick(redis.port(), "a"));
-    b = std::make_unique<RedisBus>(quick(redis.port(), "b"));
-    c = std::make_unique<RedisBus>(quick(redis.port(), "c"));
+    a = std::make_unique<RedisBus>(options("a"));
+    b = std::make_unique<RedisBus>(options("b"));
+    c = std::make_unique<RedisBus>(options("c"));
     a->set_presence_change_sink(on_a.sink());
     b->set_presence_change_sink(on_b.sink());
     ASSERT_TRUE(a->start() && b->start() && c->start());
@@ -232,14 +238,14 @@ TEST(RedisBusGone, ANodeStartedAgainAtOnceHasTheEntriesOfItsLastRunRemoved) {
       << n.a->routes().devices() << " " << n.b->routes().devices();
   ASSERT_TRUE(await([&] { return n.a->routes().complete() && n.b->routes().complete(); }));  // both have read a list
   n.c.reset();  // its entries stay
-  n.c = std::make_unique<RedisBus>(quick(n.redis.port(), "c"));
+  n.c = std::make_unique<RedisBus>(n.options("c"));
   auto erin_again = std::make_shared<Recorder>();
   n.c->attach(DeviceRef{"erin", 1}, erin_again);  // before its roll call: the order is fixed
   const auto started = std::chrono::steady_clock::now();  // before its roll call too
   ASSERT_TRUE(n.c->start());
 
   ASSERT_TRUE(await([&] { return !n.a->online("carol"); })) << "carol's entry from c's last run stayed";
-  EXPECT_GE(std::chrono::steady_clock::now() - started, quick(n.redis.port(), "a").node_gone_after)
+  EXPECT_GE(std::chrono::steady_clock::now() - started, n.gone_after)
       << "removed before the devices had node_gone_after to reconnect";
   ASSERT_TRUE(await([&] { return n.on_a.get().size() + n.on_b.get().size() >= 1; }));
   auto all = n.on_a.get();
@@ -261,6 +267,7 @@ TEST(RedisBusGone, ANodeStartedAgainAtOnceHasTheEntriesOfItsLastRunRemoved) {
 // (registry_ttl, 30 s) with no change reported at all.
 TEST(RedisBusGone, TheMendOfANewRunIsTakenOverWhenTheNodeHoldingItStops) {
   ThreeNodes n;
+  n.gone_after = std::chrono::seconds(2);  // room to stop a before its mend is due, on a slow machine too
   ASSERT_NO_FATAL_FAILURE(n.start());
   auto carol = std::make_shared<Recorder>(), erin = std::make_shared<Recorder>();
   n.c->attach(DeviceRef{"carol", 1}, carol);
@@ -268,14 +275,14 @@ TEST(RedisBusGone, TheMendOfANewRunIsTakenOverWhenTheNodeHoldingItStops) {
   ASSERT_TRUE(await([&] { return n.a->routes().devices() == 2 && n.b->routes().devices() == 2; }));
   ASSERT_TRUE(await([&] { return n.a->routes().complete() && n.b->routes().complete(); }));
   n.c.reset();  // its entries stay
-  n.c = std::make_unique<RedisBus>(quick(n.redis.port(), "c"));
+  n.c = std::make_unique<RedisBus>(n.options("c"));
   auto erin_again = std::make_shared<Recorder>();
   n.c->attach(DeviceRef{"erin", 1}, erin_again);
   const auto started = std::chrono::steady_clock::now();
   ASSERT_TRUE(n.c->start());
   // c's set (erin alone) follows its roll call: once both hold it, both have seen the new run.
   ASSERT_TRUE(await([&] { return n.a->routes().devices() == 1 && n.b->routes().devices() == 1; }));
-  ASSERT_LT(std::chrono::steady_clock::now() - started, quick(n.redis.port(), "a").node_gone_after)
+  ASSERT_LT(std::chrono::steady_clock::now() - started, n.gone_after)
       << "too slow to stop a before its mend was due: the test would prove nothing";
   EXPECT_GT(n.a->leave().count(), 0);
   n.a.reset();
@@ -285,6 +292,34 @@ TEST(RedisBusGone, TheMendOfANewRunIsTakenOverWhenTheNodeHoldingItStops) {
   EXPECT_EQ(hash_fields(n.redis.port(), "{r:carol}"), std::vector<std::string>{});
   EXPECT_TRUE(n.b->online("erin")) << "the new run's entry stays";
   EXPECT_TRUE(n.on_a.get().empty()) << "a stopped before its mend was due";
+}
+
+// Node a, first by name, starts only after c's last run died, so its routes hold none of
+// c's devices and it queues no mend when c's new run calls the roll; b, which held carol on
+// c, waits for a's mark while a is live, and makes the mend itself node_gone_after after it
+// was due when no mark comes: carol is reported offline, once.
+TEST(RedisBusGone, TheMendOfANewRunIsMadeByAnotherNodeWhenTheFirstHoldsNoneOfItsDevices) {
+  ThreeNodes n;
+  ASSERT_NO_FATAL_FAILURE(n.start());
+  auto carol = std::make_shared<Recorder>();
+  n.c->attach(DeviceRef{"carol", 1}, carol);
+  ASSERT_TRUE(await([&] { return n.b->routes().devices() == 1 && n.b->routes().complete(); }));
+  n.a.reset();
+  n.c.reset();  // its entries stay
+  n.a = std::make_unique<RedisBus>(n.options("a"));
+  n.a->set_presence_change_sink(n.on_a.sink());
+  ASSERT_TRUE(n.a->start());
+  ASSERT_TRUE(await([&] { return n.a->routes().complete(); }));
+  EXPECT_EQ(n.a->routes().devices(), 0u) << "a knows nothing of c's last run";
+  n.c = std::make_unique<RedisBus>(n.options("c"));
+  const auto started = std::chrono::steady_clock::now();
+  ASSERT_TRUE(n.c->start());
+
+  ASSERT_TRUE(await([&] { return !n.on_b.get().empty(); })) << "nobody mended c's last run";
+  EXPECT_GE(std::chrono::steady_clock::now() - started, 2 * n.gone_after) << "b did not wait for a's mark";
+  EXPECT_EQ(n.on_b.get(), (std::vector<std::pair<std::string, bool>>{{"carol", false}}));
+  EXPECT_TRUE(n.on_a.get().empty());
+  EXPECT_EQ(hash_fields(n.redis.port(), "{r:carol}"), std::vector<std::string>{});
 }
 
 // Node a stops with another node live (leave()): the detaches of its drain keep their

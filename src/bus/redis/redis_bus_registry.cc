@@ -228,6 +228,7 @@ void RedisBus::new_run(const std::string& node, int64_t start_expiry_ms) {
   // time (a rolling restart moving on to it).
   CountOp op{'x', {}, 0, nullptr, node, std::move(devices), start_expiry_ms};
   op.not_before = std::chrono::steady_clock::now() + options_.node_gone_after;
+  op.anyway_at = op.not_before + options_.node_gone_after;
   // Then the last run's entries have all expired, and a mend would only report the offline.
   op.until = op.not_before + 2 * options_.registry_ttl;
   {
@@ -238,7 +239,8 @@ void RedisBus::new_run(const std::string& node, int64_t start_expiry_ms) {
 }
 
 bool RedisBus::mend_run(const CountOp& op) {
-  const bool late = std::chrono::steady_clock::now() >= op.until;
+  const auto now = std::chrono::steady_clock::now();
+  const bool late = now >= op.until;
   {
     std::lock_guard lock(leaving_mu_);
     if (leaving_) return true;  // stopping: the others take it over once they see it leaving
@@ -255,13 +257,16 @@ bool RedisBus::mend_run(const CountOp& op) {
     if (!r) return late;
     if ((*r)->type == REDIS_REPLY_STRING && std::atoll((*r)->str) >= op.below_ms) return true;  // made elsewhere
   }
-  if (!routes_.first_live_except(op.node)) {
+  // The first live node other than op.node mends when due; any other, if no mark says it was
+  // done node_gone_after later still: the first stopped or died before it was done, or held
+  // none of the devices (it started after the last run died), or could not reach Redis.
+  if (!routes_.first_live_except(op.node) && now < op.anyway_at) return false;
+  if (!registry_mend('x', op.devices, op.node, op.below_ms)) {
     if (late) spdlog::warn("event=bus_node_run_mend_dropped node={} devices={}", op.node, op.devices.size());
-    return late;  // the first live node mends; asked again in case it stops first
+    return late;  // Redis away: asked again, until the last run's entries have long expired
   }
-  if (!registry_mend('x', op.devices, op.node, op.below_ms)) return late;
   const std::string below = std::to_string(op.below_ms);
-  const std::string ttl = std::to_string((2 * options_.registry_ttl + options_.node_gone_after).count());
+  const std::string ttl = std::to_string((2 * options_.registry_ttl + 2 * options_.node_gone_after).count());
   {
     std::lock_guard lock(query_mu_);
     // Lost (Redis away since): a node that takes the mend over makes it again, which changes
