@@ -70,13 +70,16 @@ class Bus {
   // is later; the registry in Redis assigns it), so that a presence change decided here and
   // one decided on another node reach a third node's subscribers in their true order
   // (Presence drops an older one that arrives last). 0: no order known (a single node, or
-  // Redis away): never dropped.
-  using Counted = std::function<void(size_t devices_online, uint64_t order)>;
+  // Redis away): never dropped. `added` (an attach): the device did not count before; false
+  // when the attach took over a connection of the device that still counted (its own older
+  // one, or its registry entry from another node: it moved), so that the user, online
+  // already, is not reported online again. Always true for a detach.
+  using Counted = std::function<void(size_t devices_online, uint64_t order, bool added)>;
   virtual void attach_async(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint, Counted counted) {
-    counted(attach(device, std::move(endpoint)), 0);
+    counted(attach(device, std::move(endpoint)), 0, true);
   }
   virtual void detach_async(const DeviceRef& device, const Endpoint* endpoint, Counted counted) {
-    counted(detach(device, endpoint), 0);
+    counted(detach(device, endpoint), 0, true);
   }
   // Delivers to the device if attached; a no-op otherwise (it replays on connect). Returns
   // whether an endpoint was attached (false: the device is offline; push may wake it).

@@ -67,8 +67,8 @@ void DeviceSession::start() {
   // The count of the user's devices on every node may take a Redis round trip: it reaches
   // presence later, from the bus's thread (Bus::attach_async), in call order.
   ctx_.bus.attach_async(device_, shared_from_this(),
-                        [presence = &ctx_.presence, user = device_.user](size_t online, uint64_t order) {
-                          presence->device_attached(user, online, order);
+                        [presence = &ctx_.presence, user = device_.user](size_t online, uint64_t order, bool added) {
+                          presence->device_attached(user, online, order, added);
                         });
   read<session_reads::Opening>(
       [&ctx = ctx_, device = device_]() -> Result<session_reads::Opening> {
@@ -683,7 +683,7 @@ void DeviceSession::on_close() {
   for (const auto& conv : following_) ctx_.fanout.unsubscribe(loop_, conv, this);
   following_ = {};
   ctx_.presence.unsubscribe_all(conn_->id());
-  ctx_.bus.detach_async(device_, this, [presence = &ctx_.presence, user = device_.user](size_t online, uint64_t order) {
+  ctx_.bus.detach_async(device_, this, [presence = &ctx_.presence, user = device_.user](size_t online, uint64_t order, bool) {
     presence->device_detached(user, online, order);
   });
 }

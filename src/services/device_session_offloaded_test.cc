@@ -542,6 +542,9 @@ TEST_F(DeviceSessionOffloadedTest, APresenceChangeOlderThanTheLastPassedOnIsDrop
   EXPECT_EQ(watcher->count(off), offline_at_start + 1);
   presence_.device_attached("bob", 1, 0);  // unordered: passes
   EXPECT_EQ(watcher->count(on), 2u);
+  // A device that counted already (it moved, or replaced its own connection): bob was online.
+  presence_.device_attached("bob", 1, 13, /*added=*/false);
+  EXPECT_EQ(watcher->count(on), 2u);
   presence_.unsubscribe_all(7);
 }
 

@@ -120,8 +120,8 @@ void Presence::to_watchers(const std::string& user, const std::shared_ptr<const 
   for (auto& t : targets) t->notify(n);
 }
 
-void Presence::device_attached(const std::string& user, size_t devices_online, uint64_t order) {
-  if (devices_online == 1) broadcast(user, true, 0, order);
+void Presence::device_attached(const std::string& user, size_t devices_online, uint64_t order, bool added) {
+  if (devices_online == 1 && added) broadcast(user, true, 0, order);
 }
 
 void Presence::device_detached(const std::string& user, size_t devices_online, uint64_t order) {

@@ -69,8 +69,9 @@ class Presence {
   // the counts cover every node, so exactly one node decides each change). `order` is the
   // count's (Bus::Counted): a change older than the last one this node passed on for the
   // user, decided here or elsewhere, is dropped (two nodes' changes may arrive in either
-  // order); 0 is never dropped.
-  void device_attached(const std::string& user, size_t devices_online, uint64_t order = 0);
+  // order); 0 is never dropped. `added` false (Bus::Counted): the device counted already, so
+  // the user was online already: nothing to report.
+  void device_attached(const std::string& user, size_t devices_online, uint64_t order = 0, bool added = true);
   void device_detached(const std::string& user, size_t devices_online, uint64_t order = 0);
   // A change decided on another node (the bus's presence sink): `n`, its presence frame
   // (`n->seq`: its order), goes to this node's subscribers of the user unless older than the

@@ -107,6 +107,32 @@ TEST_F(TerndEphemeral, PresenceOnlineThenOfflineWithLastSeen) {
   for (const auto& f : *replay) EXPECT_NE(type_of(f), "presence") << "replayed " << dump(f);
 }
 
+// A device that connects again while its old connection is still open (a flaky network:
+// the server has not noticed the old one die) takes it over; its user was online all along,
+// so a subscriber sees neither an `offline` nor a second `online`.
+TEST_F(TerndEphemeral, ADeviceThatReplacesItsOwnConnectionShowsNoPresenceChange) {
+  ASSERT_NO_FATAL_FAILURE(start());
+  Device db(bob), da(alice);
+  ASSERT_TRUE(db.connect_synced(port()));
+  ASSERT_TRUE(db.presence_subscribe({"alice"}));
+  ASSERT_TRUE(da.connect_synced(port()));
+  std::vector<json::object> seen;
+  ASSERT_TRUE(db.read_until([](const json::object& f) { return presence_of(f, "alice") && jbool(f, "online"); },
+                            kDefaultTimeout, &seen))
+      << dump_frames(seen);
+  Device again(alice);  // the same device, a second connection
+  ASSERT_TRUE(again.connect_synced(port()));
+  ASSERT_TRUE(da.wait_closed(kDefaultTimeout)) << "the old connection was not replaced";
+  // Every presence frame of the takeover comes before this message on bob's connection.
+  auto sent = again.send_wait(direct, "after-takeover", "hi");
+  ASSERT_TRUE(sent && type_of(*sent) == "sent") << (sent ? dump(*sent) : "no answer");
+  seen.clear();
+  ASSERT_TRUE(db.read_until("message", kDefaultTimeout, &seen)) << dump_frames(seen);
+  size_t alice_presence = 0;
+  for (const auto& f : seen) alice_presence += presence_of(f, "alice") ? 1 : 0;
+  EXPECT_EQ(alice_presence, 0u) << dump_frames(seen);
+}
+
 TEST_F(TerndEphemeral, PresenceOnlyBetweenUsersSharingAConversation) {
   ASSERT_NO_FATAL_FAILURE(start());
   Device de(eve), db(bob);

@@ -10,6 +10,17 @@ LocalBus::Shard& LocalBus::shard(const std::string& user) {
 }
 
 size_t LocalBus::attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint) {
+  bool added = true;
+  return attach(device, std::move(endpoint), added);
+}
+
+void LocalBus::attach_async(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint, Counted counted) {
+  bool added = true;
+  const size_t n = attach(device, std::move(endpoint), added);
+  counted(n, 0, added);
+}
+
+size_t LocalBus::attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint, bool& added) {
   std::shared_ptr<Endpoint> previous;
   size_t count;
   {
@@ -21,6 +32,7 @@ size_t LocalBus::attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpo
     slot = endpoint;
     count = devices.size();
   }
+  added = !previous;
   if (previous && previous != endpoint) previous->replaced();
   return count;
 }

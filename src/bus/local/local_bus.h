@@ -13,6 +13,9 @@ namespace tern::bus {
 class LocalBus final : public Bus {
  public:
   size_t attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint) override;
+  // The same; `added`: no endpoint of the device was attached (one that was is replaced()).
+  size_t attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint, bool& added);
+  void attach_async(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint, Counted counted) override;
   size_t detach(const DeviceRef& device, const Endpoint* endpoint) override;
   bool publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) override;
   void disconnect(const DeviceRef& device) override;

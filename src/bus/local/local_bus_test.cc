@@ -60,5 +60,23 @@ TEST(LocalBus, NewConnectionReplacesOldAndOldCannotDetachNew) {
   EXPECT_FALSE(bus.online("alice"));
 }
 
+// attach_async says whether the device counted already (Bus::Counted's `added`): a new
+// connection of a device whose old one is still attached does not bring its user online.
+TEST(LocalBus, AnAttachSaysWhetherTheDeviceWasAttachedAlready) {
+  LocalBus bus;
+  std::vector<std::pair<size_t, bool>> counted;
+  auto record = [&counted](size_t n, uint64_t order, bool added) {
+    EXPECT_EQ(order, 0u) << "one node: no order";
+    counted.emplace_back(n, added);
+  };
+  auto first = std::make_shared<Recorder>(), second = std::make_shared<Recorder>(), third = std::make_shared<Recorder>();
+  bus.attach_async({"alice", 1}, first, record);
+  bus.attach_async({"alice", 1}, second, record);
+  bus.detach_async({"alice", 1}, second.get(), record);
+  bus.attach_async({"alice", 1}, third, record);
+  EXPECT_EQ(counted, (std::vector<std::pair<size_t, bool>>{{1, true}, {1, false}, {0, true}, {1, true}}));
+  EXPECT_EQ(first->replaced_calls, 1);
+}
+
 }  // namespace
 }  // namespace tern::bus

@@ -365,6 +365,7 @@ class RedisBus final : public Bus {
   struct Count {
     size_t devices;  // the user's unexpired entries after the op
     uint64_t order;  // the op's place among the user's presence changes (bus.h Counted)
+    bool added;      // a '+' found no unexpired entry of the device (bus.h Counted)
   };
   Result<Count> registry_count(char op, const DeviceRef& device);
   // This node's registry entry as of now: "<node id> <expiry ms>", the expiry registry_ttl
@@ -480,6 +481,7 @@ class RedisBus final : public Bus {
     std::chrono::steady_clock::time_point not_before{};  // run no sooner (new_run's 'x')
     std::chrono::steady_clock::time_point anyway_at{};  // new_run's 'x': made here even if not first
     std::chrono::steady_clock::time_point until{};  // new_run's 'x': asked again until then
+    bool local_added = true;  // '+': no connection of the device was attached here
   };
   std::mutex counts_mu_;
   std::condition_variable counts_cv_;

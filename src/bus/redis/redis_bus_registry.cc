@@ -53,17 +53,23 @@ end
 // KEYS[1]: a user's registry hash. ARGV: '+' (write ARGV[2] → ARGV[3]), '-' (remove ARGV[2]
 // if this node, ARGV[3]'s, wrote it: a device that moved to another node keeps that node's
 // entry) or '=' (neither), then now (ms). Returns {the entries whose expiry ("<node> <ms>")
-// is later, the op's order}.
+// is later, the op's order, 1 unless a '+' found the device's entry unexpired (it counted
+// already: it moved here, or reconnected before its old connection closed)}.
 const std::string kRegistryCount = std::string(kCountEntries) + R"lua(
 local order = next_order()
-if ARGV[1] == '+' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+local added = 1
+if ARGV[1] == '+' then
+  local old = redis.call('HGET', KEYS[1], ARGV[2])
+  local exp = old and tonumber(string.match(old, ' (%d+)$'))
+  if exp and exp > tonumber(ARGV[4]) then added = 0 end
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 elseif ARGV[1] == '-' then
   local v = redis.call('HGET', KEYS[1], ARGV[2])
   if v and string.match(v, '^(%S+) ') == string.match(ARGV[3], '^(%S+) ') then redis.call('HDEL', KEYS[1], ARGV[2]) end
 end
 local n = count(tonumber(ARGV[4]))
 keep_order(order, n)
-return {n, order}
+return {n, order, added}
 )lua";
 
 // KEYS[1]: a registry hash. ARGV: device, value ("<node> <ms>"). The periodic refresh:
@@ -134,10 +140,11 @@ Result<RedisBus::Count> RedisBus::registry_count(char op, const DeviceRef& devic
   auto r = query_->run1(key_slot(key), {"EVAL", kRegistryCount, "1", key, mode, dev, value, now});
   if (!r) return r.error();
   const redisReply* a = r->get();
-  if (a->type != REDIS_REPLY_ARRAY || a->elements != 2 || a->element[0]->type != REDIS_REPLY_INTEGER ||
-      a->element[1]->type != REDIS_REPLY_INTEGER)
+  if (a->type != REDIS_REPLY_ARRAY || a->elements != 3 || a->element[0]->type != REDIS_REPLY_INTEGER ||
+      a->element[1]->type != REDIS_REPLY_INTEGER || a->element[2]->type != REDIS_REPLY_INTEGER)
     return make_error(ErrorCode::kUnavailable, "redis: registry count failed");
-  return Count{static_cast<size_t>(a->element[0]->integer), static_cast<uint64_t>(a->element[1]->integer)};
+  return Count{static_cast<size_t>(a->element[0]->integer), static_cast<uint64_t>(a->element[1]->integer),
+               a->element[2]->integer != 0};
 }
 
 bool RedisBus::registry_mend(char op, const std::vector<DeviceRef>& devices, const std::string& node,
@@ -306,11 +313,14 @@ size_t RedisBus::detach(const DeviceRef& device, const Endpoint* endpoint) {
 
 void RedisBus::attach_async(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint, Counted counted) {
   const Endpoint* ptr = endpoint.get();
-  const size_t n = local_.attach(device, std::move(endpoint));
+  bool added = true;
+  const size_t n = local_.attach(device, std::move(endpoint), added);
   attached_here(device, ptr);
   {
     std::lock_guard lock(counts_mu_);
-    counts_.push_back(CountOp{'+', device, n, std::move(counted), {}, {}});
+    CountOp op{'+', device, n, std::move(counted), {}, {}};
+    op.local_added = added;
+    counts_.push_back(std::move(op));
   }
   counts_cv_.notify_one();
 }
@@ -373,8 +383,11 @@ void RedisBus::counter() {
       }
       auto count = registry_count(op.op, op.device);
       if (!count && op.op != '=') registry_later(op.op == '+', op.device);
-      // Redis away: this node's count, unordered (0).
-      if (op.counted) op.counted(count ? std::max(count->devices, op.local) : op.local, count ? count->order : 0);
+      // Redis away: this node's count, unordered (0). Whether the device counted already:
+      // the registry's answer (a connection on another node counts), else this node's.
+      if (op.counted)
+        op.counted(count ? std::max(count->devices, op.local) : op.local, count ? count->order : 0,
+                   op.op != '+' || (count ? count->added : op.local_added));
     }
     ops.clear();
   }

@@ -149,7 +149,10 @@ TEST_F(RedisBusNodes, AsyncAttachAndDetachCountOnTheCounterThread) {
   auto counted = [&orders](auto call) {
     auto p = std::make_shared<std::promise<std::tuple<size_t, std::thread::id, uint64_t>>>();
     auto f = p->get_future();
-    call([p](size_t n, uint64_t order) { p->set_value({n, std::this_thread::get_id(), order}); });
+    call([p](size_t n, uint64_t order, bool added) {
+      EXPECT_TRUE(added) << "a new device, or a detach";
+      p->set_value({n, std::this_thread::get_id(), order});
+    });
     EXPECT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
     auto [n, thread, order] = f.get();
     orders.push_back(order);
@@ -176,6 +179,27 @@ TEST_F(RedisBusNodes, AsyncAttachAndDetachCountOnTheCounterThread) {
   auto exists = (*probe)->command({"EXISTS", "{r:alice}"});
   ASSERT_TRUE(exists);
   EXPECT_EQ((*exists)->integer, 0);
+}
+
+// An attach says whether the device counted already (Bus::Counted's `added`): a device that
+// moves to another node while its entry from the first is unexpired, or connects again on
+// one node before its old connection is closed, did; so Presence reports no second `online`.
+TEST_F(RedisBusNodes, AnAttachSaysWhetherTheDeviceCountedAlready) {
+  ASSERT_TRUE(a.start() && b.start());
+  auto attach = [](RedisBus& bus, const DeviceRef& d, std::shared_ptr<Endpoint> e) {
+    auto p = std::make_shared<std::promise<std::pair<size_t, bool>>>();
+    auto f = p->get_future();
+    bus.attach_async(d, std::move(e), [p](size_t n, uint64_t, bool added) { p->set_value({n, added}); });
+    EXPECT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    return f.get();
+  };
+  auto first = std::make_shared<Recorder>(), again = std::make_shared<Recorder>(), moved = std::make_shared<Recorder>();
+  EXPECT_EQ(attach(a, DeviceRef{"alice", 1}, first), (std::pair<size_t, bool>{1, true}));
+  EXPECT_EQ(attach(a, DeviceRef{"alice", 1}, again), (std::pair<size_t, bool>{1, false})) << "its old connection counted";
+  EXPECT_EQ(attach(b, DeviceRef{"alice", 1}, moved), (std::pair<size_t, bool>{1, false})) << "its entry from a counted";
+  EXPECT_EQ(attach(b, DeviceRef{"alice", 2}, std::make_shared<Recorder>()), (std::pair<size_t, bool>{2, true}));
+  EXPECT_EQ(b.detach(DeviceRef{"alice", 1}, moved.get()), 1u);
+  EXPECT_EQ(attach(a, DeviceRef{"alice", 1}, std::make_shared<Recorder>()).second, true) << "its entry was removed";
 }
 
 // An admin disconnect on one node closes the device's connection on another.
