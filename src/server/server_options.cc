@@ -421,6 +421,11 @@ Result<ServerOptions> parse_options(int argc, char** argv) {
     return make_error(ErrorCode::kInvalidArgument, "store must be rocksdb or redis");
   if (o.store == "redis" && o.redis_url.empty())
     return make_error(ErrorCode::kInvalidArgument, "--store redis needs --redis redis://HOST:PORT");
+  // The node id names this node's Redis connections (CLIENT SETNAME refuses spaces and
+  // control characters: the other nodes would never see it live) and opens each of its
+  // registry entries ("<node> <expiry>", split at the space).
+  if (o.node_id.size() > 64 || std::any_of(o.node_id.begin(), o.node_id.end(), [](char c) { return c < '!' || c > '~'; }))
+    return make_error(ErrorCode::kInvalidArgument, "--node-id must be 1-64 printable ASCII characters without spaces");
   o.gateway.max_frame_bytes = o.services.limits.max_frame_bytes;
   o.gateway.max_http_body_bytes = o.services.limits.max_http_body_bytes;
 

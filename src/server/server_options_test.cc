@@ -257,5 +257,22 @@ TEST(ServerOptions, RedisReadFibersIsRangeCheckedFromFlagAndConfigFile) {
                        [](const ServerOptions& o) { return static_cast<int64_t>(o.redis_read_fibers); });
 }
 
+// A node id names the node's Redis connections and opens its registry entries: one that
+// Redis would refuse as a connection name, or that would split at a space, is refused at
+// start with the rule, not found out later as a node the others never see.
+TEST(ServerOptions, ANodeIdWithSpacesOrControlCharactersIsRefused) {
+  for (const std::string& bad : std::vector<std::string>{"a b", "node\n1", "tab\there", std::string(65, 'n')}) {
+    auto o = parse({"--store", "redis", "--redis", "redis://127.0.0.1:6379", "--node-id", bad});
+    ASSERT_FALSE(o) << bad;
+    EXPECT_EQ(o.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_NE(o.error().message.find("--node-id must be 1-64 printable ASCII characters"), std::string::npos)
+        << o.error().message;
+  }
+  auto ok = parse({"--store", "redis", "--redis", "redis://127.0.0.1:6379", "--node-id", "eu-west/n1:8081"});
+  ASSERT_TRUE(ok) << ok.error().message;
+  EXPECT_EQ(ok->node_id, "eu-west/n1:8081");
+  EXPECT_TRUE(parse({"--node-id", std::string(64, 'n')}));
+}
+
 }  // namespace
 }  // namespace tern::server
