@@ -1,11 +1,16 @@
-// RedisBus: presence changes across nodes (Bus::publish_presence), on a channel of their own.
+// RedisBus: presence across nodes: the counts of a user's devices on every node (the
+// registry), the changes (Bus::publish_presence, on a channel of their own), and the mends of
+// the entries of a node that left the bus or started again.
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -108,6 +113,84 @@ TEST(RedisBusCodec, PresenceEventsGoOnThePresenceChannelInTheBusSlot) {
   for (const auto& b : out) EXPECT_EQ(b.events, 1u);
 }
 
+// Presence counts cover every node: the first device of a user to attach anywhere sees 1,
+// the last to detach anywhere sees 0 (the registry is written and counted in one script).
+TEST_F(RedisBusNodes, AttachAndDetachCountTheUsersDevicesOnEveryNode) {
+  ASSERT_TRUE(a.start() && b.start());
+  auto d1 = std::make_shared<Recorder>(), d2 = std::make_shared<Recorder>(), d2b = std::make_shared<Recorder>();
+  EXPECT_EQ(a.attach(DeviceRef{"alice", 1}, d1), 1u);
+  EXPECT_EQ(b.attach(DeviceRef{"alice", 2}, d2), 2u);
+  EXPECT_EQ(b.attach(DeviceRef{"alice", 2}, d2b), 2u) << "a reconnect of the same device is not a second device";
+  EXPECT_EQ(b.detach(DeviceRef{"alice", 2}, d2.get()), 2u) << "the replaced endpoint's detach removes nothing";
+  EXPECT_EQ(a.detach(DeviceRef{"alice", 1}, d1.get()), 1u) << "alice is still online on b";
+  EXPECT_TRUE(a.online("alice"));
+  EXPECT_EQ(b.detach(DeviceRef{"alice", 2}, d2b.get()), 0u);
+  EXPECT_FALSE(a.online("alice"));
+  EXPECT_FALSE(b.online("alice"));
+}
+
+// The loop-side calls: the endpoint is attached at once (it receives), and the cross-node
+// count arrives later on the bus's counter thread, not the caller's, with an order that grows
+// from call to call across both nodes (Bus::Counted: how Presence puts two nodes' changes of
+// one user in their true order).
+TEST_F(RedisBusNodes, AsyncAttachAndDetachCountOnTheCounterThread) {
+  ASSERT_TRUE(a.start() && b.start());
+  std::vector<uint64_t> orders;
+  auto counted = [&orders](auto call) {
+    auto p = std::make_shared<std::promise<std::tuple<size_t, std::thread::id, uint64_t>>>();
+    auto f = p->get_future();
+    call([p](size_t n, uint64_t order, bool added) {
+      EXPECT_TRUE(added) << "a new device, or a detach";
+      p->set_value({n, std::this_thread::get_id(), order});
+    });
+    EXPECT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    auto [n, thread, order] = f.get();
+    orders.push_back(order);
+    return std::pair<size_t, std::thread::id>{n, thread};
+  };
+  auto d1 = std::make_shared<Recorder>(), d2 = std::make_shared<Recorder>();
+  auto [n1, t1] = counted([&](Bus::Counted c) { a.attach_async(DeviceRef{"alice", 1}, d1, std::move(c)); });
+  EXPECT_EQ(n1, 1u);
+  EXPECT_NE(t1, std::this_thread::get_id());
+  EXPECT_EQ(counted([&](Bus::Counted c) { b.attach_async(DeviceRef{"alice", 2}, d2, std::move(c)); }).first, 2u);
+  b.publish(DeviceRef{"alice", 1}, sample());  // delivered to a's endpoint through the bus
+  EXPECT_TRUE(await([&] { return d1->count() == 1; }));
+  EXPECT_EQ(counted([&](Bus::Counted c) { a.detach_async(DeviceRef{"alice", 1}, d1.get(), std::move(c)); }).first, 1u)
+      << "alice is still online on b";
+  EXPECT_EQ(counted([&](Bus::Counted c) { b.detach_async(DeviceRef{"alice", 2}, d2.get(), std::move(c)); }).first, 0u);
+  EXPECT_FALSE(a.online("alice"));
+  ASSERT_EQ(orders.size(), 4u);
+  EXPECT_GT(orders[0], 0u);
+  for (size_t i = 1; i < orders.size(); ++i) EXPECT_GT(orders[i], orders[i - 1]) << "call " << i;
+  // The order's field went with the last entry: nothing of alice is left in Redis.
+  auto probe = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis_.server.port()},
+                                                      std::chrono::milliseconds(500), std::chrono::milliseconds(500));
+  ASSERT_TRUE(probe);
+  auto exists = (*probe)->command({"EXISTS", "{r:alice}"});
+  ASSERT_TRUE(exists);
+  EXPECT_EQ((*exists)->integer, 0);
+}
+
+// An attach says whether the device counted already (Bus::Counted's `added`): a device that
+// moves to another node while its entry from the first is unexpired, or connects again on
+// one node before its old connection is closed, did; so Presence reports no second `online`.
+TEST_F(RedisBusNodes, AnAttachSaysWhetherTheDeviceCountedAlready) {
+  ASSERT_TRUE(a.start() && b.start());
+  auto attach = [](RedisBus& bus, const DeviceRef& d, std::shared_ptr<Endpoint> e) {
+    auto p = std::make_shared<std::promise<std::pair<size_t, bool>>>();
+    auto f = p->get_future();
+    bus.attach_async(d, std::move(e), [p](size_t n, uint64_t, bool added) { p->set_value({n, added}); });
+    EXPECT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    return f.get();
+  };
+  auto first = std::make_shared<Recorder>(), again = std::make_shared<Recorder>(), moved = std::make_shared<Recorder>();
+  EXPECT_EQ(attach(a, DeviceRef{"alice", 1}, first), (std::pair<size_t, bool>{1, true}));
+  EXPECT_EQ(attach(a, DeviceRef{"alice", 1}, again), (std::pair<size_t, bool>{1, false})) << "its old connection counted";
+  EXPECT_EQ(attach(b, DeviceRef{"alice", 1}, moved), (std::pair<size_t, bool>{1, false})) << "its entry from a counted";
+  EXPECT_EQ(attach(b, DeviceRef{"alice", 2}, std::make_shared<Recorder>()), (std::pair<size_t, bool>{2, true}));
+  EXPECT_EQ(b.detach(DeviceRef{"alice", 1}, moved.get()), 1u);
+  EXPECT_EQ(attach(a, DeviceRef{"alice", 1}, std::make_shared<Recorder>()).second, true) << "its entry was removed";
+}
 struct Changes {
   std::mutex mu;
   std::vector<std::pair<std::string, bool>> seen;  // user, online
