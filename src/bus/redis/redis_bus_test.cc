@@ -7,7 +7,6 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
-#include <future>
 #include <thread>
 
 #include <gtest/gtest.h>
