@@ -384,14 +384,16 @@ class RedisBus final : public Bus {
   // expiry): if that is new here, the entries of the devices these routes hold there that
   // expire before it are from its last run (it died and was started again before it counted
   // as gone, or it stopped for a restart and left them: leave()): queued for removal ('x'),
-  // node_gone_after from now (mend_run). Every node that sees it queues it, so that the mend
-  // outlives the node that would make it. Subscriber's loop.
+  // node_gone_after from now (mend_run). Every node that saw the value change queues it, so
+  // that the mend outlives the node that would make it; a value seen for the first time only
+  // the first live node does. Subscriber's loop.
   void new_run(const std::string& node, int64_t start_expiry_ms);
   // A new run's mend, due (counter thread): made here unless a node marked it done
   // (run_mended_key) or this node is leaving, if this node is the first live one other than
-  // op.node and not leaving, or no mark came node_gone_after after it was due (op.anyway_at);
-  // then marked done. Returns false to be asked again later: another node is first (it may
-  // stop before it is done, or hold none of the devices), or Redis was away.
+  // op.node and not leaving, or (op.take_over: this node saw the run change) no mark came
+  // node_gone_after after it was due (op.anyway_at); then marked done. Returns false to be
+  // asked again later: another node is first (it may stop before it is done, or hold none of
+  // the devices), or Redis was away.
   struct CountOp;
   bool mend_run(const CountOp& op);
   // The key that says up to which run start (a value of new_run's) `node`'s entries were
@@ -479,7 +481,8 @@ class RedisBus final : public Bus {
     std::vector<DeviceRef> devices;  // 'x', 'r': the devices whose entries are mended
     int64_t below_ms = 0;  // 'x': only entries that expire before it (0: all of `node`'s)
     std::chrono::steady_clock::time_point not_before{};  // run no sooner (new_run's 'x')
-    std::chrono::steady_clock::time_point anyway_at{};  // new_run's 'x': made here even if not first
+    bool take_over = false;  // new_run's 'x' of a run that changed: made here if the first does not
+    std::chrono::steady_clock::time_point anyway_at{};  // ... even if not first, from then on
     std::chrono::steady_clock::time_point until{};  // new_run's 'x': asked again until then
     bool local_added = true;  // '+': no connection of the device was attached here
   };

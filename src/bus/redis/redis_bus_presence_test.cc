@@ -16,7 +16,9 @@
 #include <gtest/gtest.h>
 
 #include "base/byte_codec.h"
+#include "base/metrics.h"
 #include "bus/redis/redis_bus.h"
+#include "bus/redis/node_ring.h"
 #include "bus/redis/redis_bus_fixture.h"
 #include "store/redis/redis_cluster.h"
 #include "store/redis/redis_connection.h"
@@ -403,6 +405,53 @@ TEST(RedisBusGone, TheMendOfANewRunIsMadeByAnotherNodeWhenTheFirstHoldsNoneOfIts
   EXPECT_EQ(n.on_b.get(), (std::vector<std::pair<std::string, bool>>{{"carol", false}}));
   EXPECT_TRUE(n.on_a.get().empty());
   EXPECT_EQ(hash_fields(n.redis.port(), "{r:carol}"), std::vector<std::string>{});
+}
+
+// Every node calls the roll again after it lost its subscription (here: Redis closes every
+// subscriber connection). A node that started after another sees that node's run for the
+// first time then, which says nothing of a restart: only the first live node other than it
+// mends (b for a: a script per device that removes nothing, as before), not every node that
+// never saw the value (c for a and for b; each a script per device of that node), and nobody
+// is reported offline.
+TEST(RedisBusGone, ARunSeenForTheFirstTimeAfterAnOutageIsMendedByTheFirstNodeOnly) {
+  ThreeNodes n;
+  ASSERT_NO_FATAL_FAILURE(n.start());
+  auto alice = std::make_shared<Recorder>(), bob = std::make_shared<Recorder>();
+  n.a->attach(DeviceRef{"alice", 1}, alice);
+  n.b->attach(DeviceRef{"bob", 1}, bob);
+  ASSERT_TRUE(await([&] {
+    return n.b->routes().devices() == 1 && n.c->routes().devices() == 2 && n.b->routes().complete() &&
+           n.c->routes().complete();
+  }));
+  Counter& mends = MetricsRegistry::global().counter("tern_bus_run_mends_total", "");
+  const uint64_t before = mends.value();
+  auto admin = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", n.redis.port()},
+                                                      std::chrono::milliseconds(500), std::chrono::milliseconds(500));
+  ASSERT_TRUE(admin);
+  auto killed = (*admin)->command({"CLIENT", "KILL", "TYPE", "pubsub"});
+  ASSERT_TRUE(killed);
+  ASSERT_EQ((*killed)->integer, 3);
+  // Subscribed again (three nodes live in Redis's list), each has every other's set since:
+  // the roll calls have come.
+  ASSERT_TRUE(await([&] {
+    auto list = (*admin)->command({"CLIENT", "LIST", "TYPE", "pubsub"});
+    return list && (*list)->type == REDIS_REPLY_STRING &&
+           live_nodes_from_client_list(std::string_view((*list)->str, (*list)->len)).size() == 3;
+  }));
+  ASSERT_TRUE(await([&] {
+    return n.a->routes().complete() && n.b->routes().complete() && n.c->routes().complete();
+  }));
+  ASSERT_TRUE(await([&] { return mends.value() >= before + 1; })) << "b's mend of a's run";
+  // Another mend would come within twice node_gone_after of the roll calls (mend_run); wait
+  // five times.
+  const auto until = std::chrono::steady_clock::now() + 5 * n.gone_after;
+  while (std::chrono::steady_clock::now() < until && mends.value() == before + 1)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(mends.value(), before + 1) << "a node mended a run it had only not seen before";
+  EXPECT_TRUE(n.on_a.get().empty());
+  EXPECT_TRUE(n.on_b.get().empty());
+  EXPECT_TRUE(n.c->online("alice"));
+  EXPECT_TRUE(n.a->online("bob"));
 }
 
 // Node a stops with another node live (leave()): the detaches of its drain keep their

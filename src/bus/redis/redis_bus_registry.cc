@@ -119,6 +119,8 @@ return {changed, before, after, order}
 
 Counter& gone_metric = MetricsRegistry::global().counter(
     "tern_bus_nodes_gone_total", "nodes that left the bus (absent from its liveness lists for node_gone_after), as seen here");
+Counter& run_mends_metric = MetricsRegistry::global().counter(
+    "tern_bus_run_mends_total", "mends of the registry entries of a node's last run (it started again) made here");
 }  // namespace
 
 std::string RedisBus::entry_value() const {
@@ -221,20 +223,25 @@ void RedisBus::new_run(const std::string& node, int64_t start_expiry_ms) {
   auto [it, first] = run_starts_.try_emplace(node, start_expiry_ms);
   if (!first && it->second == start_expiry_ms) return;  // a roll call of a run seen before
   it->second = start_expiry_ms;
-  // A node this one knew no devices of: nothing to do. A node seen for the first time may be
-  // an old run's too (this one started after it): the bound keeps every entry its run wrote
-  // since, so that costs scripts, not entries.
+  // A node this one knew no devices of: nothing to do.
   std::vector<DeviceRef> devices = routes_.held_on(node);
   if (devices.empty()) return;
+  // A value seen for the first time may be the same run's (this node started after it, and
+  // every node calls the roll again after a Redis outage): the bound keeps every entry that
+  // run wrote, so a mend costs scripts, not entries, and is left to the first node alone, as
+  // is one the first node may not make. A value that changed is a new run for certain.
+  const bool certain = !first;
+  if (!certain && !routes_.first_live_except(node)) return;
   // Rare: a node's roll call comes when it starts, or is subscribed again after a loss.
   spdlog::info("event=bus_node_new_run node={} devices={}", node, devices.size());
   // Not at once: the devices of a node stopped for a restart (leave()) are reconnecting
   // elsewhere, and one that is back within node_gone_after (as for a node that does not come
   // back) has overwritten its entry by then, so its user is never shown offline. Queued on
-  // every node, made by one (mend_run): the one first by name may itself stop within that
-  // time (a rolling restart moving on to it).
+  // every node that saw the run change, made by one (mend_run): the one first by name may
+  // itself stop within that time (a rolling restart moving on to it).
   CountOp op{'x', {}, 0, nullptr, node, std::move(devices), start_expiry_ms};
   op.not_before = std::chrono::steady_clock::now() + options_.node_gone_after;
+  op.take_over = certain;
   op.anyway_at = op.not_before + options_.node_gone_after;
   // Then the last run's entries have all expired, and a mend would only report the offline.
   op.until = op.not_before + 2 * options_.registry_ttl;
@@ -267,7 +274,10 @@ bool RedisBus::mend_run(const CountOp& op) {
   // The first live node other than op.node mends when due; any other, if no mark says it was
   // done node_gone_after later still: the first stopped or died before it was done, or held
   // none of the devices (it started after the last run died), or could not reach Redis.
-  if (!routes_.first_live_except(op.node) && now < op.anyway_at) return false;
+  if (!routes_.first_live_except(op.node)) {
+    if (!op.take_over) return true;  // perhaps no new run: the first node's to make, or nobody's
+    if (now < op.anyway_at) return false;
+  }
   if (!registry_mend('x', op.devices, op.node, op.below_ms)) {
     if (late) spdlog::warn("event=bus_node_run_mend_dropped node={} devices={}", op.node, op.devices.size());
     return late;  // Redis away: asked again, until the last run's entries have long expired
@@ -280,6 +290,7 @@ bool RedisBus::mend_run(const CountOp& op) {
     // nothing (the entries are gone) and reports nothing.
     if (query_) (void)query_->run1(key_slot(key), {"SET", key, below, "PX", ttl});
   }
+  run_mends_metric.inc();
   spdlog::info("event=bus_node_run_mended node={} devices={}", op.node, op.devices.size());
   return true;
 }
