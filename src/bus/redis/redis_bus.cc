@@ -690,7 +690,9 @@ void RedisBus::publisher() {
         for (const auto& [d, h] : attached_)
           if (!h.moved) here.push_back(DeviceRef{d.first, d.second});
         auto n = std::make_shared<Notification>();
-        n->seq = kSetKnowsMissed;
+        // Its run's start (as its roll calls), which says kSetKnowsMissed too: the receivers
+        // compare with >=, older ones as well.
+        n->seq = std::max<Seq>(kSetKnowsMissed + 1, static_cast<Seq>(run_start_expiry_ms_));
         n->frame = std::make_shared<const std::string>(DeviceRoutes::encode_set(here));
         events.push_back(Event{Target::kNodeSet, DeviceRef{}, std::move(n)});
         owe_node_set_ = false;
@@ -872,6 +874,10 @@ void RedisBus::deliver(std::string_view payload) {
           break;
         }
         const bool knows_missed = e.n->seq >= kSetKnowsMissed;
+        // The run of a node whose roll call came before this node listened (it started
+        // later): its next roll call with another value is then a new run for certain
+        // (new_run). A value known already stays: only a roll call tells of a change.
+        if (e.n->seq > kSetKnowsMissed) run_starts_.try_emplace(from, static_cast<int64_t>(e.n->seq));
         // A device of the set that this view did not hold there: its kAttached never arrived
         // (this node's subscription was lost, or `from` dropped events). It has no start to
         // compare with, so any drop this node remembers for it (or forgot: the horizon) is owed.

@@ -236,7 +236,8 @@ class RedisBus final : public Bus {
     // Device routes (device_routes.h): the sender attached / detached .device; its whole
     // attached set (n->frame, DeviceRoutes::encode_set); a roll call (every node answers with
     // its kNodeSet; the caller's own follows it).
-    // A kNodeSet's seq is kSetKnowsMissed from a node that takes kMissed (older ones send 0).
+    // A kNodeSet's seq is at least kSetKnowsMissed from a node that takes kMissed (older ones
+    // send 0): its run_start_expiry_ms_ (older ones send kSetKnowsMissed itself).
     // A kRollCall's seq is its node's run_start_expiry_ms_ (older ones send 0): the node's
     // registry entries that expire before it are from an earlier run (new_run()).
     kAttached = 'T', kDetached = 'F', kNodeSet = 'N', kRollCall = 'R',
@@ -429,7 +430,8 @@ class RedisBus final : public Bus {
   // this node's wall clock; entry_value() never writes an earlier one, even if the clock
   // steps back): carried by its roll calls (new_run()).
   const int64_t run_start_expiry_ms_;
-  // The last run start each node's roll call named (the subscriber's loop only; one per node).
+  // The last run start each node's roll call named, or its first set if this node did not
+  // hear that roll call (the subscriber's loop only; one per node).
   std::unordered_map<std::string, int64_t> run_starts_;
 
   Loops* loops_ = nullptr;

@@ -226,10 +226,11 @@ void RedisBus::new_run(const std::string& node, int64_t start_expiry_ms) {
   // A node this one knew no devices of: nothing to do.
   std::vector<DeviceRef> devices = routes_.held_on(node);
   if (devices.empty()) return;
-  // A value seen for the first time may be the same run's (this node started after it, and
-  // every node calls the roll again after a Redis outage): the bound keeps every entry that
-  // run wrote, so a mend costs scripts, not entries, and is left to the first node alone, as
-  // is one the first node may not make. A value that changed is a new run for certain.
+  // A value seen for the first time (neither a roll call nor a set of that node came before,
+  // from a node of an older version say) may be the same run's (every node calls the roll
+  // again after a Redis outage): the bound keeps every entry that run wrote, so a mend costs
+  // scripts, not entries, and is left to the first node alone, as is one the first node may
+  // not make. A value that changed is a new run for certain.
   const bool certain = !first;
   if (!certain && !routes_.first_live_except(node)) return;
   // Rare: a node's roll call comes when it starts, or is subscribed again after a loss.
