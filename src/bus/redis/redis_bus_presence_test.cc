@@ -255,6 +255,23 @@ struct ThreeNodes {
     c->set_presence_change_sink(on_c.sink());
     ASSERT_TRUE(a->start() && b->start() && c->start());
   }
+  // Node `name` (held in `node`) dies and starts again, `attach` run on its new run before it
+  // starts; once `seen` (the others hold its new set: they have seen the new run), `first`
+  // stops (leave()) before its mend is due: a take-over test proves nothing otherwise.
+  void restart_then_stop(std::unique_ptr<RedisBus>& node, const char* name,
+                         const std::function<void(RedisBus&)>& attach, const std::function<bool()>& seen,
+                         std::unique_ptr<RedisBus>& first) {
+    node.reset();  // its entries stay
+    node = std::make_unique<RedisBus>(options(name));
+    attach(*node);
+    const auto started = std::chrono::steady_clock::now();
+    ASSERT_TRUE(node->start());
+    ASSERT_TRUE(await(seen));
+    ASSERT_LT(std::chrono::steady_clock::now() - started, gone_after)
+        << "too slow to stop the first node before its mend was due: the test would prove nothing";
+    EXPECT_GT(first->leave().count(), 0);
+    first.reset();
+  }
 };
 
 // Node c leaves the bus without detaching anything (as a SIGKILLed node does): once it has been
@@ -360,18 +377,11 @@ TEST(RedisBusGone, TheMendOfANewRunIsTakenOverWhenTheNodeHoldingItStops) {
   n.c->attach(DeviceRef{"erin", 1}, erin);
   ASSERT_TRUE(await([&] { return n.a->routes().devices() == 2 && n.b->routes().devices() == 2; }));
   ASSERT_TRUE(await([&] { return n.a->routes().complete() && n.b->routes().complete(); }));
-  n.c.reset();  // its entries stay
-  n.c = std::make_unique<RedisBus>(n.options("c"));
   auto erin_again = std::make_shared<Recorder>();
-  n.c->attach(DeviceRef{"erin", 1}, erin_again);
-  const auto started = std::chrono::steady_clock::now();
-  ASSERT_TRUE(n.c->start());
-  // c's set (erin alone) follows its roll call: once both hold it, both have seen the new run.
-  ASSERT_TRUE(await([&] { return n.a->routes().devices() == 1 && n.b->routes().devices() == 1; }));
-  ASSERT_LT(std::chrono::steady_clock::now() - started, n.gone_after)
-      << "too slow to stop a before its mend was due: the test would prove nothing";
-  EXPECT_GT(n.a->leave().count(), 0);
-  n.a.reset();
+  // c's set (erin alone) follows its roll call.
+  ASSERT_NO_FATAL_FAILURE(n.restart_then_stop(
+      n.c, "c", [&](RedisBus& c) { c.attach(DeviceRef{"erin", 1}, erin_again); },
+      [&] { return n.a->routes().devices() == 1 && n.b->routes().devices() == 1; }, n.a));
 
   ASSERT_TRUE(await([&] { return !n.on_b.get().empty(); })) << "nobody mended c's last run";
   EXPECT_EQ(n.on_b.get(), (std::vector<std::pair<std::string, bool>>{{"carol", false}}));
@@ -419,16 +429,10 @@ TEST(RedisBusGone, ANodeThatStartedAfterTheRestartedOneTakesItsMendOverToo) {
   n.a->attach(DeviceRef{"carol", 1}, carol);
   ASSERT_TRUE(await([&] { return n.b->routes().devices() == 1 && n.c->routes().devices() == 1; }));
   ASSERT_TRUE(await([&] { return n.b->routes().complete() && n.c->routes().complete(); }));
-  n.a.reset();  // its entries stay
-  n.a = std::make_unique<RedisBus>(n.options("a"));
-  const auto started = std::chrono::steady_clock::now();
-  ASSERT_TRUE(n.a->start());
-  // a's empty set follows its roll call: once both hold it, both have seen the new run.
-  ASSERT_TRUE(await([&] { return n.b->routes().devices() == 0 && n.c->routes().devices() == 0; }));
-  ASSERT_LT(std::chrono::steady_clock::now() - started, n.gone_after)
-      << "too slow to stop b before its mend was due: the test would prove nothing";
-  EXPECT_GT(n.b->leave().count(), 0);
-  n.b.reset();
+  // a's empty set follows its roll call.
+  ASSERT_NO_FATAL_FAILURE(n.restart_then_stop(
+      n.a, "a", [](RedisBus&) {}, [&] { return n.b->routes().devices() == 0 && n.c->routes().devices() == 0; },
+      n.b));
 
   ASSERT_TRUE(await([&] { return !n.on_c.get().empty(); })) << "nobody mended a's last run";
   EXPECT_EQ(n.on_c.get(), (std::vector<std::pair<std::string, bool>>{{"carol", false}}));
