@@ -86,7 +86,13 @@ class Bus {
   virtual bool publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) = 0;
   // Delivers to every attached device of the user.
   virtual void publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) = 0;
-  virtual bool online(const std::string& user) = 0;
+  // Whether a device of the user is attached on any node. A bus that finds a stale record
+  // of a device (RedisBus: a registry entry of a node's run that is over) removes it first,
+  // reporting the user offline if it was the last one (its presence-change sink);
+  // `reported_offline`, when not null, says whether it did, so that a caller about to tell
+  // the same (a presence subscription's answer) does not tell it twice.
+  virtual bool online(const std::string& user, bool* reported_offline) = 0;
+  bool online(const std::string& user) { return online(user, nullptr); }
 
   // Read-side conversations (fan-out on read; services/live_fanout.h is node-local): n, a
   // kMessage of n->conversation_id, goes to the other nodes, which hand it to their
@@ -141,11 +147,12 @@ class Bus {
   using PresenceSink = std::function<void(const std::string& user, std::shared_ptr<const Notification> n)>;
   virtual void set_presence_sink(PresenceSink sink) { (void)sink; }
   // The bus found that a user's presence changed without a connect or disconnect here: the
-  // node that held the user's last device left the bus (died) and this node removed its
-  // entry (online false), or this node, subscribed again after a loss, wrote back the entry
-  // of a device connected here that another node had removed (online true). Exactly one
-  // node reports each change, with its order (as Counted's). Called on a bus thread; set it
-  // before serving. A single-node bus never calls it.
+  // node that held the user's last device left the bus (died) or started a new run, and
+  // this node removed its entry, found so by the bus or by a read (online(); online false),
+  // or this node, subscribed again after a loss, wrote back the entry of a device connected
+  // here that another node had removed (online true). Exactly one node reports each change,
+  // with its order (as Counted's). Called on a bus thread, or in online() on its caller's;
+  // set it before serving. A single-node bus never calls it.
   using PresenceChangeSink = std::function<void(const std::string& user, bool online, uint64_t order)>;
   virtual void set_presence_change_sink(PresenceChangeSink sink) { (void)sink; }
   // This node may have missed other nodes' events that invalidate its caches (the change and

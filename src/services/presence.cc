@@ -383,7 +383,11 @@ Result<void> Presence::finish_subscribe(uint64_t subscriber_id, const std::strin
     }
   }
   for (const auto& u : fresh) {
-    const bool online = bus_.online(u);
+    bool reported = false;
+    const bool online = bus_.online(u, &reported);
+    // The bus found u's last device record stale and reported u offline to every watcher,
+    // this subscriber included (registered above), or a later change came after it: told.
+    if (reported) continue;
     int64_t last_seen = 0;
     if (!online) {
       auto ls = store_.last_seen(u);

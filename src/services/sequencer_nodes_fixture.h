@@ -162,7 +162,8 @@ class RoutingBus : public bus::Bus {
   void publish_user(const std::string& user, const std::shared_ptr<const bus::Notification>& n) override {
     local.publish_user(user, n);
   }
-  bool online(const std::string& user) override { return local.online(user); }
+  using bus::Bus::online;
+  bool online(const std::string& user, bool* reported) override { return local.online(user, reported); }
   void disconnect(const DeviceRef& d) override { local.disconnect(d); }
   std::string route(const std::string&) override { return to; }
   void request(const std::string& node, std::string payload, Reply reply) override {

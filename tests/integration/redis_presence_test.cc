@@ -3,6 +3,7 @@
 // node than the subscriber's.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <csignal>
 
 #include "integration/redis_nodes.h"
@@ -75,6 +76,49 @@ TEST_F(RedisTest, TheUsersOfANodeRestartedAtOnceGoOfflineForSubscribersOnAnother
   EXPECT_GT(jint(*off, "last_seen"), 0) << dump(*off);
   EXPECT_EQ(metric(b_, bob, "tern_bus_nodes_gone_total"), 0)
       << "node a was away longer than node_gone_after: the restart was not what removed the entry";
+}
+
+// A single node on Redis that dies and is started again at once: no node saw its last run
+// end, so none holds that run's devices to mend. Its new run finds the entries the last run
+// wrote (alice's, dave's) when a subscription reads them (RedisBus::online) and removes them
+// once their devices had node_gone_after to reconnect: bob sees alice offline, with a
+// last_seen, not online until her entry expires (30 s) and then never told. Dave's entry,
+// read only once over, is removed by the read: bob is told dave is offline once, not twice
+// (the mend's change and the subscription's answer).
+TEST_F(RedisTest, TheUsersOfASingleNodeRestartedWithoutThemGoOfflineForASubscriber) {
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
+  Account alice = a_.api->must_register("alice");
+  Account bob = a_.api->must_register("bob");
+  Account dave = a_.api->must_register("dave");
+  Account erin = a_.api->must_register("erin");
+  for (const Account* who : {&alice, &dave, &erin}) a_.api->must_direct(who->token, "bob");
+  Device da(alice), dd(dave);
+  for (Device* d : {&da, &dd}) {
+    ASSERT_EQ(d->connect(a_.server->port()), 101);
+    ASSERT_TRUE(d->until_synced());
+  }
+  a_.server->kill();
+  ASSERT_TRUE(a_.server->restart()) << a_.server->error();
+  Device db(bob);
+  ASSERT_EQ(db.connect(a_.server->port()), 101);
+  ASSERT_TRUE(db.until_synced());
+  ASSERT_TRUE(db.presence_subscribe({"alice"}));
+  std::vector<json::object> seen;
+  auto off = db.read_until(presence_of("alice", false), ms(15000), &seen);
+  ASSERT_TRUE(off) << "alice stayed online after her node restarted without her:\n" << dump_frames(seen);
+  EXPECT_GT(jint(*off, "last_seen"), 0) << dump(*off);
+
+  // Over by now (alice's was: the same run's). Erin's answer comes after every frame of
+  // dave's subscription (one loader thread, in order).
+  seen.clear();
+  ASSERT_TRUE(db.presence_subscribe({"dave"}));
+  ASSERT_TRUE(db.read_until(presence_of("dave", false), ms(5000), &seen)) << dump_frames(seen);
+  seen.clear();
+  ASSERT_TRUE(db.presence_subscribe({"erin"}));
+  ASSERT_TRUE(db.read_until(presence_of("erin", false), ms(5000), &seen)) << dump_frames(seen);
+  const auto of_dave = [](const json::object& f) { return type_of(f) == "presence" && jstr(f, "user") == "dave"; };
+  EXPECT_EQ(std::count_if(seen.begin(), seen.end(), of_dave), 0) << "dave told offline twice:\n" << dump_frames(seen);
+  EXPECT_GE(metric(a_, bob, "tern_bus_stale_entries_mended_total"), 2);
 }
 
 // Presence follows membership changes made on another node: a direct conversation created

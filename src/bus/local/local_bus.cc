@@ -99,7 +99,8 @@ void LocalBus::publish_user(const std::string& user, const std::shared_ptr<const
   for (auto& e : targets) e->notify(n);
 }
 
-bool LocalBus::online(const std::string& user) {
+bool LocalBus::online(const std::string& user, bool* reported_offline) {
+  if (reported_offline) *reported_offline = false;
   auto& s = shard(user);
   std::lock_guard lock(s.mu);
   return s.users.count(user) != 0;

@@ -25,7 +25,8 @@ class LocalBus final : public Bus {
   // Tells the device's endpoint missed(), if one is attached.
   void missed(const DeviceRef& device);
   void publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) override;
-  bool online(const std::string& user) override;
+  using Bus::online;
+  bool online(const std::string& user, bool* reported_offline) override;
 
  private:
   std::shared_ptr<Endpoint> find(const DeviceRef& device);

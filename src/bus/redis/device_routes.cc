@@ -197,8 +197,43 @@ std::vector<DeviceRoutes::Gone> DeviceRoutes::set_live(const std::vector<std::st
     drop_node(i);
     nodes_[i].has_set = false;
   }
+  if (!live_known_) lists_since_ = now;
   live_known_ = true;
   return gone;
+}
+
+DeviceRoutes::RunSeen DeviceRoutes::run_called(const std::string& node, int64_t run, Clock::time_point now) {
+  std::unique_lock lock(mu_);
+  const uint32_t i = node_index(node);
+  if (node != self_) touch(i, now);
+  Node& n = nodes_[i];
+  const RunSeen seen{n.run == 0, n.run != 0 && n.run != run};
+  if (n.run != run) {
+    n.run = run;
+    n.run_at = now;
+  }
+  return seen;
+}
+
+void DeviceRoutes::run_in_set(const std::string& node, int64_t run, Clock::time_point now) {
+  std::unique_lock lock(mu_);
+  Node& n = nodes_[node_index(node)];
+  if (n.run != 0) return;
+  n.run = run;
+  n.run_at = now;
+}
+
+DeviceRoutes::Over DeviceRoutes::over(const std::string& node, int64_t expiry_ms, Clock::time_point now) const {
+  std::shared_lock lock(mu_);
+  // Not yet listed since the last reset: nothing is known of who is gone; asked again later.
+  if (!live_known_) return {now + gone_after_, 0};
+  auto it = index_.find(node);
+  if (it == index_.end()) return {lists_since_ + gone_after_, 0};
+  const Node& n = nodes_[it->second];
+  if (n.run != 0 && expiry_ms < n.run) return {n.run_at + gone_after_, n.run};
+  if (n.live) return {Clock::time_point::max(), 0};
+  const Clock::time_point absent = n.absent_since == Clock::time_point{} ? lists_since_ : n.absent_since;
+  return {std::max(absent, lists_since_) + gone_after_, 0};
 }
 
 void DeviceRoutes::reset() {

@@ -83,6 +83,31 @@ class DeviceRoutes {
   // The nodes that are stopping (their leave() marker is in the last list, sorted): still
   // live and holding devices, but no longer the ones to mend another node's entries.
   void set_leaving(const std::vector<std::string>& leaving);
+  // A node's run: the earliest expiry of the registry entries it writes (RedisBus's
+  // run_start_expiry_ms_). From its roll call (it spoke: live until the next list): `first`,
+  // no value was known; `changed`, another was (a new run for certain). From its set: kept
+  // only if none is known (only a roll call tells of a change). Either way this view notes
+  // when it learned the value (over()).
+  struct RunSeen {
+    bool first;
+    bool changed;
+  };
+  RunSeen run_called(const std::string& node, int64_t run, Clock::time_point now = Clock::now());
+  void run_in_set(const std::string& node, int64_t run, Clock::time_point now = Clock::now());
+  // When a registry entry that `node` (not this node) wrote, expiring at `expiry_ms`, is
+  // over: written by a run that ended (it expires before the node's run, learned gone_after
+  // ago: its devices had that long to reconnect), or by a node absent from every list read
+  // for gone_after (one this view never listed: absent from every list since its first after
+  // the last reset). The registry mends such an entry when it finds it (RedisBus::online),
+  // as it does for the devices these routes hold (new_run, gone). `at`: Clock::time_point::max()
+  // for an entry of a live node's run (it counts); else when it is (or will be) over.
+  // `below`: the mend's bound, the node's run (0: a node that is gone; the bus bounds it by
+  // its own clock).
+  struct Over {
+    Clock::time_point at;
+    int64_t below;
+  };
+  Over over(const std::string& node, int64_t expiry_ms, Clock::time_point now = Clock::now()) const;
   // A node gone from the lists for gone_after, and the devices this view held there.
   struct Gone {
     std::string node;
@@ -112,6 +137,8 @@ class DeviceRoutes {
     Clock::time_point seen{};  // last in a live list or heard from
     Clock::time_point absent_since{};  // the first list without it since (zero: in the last one)
     bool gone_told = false;  // set_live returned it since it was last live
+    int64_t run = 0;          // its run (run_called, run_in_set); 0: unknown
+    Clock::time_point run_at{};  // when this view learned it
   };
   struct Held {
     uint32_t device;
@@ -132,6 +159,7 @@ class DeviceRoutes {
   std::vector<Node> nodes_;         // by index
   std::unordered_map<std::string, std::vector<Held>> users_;  // user → (device, node) pairs
   bool live_known_ = false;  // set_live since the last reset
+  Clock::time_point lists_since_{};  // the first set_live since the last reset
   size_t pairs_ = 0;
 };
 

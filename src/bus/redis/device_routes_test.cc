@@ -235,5 +235,60 @@ TEST(DeviceRoutes, ANewRunsDevicesAreHeldUntilItsSetAndTheFirstOtherLiveNodeMend
   EXPECT_TRUE(n2.held_on("n1").empty());
 }
 
+
+// A node's run, from its roll call: the first value is no change, another one is. A set's
+// value counts only while none is known.
+TEST(DeviceRoutes, ARollCallTellsWhetherItsNodesRunChanged) {
+  DeviceRoutes r("n1", 30s, 5s);
+  auto seen = r.run_called("n2", 100);
+  EXPECT_TRUE(seen.first);
+  EXPECT_FALSE(seen.changed);
+  seen = r.run_called("n2", 100);
+  EXPECT_FALSE(seen.first || seen.changed) << "the same run again (a roll call after an outage)";
+  seen = r.run_called("n2", 200);
+  EXPECT_FALSE(seen.first);
+  EXPECT_TRUE(seen.changed);
+  r.run_in_set("n3", 300);
+  r.run_in_set("n3", 400);  // known already: only a roll call tells of a change
+  seen = r.run_called("n3", 300);
+  EXPECT_FALSE(seen.first || seen.changed);
+}
+
+// A registry entry is over (RedisBus mends it when it reads it) once its node has been on a
+// later run for gone_after (bound: that run), or absent from every list for gone_after
+// (bound: none, 0); a live node's entry of its current run never is. A node never listed
+// counts as absent from the first list after the last reset on; before any list, nothing is
+// known and the entry is asked about again gone_after later.
+TEST(DeviceRoutes, AnEntryIsOverGoneAfterItsRunEndedOrItsNodeLeftTheLists) {
+  const auto t0 = DeviceRoutes::Clock::now();
+  const auto never = DeviceRoutes::Clock::time_point::max();
+  DeviceRoutes r("n1", 30s, 5s);
+  auto o = r.over("n2", 150, t0);
+  EXPECT_EQ(o.at, t0 + 5s) << "no list read yet";
+  r.set_live({"n1", "n2", "n3"}, t0);
+  r.run_called("n2", 100, t0);
+  EXPECT_EQ(r.over("n2", 150, t0).at, never) << "n2's current run";
+  r.run_called("n2", 200, t0 + 1s);  // n2 started again
+  o = r.over("n2", 150, t0 + 1s);
+  EXPECT_EQ(o.at, t0 + 6s) << "its devices have gone_after to reconnect";
+  EXPECT_EQ(o.below, 200);
+  EXPECT_EQ(r.over("n2", 250, t0 + 1s).at, never) << "the new run's entry";
+
+  r.set_live({"n1", "n2"}, t0 + 2s);  // n3 left
+  o = r.over("n3", 150, t0 + 2s);
+  EXPECT_EQ(o.at, t0 + 7s);
+  EXPECT_EQ(o.below, 0);
+  r.set_live({"n1", "n2", "n3"}, t0 + 3s);  // back (as before: its run is unchanged)
+  EXPECT_EQ(r.over("n3", 150, t0 + 3s).at, never);
+
+  o = r.over("ghost", 150, t0 + 3s);
+  EXPECT_EQ(o.at, t0 + 5s) << "never listed: absent since the first list";
+  EXPECT_EQ(o.below, 0);
+  r.reset();  // the subscription is lost: what was listed before does not count
+  EXPECT_EQ(r.over("ghost", 150, t0 + 4s).at, t0 + 9s);
+  r.set_live({"n1", "n2", "n3"}, t0 + 6s);
+  EXPECT_EQ(r.over("ghost", 150, t0 + 6s).at, t0 + 11s);
+}
+
 }  // namespace
 }  // namespace tern::bus

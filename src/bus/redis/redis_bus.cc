@@ -877,7 +877,7 @@ void RedisBus::deliver(std::string_view payload) {
         // The run of a node whose roll call came before this node listened (it started
         // later): its next roll call with another value is then a new run for certain
         // (new_run). A value known already stays: only a roll call tells of a change.
-        if (e.n->seq > kSetKnowsMissed) run_starts_.try_emplace(from, static_cast<int64_t>(e.n->seq));
+        if (e.n->seq > kSetKnowsMissed) routes_.run_in_set(from, static_cast<int64_t>(e.n->seq));
         // A device of the set that this view did not hold there: its kAttached never arrived
         // (this node's subscription was lost, or `from` dropped events). It has no start to
         // compare with, so any drop this node remembers for it (or forgot: the horizon) is owed.

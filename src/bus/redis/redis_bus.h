@@ -56,8 +56,10 @@
 //
 // Registry: every attached device is written to Redis as {r:<user>} <device> → "<node>
 // <expires ms>", refreshed every ttl/3 (only while this node's entry is there) and removed
-// on detach (only if this node wrote it: a device that moved keeps its new node's entry); online(user) is true if a device is attached here or an unexpired entry exists. A
-// dead node's entries expire after the ttl.
+// on detach (only if this node wrote it: a device that moved keeps its new node's entry);
+// online(user) is true if a device is attached here or an unexpired entry counts (one of a
+// run that is over is removed first: online()). A dead node's entries expire after the ttl
+// unless a node mends them first (gone(), new_run(), online()).
 //
 // Presence counts: attach() and detach() write or remove the device's entry and count the
 // user's unexpired entries in one script (atomic on Redis), so the count they return covers
@@ -84,6 +86,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 #include <map>
@@ -184,7 +187,13 @@ class RedisBus final : public Bus {
   // (docs/scaling.md "Device events go to the node that holds the device").
   bool publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) override;
   void publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) override;
-  bool online(const std::string& user) override;
+  // A registry entry of a run that is over (DeviceRoutes::over; this node's last run, over
+  // node_gone_after after this one started) is removed here and now, with its 'x' script;
+  // one that will be over is checked again then (counter thread, check_again), so that a
+  // user shown online on its strength is shown offline when it is over (docs/scaling.md
+  // "Entries that no node mends").
+  using Bus::online;
+  bool online(const std::string& user, bool* reported_offline) override;
   void publish_conversation(const std::shared_ptr<const Notification>& n) override;
   void set_conversation_sink(std::function<void(std::shared_ptr<const Notification>)> sink) override;
   void set_change_sink(std::function<void(const std::string& conversation_id)> sink) override;
@@ -377,7 +386,30 @@ class RedisBus final : public Bus {
   // entry unless another node's is there (back on the bus). Pipelined. Reports each presence
   // change it made (presence_change_sink_). Counter thread.
   // Returns false if Redis could not be reached for every device (the rest are not mended).
-  bool registry_mend(char op, const std::vector<DeviceRef>& devices, const std::string& node, int64_t below_ms = 0);
+  struct CountOp;  // an op of the counter thread, below
+  // `seen`: the user's unexpired entries after the last script that answered (-1: none did),
+  // and whether an offline was reported (online() passes a single user's devices).
+  struct MendSeen {
+    int64_t after = -1;
+    bool reported_offline = false;
+  };
+  bool registry_mend(char op, const std::vector<DeviceRef>& devices, const std::string& node, int64_t below_ms = 0,
+                     MendSeen* seen = nullptr);
+  // When an entry `node` wrote, expiring at expiry_ms, is over (DeviceRoutes::over; for this
+  // node's own: written by its last run, over node_gone_after after this one started).
+  DeviceRoutes::Over entry_over(const std::string& node, int64_t expiry_ms, std::chrono::steady_clock::time_point now) const;
+  // The bound of a mend of a node that is gone (DeviceRoutes::Over::below 0): later than
+  // every entry it wrote before it was absent for node_gone_after, earlier than every entry
+  // a new run of it, not listed yet, writes (half of node_gone_after to spare on each side).
+  int64_t gone_bound() const;
+  // Queues the 'c' op (entries of op.node for op.device.user that will be over at
+  // op.not_before), at most one per user and node and kMaxChecks in all (more: those
+  // entries expire unmended, as before). Any thread.
+  void check_later(CountOp op);
+  // A 'c' op, due (counter thread): mends its entries if they are over, queues it again if
+  // not yet, drops it if their node is live on their run again.
+  void check_again(CountOp op);
+  static constexpr size_t kMaxChecks = 100000;
   // Queues the 'x' op of the devices of nodes that left the bus, if this node is the first of
   // the `live` ones (not leaving; publisher thread).
   void gone(std::vector<DeviceRoutes::Gone> nodes, const std::vector<std::string>& live);
@@ -395,7 +427,6 @@ class RedisBus final : public Bus {
   // node_gone_after after it was due (op.anyway_at); then marked done. Returns false to be
   // asked again later: another node is first (it may stop before it is done, or hold none of
   // the devices), or Redis was away.
-  struct CountOp;
   bool mend_run(const CountOp& op);
   // The key that says up to which run start (a value of new_run's) `node`'s entries were
   // mended: the nodes that are not first read it before taking a mend over.
@@ -430,9 +461,7 @@ class RedisBus final : public Bus {
   // this node's wall clock; entry_value() never writes an earlier one, even if the clock
   // steps back): carried by its roll calls (new_run()).
   const int64_t run_start_expiry_ms_;
-  // The last run start each node's roll call named, or its first set if this node did not
-  // hear that roll call (the subscriber's loop only; one per node).
-  std::unordered_map<std::string, int64_t> run_starts_;
+  const std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
 
   Loops* loops_ = nullptr;
   std::vector<std::shared_ptr<LoopPublisher>> publishers_;  // one per loop (set_loops)
@@ -487,11 +516,13 @@ class RedisBus final : public Bus {
     std::chrono::steady_clock::time_point anyway_at{};  // ... even if not first, from then on
     std::chrono::steady_clock::time_point until{};  // new_run's 'x': asked again until then
     bool local_added = true;  // '+': no connection of the device was attached here
+    int64_t expiry_ms = 0;  // 'c': the latest expiry of the entries checked again
   };
   std::mutex counts_mu_;
   std::condition_variable counts_cv_;
   std::deque<CountOp> counts_;  // guarded by counts_mu_; bounded by the connections (one op each way)
   bool counts_stopping_ = false;  // guarded by counts_mu_
+  std::unordered_set<std::string> checks_;  // guarded by counts_mu_: "<user> <node>" of each queued 'c'
   std::thread counter_thread_;
 };
 

@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include "base/byte_codec.h"
+#include "base/clock.h"
 #include "base/metrics.h"
 #include "bus/redis/redis_bus.h"
 #include "bus/redis/node_ring.h"
@@ -549,6 +550,104 @@ TEST_F(RedisBusNodes, ANodeBackOnTheBusWritesBackTheEntriesRemovedMeanwhile) {
   ASSERT_TRUE(await([&] { return b.online("alice"); })) << "alice's entry was not written back";
   ASSERT_TRUE(await([&] { return !on_a.get().empty(); }));
   EXPECT_EQ(on_a.get(), (std::vector<std::pair<std::string, bool>>{{"alice", true}})) << "bob's entry was there";
+}
+
+
+// Registry entries that no node mends when it is due (no live node's routes held the device
+// there): read by online(), they count until they are over (DeviceRoutes::over), then are
+// removed, by the check the read queued or by the read itself, and their user reported
+// offline: not left online until they expire (registry_ttl, 30 s) with no change ever told.
+struct StaleEntries {
+  store::redis::testing::RedisServer redis;
+  bool started = redis.start().ok();
+  Changes on_a;
+  // Longer than quick()'s: the first read must come before the entries are over, on a slow
+  // machine too.
+  RedisBusOptions options(const char* node) const {
+    RedisBusOptions o = quick(redis.port(), node);
+    o.node_gone_after = std::chrono::seconds(2);
+    return o;
+  }
+  // Writes `user`'s entry for device 1 as `node` does, expiring `in` from now.
+  bool entry(const std::string& user, const std::string& node, std::chrono::milliseconds in) {
+    auto admin = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis.port()},
+                                                        std::chrono::milliseconds(500), std::chrono::milliseconds(500));
+    return admin && (*admin)->command({"HSET", "{r:" + user + "}", "1", node + " " + std::to_string(now_ms() + in.count())});
+  }
+  // `user` was read online, and a check queued: reported offline once the entry is over, not
+  // before `since` + node_gone_after, and the entry removed.
+  void reported_offline_once_over(RedisBus& a, const std::string& user, std::chrono::steady_clock::time_point since) {
+    bool reported = true;
+    EXPECT_TRUE(a.online(user, &reported)) << "not over yet";
+    EXPECT_FALSE(reported);
+    ASSERT_TRUE(await([&] { return !on_a.get().empty(); })) << user << " stayed online, and nobody was told otherwise";
+    EXPECT_GE(std::chrono::steady_clock::now() - since, std::chrono::seconds(2));
+    EXPECT_EQ(on_a.get(), (std::vector<std::pair<std::string, bool>>{{user, false}}));
+    EXPECT_EQ(hash_fields(redis.port(), "{r:" + user + "}"), std::vector<std::string>{});
+  }
+};
+
+// Node "ghost" died before a started, and no node of that name comes back (a renamed node):
+// its entries are over once a has read lists without it for node_gone_after.
+TEST(RedisBusStale, AnEntryOfANodeNeverListedIsRemovedOnceOverAndItsUserReportedOffline) {
+  StaleEntries t;
+  ASSERT_TRUE(t.started);
+  ASSERT_TRUE(t.entry("carol", "ghost", std::chrono::seconds(20)));
+  ASSERT_TRUE(t.entry("dave", "ghost", std::chrono::seconds(20)));
+  RedisBus a{t.options("a")};
+  a.set_presence_change_sink(t.on_a.sink());
+  const auto started = std::chrono::steady_clock::now();
+  ASSERT_TRUE(a.start());
+  ASSERT_NO_FATAL_FAILURE(t.reported_offline_once_over(a, "carol", started));
+  // Read once over: removed by the read, which says that it reported the offline (a
+  // subscription's answer then tells nothing more: Presence::finish_subscribe).
+  bool reported = false;
+  EXPECT_FALSE(a.online("dave", &reported));
+  EXPECT_TRUE(reported);
+  EXPECT_EQ(t.on_a.get(), (std::vector<std::pair<std::string, bool>>{{"carol", false}, {"dave", false}}));
+  EXPECT_EQ(hash_fields(t.redis.port(), "{r:dave}"), std::vector<std::string>{});
+}
+
+// A single node on Redis that died and was started again: no other node saw its last run.
+// The entries that run wrote (they expire before this run's start) are over node_gone_after
+// after it started.
+TEST(RedisBusStale, AnEntryOfThisNodesLastRunIsRemovedOnceOverAndItsUserReportedOffline) {
+  StaleEntries t;
+  ASSERT_TRUE(t.started);
+  ASSERT_TRUE(t.entry("erin", "a", std::chrono::seconds(10)));
+  const auto started = std::chrono::steady_clock::now();
+  RedisBus a{t.options("a")};
+  a.set_presence_change_sink(t.on_a.sink());
+  ASSERT_TRUE(a.start());
+  ASSERT_NO_FATAL_FAILURE(t.reported_offline_once_over(a, "erin", started));
+}
+
+// Node b holds carol, dies, and is started again after a started: a's routes never held
+// carol on b, so nobody mends b's last run at its roll call (new_run); her entry is over
+// node_gone_after after a learned b's new run.
+TEST(RedisBusStale, AnEntryOfANodesLastRunThatNoNodeHeldIsRemovedOnceOver) {
+  StaleEntries t;
+  ASSERT_TRUE(t.started);
+  auto b = std::make_unique<RedisBus>(t.options("b"));
+  ASSERT_TRUE(b->start());
+  auto carol = std::make_shared<Recorder>();
+  b->attach(DeviceRef{"carol", 1}, carol);
+  b.reset();  // its entry stays
+  RedisBus a{t.options("a")};
+  a.set_presence_change_sink(t.on_a.sink());
+  ASSERT_TRUE(a.start());
+  ASSERT_TRUE(await([&] { return a.routes().complete(); }));
+  b = std::make_unique<RedisBus>(t.options("b"));
+  auto erin = std::make_shared<Recorder>();
+  b->attach(DeviceRef{"erin", 1}, erin);  // in the set that tells a of b's new run
+  const auto restarted = std::chrono::steady_clock::now();
+  ASSERT_TRUE(b->start());
+  ASSERT_TRUE(await([&] { return a.routes().devices() == 1; }));
+  const std::vector<DeviceRef> held = a.routes().held_on("b");
+  ASSERT_EQ(held.size(), 1u);
+  EXPECT_EQ(held[0].user, "erin") << "a never held carol on b";
+  EXPECT_TRUE(a.online("erin")) << "the new run's entry counts";
+  ASSERT_NO_FATAL_FAILURE(t.reported_offline_once_over(a, "carol", restarted));
 }
 
 }  // namespace

@@ -119,6 +119,9 @@ return {changed, before, after, order}
 
 Counter& gone_metric = MetricsRegistry::global().counter(
     "tern_bus_nodes_gone_total", "nodes that left the bus (absent from its liveness lists for node_gone_after), as seen here");
+Counter& stale_mended_metric = MetricsRegistry::global().counter(
+    "tern_bus_stale_entries_mended_total",
+    "registry entries of a run that is over (a node gone, or started again) found on a read and removed here");
 Counter& run_mends_metric = MetricsRegistry::global().counter(
     "tern_bus_run_mends_total", "mends of the registry entries of a node's last run (it started again) made here");
 }  // namespace
@@ -150,7 +153,7 @@ Result<RedisBus::Count> RedisBus::registry_count(char op, const DeviceRef& devic
 }
 
 bool RedisBus::registry_mend(char op, const std::vector<DeviceRef>& devices, const std::string& node,
-                             int64_t below_ms) {
+                             int64_t below_ms, MendSeen* seen) {
   const std::string value = op == 'x' ? node : entry_value();
   const std::string code(1, op), now = std::to_string(now_ms()), below = std::to_string(below_ms);
   // One pipeline per slot for up to kChunk devices, all sent before any reply is read: a node
@@ -189,12 +192,16 @@ bool RedisBus::registry_mend(char op, const std::vector<DeviceRef>& devices, con
         const redisReply* reply = replies[k].get();
         if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) continue;
         const auto at = [&](size_t e) { return reply->element[e]->type == REDIS_REPLY_INTEGER ? reply->element[e]->integer : -1; };
+        if (seen) seen->after = at(2);
         if (at(0) != 1 || !presence_change_sink_) continue;
         // The last entry of the user went with a node that left: offline. An entry written
         // back while the user had none unexpired: online again.
         const std::string& user = devices[part.second[k]].user;
         const auto order = static_cast<uint64_t>(std::max<long long>(at(3), 0));
-        if (op == 'x' && at(2) == 0) presence_change_sink_(user, false, order);
+        if (op == 'x' && at(2) == 0) {
+          presence_change_sink_(user, false, order);
+          if (seen) seen->reported_offline = true;
+        }
         if (op == 'r' && at(1) == 0 && at(2) > 0) presence_change_sink_(user, true, order);
       }
     }
@@ -220,9 +227,8 @@ void RedisBus::gone(std::vector<DeviceRoutes::Gone> nodes, const std::vector<std
 }
 
 void RedisBus::new_run(const std::string& node, int64_t start_expiry_ms) {
-  auto [it, first] = run_starts_.try_emplace(node, start_expiry_ms);
-  if (!first && it->second == start_expiry_ms) return;  // a roll call of a run seen before
-  it->second = start_expiry_ms;
+  const DeviceRoutes::RunSeen seen = routes_.run_called(node, start_expiry_ms);
+  if (!seen.first && !seen.changed) return;  // a roll call of a run seen before
   // A node this one knew no devices of: nothing to do.
   std::vector<DeviceRef> devices = routes_.held_on(node);
   if (devices.empty()) return;
@@ -231,7 +237,7 @@ void RedisBus::new_run(const std::string& node, int64_t start_expiry_ms) {
   // again after a Redis outage): the bound keeps every entry that run wrote, so a mend costs
   // scripts, not entries, and is left to the first node alone, as is one the first node may
   // not make. A value that changed is a new run for certain.
-  const bool certain = !first;
+  const bool certain = seen.changed;
   if (!certain && !routes_.first_live_except(node)) return;
   // Rare: a node's roll call comes when it starts, or is subscribed again after a loss.
   spdlog::info("event=bus_node_new_run node={} devices={}", node, devices.size());
@@ -389,6 +395,10 @@ void RedisBus::counter() {
         }
         continue;
       }
+      if (op.op == 'c') {
+        check_again(std::move(op));
+        continue;
+      }
       if (op.op == 'x' || op.op == 'r') {
         registry_mend(op.op, op.devices, op.node, op.below_ms);
         continue;
@@ -405,25 +415,102 @@ void RedisBus::counter() {
   }
 }
 
-bool RedisBus::online(const std::string& user) {
+bool RedisBus::online(const std::string& user, bool* reported_offline) {
+  if (reported_offline) *reported_offline = false;
   if (local_.online(user)) return true;
-  std::lock_guard lock(query_mu_);
-  if (!query_) {
-    auto c = RedisCluster::open(cluster_options(options_.command_timeout));
-    if (!c) return false;  // unknown: say offline (presence is advisory)
-    query_ = std::move(c).value();
-  }
   const std::string key = registry_key(user);
-  auto r = query_->run1(key_slot(key), {"HVALS", key});
+  Result<store::redis::Reply> r = make_error(ErrorCode::kUnavailable, "redis: not connected");
+  {
+    std::lock_guard lock(query_mu_);
+    if (!query_) {
+      auto c = RedisCluster::open(cluster_options(options_.command_timeout));
+      if (!c) return false;  // unknown: say offline (presence is advisory)
+      query_ = std::move(c).value();
+    }
+    r = query_->run1(key_slot(key), {"HGETALL", key});
+  }
   if (!r || (*r)->type != REDIS_REPLY_ARRAY) return false;
   const int64_t now = now_ms();
-  for (size_t i = 0; i < (*r)->elements; ++i) {
-    std::string_view v((*r)->element[i]->str, (*r)->element[i]->len);
-    const size_t sp = v.rfind(' ');
-    if (sp == std::string_view::npos) continue;
-    if (std::atoll(std::string(v.substr(sp + 1)).c_str()) > now) return true;
+  const auto steady = std::chrono::steady_clock::now();
+  size_t counted = 0;
+  // By node and bound: the entries that are over (mended now) and, by node, those that will
+  // be (checked again then; they count until).
+  std::map<std::pair<std::string, int64_t>, std::vector<DeviceRef>> over;
+  std::map<std::string, CountOp> later;
+  const redisReply* a = r->get();
+  for (size_t i = 0; i + 1 < a->elements; i += 2) {
+    const redisReply* f = a->element[i];
+    const redisReply* v = a->element[i + 1];
+    if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) continue;
+    const std::string_view value(v->str, v->len);
+    const size_t sp = value.rfind(' ');
+    if (sp == std::string_view::npos) continue;  // the order field 'v'
+    const int64_t expiry = std::atoll(std::string(value.substr(sp + 1)).c_str());
+    if (expiry <= now) continue;
+    const std::string node(value.substr(0, sp));
+    const DeviceRef device{user, static_cast<uint32_t>(std::strtoul(std::string(f->str, f->len).c_str(), nullptr, 10))};
+    const DeviceRoutes::Over o = entry_over(node, expiry, steady);
+    if (o.at <= steady) {
+      over[{node, o.below}].push_back(device);
+      continue;
+    }
+    ++counted;
+    if (o.at == std::chrono::steady_clock::time_point::max()) continue;
+    auto [it, fresh] = later.try_emplace(node, CountOp{'c', DeviceRef{user, 0}, 0, nullptr, node, {}});
+    it->second.devices.push_back(device);
+    it->second.expiry_ms = std::max(it->second.expiry_ms, expiry);
+    it->second.not_before = fresh ? o.at : std::min(it->second.not_before, o.at);
   }
-  return false;
+  MendSeen seen;
+  for (auto& [of, devices] : over) {
+    stale_mended_metric.inc(devices.size());
+    registry_mend('x', devices, of.first, of.second != 0 ? of.second : gone_bound(), &seen);
+  }
+  for (auto& [node, op] : later) check_later(std::move(op));
+  if (reported_offline) *reported_offline = seen.reported_offline;
+  // The mend's count is the later one (a device may have connected since the read).
+  return seen.after >= 0 ? seen.after > 0 : counted > 0;
+}
+
+DeviceRoutes::Over RedisBus::entry_over(const std::string& node, int64_t expiry_ms,
+                                         std::chrono::steady_clock::time_point now) const {
+  if (node != options_.node_id) return routes_.over(node, expiry_ms, now);
+  // This node's last run (it died and was started again): no other node may hold its devices,
+  // a single node least of all.
+  if (expiry_ms < run_start_expiry_ms_) return {started_at_ + options_.node_gone_after, run_start_expiry_ms_};
+  return {std::chrono::steady_clock::time_point::max(), 0};
+}
+
+int64_t RedisBus::gone_bound() const {
+  return now_ms() + options_.registry_ttl.count() - options_.node_gone_after.count() / 2;
+}
+
+void RedisBus::check_later(CountOp op) {
+  {
+    std::lock_guard lock(counts_mu_);
+    if (checks_.size() >= kMaxChecks || !checks_.insert(op.device.user + " " + op.node).second) return;
+    counts_.push_back(std::move(op));
+  }
+  counts_cv_.notify_one();
+}
+
+void RedisBus::check_again(CountOp op) {
+  {
+    std::lock_guard lock(counts_mu_);
+    checks_.erase(op.device.user + " " + op.node);
+  }
+  const auto now = std::chrono::steady_clock::now();
+  const DeviceRoutes::Over o = entry_over(op.node, op.expiry_ms, now);
+  if (o.at == std::chrono::steady_clock::time_point::max()) return;  // its node is live on that run
+  if (o.at > now) {
+    op.not_before = o.at;
+    check_later(std::move(op));
+    return;
+  }
+  // Whether or not they expired meanwhile: a subscriber may have been told online on their
+  // strength. Each is removed only if its node still holds it below the bound.
+  stale_mended_metric.inc(op.devices.size());
+  registry_mend('x', op.devices, op.node, o.below != 0 ? o.below : gone_bound());
 }
 
 void RedisBus::registry_writes(const std::deque<std::pair<bool, DeviceRef>>& reg,
