@@ -410,8 +410,9 @@ class RedisBus final : public Bus {
   // not yet, drops it if their node is live on their run again.
   void check_again(CountOp op);
   static constexpr size_t kMaxChecks = 100000;
-  // Queues the 'x' op of the devices of nodes that left the bus, if this node is the first of
-  // the `live` ones (not leaving; publisher thread).
+  // Queues the 'x' op of the devices of nodes that left the bus (bounded by gone_bound()),
+  // due at once, made by mend_run as a new run's is: by the first of the `live` ones (not
+  // leaving), or by another node_gone_after later with no mark (publisher thread).
   void gone(std::vector<DeviceRoutes::Gone> nodes, const std::vector<std::string>& live);
   // `node` made a roll call naming the start of its run (`start_expiry_ms`, its first entries'
   // expiry): if that is new here, the entries of the devices these routes hold there that
@@ -421,8 +422,8 @@ class RedisBus final : public Bus {
   // that the mend outlives the node that would make it; a value seen for the first time only
   // the first live node does. Subscriber's loop.
   void new_run(const std::string& node, int64_t start_expiry_ms);
-  // A new run's mend, due (counter thread): made here unless a node marked it done
-  // (run_mended_key) or this node is leaving, if this node is the first live one other than
+  // A new run's mend, or a gone node's (op.gone), due (counter thread): made here unless a
+  // node marked it done (run_mended_key, gone_mended_key) or this node is leaving, if this node is the first live one other than
   // op.node and not leaving, or (op.take_over: this node saw the run change) no mark came
   // node_gone_after after it was due (op.anyway_at); then marked done. Returns false to be
   // asked again later: another node is first (it may stop before it is done, or hold none of
@@ -431,6 +432,9 @@ class RedisBus final : public Bus {
   // The key that says up to which run start (a value of new_run's) `node`'s entries were
   // mended: the nodes that are not first read it before taking a mend over.
   static std::string run_mended_key(const std::string& node) { return "tern:mended:{" + node + "}"; }
+  // The same for gone(): up to which bound (gone_bound() of the node that made it) the
+  // entries of `node`, which left the bus, were removed.
+  static std::string gone_mended_key(const std::string& node) { return "tern:mended-gone:{" + node + "}"; }
   // The publisher thread's registry writes of one turn (`reg`: writes and removals Redis
   // missed; `refresh`: this node's entries), added to its pipelines by slot; the strings the
   // views name go into `owned`. In redis_bus_registry.cc, with the rest of the registry.
@@ -517,6 +521,7 @@ class RedisBus final : public Bus {
     std::chrono::steady_clock::time_point until{};  // new_run's 'x': asked again until then
     bool local_added = true;  // '+': no connection of the device was attached here
     int64_t expiry_ms = 0;  // 'c': the latest expiry of the entries checked again
+    bool gone = false;  // gone()'s 'x' (marked in gone_mended_key), else new_run's
   };
   std::mutex counts_mu_;
   std::condition_variable counts_cv_;

@@ -323,6 +323,35 @@ TEST(RedisBusGone, ANodeThatLeftHasItsDevicesEntriesRemovedAndItsUsersReportedOf
   EXPECT_EQ(hash_fields(n.redis.port(), "{r:dave}"), (std::vector<std::string>{"2", "v"}));
 }
 
+// Node c dies, and node a, first by name, is started again before c counts as gone: a never
+// lists c, so it never sees it leave (nor holds its devices). b does, waits for a's mark
+// while a is live, and removes c's entries itself node_gone_after later: carol is reported
+// offline, once. (The same take-over covers a first node that dies as it sees c leave.)
+TEST(RedisBusGone, ANodeThatLeftIsMendedByAnotherWhenTheFirstNeverSawItLeave) {
+  ThreeNodes n;
+  n.gone_after = std::chrono::seconds(1);  // room to restart a before it sees c leave, on a slow machine too
+  ASSERT_NO_FATAL_FAILURE(n.start());
+  auto carol = std::make_shared<Recorder>();
+  n.c->attach(DeviceRef{"carol", 1}, carol);
+  ASSERT_TRUE(await([&] { return n.a->routes().devices() == 1 && n.b->routes().devices() == 1; }));
+  ASSERT_TRUE(await([&] { return n.b->routes().complete(); }));
+  n.c.reset();  // dies: its entries stay
+  const auto died = std::chrono::steady_clock::now();
+  n.a.reset();
+  n.a = std::make_unique<RedisBus>(n.options("a"));
+  n.a->set_presence_change_sink(n.on_a.sink());
+  ASSERT_TRUE(n.a->start());
+  ASSERT_LT(std::chrono::steady_clock::now() - died, n.gone_after) << "a was not started again before c counted as gone";
+  ASSERT_TRUE(await([&] { return n.a->routes().complete(); }));
+  EXPECT_EQ(n.a->routes().devices(), 0u) << "a knows nothing of c";
+
+  ASSERT_TRUE(await([&] { return !n.on_b.get().empty(); })) << "nobody removed c's entries";
+  EXPECT_GE(std::chrono::steady_clock::now() - died, 2 * n.gone_after) << "b did not wait for a's mark";
+  EXPECT_EQ(n.on_b.get(), (std::vector<std::pair<std::string, bool>>{{"carol", false}}));
+  EXPECT_TRUE(n.on_a.get().empty());
+  EXPECT_EQ(hash_fields(n.redis.port(), "{r:carol}"), std::vector<std::string>{});
+}
+
 // Node c dies and a new run of it (same id) is on the bus again before node_gone_after, so
 // no node counts it gone (were one to, erin's new entry would go too). Its roll call says when
 // the new run started: node_gone_after later (the time its devices have to reconnect), the

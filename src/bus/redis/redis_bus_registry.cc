@@ -122,6 +122,8 @@ Counter& gone_metric = MetricsRegistry::global().counter(
 Counter& stale_mended_metric = MetricsRegistry::global().counter(
     "tern_bus_stale_entries_mended_total",
     "registry entries of a run that is over (a node gone, or started again) found on a read and removed here");
+Counter& gone_mends_metric = MetricsRegistry::global().counter(
+    "tern_bus_gone_mends_total", "removals of the registry entries of a node that left the bus made here");
 Counter& run_mends_metric = MetricsRegistry::global().counter(
     "tern_bus_run_mends_total", "mends of the registry entries of a node's last run (it started again) made here");
 }  // namespace
@@ -211,16 +213,28 @@ bool RedisBus::registry_mend(char op, const std::vector<DeviceRef>& devices, con
 
 void RedisBus::gone(std::vector<DeviceRoutes::Gone> nodes, const std::vector<std::string>& live) {
   if (nodes.empty()) return;
-  // Every node sees a node leave; one removes its entries: the first live one by name that is
-  // not leaving (a node not in the list, its own subscription lost, leaves it to the others).
-  // Were two to disagree for a moment, both would: the script removes an entry once.
-  const bool mine = !live.empty() && live.front() == options_.node_id;
+  // Every node that sees a node leave queues the removal of its entries, due at once: the
+  // first live one by name that is not leaving makes it (mend_run) and marks it made; each
+  // other one makes it node_gone_after later if no mark came, so that it outlives a first
+  // node that dies at the same moment, or one that started after the node died (it never
+  // listed it, so it never sees it leave). Two that make it both: the script removes an
+  // entry, and reports its offline, once.
+  const bool first = !live.empty() && live.front() == options_.node_id;
+  const auto now = std::chrono::steady_clock::now();
+  const int64_t below = gone_bound();
   {
     std::lock_guard lock(counts_mu_);
     for (auto& g : nodes) {
       gone_metric.inc();
-      spdlog::warn("event=bus_node_gone node={} devices={} removes_entries={}", g.node, g.devices.size(), mine);
-      if (mine && !g.devices.empty()) counts_.push_back(CountOp{'x', {}, 0, nullptr, g.node, std::move(g.devices)});
+      spdlog::warn("event=bus_node_gone node={} devices={} removes_entries={}", g.node, g.devices.size(), first);
+      if (g.devices.empty()) continue;
+      CountOp op{'x', {}, 0, nullptr, g.node, std::move(g.devices), below};
+      op.gone = true;
+      op.not_before = now;
+      op.take_over = true;
+      op.anyway_at = now + options_.node_gone_after;
+      op.until = now + 2 * options_.registry_ttl;
+      counts_.push_back(std::move(op));
     }
   }
   counts_cv_.notify_one();
@@ -266,7 +280,11 @@ bool RedisBus::mend_run(const CountOp& op) {
     std::lock_guard lock(leaving_mu_);
     if (leaving_) return true;  // stopping: the others take it over once they see it leaving
   }
-  const std::string key = run_mended_key(op.node);
+  const std::string key = op.gone ? gone_mended_key(op.node) : run_mended_key(op.node);
+  // Every node bounds a gone node's mend by its own clock when it saw it leave: a mark within
+  // half of node_gone_after of this bound is the same leave's (a later one comes after the
+  // node was back and absent again for node_gone_after). A new run's bound is its own.
+  const int64_t done_from = op.gone ? op.below_ms - options_.node_gone_after.count() / 2 : op.below_ms;
   {
     std::lock_guard lock(query_mu_);
     if (!query_) {
@@ -276,7 +294,7 @@ bool RedisBus::mend_run(const CountOp& op) {
     }
     auto r = query_->run1(key_slot(key), {"GET", key});
     if (!r) return late;
-    if ((*r)->type == REDIS_REPLY_STRING && std::atoll((*r)->str) >= op.below_ms) return true;  // made elsewhere
+    if ((*r)->type == REDIS_REPLY_STRING && std::atoll((*r)->str) >= done_from) return true;  // made elsewhere
   }
   // The first live node other than op.node mends when due; any other, if no mark says it was
   // done node_gone_after later still: the first stopped or died before it was done, or held
@@ -286,7 +304,9 @@ bool RedisBus::mend_run(const CountOp& op) {
     if (now < op.anyway_at) return false;
   }
   if (!registry_mend('x', op.devices, op.node, op.below_ms)) {
-    if (late) spdlog::warn("event=bus_node_run_mend_dropped node={} devices={}", op.node, op.devices.size());
+    if (late)
+      spdlog::warn("event={} node={} devices={}", op.gone ? "bus_node_gone_mend_dropped" : "bus_node_run_mend_dropped",
+                   op.node, op.devices.size());
     return late;  // Redis away: asked again, until the last run's entries have long expired
   }
   const std::string below = std::to_string(op.below_ms);
@@ -297,8 +317,13 @@ bool RedisBus::mend_run(const CountOp& op) {
     // nothing (the entries are gone) and reports nothing.
     if (query_) (void)query_->run1(key_slot(key), {"SET", key, below, "PX", ttl});
   }
-  run_mends_metric.inc();
-  spdlog::info("event=bus_node_run_mended node={} devices={}", op.node, op.devices.size());
+  if (op.gone) {
+    gone_mends_metric.inc();
+    spdlog::info("event=bus_node_gone_mended node={} devices={}", op.node, op.devices.size());
+  } else {
+    run_mends_metric.inc();
+    spdlog::info("event=bus_node_run_mended node={} devices={}", op.node, op.devices.size());
+  }
   return true;
 }
 
