@@ -223,6 +223,12 @@ void DeviceRoutes::run_in_set(const std::string& node, int64_t run, Clock::time_
   n.run_at = now;
 }
 
+int64_t DeviceRoutes::run(const std::string& node) const {
+  std::shared_lock lock(mu_);
+  auto it = index_.find(node);
+  return it == index_.end() ? 0 : nodes_[it->second].run;
+}
+
 DeviceRoutes::Over DeviceRoutes::over(const std::string& node, int64_t expiry_ms, Clock::time_point now) const {
   std::shared_lock lock(mu_);
   // Not yet listed since the last reset: nothing is known of who is gone; asked again later.

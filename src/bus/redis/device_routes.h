@@ -94,6 +94,7 @@ class DeviceRoutes {
   };
   RunSeen run_called(const std::string& node, int64_t run, Clock::time_point now = Clock::now());
   void run_in_set(const std::string& node, int64_t run, Clock::time_point now = Clock::now());
+  int64_t run(const std::string& node) const;  // 0: unknown
   // When a registry entry that `node` (not this node) wrote, expiring at `expiry_ms`, is
   // over: written by a run that ended (it expires before the node's run, learned gone_after
   // ago: its devices had that long to reconnect), or by a node absent from every list read

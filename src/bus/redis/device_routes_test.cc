@@ -252,6 +252,9 @@ TEST(DeviceRoutes, ARollCallTellsWhetherItsNodesRunChanged) {
   r.run_in_set("n3", 400);  // known already: only a roll call tells of a change
   seen = r.run_called("n3", 300);
   EXPECT_FALSE(seen.first || seen.changed);
+  EXPECT_EQ(r.run("n2"), 200);
+  EXPECT_EQ(r.run("n3"), 300);
+  EXPECT_EQ(r.run("n4"), 0) << "never heard of";
 }
 
 // A registry entry is over (RedisBus mends it when it reads it) once its node has been on a

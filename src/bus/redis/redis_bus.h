@@ -406,9 +406,22 @@ class RedisBus final : public Bus {
   // op.not_before), at most one per user and node and kMaxChecks in all (more: those
   // entries expire unmended, as before). Any thread.
   void check_later(CountOp op);
-  // A 'c' op, due (counter thread): mends its entries if they are over, queues it again if
-  // not yet, drops it if their node is live on their run again.
-  void check_again(CountOp op);
+  // The 'c' ops due (counter thread): mends their entries that are over (pipelined, by node
+  // and bound), queues again those not yet over, drops those whose node is live on their run
+  // again.
+  void check_again(std::vector<CountOp> ops);
+  // The user's unexpired registry entries in `a` (device, value pairs from element `from`
+  // on), sorted by entry_over(): how many count (live, or not over yet), those over now (by
+  // node and bound; with `defer_over`, a 'c' op due now instead), and a 'c' op per node of
+  // those not over yet (due when the first is). online() reads them; a '-' count gets them
+  // back when it leaves some (registry_count), since one that is over would keep the user
+  // online after the last real device left.
+  struct Entries {
+    size_t counted = 0;
+    std::map<std::pair<std::string, int64_t>, std::vector<DeviceRef>> over;
+    std::map<std::string, CountOp> later;
+  };
+  Entries sort_entries(const std::string& user, const redisReply* a, size_t from, bool defer_over) const;
   static constexpr size_t kMaxChecks = 100000;
   // Queues the 'x' op of the devices of nodes that left the bus (bounded by gone_bound()),
   // due at once, made by mend_run as a new run's is: by the first of the `live` ones (not

@@ -603,6 +603,16 @@ struct StaleEntries {
                                                         std::chrono::milliseconds(500), std::chrono::milliseconds(500));
     return admin && (*admin)->command({"HSET", "{r:" + user + "}", "1", node + " " + std::to_string(now_ms() + in.count())});
   }
+  // Node a, started after its own last run wrote `user`'s entry (device 1, expiring in 10 s:
+  // before this run's start); `started`: taken before a was built. Null if it fails.
+  std::unique_ptr<RedisBus> a_after_its_last_run(const std::string& user, std::chrono::steady_clock::time_point& started) {
+    if (!entry(user, "a", std::chrono::seconds(10))) return nullptr;
+    started = std::chrono::steady_clock::now();
+    auto a = std::make_unique<RedisBus>(options("a"));
+    a->set_presence_change_sink(on_a.sink());
+    if (!a->start()) return nullptr;
+    return a;
+  }
   // `user` was read online, and a check queued: reported offline once the entry is over, not
   // before `since` + node_gone_after, and the entry removed.
   void reported_offline_once_over(RedisBus& a, const std::string& user, std::chrono::steady_clock::time_point since) {
@@ -643,35 +653,50 @@ TEST(RedisBusStale, AnEntryOfANodeNeverListedIsRemovedOnceOverAndItsUserReported
 TEST(RedisBusStale, AnEntryOfThisNodesLastRunIsRemovedOnceOverAndItsUserReportedOffline) {
   StaleEntries t;
   ASSERT_TRUE(t.started);
-  ASSERT_TRUE(t.entry("erin", "a", std::chrono::seconds(10)));
-  const auto started = std::chrono::steady_clock::now();
-  RedisBus a{t.options("a")};
-  a.set_presence_change_sink(t.on_a.sink());
-  ASSERT_TRUE(a.start());
-  ASSERT_NO_FATAL_FAILURE(t.reported_offline_once_over(a, "erin", started));
+  std::chrono::steady_clock::time_point started;
+  auto a = t.a_after_its_last_run("erin", started);
+  ASSERT_TRUE(a);
+  ASSERT_NO_FATAL_FAILURE(t.reported_offline_once_over(*a, "erin", started));
 }
 
-// Node b holds carol, dies, and is started again after a started: a's routes never held
+// Alice's device 2 detaches while her device 1's entry from this node's last run is left:
+// the detach's count (1) says she is online, and no read may come. The detach queues a
+// check of what it left, which removes that entry once it is over and reports her offline.
+TEST(RedisBusStale, ADetachThatLeavesAnEntryOfALastRunReportsTheUserOfflineOnceItIsOver) {
+  StaleEntries t;
+  ASSERT_TRUE(t.started);
+  std::chrono::steady_clock::time_point started;
+  auto a = t.a_after_its_last_run("alice", started);
+  ASSERT_TRUE(a);
+  auto alice = std::make_shared<Recorder>();
+  EXPECT_EQ(a->attach(DeviceRef{"alice", 2}, alice), 2u) << "the last run's entry counts until it is over";
+  EXPECT_EQ(a->detach(DeviceRef{"alice", 2}, alice.get()), 1u);
+  ASSERT_TRUE(await([&] { return !t.on_a.get().empty(); })) << "alice stayed online after her last device left";
+  EXPECT_GE(std::chrono::steady_clock::now() - started, std::chrono::seconds(2));
+  EXPECT_EQ(t.on_a.get(), (std::vector<std::pair<std::string, bool>>{{"alice", false}}));
+  EXPECT_EQ(hash_fields(t.redis.port(), "{r:alice}"), std::vector<std::string>{});
+}
+
+// Node b held carol, died, and is started again after a started: a's routes never held
 // carol on b, so nobody mends b's last run at its roll call (new_run); her entry is over
 // node_gone_after after a learned b's new run.
 TEST(RedisBusStale, AnEntryOfANodesLastRunThatNoNodeHeldIsRemovedOnceOver) {
   StaleEntries t;
   ASSERT_TRUE(t.started);
-  auto b = std::make_unique<RedisBus>(t.options("b"));
-  ASSERT_TRUE(b->start());
-  auto carol = std::make_shared<Recorder>();
-  b->attach(DeviceRef{"carol", 1}, carol);
-  b.reset();  // its entry stays
+  // Written by b's last run, ten seconds before it died (a node's restart takes more than a
+  // millisecond: its new run's entries expire later than every one the last run wrote).
+  ASSERT_TRUE(t.entry("carol", "b", std::chrono::seconds(20)));
   RedisBus a{t.options("a")};
   a.set_presence_change_sink(t.on_a.sink());
   ASSERT_TRUE(a.start());
   ASSERT_TRUE(await([&] { return a.routes().complete(); }));
-  b = std::make_unique<RedisBus>(t.options("b"));
+  auto b = std::make_unique<RedisBus>(t.options("b"));
   auto erin = std::make_shared<Recorder>();
   b->attach(DeviceRef{"erin", 1}, erin);  // in the set that tells a of b's new run
   const auto restarted = std::chrono::steady_clock::now();
   ASSERT_TRUE(b->start());
-  ASSERT_TRUE(await([&] { return a.routes().devices() == 1; }));
+  // b's kAttached of erin comes first in its first batch, then its roll call and its set.
+  ASSERT_TRUE(await([&] { return a.routes().devices() == 1 && a.routes().run("b") != 0; }));
   const std::vector<DeviceRef> held = a.routes().held_on("b");
   ASSERT_EQ(held.size(), 1u);
   EXPECT_EQ(held[0].user, "erin") << "a never held carol on b";

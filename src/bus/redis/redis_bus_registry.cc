@@ -54,7 +54,8 @@ end
 // if this node, ARGV[3]'s, wrote it: a device that moved to another node keeps that node's
 // entry) or '=' (neither), then now (ms). Returns {the entries whose expiry ("<node> <ms>")
 // is later, the op's order, 1 unless a '+' found the device's entry unexpired (it counted
-// already: it moved here, or reconnected before its old connection closed)}.
+// already: it moved here, or reconnected before its old connection closed)}, and after a
+// '-' that left some, each of them as device, value (RedisBus::check_left).
 const std::string kRegistryCount = std::string(kCountEntries) + R"lua(
 local order = next_order()
 local added = 1
@@ -67,9 +68,21 @@ elseif ARGV[1] == '-' then
   local v = redis.call('HGET', KEYS[1], ARGV[2])
   if v and string.match(v, '^(%S+) ') == string.match(ARGV[3], '^(%S+) ') then redis.call('HDEL', KEYS[1], ARGV[2]) end
 end
-local n = count(tonumber(ARGV[4]))
+local now = tonumber(ARGV[4])
+local n = count(now)
 keep_order(order, n)
-return {n, order, added}
+local out = {n, order, added}
+if ARGV[1] == '-' and n > 0 then
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    local exp = tonumber(string.match(all[i + 1], ' (%d+)$'))
+    if exp and exp > now then
+      out[#out + 1] = all[i]
+      out[#out + 1] = all[i + 1]
+    end
+  end
+end
+return out
 )lua";
 
 // KEYS[1]: a registry hash. ARGV: device, value ("<node> <ms>"). The periodic refresh:
@@ -147,11 +160,47 @@ Result<RedisBus::Count> RedisBus::registry_count(char op, const DeviceRef& devic
   auto r = query_->run1(key_slot(key), {"EVAL", kRegistryCount, "1", key, mode, dev, value, now});
   if (!r) return r.error();
   const redisReply* a = r->get();
-  if (a->type != REDIS_REPLY_ARRAY || a->elements != 3 || a->element[0]->type != REDIS_REPLY_INTEGER ||
-      a->element[1]->type != REDIS_REPLY_INTEGER || a->element[2]->type != REDIS_REPLY_INTEGER)
+  if (a->type != REDIS_REPLY_ARRAY || a->elements < 3 || a->elements % 2 == 0 ||
+      a->element[0]->type != REDIS_REPLY_INTEGER || a->element[1]->type != REDIS_REPLY_INTEGER ||
+      a->element[2]->type != REDIS_REPLY_INTEGER)
     return make_error(ErrorCode::kUnavailable, "redis: registry count failed");
+  // A detach that left entries: one that is or will be over (its node's run ended) would keep
+  // the user online after the last real device left, with no offline ever told.
+  if (a->elements > 3)
+    for (auto& [node, op] : sort_entries(device.user, a, 3, true).later) check_later(std::move(op));
   return Count{static_cast<size_t>(a->element[0]->integer), static_cast<uint64_t>(a->element[1]->integer),
                a->element[2]->integer != 0};
+}
+
+RedisBus::Entries RedisBus::sort_entries(const std::string& user, const redisReply* a, size_t from,
+                                         bool defer_over) const {
+  Entries out;
+  const int64_t now = now_ms();
+  const auto steady = std::chrono::steady_clock::now();
+  for (size_t i = from; i + 1 < a->elements; i += 2) {
+    const redisReply* f = a->element[i];
+    const redisReply* v = a->element[i + 1];
+    if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) continue;
+    const std::string_view value(v->str, v->len);
+    const size_t sp = value.rfind(' ');
+    if (sp == std::string_view::npos) continue;  // the order field 'v'
+    const int64_t expiry = std::atoll(std::string(value.substr(sp + 1)).c_str());
+    if (expiry <= now) continue;
+    const std::string node(value.substr(0, sp));
+    const DeviceRef device{user, static_cast<uint32_t>(std::strtoul(std::string(f->str, f->len).c_str(), nullptr, 10))};
+    const DeviceRoutes::Over o = entry_over(node, expiry, steady);
+    if (o.at <= steady && !defer_over) {
+      out.over[{node, o.below}].push_back(device);
+      continue;
+    }
+    if (o.at > steady) ++out.counted;
+    if (o.at == std::chrono::steady_clock::time_point::max()) continue;
+    auto [it, fresh] = out.later.try_emplace(node, CountOp{'c', DeviceRef{user, 0}, 0, nullptr, node, {}});
+    it->second.devices.push_back(device);
+    it->second.expiry_ms = std::max(it->second.expiry_ms, expiry);
+    it->second.not_before = fresh ? o.at : std::min(it->second.not_before, o.at);
+  }
+  return out;
 }
 
 bool RedisBus::registry_mend(char op, const std::vector<DeviceRef>& devices, const std::string& node,
@@ -381,47 +430,45 @@ void RedisBus::detach_async(const DeviceRef& device, const Endpoint* endpoint, C
 
 void RedisBus::counter() {
   std::deque<CountOp> ops;
-  // Ops whose not_before is ahead (new_run's mends, due or asked again later). Their order
-  // against the ops queued meanwhile does not matter: an 'x' touches only another node's
-  // entries, older than its bound.
+  // Ops whose not_before is ahead (mends, due or asked again later; checks), a heap on
+  // not_before. Their order against the ops queued meanwhile does not matter: an 'x' touches
+  // only another run's entries, older than its bound.
   std::vector<CountOp> held;
+  const auto later = [](const CountOp& x, const CountOp& y) { return x.not_before > y.not_before; };
+  const auto hold = [&](CountOp op) {
+    held.push_back(std::move(op));
+    std::push_heap(held.begin(), held.end(), later);
+  };
+  std::vector<CountOp> checks;  // the 'c' ops due this turn, made together
   for (;;) {
     {
       std::unique_lock lock(counts_mu_);
       const auto ready = [&] { return counts_stopping_ || !counts_.empty(); };
-      if (held.empty()) {
-        counts_cv_.wait(lock, ready);
-      } else {
-        auto next = held.front().not_before;
-        for (const CountOp& op : held) next = std::min(next, op.not_before);
-        counts_cv_.wait_until(lock, next, ready);
-      }
+      if (held.empty()) counts_cv_.wait(lock, ready);
+      else counts_cv_.wait_until(lock, held.front().not_before, ready);
       if (counts_stopping_) return;
       ops.swap(counts_);
     }
     const auto now = std::chrono::steady_clock::now();
-    for (auto it = held.begin(); it != held.end();) {
-      if (it->not_before > now) {
-        ++it;
-        continue;
-      }
-      ops.push_back(std::move(*it));
-      it = held.erase(it);
+    while (!held.empty() && held.front().not_before <= now) {
+      std::pop_heap(held.begin(), held.end(), later);
+      ops.push_back(std::move(held.back()));
+      held.pop_back();
     }
     for (auto& op : ops) {
       if (op.not_before > now) {
-        held.push_back(std::move(op));
+        hold(std::move(op));
         continue;
       }
       if (op.op == 'x' && op.below_ms != 0) {
         if (!mend_run(op)) {
           op.not_before = now + 2 * options_.node_check;
-          held.push_back(std::move(op));
+          hold(std::move(op));
         }
         continue;
       }
       if (op.op == 'c') {
-        check_again(std::move(op));
+        checks.push_back(std::move(op));
         continue;
       }
       if (op.op == 'x' || op.op == 'r') {
@@ -437,6 +484,8 @@ void RedisBus::counter() {
                    op.op != '+' || (count ? count->added : op.local_added));
     }
     ops.clear();
+    check_again(std::move(checks));
+    checks.clear();
   }
 }
 
@@ -455,46 +504,16 @@ bool RedisBus::online(const std::string& user, bool* reported_offline) {
     r = query_->run1(key_slot(key), {"HGETALL", key});
   }
   if (!r || (*r)->type != REDIS_REPLY_ARRAY) return false;
-  const int64_t now = now_ms();
-  const auto steady = std::chrono::steady_clock::now();
-  size_t counted = 0;
-  // By node and bound: the entries that are over (mended now) and, by node, those that will
-  // be (checked again then; they count until).
-  std::map<std::pair<std::string, int64_t>, std::vector<DeviceRef>> over;
-  std::map<std::string, CountOp> later;
-  const redisReply* a = r->get();
-  for (size_t i = 0; i + 1 < a->elements; i += 2) {
-    const redisReply* f = a->element[i];
-    const redisReply* v = a->element[i + 1];
-    if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) continue;
-    const std::string_view value(v->str, v->len);
-    const size_t sp = value.rfind(' ');
-    if (sp == std::string_view::npos) continue;  // the order field 'v'
-    const int64_t expiry = std::atoll(std::string(value.substr(sp + 1)).c_str());
-    if (expiry <= now) continue;
-    const std::string node(value.substr(0, sp));
-    const DeviceRef device{user, static_cast<uint32_t>(std::strtoul(std::string(f->str, f->len).c_str(), nullptr, 10))};
-    const DeviceRoutes::Over o = entry_over(node, expiry, steady);
-    if (o.at <= steady) {
-      over[{node, o.below}].push_back(device);
-      continue;
-    }
-    ++counted;
-    if (o.at == std::chrono::steady_clock::time_point::max()) continue;
-    auto [it, fresh] = later.try_emplace(node, CountOp{'c', DeviceRef{user, 0}, 0, nullptr, node, {}});
-    it->second.devices.push_back(device);
-    it->second.expiry_ms = std::max(it->second.expiry_ms, expiry);
-    it->second.not_before = fresh ? o.at : std::min(it->second.not_before, o.at);
-  }
+  Entries entries = sort_entries(user, r->get(), 0, false);
   MendSeen seen;
-  for (auto& [of, devices] : over) {
+  for (auto& [of, devices] : entries.over) {
     stale_mended_metric.inc(devices.size());
     registry_mend('x', devices, of.first, of.second != 0 ? of.second : gone_bound(), &seen);
   }
-  for (auto& [node, op] : later) check_later(std::move(op));
+  for (auto& [node, op] : entries.later) check_later(std::move(op));
   if (reported_offline) *reported_offline = seen.reported_offline;
   // The mend's count is the later one (a device may have connected since the read).
-  return seen.after >= 0 ? seen.after > 0 : counted > 0;
+  return seen.after >= 0 ? seen.after > 0 : entries.counted > 0;
 }
 
 DeviceRoutes::Over RedisBus::entry_over(const std::string& node, int64_t expiry_ms,
@@ -519,23 +538,33 @@ void RedisBus::check_later(CountOp op) {
   counts_cv_.notify_one();
 }
 
-void RedisBus::check_again(CountOp op) {
+void RedisBus::check_again(std::vector<CountOp> ops) {
+  if (ops.empty()) return;
   {
     std::lock_guard lock(counts_mu_);
-    checks_.erase(op.device.user + " " + op.node);
+    for (const CountOp& op : ops) checks_.erase(op.device.user + " " + op.node);
   }
   const auto now = std::chrono::steady_clock::now();
-  const DeviceRoutes::Over o = entry_over(op.node, op.expiry_ms, now);
-  if (o.at == std::chrono::steady_clock::time_point::max()) return;  // its node is live on that run
-  if (o.at > now) {
-    op.not_before = o.at;
-    check_later(std::move(op));
-    return;
+  int64_t gone_below = 0;  // one bound for all the checks of this turn
+  std::map<std::pair<std::string, int64_t>, std::vector<DeviceRef>> due;
+  for (CountOp& op : ops) {
+    const DeviceRoutes::Over o = entry_over(op.node, op.expiry_ms, now);
+    if (o.at == std::chrono::steady_clock::time_point::max()) continue;  // its node is live on that run
+    if (o.at > now) {
+      op.not_before = o.at;
+      check_later(std::move(op));
+      continue;
+    }
+    if (o.below == 0 && gone_below == 0) gone_below = gone_bound();
+    auto& devices = due[{op.node, o.below != 0 ? o.below : gone_below}];
+    devices.insert(devices.end(), op.devices.begin(), op.devices.end());
   }
   // Whether or not they expired meanwhile: a subscriber may have been told online on their
   // strength. Each is removed only if its node still holds it below the bound.
-  stale_mended_metric.inc(op.devices.size());
-  registry_mend('x', op.devices, op.node, o.below != 0 ? o.below : gone_bound());
+  for (auto& [of, devices] : due) {
+    stale_mended_metric.inc(devices.size());
+    registry_mend('x', devices, of.first, of.second);
+  }
 }
 
 void RedisBus::registry_writes(const std::deque<std::pair<bool, DeviceRef>>& reg,
