@@ -18,6 +18,8 @@ uint32_t DeviceRoutes::node_index(const std::string& node) {
 
 void DeviceRoutes::touch(uint32_t node, Clock::time_point now) {
   // A node that just spoke is live, until a later list leaves it out.
+  if (nodes_[node].live_since == Clock::time_point{} || nodes_[node].absent_since != Clock::time_point{})
+    nodes_[node].live_since = now;  // new here, or back after a list without it
   nodes_[node].seen = now;
   nodes_[node].live = true;
   nodes_[node].absent_since = {};
@@ -237,6 +239,10 @@ DeviceRoutes::Over DeviceRoutes::over(const std::string& node, int64_t expiry_ms
   if (it == index_.end()) return {lists_since_ + gone_after_, 0};
   const Node& n = nodes_[it->second];
   if (n.run != 0 && expiry_ms < n.run) return {n.run_at + gone_after_, n.run};
+  // Live, its run not heard yet: a node that starts may announce the devices that reconnect
+  // to it at once before its roll call. Asked again gone_after after it became live; a node
+  // whose run is still unknown then is of an older version (its roll call carries none).
+  if (n.live && n.run == 0 && now < n.live_since + gone_after_) return {n.live_since + gone_after_, 0};
   if (n.live) return {Clock::time_point::max(), 0};
   const Clock::time_point absent = n.absent_since == Clock::time_point{} ? lists_since_ : n.absent_since;
   return {std::max(absent, lists_since_) + gone_after_, 0};

@@ -101,7 +101,9 @@ class DeviceRoutes {
   // for gone_after (one this view never listed: absent from every list since its first after
   // the last reset). The registry mends such an entry when it finds it (RedisBus::online),
   // as it does for the devices these routes hold (new_run, gone). `at`: Clock::time_point::max()
-  // for an entry of a live node's run (it counts); else when it is (or will be) over.
+  // for an entry of a live node's run (it counts); else when it is (or will be) over, or,
+  // for a node live for less than gone_after whose run this view has not heard, when to ask
+  // again (its announcements may come before its roll call).
   // `below`: the mend's bound, the node's run (0: a node that is gone; the bus bounds it by
   // its own clock).
   struct Over {
@@ -138,6 +140,7 @@ class DeviceRoutes {
     Clock::time_point seen{};  // last in a live list or heard from
     Clock::time_point absent_since{};  // the first list without it since (zero: in the last one)
     bool gone_told = false;  // set_live returned it since it was last live
+    Clock::time_point live_since{};  // live without a list that left it out since
     int64_t run = 0;          // its run (run_called, run_in_set); 0: unknown
     Clock::time_point run_at{};  // when this view learned it
   };

@@ -270,6 +270,7 @@ TEST(DeviceRoutes, AnEntryIsOverGoneAfterItsRunEndedOrItsNodeLeftTheLists) {
   EXPECT_EQ(o.at, t0 + 5s) << "no list read yet";
   r.set_live({"n1", "n2", "n3"}, t0);
   r.run_called("n2", 100, t0);
+  r.run_in_set("n3", 100, t0);
   EXPECT_EQ(r.over("n2", 150, t0).at, never) << "n2's current run";
   r.run_called("n2", 200, t0 + 1s);  // n2 started again
   o = r.over("n2", 150, t0 + 1s);
@@ -283,6 +284,17 @@ TEST(DeviceRoutes, AnEntryIsOverGoneAfterItsRunEndedOrItsNodeLeftTheLists) {
   EXPECT_EQ(o.below, 0);
   r.set_live({"n1", "n2", "n3"}, t0 + 3s);  // back (as before: its run is unchanged)
   EXPECT_EQ(r.over("n3", 150, t0 + 3s).at, never);
+
+  // A node new here whose run has not come yet (its first announcements came before its roll
+  // call): asked again gone_after after it became live; by then its run is known, or it is a
+  // node of an older version, whose entries count.
+  r.add("n5", {"erin", 1}, t0 + 3s);
+  o = r.over("n5", 150, t0 + 3s);
+  EXPECT_EQ(o.at, t0 + 8s);
+  EXPECT_EQ(r.over("n5", 150, t0 + 8s).at, never) << "no run by then: an older node";
+  r.set_live({"n1", "n2", "n3", "n5"}, t0 + 8s);
+  r.run_called("n5", 500, t0 + 8s);
+  EXPECT_EQ(r.over("n5", 150, t0 + 8s).at, t0 + 13s) << "its run came: the entry is its last run's";
 
   o = r.over("ghost", 150, t0 + 3s);
   EXPECT_EQ(o.at, t0 + 5s) << "never listed: absent since the first list";
