@@ -410,6 +410,9 @@ class RedisBus final : public Bus {
   // and bound), queues again those not yet over, drops those whose node is live on their run
   // again.
   void check_again(std::vector<CountOp> ops);
+  // Removes the entries that are over, by node and bound (DeviceRoutes::Over::below; 0: a gone
+  // node's, bounded by gone_bound()), pipelined (registry_mend, `seen` passed on).
+  void mend_stale(const std::map<std::pair<std::string, int64_t>, std::vector<DeviceRef>>& over, MendSeen* seen);
   // The user's unexpired registry entries in `a` (device, value pairs from element `from`
   // on), sorted by entry_over(): how many count (live, or not over yet), those over now (by
   // node and bound; with `defer_over`, a 'c' op due now instead), and a 'c' op per node of

@@ -134,7 +134,7 @@ Counter& gone_metric = MetricsRegistry::global().counter(
     "tern_bus_nodes_gone_total", "nodes that left the bus (absent from its liveness lists for node_gone_after), as seen here");
 Counter& stale_mended_metric = MetricsRegistry::global().counter(
     "tern_bus_stale_entries_mended_total",
-    "registry entries of a run that is over (a node gone, or started again) found on a read and removed here");
+    "registry entries of a run that is over (a node gone, or started again) found by a read or a detach and removed here");
 Counter& gone_mends_metric = MetricsRegistry::global().counter(
     "tern_bus_gone_mends_total", "removals of the registry entries of a node that left the bus made here");
 Counter& run_mends_metric = MetricsRegistry::global().counter(
@@ -506,10 +506,7 @@ bool RedisBus::online(const std::string& user, bool* reported_offline) {
   if (!r || (*r)->type != REDIS_REPLY_ARRAY) return false;
   Entries entries = sort_entries(user, r->get(), 0, false);
   MendSeen seen;
-  for (auto& [of, devices] : entries.over) {
-    stale_mended_metric.inc(devices.size());
-    registry_mend('x', devices, of.first, of.second != 0 ? of.second : gone_bound(), &seen);
-  }
+  mend_stale(entries.over, &seen);
   for (auto& [node, op] : entries.later) check_later(std::move(op));
   if (reported_offline) *reported_offline = seen.reported_offline;
   // The mend's count is the later one (a device may have connected since the read).
@@ -545,7 +542,6 @@ void RedisBus::check_again(std::vector<CountOp> ops) {
     for (const CountOp& op : ops) checks_.erase(op.device.user + " " + op.node);
   }
   const auto now = std::chrono::steady_clock::now();
-  int64_t gone_below = 0;  // one bound for all the checks of this turn
   std::map<std::pair<std::string, int64_t>, std::vector<DeviceRef>> due;
   for (CountOp& op : ops) {
     const DeviceRoutes::Over o = entry_over(op.node, op.expiry_ms, now);
@@ -555,15 +551,20 @@ void RedisBus::check_again(std::vector<CountOp> ops) {
       check_later(std::move(op));
       continue;
     }
-    if (o.below == 0 && gone_below == 0) gone_below = gone_bound();
-    auto& devices = due[{op.node, o.below != 0 ? o.below : gone_below}];
+    auto& devices = due[{op.node, o.below}];
     devices.insert(devices.end(), op.devices.begin(), op.devices.end());
   }
   // Whether or not they expired meanwhile: a subscriber may have been told online on their
   // strength. Each is removed only if its node still holds it below the bound.
-  for (auto& [of, devices] : due) {
+  mend_stale(due, nullptr);
+}
+
+void RedisBus::mend_stale(const std::map<std::pair<std::string, int64_t>, std::vector<DeviceRef>>& over,
+                          MendSeen* seen) {
+  const int64_t gone_below = over.empty() ? 0 : gone_bound();  // one bound for a gone node's entries of this turn
+  for (const auto& [of, devices] : over) {
     stale_mended_metric.inc(devices.size());
-    registry_mend('x', devices, of.first, of.second);
+    registry_mend('x', devices, of.first, of.second != 0 ? of.second : gone_below, seen);
   }
 }
 
