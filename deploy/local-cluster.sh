@@ -10,6 +10,9 @@
 # Ports (environment): TERN_LB_PORT (HAProxy, default 8080), TERN_NODE_PORTS (the three nodes,
 # default "8081 8082 8083"), REDIS_PORT (default 6390); the same for stop. tests/integration/
 # demo_test.cc runs this script on free ports.
+# Redis lets nobody in without a password: a random one, made at start in
+# ./tern-cluster/redis-password (mode 600); the nodes read it with --redis-password-file, and
+# `REDISCLI_AUTH=$(cat tern-cluster/redis-password) redis-cli -p 6390` gets an operator in.
 # Needs: redis-server, haproxy (apt-get install redis-server haproxy), python3, ternd built (build/bin).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -29,6 +32,10 @@ start() {
   command -v haproxy >/dev/null || { echo "haproxy missing (apt-get install haproxy)"; exit 1; }
   [ -x "$ternd" ] || { echo "ternd not found at $ternd (build it, or set TERND)"; exit 1; }
   local redis_url="redis://127.0.0.1:$redis_port" extra=()
+  local password_file="$root/redis-password"
+  (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$password_file")
+  export REDIS_PASSWORD REDISCLI_AUTH
+  REDIS_PASSWORD=$(cat "$password_file"); REDISCLI_AUTH="$REDIS_PASSWORD"
   if [ "${1:-}" = "--redis-cluster" ]; then
     # Six nodes, each with its own directory (AOF, nodes.conf); redis-cli pairs each master
     # with a replica. Every write waits for that replica (--redis-wait-replicas 1), so an
@@ -38,7 +45,8 @@ start() {
     extra=(--redis-wait-replicas 1)
   else
     mkdir -p "$root/redis"
-    redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$root/redis" --appendonly yes \
+    (umask 077; printf 'requirepass "%s"\n' "$REDIS_PASSWORD" >"$root/redis/auth.conf")
+    redis-server "$root/redis/auth.conf" --port "$redis_port" --bind 127.0.0.1 --dir "$root/redis" --appendonly yes \
       --appendfsync always --save '' --maxmemory-policy noeviction --daemonize yes \
       --pidfile "$root/redis.pid" --logfile "$root/redis.log"
     for i in $(seq 1 60); do redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
@@ -46,7 +54,7 @@ start() {
   for i in 0 1 2; do
     n=$((i + 1))
     mkdir -p "$root/n$n"
-    "$ternd" --store redis --redis "$redis_url" "${extra[@]}" --node-id "n$n" \
+    "$ternd" --store redis --redis "$redis_url" --redis-password-file "$password_file" "${extra[@]}" --node-id "n$n" \
       --listen "127.0.0.1:${ports[$i]}" --data "$root/n$n/data" --media-dir "$root/media" >"$root/n$n/ternd.log" 2>&1 &
     echo $! >"$root/n$n.pid"
   done

@@ -18,6 +18,9 @@
 # script's own shell, not in $(...). On failure it prints why on stderr and returns 1; the
 # servers it started are then still running (the caller stops them by REDIS_CLUSTER_PIDS or
 # the .pid files).
+# With REDIS_PASSWORD set, every node requires it (requirepass, and masterauth for its
+# replication), read from a config file of the node's own (mode 600), not its command line;
+# the script's redis-cli calls log in through REDISCLI_AUTH, which it exports.
 
 # True if a server could listen on 127.0.0.1:$1 (bound as servers do, with SO_REUSEADDR).
 port_free() {
@@ -70,9 +73,16 @@ redis_cluster_start() {
   for k in 0 1 2 3 4 5; do REDIS_CLUSTER_PORTS+=($((base + k))); bus+=($((base + k + 10000))); done
   require_free_ports "${REDIS_CLUSTER_PORTS[@]}" "${bus[@]}" || return 1
   local addrs=() seeds=()
+  local conf=()
+  if [ -n "${REDIS_PASSWORD:-}" ]; then export REDISCLI_AUTH="$REDIS_PASSWORD"; fi
   for p in "${REDIS_CLUSTER_PORTS[@]}"; do
     mkdir -p "$dir/redis-$p"
-    redis-server --port "$p" --bind 127.0.0.1 --dir "$dir/redis-$p" --cluster-enabled yes \
+    conf=()
+    if [ -n "${REDIS_PASSWORD:-}" ]; then
+      (umask 077; printf 'requirepass "%s"\nmasterauth "%s"\n' "$REDIS_PASSWORD" "$REDIS_PASSWORD" >"$dir/redis-$p/auth.conf")
+      conf=("$dir/redis-$p/auth.conf")
+    fi
+    redis-server "${conf[@]}" --port "$p" --bind 127.0.0.1 --dir "$dir/redis-$p" --cluster-enabled yes \
       --cluster-config-file nodes.conf --cluster-node-timeout 5000 --appendonly yes \
       --appendfsync always --save '' --maxmemory-policy noeviction --daemonize no \
       --logfile "$dir/redis-$p.log" </dev/null &

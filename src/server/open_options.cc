@@ -1,9 +1,8 @@
 #include "server/open_options.h"
 
 #include <charconv>
-#include <fstream>
-#include <sstream>
 
+#include "server/secret_file.h"
 #include "server/server_options.h"
 #include "services/push_notifier.h"
 
@@ -63,14 +62,10 @@ Result<void> check_open_options(ServerOptions& o) {
   if (o.services.invite_rate_per_min < 0 || o.services.report_rate_per_hour < 0) return bad("rates must be >= 0");
   if (!o.open.admin_listen.empty()) {
     if (o.open.admin_token_file.empty()) return bad("--admin-listen needs --admin-token-file (an admin token is always required)");
-    std::ifstream in(o.open.admin_token_file);
-    if (!in) return bad("cannot read --admin-token-file " + o.open.admin_token_file);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    std::string token = ss.str();
-    while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
-    if (token.size() < 16) return bad("the admin token must be at least 16 characters");
-    o.open.admin_token = std::move(token);
+    auto token = read_secret_file(o.open.admin_token_file, "--admin-token-file");
+    if (!token) return token.error();
+    if (token->size() < 16) return bad("the admin token must be at least 16 characters");
+    o.open.admin_token = std::move(token).value();
     const auto colon = o.open.admin_listen.rfind(':');
     unsigned port = 0;
     const std::string p = colon == std::string::npos ? "" : o.open.admin_listen.substr(colon + 1);

@@ -41,9 +41,8 @@ Result<uint16_t> Server::start() {
     // Every node on one Redis must key direct conversation ids alike: the first node's
     // secret is stored in Redis and used by all (each node's --data still holds its copy).
     store::redis::RedisStoreOptions ro;
-    auto seeds = store::redis::parse_redis_urls(options_.redis_url);  // one, or a Cluster's seeds
-    if (!seeds) return seeds.error();
-    ro.seeds = *seeds;
+    ro.seeds = options_.redis_seeds;  // one, or a Cluster's seeds (parse_options)
+    ro.credentials = options_.redis_credentials;
     ro.command_timeout = std::chrono::milliseconds(options_.redis_timeout_ms);
     ro.wait_replicas = options_.redis_wait_replicas;
     ro.dense_appends = true;  // several nodes may append to one conversation
@@ -52,7 +51,11 @@ Result<uint16_t> Server::start() {
     auto shared = (*opened)->shared_value("tern:direct-id-secret", *secret);
     if (!shared) return shared.error();
     services::set_direct_id_secret(*shared);
-    spdlog::info("event=store backend=redis redis={} node={} wait_replicas={}", options_.redis_url,
+    // The addresses only: --redis may carry the password.
+    std::string where;
+    for (const auto& a : options_.redis_seeds) where += (where.empty() ? "" : ",") + a.host + ":" + std::to_string(a.port);
+    spdlog::info("event=store backend=redis redis={} auth={} node={} wait_replicas={}", where,
+                 options_.redis_credentials.empty() ? "none" : options_.redis_credentials.user.empty() ? "password" : "user",
                  options_.node_id.empty() ? options_.listen : options_.node_id, options_.redis_wait_replicas);
     store_ = std::move(*opened);
   } else {
@@ -82,7 +85,8 @@ Result<uint16_t> Server::start() {
   bus::RedisBus* redis_bus = nullptr;
   if (options_.store == "redis") {
     bus::RedisBusOptions bo;
-    bo.seeds = *store::redis::parse_redis_urls(options_.redis_url);  // checked above
+    bo.seeds = options_.redis_seeds;
+    bo.credentials = options_.redis_credentials;
     // Unique per process by default: two nodes on one host may both listen on port 0.
     bo.node_id = options_.node_id.empty() ? options_.listen + "/" + std::to_string(::getpid()) : options_.node_id;
     bo.route_sends = options_.redis_route_sends != 0;

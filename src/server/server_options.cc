@@ -9,6 +9,9 @@
 #include <CLI/CLI.hpp>
 #include <toml++/toml.h>
 
+#include "server/secret_file.h"
+#include "store/redis/redis_cluster.h"
+
 namespace tern::server {
 namespace {
 
@@ -123,6 +126,8 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   num("idempotency_days", days);
   str("store", o.store);
   str("redis", o.redis_url);
+  str("redis_user", o.redis_user);
+  str("redis_password_file", o.redis_password_file);
   str("node_id", o.node_id);
   str("media_dir", o.media_dir);
   num("redis_wait_replicas", o.redis_wait_replicas);
@@ -274,7 +279,12 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
   app.add_option("--block-cache-mb", o.block_cache_mb, "RocksDB block cache")->capture_default_str();
   app.add_option("--store", o.store, "rocksdb: embedded store in --data (default); redis: shared by several nodes")
       ->check(CLI::IsMember({"rocksdb", "redis"}))->capture_default_str();
-  app.add_option("--redis", o.redis_url, "with --store redis: redis://HOST:PORT, or a Redis Cluster's seeds, comma-separated");
+  app.add_option("--redis", o.redis_url,
+                 "with --store redis: redis://HOST:PORT, or a Redis Cluster's seeds, comma-separated "
+                 "(redis://USER:PASSWORD@HOST:PORT logs in; better: --redis-password-file)");
+  app.add_option("--redis-user", o.redis_user, "with --store redis: the ACL user to log in as (default: Redis's default user)");
+  app.add_option("--redis-password-file", o.redis_password_file,
+                 "with --store redis: file holding the password to log in with (requirepass, or --redis-user's)");
   app.add_option("--node-id", o.node_id, "this node's name among the nodes sharing one Redis (default: --listen/pid)");
   app.add_option("--media-dir", o.media_dir,
                  "directory of media blobs (default: <data>/media); nodes on one Redis share one, e.g. on NFS "
@@ -366,6 +376,31 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
 
 }  // namespace
 
+namespace {
+// The seeds and the credentials: from --redis's URL, or the password from its file (not both),
+// the user from either (the same if both name one).
+Result<void> resolve_redis_login(ServerOptions& o) {
+  auto bad = [](std::string m) { return make_error(ErrorCode::kInvalidArgument, std::move(m)); };
+  store::redis::RedisCredentials c;
+  auto seeds = store::redis::parse_redis_urls(o.redis_url, &c);
+  if (!seeds) return seeds.error();
+  if (!o.redis_password_file.empty()) {
+    if (!c.empty()) return bad("give the Redis password once: in --redis or in --redis-password-file");
+    auto password = read_secret_file(o.redis_password_file, "--redis-password-file");
+    if (!password) return password.error();
+    c.password = std::move(password).value();
+  }
+  if (!o.redis_user.empty()) {
+    if (!c.user.empty() && c.user != o.redis_user) return bad("--redis-user and the user in --redis differ");
+    if (c.empty()) return bad("--redis-user needs a password (--redis-password-file)");
+    c.user = o.redis_user;
+  }
+  o.redis_seeds = std::move(seeds).value();
+  o.redis_credentials = std::move(c);
+  return {};
+}
+}  // namespace
+
 Result<ServerOptions> parse_options(int argc, char** argv) {
   ServerOptions o;
   // First pass: find --config only, so that the file can set defaults the flags override.
@@ -421,6 +456,8 @@ Result<ServerOptions> parse_options(int argc, char** argv) {
     return make_error(ErrorCode::kInvalidArgument, "store must be rocksdb or redis");
   if (o.store == "redis" && o.redis_url.empty())
     return make_error(ErrorCode::kInvalidArgument, "--store redis needs --redis redis://HOST:PORT");
+  if (o.store == "redis")
+    if (auto r = resolve_redis_login(o); !r) return r.error();
   // The node id names this node's Redis connections (CLIENT SETNAME refuses spaces and
   // control characters: the other nodes would never see it live) and opens each of its
   // registry entries ("<node> <expiry>", split at the space).

@@ -3,11 +3,13 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 #include "gateway/gateway_options.h"
 #include "server/open_options.h"
 #include "services/service_options.h"
+#include "store/redis/redis_connection.h"
 
 namespace tern::server {
 
@@ -21,7 +23,12 @@ struct ServerOptions {
   size_t block_cache_mb = 128;
   // Issue 10: the shared store for several nodes (docs/scaling.md).
   std::string store = "rocksdb";     // rocksdb (embedded, default) | redis
-  std::string redis_url;             // --store redis: redis://HOST:PORT
+  std::string redis_url;             // --store redis: redis://[USER:PASSWORD@]HOST:PORT[,...] (never logged whole)
+  std::string redis_user;            // an ACL user to log in as (default: Redis's `default` user)
+  std::string redis_password_file;   // holds the password (requirepass or the user's), kept off the command line
+  // Resolved by parse_options from the three above (the URL's credentials or the file's).
+  std::vector<store::redis::RedisAddress> redis_seeds;
+  store::redis::RedisCredentials redis_credentials;
   std::string media_dir;             // media blobs (default: <data>/media); shared by nodes on one Redis
   std::string node_id;               // this node's name among the nodes on one Redis (default: hostname:port)
   int redis_wait_replicas = 0;       // > 0: WAIT for this many Redis replicas before `sent`

@@ -274,5 +274,36 @@ TEST(ServerOptions, ANodeIdWithSpacesOrControlCharactersIsRefused) {
   EXPECT_TRUE(parse({"--node-id", std::string(64, 'n')}));
 }
 
+// Issue 10: logging in to Redis. The password from a file or the URL (not both), the user from
+// either; the seeds are parsed once, here.
+TEST(ServerOptions, RedisLoginFromTheUrlOrAPasswordFile) {
+  const std::string file = temp_file("from-the-file\n");
+  auto o = parse({"--store", "redis", "--redis", "redis://10.0.0.1:7000,10.0.0.2:7001", "--redis-password-file", file,
+                  "--redis-user", "tern"});
+  ASSERT_TRUE(o) << o.error().message;
+  ASSERT_EQ(o->redis_seeds.size(), 2u);
+  EXPECT_EQ(o->redis_seeds[1].host, "10.0.0.2");
+  EXPECT_EQ(o->redis_credentials, (store::redis::RedisCredentials{"tern", "from-the-file"}));
+  auto url = parse({"--store", "redis", "--redis", "redis://tern:in%40url@10.0.0.1:7000"});
+  ASSERT_TRUE(url) << url.error().message;
+  EXPECT_EQ(url->redis_credentials, (store::redis::RedisCredentials{"tern", "in@url"}));
+  auto none = parse({"--store", "redis", "--redis", "redis://10.0.0.1:7000"});
+  ASSERT_TRUE(none);
+  EXPECT_TRUE(none->redis_credentials.empty());
+
+  auto twice = parse({"--store", "redis", "--redis", "redis://:pw@10.0.0.1:7000", "--redis-password-file", file});
+  ASSERT_FALSE(twice);
+  EXPECT_NE(twice.error().message.find("once"), std::string::npos) << twice.error().message;
+  EXPECT_FALSE(parse({"--store", "redis", "--redis", "redis://10.0.0.1:7000", "--redis-user", "tern"}));
+  EXPECT_FALSE(parse({"--store", "redis", "--redis", "redis://a:pw@10.0.0.1:7000", "--redis-user", "b"}));
+  EXPECT_FALSE(parse({"--store", "redis", "--redis", "redis://10.0.0.1:7000", "--redis-password-file", "/nonexistent"}));
+  const std::string empty = temp_file("\n");
+  auto blank = parse({"--store", "redis", "--redis", "redis://10.0.0.1:7000", "--redis-password-file", empty});
+  ASSERT_FALSE(blank);
+  EXPECT_NE(blank.error().message.find("is empty"), std::string::npos) << blank.error().message;
+  ::unlink(file.c_str());
+  ::unlink(empty.c_str());
+}
+
 }  // namespace
 }  // namespace tern::server

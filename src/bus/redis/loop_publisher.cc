@@ -76,6 +76,7 @@ void LoopPublisher::flush() {
     if (redis_) redis_->close();
     store::redis::AsyncRedisOptions o;
     o.address = target->address;
+    o.credentials = bus_.options_.credentials;
     o.command_timeout = bus_.options_.command_timeout;
     // One flush may send more than kMaxInFlight runs (the check is before it): AsyncRedis's own
     // bound (4,096) only stops a runaway.

@@ -46,6 +46,7 @@ void LoopSubscriber::subscribe() {
   if (redis_) redis_->close();
   store::redis::AsyncRedisOptions o;
   o.address = target->address;
+  o.credentials = bus_.options_.credentials;
   o.command_timeout = bus_.options_.command_timeout;  // for the two commands below
   redis_ = store::redis::AsyncRedis::create(io_, o);
   generation_ = target->generation;

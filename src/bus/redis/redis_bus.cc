@@ -156,7 +156,8 @@ void RedisBus::stop() {
 std::chrono::milliseconds RedisBus::leave() {
   auto target = channel_target();
   if (!target) return {};  // never reached Redis: no node routes here
-  auto conn = store::redis::RedisConnection::connect(target->address, options_.command_timeout, options_.command_timeout);
+  auto conn = store::redis::RedisConnection::connect(target->address, options_.command_timeout, options_.command_timeout,
+                                                     options_.credentials);
   if (!conn) {
     spdlog::warn("event=bus_leave_failed node={} error=\"{}\"", options_.node_id, conn.error().message);
     return {};
@@ -459,6 +460,7 @@ void RedisBus::set_conversation_sink(std::function<void(std::shared_ptr<const No
 store::redis::RedisClusterOptions RedisBus::cluster_options(std::chrono::milliseconds command_timeout) const {
   store::redis::RedisClusterOptions o;
   o.seeds = options_.seeds.empty() ? std::vector<store::redis::RedisAddress>{options_.address} : options_.seeds;
+  o.credentials = options_.credentials;
   o.command_timeout = command_timeout;
   return o;
 }

@@ -115,6 +115,7 @@ struct RedisBusOptions {
   store::redis::RedisAddress address;
   // Seeds of a Redis Cluster (or of one redis-server); when set, used instead of `address`.
   std::vector<store::redis::RedisAddress> seeds;
+  store::redis::RedisCredentials credentials{};      // every connection of the bus logs in with these
   std::string node_id;                               // unique among the nodes on this Redis
   std::chrono::milliseconds registry_ttl{30000};
   std::chrono::milliseconds command_timeout{1000};

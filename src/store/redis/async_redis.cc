@@ -137,13 +137,45 @@ void AsyncRedis::on_connected(const std::shared_ptr<Link>& link, const boost::sy
   boost::system::error_code ignored;
   link->socket.set_option(tcp::no_delay(true), ignored);
   state_ = State::kReady;
-  redis_connection_counters().connects.inc();
+  if (options_.credentials.empty()) redis_connection_counters().connects.inc();  // else once logged in
   backoff_.reset();
   timer_.cancel();  // the connect's deadline; the commands' own is armed below
   timer_armed_ = false;
+  if (!options_.credentials.empty()) log_in();
   do_read(link);
   arm_timer();
   schedule_flush();
+}
+
+void AsyncRedis::log_in() {
+  std::vector<const char*> args;
+  std::vector<size_t> lens;
+  for (std::string_view a : options_.credentials.auth_argv()) {
+    args.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  char* formatted = nullptr;
+  const int n = redisFormatCommandArgv(&formatted, static_cast<int>(args.size()), args.data(), lens.data());
+  if (n < 0 || !formatted) return fail("redis: cannot format the AUTH", true);
+  logging_in_ = true;
+  // Ahead of what waited for the connect: nothing was written on this link yet.
+  out_.insert(0, formatted, static_cast<size_t>(n));
+  redisFreeCommand(formatted);
+  auto done = [weak = weak_from_this(), link = link_](Result<Reply> r) {
+    auto self = weak.lock();
+    if (!self || link != self->link_) return;  // the link broke first: its commands failed with it
+    self->logging_in_ = false;
+    if (r && (*r)->type != REDIS_REPLY_ERROR) {
+      redis_connection_counters().connects.inc();
+      return;
+    }
+    self->logging_in_ = true;  // counted as a failed connect, not a broken connection
+    const std::string where = self->options_.address.host + ":" + std::to_string(self->options_.address.port);
+    self->fail(r ? "redis: " + where + " refused the AUTH: " + std::string((*r)->str, (*r)->len)  // Redis's reason
+                 : r.error().message,
+               true);
+  };
+  pending_.push_front(Pending{std::move(done), std::chrono::steady_clock::now() + options_.command_timeout});
 }
 
 void AsyncRedis::schedule_flush() {
@@ -232,8 +264,11 @@ void AsyncRedis::close() {
 
 void AsyncRedis::fail(const std::string& why, bool backoff) {
   const bool had_link = link_ != nullptr;  // a connection (or an attempt) broke
-  if (backoff && state_ == State::kConnecting) redis_connection_counters().connect_failures.inc();
-  if (backoff && state_ == State::kReady) redis_connection_counters().broken.inc();
+  // A link that broke before its log-in was answered never became a connection.
+  const bool connecting = state_ == State::kConnecting || (state_ == State::kReady && logging_in_);
+  logging_in_ = false;
+  if (backoff && connecting) redis_connection_counters().connect_failures.inc();
+  if (backoff && state_ == State::kReady && !connecting) redis_connection_counters().broken.inc();
   if (link_) {
     boost::system::error_code ignored;
     link_->socket.close(ignored);

@@ -9,6 +9,11 @@
 // (one more write only while the previous one is still in flight). Replies are matched to
 // callbacks in order (Redis answers a connection's commands in order).
 //
+// Log-in: with credentials, each new connection's first command is an AUTH, ahead of the
+// commands that waited for the connect; a refused AUTH breaks the connection like a failed
+// connect (those commands fail with `unavailable`, Redis's reason in the message), and counts
+// as one; a connection counts as made once logged in.
+//
 // Failures: the connection is made on the first command (within connect_timeout). If it
 // cannot be made, every waiting command fails with `unavailable`, and so does every command
 // issued during the back-off that follows (retry_backoff, doubling with each failure up to
@@ -57,6 +62,7 @@ namespace tern::store::redis {
 
 struct AsyncRedisOptions {
   RedisAddress address;
+  RedisCredentials credentials{};  // non-empty: AUTH first on every connection (a refusal breaks it)
   std::chrono::milliseconds connect_timeout{200};
   std::chrono::milliseconds command_timeout{1000};
   std::chrono::milliseconds retry_backoff{100};
@@ -99,6 +105,7 @@ class AsyncRedis : public std::enable_shared_from_this<AsyncRedis> {
   AsyncRedis(boost::asio::io_context& io, AsyncRedisOptions options);
   void connect();
   void on_connected(const std::shared_ptr<Link>& link, const boost::system::error_code& ec);
+  void log_in();  // queues the AUTH first on a new link
   void schedule_flush();
   void do_write();
   void do_read(const std::shared_ptr<Link>& link);
@@ -122,6 +129,7 @@ class AsyncRedis : public std::enable_shared_from_this<AsyncRedis> {
   std::chrono::steady_clock::time_point retry_after_{};
   ReconnectBackoff backoff_;
   uint64_t connects_ = 0, writes_ = 0;
+  bool logging_in_ = false;  // the link's AUTH is not answered yet
   std::function<void(Reply)> push_;
   std::function<void(const std::string&)> broken_;
 };

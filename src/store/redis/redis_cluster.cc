@@ -153,15 +153,23 @@ std::string_view hash_tag(std::string_view key) {
 
 uint16_t key_slot(std::string_view key) { return crc16_xmodem(hash_tag(key)) % kSlots; }
 
-Result<std::vector<RedisAddress>> parse_redis_urls(std::string_view urls) {
+Result<std::vector<RedisAddress>> parse_redis_urls(std::string_view urls, RedisCredentials* credentials) {
   std::vector<RedisAddress> out;
+  bool named = false;  // a seed gave credentials: every seed that gives some gives the same
   while (true) {
     const size_t comma = urls.find(',');
     std::string_view one = urls.substr(0, comma);
     while (!one.empty() && one.front() == ' ') one.remove_prefix(1);
     while (!one.empty() && one.back() == ' ') one.remove_suffix(1);
-    auto a = parse_redis_url(one);
+    RedisCredentials c;
+    auto a = parse_redis_url(one, credentials ? &c : nullptr);
     if (!a) return a.error();
+    if (!c.empty()) {
+      if (named && c != *credentials)
+        return make_error(ErrorCode::kInvalidArgument, "the Redis seed addresses give different users or passwords");
+      *credentials = std::move(c);
+      named = true;
+    }
     out.push_back(std::move(*a));
     if (out.size() > 64) return make_error(ErrorCode::kInvalidArgument, "too many Redis seed addresses (at most 64)");
     if (comma == std::string_view::npos) break;
@@ -204,11 +212,12 @@ Result<std::shared_ptr<RedisConnection>> RedisCluster::connect(int node, bool* f
   if (fresh) *fresh = !n.conn;
   if (!n.conn && options_.shared) {
     // Another fiber of the loop may have made it: `fresh` only if made now.
-    auto c = options_.shared->get(n.address, options_.connect_timeout, options_.command_timeout, fresh);
+    auto c = options_.shared->get(n.address, options_.connect_timeout, options_.command_timeout, options_.credentials,
+                                  fresh);
     if (!c) return c.error();
     n.conn = std::move(c).value();
   } else if (!n.conn) {
-    auto c = RedisConnection::connect(n.address, options_.connect_timeout, options_.command_timeout);
+    auto c = RedisConnection::connect(n.address, options_.connect_timeout, options_.command_timeout, options_.credentials);
     if (!c) return c.error();
     n.conn = std::move(c).value();
   }
@@ -387,7 +396,7 @@ void RedisCluster::on_replicas(const std::vector<RedisAddress>& replicas, const 
     } else {
       // A connection of its own, not a node: refresh() asks every node it knows, and a plain
       // replica answering "cluster support disabled" would take every slot from its master.
-      auto rc = RedisConnection::connect(a, options_.connect_timeout, options_.command_timeout);
+      auto rc = RedisConnection::connect(a, options_.connect_timeout, options_.command_timeout, options_.credentials);
       r = rc ? (*rc)->command(argv) : Result<Reply>(rc.error());
     }
     if (r) {

@@ -66,8 +66,10 @@ uint16_t crc16_xmodem(std::string_view data);
 std::string_view hash_tag(std::string_view key);
 uint16_t key_slot(std::string_view key);
 
-// "redis://h1:p1,redis://h2:p2,h3:p3": one or more seed addresses (at most 64).
-Result<std::vector<RedisAddress>> parse_redis_urls(std::string_view urls);
+// "redis://h1:p1,redis://h2:p2,h3:p3": one or more seed addresses (at most 64). Credentials
+// (parse_redis_url) go to *credentials; seeds that give some must all give the same, so one
+// may carry them for all. (A ',' in a password is written %2C.)
+Result<std::vector<RedisAddress>> parse_redis_urls(std::string_view urls, RedisCredentials* credentials = nullptr);
 
 // The replicas a plain redis-server lists in its `INFO replication` text, one line each:
 // "slave<N>:ip=<ip>,port=<port>,state=<state>,offset=<n>,lag=<n>" (lines end in "\r\n").
@@ -117,6 +119,7 @@ struct RedisClusterOptions {
   // The topology, null: the client's own; else shared with the other clients of one loop's
   // fibers (with `shared`, the same loop's connections). Outlives the client.
   ClusterTopology* topology = nullptr;
+  RedisCredentials credentials{};  // every connection logs in with these (also to the nodes found later)
 };
 
 // One pipeline for one slot (run_many).

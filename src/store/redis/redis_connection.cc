@@ -37,13 +37,45 @@ timeval to_timeval(std::chrono::milliseconds d) {
   tv.tv_usec = static_cast<suseconds_t>((d.count() % 1000) * 1000);
   return tv;
 }
+
+// %XX escapes of a URL's user or password; false on a malformed escape.
+bool percent_decode(std::string_view in, std::string& out) {
+  out.clear();
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out.push_back(in[i]);
+      continue;
+    }
+    if (i + 2 >= in.size()) return false;
+    unsigned v = 0;
+    auto [p, ec] = std::from_chars(in.data() + i + 1, in.data() + i + 3, v, 16);
+    if (ec != std::errc() || p != in.data() + i + 3) return false;
+    out.push_back(static_cast<char>(v));
+    i += 2;
+  }
+  return true;
+}
 }  // namespace
 
-Result<RedisAddress> parse_redis_url(std::string_view url) {
-  auto bad = [&] { return make_error(ErrorCode::kInvalidArgument, "bad Redis address (want redis://HOST:PORT)"); };
+Result<RedisAddress> parse_redis_url(std::string_view url, RedisCredentials* credentials) {
+  auto bad = [&] { return make_error(ErrorCode::kInvalidArgument, "bad Redis address (want redis://[USER:PASSWORD@]HOST:PORT)"); };
   constexpr std::string_view kScheme = "redis://";
   if (url.substr(0, kScheme.size()) == kScheme) url.remove_prefix(kScheme.size());
   if (!url.empty() && url.back() == '/') url.remove_suffix(1);
+  // The user and password: before the last '@' (a password may hold one, escaped or not).
+  if (const size_t at = url.rfind('@'); at != std::string_view::npos) {
+    if (!credentials)
+      return make_error(ErrorCode::kInvalidArgument, "a Redis address here takes no user or password");
+    const std::string_view info = url.substr(0, at);
+    const size_t colon = info.find(':');
+    RedisCredentials c;
+    if (!percent_decode(info.substr(0, colon), c.user)) return bad();
+    if (colon != std::string_view::npos && !percent_decode(info.substr(colon + 1), c.password)) return bad();
+    if (c.password.empty())
+      return make_error(ErrorCode::kInvalidArgument, "a Redis address with a user needs its password (USER:PASSWORD@)");
+    *credentials = std::move(c);
+    url.remove_prefix(at + 1);
+  }
   RedisAddress out;
   std::string_view port;
   if (!url.empty() && url.front() == '[') {
@@ -80,7 +112,8 @@ RedisConnection::~RedisConnection() {
 
 Result<std::unique_ptr<RedisConnection>> RedisConnection::connect(const RedisAddress& address,
                                                                   std::chrono::milliseconds connect_timeout,
-                                                                  std::chrono::milliseconds command_timeout) {
+                                                                  std::chrono::milliseconds command_timeout,
+                                                                  const RedisCredentials& credentials) {
   // hiredis writes with write(2): a write to a connection the server closed (a killed Redis
   // master) would raise SIGPIPE and kill the process; ignored, the write fails with EPIPE and
   // the call with `unavailable`. Process-wide, once (Boost.Asio sends with MSG_NOSIGNAL).
@@ -106,10 +139,17 @@ Result<std::unique_ptr<RedisConnection>> RedisConnection::connect(const RedisAdd
     }
     if (command_timeout.count() > 0) redisSetTimeout(ctx, to_timeval(command_timeout));
   }
-  redis_connection_counters().connects.inc();
   redisEnableKeepAlive(ctx);
-  return std::unique_ptr<RedisConnection>(new RedisConnection(ctx, in_fiber, command_timeout));
+  std::unique_ptr<RedisConnection> conn(new RedisConnection(ctx, in_fiber, command_timeout));
+  if (!credentials.empty())
+    if (auto in = conn->log_in(address, credentials); !in) {
+      redis_connection_counters().connect_failures.inc();
+      return in.error();
+    }
+  redis_connection_counters().connects.inc();
+  return conn;
 }
+
 
 // A non-blocking connect: the fiber waits until the socket is writable (connected or
 // refused) or the timeout passes, then asks the socket how the connect ended.
@@ -340,9 +380,36 @@ Result<Reply> RedisConnection::command(const std::vector<std::string_view>& argv
   return std::move(r->front());
 }
 
+Result<void> RedisConnection::log_in(const RedisAddress& address, const RedisCredentials& credentials) {
+  const std::vector<std::string_view> argv = credentials.auth_argv();
+  std::vector<const char*> args;
+  std::vector<size_t> lens;
+  for (std::string_view a : argv) {
+    args.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  if (redisAppendCommandArgv(ctx_, static_cast<int>(args.size()), args.data(), lens.data()) != REDIS_OK)
+    return transport_error("append");
+  // Not through send(): in a fiber it would post the write to the loop, and this connection
+  // has no shared owner yet. receive() drives: it writes and reads here.
+  auto t = std::make_shared<Request>();
+  t->want = 1;
+  t->deadline = deadline();
+  in_flight_.push_back(t);
+  auto replies = receive(t);
+  const std::string where = address.host + ":" + std::to_string(address.port);
+  if (!replies) return make_error(ErrorCode::kUnavailable, "redis: AUTH at " + where + ": " + replies.error().message);
+  const redisReply& r = *replies->front();
+  if (r.type == REDIS_REPLY_ERROR)
+    return make_error(ErrorCode::kUnavailable,
+                      "redis: " + where + " refused the AUTH: " + std::string(r.str, r.len));  // Redis's reason, no secret
+  return {};
+}
+
 Result<std::shared_ptr<RedisConnection>> LoopConnections::get(const RedisAddress& address,
                                                               std::chrono::milliseconds connect_timeout,
-                                                              std::chrono::milliseconds command_timeout, bool* made) {
+                                                              std::chrono::milliseconds command_timeout,
+                                                              const RedisCredentials& credentials, bool* made) {
   Entry& e = by_address_[{address.host, address.port}];
   if (made) *made = false;
   if (e.conn && e.conn->healthy()) return e.conn;
@@ -354,7 +421,7 @@ Result<std::shared_ptr<RedisConnection>> LoopConnections::get(const RedisAddress
   }
   e.conn.reset();
   e.connecting = true;
-  auto c = RedisConnection::connect(address, connect_timeout, command_timeout);
+  auto c = RedisConnection::connect(address, connect_timeout, command_timeout, credentials);
   e.connecting = false;
   if (c) e.conn = std::move(c).value();
   e.waiting.wake_all();

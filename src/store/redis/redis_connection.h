@@ -1,6 +1,7 @@
 // RedisConnection: one hiredis connection (redisContext) with short timeouts, and the
-// parsing of `redis://HOST:PORT` addresses. A broken connection (reset, timeout, protocol
-// error) is never reused: its owners drop it and connect again on the next call.
+// parsing of `redis://[USER:PASSWORD@]HOST:PORT` addresses. A broken connection (reset,
+// timeout, protocol error) is never reused: its owners drop it and connect again on the next
+// call. With credentials, a connection logs in (AUTH) before it is handed out.
 //
 // Requests: send() sends a request (one or more commands) and returns its ticket;
 // receive() returns the request's replies. Redis answers in order, so the replies are handed
@@ -51,9 +52,28 @@ struct RedisAddress {
   uint16_t port = 6379;
 };
 
-// Parses "redis://HOST:PORT" (the port defaults to 6379; "HOST:PORT" without the scheme is
-// accepted too). IPv6 hosts in brackets: redis://[::1]:6379.
-Result<RedisAddress> parse_redis_url(std::string_view url);
+// Who the node logs in as on every connection to the deployment (AUTH right after the
+// connect, before any other command): Redis's `requirepass` (user empty: AUTH PASSWORD) or an
+// ACL user (AUTH USER PASSWORD). One set per deployment: a Cluster's nodes, its replicas and
+// the nodes it names later all take the same. No password: no AUTH. Never logged.
+struct RedisCredentials {
+  std::string user;
+  std::string password;
+  bool empty() const { return password.empty(); }
+  bool operator==(const RedisCredentials&) const = default;
+  // The AUTH command that logs in with these (views into this object).
+  std::vector<std::string_view> auth_argv() const {
+    if (user.empty()) return {"AUTH", password};
+    return {"AUTH", user, password};
+  }
+};
+
+// Parses "redis://[USER[:PASSWORD]@]HOST[:PORT]" (the port defaults to 6379; without the
+// scheme too). IPv6 hosts in brackets: redis://[::1]:6379. The user and password are
+// percent-decoded (%40 for '@', %3A for ':') into *credentials; a URL with them and no
+// `credentials` to take them is refused. Error messages never repeat the URL (it may hold
+// the password).
+Result<RedisAddress> parse_redis_url(std::string_view url, RedisCredentials* credentials = nullptr);
 
 struct ReplyDeleter {
   void operator()(redisReply* r) const;
@@ -99,10 +119,12 @@ class RedisConnection : public std::enable_shared_from_this<RedisConnection> {
   RedisConnection& operator=(const RedisConnection&) = delete;
 
   // Connects within connect_timeout; every later command times out after command_timeout.
-  // Fails with `unavailable`.
+  // With credentials, logs in (AUTH, one round trip within command_timeout) before it returns.
+  // Fails with `unavailable` (a refused AUTH too: the message says so, with Redis's reason).
   static Result<std::unique_ptr<RedisConnection>> connect(const RedisAddress& address,
                                                           std::chrono::milliseconds connect_timeout,
-                                                          std::chrono::milliseconds command_timeout);
+                                                          std::chrono::milliseconds command_timeout,
+                                                          const RedisCredentials& credentials = {});
 
   // Sends the commands and returns the request's ticket. On a thread they are written now;
   // in a fiber at the end of the loop's turn, together with the other fibers' (one write),
@@ -134,6 +156,8 @@ class RedisConnection : public std::enable_shared_from_this<RedisConnection> {
   RedisConnection(redisContext* ctx, bool in_fiber, std::chrono::milliseconds command_timeout)
       : ctx_(ctx), in_fiber_(in_fiber), command_timeout_(command_timeout) {}
   static Result<redisContext*> connect_in_fiber(const RedisAddress& address, std::chrono::milliseconds timeout);
+  // AUTH on a new connection, read here (drive), before anyone else may send on it.
+  Result<void> log_in(const RedisAddress& address, const RedisCredentials& credentials);
   void broke();  // marks the connection unusable (counted once: tern_redis_connections_broken_total)
   Error transport_error(const char* what);
   // Reads the socket for every request out until `mine` is answered (or the connection
@@ -164,7 +188,8 @@ class LoopConnections {
   // `made`: set to whether this call connected it. Fails with `unavailable` if the connect
   // (this call's, or the one it waited for) failed, or the fiber was cancelled.
   Result<std::shared_ptr<RedisConnection>> get(const RedisAddress& address, std::chrono::milliseconds connect_timeout,
-                                               std::chrono::milliseconds command_timeout, bool* made = nullptr);
+                                               std::chrono::milliseconds command_timeout,
+                                               const RedisCredentials& credentials, bool* made = nullptr);
   size_t size() const { return by_address_.size(); }
 
  private:

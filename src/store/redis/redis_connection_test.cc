@@ -52,7 +52,7 @@ class SharedConnectionTest : public ::testing::Test {
   std::shared_ptr<RedisConnection> connected(std::chrono::milliseconds command_timeout) {
     std::shared_ptr<RedisConnection> conn;
     spawn([&] {
-      auto c = pool_.get(address(), 1000ms, command_timeout);
+      auto c = pool_.get(address(), 1000ms, command_timeout, {});
       if (c) conn = *c;
     });
     EXPECT_TRUE(run_until(io_, [&] { return all_done(); }));
@@ -84,7 +84,7 @@ TEST_F(SharedConnectionTest, FibersOfOneLoopPipelineOnOneConnectionAndEachGetsIt
   for (int f = 0; f < kFibers; ++f) {
     spawn([&, f] {
       for (int round = 0; round < kRounds; ++round) {
-        auto c = pool_.get(address(), 1000ms, 2000ms);
+        auto c = pool_.get(address(), 1000ms, 2000ms, {});
         if (!c) {
           ++failed;
           continue;
@@ -129,14 +129,14 @@ TEST_F(SharedConnectionTest, TheDriverHandsTheReadingToAFiberStillWaiting) {
   std::optional<long long> second;
   std::shared_ptr<RedisConnection> conn;
   spawn([&] {
-    auto c = pool_.get(address(), 1000ms, 5000ms);
+    auto c = pool_.get(address(), 1000ms, 5000ms, {});
     if (!c) return;
     conn = *c;
     auto r = conn->pipeline({{"ECHO", "first"}});  // sent first: this fiber drives
     if (r) first = text(r->front());
   });
   spawn([&] {
-    auto c = pool_.get(address(), 1000ms, 5000ms);  // waits for the first fiber's connect
+    auto c = pool_.get(address(), 1000ms, 5000ms, {});  // waits for the first fiber's connect
     if (!c) return;
     // No replicas: Redis answers 0 after 300 ms, and the first fiber's reply is out before.
     auto r = (*c)->pipeline({{"WAIT", "1", "300"}});
@@ -184,7 +184,7 @@ TEST_F(SharedConnectionTest, AHungRedisFailsEveryRequestOutAndTheLoopGoesOn) {
   bool made = false;
   std::optional<std::string> pong;
   spawn([&] {
-    auto c = pool_.get(address(), 1000ms, 1000ms, &made);
+    auto c = pool_.get(address(), 1000ms, 1000ms, {}, &made);
     if (!c) return;
     auto r = (*c)->pipeline({{"ECHO", "back"}});
     if (r) pong = text(r->front());

@@ -128,6 +128,7 @@ Result<RedisCluster*> RedisStore::connection() {
     if (now < slot->retry_after) return make_error(ErrorCode::kUnavailable, "redis: unreachable (backing off)");
     RedisClusterOptions o;
     o.seeds = options_.seeds.empty() ? std::vector<RedisAddress>{options_.address} : options_.seeds;
+    o.credentials = options_.credentials;
     o.connect_timeout = options_.connect_timeout;
     o.command_timeout = options_.command_timeout;
     o.max_backoff = std::max(options_.retry_backoff, o.retry_backoff);

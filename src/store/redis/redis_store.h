@@ -88,6 +88,7 @@ struct RedisStoreOptions {
   // On a cluster every key is routed by its slot and commit() is split by slot
   // (redis_cluster_commit.h).
   std::vector<RedisAddress> seeds;
+  RedisCredentials credentials{};  // every connection logs in with these (the deployment's requirepass or ACL user)
   std::chrono::milliseconds connect_timeout{200};
   std::chrono::milliseconds command_timeout{2000};
   std::chrono::milliseconds retry_backoff{100};

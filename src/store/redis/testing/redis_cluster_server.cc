@@ -27,9 +27,9 @@ using Clock = std::chrono::steady_clock;
 
 std::string_view str(const redisReply* r) { return std::string_view(r->str, r->len); }
 
-Result<Reply> raw(uint16_t port, const std::vector<std::string>& argv) {
+Result<Reply> raw(uint16_t port, const std::string& password, const std::vector<std::string>& argv) {
   auto c = RedisConnection::connect(RedisAddress{"127.0.0.1", port}, std::chrono::milliseconds(200),
-                                    std::chrono::milliseconds(5000));
+                                    std::chrono::milliseconds(5000), RedisCredentials{"", password});
   if (!c) return c.error();
   std::vector<std::string_view> views(argv.begin(), argv.end());
   return (*c)->command(views);
@@ -62,8 +62,8 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
 }
 
 // slot → master port, as one node's CLUSTER SLOTS says.
-Result<std::vector<uint16_t>> slot_map(uint16_t port) {
-  auto r = raw(port, {"CLUSTER", "SLOTS"});
+Result<std::vector<uint16_t>> slot_map(uint16_t port, const std::string& password) {
+  auto r = raw(port, password, {"CLUSTER", "SLOTS"});
   if (!r) return r.error();
   const redisReply* a = r->get();
   if (a->type != REDIS_REPLY_ARRAY) return make_error(ErrorCode::kInternal, "CLUSTER SLOTS: " + to_text(a));
@@ -80,7 +80,9 @@ Result<std::vector<uint16_t>> slot_map(uint16_t port) {
 
 }  // namespace
 
-RedisClusterServer::RedisClusterServer() {
+RedisClusterServer::RedisClusterServer() : RedisClusterServer(std::string()) {}
+
+RedisClusterServer::RedisClusterServer(std::string password) : password_(std::move(password)) {
   std::string tmpl = (std::filesystem::temp_directory_path() / "tern-rcluster-XXXXXX").string();
   if (::mkdtemp(tmpl.data())) dir_ = tmpl;
 }
@@ -121,12 +123,13 @@ Result<void> RedisClusterServer::launch(size_t i) {
   const std::string port = std::to_string(ports_[i]);
   const std::string dir = dir_ + "/" + port;
   std::filesystem::create_directories(dir);
-  const pid_t pid = spawn({"redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", dir, "--cluster-enabled",
-                           "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout",
-                           std::to_string(kNodeTimeoutMs), "--cluster-replica-validity-factor", "0", "--appendonly",
-                           "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no", "--protected-mode",
-                           "no", "--loglevel", "notice", "--logfile", dir + "/redis.log"},
-                          dir + "/stdout.log");
+  std::vector<std::string> args = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", dir, "--cluster-enabled",
+                                   "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout",
+                                   std::to_string(kNodeTimeoutMs), "--cluster-replica-validity-factor", "0", "--appendonly",
+                                   "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no", "--protected-mode",
+                                   "no", "--loglevel", "notice", "--logfile", dir + "/redis.log"};
+  if (!password_.empty()) args.insert(args.end(), {"--requirepass", password_, "--masterauth", password_});
+  const pid_t pid = spawn(args, dir + "/stdout.log");
   if (pid < 0) return make_error(ErrorCode::kInternal, "fork failed");
   pids_[i] = pid;
   const auto deadline = Clock::now() + std::chrono::seconds(10);
@@ -136,7 +139,7 @@ Result<void> RedisClusterServer::launch(size_t i) {
       pids_[i] = -1;
       return make_error(ErrorCode::kInternal, "redis-server exited (is it installed? scripts/setup.sh)");
     }
-    auto r = raw(ports_[i], {"PING"});
+    auto r = raw(ports_[i], password_, {"PING"});
     if (r && (*r)->type == REDIS_REPLY_STATUS) return {};
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -174,6 +177,7 @@ Result<void> RedisClusterServer::start() {
   std::vector<std::string> args = {"redis-cli", "--cluster", "create"};
   for (uint16_t p : ports_) args.push_back("127.0.0.1:" + std::to_string(p));
   args.insert(args.end(), {"--cluster-replicas", "1", "--cluster-yes"});
+  if (!password_.empty()) args.insert(args.end(), {"-a", password_, "--no-auth-warning"});
   const pid_t cli = spawn(args, dir_ + "/create.log");
   if (cli < 0) return make_error(ErrorCode::kInternal, "fork failed");
   const auto deadline = Clock::now() + std::chrono::seconds(60);
@@ -207,7 +211,7 @@ Result<void> RedisClusterServer::start() {
 }
 
 Result<std::string> RedisClusterServer::command(uint16_t port, const std::vector<std::string>& argv) const {
-  auto r = raw(port, argv);
+  auto r = raw(port, password_, argv);
   if (!r) return r.error();
   return to_text(r->get());
 }
@@ -217,7 +221,7 @@ Result<uint16_t> RedisClusterServer::master_of(uint16_t slot, uint16_t asked_por
   for (uint16_t p : ports_) {
     if (asked_port != 0 && p != asked_port) continue;
     if (!alive(p)) continue;
-    auto m = slot_map(p);
+    auto m = slot_map(p, password_);
     if (!m) {
       last = m.error();
       continue;
@@ -233,7 +237,7 @@ Result<uint16_t> RedisClusterServer::replica_of(uint16_t master_port) const {
   // resyncs first): wait for one, bounded.
   const auto deadline = Clock::now() + std::chrono::seconds(15);
   for (;;) {
-    auto r = raw(master_port, {"CLUSTER", "SLOTS"});
+    auto r = raw(master_port, password_, {"CLUSTER", "SLOTS"});
     if (!r) return r.error();
     const redisReply* a = r->get();
     if (a->type != REDIS_REPLY_ARRAY) return make_error(ErrorCode::kInternal, "CLUSTER SLOTS: " + to_text(a));
@@ -291,7 +295,7 @@ Result<void> RedisClusterServer::await_healthy(std::chrono::milliseconds within)
         why = "node " + std::to_string(p) + " not ok";
         break;
       }
-      auto m = slot_map(p);
+      auto m = slot_map(p, password_);
       if (!m) {
         why = m.error().message;
         break;
@@ -343,7 +347,7 @@ Result<void> RedisClusterServer::begin_migration(uint16_t slot, uint16_t to_port
     if (*r != "OK") return make_error(ErrorCode::kInternal, "SETSLOT: " + *r);
   }
   if (keys.empty()) return {};
-  std::vector<std::string> migrate = {"MIGRATE", "127.0.0.1", std::to_string(to_port), "", "0", "5000", "KEYS"};
+  std::vector<std::string> migrate = migrate_command(to_port);
   migrate.insert(migrate.end(), keys.begin(), keys.end());
   auto r = command(*from, migrate);
   if (!r) return r.error();
@@ -351,16 +355,23 @@ Result<void> RedisClusterServer::begin_migration(uint16_t slot, uint16_t to_port
   return {};
 }
 
+std::vector<std::string> RedisClusterServer::migrate_command(uint16_t to_port) const {
+  std::vector<std::string> m = {"MIGRATE", "127.0.0.1", std::to_string(to_port), "", "0", "5000"};
+  if (!password_.empty()) m.insert(m.end(), {"AUTH", password_});
+  m.push_back("KEYS");
+  return m;
+}
+
 Result<void> RedisClusterServer::finish_migration(uint16_t slot, uint16_t to_port) {
   auto from = master_of(slot);
   if (!from) return from.error();
   const std::string s = std::to_string(slot);
   for (int round = 0; round < 1000; ++round) {
-    auto keys = raw(*from, {"CLUSTER", "GETKEYSINSLOT", s, "100"});
+    auto keys = raw(*from, password_, {"CLUSTER", "GETKEYSINSLOT", s, "100"});
     if (!keys) return keys.error();
     if ((*keys)->type != REDIS_REPLY_ARRAY) return make_error(ErrorCode::kInternal, "GETKEYSINSLOT failed");
     if ((*keys)->elements == 0) break;
-    std::vector<std::string> migrate = {"MIGRATE", "127.0.0.1", std::to_string(to_port), "", "0", "5000", "KEYS"};
+    std::vector<std::string> migrate = migrate_command(to_port);
     for (size_t i = 0; i < (*keys)->elements; ++i) migrate.emplace_back(str((*keys)->element[i]));
     auto r = command(*from, migrate);
     if (!r) return r.error();

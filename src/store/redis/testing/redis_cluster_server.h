@@ -27,6 +27,9 @@ class RedisClusterServer {
   static constexpr int kNodeTimeoutMs = 1000;
 
   RedisClusterServer();
+  // Every node with this requirepass (and masterauth, for its replica); the helper's own
+  // commands and redis-cli log in with it.
+  explicit RedisClusterServer(std::string password);
   ~RedisClusterServer();
   RedisClusterServer(const RedisClusterServer&) = delete;
   RedisClusterServer& operator=(const RedisClusterServer&) = delete;
@@ -71,7 +74,9 @@ class RedisClusterServer {
   Result<void> launch(size_t i);
   bool alive(uint16_t port) const;
   size_t index(uint16_t port) const;
+  std::vector<std::string> migrate_command(uint16_t to_port) const;  // up to KEYS (with AUTH if needed)
 
+  std::string password_;
   std::string dir_;
   std::vector<uint16_t> ports_;
   std::vector<pid_t> pids_;

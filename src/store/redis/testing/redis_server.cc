@@ -29,9 +29,9 @@ namespace {
 
 // The process id of the redis-server that answers on the port once it is ready, or nullopt
 // (none, or still loading its AOF: PING answers LOADING then).
-std::optional<long> ready_pid(uint16_t port) {
+std::optional<long> ready_pid(uint16_t port, const RedisCredentials& login) {
   auto c = RedisConnection::connect(RedisAddress{"127.0.0.1", port}, std::chrono::milliseconds(100),
-                                    std::chrono::milliseconds(500));
+                                    std::chrono::milliseconds(500), login);
   if (!c) return std::nullopt;
   auto r = (*c)->command({"PING"});
   if (!r.ok() || (*r)->type != REDIS_REPLY_STATUS) return std::nullopt;
@@ -46,7 +46,16 @@ std::optional<long> ready_pid(uint16_t port) {
 
 RedisServer::RedisServer() : RedisServer(std::vector<std::string>{}) {}
 
-RedisServer::RedisServer(std::vector<std::string> extra_args) : extra_args_(std::move(extra_args)) {
+RedisServer::RedisServer(std::vector<std::string> extra_args) : RedisServer(std::move(extra_args), {}) {}
+
+RedisServer::RedisServer(std::vector<std::string> extra_args, RedisCredentials login)
+    : extra_args_(std::move(extra_args)), login_(std::move(login)) {
+  if (login_.user.empty() && !login_.empty()) {
+    extra_args_.insert(extra_args_.end(), {"--requirepass", login_.password});
+  } else if (!login_.empty()) {
+    extra_args_.insert(extra_args_.end(),
+                       {"--user", login_.user, "on", ">" + login_.password, "~*", "&*", "+@all", "--user", "default", "off"});
+  }
   std::string tmpl = (std::filesystem::temp_directory_path() / "tern-redis-XXXXXX").string();
   if (::mkdtemp(tmpl.data())) dir_ = tmpl;
 }
@@ -100,7 +109,7 @@ Result<void> RedisServer::launch() {
       return make_error(ErrorCode::kInternal, "redis-server exited (port " + port +
                                                   " taken? is it installed? scripts/setup.sh)");
     }
-    if (auto answering = ready_pid(port_)) {
+    if (auto answering = ready_pid(port_, login_)) {
       if (*answering == pid_) return {};
       // Another test's server holds the port; ours cannot bind and exits (or is killed here).
       kill9();

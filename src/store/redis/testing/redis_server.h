@@ -11,6 +11,7 @@
 
 #include "base/result.h"
 #include "base/testing/loopback_port.h"
+#include "store/redis/redis_connection.h"
 
 namespace tern::store::redis::testing {
 
@@ -24,6 +25,9 @@ class RedisServer {
   // redis-server's command line (e.g. {"--replicaof", "127.0.0.1", "<port>"}).
   RedisServer();
   explicit RedisServer(std::vector<std::string> extra_args);
+  // A server that lets nobody in without `login`: requirepass (no user), or the ACL user
+  // alone (the default user off). The helper's own checks log in with it.
+  RedisServer(std::vector<std::string> extra_args, RedisCredentials login);
   ~RedisServer();  // stops the server and removes the directory
   RedisServer(const RedisServer&) = delete;
   RedisServer& operator=(const RedisServer&) = delete;
@@ -48,6 +52,7 @@ class RedisServer {
   Result<void> launch();  // on port_
 
   std::vector<std::string> extra_args_;
+  RedisCredentials login_;
   std::string dir_;
   pid_t pid_ = -1;
   uint16_t port_ = 0;

@@ -1,0 +1,136 @@
+// Integration: ternd on a Redis that lets nobody in without a password (requirepass, or an ACL
+// user with the default user off): every connection of the store and the bus logs in, the
+// password never reaches the log, and a wrong one stops ternd at start with Redis's reason.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "integration/redis_nodes.h"
+#include "store/redis/testing/redis_server.h"
+#include "support/server_test.h"
+
+namespace tern::test {
+namespace {
+
+using store::redis::RedisCredentials;
+
+// A file holding `secret` (and a newline, as editors leave it), removed with this object.
+class SecretFile {
+ public:
+  explicit SecretFile(const std::string& secret) {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "tern-redis-pw-XXXXXX").string();
+    const int fd = ::mkstemp(tmpl.data());
+    if (fd >= 0) ::close(fd);
+    path_ = tmpl;
+    std::ofstream(path_) << secret << "\n";
+  }
+  ~SecretFile() {
+    std::error_code ec;
+    std::filesystem::remove(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::vector<std::string> node_args(const std::string& url, const std::string& node, std::vector<std::string> more) {
+  std::vector<std::string> v = {"--store", "redis", "--redis", url, "--node-id", node};
+  v.insert(v.end(), more.begin(), more.end());
+  return v;
+}
+
+// Two nodes, each logged in with the password from its file: a message and typing cross from
+// one node to the other live (store, bus publishers and subscribers all logged in), and the
+// nodes' logs say a password is used, never which.
+TEST(RedisLogin, TwoNodesOnARedisWithAPasswordDeliverAcrossThemLive) {
+  const std::string password = "requirepass-Xq7v";
+  RedisServer redis({}, RedisCredentials{"", password});
+  ASSERT_TRUE(redis.start().ok());
+  SecretFile file(password);
+  Node a, b;
+  for (auto [n, name] : {std::pair{&a, "a"}, std::pair{&b, "b"}}) {
+    n->server = std::make_unique<TestServer>(node_args(redis.url(), name, {"--redis-password-file", file.path()}));
+    ASSERT_TRUE(n->server->start()) << n->server->error() << n->server->log_tail();
+    n->api = std::make_unique<Api>(n->server->port());
+  }
+  Account alice = a.api->must_register("alice");
+  Account bob = b.api->must_register("bob");
+  const std::string conv = a.api->must_direct(alice.token, "bob");
+  Device da(alice), db(bob);
+  ASSERT_EQ(da.connect(a.server->port()), 101);
+  ASSERT_TRUE(da.until_synced());
+  ASSERT_EQ(db.connect(b.server->port()), 101);
+  ASSERT_TRUE(db.until_synced());
+  for (int i = 1; i <= 3; ++i) {
+    const Seq s = da.must_send(conv, "m" + std::to_string(i), "across");
+    auto m = db.read_until([&](const json::object& o) { return type_of(o) == "message" && seq_of(o) == s; }, ms(5000));
+    ASSERT_TRUE(m) << "message " << s << " did not cross nodes live";
+    const Seq back = db.must_send(conv, "r" + std::to_string(i), "back");
+    ASSERT_TRUE(da.read_until([&](const json::object& o) { return type_of(o) == "message" && seq_of(o) == back; }, ms(5000)))
+        << "message " << back << " did not cross back live";
+  }
+  ASSERT_TRUE(db.typing(conv, true));
+  ASSERT_TRUE(da.read_until([](const json::object& o) { return type_of(o) == "typing"; }, ms(5000)))
+      << "typing did not cross nodes";
+  for (Node* n : {&a, &b}) {
+    EXPECT_TRUE(n->server->await_log("auth=password")) << n->server->log_tail();
+    EXPECT_EQ(n->server->log_tail(1 << 20).find(password), std::string::npos) << "the password is in the log";
+  }
+}
+
+// An ACL user named in the URL (percent-encoded password): the node logs in as that user.
+TEST(RedisLogin, AnAclUserInTheUrlLogsTheNodeIn) {
+  const RedisCredentials user{"tern-node", "acl:p@ss"};
+  RedisServer redis({}, user);
+  ASSERT_TRUE(redis.start().ok());
+  const std::string url = "redis://tern-node:acl%3Ap%40ss@127.0.0.1:" + std::to_string(redis.port());
+  Node a;
+  a.server = std::make_unique<TestServer>(node_args(url, "a", {}));
+  ASSERT_TRUE(a.server->start()) << a.server->error() << a.server->log_tail();
+  a.api = std::make_unique<Api>(a.server->port());
+  Account alice = a.api->must_register("alice");
+  Account bob = a.api->must_register("bob");
+  const std::string conv = a.api->must_direct(alice.token, "bob");
+  Device da(alice), db(bob);
+  for (Device* d : {&da, &db}) {
+    ASSERT_EQ(d->connect(a.server->port()), 101);
+    ASSERT_TRUE(d->until_synced());
+  }
+  const Seq s = da.must_send(conv, "m1", "hello");
+  ASSERT_TRUE(db.read_until([&](const json::object& o) { return type_of(o) == "message" && seq_of(o) == s; }, ms(5000)));
+  EXPECT_TRUE(a.server->await_log("auth=user")) << a.server->log_tail();
+  const std::string log = a.server->log_tail(1 << 20);
+  EXPECT_EQ(log.find("acl:p@ss"), std::string::npos) << "the password is in the log";
+  EXPECT_EQ(log.find("acl%3Ap%40ss"), std::string::npos) << "the URL's password is in the log";
+}
+
+// A wrong password (or none) is a start-up failure that names Redis's reason, not a node that
+// runs and fails every request.
+TEST(RedisLogin, AWrongPasswordOrNoneStopsTerndAtStartWithRedisReason) {
+  RedisServer redis({}, RedisCredentials{"", "the-right-one"});
+  ASSERT_TRUE(redis.start().ok());
+  SecretFile wrong("not-the-right-one");
+  TestServer with_wrong(node_args(redis.url(), "a", {"--redis-password-file", wrong.path()}));
+  ASSERT_FALSE(with_wrong.start(std::chrono::seconds(15)));
+  EXPECT_NE(with_wrong.log_tail().find("refused the AUTH"), std::string::npos) << with_wrong.log_tail();
+  EXPECT_NE(with_wrong.log_tail().find("WRONGPASS"), std::string::npos) << with_wrong.log_tail();
+  EXPECT_EQ(with_wrong.log_tail().find("not-the-right-one"), std::string::npos) << "the password is in the log";
+
+  TestServer without(node_args(redis.url(), "b", {}));
+  ASSERT_FALSE(without.start(std::chrono::seconds(15)));
+  EXPECT_NE(without.log_tail().find("NOAUTH"), std::string::npos) << without.log_tail();
+
+  SecretFile empty("");
+  TestServer with_empty(node_args(redis.url(), "c", {"--redis-password-file", empty.path()}));
+  ASSERT_FALSE(with_empty.start(std::chrono::seconds(15)));
+  EXPECT_NE(with_empty.log_tail().find("is empty"), std::string::npos) << with_empty.log_tail();
+}
+
+}  // namespace
+}  // namespace tern::test
