@@ -18,6 +18,7 @@ namespace tern::test {
 namespace {
 
 using store::redis::RedisCredentials;
+using namespace std::chrono_literals;
 
 // A file holding `secret` (and a newline, as editors leave it), removed with this object.
 class SecretFile {
@@ -27,8 +28,9 @@ class SecretFile {
     const int fd = ::mkstemp(tmpl.data());
     if (fd >= 0) ::close(fd);
     path_ = tmpl;
-    std::ofstream(path_) << secret << "\n";
+    write(secret);
   }
+  void write(const std::string& secret) const { std::ofstream(path_, std::ios::trunc) << secret << "\n"; }
   ~SecretFile() {
     std::error_code ec;
     std::filesystem::remove(path_, ec);
@@ -108,6 +110,52 @@ TEST(RedisLogin, AnAclUserInTheUrlLogsTheNodeIn) {
   const std::string log = a.server->log_tail(1 << 20);
   EXPECT_EQ(log.find("acl:p@ss"), std::string::npos) << "the password is in the log";
   EXPECT_EQ(log.find("acl%3Ap%40ss"), std::string::npos) << "the URL's password is in the log";
+}
+
+// The rotation docs/scaling.md gives: an ACL user holds the old and the new password for a
+// while, the node restarts with the new one, then the old one goes. The node serves before,
+// after, and keeps what it stored; the old password no longer logs in.
+TEST(RedisLogin, APasswordRotatedThroughAnAclUserWithTwoPasswordsKeepsTheNodeServing) {
+  const RedisCredentials old_login{"tern", "old-pw-1"};
+  RedisServer redis({}, old_login);
+  ASSERT_TRUE(redis.start().ok());
+  SecretFile file(old_login.password);
+  Node a;
+  a.server = std::make_unique<TestServer>(node_args(redis.url(), "a", {"--redis-user", "tern", "--redis-password-file", file.path()}));
+  ASSERT_TRUE(a.server->start()) << a.server->error() << a.server->log_tail();
+  a.api = std::make_unique<Api>(a.server->port());
+  Account alice = a.api->must_register("alice");
+  Account bob = a.api->must_register("bob");
+  const std::string conv = a.api->must_direct(alice.token, "bob");
+  {
+    Device da(alice);
+    ASSERT_EQ(da.connect(a.server->port()), 101);
+    ASSERT_TRUE(da.until_synced());
+    EXPECT_EQ(da.must_send(conv, "before", "before"), 1u);
+  }
+  auto admin = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis.port()}, 1000ms,
+                                                      2000ms, old_login);
+  ASSERT_TRUE(admin.ok()) << admin.error().message;
+  auto added = (*admin)->command({"ACL", "SETUSER", "tern", ">new-pw-2"});
+  ASSERT_TRUE(added.ok());
+  file.write("new-pw-2");
+  ASSERT_EQ(a.server->terminate(), 0);
+  ASSERT_TRUE(a.server->restart()) << a.server->error() << a.server->log_tail();
+  a.api->set_port(a.server->port());
+  auto removed = (*admin)->command({"ACL", "SETUSER", "tern", "<old-pw-1"});
+  ASSERT_TRUE(removed.ok());
+  Device da(alice), db(bob);
+  for (Device* d : {&da, &db}) {
+    ASSERT_EQ(d->connect(a.server->port()), 101);
+    ASSERT_TRUE(d->until_synced());
+  }
+  EXPECT_EQ(da.must_send(conv, "after", "after"), 2u);
+  auto log = a.api->backfill_all(bob.token, conv);
+  EXPECT_TRUE(dense_range(message_seqs(log, conv), 1, 2));
+  auto stale = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis.port()}, 1000ms,
+                                                      2000ms, old_login);
+  ASSERT_FALSE(stale.ok());
+  EXPECT_NE(stale.error().message.find("WRONGPASS"), std::string::npos) << stale.error().message;
 }
 
 // A wrong password (or none) is a start-up failure that names Redis's reason, not a node that
