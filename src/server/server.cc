@@ -57,6 +57,11 @@ Result<uint16_t> Server::start() {
     spdlog::info("event=store backend=redis redis={} auth={} node={} wait_replicas={}", where,
                  options_.redis_credentials.empty() ? "none" : options_.redis_credentials.user.empty() ? "password" : "user",
                  options_.node_id.empty() ? options_.listen : options_.node_id, options_.redis_wait_replicas);
+    // Redis holds every token hash and message frame: one that lets anyone in is worth a line
+    // at every start (docs/scaling.md, "Logging in to Redis").
+    if (options_.redis_credentials.empty())
+      spdlog::warn("event=redis_without_password hint=\"anyone who reaches Redis reads and writes everything: set "
+                   "requirepass or an ACL user and --redis-password-file\"");
     store_ = std::move(*opened);
   } else {
     services::set_direct_id_secret(*secret);

@@ -82,6 +82,7 @@ TEST(RedisLogin, TwoNodesOnARedisWithAPasswordDeliverAcrossThemLive) {
       << "typing did not cross nodes";
   for (Node* n : {&a, &b}) {
     EXPECT_TRUE(n->server->await_log("auth=password")) << n->server->log_tail();
+    EXPECT_EQ(n->server->log_tail(1 << 20).find("redis_without_password"), std::string::npos);
     EXPECT_EQ(n->server->log_tail(1 << 20).find(password), std::string::npos) << "the password is in the log";
   }
 }
@@ -159,7 +160,7 @@ TEST(RedisLogin, APasswordRotatedThroughAnAclUserWithTwoPasswordsKeepsTheNodeSer
 }
 
 // A wrong password (or none) is a start-up failure that names Redis's reason, not a node that
-// runs and fails every request.
+// runs and fails every request. A Redis that asks for none is used, with a warning.
 TEST(RedisLogin, AWrongPasswordOrNoneStopsTerndAtStartWithRedisReason) {
   RedisServer redis({}, RedisCredentials{"", "the-right-one"});
   ASSERT_TRUE(redis.start().ok());
@@ -173,6 +174,13 @@ TEST(RedisLogin, AWrongPasswordOrNoneStopsTerndAtStartWithRedisReason) {
   TestServer without(node_args(redis.url(), "b", {}));
   ASSERT_FALSE(without.start(std::chrono::seconds(15)));
   EXPECT_NE(without.log_tail().find("NOAUTH"), std::string::npos) << without.log_tail();
+
+  // A Redis without a password works, with a warning at start.
+  RedisServer open_redis;
+  ASSERT_TRUE(open_redis.start().ok());
+  TestServer on_open(node_args(open_redis.url(), "d", {}));
+  ASSERT_TRUE(on_open.start()) << on_open.error() << on_open.log_tail();
+  EXPECT_TRUE(on_open.await_log("event=redis_without_password")) << on_open.log_tail();
 
   SecretFile empty("");
   TestServer with_empty(node_args(redis.url(), "c", {"--redis-password-file", empty.path()}));
