@@ -3,13 +3,16 @@
 // that is shared more widely than the secret.
 // Free function; start-up only.
 #pragma once
+#include <cstddef>
 #include <string>
 
 #include "base/result.h"
 
 namespace tern::server {
 
-// The file's content without trailing newlines and spaces. `flag` names the option in the
+inline constexpr size_t kMaxSecretFileBytes = 4096;
+
+// The file's content without trailing newlines and spaces (at most kMaxSecretFileBytes). `flag` names the option in the
 // error ("cannot read --admin-token-file <path>"); an empty secret is an error too. The
 // secret itself never appears in an error.
 Result<std::string> read_secret_file(const std::string& path, const char* flag);

@@ -301,8 +301,13 @@ TEST(ServerOptions, RedisLoginFromTheUrlOrAPasswordFile) {
   auto blank = parse({"--store", "redis", "--redis", "redis://10.0.0.1:7000", "--redis-password-file", empty});
   ASSERT_FALSE(blank);
   EXPECT_NE(blank.error().message.find("is empty"), std::string::npos) << blank.error().message;
+  const std::string huge = temp_file(std::string(5000, 'x'));
+  auto too_big = parse({"--store", "redis", "--redis", "redis://10.0.0.1:7000", "--redis-password-file", huge});
+  ASSERT_FALSE(too_big);
+  EXPECT_NE(too_big.error().message.find("larger than 4096 bytes"), std::string::npos) << too_big.error().message;
   ::unlink(file.c_str());
   ::unlink(empty.c_str());
+  ::unlink(huge.c_str());
 }
 
 }  // namespace
