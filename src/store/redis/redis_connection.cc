@@ -62,6 +62,13 @@ Result<RedisAddress> parse_redis_url(std::string_view url, RedisCredentials* cre
   constexpr std::string_view kScheme = "redis://";
   if (url.substr(0, kScheme.size()) == kScheme) url.remove_prefix(kScheme.size());
   if (!url.empty() && url.back() == '/') url.remove_suffix(1);
+  // redis://HOST:PORT/DB: refused by name. The bus's channels are shared by every database of
+  // a server, so two deployments on two databases would hear each other.
+  if (const size_t slash = url.rfind('/'); slash != std::string_view::npos && slash + 1 < url.size() &&
+                                           url.substr(slash + 1).find_first_not_of("0123456789") == std::string_view::npos)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "a Redis database number (redis://HOST:PORT/DB) is not supported: pub/sub channels are shared "
+                      "by every database; give each deployment its own Redis");
   // The user and password: before the last '@' (a password may hold one, escaped or not).
   if (const size_t at = url.rfind('@'); at != std::string_view::npos) {
     if (!credentials)

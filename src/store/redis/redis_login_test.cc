@@ -60,6 +60,9 @@ TEST(RedisLogin, AUrlCarriesAUserAndAPasswordPercentDecoded) {
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_EQ(r.error().message.find("pw"), std::string::npos) << "the error repeats the URL: " << r.error().message;
   }
+  auto db = parse_redis_url("redis://127.0.0.1:6379/2");
+  ASSERT_FALSE(db.ok());
+  EXPECT_NE(db.error().message.find("database number"), std::string::npos) << db.error().message;
   auto refused = parse_redis_url("redis://tern:secret-pw@h:1");
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.error().message.find("secret-pw"), std::string::npos);
