@@ -41,6 +41,13 @@ class SecretFile {
   std::string path_;
 };
 
+// A node with these flags; fails the test if it does not start.
+void start_on(Node& n, const std::vector<std::string>& args) {
+  n.server = std::make_unique<TestServer>(args);
+  ASSERT_TRUE(n.server->start()) << n.server->error() << n.server->log_tail();
+  n.api = std::make_unique<Api>(n.server->port());
+}
+
 std::vector<std::string> node_args(const std::string& url, const std::string& node, std::vector<std::string> more) {
   std::vector<std::string> v = {"--store", "redis", "--redis", url, "--node-id", node};
   v.insert(v.end(), more.begin(), more.end());
@@ -56,11 +63,8 @@ TEST(RedisLogin, TwoNodesOnARedisWithAPasswordDeliverAcrossThemLive) {
   ASSERT_TRUE(redis.start().ok());
   SecretFile file(password);
   Node a, b;
-  for (auto [n, name] : {std::pair{&a, "a"}, std::pair{&b, "b"}}) {
-    n->server = std::make_unique<TestServer>(node_args(redis.url(), name, {"--redis-password-file", file.path()}));
-    ASSERT_TRUE(n->server->start()) << n->server->error() << n->server->log_tail();
-    n->api = std::make_unique<Api>(n->server->port());
-  }
+  for (auto [n, name] : {std::pair{&a, "a"}, std::pair{&b, "b"}})
+    ASSERT_NO_FATAL_FAILURE(start_on(*n, node_args(redis.url(), name, {"--redis-password-file", file.path()})));
   Account alice = a.api->must_register("alice");
   Account bob = b.api->must_register("bob");
   const std::string conv = a.api->must_direct(alice.token, "bob");
@@ -94,9 +98,7 @@ TEST(RedisLogin, AnAclUserInTheUrlLogsTheNodeIn) {
   ASSERT_TRUE(redis.start().ok());
   const std::string url = "redis://tern-node:acl%3Ap%40ss@127.0.0.1:" + std::to_string(redis.port());
   Node a;
-  a.server = std::make_unique<TestServer>(node_args(url, "a", {}));
-  ASSERT_TRUE(a.server->start()) << a.server->error() << a.server->log_tail();
-  a.api = std::make_unique<Api>(a.server->port());
+  ASSERT_NO_FATAL_FAILURE(start_on(a, node_args(url, "a", {})));
   Account alice = a.api->must_register("alice");
   Account bob = a.api->must_register("bob");
   const std::string conv = a.api->must_direct(alice.token, "bob");
@@ -122,9 +124,7 @@ TEST(RedisLogin, APasswordRotatedThroughAnAclUserWithTwoPasswordsKeepsTheNodeSer
   ASSERT_TRUE(redis.start().ok());
   SecretFile file(old_login.password);
   Node a;
-  a.server = std::make_unique<TestServer>(node_args(redis.url(), "a", {"--redis-user", "tern", "--redis-password-file", file.path()}));
-  ASSERT_TRUE(a.server->start()) << a.server->error() << a.server->log_tail();
-  a.api = std::make_unique<Api>(a.server->port());
+  ASSERT_NO_FATAL_FAILURE(start_on(a, node_args(redis.url(), "a", {"--redis-user", "tern", "--redis-password-file", file.path()})));
   Account alice = a.api->must_register("alice");
   Account bob = a.api->must_register("bob");
   const std::string conv = a.api->must_direct(alice.token, "bob");
