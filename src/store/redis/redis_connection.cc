@@ -157,7 +157,6 @@ Result<std::unique_ptr<RedisConnection>> RedisConnection::connect(const RedisAdd
   return conn;
 }
 
-
 // A non-blocking connect: the fiber waits until the socket is writable (connected or
 // refused) or the timeout passes, then asks the socket how the connect ended.
 Result<redisContext*> RedisConnection::connect_in_fiber(const RedisAddress& address, std::chrono::milliseconds timeout) {
