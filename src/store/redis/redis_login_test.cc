@@ -220,7 +220,8 @@ TEST(RedisLogin, AStoreLogsInAsAnAclUserAndCommitsAndReads) {
 }
 
 // On a Cluster the client learns the masters from CLUSTER SLOTS, beyond the one seed it is
-// given: each of them needs the log-in too. Users spread over every master's slots.
+// given: each of them needs the log-in too, and so do the replicas. Users spread over every
+// master's slots.
 TEST(RedisLogin, AStoreOnAClusterThatRequiresAPasswordReachesEveryMaster) {
   testing::RedisClusterServer cluster("cluster-pw");
   auto started = cluster.start();
@@ -247,6 +248,17 @@ TEST(RedisLogin, AStoreOnAClusterThatRequiresAPasswordReachesEveryMaster) {
   ASSERT_TRUE(devices.ok()) << devices.error().message;
   ASSERT_EQ(devices->size(), users.size());
   for (const auto& d : *devices) EXPECT_EQ(d, (std::vector<uint32_t>{1}));
+  // The replicas too (an AOF rewrite after a purge goes to every node): all six log in.
+  RedisClusterOptions co;
+  co.seeds = {o.address};
+  co.credentials = o.credentials;
+  auto client = RedisCluster::open(co);
+  ASSERT_TRUE(client.ok()) << client.error().message;
+  auto every = (*client)->on_every_node({"PING"});
+  ASSERT_TRUE(every.ok()) << every.error().message;
+  EXPECT_EQ(every->masters, 3u);
+  EXPECT_EQ(every->replicas, 3u);
+  EXPECT_TRUE(every->unreachable.empty()) << every->unreachable.front();
 }
 
 }  // namespace
