@@ -62,7 +62,7 @@ start() {
     for i in $(seq 1 100); do curl -fs "http://127.0.0.1:$p/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
   done
   TERN_HAPROXY_SOCKET="$root/haproxy.sock" haproxy -f "$here/haproxy.cfg" -D -p "$root/haproxy.pid"
-  echo "up: http://127.0.0.1:$TERN_LB_PORT (nodes ${ports[*]}, redis $redis_url); logs in $root"
+  echo "up: http://127.0.0.1:$TERN_LB_PORT (nodes ${ports[*]}, redis $redis_url, its password in $password_file); logs in $root"
 }
 
 stop() {
