@@ -15,7 +15,10 @@
 #include <thread>
 #include <vector>
 
+#include <hiredis/hiredis.h>
+
 #include "bus/redis/node_ring.h"
+#include "store/redis/redis_connection.h"
 #include "store/redis/testing/redis_server.h"
 #include "support/server_test.h"
 
@@ -71,6 +74,24 @@ inline double metric(Node& n, const Account& who, std::string_view name) {
   const auto at = r.body.find(needle);
   EXPECT_NE(at, std::string::npos) << name;
   return at == std::string::npos ? -1.0 : std::stod(r.body.substr(at + needle.size()));
+}
+
+// Whether `user`'s device `device` has an entry in the connection registry ({r:<user>}) within
+// `timeout`. The counter thread writes it after the device is synced, so a test that kills a
+// node to leave entries behind awaits them first (else it may kill the node before they exist).
+inline bool registry_entry_written(const RedisServer& redis, const std::string& user, int device,
+                                   std::chrono::milliseconds timeout) {
+  auto c = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis.port()}, ms(1000), ms(2000));
+  if (!c.ok()) return false;
+  const std::string key = "{r:" + user + "}", field = std::to_string(device);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  do {
+    auto r = (*c)->command({"HEXISTS", key, field});
+    if (!r.ok()) return false;
+    if ((*r)->type == REDIS_REPLY_INTEGER && (*r)->integer == 1) return true;
+    std::this_thread::sleep_for(ms(5));
+  } while (std::chrono::steady_clock::now() < deadline);
+  return false;
 }
 
 // A frame test: `user`'s presence, online or not.

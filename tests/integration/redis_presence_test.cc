@@ -97,6 +97,7 @@ TEST_F(RedisTest, TheUsersOfASingleNodeRestartedWithoutThemGoOfflineForASubscrib
     ASSERT_EQ(d->connect(a_.server->port()), 101);
     ASSERT_TRUE(d->until_synced());
   }
+  for (const char* who : {"alice", "dave"}) ASSERT_TRUE(registry_entry_written(redis_, who, 1, ms(5000))) << who;
   a_.server->kill();
   ASSERT_TRUE(a_.server->restart()) << a_.server->error();
   Device db(bob);
