@@ -115,7 +115,7 @@ void Membership::create(Shard& shard, DeviceRef creator, proto::CreateConversati
   if (!accepted) {
     core_.directory.forget_conversation(id);
     if (core_.presence) core_.presence->conversation_dropped(*snapshot);
-    if (frame) shard.conversations.erase(id);
+    if (frame) core_.drop_state(shard, id);
   }
 }
 

@@ -14,6 +14,9 @@ namespace {
 Counter& head_hints = MetricsRegistry::global().counter(
     "tern_head_hints_applied_total",
     "cached conversation heads moved forward by another node's committed message (a bus head hint)");
+Gauge& states_held = MetricsRegistry::global().gauge(
+    "tern_sequencer_conversation_states",
+    "conversation states (head, recent senders, receipt marks) held by the loops: at most --conversation-cache per loop");
 
 }  // namespace
 
@@ -21,6 +24,10 @@ SequencerCore::SequencerCore(Loops& loops_, store::Store& store_, StoreReads& re
                              bus::Bus& bus_, const ServiceOptions& options_)
     : loops(loops_), store(store_), reads(reads_), committer(committer_), directory(directory_), bus(bus_), options(options_) {
   for (size_t i = 0; i < loops.size(); ++i) shards_.push_back(std::make_unique<Shard>(i, options.conversation_cache));
+}
+
+SequencerCore::~SequencerCore() {
+  for (const auto& shard : shards_) states_held.add(-static_cast<int64_t>(shard->conversations.size()));
 }
 
 size_t SequencerCore::owner(const std::string& conversation_id) const {
@@ -56,7 +63,16 @@ ConvState* SequencerCore::install_head(Shard& shard, const std::string& conversa
   fresh.id = conversation_id;
   fresh.head = head;
   fresh.senders_from = head + 1;
-  return &shard.conversations.emplace(conversation_id, std::move(fresh));
+  const size_t before = shard.conversations.size();
+  ConvState& installed = shard.conversations.emplace(conversation_id, std::move(fresh));
+  states_held.add(static_cast<int64_t>(shard.conversations.size()) - static_cast<int64_t>(before));
+  return &installed;
+}
+
+void SequencerCore::drop_state(Shard& shard, const std::string& conversation_id) {
+  const size_t before = shard.conversations.size();
+  shard.conversations.erase(conversation_id);
+  states_held.add(static_cast<int64_t>(shard.conversations.size()) - static_cast<int64_t>(before));
 }
 
 bool SequencerCore::warm(Shard& shard, const std::string& conversation_id, bool receipts,
@@ -202,6 +218,7 @@ void SequencerCore::drain(Shard& shard, const std::string& conversation_id) {
     auto g = shard.gates.find(conversation_id);
     if (g == shard.gates.end() || g->second.reading) return;
     if (g->second.waiting.empty()) {
+      forget_if_absent(shard, conversation_id, g->second.held.get());
       shard.gates.erase(g);
       return;
     }
@@ -217,6 +234,18 @@ void SequencerCore::drain(Shard& shard, const std::string& conversation_id) {
       warm_up(shard, conversation_id, next.receipts, std::move(next.run));
     }
   }
+}
+
+// The warm-up installed a state (head 0) for a conversation the store does not have: a send
+// to a made-up id, or a direct one refused for an unknown user. Its work answered and created
+// nothing (no snapshot put, no batch in flight), so the state is dropped, as an eviction
+// would: else each made-up id would hold ~1 KB until the LRU's capacity, on the Redis path only.
+void SequencerCore::forget_if_absent(Shard& shard, const std::string& conversation_id, const WarmHold* held) {
+  if (!held || !held->conversation_read || held->conversation) return;
+  const ConvState* cs = shard.conversations.find(conversation_id);
+  if (!cs || cs->head != 0 || cs->in_flight > 0) return;
+  if (directory.cached_conversation(conversation_id)) return;  // created meanwhile
+  drop_state(shard, conversation_id);
 }
 
 void SequencerCore::resume(Shard& shard, const std::string& conversation_id, bool receipts,

@@ -172,10 +172,14 @@ class SequencerCore {
 
   SequencerCore(Loops& loops, store::Store& store, StoreReads& reads, GroupCommitter& committer, Directory& directory, bus::Bus& bus,
                 const ServiceOptions& options);
+  ~SequencerCore();  // takes its loops' states out of tern_sequencer_conversation_states
 
   size_t owner(const std::string& conversation_id) const;
   Shard& shard(size_t loop) { return *shards_[loop]; }
 
+  // Drops the conversation's state on its owning loop (as an eviction would), keeping
+  // tern_sequencer_conversation_states true. The next touch loads it again.
+  void drop_state(Shard& shard, const std::string& conversation_id);
   // The conversation's state on its owning loop, loaded (head from the store) on first touch.
   // With offloaded reads (Redis) the work was gated by when_warm, so this finds it in memory.
   Result<ConvState*> state(Shard& shard, const std::string& conversation_id);
@@ -342,6 +346,9 @@ class SequencerCore {
                std::function<void(const Error*)> work);
   // Runs waiting work of the conversation until a read is out again or none is left.
   void drain(Shard& shard, const std::string& conversation_id);
+  // When the gate empties: drops the state its warm-up installed for a conversation the store
+  // does not have (`held` says the read found none) if the work created nothing.
+  void forget_if_absent(Shard& shard, const std::string& conversation_id, const WarmHold* held);
   // Sets the head read from the store: a fresh state, or the reset of a stale one.
   ConvState* install_head(Shard& shard, const std::string& conversation_id, Seq head);
 
