@@ -33,6 +33,7 @@ std::vector<boost::asio::io_context*> Loops::contexts() {
 // reader thread, it sees kNone, and what it hands to a loop is queued, never run inline on
 // the fiber's stack (where a suspension would interleave it with the loop's other work).
 size_t Loops::here() const { return tl_owner == this && !Fiber::current() ? tl_loop : kNone; }
+size_t Loops::thread_loop() const { return tl_owner == this ? tl_loop : kNone; }
 
 void Loops::run_here(size_t i) {
   const size_t saved_loop = tl_loop;

@@ -42,6 +42,10 @@ class Loops {
   // Index of the loop of this Loops that the calling thread runs, or kNone (also in a fiber
   // on a loop's thread: base/fiber.h).
   size_t here() const;
+  // The loop whose thread the caller runs on, in a fiber too (here() says kNone there, since
+  // run() must not be inline in a fiber); kNone off the loops. For state a loop owns that its
+  // fibers touch as well.
+  size_t thread_loop() const;
 
   // Runs `task` on loop `dst`: inline if the caller is on it (not in a fiber), else queued
   // (batched wake-up).

@@ -265,6 +265,15 @@ void HttpApi::backfill(const DeviceRef& me, const std::string& id, const gateway
   if (!member) return reply(error_response(member.error()));
   if (!*member || !(*member)->active()) return reply(error_response(conversation_access_error()));
   const Seq from = std::max<Seq>(*after, (*member)->joined_seq - 1);
+  // One page of a loop read and rendered at a time (page_builds.h): pages in fibers would
+  // otherwise be held side by side before the gateway's budget counts any of them.
+  auto build = [this, me, id, from, cap, reply] { read_page(me, id, from, cap, reply); };
+  if (!pages_.run(ctx_.loops.thread_loop(), std::move(build)))
+    reply(error_response(make_error(ErrorCode::kOverloaded, "too many backfills waiting; retry")));
+}
+
+void HttpApi::read_page(const DeviceRef& me, const std::string& id, Seq from, size_t cap,
+                        const gateway::HttpReply& reply) {
   auto messages = ctx_.store.read_messages(id, from, cap);
   if (!messages) return reply(error_response(messages.error()));
   auto head = ctx_.store.head(id);

@@ -3,7 +3,7 @@
 // Abuse bounds kept here: registrations per source address (--register-rate per minute,
 // --register-burst), conversation creations per user (--create-rate per second,
 // --create-burst) and in total (--max-conversations-per-user), a paged conversation list.
-// Thread-safe: the rate limiters lock; replies may run on the writer thread (after a
+// Thread-safe: the rate limiters lock, backfill pages queue per loop (page_builds.h); replies may run on the writer thread (after a
 // commit), the presence loader thread or the calling thread.
 #pragma once
 #include <string>
@@ -11,6 +11,7 @@
 #include "gateway/service_interface.h"
 #include "services/channel_api.h"
 #include "services/key_api.h"
+#include "services/page_builds.h"
 #include "services/rate_limiter.h"
 #include "services/service_context.h"
 
@@ -29,7 +30,8 @@ class HttpApi {
         create_limiter_(ctx.options.create_rate_per_sec, ctx.options.create_burst, ctx.options.rate_limiter_keys,
                         {&ctx.store, "create"}),
         channels_(ctx, create_limiter_),
-        keys_(ctx.keys, ctx.options, ctx.draining, &ctx.store) {}
+        keys_(ctx.keys, ctx.options, ctx.draining, &ctx.store),
+        pages_(ctx.loops.size()) {}
 
   void handle(gateway::HttpRequest request, gateway::HttpReply reply);
 
@@ -41,6 +43,8 @@ class HttpApi {
   void change_members(const DeviceRef& me, const std::string& id, const gateway::HttpRequest& req,
                       gateway::HttpReply reply);
   void backfill(const DeviceRef& me, const std::string& id, const gateway::HttpRequest& req, gateway::HttpReply reply);
+  // The page itself: its messages read and rendered (in its turn, page_builds.h).
+  void read_page(const DeviceRef& me, const std::string& id, Seq from, size_t cap, const gateway::HttpReply& reply);
   void metrics(const gateway::HttpRequest& req, gateway::HttpReply reply);
   void set_timer(const DeviceRef& me, const std::string& id, const gateway::HttpRequest& req, gateway::HttpReply reply);
 
@@ -50,6 +54,7 @@ class HttpApi {
   KeyedRateLimiter create_limiter_;       // by user
   ChannelApi channels_;                   // channel endpoints and conversation info
   KeyApi keys_;                           // the key directory's endpoints
+  PageBuilds pages_;                      // backfill pages, one at a time per loop
 };
 
 }  // namespace tern::services
