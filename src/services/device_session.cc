@@ -399,10 +399,14 @@ void DeviceSession::replay_unplaced(const std::string& conversation_id) {
 void DeviceSession::read_page(const std::string& conversation_id, size_t high) {
   const Position* pos = position(conversation_id);
   // The page stops where the write queue reaches `high` bytes: replay must not trip the
-  // slow-consumer limit it exists to respect. Pages assume ~1 KiB frames: small messages
-  // need few store seeks, and what a page of big ones reads beyond the room is little.
+  // slow-consumer limit it exists to respect. A page asks for what fits the room at the size
+  // of the frames last read (at least 1 KiB each): small messages need few store seeks, and a
+  // page of big ones does not read what has no room. Until a page was read the size is not
+  // known: the first asks for at most kFirstPage, so that a backlog of 60 KiB messages reads
+  // ~2 MB, not a full page of ~15 MB (read, then mostly dropped) per connecting device.
   const size_t room = high > conn_->queued_bytes() ? high - conn_->queued_bytes() : 0;
-  const size_t page = std::clamp<size_t>(room / 1024, 1, std::max<size_t>(1, ctx_.options.replay_page));
+  const size_t most = std::max<size_t>(1, frame_bytes_ ? ctx_.options.replay_page : std::min(kFirstPage, ctx_.options.replay_page));
+  const size_t page = std::clamp<size_t>(room / std::max<size_t>(1024, frame_bytes_), 1, most);
   reading_page_ = conversation_id;
   reread_ = false;
   page_size_ = page;
@@ -423,6 +427,11 @@ void DeviceSession::on_page(Result<session_reads::Page>& r) {
   reread_ = false;
   if (!r) return store_failed("queue", r.error());  // the reader threads' queue is full
   session_reads::Page& p = *r;
+  if (!p.messages.empty()) {
+    size_t bytes = 0;
+    for (const auto& m : p.messages) bytes += m.frame.size();
+    frame_bytes_ = bytes / p.messages.size();
+  }
   Position* pos = position(conv);
   if (!pos) {
     if (p.failure) return store_failed(p.failure->step, p.failure->error);

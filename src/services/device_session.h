@@ -83,6 +83,8 @@ class DeviceSession final : public gateway::FrameHandler,
 
   // Acks that may wait behind an ack's membership read (Redis mode, below); beyond: overloaded.
   static constexpr size_t kMaxWaitingAcks = 256;
+  // Messages the session's first replay page asks for at most, before it knows their size.
+  static constexpr size_t kFirstPage = 32;
 
  private:
   using Position = session_reads::Window;  // sent: last seq written to (or skipped for) this
@@ -174,6 +176,9 @@ class DeviceSession final : public gateway::FrameHandler,
   bool list_receipts_ = false;  // after `synced`: the receipt backlog is still to read
   std::string reading_page_;   // the conversation whose page is in flight
   size_t page_size_ = 0;       // messages asked for by the page in flight
+  // The mean stored size of the frames of the last page read (0: none read yet). A page asks
+  // for as many messages as fit the write queue's room at that size (read_page).
+  size_t frame_bytes_ = 0;
   TokenBucket bucket_;        // sends
   TokenBucket frame_bucket_;  // every frame: bounds the work one connection can queue
   std::unordered_map<std::string, Position> positions_;

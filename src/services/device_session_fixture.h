@@ -133,10 +133,19 @@ class GatedStore final : public store::MemoryStore {
   Result<std::vector<store::StoredMessage>> read_messages(const std::string& conversation_id, Seq after_seq,
                                                           size_t limit) override {
     page_gate.pass();
+    {
+      std::lock_guard lock(limits_mu_);
+      page_limits_.push_back(limit);
+    }
     return MemoryStore::read_messages(conversation_id, after_seq, limit);
   }
   Gate inbox_gate;
   Gate page_gate;
+  // The `limit` of every read_messages() so far (replay pages ask for what fits the queue).
+  std::vector<size_t> page_limits() {
+    std::lock_guard lock(limits_mu_);
+    return page_limits_;
+  }
 
   // Reads of the membership and index rows made on a loop thread (Loops::here()), by name:
   // in Redis mode none of them may be made there.
@@ -248,6 +257,8 @@ class GatedStore final : public store::MemoryStore {
   }
 
  private:
+  std::mutex limits_mu_;
+  std::vector<size_t> page_limits_;
   void note(const char* what) {
     const Loops* loops = loops_.load();
     if (!loops || loops->here() == Loops::kNone) return;

@@ -40,6 +40,34 @@ TEST_P(DeviceSessionTest, ReplayIsPacedByTheQueueAndEndsWithSynced) {
   EXPECT_LE(conn_->peak(), kLimit);
 }
 
+// Replay pages ask for what fits the write queue at the size of the frames already read: the
+// first (size unknown) for at most kFirstPage messages, the next ones for about the queue's
+// room in 16 KiB messages, not for replay_page (256) of them. A page of big messages that
+// asked for 256 read ~4 MB here to write ~0.75 MB: with 60 KiB messages, four devices that
+// connect and never read made the store read ~60 MB (a probe's p99 went from 2 to ~80 ms on
+// Redis, AdversarialGateway.ConnectionsThatNeverReadPinBoundedMemory). Small messages still
+// fill replay_page.
+TEST_P(DeviceSessionTest, ReplayPagesAskForWhatFitsTheQueueAtTheSizeOfTheFramesRead) {
+  constexpr int kBig = 120;  // seqs 2..121, 16 KiB of payload each
+  const std::string body(16 * 1024, 'A');
+  for (int i = 0; i < kBig; ++i) {
+    std::promise<Result<SentInfo>> p;
+    auto f = p.get_future();
+    sequencer_.send(DeviceRef{"alice", 1},
+                    proto::SendFrame{"big" + std::to_string(i), conv_, body, {}, {}, {}, false, {}, {}}, 0,
+                    [&p](Result<SentInfo> r) { p.set_value(std::move(r)); });
+    ASSERT_TRUE(f.get());
+  }
+  constexpr size_t kLimit = 1 << 20;
+  connect_bob(kLimit);
+  expect_replayed_in_order(drain_until_synced(), kBig + 1);
+  const std::vector<size_t> limits = store_.page_limits();
+  ASSERT_GE(limits.size(), 2u);
+  EXPECT_LE(limits.front(), DeviceSession::kFirstPage) << "the first page, before any frame's size is known";
+  const size_t fits = kLimit / (16 * 1024);  // the whole queue's worth: more than the room
+  for (size_t i = 1; i < limits.size(); ++i) EXPECT_LE(limits[i], fits) << "page " << i;
+}
+
 // A store read failing in the middle of a replay closes the connection (1011) instead of
 // skipping the conversation and saying `synced` with messages missing.
 TEST_P(DeviceSessionTest, AReadFailureDuringReplayClosesInsteadOfSayingSynced) {

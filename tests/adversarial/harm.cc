@@ -8,6 +8,7 @@
 #include <boost/beast/http.hpp>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 namespace tern::test {
@@ -156,6 +157,7 @@ HarmStats Probe::measure(ms duration, size_t max_samples) {
 void expect_harm_bounded(const HarmStats& base, const HarmStats& loaded, const std::string& attack) {
   const double send_bound = 2 * base.send_p99_ms + kHarmSlackMs;
   const double health_bound = 2 * base.health_p99_ms + kHarmSlackMs;
+  std::cerr << "[harm] " << attack << ": unloaded " << base.describe() << "; loaded " << loaded.describe() << "\n";
   EXPECT_EQ(loaded.failures, 0u) << attack << ": the well-behaved client failed; " << loaded.describe();
   EXPECT_LE(loaded.send_p99_ms, send_bound)
       << attack << ": send->deliver p99 " << loaded.send_p99_ms << " ms exceeds 2 x " << base.send_p99_ms
