@@ -12,9 +12,11 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <memory>
 #include <set>
 
 #include "harm.h"
+#include "store/redis/testing/redis_server.h"
 
 namespace tern::test {
 namespace {
@@ -35,7 +37,8 @@ std::string answer(const HttpResult& r) { return std::to_string(r.status) + " " 
 // What carol (never a member) learns about alice and bob: nothing. She cannot derive their
 // direct id, and every probe of it answers exactly like a probe of an id that does not exist.
 // A removed member still gets wire-v1's 403. The id is stable across restarts and differs
-// between servers (it is keyed with each server's own secret, kept 0600 in the data dir).
+// between deployments (it is keyed with each deployment's own secret, kept 0600 in the data
+// dir; on Redis, shared through it).
 TEST_F(AdversarialPrivacy, DirectIdsCannotBeDerivedOrProbed) {
   ASSERT_NO_FATAL_FAILURE(start_server(config_args(setup_friendly())));
   Account alice = api().must_register("alice");
@@ -82,7 +85,16 @@ TEST_F(AdversarialPrivacy, DirectIdsCannotBeDerivedOrProbed) {
   EXPECT_EQ(again.status, 200) << again.body;
   EXPECT_EQ(jstr(again.obj(), "conversation_id"), id) << "the id changed across a restart";
 
-  TestServer other(config_args(setup_friendly()));
+  // Another deployment: on the Redis backend, another Redis (two nodes of one Redis share the
+  // secret through it, so that they agree on every id: docs/scaling.md).
+  std::vector<std::string> other_args = config_args(setup_friendly());
+  std::unique_ptr<store::redis::testing::RedisServer> other_redis;
+  if (on_redis_backend()) {
+    other_redis = std::make_unique<store::redis::testing::RedisServer>();
+    ASSERT_TRUE(other_redis->start().ok());
+    other_args.insert(other_args.end(), {"--store", "redis", "--redis", other_redis->url()});
+  }
+  TestServer other(other_args);
   ASSERT_TRUE(other.start()) << other.error();
   Api api2(other.port());
   Account a2 = api2.must_register("alice");

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -42,6 +43,11 @@ int decode_status(int status) {
 
 }  // namespace
 
+bool on_redis_backend() {
+  const char* url = std::getenv("TERN_TEST_REDIS_URL");
+  return url && *url;
+}
+
 std::vector<std::string> TestServer::disk_dirs() const {
   std::vector<std::string> dirs{data_dir_};
   if (const char* url = std::getenv("TERN_TEST_REDIS_URL"); url && *url)
@@ -53,7 +59,8 @@ TestServer::TestServer(std::vector<std::string> args) : args_(std::move(args)) {
   // An integration binary started with --tern-backend=redis (ctest's `redis.` tests,
   // support/redis_backend.cc) runs the same tests on `ternd --store redis` against a
   // redis-server it started.
-  if (const char* url = std::getenv("TERN_TEST_REDIS_URL"); url && *url)
+  const bool own_store = std::find(args_.begin(), args_.end(), "--store") != args_.end();
+  if (const char* url = std::getenv("TERN_TEST_REDIS_URL"); url && *url && !own_store)
     args_.insert(args_.end(), {"--store", "redis", "--redis", url});
   char tmpl[] = "/tmp/tern-itest-XXXXXX";
   if (::mkdtemp(tmpl) != nullptr) {

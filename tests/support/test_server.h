@@ -18,11 +18,15 @@ namespace tern::test {
 
 // Path of the ternd binary: $TERN_BIN_DIR/ternd; "" if TERN_BIN_DIR is not set.
 std::string ternd_path();
+// Whether this process runs its servers on the Redis test backend (support/redis_backend.cc:
+// $TERN_TEST_REDIS_URL is set).
+bool on_redis_backend();
 
 class TestServer {
  public:
   // `args` are extra ternd flags (e.g. {"--max-page", "5"}); --listen and --data are added,
-  // and `--store redis --redis $TERN_TEST_REDIS_URL` when that variable is set.
+  // and `--store redis --redis $TERN_TEST_REDIS_URL` when that variable is set and `args`
+  // name no --store of their own (a second deployment on another Redis).
   explicit TestServer(std::vector<std::string> args = {});
   ~TestServer();
   TestServer(const TestServer&) = delete;
