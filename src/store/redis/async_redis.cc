@@ -8,7 +8,10 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/write.hpp>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "base/metrics.h"
 
@@ -37,6 +40,9 @@ struct AsyncRedis::Link {
   }
   tcp::socket socket;
   tcp::resolver resolver;
+  // rediss:// (RedisCredentials::tls): OpenSSL on `socket`, made once it connected; destroyed
+  // before the socket it names.
+  std::unique_ptr<asio::ssl::stream<tcp::socket&>> tls;
   redisReader* reader;
   std::array<char, 16384> in;
   std::string writing;  // the bytes of the write in flight
@@ -136,6 +142,26 @@ void AsyncRedis::on_connected(const std::shared_ptr<Link>& link, const boost::sy
                       true);
   boost::system::error_code ignored;
   link->socket.set_option(tcp::no_delay(true), ignored);
+  if (!options_.credentials.tls) return on_ready(link);
+  // TLS first (within the connect's deadline: the timer still runs), then the log-in.
+  SSL* ssl = options_.credentials.tls->new_ssl(options_.address.host);
+  if (!ssl) return fail("redis: TLS: " + tls_error_text("cannot make the connection"), true);
+  link->tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(link->socket, ssl);  // owns ssl
+  link->tls->async_handshake(asio::ssl::stream_base::client, [self = shared_from_this(),
+                                                              link](const boost::system::error_code& e) {
+    if (link != self->link_ || self->state_ != State::kConnecting) return;
+    if (!e) return self->on_ready(link);
+    // A certificate refused says why (expired, unknown CA, another name).
+    std::string why = e.message();
+    if (const long v = SSL_get_verify_result(link->tls->native_handle()); v != X509_V_OK)
+      why += " (" + std::string(X509_verify_cert_error_string(v)) + ")";
+    self->fail("redis: TLS handshake with " + self->options_.address.host + ":" +
+                   std::to_string(self->options_.address.port) + ": " + why,
+               true);
+  });
+}
+
+void AsyncRedis::on_ready(const std::shared_ptr<Link>& link) {
   state_ = State::kReady;
   if (options_.credentials.empty()) redis_connection_counters().connects.inc();  // else once logged in
   backoff_.reset();
@@ -196,23 +222,25 @@ void AsyncRedis::do_write() {
   link->write_in_flight = true;
   ++writes_;
   arm_timer();
-  asio::async_write(link->socket, asio::buffer(link->writing),
-                    [self = shared_from_this(), link](const boost::system::error_code& ec, size_t) {
-                      link->write_in_flight = false;
-                      link->writing.clear();
-                      if (link != self->link_) return;
-                      if (ec) return self->fail("redis: write: " + ec.message(), true);
-                      self->do_write();  // what was issued meanwhile
-                    });
+  auto written = [self = shared_from_this(), link](const boost::system::error_code& ec, size_t) {
+    link->write_in_flight = false;
+    link->writing.clear();
+    if (link != self->link_) return;
+    if (ec) return self->fail("redis: write: " + ec.message(), true);
+    self->do_write();  // what was issued meanwhile
+  };
+  if (link->tls) asio::async_write(*link->tls, asio::buffer(link->writing), std::move(written));
+  else asio::async_write(link->socket, asio::buffer(link->writing), std::move(written));
 }
 
 void AsyncRedis::do_read(const std::shared_ptr<Link>& link) {
-  link->socket.async_read_some(asio::buffer(link->in),
-                               [self = shared_from_this(), link](const boost::system::error_code& ec, size_t n) {
-                                 if (link != self->link_) return;
-                                 if (ec) return self->fail("redis: read: " + ec.message(), true);
-                                 self->on_read(link, n);
-                               });
+  auto read = [self = shared_from_this(), link](const boost::system::error_code& ec, size_t n) {
+    if (link != self->link_) return;
+    if (ec) return self->fail("redis: read: " + ec.message(), true);
+    self->on_read(link, n);
+  };
+  if (link->tls) link->tls->async_read_some(asio::buffer(link->in), std::move(read));
+  else link->socket.async_read_some(asio::buffer(link->in), std::move(read));
 }
 
 void AsyncRedis::on_read(const std::shared_ptr<Link>& link, size_t n) {

@@ -9,6 +9,9 @@
 // (one more write only while the previous one is still in flight). Replies are matched to
 // callbacks in order (Redis answers a connection's commands in order).
 //
+// TLS: with credentials.tls (rediss://), the connection is asio's SSL stream on the socket,
+// its handshake (Redis's certificate checked) within connect_timeout, before the log-in.
+//
 // Log-in: with credentials, each new connection's first command is an AUTH, ahead of the
 // commands that waited for the connect; a refused AUTH breaks the connection like a failed
 // connect (those commands fail with `unavailable`, Redis's reason in the message), and counts
@@ -105,6 +108,7 @@ class AsyncRedis : public std::enable_shared_from_this<AsyncRedis> {
   AsyncRedis(boost::asio::io_context& io, AsyncRedisOptions options);
   void connect();
   void on_connected(const std::shared_ptr<Link>& link, const boost::system::error_code& ec);
+  void on_ready(const std::shared_ptr<Link>& link);  // connected (TLS: handshake done): log in, read, write
   void log_in();  // queues the AUTH first on a new link
   void schedule_flush();
   void do_write();

@@ -153,7 +153,7 @@ std::string_view hash_tag(std::string_view key) {
 
 uint16_t key_slot(std::string_view key) { return crc16_xmodem(hash_tag(key)) % kSlots; }
 
-Result<std::vector<RedisAddress>> parse_redis_urls(std::string_view urls, RedisCredentials* credentials) {
+Result<std::vector<RedisAddress>> parse_redis_urls(std::string_view urls, RedisCredentials* credentials, bool* tls) {
   std::vector<RedisAddress> out;
   bool named = false;  // a seed gave credentials: every seed that gives some gives the same
   while (true) {
@@ -162,8 +162,13 @@ Result<std::vector<RedisAddress>> parse_redis_urls(std::string_view urls, RedisC
     while (!one.empty() && one.front() == ' ') one.remove_prefix(1);
     while (!one.empty() && one.back() == ' ') one.remove_suffix(1);
     RedisCredentials c;
-    auto a = parse_redis_url(one, credentials ? &c : nullptr);
+    bool seed_tls = false;
+    auto a = parse_redis_url(one, credentials ? &c : nullptr, tls ? &seed_tls : nullptr);
     if (!a) return a.error();
+    // One deployment, one transport: a mix would send the password in clear to some seeds.
+    if (tls && !out.empty() && seed_tls != *tls)
+      return make_error(ErrorCode::kInvalidArgument, "the Redis seed addresses mix redis:// and rediss://");
+    if (tls) *tls = seed_tls;
     if (!c.empty()) {
       if (named && c != *credentials)
         return make_error(ErrorCode::kInvalidArgument, "the Redis seed addresses give different users or passwords");

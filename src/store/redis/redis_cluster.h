@@ -68,8 +68,10 @@ uint16_t key_slot(std::string_view key);
 
 // "redis://h1:p1,redis://h2:p2,h3:p3": one or more seed addresses (at most 64). Credentials
 // (parse_redis_url) go to *credentials; seeds that give some must all give the same, so one
-// may carry them for all. (A ',' in a password is written %2C.)
-Result<std::vector<RedisAddress>> parse_redis_urls(std::string_view urls, RedisCredentials* credentials = nullptr);
+// may carry them for all. (A ',' in a password is written %2C.) *tls: whether the seeds say
+// rediss:// (all or none).
+Result<std::vector<RedisAddress>> parse_redis_urls(std::string_view urls, RedisCredentials* credentials = nullptr,
+                                                   bool* tls = nullptr);
 
 // The replicas a plain redis-server lists in its `INFO replication` text, one line each:
 // "slave<N>:ip=<ip>,port=<port>,state=<state>,offset=<n>,lag=<n>" (lines end in "\r\n").

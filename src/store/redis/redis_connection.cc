@@ -6,12 +6,21 @@
 #include <cassert>
 #include <cerrno>
 #include <charconv>
+#include <climits>
 #include <cstring>
 #include <mutex>
 #include <optional>
 
 #include <boost/asio/post.hpp>
+// sds.h (hiredis's buffer strings) declares no C linkage of its own, and hiredis.h includes
+// it outside its extern "C": first, here, inside one.
+extern "C" {
+#include <hiredis/sds.h>
+}
 #include <hiredis/hiredis.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "base/fiber.h"
 #include "base/metrics.h"
@@ -57,10 +66,17 @@ bool percent_decode(std::string_view in, std::string& out) {
 }
 }  // namespace
 
-Result<RedisAddress> parse_redis_url(std::string_view url, RedisCredentials* credentials) {
+Result<RedisAddress> parse_redis_url(std::string_view url, RedisCredentials* credentials, bool* tls) {
   auto bad = [&] { return make_error(ErrorCode::kInvalidArgument, "bad Redis address (want redis://[USER:PASSWORD@]HOST:PORT)"); };
-  constexpr std::string_view kScheme = "redis://";
-  if (url.substr(0, kScheme.size()) == kScheme) url.remove_prefix(kScheme.size());
+  constexpr std::string_view kScheme = "redis://", kTlsScheme = "rediss://";
+  if (tls) *tls = false;
+  if (url.substr(0, kScheme.size()) == kScheme) {
+    url.remove_prefix(kScheme.size());
+  } else if (url.substr(0, kTlsScheme.size()) == kTlsScheme) {
+    if (!tls) return make_error(ErrorCode::kInvalidArgument, "a Redis address here cannot ask for TLS (rediss://)");
+    *tls = true;
+    url.remove_prefix(kTlsScheme.size());
+  }
   if (!url.empty() && url.back() == '/') url.remove_suffix(1);
   // redis://HOST:PORT/DB: refused by name. The bus's channels are shared by every database of
   // a server, so two deployments on two databases would hear each other.
@@ -114,6 +130,7 @@ void ReplyDeleter::operator()(redisReply* r) const {
 }
 
 RedisConnection::~RedisConnection() {
+  if (ssl_) SSL_free(ssl_);  // before the socket closes (redisFree): OpenSSL does not close it
   if (ctx_) redisFree(ctx_);
 }
 
@@ -148,6 +165,11 @@ Result<std::unique_ptr<RedisConnection>> RedisConnection::connect(const RedisAdd
   }
   redisEnableKeepAlive(ctx);
   std::unique_ptr<RedisConnection> conn(new RedisConnection(ctx, in_fiber, command_timeout));
+  if (credentials.tls)
+    if (auto t = conn->start_tls(address, *credentials.tls, std::chrono::steady_clock::now() + connect_timeout); !t) {
+      redis_connection_counters().connect_failures.inc();
+      return t.error();
+    }
   if (!credentials.empty())
     if (auto in = conn->log_in(address, credentials); !in) {
       redis_connection_counters().connect_failures.inc();
@@ -174,6 +196,81 @@ Result<redisContext*> RedisConnection::connect_in_fiber(const RedisAddress& addr
   return ctx;
 }
 
+Result<void> RedisConnection::start_tls(const RedisAddress& address, const RedisTls& tls,
+                                        std::chrono::steady_clock::time_point deadline) {
+  const std::string where = address.host + ":" + std::to_string(address.port);
+  ERR_clear_error();
+  ssl_ = tls.new_ssl(address.host);
+  if (!ssl_ || SSL_set_fd(ssl_, ctx_->fd) != 1)
+    return make_error(ErrorCode::kUnavailable, "redis: TLS to " + where + ": " + tls_error_text("cannot make the connection"));
+  for (;;) {
+    const int r = SSL_connect(ssl_);
+    if (r == 1) return {};
+    const int e = SSL_get_error(ssl_, r);
+    if (in_fiber_ && (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)) {
+      if (!Fiber::wait_fd(ctx_->fd, e == SSL_ERROR_WANT_WRITE, deadline))
+        return make_error(ErrorCode::kUnavailable, "redis: TLS handshake with " + where + ": timed out");
+      continue;
+    }
+    // A certificate refused says why (expired, unknown CA, another name), not only "verify failed".
+    const long verified = SSL_get_verify_result(ssl_);
+    std::string why = tls_error_text("the connection closed");
+    if (verified != X509_V_OK) why += " (" + std::string(X509_verify_cert_error_string(verified)) + ")";
+    return make_error(ErrorCode::kUnavailable, "redis: TLS handshake with " + where + ": " + why);
+  }
+}
+
+bool RedisConnection::flush(int* done) {
+  if (!ssl_) return redisBufferWrite(ctx_, done) == REDIS_OK;
+  *done = 0;
+  tls_wants_read_ = false;
+  while (sdslen(ctx_->obuf) > 0) {
+    const size_t len = tls_retry_len_ ? tls_retry_len_ : std::min<size_t>(sdslen(ctx_->obuf), INT_MAX);
+    ERR_clear_error();
+    const int n = SSL_write(ssl_, ctx_->obuf, static_cast<int>(len));
+    if (n > 0) {
+      tls_retry_len_ = 0;
+      sdsrange(ctx_->obuf, n, -1);
+      continue;
+    }
+    const int e = SSL_get_error(ssl_, n);
+    if (in_fiber_ && (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)) {
+      tls_retry_len_ = len;  // the buffer only grows at its end: its first len bytes stay
+      tls_wants_read_ = e == SSL_ERROR_WANT_READ;
+      return true;
+    }
+    tls_error_ = e == SSL_ERROR_WANT_WRITE ? "write timed out" : tls_error_text("write failed");
+    return false;
+  }
+  *done = 1;
+  return true;
+}
+
+bool RedisConnection::fill() {
+  if (!ssl_) return redisBufferRead(ctx_) == REDIS_OK;
+  char buf[16 * 1024];
+  tls_wants_write_ = false;
+  ERR_clear_error();
+  const int n = SSL_read(ssl_, buf, sizeof buf);
+  if (n > 0) {
+    if (redisReaderFeed(ctx_->reader, buf, static_cast<size_t>(n)) != REDIS_OK) {
+      tls_error_ = "out of memory";
+      return false;
+    }
+    return true;
+  }
+  const int e = SSL_get_error(ssl_, n);
+  if (in_fiber_ && (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)) {
+    tls_wants_write_ = e == SSL_ERROR_WANT_WRITE;
+    return true;  // no whole record yet
+  }
+  tls_error_ = e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && n == 0)
+                   ? "connection closed"
+               : e == SSL_ERROR_WANT_READ ? "read timed out"
+                                          : tls_error_text("read failed");
+  return false;
+}
+
 void RedisConnection::broke() {
   if (healthy_) redis_connection_counters().broken.inc();
   healthy_ = false;
@@ -181,7 +278,8 @@ void RedisConnection::broke() {
 
 Error RedisConnection::transport_error(const char* what) {
   broke();
-  return make_error(ErrorCode::kUnavailable, std::string("redis: ") + what + ": " + ctx_->errstr);
+  return make_error(ErrorCode::kUnavailable,
+                    std::string("redis: ") + what + ": " + (ssl_ && !tls_error_.empty() ? tls_error_.c_str() : ctx_->errstr));
 }
 
 struct RedisConnection::Request {
@@ -242,7 +340,7 @@ RedisConnection::Ticket RedisConnection::send(const std::vector<std::vector<std:
       if (!self) return;
       self->write_posted_ = false;
       int done = 0;
-      if (self->healthy_ && redisBufferWrite(self->ctx_, &done) != REDIS_OK) self->fail_all(self->transport_error("write"));
+      if (self->healthy_ && !self->flush(&done)) self->fail_all(self->transport_error("write"));
     });
   }
   return t;
@@ -302,10 +400,10 @@ void RedisConnection::fail_all(const Error& error) {
 bool RedisConnection::write_out() {
   for (;;) {
     int done = 0;
-    if (redisBufferWrite(ctx_, &done) != REDIS_OK) return false;
+    if (!flush(&done)) return false;
     if (done) return true;
     // Blocking: redisBufferWrite wrote what it could before the socket's timeout.
-    if (in_fiber_ && !Fiber::wait_fd(ctx_->fd, true, in_flight_.empty() ? deadline() : in_flight_.front()->deadline))
+    if (in_fiber_ && !Fiber::wait_fd(ctx_->fd, !tls_wants_read_, in_flight_.empty() ? deadline() : in_flight_.front()->deadline))
       return false;  // the socket's buffer stayed full
   }
 }
@@ -341,13 +439,15 @@ void RedisConnection::drive(Request& mine) {
     }
     if (mine.done) break;
     // The oldest request out decides how long Redis may take.
-    if (in_fiber_ && !Fiber::wait_fd(ctx_->fd, false, in_flight_.front()->deadline)) {
+    // (TLS: a record OpenSSL already holds is read without waiting.)
+    if (in_fiber_ && !(ssl_ && SSL_has_pending(ssl_)) &&
+        !Fiber::wait_fd(ctx_->fd, tls_wants_write_, in_flight_.front()->deadline)) {
       fail_all(transport_error(Fiber::current()->cancelled() ? "read: cancelled" : "read: timed out"));
       break;
     }
     // Blocking: one read, at most the socket's timeout. Non-blocking: nothing read yet is no
     // error; a closed connection is.
-    if (redisBufferRead(ctx_) != REDIS_OK) {
+    if (!fill()) {
       fail_all(transport_error("read"));
       break;
     }
@@ -371,8 +471,15 @@ Result<Reply> RedisConnection::read_push() {
   // A thread's (blocking) connection only: in a fiber, a loop's readers share the socket.
   if (in_fiber_) return make_error(ErrorCode::kInternal, "redis: read_push on a fiber's connection");
   void* r = nullptr;
-  if (redisGetReply(ctx_, &r) != REDIS_OK || !r) return transport_error("read");
-  return Reply(static_cast<redisReply*>(r));
+  if (!ssl_) {
+    if (redisGetReply(ctx_, &r) != REDIS_OK || !r) return transport_error("read");
+    return Reply(static_cast<redisReply*>(r));
+  }
+  for (;;) {  // hiredis's blocking read, through OpenSSL
+    if (redisGetReplyFromReader(ctx_, &r) != REDIS_OK) return transport_error("read");
+    if (r) return Reply(static_cast<redisReply*>(r));
+    if (!fill()) return transport_error("read");
+  }
 }
 
 std::chrono::steady_clock::time_point RedisConnection::deadline() const {

@@ -36,6 +36,7 @@
 
 #include "base/fiber_waiters.h"
 #include "base/result.h"
+#include "store/redis/redis_tls.h"
 
 struct redisContext;
 struct redisReply;
@@ -59,6 +60,10 @@ struct RedisAddress {
 struct RedisCredentials {
   std::string user;
   std::string password;
+  // rediss://: every connection is TLS on this context (redis_tls.h), before the AUTH; null:
+  // plain TCP. Part of the credentials because it goes wherever they go (a client
+  // certificate is one), and one deployment has one.
+  std::shared_ptr<const RedisTls> tls;
   bool empty() const { return password.empty(); }
   bool operator==(const RedisCredentials&) const = default;
   // The AUTH command that logs in with these (views into this object).
@@ -71,9 +76,10 @@ struct RedisCredentials {
 // Parses "redis://[USER[:PASSWORD]@]HOST[:PORT]" (the port defaults to 6379; without the
 // scheme too). IPv6 hosts in brackets: redis://[::1]:6379. The user and password are
 // percent-decoded (%40 for '@', %3A for ':') into *credentials; a URL with them and no
-// `credentials` to take them is refused. Error messages never repeat the URL (it may hold
-// the password).
-Result<RedisAddress> parse_redis_url(std::string_view url, RedisCredentials* credentials = nullptr);
+// `credentials` to take them is refused. "rediss://" asks for TLS: *tls is set (refused
+// without `tls`); the caller makes the context (RedisCredentials::tls). Error messages never
+// repeat the URL (it may hold the password).
+Result<RedisAddress> parse_redis_url(std::string_view url, RedisCredentials* credentials = nullptr, bool* tls = nullptr);
 
 struct ReplyDeleter {
   void operator()(redisReply* r) const;
@@ -156,6 +162,14 @@ class RedisConnection : public std::enable_shared_from_this<RedisConnection> {
   RedisConnection(redisContext* ctx, bool in_fiber, std::chrono::milliseconds command_timeout)
       : ctx_(ctx), in_fiber_(in_fiber), command_timeout_(command_timeout) {}
   static Result<redisContext*> connect_in_fiber(const RedisAddress& address, std::chrono::milliseconds timeout);
+  // TLS on the connected socket (RedisCredentials::tls): the handshake, Redis's certificate
+  // checked, within `deadline` (a fiber waits for the socket; a thread blocks).
+  Result<void> start_tls(const RedisAddress& address, const RedisTls& tls, std::chrono::steady_clock::time_point deadline);
+  // The socket's I/O, through OpenSSL with TLS, else hiredis's own. flush(): writes what
+  // hiredis's buffer holds, *done once it is empty. fill(): one read into hiredis's reader
+  // (in a fiber, none ready is no error). False: the connection broke (transport_error says why).
+  bool flush(int* done);
+  bool fill();
   // AUTH on a new connection, read here (drive), before anyone else may send on it.
   Result<void> log_in(const RedisAddress& address, const RedisCredentials& credentials);
   void broke();  // marks the connection unusable (counted once: tern_redis_connections_broken_total)
@@ -170,6 +184,11 @@ class RedisConnection : public std::enable_shared_from_this<RedisConnection> {
   void finish(const Ticket& request);  // answered or failed: its waiting fiber goes on
 
   redisContext* ctx_;
+  SSL* ssl_ = nullptr;             // TLS: owned; OpenSSL reads and writes ctx_'s socket
+  size_t tls_retry_len_ = 0;       // an SSL_write to repeat: with this length (OpenSSL's rule)
+  bool tls_wants_write_ = false;   // the last TLS read needs the socket writable first
+  bool tls_wants_read_ = false;    // the last TLS write needs the socket readable first
+  std::string tls_error_;          // why the last TLS call failed
   const bool in_fiber_;
   const std::chrono::milliseconds command_timeout_;
   bool healthy_ = true;

@@ -22,6 +22,7 @@
 #include "base/testing/loopback_port.h"
 #include "store/redis/redis_connection.h"
 #include "store/redis/testing/redis_info.h"
+#include "store/redis/testing/test_certs.h"
 
 namespace tern::store::redis::testing {
 
@@ -86,12 +87,21 @@ Result<void> RedisServer::start() {
   return last;
 }
 
+void RedisServer::serve_tls(const TestCerts& certs) {
+  tls_args_ = {"--tls-cert-file", certs.server_cert(), "--tls-key-file", certs.server_key(), "--tls-ca-cert-file",
+               certs.ca(), "--tls-auth-clients", "yes"};
+}
+
 Result<void> RedisServer::launch() {
   const std::string port = std::to_string(port_);
-  std::vector<std::string> args = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", dir_,
+  std::vector<std::string> args = {"redis-server", "--port", tls_args_.empty() ? port : "0", "--bind", "127.0.0.1", "--dir", dir_,
                                    "--appendonly", "yes", "--appendfsync", "always", "--save", "",
                                    "--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning",
                                    "--logfile", dir_ + "/redis.log"};
+  if (!tls_args_.empty()) {
+    args.insert(args.end(), {"--tls-port", port});
+    args.insert(args.end(), tls_args_.begin(), tls_args_.end());
+  }
   args.insert(args.end(), extra_args_.begin(), extra_args_.end());
   // The child must not hold the test's stdout/stderr open (a pipe reader would wait for it).
   const int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);

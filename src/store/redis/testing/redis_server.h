@@ -15,6 +15,8 @@
 
 namespace tern::store::redis::testing {
 
+class TestCerts;
+
 // The loopback port helpers (base/testing/loopback_port.h), by the names these tests use.
 using tern::test_support::free_loopback_port;
 using tern::test_support::port_free;
@@ -29,6 +31,10 @@ class RedisServer {
   // alone (the default user off). The helper's own checks log in with it.
   RedisServer(std::vector<std::string> extra_args, RedisCredentials login);
   ~RedisServer();  // stops the server and removes the directory
+  // Before start(): the server speaks TLS only, on its port (`--port 0 --tls-port`), with
+  // `certs`'s server certificate, and asks clients for a certificate signed by its CA. The
+  // helper's own checks connect with `login`'s TLS (give it one: RedisCredentials::tls).
+  void serve_tls(const TestCerts& certs);
   RedisServer(const RedisServer&) = delete;
   RedisServer& operator=(const RedisServer&) = delete;
 
@@ -45,13 +51,14 @@ class RedisServer {
   void thaw();
   bool running() const { return pid_ > 0; }
   uint16_t port() const { return port_; }
-  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
+  std::string url() const { return (tls_args_.empty() ? "redis://127.0.0.1:" : "rediss://127.0.0.1:") + std::to_string(port_); }
   const std::string& dir() const { return dir_; }
 
  private:
   Result<void> launch();  // on port_
 
   std::vector<std::string> extra_args_;
+  std::vector<std::string> tls_args_;  // serve_tls()
   RedisCredentials login_;
   std::string dir_;
   pid_t pid_ = -1;

@@ -1,0 +1,73 @@
+#include "store/redis/redis_tls.h"
+
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <csignal>
+#include <mutex>
+
+namespace tern::store::redis {
+
+std::string tls_error_text(const char* fallback) {
+  std::string out;
+  while (unsigned long e = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    if (!out.empty()) out += "; ";
+    out += buf;
+  }
+  return out.empty() ? fallback : out;
+}
+
+Result<std::shared_ptr<const RedisTls>> RedisTls::create(const RedisTlsFiles& files) {
+  static std::once_flag sigpipe;
+  std::call_once(sigpipe, [] { ::signal(SIGPIPE, SIG_IGN); });
+  auto bad = [](const std::string& what) {
+    return make_error(ErrorCode::kInvalidArgument, "redis TLS: " + what + ": " + tls_error_text("unknown error"));
+  };
+  if (files.cert_file.empty() != files.key_file.empty())
+    return make_error(ErrorCode::kInvalidArgument, "redis TLS: a client certificate needs its key, and a key its certificate");
+  ERR_clear_error();
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  if (!ctx) return bad("SSL_CTX_new");
+  std::shared_ptr<const RedisTls> tls(new RedisTls(ctx));
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  // hiredis and AsyncRedis hand over whole buffers; a partial SSL_write is then retried with
+  // the rest (a moved buffer is fine: Redis's replies and commands are not kept by OpenSSL).
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_AUTO_RETRY);
+  if (files.ca_file.empty()) {
+    if (SSL_CTX_set_default_verify_paths(ctx) != 1) return bad("the system's CA certificates");
+  } else if (SSL_CTX_load_verify_locations(ctx, files.ca_file.c_str(), nullptr) != 1) {
+    return bad("CA file " + files.ca_file);
+  }
+  if (!files.cert_file.empty()) {
+    if (SSL_CTX_use_certificate_chain_file(ctx, files.cert_file.c_str()) != 1)
+      return bad("client certificate " + files.cert_file);
+    if (SSL_CTX_use_PrivateKey_file(ctx, files.key_file.c_str(), SSL_FILETYPE_PEM) != 1)
+      return bad("client key " + files.key_file);
+    if (SSL_CTX_check_private_key(ctx) != 1) return bad("client key " + files.key_file + " does not match its certificate");
+  }
+  return tls;
+}
+
+RedisTls::~RedisTls() { SSL_CTX_free(ctx_); }
+
+SSL* RedisTls::new_ssl(const std::string& host) const {
+  SSL* ssl = SSL_new(ctx_);
+  if (!ssl) return nullptr;
+  X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+  unsigned char ip[16];
+  const bool is_ip = ::inet_pton(AF_INET, host.c_str(), ip) == 1 || ::inet_pton(AF_INET6, host.c_str(), ip) == 1;
+  const int named = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str())
+                          : X509_VERIFY_PARAM_set1_host(param, host.c_str(), host.size());
+  if (named != 1 || (!is_ip && SSL_set_tlsext_host_name(ssl, host.c_str()) != 1)) {
+    SSL_free(ssl);
+    return nullptr;
+  }
+  return ssl;
+}
+
+}  // namespace tern::store::redis
