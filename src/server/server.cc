@@ -54,8 +54,9 @@ Result<uint16_t> Server::start() {
     // The addresses only: --redis may carry the password.
     std::string where;
     for (const auto& a : options_.redis_seeds) where += (where.empty() ? "" : ",") + a.host + ":" + std::to_string(a.port);
-    spdlog::info("event=store backend=redis redis={} auth={} node={} wait_replicas={}", where,
+    spdlog::info("event=store backend=redis redis={} auth={} tls={} node={} wait_replicas={}", where,
                  options_.redis_credentials.empty() ? "none" : options_.redis_credentials.user.empty() ? "password" : "user",
+                 options_.redis_credentials.tls ? "on" : "off",
                  options_.node_id.empty() ? options_.listen : options_.node_id, options_.redis_wait_replicas);
     // Redis holds every token hash and message frame: one that lets anyone in is worth a line
     // at every start (docs/scaling.md, "Logging in to Redis").

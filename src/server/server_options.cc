@@ -128,6 +128,9 @@ Result<void> apply_toml(const std::string& path, ServerOptions& o) {
   str("redis", o.redis_url);
   str("redis_user", o.redis_user);
   str("redis_password_file", o.redis_password_file);
+  str("redis_tls_ca", o.redis_tls_ca);
+  str("redis_tls_cert", o.redis_tls_cert);
+  str("redis_tls_key", o.redis_tls_key);
   str("node_id", o.node_id);
   str("media_dir", o.media_dir);
   num("redis_wait_replicas", o.redis_wait_replicas);
@@ -281,10 +284,14 @@ void describe(CLI::App& app, ServerOptions& o, int64_t& ping, int64_t& idem_days
       ->check(CLI::IsMember({"rocksdb", "redis"}))->capture_default_str();
   app.add_option("--redis", o.redis_url,
                  "with --store redis: redis://HOST:PORT, or a Redis Cluster's seeds, comma-separated "
-                 "(redis://USER:PASSWORD@HOST:PORT logs in; better: --redis-password-file)");
+                 "(redis://USER:PASSWORD@HOST:PORT logs in; better: --redis-password-file; rediss:// for TLS)");
   app.add_option("--redis-user", o.redis_user, "with --store redis: the ACL user to log in as (default: Redis's default user)");
   app.add_option("--redis-password-file", o.redis_password_file,
                  "with --store redis: file holding the password to log in with (requirepass, or --redis-user's)");
+  app.add_option("--redis-tls-ca", o.redis_tls_ca,
+                 "with rediss://: PEM CA file that signed Redis's certificate (default: the system's CAs)");
+  app.add_option("--redis-tls-cert", o.redis_tls_cert, "with rediss://: PEM client certificate the node shows Redis");
+  app.add_option("--redis-tls-key", o.redis_tls_key, "with rediss://: PEM key of --redis-tls-cert");
   app.add_option("--node-id", o.node_id, "this node's name among the nodes sharing one Redis (default: --listen/pid)");
   app.add_option("--media-dir", o.media_dir,
                  "directory of media blobs (default: <data>/media); nodes on one Redis share one, e.g. on NFS "
@@ -382,8 +389,16 @@ namespace {
 Result<void> resolve_redis_login(ServerOptions& o) {
   auto bad = [](std::string m) { return make_error(ErrorCode::kInvalidArgument, std::move(m)); };
   store::redis::RedisCredentials c;
-  auto seeds = store::redis::parse_redis_urls(o.redis_url, &c);
+  bool tls = false;
+  auto seeds = store::redis::parse_redis_urls(o.redis_url, &c, &tls);
   if (!seeds) return seeds.error();
+  const bool tls_files = !o.redis_tls_ca.empty() || !o.redis_tls_cert.empty() || !o.redis_tls_key.empty();
+  if (tls_files && !tls) return bad("--redis-tls-ca, --redis-tls-cert and --redis-tls-key need a rediss:// address");
+  if (tls) {
+    auto context = store::redis::RedisTls::create({o.redis_tls_ca, o.redis_tls_cert, o.redis_tls_key});
+    if (!context) return context.error();
+    c.tls = std::move(context).value();
+  }
   if (!o.redis_password_file.empty()) {
     if (!c.empty()) return bad("give the Redis password once: in --redis or in --redis-password-file");
     auto password = read_secret_file(o.redis_password_file, "--redis-password-file");

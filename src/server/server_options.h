@@ -26,7 +26,12 @@ struct ServerOptions {
   std::string redis_url;             // --store redis: redis://[USER:PASSWORD@]HOST:PORT[,...] (never logged whole)
   std::string redis_user;            // an ACL user to log in as (default: Redis's `default` user)
   std::string redis_password_file;   // holds the password (requirepass or the user's), kept off the command line
-  // Resolved by parse_options from the three above (the URL's credentials or the file's).
+  // rediss:// (TLS): the CA that signed Redis's certificate (empty: the system's), and the
+  // client certificate and key the node shows (Redis's tls-auth-clients asks for one).
+  std::string redis_tls_ca;
+  std::string redis_tls_cert;
+  std::string redis_tls_key;
+  // Resolved by parse_options from the ones above (the URL's credentials or the file's, the TLS context).
   std::vector<store::redis::RedisAddress> redis_seeds;
   store::redis::RedisCredentials redis_credentials;
   std::string media_dir;             // media blobs (default: <data>/media); shared by nodes on one Redis

@@ -310,5 +310,30 @@ TEST(ServerOptions, RedisLoginFromTheUrlOrAPasswordFile) {
   ::unlink(huge.c_str());
 }
 
+// TLS to Redis: rediss:// makes the TLS context (the system's CAs without --redis-tls-ca);
+// a CA file that cannot be read is named; TLS files without rediss:// are refused (the
+// password would go in clear); so is a config file's.
+TEST(ServerOptions, RedisTlsFromARedissAddressAndItsFiles) {
+  auto tls = parse({"--store", "redis", "--redis", "rediss://10.0.0.1:6380"});
+  ASSERT_TRUE(tls) << tls.error().message;
+  EXPECT_NE(tls->redis_credentials.tls, nullptr);
+  auto plain = parse({"--store", "redis", "--redis", "redis://10.0.0.1:6379"});
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->redis_credentials.tls, nullptr);
+  auto no_ca = parse({"--store", "redis", "--redis", "rediss://10.0.0.1:6380", "--redis-tls-ca", "/nonexistent/ca.pem"});
+  ASSERT_FALSE(no_ca);
+  EXPECT_NE(no_ca.error().message.find("/nonexistent/ca.pem"), std::string::npos) << no_ca.error().message;
+  auto in_clear = parse({"--store", "redis", "--redis", "redis://10.0.0.1:6379", "--redis-tls-cert", "/x.pem",
+                         "--redis-tls-key", "/x.key"});
+  ASSERT_FALSE(in_clear);
+  EXPECT_NE(in_clear.error().message.find("rediss://"), std::string::npos) << in_clear.error().message;
+  EXPECT_FALSE(parse({"--store", "redis", "--redis", "rediss://10.0.0.1:6380,redis://10.0.0.2:6379"}));
+  const std::string config = temp_file("redis_tls_ca = \"/nonexistent/from-config.pem\"\n");
+  auto from_config = parse({"--config", config, "--store", "redis", "--redis", "rediss://10.0.0.1:6380"});
+  ASSERT_FALSE(from_config);
+  EXPECT_NE(from_config.error().message.find("from-config.pem"), std::string::npos) << from_config.error().message;
+  ::unlink(config.c_str());
+}
+
 }  // namespace
 }  // namespace tern::server

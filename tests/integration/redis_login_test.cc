@@ -1,6 +1,8 @@
 // Integration: ternd on a Redis that lets nobody in without a password (requirepass, or an ACL
 // user with the default user off): every connection of the store and the bus logs in, the
 // password never reaches the log, and a wrong one stops ternd at start with Redis's reason.
+// And over TLS (rediss://) to a Redis that speaks nothing else and asks for a client
+// certificate: the same, and a certificate that does not hold stops ternd at start.
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -11,7 +13,9 @@
 #include <vector>
 
 #include "integration/redis_nodes.h"
+#include "store/redis/redis_tls.h"
 #include "store/redis/testing/redis_server.h"
+#include "store/redis/testing/test_certs.h"
 #include "support/server_test.h"
 
 namespace tern::test {
@@ -54,17 +58,9 @@ std::vector<std::string> node_args(const std::string& url, const std::string& no
   return v;
 }
 
-// Two nodes, each logged in with the password from its file: a message and typing cross from
-// one node to the other live (store, bus publishers and subscribers all logged in), and the
-// nodes' logs say a password is used, never which.
-TEST(RedisLogin, TwoNodesOnARedisWithAPasswordDeliverAcrossThemLive) {
-  const std::string password = "requirepass-Xq7v";
-  RedisServer redis({}, RedisCredentials{"", password});
-  ASSERT_TRUE(redis.start().ok());
-  SecretFile file(password);
-  Node a, b;
-  for (auto [n, name] : {std::pair{&a, "a"}, std::pair{&b, "b"}})
-    ASSERT_NO_FATAL_FAILURE(start_on(*n, node_args(redis.url(), name, {"--redis-password-file", file.path()})));
+// alice on node a and bob on node b: messages cross both ways live (the store's commits, the
+// bus's publishes and its subscription), and typing too.
+void expect_live_across(Node& a, Node& b) {
   Account alice = a.api->must_register("alice");
   Account bob = b.api->must_register("bob");
   const std::string conv = a.api->must_direct(alice.token, "bob");
@@ -84,6 +80,20 @@ TEST(RedisLogin, TwoNodesOnARedisWithAPasswordDeliverAcrossThemLive) {
   ASSERT_TRUE(db.typing(conv, true));
   ASSERT_TRUE(da.read_until([](const json::object& o) { return type_of(o) == "typing"; }, ms(5000)))
       << "typing did not cross nodes";
+}
+
+// Two nodes, each logged in with the password from its file: a message and typing cross from
+// one node to the other live (store, bus publishers and subscribers all logged in), and the
+// nodes' logs say a password is used, never which.
+TEST(RedisLogin, TwoNodesOnARedisWithAPasswordDeliverAcrossThemLive) {
+  const std::string password = "requirepass-Xq7v";
+  RedisServer redis({}, RedisCredentials{"", password});
+  ASSERT_TRUE(redis.start().ok());
+  SecretFile file(password);
+  Node a, b;
+  for (auto [n, name] : {std::pair{&a, "a"}, std::pair{&b, "b"}})
+    ASSERT_NO_FATAL_FAILURE(start_on(*n, node_args(redis.url(), name, {"--redis-password-file", file.path()})));
+  ASSERT_NO_FATAL_FAILURE(expect_live_across(a, b));
   for (Node* n : {&a, &b}) {
     EXPECT_TRUE(n->server->await_log("auth=password")) << n->server->log_tail();
     EXPECT_EQ(n->server->log_tail(1 << 20).find("redis_without_password"), std::string::npos);
@@ -186,6 +196,62 @@ TEST(RedisLogin, AWrongPasswordOrNoneStopsTerndAtStartWithRedisReason) {
   TestServer with_empty(node_args(redis.url(), "c", {"--redis-password-file", empty.path()}));
   ASSERT_FALSE(with_empty.start(std::chrono::seconds(15)));
   EXPECT_NE(with_empty.log_tail().find("is empty"), std::string::npos) << with_empty.log_tail();
+}
+
+// TLS: a redis-server that speaks TLS only (its port takes nothing else) and asks for a
+// client certificate, with a password on top. Two nodes on rediss:// with the CA, their
+// certificate and the password file deliver across each other live; the log says TLS is on.
+TEST(RedisTls, TwoNodesOverTlsWithAClientCertificateDeliverAcrossThemLive) {
+  auto certs = store::redis::testing::TestCerts::make();
+  ASSERT_TRUE(certs.ok()) << certs.error().message;
+  const std::string password = "over-tls-Pw9";
+  auto client = store::redis::RedisTls::create({(*certs)->ca(), (*certs)->client_cert(), (*certs)->client_key()});
+  ASSERT_TRUE(client.ok()) << client.error().message;
+  RedisServer redis({}, RedisCredentials{"", password, *client});
+  redis.serve_tls(**certs);
+  ASSERT_TRUE(redis.start().ok());
+  ASSERT_EQ(redis.url().rfind("rediss://", 0), 0u);
+  SecretFile file(password);
+  const std::vector<std::string> tls = {"--redis-password-file", file.path(), "--redis-tls-ca", (*certs)->ca(),
+                                        "--redis-tls-cert", (*certs)->client_cert(), "--redis-tls-key", (*certs)->client_key()};
+  Node a, b;
+  for (auto [n, name] : {std::pair{&a, "a"}, std::pair{&b, "b"}})
+    ASSERT_NO_FATAL_FAILURE(start_on(*n, node_args(redis.url(), name, tls)));
+  ASSERT_NO_FATAL_FAILURE(expect_live_across(a, b));
+  for (Node* n : {&a, &b}) {
+    EXPECT_TRUE(n->server->await_log("tls=on")) << n->server->log_tail();
+    EXPECT_EQ(n->server->log_tail(1 << 20).find(password), std::string::npos) << "the password is in the log";
+  }
+}
+
+// A TLS set-up that does not hold stops ternd at start, saying why: Redis's certificate
+// signed by another CA than --redis-tls-ca; no client certificate (Redis asks for one); TLS
+// files with a redis:// address (the password would go in clear).
+TEST(RedisTls, ATlsSetUpThatDoesNotHoldStopsTerndAtStart) {
+  auto certs = store::redis::testing::TestCerts::make();
+  auto other = store::redis::testing::TestCerts::make();
+  ASSERT_TRUE(certs.ok() && other.ok());
+  auto client = store::redis::RedisTls::create({(*certs)->ca(), (*certs)->client_cert(), (*certs)->client_key()});
+  ASSERT_TRUE(client.ok());
+  RedisServer redis({}, RedisCredentials{"", "", *client});
+  redis.serve_tls(**certs);
+  ASSERT_TRUE(redis.start().ok());
+
+  TestServer untrusted(node_args(redis.url(), "a", {"--redis-tls-ca", (*other)->ca(), "--redis-tls-cert",
+                                                    (*certs)->client_cert(), "--redis-tls-key", (*certs)->client_key()}));
+  ASSERT_FALSE(untrusted.start(std::chrono::seconds(15)));
+  EXPECT_NE(untrusted.log_tail().find("certificate verify failed"), std::string::npos) << untrusted.log_tail();
+
+  TestServer anonymous(node_args(redis.url(), "b", {"--redis-tls-ca", (*certs)->ca()}));
+  ASSERT_FALSE(anonymous.start(std::chrono::seconds(15)));
+  // Redis's alert ("certificate required") comes after the handshake: the node's first read
+  // meets it, or its first write meets the closed connection first.
+  EXPECT_NE(anonymous.log_tail().find("event=start_failed error=\"redis: "), std::string::npos) << anonymous.log_tail();
+
+  const std::string plain_url = "redis://127.0.0.1:" + std::to_string(redis.port());
+  TestServer plain(node_args(plain_url, "c", {"--redis-tls-ca", (*certs)->ca()}));
+  ASSERT_FALSE(plain.start(std::chrono::seconds(15)));
+  EXPECT_NE(plain.log_tail().find("need a rediss:// address"), std::string::npos) << plain.log_tail();
 }
 
 }  // namespace

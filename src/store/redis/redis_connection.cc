@@ -239,7 +239,9 @@ bool RedisConnection::flush(int* done) {
       tls_wants_read_ = e == SSL_ERROR_WANT_READ;
       return true;
     }
-    tls_error_ = e == SSL_ERROR_WANT_WRITE ? "write timed out" : tls_error_text("write failed");
+    tls_error_ = e == SSL_ERROR_WANT_WRITE                       ? "write timed out"
+                 : e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 ? std::string("write failed: ") + std::strerror(errno)
+                                                                   : tls_error_text("write failed");
     return false;
   }
   *done = 1;
