@@ -1,7 +1,7 @@
 // Logging in to a Redis that requires it (requirepass, or an ACL user with the default user
 // off), on real redis-servers: the credentials a URL carries, a connection made on a thread
 // and in a fiber, AsyncRedis, and the store on one server and on a Redis Cluster, where the
-// nodes it learns of later need the same log-in.
+// nodes it learns of later need the same log-in (and, over TLS, the same TLS).
 #include <hiredis/hiredis.h>
 
 #include <gtest/gtest.h>
@@ -24,6 +24,7 @@
 #include "store/redis/testing/redis_cluster_server.h"
 #include "store/redis/testing/redis_server.h"
 #include "store/redis/testing/run_until.h"
+#include "store/redis/testing/test_certs.h"
 
 namespace tern::store::redis {
 namespace {
@@ -219,16 +220,13 @@ TEST(RedisLogin, AStoreLogsInAsAnAclUserAndCommitsAndReads) {
   EXPECT_NE(refused.error().message.find("refused the AUTH"), std::string::npos) << refused.error().message;
 }
 
-// On a Cluster the client learns the masters from CLUSTER SLOTS, beyond the one seed it is
-// given: each of them needs the log-in too, and so do the replicas. Users spread over every
-// master's slots.
-TEST(RedisLogin, AStoreOnAClusterThatRequiresAPasswordReachesEveryMaster) {
-  testing::RedisClusterServer cluster("cluster-pw");
-  auto started = cluster.start();
-  ASSERT_TRUE(started.ok()) << started.error().message;
+// A store given one seed of `cluster` with `login`: users spread over every master's slots
+// are committed and read, and a command reaches all six nodes (an AOF rewrite after a purge
+// goes to every node).
+void expect_store_reaches_every_node(const testing::RedisClusterServer& cluster, const RedisCredentials& login) {
   RedisStoreOptions o;
   o.address = RedisAddress{"127.0.0.1", cluster.ports().front()};  // one seed
-  o.credentials = RedisCredentials{"", "cluster-pw"};
+  o.credentials = login;
   auto store = RedisStore::open(o);
   ASSERT_TRUE(store.ok()) << store.error().message;
   std::set<uint16_t> masters;
@@ -248,7 +246,6 @@ TEST(RedisLogin, AStoreOnAClusterThatRequiresAPasswordReachesEveryMaster) {
   ASSERT_TRUE(devices.ok()) << devices.error().message;
   ASSERT_EQ(devices->size(), users.size());
   for (const auto& d : *devices) EXPECT_EQ(d, (std::vector<uint32_t>{1}));
-  // The replicas too (an AOF rewrite after a purge goes to every node): all six log in.
   RedisClusterOptions co;
   co.seeds = {o.address};
   co.credentials = o.credentials;
@@ -259,6 +256,30 @@ TEST(RedisLogin, AStoreOnAClusterThatRequiresAPasswordReachesEveryMaster) {
   EXPECT_EQ(every->masters, 3u);
   EXPECT_EQ(every->replicas, 3u);
   EXPECT_TRUE(every->unreachable.empty()) << every->unreachable.front();
+}
+
+// On a Cluster the client learns the masters from CLUSTER SLOTS, beyond the one seed it is
+// given: each of them needs the log-in too, and so do the replicas.
+TEST(RedisLogin, AStoreOnAClusterThatRequiresAPasswordReachesEveryMaster) {
+  testing::RedisClusterServer cluster("cluster-pw");
+  auto started = cluster.start();
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  expect_store_reaches_every_node(cluster, RedisCredentials{"", "cluster-pw"});
+}
+
+// The same on a Cluster that speaks TLS only (client ports, bus, replication): the nodes that
+// CLUSTER SLOTS names are reached over TLS too, at the ports it gives (the TLS ones).
+TEST(RedisLogin, AStoreOnAClusterOverTlsReachesEveryNode) {
+  auto certs = testing::TestCerts::make();
+  ASSERT_TRUE(certs.ok()) << certs.error().message;
+  auto tls = RedisTls::create({(*certs)->ca(), (*certs)->client_cert(), (*certs)->client_key()});
+  ASSERT_TRUE(tls.ok()) << tls.error().message;
+  testing::RedisClusterServer cluster("cluster-pw");
+  cluster.serve_tls(**certs, *tls);
+  auto started = cluster.start();
+  ASSERT_TRUE(started.ok()) << started.error().message;
+  ASSERT_EQ(cluster.seeds().rfind("rediss://", 0), 0u);
+  expect_store_reaches_every_node(cluster, RedisCredentials{"", "cluster-pw", *tls});
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "base/testing/child_process.h"
 #include "store/redis/redis_connection.h"
 #include "store/redis/testing/redis_server.h"
+#include "store/redis/testing/test_certs.h"
 
 namespace tern::store::redis::testing {
 
@@ -27,9 +28,9 @@ using Clock = std::chrono::steady_clock;
 
 std::string_view str(const redisReply* r) { return std::string_view(r->str, r->len); }
 
-Result<Reply> raw(uint16_t port, const std::string& password, const std::vector<std::string>& argv) {
+Result<Reply> raw(uint16_t port, const RedisCredentials& login, const std::vector<std::string>& argv) {
   auto c = RedisConnection::connect(RedisAddress{"127.0.0.1", port}, std::chrono::milliseconds(200),
-                                    std::chrono::milliseconds(5000), RedisCredentials{"", password});
+                                    std::chrono::milliseconds(5000), login);
   if (!c) return c.error();
   std::vector<std::string_view> views(argv.begin(), argv.end());
   return (*c)->command(views);
@@ -62,8 +63,8 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
 }
 
 // slot → master port, as one node's CLUSTER SLOTS says.
-Result<std::vector<uint16_t>> slot_map(uint16_t port, const std::string& password) {
-  auto r = raw(port, password, {"CLUSTER", "SLOTS"});
+Result<std::vector<uint16_t>> slot_map(uint16_t port, const RedisCredentials& login) {
+  auto r = raw(port, login, {"CLUSTER", "SLOTS"});
   if (!r) return r.error();
   const redisReply* a = r->get();
   if (a->type != REDIS_REPLY_ARRAY) return make_error(ErrorCode::kInternal, "CLUSTER SLOTS: " + to_text(a));
@@ -96,16 +97,27 @@ RedisClusterServer::~RedisClusterServer() {
 }
 
 std::string RedisClusterServer::seeds() const {
+  const std::string scheme = client_tls_ ? "rediss://127.0.0.1:" : "redis://127.0.0.1:";
   std::string out;
-  for (uint16_t p : ports_) out += (out.empty() ? "" : ",") + std::string("redis://127.0.0.1:") + std::to_string(p);
+  for (uint16_t p : ports_) out += (out.empty() ? "" : ",") + scheme + std::to_string(p);
   return out;
 }
 
 std::string RedisClusterServer::seeds3() const {
+  const std::string scheme = client_tls_ ? "rediss://127.0.0.1:" : "redis://127.0.0.1:";
   std::string out;
-  for (size_t i = 0; i < 3 && i < ports_.size(); ++i)
-    out += (out.empty() ? "" : ",") + std::string("redis://127.0.0.1:") + std::to_string(ports_[i]);
+  for (size_t i = 0; i < 3 && i < ports_.size(); ++i) out += (out.empty() ? "" : ",") + scheme + std::to_string(ports_[i]);
   return out;
+}
+
+void RedisClusterServer::serve_tls(const TestCerts& certs, std::shared_ptr<const RedisTls> client) {
+  client_tls_ = std::move(client);
+  tls_args_ = {"--tls-cluster", "yes", "--tls-replication", "yes", "--tls-cert-file", certs.server_cert(),
+               "--tls-key-file", certs.server_key(), "--tls-ca-cert-file", certs.ca(), "--tls-auth-clients", "yes",
+               // The nodes' own connections (cluster bus, replication, MIGRATE) show the
+               // client certificate too.
+               "--tls-client-cert-file", certs.client_cert(), "--tls-client-key-file", certs.client_key()};
+  cli_tls_args_ = {"--tls", "--cacert", certs.ca(), "--cert", certs.client_cert(), "--key", certs.client_key()};
 }
 
 size_t RedisClusterServer::index(uint16_t port) const {
@@ -123,12 +135,16 @@ Result<void> RedisClusterServer::launch(size_t i) {
   const std::string port = std::to_string(ports_[i]);
   const std::string dir = dir_ + "/" + port;
   std::filesystem::create_directories(dir);
-  std::vector<std::string> args = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", dir, "--cluster-enabled",
+  std::vector<std::string> args = {"redis-server", "--port", tls_args_.empty() ? port : "0", "--bind", "127.0.0.1", "--dir", dir, "--cluster-enabled",
                                    "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout",
                                    std::to_string(kNodeTimeoutMs), "--cluster-replica-validity-factor", "0", "--appendonly",
                                    "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no", "--protected-mode",
                                    "no", "--loglevel", "notice", "--logfile", dir + "/redis.log"};
   if (!password_.empty()) args.insert(args.end(), {"--requirepass", password_, "--masterauth", password_});
+  if (!tls_args_.empty()) {
+    args.insert(args.end(), {"--tls-port", port});
+    args.insert(args.end(), tls_args_.begin(), tls_args_.end());
+  }
   const pid_t pid = spawn(args, dir + "/stdout.log");
   if (pid < 0) return make_error(ErrorCode::kInternal, "fork failed");
   pids_[i] = pid;
@@ -139,7 +155,7 @@ Result<void> RedisClusterServer::launch(size_t i) {
       pids_[i] = -1;
       return make_error(ErrorCode::kInternal, "redis-server exited (is it installed? scripts/setup.sh)");
     }
-    auto r = raw(ports_[i], password_, {"PING"});
+    auto r = raw(ports_[i], login(), {"PING"});
     if (r && (*r)->type == REDIS_REPLY_STATUS) return {};
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -178,6 +194,7 @@ Result<void> RedisClusterServer::start() {
   for (uint16_t p : ports_) args.push_back("127.0.0.1:" + std::to_string(p));
   args.insert(args.end(), {"--cluster-replicas", "1", "--cluster-yes"});
   if (!password_.empty()) args.insert(args.end(), {"-a", password_, "--no-auth-warning"});
+  args.insert(args.end(), cli_tls_args_.begin(), cli_tls_args_.end());
   const pid_t cli = spawn(args, dir_ + "/create.log");
   if (cli < 0) return make_error(ErrorCode::kInternal, "fork failed");
   const auto deadline = Clock::now() + std::chrono::seconds(60);
@@ -211,7 +228,7 @@ Result<void> RedisClusterServer::start() {
 }
 
 Result<std::string> RedisClusterServer::command(uint16_t port, const std::vector<std::string>& argv) const {
-  auto r = raw(port, password_, argv);
+  auto r = raw(port, login(), argv);
   if (!r) return r.error();
   return to_text(r->get());
 }
@@ -221,7 +238,7 @@ Result<uint16_t> RedisClusterServer::master_of(uint16_t slot, uint16_t asked_por
   for (uint16_t p : ports_) {
     if (asked_port != 0 && p != asked_port) continue;
     if (!alive(p)) continue;
-    auto m = slot_map(p, password_);
+    auto m = slot_map(p, login());
     if (!m) {
       last = m.error();
       continue;
@@ -237,7 +254,7 @@ Result<uint16_t> RedisClusterServer::replica_of(uint16_t master_port) const {
   // resyncs first): wait for one, bounded.
   const auto deadline = Clock::now() + std::chrono::seconds(15);
   for (;;) {
-    auto r = raw(master_port, password_, {"CLUSTER", "SLOTS"});
+    auto r = raw(master_port, login(), {"CLUSTER", "SLOTS"});
     if (!r) return r.error();
     const redisReply* a = r->get();
     if (a->type != REDIS_REPLY_ARRAY) return make_error(ErrorCode::kInternal, "CLUSTER SLOTS: " + to_text(a));
@@ -295,7 +312,7 @@ Result<void> RedisClusterServer::await_healthy(std::chrono::milliseconds within)
         why = "node " + std::to_string(p) + " not ok";
         break;
       }
-      auto m = slot_map(p, password_);
+      auto m = slot_map(p, login());
       if (!m) {
         why = m.error().message;
         break;
@@ -367,7 +384,7 @@ Result<void> RedisClusterServer::finish_migration(uint16_t slot, uint16_t to_por
   if (!from) return from.error();
   const std::string s = std::to_string(slot);
   for (int round = 0; round < 1000; ++round) {
-    auto keys = raw(*from, password_, {"CLUSTER", "GETKEYSINSLOT", s, "100"});
+    auto keys = raw(*from, login(), {"CLUSTER", "GETKEYSINSLOT", s, "100"});
     if (!keys) return keys.error();
     if ((*keys)->type != REDIS_REPLY_ARRAY) return make_error(ErrorCode::kInternal, "GETKEYSINSLOT failed");
     if ((*keys)->elements == 0) break;

@@ -12,13 +12,17 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "base/result.h"
+#include "store/redis/redis_connection.h"
 
 namespace tern::store::redis::testing {
+
+class TestCerts;
 
 class RedisClusterServer {
  public:
@@ -31,13 +35,17 @@ class RedisClusterServer {
   // commands and redis-cli log in with it.
   explicit RedisClusterServer(std::string password);
   ~RedisClusterServer();
+  // Before start(): every node speaks TLS only (client port, cluster bus, replication) with
+  // `certs`'s server certificate and asks for a client certificate; the helper's commands
+  // and redis-cli connect with `client` (and certs's client certificate); seeds() say rediss://.
+  void serve_tls(const TestCerts& certs, std::shared_ptr<const RedisTls> client);
   RedisClusterServer(const RedisClusterServer&) = delete;
   RedisClusterServer& operator=(const RedisClusterServer&) = delete;
 
   Result<void> start();  // within 60 s
 
   const std::vector<uint16_t>& ports() const { return ports_; }
-  // "redis://127.0.0.1:p1,redis://127.0.0.1:p2,...": every node as a seed.
+  // "redis://127.0.0.1:p1,redis://127.0.0.1:p2,..." (rediss:// with TLS): every node as a seed.
   std::string seeds() const;
   // Three seeds (the first three nodes), as ternd is given.
   std::string seeds3() const;
@@ -76,7 +84,11 @@ class RedisClusterServer {
   size_t index(uint16_t port) const;
   std::vector<std::string> migrate_command(uint16_t to_port) const;  // up to KEYS (with AUTH if needed)
 
+  RedisCredentials login() const { return RedisCredentials{"", password_, client_tls_}; }  // the helper's own
+
   std::string password_;
+  std::shared_ptr<const RedisTls> client_tls_;  // serve_tls()
+  std::vector<std::string> tls_args_, cli_tls_args_;
   std::string dir_;
   std::vector<uint16_t> ports_;
   std::vector<pid_t> pids_;
