@@ -1,7 +1,8 @@
 // TLS to Redis (rediss://) on real redis-servers that speak TLS only and ask for a client
 // certificate (certificates made by the openssl command, testing/test_certs.h): a connection
-// on a thread and in fibers sharing it, AsyncRedis (commands and pub/sub), the store with a
-// password on top; and what is refused, with the reason: a server certificate from another
+// on a thread and in fibers sharing it, AsyncRedis (commands and pub/sub), with a password on
+// top (the store over TLS: redis_login_test's Cluster case, and ternd's integration tests);
+// and what is refused, with the reason: a server certificate from another
 // CA, one for another name, no client certificate, plain TCP to a TLS port.
 #include <hiredis/hiredis.h>
 
@@ -20,7 +21,6 @@
 #include "store/redis/async_redis.h"
 #include "store/redis/redis_cluster.h"
 #include "store/redis/redis_connection.h"
-#include "store/redis/redis_store.h"
 #include "store/redis/redis_tls.h"
 #include "store/redis/testing/redis_server.h"
 #include "store/redis/testing/run_until.h"
@@ -162,21 +162,6 @@ TEST_F(RedisTlsTest, AsyncRedisSpeaksTlsForCommandsAndPubSub) {
   ASSERT_TRUE(run_until(io, [&] { return got.size() == 3 && pushed.size() == 1; }));
   EXPECT_EQ(got, (std::vector<std::string>{"a", "b", "published"}));
   EXPECT_EQ(pushed.front(), std::string(40000, 'p'));
-}
-
-TEST_F(RedisTlsTest, TheStoreCommitsAndReadsOverTls) {
-  RedisStoreOptions o;
-  o.address = address();
-  o.credentials = login_;
-  auto store = RedisStore::open(o);
-  ASSERT_TRUE(store.ok()) << store.error().message;
-  Batch b;
-  b.add(PutUser{"alice", 1});
-  b.add(PutDevice{{"alice", 1}, "h1"});
-  ASSERT_TRUE((*store)->commit(b, true).ok());
-  auto devices = (*store)->devices("alice");
-  ASSERT_TRUE(devices.ok()) << devices.error().message;
-  EXPECT_EQ(*devices, (std::vector<uint32_t>{1}));
 }
 
 // What is refused, each with its reason, on a thread and in AsyncRedis.
