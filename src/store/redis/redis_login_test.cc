@@ -119,25 +119,19 @@ TEST(RedisLogin, AConnectionMadeInAFiberLogsInBeforeTheLoopsFibersShareIt) {
   ASSERT_TRUE(server.start().ok());
   boost::asio::io_context io;
   LoopConnections pool;
-  std::vector<std::unique_ptr<Fiber>> fibers;
+  testing::LoopFibers fibers(io);
   std::vector<std::string> answers;
   std::vector<std::string> errors;
   for (int i = 0; i < 3; ++i) {
-    fibers.push_back(std::make_unique<Fiber>(io, [&, i] {
+    fibers.spawn([&, i] {
       auto c = pool.get(RedisAddress{"127.0.0.1", server.port()}, 1000ms, 2000ms, kPassword);
       if (!c) return errors.push_back(c.error().message);
       auto r = (*c)->command({"ECHO", "fiber" + std::to_string(i)});
       if (!r) return errors.push_back(r.error().message);
       answers.push_back(text_of(*r));
-    }));
-    Fiber* f = fibers.back().get();
-    boost::asio::post(io, [f] { f->resume(); });
+    });
   }
-  ASSERT_TRUE(run_until(io, [&] {
-    for (auto& f : fibers)
-      if (!f->done()) return false;
-    return true;
-  }));
+  ASSERT_TRUE(fibers.run());
   EXPECT_TRUE(errors.empty()) << errors.front();
   EXPECT_EQ(std::set<std::string>(answers.begin(), answers.end()),
             (std::set<std::string>{"fiber0", "fiber1", "fiber2"}));

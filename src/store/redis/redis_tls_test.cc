@@ -115,10 +115,10 @@ TEST_F(RedisTlsTest, AConnectionOnAThreadSpeaksTlsAndLogsIn) {
 TEST_F(RedisTlsTest, FibersShareATlsConnectionMadeInOne) {
   boost::asio::io_context io;
   LoopConnections pool;
-  std::vector<std::unique_ptr<Fiber>> fibers;
+  testing::LoopFibers fibers(io);
   std::vector<std::string> answers, errors;
   for (int i = 0; i < 3; ++i) {
-    fibers.push_back(std::make_unique<Fiber>(io, [&, i] {
+    fibers.spawn([&, i] {
       auto c = pool.get(address(), 1000ms, 2000ms, login_);
       if (!c) return errors.push_back(c.error().message);
       // A large reply spans many TLS records: read in pieces by the fiber that drives.
@@ -127,15 +127,9 @@ TEST_F(RedisTlsTest, FibersShareATlsConnectionMadeInOne) {
       auto r = (*c)->command({"GET", "big" + std::to_string(i)});
       if (!r) return errors.push_back(r.error().message);
       answers.push_back(std::to_string(text_of(*r).size()));
-    }));
-    Fiber* f = fibers.back().get();
-    boost::asio::post(io, [f] { f->resume(); });
+    });
   }
-  ASSERT_TRUE(run_until(io, [&] {
-    for (auto& f : fibers)
-      if (!f->done()) return false;
-    return true;
-  }));
+  ASSERT_TRUE(fibers.run());
   EXPECT_TRUE(errors.empty()) << errors.front();
   EXPECT_EQ(std::set<std::string>(answers.begin(), answers.end()), (std::set<std::string>{"50000", "50001", "50002"}));
   EXPECT_EQ(pool.size(), 1u);

@@ -3,8 +3,14 @@
 // of sleeping.
 #pragma once
 #include <chrono>
+#include <functional>
+#include <memory>
+#include <vector>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+
+#include "base/fiber.h"
 
 namespace tern::store::redis::testing {
 
@@ -19,5 +25,40 @@ bool run_until(boost::asio::io_context& io, Pred done, std::chrono::milliseconds
   }
   return true;
 }
+
+// Fibers on one loop (io), as a loop's fibers share its connections: each starts at the
+// loop's next turn; run() drives the loop until every one finished (bounded). A fiber still
+// suspended at the end (a failed assertion) is cancelled and run to its end, as StoreReads
+// ends its fibers.
+class LoopFibers {
+ public:
+  explicit LoopFibers(boost::asio::io_context& io) : io_(io) {}
+  ~LoopFibers() {
+    for (auto& f : fibers_) {
+      f->cancel();
+      for (int i = 0; i < 1000 && !f->done(); ++i) f->resume();
+    }
+  }
+  Fiber& spawn(std::function<void()> body) {
+    fibers_.push_back(std::make_unique<Fiber>(io_, std::move(body)));
+    Fiber* f = fibers_.back().get();
+    boost::asio::post(io_, [f] { f->resume(); });
+    return *f;
+  }
+  bool run(std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+    return run_until(
+        io_,
+        [&] {
+          for (auto& f : fibers_)
+            if (!f->done()) return false;
+          return true;
+        },
+        limit);
+  }
+
+ private:
+  boost::asio::io_context& io_;
+  std::vector<std::unique_ptr<Fiber>> fibers_;
+};
 
 }  // namespace tern::store::redis::testing
