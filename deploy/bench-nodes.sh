@@ -3,6 +3,8 @@
 # (docs/benchmarks.md, "Several nodes"):
 #   rocksdb    one ternd, embedded RocksDB (the default)
 #   redis1     one ternd --store redis on one redis-server
+#   redis1tls  redis1 over TLS (rediss://: a TLS-only redis-server that asks for a client
+#              certificate; certificates made with openssl in the temporary directory)
 #   redis3     three ternd --store redis on one redis-server, HAProxy (leastconn) in front
 #   cluster3   three ternd --store redis on a Redis Cluster of 3 masters + 3 replicas
 #              (deploy/redis-cluster.sh; --redis gets all six as seeds), HAProxy in front
@@ -47,8 +49,9 @@ for s in $setups; do
   case "$s" in
     rocksdb) ;;
     redis1) needs+=(redis-server redis-cli) ;;
+    redis1tls) needs+=(redis-server redis-cli openssl) ;;
     redis3|cluster3|cluster3w) needs+=(redis-server redis-cli haproxy) ;;
-    *) echo "unknown set-up '$s' in SETUPS (known: rocksdb redis1 redis3 cluster3 cluster3w)" >&2; exit 2 ;;
+    *) echo "unknown set-up '$s' in SETUPS (known: rocksdb redis1 redis1tls redis3 cluster3 cluster3w)" >&2; exit 2 ;;
   esac
 done
 for t in "${needs[@]}"; do command -v "$t" >/dev/null || { echo "$t not found (apt-get install it)" >&2; exit 1; }; done
@@ -141,7 +144,7 @@ run() {
   local label="$1" url="$2" tp="$3" rp="$4" hp="$5" ports="$6" mp="$7" p l0 bp
   local t0 r0=0 h0=0 m0=0 t1 r1=0 h1=0 m1=0
   : > "$work/$label.cmdstats"
-  for p in $ports; do redis-cli -p "$p" config resetstat >/dev/null; done
+  for p in $ports; do redis-cli -p "$p" "${cli_tls[@]}" config resetstat >/dev/null; done
   l0=$(cut -d' ' -f1-3 /proc/loadavg)
   t0=$(ticks "$tp"); r0=$(ticks "$rp"); h0=$(ticks "$hp"); m0=$(ticks "$mp")
   if [ "${PROFILE:-0}" = 1 ]; then thread_snapshot "$tp $rp $hp" > "$work/$label.threads0"; fi
@@ -151,7 +154,7 @@ run() {
   wait "$bp"  # in the background, so that a signal reaches the clean-up at once
   t1=$(ticks "$tp"); r1=$(ticks "$rp"); h1=$(ticks "$hp"); m1=$(ticks "$mp")
   if [ "${PROFILE:-0}" = 1 ]; then thread_snapshot "$tp $rp $hp" > "$work/$label.threads1"; fi
-  for p in $ports; do redis-cli -p "$p" info commandstats >> "$work/$label.cmdstats"; done
+  for p in $ports; do redis-cli -p "$p" "${cli_tls[@]}" info commandstats >> "$work/$label.cmdstats"; done
   python3 - "$work/$label.json" "$label" "$(( (t1 - t0) * 1000000 / hz ))" "$(( (r1 - r0) * 1000000 / hz ))" \
     "$(( (h1 - h0) * 1000000 / hz ))" "$l0" "$(cut -d' ' -f1-3 /proc/loadavg)" "$work/$label.cmdstats" \
     "$([ -n "$mp" ] && echo $(( (m1 - m0) * 1000000 / hz )))" <<'PY'
@@ -205,13 +208,36 @@ ternd_args=(--log-level warn --register-rate 0 --send-rate 100000 --send-burst 1
 read -r -a extra_ternd <<< "${TERND_EXTRA:-}"
 ternd_args+=("${extra_ternd[@]}")
 
-# One redis-server on $rport in $work/$1; sets rpid.
+cli_tls=()  # redis-cli's TLS options while a TLS set-up runs (redis1tls)
+redis_tls_args=()  # redis-server's
+
+# A CA, a certificate for 127.0.0.1 and a client certificate in $work/certs; sets cli_tls and
+# redis_tls_args for the next start_redis.
+make_certs() {
+  local d="$work/certs" ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes) n
+  mkdir -p "$d"
+  openssl req -x509 "${ec[@]}" -keyout "$d/ca.key" -out "$d/ca.crt" -days 2 -subj "/CN=bench CA" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\n' >"$d/server.ext"; : >"$d/client.ext"
+  for n in server client; do
+    openssl req -new "${ec[@]}" -keyout "$d/$n.key" -out "$d/$n.csr" -subj "/CN=$n" 2>/dev/null
+    openssl x509 -req -in "$d/$n.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -out "$d/$n.crt" -days 2 \
+      -extfile "$d/$n.ext" 2>/dev/null
+  done
+  cli_tls=(--tls --cacert "$d/ca.crt" --cert "$d/client.crt" --key "$d/client.key")
+  redis_tls_args=(--tls-port $rport --tls-cert-file "$d/server.crt" --tls-key-file "$d/server.key"
+                  --tls-ca-cert-file "$d/ca.crt")
+}
+redis_pong_any() { redis-cli -p "$1" "${cli_tls[@]}" ping 2>/dev/null | grep -q PONG; }
+
+# One redis-server on $rport in $work/$1 (TLS only, after make_certs); sets rpid.
 start_redis() {
+  local port=$rport
+  [ ${#redis_tls_args[@]} -gt 0 ] && port=0
   mkdir -p "$work/$1"
-  redis-server --port $rport --bind 127.0.0.1 --dir "$work/$1" --appendonly yes --appendfsync always --save '' \
-    --maxmemory-policy noeviction --daemonize no --logfile "$work/$1/redis.log" </dev/null &
+  redis-server --port $port --bind 127.0.0.1 --dir "$work/$1" --appendonly yes --appendfsync always --save '' \
+    --maxmemory-policy noeviction --daemonize no --logfile "$work/$1/redis.log" "${redis_tls_args[@]}" </dev/null &
   rpid=$!; started+=("$rpid")
-  wait_listening "$rpid" $rport redis_pong $rport && return 0
+  wait_listening "$rpid" $rport redis_pong_any $rport && return 0
   echo "redis-server on port $rport is not up; its log:" >&2
   tail -n 20 "$work/$1/redis.log" >&2 || true
   return 1
@@ -256,6 +282,21 @@ setup_redis1() {
   stop "$rpid"
 }
 
+setup_redis1tls() {
+  require_free_ports $lb $rport
+  make_certs
+  start_redis redis1tls
+  local d="$work/certs"
+  "$bin/ternd" --listen 127.0.0.1:$lb --data "$work/r1tls" --store redis --redis rediss://127.0.0.1:$rport \
+    --redis-tls-ca "$d/ca.crt" --redis-tls-cert "$d/client.crt" --redis-tls-key "$d/client.key" \
+    --node-id solo "${ternd_args[@]}" &
+  local p=$!; started+=("$p"); up $lb "$p"
+  run redis1tls http://127.0.0.1:$lb "$p" "$rpid" "" $rport ""
+  stop "$p"
+  stop "$rpid"
+  cli_tls=(); redis_tls_args=()
+}
+
 setup_redis3() {
   require_free_ports $lb $n1 $n2 $n3 $rport
   start_redis redis3
@@ -277,6 +318,7 @@ for s in $setups; do
   case "$s" in
     rocksdb) setup_rocksdb ;;
     redis1) setup_redis1 ;;
+    redis1tls) setup_redis1tls ;;
     redis3) setup_redis3 ;;
     cluster3) setup_cluster cluster3 ;;
     cluster3w) setup_cluster cluster3w --redis-wait-replicas 1 ;;

@@ -57,7 +57,7 @@ TEST(BenchNodes, EverySetUpStartsAndDeliversItsLoad) {
 
   // 10 clients (5 pairs), 100 messages a second for 2 s: 200 messages per set-up.
   std::ostringstream cmd;
-  cmd << "env SETUPS='rocksdb redis1 redis3' BIN='" << bin << "' LB_PORT=" << lb << " REDIS_PORT=" << redis
+  cmd << "env SETUPS='rocksdb redis1 redis1tls redis3' BIN='" << bin << "' LB_PORT=" << lb << " REDIS_PORT=" << redis
       << " '" << TERN_SOURCE_DIR << "/deploy/bench-nodes.sh' 10 100 2 pairs >'" << out << "' 2>&1";
   const int status = std::system(cmd.str().c_str());
   const std::string log = read_file(out);
@@ -66,7 +66,7 @@ TEST(BenchNodes, EverySetUpStartsAndDeliversItsLoad) {
   EXPECT_EQ(WEXITSTATUS(status), 0) << log;
   // Every message delivered, none failed. Whether the rate was sustained depends on what
   // else the machine runs (the test suite beside it): not asserted, a test measures nothing.
-  for (const char* setup : {"rocksdb", "redis1", "redis3"}) {
+  for (const char* setup : {"rocksdb", "redis1", "redis1tls", "redis3"}) {
     const std::regex line(std::string("(^|\n)") + setup + R"(: sent/s [0-9]+ delivered 200 send_failed 0 undelivered 0 )");
     EXPECT_TRUE(std::regex_search(log, line)) << setup << " did not deliver its load:\n" << log;
   }
