@@ -141,7 +141,7 @@ Result<uint16_t> Server::start() {
     spdlog::info("event=signal signal={} action=drain", sig);
     shutdown();
   });
-  // SIGHUP: re-read the TLS certificate and key (live connections keep theirs).
+  // SIGHUP: re-read the TLS files, the clients' and Redis's (live connections keep theirs).
   reload_signal_ = std::make_unique<boost::asio::signal_set>(loops_->context(0), SIGHUP);
   wait_reload_signal();
   schedule_purge();
@@ -182,12 +182,24 @@ void Server::stop_purge() {
 void Server::wait_reload_signal() {
   reload_signal_->async_wait([this](const boost::system::error_code& ec, int) {
     if (ec) return;
-    if (options_.gateway.tls_cert_file.empty()) {
+    const bool gateway_tls = !options_.gateway.tls_cert_file.empty();
+    if (!gateway_tls && !options_.redis_tls)
       spdlog::info("event=signal signal=SIGHUP action=none reason=\"no TLS certificate configured\"");
-    } else if (auto r = listener_->reload_tls(); !r) {
-      spdlog::error("event=tls_reload_failed error=\"{}\" action=kept_old_certificate", r.error().message);
-    } else {
-      spdlog::info("event=tls_reloaded cert={}", options_.gateway.tls_cert_file);
+    if (gateway_tls) {
+      if (auto r = listener_->reload_tls(); !r)
+        spdlog::error("event=tls_reload_failed error=\"{}\" action=kept_old_certificate", r.error().message);
+      else
+        spdlog::info("event=tls_reloaded cert={}", options_.gateway.tls_cert_file);
+    }
+    // TLS to Redis: the connections made from now on (reconnects, a Cluster's new nodes) use
+    // the files as they are now; live ones keep theirs.
+    if (options_.redis_tls) {
+      const auto& f = options_.redis_tls->files();
+      if (auto r = options_.redis_tls->reload(); !r)
+        spdlog::error("event=redis_tls_reload_failed error=\"{}\" action=kept_old_files", r.error().message);
+      else
+        spdlog::info("event=redis_tls_reloaded ca={} cert={}", f.ca_file.empty() ? "system" : f.ca_file,
+                     f.cert_file.empty() ? "none" : f.cert_file);
     }
     wait_reload_signal();
   });

@@ -35,7 +35,8 @@ class Server {
   // Opens the store and starts listening; returns the bound port.
   Result<uint16_t> start();
   // Serves until SIGTERM or SIGINT, then shuts down cleanly. SIGHUP re-reads the TLS
-  // certificate and key (a bad file is logged and the old certificate kept).
+  // certificate and key, and the files of TLS to Redis (a bad file is logged and the old
+  // ones kept).
   void run();
 
  private:

@@ -397,7 +397,8 @@ Result<void> resolve_redis_login(ServerOptions& o) {
   if (tls) {
     auto context = store::redis::RedisTls::create({o.redis_tls_ca, o.redis_tls_cert, o.redis_tls_key});
     if (!context) return context.error();
-    c.tls = std::move(context).value();
+    o.redis_tls = std::move(context).value();
+    c.tls = o.redis_tls;
   }
   if (!o.redis_password_file.empty()) {
     if (!c.empty()) return bad("give the Redis password once: in --redis or in --redis-password-file");

@@ -34,6 +34,7 @@ struct ServerOptions {
   // Resolved by parse_options from the ones above (the URL's credentials or the file's, the TLS context).
   std::vector<store::redis::RedisAddress> redis_seeds;
   store::redis::RedisCredentials redis_credentials;
+  std::shared_ptr<store::redis::RedisTls> redis_tls;  // the same context as redis_credentials.tls, to reload on SIGHUP
   std::string media_dir;             // media blobs (default: <data>/media); shared by nodes on one Redis
   std::string node_id;               // this node's name among the nodes on one Redis (default: hostname:port)
   int redis_wait_replicas = 0;       // > 0: WAIT for this many Redis replicas before `sent`

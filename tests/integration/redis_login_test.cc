@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -222,6 +223,82 @@ TEST(RedisTls, TwoNodesOverTlsWithAClientCertificateDeliverAcrossThemLive) {
     EXPECT_TRUE(n->server->await_log("tls=on")) << n->server->log_tail();
     EXPECT_EQ(n->server->log_tail(1 << 20).find(password), std::string::npos) << "the password is in the log";
   }
+}
+
+// Rotating the node's certificate without a restart (docs/scaling.md "TLS to Redis"): Redis
+// trusts the old and the new CA's clients for a while; the node's files get the new
+// certificate and ternd gets SIGHUP; Redis then trusts the new CA only and drops every
+// connection. The nodes reconnect with the new certificate and deliver across each other
+// live. A bad file on a later SIGHUP is logged by name and the node goes on serving.
+TEST(RedisTls, ASighupRotatesTheNodesCertificateForTheConnectionsItMakesNext) {
+  auto certs = store::redis::testing::TestCerts::make();
+  auto next = store::redis::testing::TestCerts::make();
+  ASSERT_TRUE(certs.ok() && next.ok());
+  auto old_client = store::redis::RedisTls::create({(*certs)->ca(), (*certs)->client_cert(), (*certs)->client_key()});
+  ASSERT_TRUE(old_client.ok());
+  RedisServer redis({}, RedisCredentials{"", "", *old_client});
+  redis.serve_tls(**certs);
+  ASSERT_TRUE(redis.start().ok());
+  const std::string dir = (*certs)->dir() + "/node";
+  ASSERT_TRUE(std::filesystem::create_directory(dir));
+  auto put = [](const std::string& to, const std::vector<std::string>& from) {
+    std::ofstream out(to, std::ios::trunc);
+    for (const auto& f : from) out << std::ifstream(f).rdbuf();
+    ASSERT_TRUE(out.good()) << to;
+  };
+  const std::string ca = dir + "/redis-ca.crt", cert = dir + "/node.crt", key = dir + "/node.key";
+  put(ca, {(*certs)->ca()});
+  put(cert, {(*certs)->client_cert()});
+  put(key, {(*certs)->client_key()});
+  const std::vector<std::string> tls = {"--redis-tls-ca", ca, "--redis-tls-cert", cert, "--redis-tls-key", key};
+  Node a, b;
+  for (auto [n, name] : {std::pair{&a, "a"}, std::pair{&b, "b"}})
+    ASSERT_NO_FATAL_FAILURE(start_on(*n, node_args(redis.url(), name, tls)));
+  Account alice = a.api->must_register("alice");
+  Account bob = b.api->must_register("bob");
+  const std::string conv = a.api->must_direct(alice.token, "bob");
+  Device da(alice), db(bob);
+  ASSERT_EQ(da.connect(a.server->port()), 101);
+  ASSERT_TRUE(da.until_synced());
+  ASSERT_EQ(db.connect(b.server->port()), 101);
+  ASSERT_TRUE(db.until_synced());
+  auto crosses = [&](const std::string& id) {
+    const Seq s = send_retrying(da, conv, id);
+    ASSERT_NE(s, 0u) << id << " never got sent";
+    ASSERT_TRUE(db.read_until([&](const json::object& o) { return type_of(o) == "message" && seq_of(o) == s; }, ms(5000)))
+        << id << " did not cross nodes live";
+  };
+  ASSERT_NO_FATAL_FAILURE(crosses("before"));
+
+  auto admin = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis.port()}, 1000ms,
+                                                      2000ms, RedisCredentials{"", "", *old_client});
+  ASSERT_TRUE(admin.ok()) << admin.error().message;
+  const std::string trusted = dir + "/trusted-clients.crt";
+  put(trusted, {(*certs)->ca(), (*next)->ca()});
+  ASSERT_TRUE((*admin)->command({"CONFIG", "SET", "tls-ca-cert-file", trusted}).ok());
+  put(cert, {(*next)->client_cert()});
+  put(key, {(*next)->client_key()});
+  for (Node* n : {&a, &b}) {
+    ASSERT_EQ(::kill(n->server->pid(), SIGHUP), 0);
+    ASSERT_TRUE(n->server->await_log("event=redis_tls_reloaded")) << n->server->log_tail();
+  }
+  put(trusted, {(*next)->ca()});  // the old certificate no longer logs in
+  ASSERT_TRUE((*admin)->command({"CONFIG", "SET", "tls-ca-cert-file", trusted}).ok());
+  const size_t subscribed_a = a.server->log_count("event=bus_subscribed");
+  const size_t subscribed_b = b.server->log_count("event=bus_subscribed");
+  ASSERT_TRUE((*admin)->command({"CLIENT", "KILL", "TYPE", "pubsub"}).ok());
+  ASSERT_TRUE((*admin)->command({"CLIENT", "KILL", "TYPE", "normal"}).ok());  // SKIPME yes: not the admin's
+  EXPECT_TRUE(a.server->await_log("event=bus_subscribed", 15s, subscribed_a + 1)) << a.server->log_tail();
+  ASSERT_TRUE(b.server->await_log("event=bus_subscribed", 15s, subscribed_b + 1))
+      << "node b's subscriber did not reconnect with the new certificate\n" << b.server->log_tail();
+  ASSERT_NO_FATAL_FAILURE(crosses("after"));
+
+  put(key, {(*certs)->client_key()});  // not the key of the certificate
+  ASSERT_EQ(::kill(a.server->pid(), SIGHUP), 0);
+  ASSERT_TRUE(a.server->await_log("event=redis_tls_reload_failed")) << a.server->log_tail();
+  EXPECT_NE(a.server->log_tail(1 << 20).find("error=\"redis TLS: client key " + key), std::string::npos)
+      << a.server->log_tail();
+  ASSERT_NO_FATAL_FAILURE(crosses("after a bad file"));
 }
 
 // A TLS set-up that does not hold stops ternd at start, saying why: Redis's certificate

@@ -233,13 +233,20 @@ int TestServer::terminate(std::chrono::milliseconds deadline) {
   return r;
 }
 
-bool TestServer::await_log(const std::string& text, std::chrono::milliseconds deadline) const {
+bool TestServer::await_log(const std::string& text, std::chrono::milliseconds deadline, size_t times) const {
   const auto until = std::chrono::steady_clock::now() + deadline;
   for (;;) {
-    if (log_tail(std::string::npos).find(text) != std::string::npos) return true;
+    if (log_count(text) >= times) return true;
     if (std::chrono::steady_clock::now() >= until) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+}
+
+size_t TestServer::log_count(const std::string& text) const {
+  const std::string log = log_tail(std::string::npos);
+  size_t n = 0;
+  for (size_t at = log.find(text); at != std::string::npos; at = log.find(text, at + text.size())) ++n;
+  return n;
 }
 
 std::string TestServer::log_tail(size_t max_bytes) const {

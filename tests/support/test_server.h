@@ -62,8 +62,11 @@ class TestServer {
   // Tail of the server's stdout+stderr logs (for failure messages).
   std::string log_tail(size_t max_bytes = 4000) const;
   // Waits up to `deadline` for `text` in the server's logs (a line a thread other than the
-  // one the test observes writes); true once it is there.
-  bool await_log(const std::string& text, std::chrono::milliseconds deadline = std::chrono::seconds(5)) const;
+  // one the test observes writes), `times` times; true once it is there.
+  bool await_log(const std::string& text, std::chrono::milliseconds deadline = std::chrono::seconds(5),
+                 size_t times = 1) const;
+  // How many times `text` is in the server's logs now.
+  size_t log_count(const std::string& text) const;
 
  private:
   bool launch(uint16_t port, std::chrono::milliseconds deadline);

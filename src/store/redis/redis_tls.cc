@@ -21,42 +21,65 @@ std::string tls_error_text(const char* fallback) {
   return out.empty() ? fallback : out;
 }
 
-Result<std::shared_ptr<const RedisTls>> RedisTls::create(const RedisTlsFiles& files) {
-  static std::once_flag sigpipe;
-  std::call_once(sigpipe, [] { ::signal(SIGPIPE, SIG_IGN); });
+Result<SSL_CTX*> RedisTls::load(const RedisTlsFiles& files) {
   auto bad = [](const std::string& what) {
     return make_error(ErrorCode::kInvalidArgument, "redis TLS: " + what + ": " + tls_error_text("unknown error"));
   };
   if (files.cert_file.empty() != files.key_file.empty())
     return make_error(ErrorCode::kInvalidArgument, "redis TLS: a client certificate needs its key, and a key its certificate");
   ERR_clear_error();
-  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()), &SSL_CTX_free);
   if (!ctx) return bad("SSL_CTX_new");
-  std::shared_ptr<const RedisTls> tls(new RedisTls(ctx));
-  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
+  SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
   // hiredis and AsyncRedis hand over whole buffers; a partial SSL_write is then retried with
   // the rest (a moved buffer is fine: Redis's replies and commands are not kept by OpenSSL).
-  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_AUTO_RETRY);
+  SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_AUTO_RETRY);
   if (files.ca_file.empty()) {
-    if (SSL_CTX_set_default_verify_paths(ctx) != 1) return bad("the system's CA certificates");
-  } else if (SSL_CTX_load_verify_locations(ctx, files.ca_file.c_str(), nullptr) != 1) {
+    if (SSL_CTX_set_default_verify_paths(ctx.get()) != 1) return bad("the system's CA certificates");
+  } else if (SSL_CTX_load_verify_locations(ctx.get(), files.ca_file.c_str(), nullptr) != 1) {
     return bad("CA file " + files.ca_file);
   }
   if (!files.cert_file.empty()) {
-    if (SSL_CTX_use_certificate_chain_file(ctx, files.cert_file.c_str()) != 1)
+    if (SSL_CTX_use_certificate_chain_file(ctx.get(), files.cert_file.c_str()) != 1)
       return bad("client certificate " + files.cert_file);
-    if (SSL_CTX_use_PrivateKey_file(ctx, files.key_file.c_str(), SSL_FILETYPE_PEM) != 1)
+    if (SSL_CTX_use_PrivateKey_file(ctx.get(), files.key_file.c_str(), SSL_FILETYPE_PEM) != 1)
       return bad("client key " + files.key_file);
-    if (SSL_CTX_check_private_key(ctx) != 1) return bad("client key " + files.key_file + " does not match its certificate");
+    if (SSL_CTX_check_private_key(ctx.get()) != 1)
+      return bad("client key " + files.key_file + " does not match its certificate");
   }
-  return tls;
+  return ctx.release();
+}
+
+Result<std::shared_ptr<RedisTls>> RedisTls::create(const RedisTlsFiles& files) {
+  static std::once_flag sigpipe;
+  std::call_once(sigpipe, [] { ::signal(SIGPIPE, SIG_IGN); });
+  auto ctx = load(files);
+  if (!ctx) return ctx.error();
+  return std::shared_ptr<RedisTls>(new RedisTls(files, *ctx));
+}
+
+Result<void> RedisTls::reload() {
+  auto ctx = load(files_);
+  if (!ctx) return ctx.error();
+  SSL_CTX* old;
+  {
+    std::lock_guard lock(mu_);
+    old = ctx_;
+    ctx_ = *ctx;
+  }
+  SSL_CTX_free(old);  // connections made from it hold their own references
+  return {};
 }
 
 RedisTls::~RedisTls() { SSL_CTX_free(ctx_); }
 
 SSL* RedisTls::new_ssl(const std::string& host) const {
-  SSL* ssl = SSL_new(ctx_);
+  SSL* ssl;
+  {
+    std::lock_guard lock(mu_);
+    ssl = SSL_new(ctx_);  // takes a reference to ctx_: a reload may free it meanwhile
+  }
   if (!ssl) return nullptr;
   X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
   unsigned char ip[16];

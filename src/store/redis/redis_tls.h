@@ -7,11 +7,16 @@
 //
 // Policy: TLS 1.2 minimum, OpenSSL's default ciphers, peer verification always on (no
 // "insecure" switch: a self-signed Redis certificate is its own CA file).
-// Ownership: shared (shared_ptr) by every connection options of the deployment; the SSL_CTX
-// lives until the last connection made from it ends (OpenSSL counts its references).
-// Threading: const after create(); new_ssl() from any thread.
+// Rotation: reload() reads the same files again (ternd does on SIGHUP); connections made
+// after it use them, live ones keep the certificate they were made with until they reconnect.
+// Ownership: shared (shared_ptr) by every connection options of the deployment (as const: they
+// only make connections) and by whoever reloads it; an SSL_CTX lives until the last connection
+// made from it ends (OpenSSL counts its references).
+// Threading: new_ssl() and reload() from any thread; a mutex guards the current SSL_CTX (both
+// run when a connection is made or on a signal, never per command).
 #pragma once
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "base/result.h"
@@ -31,19 +36,27 @@ class RedisTls {
  public:
   // Loads the files. Errors (kInvalidArgument) name the file and OpenSSL's reason, never key
   // material. Sets SIGPIPE to be ignored in the process (OpenSSL's socket writes raise it).
-  static Result<std::shared_ptr<const RedisTls>> create(const RedisTlsFiles& files);
+  static Result<std::shared_ptr<RedisTls>> create(const RedisTlsFiles& files);
   ~RedisTls();
   RedisTls(const RedisTls&) = delete;
   RedisTls& operator=(const RedisTls&) = delete;
 
+  // Reads the files again (the same paths). On an error (as create's) the current context
+  // stays: connections go on being made as before.
+  Result<void> reload();
+  const RedisTlsFiles& files() const { return files_; }
+
   // A client SSL object for a connection to `host` (an IP address or a DNS name): its
   // certificate must name it (SNI is sent for a DNS name). Null when OpenSSL is out of memory.
   SSL* new_ssl(const std::string& host) const;
-  SSL_CTX* native() const { return ctx_; }
 
  private:
-  explicit RedisTls(SSL_CTX* ctx) : ctx_(ctx) {}
-  SSL_CTX* ctx_;
+  RedisTls(RedisTlsFiles files, SSL_CTX* ctx) : files_(std::move(files)), ctx_(ctx) {}
+  static Result<SSL_CTX*> load(const RedisTlsFiles& files);
+
+  const RedisTlsFiles files_;
+  mutable std::mutex mu_;
+  SSL_CTX* ctx_;  // guarded by mu_; owned (one reference)
 };
 
 // OpenSSL's reason for the last failure on this thread (its error queue, emptied), or

@@ -5,12 +5,14 @@
 // and what is refused, with the reason: a server certificate from another
 // CA, one for another name, no client certificate, plain TCP to a TLS port.
 #include <hiredis/hiredis.h>
+#include <sys/stat.h>
 
 #include <gtest/gtest.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <set>
@@ -156,6 +158,66 @@ TEST_F(RedisTlsTest, AsyncRedisSpeaksTlsForCommandsAndPubSub) {
   ASSERT_TRUE(run_until(io, [&] { return got.size() == 3 && pushed.size() == 1; }));
   EXPECT_EQ(got, (std::vector<std::string>{"a", "b", "published"}));
   EXPECT_EQ(pushed.front(), std::string(40000, 'p'));
+}
+
+// Rotation (ternd reloads on SIGHUP): reload() reads the same paths again; connections made
+// after it use what they hold now, a live one keeps its own. Redis trusts both CAs' clients
+// for the rotation (one CA file holding both, as docs/scaling.md says).
+TEST_F(RedisTlsTest, AReloadTakesTheFilesAsTheyAreNowForTheConnectionsMadeAfterIt) {
+  auto next = TestCerts::make();  // the new CA and its client certificate
+  ASSERT_TRUE(next.ok()) << next.error().message;
+  const std::string dir = certs_->dir() + "/node";
+  ASSERT_EQ(::mkdir(dir.c_str(), 0700), 0);
+  const RedisTlsFiles files{dir + "/ca.crt", dir + "/node.crt", dir + "/node.key"};
+  auto put = [](const std::string& to, const std::vector<std::string>& from) {
+    std::ofstream out(to, std::ios::trunc);
+    for (const auto& f : from) out << std::ifstream(f).rdbuf();
+    ASSERT_TRUE(out.good()) << to;
+  };
+  put(files.ca_file, {certs_->ca()});
+  put(files.cert_file, {certs_->client_cert()});
+  put(files.key_file, {certs_->client_key()});
+  auto tls = RedisTls::create(files);
+  ASSERT_TRUE(tls.ok()) << tls.error().message;
+  RedisCredentials login = login_;
+  login.tls = *tls;
+  auto live = RedisConnection::connect(address(), 1000ms, 2000ms, login);
+  ASSERT_TRUE(live.ok()) << live.error().message;
+  const std::string both = certs_->dir() + "/both-cas.crt";
+  put(both, {certs_->ca(), (*next)->ca()});
+  ASSERT_TRUE((*live)->command({"CONFIG", "SET", "tls-ca-cert-file", both}).ok());
+
+  // The new client certificate: taken by new connections only after the reload.
+  put(files.cert_file, {(*next)->client_cert()});
+  put(files.key_file, {(*next)->client_key()});
+  ASSERT_TRUE((*tls)->reload().ok());
+  auto renewed = RedisConnection::connect(address(), 1000ms, 2000ms, login);
+  ASSERT_TRUE(renewed.ok()) << renewed.error().message;
+  // Redis no longer trusts the old CA's clients: the new connection showed the new certificate.
+  put(both, {(*next)->ca()});
+  ASSERT_TRUE((*renewed)->command({"CONFIG", "SET", "tls-ca-cert-file", both}).ok());
+  auto again = RedisConnection::connect(address(), 1000ms, 2000ms, login);
+  ASSERT_TRUE(again.ok()) << "the reloaded certificate is the new CA's: " << again.error().message;
+
+  // A CA file that does not sign Redis's certificate: refused after the reload, and the
+  // connection made before it goes on.
+  put(files.ca_file, {(*next)->ca()});
+  ASSERT_TRUE((*tls)->reload().ok());
+  auto refused = RedisConnection::connect(address(), 1000ms, 2000ms, login);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("certificate verify failed"), std::string::npos) << refused.error().message;
+  auto ping = (*live)->command({"PING"});
+  EXPECT_TRUE(ping.ok()) << "a live connection keeps its context";
+
+  // A bad file: the reload fails by name and the context in use stays (still the new CA's).
+  put(files.ca_file, {certs_->ca()});
+  put(files.key_file, {certs_->client_key()});  // not the key of node.crt
+  auto bad = (*tls)->reload();
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find(files.key_file), std::string::npos) << bad.error().message;
+  auto kept = RedisConnection::connect(address(), 1000ms, 2000ms, login);
+  ASSERT_FALSE(kept.ok()) << "the failed reload replaced the context";
+  EXPECT_NE(kept.error().message.find("certificate verify failed"), std::string::npos) << kept.error().message;
 }
 
 // What is refused, each with its reason, on a thread and in AsyncRedis.
