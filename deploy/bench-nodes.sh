@@ -211,21 +211,12 @@ ternd_args+=("${extra_ternd[@]}")
 cli_tls=()  # redis-cli's TLS options while a TLS set-up runs (redis1tls)
 redis_tls_args=()  # redis-server's
 
-# A CA, a certificate for 127.0.0.1 and a client certificate in $work/certs; sets cli_tls and
+# Certificates in $work/certs (redis-cluster.sh's redis_tls_certs); sets cli_tls and
 # redis_tls_args for the next start_redis.
 make_certs() {
-  local d="$work/certs" ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes) n
-  mkdir -p "$d"
-  openssl req -x509 "${ec[@]}" -keyout "$d/ca.key" -out "$d/ca.crt" -days 2 -subj "/CN=bench CA" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1\n' >"$d/server.ext"; : >"$d/client.ext"
-  for n in server client; do
-    openssl req -new "${ec[@]}" -keyout "$d/$n.key" -out "$d/$n.csr" -subj "/CN=$n" 2>/dev/null
-    openssl x509 -req -in "$d/$n.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -out "$d/$n.crt" -days 2 \
-      -extfile "$d/$n.ext" 2>/dev/null
-  done
-  cli_tls=(--tls --cacert "$d/ca.crt" --cert "$d/client.crt" --key "$d/client.key")
-  redis_tls_args=(--tls-port $rport --tls-cert-file "$d/server.crt" --tls-key-file "$d/server.key"
-                  --tls-ca-cert-file "$d/ca.crt")
+  redis_tls_certs "$work/certs"
+  cli_tls=("${REDIS_CLI_TLS[@]}")
+  redis_tls_args=(--tls-port $rport "${REDIS_SERVER_TLS[@]}")
 }
 redis_pong_any() { redis-cli -p "$1" "${cli_tls[@]}" ping 2>/dev/null | grep -q PONG; }
 
@@ -294,7 +285,7 @@ setup_redis1tls() {
   run redis1tls http://127.0.0.1:$lb "$p" "$rpid" "" $rport ""
   stop "$p"
   stop "$rpid"
-  cli_tls=(); redis_tls_args=()
+  cli_tls=(); redis_tls_args=(); REDIS_CLI_TLS=(); REDIS_SERVER_TLS=()
 }
 
 setup_redis3() {

@@ -1,6 +1,8 @@
 // deploy/local-cluster.sh, the demo of several nodes (issue 10's deploy/), run as a user runs
 // it but on free loopback ports: one redis-server or a Redis Cluster of 3 masters + 3 replicas
-// (`start --redis-cluster`), three ternd nodes on it, Debian's HAProxy in front. A resumable
+// (`start --redis-cluster`), plain or TLS only (`--tls`: the Cluster's bus and replication
+// too, the nodes on rediss:// with a client certificate), three ternd nodes on it, Debian's
+// HAProxy in front. A resumable
 // upload goes through the load balancer chunk by chunk, two devices connected through it land
 // on different nodes, a message sent on one node reaches the device on the other live, a
 // client reconnecting through HAProxy right after the idle node is SIGKILLed is not refused
@@ -36,11 +38,17 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Which Redis the demo starts: one redis-server or a Cluster, plain TCP or TLS only.
+struct DemoRedis {
+  bool cluster;
+  bool tls;
+};
+
 // The demo's processes on ports of their own, in a directory of their own; stopped (and the
 // directory removed) when the test ends, passed or not.
 class Demo {
  public:
-  explicit Demo(bool redis_cluster) : redis_cluster_(redis_cluster) {
+  explicit Demo(DemoRedis redis) : redis_cluster_(redis.cluster), tls_(redis.tls) {
     char tmpl[] = "/tmp/tern-demo-XXXXXX";
     if (::mkdtemp(tmpl)) dir_ = tmpl;
     // Distinct free ports (each was closed again at once: a short race is possible).
@@ -83,7 +91,8 @@ class Demo {
     cmd << "cd '" << dir_ << "' && env TERN_CLUSTER_DIR='" << dir_ << "/cluster' TERND='" << bin
         << "' REDIS_PORT=" << redis_ports_.front() << " TERN_LB_PORT=" << lb_port() << " TERN_NODE_PORTS='"
         << node_port(0) << ' ' << node_port(1) << ' ' << node_port(2) << "' '" << TERN_SOURCE_DIR
-        << "/deploy/local-cluster.sh' " << verb << (verb == "start" && redis_cluster_ ? " --redis-cluster" : "") << " >'" << dir_ << '/' << verb << ".log' 2>&1";
+        << "/deploy/local-cluster.sh' " << verb << (verb == "start" && redis_cluster_ ? " --redis-cluster" : "")
+        << (verb == "start" && tls_ ? " --tls" : "") << " >'" << dir_ << '/' << verb << ".log' 2>&1";
     const int status = std::system(cmd.str().c_str());
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   }
@@ -143,6 +152,12 @@ class Demo {
     in >> pid;
     return static_cast<pid_t>(pid);
   }
+  std::string node_log(size_t i) const {
+    std::ifstream in(dir_ + "/cluster/n" + std::to_string(i + 1) + "/ternd.log");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
   std::string log(const std::string& verb) const {
     std::ifstream in(dir_ + "/" + verb + ".log");
     std::stringstream ss;
@@ -152,18 +167,21 @@ class Demo {
 
  private:
   const bool redis_cluster_;
+  const bool tls_;
   std::string dir_;
   std::vector<uint16_t> ports_;        // HAProxy's, then the three nodes'
   std::vector<uint16_t> redis_ports_;  // one, or the Cluster's six
   bool started_ = false;
 };
 
-// Parameter: a Redis Cluster (`start --redis-cluster`) or one redis-server.
-class DeployDemo : public ::testing::TestWithParam<bool> {};
+// Parameter: one redis-server, a Redis Cluster (`start --redis-cluster`), or a Cluster that
+// speaks TLS only (`--redis-cluster --tls`).
+class DeployDemo : public ::testing::TestWithParam<DemoRedis> {};
 
-INSTANTIATE_TEST_SUITE_P(Redis, DeployDemo, ::testing::Values(false, true),
-                         [](const ::testing::TestParamInfo<bool>& info) {
-                           return std::string(info.param ? "Cluster" : "OneServer");
+INSTANTIATE_TEST_SUITE_P(Redis, DeployDemo,
+                         ::testing::Values(DemoRedis{false, false}, DemoRedis{true, false}, DemoRedis{true, true}),
+                         [](const ::testing::TestParamInfo<DemoRedis>& info) {
+                           return std::string(info.param.cluster ? "Cluster" : "OneServer") + (info.param.tls ? "Tls" : "");
                          });
 
 TEST_P(DeployDemo, ThreeNodesBehindHAProxyDeliverAcrossNodesAndStopEndsThem) {
@@ -173,6 +191,9 @@ TEST_P(DeployDemo, ThreeNodesBehindHAProxyDeliverAcrossNodesAndStopEndsThem) {
   EXPECT_NE(demo.log("start").find("up: http://127.0.0.1:" + std::to_string(demo.lb_port())), std::string::npos)
       << demo.log("start");
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(Api(demo.node_port(i)).healthz().status, 200) << "node " << i + 1;
+  // Every node logged in with the demo's password, over TLS when asked for.
+  const std::string login = GetParam().tls ? "auth=password tls=on" : "auth=password tls=off";
+  for (size_t i = 0; i < 3; ++i) EXPECT_NE(demo.node_log(i).find(login), std::string::npos) << demo.node_log(i);
   // HAProxy puts a node in rotation after two passed checks (`rise 2`, `inter 1s`): the
   // load balancer answers once at least one has.
   Api lb(demo.lb_port());
