@@ -59,17 +59,34 @@ std::vector<std::string> node_args(const std::string& url, const std::string& no
   return v;
 }
 
+// alice registered on node a, bob on node b, and their direct conversation; connect() puts
+// alice's device on a and bob's on b, synced.
+struct Across {
+  Across(Node& a, Node& b)
+      : alice(a.api->must_register("alice")),
+        bob(b.api->must_register("bob")),
+        conv(a.api->must_direct(alice.token, "bob")),
+        da(alice),
+        db(bob) {}
+  void connect(Node& a, Node& b) {
+    ASSERT_EQ(da.connect(a.server->port()), 101);
+    ASSERT_TRUE(da.until_synced());
+    ASSERT_EQ(db.connect(b.server->port()), 101);
+    ASSERT_TRUE(db.until_synced());
+  }
+  Account alice, bob;
+  std::string conv;
+  Device da, db;
+};
+
 // alice on node a and bob on node b: messages cross both ways live (the store's commits, the
 // bus's publishes and its subscription), and typing too.
 void expect_live_across(Node& a, Node& b) {
-  Account alice = a.api->must_register("alice");
-  Account bob = b.api->must_register("bob");
-  const std::string conv = a.api->must_direct(alice.token, "bob");
-  Device da(alice), db(bob);
-  ASSERT_EQ(da.connect(a.server->port()), 101);
-  ASSERT_TRUE(da.until_synced());
-  ASSERT_EQ(db.connect(b.server->port()), 101);
-  ASSERT_TRUE(db.until_synced());
+  Across p(a, b);
+  ASSERT_NO_FATAL_FAILURE(p.connect(a, b));
+  const std::string& conv = p.conv;
+  Device& da = p.da;
+  Device& db = p.db;
   for (int i = 1; i <= 3; ++i) {
     const Seq s = da.must_send(conv, "m" + std::to_string(i), "across");
     auto m = db.read_until([&](const json::object& o) { return type_of(o) == "message" && seq_of(o) == s; }, ms(5000));
@@ -199,6 +216,19 @@ TEST(RedisLogin, AWrongPasswordOrNoneStopsTerndAtStartWithRedisReason) {
   EXPECT_NE(with_empty.log_tail().find("is empty"), std::string::npos) << with_empty.log_tail();
 }
 
+// A redis-server that speaks TLS only with `certs`' server certificate and asks for a client
+// certificate signed by their CA (and `password`, if any); fails the test if it does not start.
+std::unique_ptr<RedisServer> tls_redis(const store::redis::testing::TestCerts& certs, const std::string& password = "") {
+  auto client = store::redis::RedisTls::create({certs.ca(), certs.client_cert(), certs.client_key()});
+  EXPECT_TRUE(client.ok()) << client.error().message;
+  if (!client) return nullptr;
+  auto redis = std::make_unique<RedisServer>(std::vector<std::string>{}, RedisCredentials{"", password, *client});
+  redis->serve_tls(certs);
+  auto started = redis->start();
+  EXPECT_TRUE(started.ok()) << started.error().message;
+  return started.ok() ? std::move(redis) : nullptr;
+}
+
 // TLS: a redis-server that speaks TLS only (its port takes nothing else) and asks for a
 // client certificate, with a password on top. Two nodes on rediss:// with the CA, their
 // certificate and the password file deliver across each other live; the log says TLS is on.
@@ -206,11 +236,9 @@ TEST(RedisTls, TwoNodesOverTlsWithAClientCertificateDeliverAcrossThemLive) {
   auto certs = store::redis::testing::TestCerts::make();
   ASSERT_TRUE(certs.ok()) << certs.error().message;
   const std::string password = "over-tls-Pw9";
-  auto client = store::redis::RedisTls::create({(*certs)->ca(), (*certs)->client_cert(), (*certs)->client_key()});
-  ASSERT_TRUE(client.ok()) << client.error().message;
-  RedisServer redis({}, RedisCredentials{"", password, *client});
-  redis.serve_tls(**certs);
-  ASSERT_TRUE(redis.start().ok());
+  auto redis_server = tls_redis(**certs, password);
+  ASSERT_TRUE(redis_server);
+  const RedisServer& redis = *redis_server;
   ASSERT_EQ(redis.url().rfind("rediss://", 0), 0u);
   SecretFile file(password);
   const std::vector<std::string> tls = {"--redis-password-file", file.path(), "--redis-tls-ca", (*certs)->ca(),
@@ -236,15 +264,13 @@ TEST(RedisTls, ASighupRotatesTheNodesCertificateForTheConnectionsItMakesNext) {
   ASSERT_TRUE(certs.ok() && next.ok());
   auto old_client = store::redis::RedisTls::create({(*certs)->ca(), (*certs)->client_cert(), (*certs)->client_key()});
   ASSERT_TRUE(old_client.ok());
-  RedisServer redis({}, RedisCredentials{"", "", *old_client});
-  redis.serve_tls(**certs);
-  ASSERT_TRUE(redis.start().ok());
+  auto redis_server = tls_redis(**certs);
+  ASSERT_TRUE(redis_server);
+  const RedisServer& redis = *redis_server;
   const std::string dir = (*certs)->dir() + "/node";
   ASSERT_TRUE(std::filesystem::create_directory(dir));
   auto put = [](const std::string& to, const std::vector<std::string>& from) {
-    std::ofstream out(to, std::ios::trunc);
-    for (const auto& f : from) out << std::ifstream(f).rdbuf();
-    ASSERT_TRUE(out.good()) << to;
+    ASSERT_TRUE(store::redis::testing::TestCerts::concatenate(to, from)) << to;
   };
   const std::string ca = dir + "/redis-ca.crt", cert = dir + "/node.crt", key = dir + "/node.key";
   put(ca, {(*certs)->ca()});
@@ -254,18 +280,12 @@ TEST(RedisTls, ASighupRotatesTheNodesCertificateForTheConnectionsItMakesNext) {
   Node a, b;
   for (auto [n, name] : {std::pair{&a, "a"}, std::pair{&b, "b"}})
     ASSERT_NO_FATAL_FAILURE(start_on(*n, node_args(redis.url(), name, tls)));
-  Account alice = a.api->must_register("alice");
-  Account bob = b.api->must_register("bob");
-  const std::string conv = a.api->must_direct(alice.token, "bob");
-  Device da(alice), db(bob);
-  ASSERT_EQ(da.connect(a.server->port()), 101);
-  ASSERT_TRUE(da.until_synced());
-  ASSERT_EQ(db.connect(b.server->port()), 101);
-  ASSERT_TRUE(db.until_synced());
+  Across p(a, b);
+  ASSERT_NO_FATAL_FAILURE(p.connect(a, b));
   auto crosses = [&](const std::string& id) {
-    const Seq s = send_retrying(da, conv, id);
+    const Seq s = send_retrying(p.da, p.conv, id);
     ASSERT_NE(s, 0u) << id << " never got sent";
-    ASSERT_TRUE(db.read_until([&](const json::object& o) { return type_of(o) == "message" && seq_of(o) == s; }, ms(5000)))
+    ASSERT_TRUE(p.db.read_until([&](const json::object& o) { return type_of(o) == "message" && seq_of(o) == s; }, ms(5000)))
         << id << " did not cross nodes live";
   };
   ASSERT_NO_FATAL_FAILURE(crosses("before"));
@@ -308,11 +328,9 @@ TEST(RedisTls, ATlsSetUpThatDoesNotHoldStopsTerndAtStart) {
   auto certs = store::redis::testing::TestCerts::make();
   auto other = store::redis::testing::TestCerts::make();
   ASSERT_TRUE(certs.ok() && other.ok());
-  auto client = store::redis::RedisTls::create({(*certs)->ca(), (*certs)->client_cert(), (*certs)->client_key()});
-  ASSERT_TRUE(client.ok());
-  RedisServer redis({}, RedisCredentials{"", "", *client});
-  redis.serve_tls(**certs);
-  ASSERT_TRUE(redis.start().ok());
+  auto redis_server = tls_redis(**certs);
+  ASSERT_TRUE(redis_server);
+  const RedisServer& redis = *redis_server;
 
   TestServer untrusted(node_args(redis.url(), "a", {"--redis-tls-ca", (*other)->ca(), "--redis-tls-cert",
                                                     (*certs)->client_cert(), "--redis-tls-key", (*certs)->client_key()}));

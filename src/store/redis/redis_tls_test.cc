@@ -12,7 +12,6 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <set>
@@ -170,9 +169,7 @@ TEST_F(RedisTlsTest, AReloadTakesTheFilesAsTheyAreNowForTheConnectionsMadeAfterI
   ASSERT_EQ(::mkdir(dir.c_str(), 0700), 0);
   const RedisTlsFiles files{dir + "/ca.crt", dir + "/node.crt", dir + "/node.key"};
   auto put = [](const std::string& to, const std::vector<std::string>& from) {
-    std::ofstream out(to, std::ios::trunc);
-    for (const auto& f : from) out << std::ifstream(f).rdbuf();
-    ASSERT_TRUE(out.good()) << to;
+    ASSERT_TRUE(TestCerts::concatenate(to, from)) << to;
   };
   put(files.ca_file, {certs_->ca()});
   put(files.cert_file, {certs_->client_cert()});

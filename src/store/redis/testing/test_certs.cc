@@ -55,6 +55,16 @@ Result<std::unique_ptr<TestCerts>> TestCerts::make(const std::string& server_nam
   return certs;
 }
 
+bool TestCerts::concatenate(const std::string& to, const std::vector<std::string>& from) {
+  std::ofstream out(to, std::ios::trunc);
+  for (const auto& f : from) {
+    std::ifstream in(f);
+    if (!in || !(out << in.rdbuf())) return false;
+  }
+  out.close();
+  return out.good();
+}
+
 TestCerts::~TestCerts() {
   std::error_code ec;
   std::filesystem::remove_all(dir_, ec);

@@ -6,6 +6,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 
@@ -26,6 +27,11 @@ class TestCerts {
   std::string server_key() const { return dir_ + "/server.key"; }
   std::string client_cert() const { return dir_ + "/client.crt"; }
   std::string client_key() const { return dir_ + "/client.key"; }
+
+  // Writes the files `from`, one after the other, into `to` (replaced): a CA file holding two
+  // CAs, or a node's certificate swapped for another. False if a file could not be read or
+  // `to` written.
+  static bool concatenate(const std::string& to, const std::vector<std::string>& from);
 
  private:
   explicit TestCerts(std::string dir) : dir_(std::move(dir)) {}
