@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "base/clock.h"
+#include "base/metrics.h"
 #include "base/thread_name.h"
 #include "bus/local/local_bus.h"
 #include "bus/redis/redis_bus.h"
@@ -19,6 +20,31 @@
 #include "store/rocksdb/rocksdb_store.h"
 
 namespace tern::server {
+namespace {
+
+// A warning this long before the client certificate of TLS to Redis expires (at each start
+// and SIGHUP): an expired one makes every new connection to Redis fail its handshake.
+constexpr int64_t kCertWarnAhead = 14 * 24 * 3600;
+
+Gauge& redis_cert_expiry = MetricsRegistry::global().gauge(
+    "tern_redis_tls_client_cert_expiry_timestamp_seconds",
+    "When the client certificate shown to Redis expires (Unix seconds; 0: none)");
+
+// Exports when the node's client certificate for Redis expires, and warns ahead.
+void note_redis_cert_expiry(const store::redis::RedisTls& tls) {
+  const std::optional<int64_t> not_after = tls.client_cert_not_after();
+  redis_cert_expiry.set(not_after.value_or(0));
+  if (!not_after) return;
+  const int64_t left = *not_after - now_ms() / 1000;
+  if (left <= 0)
+    spdlog::error("event=redis_tls_cert_expired cert={} hint=\"new connections to Redis fail: renew it and send SIGHUP\"",
+                  tls.files().cert_file);
+  else if (left < kCertWarnAhead)
+    spdlog::warn("event=redis_tls_cert_expires_soon cert={} days_left={} hint=\"renew it and send SIGHUP\"",
+                 tls.files().cert_file, left / 86400);
+}
+
+}  // namespace
 
 Server::Server(ServerOptions options) : options_(std::move(options)) {}
 
@@ -58,6 +84,7 @@ Result<uint16_t> Server::start() {
                  options_.redis_credentials.empty() ? "none" : options_.redis_credentials.user.empty() ? "password" : "user",
                  options_.redis_credentials.tls ? "on" : "off",
                  options_.node_id.empty() ? options_.listen : options_.node_id, options_.redis_wait_replicas);
+    if (options_.redis_tls) note_redis_cert_expiry(*options_.redis_tls);
     // Redis holds every token hash and message frame: one that lets anyone in is worth a line
     // at every start (docs/scaling.md, "Logging in to Redis").
     if (options_.redis_credentials.empty())
@@ -200,6 +227,7 @@ void Server::wait_reload_signal() {
       else
         spdlog::info("event=redis_tls_reloaded ca={} cert={}", f.ca_file.empty() ? "system" : f.ca_file,
                      f.cert_file.empty() ? "none" : f.cert_file);
+      note_redis_cert_expiry(*options_.redis_tls);
     }
     wait_reload_signal();
   });

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -251,6 +252,14 @@ TEST(RedisTls, TwoNodesOverTlsWithAClientCertificateDeliverAcrossThemLive) {
     EXPECT_TRUE(n->server->await_log("tls=on")) << n->server->log_tail();
     EXPECT_EQ(n->server->log_tail(1 << 20).find(password), std::string::npos) << "the password is in the log";
   }
+  // The test certificates expire in 2 days: exported, and warned of (less than 14 days left).
+  Account carol = a.api->must_register("carol");
+  const double expiry = metric(a, carol, "tern_redis_tls_client_cert_expiry_timestamp_seconds");
+  const double now = static_cast<double>(std::time(nullptr));
+  EXPECT_GT(expiry, now + 86400);
+  EXPECT_LE(expiry, now + 2 * 86400 + 60);
+  EXPECT_TRUE(a.server->await_log("event=redis_tls_cert_expires_soon cert=" + (*certs)->client_cert() + " days_left="))
+      << a.server->log_tail();
 }
 
 // Rotating the node's certificate without a restart (docs/scaling.md "TLS to Redis"): Redis

@@ -6,6 +6,7 @@
 #include <openssl/x509v3.h>
 
 #include <csignal>
+#include <ctime>
 #include <mutex>
 
 namespace tern::store::redis {
@@ -73,6 +74,15 @@ Result<void> RedisTls::reload() {
 }
 
 RedisTls::~RedisTls() { SSL_CTX_free(ctx_); }
+
+std::optional<int64_t> RedisTls::client_cert_not_after() const {
+  std::lock_guard lock(mu_);
+  const X509* cert = SSL_CTX_get0_certificate(ctx_);
+  if (!cert) return std::nullopt;
+  std::tm tm{};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) != 1) return std::nullopt;
+  return static_cast<int64_t>(::timegm(&tm));
+}
 
 SSL* RedisTls::new_ssl(const std::string& host) const {
   SSL* ssl;

@@ -15,8 +15,10 @@
 // Threading: new_ssl() and reload() from any thread; a mutex guards the current SSL_CTX (both
 // run when a connection is made or on a signal, never per command).
 #pragma once
+#include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "base/result.h"
@@ -45,6 +47,9 @@ class RedisTls {
   // stays: connections go on being made as before.
   Result<void> reload();
   const RedisTlsFiles& files() const { return files_; }
+  // When the client certificate in use stops being valid (its notAfter, Unix seconds); none
+  // without a client certificate. ternd exports it and warns ahead (server.cc).
+  std::optional<int64_t> client_cert_not_after() const;
 
   // A client SSL object for a connection to `host` (an IP address or a DNS name): its
   // certificate must name it (SNI is sent for a DNS name). Null when OpenSSL is out of memory.

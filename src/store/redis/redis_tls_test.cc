@@ -12,6 +12,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 
+#include <ctime>
 #include <memory>
 #include <optional>
 #include <set>
@@ -98,6 +99,23 @@ TEST(RedisTlsFilesTest, MissingOrMismatchedFilesAreRefusedByName) {
   ASSERT_FALSE(mismatched.ok());
   EXPECT_NE(mismatched.error().message.find("mismatch"), std::string::npos) << mismatched.error().message;
   EXPECT_NE(mismatched.error().message.find("client key"), std::string::npos) << mismatched.error().message;
+}
+
+// When the client certificate expires (ternd exports it and warns ahead): the test CA's
+// certificates are valid for 2 days from now; none without a client certificate.
+TEST(RedisTlsFilesTest, TheClientCertificatesExpiryIsKnown) {
+  auto certs = TestCerts::make();
+  ASSERT_TRUE(certs.ok());
+  auto tls = RedisTls::create({(*certs)->ca(), (*certs)->client_cert(), (*certs)->client_key()});
+  ASSERT_TRUE(tls.ok()) << tls.error().message;
+  const auto not_after = (*tls)->client_cert_not_after();
+  ASSERT_TRUE(not_after.has_value());
+  const int64_t now = static_cast<int64_t>(std::time(nullptr));
+  EXPECT_GT(*not_after, now + 86400);
+  EXPECT_LE(*not_after, now + 2 * 86400 + 60);
+  auto anonymous = RedisTls::create({(*certs)->ca(), "", ""});
+  ASSERT_TRUE(anonymous.ok());
+  EXPECT_FALSE((*anonymous)->client_cert_not_after().has_value());
 }
 
 TEST_F(RedisTlsTest, AConnectionOnAThreadSpeaksTlsAndLogsIn) {
