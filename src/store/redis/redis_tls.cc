@@ -5,7 +5,6 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include <csignal>
 #include <ctime>
 #include <mutex>
 
@@ -53,8 +52,6 @@ Result<SSL_CTX*> RedisTls::load(const RedisTlsFiles& files) {
 }
 
 Result<std::shared_ptr<RedisTls>> RedisTls::create(const RedisTlsFiles& files) {
-  static std::once_flag sigpipe;
-  std::call_once(sigpipe, [] { ::signal(SIGPIPE, SIG_IGN); });
   auto ctx = load(files);
   if (!ctx) return ctx.error();
   return std::shared_ptr<RedisTls>(new RedisTls(files, *ctx));

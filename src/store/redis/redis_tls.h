@@ -37,7 +37,9 @@ struct RedisTlsFiles {
 class RedisTls {
  public:
   // Loads the files. Errors (kInvalidArgument) name the file and OpenSSL's reason, never key
-  // material. Sets SIGPIPE to be ignored in the process (OpenSSL's socket writes raise it).
+  // material. (OpenSSL's writes on a socket can raise SIGPIPE: RedisConnection::connect, which
+  // runs TLS on its socket, ignores it process-wide; AsyncRedis's asio stream sends with
+  // MSG_NOSIGNAL.)
   static Result<std::shared_ptr<RedisTls>> create(const RedisTlsFiles& files);
   ~RedisTls();
   RedisTls(const RedisTls&) = delete;
