@@ -152,20 +152,18 @@ class Demo {
     in >> pid;
     return static_cast<pid_t>(pid);
   }
-  std::string node_log(size_t i) const {
-    std::ifstream in(dir_ + "/cluster/n" + std::to_string(i + 1) + "/ternd.log");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-  std::string log(const std::string& verb) const {
-    std::ifstream in(dir_ + "/" + verb + ".log");
+  // Node i's log, and the output of the script's `verb` ("" if there is none).
+  std::string node_log(size_t i) const { return contents(dir_ + "/cluster/n" + std::to_string(i + 1) + "/ternd.log"); }
+  std::string log(const std::string& verb) const { return contents(dir_ + "/" + verb + ".log"); }
+
+ private:
+  static std::string contents(const std::string& path) {
+    std::ifstream in(path);
     std::stringstream ss;
     ss << in.rdbuf();
     return ss.str();
   }
 
- private:
   const bool redis_cluster_;
   const bool tls_;
   std::string dir_;
