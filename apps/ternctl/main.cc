@@ -1,4 +1,4 @@
-// ternctl: the operator's tool for ternd's admin endpoint (issue 12; docs/protocol.md §15).
+// ternctl: the operator's tool for ternd's admin endpoint (issue 12; docs/protocol.md §16).
 //   ternctl [--admin URL] [--token-file FILE] COMMAND ...
 //   users [--after NAME] [--limit N]   list users
 //   user NAME                          devices, last seen, flags
@@ -7,6 +7,7 @@
 //   revoke NAME DEVICE                 revoke one device
 //   reports [--after ID] [--limit N]   abuse reports
 //   stats                              live figures
+//   nodes                              the nodes sharing the store, as this node sees them
 // Prints the endpoint's JSON answer on stdout; exits 0 on success, 1 on an error answer or a
 // network failure (the reason on stderr), 2 on bad usage. The token is read from a file (never
 // a flag: flags show in `ps`). Single-threaded.
@@ -77,6 +78,7 @@ int main(int argc, char** argv) {
   reports->add_option("--after", after, "report id to start after");
   reports->add_option("--limit", limit, "page size (1-1000)");
   auto* stats = app.add_subcommand("stats", "live figures: connections, messages/s, commit latency, queues");
+  auto* nodes = app.add_subcommand("nodes", "the nodes sharing the store (Redis mode), as this node sees them");
   CLI11_PARSE(app, argc, argv);
 
   std::ifstream in(token_file);
@@ -99,5 +101,6 @@ int main(int argc, char** argv) {
   if (*revoke) return call(admin, token, "DELETE", base + "users/" + name + "/devices/" + std::to_string(device));
   if (*reports) return call(admin, token, "GET", base + "reports?" + page);
   if (*stats) return call(admin, token, "GET", base + "stats");
+  if (*nodes) return call(admin, token, "GET", base + "nodes");
   return 2;
 }

@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/ids.h"
@@ -52,6 +53,19 @@ class Endpoint {
   // (to an older connection of the device on another node, which had not heard of this one
   // yet): read the inbox again and catch up. Any thread. Default: nothing to catch up.
   virtual void missed() {}
+};
+
+// What a node knows of the nodes that share its store (the admin API's GET /admin/v1/nodes).
+struct NodesView {
+  bool shared = false;  // a bus across nodes (RedisBus); false: this node alone (LocalBus)
+  std::string self;  // this node's id on the bus (--node-id); empty for a node alone
+  bool subscribed = true;  // other nodes' events reach this node now
+  int64_t listed_ms_ago = -1;  // age of the last list of live nodes read; -1: none read yet
+  std::vector<std::string> live;  // sorted: the nodes connected to the bus at the last look
+  std::vector<std::string> leaving;  // sorted: those of them that announced they are stopping
+  // Nodes this node does not forward sends to for now (they did not answer one in time),
+  // with the milliseconds left.
+  std::vector<std::pair<std::string, int64_t>> suspected;
 };
 
 class Bus {
@@ -195,6 +209,8 @@ class Bus {
   // Stops cross-node delivery (its threads are joined; nothing reaches the sink afterwards);
   // local calls keep working. Called by the composition root before the services go.
   virtual void stop() {}
+  // This node's view of the nodes on its store (admin). Default: a node alone.
+  virtual NodesView nodes() const { return {}; }
   // Closes the device's connection if attached (its endpoint is told replaced(); admin
   // revocation and suspension). The endpoint detaches itself as it closes.
   virtual void disconnect(const DeviceRef& device) = 0;

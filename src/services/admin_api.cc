@@ -3,6 +3,7 @@
 #include <sodium.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <charconv>
 
 #include "base/clock.h"
@@ -80,6 +81,7 @@ void AdminApi::handle(gateway::HttpRequest req, gateway::HttpReply reply) {
   if (req.path == "/admin/v1/users" && m == "GET") return list_users(req, std::move(reply));
   if (req.path == "/admin/v1/reports" && m == "GET") return reports(req, std::move(reply));
   if (req.path == "/admin/v1/stats" && m == "GET") return stats(std::move(reply));
+  if (req.path == "/admin/v1/nodes" && m == "GET") return nodes(std::move(reply));
   std::string name, rest;
   if (split_user_path(req.path, name, rest)) {
     if (rest.empty() && m == "GET") return user(name, std::move(reply));
@@ -252,6 +254,27 @@ void AdminApi::stats(gateway::HttpReply reply) {
   json::object queues{{"commit", ctx_.committer.pending()}};
   if (queues_) queues_(queues);
   out["queues"] = std::move(queues);
+  reply(json_response(200, out));
+}
+
+void AdminApi::nodes(gateway::HttpReply reply) {
+  const bus::NodesView v = ctx_.bus.nodes();
+  json::object out;
+  out["shared"] = v.shared;
+  out["node"] = v.self;
+  out["subscribed"] = v.subscribed;
+  out["listed_ms_ago"] = v.listed_ms_ago;
+  json::array nodes;
+  for (const auto& n : v.live) {
+    int64_t suspected_ms = 0;
+    for (const auto& [node, left] : v.suspected)
+      if (node == n) suspected_ms = left;
+    nodes.push_back(json::object{{"node", n},
+                                 {"self", n == v.self},
+                                 {"leaving", std::binary_search(v.leaving.begin(), v.leaving.end(), n)},
+                                 {"suspected_ms", suspected_ms}});
+  }
+  out["nodes"] = std::move(nodes);
   reply(json_response(200, out));
 }
 

@@ -1,7 +1,7 @@
 // The admin endpoint (issue 12): what an operator needs, on its own listener (ternd
 // --admin-listen, keep it on loopback) and always behind the admin token
 // (--admin-token-file; `Authorization: Bearer <token>`, compared by hash in constant time).
-// Routes (JSON; docs/protocol.md §15):
+// Routes (JSON; docs/protocol.md §16):
 //   GET    /admin/v1/users?after=&limit=         list users
 //   GET    /admin/v1/users/{user}                devices (online, push), last seen, flags, blocks
 //   POST   /admin/v1/users/{user}/suspend        refuse its tokens, disconnect its devices now
@@ -11,6 +11,7 @@
 //   DELETE /admin/v1/users/{user}/devices/{n}    revoke one device (token gone, disconnected)
 //   GET    /admin/v1/reports?after=&limit=       abuse reports, oldest first
 //   GET    /admin/v1/stats                       live figures
+//   GET    /admin/v1/nodes                       the nodes sharing the store, as this node sees them
 // Every call is logged (event=admin_action: who = admin key id + address, what, when; never
 // message content or report bodies); refused calls too (event=admin_refused).
 //
@@ -49,6 +50,7 @@ class AdminApi final : public gateway::ServiceInterface {
   void revoke(const std::string& name, uint32_t device, const std::string& who, gateway::HttpReply reply);
   void reports(const gateway::HttpRequest& req, gateway::HttpReply reply);
   void stats(gateway::HttpReply reply);
+  void nodes(gateway::HttpReply reply);
   void disconnect_all(const std::string& name);
 
   ServiceContext& ctx_;

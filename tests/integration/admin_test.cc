@@ -3,64 +3,40 @@
 // tokens refused), every action logged without message content.
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
-
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 
+#include "support/admin_tool.h"
 #include "support/server_test.h"
 
 namespace tern::test {
 namespace {
 
-constexpr const char* kToken = "admin-token-for-tests-0123456789";
+constexpr const char* kToken = kAdminToken;
 
 class Admin : public ServerTest {
  protected:
-  void SetUp() override {
-    token_file_ = std::filesystem::temp_directory_path() / ("tern-admin-" + std::to_string(::getpid()) + ".token");
-    std::ofstream(token_file_) << kToken << "\n";
-  }
-  void TearDown() override {
-    ServerTest::TearDown();
-    std::filesystem::remove(token_file_);
-  }
   void start() {
-    ASSERT_NO_FATAL_FAILURE(start_server({"--admin-listen", "127.0.0.1:0", "--admin-token-file", token_file_.string()}));
-    // The admin port is in the log ("event=admin_listening ... port=N"), written before "listening".
-    std::smatch m;
-    const std::string log = server_->log_tail(100000);
-    ASSERT_TRUE(std::regex_search(log, m, std::regex("event=admin_listening address=127.0.0.1 port=([0-9]+)"))) << log;
-    admin_port_ = static_cast<uint16_t>(std::stoi(m[1]));
+    ASSERT_NO_FATAL_FAILURE(start_server(token_file_.ternd_args()));
+    admin_port_ = admin_port_in_log(server_->log_tail(100000));
+    ASSERT_NE(admin_port_, 0);
   }
   HttpResult admin(std::string_view method, std::string_view target, std::string_view token = kToken) {
     return http_request(admin_port_, method, target, std::nullopt, token);
   }
   // Runs ternctl with `args`; returns its exit code and stdout.
   std::pair<int, std::string> ternctl(const std::string& args, const std::string& token_file = {}) {
-    const char* dir = std::getenv("TERN_BIN_DIR");
-    const std::string bin = std::string(dir ? dir : "build/bin") + "/ternctl";
-    const std::string cmd = bin + " --admin http://127.0.0.1:" + std::to_string(admin_port_) + " --token-file " +
-                            (token_file.empty() ? token_file_.string() : token_file) + " " + args + " 2>/dev/null";
-    std::string out;
-    FILE* p = ::popen(cmd.c_str(), "r");
-    if (!p) return {-1, ""};
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    const int status = ::pclose(p);
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+    return run_ternctl(admin_port_, token_file.empty() ? token_file_.path().string() : token_file, args);
   }
-  std::filesystem::path token_file_;
+  AdminTokenFile token_file_;
   uint16_t admin_port_ = 0;
 };
 
 TEST_F(Admin, RefusedWithoutTheTokenAndNotServedOnThePublicPort) {
   ASSERT_NO_FATAL_FAILURE(start());
   Account alice = api().must_register("alice");
-  for (const char* path : {"/admin/v1/users", "/admin/v1/stats", "/admin/v1/reports", "/admin/v1/users/alice"}) {
+  for (const char* path : {"/admin/v1/users", "/admin/v1/stats", "/admin/v1/nodes", "/admin/v1/reports",
+                           "/admin/v1/users/alice"}) {
     EXPECT_EQ(admin("GET", path, "").status, 401) << path;
     EXPECT_EQ(admin("GET", path, "wrong-token-wrong-token-wrong").status, 401) << path;
     EXPECT_EQ(admin("GET", path, alice.token).status, 401) << path << ": a device token is no admin token";
@@ -225,6 +201,33 @@ TEST_F(Admin, StatsShowLiveFigures) {
   EXPECT_GT(s.at("messages_per_sec").to_number<double>(), 0.0) << out;
   EXPECT_GT(s.at("commit_latency_ms").to_number<double>(), 0.0) << out;
   EXPECT_TRUE(s.at("queues").as_object().contains("commit")) << out;
+}
+
+// GET /admin/v1/nodes on one node: on the embedded store it shares with none; on Redis it is
+// the one node connected to the bus (the multi-node listing: RedisNodes.* in redis_test.cc).
+TEST_F(Admin, NodesShowsTheNodesSharingTheStore) {
+  ASSERT_NO_FATAL_FAILURE(start());
+  auto [rc, out] = ternctl("nodes");
+  ASSERT_EQ(rc, 0) << out;
+  auto v = json::parse(out).as_object();
+  if (!on_redis_backend()) {
+    EXPECT_FALSE(v.at("shared").as_bool()) << out;
+    EXPECT_TRUE(v.at("nodes").as_array().empty()) << out;
+    EXPECT_TRUE(v.at("subscribed").as_bool()) << out;
+    return;
+  }
+  EXPECT_TRUE(v.at("shared").as_bool()) << out;
+  const std::string self = jstr(v, "node");
+  EXPECT_FALSE(self.empty()) << out;
+  // The bus lists the live nodes every 500 ms, the first time as it starts, maybe before its
+  // own subscription is made: await a list that holds this node (at most 10 s).
+  for (int i = 0; i < 100 && v.at("nodes").as_array().empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    v = admin("GET", "/admin/v1/nodes").obj();
+  }
+  EXPECT_TRUE(v.at("subscribed").as_bool()) << out;
+  ASSERT_GE(jint(v, "listed_ms_ago"), 0) << dump(v);
+  EXPECT_EQ(dump(v.at("nodes")), R"([{"node":")" + self + R"(","self":true,"leaving":false,"suspected_ms":0}])");
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "store/redis/testing/redis_server.h"
+#include "support/admin_tool.h"
 #include "support/key_install.h"
 #include "support/server_test.h"
 #include "integration/redis_nodes.h"
@@ -581,7 +582,8 @@ TEST_F(RedisTest, ClientsOfAKilledNodeReconnectToAnotherAndLoseNothing) {
 TEST_F(RedisTest, AHungOwnerNodeCostsOneTimeoutThenItsConversationsMoveOn) {
   Account alice, bob;
   std::string group;
-  ASSERT_NO_FATAL_FAILURE(group_sequenced_on_a(alice, bob, group));
+  AdminTokenFile admin;
+  ASSERT_NO_FATAL_FAILURE(group_sequenced_on_a(alice, bob, group, admin.ternd_args()));
   Device db(bob);
   ASSERT_EQ(db.connect(b_.server->port()), 101);
   ASSERT_TRUE(db.until_synced());
@@ -606,6 +608,15 @@ TEST_F(RedisTest, AHungOwnerNodeCostsOneTimeoutThenItsConversationsMoveOn) {
   ASSERT_TRUE(again);
   ASSERT_EQ(type_of(*again), "sent") << dump(*again);
   EXPECT_EQ(seq_of(*again), before + 1);
+  // The operator sees it on node b (ternctl nodes): a still connected, and suspected.
+  auto [rc, out] = run_ternctl(admin_port_in_log(b_.server->log_tail(1000000)), admin.path().string(), "nodes");
+  ASSERT_EQ(rc, 0) << out;
+  const auto listed = json::parse(out).as_object();
+  const auto& nodes = listed.at("nodes").as_array();
+  ASSERT_EQ(nodes.size(), 2u) << out;
+  EXPECT_EQ(jstr(nodes[0].as_object(), "node"), "a") << out;
+  EXPECT_GT(jint(nodes[0].as_object(), "suspected_ms"), 0) << out;
+  EXPECT_EQ(jint(nodes[1].as_object(), "suspected_ms"), 0) << out;
 
   // Node a resumes and handles the forwarded send it had not read: the idempotency record
   // makes it the same message, not a second one.
@@ -615,6 +626,45 @@ TEST_F(RedisTest, AHungOwnerNodeCostsOneTimeoutThenItsConversationsMoveOn) {
     std::this_thread::sleep_for(ms(50));
   EXPECT_EQ(metric(a_, alice, "tern_sends_served_total"), 2) << "node a never handled the forwarded send";
   expect_log_matches(b_, bob, group, {{"before", before}, {"during", before + 1}});
+}
+
+// GET /admin/v1/nodes (ternctl nodes) on one node lists every node connected to the bus, and
+// a node SIGKILLed leaves the list at the next liveness check.
+TEST_F(RedisTest, TheAdminListingOfNodesFollowsANodeThatDies) {
+  AdminTokenFile admin;
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a", admin.ternd_args()));
+  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b"));
+  ASSERT_NO_FATAL_FAILURE(start_node(c_, redis_, "c"));
+  const uint16_t port = admin_port_in_log(a_.server->log_tail(1000000));
+  ASSERT_NE(port, 0);
+  // The listing as ternctl prints it, its node names; awaited (at most 10 s).
+  std::string out;
+  auto listed_names = [&] {
+    auto [rc, text] = run_ternctl(port, admin.path().string(), "nodes");
+    EXPECT_EQ(rc, 0) << text;
+    out = text;
+    std::vector<std::string> names;
+    if (rc != 0) return names;
+    const json::value v = json::parse(text);
+    for (const auto& n : v.at("nodes").as_array()) names.push_back(jstr(n.as_object(), "node"));
+    return names;
+  };
+  auto await_names = [&](const std::vector<std::string>& want) {
+    for (int i = 0; i < 100; ++i) {
+      if (listed_names() == want) return true;
+      std::this_thread::sleep_for(ms(100));
+    }
+    return false;
+  };
+  ASSERT_TRUE(await_names({"a", "b", "c"})) << out;
+  const auto v = json::parse(out).as_object();
+  EXPECT_EQ(jstr(v, "node"), "a");
+  EXPECT_TRUE(v.at("shared").as_bool());
+  EXPECT_TRUE(v.at("subscribed").as_bool());
+  EXPECT_EQ(dump(v.at("nodes").as_array()[0]), R"({"node":"a","self":true,"leaving":false,"suspected_ms":0})");
+  EXPECT_EQ(dump(v.at("nodes").as_array()[2]), R"({"node":"c","self":false,"leaving":false,"suspected_ms":0})");
+  c_.server->kill();
+  EXPECT_TRUE(await_names({"a", "b"})) << out;
 }
 
 // Redis stopped for kRedisDown under traffic: every send is answered at once with

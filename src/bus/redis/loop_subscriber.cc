@@ -104,6 +104,7 @@ void LoopSubscriber::lost(const std::string& why) {
   if (redis_) redis_->close();
   redis_.reset();
   subscribed_ = false;
+  bus_.subscribed_now_.store(false, std::memory_order_relaxed);
   if (stopped_.load(std::memory_order_relaxed)) return;
   spdlog::warn("event=bus_subscription_lost node={} why=\"{}\" action=reconnect", bus_.options_.node_id, why);
   bus_.want_refresh();  // where the channels live may have changed

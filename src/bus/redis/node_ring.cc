@@ -67,6 +67,17 @@ void NodeRing::answered(const std::string& node) {
   suspected_.erase(node);
 }
 
+std::vector<std::pair<std::string, NodeRing::Clock::duration>> NodeRing::suspected(Clock::time_point now) const {
+  std::vector<std::pair<std::string, Clock::duration>> out;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [node, s] : suspected_)
+      if (s.until > now) out.emplace_back(node, s.until - now);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 uint64_t NodeRing::weight(std::string_view node, std::string_view conversation_id) {
   uint64_t h = 14695981039346656037ull;
   auto mix = [&h](unsigned char c) {

@@ -20,6 +20,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace tern::bus {
@@ -59,6 +60,9 @@ class NodeRing {
   // The owner of the conversation if it is another node; empty if it is this node, or if no
   // live set is known yet (a single node, or Redis not reached yet): then this node sequences.
   std::string owner(std::string_view conversation_id, Clock::time_point now = Clock::now()) const;
+
+  // The nodes suspected now, sorted, each with the time left until it is let back (admin).
+  std::vector<std::pair<std::string, Clock::duration>> suspected(Clock::time_point now = Clock::now()) const;
 
   // FNV-1a 64 of (node, '\n', conversation), fixed across builds so mixed versions agree.
   static uint64_t weight(std::string_view node, std::string_view conversation_id);

@@ -241,6 +241,7 @@ void RedisBus::on_subscribed(bool again) {
   // The same for the device routes: every node's set is asked for again (a roll call, with
   // this node's own set after it).
   routes_.reset();
+  subscribed_now_.store(true, std::memory_order_relaxed);
   {
     std::lock_guard lock(mu_);
     subscribed_ = true;
@@ -633,15 +634,40 @@ void RedisBus::heartbeat(RedisCluster& conn) {
   std::vector<std::string> live = live_nodes_from_client_list(list);
   live_nodes_metric.set(static_cast<int64_t>(live.size()));
   auto gone_nodes = routes_.set_live(live);
+  std::vector<std::string> leaving = leaving_nodes_from_client_list(list);
+  {
+    std::lock_guard lock(listed_mu_);
+    listed_live_ = live;
+    listed_leaving_ = leaving;
+    listed_at_ = std::chrono::steady_clock::now();
+  }
   // A stopping node (leave()) still holds its devices until they reconnect elsewhere, so the
   // routes keep it; it only owns no conversation any more, and mends no other node's entries
   // (it may exit before a mend is done).
-  const std::vector<std::string> leaving = leaving_nodes_from_client_list(list);
   routes_.set_leaving(leaving);
   std::erase_if(live, [&](const std::string& n) { return std::binary_search(leaving.begin(), leaving.end(), n); });
   gone(std::move(gone_nodes), live);
   note_routes_complete();
   ring_.set_live(std::move(live));
+}
+
+NodesView RedisBus::nodes() const {
+  NodesView v;
+  v.shared = true;
+  v.self = options_.node_id;
+  v.subscribed = subscribed_now_.load(std::memory_order_relaxed);
+  const auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(listed_mu_);
+    if (listed_at_ != std::chrono::steady_clock::time_point{}) {
+      v.listed_ms_ago = std::chrono::duration_cast<std::chrono::milliseconds>(now - listed_at_).count();
+      v.live = listed_live_;
+      v.leaving = listed_leaving_;
+    }
+  }
+  for (auto& [node, left] : ring_.suspected(now))
+    v.suspected.emplace_back(std::move(node), std::chrono::ceil<std::chrono::milliseconds>(left).count());
+  return v;
 }
 
 void RedisBus::publisher() {

@@ -228,6 +228,9 @@ class RedisBus final : public Bus {
   // are removed by new_run or gone()), so a user whose device reconnects is never `offline`.
   std::chrono::milliseconds leave() override;
   void stop() override;  // also run by the destructor
+  // The nodes as the publisher thread's last liveness check listed them (CLIENT LIST of the
+  // channels' Redis), the suspicions of send routing, and whether the subscription is held.
+  NodesView nodes() const override;
 
   // The wire form of one event (exposed for the tests): target + notification.
   // kChanged: a system message of n->conversation_id (sent once per seq, even when every
@@ -471,6 +474,11 @@ class RedisBus final : public Bus {
   HeadSink head_sink_;
   std::function<void(std::string, Respond)> request_sink_;
   NodeRing ring_;
+  // The last liveness list (heartbeat(), publisher thread), kept for nodes().
+  mutable std::mutex listed_mu_;
+  std::vector<std::string> listed_live_, listed_leaving_;  // listed_mu_
+  std::chrono::steady_clock::time_point listed_at_{};  // listed_mu_; epoch: none yet
+  std::atomic<bool> subscribed_now_{false};  // set and cleared by the subscriber's loop
   DeviceRoutes routes_;
   PendingRequests requests_;  // sent to other nodes, waiting for their replies
   // The last head hint given (the subscriber's loop only): the same message comes once per

@@ -50,8 +50,8 @@ class Recorder final : public Endpoint {
   std::vector<std::shared_ptr<const Notification>> seen;
 };
 
-inline bool await(const std::function<bool()>& cond) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+inline bool await(const std::function<bool()>& cond, std::chrono::milliseconds within = std::chrono::seconds(5)) {
+  const auto deadline = std::chrono::steady_clock::now() + within;
   while (!cond()) {
     if (std::chrono::steady_clock::now() > deadline) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));

@@ -342,6 +342,50 @@ TEST_F(RedisBusNodes, ALeavingNodeOwnsNothingElsewhereAndStillAnswers) {
   EXPECT_EQ(*r, "re:ping");
 }
 
+// What a node tells the admin API of the others (GET /admin/v1/nodes): the nodes its last
+// liveness check listed, those of them leaving, those it does not forward sends to for now,
+// and whether its subscription is held, also while Redis is away.
+TEST_F(RedisBusNodes, NodesShowsTheLiveLeavingAndSuspectedNodesAndALostSubscription) {
+  const NodesView before = a.nodes();
+  EXPECT_TRUE(before.shared);
+  EXPECT_EQ(before.self, "a");
+  EXPECT_FALSE(before.subscribed);
+  EXPECT_EQ(before.listed_ms_ago, -1) << "nothing listed before the bus starts";
+  EXPECT_TRUE(before.live.empty());
+  ASSERT_TRUE(a.start() && b.start());
+  const std::vector<std::string> both{"a", "b"};
+  ASSERT_TRUE(await([&] { return a.nodes().live == both; }));
+  NodesView v = a.nodes();
+  EXPECT_TRUE(v.subscribed);
+  EXPECT_GE(v.listed_ms_ago, 0);
+  EXPECT_LE(v.listed_ms_ago, 5000);
+  EXPECT_TRUE(v.leaving.empty());
+  EXPECT_TRUE(v.suspected.empty());
+
+  // A request nobody answers suspects its node for suspect_for (5 s by default).
+  auto r = ask(a, "ghost", "ping");
+  ASSERT_FALSE(r);
+  v = a.nodes();
+  ASSERT_EQ(v.suspected.size(), 1u);
+  EXPECT_EQ(v.suspected[0].first, "ghost");
+  EXPECT_GT(v.suspected[0].second, 0);
+  EXPECT_LE(v.suspected[0].second, RedisBusOptions{}.suspect_for.count());
+
+  b.leave();
+  ASSERT_TRUE(await([&] { return a.nodes().leaving == std::vector<std::string>{"b"}; }));
+  EXPECT_EQ(a.nodes().live, both) << "a leaving node is still connected";
+  b.stop();
+  ASSERT_TRUE(await([&] { return a.nodes().live == std::vector<std::string>{"a"}; }));
+
+  // Redis away: the subscription is lost and no list is read; both show, and heal.
+  const int64_t stale = 3 * RedisBusOptions{}.node_check.count();
+  redis_.server.stop();
+  ASSERT_TRUE(await([&] { return !a.nodes().subscribed; }));
+  ASSERT_TRUE(await([&] { return a.nodes().listed_ms_ago > stale; }));
+  ASSERT_TRUE(redis_.server.start().ok());
+  ASSERT_TRUE(await([&] { return a.nodes().subscribed && a.nodes().listed_ms_ago < stale; }, std::chrono::seconds(15)));
+}
+
 // A node that does not serve requests (no sink) answers at once, with an empty answer.
 TEST_F(RedisBusNodes, ANodeWithoutARequestSinkAnswersEmpty) {
   ASSERT_TRUE(a.start() && b.start());
