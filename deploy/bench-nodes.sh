@@ -144,7 +144,7 @@ run() {
   local label="$1" url="$2" tp="$3" rp="$4" hp="$5" ports="$6" mp="$7" p l0 bp
   local t0 r0=0 h0=0 m0=0 t1 r1=0 h1=0 m1=0
   : > "$work/$label.cmdstats"
-  for p in $ports; do redis-cli -p "$p" "${cli_tls[@]}" config resetstat >/dev/null; done
+  for p in $ports; do rcli -p "$p" config resetstat >/dev/null; done
   l0=$(cut -d' ' -f1-3 /proc/loadavg)
   t0=$(ticks "$tp"); r0=$(ticks "$rp"); h0=$(ticks "$hp"); m0=$(ticks "$mp")
   if [ "${PROFILE:-0}" = 1 ]; then thread_snapshot "$tp $rp $hp" > "$work/$label.threads0"; fi
@@ -154,7 +154,7 @@ run() {
   wait "$bp"  # in the background, so that a signal reaches the clean-up at once
   t1=$(ticks "$tp"); r1=$(ticks "$rp"); h1=$(ticks "$hp"); m1=$(ticks "$mp")
   if [ "${PROFILE:-0}" = 1 ]; then thread_snapshot "$tp $rp $hp" > "$work/$label.threads1"; fi
-  for p in $ports; do redis-cli -p "$p" "${cli_tls[@]}" info commandstats >> "$work/$label.cmdstats"; done
+  for p in $ports; do rcli -p "$p" info commandstats >> "$work/$label.cmdstats"; done
   python3 - "$work/$label.json" "$label" "$(( (t1 - t0) * 1000000 / hz ))" "$(( (r1 - r0) * 1000000 / hz ))" \
     "$(( (h1 - h0) * 1000000 / hz ))" "$l0" "$(cut -d' ' -f1-3 /proc/loadavg)" "$work/$label.cmdstats" \
     "$([ -n "$mp" ] && echo $(( (m1 - m0) * 1000000 / hz )))" <<'PY'
@@ -208,25 +208,18 @@ ternd_args=(--log-level warn --register-rate 0 --send-rate 100000 --send-burst 1
 read -r -a extra_ternd <<< "${TERND_EXTRA:-}"
 ternd_args+=("${extra_ternd[@]}")
 
-cli_tls=()  # redis-cli's TLS options while a TLS set-up runs (redis1tls)
-redis_tls_args=()  # redis-server's
-
-# Certificates in $work/certs (redis-cluster.sh's redis_tls_certs); sets cli_tls and
-# redis_tls_args for the next start_redis.
-make_certs() {
-  redis_tls_certs "$work/certs"
-  cli_tls=("${REDIS_CLI_TLS[@]}")
-  redis_tls_args=(--tls-port $rport "${REDIS_SERVER_TLS[@]}")
-}
-redis_pong_any() { redis-cli -p "$1" "${cli_tls[@]}" ping 2>/dev/null | grep -q PONG; }
+# Certificates in $work/certs (redis-cluster.sh's redis_tls_certs): sets REDIS_CLI_TLS and
+# REDIS_SERVER_TLS, which rcli and the next start_redis then use, until the set-up resets them.
+make_certs() { redis_tls_certs "$work/certs"; }
+redis_pong_any() { rcli -p "$1" ping 2>/dev/null | grep -q PONG; }
 
 # One redis-server on $rport in $work/$1 (TLS only, after make_certs); sets rpid.
 start_redis() {
-  local port=$rport
-  [ ${#redis_tls_args[@]} -gt 0 ] && port=0
+  local listen=(--port $rport)
+  [ ${#REDIS_SERVER_TLS[@]} -gt 0 ] && listen=(--port 0 --tls-port $rport "${REDIS_SERVER_TLS[@]}")
   mkdir -p "$work/$1"
-  redis-server --port $port --bind 127.0.0.1 --dir "$work/$1" --appendonly yes --appendfsync always --save '' \
-    --maxmemory-policy noeviction --daemonize no --logfile "$work/$1/redis.log" "${redis_tls_args[@]}" </dev/null &
+  redis-server "${listen[@]}" --bind 127.0.0.1 --dir "$work/$1" --appendonly yes --appendfsync always --save '' \
+    --maxmemory-policy noeviction --daemonize no --logfile "$work/$1/redis.log" </dev/null &
   rpid=$!; started+=("$rpid")
   wait_listening "$rpid" $rport redis_pong_any $rport && return 0
   echo "redis-server on port $rport is not up; its log:" >&2
@@ -285,7 +278,7 @@ setup_redis1tls() {
   run redis1tls http://127.0.0.1:$lb "$p" "$rpid" "" $rport ""
   stop "$p"
   stop "$rpid"
-  cli_tls=(); redis_tls_args=(); REDIS_CLI_TLS=(); REDIS_SERVER_TLS=()
+  REDIS_CLI_TLS=(); REDIS_SERVER_TLS=()
 }
 
 setup_redis3() {

@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <ostream>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -42,6 +43,9 @@ namespace fs = std::filesystem;
 struct DemoRedis {
   bool cluster;
   bool tls;
+  // The instance's name ("OneServer", "Cluster", "ClusterTls"), also in GoogleTest's output.
+  std::string name() const { return std::string(cluster ? "Cluster" : "OneServer") + (tls ? "Tls" : ""); }
+  friend void PrintTo(const DemoRedis& r, std::ostream* os) { *os << r.name(); }
 };
 
 // The demo's processes on ports of their own, in a directory of their own; stopped (and the
@@ -178,9 +182,7 @@ class DeployDemo : public ::testing::TestWithParam<DemoRedis> {};
 
 INSTANTIATE_TEST_SUITE_P(Redis, DeployDemo,
                          ::testing::Values(DemoRedis{false, false}, DemoRedis{true, false}, DemoRedis{true, true}),
-                         [](const ::testing::TestParamInfo<DemoRedis>& info) {
-                           return std::string(info.param.cluster ? "Cluster" : "OneServer") + (info.param.tls ? "Tls" : "");
-                         });
+                         [](const ::testing::TestParamInfo<DemoRedis>& info) { return info.param.name(); });
 
 TEST_P(DeployDemo, ThreeNodesBehindHAProxyDeliverAcrossNodesAndStopEndsThem) {
   Demo demo(GetParam());
