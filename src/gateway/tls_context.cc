@@ -5,28 +5,18 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "base/openssl_error.h"
+
 namespace tern::gateway {
 
 namespace {
 
-// OpenSSL's reason for the last failure (and the queue emptied), for an error message.
-std::string openssl_reason() {
-  std::string out;
-  while (const unsigned long e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out.empty() ? "unknown error" : out;
-}
-
 Result<SSL_CTX*> load(const std::string& cert_file, const std::string& key_file) {
   ERR_clear_error();
   SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
-  if (!ctx) return make_error(ErrorCode::kInternal, "SSL_CTX_new: " + openssl_reason());
+  if (!ctx) return make_error(ErrorCode::kInternal, "SSL_CTX_new: " + openssl_error_text());
   auto fail = [&](const std::string& what) -> Result<SSL_CTX*> {
-    std::string reason = openssl_reason();
+    std::string reason = openssl_error_text();
     SSL_CTX_free(ctx);
     return make_error(ErrorCode::kInvalidArgument, what + ": " + reason);
   };

@@ -14,6 +14,7 @@
 #include <openssl/x509.h>
 
 #include "base/metrics.h"
+#include "base/openssl_error.h"
 
 namespace tern::store::redis {
 
@@ -145,7 +146,7 @@ void AsyncRedis::on_connected(const std::shared_ptr<Link>& link, const boost::sy
   if (!options_.credentials.tls) return on_ready(link);
   // TLS first (within the connect's deadline: the timer still runs), then the log-in.
   SSL* ssl = options_.credentials.tls->new_ssl(options_.address.host);
-  if (!ssl) return fail("redis: TLS: " + tls_error_text("cannot make the connection"), true);
+  if (!ssl) return fail("redis: TLS: " + openssl_error_text("cannot make the connection"), true);
   link->tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(link->socket, ssl);  // owns ssl
   link->tls->async_handshake(asio::ssl::stream_base::client, [self = shared_from_this(),
                                                               link](const boost::system::error_code& e) {

@@ -24,6 +24,7 @@ extern "C" {
 
 #include "base/fiber.h"
 #include "base/metrics.h"
+#include "base/openssl_error.h"
 
 namespace tern::store::redis {
 
@@ -202,7 +203,7 @@ Result<void> RedisConnection::start_tls(const RedisAddress& address, const Redis
   ERR_clear_error();
   ssl_ = tls.new_ssl(address.host);
   if (!ssl_ || SSL_set_fd(ssl_, ctx_->fd) != 1)
-    return make_error(ErrorCode::kUnavailable, "redis: TLS to " + where + ": " + tls_error_text("cannot make the connection"));
+    return make_error(ErrorCode::kUnavailable, "redis: TLS to " + where + ": " + openssl_error_text("cannot make the connection"));
   for (;;) {
     const int r = SSL_connect(ssl_);
     if (r == 1) return {};
@@ -214,7 +215,7 @@ Result<void> RedisConnection::start_tls(const RedisAddress& address, const Redis
     }
     // A certificate refused says why (expired, unknown CA, another name), not only "verify failed".
     const long verified = SSL_get_verify_result(ssl_);
-    std::string why = tls_error_text("the connection closed");
+    std::string why = openssl_error_text("the connection closed");
     if (verified != X509_V_OK) why += " (" + std::string(X509_verify_cert_error_string(verified)) + ")";
     return make_error(ErrorCode::kUnavailable, "redis: TLS handshake with " + where + ": " + why);
   }
@@ -241,7 +242,7 @@ bool RedisConnection::flush(int* done) {
     }
     tls_error_ = e == SSL_ERROR_WANT_WRITE                       ? "write timed out"
                  : e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 ? std::string("write failed: ") + std::strerror(errno)
-                                                                   : tls_error_text("write failed");
+                                                                   : openssl_error_text("write failed");
     return false;
   }
   *done = 1;
@@ -269,7 +270,7 @@ bool RedisConnection::fill() {
   tls_error_ = e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && n == 0)
                    ? "connection closed"
                : e == SSL_ERROR_WANT_READ ? "read timed out"
-                                          : tls_error_text("read failed");
+                                          : openssl_error_text("read failed");
   return false;
 }
 

@@ -8,22 +8,13 @@
 #include <ctime>
 #include <mutex>
 
-namespace tern::store::redis {
+#include "base/openssl_error.h"
 
-std::string tls_error_text(const char* fallback) {
-  std::string out;
-  while (unsigned long e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out.empty() ? fallback : out;
-}
+namespace tern::store::redis {
 
 Result<SSL_CTX*> RedisTls::load(const RedisTlsFiles& files) {
   auto bad = [](const std::string& what) {
-    return make_error(ErrorCode::kInvalidArgument, "redis TLS: " + what + ": " + tls_error_text("unknown error"));
+    return make_error(ErrorCode::kInvalidArgument, "redis TLS: " + what + ": " + openssl_error_text("unknown error"));
   };
   if (files.cert_file.empty() != files.key_file.empty())
     return make_error(ErrorCode::kInvalidArgument, "redis TLS: a client certificate needs its key, and a key its certificate");

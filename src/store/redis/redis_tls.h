@@ -66,8 +66,4 @@ class RedisTls {
   SSL_CTX* ctx_;  // guarded by mu_; owned (one reference)
 };
 
-// OpenSSL's reason for the last failure on this thread (its error queue, emptied), or
-// `fallback` when the queue is empty.
-std::string tls_error_text(const char* fallback);
-
 }  // namespace tern::store::redis
