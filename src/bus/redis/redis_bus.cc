@@ -7,6 +7,7 @@
 #include <boost/asio/post.hpp>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include <hiredis/hiredis.h>
@@ -63,6 +64,8 @@ Counter& broadcast_metric = MetricsRegistry::global().counter(
 
 using Reader = ByteReader;
 
+Gauge& clock_offset_metric = MetricsRegistry::global().gauge(
+    "tern_bus_clock_offset_ms", "Redis's clock minus this node's, as last measured (the bus corrects its times by it)");
 Gauge& live_nodes_metric = MetricsRegistry::global().gauge(
     "tern_bus_live_nodes", "ternd nodes this node saw connected to the bus at its last look (send routing)");
 Counter& requests_failed_metric = MetricsRegistry::global().counter(
@@ -125,7 +128,38 @@ RedisBus::RedisBus(RedisBusOptions options)
     : options_(std::move(options)),
       ring_(options_.node_id, options_.suspect_for),
       routes_(options_.node_id, options_.registry_ttl, options_.node_gone_after),
-      run_start_expiry_ms_(now_ms() + options_.registry_ttl.count()) {}
+      run_start_expiry_ms_(local_wall_us() / 1000 + options_.registry_ttl.count()) {}
+
+int64_t RedisBus::local_wall_us() const { return options_.local_wall_us ? options_.local_wall_us() : tern::wall_us(); }
+
+int64_t RedisBus::wall_us() const { return local_wall_us() + clock_offset_us_.load(std::memory_order_relaxed); }
+
+bool RedisBus::measure_clock(RedisCluster& conn) {
+  const int64_t before = local_wall_us();
+  auto r = conn.run1(key_slot(kChannel), {"TIME"});
+  const int64_t after = local_wall_us();
+  if (!r || (*r)->type != REDIS_REPLY_ARRAY || (*r)->elements != 2) return false;
+  const redisReply* sec = (*r)->element[0];
+  const redisReply* usec = (*r)->element[1];
+  if (sec->type != REDIS_REPLY_STRING || usec->type != REDIS_REPLY_STRING) return false;
+  // Its error is at most half the round trip: a slow answer says little, keep the last.
+  if (after - before > std::chrono::duration_cast<std::chrono::microseconds>(kClockMaxRoundTrip).count()) return false;
+  const int64_t redis_us = std::atoll(std::string(sec->str, sec->len).c_str()) * 1'000'000 +
+                           std::atoll(std::string(usec->str, usec->len).c_str());
+  const int64_t offset = redis_us - (before + (after - before) / 2);
+  clock_offset_us_.store(offset, std::memory_order_relaxed);
+  clock_offset_metric.set(offset / 1000);
+  const bool large = offset > kClockWarnUs || offset < -kClockWarnUs;
+  if (large != clock_warned_) {
+    if (large)
+      spdlog::warn("event=clock_offset node={} offset_ms={} hint=\"this node's clock is off Redis's: the bus corrects "
+                   "its own times, message timestamps and expiries use this clock; run NTP\"",
+                   options_.node_id, offset / 1000);
+    else spdlog::info("event=clock_offset node={} offset_ms={} action=back_within_bound", options_.node_id, offset / 1000);
+    clock_warned_ = large;
+  }
+  return true;
+}
 
 RedisBus::~RedisBus() { stop(); }
 
@@ -219,7 +253,8 @@ bool RedisBus::start(std::chrono::milliseconds deadline) {
     counter();
   });
   std::unique_lock lock(mu_);
-  // The publisher thread reads where the channels live first; the subscriber uses it.
+  // The publisher thread reads where the channels live first (after Redis's clock, which
+  // sets this run's start); the subscriber uses it.
   const bool located = subscribed_cv_.wait_until(
       lock, until, [&] { return target_generation_.load(std::memory_order_acquire) > 0; });
   subscriber_->start();
@@ -685,6 +720,8 @@ void RedisBus::publisher() {
   // batch that reaches Redis tells the other nodes first (Target::kResync).
   bool owe_resync = false;
   auto last_roll_call = std::chrono::steady_clock::time_point{};
+  bool clock_measured = false;  // the first connection measured the clock (or tried)
+  auto next_clock = std::chrono::steady_clock::time_point::max();
   for (;;) {
     bool rolled = false;
     const auto wake = expire_requests(std::min(next_refresh, next_beat));
@@ -703,7 +740,7 @@ void RedisBus::publisher() {
       // attach and detach queued before it), also after dropped events.
       if (owe_roll_call_) {
         auto n = std::make_shared<Notification>();
-        n->seq = static_cast<Seq>(run_start_expiry_ms_);
+        n->seq = static_cast<Seq>(run_start_expiry_ms_.load(std::memory_order_relaxed));
         events.push_back(Event{Target::kRollCall, DeviceRef{}, std::move(n)});
         owe_roll_call_ = false;
         rolled = true;
@@ -720,7 +757,7 @@ void RedisBus::publisher() {
         auto n = std::make_shared<Notification>();
         // Its run's start (as its roll calls), which says kSetKnowsMissed too: the receivers
         // compare with >=, older ones as well.
-        n->seq = std::max<Seq>(kSetKnowsMissed + 1, static_cast<Seq>(run_start_expiry_ms_));
+        n->seq = std::max<Seq>(kSetKnowsMissed + 1, static_cast<Seq>(run_start_expiry_ms_.load(std::memory_order_relaxed)));
         n->frame = std::make_shared<const std::string>(DeviceRoutes::encode_set(here));
         events.push_back(Event{Target::kNodeSet, DeviceRef{}, std::move(n)});
         owe_node_set_ = false;
@@ -737,6 +774,22 @@ void RedisBus::publisher() {
       if (c) {
         conn = std::move(c).value();
         backoff.reset();
+        // The clock first: this run's start is set from it before start() learns the target
+        // (the subscription, and so the first roll call, comes after).
+        if (!clock_measured) {
+          clock_measured = true;
+          if (measure_clock(*conn)) {
+            // Lowered only, if an entry was written before (an attach before start(), tests): no
+            // entry of this run may expire before its start.
+            int64_t start = wall_ms() + options_.registry_ttl.count();
+            if (entry_written_.load(std::memory_order_relaxed))
+              start = std::min(start, run_start_expiry_ms_.load(std::memory_order_relaxed));
+            run_start_expiry_ms_.store(start, std::memory_order_relaxed);
+            next_clock = std::chrono::steady_clock::now() + kClockEvery;
+          } else {
+            next_clock = {};  // again at the next liveness check
+          }
+        }
         note_channel_target(*conn);
       } else {
         retry_after = std::chrono::steady_clock::now() + backoff.next();
@@ -760,6 +813,8 @@ void RedisBus::publisher() {
       // without a redirect for this thread to see (the loops publish, and CLIENT LIST has no key).
       if (conn->is_cluster()) (void)conn->refresh();
       heartbeat(*conn);
+      if (std::chrono::steady_clock::now() >= next_clock && measure_clock(*conn))
+        next_clock = std::chrono::steady_clock::now() + kClockEvery;
       note_channel_target(*conn);
       next_beat = std::chrono::steady_clock::now() + beat_every;
       // A live node whose set has not come (it started after the roll call, or the answer

@@ -143,6 +143,9 @@ struct RedisBusOptions {
   // restart or failover. Also how long after a node's new run is seen the entries of its
   // last run are removed (RedisBus::new_run): the time its devices have to reconnect.
   std::chrono::milliseconds node_gone_after{5000};
+  // This node's wall clock in µs since the epoch; empty: the system clock. The bus corrects it
+  // by its offset to Redis's clock (RedisBus::wall_us). Tests set a skewed one.
+  std::function<int64_t()> local_wall_us;
 };
 
 class RedisBus final : public Bus {
@@ -228,6 +231,22 @@ class RedisBus final : public Bus {
   // are removed by new_run or gone()), so a user whose device reconnects is never `offline`.
   std::chrono::milliseconds leave() override;
   void stop() override;  // also run by the destructor
+  // The time every node's bus compares: this node's wall clock (options.local_wall_us) plus
+  // its offset to the clock of the Redis that serves the channels, measured with TIME when the
+  // publisher connects and every kClockEvery after (0 until the first answer). Connection
+  // starts, drops (kMissed) and registry expiries are in it, so nodes whose own clocks
+  // disagree (by more than kClockSkewUs, or than the registry TTL) still agree; what is left is
+  // each measurement's error, at most half its round trip (kClockMaxRoundTrip). Any thread.
+  int64_t wall_us() const;
+  int64_t wall_ms() const { return wall_us() / 1000; }
+  // The last measured offset of this node's clock to Redis's (µs; Redis's minus this node's).
+  int64_t clock_offset_us() const { return clock_offset_us_.load(std::memory_order_relaxed); }
+  static constexpr std::chrono::seconds kClockEvery{10};
+  static constexpr std::chrono::milliseconds kClockMaxRoundTrip{50};
+  // An offset above this is logged (event=clock_offset): the bus corrects its own times, but
+  // message timestamps and expiries are the node's own clock.
+  static constexpr int64_t kClockWarnUs = 1'000'000;
+
   // The nodes as the publisher thread's last liveness check listed them (CLIENT LIST of the
   // channels' Redis), the suspicions of send routing, and whether the subscription is held.
   NodesView nodes() const override;
@@ -479,6 +498,12 @@ class RedisBus final : public Bus {
   std::vector<std::string> listed_live_, listed_leaving_;  // listed_mu_
   std::chrono::steady_clock::time_point listed_at_{};  // listed_mu_; epoch: none yet
   std::atomic<bool> subscribed_now_{false};  // set and cleared by the subscriber's loop
+  std::atomic<int64_t> clock_offset_us_{0};  // written by the publisher thread (measure_clock)
+  bool clock_warned_ = false;  // publisher thread: the offset was last logged as too large
+  // Reads Redis's TIME on the channels' node; sets clock_offset_us_ unless the round trip took
+  // longer than kClockMaxRoundTrip. Returns whether it measured. Publisher thread.
+  bool measure_clock(store::redis::RedisCluster& conn);
+  int64_t local_wall_us() const;  // options_.local_wall_us or the system clock
   DeviceRoutes routes_;
   PendingRequests requests_;  // sent to other nodes, waiting for their replies
   // The last head hint given (the subscriber's loop only): the same message comes once per
@@ -489,7 +514,10 @@ class RedisBus final : public Bus {
   // The earliest expiry of the registry entries this run writes (its start + registry_ttl,
   // this node's wall clock; entry_value() never writes an earlier one, even if the clock
   // steps back): carried by its roll calls (new_run()).
-  const int64_t run_start_expiry_ms_;
+  // Set again by the publisher thread from the first measured clock, before the first
+  // connection to Redis is announced to start() (nothing reads it before then but tests).
+  std::atomic<int64_t> run_start_expiry_ms_;
+  mutable std::atomic<bool> entry_written_{false};  // entry_value() was called (any thread)
   const std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
 
   Loops* loops_ = nullptr;

@@ -386,6 +386,46 @@ TEST_F(RedisBusNodes, NodesShowsTheLiveLeavingAndSuspectedNodesAndALostSubscript
   ASSERT_TRUE(await([&] { return a.nodes().subscribed && a.nodes().listed_ms_ago < stale; }, std::chrono::seconds(15)));
 }
 
+// A node whose own clock is off: the bus measures its offset to Redis's clock (TIME) and
+// corrects the times it shares with the others by it.
+RedisBusOptions skewed(RedisBusOptions o, std::chrono::seconds by) {
+  o.local_wall_us = [by] { return tern::wall_us() + std::chrono::duration_cast<std::chrono::microseconds>(by).count(); };
+  return o;
+}
+
+bool near(int64_t us, std::chrono::seconds want) {
+  return std::llabs(us - std::chrono::duration_cast<std::chrono::microseconds>(want).count()) < 200'000;
+}
+
+// 40 s behind, more than the registry's TTL (30 s): by its own clock its devices' entries
+// would have expired when written, and their users would count offline everywhere.
+TEST_F(RedisBusNodes, ANodeWhoseClockIsBehindByMoreThanTheRegistryTtlKeepsItsDevicesOnline) {
+  RedisBus c{skewed(options(redis_.server.port(), "c"), std::chrono::seconds(-40))};
+  ASSERT_TRUE(a.start() && c.start());
+  EXPECT_TRUE(near(c.clock_offset_us(), std::chrono::seconds(40))) << c.clock_offset_us();
+  EXPECT_TRUE(near(a.clock_offset_us(), std::chrono::seconds(0))) << a.clock_offset_us();
+  EXPECT_LT(std::llabs(c.wall_us() - a.wall_us()), 200'000) << "both on Redis's clock";
+  auto bob = std::make_shared<Recorder>();
+  c.attach(DeviceRef{"bob", 1}, bob);
+  ASSERT_TRUE(await([&] { return a.online("bob"); })) << "bob's entry, written by c, expired at once";
+  EXPECT_TRUE(c.online("bob"));
+}
+
+// 40 s ahead: by its own clock a connection there would be newer than one made elsewhere
+// after it, and would never be replaced (one connection per device, across nodes).
+TEST_F(RedisBusNodes, ANodeWhoseClockIsAheadHasItsOlderConnectionReplacedByANewerOneElsewhere) {
+  RedisBus c{skewed(options(redis_.server.port(), "c"), std::chrono::seconds(40))};
+  ASSERT_TRUE(a.start() && c.start());
+  EXPECT_TRUE(near(c.clock_offset_us(), std::chrono::seconds(-40))) << c.clock_offset_us();
+  auto on_c = std::make_shared<Recorder>();
+  c.attach(DeviceRef{"bob", 1}, on_c);
+  ASSERT_TRUE(await([&] { return a.online("bob"); }));
+  auto on_a = std::make_shared<Recorder>();
+  a.attach(DeviceRef{"bob", 1}, on_a);
+  ASSERT_TRUE(await([&] { return on_c->replaced_count.load() == 1; })) << "c kept its older connection";
+  EXPECT_EQ(on_a->replaced_count.load(), 0);
+}
+
 // A node that does not serve requests (no sink) answers at once, with an empty answer.
 TEST_F(RedisBusNodes, ANodeWithoutARequestSinkAnswersEmpty) {
   ASSERT_TRUE(a.start() && b.start());
