@@ -61,6 +61,7 @@ struct NodesView {
   std::string self;  // this node's id on the bus (--node-id); empty for a node alone
   bool subscribed = true;  // other nodes' events reach this node now
   int64_t listed_ms_ago = -1;  // age of the last list of live nodes read; -1: none read yet
+  int64_t clock_offset_ms = 0;  // the shared clock's minus this node's (RedisBus: Redis's TIME)
   std::vector<std::string> live;  // sorted: the nodes connected to the bus at the last look
   std::vector<std::string> leaving;  // sorted: those of them that announced they are stopping
   // Nodes this node does not forward sends to for now (they did not answer one in time),

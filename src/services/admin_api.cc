@@ -264,6 +264,7 @@ void AdminApi::nodes(gateway::HttpReply reply) {
   out["node"] = v.self;
   out["subscribed"] = v.subscribed;
   out["listed_ms_ago"] = v.listed_ms_ago;
+  out["clock_offset_ms"] = v.clock_offset_ms;
   json::array nodes;
   for (const auto& n : v.live) {
     int64_t suspected_ms = 0;

@@ -691,6 +691,7 @@ NodesView RedisBus::nodes() const {
   v.shared = true;
   v.self = options_.node_id;
   v.subscribed = subscribed_now_.load(std::memory_order_relaxed);
+  v.clock_offset_ms = clock_offset_us() / 1000;
   const auto now = std::chrono::steady_clock::now();
   {
     std::lock_guard lock(listed_mu_);

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <deque>
 #include <thread>
 
@@ -403,6 +404,7 @@ TEST_F(RedisBusNodes, ANodeWhoseClockIsBehindByMoreThanTheRegistryTtlKeepsItsDev
   RedisBus c{skewed(options(redis_.server.port(), "c"), std::chrono::seconds(-40))};
   ASSERT_TRUE(a.start() && c.start());
   EXPECT_TRUE(near(c.clock_offset_us(), std::chrono::seconds(40))) << c.clock_offset_us();
+  EXPECT_EQ(c.nodes().clock_offset_ms, c.clock_offset_us() / 1000) << "as the admin API shows it";
   EXPECT_TRUE(near(a.clock_offset_us(), std::chrono::seconds(0))) << a.clock_offset_us();
   EXPECT_LT(std::llabs(c.wall_us() - a.wall_us()), 200'000) << "both on Redis's clock";
   auto bob = std::make_shared<Recorder>();
