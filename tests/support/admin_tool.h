@@ -1,4 +1,4 @@
-// Test support for the admin endpoint (ternd --admin-listen, docs/protocol.md §15): a token
+// Test support for the admin endpoint (ternd --admin-listen, docs/protocol.md §16): a token
 // file that lives as long as the object, the admin port a ternd logged, and ternctl run
 // against it. Used by the single-node admin suite and the Redis multi-node suite. Test
 // thread only.
