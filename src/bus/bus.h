@@ -1,6 +1,6 @@
 // The bus: which devices are connected to this node, and delivery of events to them.
 // The services publish to a device without knowing where it is connected; the local
-// implementation (local/) delivers in-process, a Redis one (later) across nodes.
+// implementation (local/) delivers in-process, the Redis one (redis/) across nodes.
 //
 // Sinks (set_*_sink, request replies) are called on the bus's delivery thread: for RedisBus
 // with the server's loops, loop 0 (which holds the subscription), so a sink must not block; it
@@ -10,6 +10,7 @@
 // the publisher already runs on it).
 // Ownership: the composition root owns the Bus; endpoints are held weakly.
 #pragma once
+#include "base/clock.h"
 #include <cstdint>
 #include <chrono>
 #include <functional>
@@ -212,6 +213,11 @@ class Bus {
   virtual void stop() {}
   // This node's view of the nodes on its store (admin). Default: a node alone.
   virtual NodesView nodes() const { return {}; }
+  // The wall clock (µs since the Unix epoch) that the nodes sharing this bus agree on: what
+  // a message's ts and expiry, and every time compared across nodes, are taken from. A node
+  // alone: its own clock. RedisBus: its own plus its measured offset to Redis's. Any thread.
+  virtual int64_t clock_us() const { return tern::wall_us(); }
+  int64_t clock_ms() const { return clock_us() / 1000; }
   // Closes the device's connection if attached (its endpoint is told replaced(); admin
   // revocation and suspension). The endpoint detaches itself as it closes.
   virtual void disconnect(const DeviceRef& device) = 0;

@@ -456,7 +456,7 @@ void DeviceSession::on_page(Result<session_reads::Page>& r) {
 DeviceSession::PageEnd DeviceSession::write_page(Position& pos, const std::vector<store::StoredMessage>& messages,
                                                  size_t page) {
   const size_t high = high_water();
-  const int64_t now = now_ms();
+  const int64_t now = ctx_.bus.clock_ms();  // expiries are on the shared clock
   for (const auto& m : messages) {
     if (m.seq > pos.limit) return PageEnd::kCaughtUp;
     if (m.seq <= pos.sent) continue;

@@ -410,7 +410,8 @@ class DeviceSessionFixture {
   GroupCommitter committer_;
   Directory directory_;
   StoreReads reads_;
-  bus::LocalBus bus_;
+  std::atomic<int64_t> skew_us_{0};  // the bus's clock minus the system's
+  bus::LocalBus bus_{[this] { return tern::wall_us() + skew_us_.load(); }};
   Accounts accounts_;
   Sequencer sequencer_;
   Presence presence_;

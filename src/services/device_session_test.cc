@@ -40,6 +40,28 @@ TEST_P(DeviceSessionTest, ReplayIsPacedByTheQueueAndEndsWithSynced) {
   EXPECT_LE(conn_->peak(), kLimit);
 }
 
+// A replay hides a message whose expiry passed on the bus's clock (on Redis: the one the nodes
+// share), whatever this node's own clock says: two nodes whose clocks disagree hand out a
+// disappearing message's payload until the same moment.
+TEST_P(DeviceSessionTest, AReplayHidesAMessageExpiredOnTheBusClock) {
+  std::promise<Result<SentInfo>> p;
+  auto f = p.get_future();
+  sequencer_.send(DeviceRef{"alice", 1}, proto::SendFrame{"gone", conv_, std::string("c2VjcmV0"), {}, {}, 60, false, {}, {}},
+                  0, [&p](Result<SentInfo> r) { p.set_value(std::move(r)); });
+  ASSERT_TRUE(f.get());
+  const Seq kept = send("alice", "kept");
+  skew_us_ = 120'000'000;  // the bus's clock is now 2 min past the send: past its 60 s
+  connect_bob(1 << 20);
+  const auto frames = drain_until_synced();
+  expect_replayed_in_order(frames, kept);
+  size_t expired = 0;
+  for (const auto& frame : frames) {
+    EXPECT_EQ(frame.find("c2VjcmV0"), std::string::npos) << "the expired payload went out: " << frame;
+    if (frame.find(R"("expired":true)") != std::string::npos) ++expired;
+  }
+  EXPECT_EQ(expired, 1u);
+}
+
 // Replay pages ask for what fits the write queue at the size of the frames already read: the
 // first (size unknown) for at most kFirstPage messages, the next ones for about the queue's
 // room in 16 KiB messages, not for replay_page (256) of them. A page of big messages that

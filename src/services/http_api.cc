@@ -278,7 +278,7 @@ void HttpApi::read_page(const DeviceRef& me, const std::string& id, Seq from, si
   if (!messages) return reply(error_response(messages.error()));
   auto head = ctx_.store.head(id);
   if (!head) return reply(error_response(head.error()));
-  const int64_t now = now_ms();
+  const int64_t now = ctx_.bus.clock_ms();  // expiries are on the shared clock
   std::string body = R"({"messages":[)";
   bool first = true;
   for (const auto& m : *messages) {

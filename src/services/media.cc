@@ -172,7 +172,7 @@ class Media::StreamSink final : public gateway::BodySink {
 };
 
 Media::Media(const ServiceOptions& options, store::Store& store, store::BlobStore& blobs, GroupCommitter& committer,
-             Directory& directory, Accounts& accounts, std::atomic<bool>& draining)
+             Directory& directory, Accounts& accounts, std::atomic<bool>& draining, const bus::Bus& clock)
     : options_(options),
       store_(store),
       blobs_(blobs),
@@ -180,6 +180,7 @@ Media::Media(const ServiceOptions& options, store::Store& store, store::BlobStor
       directory_(directory),
       accounts_(accounts),
       draining_(draining),
+      clock_(clock),
       upload_limiter_(options.media_upload_rate_per_min / 60.0, options.media_upload_burst, options.rate_limiter_keys,
                       {&store, "upload"}),
       leases_(&store, [this](std::function<void()> fn) { return post_work(std::move(fn)); }) {}
@@ -210,7 +211,7 @@ void Media::start() {
                               [this] { return stopping_; })) {
       lock.unlock();
       const int64_t started = mono_us();
-      const SweepStats s = sweep(now_ms());
+      const SweepStats s = sweep(clock_.clock_ms());
       if (s.expired_messages || s.blobs_removed || s.uploads_expired)
         spdlog::info("event=media_sweep expired_messages={} blobs_removed={} uploads_expired={} ms={:.1f}",
                      s.expired_messages, s.blobs_removed, s.uploads_expired, (mono_us() - started) / 1000.0);
@@ -376,7 +377,7 @@ void Media::create_upload(const DeviceRef& me, const gateway::HttpRequest& req, 
     return reply(error_response(make_error(ErrorCode::kLimitExceeded, "media quota exceeded")));
   const std::string id = random_hex(16);
   if (auto r = blobs_.create_partial(id, me.user, static_cast<uint64_t>(n)); !r) return reply(error_response(r.error()));
-  const int64_t expires = now_ms() + options_.upload_expiry_ms;
+  const int64_t expires = now_ms() + options_.upload_expiry_ms;  // idle by file times: this node's clock
   reply(json_response(201, json::object{{"upload_id", id}, {"offset", 0}, {"size", n}, {"expires_at", expires}}));
 }
 
@@ -396,7 +397,7 @@ void Media::finalize(std::string user, std::unique_ptr<store::BlobWriter> writer
     if (auto owners = store_.media_owners(info->id); owners)
       already = std::any_of(owners->begin(), owners->end(), [&](const store::MediaOwner& o) { return o.user == user; });
     store::Batch b;
-    b.add(store::PutMedia{info->id, user, info->size, now_ms()});
+    b.add(store::PutMedia{info->id, user, info->size, clock_.clock_ms()});
     auto r = commit_and_wait(std::move(b));
     // What was held for it is stored now (or given back); a resumable upload held nothing.
     settle(user, reserved, r && !already ? info->size : 0);
@@ -436,7 +437,7 @@ Result<MediaLeases::Lease> Media::check_send(const DeviceRef& device, const std:
   // lose its last owner row while this send is in flight.
   auto lease = leases_.acquire(ids);
   if (!lease) return lease.error();
-  const int64_t now = now_ms();
+  const int64_t now = clock_.clock_ms();
   for (const auto& id : ids)
     if (!can_access(device.user, id, now))
       return make_error(ErrorCode::kNotFound, "no such media (or not visible to the sender): " + id);
@@ -445,7 +446,7 @@ Result<MediaLeases::Lease> Media::check_send(const DeviceRef& device, const std:
 
 void Media::download(const DeviceRef& me, const std::string& id, const gateway::HttpRequest& req,
                      gateway::HttpReply& reply) {
-  if (!valid_media_id(id) || !can_access(me.user, id, now_ms())) return reply(not_found());
+  if (!valid_media_id(id) || !can_access(me.user, id, clock_.clock_ms())) return reply(not_found());
   auto reader = blobs_.open(id);
   if (!reader) return reply(reader.error().code == ErrorCode::kNotFound ? not_found() : error_response(reader.error()));
   const uint64_t size = (*reader)->size();
@@ -631,7 +632,8 @@ SweepStats Media::sweep(int64_t now) {
   }
 
   // 5. Idle resumable uploads expire with their bytes (any node's: the partials are shared).
-  if (auto n = blobs_.remove_idle_partials(now - options_.upload_expiry_ms); n)
+  //    Their idleness is a file time, the file system's clock, compared with this node's own.
+  if (auto n = blobs_.remove_idle_partials(now_ms() - options_.upload_expiry_ms); n)
     stats.uploads_expired = *n;
   else
     spdlog::error("event=sweep_failed step=uploads error=\"{}\"", n.error().message);

@@ -48,6 +48,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bus/bus.h"
 #include "gateway/service_interface.h"
 #include "services/accounts.h"
 #include "services/directory.h"
@@ -68,8 +69,10 @@ struct SweepStats {
 
 class Media {
  public:
+  // `clock`: the bus, for the shared clock (Bus::clock_us) that messages' expiries and media
+  // rows' times are on, so that every node sweeps and refuses them at one moment.
   Media(const ServiceOptions& options, store::Store& store, store::BlobStore& blobs, GroupCommitter& committer,
-        Directory& directory, Accounts& accounts, std::atomic<bool>& draining);
+        Directory& directory, Accounts& accounts, std::atomic<bool>& draining, const bus::Bus& clock);
   ~Media();
 
   // Starts the worker and sweep threads; stop() ends them (idempotent).
@@ -91,7 +94,8 @@ class Media {
 
   // One sweep (also run by the sweep thread): expired messages erased from disk and their
   // index rows dropped; blobs whose last reference went, or never sent within the grace
-  // period, removed; idle resumable uploads dropped. Bounded per call.
+  // period, removed; idle resumable uploads dropped. Bounded per call. `now`: the shared clock
+  // (Bus::clock_ms); idle uploads go by file times against this node's clock.
   SweepStats sweep(int64_t now);
 
  private:
@@ -122,6 +126,7 @@ class Media {
   Directory& directory_;
   Accounts& accounts_;
   std::atomic<bool>& draining_;
+  const bus::Bus& clock_;
   KeyedRateLimiter upload_limiter_;
 
   std::mutex mu_;  // never held across a store call (fibers call in: services/store_reads.h)

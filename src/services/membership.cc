@@ -75,7 +75,7 @@ void Membership::create(Shard& shard, DeviceRef creator, proto::CreateConversati
                : request.group ? store::ConvType::kGroup
                                : store::ConvType::kDirect;
   conv->name = request.name;
-  conv->created_ts = now_ms();
+  conv->created_ts = core_.bus.clock_ms();
   conv->members.push_back(store::Member{creator.user, 1, 0, request.group});
   for (const auto& u : request.members) conv->members.push_back(store::Member{u, 1, 0, false});
   conv->fanout_on_read = reads_fan_out(*conv);
@@ -128,7 +128,7 @@ std::shared_ptr<const std::string> Membership::system_message(store::Batch& batc
   m.seq = seq;
   m.sender = actor.user;
   m.sender_device = actor.device;
-  m.ts = now_ms();
+  m.ts = core_.bus.clock_ms();
   m.body = std::string();
   m.system_json = system_json;
   auto frame = std::make_shared<const std::string>(proto::encode_message(m));

@@ -126,7 +126,7 @@ void Presence::device_attached(const std::string& user, size_t devices_online, u
 
 void Presence::device_detached(const std::string& user, size_t devices_online, uint64_t order) {
   if (devices_online != 0) return;
-  const int64_t now = now_ms() / 60000 * 60000;  // last seen is kept to the minute
+  const int64_t now = bus_.clock_ms() / 60000 * 60000;  // last seen is kept to the minute
   store::Batch batch;
   batch.add(store::SetLastSeen{user, now});
   committer_.submit(std::move(batch), nullptr);  // best effort: last_seen is not a guarantee

@@ -130,7 +130,7 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
             done = std::move(done)](Result<SentInfo> r) {
       if (r) return done(std::move(r));
       core_.reads.run<std::optional<store::IdempotencyRecord>>(
-          loop, [this, device, cmid, conv] { return core_.store.send_idempotency(device, cmid, conv, now_ms()); },
+          loop, [this, device, cmid, conv] { return core_.store.send_idempotency(device, cmid, conv, core_.bus.clock_ms()); },
           [cmid, done, r = std::move(r)](Result<std::optional<store::IdempotencyRecord>> seen) {
             if (seen && *seen) return done(SentInfo{cmid, (*seen)->conversation_id, (*seen)->seq, (*seen)->ts});
             done(r);
@@ -141,7 +141,7 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
     std::string cmid = frame.client_msg_id;
     const std::string id = conv_id;  // conv_id refers into the frame, which moves below
     core_.read_then<std::optional<store::IdempotencyRecord>>(
-        shard, id, [this, device, cmid, id] { return core_.store.send_idempotency(device, cmid, id, now_ms()); },
+        shard, id, [this, device, cmid, id] { return core_.store.send_idempotency(device, cmid, id, core_.bus.clock_ms()); },
         [this, &shard, device, frame = std::move(frame), started_us, done = std::move(done),
          attempt](Result<std::optional<store::IdempotencyRecord>> seen) mutable {
           if (!seen) return done(seen.error());
@@ -151,7 +151,7 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
         });
     return;
   } else if (!idempotency_read) {
-    auto seen = core_.store.send_idempotency(device, frame.client_msg_id, conv_id, now_ms());
+    auto seen = core_.store.send_idempotency(device, frame.client_msg_id, conv_id, core_.bus.clock_ms());
     if (!seen) return done(seen.error());
     if (*seen) return done(SentInfo{frame.client_msg_id, (*seen)->conversation_id, (*seen)->seq, (*seen)->ts});
   }
@@ -238,7 +238,9 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
   }
   safety->filter(*to);
 
-  const int64_t ts = now_ms();
+  // The shared clock (Bus::clock_us): a conversation sequenced by another node next keeps its
+  // ts in order, and every node expires the message at one moment.
+  const int64_t ts = core_.bus.clock_ms();
   proto::MessageRecord m;
   m.conversation_id = conv_id;
   m.seq = seq;

@@ -194,7 +194,7 @@ struct Node {
     ASSERT_TRUE(fs) << fs.error().message;
     blobs = std::move(*fs);
     accounts = std::make_unique<Accounts>(store, committer, directory, options);
-    media = std::make_unique<Media>(options, store, *blobs, committer, directory, *accounts, draining);
+    media = std::make_unique<Media>(options, store, *blobs, committer, directory, *accounts, draining, bus);
     sequencer.set_media(media.get());
   }
   ~Node() {

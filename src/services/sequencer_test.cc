@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <future>
 #include <mutex>
+#include <regex>
 #include <set>
 
 #include "bus/local/local_bus.h"
@@ -139,7 +140,8 @@ class SequencerTest : public ::testing::Test {
   GroupCommitter committer_;
   Directory directory_;
   StoreReads reads_{loops_, 0};  // inline, as with the embedded store
-  bus::LocalBus bus_;
+  std::atomic<int64_t> skew_us_{0};  // the bus's clock minus the system's
+  bus::LocalBus bus_{[this] { return tern::wall_us() + skew_us_.load(); }};
   Sequencer sequencer_;
   std::map<std::string, std::shared_ptr<Recorder>> endpoints_;
 };
@@ -192,6 +194,49 @@ TEST_F(SequencerTest, RetryWithTheSameClientMsgIdGetsTheOriginalSeq) {
   auto bobs = send("bob", g, "m-1");
   ASSERT_TRUE(bobs);
   EXPECT_EQ(bobs->seq, other->seq + 1);
+}
+
+// The stored frame's "ts".
+int64_t stored_ts(const std::string& frame) {
+  std::smatch m;
+  if (!std::regex_search(frame, m, std::regex(R"("ts":(\d+))"))) return -1;
+  return std::stoll(m[1]);
+}
+
+// A message's ts and expiry, and a conversation's creation, are on the bus's clock (on Redis:
+// the one the nodes share), not on this node's: a node whose own clock is 40 s behind the
+// others' would otherwise time its messages 40 s back, out of order with those another node
+// sequenced before, and expire them 40 s late.
+TEST_F(SequencerTest, MessagesAreTimedByTheBusClock) {
+  skew_us_ = 40'000'000;
+  const int64_t before = bus_.clock_ms();
+  const std::string g = create_group("alice", {"bob"});
+  std::promise<Result<SentInfo>> p;
+  auto f = p.get_future();
+  sequencer_.send(DeviceRef{"alice", 1}, proto::SendFrame{"t-1", g, std::string("aGk="), {}, {}, 60, false, {}, {}}, 0,
+                  [&p](Result<SentInfo> r) { p.set_value(std::move(r)); });
+  auto sent = await(f);
+  const int64_t after = bus_.clock_ms();
+  ASSERT_TRUE(sent) << sent.error().message;
+  EXPECT_GE(sent->ts, before);
+  EXPECT_LE(sent->ts, after);
+
+  auto stored = store_.read_messages(g, 0, 10);
+  ASSERT_TRUE(stored);
+  ASSERT_EQ(stored->size(), 2u);  // the creation, the message
+  const int64_t created = stored_ts((*stored)[0].frame);
+  EXPECT_GE(created, before);
+  EXPECT_LE(created, after);
+  EXPECT_EQ(stored_ts((*stored)[1].frame), sent->ts);
+  auto meta = proto::stored_meta((*stored)[1].frame);
+  ASSERT_TRUE(meta);
+  ASSERT_TRUE(meta->expires_at);
+  EXPECT_EQ(*meta->expires_at, sent->ts + 60'000);
+
+  auto retry = send("alice", g, "t-1");  // its record is found by the bus's clock too
+  ASSERT_TRUE(retry);
+  EXPECT_EQ(retry->seq, sent->seq);
+  EXPECT_EQ(retry->ts, sent->ts);
 }
 
 TEST_F(SequencerTest, TheSendPathReadsNothingButTheIdempotencyRecord) {

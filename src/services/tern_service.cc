@@ -36,7 +36,7 @@ TernService::TernService(Loops& loops, store::Store& store, bus::Bus& bus, Servi
         return keys->registrations_cached(ds, ids);
       });
   if (blobs) {
-    media_ = std::make_unique<Media>(options_, store_, *blobs, *committer_, *directory_, *accounts_, draining_);
+    media_ = std::make_unique<Media>(options_, store_, *blobs, *committer_, *directory_, *accounts_, draining_, bus_);
     sequencer_->set_media(media_.get());
   }
   // Membership changed on another node (a multi-node bus): its snapshot here is stale.

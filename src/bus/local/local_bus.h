@@ -2,6 +2,7 @@
 // for the map access; notify() runs outside the lock. Thread-safe; owned by the server.
 #pragma once
 #include <array>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -12,6 +13,10 @@ namespace tern::bus {
 
 class LocalBus final : public Bus {
  public:
+  LocalBus() = default;
+  // `clock_us`: the clock this node's messages are timed by (Bus::clock_us); tests set a skewed
+  // one. Default: the system clock.
+  explicit LocalBus(std::function<int64_t()> clock_us) : clock_us_(std::move(clock_us)) {}
   size_t attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint) override;
   // The same; `added`: no endpoint of the device was attached (one that was is replaced()).
   size_t attach(const DeviceRef& device, std::shared_ptr<Endpoint> endpoint, bool& added);
@@ -27,6 +32,7 @@ class LocalBus final : public Bus {
   void publish_user(const std::string& user, const std::shared_ptr<const Notification>& n) override;
   using Bus::online;
   bool online(const std::string& user, bool* reported_offline) override;
+  int64_t clock_us() const override { return clock_us_ ? clock_us_() : tern::wall_us(); }
 
  private:
   std::shared_ptr<Endpoint> find(const DeviceRef& device);
@@ -38,6 +44,7 @@ class LocalBus final : public Bus {
   Shard& shard(const std::string& user);
   static constexpr size_t kShards = 64;
   std::array<Shard, kShards> shards_;
+  std::function<int64_t()> clock_us_;
 };
 
 }  // namespace tern::bus

@@ -132,7 +132,7 @@ RedisBus::RedisBus(RedisBusOptions options)
 
 int64_t RedisBus::local_wall_us() const { return options_.local_wall_us ? options_.local_wall_us() : tern::wall_us(); }
 
-int64_t RedisBus::wall_us() const { return local_wall_us() + clock_offset_us_.load(std::memory_order_relaxed); }
+int64_t RedisBus::clock_us() const { return local_wall_us() + clock_offset_us_.load(std::memory_order_relaxed); }
 
 bool RedisBus::measure_clock(RedisCluster& conn) {
   const int64_t before = local_wall_us();
@@ -320,7 +320,7 @@ void RedisBus::announce_locked(Target target, const DeviceRef& device, int64_t s
 
 void RedisBus::attached_here(const DeviceRef& device, const Endpoint* endpoint) {
   // Microseconds: a device that reconnects at once still gets a later start than before.
-  const int64_t since_us = wall_us();
+  const int64_t since_us = clock_us();
   {
     std::lock_guard lock(mu_);
     attached_[{device.user, device.device}] = Here{endpoint, since_us, false};
@@ -418,7 +418,7 @@ DeviceRoutes::Where RedisBus::drop_if_nowhere(const DeviceRef& device, std::vect
   const auto where = routes_.find(device, nodes);
   if (where != DeviceRoutes::Where::kNowhere) return where;
   if (!routes_.may_drop()) return DeviceRoutes::Where::kUnknown;
-  dropped_devices_.note(device, wall_us());
+  dropped_devices_.note(device, clock_us());
   return where;
 }
 
@@ -782,7 +782,7 @@ void RedisBus::publisher() {
           if (measure_clock(*conn)) {
             // Lowered only, if an entry was written before (an attach before start(), tests): no
             // entry of this run may expire before its start.
-            int64_t start = wall_ms() + options_.registry_ttl.count();
+            int64_t start = clock_ms() + options_.registry_ttl.count();
             if (entry_written_.load(std::memory_order_relaxed))
               start = std::min(start, run_start_expiry_ms_.load(std::memory_order_relaxed));
             run_start_expiry_ms_.store(start, std::memory_order_relaxed);

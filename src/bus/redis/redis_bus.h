@@ -144,7 +144,7 @@ struct RedisBusOptions {
   // last run are removed (RedisBus::new_run): the time its devices have to reconnect.
   std::chrono::milliseconds node_gone_after{5000};
   // This node's wall clock in µs since the epoch; empty: the system clock. The bus corrects it
-  // by its offset to Redis's clock (RedisBus::wall_us). Tests set a skewed one.
+  // by its offset to Redis's clock (RedisBus::clock_us). Tests set a skewed one.
   std::function<int64_t()> local_wall_us;
 };
 
@@ -237,8 +237,7 @@ class RedisBus final : public Bus {
   // starts, drops (kMissed) and registry expiries are in it, so nodes whose own clocks
   // disagree (by more than kClockSkewUs, or than the registry TTL) still agree; what is left is
   // each measurement's error, at most half its round trip (kClockMaxRoundTrip). Any thread.
-  int64_t wall_us() const;
-  int64_t wall_ms() const { return wall_us() / 1000; }
+  int64_t clock_us() const override;
   // The last measured offset of this node's clock to Redis's (µs; Redis's minus this node's).
   int64_t clock_offset_us() const { return clock_offset_us_.load(std::memory_order_relaxed); }
   static constexpr std::chrono::seconds kClockEvery{10};

@@ -144,14 +144,14 @@ Counter& run_mends_metric = MetricsRegistry::global().counter(
 std::string RedisBus::entry_value() const {
   entry_written_.store(true, std::memory_order_relaxed);
   const int64_t expiry =
-      std::max(wall_ms() + options_.registry_ttl.count(), run_start_expiry_ms_.load(std::memory_order_relaxed));
+      std::max(clock_ms() + options_.registry_ttl.count(), run_start_expiry_ms_.load(std::memory_order_relaxed));
   return options_.node_id + " " + std::to_string(expiry);
 }
 
 Result<RedisBus::Count> RedisBus::registry_count(char op, const DeviceRef& device) {
   const std::string key = registry_key(device.user), dev = std::to_string(device.device);
   const std::string value = entry_value();
-  const std::string now = std::to_string(wall_ms());
+  const std::string now = std::to_string(clock_ms());
   const std::string mode(1, op);
   std::lock_guard lock(query_mu_);
   if (!query_) {
@@ -177,7 +177,7 @@ Result<RedisBus::Count> RedisBus::registry_count(char op, const DeviceRef& devic
 RedisBus::Entries RedisBus::sort_entries(const std::string& user, const redisReply* a, size_t from,
                                          bool defer_over) const {
   Entries out;
-  const int64_t now = wall_ms();
+  const int64_t now = clock_ms();
   const auto steady = std::chrono::steady_clock::now();
   for (size_t i = from; i + 1 < a->elements; i += 2) {
     const redisReply* f = a->element[i];
@@ -208,7 +208,7 @@ RedisBus::Entries RedisBus::sort_entries(const std::string& user, const redisRep
 bool RedisBus::registry_mend(char op, const std::vector<DeviceRef>& devices, const std::string& node,
                              int64_t below_ms, MendSeen* seen) {
   const std::string value = op == 'x' ? node : entry_value();
-  const std::string code(1, op), now = std::to_string(wall_ms()), below = std::to_string(below_ms);
+  const std::string code(1, op), now = std::to_string(clock_ms()), below = std::to_string(below_ms);
   // One pipeline per slot for up to kChunk devices, all sent before any reply is read: a node
   // that held 50,000 connections costs 196 round trips, not 50,000, and the counts of the
   // attaches and detaches queued behind them on this thread wait that much less.
@@ -526,7 +526,7 @@ DeviceRoutes::Over RedisBus::entry_over(const std::string& node, int64_t expiry_
 }
 
 int64_t RedisBus::gone_bound() const {
-  return wall_ms() + options_.registry_ttl.count() - options_.node_gone_after.count() / 2;
+  return clock_ms() + options_.registry_ttl.count() - options_.node_gone_after.count() / 2;
 }
 
 void RedisBus::check_later(CountOp op) {
