@@ -7,6 +7,7 @@ pkgs=(build-essential cmake ninja-build pkg-config
       libgtest-dev libgmock-dev libbenchmark-dev redis-server mosquitto tmux python3 python3-websocket)
 pkgs+=(lld)  # the linker CMakeLists.txt picks: links about three times faster (CI time)
 pkgs+=(haproxy curl iproute2 procps)  # deploy/ (issue 10): the demo's load balancer; curl, ss and pgrep for the scripts' checks
+pkgs+=(faketime)  # tests: a ternd whose clock is off (libfaketime preloaded; RedisTest.ANodeWhoseClockIsBehind…)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -39,11 +39,13 @@ struct Node {
   std::unique_ptr<Api> api;
 };
 
-// A ternd node on the Redis; fails the test if it does not start.
-inline void start_node(Node& n, const RedisServer& redis, const std::string& name, std::vector<std::string> extra = {}) {
+// A ternd node on the Redis; fails the test if it does not start. `env`: TestServer::set_env.
+inline void start_node(Node& n, const RedisServer& redis, const std::string& name, std::vector<std::string> extra = {},
+                       std::vector<std::string> env = {}) {
   auto args = redis_args(redis, name);
   args.insert(args.end(), extra.begin(), extra.end());
   n.server = std::make_unique<TestServer>(args);
+  n.server->set_env(std::move(env));
   ASSERT_TRUE(n.server->start()) << n.server->error() << n.server->log_tail();
   n.api = std::make_unique<Api>(n.server->port());
 }
@@ -181,8 +183,10 @@ class RedisTest : public ::testing::Test {
   // Nodes a and b (with `extra` options), alice registered through a and bob through b, each
   // node seeing both live; `group`: a group of bob's with alice that node a sequences, as node
   // b's ring sees it (ternd's hashing), so that bob's sends through b are forwarded to a.
-  void group_sequenced_on_a(Account& alice, Account& bob, std::string& group, std::vector<std::string> extra = {}) {
-    ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a", extra));
+  // `env_a`: node a's environment (TestServer::set_env).
+  void group_sequenced_on_a(Account& alice, Account& bob, std::string& group, std::vector<std::string> extra = {},
+                            std::vector<std::string> env_a = {}) {
+    ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a", extra, std::move(env_a)));
     ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b", extra));
     alice = a_.api->must_register("alice");
     bob = b_.api->must_register("bob");

@@ -5,10 +5,12 @@
 
 #include <atomic>
 #include <csignal>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <thread>
 
+#include "base/clock.h"
 #include "store/redis/testing/redis_server.h"
 #include "support/admin_tool.h"
 #include "support/key_install.h"
@@ -665,6 +667,54 @@ TEST_F(RedisTest, TheAdminListingOfNodesFollowsANodeThatDies) {
   EXPECT_EQ(dump(v.at("nodes").as_array()[2]), R"({"node":"c","self":false,"leaving":false,"suspected_ms":0})");
   c_.server->kill();
   EXPECT_TRUE(await_names({"a", "b"})) << out;
+}
+
+// A node whose own clock is 40 s behind the others' (libfaketime) times the messages it
+// sequences by the bus's clock, Redis's (docs/scaling.md "One clock for the bus"): their `ts`
+// and `expires_at` agree with the other nodes', not 40 s back, out of order with the messages
+// they sequenced before and expiring 40 s late.
+TEST_F(RedisTest, ANodeWhoseClockIsBehindTimesItsMessagesByTheSharedClock) {
+  const std::string faketime = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+  ASSERT_TRUE(std::filesystem::exists(faketime)) << faketime << ": faketime (scripts/setup.sh) must be installed";
+  Account alice, bob;
+  std::string group;
+  ASSERT_NO_FATAL_FAILURE(group_sequenced_on_a(alice, bob, group, {},
+                                               {"LD_PRELOAD=" + faketime, "FAKETIME=-40s", "FAKETIME_DONT_FAKE_MONOTONIC=1"}));
+  // The preload took: node a measured its clock 40 s behind Redis's.
+  EXPECT_NEAR(metric(a_, alice, "tern_bus_clock_offset_ms"), 40000, 2000);
+  EXPECT_NEAR(metric(b_, bob, "tern_bus_clock_offset_ms"), 0, 2000);
+
+  Device db(bob);
+  ASSERT_EQ(db.connect(b_.server->port()), 101);
+  ASSERT_TRUE(db.until_synced());
+  json::object send;
+  send["type"] = "send";
+  send["client_msg_id"] = "timed";
+  send["conversation_id"] = group;
+  send["body"] = b64("x");
+  send["ttl"] = 60;
+  const int64_t before = now_ms();
+  ASSERT_TRUE(db.send_json(send));
+  auto sent = db.wait_answer("timed");
+  const int64_t after = now_ms();
+  ASSERT_TRUE(sent);
+  ASSERT_EQ(type_of(*sent), "sent") << dump(*sent);
+  EXPECT_EQ(metric(a_, alice, "tern_sends_served_total"), 1) << "node a sequenced it";
+  const int64_t ts = jint(*sent, "ts");
+  EXPECT_GE(ts, before - 1000) << "timed by node a's own clock";
+  EXPECT_LE(ts, after + 1000);
+
+  // alice, on node a, is handed it with the same ts and its expiry 60 s after.
+  Device da(alice);
+  ASSERT_EQ(da.connect(a_.server->port()), 101);
+  auto replay = da.until_synced();
+  ASSERT_TRUE(replay);
+  std::vector<json::object> messages;
+  for (const auto& f : *replay)
+    if (type_of(f) == "message" && jstr(f, "conversation_id") == group && seq_of(f) == seq_of(*sent)) messages.push_back(f);
+  ASSERT_EQ(messages.size(), 1u) << dump_frames(*replay);
+  EXPECT_EQ(jint(messages[0], "ts"), ts);
+  EXPECT_EQ(jint(messages[0], "expires_at"), ts + 60'000);
 }
 
 // Redis stopped for kRedisDown under traffic: every send is answered at once with

@@ -124,11 +124,15 @@ bool TestServer::launch(uint16_t port, std::chrono::milliseconds deadline) {
   // (256 MB by default) before it is reused, so the RSS the adversarial suite measures would
   // grow with every allocation, not with what the server holds: turn the quarantine off, and
   // let the allocator give freed pages back to the OS as glibc's does.
-  std::vector<std::string> set_env;
+  std::vector<std::string> set_env = env_;
 #if defined(__SANITIZE_ADDRESS__)
+  // A library preloaded by env_ comes before AddressSanitizer's runtime, which would refuse to
+  // start (it checks that it comes first); the preloads tests use intercept no allocation.
+  const bool preloads = std::any_of(env_.begin(), env_.end(), [](const std::string& e) { return e.rfind("LD_PRELOAD=", 0) == 0; });
   const char* asan = std::getenv("ASAN_OPTIONS");
   set_env.push_back(std::string("ASAN_OPTIONS=") + (asan ? std::string(asan) + ":" : std::string()) +
-                    "quarantine_size_mb=0:thread_local_quarantine_size_kb=0:allocator_release_to_os_interval_ms=100");
+                    "quarantine_size_mb=0:thread_local_quarantine_size_kb=0:allocator_release_to_os_interval_ms=100" +
+                    (preloads ? ":verify_asan_link_order=0" : ""));
 #endif
   const int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   // Everything exec needs is built before the fork (base/testing/child_process.h).

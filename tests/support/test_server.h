@@ -59,6 +59,9 @@ class TestServer {
   pid_t pid() const { return pid_; }
   const std::string& error() const { return error_; }
   void keep_data(bool keep) { keep_ = keep; }
+  // "NAME=value" entries added to the server's environment from the next start() on (e.g. a
+  // preloaded libfaketime: a node whose clock is off).
+  void set_env(std::vector<std::string> env) { env_ = std::move(env); }
   // Tail of the server's stdout+stderr logs (for failure messages).
   std::string log_tail(size_t max_bytes = 4000) const;
   // Waits up to `deadline` for `text` in the server's logs (a line a thread other than the
@@ -73,6 +76,7 @@ class TestServer {
   int reap(std::chrono::milliseconds deadline);
 
   std::vector<std::string> args_;
+  std::vector<std::string> env_;
   std::string root_;      // temp root: data/, stdout.log, stderr.log
   std::string data_dir_;
   std::string error_;
