@@ -106,7 +106,7 @@ void expect_live_across(Node& a, Node& b) {
 // nodes' logs say a password is used, never which.
 TEST(RedisLogin, TwoNodesOnARedisWithAPasswordDeliverAcrossThemLive) {
   const std::string password = "requirepass-Xq7v";
-  RedisServer redis({}, RedisCredentials{"", password});
+  RedisServer redis({}, RedisCredentials{"", password, nullptr});
   ASSERT_TRUE(redis.start().ok());
   SecretFile file(password);
   Node a, b;
@@ -122,7 +122,7 @@ TEST(RedisLogin, TwoNodesOnARedisWithAPasswordDeliverAcrossThemLive) {
 
 // An ACL user named in the URL (percent-encoded password): the node logs in as that user.
 TEST(RedisLogin, AnAclUserInTheUrlLogsTheNodeIn) {
-  const RedisCredentials user{"tern-node", "acl:p@ss"};
+  const RedisCredentials user{"tern-node", "acl:p@ss", nullptr};
   RedisServer redis({}, user);
   ASSERT_TRUE(redis.start().ok());
   const std::string url = "redis://tern-node:acl%3Ap%40ss@127.0.0.1:" + std::to_string(redis.port());
@@ -148,7 +148,7 @@ TEST(RedisLogin, AnAclUserInTheUrlLogsTheNodeIn) {
 // while, the node restarts with the new one, then the old one goes. The node serves before,
 // after, and keeps what it stored; the old password no longer logs in.
 TEST(RedisLogin, APasswordRotatedThroughAnAclUserWithTwoPasswordsKeepsTheNodeServing) {
-  const RedisCredentials old_login{"tern", "old-pw-1"};
+  const RedisCredentials old_login{"tern", "old-pw-1", nullptr};
   RedisServer redis({}, old_login);
   ASSERT_TRUE(redis.start().ok());
   SecretFile file(old_login.password);
@@ -191,7 +191,7 @@ TEST(RedisLogin, APasswordRotatedThroughAnAclUserWithTwoPasswordsKeepsTheNodeSer
 // A wrong password (or none) is a start-up failure that names Redis's reason, not a node that
 // runs and fails every request. A Redis that asks for none is used, with a warning.
 TEST(RedisLogin, AWrongPasswordOrNoneStopsTerndAtStartWithRedisReason) {
-  RedisServer redis({}, RedisCredentials{"", "the-right-one"});
+  RedisServer redis({}, RedisCredentials{"", "the-right-one", nullptr});
   ASSERT_TRUE(redis.start().ok());
   SecretFile wrong("not-the-right-one");
   TestServer with_wrong(node_args(redis.url(), "a", {"--redis-password-file", wrong.path()}));

@@ -332,6 +332,9 @@ class RedisBus final : public Bus {
  private:
   friend class LoopPublisher;
   friend class LoopSubscriber;
+  // The channel every node subscribes to. Its slot also holds the node channels and the
+  // presence channel, and serves the liveness list and the clock (one shard on a Cluster).
+  static constexpr const char* kChannel = "tern:bus";
   // For the subscriber: its connection's name (node_ring.h), its three channels (tern:bus,
   // its own, kPresenceChannel), and the news that it holds them (`again`: not the first
   // time, events may have been missed).

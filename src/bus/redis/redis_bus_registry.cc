@@ -1,7 +1,7 @@
 // RedisBus's connection registry and presence counts (redis_bus.h "Registry", "Presence
 // counts"): the registry's scripts, attach and detach with their counts on the counter thread,
 // the registry writes of the publisher thread, the entries of a node that left the bus and of
-// this node back on it. The rest of the bus is in redis_bus.cc.
+// this node back on it. The rest of the bus is in redis_bus.cc and redis_bus_nodes.cc.
 #include <hiredis/hiredis.h>
 #include <spdlog/spdlog.h>
 
