@@ -265,6 +265,39 @@ TEST_F(TerndBasic, ListConversationsShowsHeads) {
   EXPECT_EQ(unauth.error_code(), "unauthorized");
 }
 
+// A page of large messages is read in several chunks (services/http_api.cc read_page: the
+// first of 16 messages, then about 1 MB each): every message comes once, in order, and a
+// limit that ends inside a chunk is kept.
+TEST_F(TerndBasic, ABackfillPageOfLargeMessagesIsWholeAndInOrder) {
+  Account a = api().must_register("alice");
+  api().must_register("bob");
+  std::string conv = api().must_direct(a.token, "bob");
+  const Seq h0 = api().head(a.token, conv);
+  Device d(a);
+  ASSERT_TRUE(d.connect_synced(port()));
+  constexpr int kLarge = 20;  // of 60 KiB: chunks of 16 and 4 (the frame rate allows 20 at once)
+  auto body_of = [](int i) { return std::string(60 * 1024, static_cast<char>('a' + i % 26)) + std::to_string(i); };
+  for (int i = 1; i <= kLarge; ++i) ASSERT_NE(d.must_send(conv, "big-" + std::to_string(i), body_of(i)), 0u);
+
+  auto whole = api().messages(a.token, conv, h0, 100);
+  ASSERT_EQ(whole.status, 200) << whole.body.substr(0, 200);
+  const auto& all = whole.obj().at("messages").as_array();
+  ASSERT_EQ(all.size(), static_cast<size_t>(kLarge));
+  for (int i = 1; i <= kLarge; ++i) {
+    const auto& o = all[i - 1].as_object();
+    EXPECT_EQ(seq_of(o), h0 + i);
+    EXPECT_EQ(unb64(jstr(o, "body")), body_of(i)) << "message " << i;
+  }
+
+  auto part = api().messages(a.token, conv, h0 + 1, 17);  // 16, then 1 of the next chunk
+  ASSERT_EQ(part.status, 200);
+  const auto& some = part.obj().at("messages").as_array();
+  ASSERT_EQ(some.size(), 17u);
+  EXPECT_EQ(seq_of(some.front().as_object()), h0 + 2);
+  EXPECT_EQ(seq_of(some.back().as_object()), h0 + 18);
+  EXPECT_EQ(static_cast<Seq>(jint(part.obj(), "head")), h0 + kLarge);
+}
+
 TEST_F(TerndBasic, BackfillPagesByAfterSeqAndLimit) {
   Account a = api().must_register("alice");
   api().must_register("bob");
