@@ -10,6 +10,18 @@ namespace {
 class TerndBasic : public ServerTest {
  protected:
   void SetUp() override { ASSERT_NO_FATAL_FAILURE(start_server()); }
+
+  // alice (returned) and bob registered, their direct conversation and its head, alice's
+  // device connected and synced as `d`.
+  Account alice_connected_to_bob(std::string& conv, Seq& h0, Device& d) {
+    Account a = api().must_register("alice");
+    api().must_register("bob");
+    conv = api().must_direct(a.token, "bob");
+    h0 = api().head(a.token, conv);
+    d.account = a;
+    EXPECT_TRUE(d.connect_synced(port()));
+    return a;
+  }
 };
 
 TEST_F(TerndBasic, HealthzIs200) {
@@ -269,12 +281,11 @@ TEST_F(TerndBasic, ListConversationsShowsHeads) {
 // first of 16 messages, then about 1 MB each): every message comes once, in order, and a
 // limit that ends inside a chunk is kept.
 TEST_F(TerndBasic, ABackfillPageOfLargeMessagesIsWholeAndInOrder) {
-  Account a = api().must_register("alice");
-  api().must_register("bob");
-  std::string conv = api().must_direct(a.token, "bob");
-  const Seq h0 = api().head(a.token, conv);
-  Device d(a);
-  ASSERT_TRUE(d.connect_synced(port()));
+  std::string conv;
+  Seq h0 = 0;
+  Device d;
+  const Account a = alice_connected_to_bob(conv, h0, d);
+  ASSERT_FALSE(HasFailure());
   constexpr int kLarge = 20;  // of 60 KiB: chunks of 16 and 4 (the frame rate allows 20 at once)
   auto body_of = [](int i) { return std::string(60 * 1024, static_cast<char>('a' + i % 26)) + std::to_string(i); };
   for (int i = 1; i <= kLarge; ++i) ASSERT_NE(d.must_send(conv, "big-" + std::to_string(i), body_of(i)), 0u);
@@ -299,12 +310,11 @@ TEST_F(TerndBasic, ABackfillPageOfLargeMessagesIsWholeAndInOrder) {
 }
 
 TEST_F(TerndBasic, BackfillPagesByAfterSeqAndLimit) {
-  Account a = api().must_register("alice");
-  api().must_register("bob");
-  std::string conv = api().must_direct(a.token, "bob");
-  const Seq h0 = api().head(a.token, conv);
-  Device d(a);
-  ASSERT_TRUE(d.connect_synced(port()));
+  std::string conv;
+  Seq h0 = 0;
+  Device d;
+  const Account a = alice_connected_to_bob(conv, h0, d);
+  ASSERT_FALSE(HasFailure());
   for (int i = 1; i <= 10; ++i) d.must_send(conv, "p-" + std::to_string(i), "page " + std::to_string(i));
   const Seq head = h0 + 10;
 
