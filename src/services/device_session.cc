@@ -9,6 +9,7 @@
 #include "base/metrics.h"
 #include "proto/frames.h"
 #include "services/conversation_ids.h"
+#include "services/read_sizing.h"
 #include "services/service_context.h"
 
 namespace tern::services {
@@ -405,8 +406,7 @@ void DeviceSession::read_page(const std::string& conversation_id, size_t high) {
   // known: the first asks for at most kFirstPage, so that a backlog of 60 KiB messages reads
   // ~2 MB, not a full page of ~15 MB (read, then mostly dropped) per connecting device.
   const size_t room = high > conn_->queued_bytes() ? high - conn_->queued_bytes() : 0;
-  const size_t most = std::max<size_t>(1, frame_bytes_ ? ctx_.options.replay_page : std::min(kFirstPage, ctx_.options.replay_page));
-  const size_t page = std::clamp<size_t>(room / std::max<size_t>(1024, frame_bytes_), 1, most);
+  const size_t page = messages_for(room, frame_bytes_, kFirstPage, ctx_.options.replay_page);
   reading_page_ = conversation_id;
   reread_ = false;
   page_size_ = page;
@@ -427,11 +427,7 @@ void DeviceSession::on_page(Result<session_reads::Page>& r) {
   reread_ = false;
   if (!r) return store_failed("queue", r.error());  // the reader threads' queue is full
   session_reads::Page& p = *r;
-  if (!p.messages.empty()) {
-    size_t bytes = 0;
-    for (const auto& m : p.messages) bytes += m.frame.size();
-    frame_bytes_ = bytes / p.messages.size();
-  }
+  if (!p.messages.empty()) frame_bytes_ = mean_frame_bytes(p.messages);
   Position* pos = position(conv);
   if (!pos) {
     if (p.failure) return store_failed(p.failure->step, p.failure->error);

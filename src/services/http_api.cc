@@ -13,6 +13,7 @@
 #include "services/conversation_ids.h"
 #include "services/http_reply.h"
 #include "services/media.h"
+#include "services/read_sizing.h"
 #include "services/http_replies.h"
 #include "services/safety_api.h"
 #include "services/token.h"
@@ -272,8 +273,8 @@ void HttpApi::backfill(const DeviceRef& me, const std::string& id, const gateway
     reply(error_response(make_error(ErrorCode::kOverloaded, "too many backfills waiting; retry")));
 }
 
-// The page is read in chunks of about kChunkBytes (the first, of unknown size, kFirstChunk
-// messages): with reads in fibers (Redis) each chunk is one round trip, between which the
+// The page is read in chunks of about kChunkBytes (read_sizing.h; the first, of unknown size,
+// kFirstChunk messages): with reads in fibers (Redis) each chunk is one round trip, between which the
 // loop and Redis serve everyone else, and each is rendered and dropped before the next. Read
 // whole, a page of 100 messages of 60 KiB was one 6 MB reply that held Redis, and then the
 // loop while rendered, for as long as it took: a probe's sends waited up to 70-90 ms behind
@@ -287,12 +288,10 @@ void HttpApi::read_page(const DeviceRef& me, const std::string& id, Seq from, si
   std::string body = R"({"messages":[)";
   bool first = true;
   size_t read = 0;
-  for (size_t want = std::min(cap, kFirstChunk); want > 0;) {
+  for (size_t want = messages_for(kChunkBytes, 0, kFirstChunk, cap); want > 0;) {
     auto messages = ctx_.store.read_messages(id, from, want);
     if (!messages) return reply(error_response(messages.error()));
-    size_t bytes = 0;
     for (const auto& m : *messages) {
-      bytes += m.frame.size();
       auto meta = proto::stored_meta(m.frame);
       const bool expired = meta && meta->expires_at && *meta->expires_at <= now;
       auto frame = expired ? proto::render_expired(m.frame) : proto::render_message_for(m.frame, me);
@@ -304,7 +303,7 @@ void HttpApi::read_page(const DeviceRef& me, const std::string& id, Seq from, si
     read += messages->size();
     if (messages->size() < want || read >= cap) break;  // the log ends here, or the page is full
     from = messages->back().seq;
-    want = std::min(cap - read, std::max<size_t>(1, kChunkBytes / std::max<size_t>(1, bytes / messages->size())));
+    want = messages_for(kChunkBytes, mean_frame_bytes(*messages), kFirstChunk, cap - read);
   }
   auto head = ctx_.store.head(id);
   if (!head) return reply(error_response(head.error()));
