@@ -11,7 +11,10 @@
 namespace tern::services {
 namespace {
 constexpr int64_t kLinkCodeTtlMs = 10 * 60 * 1000;
+Error too_many_codes() {
+  return make_error(ErrorCode::kRateLimited, "too many outstanding link codes; use or wait for one");
 }
+}  // namespace
 
 Accounts::Accounts(store::Store& store, GroupCommitter& committer, Directory& directory,
                    const ServiceOptions& options)
@@ -105,6 +108,14 @@ Result<DeviceRef> Accounts::authenticate(const std::string& token) {
 }
 
 Result<LinkCode> Accounts::create_link_code(const DeviceRef& by) {
+  std::string code = new_link_code();
+  // Shared by the nodes (Redis): the new device may redeem it through any of them.
+  auto shared = store_.add_link_code(by.user, hash_token(code), kLinkCodeTtlMs, options_.link_codes_per_user);
+  if (!shared) return shared.error();
+  if (*shared) {
+    if (**shared == 0) return too_many_codes();
+    return LinkCode{std::move(code), **shared};
+  }
   const int64_t now = now_ms();
   std::lock_guard lock(mu_);
   if (link_codes_.size() > 10000)  // users who never came back for their codes: bounded sweep
@@ -114,11 +125,24 @@ Result<LinkCode> Accounts::create_link_code(const DeviceRef& by) {
     }
   auto& codes = link_codes_[by.user];
   std::erase_if(codes, [&](const PendingCode& c) { return c.expires_at <= now; });
-  if (codes.size() >= options_.link_codes_per_user)
-    return make_error(ErrorCode::kRateLimited, "too many outstanding link codes; use or wait for one");
-  PendingCode code{new_link_code(), now + kLinkCodeTtlMs};
-  codes.push_back(code);
-  return LinkCode{code.code, code.expires_at};
+  if (codes.size() >= options_.link_codes_per_user) return too_many_codes();
+  PendingCode pending{std::move(code), now + kLinkCodeTtlMs};
+  codes.push_back(pending);
+  return LinkCode{pending.code, pending.expires_at};
+}
+
+bool Accounts::take_local_link_code(const std::string& user, const std::string& code) {
+  const int64_t now = now_ms();
+  std::lock_guard lock(mu_);
+  auto it = link_codes_.find(user);
+  if (it == link_codes_.end()) return false;
+  auto& codes = it->second;
+  auto c = std::find_if(codes.begin(), codes.end(),
+                        [&](const PendingCode& p) { return p.code == code && p.expires_at > now; });
+  if (c == codes.end()) return false;
+  codes.erase(c);  // single use, even if linking then fails
+  if (codes.empty()) link_codes_.erase(it);
+  return true;
 }
 
 void Accounts::redeem_link_code(const std::string& user, const std::string& code, const std::string& source,
@@ -126,18 +150,12 @@ void Accounts::redeem_link_code(const std::string& user, const std::string& code
   // One answer for every failure: wrong, expired, no such user, or a throttled guesser.
   auto fail = [&] { return done(make_error(ErrorCode::kNotFound, "unknown or expired link code")); };
   if (!guesses_.take(source, mono_us())) return fail();
-  {
-    const int64_t now = now_ms();
-    std::lock_guard lock(mu_);
-    auto it = link_codes_.find(user);
-    if (it == link_codes_.end()) return fail();
-    auto& codes = it->second;
-    auto c = std::find_if(codes.begin(), codes.end(),
-                          [&](const PendingCode& p) { return p.code == code && p.expires_at > now; });
-    if (c == codes.end()) return fail();
-    codes.erase(c);  // single use, even if linking then fails
-    if (codes.empty()) link_codes_.erase(it);
-  }
+  // Single use, even if linking then fails. A store the nodes share takes it there, whichever
+  // node showed it; the answer to a store that cannot be reached is `unavailable` (retry: the
+  // code is still held, unless the take landed and only its answer was lost).
+  auto shared = store_.take_link_code(user, hash_token(code));
+  if (!shared) return done(shared.error());
+  if (*shared ? !**shared : !take_local_link_code(user, code)) return fail();
   add_device(user, std::move(done));
 }
 

@@ -6,8 +6,11 @@
 // of user names and device numbers (with a set of names whose creation is in flight). It is
 // held across the store read of the check, so it is a FiberMutex (base/fiber_mutex.h): on
 // Redis the HTTP handlers that call in run in fibers.
-// Link codes live in memory only (10 minutes, single use, at most N per user): losing them in
-// a restart costs the user one more code, nothing else. Guessing is throttled by the guesser,
+// Link codes (10 minutes, single use, at most N per user) live where the new device can redeem
+// them: in a store the nodes share (store.h add_link_code/take_link_code: on Redis, by hash,
+// timed by Redis's clock), so a code shown through one node is redeemed through any; with an
+// embedded store, in this node's memory (losing them in a restart costs the user one more code,
+// nothing else). Guessing is throttled by the guesser,
 // never by the target: each source address may try kGuessBurst codes, then one per minute
 // (kGuessPerMinute); beyond that its attempts are refused without looking. Every failure,
 // wrong, expired, unknown user or throttled, gets the same answer (404 not_found), so nothing
@@ -63,6 +66,8 @@ class Accounts {
 
  private:
   void write_device(const std::string& user, uint32_t device, bool new_user, CredentialsDone done);
+  // Removes the code from this node's memory if held and unexpired: true if it was.
+  bool take_local_link_code(const std::string& user, const std::string& code);
   std::function<void(const std::string&)> devices_changed_;
 
   store::Store& store_;
@@ -72,7 +77,7 @@ class Accounts {
   FiberMutex mu_;
   std::set<std::string> creating_;  // user names whose registration is being committed
   struct PendingCode { std::string code; int64_t expires_at; };
-  std::unordered_map<std::string, std::vector<PendingCode>> link_codes_;  // by user
+  std::unordered_map<std::string, std::vector<PendingCode>> link_codes_;  // by user; unused on a shared store
   KeyedRateLimiter guesses_;  // redeem attempts by source address
 };
 

@@ -158,7 +158,7 @@ void AdminApi::suspend(const std::string& name, bool on, const std::string& who,
     if (*deleted) return reply(error_response(make_error(ErrorCode::kForbidden, "a deleted account stays closed")));
   }
   store::Batch batch;
-  if (on) batch.add(store::PutUserRecord{name, records::kSuspended, std::to_string(now_ms())});
+  if (on) batch.add(store::PutUserRecord{name, records::kSuspended, std::to_string(ctx_.bus.clock_ms())});
   else batch.add(store::DeleteUserRecord{name, records::kSuspended});
   ctx_.committer.submit(std::move(batch), [this, name, on, who, reply](const Result<void>& r) {
     if (!r) return reply(error_response(r.error()));
@@ -174,7 +174,7 @@ void AdminApi::remove(const std::string& name, const std::string& who, gateway::
   if (!*exists) return reply(error_response(make_error(ErrorCode::kNotFound, "unknown user")));
   auto devices = ctx_.store.devices(name);
   if (!devices) return reply(error_response(devices.error()));
-  const std::string ts = std::to_string(now_ms());
+  const std::string ts = std::to_string(ctx_.bus.clock_ms());
   store::Batch batch;
   batch.add(store::PutUserRecord{name, records::kSuspended, ts});
   batch.add(store::PutUserRecord{name, records::kDeleted, ts});

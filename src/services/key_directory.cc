@@ -129,7 +129,7 @@ Result<KeyStatus> KeyDirectory::status(const DeviceRef& me) {
   if (*keys) {
     st.signed_prekey_id = (*keys)->signed_prekey.id;
     const int64_t until = (*keys)->previous_replaced_at + options_.signed_prekey_grace_ms;
-    if ((*keys)->previous_signed_prekey && until > now_ms()) {
+    if ((*keys)->previous_signed_prekey && until > bus_.clock_ms()) {
       st.previous_signed_prekey_id = (*keys)->previous_signed_prekey->id;
       st.previous_signed_prekey_until = until;
     }
@@ -165,7 +165,7 @@ void KeyDirectory::upload(const DeviceRef& me, KeyUpload up, std::function<void(
       if (!up.signed_prekey)
         return make_error(ErrorCode::kInvalidArgument, "a new identity_key needs a new signed_prekey");
     }
-    const int64_t now = now_ms();
+    const int64_t now = bus_.clock_ms();  // the grace is compared on every node: the shared clock
     if (new_identity) {
       next.identity_key = *up.identity_key;
       next.previous_signed_prekey.reset();

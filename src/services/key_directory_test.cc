@@ -2,10 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <future>
 #include <thread>
 
+#include "base/clock.h"
 #include "bus/local/local_bus.h"
 #include "crypto/x25519.h"
 #include "crypto/xeddsa.h"
@@ -108,7 +110,8 @@ class KeyDirectoryTest : public ::testing::Test {
   std::filesystem::path dir_;
   std::unique_ptr<store::Store> store_;
   ServiceOptions options_;
-  bus::LocalBus bus_;
+  std::atomic<int64_t> skew_us_{0};  // the bus clock's lead on the system clock
+  bus::LocalBus bus_{[this] { return tern::wall_us() + skew_us_.load(); }};
   std::unique_ptr<GroupCommitter> committer_;
   std::unique_ptr<Directory> directory_;
   std::unique_ptr<KeyDirectory> keys_;
@@ -173,6 +176,25 @@ TEST_F(KeyDirectoryTest, RotationKeepsThePreviousSignedPrekeyForTheGracePeriod) 
   EXPECT_FALSE(keys_->status(bob1_)->previous_signed_prekey_id);
   ASSERT_TRUE(upload(bob1_, KeyUpload{std::nullopt, std::nullopt, std::nullopt, prekeys(1, 1)}));
   EXPECT_FALSE((*store_->device_keys(bob1_))->previous_signed_prekey);
+}
+
+// The grace is compared by whichever node answers (several nodes on Redis), so it is timed by
+// the bus's clock, the one the nodes share, not the system's.
+TEST_F(KeyDirectoryTest, TheGraceIsTimedByTheBusClock) {
+  options_.signed_prekey_grace_ms = 60'000;
+  Identity id;
+  ASSERT_TRUE(upload(bob1_, full(id, 7, 1, 0)));
+  skew_us_ = 40'000'000;  // the bus clock 40 s ahead
+  auto r = upload(bob1_, KeyUpload{std::nullopt, std::nullopt, id.signed_prekey(2), {}});
+  ASSERT_TRUE(r) << r.error().message;
+  ASSERT_TRUE(r->previous_signed_prekey_id);
+  EXPECT_GT(r->previous_signed_prekey_until, tern::wall_us() / 1000 + 90'000) << "replaced at the bus's time";
+  skew_us_ = 40'000'000 + 61'000'000;  // 61 s later on the bus clock, none on the system's
+  auto st = keys_->status(bob1_);
+  ASSERT_TRUE(st) << st.error().message;
+  EXPECT_FALSE(st->previous_signed_prekey_id) << "the grace ended by the bus clock";
+  ASSERT_TRUE(upload(bob1_, KeyUpload{std::nullopt, std::nullopt, std::nullopt, prekeys(1, 1)}));
+  EXPECT_FALSE((*store_->device_keys(bob1_))->previous_signed_prekey) << "and is dropped at the next write";
 }
 
 TEST_F(KeyDirectoryTest, NewIdentityNeedsNewRegistrationAndDropsOldPrekeys) {

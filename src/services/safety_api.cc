@@ -148,11 +148,15 @@ void SafetyApi::report(const DeviceRef& me, const gateway::HttpRequest& req, gat
   if (!report_limiter_.take(me.user, mono_us()))
     return reply(error_response(make_error(ErrorCode::kRateLimited, "too many reports; retry later")));
 
-  const uint64_t id = next_report_id_.fetch_add(1);
+  // Several nodes count the ids in the store they share (each node's own counter would hand
+  // out the same id twice, and one report would replace the other); one node counts here.
+  auto shared_id = ctx_.store.next_report_id();
+  if (!shared_id) return reply(error_response(shared_id.error()));
+  const uint64_t id = *shared_id ? **shared_id : next_report_id_.fetch_add(1);
   json::array members;
   for (const auto& mem : (*c)->members) members.emplace_back(mem.user);
   json::object record{{"id", id},
-                      {"ts", now_ms()},
+                      {"ts", ctx_.bus.clock_ms()},
                       {"reporter", me.user},
                       {"reporter_device", me.device},
                       {"conversation_id", conv_id},

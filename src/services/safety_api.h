@@ -53,7 +53,7 @@ class SafetyApi {
   PresencePrivacy& privacy_;
   KeyedRateLimiter report_limiter_;
   KeyedRateLimiter invite_limiter_;
-  std::atomic<uint64_t> next_report_id_{1};
+  std::atomic<uint64_t> next_report_id_{1};  // unused on a store that counts for the nodes (next_report_id)
 };
 
 }  // namespace tern::services

@@ -331,6 +331,35 @@ class Store {
     return std::optional<bool>{};
   }
 
+  // ---- report ids shared by the nodes (services/safety_api.h) ----
+  // The id for a new abuse report, handed out once: a store that nodes share counts them for
+  // all (above every report stored before the counter existed), so two nodes never write one
+  // id and a report never replaces another. An id whose report then fails to commit is never
+  // used. nullopt: this store keeps no counter (an embedded store serves one node, which
+  // counts from last_report_id()). Any thread.
+  virtual Result<std::optional<uint64_t>> next_report_id() { return std::optional<uint64_t>{}; }
+
+  // ---- link codes shared by the nodes (services/accounts.h) ----
+  // A code is shown through one node and entered on the new device, which a load balancer
+  // may send to any other: a store that nodes share keeps the user's outstanding codes, by
+  // hash (`code_hash`, never the code), each until ttl_ms after it was added, by the store's
+  // own clock (so the nodes' clocks do not matter).
+  // add_link_code: adds the code unless the user holds max_per_user unexpired codes; answers
+  // its expiry (ms since the epoch, the store's clock), or 0 when the user's codes are full.
+  // take_link_code: removes the code if held and unexpired: true if it was (single use: of
+  // two nodes taking the same code at once, one gets true).
+  // nullopt from either: this store keeps no codes (an embedded store serves one node, which
+  // keeps them in memory). Any thread.
+  virtual Result<std::optional<int64_t>> add_link_code(const std::string& user, const std::string& code_hash,
+                                                       int64_t ttl_ms, size_t max_per_user) {
+    (void)user, (void)code_hash, (void)ttl_ms, (void)max_per_user;
+    return std::optional<int64_t>{};
+  }
+  virtual Result<std::optional<bool>> take_link_code(const std::string& user, const std::string& code_hash) {
+    (void)user, (void)code_hash;
+    return std::optional<bool>{};
+  }
+
   // ---- media marks shared by the nodes (services/media_leases.h) ----
   // A node's MediaLeases keep its sweep off a blob that one of its sends names (a lease, from
   // the send's access check until its commit), and its sends off a blob its sweep is

@@ -774,6 +774,65 @@ TEST_F(RedisTest, RedisDownSendsGetUnavailableAtOnceAndTheNodeHeals) {
   EXPECT_TRUE(dense_range(message_seqs(log, conv), 1, 11));
 }
 
+// A link code shown through node a is entered on a new device that the load balancer sends
+// to node b: the code is in Redis (by hash), so b links the device, and the code is used up
+// on both nodes; the limit of outstanding codes (5) counts the codes made through both.
+TEST_F(RedisTest, ALinkCodeShownThroughOneNodeIsRedeemedThroughAnother) {
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
+  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b"));
+  Account alice = a_.api->must_register("alice");
+  const int64_t before = now_ms();
+  auto code = http_request(a_.server->port(), "POST", "/v1/devices/link-codes", "{}", alice.token);
+  ASSERT_EQ(code.status, 201) << code.body;
+  const int64_t expires_at = code.obj().at("expires_at").as_int64();
+  EXPECT_GE(expires_at, before + 600'000 - 5'000) << "ten minutes on Redis's clock";
+  EXPECT_LE(expires_at, now_ms() + 600'000 + 5'000);
+  const std::string body = R"({"user":"alice","code":")" + std::string(code.obj().at("code").as_string()) + R"("})";
+  auto linked = http_request(b_.server->port(), "POST", "/v1/devices/link", body);
+  ASSERT_EQ(linked.status, 201) << linked.body;
+  EXPECT_EQ(linked.obj().at("device").as_int64(), 2);
+  EXPECT_EQ(http_request(b_.server->port(), "POST", "/v1/devices/link", body).status, 404) << "single use";
+  EXPECT_EQ(http_request(a_.server->port(), "POST", "/v1/devices/link", body).status, 404) << "used up on a too";
+
+  for (int i = 0; i < 5; ++i) {
+    auto more = http_request((i % 2 ? a_ : b_).server->port(), "POST", "/v1/devices/link-codes", "{}", alice.token);
+    EXPECT_EQ(more.status, 201) << i << ": " << more.body;
+  }
+  auto sixth = http_request(a_.server->port(), "POST", "/v1/devices/link-codes", "{}", alice.token);
+  EXPECT_EQ(sixth.status, 429) << sixth.body;
+  EXPECT_EQ(sixth.error_code(), "rate_limited");
+}
+
+// Abuse reports filed through two nodes are all kept: their ids come from one counter in
+// Redis. With each node counting on its own from the last stored id, both nodes handed out
+// the same ids and each report through b replaced one through a.
+TEST_F(RedisTest, ReportsFiledThroughTwoNodesAreAllKept) {
+  AdminTokenFile admin;
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a", admin.ternd_args()));
+  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b"));
+  Account alice = a_.api->must_register("alice");
+  Account bob = a_.api->must_register("bob");
+  const std::string group = a_.api->must_group(alice.token, "g", {"bob"});
+  std::set<int64_t> ids;
+  for (int i = 0; i < 4; ++i) {
+    const bool through_b = i % 2;
+    auto filed = http_request((through_b ? b_ : a_).server->port(), "POST", "/v1/reports",
+                              json::serialize(json::object{{"conversation_id", group}, {"reason", "spam"}}),
+                              (through_b ? bob : alice).token);
+    ASSERT_EQ(filed.status, 201) << filed.body;
+    ids.insert(filed.obj().at("report_id").as_int64());
+  }
+  EXPECT_EQ(ids.size(), 4u) << "an id handed out twice";
+  const uint16_t port = admin_port_in_log(a_.server->log_tail(1000000));
+  ASSERT_NE(port, 0);
+  auto [rc, out] = run_ternctl(port, admin.path().string(), "reports");
+  ASSERT_EQ(rc, 0) << out;
+  std::set<int64_t> listed;
+  const json::value listing = json::parse(out);
+  for (const auto& r : listing.at("reports").as_array()) listed.insert(r.as_object().at("id").as_int64());
+  EXPECT_EQ(listed, ids) << out;
+}
+
 // The limits by source address or user are one budget for all nodes (their buckets in
 // Redis): registrations from one address through two nodes share one burst of 3, where each
 // node's own bucket would have let 3 through each.

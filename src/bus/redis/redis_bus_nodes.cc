@@ -50,8 +50,8 @@ bool RedisBus::measure_clock(RedisCluster& conn) {
   if (large != clock_warned_) {
     if (large)
       spdlog::warn("event=clock_offset node={} offset_ms={} hint=\"this node's clock is off Redis's: the bus corrects "
-                   "its times and messages' timestamps and expiries by it; uploads' idle times, link codes and key "
-                   "grace use this clock; run NTP\"",
+                   "its times and messages' timestamps and expiries by it; uploads' idle times use this clock; "
+                   "run NTP\"",
                    options_.node_id, offset / 1000);
     else spdlog::info("event=clock_offset node={} offset_ms={} action=back_within_bound", options_.node_id, offset / 1000);
     clock_warned_ = large;

@@ -440,6 +440,42 @@ redis.call('SET', KEYS[2], holder, 'PX', ttl)
 return 1
 )lua";
 
+// KEYS: a user's link codes (hash: code hash → expiry in ms). ARGV: 'A', code hash, ttl ms,
+// max: adds the code unless the user holds max unexpired ones, answering its expiry (0: full);
+// 'T', code hash: removes the code, 1 if it was held and unexpired, else 0. Expired codes are
+// dropped first, so the hash holds at most max fields and HGETALL is bounded; the key expires
+// with its newest code. Expiry by Redis's clock. Written to the AOF and replicated like any
+// write (a code is rare: one fsync per code costs nothing that matters).
+inline constexpr const char* kLinkCode = R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local all = redis.call('HGETALL', KEYS[1])
+local live = 0
+for i = 1, #all, 2 do
+  if tonumber(all[i + 1]) <= now then redis.call('HDEL', KEYS[1], all[i]) else live = live + 1 end
+end
+if ARGV[1] == 'T' then
+  return redis.call('HDEL', KEYS[1], ARGV[2])
+end
+if live >= tonumber(ARGV[4]) then return 0 end
+local ttl = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[2], now + ttl)
+redis.call('PEXPIRE', KEYS[1], ttl)
+return now + ttl
+)lua";
+
+// KEYS: the report counter, the reports' index (zset of 16-hex-digit ids; one hash tag, so one
+// slot). Answers the next report id. A counter that does not exist yet (reports stored by an
+// earlier version, which counted per node) starts at the highest stored id. INCR is written to
+// the AOF before the answer, so an id is never handed out twice, even across a Redis restart.
+inline constexpr const char* kNextReportId = R"lua(
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local top = redis.call('ZREVRANGEBYLEX', KEYS[2], '+', '-', 'LIMIT', 0, 1)
+  redis.call('SET', KEYS[1], top[1] and tonumber(top[1], 16) or 0)
+end
+return redis.call('INCR', KEYS[1])
+)lua";
+
 // KEYS: an index zset, a value hash. ARGV: 'L' (lex range) or 'S' (score range), min, max,
 // limit. Returns member, score ('' for a lex range), value ('' if the hash has none) for each
 // index member in range, at most limit: one round trip for a bounded, ordered read.

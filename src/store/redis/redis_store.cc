@@ -92,7 +92,9 @@ Result<std::unique_ptr<RedisStore>> RedisStore::open(RedisStoreOptions options) 
   for (auto [text, sha] : {std::pair{scripts::kCommit, &s->commit_sha_}, std::pair{scripts::kReadMessages, &s->read_sha_},
                             std::pair{scripts::kPurge, &s->purge_sha_}, std::pair{scripts::kRange, &s->range_sha_},
                             std::pair{scripts::kTakeTokens, &s->tokens_sha_},
-                            std::pair{scripts::kMediaMark, &s->media_mark_sha_}}) {
+                            std::pair{scripts::kMediaMark, &s->media_mark_sha_},
+                            std::pair{scripts::kLinkCode, &s->link_code_sha_},
+                            std::pair{scripts::kNextReportId, &s->report_id_sha_}}) {
     auto r = s->run1({"SCRIPT", "LOAD", text});
     if (!r) return r.error();
     if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
@@ -722,47 +724,6 @@ Result<std::vector<MediaOwner>> RedisStore::media_owners(const std::string& id) 
   constexpr size_t kMaxOwners = 1024;  // as the RocksDB store: that many uploaders of one blob is enough
   if (out.size() > kMaxOwners) out.resize(kMaxOwners);
   return out;
-}
-
-Result<std::optional<bool>> RedisStore::take_tokens(const std::string& key, double rate_per_sec, double burst,
-                                                    double n) {
-  if (!(rate_per_sec > 0) || !(burst > 0) || !(n >= 0)) return make_error(ErrorCode::kInvalidArgument, "redis: bad token bucket");
-  const std::string k = "{rl:" + key + "}";
-  auto num = [](double v) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.17g", v);
-    return std::string(buf);
-  };
-  const std::string rate = num(rate_per_sec), cap = num(burst), take = num(n);
-  auto r = eval(scripts::kTakeTokens, tokens_sha_, {k}, {rate, cap, take});
-  if (!r) return r.error();
-  if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
-  if ((*r)->type != REDIS_REPLY_INTEGER) return make_error(ErrorCode::kInternal, "redis: token bucket: unexpected reply");
-  return std::optional<bool>((*r)->integer == 1);
-}
-
-Result<long long> RedisStore::media_mark_script(const std::string& id, std::string_view op, const std::string& holder,
-                                                int64_t ttl_ms) {
-  const std::string base = "{m:" + id + "}";
-  auto r = eval(scripts::kMediaMark, media_mark_sha_, {base + ":l", base + ":c"}, {op, holder, std::to_string(ttl_ms)});
-  if (!r) return r.error();
-  if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
-  if ((*r)->type != REDIS_REPLY_INTEGER) return make_error(ErrorCode::kInternal, "redis: media mark: unexpected reply");
-  return (*r)->integer;
-}
-
-Result<std::optional<bool>> RedisStore::mark_media(const std::string& id, MediaMark kind, const std::string& holder,
-                                                   int64_t ttl_ms) {
-  if (ttl_ms < 1 || holder.empty()) return make_error(ErrorCode::kInvalidArgument, "redis: bad media mark");
-  auto r = media_mark_script(id, kind == MediaMark::kLease ? "L" : "C", holder, ttl_ms);
-  if (!r) return r.error();
-  return std::optional<bool>(*r == 1);
-}
-
-Result<void> RedisStore::unmark_media(const std::string& id, MediaMark kind, const std::string& holder) {
-  auto r = media_mark_script(id, kind == MediaMark::kLease ? "l" : "c", holder, 1);
-  if (!r) return r.error();
-  return {};
 }
 
 Result<std::vector<std::pair<std::string, uint64_t>>> RedisStore::user_media(const std::string& user, size_t limit) {

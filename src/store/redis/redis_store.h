@@ -170,6 +170,12 @@ class RedisStore final : public Store {
   Result<std::optional<bool>> mark_media(const std::string& id, MediaMark kind, const std::string& holder,
                                          int64_t ttl_ms) override;
   Result<void> unmark_media(const std::string& id, MediaMark kind, const std::string& holder) override;
+  // One script (kNextReportId) on `{reports}n`, the counter beside the reports' index.
+  Result<std::optional<uint64_t>> next_report_id() override;
+  // One script (kLinkCode) on the user's `{u:<user>}:lc`, by Redis's clock.
+  Result<std::optional<int64_t>> add_link_code(const std::string& user, const std::string& code_hash, int64_t ttl_ms,
+                                               size_t max_per_user) override;
+  Result<std::optional<bool>> take_link_code(const std::string& user, const std::string& code_hash) override;
 
   // Not part of the contract: a value all nodes must agree on (the secret that keys direct
   // conversation ids): stores `proposed` under `key` unless a value is there (SET NX) and
@@ -207,6 +213,8 @@ class RedisStore final : public Store {
   Result<Reply> eval(std::string_view script, const std::string& sha, const std::vector<std::string_view>& keys,
                      const std::vector<std::string_view>& args);
   // kMediaMark on the blob's keys with op (L, C, l, c): its integer answer.
+  // (These and the other shared marks, token buckets, link codes and report ids:
+  // redis_store_marks.cc.)
   Result<long long> media_mark_script(const std::string& id, std::string_view op, const std::string& holder,
                                       int64_t ttl_ms);
 
@@ -217,7 +225,9 @@ class RedisStore final : public Store {
   // process, so two nodes never share one.
   const std::string node_token_ = random_token();
   static std::string random_token();
-  std::string commit_sha_, read_sha_, purge_sha_, range_sha_, tokens_sha_, media_mark_sha_;  // SHA1s Redis gave the scripts (SCRIPT LOAD)
+  // SHA1s Redis gave the scripts (SCRIPT LOAD)
+  std::string commit_sha_, read_sha_, purge_sha_, range_sha_, tokens_sha_, media_mark_sha_, link_code_sha_,
+      report_id_sha_;
   std::mutex rewrite_mu_;
   std::chrono::steady_clock::time_point last_rewrite_{};  // guarded by rewrite_mu_
   std::mutex mu_;  // guards the maps (each Slot is used only by its thread or fiber)

@@ -702,6 +702,46 @@ TEST(RedisStoreCluster, MediaMarksWorkWhereverTheBlobsKeysLive) {
   }
 }
 
+// A user's link codes live in the user's slot ({u:<user>}:lc), so users on every master keep
+// them: added through one node, taken once through the other, at most `max` each.
+TEST(RedisStoreCluster, LinkCodesWorkWhereverTheUsersKeysLive) {
+  flush_masters(*g_cluster);
+  auto a = RedisStore::open(options_for(*g_cluster));
+  auto b = RedisStore::open(options_for(*g_cluster));
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (int k = 0; k < 8; ++k) {  // users over several slots, so over the masters
+    const std::string user = "user" + std::to_string(k);
+    for (int i = 0; i < 3; ++i) {
+      auto added = (i % 2 ? *b : *a)->add_link_code(user, "h" + std::to_string(i), 600'000, 2);
+      ASSERT_TRUE(added.ok()) << added.error().message;
+      ASSERT_TRUE(added->has_value());
+      EXPECT_EQ(**added > 0, i < 2) << user << " code " << i;
+    }
+    auto taken = (*b)->take_link_code(user, "h0");
+    ASSERT_TRUE(taken.ok()) << taken.error().message;
+    EXPECT_TRUE(taken->value_or(false)) << user;
+    taken = (*a)->take_link_code(user, "h0");
+    ASSERT_TRUE(taken.ok()) << taken.error().message;
+    EXPECT_FALSE(taken->value_or(true)) << user << ": single use";
+  }
+}
+
+// Report ids: one counter, in the reports' slot, above the reports stored before it.
+TEST(RedisStoreCluster, ReportIdsComeFromOneCounter) {
+  flush_masters(*g_cluster);
+  auto a = RedisStore::open(options_for(*g_cluster));
+  auto b = RedisStore::open(options_for(*g_cluster));
+  ASSERT_TRUE(a.ok() && b.ok());
+  Batch earlier;
+  earlier.add(PutReport{3, "r3"});
+  ASSERT_TRUE((*a)->commit(earlier, true).ok());
+  for (uint64_t want = 4; want < 8; ++want) {
+    auto id = (want % 2 ? *b : *a)->next_report_id();
+    ASSERT_TRUE(id.ok()) << id.error().message;
+    EXPECT_EQ(id->value_or(0), want);
+  }
+}
+
 // Two nodes append to one conversation on a cluster: the commit whose append is behind fails
 // that conversation's slot script only; the slot runs again without it, so the batch's other
 // conversations commit (rest_applied) and the one behind keeps the other node's message.
