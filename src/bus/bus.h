@@ -122,8 +122,9 @@ class Bus {
   // there): the sink drops what this node cached about it. Set before serving; called on a
   // the delivery thread. A single-node bus never calls it.
   virtual void set_change_sink(std::function<void(const std::string& conversation_id)> sink) { (void)sink; }
-  // A conversation was created here without a system message (a direct conversation): the
-  // other nodes' change sink learns of it as of a membership change. A single-node bus: no-op.
+  // A conversation was created or changed here without a system message (a direct
+  // conversation created; a channel's subscribers, admins or count changed): the other nodes'
+  // change sink learns of it as of a membership change. A single-node bus: no-op.
   virtual void announce_created(const std::string& conversation_id) { (void)conversation_id; }
   // A message of `conversation_id` with `seq` (`frame`: the stored message) was committed on
   // another node and reached this one (for a local device or a following session): the sink

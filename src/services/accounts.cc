@@ -41,6 +41,13 @@ void Accounts::add_device(const std::string& user, CredentialsDone done) {
     std::lock_guard lock(mu_);
     auto devices = directory_.devices(user);
     if (!devices) return done(devices.error());
+    // The cache holds the numbers reserved here and not yet committed; the store, the devices
+    // another node linked that this node has not heard of yet (its announcement is on the
+    // way). Both count, for the limit and the next number. A link is rare: one more read.
+    auto stored = store_.devices(user);
+    if (!stored) return done(stored.error());
+    for (uint32_t d : *stored)
+      if (std::find(devices->begin(), devices->end(), d) == devices->end()) devices->push_back(d);
     if (devices->empty()) return done(make_error(ErrorCode::kNotFound, "no such user"));
     if (devices->size() >= options_.limits.max_devices_per_user)
       return done(make_error(ErrorCode::kLimitExceeded,

@@ -110,6 +110,9 @@ void Channels::apply(ConvState& cs, ConversationPtr before, std::shared_ptr<stor
     }
     auto notice = membership_notice(id);
     for (const auto& [u, _] : marks) core_.bus.publish_user(u, notice);
+    // No system message tells the other nodes (a channel change takes no seq): their snapshot,
+    // with the old count and admins, would answer and be written back until evicted.
+    core_.bus.announce_created(id);
     done({});
   };
   if (!core_.submit(cs, std::move(batch), std::move(finish))) core_.directory.put_conversation(std::move(before));

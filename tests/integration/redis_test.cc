@@ -753,6 +753,11 @@ TEST_F(RedisTest, RedisDownSendsGetUnavailableAtOnceAndTheNodeHeals) {
   EXPECT_GT(answered, 10);
   EXPECT_TRUE(da.is_open());
   EXPECT_TRUE(db.is_open());
+  // A link code is redeemed in Redis too: `unavailable` (retry), not "unknown code", and not
+  // looked up in this node's memory, which no other node could have written.
+  auto link = http_request(a_.server->port(), "POST", "/v1/devices/link", R"({"user":"bob","code":"ABCD-EFGH"})");
+  EXPECT_EQ(link.status, 503) << link.body;
+  EXPECT_EQ(link.error_code(), "unavailable") << link.body;
 
   ASSERT_TRUE(redis_.start().ok());
   // The node heals by itself: a resend of the first failed message is accepted within a few
@@ -831,6 +836,43 @@ TEST_F(RedisTest, ReportsFiledThroughTwoNodesAreAllKept) {
   const json::value listing = json::parse(out);
   for (const auto& r : listing.at("reports").as_array()) listed.insert(r.as_object().at("id").as_int64());
   EXPECT_EQ(listed, ids) << out;
+}
+
+// A channel's subscriber count changed through one node is the count on the other: a join
+// takes no seq and no system message, so the node announces the change and the other drops
+// its copy of the channel. Without it node b answered the count it had cached, and a join
+// through b wrote that stale count back (one subscriber lost from the count).
+TEST_F(RedisTest, AChannelJoinedThroughOneNodeIsCountedOnTheOther) {
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
+  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b"));
+  Account alice = a_.api->must_register("alice");
+  Account bob = a_.api->must_register("bob");
+  Account carol = a_.api->must_register("carol");
+  auto made = http_request(a_.server->port(), "POST", "/v1/conversations",
+                           R"({"type":"channel","name":"news","public":true})", alice.token);
+  ASSERT_EQ(made.status, 201) << made.body;
+  const std::string ch = jstr(made.obj(), "conversation_id");
+  auto count_on = [&](Node& n) {
+    auto r = http_request(n.server->port(), "GET", "/v1/conversations/" + ch, std::nullopt, alice.token);
+    EXPECT_EQ(r.status, 200) << r.body;
+    return r.status == 200 ? jint(r.obj(), "subscribers") : -1;
+  };
+  auto await_count = [&](Node& n, int64_t want) {
+    for (int i = 0; i < 100; ++i) {
+      if (count_on(n) == want) return true;
+      std::this_thread::sleep_for(ms(50));
+    }
+    return false;
+  };
+  EXPECT_EQ(count_on(b_), 1);  // node b holds the channel now
+  auto joined = http_request(a_.server->port(), "POST", "/v1/conversations/" + ch + "/join", "{}", bob.token);
+  ASSERT_EQ(joined.status, 200) << joined.body;
+  EXPECT_EQ(jint(joined.obj(), "subscribers"), 2);
+  EXPECT_TRUE(await_count(b_, 2)) << "node b kept the count it cached";
+  joined = http_request(b_.server->port(), "POST", "/v1/conversations/" + ch + "/join", "{}", carol.token);
+  ASSERT_EQ(joined.status, 200) << joined.body;
+  EXPECT_EQ(jint(joined.obj(), "subscribers"), 3);
+  EXPECT_TRUE(await_count(a_, 3));
 }
 
 // The limits by source address or user are one budget for all nodes (their buckets in
