@@ -5,13 +5,17 @@
 // TERN_TEST_REDIS_URL, which TestServer turns into `--store redis --redis URL`, and
 // TERN_TEST_REDIS_DIR (TestServer::disk_dirs); every test starts from an empty Redis
 // (FLUSHALL), as it would from an empty data directory. Two TestServers of one test share the
-// Redis: two nodes. Without the flag it does nothing (RocksDB).
+// Redis: two nodes. With --tern-backend=redis2 (ctest's `redis2.` registration) it also sets
+// TERN_TEST_NODES=2, on which ServerTest starts two ternd on that Redis and sends each request
+// and connection to the next node in turn (support/server_test.h): the suite's guarantees,
+// checked across nodes. Without a flag it does nothing (RocksDB).
 // Thread affinity: gtest's main thread.
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include <gtest/gtest.h>
 
@@ -23,19 +27,21 @@ namespace {
 
 using store::redis::testing::RedisServer;
 
-// Whether this process was started with --tern-backend=redis. gtest_main hands argv to
+// Whether this process was started with --tern-backend=`backend`. gtest_main hands argv to
 // InitGoogleTest only, which leaves flags it does not know alone: read them where the kernel
 // keeps them.
-bool redis_requested() {
+bool backend_requested(std::string_view backend) {
   std::ifstream in("/proc/self/cmdline", std::ios::binary);
   const std::string args((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  return args.find(std::string("--tern-backend=redis") + '\0') != std::string::npos;
+  return args.find("--tern-backend=" + std::string(backend) + '\0') != std::string::npos;
 }
 
 class RedisBackend final : public ::testing::Environment {
  public:
   void SetUp() override {
-    if (!redis_requested()) return;
+    const bool two_nodes = backend_requested("redis2");
+    if (!two_nodes && !backend_requested("redis")) return;
+    if (two_nodes) ::setenv("TERN_TEST_NODES", "2", 1);
     server_ = std::make_unique<RedisServer>();
     auto r = server_->start();
     ASSERT_TRUE(r.ok()) << "cannot start redis-server (scripts/setup.sh installs it): " << r.error().message;
@@ -45,6 +51,7 @@ class RedisBackend final : public ::testing::Environment {
   void TearDown() override {
     ::unsetenv("TERN_TEST_REDIS_URL");
     ::unsetenv("TERN_TEST_REDIS_DIR");
+    ::unsetenv("TERN_TEST_NODES");
     server_.reset();
   }
   void flush() {

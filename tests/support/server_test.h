@@ -4,10 +4,12 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "support/test_client.h"
@@ -30,12 +32,27 @@ inline double metric_at(uint16_t port, const Account& who, std::string_view name
 class ServerTest : public ::testing::Test {
  protected:
   // Use as ASSERT_NO_FATAL_FAILURE(start_server({...})).
+  // With TERN_TEST_NODES=2 (the redis2 test backend, support/redis_backend.cc) a second ternd
+  // with the same flags joins the first on the test's Redis, and port() and api() hand out the
+  // two nodes in turn: every connection and request goes to the node after the last one's.
   void start_server(std::vector<std::string> args = {}) {
-    server_ = std::make_unique<TestServer>(std::move(args));
+    server_ = std::make_unique<TestServer>(args);
     ASSERT_TRUE(server_->start()) << server_->error();
-    api_ = std::make_unique<Api>(server_->port());
-    auto h = api_->healthz();
-    ASSERT_EQ(h.status, 200) << h.body;
+    if (two_nodes()) {
+      second_ = std::make_unique<TestServer>(std::move(args));
+      ASSERT_TRUE(second_->start()) << second_->error();
+      api_ = std::make_unique<Api>(std::vector<uint16_t>{server_->port(), second_->port()});
+    } else {
+      api_ = std::make_unique<Api>(server_->port());
+    }
+    for (int i = 0; i < (second_ ? 2 : 1); ++i) {
+      auto h = api_->healthz();
+      ASSERT_EQ(h.status, 200) << h.body;
+    }
+  }
+  static bool two_nodes() {
+    const char* n = std::getenv("TERN_TEST_NODES");
+    return n && std::string_view(n) == "2";
   }
   // SIGKILL (or SIGTERM) and start again on the same data dir.
   void restart_server(bool graceful = false) {
@@ -49,13 +66,19 @@ class ServerTest : public ::testing::Test {
   }
   void TearDown() override {
     if (HasFailure() && server_) std::cerr << server_->log_tail(6000) << "\n";
+    if (HasFailure() && second_) std::cerr << "second node:\n" << second_->log_tail(6000) << "\n";
   }
-  uint16_t port() const { return server_->port(); }
+  // The last `bytes` of each node's log, the nodes' one after the other.
+  std::string logs(size_t bytes) const { return server_->log_tail(bytes) + (second_ ? second_->log_tail(bytes) : ""); }
+  // The node to connect or send to: the only one, or the two in turn.
+  uint16_t port() const { return second_ && turn_++ % 2 ? second_->port() : server_->port(); }
   Api& api() { return *api_; }
   // The value of an unlabelled metric in GET /metrics, read with `who`'s token (-1 if absent).
   double metric(const Account& who, std::string_view name) { return metric_at(port(), who, name); }
 
   std::unique_ptr<TestServer> server_;
+  std::unique_ptr<TestServer> second_;  // two nodes only; restart_server() restarts the first
+  mutable size_t turn_ = 0;
   std::unique_ptr<Api> api_;
 };
 

@@ -171,12 +171,12 @@ json::array to_array(const std::vector<std::string>& v) {
 
 }  // namespace
 
-HttpResult Api::healthz() { return http_request(port_, "GET", "/healthz"); }
+HttpResult Api::healthz() { return http_request(next_port(), "GET", "/healthz"); }
 
 HttpResult Api::register_user(std::string_view user) {
   json::object o;
   o["user"] = user;
-  return http_request(port_, "POST", "/v1/users", json::serialize(o));
+  return http_request(next_port(), "POST", "/v1/users", json::serialize(o));
 }
 
 Account Api::must_register(std::string_view user) {
@@ -195,7 +195,7 @@ Account Api::must_register(std::string_view user) {
   return a;
 }
 
-HttpResult Api::link_device(std::string_view token) { return http_request(port_, "POST", "/v1/devices", "{}", token); }
+HttpResult Api::link_device(std::string_view token) { return http_request(next_port(), "POST", "/v1/devices", "{}", token); }
 
 Account Api::must_link(const Account& owner) {
   auto r = link_device(owner.token);
@@ -217,7 +217,7 @@ HttpResult Api::create_direct(std::string_view token, std::string_view other) {
   json::object o;
   o["type"] = "direct";
   o["members"] = json::array{json::string(other)};
-  return http_request(port_, "POST", "/v1/conversations", json::serialize(o), token);
+  return http_request(next_port(), "POST", "/v1/conversations", json::serialize(o), token);
 }
 
 std::string Api::must_direct(std::string_view token, std::string_view other) {
@@ -236,7 +236,7 @@ HttpResult Api::create_group(std::string_view token, std::string_view name, cons
   o["type"] = "group";
   o["name"] = name;
   o["members"] = to_array(members);
-  return http_request(port_, "POST", "/v1/conversations", json::serialize(o), token);
+  return http_request(next_port(), "POST", "/v1/conversations", json::serialize(o), token);
 }
 
 std::string Api::must_group(std::string_view token, std::string_view name, const std::vector<std::string>& members) {
@@ -251,23 +251,23 @@ std::string Api::must_group(std::string_view token, std::string_view name, const
 }
 
 HttpResult Api::set_presence_visibility(std::string_view token, std::string_view visibility) {
-  return http_request(port_, "PUT", "/v1/privacy", json::serialize(json::object{{"presence", visibility}}), token);
+  return http_request(next_port(), "PUT", "/v1/privacy", json::serialize(json::object{{"presence", visibility}}), token);
 }
 
 HttpResult Api::add_members(std::string_view token, std::string_view conv, const std::vector<std::string>& users) {
   json::object o;
   o["add"] = to_array(users);
-  return http_request(port_, "POST", "/v1/conversations/" + path_segment(conv) + "/members", json::serialize(o), token);
+  return http_request(next_port(), "POST", "/v1/conversations/" + path_segment(conv) + "/members", json::serialize(o), token);
 }
 
 HttpResult Api::remove_members(std::string_view token, std::string_view conv, const std::vector<std::string>& users) {
   json::object o;
   o["remove"] = to_array(users);
-  return http_request(port_, "POST", "/v1/conversations/" + path_segment(conv) + "/members", json::serialize(o), token);
+  return http_request(next_port(), "POST", "/v1/conversations/" + path_segment(conv) + "/members", json::serialize(o), token);
 }
 
 HttpResult Api::list_conversations(std::string_view token) {
-  return http_request(port_, "GET", "/v1/conversations", std::nullopt, token);
+  return http_request(next_port(), "GET", "/v1/conversations", std::nullopt, token);
 }
 
 HttpResult Api::messages(std::string_view token, std::string_view conv, std::optional<Seq> after_seq,
@@ -279,7 +279,7 @@ HttpResult Api::messages(std::string_view token, std::string_view conv, std::opt
     sep = '&';
   }
   if (limit) target += sep + std::string("limit=") + std::to_string(*limit);
-  return http_request(port_, "GET", target, std::nullopt, token);
+  return http_request(next_port(), "GET", target, std::nullopt, token);
 }
 
 std::vector<json::object> Api::backfill_all(std::string_view token, std::string_view conv, Seq after_seq, Seq* head,

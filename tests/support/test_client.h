@@ -61,9 +61,12 @@ struct Account {
 // when the server does not answer as the spec says.
 class Api {
  public:
-  explicit Api(uint16_t port) : port_(port) {}
-  void set_port(uint16_t port) { port_ = port; }
-  uint16_t port() const { return port_; }
+  explicit Api(uint16_t port) : ports_{port} {}
+  // Several nodes (the redis2 test backend, support/redis_backend.cc): each request goes to
+  // the next of `ports` in turn, as a round-robin load balancer would send it.
+  explicit Api(std::vector<uint16_t> ports) : ports_(std::move(ports)) {}
+  void set_port(uint16_t port) { ports_.front() = port; }
+  uint16_t port() const { return ports_.front(); }
 
   HttpResult healthz();
   HttpResult register_user(std::string_view user);
@@ -89,7 +92,9 @@ class Api {
   Seq head(std::string_view token, std::string_view conv);
 
  private:
-  uint16_t port_;
+  uint16_t next_port() { return ports_[turn_++ % ports_.size()]; }
+  std::vector<uint16_t> ports_;
+  size_t turn_ = 0;
 };
 
 // ---- WebSocket ----
