@@ -10,6 +10,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "support/test_client.h"
@@ -36,12 +37,17 @@ class ServerTest : public ::testing::Test {
   // with the same flags joins the first on the test's Redis, and port() and api() hand out the
   // two nodes in turn: every connection and request goes to the node after the last one's.
   void start_server(std::vector<std::string> args = {}) {
+    if (two_nodes()) args.insert(args.end(), {"--metrics-token", kMetricsToken});
     server_ = std::make_unique<TestServer>(args);
     ASSERT_TRUE(server_->start()) << server_->error();
     if (two_nodes()) {
       second_ = std::make_unique<TestServer>(std::move(args));
       ASSERT_TRUE(second_->start()) << second_->error();
       api_ = std::make_unique<Api>(std::vector<uint16_t>{server_->port(), second_->port()});
+      // Steady state: each node lists the other (send routing agrees), as a deployment is
+      // between restarts. A node starting alone sequences what it gets itself until then.
+      for (const TestServer* n : {server_.get(), second_.get()})
+        ASSERT_TRUE(lists_two_nodes(n->port())) << "the nodes did not see each other within 10 s";
     } else {
       api_ = std::make_unique<Api>(server_->port());
     }
@@ -50,6 +56,16 @@ class ServerTest : public ::testing::Test {
       ASSERT_EQ(h.status, 200) << h.body;
     }
   }
+  // Whether the node on `port` lists two nodes on the bus (tern_bus_live_nodes), within 10 s.
+  static bool lists_two_nodes(uint16_t port) {
+    for (int i = 0; i < 200; ++i) {
+      auto r = http_request(port, "GET", "/metrics", std::nullopt, kMetricsToken);
+      if (r.status == 200 && r.body.find("\ntern_bus_live_nodes 2\n") != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+  static constexpr const char* kMetricsToken = "two-nodes-test-metrics-token";
   static bool two_nodes() {
     const char* n = std::getenv("TERN_TEST_NODES");
     return n && std::string_view(n) == "2";
