@@ -1,6 +1,7 @@
 // The store's marks that the nodes on one Redis share beyond the data (store.h's "shared"
-// sections): token buckets of the rate limits, media marks, link codes and the report counter. Each is one
-// script on its own key, timed by Redis's clock, so the nodes' clocks do not matter.
+// sections): token buckets of the rate limits, media marks, link codes and the report
+// counter. Each is one script on its own key; those that expire go by Redis's clock, so the
+// nodes' clocks do not matter.
 #include <cstdio>
 #include <string_view>
 

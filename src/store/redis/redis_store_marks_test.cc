@@ -1,6 +1,6 @@
 // What the nodes on one redis-server share beyond the data (redis_store_marks.cc): media
-// marks, token buckets, link codes and report ids, seen through two stores on one server (two nodes).
-// Each test starts its own server.
+// marks, token buckets, link codes and report ids, seen through two stores on one server
+// (two nodes). Each test starts its own server.
 #include <chrono>
 #include <filesystem>
 #include <fstream>
