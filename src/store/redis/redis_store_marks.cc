@@ -3,6 +3,7 @@
 // counter. Each is one script on its own key; those that expire go by Redis's clock, so the
 // nodes' clocks do not matter.
 #include <cstdio>
+#include <string>
 #include <string_view>
 
 #include <hiredis/hiredis.h>
@@ -14,7 +15,14 @@
 namespace tern::store::redis {
 
 namespace {
-Error reply_error(const redisReply* r) { return redis_reply_error(std::string_view(r->str, r->len)); }
+// Every script here answers an integer: it, or the error Redis gave (`what` names the script).
+Result<long long> integer_of(Result<Reply> r, const char* what) {
+  if (!r) return r.error();
+  if ((*r)->type == REDIS_REPLY_ERROR) return redis_reply_error(std::string_view((*r)->str, (*r)->len));
+  if ((*r)->type != REDIS_REPLY_INTEGER)
+    return make_error(ErrorCode::kInternal, std::string("redis: ") + what + ": unexpected reply");
+  return (*r)->integer;
+}
 }  // namespace
 
 Result<std::optional<bool>> RedisStore::take_tokens(const std::string& key, double rate_per_sec, double burst,
@@ -27,21 +35,17 @@ Result<std::optional<bool>> RedisStore::take_tokens(const std::string& key, doub
     return std::string(buf);
   };
   const std::string rate = num(rate_per_sec), cap = num(burst), take = num(n);
-  auto r = eval(scripts::kTakeTokens, tokens_sha_, {k}, {rate, cap, take});
+  auto r = integer_of(eval(scripts::kTakeTokens, tokens_sha_, {k}, {rate, cap, take}), "token bucket");
   if (!r) return r.error();
-  if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
-  if ((*r)->type != REDIS_REPLY_INTEGER) return make_error(ErrorCode::kInternal, "redis: token bucket: unexpected reply");
-  return std::optional<bool>((*r)->integer == 1);
+  return std::optional<bool>(*r == 1);
 }
 
 Result<long long> RedisStore::media_mark_script(const std::string& id, std::string_view op, const std::string& holder,
                                                 int64_t ttl_ms) {
   const std::string base = "{m:" + id + "}";
-  auto r = eval(scripts::kMediaMark, media_mark_sha_, {base + ":l", base + ":c"}, {op, holder, std::to_string(ttl_ms)});
-  if (!r) return r.error();
-  if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
-  if ((*r)->type != REDIS_REPLY_INTEGER) return make_error(ErrorCode::kInternal, "redis: media mark: unexpected reply");
-  return (*r)->integer;
+  return integer_of(
+      eval(scripts::kMediaMark, media_mark_sha_, {base + ":l", base + ":c"}, {op, holder, std::to_string(ttl_ms)}),
+      "media mark");
 }
 
 Result<std::optional<bool>> RedisStore::mark_media(const std::string& id, MediaMark kind, const std::string& holder,
@@ -59,33 +63,28 @@ Result<void> RedisStore::unmark_media(const std::string& id, MediaMark kind, con
 }
 
 Result<std::optional<uint64_t>> RedisStore::next_report_id() {
-  auto r = eval(scripts::kNextReportId, report_id_sha_, {"{reports}n", "{reports}"}, {});
+  auto r = integer_of(eval(scripts::kNextReportId, report_id_sha_, {"{reports}n", "{reports}"}, {}), "report id");
   if (!r) return r.error();
-  if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
-  if ((*r)->type != REDIS_REPLY_INTEGER || (*r)->integer < 1)
-    return make_error(ErrorCode::kInternal, "redis: report id: unexpected reply");
-  return std::optional<uint64_t>(static_cast<uint64_t>((*r)->integer));
+  if (*r < 1) return make_error(ErrorCode::kInternal, "redis: report id: unexpected reply");
+  return std::optional<uint64_t>(static_cast<uint64_t>(*r));
 }
 
 Result<std::optional<int64_t>> RedisStore::add_link_code(const std::string& user, const std::string& code_hash,
                                                          int64_t ttl_ms, size_t max_per_user) {
   if (ttl_ms < 1 || code_hash.empty() || max_per_user < 1)
     return make_error(ErrorCode::kInvalidArgument, "redis: bad link code");
-  auto r = eval(scripts::kLinkCode, link_code_sha_, {"{u:" + user + "}:lc"},
-                {"A", code_hash, std::to_string(ttl_ms), std::to_string(max_per_user)});
+  auto r = integer_of(eval(scripts::kLinkCode, link_code_sha_, {"{u:" + user + "}:lc"},
+                           {"A", code_hash, std::to_string(ttl_ms), std::to_string(max_per_user)}),
+                      "link code");
   if (!r) return r.error();
-  if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
-  if ((*r)->type != REDIS_REPLY_INTEGER) return make_error(ErrorCode::kInternal, "redis: link code: unexpected reply");
-  return std::optional<int64_t>((*r)->integer);
+  return std::optional<int64_t>(*r);
 }
 
 Result<std::optional<bool>> RedisStore::take_link_code(const std::string& user, const std::string& code_hash) {
   if (code_hash.empty()) return make_error(ErrorCode::kInvalidArgument, "redis: bad link code");
-  auto r = eval(scripts::kLinkCode, link_code_sha_, {"{u:" + user + "}:lc"}, {"T", code_hash});
+  auto r = integer_of(eval(scripts::kLinkCode, link_code_sha_, {"{u:" + user + "}:lc"}, {"T", code_hash}), "link code");
   if (!r) return r.error();
-  if ((*r)->type == REDIS_REPLY_ERROR) return reply_error(r->get());
-  if ((*r)->type != REDIS_REPLY_INTEGER) return make_error(ErrorCode::kInternal, "redis: link code: unexpected reply");
-  return std::optional<bool>((*r)->integer == 1);
+  return std::optional<bool>(*r == 1);
 }
 
 }  // namespace tern::store::redis
