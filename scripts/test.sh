@@ -13,8 +13,12 @@
 #   that wakes up preempts it at once. Its output goes to build/asan-build.log, printed after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each phase's start, with the time, so that a slow run shows where its time went.
+phase() { echo "== $(date -u +%H:%M:%S) $*"; }
+phase "setup"
 scripts/setup.sh
 jobs=$(nproc)
+phase "release build"
 
 cmake --preset test-release >/dev/null
 cmake --build --preset test-release -j "$jobs"
@@ -30,9 +34,10 @@ set -m
 asan_build=$!
 set +m
 trap 'kill -- "-$asan_build" 2>/dev/null || true' EXIT
+phase "release tests (the ASan + UBSan build beside them)"
 ctest --preset test-release -j "$jobs"
 
-echo "== waiting for the ASan + UBSan build (its output: $log)"
+phase "waiting for the ASan + UBSan build (its output: $log)"
 if ! wait "$asan_build"; then
   cat "$log"
   echo "the ASan + UBSan build failed" >&2
@@ -40,4 +45,6 @@ if ! wait "$asan_build"; then
 fi
 trap - EXIT
 tail -n 3 "$log"
+phase "ASan + UBSan tests"
 ctest --preset asan-ubsan -j "$jobs"
+phase "done"
