@@ -318,20 +318,22 @@ bool RedisBus::held_here(const DeviceRef& device) {
   return it != attached_.end() && !it->second.moved;
 }
 
-bool RedisBus::detach_here(const DeviceRef& device, const Endpoint* endpoint, size_t& local) {
+char RedisBus::detach_here(const DeviceRef& device, const Endpoint* endpoint, size_t& local) {
   local = local_.detach(device, endpoint);
   // Only the device's current endpoint removes it (a replaced one's detach comes later).
+  bool moved = false;
   {
     std::lock_guard lock(mu_);
     auto it = attached_.find({device.user, device.device});
-    if (it == attached_.end() || it->second.endpoint != endpoint) return false;
+    if (it == attached_.end() || it->second.endpoint != endpoint) return '=';
+    moved = it->second.moved;
     attached_.erase(it);
     // Leaving with its entries kept: the others' routes keep the device here too, so that the
     // node that mends this node's entries (new_run, gone) finds it.
     if (!keep_entries_.load(std::memory_order_relaxed)) announce_locked(Target::kDetached, device);
   }
   cv_.notify_one();
-  return true;
+  return moved || keep_entries_.load(std::memory_order_relaxed) ? '=' : '-';
 }
 
 bool RedisBus::publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) {

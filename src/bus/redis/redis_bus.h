@@ -367,8 +367,12 @@ class RedisBus final : public Bus {
   void heartbeat(store::redis::RedisCluster& conn);
   void publisher();
   void counter();  // the counter thread: registry writes whose count a caller awaits
-  // Local detach; true if `endpoint` was the device's current one here (its entry goes).
-  bool detach_here(const DeviceRef& device, const Endpoint* endpoint, size_t& local);
+  // Local detach; returns the registry op that counts it: '-' if `endpoint` was the device's
+  // current connection here (its entry goes), else '=' (the entry stays): a replaced
+  // connection (its replacement's detach comes later); one whose device moved to another node
+  // (that node's '+' overwrites the entry, perhaps after this op: removing it would show the
+  // user offline until then); leaving with the entries kept (leave()).
+  char detach_here(const DeviceRef& device, const Endpoint* endpoint, size_t& local);
   // The registry op failed: the publisher retries the write; the local count stands in.
   void registry_later(bool attach, const DeviceRef& device);
   // attached_ gets the device's endpoint, and the publisher thread's queue its kAttached.

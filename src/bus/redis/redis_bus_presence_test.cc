@@ -194,6 +194,54 @@ TEST_F(RedisBusNodes, AnAttachSaysWhetherTheDeviceCountedAlready) {
   EXPECT_EQ(b.detach(DeviceRef{"alice", 1}, moved.get()), 1u);
   EXPECT_EQ(attach(a, DeviceRef{"alice", 1}, std::make_shared<Recorder>()).second, true) << "its entry was removed";
 }
+// A device that takes its own connection over on another node: that node's kAttached (sent
+// by its publisher thread) may close the connection here before its '+' (its counter thread)
+// writes the registry entry. The closed connection's detach keeps the entry, which the other
+// node's '+' overwrites: removing it would count 0, and subscribers would see the user go
+// offline and come back online although a device was connected all along.
+TEST_F(RedisBusNodes, TheDetachOfAConnectionThatMovedKeepsItsEntryForTheNewNode) {
+  ASSERT_TRUE(a.start());
+  auto old_conn = std::make_shared<Recorder>();
+  ASSERT_EQ(a.attach(DeviceRef{"alice", 1}, old_conn), 1u);
+  // b's announcement alone, a minute newer than a's connection, published as b's publisher
+  // would; b's count is not made yet.
+  auto raw = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", redis_.server.port()},
+                                                    std::chrono::milliseconds(500), std::chrono::milliseconds(500));
+  ASSERT_TRUE(raw);
+  auto n = std::make_shared<Notification>();
+  n->seq = static_cast<Seq>(a.clock_us() + 60000000);
+  std::string payload;
+  put_str(payload, "b");
+  RedisBus::encode(payload, RedisBus::Event{RedisBus::Target::kAttached, DeviceRef{"alice", 1}, n});
+  ASSERT_TRUE((*raw)->command({"PUBLISH", "tern:bus", payload}));
+  ASSERT_TRUE(await([&] { return old_conn->replaced_count == 1; })) << "a did not close its older connection";
+
+  // The gateway's detach of the replaced connection: counted with the entry kept.
+  auto p = std::make_shared<std::promise<size_t>>();
+  auto f = p->get_future();
+  a.detach_async(DeviceRef{"alice", 1}, old_conn.get(), [p](size_t count, uint64_t, bool) { p->set_value(count); });
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(f.get(), 1u) << "alice counted offline while her device moved";
+  auto entry = (*raw)->command({"HGET", "{r:alice}", "1"});
+  ASSERT_TRUE(entry);
+  ASSERT_EQ((*entry)->type, REDIS_REPLY_STRING);
+  EXPECT_EQ(std::string((*entry)->str, (*entry)->len).substr(0, 2), "a ");
+  EXPECT_TRUE(a.online("alice"));
+
+  // b's count comes: the device counted already, so no second `online` either.
+  ASSERT_TRUE(b.start());
+  auto q = std::make_shared<std::promise<std::pair<size_t, bool>>>();
+  auto g = q->get_future();
+  b.attach_async(DeviceRef{"alice", 1}, std::make_shared<Recorder>(),
+                 [q](size_t count, uint64_t, bool added) { q->set_value({count, added}); });
+  ASSERT_EQ(g.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(g.get(), (std::pair<size_t, bool>{1, false}));
+  entry = (*raw)->command({"HGET", "{r:alice}", "1"});
+  ASSERT_TRUE(entry);
+  ASSERT_EQ((*entry)->type, REDIS_REPLY_STRING);
+  EXPECT_EQ(std::string((*entry)->str, (*entry)->len).substr(0, 2), "b ") << "b's entry replaced a's";
+}
+
 struct Changes {
   std::mutex mu;
   std::vector<std::pair<std::string, bool>> seen;  // user, online

@@ -398,10 +398,10 @@ void RedisBus::registry_later(bool attach, const DeviceRef& device) {
 
 size_t RedisBus::detach(const DeviceRef& device, const Endpoint* endpoint) {
   size_t n = 0;
-  const bool gone = detach_here(device, endpoint, n) && !keep_entries_.load(std::memory_order_relaxed);
-  auto count = registry_count(gone ? '-' : '=', device);
+  const char op = detach_here(device, endpoint, n);
+  auto count = registry_count(op, device);
   if (count) return std::max(count->devices, n);
-  if (gone) registry_later(false, device);
+  if (op == '-') registry_later(false, device);
   return n;
 }
 
@@ -421,11 +421,10 @@ void RedisBus::attach_async(const DeviceRef& device, std::shared_ptr<Endpoint> e
 
 void RedisBus::detach_async(const DeviceRef& device, const Endpoint* endpoint, Counted counted) {
   size_t n = 0;
-  // Leaving with its entries kept (leave()): counted, not removed.
-  const bool gone = detach_here(device, endpoint, n) && !keep_entries_.load(std::memory_order_relaxed);
+  const char op = detach_here(device, endpoint, n);
   {
     std::lock_guard lock(counts_mu_);
-    counts_.push_back(CountOp{gone ? '-' : '=', device, n, std::move(counted), {}, {}});
+    counts_.push_back(CountOp{op, device, n, std::move(counted), {}, {}});
   }
   counts_cv_.notify_one();
 }
