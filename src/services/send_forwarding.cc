@@ -94,11 +94,25 @@ std::string encode_response(const Result<SentInfo>& result) {
     put_u64(out, static_cast<uint64_t>(result->ts));
   } else {
     out.push_back(kResponseError);
-    put_u32(out, static_cast<uint32_t>(result.error().code));
-    put_str(out, result.error().message);
-    put_str(out, result.error().detail_json);
+    put_error(out, result.error());
   }
   return out;
+}
+
+void put_error(std::string& out, const Error& e) {
+  put_u32(out, static_cast<uint32_t>(e.code));
+  put_str(out, e.message);
+  put_str(out, e.detail_json);
+}
+
+std::optional<Error> read_error(ByteReader& r) {
+  const uint64_t code = r.num(4);
+  Error e;
+  e.message = r.str();
+  e.detail_json = r.str();
+  if (!r.ok || code == 0 || code > static_cast<uint64_t>(kLastErrorCode)) return std::nullopt;
+  e.code = static_cast<ErrorCode>(code);
+  return e;
 }
 
 Result<SentInfo> decode_response(std::string_view payload) {
@@ -114,14 +128,9 @@ Result<SentInfo> decode_response(std::string_view payload) {
     return info;
   }
   if (kind == static_cast<uint64_t>(kResponseError)) {
-    const uint64_t code = r.num(4);
-    Error e;
-    e.message = r.str();
-    e.detail_json = r.str();
-    if (!r.ok || !r.in.empty() || code == 0 || code > static_cast<uint64_t>(kLastErrorCode))
-      return malformed("bad error answer");
-    e.code = static_cast<ErrorCode>(code);
-    return e;
+    auto e = read_error(r);
+    if (!e || !r.in.empty()) return malformed("bad error answer");
+    return *e;
   }
   return malformed(payload.empty() ? "no answer (the node does not serve forwarded sends)" : "bad answer");
 }

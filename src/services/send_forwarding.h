@@ -10,10 +10,12 @@
 //
 // Stateless functions; any thread.
 #pragma once
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 
+#include "base/byte_codec.h"
 #include "base/ids.h"
 #include "base/result.h"
 #include "proto/frames.h"
@@ -28,5 +30,10 @@ Result<std::pair<DeviceRef, proto::SendFrame>> decode_request(std::string_view p
 std::string encode_response(const Result<SentInfo>& result);
 // A malformed answer (or an empty one: the node was not serving) reads as `unavailable`.
 Result<SentInfo> decode_response(std::string_view payload);
+
+// The error form of an answer, shared with channel_forwarding.h: its code, message and detail.
+void put_error(std::string& out, const Error& e);
+// The error after the answer's kind byte; nullopt if malformed (the reader is then not ok).
+std::optional<Error> read_error(ByteReader& r);
 
 }  // namespace tern::services::send_forwarding

@@ -5,6 +5,7 @@
 
 #include "base/clock.h"
 #include "base/metrics.h"
+#include "services/channel_forwarding.h"
 #include "services/conversation_ids.h"
 #include "services/send_forwarding.h"
 #include "services/token.h"
@@ -16,6 +17,10 @@ Counter& sends_forwarded = MetricsRegistry::global().counter(
     "tern_sends_forwarded_total", "sends handed to the node that sequences their conversation");
 Counter& sends_served = MetricsRegistry::global().counter(
     "tern_sends_served_total", "sends another node handed to this one to sequence");
+Counter& channel_changes_forwarded = MetricsRegistry::global().counter(
+    "tern_channel_changes_forwarded_total", "channel joins, leaves and admin changes handed to the node that sequences the channel");
+Counter& channel_changes_served = MetricsRegistry::global().counter(
+    "tern_channel_changes_served_total", "channel changes another node handed to this one");
 
 }  // namespace
 
@@ -93,6 +98,14 @@ void Sequencer::forward(Shard& shard, std::string node, DeviceRef device, proto:
 }
 
 void Sequencer::serve_forwarded(std::string payload, std::function<void(std::string)> respond) {
+  if (channel_forwarding::is_request(payload)) {
+    auto change = channel_forwarding::decode_request(payload);
+    if (!change) return respond(channel_forwarding::encode_response(change.error()));
+    channel_changes_served.inc();
+    return change_channel(std::move(*change), true, [respond = std::move(respond)](Result<channel_forwarding::Answer> r) {
+      respond(channel_forwarding::encode_response(r));
+    });
+  }
   auto request = send_forwarding::decode_request(payload);
   if (!request) return respond(send_forwarding::encode_response(request.error()));
   sends_served.inc();
@@ -170,35 +183,85 @@ void Sequencer::observe_head(const std::string& conversation_id, Seq seq, std::s
 }
 
 void Sequencer::join_channel(DeviceRef actor, std::string channel_id, Channels::JoinDone done) {
-  on_owner(channel_id, false, [this, actor = std::move(actor), id = channel_id, done = std::move(done)](Shard& s, const Error* e) mutable {
-    if (e) return done(*e);
-    channels_.join(s, actor, id, std::move(done));
-  });
+  change_channel({channel_forwarding::Op::kJoin, std::move(actor), std::move(channel_id), {}}, false,
+                 [done = std::move(done)](Result<channel_forwarding::Answer> r) {
+                   done(r ? Result<SubscriptionInfo>(r->info) : Result<SubscriptionInfo>(r.error()));
+                 });
 }
 
 void Sequencer::leave_channel(DeviceRef actor, std::string channel_id, Channels::CountDone done) {
-  on_owner(channel_id, false, [this, actor = std::move(actor), id = channel_id, done = std::move(done)](Shard& s, const Error* e) mutable {
-    if (e) return done(*e);
-    channels_.leave(s, actor, id, std::move(done));
-  });
+  change_channel({channel_forwarding::Op::kLeave, std::move(actor), std::move(channel_id), {}}, false,
+                 [done = std::move(done)](Result<channel_forwarding::Answer> r) {
+                   done(r ? Result<uint64_t>(r->info.subscribers) : Result<uint64_t>(r.error()));
+                 });
 }
 
 void Sequencer::change_subscribers(DeviceRef actor, std::string channel_id, proto::MembersRequest request,
                                    Channels::CountDone done) {
-  on_owner(channel_id, false, [this, actor = std::move(actor), id = channel_id, request = std::move(request),
-                        done = std::move(done)](Shard& s, const Error* e) mutable {
-    if (e) return done(*e);
-    channels_.change_subscribers(s, actor, id, request, std::move(done));
-  });
+  change_channel({channel_forwarding::Op::kSubscribers, std::move(actor), std::move(channel_id), std::move(request)},
+                 false, [done = std::move(done)](Result<channel_forwarding::Answer> r) {
+                   done(r ? Result<uint64_t>(r->info.subscribers) : Result<uint64_t>(r.error()));
+                 });
 }
 
 void Sequencer::change_admins(DeviceRef actor, std::string channel_id, proto::MembersRequest request,
                               Channels::AdminsDone done) {
-  on_owner(channel_id, false, [this, actor = std::move(actor), id = channel_id, request = std::move(request),
-                        done = std::move(done)](Shard& s, const Error* e) mutable {
+  change_channel({channel_forwarding::Op::kAdmins, std::move(actor), std::move(channel_id), std::move(request)}, false,
+                 [done = std::move(done)](Result<channel_forwarding::Answer> r) {
+                   done(r ? Result<std::vector<std::string>>(std::move(r->admins))
+                          : Result<std::vector<std::string>>(r.error()));
+                 });
+}
+
+void Sequencer::change_channel(channel_forwarding::Request request, bool served, ChannelDone done) {
+  using channel_forwarding::Answer;
+  using channel_forwarding::Op;
+  // On the node that sequences the channel (the bus's route(), as for its posts), so that one
+  // node writes its record: the channel's changes count from one copy, in one order. A change
+  // another node handed here is made here whatever this node's ring says.
+  if (!served) {
+    if (std::string node = core_.bus.route(request.channel_id); !node.empty())
+      return forward_channel(std::move(node), std::move(request), std::move(done));
+  }
+  const std::string id = request.channel_id;
+  on_owner(id, false, [this, request = std::move(request), done = std::move(done)](Shard& s, const Error* e) mutable {
     if (e) return done(*e);
-    channels_.change_admins(s, actor, id, request, std::move(done));
+    const DeviceRef& actor = request.actor;
+    const std::string& id = request.channel_id;
+    switch (request.op) {
+      case Op::kJoin:
+        return channels_.join(s, actor, id, [done = std::move(done)](Result<SubscriptionInfo> r) {
+          done(r ? Result<Answer>(Answer{*r, {}}) : Result<Answer>(r.error()));
+        });
+      case Op::kLeave:
+      case Op::kSubscribers: {
+        Channels::CountDone counted = [done = std::move(done)](Result<uint64_t> r) {
+          done(r ? Result<Answer>(Answer{SubscriptionInfo{0, *r}, {}}) : Result<Answer>(r.error()));
+        };
+        if (request.op == Op::kLeave) return channels_.leave(s, actor, id, std::move(counted));
+        return channels_.change_subscribers(s, actor, id, request.members, std::move(counted));
+      }
+      case Op::kAdmins:
+        return channels_.change_admins(s, actor, id, request.members,
+                                       [done = std::move(done)](Result<std::vector<std::string>> r) {
+                                         done(r ? Result<Answer>(Answer{{}, std::move(*r)}) : Result<Answer>(r.error()));
+                                       });
+    }
   });
+}
+
+void Sequencer::forward_channel(std::string node, channel_forwarding::Request request, ChannelDone done) {
+  channel_changes_forwarded.inc();
+  const size_t owner = core_.owner(request.channel_id);
+  core_.bus.request(node, channel_forwarding::encode_request(request),
+                    [this, owner, done = std::move(done)](Result<std::string> answer) mutable {
+                      auto r = answer ? channel_forwarding::decode_response(*answer)
+                                      : Result<channel_forwarding::Answer>(answer.error());
+                      if (!r && r.error().code == ErrorCode::kDraining)
+                        r = make_error(ErrorCode::kUnavailable, "the node that sequences this channel is stopping; retry");
+                      // On the channel's owning loop, as a change made here answers.
+                      core_.loops.run(owner, [r = std::move(r), done = std::move(done)]() mutable { done(std::move(r)); });
+                    });
 }
 
 void Sequencer::channel_info(std::string channel_id, Channels::InfoDone done) {

@@ -19,6 +19,7 @@
 
 #include "proto/frames.h"
 #include "proto/http_shapes.h"
+#include "services/channel_forwarding.h"
 #include "services/channels.h"
 #include "services/membership.h"
 #include "services/receipts.h"
@@ -40,12 +41,13 @@ class Sequencer {
   // Sequenced here, or on the node that owns the conversation if that is another one (the
   // bus's route(); send_forwarding.h): `done` runs on this node's owning loop either way.
   void send(DeviceRef device, proto::SendFrame frame, int64_t started_us, SendDone done);
-  // A send forwarded by another node (the bus's request sink): sequenced here, never
-  // forwarded again; `respond` gets the encoded answer (on the owning loop).
+  // A send or channel change forwarded by another node (the bus's request sink): made here,
+  // never forwarded again; `respond` gets the encoded answer (on the owning loop).
   void serve_forwarded(std::string payload, std::function<void(std::string)> respond);
   void create_conversation(DeviceRef creator, proto::CreateConversationRequest request, CreateDone done);
   void change_members(DeviceRef actor, std::string conversation_id, proto::MembersRequest request, MembersDone done);
-  // Channels (see channels.h).
+  // Channels (see channels.h). A change is made on the node that sequences the channel: here,
+  // or handed to it (channel_forwarding.h); `done` runs on this node's owning loop either way.
   void join_channel(DeviceRef actor, std::string channel_id, Channels::JoinDone done);
   void leave_channel(DeviceRef actor, std::string channel_id, Channels::CountDone done);
   void change_subscribers(DeviceRef actor, std::string channel_id, proto::MembersRequest request,
@@ -105,6 +107,11 @@ class Sequencer {
   std::shared_ptr<const WarmHold> prefetch_devices(const std::vector<std::string>& users);
   // On the owning loop: hands the send to `node` (send_forwarding.h) and answers `done` there.
   void forward(Shard& shard, std::string node, DeviceRef device, proto::SendFrame frame, SendDone done);
+  // A channel change: handed to the channel's sequencing node if that is another one (unless
+  // `served`: another node handed it here), else made on the owning loop; `done` runs there.
+  using ChannelDone = std::function<void(Result<channel_forwarding::Answer>)>;
+  void change_channel(channel_forwarding::Request request, bool served, ChannelDone done);
+  void forward_channel(std::string node, channel_forwarding::Request request, ChannelDone done);
 
   SequencerCore core_;
   Sender sender_;

@@ -286,6 +286,88 @@ TEST_F(SequencerNodesTest, ChannelChangesOnOneNodeWhilePostsComeFromAnother) {
   EXPECT_TRUE(is_active_member(**c, "bob"));
 }
 
+// Channel changes are made by the channel's sequencing node (channel_forwarding.h), as its
+// posts are: changes through two nodes, one after the other, each count from the one before
+// (made where they arrived, each node counted from its own copy of the record: bob's join
+// through a, then dave's through b, both answered 2), and a join through the other node
+// subscribes from the owner's head.
+TEST_F(SequencerNodesTest, ChannelChangesThroughAnotherNodeAreMadeByTheSequencingNode) {
+  Node& a = *nodes_[0];
+  Node& b = *nodes_[1];
+  const std::string id = create_channel(b, "alice");
+  ASSERT_FALSE(id.empty());
+  ASSERT_TRUE(send(b, "alice", id, "post-1"));
+  ASSERT_TRUE(send(b, "alice", id, "post-2"));
+  a.bus.serve = [&b](std::string payload, std::function<void(std::string)> respond) {
+    b.sequencer.serve_forwarded(std::move(payload), std::move(respond));
+  };
+  a.bus.to = "b";
+  const auto forwarded = [] {
+    return MetricsRegistry::global()
+        .counter("tern_channel_changes_forwarded_total",
+                 "channel joins, leaves and admin changes handed to the node that sequences the channel")
+        .value();
+  };
+  const uint64_t forwarded_before = forwarded();
+  auto join = [&](Node& n, const char* user) {
+    std::promise<Result<SubscriptionInfo>> p;
+    n.sequencer.join_channel(DeviceRef{user, 1}, id, [&p](auto r) { p.set_value(std::move(r)); });
+    auto f = p.get_future();
+    EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
+    return f.get();
+  };
+  auto count = [&](auto call) {
+    std::promise<Result<uint64_t>> p;
+    call([&p](Result<uint64_t> r) { p.set_value(std::move(r)); });
+    auto f = p.get_future();
+    EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
+    return f.get();
+  };
+
+  auto bob = join(a, "bob");
+  ASSERT_TRUE(bob) << bob.error().message;
+  EXPECT_EQ(bob->joined_seq, 3u) << "from the owner's head";
+  EXPECT_EQ(bob->subscribers, 2u);
+  auto dave = join(b, "dave");
+  ASSERT_TRUE(dave) << dave.error().message;
+  EXPECT_EQ(dave->subscribers, 3u) << "counted from bob's join, made on b";
+  auto carol = count([&](Channels::CountDone d) {
+    a.sequencer.change_subscribers(DeviceRef{"alice", 1}, id, {{"carol"}, {}}, std::move(d));
+  });
+  ASSERT_TRUE(carol) << carol.error().message;
+  EXPECT_EQ(*carol, 4u);
+  auto left = count([&](Channels::CountDone d) { a.sequencer.leave_channel(DeviceRef{"dave", 1}, id, std::move(d)); });
+  ASSERT_TRUE(left) << left.error().message;
+  EXPECT_EQ(*left, 3u);
+  std::promise<Result<std::vector<std::string>>> ap;
+  a.sequencer.change_admins(DeviceRef{"alice", 1}, id, {{"erin"}, {}}, [&ap](auto r) { ap.set_value(std::move(r)); });
+  auto af = ap.get_future();
+  ASSERT_EQ(af.wait_for(10s), std::future_status::ready);
+  auto admins = af.get();
+  ASSERT_TRUE(admins) << admins.error().message;
+  EXPECT_EQ(std::set<std::string>(admins->begin(), admins->end()), (std::set<std::string>{"alice", "erin"}));
+  // A refusal comes back as the owner gave it.
+  auto refused = count([&](Channels::CountDone d) {
+    a.sequencer.change_subscribers(DeviceRef{"bob", 1}, id, {{"dave"}, {}}, std::move(d));
+  });
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kForbidden) << refused.error().message;
+  EXPECT_EQ(forwarded() - forwarded_before, 5u);
+
+  auto c = view_.conversation(id);
+  ASSERT_TRUE(c && *c);
+  EXPECT_EQ((*c)->subscribers, 4u) << "alice, bob, carol and erin";
+  EXPECT_TRUE(is_active_member(**c, "erin"));
+  for (const char* u : {"bob", "carol", "erin"}) {
+    auto row = view_.user_conversation(u, id);
+    ASSERT_TRUE(row);
+    EXPECT_TRUE(*row) << u << " is not subscribed in the store";
+  }
+  auto gone = view_.user_conversation("dave", id);
+  ASSERT_TRUE(gone);
+  EXPECT_FALSE(*gone) << "dave left";
+}
+
 // With reads off the loops (StoreReads, as with Redis), a conversation this node has not seen
 // is read on a reader thread: while the store is slow to answer, the node's loops keep
 // running, and sends of the conversation that arrive meanwhile wait for the read in order.
