@@ -8,14 +8,16 @@
 #   the compile time of our heaviest files at -O2. The `release` preset (build/bin, for
 #   running and profiling) keeps its debug info and is left alone.
 # - The ASan + UBSan build runs beside the release tests, at idle priority (SCHED_IDLE). The
-#   release tests leave about 80% of the two cores idle (they wait for timeouts, failovers
-#   and child processes); the build takes only CPU time no test wants, and a test's thread
-#   that wakes up preempts it at once. Its output goes to build/asan-build.log, printed after.
+#   release tests leave part of the two cores idle (they wait for timeouts, failovers and
+#   child processes; the build did 148 of its 364 steps beside them in a run of 2026-12-07);
+#   the build takes only CPU time no test wants, and a test's thread that wakes up preempts
+#   it at once. Its output goes to build/asan-build.log, printed after.
 # - The sanitizer build is the longest part of a run (about twice the release build's compile
 #   time). It keeps line tables only (-g1, CMakePresets.json: 16% less compile time than -g for
-#   our heaviest file; stack traces keep files and lines), and its tree runs the integration
-#   suites on the embedded store only (tests/CMakeLists.txt): their Redis and two-node runs are
-#   the release tree's.
+#   our heaviest file; stack traces keep files and lines), leaves out UBSan's null, alignment
+#   and vptr checks (CMakeLists.txt: a third of its compile time), and its tree runs the
+#   integration suites on the embedded store only (tests/CMakeLists.txt): their Redis and
+#   two-node runs are the release tree's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Each phase's start, with the time, so that a slow run shows where its time went.
