@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "base/metrics.h"
+#include "services/channel_views.h"
 
 namespace tern::services {
 
@@ -342,26 +343,8 @@ void Channels::info(Shard& shard, const std::string& channel_id, InfoDone done) 
   if (!st) return done(st.error());
   ConvState& cs = **st;
   ChannelInfo out{*conv, cs.head, {}};
-  if (cs.channel) out.views.assign(cs.channel->views.begin(), cs.channel->views.end());
+  out.views = ChannelViews::views(cs);
   done(std::move(out));
-}
-
-void Channels::track_post(ConvState& cs, Seq seq) {
-  auto& views = cs.channel_state().views;
-  views.emplace_back(seq, 0);
-  if (views.size() > kViewedPosts) views.pop_front();
-}
-
-void Channels::count_read(ConvState& cs, const std::string& user, Seq seq) {
-  ChannelState& ch = cs.channel_state();
-  auto [it, inserted] = ch.last_read.try_emplace(user, 0);
-  const Seq prev = it->second;
-  if (seq <= prev) return;
-  it->second = seq;
-  for (auto& [s, v] : ch.views)
-    if (s > prev && s <= seq) ++v;
-  // Bounded: forgetting readers only lets a reader count again (views are approximate).
-  if (ch.last_read.size() > kReaders) ch.last_read.clear();
 }
 
 }  // namespace tern::services

@@ -38,9 +38,6 @@ struct ChannelInfo {
 
 class Channels {
  public:
-  static constexpr size_t kViewedPosts = 20;     // posts whose views the owning loop counts
-  static constexpr size_t kReaders = 1'000'000;  // readers remembered per channel for views
-
   using JoinDone = std::function<void(Result<SubscriptionInfo>)>;
   using CountDone = std::function<void(Result<uint64_t>)>;
   using AdminsDone = std::function<void(Result<std::vector<std::string>>)>;
@@ -63,12 +60,9 @@ class Channels {
   // The owner names or drops admins (an added admin is subscribed if it was not).
   void change_admins(Shard& shard, const DeviceRef& actor, const std::string& channel_id,
                      const proto::MembersRequest& request, AdminsDone done);
+  // The channel's record and head as this node has them, and the views it counted
+  // (channel_views.h: the node that sequences the channel counts them).
   void info(Shard& shard, const std::string& channel_id, InfoDone done);
-
-  // A read marker of a subscriber: counts views of the recent posts it newly covers.
-  static void count_read(ConvState& cs, const std::string& user, Seq seq);
-  // A new post: starts counting its views.
-  static void track_post(ConvState& cs, Seq seq);
 
  private:
   struct Change {

@@ -7,7 +7,6 @@
 #include "base/metrics.h"
 
 #include "proto/frames.h"
-#include "services/channels.h"
 #include "services/conversation_ids.h"
 
 namespace tern::services {
@@ -73,9 +72,9 @@ void Receipts::settle_ack(const std::string& ack_key, Seq seq) {
 
 // A channel subscriber's ack moves only its cursor: no receipt goes to the poster (who sees
 // a view count instead) and there is no inbox entry to clear (channels fan out on read).
-void Receipts::acknowledge_channel(ConvState& cs, const DeviceRef& device, const std::string& conversation_id,
+void Receipts::acknowledge_channel(Shard& shard, ConvState& cs, const DeviceRef& device, const std::string& conversation_id,
                                    Seq seq, bool read, std::string ack_key, AckDone done) {
-  if (read) Channels::count_read(cs, device.user, seq);
+  if (read) views_.read(shard, cs, conversation_id, device.user, seq);
   store::Batch batch;
   batch.add(store::SetCursor{device, conversation_id, seq});
   core_.submit(cs, std::move(batch), [this, ack_key = std::move(ack_key), seq, done = std::move(done)](
@@ -152,7 +151,7 @@ void Receipts::acknowledge(Shard& shard, const DeviceRef& device, const std::str
   };
   if ((*conv)->type == store::ConvType::kChannel) {
     note_pending();
-    return acknowledge_channel(cs, device, conversation_id, seq, read, std::move(ack_key), std::move(done));
+    return acknowledge_channel(shard, cs, device, conversation_id, seq, read, std::move(ack_key), std::move(done));
   }
 
   if (!cs.receipts_loaded) {

@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "services/channel_views.h"
 #include "services/sequencer_core.h"
 
 namespace tern::services {
@@ -34,7 +35,7 @@ class Receipts {
  public:
   using AckDone = std::function<void(Result<void>)>;
 
-  explicit Receipts(SequencerCore& core) : core_(core) {}
+  Receipts(SequencerCore& core, ChannelViews& views) : core_(core), views_(views) {}
 
   // The senders of the messages in (first, last] of a conversation's log, read for an ack
   // (on a reader thread with offloaded reads). None when the read failed: the receipt goes
@@ -54,7 +55,7 @@ class Receipts {
   Seq pending_ack(const DeviceRef& device, const std::string& conversation_id);
 
  private:
-  void acknowledge_channel(ConvState& cs, const DeviceRef& device, const std::string& conversation_id, Seq seq,
+  void acknowledge_channel(Shard& shard, ConvState& cs, const DeviceRef& device, const std::string& conversation_id, Seq seq,
                            bool read, std::string ack_key, AckDone done);
   void hold_receipt(Shard& shard, const std::string& target, const std::string& conversation_id,
                     const std::string& reader, bool read, Seq seq);
@@ -81,6 +82,7 @@ class Receipts {
   static constexpr int kLogReads = 3;
 
   SequencerCore& core_;
+  ChannelViews& views_;  // a channel read marker counts toward views
   std::mutex acks_mu_;
   std::unordered_map<std::string, Seq> pending_acks_;  // device key + '\n' + conversation → seq
 };

@@ -7,7 +7,7 @@
 #include "base/clock.h"
 #include "base/metrics.h"
 #include "proto/frames.h"
-#include "services/channels.h"
+#include "services/channel_views.h"
 #include "services/conversation_ids.h"
 #include "services/media.h"
 #include "services/send_safety.h"
@@ -333,7 +333,7 @@ void Sender::send(Shard& shard, DeviceRef device, proto::SendFrame frame, int64_
     cs.head = seq - 1;
     if (!cs.recent_senders.empty() && cs.recent_senders.back().first == seq) cs.recent_senders.pop_back();
   } else if (c.type == store::ConvType::kChannel) {
-    Channels::track_post(cs, seq);
+    ChannelViews::track_post(cs, seq);
   }
 }
 

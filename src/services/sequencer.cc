@@ -29,7 +29,8 @@ Sequencer::Sequencer(Loops& loops, store::Store& store, StoreReads& reads, Group
     : core_(loops, store, reads, committer, directory, bus, options),
       sender_(core_),
       membership_(core_),
-      receipts_(core_),
+      views_(core_),
+      receipts_(core_, views_),
       channels_(core_) {}
 
 std::string Sequencer::direct_conversation_id(const std::string& a, const std::string& b) {
@@ -101,7 +102,8 @@ void Sequencer::serve_forwarded(std::string payload, std::function<void(std::str
   if (channel_forwarding::is_request(payload)) {
     auto change = channel_forwarding::decode_request(payload);
     if (!change) return respond(channel_forwarding::encode_response(change.error()));
-    channel_changes_served.inc();
+    if (change->op != channel_forwarding::Op::kReads && change->op != channel_forwarding::Op::kViews)
+      channel_changes_served.inc();
     return change_channel(std::move(*change), true, [respond = std::move(respond)](Result<channel_forwarding::Answer> r) {
       respond(channel_forwarding::encode_response(r));
     });
@@ -183,14 +185,14 @@ void Sequencer::observe_head(const std::string& conversation_id, Seq seq, std::s
 }
 
 void Sequencer::join_channel(DeviceRef actor, std::string channel_id, Channels::JoinDone done) {
-  change_channel({channel_forwarding::Op::kJoin, std::move(actor), std::move(channel_id), {}}, false,
+  change_channel({channel_forwarding::Op::kJoin, std::move(actor), std::move(channel_id), {}, {}}, false,
                  [done = std::move(done)](Result<channel_forwarding::Answer> r) {
                    done(r ? Result<SubscriptionInfo>(r->info) : Result<SubscriptionInfo>(r.error()));
                  });
 }
 
 void Sequencer::leave_channel(DeviceRef actor, std::string channel_id, Channels::CountDone done) {
-  change_channel({channel_forwarding::Op::kLeave, std::move(actor), std::move(channel_id), {}}, false,
+  change_channel({channel_forwarding::Op::kLeave, std::move(actor), std::move(channel_id), {}, {}}, false,
                  [done = std::move(done)](Result<channel_forwarding::Answer> r) {
                    done(r ? Result<uint64_t>(r->info.subscribers) : Result<uint64_t>(r.error()));
                  });
@@ -198,7 +200,7 @@ void Sequencer::leave_channel(DeviceRef actor, std::string channel_id, Channels:
 
 void Sequencer::change_subscribers(DeviceRef actor, std::string channel_id, proto::MembersRequest request,
                                    Channels::CountDone done) {
-  change_channel({channel_forwarding::Op::kSubscribers, std::move(actor), std::move(channel_id), std::move(request)},
+  change_channel({channel_forwarding::Op::kSubscribers, std::move(actor), std::move(channel_id), std::move(request), {}},
                  false, [done = std::move(done)](Result<channel_forwarding::Answer> r) {
                    done(r ? Result<uint64_t>(r->info.subscribers) : Result<uint64_t>(r.error()));
                  });
@@ -206,7 +208,7 @@ void Sequencer::change_subscribers(DeviceRef actor, std::string channel_id, prot
 
 void Sequencer::change_admins(DeviceRef actor, std::string channel_id, proto::MembersRequest request,
                               Channels::AdminsDone done) {
-  change_channel({channel_forwarding::Op::kAdmins, std::move(actor), std::move(channel_id), std::move(request)}, false,
+  change_channel({channel_forwarding::Op::kAdmins, std::move(actor), std::move(channel_id), std::move(request), {}}, false,
                  [done = std::move(done)](Result<channel_forwarding::Answer> r) {
                    done(r ? Result<std::vector<std::string>>(std::move(r->admins))
                           : Result<std::vector<std::string>>(r.error()));
@@ -231,12 +233,12 @@ void Sequencer::change_channel(channel_forwarding::Request request, bool served,
     switch (request.op) {
       case Op::kJoin:
         return channels_.join(s, actor, id, [done = std::move(done)](Result<SubscriptionInfo> r) {
-          done(r ? Result<Answer>(Answer{*r, {}}) : Result<Answer>(r.error()));
+          done(r ? Result<Answer>(Answer{*r, {}, {}}) : Result<Answer>(r.error()));
         });
       case Op::kLeave:
       case Op::kSubscribers: {
         Channels::CountDone counted = [done = std::move(done)](Result<uint64_t> r) {
-          done(r ? Result<Answer>(Answer{SubscriptionInfo{0, *r}, {}}) : Result<Answer>(r.error()));
+          done(r ? Result<Answer>(Answer{SubscriptionInfo{0, *r}, {}, {}}) : Result<Answer>(r.error()));
         };
         if (request.op == Op::kLeave) return channels_.leave(s, actor, id, std::move(counted));
         return channels_.change_subscribers(s, actor, id, request.members, std::move(counted));
@@ -244,14 +246,24 @@ void Sequencer::change_channel(channel_forwarding::Request request, bool served,
       case Op::kAdmins:
         return channels_.change_admins(s, actor, id, request.members,
                                        [done = std::move(done)](Result<std::vector<std::string>> r) {
-                                         done(r ? Result<Answer>(Answer{{}, std::move(*r)}) : Result<Answer>(r.error()));
+                                         done(r ? Result<Answer>(Answer{{}, std::move(*r), {}}) : Result<Answer>(r.error()));
                                        });
+      case Op::kReads:
+      case Op::kViews: {
+        auto st = core_.state(s, id);
+        if (!st) return done(st.error());
+        if (request.op == Op::kReads) {
+          ChannelViews::count_reads(**st, request.reads);
+          return done(Answer{});
+        }
+        return done(Answer{{}, {}, ChannelViews::views(**st)});
+      }
     }
   });
 }
 
 void Sequencer::forward_channel(std::string node, channel_forwarding::Request request, ChannelDone done) {
-  channel_changes_forwarded.inc();
+  if (request.op != channel_forwarding::Op::kViews) channel_changes_forwarded.inc();
   const size_t owner = core_.owner(request.channel_id);
   core_.bus.request(node, channel_forwarding::encode_request(request),
                     [this, owner, done = std::move(done)](Result<std::string> answer) mutable {
@@ -267,7 +279,15 @@ void Sequencer::forward_channel(std::string node, channel_forwarding::Request re
 void Sequencer::channel_info(std::string channel_id, Channels::InfoDone done) {
   on_owner(channel_id, false, [this, id = channel_id, done = std::move(done)](Shard& s, const Error* e) mutable {
     if (e) return done(*e);
-    channels_.info(s, id, std::move(done));
+    channels_.info(s, id, [this, id, done = std::move(done)](Result<ChannelInfo> r) mutable {
+      std::string node = r ? core_.bus.route(id) : std::string();
+      if (node.empty()) return done(std::move(r));
+      forward_channel(std::move(node), {channel_forwarding::Op::kViews, {}, id, {}, {}},
+                      [info = std::move(*r), done = std::move(done)](Result<channel_forwarding::Answer> a) mutable {
+                        if (a) info.views = std::move(a->views);
+                        done(std::move(info));
+                      });
+    });
   });
 }
 

@@ -5,7 +5,8 @@
 //   Sender      send path (seq, idempotency, per-device bodies, fan-out on commit)
 //   Membership  create conversations, add/remove members (system messages, eras)
 //   Receipts    cumulative acks and read markers (cursor, inbox, durable receipts)
-//   Channels    subscriptions (join, leave, an admin's add/remove), admins, views
+//   Channels    subscriptions (join, leave, an admin's add/remove), admins
+//   ChannelViews views of a channel's recent posts (counted by its sequencing node)
 // Each change becomes one store Batch of blind writes handed to the GroupCommitter, whose
 // completion comes back to the owning loop to answer the caller and publish on the bus.
 //
@@ -20,6 +21,7 @@
 #include "proto/frames.h"
 #include "proto/http_shapes.h"
 #include "services/channel_forwarding.h"
+#include "services/channel_views.h"
 #include "services/channels.h"
 #include "services/membership.h"
 #include "services/receipts.h"
@@ -54,6 +56,8 @@ class Sequencer {
                           Channels::CountDone done);
   void change_admins(DeviceRef actor, std::string channel_id, proto::MembersRequest request,
                      Channels::AdminsDone done);
+  // The channel's record and head from here; its views from the node that sequences it
+  // (this node's own, none, if that node does not answer).
   void channel_info(std::string channel_id, Channels::InfoDone done);
   void set_timer(DeviceRef actor, std::string conversation_id, int64_t seconds, TimerDone done);
   // Cumulative ack (read=false) or read marker (read=true) of a device. `following`: the
@@ -107,8 +111,9 @@ class Sequencer {
   std::shared_ptr<const WarmHold> prefetch_devices(const std::vector<std::string>& users);
   // On the owning loop: hands the send to `node` (send_forwarding.h) and answers `done` there.
   void forward(Shard& shard, std::string node, DeviceRef device, proto::SendFrame frame, SendDone done);
-  // A channel change: handed to the channel's sequencing node if that is another one (unless
-  // `served`: another node handed it here), else made on the owning loop; `done` runs there.
+  // A channel change (or kReads, kViews of its views): handed to the channel's sequencing node
+  // if that is another one (unless `served`: another node handed it here), else made on the
+  // owning loop; `done` runs there.
   using ChannelDone = std::function<void(Result<channel_forwarding::Answer>)>;
   void change_channel(channel_forwarding::Request request, bool served, ChannelDone done);
   void forward_channel(std::string node, channel_forwarding::Request request, ChannelDone done);
@@ -116,6 +121,7 @@ class Sequencer {
   SequencerCore core_;
   Sender sender_;
   Membership membership_;
+  ChannelViews views_;  // before receipts_, which counts reads into it
   Receipts receipts_;
   Channels channels_;
 };

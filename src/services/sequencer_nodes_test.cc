@@ -368,6 +368,70 @@ TEST_F(SequencerNodesTest, ChannelChangesThroughAnotherNodeAreMadeByTheSequencin
   EXPECT_FALSE(*gone) << "dave left";
 }
 
+// Views are counted by the channel's sequencing node: read markers acked through another node
+// reach it with that node's next batch (ChannelViews::kBatchMs), each reader counted once, and
+// the channel's info through either node shows the sequencing node's counts.
+TEST_F(SequencerNodesTest, ChannelReadsThroughAnotherNodeAreCountedByTheSequencingNode) {
+  Node& a = *nodes_[0];
+  Node& b = *nodes_[1];
+  const std::string id = create_channel(b, "alice");
+  ASSERT_FALSE(id.empty());
+  for (const char* u : {"bob", "carol"}) {
+    std::promise<Result<SubscriptionInfo>> p;
+    b.sequencer.join_channel(DeviceRef{u, 1}, id, [&p](auto r) { p.set_value(std::move(r)); });
+    auto f = p.get_future();
+    ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+    ASSERT_TRUE(f.get());
+  }
+  ASSERT_TRUE(send(b, "alice", id, "post-1"));
+  ASSERT_TRUE(send(b, "alice", id, "post-2"));
+  a.bus.serve = [&b](std::string payload, std::function<void(std::string)> respond) {
+    b.sequencer.serve_forwarded(std::move(payload), std::move(respond));
+  };
+  a.bus.to = "b";
+  auto info = [&](Node& n) {
+    std::promise<Result<ChannelInfo>> p;
+    n.sequencer.channel_info(id, [&p](Result<ChannelInfo> r) { p.set_value(std::move(r)); });
+    auto f = p.get_future();
+    EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
+    return f.get();
+  };
+  using Views = ChannelViews::Views;
+  // b's counts once they are `want` (bounded), else the last seen.
+  auto await_views = [&](const Views& want) {
+    Views seen;
+    for (int i = 0; i < 500; ++i) {
+      auto r = info(b);
+      if (!r) return Views{};
+      seen = r->views;
+      if (seen == want) break;
+      std::this_thread::sleep_for(10ms);
+    }
+    return seen;
+  };
+  const auto read = [&](const char* user, Seq seq) {
+    auto acked = ack_async(a, user, id, seq, /*read=*/true);
+    ASSERT_EQ(acked.wait_for(10s), std::future_status::ready);
+    auto r = acked.get();
+    ASSERT_TRUE(r) << r.error().message;
+  };
+  read("bob", 2);
+  read("carol", 1);
+  EXPECT_EQ(await_views({{1, 2}, {2, 1}}), (Views{{1, 2}, {2, 1}})) << "the reads through a were not counted by b";
+  // A reader counts once: bob's marker again, then carol's next one, reach b in this order.
+  read("bob", 2);
+  read("carol", 2);
+  EXPECT_EQ(await_views({{1, 2}, {2, 2}}), (Views{{1, 2}, {2, 2}}));
+  // Through a, the channel's info shows b's counts; a counted nothing itself.
+  auto through_a = info(a);
+  ASSERT_TRUE(through_a) << through_a.error().message;
+  EXPECT_EQ(through_a->views, (Views{{1, 2}, {2, 2}}));
+  a.bus.to = "";
+  auto own = info(a);
+  ASSERT_TRUE(own) << own.error().message;
+  EXPECT_TRUE(own->views.empty());
+}
+
 // With reads off the loops (StoreReads, as with Redis), a conversation this node has not seen
 // is read on a reader thread: while the store is slow to answer, the node's loops keep
 // running, and sends of the conversation that arrive meanwhile wait for the read in order.

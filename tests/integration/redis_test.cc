@@ -7,7 +7,6 @@
 #include <atomic>
 #include <csignal>
 #include <filesystem>
-#include <latch>
 #include <map>
 #include <set>
 #include <thread>
@@ -838,87 +837,6 @@ TEST_F(RedisTest, ReportsFiledThroughTwoNodesAreAllKept) {
   const json::value listing = json::parse(out);
   for (const auto& r : listing.at("reports").as_array()) listed.insert(r.as_object().at("id").as_int64());
   EXPECT_EQ(listed, ids) << out;
-}
-
-// A channel's subscriber count changed through one node is the count on the other: a join
-// takes no seq and no system message, so the node announces the change and the other drops
-// its copy of the channel. Without it node b answered the count it had cached, and a join
-// through b wrote that stale count back (one subscriber lost from the count).
-TEST_F(RedisTest, AChannelJoinedThroughOneNodeIsCountedOnTheOther) {
-  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
-  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b"));
-  Account alice = a_.api->must_register("alice");
-  Account bob = a_.api->must_register("bob");
-  Account carol = a_.api->must_register("carol");
-  auto made = http_request(a_.server->port(), "POST", "/v1/conversations",
-                           R"({"type":"channel","name":"news","public":true})", alice.token);
-  ASSERT_EQ(made.status, 201) << made.body;
-  const std::string ch = jstr(made.obj(), "conversation_id");
-  auto count_on = [&](Node& n) {
-    auto r = http_request(n.server->port(), "GET", "/v1/conversations/" + ch, std::nullopt, alice.token);
-    EXPECT_EQ(r.status, 200) << r.body;
-    return r.status == 200 ? jint(r.obj(), "subscribers") : -1;
-  };
-  auto await_count = [&](Node& n, int64_t want) {
-    for (int i = 0; i < 100; ++i) {
-      if (count_on(n) == want) return true;
-      std::this_thread::sleep_for(ms(50));
-    }
-    return false;
-  };
-  EXPECT_EQ(count_on(b_), 1);  // node b holds the channel now
-  auto joined = http_request(a_.server->port(), "POST", "/v1/conversations/" + ch + "/join", "{}", bob.token);
-  ASSERT_EQ(joined.status, 200) << joined.body;
-  EXPECT_EQ(jint(joined.obj(), "subscribers"), 2);
-  EXPECT_TRUE(await_count(b_, 2)) << "node b kept the count it cached";
-  joined = http_request(b_.server->port(), "POST", "/v1/conversations/" + ch + "/join", "{}", carol.token);
-  ASSERT_EQ(joined.status, 200) << joined.body;
-  EXPECT_EQ(jint(joined.obj(), "subscribers"), 3);
-  EXPECT_TRUE(await_count(a_, 3));
-}
-
-// Joins through two nodes at once are made by the channel's sequencing node, one after the
-// other (channel_forwarding.h): 16 users join at once, half through each node, and the answers
-// are the counts 2 to 17, each once. Made where they arrived, two joins within the other
-// node's announcement counted from the same copy: an answer twice, and a subscriber lost from
-// the stored count.
-TEST_F(RedisTest, JoinsThroughTwoNodesAtOnceAreEachCounted) {
-  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a"));
-  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b"));
-  Account alice = a_.api->must_register("alice");
-  std::vector<Account> users;
-  for (int i = 0; i < 16; ++i) users.push_back((i % 2 ? b_ : a_).api->must_register("user" + std::to_string(i)));
-  ASSERT_NO_FATAL_FAILURE(await_both_live(alice, users[1]));
-  auto made = http_request(a_.server->port(), "POST", "/v1/conversations",
-                           R"({"type":"channel","name":"news","public":true})", alice.token);
-  ASSERT_EQ(made.status, 201) << made.body;
-  const std::string ch = jstr(made.obj(), "conversation_id");
-  std::vector<int64_t> answers(users.size(), -1);
-  std::latch start(static_cast<std::ptrdiff_t>(users.size()));
-  std::vector<std::thread> joiners;
-  for (size_t i = 0; i < users.size(); ++i)
-    joiners.emplace_back([&, i] {
-      start.arrive_and_wait();  // all at once
-      auto r = http_request((i % 2 ? b_ : a_).server->port(), "POST", "/v1/conversations/" + ch + "/join", "{}",
-                            users[i].token);
-      if (r.status == 200) answers[i] = jint(r.obj(), "subscribers");
-      else ADD_FAILURE() << "join " << i << ": " << r.status << " " << r.body;
-    });
-  for (auto& t : joiners) t.join();
-  std::sort(answers.begin(), answers.end());
-  std::vector<int64_t> want;
-  for (int64_t n = 2; n <= 17; ++n) want.push_back(n);
-  EXPECT_EQ(answers, want) << "two joins counted from the same copy";
-  for (Node* n : {&a_, &b_}) {
-    int64_t count = -1;
-    for (int i = 0; i < 100 && count != 17; ++i) {
-      if (i) std::this_thread::sleep_for(ms(50));
-      auto r = http_request(n->server->port(), "GET", "/v1/conversations/" + ch, std::nullopt, alice.token);
-      ASSERT_EQ(r.status, 200) << r.body;
-      count = jint(r.obj(), "subscribers");
-    }
-    EXPECT_EQ(count, 17) << "on node " << (n == &a_ ? "a" : "b");
-  }
 }
 
 // The limits by source address or user are one budget for all nodes (their buckets in
