@@ -287,7 +287,7 @@ void RedisBus::attached_here(const DeviceRef& device, const Endpoint* endpoint) 
   const int64_t since_us = clock_us();
   {
     std::lock_guard lock(mu_);
-    attached_[{device.user, device.device}] = Here{endpoint, since_us, false};
+    attached_[{device.user, device.device}] = Here{endpoint, since_us, false, {}};
     announce_locked(Target::kAttached, device, since_us);
   }
   cv_.notify_one();
@@ -305,6 +305,7 @@ bool RedisBus::attached_elsewhere(const std::string& node, const DeviceRef& devi
         (it->second.since_us == since_us && options_.node_id > node))
       return true;
     it->second.moved = true;
+    it->second.moved_to = node;
     older = it->second.endpoint;
   }
   moved_metric.inc();
@@ -318,7 +319,7 @@ bool RedisBus::held_here(const DeviceRef& device) {
   return it != attached_.end() && !it->second.moved;
 }
 
-char RedisBus::detach_here(const DeviceRef& device, const Endpoint* endpoint, size_t& local) {
+char RedisBus::detach_here(const DeviceRef& device, const Endpoint* endpoint, size_t& local, std::string& moved_to) {
   local = local_.detach(device, endpoint);
   // Only the device's current endpoint removes it (a replaced one's detach comes later).
   bool moved = false;
@@ -327,13 +328,15 @@ char RedisBus::detach_here(const DeviceRef& device, const Endpoint* endpoint, si
     auto it = attached_.find({device.user, device.device});
     if (it == attached_.end() || it->second.endpoint != endpoint) return '=';
     moved = it->second.moved;
+    moved_to = std::move(it->second.moved_to);
     attached_.erase(it);
     // Leaving with its entries kept: the others' routes keep the device here too, so that the
     // node that mends this node's entries (new_run, gone) finds it.
     if (!keep_entries_.load(std::memory_order_relaxed)) announce_locked(Target::kDetached, device);
   }
   cv_.notify_one();
-  return moved || keep_entries_.load(std::memory_order_relaxed) ? '=' : '-';
+  if (keep_entries_.load(std::memory_order_relaxed)) return '=';
+  return moved ? '>' : '-';
 }
 
 bool RedisBus::publish(const DeviceRef& device, const std::shared_ptr<const Notification>& n) {

@@ -368,11 +368,14 @@ class RedisBus final : public Bus {
   void publisher();
   void counter();  // the counter thread: registry writes whose count a caller awaits
   // Local detach; returns the registry op that counts it: '-' if `endpoint` was the device's
-  // current connection here (its entry goes), else '=' (the entry stays): a replaced
-  // connection (its replacement's detach comes later); one whose device moved to another node
-  // (that node's '+' overwrites the entry, perhaps after this op: removing it would show the
-  // user offline until then); leaving with the entries kept (leave()).
-  char detach_here(const DeviceRef& device, const Endpoint* endpoint, size_t& local);
+  // current connection here (its entry goes); '>' if its device moved to another node (named
+  // in `moved_to`): the entry, if still this node's, becomes that node's, which its '+'
+  // overwrites, perhaps after this op (removing it would show the user offline until then;
+  // keeping it as this node's would outlive that node if it died before its '+', with no
+  // offline told: a gone node's mend removes only its own entries); else '=' (the entry
+  // stays): a replaced connection (its replacement's detach comes later), or leaving with the
+  // entries kept (leave()).
+  char detach_here(const DeviceRef& device, const Endpoint* endpoint, size_t& local, std::string& moved_to);
   // The registry op failed: the publisher retries the write; the local count stands in.
   void registry_later(bool attach, const DeviceRef& device);
   // attached_ gets the device's endpoint, and the publisher thread's queue its kAttached.
@@ -399,14 +402,15 @@ class RedisBus final : public Bus {
   bool dropped_since(const DeviceRef& device, int64_t from_us);
   void roll_call_later();  // a roll call was not published: the next turn sends it
   void deliver(std::string_view payload);
-  // Writes ('+'), removes ('-') or leaves ('=') the device's registry entry and returns how
-  // many of the user's entries have not expired; an error if Redis cannot be reached.
+  // Writes ('+'), removes ('-'), hands to `moved_to` ('>') or leaves ('=') the device's
+  // registry entry and returns how many of the user's entries have not expired; an error if
+  // Redis cannot be reached.
   struct Count {
     size_t devices;  // the user's unexpired entries after the op
     uint64_t order;  // the op's place among the user's presence changes (bus.h Counted)
     bool added;      // a '+' found no unexpired entry of the device (bus.h Counted)
   };
-  Result<Count> registry_count(char op, const DeviceRef& device);
+  Result<Count> registry_count(char op, const DeviceRef& device, const std::string& moved_to = {});
   // This node's registry entry as of now: "<node id> <expiry ms>", the expiry registry_ttl
   // from now and never before run_start_expiry_ms_.
   std::string entry_value() const;
@@ -550,6 +554,7 @@ class RedisBus final : public Bus {
     const Endpoint* endpoint = nullptr;
     int64_t since_us = 0;
     bool moved = false;
+    std::string moved_to;  // the node that has it, when moved
   };
   std::map<std::pair<std::string, uint32_t>, Here> attached_;  // guarded by mu_; refreshed in the registry
   bool stopping_ = false;
@@ -571,7 +576,7 @@ class RedisBus final : public Bus {
     DeviceRef device;
     size_t local;  // this node's count when the call was made
     Counted counted;
-    std::string node;  // 'x': the node that left
+    std::string node;  // 'x': the node that left; '>': the node the device moved to
     std::vector<DeviceRef> devices;  // 'x', 'r': the devices whose entries are mended
     int64_t below_ms = 0;  // 'x': only entries that expire before it (0: all of `node`'s)
     std::chrono::steady_clock::time_point not_before{};  // run no sooner (new_run's 'x')

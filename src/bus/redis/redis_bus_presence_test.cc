@@ -196,9 +196,10 @@ TEST_F(RedisBusNodes, AnAttachSaysWhetherTheDeviceCountedAlready) {
 }
 // A device that takes its own connection over on another node: that node's kAttached (sent
 // by its publisher thread) may close the connection here before its '+' (its counter thread)
-// writes the registry entry. The closed connection's detach keeps the entry, which the other
-// node's '+' overwrites: removing it would count 0, and subscribers would see the user go
-// offline and come back online although a device was connected all along.
+// writes the registry entry. The closed connection's detach keeps the entry and hands it to
+// the other node ('>'), whose '+' overwrites it: removing it would count 0, and subscribers
+// would see the user go offline and come back online although a device was connected all
+// along.
 TEST_F(RedisBusNodes, TheDetachOfAConnectionThatMovedKeepsItsEntryForTheNewNode) {
   ASSERT_TRUE(a.start());
   auto old_conn = std::make_shared<Recorder>();
@@ -225,7 +226,7 @@ TEST_F(RedisBusNodes, TheDetachOfAConnectionThatMovedKeepsItsEntryForTheNewNode)
   auto entry = (*raw)->command({"HGET", "{r:alice}", "1"});
   ASSERT_TRUE(entry);
   ASSERT_EQ((*entry)->type, REDIS_REPLY_STRING);
-  EXPECT_EQ(std::string((*entry)->str, (*entry)->len).substr(0, 2), "a ");
+  EXPECT_EQ(std::string((*entry)->str, (*entry)->len).substr(0, 2), "b ") << "handed to b";
   EXPECT_TRUE(a.online("alice"));
 
   // b's count comes: the device counted already, so no second `online` either.
@@ -239,7 +240,7 @@ TEST_F(RedisBusNodes, TheDetachOfAConnectionThatMovedKeepsItsEntryForTheNewNode)
   entry = (*raw)->command({"HGET", "{r:alice}", "1"});
   ASSERT_TRUE(entry);
   ASSERT_EQ((*entry)->type, REDIS_REPLY_STRING);
-  EXPECT_EQ(std::string((*entry)->str, (*entry)->len).substr(0, 2), "b ") << "b's entry replaced a's";
+  EXPECT_EQ(std::string((*entry)->str, (*entry)->len).substr(0, 2), "b ") << "b's own entry";
 }
 
 struct Changes {
@@ -369,6 +370,44 @@ TEST(RedisBusGone, ANodeThatLeftHasItsDevicesEntriesRemovedAndItsUsersReportedOf
   // Dave's entry from c is gone too (a device of c), without a presence change; besides his
   // entry from b, his hash holds the field of the order ('v').
   EXPECT_EQ(hash_fields(n.redis.port(), "{r:dave}"), (std::vector<std::string>{"2", "v"}));
+}
+
+// A device takes its connection on a over to c, and c dies before its '+' wrote the device's
+// registry entry: a's detach handed its entry to c ('>'), so the mend of c, once it counts as
+// gone, removes it and reports the user offline, once. Kept as a's (which no node refreshes
+// or mends), it stayed until its TTL (30 s) with no offline ever told.
+TEST(RedisBusGone, ADeviceWhoseNewNodeDiesBeforeCountingItIsReportedOffline) {
+  ThreeNodes n;
+  ASSERT_NO_FATAL_FAILURE(n.start());
+  auto old_conn = std::make_shared<Recorder>();
+  ASSERT_EQ(n.a->attach(DeviceRef{"alice", 1}, old_conn), 1u);
+  ASSERT_TRUE(await([&] { return n.b->routes().devices() == 1 && n.c->routes().complete(); }));
+  // c's announcement alone, a minute newer than a's connection, as c's publisher sends it; c
+  // dies before its count.
+  auto raw = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", n.redis.port()},
+                                                    std::chrono::milliseconds(500), std::chrono::milliseconds(500));
+  ASSERT_TRUE(raw);
+  auto note = std::make_shared<Notification>();
+  note->seq = static_cast<Seq>(n.a->clock_us() + 60000000);
+  std::string payload;
+  put_str(payload, "c");
+  RedisBus::encode(payload, RedisBus::Event{RedisBus::Target::kAttached, DeviceRef{"alice", 1}, note});
+  ASSERT_TRUE((*raw)->command({"PUBLISH", "tern:bus", payload}));
+  ASSERT_TRUE(await([&] { return old_conn->replaced_count == 1; })) << "a did not close its older connection";
+  EXPECT_EQ(n.a->detach(DeviceRef{"alice", 1}, old_conn.get()), 1u) << "alice counted offline while her device moved";
+  ASSERT_TRUE(await([&] { return n.b->routes().devices() == 1; }));
+  n.c.reset();  // dies: alice's entry, now c's, stays
+
+  std::vector<std::pair<std::string, bool>> all;
+  ASSERT_TRUE(await([&] {
+    all = n.on_a.get();
+    auto more = n.on_b.get();
+    all.insert(all.end(), more.begin(), more.end());
+    return !all.empty();
+  })) << "alice's entry outlived the node she moved to, with no offline told";
+  EXPECT_EQ(all, (std::vector<std::pair<std::string, bool>>{{"alice", false}}));
+  EXPECT_FALSE(n.a->online("alice"));
+  EXPECT_EQ(hash_fields(n.redis.port(), "{r:alice}"), std::vector<std::string>{});
 }
 
 // Node c dies, and node a, first by name, is started again before c counts as gone: a never

@@ -52,7 +52,8 @@ end
 
 // KEYS[1]: a user's registry hash. ARGV: '+' (write ARGV[2] → ARGV[3]), '-' (remove ARGV[2]
 // if this node, ARGV[3]'s, wrote it: a device that moved to another node keeps that node's
-// entry) or '=' (neither), then now (ms). Returns {the entries whose expiry ("<node> <ms>")
+// entry), '>' (the device moved to node ARGV[5]: if this node wrote ARGV[2], it becomes
+// ARGV[5]'s, with the same expiry) or '=' (neither), then now (ms). Returns {the entries whose expiry ("<node> <ms>")
 // is later, the op's order, 1 unless a '+' found the device's entry unexpired (it counted
 // already: it moved here, or reconnected before its old connection closed)}, and after a
 // '-' that left some, each of them as device, value (RedisBus::check_left).
@@ -67,6 +68,11 @@ if ARGV[1] == '+' then
 elseif ARGV[1] == '-' then
   local v = redis.call('HGET', KEYS[1], ARGV[2])
   if v and string.match(v, '^(%S+) ') == string.match(ARGV[3], '^(%S+) ') then redis.call('HDEL', KEYS[1], ARGV[2]) end
+elseif ARGV[1] == '>' then
+  local v = redis.call('HGET', KEYS[1], ARGV[2])
+  if v and string.match(v, '^(%S+) ') == string.match(ARGV[3], '^(%S+) ') then
+    redis.call('HSET', KEYS[1], ARGV[2], ARGV[5] .. ' ' .. string.match(v, ' (%d+)$'))
+  end
 end
 local now = tonumber(ARGV[4])
 local n = count(now)
@@ -148,7 +154,7 @@ std::string RedisBus::entry_value() const {
   return options_.node_id + " " + std::to_string(expiry);
 }
 
-Result<RedisBus::Count> RedisBus::registry_count(char op, const DeviceRef& device) {
+Result<RedisBus::Count> RedisBus::registry_count(char op, const DeviceRef& device, const std::string& moved_to) {
   const std::string key = registry_key(device.user), dev = std::to_string(device.device);
   const std::string value = entry_value();
   const std::string now = std::to_string(clock_ms());
@@ -159,7 +165,8 @@ Result<RedisBus::Count> RedisBus::registry_count(char op, const DeviceRef& devic
     if (!c) return c.error();
     query_ = std::move(c).value();
   }
-  auto r = query_->run1(key_slot(key), {"EVAL", kRegistryCount, "1", key, mode, dev, value, now});
+  auto r = op == '>' ? query_->run1(key_slot(key), {"EVAL", kRegistryCount, "1", key, mode, dev, value, now, moved_to})
+                     : query_->run1(key_slot(key), {"EVAL", kRegistryCount, "1", key, mode, dev, value, now});
   if (!r) return r.error();
   const redisReply* a = r->get();
   if (a->type != REDIS_REPLY_ARRAY || a->elements < 3 || a->elements % 2 == 0 ||
@@ -398,8 +405,9 @@ void RedisBus::registry_later(bool attach, const DeviceRef& device) {
 
 size_t RedisBus::detach(const DeviceRef& device, const Endpoint* endpoint) {
   size_t n = 0;
-  const char op = detach_here(device, endpoint, n);
-  auto count = registry_count(op, device);
+  std::string moved_to;
+  const char op = detach_here(device, endpoint, n, moved_to);
+  auto count = registry_count(op, device, moved_to);
   if (count) return std::max(count->devices, n);
   if (op == '-') registry_later(false, device);
   return n;
@@ -421,10 +429,11 @@ void RedisBus::attach_async(const DeviceRef& device, std::shared_ptr<Endpoint> e
 
 void RedisBus::detach_async(const DeviceRef& device, const Endpoint* endpoint, Counted counted) {
   size_t n = 0;
-  const char op = detach_here(device, endpoint, n);
+  std::string moved_to;
+  const char op = detach_here(device, endpoint, n, moved_to);
   {
     std::lock_guard lock(counts_mu_);
-    counts_.push_back(CountOp{op, device, n, std::move(counted), {}, {}});
+    counts_.push_back(CountOp{op, device, n, std::move(counted), std::move(moved_to), {}});
   }
   counts_cv_.notify_one();
 }
@@ -476,8 +485,10 @@ void RedisBus::counter() {
         registry_mend(op.op, op.devices, op.node, op.below_ms);
         continue;
       }
-      auto count = registry_count(op.op, op.device);
-      if (!count && op.op != '=') registry_later(op.op == '+', op.device);
+      auto count = registry_count(op.op, op.device, op.node);
+      // Redis away: an attach or a detach is written later; a '>' is not (the new node's '+'
+      // overwrites the entry; if that node died first, the entry expires with its TTL).
+      if (!count && (op.op == '+' || op.op == '-')) registry_later(op.op == '+', op.device);
       // Redis away: this node's count, unordered (0). Whether the device counted already:
       // the registry's answer (a connection on another node counts), else this node's.
       if (op.counted)
