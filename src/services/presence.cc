@@ -232,18 +232,23 @@ void Presence::membership_changed(const store::Conversation* before, const store
       if (!find_member(after, m.user)) users.push_back(&m.user);
 
   const int64_t now = mono_us() / 1000;
-  std::lock_guard lock(mu_);
-  recent_.push_back(Recent{now, snap});
-  while (!recent_.empty() && (recent_.size() > kRecentMax || recent_.front().at_ms < now - kRecentMs))
-    recent_.pop_front();
-  std::vector<std::string> unshared;
-  for (const std::string* u : users) {
-    if (auto l = loading_.find(*u); l != loading_.end()) l->second.insert(after.id);
-    if (!contacts_.loaded(*u)) continue;
-    unshared.clear();
-    contacts_.apply(*u, after.id, snap, &unshared);
-    for (const auto& other : unshared) drop_pair_locked(*u, other);
+  std::vector<std::string> held;  // members others hold subscriptions to: they may share now
+  {
+    std::lock_guard lock(mu_);
+    recent_.push_back(Recent{now, snap});
+    while (!recent_.empty() && (recent_.size() > kRecentMax || recent_.front().at_ms < now - kRecentMs))
+      recent_.pop_front();
+    std::vector<std::string> unshared;
+    for (const std::string* u : users) {
+      if (auto l = loading_.find(*u); l != loading_.end()) l->second.insert(after.id);
+      if (held_by_.count(*u)) held.push_back(*u);
+      if (!contacts_.loaded(*u)) continue;
+      unshared.clear();
+      contacts_.apply(*u, after.id, snap, &unshared);
+      for (const auto& other : unshared) drop_pair_locked(*u, other);
+    }
   }
+  for (const auto& u : held) grant_later(u);
 }
 
 void Presence::membership_changed_elsewhere(const std::string& conversation_id) {
@@ -358,11 +363,16 @@ Result<void> Presence::finish_subscribe(uint64_t subscriber_id, const std::strin
       return make_error(ErrorCode::kOverloaded, "server busy; retry later");
     auto& sub = subscribers_[subscriber_id];
     sub.user = subscriber_user;
+    sub.endpoint = subscriber;
     std::set<std::string> asked(users.begin(), users.end());
-    for (const auto& u : asked)
-      if (!sub.watching.count(u) && contacts_.shares(subscriber_user, u) &&
-          (!privacy_ || privacy_->allowed(u, subscriber_user)))
+    std::vector<std::string> hidden;  // not visible now: held (below, once the frame is taken)
+    for (const auto& u : asked) {
+      if (sub.watching.count(u)) continue;
+      if (contacts_.shares(subscriber_user, u) && (!privacy_ || privacy_->allowed(u, subscriber_user)))
         fresh.push_back(u);
+      else
+        hidden.push_back(u);
+    }
     if (sub.watching.size() + fresh.size() > options_.max_presence_subscriptions)
       return make_error(ErrorCode::kLimitExceeded, "at most " + std::to_string(options_.max_presence_subscriptions) +
                                                        " presence subscriptions per connection");
@@ -373,28 +383,22 @@ Result<void> Presence::finish_subscribe(uint64_t subscriber_id, const std::strin
                                                        std::to_string(options_.max_presence_subscriptions_per_user) +
                                                        " presence subscriptions per user");
     }
-    if (fresh.empty()) return {};
+    for (const auto& u : hidden) hold_locked(subscriber_id, sub, u);
+    if (fresh.empty()) {
+      if (mine.first == 0 && mine.second.empty()) by_user_.erase(subscriber_user);
+      return {};
+    }
     if (mine.first == 0) contacts_.pin(subscriber_user);
     mine.first += fresh.size();
     mine.second.insert(subscriber_id);
     for (const auto& u : fresh) {
+      unhold_locked(subscriber_id, sub, u);
       sub.watching.insert(u);
       watchers_[u][subscriber_id] = subscriber;
     }
   }
-  for (const auto& u : fresh) {
-    bool reported = false;
-    const bool online = bus_.online(u, &reported);
-    // The bus found u's last device record stale and reported u offline to every watcher,
-    // this subscriber included (registered above), or a later change came after it: told.
-    if (reported) continue;
-    int64_t last_seen = 0;
-    if (!online) {
-      auto ls = store_.last_seen(u);
-      if (ls) last_seen = *ls / 60000 * 60000;  // stored to the minute; older records rounded here
-    }
-    subscriber->notify(presence_frame(u, online, last_seen));
-  }
+  for (const auto& u : fresh)
+    if (auto frame = current(u)) subscriber->notify(frame);
   return {};
 }
 
@@ -445,6 +449,11 @@ bool Presence::load_policies(const std::string& subscriber_user, const std::vect
 }
 
 void Presence::revalidate(const std::string& user) {
+  end_refused(user);
+  grant_later(user);
+}
+
+void Presence::end_refused(const std::string& user) {
   if (!privacy_) return;
   std::lock_guard lock(mu_);
   std::vector<uint64_t> drop;
@@ -482,10 +491,95 @@ void Presence::revalidate_later(const std::string& user) {
         }
         (void)privacy_->load(user);  // a failed read leaves it uncached: nothing ends on a guess
         for (const auto& o : others) (void)privacy_->load(o);
-        revalidate(user);
+        end_refused(user);
+        grant_held(user);  // e.g. a consent given on another node
       },
       /*contacts=*/false);
   if (!queued) spdlog::warn("event=presence_revalidation_dropped reason=loader_queue_full");
+}
+
+void Presence::hold_locked(uint64_t subscriber_id, Subscriber& sub, const std::string& watched) {
+  if (sub.held.count(watched) || sub.held.size() >= options_.max_presence_subscriptions) return;
+  sub.held.insert(watched);
+  held_by_[watched].insert(subscriber_id);
+}
+
+void Presence::unhold_locked(uint64_t subscriber_id, Subscriber& sub, const std::string& watched) {
+  if (!sub.held.erase(watched)) return;
+  if (auto h = held_by_.find(watched); h != held_by_.end()) {
+    h->second.erase(subscriber_id);
+    if (h->second.empty()) held_by_.erase(h);
+  }
+}
+
+void Presence::grant_later(const std::string& user) {
+  {
+    std::lock_guard lock(mu_);
+    if (!held_by_.count(user)) return;
+  }
+  if (!load_async(user, [this, user](bool) { grant_held(user); }, /*contacts=*/false))
+    spdlog::warn("event=presence_grant_dropped reason=loader_queue_full");
+}
+
+void Presence::grant_held(const std::string& watched) {
+  std::set<std::string> viewers;
+  {
+    std::lock_guard lock(mu_);
+    auto h = held_by_.find(watched);
+    if (h == held_by_.end()) return;
+    for (uint64_t sid : h->second)
+      if (auto s = subscribers_.find(sid); s != subscribers_.end()) viewers.insert(s->second.user);
+  }
+  // What the check consults, read here on the loader thread: the viewers' conversations and
+  // both sides' policies and blocks. One that cannot be read leaves its subscriptions held.
+  for (const auto& v : viewers) {
+    (void)load(v);
+    if (privacy_) (void)privacy_->load(v);
+    if (blocks_) blocks_->blocks(watched, v);
+  }
+  if (privacy_) (void)privacy_->load(watched);
+  std::vector<std::shared_ptr<bus::Endpoint>> granted;
+  {
+    std::lock_guard lock(mu_);
+    auto h = held_by_.find(watched);
+    if (h == held_by_.end()) return;
+    for (uint64_t sid : std::vector<uint64_t>(h->second.begin(), h->second.end())) {
+      auto s = subscribers_.find(sid);
+      if (s == subscribers_.end()) continue;
+      Subscriber& sub = s->second;
+      if (!contacts_.loaded(sub.user) || !contacts_.shares(sub.user, watched)) continue;
+      if (privacy_ && !privacy_->allowed(watched, sub.user)) continue;
+      auto endpoint = sub.endpoint.lock();
+      if (!endpoint || sub.watching.size() >= options_.max_presence_subscriptions) continue;
+      auto& mine = by_user_[sub.user];
+      if (mine.first >= options_.max_presence_subscriptions_per_user) continue;
+      unhold_locked(sid, sub, watched);
+      if (mine.first == 0) contacts_.pin(sub.user);
+      ++mine.first;
+      mine.second.insert(sid);
+      sub.watching.insert(watched);
+      watchers_[watched][sid] = endpoint;
+      granted.push_back(std::move(endpoint));
+    }
+  }
+  if (granted.empty()) return;
+  if (auto frame = current(watched))
+    for (const auto& e : granted) e->notify(frame);
+}
+
+std::shared_ptr<const bus::Notification> Presence::current(const std::string& user) {
+  bool reported = false;
+  const bool online = bus_.online(user, &reported);
+  // The bus found the user's last device record stale and reported it offline to every
+  // watcher, those being answered included (registered before), or a later change came after
+  // it: told.
+  if (reported) return nullptr;
+  int64_t last_seen = 0;
+  if (!online) {
+    auto ls = store_.last_seen(user);
+    if (ls) last_seen = *ls / 60000 * 60000;  // stored to the minute; older records rounded here
+  }
+  return presence_frame(user, online, last_seen);
 }
 
 void Presence::unsubscribe_all(uint64_t subscriber_id) {
@@ -493,6 +587,8 @@ void Presence::unsubscribe_all(uint64_t subscriber_id) {
   if (in_flight_.count(subscriber_id)) gone_.insert(subscriber_id);
   auto it = subscribers_.find(subscriber_id);
   if (it == subscribers_.end()) return;
+  for (const auto& u : std::vector<std::string>(it->second.held.begin(), it->second.held.end()))
+    unhold_locked(subscriber_id, it->second, u);
   for (const auto& u : it->second.watching) {
     auto w = watchers_.find(u);
     if (w == watchers_.end()) continue;

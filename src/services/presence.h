@@ -11,7 +11,12 @@
 // sequences them); when two users stop sharing any conversation, their subscriptions to each
 // other end. A user not in the index yet is loaded on Presence's own loader thread (a store
 // read of its conversation list), never on an I/O thread; the subscription then completes
-// there. Only newly added subscriptions are answered with the current presence.
+// there. Only newly added subscriptions are answered with the current presence. A user asked
+// for who is not visible to the subscriber yet (no shared conversation, or its setting does
+// not admit the subscriber: a message request not answered yet) is held, silently, and
+// answered and watched once it is: when a conversation comes to be shared, or the user's
+// consent or setting changes, here or on another node (grant_later). So a subscription made
+// just before the consent, or on another node than the one that saw it, is not lost.
 //
 // Typing is relayed to the other active members, coalesced per (typist, conversation): at most
 // one relay per typing_interval_ms (a change of state within the interval is relayed at its
@@ -22,7 +27,8 @@
 // droppable too.
 //
 // Bounds: max_presence_subscriptions per connection, max_presence_subscriptions_per_user over
-// a user's connections (limit_exceeded); the index (presence_index_entries); the loader queue
+// a user's connections (limit_exceeded); held subscriptions, max_presence_subscriptions per
+// connection (beyond it a user asked for is not held); the index (presence_index_entries); the loader queue
 // (kMaxPendingLoads, beyond it `overloaded`); typing state (one entry per recently active
 // typist and conversation, pruned after an interval).
 //
@@ -112,14 +118,19 @@ class Presence {
   // later from the loader thread).
   void conversation_count(const std::string& user, std::function<void(Result<size_t>)> done);
 
-  // Issue 12: consent and blocks. Set once before serving (both outlive Presence).
+  // Issue 12: consent and blocks. Set once before serving (both outlive Presence). A consent
+  // given here (PresencePrivacy::accepted) answers the subscriptions held for it.
   void set_privacy(PresencePrivacy* privacy, Blocks* blocks) {
     privacy_ = privacy;
     blocks_ = blocks;
+    if (privacy_) privacy_->set_accepted_sink([this](const std::string& user) { grant_later(user); });
   }
   // `user`'s setting or blocks changed: subscriptions to it that are no longer allowed end,
-  // and so do all of its own when it hides its presence.
+  // and so do all of its own when it hides its presence; held ones now allowed are answered.
   void revalidate(const std::string& user);
+  // Subscriptions held for `user` (not visible when asked) may be visible now: on the loader
+  // thread, those that are become watched and are answered with its presence. Any thread.
+  void grant_later(const std::string& user);
   // The same for a change made on another node (its policy was just dropped here): on the
   // loader thread, once the policies of `user` and of the users on either side of its
   // subscriptions here are loaded again (revalidate() ends only what it knows to be refused).
@@ -134,6 +145,9 @@ class Presence {
   struct Subscriber {
     std::string user;
     std::set<std::string> watching;
+    // Asked for while not visible to `user` (see above): watched and answered once visible.
+    std::set<std::string> held;
+    std::weak_ptr<bus::Endpoint> endpoint;  // for the answer of a held one
   };
   struct Recent {
     int64_t at_ms;
@@ -162,6 +176,16 @@ class Presence {
   Result<void> finish_subscribe(uint64_t subscriber_id, const std::string& subscriber_user,
                                 const std::shared_ptr<bus::Endpoint>& subscriber, const std::vector<std::string>& users);
   void drop_pair_locked(const std::string& watcher_user, const std::string& watched);
+  // Holds `watched` for the connection (bounded), or lets it go.
+  void hold_locked(uint64_t subscriber_id, Subscriber& sub, const std::string& watched);
+  void unhold_locked(uint64_t subscriber_id, Subscriber& sub, const std::string& watched);
+  // On the loader thread: grant_later's work.
+  void grant_held(const std::string& watched);
+  // The answer to a new subscription to `user`: its presence now (a registry read with Redis,
+  // and its last seen if offline); null if the bus has just told the watchers itself.
+  std::shared_ptr<const bus::Notification> current(const std::string& user);
+  // revalidate() without the grant: ends what is no longer allowed (mu_ taken here).
+  void end_refused(const std::string& user);
   void unwatch_locked(uint64_t subscriber_id, const std::string& watched);
   bool policies_cached(const std::string& subscriber_user, const std::vector<std::string>& users);
   bool load_policies(const std::string& subscriber_user, const std::vector<std::string>& users);
@@ -189,6 +213,7 @@ class Presence {
   // watched user → subscriber id → endpoint
   std::unordered_map<std::string, std::map<uint64_t, std::weak_ptr<bus::Endpoint>>> watchers_;
   std::unordered_map<uint64_t, Subscriber> subscribers_;
+  std::unordered_map<std::string, std::set<uint64_t>> held_by_;  // watched user → subscriber ids holding it
   std::unordered_map<std::string, std::pair<size_t, std::set<uint64_t>>> by_user_;  // count, subscriber ids
   std::unordered_map<uint64_t, int> in_flight_;  // subscriber id → subscriptions waiting for a load
   std::set<uint64_t> gone_;                      // closed while a load was in flight

@@ -101,14 +101,17 @@ bool PresencePrivacy::known_accepted(const std::string& user, const std::string&
 }
 
 void PresencePrivacy::accepted(const std::string& user, const std::string& conversation_id, const std::string& other) {
-  std::lock_guard lock(mu_);
-  accepted_pairs_.emplace(user + '\n' + conversation_id, true);
-  if (PolicyPtr* p = cache_.find(user)) {
-    if ((*p)->accepted.size() < kMaxAccepted) (*p)->accepted.insert(other);
-    return;
+  {
+    std::lock_guard lock(mu_);
+    accepted_pairs_.emplace(user + '\n' + conversation_id, true);
+    if (PolicyPtr* p = cache_.find(user)) {
+      if ((*p)->accepted.size() < kMaxAccepted) (*p)->accepted.insert(other);
+    } else {
+      if (recent_.size() >= kMaxRecent) recent_.clear();
+      recent_.emplace(user, other);
+    }
   }
-  if (recent_.size() >= kMaxRecent) recent_.clear();
-  recent_.emplace(user, other);
+  if (accepted_sink_) accepted_sink_(user);
 }
 
 }  // namespace tern::services

@@ -19,6 +19,7 @@
 // Thread-safe (one mutex). Owned by TernService.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -67,6 +68,10 @@ class PresencePrivacy {
   // only (false when unsure); accepted() records it in memory after the record is committed.
   bool known_accepted(const std::string& user, const std::string& conversation_id);
   void accepted(const std::string& user, const std::string& conversation_id, const std::string& other);
+  // Called (outside the mutex, on the caller's thread) with the user after accepted(): a
+  // subscription to it that waited for the consent may be answered now (Presence). Set once
+  // before serving.
+  void set_accepted_sink(std::function<void(const std::string& user)> sink) { accepted_sink_ = std::move(sink); }
 
  private:
   struct Policy {
@@ -85,6 +90,7 @@ class PresencePrivacy {
   // read may have missed them. Bounded (cleared past kMaxRecent; a load reads the store anyway).
   static constexpr size_t kMaxRecent = 10000;
   std::unordered_multimap<std::string, std::string> recent_;
+  std::function<void(const std::string&)> accepted_sink_;
 };
 
 }  // namespace tern::services
