@@ -500,6 +500,9 @@ void Presence::revalidate_later(const std::string& user) {
 
 void Presence::hold_locked(uint64_t subscriber_id, Subscriber& sub, const std::string& watched) {
   if (sub.held.count(watched) || sub.held.size() >= options_.max_presence_subscriptions) return;
+  size_t& of_user = held_per_user_[sub.user];
+  if (of_user >= options_.max_presence_subscriptions_per_user) return;
+  ++of_user;
   sub.held.insert(watched);
   held_by_[watched].insert(subscriber_id);
 }
@@ -510,6 +513,7 @@ void Presence::unhold_locked(uint64_t subscriber_id, Subscriber& sub, const std:
     h->second.erase(subscriber_id);
     if (h->second.empty()) held_by_.erase(h);
   }
+  if (auto u = held_per_user_.find(sub.user); u != held_per_user_.end() && --u->second == 0) held_per_user_.erase(u);
 }
 
 void Presence::grant_later(const std::string& user) {

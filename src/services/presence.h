@@ -27,8 +27,8 @@
 // droppable too.
 //
 // Bounds: max_presence_subscriptions per connection, max_presence_subscriptions_per_user over
-// a user's connections (limit_exceeded); held subscriptions, max_presence_subscriptions per
-// connection (beyond it a user asked for is not held); the index (presence_index_entries); the loader queue
+// a user's connections (limit_exceeded); held subscriptions, as many per connection and per
+// user (beyond them a user asked for is not held); the index (presence_index_entries); the loader queue
 // (kMaxPendingLoads, beyond it `overloaded`); typing state (one entry per recently active
 // typist and conversation, pruned after an interval).
 //
@@ -214,6 +214,7 @@ class Presence {
   std::unordered_map<std::string, std::map<uint64_t, std::weak_ptr<bus::Endpoint>>> watchers_;
   std::unordered_map<uint64_t, Subscriber> subscribers_;
   std::unordered_map<std::string, std::set<uint64_t>> held_by_;  // watched user → subscriber ids holding it
+  std::unordered_map<std::string, size_t> held_per_user_;        // subscriber user → its connections' held
   std::unordered_map<std::string, std::pair<size_t, std::set<uint64_t>>> by_user_;  // count, subscriber ids
   std::unordered_map<uint64_t, int> in_flight_;  // subscriber id → subscriptions waiting for a load
   std::set<uint64_t> gone_;                      // closed while a load was in flight

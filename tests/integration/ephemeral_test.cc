@@ -31,6 +31,16 @@ class TerndEphemeral : public ServerTest {
     direct = api().must_direct(alice.token, "bob");
     ASSERT_FALSE(group.empty());
   }
+  // alice opens a direct conversation with each of `users`: she accepts it, so each of them
+  // may see her presence (their subscriptions to her are answered).
+  void visible_alice_for(const std::vector<std::string>& users) {
+    for (const auto& u : users) ASSERT_FALSE(api().must_direct(alice.token, u).empty());
+  }
+  // d subscribes to alice and gets her presence: the subscriptions d sent before were taken.
+  void expect_answer_about_alice(Device& d) {
+    ASSERT_TRUE(d.presence_subscribe({"alice"}));
+    ASSERT_TRUE(d.read_until([](const json::object& f) { return presence_of(f, "alice"); }));
+  }
   Account alice, bob, carol, eve;
   std::string group, direct;
 };
@@ -187,6 +197,7 @@ TEST_F(TerndEphemeral, AHeldSubscriptionIsAnsweredOnceTheUserIsVisible) {
   ASSERT_NO_FATAL_FAILURE(start());
   Device de(eve), dc(carol), db(bob);
   for (Device* d : {&de, &dc, &db}) ASSERT_TRUE(d->connect_synced(port()));
+  ASSERT_NO_FATAL_FAILURE(visible_alice_for({"carol", "eve"}));
   ASSERT_TRUE(de.presence_subscribe({"carol"}));
   // carol: 1,024 held (users that do not exist, never visible), then bob, not held.
   for (int f = 0; f < 4; ++f) {
@@ -195,6 +206,9 @@ TEST_F(TerndEphemeral, AHeldSubscriptionIsAnsweredOnceTheUserIsVisible) {
     ASSERT_TRUE(dc.presence_subscribe(ghosts));
   }
   ASSERT_TRUE(dc.presence_subscribe({"bob"}));
+  // A connection's subscriptions are handled in order: once alice's is answered, the ones
+  // before it were taken.
+  for (Device* d : {&de, &dc}) ASSERT_NO_FATAL_FAILURE(expect_answer_about_alice(*d));
   for (const auto& f : de.drain(ms(300))) EXPECT_FALSE(presence_of(f, "carol")) << "eve shares nothing with carol yet";
 
   // bob opens a conversation with carol: her subscription to him was beyond the bound, so
@@ -218,6 +232,26 @@ TEST_F(TerndEphemeral, AHeldSubscriptionIsAnsweredOnceTheUserIsVisible) {
   auto offline = de.read_until(carol_presence, kDefaultTimeout, &seen);
   ASSERT_TRUE(offline) << dump_frames(seen);
   EXPECT_FALSE(jbool(*offline, "online", true)) << dump(*offline);
+}
+
+// Held subscriptions are bounded per user too (--max-presence-subscriptions-per-user, over
+// its connections): with 2, carol's third user asked for (bob) is not held.
+TEST_F(TerndEphemeral, HeldSubscriptionsAreBoundedPerUser) {
+  ASSERT_NO_FATAL_FAILURE(start({"--max-presence-subscriptions-per-user", "2"}));
+  Device dc(carol), db(bob);
+  ASSERT_TRUE(dc.connect_synced(port()));
+  ASSERT_TRUE(db.connect_synced(port()));
+  ASSERT_NO_FATAL_FAILURE(visible_alice_for({"carol"}));
+  ASSERT_TRUE(dc.presence_subscribe({"ghost1", "ghost2"}));
+  ASSERT_TRUE(dc.presence_subscribe({"bob"}));
+  ASSERT_NO_FATAL_FAILURE(expect_answer_about_alice(dc));  // (a watched one: 1 of the 2)
+  api().must_direct(bob.token, "carol");
+  for (const auto& f : dc.drain(ms(500))) {
+    EXPECT_FALSE(presence_of(f, "bob")) << dump(f);
+    EXPECT_NE(type_of(f), "error") << dump(f);
+  }
+  ASSERT_TRUE(dc.presence_subscribe({"bob"}));
+  EXPECT_TRUE(dc.read_until([](const json::object& f) { return presence_of(f, "bob"); }));
 }
 
 TEST_F(TerndEphemeral, SilentClientIsDroppedByHeartbeatAndGoesOffline) {
