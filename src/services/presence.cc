@@ -526,22 +526,28 @@ void Presence::grant_later(const std::string& user) {
 }
 
 void Presence::grant_held(const std::string& watched) {
+  // What the check consults is read here, on the loader thread; what cannot be read leaves
+  // its subscriptions held. Anyone may hold a subscription to anyone, so what is read for
+  // each holder is read only for those the watched user's own conversations and setting
+  // admit (its side is read once): the work is the watched user's to cause, not the holders'.
+  (void)load(watched);
+  if (privacy_) (void)privacy_->load(watched);
   std::set<std::string> viewers;
   {
     std::lock_guard lock(mu_);
     auto h = held_by_.find(watched);
     if (h == held_by_.end()) return;
     for (uint64_t sid : h->second)
-      if (auto s = subscribers_.find(sid); s != subscribers_.end()) viewers.insert(s->second.user);
+      if (auto s = subscribers_.find(sid); s != subscribers_.end() && contacts_.shares(watched, s->second.user) &&
+                                           (!privacy_ || privacy_->setting_admits(watched, s->second.user)))
+        viewers.insert(s->second.user);
   }
-  // What the check consults, read here on the loader thread: the viewers' conversations and
-  // both sides' policies and blocks. One that cannot be read leaves its subscriptions held.
+  if (viewers.empty()) return;
   for (const auto& v : viewers) {
-    (void)load(v);
+    (void)load(v);  // its index is pinned while it watches, so its subscriptions end with the last shared conversation
     if (privacy_) (void)privacy_->load(v);
     if (blocks_) blocks_->blocks(watched, v);
   }
-  if (privacy_) (void)privacy_->load(watched);
   std::vector<std::shared_ptr<bus::Endpoint>> granted;
   {
     std::lock_guard lock(mu_);
@@ -551,7 +557,7 @@ void Presence::grant_held(const std::string& watched) {
       auto s = subscribers_.find(sid);
       if (s == subscribers_.end()) continue;
       Subscriber& sub = s->second;
-      if (!contacts_.loaded(sub.user) || !contacts_.shares(sub.user, watched)) continue;
+      if (!viewers.count(sub.user) || !contacts_.loaded(sub.user) || !contacts_.shares(sub.user, watched)) continue;
       if (privacy_ && !privacy_->allowed(watched, sub.user)) continue;
       auto endpoint = sub.endpoint.lock();
       if (!endpoint || sub.watching.size() >= options_.max_presence_subscriptions) continue;

@@ -57,18 +57,27 @@ bool PresencePrivacy::allowed(const std::string& subject, const std::string& vie
   {
     std::lock_guard lock(mu_);
     PolicyPtr* v = cache_.find(viewer);
-    PolicyPtr* s = cache_.find(subject);
-    if (!v || !s) return false;
-    if ((*v)->visibility == PresenceVisibility::kNobody) return false;
-    switch ((*s)->visibility) {
-      case PresenceVisibility::kNobody: return false;
-      case PresenceVisibility::kContacts:
-        if (!(*s)->accepted.count(viewer)) return false;
-        break;
-      case PresenceVisibility::kEveryone: break;
-    }
+    if (!v || (*v)->visibility == PresenceVisibility::kNobody) return false;
+    if (!admits_locked(subject, viewer)) return false;
   }
   return !blocks_.blocks(subject, viewer);
+}
+
+bool PresencePrivacy::setting_admits(const std::string& subject, const std::string& viewer) {
+  if (subject == viewer) return true;
+  std::lock_guard lock(mu_);
+  return admits_locked(subject, viewer);
+}
+
+bool PresencePrivacy::admits_locked(const std::string& subject, const std::string& viewer) {
+  PolicyPtr* s = cache_.find(subject);
+  if (!s) return false;
+  switch ((*s)->visibility) {
+    case PresenceVisibility::kNobody: return false;
+    case PresenceVisibility::kContacts: return (*s)->accepted.count(viewer) != 0;
+    case PresenceVisibility::kEveryone: return true;
+  }
+  return false;
 }
 
 Result<PresenceVisibility> PresencePrivacy::visibility(const std::string& user) {

@@ -50,6 +50,9 @@ class PresencePrivacy {
   // May `viewer` see `subject`'s presence? Both policies must be cached (else false). The
   // caller has checked that they share a conversation.
   bool allowed(const std::string& subject, const std::string& viewer);
+  // Whether `subject`'s own setting and consents admit `viewer` (its policy cached, else false),
+  // before the viewer's setting and blocks: what the subject alone decides.
+  bool setting_admits(const std::string& subject, const std::string& viewer);
   // Known to be refused: both policies cached and not allowed. (A live subscription whose
   // policies were evicted from the cache is left alone rather than ended on a guess.)
   bool denied(const std::string& subject, const std::string& viewer) {
@@ -79,6 +82,7 @@ class PresencePrivacy {
     std::set<std::string> accepted;  // counterpart users
   };
   using PolicyPtr = std::shared_ptr<Policy>;
+  bool admits_locked(const std::string& subject, const std::string& viewer);  // mu_ held
 
   store::Store& store_;
   Blocks& blocks_;
