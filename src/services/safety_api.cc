@@ -54,7 +54,12 @@ void SafetyApi::created_direct(const std::string& user, const std::string& conve
   store::Batch batch;
   batch.add(store::PutUserRecord{user, records::accept(conversation_id), other});
   ctx_.committer.submit(std::move(batch), [this, user, conversation_id, other, then](const Result<void>& r) {
-    if (r) privacy_.accepted(user, conversation_id, other);
+    if (r) {
+      privacy_.accepted(user, conversation_id, other);
+      // The other nodes may have read the creator's policy without it (on the conversation's
+      // event, which comes first): they drop their copy, and answer subscriptions held for it.
+      ctx_.bus.announce_user_changed(user);
+    }
     then();  // the conversation exists either way; a lost acceptance only hides presence
   });
 }
