@@ -41,6 +41,19 @@ class TerndEphemeral : public ServerTest {
     ASSERT_TRUE(d.presence_subscribe({"alice"}));
     ASSERT_TRUE(d.read_until([](const json::object& f) { return presence_of(f, "alice"); }));
   }
+  // `watcher` gets `user`'s presence, online, without asking again; then, once `watched` (the
+  // user's only device) closes, offline.
+  void expect_online_then_offline(Device& watcher, const std::string& user, Device& watched) {
+    const auto of_user = [&user](const json::object& f) { return presence_of(f, user); };
+    std::vector<json::object> seen;
+    auto granted = watcher.read_until(of_user, kDefaultTimeout, &seen);
+    ASSERT_TRUE(granted) << dump_frames(seen);
+    EXPECT_TRUE(jbool(*granted, "online", false)) << dump(*granted);
+    watched.close();
+    auto offline = watcher.read_until(of_user, kDefaultTimeout, &seen);
+    ASSERT_TRUE(offline) << dump_frames(seen);
+    EXPECT_FALSE(jbool(*offline, "online", true)) << dump(*offline);
+  }
   Account alice, bob, carol, eve;
   std::string group, direct;
 };
@@ -178,15 +191,7 @@ TEST_F(TerndEphemeral, PresenceOnlyBetweenUsersSharingAConversation) {
   // consent's event, milliseconds after alice's `sent`).
   const std::string dm = api().must_direct(eve.token, "alice");
   ASSERT_GT(da.must_send(dm, "answer-eve", "hi eve"), 0u);
-  const auto alice_presence = [](const json::object& f) { return presence_of(f, "alice"); };
-  std::vector<json::object> seen;
-  auto granted = de.read_until(alice_presence, kDefaultTimeout, &seen);
-  ASSERT_TRUE(granted) << "after alice's consent eve should see her presence:\n" << dump_frames(seen);
-  EXPECT_TRUE(jbool(*granted, "online", false)) << dump(*granted);
-  da.close();
-  auto offline = de.read_until(alice_presence, kDefaultTimeout, &seen);
-  ASSERT_TRUE(offline) << dump_frames(seen);
-  EXPECT_FALSE(jbool(*offline, "online", true)) << dump(*offline);
+  ASSERT_NO_FATAL_FAILURE(expect_online_then_offline(de, "alice", da)) << "after alice's consent eve should see her";
 }
 
 // A subscription to a user who is not visible yet is held: when that user creates a direct
@@ -223,15 +228,7 @@ TEST_F(TerndEphemeral, AHeldSubscriptionIsAnsweredOnceTheUserIsVisible) {
 
   // carol opens a conversation with eve: she accepted it, so eve sees her, and follows her.
   api().must_direct(carol.token, "eve");
-  const auto carol_presence = [](const json::object& f) { return presence_of(f, "carol"); };
-  std::vector<json::object> seen;
-  auto granted = de.read_until(carol_presence, kDefaultTimeout, &seen);
-  ASSERT_TRUE(granted) << dump_frames(seen);
-  EXPECT_TRUE(jbool(*granted, "online", false)) << dump(*granted);
-  dc.close();
-  auto offline = de.read_until(carol_presence, kDefaultTimeout, &seen);
-  ASSERT_TRUE(offline) << dump_frames(seen);
-  EXPECT_FALSE(jbool(*offline, "online", true)) << dump(*offline);
+  ASSERT_NO_FATAL_FAILURE(expect_online_then_offline(de, "carol", dc));
 }
 
 // Held subscriptions are bounded per user too (--max-presence-subscriptions-per-user, over
