@@ -283,10 +283,10 @@ TEST(ServerOptions, RedisLoginFromTheUrlOrAPasswordFile) {
   ASSERT_TRUE(o) << o.error().message;
   ASSERT_EQ(o->redis_seeds.size(), 2u);
   EXPECT_EQ(o->redis_seeds[1].host, "10.0.0.2");
-  EXPECT_EQ(o->redis_credentials, (store::redis::RedisCredentials{"tern", "from-the-file"}));
+  EXPECT_EQ(o->redis_credentials, (store::redis::RedisCredentials{"tern", "from-the-file", nullptr}));
   auto url = parse({"--store", "redis", "--redis", "redis://tern:in%40url@10.0.0.1:7000"});
   ASSERT_TRUE(url) << url.error().message;
-  EXPECT_EQ(url->redis_credentials, (store::redis::RedisCredentials{"tern", "in@url"}));
+  EXPECT_EQ(url->redis_credentials, (store::redis::RedisCredentials{"tern", "in@url", nullptr}));
   auto none = parse({"--store", "redis", "--redis", "redis://10.0.0.1:7000"});
   ASSERT_TRUE(none);
   EXPECT_TRUE(none->redis_credentials.empty());

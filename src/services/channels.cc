@@ -86,8 +86,10 @@ void Channels::apply(ConvState& cs, ConversationPtr before, std::shared_ptr<stor
   const std::string id = next->id;
   store::Batch batch;
   // The snapshot first: it drops the index rows of admins no longer listed; the subscription
-  // rows after it (a later op on the same key wins) keep a demoted admin subscribed.
-  batch.add(store::PutConversation{*next});
+  // rows after it (a later op on the same key wins) keep a demoted admin subscribed. The
+  // change counts from `before`: a store shared by several nodes refuses it with `exists` if
+  // the record is another by then (Sequencer::change_channel makes it again).
+  batch.add(store::PutConversation{*next, *before});
   auto& pending = cs.channel_state().pending_subscriptions;
   std::vector<std::pair<std::string, Seq>> marks;
   for (const auto& [u, from] : change.subscribe) {

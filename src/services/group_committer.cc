@@ -241,8 +241,9 @@ Result<void> GroupCommitter::commit_one_by_one(const std::vector<size_t>& live, 
                                                const std::vector<std::pair<size_t, size_t>>& ranges,
                                                std::vector<std::optional<Error>>& failed) {
   // A device that must be new was stored already (PutDevice::must_be_new: two nodes linked
-  // the same device number at once). The store wrote nothing; only the entry holding that
-  // device may fail, so each entry is committed alone, in order (rare).
+  // the same device number at once), or a channel's record changed since a change read it
+  // (PutConversation::expected). The store wrote nothing; only the entry holding that op may
+  // fail, so each entry is committed alone, in order (rare).
   for (size_t i : live) {
     store::Batch one;
     one.ops.assign(std::make_move_iterator(merged.ops.begin() + static_cast<ptrdiff_t>(ranges[i].first)),

@@ -141,7 +141,8 @@ class GroupCommitter {
   Result<void> commit_entries(std::vector<Entry>& work, std::vector<std::optional<Error>>& failed);
   // Conversations a commit found behind: their later entries fail until reloaded().
   void note_behind(const store::Store::Behind& b);
-  // After a merged commit was refused with `exists` (PutDevice::must_be_new): each live entry
+  // After a merged commit was refused with `exists` (PutDevice::must_be_new,
+  // PutConversation::expected): each live entry
   // alone, in order; failed[i] set for those refused (or behind).
   Result<void> commit_one_by_one(const std::vector<size_t>& live, store::Batch& merged,
                                  const std::vector<std::pair<size_t, size_t>>& ranges,

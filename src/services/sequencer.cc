@@ -21,6 +21,8 @@ Counter& channel_changes_forwarded = MetricsRegistry::global().counter(
     "tern_channel_changes_forwarded_total", "channel joins, leaves and admin changes handed to the node that sequences the channel");
 Counter& channel_changes_served = MetricsRegistry::global().counter(
     "tern_channel_changes_served_total", "channel changes another node handed to this one");
+Counter& channel_changes_retried = MetricsRegistry::global().counter(
+    "tern_channel_changes_retried_total", "channel changes made again because another node had changed the channel first");
 
 }  // namespace
 
@@ -215,7 +217,7 @@ void Sequencer::change_admins(DeviceRef actor, std::string channel_id, proto::Me
                  });
 }
 
-void Sequencer::change_channel(channel_forwarding::Request request, bool served, ChannelDone done) {
+void Sequencer::change_channel(channel_forwarding::Request request, bool served, ChannelDone done, int attempt) {
   using channel_forwarding::Answer;
   using channel_forwarding::Op;
   // On the node that sequences the channel (the bus's route(), as for its posts), so that one
@@ -224,6 +226,19 @@ void Sequencer::change_channel(channel_forwarding::Request request, bool served,
   if (!served) {
     if (std::string node = core_.bus.route(request.channel_id); !node.empty())
       return forward_channel(std::move(node), std::move(request), std::move(done));
+  }
+  if (request.op != Op::kReads && request.op != Op::kViews) {
+    // Two nodes that both took themselves for the channel's sequencing node (their live sets
+    // differ for a moment) may both change it: the later commit finds the record changed and
+    // is refused whole (Channels::apply). Channels dropped its copy; the change is made again
+    // here, from the owning loop's warm-up of the record as stored.
+    done = [this, again = request, served, attempt, done = std::move(done)](Result<Answer> r) mutable {
+      if (r || r.error().code != ErrorCode::kExists) return done(std::move(r));
+      channel_changes_retried.inc();
+      if (attempt >= kChannelAttempts)
+        return done(make_error(ErrorCode::kUnavailable, "the channel kept changing meanwhile; retry"));
+      change_channel(std::move(again), served, std::move(done), attempt + 1);
+    };
   }
   const std::string id = request.channel_id;
   on_owner(id, false, [this, request = std::move(request), done = std::move(done)](Shard& s, const Error* e) mutable {

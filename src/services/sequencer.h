@@ -113,9 +113,13 @@ class Sequencer {
   void forward(Shard& shard, std::string node, DeviceRef device, proto::SendFrame frame, SendDone done);
   // A channel change (or kReads, kViews of its views): handed to the channel's sequencing node
   // if that is another one (unless `served`: another node handed it here), else made on the
-  // owning loop; `done` runs there.
+  // owning loop; `done` runs there. A change refused because the channel's record changed
+  // meanwhile (another node made a change of it too while the two took themselves for its
+  // sequencing node: store::PutConversation::expected) is made again from the record read
+  // again, up to kChannelAttempts times in all, then answered `unavailable`.
   using ChannelDone = std::function<void(Result<channel_forwarding::Answer>)>;
-  void change_channel(channel_forwarding::Request request, bool served, ChannelDone done);
+  static constexpr int kChannelAttempts = 4;
+  void change_channel(channel_forwarding::Request request, bool served, ChannelDone done, int attempt = 1);
   void forward_channel(std::string node, channel_forwarding::Request request, ChannelDone done);
 
   SequencerCore core_;

@@ -368,6 +368,78 @@ TEST_F(SequencerNodesTest, ChannelChangesThroughAnotherNodeAreMadeByTheSequencin
   EXPECT_FALSE(*gone) << "dave left";
 }
 
+// While two nodes' live sets differ, both may take themselves for a channel's sequencing node
+// (here: neither routes to the other) and change it from their own copy of its record. A commit
+// whose copy is no longer the stored record is refused (store::PutConversation::expected) and
+// the change is made again from the record read again: no join is lost from the count and no
+// admin change is written over.
+TEST_F(SequencerNodesTest, ChannelChangesOfTwoNodesThatBothSequenceItCountFromTheStoredRecord) {
+  Node& a = *nodes_[0];
+  Node& b = *nodes_[1];
+  const std::string id = create_channel(a, "alice");
+  ASSERT_FALSE(id.empty());
+  const auto retried = [] {
+    return MetricsRegistry::global()
+        .counter("tern_channel_changes_retried_total",
+                 "channel changes made again because another node had changed the channel first")
+        .value();
+  };
+  const uint64_t retried_before = retried();
+  std::promise<Result<ChannelInfo>> read;
+  b.sequencer.channel_info(id, [&read](Result<ChannelInfo> r) { read.set_value(std::move(r)); });
+  auto info = read.get_future();
+  ASSERT_EQ(info.wait_for(10s), std::future_status::ready);
+  auto seen = info.get();
+  ASSERT_TRUE(seen) << seen.error().message;
+  ASSERT_EQ(seen->conversation->subscribers, 1u) << "b keeps this copy of the record";
+
+  auto join = [&](Node& n, const char* user) {
+    std::promise<Result<SubscriptionInfo>> p;
+    n.sequencer.join_channel(DeviceRef{user, 1}, id, [&p](auto r) { p.set_value(std::move(r)); });
+    auto f = p.get_future();
+    EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
+    return f.get();
+  };
+  auto admins = [&](Node& n, const char* user) {
+    std::promise<Result<std::vector<std::string>>> p;
+    n.sequencer.change_admins(DeviceRef{"alice", 1}, id, {{user}, {}}, [&p](auto r) { p.set_value(std::move(r)); });
+    auto f = p.get_future();
+    EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
+    auto r = f.get();
+    return r ? std::set<std::string>(r->begin(), r->end()) : std::set<std::string>{"error: " + r.error().message};
+  };
+  auto bob = join(a, "bob");
+  ASSERT_TRUE(bob) << bob.error().message;
+  EXPECT_EQ(bob->subscribers, 2u);
+  auto carol = join(b, "carol");  // b's copy still counts 1
+  ASSERT_TRUE(carol) << carol.error().message;
+  EXPECT_EQ(carol->subscribers, 3u) << "counted from b's old copy: bob's join lost";
+  // a's copy: bob's join; b's: carol's. Each names an admin the other does not know of.
+  EXPECT_EQ(admins(a, "dave"), (std::set<std::string>{"alice", "dave"}));
+  EXPECT_EQ(admins(b, "erin"), (std::set<std::string>{"alice", "dave", "erin"})) << "dave written over";
+  std::promise<Result<uint64_t>> left;
+  a.sequencer.leave_channel(DeviceRef{"bob", 1}, id, [&left](Result<uint64_t> r) { left.set_value(std::move(r)); });
+  auto lf = left.get_future();
+  ASSERT_EQ(lf.wait_for(10s), std::future_status::ready);
+  auto l = lf.get();
+  ASSERT_TRUE(l) << l.error().message;
+  EXPECT_EQ(*l, 4u) << "alice, carol, dave and erin";
+  EXPECT_EQ(retried() - retried_before, 4u) << "each change but bob's join found the record changed";
+
+  auto c = view_.conversation(id);
+  ASSERT_TRUE(c && *c);
+  EXPECT_EQ((*c)->subscribers, 4u);
+  for (const char* u : {"dave", "erin"}) EXPECT_TRUE(is_active_member(**c, u)) << u << " is not an admin";
+  for (const char* u : {"carol", "dave", "erin"}) {
+    auto row = view_.user_conversation(u, id);
+    ASSERT_TRUE(row);
+    EXPECT_TRUE(*row) << u << " is not subscribed in the store";
+  }
+  auto gone = view_.user_conversation("bob", id);
+  ASSERT_TRUE(gone);
+  EXPECT_FALSE(*gone) << "bob left";
+}
+
 // Views are counted by the channel's sequencing node: read markers acked through another node
 // reach it with that node's next batch (ChannelViews::kBatchMs), each reader counted once, and
 // the channel's info through either node shows the sequencing node's counts.

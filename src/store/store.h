@@ -49,6 +49,7 @@ struct Member {
   Seq left_seq = 0;    // 0 while a member; else the seq of its removal message (last it sees)
   bool admin = false;
   bool active() const { return left_seq == 0; }
+  friend bool operator==(const Member&, const Member&) = default;
 };
 
 enum class ConvType { kDirect, kGroup, kChannel };
@@ -66,6 +67,7 @@ struct Conversation {
   bool is_public = false;    // channel: anyone may join by id
   uint64_t subscribers = 0;  // channel: subscriber count (owner and admins included)
   int64_t disappear_seconds = 0;  // the disappearing-messages timer; 0 = off (issue 11)
+  friend bool operator==(const Conversation&, const Conversation&) = default;
 };
 
 // One row of a user's conversation index.
@@ -110,7 +112,19 @@ struct PutDevice {
 // Replaces meta + members and writes the user-index row (joined/left seq) of every listed
 // member; a user dropped from the list entirely loses its row. Former members stay listed
 // with left_seq != 0 (their rows show it).
-struct PutConversation { Conversation conversation; };
+// `expected` (a channel's change, which takes no seq to be checked by): the record the change
+// was computed from. If the stored record is another (a node that also took itself for the
+// channel's sequencing node changed it first: docs/scaling.md, "Channels across nodes"), the
+// whole batch is refused with `exists` and nothing is written; the caller reads the record
+// again and makes its change anew. Earlier ops of the batch count: a second change of the
+// channel in one batch expects the first one's record.
+struct PutConversation {
+  PutConversation() = default;
+  PutConversation(Conversation conversation_, std::optional<Conversation> expected_ = std::nullopt)  // NOLINT: implicit
+      : conversation(std::move(conversation_)), expected(std::move(expected_)) {}
+  Conversation conversation;
+  std::optional<Conversation> expected;
+};
 // expires_at (ms, 0 = never) and media (the ids the message names, issue 11) are indexed with
 // it: the message → media references (who may fetch what), and the expiry index.
 struct AppendMessage {

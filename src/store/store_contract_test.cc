@@ -188,6 +188,53 @@ TEST_P(StoreContractTest, ADeviceThatMustBeNewRefusesTheBatchIfItIsThere) {
   EXPECT_EQ(must(store().devices("alice")), (std::vector<uint32_t>{2, 3}));
 }
 
+// PutConversation::expected: a channel's change computed from a record that is no longer the
+// stored one (another node changed the channel first) refuses its whole batch.
+TEST_P(StoreContractTest, AConversationChangeFromARecordNoLongerStoredRefusesTheBatch) {
+  Conversation v1;
+  v1.id = "ch1";
+  v1.type = ConvType::kChannel;
+  v1.name = "news";
+  v1.members = {Member{"alice", 1, 0, true}};
+  v1.fanout_on_read = true;
+  v1.is_public = true;
+  v1.subscribers = 1;
+  commit1(PutConversation{v1});
+  Conversation v2 = v1;
+  v2.subscribers = 2;
+  commit1(PutConversation{v2, v1});  // from the stored record: written
+  Conversation stale = v1;           // another change, still from v1
+  stale.subscribers = 2;
+  stale.members.push_back(Member{"bob", 1, 0, true});
+  Batch b;
+  b.add(PutConversation{stale, v1});
+  b.add(PutSubscription{"carol", UserConversation{"ch1", 1, 0, true}});
+  auto r = store().commit(b, true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ErrorCode::kExists) << r.error().message;
+  EXPECT_EQ(must(store().conversation("ch1")), std::optional<Conversation>(v2));
+  EXPECT_FALSE(must(store().user_conversation("carol", "ch1"))) << "nothing of the refused batch is written";
+  EXPECT_FALSE(must(store().user_conversation("bob", "ch1")));
+  // Two changes in one batch: the second counts from the first's record.
+  Conversation v3 = v2;
+  v3.subscribers = 3;
+  Conversation v4 = v3;
+  v4.members.push_back(Member{"bob", 1, 0, true});
+  Batch two;
+  two.add(PutConversation{v3, v2});
+  two.add(PutConversation{v4, v3});
+  commit(std::move(two));
+  EXPECT_EQ(must(store().conversation("ch1")), std::optional<Conversation>(v4));
+  EXPECT_TRUE(must(store().user_conversation("bob", "ch1")));
+  // A record that is not stored matches nothing.
+  Conversation other = v1;
+  other.id = "ch2";
+  auto none = store().commit(Batch{{PutConversation{other, other}}}, true);
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().code, ErrorCode::kExists);
+  EXPECT_FALSE(must(store().conversation("ch2")));
+}
+
 TEST_P(StoreContractTest, TokensFindTheirDevice) {
   commit1(PutDevice{kAlice1, "hash-a1"});
   commit1(PutDevice{kAlice2, "hash-a2"});

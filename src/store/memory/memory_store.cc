@@ -45,6 +45,24 @@ struct MemoryStore::State {
 
 namespace {
 bool has_nul(const std::string& s) { return s.find('\0') != std::string::npos; }
+
+// PutConversation::expected: each checked against the record as the batch's earlier ops leave it.
+std::optional<Error> changed_meanwhile(const MemoryStore::State& s, const Batch& batch) {
+  std::map<std::string, const Conversation*> current;  // written earlier in the batch
+  for (const Op& op : batch.ops) {
+    const auto* put = std::get_if<PutConversation>(&op);
+    if (!put) continue;
+    const std::string& id = put->conversation.id;
+    if (put->expected) {
+      const Conversation* now = nullptr;
+      if (auto it = current.find(id); it != current.end()) now = it->second;
+      else if (auto st = s.conversations.find(id); st != s.conversations.end()) now = &st->second;
+      if (!now || !(*now == *put->expected)) return make_error(ErrorCode::kExists, "the conversation changed meanwhile");
+    }
+    current[id] = &put->conversation;
+  }
+  return std::nullopt;
+}
 }  // namespace
 
 MemoryStore::MemoryStore() : state_(std::make_shared<State>()) {}
@@ -125,6 +143,7 @@ Result<void> MemoryStore::commit(const Batch& batch, bool /*sync*/) {
   for (const Op& op : batch.ops)
     if (const auto* d = std::get_if<PutDevice>(&op); d && d->must_be_new && s.devices.count({d->device.user, d->device.device}))
       return make_error(ErrorCode::kExists, "device already exists");
+  if (auto e = changed_meanwhile(s, batch)) return *e;
   for (const Op& op : batch.ops) {
     std::visit(
         [&](const auto& o) {

@@ -59,7 +59,7 @@ size_t width(const std::vector<std::string_view>& a, size_t i) {
     return 4;
   if (op == "I" || op == "D" || op == "P" || op == "G" || op == "i" || op == "j") return 5;
   if (op == "x" || op == "U" || op == "K" || op == "H" || op == "J" || op == "Z" || op == "N" || op == "n" ||
-      op == "r" || op == "t")
+      op == "e" || op == "r" || op == "t")
     return 3;
   if (op == "k" || op == "L") return 2;
   if (op == "A") return 6 + count(i + 5);
@@ -96,7 +96,7 @@ struct Merged {
 bool reads_in_checks(const Group& g, bool dense) {
   for (size_t i = 0; i < g.args.size();) {
     const std::string_view op = g.args[i];
-    if (op == "p" || op == "m" || op == "j" || op == "T" || op == "n" || (op == "A" && dense)) return true;
+    if (op == "p" || op == "m" || op == "j" || op == "T" || op == "n" || op == "e" || (op == "A" && dense)) return true;
     const size_t w = width(g.args, i);
     if (w == 0) return false;
     i += w;
@@ -290,7 +290,7 @@ Result<Group> without(const Group& in, const std::set<std::string_view>& convers
     const size_t w = width(ops, i);
     if (w == 0 || i + w > ops.size()) return make_error(ErrorCode::kInternal, "redis: unknown commit op");
     const std::string_view op = ops[i];
-    const bool drop = ((op == "A" || op == "j" || op == "c") && conversations.count(ops[i + 1])) ||
+    const bool drop = ((op == "A" || op == "j" || op == "c" || op == "e") && conversations.count(ops[i + 1])) ||
                       (op == "h" && records.count(ops[i + 1])) || (op == "p" && conversations.count(ops[i + 3]));
     if (!drop)
       g.args.insert(g.args.end(), ops.begin() + static_cast<ptrdiff_t>(i), ops.begin() + static_cast<ptrdiff_t>(i + w));
@@ -304,6 +304,7 @@ Result<Group> without(const Group& in, const std::set<std::string_view>& convers
 Error redis_reply_error(std::string_view message) {
   const std::string msg(message);
   if (msg.rfind("TERNDEV", 0) == 0) return make_error(ErrorCode::kExists, "device already exists");
+  if (msg.rfind("TERNCONV", 0) == 0) return make_error(ErrorCode::kExists, "the conversation changed meanwhile");
   const bool transient = msg.rfind("TERNSEQ", 0) == 0 || msg.rfind("TERNTAKE", 0) == 0 || msg.rfind("LOADING", 0) == 0 || msg.rfind("READONLY", 0) == 0 ||
                          msg.rfind("BUSY", 0) == 0 || msg.rfind("MASTERDOWN", 0) == 0 ||
                          msg.rfind("TRYAGAIN", 0) == 0 || msg.rfind("CLUSTERDOWN", 0) == 0 ||
@@ -346,6 +347,8 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
   std::map<std::string_view, std::set<std::string>> members;
   // (user key, device) of the devices that must be new (op 'n', right before their 'D').
   std::set<std::pair<std::string_view, std::string_view>> must_be_new;
+  // Conversation id → the meta an earlier 'C' of the commit writes (for op 'e').
+  std::map<std::string_view, std::string_view> metas;
   for (size_t i = 1; i < a.size();) {
     const size_t w = width(a, i);
     if (w == 0 || i + w > a.size()) return make_error(ErrorCode::kInternal, "redis: unknown commit op");
@@ -361,6 +364,24 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
         return make_error(ErrorCode::kExists, "device already exists");
       tokens[{a[i + 1], a[i + 2]}] = (*r)->type == REDIS_REPLY_STRING ? std::string(str(r->get())) : "";
     }
+    if (a[i] == "e") {
+      // A record that must be unchanged (a channel's change): read here too, so that a change
+      // refused for it is refused before phase 0 writes its subscription and index rows. The
+      // check in phase 1 (the conversation's script) is the atomic one; a change that passes
+      // here and loses there leaves phase 0's rows (docs/scaling.md, "Channels across nodes").
+      bool same = false;
+      if (auto it = metas.find(a[i + 1]); it != metas.end()) {
+        same = it->second == a[i + 2];
+      } else {
+        const std::string key = conv_key(a[i + 1]) + ":m";
+        auto r = cluster.run1(key_slot(key), {"GET", key});
+        if (!r) return r.error();
+        if ((*r)->type == REDIS_REPLY_ERROR) return redis_reply_error(str(r->get()));
+        same = (*r)->type == REDIS_REPLY_STRING && str(r->get()) == a[i + 2];
+      }
+      if (!same) return make_error(ErrorCode::kExists, "the conversation changed meanwhile");
+    }
+    if (a[i] == "C") metas[a[i + 1]] = a[i + 2];
     if (a[i] == "C" && !members.count(a[i + 1])) {
       const std::string key = conv_key(a[i + 1]) + ":mu";
       auto r = cluster.run1(key_slot(key), {"SMEMBERS", key});
@@ -478,6 +499,9 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
         add(0, own("{u:" + std::string(a[j]) + "}"), {"h", own("{u:" + std::string(a[j]) + "}:ix"), a[i + 1], a[j + 1]});
       }
       before = std::move(now);
+    } else if (op == "e") {
+      // In the conversation's phase-1 script, before its 'c' (checked before anything is written).
+      add(1, own(conv_key(a[i + 1])), {"e", a[i + 1], a[i + 2]});
     } else if (op == "n") {
       // The device must be new: checked again in its slot's phase-1 script, right before its
       // row is written there (two nodes linking it at once: one of them gets TERNDEV).

@@ -32,8 +32,8 @@ namespace {
 using namespace std::chrono_literals;
 using testing::run_until;
 
-const RedisCredentials kPassword{"", "pw-of-requirepass"};
-const RedisCredentials kAclUser{"tern", "s3cr@t:pw"};
+const RedisCredentials kPassword{"", "pw-of-requirepass", nullptr};
+const RedisCredentials kAclUser{"tern", "s3cr@t:pw", nullptr};
 
 std::string text_of(const Reply& r) { return r ? std::string(r->str, r->len) : "?"; }
 
@@ -49,7 +49,7 @@ TEST(RedisLogin, AUrlCarriesAUserAndAPasswordPercentDecoded) {
   auto b = parse_redis_url("redis://:p@ss@127.0.0.1:6380/", &p);
   ASSERT_TRUE(b.ok()) << b.error().message;
   EXPECT_EQ(b->host, "127.0.0.1");
-  EXPECT_EQ(p, (RedisCredentials{"", "p@ss"}));
+  EXPECT_EQ(p, (RedisCredentials{"", "p@ss", nullptr}));
   // Without credentials the address is as before and nothing is filled in.
   RedisCredentials none;
   ASSERT_TRUE(parse_redis_url("redis://127.0.0.1:6379", &none).ok());
@@ -74,7 +74,7 @@ TEST(RedisLogin, SeedsGiveTheirCredentialsOnceOrAlike) {
   auto one = parse_redis_urls("redis://:pw@h1:1,h2:2, redis://h3:3", &c);
   ASSERT_TRUE(one.ok()) << one.error().message;
   EXPECT_EQ(one->size(), 3u);
-  EXPECT_EQ(c, (RedisCredentials{"", "pw"}));
+  EXPECT_EQ(c, (RedisCredentials{"", "pw", nullptr}));
   RedisCredentials same;
   EXPECT_TRUE(parse_redis_urls("redis://u:pw@h1:1,redis://u:pw@h2:2", &same).ok());
   RedisCredentials differ;
@@ -96,7 +96,7 @@ TEST(RedisLogin, AConnectionOnAThreadLogsInAndAWrongPasswordIsRefusedWithRedisRe
   ASSERT_TRUE(who.ok());
   EXPECT_EQ(text_of(*who), "tern");
 
-  auto wrong = RedisConnection::connect(at, 1000ms, 2000ms, RedisCredentials{"tern", "not-the-password"});
+  auto wrong = RedisConnection::connect(at, 1000ms, 2000ms, RedisCredentials{"tern", "not-the-password", nullptr});
   ASSERT_FALSE(wrong.ok());
   EXPECT_EQ(wrong.error().code, ErrorCode::kUnavailable);
   EXPECT_NE(wrong.error().message.find("refused the AUTH"), std::string::npos) << wrong.error().message;
@@ -141,7 +141,7 @@ TEST(RedisLogin, AConnectionMadeInAFiberLogsInBeforeTheLoopsFibersShareIt) {
   LoopConnections other;
   std::optional<std::string> failure;
   Fiber wrong(io, [&] {
-    auto c = other.get(RedisAddress{"127.0.0.1", server.port()}, 1000ms, 2000ms, RedisCredentials{"", "nope"});
+    auto c = other.get(RedisAddress{"127.0.0.1", server.port()}, 1000ms, 2000ms, RedisCredentials{"", "nope", nullptr});
     failure = c ? std::string("connected") : c.error().message;
   });
   boost::asio::post(io, [&] { wrong.resume(); });
@@ -174,7 +174,7 @@ TEST(RedisLogin, AsyncRedisLogsInFirstAndARefusalFailsTheCommandsThatWaited) {
   EXPECT_TRUE(good->connected());
   EXPECT_EQ(counters.connects.value(), connects_before + 1);
 
-  auto bad = make(RedisCredentials{"tern", "wrong"});
+  auto bad = make(RedisCredentials{"tern", "wrong", nullptr});
   std::vector<Result<Reply>> failed;
   for (int i = 0; i < 2; ++i) bad->command({"PING"}, [&](Result<Reply> r) { failed.push_back(std::move(r)); });
   ASSERT_TRUE(run_until(io, [&] { return failed.size() == 2; }));
@@ -258,7 +258,7 @@ TEST(RedisLogin, AStoreOnAClusterThatRequiresAPasswordReachesEveryMaster) {
   testing::RedisClusterServer cluster("cluster-pw");
   auto started = cluster.start();
   ASSERT_TRUE(started.ok()) << started.error().message;
-  expect_store_reaches_every_node(cluster, RedisCredentials{"", "cluster-pw"});
+  expect_store_reaches_every_node(cluster, RedisCredentials{"", "cluster-pw", nullptr});
 }
 
 // The same on a Cluster that speaks TLS only (client ports, bus, replication): the nodes that

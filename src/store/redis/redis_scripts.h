@@ -39,6 +39,10 @@ namespace tern::store::redis::scripts {
 //  - A device that must be new (op 'n': user key, device; before its 'D') must not be in the
 //    user's device hash; else TERNDEV: another node linked that number (or registered that
 //    user) first.
+//  - A conversation's record that must be unchanged (op 'e': conversation id, the meta it must
+//    have, before its 'C'; PutConversation::expected, a channel's change): the stored meta
+//    (or the one an earlier 'C'/'c' of this batch writes) must be those bytes; else TERNCONV:
+//    another node changed the channel first.
 //  - On a Redis Cluster, op 'L' (a key) first in a script merged from several slots of one
 //    master: an EXISTS of one key per further slot, which fails the script ("non local key")
 //    before anything is written if that slot moved to another node. A slot whose ops read in
@@ -67,7 +71,7 @@ local function width(i)
     return 4
   end
   if op == 'I' or op == 'D' or op == 'P' or op == 'G' or op == 'i' or op == 'j' then return 5 end
-  if op == 'x' or op == 'r' or op == 'U' or op == 'K' or op == 'H' or op == 'J' or op == 'Z' or op == 'N' or op == 'n' then
+  if op == 'x' or op == 'r' or op == 'U' or op == 'K' or op == 'H' or op == 'J' or op == 'Z' or op == 'N' or op == 'n' or op == 'e' then
     return 3
   end
   if op == 'C' then return 4 + 2 * tonumber(a[i+3]) end
@@ -95,6 +99,7 @@ local dup = {}
 local taken = {}
 local added, addlist = {}, {}  -- the idemexp members the checks added
 local idp = {'TERNIDP'}  -- op 'p': pointers that named another conversation
+local metas = {}  -- conversation id → the meta an earlier 'C'/'c' of the batch writes (op 'e')
 -- A send into c repeats a client_msg_id that has a record: c is named in TERNSEQ like a
 -- conversation behind, but not reserved (below).
 local function repeat_of(c)
@@ -199,6 +204,15 @@ while i <= n do
       undo()
       return redis.error_reply('TERNDEV device already exists')
     end
+  elseif op == 'e' then
+    local cur = metas[a[i+1]]
+    if cur == nil then cur = redis.call('GET', '{c:' .. a[i+1] .. '}:m') end
+    if cur ~= a[i+2] then
+      undo()
+      return redis.error_reply('TERNCONV the conversation changed meanwhile')
+    end
+  elseif op == 'C' or op == 'c' then
+    metas[a[i+1]] = a[i+2]
   end
   local wd = width(i)
   if wd == nil then
@@ -261,7 +275,7 @@ while i <= n do
     i = i + 4 + nm
   elseif op == 'i' or op == 'j' then
     i = i + 5
-  elseif op == 'n' then
+  elseif op == 'n' or op == 'e' then
     i = i + 3
   elseif op == 'L' then
     i = i + 2

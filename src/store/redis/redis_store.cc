@@ -238,6 +238,12 @@ Result<void> RedisStore::commit(const Batch& batch, bool /*sync*/) {
             args.insert(args.end(), {"D", uk, dn, o.token_hash, own(rocks::encode_token_value(o.device))});
           } else if constexpr (std::is_same_v<T, PutConversation>) {
             const Conversation& c = o.conversation;
+            if (o.expected) {
+              // Compared with the stored meta as bytes: one encoding per record (encoding.h).
+              std::string expected;
+              rocks::encode_conversation(expected, *o.expected);
+              args.insert(args.end(), {"e", id(c.id), own(std::move(expected))});
+            }
             std::string meta;
             rocks::encode_conversation(meta, c);
             args.insert(args.end(), {"C", id(c.id), own(std::move(meta)), own(std::to_string(c.members.size()))});

@@ -371,6 +371,23 @@ Result<void> RocksDbStore::commit(const Batch& batch, bool sync) {
   for (size_t i = 0; i < batch.ops.size(); ++i)
     if (const auto* d = std::get_if<PutDevice>(&batch.ops[i]); d && d->must_be_new && s.op_slot[i]->present)
       return make_error(ErrorCode::kExists, "device already exists");
+  // PutConversation::expected, against the record as the batch's earlier ops leave it (the
+  // slot holds the stored one until pass 2). A single node's channel changes are serialized on
+  // its loop, so this only refuses what a caller computed from an old record.
+  std::unordered_map<const CommitScratch::Slot*, const Conversation*> written;
+  for (size_t i = 0; i < batch.ops.size(); ++i) {
+    const auto* put = std::get_if<PutConversation>(&batch.ops[i]);
+    if (!put) continue;
+    const CommitScratch::Slot* slot = s.op_slot[i];
+    if (put->expected) {
+      std::optional<Conversation> stored;
+      if (auto it = written.find(slot); it != written.end()) stored = *it->second;
+      else if (slot->present) stored = rocks::decode_conversation(slot->value);
+      if (!stored || !(*stored == *put->expected))
+        return make_error(ErrorCode::kExists, "the conversation changed meanwhile");
+    }
+    written[slot] = &put->conversation;
+  }
 
   // Pass 2: translate the ops, in order, into writes. Blind writes are recorded directly;
   // read-modify-write ops update their slot. A stored value that fails to decode counts as
