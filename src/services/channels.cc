@@ -109,6 +109,14 @@ void Channels::apply(ConvState& cs, ConversationPtr before, std::shared_ptr<stor
       if (auto it = p.find(u); it != p.end() && it->second == joined) p.erase(it);
     if (!committed) {
       core_.directory.forget_conversation(id);  // read again from the store
+      if (committed.error().code == ErrorCode::kExists) {
+        // Another node changed the channel first (PutConversation::expected). The caller
+        // makes the change again (Sequencer::change_channel), but only once none of this
+        // node's changes of the channel is in flight: each of them counted from this one, so
+        // made again now it would count from the stored record without them, and be refused.
+        s->retry.push_back([done, error = committed.error()](const Error*) { done(error); });
+        return;
+      }
       return done(committed.error());
     }
     auto notice = membership_notice(id);

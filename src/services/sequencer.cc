@@ -2,6 +2,9 @@
 
 #include <cassert>
 #include <future>
+#include <random>
+
+#include <boost/asio/steady_timer.hpp>
 
 #include "base/clock.h"
 #include "base/metrics.h"
@@ -237,7 +240,17 @@ void Sequencer::change_channel(channel_forwarding::Request request, bool served,
       channel_changes_retried.inc();
       if (attempt >= kChannelAttempts)
         return done(make_error(ErrorCode::kUnavailable, "the channel kept changing meanwhile; retry"));
-      change_channel(std::move(again), served, std::move(done), attempt + 1);
+      if (attempt < 2) return change_channel(std::move(again), served, std::move(done), attempt + 1);
+      // Lost twice: two nodes keep changing the channel at once (each one's commits make the
+      // other drop its copy). A random pause, longer at each attempt, lets one of them finish.
+      thread_local std::minstd_rand jitter{std::random_device{}()};
+      const auto pause = std::chrono::milliseconds(1 + jitter() % (10u * static_cast<unsigned>(attempt)));
+      const size_t loop = core_.owner(again.channel_id);
+      auto timer = std::make_shared<boost::asio::steady_timer>(core_.loops.context(loop), pause);
+      timer->async_wait([this, timer, again = std::move(again), served, attempt,
+                         done = std::move(done)](const boost::system::error_code&) mutable {
+        change_channel(std::move(again), served, std::move(done), attempt + 1);
+      });
     };
   }
   const std::string id = request.channel_id;

@@ -116,9 +116,11 @@ class Sequencer {
   // owning loop; `done` runs there. A change refused because the channel's record changed
   // meanwhile (another node made a change of it too while the two took themselves for its
   // sequencing node: store::PutConversation::expected) is made again from the record read
-  // again, up to kChannelAttempts times in all, then answered `unavailable`.
+  // again, once none of this node's changes of the channel is in flight (Channels::apply),
+  // from the third attempt on after a random pause (up to 10 ms per attempt made), up to
+  // kChannelAttempts times in all, then answered `unavailable`.
   using ChannelDone = std::function<void(Result<channel_forwarding::Answer>)>;
-  static constexpr int kChannelAttempts = 4;
+  static constexpr int kChannelAttempts = 8;
   void change_channel(channel_forwarding::Request request, bool served, ChannelDone done, int attempt = 1);
   void forward_channel(std::string node, channel_forwarding::Request request, ChannelDone done);
 
