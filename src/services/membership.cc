@@ -279,7 +279,12 @@ void Membership::set_timer(Shard& shard, const DeviceRef& actor, const std::stri
   json::object sys{{"action", "timer"}, {"by", actor.user}, {"seconds", seconds}};
   std::vector<DeviceRef> to;
   auto frame = system_message(batch, *next, seq, actor, json::serialize(sys), to);
-  batch.add(store::PutConversation{*next});
+  // A channel's record also holds its count and admins, which change without a seq (channels.h):
+  // computed from an old copy (two nodes both sequencing it), the store refuses it and it is
+  // sequenced again (SequencerCore::sequence_again).
+  std::optional<store::Conversation> expected;
+  if (next->type == store::ConvType::kChannel) expected = **conv;
+  batch.add(store::PutConversation{*next, std::move(expected)});
   cs.head = seq;
   core_.directory.put_conversation(next);
   const bool accepted = core_.submit(

@@ -327,8 +327,9 @@ bool SequencerCore::submit(ConvState& state, store::Batch batch, GroupCommitter:
   return committer.submit(std::move(batch), [this, s = &state, appends, done = std::move(done)](const Result<void>& r) {
     --s->in_flight;
     if (appends) --s->appends_in_flight;
-    if (!r && r.error().code == ErrorCode::kUnavailable) {
-      // The store may not have this batch: the head and a membership snapshot put before the
+    if (!r && (r.error().code == ErrorCode::kUnavailable || r.error().code == ErrorCode::kExists)) {
+      // The store may not have this batch (or refused it: a record it was computed from
+      // changed, PutConversation::expected): the head and a membership snapshot put before the
       // commit (Directory::put_conversation) are reloaded from the store on next use.
       s->stale = true;
       directory.forget_conversation(s->id);
@@ -348,7 +349,10 @@ bool SequencerCore::submit(ConvState& state, store::Batch batch, GroupCommitter:
 }
 
 bool SequencerCore::sequence_again(Result<void>& committed, int attempt) {
-  if (committed || !GroupCommitter::is_behind(committed.error())) return false;
+  // Behind (another node appended first), or refused because the channel record it was
+  // computed from changed (a timer change of a channel: PutConversation::expected).
+  if (committed || !(GroupCommitter::is_behind(committed.error()) || committed.error().code == ErrorCode::kExists))
+    return false;
   if (attempt + 1 < kMaxAttempts) return true;
   committed = make_error(ErrorCode::kUnavailable, "other nodes kept appending to this conversation; retry");
   return false;

@@ -298,7 +298,8 @@ class SequencerCore {
   bool submit(ConvState& state, store::Batch batch, GroupCommitter::Completion done,
               const DeviceRef* source = nullptr);
   // For the completion of a change on its `attempt`-th sequencing (0 for the first): true if
-  // its batch was behind (nothing of it was stored) and it may be sequenced again; the caller
+  // its batch was behind or refused for a changed record (nothing of it was stored: `exists`
+  // from PutConversation::expected) and it may be sequenced again; the caller
   // then puts it on the conversation's `retry` list (ConvState) and answers nothing yet. After
   // the last attempt, `committed` becomes the `unavailable` answer for the client.
   static bool sequence_again(Result<void>& committed, int attempt);

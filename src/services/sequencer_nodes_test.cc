@@ -440,6 +440,43 @@ TEST_F(SequencerNodesTest, ChannelChangesOfTwoNodesThatBothSequenceItCountFromTh
   EXPECT_FALSE(*gone) << "bob left";
 }
 
+// A channel's disappearing-messages timer takes a seq, but its record also holds the count and
+// admins, which change without one: a timer change that node b makes from its old copy of the
+// record (bob's join through a is not in it) is refused by the store and sequenced again from
+// the stored record, so bob stays counted.
+TEST_F(SequencerNodesTest, AChannelTimerSetFromAnOldCopyKeepsTheCountAnotherNodeWrote) {
+  Node& a = *nodes_[0];
+  Node& b = *nodes_[1];
+  const std::string id = create_channel(a, "alice");
+  ASSERT_FALSE(id.empty());
+  std::promise<Result<ChannelInfo>> read;
+  b.sequencer.channel_info(id, [&read](Result<ChannelInfo> r) { read.set_value(std::move(r)); });
+  auto info = read.get_future();
+  ASSERT_EQ(info.wait_for(10s), std::future_status::ready);
+  auto seen = info.get();
+  ASSERT_TRUE(seen) << seen.error().message;
+  ASSERT_EQ(seen->conversation->subscribers, 1u) << "b keeps this copy of the record";
+  std::promise<Result<SubscriptionInfo>> joined;
+  a.sequencer.join_channel(DeviceRef{"bob", 1}, id, [&joined](auto r) { joined.set_value(std::move(r)); });
+  auto jf = joined.get_future();
+  ASSERT_EQ(jf.wait_for(10s), std::future_status::ready);
+  auto bob = jf.get();
+  ASSERT_TRUE(bob) << bob.error().message;
+  ASSERT_EQ(bob->subscribers, 2u);
+
+  auto timer = set_timer(b, "alice", id, 3600);
+  ASSERT_TRUE(timer) << timer.error().message;
+  EXPECT_EQ(*timer, 3600);
+  auto c = view_.conversation(id);
+  ASSERT_TRUE(c && *c);
+  EXPECT_EQ((*c)->disappear_seconds, 3600);
+  EXPECT_EQ((*c)->subscribers, 2u) << "the timer change wrote b's old count back";
+  auto log = view_.read_messages(id, 0, 10);
+  ASSERT_TRUE(log);
+  ASSERT_EQ(log->size(), 1u) << "one timer message";
+  EXPECT_EQ((*log)[0].seq, 1u);
+}
+
 // Views are counted by the channel's sequencing node: read markers acked through another node
 // reach it with that node's next batch (ChannelViews::kBatchMs), each reader counted once, and
 // the channel's info through either node shows the sequencing node's counts.
