@@ -14,8 +14,10 @@
 //      key is deleted here, before the device row names the new one), and the conversations'
 //      receipts;
 //   1. per conversation, atomically (in its master's script): the dense seq check, the log
-//      appends, the idempotency records and the conversation meta; also the device rows of
-//      PutDevice (after their tokens). A script that finds a conversation behind writes
+//      appends, the idempotency records and the conversation meta, with its expected-record
+//      check (op 'e', PutConversation::expected; also read once before phase 0, so that a
+//      refused change writes no row there); also the device rows of PutDevice (after their
+//      tokens). A script that finds a conversation behind writes
 //      nothing and runs again without it.
 // When phase 1 lives on one master X (one conversation, or several on X: the common case),
 // X's phase-0 ops run in X's phase-1 script instead, ahead of the appends and atomic with
