@@ -365,6 +365,33 @@ class SequencerNodesTest : public ::testing::Test {
     return f.get();
   }
 
+  // The channel's info through node `n` (which then keeps its copy of the record).
+  Result<ChannelInfo> channel_info(Node& n, const std::string& id) {
+    std::promise<Result<ChannelInfo>> p;
+    auto f = p.get_future();
+    n.sequencer.channel_info(id, [&p](Result<ChannelInfo> r) { p.set_value(std::move(r)); });
+    EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
+    return f.get();
+  }
+
+  // The channel `id` as the shared store has it: `subscribers` counted, each of `admins` an
+  // active admin, each of `subscribed` with a subscription row, and `gone` without one.
+  void expect_stored_channel(const std::string& id, uint64_t subscribers, std::vector<std::string> admins,
+                             std::vector<std::string> subscribed, const std::string& gone) {
+    auto c = view_.conversation(id);
+    ASSERT_TRUE(c && *c);
+    EXPECT_EQ((*c)->subscribers, subscribers);
+    for (const auto& u : admins) EXPECT_TRUE(is_active_member(**c, u)) << u << " is not an admin";
+    for (const auto& u : subscribed) {
+      auto row = view_.user_conversation(u, id);
+      ASSERT_TRUE(row);
+      EXPECT_TRUE(*row) << u << " is not subscribed in the store";
+    }
+    auto left = view_.user_conversation(gone, id);
+    ASSERT_TRUE(left);
+    EXPECT_FALSE(*left) << gone << " left";
+  }
+
   // The active members of `conv` in the shared store.
   std::set<std::string> stored_members(const std::string& conv) {
     std::set<std::string> out;

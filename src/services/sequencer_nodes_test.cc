@@ -354,18 +354,8 @@ TEST_F(SequencerNodesTest, ChannelChangesThroughAnotherNodeAreMadeByTheSequencin
   EXPECT_EQ(refused.error().code, ErrorCode::kForbidden) << refused.error().message;
   EXPECT_EQ(forwarded() - forwarded_before, 5u);
 
-  auto c = view_.conversation(id);
-  ASSERT_TRUE(c && *c);
-  EXPECT_EQ((*c)->subscribers, 4u) << "alice, bob, carol and erin";
-  EXPECT_TRUE(is_active_member(**c, "erin"));
-  for (const char* u : {"bob", "carol", "erin"}) {
-    auto row = view_.user_conversation(u, id);
-    ASSERT_TRUE(row);
-    EXPECT_TRUE(*row) << u << " is not subscribed in the store";
-  }
-  auto gone = view_.user_conversation("dave", id);
-  ASSERT_TRUE(gone);
-  EXPECT_FALSE(*gone) << "dave left";
+  // alice, bob, carol and erin; dave left.
+  expect_stored_channel(id, 4, {"erin"}, {"bob", "carol", "erin"}, "dave");
 }
 
 // While two nodes' live sets differ, both may take themselves for a channel's sequencing node
@@ -385,11 +375,7 @@ TEST_F(SequencerNodesTest, ChannelChangesOfTwoNodesThatBothSequenceItCountFromTh
         .value();
   };
   const uint64_t retried_before = retried();
-  std::promise<Result<ChannelInfo>> read;
-  b.sequencer.channel_info(id, [&read](Result<ChannelInfo> r) { read.set_value(std::move(r)); });
-  auto info = read.get_future();
-  ASSERT_EQ(info.wait_for(10s), std::future_status::ready);
-  auto seen = info.get();
+  auto seen = channel_info(b, id);
   ASSERT_TRUE(seen) << seen.error().message;
   ASSERT_EQ(seen->conversation->subscribers, 1u) << "b keeps this copy of the record";
 
@@ -426,18 +412,7 @@ TEST_F(SequencerNodesTest, ChannelChangesOfTwoNodesThatBothSequenceItCountFromTh
   EXPECT_EQ(*l, 4u) << "alice, carol, dave and erin";
   EXPECT_EQ(retried() - retried_before, 4u) << "each change but bob's join found the record changed";
 
-  auto c = view_.conversation(id);
-  ASSERT_TRUE(c && *c);
-  EXPECT_EQ((*c)->subscribers, 4u);
-  for (const char* u : {"dave", "erin"}) EXPECT_TRUE(is_active_member(**c, u)) << u << " is not an admin";
-  for (const char* u : {"carol", "dave", "erin"}) {
-    auto row = view_.user_conversation(u, id);
-    ASSERT_TRUE(row);
-    EXPECT_TRUE(*row) << u << " is not subscribed in the store";
-  }
-  auto gone = view_.user_conversation("bob", id);
-  ASSERT_TRUE(gone);
-  EXPECT_FALSE(*gone) << "bob left";
+  expect_stored_channel(id, 4, {"dave", "erin"}, {"carol", "dave", "erin"}, "bob");
 }
 
 // A channel's disappearing-messages timer takes a seq, but its record also holds the count and
@@ -449,11 +424,7 @@ TEST_F(SequencerNodesTest, AChannelTimerSetFromAnOldCopyKeepsTheCountAnotherNode
   Node& b = *nodes_[1];
   const std::string id = create_channel(a, "alice");
   ASSERT_FALSE(id.empty());
-  std::promise<Result<ChannelInfo>> read;
-  b.sequencer.channel_info(id, [&read](Result<ChannelInfo> r) { read.set_value(std::move(r)); });
-  auto info = read.get_future();
-  ASSERT_EQ(info.wait_for(10s), std::future_status::ready);
-  auto seen = info.get();
+  auto seen = channel_info(b, id);
   ASSERT_TRUE(seen) << seen.error().message;
   ASSERT_EQ(seen->conversation->subscribers, 1u) << "b keeps this copy of the record";
   std::promise<Result<SubscriptionInfo>> joined;
@@ -498,13 +469,7 @@ TEST_F(SequencerNodesTest, ChannelReadsThroughAnotherNodeAreCountedByTheSequenci
     b.sequencer.serve_forwarded(std::move(payload), std::move(respond));
   };
   a.bus.to = "b";
-  auto info = [&](Node& n) {
-    std::promise<Result<ChannelInfo>> p;
-    n.sequencer.channel_info(id, [&p](Result<ChannelInfo> r) { p.set_value(std::move(r)); });
-    auto f = p.get_future();
-    EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
-    return f.get();
-  };
+  auto info = [&](Node& n) { return channel_info(n, id); };
   using Views = ChannelViews::Views;
   // b's counts once they are `want` (bounded), else the last seen.
   auto await_views = [&](const Views& want) {
