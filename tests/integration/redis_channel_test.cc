@@ -3,11 +3,10 @@
 // node that sequences it, whichever node the client reached.
 #include <gtest/gtest.h>
 
-#include <algorithm>
-#include <latch>
 #include <thread>
 #include <vector>
 
+#include "integration/channel_joins.h"
 #include "integration/redis_nodes.h"
 #include "store/redis/testing/redis_server.h"
 #include "support/server_test.h"
@@ -62,46 +61,19 @@ class RedisChannelTest : public RedisTest {
  protected:
   // 16 users join alice's public channel at once, half through each node (started with
   // `args`): the answers are the counts 2 to 17, each once, and both nodes then show 17.
-  void expect_joins_at_once_each_counted(const std::vector<std::string>& args);
+  void expect_joins_at_once_each_counted_on_two_nodes(const std::vector<std::string>& args);
 };
 
-void RedisChannelTest::expect_joins_at_once_each_counted(const std::vector<std::string>& args) {
-  Node& a = a_;
-  Node& b = b_;
-  ASSERT_NO_FATAL_FAILURE(start_node(a, redis_, "a", args));
-  ASSERT_NO_FATAL_FAILURE(start_node(b, redis_, "b", args));
-  Account alice = a.api->must_register("alice");
+void RedisChannelTest::expect_joins_at_once_each_counted_on_two_nodes(const std::vector<std::string>& args) {
+  ASSERT_NO_FATAL_FAILURE(start_node(a_, redis_, "a", args));
+  ASSERT_NO_FATAL_FAILURE(start_node(b_, redis_, "b", args));
+  Account alice = a_.api->must_register("alice");
   std::vector<Account> users;
-  for (int i = 0; i < 16; ++i) users.push_back((i % 2 ? b : a).api->must_register("user" + std::to_string(i)));
+  for (int i = 0; i < 16; ++i) users.push_back((i % 2 ? b_ : a_).api->must_register("user" + std::to_string(i)));
   ASSERT_NO_FATAL_FAILURE(await_both_live(alice, users[1]));
-  const std::string ch = public_channel(a, alice);
+  const std::string ch = public_channel(a_, alice);
   ASSERT_FALSE(ch.empty());
-  std::vector<int64_t> answers(users.size(), -1);
-  std::latch start(static_cast<std::ptrdiff_t>(users.size()));
-  std::vector<std::thread> joiners;
-  for (size_t i = 0; i < users.size(); ++i)
-    joiners.emplace_back([&, i] {
-      start.arrive_and_wait();  // all at once
-      auto r = http_request((i % 2 ? b : a).server->port(), "POST", "/v1/conversations/" + ch + "/join", "{}",
-                            users[i].token);
-      if (r.status == 200) answers[i] = jint(r.obj(), "subscribers");
-      else ADD_FAILURE() << "join " << i << ": " << r.status << " " << r.body;
-    });
-  for (auto& th : joiners) th.join();
-  std::sort(answers.begin(), answers.end());
-  std::vector<int64_t> want;
-  for (int64_t n = 2; n <= 17; ++n) want.push_back(n);
-  EXPECT_EQ(answers, want) << "two joins counted from the same copy";
-  for (Node* n : {&a, &b}) {
-    int64_t count = -1;
-    for (int i = 0; i < 100 && count != 17; ++i) {
-      if (i) std::this_thread::sleep_for(ms(50));
-      auto r = http_request(n->server->port(), "GET", "/v1/conversations/" + ch, std::nullopt, alice.token);
-      ASSERT_EQ(r.status, 200) << r.body;
-      count = jint(r.obj(), "subscribers");
-    }
-    EXPECT_EQ(count, 17) << "on node " << (n == &a ? "a" : "b");
-  }
+  expect_joins_at_once_each_counted({a_.server->port(), b_.server->port()}, users, ch, alice);
 }
 
 // Joins through two nodes at once are made by the channel's sequencing node, one after the
@@ -109,7 +81,7 @@ void RedisChannelTest::expect_joins_at_once_each_counted(const std::vector<std::
 // announcement counted from the same copy: an answer twice, and a subscriber lost from the
 // stored count.
 TEST_F(RedisChannelTest, JoinsThroughTwoNodesAtOnceAreEachCounted) {
-  expect_joins_at_once_each_counted({});
+  expect_joins_at_once_each_counted_on_two_nodes({});
 }
 
 // With routing off (`--redis-route-sends 0`) each node makes the changes it receives, as two
@@ -117,7 +89,7 @@ TEST_F(RedisChannelTest, JoinsThroughTwoNodesAtOnceAreEachCounted) {
 // longer stored is refused by the store and made again from the stored record
 // (store::PutConversation::expected). Before, answers came twice and the count lost joins.
 TEST_F(RedisChannelTest, JoinsThroughTwoNodesThatBothSequenceTheChannelAreEachCounted) {
-  expect_joins_at_once_each_counted({"--redis-route-sends", "0"});
+  expect_joins_at_once_each_counted_on_two_nodes({"--redis-route-sends", "0"});
 }
 
 // A channel's views are counted by its sequencing node whichever node handled the read: bob

@@ -10,6 +10,7 @@
 
 #include "base/clock.h"
 #include "base/metrics.h"
+#include "store/redis/redis_change_lease.h"
 #include "store/rocksdb/encoding.h"
 
 namespace tern::store::redis {
@@ -59,7 +60,7 @@ size_t width(const std::vector<std::string_view>& a, size_t i) {
     return 4;
   if (op == "I" || op == "D" || op == "P" || op == "G" || op == "i" || op == "j") return 5;
   if (op == "x" || op == "U" || op == "K" || op == "H" || op == "J" || op == "Z" || op == "N" || op == "n" ||
-      op == "e" || op == "r" || op == "t")
+      op == "e" || op == "l" || op == "r" || op == "t")
     return 3;
   if (op == "k" || op == "L") return 2;
   if (op == "A") return 6 + count(i + 5);
@@ -96,7 +97,8 @@ struct Merged {
 bool reads_in_checks(const Group& g, bool dense) {
   for (size_t i = 0; i < g.args.size();) {
     const std::string_view op = g.args[i];
-    if (op == "p" || op == "m" || op == "j" || op == "T" || op == "n" || op == "e" || (op == "A" && dense)) return true;
+    if (op == "p" || op == "m" || op == "j" || op == "T" || op == "n" || op == "e" || op == "l" || (op == "A" && dense))
+      return true;
     const size_t w = width(g.args, i);
     if (w == 0) return false;
     i += w;
@@ -290,7 +292,7 @@ Result<Group> without(const Group& in, const std::set<std::string_view>& convers
     const size_t w = width(ops, i);
     if (w == 0 || i + w > ops.size()) return make_error(ErrorCode::kInternal, "redis: unknown commit op");
     const std::string_view op = ops[i];
-    const bool drop = ((op == "A" || op == "j" || op == "c" || op == "e") && conversations.count(ops[i + 1])) ||
+    const bool drop = ((op == "A" || op == "j" || op == "c" || op == "e" || op == "l") && conversations.count(ops[i + 1])) ||
                       (op == "h" && records.count(ops[i + 1])) || (op == "p" && conversations.count(ops[i + 3]));
     if (!drop)
       g.args.insert(g.args.end(), ops.begin() + static_cast<ptrdiff_t>(i), ops.begin() + static_cast<ptrdiff_t>(i + w));
@@ -326,9 +328,11 @@ Error behind_error() {
   return make_error(ErrorCode::kUnavailable, "redis: TERNSEQ another node appended to the conversation first");
 }
 
-Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& script,
-                               const std::vector<std::string_view>& a, int wait_replicas,
-                               std::chrono::milliseconds timeout, Store::Behind& behind) {
+namespace {
+
+Result<void> commit_split(RedisCluster& cluster, const ClusterScript& script, const std::vector<std::string_view>& a,
+                          int wait_replicas, std::chrono::milliseconds timeout, Store::Behind& behind,
+                          ChangeLeases& leases) {
   std::deque<std::string> owned;  // strings the views below point into
   auto own = [&](std::string s) -> std::string_view { return owned.emplace_back(std::move(s)); };
   Phase phases[2];
@@ -365,21 +369,17 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
       tokens[{a[i + 1], a[i + 2]}] = (*r)->type == REDIS_REPLY_STRING ? std::string(str(r->get())) : "";
     }
     if (a[i] == "e") {
-      // A record that must be unchanged (a channel's change): read here too, so that a change
-      // refused for it is refused before phase 0 writes its subscription and index rows. The
-      // check in phase 1 (the conversation's script) is the atomic one; a change that passes
-      // here and loses there leaves phase 0's rows (docs/scaling.md, "Channels across nodes").
-      bool same = false;
+      // A record that must be unchanged (a channel's change): checked here too, taking the
+      // conversation's change lease (redis_change_lease.h), so that a change refused for it
+      // is refused before phase 0 writes its subscription and index rows, and no other
+      // node's change lands between phase 0 and the conversation's phase-1 script, which
+      // checks the record and the lease again atomically. One that an earlier 'C' of this
+      // commit writes needs no lease: this commit already holds it, or made the record.
       if (auto it = metas.find(a[i + 1]); it != metas.end()) {
-        same = it->second == a[i + 2];
-      } else {
-        const std::string key = conv_key(a[i + 1]) + ":m";
-        auto r = cluster.run1(key_slot(key), {"GET", key});
-        if (!r) return r.error();
-        if ((*r)->type == REDIS_REPLY_ERROR) return redis_reply_error(str(r->get()));
-        same = (*r)->type == REDIS_REPLY_STRING && str(r->get()) == a[i + 2];
+        if (it->second != a[i + 2]) return make_error(ErrorCode::kExists, "the conversation changed meanwhile");
+      } else if (auto r = leases.take(a[i + 1], a[i + 2]); !r) {
+        return r.error();
       }
-      if (!same) return make_error(ErrorCode::kExists, "the conversation changed meanwhile");
     }
     if (a[i] == "C") metas[a[i + 1]] = a[i + 2];
     if (a[i] == "C" && !members.count(a[i + 1])) {
@@ -500,8 +500,12 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
       }
       before = std::move(now);
     } else if (op == "e") {
-      // In the conversation's phase-1 script, before its 'c' (checked before anything is written).
-      add(1, own(conv_key(a[i + 1])), {"e", a[i + 1], a[i + 2]});
+      // In the conversation's phase-1 script, before its 'c' (checked before anything is
+      // written), after the lease's check ('l', which also gives the lease back).
+      const std::string_view conv = own(conv_key(a[i + 1]));
+      if (const std::string_view token = leases.token_for(a[i + 1]); !token.empty())
+        add(1, conv, {"l", a[i + 1], token});
+      add(1, conv, {"e", a[i + 1], a[i + 2]});
     } else if (op == "n") {
       // The device must be new: checked again in its slot's phase-1 script, right before its
       // row is written there (two nodes linking it at once: one of them gets TERNDEV).
@@ -609,6 +613,21 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
   behind = std::move(late);
   behind.rest_applied = true;
   return behind_error();
+}
+
+}  // namespace
+
+Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& script,
+                               const std::vector<std::string_view>& a, int wait_replicas,
+                               std::chrono::milliseconds timeout, Store::Behind& behind) {
+  // A lease lives three command timeouts: longer than the commit's own round trips normally
+  // take, short enough that a node dying in a commit holds the channel up only briefly.
+  ChangeLeases leases(cluster, 3 * timeout);
+  auto r = commit_split(cluster, script, a, wait_replicas, timeout, behind, leases);
+  // A commit that succeeded gave its leases back in phase 1 (op 'l'); one that failed may not
+  // have reached it.
+  if (!r) leases.release();
+  return r;
 }
 
 Result<std::optional<IdempotencyRecord>> idempotency_on_cluster(RedisCluster& cluster, const DeviceRef& device,

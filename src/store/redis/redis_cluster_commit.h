@@ -15,8 +15,10 @@
 //      receipts;
 //   1. per conversation, atomically (in its master's script): the dense seq check, the log
 //      appends, the idempotency records and the conversation meta, with its expected-record
-//      check (op 'e', PutConversation::expected; also read once before phase 0, so that a
-//      refused change writes no row there); also the device rows of PutDevice (after their
+//      check (op 'e', PutConversation::expected; also checked once before phase 0, taking the
+//      conversation's change lease, redis_change_lease.h, so that a refused change writes no
+//      row there and no other change lands between the phases; op 'l' checks the lease in
+//      phase 1 and gives it back); also the device rows of PutDevice (after their
 //      tokens). A script that finds a conversation behind writes
 //      nothing and runs again without it.
 // When phase 1 lives on one master X (one conversation, or several on X: the common case),

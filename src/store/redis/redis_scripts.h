@@ -43,6 +43,10 @@ namespace tern::store::redis::scripts {
 //    have, before its 'C'; PutConversation::expected, a channel's change): the stored meta
 //    (or the one an earlier 'C'/'c' of this batch writes) must be those bytes; else TERNCONV:
 //    another node changed the channel first.
+//  - On a Redis Cluster, op 'l' (conversation id, a commit's lease token; right before the
+//    conversation's 'e'): the conversation's change lease ({c:<id>}:lk, kLeaseChange) must be
+//    absent or this token; else TERNCONV: another node's change of it is between its phases.
+//    Once the batch is written the lease is deleted if it is this token.
 //  - On a Redis Cluster, op 'L' (a key) first in a script merged from several slots of one
 //    master: an EXISTS of one key per further slot, which fails the script ("non local key")
 //    before anything is written if that slot moved to another node. A slot whose ops read in
@@ -71,7 +75,7 @@ local function width(i)
     return 4
   end
   if op == 'I' or op == 'D' or op == 'P' or op == 'G' or op == 'i' or op == 'j' then return 5 end
-  if op == 'x' or op == 'r' or op == 'U' or op == 'K' or op == 'H' or op == 'J' or op == 'Z' or op == 'N' or op == 'n' or op == 'e' then
+  if op == 'x' or op == 'r' or op == 'U' or op == 'K' or op == 'H' or op == 'J' or op == 'Z' or op == 'N' or op == 'n' or op == 'e' or op == 'l' then
     return 3
   end
   if op == 'C' then return 4 + 2 * tonumber(a[i+3]) end
@@ -211,6 +215,12 @@ while i <= n do
       undo()
       return redis.error_reply('TERNCONV the conversation changed meanwhile')
     end
+  elseif op == 'l' then
+    local held = redis.call('GET', '{c:' .. a[i+1] .. '}:lk')
+    if held and held ~= a[i+2] then
+      undo()
+      return redis.error_reply('TERNCONV another node is changing the conversation')
+    end
   elseif op == 'C' or op == 'c' then
     metas[a[i+1]] = a[i+2]
   end
@@ -276,6 +286,10 @@ while i <= n do
   elseif op == 'i' or op == 'j' then
     i = i + 5
   elseif op == 'n' or op == 'e' then
+    i = i + 3
+  elseif op == 'l' then
+    local k = '{c:' .. a[i+1] .. '}:lk'
+    if redis.call('GET', k) == a[i+2] then redis.call('DEL', k) end
     i = i + 3
   elseif op == 'L' then
     i = i + 2
@@ -404,6 +418,28 @@ return 1
 // KEYS: a token bucket (hash: tokens, at µs). ARGV: rate per second, burst, n. Takes n tokens
 // if the bucket, refilled since `at` by Redis's clock, holds them: 1 taken, 0 not. The key
 // expires once it would be full again (an absent bucket is a full one).
+// A Redis Cluster commit's change lease on a conversation (redis_cluster_commit.h): a change
+// computed from a record (PutConversation::expected) takes it before phase 0 writes the
+// change's rows in other slots, so that no other node's change of the conversation can land
+// between that and the conversation's phase-1 script (which checks it: op 'l', and deletes it).
+// KEYS[1] the lease {c:<id>}:lk, KEYS[2] the meta {c:<id>}:m; ARGV[1] the commit's token,
+// ARGV[2] the meta the change counts from, ARGV[3] the lease's life in ms.
+// Returns 1 (taken), 0 (the meta is another: the change is stale), 2 (another token holds it).
+inline constexpr const char* kLeaseChange = R"lua(
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return 2 end
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+)lua";
+
+// Gives a change lease back (a commit that failed after taking it): KEYS[1] the lease,
+// ARGV[1] the token. Deletes it only if it is still that token's; returns 1 if it did.
+inline constexpr const char* kLeaseRelease = R"lua(
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+)lua";
+
 inline constexpr const char* kTakeTokens = R"lua(
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])

@@ -1,0 +1,50 @@
+// The change leases of one commit on a Redis Cluster (docs/scaling.md, "Channels across
+// nodes"). A channel's join, leave, admin or timer change is computed from the stored record
+// (PutConversation::expected). On one redis-server the commit script checks that record and
+// writes the change in one step. On a Cluster the change's rows in other slots (a subscriber's
+// index row) are written in phase 0, before the conversation's phase-1 script checks the
+// record: a change that lost there would leave its rows, and its retry would find the user
+// subscribed and count nothing. So before phase 0 the commit takes the conversation's lease
+// ({c:<id>}:lk, scripts::kLeaseChange), in the same step as it checks the record. A change of
+// another commit then fails before it writes anything, as one from an old record does. The
+// phase-1 script checks that the lease is still its own or expired (op 'l') and deletes it.
+//
+// A node that dies holding a lease holds up the conversation's changes until the lease's life
+// ends: the other nodes' changes are refused meanwhile (`exists`), and made again.
+//
+// Ownership: one per commit, on the commit's thread, over the caller's RedisCluster.
+#pragma once
+#include <chrono>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/result.h"
+#include "store/redis/redis_cluster.h"
+
+namespace tern::store::redis {
+
+class ChangeLeases {
+ public:
+  ChangeLeases(RedisCluster& cluster, std::chrono::milliseconds life) : cluster_(cluster), life_(life) {}
+
+  // Takes conversation `id`'s lease if its stored meta is `expected`. `exists` if the meta is
+  // another, or another commit holds the lease; `unavailable` if Redis did not answer.
+  Result<void> take(std::string_view id, std::string_view expected);
+
+  // This commit's token if it holds `id`'s lease, else empty.
+  std::string_view token_for(std::string_view id) const;
+
+  // Gives back the leases taken (a commit that failed); one the phase-1 script already
+  // deleted, or another commit took after it expired, is left alone. Best effort: a lease not
+  // given back expires.
+  void release();
+
+ private:
+  RedisCluster& cluster_;
+  const std::chrono::milliseconds life_;
+  std::string token_;             // made at the first take
+  std::vector<std::string> ids_;  // conversations whose lease this commit holds
+};
+
+}  // namespace tern::store::redis
