@@ -56,11 +56,12 @@ size_t width(const std::vector<std::string_view>& a, size_t i) {
     auto [p, ec] = std::from_chars(a[at].data(), a[at].data() + a[at].size(), n);
     return ec == std::errc() ? n : SIZE_MAX / 4;
   };
-  if (op == "M" || op == "h" || op == "R" || op == "W" || op == "Q" || op == "T" || op == "m" || op == "z" || op == "p")
+  if (op == "M" || op == "h" || op == "R" || op == "W" || op == "Q" || op == "T" || op == "m" || op == "z" || op == "p" ||
+      op == "l")
     return 4;
   if (op == "I" || op == "D" || op == "P" || op == "G" || op == "i" || op == "j") return 5;
   if (op == "x" || op == "U" || op == "K" || op == "H" || op == "J" || op == "Z" || op == "N" || op == "n" ||
-      op == "e" || op == "l" || op == "r" || op == "t")
+      op == "e" || op == "r" || op == "t")
     return 3;
   if (op == "k" || op == "L") return 2;
   if (op == "A") return 6 + count(i + 5);
@@ -330,9 +331,39 @@ Error behind_error() {
 
 namespace {
 
+Counter& redos_total = MetricsRegistry::global().counter(
+    "tern_redis_change_redos_total",
+    "channel changes whose Cluster commit stopped between its lease and phase 1, made by the next change");
+
+// The ops of `a` that make conversation `id`'s change (its redo record, redis_change_lease.h):
+// its first 'e' first, then its other 'e' and its 'C' ops and the subscription rows ('h' or
+// 'x' of a {u:<user>}:ix, field `id`), in order. None if `a` appends to it: a change that takes
+// a seq writes nothing of it in phase 0, and a send's append must not be made without its
+// idempotency record.
+std::vector<std::string_view> change_ops(const std::vector<std::string_view>& a, std::string_view id) {
+  std::vector<std::string_view> first, rest;
+  for (size_t i = 1; i < a.size();) {
+    const size_t w = width(a, i);
+    if (w == 0 || i + w > a.size()) return {};
+    const std::string_view op = a[i];
+    if (op == "A" && a[i + 1] == id) return {};
+    const bool mine = ((op == "e" || op == "C") && a[i + 1] == id) ||
+                      ((op == "h" || op == "x") && a[i + 1].ends_with("}:ix") && a[i + 2] == id);
+    if (mine) {
+      auto& to = op == "e" && first.empty() ? first : rest;
+      to.insert(to.end(), a.begin() + static_cast<ptrdiff_t>(i), a.begin() + static_cast<ptrdiff_t>(i + w));
+    }
+    i += w;
+  }
+  first.insert(first.end(), rest.begin(), rest.end());
+  return first;
+}
+
+// `redo_first`: filled (and the commit refused, `exists`) when a conversation's lease came
+// with the ops of a change that stopped half way, to be made first (ChangeLeases::take).
 Result<void> commit_split(RedisCluster& cluster, const ClusterScript& script, const std::vector<std::string_view>& a,
                           int wait_replicas, std::chrono::milliseconds timeout, Store::Behind& behind,
-                          ChangeLeases& leases) {
+                          ChangeLeases& leases, std::vector<std::string>& redo_first) {
   std::deque<std::string> owned;  // strings the views below point into
   auto own = [&](std::string s) -> std::string_view { return owned.emplace_back(std::move(s)); };
   Phase phases[2];
@@ -377,8 +408,13 @@ Result<void> commit_split(RedisCluster& cluster, const ClusterScript& script, co
       // commit writes needs no lease: this commit already holds it, or made the record.
       if (auto it = metas.find(a[i + 1]); it != metas.end()) {
         if (it->second != a[i + 2]) return make_error(ErrorCode::kExists, "the conversation changed meanwhile");
-      } else if (auto r = leases.take(a[i + 1], a[i + 2]); !r) {
-        return r.error();
+      } else if (leases.token_for(a[i + 1]).empty()) {
+        auto redo = leases.take(a[i + 1], a[i + 2], change_ops(a, a[i + 1]));
+        if (!redo) return redo.error();
+        if (!redo->empty()) {
+          redo_first = std::move(*redo);
+          return make_error(ErrorCode::kExists, "a change of the conversation that stopped half way is made first");
+        }
       }
     }
     if (a[i] == "C") metas[a[i + 1]] = a[i + 2];
@@ -504,7 +540,7 @@ Result<void> commit_split(RedisCluster& cluster, const ClusterScript& script, co
       // written), after the lease's check ('l', which also gives the lease back).
       const std::string_view conv = own(conv_key(a[i + 1]));
       if (const std::string_view token = leases.token_for(a[i + 1]); !token.empty())
-        add(1, conv, {"l", a[i + 1], token});
+        add(1, conv, {"l", a[i + 1], token, leases.redo_token_for(a[i + 1])});
       add(1, conv, {"e", a[i + 1], a[i + 2]});
     } else if (op == "n") {
       // The device must be new: checked again in its slot's phase-1 script, right before its
@@ -623,7 +659,22 @@ Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& scrip
   // A lease lives three command timeouts: longer than the commit's own round trips normally
   // take, short enough that a node dying in a commit holds the channel up only briefly.
   ChangeLeases leases(cluster, 3 * timeout);
-  auto r = commit_split(cluster, script, a, wait_replicas, timeout, behind, leases);
+  std::vector<std::string> redo;
+  auto r = commit_split(cluster, script, a, wait_replicas, timeout, behind, leases, redo);
+  if (!redo.empty()) {
+    // A change whose commit stopped between its lease and phase 1 (its node died): made now,
+    // under this commit's lease. This commit counted from the record before it: refused, and
+    // made again by its caller. A record that cannot be made is dropped, so that it cannot
+    // hold the conversation's changes up.
+    std::vector<std::string_view> ops{a[0]};
+    ops.insert(ops.end(), redo.begin(), redo.end());
+    Store::Behind ignored;
+    std::vector<std::string> none;
+    auto made = commit_split(cluster, script, ops, wait_replicas, timeout, ignored, leases, none);
+    if (made) redos_total.inc();
+    leases.release(/*drop_others=*/!made);
+    return made ? r : made.error();
+  }
   // A commit that succeeded gave its leases back in phase 1 (op 'l'); one that failed may not
   // have reached it.
   if (!r) leases.release();

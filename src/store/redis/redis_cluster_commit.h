@@ -18,7 +18,9 @@
 //      check (op 'e', PutConversation::expected; also checked once before phase 0, taking the
 //      conversation's change lease, redis_change_lease.h, so that a refused change writes no
 //      row there and no other change lands between the phases; op 'l' checks the lease in
-//      phase 1 and gives it back); also the device rows of PutDevice (after their
+//      phase 1 and gives it back with the change's redo record, which the next change makes
+//      first if this commit stops between its lease and phase 1); also the device rows of
+//      PutDevice (after their
 //      tokens). A script that finds a conversation behind writes
 //      nothing and runs again without it.
 // When phase 1 lives on one master X (one conversation, or several on X: the common case),

@@ -43,10 +43,12 @@ namespace tern::store::redis::scripts {
 //    have, before its 'C'; PutConversation::expected, a channel's change): the stored meta
 //    (or the one an earlier 'C'/'c' of this batch writes) must be those bytes; else TERNCONV:
 //    another node changed the channel first.
-//  - On a Redis Cluster, op 'l' (conversation id, a commit's lease token; right before the
-//    conversation's 'e'): the conversation's change lease ({c:<id>}:lk, kLeaseChange) must be
-//    absent or this token; else TERNCONV: another node's change of it is between its phases.
-//    Once the batch is written the lease is deleted if it is this token.
+//  - On a Redis Cluster, op 'l' (conversation id, a commit's lease token, the token of the
+//    redo record this commit writes; right before the conversation's 'e'): the
+//    conversation's change lease ({c:<id>}:lk, kLeaseChange) must be absent or this token;
+//    else TERNCONV: another node's change of it is between its phases. Once the batch is
+//    written the lease is deleted if it is this token, and the redo record ({c:<id>}:rd) if
+//    it is that one's: the change it names is made.
 //  - On a Redis Cluster, op 'L' (a key) first in a script merged from several slots of one
 //    master: an EXISTS of one key per further slot, which fails the script ("non local key")
 //    before anything is written if that slot moved to another node. A slot whose ops read in
@@ -71,11 +73,11 @@ local a = ARGV
 local n = #a
 local function width(i)
   local op = a[i]
-  if op == 'h' or op == 'M' or op == 'R' or op == 'W' or op == 'Q' or op == 'T' or op == 'm' or op == 'z' or op == 'p' then
+  if op == 'h' or op == 'M' or op == 'R' or op == 'W' or op == 'Q' or op == 'T' or op == 'm' or op == 'z' or op == 'p' or op == 'l' then
     return 4
   end
   if op == 'I' or op == 'D' or op == 'P' or op == 'G' or op == 'i' or op == 'j' then return 5 end
-  if op == 'x' or op == 'r' or op == 'U' or op == 'K' or op == 'H' or op == 'J' or op == 'Z' or op == 'N' or op == 'n' or op == 'e' or op == 'l' then
+  if op == 'x' or op == 'r' or op == 'U' or op == 'K' or op == 'H' or op == 'J' or op == 'Z' or op == 'N' or op == 'n' or op == 'e' then
     return 3
   end
   if op == 'C' then return 4 + 2 * tonumber(a[i+3]) end
@@ -288,9 +290,10 @@ while i <= n do
   elseif op == 'n' or op == 'e' then
     i = i + 3
   elseif op == 'l' then
-    local k = '{c:' .. a[i+1] .. '}:lk'
-    if redis.call('GET', k) == a[i+2] then redis.call('DEL', k) end
-    i = i + 3
+    local base = '{c:' .. a[i+1] .. '}'
+    if redis.call('GET', base .. ':lk') == a[i+2] then redis.call('DEL', base .. ':lk') end
+    if redis.call('LINDEX', base .. ':rd', 0) == a[i+3] then redis.call('DEL', base .. ':rd') end
+    i = i + 4
   elseif op == 'L' then
     i = i + 2
   elseif op == 'I' then
@@ -418,26 +421,50 @@ return 1
 // KEYS: a token bucket (hash: tokens, at µs). ARGV: rate per second, burst, n. Takes n tokens
 // if the bucket, refilled since `at` by Redis's clock, holds them: 1 taken, 0 not. The key
 // expires once it would be full again (an absent bucket is a full one).
-// A Redis Cluster commit's change lease on a conversation (redis_cluster_commit.h): a change
+// A Redis Cluster commit's change lease on a conversation (redis_change_lease.h): a change
 // computed from a record (PutConversation::expected) takes it before phase 0 writes the
 // change's rows in other slots, so that no other node's change of the conversation can land
 // between that and the conversation's phase-1 script (which checks it: op 'l', and deletes it).
-// KEYS[1] the lease {c:<id>}:lk, KEYS[2] the meta {c:<id>}:m; ARGV[1] the commit's token,
-// ARGV[2] the meta the change counts from, ARGV[3] the lease's life in ms.
-// Returns 1 (taken), 0 (the meta is another: the change is stale), 2 (another token holds it).
+// With the lease it writes its redo record ({c:<id>}:rd, a list: its token, then the change's
+// commit ops, the first of them its 'e'), which the phase-1 script deletes with the lease.
+// A redo record whose lease is gone names a change whose commit stopped between the lease and
+// phase 1 (its node died): if the stored meta is still the one that change counted from, the
+// lease is taken and the record returned, for the caller to make that change first; if not,
+// the record is dropped.
+// KEYS[1] the lease {c:<id>}:lk, KEYS[2] the meta {c:<id>}:m, KEYS[3] the redo record
+// {c:<id>}:rd; ARGV[1] the commit's token, ARGV[2] the meta the change counts from, ARGV[3]
+// the lease's life in ms, ARGV[4..] the change's ops (its redo).
+// Returns {1} (taken), {0} (the meta is another: the change is stale), {2} (another token
+// holds it), {3, the record...} (taken, to make the recorded change first).
 inline constexpr const char* kLeaseChange = R"lua(
 local held = redis.call('GET', KEYS[1])
-if held and held ~= ARGV[1] then return 2 end
-if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+if held and held ~= ARGV[1] then return {2} end
+local orphan = redis.call('LRANGE', KEYS[3], 0, -1)
+if #orphan > 0 and orphan[1] ~= ARGV[1] then
+  if orphan[2] == 'e' and redis.call('GET', KEYS[2]) == orphan[4] then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+    local out = {3}
+    for j = 1, #orphan do out[#out + 1] = orphan[j] end
+    return out
+  end
+  redis.call('DEL', KEYS[3])
+end
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {0} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-return 1
+redis.call('DEL', KEYS[3])
+redis.call('RPUSH', KEYS[3], ARGV[1])
+for j = 4, #ARGV, 1000 do redis.call('RPUSH', KEYS[3], unpack(ARGV, j, math.min(j + 999, #ARGV))) end
+return {1}
 )lua";
 
 // Gives a change lease back (a commit that failed after taking it): KEYS[1] the lease,
-// ARGV[1] the token. Deletes it only if it is still that token's; returns 1 if it did.
+// KEYS[2] the redo record; ARGV[1] the token. Deletes each only if it is still that token's
+// (the record: its first item); returns how many it deleted.
 inline constexpr const char* kLeaseRelease = R"lua(
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+local n = 0
+if redis.call('GET', KEYS[1]) == ARGV[1] then n = n + redis.call('DEL', KEYS[1]) end
+if redis.call('LINDEX', KEYS[2], 0) == ARGV[1] then n = n + redis.call('DEL', KEYS[2]) end
+return n
 )lua";
 
 inline constexpr const char* kTakeTokens = R"lua(

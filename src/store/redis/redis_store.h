@@ -12,6 +12,9 @@
 //                              seq order (a double score would lose seqs above 2^53)
 //   {c:<conv>}:f        hash   seq (hex) → stored frame
 //   {c:<conv>}:r        hash   user → "delivered read"
+//   {c:<conv>}:lk / :rd string / list  on a Cluster only: a channel change's lease (its commit's
+//                              token, for 3 command timeouts) and redo record (the token, then
+//                              the change's commit ops), redis_change_lease.h
 //   {d:<user>/<dev>}:cur  hash conversation → cursor seq
 //   {d:<user>/<dev>}:in   hash conversation → inbox mark
 //   {d:<user>/<dev>}:idem hash client_msg_id → encoded IdempotencyRecord
