@@ -8,7 +8,9 @@
 // Redis: two nodes. With --tern-backend=redis2 (ctest's `redis2.` registration) it also sets
 // TERN_TEST_NODES=2, on which ServerTest starts two ternd on that Redis and sends each request
 // and connection to the next node in turn (support/server_test.h): the suite's guarantees,
-// checked across nodes. Without a flag it does nothing (RocksDB).
+// checked across nodes. With --tern-backend=cluster2 (ctest's `cluster2.` registration) the
+// two nodes share a Redis Cluster of 3 masters + 3 replicas instead (every master emptied
+// before each test). Without a flag it does nothing (RocksDB).
 // Thread affinity: gtest's main thread.
 #include <cstdlib>
 #include <fstream>
@@ -20,11 +22,13 @@
 #include <gtest/gtest.h>
 
 #include "store/redis/redis_connection.h"
+#include "store/redis/testing/redis_cluster_server.h"
 #include "store/redis/testing/redis_server.h"
 
 namespace tern::test {
 namespace {
 
+using store::redis::testing::RedisClusterServer;
 using store::redis::testing::RedisServer;
 
 // Whether this process was started with --tern-backend=`backend`. gtest_main hands argv to
@@ -39,9 +43,19 @@ bool backend_requested(std::string_view backend) {
 class RedisBackend final : public ::testing::Environment {
  public:
   void SetUp() override {
-    const bool two_nodes = backend_requested("redis2");
+    const bool on_cluster = backend_requested("cluster2");
+    const bool two_nodes = on_cluster || backend_requested("redis2");
     if (!two_nodes && !backend_requested("redis")) return;
     if (two_nodes) ::setenv("TERN_TEST_NODES", "2", 1);
+    if (on_cluster) {
+      cluster_ = std::make_unique<RedisClusterServer>();
+      auto r = cluster_->start();
+      ASSERT_TRUE(r.ok()) << "cannot start a Redis Cluster (scripts/setup.sh installs redis-server): "
+                          << r.error().message;
+      ::setenv("TERN_TEST_REDIS_URL", cluster_->seeds3().c_str(), 1);
+      ::setenv("TERN_TEST_REDIS_DIR", cluster_->dir().c_str(), 1);
+      return;
+    }
     server_ = std::make_unique<RedisServer>();
     auto r = server_->start();
     ASSERT_TRUE(r.ok()) << "cannot start redis-server (scripts/setup.sh installs it): " << r.error().message;
@@ -53,8 +67,17 @@ class RedisBackend final : public ::testing::Environment {
     ::unsetenv("TERN_TEST_REDIS_DIR");
     ::unsetenv("TERN_TEST_NODES");
     server_.reset();
+    cluster_.reset();
   }
   void flush() {
+    if (cluster_) {
+      for (uint16_t p : cluster_->ports()) {
+        auto role = cluster_->command(p, {"ROLE"});
+        if (role.ok() && role->rfind("master", 0) == 0 && !cluster_->command(p, {"FLUSHALL"}).ok())
+          ADD_FAILURE() << "FLUSHALL of the master on " << p << " failed";
+      }
+      return;
+    }
     if (!server_ || !server_->running()) return;
     auto c = store::redis::RedisConnection::connect(store::redis::RedisAddress{"127.0.0.1", server_->port()},
                                                     std::chrono::seconds(1), std::chrono::seconds(5));
@@ -63,6 +86,7 @@ class RedisBackend final : public ::testing::Environment {
 
  private:
   std::unique_ptr<RedisServer> server_;
+  std::unique_ptr<RedisClusterServer> cluster_;
 };
 
 RedisBackend* const g_backend = [] {
