@@ -62,6 +62,12 @@ TestServer::TestServer(std::vector<std::string> args) : args_(std::move(args)) {
   const bool own_store = std::find(args_.begin(), args_.end(), "--store") != args_.end();
   if (const char* url = std::getenv("TERN_TEST_REDIS_URL"); url && *url && !own_store)
     args_.insert(args_.end(), {"--store", "redis", "--redis", url});
+  // TERN_TEST_TERND_ARGS (by hand, e.g. "--redis-route-sends 0"): more flags for every ternd
+  // of a run on Redis, to run a suite in another mode of the nodes.
+  if (const char* extra = std::getenv("TERN_TEST_TERND_ARGS"); extra && *extra && !own_store) {
+    std::istringstream in(extra);
+    for (std::string a; in >> a;) args_.push_back(a);
+  }
   char tmpl[] = "/tmp/tern-itest-XXXXXX";
   if (::mkdtemp(tmpl) != nullptr) {
     root_ = tmpl;

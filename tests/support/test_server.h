@@ -26,7 +26,8 @@ class TestServer {
  public:
   // `args` are extra ternd flags (e.g. {"--max-page", "5"}); --listen and --data are added,
   // and `--store redis --redis $TERN_TEST_REDIS_URL` when that variable is set and `args`
-  // name no --store of their own (a second deployment on another Redis).
+  // name no --store of their own (a second deployment on another Redis), then the flags of
+  // $TERN_TEST_TERND_ARGS (space-separated; set by hand to run a suite in another mode).
   explicit TestServer(std::vector<std::string> args = {});
   ~TestServer();
   TestServer(const TestServer&) = delete;
