@@ -10,7 +10,8 @@
 // and connection to the next node in turn (support/server_test.h): the suite's guarantees,
 // checked across nodes. With --tern-backend=cluster2 (ctest's `cluster2.` registration) the
 // two nodes share a Redis Cluster of 3 masters + 3 replicas instead (every master emptied
-// before each test). Without a flag it does nothing (RocksDB).
+// before each test); --tern-backend=cluster runs one node on such a Cluster (by hand).
+// Without a flag it does nothing (RocksDB).
 // Thread affinity: gtest's main thread.
 #include <cstdlib>
 #include <fstream>
@@ -43,9 +44,9 @@ bool backend_requested(std::string_view backend) {
 class RedisBackend final : public ::testing::Environment {
  public:
   void SetUp() override {
-    const bool on_cluster = backend_requested("cluster2");
-    const bool two_nodes = on_cluster || backend_requested("redis2");
-    if (!two_nodes && !backend_requested("redis")) return;
+    const bool on_cluster = backend_requested("cluster2") || backend_requested("cluster");
+    const bool two_nodes = backend_requested("cluster2") || backend_requested("redis2");
+    if (!two_nodes && !on_cluster && !backend_requested("redis")) return;
     if (two_nodes) ::setenv("TERN_TEST_NODES", "2", 1);
     if (on_cluster) {
       cluster_ = std::make_unique<RedisClusterServer>();
