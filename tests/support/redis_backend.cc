@@ -72,11 +72,7 @@ class RedisBackend final : public ::testing::Environment {
   }
   void flush() {
     if (cluster_) {
-      for (uint16_t p : cluster_->ports()) {
-        auto role = cluster_->command(p, {"ROLE"});
-        if (role.ok() && role->rfind("master", 0) == 0 && !cluster_->command(p, {"FLUSHALL"}).ok())
-          ADD_FAILURE() << "FLUSHALL of the master on " << p << " failed";
-      }
+      if (auto r = cluster_->flush_masters(); !r) ADD_FAILURE() << r.error().message;
       return;
     }
     if (!server_ || !server_->running()) return;

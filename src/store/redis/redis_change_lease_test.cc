@@ -37,12 +37,8 @@ class ChangeLeaseTest : public ::testing::Test {
   }
   void SetUp() override {
     ASSERT_NE(cluster_, nullptr);
-    for (uint16_t p : cluster_->ports()) {
-      auto role = cluster_->command(p, {"ROLE"});
-      if (role.ok() && role->rfind("master", 0) == 0) {
-        ASSERT_TRUE(cluster_->command(p, {"FLUSHALL"}).ok());
-      }
-    }
+    auto flushed = cluster_->flush_masters();
+    ASSERT_TRUE(flushed.ok()) << flushed.error().message;
     auto seeds = parse_redis_urls(cluster_->seeds3());
     ASSERT_TRUE(seeds.ok());
     RedisClusterOptions o;

@@ -53,13 +53,7 @@ RedisStoreOptions options_for(const RedisClusterServer& cluster) {
 }
 
 void flush_masters(const RedisClusterServer& cluster) {
-  for (uint16_t p : cluster.ports()) {
-    auto role = cluster.command(p, {"ROLE"});
-    if (role.ok() && role->rfind("master", 0) == 0) {
-      auto r = cluster.command(p, {"FLUSHALL"});
-      if (!r.ok() || *r != "OK") ADD_FAILURE() << "FLUSHALL failed on " << p;
-    }
-  }
+  if (auto r = cluster.flush_masters(); !r) ADD_FAILURE() << r.error().message;
 }
 
 // A store with dense appends (as ternd opens it) on the shared cluster, its masters emptied.

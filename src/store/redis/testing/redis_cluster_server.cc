@@ -233,6 +233,17 @@ Result<std::string> RedisClusterServer::command(uint16_t port, const std::vector
   return to_text(r->get());
 }
 
+Result<void> RedisClusterServer::flush_masters() const {
+  for (uint16_t p : ports_) {
+    auto role = command(p, {"ROLE"});
+    if (!role || role->rfind("master", 0) != 0) continue;
+    auto r = command(p, {"FLUSHALL"});
+    if (!r || *r != "OK")
+      return make_error(ErrorCode::kInternal, "FLUSHALL failed on the master on port " + std::to_string(p));
+  }
+  return {};
+}
+
 Result<uint16_t> RedisClusterServer::master_of(uint16_t slot, uint16_t asked_port) const {
   Error last = make_error(ErrorCode::kUnavailable, "no live node");
   for (uint16_t p : ports_) {

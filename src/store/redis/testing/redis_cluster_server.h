@@ -60,6 +60,9 @@ class RedisClusterServer {
   Result<std::string> node_id(uint16_t port) const;
   // Runs a command on one node; returns its reply as text (an error reply as "ERR ...").
   Result<std::string> command(uint16_t port, const std::vector<std::string>& argv) const;
+  // FLUSHALL on every node that answers ROLE as a master (a test starting from an empty
+  // Cluster); fails naming the first master that did not answer OK.
+  Result<void> flush_masters() const;
 
   void kill9(uint16_t port);               // SIGKILL and reap
   Result<void> restart(uint16_t port);     // same port and directory; waits until it answers
