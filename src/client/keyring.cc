@@ -642,7 +642,8 @@ Result<void> Keyring::start_session(const std::string& device_key, const crypto:
   p.registration_id = bundle.registration_id;
   p.identity = bundle.identity_key;
   if (identity_changed) *identity_changed = changed;
-  return touch();
+  touch();
+  return {};
 }
 
 Result<std::string> Keyring::encrypt(const std::string& device_key, std::string_view plaintext) {
@@ -742,7 +743,8 @@ Result<std::vector<uint8_t>> Keyring::sender_key_distribution(const std::string&
 
 Result<void> Keyring::rotate_sender_key(const std::string& conv) {
   if (s_->own_sender_keys.erase(conv) == 0) return {};
-  return touch();
+  touch();
+  return {};
 }
 
 bool Keyring::sender_key_given(const std::string& conv, const std::string& device_key) const {
@@ -760,7 +762,8 @@ Result<void> Keyring::note_sender_key_given(const std::string& conv, const std::
   auto it = s_->own_sender_keys.find(conv);
   if (it == s_->own_sender_keys.end()) return make_error(ErrorCode::kNotFound, "no sender key for " + conv);
   it->second.given.insert(device_keys.begin(), device_keys.end());
-  return touch();
+  touch();
+  return {};
 }
 
 Result<std::string> Keyring::group_encrypt(const std::string& conv, std::string_view plaintext) {
@@ -788,7 +791,8 @@ Result<void> Keyring::process_sender_key(const std::string& conv, const std::str
     return crypto_error(r.error());
   }
   if (created) evict_oldest(s_->peer_sender_keys, kMaxPeerSenderKeys);
-  return touch();
+  touch();
+  return {};
 }
 
 Result<std::string> Keyring::group_decrypt(const std::string& conv, const std::string& device_key,

@@ -162,10 +162,7 @@ class Keyring {
   struct PassKey;
   explicit Keyring(std::string dir);
   Result<void> save();  // writes the state now (commit() when it changed)
-  Result<void> touch() {
-    dirty_ = true;
-    return {};
-  }
+  void touch() { dirty_ = true; }  // the state changed: the next commit() writes it
   Result<void> load(const KeyringOptions& options);
   Result<void> load_state(std::span<const uint8_t> plain);
   void new_identity();

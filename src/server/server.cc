@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <csignal>
 
@@ -16,6 +17,7 @@
 #include "services/conversation_ids.h"
 #include "services/tern_service.h"
 #include "store/fs/fs_blob_store.h"
+#include "store/redis/redis_change_lease.h"
 #include "store/redis/redis_store.h"
 #include "store/rocksdb/rocksdb_store.h"
 
@@ -141,6 +143,11 @@ Result<uint16_t> Server::start() {
     service_options.media_usage_ttl_ms = options_.redis_media_usage_ttl_ms;
     service_options.read_threads = options_.redis_read_threads;
     service_options.read_fibers = options_.redis_read_fibers;
+    // A channel change refused while a node that died mid-change holds the channel's lease
+    // is made again until the lease has expired and one more commit had its time.
+    service_options.channel_change_retry_ms =
+        std::max(service_options.channel_change_retry_ms,
+                 (store::redis::ChangeLeases::kLifeInTimeouts + 1) * options_.redis_timeout_ms);
   }
   service_ = std::make_unique<services::TernService>(*loops_, *store_, *bus_, service_options, options_.metrics_token,
                                                      blobs_.get());

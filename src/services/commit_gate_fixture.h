@@ -9,6 +9,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <string>
+#include <variant>
 
 #include "store/memory/memory_store.h"
 
@@ -29,9 +31,24 @@ class CommitGatedStore : public store::MemoryStore {
         cv_.wait(lock, [&] { return !closed_ || released_ > me; });
       }
       if (unavailable_) return make_error(ErrorCode::kUnavailable, "injected: store out of reach");
+      if (!held_id_.empty() && std::chrono::steady_clock::now() < held_until_)
+        for (const auto& op : batch.ops)
+          if (const auto* put = std::get_if<store::PutConversation>(&op);
+              put && put->expected && put->conversation.id == held_id_) {
+            ++held_refusals;
+            return make_error(ErrorCode::kExists, "injected: the conversation's changes are held");
+          }
     }
     ++commits;
     return MemoryStore::commit(batch, sync);
+  }
+  // Until `until`, a batch with a change of conversation `id` from an expected record is
+  // refused as one from an old record is (`exists`): as a Redis Cluster refuses it while a
+  // dead node's change lease holds the conversation (redis_change_lease.h).
+  void hold_changes(std::string id, std::chrono::steady_clock::time_point until) {
+    std::lock_guard lock(mu_);
+    held_id_ = std::move(id);
+    held_until_ = until;
   }
   void set_unavailable(bool on) {
     std::lock_guard lock(mu_);
@@ -59,6 +76,8 @@ class CommitGatedStore : public store::MemoryStore {
   }
   // Commits that reached the store (applied, or failed by the store itself).
   std::atomic<int> commits{0};
+  // Batches refused by hold_changes.
+  std::atomic<int> held_refusals{0};
 
  private:
   std::mutex mu_;
@@ -67,6 +86,8 @@ class CommitGatedStore : public store::MemoryStore {
   bool unavailable_ = false;
   int arrived_ = 0;
   int released_ = 0;
+  std::string held_id_;
+  std::chrono::steady_clock::time_point held_until_{};
 };
 
 }  // namespace tern::services::testing

@@ -1,5 +1,6 @@
 #include "services/sequencer.h"
 
+#include <algorithm>
 #include <cassert>
 #include <future>
 #include <random>
@@ -220,38 +221,56 @@ void Sequencer::change_admins(DeviceRef actor, std::string channel_id, proto::Me
                  });
 }
 
-void Sequencer::change_channel(channel_forwarding::Request request, bool served, ChannelDone done, int attempt) {
+void Sequencer::change_channel(channel_forwarding::Request request, bool served, ChannelDone done, int attempt,
+                               std::chrono::steady_clock::time_point deadline) {
   using channel_forwarding::Answer;
   using channel_forwarding::Op;
+  if (request.op != Op::kReads && request.op != Op::kViews) {
+    // Two nodes that both took themselves for the channel's sequencing node (their live sets
+    // differ for a moment) may both change it: the later commit finds the record changed and
+    // is refused whole (Channels::apply). Channels dropped its copy; the change is made again,
+    // from the owning loop's warm-up of the record as stored. A store may also hold the
+    // channel's changes longer than such contention lasts (on a Redis Cluster: the change
+    // lease of a node that died mid-change, redis_change_lease.h): the change is made again
+    // until the hold ends (and the dead node's change with it) or the deadline passes.
+    if (attempt == 1) {
+      const int64_t window = served ? std::min(core_.options.channel_change_retry_ms,
+                                               core_.options.channel_change_served_retry_ms)
+                                    : core_.options.channel_change_retry_ms;
+      deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(window);
+    }
+    done = [this, again = request, served, attempt, deadline, done = std::move(done)](Result<Answer> r) mutable {
+      if (r || r.error().code != ErrorCode::kExists) return done(std::move(r));
+      channel_changes_retried.inc();
+      if (std::chrono::steady_clock::now() >= deadline) {
+        // A change another node handed here goes back as refused: that node makes it again
+        // (handing it here again, or to whichever node sequences the channel by then) until
+        // its own deadline, so that none of its requests here outlives the bus's timeout.
+        if (served) return done(make_error(ErrorCode::kExists, "the channel is held; hand the change again"));
+        return done(make_error(ErrorCode::kUnavailable, "the channel kept changing meanwhile; retry"));
+      }
+      if (attempt < 2) return change_channel(std::move(again), served, std::move(done), attempt + 1, deadline);
+      // Lost twice: two nodes keep changing the channel at once (each one's commits make the
+      // other drop its copy). A random pause, longer at each attempt, lets one of them finish;
+      // from kChannelAttempts on, 125 to 250 ms: the channel is held (above).
+      thread_local std::minstd_rand jitter{std::random_device{}()};
+      const unsigned cap = attempt < kChannelAttempts ? 10u * static_cast<unsigned>(attempt) : kChannelLongPauseMs;
+      const unsigned floor = attempt < kChannelAttempts ? 1u : kChannelLongPauseMs / 2;
+      const auto pause = std::chrono::milliseconds(floor + jitter() % (cap - floor + 1));
+      const size_t loop = core_.owner(again.channel_id);
+      auto timer = std::make_shared<boost::asio::steady_timer>(core_.loops.context(loop), pause);
+      timer->async_wait([this, timer, again = std::move(again), served, attempt, deadline,
+                         done = std::move(done)](const boost::system::error_code&) mutable {
+        change_channel(std::move(again), served, std::move(done), attempt + 1, deadline);
+      });
+    };
+  }
   // On the node that sequences the channel (the bus's route(), as for its posts), so that one
   // node writes its record: the channel's changes count from one copy, in one order. A change
   // another node handed here is made here whatever this node's ring says.
   if (!served) {
     if (std::string node = core_.bus.route(request.channel_id); !node.empty())
       return forward_channel(std::move(node), std::move(request), std::move(done));
-  }
-  if (request.op != Op::kReads && request.op != Op::kViews) {
-    // Two nodes that both took themselves for the channel's sequencing node (their live sets
-    // differ for a moment) may both change it: the later commit finds the record changed and
-    // is refused whole (Channels::apply). Channels dropped its copy; the change is made again
-    // here, from the owning loop's warm-up of the record as stored.
-    done = [this, again = request, served, attempt, done = std::move(done)](Result<Answer> r) mutable {
-      if (r || r.error().code != ErrorCode::kExists) return done(std::move(r));
-      channel_changes_retried.inc();
-      if (attempt >= kChannelAttempts)
-        return done(make_error(ErrorCode::kUnavailable, "the channel kept changing meanwhile; retry"));
-      if (attempt < 2) return change_channel(std::move(again), served, std::move(done), attempt + 1);
-      // Lost twice: two nodes keep changing the channel at once (each one's commits make the
-      // other drop its copy). A random pause, longer at each attempt, lets one of them finish.
-      thread_local std::minstd_rand jitter{std::random_device{}()};
-      const auto pause = std::chrono::milliseconds(1 + jitter() % (10u * static_cast<unsigned>(attempt)));
-      const size_t loop = core_.owner(again.channel_id);
-      auto timer = std::make_shared<boost::asio::steady_timer>(core_.loops.context(loop), pause);
-      timer->async_wait([this, timer, again = std::move(again), served, attempt,
-                         done = std::move(done)](const boost::system::error_code&) mutable {
-        change_channel(std::move(again), served, std::move(done), attempt + 1);
-      });
-    };
   }
   const std::string id = request.channel_id;
   on_owner(id, false, [this, request = std::move(request), done = std::move(done)](Shard& s, const Error* e) mutable {

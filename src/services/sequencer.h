@@ -14,6 +14,7 @@
 // loop; callers hop to their own loop if they need to. Owned by TernService; borrows the
 // loops, store, committer (built with these loops), directory and bus.
 #pragma once
+#include <chrono>
 #include <functional>
 #include <string>
 #include <vector>
@@ -115,13 +116,19 @@ class Sequencer {
   // if that is another one (unless `served`: another node handed it here), else made on the
   // owning loop; `done` runs there. A change refused because the channel's record changed
   // meanwhile (another node made a change of it too while the two took themselves for its
-  // sequencing node: store::PutConversation::expected) is made again from the record read
-  // again, once none of this node's changes of the channel is in flight (Channels::apply),
-  // from the third attempt on after a random pause (up to 10 ms per attempt made), up to
-  // kChannelAttempts times in all, then answered `unavailable`.
+  // sequencing node: store::PutConversation::expected), or because the store holds the
+  // channel's changes (a Redis Cluster's change lease of a node that died mid-change), is made
+  // again from the record read again, once none of this node's changes of the channel is in
+  // flight (Channels::apply): from the third attempt on after a random pause (up to 10 ms per
+  // attempt made; 125 to 250 ms from kChannelAttempts on), until
+  // ServiceOptions::channel_change_retry_ms since the first attempt have passed, then answered
+  // `unavailable`. A served change gives up sooner (channel_change_served_retry_ms, below the
+  // bus's request timeout) and answers `exists`: the node that handed it makes it again.
   using ChannelDone = std::function<void(Result<channel_forwarding::Answer>)>;
   static constexpr int kChannelAttempts = 8;
-  void change_channel(channel_forwarding::Request request, bool served, ChannelDone done, int attempt = 1);
+  static constexpr unsigned kChannelLongPauseMs = 250;
+  void change_channel(channel_forwarding::Request request, bool served, ChannelDone done, int attempt = 1,
+                      std::chrono::steady_clock::time_point deadline = {});
   void forward_channel(std::string node, channel_forwarding::Request request, ChannelDone done);
 
   SequencerCore core_;

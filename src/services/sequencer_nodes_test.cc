@@ -448,6 +448,78 @@ TEST_F(SequencerNodesTest, AChannelTimerSetFromAnOldCopyKeepsTheCountAnotherNode
   EXPECT_EQ((*log)[0].seq, 1u);
 }
 
+// A store may hold a channel's changes longer than two nodes' contention lasts: on a Redis
+// Cluster, a node that died mid-change holds the channel's change lease for three command
+// timeouts, and every other change is refused (`exists`) until it expires. A join meanwhile
+// is made again until then (ServiceOptions::channel_change_retry_ms) and lands once the hold
+// ends, rather than answered `unavailable` after its first kChannelAttempts; a hold longer
+// than the retry window is answered `unavailable`, and nothing of the join is written.
+TEST_F(SequencerNodesTest, AChannelChangeHeldByTheStoreIsMadeOnceTheHoldEnds) {
+  Node& a = *nodes_[0];
+  const std::string id = create_channel(a, "alice");
+  ASSERT_FALSE(id.empty());
+  a.options.channel_change_retry_ms = 1500;
+  auto join = [&](const char* user) {
+    std::promise<Result<SubscriptionInfo>> p;
+    a.sequencer.join_channel(DeviceRef{user, 1}, id, [&p](auto r) { p.set_value(std::move(r)); });
+    auto f = p.get_future();
+    EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
+    return f.get();
+  };
+
+  const auto held_from = std::chrono::steady_clock::now();
+  a.store.hold_changes(id, held_from + 900ms);  // longer than the first attempts' pauses (≤ 250 ms)
+  auto bob = join("bob");
+  ASSERT_TRUE(bob) << bob.error().message;
+  EXPECT_EQ(bob->subscribers, 2u);
+  EXPECT_GE(std::chrono::steady_clock::now() - held_from, 900ms) << "made while the store held it";
+  EXPECT_GT(a.store.held_refusals.load(), 8) << "refused past the first (kChannelAttempts) attempts";
+
+  a.store.hold_changes(id, std::chrono::steady_clock::now() + 5s);  // past the retry window
+  auto carol = join("carol");
+  ASSERT_FALSE(carol) << "made while held";
+  EXPECT_EQ(carol.error().code, ErrorCode::kUnavailable);
+  a.store.hold_changes(id, {});
+  expect_stored_channel(id, 2, {}, {"bob"}, "carol");
+}
+
+// The same through another node: b hands the join to a, the channel's sequencing node, whose
+// store holds it. a makes it again only for channel_change_served_retry_ms (below the bus's
+// request timeout, so that b never takes a for dead) and hands it back refused; b hands it
+// again until it lands.
+TEST_F(SequencerNodesTest, AChannelChangeHeldByTheStoreIsHandedAgainByTheNodeThatForwardedIt) {
+  Node& a = *nodes_[0];
+  Node& b = *nodes_[1];
+  const std::string id = create_channel(a, "alice");
+  ASSERT_FALSE(id.empty());
+  a.options.channel_change_served_retry_ms = 300;
+  b.options.channel_change_retry_ms = 3000;
+  std::atomic<int> handed_back{0}, answered{0};
+  b.bus.serve = [&](std::string payload, std::function<void(std::string)> respond) {
+    a.sequencer.serve_forwarded(std::move(payload), [&, respond = std::move(respond)](std::string answer) {
+      auto r = channel_forwarding::decode_response(answer);
+      if (!r && r.error().code == ErrorCode::kExists) ++handed_back;
+      ++answered;
+      respond(std::move(answer));
+    });
+  };
+  b.bus.to = "a";
+
+  const auto held_from = std::chrono::steady_clock::now();
+  a.store.hold_changes(id, held_from + 900ms);
+  std::promise<Result<SubscriptionInfo>> p;
+  b.sequencer.join_channel(DeviceRef{"bob", 1}, id, [&p](auto r) { p.set_value(std::move(r)); });
+  auto f = p.get_future();
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  auto bob = f.get();
+  ASSERT_TRUE(bob) << bob.error().message;
+  EXPECT_EQ(bob->subscribers, 2u);
+  EXPECT_GE(std::chrono::steady_clock::now() - held_from, 900ms) << "made while the store held it";
+  EXPECT_GE(handed_back.load(), 1) << "a kept the forwarded change past its served window";
+  EXPECT_EQ(answered.load(), handed_back.load() + 1) << "every hand-over answered; the last one made it";
+  expect_stored_channel(id, 2, {}, {"bob"}, "carol");
+}
+
 // Views are counted by the channel's sequencing node: read markers acked through another node
 // reach it with that node's next batch (ChannelViews::kBatchMs), each reader counted once, and
 // the channel's info through either node shows the sequencing node's counts.

@@ -46,6 +46,12 @@ struct ServiceOptions {
   size_t max_subscribers = 200000;      // per channel, the owner and admins included
   double channel_post_rate = 10;        // posts per second into one channel (all admins together)
   double channel_post_burst = 20;
+  // How long a channel change refused because the channel changed meanwhile (or is held by
+  // the store) is made again (Sequencer::change_channel). On Redis the server sets it past a
+  // change lease's life. One another node handed here is made again at most for the second,
+  // below the bus's request timeout (2 s), then handed back refused.
+  int64_t channel_change_retry_ms = 2000;
+  int64_t channel_change_served_retry_ms = 1500;
   int64_t receipt_batch_ms = 100;       // read-side groups: receipts to a sender coalesced per window (0 = off)
   int64_t fanout_batch_ms = 10;         // read-side live delivery: one hand-over per loop per window (0..100)
   // The key directory (end-to-end encryption).

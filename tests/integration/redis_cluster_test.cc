@@ -572,6 +572,59 @@ TEST_F(RedisClusterIntegration, ARollingRestartIsNotSeenByTheClientsOfTheOtherNo
   ASSERT_NO_FATAL_FAILURE(expect_log_holds(lou, group_of[1], to1.acked(), 2));
 }
 
+// A node that dies mid-change leaves the channel's change lease behind ({c:<id>}:lk, three
+// command timeouts; redis_change_lease.h), and every other change is refused until it
+// expires. A join meanwhile, through a node that hands it to the channel's sequencing node,
+// waits it out and is answered with its count once the lease is gone: the sequencing node
+// makes it again for up to 1.5 s, below the bus's 2 s request timeout, and hands it back
+// refused; the first node hands it again (Sequencer::change_channel). Before, it was answered
+// `unavailable` after the sequencing node's first quick attempts.
+TEST_F(RedisClusterIntegration, AJoinWhileADeadNodesChangeLeaseHoldsTheChannelLandsOnceItExpires) {
+  Account owner = nodes_[0].api->must_register("leaseowner");
+  Account joiner = nodes_[1].api->must_register("leasejoiner");
+  const auto all_live = [&] {
+    for (size_t i = 0; i < 3; ++i)
+      if (metric_at(port(i), owner, "tern_bus_live_nodes") != 3) return false;
+    return true;
+  };
+  const auto live_deadline = Clock::now() + std::chrono::seconds(10);
+  while (!all_live() && Clock::now() < live_deadline) std::this_thread::sleep_for(ms(50));
+  ASSERT_TRUE(all_live());
+  auto made = http_request(port(0), "POST", "/v1/conversations", R"({"type":"channel","name":"held","public":true})",
+                           owner.token);
+  ASSERT_EQ(made.status, 201) << made.body;
+  const std::string ch = jstr(made.obj(), "conversation_id");
+  bus::NodeRing ring("n0", std::chrono::seconds(5));
+  ring.set_live({"n0", "n1", "n2"});
+  const std::string sequencer = ring.owner(ch).empty() ? "n0" : ring.owner(ch);
+  const size_t via = sequencer == "n1" ? 2 : 1;  // a node that hands the join over
+  const double forwarded_before = metric_at(port(via), owner, "tern_channel_changes_forwarded_total");
+
+  const std::string lease = "{c:" + ch + "}:lk";
+  auto master = cluster_->master_of(store::redis::key_slot(lease));
+  ASSERT_TRUE(master.ok()) << master.error().message;
+  const auto held_from = Clock::now();
+  auto set = cluster_->command(*master, {"SET", lease, "a-dead-nodes-token", "PX", "3000"});
+  ASSERT_TRUE(set.ok() && *set == "OK") << (set.ok() ? *set : set.error().message);
+
+  auto r = http_request(port(via), "POST", "/v1/conversations/" + ch + "/join", "{}", joiner.token);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(jint(r.obj(), "subscribers"), 2);
+  EXPECT_GE(Clock::now() - held_from, ms(3000)) << "made while another commit held the lease";
+  EXPECT_GE(metric_at(port(via), owner, "tern_channel_changes_forwarded_total"), forwarded_before + 2)
+      << "handed to the sequencing node, back, and again";
+  for (size_t p = 0; p < 3; ++p) {  // every node shows it (a node's copy is refreshed by the change's announcement)
+    int64_t count = -1;
+    for (int i = 0; i < 100 && count != 2; ++i) {
+      if (i) std::this_thread::sleep_for(ms(50));
+      auto info = http_request(port(p), "GET", "/v1/conversations/" + ch, std::nullopt, owner.token);
+      ASSERT_EQ(info.status, 200) << info.body;
+      count = jint(info.obj(), "subscribers");
+    }
+    EXPECT_EQ(count, 2) << "through node " << p;
+  }
+}
+
 // Three nodes that each make the channel changes they receive (`--redis-route-sends 0`), as
 // nodes whose live sets differ do (docs/scaling.md, "Channels across nodes").
 class RedisClusterRoutingOff : public RedisClusterIntegration {

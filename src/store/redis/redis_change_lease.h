@@ -19,7 +19,8 @@
 // phase 1, nothing of it in phase 0) writes no redo record.
 //
 // A node that dies holding a lease holds up the conversation's changes until the lease's life
-// ends: the other nodes' changes are refused meanwhile (`exists`), and made again.
+// ends: the other nodes' changes are refused meanwhile (`exists`), and made again until then
+// (Sequencer::change_channel); the first after it makes the dead node's change first.
 //
 // Ownership: one per commit, on the commit's thread, over the caller's RedisCluster.
 #pragma once
@@ -35,6 +36,11 @@ namespace tern::store::redis {
 
 class ChangeLeases {
  public:
+  // A lease lives this many command timeouts: longer than a commit's own round trips normally
+  // take, short enough that a node dying in a commit holds the channel's changes up only
+  // briefly. The server retries a refused change past it (ServiceOptions::channel_change_retry_ms).
+  static constexpr int kLifeInTimeouts = 3;
+
   ChangeLeases(RedisCluster& cluster, std::chrono::milliseconds life) : cluster_(cluster), life_(life) {}
 
   // Takes conversation `id`'s lease if its stored meta is `expected`, writing `redo` (the

@@ -656,9 +656,7 @@ Result<void> commit_split(RedisCluster& cluster, const ClusterScript& script, co
 Result<void> commit_on_cluster(RedisCluster& cluster, const ClusterScript& script,
                                const std::vector<std::string_view>& a, int wait_replicas,
                                std::chrono::milliseconds timeout, Store::Behind& behind) {
-  // A lease lives three command timeouts: longer than the commit's own round trips normally
-  // take, short enough that a node dying in a commit holds the channel up only briefly.
-  ChangeLeases leases(cluster, 3 * timeout);
+  ChangeLeases leases(cluster, ChangeLeases::kLifeInTimeouts * timeout);
   std::vector<std::string> redo;
   auto r = commit_split(cluster, script, a, wait_replicas, timeout, behind, leases, redo);
   if (!redo.empty()) {
