@@ -129,6 +129,12 @@ void Channels::apply(ConvState& cs, ConversationPtr before, std::shared_ptr<stor
   if (!core_.submit(cs, std::move(batch), std::move(finish))) core_.directory.put_conversation(std::move(before));
 }
 
+void Channels::settle(ConvState& cs, ConversationPtr conv, std::function<void(Result<void>)> done) {
+  if (!core_.store.finishes_changes_later()) return done({});
+  auto same = std::make_shared<store::Conversation>(*conv);
+  apply(cs, std::move(conv), std::move(same), Change{}, std::move(done));
+}
+
 Result<size_t> Channels::count_following(store::Store& store, const std::string& user) {
   auto rows = store.user_conversations(user);
   if (!rows) return rows.error();
@@ -153,7 +159,10 @@ void Channels::join(Shard& shard, const DeviceRef& actor, const std::string& cha
   ConvState& cs = **st;
   auto joined = subscribed(cs, c, actor.user);
   if (!joined) return done(joined.error());
-  if (*joined) return done(SubscriptionInfo{*joined, c.subscribers});
+  if (*joined) {
+    const SubscriptionInfo info{*joined, c.subscribers};
+    return settle(cs, *conv, [info, done](Result<void> r) { r ? done(info) : done(r.error()); });
+  }
   if (!c.is_public) return done(unknown_channel());  // private: only an admin's add
   // Every read-side conversation costs its user a head read at each connect: the number a
   // user may follow is capped like the conversations it may create.
@@ -191,7 +200,8 @@ void Channels::leave(Shard& shard, const DeviceRef& actor, const std::string& ch
   ConvState& cs = **st;
   auto joined = subscribed(cs, c, actor.user);
   if (!joined) return done(joined.error());
-  if (!*joined) return done(c.subscribers);  // not subscribed: nothing changes
+  if (!*joined)  // not subscribed: nothing changes
+    return settle(cs, *conv, [count = c.subscribers, done](Result<void> r) { r ? done(count) : done(r.error()); });
   auto next = std::make_shared<store::Conversation>(c);
   next->subscribers = next->subscribers > 0 ? next->subscribers - 1 : 0;
   std::erase_if(next->members, [&](const store::Member& m) { return m.user == actor.user; });

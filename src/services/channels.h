@@ -116,6 +116,13 @@ class Channels {
   // Commits a new snapshot plus the subscription rows of `change`; answers with the count.
   void apply(ConvState& cs, ConversationPtr before, std::shared_ptr<store::Conversation> next, Change change,
              std::function<void(Result<void>)> done);
+  // A join of a user already subscribed, or a leave of one who is not: nothing to change,
+  // unless the store may hold a change half made (store::Store::finishes_changes_later: on a
+  // Redis Cluster the row may be that of a join whose node died before it wrote the record).
+  // Then the record is committed unchanged, which finishes such a change first: refused
+  // (`exists`), made again from the record read again (Sequencer::change_channel), and
+  // answered with the count that counts it. `done` as apply's.
+  void settle(ConvState& cs, ConversationPtr conv, std::function<void(Result<void>)> done);
 
   SequencerCore& core_;
 };

@@ -50,6 +50,9 @@ class CommitGatedStore : public store::MemoryStore {
     held_id_ = std::move(id);
     held_until_ = until;
   }
+  // As a Redis Cluster's store says (store::Store::finishes_changes_later).
+  bool finishes_changes_later() const override { return finishes_later_.load(); }
+  void set_finishes_later(bool on) { finishes_later_ = on; }
   void set_unavailable(bool on) {
     std::lock_guard lock(mu_);
     unavailable_ = on;
@@ -86,6 +89,7 @@ class CommitGatedStore : public store::MemoryStore {
   bool unavailable_ = false;
   int arrived_ = 0;
   int released_ = 0;
+  std::atomic<bool> finishes_later_{false};
   std::string held_id_;
   std::chrono::steady_clock::time_point held_until_{};
 };

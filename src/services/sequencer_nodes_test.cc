@@ -520,6 +520,46 @@ TEST_F(SequencerNodesTest, AChannelChangeHeldByTheStoreIsHandedAgainByTheNodeTha
   expect_stored_channel(id, 2, {}, {"bob"}, "carol");
 }
 
+// A join of a user already subscribed (or a leave of one who is not) changes nothing, and
+// commits nothing, unless the store may hold a change half made (a Redis Cluster: the row may
+// be that of a join whose node died before it wrote the record). Then it commits the record
+// unchanged, which finishes such a change first (Channels::settle).
+TEST_F(SequencerNodesTest, AJoinFoundMadeCommitsTheRecordUnchangedOnlyOnAStoreThatFinishesChangesLater) {
+  Node& a = *nodes_[0];
+  const std::string id = create_channel(a, "alice");
+  ASSERT_FALSE(id.empty());
+  auto join = [&] {
+    std::promise<Result<SubscriptionInfo>> p;
+    a.sequencer.join_channel(DeviceRef{"bob", 1}, id, [&p](auto r) { p.set_value(std::move(r)); });
+    auto f = p.get_future();
+    EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
+    return f.get();
+  };
+  auto leave = [&](const char* user) {
+    std::promise<Result<uint64_t>> p;
+    a.sequencer.leave_channel(DeviceRef{user, 1}, id, [&p](Result<uint64_t> r) { p.set_value(std::move(r)); });
+    auto f = p.get_future();
+    EXPECT_EQ(f.wait_for(10s), std::future_status::ready);
+    return f.get();
+  };
+  auto first = join();
+  ASSERT_TRUE(first) << first.error().message;
+  ASSERT_EQ(first->subscribers, 2u);
+  for (bool finishes_later : {false, true}) {
+    a.store.set_finishes_later(finishes_later);
+    const int commits = a.store.commits.load();
+    auto again = join();
+    ASSERT_TRUE(again) << again.error().message;
+    EXPECT_EQ(again->subscribers, 2u);
+    EXPECT_EQ(again->joined_seq, first->joined_seq);
+    auto gone = leave("carol");  // never joined
+    ASSERT_TRUE(gone) << gone.error().message;
+    EXPECT_EQ(*gone, 2u);
+    EXPECT_EQ(a.store.commits.load() - commits, finishes_later ? 2 : 0) << "finishes_later " << finishes_later;
+  }
+  expect_stored_channel(id, 2, {}, {"bob"}, "carol");
+}
+
 // Views are counted by the channel's sequencing node: read markers acked through another node
 // reach it with that node's next batch (ChannelViews::kBatchMs), each reader counted once, and
 // the channel's info through either node shows the sequencing node's counts.

@@ -234,6 +234,13 @@ class Store {
   // conversation and names it in behind(), so a writer may skip its send_idempotency() read
   // before a first attempt and read it only when the commit was refused (docs/scaling.md).
   virtual bool commit_checks_idempotency() const { return false; }
+  // True when a change of a conversation from an expected record (PutConversation::expected)
+  // may be left half made by a writer that died, and is finished by the conversation's next
+  // such change (a Redis Cluster: the change's rows in other slots are written first, the
+  // record after; redis_change_lease.h). A change found already made (a join of a user already
+  // subscribed: the dead writer's row) is then committed anyway, the record unchanged, so that
+  // a half-made change is finished before it is answered (Channels::settle).
+  virtual bool finishes_changes_later() const { return false; }
   // Flushes everything written so far to stable storage (used at shutdown).
   virtual Result<void> flush() = 0;
 

@@ -14,6 +14,22 @@
 
 namespace tern::test {
 
+// Every port shows `owner`'s channel with `count` subscribers within 5 s (a node's copy of the
+// record is refreshed by a change's announcement).
+inline void expect_count_shown(const std::vector<uint16_t>& ports, const std::string& channel, const Account& owner,
+                               int64_t count) {
+  for (size_t p = 0; p < ports.size(); ++p) {
+    int64_t shown = -1;
+    for (int i = 0; i < 100 && shown != count; ++i) {
+      if (i) std::this_thread::sleep_for(ms(50));
+      auto r = http_request(ports[p], "GET", "/v1/conversations/" + channel, std::nullopt, owner.token);
+      ASSERT_EQ(r.status, 200) << r.body;
+      shown = jint(r.obj(), "subscribers");
+    }
+    EXPECT_EQ(shown, count) << "through port " << p;
+  }
+}
+
 // Every user of `users` joins `owner`'s public channel `channel` (its owner its only
 // subscriber) at once, user i through ports[i % ports.size()]. Expects the answers to be the
 // counts 2 to users.size() + 1, each once (no two joins counted from the same copy, none
@@ -38,16 +54,7 @@ inline void expect_joins_at_once_each_counted(const std::vector<uint16_t>& ports
   const auto last = static_cast<int64_t>(users.size()) + 1;
   for (int64_t n = 2; n <= last; ++n) want.push_back(n);
   EXPECT_EQ(answers, want) << "two joins counted from the same copy, or a join not counted";
-  for (size_t p = 0; p < ports.size(); ++p) {
-    int64_t count = -1;
-    for (int i = 0; i < 100 && count != last; ++i) {
-      if (i) std::this_thread::sleep_for(ms(50));
-      auto r = http_request(ports[p], "GET", "/v1/conversations/" + channel, std::nullopt, owner.token);
-      ASSERT_EQ(r.status, 200) << r.body;
-      count = jint(r.obj(), "subscribers");
-    }
-    EXPECT_EQ(count, last) << "through port " << p;
-  }
+  expect_count_shown(ports, channel, owner, last);
 }
 
 }  // namespace tern::test

@@ -14,6 +14,7 @@
 #include "store/redis/redis_cluster.h"
 #include "store/redis/redis_scripts.h"
 #include "store/redis/redis_store.h"
+#include "store/redis/testing/half_made_change.h"
 #include "store/redis/testing/redis_cluster_server.h"
 #include "store/rocksdb/encoding.h"
 
@@ -193,40 +194,13 @@ TEST_F(ChangeLeaseTest, AChangeWhileAnotherCommitHoldsTheLeaseWritesNothing) {
 
 // The commit ops of a join of `user` to channel `from`, counting from it (as RedisStore
 // builds them: the record's check, the record, the subscription row). `to`: the record after.
-std::vector<std::string> join_ops(const Conversation& from, const Conversation& to, const std::string& user) {
-  std::string expected, meta;
-  rocks::encode_conversation(expected, from);
-  rocks::encode_conversation(meta, to);
-  std::vector<std::string> ops{"e", from.id, expected, "C", to.id, meta, std::to_string(to.members.size())};
-  for (const Member& m : to.members) {
-    ops.push_back(m.user);
-    ops.push_back(rocks::encode_user_row(UserConversation{to.id, m.joined_seq, m.left_seq, to.fanout_on_read}));
-  }
-  for (const std::string& x : {std::string("h"), "{u:" + user + "}:ix", to.id,
-                               rocks::encode_user_row(UserConversation{to.id, 1, 0, true})})
-    ops.push_back(x);
-  return ops;
-}
-
 class ChangeRedoTest : public ChangeLeaseTest {
  protected:
   // A join of carol's (v1 → v2) whose commit took the lease and wrote its redo record, wrote
   // carol's row in phase 0, and stopped there: its node died. Waits until the lease expired.
   void a_join_that_stopped_half_way(const Conversation& v1, const Conversation& v2) {
-    ChangeLeases dead(*raw_, 200ms);
-    const auto ops = join_ops(v1, v2, "carol");
-    std::string expected;
-    rocks::encode_conversation(expected, v1);
-    auto taken = dead.take("ch1", expected, std::vector<std::string_view>(ops.begin(), ops.end()));
-    ASSERT_TRUE(taken.ok()) << taken.error().message;
-    ASSERT_TRUE(taken->empty());
-    cmd({"HSET", "{u:carol}:ix", "ch1", ops.back()});  // its phase 0
-    bool expired = false;
-    for (const auto deadline = Clock::now() + 5s; !expired && Clock::now() < deadline;) {
-      std::this_thread::sleep_for(20ms);
-      expired = cmd({"EXISTS", "{c:ch1}:lk"}) == "0";
-    }
-    ASSERT_TRUE(expired);
+    auto stopped = testing::stop_a_join_half_way(*raw_, v1, v2, "carol", 200ms);
+    ASSERT_TRUE(stopped.ok()) << stopped.error().message;
     EXPECT_EQ(cmd({"EXISTS", "{c:ch1}:rd"}), "1");
   }
   Counter& redos_ = MetricsRegistry::global().counter("tern_redis_change_redos_total", "");

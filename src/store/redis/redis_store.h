@@ -120,6 +120,7 @@ class RedisStore final : public Store {
   // the send's conversation and op 'p' for an id used in another, redis_cluster_commit.h), so
   // the sender skips its idempotency read before a first attempt.
   bool commit_checks_idempotency() const override { return options_.dense_appends; }
+  bool finishes_changes_later() const override { return cluster_; }  // the change lease's redo record
   Result<void> flush() override;
   Result<bool> user_exists(const std::string& user) override;
   Result<std::vector<uint32_t>> devices(const std::string& user) override;
