@@ -138,6 +138,17 @@ class RedisClusterIntegration : public ::testing::Test {
   // More ternd flags, the same for the three nodes.
   virtual std::vector<std::string> extra_args() const { return {}; }
   uint16_t port(size_t i) { return nodes_[i].server->port(); }
+  // Every node sees the three live within 10 s (`who` reads their metrics).
+  void await_all_live(const Account& who) {
+    auto all_live = [&] {
+      for (size_t i = 0; i < 3; ++i)
+        if (metric_at(port(i), who, "tern_bus_live_nodes") != 3) return false;
+      return true;
+    };
+    const auto deadline = Clock::now() + std::chrono::seconds(10);
+    while (!all_live() && Clock::now() < deadline) std::this_thread::sleep_for(ms(50));
+    ASSERT_TRUE(all_live());
+  }
 
   // Every acknowledged (client_msg_id → seq) is in the log once, at that seq; the log is dense.
   void expect_log_holds(const Account& reader, const std::string& conv, const std::map<std::string, Seq>& acked,
@@ -528,14 +539,7 @@ TEST_F(RedisClusterIntegration, ARollingRestartIsNotSeenByTheClientsOfTheOtherNo
   Account kim = nodes_[2].api->must_register("kim");
   Account lou = nodes_[2].api->must_register("lou");
   // Every node sees the three (they agree on the owners) before the traffic starts.
-  auto all_live = [&] {
-    for (size_t i = 0; i < 3; ++i)
-      if (metric_at(port(i), kim, "tern_bus_live_nodes") != 3) return false;
-    return true;
-  };
-  const auto live_deadline = Clock::now() + std::chrono::seconds(10);
-  while (!all_live() && Clock::now() < live_deadline) std::this_thread::sleep_for(ms(50));
-  ASSERT_TRUE(all_live());
+  ASSERT_NO_FATAL_FAILURE(await_all_live(kim));
   // A group of kim's that each of nodes 0 and 1 sequences, as node 2's ring sees all three.
   bus::NodeRing ring("n2", std::chrono::seconds(5));
   ring.set_live({"n0", "n1", "n2"});
@@ -583,14 +587,7 @@ TEST_F(RedisClusterIntegration, ARollingRestartIsNotSeenByTheClientsOfTheOtherNo
 TEST_F(RedisClusterIntegration, AJoinWhileADeadNodesChangeLeaseHoldsTheChannelLandsOnceItExpires) {
   Account owner = nodes_[0].api->must_register("leaseowner");
   Account joiner = nodes_[1].api->must_register("leasejoiner");
-  const auto all_live = [&] {
-    for (size_t i = 0; i < 3; ++i)
-      if (metric_at(port(i), owner, "tern_bus_live_nodes") != 3) return false;
-    return true;
-  };
-  const auto live_deadline = Clock::now() + std::chrono::seconds(10);
-  while (!all_live() && Clock::now() < live_deadline) std::this_thread::sleep_for(ms(50));
-  ASSERT_TRUE(all_live());
+  ASSERT_NO_FATAL_FAILURE(await_all_live(owner));  // they agree on the channel's sequencing node
   auto made = http_request(port(0), "POST", "/v1/conversations", R"({"type":"channel","name":"held","public":true})",
                            owner.token);
   ASSERT_EQ(made.status, 201) << made.body;
